@@ -1,0 +1,14 @@
+"""Robot description (limits, kinematic chain) and kinematics shared by the real-time loop and the envs."""
+
+from .description import JointSpec, RobotDescription, load_robot, parse_robot
+from .kinematics import forward_kinematics, paddle_jacobian, paddle_position_normal
+
+__all__ = [
+    "JointSpec",
+    "RobotDescription",
+    "forward_kinematics",
+    "load_robot",
+    "paddle_jacobian",
+    "paddle_position_normal",
+    "parse_robot",
+]

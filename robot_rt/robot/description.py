@@ -1,0 +1,175 @@
+"""Robot description: joint limits and the kinematic chain, loaded from a JSON data file.
+
+Another robot is a new file, not new code. The format is documented in docs/architecture.md and checked
+on load: a malformed file raises a ValueError that names the file and the offending field.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_ROBOT_FILE = "gantry_arm_8dof.json"
+_JOINT_TYPES = ("prismatic", "revolute")
+
+
+@dataclass(frozen=True)
+class JointSpec:
+    name: str
+    type: str  # 'prismatic' (m) or 'revolute' (rad)
+    axis: tuple[float, float, float]  # unit vector in the joint's frame
+    origin_xyz_m: tuple[float, float, float]  # fixed offset from the parent frame
+    origin_rpy_rad: tuple[float, float, float]  # fixed rotation from the parent frame (roll, pitch, yaw)
+    position_min: float
+    position_max: float
+    velocity_limit: float
+    acceleration_limit: float
+    jerk_limit: float
+
+
+@dataclass(frozen=True)
+class RobotDescription:
+    name: str
+    joints: tuple[JointSpec, ...]
+    paddle_origin_xyz_m: tuple[float, float, float]
+    paddle_origin_rpy_rad: tuple[float, float, float]
+    paddle_radius_m: float
+    workspace_min_m: np.ndarray  # paddle workspace box in the table frame, [3]
+    workspace_max_m: np.ndarray
+    home: np.ndarray  # [dof]
+    source: str = ""
+
+    @property
+    def dof(self) -> int:
+        return len(self.joints)
+
+    @property
+    def joint_names(self) -> list[str]:
+        return [j.name for j in self.joints]
+
+    def _column(self, field: str) -> np.ndarray:
+        return np.array([getattr(j, field) for j in self.joints], dtype=np.float64)
+
+    @property
+    def position_min(self) -> np.ndarray:
+        return self._column("position_min")
+
+    @property
+    def position_max(self) -> np.ndarray:
+        return self._column("position_max")
+
+    @property
+    def velocity_limit(self) -> np.ndarray:
+        return self._column("velocity_limit")
+
+    @property
+    def acceleration_limit(self) -> np.ndarray:
+        return self._column("acceleration_limit")
+
+    @property
+    def jerk_limit(self) -> np.ndarray:
+        return self._column("jerk_limit")
+
+    @property
+    def is_revolute(self) -> np.ndarray:
+        return np.array([j.type == "revolute" for j in self.joints])
+
+    def chain_arrays(self) -> dict[str, np.ndarray]:
+        """Flat float64 arrays describing the chain, the layout the C++ kinematics header takes."""
+        return {
+            "joint_type": np.array([1 if j.type == "revolute" else 0 for j in self.joints], dtype=np.int32),
+            "axis": np.array([j.axis for j in self.joints], dtype=np.float64),
+            "origin_xyz_m": np.array([j.origin_xyz_m for j in self.joints], dtype=np.float64),
+            "origin_rpy_rad": np.array([j.origin_rpy_rad for j in self.joints], dtype=np.float64),
+            "paddle_xyz_m": np.array(self.paddle_origin_xyz_m, dtype=np.float64),
+            "paddle_rpy_rad": np.array(self.paddle_origin_rpy_rad, dtype=np.float64),
+        }
+
+
+def _vec3(value, where: str) -> tuple[float, float, float]:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.shape != (3,) or not np.all(np.isfinite(arr)):
+        raise ValueError(f"{where}: expected 3 finite numbers, got {value!r}")
+    return (float(arr[0]), float(arr[1]), float(arr[2]))
+
+
+def _number(entry: dict, key: str, where: str, positive: bool = False) -> float:
+    if key not in entry:
+        raise ValueError(f"{where}: missing field '{key}'")
+    value = float(entry[key])
+    if not np.isfinite(value) or (positive and value <= 0):
+        raise ValueError(f"{where}.{key}: expected a finite{' positive' if positive else ''} number, got {value}")
+    return value
+
+
+def parse_robot(data: dict, source: str = "<dict>") -> RobotDescription:
+    """Validates and converts the JSON structure of a robot description."""
+    if data.get("format_version") != 1:
+        raise ValueError(f"{source}: format_version must be 1, got {data.get('format_version')!r}")
+    joints = []
+    for i, entry in enumerate(data.get("joints") or []):
+        where = f"{source}: joints[{i}]"
+        if entry.get("type") not in _JOINT_TYPES:
+            raise ValueError(f"{where}.type: expected one of {_JOINT_TYPES}, got {entry.get('type')!r}")
+        axis = np.asarray(_vec3(entry.get("axis"), f"{where}.axis"))
+        if abs(np.linalg.norm(axis) - 1.0) > 1e-6:
+            raise ValueError(f"{where}.axis: expected a unit vector, got {axis.tolist()}")
+        lo, hi = _number(entry, "position_min", where), _number(entry, "position_max", where)
+        if not lo < hi:
+            raise ValueError(f"{where}: position_min ({lo}) must be below position_max ({hi})")
+        joints.append(
+            JointSpec(
+                name=str(entry.get("name", f"joint{i}")),
+                type=entry["type"],
+                axis=tuple(axis.tolist()),
+                origin_xyz_m=_vec3(entry.get("origin_xyz_m", [0, 0, 0]), f"{where}.origin_xyz_m"),
+                origin_rpy_rad=_vec3(entry.get("origin_rpy_rad", [0, 0, 0]), f"{where}.origin_rpy_rad"),
+                position_min=lo,
+                position_max=hi,
+                velocity_limit=_number(entry, "velocity_limit", where, positive=True),
+                acceleration_limit=_number(entry, "acceleration_limit", where, positive=True),
+                jerk_limit=_number(entry, "jerk_limit", where, positive=True),
+            )
+        )
+    if not joints:
+        raise ValueError(f"{source}: 'joints' must be a non-empty list")
+    paddle = data.get("paddle") or {}
+    box = data.get("paddle_workspace_box_m") or {}
+    box_min = np.asarray(_vec3(box.get("min"), f"{source}: paddle_workspace_box_m.min"))
+    box_max = np.asarray(_vec3(box.get("max"), f"{source}: paddle_workspace_box_m.max"))
+    if not np.all(box_min < box_max):
+        raise ValueError(f"{source}: paddle_workspace_box_m.min must be below max in every axis")
+    home = np.asarray(data.get("home_position", [0.0] * len(joints)), dtype=np.float64)
+    robot = RobotDescription(
+        name=str(data.get("name", "robot")),
+        joints=tuple(joints),
+        paddle_origin_xyz_m=_vec3(paddle.get("origin_xyz_m", [0, 0, 0]), f"{source}: paddle.origin_xyz_m"),
+        paddle_origin_rpy_rad=_vec3(paddle.get("origin_rpy_rad", [0, 0, 0]), f"{source}: paddle.origin_rpy_rad"),
+        paddle_radius_m=_number(paddle, "radius_m", f"{source}: paddle", positive=True),
+        workspace_min_m=box_min,
+        workspace_max_m=box_max,
+        home=home,
+        source=source,
+    )
+    if home.shape != (robot.dof,) or np.any(home < robot.position_min) or np.any(home > robot.position_max):
+        raise ValueError(f"{source}: home_position must hold {robot.dof} values inside the joint limits")
+    return robot
+
+
+def load_robot(path: str | Path | None = None) -> RobotDescription:
+    """Loads a robot description; `None` gives the platform shipped with the package."""
+    if path is None:
+        text = resources.files("robot_rt.robot").joinpath("data", DEFAULT_ROBOT_FILE).read_text()
+        return parse_robot(json.loads(text), source=DEFAULT_ROBOT_FILE)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path: robot description file not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"path: {path} is not valid JSON ({err})") from err
+    return parse_robot(data, source=str(path))

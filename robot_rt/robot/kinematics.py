@@ -1,0 +1,86 @@
+"""Forward kinematics of a serial chain of prismatic and revolute joints (NumPy reference).
+
+Each joint i applies its fixed origin transform (translation `origin_xyz_m`, then rotation
+R = Rz(yaw) Ry(pitch) Rx(roll) from `origin_rpy_rad`, as in URDF) followed by its motion: a rotation by
+q_i about `axis` (revolute) or a translation q_i * axis (prismatic). The paddle frame is a fixed
+transform after the last joint; its z axis is the face normal. Batched over any leading dimensions of q.
+The C++ header csrc/robot_rt/robot/kinematics.hpp implements the same product.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .description import RobotDescription
+
+
+def rpy_matrix(rpy) -> np.ndarray:
+    roll, pitch, yaw = rpy
+    cr, sr, cp, sp, cy, sy = np.cos(roll), np.sin(roll), np.cos(pitch), np.sin(pitch), np.cos(yaw), np.sin(yaw)
+    return np.array(
+        [
+            [cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
+            [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
+            [-sp, cp * sr, cp * cr],
+        ]
+    )
+
+
+def _fixed_transform(xyz, rpy) -> np.ndarray:
+    t = np.eye(4)
+    t[:3, :3] = rpy_matrix(rpy)
+    t[:3, 3] = xyz
+    return t
+
+
+def _axis_angle(axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    """Rodrigues' formula, batched over angle: [..., 3, 3]."""
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    s, c = np.sin(angle)[..., None, None], np.cos(angle)[..., None, None]
+    return np.eye(3) + s * k + (1 - c) * (k @ k)
+
+
+def joint_transforms(robot: RobotDescription, q) -> list[np.ndarray]:
+    """World transforms [..., 4, 4] of each joint's frame after its motion, then of the paddle (last)."""
+    q = np.asarray(q, dtype=np.float64)
+    if q.shape[-1] != robot.dof:
+        raise ValueError(f"q: expected last dimension {robot.dof} (joint positions), got shape {q.shape}")
+    batch = q.shape[:-1]
+    current = np.broadcast_to(np.eye(4), batch + (4, 4)).copy()
+    frames = []
+    for i, joint in enumerate(robot.joints):
+        current = current @ _fixed_transform(joint.origin_xyz_m, joint.origin_rpy_rad)
+        motion = np.broadcast_to(np.eye(4), batch + (4, 4)).copy()
+        axis = np.asarray(joint.axis)
+        if joint.type == "revolute":
+            motion[..., :3, :3] = _axis_angle(axis, q[..., i])
+        else:
+            motion[..., :3, 3] = q[..., i, None] * axis
+        current = current @ motion
+        frames.append(current)
+    frames.append(current @ _fixed_transform(robot.paddle_origin_xyz_m, robot.paddle_origin_rpy_rad))
+    return frames
+
+
+def forward_kinematics(robot: RobotDescription, q) -> np.ndarray:
+    """Paddle pose in the table frame as a homogeneous transform [..., 4, 4]."""
+    return joint_transforms(robot, q)[-1]
+
+
+def paddle_position_normal(robot: RobotDescription, q) -> tuple[np.ndarray, np.ndarray]:
+    """Paddle centre [..., 3] (m) and forehand face normal [..., 3] (unit) in the table frame."""
+    pose = forward_kinematics(robot, q)
+    return pose[..., :3, 3], pose[..., :3, 2]
+
+
+def paddle_jacobian(robot: RobotDescription, q, eps: float = 1e-6) -> np.ndarray:
+    """Central-difference Jacobian of the paddle position w.r.t. q: [..., 3, dof]."""
+    q = np.asarray(q, dtype=np.float64)
+    cols = []
+    for i in range(robot.dof):
+        dq = np.zeros(robot.dof)
+        dq[i] = eps
+        plus, _ = paddle_position_normal(robot, q + dq)
+        minus, _ = paddle_position_normal(robot, q - dq)
+        cols.append((plus - minus) / (2 * eps))
+    return np.stack(cols, axis=-1)
