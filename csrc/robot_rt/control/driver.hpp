@@ -1,0 +1,80 @@
+// Hardware interface of the real-time loop: the abstract RobotDriver and the plain data it exchanges.
+//
+// Everything here is fixed-size (kMaxDof joints, kMaxBallObservations detections), trivially copyable and
+// heap-free, so the loop can hand it through lock-free buffers and call a driver inside a tick.
+//
+// Units: joint quantities are in the joint's SI unit, metres for a prismatic joint and radians for a
+// revolute one, hence the `_si` suffix (position_si: m | rad, velocity_si: m/s | rad/s, acceleration_si:
+// m/s^2 | rad/s^2). Times are CLOCK_MONOTONIC nanoseconds (`_ns`), Cartesian positions metres in the table
+// frame of docs/architecture.md (`_m`).
+//
+// Contract for implementations (in-process SimDriver in sim_driver.hpp, the UDP driver in udp_*.cpp):
+//   * every method is called from the loop thread only, once per tick, and must not block: no waiting on a
+//     socket (non-blocking reads only), no heap allocation, no lock shared with Python;
+//   * read_state() returns false when no fresh state arrived since the previous call (sensor dropout): the
+//     loop then keeps its own commanded trajectory, counts the dropout and stops the robot after its
+//     sensor timeout;
+//   * write_command() receives only commands that passed the safety filter;
+//   * read_ball_observations() returns the number of detections written (0..max_count) since the last call.
+#pragma once
+
+#include <cstdint>
+
+namespace robot_rt::control {
+
+constexpr int kMaxDof = 16;
+constexpr int kMaxBallObservations = 8;
+
+// JointState::flags bits
+constexpr std::uint32_t kStateEstopInput = 1u << 0;  // the hardware e-stop input is pressed
+constexpr std::uint32_t kStateFault = 1u << 1;       // the robot reports a fault (drive error, ...)
+
+struct JointState {
+  std::int64_t stamp_ns = 0;  // when the state was measured (CLOCK_MONOTONIC)
+  std::int32_t dof = 0;
+  std::uint32_t flags = 0;  // kState* bits
+  double position_si[kMaxDof] = {};
+  double velocity_si[kMaxDof] = {};
+};
+
+struct JointCommand {
+  std::int64_t stamp_ns = 0;  // when the loop produced it (CLOCK_MONOTONIC)
+  std::uint64_t tick = 0;     // loop tick index
+  std::int32_t dof = 0;
+  std::uint32_t flags = 0;  // kCommand* bits
+  double position_si[kMaxDof] = {};
+  double velocity_si[kMaxDof] = {};      // feed-forward, consistent with position_si
+  double acceleration_si[kMaxDof] = {};  // feed-forward
+};
+
+// JointCommand::flags bits
+constexpr std::uint32_t kCommandStopping = 1u << 0;  // a controlled stop is in progress (watchdog, e-stop, ...)
+constexpr std::uint32_t kCommandEstop = 1u << 1;     // the e-stop is latched
+
+struct BallObservation {
+  std::int64_t stamp_ns = 0;  // exposure time of the detection (CLOCK_MONOTONIC)
+  std::uint32_t camera_id = 0;
+  std::uint32_t frame = 0;
+  double position_m[3] = {};  // ball centre, table frame
+  double confidence = 0.0;    // 0..1
+};
+
+class RobotDriver {
+ public:
+  virtual ~RobotDriver() = default;
+  virtual int dof() const noexcept = 0;
+  // Latest measured state; false when nothing new arrived since the previous call (dropout).
+  virtual bool read_state(JointState& out) noexcept = 0;
+  // Sends one safety-filtered command; false when it could not be sent (counted, logged by the loop).
+  virtual bool write_command(const JointCommand& command) noexcept = 0;
+  // Ball detections received since the previous call, at most max_count, oldest first; returns the count.
+  virtual int read_ball_observations(BallObservation* out, int max_count) noexcept = 0;
+  // Short static name for logs ("sim", "udp", ...).
+  virtual const char* name() const noexcept = 0;
+  // Called by ControlLoop::start() / stop() from the controlling (non real-time) thread; may allocate,
+  // open sockets, etc. Default: nothing to do.
+  virtual void on_start() {}
+  virtual void on_stop() {}
+};
+
+}  // namespace robot_rt::control
