@@ -1,0 +1,200 @@
+"""Shared benchmark utilities for the percept_fast ops (timing, peak memory, copy bandwidth, JSON + table).
+
+- :func:`time_fn`: median (and min) wall time over repeats after warm-up; synchronises CUDA.
+- :func:`peak_memory`: extra peak memory of one call above what was resident before it.
+  CUDA: ``torch.cuda.max_memory_allocated`` delta. CPU: the process's peak RSS (``VmHWM``) delta, after
+  resetting the high-water mark through ``/proc/self/clear_refs`` (Linux >= 4.0); falls back to a
+  ``resource.getrusage`` ru_maxrss delta (which can under-report when an earlier step peaked higher).
+- :func:`copy_bandwidth`: the machine's copy bandwidth (bytes read + written per second of a large
+  tensor copy), the floor against which the kernels' effective bandwidth is reported.
+- :func:`write_json`: ``bench/results/<name>.json`` written atomically; :func:`print_table`: rich table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def sync(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_fn(
+    fn: Callable[[], Any],
+    *,
+    device: torch.device | str = "cpu",
+    repeats: int = 10,
+    warmup: int = 2,
+    min_time_s: float = 0.0,
+) -> dict[str, float]:
+    """Median/min/mean seconds of ``fn()`` over ``repeats`` runs (at least ``min_time_s`` total) after ``warmup``."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times: list[float] = []
+    start_all = time.perf_counter()
+    while len(times) < repeats or (time.perf_counter() - start_all) < min_time_s:
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+        if len(times) >= 10 * max(1, repeats):
+            break
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "mean_s": statistics.fmean(times),
+        "repeats": len(times),
+    }
+
+
+def _read_status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_memory(fn: Callable[[], Any], *, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Extra peak memory (bytes) of one ``fn()`` call above the memory resident just before it."""
+    device = torch.device(device)
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        out = fn()
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device)
+        del out
+        return {"peak_extra_bytes": int(peak - base), "method": "torch.cuda.max_memory_allocated"}
+    rss = _read_status_kib("VmRSS")
+    if rss is not None and _reset_peak_rss():
+        out = fn()
+        hwm = _read_status_kib("VmHWM") or rss
+        del out
+        return {"peak_extra_bytes": int(max(0, hwm - rss) * 1024), "method": "VmHWM delta (clear_refs)"}
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = fn()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    del out
+    return {"peak_extra_bytes": int(max(0, after - before) * 1024), "method": "ru_maxrss delta (lower bound)"}
+
+
+def copy_bandwidth(
+    *, device: torch.device | str = "cpu", nbytes: int = 512 * 2**20, repeats: int = 5
+) -> dict[str, float]:
+    """Copy bandwidth in bytes/s (bytes read + bytes written) of ``dst.copy_(src)`` for ``nbytes`` buffers."""
+    device = torch.device(device)
+    n = nbytes // 4
+    src = torch.ones(n, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    t = time_fn(lambda: dst.copy_(src), device=device, repeats=repeats, warmup=1)
+    return {"bytes_per_s": 2.0 * n * 4 / t["median_s"], "buffer_bytes": float(n * 4), "median_s": t["median_s"]}
+
+
+def machine_info(device: torch.device | str = "cpu") -> dict[str, Any]:
+    device = torch.device(device)
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def write_json(name: str, payload: dict[str, Any], results_dir: Path | str | None = None) -> Path:
+    """Writes ``<results_dir>/<name>.json`` atomically (temp file + os.replace)."""
+    out_dir = Path(results_dir) if results_dir is not None else RESULTS_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.json"
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".json.tmp", dir=out_dir)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(payload, fh, indent=2, sort_keys=False, default=str)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Prints a rich table (plain text when rich is missing)."""
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:  # pragma: no cover
+        print(title)
+        print(" | ".join(columns))
+        for r in rows:
+            print(" | ".join(str(c) for c in r))
+        return
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c, justify="right" if c not in ("layer", "shape", "backend", "dtype") else "left")
+    for r in rows:
+        table.add_row(*[str(c) for c in r])
+    Console().print(table)
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="small shapes and few repeats (smoke run)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device to benchmark on")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per case (median reported)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "all"])
+    p.add_argument("--out", default=None, help="results directory (default bench/results)")
+    return p

@@ -1,0 +1,217 @@
+// Shared definitions of the percept_fast native kernels (CPU C++ and CUDA).
+//
+// No Python and no libtorch here: tensors arrive as a data pointer plus sizes and strides (in
+// elements) and a dtype code. Per-element maths is written as PR_HD inline functions so the CPU build
+// (and therefore the CPU tests) exercise the exact code the CUDA kernels run.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#if defined(__CUDACC__)
+#define PR_HD __host__ __device__ __forceinline__
+#else
+#define PR_HD inline
+#endif
+
+namespace percept_fast {
+
+// dtype codes shared with percept_fast/ops/_common.py (DTYPE_CODES).
+enum DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kFloat64 = 3 };
+
+// IEEE binary16 and bfloat16 stored as raw 16-bit patterns (layout-compatible with torch.half / torch.bfloat16).
+struct half_t {
+  uint16_t bits;
+};
+struct bf16_t {
+  uint16_t bits;
+};
+
+PR_HD float bits_to_float(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float f;
+  std::memcpy(&f, &u, sizeof(f));
+  return f;
+#endif
+}
+
+PR_HD uint32_t float_to_bits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof(u));
+  return u;
+#endif
+}
+
+// binary16 -> float, exact (handles subnormals, inf, NaN).
+PR_HD float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t expo = (h >> 10) & 0x1fu;
+  uint32_t mant = h & 0x3ffu;
+  if (expo == 0x1fu) return bits_to_float(sign | 0x7f800000u | (mant << 13));  // inf / NaN
+  if (expo == 0) {
+    if (mant == 0) return bits_to_float(sign);  // +-0
+    // subnormal: value = mant * 2^-24
+    float v = static_cast<float>(mant) * 5.9604644775390625e-08f;
+    return (sign != 0u) ? -v : v;
+  }
+  return bits_to_float(sign | ((expo + 112u) << 23) | (mant << 13));
+}
+
+// float -> binary16 with round-to-nearest-even (overflow -> inf, NaN preserved).
+PR_HD uint16_t float_to_half(float f) {
+  const uint32_t x = float_to_bits(f);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const uint32_t absx = x & 0x7fffffffu;
+  if (absx >= 0x7f800000u) return static_cast<uint16_t>(sign | 0x7c00u | (absx > 0x7f800000u ? 0x200u : 0u));
+  if (absx >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to >= 65520 -> inf
+  if (absx < 0x38800000u) {                                                // result is subnormal or zero
+    if (absx < 0x33000000u) return static_cast<uint16_t>(sign);           // < 2^-25 -> 0
+    const uint32_t e = absx >> 23;
+    const uint32_t m = (absx & 0x7fffffu) | 0x800000u;
+    const uint32_t shift = 126u - e;  // 14..24
+    uint32_t r = m >> shift;
+    const uint32_t rem = m & ((1u << shift) - 1u);
+    const uint32_t halfway = 1u << (shift - 1u);
+    if (rem > halfway || (rem == halfway && (r & 1u))) ++r;
+    return static_cast<uint16_t>(sign | r);
+  }
+  uint32_t r = absx - 0x38000000u;  // rebias exponent 127 -> 15 (in the shifted position)
+  const uint32_t rem = r & 0x1fffu;
+  r >>= 13;
+  if (rem > 0x1000u || (rem == 0x1000u && (r & 1u))) ++r;
+  return static_cast<uint16_t>(sign | r);
+}
+
+PR_HD float bf16_to_float(uint16_t b) { return bits_to_float(static_cast<uint32_t>(b) << 16); }
+
+// float -> bfloat16 with round-to-nearest-even (NaN kept quiet).
+PR_HD uint16_t float_to_bf16(float f) {
+  const uint32_t x = float_to_bits(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40u);
+  const uint32_t lsb = (x >> 16) & 1u;
+  return static_cast<uint16_t>((x + 0x7fffu + lsb) >> 16);
+}
+
+// Load one element of storage type T as the accumulation type Acc.
+template <typename Acc, typename T>
+struct Load {
+  static PR_HD Acc get(const T* p) { return static_cast<Acc>(*p); }
+};
+template <typename Acc>
+struct Load<Acc, half_t> {
+  static PR_HD Acc get(const half_t* p) { return static_cast<Acc>(half_to_float(p->bits)); }
+};
+template <typename Acc>
+struct Load<Acc, bf16_t> {
+  static PR_HD Acc get(const bf16_t* p) { return static_cast<Acc>(bf16_to_float(p->bits)); }
+};
+
+// Accumulation type: double for double inputs (gradcheck), float otherwise.
+template <typename T>
+struct AccOf {
+  using type = float;
+};
+template <>
+struct AccOf<double> {
+  using type = double;
+};
+
+// A strided 4-D [B, C, H, W] view; strides are in elements and may be anything (channels_last, slices,
+// broadcast zeros).
+template <typename T>
+struct View4 {
+  const T* data;
+  int64_t size[4];
+  int64_t stride[4];
+  PR_HD const T* ptr(int64_t b, int64_t c, int64_t h, int64_t w) const {
+    return data + b * stride[0] + c * stride[1] + h * stride[2] + w * stride[3];
+  }
+};
+
+// Type-erased form used at the binding boundary.
+struct RawView4 {
+  uintptr_t data = 0;
+  int64_t size[4] = {0, 0, 0, 0};
+  int64_t stride[4] = {0, 0, 0, 0};
+  int dtype = kFloat32;
+  template <typename T>
+  View4<T> as() const {
+    View4<T> v;
+    v.data = reinterpret_cast<const T*>(data);
+    for (int i = 0; i < 4; ++i) {
+      v.size[i] = size[i];
+      v.stride[i] = stride[i];
+    }
+    return v;
+  }
+};
+
+// Calls f.template operator()<T>() with T the storage type of `dtype`. Returns false for unknown codes.
+template <typename F>
+bool dispatch_dtype(int dtype, F&& f) {
+  switch (dtype) {
+    case kFloat32:
+      f(static_cast<float*>(nullptr));
+      return true;
+    case kFloat16:
+      f(static_cast<half_t*>(nullptr));
+      return true;
+    case kBFloat16:
+      f(static_cast<bf16_t*>(nullptr));
+      return true;
+    case kFloat64:
+      f(static_cast<double*>(nullptr));
+      return true;
+    default:
+      return false;
+  }
+}
+
+#if !defined(__CUDACC__)
+// Number of worker threads: PF_NUM_THREADS if set, else the hardware concurrency.
+inline int num_threads() {
+  static const int n = [] {
+    if (const char* env = std::getenv("PF_NUM_THREADS")) {
+      const int v = std::atoi(env);
+      if (v > 0) return v;
+    }
+    const unsigned hc = std::thread::hardware_concurrency();
+    return hc == 0 ? 1 : static_cast<int>(hc);
+  }();
+  return n;
+}
+
+// Runs f(begin, end) over [0, n) split into contiguous chunks, one per thread. `min_per_thread` items of
+// work per thread are required before another thread is started (small inputs run inline).
+template <typename F>
+void parallel_for(int64_t n, int64_t min_per_thread, F&& f) {
+  if (n <= 0) return;
+  const int64_t want = std::max<int64_t>(1, n / std::max<int64_t>(1, min_per_thread));
+  const int nt = static_cast<int>(std::min<int64_t>(want, num_threads()));
+  if (nt <= 1) {
+    f(int64_t{0}, n);
+    return;
+  }
+  std::vector<std::thread> workers;
+  workers.reserve(nt - 1);
+  const int64_t chunk = (n + nt - 1) / nt;
+  for (int t = 1; t < nt; ++t) {
+    const int64_t b = t * chunk, e = std::min(n, b + chunk);
+    if (b >= e) break;
+    workers.emplace_back([&f, b, e] { f(b, e); });
+  }
+  f(int64_t{0}, std::min(n, chunk));
+  for (auto& w : workers) w.join();
+}
+#endif
+
+}  // namespace percept_fast

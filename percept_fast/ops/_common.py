@@ -1,0 +1,236 @@
+"""Shared plumbing of the percept_fast distance ops: validation, backend resolution, native-module access.
+
+Every public op validates its inputs here *before* any kernel runs (``ValueError``/``TypeError`` naming
+the argument), resolves ``backend=`` with :func:`resolve_backend` and passes tensors to the C++/CUDA
+modules with :func:`tensor_arg` (data pointer + sizes + strides in elements + dtype code; the C++ side
+never links libtorch).
+
+Backends: ``'torch'`` (plain PyTorch reference), ``'cpu'`` (``percept_fast._C``, C++ threads),
+``'triton'`` (Triton kernel; on CPU tensors only under ``TRITON_INTERPRET=1``), ``'cuda'``
+(``percept_fast._C_cuda``). ``'auto'`` picks ``'cpu'`` for CPU tensors and ``'cuda'`` (else ``'triton'``)
+for CUDA tensors, falling back to ``'torch'`` when no native module is built.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+from collections.abc import Sequence
+from types import ModuleType
+
+import torch
+
+BACKENDS = ("auto", "torch", "cpu", "triton", "cuda")
+
+# dtype codes shared with csrc/percept_fast/common.h (enum DType).
+DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
+# fp32/fp16/bf16 are the supported feature dtypes; float64 is accepted too (exact gradchecks).
+SUPPORTED_DTYPES = tuple(DTYPE_CODES)
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested backend is not built / not importable / not usable for the input's device."""
+
+
+# ----------------------------------------------------------------------------------------------- native
+
+
+@functools.cache
+def _import_native(name: str) -> tuple[ModuleType | None, str]:
+    try:
+        return importlib.import_module(name), ""
+    except ImportError as exc:  # not built (no compiler / no nvcc) or failed to load
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def cpu_module() -> ModuleType | None:
+    """``percept_fast._C`` or None when it is not built."""
+    return _import_native("percept_fast._C")[0]
+
+
+def cuda_module() -> ModuleType | None:
+    """``percept_fast._C_cuda`` or None when it is not built (or cannot load)."""
+    return _import_native("percept_fast._C_cuda")[0]
+
+
+@functools.cache
+def _triton_import() -> tuple[ModuleType | None, str]:
+    try:
+        import triton  # noqa: F401
+
+        return triton, ""
+    except Exception as exc:  # pragma: no cover - triton missing or broken
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def triton_interpret() -> bool:
+    """True when Triton runs in its interpreter (``TRITON_INTERPRET=1``), which accepts CPU tensors."""
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+
+
+def triton_available(device: torch.device) -> bool:
+    if _triton_import()[0] is None:
+        return False
+    return device.type == "cuda" or (device.type == "cpu" and triton_interpret())
+
+
+def available_backends(device: torch.device | str = "cpu") -> list[str]:
+    """Backends usable for tensors on ``device`` (the reference ``'torch'`` always is)."""
+    device = torch.device(device)
+    out = ["torch"]
+    if device.type == "cpu" and cpu_module() is not None:
+        out.append("cpu")
+    if triton_available(device):
+        out.append("triton")
+    if device.type == "cuda" and cuda_module() is not None and torch.cuda.is_available():
+        out.append("cuda")
+    return out
+
+
+def resolve_backend(backend: str, device: torch.device, op: str = "op") -> str:
+    """Maps ``backend`` (incl. ``'auto'``) to a concrete backend usable on ``device``; raises clearly otherwise."""
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"{op}: backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        if device.type == "cpu":
+            return "cpu" if cpu_module() is not None else "torch"
+        if device.type == "cuda":
+            if cuda_module() is not None:
+                return "cuda"
+            if _triton_import()[0] is not None:
+                return "triton"
+        return "torch"
+    if backend == "torch":
+        return backend
+    if backend == "cpu":
+        if device.type != "cpu":
+            raise ValueError(f"{op}: backend='cpu' needs CPU tensors, got tensors on {device}")
+        if cpu_module() is None:
+            raise BackendUnavailableError(
+                f"{op}: backend='cpu' unavailable: percept_fast._C is not built ({_import_native('percept_fast._C')[1]}); "
+                "run `bash tools/setup.sh`"
+            )
+        return backend
+    if backend == "cuda":
+        if device.type != "cuda":
+            raise ValueError(f"{op}: backend='cuda' needs CUDA tensors, got tensors on {device}")
+        if cuda_module() is None:
+            raise BackendUnavailableError(
+                f"{op}: backend='cuda' unavailable: percept_fast._C_cuda is not built "
+                f"({_import_native('percept_fast._C_cuda')[1]}); it needs nvcc at build time"
+            )
+        return backend
+    # triton
+    if _triton_import()[0] is None:
+        raise BackendUnavailableError(f"{op}: backend='triton' unavailable: {_triton_import()[1]}")
+    if device.type == "cpu" and not triton_interpret():
+        raise ValueError(f"{op}: backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors)")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{op}: backend='triton' does not support tensors on {device}")
+    return backend
+
+
+# ------------------------------------------------------------------------------------------- validation
+
+
+def check_tensor(
+    t: object,
+    name: str,
+    *,
+    ndim: int | Sequence[int] = 4,
+    op: str = "op",
+    check_finite: bool = True,
+    allow_empty: bool = False,
+) -> torch.Tensor:
+    """A floating feature tensor of a supported dtype, the given rank, non-empty and (optionally) finite."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    ranks = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    if t.dim() not in ranks:
+        want = " or ".join(str(r) for r in ranks)
+        raise ValueError(f"{op}: {name} must have {want} dimensions ([B, C, H, W]), got shape {tuple(t.shape)}")
+    if t.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{op}: {name} must be float32, float16 or bfloat16 (or float64), got {t.dtype}")
+    if t.numel() == 0 and not allow_empty:
+        raise ValueError(f"{op}: {name} is empty (shape {tuple(t.shape)}); every dimension must be >= 1")
+    if check_finite and t.numel() > 0 and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{op}: {name} contains NaN or Inf")
+    return t
+
+
+def check_pair(fx: torch.Tensor, fy: torch.Tensor, names: tuple[str, str] = ("fx", "fy"), *, op: str = "op") -> None:
+    """Same shape, dtype and device."""
+    a, b = names
+    if fx.shape != fy.shape:
+        raise ValueError(f"{op}: {a} and {b} must have the same shape, got {tuple(fx.shape)} and {tuple(fy.shape)}")
+    check_same_kind(fx, fy, names, op=op)
+
+
+def check_same_kind(fx: torch.Tensor, fy: torch.Tensor, names: tuple[str, str] = ("fx", "fy"), *, op: str = "op"):
+    a, b = names
+    if fx.dtype != fy.dtype:
+        raise TypeError(f"{op}: {a} and {b} must have the same dtype, got {fx.dtype} and {fy.dtype}")
+    if fx.device != fy.device:
+        raise ValueError(f"{op}: {a} and {b} must be on the same device, got {fx.device} and {fy.device}")
+
+
+def check_weight(
+    weight: object,
+    channels: int,
+    like: torch.Tensor,
+    name: str = "weight",
+    *,
+    op: str = "op",
+    nonnegative: bool = False,
+) -> torch.Tensor | None:
+    """Per-channel weight of shape [C] or [1, C, 1, 1] (as lpips' lin layers); returns it flattened to [C]."""
+    if weight is None:
+        return None
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor or None, got {type(weight).__name__}")
+    if tuple(weight.shape) not in ((channels,), (1, channels, 1, 1)):
+        raise ValueError(
+            f"{op}: {name} must have shape [{channels}] or [1, {channels}, 1, 1], got {tuple(weight.shape)}"
+        )
+    if not weight.is_floating_point():
+        raise TypeError(f"{op}: {name} must be a floating tensor, got {weight.dtype}")
+    if weight.device != like.device:
+        raise ValueError(f"{op}: {name} must be on {like.device} like the features, got {weight.device}")
+    if not bool(torch.isfinite(weight).all()):
+        raise ValueError(f"{op}: {name} contains NaN or Inf")
+    if nonnegative and bool((weight < 0).any()):
+        raise ValueError(f"{op}: {name} must be non-negative (lpips' lin weights are)")
+    return weight.reshape(channels)
+
+
+def check_eps(eps: object, *, op: str = "op") -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"{op}: eps must be a float, got {type(eps).__name__}")
+    eps = float(eps)
+    if not (eps >= 0.0 and eps < float("inf")):
+        raise ValueError(f"{op}: eps must be finite and >= 0, got {eps}")
+    return eps
+
+
+def out_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Distances are accumulated and returned in float32 (float64 for float64 inputs)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# ------------------------------------------------------------------------------------------- native args
+
+
+def tensor_arg(t: torch.Tensor) -> tuple[int, tuple[int, ...], tuple[int, ...], int]:
+    """(data_ptr, sizes, strides (elements), dtype_code) of a tensor of rank <= 4, padded on the left to 4-D."""
+    if t.dim() > 4:
+        raise ValueError(f"tensor_arg: rank {t.dim()} > 4")
+    pad = 4 - t.dim()
+    sizes = (1,) * pad + tuple(t.shape)
+    strides = (0,) * pad + tuple(t.stride())
+    return t.data_ptr(), sizes, strides, DTYPE_CODES[t.dtype]
+
+
+def cuda_stream(t: torch.Tensor) -> int:
+    """The raw handle of the current CUDA stream of ``t``'s device (what the CUDA launchers take)."""
+    return torch.cuda.current_stream(t.device).cuda_stream
