@@ -1,0 +1,686 @@
+r"""Gram-matrix (style) distance between deep features: ``style_distance`` and ``style_distance_matrix``.
+
+Maths
+-----
+For one sample and one layer let :math:`X \in \mathbb{R}^{C \times P}` be the feature map ``[C, H, W]``
+flattened over space (:math:`P = HW`), and :math:`G = X X^\top / n` its Gram matrix, where the Gram
+normalisation ``n`` is an explicit option (``normalize=``):
+
+* ``'chw'`` (default): :math:`n = C H W`, as in the common style-loss code (``G.div(c * h * w)``);
+* ``'hw'``: :math:`n = H W` (the mean over positions of :math:`x_p x_p^\top`);
+* ``'none'``: :math:`n = 1`.
+
+The distance of a layer is
+
+.. math::  d(X_0, X_1) = \frac{1}{C^2} \lVert G_0 - G_1 \rVert_F^2
+          = \frac{1}{n^2 C^2} \lVert X_0 X_0^\top - X_1 X_1^\top \rVert_F^2 ,
+
+summed over the layers (or returned per layer, ``per_layer=True`` -> ``[B, L]``).  Two exact ways to get it,
+never materialising both Grams:
+
+* ``method='diff'`` (:math:`C \times C`): :math:`D = X_0 X_0^\top - X_1 X_1^\top = [X_0\ X_1][X_0\ -X_1]^\top`
+  is one product with contraction length :math:`2P`; :math:`D` is symmetric, so only the tiles of its upper
+  triangle are computed (off-diagonal tiles count twice) and each tile is squared and summed on the fly.
+  Cost :math:`\approx C^2 P` multiply-adds.
+* ``method='kernel'`` (:math:`P \times P`): with :math:`K_{ab} = X_a^\top X_b`,
+  :math:`\lVert D \rVert_F^2 = \lVert K_{00} \rVert_F^2 + \lVert K_{11} \rVert_F^2 - 2 \lVert K_{01} \rVert_F^2`
+  (trace identity :math:`\operatorname{tr}(X_a X_a^\top X_b X_b^\top) = \lVert X_a^\top X_b \rVert_F^2`).
+  :math:`K_{00}, K_{11}` are symmetric; for a pair of tiles :math:`(I, J)`, :math:`I < J`, the kernels compute
+  :math:`K_{00}[I,J], K_{11}[I,J], K_{01}[I,J], K_{01}[J,I]^\top` and add
+  :math:`2\sum (K_{00}^2 + K_{11}^2 - K_{01}[I,J]^2 - K_{01}[J,I]^{\top 2})` (weight 1 on the diagonal tiles).
+  Cost :math:`\approx 2 P^2 C`.
+
+``method='auto'`` takes the cheaper: ``'kernel'`` when :math:`C > 2P` (in particular whenever
+:math:`HW < C/2`), else ``'diff'``.  Every sum of squares is accumulated element by element from tiles computed
+by the same code, so identical inputs give exactly 0.  Accumulation is fp32 (fp64 for fp64 inputs) whatever
+the storage dtype (fp32/fp16/bf16).
+
+Gradient (analytic, ``register_autograd``): with :math:`D` as above,
+
+.. math:: \frac{\partial d}{\partial X_0} = \frac{4}{n^2 C^2} D X_0, \qquad
+          \frac{\partial d}{\partial X_1} = -\frac{4}{n^2 C^2} D X_1 ,
+
+computed as :math:`D X_a` directly (``'diff'``) or as :math:`X_0 K_{0a} - X_1 K_{1a}` (``'kernel'``, only
+:math:`P \times P` matrices), with batched matmuls on the input's device.
+
+``style_distance_matrix(fx [N,C,H,W], fy [M,C,H,W]) -> [N, M]`` uses
+:math:`d_{nm} = (\lVert G_n \rVert^2 + \lVert G'_m \rVert^2 - 2\langle G_n, G'_m\rangle) / C^2` with either
+the flattened Grams (``'gram'``: one ``[N, C^2] x [C^2, M]`` GEMM after the :math:`N + M` Grams) or
+:math:`\langle G_n, G'_m \rangle = \lVert X_n^\top Y_m \rVert_F^2 / n^2` (``'kernel'``, batched
+:math:`P \times P` products), whichever needs fewer multiply-adds.  It is clamped at 0 (the expansion can
+round slightly below).
+
+Backends: ``'torch'`` (the plain reference below: both Grams, subtract, square, sum), ``'cpu'``
+(``percept_fast._C``: packed, register-blocked fp32 GEMM tiles in C++ threads), ``'triton'`` (``tl.dot``
+tiles), ``'cuda'`` (``percept_fast._C_cuda``: shared-memory tiled SIMT kernels).  ``'auto'`` as in
+:mod:`percept_fast.ops._common`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import torch
+
+from ._common import (
+    check_pair,
+    check_same_kind,
+    check_tensor,
+    cpu_module,
+    cuda_module,
+    cuda_stream,
+    out_dtype,
+    resolve_backend,
+    tensor_arg,
+)
+
+__all__ = [
+    "NORMALIZATIONS",
+    "METHODS",
+    "style_distance",
+    "style_distance_matrix",
+    "style_distance_reference",
+    "style_distance_matrix_reference",
+    "gram_normalizer",
+    "choose_method",
+]
+
+NORMALIZATIONS = ("chw", "hw", "none")
+METHODS = ("auto", "diff", "kernel")
+_OP = "style_distance"
+_OPM = "style_distance_matrix"
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def gram_normalizer(normalize: str, C: int, H: int, W: int) -> float:
+    """The Gram normalisation ``n`` of ``G = X X^T / n`` for ``normalize`` in :data:`NORMALIZATIONS`."""
+    if normalize == "chw":
+        return float(C * H * W)
+    if normalize == "hw":
+        return float(H * W)
+    if normalize == "none":
+        return 1.0
+    raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+
+
+def choose_method(C: int, P: int) -> str:
+    """'kernel' (P x P products, ~2 P^2 C MACs) when C > 2P, else 'diff' (C x C, ~C^2 P MACs)."""
+    return "kernel" if C > 2 * P else "diff"
+
+
+def _check_normalize(normalize: object, op: str) -> str:
+    if not isinstance(normalize, str) or normalize not in NORMALIZATIONS:
+        raise ValueError(f"{op}: normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    return normalize
+
+
+def _check_method(method: object, op: str, allowed: Sequence[str]) -> str:
+    if not isinstance(method, str) or method not in allowed:
+        raise ValueError(f"{op}: method must be one of {tuple(allowed)}, got {method!r}")
+    return method
+
+
+def _as_layers(fx, fy, op: str, names=("fx", "fy")) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Accepts two tensors or two equally long sequences of tensors (one per layer)."""
+    a, b = names
+    if isinstance(fx, torch.Tensor) or isinstance(fy, torch.Tensor):
+        if not (isinstance(fx, torch.Tensor) and isinstance(fy, torch.Tensor)):
+            raise TypeError(f"{op}: {a} and {b} must both be tensors or both be sequences of tensors")
+        return [fx], [fy]
+    if not isinstance(fx, (list, tuple)) or not isinstance(fy, (list, tuple)):
+        raise TypeError(
+            f"{op}: {a} and {b} must be tensors [B, C, H, W] or lists of them, got {type(fx).__name__}, {type(fy).__name__}"
+        )
+    if len(fx) == 0 or len(fx) != len(fy):
+        raise ValueError(f"{op}: {a} and {b} must be non-empty lists of the same length, got {len(fx)} and {len(fy)}")
+    return list(fx), list(fy)
+
+
+def _validate_layers(xs, ys, op: str, *, same_batch: bool) -> None:
+    first = None
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        na, nb = (f"fx[{i}]", f"fy[{i}]") if len(xs) > 1 else ("fx", "fy")
+        check_tensor(x, na, op=op)
+        check_tensor(y, nb, op=op)
+        if same_batch:
+            check_pair(x, y, (na, nb), op=op)
+        else:
+            check_same_kind(x, y, (na, nb), op=op)
+            if x.shape[1:] != y.shape[1:]:
+                raise ValueError(
+                    f"{op}: {na} and {nb} must have the same [C, H, W], got {tuple(x.shape)} and {tuple(y.shape)}"
+                )
+        if first is None:
+            first = (x, na)
+        else:
+            x0, n0 = first
+            if x.shape[0] != x0.shape[0] or (not same_batch and y.shape[0] != ys[0].shape[0]):
+                raise ValueError(
+                    f"{op}: every layer must have the same batch size ({n0}: {x0.shape[0]}, {na}: {x.shape[0]})"
+                )
+            if x.dtype != x0.dtype or x.device != x0.device:
+                raise TypeError(f"{op}: every layer must have the same dtype and device as {n0}")
+
+
+# ------------------------------------------------------------------------------------------- reference
+
+
+def _reference_layer(x0: torch.Tensor, x1: torch.Tensor, n: float) -> torch.Tensor:
+    """Plain PyTorch: both Grams, subtract, square, sum (fp32 / fp64 accumulation)."""
+    B, C, H, W = x0.shape
+    acc = out_dtype(x0.dtype)
+    X0 = x0.reshape(B, C, H * W).to(acc)
+    X1 = x1.reshape(B, C, H * W).to(acc)
+    G0 = torch.bmm(X0, X0.transpose(1, 2)) / n
+    G1 = torch.bmm(X1, X1.transpose(1, 2)) / n
+    return ((G0 - G1) ** 2).sum(dim=(1, 2)) / (C * C)
+
+
+def style_distance_reference(fx, fy, normalize: str = "chw", *, per_layer: bool = False) -> torch.Tensor:
+    """The plain-PyTorch reference of :func:`style_distance` (``backend='torch'``)."""
+    xs, ys = _as_layers(fx, fy, _OP)
+    _check_normalize(normalize, _OP)
+    _validate_layers(xs, ys, _OP, same_batch=True)
+    vals = [_reference_layer(x, y, gram_normalizer(normalize, *x.shape[1:])) for x, y in zip(xs, ys)]
+    out = torch.stack(vals, dim=1)
+    return out if per_layer else out.sum(dim=1)
+
+
+def _reference_matrix_layer(x: torch.Tensor, y: torch.Tensor, n: float) -> torch.Tensor:
+    N, C, H, W = x.shape
+    acc = out_dtype(x.dtype)
+    X = x.reshape(N, C, H * W).to(acc)
+    Y = y.reshape(y.shape[0], C, H * W).to(acc)
+    Gx = torch.bmm(X, X.transpose(1, 2)) / n
+    Gy = torch.bmm(Y, Y.transpose(1, 2)) / n
+    rows = [((Gx[i][None] - Gy) ** 2).sum(dim=(1, 2)) for i in range(N)]
+    return torch.stack(rows, dim=0) / (C * C)
+
+
+def style_distance_matrix_reference(fx, fy, normalize: str = "chw", *, per_layer: bool = False) -> torch.Tensor:
+    """Plain reference of :func:`style_distance_matrix`: every pair of Grams subtracted explicitly."""
+    xs, ys = _as_layers(fx, fy, _OPM)
+    _check_normalize(normalize, _OPM)
+    _validate_layers(xs, ys, _OPM, same_batch=False)
+    vals = [_reference_matrix_layer(x, y, gram_normalizer(normalize, *x.shape[1:])) for x, y in zip(xs, ys)]
+    out = torch.stack(vals, dim=-1)
+    return out if per_layer else out.sum(dim=-1)
+
+
+# ----------------------------------------------------------------------------------------------- triton
+
+
+@functools.cache
+def _triton_kernels():
+    """Defines the Triton kernels on first use (so TRITON_INTERPRET can be set before triton is imported)."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def sd_diff_kernel(
+        x0_ptr,
+        x1_ptr,
+        pairs_ptr,
+        out_ptr,
+        C,
+        P,
+        W,
+        s0b,
+        s0c,
+        s0h,
+        s0w,
+        s1b,
+        s1c,
+        s1h,
+        s1w,
+        NPAIRS,
+        BM: tl.constexpr,
+        BK: tl.constexpr,
+        PREC: tl.constexpr,
+        UPCAST: tl.constexpr,
+    ):
+        # One program: one sample, one tile pair (I <= J) of D = X0 X0^T - X1 X1^T (rows = channels).
+        pid = tl.program_id(0)
+        b = tl.program_id(1).to(tl.int64)
+        ti = tl.load(pairs_ptr + 2 * pid)
+        tj = tl.load(pairs_ptr + 2 * pid + 1)
+        ri = ti * BM + tl.arange(0, BM)
+        rj = tj * BM + tl.arange(0, BM)
+        mi = ri < C
+        mj = rj < C
+        base0 = x0_ptr + b * s0b
+        base1 = x1_ptr + b * s1b
+        acc = tl.zeros((BM, BM), dtype=tl.float32)
+        for k0 in range(0, P, BK):
+            rk = k0 + tl.arange(0, BK)
+            mk = rk < P
+            hk = rk // W
+            wk = rk % W
+            k0off = hk * s0h + wk * s0w
+            k1off = hk * s1h + wk * s1w
+            a0 = tl.load(base0 + ri[:, None] * s0c + k0off[None, :], mask=mi[:, None] & mk[None, :], other=0.0)
+            b0 = tl.load(base0 + k0off[:, None] + rj[None, :] * s0c, mask=mk[:, None] & mj[None, :], other=0.0)
+            a1 = tl.load(base1 + ri[:, None] * s1c + k1off[None, :], mask=mi[:, None] & mk[None, :], other=0.0)
+            b1 = tl.load(base1 + k1off[:, None] + rj[None, :] * s1c, mask=mk[:, None] & mj[None, :], other=0.0)
+            if UPCAST:
+                a0, b0, a1, b1 = a0.to(tl.float32), b0.to(tl.float32), a1.to(tl.float32), b1.to(tl.float32)
+            p = tl.dot(a0, b0, input_precision=PREC)
+            q = tl.dot(a1, b1, input_precision=PREC)
+            acc += p - q
+        w = tl.where(ti == tj, 1.0, 2.0)
+        s = tl.sum(tl.sum(acc * acc, axis=1), axis=0) * w
+        tl.store(out_ptr + b * NPAIRS + pid, s)
+
+    @triton.jit
+    def sd_kernel_kernel(
+        x0_ptr,
+        x1_ptr,
+        pairs_ptr,
+        out_ptr,
+        C,
+        P,
+        W,
+        s0b,
+        s0c,
+        s0h,
+        s0w,
+        s1b,
+        s1c,
+        s1h,
+        s1w,
+        NPAIRS,
+        BP: tl.constexpr,
+        BC: tl.constexpr,
+        PREC: tl.constexpr,
+        UPCAST: tl.constexpr,
+    ):
+        # One program: one sample, one tile pair (I <= J) of the P x P kernels K_ab = X_a^T X_b.
+        pid = tl.program_id(0)
+        b = tl.program_id(1).to(tl.int64)
+        ti = tl.load(pairs_ptr + 2 * pid)
+        tj = tl.load(pairs_ptr + 2 * pid + 1)
+        ri = ti * BP + tl.arange(0, BP)
+        rj = tj * BP + tl.arange(0, BP)
+        mi = ri < P
+        mj = rj < P
+        i0off = (ri // W) * s0h + (ri % W) * s0w
+        i1off = (ri // W) * s1h + (ri % W) * s1w
+        j0off = (rj // W) * s0h + (rj % W) * s0w
+        j1off = (rj // W) * s1h + (rj % W) * s1w
+        base0 = x0_ptr + b * s0b
+        base1 = x1_ptr + b * s1b
+        a00 = tl.zeros((BP, BP), dtype=tl.float32)
+        a11 = tl.zeros((BP, BP), dtype=tl.float32)
+        a01 = tl.zeros((BP, BP), dtype=tl.float32)
+        a10 = tl.zeros((BP, BP), dtype=tl.float32)
+        for c0 in range(0, C, BC):
+            rc = c0 + tl.arange(0, BC)
+            mc = rc < C
+            x0i = tl.load(base0 + i0off[:, None] + rc[None, :] * s0c, mask=mi[:, None] & mc[None, :], other=0.0)
+            x1i = tl.load(base1 + i1off[:, None] + rc[None, :] * s1c, mask=mi[:, None] & mc[None, :], other=0.0)
+            x0j = tl.load(base0 + rc[:, None] * s0c + j0off[None, :], mask=mc[:, None] & mj[None, :], other=0.0)
+            x1j = tl.load(base1 + rc[:, None] * s1c + j1off[None, :], mask=mc[:, None] & mj[None, :], other=0.0)
+            if UPCAST:
+                x0i, x1i, x0j, x1j = x0i.to(tl.float32), x1i.to(tl.float32), x0j.to(tl.float32), x1j.to(tl.float32)
+            a00 = tl.dot(x0i, x0j, a00, input_precision=PREC)
+            a11 = tl.dot(x1i, x1j, a11, input_precision=PREC)
+            a01 = tl.dot(x0i, x1j, a01, input_precision=PREC)
+            a10 = tl.dot(x1i, x0j, a10, input_precision=PREC)
+        e = a00 * a00 + a11 * a11 - a01 * a01 - a10 * a10
+        w = tl.where(ti == tj, 1.0, 2.0)
+        s = tl.sum(tl.sum(e, axis=1), axis=0) * w
+        tl.store(out_ptr + b * NPAIRS + pid, s)
+
+    @triton.jit
+    def cross_sq_kernel(
+        x_ptr,
+        y_ptr,
+        out_ptr,
+        C,
+        P,
+        W,
+        sxb,
+        sxc,
+        sxh,
+        sxw,
+        syb,
+        syc,
+        syh,
+        syw,
+        M,
+        NTILES,
+        BP: tl.constexpr,
+        BC: tl.constexpr,
+        PREC: tl.constexpr,
+        UPCAST: tl.constexpr,
+    ):
+        # out[n, m, t] = sum over tile t = (I, J) of (X_n^T Y_m)[I, J]^2 (style_distance_matrix, 'kernel').
+        t = tl.program_id(0)
+        pair = tl.program_id(1).to(tl.int64)
+        n = pair // M
+        m = pair % M
+        nt = tl.cdiv(P, BP)
+        ti = t // nt
+        tj = t % nt
+        ri = ti * BP + tl.arange(0, BP)
+        rj = tj * BP + tl.arange(0, BP)
+        mi = ri < P
+        mj = rj < P
+        ioff = (ri // W) * sxh + (ri % W) * sxw
+        joff = (rj // W) * syh + (rj % W) * syw
+        acc = tl.zeros((BP, BP), dtype=tl.float32)
+        for c0 in range(0, C, BC):
+            rc = c0 + tl.arange(0, BC)
+            mc = rc < C
+            xi = tl.load(x_ptr + n * sxb + ioff[:, None] + rc[None, :] * sxc, mask=mi[:, None] & mc[None, :], other=0.0)
+            yj = tl.load(y_ptr + m * syb + rc[:, None] * syc + joff[None, :], mask=mc[:, None] & mj[None, :], other=0.0)
+            if UPCAST:
+                xi, yj = xi.to(tl.float32), yj.to(tl.float32)
+            acc = tl.dot(xi, yj, acc, input_precision=PREC)
+        s = tl.sum(tl.sum(acc * acc, axis=1), axis=0)
+        tl.store(out_ptr + pair * NTILES + t, s)
+
+    return triton, sd_diff_kernel, sd_kernel_kernel, cross_sq_kernel
+
+
+@functools.cache
+def _tile_pairs(ntiles: int, device: str) -> torch.Tensor:
+    """Upper-triangle tile pairs (I <= J), flattened int32 [npairs * 2]."""
+    idx = torch.triu_indices(ntiles, ntiles)
+    return idx.t().contiguous().to(torch.int32).reshape(-1).to(device)
+
+
+def _triton_upcast(x: torch.Tensor) -> bool:
+    # The Triton interpreter (CPU tensors) computes bf16 tl.dot wrongly (numpy has no bf16); there the bf16 tiles
+    # are upcast to fp32 before tl.dot (exact: products of bf16 values are exact in fp32 FMA). On GPUs bf16 stays.
+    return x.device.type == "cpu" and x.dtype == torch.bfloat16
+
+
+def _triton_precision() -> str:
+    # fp32 inputs: exact fp32 FMA ('ieee') unless the user allowed TF32 for matmuls, as torch does.
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+
+
+_DIFF_BM, _DIFF_BK = 64, 32
+_KER_BP, _KER_BC = 32, 32
+
+
+def _triton_layer_sum(x0: torch.Tensor, x1: torch.Tensor, method: str) -> torch.Tensor:
+    """Raw ||X0 X0^T - X1 X1^T||_F^2 per sample, fp32 partials summed in fp64 then cast."""
+    _, k_diff, k_kernel, _ = _triton_kernels()
+    B, C, H, W = x0.shape
+    P = H * W
+    if method == "diff":
+        bm, bk, rows, kern = _DIFF_BM, _DIFF_BK, C, k_diff
+    else:
+        bm, bk, rows, kern = _KER_BP, _KER_BC, P, k_kernel
+    nt = -(-rows // bm)
+    pairs = _tile_pairs(nt, str(x0.device))
+    npairs = pairs.numel() // 2
+    part = torch.empty((B, npairs), dtype=torch.float32, device=x0.device)
+    grid = (npairs, B)
+    kern[grid](
+        x0,
+        x1,
+        pairs,
+        part,
+        C,
+        P,
+        W,
+        *x0.stride(),
+        *x1.stride(),
+        npairs,
+        bm,
+        bk,
+        _triton_precision(),
+        _triton_upcast(x0),
+        num_warps=4,
+    )
+    return part.to(torch.float64).sum(dim=1).to(out_dtype(x0.dtype))
+
+
+# ------------------------------------------------------------------------------------- native backends
+
+
+def _cpu_layer_sum(x0: torch.Tensor, x1: torch.Tensor, method: str) -> torch.Tensor:
+    mod = cpu_module()
+    B = x0.shape[0]
+    out = torch.empty((B,), dtype=torch.float64)
+    mod.style_distance_sum(tensor_arg(x0), tensor_arg(x1), method == "kernel", out.data_ptr())
+    return out.to(out_dtype(x0.dtype))
+
+
+def _cuda_layer_sum(x0: torch.Tensor, x1: torch.Tensor, method: str) -> torch.Tensor:
+    mod = cuda_module()
+    B, C, H, W = x0.shape
+    rows = H * W if method == "kernel" else C
+    ntiles = mod.style_distance_num_pairs(rows, method == "kernel")
+    part = torch.empty((B, ntiles), dtype=torch.float64, device=x0.device)
+    with torch.cuda.device(x0.device):
+        mod.style_distance_partials(
+            tensor_arg(x0), tensor_arg(x1), method == "kernel", part.data_ptr(), cuda_stream(x0)
+        )
+    return part.sum(dim=1).to(out_dtype(x0.dtype))
+
+
+_LAYER_SUM = {"cpu": _cpu_layer_sum, "triton": _triton_layer_sum, "cuda": _cuda_layer_sum}
+
+
+# ------------------------------------------------------------------------------------ custom op + autograd
+
+
+@torch.library.custom_op("percept_fast::style_distance_layer", mutates_args=())
+def _style_layer_op(x0: torch.Tensor, x1: torch.Tensor, n: float, method: str, backend: str) -> torch.Tensor:
+    """d[b] = ||X0 X0^T - X1 X1^T||_F^2 / (n^2 C^2) for one layer, by a fast backend."""
+    C = x0.shape[1]
+    raw = _LAYER_SUM[backend](x0, x1, method)
+    return raw / (n * n * C * C)
+
+
+@_style_layer_op.register_fake
+def _(x0, x1, n, method, backend):
+    return x0.new_empty((x0.shape[0],), dtype=out_dtype(x0.dtype))
+
+
+def _setup_context(ctx, inputs, output):
+    x0, x1, n, method, backend = inputs
+    ctx.save_for_backward(x0, x1)
+    ctx.n = n
+    ctx.method = method
+
+
+def _d_times(x0: torch.Tensor, x1: torch.Tensor, method: str, want0: bool, want1: bool):
+    """(D X0, D X1) with D = X0 X0^T - X1 X1^T, in the accumulation dtype, shapes [B, C, P]."""
+    B, C, H, W = x0.shape
+    acc = out_dtype(x0.dtype)
+    X0 = x0.reshape(B, C, H * W).to(acc)
+    X1 = x1.reshape(B, C, H * W).to(acc)
+    r0 = r1 = None
+    if method == "kernel":
+        X0t, X1t = X0.transpose(1, 2), X1.transpose(1, 2)
+        if want0:  # D X0 = X0 (X0^T X0) - X1 (X1^T X0)
+            r0 = torch.bmm(X0, torch.bmm(X0t, X0)) - torch.bmm(X1, torch.bmm(X1t, X0))
+        if want1:  # D X1 = X0 (X0^T X1) - X1 (X1^T X1)
+            r1 = torch.bmm(X0, torch.bmm(X0t, X1)) - torch.bmm(X1, torch.bmm(X1t, X1))
+    else:
+        D = torch.bmm(X0, X0.transpose(1, 2)) - torch.bmm(X1, X1.transpose(1, 2))
+        if want0:
+            r0 = torch.bmm(D, X0)
+        if want1:
+            r1 = torch.bmm(D, X1)
+    return r0, r1
+
+
+def _backward(ctx, grad):
+    x0, x1 = ctx.saved_tensors
+    B, C, H, W = x0.shape
+    want0, want1 = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    if not (want0 or want1):
+        return None, None, None, None, None
+    r0, r1 = _d_times(x0, x1, ctx.method, want0, want1)
+    coef = (grad.to(out_dtype(x0.dtype)) * (4.0 / (ctx.n * ctx.n * C * C))).reshape(B, 1, 1)
+    g0 = (coef * r0).reshape(B, C, H, W).to(x0.dtype) if want0 else None
+    g1 = (-coef * r1).reshape(B, C, H, W).to(x1.dtype) if want1 else None
+    return g0, g1, None, None, None
+
+
+_style_layer_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ---------------------------------------------------------------------------------------------- public
+
+
+def style_distance(
+    fx: torch.Tensor | Sequence[torch.Tensor],
+    fy: torch.Tensor | Sequence[torch.Tensor],
+    normalize: str = "chw",
+    *,
+    per_layer: bool = False,
+    method: str = "auto",
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Gram-matrix (style) distance ``sum_l ||G0_l - G1_l||_F^2 / C_l^2`` per sample (see the module docstring).
+
+    Args:
+        fx, fy: features ``[B, C, H, W]`` (any strides, fp32/fp16/bf16, or fp64), or equally long lists of such
+            (one per layer, same batch size, dtype and device; ``C, H, W`` may differ between layers).
+        normalize: Gram normalisation ``n`` in ``G = X X^T / n``: ``'chw'`` (C*H*W), ``'hw'`` (H*W) or ``'none'``.
+        per_layer: return ``[B, L]`` (one column per layer) instead of the sum over layers ``[B]``.
+        method: ``'auto'`` | ``'diff'`` (C x C tiles) | ``'kernel'`` (H*W x H*W tiles); same value up to rounding.
+        backend: ``'auto'`` | ``'torch'`` (reference) | ``'cpu'`` | ``'triton'`` | ``'cuda'``.
+
+    Returns:
+        float32 (float64 for float64 inputs) tensor ``[B]`` or ``[B, L]``; differentiable w.r.t. ``fx``, ``fy``.
+    """
+    xs, ys = _as_layers(fx, fy, _OP)
+    _check_normalize(normalize, _OP)
+    _check_method(method, _OP, METHODS)
+    if not isinstance(per_layer, bool):
+        raise TypeError(f"{_OP}: per_layer must be a bool, got {type(per_layer).__name__}")
+    _validate_layers(xs, ys, _OP, same_batch=True)
+    be = resolve_backend(backend, xs[0].device, _OP)
+    if be == "triton" and xs[0].dtype == torch.float64:
+        raise TypeError(f"{_OP}: backend='triton' supports float32/float16/bfloat16, got float64")
+    if be == "torch":
+        return style_distance_reference(xs, ys, normalize, per_layer=per_layer)
+    vals = []
+    for x, y in zip(xs, ys):
+        _, C, H, W = x.shape
+        m = choose_method(C, H * W) if method == "auto" else method
+        vals.append(_style_layer_op(x, y, gram_normalizer(normalize, C, H, W), m, be))
+    out = torch.stack(vals, dim=1)
+    return out if per_layer else out.sum(dim=1)
+
+
+# --------------------------------------------------------------------------------------- distance matrix
+
+
+def choose_matrix_method(N: int, M: int, C: int, P: int) -> str:
+    """'gram' ((N+M) C^2 P + N M C^2 MACs) or 'kernel' (N M P^2 C + (N+M) P^2 C MACs), the cheaper."""
+    gram = (N + M) * C * C * P + N * M * C * C
+    kern = N * M * P * P * C + (N + M) * P * P * C
+    return "kernel" if kern < gram else "gram"
+
+
+def _matrix_layer_fast(x: torch.Tensor, y: torch.Tensor, n: float, method: str, backend: str) -> torch.Tensor:
+    N, C, H, W = x.shape
+    M = y.shape[0]
+    P = H * W
+    acc = out_dtype(x.dtype)
+    if method == "gram":
+        # Grams by the op's own kernels would need them written out; here the Gram GEMMs, the [N, C^2] x [C^2, M]
+        # inner products and the norms are batched matmuls on the input's device (vendor BLAS / cuBLAS).
+        X = x.reshape(N, C, P).to(acc)
+        Y = y.reshape(M, C, P).to(acc)
+        Gx = torch.bmm(X, X.transpose(1, 2)).reshape(N, C * C)
+        Gy = torch.bmm(Y, Y.transpose(1, 2)).reshape(M, C * C)
+        cross = Gx @ Gy.t()
+        nx = (Gx * Gx).sum(1)
+        ny = (Gy * Gy).sum(1)
+    else:
+        if backend == "triton":
+            cross = _triton_cross_sq(x, y).to(acc)
+        else:
+            X = x.reshape(N, C, P).to(acc)
+            Y = y.reshape(M, C, P).to(acc)
+            K = torch.einsum("ncp,mcq->nmpq", X, Y)
+            cross = (K * K).sum(dim=(2, 3))
+        nx = _self_sq(x, acc)
+        ny = _self_sq(y, acc)
+    d = (nx[:, None] + ny[None, :] - 2.0 * cross) / (n * n * C * C)
+    return d.clamp_min(0.0)
+
+
+def _self_sq(x: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
+    N, C, H, W = x.shape
+    X = x.reshape(N, C, H * W).to(acc)
+    K = torch.bmm(X.transpose(1, 2), X)
+    return (K * K).sum(dim=(1, 2))
+
+
+def _triton_cross_sq(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    _, _, _, k_cross = _triton_kernels()
+    N, C, H, W = x.shape
+    M = y.shape[0]
+    P = H * W
+    nt = -(-P // _KER_BP)
+    part = torch.empty((N * M, nt * nt), dtype=torch.float32, device=x.device)
+    k_cross[(nt * nt, N * M)](
+        x,
+        y,
+        part,
+        C,
+        P,
+        W,
+        *x.stride(),
+        *y.stride(),
+        M,
+        nt * nt,
+        _KER_BP,
+        _KER_BC,
+        _triton_precision(),
+        _triton_upcast(x),
+        num_warps=4,
+    )
+    return part.to(torch.float64).sum(dim=1).reshape(N, M)
+
+
+def style_distance_matrix(
+    fx: torch.Tensor | Sequence[torch.Tensor],
+    fy: torch.Tensor | Sequence[torch.Tensor],
+    normalize: str = "chw",
+    *,
+    per_layer: bool = False,
+    method: str = "auto",
+    backend: str = "auto",
+) -> torch.Tensor:
+    """All-pairs style distances ``[N, M]`` between ``fx`` ``[N, C, H, W]`` and ``fy`` ``[M, C, H, W]``.
+
+    ``d[i, j] = style_distance(fx[i], fy[j])`` computed through GEMM identities (module docstring):
+    ``method='gram'`` (flattened Grams), ``'kernel'`` (``||X_i^T Y_j||_F^2``) or ``'auto'`` (fewer MACs).
+    Lists of layers are summed (``per_layer=True``: ``[N, M, L]``).  ``backend='torch'`` is the plain reference
+    (explicit Gram differences); the other backends share the GEMM-identity path (batched matmuls on the input's
+    device), ``'triton'`` computing the ``'kernel'`` cross terms with its own ``tl.dot`` kernel.  Differentiable
+    through PyTorch autograd.
+    """
+    xs, ys = _as_layers(fx, fy, _OPM)
+    _check_normalize(normalize, _OPM)
+    _check_method(method, _OPM, ("auto", "gram", "kernel"))
+    if not isinstance(per_layer, bool):
+        raise TypeError(f"{_OPM}: per_layer must be a bool, got {type(per_layer).__name__}")
+    _validate_layers(xs, ys, _OPM, same_batch=False)
+    be = resolve_backend(backend, xs[0].device, _OPM)
+    if be == "torch":
+        return style_distance_matrix_reference(xs, ys, normalize, per_layer=per_layer)
+    if be == "triton" and xs[0].dtype == torch.float64:
+        raise TypeError(f"{_OPM}: backend='triton' supports float32/float16/bfloat16, got float64")
+    vals = []
+    for x, y in zip(xs, ys):
+        N, C, H, W = x.shape
+        m = choose_matrix_method(N, y.shape[0], C, H * W) if method == "auto" else method
+        vals.append(_matrix_layer_fast(x, y, gram_normalizer(normalize, C, H, W), m, be))
+    out = torch.stack(vals, dim=-1)
+    return out if per_layer else out.sum(dim=-1)
