@@ -1,0 +1,142 @@
+"""Common base of the feature extractors: input scaling, tap selection and weight loading.
+
+Input convention (the same as lpips): images in ``[-1, 1]``. Each backbone first applies lpips'
+``ScalingLayer``, ``(x - shift) / scale`` with ``shift = 2 * mean - 1`` and ``scale = 2 * std``, which is
+the usual per-channel ImageNet normalisation ``(x01 - mean) / std`` written for ``[-1, 1]`` inputs. With
+the ImageNet statistics the constants are lpips' own literals ``shift = [-.030, -.088, -.188]``,
+``scale = [.458, .448, .450]`` (used verbatim so that the arithmetic matches lpips bit for bit).
+
+The scaling constants are non-persistent buffers, so a backbone's ``state_dict()`` has exactly the keys of
+the corresponding torchvision model's feature part.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..weights import load_into, load_state_dict_file
+
+__all__ = ["Backbone", "IMAGENET_MEAN", "IMAGENET_STD", "LPIPS_SHIFT", "LPIPS_SCALE"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# lpips.ScalingLayer literals (== 2 * IMAGENET_MEAN - 1 and 2 * IMAGENET_STD)
+LPIPS_SHIFT = (-0.030, -0.088, -0.188)
+LPIPS_SCALE = (0.458, 0.448, 0.450)
+
+
+class Backbone(nn.Module):
+    """Feature extractor returning a list of tapped feature maps ``[B, C_l, H_l, W_l]``.
+
+    Subclasses set ``tap_names`` and ``channels`` and implement ``_forward_taps(x, last)`` returning the
+    first ``last + 1`` taps of the already scaled input ``x``.
+
+    ``input_mean`` / ``input_std`` are the per-channel statistics of the network's training data on the
+    ``[0, 1]`` scale (ImageNet by default; e.g. ``(0.5,) * 3`` for models trained on ``[-1, 1]`` inputs);
+    ``None`` for both disables the scaling.
+    """
+
+    tap_names: list[str]
+    channels: list[int]
+    # prefixes of torchvision/timm state-dict keys that belong to parts a feature extractor does not use
+    ignored_prefixes: tuple[str, ...] = ()
+
+    def __init__(
+        self, input_mean: Sequence[float] | None = IMAGENET_MEAN, input_std: Sequence[float] | None = IMAGENET_STD
+    ):
+        super().__init__()
+        if (input_mean is None) != (input_std is None):
+            raise ValueError("input_mean, input_std: give both or neither")
+        if input_mean is None:
+            self.register_buffer("shift", None, persistent=False)
+            self.register_buffer("scale", None, persistent=False)
+            return
+        if len(input_mean) != 3 or len(input_std) != 3:
+            raise ValueError(
+                f"input_mean, input_std: expected 3 values each, got {len(input_mean)} and {len(input_std)}"
+            )
+        if any(s <= 0 for s in input_std):
+            raise ValueError(f"input_std: expected positive values, got {tuple(input_std)}")
+        if tuple(input_mean) == IMAGENET_MEAN and tuple(input_std) == IMAGENET_STD:
+            shift, scale = LPIPS_SHIFT, LPIPS_SCALE
+        else:
+            shift = tuple(2.0 * m - 1.0 for m in input_mean)
+            scale = tuple(2.0 * s for s in input_std)
+        self.register_buffer("shift", torch.tensor(shift, dtype=torch.float32)[None, :, None, None], persistent=False)
+        self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32)[None, :, None, None], persistent=False)
+
+    # ------------------------------------------------------------------ taps
+    @property
+    def num_taps(self) -> int:
+        return len(self.tap_names)
+
+    def resolve_taps(self, layers: Sequence[int | str] | None) -> list[int]:
+        """Tap indices from ``layers`` (ints, negative allowed, or tap names); ``None`` selects all."""
+        if layers is None:
+            return list(range(self.num_taps))
+        if isinstance(layers, (int, str)):
+            layers = [layers]
+        out = []
+        for layer in layers:
+            if isinstance(layer, bool) or not isinstance(layer, (int, str)):
+                raise TypeError(f"layers: expected tap indices or names, got {layer!r}")
+            if isinstance(layer, str):
+                if layer not in self.tap_names:
+                    raise ValueError(f"layers: unknown tap {layer!r}; {type(self).__name__} taps are {self.tap_names}")
+                idx = self.tap_names.index(layer)
+            else:
+                if not -self.num_taps <= layer < self.num_taps:
+                    raise ValueError(f"layers: tap index {layer} out of range for {self.num_taps} taps")
+                idx = layer % self.num_taps
+            out.append(idx)
+        if not out:
+            raise ValueError("layers: expected at least one tap")
+        if len(set(out)) != len(out):
+            raise ValueError(f"layers: duplicate taps in {list(layers)}")
+        if out != sorted(out):
+            raise ValueError(f"layers: taps must be in network order, got {list(layers)}")
+        return out
+
+    # ------------------------------------------------------------------ forward
+    def scale_input(self, x: torch.Tensor) -> torch.Tensor:
+        """lpips' ScalingLayer: ``(x - shift) / scale`` (identity when the backbone has no statistics)."""
+        if self.shift is None:
+            return x
+        return (x - self.shift.to(x.dtype)) / self.scale.to(x.dtype)
+
+    def forward(self, x: torch.Tensor, taps: Sequence[int] | None = None) -> list[torch.Tensor]:
+        """Tapped features of ``x`` (``[B, 3, H, W]`` in ``[-1, 1]``); ``taps`` selects (sorted) tap indices.
+
+        The network runs only up to the last requested tap.
+        """
+        idx = list(range(self.num_taps)) if taps is None else list(taps)
+        if not idx:
+            return []
+        feats = self._forward_taps(self.scale_input(x), max(idx))
+        return [feats[i] for i in idx]
+
+    def _forward_taps(self, x: torch.Tensor, last: int) -> list[torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ weights
+    def convert_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Map a foreign state dict (e.g. timm layout) to this module's keys; identity by default."""
+        return dict(state_dict)
+
+    def load_weights(self, weights: str | os.PathLike | Mapping[str, torch.Tensor]) -> Backbone:
+        """Load torchvision-layout (or, for ViT, timm-layout) weights from a local file or a state dict.
+
+        Classifier heads are ignored; anything else that does not fit raises ``ValueError`` naming the
+        file and the keys. Returns ``self``.
+        """
+        if isinstance(weights, Mapping):
+            sd, source = dict(weights), None
+        else:
+            sd, source = load_state_dict_file(weights), weights
+        sd = self.convert_state_dict(sd)
+        load_into(self, sd, source=source, ignore_prefixes=self.ignored_prefixes)
+        return self
