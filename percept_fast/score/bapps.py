@@ -36,6 +36,7 @@ __all__ = [
     "list_subsets",
     "load_image",
     "data_fingerprint",
+    "write_item",
 ]
 
 TWOAFC_SUBSETS: dict[str, tuple[str, ...]] = {
@@ -203,3 +204,32 @@ def data_fingerprint(datasets: Sequence[_BAPPSBase]) -> str:
     for ds in datasets:
         h.update(ds.fingerprint().encode())
     return h.hexdigest()[:16]
+
+
+def _to_uint8(img) -> np.ndarray:
+    if isinstance(img, torch.Tensor):
+        img = img.detach().cpu().numpy()
+        if img.ndim == 3 and img.shape[0] == 3:
+            img = img.transpose(1, 2, 0)
+    a = np.asarray(img)
+    if a.dtype != np.uint8:
+        a = np.clip(np.round(a.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"img: expected [H, W, 3] (or a [3, H, W] tensor), got shape {a.shape}")
+    return a
+
+
+def write_item(root: str | os.PathLike, kind: str, subset: str, item_id: str, split: str = "val", **parts) -> None:
+    """Write one item in the BAPPS layout: ``kind='2afc'`` takes ``ref, p0, p1`` images and ``judge``;
+    ``kind='jnd'`` takes ``p0, p1`` and ``same``. Images: uint8 or [0, 1] float ``[H, W, 3]`` arrays or
+    ``[3, H, W]`` tensors."""
+    _check_kind(kind)
+    img_dirs, judge_dir = _KIND_DIRS[kind]
+    if set(parts) != {*img_dirs, judge_dir}:
+        raise ValueError(f"parts: expected {sorted({*img_dirs, judge_dir})}, got {sorted(parts)}")
+    d = Path(root) / kind / split / subset
+    for name in img_dirs:
+        (d / name).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_to_uint8(parts[name])).save(d / name / f"{item_id}.png")
+    (d / judge_dir).mkdir(parents=True, exist_ok=True)
+    np.save(d / judge_dir / f"{item_id}.npy", np.array([float(parts[judge_dir])], dtype=np.float32))

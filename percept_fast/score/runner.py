@@ -1,0 +1,363 @@
+"""Evaluation runner behind ``percept-fast score``: per-triplet distances (with a resumable on-disk cache and
+optional torch.distributed sharding), then scores, bootstrap CIs and per-layer scores.
+
+Deep metrics compute the reference features **once per triplet**: ``features(cat([ref, p0, p1]))`` is one
+backbone pass and ``d0``/``d1`` come from ``distance_from_features`` on the split feature lists.
+
+Cache layout (one directory per metric configuration and data fingerprint)::
+
+    <cache>/<metric-label>-<key>/<kind>_<split>_<subset>/chunk_r<rank>_<first-index>_<n>.npz
+
+Each chunk holds the item indices and their distances (and per-layer distances); chunks are written
+atomically after every batch, so a killed run loses at most the batches in flight and a rerun computes only
+the indices that no chunk holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._io import save_npz
+from . import baselines
+from .bapps import JNDDataset, TwoAFCDataset, _BAPPSBase
+from .score import aggregate, bootstrap_aggregate_ci, twoafc_scores
+
+__all__ = ["MetricSpec", "DistanceModel", "build_model", "compute_distances", "score_results", "Dist"]
+
+BASELINES = {"psnr": baselines.psnr_distance, "ssim": baselines.ssim_distance}
+LPIPS_LIN_NETS = ("alex", "vgg", "squeeze")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric to score. ``name`` is a backbone name of :class:`percept_fast.metric.PerceptualMetric` or a
+    baseline (``psnr``, ``ssim``)."""
+
+    name: str
+    distance: str = "lpips"
+    lin_weights: str | None = None
+    backbone_weights: str | None = None
+    layers: tuple | None = None
+    seed: int = 0
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.name in BASELINES
+
+    @property
+    def label(self) -> str:
+        if self.is_baseline:
+            return self.name
+        lab = self.name if self.distance == "lpips" else f"{self.name}-{self.distance}"
+        if self.distance == "lpips" and self.lin_weights is None:
+            lab += "-nolin"
+        return lab
+
+    @property
+    def random_init(self) -> bool:
+        return not self.is_baseline and self.backbone_weights is None
+
+    def key(self) -> str:
+        """Hash of everything that changes the distances (weights files by content hash)."""
+        d = {"v": 1, "name": self.name}
+        if not self.is_baseline:
+            d.update(distance=self.distance, layers=list(self.layers) if self.layers else None)
+            d["lin"] = _file_or_tag(self.lin_weights)
+            d["backbone"] = _file_or_tag(self.backbone_weights)
+            if self.random_init:
+                d["seed"] = self.seed
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+    def asdict(self) -> dict:
+        d = asdict(self)
+        d["label"] = self.label
+        d["random_init_backbone"] = self.random_init
+        return d
+
+
+def _file_or_tag(v: str | None) -> str | None:
+    if v is None or v == "lpips":
+        return v
+    p = Path(v)
+    if not p.is_file():
+        raise FileNotFoundError(f"weights file not found: {v}")
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Dist:
+    """Distances of one subset: 2AFC ``d0, d1`` (+ ``l0, l1`` per layer) or JND ``d`` (+ ``l``)."""
+
+    arrays: dict[str, np.ndarray]
+    n_cached: int = 0
+    n_computed: int = 0
+
+
+class DistanceModel:
+    """Uniform interface over deep metrics and baselines for the runner."""
+
+    def __init__(self, spec: MetricSpec, device: str | torch.device = "cpu", backend: str = "auto"):
+        self.spec = spec
+        self.device = torch.device(device)
+        self.layer_names: list[str] | None = None
+        self.metric = None
+        if spec.is_baseline:
+            self._fn: Callable = BASELINES[spec.name]
+            return
+        from ..metric import PerceptualMetric  # the metric component
+
+        # random-init backbones are seeded per metric name, so results do not depend on metric order or rank
+        torch.manual_seed(spec.seed + zlib.crc32(spec.name.encode()))
+        kwargs = dict(backbone=spec.name, layers=list(spec.layers) if spec.layers else None, distance=spec.distance)
+        kwargs["lin_weights"] = spec.lin_weights
+        kwargs["backend"] = backend
+        metric = PerceptualMetric(**kwargs)
+        if spec.backbone_weights is not None:
+            bb = getattr(metric, "backbone", None)
+            if bb is None or not hasattr(bb, "load_weights"):
+                raise RuntimeError(
+                    "PerceptualMetric exposes no backbone.load_weights(); cannot load --backbone-weights"
+                )
+            bb.load_weights(spec.backbone_weights)
+        self.metric = metric.to(self.device).eval()
+        self.layer_names = _layer_names(metric)
+
+    @torch.inference_mode()
+    def triplet(self, ref: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor) -> dict[str, np.ndarray]:
+        ref, p0, p1 = (t.to(self.device) for t in (ref, p0, p1))
+        if self.metric is None:
+            return {"d0": _np(self._fn(ref, p0)), "d1": _np(self._fn(ref, p1))}
+        b = ref.shape[0]
+        feats = self.metric.features(torch.cat([ref, p0, p1]))  # ref features once per triplet
+        fr = [f[:b] for f in feats]
+        f0 = [f[b : 2 * b] for f in feats]
+        f1 = [f[2 * b :] for f in feats]
+        m = self.metric
+        return {
+            "d0": _np(m.distance_from_features(fr, f0)),
+            "d1": _np(m.distance_from_features(fr, f1)),
+            "l0": _np(m.distance_from_features(fr, f0, per_layer=True)),
+            "l1": _np(m.distance_from_features(fr, f1, per_layer=True)),
+        }
+
+    @torch.inference_mode()
+    def pair(self, p0: torch.Tensor, p1: torch.Tensor) -> dict[str, np.ndarray]:
+        p0, p1 = (t.to(self.device) for t in (p0, p1))
+        if self.metric is None:
+            return {"d": _np(self._fn(p0, p1))}
+        b = p0.shape[0]
+        feats = self.metric.features(torch.cat([p0, p1]))
+        f0 = [f[:b] for f in feats]
+        f1 = [f[b:] for f in feats]
+        m = self.metric
+        return {"d": _np(m.distance_from_features(f0, f1)), "l": _np(m.distance_from_features(f0, f1, per_layer=True))}
+
+
+def _layer_names(metric) -> list[str]:
+    for attr in ("layer_names", "tap_names"):
+        v = getattr(metric, attr, None)
+        if isinstance(v, (list, tuple)) and v:
+            return [str(x) for x in v]
+    bb = getattr(metric, "backbone", None)
+    taps = getattr(metric, "taps", None)
+    names = getattr(bb, "tap_names", None)
+    if names is not None and taps is not None:
+        return [names[i] for i in taps]
+    if names is not None:
+        return list(names)
+    return []
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to("cpu", torch.float64).numpy()
+
+
+def build_model(spec: MetricSpec, device="cpu", backend="auto") -> DistanceModel:
+    return DistanceModel(spec, device, backend)
+
+
+# ---------------------------------------------------------------------------------------------- cache
+
+
+def _load_chunks(d: Path, n: int, keys: Sequence[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    done = np.zeros(n, dtype=bool)
+    arrays: dict[str, np.ndarray] = {}
+    if not d.is_dir():
+        return arrays, done
+    for p in sorted(d.glob("chunk_*.npz")):
+        try:
+            with np.load(p) as z:
+                idx = z["index"]
+                part = {k: z[k] for k in keys if k in z.files}
+        except Exception:
+            continue  # unreadable (should not happen with atomic writes); recompute those items
+        if set(part) != set(keys) or idx.size == 0 or idx.max() >= n or idx.min() < 0:
+            continue
+        for k, v in part.items():
+            if k not in arrays:
+                arrays[k] = np.full((n, *v.shape[1:]), np.nan)
+            if arrays[k].shape[1:] != v.shape[1:]:
+                raise ValueError(f"cache {d}: inconsistent chunk shapes for {k!r}; delete the directory")
+            arrays[k][idx] = v
+        done[idx] = True
+    return arrays, done
+
+
+def compute_distances(
+    model: DistanceModel,
+    ds: _BAPPSBase,
+    batch_size: int,
+    cache_dir: Path | None,
+    rank: int = 0,
+    world: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> Dist:
+    """Distances for every item of ``ds``: cached chunks are reused, the rest is split ``rank::world`` and
+    (when ``world > 1``) gathered so that every rank returns the full arrays."""
+    is_2afc = isinstance(ds, TwoAFCDataset)
+    deep = model.metric is not None
+    keys = (["d0", "d1"] + (["l0", "l1"] if deep else [])) if is_2afc else (["d"] + (["l"] if deep else []))
+    n = len(ds)
+    if cache_dir is not None:
+        arrays, done = _load_chunks(cache_dir, n, keys)
+    else:
+        arrays, done = {}, np.zeros(n, dtype=bool)
+    if world > 1:
+        # all ranks must agree on what is left: take the intersection of what each rank found
+        import torch.distributed as dist
+
+        views = [None] * world
+        dist.all_gather_object(views, done)
+        done = np.logical_and.reduce(views)
+    n_cached = int(done.sum())
+    remaining = np.flatnonzero(~done)
+    mine = remaining[rank::world]
+    local: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    local_idx: list[np.ndarray] = []
+    for s in range(0, len(mine), batch_size):
+        idx = mine[s : s + batch_size]
+        items = [ds[int(i)] for i in idx]
+        if is_2afc:
+            out = model.triplet(*(torch.stack([it[k] for it in items]) for k in ("ref", "p0", "p1")))
+        else:
+            out = model.pair(*(torch.stack([it[k] for it in items]) for k in ("p0", "p1")))
+        for k in keys:
+            local[k].append(out[k])
+        local_idx.append(idx)
+        if cache_dir is not None:
+            save_npz(cache_dir / f"chunk_r{rank}_{int(idx[0]):07d}_{len(idx)}.npz", index=idx, **out)
+        if progress is not None:
+            progress(len(idx))
+    part = {"index": np.concatenate(local_idx) if local_idx else np.zeros(0, dtype=np.int64)}
+    for k in keys:
+        part[k] = np.concatenate(local[k]) if local[k] else None
+    parts = [part]
+    if world > 1:
+        import torch.distributed as dist
+
+        parts = [None] * world
+        dist.all_gather_object(parts, part)
+    for pt in parts:
+        if pt["index"].size == 0:
+            continue
+        for k in keys:
+            v = pt[k]
+            if k not in arrays:
+                arrays[k] = np.full((n, *v.shape[1:]), np.nan)
+            arrays[k][pt["index"]] = v
+        done[pt["index"]] = True
+    if not done.all():
+        raise RuntimeError(f"internal error: {int((~done).sum())} items of {ds.dir} have no distance")
+    return Dist(arrays=arrays, n_cached=n_cached, n_computed=n - n_cached)
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+
+
+@dataclass
+class SubsetData:
+    kind: str  # '2afc' | 'jnd'
+    subset: str
+    labels: np.ndarray  # judge (2afc) or same (jnd)
+    dist: Dist = field(default=None)
+
+
+def score_results(
+    kind: str, subsets: dict[str, tuple[np.ndarray, Dist]], layer_names: list[str] | None, n_boot: int, seed: int
+) -> dict:
+    """Scores, CIs and per-layer scores of one metric on one kind (2afc/jnd).
+
+    ``subsets[name] = (labels, Dist)``; returns a JSON-ready dict."""
+    if kind == "2afc":
+        per = {s: (twoafc_scores(d.arrays["d0"], d.arrays["d1"], y),) for s, (y, d) in subsets.items()}
+    else:
+        per = {s: (d.arrays["d"], y) for s, (y, d) in subsets.items()}
+    point = aggregate(per, kind)
+    cis = bootstrap_aggregate_ci(per, kind, n_boot=n_boot, seed=seed) if n_boot > 0 else {}
+    out: dict = {"subsets": {}, "n": {s: int(len(y)) for s, (y, _) in subsets.items()}}
+    for s in subsets:
+        out["subsets"][s] = {"score": point[s], "ci": list(cis[s]) if s in cis else None, "n": out["n"][s]}
+    for agg in ("subset_mean", "pooled"):
+        ci = cis.get(agg) if len(subsets) > 1 else cis.get(next(iter(subsets)))
+        out[agg] = {"score": point[agg], "ci": list(ci) if ci else None, "n": int(sum(out["n"].values()))}
+    first = next(iter(subsets.values()))[1]
+    lk = "l0" if kind == "2afc" else "l"
+    if lk in first.arrays:
+        nl = first.arrays[lk].shape[1]
+        names = layer_names if layer_names and len(layer_names) == nl else [f"layer{i}" for i in range(nl)]
+        layers = {}
+        for li, lname in enumerate(names):
+            if kind == "2afc":
+                lper = {
+                    s: (twoafc_scores(d.arrays["l0"][:, li], d.arrays["l1"][:, li], y),)
+                    for s, (y, d) in subsets.items()
+                }
+            else:
+                lper = {s: (d.arrays["l"][:, li], y) for s, (y, d) in subsets.items()}
+            layers[lname] = aggregate(lper, kind)
+        out["per_layer"] = layers
+    return out
+
+
+def env_rank_world() -> tuple[int, int]:
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def load_datasets(
+    root: Path, split: str, subsets: Sequence[str] | None, load_size: int | None, jnd: bool
+) -> dict[str, list[_BAPPSBase]]:
+    from .bapps import BAPPSError, list_subsets
+
+    out: dict[str, list[_BAPPSBase]] = {"2afc": [], "jnd": []}
+    if not Path(root).is_dir():
+        raise BAPPSError(f"--data: BAPPS root is not a directory: {root}")
+    for kind, cls, sp in (("2afc", TwoAFCDataset, split), ("jnd", JNDDataset, "val")):
+        if kind == "jnd" and not jnd:
+            continue
+        present = list_subsets(root, kind, sp)
+        names = present if subsets is None else [s for s in subsets if s in present]
+        for s in names:
+            out[kind].append(cls(root, s, sp, load_size=load_size))
+    if subsets is not None:
+        missing = [s for s in subsets if not any(d.subset == s for k in out for d in out[k])]
+        if missing:
+            raise BAPPSError(f"--subsets: not found under {root}: {missing}")
+    if not out["2afc"] and not out["jnd"]:
+        raise BAPPSError(
+            f"--data: no BAPPS subsets under {root} (expected {root}/2afc/{split}/<subset>/{{ref,p0,p1,judge}} "
+            f"or {root}/jnd/val/<subset>/{{p0,p1,same}})"
+        )
+    return out
