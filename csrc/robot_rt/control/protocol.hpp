@@ -1,0 +1,177 @@
+// Binary UDP protocol between the control loop, the robot (or its simulator) and the camera stream.
+// Specification: docs/protocol.md (version 1). Python mirror: robot_rt/control/protocol.py.
+//
+// Every datagram: [32-byte header][payload][CRC-32][optional 32-byte HMAC-SHA256 tag], little-endian.
+// encode() and decode() use no heap and never read or write outside the buffers they are given;
+// decode() checks the exact length, magic, version, CRC, tag, type, payload size and every value
+// (finite floats, zero reserved fields, counts within bounds) before it reports kOk.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "sha256.hpp"
+
+namespace robot_rt::control::protocol {
+
+constexpr std::uint8_t kMagic[4] = {'R', 'R', 'T', 'P'};
+constexpr std::uint8_t kVersion = 1;
+constexpr std::size_t kHeaderBytes = 32;
+constexpr std::size_t kChecksumBytes = 4;
+constexpr std::size_t kTagBytes = kSha256DigestBytes;
+constexpr std::size_t kMaxJoints = 16;
+constexpr std::size_t kMaxBalls = 16;
+constexpr std::size_t kBallObservationBytes = 40;
+constexpr std::size_t kMaxPayloadBytes = 24 + 16 * kMaxJoints > 8 + kBallObservationBytes * kMaxBalls
+                                             ? 24 + 16 * kMaxJoints
+                                             : 8 + kBallObservationBytes * kMaxBalls;
+constexpr std::size_t kMaxPacketBytes = kHeaderBytes + kMaxPayloadBytes + kChecksumBytes + kTagBytes;
+
+// Header flags.
+constexpr std::uint16_t kFlagTag = 0x0001;  // an HMAC-SHA256 tag follows the checksum
+constexpr std::uint16_t kKnownFlags = kFlagTag;
+
+enum class MessageType : std::uint8_t {
+  kHello = 1,
+  kHeartbeat = 2,
+  kJointState = 3,
+  kJointCommand = 4,
+  kBallObservations = 5,
+};
+
+// Hello roles.
+enum class Role : std::uint16_t {
+  kController = 1,        // the control loop, talking to a robot
+  kRobotServer = 2,       // the robot bridge (answers a controller's hello)
+  kCameraSubscriber = 3,  // a receiver of ball observations
+  kCameraServer = 4,      // the camera (answers a subscriber's hello)
+};
+
+// JointState.status bits.
+constexpr std::uint16_t kStatusHolding = 0x0001;  // no fresh command: the robot brakes and holds
+constexpr std::uint16_t kStatusClamped = 0x0002;  // the last command was clamped into the joint limits
+constexpr std::uint16_t kStatusFault = 0x0004;    // the robot reports a fault (it ignores commands)
+constexpr std::uint16_t kStatusEstop = 0x0008;    // the robot's e-stop input is pressed
+constexpr std::uint16_t kKnownStatus = kStatusHolding | kStatusClamped | kStatusFault | kStatusEstop;
+
+// JointCommand.mode
+constexpr std::uint16_t kModePosition = 0;          // velocity must be all zero
+constexpr std::uint16_t kModePositionVelocity = 1;  // position target with velocity feed-forward
+
+struct Header {
+  MessageType type = MessageType::kHeartbeat;
+  std::uint16_t flags = 0;       // set by encode() (kFlagTag when a key is given); reported by decode()
+  std::uint32_t session_id = 0;  // random per sender start; a change means the sender restarted
+  std::uint64_t sequence = 0;    // per sender and session, +1 per datagram sent (any type)
+  std::uint64_t stamp_ns = 0;    // sender's monotonic clock at send time
+};
+
+struct Hello {
+  std::uint16_t role = 0;
+  std::uint16_t dof = 0;        // joints the sender expects / has (0 for camera roles)
+  std::uint32_t period_us = 0;  // the sender's nominal period (0: unspecified)
+};
+
+struct Heartbeat {
+  std::uint64_t echo_sequence = 0;  // the peer's last accepted sequence
+  std::uint64_t echo_stamp_ns = 0;  // and its stamp_ns, for round-trip measurement
+};
+
+struct JointState {
+  std::uint16_t dof = 0;
+  std::uint16_t status = 0;
+  std::uint64_t echo_command_sequence = 0;  // the last command applied (0: none yet)
+  std::uint64_t echo_command_stamp_ns = 0;  // its stamp_ns (controller's clock)
+  double position[kMaxJoints] = {};         // m or rad
+  double velocity[kMaxJoints] = {};         // m/s or rad/s
+};
+
+struct JointCommand {
+  std::uint16_t dof = 0;
+  std::uint16_t mode = kModePosition;
+  double position[kMaxJoints] = {};
+  double velocity[kMaxJoints] = {};
+};
+
+struct BallObservation {
+  std::uint64_t capture_age_ns = 0;  // send time minus exposure time (clock-independent latency)
+  std::uint32_t frame_id = 0;
+  float confidence = 0.0f;  // [0, 1]
+  double position_m[3] = {0.0, 0.0, 0.0};
+};
+
+struct BallObservations {
+  std::uint16_t count = 0;  // 0 is valid: a frame without a detection
+  std::uint16_t camera_id = 0;
+  BallObservation obs[kMaxBalls];
+};
+
+struct Packet {
+  Header header;
+  // Only the member matching header.type is meaningful.
+  Hello hello;
+  Heartbeat heartbeat;
+  JointState state;
+  JointCommand command;
+  BallObservations balls;
+};
+
+enum class Status : std::uint8_t {
+  kOk = 0,
+  kTooShort,        // fewer bytes than a header plus checksum
+  kTooLong,         // more than kMaxPacketBytes
+  kBadMagic,
+  kBadVersion,
+  kBadLength,       // payload_length inconsistent with the datagram size or the message type
+  kBadChecksum,
+  kMissingTag,      // a key is configured but the packet carries no tag
+  kUnexpectedTag,   // the packet carries a tag but no key is configured
+  kBadTag,
+  kBadType,
+  kBadValue,        // non-finite float, non-zero reserved field, unknown flag/status/mode/role, count out of range
+  kBufferTooSmall,  // encode only
+};
+constexpr int kStatusCount = 13;
+
+const char* status_name(Status status);
+
+// Payload size of a message (given its dof / ball count); 0 for an invalid count.
+std::size_t payload_bytes(MessageType type, std::size_t count);
+
+// Encodes `packet` (the member selected by header.type) into out[0, capacity). With a non-null, non-empty
+// key the tag flag is set and the HMAC-SHA256 tag appended. Returns the datagram size, or 0 when the
+// packet is invalid (values that decode() would reject) or the buffer is too small; `status` (optional)
+// tells which.
+std::size_t encode(const Packet& packet, const HmacSha256Key* key, std::uint8_t* out, std::size_t capacity,
+                   Status* status = nullptr);
+
+// Decodes one datagram. `key` null or empty: packets with a tag are rejected (kUnexpectedTag); otherwise
+// packets without a valid tag are rejected. On any status other than kOk the contents of `out` are
+// unspecified and must not be used.
+Status decode(const std::uint8_t* data, std::size_t size, const HmacSha256Key* key, Packet& out);
+
+// Receiver-side sequence bookkeeping for one peer (docs/protocol.md, "Ordering").
+class SequenceTracker {
+ public:
+  enum class Verdict : std::uint8_t {
+    kAccept,      // newer than anything accepted in this session
+    kNewSession,  // first packet, or the sender restarted (new session id): accepted, history reset
+    kDuplicate,   // a sequence already accepted (within the last 64)
+    kStale,       // older than the newest accepted (reordered or late): dropped
+  };
+  Verdict check(std::uint32_t session_id, std::uint64_t sequence);
+  void reset() { started_ = false; }
+  bool started() const { return started_; }
+  std::uint32_t session_id() const { return session_; }
+  std::uint64_t last_sequence() const { return last_; }
+  std::uint64_t gaps() const { return gaps_; }  // sequences skipped by accepted packets (lost or reordered)
+
+ private:
+  bool started_ = false;
+  std::uint32_t session_ = 0;
+  std::uint64_t last_ = 0;
+  std::uint64_t window_ = 0;  // bit i: sequence last_ - i was accepted
+  std::uint64_t gaps_ = 0;
+};
+
+}  // namespace robot_rt::control::protocol

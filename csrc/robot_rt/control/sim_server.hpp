@@ -1,0 +1,152 @@
+// Simulated robot bridge: a UDP server speaking docs/protocol.md exactly as a real robot bridge would,
+// running the joint dynamics of a position-controlled robot in its own thread.
+//
+// Dynamics, per joint, at rate_hz (semi-implicit Euler): a commanded target (position, velocity feed-forward)
+// reaches the servo after command_delay_s (transport + servo latency); the servo is a critically damped
+// second-order tracker with time constant tracking_time_constant_s, a = (q* - q)/tau^2 + 2 (v* - v)/tau,
+// saturated at the acceleration limit, then the velocity limit, then the position limits (a hard stop sets
+// the velocity to zero and is counted). Commands outside the limits are counted and clamped (a real bridge
+// would reject them; the loop must never send one). With no accepted command for command_timeout_s the
+// robot brakes (target = current position) and reports kStatusHolding.
+//
+// Network: binds host:port (127.0.0.1 by default). Only loopback sources are accepted unless allow_remote.
+// A controller registers with a hello (role controller); commands from any other address or session are
+// dropped and counted; a second controller's hello is refused while the first is active (heard within
+// controller_timeout_s). A state is sent to the controller every tick and, with reply_on_command, right after
+// each accepted command as well. Heartbeats are answered with an echo.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "protocol.hpp"
+#include "sha256.hpp"
+#include "udp_counters.hpp"
+#include "udp_socket.hpp"
+
+namespace robot_rt::control {
+
+struct SimServerConfig {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 0;  // 0: ephemeral (see SimRobotServer::port())
+  std::vector<double> position_min, position_max, velocity_limit, acceleration_limit;  // one per joint
+  std::vector<double> initial_position;  // empty: mid-range clamped zero
+  double rate_hz = 1000.0;
+  double tracking_time_constant_s = 0.02;
+  double command_delay_s = 0.002;
+  double command_timeout_s = 0.1;
+  double controller_timeout_s = 0.5;
+  std::string key;  // HMAC-SHA256 key (empty: none)
+  bool allow_remote = false;
+  bool reply_on_command = false;
+};
+
+struct SimServerSnapshot {
+  std::int64_t stamp_ns = 0;
+  std::uint64_t ticks = 0;
+  std::uint16_t status = 0;
+  std::vector<double> position, velocity, target;
+  bool has_controller = false;
+  std::string controller;
+};
+
+class SimRobotServer {
+ public:
+  explicit SimRobotServer(SimServerConfig config);
+  ~SimRobotServer();
+  SimRobotServer(const SimRobotServer&) = delete;
+  SimRobotServer& operator=(const SimRobotServer&) = delete;
+
+  // Binds and starts the thread (a new session id each time: a restart as far as clients can tell).
+  // The joint state persists across stop()/start() like a physical robot's would.
+  void start();
+  void stop();
+  bool running() const noexcept { return running_.load(); }
+  std::uint16_t port() const noexcept { return port_; }
+  std::uint32_t session_id() const noexcept { return session_id_; }
+  int dof() const noexcept { return dof_; }
+
+  SimServerSnapshot snapshot() const;
+  const LinkCounters& counters() const noexcept { return counters_; }
+  std::uint64_t commands_applied() const noexcept { return commands_applied_.load(); }
+  std::uint64_t commands_out_of_limits() const noexcept { return out_of_limits_.load(); }
+  std::uint64_t hard_stops() const noexcept { return hard_stops_.load(); }
+  std::uint64_t hold_events() const noexcept { return hold_events_.load(); }
+  std::uint64_t hellos_refused() const noexcept { return hellos_refused_.load(); }
+  std::uint64_t states_sent() const noexcept { return states_sent_.load(); }
+  std::uint64_t overruns() const noexcept { return overruns_.load(); }
+  // Largest excursion beyond a position limit and largest |v|/limit seen (0 and <= 1 when well behaved).
+  double max_position_excess() const;
+  double max_velocity_ratio() const;
+
+ private:
+  struct PendingCommand {
+    std::int64_t due_ns;
+    double position[protocol::kMaxJoints];
+    double velocity[protocol::kMaxJoints];
+  };
+  static constexpr int kDelaySlots = 256;
+
+  void run() noexcept;
+  void drain(std::int64_t now_ns) noexcept;
+  void handle(const sockaddr_in& from, std::int64_t now_ns) noexcept;
+  void step(std::int64_t now_ns, double dt_s) noexcept;
+  void send_state(std::int64_t now_ns) noexcept;
+  bool send_to(protocol::Packet& packet, const sockaddr_in& to, std::int64_t now_ns) noexcept;
+
+  SimServerConfig config_;
+  int dof_ = 0;
+  HmacSha256Key key_;
+  UdpSocket socket_;
+  std::thread thread_;
+  std::atomic<bool> running_{false};
+  std::atomic<bool> stop_requested_{false};
+  std::uint16_t port_ = 0;
+  std::uint32_t session_id_ = 0;
+  std::uint64_t sequence_ = 0;
+
+  // Controller link (server thread only).
+  bool has_controller_ = false;
+  sockaddr_in controller_{};
+  std::int64_t controller_seen_ns_ = 0;
+  protocol::SequenceTracker controller_tracker_;
+  std::uint64_t last_command_sequence_ = 0;
+  std::uint64_t last_command_stamp_ns_ = 0;
+  std::int64_t last_command_ns_ = 0;
+  bool clamped_ = false;
+  bool holding_ = true;
+
+  // Joint dynamics (server thread; the snapshot copies under mutex_).
+  mutable std::mutex mutex_;
+  std::uint64_t ticks_ = 0;
+  std::int64_t state_stamp_ns_ = 0;
+  double q_[protocol::kMaxJoints] = {};
+  double v_[protocol::kMaxJoints] = {};
+  double target_q_[protocol::kMaxJoints] = {};
+  double target_v_[protocol::kMaxJoints] = {};
+  double max_position_excess_ = 0.0;
+  double max_velocity_ratio_ = 0.0;
+  PendingCommand pending_[kDelaySlots];
+  int pending_head_ = 0;
+  int pending_count_ = 0;
+
+  protocol::Packet rx_packet_;
+  protocol::Packet tx_packet_;
+  std::uint8_t rx_buffer_[protocol::kMaxPacketBytes + 1];
+  std::uint8_t tx_buffer_[protocol::kMaxPacketBytes];
+
+  LinkCounters counters_;
+  std::atomic<std::uint64_t> commands_applied_{0};
+  std::atomic<std::uint64_t> out_of_limits_{0};
+  std::atomic<std::uint64_t> hard_stops_{0};
+  std::atomic<std::uint64_t> hold_events_{0};
+  std::atomic<std::uint64_t> hellos_refused_{0};
+  std::atomic<std::uint64_t> states_sent_{0};
+  std::atomic<std::uint64_t> overruns_{0};
+};
+
+}  // namespace robot_rt::control

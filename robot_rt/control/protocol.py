@@ -1,0 +1,362 @@
+"""Python codec of the robot_rt UDP protocol (docs/protocol.md, version 1).
+
+A mirror of csrc/robot_rt/control/protocol.cpp for tests, tools (fault proxy, camera server, replay) and
+anyone who wants to talk to a robot bridge from Python. Packets are plain dicts::
+
+    {"type": "joint_command", "session_id": 7, "sequence": 12, "stamp_ns": 123, "mode": 1,
+     "position": [...], "velocity": [...]}
+
+`encode(packet, key=None) -> bytes` and `decode(data, key=None) -> dict` (raises `ProtocolError` whose
+`.status` is the same status name the C++ decoder reports, e.g. "bad_checksum"). Byte-for-byte identical to
+the C++ codec (tests/test_protocol_codec.py checks it).
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import struct
+import zlib
+from hashlib import sha256
+
+MAGIC = b"RRTP"
+VERSION = 1
+HEADER_BYTES = 32
+CHECKSUM_BYTES = 4
+TAG_BYTES = 32
+MAX_JOINTS = 16
+MAX_BALLS = 16
+BALL_OBSERVATION_BYTES = 40
+MAX_PAYLOAD_BYTES = max(24 + 16 * MAX_JOINTS, 8 + BALL_OBSERVATION_BYTES * MAX_BALLS)
+MAX_PACKET_BYTES = HEADER_BYTES + MAX_PAYLOAD_BYTES + CHECKSUM_BYTES + TAG_BYTES
+
+FLAG_TAG = 0x0001
+KNOWN_FLAGS = FLAG_TAG
+
+TYPES = {"hello": 1, "heartbeat": 2, "joint_state": 3, "joint_command": 4, "ball_observations": 5}
+TYPE_NAMES = {v: k for k, v in TYPES.items()}
+
+ROLE_CONTROLLER = 1
+ROLE_ROBOT_SERVER = 2
+ROLE_CAMERA_SUBSCRIBER = 3
+ROLE_CAMERA_SERVER = 4
+
+STATUS_HOLDING = 0x0001
+STATUS_CLAMPED = 0x0002
+STATUS_FAULT = 0x0004
+STATUS_ESTOP = 0x0008
+KNOWN_STATUS = STATUS_HOLDING | STATUS_CLAMPED | STATUS_FAULT | STATUS_ESTOP
+
+MODE_POSITION = 0
+MODE_POSITION_VELOCITY = 1
+
+# Decode status names, in the order of the C++ enum (index = numeric value).
+STATUS_NAMES = (
+    "ok",
+    "too_short",
+    "too_long",
+    "bad_magic",
+    "bad_version",
+    "bad_length",
+    "bad_checksum",
+    "missing_tag",
+    "unexpected_tag",
+    "bad_tag",
+    "bad_type",
+    "bad_value",
+    "buffer_too_small",
+)
+
+_HEADER = struct.Struct("<4sBBHIHHQQ")  # magic, version, type, flags, session, payload_len, reserved, seq, stamp
+_U16x2_U32 = struct.Struct("<HHI")
+_U64x2 = struct.Struct("<QQ")
+_STATE_HEAD = struct.Struct("<HHIQQ")
+_OBS = struct.Struct("<QIf3d")
+assert _HEADER.size == HEADER_BYTES and _OBS.size == BALL_OBSERVATION_BYTES
+
+
+class ProtocolError(ValueError):
+    """A datagram the decoder rejects; `status` names the reason (same names as the C++ decoder)."""
+
+    def __init__(self, status: str, message: str = ""):
+        super().__init__(f"{status}: {message}" if message else status)
+        self.status = status
+
+
+def payload_bytes(type_name: str, count: int = 0) -> int:
+    """Payload size of a message with `count` joints / observations (0 if the count is out of range)."""
+    if type_name == "hello":
+        return 8
+    if type_name == "heartbeat":
+        return 16
+    if type_name == "joint_state":
+        return 24 + 16 * count if 1 <= count <= MAX_JOINTS else 0
+    if type_name == "joint_command":
+        return 8 + 16 * count if 1 <= count <= MAX_JOINTS else 0
+    if type_name == "ball_observations":
+        return 8 + BALL_OBSERVATION_BYTES * count if 0 <= count <= MAX_BALLS else 0
+    raise ValueError(f"type: unknown message type {type_name!r}")
+
+
+def _key_bytes(key) -> bytes | None:
+    if key is None:
+        return None
+    if isinstance(key, str):
+        key = key.encode()
+    if not isinstance(key, bytes | bytearray):
+        raise TypeError(f"key: expected bytes, str or None, got {type(key).__name__}")
+    return bytes(key) or None
+
+
+def _finite(values, name: str) -> list[float]:
+    out = [float(v) for v in values]
+    if not all(math.isfinite(v) for v in out):
+        raise ValueError(f"{name}: expected finite values, got {out}")
+    return out
+
+
+def _f32(value: float) -> float:
+    return struct.unpack("<f", struct.pack("<f", value))[0]
+
+
+def _joint_payload(packet: dict, head: bytes) -> tuple[bytes, int]:
+    position = _finite(packet["position"], "position")
+    dof = len(position)
+    if not 1 <= dof <= MAX_JOINTS:
+        raise ValueError(f"position: expected 1..{MAX_JOINTS} joints, got {dof}")
+    velocity = _finite(packet.get("velocity", [0.0] * dof), "velocity")
+    if len(velocity) != dof:
+        raise ValueError(f"velocity: expected {dof} values, got {len(velocity)}")
+    return head + struct.pack(f"<{dof}d{dof}d", *position, *velocity), dof
+
+
+def encode_payload(packet: dict) -> bytes:
+    """The payload bytes of a packet dict (validated like the C++ encoder)."""
+    kind = packet["type"]
+    if kind == "hello":
+        role, dof = int(packet.get("role", 0)), int(packet.get("dof", 0))
+        if role not in (1, 2, 3, 4) or not 0 <= dof <= MAX_JOINTS:
+            raise ValueError(f"hello: role must be 1..4 and dof 0..{MAX_JOINTS}, got role={role} dof={dof}")
+        return _U16x2_U32.pack(role, dof, int(packet.get("period_us", 0)))
+    if kind == "heartbeat":
+        return _U64x2.pack(int(packet.get("echo_sequence", 0)), int(packet.get("echo_stamp_ns", 0)))
+    if kind == "joint_state":
+        status = int(packet.get("status", 0))
+        if status & ~KNOWN_STATUS:
+            raise ValueError(f"status: unknown bits {status:#x}")
+        dof = len(packet["position"])
+        head = _STATE_HEAD.pack(
+            dof & 0xFFFF,
+            status,
+            0,
+            int(packet.get("echo_command_sequence", 0)),
+            int(packet.get("echo_command_stamp_ns", 0)),
+        )
+        return _joint_payload(packet, head)[0]
+    if kind == "joint_command":
+        mode = int(packet.get("mode", MODE_POSITION))
+        if mode not in (MODE_POSITION, MODE_POSITION_VELOCITY):
+            raise ValueError(f"mode: expected 0 or 1, got {mode}")
+        dof = len(packet["position"])
+        payload, dof = _joint_payload(packet, _U16x2_U32.pack(dof & 0xFFFF, mode, 0))
+        if mode == MODE_POSITION and any(float(v) != 0.0 for v in packet.get("velocity", [])):
+            raise ValueError("velocity: must be zero in position mode")
+        return payload
+    if kind == "ball_observations":
+        observations = list(packet.get("observations", []))
+        if len(observations) > MAX_BALLS:
+            raise ValueError(f"observations: at most {MAX_BALLS}, got {len(observations)}")
+        out = [_U16x2_U32.pack(len(observations), int(packet.get("camera_id", 0)), 0)]
+        for o in observations:
+            xyz = _finite(o["position_m"], "observations[].position_m")
+            confidence = _f32(float(o.get("confidence", 0.0)))
+            if len(xyz) != 3 or not (0.0 <= confidence <= 1.0):
+                raise ValueError("observations[]: expected position_m of 3 values and confidence in [0, 1]")
+            out.append(_OBS.pack(int(o.get("capture_age_ns", 0)), int(o.get("frame_id", 0)), confidence, *xyz))
+        return b"".join(out)
+    raise ValueError(f"type: expected one of {sorted(TYPES)}, got {kind!r}")
+
+
+def encode(packet: dict, key: bytes | str | None = None) -> bytes:
+    """One datagram: header, payload, CRC-32, and an HMAC-SHA256 tag when `key` is given."""
+    payload = encode_payload(packet)
+    key = _key_bytes(key)
+    header = _HEADER.pack(
+        MAGIC,
+        VERSION,
+        TYPES[packet["type"]],
+        FLAG_TAG if key else 0,
+        int(packet.get("session_id", 0)),
+        len(payload),
+        0,
+        int(packet.get("sequence", 0)),
+        int(packet.get("stamp_ns", 0)),
+    )
+    body = header + payload
+    out = body + struct.pack("<I", zlib.crc32(body))
+    if key:
+        out += hmac.new(key, out, sha256).digest()
+    return out
+
+
+def seal(body: bytes, key: bytes | str | None = None, flags: int | None = None) -> bytes:
+    """Appends a valid checksum (and tag) to arbitrary header+payload bytes: a tool for tests/fuzzing that
+    builds packets with valid integrity but semantically bad contents. `flags` rewrites the header's flags."""
+    key = _key_bytes(key)
+    body = bytearray(body)
+    if flags is not None and len(body) >= 8:
+        body[6:8] = struct.pack("<H", flags)
+    out = bytes(body) + struct.pack("<I", zlib.crc32(bytes(body)))
+    if key:
+        out += hmac.new(key, out, sha256).digest()
+    return out
+
+
+def _check_finite(values, what: str) -> None:
+    if not all(math.isfinite(v) for v in values):
+        raise ProtocolError("bad_value", f"{what}: non-finite value")
+
+
+def _decode_payload(kind: str, p: bytes) -> dict:
+    size = len(p)
+    if kind == "hello":
+        if size != 8:
+            raise ProtocolError("bad_length", "hello payload must be 8 bytes")
+        role, dof, period = _U16x2_U32.unpack(p)
+        if role not in (1, 2, 3, 4) or dof > MAX_JOINTS:
+            raise ProtocolError("bad_value", f"hello: role={role} dof={dof}")
+        return {"role": role, "dof": dof, "period_us": period}
+    if kind == "heartbeat":
+        if size != 16:
+            raise ProtocolError("bad_length", "heartbeat payload must be 16 bytes")
+        seq, stamp = _U64x2.unpack(p)
+        return {"echo_sequence": seq, "echo_stamp_ns": stamp}
+    if kind == "joint_state":
+        if size < 24:
+            raise ProtocolError("bad_length", "joint_state payload shorter than its head")
+        dof, status, reserved, echo_seq, echo_stamp = _STATE_HEAD.unpack_from(p)
+        if not 1 <= dof <= MAX_JOINTS:
+            raise ProtocolError("bad_value", f"dof={dof}")
+        if size != payload_bytes(kind, dof):
+            raise ProtocolError("bad_length", f"joint_state with dof={dof} must be {payload_bytes(kind, dof)} bytes")
+        if status & ~KNOWN_STATUS or reserved:
+            raise ProtocolError("bad_value", "unknown status bits or reserved field set")
+        values = struct.unpack_from(f"<{2 * dof}d", p, 24)
+        _check_finite(values, "joint_state")
+        return {
+            "status": status,
+            "echo_command_sequence": echo_seq,
+            "echo_command_stamp_ns": echo_stamp,
+            "position": list(values[:dof]),
+            "velocity": list(values[dof:]),
+        }
+    if kind == "joint_command":
+        if size < 8:
+            raise ProtocolError("bad_length", "joint_command payload shorter than its head")
+        dof, mode, reserved = _U16x2_U32.unpack_from(p)
+        if not 1 <= dof <= MAX_JOINTS:
+            raise ProtocolError("bad_value", f"dof={dof}")
+        if size != payload_bytes(kind, dof):
+            raise ProtocolError("bad_length", f"joint_command with dof={dof} must be {payload_bytes(kind, dof)} bytes")
+        if mode not in (MODE_POSITION, MODE_POSITION_VELOCITY) or reserved:
+            raise ProtocolError("bad_value", f"mode={mode} reserved={reserved}")
+        values = struct.unpack_from(f"<{2 * dof}d", p, 8)
+        _check_finite(values, "joint_command")
+        if mode == MODE_POSITION and any(v != 0.0 for v in values[dof:]):
+            raise ProtocolError("bad_value", "velocity must be zero in position mode")
+        return {"mode": mode, "position": list(values[:dof]), "velocity": list(values[dof:])}
+    if kind == "ball_observations":
+        if size < 8:
+            raise ProtocolError("bad_length", "ball_observations payload shorter than its head")
+        count, camera_id, reserved = _U16x2_U32.unpack_from(p)
+        if count > MAX_BALLS:
+            raise ProtocolError("bad_value", f"count={count}")
+        if size != payload_bytes(kind, count):
+            raise ProtocolError("bad_length", f"{count} observations must be {payload_bytes(kind, count)} bytes")
+        if reserved:
+            raise ProtocolError("bad_value", "reserved field set")
+        observations = []
+        for i in range(count):
+            age, frame, confidence, x, y, z = _OBS.unpack_from(p, 8 + BALL_OBSERVATION_BYTES * i)
+            if not (math.isfinite(confidence) and 0.0 <= confidence <= 1.0):
+                raise ProtocolError("bad_value", f"confidence={confidence}")
+            _check_finite((x, y, z), "observation position")
+            observations.append(
+                {"capture_age_ns": age, "frame_id": frame, "confidence": confidence, "position_m": [x, y, z]}
+            )
+        return {"camera_id": camera_id, "observations": observations}
+    raise ProtocolError("bad_type", kind)
+
+
+def decode(data: bytes, key: bytes | str | None = None) -> dict:
+    """Validates and decodes one datagram, in the same order of checks as the C++ decoder."""
+    data = bytes(data)
+    key = _key_bytes(key)
+    size = len(data)
+    if size < HEADER_BYTES + CHECKSUM_BYTES:
+        raise ProtocolError("too_short", f"{size} bytes")
+    if size > MAX_PACKET_BYTES:
+        raise ProtocolError("too_long", f"{size} bytes")
+    magic, version, type_id, flags, session, payload_len, reserved, sequence, stamp = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise ProtocolError("bad_magic", repr(magic))
+    if version != VERSION:
+        raise ProtocolError("bad_version", str(version))
+    has_tag = bool(flags & FLAG_TAG)
+    body = HEADER_BYTES + payload_len
+    if size != body + CHECKSUM_BYTES + (TAG_BYTES if has_tag else 0):
+        raise ProtocolError("bad_length", f"{size} bytes for a payload of {payload_len}")
+    (crc,) = struct.unpack_from("<I", data, body)
+    if crc != zlib.crc32(data[:body]):
+        raise ProtocolError("bad_checksum")
+    if has_tag and not key:
+        raise ProtocolError("unexpected_tag")
+    if key and not has_tag:
+        raise ProtocolError("missing_tag")
+    if key:
+        expected = hmac.new(key, data[: body + CHECKSUM_BYTES], sha256).digest()
+        if not hmac.compare_digest(expected, data[body + CHECKSUM_BYTES :]):
+            raise ProtocolError("bad_tag")
+    if flags & ~KNOWN_FLAGS or reserved:
+        raise ProtocolError("bad_value", "unknown flags or reserved header field set")
+    if type_id not in TYPE_NAMES:
+        raise ProtocolError("bad_type", str(type_id))
+    kind = TYPE_NAMES[type_id]
+    packet = {"type": kind, "flags": flags, "session_id": session, "sequence": sequence, "stamp_ns": stamp}
+    packet.update(_decode_payload(kind, data[HEADER_BYTES:body]))
+    return packet
+
+
+def try_decode(data: bytes, key: bytes | str | None = None) -> tuple[str, dict | None]:
+    """(status name, packet or None), the shape of the C++ binding `decode_packet`."""
+    try:
+        return "ok", decode(data, key)
+    except ProtocolError as err:
+        return err.status, None
+
+
+class SequenceTracker:
+    """Receiver-side ordering rule of docs/protocol.md (mirror of protocol::SequenceTracker)."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self.session_id = 0
+        self.last = 0
+        self.window = 0
+        self.gaps = 0
+
+    def check(self, session_id: int, sequence: int) -> str:
+        """'new_session' | 'accept' | 'duplicate' | 'stale'."""
+        if not self.started or session_id != self.session_id:
+            self.started, self.session_id, self.last, self.window = True, session_id, sequence, 1
+            return "new_session"
+        if sequence > self.last:
+            shift = sequence - self.last
+            self.gaps += shift - 1
+            self.window = 1 if shift >= 64 else ((self.window << shift) | 1) & ((1 << 64) - 1)
+            self.last = sequence
+            return "accept"
+        back = self.last - sequence
+        if back < 64 and (self.window >> back) & 1:
+            return "duplicate"
+        return "stale"
