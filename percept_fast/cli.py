@@ -231,6 +231,8 @@ def run_score(args) -> dict:
             "load_size": load_size,
             "fingerprint": fp,
             "2afc_subsets": {d.subset: len(d) for d in data["2afc"]},
+            # best achievable 2AFC score given the judgements: mean(max(p, 1 - p)) (the "human" ceiling)
+            "2afc_ceiling": _ceiling(data["2afc"]),
             "jnd_subsets": {d.subset: len(d) for d in data["jnd"]},
         },
         "config": {
@@ -285,6 +287,18 @@ def run_score(args) -> dict:
     return results
 
 
+def _ceiling(datasets) -> dict:
+    import numpy as np
+
+    if not datasets:
+        return {}
+    per = {d.subset: np.maximum(d.judgements, 1.0 - d.judgements) for d in datasets}
+    out = {k: float(v.mean()) for k, v in per.items()}
+    out["subset_mean"] = float(np.mean(list(out.values())))
+    out["pooled"] = float(np.concatenate(list(per.values())).mean())
+    return out
+
+
 def _write_outputs(results: dict, out: Path, _io, plots, np) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -326,7 +340,7 @@ def _print_table(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(stderr=False)
+    console = Console(stderr=False, width=max(100, min(200, Console().width)))
     for kind, title in (("2afc", "2AFC score"), ("jnd", "JND mAP")):
         metrics = [m for m, r in results["metrics"].items() if kind in r]
         if not metrics:
@@ -346,6 +360,11 @@ def _print_table(results: dict) -> None:
                 cells.append(f"{e['score']:.3f}" + (f" [{e['ci'][0]:.3f}, {e['ci'][1]:.3f}]" if e["ci"] else ""))
             name = m + (" (random init)" if results["metrics"][m]["spec"]["random_init_backbone"] else "")
             t.add_row(name, *cells)
+        ceil = results["data"].get("2afc_ceiling") if kind == "2afc" else None
+        if ceil:
+            t.add_row(
+                "(ceiling)", *[f"{ceil[s]:.3f}" for s in subsets], f"{ceil['subset_mean']:.3f}", f"{ceil['pooled']:.3f}"
+            )
         console.print(t)
     if results.get("notice"):
         console.print(f"[yellow]{results['notice']}[/yellow]")

@@ -121,17 +121,15 @@ class DistanceModel:
 
         # random-init backbones are seeded per metric name, so results do not depend on metric order or rank
         torch.manual_seed(spec.seed + zlib.crc32(spec.name.encode()))
-        kwargs = dict(backbone=spec.name, layers=list(spec.layers) if spec.layers else None, distance=spec.distance)
-        kwargs["lin_weights"] = spec.lin_weights
-        kwargs["backend"] = backend
-        metric = PerceptualMetric(**kwargs)
-        if spec.backbone_weights is not None:
-            bb = getattr(metric, "backbone", None)
-            if bb is None or not hasattr(bb, "load_weights"):
-                raise RuntimeError(
-                    "PerceptualMetric exposes no backbone.load_weights(); cannot load --backbone-weights"
-                )
-            bb.load_weights(spec.backbone_weights)
+        metric = PerceptualMetric(
+            backbone=spec.name,
+            layers=list(spec.layers) if spec.layers else None,
+            distance=spec.distance,
+            lin_weights=spec.lin_weights,
+            normalize_input=True,  # the BAPPS reader gives [0, 1] images
+            backend=backend,
+            backbone_weights=spec.backbone_weights if spec.backbone_weights is not None else "random",
+        )
         self.metric = metric.to(self.device).eval()
         self.layer_names = _layer_names(metric)
 
