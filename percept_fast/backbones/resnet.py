@@ -146,7 +146,7 @@ class ResNetFeatures(Backbone):
 
     def __init__(
         self,
-        depth: int = 50,
+        depth: int | None = 50,
         width: float = 1.0,
         *,
         groups: int = 1,
@@ -163,11 +163,13 @@ class ResNetFeatures(Backbone):
             blocks = [int(b) for b in blocks]
             if not blocks or any(b < 1 for b in blocks):
                 raise ValueError(f"blocks: expected a non-empty list of positive ints, got {blocks}")
-            kind = "basic" if (depth is None or depth < 50) else "bottleneck"
+            kind = "basic" if (depth is not None and depth < 50) else "bottleneck"
         if block is not None:
             if block not in ("basic", "bottleneck"):
                 raise ValueError(f"block: expected 'basic' or 'bottleneck', got {block!r}")
             kind = block
+        # the depth of the network actually built (main-path convs + stem + classifier)
+        depth = 2 + (2 if kind == "basic" else 3) * sum(blocks)
         if not (isinstance(width, (int, float)) and width > 0):
             raise ValueError(f"width: expected a positive multiplier, got {width!r}")
         if groups < 1 or width_per_group < 1:
