@@ -1,21 +1,503 @@
 // robot_rt._control: the PYBIND11_MODULE; every binding group registers itself (registry.hpp).
-#include <algorithm>
-#include <cstring>
+// This file holds the core group (order 0): RobotModel, RobotDriver, SimDriver, SafetyFilter, ControlLoop,
+// kinematics. Thin wrappers only: argument checks, NumPy conversion, GIL release around blocking calls.
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+#include <time.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "control_loop.hpp"
 #include "driver.hpp"
 #include "registry.hpp"
+#include "safety.hpp"
+#include "sim_driver.hpp"
+#include "stop.hpp"
 
 namespace py = pybind11;
 
 namespace robot_rt::control {
 
+namespace {
+
+using DArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
+
+std::vector<double> vec(const DArray& a, const char* name, py::ssize_t n) {
+  if (a.ndim() != 1 || (n >= 0 && a.shape(0) != n))
+    throw py::value_error(std::string(name) + ": expected a 1-D array of length " + std::to_string(n) + ", got shape " +
+                          std::to_string(a.ndim() ? a.shape(0) : 0));
+  return std::vector<double>(a.data(), a.data() + a.shape(0));
+}
+
+RobotModel make_model(const DArray& position_min, const DArray& position_max, const DArray& velocity_limit,
+                      const DArray& acceleration_limit, const DArray& jerk_limit, const DArray& home,
+                      py::object joint_type, py::object axis, py::object origin_xyz_m, py::object origin_rpy_rad,
+                      py::object paddle_xyz_m, py::object paddle_rpy_rad, py::object workspace_min_m,
+                      py::object workspace_max_m) {
+  const py::ssize_t dof = position_min.ndim() == 1 ? position_min.shape(0) : -1;
+  if (dof <= 0 || dof > kMaxDof)
+    throw py::value_error("position_min: expected a 1-D array with 1.." + std::to_string(kMaxDof) + " joints");
+  RobotModel m;
+  m.dof = static_cast<int>(dof);
+  const auto lo = vec(position_min, "position_min", dof), hi = vec(position_max, "position_max", dof);
+  const auto v = vec(velocity_limit, "velocity_limit", dof), a = vec(acceleration_limit, "acceleration_limit", dof);
+  const auto j = vec(jerk_limit, "jerk_limit", dof), h = vec(home, "home", dof);
+  for (int i = 0; i < m.dof; ++i) {
+    if (!(lo[i] < hi[i]) || !(v[i] > 0) || !(a[i] > 0) || !(j[i] > 0) || !std::isfinite(hi[i]) ||
+        !std::isfinite(lo[i]) || !std::isfinite(v[i]) || !std::isfinite(a[i]) || !std::isfinite(j[i]))
+      throw py::value_error("limits: joint " + std::to_string(i) +
+                            " needs finite position_min < position_max and positive velocity/acceleration/jerk limits");
+    m.limits[i] = JointLimits{lo[i], hi[i], v[i], a[i], j[i]};
+    m.home_si[i] = h[i];
+  }
+  if (!joint_type.is_none()) {
+    auto jt = py::array_t<int, py::array::c_style | py::array::forcecast>::ensure(joint_type);
+    auto ax = DArray::ensure(axis), ox = DArray::ensure(origin_xyz_m), orpy = DArray::ensure(origin_rpy_rad);
+    auto px = DArray::ensure(paddle_xyz_m), prpy = DArray::ensure(paddle_rpy_rad);
+    if (!jt || jt.size() != dof || !ax || ax.size() != 3 * dof || !ox || ox.size() != 3 * dof || !orpy ||
+        orpy.size() != 3 * dof || !px || px.size() != 3 || !prpy || prpy.size() != 3)
+      throw py::value_error("chain: expected joint_type [dof], axis/origin_xyz_m/origin_rpy_rad [dof, 3], paddle [3]");
+    for (int i = 0; i < m.dof; ++i) {
+      if (!m.chain.set_joint(i, jt.data()[i], ax.data() + 3 * i, ox.data() + 3 * i, orpy.data() + 3 * i))
+        throw py::value_error("axis: joint " + std::to_string(i) + " axis is not a unit vector");
+    }
+    m.chain.set_paddle(px.data(), prpy.data());
+    m.has_chain = true;
+  }
+  if (!workspace_min_m.is_none()) {
+    auto wmin = DArray::ensure(workspace_min_m), wmax = DArray::ensure(workspace_max_m);
+    if (!wmin || !wmax || wmin.size() != 3 || wmax.size() != 3)
+      throw py::value_error("workspace_min_m, workspace_max_m: expected 3 values each");
+    for (int k = 0; k < 3; ++k) {
+      m.workspace_min_m[k] = wmin.data()[k];
+      m.workspace_max_m[k] = wmax.data()[k];
+      if (!(m.workspace_min_m[k] < m.workspace_max_m[k])) throw py::value_error("workspace_min_m must be below max");
+    }
+    m.has_workspace = true;
+  }
+  return m;
+}
+
+py::array_t<double> arr(const double* data, int n) {
+  py::array_t<double> out(n);
+  std::memcpy(out.mutable_data(), data, sizeof(double) * static_cast<std::size_t>(n));
+  return out;
+}
+
+py::dict observation_dict(const Observation& o, std::uint64_t seq) {
+  py::dict d;
+  d["seq"] = seq;
+  d["tick"] = o.tick;
+  d["stamp_ns"] = o.stamp_ns;
+  d["flags"] = o.flags;
+  d["state_stamp_ns"] = o.state_stamp_ns;
+  d["measured_position"] = arr(o.measured_position_si, o.dof);
+  d["measured_velocity"] = arr(o.measured_velocity_si, o.dof);
+  d["command_position"] = arr(o.command_position_si, o.dof);
+  d["command_velocity"] = arr(o.command_velocity_si, o.dof);
+  d["target_position"] = arr(o.target_position_si, o.dof);
+  d["balls_total"] = o.balls_total;
+  if (o.balls_total > 0) {
+    py::dict b;
+    b["stamp_ns"] = o.latest_ball.stamp_ns;
+    b["camera_id"] = o.latest_ball.camera_id;
+    b["frame"] = o.latest_ball.frame;
+    b["position_m"] = arr(o.latest_ball.position_m, 3);
+    b["confidence"] = o.latest_ball.confidence;
+    d["latest_ball"] = b;
+  } else {
+    d["latest_ball"] = py::none();
+  }
+  return d;
+}
+
+py::dict histogram_dict(const Histogram& h) {
+  py::dict d;
+  d["count"] = h.count();
+  d["mean_ns"] = h.mean_ns();
+  d["p50_ns"] = h.quantile_ns(0.5);
+  d["p99_ns"] = h.quantile_ns(0.99);
+  d["p999_ns"] = h.quantile_ns(0.999);
+  d["max_ns"] = h.max_ns();
+  d["above_1ms"] = h.count_above_ns(1'000'000);
+  py::array_t<std::uint64_t> bins(Histogram::kBins + 1);
+  auto* b = bins.mutable_data();
+  for (int i = 0; i <= Histogram::kBins; ++i) b[i] = h.bin(i);
+  d["bins_us"] = bins;  // bin i counts values in [i, i+1) us; the last bin is the overflow
+  return d;
+}
+
+std::int64_t monotonic_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+}  // namespace
+
 static void register_core(py::module_& m) {
   m.attr("MAX_DOF") = kMaxDof;
   m.attr("MAX_BALL_OBSERVATIONS") = kMaxBallObservations;
+  m.def("monotonic_ns", &monotonic_ns, "CLOCK_MONOTONIC in ns (the clock of every stamp in this module).");
+
+  py::dict codes;
+  const std::pair<const char*, int> code_list[] = {
+      {"loop_start", kEventLoopStart},
+      {"loop_stop", kEventLoopStop},
+      {"non_finite_command", kEventNonFiniteCommand},
+      {"target_clamped", kEventTargetClamped},
+      {"workspace_target_rejected", kEventWorkspaceTarget},
+      {"workspace_stop", kEventWorkspaceStop},
+      {"watchdog_stop", kEventWatchdogStop},
+      {"watchdog_recovered", kEventWatchdogRecovered},
+      {"missing_policy", kEventMissingPolicy},
+      {"estop", kEventEstop},
+      {"estop_reset", kEventEstopReset},
+      {"sensor_dropout", kEventSensorDropout},
+      {"sensor_timeout_stop", kEventSensorTimeoutStop},
+      {"sensor_recovered", kEventSensorRecovered},
+      {"deadline_miss", kEventDeadlineMiss},
+      {"driver_write_failed", kEventDriverWriteFailed},
+      {"safety_override", kEventSafetyOverride},
+      {"policy_exception", kEventPolicyException},
+      {"policy_overrun", kEventPolicyOverrun},
+      {"stop_complete", kEventStopComplete},
+      {"late_wake", kEventLateWake},
+      {"command_rejected", kEventCommandRejected},
+  };
+  for (const auto& [name, code] : code_list) codes[name] = code;
+  m.attr("EVENT_CODES") = codes;
+  py::dict tick_flags;
+  tick_flags["state_fresh"] = kTickStateFresh;
+  tick_flags["stopping"] = kTickStopping;
+  tick_flags["estop"] = kTickEstop;
+  tick_flags["watchdog"] = kTickWatchdog;
+  tick_flags["sensor_timeout"] = kTickSensorTimeout;
+  tick_flags["deadline_miss"] = kTickDeadlineMiss;
+  tick_flags["has_command"] = kTickHasCommand;
+  tick_flags["workspace_stop"] = kTickWorkspaceStop;
+  tick_flags["safety_override"] = kTickSafetyOverride;
+  tick_flags["new_target"] = kTickNewTarget;
+  m.attr("TICK_FLAGS") = tick_flags;
+
+  py::class_<RobotModel>(m, "RobotModel", "Joint limits, kinematic chain and workspace box (C++ RobotModel).")
+      .def(py::init(&make_model), py::arg("position_min"), py::arg("position_max"), py::arg("velocity_limit"),
+           py::arg("acceleration_limit"), py::arg("jerk_limit"), py::arg("home"), py::arg("joint_type") = py::none(),
+           py::arg("axis") = py::none(), py::arg("origin_xyz_m") = py::none(), py::arg("origin_rpy_rad") = py::none(),
+           py::arg("paddle_xyz_m") = py::none(), py::arg("paddle_rpy_rad") = py::none(),
+           py::arg("workspace_min_m") = py::none(), py::arg("workspace_max_m") = py::none())
+      .def_readonly("dof", &RobotModel::dof)
+      .def_readonly("has_chain", &RobotModel::has_chain)
+      .def_readonly("has_workspace", &RobotModel::has_workspace)
+      .def(
+          "forward_kinematics",
+          [](const RobotModel& model, const DArray& q) {
+            if (!model.has_chain) throw py::value_error("model: no kinematic chain given");
+            if (q.ndim() != 2 || q.shape(1) != model.dof)
+              throw py::value_error("q: expected shape [N, " + std::to_string(model.dof) + "]");
+            const py::ssize_t n = q.shape(0);
+            py::array_t<double> out({n, py::ssize_t(4), py::ssize_t(4)});
+            double* o = out.mutable_data();
+            const double* qd = q.data();
+            for (py::ssize_t r = 0; r < n; ++r) {
+              const auto t = robot::forward_kinematics(model.chain, qd + r * model.dof);
+              double* T = o + r * 16;
+              for (int i = 0; i < 3; ++i) {
+                for (int j = 0; j < 3; ++j) T[i * 4 + j] = t.r[i][j];
+                T[i * 4 + 3] = t.p[i];
+              }
+              T[12] = T[13] = T[14] = 0.0;
+              T[15] = 1.0;
+            }
+            return out;
+          },
+          py::arg("q"), "Paddle pose [N, 4, 4] (C++ kinematics.hpp, double).")
+      .def(
+          "forward_kinematics_f32",
+          [](const RobotModel& model, const DArray& q) {
+            if (!model.has_chain) throw py::value_error("model: no kinematic chain given");
+            if (q.ndim() != 2 || q.shape(1) != model.dof)
+              throw py::value_error("q: expected shape [N, " + std::to_string(model.dof) + "]");
+            robot::ChainModel<float> chain;
+            for (int i = 0; i < model.dof; ++i) {
+              float ax[3], xyz[3], rpy[3] = {0, 0, 0};
+              for (int k = 0; k < 3; ++k) {
+                ax[k] = static_cast<float>(model.chain.axis[i][k]);
+                xyz[k] = static_cast<float>(model.chain.origin[i].p[k]);
+              }
+              chain.set_joint(i, model.chain.joint_type[i], ax, xyz, rpy);
+              for (int a = 0; a < 3; ++a)
+                for (int b = 0; b < 3; ++b) chain.origin[i].r[a][b] = static_cast<float>(model.chain.origin[i].r[a][b]);
+            }
+            for (int a = 0; a < 3; ++a) {
+              chain.paddle.p[a] = static_cast<float>(model.chain.paddle.p[a]);
+              for (int b = 0; b < 3; ++b) chain.paddle.r[a][b] = static_cast<float>(model.chain.paddle.r[a][b]);
+            }
+            const py::ssize_t n = q.shape(0);
+            py::array_t<double> out({n, py::ssize_t(3)});
+            for (py::ssize_t r = 0; r < n; ++r) {
+              float qf[kMaxDof];
+              for (int i = 0; i < model.dof; ++i) qf[i] = static_cast<float>(q.data()[r * model.dof + i]);
+              const auto t = robot::forward_kinematics(chain, qf);
+              for (int k = 0; k < 3; ++k) out.mutable_data()[r * 3 + k] = t.p[k];
+            }
+            return out;
+          },
+          py::arg("q"), "Paddle centre [N, 3] computed in float32 (kinematics.hpp instantiated with float).");
+
   py::class_<RobotDriver, std::shared_ptr<RobotDriver>>(m, "RobotDriver",
                                                          "Abstract robot driver (C++ interface, driver.hpp).")
       .def_property_readonly("dof", &RobotDriver::dof)
       .def_property_readonly("name", &RobotDriver::name);
+
+  py::class_<SimDriver, RobotDriver, std::shared_ptr<SimDriver>>(m, "SimDriver",
+                                                                  "In-process simulated robot (sim_driver.hpp).")
+      .def(py::init([](const RobotModel& model, const DArray& initial_position, double dt_s, double tau_s) {
+             const auto q = vec(initial_position, "initial_position", model.dof);
+             if (!(dt_s > 0) || !(tau_s > 0)) throw py::value_error("dt_s, tracking_time_constant_s: expected > 0");
+             return std::make_shared<SimDriver>(model, q.data(), dt_s, tau_s);
+           }),
+           py::arg("model"), py::arg("initial_position"), py::arg("dt_s") = 0.001,
+           py::arg("tracking_time_constant_s") = 0.01)
+      .def("inject_dropout", &SimDriver::inject_dropout, py::arg("ticks"),
+           "The next `ticks` read_state() calls report no fresh state.")
+      .def("set_estop_input", &SimDriver::set_estop_input, py::arg("pressed"))
+      .def("fail_writes", &SimDriver::fail_writes, py::arg("fail"))
+      .def(
+          "push_ball_observation",
+          [](SimDriver& d, std::int64_t stamp_ns, const DArray& position_m, double confidence, std::uint32_t camera_id,
+             std::uint32_t frame) {
+            const auto p = vec(position_m, "position_m", 3);
+            BallObservation o;
+            o.stamp_ns = stamp_ns;
+            o.camera_id = camera_id;
+            o.frame = frame;
+            for (int k = 0; k < 3; ++k) o.position_m[k] = p[k];
+            o.confidence = confidence;
+            return d.push_ball_observation(o);
+          },
+          py::arg("stamp_ns"), py::arg("position_m"), py::arg("confidence") = 1.0, py::arg("camera_id") = 0,
+          py::arg("frame") = 0)
+      .def_property_readonly("commands_received", &SimDriver::commands_received)
+      .def("positions", [](const SimDriver& d) {
+        double q[kMaxDof];
+        d.positions(q);
+        return arr(q, d.dof());
+      });
+
+  py::class_<SafetyFilter>(m, "SafetyFilter", "Per-tick safety filter (safety.hpp), exposed for tests.")
+      .def(py::init([](const RobotModel& model, double dt_s, double bandwidth_rad_s, const DArray& initial_position) {
+             auto f = std::make_unique<SafetyFilter>();
+             if (!f->configure(model, dt_s, bandwidth_rad_s)) throw py::value_error("model/dt_s/bandwidth: invalid");
+             const auto q = vec(initial_position, "initial_position", model.dof);
+             if (!f->reset(q.data())) throw py::value_error("initial_position: outside the joint limits");
+             return f;
+           }),
+           py::arg("model"), py::arg("dt_s"), py::arg("bandwidth_rad_s"), py::arg("initial_position"))
+      .def(
+          "run",
+          [](SafetyFilter& f, const DArray& targets, py::object stop_mask, py::object target_velocity) {
+            const int dof = f.dof();
+            if (targets.ndim() != 2 || targets.shape(1) != dof)
+              throw py::value_error("targets: expected shape [T, " + std::to_string(dof) + "]");
+            const py::ssize_t T = targets.shape(0);
+            py::array_t<bool, py::array::c_style | py::array::forcecast> stop;
+            const bool has_stop = !stop_mask.is_none(), has_tv = !target_velocity.is_none();
+            if (has_stop) {
+              stop = py::array_t<bool, py::array::c_style | py::array::forcecast>::ensure(stop_mask);
+              if (!stop || stop.size() != T) throw py::value_error("stop_mask: expected shape [T]");
+            }
+            DArray tv;
+            if (has_tv) {
+              tv = DArray::ensure(target_velocity);
+              if (!tv || tv.ndim() != 2 || tv.shape(0) != T || tv.shape(1) != dof)
+                throw py::value_error("target_velocity: expected the shape of targets");
+            }
+            py::array_t<double> out({T, py::ssize_t(dof), py::ssize_t(4)});
+            py::array_t<std::uint32_t> overridden(T);
+            py::array_t<std::uint32_t> verdicts(T);
+            double* o = out.mutable_data();
+            {
+              py::gil_scoped_release release;
+              for (py::ssize_t t = 0; t < T; ++t) {
+                double p[kMaxDof], v[kMaxDof];
+                for (int i = 0; i < dof; ++i) {
+                  p[i] = targets.data()[t * dof + i];
+                  v[i] = has_tv ? tv.data()[t * dof + i] : 0.0;
+                }
+                int joint;
+                double value;
+                const std::uint32_t verdict = f.validate_target(p, has_tv ? v : nullptr, joint, value);
+                verdicts.mutable_data()[t] = verdict;
+                const bool s = (has_stop && stop.data()[t]) || (verdict & kTargetRejected);
+                overridden.mutable_data()[t] = f.step(s ? nullptr : p, s ? nullptr : v, s);
+                for (int i = 0; i < dof; ++i) {
+                  const AxisState& st = f.state(i);
+                  double* r = o + (t * dof + i) * 4;
+                  r[0] = st.p;
+                  r[1] = st.v;
+                  r[2] = st.a;
+                  r[3] = f.last_jerk(i);
+                }
+              }
+            }
+            return py::make_tuple(out, overridden, verdicts);
+          },
+          py::arg("targets"), py::arg("stop_mask") = py::none(), py::arg("target_velocity") = py::none(),
+          "Runs one tick per target row (NaN/out-of-box rows are rejected, the joint then brakes); returns "
+          "(states [T, dof, 4] = position, velocity, acceleration, jerk; override masks [T]; verdicts [T]).")
+      .def_property_readonly("at_rest", &SafetyFilter::at_rest);
+
+  m.def(
+      "brake_trajectory",
+      [](double p, double v, double a, const DArray& limits, double dt_s, int max_steps) {
+        const auto l = vec(limits, "limits", 5);
+        JointLimits lim{l[0], l[1], l[2], l[3], l[4]};
+        std::vector<double> rows;
+        AxisState s{p, v, a};
+        bool rest = false;
+        for (int k = 0; k <= max_steps; ++k) {
+          if (s.v == 0.0 && s.a == 0.0) {
+            rest = true;
+            break;
+          }
+          const BrakeStep b = brake_jerk(s.v, s.a, lim, dt_s);
+          s = integrate(s, b.jerk, dt_s, b.final_step);
+          rows.insert(rows.end(), {s.p, s.v, s.a, b.jerk});
+        }
+        py::array_t<double> out({py::ssize_t(rows.size() / 4), py::ssize_t(4)});
+        std::copy(rows.begin(), rows.end(), out.mutable_data());
+        return py::make_tuple(out, rest);
+      },
+      py::arg("p"), py::arg("v"), py::arg("a"), py::arg("limits"), py::arg("dt_s"), py::arg("max_steps") = 100000,
+      "Controlled stop from (p, v, a) with limits [pmin, pmax, V, A, J]: (rows [K, 4] = p, v, a, jerk; reached rest).");
+  m.def(
+      "can_stop",
+      [](double p, double v, double a, const DArray& limits, double dt_s) {
+        const auto l = vec(limits, "limits", 5);
+        JointLimits lim{l[0], l[1], l[2], l[3], l[4]};
+        return can_stop(AxisState{p, v, a}, lim, dt_s, stop_horizon_steps(lim, dt_s));
+      },
+      py::arg("p"), py::arg("v"), py::arg("a"), py::arg("limits"), py::arg("dt_s"));
+
+  py::class_<LoopConfig>(m, "LoopConfig", "ControlLoop settings (control_loop.hpp).")
+      .def(py::init<>())
+      .def_readwrite("rate_hz", &LoopConfig::rate_hz)
+      .def_readwrite("policy_period_s", &LoopConfig::policy_period_s)
+      .def_readwrite("command_timeout_s", &LoopConfig::command_timeout_s)
+      .def_readwrite("sensor_timeout_s", &LoopConfig::sensor_timeout_s)
+      .def_readwrite("tracking_bandwidth_rad_s", &LoopConfig::tracking_bandwidth_rad_s)
+      .def_readwrite("late_threshold_s", &LoopConfig::late_threshold_s)
+      .def_readwrite("realtime_priority", &LoopConfig::realtime_priority)
+      .def_readwrite("cpu", &LoopConfig::cpu)
+      .def_readwrite("lock_memory", &LoopConfig::lock_memory)
+      .def_readwrite("log_path", &LoopConfig::log_path)
+      .def_readwrite("log_meta_json", &LoopConfig::log_meta_json)
+      .def_readwrite("log_flush_interval_s", &LoopConfig::log_flush_interval_s)
+      .def_readwrite("log_fsync_interval_s", &LoopConfig::log_fsync_interval_s);
+
+  py::class_<ControlLoop>(m, "ControlLoop", "The real-time loop thread (control_loop.hpp).")
+      .def(py::init<std::shared_ptr<RobotDriver>, const RobotModel&, const LoopConfig&>(), py::arg("driver"),
+           py::arg("model"), py::arg("config"), py::keep_alive<1, 2>())
+      .def("start", &ControlLoop::start, py::call_guard<py::gil_scoped_release>(),
+           "Starts the thread; returns warnings (real-time settings refused).")
+      .def("stop", &ControlLoop::stop, py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("running", &ControlLoop::running)
+      .def_property_readonly("period_s", &ControlLoop::period_s)
+      .def_property_readonly("realtime_granted", &ControlLoop::realtime_granted)
+      .def_property_readonly("affinity_granted", &ControlLoop::affinity_granted)
+      .def_property_readonly("memory_locked", &ControlLoop::memory_locked)
+      .def(
+          "push_command",
+          [](ControlLoop& loop, const DArray& position, std::uint64_t obs_tick, std::int64_t obs_stamp_ns) {
+            if (position.ndim() != 1) throw py::value_error("position: expected a 1-D array");
+            const int n = static_cast<int>(position.shape(0));
+            if (n > kMaxDof) throw py::value_error("position: more than MAX_DOF joints");
+            return loop.push_command(position.data(), n, obs_tick, obs_stamp_ns);
+          },
+          py::arg("position"), py::arg("obs_tick") = 0, py::arg("obs_stamp_ns") = 0,
+          "Queues a target (lock-free); False when the ring is full. NaN/Inf are rejected by the loop, not here.")
+      .def("push_event", &ControlLoop::push_external_event, py::arg("code"), py::arg("joint") = -1,
+           py::arg("value") = 0.0)
+      .def("pop_events",
+           [](ControlLoop& loop) {
+             py::list out;
+             EventRecord e;
+             while (loop.pop_event(e)) out.append(py::make_tuple(e.stamp_ns, e.tick, e.code, e.joint, e.value));
+             return out;
+           })
+      .def("latest_observation",
+           [](const ControlLoop& loop) -> py::object {
+             Observation o;
+             const std::uint64_t seq = loop.latest_observation(o);
+             if (seq == 0) return py::none();
+             return observation_dict(o, seq);
+           })
+      .def(
+          "wait_observation",
+          [](const ControlLoop& loop, std::uint64_t after_seq, double timeout_s) -> py::object {
+            Observation o;
+            std::uint64_t seq;
+            {
+              py::gil_scoped_release release;
+              seq = loop.wait_observation(after_seq, timeout_s, o);
+            }
+            if (seq == 0) return py::none();
+            return observation_dict(o, seq);
+          },
+          py::arg("after_seq"), py::arg("timeout_s"),
+          "Waits (GIL released) for an observation newer than after_seq; None on timeout.")
+      .def("estop", &ControlLoop::request_estop)
+      .def("reset_estop", &ControlLoop::request_estop_reset)
+      .def_property_readonly("estop_latched", &ControlLoop::estop_latched)
+      .def("counters",
+           [](const ControlLoop& loop) {
+             const LoopCounters c = loop.counters();
+             py::dict d;
+             d["ticks"] = c.ticks;
+             d["deadline_misses"] = c.deadline_misses;
+             d["skipped_ticks"] = c.skipped_ticks;
+             d["late_ticks"] = c.late_ticks;
+             d["sensor_dropout_ticks"] = c.sensor_dropout_ticks;
+             d["commands_accepted"] = c.commands_accepted;
+             d["commands_rejected"] = c.commands_rejected;
+             d["commands_dropped"] = c.commands_dropped;
+             d["stop_ticks"] = c.stop_ticks;
+             d["safety_override_ticks"] = c.safety_override_ticks;
+             d["driver_write_failures"] = c.driver_write_failures;
+             d["events_dropped"] = c.events_dropped;
+             d["ball_observations"] = c.ball_observations;
+             py::dict ev;
+             for (int i = 0; i < kEventCount; ++i) {
+               if (c.event_counts[i]) ev[py::int_(i)] = c.event_counts[i];
+             }
+             d["event_counts"] = ev;
+             const RunLogStats s = loop.log_stats();
+             py::dict lg;
+             lg["records_written"] = s.records_written;
+             lg["records_dropped"] = s.records_dropped;
+             lg["chunks_written"] = s.chunks_written;
+             lg["bytes_written"] = s.bytes_written;
+             lg["fsyncs"] = s.fsyncs;
+             lg["write_errors"] = s.write_errors;
+             d["log"] = lg;
+             return d;
+           })
+      .def(
+          "histogram",
+          [](const ControlLoop& loop, const std::string& name) {
+            if (name == "wake_latency") return histogram_dict(loop.wake_latency());
+            if (name == "period") return histogram_dict(loop.period());
+            if (name == "tick_duration") return histogram_dict(loop.tick_duration());
+            if (name == "policy_round_trip") return histogram_dict(loop.policy_round_trip());
+            if (name == "command_latency") return histogram_dict(loop.command_latency());
+            throw py::value_error("name: expected one of wake_latency, period, tick_duration, policy_round_trip, "
+                                  "command_latency; got '" + name + "'");
+          },
+          py::arg("name"));
 }
 RR_CONTROL_REGISTER(core, 0, register_core)
 

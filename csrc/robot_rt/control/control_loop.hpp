@@ -1,0 +1,227 @@
+// ControlLoop: the real-time thread of robot_rt.
+//
+// A dedicated std::thread ticks at rate_hz on absolute deadlines (clock_nanosleep, CLOCK_MONOTONIC,
+// TIMER_ABSTIME); optionally with SCHED_FIFO priority, CPU affinity and mlockall when the process is
+// permitted (each refusal becomes a warning string returned by start(), never a failure). A tick:
+//   1. reads the driver's state (no fresh state = dropout) and ball observations;
+//   2. drains policy commands from a lock-free SPSC ring, rejects NaN/Inf and out-of-workspace targets,
+//      clamps targets into the joint box, and feeds accepted ones to the interpolator;
+//   3. updates the watchdogs (stale/missing command, sensor timeout) and the latched e-stop;
+//   4. runs the safety filter (tracking, or the jerk-limited controlled stop when any stop condition holds)
+//      and monitors the paddle workspace box on the commanded pose;
+//   5. writes the command to the driver, publishes an observation (seqlock, futex wake for waiting readers),
+//      pushes tick/ball/event records to the run log ring and events to the event ring;
+//   6. records wake latency, period and tick duration histograms and deadline misses.
+// No heap allocation, no lock, no Python inside a tick: all buffers are allocated before the thread starts,
+// and the thread never waits for Python. Python talks to it only through the rings / seqlock / atomics.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "driver.hpp"
+#include "interpolator.hpp"
+#include "runlog.hpp"
+#include "safety.hpp"
+#include "spsc_ring.hpp"
+#include "telemetry.hpp"
+#include "watchdog.hpp"
+
+namespace robot_rt::control {
+
+enum EventCode : std::int32_t {
+  kEventLoopStart = 1,
+  kEventLoopStop = 2,
+  kEventNonFiniteCommand = 3,     // joint, offending value
+  kEventTargetClamped = 4,        // joint, requested value
+  kEventWorkspaceTarget = 5,      // target rejected: axis, paddle coordinate
+  kEventWorkspaceStop = 6,        // commanded pose left the box: axis, coordinate
+  kEventWatchdogStop = 7,         // command older than timeout: value = age (s)
+  kEventWatchdogRecovered = 8,
+  kEventMissingPolicy = 9,        // no command at all within the timeout after start
+  kEventEstop = 10,               // value 1 = request, 2 = driver input
+  kEventEstopReset = 11,
+  kEventSensorDropout = 12,       // first tick of a dropout episode
+  kEventSensorTimeoutStop = 13,
+  kEventSensorRecovered = 14,
+  kEventDeadlineMiss = 15,        // value = lateness (s) of the tick's end past the next deadline
+  kEventDriverWriteFailed = 16,
+  kEventSafetyOverride = 17,      // tracking overridden to keep limits; joint = -1, value = joint bit mask
+  kEventPolicyException = 18,     // pushed from Python
+  kEventPolicyOverrun = 19,       // pushed from Python: value = policy call duration (s)
+  kEventStopComplete = 20,        // controlled stop reached rest
+  kEventLateWake = 21,            // woke later than late_threshold_s: value = latency (s)
+  kEventCommandRejected = 22,     // a command ring entry with a wrong dof
+  kEventCount = 32,
+};
+
+struct LoopConfig {
+  double rate_hz = 1000.0;
+  double policy_period_s = 0.01;   // nominal; the interpolator measures the actual command interval
+  double command_timeout_s = 0.05; // watchdog: older commands start a controlled stop
+  double sensor_timeout_s = 0.02;  // dropout longer than this starts a controlled stop
+  double tracking_bandwidth_rad_s = 40.0;
+  double late_threshold_s = 0.001;
+  int realtime_priority = 0;  // SCHED_FIFO priority (1..99); 0 keeps normal scheduling
+  int cpu = -1;               // pin the loop thread to this CPU; -1 = no affinity
+  bool lock_memory = false;   // mlockall(MCL_CURRENT | MCL_FUTURE)
+  std::string log_path;       // empty = no run log
+  std::string log_meta_json = "{}";
+  double log_flush_interval_s = 0.05;
+  double log_fsync_interval_s = 1.0;
+};
+
+struct PolicyCommand {
+  std::int64_t push_ns = 0;       // when Python pushed it
+  std::int64_t obs_stamp_ns = 0;  // publish time of the observation it answers (0 = none)
+  std::uint64_t obs_tick = 0;
+  std::int32_t dof = 0;
+  std::int32_t reserved = 0;
+  double position_si[kMaxDof] = {};
+};
+
+struct Observation {
+  std::uint64_t tick = 0;
+  std::int64_t stamp_ns = 0;  // publish time
+  std::uint32_t flags = 0;    // kTick* bits of this tick
+  std::int32_t dof = 0;
+  std::int64_t state_stamp_ns = 0;
+  double measured_position_si[kMaxDof] = {};
+  double measured_velocity_si[kMaxDof] = {};
+  double command_position_si[kMaxDof] = {};
+  double command_velocity_si[kMaxDof] = {};
+  double target_position_si[kMaxDof] = {};
+  std::uint64_t balls_total = 0;  // ball observations received so far
+  BallObservation latest_ball;    // valid when balls_total > 0
+};
+
+struct LoopCounters {
+  std::uint64_t ticks = 0;
+  std::uint64_t deadline_misses = 0;
+  std::uint64_t skipped_ticks = 0;
+  std::uint64_t late_ticks = 0;
+  std::uint64_t sensor_dropout_ticks = 0;
+  std::uint64_t commands_accepted = 0;
+  std::uint64_t commands_rejected = 0;
+  std::uint64_t commands_dropped = 0;  // command ring full (Python side)
+  std::uint64_t stop_ticks = 0;
+  std::uint64_t safety_override_ticks = 0;
+  std::uint64_t driver_write_failures = 0;
+  std::uint64_t events_dropped = 0;
+  std::uint64_t ball_observations = 0;
+  std::uint64_t event_counts[kEventCount] = {};
+};
+
+class ControlLoop {
+ public:
+  ControlLoop(std::shared_ptr<RobotDriver> driver, const RobotModel& model, const LoopConfig& config);
+  ~ControlLoop();
+  ControlLoop(const ControlLoop&) = delete;
+  ControlLoop& operator=(const ControlLoop&) = delete;
+
+  // Starts the thread; returns warnings (real-time settings refused, ...). Throws on hard errors
+  // (no initial state from the driver, initial position outside the limits, log file not creatable).
+  std::vector<std::string> start();
+  void stop();
+  bool running() const noexcept { return running_.load(std::memory_order_acquire); }
+
+  // --- non real-time side (single producer per ring; the Python wrapper serialises callers) ---
+  bool push_command(const double* position_si, int n, std::uint64_t obs_tick, std::int64_t obs_stamp_ns) noexcept;
+  bool push_external_event(std::int32_t code, std::int32_t joint, double value) noexcept;
+  bool pop_event(EventRecord& out) noexcept { return events_out_.pop(out); }
+  std::uint64_t latest_observation(Observation& out) const noexcept { return observation_.load(out); }
+  // Blocks (futex, no lock shared with the loop) until an observation newer than after_seq is published or
+  // the timeout passes; returns its sequence (0 if none). Call without holding the GIL.
+  std::uint64_t wait_observation(std::uint64_t after_seq, double timeout_s, Observation& out) const noexcept;
+  void request_estop() noexcept { estop_request_.store(true, std::memory_order_release); }
+  void request_estop_reset() noexcept {
+    estop_request_.store(false, std::memory_order_release);
+    estop_reset_request_.store(true, std::memory_order_release);
+  }
+  bool estop_latched() const noexcept { return estop_latched_.load(std::memory_order_acquire); }
+
+  LoopCounters counters() const noexcept;
+  const Histogram& wake_latency() const noexcept { return *wake_latency_; }
+  const Histogram& period() const noexcept { return *period_; }
+  const Histogram& tick_duration() const noexcept { return *tick_duration_; }
+  const Histogram& policy_round_trip() const noexcept { return *round_trip_; }
+  const Histogram& command_latency() const noexcept { return *command_latency_; }
+  RunLogStats log_stats() const noexcept { return log_.stats(); }
+  const LoopConfig& config() const noexcept { return config_; }
+  const RobotModel& model() const noexcept { return filter_.model(); }
+  double period_s() const noexcept { return 1e-9 * static_cast<double>(period_ns_); }
+  std::vector<std::string> thread_warnings() const;
+  bool realtime_granted() const noexcept { return rt_granted_.load(); }
+  bool affinity_granted() const noexcept { return affinity_granted_.load(); }
+  bool memory_locked() const noexcept { return memory_locked_; }
+
+ private:
+  void thread_main();
+  void tick(std::int64_t deadline_ns, std::int64_t wake_ns);
+  void emit(std::int32_t code, std::int32_t joint, double value, std::int64_t stamp_ns) noexcept;
+  void bump(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
+    c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+
+  std::shared_ptr<RobotDriver> driver_;
+  LoopConfig config_;
+  std::int64_t period_ns_;
+  SafetyFilter filter_;
+  Interpolator interpolator_;
+  FreshnessWatchdog command_watchdog_;
+  FreshnessWatchdog sensor_watchdog_;
+  EstopLatch estop_;
+
+  // rings and shared values
+  std::unique_ptr<SpscRing<PolicyCommand, 256>> commands_in_;
+  std::unique_ptr<SpscRing<EventRecord, 256>> events_in_;
+  std::unique_ptr<SpscRing<EventRecord, 4096>> events_out_ptr_;
+  SpscRing<EventRecord, 4096>& events_out_;
+  LatestValue<Observation> observation_;
+  mutable std::atomic<std::uint32_t> obs_futex_{0};
+  mutable std::atomic<int> obs_waiters_{0};
+  RunLogWriter log_;
+
+  // telemetry
+  std::unique_ptr<Histogram> wake_latency_, period_, tick_duration_, round_trip_, command_latency_;
+  std::atomic<std::uint64_t> ticks_{0}, deadline_misses_{0}, skipped_ticks_{0}, late_ticks_{0}, dropout_ticks_{0},
+      commands_accepted_{0}, commands_rejected_{0}, commands_dropped_{0}, stop_ticks_{0}, override_ticks_{0},
+      write_failures_{0}, events_dropped_{0}, balls_{0};
+  std::atomic<std::uint64_t> event_counts_[kEventCount] = {};
+
+  // thread control
+  std::thread thread_;
+  std::atomic<bool> running_{false};
+  std::atomic<bool> stop_requested_{false};
+  std::atomic<bool> estop_request_{false};
+  std::atomic<bool> estop_reset_request_{false};
+  std::atomic<bool> estop_latched_{false};
+  std::atomic<bool> rt_granted_{false};
+  std::atomic<bool> affinity_granted_{false};
+  std::atomic<int> thread_ready_{0};
+  bool memory_locked_ = false;
+  char thread_warning_[2][256] = {};
+
+  // loop-thread state (touched only by the loop thread while running)
+  std::uint64_t tick_index_ = 0;
+  std::int64_t prev_wake_ns_ = 0;
+  JointState last_state_;
+  bool last_fresh_ = true;
+  bool workspace_stop_ = false;
+  bool was_stopping_ = false;
+  bool stop_complete_logged_ = false;
+  bool prev_override_ = false;
+  bool write_failed_ = false;
+  bool estop_input_prev_ = false;
+  std::uint64_t balls_total_ = 0;
+  BallObservation latest_ball_;
+  JointCommand command_;
+  LogItem item_;
+  Observation obs_scratch_;
+};
+
+}  // namespace robot_rt::control

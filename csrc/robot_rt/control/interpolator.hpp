@@ -1,0 +1,78 @@
+// Interpolation between policy commands (typically 100 Hz) for the loop's ticks (typically 1 kHz).
+//
+// When a new goal arrives at time t0, the target moves linearly from where the interpolated target is at t0
+// to the goal over `duration` (the measured interval between policy commands, smoothed, clamped to
+// [2 ticks, max_duration]), with the matching velocity feed-forward; afterwards it holds the goal with zero
+// velocity. The target is continuous in position; the safety filter downstream makes the commanded motion
+// jerk-limited. When no new goal arrives the target is held (the watchdog decides when to stop).
+#pragma once
+
+#include <cstdint>
+
+#include "driver.hpp"
+
+namespace robot_rt::control {
+
+class Interpolator {
+ public:
+  void configure(int dof, double nominal_period_s, double min_duration_s, double max_duration_s) noexcept {
+    dof_ = dof;
+    period_s_ = nominal_period_s;
+    min_s_ = min_duration_s;
+    max_s_ = max_duration_s;
+    last_goal_ns_ = -1;
+  }
+
+  // Holds `position_si` from time now_ns (no motion).
+  void hold(const double* position_si, std::int64_t now_ns) noexcept {
+    for (int i = 0; i < dof_; ++i) start_[i] = goal_[i] = position_si[i];
+    t0_ns_ = now_ns;
+    duration_ns_ = 1;
+  }
+
+  void set_goal(const double* goal_si, std::int64_t now_ns) noexcept {
+    if (last_goal_ns_ >= 0) {
+      const double gap_s = 1e-9 * static_cast<double>(now_ns - last_goal_ns_);
+      if (gap_s > 0 && gap_s < max_s_) period_s_ = 0.8 * period_s_ + 0.2 * gap_s;  // smoothed command interval
+    }
+    last_goal_ns_ = now_ns;
+    double v_unused[kMaxDof];
+    sample(now_ns, start_, v_unused);
+    for (int i = 0; i < dof_; ++i) goal_[i] = goal_si[i];
+    double d = period_s_;
+    d = d < min_s_ ? min_s_ : (d > max_s_ ? max_s_ : d);
+    t0_ns_ = now_ns;
+    duration_ns_ = static_cast<std::int64_t>(d * 1e9);
+    if (duration_ns_ < 1) duration_ns_ = 1;
+  }
+
+  void sample(std::int64_t now_ns, double* position_si, double* velocity_si) const noexcept {
+    const std::int64_t dt = now_ns - t0_ns_;
+    if (dt >= duration_ns_) {
+      for (int i = 0; i < dof_; ++i) {
+        position_si[i] = goal_[i];
+        velocity_si[i] = 0.0;
+      }
+      return;
+    }
+    const double s = dt <= 0 ? 0.0 : static_cast<double>(dt) / static_cast<double>(duration_ns_);
+    const double inv_d = 1e9 / static_cast<double>(duration_ns_);
+    for (int i = 0; i < dof_; ++i) {
+      position_si[i] = start_[i] + s * (goal_[i] - start_[i]);
+      velocity_si[i] = (goal_[i] - start_[i]) * inv_d;
+    }
+  }
+
+  double period_s() const noexcept { return period_s_; }
+
+ private:
+  int dof_ = 0;
+  double period_s_ = 0.01, min_s_ = 0.002, max_s_ = 0.1;
+  double start_[kMaxDof] = {};
+  double goal_[kMaxDof] = {};
+  std::int64_t t0_ns_ = 0;
+  std::int64_t duration_ns_ = 1;
+  std::int64_t last_goal_ns_ = -1;
+};
+
+}  // namespace robot_rt::control
