@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cache-dir", type=Path, default=None, help="distance cache (default <out>/cache)")
     s.add_argument("--no-cache", action="store_true", help="do not read or write the distance cache")
     s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--workers", type=int, default=0, help="DataLoader worker processes decoding images (default 0)")
     s.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available else cpu)")
     s.add_argument("--backend", default="auto", help="ops backend: auto | torch | cpu | triton | cuda")
     s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (0 = none)")
@@ -205,7 +206,7 @@ def run_score(args) -> dict:
     data = load_datasets(Path(root), args.split, subsets, load_size, jnd=not args.no_jnd)
     all_ds = data["2afc"] + data["jnd"]
     n_items = sum(len(d) for d in all_ds)
-    if n_items <= 20000:  # keep decoded patches in memory across metrics (small sets only)
+    if n_items <= 20000 and args.workers == 0:  # keep decoded patches in memory across metrics (small sets only)
         for d in all_ds:
             d._cache = {}
     fp = data_fingerprint(all_ds)
@@ -263,7 +264,14 @@ def run_score(args) -> dict:
                 if cache_root is not None:
                     cdir = Path(cache_root) / f"{spec.label}-{spec.key()}-{fp}" / f"{kind}_{ds.split}_{ds.subset}"
                 dist_ = compute_distances(
-                    model, ds, args.batch_size, cdir, rank, world, progress=(bar.update if bar is not None else None)
+                    model,
+                    ds,
+                    args.batch_size,
+                    cdir,
+                    rank,
+                    world,
+                    progress=(bar.update if bar is not None else None),
+                    workers=args.workers,
                 )
                 if bar is not None:
                     bar.update(dist_.n_cached)

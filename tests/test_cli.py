@@ -93,7 +93,21 @@ def test_jnd_score_matches_direct_computation(tmp_path):
 
     data = _tiny_bapps(tmp_path / "bapps", n=9)
     res = _run(
-        ["--data", str(data), "--metric", "psnr", "--no-baselines", "--out", str(tmp_path / "o"), "--bootstrap", "0"]
+        [
+            "--data",
+            str(data),
+            "--metric",
+            "psnr",
+            "--no-baselines",
+            "--out",
+            str(tmp_path / "o"),
+            "--bootstrap",
+            "0",
+            "--workers",
+            "2",
+            "--batch-size",
+            "4",
+        ]
     )
     ds = JNDDataset(data, "traditional")
     items = [ds[i] for i in range(len(ds))]

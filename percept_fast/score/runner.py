@@ -214,6 +214,28 @@ def _load_chunks(d: Path, n: int, keys: Sequence[str]) -> tuple[dict[str, np.nda
     return arrays, done
 
 
+def _batches(ds: _BAPPSBase, indices: np.ndarray, batch_size: int, workers: int):
+    """Yield ``(indices, {'ref'|'p0'|'p1'|...: [B,3,H,W]})`` batches in order; ``workers > 0`` decodes the
+    images in DataLoader worker processes."""
+    img_keys = ds._img_dirs
+    if workers <= 0 or len(indices) == 0:
+        for s in range(0, len(indices), batch_size):
+            idx = indices[s : s + batch_size]
+            items = [ds[int(i)] for i in idx]
+            yield idx, {k: torch.stack([it[k] for it in items]) for k in img_keys}
+        return
+    from torch.utils.data import DataLoader, Subset
+
+    loader = DataLoader(
+        Subset(ds, [int(i) for i in indices]), batch_size=batch_size, num_workers=workers, shuffle=False
+    )
+    for s, batch in zip(range(0, len(indices), batch_size), loader):
+        idx = indices[s : s + batch_size]
+        if not np.array_equal(batch["index"].numpy(), idx):
+            raise RuntimeError("internal error: DataLoader returned items out of order")
+        yield idx, {k: batch[k] for k in img_keys}
+
+
 def compute_distances(
     model: DistanceModel,
     ds: _BAPPSBase,
@@ -222,6 +244,7 @@ def compute_distances(
     rank: int = 0,
     world: int = 1,
     progress: Callable[[int], None] | None = None,
+    workers: int = 0,
 ) -> Dist:
     """Distances for every item of ``ds``: cached chunks are reused, the rest is split ``rank::world`` and
     (when ``world > 1``) gathered so that every rank returns the full arrays."""
@@ -245,13 +268,11 @@ def compute_distances(
     mine = remaining[rank::world]
     local: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     local_idx: list[np.ndarray] = []
-    for s in range(0, len(mine), batch_size):
-        idx = mine[s : s + batch_size]
-        items = [ds[int(i)] for i in idx]
+    for idx, batch in _batches(ds, mine, batch_size, workers):
         if is_2afc:
-            out = model.triplet(*(torch.stack([it[k] for it in items]) for k in ("ref", "p0", "p1")))
+            out = model.triplet(batch["ref"], batch["p0"], batch["p1"])
         else:
-            out = model.pair(*(torch.stack([it[k] for it in items]) for k in ("p0", "p1")))
+            out = model.pair(batch["p0"], batch["p1"])
         for k in keys:
             local[k].append(out[k])
         local_idx.append(idx)
