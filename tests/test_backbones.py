@@ -21,7 +21,14 @@ from percept_fast.weights import load_into, load_lpips_lin_weights, load_state_d
 tvm = pytest.importorskip("torchvision.models")
 from torchvision.models.vision_transformer import VisionTransformer  # noqa: E402
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Small inputs gain nothing from intra-op threads, and on a busy 2-core machine they cost a lot."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _images(b=2, h=64, w=64, seed=0):
