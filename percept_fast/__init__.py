@@ -5,3 +5,15 @@ Every fast path (C++ on CPU, Triton and CUDA on GPU) has a plain-PyTorch referen
 """
 
 __version__ = "0.1.0"
+
+# PerceptualMetric / perceptual_distance (percept_fast.metric), imported lazily so that `import percept_fast`
+# stays light (no torch import until they are used).
+_LAZY = {"PerceptualMetric": "metric", "perceptual_distance": "metric"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
