@@ -9,6 +9,10 @@ __version__ = "0.1.0"
 # PerceptualMetric / perceptual_distance (percept_fast.metric), imported lazily so that `import percept_fast`
 # stays light (no torch import until they are used).
 _LAZY = {"PerceptualMetric": "metric", "perceptual_distance": "metric"}
+# distance ops (percept_fast.ops), lazy for the same reason
+_LAZY.update(
+    {n: "ops" for n in ("lpips_distance", "lpips_distance_matrix", "meanpool_distance", "meanpool_distance_matrix")}
+)
 
 
 def __getattr__(name):

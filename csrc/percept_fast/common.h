@@ -6,6 +6,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #if defined(__CUDACC__)
+#include <cuda_fp16.h>
 #define PR_HD __host__ __device__ __forceinline__
 #else
 #define PR_HD inline
@@ -53,6 +55,13 @@ PR_HD uint32_t float_to_bits(float f) {
 
 // binary16 -> float, exact (handles subnormals, inf, NaN).
 PR_HD float half_to_float(uint16_t h) {
+#if defined(__CUDA_ARCH__)
+  return __half2float(__ushort_as_half(h));
+#elif defined(__FLT16_MAX__) && defined(__F16C__)
+  _Float16 v;
+  std::memcpy(&v, &h, sizeof(v));
+  return static_cast<float>(v);  // vcvtph2ps; vectorisable
+#else
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   const uint32_t expo = (h >> 10) & 0x1fu;
   uint32_t mant = h & 0x3ffu;
@@ -64,6 +73,7 @@ PR_HD float half_to_float(uint16_t h) {
     return (sign != 0u) ? -v : v;
   }
   return bits_to_float(sign | ((expo + 112u) << 23) | (mant << 13));
+#endif
 }
 
 // float -> binary16 with round-to-nearest-even (overflow -> inf, NaN preserved).
@@ -101,6 +111,9 @@ PR_HD uint16_t float_to_bf16(float f) {
   return static_cast<uint16_t>((x + 0x7fffu + lsb) >> 16);
 }
 
+PR_HD float pr_sqrt(float v) { return sqrtf(v); }
+PR_HD double pr_sqrt(double v) { return sqrt(v); }
+
 // Load one element of storage type T as the accumulation type Acc.
 template <typename Acc, typename T>
 struct Load {
@@ -136,6 +149,15 @@ struct View4 {
     return data + b * stride[0] + c * stride[1] + h * stride[2] + w * stride[3];
   }
 };
+
+// True when the H*W pixels of each (b, c) plane are contiguous (pixel p at offset p).
+PR_HD bool pixels_unit_stride(const int64_t* size, const int64_t* stride) {
+  const int64_t H = size[2], W = size[3];
+  if (H * W <= 1) return true;
+  if (H == 1) return stride[3] == 1;
+  if (W == 1) return stride[2] == 1;
+  return stride[3] == 1 && stride[2] == W;
+}
 
 // Type-erased form used at the binding boundary.
 struct RawView4 {

@@ -208,8 +208,8 @@ def check_eps(eps: object, *, op: str = "op") -> float:
     if isinstance(eps, bool) or not isinstance(eps, (int, float)):
         raise TypeError(f"{op}: eps must be a float, got {type(eps).__name__}")
     eps = float(eps)
-    if not (eps >= 0.0 and eps < float("inf")):
-        raise ValueError(f"{op}: eps must be finite and >= 0, got {eps}")
+    if not (eps > 0.0 and eps < float("inf")):
+        raise ValueError(f"{op}: eps must be finite and > 0, got {eps}")
     return eps
 
 

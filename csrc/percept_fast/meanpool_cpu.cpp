@@ -1,0 +1,128 @@
+// meanpool_distance, CPU kernel: spatial channel means of both maps in one pass (every element read once,
+// fp32 lanes summed into fp64 per block), then unit-normalisation and squared distance / C per sample
+// (meanpool_finalize in lpips_kernel.h, shared with CUDA).
+#include <stdexcept>
+#include <vector>
+
+#include "lpips_kernel.h"
+#include "registry.h"
+
+namespace percept_fast {
+namespace {
+
+constexpr int64_t kBlock = 1024;  // elements per fp32 partial before it is added to the fp64 total
+
+// Sum of the P pixels of plane (b, c) of v (any strides).
+template <typename T, typename Acc>
+double plane_sum(const View4<T>& v, int64_t b, int64_t c, bool unit) {
+  const int64_t H = v.size[2], W = v.size[3], P = H * W;
+  const T* base = v.data + b * v.stride[0] + c * v.stride[1];
+  double total = 0;
+  if (unit) {
+    constexpr int L = 8;
+    for (int64_t p0 = 0; p0 < P; p0 += kBlock) {
+      const int64_t n = std::min(kBlock, P - p0);
+      Acc lane[L] = {};
+      int64_t i = 0;
+      for (; i + L <= n; i += L)
+        for (int l = 0; l < L; ++l) lane[l] += Load<Acc, T>::get(base + p0 + i + l);
+      for (int l = 0; i < n; ++i, ++l) lane[l] += Load<Acc, T>::get(base + p0 + i);
+      Acc s = 0;
+      for (int l = 0; l < L; ++l) s += lane[l];
+      total += static_cast<double>(s);
+    }
+  } else {
+    for (int64_t h = 0; h < H; ++h) {
+      Acc s = 0;
+      for (int64_t w = 0; w < W; ++w) s += Load<Acc, T>::get(base + h * v.stride[2] + w * v.stride[3]);
+      total += static_cast<double>(s);
+    }
+  }
+  return total;
+}
+
+// Channels-last: sums of channels [c0, c1) of sample b, looping over pixels with channels inner.
+template <typename T, typename Acc>
+void channel_stripe_sums(const View4<T>& v, int64_t b, int64_t c0, int64_t c1, double* out) {
+  const int64_t H = v.size[2], W = v.size[3], n = c1 - c0;
+  std::vector<Acc> acc(static_cast<size_t>(n), Acc(0));
+  std::vector<double> tot(static_cast<size_t>(n), 0.0);
+  int64_t count = 0;
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t w = 0; w < W; ++w) {
+      const T* p = v.data + b * v.stride[0] + h * v.stride[2] + w * v.stride[3] + c0;
+      for (int64_t i = 0; i < n; ++i) acc[static_cast<size_t>(i)] += Load<Acc, T>::get(p + i);
+      if (++count == kBlock / 8) {
+        for (int64_t i = 0; i < n; ++i) {
+          tot[static_cast<size_t>(i)] += static_cast<double>(acc[static_cast<size_t>(i)]);
+          acc[static_cast<size_t>(i)] = Acc(0);
+        }
+        count = 0;
+      }
+    }
+  for (int64_t i = 0; i < n; ++i) out[i] = tot[static_cast<size_t>(i)] + static_cast<double>(acc[static_cast<size_t>(i)]);
+}
+
+template <typename T>
+void channel_sums(const View4<T>& v, std::vector<double>& sums) {
+  using Acc = typename AccOf<T>::type;
+  const int64_t B = v.size[0], C = v.size[1], P = v.size[2] * v.size[3];
+  const bool unit = pixels_unit_stride(v.size, v.stride);
+  if (!unit && C > 1 && v.stride[1] == 1) {
+    constexpr int64_t kStripe = 256;
+    const int64_t ns = (C + kStripe - 1) / kStripe;
+    parallel_for(B * ns, std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, P * kStripe)),
+                 [&](int64_t t0, int64_t t1) {
+                   for (int64_t t = t0; t < t1; ++t) {
+                     const int64_t b = t / ns, c0 = (t % ns) * kStripe, c1 = std::min(C, c0 + kStripe);
+                     channel_stripe_sums<T, Acc>(v, b, c0, c1, sums.data() + b * C + c0);
+                   }
+                 });
+    return;
+  }
+  parallel_for(B * C, std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, P)), [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) sums[static_cast<size_t>(t)] = plane_sum<T, Acc>(v, t / C, t % C, unit);
+  });
+}
+
+// out: [B] in the accumulation dtype (float32; float64 for float64 inputs).
+void meanpool_forward(const TensorArg& fx, const TensorArg& fy, double eps, int mode, uintptr_t out) {
+  const RawView4 x = to_view(fx, "fx"), y = to_view(fy, "fy");
+  for (int i = 0; i < 4; ++i) {
+    if (x.size[i] != y.size[i]) throw std::invalid_argument("meanpool_forward: fx and fy shapes differ");
+    if (x.size[i] < 1) throw std::invalid_argument("meanpool_forward: empty input");
+  }
+  if (x.dtype != y.dtype) throw std::invalid_argument("meanpool_forward: fx and fy dtypes differ");
+  if (out == 0) throw std::invalid_argument("meanpool_forward: null out");
+  if (mode != kNormLpips && mode != kNormStable) throw std::invalid_argument("meanpool_forward: bad mode");
+  pybind11::gil_scoped_release nogil;
+  dispatch_dtype(x.dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    using Acc = typename AccOf<T>::type;
+    const int64_t B = x.size[0], C = x.size[1], P = x.size[2] * x.size[3];
+    std::vector<double> sx(static_cast<size_t>(B * C)), sy(static_cast<size_t>(B * C));
+    channel_sums<T>(x.as<T>(), sx);
+    channel_sums<T>(y.as<T>(), sy);
+    std::vector<Acc> mx(static_cast<size_t>(C)), my(static_cast<size_t>(C));
+    Acc* o = reinterpret_cast<Acc*>(out);
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t c = 0; c < C; ++c) {
+        mx[static_cast<size_t>(c)] = static_cast<Acc>(sx[static_cast<size_t>(b * C + c)] / static_cast<double>(P));
+        my[static_cast<size_t>(c)] = static_cast<Acc>(sy[static_cast<size_t>(b * C + c)] / static_cast<double>(P));
+      }
+      o[b] = meanpool_finalize<Acc>(mx.data(), my.data(), C, 1, static_cast<Acc>(eps), mode);
+    }
+  });
+}
+
+void register_meanpool(pybind11::module_& m) {
+  m.def("meanpool_forward", &meanpool_forward, pybind11::arg("fx"), pybind11::arg("fy"), pybind11::arg("eps"),
+        pybind11::arg("mode"), pybind11::arg("out"),
+        "Meanpool distance: out[b] = sum_c (m/n(m) - k/n(k))^2 / C with m, k the spatial channel means.");
+}
+
+}  // namespace
+
+PF_REGISTER_OP(meanpool, register_meanpool)
+
+}  // namespace percept_fast

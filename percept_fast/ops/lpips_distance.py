@@ -1,0 +1,484 @@
+r"""LPIPS layer distance, fused: normalise over channels, weighted squared difference, spatial mean.
+
+Maths (one layer, features :math:`x, y \in \mathbb{R}^{B\times C\times H\times W}`, weights :math:`w_c \ge 0`)::
+
+    n(x)[b,h,w] = sqrt(sum_c x[b,c,h,w]^2) + eps           normalize='lpips'  (lpips.normalize_tensor, exactly)
+                = sqrt(sum_c x[b,c,h,w]^2 + eps^2)          normalize='stable'
+    u = x / n(x),  v = y / n(y)
+    d[b,h,w]    = sum_c w_c (u[b,c,h,w] - v[b,c,h,w])^2        (spatial=True returns d as [B, 1, H, W])
+    out[b]      = (1 / (H W)) sum_{h,w} d[b,h,w]               ([B])
+
+``weight=None`` means :math:`w_c = 1` (lpips with ``lpips=False``); ``weight`` may be ``[C]`` or ``[1, C, 1, 1]``
+(the lpips lin layer's conv weight) and must be non-negative. Multi-layer (lists of features and weights):
+``out = sum_l out_l`` (``return_per_layer=True`` gives ``[B, L]``; ``spatial=True`` gives the list of maps).
+
+The fused kernels use, per pixel, :math:`d = S_{wxx}/n_x^2 + S_{wyy}/n_y^2 - 2 S_{wxy}/(n_x n_y)` with
+:math:`S_{wab} = \sum_c w_c a_c b_c`, so one pass over the channels reads every input element once
+(``csrc/percept_fast/lpips_kernel.h``, shared by the C++ and CUDA kernels; the Triton kernel mirrors it).
+:math:`d` is clamped at 0 (removes rounding only); identical inputs give exactly 0.
+
+Gradient (analytic; the backward is computed in PyTorch from the saved inputs): with
+:math:`g_u = 2\,\bar g\, w \odot (u - v)` (:math:`\bar g = g_b/(HW)`, or the map's gradient when spatial),
+:math:`s = \lVert x\rVert`,
+
+    d out / d x = g_u / n  -  (g_u . x) x / (n^2 s)     normalize='lpips'   (dn/dx = x / s)
+                = g_u / n  -  (g_u . x) x / n^3         normalize='stable'  (dn/dx = x / n)
+
+and the same with the opposite sign for :math:`y`; :math:`\partial/\partial w_c = \sum_{b,h,w} \bar g (u_c-v_c)^2`.
+At an exactly-zero feature vector (:math:`s = 0`) the 'lpips' map :math:`x/(\lVert x\rVert+\epsilon)` has Jacobian
+:math:`I/\epsilon` (the second term is :math:`O(\lVert x\rVert)`), which the custom op returns; plain autograd of
+lpips' formula (and so ``backend='torch'`` with ``normalize='lpips'``) gives NaN there because of
+:math:`\sqrt{\cdot}` at 0. ``normalize='stable'`` is smooth everywhere (:math:`n \ge \epsilon > 0`), so even
+autograd of the reference has no NaN.
+
+Output dtype: float32 for float32/float16/bfloat16 features (fp32 accumulation), float64 for float64.
+
+Distance matrices (``lpips_distance_matrix``: ``fx [N,...]``, ``fy [M,...]`` -> ``[N, M]``) use
+:math:`\lVert a-b\rVert^2 = \lVert a\rVert^2 + \lVert b\rVert^2 - 2 a\cdot b` on :math:`a = \sqrt{w}\odot u`
+flattened over ``(C, H, W)``: one GEMM, clamped at 0, divided by ``H W``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from . import _common as cm
+
+__all__ = ["lpips_distance", "lpips_distance_matrix", "lpips_layer_reference", "normalize_features"]
+
+OP = "lpips_distance"
+NORMALIZE_MODES = {"lpips": 0, "stable": 1}
+
+
+# --------------------------------------------------------------------------------------------- reference
+
+
+def normalize_features(x: torch.Tensor, eps: float = 1e-10, normalize: str = "lpips", dim: int = 1) -> torch.Tensor:
+    """``x / (sqrt(sum x^2) + eps)`` ('lpips', as lpips.normalize_tensor) or ``x / sqrt(sum x^2 + eps^2)`` ('stable')."""
+    if normalize == "lpips":
+        norm_factor = torch.sqrt(torch.sum(x**2, dim=dim, keepdim=True))
+        return x / (norm_factor + eps)
+    return x / torch.sqrt(torch.sum(x**2, dim=dim, keepdim=True) + eps * eps)
+
+
+def lpips_layer_reference(
+    fx: torch.Tensor,
+    fy: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    eps: float = 1e-10,
+    normalize: str = "lpips",
+    spatial: bool = False,
+) -> torch.Tensor:
+    """Plain-PyTorch reference of one layer (differentiable by autograd). Computes in float32 (float64 for float64)."""
+    cdt = cm.out_dtype(fx.dtype)
+    u = normalize_features(fx.to(cdt), eps, normalize)
+    v = normalize_features(fy.to(cdt), eps, normalize)
+    d = (u - v) ** 2
+    if weight is not None:
+        d = d * weight.reshape(1, -1, 1, 1).to(cdt)
+    d = d.sum(dim=1, keepdim=True)
+    if spatial:
+        return d
+    return d.mean(dim=(2, 3)).reshape(fx.shape[0])
+
+
+# ----------------------------------------------------------------------------------------------- triton
+
+_TRITON_KERNELS: dict[bool, object] = {}
+
+
+def _triton_kernel():
+    """The Triton kernel, JIT-wrapped lazily so TRITON_INTERPRET set after import still takes effect."""
+    key = cm.triton_interpret()
+    if key not in _TRITON_KERNELS:
+        import triton
+        import triton.language as tl
+
+        def _lpips_kernel(
+            X,
+            Y,
+            Wt,
+            MAP,
+            PART,
+            C,
+            H,
+            W,
+            NB,
+            sxb,
+            sxc,
+            sxh,
+            sxw,
+            syb,
+            syc,
+            syh,
+            syw,
+            eps,
+            MODE: tl.constexpr,
+            WEIGHTED: tl.constexpr,
+            SPATIAL: tl.constexpr,
+            ACC64: tl.constexpr,
+            BLOCK_P: tl.constexpr,
+            BLOCK_C: tl.constexpr,
+        ):
+            pid_p = tl.program_id(0)
+            b = tl.program_id(1).to(tl.int64)
+            P = H * W
+            offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+            mask_p = offs_p < P
+            hh = (offs_p // W).to(tl.int64)
+            ww = (offs_p % W).to(tl.int64)
+            px = b * sxb + hh * sxh + ww * sxw
+            py = b * syb + hh * syh + ww * syw
+            acc_t = tl.float64 if ACC64 else tl.float32
+            axx = tl.zeros([BLOCK_P], dtype=acc_t)
+            ayy = tl.zeros([BLOCK_P], dtype=acc_t)
+            awxx = tl.zeros([BLOCK_P], dtype=acc_t)
+            awyy = tl.zeros([BLOCK_P], dtype=acc_t)
+            awxy = tl.zeros([BLOCK_P], dtype=acc_t)
+            for c0 in range(0, C, BLOCK_C):
+                offs_c = c0 + tl.arange(0, BLOCK_C)
+                mask_c = offs_c < C
+                m = mask_c[:, None] & mask_p[None, :]
+                oc = offs_c.to(tl.int64)
+                xv = tl.load(X + (oc[:, None] * sxc + px[None, :]), mask=m, other=0.0).to(acc_t)
+                yv = tl.load(Y + (oc[:, None] * syc + py[None, :]), mask=m, other=0.0).to(acc_t)
+                xx = xv * xv
+                yy = yv * yv
+                axx += tl.sum(xx, axis=0)
+                ayy += tl.sum(yy, axis=0)
+                if WEIGHTED:
+                    wv = tl.load(Wt + offs_c, mask=mask_c, other=0.0).to(acc_t)[:, None]
+                    awxx += tl.sum(wv * xx, axis=0)
+                    awyy += tl.sum(wv * yy, axis=0)
+                    awxy += tl.sum(wv * (xv * yv), axis=0)
+                else:
+                    awxy += tl.sum(xv * yv, axis=0)
+            if not WEIGHTED:
+                awxx = axx
+                awyy = ayy
+            if MODE == 0:
+                nx = tl.sqrt(axx) + eps
+                ny = tl.sqrt(ayy) + eps
+            else:
+                nx = tl.sqrt(axx + eps * eps)
+                ny = tl.sqrt(ayy + eps * eps)
+            ix = 1.0 / nx
+            iy = 1.0 / ny
+            tx = (awxx * ix) * ix
+            ty = (awyy * iy) * iy
+            txy = (awxy * ix) * iy
+            d = (tx + ty) - (txy + txy)
+            d = tl.where(mask_p & (d > 0), d, 0.0)
+            if SPATIAL:
+                tl.store(MAP + b * P + offs_p, d, mask=mask_p)
+            tl.store(PART + b * NB + pid_p, tl.sum(d, axis=0))
+
+        _TRITON_KERNELS[key] = triton.jit(_lpips_kernel)
+    return _TRITON_KERNELS[key]
+
+
+def _forward_triton(fx, fy, w, eps, mode, spatial):
+    B, C, H, W = fx.shape
+    P = H * W
+    cdt = cm.out_dtype(fx.dtype)
+    block_p = 64 if cm.triton_interpret() else 128
+    block_c = min(16 if cm.triton_interpret() else 8, max(1, 1 << (C - 1).bit_length()))
+    nb = -(-P // block_p)
+    part = torch.empty(B, nb, dtype=cdt, device=fx.device)
+    dmap = torch.empty(B, 1, H, W, dtype=cdt, device=fx.device) if spatial else part
+    _triton_kernel()[(nb, B)](
+        fx,
+        fy,
+        w if w is not None else part,
+        dmap,
+        part,
+        C,
+        H,
+        W,
+        nb,
+        *fx.stride(),
+        *fy.stride(),
+        float(eps),
+        MODE=mode,
+        WEIGHTED=w is not None,
+        SPATIAL=spatial,
+        ACC64=cdt == torch.float64,
+        BLOCK_P=block_p,
+        BLOCK_C=block_c,
+    )
+    if spatial:
+        return dmap
+    return part.sum(dim=1) / P
+
+
+# ------------------------------------------------------------------------------------------ native calls
+
+
+def _forward_cpu(fx, fy, w, eps, mode, spatial):
+    B, _, H, W = fx.shape
+    cdt = cm.out_dtype(fx.dtype)
+    out = torch.empty(B, dtype=cdt)
+    dmap = torch.empty(B, 1, H, W, dtype=cdt) if spatial else None
+    cm.cpu_module().lpips_forward(
+        cm.tensor_arg(fx),
+        cm.tensor_arg(fy),
+        w.data_ptr() if w is not None else 0,
+        float(eps),
+        mode,
+        out.data_ptr(),
+        dmap.data_ptr() if dmap is not None else 0,
+    )
+    return dmap if spatial else out
+
+
+def _forward_cuda(fx, fy, w, eps, mode, spatial):
+    B, _, H, W = fx.shape
+    cdt = cm.out_dtype(fx.dtype)
+    mod = cm.cuda_module()
+    with torch.cuda.device(fx.device):
+        out = torch.empty(B, dtype=cdt, device=fx.device)
+        dmap = torch.empty(B, 1, H, W, dtype=cdt, device=fx.device) if spatial else None
+        ws = torch.empty(mod.lpips_workspace_numel(cm.tensor_arg(fx), cm.tensor_arg(fy)), dtype=cdt, device=fx.device)
+        mod.lpips_forward(
+            cm.tensor_arg(fx),
+            cm.tensor_arg(fy),
+            w.data_ptr() if w is not None else 0,
+            float(eps),
+            mode,
+            out.data_ptr(),
+            dmap.data_ptr() if dmap is not None else 0,
+            ws.data_ptr(),
+            ws.numel(),
+            cm.cuda_stream(fx),
+        )
+    return dmap if spatial else out
+
+
+_FORWARDS = {"cpu": _forward_cpu, "triton": _forward_triton, "cuda": _forward_cuda}
+
+
+# ------------------------------------------------------------------------------------ custom op + autograd
+
+
+@torch.library.custom_op("percept_fast::lpips_layer", mutates_args=())
+def _lpips_layer_op(
+    fx: torch.Tensor,
+    fy: torch.Tensor,
+    weight: torch.Tensor | None,
+    eps: float,
+    mode: int,
+    spatial: bool,
+    backend: str,
+) -> torch.Tensor:
+    return _FORWARDS[backend](fx, fy, weight, eps, mode, spatial)
+
+
+@_lpips_layer_op.register_fake
+def _lpips_layer_fake(fx, fy, weight, eps, mode, spatial, backend):
+    B, _, H, W = fx.shape
+    shape = (B, 1, H, W) if spatial else (B,)
+    return fx.new_empty(shape, dtype=cm.out_dtype(fx.dtype))
+
+
+def _norm_backward(gu: torch.Tensor, x: torch.Tensor, n: torch.Tensor, s: torch.Tensor, mode: int) -> torch.Tensor:
+    """Gradient w.r.t. x of u = x / n(x) given gu = dL/du (channel dim 1)."""
+    dot = (gu * x).sum(dim=1, keepdim=True)
+    if mode == 0:  # n = s + eps, dn/dx = x / s; the term vanishes (O(|x|)) at s = 0
+        coef = torch.where(s > 0, dot / (n * n * torch.where(s > 0, s, torch.ones_like(s))), torch.zeros_like(s))
+    else:  # n = sqrt(s^2 + eps^2), dn/dx = x / n
+        coef = dot / (n * n * n)
+    return gu / n - coef * x
+
+
+def lpips_layer_backward(fx, fy, weight, eps, mode, spatial, grad, need_w=True):
+    """Analytic gradients (fx, fy, weight) of one layer (see the module docstring)."""
+    cdt = cm.out_dtype(fx.dtype)
+    x = fx.to(cdt)
+    y = fy.to(cdt)
+    B, C, H, W = x.shape
+    sx2 = (x * x).sum(dim=1, keepdim=True)
+    sy2 = (y * y).sum(dim=1, keepdim=True)
+    sx, sy = sx2.sqrt(), sy2.sqrt()
+    if mode == 0:
+        nx, ny = sx + eps, sy + eps
+    else:
+        nx, ny = (sx2 + eps * eps).sqrt(), (sy2 + eps * eps).sqrt()
+    diff = x / nx - y / ny
+    g = grad.to(cdt).reshape(B, 1, H, W) if spatial else grad.to(cdt).reshape(B, 1, 1, 1) / (H * W)
+    wv = weight.to(cdt).reshape(1, C, 1, 1) if weight is not None else None
+    gu = 2.0 * g * diff
+    if wv is not None:
+        gu = gu * wv
+    gx = _norm_backward(gu, x, nx, sx, mode)
+    gy = -_norm_backward(gu, y, ny, sy, mode)
+    gw = None
+    if weight is not None and need_w:
+        gw = (g * diff * diff).sum(dim=(0, 2, 3)).to(weight.dtype)
+    return gx.to(fx.dtype), gy.to(fy.dtype), gw
+
+
+def _setup_context(ctx, inputs, output):
+    fx, fy, weight, eps, mode, spatial, _backend = inputs
+    ctx.save_for_backward(fx, fy, weight)
+    ctx.eps, ctx.mode, ctx.spatial = eps, mode, spatial
+
+
+def _backward(ctx, grad):
+    fx, fy, weight = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    gx, gy, gw = lpips_layer_backward(fx, fy, weight, ctx.eps, ctx.mode, ctx.spatial, grad, need_w=need[2])
+    return (gx if need[0] else None), (gy if need[1] else None), gw, None, None, None, None
+
+
+_lpips_layer_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------------------------- public
+
+
+def _check_normalize(normalize: object) -> int:
+    if normalize not in NORMALIZE_MODES:
+        raise ValueError(f"{OP}: normalize must be one of {tuple(NORMALIZE_MODES)}, got {normalize!r}")
+    return NORMALIZE_MODES[normalize]
+
+
+def _layer(fx, fy, weight, spatial, eps, normalize, mode, backend, check_finite, names, wname):
+    cm.check_tensor(fx, names[0], op=OP, check_finite=check_finite)
+    cm.check_tensor(fy, names[1], op=OP, check_finite=check_finite)
+    cm.check_pair(fx, fy, names, op=OP)
+    w = cm.check_weight(weight, fx.shape[1], fx, wname, op=OP, nonnegative=True)
+    be = cm.resolve_backend(backend, fx.device, OP)
+    if be == "torch":
+        return lpips_layer_reference(fx, fy, w, eps, normalize, spatial)
+    if w is not None:
+        w = w.to(cm.out_dtype(fx.dtype)).contiguous()
+    return _lpips_layer_op(fx, fy, w, eps, mode, bool(spatial), be)
+
+
+def _as_layers(fx, fy, weight):
+    if isinstance(fx, torch.Tensor) and isinstance(fy, torch.Tensor):
+        return None
+    if not isinstance(fx, (list, tuple)) or not isinstance(fy, (list, tuple)):
+        raise TypeError(f"{OP}: fx and fy must both be tensors or both be lists/tuples of tensors")
+    if len(fx) != len(fy) or len(fx) == 0:
+        raise ValueError(f"{OP}: fx and fy must be non-empty lists of equal length, got {len(fx)} and {len(fy)}")
+    if weight is None:
+        weights: Sequence = [None] * len(fx)
+    elif isinstance(weight, (list, tuple)):
+        if len(weight) != len(fx):
+            raise ValueError(f"{OP}: weight must be a list of {len(fx)} weights (or None), got {len(weight)}")
+        weights = weight
+    else:
+        raise TypeError(f"{OP}: with lists of features, weight must be a list of per-layer weights or None")
+    return list(zip(fx, fy, weights))
+
+
+def lpips_distance(
+    fx: torch.Tensor | Sequence[torch.Tensor],
+    fy: torch.Tensor | Sequence[torch.Tensor],
+    weight: torch.Tensor | Sequence[torch.Tensor | None] | None = None,
+    spatial: bool = False,
+    eps: float = 1e-10,
+    normalize: str = "lpips",
+    backend: str = "auto",
+    *,
+    return_per_layer: bool = False,
+    check_finite: bool = True,
+) -> torch.Tensor | list[torch.Tensor]:
+    """LPIPS distance between feature maps (see the module docstring for the maths).
+
+    Args:
+        fx, fy: ``[B, C, H, W]`` features (float32/float16/bfloat16, or float64), any strides; or equal-length
+            lists of such (one per layer; every layer has the same ``B``).
+        weight: per-channel non-negative weights ``[C]`` or ``[1, C, 1, 1]`` (a list of them for lists), or None.
+        spatial: return the ``[B, 1, H, W]`` map (a list of maps for lists) instead of its spatial mean.
+        eps: normalisation epsilon (> 0).
+        normalize: ``'lpips'`` (exactly lpips' normalize_tensor) or ``'stable'`` (no NaN gradient at 0).
+        backend: ``'auto'`` | ``'torch'`` | ``'cpu'`` | ``'triton'`` | ``'cuda'``.
+        return_per_layer: with lists, return ``[B, L]`` per-layer distances instead of their sum.
+        check_finite: reject NaN/Inf inputs (one extra read of the inputs; disable on trusted inputs).
+
+    Returns:
+        ``[B]`` float32 (float64 for float64 inputs), or maps / ``[B, L]`` as above.
+    """
+    mode = _check_normalize(normalize)
+    eps = cm.check_eps(eps, op=OP)
+    if not isinstance(spatial, bool):
+        raise TypeError(f"{OP}: spatial must be a bool, got {type(spatial).__name__}")
+    layers = _as_layers(fx, fy, weight)
+    if layers is None:
+        if return_per_layer:
+            raise ValueError(f"{OP}: return_per_layer needs lists of per-layer features")
+        return _layer(fx, fy, weight, spatial, eps, normalize, mode, backend, check_finite, ("fx", "fy"), "weight")
+    outs = []
+    for i, (a, b, w) in enumerate(layers):
+        outs.append(
+            _layer(
+                a, b, w, spatial, eps, normalize, mode, backend, check_finite, (f"fx[{i}]", f"fy[{i}]"), f"weight[{i}]"
+            )
+        )
+        if outs[-1].shape[0] != outs[0].shape[0]:
+            raise ValueError(f"{OP}: every layer must have the same batch size; fx[{i}] has {outs[-1].shape[0]}")
+    if spatial:
+        if return_per_layer:
+            raise ValueError(f"{OP}: return_per_layer and spatial cannot be combined (maps differ in size)")
+        return outs
+    if return_per_layer:
+        return torch.stack(outs, dim=1)
+    total = outs[0]
+    for o in outs[1:]:
+        total = total + o
+    return total
+
+
+def _pairwise_layer(fx, fy, weight, eps, normalize, check_finite, names, wname):
+    cm.check_tensor(fx, names[0], op=OP + "_matrix", check_finite=check_finite)
+    cm.check_tensor(fy, names[1], op=OP + "_matrix", check_finite=check_finite)
+    cm.check_same_kind(fx, fy, names, op=OP + "_matrix")
+    if fx.shape[1:] != fy.shape[1:]:
+        raise ValueError(
+            f"{OP}_matrix: {names[0]} and {names[1]} must agree in [C, H, W], got {tuple(fx.shape)} and {tuple(fy.shape)}"
+        )
+    w = cm.check_weight(weight, fx.shape[1], fx, wname, op=OP + "_matrix", nonnegative=True)
+    cdt = cm.out_dtype(fx.dtype)
+    N, C, H, W = fx.shape
+    a = normalize_features(fx.to(cdt), eps, normalize)
+    b = normalize_features(fy.to(cdt), eps, normalize)
+    if w is not None:
+        sw = w.to(cdt).sqrt().reshape(1, C, 1, 1)
+        a, b = a * sw, b * sw
+    a = a.reshape(N, -1)
+    b = b.reshape(fy.shape[0], -1)
+    d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+    return d.clamp_min(0.0) / (H * W)
+
+
+def lpips_distance_matrix(
+    fx: torch.Tensor | Sequence[torch.Tensor],
+    fy: torch.Tensor | Sequence[torch.Tensor],
+    weight: torch.Tensor | Sequence[torch.Tensor | None] | None = None,
+    eps: float = 1e-10,
+    normalize: str = "lpips",
+    *,
+    check_finite: bool = True,
+) -> torch.Tensor:
+    """All-pairs LPIPS distances ``[N, M]`` between ``fx [N, C, H, W]`` and ``fy [M, C, H, W]`` (or lists of layers).
+
+    ``D[n, m] = lpips_distance(fx[n], fy[m])`` computed through one GEMM per layer
+    (``||a||^2 + ||b||^2 - 2 a.b`` on ``a = sqrt(w) * normalise(x)``, clamped at 0). Differentiable by autograd.
+    float32 (float64 for float64 inputs); on CUDA the GEMM follows torch's TF32 setting.
+    """
+    _check_normalize(normalize)
+    eps = cm.check_eps(eps, op=OP + "_matrix")
+    if isinstance(fx, torch.Tensor) and isinstance(fy, torch.Tensor):
+        return _pairwise_layer(fx, fy, weight, eps, normalize, check_finite, ("fx", "fy"), "weight")
+    layers = _as_layers(fx, fy, weight)
+    total = None
+    for i, (a, b, w) in enumerate(layers):
+        d = _pairwise_layer(a, b, w, eps, normalize, check_finite, (f"fx[{i}]", f"fy[{i}]"), f"weight[{i}]")
+        if total is not None and d.shape != total.shape:
+            raise ValueError(f"{OP}_matrix: every layer must have the same N and M; layer {i} gives {tuple(d.shape)}")
+        total = d if total is None else total + d
+    return total
