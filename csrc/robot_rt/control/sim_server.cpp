@@ -304,7 +304,8 @@ void SimRobotServer::run() noexcept {
     if (now >= next) {
       drain(now);
       step(now, dt_s);
-      send_state(now);
+      if (!config_.reply_on_command || last_command_ns_ == 0 || now - last_command_ns_ > 2 * period_ns)
+        send_state(now);
       next += period_ns;
       if (now - next > 10 * period_ns) {  // far behind (machine stalled): resynchronise, counted
         overruns_.fetch_add(1, std::memory_order_relaxed);

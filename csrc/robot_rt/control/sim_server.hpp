@@ -12,8 +12,10 @@
 // Network: binds host:port (127.0.0.1 by default). Only loopback sources are accepted unless allow_remote.
 // A controller registers with a hello (role controller); commands from any other address or session are
 // dropped and counted; a second controller's hello is refused while the first is active (heard within
-// controller_timeout_s). A state is sent to the controller every tick and, with reply_on_command, right after
-// each accepted command as well. Heartbeats are answered with an echo.
+// controller_timeout_s). With reply_on_command (the default) the server answers every accepted command
+// with the current state right away (the robot-paced exchange of most real bridges: a controller ticking at
+// the robot's rate then gets a fresh state every tick) and streams states at its rate only while no
+// commands arrive; without it, states are streamed every server tick. Heartbeats are answered with an echo.
 #pragma once
 
 #include <atomic>
@@ -42,7 +44,7 @@ struct SimServerConfig {
   double controller_timeout_s = 0.5;
   std::string key;  // HMAC-SHA256 key (empty: none)
   bool allow_remote = false;
-  bool reply_on_command = false;
+  bool reply_on_command = true;
 };
 
 struct SimServerSnapshot {

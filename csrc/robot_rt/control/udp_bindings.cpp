@@ -426,7 +426,7 @@ void register_udp(py::module_& m) {
            py::arg("initial_position") = std::vector<double>{}, py::arg("host") = "127.0.0.1", py::arg("port") = 0,
            py::arg("rate_hz") = 1000.0, py::arg("tracking_time_constant_s") = 0.02, py::arg("command_delay_s") = 0.002,
            py::arg("command_timeout_s") = 0.1, py::arg("controller_timeout_s") = 0.5, py::arg("key") = "",
-           py::arg("allow_remote") = false, py::arg("reply_on_command") = false)
+           py::arg("allow_remote") = false, py::arg("reply_on_command") = true)
       .def("start", &SimRobotServer::start, py::call_guard<py::gil_scoped_release>())
       .def("stop", &SimRobotServer::stop, py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("running", &SimRobotServer::running)

@@ -1,0 +1,198 @@
+"""Simulated camera server: streams ball detections over UDP (docs/protocol.md, "Camera stream").
+
+Balls come from `robot_rt.estimation.ServeGenerator` (flown with `robot_rt.ballistics`, spin, bounces) and
+are seen through `robot_rt.estimation.SimulatedTracker` (frame rate, Gaussian noise, random and burst drops,
+outliers, clutter, processing latency with jitter). A serve starts every `serve_interval_s`; the camera
+thread runs at the tracker's frame rate and, at each frame tick, sends one `ball_observations` datagram to
+every subscriber with the detections whose (simulated) arrival time has come — the ball, clutter, or
+nothing (count 0: the stream doubles as a heartbeat). `capture_age_ns` is the detection's true latency
+(now - exposure), so the receiver dates it on its own clock.
+
+Subscribers say hello (role camera subscriber) and must repeat it within `subscriber_timeout_s`. Datagrams
+from non-loopback sources (unless allow_remote), corrupted or unauthenticated ones, and duplicated or
+reordered hellos are dropped and counted in `stats`. A Python thread is plenty at 100-200 frames/s.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import selectors
+import socket
+import threading
+import time
+from collections import Counter
+
+import numpy as np
+
+from . import protocol as P
+
+
+class CameraServer:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        rate_hz: float = 150.0,
+        serve_interval_s: float = 1.5,
+        n_serves: int = 4,
+        seed: int = 0,
+        camera_id: int = 1,
+        key: bytes | str | None = None,
+        allow_remote: bool = False,
+        subscriber_timeout_s: float = 1.0,
+        tracker_overrides: dict | None = None,
+    ):
+        from robot_rt.estimation import ServeGenerator, SimulatedTracker
+
+        if not 1.0 <= rate_hz <= 1000.0:
+            raise ValueError(f"rate_hz: expected a frame rate in [1, 1000] Hz, got {rate_hz}")
+        if not serve_interval_s > 0:
+            raise ValueError(f"serve_interval_s: expected a positive interval, got {serve_interval_s}")
+        if n_serves < 1:
+            raise ValueError(f"n_serves: expected at least 1, got {n_serves}")
+        self.rate_hz = float(rate_hz)
+        self.serve_interval_s = float(serve_interval_s)
+        self.camera_id = int(camera_id)
+        self.key = key.encode() if isinstance(key, str) else (key or None)
+        self.allow_remote = bool(allow_remote)
+        self.subscriber_timeout_s = float(subscriber_timeout_s)
+        self.serves = ServeGenerator(seed=seed).sample(int(n_serves))
+        self.tracker = SimulatedTracker(seed=seed, rate_hz=rate_hz, **(tracker_overrides or {}))
+        self.session_id = random.SystemRandom().randrange(1, 2**32)
+        self.sequence = 0
+        self.frame_id = 0
+        self.stats: Counter = Counter()
+        self.subscribers: dict[tuple[str, int], float] = {}
+        self._trackers: dict[tuple[str, int], P.SequenceTracker] = {}
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.bind((host, int(port)))
+        self._sock.setblocking(False)
+        self.host, self.port = self._sock.getsockname()
+        self._pending: list[tuple[float, float, np.ndarray]] = []  # (arrival, capture, xyz) on time.monotonic()
+        self._next_serve_t = 0.0
+        self._serve_index = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+    def start(self) -> CameraServer:
+        self._stop.clear()
+        self._next_serve_t = time.monotonic() + 0.2
+        self._thread = threading.Thread(target=self._run, name="camera-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._sock.close()
+
+    def __enter__(self) -> CameraServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ----------------------------------------------------------------- internals
+    def _send(self, packet: dict, addr) -> None:
+        self.sequence += 1
+        packet.update(session_id=self.session_id, sequence=self.sequence, stamp_ns=time.monotonic_ns())
+        try:
+            self._sock.sendto(P.encode(packet, self.key), addr)
+            self.stats["tx_datagrams"] += 1
+        except OSError:
+            self.stats["tx_errors"] += 1
+
+    def _allowed(self, addr) -> bool:
+        return self.allow_remote or ipaddress.ip_address(addr[0]).is_loopback
+
+    def _receive(self, now: float) -> None:
+        while True:
+            try:
+                data, addr = self._sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue
+            self.stats["rx_datagrams"] += 1
+            if not self._allowed(addr):
+                self.stats["rx_unexpected_source"] += 1
+                continue
+            status, packet = P.try_decode(data, self.key)
+            if status != "ok":
+                self.stats[f"rx_{status}"] += 1
+                self.stats["rx_malformed"] += 1
+                continue
+            if packet["type"] != "hello" or packet["role"] != P.ROLE_CAMERA_SUBSCRIBER:
+                self.stats["rx_wrong_type"] += 1
+                continue
+            tracker = self._trackers.setdefault(addr, P.SequenceTracker())
+            verdict = tracker.check(packet["session_id"], packet["sequence"])
+            if verdict in ("duplicate", "stale"):
+                self.stats[f"rx_{verdict}"] += 1
+                continue
+            self.stats["rx_accepted"] += 1
+            if addr not in self.subscribers:
+                self.stats["subscribed"] += 1
+                self._send({"type": "hello", "role": P.ROLE_CAMERA_SERVER, "dof": 0}, addr)
+            self.subscribers[addr] = now
+
+    def _schedule_serve(self, now: float) -> None:
+        serve = self.serves[self._serve_index % len(self.serves)]
+        self._serve_index += 1
+        det = self.tracker.observe(serve, t_offset_s=now)
+        for t_arrival, t_capture, xyz in zip(det.t_arrival_s, det.t_capture_s, det.position_m):
+            self._pending.append((float(t_arrival), float(t_capture), np.asarray(xyz, dtype=np.float64)))
+        self._pending.sort(key=lambda item: item[0])
+        self.stats["serves"] += 1
+
+    def _frame(self, now: float) -> None:
+        for addr in [a for a, seen in self.subscribers.items() if now - seen > self.subscriber_timeout_s]:
+            del self.subscribers[addr]
+            self._trackers.pop(addr, None)
+            self.stats["unsubscribed"] += 1
+        due = 0
+        while due < len(self._pending) and self._pending[due][0] <= now and due < P.MAX_BALLS:
+            due += 1
+        ready, self._pending = self._pending[:due], self._pending[due:]
+        self.frame_id += 1
+        observations = [
+            {
+                "capture_age_ns": max(0, int((now - t_capture) * 1e9)),
+                "frame_id": self.frame_id,
+                "confidence": 1.0,
+                "position_m": xyz.tolist(),
+            }
+            for _, t_capture, xyz in ready
+        ]
+        self.stats["frames"] += 1
+        self.stats["detections"] += len(observations)
+        for addr in list(self.subscribers):
+            self._send({"type": "ball_observations", "camera_id": self.camera_id, "observations": observations}, addr)
+
+    def _run(self) -> None:
+        period = 1.0 / self.rate_hz
+        sel = selectors.DefaultSelector()
+        sel.register(self._sock, selectors.EVENT_READ)
+        next_frame = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if now >= self._next_serve_t:
+                    self._schedule_serve(now)
+                    self._next_serve_t = now + self.serve_interval_s
+                if now >= next_frame:
+                    self._receive(now)
+                    self._frame(now)
+                    next_frame += period
+                    if now - next_frame > 10 * period:  # stalled: resynchronise
+                        next_frame = now + period
+                    continue
+                if sel.select(min(next_frame - now, 0.05)):
+                    self._receive(time.monotonic())
+        finally:
+            sel.close()

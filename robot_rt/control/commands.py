@@ -1,0 +1,250 @@
+"""`robot-rt run`, `robot-rt sim-server` and `robot-rt replay` (registered by robot_rt.cli)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_PORT = 47100
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in 0..65535, got {text}")
+    return value
+
+
+def register(subparsers) -> None:
+    run = subparsers.add_parser(
+        "run",
+        help="run the real-time loop on the simulated or a UDP robot with a Python policy",
+        description="Runs the real-time control loop with a live status line and writes a run log.",
+    )
+    run.add_argument("--robot", default="sim", help="'sim' (in-process) or udp://HOST:PORT[?camera=PORT|none]")
+    run.add_argument("--policy", default="robot_rt.control.policies:sine", help="MODULE:CALLABLE")
+    run.add_argument("--duration", type=_positive, default=5.0, help="seconds (default 5)")
+    run.add_argument("--rate", type=_positive, default=1000.0, help="loop rate in Hz (default 1000)")
+    run.add_argument("--policy-rate", type=_positive, default=100.0, help="policy rate in Hz (default 100)")
+    run.add_argument("--log", default=None, help="run log path (default runs/run-<time>.rrlog)")
+    run.add_argument("--robot-file", default=None, help="robot description JSON (default: the shipped platform)")
+    run.add_argument("--key-file", default=None, help="shared HMAC key for the UDP protocol")
+    run.add_argument("--command-timeout", type=_positive, default=0.05, help="watchdog timeout in s")
+    run.add_argument("--sensor-timeout", type=_positive, default=0.02, help="state dropout timeout in s")
+    run.add_argument("--late-threshold", type=_positive, default=0.02, help="UDP: drop states later than this (s)")
+    run.add_argument("--realtime-priority", type=int, default=0, help="SCHED_FIFO priority (0: off)")
+    run.add_argument("--cpu", type=int, default=None, help="pin the loop thread to this CPU")
+    run.add_argument("--summary", default=None, help="also write the final summary as JSON to this path")
+    run.add_argument("--no-status", action="store_true", help="no live status line")
+    run.set_defaults(func=cmd_run)
+
+    srv = subparsers.add_parser(
+        "sim-server",
+        help="simulated robot bridge + camera speaking the UDP protocol (docs/protocol.md)",
+        description="Robot simulator server (joint dynamics with limits and tracking lag) and simulated camera "
+        "(ball physics + tracker). Prints a JSON line with its ports, runs until SIGINT/SIGTERM or --duration.",
+    )
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    srv.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"robot port (default {DEFAULT_PORT}; 0: any)")
+    srv.add_argument("--camera-port", type=_port, default=None, help="camera port (default robot port + 1)")
+    srv.add_argument("--no-camera", action="store_true", help="robot only")
+    srv.add_argument("--camera-rate", type=_positive, default=150.0, help="camera frame rate in Hz")
+    srv.add_argument("--serve-interval", type=_positive, default=1.5, help="seconds between simulated serves")
+    srv.add_argument("--rate", type=_positive, default=1000.0, help="robot state rate in Hz")
+    srv.add_argument("--tracking-time-constant", type=_positive, default=0.02, help="servo lag in s")
+    srv.add_argument("--command-delay", type=float, default=0.002, help="command transport delay in s")
+    srv.add_argument("--robot-file", default=None, help="robot description JSON")
+    srv.add_argument("--key-file", default=None, help="shared HMAC key")
+    srv.add_argument("--allow-remote", action="store_true", help="accept packets from non-loopback sources")
+    srv.add_argument("--seed", type=int, default=0)
+    srv.add_argument("--duration", type=_positive, default=None, help="stop after this many seconds")
+    srv.set_defaults(func=cmd_sim_server)
+
+    rep = subparsers.add_parser(
+        "replay", help="summarise a run log and plot joints and ball (PNG)", description="Replay a run log."
+    )
+    rep.add_argument("log", help="run log file")
+    rep.add_argument("--out", default=None, help="directory for the PNGs (default: next to the log)")
+    rep.add_argument("--no-plots", action="store_true")
+    rep.add_argument("--json", action="store_true", help="print the summary as JSON")
+    rep.set_defaults(func=cmd_replay)
+
+
+def cmd_sim_server(args) -> int:
+    from .sim_server import serve
+
+    return serve(args)
+
+
+def cmd_replay(args) -> int:
+    from .replay import replay_main
+
+    return replay_main(args)
+
+
+# --------------------------------------------------------------------------- run
+def _status_text(loop, t_s, duration_s, prev, monitor) -> tuple[str, tuple]:
+    counters = loop.counters()
+    ticks = counters["ticks"]
+    now = time.monotonic()
+    rate = (ticks - prev[0]) / max(now - prev[1], 1e-9) if prev else 0.0
+    from .loop import EVENT_CODES
+
+    ev = counters["event_counts"]
+    safety = sum(
+        int(ev.get(EVENT_CODES[name], 0))
+        for name in (
+            "watchdog_stop",
+            "sensor_timeout_stop",
+            "workspace_stop",
+            "estop",
+            "safety_override",
+            "non_finite_command",
+            "workspace_target_rejected",
+        )
+    )
+    text = (
+        f"t {t_s:5.1f}/{duration_s:.1f} s | rate {rate:7.1f} Hz | misses {counters['deadline_misses']} "
+        f"| late {counters['late_ticks']} | dropouts {counters['sensor_dropout_ticks']} | stop ticks "
+        f"{counters['stop_ticks']} | safety events {safety}"
+    )
+    if monitor is not None:
+        s = monitor.driver.stats()
+        rtt = s["rtt_last_ns"] / 1e6
+        text += (
+            f" | link {'up' if s['connected'] else 'DOWN'} rtt {rtt:.2f} ms lost {s['rx_lost']} "
+            f"bad {s['rx_malformed']} dup {s['rx_duplicate']} stale {s['rx_stale']} late {s['rx_late']} "
+            f"restarts {s['peer_restarts']}"
+        )
+        if "camera" in s:
+            text += f" | camera frames {s['camera']['frames']} balls {counters['ball_observations']}"
+    return text, (ticks, now)
+
+
+def cmd_run(args) -> int:
+    from rich.console import Console
+
+    from robot_rt.robot import load_robot
+
+    from .loop import EVENT_NAMES, RealTimeLoop
+    from .policies import load_policy
+    from .udp import LINK_EVENT_NAMES, LinkMonitor, make_udp_driver, read_key
+
+    console = Console(stderr=False)
+    robot = load_robot(args.robot_file)
+    try:
+        policy = load_policy(args.policy, robot)
+    except (ValueError, TypeError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        return 2
+    driver = None
+    if args.robot == "sim":
+        pass
+    elif args.robot.startswith("udp://"):
+        try:
+            driver = make_udp_driver(
+                args.robot, robot.dof, key=read_key(args.key_file), late_threshold_s=args.late_threshold
+            )
+        except (ValueError, OSError) as err:
+            console.print(f"[red]error:[/red] {err}")
+            return 2
+    else:
+        console.print(f"[red]error:[/red] robot: expected 'sim' or udp://HOST:PORT, got {args.robot!r}")
+        return 2
+    log_path = Path(args.log) if args.log else Path("runs") / time.strftime("run-%Y%m%d-%H%M%S.rrlog")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    loop = RealTimeLoop(
+        robot,
+        driver,
+        policy=policy,
+        policy_rate_hz=args.policy_rate,
+        rate_hz=args.rate,
+        command_timeout_s=args.command_timeout,
+        sensor_timeout_s=args.sensor_timeout,
+        realtime_priority=args.realtime_priority,
+        cpu=args.cpu,
+        log_path=log_path,
+    )
+    try:
+        loop.start()
+    except RuntimeError as err:
+        console.print(f"[red]error:[/red] cannot start the loop: {err}")
+        return 2
+    monitor = LinkMonitor(loop, driver).start() if driver is not None else None
+    t0 = time.monotonic()
+    prev = (0, t0)
+    live_status = console.is_terminal and not args.no_status
+    try:
+        if live_status:
+            from rich.live import Live
+
+            with Live("", console=console, refresh_per_second=8, transient=False) as live:
+                while (t := time.monotonic() - t0) < args.duration:
+                    text, prev = _status_text(loop, t, args.duration, prev, monitor)
+                    live.update(text)
+                    time.sleep(0.25)
+        else:
+            next_print = t0 + 1.0
+            while (t := time.monotonic() - t0) < args.duration:
+                time.sleep(min(0.1, max(0.0, args.duration - t)))
+                if not args.no_status and time.monotonic() >= next_print:
+                    text, prev = _status_text(loop, time.monotonic() - t0, args.duration, prev, monitor)
+                    print(text, flush=True)
+                    next_print += 1.0
+    except KeyboardInterrupt:
+        console.print("interrupted: stopping the loop")
+    finally:
+        if monitor is not None:
+            monitor.stop()
+        elapsed = time.monotonic() - t0
+        loop.stop()
+    counters = loop.counters()
+    names = dict(EVENT_NAMES)
+    names.update(LINK_EVENT_NAMES)
+    events: dict[str, float] = {}
+    for e in loop.events():
+        name = names.get(e.code, f"code{e.code}")
+        events[name] = events.get(name, 0) + (e.value if e.code in LINK_EVENT_NAMES else 1)
+    summary = {
+        "robot": args.robot,
+        "policy": args.policy,
+        "duration_s": round(elapsed, 3),
+        "ticks": counters["ticks"],
+        "mean_rate_hz": counters["ticks"] / elapsed if elapsed > 0 else 0.0,
+        "deadline_misses": counters["deadline_misses"],
+        "late_ticks": counters["late_ticks"],
+        "sensor_dropout_ticks": counters["sensor_dropout_ticks"],
+        "stop_ticks": counters["stop_ticks"],
+        "commands_accepted": counters["commands_accepted"],
+        "commands_rejected": counters["commands_rejected"],
+        "ball_observations": counters["ball_observations"],
+        "events": events,
+        "policy_calls": loop.policy_calls,
+        "policy_exceptions": loop.policy_exceptions,
+        "log": str(log_path),
+        "log_stats": counters["log"],
+    }
+    if driver is not None:
+        summary["link"] = driver.stats()
+    console.print(
+        f"ran {elapsed:.2f} s: {counters['ticks']} ticks ({summary['mean_rate_hz']:.1f} Hz), "
+        f"{counters['deadline_misses']} deadline misses, {counters['stop_ticks']} stop ticks; "
+        f"events: {json.dumps(events)}"
+    )
+    console.print(f"run log: {log_path} ({counters['log']['records_written']} records)")
+    if args.summary:
+        from robot_rt._io import atomic_write_json
+
+        atomic_write_json(args.summary, summary)
+    sys.stdout.flush()
+    return 0

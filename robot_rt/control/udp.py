@@ -1,0 +1,203 @@
+"""UDP robot link helpers: `udp://` URLs, building the C++ UdpDriver, and logging link events into the run log.
+
+URL form (docs/protocol.md): ``udp://HOST:PORT[?camera=PORT|HOST:PORT|none][&bind=HOST]``. The camera stream
+defaults to PORT+1 on the same host (the layout `robot-rt sim-server` uses); ``camera=none`` disables it.
+
+The UdpDriver counts everything it drops (corrupted, unauthenticated, duplicated, reordered, late packets,
+packets from strangers, peer restarts). `LinkMonitor` turns those counters into run-log events: a small
+Python thread samples them every `interval_s` and pushes one event per counter that grew (value = how many
+since the last sample) through `ControlLoop.push_event`, which the loop thread writes into the run log.
+Codes 100..199 are reserved for driver link events (`LINK_EVENT_CODES`), away from the loop's own codes.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+LINK_EVENT_CODES = {
+    "udp_link_down": 100,  # no state for link_timeout_s (value: 1)
+    "udp_link_up": 101,  # states flow again (value: 1)
+    "udp_peer_restart": 102,  # the robot server's session changed (value: count)
+    "udp_lost": 103,  # sequence gaps (value: packets)
+    "udp_late": 104,
+    "udp_duplicate": 105,
+    "udp_stale": 106,  # reordered: older than the newest accepted
+    "udp_malformed": 107,  # failed decoding (checksum, tag, length, values, ...)
+    "udp_unexpected_source": 108,
+    "udp_send_failed": 109,  # kernel refused a datagram or the encoder refused a command
+    "camera_lost": 110,
+    "camera_malformed": 111,
+    "camera_stale": 112,  # duplicated or reordered frames
+    "camera_unexpected_source": 113,
+    "camera_restart": 114,
+}
+LINK_EVENT_NAMES = {v: k for k, v in LINK_EVENT_CODES.items()}
+
+_DRIVER_COUNTERS = {
+    "udp_peer_restart": ("peer_restarts",),
+    "udp_lost": ("rx_lost",),
+    "udp_late": ("rx_late",),
+    "udp_duplicate": ("rx_duplicate",),
+    "udp_stale": ("rx_stale",),
+    "udp_malformed": ("rx_malformed", "rx_mismatch", "rx_wrong_type"),
+    "udp_unexpected_source": ("rx_unexpected_source",),
+    "udp_send_failed": ("tx_errors", "tx_invalid"),
+}
+_CAMERA_COUNTERS = {
+    "camera_lost": ("rx_lost",),
+    "camera_malformed": ("rx_malformed", "rx_wrong_type"),
+    "camera_stale": ("rx_duplicate", "rx_stale"),
+    "camera_unexpected_source": ("rx_unexpected_source",),
+    "camera_restart": ("peer_restarts",),
+}
+
+
+@dataclass(frozen=True)
+class UdpTarget:
+    host: str
+    port: int
+    camera_host: str
+    camera_port: int  # 0: no camera stream
+    bind_host: str = "127.0.0.1"
+
+
+def _port(text: str, what: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise ValueError(f"{what}: expected a port number, got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{what}: expected a port in 1..65535, got {port}")
+    return port
+
+
+def parse_udp_url(url: str) -> UdpTarget:
+    """Parses ``udp://HOST:PORT[?camera=...&bind=...]``; ValueError naming what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme != "udp" or not parts.netloc:
+        raise ValueError(f"robot: expected udp://HOST:PORT, got {url!r}")
+    host, sep, port_text = parts.netloc.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"robot: expected udp://HOST:PORT with an explicit port, got {url!r}")
+    port = _port(port_text, "robot port")
+    query = parse_qs(parts.query, strict_parsing=False)
+    unknown = set(query) - {"camera", "bind"}
+    if unknown:
+        raise ValueError(f"robot: unknown URL options {sorted(unknown)} (expected camera=, bind=)")
+    camera_host, camera_port = host, port + 1 if port < 65535 else 0
+    if "camera" in query:
+        value = query["camera"][-1]
+        if value == "none":
+            camera_port = 0
+        elif ":" in value:
+            camera_host, _, cport = value.rpartition(":")
+            camera_port = _port(cport, "camera port")
+        else:
+            camera_port = _port(value, "camera port")
+    bind = query.get("bind", ["127.0.0.1"])[-1]
+    host = "127.0.0.1" if host == "localhost" else host
+    camera_host = "127.0.0.1" if camera_host == "localhost" else camera_host
+    return UdpTarget(host=host, port=port, camera_host=camera_host, camera_port=camera_port, bind_host=bind)
+
+
+def read_key(path: str | Path | None) -> bytes:
+    """The shared HMAC key from a file (whitespace at the ends stripped); b'' for None."""
+    if path is None:
+        return b""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"key_file: not found: {path}")
+    key = path.read_bytes().strip()
+    if not key:
+        raise ValueError(f"key_file: {path} is empty")
+    return key
+
+
+def make_udp_driver(url: str, dof: int, key: bytes | str = b"", **options):
+    """A C++ UdpDriver for `url` (options: link_timeout_s, hello_interval_s, late_threshold_s)."""
+    from robot_rt import _control
+
+    target = parse_udp_url(url)
+    if isinstance(key, str):
+        key = key.encode()
+    return _control.UdpDriver(
+        target.host,
+        target.port,
+        int(dof),
+        key=key,
+        bind_host=target.bind_host,
+        camera_host=target.camera_host,
+        camera_port=target.camera_port,
+        **options,
+    )
+
+
+class LinkMonitor:
+    """Samples a UdpDriver's counters and pushes their growth as run-log events (see module docstring)."""
+
+    def __init__(self, loop, driver, interval_s: float = 0.05):
+        if not interval_s > 0:
+            raise ValueError(f"interval_s: expected a positive number, got {interval_s}")
+        self.loop = loop
+        self.driver = driver
+        self.interval_s = float(interval_s)
+        self.totals: dict[str, int] = dict.fromkeys(LINK_EVENT_CODES, 0)
+        self.events_pushed = 0
+        self._last: dict[str, int] = {}
+        self._connected: bool | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def _sums(stats: dict) -> dict[str, int]:
+        out = {name: sum(int(stats[k]) for k in keys) for name, keys in _DRIVER_COUNTERS.items()}
+        camera = stats.get("camera")
+        if camera is not None:
+            out.update({name: sum(int(camera[k]) for k in keys) for name, keys in _CAMERA_COUNTERS.items()})
+        return out
+
+    def _push(self, name: str, value: float) -> None:
+        self.totals[name] += int(value)
+        code = LINK_EVENT_CODES[name]
+        inner = getattr(self.loop, "_loop", None)
+        if inner is not None:  # a RealTimeLoop: share its lock, the event ring has a single producer
+            with self.loop._event_lock:
+                ok = inner.push_event(code, -1, float(value))
+        else:  # a bare robot_rt._control.ControlLoop
+            ok = self.loop.push_event(code, -1, float(value))
+        if ok:
+            self.events_pushed += 1
+
+    def sample(self) -> None:
+        """One sampling step (also called once more by stop(), so nothing counted is left out)."""
+        stats = self.driver.stats()
+        sums = self._sums(stats)
+        for name, value in sums.items():
+            delta = value - self._last.get(name, 0)
+            if delta > 0:
+                self._push(name, delta)
+        self._last = sums
+        connected = bool(stats["connected"])
+        if self._connected is not None and connected != self._connected:
+            self._push("udp_link_up" if connected else "udp_link_down", 1)
+        self._connected = connected
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def start(self) -> LinkMonitor:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="udp-link-monitor", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.sample()
