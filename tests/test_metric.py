@@ -1,0 +1,339 @@
+"""PerceptualMetric / perceptual_distance: maths against a plain re-implementation, API, validation."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from percept_fast import PerceptualMetric, perceptual_distance
+from percept_fast import metric as metric_mod
+from percept_fast.backbones import AlexNetFeatures, ResNetFeatures, ViTFeatures
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Small inputs gain nothing from intra-op threads, and on a busy 2-core machine they cost a lot."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _pair(b=2, h=64, w=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 3, h, w, generator=g), torch.rand(b, 3, h, w, generator=g)
+
+
+def _small_resnet():
+    torch.manual_seed(0)
+    net = ResNetFeatures(10, width=0.25).eval()
+    g = torch.Generator().manual_seed(1)
+    for m in net.modules():  # non-trivial batch-norm statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return net
+
+
+def _small_vit():
+    torch.manual_seed(0)
+    return ViTFeatures(8, 24, 3, 2, image_size=32, taps=[0, 2]).eval()
+
+
+# ------------------------------------------------------------------------- plain re-implementations
+def _plain_lpips(f0, f1, weights, eps=1e-10):
+    out = []
+    for i, (a, b) in enumerate(zip(f0, f1)):
+        a = a.double()
+        b = b.double()
+        na = a / (a.pow(2).sum(1, keepdim=True).sqrt() + eps)
+        nb = b / (b.pow(2).sum(1, keepdim=True).sqrt() + eps)
+        d = (na - nb) ** 2
+        if weights is not None:
+            d = d * weights[i].double().view(1, -1, 1, 1)
+        out.append(d.sum(1).mean((1, 2)))
+    return torch.stack(out, 1)
+
+
+def _plain_meanpool(f0, f1, eps=1e-10):
+    out = []
+    for a, b in zip(f0, f1):
+        ma, mb = a.double().mean((2, 3)), b.double().mean((2, 3))
+        ua = ma / (ma.norm(dim=1, keepdim=True) + eps)
+        ub = mb / (mb.norm(dim=1, keepdim=True) + eps)
+        out.append(((ua - ub) ** 2).sum(1) / a.shape[1])
+    return torch.stack(out, 1)
+
+
+def _plain_style(f0, f1):
+    out = []
+    for a, b in zip(f0, f1):
+        bsz, c, h, w = a.shape
+        ga = a.double().flatten(2) @ a.double().flatten(2).transpose(1, 2) / (c * h * w)
+        gb = b.double().flatten(2) @ b.double().flatten(2).transpose(1, 2) / (c * h * w)
+        out.append(((ga - gb) ** 2).sum((1, 2)) / c**2)
+    return torch.stack(out, 1)
+
+
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+@pytest.mark.parametrize("distance", ["lpips", "meanpool", "style"])
+@pytest.mark.parametrize("kind", ["resnet", "vit"])
+def test_matches_plain_formula(kind, distance, backend):
+    net = _small_resnet() if kind == "resnet" else _small_vit()
+    lin = None
+    if distance == "lpips":
+        g = torch.Generator().manual_seed(2)
+        lin = [torch.rand(c, generator=g) for c in net.channels]
+    m = PerceptualMetric(net, distance=distance, lin_weights=lin, backend=backend)
+    x0, x1 = _pair(3, 32, 32)
+    with torch.no_grad():
+        got = m(x0, x1, per_layer=True)
+        total = m(x0, x1)
+        f0 = net(2 * x0 - 1)
+        f1 = net(2 * x1 - 1)
+    ref = {
+        "lpips": lambda: _plain_lpips(f0, f1, lin),
+        "meanpool": lambda: _plain_meanpool(f0, f1),
+        "style": lambda: _plain_style(f0, f1),
+    }[distance]()
+    assert got.shape == (3, len(net.channels)) and total.shape == (3,)
+    assert (ref > 0).all()
+    torch.testing.assert_close(got.double(), ref, rtol=2e-4, atol=1e-7)
+    torch.testing.assert_close(total.double(), ref.sum(1), rtol=2e-4, atol=1e-7)
+
+
+def test_properties_identity_symmetry_features():
+    m = PerceptualMetric("alex", backbone_weights="random", lin_weights="lpips")
+    x0, x1 = _pair(3)
+    with torch.no_grad():
+        d01, d10, d00 = m(x0, x1), m(x1, x0), m(x0, x0)
+        f0, f1 = m.features(x0), m.features(x1)
+        via = m.distance_from_features(f0, f1, per_layer=True)
+    assert torch.equal(d00, torch.zeros(3))
+    torch.testing.assert_close(d01, d10, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(via.sum(1), d01, rtol=1e-5, atol=1e-7)
+    assert [f.shape[1] for f in f0] == [64, 192, 384, 256, 256]
+    assert m.layer_names == ["relu1", "relu2", "relu3", "relu4", "relu5"]
+
+
+def test_normalize_input_convention():
+    net = _small_resnet()
+    x0, x1 = _pair(2, 32, 32)
+    with torch.no_grad():
+        a = PerceptualMetric(net)(x0, x1)
+        b = PerceptualMetric(net, normalize_input=False)(2 * x0 - 1, 2 * x1 - 1)
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match=r"normalize_input=False"):
+        PerceptualMetric(net)(2 * x0 - 1, x1)
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        PerceptualMetric(net, normalize_input=False)(x0 * 3, x1)
+
+
+def test_layer_selection_and_lin_subsets():
+    net = _small_resnet()
+    g = torch.Generator().manual_seed(3)
+    lin = [torch.rand(c, generator=g) for c in net.channels]
+    x0, x1 = _pair(2, 32, 32)
+    full = PerceptualMetric(net, lin_weights=lin)
+    sub = PerceptualMetric(net, layers=["layer1", 3], lin_weights=lin)  # full list: subset by taps
+    sub2 = PerceptualMetric(net, layers=[1, 3], lin_weights=[lin[1], lin[3].view(1, -1, 1, 1)])  # one per layer
+    with torch.no_grad():
+        cols = full(x0, x1, per_layer=True)
+        s1, s2 = sub(x0, x1, per_layer=True), sub2(x0, x1, per_layer=True)
+    torch.testing.assert_close(s1, cols[:, [1, 3]], rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(s2, s1, rtol=0, atol=0)
+    assert sub.layer_names == ["layer1", "layer3"]
+    with pytest.raises(ValueError, match="linear weights"):
+        PerceptualMetric(net, layers=[1, 3], lin_weights=lin[:3])
+    with pytest.raises(ValueError, match="tapped channels"):
+        PerceptualMetric(net, layers=[1, 3], lin_weights=[lin[3], lin[1]])
+
+
+def test_functional_matches_module_and_caches(tmp_path):
+    net = AlexNetFeatures()
+    path = tmp_path / "alex.pth"
+    torch.save(net.state_dict(), path)
+    x0, x1 = _pair(2)
+    metric_mod._CACHE.clear()
+    with torch.no_grad():
+        a = perceptual_distance(x0, x1, "alex", lin_weights="lpips", backbone_weights=path)
+        b = PerceptualMetric("alex", lin_weights="lpips", backbone_weights=path)(x0, x1)
+        c = perceptual_distance(x0, x1, "alex", lin_weights="lpips", backbone_weights=str(path), per_layer=True)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(c.sum(1), a, rtol=1e-6, atol=1e-8)
+    assert len(metric_mod._CACHE) == 1  # the Path and the str name the same file: one cached metric
+    # a module backbone works too (not cached)
+    with torch.no_grad():
+        d = perceptual_distance(x0, x1, net, lin_weights="lpips")
+    torch.testing.assert_close(d, a, rtol=0, atol=0)
+    assert len(metric_mod._CACHE) == 1
+    # float64 inputs: the cached metric runs in float64
+    with torch.no_grad():
+        e = perceptual_distance(x0.double(), x1.double(), "alex", lin_weights="lpips", backbone_weights=path)
+    assert e.dtype == torch.float64
+    torch.testing.assert_close(e.float(), a, rtol=1e-4, atol=1e-6)
+
+
+def test_plain_module_backbone():
+    class Two(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.c2 = torch.nn.Conv2d(8, 4, 3, stride=2, padding=1)
+
+        def forward(self, x):
+            a = torch.relu(self.c1(x))
+            return [a, self.c2(a)]
+
+    torch.manual_seed(0)
+    bb = Two()
+    x0, x1 = _pair(2, 16, 16)
+    m = PerceptualMetric(bb, layers=[1], lin_weights=[torch.ones(4)])
+    with torch.no_grad():
+        got = m(x0, x1)
+        ref = _plain_lpips([bb(2 * x0 - 1)[1]], [bb(2 * x1 - 1)[1]], None).sum(1)
+    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-8)
+
+    class Bad(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(TypeError, match="list of feature maps"):
+        PerceptualMetric(Bad())(x0, x1)
+
+
+def test_gradients_and_frozen_backbone():
+    m = PerceptualMetric(_small_resnet(), lin_weights=[torch.rand(c) for c in [16, 16, 32, 64, 128]])
+    assert not any(p.requires_grad for p in m.parameters())
+    x0, x1 = _pair(2, 32, 32)
+    x0.requires_grad_(True)
+    d = m(x0, x1).sum()
+    d.backward()
+    assert x0.grad is not None and torch.isfinite(x0.grad).all() and x0.grad.abs().sum() > 0
+    trainable = PerceptualMetric(_small_resnet(), requires_grad=True)
+    assert all(p.requires_grad for p in trainable.parameters())
+
+
+def test_train_mode_keeps_backbone_frozen():
+    m = PerceptualMetric(_small_resnet())
+    m.train()
+    assert m.training and not m.backbone.training
+    bn = m.backbone.bn1
+    before = bn.running_mean.clone()
+    with torch.no_grad():
+        m(*_pair(2, 32, 32))
+    assert torch.equal(bn.running_mean, before)
+
+
+def test_input_validation():
+    m = PerceptualMetric(AlexNetFeatures())
+    x0, x1 = _pair(2)
+    cases = [
+        ((x0.numpy(), x1), TypeError, "x0: expected a torch.Tensor"),
+        ((x0[0], x1[0]), ValueError, r"x0: expected shape \[B, 3, H, W\]"),
+        ((torch.rand(2, 4, 64, 64), x1), ValueError, r"\[B, 3, H, W\]"),
+        (((x0 * 255).to(torch.uint8), x1), TypeError, "floating"),
+        ((x0, x1[:1]), ValueError, "same shape"),
+        ((x0, x1.double()), TypeError, "same dtype"),
+        ((x0[:, :, :20, :20], x1[:, :, :20, :20]), ValueError, "too small"),
+        ((x0[:0], x1[:0]), ValueError, "empty"),
+        ((x0 + 0.5, x1), ValueError, r"values must lie in \[0, 1\]"),
+    ]
+    for args, exc, msg in cases:
+        with pytest.raises(exc, match=msg):
+            m(*args)
+    bad = x1.clone()
+    bad[1, 0, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match="x1: contains NaN"):
+        m(x0, bad)
+    bad[1, 0, 3, 3] = float("inf")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        m.features(bad)
+    # check_input=False skips the value checks but not the shape checks
+    lax = PerceptualMetric(AlexNetFeatures(), check_input=False)
+    with torch.no_grad():
+        assert lax(x0 + 0.5, x1).shape == (2,)
+    with pytest.raises(ValueError, match="shape"):
+        lax(x0[0], x1[0])
+    with pytest.raises(ValueError, match="multiples of the patch size"):
+        PerceptualMetric(_small_vit())(*_pair(1, 36, 36))
+
+
+def test_feature_validation():
+    m = PerceptualMetric(AlexNetFeatures())
+    f = m.features(_pair(1)[0])
+    with pytest.raises(ValueError, match="5 feature maps"):
+        m.distance_from_features(f[:3], f[:3])
+    with pytest.raises(ValueError, match="same number"):
+        m.distance_from_features(f, f[:4])
+    with pytest.raises(TypeError, match="list of feature maps"):
+        m.distance_from_features(f[0], f[0])
+    with pytest.raises(TypeError, match="per_layer"):
+        m.distance_from_features(f, f, per_layer=1)
+
+
+def test_constructor_validation(tmp_path):
+    with pytest.raises(ValueError, match="distance"):
+        PerceptualMetric(AlexNetFeatures(), distance="l2")
+    with pytest.raises(ValueError, match="only used with distance='lpips'"):
+        PerceptualMetric(AlexNetFeatures(), distance="style", lin_weights="lpips")
+    with pytest.raises(ValueError, match="lpips backbones"):
+        PerceptualMetric(_small_resnet(), lin_weights="lpips")
+    with pytest.raises(ValueError, match="unknown name"):
+        PerceptualMetric("alexnet2")
+    with pytest.raises(ValueError, match="distance_kwargs"):
+        PerceptualMetric(AlexNetFeatures(), distance_kwargs={"backend": "torch"})
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        PerceptualMetric("alex", backbone_weights=tmp_path / "missing.pth")
+    with pytest.raises(FileNotFoundError, match="nolin.pth"):
+        PerceptualMetric(AlexNetFeatures(), lin_weights=tmp_path / "nolin.pth")
+    with pytest.warns(UserWarning, match="random weights"):
+        PerceptualMetric("squeeze")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PerceptualMetric("squeeze", backbone_weights="random")
+
+
+def test_backbone_weights_from_file_and_kwargs(tmp_path):
+    src = ResNetFeatures(18, width=0.25)
+    path = tmp_path / "r18.pt"
+    torch.save({"state_dict": src.state_dict()}, path)
+    m = PerceptualMetric("resnet18", backbone_weights=path, backbone_kwargs={"width": 0.25}, distance="meanpool")
+    assert torch.equal(m.backbone.conv1.weight, src.conv1.weight)
+    with pytest.raises(ValueError, match="shape mismatch"):
+        PerceptualMetric("resnet18", backbone_weights=path)  # width 1 does not fit
+
+
+def test_half_inputs_cast_to_metric_dtype():
+    m = PerceptualMetric(_small_resnet())
+    x0, x1 = _pair(2, 32, 32)
+    with torch.no_grad():
+        a = m(x0, x1)
+        b = m(x0.half(), x1.half())
+    assert b.dtype == torch.float32
+    torch.testing.assert_close(a, b, rtol=2e-2, atol=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    m = PerceptualMetric("alex", lin_weights="lpips", backbone_weights="random")
+    x0, x1 = _pair(4)
+    with torch.no_grad():
+        ref = m(x0, x1, per_layer=True)
+        mc = m.to("cuda")
+        got = mc(x0.cuda(), x1.cuda(), per_layer=True)
+        f = mc.features(torch.cat([x0, x1]).cuda())
+        via = mc.distance_from_features([t[:4] for t in f], [t[4:] for t in f])
+        with pytest.raises(ValueError, match="device"):
+            mc(x0, x1)
+    torch.testing.assert_close(got.cpu(), ref, rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(via.cpu(), ref.sum(1), rtol=1e-3, atol=1e-5)
+    for distance in ("style", "meanpool"):
+        m2 = PerceptualMetric("resnet18", distance=distance, backbone_weights="random", backbone_kwargs={"width": 0.5})
+        with torch.no_grad():
+            r = m2(x0, x1)
+            g = m2.to("cuda")(x0.cuda(), x1.cuda())
+        torch.testing.assert_close(g.cpu(), r, rtol=1e-3, atol=1e-6)
