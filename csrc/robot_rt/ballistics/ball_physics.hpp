@@ -1,0 +1,378 @@
+// Ball-flight physics for table tennis: header-only, no Python, no libtorch.
+//
+// State y = [x, y, z, vx, vy, vz, wx, wy, wz] (m, m/s, rad/s) in the table frame of docs/frames.md
+// (origin on the floor under the table centre, x to the robot, z up; table top z = 0.76 m).
+//
+// Flight:   dp/dt = v
+//           dv/dt = -g e_z - kD |v| v + kM (w x v)      kD = rho CD A / 2m,  kM = rho A r cL / 2m
+//           dw/dt = -lambda w
+// Integrator: classic RK4, fixed step h. A step that crosses a contact surface is cut at the crossing:
+// tau in (0, h] solves gap(RK4(y, tau)) = 0 (Illinois regula falsi on the re-integrated step), the
+// rebound is applied at tau and the rest of the step is integrated from the rebound state.
+//
+// Table/floor rebound: Nakashima, Ogawa, Kobayashi, Hayakawa, "Modeling of rebound phenomenon of a rigid
+// ball with friction and elastic effects", Proc. American Control Conference 2010, pp. 1410-1415:
+//   slip of the contact point v_T = (vx - r wy, vy + r wx),  alpha = min(mu (1+e) |vz| / |v_T|, 2/5)
+//   v_T' = v - alpha v_T,  vz' = -e vz,  wx' = wx - 3 alpha/(2r) (vy + r wx),  wy' = wy + 3 alpha/(2r) (vx - r wy)
+// Net: the centre reaching |x| = r below the net top, inside the posts: vx' = -e_net vx, (vy, vz) *= k_net.
+//
+// The per-step maths is written once here as PR_HD (host + device) inline functions; the CPU backend
+// (ballistics_cpu.cpp), the CUDA kernel (ballistics_cuda.cu) use it and robot_rt/ballistics/reference.py
+// (NumPy) and triton_kernel.py mirror it line by line. Parameter order: robot_rt/ballistics/params.py.
+#pragma once
+
+#include <cmath>
+
+#ifndef PR_HD
+#if defined(__CUDACC__)
+#define PR_HD __host__ __device__ __forceinline__
+#else
+#define PR_HD inline
+#endif
+#endif
+
+namespace robot_rt {
+namespace ballistics {
+
+enum ContactKind : int { kNone = 0, kTable = 1, kNet = 2, kFloor = 3, kPlane = 4 };
+
+constexpr int kStateDim = 9;
+constexpr int kNumParams = 16;
+constexpr int kMaxContactsPerStep = 4;
+
+PR_HD float pr_sqrt(float a) { return sqrtf(a); }
+PR_HD double pr_sqrt(double a) { return sqrt(a); }
+PR_HD float pr_abs(float a) { return fabsf(a); }
+PR_HD double pr_abs(double a) { return fabs(a); }
+template <class T>
+PR_HD T pr_min(T a, T b) { return a < b ? a : b; }
+template <class T>
+PR_HD T pr_max(T a, T b) { return a > b ? a : b; }
+
+template <class T>
+struct Tolerances;
+template <>
+struct Tolerances<double> {
+  static constexpr double gap_m = 1e-12;
+  static constexpr double width_s = 1e-15;
+  static constexpr int max_iter = 40;
+};
+template <>
+struct Tolerances<float> {
+  static constexpr float gap_m = 2e-6f;
+  static constexpr float width_s = 1e-9f;
+  static constexpr int max_iter = 30;
+};
+
+// Derived constants, same order as robot_rt.ballistics.params.PARAM_NAMES.
+template <class T>
+struct Params {
+  T gravity_mps2, drag_k_per_m, magnus_k, spin_decay_per_s, radius_m;
+  T table_restitution, table_friction, floor_restitution, floor_friction;
+  T net_restitution, net_tangential_retention;
+  T table_z_m, table_half_length_m, table_half_width_m, net_top_z_m, net_half_length_m;
+};
+
+template <class T>
+PR_HD Params<T> params_from(const double* pk) {
+  Params<T> p;
+  p.gravity_mps2 = T(pk[0]);
+  p.drag_k_per_m = T(pk[1]);
+  p.magnus_k = T(pk[2]);
+  p.spin_decay_per_s = T(pk[3]);
+  p.radius_m = T(pk[4]);
+  p.table_restitution = T(pk[5]);
+  p.table_friction = T(pk[6]);
+  p.floor_restitution = T(pk[7]);
+  p.floor_friction = T(pk[8]);
+  p.net_restitution = T(pk[9]);
+  p.net_tangential_retention = T(pk[10]);
+  p.table_z_m = T(pk[11]);
+  p.table_half_length_m = T(pk[12]);
+  p.table_half_width_m = T(pk[13]);
+  p.net_top_z_m = T(pk[14]);
+  p.net_half_length_m = T(pk[15]);
+  return p;
+}
+
+// d/dt of the state.
+template <class T>
+PR_HD void derivative(const T* y, const Params<T>& p, T* d) {
+  const T vx = y[3], vy = y[4], vz = y[5], wx = y[6], wy = y[7], wz = y[8];
+  const T speed = pr_sqrt(vx * vx + vy * vy + vz * vz);
+  const T kd = p.drag_k_per_m, km = p.magnus_k, lam = p.spin_decay_per_s;
+  d[0] = vx;
+  d[1] = vy;
+  d[2] = vz;
+  d[3] = -kd * speed * vx + km * (wy * vz - wz * vy);
+  d[4] = -kd * speed * vy + km * (wz * vx - wx * vz);
+  d[5] = -kd * speed * vz + km * (wx * vy - wy * vx) - p.gravity_mps2;
+  d[6] = -lam * wx;
+  d[7] = -lam * wy;
+  d[8] = -lam * wz;
+}
+
+// One classic RK4 step of free flight; out may not alias y.
+template <class T>
+PR_HD void rk4_step(const T* y, T h, const Params<T>& p, T* out) {
+  T k1[kStateDim], k2[kStateDim], k3[kStateDim], k4[kStateDim], tmp[kStateDim];
+  derivative(y, p, k1);
+  const T hh = T(0.5) * h;
+  for (int i = 0; i < kStateDim; ++i) tmp[i] = y[i] + hh * k1[i];
+  derivative(tmp, p, k2);
+  for (int i = 0; i < kStateDim; ++i) tmp[i] = y[i] + hh * k2[i];
+  derivative(tmp, p, k3);
+  for (int i = 0; i < kStateDim; ++i) tmp[i] = y[i] + h * k3[i];
+  derivative(tmp, p, k4);
+  const T h6 = h / T(6);
+  for (int i = 0; i < kStateDim; ++i) out[i] = y[i] + h6 * (k1[i] + T(2) * k2[i] + T(2) * k3[i] + k4[i]);
+}
+
+// Signed gap to a contact surface: > 0 on the approach side, 0 at contact.
+template <class T>
+PR_HD T gap(const T* y, int kind, const Params<T>& p, T side, T plane_x) {
+  switch (kind) {
+    case kTable: return y[2] - (p.table_z_m + p.radius_m);
+    case kFloor: return y[2] - p.radius_m;
+    case kNet: return side * y[0] - p.radius_m;
+    default: return side * (plane_x - y[0]);
+  }
+}
+
+// Is the crossing point on the finite surface (table top inside its edges; net between posts, under its top)?
+template <class T>
+PR_HD bool geometry_ok(const T* y, int kind, const Params<T>& p) {
+  if (kind == kTable) return pr_abs(y[0]) <= p.table_half_length_m && pr_abs(y[1]) <= p.table_half_width_m;
+  if (kind == kNet) return pr_abs(y[1]) <= p.net_half_length_m && y[2] <= p.net_top_z_m && y[2] > p.table_z_m;
+  return true;
+}
+
+// tau in (0, h] with gap(RK4(y0, tau)) = 0, given g0 = gap(y0) > 0 >= g1 = gap(RK4(y0, h)).
+// Illinois variant of regula falsi; the state at tau is returned in yc.
+template <class T>
+PR_HD T root_find(const T* y0, T h, T g0, T g1, int kind, const Params<T>& p, T side, T plane_x, T* yc) {
+  T a = T(0), fa = g0, b = h, fb = g1, c = h;
+  int last = 0;
+  if (pr_abs(fb) <= Tolerances<T>::gap_m) {
+    rk4_step(y0, h, p, yc);
+    return h;
+  }
+  for (int it = 0; it < Tolerances<T>::max_iter; ++it) {
+    T cn = (a * fb - b * fa) / (fb - fa);
+    cn = pr_min(pr_max(cn, a), b);
+    rk4_step(y0, cn, p, yc);
+    const T fc = gap(yc, kind, p, side, plane_x);
+    c = cn;
+    if (pr_abs(fc) <= Tolerances<T>::gap_m) return c;
+    if (fc <= T(0)) {
+      b = cn;
+      fb = fc;
+      if (last == -1) fa *= T(0.5);
+      last = -1;
+    } else {
+      a = cn;
+      fa = fc;
+      if (last == 1) fb *= T(0.5);
+      last = 1;
+    }
+    if (b - a <= Tolerances<T>::width_s) break;
+  }
+  rk4_step(y0, c, p, yc);
+  return c;
+}
+
+// Nakashima et al. (2010) rebound on a horizontal surface at height z_contact (ball centre).
+template <class T>
+PR_HD void rebound_horizontal(T* y, T e, T mu, T r, T z_contact) {
+  const T vx = y[3], vy = y[4], vz = y[5], wx = y[6], wy = y[7];
+  const T vtx = vx - r * wy, vty = vy + r * wx;
+  const T vt = pr_sqrt(vtx * vtx + vty * vty);
+  const T alpha = pr_min(mu * (T(1) + e) * pr_abs(vz) / pr_max(vt, T(1e-30)), T(0.4));
+  y[2] = z_contact;
+  y[3] = vx - alpha * vtx;
+  y[4] = vy - alpha * vty;
+  y[5] = -e * vz;
+  y[6] = wx - (T(1.5) * alpha / r) * vty;
+  y[7] = wy + (T(1.5) * alpha / r) * vtx;
+}
+
+template <class T>
+PR_HD void rebound_net(T* y, const Params<T>& p) {
+  const T s = y[0] >= T(0) ? T(1) : T(-1);
+  y[0] = s * p.radius_m;
+  y[3] = -p.net_restitution * y[3];
+  y[4] = p.net_tangential_retention * y[4];
+  y[5] = p.net_tangential_retention * y[5];
+}
+
+// Put the crossing state exactly on the surface (removes the root-finder's residual).
+template <class T>
+PR_HD void project_on_surface(T* y, int kind, const Params<T>& p, T plane_x) {
+  if (kind == kTable) y[2] = p.table_z_m + p.radius_m;
+  else if (kind == kFloor) y[2] = p.radius_m;
+  else if (kind == kNet) y[0] = (y[0] >= T(0) ? T(1) : T(-1)) * p.radius_m;
+  else y[0] = plane_x;
+}
+
+template <class T>
+PR_HD void apply_contact(T* y, int kind, const Params<T>& p) {
+  if (kind == kTable) rebound_horizontal(y, p.table_restitution, p.table_friction, p.radius_m, p.table_z_m + p.radius_m);
+  else if (kind == kFloor) rebound_horizontal(y, p.floor_restitution, p.floor_friction, p.radius_m, p.radius_m);
+  else if (kind == kNet) rebound_net(y, p);
+}
+
+// Resting contact: a ball that started the step on the table top / floor and ends it below (a rebound
+// too small to leave the surface within the step) is put back on the surface with vz >= 0.
+template <class T>
+PR_HD void rest_clamp(T z_start, T* y, const Params<T>& p) {
+  const T zt = p.table_z_m + p.radius_m;
+  if (pr_abs(y[0]) <= p.table_half_length_m && pr_abs(y[1]) <= p.table_half_width_m && z_start >= zt && y[2] < zt) {
+    y[2] = zt;
+    y[5] = pr_max(y[5], T(0));
+  }
+  if (y[2] < p.radius_m) {
+    y[2] = p.radius_m;
+    y[5] = pr_max(y[5], T(0));
+  }
+}
+
+// Advance one ball by h with the contacts inside the step. For every contact that is not stop_kind,
+// sink.on_event(t_in_step, kind, before, after) is called. Returns true when the ball met stop_kind: then
+// y holds the crossing state (before any rebound; for kPlane with x = plane_x) and *t_stop its time in the step.
+template <class T, class Sink>
+PR_HD bool advance_step(T* y, T h, const Params<T>& p, T plane_x, int stop_kind, T* t_stop, Sink& sink) {
+  const T z_start = y[2];
+  T rem = h, elapsed = T(0);
+  T y1[kStateDim], yc[kStateDim], yb[kStateDim];
+  const int n_kinds = stop_kind == kPlane ? 4 : 3;
+  for (int rnd = 0; rnd <= kMaxContactsPerStep; ++rnd) {
+    rk4_step(y, rem, p, y1);
+    if (rnd == kMaxContactsPerStep) break;
+    T best_tau = T(0);
+    int best_kind = kNone;
+    const T sx = y[0] >= T(0) ? T(1) : T(-1);
+    const T dpx = plane_x - y[0];
+    const T sp = dpx > T(0) ? T(1) : (dpx < T(0) ? T(-1) : T(0));
+    for (int kk = 0; kk < n_kinds; ++kk) {
+      const int kind = kk + 1;
+      const T side = kind == kPlane ? sp : sx;
+      const T g0 = gap(y, kind, p, side, plane_x);
+      const T g1 = gap(y1, kind, p, side, plane_x);
+      if (!(g0 > T(0) && g1 <= T(0))) continue;
+      const T tau = root_find(y, rem, g0, g1, kind, p, side, plane_x, yc);
+      if (geometry_ok(yc, kind, p) && (best_kind == kNone || tau < best_tau)) {
+        best_tau = tau;
+        best_kind = kind;
+        for (int i = 0; i < kStateDim; ++i) yb[i] = yc[i];
+      }
+    }
+    if (best_kind == kNone) break;
+    project_on_surface(yb, best_kind, p, plane_x);
+    elapsed += best_tau;
+    if (best_kind == stop_kind) {
+      for (int i = 0; i < kStateDim; ++i) y[i] = yb[i];
+      *t_stop = elapsed;
+      return true;
+    }
+    for (int i = 0; i < kStateDim; ++i) y[i] = yb[i];
+    apply_contact(y, best_kind, p);
+    sink.on_event(elapsed, best_kind, yb, y);
+    rem = pr_max(rem - best_tau, T(0));
+  }
+  for (int i = 0; i < kStateDim; ++i) y[i] = y1[i];
+  rest_clamp(z_start, y, p);
+  return false;
+}
+
+// Number of grid steps for a horizon (the last one may be shorter): ceil(horizon / dt - 1e-9).
+inline long long n_steps_for(double horizon_s, double dt_s) {
+  if (horizon_s == 0.0) return 0;
+  long long n = static_cast<long long>(std::ceil(horizon_s / dt_s - 1e-9));
+  return n < 1 ? 1 : n;
+}
+
+// Fly one ball over n_steps grid steps (step k lasts dt, the last one h_last). rec.on_event(t, kind,
+// before, after) for contacts, rec.on_step(k + 1, y) after step k. Returns true (and t_stop, y = crossing
+// state) if stop_kind was met.
+template <class T, class Rec>
+struct ShiftedSink {
+  Rec* rec;
+  T t0;
+  PR_HD void on_event(T t_in, int kind, const T* before, const T* after) { rec->on_event(t0 + t_in, kind, before, after); }
+};
+
+template <class T, class Rec>
+PR_HD bool fly(T* y, long long n_steps, T dt, T h_last, const Params<T>& p, T plane_x, int stop_kind, T* t_stop, Rec& rec) {
+  ShiftedSink<T, Rec> sink{&rec, T(0)};
+  for (long long k = 0; k < n_steps; ++k) {
+    sink.t0 = T(k) * dt;
+    const T h = k + 1 < n_steps ? dt : h_last;
+    T ts;
+    if (advance_step(y, h, p, plane_x, stop_kind, &ts, sink)) {
+      *t_stop = sink.t0 + ts;
+      return true;
+    }
+    rec.on_step(k + 1, y);
+  }
+  return false;
+}
+
+// Recorder of one ball in a batch (CPU threads and CUDA threads): every record_every-th grid state into
+// samples ([S, 9] of this ball, sample 0 written by the caller) and the first max_events contacts.
+template <class T>
+struct BatchRecorder {
+  T* samples;
+  int record_every;
+  T* ev_t;
+  int* ev_kind;
+  T* ev_state;
+  int max_events;
+  int count;
+  PR_HD void on_event(T t, int kind, const T*, const T* after) {
+    if (count < max_events) {
+      ev_t[count] = t;
+      ev_kind[count] = kind;
+      for (int c = 0; c < kStateDim; ++c) ev_state[kStateDim * count + c] = after[c];
+    }
+    ++count;
+  }
+  PR_HD void on_step(long long k, const T* y) {
+    if (record_every > 0 && k % record_every == 0) {
+      T* o = samples + kStateDim * (k / record_every);
+      for (int c = 0; c < kStateDim; ++c) o[c] = y[c];
+    }
+  }
+};
+
+// Whole flight of ball i of a batch: reads in[9 i ..], writes every output of that ball. Shared by the CPU
+// workers and the CUDA kernel (one thread per ball).
+template <class T>
+PR_HD void fly_batch_item(long long i, const T* in, long long n_steps, T dt, T h_last, const Params<T>& p, T plane_x,
+                          int stop_kind, int record_every, long long n_samples, int max_events, T* final_state,
+                          int* count, T* samples, T* ev_t, int* ev_kind, T* ev_state, T* t_stop, T* stop_state) {
+  T y[kStateDim];
+  for (int c = 0; c < kStateDim; ++c) y[c] = in[kStateDim * i + c];
+  const T nan = T(NAN);
+  BatchRecorder<T> rec{nullptr, record_every, ev_t + max_events * i, ev_kind + max_events * i,
+                       ev_state + kStateDim * max_events * i, max_events, 0};
+  if (record_every > 0) {
+    rec.samples = samples + kStateDim * n_samples * i;
+    for (int c = 0; c < kStateDim; ++c) rec.samples[c] = y[c];
+  }
+  for (int j = 0; j < max_events; ++j) {
+    rec.ev_t[j] = nan;
+    rec.ev_kind[j] = 0;
+    for (int c = 0; c < kStateDim; ++c) rec.ev_state[kStateDim * j + c] = nan;
+  }
+  T ts = nan;
+  const bool stopped = fly(y, n_steps, dt, h_last, p, plane_x, stop_kind, &ts, rec);
+  for (int c = 0; c < kStateDim; ++c) final_state[kStateDim * i + c] = y[c];
+  count[i] = rec.count;
+  if (stop_kind != kNone) {
+    t_stop[i] = stopped ? ts : nan;
+    for (int c = 0; c < kStateDim; ++c) stop_state[kStateDim * i + c] = stopped ? y[c] : nan;
+  }
+}
+
+}  // namespace ballistics
+}  // namespace robot_rt
