@@ -94,9 +94,9 @@ class PerceptualMetric(nn.Module):
         normalize_input: ``True``: inputs in ``[0, 1]`` (mapped to ``[-1, 1]``); ``False``: inputs in ``[-1, 1]``.
         backend: passed to the distance op (``'auto'`` | ``'torch'`` | ``'cpu'`` | ``'triton'`` | ``'cuda'``).
         backbone_weights: local file (or state dict) with the backbone's weights in torchvision layout (timm
-            layout for ViTs); ``'random'`` keeps the random initialisation; ``None`` keeps it too but warns,
-            because a random backbone is rarely what is meant. Ignored checks nothing for module backbones
-            that already carry weights (pass ``'random'`` or ``None`` there).
+            layout for ViTs); ``'random'`` keeps the random initialisation; ``None`` keeps it too but, for a
+            backbone given by name, warns, because a random backbone is rarely what is meant. A module
+            backbone keeps its own weights unless ``backbone_weights`` is given.
         backbone_kwargs: extra arguments for the named backbone (e.g. ``{'width': 0.5}``, ``{'taps': [3, 7]}``).
         distance_kwargs: extra arguments for the distance op (e.g. ``{'normalize': 'stable'}`` for lpips,
             ``{'normalize': 'hw'}`` for style).

@@ -145,3 +145,32 @@ def test_parity_layer_subset(offline_lpips):
         got = m(x0, x1, per_layer=True)
     ref = torch.stack([ref_layers[i].reshape(-1) for i in (1, 3, 6)], dim=1)
     assert (got - ref).abs().max().item() <= TOL
+
+
+@pytest.fixture
+def _no_tf32():
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("net", NETS)
+def test_parity_with_lpips_cuda(offline_lpips, net, _no_tf32):
+    """On the GPU (both models on CUDA, TF32 off; backend='auto' picks the CUDA kernel when built)."""
+    import copy
+
+    ref_model, sd = offline_lpips[net]
+    ref_model = copy.deepcopy(ref_model).cuda()
+    x0, x1 = (t.cuda() for t in _images(4, 64, 64, seed=7))
+    for backend in ["auto"] + [b for b in ("cuda", "triton") if b in available_backends("cuda")]:
+        ours = PerceptualMetric(net, lin_weights="lpips", backbone_weights=sd, backend=backend).cuda()
+        with torch.no_grad():
+            ref, ref_layers = ref_model(x0, x1, retPerLayer=True, normalize=True)
+            got = ours(x0, x1, per_layer=True)
+        ref_layers = torch.stack([r.reshape(-1) for r in ref_layers], dim=1)
+        assert (got - ref_layers).abs().max().item() <= TOL, backend
+        assert (got.sum(1) - ref.reshape(-1)).abs().max().item() <= TOL, backend

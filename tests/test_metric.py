@@ -316,9 +316,18 @@ def test_half_inputs_cast_to_metric_dtype():
     torch.testing.assert_close(a, b, rtol=2e-2, atol=1e-3)
 
 
+@pytest.fixture
+def _no_tf32():
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_matches_cpu():
+def test_cuda_matches_cpu(_no_tf32):
     m = PerceptualMetric("alex", lin_weights="lpips", backbone_weights="random")
     x0, x1 = _pair(4)
     with torch.no_grad():

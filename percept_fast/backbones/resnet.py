@@ -201,6 +201,7 @@ class ResNetFeatures(Backbone):
 
     @property
     def min_input_size(self) -> int:
+        """The total stride (stem 2, max-pool 2, each later stage 2): the last stage then sees >= 1 pixel."""
         return 2 ** (len(self.blocks) + 1)
 
     def _forward_taps(self, x: torch.Tensor, last: int) -> list[torch.Tensor]:
