@@ -1,0 +1,254 @@
+"""UDP driver <-> C++ sim robot server and camera stream, without the control loop (docs/protocol.md)."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import numpy as np
+import pytest
+
+from robot_rt import _control
+from robot_rt.control import protocol as P
+from robot_rt.control.camera import CameraServer
+from robot_rt.control.udp import parse_udp_url
+from robot_rt.control.udp_proxy import FaultProxy
+
+LIMITS = dict(
+    position_min=[-1.0, -0.5, -2.0],
+    position_max=[1.0, 0.5, 2.0],
+    velocity_limit=[2.0, 1.0, 4.0],
+    acceleration_limit=[10.0, 8.0, 30.0],
+)
+
+
+def _server(**kw):
+    server = _control.SimRobotServer(**LIMITS, **kw)
+    server.start()
+    return server
+
+
+def _pump(driver, seconds, command=None, period_s=0.002):
+    """Reads states and sends commands for a while, like a loop would; returns the last state."""
+    last = None
+    t_end = time.monotonic() + seconds
+    while time.monotonic() < t_end:
+        state = driver.read_state()
+        if state is not None:
+            last = state
+        if command is not None:
+            driver.write_command(*command)
+        time.sleep(period_s)
+    return last
+
+
+def _wait(predicate, timeout_s=3.0):
+    t_end = time.monotonic() + timeout_s
+    while time.monotonic() < t_end:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def test_parse_udp_url():
+    t = parse_udp_url("udp://127.0.0.1:5000")
+    assert (t.host, t.port, t.camera_host, t.camera_port) == ("127.0.0.1", 5000, "127.0.0.1", 5001)
+    assert parse_udp_url("udp://localhost:5000?camera=none").camera_port == 0
+    assert parse_udp_url("udp://127.0.0.1:5000?camera=127.0.0.2:7000").camera_host == "127.0.0.2"
+    for bad in ("tcp://1.2.3.4:5", "udp://1.2.3.4", "udp://1.2.3.4:99999", "udp://h:5?foo=1", "udp://h:x"):
+        with pytest.raises(ValueError):
+            parse_udp_url(bad)
+
+
+def test_driver_tracks_commands_and_measures_round_trip():
+    server = _server()
+    driver = _control.UdpDriver("127.0.0.1", server.port, 3)
+    try:
+        driver.start()
+        target = [0.4, -0.2, 1.0]
+        states = []
+
+        def converged():
+            state = _pump(driver, 0.05, (target, [0.0, 0.0, 0.0]))
+            states.append(state)
+            return state is not None and np.max(np.abs(np.subtract(state["position"], target))) < 2e-3
+
+        assert _wait(converged, timeout_s=10.0)  # tracked, with lag (slow on a loaded machine: generous)
+        assert driver.connected
+        first = next(s for s in states if s is not None)
+        assert abs(first["position"][0] - target[0]) > 0.05  # and it did have to move
+        stats = driver.stats()
+        assert stats["rtt_count"] > 50 and 0 < stats["rtt_min_ns"] <= stats["rtt_max_ns"]
+        assert stats["rx_malformed"] == 0 and stats["rx_unexpected_source"] == 0
+        s = server.stats()
+        assert s["commands_applied"] > 50 and s["commands_out_of_limits"] == 0
+        assert server.snapshot()["controller"] == f"127.0.0.1:{driver.local_port}"
+    finally:
+        driver.stop()
+        server.stop()
+
+
+def test_server_clamps_and_counts_commands_outside_limits_and_reports_holding():
+    server = _server(command_timeout_s=0.05)
+    driver = _control.UdpDriver("127.0.0.1", server.port, 3)
+    try:
+        driver.start()
+        _pump(driver, 0.5, ([5.0, 0.0, 0.0], [0.0, 9.0, 0.0]))
+        snap = server.snapshot()
+        assert server.stats()["commands_out_of_limits"] > 0
+        assert snap["target"][0] == 1.0 and -0.5 <= snap["position"][1] <= 0.5
+        assert all(LIMITS["position_min"][i] <= snap["position"][i] <= LIMITS["position_max"][i] for i in range(3))
+        assert driver.stats()["server_status"] & P.STATUS_CLAMPED
+        _pump(driver, 0.3)  # no more commands: the robot brakes and holds
+        assert driver.stats()["server_status"] & P.STATUS_HOLDING
+        assert server.stats()["hold_events"] >= 1
+    finally:
+        driver.stop()
+        server.stop()
+
+
+def test_nan_commands_never_leave_the_driver():
+    server = _server()
+    driver = _control.UdpDriver("127.0.0.1", server.port, 3)
+    try:
+        driver.start()
+        _pump(driver, 0.1, ([0.0, 0.0, 0.0], [0.0, 0.0, 0.0]))
+        assert not driver.write_command([float("nan"), 0.0, 0.0], [0.0, 0.0, 0.0])
+        assert not driver.write_command([0.0, 0.0, 0.0], [0.0, float("inf"), 0.0])
+        assert driver.stats()["tx_invalid"] == 2
+        time.sleep(0.05)
+        assert server.stats()["rx_malformed"] == 0
+    finally:
+        driver.stop()
+        server.stop()
+
+
+def test_packets_from_unexpected_sources_and_garbage_are_dropped_and_counted():
+    server = _server()
+    driver = _control.UdpDriver("127.0.0.1", server.port, 3)
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger.bind(("127.0.0.1", 0))
+    try:
+        driver.start()
+        _pump(driver, 0.2, ([0.1, 0.1, 0.1], [0.0, 0.0, 0.0]))
+        fake_state = P.encode(
+            {"type": "joint_state", "session_id": 9, "sequence": 10**6, "position": [0.9, 0.4, 1.9], "status": 0}
+        )
+        fake_command = P.encode(
+            {"type": "joint_command", "session_id": 9, "sequence": 10**6, "position": [0.9, 0.4, 1.9]}
+        )
+        for _ in range(20):
+            stranger.sendto(fake_state, ("127.0.0.1", driver.local_port))
+            stranger.sendto(fake_command, ("127.0.0.1", server.port))
+            stranger.sendto(b"\x00garbage", ("127.0.0.1", server.port))
+        state = _pump(driver, 0.2, ([0.1, 0.1, 0.1], [0.0, 0.0, 0.0]))
+        assert driver.stats()["rx_unexpected_source"] == 20
+        s = server.stats()
+        assert s["rx_unexpected_source"] == 20 and s["rx_rejected"]["too_short"] == 20
+        assert abs(state["position"][0] - 0.9) > 0.5  # the forged state was never used
+        assert max(abs(x - 0.9) for x in server.snapshot()["target"][:1]) > 0.5
+        # a second controller is refused while the first is active
+        other = _control.UdpDriver("127.0.0.1", server.port, 3)
+        other.start()
+        time.sleep(0.1)
+        assert other.read_state() is None and server.stats()["hellos_refused"] >= 1
+        other.stop()
+    finally:
+        stranger.close()
+        driver.stop()
+        server.stop()
+
+
+def test_hmac_key_required_on_both_ends():
+    key = b"shared secret for this robot"
+    server = _server(key=key)
+    good = _control.UdpDriver("127.0.0.1", server.port, 3, key=key)
+    wrong = _control.UdpDriver("127.0.0.1", server.port, 3, key=b"another key")
+    plain = _control.UdpDriver("127.0.0.1", server.port, 3)
+    try:
+        for d in (wrong, plain):
+            d.start()
+            _pump(d, 0.15, ([0.2, 0.0, 0.0], [0.0, 0.0, 0.0]))
+            assert not d.connected
+            d.stop()
+        rejected = server.stats()["rx_rejected"]
+        assert rejected["bad_tag"] > 0 and rejected["missing_tag"] > 0
+        assert server.stats()["commands_applied"] == 0
+        good.start()
+        state = _pump(good, 0.5, ([0.2, 0.0, 0.0], [0.0, 0.0, 0.0]))
+        assert good.connected and state is not None and abs(state["position"][0] - 0.2) < 0.01
+    finally:
+        good.stop()
+        server.stop()
+
+
+def test_wrong_dof_is_refused():
+    server = _server()
+    driver = _control.UdpDriver("127.0.0.1", server.port, 4)
+    try:
+        driver.start()
+        _pump(driver, 0.15)
+        assert not driver.connected and server.stats()["rx_mismatch"] > 0
+    finally:
+        driver.stop()
+        server.stop()
+    with pytest.raises(ValueError, match="dof"):
+        _control.UdpDriver("127.0.0.1", 5000, 0)
+    with pytest.raises(ValueError, match="port"):
+        _control.UdpDriver("127.0.0.1", 0, 3)
+    with pytest.raises(ValueError, match="position_max"):
+        _control.SimRobotServer([0.0], [0.0], [1.0], [1.0])
+
+
+def test_server_restart_is_detected_and_the_link_recovers():
+    server = _server()
+    driver = _control.UdpDriver("127.0.0.1", server.port, 3)
+    try:
+        driver.start()
+        _pump(driver, 0.2, ([0.3, 0.0, 0.0], [0.0, 0.0, 0.0]))
+        first_session = server.session_id
+        server.stop()
+        _pump(driver, 0.15, ([0.3, 0.0, 0.0], [0.0, 0.0, 0.0]))
+        assert not driver.connected
+        server.start()
+        assert server.session_id != first_session
+        assert _wait(lambda: _pump(driver, 0.05, ([0.3, 0.0, 0.0], [0.0, 0.0, 0.0])) is not None and driver.connected)
+        assert driver.stats()["peer_restarts"] == 1
+        assert server.snapshot()["has_controller"]
+    finally:
+        driver.stop()
+        server.stop()
+
+
+def test_camera_stream_through_a_faulty_link():
+    camera = CameraServer(rate_hz=150, serve_interval_s=0.3, n_serves=2)
+    camera.start()
+    proxy = FaultProxy(("127.0.0.1", camera.port), seed=3).start()
+    receiver = _control.CameraReceiver(camera_port=proxy.port)
+    try:
+        receiver.open()
+        assert _wait(lambda: len(receiver.read()) >= 0 and receiver.stats()["frames"] > 20)
+        proxy.set_faults("down", drop=0.1, duplicate=0.1, reorder=0.1, corrupt=0.1)
+        detections = []
+        t_end = time.monotonic() + 1.2
+        while time.monotonic() < t_end:
+            detections += receiver.read()
+            time.sleep(0.01)
+        stats = receiver.stats()
+        injected = proxy.injected["down"]
+        assert injected["drop"] > 0 and injected["corrupt"] > 0 and injected["duplicate"] > 0
+        assert stats["rx_lost"] > 0 and stats["rx_malformed"] > 0 and stats["rx_duplicate"] > 0
+        assert stats["rx_stale"] > 0
+        assert len(detections) > 20
+        now = _control.monotonic_ns()
+        for d in detections:
+            assert 0 < now - d["stamp_ns"] < 2e9  # dated on the local clock by its capture age
+            assert np.all(np.isfinite(d["position_m"]))
+        # most detections lie on a ball flight over the table region
+        xs = np.array([d["position_m"][0] for d in detections])
+        assert np.mean((xs > -3.0) & (xs < 2.0)) > 0.8
+    finally:
+        receiver.close()
+        proxy.stop()
+        camera.stop()
