@@ -1,7 +1,8 @@
 """Loading weights from local files (never from the network).
 
 - :func:`load_state_dict_file` reads a state dict from ``.pth`` / ``.pt`` / ``.bin`` (``torch.load`` with
-  ``weights_only=True`` on the CPU) or ``.safetensors`` (needs the optional ``safetensors`` package),
+  ``weights_only=True`` on the CPU) or ``.safetensors`` (with the ``safetensors`` package when installed,
+  else with a small built-in reader of the format),
   unwraps the usual containers (``{"state_dict": ...}``, ``{"model": ...}``) and strips a DataParallel
   ``module.`` prefix.
 - :func:`load_into` loads a state dict into a module and raises a ``ValueError`` that names the file and
@@ -80,7 +81,8 @@ def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a state dict from a local file onto the CPU.
 
-    ``.safetensors`` files need the ``safetensors`` package; everything else is read with
+    ``.safetensors`` files are read with the ``safetensors`` package or, without it, a built-in reader;
+    everything else is read with
     ``torch.load(..., map_location="cpu", weights_only=True)`` (no arbitrary code is executed).
     Raises ``FileNotFoundError`` naming the path when it does not exist and ``ValueError`` when the
     file holds no state dict.
@@ -89,17 +91,75 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if p.suffix == ".safetensors":
         try:
             from safetensors.torch import load_file
-        except ImportError as e:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                f"{str(p)!r}: reading .safetensors files needs the 'safetensors' package (pip install safetensors)"
-            ) from e
-        obj = load_file(str(p), device="cpu")
+        except ImportError:
+            obj = _read_safetensors(p)  # the format is simple enough to read without the package
+        else:
+            obj = load_file(str(p), device="cpu")
     else:
         try:
             obj = torch.load(str(p), map_location="cpu", weights_only=True)
         except Exception as e:
             raise ValueError(f"{str(p)!r}: could not read a PyTorch state dict: {e}") from e
     return _unwrap(obj, p)
+
+
+_ST_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def _read_safetensors(p: Path) -> dict[str, torch.Tensor]:
+    """Minimal reader of the safetensors format (used when the ``safetensors`` package is not installed).
+
+    Layout: an 8-byte little-endian header size ``n``, ``n`` bytes of JSON mapping each name to
+    ``{"dtype", "shape", "data_offsets": [begin, end]}`` (offsets relative to the end of the header; an
+    optional ``"__metadata__"`` entry), then the little-endian tensor bytes.
+    """
+    import json
+    import struct
+    import sys
+
+    data = p.read_bytes()
+    if len(data) < 8:
+        raise ValueError(f"{str(p)!r}: not a safetensors file (shorter than its 8-byte header size)")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > len(data) - 8:
+        raise ValueError(f"{str(p)!r}: not a safetensors file (header size {n} exceeds the file)")
+    try:
+        header = json.loads(data[8 : 8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{str(p)!r}: not a safetensors file (bad JSON header: {e})") from e
+    body = memoryview(data)[8 + n :]
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = _ST_DTYPES[info["dtype"]]
+            shape = [int(d) for d in info["shape"]]
+            begin, end = (int(o) for o in info["data_offsets"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{str(p)!r}: bad safetensors entry {name!r}: {info!r}") from e
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        numel = 1
+        for d in shape:
+            numel *= d
+        if not (0 <= begin <= end <= len(body)) or end - begin != numel * itemsize:
+            raise ValueError(f"{str(p)!r}: safetensors entry {name!r} has inconsistent offsets for its shape")
+        t = torch.frombuffer(bytearray(body[begin:end]), dtype=dtype) if numel else torch.empty(0, dtype=dtype)
+        if sys.byteorder != "little" and itemsize > 1:  # pragma: no cover - big-endian hosts
+            t = t.view(torch.uint8).view(-1, itemsize).flip(1).reshape(-1).view(dtype)
+        out[name] = t.reshape(shape)
+    return out
 
 
 def _fmt_keys(keys: Iterable[str], limit: int = 12) -> str:
