@@ -132,6 +132,28 @@ class DistanceModel:
         )
         self.metric = metric.to(self.device).eval()
         self.layer_names = _layer_names(metric)
+        self.total_is_layer_sum = self._check_layer_sum()
+
+    @torch.inference_mode()
+    def _check_layer_sum(self) -> bool:
+        """Whether the metric's total distance is the sum of its per-layer distances (true for the lpips,
+        style and meanpool ops); then one per-layer call per pair gives both. Checked on random images."""
+        g = torch.Generator().manual_seed(0)
+        x = torch.rand(2, 3, 64, 64, generator=g).to(self.device)
+        y = torch.rand(2, 3, 64, 64, generator=g).to(self.device)
+        try:
+            fx, fy = self.metric.features(x), self.metric.features(y)
+            tot = self.metric.distance_from_features(fx, fy).double()
+            per = self.metric.distance_from_features(fx, fy, per_layer=True).double()
+        except (ValueError, RuntimeError):  # e.g. a backbone that needs larger inputs: compute both
+            return False
+        return per.dim() == 2 and bool(torch.allclose(per.sum(1), tot, rtol=1e-4, atol=1e-7))
+
+    def _dist(self, fa, fb) -> tuple[np.ndarray, np.ndarray]:
+        m = self.metric
+        per = _np(m.distance_from_features(fa, fb, per_layer=True))
+        tot = per.sum(axis=1) if self.total_is_layer_sum else _np(m.distance_from_features(fa, fb))
+        return tot, per
 
     @torch.inference_mode()
     def triplet(self, ref: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor) -> dict[str, np.ndarray]:
@@ -143,13 +165,9 @@ class DistanceModel:
         fr = [f[:b] for f in feats]
         f0 = [f[b : 2 * b] for f in feats]
         f1 = [f[2 * b :] for f in feats]
-        m = self.metric
-        return {
-            "d0": _np(m.distance_from_features(fr, f0)),
-            "d1": _np(m.distance_from_features(fr, f1)),
-            "l0": _np(m.distance_from_features(fr, f0, per_layer=True)),
-            "l1": _np(m.distance_from_features(fr, f1, per_layer=True)),
-        }
+        d0, l0 = self._dist(fr, f0)
+        d1, l1 = self._dist(fr, f1)
+        return {"d0": d0, "d1": d1, "l0": l0, "l1": l1}
 
     @torch.inference_mode()
     def pair(self, p0: torch.Tensor, p1: torch.Tensor) -> dict[str, np.ndarray]:
@@ -160,8 +178,8 @@ class DistanceModel:
         feats = self.metric.features(torch.cat([p0, p1]))
         f0 = [f[:b] for f in feats]
         f1 = [f[b:] for f in feats]
-        m = self.metric
-        return {"d": _np(m.distance_from_features(f0, f1)), "l": _np(m.distance_from_features(f0, f1, per_layer=True))}
+        d, per = self._dist(f0, f1)
+        return {"d": d, "l": per}
 
 
 def _layer_names(metric) -> list[str]:
@@ -246,8 +264,8 @@ def compute_distances(
     progress: Callable[[int], None] | None = None,
     workers: int = 0,
 ) -> Dist:
-    """Distances for every item of ``ds``: cached chunks are reused, the rest is split ``rank::world`` and
-    (when ``world > 1``) gathered so that every rank returns the full arrays."""
+    """Distances for every item of ``ds``: cached chunks are reused, the rest is split into batches dealt
+    round-robin to the ranks and (when ``world > 1``) gathered so that every rank returns the full arrays."""
     is_2afc = isinstance(ds, TwoAFCDataset)
     deep = model.metric is not None
     keys = (["d0", "d1"] + (["l0", "l1"] if deep else [])) if is_2afc else (["d"] + (["l"] if deep else []))
@@ -265,7 +283,10 @@ def compute_distances(
         done = np.logical_and.reduce(views)
     n_cached = int(done.sum())
     remaining = np.flatnonzero(~done)
-    mine = remaining[rank::world]
+    # whole batches round-robin over ranks: the batches are the same as in a single-process run
+    blocks = [remaining[s : s + batch_size] for s in range(0, len(remaining), batch_size)]
+    mine_blocks = blocks[rank::world]
+    mine = np.concatenate(mine_blocks) if mine_blocks else np.zeros(0, dtype=np.int64)
     local: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     local_idx: list[np.ndarray] = []
     for idx, batch in _batches(ds, mine, batch_size, workers):
