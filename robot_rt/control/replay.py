@@ -113,11 +113,12 @@ def plot(log: RunLog, out_dir: str | Path) -> list[Path]:
                 ax.axhline(limit, color="r", lw=0.6, ls=":")
         ax.set_title(names[j], fontsize=9)
         ax.tick_params(labelsize=8)
+        ax.locator_params(nbins=4)
     axes[0][0].legend(fontsize=7, loc="upper right")
     for ax in axes[-1]:
         ax.set_xlabel("time (s)")
     fig.suptitle(f"{meta.get('robot', 'robot')} joints ({meta.get('driver', '?')} driver)")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.93, bottom=0.06, hspace=0.45, wspace=0.15)
     path = out_dir / "joints.png"
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -146,7 +147,7 @@ def plot(log: RunLog, out_dir: str | Path) -> list[Path]:
     ax2.set_ylabel("y (m)")
     ax2.set_title("top view (table in green)")
     fig.suptitle(f"ball detections: {len(balls)}")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.88, bottom=0.13, wspace=0.2)
     path = out_dir / "ball.png"
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -160,7 +161,7 @@ def plot(log: RunLog, out_dir: str | Path) -> list[Path]:
     ax1.set_ylabel("tick period (us)")
     ax2.set_xlabel("wake latency (us)")
     ax2.set_ylabel("ticks")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.95, bottom=0.15, wspace=0.25)
     path = out_dir / "timing.png"
     fig.savefig(path, dpi=90)
     plt.close(fig)
