@@ -155,6 +155,15 @@ def test_resnet_matches_torchvision(tmp_path, name):
         torch.testing.assert_close(f, r, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["resnet34", "resnet152", "wide_resnet50_2", "resnext101_32x8d", "resnext101_64x4d"])
+def test_resnet_variant_keys_match_torchvision(name):
+    # every key and shape of torchvision's model (minus fc) - built on the meta device, nothing is allocated
+    with torch.device("meta"):
+        tv = {k: tuple(v.shape) for k, v in getattr(tvm, name)().state_dict().items() if not k.startswith("fc.")}
+        ours = {k: tuple(v.shape) for k, v in build_backbone(name).state_dict().items()}
+    assert ours == tv
+
+
 @pytest.mark.parametrize(
     "depth,width,blocks,kind",
     [

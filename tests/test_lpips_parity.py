@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import urllib.request
+import warnings
 
 import pytest
 import torch
@@ -59,7 +60,9 @@ def offline_lpips(tmp_path_factory):
     try:
         for net in NETS:
             torch.manual_seed(10 + NETS.index(net))
-            m = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, version="0.1", verbose=False).eval()
+            with warnings.catch_warnings():  # torchvision's deprecation notes on lpips' `pretrained=False`
+                warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
+                m = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, version="0.1", verbose=False).eval()
             # lpips.net.slice<k>.<idx>.* holds torchvision's features[<idx>]
             sd = {}
             for k, v in m.net.state_dict().items():
