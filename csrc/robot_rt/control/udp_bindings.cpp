@@ -339,6 +339,9 @@ void register_udp(py::module_& m) {
           py::arg("max_count") = CameraReceiver::kQueueCapacity)
       .def_property_readonly("local_port", &UdpDriver::local_port)
       .def_property_readonly("connected", &UdpDriver::connected)
+      .def_property_readonly("rtt_count", &UdpDriver::rtt_count, "Command round trips measured so far.")
+      .def_property_readonly("rtt_last_ns", &UdpDriver::rtt_last_ns, "Last command round trip (ns).")
+      .def_property_readonly("states_received", &UdpDriver::states_received)
       .def("stats", [](const UdpDriver& d) {
         py::dict s = counters_dict(d.counters());
         s["connected"] = d.connected();
