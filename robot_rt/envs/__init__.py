@@ -1,5 +1,28 @@
-"""Gymnasium table-tennis environments and the human behaviour model."""
+"""Gymnasium table-tennis environments and the human behaviour model.
 
+Importing this module registers `robot_rt/TableTennis-v0` and `robot_rt/TableTennisGoal-v0`.
+"""
+
+import gymnasium as gym
+
+from .core import TableTennisWorld, WorldConfig
 from .human_model import HumanBehaviorModel, ReturnModel
+from .table_tennis import TableTennisEnv, TableTennisGoalEnv, build_observation, observation_layout
 
-__all__ = ["HumanBehaviorModel", "ReturnModel"]
+__all__ = [
+    "HumanBehaviorModel",
+    "ReturnModel",
+    "TableTennisEnv",
+    "TableTennisGoalEnv",
+    "TableTennisWorld",
+    "WorldConfig",
+    "build_observation",
+    "observation_layout",
+]
+
+for _env_id, _entry, _steps in (
+    ("robot_rt/TableTennis-v0", "robot_rt.envs.table_tennis:TableTennisEnv", 1500),
+    ("robot_rt/TableTennisGoal-v0", "robot_rt.envs.table_tennis:TableTennisGoalEnv", 300),
+):
+    if _env_id not in gym.registry:
+        gym.register(id=_env_id, entry_point=_entry, max_episode_steps=_steps)

@@ -1,0 +1,228 @@
+"""Gymnasium environments: `robot_rt/TableTennis-v0` (cooperative rally, the i-S2R task) and
+`robot_rt/TableTennisGoal-v0` (goal-conditioned return, the GoalsEye task).
+
+Both step the vectorised core `TableTennisWorld` with one world. The robot is the 8-joint platform of the
+robot description (2-axis gantry + 6-DOF arm), commanded by joint velocities at `policy_hz` (100 Hz) while
+physics runs at `physics_hz` (1 kHz) substeps.
+
+Action: joint velocities [8] in the robot's units (m/s for the gantry, rad/s for the arm), space
+Box(-velocity_limit, velocity_limit). Actions outside the space are clipped to it (documented gymnasium
+practice for continuous control); NaN or Inf actions raise ValueError.
+
+Observation (TableTennis-v0): a flat float32 vector, see `observation_layout`:
+    q [8], qd [8], then the `history` most recent camera detections, newest first, each
+    (x, y, z, age_s, valid) — positions in the table frame with camera noise, drops and latency.
+TableTennisGoal-v0 adds the goal: a Dict with `observation` (as above), `desired_goal` [2] (target landing
+point (x, y) on the human's half) and `achieved_goal` [2] (the landing point of the robot's return once it
+has landed, else the goal's complement 0, 0), so hindsight relabelling can use `compute_reward`.
+
+Rewards (TableTennis-v0): +`reward_hit` when the paddle touches the incoming ball, +`reward_land` when
+the return lands on the human's half, `reward_shaping` * exp(-d^2 / 2 l^2) while the ball comes in on the
+robot's side (d: paddle-ball distance), -`action_cost` * |a / v_max|^2, and -`penalty_limit` on a limit
+violation. The episode ends at a miss, a return that does not land on the human's half, a limit violation
+(joint position limit or paddle workspace box), or when the human misses (the robot's rally is complete);
+after each successful return the human answers with the return model of the human behaviour model.
+TableTennisGoal-v0: one ball per episode; sparse reward 1 when the return lands within `success_radius_m`
+of the goal, else 0 (plus the hit/land terms scaled by `dense_weight`, 0 by default). `info` reports the
+landing point and whether it is within 20 cm and 30 cm of the goal.
+
+Rendering: `render_mode='rgb_array'` returns a top view and a side view side by side (no display needed);
+`'human'` shows the same image with matplotlib.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from robot_rt.robot import RobotDescription
+
+from .core import OUTCOME_NAMES, TableTennisWorld, WorldConfig
+from .human_model import HumanBehaviorModel
+
+
+def observation_layout(dof: int, history: int) -> dict[str, slice]:
+    """Names and slices of the flat observation vector."""
+    return {
+        "q": slice(0, dof),
+        "qd": slice(dof, 2 * dof),
+        "detections": slice(2 * dof, 2 * dof + 5 * history),
+    }
+
+
+def build_observation(q: np.ndarray, qd: np.ndarray, detections: np.ndarray) -> np.ndarray:
+    """Flat float32 observations [..., 2 dof + 5 history] (shared with the real-time loop's policy adapter)."""
+    lead = q.shape[:-1]
+    return np.concatenate([q, qd, detections.reshape(lead + (-1,))], axis=-1).astype(np.float32)
+
+
+def observation_bounds(robot: RobotDescription, history: int) -> tuple[np.ndarray, np.ndarray]:
+    det_low = np.tile([-8.0, -4.0, -1.0, 0.0, 0.0], history)
+    det_high = np.tile([8.0, 4.0, 6.0, 10.0, 1.0], history)
+    low = np.concatenate([robot.position_min, -robot.velocity_limit, det_low]).astype(np.float32)
+    high = np.concatenate([robot.position_max, robot.velocity_limit, det_high]).astype(np.float32)
+    return low, high
+
+
+class TableTennisEnv(gym.Env):
+    """Cooperative rally against a simulated human (see the module docstring)."""
+
+    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 25}
+
+    def __init__(
+        self,
+        render_mode: str | None = None,
+        human: HumanBehaviorModel | None = None,
+        robot: RobotDescription | None = None,
+        config: WorldConfig | None = None,
+    ):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode: expected one of {self.metadata['render_modes']} or None, got {render_mode!r}"
+            )
+        self.render_mode = render_mode
+        self.world = TableTennisWorld(1, human=human, robot=robot, config=config, goal_conditioned=self._goal_env)
+        robot = self.world.robot
+        self.action_space = spaces.Box(
+            -robot.velocity_limit.astype(np.float32), robot.velocity_limit.astype(np.float32)
+        )
+        low, high = observation_bounds(robot, self.world.history)
+        self._flat_space = spaces.Box(low, high, dtype=np.float32)
+        self.observation_space = self._make_observation_space()
+        self.metadata = dict(self.metadata, render_fps=int(round(self.world.config.policy_hz / 4)))
+        self._figure = None
+
+    _goal_env = False
+
+    def _make_observation_space(self):
+        return self._flat_space
+
+    # --------------------------------------------------------------------------------------- gym API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        world_seed = int(self.np_random.integers(0, 2**63 - 1))
+        self.world.reset([0], [world_seed])
+        return self._observation(), self._info()
+
+    def step(self, action):
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != self.action_space.shape:
+            raise ValueError(f"action: expected shape {self.action_space.shape}, got {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError("action: contains NaN or Inf")
+        a = np.clip(a, self.action_space.low, self.action_space.high)
+        reward, terminated, events = self.world.step(a[None])
+        reward = self._reward(float(reward[0]), events)
+        info = self._info(events)
+        return self._observation(), reward, bool(terminated[0]), False, info
+
+    def _reward(self, dense: float, events) -> float:
+        return dense
+
+    def _observation(self):
+        w = self.world
+        return build_observation(w.q[0], w.qd[0], w.detections()[0]).clip(self._flat_space.low, self._flat_space.high)
+
+    def _info(self, events=None) -> dict:
+        w = self.world
+        info = {
+            "rally_length": int(w.hits[0]),
+            "outcome": OUTCOME_NAMES[int(w.outcome[0])],
+            "ball_state": w.ball[0].copy(),
+            "t_s": float(w.t[0]),
+        }
+        if events is not None:
+            info.update({k: bool(v[0]) for k, v in events.items()})
+        return info
+
+    # --------------------------------------------------------------------------------------- render
+    def render(self):
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode")
+            return None
+        from .render import render_world
+
+        frame = render_world(self.world, 0)
+        if self.render_mode == "rgb_array":
+            return frame
+        import matplotlib.pyplot as plt
+
+        if self._figure is None:
+            self._figure = plt.figure("robot_rt table tennis")
+            self._image = self._figure.gca().imshow(frame)
+            self._figure.gca().axis("off")
+        else:
+            self._image.set_data(frame)
+        plt.pause(1.0 / self.metadata["render_fps"])
+        return None
+
+    def close(self):
+        if self._figure is not None:
+            import matplotlib.pyplot as plt
+
+            plt.close(self._figure)
+            self._figure = None
+
+
+class TableTennisGoalEnv(TableTennisEnv):
+    """Goal-conditioned return: land the ball at a sampled target on the human's half."""
+
+    _goal_env = True
+
+    def __init__(self, render_mode=None, success_radius_m: float = 0.3, dense_weight: float = 0.0, **kwargs):
+        if not success_radius_m > 0:
+            raise ValueError(f"success_radius_m: expected > 0, got {success_radius_m}")
+        self.success_radius_m = float(success_radius_m)
+        self.dense_weight = float(dense_weight)
+        super().__init__(render_mode=render_mode, **kwargs)
+
+    def _make_observation_space(self):
+        goal = spaces.Box(np.array([-1.37, -0.7625], np.float32), np.array([0.0, 0.7625], np.float32))
+        achieved = spaces.Box(np.array([-1.37, -0.7625], np.float32), np.array([1.37, 0.7625], np.float32))
+        return spaces.Dict({"observation": self._flat_space, "desired_goal": goal, "achieved_goal": achieved})
+
+    def _observation(self):
+        w = self.world
+        landing = w.landing[0]
+        achieved = np.zeros(2, np.float32) if not np.all(np.isfinite(landing)) else landing.astype(np.float32)
+        achieved = np.clip(
+            achieved, self.observation_space["achieved_goal"].low, self.observation_space["achieved_goal"].high
+        )
+        return {
+            "observation": super()._observation(),
+            "desired_goal": w.goal[0].astype(np.float32),
+            "achieved_goal": achieved,
+        }
+
+    def compute_reward(self, achieved_goal, desired_goal, info=None) -> np.ndarray:
+        """Sparse goal reward, vectorised (gymnasium-robotics GoalEnv convention, for hindsight relabelling)."""
+        d = np.linalg.norm(np.asarray(achieved_goal) - np.asarray(desired_goal), axis=-1)
+        return (d <= self.success_radius_m).astype(np.float64)
+
+    def _reward(self, dense: float, events) -> float:
+        w = self.world
+        sparse = 0.0
+        if events["landed"][0]:
+            sparse = float(self.compute_reward(w.landing[0], w.goal[0]))
+        return sparse + self.dense_weight * dense
+
+    def _info(self, events=None) -> dict:
+        info = super()._info(events)
+        w = self.world
+        landing = w.landing[0].copy()
+        has_landed = bool(np.all(np.isfinite(landing)))
+        distance = float(np.linalg.norm(landing - w.goal[0])) if has_landed else float("inf")
+        info.update(
+            {
+                "goal": w.goal[0].copy(),
+                "has_landed": has_landed,
+                "landing_point": landing if has_landed else np.zeros(2),
+                "distance_to_goal_m": distance,
+                "success_20cm": distance <= 0.20,
+                "success_30cm": distance <= 0.30,
+            }
+        )
+        return info
