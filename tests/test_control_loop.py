@@ -7,6 +7,7 @@ Timing is asserted with generous bounds only (a loaded 2-core CI machine), never
 """
 
 import math
+import threading
 import time
 import warnings
 
@@ -330,3 +331,32 @@ def test_bad_arguments():
     q[0] = 7.0
     with pytest.raises(RuntimeError, match="initial joint position outside"):
         RealTimeLoop(ROBOT, initial_position=q).start()
+
+
+def test_interpolation_between_policy_commands(tmp_path):
+    """At 100 Hz policy / 1 kHz loop the target moves every tick between commands (no 10 ms staircase)."""
+    loop, log, _ = run(tmp_path, 0.8, policy=sine_policy(amplitude=0.3, freq_hz=1.0))
+    t = log.ticks
+    new = (t["flags"] & _control.TICK_FLAGS["new_target"]) != 0
+    assert 0.02 < new.mean() < 0.3  # commands arrive on a fraction of the ticks (~10 %)
+    moving = np.abs(np.diff(t["target_position"][:, 0])) > 0
+    later = moving[np.flatnonzero(new)[3] :]  # after the first few commands
+    assert later.mean() > 0.6, later.mean()
+
+
+def test_stop_returns_even_if_policy_never_returns(tmp_path):
+    release = threading.Event()
+
+    def policy(obs):
+        release.wait(5.0)  # stalls until released
+        return None
+
+    loop = RealTimeLoop(ROBOT, policy=policy)
+    loop.start()
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    loop.stop(policy_join_timeout_s=0.2)
+    assert time.monotonic() - t0 < 2.0
+    assert not loop.running
+    release.set()
+    assert loop.event_count("missing_policy") == 1

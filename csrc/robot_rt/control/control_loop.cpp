@@ -107,9 +107,11 @@ std::vector<std::string> ControlLoop::start() {
   if (!config_.log_path.empty()) {
     log_.open(config_.log_path, config_.log_meta_json, config_.log_flush_interval_s, config_.log_fsync_interval_s);
   }
+  memory_lock_granted_ = false;
   if (config_.lock_memory && !memory_locked_) {
     if (mlockall(MCL_CURRENT | MCL_FUTURE) == 0) {
       memory_locked_ = true;
+      memory_lock_granted_ = true;
     } else {
       warnings.push_back(std::string("mlockall refused (") + std::strerror(errno) +
                          "): memory is not locked; page faults may add latency");

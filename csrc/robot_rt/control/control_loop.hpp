@@ -157,7 +157,8 @@ class ControlLoop {
   std::vector<std::string> thread_warnings() const;
   bool realtime_granted() const noexcept { return rt_granted_.load(); }
   bool affinity_granted() const noexcept { return affinity_granted_.load(); }
-  bool memory_locked() const noexcept { return memory_locked_; }
+  // mlockall succeeded at the last start() (the lock itself is released by stop())
+  bool memory_locked() const noexcept { return memory_lock_granted_; }
 
  private:
   void thread_main();
@@ -204,6 +205,7 @@ class ControlLoop {
   std::atomic<bool> affinity_granted_{false};
   std::atomic<int> thread_ready_{0};
   bool memory_locked_ = false;
+  bool memory_lock_granted_ = false;
   char thread_warning_[2][256] = {};
 
   // loop-thread state (touched only by the loop thread while running)

@@ -1,0 +1,88 @@
+"""No heap allocation inside the loop's ticks: a small C++ program counts operator new calls while only the
+loop thread runs (sim driver, no run log, no Python), compiled from the loop's sources with the system g++."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "csrc" / "robot_rt" / "control"
+
+PROGRAM = r"""
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <new>
+#include <thread>
+#include <chrono>
+#include "control_loop.hpp"
+#include "sim_driver.hpp"
+
+static std::atomic<long> g_news{0};
+void* operator new(std::size_t n) { g_news.fetch_add(1); if (void* p = std::malloc(n ? n : 1)) return p; throw std::bad_alloc(); }
+void* operator new[](std::size_t n) { g_news.fetch_add(1); if (void* p = std::malloc(n ? n : 1)) return p; throw std::bad_alloc(); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+
+using namespace robot_rt::control;
+int main() {
+  RobotModel m;
+  m.dof = 8;
+  for (int i = 0; i < 8; ++i) m.limits[i] = JointLimits{-1.0, 1.0, 2.0, 10.0, 200.0};
+  double q0[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  auto driver = std::make_shared<SimDriver>(m, q0, 1e-3, 0.01);
+  LoopConfig cfg;  // no run log
+  cfg.command_timeout_s = 0.05;
+  ControlLoop loop(driver, m, cfg);
+  loop.start();
+  // commands (tracking path), then silence (watchdog stop path), then e-stop, dropout: all inside the window
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const long before = g_news.load();
+  const auto t0 = std::chrono::steady_clock::now();
+  double q[8] = {0.5, -0.5, 0.3, 0, 0, 0, 0, 0.9};
+  for (int k = 0; k < 20; ++k) {
+    q[0] = 0.5 * (k % 2 ? 1 : -1);
+    loop.push_command(q, 8, 0, 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));  // stale -> controlled stop
+  driver->inject_dropout(40);
+  std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  loop.request_estop();
+  std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  const long during = g_news.load() - before;
+  const double window_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto ticks = loop.counters().ticks;
+  loop.stop();
+  std::printf("allocations=%ld ticks=%llu window_s=%.3f\n", during, (unsigned long long)ticks, window_s);
+  return during == 0 && ticks > 100 ? 0 : 1;
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
+def test_no_heap_allocation_in_ticks(tmp_path):
+    main = tmp_path / "noalloc.cpp"
+    main.write_text(PROGRAM)
+    exe = tmp_path / "noalloc"
+    sources = [SRC / name for name in ("control_loop.cpp", "safety.cpp", "sim_driver.cpp", "runlog.cpp")]
+    cmd = [
+        "g++",
+        "-std=c++17",
+        "-O1",
+        "-pthread",
+        f"-I{SRC}",
+        f"-I{ROOT / 'csrc'}",
+        str(main),
+        *map(str, sources),
+        "-o",
+        str(exe),
+    ]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "allocations=0" in result.stdout
