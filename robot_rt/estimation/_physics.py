@@ -18,7 +18,7 @@ _IDX = {n: i for i, n in enumerate(PARAM_NAMES)}
 
 
 class PhysicsModel:
-    def __init__(self, params: BallParams | None = None, table: TableGeometry | None = None, plane_dt_s: float = 2e-3):
+    def __init__(self, params: BallParams | None = None, table: TableGeometry | None = None, plane_dt_s: float = 1e-2):
         if params is not None and not isinstance(params, BallParams):
             raise TypeError(f"params: expected a robot_rt.ballistics.BallParams or None, got {type(params).__name__}")
         if table is not None and not isinstance(table, TableGeometry):

@@ -44,14 +44,18 @@ class PolyfitConfig:
 def _fit_segment(ts, ps, t_ref, sigma_m, sigma_a, a_prior):
     """Weighted LSQ with a prior on the acceleration; returns p0[3], v0[3], a[3] at ``t_ref``."""
     tau = ts - t_ref
-    A = np.stack([np.ones_like(tau), tau, 0.5 * tau * tau], axis=1)  # [n, 3]
     w = 1.0 / sigma_m
-    A_aug = np.vstack([A * w, np.array([[0.0, 0.0, 1.0 / sigma_a]])])
-    out = np.empty((3, 3))
-    for k in range(3):
-        b = np.concatenate([ps[:, k] * w, [a_prior[k] / sigma_a]])
-        out[k] = np.linalg.lstsq(A_aug, b, rcond=None)[0]
-    return out[:, 0], out[:, 1], out[:, 2]
+    A = np.empty((len(tau) + 1, 3))
+    A[:-1, 0] = w
+    A[:-1, 1] = tau * w
+    A[:-1, 2] = 0.5 * tau * tau * w
+    A[-1] = (0.0, 0.0, 1.0 / sigma_a)
+    b = np.empty((len(tau) + 1, 3))
+    b[:-1] = ps * w
+    b[-1] = np.asarray(a_prior) / sigma_a
+    # normal equations (3x3, well conditioned with the prior row): one solve for the three axes
+    coef = np.linalg.solve(A.T @ A, A.T @ b)
+    return coef[0], coef[1], coef[2]
 
 
 class PolyfitPredictor:

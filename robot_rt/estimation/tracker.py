@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robot_rt.ballistics import BallParams, TableGeometry, reference, simulate_batch, time_to_plane_batch
+from robot_rt.ballistics import BallParams, TableGeometry, reference, simulate_batch
 
 from .common import check_positive, check_probability
 
@@ -92,7 +92,7 @@ class ServeGenerator:
         param_jitter: float = 0.0,
         serve_fraction: float = 0.3,
         spin_max_radps: float = 150.0,
-        dt_s: float = 1e-3,
+        dt_s: float = 2e-3,
         n_param_groups: int = 8,
     ):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
@@ -113,30 +113,35 @@ class ServeGenerator:
 
     # ------------------------------------------------------------------ sampling
     def _candidates(self, n: int, kind: str) -> np.ndarray:
+        """Initial states aimed (drag-free estimate, corrected for the Magnus term) at a first bounce."""
         r = self.rng
         s = np.zeros((n, 9))
         if kind == "drive":
             s[:, 0] = r.uniform(-2.0, -1.45, n)
             s[:, 2] = r.uniform(0.85, 1.2, n)
             vx = r.uniform(4.0, 10.0, n)
-            s[:, 5] = r.uniform(-1.5, 2.5, n)
+            x_land = r.uniform(0.3, 1.2, n)
         else:
             s[:, 0] = r.uniform(-1.7, -1.45, n)
-            s[:, 2] = r.uniform(0.85, 1.05, n)
-            vx = r.uniform(3.0, 8.0, n)
-            s[:, 5] = r.uniform(-3.0, 0.0, n)
+            s[:, 2] = r.uniform(1.0, 1.25, n)
+            vx = r.uniform(3.5, 7.0, n)
+            x_land = r.uniform(-1.25, -0.8, n)
         s[:, 1] = r.uniform(-0.6, 0.6, n)
         y_target = r.uniform(-0.6, 0.6, n)
         s[:, 3] = vx
         s[:, 4] = (y_target - s[:, 1]) * vx / (1.37 + 0.7 - s[:, 0])
-        # spin: top/back spin (wy), side spin (wz), a little corkscrew (wx)
+        # spin: top/back spin (wy > 0: topspin for a ball flying towards +x), side spin (wz), a little wx
         wmax = self.spin_max_radps
         mag = r.uniform(0.15, 1.0, n) * wmax
         sign = np.where(r.random(n) < 0.5, 1.0, -1.0)
-        side = r.uniform(-0.7, 0.7, n) * wmax * (r.random(n) < 0.5)
         s[:, 6] = r.uniform(-0.2, 0.2, n) * wmax
         s[:, 7] = sign * mag
-        s[:, 8] = side
+        s[:, 8] = r.uniform(-0.7, 0.7, n) * wmax * (r.random(n) < 0.5)
+        # vertical speed to reach the contact height at x_land: constant-acceleration estimate
+        T = (x_land - s[:, 0]) / (0.85 * vx)
+        g_eff = self.params.gravity_mps2 + self.params.magnus_k * s[:, 7] * vx
+        z_c = self.table.surface_height_m + self.params.radius_m
+        s[:, 5] = (z_c - s[:, 2] + 0.5 * g_eff * T * T) / T + r.normal(0.0, 0.15, n)
         return s
 
     def _group_params(self) -> list[BallParams]:
@@ -159,78 +164,92 @@ class ServeGenerator:
             raise ValueError(f"n: expected a positive int, got {n!r}")
         groups = self._group_params()
         out: list[Serve] = []
-        per_group = math.ceil(n / len(groups))
-        for gi, prm in enumerate(groups):
-            want = min(per_group, n - len(out))
-            got: list[Serve] = []
-            for _attempt in range(50):
-                if len(got) >= want:
-                    break
-                m = max(16, 3 * (want - len(got)))
-                n_serve = int(round(m * self.serve_fraction))
-                kinds = np.array(["serve"] * n_serve + ["drive"] * (m - n_serve))
-                cand = np.concatenate([self._candidates(n_serve, "serve"), self._candidates(m - n_serve, "drive")])
-                got.extend(self._accept(cand, kinds, prm)[: want - len(got)])
-            if len(got) < want:  # pragma: no cover - sampling ranges are wide enough
-                raise RuntimeError(f"ServeGenerator: could only draw {len(got)} of {want} serves (group {gi})")
-            out.extend(got)
+        n_serve_total = int(round(n * self.serve_fraction))
+        for kind, total in (("serve", n_serve_total), ("drive", n - n_serve_total)):
+            per_group = math.ceil(total / len(groups)) if total else 0
+            done = 0
+            for prm in groups:
+                want = min(per_group, total - done)
+                got: list[Serve] = []
+                for _attempt in range(30):
+                    if len(got) >= want:
+                        break
+                    m = max(8, min(400, int(1.6 * (want - len(got)))))
+                    cand = self._candidates(m, kind)
+                    got.extend(self._accept(cand, np.array([kind] * m), prm)[: want - len(got)])
+                if len(got) < want:  # pragma: no cover - sampling ranges are wide enough
+                    raise RuntimeError(f"ServeGenerator: could only draw {len(got)} of {want} {kind}s")
+                out.extend(got)
+                done += want
         order = self.rng.permutation(len(out))
         return [out[i] for i in order]
 
+    def fly(self, states) -> list[Serve]:
+        """Serves from given initial states ``[N, 9]`` (kind ``'any'``); raises if one does not cross the
+        hitting plane at a reachable height without touching the net or the floor first."""
+        st = np.asarray(states, dtype=np.float64)
+        if st.ndim == 1:
+            st = st[None]
+        if st.ndim != 2 or st.shape[1] != 9 or not np.all(np.isfinite(st)):
+            raise ValueError(f"states: expected finite [N, 9] initial states, got shape {st.shape}")
+        out = []
+        for row in st:
+            got = self._accept(row[None], np.array(["any"]), self.params)
+            if not got:
+                raise ValueError(f"states: {row.tolist()} does not reach the hitting plane cleanly")
+            out.extend(got)
+        return out
+
     def _accept(self, cand: np.ndarray, kinds: np.ndarray, prm: BallParams) -> list[Serve]:
+        """Fly the candidates once (dense grid with contacts) and keep the valid ones."""
         horizon = 1.4
-        cr = time_to_plane_batch(cand, self.x_plane_m, prm, self.table, dt_s=2e-3, horizon_s=horizon, backend="numpy")
-        t_cross = np.asarray(cr.t_s)
-        zc = np.asarray(cr.state)[:, 2]
-        ok = np.isfinite(t_cross) & (zc > 0.8) & (zc < 1.8)
-        if not ok.any():
-            return []
-        idx = np.nonzero(ok)[0]
-        sim = simulate_batch(cand[idx], horizon, 2e-3, prm, self.table, backend="numpy", max_events=4, record_every=0)
-        keep = []
-        for j, i in enumerate(idx):
-            ne = int(sim.event_count[j])
-            et = np.asarray(sim.event_t_s[j])[: min(ne, 4)]
-            ek = np.asarray(sim.event_kind[j])[: min(ne, 4)]
-            es = np.asarray(sim.event_state[j])[: min(ne, 4)]
-            before = et < t_cross[i]
-            et, ek, es = et[before], ek[before], es[before]
-            if np.any(ek != reference.KIND_TABLE):
-                continue
-            xs = es[:, 0]
-            if kinds[i] == "drive" and not (len(xs) == 1 and 0.1 < xs[0] < 1.37):
-                continue
-            if kinds[i] == "serve" and not (len(xs) == 2 and xs[0] < -0.1 and 0.1 < xs[1] < 1.37):
-                continue
-            keep.append(i)
-        if not keep:
-            return []
-        keep = np.array(keep)
-        t_end = float(np.max(t_cross[keep])) + 0.06
-        dense = simulate_batch(
-            cand[keep], t_end, self.dt_s, prm, self.table, backend="numpy", max_events=4, record_every=1
-        )
-        tg = np.asarray(dense.samples_t_s)
+        sim = simulate_batch(cand, horizon, self.dt_s, prm, self.table, backend="auto", max_events=4, record_every=1)
+        tg = np.asarray(sim.samples_t_s)
+        xs = np.asarray(sim.samples)[:, :, 0]
         res = []
-        for j, i in enumerate(keep):
-            tc = float(t_cross[i])
-            last = int(np.searchsorted(tg, tc + 0.05)) + 1
-            ne = min(int(dense.event_count[j]), 4)
-            et = np.asarray(dense.event_t_s[j])[:ne]
-            m = et <= tg[min(last, len(tg)) - 1]
-            res.append(
-                Serve(
-                    t_s=tg[:last].copy(),
-                    states=np.asarray(dense.samples[j])[:last].copy(),
-                    event_t_s=et[m].copy(),
-                    event_states=np.asarray(dense.event_state[j])[:ne][m].copy(),
-                    crossing_t_s=tc,
-                    crossing_state=np.asarray(cr.state)[i].copy(),
-                    kind=str(kinds[i]),
-                    params=prm,
-                    x_plane_m=self.x_plane_m,
-                )
+        for i in range(len(cand)):
+            k = np.nonzero(xs[i] >= self.x_plane_m)[0]
+            if len(k) == 0 or k[0] == 0:
+                continue
+            k = int(k[0])
+            ne = min(int(sim.event_count[i]), 4)
+            et = np.asarray(sim.event_t_s[i])[:ne]
+            ek = np.asarray(sim.event_kind[i])[:ne]
+            es = np.asarray(sim.event_state[i])[:ne]
+            before = et < tg[k]
+            if np.any(ek[before] != reference.KIND_TABLE):
+                continue
+            xb = es[before, 0]
+            if kinds[i] == "drive" and not (len(xb) == 1 and 0.1 < xb[0] < 1.37):
+                continue
+            if kinds[i] == "serve" and not (len(xb) == 2 and xb[0] < -0.1 and 0.1 < xb[1] < 1.37):
+                continue
+            last = min(k + int(round(0.06 / self.dt_s)) + 1, len(tg))
+            keep_ev = et <= tg[last - 1]
+            serve = Serve(
+                t_s=tg[:last].copy(),
+                states=np.asarray(sim.samples[i])[:last].copy(),
+                event_t_s=et[keep_ev].copy(),
+                event_states=es[keep_ev].copy(),
+                crossing_t_s=float("nan"),
+                crossing_state=np.full(9, np.nan),
+                kind=str(kinds[i]),
+                params=prm,
+                x_plane_m=self.x_plane_m,
             )
+            # crossing time: bisection on the exact flight between the bracketing grid points
+            lo, hi = float(tg[k - 1]), float(tg[k])
+            for _ in range(40):
+                mid = 0.5 * (lo + hi)
+                if serve.state_at(mid)[0] < self.x_plane_m:
+                    lo = mid
+                else:
+                    hi = mid
+            serve.crossing_t_s = 0.5 * (lo + hi)
+            serve.crossing_state = serve.state_at(serve.crossing_t_s)
+            if not (0.8 < serve.crossing_state[2] < 1.8):
+                continue
+            res.append(serve)
         return res
 
 

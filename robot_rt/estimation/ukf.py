@@ -26,7 +26,10 @@ and through the bounce. The component of ``w`` parallel to ``v`` (mostly ``wx`` 
 produces no force in flight and is *not observable* before the bounce; its estimate stays near the prior.
 The components perpendicular to ``v`` (top/back spin ``wy``, side spin ``wz``) become observable after
 ~0.1-0.2 s of flight at 3-10 mm noise (sign reliably for strong spin, magnitude to tens of rad/s), and
-again sharply at the bounce, where friction couples spin and horizontal velocity.
+again sharply at the bounce, where friction couples spin and horizontal velocity. Because the parallel
+component still matters at the bounce (friction turns ``wx`` into lateral velocity), the spin prior is
+anisotropic: ``init_spin_sigma_radps`` perpendicular to the initial velocity, the smaller
+``init_spin_parallel_sigma_radps`` along it (strokes produce mostly top/back/side spin).
 
 Latency compensation
 --------------------
@@ -64,11 +67,12 @@ _N = 9
 @dataclass(frozen=True)
 class UKFConfig:
     sigma_m: float = 0.005  # detection noise std per axis
-    accel_noise_psd: float = 1.0  # white-noise acceleration PSD [(m/s^2)^2 s]: drag/lift model mismatch
+    accel_noise_psd: float = 0.02  # white-noise acceleration PSD [(m/s^2)^2 s]: drag/lift model mismatch
     spin_noise_psd: float = 20.0  # spin random walk PSD [(rad/s)^2 / s]
     bounce_vel_sigma_mps: float = 0.12  # contact model mismatch, per velocity axis
     bounce_spin_sigma_radps: float = 15.0  # contact model mismatch, per spin axis
-    init_spin_sigma_radps: float = 80.0  # prior std of each spin component (prior mean 0)
+    init_spin_sigma_radps: float = 80.0  # prior std of the spin components perpendicular to the velocity
+    init_spin_parallel_sigma_radps: float = 30.0  # prior std along the velocity (corkscrew; unobservable in flight)
     init_accel_sigma_mps2: float = 3.0  # unknown (spin-dependent) acceleration during initialisation
     n_init: int = 4
     init_window_s: float = 0.05
@@ -136,6 +140,7 @@ class BallUKF:
         for name in (
             "sigma_m",
             "init_spin_sigma_radps",
+            "init_spin_parallel_sigma_radps",
             "init_window_s",
             "max_gap_s",
             "history_s",
@@ -333,8 +338,10 @@ class BallUKF:
     def _new_track(self, fit, n_tracks):
         t_ref, x, P = fit
         P = P.copy()
-        s2 = self.config.init_spin_sigma_radps**2
-        P[6, 6] = P[7, 7] = P[8, 8] = s2
+        # spin prior (mean 0): isotropic perpendicular to the flight direction u, its own std along u
+        u = x[3:6] / max(np.linalg.norm(x[3:6]), 1e-6)
+        sp, sa = self.config.init_spin_sigma_radps, self.config.init_spin_parallel_sigma_radps
+        P[6:9, 6:9] = sp**2 * np.eye(3) + (sa**2 - sp**2) * np.outer(u, u)
         return _FilterState(t_ref, x, P, (), (), t_ref, n_tracks)
 
     def _sigma_points(self, x, P):
