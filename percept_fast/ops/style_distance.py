@@ -73,6 +73,7 @@ from ._common import (
     out_dtype,
     resolve_backend,
     tensor_arg,
+    triton_interpret,
 )
 
 __all__ = [
@@ -213,11 +214,22 @@ def style_distance_matrix_reference(fx, fy, normalize: str = "chw", *, per_layer
 # ----------------------------------------------------------------------------------------------- triton
 
 
-@functools.cache
 def _triton_kernels():
-    """Defines the Triton kernels on first use (so TRITON_INTERPRET can be set before triton is imported)."""
+    """The Triton kernels, defined on first use per interpreter mode (``triton.jit`` reads TRITON_INTERPRET)."""
+    return _triton_kernels_for(triton_interpret())
+
+
+@functools.cache
+def _triton_kernels_for(interpret: bool):
     import triton
     import triton.language as tl
+
+    if interpret and type(tl.zeros).__name__ == "JITFunction":
+        # triton's standard library (tl.zeros, tl.sum, ...) is jitted when triton is imported: the interpreter
+        # only works when TRITON_INTERPRET was set before that import.
+        raise RuntimeError(
+            "style_distance: backend='triton' on CPU tensors needs TRITON_INTERPRET=1 set before triton is imported"
+        )
 
     @triton.jit
     def sd_diff_kernel(
