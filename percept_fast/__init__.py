@@ -13,6 +13,7 @@ _LAZY = {"PerceptualMetric": "metric", "perceptual_distance": "metric"}
 _LAZY.update(
     {n: "ops" for n in ("lpips_distance", "lpips_distance_matrix", "meanpool_distance", "meanpool_distance_matrix")}
 )
+_LAZY.update({n: "ops" for n in ("style_distance", "style_distance_matrix")})
 
 
 def __getattr__(name):

@@ -15,5 +15,6 @@ from .meanpool_distance import meanpool_distance, meanpool_distance_matrix  # no
 __all__ += ["lpips_distance", "lpips_distance_matrix", "meanpool_distance", "meanpool_distance_matrix"]
 
 # --- style_distance / style_distance_matrix (added by the style_distance op) ---
-# from .style_distance import style_distance, style_distance_matrix
-# __all__ += ["style_distance", "style_distance_matrix"]
+from .style_distance import style_distance, style_distance_matrix  # noqa: E402
+
+__all__ += ["style_distance", "style_distance_matrix"]
