@@ -16,6 +16,7 @@ __all__ = [
     "PlaneCrossing",
     "UpdateResult",
     "check_measurement",
+    "check_time",
     "check_positive",
     "check_probability",
     "CHI2_3DOF",
@@ -56,24 +57,37 @@ class UpdateResult:
     mahalanobis2: float = float("nan")
 
 
-def check_measurement(t_s, position_m, name_t: str = "t_capture_s", name_p: str = "position_m"):
-    """Validate one detection; returns ``(float t, float64 array[3])`` or raises TypeError/ValueError."""
+def check_time(t_s, name: str = "t_capture_s") -> float:
+    """Validate a time stamp (finite real number, seconds)."""
+    if type(t_s) is float:  # fast path
+        if math.isfinite(t_s):
+            return t_s
+        raise ValueError(f"{name}: expected a finite time in seconds, got {t_s}")
     if isinstance(t_s, (bool, np.bool_)) or not isinstance(t_s, (int, float, np.integer, np.floating)):
         if not (isinstance(t_s, np.ndarray) and t_s.ndim == 0 and np.issubdtype(t_s.dtype, np.number)):
-            raise TypeError(f"{name_t}: expected a real number (seconds), got {type(t_s).__name__}")
+            raise TypeError(f"{name}: expected a real number (seconds), got {type(t_s).__name__}")
     t = float(t_s)
     if not math.isfinite(t):
-        raise ValueError(f"{name_t}: expected a finite time in seconds, got {t}")
-    try:
-        p = np.asarray(position_m)
-    except Exception as exc:  # pragma: no cover - exotic objects
-        raise TypeError(f"{name_p}: expected an array-like of 3 numbers, got {type(position_m).__name__}") from exc
-    if p.dtype == object or not (np.issubdtype(p.dtype, np.floating) or np.issubdtype(p.dtype, np.integer)):
-        raise TypeError(f"{name_p}: expected a numeric array of shape (3,), got dtype {p.dtype}")
-    if p.shape != (3,):
-        raise ValueError(f"{name_p}: expected shape (3,) [x, y, z] in metres, got shape {p.shape}")
-    p = p.astype(np.float64)
-    if not np.all(np.isfinite(p)):
+        raise ValueError(f"{name}: expected a finite time in seconds, got {t}")
+    return t
+
+
+def check_measurement(t_s, position_m, name_t: str = "t_capture_s", name_p: str = "position_m"):
+    """Validate one detection; returns ``(float t, float64 array[3])`` or raises TypeError/ValueError."""
+    t = check_time(t_s, name_t)
+    if isinstance(position_m, np.ndarray) and position_m.dtype == np.float64 and position_m.shape == (3,):
+        p = position_m.copy()  # fast path
+    else:
+        try:
+            p = np.asarray(position_m)
+        except Exception as exc:  # pragma: no cover - exotic objects
+            raise TypeError(f"{name_p}: expected an array-like of 3 numbers, got {type(position_m).__name__}") from exc
+        if p.dtype == object or not (np.issubdtype(p.dtype, np.floating) or np.issubdtype(p.dtype, np.integer)):
+            raise TypeError(f"{name_p}: expected a numeric array of shape (3,), got dtype {p.dtype}")
+        if p.shape != (3,):
+            raise ValueError(f"{name_p}: expected shape (3,) [x, y, z] in metres, got shape {p.shape}")
+        p = p.astype(np.float64)
+    if not (math.isfinite(p[0]) and math.isfinite(p[1]) and math.isfinite(p[2])):
         raise ValueError(f"{name_p}: expected finite coordinates, got {p.tolist()} (NaN/Inf)")
     return t, p
 

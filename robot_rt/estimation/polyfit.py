@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _physics
-from .common import PlaneCrossing, UpdateResult, check_measurement, check_positive
+from .common import PlaneCrossing, UpdateResult, check_measurement, check_positive, check_time
 
 __all__ = ["PolyfitConfig", "PolyfitPredictor"]
 
@@ -85,6 +85,9 @@ class PolyfitPredictor:
         self._rejects = []  # consecutive rejected (t, p)
         self.n_tracks = 0
         self._last_arrival = -math.inf
+        self._cache_key = None
+        self._cache = None
+        self._version = 0  # bumped whenever the stored detections change
 
     def _start_track(self, pts):
         pts = sorted(pts, key=lambda q: q[0])
@@ -93,6 +96,7 @@ class PolyfitPredictor:
         self._t_bounce = -math.inf
         self._rejects = []
         self.n_tracks += 1
+        self._version += 1
 
     @property
     def initialized(self) -> bool:
@@ -108,7 +112,14 @@ class PolyfitPredictor:
         return ts[m], ps[m]
 
     def _fit(self):
-        """(t_ref, p, v, a) of the current motion model, or None. Handles a fresh bounce."""
+        """(t_ref, p, v, a) of the current motion model, or None (cached until the data change)."""
+        key = (self._version, self._t_bounce)
+        if self._cache_key != key:
+            self._cache = self._fit_uncached()
+            self._cache_key = key
+        return self._cache
+
+    def _fit_uncached(self):
         cfg = self.config
         ts, ps = self._segment()
         if len(ts) >= cfg.min_points:
@@ -163,7 +174,7 @@ class PolyfitPredictor:
     def update(self, t_capture_s, position_m, t_arrival_s=None) -> UpdateResult:
         t, p = check_measurement(t_capture_s, position_m)
         if t_arrival_s is not None:
-            ta, _ = check_measurement(t_arrival_s, p, name_t="t_arrival_s")
+            ta = check_time(t_arrival_s, "t_arrival_s")
             if ta < t - 1e-9:
                 raise ValueError(f"t_arrival_s: a detection cannot arrive ({ta}) before its capture ({t})")
             if ta < self._last_arrival - 1e-9:
@@ -199,6 +210,7 @@ class PolyfitPredictor:
         return UpdateResult("accepted")
 
     def _insert(self, t, p):
+        self._version += 1
         i = int(np.searchsorted(self._t, t, side="right"))
         self._t.insert(i, t)
         self._p.insert(i, p)
@@ -223,6 +235,7 @@ class PolyfitPredictor:
             ps = np.delete(ps, j, axis=0)
         self._t = list(ts)
         self._p = list(ps)
+        self._version += 1
 
     def state(self):
         """Fitted (t_ref, position, velocity, acceleration) or None."""

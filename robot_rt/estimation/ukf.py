@@ -57,7 +57,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from . import _physics
-from .common import CHI2_3DOF, PlaneCrossing, UpdateResult, check_measurement, check_positive, check_probability
+from .common import (
+    CHI2_3DOF,
+    PlaneCrossing,
+    UpdateResult,
+    check_measurement,
+    check_positive,
+    check_probability,
+    check_time,
+)
 
 __all__ = ["UKFConfig", "BallUKF", "fit_ballistic_arc"]
 
@@ -203,7 +211,7 @@ class BallUKF:
     def update(self, t_capture_s, position_m, t_arrival_s=None) -> UpdateResult:
         t, p = check_measurement(t_capture_s, position_m)
         if t_arrival_s is not None:
-            ta, _ = check_measurement(t_arrival_s, p, name_t="t_arrival_s")
+            ta = check_time(t_arrival_s, "t_arrival_s")
             if ta < t - 1e-9:
                 raise ValueError(f"t_arrival_s: a detection cannot arrive ({ta}) before its capture ({t})")
             if ta < self._last_arrival - 1e-9:
