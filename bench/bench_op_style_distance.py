@@ -1,0 +1,168 @@
+"""style_distance: every backend vs the plain-PyTorch reference on AlexNet / VGG-16 / ResNet-50 layer shapes.
+
+Cases: the layer outputs of AlexNet (relu1..relu5), VGG-16 (the lpips taps relu1_2..relu5_3) and ResNet-50
+(layer1..layer4) for 64 x 64 and 224 x 224 inputs, random features (two independent tensors per case).
+
+* ``--device cuda``: batch 64, both resolutions, all layers; backends torch (reference: both Grams with
+  cuBLAS, subtract), triton, cuda; ``--dtype`` float32 (default; TF32 off, as torch's default), float16,
+  bfloat16 or all.
+* ``--device cpu`` (default): batch 64 at 64 x 64 for every layer; at 224 x 224 batch 8 and the layers
+  whose two fp32 inputs together stay under ~0.5 GiB (AlexNet all, VGG relu3_3..relu5_3, ResNet layer2..4),
+  to fit a small machine's memory and time. Backends torch (reference, vendor BLAS) and cpu (C++).
+* ``--quick``: batch 4, 64 x 64, one layer per network, 2 repeats (smoke run).
+
+Reported per case and backend: median time, ratio (reference time / backend time: > 1 is faster than
+the reference), achieved GFLOP/s and the extra peak memory of one call. GFLOP/s counts the same
+algorithmic work for every backend, ``2 B min(C^2 P, 2 P^2 C)`` (the cheaper of the fused difference
+and the kernel identity, P = H*W), so the column compares backends directly (the reference does
+``4 B C^2 P`` flops). Writes ``bench/results/bench_op_style_distance[_<device>].json`` and a table.
+
+    .venv/bin/python bench/bench_op_style_distance.py --quick
+    .venv/bin/python bench/bench_op_style_distance.py --device cuda --dtype all
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import base_parser, fmt_bytes, machine_info, peak_memory, print_table, time_fn, write_json  # noqa: E402
+
+from percept_fast.ops import available_backends, style_distance  # noqa: E402
+from percept_fast.ops.style_distance import choose_method  # noqa: E402
+
+# (network, layer, channels, spatial size at 64 px input, at 224 px input)
+LAYERS = [
+    ("alexnet", "relu1", 64, 15, 55),
+    ("alexnet", "relu2", 192, 7, 27),
+    ("alexnet", "relu3", 384, 3, 13),
+    ("alexnet", "relu4", 256, 3, 13),
+    ("alexnet", "relu5", 256, 3, 13),
+    ("vgg16", "relu1_2", 64, 64, 224),
+    ("vgg16", "relu2_2", 128, 32, 112),
+    ("vgg16", "relu3_3", 256, 16, 56),
+    ("vgg16", "relu4_3", 512, 8, 28),
+    ("vgg16", "relu5_3", 512, 4, 14),
+    ("resnet50", "layer1", 256, 16, 56),
+    ("resnet50", "layer2", 512, 8, 28),
+    ("resnet50", "layer3", 1024, 4, 14),
+    ("resnet50", "layer4", 2048, 2, 7),
+]
+QUICK = {("alexnet", "relu2"), ("vgg16", "relu3_3"), ("resnet50", "layer4")}
+CPU_224_MAX_BYTES = 512 * 2**20
+
+
+def cases(device: str, quick: bool) -> list[tuple[str, str, int, int, int, int]]:
+    """(net, layer, input px, B, C, side) for the run."""
+    out = []
+    for res in (64, 224):
+        if quick and res == 224:
+            continue
+        for net, layer, C, s64, s224 in LAYERS:
+            side = s64 if res == 64 else s224
+            if quick:
+                if (net, layer) in QUICK:
+                    out.append((net, layer, res, 4, C, side))
+                continue
+            B = 64
+            if device == "cpu" and res == 224:
+                B = 8
+                if 2 * B * C * side * side * 4 > CPU_224_MAX_BYTES:
+                    continue
+            out.append((net, layer, res, B, C, side))
+    return out
+
+
+def main(argv=None) -> None:
+    p = base_parser(__doc__.splitlines()[0])
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device available")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+    dtypes = [torch.float32, torch.float16, torch.bfloat16] if args.dtype == "all" else [getattr(torch, args.dtype)]
+    backends = [b for b in available_backends(device) if not (device.type == "cpu" and b == "triton")]
+    repeats = args.repeats or (2 if args.quick else 5)
+    rows, records = [], []
+    for dtype in dtypes:
+        for net, layer, res, B, C, side in cases(device.type, args.quick):
+            P = side * side
+            g = torch.Generator(device=device).manual_seed(0)
+            x = torch.rand((B, C, side, side), generator=g, device=device).to(dtype)
+            y = torch.rand((B, C, side, side), generator=g, device=device).to(dtype)
+            flops = 2.0 * B * min(C * C * P, 2 * P * P * C)
+            method = choose_method(C, P)
+            ref_val = None
+            ref_t = None
+            for be in backends:
+                fn = lambda be=be, x=x, y=y: style_distance(x, y, backend=be)  # noqa: E731
+                try:
+                    val = fn()
+                except (RuntimeError, MemoryError) as exc:  # e.g. out of memory
+                    records.append(dict(net=net, layer=layer, backend=be, error=str(exc)[:200]))
+                    continue
+                if ref_val is None:
+                    ref_val = val
+                rel = float(((val - ref_val).abs().max() / ref_val.abs().max().clamp_min(1e-30)).item())
+                t = time_fn(fn, device=device, repeats=repeats, warmup=1)
+                mem = peak_memory(fn, device=device)
+                if be == "torch":
+                    ref_t = t["median_s"]
+                ratio = (ref_t / t["median_s"]) if ref_t else float("nan")
+                rec = dict(
+                    net=net,
+                    layer=layer,
+                    input_px=res,
+                    B=B,
+                    C=C,
+                    H=side,
+                    W=side,
+                    dtype=str(dtype).replace("torch.", ""),
+                    method=method,
+                    backend=be,
+                    median_s=t["median_s"],
+                    min_s=t["min_s"],
+                    ratio_vs_reference=ratio,
+                    gflops=flops / t["median_s"] / 1e9,
+                    peak_extra_bytes=mem["peak_extra_bytes"],
+                    peak_method=mem["method"],
+                    max_rel_diff_vs_reference=rel,
+                )
+                records.append(rec)
+                rows.append(
+                    [
+                        f"{net}/{layer}",
+                        f"{B}x{C}x{side}x{side} ({res}px)",
+                        rec["dtype"],
+                        method,
+                        be,
+                        f"{t['median_s'] * 1e3:.2f}",
+                        f"{ratio:.2f}",
+                        f"{rec['gflops']:.1f}",
+                        fmt_bytes(mem["peak_extra_bytes"]),
+                        f"{rel:.1e}",
+                    ]
+                )
+    payload = dict(
+        bench="bench_op_style_distance",
+        device=str(device),
+        quick=args.quick,
+        flops_definition="2*B*min(C^2*P, 2*P^2*C) per call, same for every backend",
+        machine=machine_info(device),
+        results=records,
+    )
+    name = "bench_op_style_distance" + ("" if device.type == "cpu" else "_cuda") + ("_quick" if args.quick else "")
+    path = write_json(name, payload, args.out)
+    print_table(
+        f"style_distance on {device} ({path})",
+        ["layer", "shape", "dtype", "method", "backend", "ms", "ratio", "GFLOP/s", "peak mem", "rel diff"],
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    main()
