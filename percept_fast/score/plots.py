@@ -40,6 +40,11 @@ def plot_subsets(results: dict, kind: str, path: Path) -> Path | None:
             hi = np.array([e["ci"][1] for e in entries])
             err = np.vstack([np.maximum(vals - lo, 0), np.maximum(hi - vals, 0)])
         ax.bar(x + (i - (len(metrics) - 1) / 2) * width, vals, width, yerr=err, capsize=2, label=m)
+    ceil = results.get("data", {}).get("2afc_ceiling") if kind == "2afc" else None
+    if ceil:
+        for xi, sname in zip(x, subsets):
+            ax.hlines(ceil[sname], xi - 0.45, xi + 0.45, colors="k", linestyles="--", lw=1)
+        ax.plot([], [], "k--", lw=1, label="ceiling (judgements)")
     ax.set_xticks(x, subsets, rotation=20, ha="right")
     ax.set_ylabel("2AFC score" if kind == "2afc" else "JND mAP")
     ax.set_ylim(0, 1)
@@ -65,7 +70,10 @@ def plot_layers(results: dict, kind: str, path: Path, agg: str = "subset_mean") 
         ax.plot(np.arange(len(names)), [layers[n][agg] for n in names], marker="o", label=m)
         total = results["metrics"][m][kind][agg]["score"]
         ax.axhline(total, ls=":", lw=0.8, color=ax.lines[-1].get_color())
-    ax.set_xlabel("tapped layer (index; dotted: all layers)")
+    names0 = list(results["metrics"][metrics[0]][kind]["per_layer"])
+    if all(list(results["metrics"][m][kind]["per_layer"]) == names0 for m in metrics):
+        ax.set_xticks(np.arange(len(names0)), names0, rotation=20, ha="right")
+    ax.set_xlabel("tapped layer (dotted: all layers)")
     ax.set_ylabel(("2AFC score" if kind == "2afc" else "JND mAP") + f" ({agg})")
     ax.set_title(f"{kind.upper()} per layer")
     ax.grid(alpha=0.3)
