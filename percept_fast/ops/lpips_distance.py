@@ -86,95 +86,103 @@ def lpips_layer_reference(
 
 # ----------------------------------------------------------------------------------------------- triton
 
+try:  # Triton is optional: the kernel below is only defined (and JIT-wrapped lazily) when it imports
+    import triton
+    import triton.language as tl
+except Exception:  # pragma: no cover
+    triton = None
+
 _TRITON_KERNELS: dict[bool, object] = {}
+# no FMA contraction (x == y must give exactly 0: symmetric rounding)
+_NO_FMA: dict = {"enable_fp_fusion": False}
+
+
+if triton is not None:
+
+    def _lpips_kernel(
+        X,
+        Y,
+        Wt,
+        MAP,
+        PART,
+        C,
+        H,
+        W,
+        NB,
+        sxb,
+        sxc,
+        sxh,
+        sxw,
+        syb,
+        syc,
+        syh,
+        syw,
+        eps,
+        MODE: tl.constexpr,
+        WEIGHTED: tl.constexpr,
+        SPATIAL: tl.constexpr,
+        ACC64: tl.constexpr,
+        BLOCK_P: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+    ):
+        pid_p = tl.program_id(0)
+        b = tl.program_id(1).to(tl.int64)
+        P = H * W
+        offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+        mask_p = offs_p < P
+        hh = (offs_p // W).to(tl.int64)
+        ww = (offs_p % W).to(tl.int64)
+        px = b * sxb + hh * sxh + ww * sxw
+        py = b * syb + hh * syh + ww * syw
+        acc_t = tl.float64 if ACC64 else tl.float32
+        axx = tl.zeros([BLOCK_P], dtype=acc_t)
+        ayy = tl.zeros([BLOCK_P], dtype=acc_t)
+        awxx = tl.zeros([BLOCK_P], dtype=acc_t)
+        awyy = tl.zeros([BLOCK_P], dtype=acc_t)
+        awxy = tl.zeros([BLOCK_P], dtype=acc_t)
+        for c0 in range(0, C, BLOCK_C):
+            offs_c = c0 + tl.arange(0, BLOCK_C)
+            mask_c = offs_c < C
+            m = mask_c[:, None] & mask_p[None, :]
+            oc = offs_c.to(tl.int64)
+            xv = tl.load(X + (oc[:, None] * sxc + px[None, :]), mask=m, other=0.0).to(acc_t)
+            yv = tl.load(Y + (oc[:, None] * syc + py[None, :]), mask=m, other=0.0).to(acc_t)
+            xx = xv * xv
+            yy = yv * yv
+            axx += tl.sum(xx, axis=0)
+            ayy += tl.sum(yy, axis=0)
+            if WEIGHTED:
+                wv = tl.load(Wt + offs_c, mask=mask_c, other=0.0).to(acc_t)[:, None]
+                awxx += tl.sum(wv * xx, axis=0)
+                awyy += tl.sum(wv * yy, axis=0)
+                awxy += tl.sum(wv * (xv * yv), axis=0)
+            else:
+                awxy += tl.sum(xv * yv, axis=0)
+        if not WEIGHTED:
+            awxx = axx
+            awyy = ayy
+        if MODE == 0:
+            nx = tl.sqrt(axx) + eps
+            ny = tl.sqrt(ayy) + eps
+        else:
+            nx = tl.sqrt(axx + eps * eps)
+            ny = tl.sqrt(ayy + eps * eps)
+        ix = 1.0 / nx
+        iy = 1.0 / ny
+        tx = (awxx * ix) * ix
+        ty = (awyy * iy) * iy
+        txy = (awxy * ix) * iy
+        d = (tx + ty) - (txy + txy)
+        d = tl.where(mask_p & (d > 0), d, 0.0)
+        if SPATIAL:
+            tl.store(MAP + b * P + offs_p, d, mask=mask_p)
+        tl.store(PART + b * NB + pid_p, tl.sum(d, axis=0))
 
 
 def _triton_kernel():
     """The Triton kernel, JIT-wrapped lazily so TRITON_INTERPRET set after import still takes effect."""
     key = cm.triton_interpret()
     if key not in _TRITON_KERNELS:
-        import triton
-        import triton.language as tl
-
-        def _lpips_kernel(
-            X,
-            Y,
-            Wt,
-            MAP,
-            PART,
-            C,
-            H,
-            W,
-            NB,
-            sxb,
-            sxc,
-            sxh,
-            sxw,
-            syb,
-            syc,
-            syh,
-            syw,
-            eps,
-            MODE: tl.constexpr,
-            WEIGHTED: tl.constexpr,
-            SPATIAL: tl.constexpr,
-            ACC64: tl.constexpr,
-            BLOCK_P: tl.constexpr,
-            BLOCK_C: tl.constexpr,
-        ):
-            pid_p = tl.program_id(0)
-            b = tl.program_id(1).to(tl.int64)
-            P = H * W
-            offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-            mask_p = offs_p < P
-            hh = (offs_p // W).to(tl.int64)
-            ww = (offs_p % W).to(tl.int64)
-            px = b * sxb + hh * sxh + ww * sxw
-            py = b * syb + hh * syh + ww * syw
-            acc_t = tl.float64 if ACC64 else tl.float32
-            axx = tl.zeros([BLOCK_P], dtype=acc_t)
-            ayy = tl.zeros([BLOCK_P], dtype=acc_t)
-            awxx = tl.zeros([BLOCK_P], dtype=acc_t)
-            awyy = tl.zeros([BLOCK_P], dtype=acc_t)
-            awxy = tl.zeros([BLOCK_P], dtype=acc_t)
-            for c0 in range(0, C, BLOCK_C):
-                offs_c = c0 + tl.arange(0, BLOCK_C)
-                mask_c = offs_c < C
-                m = mask_c[:, None] & mask_p[None, :]
-                oc = offs_c.to(tl.int64)
-                xv = tl.load(X + (oc[:, None] * sxc + px[None, :]), mask=m, other=0.0).to(acc_t)
-                yv = tl.load(Y + (oc[:, None] * syc + py[None, :]), mask=m, other=0.0).to(acc_t)
-                xx = xv * xv
-                yy = yv * yv
-                axx += tl.sum(xx, axis=0)
-                ayy += tl.sum(yy, axis=0)
-                if WEIGHTED:
-                    wv = tl.load(Wt + offs_c, mask=mask_c, other=0.0).to(acc_t)[:, None]
-                    awxx += tl.sum(wv * xx, axis=0)
-                    awyy += tl.sum(wv * yy, axis=0)
-                    awxy += tl.sum(wv * (xv * yv), axis=0)
-                else:
-                    awxy += tl.sum(xv * yv, axis=0)
-            if not WEIGHTED:
-                awxx = axx
-                awyy = ayy
-            if MODE == 0:
-                nx = tl.sqrt(axx) + eps
-                ny = tl.sqrt(ayy) + eps
-            else:
-                nx = tl.sqrt(axx + eps * eps)
-                ny = tl.sqrt(ayy + eps * eps)
-            ix = 1.0 / nx
-            iy = 1.0 / ny
-            tx = (awxx * ix) * ix
-            ty = (awyy * iy) * iy
-            txy = (awxy * ix) * iy
-            d = (tx + ty) - (txy + txy)
-            d = tl.where(mask_p & (d > 0), d, 0.0)
-            if SPATIAL:
-                tl.store(MAP + b * P + offs_p, d, mask=mask_p)
-            tl.store(PART + b * NB + pid_p, tl.sum(d, axis=0))
-
         _TRITON_KERNELS[key] = triton.jit(_lpips_kernel)
     return _TRITON_KERNELS[key]
 
@@ -207,6 +215,7 @@ def _forward_triton(fx, fy, w, eps, mode, spatial):
         ACC64=cdt == torch.float64,
         BLOCK_P=block_p,
         BLOCK_C=block_c,
+        **_NO_FMA,
     )
     if spatial:
         return dmap

@@ -45,61 +45,65 @@ def meanpool_reference(
 
 # ----------------------------------------------------------------------------------------------- triton
 
+try:  # Triton is optional: the kernel below is only defined (and JIT-wrapped lazily) when it imports
+    import triton
+    import triton.language as tl
+except Exception:  # pragma: no cover
+    triton = None
+
 _TRITON_KERNELS: dict[bool, object] = {}
+# no FMA contraction (x == y must give exactly 0: symmetric rounding)
+_NO_FMA: dict = {"enable_fp_fusion": False}
+
+
+if triton is not None:
+
+    def _meanpool_kernel(
+        X,
+        Y,
+        MX,
+        MY,
+        C,
+        H,
+        W,
+        sxb,
+        sxc,
+        sxh,
+        sxw,
+        syb,
+        syc,
+        syh,
+        syw,
+        ACC64: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+        BLOCK_P: tl.constexpr,
+    ):
+        pid_c = tl.program_id(0)
+        b = tl.program_id(1).to(tl.int64)
+        P = H * W
+        offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+        mask_c = offs_c < C
+        oc = offs_c.to(tl.int64)
+        acc_t = tl.float64 if ACC64 else tl.float32
+        ax = tl.zeros([BLOCK_C], dtype=acc_t)
+        ay = tl.zeros([BLOCK_C], dtype=acc_t)
+        for p0 in range(0, P, BLOCK_P):
+            offs_p = p0 + tl.arange(0, BLOCK_P)
+            mask_p = offs_p < P
+            hh = (offs_p // W).to(tl.int64)
+            ww = (offs_p % W).to(tl.int64)
+            m = mask_c[:, None] & mask_p[None, :]
+            xv = tl.load(X + (b * sxb + oc[:, None] * sxc + hh[None, :] * sxh + ww[None, :] * sxw), mask=m, other=0.0)
+            yv = tl.load(Y + (b * syb + oc[:, None] * syc + hh[None, :] * syh + ww[None, :] * syw), mask=m, other=0.0)
+            ax += tl.sum(xv.to(acc_t), axis=1)
+            ay += tl.sum(yv.to(acc_t), axis=1)
+        tl.store(MX + b * C + offs_c, ax / P, mask=mask_c)
+        tl.store(MY + b * C + offs_c, ay / P, mask=mask_c)
 
 
 def _triton_kernel():
     key = cm.triton_interpret()
     if key not in _TRITON_KERNELS:
-        import triton
-        import triton.language as tl
-
-        def _meanpool_kernel(
-            X,
-            Y,
-            MX,
-            MY,
-            C,
-            H,
-            W,
-            sxb,
-            sxc,
-            sxh,
-            sxw,
-            syb,
-            syc,
-            syh,
-            syw,
-            ACC64: tl.constexpr,
-            BLOCK_C: tl.constexpr,
-            BLOCK_P: tl.constexpr,
-        ):
-            pid_c = tl.program_id(0)
-            b = tl.program_id(1).to(tl.int64)
-            P = H * W
-            offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-            mask_c = offs_c < C
-            oc = offs_c.to(tl.int64)
-            acc_t = tl.float64 if ACC64 else tl.float32
-            ax = tl.zeros([BLOCK_C], dtype=acc_t)
-            ay = tl.zeros([BLOCK_C], dtype=acc_t)
-            for p0 in range(0, P, BLOCK_P):
-                offs_p = p0 + tl.arange(0, BLOCK_P)
-                mask_p = offs_p < P
-                hh = (offs_p // W).to(tl.int64)
-                ww = (offs_p % W).to(tl.int64)
-                m = mask_c[:, None] & mask_p[None, :]
-                xv = tl.load(
-                    X + (b * sxb + oc[:, None] * sxc + hh[None, :] * sxh + ww[None, :] * sxw), mask=m, other=0.0
-                )
-                yv = tl.load(
-                    Y + (b * syb + oc[:, None] * syc + hh[None, :] * syh + ww[None, :] * syw), mask=m, other=0.0
-                )
-                ax += tl.sum(xv.to(acc_t), axis=1)
-                ay += tl.sum(yv.to(acc_t), axis=1)
-            tl.store(MX + b * C + offs_c, ax / P, mask=mask_c)
-            tl.store(MY + b * C + offs_c, ay / P, mask=mask_c)
-
         _TRITON_KERNELS[key] = triton.jit(_meanpool_kernel)
     return _TRITON_KERNELS[key]
 
@@ -131,6 +135,7 @@ def _forward_triton(fx, fy, eps, mode):
         ACC64=cdt == torch.float64,
         BLOCK_C=block_c,
         BLOCK_P=block_p,
+        **_NO_FMA,
     )
     return _finalize_torch(mx, my, eps, mode)
 

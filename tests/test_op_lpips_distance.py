@@ -1,0 +1,420 @@
+"""lpips_distance / lpips_distance_matrix: every backend against the plain-PyTorch reference."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from percept_fast.ops import _common as cm
+from percept_fast.ops import available_backends, lpips_distance, lpips_distance_matrix
+from percept_fast.ops.lpips_distance import lpips_layer_backward, lpips_layer_reference, normalize_features
+
+HAVE_CPU = "cpu" in available_backends("cpu")
+needs_cpu = pytest.mark.skipif(not HAVE_CPU, reason="percept_fast._C not built")
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+LAYOUTS = ["contiguous", "channels_last", "sliced_w", "sliced_c", "transposed_hw"]
+
+
+def make(shape, dtype, layout, seed=0, device="cpu", zero_frac=0.0):
+    g = torch.Generator().manual_seed(seed)
+    B, C, H, W = shape
+    t = torch.randn(shape, generator=g)
+    if zero_frac > 0:  # whole channel vectors at zero (the normalisation's singular point)
+        mask = torch.rand(B, 1, H, W, generator=g) < zero_frac
+        t = t.masked_fill(mask, 0.0)
+    t = t.to(dtype).to(device)
+    if layout == "contiguous":
+        return t.contiguous()
+    if layout == "channels_last":
+        return t.contiguous(memory_format=torch.channels_last)
+    if layout == "sliced_w":
+        big = torch.zeros(B, C, H, 2 * W, dtype=dtype, device=device)
+        big[..., ::2] = t
+        return big[..., ::2]
+    if layout == "sliced_c":
+        big = torch.zeros(B, 2 * C + 1, H, W, dtype=dtype, device=device)
+        big[:, 1::2] = t
+        return big[:, 1::2]
+    if layout == "transposed_hw":
+        return t.transpose(2, 3).contiguous().transpose(2, 3)
+    raise AssertionError(layout)
+
+
+def tol(dtype):
+    return dict(rtol=1e-9, atol=1e-10) if dtype == torch.float64 else dict(rtol=2e-5, atol=2e-5)
+
+
+# ------------------------------------------------------------------------------------------ reference
+
+
+def test_normalize_matches_lpips_package_exactly():
+    lpips = pytest.importorskip("lpips")
+    x = torch.randn(3, 17, 5, 6)
+    x[0, :, 1, 1] = 0
+    assert torch.equal(normalize_features(x, 1e-10, "lpips"), lpips.normalize_tensor(x, eps=1e-10))
+    assert torch.equal(normalize_features(x, 1e-3, "lpips"), lpips.normalize_tensor(x, eps=1e-3))
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("cpu", marks=needs_cpu)])
+def test_layer_matches_lpips_formula(backend):
+    """out = spatial_average(lin((normalize(x) - normalize(y))**2)) as in lpips.LPIPS.forward."""
+    lpips = pytest.importorskip("lpips")
+    fx, fy = torch.randn(4, 32, 7, 9), torch.randn(4, 32, 7, 9)
+    w = torch.rand(1, 32, 1, 1)
+    diff = (lpips.normalize_tensor(fx) - lpips.normalize_tensor(fy)) ** 2
+    want = lpips.spatial_average(torch.nn.functional.conv2d(diff, w), keepdim=True).reshape(4)
+    got = lpips_distance(fx, fy, w, backend=backend)
+    torch.testing.assert_close(got, want, rtol=2e-5, atol=1e-6)
+    want_map = torch.nn.functional.conv2d(diff, w)
+    torch.testing.assert_close(lpips_distance(fx, fy, w, spatial=True, backend=backend), want_map, rtol=2e-5, atol=1e-6)
+
+
+def test_reference_float64_formula():
+    fx, fy = torch.randn(2, 5, 3, 4, dtype=torch.float64), torch.randn(2, 5, 3, 4, dtype=torch.float64)
+    w = torch.rand(5, dtype=torch.float64)
+    u = fx / (fx.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+    v = fy / (fy.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+    want = ((u - v) ** 2 * w.view(1, 5, 1, 1)).sum(1).mean((1, 2))
+    torch.testing.assert_close(lpips_layer_reference(fx, fy, w), want)
+
+
+# ------------------------------------------------------------------------------------------ CPU kernel
+
+
+@needs_cpu
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    B=st.integers(1, 3),
+    C=st.integers(1, 24),
+    H=st.integers(1, 7),
+    W=st.integers(1, 9),
+    dtype=st.sampled_from(DTYPES),
+    layout_x=st.sampled_from(LAYOUTS),
+    layout_y=st.sampled_from(LAYOUTS),
+    weighted=st.booleans(),
+    normalize=st.sampled_from(["lpips", "stable"]),
+    spatial=st.booleans(),
+    zero_frac=st.sampled_from([0.0, 0.3]),
+    seed=st.integers(0, 2**16),
+)
+def test_cpu_matches_reference(B, C, H, W, dtype, layout_x, layout_y, weighted, normalize, spatial, zero_frac, seed):
+    fx = make((B, C, H, W), dtype, layout_x, seed, zero_frac=zero_frac)
+    fy = make((B, C, H, W), dtype, layout_y, seed + 1, zero_frac=zero_frac)
+    w = torch.rand(C, generator=torch.Generator().manual_seed(seed)) * 2 if weighted else None
+    want = lpips_layer_reference(fx, fy, w, 1e-10, normalize, spatial)
+    got = lpips_distance(fx, fy, w, spatial=spatial, normalize=normalize, backend="cpu")
+    assert got.dtype == cm.out_dtype(dtype)
+    assert got.shape == ((B, 1, H, W) if spatial else (B,))
+    torch.testing.assert_close(got, want, **tol(dtype))
+
+
+@needs_cpu
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 64, 13, 11), (1, 300, 3, 3), (2, 3, 70, 70)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_cpu_larger_shapes(shape, layout):
+    fx, fy = make(shape, torch.float32, layout, 1), make(shape, torch.float32, layout, 2)
+    w = torch.rand(shape[1])
+    torch.testing.assert_close(
+        lpips_distance(fx, fy, w, backend="cpu"), lpips_layer_reference(fx, fy, w), **tol(fx.dtype)
+    )
+
+
+@needs_cpu
+@pytest.mark.parametrize("normalize", ["lpips", "stable"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced_c"])
+def test_identical_inputs_give_exact_zero(normalize, layout):
+    fx = make((3, 19, 5, 4), torch.float32, layout, 3, zero_frac=0.2)
+    w = torch.rand(1, 19, 1, 1)
+    out = lpips_distance(fx, fx.clone(), w, normalize=normalize, backend="cpu")
+    assert torch.equal(out, torch.zeros(3))
+    assert torch.equal(lpips_distance(fx, fx, spatial=True, backend="cpu"), torch.zeros(3, 1, 5, 4))
+
+
+@needs_cpu
+def test_zero_vectors_are_finite_and_match():
+    fx = torch.zeros(2, 8, 3, 3)
+    fy = torch.randn(2, 8, 3, 3)
+    for normalize in ("lpips", "stable"):
+        got = lpips_distance(fx, fy, normalize=normalize, backend="cpu")
+        torch.testing.assert_close(got, lpips_layer_reference(fx, fy, None, 1e-10, normalize))
+        torch.testing.assert_close(got, torch.ones(2), rtol=1e-5, atol=1e-5)  # ||0 - unit||^2 = 1
+
+
+@needs_cpu
+def test_cpu_is_deterministic_across_threads(monkeypatch):
+    fx, fy = torch.randn(8, 64, 20, 20), torch.randn(8, 64, 20, 20)
+    a = lpips_distance(fx, fy, backend="cpu")
+    b = lpips_distance(fx, fy, backend="cpu")
+    assert torch.equal(a, b)
+
+
+# ------------------------------------------------------------------------------------------ multi-layer
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("cpu", marks=needs_cpu)])
+def test_multi_layer_sum_and_per_layer(backend):
+    shapes = [(3, 4, 8, 8), (3, 16, 4, 4), (3, 7, 1, 1)]
+    fx = [torch.randn(s) for s in shapes]
+    fy = [torch.randn(s) for s in shapes]
+    ws = [torch.rand(1, s[1], 1, 1) for s in shapes[:2]] + [None]
+    per = torch.stack([lpips_layer_reference(a, b, w) for a, b, w in zip(fx, fy, ws)], dim=1)
+    got_per = lpips_distance(fx, fy, ws, backend=backend, return_per_layer=True)
+    assert got_per.shape == (3, 3)
+    torch.testing.assert_close(got_per, per, rtol=2e-5, atol=2e-5)
+    torch.testing.assert_close(lpips_distance(fx, fy, ws, backend=backend), per.sum(1), rtol=2e-5, atol=2e-5)
+    maps = lpips_distance(tuple(fx), tuple(fy), ws, spatial=True, backend=backend)
+    assert [tuple(m.shape) for m in maps] == [(3, 1, 8, 8), (3, 1, 4, 4), (3, 1, 1, 1)]
+
+
+# ----------------------------------------------------------------------------------------------- grads
+
+
+@needs_cpu
+@pytest.mark.parametrize("normalize", ["lpips", "stable"])
+@pytest.mark.parametrize("spatial", [False, True])
+def test_gradcheck_custom_op_cpu(normalize, spatial):
+    torch.manual_seed(0)
+    fx = torch.randn(2, 3, 3, 4, dtype=torch.float64, requires_grad=True)
+    fy = torch.randn(2, 3, 3, 4, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_()
+    w = (torch.rand(3, dtype=torch.float64) + 0.1).requires_grad_()
+
+    def f(a, b, ww):
+        return lpips_distance(a, b, ww, spatial=spatial, normalize=normalize, backend="cpu", eps=1e-6)
+
+    assert torch.autograd.gradcheck(f, (fx, fy, w))
+
+
+@pytest.mark.parametrize("normalize", ["lpips", "stable"])
+def test_gradcheck_torch_path(normalize):
+    fx = torch.randn(2, 3, 2, 3, dtype=torch.float64, requires_grad=True)
+    fy = torch.randn(2, 3, 2, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(1, 3, 1, 1, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda a, b, ww: lpips_distance(a, b, ww, normalize=normalize, backend="torch"), (fx, fy, w)
+    )
+
+
+@pytest.mark.parametrize("normalize", ["lpips", "stable"])
+def test_analytic_backward_matches_autograd_of_reference(normalize):
+    fx = torch.randn(2, 6, 4, 5, dtype=torch.float64, requires_grad=True)
+    fy = torch.randn(2, 6, 4, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(6, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(2, dtype=torch.float64)
+    out = lpips_layer_reference(fx, fy, w, 1e-10, normalize)
+    want = torch.autograd.grad(out, (fx, fy, w), grad)
+    got = lpips_layer_backward(
+        fx.detach(), fy.detach(), w.detach(), 1e-10, 0 if normalize == "lpips" else 1, False, grad
+    )
+    for g, h in zip(got, want):
+        torch.testing.assert_close(g, h)
+
+
+@needs_cpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_cpu_grads_low_precision_match_reference(dtype):
+    fx = make((2, 5, 4, 3), dtype, "channels_last", 5).requires_grad_()
+    fy = make((2, 5, 4, 3), dtype, "contiguous", 6).requires_grad_()
+    w = torch.rand(5, requires_grad=True)
+    got = torch.autograd.grad(lpips_distance(fx, fy, w, backend="cpu").sum(), (fx, fy, w))
+    want = torch.autograd.grad(lpips_layer_reference(fx, fy, w).sum(), (fx, fy, w))
+    for g, h in zip(got, want):
+        assert g.dtype == h.dtype
+        torch.testing.assert_close(g.float(), h.float(), rtol=1e-2, atol=1e-3)
+
+
+@needs_cpu
+def test_gradient_at_zero_vectors():
+    """'stable' has finite gradients everywhere (any backend); the custom op returns the limit g_u/eps for 'lpips'."""
+    fx = torch.randn(1, 4, 2, 2, dtype=torch.float64)
+    fx[0, :, 0, 0] = 0
+    fy = torch.randn(1, 4, 2, 2, dtype=torch.float64)
+    for backend in ("torch", "cpu"):
+        a = fx.clone().requires_grad_()
+        (g,) = torch.autograd.grad(lpips_distance(a, fy, normalize="stable", eps=1e-3, backend=backend).sum(), (a,))
+        assert torch.isfinite(g).all()
+    a = fx.clone().requires_grad_()
+    eps = 1e-3
+    (g,) = torch.autograd.grad(lpips_distance(a, fy, eps=eps, backend="cpu").sum(), (a,))
+    v = fy[0, :, 0, 0] / (fy[0, :, 0, 0].norm() + eps)
+    torch.testing.assert_close(g[0, :, 0, 0], 2 * (0 - v) / 4 / eps)  # d/du = 2 (u - v) / (H W), du/dx = I / eps
+    a = fx.clone().requires_grad_()
+    (g,) = torch.autograd.grad(lpips_distance(a, fy, eps=eps, backend="torch").sum(), (a,))
+    assert torch.isnan(g[0, :, 0, 0]).all()  # plain autograd of lpips' formula: NaN (documented)
+
+
+@needs_cpu
+def test_torch_compile_cpu_op():
+    fx, fy, w = torch.randn(2, 8, 5, 5), torch.randn(2, 8, 5, 5), torch.rand(8)
+
+    def f(a, b):
+        return lpips_distance(a, b, w, backend="cpu", check_finite=False) * 2.0
+
+    compiled = torch.compile(f, backend="eager")
+    torch.testing.assert_close(compiled(fx, fy), 2.0 * lpips_layer_reference(fx, fy, w))
+    ex = torch.library.opcheck(
+        torch.ops.percept_fast.lpips_layer.default,
+        (fx, fy, w, 1e-10, 0, False, "cpu"),
+        test_utils=("test_schema", "test_faketensor", "test_autograd_registration"),
+    )
+    assert all(v == "SUCCESS" for v in ex.values()), ex
+
+
+# ---------------------------------------------------------------------------------------------- matrix
+
+
+@pytest.mark.parametrize("normalize", ["lpips", "stable"])
+def test_distance_matrix_matches_pairwise(normalize):
+    N, M = 4, 3
+    fx, fy = torch.randn(N, 6, 3, 5, dtype=torch.float64), torch.randn(M, 6, 3, 5, dtype=torch.float64)
+    fy[1] = fx[2]  # an exact pair -> 0
+    w = torch.rand(6, dtype=torch.float64)
+    a = fx[:, None].expand(N, M, 6, 3, 5).reshape(N * M, 6, 3, 5)
+    b = fy[None].expand(N, M, 6, 3, 5).reshape(N * M, 6, 3, 5)
+    want = lpips_layer_reference(a, b, w, 1e-10, normalize).reshape(N, M)
+    got = lpips_distance_matrix(fx, fy, w, normalize=normalize)
+    torch.testing.assert_close(got, want)
+    assert got.min() >= 0 and abs(float(got[2, 1])) < 1e-12
+    # multi-layer: sum of per-layer matrices; float32 input
+    fx2, fy2 = torch.randn(N, 3, 2, 2), torch.randn(M, 3, 2, 2)
+    got2 = lpips_distance_matrix([fx.float(), fx2], [fy.float(), fy2], [w.float(), None], normalize=normalize)
+    want2 = want.float() + lpips_distance_matrix(fx2, fy2, None, normalize=normalize)
+    torch.testing.assert_close(got2, want2, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(fx=torch.randn(2, 3, 4)), ValueError, "fx must have 4 dimensions"),
+        (dict(fy=torch.randn(2, 3, 4, 5)), ValueError, "same shape"),
+        (dict(fy=torch.randn(2, 3, 4, 4, dtype=torch.float64)), TypeError, "same dtype"),
+        (dict(fx=torch.ones(2, 3, 4, 4, dtype=torch.int32)), TypeError, "fx must be float32"),
+        (dict(fx=torch.full((2, 3, 4, 4), float("nan"))), ValueError, "fx contains NaN or Inf"),
+        (dict(fy=torch.full((2, 3, 4, 4), float("inf"))), ValueError, "fy contains NaN or Inf"),
+        (dict(fx=torch.randn(0, 3, 4, 4), fy=torch.randn(0, 3, 4, 4)), ValueError, "fx is empty"),
+        (dict(fx=[1.0]), TypeError, "both be tensors or both be lists"),
+        (dict(fx=None), TypeError, "both be tensors or both be lists"),
+        (dict(weight=torch.rand(4)), ValueError, r"weight must have shape \[3\]"),
+        (dict(weight=-torch.rand(3)), ValueError, "non-negative"),
+        (dict(weight=torch.tensor([1.0, float("nan"), 1.0])), ValueError, "weight contains NaN"),
+        (dict(backend="gpu"), ValueError, "backend must be one of"),
+        (dict(backend="cuda"), ValueError, "backend='cuda' needs CUDA tensors"),
+        (dict(normalize="l2"), ValueError, "normalize must be one of"),
+        (dict(eps=0.0), ValueError, "eps must be finite and > 0"),
+        (dict(eps="1"), TypeError, "eps must be a float"),
+        (dict(spatial=1), TypeError, "spatial must be a bool"),
+        (dict(return_per_layer=True), ValueError, "return_per_layer needs lists"),
+    ],
+)
+def test_bad_input_errors(kwargs, exc, match):
+    args = dict(fx=torch.randn(2, 3, 4, 4), fy=torch.randn(2, 3, 4, 4))
+    args.update(kwargs)
+    with pytest.raises(exc, match=match):
+        lpips_distance(**args)
+
+
+def test_bad_list_inputs():
+    a = [torch.randn(2, 3, 4, 4), torch.randn(2, 5, 2, 2)]
+    with pytest.raises(ValueError, match="equal length"):
+        lpips_distance(a, a[:1])
+    with pytest.raises(ValueError, match=r"fx\[1\] and fy\[1\] must have the same shape"):
+        lpips_distance(a, [a[0], torch.randn(2, 5, 3, 2)])
+    with pytest.raises(ValueError, match=r"weight\[1\] must have shape"):
+        lpips_distance(a, a, [None, torch.rand(3)])
+    with pytest.raises(TypeError, match="list of per-layer weights"):
+        lpips_distance(a, a, torch.rand(3))
+    with pytest.raises(ValueError, match="same batch size"):
+        lpips_distance(a, [a[0], a[1]], None) if False else lpips_distance([a[0], a[1][:1]], [a[0], a[1][:1]])
+    with pytest.raises(ValueError, match=r"must agree in \[C, H, W\]"):
+        lpips_distance_matrix(torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 5))
+
+
+def test_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ValueError, match="backend='triton' needs CUDA tensors"):
+        lpips_distance(torch.randn(1, 2, 2, 2), torch.randn(1, 2, 2, 2), backend="triton")
+
+
+def test_auto_backend_on_cpu():
+    assert cm.resolve_backend("auto", torch.device("cpu")) == ("cpu" if HAVE_CPU else "torch")
+
+
+# ---------------------------------------------------------------------------------------------- triton
+
+
+TRITON_CASES = [
+    ((2, 3, 5, 7), torch.float32, "channels_last", True, False, "lpips"),
+    ((1, 1, 1, 1), torch.float16, "contiguous", False, True, "stable"),
+    ((2, 20, 3, 4), torch.bfloat16, "sliced_c", True, True, "lpips"),
+    ((1, 5, 2, 3), torch.float64, "transposed_hw", True, False, "stable"),
+]
+
+
+def _triton_cases() -> None:
+    """Runs in a subprocess with TRITON_INTERPRET=1 set before triton is imported (the interpreter needs that)."""
+    assert cm.triton_interpret() and "triton" in available_backends("cpu")
+    for shape, dtype, layout, weighted, spatial, normalize in TRITON_CASES:
+        fx, fy = make(shape, dtype, layout, 7, zero_frac=0.2), make(shape, dtype, "contiguous", 8)
+        w = torch.rand(shape[1]) if weighted else None
+        got = lpips_distance(fx, fy, w, spatial=spatial, normalize=normalize, backend="triton")
+        torch.testing.assert_close(got, lpips_layer_reference(fx, fy, w, 1e-10, normalize, spatial), **tol(dtype))
+        if not spatial:
+            a = fx.detach().clone().requires_grad_()
+            (g,) = torch.autograd.grad(lpips_distance(a, fy, w, normalize=normalize, backend="triton").sum(), (a,))
+            mode = 0 if normalize == "lpips" else 1
+            h = lpips_layer_backward(fx, fy, w, 1e-10, mode, False, torch.ones(shape[0]))[0]
+            torch.testing.assert_close(g.float(), h.float(), rtol=1e-2, atol=1e-3)
+    assert torch.equal(lpips_distance(fx, fx, backend="triton"), torch.zeros(fx.shape[0], dtype=torch.float64))
+    print("TRITON_CASES_OK")
+
+
+def test_triton_interpreter_matches_reference():
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    code = f"import runpy; runpy.run_path({__file__!r})['_triton_cases']()"
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and "TRITON_CASES_OK" in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
+
+
+# ------------------------------------------------------------------------------------------------- gpu
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced_c", "transposed_hw"])
+def test_gpu_backends_match_reference(backend, dtype, layout):
+    if backend not in available_backends("cuda"):
+        pytest.skip(f"{backend} not available")
+    for i, shape in enumerate([(1, 1, 1, 1), (3, 7, 5, 9), (4, 64, 55, 55), (2, 512, 7, 7), (2, 3, 1, 300)]):
+        fx = make(shape, dtype, layout, 10 + i, "cuda", zero_frac=0.1)
+        fy = make(shape, dtype, "contiguous", 20 + i, "cuda")
+        w = torch.rand(shape[1], device="cuda")
+        for ww in (None, w):
+            for spatial in (False, True):
+                for normalize in ("lpips", "stable"):
+                    got = lpips_distance(fx, fy, ww, spatial=spatial, normalize=normalize, backend=backend)
+                    want = lpips_layer_reference(fx, fy, ww, 1e-10, normalize, spatial)
+                    t = tol(dtype) if shape[1] < 100 else dict(rtol=1e-4, atol=1e-4)
+                    torch.testing.assert_close(got, want, **t)
+        assert torch.equal(lpips_distance(fx, fx, w, backend=backend), torch.zeros(shape[0], device="cuda"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_gpu_gradients_and_gradcheck(backend):
+    if backend not in available_backends("cuda"):
+        pytest.skip(f"{backend} not available")
+    fx = torch.randn(2, 3, 3, 4, dtype=torch.float64, device="cuda", requires_grad=True)
+    fy = torch.randn(2, 3, 3, 4, dtype=torch.float64, device="cuda", requires_grad=True)
+    w = (torch.rand(3, dtype=torch.float64, device="cuda") + 0.1).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b, ww: lpips_distance(a, b, ww, backend=backend, eps=1e-6), (fx, fy, w))

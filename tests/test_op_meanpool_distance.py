@@ -1,0 +1,257 @@
+"""meanpool_distance / meanpool_distance_matrix: every backend against the plain-PyTorch reference."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from percept_fast.ops import _common as cm
+from percept_fast.ops import available_backends, meanpool_distance, meanpool_distance_matrix
+from percept_fast.ops.meanpool_distance import meanpool_backward, meanpool_reference
+
+HAVE_CPU = "cpu" in available_backends("cpu")
+needs_cpu = pytest.mark.skipif(not HAVE_CPU, reason="percept_fast._C not built")
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+LAYOUTS = ["contiguous", "channels_last", "sliced_w", "sliced_c", "transposed_hw"]
+
+
+def make(shape, dtype, layout, seed=0, device="cpu", offset=0.0):
+    g = torch.Generator().manual_seed(seed)
+    B, C, H, W = shape
+    t = (torch.randn(shape, generator=g) + offset).to(dtype).to(device)
+    if layout == "contiguous":
+        return t.contiguous()
+    if layout == "channels_last":
+        return t.contiguous(memory_format=torch.channels_last)
+    if layout == "sliced_w":
+        big = torch.zeros(B, C, H, 2 * W, dtype=dtype, device=device)
+        big[..., ::2] = t
+        return big[..., ::2]
+    if layout == "sliced_c":
+        big = torch.zeros(B, 2 * C + 1, H, W, dtype=dtype, device=device)
+        big[:, 1::2] = t
+        return big[:, 1::2]
+    if layout == "transposed_hw":
+        return t.transpose(2, 3).contiguous().transpose(2, 3)
+    raise AssertionError(layout)
+
+
+def tol(dtype):
+    return dict(rtol=1e-9, atol=1e-12) if dtype == torch.float64 else dict(rtol=5e-5, atol=2e-6)
+
+
+def test_reference_formula_float64():
+    fx, fy = torch.randn(3, 7, 4, 5, dtype=torch.float64), torch.randn(3, 7, 4, 5, dtype=torch.float64)
+    m, k = fx.mean((2, 3)), fy.mean((2, 3))
+    u = m / (m.norm(dim=1, keepdim=True) + 1e-10)
+    v = k / (k.norm(dim=1, keepdim=True) + 1e-10)
+    torch.testing.assert_close(meanpool_reference(fx, fy), ((u - v) ** 2).sum(1) / 7)
+
+
+@needs_cpu
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    B=st.integers(1, 3),
+    C=st.integers(1, 24),
+    H=st.integers(1, 9),
+    W=st.integers(1, 9),
+    dtype=st.sampled_from(DTYPES),
+    layout_x=st.sampled_from(LAYOUTS),
+    layout_y=st.sampled_from(LAYOUTS),
+    normalize=st.sampled_from(["lpips", "stable"]),
+    offset=st.sampled_from([0.0, 0.5]),
+    seed=st.integers(0, 2**16),
+)
+def test_cpu_matches_reference(B, C, H, W, dtype, layout_x, layout_y, normalize, offset, seed):
+    fx = make((B, C, H, W), dtype, layout_x, seed, offset=offset)
+    fy = make((B, C, H, W), dtype, layout_y, seed + 1, offset=offset)
+    got = meanpool_distance(fx, fy, normalize=normalize, backend="cpu")
+    assert got.dtype == cm.out_dtype(dtype) and got.shape == (B,)
+    torch.testing.assert_close(got, meanpool_reference(fx, fy, 1e-10, normalize), **tol(dtype))
+
+
+@needs_cpu
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 64, 55, 55), (3, 512, 7, 7), (1, 3, 1, 2000)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_cpu_larger_shapes(shape, layout):
+    fx, fy = make(shape, torch.float32, layout, 1, offset=0.3), make(shape, torch.float32, layout, 2, offset=0.3)
+    want = meanpool_reference(fx.double(), fy.double()).float()  # float64 reference: checks the fp32 accumulation
+    torch.testing.assert_close(meanpool_distance(fx, fy, backend="cpu"), want, rtol=1e-4, atol=1e-7)
+
+
+@needs_cpu
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced_c"])
+def test_identical_and_zero_inputs(layout):
+    fx = make((2, 9, 4, 4), torch.float32, layout, 3)
+    assert torch.equal(meanpool_distance(fx, fx.clone(), backend="cpu"), torch.zeros(2))
+    z = torch.zeros(2, 9, 4, 4)
+    for normalize in ("lpips", "stable"):
+        got = meanpool_distance(z, fx, normalize=normalize, backend="cpu")
+        torch.testing.assert_close(got, meanpool_reference(z, fx, 1e-10, normalize))
+        torch.testing.assert_close(got, torch.full((2,), 1.0 / 9), rtol=1e-5, atol=1e-7)
+
+
+@needs_cpu
+@pytest.mark.parametrize("normalize", ["lpips", "stable"])
+def test_gradcheck_custom_op_cpu(normalize):
+    fx = torch.randn(2, 4, 3, 2, dtype=torch.float64, requires_grad=True)
+    fy = torch.randn(2, 4, 3, 2, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda a, b: meanpool_distance(a, b, normalize=normalize, eps=1e-6, backend="cpu"), (fx, fy)
+    )
+
+
+@pytest.mark.parametrize("normalize", ["lpips", "stable"])
+def test_gradcheck_torch_path_and_analytic_backward(normalize):
+    fx = torch.randn(2, 4, 3, 2, dtype=torch.float64, requires_grad=True)
+    fy = torch.randn(2, 4, 3, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda a, b: meanpool_distance(a, b, normalize=normalize, backend="torch"), (fx, fy)
+    )
+    g = torch.randn(2, dtype=torch.float64)
+    want = torch.autograd.grad(meanpool_reference(fx, fy, 1e-10, normalize), (fx, fy), g)
+    got = meanpool_backward(fx.detach(), fy.detach(), 1e-10, 0 if normalize == "lpips" else 1, g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
+@needs_cpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_cpu_grads_low_precision(dtype):
+    fx = make((2, 6, 3, 3), dtype, "channels_last", 4).requires_grad_()
+    fy = make((2, 6, 3, 3), dtype, "contiguous", 5).requires_grad_()
+    got = torch.autograd.grad(meanpool_distance(fx, fy, backend="cpu").sum(), (fx, fy))
+    want = torch.autograd.grad(meanpool_reference(fx, fy).sum(), (fx, fy))
+    for a, b in zip(got, want):
+        assert a.dtype == dtype
+        torch.testing.assert_close(a.float(), b.float(), rtol=1e-2, atol=1e-4)
+
+
+@needs_cpu
+def test_stable_gradient_finite_at_zero_mean():
+    fx = torch.zeros(1, 3, 2, 2, dtype=torch.float64, requires_grad=True)
+    fy = torch.randn(1, 3, 2, 2, dtype=torch.float64)
+    for backend in ("torch", "cpu"):
+        (g,) = torch.autograd.grad(
+            meanpool_distance(fx, fy, normalize="stable", eps=1e-3, backend=backend).sum(), (fx,)
+        )
+        assert torch.isfinite(g).all()
+    (g,) = torch.autograd.grad(meanpool_distance(fx, fy, eps=1e-3, backend="cpu").sum(), (fx,))
+    k = fy.mean((2, 3))[0]
+    v = k / (k.norm() + 1e-3)
+    torch.testing.assert_close(g[0, :, 0, 0], 2 * (0 - v) / 3 / 1e-3 / 4)
+
+
+@needs_cpu
+def test_torch_compile_and_opcheck():
+    fx, fy = torch.randn(2, 5, 3, 3), torch.randn(2, 5, 3, 3)
+    compiled = torch.compile(
+        lambda a, b: meanpool_distance(a, b, backend="cpu", check_finite=False) + 1.0, backend="eager"
+    )
+    torch.testing.assert_close(compiled(fx, fy), meanpool_reference(fx, fy) + 1.0)
+    res = torch.library.opcheck(
+        torch.ops.percept_fast.meanpool_distance.default,
+        (fx, fy, 1e-10, 0, "cpu"),
+        test_utils=("test_schema", "test_faketensor", "test_autograd_registration"),
+    )
+    assert all(v == "SUCCESS" for v in res.values()), res
+
+
+@pytest.mark.parametrize("normalize", ["lpips", "stable"])
+def test_distance_matrix_matches_pairwise(normalize):
+    N, M = 5, 3
+    fx = torch.randn(N, 6, 3, 4, dtype=torch.float64)
+    fy = torch.randn(M, 6, 2, 5, dtype=torch.float64)  # spatial sizes may differ: only the means matter
+    want = torch.stack(
+        [
+            torch.cat([meanpool_reference(fx[i : i + 1], fy[j : j + 1], 1e-10, normalize) for j in range(M)])
+            for i in range(N)
+        ]
+    )
+    torch.testing.assert_close(meanpool_distance_matrix(fx, fy, normalize=normalize), want)
+    d = meanpool_distance_matrix(fx, fx)
+    assert d.min() >= 0 and torch.diagonal(d).abs().max() < 1e-12
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(fx=torch.randn(2, 3)), ValueError, "fx must have 4 dimensions"),
+        (dict(fy=torch.randn(2, 3, 4, 5)), ValueError, "same shape"),
+        (dict(fy=torch.randn(2, 3, 4, 4, dtype=torch.float16)), TypeError, "same dtype"),
+        (dict(fx=torch.ones(2, 3, 4, 4, dtype=torch.int64)), TypeError, "fx must be float32"),
+        (dict(fy=torch.full((2, 3, 4, 4), float("nan"))), ValueError, "fy contains NaN or Inf"),
+        (dict(fx=torch.randn(2, 0, 4, 4), fy=torch.randn(2, 0, 4, 4)), ValueError, "fx is empty"),
+        (dict(fx=[torch.randn(2, 3, 4, 4)]), TypeError, "fx must be a torch.Tensor"),
+        (dict(backend="numpy"), ValueError, "backend must be one of"),
+        (dict(backend="cuda"), ValueError, "backend='cuda' needs CUDA tensors"),
+        (dict(normalize=None), ValueError, "normalize must be one of"),
+        (dict(eps=-1.0), ValueError, "eps must be finite and > 0"),
+    ],
+)
+def test_bad_input_errors(kwargs, exc, match):
+    args = dict(fx=torch.randn(2, 3, 4, 4), fy=torch.randn(2, 3, 4, 4))
+    args.update(kwargs)
+    with pytest.raises(exc, match=match):
+        meanpool_distance(**args)
+
+
+def test_matrix_bad_input():
+    with pytest.raises(ValueError, match="same channel count"):
+        meanpool_distance_matrix(torch.randn(2, 3, 4, 4), torch.randn(2, 4, 4, 4))
+
+
+def _triton_cases() -> None:
+    """Runs in a subprocess with TRITON_INTERPRET=1 set before triton is imported."""
+    assert cm.triton_interpret() and "triton" in available_backends("cpu")
+    for shape, dtype, layout in [
+        ((2, 3, 5, 7), torch.float32, "channels_last"),
+        ((1, 1, 1, 1), torch.float16, "contiguous"),
+        ((2, 40, 3, 4), torch.bfloat16, "sliced_c"),
+        ((1, 5, 2, 3), torch.float64, "transposed_hw"),
+    ]:
+        fx, fy = make(shape, dtype, layout, 7, offset=0.2), make(shape, dtype, "contiguous", 8, offset=0.2)
+        for normalize in ("lpips", "stable"):
+            got = meanpool_distance(fx, fy, normalize=normalize, backend="triton")
+            torch.testing.assert_close(got, meanpool_reference(fx, fy, 1e-10, normalize), **tol(dtype))
+        a = fx.detach().clone().requires_grad_()
+        (g,) = torch.autograd.grad(meanpool_distance(a, fy, backend="triton").sum(), (a,))
+        h = meanpool_backward(fx, fy, 1e-10, 0, torch.ones(shape[0]))[0]
+        torch.testing.assert_close(g.float(), h.float(), rtol=1e-2, atol=1e-4)
+    print("TRITON_CASES_OK")
+
+
+def test_triton_interpreter_matches_reference():
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    code = f"import runpy; runpy.run_path({__file__!r})['_triton_cases']()"
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and "TRITON_CASES_OK" in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced_c", "transposed_hw"])
+def test_gpu_backends_match_reference(backend, dtype, layout):
+    if backend not in available_backends("cuda"):
+        pytest.skip(f"{backend} not available")
+    for i, shape in enumerate([(1, 1, 1, 1), (3, 7, 5, 9), (4, 64, 55, 55), (2, 2048, 7, 7), (2, 3, 1, 3000)]):
+        fx = make(shape, dtype, layout, 10 + i, "cuda", offset=0.3)
+        fy = make(shape, dtype, "contiguous", 20 + i, "cuda", offset=0.3)
+        for normalize in ("lpips", "stable"):
+            got = meanpool_distance(fx, fy, normalize=normalize, backend=backend)
+            want = meanpool_reference(fx.double(), fy.double(), 1e-10, normalize).to(got.dtype)
+            torch.testing.assert_close(got, want, rtol=1e-4 if dtype != torch.float64 else 1e-9, atol=1e-7)
+        assert torch.equal(
+            meanpool_distance(fx, fx, backend=backend), torch.zeros(shape[0], device="cuda", dtype=got.dtype)
+        )
+    fx = torch.randn(2, 4, 3, 2, dtype=torch.float64, device="cuda", requires_grad=True)
+    fy = torch.randn(2, 4, 3, 2, dtype=torch.float64, device="cuda", requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: meanpool_distance(a, b, eps=1e-6, backend=backend), (fx, fy))
