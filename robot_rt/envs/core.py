@@ -1,13 +1,38 @@
-"""Vectorised simulation core of the table-tennis environments (NumPy reference).
+"""Batched simulation core of the table-tennis environments.
 
 One `TableTennisWorld` advances N independent worlds together: an 8-joint kinematic robot commanded by
 joint velocities, a ball under the `robot_rt.ballistics` physics (table, net and floor contacts located inside
 the step), paddle-ball contacts, an online camera model, and the rally logic (phases, events, rewards).
 
-Robot (per physics substep dt): the commanded joint velocity is tracked under the joint acceleration limit,
+A policy step has two parts:
+
+(a) The physics substeps (deterministic), implemented twice with identical semantics: a vectorised NumPy
+    reference (`backend='numpy'`) and C++ (csrc/robot_rt/envs/world_step.hpp: one world per thread on the
+    CPU, `robot_rt._envs`, `backend='cpu'`; one world per CUDA thread, `robot_rt._envs_cuda`,
+    `backend='cuda'`). They consume no random numbers, so both backends can be compared state for state.
+(b) The random parts, at policy-step granularity, in NumPy for every backend: camera frames taken from the
+    ball positions recorded at each substep (+ noise, drops, latency), the human's answer to a ball that
+    reached the human's hitting plane (`HumanBehaviorModel.sample_return`) and new balls.
+
+Robot (per physics substep dt, every world, joint velocity commands clipped to the velocity limits):
     qd <- qd + clip(qd_cmd - qd, -a_max dt, a_max dt),   q <- q + qd dt,
-and a joint that reaches a position limit stops there (its velocity is zeroed) and is reported as a limit
-violation, which ends the episode.
+and a joint that reaches a position limit stops there (q clipped, its velocity zeroed); while a rally is on
+(phase != done), a joint hitting its limit or the paddle centre leaving the workspace box is a limit
+violation, which ends the episode (-`penalty_limit`). q and qd therefore never leave their limits.
+
+Ball phases: incoming (the human's ball flies to the robot), returning (the robot hit it), waiting (the
+robot's return landed on the human's half and reached the human's hitting plane x = `human_plane_x_m`: the
+ball is frozen there until the end of the policy step, when the human answers), done.
+Per substep, in this order: the robot moves; the ball (incoming/returning) advances one RK4 step with its
+table/net/floor contacts (each contact is an event: incoming — anything but the table on the robot's half
+ends the ball, `missed` on the robot's side, `human_fault` on the human's; returning — the first contact on
+the table's human half (x < 0) is a landing: +`reward_land`, rally length + 1, and it ends the episode in
+the goal-conditioned task; any other first contact except the net is `out`); the paddle contact (incoming
+ball not yet touched: +`reward_hit`, phase returning); the planes (incoming past x = `miss_plane_x_m`:
+missed; returning past the human plane: waiting if it has landed, else out; a ball slower than 0.5 m/s:
+out/missed); the limit check; the ball position and the `phase != done` flag are recorded for the camera.
+After the substeps: shaping `reward_shaping` exp(-d^2 / 2 l^2) while the ball comes in on the robot's side
+(d: paddle-ball distance), `-action_cost` |qd_cmd / v_max|^2.
 
 Paddle contact: the paddle is a disc (radius from the robot description) with pose from the forward
 kinematics. With n the face normal and d = (b - p).n the signed distance of the ball centre b from the
@@ -19,13 +44,18 @@ moving plane (hollow sphere, I = 2/3 m r^2) with restitution e_p and Coulomb fri
     dv_n = -(1 + e_p) v_n
     dv_t = -min(mu_p (1 + e_p) |v_n|, 2/5 |c|) c/|c|       (2/5: slip stops, rolling, for a hollow sphere)
     v' = v + dv_n + dv_t,   w' = w + (3 / (2 r)) (-s n) x dv_t
-The same model with table coefficients is the classic rebound model (Nakashima et al. 2010) that the ball
-physics uses for the table.
+then flies free for the rest of the substep. The same model with table coefficients is the classic rebound
+model (Nakashima et al. 2010) that the ball physics uses for the table.
 
-Camera: frames at `camera_hz` with a random phase per episode; each frame is dropped with probability
-`camera_drop_prob`, otherwise it carries the true ball position plus Gaussian noise (`camera_noise_m`) and
-becomes visible `camera_latency_s` (+ exponential jitter) after capture, as `robot_rt.estimation`'s
-SimulatedTracker models real cameras. The policy sees the `history` most recent visible detections.
+Camera: frames at `camera_hz` with a random phase per episode (frame k at phase + k / camera_hz); a frame
+is taken at the first substep end at or after its time, with that substep's ball position, unless the ball
+is done; it is dropped with probability `camera_drop_prob`, otherwise it carries the position plus Gaussian
+noise (`camera_noise_m`) and becomes visible `camera_latency_s` (+ exponential jitter) after capture, as
+`robot_rt.estimation`'s SimulatedTracker models real cameras. The policy sees the `history` most recent
+visible detections. The camera's random numbers come from a counter-based stream per world (splitmix64 of
+the world's key and a counter, a fixed number of draws per policy step), so a world's trajectory does not
+depend on how many worlds are batched with it; episode starts and human answers use the world's
+`numpy.random.Generator`.
 """
 
 from __future__ import annotations
@@ -41,7 +71,7 @@ from robot_rt.robot.kinematics import forward_kinematics
 from .human_model import HumanBehaviorModel
 
 # ball phases
-PHASE_INCOMING, PHASE_RETURNING, PHASE_DONE = 0, 1, 2
+PHASE_INCOMING, PHASE_RETURNING, PHASE_DONE, PHASE_WAITING = 0, 1, 2, 3
 
 # outcome codes (why a ball/episode ended)
 OUTCOME_NONE = 0
@@ -51,6 +81,29 @@ OUTCOME_OUT = 3  # robot touched it, but it did not land on the human's half
 OUTCOME_LIMIT = 4  # a joint reached its position limit or the paddle left its workspace box
 OUTCOME_HUMAN_FAULT = 5  # the incoming ball was not playable (net/floor before reaching the robot)
 OUTCOME_NAMES = {0: "none", 1: "returned", 2: "missed", 3: "out", 4: "limit", 5: "human_fault"}
+
+BACKENDS = ("auto", "numpy", "cpu", "cuda")
+SLOW_BALL_MPS = 0.5  # a ball slower than this (rolling, resting) ends the rally
+
+# Order of the packed scalar parameters read by the C++ step (world_step.hpp, WorldScalars).
+WORLD_PARAM_NAMES = (
+    "dt_s",
+    "substeps",
+    "ball_radius_m",
+    "paddle_radius_m",
+    "paddle_restitution",
+    "paddle_friction",
+    "miss_plane_x_m",
+    "human_plane_x_m",
+    "reward_hit",
+    "reward_land",
+    "reward_shaping",
+    "shaping_length_m",
+    "action_cost",
+    "penalty_limit",
+    "goal_conditioned",
+    "slow_ball_mps",
+)
 
 
 @dataclass(frozen=True)
@@ -112,6 +165,133 @@ def paddle_contact(ball, paddle_pos, paddle_normal, paddle_vel, side, radius_m, 
     return out
 
 
+# ------------------------------------------------------------------------------------------ random streams
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def counter_uniform(key: np.ndarray, counter: np.ndarray, count: int) -> np.ndarray:
+    """Uniforms in [0, 1) [N, count]: value j of world i is splitmix64(key_i + (counter_i + j + 1) * golden)."""
+    j = np.arange(1, count + 1, dtype=np.uint64)
+    z = key[:, None] + (counter[:, None] + j[None, :]) * _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
+def sample_launches(human: HumanBehaviorModel, rngs: list, is_valid=None, max_rounds: int = 100) -> np.ndarray:
+    """`human.sample(1, rng)[0]` for each generator of `rngs`, [len(rngs), 9], with identical draws and result,
+    but batched over the worlds and validated lazily (candidates are checked in order, in growing chunks,
+    until the first valid one, instead of all 16 of a round), which makes episode starts ~10x cheaper."""
+    is_valid = is_valid or human.is_valid
+    m = len(rngs)
+    out = np.empty((m, 9))
+    if m == 0:
+        return out
+    chol = np.linalg.cholesky(human.cov + 1e-12 * np.eye(9))
+    pending = list(range(m))
+    for _ in range(max_rounds):
+        if not pending:
+            return out
+        cands = []
+        for i in pending:
+            c = human.mean + rngs[i].standard_normal((16, 9)) @ chol.T
+            c[:, 0] = human.mean[0]
+            cands.append(c[c[:, 3] > 0.5])
+        checked = [0] * len(pending)
+        found = [False] * len(pending)
+        chunk = 1
+        while True:
+            batch, owner = [], []
+            for j, c in enumerate(cands):
+                if not found[j] and checked[j] < len(c):
+                    part = c[checked[j] : checked[j] + chunk]
+                    batch.append(part)
+                    owner.extend([j] * len(part))
+            if not batch:
+                break
+            ok = np.asarray(is_valid(np.concatenate(batch)), dtype=bool)
+            pos = 0
+            for j, c in enumerate(cands):
+                if found[j] or checked[j] >= len(c):
+                    continue
+                k = min(chunk, len(c) - checked[j])
+                hit = np.nonzero(ok[pos : pos + k])[0]
+                if hit.size:
+                    out[pending[j]] = c[checked[j] + hit[0]]
+                    found[j] = True
+                checked[j] += k
+                pos += k
+            chunk *= 2
+        pending = [i for j, i in enumerate(pending) if not found[j]]
+    if pending:
+        raise RuntimeError(
+            f"HumanBehaviorModel '{human.name}': no valid launch state after {max_rounds} rounds; the model's "
+            "mean/cov describe balls that mostly miss the table"
+        )
+    return out
+
+
+def sample_returns(human: HumanBehaviorModel, arrivals: np.ndarray, rngs: list, is_valid=None) -> list:
+    """`human.sample_return(arrival, rng)` for each pair, batched (same draws, same results): a list of new launch
+    states [9] or None (the human misses)."""
+    is_valid = is_valid or human.is_valid
+    arrivals = np.asarray(arrivals, dtype=np.float64).reshape(-1, 9)
+    if len(arrivals) == 0:
+        return []
+    p = np.asarray(human.returns.return_probability(arrivals), dtype=np.float64).reshape(-1)
+    answer = [rng.random() < float(p[i]) for i, rng in enumerate(rngs)]
+    idx = [i for i, a in enumerate(answer) if a]
+    res: list = [None] * len(rngs)
+    if not idx:
+        return res
+    balls = sample_launches(human, [rngs[i] for i in idx], is_valid)
+    shifted = balls.copy()
+    shifted[:, 1] = 0.5 * balls[:, 1] + 0.5 * np.clip(arrivals[idx, 1], -0.7, 0.7)
+    ok = np.asarray(is_valid(shifted), dtype=bool)
+    for k, i in enumerate(idx):
+        res[i] = shifted[k] if ok[k] else balls[k]
+    return res
+
+
+# ------------------------------------------------------------------------------------------ native modules
+def _native_module(backend: str):
+    try:
+        if backend == "cpu":
+            from robot_rt import _envs
+
+            return _envs
+        from robot_rt import _envs_cuda
+
+        return _envs_cuda
+    except ImportError:
+        return None
+
+
+def cuda_available() -> bool:
+    mod = _native_module("cuda")
+    if mod is None:
+        return False
+    try:
+        return bool(mod.device_count() > 0)
+    except Exception:  # noqa: BLE001 - no driver / no device
+        return False
+
+
+def resolve_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        return "cpu" if _native_module("cpu") is not None else "numpy"
+    if backend == "cpu" and _native_module("cpu") is None:
+        raise ValueError("backend='cpu': the native module robot_rt._envs is not built (run tools/setup.sh)")
+    if backend == "cuda" and not cuda_available():
+        raise ValueError("backend='cuda': robot_rt._envs_cuda is not built or no CUDA device is available")
+    return backend
+
+
 class TableTennisWorld:
     """N worlds stepped together (see the module docstring). All arrays have a leading dimension N."""
 
@@ -124,21 +304,26 @@ class TableTennisWorld:
         params: BallParams | None = None,
         table: TableGeometry | None = None,
         goal_conditioned: bool = False,
+        backend: str = "auto",
+        num_threads: int | None = None,
     ):
         if isinstance(num_worlds, bool) or not isinstance(num_worlds, (int, np.integer)) or num_worlds < 1:
             raise ValueError(f"num_worlds: expected a positive int, got {num_worlds!r}")
+        if num_threads is not None and (not isinstance(num_threads, (int, np.integer)) or num_threads < 1):
+            raise ValueError(f"num_threads: expected a positive int or None, got {num_threads!r}")
         self.n = int(num_worlds)
+        self.backend = resolve_backend(backend)
         self.human = human or HumanBehaviorModel.default()
         self.robot = robot or load_robot()
         self.config = config or WorldConfig()
         self.params = params or BallParams()
         self.table = table or TableGeometry()
         self.pk = pack_params(self.params, self.table)
-        self.goal_conditioned = goal_conditioned
+        self.goal_conditioned = bool(goal_conditioned)
         self.dof = self.robot.dof
         self.q_min, self.q_max = self.robot.position_min, self.robot.position_max
         self.v_max, self.a_max = self.robot.velocity_limit, self.robot.acceleration_limit
-        n, k = self.n, self.config.history
+        n, k, s = self.n, self.config.history, self.config.substeps
         self.q = np.tile(self.robot.home, (n, 1))
         self.qd = np.zeros((n, self.dof))
         self.ball = np.zeros((n, 9))
@@ -150,43 +335,118 @@ class TableTennisWorld:
         self.outcome = np.zeros(n, dtype=np.int64)
         self.landing = np.full((n, 2), np.nan)  # where the robot's last return first touched the table
         self.goal = np.zeros((n, 2))
-        # camera ring buffer of frames: capture time, arrival time, position, visible flag
+        # per-step outputs of the physics
+        self.reward = np.zeros(n)
+        self.terminated = np.zeros(n, dtype=bool)
+        self.ev_hit = np.zeros(n, dtype=bool)
+        self.ev_landed = np.zeros(n, dtype=bool)
+        self.ev_limit = np.zeros(n, dtype=bool)
+        self.rec_pos = np.zeros((n, s, 3))  # ball position at the end of each substep
+        self.rec_active = np.zeros((n, s), dtype=bool)  # phase != done at the end of each substep
+        # camera ring buffer of frames: capture time, arrival time, position
         self.ring = 32
         self.cam_t = np.full((n, self.ring), -np.inf)
         self.cam_arrival = np.full((n, self.ring), np.inf)
         self.cam_pos = np.zeros((n, self.ring, 3))
         self.cam_head = np.zeros(n, dtype=np.int64)
-        self.cam_next = np.zeros(n)
+        self.cam_phase = np.zeros(n)  # time of the episode's first camera frame
+        self.cam_count = np.zeros(n, dtype=np.int64)  # frames due so far (taken or not)
+        self.cam_key = np.zeros(n, dtype=np.uint64)
+        self.cam_counter = np.zeros(n, dtype=np.uint64)
+        self.frames_per_step = int(np.ceil(s / self.config.physics_hz * self.config.camera_hz)) + 1
         self.rngs = [np.random.default_rng() for _ in range(n)]
         self.history = k
+        self.num_threads = int(num_threads) if num_threads is not None else None
+        self._stepper = None
+        if self.backend != "numpy":
+            self._stepper = self._make_stepper(_native_module(self.backend))
+        # launch-state validity: the native ball physics on the host, whatever the world backend
+        self._is_valid = lambda s_: self.human.is_valid(s_, backend="cpu" if _native_module("cpu") else "auto")
+        try:
+            from robot_rt import _ballistics  # noqa: F401
+        except ImportError:
+            self._is_valid = self.human.is_valid
+
+    def world_scalars(self) -> np.ndarray:
+        """The packed scalar parameters of the physics step, order `WORLD_PARAM_NAMES`."""
+        cfg = self.config
+        return np.array(
+            [
+                1.0 / cfg.physics_hz,
+                cfg.substeps,
+                self.params.radius_m,
+                self.robot.paddle_radius_m,
+                cfg.paddle_restitution,
+                cfg.paddle_friction,
+                cfg.miss_plane_x_m,
+                cfg.human_plane_x_m,
+                cfg.reward_hit,
+                cfg.reward_land,
+                cfg.reward_shaping,
+                cfg.shaping_length_m,
+                cfg.action_cost,
+                cfg.penalty_limit,
+                1.0 if self.goal_conditioned else 0.0,
+                SLOW_BALL_MPS,
+            ],
+            dtype=np.float64,
+        )
+
+    def _make_stepper(self, mod):
+        ch = self.robot.chain_arrays()
+        return mod.WorldStepper(
+            ch["joint_type"],
+            ch["axis"],
+            ch["origin_xyz_m"],
+            ch["origin_rpy_rad"],
+            ch["paddle_xyz_m"],
+            ch["paddle_rpy_rad"],
+            np.ascontiguousarray(self.q_min),
+            np.ascontiguousarray(self.q_max),
+            np.ascontiguousarray(self.v_max),
+            np.ascontiguousarray(self.a_max),
+            np.ascontiguousarray(self.robot.workspace_min_m, dtype=np.float64),
+            np.ascontiguousarray(self.robot.workspace_max_m, dtype=np.float64),
+            self.pk,
+            self.world_scalars(),
+        )
 
     # ------------------------------------------------------------------------------------------ reset
     def reset(self, indices, seeds=None) -> None:
         """Resets worlds `indices`; `seeds` (same length, ints or None) reseed their generators."""
         indices = np.atleast_1d(np.asarray(indices, dtype=np.int64))
+        if indices.size and (indices.min() < 0 or indices.max() >= self.n):
+            raise ValueError(f"indices: expected world indices in [0, {self.n}), got {indices.tolist()}")
+        if seeds is not None and len(seeds) != len(indices):
+            raise ValueError(f"seeds: expected {len(indices)} seeds (or None), got {len(seeds)}")
+        rngs = []
         for j, i in enumerate(indices):
             if seeds is not None and seeds[j] is not None:
                 self.rngs[i] = np.random.default_rng(int(seeds[j]))
             rng = self.rngs[i]
-            self.q[i] = self.robot.home
-            self.qd[i] = 0.0
-            self.t[i] = 0.0
-            self.hits[i] = 0
-            self.outcome[i] = OUTCOME_NONE
-            self.landing[i] = np.nan
-            self.cam_t[i] = -np.inf
-            self.cam_arrival[i] = np.inf
-            self.cam_head[i] = 0
-            self.cam_next[i] = rng.uniform(0.0, 1.0 / self.config.camera_hz)
+            self.cam_phase[i] = rng.uniform(0.0, 1.0 / self.config.camera_hz)
+            self.cam_key[i] = np.uint64(rng.integers(0, 2**63 - 1))
             if self.goal_conditioned:
                 self.goal[i] = [rng.uniform(-1.2, -0.3), rng.uniform(-0.6, 0.6)]
-            self._new_ball(i, self.human.sample(1, rng)[0])
+            rngs.append(rng)
+        self.q[indices] = self.robot.home
+        self.qd[indices] = 0.0
+        self.t[indices] = 0.0
+        self.hits[indices] = 0
+        self.outcome[indices] = OUTCOME_NONE
+        self.landing[indices] = np.nan
+        self.cam_t[indices] = -np.inf
+        self.cam_arrival[indices] = np.inf
+        self.cam_head[indices] = 0
+        self.cam_count[indices] = 0
+        self.cam_counter[indices] = 0
+        self._new_balls(indices, sample_launches(self.human, rngs, self._is_valid))
 
-    def _new_ball(self, i: int, state: np.ndarray) -> None:
-        self.ball[i] = state
-        self.phase[i] = PHASE_INCOMING
-        self.touched[i] = False
-        self.landed[i] = False
+    def _new_balls(self, idx, states: np.ndarray) -> None:
+        self.ball[idx] = states
+        self.phase[idx] = PHASE_INCOMING
+        self.touched[idx] = False
+        self.landed[idx] = False
 
     # ------------------------------------------------------------------------------------------ step
     def paddle_pose(self, q=None):
@@ -195,31 +455,85 @@ class TableTennisWorld:
 
     def step(self, qd_cmd: np.ndarray):
         """Advances every world by one policy period. Returns (reward [N], terminated [N], events dict)."""
+        cmd = np.asarray(qd_cmd, dtype=np.float64)
+        if cmd.shape != (self.n, self.dof):
+            raise ValueError(f"qd_cmd: expected shape ({self.n}, {self.dof}), got {cmd.shape}")
+        cmd = np.ascontiguousarray(np.clip(cmd, -self.v_max, self.v_max))
+        if self.backend == "numpy":
+            self._physics_numpy(cmd)
+        else:
+            self._stepper.step(
+                cmd,
+                self.q,
+                self.qd,
+                self.ball,
+                self.phase,
+                self.touched,
+                self.landed,
+                self.hits,
+                self.outcome,
+                self.landing,
+                self.reward,
+                self.terminated,
+                self.ev_hit,
+                self.ev_landed,
+                self.ev_limit,
+                self.rec_pos,
+                self.rec_active,
+                self.num_threads or 0,
+            )
+        reward, terminated = self.reward.copy(), self.terminated.copy()
+        ev = {
+            "hit": self.ev_hit.copy(),
+            "landed": self.ev_landed.copy(),
+            "limit": self.ev_limit.copy(),
+            "new_ball": np.zeros(self.n, dtype=bool),
+        }
+        self._camera()
+        self.t += self.config.substeps / self.config.physics_hz
+        self._human_answers(terminated, ev)
+        return reward, terminated, ev
+
+    def _human_answers(self, terminated, ev) -> None:
+        waiting = np.nonzero(self.phase == PHASE_WAITING)[0]
+        if waiting.size == 0:
+            return
+        self.landed[waiting] = False
+        answers = sample_returns(self.human, self.ball[waiting], [self.rngs[w] for w in waiting], self._is_valid)
+        new = [w for w, a in zip(waiting, answers) if a is not None]
+        done = [w for w, a in zip(waiting, answers) if a is None]
+        if new:
+            self._new_balls(new, np.stack([a for a in answers if a is not None]))
+            ev["new_ball"][new] = True
+        if done:
+            self.outcome[done] = OUTCOME_RETURNED
+            self.phase[done] = PHASE_DONE
+            terminated[done] = True
+
+    # ------------------------------------------------------------------------------- NumPy physics reference
+    def _physics_numpy(self, cmd: np.ndarray) -> None:
+        """Reference of the C++ step (world_step.hpp): updates the state arrays and the per-step outputs in place."""
         cfg = self.config
         dt = 1.0 / cfg.physics_hz
         n = self.n
-        cmd = np.clip(qd_cmd, -self.v_max, self.v_max)
-        reward = np.zeros(n)
-        terminated = np.zeros(n, dtype=bool)
-        ev = {
-            "hit": np.zeros(n, dtype=bool),
-            "landed": np.zeros(n, dtype=bool),
-            "limit": np.zeros(n, dtype=bool),
-            "new_ball": np.zeros(n, dtype=bool),
-        }
-        active = self.phase != PHASE_DONE
+        reward, terminated = self.reward, self.terminated
+        reward[:] = 0.0
+        terminated[:] = False
+        self.ev_hit[:] = False
+        self.ev_landed[:] = False
+        self.ev_limit[:] = False
         pad_p, pad_n = self.paddle_pose()
         r_ball = self.params.radius_m
         r_pad = self.robot.paddle_radius_m
-        for _ in range(cfg.substeps):
+        for s in range(cfg.substeps):
+            active = self.phase != PHASE_DONE
             # robot
             dv = np.clip(cmd - self.qd, -self.a_max * dt, self.a_max * dt)
-            self.qd = self.qd + dv
+            self.qd += dv
             q_new = self.q + self.qd * dt
             over = (q_new < self.q_min) | (q_new > self.q_max)
-            q_new = np.clip(q_new, self.q_min, self.q_max)
+            self.q[:] = np.clip(q_new, self.q_min, self.q_max)
             self.qd[over] = 0.0
-            self.q = q_new
             new_p, new_n = self.paddle_pose()
             outside = np.any(new_p < self.robot.workspace_min_m, axis=1) | np.any(
                 new_p > self.robot.workspace_max_m, axis=1
@@ -228,12 +542,13 @@ class TableTennisWorld:
             pad_v = (new_p - pad_p) / dt
             # ball
             old_ball = self.ball.copy()
-            lanes = np.nonzero(self.phase != PHASE_DONE)[0]
+            lanes = np.nonzero((self.phase == PHASE_INCOMING) | (self.phase == PHASE_RETURNING))[0]
             if lanes.size:
                 y_new, _, _, _, events = reference.advance_step(self.ball[lanes], dt, self.pk)
                 self.ball[lanes] = y_new
                 for lane_idx, _t, kind, before, _after in events:
-                    self._surface_contacts(lanes[lane_idx], kind, before, reward, terminated, ev)
+                    for w, k, b in zip(lanes[lane_idx], kind, before):
+                        self._surface_contact(int(w), int(k), b)
             # paddle contact
             d0 = np.sum((old_ball[:, :3] - pad_p) * pad_n, axis=1)
             d1 = np.sum((self.ball[:, :3] - new_p) * new_n, axis=1)
@@ -254,96 +569,94 @@ class TableTennisWorld:
                 after = paddle_contact(
                     at, surf_p, surf_n, pad_v[ci], side[ci], r_ball, cfg.paddle_restitution, cfg.paddle_friction
                 )
-                remaining = (1.0 - frac) * dt
-                self.ball[ci] = reference.rk4_step(after, remaining, self.pk)
+                self.ball[ci] = reference.rk4_step(after, (1.0 - frac) * dt, self.pk)
                 self.touched[ci] = True
                 self.phase[ci] = PHASE_RETURNING
                 reward[ci] += cfg.reward_hit
-                ev["hit"][ci] = True
+                self.ev_hit[ci] = True
             pad_p, pad_n = new_p, new_n
-            self._planes(reward, terminated, ev)
-            if violation.any():
-                vi = np.nonzero(violation & ~terminated)[0]
+            self._planes()
+            vi = np.nonzero(violation & (self.phase != PHASE_DONE))[0]
+            if vi.size:
                 reward[vi] -= cfg.penalty_limit
-                terminated[vi] = True
-                self.outcome[vi] = OUTCOME_LIMIT
-                self.phase[vi] = PHASE_DONE
-                ev["limit"][vi] = True
-            self.t += dt
-            self._camera()
-            active = self.phase != PHASE_DONE
+                self._end(vi, OUTCOME_LIMIT)
+                self.ev_limit[vi] = True
+            self.rec_pos[:, s] = self.ball[:, :3]
+            self.rec_active[:, s] = self.phase != PHASE_DONE
         # shaping: paddle close to the incoming ball on the robot's side
         incoming = (self.phase == PHASE_INCOMING) & (self.ball[:, 0] > 0)
         dist = np.linalg.norm(self.ball[:, :3] - pad_p, axis=1)
         reward += np.where(incoming, cfg.reward_shaping * np.exp(-0.5 * (dist / cfg.shaping_length_m) ** 2), 0.0)
         reward -= cfg.action_cost * np.sum((cmd / self.v_max) ** 2, axis=1)
         terminated |= self.phase == PHASE_DONE
-        return reward, terminated, ev
+        del n
 
-    def _end(self, idx, outcome, terminated):
+    def _end(self, idx, outcome):
         self.outcome[idx] = outcome
         self.phase[idx] = PHASE_DONE
-        terminated[idx] = True
+        self.terminated[idx] = True
 
-    def _surface_contacts(self, worlds, kind, before, reward, terminated, ev):
-        for w, k, b in zip(worlds, kind, before):
-            if self.phase[w] == PHASE_DONE:
-                continue
-            if self.phase[w] == PHASE_INCOMING:
-                on_robot_half = k == reference.KIND_TABLE and b[0] > 0
-                if not on_robot_half:
-                    # the incoming ball hit the net, the floor or the human's own half
-                    self._end(w, OUTCOME_MISSED if b[0] > 0 else OUTCOME_HUMAN_FAULT, terminated)
-            elif self.phase[w] == PHASE_RETURNING and k != reference.KIND_NET and not self.landed[w]:
-                if k == reference.KIND_TABLE and b[0] < 0:
-                    self.landing[w] = b[:2]
-                    self.hits[w] += 1
-                    reward[w] += self.config.reward_land
-                    ev["landed"][w] = True
-                    if self.goal_conditioned:
-                        self._end(w, OUTCOME_RETURNED, terminated)
-                    else:
-                        self.landed[w] = True  # the human plays it when it reaches the human's plane
+    def _surface_contact(self, w: int, k: int, b: np.ndarray) -> None:
+        phase = self.phase[w]
+        if phase == PHASE_INCOMING:
+            if not (k == reference.KIND_TABLE and b[0] > 0):
+                # the incoming ball hit the net, the floor or the human's own half
+                self._end(w, OUTCOME_MISSED if b[0] > 0 else OUTCOME_HUMAN_FAULT)
+        elif phase == PHASE_RETURNING and k != reference.KIND_NET and not self.landed[w]:
+            self.landing[w] = b[:2]
+            if k == reference.KIND_TABLE and b[0] < 0:
+                self.hits[w] += 1
+                self.reward[w] += self.config.reward_land
+                self.ev_landed[w] = True
+                if self.goal_conditioned:
+                    self._end(w, OUTCOME_RETURNED)
                 else:
-                    self.landing[w] = b[:2]
-                    self._end(w, OUTCOME_OUT, terminated)
-
-    def _planes(self, reward, terminated, ev):
-        cfg = self.config
-        landed = self.landed
-        missed = (self.phase == PHASE_INCOMING) & (self.ball[:, 0] > cfg.miss_plane_x_m)
-        for w in np.nonzero(missed)[0]:
-            self._end(w, OUTCOME_MISSED, terminated)
-        behind = (self.phase == PHASE_RETURNING) & (self.ball[:, 0] < cfg.human_plane_x_m)
-        for w in np.nonzero(behind)[0]:
-            if not landed[w]:
-                self._end(w, OUTCOME_OUT, terminated)
-                continue
-            landed[w] = False
-            answer = self.human.sample_return(self.ball[w], self.rngs[w])
-            if answer is None:
-                self._end(w, OUTCOME_RETURNED, terminated)
+                    self.landed[w] = True  # the human plays it when it reaches the human's plane
             else:
-                self._new_ball(w, answer)
-                ev["new_ball"][w] = True
+                self._end(w, OUTCOME_OUT)
+
+    def _planes(self) -> None:
+        cfg = self.config
+        missed = np.nonzero((self.phase == PHASE_INCOMING) & (self.ball[:, 0] > cfg.miss_plane_x_m))[0]
+        self._end(missed, OUTCOME_MISSED)
+        behind = (self.phase == PHASE_RETURNING) & (self.ball[:, 0] < cfg.human_plane_x_m)
+        self._end(np.nonzero(behind & ~self.landed)[0], OUTCOME_OUT)
+        self.phase[behind & self.landed] = PHASE_WAITING  # frozen until the human answers
         # a ball rolling or resting anywhere long after play: stop the rally
-        slow = (self.phase != PHASE_DONE) & (np.linalg.norm(self.ball[:, 3:6], axis=1) < 0.5)
-        for w in np.nonzero(slow)[0]:
-            self._end(w, OUTCOME_OUT if self.touched[w] else OUTCOME_MISSED, terminated)
+        flying = (self.phase == PHASE_INCOMING) | (self.phase == PHASE_RETURNING)
+        slow = flying & (np.linalg.norm(self.ball[:, 3:6], axis=1) < SLOW_BALL_MPS)
+        self._end(np.nonzero(slow & self.touched)[0], OUTCOME_OUT)
+        self._end(np.nonzero(slow & ~self.touched)[0], OUTCOME_MISSED)
 
     # ------------------------------------------------------------------------------------------ camera
-    def _camera(self):
+    def _camera(self) -> None:
+        """Frames due in this policy step, from the positions recorded at the substeps (see the docstring)."""
         cfg = self.config
-        due = self.t >= self.cam_next
-        for w in np.nonzero(due)[0]:
-            rng = self.rngs[w]
-            self.cam_next[w] += 1.0 / cfg.camera_hz
-            if self.phase[w] == PHASE_DONE or rng.random() < cfg.camera_drop_prob:
+        n, s, f = self.n, cfg.substeps, self.frames_per_step
+        dt = 1.0 / cfg.physics_hz
+        t_sub = self.t[:, None] + dt * np.arange(1, s + 1)  # [N, S] substep end times
+        due_t = self.cam_phase[:, None] + (self.cam_count[:, None] + np.arange(f)) / cfg.camera_hz  # [N, F]
+        sub = np.sum(t_sub[:, None, :] < due_t[:, :, None] - 1e-12, axis=2)  # first substep end >= frame time
+        due = sub < s
+        u = counter_uniform(self.cam_key, self.cam_counter, 6 * f).reshape(n, f, 6)
+        self.cam_counter += np.uint64(6 * f)
+        self.cam_count += due.sum(axis=1)
+        rows = np.arange(n)
+        radius = np.sqrt(-2.0 * np.log1p(-u[..., 2:4]))  # Box-Muller: two pairs -> 4 normals, 3 used
+        angle = 2.0 * np.pi * u[..., 4:6]
+        normal = np.concatenate([radius * np.cos(angle), radius * np.sin(angle)], axis=-1)[..., :3]
+        for j in range(f):
+            sj = np.minimum(sub[:, j], s - 1)
+            take = due[:, j] & self.rec_active[rows, sj] & (u[:, j, 0] >= cfg.camera_drop_prob)
+            w = np.nonzero(take)[0]
+            if w.size == 0:
                 continue
             h = self.cam_head[w] % self.ring
-            self.cam_t[w, h] = self.t[w]
-            self.cam_arrival[w, h] = self.t[w] + cfg.camera_latency_s + rng.exponential(cfg.camera_latency_jitter_s)
-            self.cam_pos[w, h] = self.ball[w, :3] + rng.normal(0.0, cfg.camera_noise_m, 3)
+            t_cap = t_sub[w, sj[w]]
+            self.cam_t[w, h] = t_cap
+            jitter = -cfg.camera_latency_jitter_s * np.log1p(-u[w, j, 1])
+            self.cam_arrival[w, h] = t_cap + cfg.camera_latency_s + jitter
+            self.cam_pos[w, h] = self.rec_pos[w, sj[w]] + cfg.camera_noise_m * normal[w, j]
             self.cam_head[w] += 1
 
     def detections(self) -> np.ndarray:

@@ -1,0 +1,323 @@
+// Physics part of one policy step of one table-tennis world: header-only, no heap, no Python, PR_HD.
+//
+// Mirrors TableTennisWorld._physics_numpy (robot_rt/envs/core.py, the NumPy reference; the maths is in that
+// module's docstring) statement for statement:
+//   per substep dt:  robot  qd += clip(qd_cmd - qd, +-a_max dt), q += qd dt, position limits (q clipped,
+//                           qd zeroed, a violation while the rally is on), paddle pose by forward kinematics
+//                           (robot/kinematics.hpp), paddle workspace box;
+//                    ball   one RK4 step with table/net/floor contacts (ballistics/ball_physics.hpp
+//                           advance_step), each contact handled by the rally logic (Sink below);
+//                    paddle impulse contact (restitution, Coulomb friction, spin), rest of the substep in
+//                           free flight; planes (miss, human hitting plane -> waiting, slow ball); limit
+//                           violation; the ball position and `phase != done` are recorded for the camera.
+//   after the substeps: proximity shaping and action cost.
+// The random parts of a step (camera frames, human answers, new balls) stay in NumPy, shared by backends.
+//
+// Include order: kinematics.hpp defines PR_HD without `inline` (its functions add it), ball_physics.hpp
+// keeps an existing PR_HD; this header includes them in that order and uses its own PR_ENV_HD.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "robot_rt/robot/kinematics.hpp"
+// (order matters, see above)
+#include "robot_rt/ballistics/ball_physics.hpp"
+
+#ifdef __CUDACC__
+#define PR_ENV_HD __host__ __device__ inline
+#else
+#define PR_ENV_HD inline
+#endif
+
+namespace robot_rt::envs {
+
+namespace bl = robot_rt::ballistics;
+namespace rb = robot_rt::robot;
+
+// Phases and outcomes: same codes as robot_rt/envs/core.py.
+enum Phase : int64_t { kIncoming = 0, kReturning = 1, kDone = 2, kWaiting = 3 };
+enum Outcome : int64_t { kNoOutcome = 0, kReturned = 1, kMissed = 2, kOut = 3, kLimit = 4, kHumanFault = 5 };
+
+constexpr int kNumWorldScalars = 16;  // core.WORLD_PARAM_NAMES
+constexpr int kMaxSubsteps = 1000;
+
+// Everything that is the same for all worlds (filled once from Python).
+struct WorldModel {
+  rb::ChainModel<double> chain;
+  int dof = 0;
+  double q_min[rb::kMaxChainJoints], q_max[rb::kMaxChainJoints];
+  double v_max[rb::kMaxChainJoints], a_max[rb::kMaxChainJoints];
+  double ws_min_m[3], ws_max_m[3];
+  bl::Params<double> ball;
+  // scalars, order of core.WORLD_PARAM_NAMES
+  double dt_s;
+  int substeps;
+  double ball_radius_m, paddle_radius_m, paddle_restitution, paddle_friction;
+  double miss_plane_x_m, human_plane_x_m;
+  double reward_hit, reward_land, reward_shaping, shaping_length_m, action_cost, penalty_limit;
+  bool goal_conditioned;
+  double slow_ball_mps;
+};
+
+inline void set_scalars(WorldModel& m, const double* s) {
+  m.dt_s = s[0];
+  m.substeps = static_cast<int>(s[1] + 0.5);
+  m.ball_radius_m = s[2];
+  m.paddle_radius_m = s[3];
+  m.paddle_restitution = s[4];
+  m.paddle_friction = s[5];
+  m.miss_plane_x_m = s[6];
+  m.human_plane_x_m = s[7];
+  m.reward_hit = s[8];
+  m.reward_land = s[9];
+  m.reward_shaping = s[10];
+  m.shaping_length_m = s[11];
+  m.action_cost = s[12];
+  m.penalty_limit = s[13];
+  m.goal_conditioned = s[14] != 0.0;
+  m.slow_ball_mps = s[15];
+}
+
+// Pointers to the batched arrays (C-contiguous, leading dimension = world).
+struct WorldArrays {
+  const double* cmd;  // [N, dof], already clipped to the velocity limits
+  double* q;          // [N, dof]
+  double* qd;         // [N, dof]
+  double* ball;       // [N, 9]
+  int64_t* phase;     // [N]
+  uint8_t* touched;   // [N] bool
+  uint8_t* landed;    // [N] bool
+  int64_t* hits;      // [N]
+  int64_t* outcome;   // [N]
+  double* landing;    // [N, 2]
+  double* reward;     // [N] out
+  uint8_t* terminated;  // [N] out
+  uint8_t* ev_hit;      // [N] out
+  uint8_t* ev_landed;   // [N] out
+  uint8_t* ev_limit;    // [N] out
+  double* rec_pos;      // [N, substeps, 3] out
+  uint8_t* rec_active;  // [N, substeps] out
+};
+
+// State of one world during a step (rally logic shared by the contact sink and the planes).
+struct WorldState {
+  int64_t phase, hits, outcome;
+  bool touched, landed, terminated, ev_hit, ev_landed, ev_limit;
+  double reward;
+  double landing[2];
+};
+
+PR_ENV_HD void end_world(WorldState& w, int64_t outcome) {
+  w.outcome = outcome;
+  w.phase = kDone;
+  w.terminated = true;
+}
+
+// Contact events of advance_step -> rally logic (core.TableTennisWorld._surface_contact).
+struct RallySink {
+  WorldState* w;
+  const WorldModel* m;
+  PR_ENV_HD void on_event(double, int kind, const double* before, const double*) {
+    WorldState& s = *w;
+    if (s.phase == kIncoming) {
+      if (!(kind == bl::kTable && before[0] > 0.0)) end_world(s, before[0] > 0.0 ? kMissed : kHumanFault);
+    } else if (s.phase == kReturning && kind != bl::kNet && !s.landed) {
+      s.landing[0] = before[0];
+      s.landing[1] = before[1];
+      if (kind == bl::kTable && before[0] < 0.0) {
+        s.hits += 1;
+        s.reward += m->reward_land;
+        s.ev_landed = true;
+        if (m->goal_conditioned) end_world(s, kReturned);
+        else s.landed = true;
+      } else {
+        end_world(s, kOut);
+      }
+    }
+  }
+};
+
+PR_ENV_HD double dot3(const double* a, const double* b) { return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]; }
+PR_ENV_HD void cross3(const double* a, const double* b, double* c) {
+  c[0] = a[1] * b[2] - a[2] * b[1];
+  c[1] = a[2] * b[0] - a[0] * b[2];
+  c[2] = a[0] * b[1] - a[1] * b[0];
+}
+PR_ENV_HD double norm3(const double* a) { return sqrt(dot3(a, a)); }
+
+// Rebound of a ball on a moving paddle (core.paddle_contact), in place.
+PR_ENV_HD void paddle_impulse(double* y, const double* normal, const double* paddle_vel, double side, double r,
+                              double restitution, double friction) {
+  double n[3], v_rel[3], v_n[3], arm[3], wxa[3], slip[3], dv_t[3], dw[3];
+  for (int k = 0; k < 3; ++k) {
+    n[k] = normal[k] * side;
+    v_rel[k] = y[3 + k] - paddle_vel[k];
+  }
+  const double vn_mag = dot3(v_rel, n);
+  if (!(vn_mag < 0.0)) return;  // separating: no impulse
+  for (int k = 0; k < 3; ++k) {
+    v_n[k] = vn_mag * n[k];
+    arm[k] = -r * n[k];
+  }
+  cross3(y + 6, arm, wxa);
+  for (int k = 0; k < 3; ++k) slip[k] = v_rel[k] - v_n[k] + wxa[k];
+  const double slip_mag = norm3(slip);
+  const double a = friction * (1.0 + restitution) * fabs(vn_mag), b = 0.4 * slip_mag;
+  const double limit = a < b ? a : b;
+  const double den = slip_mag > 1e-12 ? slip_mag : 1e-12;
+  for (int k = 0; k < 3; ++k) dv_t[k] = slip_mag > 1e-12 ? -limit * (slip[k] / den) : -limit * 0.0;
+  cross3(arm, dv_t, dw);
+  for (int k = 0; k < 3; ++k) {
+    y[3 + k] += -(1.0 + restitution) * v_n[k] + dv_t[k];
+    y[6 + k] += (1.5 / r) * dw[k];
+  }
+}
+
+PR_ENV_HD double clampd(double x, double lo, double hi) { return x < lo ? lo : (x > hi ? hi : x); }
+
+// One policy step of world i.
+PR_ENV_HD void step_world(const WorldModel& m, const WorldArrays& a, long long i) {
+  const int dof = m.dof;
+  const double dt = m.dt_s;
+  const double r_ball = m.ball_radius_m;
+  double q[rb::kMaxChainJoints], qd[rb::kMaxChainJoints], cmd[rb::kMaxChainJoints];
+  for (int j = 0; j < dof; ++j) {
+    q[j] = a.q[dof * i + j];
+    qd[j] = a.qd[dof * i + j];
+    cmd[j] = a.cmd[dof * i + j];
+  }
+  double y[9];
+  for (int c = 0; c < 9; ++c) y[c] = a.ball[9 * i + c];
+  WorldState w;
+  w.phase = a.phase[i];
+  w.hits = a.hits[i];
+  w.outcome = a.outcome[i];
+  w.touched = a.touched[i] != 0;
+  w.landed = a.landed[i] != 0;
+  w.terminated = w.ev_hit = w.ev_landed = w.ev_limit = false;
+  w.reward = 0.0;
+  w.landing[0] = a.landing[2 * i];
+  w.landing[1] = a.landing[2 * i + 1];
+  RallySink sink{&w, &m};
+
+  double pad_p[3], pad_n[3], new_p[3], new_n[3];
+  rb::paddle_position_normal(m.chain, q, pad_p, pad_n);
+  for (int s = 0; s < m.substeps; ++s) {
+    const bool active = w.phase != kDone;
+    // robot
+    bool over_any = false;
+    for (int j = 0; j < dof; ++j) {
+      const double lim = m.a_max[j] * dt;
+      qd[j] += clampd(cmd[j] - qd[j], -lim, lim);
+      const double qn = q[j] + qd[j] * dt;
+      const bool over = qn < m.q_min[j] || qn > m.q_max[j];
+      q[j] = clampd(qn, m.q_min[j], m.q_max[j]);
+      if (over) {
+        qd[j] = 0.0;
+        over_any = true;
+      }
+    }
+    rb::paddle_position_normal(m.chain, q, new_p, new_n);
+    bool outside = false;
+    for (int k = 0; k < 3; ++k) outside = outside || new_p[k] < m.ws_min_m[k] || new_p[k] > m.ws_max_m[k];
+    const bool violation = active && (over_any || outside);
+    double pad_v[3];
+    for (int k = 0; k < 3; ++k) pad_v[k] = (new_p[k] - pad_p[k]) / dt;
+    // ball
+    double old[9];
+    for (int c = 0; c < 9; ++c) old[c] = y[c];
+    if (w.phase == kIncoming || w.phase == kReturning) {
+      double t_stop;
+      bl::advance_step(y, dt, m.ball, 0.0, static_cast<int>(bl::kNone), &t_stop, sink);
+    }
+    // paddle contact
+    double rel0[3], rel1[3];
+    for (int k = 0; k < 3; ++k) {
+      rel0[k] = old[k] - pad_p[k];
+      rel1[k] = y[k] - new_p[k];
+    }
+    const double d0 = dot3(rel0, pad_n), d1 = dot3(rel1, new_n);
+    const double side = d0 >= 0.0 ? 1.0 : -1.0;
+    const bool crossing = side * d0 > r_ball * 0.5 && side * d1 < r_ball;
+    double inpl[3];
+    for (int k = 0; k < 3; ++k) inpl[k] = rel1[k] - d1 * new_n[k];
+    const bool in_plane = norm3(inpl) < m.paddle_radius_m;
+    if (crossing && in_plane && w.phase == kIncoming && !w.touched) {
+      const double den = side * (d0 - d1);
+      const double frac = clampd((side * d0 - r_ball) / (den > 1e-12 ? den : 1e-12), 0.0, 1.0);
+      double at[9], surf_p[3], surf_n[3];
+      for (int c = 0; c < 9; ++c) at[c] = old[c] + frac * (y[c] - old[c]);
+      for (int k = 0; k < 3; ++k) {
+        surf_p[k] = pad_p[k] + frac * (new_p[k] - pad_p[k]);
+        surf_n[k] = pad_n[k] + frac * (new_n[k] - pad_n[k]);
+      }
+      const double nn = norm3(surf_n);
+      for (int k = 0; k < 3; ++k) surf_n[k] /= nn;
+      double rel[3];
+      for (int k = 0; k < 3; ++k) rel[k] = at[k] - surf_p[k];
+      const double dist = dot3(rel, surf_n);
+      for (int k = 0; k < 3; ++k) at[k] += (side * r_ball - dist) * surf_n[k];
+      paddle_impulse(at, surf_n, pad_v, side, r_ball, m.paddle_restitution, m.paddle_friction);
+      bl::rk4_step(at, (1.0 - frac) * dt, m.ball, y);
+      w.touched = true;
+      w.phase = kReturning;
+      w.reward += m.reward_hit;
+      w.ev_hit = true;
+    }
+    for (int k = 0; k < 3; ++k) {
+      pad_p[k] = new_p[k];
+      pad_n[k] = new_n[k];
+    }
+    // planes (core.TableTennisWorld._planes)
+    if (w.phase == kIncoming && y[0] > m.miss_plane_x_m) end_world(w, kMissed);
+    if (w.phase == kReturning && y[0] < m.human_plane_x_m) {
+      if (w.landed) w.phase = kWaiting;  // frozen until the human answers
+      else end_world(w, kOut);
+    }
+    if ((w.phase == kIncoming || w.phase == kReturning) && norm3(y + 3) < m.slow_ball_mps)
+      end_world(w, w.touched ? kOut : kMissed);
+    if (violation && w.phase != kDone) {
+      w.reward -= m.penalty_limit;
+      end_world(w, kLimit);
+      w.ev_limit = true;
+    }
+    double* rp = a.rec_pos + (static_cast<long long>(m.substeps) * i + s) * 3;
+    for (int k = 0; k < 3; ++k) rp[k] = y[k];
+    a.rec_active[static_cast<long long>(m.substeps) * i + s] = w.phase != kDone;
+  }
+  // shaping: paddle close to the incoming ball on the robot's side; action cost
+  if (w.phase == kIncoming && y[0] > 0.0) {
+    double d[3];
+    for (int k = 0; k < 3; ++k) d[k] = y[k] - pad_p[k];
+    const double u = norm3(d) / m.shaping_length_m;
+    w.reward += m.reward_shaping * exp(-0.5 * (u * u));
+  }
+  double cost = 0.0;
+  for (int j = 0; j < dof; ++j) {
+    const double u = cmd[j] / m.v_max[j];
+    cost += u * u;
+  }
+  w.reward -= m.action_cost * cost;
+  if (w.phase == kDone) w.terminated = true;
+
+  for (int j = 0; j < dof; ++j) {
+    a.q[dof * i + j] = q[j];
+    a.qd[dof * i + j] = qd[j];
+  }
+  for (int c = 0; c < 9; ++c) a.ball[9 * i + c] = y[c];
+  a.phase[i] = w.phase;
+  a.hits[i] = w.hits;
+  a.outcome[i] = w.outcome;
+  a.touched[i] = w.touched;
+  a.landed[i] = w.landed;
+  a.landing[2 * i] = w.landing[0];
+  a.landing[2 * i + 1] = w.landing[1];
+  a.reward[i] = w.reward;
+  a.terminated[i] = w.terminated;
+  a.ev_hit[i] = w.ev_hit;
+  a.ev_landed[i] = w.ev_landed;
+  a.ev_limit[i] = w.ev_limit;
+}
+
+}  // namespace robot_rt::envs
