@@ -241,10 +241,13 @@ def test_estop_request_and_input(tmp_path):
     assert len(logged(log, "estop_reset")) == 1
     latched = (log.ticks["flags"] & _control.TICK_FLAGS["estop"]) != 0
     assert latched[-1] and loop.estop_latched
-    # while latched, the robot stops and stays at rest despite the policy's commands
-    idx = np.flatnonzero(latched)
-    segment = log.ticks["command_velocity"][idx[0] : idx[0] + 300]
-    assert np.all(segment[-1] == 0)
+    # the e-stop brings the robot to rest (jerk-limited, checked above) while the policy keeps commanding
+    done = logged(log, "stop_complete")
+    after = done[done["tick"] >= est["tick"][0]]
+    assert len(after) >= 1
+    row = np.flatnonzero(log.ticks["tick"] == after["tick"][0])[0]
+    assert np.all(log.ticks["command_velocity"][row] == 0) and np.all(log.ticks["command_acceleration"][row] == 0)
+    assert (log.ticks["flags"][row] & _control.TICK_FLAGS["estop"]) != 0
 
 
 def test_workspace_target_outside_box_rejected(tmp_path):
@@ -301,8 +304,10 @@ def test_ball_observations_reach_observation_and_log(tmp_path):
 
     during.k = 0
     loop, log, _ = run(tmp_path, 0.4, policy=policy, during=during)
-    assert len(log.balls) == during.k == loop.counters()["ball_observations"]
-    np.testing.assert_array_equal(log.balls["frame"], np.arange(during.k))
+    n = len(log.balls)
+    assert n == loop.counters()["ball_observations"]
+    assert during.k - 1 <= n <= during.k  # the last one may still be queued when the loop stops
+    np.testing.assert_array_equal(log.balls["frame"], np.arange(n))
     assert seen and seen[-1][1] == 0.2
 
 
