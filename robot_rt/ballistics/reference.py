@@ -93,9 +93,9 @@ def derivative(state: np.ndarray, params: BallParams | np.ndarray | None = None)
     wx, wy, wz = y[..., 6], y[..., 7], y[..., 8]
     speed = np.sqrt(vx * vx + vy * vy + vz * vz)
     kd, km = pk[_KD], pk[_KM]
-    ax = -kd * speed * vx + km * (wy * vz - wz * vy)
-    ay = -kd * speed * vy + km * (wz * vx - wx * vz)
-    az = -kd * speed * vz + km * (wx * vy - wy * vx) - pk[_G]
+    ax = km * (wy * vz - wz * vy) - speed * (kd * vx)
+    ay = km * (wz * vx - wx * vz) - speed * (kd * vy)
+    az = (km * (wx * vy - wy * vx) - pk[_G]) - speed * (kd * vz)
     lam = pk[_DECAY]
     return np.stack([vx, vy, vz, ax, ay, az, -lam * wx, -lam * wy, -lam * wz], axis=-1)
 

@@ -25,9 +25,9 @@ _N_PK = 16
 @triton.jit
 def _deriv(vx, vy, vz, wx, wy, wz, g, kd, km, lam):
     speed = tl.sqrt(vx * vx + vy * vy + vz * vz)
-    ax = -kd * speed * vx + km * (wy * vz - wz * vy)
-    ay = -kd * speed * vy + km * (wz * vx - wx * vz)
-    az = -kd * speed * vz + km * (wx * vy - wy * vx) - g
+    ax = km * (wy * vz - wz * vy) - speed * (kd * vx)
+    ay = km * (wz * vx - wx * vz) - speed * (kd * vy)
+    az = (km * (wx * vy - wy * vx) - g) - speed * (kd * vz)
     return ax, ay, az, -lam * wx, -lam * wy, -lam * wz
 
 

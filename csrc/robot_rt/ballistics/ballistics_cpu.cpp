@@ -149,9 +149,88 @@ py::tuple simulate_one(const py::array_t<double, py::array::c_style | py::array:
   return py::make_tuple(t, states, ev_t, ek, eb, ea);
 }
 
+// Flight of up to L balls [i0, i0 + nl) in lockstep: free-flight steps run as one vectorised RK4 over the
+// lanes (rk4_step_lanes); a lane whose step crosses a contact surface, the plane, or needs the resting clamp
+// redoes that step through the scalar advance_step (the exact same code path as the single-ball flight).
+template <class T, int L>
+void fly_packet(long long i0, int nl, const T* in, long long n_steps, T dt, T h_last, const Params<T>& p, T plane_x,
+                int stop_kind, int record_every, long long n_samples, int max_events, T* final_state, int* count,
+                T* samples, T* ev_t, int* ev_kind, T* ev_state, T* t_stop, T* stop_state) {
+  T y[kStateDim][L], y1[kStateDim][L];
+  BatchRecorder<T> rec[L];
+  bool done[L];
+  T ts_l[L];
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  for (int l = 0; l < L; ++l) {
+    const long long i = i0 + (l < nl ? l : 0);
+    for (int c = 0; c < kStateDim; ++c) y[c][l] = in[kStateDim * i + c];
+    done[l] = l >= nl;
+    ts_l[l] = nan;
+    rec[l] = BatchRecorder<T>{nullptr, record_every, ev_t + max_events * i, ev_kind + max_events * i,
+                              ev_state + kStateDim * max_events * i, max_events, 0};
+    if (l < nl) {
+      if (record_every > 0) {
+        rec[l].samples = samples + kStateDim * n_samples * i;
+        for (int c = 0; c < kStateDim; ++c) rec[l].samples[c] = y[c][l];
+      }
+      for (int j = 0; j < max_events; ++j) {
+        rec[l].ev_t[j] = nan;
+        rec[l].ev_kind[j] = 0;
+        for (int c = 0; c < kStateDim; ++c) rec[l].ev_state[kStateDim * j + c] = nan;
+      }
+    }
+  }
+  int n_open = nl;
+  for (long long k = 0; k < n_steps && n_open > 0; ++k) {
+    const T t0 = T(k) * dt;
+    const T h = k + 1 < n_steps ? dt : h_last;
+    rk4_step_lanes<T, L>(y, h, p, y1);
+    for (int l = 0; l < L; ++l) {
+      if (done[l]) continue;
+      T ya[kStateDim], yb[kStateDim];
+      for (int c = 0; c < kStateDim; ++c) {
+        ya[c] = y[c][l];
+        yb[c] = y1[c][l];
+      }
+      const bool slow = step_needs_contacts(ya, yb, p, plane_x, stop_kind);
+      if (!slow) {
+        for (int c = 0; c < kStateDim; ++c) y[c][l] = y1[c][l];
+      } else {
+        T ys[kStateDim];
+        for (int c = 0; c < kStateDim; ++c) ys[c] = y[c][l];
+        ShiftedSink<T, BatchRecorder<T>> sink{&rec[l], t0};
+        T ts;
+        const bool stopped = advance_step(ys, h, p, plane_x, stop_kind, &ts, sink);
+        for (int c = 0; c < kStateDim; ++c) y[c][l] = ys[c];
+        if (stopped) {
+          done[l] = true;
+          ts_l[l] = t0 + ts;
+          --n_open;
+          continue;
+        }
+      }
+      if (record_every > 0) {
+        T yl[kStateDim];
+        for (int c = 0; c < kStateDim; ++c) yl[c] = y[c][l];
+        rec[l].on_step(k + 1, yl);
+      }
+    }
+  }
+  for (int l = 0; l < nl; ++l) {
+    const long long i = i0 + l;
+    for (int c = 0; c < kStateDim; ++c) final_state[kStateDim * i + c] = y[c][l];
+    count[i] = rec[l].count;
+    if (stop_kind != kNone) {
+      const bool stopped = !std::isnan(ts_l[l]);
+      t_stop[i] = ts_l[l];
+      for (int c = 0; c < kStateDim; ++c) stop_state[kStateDim * i + c] = stopped ? y[c][l] : nan;
+    }
+  }
+}
+
 template <class F>
 void parallel_for(long long n, int n_threads, F&& f) {
-  if (n_threads <= 1 || n < 256) {
+  if (n_threads <= 1 || n < 32) {
     f(0LL, n);
     return;
   }
@@ -169,7 +248,7 @@ void parallel_for(long long n, int n_threads, F&& f) {
 template <class T>
 py::dict simulate_batch_t(const py::array_t<T, py::array::c_style>& states, double horizon, double dt,
                           const py::array_t<double, py::array::c_style>& pk, int record_every, int max_events,
-                          double plane_x, int stop_kind, int n_threads) {
+                          double plane_x, int stop_kind, int n_threads, bool packets) {
   check_horizon_dt(horizon, dt);
   if (states.ndim() != 2 || states.shape(1) != 9) value_error("states must have shape [N, 9]");
   const Params<T> p = params_from<T>(packed_ptr(pk));
@@ -197,10 +276,20 @@ py::dict simulate_batch_t(const py::array_t<T, py::array::c_style>& states, doub
   T* sso = stop_state.mutable_data();
   {
     py::gil_scoped_release nogil;
-    parallel_for(nb, n_threads, [&](long long lo, long long hi) {
-      for (long long i = lo; i < hi; ++i)
-        fly_batch_item<T>(i, in, n, T(dt), h_last, p, T(plane_x), stop_kind, record_every, n_samples, int(ke), fo, co,
-                          so, eto, eko, eso, tso, sso);
+    constexpr int L = sizeof(T) == 8 ? 8 : 16;
+    const long long n_packets = (nb + L - 1) / L;
+    parallel_for(n_packets, n_threads, [&](long long lo, long long hi) {
+      for (long long q = lo; q < hi; ++q) {
+        const long long i0 = q * L;
+        const int nl = int(std::min<long long>(L, nb - i0));
+        if (packets)
+          fly_packet<T, L>(i0, nl, in, n, T(dt), h_last, p, T(plane_x), stop_kind, record_every, n_samples, int(ke), fo,
+                           co, so, eto, eko, eso, tso, sso);
+        else
+          for (long long i = i0; i < i0 + nl; ++i)
+            fly_batch_item<T>(i, in, n, T(dt), h_last, p, T(plane_x), stop_kind, record_every, n_samples, int(ke), fo,
+                              co, so, eto, eko, eso, tso, sso);
+      }
     });
   }
   py::dict out;
@@ -267,10 +356,10 @@ PYBIND11_MODULE(_ballistics, m) {
   m.def("simulate_one", &simulate_one, py::arg("state"), py::arg("horizon_s"), py::arg("dt_s"), py::arg("packed"));
   m.def("simulate_batch_f64", &simulate_batch_t<double>, py::arg("states"), py::arg("horizon_s"), py::arg("dt_s"),
         py::arg("packed"), py::arg("record_every"), py::arg("max_events"), py::arg("plane_x"), py::arg("stop_kind"),
-        py::arg("n_threads"));
+        py::arg("n_threads"), py::arg("packets") = true);
   m.def("simulate_batch_f32", &simulate_batch_t<float>, py::arg("states"), py::arg("horizon_s"), py::arg("dt_s"),
         py::arg("packed"), py::arg("record_every"), py::arg("max_events"), py::arg("plane_x"), py::arg("stop_kind"),
-        py::arg("n_threads"));
+        py::arg("n_threads"), py::arg("packets") = true);
   m.def("rk4_step", &rk4_step_py);
   m.def("derivative", &derivative_py);
   m.def("apply_contact", &contact_py);
