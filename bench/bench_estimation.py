@@ -254,7 +254,6 @@ def _plot(res, path: Path):
             ax[k].set_xlabel("time before crossing [ms]")
             ax[k].set_ylabel(f"crossing {'position (y, z)' if unit == 'cm' else 'time'} error [{unit}]")
             ax[k].set_yscale("log")
-            ax[k].invert_xaxis()
             ax[k].grid(True, which="both", alpha=0.3)
     ax[0].legend()
     fig.suptitle(
