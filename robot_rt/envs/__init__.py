@@ -20,9 +20,14 @@ __all__ = [
     "observation_layout",
 ]
 
-for _env_id, _entry, _steps in (
-    ("robot_rt/TableTennis-v0", "robot_rt.envs.table_tennis:TableTennisEnv", 1500),
-    ("robot_rt/TableTennisGoal-v0", "robot_rt.envs.table_tennis:TableTennisGoalEnv", 300),
+for _env_id, _entry, _vector_entry, _steps in (
+    ("robot_rt/TableTennis-v0", "robot_rt.envs.table_tennis:TableTennisEnv", "TableTennisVectorEnv", 1500),
+    ("robot_rt/TableTennisGoal-v0", "robot_rt.envs.table_tennis:TableTennisGoalEnv", "TableTennisGoalVectorEnv", 300),
 ):
     if _env_id not in gym.registry:
-        gym.register(id=_env_id, entry_point=_entry, max_episode_steps=_steps)
+        gym.register(
+            id=_env_id,
+            entry_point=_entry,
+            vector_entry_point=f"robot_rt.envs.vector:{_vector_entry}",  # one native call steps all worlds
+            max_episode_steps=_steps,
+        )

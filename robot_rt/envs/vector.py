@@ -1,0 +1,268 @@
+"""Gymnasium vector environments of the table-tennis tasks: all worlds advanced by one native call per step.
+
+`TableTennisVectorEnv(num_envs)` and `TableTennisGoalVectorEnv(num_envs)` are `gymnasium.vector.VectorEnv`s
+over one `TableTennisWorld` of `num_envs` worlds (backend 'auto': the C++ CPU step on threads, 'numpy' the
+reference, 'cuda' the CUDA kernel). They are the vector entry points of `robot_rt/TableTennis-v0` and
+`robot_rt/TableTennisGoal-v0`: ``gym.make_vec(id, num_envs, vectorization_mode='vector_entry_point')``.
+
+Semantics are those of ``gymnasium.vector.SyncVectorEnv`` over the single environments
+(`robot_rt.envs.table_tennis`) with the registered time limit, step for step: the same observation layout
+and bounds (`build_observation`, `observation_bounds`), rewards, infos (arrays with ``_key`` masks),
+`max_episode_steps` truncation and next-step autoreset (``AutoresetMode.NEXT_STEP``: the step after an
+episode ended resets that environment, ignores its action and returns its first observation with reward 0).
+Seeding follows SyncVectorEnv too: ``reset(seed=s)`` seeds environment i with s + i, and each environment
+draws its episode seeds from its own generator, so environment i matches a single environment reset with
+seed s + i (the tests check this equality).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from robot_rt.robot import RobotDescription
+
+from .core import OUTCOME_NAMES, TableTennisWorld, WorldConfig
+from .human_model import HumanBehaviorModel
+from .table_tennis import build_observation, observation_bounds
+
+_OUTCOME_STR = np.array([OUTCOME_NAMES[k] for k in sorted(OUTCOME_NAMES)], dtype=object)
+_EVENTS = ("hit", "landed", "limit", "new_ball")
+
+
+class TableTennisVectorEnv(VectorEnv):
+    """`num_envs` cooperative-rally environments stepped together (see the module docstring)."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 25, "autoreset_mode": AutoresetMode.NEXT_STEP}
+    _goal_env = False
+
+    def __init__(
+        self,
+        num_envs: int,
+        render_mode: str | None = None,
+        human: HumanBehaviorModel | None = None,
+        robot: RobotDescription | None = None,
+        config: WorldConfig | None = None,
+        max_episode_steps: int | None = None,
+        backend: str = "auto",
+        num_threads: int | None = None,
+    ):
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs: expected a positive int, got {num_envs!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode: expected one of {self.metadata['render_modes']} or None, got {render_mode!r}"
+            )
+        if max_episode_steps is not None and (
+            isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, (int, np.integer))
+        ):
+            raise ValueError(f"max_episode_steps: expected a positive int or None, got {max_episode_steps!r}")
+        if max_episode_steps is not None and max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps: expected a positive int or None, got {max_episode_steps!r}")
+        self.num_envs = int(num_envs)
+        self.render_mode = render_mode
+        self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
+        self.world = TableTennisWorld(
+            self.num_envs,
+            human=human,
+            robot=robot,
+            config=config,
+            goal_conditioned=self._goal_env,
+            backend=backend,
+            num_threads=num_threads,
+        )
+        robot = self.world.robot
+        self._v_max = robot.velocity_limit
+        self.single_action_space = spaces.Box(
+            -robot.velocity_limit.astype(np.float32), robot.velocity_limit.astype(np.float32)
+        )
+        low, high = observation_bounds(robot, self.world.history)
+        self._flat_space = spaces.Box(low, high, dtype=np.float32)
+        self.single_observation_space = self._make_observation_space()
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.metadata = dict(self.metadata, render_fps=int(round(self.world.config.policy_hz / 4)))
+        self._env_rngs = [seeding.np_random()[0] for _ in range(self.num_envs)]
+        self._elapsed = np.zeros(self.num_envs, dtype=np.int64)
+        self._autoreset = np.zeros(self.num_envs, dtype=bool)
+        self._needs_reset = True
+
+    def _make_observation_space(self):
+        return self._flat_space
+
+    # --------------------------------------------------------------------------------------- gym API
+    def reset(self, *, seed: int | list | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        n = self.num_envs
+        if seed is None:
+            seeds = [None] * n
+        elif isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            seeds = [int(seed) + i for i in range(n)]
+        else:
+            seeds = list(seed)
+            if len(seeds) != n:
+                raise ValueError(f"seed: expected an int, None or a list of {n} seeds, got {len(seeds)} seeds")
+        mask = np.ones(n, dtype=bool)
+        if options is not None and "reset_mask" in options:
+            mask = np.asarray(options["reset_mask"])
+            if mask.shape != (n,) or mask.dtype != np.bool_:
+                raise ValueError(f"options['reset_mask']: expected a bool array of shape ({n},), got {mask.shape}")
+            if not mask.any():
+                raise ValueError("options['reset_mask']: expected at least one True entry")
+            if self._needs_reset and not mask.all():
+                raise ValueError("options['reset_mask']: the first reset must reset every environment")
+        idx = np.nonzero(mask)[0]
+        for i in idx:
+            if seeds[i] is not None:
+                self._env_rngs[i], _ = seeding.np_random(int(seeds[i]))
+        self._reset_worlds(idx)
+        self._autoreset[idx] = False
+        self._needs_reset = False
+        obs = self._observation()
+        info = self._info(None, None)
+        if not mask.all():  # as SyncVectorEnv: only the reset environments report infos
+            info = {k: (v & mask if k.startswith("_") else v) for k, v in info.items()}
+        return obs, info
+
+    def _reset_worlds(self, idx: np.ndarray) -> None:
+        if idx.size == 0:
+            return
+        world_seeds = [int(self._env_rngs[i].integers(0, 2**63 - 1)) for i in idx]
+        self.world.reset(idx, world_seeds)
+        self._elapsed[idx] = 0
+
+    def step(self, actions):
+        if self._needs_reset:
+            raise gym.error.ResetNeeded("Cannot call step() before reset()")
+        a = np.asarray(actions, dtype=np.float64)
+        if a.shape != self.action_space.shape:
+            raise ValueError(f"actions: expected shape {self.action_space.shape}, got {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError("actions: contains NaN or Inf")
+        # clip to the float32 action space exactly as the single env does
+        a = np.clip(a, self.single_action_space.low, self.single_action_space.high)
+        reward, terminated, events = self.world.step(a)
+        reset_now = np.nonzero(self._autoreset)[0]
+        self._elapsed += 1
+        reward = self._reward(reward, events)
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        if self.max_episode_steps is not None:
+            truncated = self._elapsed >= self.max_episode_steps
+        if reset_now.size:
+            self._reset_worlds(reset_now)
+            reward[reset_now] = 0.0
+            terminated[reset_now] = False
+            truncated[reset_now] = False
+        obs = self._observation()
+        info = self._info(events, self._autoreset.copy())
+        self._autoreset = terminated | truncated
+        return obs, reward, terminated, truncated, info
+
+    def _reward(self, dense: np.ndarray, events) -> np.ndarray:
+        return dense
+
+    def _observation(self):
+        w = self.world
+        obs = build_observation(w.q, w.qd, w.detections())
+        return np.clip(obs, self._flat_space.low, self._flat_space.high)
+
+    def _info(self, events, was_reset) -> dict:
+        """Infos as SyncVectorEnv builds them from the single envs' dicts: arrays plus `_key` masks."""
+        w = self.world
+        n = self.num_envs
+        everyone = np.ones(n, dtype=bool)
+        info = {
+            "rally_length": w.hits.copy(),
+            "_rally_length": everyone,
+            "outcome": _OUTCOME_STR[w.outcome],
+            "_outcome": everyone,
+            "ball_state": w.ball.copy(),
+            "_ball_state": everyone,
+            "t_s": w.t.copy(),
+            "_t_s": everyone,
+        }
+        if events is not None:
+            stepped = ~was_reset
+            for k in _EVENTS:
+                info[k] = events[k] & stepped
+                info["_" + k] = stepped
+        return info
+
+    # --------------------------------------------------------------------------------------- render
+    def render(self):
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode")
+            return None
+        from .render import render_world
+
+        return tuple(render_world(self.world, i) for i in range(self.num_envs))
+
+    def close_extras(self, **kwargs):
+        pass
+
+
+class TableTennisGoalVectorEnv(TableTennisVectorEnv):
+    """Goal-conditioned return (robot_rt/TableTennisGoal-v0), batched."""
+
+    _goal_env = True
+
+    def __init__(self, num_envs: int, success_radius_m: float = 0.3, dense_weight: float = 0.0, **kwargs):
+        if not success_radius_m > 0:
+            raise ValueError(f"success_radius_m: expected > 0, got {success_radius_m}")
+        self.success_radius_m = float(success_radius_m)
+        self.dense_weight = float(dense_weight)
+        super().__init__(num_envs, **kwargs)
+
+    def _make_observation_space(self):
+        goal = spaces.Box(np.array([-1.37, -0.7625], np.float32), np.array([0.0, 0.7625], np.float32))
+        achieved = spaces.Box(np.array([-1.37, -0.7625], np.float32), np.array([1.37, 0.7625], np.float32))
+        return spaces.Dict({"observation": self._flat_space, "desired_goal": goal, "achieved_goal": achieved})
+
+    def _observation(self):
+        w = self.world
+        landing = w.landing
+        has = np.all(np.isfinite(landing), axis=1)
+        achieved = np.where(has[:, None], np.nan_to_num(landing), 0.0).astype(np.float32)
+        space = self.single_observation_space["achieved_goal"]
+        return {
+            "observation": super()._observation(),
+            "desired_goal": w.goal.astype(np.float32),
+            "achieved_goal": np.clip(achieved, space.low, space.high),
+        }
+
+    def compute_reward(self, achieved_goal, desired_goal, info=None) -> np.ndarray:
+        """Sparse goal reward, vectorised (as TableTennisGoalEnv.compute_reward)."""
+        d = np.linalg.norm(np.asarray(achieved_goal) - np.asarray(desired_goal), axis=-1)
+        return (d <= self.success_radius_m).astype(np.float64)
+
+    def _reward(self, dense: np.ndarray, events) -> np.ndarray:
+        w = self.world
+        sparse = np.where(events["landed"], self.compute_reward(np.nan_to_num(w.landing), w.goal), 0.0)
+        return sparse + self.dense_weight * dense
+
+    def _info(self, events, was_reset) -> dict:
+        info = super()._info(events, was_reset)
+        w = self.world
+        n = self.num_envs
+        everyone = np.ones(n, dtype=bool)
+        landing = w.landing.copy()
+        has = np.all(np.isfinite(landing), axis=1)
+        distance = np.where(has, np.linalg.norm(np.nan_to_num(landing) - w.goal, axis=1), np.inf)
+        extra = {
+            "goal": w.goal.copy(),
+            "has_landed": has,
+            "landing_point": np.where(has[:, None], np.nan_to_num(landing), 0.0),
+            "distance_to_goal_m": distance,
+            "success_20cm": distance <= 0.20,
+            "success_30cm": distance <= 0.30,
+        }
+        for k, v in extra.items():
+            info[k] = v
+            info["_" + k] = everyone
+        return info

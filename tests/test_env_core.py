@@ -1,0 +1,428 @@
+"""Batched table-tennis world core: C++ (and CUDA) step vs the NumPy reference, robot limits, the paddle contact
+model, the launch/return samplers, and the gymnasium vector environment (API, autoreset, seeding, equality
+with SyncVectorEnv of the single environments)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import robot_rt.envs  # noqa: F401 - registers the env ids
+from robot_rt.envs import core
+from robot_rt.envs.core import (
+    OUTCOME_LIMIT,
+    PHASE_DONE,
+    PHASE_INCOMING,
+    TableTennisWorld,
+    paddle_contact,
+    sample_launches,
+    sample_returns,
+)
+from robot_rt.envs.human_model import HumanBehaviorModel
+
+HAVE_CPU = core._native_module("cpu") is not None
+needs_cpu = pytest.mark.skipif(not HAVE_CPU, reason="robot_rt._envs is not built")
+
+
+def _aim_balls(world: TableTennisWorld, idx, rng) -> None:
+    """Puts an incoming ball 25 cm in front of the (static) paddle of worlds `idx`, flying at it and slightly up,
+    so the return lands on the human's half: exercises hits, landings and human answers."""
+    p, n = world.paddle_pose()
+    for i in idx:
+        ball = np.zeros(9)
+        speed, tangential = rng.uniform(4.0, 6.0), np.array([0.0, rng.uniform(-0.5, 0.5), rng.uniform(2.0, 3.0)])
+        flight_s = 0.2 / speed  # starts 20 cm in front of the face, arrives near its centre
+        ball[:3] = p[i] + 0.2 * n[i] - tangential * flight_s + rng.uniform(-0.02, 0.02, 3)
+        ball[2] += 0.5 * 9.81 * flight_s**2
+        ball[3:6] = -speed * n[i] + tangential
+        ball[6:9] = rng.normal(0.0, 30.0, 3)
+        world.ball[i] = ball
+        world.phase[i] = PHASE_INCOMING
+        world.touched[i] = False
+        world.landed[i] = False
+
+
+def _run_pair(wa: TableTennisWorld, wb: TableTennisWorld, steps: int, seed: int):
+    """Steps two worlds with identical actions/resets; returns event totals and the largest state difference."""
+    n = wa.n
+    rng = np.random.default_rng(seed)
+    seeds = rng.integers(0, 2**31, n).tolist()
+    wa.reset(np.arange(n), seeds)
+    wb.reset(np.arange(n), seeds)
+    aim = np.arange(0, n, 2)
+    _aim_balls(wa, aim, np.random.default_rng(seed + 1))
+    _aim_balls(wb, aim, np.random.default_rng(seed + 1))
+    sticky = rng.uniform(-1, 1, (n, wa.dof)) * wa.v_max
+    totals = {"hit": 0, "landed": 0, "limit": 0, "new_ball": 0, "terminated": 0}
+    max_diff = 0.0
+    for step in range(steps):
+        if step % 7 == 0:
+            sticky = rng.uniform(-1, 1, (n, wa.dof)) * wa.v_max * 1.2  # beyond the limits: clipped
+        cmd = sticky.copy()
+        cmd[aim] = 0.0  # aimed worlds hold the paddle still: hit, landing, the human's answer
+        ra, ta, ea = wa.step(cmd)
+        rb, tb, eb = wb.step(cmd)
+        for k in ea:
+            assert np.array_equal(ea[k], eb[k]), (step, k)
+            totals[k] += int(ea[k].sum())
+        assert np.array_equal(ta, tb), step
+        assert np.array_equal(wa.phase, wb.phase), step
+        assert np.array_equal(wa.outcome, wb.outcome), step
+        assert np.array_equal(wa.hits, wb.hits), step
+        assert np.array_equal(wa.touched, wb.touched) and np.array_equal(wa.landed, wb.landed), step
+        assert np.array_equal(wa.rec_active, wb.rec_active), step
+        for name in ("q", "qd", "ball", "rec_pos", "cam_pos", "cam_t", "landing"):
+            a, b = getattr(wa, name), getattr(wb, name)
+            assert np.array_equal(np.isfinite(a), np.isfinite(b)), (step, name)
+            fin = np.isfinite(a)
+            if fin.any():
+                max_diff = max(max_diff, float(np.max(np.abs(a[fin] - b[fin]))))
+        max_diff = max(max_diff, float(np.max(np.abs(ra - rb))))
+        np.testing.assert_array_equal(wa.detections()[..., 4], wb.detections()[..., 4])
+        totals["terminated"] += int(ta.sum())
+        done = np.nonzero(ta)[0]
+        if done.size:
+            wa.reset(done)
+            wb.reset(done)
+    return totals, max_diff
+
+
+# ------------------------------------------------------------------------------------------ C++ vs NumPy
+@needs_cpu
+@pytest.mark.parametrize("goal", [False, True])
+def test_cpu_step_matches_numpy_reference(goal):
+    n = 12
+    wa = TableTennisWorld(n, backend="numpy", goal_conditioned=goal)
+    wb = TableTennisWorld(n, backend="cpu", goal_conditioned=goal, num_threads=2)
+    totals, max_diff = _run_pair(wa, wb, steps=70, seed=11 if goal else 7)
+    assert max_diff < 1e-9, max_diff
+    # the comparison must have gone through every path of the rally logic
+    assert totals["hit"] >= 3, totals
+    assert totals["landed"] >= 1, totals
+    assert totals["limit"] >= 1, totals
+    assert totals["terminated"] >= 5, totals
+    if not goal:
+        assert totals["new_ball"] + totals["terminated"] >= 1
+
+
+@needs_cpu
+def test_cpu_threads_do_not_change_results():
+    worlds = [TableTennisWorld(70, backend="cpu", num_threads=t) for t in (1, 2, 3)]
+    for w in worlds:
+        w.reset(np.arange(70), list(range(70)))
+    rng = np.random.default_rng(3)
+    for _ in range(15):
+        cmd = rng.uniform(-1, 1, (70, 8)) * worlds[0].v_max
+        outs = [w.step(cmd) for w in worlds]
+        for w, o in zip(worlds[1:], outs[1:]):
+            np.testing.assert_array_equal(o[0], outs[0][0])
+            np.testing.assert_array_equal(w.q, worlds[0].q)
+            np.testing.assert_array_equal(w.ball, worlds[0].ball)
+
+
+@pytest.mark.gpu
+def test_cuda_step_matches_cpu():
+    if not core.cuda_available():
+        pytest.skip("robot_rt._envs_cuda not built or no CUDA device")
+    n = 64
+    wa = TableTennisWorld(n, backend="cpu")
+    wb = TableTennisWorld(n, backend="cuda")
+    totals, max_diff = _run_pair(wa, wb, steps=40, seed=5)
+    assert max_diff < 1e-9, max_diff
+    assert totals["hit"] >= 3
+
+
+# ------------------------------------------------------------------------------------------ robot limits
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("cpu", marks=needs_cpu)])
+def test_robot_state_never_exceeds_limits(backend):
+    n = 8
+    w = TableTennisWorld(n, backend=backend)
+    w.reset(np.arange(n), list(range(n)))
+    rng = np.random.default_rng(0)
+    limit_events = 0
+    dt_step = w.config.substeps / w.config.physics_hz
+    for step in range(40):
+        if step % 5 == 0:
+            # far beyond the velocity limits, and NaN-free: the world clips them
+            cmd = rng.choice([-3.0, 3.0], (n, w.dof)) * w.v_max
+        qd0 = w.qd.copy()
+        _, term, ev = w.step(cmd)
+        assert np.all(w.q >= w.q_min - 1e-12) and np.all(w.q <= w.q_max + 1e-12)
+        assert np.all(np.abs(w.qd) <= w.v_max + 1e-9)
+        assert np.all(np.abs(w.qd - qd0) <= w.a_max * dt_step + 1e-9)  # zeroing at a limit aside
+        limit_events += int(ev["limit"].sum())
+        assert np.all(w.outcome[ev["limit"]] == OUTCOME_LIMIT)
+        assert np.all(term[ev["limit"]])
+        done = np.nonzero(term)[0]
+        if done.size:
+            w.reset(done)
+    assert limit_events >= 1
+
+
+# ------------------------------------------------------------------------------------------ paddle contact
+R, E, MU = 0.02, 0.85, 0.35
+
+
+def _random_contacts(rng, m):
+    n = rng.normal(size=(m, 3))
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    ball = np.zeros((m, 9))
+    ball[:, 3:6] = rng.normal(0, 4, (m, 3))
+    ball[:, 6:9] = rng.normal(0, 150, (m, 3))
+    side = rng.choice([-1.0, 1.0], m)
+    paddle_v = rng.normal(0, 1, (m, 3))
+    # make the ball approach the face it is on
+    vn = np.sum((ball[:, 3:6] - paddle_v) * n * side[:, None], axis=1)
+    ball[:, 3:6] -= (np.abs(vn) + 0.5 + vn)[:, None] * n * side[:, None]
+    return ball, n, paddle_v, side
+
+
+def test_paddle_head_on_static_restitution():
+    n = np.array([[-1.0, 0.0, 0.0], [0.0, 0.6, 0.8]])
+    ball = np.zeros((2, 9))
+    ball[:, 3:6] = -5.0 * n  # towards the face the normal points to (side +1)
+    out = paddle_contact(ball, np.zeros((2, 3)), n, np.zeros((2, 3)), np.ones(2), R, E, MU)
+    np.testing.assert_allclose(out[:, 3:6], E * 5.0 * n, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(out[:, 6:9], 0.0)
+    # backhand face (side -1): same law mirrored
+    out = paddle_contact(-ball, np.zeros((2, 3)), n, np.zeros((2, 3)), -np.ones(2), R, E, MU)
+    np.testing.assert_allclose(out[:, 3:6], -E * 5.0 * n, rtol=0, atol=1e-12)
+
+
+def test_paddle_moving_hits_resting_ball():
+    n = np.array([[1.0, 0.0, 0.0]])
+    ball = np.zeros((1, 9))
+    # paddle face (side +1, the ball on the +n side) moving towards the ball at 2 m/s
+    out = paddle_contact(ball, np.zeros((1, 3)), n, 2.0 * n, np.ones(1), R, E, MU)
+    np.testing.assert_allclose(out[0, 3:6], (1 + E) * 2.0 * n[0], atol=1e-12)
+
+
+def test_paddle_normal_law_friction_bound_and_spin_direction():
+    rng = np.random.default_rng(0)
+    ball, n, pv, side = _random_contacts(rng, 2000)
+    out = paddle_contact(ball, np.zeros((2000, 3)), n, pv, side, R, E, MU)
+    ns = n * side[:, None]
+    v_rel0, v_rel1 = ball[:, 3:6] - pv, out[:, 3:6] - pv
+    vn0, vn1 = np.sum(v_rel0 * ns, 1), np.sum(v_rel1 * ns, 1)
+    assert np.all(vn0 < 0)
+    np.testing.assert_allclose(vn1, -E * vn0, rtol=1e-10, atol=1e-12)  # the normal law
+    dv = out[:, 3:6] - ball[:, 3:6]
+    dv_t = dv - np.sum(dv * ns, 1)[:, None] * ns
+    # Coulomb: tangential impulse within the friction cone of the normal one
+    assert np.all(np.linalg.norm(dv_t, axis=1) <= MU * (1 + E) * np.abs(vn0) + 1e-10)
+
+    def slip(state):
+        vr = state[:, 3:6] - pv
+        vt = vr - np.sum(vr * ns, 1)[:, None] * ns
+        return vt + np.cross(state[:, 6:9], -R * ns)
+
+    c0, c1 = slip(ball), slip(out)
+    # friction opposes the contact-point slip: the tangential impulse points against it, the slip shrinks
+    # (to zero at most: rolling), never reverses, and the spin change has the sign that brakes the slip
+    assert np.all(np.sum(dv_t * c0, 1) <= 1e-12)
+    assert np.all(np.linalg.norm(c1, axis=1) <= np.linalg.norm(c0, axis=1) + 1e-9)
+    assert np.all(np.sum(c1 * c0, 1) >= -1e-9)
+    dw = out[:, 6:9] - ball[:, 6:9]
+    np.testing.assert_allclose(dw, (1.5 / R) * np.cross(-R * ns, dv_t), atol=1e-9)
+    slip_change_from_spin = np.cross(dw, -R * ns)
+    assert np.all(np.sum(slip_change_from_spin * c0, 1) <= 1e-9)
+    # separating balls are left alone
+    away = ball.copy()
+    away[:, 3:6] = 2 * pv - ball[:, 3:6]
+    np.testing.assert_array_equal(paddle_contact(away, np.zeros((2000, 3)), n, pv, side, R, E, MU), away)
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("cpu", marks=needs_cpu)])
+def test_world_head_on_hit_on_static_paddle(backend):
+    """Through the whole step: a ball flying straight at the still paddle's face leaves with ~ -e times its
+    normal speed (up to the air drag and gravity of the few substeps before and after the contact)."""
+    w = TableTennisWorld(1, backend=backend)
+    w.reset([0], [0])
+    p, n = w.paddle_pose()
+    w.ball[0] = np.concatenate([p[0] + 0.05 * n[0], -6.0 * n[0], np.zeros(3)])
+    _, _, ev = w.step(np.zeros((1, 8)))
+    assert ev["hit"][0]
+    v_n = float(w.ball[0, 3:6] @ n[0])
+    assert abs(v_n - 0.85 * 6.0) < 0.1, v_n
+    assert w.phase[0] == core.PHASE_RETURNING
+
+
+# ------------------------------------------------------------------------------------------ samplers
+def test_sample_launches_matches_human_sample():
+    for human in (HumanBehaviorModel.default(), HumanBehaviorModel.real_player()):
+        got = sample_launches(human, [np.random.default_rng(s) for s in range(12)])
+        want = np.stack([human.sample(1, np.random.default_rng(s))[0] for s in range(12)])
+        np.testing.assert_array_equal(got, want)
+        assert np.all(human.is_valid(got))
+
+
+def test_sample_returns_matches_human_sample_return():
+    human = HumanBehaviorModel.default()
+    rng = np.random.default_rng(4)
+    arrivals = np.zeros((16, 9))
+    arrivals[:, 0] = -1.7
+    arrivals[:, 1] = rng.uniform(-0.8, 0.8, 16)
+    arrivals[:, 2] = rng.uniform(0.8, 1.4, 16)
+    arrivals[:, 3] = -4.0
+    got = sample_returns(human, arrivals, [np.random.default_rng(100 + i) for i in range(16)])
+    want = [human.sample_return(arrivals[i], np.random.default_rng(100 + i)) for i in range(16)]
+    assert [g is None for g in got] == [x is None for x in want]
+    assert any(g is None for g in got) or any(g is not None for g in got)
+    for g, x in zip(got, want):
+        if x is not None:
+            np.testing.assert_array_equal(g, x)
+
+
+def test_counter_uniform_stream():
+    key = np.array([1, 2, 2], dtype=np.uint64)
+    u = core.counter_uniform(key, np.zeros(3, dtype=np.uint64), 20000)
+    assert np.all((u >= 0) & (u < 1))
+    np.testing.assert_array_equal(u[1], u[2])
+    assert abs(u.mean() - 0.5) < 0.01 and abs(u.var() - 1 / 12) < 0.005
+    shifted = core.counter_uniform(key, np.full(3, 5, dtype=np.uint64), 10)
+    np.testing.assert_array_equal(shifted, u[:, 5:15])
+
+
+def test_world_bad_input():
+    with pytest.raises(ValueError, match="num_worlds"):
+        TableTennisWorld(0)
+    with pytest.raises(ValueError, match="backend"):
+        TableTennisWorld(1, backend="tpu")
+    w = TableTennisWorld(2, backend="numpy")
+    with pytest.raises(ValueError, match="qd_cmd"):
+        w.step(np.zeros((3, 8)))
+    with pytest.raises(ValueError, match="indices"):
+        w.reset([5])
+
+
+@needs_cpu
+def test_native_stepper_rejects_bad_arrays():
+    w = TableTennisWorld(2, backend="cpu")
+    w.reset([0, 1], [0, 1])
+    w.q = w.q.astype(np.float32)
+    with pytest.raises(TypeError, match="q: expected dtype"):
+        w.step(np.zeros((2, 8)))
+    w.q = np.zeros((8, 2)).T  # a transposed view: not C-contiguous
+    with pytest.raises(ValueError, match="C-contiguous"):
+        w.step(np.zeros((2, 8)))
+
+
+# ------------------------------------------------------------------------------------------ vector env
+def _assert_tree_equal(a, b):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            _assert_tree_equal(a[k], b[k])
+    else:
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@needs_cpu
+@pytest.mark.parametrize("env_id", ["robot_rt/TableTennis-v0", "robot_rt/TableTennisGoal-v0"])
+def test_vector_env_equals_sync_vector_env(env_id):
+    """Same seeds and actions: the native vector env reproduces SyncVectorEnv over the single envs exactly,
+    observations, rewards, terminations, truncations (time limit) and next-step autoresets included."""
+    n, limit = 3, 9
+    vec = gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point", max_episode_steps=limit)
+    sync = gym.make_vec(env_id, num_envs=n, vectorization_mode="sync", max_episode_steps=limit)
+    assert type(vec.unwrapped).__name__.endswith("VectorEnv") and "Sync" not in type(vec.unwrapped).__name__
+    assert vec.single_observation_space == sync.single_observation_space
+    assert vec.observation_space == sync.observation_space
+    assert vec.action_space == sync.action_space
+    assert vec.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
+    obs_v, info_v = vec.reset(seed=42)
+    obs_s, info_s = sync.reset(seed=42)
+    _assert_tree_equal(obs_v, obs_s)
+    rng = np.random.default_rng(0)
+    ends = 0
+    for _ in range(2 * limit + 3):
+        act = rng.uniform(-1, 1, vec.action_space.shape).astype(np.float32) * vec.single_action_space.high
+        out_v, out_s = vec.step(act), sync.step(act)
+        for a, b in zip(out_v[:4], out_s[:4]):
+            _assert_tree_equal(a, b)
+        for key in ("rally_length", "outcome", "t_s", "hit", "landed", "limit", "new_ball"):
+            if key not in out_s[4]:  # no env reported it (all were autoreset): an all-False mask here
+                assert not np.any(out_v[4].get("_" + key, False)), key
+                continue
+            np.testing.assert_array_equal(out_v[4]["_" + key], out_s[4]["_" + key], err_msg=key)
+            m = out_s[4]["_" + key]
+            np.testing.assert_array_equal(np.asarray(out_v[4][key])[m], np.asarray(out_s[4][key])[m], err_msg=key)
+        ends += int(np.sum(out_v[2] | out_v[3]))
+    assert ends >= n  # the time limit (at least) ended episodes, and autoreset was exercised
+    vec.close()
+    sync.close()
+
+
+@needs_cpu
+def test_vector_env_seeding_and_autoreset():
+    from robot_rt.envs.vector import TableTennisVectorEnv
+
+    def rollout(seed):
+        env = TableTennisVectorEnv(4, max_episode_steps=6)
+        obs, _ = env.reset(seed=seed)
+        out = [obs]
+        rng = np.random.default_rng(1)
+        for _ in range(14):
+            o, r, te, tr, info = env.step(rng.uniform(-1, 1, (4, 8)) * env.single_action_space.high)
+            assert o.shape == (4, env.single_observation_space.shape[0]) and o.dtype == np.float32
+            assert env.observation_space.contains(o)
+            assert r.shape == (4,) and r.dtype == np.float64 and te.dtype == np.bool_ and tr.dtype == np.bool_
+            out.append(o)
+            out.append(r)
+        return out, env
+
+    a, env = rollout(123)
+    b, _ = rollout(123)
+    c, _ = rollout(124)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert any(not np.array_equal(x, y) for x, y in zip(a, c))
+    # next-step autoreset: the step after a truncation returns the first observation, reward 0
+    env.reset(seed=5)
+    for _ in range(6):
+        _, _, te, tr, _ = env.step(np.zeros((4, 8)))
+    assert np.all(te | tr)
+    o, r, te, tr, info = env.step(np.zeros((4, 8)))
+    np.testing.assert_array_equal(r, 0.0)
+    assert not te.any() and not tr.any()
+    np.testing.assert_array_equal(env.world.t, 0.0)
+    assert not info["_hit"].any()
+    np.testing.assert_allclose(o[:, :8], np.tile(env.world.robot.home, (4, 1)), atol=1e-6)
+
+
+@needs_cpu
+def test_vector_env_errors_and_reset_mask():
+    from robot_rt.envs.vector import TableTennisVectorEnv
+
+    env = TableTennisVectorEnv(3)
+    with pytest.raises(gym.error.ResetNeeded):
+        env.step(np.zeros((3, 8)))
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="actions"):
+        env.step(np.zeros((2, 8)))
+    bad = np.zeros((3, 8))
+    bad[1, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        env.step(bad)
+    with pytest.raises(ValueError, match="num_envs"):
+        TableTennisVectorEnv(0)
+    for _ in range(3):
+        env.step(np.zeros((3, 8)))
+    t_before = env.world.t.copy()
+    _, info = env.reset(options={"reset_mask": np.array([False, True, False])})
+    assert env.world.t[1] == 0.0 and env.world.t[0] == t_before[0]
+    np.testing.assert_array_equal(info["_t_s"], [False, True, False])
+
+
+def test_vector_env_numpy_backend_runs():
+    from robot_rt.envs.vector import TableTennisGoalVectorEnv
+
+    env = TableTennisGoalVectorEnv(2, backend="numpy")
+    obs, _ = env.reset(seed=3)
+    assert set(obs) == {"observation", "desired_goal", "achieved_goal"}
+    o, r, te, tr, info = env.step(np.zeros((2, 8)))
+    assert env.observation_space.contains(o)
+    assert r.shape == (2,)
+    assert env.world.phase.shape == (2,) and np.all(env.world.phase != PHASE_DONE)
+    np.testing.assert_array_equal(env.compute_reward(np.zeros((2, 2)), np.zeros((2, 2))), [1.0, 1.0])
