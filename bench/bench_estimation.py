@@ -66,7 +66,8 @@ def run(args) -> dict:
     n_updates = 0
     n_replayed = 0
     status_counts: dict[str, int] = {}
-    spin_rows = []  # (true wy, estimated wy, sigma wy) at the last update before the crossing
+    spin_rows = []  # (true wy, estimated wy, sigma wy) at the last evaluation before the crossing
+    spin_rows_pre = []  # same, at the last evaluation before the bounce on the robot's half
     try:
         from tqdm import tqdm
 
@@ -87,7 +88,7 @@ def run(args) -> dict:
             latency_jitter_s=0.004,
         )
         det = tracker.observe(s)
-        last_spin = None
+        last_spin = last_spin_pre = None
         ukf = BallUKF(gen.params, sigma_m=args.sigma)
         poly = PolyfitPredictor(gen.params, sigma_m=args.sigma)
         for k, (tc, p, ta) in enumerate(det):
@@ -106,6 +107,8 @@ def run(args) -> dict:
             rec_tnow.append(ta)
             if ukf.initialized:
                 last_spin = [s.state_at(ukf.time_s)[7], ukf.state[7], np.sqrt(ukf.covariance[7, 7])]
+                if ukf.time_s < s.event_t_s[-1] - 0.005:  # before the bounce on the robot's half
+                    last_spin_pre = [s.state_at(ukf.time_s)[7], ukf.state[7], np.sqrt(ukf.covariance[7, 7])]
             if ukf.initialized:
                 rec_tstate.append(ukf.time_s)
                 rec_x.append(ukf.state)
@@ -117,6 +120,8 @@ def run(args) -> dict:
         n_replayed += ukf.n_replayed
         if last_spin is not None:
             spin_rows.append(last_spin)
+        if last_spin_pre is not None:
+            spin_rows_pre.append(last_spin_pre)
 
     # UKF crossings: physics time_to_plane on all recorded states at once
     t0 = time.perf_counter()
@@ -152,18 +157,28 @@ def run(args) -> dict:
                 "time_err_ms": _stats(t_ms),
                 "missing_fraction": float(1 - have.mean()) if m.any() else None,
             }
+        u, p = row["ukf"]["pos_err_cm"]["median"], row["polyfit"]["pos_err_cm"]["median"]
+        row["ukf_over_polyfit_median_pos_err"] = None if not u or not p else u / p
         bins.append(row)
 
-    spin = np.array(spin_rows) if spin_rows else np.zeros((0, 3))
-    strong = np.abs(spin[:, 0]) > 50 if len(spin) else np.zeros(0, dtype=bool)
+    def spin_stats(rows, when):
+        sp = np.array(rows) if rows else np.zeros((0, 3))
+        strong = np.abs(sp[:, 0]) > 50
+        return {
+            "when": when,
+            "n_serves": int(len(sp)),
+            "wy_abs_err_radps": _stats(np.abs(sp[:, 1] - sp[:, 0])),
+            "wy_sigma_radps": _stats(sp[:, 2]),
+            "wy_sign_correct_fraction_strong": float(np.mean(np.sign(sp[strong, 1]) == np.sign(sp[strong, 0])))
+            if strong.any()
+            else None,
+        }
+
     spin_summary = {
-        "n_serves": int(len(spin)),
-        "wy_abs_err_radps": _stats(np.abs(spin[:, 1] - spin[:, 0])) if len(spin) else None,
-        "wy_sign_correct_fraction_strong": float(np.mean(np.sign(spin[strong, 1]) == np.sign(spin[strong, 0])))
-        if strong.any()
-        else None,
+        "before_crossing": spin_stats(spin_rows, "last evaluation before the crossing (after the bounce)"),
+        "before_bounce": spin_stats(spin_rows_pre, "last evaluation before the bounce on the robot's half"),
         "wy_prior_sigma_radps": float(ukf.config.init_spin_sigma_radps),
-        "note": "wy (top/back spin) at the last evaluation before the crossing; |wy_true| > 50 rad/s for the sign",
+        "note": "wy = top(+)/back(-) spin; sign fraction over serves with |wy_true| > 50 rad/s",
     }
     kinds = {k: sum(1 for s in serves if s.kind == k) for k in ("drive", "serve")}
     return {
@@ -176,6 +191,7 @@ def run(args) -> dict:
             "rate_hz": [args.rate_min, args.rate_max],
             "param_jitter": args.param_jitter,
             "eval_every": args.eval_every,
+            "physics_backend": ukf.model.backend,
             "tracker": {
                 "drop_prob": 0.03,
                 "outlier_prob": 0.01,

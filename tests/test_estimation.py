@@ -259,6 +259,21 @@ def test_ukf_spin_sign_observable_and_helps(spin_serves):
     assert pos_err["spin"] < pos_err["nospin"], pos_err
 
 
+def test_ukf_native_and_numpy_physics_agree(serves):
+    """The UKF gives the same result on the NumPy reference and on the C++ mirror of the physics."""
+    from robot_rt.estimation import _physics
+
+    if _physics._native is None:
+        pytest.skip("native robot_rt._ballistics not built")
+    det = _clean_tracker(90).observe(serves[0]).sorted_by_capture()
+    a, b = BallUKF(sigma_m=SIGMA, backend="numpy"), BallUKF(sigma_m=SIGMA, backend="cpu")
+    assert a.model.backend == "numpy" and b.model.backend == "cpu"
+    for i in range(len(det)):
+        a.update(det.t_capture_s[i], det.position_m[i])
+        b.update(det.t_capture_s[i], det.position_m[i])
+    np.testing.assert_allclose(a.state, b.state, rtol=1e-9, atol=1e-9)
+
+
 def test_ukf_plane_crossing_covariance_and_none(spin_serves):
     s = spin_serves[0]
     det = _clean_tracker(51).observe(s).sorted_by_capture()
@@ -358,6 +373,8 @@ def test_bad_input_ukf_predict_and_tracker(serves):
         ukf.predict_plane_crossing(np.nan)
     with pytest.raises(ValueError, match="gate_probability"):
         BallUKF(gate_probability=0.5)
+    with pytest.raises(ValueError, match="backend"):
+        BallUKF(backend="gpu")
     with pytest.raises(ValueError, match="noise_sigma_m"):
         SimulatedTracker(noise_sigma_m=-0.001)
     with pytest.raises(ValueError, match="drop_prob"):

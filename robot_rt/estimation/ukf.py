@@ -141,7 +141,7 @@ class BallUKF:
     sigma points).
     """
 
-    def __init__(self, params=None, config: UKFConfig | None = None, **overrides):
+    def __init__(self, params=None, config: UKFConfig | None = None, *, backend: str = "auto", **overrides):
         cfg = config or UKFConfig()
         if overrides:
             cfg = replace(cfg, **overrides)
@@ -164,7 +164,7 @@ class BallUKF:
         if int(cfg.n_init) < 3 or int(cfg.n_reinit) < 3:
             raise ValueError("config.n_init / config.n_reinit: expected integers >= 3")
         self.config = cfg
-        self.model = _physics.PhysicsModel(params)
+        self.model = _physics.PhysicsModel(params, backend=backend)
         self._gate = CHI2_3DOF[gp]
         lam = cfg.alpha**2 * (_N + cfg.kappa) - _N
         self._gamma = math.sqrt(_N + lam)
