@@ -396,3 +396,18 @@ def test_params_validation():
         TableGeometry(room_half_length_m=1.0)
     assert pack_params().shape == (16,)
     assert BallParams().drag_k_per_m == pytest.approx(1.204 * 0.47 * np.pi * 0.02**2 / (2 * 2.7e-3))
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("cpu", marks=needs_cpu)])
+def test_single_ball_accepts_torch_and_lists(backend):
+    import torch
+
+    y0 = serves(1, 4)[0]
+    ref_c = time_to_plane(y0, 1.6, backend=backend)
+    for s in (torch.tensor(y0), torch.tensor(y0, dtype=torch.float32), list(y0), y0.astype(np.float32)):
+        c = time_to_plane(s, 1.6, backend=backend)
+        assert c.t_s == pytest.approx(ref_c.t_s, abs=1e-5)
+    assert landing_point(torch.tensor(y0), backend=backend).t_s == pytest.approx(landing_point(y0, backend=backend).t_s)
+    assert simulate(torch.tensor(y0), 0.1, 1e-3, backend=backend).states.shape == (101, 9)
+    with pytest.raises(TypeError, match="state must be float32 or float64"):
+        time_to_plane(torch.zeros(9, dtype=torch.int64), 1.6, backend=backend)

@@ -111,6 +111,12 @@ class BatchCrossing:
     found: object  # [N] bool
 
 
+def _to_numpy64(arr) -> np.ndarray:
+    if isinstance(arr, np.ndarray):
+        return np.asarray(arr, dtype=np.float64)
+    return arr.detach().cpu().numpy().astype(np.float64)
+
+
 def _check_common(horizon_s, dt_s):
     h = check_scalar(horizon_s, "horizon_s", nonnegative=True)
     d = check_scalar(dt_s, "dt_s", positive=True, upper=MAX_DT_S)
@@ -167,7 +173,7 @@ def simulate(
     _, arr = check_state_array(state, "state", tg, batched=False)
     h, d = _check_common(horizon_s, dt_s)
     pk = packed(params, table)
-    y = np.asarray(arr, dtype=np.float64).reshape(1, 9)
+    y = _to_numpy64(arr).reshape(1, 9)
     if backend not in ("auto", "numpy", "cpu"):
         raise ValueError(f"backend must be 'auto', 'numpy' or 'cpu' for a single ball, got {backend!r}")
     if backend == "numpy" or _native is None:
@@ -192,7 +198,7 @@ def _single_stop(state, x_plane, stop_kind, params, table, dt_s, horizon_s, back
         h, d = _check_common(horizon_s, dt_s)
         pk = packed(params, table)
         out = ref.simulate_batch_reference(
-            np.asarray(arr, np.float64).reshape(1, 9), h, d, pk, plane_x=x_plane, stop_kind=stop_kind
+            _to_numpy64(arr).reshape(1, 9), h, d, pk, plane_x=x_plane, stop_kind=stop_kind
         )
         t = out["t_stop"][0]
         if not np.isfinite(t):
@@ -208,6 +214,9 @@ def _single_stop(state, x_plane, stop_kind, params, table, dt_s, horizon_s, back
         pk = packed(params, table)
         tg = table_or_default(table)
         room = (tg.room_half_length_m, tg.room_half_width_m, tg.room_height_m)
+    if type(state) is not np.ndarray:  # torch tensors, lists: validate here, then hand NumPy to C++
+        _, arr = check_state_array(state, "state", table_or_default(table), batched=False)
+        state = _to_numpy64(arr)
     # The C++ entry point validates state (shape, dtype, finiteness, room), horizon and step itself.
     r = _native.stop_one(state, x_plane, stop_kind, dt_s, horizon_s, pk, room)
     if r is None:
@@ -283,6 +292,11 @@ def _run_batch(
         return run_cuda(arr, h, d, pk, **kw)
     from .triton_kernel import run_triton
 
+    if kind == "numpy":  # CPU arrays under TRITON_INTERPRET=1
+        import torch
+
+        out = run_triton(torch.from_numpy(np.ascontiguousarray(arr)), h, d, pk, **kw)
+        return {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in out.items()}
     return run_triton(arr, h, d, pk, **kw)
 
 
