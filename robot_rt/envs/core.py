@@ -161,7 +161,7 @@ def paddle_contact(ball, paddle_pos, paddle_normal, paddle_vel, side, radius_m, 
     dv_t = -limit[:, None] * direction
     dv = np.where(approaching[:, None], dv_n + dv_t, 0.0)
     out[:, 3:6] += dv
-    out[:, 6:9] += np.where(approaching[:, None], (1.5 / radius_m) * np.cross(contact_arm, dv_t), 0.0)
+    out[:, 6:9] += np.where(approaching[:, None], (1.5 / radius_m**2) * np.cross(contact_arm, dv_t), 0.0)
     return out
 
 
@@ -634,42 +634,69 @@ class TableTennisWorld:
         cfg = self.config
         n, s, f = self.n, cfg.substeps, self.frames_per_step
         dt = 1.0 / cfg.physics_hz
-        t_sub = self.t[:, None] + dt * np.arange(1, s + 1)  # [N, S] substep end times
         due_t = self.cam_phase[:, None] + (self.cam_count[:, None] + np.arange(f)) / cfg.camera_hz  # [N, F]
-        sub = np.sum(t_sub[:, None, :] < due_t[:, :, None] - 1e-12, axis=2)  # first substep end >= frame time
+        # first substep s whose end t + (s + 1) dt is at or after the frame time; due when s < S
+        sub = np.maximum(np.ceil((due_t - 1e-12 - self.t[:, None]) / dt - 1.0), 0.0).astype(np.int64)
         due = sub < s
         u = counter_uniform(self.cam_key, self.cam_counter, 6 * f).reshape(n, f, 6)
         self.cam_counter += np.uint64(6 * f)
         self.cam_count += due.sum(axis=1)
-        rows = np.arange(n)
-        radius = np.sqrt(-2.0 * np.log1p(-u[..., 2:4]))  # Box-Muller: two pairs -> 4 normals, 3 used
-        angle = 2.0 * np.pi * u[..., 4:6]
-        normal = np.concatenate([radius * np.cos(angle), radius * np.sin(angle)], axis=-1)[..., :3]
-        for j in range(f):
-            sj = np.minimum(sub[:, j], s - 1)
-            take = due[:, j] & self.rec_active[rows, sj] & (u[:, j, 0] >= cfg.camera_drop_prob)
-            w = np.nonzero(take)[0]
-            if w.size == 0:
-                continue
-            h = self.cam_head[w] % self.ring
-            t_cap = t_sub[w, sj[w]]
-            self.cam_t[w, h] = t_cap
-            jitter = -cfg.camera_latency_jitter_s * np.log1p(-u[w, j, 1])
-            self.cam_arrival[w, h] = t_cap + cfg.camera_latency_s + jitter
-            self.cam_pos[w, h] = self.rec_pos[w, sj[w]] + cfg.camera_noise_m * normal[w, j]
-            self.cam_head[w] += 1
+        sub = np.minimum(sub, s - 1)
+        rows = np.arange(n)[:, None]
+        take = due & self.rec_active[rows, sub] & (u[..., 0] >= cfg.camera_drop_prob)
+        w, j = np.nonzero(take)
+        if w.size == 0:
+            return
+        uu = u[w, j]
+        sj = sub[w, j]
+        radius = np.sqrt(-2.0 * np.log1p(-uu[:, 2:4]))  # Box-Muller: two pairs -> 4 normals, 3 used
+        angle = 2.0 * np.pi * uu[:, 4:6]
+        normal = np.concatenate([radius * np.cos(angle), radius * np.sin(angle)], axis=1)[:, :3]
+        slot = (self.cam_head[w] + (np.cumsum(take, axis=1) - 1)[w, j]) % self.ring
+        t_cap = self.t[w] + dt * (sj + 1)
+        self.cam_t[w, slot] = t_cap
+        jitter = -cfg.camera_latency_jitter_s * np.log1p(-uu[:, 1])
+        self.cam_arrival[w, slot] = t_cap + cfg.camera_latency_s + jitter
+        self.cam_pos[w, slot] = self.rec_pos[w, sj] + cfg.camera_noise_m * normal
+        self.cam_head += take.sum(axis=1)
 
     def detections(self) -> np.ndarray:
-        """[N, history, 5]: the most recent visible detections (x, y, z, age_s, valid), newest first."""
+        """[N, history, 5]: the most recent visible detections (x, y, z, age_s, valid), newest first.
+
+        Frames sit in the ring in capture order, so the newest visible ones are found in a window of the last
+        `history` + 10 frames; the rare world whose window holds too few while older frames are visible
+        takes the full sort (same result either way)."""
+        k, ring, n = self.history, self.ring, self.n
+        width = min(ring, k + 10)
+        rows = np.arange(n)[:, None]
+        idx = (self.cam_head[:, None] - 1 - np.arange(width)) % ring  # newest first
+        vis = self.cam_arrival[rows, idx] <= self.t[:, None] + 1e-12
+        order = np.argsort(~vis, axis=1, kind="stable")[:, :k]
+        sel = idx[rows, order]
+        valid = vis[rows, order]
+        out = np.zeros((n, k, 5))
+        out[..., :3] = np.where(valid[..., None], self.cam_pos[rows, sel], 0.0)
+        out[..., 3] = np.where(valid, self.t[:, None] - np.where(valid, self.cam_t[rows, sel], 0.0), 0.0)
+        out[..., 4] = valid
+        if width < ring:
+            short = np.nonzero((vis.sum(axis=1) < k) & (self.cam_head > width))[0]
+            if short.size:
+                visible_all = self.cam_arrival[short] <= self.t[short, None] + 1e-12
+                if np.any(visible_all.sum(axis=1) > vis[short].sum(axis=1)):
+                    out[short] = self._detections_sorted(short)
+        return out
+
+    def _detections_sorted(self, worlds: np.ndarray) -> np.ndarray:
+        """detections() of `worlds` by sorting the whole ring by capture time (the definition)."""
         k = self.history
-        out = np.zeros((self.n, k, 5))
-        visible = self.cam_arrival <= self.t[:, None] + 1e-12
-        cap = np.where(visible, self.cam_t, -np.inf)
+        visible = self.cam_arrival[worlds] <= self.t[worlds, None] + 1e-12
+        cap = np.where(visible, self.cam_t[worlds], -np.inf)
         order = np.argsort(-cap, axis=1, kind="stable")[:, :k]
-        rows = np.arange(self.n)[:, None]
+        rows = np.arange(len(worlds))[:, None]
         sel_t = cap[rows, order]
         valid = np.isfinite(sel_t)
-        out[..., :3] = np.where(valid[..., None], self.cam_pos[rows, order], 0.0)
-        out[..., 3] = np.where(valid, self.t[:, None] - np.where(valid, sel_t, 0.0), 0.0)
+        out = np.zeros((len(worlds), k, 5))
+        out[..., :3] = np.where(valid[..., None], self.cam_pos[worlds][rows, order], 0.0)
+        out[..., 3] = np.where(valid, self.t[worlds, None] - np.where(valid, sel_t, 0.0), 0.0)
         out[..., 4] = valid
         return out
