@@ -187,7 +187,7 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
         table.add_column(c, justify="right" if c not in ("layer", "shape", "backend", "dtype") else "left")
     for r in rows:
         table.add_row(*[str(c) for c in r])
-    Console().print(table)
+    Console(width=max(160, Console().width)).print(table)
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
@@ -198,3 +198,35 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "all"])
     p.add_argument("--out", default=None, help="results directory (default bench/results)")
     return p
+
+
+def bench_backends(
+    call: Callable[[str], Any],
+    backends: Sequence[str],
+    *,
+    bytes_moved: float,
+    copy_bw: float,
+    device: torch.device | str = "cpu",
+    repeats: int = 5,
+    warmup: int = 1,
+    reference: str = "torch",
+    measure_memory: bool = True,
+) -> list[dict[str, Any]]:
+    """Times ``call(backend)`` for every backend; adds the ratio against ``reference`` (same run), the effective
+    bandwidth (``bytes_moved`` / time), its fraction of the copy bandwidth ``copy_bw``, the time against the
+    bandwidth floor (``bytes_moved / copy_bw``) and the extra peak memory of one call."""
+    rows: list[dict[str, Any]] = []
+    floor_s = bytes_moved / copy_bw if copy_bw > 0 else float("nan")
+    for be in backends:
+        t = time_fn(lambda be=be: call(be), device=device, repeats=repeats, warmup=warmup)
+        row: dict[str, Any] = {"backend": be, **t}
+        row["effective_bytes_per_s"] = bytes_moved / t["median_s"]
+        row["fraction_of_copy_bw"] = row["effective_bytes_per_s"] / copy_bw if copy_bw > 0 else float("nan")
+        row["time_over_bw_floor"] = t["median_s"] / floor_s
+        if measure_memory:
+            row.update(peak_memory(lambda be=be: call(be), device=device))
+        rows.append(row)
+    ref = next((r for r in rows if r["backend"] == reference), None)
+    for r in rows:
+        r["speedup_vs_ref"] = ref["median_s"] / r["median_s"] if ref else float("nan")
+    return rows

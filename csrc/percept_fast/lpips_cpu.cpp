@@ -10,11 +10,14 @@
 namespace percept_fast {
 namespace {
 
-constexpr int64_t kTile = 64;  // pixels per task (pixel-inner layout) / per task (channels-last layout)
+// pixels per tile: 16 keeps the five running sums of the pixel-inner loop in AVX2 registers
+constexpr int64_t kTile = 16;
 
-template <typename T, typename Acc, bool kWeighted, bool kContig>
+template <typename T, typename Acc, bool kWeighted, bool kContig, bool kFull = false>
 Acc lpips_tile_pixel_inner(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc eps, int mode, int64_t b,
-                           int64_t p0, int64_t np, Acc* map_row) {
+                           int64_t p0, int64_t np_rt, Acc* map_row) {
+  // kFull: a whole tile (compile-time trip count, so the running sums can live in registers)
+  const int64_t np = kFull ? kTile : np_rt;
   const int64_t C = x.size[1], W = x.size[3];
   Acc axx[kTile], ayy[kTile], awxx[kTile], awyy[kTile], awxy[kTile];
   for (int64_t i = 0; i < kTile; ++i) axx[i] = ayy[i] = awxx[i] = awyy[i] = awxy[i] = Acc(0);
@@ -38,17 +41,17 @@ Acc lpips_tile_pixel_inner(const View4<T>& x, const View4<T>& y, const Acc* wt, 
       yc += p0;
       for (int64_t i = 0; i < np; ++i) {
         const Acc xv = Load<Acc, T>::get(xc + i), yv = Load<Acc, T>::get(yc + i);
-        const Acc xx = xv * xv, yy = yv * yv, xy = xv * yv;
+        // explicit FMAs for the running sums (the file is built with -ffp-contract=off so that the final
+        // per-pixel maths stays symmetric in x and y)
+        axx[i] = std::fma(xv, xv, axx[i]);
+        ayy[i] = std::fma(yv, yv, ayy[i]);
         if (kWeighted) {
-          axx[i] += xx;
-          ayy[i] += yy;
-          awxx[i] += wc * xx;
-          awyy[i] += wc * yy;
-          awxy[i] += wc * xy;
+          const Acc wx = wc * xv, wy = wc * yv;
+          awxx[i] = std::fma(wx, xv, awxx[i]);
+          awyy[i] = std::fma(wy, yv, awyy[i]);
+          awxy[i] = std::fma(wx, yv, awxy[i]);
         } else {
-          axx[i] += xx;
-          ayy[i] += yy;
-          awxy[i] += xy;
+          awxy[i] = std::fma(xv, yv, awxy[i]);
         }
       }
     } else {
@@ -91,13 +94,15 @@ Acc lpips_tile_channels_last(const View4<T>& x, const View4<T>& y, const Acc* wt
     for (; c + L <= C; c += L) {
       for (int l = 0; l < L; ++l) {
         const Acc xv = Load<Acc, T>::get(xp + c + l), yv = Load<Acc, T>::get(yp + c + l);
-        const Acc wc = kWeighted ? wt[c + l] : Acc(1);
-        axx[l] += xv * xv;
-        ayy[l] += yv * yv;
-        awxy[l] += wc * (xv * yv);
+        axx[l] = std::fma(xv, xv, axx[l]);
+        ayy[l] = std::fma(yv, yv, ayy[l]);
         if (kWeighted) {
-          awxx[l] += wc * (xv * xv);
-          awyy[l] += wc * (yv * yv);
+          const Acc wx = wt[c + l] * xv, wy = wt[c + l] * yv;
+          awxx[l] = std::fma(wx, xv, awxx[l]);
+          awyy[l] = std::fma(wy, yv, awyy[l]);
+          awxy[l] = std::fma(wx, yv, awxy[l]);
+        } else {
+          awxy[l] = std::fma(xv, yv, awxy[l]);
         }
       }
     }
@@ -142,7 +147,9 @@ void lpips_run(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc eps, int
       const int64_t b = t / ntiles, p0 = (t % ntiles) * kTile, np = std::min(kTile, P - p0);
       Acc* map_row = map ? map + b * P : nullptr;
       Acc s;
-      if (contig)
+      if (contig && np == kTile)
+        s = lpips_tile_pixel_inner<T, Acc, kWeighted, true, true>(x, y, wt, eps, mode, b, p0, np, map_row);
+      else if (contig)
         s = lpips_tile_pixel_inner<T, Acc, kWeighted, true>(x, y, wt, eps, mode, b, p0, np, map_row);
       else if (chlast)
         s = lpips_tile_channels_last<T, Acc, kWeighted>(x, y, wt, eps, mode, b, p0, np, map_row);
