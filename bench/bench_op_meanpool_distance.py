@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     repeats = args.repeats or (3 if args.quick else (5 if device.type == "cpu" else 20))
     max_mib = args.max_input_mib or (512.0 if device.type == "cpu" else 16384.0)
     dtypes = ["float32", "float16", "bfloat16"] if args.dtype == "all" else [args.dtype]
-    backends = available_backends(device)
+    backends = available_backends(device, "meanpool_forward")
     copy = bc.copy_bandwidth(device=device, nbytes=(128 if args.quick else 512) * 2**20)
     print(f"copy bandwidth on {device}: {copy['bytes_per_s'] / 1e9:.2f} GB/s (read + write); backends {backends}")
 

@@ -15,7 +15,7 @@ from percept_fast.ops import _common as cm
 from percept_fast.ops import available_backends, lpips_distance, lpips_distance_matrix
 from percept_fast.ops.lpips_distance import lpips_layer_backward, lpips_layer_reference, normalize_features
 
-HAVE_CPU = "cpu" in available_backends("cpu")
+HAVE_CPU = "cpu" in available_backends("cpu", "lpips_forward")
 needs_cpu = pytest.mark.skipif(not HAVE_CPU, reason="percept_fast._C not built")
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 LAYOUTS = ["contiguous", "channels_last", "sliced_w", "sliced_c", "transposed_hw"]
@@ -361,7 +361,7 @@ TRITON_CASES = [
 
 def _triton_cases() -> None:
     """Runs in a subprocess with TRITON_INTERPRET=1 set before triton is imported (the interpreter needs that)."""
-    assert cm.triton_interpret() and "triton" in available_backends("cpu")
+    assert cm.triton_interpret() and "triton" in available_backends("cpu", "lpips_forward")
     for shape, dtype, layout, weighted, spatial, normalize in TRITON_CASES:
         fx, fy = make(shape, dtype, layout, 7, zero_frac=0.2), make(shape, dtype, "contiguous", 8)
         w = torch.rand(shape[1]) if weighted else None
@@ -393,7 +393,7 @@ def test_triton_interpreter_matches_reference():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced_c", "transposed_hw"])
 def test_gpu_backends_match_reference(backend, dtype, layout):
-    if backend not in available_backends("cuda"):
+    if backend not in available_backends("cuda", "lpips_forward"):
         pytest.skip(f"{backend} not available")
     for i, shape in enumerate([(1, 1, 1, 1), (3, 7, 5, 9), (4, 64, 55, 55), (2, 512, 7, 7), (2, 3, 1, 300)]):
         fx = make(shape, dtype, layout, 10 + i, "cuda", zero_frac=0.1)
@@ -412,7 +412,7 @@ def test_gpu_backends_match_reference(backend, dtype, layout):
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
 def test_gpu_gradients_and_gradcheck(backend):
-    if backend not in available_backends("cuda"):
+    if backend not in available_backends("cuda", "lpips_forward"):
         pytest.skip(f"{backend} not available")
     fx = torch.randn(2, 3, 3, 4, dtype=torch.float64, device="cuda", requires_grad=True)
     fy = torch.randn(2, 3, 3, 4, dtype=torch.float64, device="cuda", requires_grad=True)

@@ -15,7 +15,7 @@ from percept_fast.ops import _common as cm
 from percept_fast.ops import available_backends, meanpool_distance, meanpool_distance_matrix
 from percept_fast.ops.meanpool_distance import meanpool_backward, meanpool_reference
 
-HAVE_CPU = "cpu" in available_backends("cpu")
+HAVE_CPU = "cpu" in available_backends("cpu", "meanpool_forward")
 needs_cpu = pytest.mark.skipif(not HAVE_CPU, reason="percept_fast._C not built")
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 LAYOUTS = ["contiguous", "channels_last", "sliced_w", "sliced_c", "transposed_hw"]
@@ -209,7 +209,7 @@ def test_matrix_bad_input():
 
 def _triton_cases() -> None:
     """Runs in a subprocess with TRITON_INTERPRET=1 set before triton is imported."""
-    assert cm.triton_interpret() and "triton" in available_backends("cpu")
+    assert cm.triton_interpret() and "triton" in available_backends("cpu", "meanpool_forward")
     for shape, dtype, layout in [
         ((2, 3, 5, 7), torch.float32, "channels_last"),
         ((1, 1, 1, 1), torch.float16, "contiguous"),
@@ -240,7 +240,7 @@ def test_triton_interpreter_matches_reference():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced_c", "transposed_hw"])
 def test_gpu_backends_match_reference(backend, dtype, layout):
-    if backend not in available_backends("cuda"):
+    if backend not in available_backends("cuda", "meanpool_forward"):
         pytest.skip(f"{backend} not available")
     for i, shape in enumerate([(1, 1, 1, 1), (3, 7, 5, 9), (4, 64, 55, 55), (2, 2048, 7, 7), (2, 3, 1, 3000)]):
         fx = make(shape, dtype, layout, 10 + i, "cuda", offset=0.3)

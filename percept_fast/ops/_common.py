@@ -75,28 +75,36 @@ def triton_available(device: torch.device) -> bool:
     return device.type == "cuda" or (device.type == "cpu" and triton_interpret())
 
 
-def available_backends(device: torch.device | str = "cpu") -> list[str]:
-    """Backends usable for tensors on ``device`` (the reference ``'torch'`` always is)."""
+def _has(mod: ModuleType | None, native_fn: str | None) -> bool:
+    return mod is not None and (native_fn is None or hasattr(mod, native_fn))
+
+
+def available_backends(device: torch.device | str = "cpu", native_fn: str | None = None) -> list[str]:
+    """Backends usable for tensors on ``device`` (the reference ``'torch'`` always is); ``native_fn``: see
+    :func:`resolve_backend`."""
     device = torch.device(device)
     out = ["torch"]
-    if device.type == "cpu" and cpu_module() is not None:
+    if device.type == "cpu" and _has(cpu_module(), native_fn):
         out.append("cpu")
     if triton_available(device):
         out.append("triton")
-    if device.type == "cuda" and cuda_module() is not None and torch.cuda.is_available():
+    if device.type == "cuda" and _has(cuda_module(), native_fn) and torch.cuda.is_available():
         out.append("cuda")
     return out
 
 
-def resolve_backend(backend: str, device: torch.device, op: str = "op") -> str:
-    """Maps ``backend`` (incl. ``'auto'``) to a concrete backend usable on ``device``; raises clearly otherwise."""
+def resolve_backend(backend: str, device: torch.device, op: str = "op", native_fn: str | None = None) -> str:
+    """Maps ``backend`` (incl. ``'auto'``) to a concrete backend usable on ``device``; raises clearly otherwise.
+
+    ``native_fn``: the function the op needs from ``percept_fast._C`` / ``_C_cuda`` (a module built before
+    the op was added lacks it; the backend then counts as unavailable)."""
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(f"{op}: backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
         if device.type == "cpu":
-            return "cpu" if cpu_module() is not None else "torch"
+            return "cpu" if _has(cpu_module(), native_fn) else "torch"
         if device.type == "cuda":
-            if cuda_module() is not None:
+            if _has(cuda_module(), native_fn):
                 return "cuda"
             if _triton_import()[0] is not None:
                 return "triton"
@@ -106,19 +114,19 @@ def resolve_backend(backend: str, device: torch.device, op: str = "op") -> str:
     if backend == "cpu":
         if device.type != "cpu":
             raise ValueError(f"{op}: backend='cpu' needs CPU tensors, got tensors on {device}")
-        if cpu_module() is None:
+        if not _has(cpu_module(), native_fn):
+            why = _import_native("percept_fast._C")[1] or f"it has no {native_fn} (stale build)"
             raise BackendUnavailableError(
-                f"{op}: backend='cpu' unavailable: percept_fast._C is not built ({_import_native('percept_fast._C')[1]}); "
-                "run `bash tools/setup.sh`"
+                f"{op}: backend='cpu' unavailable: percept_fast._C is not usable ({why}); run `bash tools/setup.sh`"
             )
         return backend
     if backend == "cuda":
         if device.type != "cuda":
             raise ValueError(f"{op}: backend='cuda' needs CUDA tensors, got tensors on {device}")
-        if cuda_module() is None:
+        if not _has(cuda_module(), native_fn):
+            why = _import_native("percept_fast._C_cuda")[1] or f"it has no {native_fn} (stale build)"
             raise BackendUnavailableError(
-                f"{op}: backend='cuda' unavailable: percept_fast._C_cuda is not built "
-                f"({_import_native('percept_fast._C_cuda')[1]}); it needs nvcc at build time"
+                f"{op}: backend='cuda' unavailable: percept_fast._C_cuda is not usable ({why}); it needs nvcc at build time"
             )
         return backend
     # triton

@@ -358,7 +358,7 @@ def _layer(fx, fy, weight, spatial, eps, normalize, mode, backend, check_finite,
     cm.check_tensor(fy, names[1], op=OP, check_finite=check_finite)
     cm.check_pair(fx, fy, names, op=OP)
     w = cm.check_weight(weight, fx.shape[1], fx, wname, op=OP, nonnegative=True)
-    be = cm.resolve_backend(backend, fx.device, OP)
+    be = cm.resolve_backend(backend, fx.device, OP, native_fn="lpips_forward")
     if be == "torch":
         return lpips_layer_reference(fx, fy, w, eps, normalize, spatial)
     if w is not None:

@@ -249,7 +249,7 @@ def meanpool_distance(
     cm.check_tensor(fx, "fx", op=OP, check_finite=check_finite)
     cm.check_tensor(fy, "fy", op=OP, check_finite=check_finite)
     cm.check_pair(fx, fy, op=OP)
-    be = cm.resolve_backend(backend, fx.device, OP)
+    be = cm.resolve_backend(backend, fx.device, OP, native_fn="meanpool_forward")
     if be == "torch":
         return meanpool_reference(fx, fy, eps, normalize)
     return _meanpool_op(fx, fy, eps, mode, be)
