@@ -55,7 +55,10 @@ void SimRobotServer::start() {
   port_ = socket_.local_port();
   session_id_ = random_session_id();
   sequence_ = 0;
-  has_controller_ = false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    has_controller_ = false;
+  }
   controller_tracker_.reset();
   last_command_sequence_ = 0;
   last_command_stamp_ns_ = 0;
@@ -164,8 +167,11 @@ void SimRobotServer::handle(const sockaddr_in& from, std::int64_t now_ns) noexce
       last_command_sequence_ = 0;
       last_command_stamp_ns_ = 0;
     }
-    has_controller_ = true;
-    controller_ = from;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);  // snapshot() reads these from another thread
+      has_controller_ = true;
+      controller_ = from;
+    }
     controller_seen_ns_ = now_ns;
     bump(counters_.rx_accepted);
     tx_packet_.header.type = MessageType::kHello;
@@ -209,7 +215,10 @@ void SimRobotServer::handle(const sockaddr_in& from, std::int64_t now_ns) noexce
     p.velocity[i] = std::clamp(c.velocity[i], -vmax, vmax);
   }
   if (outside) out_of_limits_.fetch_add(1, std::memory_order_relaxed);
-  clamped_ = outside;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    clamped_ = outside;
+  }
   p.due_ns = now_ns + static_cast<std::int64_t>(config_.command_delay_s * 1e9);
   ++pending_count_;
   last_command_sequence_ = h.sequence;
