@@ -4,8 +4,8 @@ The loop itself (robot_rt._control.ControlLoop) ticks in C++ at `rate_hz` withou
 for Python. This module adds
   * construction from a `RobotDescription` (limits, kinematic chain, workspace box) and a driver (the
     in-process simulated robot by default, or any `robot_rt._control.RobotDriver` such as the UDP driver);
-  * a policy runner thread calling a Python callable at its own rate (e.g. 100 Hz): it waits for a fresh
-    observation (futex wait with the GIL released), calls `policy(obs)`, and pushes the returned joint targets
+  * a policy runner thread calling a Python callable at its own rate (e.g. 100 Hz): at each period it waits
+    for the next observation the loop publishes (futex wait, GIL released), calls `policy(obs)`, and pushes the returned joint targets
     into the loop's lock-free command ring. A policy that raises is logged (Python logging and a
     `policy_exception` event in the run log) and the loop keeps going; a policy call that overruns its period
     logs `policy_overrun`; a policy that stalls or returns None simply sends nothing, so the loop's watchdog
@@ -298,6 +298,8 @@ class RealTimeLoop:
         seq = 0
         next_t = time.monotonic()
         while not self._runner_stop.is_set():
+            # act on the next observation the loop publishes, not on one that is already up to a tick old
+            seq = max(seq, self._loop.observation_seq)
             obs = self._loop.wait_observation(seq, period)
             if obs is None:
                 continue

@@ -450,6 +450,8 @@ static void register_core(py::module_& m) {
           },
           py::arg("after_seq"), py::arg("timeout_s"),
           "Waits (GIL released) for an observation newer than after_seq; None on timeout.")
+      .def_property_readonly("observation_seq", &ControlLoop::observation_sequence,
+                             "Sequence number of the newest published observation (0 = none yet).")
       .def("estop", &ControlLoop::request_estop)
       .def("reset_estop", &ControlLoop::request_estop_reset)
       .def_property_readonly("estop_latched", &ControlLoop::estop_latched)

@@ -134,6 +134,7 @@ class ControlLoop {
   bool push_external_event(std::int32_t code, std::int32_t joint, double value) noexcept;
   bool pop_event(EventRecord& out) noexcept { return events_out_.pop(out); }
   std::uint64_t latest_observation(Observation& out) const noexcept { return observation_.load(out); }
+  std::uint64_t observation_sequence() const noexcept { return observation_.sequence(); }
   // Blocks (futex, no lock shared with the loop) until an observation newer than after_seq is published or
   // the timeout passes; returns its sequence (0 if none). Call without holding the GIL.
   std::uint64_t wait_observation(std::uint64_t after_seq, double timeout_s, Observation& out) const noexcept;
