@@ -426,3 +426,34 @@ def test_vector_env_numpy_backend_runs():
     assert r.shape == (2,)
     assert env.world.phase.shape == (2,) and np.all(env.world.phase != PHASE_DONE)
     np.testing.assert_array_equal(env.compute_reward(np.zeros((2, 2)), np.zeros((2, 2))), [1.0, 1.0])
+
+
+# ------------------------------------------------------------------------------------------ camera
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("cpu", marks=needs_cpu)])
+def test_camera_rate_latency_noise_and_window(backend):
+    n = 6
+    cfg = core.WorldConfig(camera_drop_prob=0.1, camera_noise_m=0.01)
+    w = TableTennisWorld(n, config=cfg, backend=backend)
+    w.reset(np.arange(n), list(range(n)))
+    errors, steps = [], 30
+    dt, step_s = 1.0 / cfg.physics_hz, cfg.substeps / cfg.physics_hz
+    for _ in range(steps):
+        w.step(np.zeros((n, 8)))
+        det = w.detections()
+        np.testing.assert_array_equal(det, w._detections_sorted(np.arange(n)))  # window == full sort
+        ok = det[..., 4] > 0
+        assert np.all(det[..., 3][ok] >= cfg.camera_latency_s - 1e-9)  # nothing visible before its latency
+        # frames of this step: position = the recorded substep position + noise
+        fresh = (w.cam_t > (w.t - step_s + 1e-9)[:, None]) & np.isfinite(w.cam_t)
+        for i, slot in zip(*np.nonzero(fresh)):
+            sub = int(round((w.cam_t[i, slot] - (w.t[i] - step_s)) / dt)) - 1
+            errors.append(w.cam_pos[i, slot] - w.rec_pos[i, sub])
+    # frames taken over the run: camera_hz * (1 - drop) per second, unless the ball ended early
+    active = w.phase != PHASE_DONE
+    frames = w.cam_head[active]
+    expected = cfg.camera_hz * steps / cfg.policy_hz * (1 - cfg.camera_drop_prob)
+    assert np.all(np.abs(frames - expected) <= 4 * np.sqrt(expected * cfg.camera_drop_prob) + 2), (frames, expected)
+    errors = np.array(errors)
+    assert len(errors) > 100
+    assert abs(errors.std() - cfg.camera_noise_m) < 0.15 * cfg.camera_noise_m
+    assert np.all(np.abs(errors.mean(axis=0)) < 0.003)

@@ -256,6 +256,19 @@ def sample_returns(human: HumanBehaviorModel, arrivals: np.ndarray, rngs: list, 
     return res
 
 
+_FIRST_BITS: dict = {}
+
+
+def _first_set_bits(k: int):
+    """For every 16-bit mask: the positions of its first k set bits [65536, k] (int64) and which exist."""
+    if k not in _FIRST_BITS:
+        bits = ((np.arange(1 << 16)[:, None] >> np.arange(16)) & 1).astype(bool)
+        order = np.argsort(~bits, axis=1, kind="stable")[:, :k]
+        valid = np.take_along_axis(bits, order, axis=1)
+        _FIRST_BITS[k] = (np.where(valid, order, 0).astype(np.int64), valid)
+    return _FIRST_BITS[k]
+
+
 # ------------------------------------------------------------------------------------------ native modules
 def _native_module(backend: str):
     try:
@@ -664,26 +677,31 @@ class TableTennisWorld:
         """[N, history, 5]: the most recent visible detections (x, y, z, age_s, valid), newest first.
 
         Frames sit in the ring in capture order, so the newest visible ones are found in a window of the last
-        `history` + 10 frames; the rare world whose window holds too few while older frames are visible
-        takes the full sort (same result either way)."""
+        16 frames (a table maps the window's visibility bits to the first `history` visible slots); the rare
+        world whose window holds too few while older frames are visible takes the full sort (same result)."""
         k, ring, n = self.history, self.ring, self.n
-        width = min(ring, k + 10)
+        width = 16
+        if k > 12 or ring < width:
+            return self._detections_sorted(np.arange(n))
         rows = np.arange(n)[:, None]
-        idx = (self.cam_head[:, None] - 1 - np.arange(width)) % ring  # newest first
+        back = np.arange(width)
+        idx = (self.cam_head[:, None] - 1 - back) % ring  # newest first
         vis = self.cam_arrival[rows, idx] <= self.t[:, None] + 1e-12
-        order = np.argsort(~vis, axis=1, kind="stable")[:, :k]
-        sel = idx[rows, order]
-        valid = vis[rows, order]
-        out = np.zeros((n, k, 5))
-        out[..., :3] = np.where(valid[..., None], self.cam_pos[rows, sel], 0.0)
-        out[..., 3] = np.where(valid, self.t[:, None] - np.where(valid, self.cam_t[rows, sel], 0.0), 0.0)
+        bits = np.packbits(vis, axis=1, bitorder="little").view(np.uint16)[:, 0]
+        order_table, valid_table = _first_set_bits(k)
+        order = order_table[bits]
+        valid = valid_table[bits]
+        sel = (self.cam_head[:, None] - 1 - order) % ring
+        out = np.empty((n, k, 5))
+        out[..., :3] = self.cam_pos[rows, sel] * valid[..., None]
+        out[..., 3] = np.where(valid, self.t[:, None] - self.cam_t[rows, sel], 0.0)
         out[..., 4] = valid
-        if width < ring:
-            short = np.nonzero((vis.sum(axis=1) < k) & (self.cam_head > width))[0]
-            if short.size:
-                visible_all = self.cam_arrival[short] <= self.t[short, None] + 1e-12
-                if np.any(visible_all.sum(axis=1) > vis[short].sum(axis=1)):
-                    out[short] = self._detections_sorted(short)
+        short = np.nonzero((valid_table[bits, k - 1] == 0) & (self.cam_head > width))[0]
+        if short.size:
+            visible_all = self.cam_arrival[short] <= self.t[short, None] + 1e-12
+            redo = short[visible_all.sum(axis=1) > vis[short].sum(axis=1)]
+            if redo.size:
+                out[redo] = self._detections_sorted(redo)
         return out
 
     def _detections_sorted(self, worlds: np.ndarray) -> np.ndarray:

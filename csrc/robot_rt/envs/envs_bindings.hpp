@@ -62,6 +62,7 @@ inline WorldModel make_model(const py::array& joint_type, const py::array& axis,
   m.chain.set_paddle(arr<double>(paddle_xyz, "paddle_xyz_m", {3}, false),
                      arr<double>(paddle_rpy, "paddle_rpy_rad", {3}, false));
   m.dof = static_cast<int>(dof);
+  m.shape = analyse_chain(m.chain);
   const double* lo = arr<double>(q_min, "q_min", {dof}, false);
   const double* hi = arr<double>(q_max, "q_max", {dof}, false);
   const double* vm = arr<double>(v_max, "v_max", {dof}, false);
@@ -116,6 +117,16 @@ inline long long unpack_arrays(const WorldModel& m, WorldArrays& a, const py::ar
   a.rec_pos = arr<double>(rec_pos, "rec_pos", {n, s, 3});
   a.rec_active = arr<uint8_t>(rec_active, "rec_active", {n, s});
   return n;
+}
+
+// Paddle poses [M, 3] + normals [M, 3] of joint positions q [M, dof] with the step's kinematics (for tests).
+inline py::tuple paddle_poses(const WorldModel& m, const py::array& q) {
+  const py::ssize_t rows = q.ndim() == 2 ? q.shape(0) : -1;
+  const double* qp = arr<double>(q, "q", {rows, m.dof}, false);
+  py::array_t<double> p({rows, py::ssize_t(3)}), n({rows, py::ssize_t(3)});
+  for (py::ssize_t i = 0; i < rows; ++i)
+    paddle_pose_fast(m.chain, m.shape, qp + m.dof * i, p.mutable_data() + 3 * i, n.mutable_data() + 3 * i);
+  return py::make_tuple(p, n);
 }
 
 #define PR_ENVS_MODEL_ARGS                                                                                    \

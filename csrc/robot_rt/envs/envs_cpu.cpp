@@ -59,6 +59,7 @@ class WorldStepper {
     });
   }
 
+  py::tuple paddle_poses(const py::array& q) const { return robot_rt::envs::bind::paddle_poses(m_, q); }
   int dof() const { return m_.dof; }
   int substeps() const { return m_.substeps; }
 
@@ -77,6 +78,8 @@ PYBIND11_MODULE(_envs, m) {
            PR_ENVS_MODEL_ARGS)
       .def("step", &WorldStepper::step, PR_ENVS_STEP_ARGS,
            "Advances every world by one policy step (physics only), in place.")
+      .def("paddle_poses", &WorldStepper::paddle_poses, py::arg("q"),
+           "Paddle centres and face normals [M, 3] of joint positions q [M, dof] (the step's kinematics).")
       .def_property_readonly("dof", &WorldStepper::dof)
       .def_property_readonly("substeps", &WorldStepper::substeps);
   m.def("hardware_threads", &hardware_threads);

@@ -40,6 +40,7 @@ class WorldStepper {
     if (err != 0) throw std::runtime_error(std::string("robot_rt._envs_cuda: ") + robot_rt::envs::cuda_error_string(err));
   }
 
+  py::tuple paddle_poses(const py::array& q) const { return robot_rt::envs::bind::paddle_poses(m_, q); }
   int dof() const { return m_.dof; }
   int substeps() const { return m_.substeps; }
 
@@ -59,6 +60,8 @@ PYBIND11_MODULE(_envs_cuda, m) {
            PR_ENVS_MODEL_ARGS)
       .def("step", &WorldStepper::step, PR_ENVS_STEP_ARGS,
            "Advances every world by one policy step (physics only, on the GPU), in place.")
+      .def("paddle_poses", &WorldStepper::paddle_poses, py::arg("q"),
+           "Paddle centres and face normals [M, 3] of joint positions q [M, dof] (the step's kinematics).")
       .def_property_readonly("dof", &WorldStepper::dof)
       .def_property_readonly("substeps", &WorldStepper::substeps);
   m.def("device_count", &robot_rt::envs::cuda_device_count);

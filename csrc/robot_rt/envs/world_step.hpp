@@ -42,9 +42,86 @@ enum Outcome : int64_t { kNoOutcome = 0, kReturned = 1, kMissed = 2, kOut = 3, k
 constexpr int kNumWorldScalars = 16;  // core.WORLD_PARAM_NAMES
 constexpr int kMaxSubsteps = 1000;
 
+// Paddle pose of a ChainModel (the product of robot/kinematics.hpp forward_kinematics), evaluated with the
+// chain's structure: a fixed origin without rotation is a translation, a revolute joint about a coordinate
+// axis mixes two columns of the running rotation (one sin/cos pair), a prismatic joint is a translation;
+// other joints fall back to the generic rb::compose / rb::axis_angle. ~4x fewer flops than the generic
+// product on the 8-joint platform; tests compare it with the NumPy kinematics to 1e-12.
+struct ChainShape {
+  bool origin_rotates[rb::kMaxChainJoints];  // origin rotation differs from the identity
+  int axis_index[rb::kMaxChainJoints];       // 0/1/2: +-x/y/z, -1: general axis
+  double axis_sign[rb::kMaxChainJoints];
+};
+
+inline ChainShape analyse_chain(const rb::ChainModel<double>& c) {
+  ChainShape s;
+  for (int i = 0; i < c.dof; ++i) {
+    bool ident = true;
+    for (int r = 0; r < 3; ++r)
+      for (int k = 0; k < 3; ++k) ident = ident && c.origin[i].r[r][k] == (r == k ? 1.0 : 0.0);
+    s.origin_rotates[i] = !ident;
+    s.axis_index[i] = -1;
+    s.axis_sign[i] = 1.0;
+    for (int k = 0; k < 3; ++k) {
+      const double a = c.axis[i][k], b = c.axis[i][(k + 1) % 3], d = c.axis[i][(k + 2) % 3];
+      if ((a == 1.0 || a == -1.0) && b == 0.0 && d == 0.0) {
+        s.axis_index[i] = k;
+        s.axis_sign[i] = a;
+      }
+    }
+  }
+  return s;
+}
+
+PR_ENV_HD void paddle_pose_fast(const rb::ChainModel<double>& c, const ChainShape& sh, const double* q, double p_out[3],
+                                double n_out[3]) {
+  double R[3][3] = {{1.0, 0.0, 0.0}, {0.0, 1.0, 0.0}, {0.0, 0.0, 1.0}};
+  double p[3] = {0.0, 0.0, 0.0};
+  for (int i = 0; i < c.dof; ++i) {
+    const rb::Transform<double>& o = c.origin[i];
+    for (int r = 0; r < 3; ++r) p[r] += R[r][0] * o.p[0] + R[r][1] * o.p[1] + R[r][2] * o.p[2];
+    if (sh.origin_rotates[i]) {
+      double T[3][3];
+      for (int r = 0; r < 3; ++r)
+        for (int k = 0; k < 3; ++k) T[r][k] = R[r][0] * o.r[0][k] + R[r][1] * o.r[1][k] + R[r][2] * o.r[2][k];
+      for (int r = 0; r < 3; ++r)
+        for (int k = 0; k < 3; ++k) R[r][k] = T[r][k];
+    }
+    if (c.joint_type[i] == rb::kPrismatic) {
+      const double* ax = c.axis[i];
+      for (int r = 0; r < 3; ++r) p[r] += q[i] * (R[r][0] * ax[0] + R[r][1] * ax[1] + R[r][2] * ax[2]);
+      continue;
+    }
+    const int k = sh.axis_index[i];
+    if (k < 0) {
+      double M[3][3], T[3][3];
+      rb::axis_angle(c.axis[i], q[i], M);
+      for (int r = 0; r < 3; ++r)
+        for (int j = 0; j < 3; ++j) T[r][j] = R[r][0] * M[0][j] + R[r][1] * M[1][j] + R[r][2] * M[2][j];
+      for (int r = 0; r < 3; ++r)
+        for (int j = 0; j < 3; ++j) R[r][j] = T[r][j];
+      continue;
+    }
+    // rotation about +-e_k by q: columns a = (k+1)%3, b = (k+2)%3 turn, a' = c a + s b, b' = -s a + c b
+    const double cq = cos(q[i]), sq = sh.axis_sign[i] * sin(q[i]);
+    const int a = (k + 1) % 3, b = (k + 2) % 3;
+    for (int r = 0; r < 3; ++r) {
+      const double ca = R[r][a], cb = R[r][b];
+      R[r][a] = cq * ca + sq * cb;
+      R[r][b] = -sq * ca + cq * cb;
+    }
+  }
+  const rb::Transform<double>& pd = c.paddle;
+  for (int r = 0; r < 3; ++r) {
+    p_out[r] = p[r] + R[r][0] * pd.p[0] + R[r][1] * pd.p[1] + R[r][2] * pd.p[2];
+    n_out[r] = R[r][0] * pd.r[0][2] + R[r][1] * pd.r[1][2] + R[r][2] * pd.r[2][2];
+  }
+}
+
 // Everything that is the same for all worlds (filled once from Python).
 struct WorldModel {
   rb::ChainModel<double> chain;
+  ChainShape shape;
   int dof = 0;
   double q_min[rb::kMaxChainJoints], q_max[rb::kMaxChainJoints];
   double v_max[rb::kMaxChainJoints], a_max[rb::kMaxChainJoints];
@@ -202,7 +279,7 @@ PR_ENV_HD void step_world(const WorldModel& m, const WorldArrays& a, long long i
   RallySink sink{&w, &m};
 
   double pad_p[3], pad_n[3], new_p[3], new_n[3];
-  rb::paddle_position_normal(m.chain, q, pad_p, pad_n);
+  paddle_pose_fast(m.chain, m.shape, q, pad_p, pad_n);
   for (int s = 0; s < m.substeps; ++s) {
     const bool active = w.phase != kDone;
     // robot
@@ -218,7 +295,7 @@ PR_ENV_HD void step_world(const WorldModel& m, const WorldArrays& a, long long i
         over_any = true;
       }
     }
-    rb::paddle_position_normal(m.chain, q, new_p, new_n);
+    paddle_pose_fast(m.chain, m.shape, q, new_p, new_n);
     bool outside = false;
     for (int k = 0; k < 3; ++k) outside = outside || new_p[k] < m.ws_min_m[k] || new_p[k] > m.ws_max_m[k];
     const bool violation = active && (over_any || outside);
