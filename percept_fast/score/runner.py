@@ -35,6 +35,7 @@ __all__ = ["MetricSpec", "DistanceModel", "build_model", "compute_distances", "s
 
 BASELINES = {"psnr": baselines.psnr_distance, "ssim": baselines.ssim_distance}
 LPIPS_LIN_NETS = ("alex", "vgg", "squeeze")
+_NCHW_ON_CPU = frozenset({"alex"})
 
 
 @dataclass(frozen=True)
@@ -109,9 +110,21 @@ class Dist:
 class DistanceModel:
     """Uniform interface over deep metrics and baselines for the runner."""
 
-    def __init__(self, spec: MetricSpec, device: str | torch.device = "cpu", backend: str = "auto"):
+    def __init__(
+        self,
+        spec: MetricSpec,
+        device: str | torch.device = "cpu",
+        backend: str = "auto",
+        channels_last: bool | None = None,
+    ):
         self.spec = spec
         self.device = torch.device(device)
+        # channels_last convolutions are faster on CPU (oneDNN) for squeeze/vgg/resnets; AlexNet's 11x11/4 stem
+        # is faster in NCHW (measured CPU time per 64 triplets at 64 px, 1 thread: alex 0.29 s NCHW vs 0.35 s
+        # channels_last; squeeze 0.69 vs 0.59; vgg 10.7 vs 9.1). The ops take any memory layout.
+        if channels_last is None:
+            channels_last = self.device.type == "cpu" and spec.name not in _NCHW_ON_CPU
+        self.channels_last = bool(channels_last)
         self.layer_names: list[str] | None = None
         self.metric = None
         if spec.is_baseline:
@@ -131,6 +144,8 @@ class DistanceModel:
             backbone_weights=spec.backbone_weights if spec.backbone_weights is not None else "random",
         )
         self.metric = metric.to(self.device).eval()
+        if self.channels_last:
+            self.metric.backbone.to(memory_format=torch.channels_last)
         self.layer_names = _layer_names(metric)
         self.total_is_layer_sum = self._check_layer_sum()
 
@@ -149,6 +164,9 @@ class DistanceModel:
             return False
         return per.dim() == 2 and bool(torch.allclose(per.sum(1), tot, rtol=1e-4, atol=1e-7))
 
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
     def _dist(self, fa, fb) -> tuple[np.ndarray, np.ndarray]:
         m = self.metric
         per = _np(m.distance_from_features(fa, fb, per_layer=True))
@@ -161,7 +179,7 @@ class DistanceModel:
         if self.metric is None:
             return {"d0": _np(self._fn(ref, p0)), "d1": _np(self._fn(ref, p1))}
         b = ref.shape[0]
-        feats = self.metric.features(torch.cat([ref, p0, p1]))  # ref features once per triplet
+        feats = self.metric.features(self._layout(torch.cat([ref, p0, p1])))  # ref features once per triplet
         fr = [f[:b] for f in feats]
         f0 = [f[b : 2 * b] for f in feats]
         f1 = [f[2 * b :] for f in feats]
@@ -175,7 +193,7 @@ class DistanceModel:
         if self.metric is None:
             return {"d": _np(self._fn(p0, p1))}
         b = p0.shape[0]
-        feats = self.metric.features(torch.cat([p0, p1]))
+        feats = self.metric.features(self._layout(torch.cat([p0, p1])))
         f0 = [f[:b] for f in feats]
         f1 = [f[b:] for f in feats]
         d, per = self._dist(f0, f1)
@@ -201,8 +219,8 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().to("cpu", torch.float64).numpy()
 
 
-def build_model(spec: MetricSpec, device="cpu", backend="auto") -> DistanceModel:
-    return DistanceModel(spec, device, backend)
+def build_model(spec: MetricSpec, device="cpu", backend="auto", channels_last=None) -> DistanceModel:
+    return DistanceModel(spec, device, backend, channels_last)
 
 
 # ---------------------------------------------------------------------------------------------- cache
