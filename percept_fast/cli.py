@@ -87,7 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (0 = none)")
     s.add_argument("--seed", type=int, default=0, help="seed for random-init backbones and the bootstrap")
     s.add_argument("--load-size", type=int, default=64, help="resize patches to this size (0 = native), default 64")
-    s.add_argument("--default-per-subset", type=int, default=None, help="triplets per subset of the embedded set")
+    s.add_argument(
+        "--default-per-subset",
+        type=int,
+        default=None,
+        help="triplets per subset of the embedded set (JND pairs: twice that); default 48 and 96",
+    )
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--quiet", action="store_true", help="no table")
     return p
@@ -159,6 +164,7 @@ def _data_root(args, rank: int, world: int, log) -> tuple[Path, bool]:
     kw = {}
     if args.default_per_subset is not None:
         kw["per_subset"] = args.default_per_subset
+        kw["n_jnd"] = 2 * args.default_per_subset
     if rank == 0:
         t = time.perf_counter()
         root = default_set.build_default_set(**kw)

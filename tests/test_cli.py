@@ -135,8 +135,8 @@ def _chunks(out: Path) -> list[Path]:
     return sorted((out / "cache").rglob("chunk_*.npz"))
 
 
-def _resume_check(tmp_path: Path, metrics: str) -> None:
-    data = _tiny_bapps(tmp_path / "bapps", n=8)
+def _resume_check(tmp_path: Path, metrics: str, n: int = 8) -> None:
+    data = _tiny_bapps(tmp_path / "bapps", n=n)
     common = ["--data", str(data), "--metric", metrics, "--batch-size", "3", "--bootstrap", "20"]
     full = _run([*common, "--out", str(tmp_path / "full")])
     # simulate a run killed part-way: copy the cache and drop a third of its chunks
@@ -163,7 +163,7 @@ def test_resume_from_partial_cache_baselines(tmp_path):
 
 @needs_metric
 def test_resume_from_partial_cache_deep(tmp_path):
-    _resume_check(tmp_path, "squeeze")
+    _resume_check(tmp_path, "squeeze", n=5)
 
 
 def test_cache_keyed_by_config(tmp_path):
@@ -240,3 +240,30 @@ def test_default_embedded_set_small(tmp_path, monkeypatch):
         assert res["metrics"]["squeeze"]["spec"]["random_init_backbone"] is True
         assert len(res["metrics"]["squeeze"]["2afc"]["per_layer"]) == 7
         assert (tmp_path / "o" / "2afc_layers.png").is_file()
+
+
+@needs_metric
+def test_reference_features_computed_once_per_triplet():
+    from percept_fast.score.runner import DistanceModel, MetricSpec
+
+    model = DistanceModel(MetricSpec(name="alex", lin_weights="lpips"))
+    metric = model.metric
+    calls = []
+    orig = metric.features
+
+    def counting(x):
+        calls.append(x.shape[0])
+        return orig(x)
+
+    metric.features = counting
+    g = torch.Generator().manual_seed(0)
+    ref, p0, p1 = (torch.rand(4, 3, 64, 64, generator=g) for _ in range(3))
+    out = model.triplet(ref, p0, p1)
+    assert calls == [12]  # one backbone pass over [ref, p0, p1]: 3 images per triplet, not 4
+    metric.features = orig
+    with torch.inference_mode():
+        d0 = metric(ref, p0).double().numpy()
+        l1 = metric(ref, p1, per_layer=True).double().numpy()
+    np.testing.assert_allclose(out["d0"], d0, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(out["l1"], l1, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(out["l0"].sum(1), out["d0"], rtol=1e-12)
