@@ -32,7 +32,8 @@ SCORE_EPILOG = """\
 Backbone weights: nothing is ever downloaded. Without --backbone-weights the deep metrics use seeded,
 randomly initialised backbones (a notice is printed and recorded in results.json) together with the lpips
 package's shipped linear-layer weights; such scores are meaningless as perceptual scores and are reported
-only so that the pipeline runs end to end offline. PSNR and SSIM baselines are always included.
+only so that the pipeline runs end to end offline. PSNR and SSIM baselines are included (unless
+--no-baselines).
 
 Default data: without --data, an embedded 2AFC/JND set is built once into a cache directory from a real
 photograph shipped with matplotlib (grace_hopper.jpg), with graded blur / noise / JPEG / colour / contrast /
@@ -42,6 +43,10 @@ with p from the strength gap), not human data.
 Outputs in --out: results.json, scores.csv, per_layer.csv, 2afc_subsets.png, 2afc_layers.png (and jnd_*.png),
 all written atomically. Per-triplet distances are cached (--cache-dir, default <out>/cache) after every batch;
 rerunning the same command after a kill continues where it stopped.
+
+Sharding: torchrun --nproc_per_node=N -m percept_fast.cli score ... splits the triplets (whole batches,
+round-robin) over the processes (gloo on CPU, nccl on GPU) and gathers them; the result equals a
+single-process run.
 """
 
 
@@ -199,10 +204,12 @@ def run_score(args) -> dict:
     if world > 1:
         import torch.distributed as dist
 
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
         if device == "cuda":
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        if device.startswith("cuda"):
+            torch.cuda.set_device(torch.device(device))  # nccl collectives use the current device
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if rank == 0 else (lambda msg: None)
     t_start = time.perf_counter()
     specs = _specs(args)
