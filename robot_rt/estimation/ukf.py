@@ -18,6 +18,9 @@ Why a UKF (and not an EKF)
   contact-time uncertainty is turned into post-bounce velocity/position uncertainty consistently. Extra
   process noise models the contact model's mismatch (restitution/friction of a real table).
 * The measurement (position) is linear, so the update is the exact linear Kalman update.
+* Limitation: only table contacts are handled during filtering (net and floor contacts are not; a ball
+  that touches the net is gated and then re-initialised). ``predict_plane_crossing`` uses the physics'
+  ``time_to_plane``, which applies all contacts (table, net, floor) of the predicted flight.
 
 Observability of spin (honest statement)
 ----------------------------------------
