@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -12,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from percept_fast.ops import available_backends
-from percept_fast.ops import style_distance as sdmod
 from percept_fast.ops.style_distance import (
     choose_method,
     gram_normalizer,
@@ -22,6 +22,7 @@ from percept_fast.ops.style_distance import (
     style_distance_reference,
 )
 
+sdmod = importlib.import_module("percept_fast.ops.style_distance")  # the module (the package exports the function)
 HAVE_CPU = "cpu" in available_backends("cpu")
 needs_cpu = pytest.mark.skipif(not HAVE_CPU, reason="percept_fast._C not built")
 LAYOUTS = ["contiguous", "channels_last", "sliced_w", "sliced_c", "transposed_hw"]
@@ -248,11 +249,31 @@ def test_matrix_multi_layer_and_diagonal():
     torch.testing.assert_close(m, m.T, rtol=1e-5, atol=1e-12)
 
 
-def test_matrix_gradient_flows():
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_matrix_gradcheck(backend):
     x = torch.randn(2, 4, 3, 3, dtype=torch.float64, requires_grad=True)
-    y = torch.randn(3, 4, 3, 3, dtype=torch.float64)
-    for method in ("gram", "kernel"):
-        assert torch.autograd.gradcheck(lambda a, m=method: style_distance_matrix(a, y, method=m), (x,))
+    y = torch.randn(3, 4, 3, 3, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_()
+    methods = ("gram", "kernel") if backend != "torch" else ("auto",)
+    for method in methods:
+        fn = lambda a, b, m=method: style_distance_matrix(a, b, "hw", method=m, backend=backend)  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (x, y))
+
+
+@needs_cpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpu_cross_kernels(dtype):
+    # the fused ||X_n^T Y_m||^2 kernels ('kernel' method of the matrix) against explicit products
+    mod = sdmod.cpu_module()
+    x, y = make((3, 70, 9, 9), dtype, "channels_last", 1), make((2, 70, 9, 9), dtype, "sliced_c", 2)
+    X, Y = x.double().reshape(3, 70, 81), y.double().reshape(2, 70, 81)
+    want = (torch.einsum("ncp,mcq->nmpq", X, Y) ** 2).sum((2, 3))
+    out = torch.empty(6, dtype=torch.float64)
+    mod.style_cross_sq(sdmod.tensor_arg(x), sdmod.tensor_arg(y), False, out.data_ptr())
+    torch.testing.assert_close(out.reshape(3, 2), want, rtol=1e-5, atol=0)
+    out = torch.empty(3, dtype=torch.float64)
+    mod.style_cross_sq(sdmod.tensor_arg(x), sdmod.tensor_arg(x), True, out.data_ptr())
+    want = (torch.bmm(X.transpose(1, 2), X) ** 2).sum((1, 2))
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=0)
 
 
 # ----------------------------------------------------------------------------------------------- errors
@@ -330,6 +351,17 @@ def _triton_interpreter_checks() -> int:
             (h,) = torch.autograd.grad(style_distance_reference(b, y).sum(), (b,))
             torch.testing.assert_close(g, h, rtol=1e-4, atol=1e-12)
         n += 1
+    # split-K path of the 'diff' kernel (partial D tiles summed over contraction splits)
+    sdmod._FORCE_SPLITS = 3
+    try:
+        for shape, dtype, layouts, method in TRITON_CASES:
+            if method == "diff":
+                x, y = make(shape, dtype, layouts[0], 3), make(shape, dtype, layouts[1], 4)
+                close(style_distance(x, y, method=method, backend="triton"), exact(x, y), dtype)
+                z = style_distance(x, x.contiguous(), method=method, backend="triton")
+                assert torch.equal(z, torch.zeros_like(z)), (shape, dtype, "split", z)
+    finally:
+        sdmod._FORCE_SPLITS = None
     x, y = make((2, 40, 3, 2), torch.float32, "channels_last", 1), make((3, 40, 3, 2), torch.bfloat16, seed=2).float()
     got = style_distance_matrix(x, y, method="kernel", backend="triton")
     close(got, style_distance_matrix_reference(x, y), torch.float32, rtol=1e-4)
@@ -368,14 +400,19 @@ def test_gpu_backends_match_reference(backend, dtype, layout):
     if backend == "triton" and dtype == torch.float64:
         pytest.skip("triton backend takes fp32/fp16/bf16")
     torch.backends.cuda.matmul.allow_tf32 = False
-    for i, shape in enumerate([(1, 1, 1, 1), (3, 7, 5, 9), (4, 64, 27, 27), (2, 512, 7, 7), (2, 130, 1, 300)]):
+    shapes = [(1, 1, 1, 1), (3, 7, 5, 9), (4, 64, 27, 27), (2, 512, 7, 7), (2, 130, 1, 300), (2, 70, 64, 64)]
+    for i, shape in enumerate(shapes):  # the last one takes the split-K path of 'diff' (few tiles, long rows)
         x = make(shape, dtype, layout, 10 + i, "cuda")
         y = make(shape, dtype, "contiguous", 20 + i, "cuda")
-        for method in ("diff", "kernel"):
-            got = style_distance(x, y, "hw", method=method, backend=backend)
-            close(got, exact(x, y, "hw").cuda(), dtype, rtol=None if dtype == torch.float64 else 1e-4)
-            z = style_distance(x, x.contiguous(), method=method, backend=backend)
-            assert torch.equal(z, torch.zeros_like(z))
+        for method, force in (("diff", None), ("kernel", None), ("diff", 3)):
+            sdmod._FORCE_SPLITS = force
+            try:
+                got = style_distance(x, y, "hw", method=method, backend=backend)
+                close(got, exact(x, y, "hw").cuda(), dtype, rtol=None if dtype == torch.float64 else 1e-4)
+                z = style_distance(x, x.contiguous(), method=method, backend=backend)
+                assert torch.equal(z, torch.zeros_like(z))
+            finally:
+                sdmod._FORCE_SPLITS = None
 
 
 @pytest.mark.gpu

@@ -22,13 +22,19 @@ constexpr int kThreads = 256;
 
 template <typename T, typename A, bool KERNEL>
 __global__ void __launch_bounds__(kThreads)
-    sd_tiles(View4<T> v0, View4<T> v1, int64_t nt, int64_t npairs, bool k_fast, double* __restrict__ out) {
+    sd_tiles(View4<T> v0, View4<T> v1, int64_t nt, int64_t npairs, bool k_fast, double* __restrict__ out,
+             int64_t kper, A* __restrict__ ws) {
+  // ws != nullptr ('diff' split-K): this block covers contraction [split * kper, +kper) and writes its partial
+  // D tile to ws[b, pair, split, 64, 64] instead of squaring (the host sums the splits, then squares).
   const int64_t pid = blockIdx.x;
   const int64_t b = blockIdx.y;
+  const int64_t split = blockIdx.z;
   int64_t ti, tj;
   pair_to_tiles(pid, nt, &ti, &tj);
   const int64_t C = v0.size[1], W = v0.size[3], P = v0.size[2] * v0.size[3];
   const int64_t R = KERNEL ? P : C, K = KERNEL ? C : P;
+  const int64_t k_begin = (!KERNEL && ws != nullptr) ? split * kper : 0;
+  const int64_t k_end = (!KERNEL && ws != nullptr) ? (k_begin + kper < K ? k_begin + kper : K) : K;
 
   __shared__ A sI0[kBK][kT], sJ0[kBK][kT], sI1[kBK][kT], sJ1[kBK][kT];
   __shared__ double red[kThreads];
@@ -42,7 +48,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int j = 0; j < 4; ++j) acc0[i][j] = acc1[i][j] = acc2[i][j] = acc3[i][j] = A(0);
 
-  for (int64_t k0 = 0; k0 < K; k0 += kBK) {
+  for (int64_t k0 = k_begin; k0 < k_end; k0 += kBK) {
     for (int e = tid; e < kT * kBK; e += kThreads) {
       int r, k;
       if (k_fast) {
@@ -54,7 +60,7 @@ __global__ void __launch_bounds__(kThreads)
       }
       const int64_t kk = k0 + k, rI = ti * kT + r, rJ = tj * kT + r;
       A i0 = A(0), i1 = A(0), j0 = A(0), j1 = A(0);
-      if (kk < K) {
+      if (kk < k_end) {
         if (KERNEL) {  // rows = positions, contraction = channels
           const int64_t c0 = kk * v0.stride[1], c1 = kk * v1.stride[1];
           if (rI < R) {
@@ -137,6 +143,14 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
   }
 
+  if (!KERNEL && ws != nullptr) {
+    A* tile = ws + ((b * npairs + pid) * static_cast<int64_t>(gridDim.z) + split) * (kT * kT);
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) tile[(ty + 16 * i) * kT + tx + 16 * j] = acc0[i][j];
+    return;
+  }
   double s = 0.0;
 #pragma unroll
   for (int i = 0; i < 4; ++i)
@@ -159,8 +173,100 @@ __global__ void __launch_bounds__(kThreads)
   if (tid == 0) out[b * npairs + pid] = pair_weight(ti, tj) * red[0];
 }
 
+// style_distance_matrix ('kernel' method): partial[item, t] = sum over tile t of (X_n^T Y_m)^2, item = n * M + m;
+// self_only: item = n, Y = X, tiles I <= J weighted. Rows = positions, contraction = channels.
+template <typename T, typename A>
+__global__ void __launch_bounds__(kThreads)
+    cross_tiles(View4<T> vx, View4<T> vy, int64_t M, int64_t nt, int64_t ntiles, bool self_only, bool k_fast,
+                double* __restrict__ out) {
+  const int64_t idx = blockIdx.x;
+  const int64_t item = idx / ntiles, t = idx % ntiles;
+  int64_t ti, tj;
+  if (self_only) {
+    pair_to_tiles(t, nt, &ti, &tj);
+  } else {
+    ti = t / nt;
+    tj = t % nt;
+  }
+  const int64_t n = self_only ? item : item / M, m = self_only ? item : item % M;
+  const View4<T>& vb = self_only ? vx : vy;
+  const int64_t C = vx.size[1], W = vx.size[3], P = vx.size[2] * vx.size[3];
+  __shared__ A sI[kBK][kT], sJ[kBK][kT];
+  __shared__ double red[kThreads];
+  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+  const T* bx = vx.data + n * vx.stride[0];
+  const T* by = vb.data + m * vb.stride[0];
+  A acc[4][4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc[i][j] = A(0);
+  for (int64_t k0 = 0; k0 < C; k0 += kBK) {
+    for (int e = tid; e < kT * kBK; e += kThreads) {
+      int r, k;
+      if (k_fast) {
+        k = e % kBK;
+        r = e / kBK;
+      } else {
+        r = e % kT;
+        k = e / kT;
+      }
+      const int64_t kk = k0 + k, rI = ti * kT + r, rJ = tj * kT + r;
+      A a = A(0), b = A(0);
+      if (kk < C) {
+        if (rI < P) a = Load<A, T>::get(bx + kk * vx.stride[1] + spatial_offset(rI, W, vx.stride[2], vx.stride[3]));
+        if (rJ < P) b = Load<A, T>::get(by + kk * vb.stride[1] + spatial_offset(rJ, W, vb.stride[2], vb.stride[3]));
+      }
+      sI[k][r] = a;
+      sJ[k][r] = b;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < kBK; ++k) {
+      A a[4], b[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        a[i] = sI[k][ty + 16 * i];
+        b[i] = sJ[k][tx + 16 * i];
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = fma(a[i], b[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+  double s = 0.0;
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) s += static_cast<double>(acc[i][j]) * static_cast<double>(acc[i][j]);
+  red[tid] = s;
+  __syncthreads();
+  for (int w = kThreads / 2; w > 0; w >>= 1) {
+    if (tid < w) red[tid] += red[tid + w];
+    __syncthreads();
+  }
+  if (tid == 0) out[idx] = (self_only ? pair_weight(ti, tj) : 1.0) * red[0];
+}
+
 template <typename T>
-cudaError_t launch(const RawView4& r0, const RawView4& r1, bool kernel, double* out, cudaStream_t stream) {
+cudaError_t launch_cross(const RawView4& rx, const RawView4& ry, bool self_only, double* out, cudaStream_t stream) {
+  using A = typename AccOf<T>::type;
+  const int64_t N = rx.size[0], M = ry.size[0], P = rx.size[2] * rx.size[3];
+  const int64_t nt = (P + kT - 1) / kT, ntiles = self_only ? num_pairs(nt) : nt * nt;
+  const int64_t blocks = (self_only ? N : N * M) * ntiles;
+  const int64_t s_sp = rx.size[3] > 1 ? rx.stride[3] : rx.stride[2];
+  const bool k_fast = (rx.stride[1] < 0 ? -rx.stride[1] : rx.stride[1]) <= (s_sp < 0 ? -s_sp : s_sp);
+  if (blocks > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
+  cross_tiles<T, A><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(rx.as<T>(), ry.as<T>(), M, nt, ntiles,
+                                                                           self_only, k_fast, out);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t launch(const RawView4& r0, const RawView4& r1, bool kernel, double* out, int64_t kper, int64_t splits,
+                   void* ws, cudaStream_t stream) {
   using A = typename AccOf<T>::type;
   const View4<T> v0 = r0.as<T>(), v1 = r1.as<T>();
   const int64_t B = r0.size[0], C = r0.size[1], P = r0.size[2] * r0.size[3];
@@ -171,12 +277,14 @@ cudaError_t launch(const RawView4& r0, const RawView4& r1, bool kernel, double* 
   const int64_t s_ch = r0.stride[1];
   const int64_t sk = kernel ? s_ch : s_sp, sr = kernel ? s_sp : s_ch;
   const bool k_fast = (sk < 0 ? -sk : sk) <= (sr < 0 ? -sr : sr);
-  if (np > 0x7fffffffLL || B > 65535) return cudaErrorInvalidConfiguration;
-  dim3 grid(static_cast<unsigned>(np), static_cast<unsigned>(B));
+  const bool split = !kernel && ws != nullptr && splits > 1;
+  if (np > 0x7fffffffLL || B > 65535 || (split && (splits > 65535 || kper <= 0))) return cudaErrorInvalidConfiguration;
+  dim3 grid(static_cast<unsigned>(np), static_cast<unsigned>(B), split ? static_cast<unsigned>(splits) : 1u);
+  A* wsa = split ? static_cast<A*>(ws) : nullptr;
   if (kernel)
-    sd_tiles<T, A, true><<<grid, kThreads, 0, stream>>>(v0, v1, nt, np, k_fast, out);
+    sd_tiles<T, A, true><<<grid, kThreads, 0, stream>>>(v0, v1, nt, np, k_fast, out, 0, nullptr);
   else
-    sd_tiles<T, A, false><<<grid, kThreads, 0, stream>>>(v0, v1, nt, np, k_fast, out);
+    sd_tiles<T, A, false><<<grid, kThreads, 0, stream>>>(v0, v1, nt, np, k_fast, out, kper, wsa);
   return cudaGetLastError();
 }
 
@@ -184,14 +292,31 @@ cudaError_t launch(const RawView4& r0, const RawView4& r1, bool kernel, double* 
 
 int64_t cuda_num_pairs(int64_t rows) { return num_pairs((rows + kT - 1) / kT); }
 
-std::string cuda_partials(const RawView4& x0, const RawView4& x1, bool kernel, double* out, uintptr_t stream) {
+std::string cuda_partials(const RawView4& x0, const RawView4& x1, bool kernel, double* out, int64_t kper,
+                          int64_t splits, uintptr_t ws, uintptr_t stream) {
   cudaError_t err = cudaSuccess;
   const bool ok = dispatch_dtype(x0.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    err = launch<T>(x0, x1, kernel, out, reinterpret_cast<cudaStream_t>(stream));
+    err = launch<T>(x0, x1, kernel, out, kper, splits, reinterpret_cast<void*>(ws), reinterpret_cast<cudaStream_t>(stream));
   });
   if (!ok) return "style_distance: unknown dtype code";
   if (err != cudaSuccess) return std::string("style_distance CUDA launch failed: ") + cudaGetErrorString(err);
+  return "";
+}
+
+int64_t cuda_cross_tiles(int64_t P, bool self_only) {
+  const int64_t nt = (P + kT - 1) / kT;
+  return self_only ? num_pairs(nt) : nt * nt;
+}
+
+std::string cuda_cross(const RawView4& x, const RawView4& y, bool self_only, double* out, uintptr_t stream) {
+  cudaError_t err = cudaSuccess;
+  const bool ok = dispatch_dtype(x.dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    err = launch_cross<T>(x, y, self_only, out, reinterpret_cast<cudaStream_t>(stream));
+  });
+  if (!ok) return "style_cross_sq: unknown dtype code";
+  if (err != cudaSuccess) return std::string("style_cross_sq CUDA launch failed: ") + cudaGetErrorString(err);
   return "";
 }
 

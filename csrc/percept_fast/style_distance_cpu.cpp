@@ -262,6 +262,55 @@ void run(const RawView4& r0, const RawView4& r1, bool kernel, double* out) {
   }
 }
 
+// style_distance_matrix, 'kernel' method: out[n * M + m] = ||X_n^T Y_m||_F^2 (all pairs), or with self_only
+// out[n] = ||X_n^T X_n||_F^2 (symmetric tiles). Never materialises the P x P products.
+template <typename T>
+void run_cross(const RawView4& rx, const RawView4& ry, bool self_only, double* out) {
+  using A = typename AccOf<T>::type;
+  const View4<T> vx = rx.as<T>(), vy = ry.as<T>();
+  const Geometry g = geometry(rx, /*kernel=*/true);
+  const int64_t N = rx.size[0], M = self_only ? 0 : ry.size[0];
+  auto offsets = [&](const View4<T>& v, std::vector<int64_t>& ro, std::vector<int64_t>& ko, bool& k_inner) {
+    ro.resize(static_cast<size_t>(g.P));
+    ko.resize(static_cast<size_t>(g.C));
+    for (int64_t p = 0; p < g.P; ++p) ro[p] = spatial_offset(p, g.W, v.stride[2], v.stride[3]);
+    for (int64_t c = 0; c < g.C; ++c) ko[c] = c * v.stride[1];
+    const int64_t s_sp = g.W > 1 ? std::llabs(v.stride[3]) : std::llabs(v.stride[2]);
+    k_inner = std::llabs(v.stride[1]) <= s_sp;
+  };
+  std::vector<int64_t> rox, kox, roy, koy;
+  bool kix = true, kiy = true;
+  offsets(vx, rox, kox, kix);
+  offsets(vy, roy, koy, kiy);
+  std::vector<Packed<A>> px(static_cast<size_t>(N)), py(static_cast<size_t>(M));
+  const int nth = num_threads();
+  parallel_dynamic(N + M, static_cast<int>(std::min<int64_t>(nth, N + M)), [&](int64_t i, int) {
+    if (i < N)
+      pack(vx.data + i * vx.stride[0], rox, kox, kix, g.Rp, px[i]);
+    else
+      pack(vy.data + (i - N) * vy.stride[0], roy, koy, kiy, g.Rp, py[i - N]);
+  });
+  const int64_t items = self_only ? N : N * M;
+  const int nw = static_cast<int>(std::min<int64_t>(nth, items));
+  std::vector<std::vector<A>> tiles(static_cast<size_t>(nw), std::vector<A>(static_cast<size_t>(g.T * g.T)));
+  parallel_dynamic(items, nw, [&](int64_t item, int t) {
+    const Packed<A>& a = self_only ? px[item] : px[item / M];
+    const Packed<A>& b = self_only ? px[item] : py[item % M];
+    A* tile = tiles[t].data();
+    double sum = 0.0;
+    for (int64_t I = 0; I < g.nt; ++I) {
+      for (int64_t J = self_only ? I : 0; J < g.nt; ++J) {
+        std::fill(tile, tile + g.T * g.T, A(0));
+        for (int64_t k0 = 0; k0 < g.K; k0 += kKc) tile_product<A, false>(a, I, b, J, g.T, k0, std::min(kKc, g.K - k0), tile);
+        double s = 0.0;
+        for (int64_t e = 0; e < g.T * g.T; ++e) s += static_cast<double>(tile[e]) * static_cast<double>(tile[e]);
+        sum += (self_only ? pair_weight(I, J) : 1.0) * s;
+      }
+    }
+    out[item] = sum;
+  });
+}
+
 void check_views(const RawView4& a, const RawView4& b) {
   for (int i = 0; i < 4; ++i)
     if (a.size[i] != b.size[i]) throw std::invalid_argument("style_distance: x0 and x1 must have the same shape");
@@ -286,6 +335,25 @@ void register_style_distance(pybind11::module_& m) {
       },
       pybind11::arg("x0"), pybind11::arg("x1"), pybind11::arg("kernel"), pybind11::arg("out_ptr"),
       "Raw ||X0 X0^T - X1 X1^T||_F^2 per sample into out (float64 [B]); kernel=True uses the H*W x H*W identity.");
+  m.def(
+      "style_cross_sq",
+      [](const TensorArg& x, const TensorArg& y, bool self_only, uintptr_t out_ptr) {
+        const RawView4 a = to_view(x, "x"), b = to_view(y, "y");
+        for (int i = 1; i < 4; ++i)
+          if (a.size[i] != b.size[i]) throw std::invalid_argument("style_cross_sq: x and y must agree in [C, H, W]");
+        for (int i = 0; i < 4; ++i)
+          if (a.size[i] <= 0 || b.size[i] <= 0) throw std::invalid_argument("style_cross_sq: every dimension must be >= 1");
+        if (a.dtype != b.dtype) throw std::invalid_argument("style_cross_sq: x and y must have the same dtype");
+        if (out_ptr == 0) throw std::invalid_argument("style_cross_sq: null output pointer");
+        double* out = reinterpret_cast<double*>(out_ptr);
+        pybind11::gil_scoped_release release;
+        dispatch_dtype(a.dtype, [&](auto* tag) {
+          using T = std::remove_pointer_t<decltype(tag)>;
+          run_cross<T>(a, b, self_only, out);
+        });
+      },
+      pybind11::arg("x"), pybind11::arg("y"), pybind11::arg("self_only"), pybind11::arg("out_ptr"),
+      "||X_n^T Y_m||_F^2 for all pairs into out (float64 [N, M]); self_only: ||X_n^T X_n||_F^2 into out[N].");
 }
 
 }  // namespace

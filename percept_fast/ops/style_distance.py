@@ -249,14 +249,22 @@ def _triton_kernels_for(interpret: bool):
         s1h,
         s1w,
         NPAIRS,
+        KPER,
+        ws_ptr,
         BM: tl.constexpr,
         BK: tl.constexpr,
         PREC: tl.constexpr,
         UPCAST: tl.constexpr,
+        DIRECT: tl.constexpr,
     ):
-        # One program: one sample, one tile pair (I <= J) of D = X0 X0^T - X1 X1^T (rows = channels).
+        # One program: one sample, one tile pair (I <= J) of D = X0 X0^T - X1 X1^T (rows = channels), one split
+        # of the contraction (positions [k_begin, k_end)). DIRECT (one split): square and sum here; otherwise the
+        # partial D tile goes to the workspace [B, NPAIRS, splits, BM, BM] (split-K for few, long tiles).
         pid = tl.program_id(0)
         b = tl.program_id(1).to(tl.int64)
+        split = tl.program_id(2)
+        k_begin = split * KPER
+        k_end = tl.minimum(k_begin + KPER, P)
         ti = tl.load(pairs_ptr + 2 * pid)
         tj = tl.load(pairs_ptr + 2 * pid + 1)
         ri = ti * BM + tl.arange(0, BM)
@@ -266,9 +274,9 @@ def _triton_kernels_for(interpret: bool):
         base0 = x0_ptr + b * s0b
         base1 = x1_ptr + b * s1b
         acc = tl.zeros((BM, BM), dtype=tl.float32)
-        for k0 in range(0, P, BK):
+        for k0 in range(k_begin, k_end, BK):
             rk = k0 + tl.arange(0, BK)
-            mk = rk < P
+            mk = rk < k_end
             hk = rk // W
             wk = rk % W
             k0off = hk * s0h + wk * s0w
@@ -282,9 +290,15 @@ def _triton_kernels_for(interpret: bool):
             p = tl.dot(a0, b0, input_precision=PREC)
             q = tl.dot(a1, b1, input_precision=PREC)
             acc += p - q
-        w = tl.where(ti == tj, 1.0, 2.0)
-        s = tl.sum(tl.sum(acc * acc, axis=1), axis=0) * w
-        tl.store(out_ptr + b * NPAIRS + pid, s)
+        if DIRECT:
+            w = tl.where(ti == tj, 1.0, 2.0)
+            s = tl.sum(tl.sum(acc * acc, axis=1), axis=0) * w
+            tl.store(out_ptr + b * NPAIRS + pid, s)
+        else:
+            nsplit = tl.num_programs(2)
+            r = tl.arange(0, BM)
+            tile = ws_ptr + ((b * NPAIRS + pid) * nsplit + split) * (BM * BM)
+            tl.store(tile + r[:, None] * BM + r[None, :], acc)
 
     @triton.jit
     def sd_kernel_kernel(
@@ -370,8 +384,8 @@ def _triton_kernels_for(interpret: bool):
         UPCAST: tl.constexpr,
     ):
         # out[n, m, t] = sum over tile t = (I, J) of (X_n^T Y_m)[I, J]^2 (style_distance_matrix, 'kernel').
-        t = tl.program_id(0)
-        pair = tl.program_id(1).to(tl.int64)
+        pair = tl.program_id(0).to(tl.int64)
+        t = tl.program_id(1)
         n = pair // M
         m = pair % M
         nt = tl.cdiv(P, BP)
@@ -420,38 +434,69 @@ _DIFF_BM, _DIFF_BK = 64, 32
 _KER_BP, _KER_BC = 32, 32
 
 
+# Split-K of the 'diff' regime (few tile pairs with a long contraction, e.g. 64 channels x 224^2 positions):
+# aim for this many programs, each with at least _SPLIT_MIN_K positions. Tests may force a split count.
+_SPLIT_TARGET_PROGRAMS = 4 * 132
+_SPLIT_MIN_K = 1024
+_FORCE_SPLITS: int | None = None
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _diff_splits(B: int, npairs: int, P: int, target: int = _SPLIT_TARGET_PROGRAMS) -> int:
+    if _FORCE_SPLITS is not None:
+        return max(1, min(_FORCE_SPLITS, _cdiv(P, _DIFF_BK)))
+    progs = B * npairs
+    if progs >= target:
+        return 1
+    return max(1, min(_cdiv(target, progs), P // _SPLIT_MIN_K))
+
+
 def _triton_layer_sum(x0: torch.Tensor, x1: torch.Tensor, method: str) -> torch.Tensor:
     """Raw ||X0 X0^T - X1 X1^T||_F^2 per sample, fp32 partials summed in fp64 then cast."""
     _, k_diff, k_kernel, _ = _triton_kernels()
     B, C, H, W = x0.shape
     P = H * W
     if method == "diff":
-        bm, bk, rows, kern = _DIFF_BM, _DIFF_BK, C, k_diff
+        bm, bk, rows = _DIFF_BM, _DIFF_BK, C
     else:
-        bm, bk, rows, kern = _KER_BP, _KER_BC, P, k_kernel
+        bm, bk, rows = _KER_BP, _KER_BC, P
     nt = -(-rows // bm)
     pairs = _tile_pairs(nt, str(x0.device))
     npairs = pairs.numel() // 2
     part = torch.empty((B, npairs), dtype=torch.float32, device=x0.device)
-    grid = (npairs, B)
-    kern[grid](
+    common = (C, P, W, *x0.stride(), *x1.stride(), npairs)
+    if method == "kernel":
+        k_kernel[(npairs, B)](
+            x0, x1, pairs, part, *common, bm, bk, _triton_precision(), _triton_upcast(x0), num_warps=4
+        )
+        return part.to(torch.float64).sum(dim=1).to(out_dtype(x0.dtype))
+    splits = _diff_splits(B, npairs, P)
+    kper = _cdiv(_cdiv(P, splits), bk) * bk  # positions per split, a multiple of BK
+    splits = _cdiv(P, kper)
+    ws = part if splits == 1 else torch.empty((B, npairs, splits, bm * bm), dtype=torch.float32, device=x0.device)
+    k_diff[(npairs, B, splits)](
         x0,
         x1,
         pairs,
         part,
-        C,
-        P,
-        W,
-        *x0.stride(),
-        *x1.stride(),
-        npairs,
+        *common,
+        kper,
+        ws,
         bm,
         bk,
         _triton_precision(),
         _triton_upcast(x0),
+        splits == 1,
         num_warps=4,
     )
-    return part.to(torch.float64).sum(dim=1).to(out_dtype(x0.dtype))
+    if splits == 1:
+        return part.to(torch.float64).sum(dim=1).to(out_dtype(x0.dtype))
+    d = ws.sum(dim=2, dtype=torch.float32)  # full D tiles [B, npairs, BM*BM]
+    w = torch.where(pairs[0::2] == pairs[1::2], 1.0, 2.0).to(torch.float64)
+    return ((d.to(torch.float64) ** 2).sum(dim=2) * w).sum(dim=1).to(out_dtype(x0.dtype))
 
 
 # ------------------------------------------------------------------------------------- native backends
@@ -468,14 +513,37 @@ def _cpu_layer_sum(x0: torch.Tensor, x1: torch.Tensor, method: str) -> torch.Ten
 def _cuda_layer_sum(x0: torch.Tensor, x1: torch.Tensor, method: str) -> torch.Tensor:
     mod = cuda_module()
     B, C, H, W = x0.shape
-    rows = H * W if method == "kernel" else C
-    ntiles = mod.style_distance_num_pairs(rows, method == "kernel")
-    part = torch.empty((B, ntiles), dtype=torch.float64, device=x0.device)
+    P = H * W
+    kernel = method == "kernel"
+    rows = P if kernel else C
+    npairs = mod.style_distance_num_pairs(rows, kernel)
+    part = torch.empty((B, npairs), dtype=torch.float64, device=x0.device)
+    splits, kper, ws = 1, 0, None
+    if not kernel:
+        sms = torch.cuda.get_device_properties(x0.device).multi_processor_count
+        splits = _diff_splits(B, npairs, P, target=4 * sms)
+        if splits > 1:
+            kper = _cdiv(_cdiv(P, splits), 16) * 16
+            splits = _cdiv(P, kper)
+    if splits > 1:
+        ws = torch.empty((B, npairs, splits, 64 * 64), dtype=out_dtype(x0.dtype), device=x0.device)
     with torch.cuda.device(x0.device):
         mod.style_distance_partials(
-            tensor_arg(x0), tensor_arg(x1), method == "kernel", part.data_ptr(), cuda_stream(x0)
+            tensor_arg(x0),
+            tensor_arg(x1),
+            kernel,
+            part.data_ptr(),
+            cuda_stream(x0),
+            kper,
+            splits,
+            ws.data_ptr() if ws is not None else 0,
         )
-    return part.sum(dim=1).to(out_dtype(x0.dtype))
+    if ws is None:
+        return part.sum(dim=1).to(out_dtype(x0.dtype))
+    d = ws.sum(dim=2)  # full D tiles [B, npairs, 64*64]
+    pairs = _tile_pairs(_cdiv(C, 64), str(x0.device))
+    w = torch.where(pairs[0::2] == pairs[1::2], 1.0, 2.0).to(torch.float64)
+    return ((d.to(torch.float64) ** 2).sum(dim=2) * w).sum(dim=1).to(out_dtype(x0.dtype))
 
 
 _LAYER_SUM = {"cpu": _cpu_layer_sum, "triton": _triton_layer_sum, "cuda": _cuda_layer_sum}
@@ -603,8 +671,8 @@ def _matrix_layer_fast(x: torch.Tensor, y: torch.Tensor, n: float, method: str, 
     P = H * W
     acc = out_dtype(x.dtype)
     if method == "gram":
-        # Grams by the op's own kernels would need them written out; here the Gram GEMMs, the [N, C^2] x [C^2, M]
-        # inner products and the norms are batched matmuls on the input's device (vendor BLAS / cuBLAS).
+        # The Gram GEMMs, the [N, C^2] x [C^2, M] inner products and the norms are plain GEMMs, done with batched
+        # matmuls on the input's device (vendor BLAS / cuBLAS) whatever the backend.
         X = x.reshape(N, C, P).to(acc)
         Y = y.reshape(M, C, P).to(acc)
         Gx = torch.bmm(X, X.transpose(1, 2)).reshape(N, C * C)
@@ -613,24 +681,110 @@ def _matrix_layer_fast(x: torch.Tensor, y: torch.Tensor, n: float, method: str, 
         nx = (Gx * Gx).sum(1)
         ny = (Gy * Gy).sum(1)
     else:
-        if backend == "triton":
-            cross = _triton_cross_sq(x, y).to(acc)
-        else:
-            X = x.reshape(N, C, P).to(acc)
-            Y = y.reshape(M, C, P).to(acc)
-            K = torch.einsum("ncp,mcq->nmpq", X, Y)
-            cross = (K * K).sum(dim=(2, 3))
-        nx = _self_sq(x, acc)
-        ny = _self_sq(y, acc)
+        # 'kernel': the backend's fused kernels (the P x P products are never written out)
+        cross = _cross_sq_op(x, y, backend)
+        nx = _self_sq_op(x, backend)
+        ny = _self_sq_op(y, backend)
     d = (nx[:, None] + ny[None, :] - 2.0 * cross) / (n * n * C * C)
     return d.clamp_min(0.0)
 
 
-def _self_sq(x: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
+def _torch_self_sq(x: torch.Tensor) -> torch.Tensor:
     N, C, H, W = x.shape
-    X = x.reshape(N, C, H * W).to(acc)
+    X = x.reshape(N, C, H * W).to(out_dtype(x.dtype))
     K = torch.bmm(X.transpose(1, 2), X)
     return (K * K).sum(dim=(1, 2))
+
+
+def _native_cross(x: torch.Tensor, y: torch.Tensor, self_only: bool, backend: str) -> torch.Tensor:
+    N, M = x.shape[0], y.shape[0]
+    rows = N if self_only else N * M
+    if backend == "cpu":
+        out = torch.empty((rows,), dtype=torch.float64)
+        cpu_module().style_cross_sq(tensor_arg(x), tensor_arg(y), self_only, out.data_ptr())
+    else:
+        mod = cuda_module()
+        nt = mod.style_cross_num_tiles(x.shape[2] * x.shape[3], self_only)
+        part = torch.empty((rows, nt), dtype=torch.float64, device=x.device)
+        with torch.cuda.device(x.device):
+            mod.style_cross_sq(tensor_arg(x), tensor_arg(y), self_only, part.data_ptr(), cuda_stream(x))
+        out = part.sum(dim=1)
+    out = out.to(out_dtype(x.dtype))
+    return out if self_only else out.reshape(N, M)
+
+
+@torch.library.custom_op("percept_fast::style_cross_sq", mutates_args=())
+def _cross_sq_op(x: torch.Tensor, y: torch.Tensor, backend: str) -> torch.Tensor:
+    """[N, M] = ||X_n^T Y_m||_F^2 (raw), by a fast backend."""
+    if backend == "triton":
+        return _triton_cross_sq(x, y).to(out_dtype(x.dtype))
+    return _native_cross(x, y, False, backend)
+
+
+@_cross_sq_op.register_fake
+def _(x, y, backend):
+    return x.new_empty((x.shape[0], y.shape[0]), dtype=out_dtype(x.dtype))
+
+
+@torch.library.custom_op("percept_fast::style_self_sq", mutates_args=())
+def _self_sq_op(x: torch.Tensor, backend: str) -> torch.Tensor:
+    """[N] = ||X_n^T X_n||_F^2 (raw); the Triton backend uses a batched matmul for this O(N P^2 C) term."""
+    if backend == "triton":
+        return _torch_self_sq(x)
+    return _native_cross(x, x, True, backend)
+
+
+@_self_sq_op.register_fake
+def _(x, backend):
+    return x.new_empty((x.shape[0],), dtype=out_dtype(x.dtype))
+
+
+def _cross_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0], inputs[1])
+
+
+def _cross_backward(ctx, grad):
+    # d/dX_n sum_m g_nm ||X_n^T Y_m||^2 = 2 sum_m g_nm Y_m (Y_m^T X_n); symmetric for Y. Chunked over n so the
+    # [n, M, P, P] products stay under ~2^26 elements.
+    x, y = ctx.saved_tensors
+    N, C, H, W = x.shape
+    M, P = y.shape[0], H * W
+    acc = out_dtype(x.dtype)
+    X, Y, g = x.reshape(N, C, P).to(acc), y.reshape(M, C, P).to(acc), grad.to(acc)
+    gx = torch.zeros_like(X) if ctx.needs_input_grad[0] else None
+    gy = torch.zeros_like(Y) if ctx.needs_input_grad[1] else None
+    step = max(1, (1 << 26) // max(1, M * P * P))
+    for i in range(0, N, step):
+        Xc, gc = X[i : i + step], g[i : i + step]
+        K = torch.einsum("ncp,mcq->nmpq", Xc, Y)  # (X_n^T Y_m)
+        if gx is not None:
+            gx[i : i + step] = 2.0 * torch.einsum("nm,mcq,nmpq->ncp", gc, Y, K)
+        if gy is not None:
+            gy += 2.0 * torch.einsum("nm,ncp,nmpq->mcq", gc, Xc, K)
+    return (
+        gx.reshape(x.shape).to(x.dtype) if gx is not None else None,
+        gy.reshape(y.shape).to(y.dtype) if gy is not None else None,
+        None,
+    )
+
+
+_cross_sq_op.register_autograd(_cross_backward, setup_context=_cross_setup)
+
+
+def _self_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+
+
+def _self_backward(ctx, grad):
+    # d/dX ||X^T X||_F^2 = 4 X (X^T X)
+    (x,) = ctx.saved_tensors
+    N, C, H, W = x.shape
+    X = x.reshape(N, C, H * W).to(out_dtype(x.dtype))
+    gx = 4.0 * grad.to(X.dtype).reshape(N, 1, 1) * torch.bmm(X, torch.bmm(X.transpose(1, 2), X))
+    return gx.reshape(x.shape).to(x.dtype), None
+
+
+_self_sq_op.register_autograd(_self_backward, setup_context=_self_setup)
 
 
 def _triton_cross_sq(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -640,7 +794,7 @@ def _triton_cross_sq(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     P = H * W
     nt = -(-P // _KER_BP)
     part = torch.empty((N * M, nt * nt), dtype=torch.float32, device=x.device)
-    k_cross[(nt * nt, N * M)](
+    k_cross[(N * M, nt * nt)](
         x,
         y,
         part,
