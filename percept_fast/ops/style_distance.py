@@ -32,8 +32,19 @@ never materialising both Grams:
 
 ``method='auto'`` takes the cheaper: ``'kernel'`` when :math:`C > 2P` (in particular whenever
 :math:`HW < C/2`), else ``'diff'``.  Every sum of squares is accumulated element by element from tiles computed
-by the same code, so identical inputs give exactly 0.  Accumulation is fp32 (fp64 for fp64 inputs) whatever
-the storage dtype (fp32/fp16/bf16).
+by the same code (in ``'diff'`` the two products of each contraction chunk are separate fresh tiles), so
+identical inputs give exactly 0.  Accumulation is fp32 (fp64 for fp64 inputs) whatever the storage dtype
+(fp32/fp16/bf16); tile sums of squares are added in fp64.
+
+Accuracy: ``'diff'`` keeps its relative accuracy for nearby inputs (it forms :math:`D` chunk by chunk).
+``'kernel'`` cancels three terms of size :math:`\lVert G \rVert_F^2`, so its error is absolute,
+:math:`\sim \epsilon_{32} \lVert G_0 \rVert_F^2 / C^2` (for inputs 1e-3 apart, a relative error of a few
+percent); pass ``method='diff'`` when small distances between nearly equal features matter.  The same holds for
+``style_distance_matrix`` (an expansion), whose identical pairs come out at that absolute level, not 0.
+
+GPU split-K: when the ``'diff'`` regime has too few (sample, tile-pair) programs to fill the GPU (e.g. 64
+channels over 224 x 224 positions), the contraction is split; each program writes its partial :math:`D` tile
+(fp32) to a workspace ``[B, pairs, splits, 64, 64]`` that is summed before squaring.
 
 Gradient (analytic, ``register_autograd``): with :math:`D` as above,
 
@@ -50,10 +61,19 @@ the flattened Grams (``'gram'``: one ``[N, C^2] x [C^2, M]`` GEMM after the :mat
 :math:`P \times P` products), whichever needs fewer multiply-adds.  It is clamped at 0 (the expansion can
 round slightly below).
 
+Its ``'kernel'`` terms :math:`\lVert X_n^\top Y_m \rVert_F^2` and :math:`\lVert X_n^\top X_n \rVert_F^2` run in
+the backend's fused kernels (custom ops ``style_cross_sq`` / ``style_self_sq``; the Triton backend computes the
+:math:`O(N P^2 C)` self terms with a batched matmul); the ``'gram'`` method is plain GEMMs, done with batched
+matmuls (vendor BLAS / cuBLAS) on every backend.  Gradients: analytic backward of the cross terms,
+:math:`\partial/\partial X_n = 2 \sum_m g_{nm} Y_m (Y_m^\top X_n)` (chunked batched matmuls).
+
 Backends: ``'torch'`` (the plain reference below: both Grams, subtract, square, sum), ``'cpu'``
-(``percept_fast._C``: packed, register-blocked fp32 GEMM tiles in C++ threads), ``'triton'`` (``tl.dot``
-tiles), ``'cuda'`` (``percept_fast._C_cuda``: shared-memory tiled SIMT kernels).  ``'auto'`` as in
-:mod:`percept_fast.ops._common`.
+(``percept_fast._C``: per-sample packing into 16-row panels, 4 x 16 register-blocked fp32 micro-kernel, tiles of
+64 over contraction blocks of 256, C++ threads over samples or tile pairs; no vendor BLAS, so expect it to trail
+MKL/OpenBLAS GEMM rates per flop, and win where it avoids work: symmetric tiles only, no Gram written out),
+``'triton'`` (``tl.dot`` tiles; fp32 uses IEEE fp32 unless ``torch.backends.cuda.matmul.allow_tf32``), ``'cuda'``
+(``percept_fast._C_cuda``: shared-memory tiled SIMT kernels, 64 x 64 tiles, 4 x 4 per thread).  ``'auto'`` as
+in :mod:`percept_fast.ops._common`.  Float64 inputs: ``'torch'``, ``'cpu'``, ``'cuda'`` (fp64 accumulation).
 """
 
 from __future__ import annotations
