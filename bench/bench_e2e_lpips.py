@@ -136,11 +136,14 @@ def main(argv=None) -> int:
     p.add_argument("--nets", default=None, help="comma-separated (default alex,squeeze,vgg)")
     p.add_argument("--sizes", default=None, help="comma-separated image sizes (default 64,224)")
     p.add_argument(
-        "--triplets", type=int, default=None, help="triplets per case (default 128 at 64 px, 32 at 224; half for vgg)"
+        "--triplets",
+        type=int,
+        default=None,
+        help="triplets per case (default 128 at 64 px, 32 at 224; a quarter for vgg)",
     )
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--backend", default="auto")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per round (default 3, vgg 1; 2 rounds)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     p.add_argument("--out", default=None, help="results directory (default bench/results)")
     args = p.parse_args(argv)
@@ -148,15 +151,16 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     nets = (args.nets or ("alex" if args.quick else "alex,squeeze,vgg")).split(",")
     sizes = [int(s) for s in (args.sizes or ("64" if args.quick else "64,224")).split(",")]
-    repeats = 2 if args.quick else args.repeats
+    repeats = 2 if args.quick else 3
     rows = []
     for size in sizes:
         for net in nets:
             if size > 128 and net == "vgg" and args.nets is None:
                 continue  # VGG16 at 224 px takes minutes per repeat on a 2-core CPU; ask for it explicitly
-            n = args.triplets or (128 if size <= 64 else 32) // (2 if net == "vgg" else 1)
+            n = args.triplets or (128 if size <= 64 else 32) // (4 if net == "vgg" else 1)
             print(f"{net} @ {size}px, {n} triplets ...", file=sys.stderr, flush=True)
-            rows.extend(run_case(net, size, n, args.batch, args.backend, repeats))
+            reps = 1 if net == "vgg" and args.repeats is None else (args.repeats or repeats)
+            rows.extend(run_case(net, size, n, args.batch, args.backend, reps))
             r = rows[-2]
             print(
                 f"  ours {r['triplets_per_s']:.1f} triplets/s, {r['speedup']:.2f}x lpips "

@@ -328,6 +328,8 @@ def compute_distances(
 
         parts = [None] * world
         dist.all_gather_object(parts, part)
+        if progress is not None:
+            progress(len(remaining) - len(mine))  # the other ranks' share
     for pt in parts:
         if pt["index"].size == 0:
             continue
