@@ -224,7 +224,7 @@ def test_paddle_normal_law_friction_bound_and_spin_direction():
     assert np.all(np.linalg.norm(c1, axis=1) <= np.linalg.norm(c0, axis=1) + 1e-9)
     assert np.all(np.sum(c1 * c0, 1) >= -1e-9)
     dw = out[:, 6:9] - ball[:, 6:9]
-    np.testing.assert_allclose(dw, (1.5 / R) * np.cross(-R * ns, dv_t), atol=1e-9)
+    np.testing.assert_allclose(dw, (1.5 / R**2) * np.cross(-R * ns, dv_t), rtol=1e-9, atol=1e-9)
     slip_change_from_spin = np.cross(dw, -R * ns)
     assert np.all(np.sum(slip_change_from_spin * c0, 1) <= 1e-9)
     # separating balls are left alone

@@ -13,16 +13,18 @@
 //   after the substeps: proximity shaping and action cost.
 // The random parts of a step (camera frames, human answers, new balls) stay in NumPy, shared by backends.
 //
-// Include order: kinematics.hpp defines PR_HD without `inline` (its functions add it), ball_physics.hpp
-// keeps an existing PR_HD; this header includes them in that order and uses its own PR_ENV_HD.
+// Include order: see below (the two headers expect different PR_HD macros); this header uses PR_ENV_HD.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
-#include "robot_rt/robot/kinematics.hpp"
-// (order matters, see above)
+// ball_physics.hpp defines non-template helpers in the header, so its PR_HD must carry `inline` (it does when
+// it defines PR_HD itself); kinematics.hpp writes `PR_HD inline`, so its PR_HD must not. Include
+// ball_physics.hpp first with its own PR_HD, then give kinematics.hpp its own.
 #include "robot_rt/ballistics/ball_physics.hpp"
+#undef PR_HD
+#include "robot_rt/robot/kinematics.hpp"
 
 #ifdef __CUDACC__
 #define PR_ENV_HD __host__ __device__ inline
@@ -247,7 +249,7 @@ PR_ENV_HD void paddle_impulse(double* y, const double* normal, const double* pad
   cross3(arm, dv_t, dw);
   for (int k = 0; k < 3; ++k) {
     y[3 + k] += -(1.0 + restitution) * v_n[k] + dv_t[k];
-    y[6 + k] += (1.5 / r) * dw[k];
+    y[6 + k] += (1.5 / (r * r)) * dw[k];  // I = 2/3 m r^2, lever arm r
   }
 }
 
