@@ -13,6 +13,10 @@ actions: mostly misses, some limit violations). env-steps/s = num_envs * steps /
 (reset excluded, autoresets inside the timed steps included). Reports the ratio native / sync measured in
 the same run and the process's peak RSS after each case.
 
+On a shared machine the wall-clock figure depends on the load (reported with each case); env_steps_per_cpu_s
+(steps per second of CPU time used by this process, all its threads together) is the load-independent view:
+on an idle machine the wall figure of the threaded native case lies between it and twice it on 2 cores.
+
 Target (issue): >= 100k env-steps/s at 1024 envs on the 2-core CI machine, >= 10x the SyncVectorEnv figure.
 
     .venv/bin/python bench/bench_envs.py            # full run
@@ -54,17 +58,20 @@ def _time_env(env, steps: int, warmup: int, seed: int = 0) -> dict:
     for k in range(warmup):
         env.step(actions[k])
     ends = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for k in range(warmup, warmup + steps):
         _, _, term, trunc, _ = env.step(actions[k])
         ends += int(np.sum(term | trunc))
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     n = env.num_envs
     return {
         "num_envs": n,
         "steps": steps,
         "wall_s": wall,
+        "cpu_s": cpu,
         "env_steps_per_s": n * steps / wall,
+        "env_steps_per_cpu_s": n * steps / cpu,
+        "load_average_1min": os.getloadavg()[0],
         "ms_per_step": 1e3 * wall / steps,
         "episode_ends": ends,
         "peak_rss_mib": _peak_rss_mib(),
@@ -111,7 +118,10 @@ def main(argv=None) -> dict:
             row = {"case": case, **_time_env(env, steps, warmup)}
             env.close()
             results.append(row)
-            print(f"{case:>9} n={n:5d}: {row['env_steps_per_s']:12.0f} env-steps/s ({row['ms_per_step']:.3f} ms/step)")
+            print(
+                f"{case:>9} n={n:5d}: {row['env_steps_per_s']:12.0f} env-steps/s ({row['ms_per_step']:.3f} ms/step), "
+                f"{row['env_steps_per_cpu_s']:.0f} per cpu-s, load {row['load_average_1min']:.1f}"
+            )
     by = {(r["case"], r["num_envs"]): r for r in results}
     for r in results:
         sync = by.get(("sync", r["num_envs"]))
@@ -148,6 +158,8 @@ def main(argv=None) -> dict:
             f"{r['ms_per_step']:.3f}",
             "-" if r["ratio_vs_sync"] is None else f"{r['ratio_vs_sync']:.1f}x",
             "-" if r["ratio_vs_numpy_ref"] is None else f"{r['ratio_vs_numpy_ref']:.1f}x",
+            f"{r['env_steps_per_cpu_s']:.0f}",
+            f"{r['load_average_1min']:.1f}",
             r["episode_ends"],
             f"{r['peak_rss_mib']:.0f}",
         ]
