@@ -200,19 +200,23 @@ def test_gradients_match_reference_autograd(dtype, method):
     (style_distance_reference(xs, ys) * w).sum().backward()
     for g, t in zip(got, xs + ys):
         assert g.dtype == dtype and g.shape == t.shape
-        tol = dict(rtol=1e-4, atol=1e-12) if dtype == torch.float32 else dict(rtol=2e-2, atol=1e-9)
+        scale = float(t.grad.float().abs().max())
+        tol = dict(rtol=1e-4, atol=1e-5 * scale) if dtype == torch.float32 else dict(rtol=2e-2, atol=1e-2 * scale)
         torch.testing.assert_close(g.float(), t.grad.float(), **tol)
 
 
 @needs_cpu
 def test_grad_only_one_input_and_opcheck():
-    x = torch.randn(2, 6, 3, 3, requires_grad=True)
-    y = torch.randn(2, 6, 3, 3)
+    x = make((2, 6, 3, 3), torch.float32, seed=3).requires_grad_()
+    y = make((2, 6, 3, 3), torch.float32, seed=4)
     (g,) = torch.autograd.grad(style_distance(x, y, backend="cpu").sum(), (x,))
     x2 = x.detach().clone().requires_grad_()
     (h,) = torch.autograd.grad(style_distance_reference(x2, y).sum(), (x2,))
-    torch.testing.assert_close(g, h, rtol=1e-4, atol=1e-12)
+    torch.testing.assert_close(g, h, rtol=1e-4, atol=1e-5 * float(h.abs().max()))
     torch.library.opcheck(torch.ops.percept_fast.style_distance_layer.default, (x, y, 54.0, "diff", "cpu"))
+    quick = ("test_schema", "test_autograd_registration", "test_faketensor")
+    torch.library.opcheck(torch.ops.percept_fast.style_cross_sq.default, (x, y[:1], "cpu"), test_utils=quick)
+    torch.library.opcheck(torch.ops.percept_fast.style_self_sq.default, (x, "cpu"), test_utils=quick)
 
 
 # ---------------------------------------------------------------------------------------- distance matrix
@@ -349,7 +353,7 @@ def _triton_interpreter_checks() -> int:
             (g,) = torch.autograd.grad(style_distance(a, y, method=method, backend="triton").sum(), (a,))
             b = x.detach().clone().requires_grad_()
             (h,) = torch.autograd.grad(style_distance_reference(b, y).sum(), (b,))
-            torch.testing.assert_close(g, h, rtol=1e-4, atol=1e-12)
+            torch.testing.assert_close(g, h, rtol=1e-4, atol=1e-5 * float(h.abs().max()))
         n += 1
     # split-K path of the 'diff' kernel (partial D tiles summed over contraction splits)
     sdmod._FORCE_SPLITS = 3
@@ -433,7 +437,7 @@ def test_gpu_gradients(backend):
     for method in ("diff", "kernel"):
         (g,) = torch.autograd.grad(style_distance(x, y, method=method, backend=backend).sum(), (x,))
         (h,) = torch.autograd.grad(style_distance_reference(x, y).sum(), (x,))
-        torch.testing.assert_close(g, h, rtol=1e-4, atol=1e-12)
+        torch.testing.assert_close(g, h, rtol=1e-4, atol=1e-5 * float(h.abs().max()))
 
 
 @pytest.mark.gpu
