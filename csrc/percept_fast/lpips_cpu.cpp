@@ -13,11 +13,11 @@ namespace {
 // pixels per tile: 16 keeps the five running sums of the pixel-inner loop in AVX2 registers
 constexpr int64_t kTile = 16;
 
-template <typename T, typename Acc, bool kWeighted, bool kContig, bool kFull = false>
+template <typename T, typename Acc, bool kWeighted, bool kContig, int kN = 0>
 Acc lpips_tile_pixel_inner(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc eps, int mode, int64_t b,
                            int64_t p0, int64_t np_rt, Acc* map_row) {
-  // kFull: a whole tile (compile-time trip count, so the running sums can live in registers)
-  const int64_t np = kFull ? kTile : np_rt;
+  // kN > 0: compile-time pixel count (a whole tile, or a small plane), so the running sums live in registers
+  const int64_t np = kN > 0 ? kN : np_rt;
   const int64_t C = x.size[1], W = x.size[3];
   Acc axx[kTile], ayy[kTile], awxx[kTile], awyy[kTile], awxy[kTile];
   for (int64_t i = 0; i < kTile; ++i) axx[i] = ayy[i] = awxx[i] = awyy[i] = awxy[i] = Acc(0);
@@ -148,7 +148,13 @@ void lpips_run(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc eps, int
       Acc* map_row = map ? map + b * P : nullptr;
       Acc s;
       if (contig && np == kTile)
-        s = lpips_tile_pixel_inner<T, Acc, kWeighted, true, true>(x, y, wt, eps, mode, b, p0, np, map_row);
+        s = lpips_tile_pixel_inner<T, Acc, kWeighted, true, kTile>(x, y, wt, eps, mode, b, p0, np, map_row);
+      else if (contig && np == 8)
+        s = lpips_tile_pixel_inner<T, Acc, kWeighted, true, 8>(x, y, wt, eps, mode, b, p0, np, map_row);
+      else if (contig && np == 4)
+        s = lpips_tile_pixel_inner<T, Acc, kWeighted, true, 4>(x, y, wt, eps, mode, b, p0, np, map_row);
+      else if (contig && np == 1)
+        s = lpips_tile_pixel_inner<T, Acc, kWeighted, true, 1>(x, y, wt, eps, mode, b, p0, np, map_row);
       else if (contig)
         s = lpips_tile_pixel_inner<T, Acc, kWeighted, true>(x, y, wt, eps, mode, b, p0, np, map_row);
       else if (chlast)
