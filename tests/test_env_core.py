@@ -257,6 +257,22 @@ def test_sample_launches_matches_human_sample():
         assert np.all(human.is_valid(got))
 
 
+@needs_cpu
+def test_native_launch_validity_matches_human_is_valid():
+    human = HumanBehaviorModel.real_player()
+    w = TableTennisWorld(1, human=human, backend="cpu")
+    rng = np.random.default_rng(9)
+    cand = human.mean + rng.standard_normal((600, 9)) @ np.linalg.cholesky(human.cov + 1e-12 * np.eye(9)).T
+    cand[:, 0] = human.mean[0]
+    cand = cand[cand[:, 3] > 0.5]
+    ok = w.launch_is_valid(cand)
+    np.testing.assert_array_equal(ok, human.is_valid(cand))
+    assert 0.1 < ok.mean() < 0.9
+    got = sample_launches(human, [np.random.default_rng(s) for s in range(8)], w.launch_is_valid)
+    want = np.stack([human.sample(1, np.random.default_rng(s))[0] for s in range(8)])
+    np.testing.assert_array_equal(got, want)
+
+
 def test_sample_returns_matches_human_sample_return():
     human = HumanBehaviorModel.default()
     rng = np.random.default_rng(4)

@@ -373,12 +373,26 @@ class TableTennisWorld:
         self._stepper = None
         if self.backend != "numpy":
             self._stepper = self._make_stepper(_native_module(self.backend))
-        # launch-state validity: the native ball physics on the host, whatever the world backend
-        self._is_valid = lambda s_: self.human.is_valid(s_, backend="cpu" if _native_module("cpu") else "auto")
-        try:
-            from robot_rt import _ballistics  # noqa: F401
-        except ImportError:
-            self._is_valid = self.human.is_valid
+        # launch-state validity (HumanBehaviorModel.is_valid): natively from the first contact when built
+        self._is_valid = self.human.is_valid
+        if _native_module("cpu") is not None:
+            self._human_pk = pack_params(self.human.params, self.human.table)
+            self._is_valid = self.launch_is_valid
+
+    def launch_is_valid(self, states) -> np.ndarray:
+        """`HumanBehaviorModel.is_valid` (first contact = the table on the robot's half, inside the lines) from
+        the same flight (grid 2 ms, horizon 1.5 s) stopped at the first contact (robot_rt._envs.first_contacts)."""
+        s = np.ascontiguousarray(np.atleast_2d(np.asarray(states, dtype=np.float64)))
+        kind, first = _native_module("cpu").first_contacts(s, self._human_pk, 2e-3, 1.5, self.num_threads or 0)
+        table = self.human.table
+        half_l, half_w = table.length_m / 2, table.width_m / 2
+        with np.errstate(invalid="ignore"):
+            return (
+                (kind == reference.KIND_TABLE)
+                & (first[:, 0] > 0.0)
+                & (first[:, 0] < half_l)
+                & (np.abs(first[:, 1]) < half_w)
+            )
 
     def world_scalars(self) -> np.ndarray:
         """The packed scalar parameters of the physics step, order `WORLD_PARAM_NAMES`."""
