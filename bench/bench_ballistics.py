@@ -225,13 +225,13 @@ def latency(quick: bool) -> tuple[list, dict]:
     states = [s.copy() for s in incoming_in_window(200)]
     rows, res = [], {}
     for backend in ["cpu", "numpy"] if "cpu" in available_backends() else ["numpy"]:
-        n_calls = (40 if quick else 200) if backend == "numpy" else (1000 if quick else 5000)
+        n_calls = (5 if quick else 20) if backend == "numpy" else (1000 if quick else 5000)
         for case in ("incoming", "no_crossing"):
             if case == "incoming":
                 pool = states
             else:  # flying away from the plane: the whole horizon is integrated
                 pool = [np.array([1.0, 0.0, 1.5, -1.0, 0.0, 3.0, 0.0, 0.0, 0.0])]
-            for s in pool[:20]:
+            for s in pool[: (2 if backend == "numpy" else 20)]:
                 time_to_plane(s, X_PLANE, dt_s=1e-3, horizon_s=1.0, backend=backend)
             ts, tc, t_cross = [], [], []
             for i in range(n_calls):
@@ -283,9 +283,8 @@ def throughput(quick: bool, device: str) -> tuple[list, list]:
         per_n = {}
         for be in backends:
             fast = be.startswith(("cpu", "cuda", "triton"))
-            steps = (50 if quick else 100) if fast or be == "torch-cuda" else max(4, min(50, int(2e6 / n)))
-            if be in ("numpy", "torch-cpu") and n >= 1_000_000:
-                steps = 3 if quick else 4
+            budget = 2e5 if quick else 1e6  # ball-steps per call of the slow references
+            steps = (50 if quick else 100) if fast or be == "torch-cuda" else max(3, min(50, int(budget / n)))
             horizon = steps * dt
             if be == "numpy":
                 arr, fn = x64, (lambda a=x64, h=horizon: simulate_batch(a, h, dt, backend="numpy"))
@@ -304,7 +303,7 @@ def throughput(quick: bool, device: str) -> tuple[list, list]:
                     else x64.astype(np.float32 if prec == "f32" else np.float64)
                 )
                 fn = lambda a=arr, h=horizon, k=kind: simulate_batch(a, h, dt, backend=k)  # noqa: E731
-            reps = 1 if (n >= 1_000_000 and not fast) else 3
+            reps = 1 if (n >= 100_000 and not fast) else 3
             t = time_fn(fn, device=dev, repeats=reps, warmup=1)
             mem = peak_memory(fn, device=dev) if n == sizes[-1] else {}
             tp = n * steps / t["median_s"]
