@@ -375,7 +375,7 @@ class TableTennisWorld:
             self._stepper = self._make_stepper(_native_module(self.backend))
         # launch-state validity (HumanBehaviorModel.is_valid): natively from the first contact when built
         self._is_valid = self.human.is_valid
-        if _native_module("cpu") is not None:
+        if hasattr(_native_module("cpu"), "first_contacts"):
             self._human_pk = pack_params(self.human.params, self.human.table)
             self._is_valid = self.launch_is_valid
 
