@@ -175,6 +175,8 @@ def main(argv=None) -> dict:
             "ms/step",
             "vs sync",
             "vs numpy ref",
+            "env-steps/cpu-s",
+            "load",
             "episode ends",
             "peak RSS MiB",
         ],
