@@ -665,27 +665,27 @@ class TableTennisWorld:
         # first substep s whose end t + (s + 1) dt is at or after the frame time; due when s < S
         sub = np.maximum(np.ceil((due_t - 1e-12 - self.t[:, None]) / dt - 1.0), 0.0).astype(np.int64)
         due = sub < s
-        u = counter_uniform(self.cam_key, self.cam_counter, 6 * f).reshape(n, f, 6)
-        self.cam_counter += np.uint64(6 * f)
         self.cam_count += due.sum(axis=1)
-        sub = np.minimum(sub, s - 1)
-        rows = np.arange(n)[:, None]
-        take = due & self.rec_active[rows, sub] & (u[..., 0] >= cfg.camera_drop_prob)
-        w, j = np.nonzero(take)
+        w, j = np.nonzero(due)  # due frames, sorted by world then frame
+        # frame j of a step uses values 6j+1 .. 6j+6 of the world's stream at this step's counter
+        u = counter_uniform(self.cam_key[w], self.cam_counter[w] + np.uint64(6) * j.astype(np.uint64), 6)
+        self.cam_counter += np.uint64(6 * f)
+        sj = np.minimum(sub[w, j], s - 1)
+        take = self.rec_active[w, sj] & (u[:, 0] >= cfg.camera_drop_prob)
+        w, sj, u = w[take], sj[take], u[take]
         if w.size == 0:
             return
-        uu = u[w, j]
-        sj = sub[w, j]
-        radius = np.sqrt(-2.0 * np.log1p(-uu[:, 2:4]))  # Box-Muller: two pairs -> 4 normals, 3 used
-        angle = 2.0 * np.pi * uu[:, 4:6]
+        radius = np.sqrt(-2.0 * np.log1p(-u[:, 2:4]))  # Box-Muller: two pairs -> 4 normals, 3 used
+        angle = 2.0 * np.pi * u[:, 4:6]
         normal = np.concatenate([radius * np.cos(angle), radius * np.sin(angle)], axis=1)[:, :3]
-        slot = (self.cam_head[w] + (np.cumsum(take, axis=1) - 1)[w, j]) % self.ring
+        rank = np.arange(w.size) - np.searchsorted(w, w)  # k-th frame taken by its world in this step
+        slot = (self.cam_head[w] + rank) % self.ring
         t_cap = self.t[w] + dt * (sj + 1)
         self.cam_t[w, slot] = t_cap
-        jitter = -cfg.camera_latency_jitter_s * np.log1p(-uu[:, 1])
+        jitter = -cfg.camera_latency_jitter_s * np.log1p(-u[:, 1])
         self.cam_arrival[w, slot] = t_cap + cfg.camera_latency_s + jitter
         self.cam_pos[w, slot] = self.rec_pos[w, sj] + cfg.camera_noise_m * normal
-        self.cam_head += take.sum(axis=1)
+        self.cam_head += np.bincount(w, minlength=n)
 
     def detections(self) -> np.ndarray:
         """[N, history, 5]: the most recent visible detections (x, y, z, age_s, valid), newest first.
