@@ -425,6 +425,13 @@ def test_vector_env_errors_and_reset_mask():
         TableTennisVectorEnv(0)
     for _ in range(3):
         env.step(np.zeros((3, 8)))
+    a, _ = env.reset(seed=[7, 8, 9])
+    b, _ = TableTennisVectorEnv(3).reset(seed=7)
+    np.testing.assert_array_equal(a, b)  # a list of seeds [s, s+1, ...] is the int seed s
+    with pytest.raises(ValueError, match="seed"):
+        env.reset(seed=[1, 2])
+    for _ in range(3):
+        env.step(np.zeros((3, 8)))
     t_before = env.world.t.copy()
     _, info = env.reset(options={"reset_mask": np.array([False, True, False])})
     assert env.world.t[1] == 0.0 and env.world.t[0] == t_before[0]

@@ -98,8 +98,8 @@ class TableTennisVectorEnv(VectorEnv):
 
     # --------------------------------------------------------------------------------------- gym API
     def reset(self, *, seed: int | list | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
         n = self.num_envs
+        super().reset(seed=int(seed) if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) else None)
         if seed is None:
             seeds = [None] * n
         elif isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
