@@ -445,9 +445,12 @@ def _triton_upcast(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype == torch.bfloat16
 
 
-def _triton_precision() -> str:
-    # fp32 inputs: exact fp32 FMA ('ieee') unless the user allowed TF32 for matmuls, as torch does.
-    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+def _triton_precision(dtype: torch.dtype) -> str:
+    # fp32 inputs: exact fp32 FMA ('ieee') unless the user allowed TF32 for matmuls, as torch does. fp16/bf16 keep
+    # triton's default (the setting only concerns fp32 operands; their products are exact in fp32 anyway).
+    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        return "ieee"
+    return "tf32"
 
 
 _DIFF_BM, _DIFF_BK = 64, 32
@@ -490,7 +493,7 @@ def _triton_layer_sum(x0: torch.Tensor, x1: torch.Tensor, method: str) -> torch.
     common = (C, P, W, *x0.stride(), *x1.stride(), npairs)
     if method == "kernel":
         k_kernel[(npairs, B)](
-            x0, x1, pairs, part, *common, bm, bk, _triton_precision(), _triton_upcast(x0), num_warps=4
+            x0, x1, pairs, part, *common, bm, bk, _triton_precision(x0.dtype), _triton_upcast(x0), num_warps=4
         )
         return part.to(torch.float64).sum(dim=1).to(out_dtype(x0.dtype))
     splits = _diff_splits(B, npairs, P)
@@ -507,7 +510,7 @@ def _triton_layer_sum(x0: torch.Tensor, x1: torch.Tensor, method: str) -> torch.
         ws,
         bm,
         bk,
-        _triton_precision(),
+        _triton_precision(x0.dtype),
         _triton_upcast(x0),
         splits == 1,
         num_warps=4,
@@ -827,7 +830,7 @@ def _triton_cross_sq(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         nt * nt,
         _KER_BP,
         _KER_BC,
-        _triton_precision(),
+        _triton_precision(x.dtype),
         _triton_upcast(x),
         num_warps=4,
     )
