@@ -6,9 +6,10 @@ Cases: the layer outputs of AlexNet (relu1..relu5), VGG-16 (the lpips taps relu1
 * ``--device cuda``: batch 64, both resolutions, all layers; backends torch (reference: both Grams with
   cuBLAS, subtract), triton, cuda; ``--dtype`` float32 (default; TF32 off, as torch's default), float16,
   bfloat16 or all.
-* ``--device cpu`` (default): batch 64 at 64 x 64 for every layer; at 224 x 224 batch 8 and the layers
-  whose two fp32 inputs together stay under ~0.5 GiB (AlexNet all, VGG relu3_3..relu5_3, ResNet layer2..4),
-  to fit a small machine's memory and time. Backends torch (reference, vendor BLAS) and cpu (C++).
+* ``--device cpu`` (default): every layer at both resolutions with batch 64, halved per case until the two
+  fp32 inputs and the reference's three C x C Gram tensors each stay under 256 MiB and the reference's flops
+  under 4 GFLOP (so a small, shared machine gets through; the batch used is in the table and the JSON).
+  Backends torch (reference, vendor BLAS) and cpu (C++); 3 repeats.
 * ``--quick``: batch 4, 64 x 64, one layer per network, 2 repeats (smoke run).
 
 Reported per case and backend: median time, ratio (reference time / backend time: > 1 is faster than
@@ -52,7 +53,20 @@ LAYERS = [
     ("resnet50", "layer4", 2048, 2, 7),
 ]
 QUICK = {("alexnet", "relu2"), ("vgg16", "relu3_3"), ("resnet50", "layer4")}
-CPU_224_MAX_BYTES = 512 * 2**20
+# CPU run: per case, the two fp32 inputs, the reference's three C x C Gram tensors and its flops stay under these.
+CPU_LIMITS = {"input_bytes": 256 * 2**20, "gram_bytes": 256 * 2**20, "reference_flops": 4e9}
+
+
+def cpu_batch(C: int, side: int) -> int:
+    """Batch for the CPU run: 64, halved until the inputs, the reference's Grams and its flops fit CPU_LIMITS."""
+    B, P = 64, side * side
+    while B > 1 and (
+        2 * B * C * P * 4 > CPU_LIMITS["input_bytes"]
+        or 3 * B * C * C * 4 > CPU_LIMITS["gram_bytes"]
+        or 4 * B * C * C * P > CPU_LIMITS["reference_flops"]
+    ):
+        B //= 2
+    return B
 
 
 def cases(device: str, quick: bool) -> list[tuple[str, str, int, int, int, int]]:
@@ -67,12 +81,7 @@ def cases(device: str, quick: bool) -> list[tuple[str, str, int, int, int, int]]
                 if (net, layer) in QUICK:
                     out.append((net, layer, res, 4, C, side))
                 continue
-            B = 64
-            if device == "cpu" and res == 224:
-                B = 8
-                if 2 * B * C * side * side * 4 > CPU_224_MAX_BYTES:
-                    continue
-            out.append((net, layer, res, B, C, side))
+            out.append((net, layer, res, 64 if device == "cuda" else cpu_batch(C, side), C, side))
     return out
 
 
@@ -86,7 +95,7 @@ def main(argv=None) -> None:
         torch.backends.cuda.matmul.allow_tf32 = False
     dtypes = [torch.float32, torch.float16, torch.bfloat16] if args.dtype == "all" else [getattr(torch, args.dtype)]
     backends = [b for b in available_backends(device) if not (device.type == "cpu" and b == "triton")]
-    repeats = args.repeats or (2 if args.quick else 5)
+    repeats = args.repeats or (2 if args.quick else (5 if device.type == "cuda" else 3))
     rows, records = [], []
     for dtype in dtypes:
         for net, layer, res, B, C, side in cases(device.type, args.quick):
