@@ -40,10 +40,10 @@ constexpr int kStateDim = 9;
 constexpr int kNumParams = 16;
 constexpr int kMaxContactsPerStep = 4;
 
-PR_HD float pr_sqrt(float a) { return sqrtf(a); }
-PR_HD double pr_sqrt(double a) { return sqrt(a); }
-PR_HD float pr_abs(float a) { return fabsf(a); }
-PR_HD double pr_abs(double a) { return fabs(a); }
+PR_HD inline float pr_sqrt(float a) { return sqrtf(a); }
+PR_HD inline double pr_sqrt(double a) { return sqrt(a); }
+PR_HD inline float pr_abs(float a) { return fabsf(a); }
+PR_HD inline double pr_abs(double a) { return fabs(a); }
 template <class T>
 PR_HD T pr_min(T a, T b) { return a < b ? a : b; }
 template <class T>
