@@ -121,6 +121,17 @@ def test_cpu_threads_do_not_change_results():
             np.testing.assert_array_equal(w.ball, worlds[0].ball)
 
 
+@needs_cpu
+def test_cpp_paddle_kinematics_matches_numpy():
+    w = TableTennisWorld(1, backend="cpu")
+    rng = np.random.default_rng(2)
+    q = rng.uniform(w.q_min, w.q_max, (500, w.dof))
+    p, n = w._stepper.paddle_poses(q)
+    p_ref, n_ref = w.paddle_pose(q)
+    np.testing.assert_allclose(p, p_ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(n, n_ref, rtol=0, atol=1e-12)
+
+
 @pytest.mark.gpu
 def test_cuda_step_matches_cpu():
     if not core.cuda_available():
