@@ -96,9 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--default-per-subset",
         type=int,
         default=None,
-        help="triplets per subset of the embedded set (JND pairs: twice that); default 48 and 96",
+        help="triplets per subset of the embedded set (JND pairs: twice that); default 40 and 64",
     )
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     s.add_argument("--quiet", action="store_true", help="no table")
     return p
 
@@ -301,7 +302,7 @@ def run_score(args) -> dict:
     results["seconds"] = time.perf_counter() - t_start
     if rank != 0:
         return {}
-    _write_outputs(results, args.out, _io, plots, np)
+    _write_outputs(results, args.out, _io, None if args.no_plots else plots, np)
     if not args.quiet:
         _print_table(results)
     log(f"wrote {args.out}/results.json, scores.csv, per_layer.csv and plots ({results['seconds']:.1f} s)")
@@ -352,7 +353,7 @@ def _write_outputs(results: dict, out: Path, _io, plots, np) -> None:
                     lrows.append({"metric": label, "task": kind, "layer": lname, "subset": s, "score": v})
     _io.write_csv(out / "scores.csv", rows, ["metric", "task", "subset", "score", "ci_low", "ci_high", "n"])
     _io.write_csv(out / "per_layer.csv", lrows, ["metric", "task", "layer", "subset", "score"])
-    for kind in ("2afc", "jnd"):
+    for kind in ("2afc", "jnd") if plots is not None else ():
         plots.plot_subsets(results, kind, out / f"{kind}_subsets.png")
         plots.plot_layers(results, kind, out / f"{kind}_layers.png")
 

@@ -137,7 +137,7 @@ def _chunks(out: Path) -> list[Path]:
 
 def _resume_check(tmp_path: Path, metrics: str, n: int = 8) -> None:
     data = _tiny_bapps(tmp_path / "bapps", n=n)
-    common = ["--data", str(data), "--metric", metrics, "--batch-size", "3", "--bootstrap", "20"]
+    common = ["--data", str(data), "--metric", metrics, "--batch-size", "3", "--bootstrap", "20", "--no-plots"]
     full = _run([*common, "--out", str(tmp_path / "full")])
     # simulate a run killed part-way: copy the cache and drop a third of its chunks
     out = tmp_path / "partial"
@@ -163,14 +163,18 @@ def test_resume_from_partial_cache_baselines(tmp_path):
 
 @needs_metric
 def test_resume_from_partial_cache_deep(tmp_path):
-    _resume_check(tmp_path, "squeeze", n=5)
+    _resume_check(tmp_path, "squeeze", n=4)
 
 
 def test_cache_keyed_by_config(tmp_path):
     data = _tiny_bapps(tmp_path / "bapps", n=3)
     out = tmp_path / "o"
-    _run(["--data", str(data), "--metric", "psnr", "--no-baselines", "--out", str(out), "--bootstrap", "0"])
-    res = _run(["--data", str(data), "--metric", "ssim", "--no-baselines", "--out", str(out), "--bootstrap", "0"])
+    _run(
+        ["--data", str(data), "--metric", "psnr", "--no-baselines", "--out", str(out), "--bootstrap", "0", "--no-plots"]
+    )
+    res = _run(
+        ["--data", str(data), "--metric", "ssim", "--no-baselines", "--out", str(out), "--bootstrap", "0", "--no-plots"]
+    )
     assert res["metrics"]["ssim"]["n_cached"] == 0  # another metric does not reuse psnr's distances
     # changing the data invalidates the cache
     write_item(
@@ -183,7 +187,9 @@ def test_cache_keyed_by_config(tmp_path):
         p1=np.ones((32, 32, 3)),
         judge=0.0,
     )
-    res = _run(["--data", str(data), "--metric", "ssim", "--no-baselines", "--out", str(out), "--bootstrap", "0"])
+    res = _run(
+        ["--data", str(data), "--metric", "ssim", "--no-baselines", "--out", str(out), "--bootstrap", "0", "--no-plots"]
+    )
     assert res["metrics"]["ssim"]["n_cached"] == 0
 
 
@@ -195,20 +201,10 @@ def _torchrun(args: list[str], nproc: int) -> subprocess.CompletedProcess:
 
 
 def test_torchrun_two_processes_equals_one(tmp_path):
-    data = _tiny_bapps(tmp_path / "bapps", n=7)
+    data = _tiny_bapps(tmp_path / "bapps", n=5)
     metrics = "squeeze,psnr" if _has_metric() else "psnr,ssim"
-    common = [
-        "--data",
-        str(data),
-        "--metric",
-        metrics,
-        "--batch-size",
-        "2",
-        "--bootstrap",
-        "30",
-        "--no-progress",
-        "--quiet",
-    ]
+    common = ["--data", str(data), "--metric", metrics, "--no-baselines", "--batch-size", "2", "--bootstrap", "20"]
+    common += ["--no-plots", "--no-progress", "--quiet"]
     # same batches (whole batches are dealt to the ranks) and the same thread count as each torchrun worker,
     # so that the floating-point results are bit-identical
     threads = torch.get_num_threads()

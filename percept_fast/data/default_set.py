@@ -58,8 +58,8 @@ __all__ = [
 
 FAMILIES = ("blur", "noise", "jpeg", "color", "contrast", "pixelate")
 DEFAULT_SEED = 0
-DEFAULT_PER_SUBSET = 48
-DEFAULT_JND = 96
+DEFAULT_PER_SUBSET = 40
+DEFAULT_JND = 64
 PATCH = 64
 VERSION = 1
 TEMPERATURE = 0.1
