@@ -18,6 +18,11 @@ double plane_sum(const View4<T>& v, int64_t b, int64_t c, bool unit) {
   const int64_t H = v.size[2], W = v.size[3], P = H * W;
   const T* base = v.data + b * v.stride[0] + c * v.stride[1];
   double total = 0;
+  if (unit && P <= 32) {  // small plane: a plain running sum (the lane set-up would dominate)
+    Acc s = 0;
+    for (int64_t i = 0; i < P; ++i) s += Load<Acc, T>::get(base + i);
+    return static_cast<double>(s);
+  }
   if (unit) {
     constexpr int L = 8;
     for (int64_t p0 = 0; p0 < P; p0 += kBlock) {
@@ -80,9 +85,16 @@ void channel_sums(const View4<T>& v, std::vector<double>& sums) {
                  });
     return;
   }
-  parallel_for(B * C, std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, P)), [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) sums[static_cast<size_t>(t)] = plane_sum<T, Acc>(v, t / C, t % C, unit);
-  });
+  // tasks of up to 64 planes of one sample (no per-plane index division: small planes are cheap)
+  constexpr int64_t kPlanes = 64;
+  const int64_t nc = (C + kPlanes - 1) / kPlanes;
+  parallel_for(B * nc, std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, P * kPlanes)),
+               [&](int64_t t0, int64_t t1) {
+                 for (int64_t t = t0; t < t1; ++t) {
+                   const int64_t b = t / nc, c0 = (t % nc) * kPlanes, c1 = std::min(C, c0 + kPlanes);
+                   for (int64_t c = c0; c < c1; ++c) sums[static_cast<size_t>(b * C + c)] = plane_sum<T, Acc>(v, b, c, unit);
+                 }
+               });
 }
 
 // out: [B] in the accumulation dtype (float32; float64 for float64 inputs).
@@ -100,15 +112,19 @@ void meanpool_forward(const TensorArg& fx, const TensorArg& fy, double eps, int 
     using T = std::remove_pointer_t<decltype(tag)>;
     using Acc = typename AccOf<T>::type;
     const int64_t B = x.size[0], C = x.size[1], P = x.size[2] * x.size[3];
-    std::vector<double> sx(static_cast<size_t>(B * C)), sy(static_cast<size_t>(B * C));
+    // reused across calls (per calling thread): fresh multi-MB buffers cost page faults on every call
+    static thread_local std::vector<double> sx, sy;
+    sx.resize(static_cast<size_t>(B * C));
+    sy.resize(static_cast<size_t>(B * C));
     channel_sums<T>(x.as<T>(), sx);
     channel_sums<T>(y.as<T>(), sy);
     std::vector<Acc> mx(static_cast<size_t>(C)), my(static_cast<size_t>(C));
     Acc* o = reinterpret_cast<Acc*>(out);
+    const double inv_p = 1.0 / static_cast<double>(P);
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t c = 0; c < C; ++c) {
-        mx[static_cast<size_t>(c)] = static_cast<Acc>(sx[static_cast<size_t>(b * C + c)] / static_cast<double>(P));
-        my[static_cast<size_t>(c)] = static_cast<Acc>(sy[static_cast<size_t>(b * C + c)] / static_cast<double>(P));
+        mx[static_cast<size_t>(c)] = static_cast<Acc>(sx[static_cast<size_t>(b * C + c)] * inv_p);
+        my[static_cast<size_t>(c)] = static_cast<Acc>(sy[static_cast<size_t>(b * C + c)] * inv_p);
       }
       o[b] = meanpool_finalize<Acc>(mx.data(), my.data(), C, 1, static_cast<Acc>(eps), mode);
     }
