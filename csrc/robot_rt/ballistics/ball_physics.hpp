@@ -23,11 +23,13 @@
 
 #include <cmath>
 
+// PR_HD: the execution-space macro of docs/contributing.md (__host__ __device__ under nvcc, nothing
+// otherwise). Non-template functions below are also declared inline (header-only, several TUs).
 #ifndef PR_HD
 #if defined(__CUDACC__)
-#define PR_HD __host__ __device__ __forceinline__
+#define PR_HD __host__ __device__
 #else
-#define PR_HD inline
+#define PR_HD
 #endif
 #endif
 
@@ -45,9 +47,9 @@ PR_HD inline double pr_sqrt(double a) { return sqrt(a); }
 PR_HD inline float pr_abs(float a) { return fabsf(a); }
 PR_HD inline double pr_abs(double a) { return fabs(a); }
 template <class T>
-PR_HD T pr_min(T a, T b) { return a < b ? a : b; }
+PR_HD inline T pr_min(T a, T b) { return a < b ? a : b; }
 template <class T>
-PR_HD T pr_max(T a, T b) { return a > b ? a : b; }
+PR_HD inline T pr_max(T a, T b) { return a > b ? a : b; }
 
 template <class T>
 struct Tolerances;
@@ -74,7 +76,7 @@ struct Params {
 };
 
 template <class T>
-PR_HD Params<T> params_from(const double* pk) {
+PR_HD inline Params<T> params_from(const double* pk) {
   Params<T> p;
   p.gravity_mps2 = T(pk[0]);
   p.drag_k_per_m = T(pk[1]);
@@ -97,7 +99,7 @@ PR_HD Params<T> params_from(const double* pk) {
 
 // Accelerations of one ball (the flight equations): dv/dt and dw/dt from v and w.
 template <class T>
-PR_HD void flight_rates(T vx, T vy, T vz, T wx, T wy, T wz, const Params<T>& p, T& ax, T& ay, T& az, T& dwx, T& dwy,
+PR_HD inline void flight_rates(T vx, T vy, T vz, T wx, T wy, T wz, const Params<T>& p, T& ax, T& ay, T& az, T& dwx, T& dwy,
                         T& dwz) {
   const T speed = pr_sqrt(vx * vx + vy * vy + vz * vz);
   const T kd = p.drag_k_per_m, km = p.magnus_k, lam = p.spin_decay_per_s;
@@ -112,7 +114,7 @@ PR_HD void flight_rates(T vx, T vy, T vz, T wx, T wy, T wz, const Params<T>& p, 
 
 // d/dt of the state.
 template <class T>
-PR_HD void derivative(const T* y, const Params<T>& p, T* d) {
+PR_HD inline void derivative(const T* y, const Params<T>& p, T* d) {
   d[0] = y[3];
   d[1] = y[4];
   d[2] = y[5];
@@ -121,7 +123,7 @@ PR_HD void derivative(const T* y, const Params<T>& p, T* d) {
 
 // One classic RK4 step of free flight; out may not alias y.
 template <class T>
-PR_HD void rk4_step(const T* y, T h, const Params<T>& p, T* out) {
+PR_HD inline void rk4_step(const T* y, T h, const Params<T>& p, T* out) {
   T k1[kStateDim], k2[kStateDim], k3[kStateDim], k4[kStateDim], tmp[kStateDim];
   derivative(y, p, k1);
   const T hh = T(0.5) * h;
@@ -175,7 +177,7 @@ inline void rk4_step_lanes(const T (&y)[kStateDim][L], T h, const Params<T>& p, 
 
 // Signed gap to a contact surface: > 0 on the approach side, 0 at contact.
 template <class T>
-PR_HD T gap(const T* y, int kind, const Params<T>& p, T side, T plane_x) {
+PR_HD inline T gap(const T* y, int kind, const Params<T>& p, T side, T plane_x) {
   switch (kind) {
     case kTable: return y[2] - (p.table_z_m + p.radius_m);
     case kFloor: return y[2] - p.radius_m;
@@ -186,7 +188,7 @@ PR_HD T gap(const T* y, int kind, const Params<T>& p, T side, T plane_x) {
 
 // Is the crossing point on the finite surface (table top inside its edges; net between posts, under its top)?
 template <class T>
-PR_HD bool geometry_ok(const T* y, int kind, const Params<T>& p) {
+PR_HD inline bool geometry_ok(const T* y, int kind, const Params<T>& p) {
   if (kind == kTable) return pr_abs(y[0]) <= p.table_half_length_m && pr_abs(y[1]) <= p.table_half_width_m;
   if (kind == kNet) return pr_abs(y[1]) <= p.net_half_length_m && y[2] <= p.net_top_z_m && y[2] > p.table_z_m;
   return true;
@@ -195,7 +197,7 @@ PR_HD bool geometry_ok(const T* y, int kind, const Params<T>& p) {
 // tau in (0, h] with gap(RK4(y0, tau)) = 0, given g0 = gap(y0) > 0 >= g1 = gap(RK4(y0, h)).
 // Illinois variant of regula falsi; the state at tau is returned in yc.
 template <class T>
-PR_HD T root_find(const T* y0, T h, T g0, T g1, int kind, const Params<T>& p, T side, T plane_x, T* yc) {
+PR_HD inline T root_find(const T* y0, T h, T g0, T g1, int kind, const Params<T>& p, T side, T plane_x, T* yc) {
   T a = T(0), fa = g0, b = h, fb = g1, c = h;
   int last = 0;
   if (pr_abs(fb) <= Tolerances<T>::gap_m) {
@@ -228,7 +230,7 @@ PR_HD T root_find(const T* y0, T h, T g0, T g1, int kind, const Params<T>& p, T 
 
 // Nakashima et al. (2010) rebound on a horizontal surface at height z_contact (ball centre).
 template <class T>
-PR_HD void rebound_horizontal(T* y, T e, T mu, T r, T z_contact) {
+PR_HD inline void rebound_horizontal(T* y, T e, T mu, T r, T z_contact) {
   const T vx = y[3], vy = y[4], vz = y[5], wx = y[6], wy = y[7];
   const T vtx = vx - r * wy, vty = vy + r * wx;
   const T vt = pr_sqrt(vtx * vtx + vty * vty);
@@ -242,7 +244,7 @@ PR_HD void rebound_horizontal(T* y, T e, T mu, T r, T z_contact) {
 }
 
 template <class T>
-PR_HD void rebound_net(T* y, const Params<T>& p) {
+PR_HD inline void rebound_net(T* y, const Params<T>& p) {
   const T s = y[0] >= T(0) ? T(1) : T(-1);
   y[0] = s * p.radius_m;
   y[3] = -p.net_restitution * y[3];
@@ -252,7 +254,7 @@ PR_HD void rebound_net(T* y, const Params<T>& p) {
 
 // Put the crossing state exactly on the surface (removes the root-finder's residual).
 template <class T>
-PR_HD void project_on_surface(T* y, int kind, const Params<T>& p, T plane_x) {
+PR_HD inline void project_on_surface(T* y, int kind, const Params<T>& p, T plane_x) {
   if (kind == kTable) y[2] = p.table_z_m + p.radius_m;
   else if (kind == kFloor) y[2] = p.radius_m;
   else if (kind == kNet) y[0] = (y[0] >= T(0) ? T(1) : T(-1)) * p.radius_m;
@@ -260,7 +262,7 @@ PR_HD void project_on_surface(T* y, int kind, const Params<T>& p, T plane_x) {
 }
 
 template <class T>
-PR_HD void apply_contact(T* y, int kind, const Params<T>& p) {
+PR_HD inline void apply_contact(T* y, int kind, const Params<T>& p) {
   if (kind == kTable) rebound_horizontal(y, p.table_restitution, p.table_friction, p.radius_m, p.table_z_m + p.radius_m);
   else if (kind == kFloor) rebound_horizontal(y, p.floor_restitution, p.floor_friction, p.radius_m, p.radius_m);
   else if (kind == kNet) rebound_net(y, p);
@@ -269,7 +271,7 @@ PR_HD void apply_contact(T* y, int kind, const Params<T>& p) {
 // Resting contact: a ball that started the step on the table top / floor and ends it below (a rebound
 // too small to leave the surface within the step) is put back on the surface with vz >= 0.
 template <class T>
-PR_HD void rest_clamp(T z_start, T* y, const Params<T>& p) {
+PR_HD inline void rest_clamp(T z_start, T* y, const Params<T>& p) {
   const T zt = p.table_z_m + p.radius_m;
   if (pr_abs(y[0]) <= p.table_half_length_m && pr_abs(y[1]) <= p.table_half_width_m && z_start >= zt && y[2] < zt) {
     y[2] = zt;
@@ -285,7 +287,7 @@ PR_HD void rest_clamp(T z_start, T* y, const Params<T>& p) {
 // clamp? When false the step is y1 exactly (advance_step would find no contact); when true the step is
 // redone by advance_step. Superset of advance_step's candidate conditions.
 template <class T>
-PR_HD bool step_needs_contacts(const T* y, const T* y1, const Params<T>& p, T plane_x, int stop_kind) {
+PR_HD inline bool step_needs_contacts(const T* y, const T* y1, const Params<T>& p, T plane_x, int stop_kind) {
   const T zt = p.table_z_m + p.radius_m, r = p.radius_m;
   const T x0 = y[0], z0 = y[2], x1 = y1[0], z1 = y1[2];
   const T sx = x0 >= T(0) ? T(1) : T(-1);
@@ -303,7 +305,7 @@ PR_HD bool step_needs_contacts(const T* y, const T* y1, const Params<T>& p, T pl
 // sink.on_event(t_in_step, kind, before, after) is called. Returns true when the ball met stop_kind: then
 // y holds the crossing state (before any rebound; for kPlane with x = plane_x) and *t_stop its time in the step.
 template <class T, class Sink>
-PR_HD bool advance_step(T* y, T h, const Params<T>& p, T plane_x, int stop_kind, T* t_stop, Sink& sink) {
+PR_HD inline bool advance_step(T* y, T h, const Params<T>& p, T plane_x, int stop_kind, T* t_stop, Sink& sink) {
   const T z_start = y[2];
   T rem = h, elapsed = T(0);
   T y1[kStateDim], yc[kStateDim], yb[kStateDim];
@@ -365,7 +367,7 @@ struct ShiftedSink {
 };
 
 template <class T, class Rec>
-PR_HD bool fly(T* y, long long n_steps, T dt, T h_last, const Params<T>& p, T plane_x, int stop_kind, T* t_stop, Rec& rec) {
+PR_HD inline bool fly(T* y, long long n_steps, T dt, T h_last, const Params<T>& p, T plane_x, int stop_kind, T* t_stop, Rec& rec) {
   ShiftedSink<T, Rec> sink{&rec, T(0)};
   for (long long k = 0; k < n_steps; ++k) {
     sink.t0 = T(k) * dt;
@@ -417,7 +419,7 @@ struct BatchRecorder {
 // Whole flight of ball i of a batch: reads in[9 i ..], writes every output of that ball. Shared by the CPU
 // workers and the CUDA kernel (one thread per ball).
 template <class T>
-PR_HD void fly_batch_item(long long i, const T* in, long long n_steps, T dt, T h_last, const Params<T>& p, T plane_x,
+PR_HD inline void fly_batch_item(long long i, const T* in, long long n_steps, T dt, T h_last, const Params<T>& p, T plane_x,
                           int stop_kind, int record_every, long long n_samples, int max_events, T* final_state,
                           int* count, T* samples, T* ev_t, int* ev_kind, T* ev_state, T* t_stop, T* stop_state) {
   T y[kStateDim];
