@@ -25,5 +25,7 @@ for b in bench_op_lpips_distance bench_op_meanpool_distance bench_op_style_dista
   echo "--- $b"
   timeout 100 $PY bench/$b.py --device cuda 2>&1 | tail -40
 done
+echo "--- bench_envs"
+timeout 90 $PY bench/bench_envs.py --cuda --cases native,cuda --quick 2>&1 | tail -20
 tar czf "$OUT/gpu_results.tgz" bench/results/*.json 2>/dev/null
 ls -la "$OUT"
