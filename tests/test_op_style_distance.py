@@ -414,7 +414,10 @@ def test_gpu_backends_match_reference(backend, dtype, layout):
                 got = style_distance(x, y, "hw", method=method, backend=backend)
                 close(got, exact(x, y, "hw").cuda(), dtype, rtol=None if dtype == torch.float64 else 1e-4)
                 z = style_distance(x, x.contiguous(), method=method, backend=backend)
-                assert torch.equal(z, torch.zeros_like(z))
+                if backend == "triton":  # compiled tl.dot: not bit-symmetric (see the module docstring)
+                    assert z.abs().max().item() <= 1e-6 * max(1.0, got.abs().max().item())
+                else:
+                    assert torch.equal(z, torch.zeros_like(z))
             finally:
                 sdmod._FORCE_SPLITS = None
 
