@@ -1,6 +1,14 @@
 """Shared pytest setup: tests marked ``gpu`` are skipped when no CUDA device is available."""
 
+import os
+
 import pytest
+from hypothesis import settings
+
+# CI runs the same examples every time (no flaky red builds); local runs keep exploring new ones.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 def pytest_collection_modifyitems(config, items):
