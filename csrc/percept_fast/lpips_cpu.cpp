@@ -172,20 +172,12 @@ void lpips_run(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc eps, int
   }
 }
 
-void check_same_shape(const RawView4& x, const RawView4& y) {
-  for (int i = 0; i < 4; ++i)
-    if (x.size[i] != y.size[i]) throw std::invalid_argument("lpips_forward: fx and fy shapes differ");
-  if (x.dtype != y.dtype) throw std::invalid_argument("lpips_forward: fx and fy dtypes differ");
-  for (int i = 0; i < 4; ++i)
-    if (x.size[i] < 1) throw std::invalid_argument("lpips_forward: empty input");
-}
-
 // out: [B] accumulation dtype (float32; float64 for float64 inputs); map: [B, H*W] same dtype or 0;
 // weight: [C] contiguous accumulation dtype or 0 (unweighted).
 void lpips_forward(const TensorArg& fx, const TensorArg& fy, uintptr_t weight, double eps, int mode, uintptr_t out,
                    uintptr_t map) {
   const RawView4 x = to_view(fx, "fx"), y = to_view(fy, "fy");
-  check_same_shape(x, y);
+  check_feature_pair(x, y, "lpips_forward");
   if (out == 0) throw std::invalid_argument("lpips_forward: null out");
   if (mode != kNormLpips && mode != kNormStable) throw std::invalid_argument("lpips_forward: bad mode");
   pybind11::gil_scoped_release nogil;

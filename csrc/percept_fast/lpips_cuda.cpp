@@ -6,20 +6,12 @@
 namespace percept_fast {
 namespace {
 
-void check_pair(const RawView4& x, const RawView4& y, const char* op) {
-  for (int i = 0; i < 4; ++i) {
-    if (x.size[i] != y.size[i]) throw std::invalid_argument(std::string(op) + ": fx and fy shapes differ");
-    if (x.size[i] < 1) throw std::invalid_argument(std::string(op) + ": empty input");
-  }
-  if (x.dtype != y.dtype) throw std::invalid_argument(std::string(op) + ": fx and fy dtypes differ");
-}
-
 void register_lpips_cuda(pybind11::module_& m) {
   m.def(
       "lpips_workspace_numel",
       [](const TensorArg& fx, const TensorArg& fy) {
         const RawView4 x = to_view(fx, "fx"), y = to_view(fy, "fy");
-        check_pair(x, y, "lpips_workspace_numel");
+        check_feature_pair(x, y, "lpips_workspace_numel");
         return lpips_cuda_workspace_numel(x, y);
       },
       pybind11::arg("fx"), pybind11::arg("fy"), "Elements (accumulation dtype) of the lpips_forward workspace.");
@@ -28,7 +20,7 @@ void register_lpips_cuda(pybind11::module_& m) {
       [](const TensorArg& fx, const TensorArg& fy, uintptr_t weight, double eps, int mode, uintptr_t out,
          uintptr_t map, uintptr_t ws, int64_t ws_numel, uintptr_t stream) {
         const RawView4 x = to_view(fx, "fx"), y = to_view(fy, "fy");
-        check_pair(x, y, "lpips_forward");
+        check_feature_pair(x, y, "lpips_forward");
         if (out == 0 || ws == 0) throw std::invalid_argument("lpips_forward: null out/workspace");
         if (mode != kNormLpips && mode != kNormStable) throw std::invalid_argument("lpips_forward: bad mode");
         lpips_cuda_forward(x, y, weight, eps, mode, out, map, ws, ws_numel, stream);

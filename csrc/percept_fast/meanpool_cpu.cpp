@@ -100,11 +100,7 @@ void channel_sums(const View4<T>& v, std::vector<double>& sums) {
 // out: [B] in the accumulation dtype (float32; float64 for float64 inputs).
 void meanpool_forward(const TensorArg& fx, const TensorArg& fy, double eps, int mode, uintptr_t out) {
   const RawView4 x = to_view(fx, "fx"), y = to_view(fy, "fy");
-  for (int i = 0; i < 4; ++i) {
-    if (x.size[i] != y.size[i]) throw std::invalid_argument("meanpool_forward: fx and fy shapes differ");
-    if (x.size[i] < 1) throw std::invalid_argument("meanpool_forward: empty input");
-  }
-  if (x.dtype != y.dtype) throw std::invalid_argument("meanpool_forward: fx and fy dtypes differ");
+  check_feature_pair(x, y, "meanpool_forward");
   if (out == 0) throw std::invalid_argument("meanpool_forward: null out");
   if (mode != kNormLpips && mode != kNormStable) throw std::invalid_argument("meanpool_forward: bad mode");
   pybind11::gil_scoped_release nogil;

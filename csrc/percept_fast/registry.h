@@ -52,6 +52,15 @@ inline RawView4 to_view(const TensorArg& t, const char* name) {
   return v;
 }
 
+// The two feature maps of a distance op: same non-empty shape and same dtype; `op` names the caller.
+inline void check_feature_pair(const RawView4& x, const RawView4& y, const char* op) {
+  for (int i = 0; i < 4; ++i) {
+    if (x.size[i] != y.size[i]) throw std::invalid_argument(std::string(op) + ": fx and fy shapes differ");
+    if (x.size[i] < 1) throw std::invalid_argument(std::string(op) + ": empty input");
+  }
+  if (x.dtype != y.dtype) throw std::invalid_argument(std::string(op) + ": fx and fy dtypes differ");
+}
+
 }  // namespace percept_fast
 
 #define PF_REGISTER_CONCAT_(a, b) a##b
