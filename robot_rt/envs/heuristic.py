@@ -8,10 +8,11 @@ Per policy step, using only the observation (joint state and camera detections):
 3. the paddle normal is chosen by the reflection law so the ball leaves towards the target (the goal, or
    the centre of the human's half): with the outgoing direction d_out of a drag-free lob that reaches the
    target at `return_speed_mps`, n = normalise(d_out - v_in/|v_in|);
-4. inverse kinematics (damped least squares on the paddle position and normal, numeric Jacobian, joint
-   limits respected) gives the joint target q*, and a swing: during the last `swing_s` before t_c the
-   target moves along n at `swing_speed_mps` (joint feed-forward through the Jacobian);
-5. the command is qd = K (q* - q) + qd_ff, clipped to the velocity limits.
+4. the paddle waits behind p_c and, during the last `swing_s` before t_c, moves through it along n at
+   `swing_speed_mps`;
+5. resolved-rate control (damped pseudo-inverse of the position + normal Jacobian, speed-capped, with a
+   null-space pull to the ready pose) turns that paddle motion into joint velocities, clipped to the
+   velocity limits and capped so every joint can still brake before its position limits.
 Without a prediction the paddle returns to a ready pose.
 """
 
@@ -20,45 +21,9 @@ from __future__ import annotations
 import numpy as np
 
 from robot_rt.estimation import BallUKF
-from robot_rt.robot import RobotDescription, load_robot
-from robot_rt.robot.kinematics import forward_kinematics
+from robot_rt.robot import RobotDescription, load_robot, paddle_position_normal
 
 from .table_tennis import observation_layout
-
-
-def paddle_pose_batch(robot: RobotDescription, q: np.ndarray):
-    pose = forward_kinematics(robot, q)
-    return pose[..., :3, 3], pose[..., :3, 2]
-
-
-def solve_ik(
-    robot: RobotDescription,
-    q0: np.ndarray,
-    target_position: np.ndarray,
-    target_normal: np.ndarray,
-    iterations: int = 30,
-    damping: float = 1e-2,
-    normal_weight: float = 0.3,
-) -> tuple[np.ndarray, float]:
-    """Damped least squares IK for paddle position + normal; returns (q, residual position error in m)."""
-    q = np.array(q0, dtype=np.float64)
-    margin = 0.03 * (robot.position_max - robot.position_min)
-    lo, hi = robot.position_min + margin, robot.position_max - margin
-    eps = 1e-5
-    err_p = np.inf
-    for _ in range(iterations):
-        probes = np.vstack([q, q + eps * np.eye(robot.dof)])
-        pos, nrm = paddle_pose_batch(robot, probes)
-        err_p = target_position - pos[0]
-        err_n = target_normal - nrm[0]
-        err = np.concatenate([err_p, normal_weight * err_n])
-        if np.linalg.norm(err_p) < 1e-4 and np.linalg.norm(err_n) < 1e-3:
-            break
-        jac = np.concatenate([(pos[1:] - pos[0]).T, normal_weight * (nrm[1:] - nrm[0]).T]) / eps
-        step = jac.T @ np.linalg.solve(jac @ jac.T + damping * np.eye(6), err)
-        q = np.clip(q + step, lo, hi)
-    pos, _ = paddle_pose_batch(robot, q[None])
-    return q, float(np.linalg.norm(target_position - pos[0]))
 
 
 def lob_direction(
@@ -105,7 +70,7 @@ class HeuristicPolicy:
         self.max_paddle_speed_mps = max_paddle_speed_mps
         self.default_target = np.asarray(default_target_xy, dtype=np.float64)
         self.ready = self.robot.home.copy()
-        pos, nrm = paddle_pose_batch(self.robot, self.ready[None])
+        pos, nrm = paddle_position_normal(self.robot, self.ready[None])
         self.ready_position, self.ready_normal = pos[0], nrm[0]
         self.reset()
 
@@ -114,7 +79,6 @@ class HeuristicPolicy:
         self.estimator = BallUKF()
         self.seen: set[float] = set()
         self.plan = None  # (t_contact, q_target, joint feed-forward)
-        self.last_q = self.ready.copy()
 
     def _ingest(self, detections: np.ndarray) -> None:
         fresh = []
@@ -170,7 +134,7 @@ class HeuristicPolicy:
         workspace box), normal alignment, and a null-space pull towards the ready pose (away from limits)."""
         eps = 1e-5
         probes = np.vstack([q, q + eps * np.eye(self.robot.dof)])
-        pos, nrm = paddle_pose_batch(self.robot, probes)
+        pos, nrm = paddle_position_normal(self.robot, probes)
         w = 0.3
         jac = np.concatenate([(pos[1:] - pos[0]).T, w * (nrm[1:] - nrm[0]).T]) / eps
         approach = self.gain * (target - pos[0])
