@@ -25,6 +25,12 @@ def register(subparsers) -> None:
     train = subparsers.add_parser("train", help="learning loops (GoalsEye, i-S2R)", description=__doc__)
     methods = train.add_subparsers(dest="method", required=True)
     for name, (module_name, text) in _METHODS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name == module_name:
+                continue  # that method is not part of this installation
+            raise
         parser = methods.add_parser(name, help=text, description=text)
-        importlib.import_module(module_name).add_arguments(parser)
+        module.add_arguments(parser)
         parser.set_defaults(func=_runner(module_name))
