@@ -1,0 +1,119 @@
+"""Run directories of the learning loops: config, checkpoints, a crash-safe log, results and plots.
+
+Layout of a run directory:
+    config.json          the resolved configuration (written once; a resumed run must match it)
+    log.jsonl            one JSON object per line, appended and fsynced (a crash loses at most the line being
+                         written; `read_log` skips a torn last line)
+    checkpoints/NAME.pt  torch.save'd state, written atomically (temp file + rename); `latest.json` names the
+                         newest, so a resumed run restarts from the last completed checkpoint
+    results.json         final figures (atomic)
+    plots/*.png          figures
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+from robot_rt._io import atomic_write_bytes, atomic_write_json
+
+
+class RunDir:
+    def __init__(self, path: str | Path, config: dict, *, resume: bool = False):
+        self.path = Path(path)
+        self.config = dict(config)
+        config_path = self.path / "config.json"
+        if config_path.exists():
+            previous = json.loads(config_path.read_text())
+            if not resume:
+                raise FileExistsError(
+                    f"run directory {self.path} already holds a run; pass resume=True (--resume) to continue it "
+                    "or choose another --out"
+                )
+            if _comparable(previous) != _comparable(self.config):
+                changed = sorted(
+                    k
+                    for k in set(previous) | set(self.config)
+                    if k != "resume" and previous.get(k) != self.config.get(k)
+                )
+                raise ValueError(f"--resume: the run in {self.path} was started with other settings: {changed}")
+        else:
+            atomic_write_json(config_path, self.config)
+        (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (self.path / "plots").mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ log
+    def log(self, **record) -> dict:
+        record = {"wall_time_unix_s": time.time(), **record}
+        line = json.dumps(record, default=_to_builtin) + "\n"
+        with open(self.path / "log.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return record
+
+    def read_log(self) -> list[dict]:
+        return read_log(self.path / "log.jsonl")
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, name: str, state: dict) -> Path:
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        path = atomic_write_bytes(self.path / "checkpoints" / f"{name}.pt", buffer.getvalue())
+        atomic_write_json(self.path / "checkpoints" / "latest.json", {"name": name, "path": path.name})
+        return path
+
+    def load_checkpoint(self, name: str | None = None) -> dict | None:
+        """The checkpoint `name`, or the latest one (None when the run has none yet)."""
+        import torch
+
+        if name is None:
+            latest = self.path / "checkpoints" / "latest.json"
+            if not latest.exists():
+                return None
+            name = json.loads(latest.read_text())["name"]
+        path = self.path / "checkpoints" / f"{name}.pt"
+        if not path.exists():
+            raise FileNotFoundError(f"checkpoint {name!r} not found: {path}")
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+    # ------------------------------------------------------------------ results
+    def write_results(self, results: dict, name: str = "results.json") -> Path:
+        return atomic_write_json(self.path / name, json.loads(json.dumps(results, default=_to_builtin)))
+
+    def plot_path(self, name: str) -> Path:
+        return self.path / "plots" / name
+
+
+def read_log(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a torn last line after a crash
+    return records
+
+
+def _comparable(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k != "resume"}
+
+
+def _to_builtin(obj):
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
