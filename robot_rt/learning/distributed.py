@@ -1,0 +1,125 @@
+"""Sharding rollouts and evaluations across processes or hosts with `torch.distributed` (gloo, CPU).
+
+The API is deliberately small, and every function also works without a process group (one process: rank 0
+of 1), so the learning loops call it unconditionally:
+
+    init_from_env()        join the process group torchrun (or any launcher) describes in the environment
+                           (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT); no-op when WORLD_SIZE is unset or 1
+    rank(), world_size(), is_main()
+    shard_indices(n)       the episode indices [0, n) this rank runs: rank, rank + W, rank + 2W, ...
+    gather(obj)            every rank's `obj` as a list in rank order, on every rank (all_gather_object)
+    gather_by_index(n, items)  undo `shard_indices`: per-index items of every rank back in index order
+    broadcast(obj, src=0)  rank `src`'s `obj` on every rank (e.g. the weights rank 0 just trained)
+    barrier(), shutdown()
+
+Why torch.distributed rather than Ray: torch is already a dependency (Ray would be a new, large one with its
+own scheduler and object store); `torchrun --nnodes N --nproc_per_node K` already covers one machine and many
+hosts with the same code; gloo runs on CPUs, and the work to shard is embarrassingly parallel with one small
+gather per batch of episodes, so Ray's task scheduling and fault tolerance buy little here. The cost: a rank
+that dies stops the job (torchrun's elastic restart plus the run directory's checkpoints recover it).
+
+Determinism: episode i's randomness comes from a seed that depends on i only, never on the rank or on how many
+episodes a rank runs, and the striped split keeps per-rank batches equal in size; so W processes produce the
+same per-episode results as one (tests/test_learning_distributed.py checks 2 against 1).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch.distributed as dist
+
+
+def init_from_env(backend: str = "gloo", timeout_s: float = 600.0) -> bool:
+    """Join the process group described by the environment; returns True when running distributed.
+
+    Reads WORLD_SIZE/RANK (set by torchrun, or by hand with MASTER_ADDR/MASTER_PORT). With WORLD_SIZE unset or
+    1 nothing happens and every other function behaves as a single process.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size() > 1
+    size_text = os.environ.get("WORLD_SIZE", "1")
+    try:
+        size = int(size_text)
+    except ValueError as err:
+        raise ValueError(f"WORLD_SIZE: expected a positive int, got {size_text!r}") from err
+    if size < 1:
+        raise ValueError(f"WORLD_SIZE: expected a positive int, got {size}")
+    if size == 1:
+        return False
+    for key in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
+        if key not in os.environ:
+            raise ValueError(f"{key}: expected in the environment when WORLD_SIZE={size} (launch with torchrun)")
+    import datetime
+
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+    return True
+
+
+def _active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if _active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if _active() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def shard_indices(n: int, rank_: int | None = None, world_size_: int | None = None) -> list[int]:
+    """Indices of [0, n) for this rank, striped (i % W == rank) so shards differ in size by at most one."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n: expected a non-negative int, got {n!r}")
+    r = rank() if rank_ is None else int(rank_)
+    w = world_size() if world_size_ is None else int(world_size_)
+    if w < 1 or not 0 <= r < w:
+        raise ValueError(f"rank_/world_size_: expected 0 <= rank < world_size, got {r}, {w}")
+    return list(range(r, n, w))
+
+
+def gather(obj: Any) -> list:
+    """Every rank's picklable `obj`, in rank order, returned on every rank ([obj] without a process group)."""
+    if not _active():
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def gather_by_index(n: int, items: list) -> list:
+    """Inverse of `shard_indices`: `items[k]` is this rank's result for index shard_indices(n)[k]; returns the
+    n results of all ranks in index order, on every rank."""
+    mine = shard_indices(n)
+    if len(items) != len(mine):
+        raise ValueError(f"items: expected {len(mine)} results (this rank's shard of {n}), got {len(items)}")
+    out: list = [None] * n
+    for r, part in enumerate(gather(list(items))):
+        for index, item in zip(shard_indices(n, r, world_size()), part):
+            out[index] = item
+    return out
+
+
+def broadcast(obj: Any, src: int = 0) -> Any:
+    """Rank `src`'s picklable `obj` on every rank (`obj` itself without a process group)."""
+    if not _active():
+        return obj
+    box = [obj if dist.get_rank() == src else None]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def barrier() -> None:
+    if _active():
+        dist.barrier()
+
+
+def shutdown() -> None:
+    if _active():
+        dist.destroy_process_group()
