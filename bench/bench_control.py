@@ -4,7 +4,10 @@ Runs (each for --duration seconds, default 60):
   * cpp_fifo   : C++ ControlLoop, SCHED_FIFO priority 80 pinned to CPU 0 (when permitted), mlockall;
   * cpp_normal : the same loop with normal scheduling and no pinning;
   * python_ref : the reference, a pure-Python loop sleeping to absolute deadlines (time.sleep), pinned like
-                 cpp_fifo but without real-time priority (run for min(duration, 10) s).
+                 cpp_fifo but without real-time priority (run for min(duration, 10) s);
+  * c_floor    : the platform floor, bench/platform_tick.c compiled with the system C compiler: an empty
+                 1 kHz tick (clock_nanosleep, SCHED_FIFO 80, pinned, mlockall). Lateness it shows belongs to
+                 the machine (kernel timers, a hypervisor's vCPU scheduling), not to the control loop.
 While each runs, a busy-loop process spins on the other core (CPU 1); this process (loop thread and policy
 thread) is kept on CPU 0. Both C++ runs drive the in-process
 simulated robot with a 100 Hz Python policy (waiting for each fresh observation, as RealTimeLoop does), and
@@ -179,6 +182,27 @@ def run_python_reference(duration_s: float, cpu: int | None, busy_cpu: int | Non
     return {"duration_s": duration_s, "ticks": n, "jitter_us": stats_us(lat)}
 
 
+def run_c_floor(duration_s: float, loop_cpu: int | None, busy_cpu: int | None) -> dict:
+    import shutil
+    import subprocess
+    import tempfile
+
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return {"skipped": "no C compiler on PATH"}
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = Path(tmp) / "platform_tick"
+        subprocess.run([compiler, "-O2", "-o", str(exe), str(Path(__file__).with_name("platform_tick.c"))], check=True)
+        with BusyCore(busy_cpu) if busy_cpu is not None else _Null():
+            out = subprocess.run(
+                [str(exe), str(max(1, int(round(duration_s)))), str(loop_cpu or 0)],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+    return json.loads(out)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds per C++ run (default 60)")
@@ -205,6 +229,7 @@ def main(argv=None) -> int:
     results["cpp_fifo"] = run_cpp(args.duration, True, loop_cpu, busy_cpu)
     results["cpp_normal"] = run_cpp(args.duration, False, None, busy_cpu)
     results["python_ref"] = run_python_reference(min(args.duration, 10.0), loop_cpu, busy_cpu)
+    results["c_floor"] = run_c_floor(args.duration, loop_cpu, busy_cpu)
     ref = results["python_ref"]["jitter_us"]
     for key in ("cpp_fifo", "cpp_normal"):
         j = results[key]["jitter_us"]
@@ -221,6 +246,12 @@ def main(argv=None) -> int:
     tmp.write_text(json.dumps(results, indent=2))
     os.replace(tmp, out)
     print_table(results)
+    floor = results["c_floor"]
+    if "skipped" not in floor:
+        print(
+            f"platform floor (empty C tick, fifo={floor['fifo']}): mean late {floor['mean_late_us']:.1f} us, "
+            f">100us {floor['late_over_100us']}, >1ms {floor['late_over_1ms']}, max {floor['max_late_us']:.1f} us"
+        )
     print(f"wrote {out}")
     return 0
 
