@@ -7,11 +7,14 @@ import gymnasium as gym
 
 from .core import TableTennisWorld, WorldConfig
 from .human_model import HumanBehaviorModel, ReturnModel
+from .scripted import BatchedScriptedPolicy, ScriptedParams
 from .table_tennis import TableTennisEnv, TableTennisGoalEnv, build_observation, observation_layout
 
 __all__ = [
+    "BatchedScriptedPolicy",
     "HumanBehaviorModel",
     "ReturnModel",
+    "ScriptedParams",
     "TableTennisEnv",
     "TableTennisGoalEnv",
     "TableTennisWorld",

@@ -1,0 +1,335 @@
+"""Batched scripted table-tennis policy: the HeuristicPolicy's controller for N environments at once.
+
+Per policy step and environment (all vectorised over environments, parameters per environment):
+1. the observation's camera detections feed a `BatchedBallTracker` (capture time = clock - age);
+2. the tracker's state is flown with the ball physics to the hitting plane x = `hit_plane_x_m`: contact time
+   t_c (+ `timing_offset_s`), point p_c and incoming velocity v_in (the last prediction is kept for a few
+   steps while the tracker has too few points after a bounce);
+3. the paddle normal follows the reflection law so that the ball leaves towards the target T (the goal, else
+   (`aim_x_m`, `aim_y_m`), plus `aim_dx_m`, `aim_dy_m`): d_out is the direction of the drag-free lob from p_c
+   to T at `return_speed_mps` (the flatter solution, + `extra_elevation_rad`), n = normalise(d_out - v_in/|v_in|);
+4. before the swing the paddle waits at p_c - lead n with lead = `swing_speed_mps` min(t_c - t, `swing_s`)
+   (plus `contact_dz_m` in height); during the last `swing_s` it moves along n at `swing_speed_mps`;
+5. resolved-rate control, with J = [J_p; w J_n] the analytic Jacobian of paddle position and normal
+   (w = `normal_weight`), task u = [min(1, v_max / |k e|) k e + swing; w k (n* - n)] (k = `gain_per_s`,
+   e the position error, v_max = `max_paddle_speed_mps`) and z = `null_gain_per_s` (q_ready - q):
+       qd = z + J^T (J J^T + lambda I)^-1 (u - J z)
+   (the damped pseudo-inverse solution plus the null-space pull towards the ready pose), clipped to the
+   velocity limits and capped so every joint can brake before its position limits: |qd_i| towards a limit
+   <= sqrt(2 a_i d_i) - a_i dt.
+Without a prediction the paddle returns to the ready point (home paddle position + `ready_d*_m`).
+
+`ScriptedParams` holds the tunable knobs (with `bounds()` for an evolution strategy); `BatchedScriptedPolicy`
+accepts one `ScriptedParams` for every environment or an [N, P] array (one parameter vector per environment).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from robot_rt.estimation.batched import BatchedBallTracker
+from robot_rt.robot import RobotDescription, load_robot, paddle_position_normal
+from robot_rt.robot.kinematics import joint_transforms
+
+from .core import WorldConfig
+from .table_tennis import observation_layout
+
+__all__ = ["BatchedScriptedPolicy", "ScriptedParams", "lob_directions", "paddle_jacobian_analytic"]
+
+
+@dataclass(frozen=True)
+class ScriptedParams:
+    """Tunable parameters of the scripted policy (see the module docstring); units in the names."""
+
+    hit_plane_x_m: float = 1.7
+    timing_offset_s: float = 0.0
+    return_speed_mps: float = 7.0
+    extra_elevation_rad: float = 0.12
+    aim_x_m: float = -0.7
+    aim_y_m: float = 0.0
+    aim_dx_m: float = 0.0
+    aim_dy_m: float = 0.0
+    swing_speed_mps: float = 4.0
+    swing_s: float = 0.12
+    contact_dz_m: float = 0.0
+    gain_per_s: float = 10.0
+    max_paddle_speed_mps: float = 2.5
+    normal_weight: float = 0.3
+    null_gain_per_s: float = 2.0
+    ready_dx_m: float = 0.0
+    ready_dy_m: float = 0.0
+    ready_dz_m: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_param_vector(self.to_vector(), "ScriptedParams")
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def bounds(cls) -> tuple[np.ndarray, np.ndarray]:
+        """(low [P], high [P]) of the valid parameter values, in `names()` order."""
+        low = np.array([_BOUNDS[k][0] for k in cls.names()])
+        high = np.array([_BOUNDS[k][1] for k in cls.names()])
+        return low, high
+
+    def to_vector(self) -> np.ndarray:
+        return np.array([getattr(self, k) for k in self.names()], dtype=np.float64)
+
+    @classmethod
+    def from_vector(cls, vector) -> ScriptedParams:
+        v = np.asarray(vector, dtype=np.float64)
+        if v.shape != (len(cls.names()),):
+            raise ValueError(f"vector: expected shape ({len(cls.names())},) ({', '.join(cls.names())}), got {v.shape}")
+        return cls(**{k: float(x) for k, x in zip(cls.names(), v)})
+
+
+_BOUNDS = {
+    "hit_plane_x_m": (1.45, 2.1),
+    "timing_offset_s": (-0.05, 0.05),
+    "return_speed_mps": (3.0, 12.0),
+    "extra_elevation_rad": (-0.2, 0.5),
+    "aim_x_m": (-1.3, -0.2),
+    "aim_y_m": (-0.7, 0.7),
+    "aim_dx_m": (-0.5, 0.5),
+    "aim_dy_m": (-0.5, 0.5),
+    "swing_speed_mps": (0.0, 6.0),
+    "swing_s": (0.0, 0.3),
+    "contact_dz_m": (-0.1, 0.1),
+    "gain_per_s": (1.0, 40.0),
+    "max_paddle_speed_mps": (0.5, 6.0),
+    "normal_weight": (0.05, 1.0),
+    "null_gain_per_s": (0.0, 10.0),
+    "ready_dx_m": (-0.3, 0.3),
+    "ready_dy_m": (-0.5, 0.5),
+    "ready_dz_m": (-0.2, 0.4),
+}
+
+
+def check_param_vector(values: np.ndarray, name: str) -> None:
+    """Raises ValueError naming the first parameter that is not finite or outside `ScriptedParams.bounds()`."""
+    names = tuple(_BOUNDS)
+    low = np.array([_BOUNDS[k][0] for k in names])
+    high = np.array([_BOUNDS[k][1] for k in names])
+    v = np.asarray(values, dtype=np.float64)
+    bad = ~np.isfinite(v) | (v < low) | (v > high)
+    if bad.any():
+        j = int(np.nonzero(bad.reshape(-1, len(names)).any(axis=0))[0][0])
+        worst = v.reshape(-1, len(names))[:, j]
+        raise ValueError(
+            f"{name}: parameter {names[j]!r} must be finite and within [{low[j]}, {high[j]}], got {worst.tolist()[:8]}"
+        )
+
+
+def lob_directions(start, target_xy, speed_mps, extra_elevation_rad, g: float = 9.81, landing_z_m: float = 0.78):
+    """Unit directions [N, 3] of drag-free shots from `start` [N, 3] landing at `target_xy` [N, 2] (z = 0.78 m):
+    elevation = atan((v^2 - sqrt(v^4 - g (g d^2 + 2 h v^2))) / (g d)) (the flatter solution) + extra,
+    35 degrees + extra where the target is out of reach (h = landing_z - z0, d the horizontal distance)."""
+    delta = np.asarray(target_xy, dtype=np.float64) - start[:, :2]
+    dist = np.linalg.norm(delta, axis=1)
+    height = landing_z_m - start[:, 2]
+    v2 = np.asarray(speed_mps, dtype=np.float64) ** 2
+    disc = v2 * v2 - g * (g * dist * dist + 2 * height * v2)
+    elevation = np.where(disc >= 0, np.arctan2(v2 - np.sqrt(np.maximum(disc, 0.0)), g * dist), np.deg2rad(35.0))
+    elevation = elevation + extra_elevation_rad
+    horizontal = delta / np.maximum(dist, 1e-9)[:, None]
+    c, s = np.cos(elevation), np.sin(elevation)
+    return np.stack([horizontal[:, 0] * c, horizontal[:, 1] * c, s], axis=1)
+
+
+def paddle_jacobian_analytic(robot: RobotDescription, q: np.ndarray):
+    """Paddle position p [N, 3], normal n [N, 3] and their Jacobians dp/dq, dn/dq [N, 3, dof]: for a revolute
+    joint with world axis a through o, dp/dq_i = a x (p - o), dn/dq_i = a x n; prismatic: dp/dq_i = a, 0."""
+    frames = joint_transforms(robot, q)
+    paddle = frames[-1]
+    p, nrm = paddle[:, :3, 3], paddle[:, :3, 2]
+    n = q.shape[0]
+    jp = np.zeros((n, 3, robot.dof))
+    jn = np.zeros((n, 3, robot.dof))
+    for i, joint in enumerate(robot.joints):
+        axis = frames[i][:, :3, :3] @ np.asarray(joint.axis, dtype=np.float64)
+        if joint.type == "revolute":
+            jp[:, :, i] = np.cross(axis, p - frames[i][:, :3, 3])
+            jn[:, :, i] = np.cross(axis, nrm)
+        else:
+            jp[:, :, i] = axis
+    return p, nrm, jp, jn
+
+
+class BatchedScriptedPolicy:
+    """Scripted policy for N table-tennis environments (see the module docstring).
+
+    `__call__(observations, goals=None)`: `observations` the flat [N, obs_dim] array (or [obs_dim] when N = 1)
+    or the goal environment's dict (then the policy aims at `desired_goal`); `goals` [N, 2] optional landing
+    targets (x < 0). Returns joint-velocity actions [N, 8] float32 inside the action space. Call
+    `reset(mask)` when environments reset (vector envs: the step that returns their first observation)."""
+
+    def __init__(
+        self,
+        num_envs: int,
+        robot: RobotDescription | None = None,
+        config: WorldConfig | None = None,
+        params=None,
+        action_noise_std: float = 0.0,
+        seed: int | None = None,
+        tracker_kwargs: dict | None = None,
+    ):
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs: expected a positive int, got {num_envs!r}")
+        if not isinstance(action_noise_std, (int, float)) or not np.isfinite(action_noise_std) or action_noise_std < 0:
+            raise ValueError(f"action_noise_std: expected a finite number >= 0, got {action_noise_std!r}")
+        self.n = int(num_envs)
+        self.robot = robot or load_robot()
+        self.config = config or WorldConfig()
+        self.dt = 1.0 / self.config.policy_hz
+        self.history = self.config.history
+        self.layout = observation_layout(self.robot.dof, self.history)
+        self.obs_dim = 2 * self.robot.dof + 5 * self.history
+        self.action_noise_std = float(action_noise_std)
+        self.rng = np.random.default_rng(seed)
+        self.tracker = BatchedBallTracker(self.n, **(tracker_kwargs or {}))
+        self.ready_q = self.robot.home.copy()
+        pos, nrm = paddle_position_normal(self.robot, self.ready_q[None])
+        self.home_position, self.ready_normal = pos[0], nrm[0]
+        self.v_max = self.robot.velocity_limit
+        margin = np.array([0.06, 0.06, 0.12])
+        self.box_low = self.robot.workspace_min_m + margin
+        self.box_high = self.robot.workspace_max_m - margin
+        self.set_params(ScriptedParams() if params is None else params)
+        self.t = np.zeros(self.n)
+        self.plan_t = np.full(self.n, np.nan)
+        self.plan_p = np.zeros((self.n, 3))
+        self.plan_v = np.zeros((self.n, 3))
+
+    # ------------------------------------------------------------------------------------------ parameters
+    def set_params(self, params) -> None:
+        """One `ScriptedParams` (every environment), a vector [P], or per-environment vectors [N, P]."""
+        names = ScriptedParams.names()
+        if isinstance(params, ScriptedParams):
+            mat = np.broadcast_to(params.to_vector(), (self.n, len(names)))
+        else:
+            mat = np.asarray(params, dtype=np.float64)
+            if mat.shape == (len(names),):
+                mat = np.broadcast_to(mat, (self.n, len(names)))
+            if mat.shape != (self.n, len(names)):
+                raise ValueError(
+                    f"params: expected a ScriptedParams, shape ({len(names)},) or ({self.n}, {len(names)}), "
+                    f"got {mat.shape}"
+                )
+        check_param_vector(mat, "params")
+        self.params = np.array(mat, dtype=np.float64)
+        self._p = {k: self.params[:, j] for j, k in enumerate(names)}
+
+    def reset(self, mask=None) -> None:
+        """Forgets ball tracks, plans and clocks of the environments where `mask` is True (all when None)."""
+        if mask is None:
+            m = np.ones(self.n, dtype=bool)
+        else:
+            m = np.asarray(mask)
+            if m.shape != (self.n,) or m.dtype != np.bool_:
+                raise ValueError(f"mask: expected a bool array of shape ({self.n},), got {m.dtype} {m.shape}")
+        self.tracker.reset(m)
+        self.t[m] = 0.0
+        self.plan_t[m] = np.nan
+
+    # ------------------------------------------------------------------------------------------ policy
+    def _parse(self, observations, goals):
+        if isinstance(observations, dict):
+            if "observation" not in observations or "desired_goal" not in observations:
+                raise ValueError("observations: a dict must hold 'observation' and 'desired_goal'")
+            if goals is None:
+                goals = observations["desired_goal"]
+            observations = observations["observation"]
+        obs = np.asarray(observations, dtype=np.float64)
+        single = obs.ndim == 1 and self.n == 1
+        if single:
+            obs = obs[None]
+        if obs.shape != (self.n, self.obs_dim):
+            raise ValueError(f"observations: expected shape ({self.n}, {self.obs_dim}), got {obs.shape}")
+        if not np.all(np.isfinite(obs)):
+            raise ValueError("observations: contains NaN or Inf")
+        if goals is not None:
+            goals = np.asarray(goals, dtype=np.float64)
+            if single and goals.shape == (2,):
+                goals = goals[None]
+            if goals.shape != (self.n, 2):
+                raise ValueError(f"goals: expected shape ({self.n}, 2) (landing x, y), got {goals.shape}")
+            if not np.all(np.isfinite(goals)):
+                raise ValueError("goals: contains NaN or Inf")
+        return obs, goals, single
+
+    def __call__(self, observations, goals=None) -> np.ndarray:
+        obs, goals, single = self._parse(observations, goals)
+        p = self._p
+        q = obs[:, self.layout["q"]]
+        det = obs[:, self.layout["detections"]].reshape(self.n, self.history, 5)
+        self.tracker.update(det, self.t)
+        cross = self.tracker.predict_plane_crossing(p["hit_plane_x_m"])
+        fresh = cross.found & (cross.velocity_mps[:, 0] > 0)
+        self.plan_t = np.where(fresh, cross.t_s + p["timing_offset_s"], self.plan_t)
+        self.plan_p = np.where(fresh[:, None], cross.position_m, self.plan_p)
+        self.plan_v = np.where(fresh[:, None], cross.velocity_mps, self.plan_v)
+        # a tracked ball that flies away (after the hit) ends the plan
+        state, valid = self.tracker.state()
+        leaving = valid & (state[:, 3] < -0.5)
+        self.plan_t[leaving] = np.nan
+        active = np.isfinite(self.plan_t) & (self.plan_t > self.t - 0.02)
+
+        if goals is None:
+            target_xy = np.stack([p["aim_x_m"], p["aim_y_m"]], axis=1)
+        else:
+            target_xy = goals.copy()
+        target_xy = target_xy + np.stack([p["aim_dx_m"], p["aim_dy_m"]], axis=1)
+        v_in = self.plan_v
+        d_out = lob_directions(self.plan_p, target_xy, p["return_speed_mps"], p["extra_elevation_rad"])
+        normal = d_out - v_in / np.maximum(np.linalg.norm(v_in, axis=1, keepdims=True), 1e-9)
+        normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-9)
+        time_left = self.plan_t - self.t
+        lead = p["swing_speed_mps"] * np.clip(np.nan_to_num(time_left), 0.0, p["swing_s"])
+        hit_target = self.plan_p - lead[:, None] * normal
+        hit_target[:, 2] += p["contact_dz_m"]
+        swinging = (np.nan_to_num(time_left) < p["swing_s"])[:, None]
+        swing = np.where(swinging, p["swing_speed_mps"][:, None] * normal, 0.0)
+
+        ready = self.home_position + np.stack([p["ready_dx_m"], p["ready_dy_m"], p["ready_dz_m"]], axis=1)
+        target = np.where(active[:, None], hit_target, ready)
+        normal = np.where(active[:, None], normal, self.ready_normal)
+        swing = np.where(active[:, None], swing, 0.0)
+        target = np.clip(target, self.box_low, self.box_high)
+        qd = self.resolved_rate(q, target, normal, swing)
+        if self.action_noise_std > 0:
+            qd = qd + self.action_noise_std * self.v_max * self.rng.standard_normal(qd.shape)
+        action = self.brake_to_limits(q, qd)
+        self.t += self.dt
+        return action[0] if single else action
+
+    def resolved_rate(self, q: np.ndarray, target: np.ndarray, normal: np.ndarray, swing: np.ndarray) -> np.ndarray:
+        """Joint velocities [N, dof] of the damped resolved-rate law of the module docstring (step 5)."""
+        p = self._p
+        pos, nrm, jp, jn = paddle_jacobian_analytic(self.robot, q)
+        w = p["normal_weight"][:, None]
+        k = p["gain_per_s"][:, None]
+        jac = np.concatenate([jp, w[:, :, None] * jn], axis=1)  # [N, 6, dof]
+        approach = k * (target - pos)
+        speed = np.linalg.norm(approach, axis=1, keepdims=True)
+        approach *= np.minimum(1.0, p["max_paddle_speed_mps"][:, None] / np.maximum(speed, 1e-12))
+        task = np.concatenate([approach + swing, w * k * (normal - nrm)], axis=1)
+        z = p["null_gain_per_s"][:, None] * (self.ready_q - q)
+        jjt = jac @ np.swapaxes(jac, 1, 2) + 1e-3 * np.eye(6)
+        x = np.linalg.solve(jjt, (task - np.einsum("nij,nj->ni", jac, z))[..., None])[..., 0]
+        qd = z + np.einsum("nji,nj->ni", jac, x)
+        return np.clip(qd, -self.v_max, self.v_max)
+
+    def brake_to_limits(self, q: np.ndarray, command: np.ndarray) -> np.ndarray:
+        """Caps each joint's speed towards a limit at sqrt(2 a d) - a dt (it can always stop before the limit)."""
+        robot = self.robot
+        room_up = np.maximum(robot.position_max - q - 1e-3, 0.0)
+        room_down = np.maximum(q - robot.position_min - 1e-3, 0.0)
+        a = robot.acceleration_limit
+        cap_up = np.minimum(np.maximum(np.sqrt(2 * a * room_up) - a * self.dt, 0.0), self.v_max)
+        cap_down = np.minimum(np.maximum(np.sqrt(2 * a * room_down) - a * self.dt, 0.0), self.v_max)
+        return np.clip(command, -cap_down, cap_up).astype(np.float32)
