@@ -11,12 +11,14 @@ Per policy step and environment (all vectorised over environments, parameters pe
 4. before the swing the paddle waits at p_c - lead n with lead = `swing_speed_mps` min(t_c - t, `swing_s`)
    (plus `contact_dz_m` in height); during the last `swing_s` it moves along n at `swing_speed_mps`;
 5. resolved-rate control, with J = [J_p; w J_n] the analytic Jacobian of paddle position and normal
-   (w = `normal_weight`), task u = [min(1, v_max / |k e|) k e + swing; w k (n* - n)] (k = `gain_per_s`,
-   e the position error, v_max = `max_paddle_speed_mps`) and z = `null_gain_per_s` (q_ready - q):
+   (w = `normal_weight`), task u = [v; w omega] with v = min(1, v_max / |k e|) k e + swing (k = `gain_per_s`,
+   e the position error, v_max = `max_paddle_speed_mps`), each component towards a wall of the paddle's box
+   capped at sqrt(2 a_box d) (d: distance to the wall - 1 cm), omega = k (n* - n) capped at `max_turn_radps`,
+   and z = `null_gain_per_s` (q_ready - q):
        qd = z + J^T (J J^T + lambda I)^-1 (u - J z)
-   (the damped pseudo-inverse solution plus the null-space pull towards the ready pose), clipped to the
-   velocity limits and capped so every joint can brake before its position limits: |qd_i| towards a limit
-   <= sqrt(2 a_i d_i) - a_i dt.
+   (the damped pseudo-inverse solution plus the null-space pull towards the ready pose), scaled down as a
+   whole to the velocity limits and capped so every joint can brake before its position limits: |qd_i|
+   towards a limit <= sqrt(2 a_i d_i) - a_i dt.
 Without a prediction the paddle returns to the ready point (home paddle position + `ready_d*_m`).
 
 `ScriptedParams` holds the tunable knobs (with `bounds()` for an evolution strategy); `BatchedScriptedPolicy`
@@ -44,7 +46,7 @@ __all__ = ["BatchedScriptedPolicy", "ScriptedParams", "lob_directions", "paddle_
 class ScriptedParams:
     """Tunable parameters of the scripted policy (see the module docstring); units in the names."""
 
-    hit_plane_x_m: float = 1.7
+    hit_plane_x_m: float = 1.5
     timing_offset_s: float = 0.0
     return_speed_mps: float = 7.0
     extra_elevation_rad: float = 0.12
@@ -57,6 +59,7 @@ class ScriptedParams:
     contact_dz_m: float = 0.0
     gain_per_s: float = 10.0
     max_paddle_speed_mps: float = 2.5
+    max_turn_radps: float = 15.0
     normal_weight: float = 0.3
     null_gain_per_s: float = 2.0
     ready_dx_m: float = 0.0
@@ -102,6 +105,7 @@ _BOUNDS = {
     "contact_dz_m": (-0.1, 0.1),
     "gain_per_s": (1.0, 40.0),
     "max_paddle_speed_mps": (0.5, 6.0),
+    "max_turn_radps": (1.0, 30.0),
     "normal_weight": (0.05, 1.0),
     "null_gain_per_s": (0.0, 10.0),
     "ready_dx_m": (-0.3, 0.3),
@@ -196,9 +200,10 @@ class BatchedScriptedPolicy:
         pos, nrm = paddle_position_normal(self.robot, self.ready_q[None])
         self.home_position, self.ready_normal = pos[0], nrm[0]
         self.v_max = self.robot.velocity_limit
-        margin = np.array([0.06, 0.06, 0.12])
+        margin = np.array([0.06, 0.06, 0.04])  # paddle centre kept inside the box: leaving it ends the episode
         self.box_low = self.robot.workspace_min_m + margin
         self.box_high = self.robot.workspace_max_m - margin
+        self.box_decel_mps2 = 4.0  # assumed paddle deceleration near the box walls
         self.set_params(ScriptedParams() if params is None else params)
         self.t = np.zeros(self.n)
         self.plan_t = np.full(self.n, np.nan)
@@ -317,12 +322,25 @@ class BatchedScriptedPolicy:
         approach = k * (target - pos)
         speed = np.linalg.norm(approach, axis=1, keepdims=True)
         approach *= np.minimum(1.0, p["max_paddle_speed_mps"][:, None] / np.maximum(speed, 1e-12))
-        task = np.concatenate([approach + swing, w * k * (normal - nrm)], axis=1)
+        # the paddle centre may approach a wall of its box only as fast as it can stop before it (leaving ends
+        # the episode): the Cartesian velocity towards a wall is capped at sqrt(2 a_box (distance - 1 cm))
+        v_lin = approach + swing
+        room_low = np.maximum(pos - self.robot.workspace_min_m - 0.01, 0.0)
+        room_high = np.maximum(self.robot.workspace_max_m - 0.01 - pos, 0.0)
+        v_lin = np.clip(
+            v_lin, -np.sqrt(2 * self.box_decel_mps2 * room_low), np.sqrt(2 * self.box_decel_mps2 * room_high)
+        )
+        turn = k * (normal - nrm)
+        turn_rate = np.linalg.norm(turn, axis=1, keepdims=True)
+        turn *= np.minimum(1.0, p["max_turn_radps"][:, None] / np.maximum(turn_rate, 1e-12))
+        task = np.concatenate([v_lin, w * turn], axis=1)
         z = p["null_gain_per_s"][:, None] * (self.ready_q - q)
         jjt = jac @ np.swapaxes(jac, 1, 2) + 1e-3 * np.eye(6)
         x = np.linalg.solve(jjt, (task - np.einsum("nij,nj->ni", jac, z))[..., None])[..., 0]
         qd = z + np.einsum("nji,nj->ni", jac, x)
-        return np.clip(qd, -self.v_max, self.v_max)
+        # one common scale keeps the paddle's direction of motion where a joint would saturate
+        excess = np.max(np.abs(qd) / self.v_max, axis=1, keepdims=True)
+        return qd / np.maximum(excess, 1.0)
 
     def brake_to_limits(self, q: np.ndarray, command: np.ndarray) -> np.ndarray:
         """Caps each joint's speed towards a limit at sqrt(2 a d) - a dt (it can always stop before the limit)."""
