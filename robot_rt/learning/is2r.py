@@ -1,0 +1,696 @@
+"""Iterative sim-to-real (i-S2R, Abeyruwan et al. 2022) against the S2R+FT baseline: `robot-rt train is2r`.
+
+i-S2R, iteration i = 0..k-1 (H_0 = ``HumanBehaviorModel.default()``):
+    1. train the policy in simulation against the human behaviour model H_i for E evolution-strategy
+       generations (continuing from the previous iteration's policy);
+    2. deploy it against 'the real player' (``robot_rt.control.deploy.deploy``: the real-time loop and the UDP
+       driver talking to ``robot-rt sim-server --rally --human real_player``) for B balls: the rally lengths
+       are iteration i's figure, the recorded ball tracks are new data;
+    3. refit H_{i+1} from all real tracks so far (``refit_human``: ``HumanBehaviorModel.fit`` shrunk towards
+       H_0 with a pseudo-count, so a handful of tracks cannot produce a degenerate covariance).
+S2R+FT: train against H_0 only for the same total simulation budget (k E generations; the first E are
+shared with i-S2R, they are the same computation), deploy for B balls (iteration 0), then per iteration one
+real-side ES generation (a small antithetic population; each candidate plays B / (2 D_real) balls through
+``deploy``, so fine-tuning uses as many real balls per iteration as i-S2R collects) followed by an
+evaluation deploy of B balls. Both methods therefore have used i B real balls for learning when iteration i
+is measured; S2R+FT additionally spends B evaluation balls per fine-tuning iteration that it does not learn
+from (i-S2R's evaluation deploy *is* its data collection, as in the paper).
+
+Policy search: BGS (``robot_rt.learning.es``) over the parameter vector of a structured scripted policy
+(``robot_rt.envs.scripted``: ScriptedParams, ~10-20 knobs such as hitting plane, swing timing, return speed
+and target), one batched environment evaluating the whole population at once: world (member m, episode j)
+plays episode seed ``seed + j`` for every member (common random numbers, so differences between antithetic
+candidates are differences of the policy, not of the balls). Why an ES on a structured policy rather than
+PPO from an RL library: the reward (rally length) is sparse and delayed by a whole ball flight, the policy
+runs a state estimator whose internal state is not a differentiable function of the parameters, and on two
+shared CPU cores we can afford a few thousand episodes per method — enough to tune 10-20 well-scaled knobs
+by finite differences, far from enough for PPO to learn paddle control from scratch. The seed's i-S2R used
+BGS too, and an ES also runs unchanged on the real side (fine-tuning through ``deploy``), which PPO could
+not do with tens of balls. Fitness = mean over episodes of (rally length + ``hit_bonus`` x paddle contacts):
+the small bonus gives a gradient on the plateau where no return lands yet; reports use rally length only.
+
+Sharding: under ``torchrun --nproc_per_node W robot-rt train is2r ...`` the (member, episode) worlds are
+split across the W processes with ``robot_rt.learning.distributed`` (striped indices, results gathered in
+index order); every world's randomness depends on its episode seed only, so W processes compute exactly
+what one does and every rank takes the same ES step. Real-side deploys run on rank 0 (there is one robot)
+and are broadcast. torch.distributed over Ray: see that module (no new dependency, torchrun spans hosts).
+
+Run directory (``robot_rt.learning.rundir.RunDir``): config.json, log.jsonl (one record per ES generation,
+deploy and refit), checkpoints/latest.pt after every generation and stage (``--resume`` restarts from it),
+human models per iteration (models/H_i.json), results.json and plots/rally_length.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from robot_rt.envs.human_model import HumanBehaviorModel
+from robot_rt.learning import distributed as dist
+from robot_rt.learning.es import BGS, ESConfig
+from robot_rt.learning.rundir import RunDir
+
+CHECKPOINT_VERSION = 1
+_BRANCH_ID = {"shared": 0, "is2r": 1, "ft": 2}  # distinct seeds per branch
+
+
+# ================================================================================================ policies
+class HeuristicFamily:
+    """`robot_rt.envs.heuristic.HeuristicPolicy` with its tunable knobs as the parameter vector, one Python
+    policy object per world (slow: used when ``robot_rt.envs.scripted`` is not installed)."""
+
+    name = "heuristic"
+    _KNOBS = (  # (name, lower, upper, initial)
+        ("hit_plane_x_m", 1.45, 1.95, 1.7),
+        ("return_speed_mps", 4.0, 10.0, 7.0),
+        ("swing_speed_mps", 1.5, 6.0, 4.0),
+        ("swing_s", 0.04, 0.25, 0.12),
+        ("gain_per_s", 4.0, 20.0, 10.0),
+        ("max_paddle_speed_mps", 1.0, 4.0, 2.5),
+        ("target_x_m", -1.1, -0.3, -0.7),
+        ("target_y_m", -0.5, 0.5, 0.0),
+    )
+
+    def names(self) -> list[str]:
+        return [k[0] for k in self._KNOBS]
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.array([k[1] for k in self._KNOBS]), np.array([k[2] for k in self._KNOBS])
+
+    def initial(self) -> np.ndarray:
+        return np.array([k[3] for k in self._KNOBS])
+
+    def _one(self, theta: np.ndarray):
+        from robot_rt.envs.heuristic import HeuristicPolicy
+
+        kw = dict(zip(self.names(), map(float, theta)))
+        target = (kw.pop("target_x_m"), kw.pop("target_y_m"))
+        return HeuristicPolicy(default_target_xy=target, **kw)
+
+    def batched(self, thetas: np.ndarray):
+        return _ListBatch([self._one(t) for t in thetas])
+
+    def single(self, theta: np.ndarray):
+        return _SinglePolicy(self.batched(np.asarray(theta, dtype=np.float64)[None]), theta)
+
+
+class ScriptedFamily:
+    """`robot_rt.envs.scripted.BatchedScriptedPolicy` over `ScriptedParams` vectors (one call for all worlds)."""
+
+    name = "scripted"
+
+    def __init__(self):
+        self.module = importlib.import_module("robot_rt.envs.scripted")
+        self.params_cls = self.module.ScriptedParams
+
+    def names(self) -> list[str]:
+        return list(self.params_cls.names())
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = self.params_cls.bounds()
+        return np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+
+    def initial(self) -> np.ndarray:
+        return np.asarray(self.params_cls().to_vector(), dtype=np.float64)
+
+    def batched(self, thetas: np.ndarray):
+        thetas = np.asarray(thetas, dtype=np.float64)
+        return _ScriptedBatch(self.module.BatchedScriptedPolicy(len(thetas), params=thetas))
+
+    def single(self, theta: np.ndarray):
+        return _SinglePolicy(self.batched(np.asarray(theta, dtype=np.float64)[None]), theta)
+
+
+class _ListBatch:
+    def __init__(self, policies):
+        self.policies = policies
+
+    def reset(self, mask=None) -> None:
+        for i, p in enumerate(self.policies):
+            if mask is None or mask[i]:
+                p.reset()
+
+    def act(self, obs: np.ndarray, active: np.ndarray | None = None) -> np.ndarray:
+        out = np.zeros((len(self.policies), 8), dtype=np.float32)
+        for i, p in enumerate(self.policies):
+            if active is None or active[i]:
+                out[i] = p(obs[i])
+        return out
+
+
+class _ScriptedBatch:
+    def __init__(self, policy):
+        self.policy = policy
+
+    def reset(self, mask=None) -> None:
+        self.policy.reset(mask=mask)
+
+    def act(self, obs: np.ndarray, active: np.ndarray | None = None) -> np.ndarray:
+        return np.asarray(self.policy(obs), dtype=np.float32)  # batched: finished worlds cost nothing extra
+
+
+class _SinglePolicy:
+    """Env policy for one world (``deploy``): flat observation [obs_dim] or [1, obs_dim] -> action of the same
+    leading shape; ``reset()`` between balls/rallies."""
+
+    def __init__(self, batch, theta: np.ndarray):
+        self.batch = batch
+        self.theta = np.asarray(theta, dtype=np.float64).copy()  # the parameter vector it plays (for logs)
+
+    def reset(self) -> None:
+        self.batch.reset()
+
+    def __call__(self, observation) -> np.ndarray:
+        obs = np.asarray(observation, dtype=np.float64)
+        action = self.batch.act(obs.reshape(1, -1))
+        return action if obs.ndim == 2 else action[0]
+
+
+def make_family(name: str):
+    if name == "heuristic":
+        return HeuristicFamily()
+    if name == "scripted":
+        return ScriptedFamily()
+    if name == "auto":
+        try:
+            return ScriptedFamily()
+        except ModuleNotFoundError:
+            return HeuristicFamily()
+    raise ValueError(f"policy: expected 'auto', 'scripted' or 'heuristic', got {name!r}")
+
+
+# ================================================================================================ simulation
+def evaluate(
+    family,
+    human: HumanBehaviorModel,
+    thetas,
+    episodes: int,
+    seed: int,
+    max_episode_steps: int = 1000,
+    hit_bonus: float = 0.2,
+    backend: str = "auto",
+) -> dict:
+    """Plays ``episodes`` episodes per parameter vector in one batched environment (sharded over the
+    torch.distributed ranks when a process group is up) and returns per-member figures.
+
+    World (m, j) is reset with seed ``seed + j`` for every member m (common random numbers) and plays exactly
+    one episode. Returns ``rally`` [N, M] and ``hits`` [N, M] (paddle contacts) and ``fitness`` [N].
+    """
+    from robot_rt.envs.vector import TableTennisVectorEnv
+
+    thetas = np.asarray(thetas, dtype=np.float64)
+    if thetas.ndim != 2:
+        raise ValueError(f"thetas: expected [N, P] parameter vectors, got shape {thetas.shape}")
+    if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 1:
+        raise ValueError(f"episodes: expected a positive int, got {episodes!r}")
+    n_members = len(thetas)
+    total = n_members * int(episodes)
+    mine = dist.shard_indices(total)
+    results: list = []
+    if mine:
+        idx = np.asarray(mine)
+        member, episode = idx // episodes, idx % episodes
+        n = len(idx)
+        env = TableTennisVectorEnv(n, human=human, max_episode_steps=max_episode_steps, backend=backend)
+        policy = family.batched(thetas[member])
+        obs, _ = env.reset(seed=[int(seed) + int(j) for j in episode])
+        policy.reset()
+        active = np.ones(n, dtype=bool)
+        rally = np.zeros(n, dtype=np.int64)
+        hits = np.zeros(n, dtype=np.int64)
+        while active.any():
+            obs, _, terminated, truncated, info = env.step(policy.act(obs, active))
+            hits += np.asarray(info["hit"], dtype=np.int64) * active
+            ended = (terminated | truncated) & active
+            rally[ended] = np.asarray(info["rally_length"])[ended]
+            active &= ~ended
+        env.close()
+        results = [(int(r), int(h)) for r, h in zip(rally, hits)]
+    everything = dist.gather_by_index(total, results)
+    rally = np.array([r for r, _ in everything], dtype=np.int64).reshape(n_members, episodes)
+    hits = np.array([h for _, h in everything], dtype=np.int64).reshape(n_members, episodes)
+    fitness = (rally + hit_bonus * hits).mean(axis=1)
+    return {"rally": rally, "hits": hits, "fitness": fitness}
+
+
+# ================================================================================================ refit
+def refit_human(
+    tracks, prior: HumanBehaviorModel, prior_weight: float = 5.0, name: str = "fitted", min_points: int = 8
+) -> HumanBehaviorModel:
+    """The behaviour model fitted to real ball ``tracks`` ((t_s [T], positions_m [T, 3]) pairs), shrunk
+    towards ``prior``: with n usable tracks and w = n / (n + prior_weight),
+        mean = w mean_fit + (1 - w) mean_prior
+        cov  = w cov_fit + (1 - w) cov_prior + w (1 - w) (mean_fit - mean_prior)(mean_fit - mean_prior)^T
+    (the moments of the mixture of the two Gaussians: the prior acts as ``prior_weight`` pseudo-tracks). With
+    20-60 tracks the fit dominates; with 3-5 the covariance does not collapse onto those few balls. The
+    return model (which ball tracks do not observe) is kept from the prior."""
+    if not (isinstance(prior_weight, (int, float)) and np.isfinite(prior_weight) and prior_weight >= 0):
+        raise ValueError(f"prior_weight: expected a finite number >= 0, got {prior_weight!r}")
+    if not isinstance(prior, HumanBehaviorModel):
+        raise TypeError(f"prior: expected a HumanBehaviorModel, got {type(prior).__name__}")
+    fitted = HumanBehaviorModel.fit(
+        tracks, name=name, launch_x_m=prior.launch_x_m, min_points=min_points, returns=prior.returns
+    )
+    n = len(fitted.fitted_states)
+    w = n / (n + float(prior_weight))
+    diff = fitted.mean - prior.mean
+    mean = w * fitted.mean + (1 - w) * prior.mean
+    cov = w * fitted.cov + (1 - w) * prior.cov + w * (1 - w) * np.outer(diff, diff)
+    cov = 0.5 * (cov + cov.T)
+    cov[0, :] = 0.0
+    cov[:, 0] = 0.0
+    mean[0] = prior.launch_x_m
+    model = HumanBehaviorModel(name=name, mean=mean, cov=cov, returns=copy.deepcopy(prior.returns))
+    model.fit_report = fitted.fit_report
+    model.n_tracks_used = n
+    return model
+
+
+def model_distance(a: HumanBehaviorModel, b: HumanBehaviorModel) -> float:
+    """Distance between two behaviour models' launch distributions: the mean difference over the 8 free
+    dimensions in units of ``b``'s standard deviations (RMS over dimensions)."""
+    std = np.sqrt(np.maximum(np.diag(b.cov)[1:], 1e-12))
+    return float(np.sqrt(np.mean(((a.mean[1:] - b.mean[1:]) / std) ** 2)))
+
+
+# ================================================================================================ real side
+def default_deploy(policy, *, n_balls: int, seed: int, log_path=None) -> dict:
+    """The real side: ``robot_rt.control.deploy.deploy`` against the real player; returns plain data."""
+    try:
+        module = importlib.import_module("robot_rt.control.deploy")
+    except ModuleNotFoundError as err:
+        raise RuntimeError(
+            "the real side needs robot_rt.control.deploy (the real-time loop against robot-rt sim-server), "
+            "which is not installed"
+        ) from err
+    result = module.deploy(policy, human="real_player", n_balls=n_balls, seed=seed, log_path=log_path)
+    return {
+        "rally_lengths": [int(x) for x in result.rally_lengths],
+        "tracks": [(np.asarray(t, dtype=np.float64), np.asarray(p, dtype=np.float64)) for t, p in result.tracks],
+        "return_rate": float(result.return_rate),
+    }
+
+
+# ================================================================================================ the run
+@dataclass
+class Config:
+    iterations: int  # k
+    es_steps: int  # E: sim ES generations per i-S2R iteration
+    directions: int  # D: antithetic pairs per generation
+    top_k: int
+    sigma: float
+    step_size: float
+    episodes: int  # M: episodes per candidate per generation
+    max_episode_steps: int
+    hit_bonus: float
+    real_balls: int  # B: real balls per iteration (data for i-S2R, fine-tuning for S2R+FT; plus evaluation)
+    real_directions: int  # D_real: antithetic pairs of the real-side fine-tuning ES
+    real_sigma: float
+    real_step_size: float
+    prior_weight: float
+    policy: str
+    seed: int
+    backend: str
+
+
+SMOKE = dict(
+    iterations=2, es_steps=1, directions=2, top_k=1, episodes=2, max_episode_steps=300, real_balls=4, real_directions=1
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = parser.add_argument
+    d("--out", required=True, help="run directory")
+    d("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    d("--smoke", action="store_true", help="tiny sizes: every stage in well under 2 minutes (CI)")
+    d("--iterations", type=int, default=3, help="k, sim-to-real iterations (default 3)")
+    d("--es-steps", type=int, default=5, help="E, sim ES generations per i-S2R iteration (default 5)")
+    d("--directions", type=int, default=6, help="D, antithetic pairs per sim generation (default 6)")
+    d("--top-k", type=int, default=3, help="directions kept per generation (default 3)")
+    d("--sigma", type=float, default=0.06, help="perturbation scale in the unit box (default 0.06)")
+    d("--step-size", type=float, default=0.04, help="ES step in the unit box (default 0.04)")
+    d("--episodes", type=int, default=4, help="M, episodes per candidate (default 4)")
+    d("--max-episode-steps", type=int, default=1000, help="episode cap at 100 Hz (default 1000 = 10 s)")
+    d("--hit-bonus", type=float, default=0.2, help="fitness bonus per paddle contact (default 0.2)")
+    d("--real-balls", type=int, default=20, help="B, real balls per iteration (default 20)")
+    d("--real-directions", type=int, default=2, help="antithetic pairs of the real fine-tuning ES (default 2)")
+    d("--real-sigma", type=float, default=0.06)
+    d("--real-step-size", type=float, default=0.04)
+    d("--prior-weight", type=float, default=5.0, help="pseudo-tracks of H_0 in the refit (default 5)")
+    d("--policy", default="auto", help="'scripted', 'heuristic' or 'auto' (scripted when installed)")
+    d("--seed", type=int, default=0)
+    d("--backend", default="auto", help="environment backend (default auto)")
+    d("--no-progress", action="store_true", help="no progress bars")
+
+
+def config_from_args(args) -> Config:
+    values = {k: getattr(args, k) for k in Config.__dataclass_fields__}
+    if args.smoke:  # smoke sizes replace the defaults, not what the command line set explicitly
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        values.update({k: v for k, v in SMOKE.items() if values[k] == parser.get_default(k)})
+    for key in ("iterations", "es_steps", "directions", "top_k", "episodes", "max_episode_steps", "real_directions"):
+        if values[key] < 1:
+            raise ValueError(f"--{key.replace('_', '-')}: expected a positive int, got {values[key]}")
+    if values["real_balls"] < 2 * values["real_directions"]:
+        raise ValueError(
+            f"--real-balls: expected at least 2 x --real-directions = {2 * values['real_directions']} "
+            f"(one ball per fine-tuning candidate), got {values['real_balls']}"
+        )
+    if values["top_k"] > values["directions"]:
+        raise ValueError(f"--top-k: expected <= --directions ({values['directions']}), got {values['top_k']}")
+    return Config(**values)
+
+
+def build_plan(cfg: Config) -> list[tuple]:
+    """The stages in execution order (a checkpoint after each; generations checkpoint inside 'train')."""
+    k, e = cfg.iterations, cfg.es_steps
+    plan: list[tuple] = [("train", "shared", e)]
+    for i in range(k):
+        if i > 0:
+            plan.append(("train", "is2r", e))
+        plan.append(("deploy", "is2r", i))
+        plan.append(("refit", "is2r", i))
+    if k > 1:
+        plan.append(("train", "ft", (k - 1) * e))
+    plan.append(("deploy", "ft", 0))
+    for i in range(1, k):
+        plan.append(("finetune", "ft", i))
+        plan.append(("deploy", "ft", i))
+    return plan
+
+
+class Is2rRun:
+    def __init__(self, cfg: Config, out: Path | None, resume: bool, deploy_fn=None, progress: bool = True):
+        self.cfg = cfg
+        self.family = make_family(cfg.policy)
+        self.deploy_fn = deploy_fn or default_deploy
+        self.progress = progress and dist.is_main()
+        self.plan = build_plan(cfg)
+        config = {**cfg.__dict__, "policy_family": self.family.name, "parameter_names": self.family.names()}
+        self.rundir = RunDir(out, config, resume=resume) if dist.is_main() else None
+        self.out = Path(out)
+        state = None
+        if resume:
+            state = dist.broadcast(self.rundir.load_checkpoint() if self.rundir else None)
+        self.state = state or self._fresh_state()
+        self.t0 = time.time() - self.state.get("elapsed_s", 0.0)
+
+    def _fresh_state(self) -> dict:
+        lo, hi = self.family.bounds()
+        es = BGS(self.family.initial(), lo, hi, self._es_config(), seed=self.cfg.seed)
+        h0 = HumanBehaviorModel.default()
+        return {
+            "version": CHECKPOINT_VERSION,
+            "cursor": 0,
+            "generation_in_stage": 0,
+            "es": {"shared": es.state_dict()},
+            "models": {"is2r": [h0.to_dict()]},
+            "tracks": [],
+            "deploys": {"is2r": [], "ft": []},
+            "real_balls_learned": {"is2r": 0, "ft": 0},
+            "sim_generations": {"shared": 0, "is2r": 0, "ft": 0},
+            "elapsed_s": 0.0,
+        }
+
+    def _es_config(self) -> ESConfig:
+        c = self.cfg
+        return ESConfig(num_directions=c.directions, top_k=c.top_k, sigma=c.sigma, step_size=c.step_size)
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def _save(self) -> None:
+        self.state["elapsed_s"] = time.time() - self.t0
+        if self.rundir is not None:
+            self.rundir.save_checkpoint("latest", self.state)
+
+    def _log(self, **record) -> None:
+        if self.rundir is not None:
+            self.rundir.log(elapsed_s=round(time.time() - self.t0, 2), **record)
+
+    def _es(self, branch: str) -> BGS:
+        if branch not in self.state["es"]:
+            # both branches start from the shared first E generations (the same computation)
+            self.state["es"][branch] = copy.deepcopy(self.state["es"]["shared"])
+            rng = np.random.default_rng([self.cfg.seed, _BRANCH_ID[branch]])
+            self.state["es"][branch]["rng"] = rng.bit_generator.state
+        return BGS.from_state_dict(self.state["es"][branch])
+
+    def _theta(self, branch: str) -> np.ndarray:
+        return self._es(branch).mean
+
+    def _human(self, branch: str) -> HumanBehaviorModel:
+        if branch == "is2r":
+            return HumanBehaviorModel.from_dict(self.state["models"]["is2r"][-1])
+        return HumanBehaviorModel.default()
+
+    def _bar(self, total: int, desc: str):
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, disable=not self.progress, leave=True, dynamic_ncols=True, file=sys.stderr)
+
+    # ------------------------------------------------------------------------------------------ stages
+    def run(self) -> dict:
+        while self.state["cursor"] < len(self.plan):
+            kind, branch, arg = self.plan[self.state["cursor"]]
+            getattr(self, "_stage_" + kind)(branch, arg)
+            self.state["cursor"] += 1
+            self.state["generation_in_stage"] = 0
+            self._save()
+        results = self.results()
+        if self.rundir is not None:
+            self.rundir.write_results(results)
+            plot_results(results, self.rundir.plot_path("rally_length.png"))
+        return results
+
+    def _stage_train(self, branch: str, generations: int) -> None:
+        es = self._es(branch)
+        human = self._human(branch)
+        done = self.state["generation_in_stage"]
+        with self._bar(generations, f"sim ES [{branch}] vs {human.name}") as bar:
+            bar.update(done)
+            for g in range(done, generations):
+                cand = es.ask()
+                seed = self.cfg.seed * 1_000_003 + 7919 * es.generation + 101 * _BRANCH_ID[branch]
+                ev = evaluate(
+                    self.family,
+                    human,
+                    cand,
+                    self.cfg.episodes,
+                    seed,
+                    self.cfg.max_episode_steps,
+                    self.cfg.hit_bonus,
+                    self.cfg.backend,
+                )
+                stats = es.tell(ev["fitness"])
+                self.state["es"][branch] = es.state_dict()
+                self.state["generation_in_stage"] = g + 1
+                self.state["sim_generations"][branch] += 1
+                rally = ev["rally"].mean()
+                bar.set_postfix(
+                    fitness=f"{stats['fitness_mean']:.2f}", best=f"{stats['fitness_max']:.2f}", rally=f"{rally:.2f}"
+                )
+                bar.update(1)
+                self._log(
+                    stage="train", branch=branch, human=human.name, rally_mean=float(rally), theta=es.mean, **stats
+                )
+                self._save()
+
+    def _deploy(self, theta: np.ndarray, n_balls: int, seed: int, tag: str) -> dict:
+        result = None
+        if dist.is_main():
+            log_path = self.out / "deploys" / f"{tag}.rrlog"
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            result = self.deploy_fn(self.family.single(theta), n_balls=n_balls, seed=seed, log_path=log_path)
+        return dist.broadcast(result)
+
+    def _stage_deploy(self, branch: str, iteration: int) -> None:
+        theta = self._theta(branch)
+        start = time.time()
+        if self.progress:
+            print(
+                f"[is2r] deploy {branch} iteration {iteration}: {self.cfg.real_balls} real balls (real time)",
+                file=sys.stderr,
+            )
+        res = self._deploy(
+            theta,
+            self.cfg.real_balls,
+            seed=10_000 * (iteration + 1) + (0 if branch == "is2r" else 5000),
+            tag=f"{branch}_eval_{iteration}",
+        )
+        record = {
+            "iteration": iteration,
+            "rally_lengths": res["rally_lengths"],
+            "return_rate": res["return_rate"],
+            "theta": theta.tolist(),
+            "real_balls_learned": self.state["real_balls_learned"][branch],
+            "sim_generations": self.state["sim_generations"]["shared"] + self.state["sim_generations"][branch],
+            "wall_s": time.time() - start,
+        }
+        if branch == "is2r":
+            self.state["tracks"].extend(res["tracks"])
+            self.state["real_balls_learned"]["is2r"] += self.cfg.real_balls
+        self.state["deploys"][branch].append(record)
+        self._log(stage="deploy", branch=branch, **{k: v for k, v in record.items()}, tracks=len(res["tracks"]))
+
+    def _stage_refit(self, branch: str, iteration: int) -> None:
+        h0 = HumanBehaviorModel.default()
+        real = HumanBehaviorModel.real_player()
+        try:
+            model = refit_human(self.state["tracks"], h0, self.cfg.prior_weight, name=f"H{iteration + 1}")
+            used = model.n_tracks_used
+        except ValueError as err:  # too few usable tracks: keep the current model, say so
+            model, used = self._human("is2r"), 0
+            self._log(stage="refit", branch=branch, iteration=iteration, error=str(err))
+        self.state["models"]["is2r"].append(model.to_dict())
+        if self.rundir is not None:
+            model.save(self.out / "models" / f"H{iteration + 1}.json")
+        self._log(
+            stage="refit",
+            branch=branch,
+            iteration=iteration,
+            tracks_total=len(self.state["tracks"]),
+            tracks_used=used,
+            distance_to_real=model_distance(model, real),
+            distance_default_to_real=model_distance(h0, real),
+        )
+
+    def _stage_finetune(self, branch: str, iteration: int) -> None:
+        """One real-side ES generation: 2 D_real candidates, B / (2 D_real) balls each, through deploy."""
+        cfg = self.cfg
+        key = "ft_real"
+        if key not in self.state["es"]:
+            lo, hi = self.family.bounds()
+            real_cfg = ESConfig(
+                num_directions=cfg.real_directions,
+                top_k=cfg.real_directions,
+                sigma=cfg.real_sigma,
+                step_size=cfg.real_step_size,
+            )
+            self.state["es"][key] = BGS(self._theta("ft"), lo, hi, real_cfg, seed=cfg.seed + 99).state_dict()
+        es = BGS.from_state_dict(self.state["es"][key])
+        cand = es.ask()
+        per = cfg.real_balls // len(cand)
+        fitness = []
+        with self._bar(len(cand), f"real fine-tune [{iteration}]") as bar:
+            for c, theta in enumerate(cand):
+                res = self._deploy(theta, per, seed=777 * (iteration + 1), tag=f"ft_train_{iteration}_{c}")  # CRN
+                fitness.append(float(np.mean(res["rally_lengths"])) if res["rally_lengths"] else 0.0)
+                bar.set_postfix(rally=f"{fitness[-1]:.2f}")
+                bar.update(1)
+        stats = es.tell(np.asarray(fitness))
+        self.state["es"][key] = es.state_dict()
+        self.state["es"]["ft"]["u"] = es.u.copy()  # the evaluated policy of the ft branch is the fine-tuned mean
+        self.state["real_balls_learned"]["ft"] += per * len(cand)
+        self._log(stage="finetune", branch=branch, iteration=iteration, fitness=fitness, theta=es.mean, **stats)
+
+    # ------------------------------------------------------------------------------------------ results
+    def results(self) -> dict:
+        methods = {}
+        for branch, label in (("is2r", "i-S2R"), ("ft", "S2R+FT")):
+            methods[label] = [summarise(d) for d in self.state["deploys"][branch]]
+        real = HumanBehaviorModel.real_player()
+        models = [HumanBehaviorModel.from_dict(m) for m in self.state["models"]["is2r"]]
+        return {
+            "config": self.cfg.__dict__,
+            "policy_family": self.family.name,
+            "parameter_names": self.family.names(),
+            "methods": methods,
+            "human_model_distance_to_real": [model_distance(m, real) for m in models],
+            "wall_time_s": time.time() - self.t0,
+        }
+
+
+def summarise(deploy_record: dict, n_boot: int = 2000) -> dict:
+    """Rally-length figures of one evaluation deploy: mean with a 95 % bootstrap CI, median, histogram."""
+    x = np.asarray(deploy_record["rally_lengths"], dtype=np.float64)
+    out = {k: deploy_record[k] for k in ("iteration", "real_balls_learned", "sim_generations", "return_rate")}
+    out["n_balls"] = int(len(x))
+    if len(x) == 0:
+        return {**out, "mean": None, "median": None, "ci95": None, "histogram": {}}
+    rng = np.random.default_rng(0)
+    boots = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(axis=1)
+    values, counts = np.unique(x.astype(int), return_counts=True)
+    return {
+        **out,
+        "mean": float(x.mean()),
+        "median": float(np.median(x)),
+        "ci95": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))],
+        "histogram": {str(int(v)): int(c) for v, c in zip(values, counts)},
+        "rally_lengths": x.astype(int).tolist(),
+    }
+
+
+def plot_results(results: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from robot_rt._io import atomic_write_bytes
+
+    methods = results["methods"]
+    k = max(len(v) for v in methods.values())
+    fig, axes = plt.subplots(1, 1 + k, figsize=(4.5 * (1 + k), 3.8))
+    ax = axes[0]
+    for offset, (label, rows) in zip((-0.06, 0.06), methods.items()):
+        it = [r["iteration"] + offset for r in rows if r["mean"] is not None]
+        mean = [r["mean"] for r in rows if r["mean"] is not None]
+        lo = [r["mean"] - r["ci95"][0] for r in rows if r["mean"] is not None]
+        hi = [r["ci95"][1] - r["mean"] for r in rows if r["mean"] is not None]
+        med = [r["median"] for r in rows if r["mean"] is not None]
+        line = ax.errorbar(it, mean, yerr=[lo, hi], marker="o", capsize=3, label=f"{label} mean (95% CI)")
+        ax.plot(it, med, linestyle=":", marker="x", color=line[0].get_color(), label=f"{label} median")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("rally length vs real player")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    for i in range(k):
+        ax = axes[1 + i]
+        top = 0
+        for offset, (label, rows) in zip((-0.2, 0.2), methods.items()):
+            if i < len(rows) and rows[i]["histogram"]:
+                hist = rows[i]["histogram"]
+                xs = np.array([int(v) for v in hist]) + offset
+                ax.bar(xs, list(hist.values()), width=0.4, label=label)
+                top = max(top, max(int(v) for v in hist))
+        ax.set_xticks(range(top + 1))
+        ax.set_title(f"iteration {i}")
+        ax.set_xlabel("rally length")
+        ax.set_ylabel("balls")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def run(args, deploy_fn=None) -> int:
+    cfg = config_from_args(args)
+    dist.init_from_env()
+    main = dist.is_main()
+    try:
+        runner = Is2rRun(cfg, Path(args.out), args.resume, deploy_fn=deploy_fn, progress=not args.no_progress)
+        results = runner.run()
+    finally:
+        dist.shutdown()
+    if main:
+        for label, rows in results["methods"].items():
+            for r in rows:
+                print(
+                    f"{label:7s} iteration {r['iteration']}: rally mean {r['mean']:.2f} "
+                    f"(95% CI {r['ci95'][0]:.2f}-{r['ci95'][1]:.2f}), median {r['median']:.1f}, n={r['n_balls']}"
+                    if r["mean"] is not None
+                    else f"{label:7s} iteration {r['iteration']}: no balls"
+                )
+        print(f"results: {Path(args.out) / 'results.json'}  ({results['wall_time_s']:.0f} s)")
+    return 0

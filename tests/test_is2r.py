@@ -1,0 +1,142 @@
+"""i-S2R: refit moves the model towards the real player, population evaluation (CRN, sharding), the full
+loop (every stage, run directory, resume) and the CLI smoke run through the real-time deploy."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from robot_rt.ballistics import simulate
+from robot_rt.envs.human_model import HumanBehaviorModel
+from robot_rt.learning import is2r
+
+BACKEND = "numpy"
+
+
+def _tracks(model, n, seed):
+    """Noisy 200 Hz camera tracks of balls drawn from `model` (as the cameras record the real player)."""
+    rng = np.random.default_rng(seed)
+    tracks = []
+    for k, state in enumerate(model.sample(n, rng)):
+        traj = simulate(state, 0.6, 1e-3)
+        idx = np.arange(0, len(traj.t_s), 5)
+        tracks.append((traj.t_s[idx] + 3.0 * k, traj.states[idx, :3] + rng.normal(0.0, 0.005, (len(idx), 3))))
+    return tracks
+
+
+def test_refit_moves_the_model_towards_the_real_player():
+    real, default = HumanBehaviorModel.real_player(), HumanBehaviorModel.default()
+    fitted = is2r.refit_human(_tracks(real, 12, 0), default, prior_weight=5.0, name="H1")
+    assert fitted.n_tracks_used == 12
+    d_fit, d_default = is2r.model_distance(fitted, real), is2r.model_distance(default, real)
+    assert d_fit < 0.6 * d_default, (d_fit, d_default)
+    # more tracks (less shrinkage towards the prior) -> closer still
+    more = is2r.refit_human(_tracks(real, 30, 1), default, prior_weight=5.0)
+    assert is2r.model_distance(more, real) < d_fit
+    # the prior's weight is a real pseudo-count: an overwhelming prior stays at the default
+    stuck = is2r.refit_human(_tracks(real, 12, 0), default, prior_weight=1e6)
+    assert is2r.model_distance(stuck, default) < 0.01
+    assert fitted.returns == default.returns  # tracks do not observe the return model
+
+
+def test_refit_bad_input():
+    default = HumanBehaviorModel.default()
+    with pytest.raises(ValueError, match="prior_weight"):
+        is2r.refit_human(_tracks(default, 3, 0), default, prior_weight=-1.0)
+    with pytest.raises(TypeError, match="prior"):
+        is2r.refit_human(_tracks(default, 3, 0), prior={"mean": 0})
+    with pytest.raises(ValueError, match="tracks"):
+        is2r.refit_human(_tracks(default, 2, 0), default)
+
+
+def test_evaluate_uses_common_random_numbers_and_is_deterministic():
+    family = is2r.HeuristicFamily()
+    theta = family.initial()
+    thetas = np.stack([theta, theta, family.bounds()[0]])
+    a = is2r.evaluate(
+        family, HumanBehaviorModel.default(), thetas, episodes=3, seed=5, max_episode_steps=250, backend=BACKEND
+    )
+    assert a["rally"].shape == (3, 3) and a["fitness"].shape == (3,)
+    np.testing.assert_array_equal(a["rally"][0], a["rally"][1])  # same policy, same balls
+    b = is2r.evaluate(
+        family, HumanBehaviorModel.default(), thetas, episodes=3, seed=5, max_episode_steps=250, backend=BACKEND
+    )
+    np.testing.assert_array_equal(a["hits"], b["hits"])
+    np.testing.assert_allclose(a["fitness"], (a["rally"] + 0.2 * a["hits"]).mean(axis=1))
+    with pytest.raises(ValueError, match="thetas"):
+        is2r.evaluate(family, HumanBehaviorModel.default(), theta, episodes=1, seed=0)
+    with pytest.raises(ValueError, match="episodes"):
+        is2r.evaluate(family, HumanBehaviorModel.default(), thetas, episodes=0, seed=0)
+
+
+def _args(out, **over):
+    parser = argparse.ArgumentParser()
+    is2r.add_arguments(parser)
+    argv = ["--out", str(out), "--smoke", "--no-progress", "--policy", "heuristic", "--backend", BACKEND]
+    for k, v in over.items():
+        argv += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
+    return parser.parse_args(argv)
+
+
+class _SimStandIn:
+    """Test double for the real side (the loop's logic only, faster than real time): plays the real player in
+    the batched simulator and returns camera-like tracks of its balls. Counts calls."""
+
+    def __init__(self, fail_after=None):
+        self.calls = 0
+        self.fail_after = fail_after
+
+    def __call__(self, policy, *, n_balls, seed, log_path=None):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt  # simulated crash mid-run
+        family = is2r.HeuristicFamily()
+        ev = is2r.evaluate(
+            family, HumanBehaviorModel.real_player(), policy.theta[None], n_balls, seed, 300, backend=BACKEND
+        )
+        return {
+            "rally_lengths": ev["rally"][0].tolist(),
+            "tracks": _tracks(HumanBehaviorModel.real_player(), n_balls, seed),
+            "return_rate": 0.0,
+        }
+
+
+def test_loop_runs_every_stage_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    crash = _SimStandIn(fail_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        is2r.run(_args(out), deploy_fn=crash)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    done_before = len(log)
+    assert any(r["stage"] == "refit" for r in log) and (out / "checkpoints" / "latest.pt").exists()
+    with pytest.raises(FileExistsError):
+        is2r.run(_args(out), deploy_fn=_SimStandIn())
+    rest = _SimStandIn()
+    assert is2r.run(_args(out, resume=True), deploy_fn=rest) == 0
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    stages = [(r["stage"], r["branch"]) for r in log]
+    # smoke plan: shared train, deploy/refit x2 with a train between, ft train, ft deploy, finetune, ft deploy
+    assert stages.count(("deploy", "is2r")) == 2 and stages.count(("deploy", "ft")) == 2
+    assert stages.count(("finetune", "ft")) == 1 and stages.count(("refit", "is2r")) == 2
+    assert len(log) > done_before
+    # resume did not redo finished stages: the two i-S2R deploys ran before the crash
+    assert rest.calls == 1 + 2 + 1  # the crashed ft evaluation, 2 fine-tune candidates, the last ft evaluation
+    results = json.loads((out / "results.json").read_text())
+    for method in ("i-S2R", "S2R+FT"):
+        rows = results["methods"][method]
+        assert [r["iteration"] for r in rows] == [0, 1]
+        assert all(r["n_balls"] == 4 and sum(r["histogram"].values()) == 4 for r in rows)
+    assert results["methods"]["i-S2R"][1]["real_balls_learned"] == 4
+    assert results["methods"]["S2R+FT"][1]["real_balls_learned"] == 4
+    assert (out / "plots" / "rally_length.png").stat().st_size > 1000
+    assert (out / "models" / "H1.json").exists() and (out / "config.json").exists()
+    dist = results["human_model_distance_to_real"]
+    assert dist[1] < dist[0]  # the refit moved H towards the real player
+
+
+def test_bad_arguments_are_named(tmp_path):
+    with pytest.raises(ValueError, match="--real-balls"):
+        is2r.config_from_args(_args(tmp_path, smoke=True, real_balls=1))
+    with pytest.raises(ValueError, match="policy"):
+        is2r.make_family("ppo")
