@@ -10,9 +10,14 @@ A policy step has two parts:
     reference (`backend='numpy'`) and C++ (csrc/robot_rt/envs/world_step.hpp: one world per thread on the
     CPU, `robot_rt._envs`, `backend='cpu'`; one world per CUDA thread, `robot_rt._envs_cuda`,
     `backend='cuda'`). They consume no random numbers, so both backends can be compared state for state.
-(b) The random parts, at policy-step granularity, in NumPy for every backend: camera frames taken from the
-    ball positions recorded at each substep (+ noise, drops, latency), the human's answer to a ball that
-    reached the human's hitting plane (`HumanBehaviorModel.sample_return`) and new balls.
+(b) The random parts, at policy-step granularity: camera frames taken from the ball positions recorded at
+    each substep (+ noise, drops, latency) — in NumPy for backend='numpy' (the reference, `_camera`), inside
+    the native step for 'cpu'/'cuda' (world_step.hpp camera_world: the same counter-based uniforms and the
+    same operations, compiled without FP contraction, so frames, drops and slots are identical and values
+    agree to the ulp of libm's log1p/sin/cos) — and, in NumPy for every backend (rare), the human's answer
+    to a ball that reached the human's hitting plane (`HumanBehaviorModel.sample_return`) and new balls.
+The observation (`observations`: build_observation(q, qd, detections()) clipped to the observation bounds)
+is assembled natively (world_step.hpp observe_world) when robot_rt._envs is built, else in NumPy.
 
 Robot (per physics substep dt, every world, joint velocity commands clipped to the velocity limits):
     qd <- qd + clip(qd_cmd - qd, -a_max dt, a_max dt),   q <- q + qd dt,
@@ -103,6 +108,18 @@ WORLD_PARAM_NAMES = (
     "penalty_limit",
     "goal_conditioned",
     "slow_ball_mps",
+)
+
+# Order of the packed camera constants read by the C++ camera (world_step.hpp, CameraModel).
+CAMERA_PARAM_NAMES = (
+    "camera_hz",
+    "camera_drop_prob",
+    "camera_noise_m",
+    "camera_latency_s",
+    "camera_latency_jitter_s",
+    "step_s",
+    "frames_per_step",
+    "ring",
 )
 
 
@@ -371,8 +388,13 @@ class TableTennisWorld:
         self.history = k
         self.num_threads = int(num_threads) if num_threads is not None else None
         self._stepper = None
+        self._native_camera = False  # camera frames taken inside the native step
         if self.backend != "numpy":
             self._stepper = self._make_stepper(_native_module(self.backend))
+            if hasattr(self._stepper, "set_camera"):
+                self._stepper.set_camera(self.camera_scalars())
+                self._native_camera = True
+        self._obs_bounds = None  # (low, high) float32 of observations(), built on first use
         # launch-state validity (HumanBehaviorModel.is_valid): natively from the first contact when built
         self._is_valid = self.human.is_valid
         if hasattr(_native_module("cpu"), "first_contacts"):
@@ -417,6 +439,36 @@ class TableTennisWorld:
                 SLOW_BALL_MPS,
             ],
             dtype=np.float64,
+        )
+
+    def camera_scalars(self) -> np.ndarray:
+        """The packed camera constants of the native camera, order `CAMERA_PARAM_NAMES`."""
+        cfg = self.config
+        return np.array(
+            [
+                cfg.camera_hz,
+                cfg.camera_drop_prob,
+                cfg.camera_noise_m,
+                cfg.camera_latency_s,
+                cfg.camera_latency_jitter_s,
+                cfg.substeps / cfg.physics_hz,  # the same expression as the NumPy path's t update
+                self.frames_per_step,
+                self.ring,
+            ],
+            dtype=np.float64,
+        )
+
+    def _camera_arrays(self) -> tuple:
+        return (
+            self.t,
+            self.cam_phase,
+            self.cam_count,
+            self.cam_key,
+            self.cam_counter,
+            self.cam_t,
+            self.cam_arrival,
+            self.cam_pos,
+            self.cam_head,
         )
 
     def _make_stepper(self, mod):
@@ -489,7 +541,7 @@ class TableTennisWorld:
         if self.backend == "numpy":
             self._physics_numpy(cmd)
         else:
-            self._stepper.step(
+            args = [
                 cmd,
                 self.q,
                 self.qd,
@@ -508,7 +560,10 @@ class TableTennisWorld:
                 self.rec_pos,
                 self.rec_active,
                 self.num_threads or 0,
-            )
+            ]
+            if self._native_camera:
+                args.append(self._camera_arrays())
+            self._stepper.step(*args)
         reward, terminated = self.reward.copy(), self.terminated.copy()
         ev = {
             "hit": self.ev_hit.copy(),
@@ -516,8 +571,9 @@ class TableTennisWorld:
             "limit": self.ev_limit.copy(),
             "new_ball": np.zeros(self.n, dtype=bool),
         }
-        self._camera()
-        self.t += self.config.substeps / self.config.physics_hz
+        if not self._native_camera:  # else done by the native step (camera_world), t included
+            self._camera()
+            self.t += self.config.substeps / self.config.physics_hz
         self._human_answers(terminated, ev)
         return reward, terminated, ev
 
@@ -686,6 +742,46 @@ class TableTennisWorld:
         self.cam_arrival[w, slot] = t_cap + cfg.camera_latency_s + jitter
         self.cam_pos[w, slot] = self.rec_pos[w, sj] + cfg.camera_noise_m * normal
         self.cam_head += np.bincount(w, minlength=n)
+
+    def observation_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high) float32 [2 dof + 5 history]: `robot_rt.envs.table_tennis.observation_bounds`."""
+        if self._obs_bounds is None:
+            from .table_tennis import observation_bounds  # table_tennis imports this module
+
+            low, high = observation_bounds(self.robot, self.history)
+            self._obs_bounds = (np.ascontiguousarray(low, np.float32), np.ascontiguousarray(high, np.float32))
+        return self._obs_bounds
+
+    def observations(self, native: bool | None = None) -> np.ndarray:
+        """Flat observations [N, 2 dof + 5 history] float32 of the current state: build_observation(q, qd,
+        detections()) clipped to `observation_bounds()` (what the environments return). `native` (default: a
+        native backend with robot_rt._envs built) assembles them in one C++ pass (world_step.hpp observe_world,
+        same values); False is the NumPy reference."""
+        low, high = self.observation_bounds()
+        mod = _native_module("cpu")
+        if native is None:
+            native = self.backend != "numpy" and hasattr(mod, "observe")
+        if not native:
+            from .table_tennis import build_observation
+
+            return np.clip(build_observation(self.q, self.qd, self.detections()), low, high)
+        if not hasattr(mod, "observe"):
+            raise ValueError("native=True: robot_rt._envs.observe is not built (run tools/setup.sh)")
+        out = np.empty((self.n, low.shape[0]), dtype=np.float32)
+        mod.observe(
+            self.q,
+            self.qd,
+            self.t,
+            self.cam_t,
+            self.cam_arrival,
+            self.cam_pos,
+            self.cam_head,
+            low,
+            high,
+            out,
+            self.num_threads or 0,
+        )
+        return out
 
     def detections(self) -> np.ndarray:
         """[N, history, 5]: the most recent visible detections (x, y, z, age_s, valid), newest first.

@@ -119,6 +119,60 @@ inline long long unpack_arrays(const WorldModel& m, WorldArrays& a, const py::ar
   return n;
 }
 
+// Camera arrays of the step (a tuple in the order of core.TableTennisWorld._camera_arrays): checked against N
+// and the ring of `c`, stored into `a`.
+inline void unpack_camera(const CameraModel& c, WorldArrays& a, long long n, const py::tuple& cam) {
+  if (c.ring < 1 || c.frames_per_step < 1 || !(c.camera_hz > 0))
+    throw py::value_error("camera: set_camera(scalars) must be called before stepping with the camera");
+  if (cam.size() != 9) throw py::value_error("camera: expected a tuple of 9 arrays, got " + std::to_string(cam.size()));
+  const py::ssize_t N = n, R = c.ring;
+  a.t = arr<double>(cam[0], "t", {N});
+  a.cam_phase = arr<double>(cam[1], "cam_phase", {N}, false);
+  a.cam_count = arr<int64_t>(cam[2], "cam_count", {N});
+  a.cam_key = arr<uint64_t>(cam[3], "cam_key", {N}, false);
+  a.cam_counter = arr<uint64_t>(cam[4], "cam_counter", {N});
+  a.cam_t = arr<double>(cam[5], "cam_t", {N, R});
+  a.cam_arrival = arr<double>(cam[6], "cam_arrival", {N, R});
+  a.cam_pos = arr<double>(cam[7], "cam_pos", {N, R, 3});
+  a.cam_head = arr<int64_t>(cam[8], "cam_head", {N});
+}
+
+inline CameraModel make_camera(const py::array& scalars) {
+  CameraModel c;
+  set_camera_scalars(c, arr<double>(scalars, "scalars", {kNumCameraScalars}, false));
+  if (!(c.camera_hz > 0) || c.frames_per_step < 1 || c.ring < 1 || !(c.step_s > 0))
+    throw py::value_error("scalars: expected camera_hz > 0, step_s > 0, frames_per_step >= 1 and ring >= 1");
+  return c;
+}
+
+// Observation arrays (observe_world); N from q, history from out.
+inline long long unpack_obs(ObsArrays& o, const py::array& q, const py::array& qd, const py::array& t,
+                            const py::array& cam_t, const py::array& cam_arrival, const py::array& cam_pos,
+                            const py::array& cam_head, const py::array& low, const py::array& high,
+                            const py::array& out) {
+  const py::ssize_t n = q.ndim() == 2 ? q.shape(0) : -1, dof = q.ndim() == 2 ? q.shape(1) : -1;
+  if (n < 1 || dof < 1) throw py::value_error("q: expected [N, dof] with N >= 1, got shape " + shape_str(q));
+  const py::ssize_t ring = cam_t.ndim() == 2 ? cam_t.shape(1) : -1;
+  if (ring < 1) throw py::value_error("cam_t: expected [N, ring], got shape " + shape_str(cam_t));
+  const py::ssize_t width = out.ndim() == 2 ? out.shape(1) : -1;
+  if (width < 2 * dof + 5 || (width - 2 * dof) % 5 != 0)
+    throw py::value_error("out: expected [N, 2 dof + 5 history], got shape " + shape_str(out));
+  o.q = arr<double>(q, "q", {n, dof}, false);
+  o.qd = arr<double>(qd, "qd", {n, dof}, false);
+  o.t = arr<double>(t, "t", {n}, false);
+  o.cam_t = arr<double>(cam_t, "cam_t", {n, ring}, false);
+  o.cam_arrival = arr<double>(cam_arrival, "cam_arrival", {n, ring}, false);
+  o.cam_pos = arr<double>(cam_pos, "cam_pos", {n, ring, 3}, false);
+  o.cam_head = arr<int64_t>(cam_head, "cam_head", {n}, false);
+  o.low = arr<float>(low, "low", {width}, false);
+  o.high = arr<float>(high, "high", {width}, false);
+  o.out = arr<float>(out, "out", {n, width});
+  o.dof = static_cast<int>(dof);
+  o.ring = static_cast<int>(ring);
+  o.history = static_cast<int>((width - 2 * dof) / 5);
+  return n;
+}
+
 // Paddle poses [M, 3] + normals [M, 3] of joint positions q [M, dof] with the step's kinematics (for tests).
 inline py::tuple paddle_poses(const WorldModel& m, const py::array& q) {
   const py::ssize_t rows = q.ndim() == 2 ? q.shape(0) : -1;
@@ -137,6 +191,6 @@ inline py::tuple paddle_poses(const WorldModel& m, const py::array& q) {
   py::arg("cmd"), py::arg("q"), py::arg("qd"), py::arg("ball"), py::arg("phase"), py::arg("touched"),             \
       py::arg("landed"), py::arg("hits"), py::arg("outcome"), py::arg("landing"), py::arg("reward"),              \
       py::arg("terminated"), py::arg("ev_hit"), py::arg("ev_landed"), py::arg("ev_limit"), py::arg("rec_pos"), \
-      py::arg("rec_active"), py::arg("n_threads") = 0
+      py::arg("rec_active"), py::arg("n_threads") = 0, py::arg("camera") = py::none()
 
 }  // namespace robot_rt::envs::bind

@@ -9,6 +9,7 @@
 #include "envs_bindings.hpp"
 
 namespace py = pybind11;
+using robot_rt::envs::CameraModel;
 using robot_rt::envs::WorldArrays;
 using robot_rt::envs::WorldModel;
 
@@ -45,20 +46,27 @@ class WorldStepper {
             const py::array& phase, const py::array& touched, const py::array& landed, const py::array& hits,
             const py::array& outcome, const py::array& landing, const py::array& reward, const py::array& terminated,
             const py::array& ev_hit, const py::array& ev_landed, const py::array& ev_limit, const py::array& rec_pos,
-            const py::array& rec_active, int n_threads) {
-    WorldArrays a;
+            const py::array& rec_active, int n_threads, const py::object& camera) {
+    WorldArrays a{};
     const long long n = robot_rt::envs::bind::unpack_arrays(m_, a, cmd, q, qd, ball, phase, touched, landed, hits,
                                                             outcome, landing, reward, terminated, ev_hit, ev_landed,
                                                             ev_limit, rec_pos, rec_active);
+    const CameraModel* cam = nullptr;
+    if (!camera.is_none()) {
+      robot_rt::envs::bind::unpack_camera(cam_, a, n, camera.cast<py::tuple>());
+      cam = &cam_;
+    }
     int threads = n_threads > 0 ? n_threads : hardware_threads();
     // below ~32 worlds per thread the thread start costs more than it saves
     threads = static_cast<int>(std::min<long long>(threads, std::max<long long>(1, n / 32)));
     const WorldModel& m = m_;
     py::gil_scoped_release release;
-    parallel_for(n, threads, [&m, &a](long long lo, long long hi) {
-      for (long long i = lo; i < hi; ++i) robot_rt::envs::step_world(m, a, i);
+    parallel_for(n, threads, [&m, &a, cam](long long lo, long long hi) {
+      for (long long i = lo; i < hi; ++i) robot_rt::envs::step_world(m, a, i, cam);
     });
   }
+
+  void set_camera(const py::array& scalars) { cam_ = robot_rt::envs::bind::make_camera(scalars); }
 
   py::tuple paddle_poses(const py::array& q) const { return robot_rt::envs::bind::paddle_poses(m_, q); }
   int dof() const { return m_.dof; }
@@ -66,7 +74,24 @@ class WorldStepper {
 
  private:
   WorldModel m_;
+  CameraModel cam_;
 };
+
+// Observations [N, 2 dof + 5 history] (float32, clipped to low/high) of the current state: observe_world.
+void observe(const py::array& q, const py::array& qd, const py::array& t, const py::array& cam_t,
+             const py::array& cam_arrival, const py::array& cam_pos, const py::array& cam_head, const py::array& low,
+             const py::array& high, const py::array& out, int n_threads) {
+  robot_rt::envs::ObsArrays o;
+  const long long n =
+      robot_rt::envs::bind::unpack_obs(o, q, qd, t, cam_t, cam_arrival, cam_pos, cam_head, low, high, out);
+  int threads = n_threads > 0 ? n_threads : hardware_threads();
+  // ~0.1 us per world: a second thread pays off only for very large batches
+  threads = static_cast<int>(std::min<long long>(threads, std::max<long long>(1, n / 4096)));
+  py::gil_scoped_release release;
+  parallel_for(n, threads, [&o](long long lo, long long hi) {
+    for (long long i = lo; i < hi; ++i) robot_rt::envs::observe_world(o, i);
+  });
+}
 
 // First contact of each ball within `horizon_s` on the grid dt_s (the flight of simulate_batch(max_events=1):
 // same advance_step, same grid), stopping right after it: kind [M] (0: none) and the state after it [M, 9].
@@ -126,12 +151,20 @@ PYBIND11_MODULE(_envs, m) {
                     const py::array&, const py::array&, const py::array&, const py::array&>(),
            PR_ENVS_MODEL_ARGS)
       .def("step", &WorldStepper::step, PR_ENVS_STEP_ARGS,
-           "Advances every world by one policy step (physics only), in place.")
+           "Advances every world by one policy step in place: the physics, and with `camera` (the tuple of "
+           "camera arrays t, cam_phase, cam_count, cam_key, cam_counter, cam_t, cam_arrival, cam_pos, cam_head) "
+           "the camera frames of the step and t += step_s.")
+      .def("set_camera", &WorldStepper::set_camera, py::arg("scalars"),
+           "Camera constants, order of core.CAMERA_PARAM_NAMES.")
       .def("paddle_poses", &WorldStepper::paddle_poses, py::arg("q"),
            "Paddle centres and face normals [M, 3] of joint positions q [M, dof] (the step's kinematics).")
       .def_property_readonly("dof", &WorldStepper::dof)
       .def_property_readonly("substeps", &WorldStepper::substeps);
   m.def("hardware_threads", &hardware_threads);
+  m.def("observe", &observe, py::arg("q"), py::arg("qd"), py::arg("t"), py::arg("cam_t"), py::arg("cam_arrival"),
+        py::arg("cam_pos"), py::arg("cam_head"), py::arg("low"), py::arg("high"), py::arg("out"),
+        py::arg("n_threads") = 0,
+        "Observations of the current state into out [N, 2 dof + 5 history] (float32, clipped to low/high).");
   m.def("first_contacts", &first_contacts, py::arg("states"), py::arg("packed"), py::arg("dt_s"), py::arg("horizon_s"),
         py::arg("n_threads") = 0, "First contact (kind, state after) of each ball within the horizon.");
 }

@@ -1,6 +1,8 @@
 // CUDA backend of the batched table-tennis world step: one thread per world running step_world from
 // world_step.hpp (the same PR_HD maths as the CPU backend). Host arrays are copied in and out around the
-// kernel (synchronous, default stream); the random parts of a step stay in NumPy on the host.
+// kernel (synchronous, default stream). With the camera model the kernel also takes the camera frames
+// (camera_world, same counter-based uniforms as the CPU and NumPy paths); human answers and new balls stay in
+// NumPy on the host.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -9,10 +11,10 @@
 
 namespace robot_rt::envs {
 
-__global__ void step_kernel(WorldModel m, WorldArrays a, long long n) {
+__global__ void step_kernel(WorldModel m, WorldArrays a, long long n, CameraModel cam, bool with_camera) {
   const long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
-  step_world(m, a, i);
+  step_world(m, a, i, with_camera ? &cam : nullptr);
 }
 
 namespace {
@@ -27,10 +29,12 @@ std::size_t align_up(std::size_t x) { return (x + 255) & ~static_cast<std::size_
 
 }  // namespace
 
-int cuda_step(const WorldModel& m, const WorldArrays& h, long long n, CudaBuffers& buf) {
+int cuda_step(const WorldModel& m, const WorldArrays& h, long long n, CudaBuffers& buf, const CameraModel* cam) {
   if (n <= 0) return 0;
   const std::size_t N = static_cast<std::size_t>(n), dof = static_cast<std::size_t>(m.dof);
   const std::size_t S = static_cast<std::size_t>(m.substeps);
+  const bool with_camera = cam != nullptr && h.t != nullptr;
+  const std::size_t R = with_camera ? static_cast<std::size_t>(cam->ring) : 0, C = with_camera ? 1 : 0;
   Region r[] = {
       {const_cast<double*>(h.cmd), N * dof * 8, true, false},
       {h.q, N * dof * 8, true, true},
@@ -49,6 +53,16 @@ int cuda_step(const WorldModel& m, const WorldArrays& h, long long n, CudaBuffer
       {h.ev_limit, N, false, true},
       {h.rec_pos, N * S * 3 * 8, false, true},
       {h.rec_active, N * S, false, true},
+      // camera (empty regions without it)
+      {h.t, C * N * 8, true, true},
+      {const_cast<double*>(h.cam_phase), C * N * 8, true, false},
+      {h.cam_count, C * N * 8, true, true},
+      {const_cast<uint64_t*>(h.cam_key), C * N * 8, true, false},
+      {h.cam_counter, C * N * 8, true, true},
+      {h.cam_t, N * R * 8, true, true},
+      {h.cam_arrival, N * R * 8, true, true},
+      {h.cam_pos, N * R * 3 * 8, true, true},
+      {h.cam_head, C * N * 8, true, true},
   };
   constexpr int kRegions = sizeof(r) / sizeof(r[0]);
   std::size_t total = 0;
@@ -67,12 +81,12 @@ int cuda_step(const WorldModel& m, const WorldArrays& h, long long n, CudaBuffer
   for (int k = 0; k < kRegions; ++k) {
     dev[k] = static_cast<char*>(buf.base) + off;
     off += align_up(r[k].bytes);
-    if (r[k].in) {
+    if (r[k].in && r[k].bytes) {
       err = cudaMemcpy(dev[k], r[k].host, r[k].bytes, cudaMemcpyHostToDevice);
       if (err != cudaSuccess) return static_cast<int>(err);
     }
   }
-  WorldArrays d;
+  WorldArrays d{};
   d.cmd = static_cast<const double*>(dev[0]);
   d.q = static_cast<double*>(dev[1]);
   d.qd = static_cast<double*>(dev[2]);
@@ -90,13 +104,22 @@ int cuda_step(const WorldModel& m, const WorldArrays& h, long long n, CudaBuffer
   d.ev_limit = static_cast<uint8_t*>(dev[14]);
   d.rec_pos = static_cast<double*>(dev[15]);
   d.rec_active = static_cast<uint8_t*>(dev[16]);
+  d.t = with_camera ? static_cast<double*>(dev[17]) : nullptr;
+  d.cam_phase = static_cast<const double*>(dev[18]);
+  d.cam_count = static_cast<int64_t*>(dev[19]);
+  d.cam_key = static_cast<const uint64_t*>(dev[20]);
+  d.cam_counter = static_cast<uint64_t*>(dev[21]);
+  d.cam_t = static_cast<double*>(dev[22]);
+  d.cam_arrival = static_cast<double*>(dev[23]);
+  d.cam_pos = static_cast<double*>(dev[24]);
+  d.cam_head = static_cast<int64_t*>(dev[25]);
   const int threads = 64;
   const long long blocks = (n + threads - 1) / threads;
-  step_kernel<<<static_cast<unsigned>(blocks), threads>>>(m, d, n);
+  step_kernel<<<static_cast<unsigned>(blocks), threads>>>(m, d, n, with_camera ? *cam : CameraModel{}, with_camera);
   err = cudaGetLastError();
   if (err != cudaSuccess) return static_cast<int>(err);
   for (int k = 0; k < kRegions; ++k) {
-    if (r[k].out) {
+    if (r[k].out && r[k].bytes) {
       err = cudaMemcpy(r[k].host, dev[k], r[k].bytes, cudaMemcpyDeviceToHost);
       if (err != cudaSuccess) return static_cast<int>(err);
     }

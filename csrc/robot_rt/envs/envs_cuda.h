@@ -14,8 +14,10 @@ struct CudaBuffers {
 };
 
 // Copies the host arrays of `host` (N worlds) to the device, runs one thread per world (step_world), copies
-// the results back. Returns a cudaError_t code (0: success).
-int cuda_step(const WorldModel& m, const WorldArrays& host, long long n, CudaBuffers& buf);
+// the results back; with `cam` (and the camera arrays of `host` set) also the camera frames and t.
+// Returns a cudaError_t code (0: success).
+int cuda_step(const WorldModel& m, const WorldArrays& host, long long n, CudaBuffers& buf,
+              const CameraModel* cam = nullptr);
 void cuda_free(CudaBuffers& buf);
 int cuda_device_count();
 const char* cuda_error_string(int code);

@@ -27,18 +27,25 @@ class WorldStepper {
             const py::array& phase, const py::array& touched, const py::array& landed, const py::array& hits,
             const py::array& outcome, const py::array& landing, const py::array& reward, const py::array& terminated,
             const py::array& ev_hit, const py::array& ev_landed, const py::array& ev_limit, const py::array& rec_pos,
-            const py::array& rec_active, int /*n_threads*/) {
-    WorldArrays a;
+            const py::array& rec_active, int /*n_threads*/, const py::object& camera) {
+    WorldArrays a{};
     const long long n = robot_rt::envs::bind::unpack_arrays(m_, a, cmd, q, qd, ball, phase, touched, landed, hits,
                                                             outcome, landing, reward, terminated, ev_hit, ev_landed,
                                                             ev_limit, rec_pos, rec_active);
+    const robot_rt::envs::CameraModel* cam = nullptr;
+    if (!camera.is_none()) {
+      robot_rt::envs::bind::unpack_camera(cam_, a, n, camera.cast<py::tuple>());
+      cam = &cam_;
+    }
     int err = 0;
     {
       py::gil_scoped_release release;
-      err = robot_rt::envs::cuda_step(m_, a, n, buf_);
+      err = robot_rt::envs::cuda_step(m_, a, n, buf_, cam);
     }
     if (err != 0) throw std::runtime_error(std::string("robot_rt._envs_cuda: ") + robot_rt::envs::cuda_error_string(err));
   }
+
+  void set_camera(const py::array& scalars) { cam_ = robot_rt::envs::bind::make_camera(scalars); }
 
   py::tuple paddle_poses(const py::array& q) const { return robot_rt::envs::bind::paddle_poses(m_, q); }
   int dof() const { return m_.dof; }
@@ -47,6 +54,7 @@ class WorldStepper {
  private:
   WorldModel m_;
   robot_rt::envs::CudaBuffers buf_;
+  robot_rt::envs::CameraModel cam_;
 };
 
 }  // namespace
@@ -59,7 +67,10 @@ PYBIND11_MODULE(_envs_cuda, m) {
                     const py::array&, const py::array&, const py::array&, const py::array&>(),
            PR_ENVS_MODEL_ARGS)
       .def("step", &WorldStepper::step, PR_ENVS_STEP_ARGS,
-           "Advances every world by one policy step (physics only, on the GPU), in place.")
+           "Advances every world by one policy step (on the GPU), in place; with `camera` (the CPU module's tuple) "
+           "also the camera frames of the step and t += step_s.")
+      .def("set_camera", &WorldStepper::set_camera, py::arg("scalars"),
+           "Camera constants, order of core.CAMERA_PARAM_NAMES.")
       .def("paddle_poses", &WorldStepper::paddle_poses, py::arg("q"),
            "Paddle centres and face normals [M, 3] of joint positions q [M, dof] (the step's kinematics).")
       .def_property_readonly("dof", &WorldStepper::dof)

@@ -11,7 +11,12 @@
 //                           free flight; planes (miss, human hitting plane -> waiting, slow ball); limit
 //                           violation; the ball position and `phase != done` are recorded for the camera.
 //   after the substeps: proximity shaping and action cost.
-// The random parts of a step (camera frames, human answers, new balls) stay in NumPy, shared by backends.
+// Then, when the camera arrays are given, the camera frames of the step (camera_world, mirrors
+// TableTennisWorld._camera with the same counter-based uniforms) and the time update. The observation
+// (detections + joint state, build_observation + clip) is observe_world. Human answers and new balls (rare)
+// stay in NumPy. Compile with FP contraction off (-ffp-contract=off, nvcc --fmad=false) so that a + b * c
+// rounds as in NumPy: the camera's decisions and values then match the reference exactly, except for
+// log1p/sin/cos, where NumPy's SIMD versions may differ from libm by an ulp.
 //
 // Include order: see below (the two headers expect different PR_HD macros); this header uses PR_ENV_HD.
 #pragma once
@@ -177,7 +182,35 @@ struct WorldArrays {
   uint8_t* ev_limit;    // [N] out
   double* rec_pos;      // [N, substeps, 3] out
   uint8_t* rec_active;  // [N, substeps] out
+  // camera (all null: physics only, the camera runs in NumPy)
+  double* t;             // [N] world time, advanced by step_s after the camera
+  const double* cam_phase;  // [N] time of the episode's first frame
+  int64_t* cam_count;    // [N] frames due so far
+  const uint64_t* cam_key;  // [N] stream key
+  uint64_t* cam_counter;    // [N] stream counter
+  double* cam_t;         // [N, ring] capture times
+  double* cam_arrival;   // [N, ring] arrival (visibility) times
+  double* cam_pos;       // [N, ring, 3] noisy positions
+  int64_t* cam_head;     // [N] frames taken so far
 };
+
+// Camera constants (order of core.CAMERA_PARAM_NAMES).
+constexpr int kNumCameraScalars = 8;
+struct CameraModel {
+  double camera_hz = 0, drop_prob = 0, noise_m = 0, latency_s = 0, jitter_s = 0, step_s = 0;
+  int frames_per_step = 0, ring = 0;
+};
+
+inline void set_camera_scalars(CameraModel& c, const double* s) {
+  c.camera_hz = s[0];
+  c.drop_prob = s[1];
+  c.noise_m = s[2];
+  c.latency_s = s[3];
+  c.jitter_s = s[4];
+  c.step_s = s[5];
+  c.frames_per_step = static_cast<int>(s[6] + 0.5);
+  c.ring = static_cast<int>(s[7] + 0.5);
+}
 
 // State of one world during a step (rally logic shared by the contact sink and the planes).
 struct WorldState {
@@ -255,8 +288,112 @@ PR_ENV_HD void paddle_impulse(double* y, const double* normal, const double* pad
 
 PR_ENV_HD double clampd(double x, double lo, double hi) { return x < lo ? lo : (x > hi ? hi : x); }
 
-// One policy step of world i.
-PR_ENV_HD void step_world(const WorldModel& m, const WorldArrays& a, long long i) {
+// core.counter_uniform: value `c` of the stream `key` (c >= 1), splitmix64 -> 53-bit uniform in [0, 1).
+PR_ENV_HD double counter_uniform(uint64_t key, uint64_t c) {
+  uint64_t z = key + c * 0x9E3779B97F4A7C15ULL;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  z = z ^ (z >> 31);
+  return static_cast<double>(z >> 11) * (1.0 / 9007199254740992.0);
+}
+
+// Camera frames of world i due in the step just simulated (core.TableTennisWorld._camera, same order of
+// operations), from rec_pos / rec_active; then t += step_s.
+PR_ENV_HD void camera_world(const WorldModel& m, const CameraModel& c, const WorldArrays& a, long long i) {
+  const int S = m.substeps, F = c.frames_per_step, ring = c.ring;
+  const double dt = m.dt_s, t = a.t[i], phase = a.cam_phase[i];
+  const int64_t count0 = a.cam_count[i], head0 = a.cam_head[i];
+  const uint64_t key = a.cam_key[i], counter = a.cam_counter[i];
+  int64_t due_n = 0, taken = 0;
+  for (int j = 0; j < F; ++j) {
+    const double due_t = phase + static_cast<double>(count0 + j) / c.camera_hz;
+    // first substep whose end t + (s + 1) dt is at or after the frame time
+    double sub_f = ceil((due_t - 1e-12 - t) / dt - 1.0);
+    if (!(sub_f >= 0.0)) sub_f = 0.0;
+    if (!(sub_f < static_cast<double>(S))) continue;  // not due in this step
+    const int sj = static_cast<int>(sub_f);
+    ++due_n;
+    // frame j uses values 6j+1 .. 6j+6 of the stream at this step's counter
+    const uint64_t base = counter + 6ULL * static_cast<uint64_t>(j);
+    if (!a.rec_active[static_cast<long long>(S) * i + sj]) continue;
+    double u[6];
+    u[0] = counter_uniform(key, base + 1);
+    if (!(u[0] >= c.drop_prob)) continue;  // dropped
+    for (int k = 1; k < 6; ++k) u[k] = counter_uniform(key, base + 1 + k);
+    // Box-Muller: two pairs -> 4 normals, 3 used (order of the NumPy concatenate)
+    const double r0 = sqrt(-2.0 * log1p(-u[2])), r1 = sqrt(-2.0 * log1p(-u[3]));
+    const double a0 = (2.0 * 3.141592653589793) * u[4], a1 = (2.0 * 3.141592653589793) * u[5];
+    const double normal[3] = {r0 * cos(a0), r1 * cos(a1), r0 * sin(a0)};
+    int64_t slot = (head0 + taken) % ring;
+    const long long row = static_cast<long long>(ring) * i + slot;
+    const double t_cap = t + dt * static_cast<double>(sj + 1);
+    a.cam_t[row] = t_cap;
+    const double jitter = -c.jitter_s * log1p(-u[1]);
+    a.cam_arrival[row] = t_cap + c.latency_s + jitter;
+    const double* rp = a.rec_pos + (static_cast<long long>(S) * i + sj) * 3;
+    for (int k = 0; k < 3; ++k) a.cam_pos[3 * row + k] = rp[k] + c.noise_m * normal[k];
+    ++taken;
+  }
+  a.cam_count[i] = count0 + due_n;
+  a.cam_counter[i] = counter + 6ULL * static_cast<uint64_t>(F);
+  a.cam_head[i] = head0 + taken;
+  a.t[i] = t + c.step_s;
+}
+
+// Arrays of the observation (observe_world).
+struct ObsArrays {
+  const double* q;            // [N, dof]
+  const double* qd;           // [N, dof]
+  const double* t;            // [N]
+  const double* cam_t;        // [N, ring]
+  const double* cam_arrival;  // [N, ring]
+  const double* cam_pos;      // [N, ring, 3]
+  const int64_t* cam_head;    // [N]
+  const float* low;           // [2 dof + 5 history]
+  const float* high;          // [2 dof + 5 history]
+  float* out;                 // [N, 2 dof + 5 history]
+  int dof, ring, history;
+};
+
+PR_ENV_HD float clip_obs(double x, float lo, float hi) {
+  const float v = static_cast<float>(x);  // build_observation casts, then np.clip in float32 (NaN stays NaN)
+  return v < lo ? lo : (v > hi ? hi : v);
+}
+
+// Observation row i: TableTennisVectorEnv._observation = clip(build_observation(q, qd, detections())), with
+// detections() the `history` most recent visible frames, newest first (the ring holds frames in capture order,
+// so a backward scan from the head finds them). Invalid entries: zeros (the position times 0, as NumPy).
+PR_ENV_HD void observe_world(const ObsArrays& o, long long i) {
+  const int dof = o.dof, ring = o.ring, k = o.history, width = 2 * dof + 5 * k;
+  float* out = o.out + static_cast<long long>(width) * i;
+  for (int j = 0; j < dof; ++j) {
+    out[j] = clip_obs(o.q[static_cast<long long>(dof) * i + j], o.low[j], o.high[j]);
+    out[dof + j] = clip_obs(o.qd[static_cast<long long>(dof) * i + j], o.low[dof + j], o.high[dof + j]);
+  }
+  const double t = o.t[i], now = t + 1e-12;
+  const int64_t head = o.cam_head[i];
+  const long long base = static_cast<long long>(ring) * i;
+  int found = 0;
+  for (int b = 0; b < ring && found < k; ++b) {
+    const long long slot = base + ((head - 1 - b) % ring + ring) % ring;
+    if (!(o.cam_arrival[slot] <= now)) continue;
+    const int c = 2 * dof + 5 * found;
+    for (int d = 0; d < 3; ++d) out[c + d] = clip_obs(o.cam_pos[3 * slot + d], o.low[c + d], o.high[c + d]);
+    out[c + 3] = clip_obs(t - o.cam_t[slot], o.low[c + 3], o.high[c + 3]);
+    out[c + 4] = clip_obs(1.0, o.low[c + 4], o.high[c + 4]);
+    ++found;
+  }
+  const long long newest = base + ((head - 1) % ring + ring) % ring;
+  for (; found < k; ++found) {
+    const int c = 2 * dof + 5 * found;
+    for (int d = 0; d < 3; ++d) out[c + d] = clip_obs(o.cam_pos[3 * newest + d] * 0.0, o.low[c + d], o.high[c + d]);
+    out[c + 3] = clip_obs(0.0, o.low[c + 3], o.high[c + 3]);
+    out[c + 4] = clip_obs(0.0, o.low[c + 4], o.high[c + 4]);
+  }
+}
+
+// One policy step of world i (physics; then the camera when `cam` is given and a.t is set).
+PR_ENV_HD void step_world(const WorldModel& m, const WorldArrays& a, long long i, const CameraModel* cam = nullptr) {
   const int dof = m.dof;
   const double dt = m.dt_s;
   const double r_ball = m.ball_radius_m;
@@ -397,6 +534,7 @@ PR_ENV_HD void step_world(const WorldModel& m, const WorldArrays& a, long long i
   a.ev_hit[i] = w.ev_hit;
   a.ev_landed[i] = w.ev_landed;
   a.ev_limit[i] = w.ev_limit;
+  if (cam != nullptr && a.t != nullptr) camera_world(m, *cam, a, i);
 }
 
 }  // namespace robot_rt::envs
