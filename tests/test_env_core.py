@@ -7,6 +7,8 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import robot_rt.envs  # noqa: F401 - registers the env ids
 from robot_rt.envs import core
@@ -491,3 +493,104 @@ def test_camera_rate_latency_noise_and_window(backend):
     assert len(errors) > 100
     assert abs(errors.std() - cfg.camera_noise_m) < 0.15 * cfg.camera_noise_m
     assert np.all(np.abs(errors.mean(axis=0)) < 0.003)
+
+
+# ------------------------------------------------------------------------------------------ native camera + observation
+HAVE_NATIVE_CAMERA = HAVE_CPU and hasattr(core._native_module("cpu"), "observe")
+needs_native_camera = pytest.mark.skipif(not HAVE_NATIVE_CAMERA, reason="robot_rt._envs lacks the native camera")
+
+_CAM_EXACT = ("t", "cam_t", "cam_head", "cam_count", "cam_counter", "rec_active")
+
+
+@needs_native_camera
+@settings(max_examples=6, deadline=None)
+@given(
+    camera_hz=st.sampled_from([200.0, 333.0, 1500.0]),
+    drop=st.floats(0.0, 0.5),
+    latency=st.floats(0.0, 0.03),
+    jitter=st.floats(0.0, 0.01),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_native_camera_matches_numpy_camera(camera_hz, drop, latency, jitter, seed):
+    """The camera inside the C++ step (camera_world) against TableTennisWorld._camera on the same physics:
+    frames, drops, slots and capture times identical; arrival times (log1p) and positions (log1p, sin, cos) to the
+    ulp by which libm and NumPy's SIMD functions may differ."""
+    cfg = core.WorldConfig(
+        camera_hz=camera_hz, camera_drop_prob=drop, camera_latency_s=latency, camera_latency_jitter_s=jitter
+    )
+    n = 9
+    wa = TableTennisWorld(n, config=cfg, backend="cpu", num_threads=2)
+    wb = TableTennisWorld(n, config=cfg, backend="cpu", num_threads=1)
+    assert wa._native_camera
+    wb._native_camera = False  # physics in C++, camera in NumPy (the reference)
+    seeds = np.random.default_rng(seed).integers(0, 2**31, n).tolist()
+    wa.reset(np.arange(n), seeds)
+    wb.reset(np.arange(n), seeds)
+    rng = np.random.default_rng(seed)
+    for _ in range(45):  # > 32 frames at 1500 Hz: the ring wraps
+        cmd = rng.uniform(-0.3, 0.3, (n, wa.dof)) * wa.v_max
+        _, ta, _ = wa.step(cmd)
+        _, tb, _ = wb.step(cmd)
+        np.testing.assert_array_equal(ta, tb)
+        for name in _CAM_EXACT:
+            np.testing.assert_array_equal(getattr(wa, name), getattr(wb, name), err_msg=name)
+        np.testing.assert_allclose(wa.cam_arrival, wb.cam_arrival, rtol=1e-15, atol=0)
+        np.testing.assert_allclose(wa.cam_pos, wb.cam_pos, rtol=0, atol=1e-14)
+        np.testing.assert_array_equal(wa.observations(native=True), wa.observations(native=False))
+        done = np.nonzero(ta)[0]
+        if done.size:
+            wa.reset(done)
+            wb.reset(done)
+    assert wa.cam_head.sum() > 0
+
+
+@needs_native_camera
+@settings(max_examples=8, deadline=None)
+@given(n=st.integers(1, 40), history=st.integers(1, 14), seed=st.integers(0, 2**31 - 1))
+def test_native_observation_matches_numpy(n, history, seed):
+    """observe_world == clip(build_observation(q, qd, detections())) bit for bit, over random rings (visible and
+    pending frames, wrapped heads, empty worlds) and states beyond the bounds (clipped) or NaN."""
+    w = TableTennisWorld(n, config=core.WorldConfig(history=history), backend="cpu")
+    rng = np.random.default_rng(seed)
+    w.q[:] = rng.uniform(w.q_min - 0.5, w.q_max + 0.5, (n, w.dof))
+    w.qd[:] = rng.normal(0.0, 1.5, (n, w.dof)) * w.v_max
+    w.qd[rng.random((n, w.dof)) < 0.02] = np.nan
+    w.t[:] = rng.uniform(0.0, 3.0, n)
+    w.cam_head[:] = rng.integers(0, 200, n)
+    frames = np.minimum(w.cam_head, w.ring)
+    age = np.sort(rng.uniform(0.0, 0.6, (n, w.ring)), axis=1)  # slot head-1 is the newest
+    for i in range(n):
+        order = (w.cam_head[i] - 1 - np.arange(w.ring)) % w.ring
+        w.cam_t[i] = -np.inf
+        w.cam_arrival[i] = np.inf
+        k = frames[i]
+        w.cam_t[i, order[:k]] = w.t[i] - age[i, :k]
+        w.cam_arrival[i, order[:k]] = w.cam_t[i, order[:k]] + rng.choice([0.0, 0.01, 0.2], k)
+    w.cam_pos[:] = rng.normal(0.0, 4.0, (n, w.ring, 3))
+    native = w.observations(native=True)
+    ref = w.observations(native=False)
+    assert native.dtype == np.float32 and native.shape == (n, 2 * w.dof + 5 * history)
+    np.testing.assert_array_equal(native, ref)
+    np.testing.assert_array_equal(np.signbit(native), np.signbit(ref))
+
+
+@needs_native_camera
+def test_native_observe_and_camera_reject_bad_arrays():
+    w = TableTennisWorld(3, backend="cpu")
+    w.reset(np.arange(3), [0, 1, 2])
+    low, high = w.observation_bounds()
+    mod = core._native_module("cpu")
+    good = dict(q=w.q, qd=w.qd, t=w.t, cam_t=w.cam_t, cam_arrival=w.cam_arrival, cam_pos=w.cam_pos)
+    good.update(cam_head=w.cam_head, low=low, high=high, out=np.empty((3, low.size), np.float32))
+    mod.observe(**good)
+    with pytest.raises(TypeError, match="out: expected dtype"):
+        mod.observe(**dict(good, out=np.empty((3, low.size))))
+    with pytest.raises(ValueError, match="out: expected"):
+        mod.observe(**dict(good, out=np.empty((3, low.size + 1), np.float32)))
+    with pytest.raises(ValueError, match="cam_pos: unexpected shape"):
+        mod.observe(**dict(good, cam_pos=np.zeros((3, w.ring, 2))))
+    with pytest.raises(ValueError, match="low: unexpected shape"):
+        mod.observe(**dict(good, low=low[:-1].copy()))
+    w.cam_key = w.cam_key.astype(np.int64)  # the camera stream key must stay uint64
+    with pytest.raises(TypeError, match="cam_key: expected dtype"):
+        w.step(np.zeros((3, 8)))

@@ -803,7 +803,7 @@ class TableTennisWorld:
         valid = valid_table[bits]
         sel = (self.cam_head[:, None] - 1 - order) % ring
         out = np.empty((n, k, 5))
-        out[..., :3] = self.cam_pos[rows, sel] * valid[..., None]
+        out[..., :3] = np.where(valid[..., None], self.cam_pos[rows, sel], 0.0)  # +0 as _detections_sorted
         out[..., 3] = np.where(valid, self.t[:, None] - self.cam_t[rows, sel], 0.0)
         out[..., 4] = valid
         short = np.nonzero((valid_table[bits, k - 1] == 0) & (self.cam_head > width))[0]
