@@ -18,11 +18,13 @@ by weighted least squares (measurement std `sigma_m`) with a Gaussian prior a ~ 
 acceleration, where a_prior = -g e_z - k_D |v| v is gravity plus drag linearised at the velocity of a first
 prior-only-gravity pass (so with few points the fit is a gravity+drag arc, with many the acceleration is
 fitted). Normal equations (3x3, shared by the three axes) are solved for all environments at once.
-p0, v0 are the position and velocity at now. With `estimate_spin`, the part of the fitted acceleration that
+The reference time is the segment's newest detection (`fit_state()`); `state()` extrapolates to now (the
+latency) through a table bounce if the arc meets the table in between. Right after a bounce, while the new
+segment has fewer than `min_points` points, the pre-bounce fit stays in use. With `estimate_spin`, the part of the fitted acceleration that
 gravity and drag do not explain is read as Magnus lift a_M = k_M (w x v), giving the spin component
 perpendicular to v: w = v x a_M / (k_M |v|^2) (shrunk by the prior when the segment is short).
 
-`predict_plane_crossing(x_plane_m)` flies the estimated states [N, 9] with the ball physics
+`predict_plane_crossing(x_plane_m)` flies the fitted states [N, 9] with the ball physics
 (`robot_rt.ballistics.time_to_plane_batch`, the C++ core, table bounce included) to the plane. Per-environment
 planes (an [N] array) take two batched calls: to the nearest plane x_1 = min x_plane_i, then, for the others,
 free flight from x_1 on, which the physics cannot tell apart from the same flight moved in x and y (its
@@ -39,6 +41,8 @@ import numpy as np
 
 from robot_rt.ballistics import BallParams, TableGeometry, pack_params, time_to_plane_batch
 from robot_rt.ballistics.params import PARAM_NAMES
+
+from ._physics import PhysicsModel
 
 __all__ = ["BatchedBallTracker", "BatchedCrossing"]
 
@@ -117,6 +121,7 @@ class BatchedBallTracker:
         self.contact_z_m = float(self.table.surface_height_m) + self.radius_m
         self.half_length_m = 0.5 * float(self.table.length_m)
         self.half_width_m = 0.5 * float(self.table.width_m)
+        self.e_bounce, self.k_bounce = PhysicsModel(self.params, self.table, backend="numpy").spinless_bounce_ratios()
         n, k = self.n, self.capacity
         self.buf_t = np.full((n, k), np.nan)
         self.buf_p = np.zeros((n, k, 3))
@@ -128,6 +133,7 @@ class BatchedBallTracker:
         self.coef = np.zeros((n, 3, 3))  # [env, (p0, v0, a), axis] at t_fit
         self.t_fit = np.zeros(n)
         self.valid = np.zeros(n, dtype=bool)
+        self.after_bounce = np.zeros(n, dtype=bool)
         self.spin = np.zeros((n, 3))
 
     # ------------------------------------------------------------------------------------------ tracks
@@ -148,6 +154,8 @@ class BatchedBallTracker:
         self.newest_t[m] = -np.inf
         self.n_points[m] = 0
         self.valid[m] = False
+        self.after_bounce[m] = False
+        self.t_fit[m] = 0.0
         self.coef[m] = 0.0
         self.spin[m] = 0.0
 
@@ -205,9 +213,14 @@ class BatchedBallTracker:
         bounce = self.valid[:, None] & np.isfinite(tb)[:, None] & (tc > tb[:, None])
         broken = fresh & (gap | jump | bounce)
         start = np.where(bounce, tb[:, None], tc)
-        start = np.where(broken, start, np.inf).min(axis=1)
-        hit = np.isfinite(start)
-        self.seg_start[hit] = start[hit]
+        start = np.where(broken, start, np.inf)
+        first = np.argmin(start, axis=1)
+        rows = np.arange(self.n)
+        hit = np.isfinite(start[rows, first])
+        self.seg_start[hit] = start[rows, first][hit]
+        # a pure bounce (not also a jump or a gap) keeps the old fit usable until the new segment is valid
+        pure = (bounce & ~gap & ~jump)[rows, first]
+        self.after_bounce = np.where(hit, pure, self.after_bounce)
         self.newest_t = np.fmax(self.newest_t, np.nanmax(np.where(fresh, tc, -np.inf), axis=1))
 
     def _bounce_time(self) -> np.ndarray:
@@ -252,48 +265,77 @@ class BatchedBallTracker:
         return np.linalg.solve(mat, rhs)
 
     def _fit(self) -> None:
-        tau = self.buf_t - self.t_now[:, None]
         use = np.isfinite(self.buf_t)
         use &= self.buf_t >= self.seg_start[:, None] - 1e-9
-        use &= tau >= -self.window_s
-        use &= tau <= 1e-9
-        self.n_points = use.sum(axis=1)
+        use &= self.buf_t >= self.t_now[:, None] - self.window_s
+        n_points = use.sum(axis=1)
+        # reference time: the segment's newest detection (later times are predictions, see state())
+        t_ref = np.where(n_points > 0, np.max(np.where(use, self.buf_t, -np.inf), axis=1), self.t_now)
+        tau = self.buf_t - t_ref[:, None]
         gravity = np.array([0.0, 0.0, -self.g])
         coef = self._solve(tau, use, np.broadcast_to(gravity, (self.n, 3)))
         v = coef[:, 1]
-        a_gd = gravity - self.kd * np.linalg.norm(v, axis=1, keepdims=True) * v
-        coef = self._solve(tau, use, a_gd)
+        coef = self._solve(tau, use, gravity - self.kd * np.linalg.norm(v, axis=1, keepdims=True) * v)
         v = coef[:, 1]
         a_gd = gravity - self.kd * np.linalg.norm(v, axis=1, keepdims=True) * v
-        self.coef = coef
-        self.t_fit = self.t_now.copy()
-        self.valid = self.n_points >= self.min_points
         if self.estimate_spin:
             speed2 = np.maximum(np.sum(v * v, axis=1, keepdims=True), 1e-6)
-            self.spin = np.cross(v, coef[:, 2] - a_gd) / (self.km * speed2)
+            spin = np.cross(v, coef[:, 2] - a_gd) / (self.km * speed2)
         else:
-            self.spin = np.zeros((self.n, 3))
+            spin = np.zeros((self.n, 3))
+        valid = n_points >= self.min_points
+        # right after a bounce the new segment has too few points: the pre-bounce fit stays in use (its
+        # predictions go through the bounce), other breaks (new ball, hit) leave the track invalid until then
+        keep = self.after_bounce & ~valid & self.valid
+        self.after_bounce &= ~valid
+        take = ~keep
+        self.coef[take] = coef[take]
+        self.t_fit[take] = t_ref[take]
+        self.spin[take] = spin[take]
+        self.valid = valid | keep
+        self.n_points = n_points
 
     # ------------------------------------------------------------------------------------------ outputs
-    def state(self) -> tuple[np.ndarray, np.ndarray]:
-        """Estimated ball states [N, 9] (position, velocity, spin) at the last update time, and valid [N]."""
+    def fit_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fitted ball states [N, 9] at the fit's reference time (the segment's newest detection), those times
+        [N], and valid [N]."""
         out = np.concatenate([self.coef[:, 0], self.coef[:, 1], self.spin], axis=1)
-        return out, self.valid.copy()
+        return out, self.t_fit.copy(), self.valid.copy()
+
+    def state(self) -> tuple[np.ndarray, np.ndarray]:
+        """Estimated ball states [N, 9] at the last update time ("now") and valid [N]: the fit extrapolated
+        from its reference time with its constant acceleration, through a table bounce when the arc meets the
+        contact height over the table in between (spinless rebound v_xy' = k v_xy, vz' = -e vz, then a = -g e_z)."""
+        st, t_ref, valid = self.fit_state()
+        tau = np.maximum(self.t_now - t_ref, 0.0)
+        p0, v0, a = self.coef[:, 0], self.coef[:, 1], self.coef[:, 2]
+        tb = self._bounce_time() - t_ref
+        bounced = np.isfinite(tb) & (tb <= tau)
+        tb = np.where(bounced, tb, tau)
+        p = p0 + v0 * tb[:, None] + 0.5 * a * (tb * tb)[:, None]
+        v = v0 + a * tb[:, None]
+        rest = (tau - tb)[:, None]
+        v_after = v * np.array([self.k_bounce, self.k_bounce, -self.e_bounce])
+        a_after = np.array([0.0, 0.0, -self.g])
+        p = np.where(bounced[:, None], p + v_after * rest + 0.5 * a_after * rest * rest, p)
+        v = np.where(bounced[:, None], v_after + a_after * rest, v)
+        st[:, :3], st[:, 3:6] = p, v
+        return st, valid
 
     def predict_plane_crossing(self, x_plane_m) -> BatchedCrossing:
         """Next crossing of x = `x_plane_m` (scalar or [N]) by the ball physics from `state()` (see the
         module docstring): absolute time [N], position/velocity/spin [N, 3], found [N]."""
-        planes = np.broadcast_to(np.asarray(x_plane_m, dtype=np.float64), (self.n,)).copy()
         if np.ndim(x_plane_m) not in (0, 1) or (np.ndim(x_plane_m) == 1 and np.shape(x_plane_m) != (self.n,)):
             raise ValueError(f"x_plane_m: expected a scalar or shape ({self.n},), got {np.shape(x_plane_m)}")
+        planes = np.broadcast_to(np.asarray(x_plane_m, dtype=np.float64), (self.n,)).copy()
         if not np.all(np.isfinite(planes)):
             raise ValueError("x_plane_m: expected finite values")
-        states, valid = self.state()
+        states, t_ref, valid = self.fit_state()
         tau, cross = crossing_batch(
             states, valid, planes, self.params, self.table, self.horizon_s, self.plane_dt_s, self.backend
         )
         found = np.isfinite(tau)
-        return BatchedCrossing(self.t_fit + tau, cross[:, :3], cross[:, 3:6], cross[:, 6:9], found)
+        return BatchedCrossing(t_ref + tau, cross[:, :3], cross[:, 3:6], cross[:, 6:9], found)
 
 
 def crossing_batch(states, valid, planes, params, table, horizon_s, dt_s, backend="cpu"):
@@ -355,4 +397,7 @@ def crossing_batch(states, valid, planes, params, table, horizon_s, dt_s, backen
             st[:, 1] -= shift_y[inside]
             tau[idx] = t1[idx] + t2
             out[idx] = np.where(np.isfinite(t2)[:, None], st, np.nan)
+    late = ~(tau <= horizon_s)  # the two stages together stay within one horizon
+    tau[late] = np.nan
+    out[late] = np.nan
     return tau, out
