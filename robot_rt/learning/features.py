@@ -1,0 +1,108 @@
+"""Policy input of GoalsEye's GCBC: robot state plus a ball-state estimate from the detection stream.
+
+The raw observation holds only the 6 newest camera detections (about 30 ms of flight): too short to read the
+ball's velocity reliably, and blind to the bounce ahead. GoalsEye's real system fed its policy a ball-state
+estimate; here `BatchedBallTracker` (robot_rt.estimation.batched) keeps one track per environment and gives
+the estimated state and the predicted crossing of the hitting plane x = `hit_plane_x_m` (table bounce
+included), which is what decides where and when to hit.
+
+Feature vector (float32, `FEATURE_NAMES`, 36 values):
+    q_norm [8]          joint positions mapped to [-1, 1] over their limits
+    qd_norm [8]         joint velocities / velocity limits
+    ball_pos [3], ball_vel [3], ball_valid [1]      the track estimate now (zeros when not valid)
+    cross_dt [1], cross_pos [3], cross_vel [3], cross_found [1]
+                        time until the predicted crossing of the hitting plane (clipped to [0, 1.5] s), where
+                        and how fast the ball crosses it (zeros when not found)
+    det_pos [3], det_age [1], det_valid [1]         the newest detection as observed
+The extractor is stateful (the tracks): call `reset(mask)` for environments that start a new episode, and
+call it once per policy step, in order. The tracker clock is the per-environment step count / policy_hz.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from robot_rt.robot import RobotDescription, load_robot
+
+FEATURE_NAMES = (
+    [f"q_norm_{i}" for i in range(8)]
+    + [f"qd_norm_{i}" for i in range(8)]
+    + ["ball_x", "ball_y", "ball_z", "ball_vx", "ball_vy", "ball_vz", "ball_valid"]
+    + ["cross_dt", "cross_x", "cross_y", "cross_z", "cross_vx", "cross_vy", "cross_vz", "cross_found"]
+    + ["det_x", "det_y", "det_z", "det_age", "det_valid"]
+)
+FEATURE_DIM = len(FEATURE_NAMES)
+
+
+class FeatureExtractor:
+    """Batched features of `num_envs` environments (see the module docstring)."""
+
+    def __init__(
+        self,
+        num_envs: int,
+        robot: RobotDescription | None = None,
+        history: int = 6,
+        policy_hz: float = 100.0,
+        hit_plane_x_m: float = 1.7,
+    ):
+        from robot_rt.estimation.batched import BatchedBallTracker
+
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs: expected a positive int, got {num_envs!r}")
+        self.n = int(num_envs)
+        self.robot = robot if robot is not None else load_robot()
+        self.dof = len(self.robot.home)
+        if self.dof != 8:
+            raise ValueError(f"robot: expected the 8-joint platform the features are laid out for, got {self.dof}")
+        self.history = int(history)
+        self.obs_dim = 2 * self.dof + 5 * self.history
+        self.dt_s = 1.0 / float(policy_hz)
+        self.hit_plane_x_m = float(hit_plane_x_m)
+        self.tracker = BatchedBallTracker(self.n)
+        self.steps = np.zeros(self.n, dtype=np.int64)
+        self._q_mid = 0.5 * (self.robot.position_max + self.robot.position_min)
+        self._q_half = 0.5 * (self.robot.position_max - self.robot.position_min)
+        self._v_max = self.robot.velocity_limit
+
+    def reset(self, mask=None) -> None:
+        m = np.ones(self.n, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+        if m.shape != (self.n,):
+            raise ValueError(f"mask: expected a bool array of shape ({self.n},), got {m.shape}")
+        self.tracker.reset(m)
+        self.steps[m] = 0
+
+    def __call__(self, observation) -> np.ndarray:
+        obs = observation["observation"] if isinstance(observation, dict) else observation
+        obs = np.asarray(obs, dtype=np.float64)
+        if obs.shape != (self.n, self.obs_dim):
+            raise ValueError(f"observation: expected shape ({self.n}, {self.obs_dim}), got {obs.shape}")
+        q, qd = obs[:, : self.dof], obs[:, self.dof : 2 * self.dof]
+        det = obs[:, 2 * self.dof :].reshape(self.n, self.history, 5)
+        t_now = self.steps * self.dt_s
+        self.tracker.update(det, t_now)
+        self.steps += 1
+        state, valid = self.tracker.state()
+        ball = np.where(valid[:, None], state[:, :6], 0.0)
+        crossing = self.tracker.predict_plane_crossing(self.hit_plane_x_m)
+        found = crossing.found & valid
+        cross_dt = np.where(found, np.clip(np.nan_to_num(crossing.t_s - t_now), 0.0, 1.5), 0.0)
+        cross_pos = np.where(found[:, None], np.nan_to_num(crossing.position_m), 0.0)
+        cross_vel = np.where(found[:, None], np.nan_to_num(crossing.velocity_mps), 0.0)
+        newest = det[:, 0]  # detections are newest first
+        features = np.concatenate(
+            [
+                (q - self._q_mid) / self._q_half,
+                qd / self._v_max,
+                ball,
+                valid[:, None].astype(np.float64),
+                cross_dt[:, None],
+                cross_pos,
+                cross_vel,
+                found[:, None].astype(np.float64),
+                newest[:, :3] * (newest[:, 4:5] > 0.5),
+                newest[:, 3:4],
+                newest[:, 4:5],
+            ],
+            axis=1,
+        )
+        return features.astype(np.float32)

@@ -1,0 +1,675 @@
+"""`robot-rt train goalseye`: GoalsEye (Abeyruwan et al. 2022) in simulation — goal-conditioned behaviour
+cloning from non-goal-directed play, improved by iterative self-practice with hindsight relabelling.
+
+Stages, per training seed (all in one run directory, `robot_rt.learning.rundir.RunDir`):
+1. play: the batched scripted policy (`BatchedScriptedPolicy`) with Gaussian action noise returns balls aimed
+   at random points over the whole human half (the aim is *not* recorded as a goal), `--play-episodes`
+   episodes, appended in chunks to an on-disk episode data set (`robot_rt.learning.dataset`).
+2. relabel + GCBC: every landed attempt is relabelled with the landing point it achieved, and a
+   goal-conditioned MLP policy (`robot_rt.learning.gcbc`) is fitted to all relabelled steps.
+3. self-practice, `--rounds` rounds of `--attempts-per-round` attempts: goals sampled uniformly from the
+   environment's goal region, attempted by the current policy, every attempt relabelled and appended, then the
+   policy is fine-tuned on all data (`--finetune-steps` Adam steps with the optimizer state carried over).
+4. evaluation after every round on a fixed held-out set of `--eval-goals` (goal, ball seed) pairs, the same
+   for every seed and condition: success = landing within 20 cm / 30 cm of the goal, with Wilson 95% CIs.
+
+Conditions (`--conditions`), compared at equal numbers of extra episodes:
+    demos+practice   1-4 as above (GoalsEye)
+    demos-only       the extra episodes are more scripted play instead of self-practice (same count per round)
+    practice-only    self-practice from scratch: no play data, a randomly initialised policy attempts goals;
+                     it trains as soon as any attempt lands
+Round 0 of demos+practice and demos-only is the same model (same play data, seed and training), so it is
+trained and evaluated once and shared.
+
+Episode seeds, goals and play aims come from `numpy.random.SeedSequence([seed, stream, round])`, so a run is
+reproducible and the held-out evaluation set never overlaps training episodes. Rollouts run
+`TableTennisGoalVectorEnv` with `--num-envs` environments; with `torchrun --nproc_per_node K` (or several
+hosts) every rollout's episodes are split across the K processes by index (`robot_rt.learning.distributed`),
+rank 0 trains and writes, and the weights are broadcast; per-episode results are identical to one process.
+
+Resuming (`--resume`): each (seed, condition) checkpoints after every round (model, optimizer, curve so far);
+play chunks and round data carry their round in the manifest's `source`, so a resumed run neither redoes a
+finished round nor appends the same data twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robot_rt.learning import distributed as dist
+from robot_rt.learning.dataset import EpisodeBatch, EpisodeDataset, relabel
+from robot_rt.learning.features import FEATURE_DIM, FeatureExtractor
+from robot_rt.learning.gcbc import GCBCPolicy, train_gcbc
+from robot_rt.learning.rundir import RunDir
+
+CONDITIONS = ("demos+practice", "demos-only", "practice-only")
+GOAL_LOW = np.array([-1.2, -0.6])  # the goal environment's goal region (robot_rt.envs.core reset)
+GOAL_HIGH = np.array([-0.3, 0.6])
+PLAY_LOW = np.array([-1.3, -0.72])  # play aims anywhere on the human half
+PLAY_HIGH = np.array([-0.1, 0.72])
+STREAM_PLAY, STREAM_PRACTICE, STREAM_EVAL, STREAM_EXTRA_PLAY, STREAM_NOISE = 1, 2, 3, 4, 5
+
+DEFAULTS = dict(
+    seeds=[0, 1, 2],
+    conditions=list(CONDITIONS),
+    num_envs=64,
+    play_episodes=2500,
+    play_chunk=500,
+    play_noise=0.05,
+    play_param_noise=1.0,
+    rounds=4,
+    attempts_per_round=300,
+    eval_goals=150,
+    eval_seed=20261126,
+    train_steps=2000,
+    finetune_steps=800,
+    batch_size=512,
+    lr=1e-3,
+    hidden=[256, 256],
+    max_episode_steps=300,
+    backend="auto",
+)
+SMOKE = dict(
+    seeds=[0],
+    num_envs=16,
+    play_episodes=48,
+    play_chunk=24,
+    rounds=2,
+    attempts_per_round=16,
+    eval_goals=16,
+    train_steps=60,
+    finetune_steps=30,
+    batch_size=256,
+    hidden=[64, 64],
+)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = DEFAULTS
+    parser.add_argument("--out", required=True, help="run directory (config, checkpoints, log, data, results)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoints")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes that run every stage in about a minute")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help=f"training seeds (default {d['seeds']})")
+    parser.add_argument("--conditions", nargs="+", choices=CONDITIONS, default=None, help="conditions to run")
+    for name, kind, text in (
+        ("num_envs", int, "environments stepped together per process"),
+        ("play_episodes", int, "scripted play episodes (bootstrap data)"),
+        ("play_chunk", int, "play episodes per data-set chunk (the unit of crash recovery)"),
+        ("play_noise", float, "play action noise std as a fraction of each joint's velocity limit"),
+        ("play_param_noise", float, "scale of the per-episode perturbation of the scripted policy's parameters"),
+        ("rounds", int, "self-practice rounds"),
+        ("attempts_per_round", int, "self-practice attempts (or extra play episodes) per round"),
+        ("eval_goals", int, "held-out evaluation goals (one episode each)"),
+        ("eval_seed", int, "seed of the held-out evaluation set"),
+        ("train_steps", int, "Adam steps of the first GCBC fit"),
+        ("finetune_steps", int, "Adam steps of each round's fine-tuning"),
+        ("batch_size", int, "GCBC minibatch size"),
+        ("lr", float, "Adam learning rate"),
+        ("max_episode_steps", int, "episode time limit in policy steps"),
+    ):
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, type=kind, default=None, help=f"{text} (default {d[name]})")
+    parser.add_argument("--hidden", type=int, nargs="+", default=None, help=f"MLP widths (default {d['hidden']})")
+    parser.add_argument("--backend", choices=("auto", "numpy", "cpu", "cuda"), default=None, help="env backend")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def resolve_config(args) -> dict:
+    config = dict(DEFAULTS)
+    if args.smoke:
+        config.update(SMOKE)
+    for key in DEFAULTS:
+        value = getattr(args, key, None)
+        if value is not None:
+            config[key] = list(value) if isinstance(value, (list, tuple)) else value
+    config["smoke"] = bool(args.smoke)
+    _check_config(config)
+    return config
+
+
+def _check_config(c: dict) -> None:
+    for key in ("num_envs", "play_chunk", "eval_goals", "batch_size", "max_episode_steps"):
+        if not isinstance(c[key], int) or c[key] < 1:
+            raise ValueError(f"--{key.replace('_', '-')}: expected a positive int, got {c[key]!r}")
+    for key in ("play_episodes", "rounds", "attempts_per_round", "train_steps", "finetune_steps"):
+        if not isinstance(c[key], int) or c[key] < 0:
+            raise ValueError(f"--{key.replace('_', '-')}: expected an int >= 0, got {c[key]!r}")
+    for key in ("play_noise", "play_param_noise"):
+        if not (c[key] >= 0 and math.isfinite(c[key])):
+            raise ValueError(f"--{key.replace('_', '-')}: expected a finite number >= 0, got {c[key]}")
+    if not (c["lr"] > 0 and math.isfinite(c["lr"])):
+        raise ValueError(f"--lr: expected a finite number > 0, got {c['lr']}")
+    if not c["seeds"] or len(set(c["seeds"])) != len(c["seeds"]) or min(c["seeds"]) < 0:
+        raise ValueError(f"--seeds: expected distinct non-negative ints, got {c['seeds']}")
+    if not c["conditions"] or any(k not in CONDITIONS for k in c["conditions"]):
+        raise ValueError(f"--conditions: expected some of {CONDITIONS}, got {c['conditions']}")
+    if any(h < 1 for h in c["hidden"]):
+        raise ValueError(f"--hidden: expected positive widths, got {c['hidden']}")
+    if c["play_episodes"] == 0 and any(k != "practice-only" for k in c["conditions"]):
+        raise ValueError("--play-episodes: expected > 0 when a demos condition runs")
+
+
+# ------------------------------------------------------------------------------------------------ seeding
+def episode_plan(seed: int, stream: int, round_: int, n: int, low=GOAL_LOW, high=GOAL_HIGH):
+    """(episode seeds [n] int64, targets [n, 2]) of one batch of episodes, a function of its identity only."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(stream), int(round_)]))
+    seeds = rng.integers(0, 2**31 - 1, size=n, dtype=np.int64)
+    targets = rng.uniform(low, high, size=(n, 2))
+    return seeds, targets
+
+
+def eval_plan(config: dict):
+    return episode_plan(config["eval_seed"], STREAM_EVAL, 0, config["eval_goals"])
+
+
+# ------------------------------------------------------------------------------------------------ agents
+# per-episode perturbation stds of the scripted policy's parameters during play (scaled by --play-param-noise):
+# the shot's speed, elevation and timing vary, so landing points spread around the aim like a human's play
+PLAY_PARAM_STD = {
+    "return_speed_mps": 1.0,
+    "extra_elevation_rad": 0.05,
+    "timing_offset_s": 0.006,
+    "swing_speed_mps": 0.5,
+}
+
+
+class ScriptedAgent:
+    """Play: the batched scripted policy aiming at the given targets. Noise, from a per-episode generator (so an
+    episode is the same whichever process or slot runs it): each episode perturbs the policy's parameters
+    (`PLAY_PARAM_STD` x `param_noise`, clipped to their bounds), and each step adds Gaussian action noise of
+    `action_noise` x v_max. I.i.d. action noise alone is a poor play generator: from 0.05 v_max on, the random
+    walk drives a joint into its limit in every episode (measured) unless it passes the policy's braking cap
+    again (done here), while parameter noise varies the shot."""
+
+    def __init__(self, num_envs: int, action_noise: float, param_noise: float = 1.0):
+        from robot_rt.envs.scripted import BatchedScriptedPolicy, ScriptedParams
+
+        self.policy = BatchedScriptedPolicy(num_envs)
+        self.noise = float(action_noise)
+        self.param_noise = float(param_noise)
+        self.v_max = self.policy.v_max
+        self.names = ScriptedParams.names()
+        self.low, self.high = ScriptedParams.bounds()
+        self.base = ScriptedParams().to_vector()
+        self.params = np.tile(self.base, (num_envs, 1))
+        self.std = np.array([PLAY_PARAM_STD.get(k, 0.0) for k in self.names]) * self.param_noise
+        self.rngs = [np.random.default_rng(0) for _ in range(num_envs)]
+
+    def start(self, slots: np.ndarray, episode_seeds: np.ndarray) -> None:
+        mask = np.zeros(self.policy.n, dtype=bool)
+        mask[slots] = True
+        self.policy.reset(mask)
+        for j, s in zip(slots, episode_seeds):
+            self.rngs[j] = np.random.default_rng(np.random.SeedSequence([int(s), STREAM_NOISE]))
+            perturbed = self.base + self.std * self.rngs[j].standard_normal(len(self.base))
+            self.params[j] = np.clip(perturbed, self.low, self.high)
+        self.policy.set_params(self.params)
+
+    def act(self, obs: dict, features: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        action = self.policy(obs["observation"], goals=targets)
+        if self.noise > 0:
+            noise = np.stack([r.standard_normal(action.shape[1]) for r in self.rngs])
+            q = np.asarray(obs["observation"], dtype=np.float64)[:, : len(self.v_max)]
+            # the same braking cap as the policy's own output, so noise cannot drive a joint into its limit
+            action = self.policy.brake_to_limits(q, action + self.noise * self.v_max * noise)
+        return np.clip(action, -self.v_max, self.v_max).astype(np.float32)
+
+
+class GCBCAgent:
+    """The learned policy: a = v_max * pi(features, goal)."""
+
+    def __init__(self, model: GCBCPolicy, v_max: np.ndarray):
+        self.model = model.eval()
+        self.v_max = np.asarray(v_max)
+
+    def start(self, slots: np.ndarray, episode_seeds: np.ndarray) -> None:
+        pass  # stateless (the ball track lives in the feature extractor)
+
+    def act(self, obs: dict, features: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        return (self.model.act(features, targets) * self.v_max).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ rollouts
+@dataclass
+class Episode:
+    seed: int
+    target: np.ndarray
+    has_landed: bool
+    landing_point: np.ndarray
+    length: int
+    outcome: str
+    observations: np.ndarray | None = None
+    features: np.ndarray | None = None
+    actions: np.ndarray | None = None
+
+    @property
+    def distance_m(self) -> float:
+        return float(np.linalg.norm(self.landing_point - self.target)) if self.has_landed else math.inf
+
+
+def make_env(num_envs: int, config: dict):
+    from robot_rt.envs.vector import TableTennisGoalVectorEnv
+
+    return TableTennisGoalVectorEnv(num_envs, max_episode_steps=config["max_episode_steps"], backend=config["backend"])
+
+
+def run_episodes(env, agent, seeds, targets, *, record: bool, progress=None) -> list[Episode]:
+    """Runs one episode per (seed, target) on the vector env, in slots as they free up; returns them in order.
+
+    Each episode starts with an explicit `reset(seed=...)` of its slot, so its ball, camera noise and human do
+    not depend on the slot or on the other episodes, and the agent's `target` (goal or play aim) replaces the
+    environment's own desired goal. Recorded actions are normalised by v_max (what GCBC imitates).
+    """
+    seeds = np.asarray(seeds, dtype=np.int64)
+    targets = np.asarray(targets, dtype=np.float64)
+    n = len(seeds)
+    if targets.shape != (n, 2):
+        raise ValueError(f"targets: expected shape ({n}, 2), got {targets.shape}")
+    if n == 0:
+        return []
+    num = env.num_envs
+    extractor = FeatureExtractor(num)
+    v_max = env.single_action_space.high.astype(np.float64)
+    slot_episode = np.full(num, -1)
+    slot_target = np.zeros((num, 2))
+    buffers: list[list] = [[] for _ in range(num)]
+    lengths = np.zeros(num, dtype=np.int64)
+    out: list[Episode | None] = [None] * n
+    next_episode = 0
+
+    def assign(slots: np.ndarray):
+        nonlocal next_episode
+        take = slots[: max(0, min(len(slots), n - next_episode))]
+        idx = np.arange(next_episode, next_episode + len(take))
+        next_episode += len(take)
+        slot_episode[slots] = -1
+        slot_episode[take] = idx
+        slot_target[take] = targets[idx]
+        lengths[take] = 0
+        for j in take:
+            buffers[j] = []
+        return take, idx
+
+    take, idx = assign(np.arange(num))
+    reset_seeds = [int(seeds[i]) for i in idx] + [0] * (num - len(take))  # idle slots: any seed
+    obs, _ = env.reset(seed=reset_seeds)
+    extractor.reset()
+    agent.start(take, seeds[idx])
+    done_count = 0
+    while done_count < n:
+        features = extractor(obs)
+        action = agent.act(obs, features, slot_target)
+        active = np.nonzero(slot_episode >= 0)[0]
+        if record:
+            flat = obs["observation"]
+            norm_action = np.clip(action / v_max, -1.0, 1.0)
+            for j in active:
+                buffers[j].append((flat[j], features[j], norm_action[j]))
+        obs, _, terminated, truncated, info = env.step(action)
+        lengths[active] += 1
+        finished = active[(terminated | truncated)[active]]
+        for j in finished:
+            i = int(slot_episode[j])
+            landed = bool(info["has_landed"][j])
+            episode = Episode(
+                seed=int(seeds[i]),
+                target=targets[i].copy(),
+                has_landed=landed,
+                landing_point=np.asarray(info["landing_point"][j], dtype=np.float64).copy(),
+                length=int(lengths[j]),
+                outcome=str(info["outcome"][j]),
+            )
+            if record:
+                rows = buffers[j]
+                episode.observations = np.stack([r[0] for r in rows]).astype(np.float32)
+                episode.features = np.stack([r[1] for r in rows]).astype(np.float32)
+                episode.actions = np.stack([r[2] for r in rows]).astype(np.float32)
+                buffers[j] = []
+            out[i] = episode
+            done_count += 1
+            if progress is not None:
+                progress(episode)
+        if finished.size:
+            take, idx = assign(finished)
+            if take.size:
+                mask = np.zeros(num, dtype=bool)
+                mask[take] = True
+                seed_list = [None] * num
+                for j, i in zip(take, idx):
+                    seed_list[j] = int(seeds[i])
+                new_obs, _ = env.reset(seed=seed_list, options={"reset_mask": mask})
+                for key in obs:
+                    obs[key] = np.where(mask[:, None], new_obs[key], obs[key])
+                extractor.reset(mask)
+                agent.start(take, seeds[idx])
+    return out  # type: ignore[return-value]
+
+
+def run_episodes_sharded(env, agent, seeds, targets, *, record: bool, progress=None) -> list[Episode]:
+    """`run_episodes` with the episodes split across the processes of `robot_rt.learning.distributed` by index
+    (striped), results gathered back into index order on every process."""
+    mine = dist.shard_indices(len(seeds))
+    local = run_episodes(
+        env, agent, np.asarray(seeds)[mine], np.asarray(targets)[mine], record=record, progress=progress
+    )
+    return dist.gather_by_index(len(seeds), local)
+
+
+def episodes_to_batch(episodes: list[Episode]) -> EpisodeBatch:
+    return EpisodeBatch(
+        observations=np.concatenate([e.observations for e in episodes]),
+        features=np.concatenate([e.features for e in episodes]),
+        actions=np.concatenate([e.actions for e in episodes]),
+        episode_length=np.array([e.length for e in episodes], dtype=np.int64),
+        episode_seed=np.array([e.seed for e in episodes], dtype=np.int64),
+        commanded_goal=np.array([e.target for e in episodes], dtype=np.float32),
+        landing_point=np.array([e.landing_point for e in episodes], dtype=np.float32),
+        has_landed=np.array([e.has_landed for e in episodes], dtype=bool),
+    ).validate()
+
+
+# ------------------------------------------------------------------------------------------------ statistics
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95% by default); (0, 1) when n = 0."""
+    if n < 0 or successes < 0 or successes > n:
+        raise ValueError(f"successes/n: expected 0 <= successes <= n, got {successes}, {n}")
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def summarise(episodes: list[Episode]) -> dict:
+    n = len(episodes)
+    d = np.array([e.distance_m for e in episodes])
+    out = {"n": n, "landed": int(np.sum(np.isfinite(d)))}
+    for radius in (20, 30):
+        k = int(np.sum(d <= radius / 100))
+        out[f"success_{radius}cm"] = k
+        out[f"rate_{radius}cm"] = k / n if n else 0.0
+        out[f"ci_{radius}cm"] = list(wilson_interval(k, n))
+    landed = d[np.isfinite(d)]
+    out["median_distance_landed_m"] = float(np.median(landed)) if landed.size else None
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ training
+class Trainer:
+    """One (seed, condition) learner: model + optimizer + data set, trained on rank 0."""
+
+    def __init__(self, config: dict, seed: int):
+        self.config = config
+        self.seed = seed
+        torch.manual_seed(seed)
+        self.model = GCBCPolicy(FEATURE_DIM, hidden=tuple(config["hidden"]))
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.fitted = False
+
+    def fit(self, batches: list[EpisodeBatch], steps: int, round_: int) -> dict:
+        batches = [b for b in batches if b is not None]
+        if not batches:
+            return {"trained": False, "reason": "no data"}
+        data = EpisodeBatch.concatenate(batches)
+        f, g, a = relabel(data)
+        if f.shape[0] == 0:
+            return {"trained": False, "reason": "no landed attempt yet", "episodes": data.n_episodes}
+        if not self.fitted:
+            self.model.fit_normalisation(f, g)
+            steps = self.config["train_steps"]
+            self.fitted = True
+        self.optimizer, losses = train_gcbc(
+            self.model,
+            f,
+            g,
+            a,
+            steps=steps,
+            batch_size=self.config["batch_size"],
+            lr=self.config["lr"],
+            seed=self.seed * 1000 + round_,
+            optimizer=self.optimizer,
+        )
+        tail = losses[-max(1, len(losses) // 10) :]
+        return {
+            "trained": True,
+            "steps": steps,
+            "samples": int(f.shape[0]),
+            "landed_episodes": int(data.has_landed.sum()),
+            "episodes": data.n_episodes,
+            "loss_first": losses[0] if losses else None,
+            "loss_last": float(np.mean(tail)) if losses else None,
+        }
+
+    def state(self) -> dict:
+        return {
+            "model": self.model.state(),
+            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+            "fitted": self.fitted,
+        }
+
+    def load(self, state: dict) -> None:
+        self.model = GCBCPolicy.from_state(state["model"])
+        self.fitted = bool(state["fitted"])
+        self.optimizer = None
+        if state["optimizer"] is not None:
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config["lr"])
+            self.optimizer.load_state_dict(state["optimizer"])
+
+
+# ------------------------------------------------------------------------------------------------ the run
+class _Progress:
+    """A tqdm bar with live landed / success counts (rank 0, unless disabled)."""
+
+    def __init__(self, total: int, desc: str, enabled: bool):
+        self.bar = None
+        self.landed = self.s30 = self.count = 0
+        if enabled and dist.is_main():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="ep", leave=False, dynamic_ncols=True, mininterval=1.0)
+
+    def __call__(self, episode: Episode) -> None:
+        self.count += 1
+        self.landed += episode.has_landed
+        self.s30 += episode.distance_m <= 0.3
+        if self.bar is not None:
+            self.bar.update(dist.world_size())  # the other ranks progress alike
+            self.bar.set_postfix(landed=f"{self.landed / self.count:.0%}", s30=f"{self.s30 / self.count:.0%}")
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run(args) -> int:
+    dist.init_from_env()
+    config = resolve_config(args)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    show = not args.no_progress
+    run_dir = None
+    if dist.is_main():
+        run_dir = RunDir(args.out, config, resume=args.resume)
+        run_dir.log(event="start", world_size=dist.world_size(), resume=bool(args.resume))
+    dist.barrier()
+    t_start = time.time()
+    env = make_env(config["num_envs"], config)
+    v_max = env.single_action_space.high.astype(np.float64)
+    eval_seeds, eval_goals = eval_plan(config)
+    curves: dict = {}
+    timings: dict = {}
+
+    def evaluate(model: GCBCPolicy, desc: str) -> dict:
+        bar = _Progress(len(eval_seeds), desc, show)
+        episodes = run_episodes_sharded(
+            env, GCBCAgent(model, v_max), eval_seeds, eval_goals, record=False, progress=bar
+        )
+        bar.close()
+        return summarise(episodes)
+
+    for seed in config["seeds"]:
+        data_root = Path(args.out) / "data" / f"seed{seed}"
+        play = EpisodeDataset(data_root / "play") if dist.is_main() else None
+        # ---- 1. play data (chunks already in the manifest are kept: a resumed run continues after them)
+        t0 = time.time()
+        if any(c != "practice-only" for c in config["conditions"]):
+            n_chunks = math.ceil(config["play_episodes"] / config["play_chunk"])
+            have = dist.broadcast({e["source"] for e in play.manifest()} if play is not None else None)
+            for c in range(n_chunks):
+                if f"play-{c}" in have:
+                    continue
+                n = min(config["play_chunk"], config["play_episodes"] - c * config["play_chunk"])
+                seeds_c, aims = episode_plan(seed, STREAM_PLAY, c, n, PLAY_LOW, PLAY_HIGH)
+                bar = _Progress(n, f"seed {seed} play {c + 1}/{n_chunks}", show)
+                agent = ScriptedAgent(env.num_envs, config["play_noise"], config["play_param_noise"])
+                episodes = run_episodes_sharded(env, agent, seeds_c, aims, record=True, progress=bar)
+                bar.close()
+                if play is not None:
+                    play.append(episodes_to_batch(episodes), source=f"play-{c}")
+                    stats = summarise(episodes)
+                    run_dir.log(event="play", seed=seed, chunk=c, **stats)
+        timings[f"seed{seed}/play_s"] = time.time() - t0
+
+        shared_round0 = None  # (trainer state, eval) of the play-only model, shared by the two demos conditions
+        for condition in config["conditions"]:
+            t0 = time.time()
+            name = f"seed{seed}-{condition}"
+            own = EpisodeDataset(data_root / condition) if dist.is_main() else None
+            trainer = Trainer(config, seed)
+            curve: list = []
+            start_round = 0
+            if dist.is_main():
+                ckpt_path = run_dir.path / "checkpoints" / f"{name}.pt"
+                if ckpt_path.exists():
+                    ckpt = run_dir.load_checkpoint(name)
+                    trainer.load(ckpt["trainer"])
+                    curve = ckpt["curve"]
+                    start_round = ckpt["round"] + 1
+            trainer_state, curve, start_round = dist.broadcast(
+                (trainer.state() if dist.is_main() else None, curve, start_round)
+            )
+            if not dist.is_main():
+                trainer.load(trainer_state)
+            for round_ in range(start_round, config["rounds"] + 1):
+                fit_info: dict = {}
+                source = f"round-{round_}"
+                # ---- 3. extra episodes: self-practice attempts or more scripted play
+                if round_ > 0:
+                    n = config["attempts_per_round"]
+                    have = dist.broadcast({e["source"] for e in own.manifest()} if own is not None else None)
+                    if source not in have and n > 0:
+                        if condition == "demos-only":
+                            seeds_r, targets_r = episode_plan(seed, STREAM_EXTRA_PLAY, round_, n, PLAY_LOW, PLAY_HIGH)
+                            agent = ScriptedAgent(env.num_envs, config["play_noise"], config["play_param_noise"])
+                        else:
+                            seeds_r, targets_r = episode_plan(seed, STREAM_PRACTICE, round_, n)
+                            agent = GCBCAgent(trainer.model, v_max)
+                        bar = _Progress(n, f"seed {seed} {condition} round {round_} attempts", show)
+                        episodes = run_episodes_sharded(env, agent, seeds_r, targets_r, record=True, progress=bar)
+                        bar.close()
+                        if own is not None:
+                            own.append(episodes_to_batch(episodes), source=source)
+                            run_dir.log(
+                                event="attempts", seed=seed, condition=condition, round=round_, **summarise(episodes)
+                            )
+                # ---- 2./3. (re)train on everything relabelled, on rank 0; broadcast the weights
+                reuse = round_ == 0 and condition != "practice-only" and shared_round0 is not None
+                if reuse:
+                    trainer.load(shared_round0[0])
+                    result = shared_round0[1]
+                else:
+                    if dist.is_main():
+                        batches = [own.read()]
+                        if condition != "practice-only":
+                            batches.insert(0, play.read())
+                        steps = config["train_steps"] if round_ == 0 else config["finetune_steps"]
+                        fit_info = trainer.fit(batches, steps, round_)
+                    state = dist.broadcast(trainer.state() if dist.is_main() else None)
+                    if not dist.is_main():
+                        trainer.load(state)
+                    # ---- 4. evaluation on the held-out goals
+                    result = evaluate(trainer.model, f"seed {seed} {condition} round {round_} eval")
+                if round_ == 0 and condition != "practice-only":
+                    shared_round0 = (trainer.state(), result)
+                point = {"round": round_, "attempts": round_ * config["attempts_per_round"], **result}
+                curve.append(point)
+                if dist.is_main():
+                    run_dir.log(event="eval", seed=seed, condition=condition, fit=fit_info, **point)
+                    run_dir.save_checkpoint(name, {"trainer": trainer.state(), "curve": curve, "round": round_})
+                    _write_results(run_dir, config, {**curves, (seed, condition): curve}, timings, t_start)
+                dist.barrier()
+            curves[(seed, condition)] = curve
+            timings[f"seed{seed}/{condition}_s"] = time.time() - t0
+    if dist.is_main():
+        results = _write_results(run_dir, config, curves, timings, t_start, final=True)
+        from robot_rt.learning.plots import plot_goalseye_curves
+
+        for radius in (20, 30):
+            plot_goalseye_curves(results, radius, run_dir.plot_path(f"success_{radius}cm.png"))
+        run_dir.log(event="done", wall_time_s=results["wall_time_s"])
+        _print_summary(results)
+    dist.barrier()
+    dist.shutdown()
+    return 0
+
+
+def _write_results(run_dir: RunDir, config: dict, curves: dict, timings: dict, t_start: float, final=False) -> dict:
+    """results.json: per-seed curves and, per condition and round, the success pooled over seeds (Wilson CI,
+    n = seeds x held-out goals; seeds share the held-out set, so this treats seeds as replicates)."""
+    pooled: dict = {}
+    for condition in config["conditions"]:
+        per_round: dict = {}
+        for (seed, cond), curve in curves.items():
+            if cond != condition:
+                continue
+            for point in curve:
+                agg = per_round.setdefault(point["round"], {"attempts": point["attempts"], "n": 0, "seeds": []})
+                agg["n"] += point["n"]
+                agg["seeds"].append(seed)
+                for radius in (20, 30):
+                    agg[f"success_{radius}cm"] = agg.get(f"success_{radius}cm", 0) + point[f"success_{radius}cm"]
+        for agg in per_round.values():
+            for radius in (20, 30):
+                k = agg[f"success_{radius}cm"]
+                agg[f"rate_{radius}cm"] = k / agg["n"]
+                agg[f"ci_{radius}cm"] = list(wilson_interval(k, agg["n"]))
+        pooled[condition] = [per_round[r] for r in sorted(per_round)]
+    results = {
+        "method": "GoalsEye (GCBC + hindsight relabelling + self-practice), simulated",
+        "complete": final,
+        "config": config,
+        "wall_time_s": time.time() - t_start,
+        "timings_s": timings,
+        "world_size": dist.world_size(),
+        "pooled": pooled,
+        "per_seed": {f"seed{s}/{c}": curve for (s, c), curve in curves.items()},
+    }
+    run_dir.write_results(results)
+    return results
+
+
+def _print_summary(results: dict) -> None:
+    lines = [f"GoalsEye run: {results['wall_time_s']:.0f} s wall"]
+    for condition, points in results["pooled"].items():
+        for p in points:
+            lo, hi = p["ci_30cm"]
+            lo2, hi2 = p["ci_20cm"]
+            lines.append(
+                f"  {condition:15s} attempts {p['attempts']:6d}: 30 cm {p['rate_30cm']:.1%} [{lo:.1%}, {hi:.1%}]"
+                f"  20 cm {p['rate_20cm']:.1%} [{lo2:.1%}, {hi2:.1%}]  (n={p['n']})"
+            )
+    print("\n".join(lines))
+
+
+def load_results(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
