@@ -198,6 +198,20 @@ def counter_uniform(key: np.ndarray, counter: np.ndarray, count: int) -> np.ndar
     return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
+_CHOL: dict = {}
+
+
+def _launch_cholesky(human: HumanBehaviorModel) -> np.ndarray:
+    """cholesky(human.cov + 1e-12 I), computed once per covariance (a LAPACK call per reset otherwise)."""
+    cov = np.asarray(human.cov, dtype=np.float64)
+    key = cov.tobytes()
+    if key not in _CHOL:
+        if len(_CHOL) > 64:
+            _CHOL.clear()
+        _CHOL[key] = np.linalg.cholesky(cov + 1e-12 * np.eye(9))
+    return _CHOL[key]
+
+
 def sample_launches(human: HumanBehaviorModel, rngs: list, is_valid=None, max_rounds: int = 100) -> np.ndarray:
     """`human.sample(1, rng)[0]` for each generator of `rngs`, [len(rngs), 9], with identical draws and result,
     but batched over the worlds and validated lazily (candidates are checked in order, in growing chunks,
@@ -207,7 +221,7 @@ def sample_launches(human: HumanBehaviorModel, rngs: list, is_valid=None, max_ro
     out = np.empty((m, 9))
     if m == 0:
         return out
-    chol = np.linalg.cholesky(human.cov + 1e-12 * np.eye(9))
+    chol = _launch_cholesky(human)
     pending = list(range(m))
     for _ in range(max_rounds):
         if not pending:
@@ -395,6 +409,7 @@ class TableTennisWorld:
                 self._stepper.set_camera(self.camera_scalars())
                 self._native_camera = True
         self._obs_bounds = None  # (low, high) float32 of observations(), built on first use
+        self._cpu_mod = _native_module("cpu")  # looked up once: an import per call costs ~10 us
         # launch-state validity (HumanBehaviorModel.is_valid): natively from the first contact when built
         self._is_valid = self.human.is_valid
         if hasattr(_native_module("cpu"), "first_contacts"):
@@ -405,7 +420,7 @@ class TableTennisWorld:
         """`HumanBehaviorModel.is_valid` (first contact = the table on the robot's half, inside the lines) from
         the same flight (grid 2 ms, horizon 1.5 s) stopped at the first contact (robot_rt._envs.first_contacts)."""
         s = np.ascontiguousarray(np.atleast_2d(np.asarray(states, dtype=np.float64)))
-        kind, first = _native_module("cpu").first_contacts(s, self._human_pk, 2e-3, 1.5, self.num_threads or 0)
+        kind, first = self._cpu_mod.first_contacts(s, self._human_pk, 2e-3, 1.5, self.num_threads or 0)
         table = self.human.table
         half_l, half_w = table.length_m / 2, table.width_m / 2
         with np.errstate(invalid="ignore"):
@@ -498,16 +513,22 @@ class TableTennisWorld:
             raise ValueError(f"indices: expected world indices in [0, {self.n}), got {indices.tolist()}")
         if seeds is not None and len(seeds) != len(indices):
             raise ValueError(f"seeds: expected {len(indices)} seeds (or None), got {len(seeds)}")
-        rngs = []
-        for j, i in enumerate(indices):
+        rngs, phase, key, goal = [], [], [], []
+        cam_period = 1.0 / self.config.camera_hz
+        for j, i in enumerate(indices.tolist()):
             if seeds is not None and seeds[j] is not None:
                 self.rngs[i] = np.random.default_rng(int(seeds[j]))
             rng = self.rngs[i]
-            self.cam_phase[i] = rng.uniform(0.0, 1.0 / self.config.camera_hz)
-            self.cam_key[i] = np.uint64(rng.integers(0, 2**63 - 1))
+            phase.append(rng.uniform(0.0, cam_period))
+            key.append(rng.integers(0, 2**63 - 1))
             if self.goal_conditioned:
-                self.goal[i] = [rng.uniform(-1.2, -0.3), rng.uniform(-0.6, 0.6)]
+                goal.append((rng.uniform(-1.2, -0.3), rng.uniform(-0.6, 0.6)))
             rngs.append(rng)
+        # one write per array (the draws above keep each generator's order)
+        self.cam_phase[indices] = phase
+        self.cam_key[indices] = np.asarray(key, dtype=np.int64).astype(np.uint64)
+        if self.goal_conditioned:
+            self.goal[indices] = np.asarray(goal, dtype=np.float64).reshape(-1, 2)
         self.q[indices] = self.robot.home
         self.qd[indices] = 0.0
         self.t[indices] = 0.0
@@ -758,7 +779,7 @@ class TableTennisWorld:
         native backend with robot_rt._envs built) assembles them in one C++ pass (world_step.hpp observe_world,
         same values); False is the NumPy reference."""
         low, high = self.observation_bounds()
-        mod = _native_module("cpu")
+        mod = self._cpu_mod
         if native is None:
             native = self.backend != "numpy" and hasattr(mod, "observe")
         if not native:
@@ -815,11 +836,13 @@ class TableTennisWorld:
         return out
 
     def _detections_sorted(self, worlds: np.ndarray) -> np.ndarray:
-        """detections() of `worlds` by sorting the whole ring by capture time (the definition)."""
+        """detections() of `worlds` by sorting the whole ring by capture time (the definition); frames captured at
+        the same time (camera faster than the physics) newest taken first, as in the ring."""
         k = self.history
         visible = self.cam_arrival[worlds] <= self.t[worlds, None] + 1e-12
         cap = np.where(visible, self.cam_t[worlds], -np.inf)
-        order = np.argsort(-cap, axis=1, kind="stable")[:, :k]
+        taken_ago = (self.cam_head[worlds, None] - 1 - np.arange(self.ring)) % self.ring
+        order = np.lexsort((taken_ago, -cap), axis=1)[:, :k]
         rows = np.arange(len(worlds))[:, None]
         sel_t = cap[rows, order]
         valid = np.isfinite(sel_t)
