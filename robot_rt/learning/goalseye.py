@@ -65,17 +65,18 @@ DEFAULTS = dict(
     play_chunk=500,
     play_noise=0.05,
     play_param_noise=1.0,
-    rounds=4,
-    attempts_per_round=300,
-    eval_goals=150,
+    rounds=3,
+    attempts_per_round=400,
+    eval_goals=128,
     eval_seed=20261126,
-    train_steps=2000,
-    finetune_steps=800,
+    train_steps=1500,
+    finetune_steps=500,
     batch_size=512,
     lr=1e-3,
     hidden=[256, 256],
     max_episode_steps=300,
     backend="auto",
+    torch_threads=1,
 )
 SMOKE = dict(
     seeds=[0],
@@ -115,6 +116,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("batch_size", int, "GCBC minibatch size"),
         ("lr", float, "Adam learning rate"),
         ("max_episode_steps", int, "episode time limit in policy steps"),
+        ("torch_threads", int, "torch intra-op threads per process"),
     ):
         flag = "--" + name.replace("_", "-")
         parser.add_argument(flag, type=kind, default=None, help=f"{text} (default {d[name]})")
@@ -137,7 +139,7 @@ def resolve_config(args) -> dict:
 
 
 def _check_config(c: dict) -> None:
-    for key in ("num_envs", "play_chunk", "eval_goals", "batch_size", "max_episode_steps"):
+    for key in ("num_envs", "play_chunk", "eval_goals", "batch_size", "max_episode_steps", "torch_threads"):
         if not isinstance(c[key], int) or c[key] < 1:
             raise ValueError(f"--{key.replace('_', '-')}: expected a positive int, got {c[key]!r}")
     for key in ("play_episodes", "rounds", "attempts_per_round", "train_steps", "finetune_steps"):
@@ -495,7 +497,9 @@ class _Progress:
 def run(args) -> int:
     dist.init_from_env()
     config = resolve_config(args)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    # one intra-op thread: the MLP is small, and on a shared/loaded CPU torch's thread pool spin-waits (measured
+    # 25x slower training with 2 threads than 1 on the 2-core CI box); scale out with processes instead
+    torch.set_num_threads(config["torch_threads"])
     show = not args.no_progress
     run_dir = None
     if dist.is_main():
