@@ -43,6 +43,7 @@ class CameraServer:
         allow_remote: bool = False,
         subscriber_timeout_s: float = 1.0,
         tracker_overrides: dict | None = None,
+        ball_source=None,
     ):
         from robot_rt.estimation import ServeGenerator, SimulatedTracker
 
@@ -75,6 +76,8 @@ class CameraServer:
         self._serve_index = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # rally mode (robot_rt.control.rally.RallySource): frames come from the source, sent when they arrive
+        self.ball_source = ball_source
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> CameraServer:
@@ -182,7 +185,17 @@ class CameraServer:
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
-                if now >= self._next_serve_t:
+                if self.ball_source is not None:
+                    frames = self.ball_source.advance(now)
+                    if frames:
+                        self._pending.extend(
+                            (float(a), float(c), np.asarray(p, dtype=np.float64)) for a, c, p in frames
+                        )
+                        self._pending.sort(key=lambda item: item[0])
+                    # a detection goes out as soon as its (modelled) latency has passed, not at the next tick
+                    if self._pending and self._pending[0][0] <= now:
+                        next_frame = min(next_frame, now)
+                elif now >= self._next_serve_t:
                     self._schedule_serve(now)
                     self._next_serve_t = now + self.serve_interval_s
                 if now >= next_frame:
@@ -192,7 +205,10 @@ class CameraServer:
                     if now - next_frame > 10 * period:  # stalled: resynchronise
                         next_frame = now + period
                     continue
-                if sel.select(min(next_frame - now, 0.05)):
+                wake = next_frame
+                if self.ball_source is not None:
+                    wake = min(wake, now + self.ball_source.dt, self._pending[0][0] if self._pending else wake)
+                if sel.select(max(0.0, min(wake - now, 0.05))):
                     self._receive(time.monotonic())
         finally:
             sel.close()

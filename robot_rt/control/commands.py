@@ -18,6 +18,13 @@ def _positive(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -68,6 +75,24 @@ def register(subparsers) -> None:
     srv.add_argument("--allow-remote", action="store_true", help="accept packets from non-loopback sources")
     srv.add_argument("--seed", type=int, default=0)
     srv.add_argument("--duration", type=_positive, default=None, help="stop after this many seconds")
+    srv.add_argument(
+        "--rally",
+        action="store_true",
+        help="rally mode: the camera's ball plays against the simulated robot (envs physics, paddle contact at "
+        "the robot's measured joint state, rally logic, human answers); serves wait for a controller",
+    )
+    srv.add_argument(
+        "--human",
+        default=None,
+        help="rally: the human behaviour model serving and answering: default | real_player | PATH.json",
+    )
+    srv.add_argument("--serves", type=_positive_int, default=None, help="rally: serve this many balls, then none")
+    srv.add_argument(
+        "--summary",
+        default=None,
+        help="rally: JSON record (counts, rally lengths, outcomes, true and detected ball tracks), rewritten "
+        "atomically after every rally and on exit",
+    )
     srv.set_defaults(func=cmd_sim_server)
 
     rep = subparsers.add_parser(

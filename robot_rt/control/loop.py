@@ -42,6 +42,31 @@ TICK_FLAGS: dict[str, int] = dict(_control.TICK_FLAGS)
 HISTOGRAMS = ("wake_latency", "period", "tick_duration", "policy_round_trip", "command_latency")
 
 
+LINK_EVENT_RANGE = range(100, 200)  # driver/link events (robot_rt.control.udp.LINK_EVENT_CODES, docs/protocol.md)
+
+
+def event_code(name: str | int) -> int:
+    """The code of a loop or link event name, or a validated int code (a loop code, or 100..199)."""
+    if isinstance(name, bool):
+        raise TypeError("name: expected an event name or int code, got a bool")
+    if isinstance(name, (int, np.integer)):
+        code = int(name)
+        if code in EVENT_NAMES or code in LINK_EVENT_RANGE:
+            return code
+        raise ValueError(
+            f"name: expected a loop event code {sorted(EVENT_NAMES)} or a link code in 100..199, got {code}"
+        )
+    if isinstance(name, str):
+        if name in EVENT_CODES:
+            return EVENT_CODES[name]
+        from .udp import LINK_EVENT_CODES
+
+        if name in LINK_EVENT_CODES:
+            return LINK_EVENT_CODES[name]
+        raise ValueError(f"name: unknown event {name!r} (expected one of EVENT_CODES or udp.LINK_EVENT_CODES)")
+    raise TypeError(f"name: expected an event name or int code, got {type(name).__name__}")
+
+
 @dataclass(frozen=True)
 class Event:
     stamp_ns: int
@@ -52,7 +77,11 @@ class Event:
 
     @property
     def name(self) -> str:
-        return EVENT_NAMES.get(self.code, f"code{self.code}")
+        if self.code in EVENT_NAMES:
+            return EVENT_NAMES[self.code]
+        from .udp import LINK_EVENT_NAMES
+
+        return LINK_EVENT_NAMES.get(self.code, f"code{self.code}")
 
 
 def robot_model(robot: RobotDescription, workspace: bool = True) -> _control.RobotModel:
@@ -244,9 +273,16 @@ class RealTimeLoop:
     def estop_latched(self) -> bool:
         return self._loop.estop_latched
 
-    def push_event(self, name: str, joint: int = -1, value: float = 0.0) -> None:
+    def push_event(self, name: str | int, joint: int = -1, value: float = 0.0) -> bool:
+        """Queues an event for the loop thread, which writes it to the run log and to `events()`.
+
+        `name`: a loop event name (`EVENT_CODES`), a link event name (`robot_rt.control.udp.LINK_EVENT_CODES`,
+        codes 100..114, e.g. 'udp_lost'), or an int code in 100..199 (reserved for driver/link events,
+        docs/protocol.md). Safe from any thread (the Python -> loop event ring has a single producer, so pushes
+        are serialised here). Returns False when the ring was full (the loop counts `events_dropped`)."""
+        code = event_code(name)
         with self._event_lock:
-            self._loop.push_event(EVENT_CODES[name], joint, value)
+            return bool(self._loop.push_event(code, int(joint), float(value)))
 
     # ------------------------------------------------------------------ telemetry
     def _drain_events(self) -> None:

@@ -6,6 +6,12 @@ description JSON. The camera side is `robot_rt.control.camera.CameraServer` (bal
 tracker). Both bind 127.0.0.1 by default, the camera on the robot port + 1 unless told otherwise.
 On start the server prints one JSON line to stdout, `{"event": "listening", "host": ..., "robot_port": ...,
 "camera_port": ...}`, so a parent process started with `--port 0` learns its ephemeral ports.
+
+Rally mode (`rally=True`, `robot-rt sim-server --rally --human default|real_player|PATH.json`): the camera's
+ball comes from `robot_rt.control.rally.RallySource` — the envs' TableTennisWorld stepped in real time against
+the robot server's current measured joint state, the chosen human behaviour model serving and answering — so
+the robot the controller drives really plays. `rally_summary()` (and `--summary PATH`, rewritten atomically after
+every rally and on exit) reports serves, rally lengths, outcomes and the true and detected ball tracks.
 """
 
 from __future__ import annotations
@@ -40,6 +46,11 @@ class SimServer:
         allow_remote: bool = False,
         reply_on_command: bool = True,
         seed: int = 0,
+        rally: bool = False,
+        human="default",
+        max_serves: int | None = None,
+        world_config=None,
+        world_backend: str = "auto",
     ):
         from robot_rt import _control
 
@@ -73,6 +84,37 @@ class SimServer:
         self._camera_port = camera_port
         self.camera_enabled = bool(camera)
         self.camera = None
+        self.rally = None
+        if rally:
+            if not self.camera_enabled:
+                raise ValueError("rally: needs the camera (camera=False / --no-camera given)")
+            from .rally import RallySource
+
+            self.rally = RallySource(
+                self._joint_state,
+                human,
+                self.robot,
+                seed=seed,
+                serve_interval_s=serve_interval_s,
+                max_serves=max_serves,
+                ready=self._controller_present,
+                config=world_config,
+                backend=world_backend,
+            )
+            # the camera streams the world camera's frames; its own tick is only the empty-frame heartbeat
+            self._camera_args["rate_hz"] = float(self.rally.world.config.camera_hz)
+            self._camera_args["ball_source"] = self.rally
+
+    def _joint_state(self):
+        snap = self.robot_server.snapshot()
+        return snap["position"], snap["velocity"]
+
+    def _controller_present(self) -> bool:
+        return bool(self.robot_server.snapshot()["has_controller"])
+
+    def rally_summary(self, tracks: bool = True) -> dict | None:
+        """The rally record (RallySource.summary), None outside rally mode."""
+        return None if self.rally is None else self.rally.summary(tracks=tracks)
 
     @property
     def port(self) -> int:
@@ -112,15 +154,15 @@ class SimServer:
         out = {"robot": self.robot_server.stats(), "robot_state": self.robot_server.snapshot()}
         if self.camera is not None:
             out["camera"] = dict(self.camera.stats)
+        if self.rally is not None:
+            out["rally"] = self.rally.summary(tracks=False)
         return out
 
 
-def serve(args) -> int:
-    """Entry point of `robot-rt sim-server` (arguments from commands.register)."""
+def _make_server(args, robot, rally, human, serves) -> SimServer:
     from .udp import read_key
 
-    robot = load_robot(args.robot_file)
-    server = SimServer(
+    return SimServer(
         robot,
         host=args.host,
         port=args.port,
@@ -134,8 +176,32 @@ def serve(args) -> int:
         key=read_key(args.key_file),
         allow_remote=args.allow_remote,
         seed=args.seed,
+        rally=rally,
+        human=human or "default",
+        max_serves=serves,
     )
+
+
+def serve(args) -> int:
+    """Entry point of `robot-rt sim-server` (arguments from commands.register)."""
+    from robot_rt._io import atomic_write_json
+
+    robot = load_robot(args.robot_file)
+    rally = bool(getattr(args, "rally", False))
+    human, serves, summary_path = (getattr(args, k, None) for k in ("human", "serves", "summary"))
+    if not rally and (human is not None or serves is not None or summary_path is not None):
+        print("sim-server: --human, --serves and --summary need --rally", file=sys.stderr)
+        return 2
+    try:
+        server = _make_server(args, robot, rally, human, serves)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"sim-server: {err}", file=sys.stderr)
+        return 2
     done = threading.Event()
+
+    def _write_summary() -> None:
+        if summary_path is not None:
+            atomic_write_json(summary_path, server.rally_summary())
 
     def _on_signal(signum, frame):
         done.set()
@@ -153,20 +219,30 @@ def serve(args) -> int:
                 "robot": robot.name,
                 "dof": robot.dof,
                 "session_id": server.robot_server.session_id,
+                "rally": rally,
+                "human": server.rally.human.name if rally else None,
             }
         ),
         flush=True,
     )
     t_end = None if args.duration is None else time.monotonic() + args.duration
+    written = -1
     try:
         while not done.is_set():
             left = None if t_end is None else t_end - time.monotonic()
             if left is not None and left <= 0:
                 break
-            done.wait(1.0 if left is None else min(1.0, left))
+            if rally:  # the summary file doubles as the stats request: rewritten after every finished rally
+                completed = server.rally.summary(tracks=False)["rallies_completed"]
+                if completed != written:
+                    _write_summary()
+                    written = completed
+            done.wait((1.0 if not rally else 0.1) if left is None else min(0.1 if rally else 1.0, left))
     finally:
         stats = server.stats()
         server.stop()
+        if rally:
+            _write_summary()
         robot_stats = stats["robot"]
         summary = {
             "event": "stopped",
@@ -180,6 +256,11 @@ def serve(args) -> int:
             "hard_stops": robot_stats["hard_stops"],
             "camera_frames": stats.get("camera", {}).get("frames", 0),
         }
+        if rally:
+            r = stats["rally"]
+            summary.update(
+                {k: r[k] for k in ("serves", "balls", "hits", "returns_landed", "rally_lengths", "outcomes")}
+            )
         print(json.dumps(summary), flush=True)
     sys.stdout.flush()
     return 0

@@ -6,7 +6,8 @@ defaults to PORT+1 on the same host (the layout `robot-rt sim-server` uses); ``c
 The UdpDriver counts everything it drops (corrupted, unauthenticated, duplicated, reordered, late packets,
 packets from strangers, peer restarts). `LinkMonitor` turns those counters into run-log events: a small
 Python thread samples them every `interval_s` and pushes one event per counter that grew (value = how many
-since the last sample) through `ControlLoop.push_event`, which the loop thread writes into the run log.
+since the last sample) through `RealTimeLoop.push_event` (or a bare `ControlLoop.push_event`), which the loop
+thread writes into the run log.
 Codes 100..199 are reserved for driver link events (`LINK_EVENT_CODES`), away from the loop's own codes.
 """
 
@@ -161,13 +162,8 @@ class LinkMonitor:
 
     def _push(self, name: str, value: float) -> None:
         self.totals[name] += int(value)
-        code = LINK_EVENT_CODES[name]
-        inner = getattr(self.loop, "_loop", None)
-        if inner is not None:  # a RealTimeLoop: share its lock, the event ring has a single producer
-            with self.loop._event_lock:
-                ok = inner.push_event(code, -1, float(value))
-        else:  # a bare robot_rt._control.ControlLoop
-            ok = self.loop.push_event(code, -1, float(value))
+        # RealTimeLoop.push_event (public, serialised with the loop's other producers) or a bare ControlLoop's
+        ok = self.loop.push_event(LINK_EVENT_CODES[name], -1, float(value))
         if ok:
             self.events_pushed += 1
 

@@ -111,6 +111,21 @@ py::dict observation_dict(const Observation& o, std::uint64_t seq) {
   } else {
     d["latest_ball"] = py::none();
   }
+  // recent ball observations, newest first: stamp_ns [n] (exposure, CLOCK_MONOTONIC), position_m [n, 3]
+  const py::ssize_t n = o.recent_count;
+  py::array_t<std::int64_t> stamps(n);
+  py::array_t<double> positions({n, static_cast<py::ssize_t>(3)});
+  py::array_t<double> confidence(n);
+  for (py::ssize_t k = 0; k < n; ++k) {
+    stamps.mutable_at(k) = o.recent_balls[k].stamp_ns;
+    confidence.mutable_at(k) = o.recent_balls[k].confidence;
+    for (int c = 0; c < 3; ++c) positions.mutable_at(k, c) = o.recent_balls[k].position_m[c];
+  }
+  py::dict recent;
+  recent["stamp_ns"] = stamps;
+  recent["position_m"] = positions;
+  recent["confidence"] = confidence;
+  d["recent_balls"] = recent;
   return d;
 }
 

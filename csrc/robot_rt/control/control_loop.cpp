@@ -101,6 +101,8 @@ std::vector<std::string> ControlLoop::start() {
   workspace_stop_ = was_stopping_ = stop_complete_logged_ = prev_override_ = write_failed_ = false;
   estop_input_prev_ = false;
   balls_total_ = 0;
+  recent_head_ = recent_count_ = 0;
+  workspace_excess_m_ = 0.0;
   const std::int64_t t0 = now_ns();
   interpolator_.hold(s.position_si, t0);
   command_watchdog_.arm(t0);
@@ -251,6 +253,9 @@ void ControlLoop::tick(std::int64_t deadline_ns, std::int64_t wake_ns) {
     item_.ball.tick = tick_index_;
     item_.ball.observation = balls[b];
     log_.push(item_);
+    recent_balls_[recent_head_] = balls[b];
+    recent_head_ = (recent_head_ + 1) % Observation::kRecentBalls;
+    if (recent_count_ < Observation::kRecentBalls) ++recent_count_;
   }
   if (n_balls > 0) {
     balls_total_ += static_cast<std::uint64_t>(n_balls);
@@ -350,7 +355,22 @@ void ControlLoop::tick(std::int64_t deadline_ns, std::int64_t wake_ns) {
   }
   was_stopping_ = stopping;
   double paddle[3];
-  if (!filter_.paddle_in_workspace(paddle) && !workspace_stop_) {
+  const bool in_box = filter_.paddle_in_workspace(paddle);
+  double excess_m = 0.0;  // distance of the commanded paddle from the box (0 inside)
+  if (!in_box) {
+    const RobotModel& m = filter_.model();
+    for (int k = 0; k < 3; ++k) {
+      const double out = std::max(m.workspace_min_m[k] - paddle[k], paddle[k] - m.workspace_max_m[k]);
+      if (out > 0.0) excess_m += out * out;
+    }
+    excess_m = std::sqrt(excess_m);
+  }
+  // Stop when the commanded paddle leaves the box or moves further out; a motion back towards the box (after a
+  // stop parked it just outside, released by a fresh in-box target) is allowed, else the robot could never
+  // return.
+  const bool leaving = !in_box && (workspace_excess_m_ == 0.0 || excess_m > workspace_excess_m_ + 1e-6);
+  workspace_excess_m_ = excess_m;
+  if (leaving && !workspace_stop_) {
     workspace_stop_ = true;
     int axis = 0;
     const RobotModel& m = filter_.model();
@@ -396,6 +416,10 @@ void ControlLoop::tick(std::int64_t deadline_ns, std::int64_t wake_ns) {
   }
   o.balls_total = balls_total_;
   o.latest_ball = latest_ball_;
+  o.recent_count = recent_count_;
+  for (int k = 0; k < recent_count_; ++k) {
+    o.recent_balls[k] = recent_balls_[(recent_head_ - 1 - k + Observation::kRecentBalls) % Observation::kRecentBalls];
+  }
   o.stamp_ns = now_ns();
   observation_.store(o);
   obs_futex_.fetch_add(1, std::memory_order_release);

@@ -8,7 +8,8 @@
 //      clamps targets into the joint box, and feeds accepted ones to the interpolator;
 //   3. updates the watchdogs (stale/missing command, sensor timeout) and the latched e-stop;
 //   4. runs the safety filter (tracking, or the jerk-limited controlled stop when any stop condition holds)
-//      and monitors the paddle workspace box on the commanded pose;
+//      and monitors the paddle workspace box on the commanded pose (stop when it leaves the box or moves further
+//      out; moving back towards the box is allowed);
 //   5. writes the command to the driver, publishes an observation (seqlock, futex wake for waiting readers),
 //      pushes tick/ball/event records to the run log ring and events to the event ring;
 //   6. records wake latency, period and tick duration histograms and deadline misses.
@@ -97,6 +98,11 @@ struct Observation {
   double target_position_si[kMaxDof] = {};
   std::uint64_t balls_total = 0;  // ball observations received so far
   BallObservation latest_ball;    // valid when balls_total > 0
+  // The most recent ball observations, newest first (a policy running slower than the camera sees every
+  // detection, not only the latest one of each policy period).
+  static constexpr int kRecentBalls = 16;
+  std::int32_t recent_count = 0;
+  BallObservation recent_balls[kRecentBalls];
 };
 
 struct LoopCounters {
@@ -215,6 +221,7 @@ class ControlLoop {
   JointState last_state_;
   bool last_fresh_ = true;
   bool workspace_stop_ = false;
+  double workspace_excess_m_ = 0.0;  // commanded paddle's distance outside the box at the previous tick
   bool was_stopping_ = false;
   bool stop_complete_logged_ = false;
   bool prev_override_ = false;
@@ -222,6 +229,9 @@ class ControlLoop {
   bool estop_input_prev_ = false;
   std::uint64_t balls_total_ = 0;
   BallObservation latest_ball_;
+  BallObservation recent_balls_[Observation::kRecentBalls];  // ring, recent_head_ = next slot
+  int recent_head_ = 0;
+  int recent_count_ = 0;
   JointCommand command_;
   LogItem item_;
   Observation obs_scratch_;

@@ -1,0 +1,229 @@
+"""Deploy an env policy against a simulated player: the real-time loop against `robot-rt sim-server --rally`.
+
+`deploy(policy, human='real_player', n_balls=..., seed=...)` starts the rally sim-server as a subprocess
+(`robot-rt sim-server --rally --port 0 --serves n_balls --summary FILE`), runs `RealTimeLoop` with the UDP driver
+and the camera stream through `EnvPolicyAdapter` until the server reports n_balls rallies finished, stops the
+loop, then the server, and returns rally lengths, outcomes, return rate, the detected ball tracks (the
+`(t_s, positions_m)` pairs `HumanBehaviorModel.fit` takes), the loop's telemetry and safety events.
+
+Why a subprocess and not in-process threads: the rally physics is Python (TableTennisWorld stepping at
+100 Hz plus the camera thread); in the same process it would share the GIL with the policy thread and bend
+the policy's timing. A separate process is also what a deployment looks like (the bridge is another program)
+and exercises the CLI and the protocol end to end.
+
+Wall time: a rally takes about its ball flights (~1 s per ball) plus `serve_interval_s` between rallies, so
+n rallies take roughly n x (1 to 2 s + serve_interval_s), plus ~2 s to start the server (python import) —
+see the docs/protocol.md rally section for measured numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from robot_rt.robot import RobotDescription, load_robot
+
+from .env_policy import EnvPolicyAdapter
+from .rally import HUMAN_CHOICES, tracks_from_summary
+
+# loop events that mean the safety layer had to act (clip, reject or stop)
+SAFETY_EVENTS = (
+    "target_clamped",
+    "workspace_target_rejected",
+    "workspace_stop",
+    "watchdog_stop",
+    "sensor_timeout_stop",
+    "safety_override",
+    "non_finite_command",
+    "command_rejected",
+    "estop",
+)
+
+
+@dataclass
+class DeployResult:
+    rally_lengths: list[int]  # returns that landed on the human's half, per rally
+    outcomes: list[str]  # how each rally ended (robot_rt.envs.core.OUTCOME_NAMES)
+    return_rate: float  # returns landed per ball the human sent
+    serves: int
+    balls: int  # serves + the human's answers
+    hits: int  # balls the paddle touched
+    tracks: list  # detected tracks of the incoming balls: [(t_s [T], positions_m [T, 3])]
+    true_tracks: list
+    min_paddle_distance_m: list  # per incoming ball, smallest paddle-ball distance before a hit (None: n/a)
+    telemetry: dict  # RealTimeLoop.telemetry()
+    safety_events: dict[str, int]
+    robot_server: dict  # the sim-server's final stats line (commands_out_of_limits, ...)
+    adapter: dict  # EnvPolicyAdapter.stats()
+    wall_s: float
+    summary: dict = field(repr=False, default_factory=dict)  # the server's full rally record
+
+    @property
+    def wall_s_per_ball(self) -> float:
+        return self.wall_s / max(self.serves, 1)
+
+
+def _read_json_line(proc: subprocess.Popen, timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                raise RuntimeError(f"sim-server exited with {proc.returncode}: {proc.stderr.read().strip()}")
+            continue
+        try:
+            msg = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if msg.get("event") == "listening":
+            return msg
+    raise RuntimeError(f"sim-server did not report its ports within {timeout_s} s")
+
+
+def start_rally_server(
+    human="real_player", n_balls: int | None = None, seed: int = 0, summary_path=None, extra_args=(), startup_s=60.0
+):
+    """Starts `robot-rt sim-server --rally --port 0` as a subprocess; returns (process, listening message)."""
+    cmd = [sys.executable, "-m", "robot_rt.cli", "sim-server", "--rally", "--port", "0", "--seed", str(int(seed))]
+    cmd += ["--human", str(human)]
+    if n_balls is not None:
+        cmd += ["--serves", str(int(n_balls))]
+    if summary_path is not None:
+        cmd += ["--summary", str(summary_path)]
+    cmd += [str(a) for a in extra_args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        return proc, _read_json_line(proc, startup_s)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+def stop_server(proc: subprocess.Popen, timeout_s: float = 10.0) -> dict:
+    """SIGTERM, wait, and the server's final 'stopped' JSON line ({} if none)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    for line in reversed(out.splitlines()):
+        try:
+            msg = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if msg.get("event") == "stopped":
+            return msg
+    return {}
+
+
+def _read_summary(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None  # not written yet (atomic writes: never half a file)
+
+
+def deploy(
+    policy,
+    human="real_player",
+    n_balls: int = 10,
+    seed: int = 0,
+    log_path=None,
+    *,
+    robot: RobotDescription | None = None,
+    serve_interval_s: float = 0.8,
+    timeout_s: float | None = None,
+    adapter_kwargs: dict | None = None,
+    loop_kwargs: dict | None = None,
+) -> DeployResult:
+    """Runs `policy` (an env policy, see EnvPolicyAdapter) for `n_balls` rallies against `human`
+    ('default' | 'real_player' | PATH.json | a HumanBehaviorModel, saved to a temp file for the server)."""
+    from robot_rt.envs.human_model import HumanBehaviorModel
+
+    from .loop import EVENT_CODES, RealTimeLoop
+    from .udp import LinkMonitor, make_udp_driver
+
+    if isinstance(n_balls, bool) or not isinstance(n_balls, (int, np.integer)) or n_balls < 1:
+        raise ValueError(f"n_balls: expected a positive int, got {n_balls!r}")
+    if not callable(policy):
+        raise TypeError(f"policy: expected a callable env policy, got {type(policy).__name__}")
+    if not serve_interval_s > 0:
+        raise ValueError(f"serve_interval_s: expected a positive number, got {serve_interval_s}")
+    robot = robot if robot is not None else load_robot()
+    timeout_s = float(timeout_s) if timeout_s is not None else 30.0 + 10.0 * n_balls
+    with tempfile.TemporaryDirectory(prefix="robot_rt_deploy_") as tmp:
+        if isinstance(human, HumanBehaviorModel):
+            human = str(human.save(Path(tmp) / "human.json"))
+        elif not (
+            isinstance(human, (str, os.PathLike)) and (str(human) in HUMAN_CHOICES or str(human).endswith(".json"))
+        ):
+            raise ValueError(
+                f"human: expected one of {HUMAN_CHOICES}, a .json path or a HumanBehaviorModel, got {human!r}"
+            )
+        elif str(human).endswith(".json") and not Path(human).is_file():
+            raise FileNotFoundError(f"human: behaviour model file not found: {human}")
+        summary_path = Path(tmp) / "rally.json"
+        extra = ["--serve-interval", str(serve_interval_s)]
+        if robot.source and Path(robot.source).is_file():  # the shipped robot's source is its bare name
+            extra += ["--robot-file", str(robot.source)]
+        t_start = time.monotonic()
+        proc, hello = start_rally_server(human, n_balls, seed, summary_path, extra)
+        adapter = EnvPolicyAdapter(policy, robot, **(adapter_kwargs or {}))
+        loop = monitor = None
+        server_stats: dict = {}
+        try:
+            url = f"udp://127.0.0.1:{hello['robot_port']}?camera={hello['camera_port']}"
+            driver = make_udp_driver(url, robot.dof)
+            loop = RealTimeLoop(robot, driver, policy=adapter, log_path=log_path, **(loop_kwargs or {}))
+            monitor = LinkMonitor(loop, driver)
+            loop.start()
+            monitor.start()
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                summary = _read_summary(summary_path)
+                if summary is not None and summary["rallies_completed"] >= n_balls:
+                    break
+                if proc.poll() is not None:
+                    raise RuntimeError(f"sim-server exited early with {proc.returncode}")
+                time.sleep(0.1)
+            else:
+                raise TimeoutError(f"deploy: {n_balls} rallies not finished within {timeout_s:.0f} s")
+        finally:
+            if monitor is not None:
+                monitor.stop()
+            if loop is not None:
+                loop.stop()
+            server_stats = stop_server(proc)
+        wall_s = time.monotonic() - t_start
+        summary = _read_summary(summary_path) or {}
+    counts = loop.counters()["event_counts"]
+    safety = {name: int(counts.get(EVENT_CODES[name], 0)) for name in SAFETY_EVENTS}
+    return DeployResult(
+        rally_lengths=list(summary.get("rally_lengths", [])),
+        outcomes=[r["outcome"] for r in summary.get("rallies", []) if r["outcome"] != "none"],
+        return_rate=float(summary.get("return_rate", 0.0)),
+        serves=int(summary.get("serves", 0)),
+        balls=int(summary.get("balls", 0)),
+        hits=int(summary.get("hits", 0)),
+        tracks=tracks_from_summary(summary) if summary else [],
+        true_tracks=tracks_from_summary(summary, "tracks_true") if summary else [],
+        min_paddle_distance_m=[b["min_paddle_distance_m"] for b in summary.get("ball_records", [])],
+        telemetry=loop.telemetry(),
+        safety_events=safety,
+        robot_server=server_stats,
+        adapter=adapter.stats(),
+        wall_s=wall_s,
+        summary=summary,
+    )

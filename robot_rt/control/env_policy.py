@@ -1,0 +1,245 @@
+"""Run an env policy (trained or scripted on `robot_rt/TableTennis-v0` observations) in the real-time loop.
+
+An env policy maps the env's flat observation (`robot_rt.envs.table_tennis.build_observation`: q, qd and the
+`history` newest camera detections (x, y, z, age_s, valid)) to joint VELOCITIES at the env's policy rate
+(100 Hz). `RealTimeLoop` wants a callable `obs dict -> joint POSITION targets`. `EnvPolicyAdapter` is that
+callable, without any change to the policy:
+
+* Observation: q, qd are the loop's measured position/velocity; the detections are the ball observations the
+  loop received (the observation's `recent_balls`, newest first, deduplicated across calls), with
+  age = policy time - capture time, valid flags, zero rows for missing detections, the env's layout and the
+  env's clipping to `observation_bounds` (the same functions the env uses).
+* Clock: the env is a fixed-step MDP (a stateful policy such as `HeuristicPolicy` keeps its own time as
+  steps x 1/policy_hz). The adapter therefore runs the policy on that grid: step k sees the world at
+  t0 + k dt (t0 = the first call after a reset); a call that comes late runs the missing steps at once (at most
+  `max_catch_up`, beyond that the grid is moved and `clock_resyncs` counted); a call that comes early returns the
+  previous target. Detections are shown once their capture time is at or before the step's time, so a
+  detection has one capture time on the policy's clock whichever call shows it.
+* Action: the velocity command (clipped to the velocity limits, NaN/Inf rejected -> the call raises, the loop
+  logs a policy exception and its watchdog stops the robot) is integrated into a position target,
+  target += v dt per step, kept within `lead_s` x velocity limit of the measured position (it cannot drift away
+  from the robot however the servo lags) and inside the joint limits. The loop's safety filter still checks
+  and clips every target; a target whose paddle would leave the workspace box (less `workspace_margin_m`) is not
+  sent: the adapter holds the last in-box target (or heads home), as the env would end the episode there.
+* Resets: a rally (the env's episode) is over when no detection came for `reset_gap_s`; then, as the env does
+  at an episode's end, the policy's `reset()` is called (if it has one), the old detections are dropped and
+  the policy's clock restarts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from robot_rt.robot import RobotDescription, load_robot
+
+
+class EnvPolicyAdapter:
+    """`RealTimeLoop` policy around an env policy `f(flat_obs) -> joint velocities` (see module docstring).
+
+    Args:
+        policy: callable taking the flat observation [obs_dim] (or [1, obs_dim] with `batched=True`) and
+            returning joint velocities [dof] or [1, dof] (NumPy or torch tensors).
+        robot: the robot description (the loop's); history: detections in the observation (the env's
+            `WorldConfig.history`, default 6); policy_hz: the env's policy rate (default 100).
+        lead_s: the target stays within lead_s x velocity limit of the measured position.
+        reset_gap_s: this long without a detection ends a rally (policy.reset()).
+        max_catch_up: at most this many policy steps in one call.
+        workspace_margin_m: targets whose paddle centre comes closer than this to the workspace box's faces are
+            not sent (the last in-box target is held; the home pose when there is none).
+    """
+
+    def __init__(
+        self,
+        policy: Callable,
+        robot: RobotDescription | None = None,
+        *,
+        history: int | None = None,
+        policy_hz: float = 100.0,
+        batched: bool = False,
+        lead_s: float = 0.05,
+        reset_gap_s: float = 0.3,
+        max_catch_up: int = 3,
+        workspace_margin_m: float = 0.02,
+    ):
+        from robot_rt.envs.core import WorldConfig
+        from robot_rt.envs.table_tennis import observation_bounds, observation_layout
+
+        if not callable(policy):
+            raise TypeError(f"policy: expected a callable flat_obs -> joint velocities, got {type(policy).__name__}")
+        self.robot = robot if robot is not None else load_robot()
+        self.history = WorldConfig().history if history is None else int(history)
+        if self.history < 1:
+            raise ValueError(f"history: expected >= 1 detections, got {history}")
+        for name, value in (("policy_hz", policy_hz), ("lead_s", lead_s), ("reset_gap_s", reset_gap_s)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
+        if int(max_catch_up) < 1:
+            raise ValueError(f"max_catch_up: expected >= 1, got {max_catch_up}")
+        self.policy = policy
+        self.batched = bool(batched)
+        self.dof = self.robot.dof
+        self.dt = 1.0 / float(policy_hz)
+        self.dt_ns = int(round(self.dt * 1e9))
+        self.lead = float(lead_s) * self.robot.velocity_limit
+        self.reset_gap_ns = int(reset_gap_s * 1e9)
+        self.max_catch_up = int(max_catch_up)
+        self.layout = observation_layout(self.dof, self.history)
+        self.obs_low, self.obs_high = observation_bounds(self.robot, self.history)
+        self.obs_dim = int(self.obs_low.shape[0])
+        # statistics (read by deploy and tests)
+        self.calls = 0
+        self.policy_steps = 0
+        self.catch_up_steps = 0
+        self.early_calls = 0
+        self.clock_resyncs = 0
+        self.resets = 0
+        self.detections_seen = 0
+        self.obs_min = np.full(self.obs_dim, np.inf, dtype=np.float32)
+        self.obs_max = np.full(self.obs_dim, -np.inf, dtype=np.float32)
+        self.workspace_holds = 0
+        self._ws_min = np.asarray(self.robot.workspace_min_m, dtype=np.float64) + workspace_margin_m
+        self._ws_max = np.asarray(self.robot.workspace_max_m, dtype=np.float64) - workspace_margin_m
+        self.last_observation: np.ndarray | None = None
+        self.last_action: np.ndarray | None = None
+        self._clear()
+
+    def _clear(self) -> None:
+        self._t0_ns: int | None = None
+        self._k = 0
+        self._target: np.ndarray | None = None
+        self._sent: np.ndarray | None = None
+        self._seen: dict[int, np.ndarray] = {}  # capture stamp_ns -> position, newest rally only
+        self._last_detection_ns: int | None = None
+        self._ended_ns: int | None = None  # detections up to this capture time belong to a finished rally
+
+    def reset(self) -> None:
+        """Forgets the clock, the detections and the target (the next call starts afresh)."""
+        self._clear()
+
+    # ------------------------------------------------------------------ observation
+    def _ingest(self, obs: dict) -> None:
+        recent = obs.get("recent_balls")
+        if recent is None:  # a loop without the recent ring: the latest ball only
+            ball = obs.get("latest_ball")
+            stamps = [] if ball is None else [int(ball["stamp_ns"])]
+            positions = [] if ball is None else [np.asarray(ball["position_m"], dtype=np.float64)]
+        else:
+            stamps = [int(s) for s in recent["stamp_ns"]]
+            positions = list(np.asarray(recent["position_m"], dtype=np.float64).reshape(-1, 3))
+        for stamp, pos in sorted(zip(stamps, positions), key=lambda item: item[0]):
+            if stamp in self._seen or (self._ended_ns is not None and stamp <= self._ended_ns):
+                continue
+            if self._last_detection_ns is None or stamp > self._last_detection_ns:
+                self._last_detection_ns = stamp
+            self._seen[stamp] = pos
+            self.detections_seen += 1
+        if len(self._seen) > 4 * self.history + 16:  # keep the newest only
+            for stamp in sorted(self._seen)[: len(self._seen) - (2 * self.history + 8)]:
+                del self._seen[stamp]
+
+    def _end_rally(self, now_ns: int) -> None:
+        """The ball is gone (no detection for reset_gap_s): the episode is over, as in the env at termination,
+        so the policy is reset and sees no stale detections (it goes back to its ready behaviour)."""
+        self._ended_ns = self._last_detection_ns
+        self._last_detection_ns = None
+        self._new_rally()
+
+    def _new_rally(self) -> None:
+        self._seen.clear()
+        self._t0_ns = None  # the policy's clock restarts with its reset
+        reset = getattr(self.policy, "reset", None)
+        if callable(reset):
+            reset()
+            self.resets += 1
+
+    def detections(self, now_ns: int) -> np.ndarray:
+        """[history, 5] (x, y, z, age_s, valid), newest first, of the detections captured at or before now_ns."""
+        out = np.zeros((self.history, 5))
+        visible = sorted((s for s in self._seen if s <= now_ns), reverse=True)[: self.history]
+        for i, stamp in enumerate(visible):
+            out[i, :3] = self._seen[stamp]
+            out[i, 3] = (now_ns - stamp) * 1e-9
+            out[i, 4] = 1.0
+        return out
+
+    def build(self, q, qd, now_ns: int) -> np.ndarray:
+        """The env observation (build_observation + the env's clipping) at policy time now_ns."""
+        from robot_rt.envs.table_tennis import build_observation
+
+        flat = build_observation(np.asarray(q, np.float64), np.asarray(qd, np.float64), self.detections(now_ns))
+        return flat.clip(self.obs_low, self.obs_high)
+
+    # ------------------------------------------------------------------ action
+    def _act(self, flat: np.ndarray) -> np.ndarray:
+        out = self.policy(flat[None] if self.batched else flat)
+        if hasattr(out, "detach"):  # a torch tensor
+            out = out.detach().cpu().numpy()
+        v = np.asarray(out, dtype=np.float64).reshape(-1)
+        if v.shape != (self.dof,):
+            raise ValueError(f"policy output: expected {self.dof} joint velocities, got shape {np.shape(out)}")
+        if not np.all(np.isfinite(v)):
+            raise ValueError("policy output: contains NaN or Inf")
+        return np.clip(v, -self.robot.velocity_limit, self.robot.velocity_limit)
+
+    def __call__(self, obs: dict) -> np.ndarray:
+        self.calls += 1
+        q = np.asarray(obs["measured_position"], dtype=np.float64)
+        qd = np.asarray(obs["measured_velocity"], dtype=np.float64)
+        now_ns = int(obs["stamp_ns"])
+        self._ingest(obs)
+        if self._last_detection_ns is not None and now_ns - self._last_detection_ns > self.reset_gap_ns:
+            self._end_rally(now_ns)
+        if self._t0_ns is None:
+            self._t0_ns, self._k = now_ns, 0
+            self._target = q.copy() if self._target is None else self._target
+        due = (now_ns - self._t0_ns) // self.dt_ns + 1 - self._k  # grid steps whose time has come
+        if due > self.max_catch_up:
+            self._t0_ns += (due - self.max_catch_up) * self.dt_ns
+            self.clock_resyncs += 1
+            due = self.max_catch_up
+        if due <= 0:
+            self.early_calls += 1
+        for _ in range(int(due)):
+            t_ns = self._t0_ns + self._k * self.dt_ns
+            flat = self.build(q, qd, t_ns)
+            np.minimum(self.obs_min, flat, out=self.obs_min)
+            np.maximum(self.obs_max, flat, out=self.obs_max)
+            self.last_observation = flat
+            v = self._act(flat)
+            self.last_action = v
+            self._target = self._target + v * self.dt
+            self._k += 1
+            self.policy_steps += 1
+        self.catch_up_steps += max(0, int(due) - 1)
+        # anchored to the measured position (no drift), inside the joint box
+        target = np.clip(self._target, q - self.lead, q + self.lead)
+        target = np.clip(target, self.robot.position_min, self.robot.position_max)
+        if not self._in_workspace(target):
+            # the loop would reject it (and its workspace stop would park the robot out of the box, where every
+            # target near it is rejected too): hold the last in-box target, or head for the home pose
+            self.workspace_holds += 1
+            target = self._sent if self._sent is not None and self._in_workspace(self._sent) else self.robot.home.copy()
+        self._target = target
+        self._sent = target.copy()
+        return target.copy()
+
+    def _in_workspace(self, q: np.ndarray) -> bool:
+        from robot_rt.robot import paddle_position_normal
+
+        pos, _ = paddle_position_normal(self.robot, q[None])
+        return bool(np.all(pos[0] >= self._ws_min) and np.all(pos[0] <= self._ws_max))
+
+    def stats(self) -> dict:
+        return {
+            "calls": self.calls,
+            "policy_steps": self.policy_steps,
+            "catch_up_steps": self.catch_up_steps,
+            "early_calls": self.early_calls,
+            "clock_resyncs": self.clock_resyncs,
+            "resets": self.resets,
+            "workspace_holds": self.workspace_holds,
+            "detections_seen": self.detections_seen,
+        }

@@ -1,0 +1,298 @@
+"""Rally mode of `robot-rt sim-server`: the simulated camera's ball plays against the simulated robot.
+
+`RallySource` owns one `robot_rt.envs.TableTennisWorld` (the environments' own physics, paddle contact, rally
+logic, human answers and camera model, so nothing is written twice) and advances it in real time. Before each
+world step (1 / `WorldConfig.policy_hz`, 10 ms by default) it reads the robot server's CURRENT measured joint
+state (`SimRobotServer.snapshot()`), puts it into the world (q, qd) and steps the world with qd as the velocity
+command: inside the step the paddle moves on from the measured pose at the measured velocity (a first-order
+extrapolation over one step), so the ball meets the paddle of the robot the controller actually drives.
+
+Balls: a serve is a fresh episode of the world (`reset`, a launch of the chosen `HumanBehaviorModel`); the
+world's rally logic decides hits, landings, misses, outs and the human's answers (its return model); when an
+episode ends the next serve follows after `serve_interval_s`. No serve starts before a controller has
+registered with the robot server (a deploy never loses its first ball), and none after `max_serves`.
+
+Camera: frames come from the world's camera model (rate, phase, noise, drops, latency + jitter, exactly the
+observation statistics of the envs); each frame is handed to `CameraServer`, which streams it with the
+existing protocol once its arrival time has come (`capture_age_ns` = real latency).
+
+Records (`summary()`): serves, balls (serves + the human's answers), one entry per rally (length = returns that
+landed on the human's half, outcome) and per ball (robot touched it, smallest paddle-ball distance while it
+came in, launch state), and per ball the true track (every physics substep) and the detected track (the
+frames the camera sent), times in s from the ball's launch — the detected tracks are in the form
+`HumanBehaviorModel.fit` accepts (`detected_tracks()`).
+
+World time follows real time: world step k of a rally runs when real time reaches the rally's start + k dt.
+If the thread falls more than `max_lag_steps` behind (a loaded machine), the rally's clock is shifted (the ball
+slows down for that moment, counted in `clock_shifts`) rather than stepping in a burst the robot cannot see.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from robot_rt.robot import RobotDescription
+
+HUMAN_CHOICES = ("default", "real_player")
+
+
+def resolve_human(human):
+    """A HumanBehaviorModel from 'default', 'real_player', a JSON path (HumanBehaviorModel.save) or a model."""
+    from robot_rt.envs.human_model import HumanBehaviorModel
+
+    if isinstance(human, HumanBehaviorModel):
+        return human
+    if isinstance(human, Path) or (isinstance(human, str) and human.endswith(".json")):
+        return HumanBehaviorModel.load(human)
+    if isinstance(human, str) and human in HUMAN_CHOICES:
+        return getattr(HumanBehaviorModel, human)()
+    raise ValueError(
+        f"human: expected one of {HUMAN_CHOICES}, a path to a HumanBehaviorModel .json file or a "
+        f"HumanBehaviorModel, got {human!r}"
+    )
+
+
+class RallySource:
+    """The rally's ball: world stepping against a joint-state source (see the module docstring).
+
+    Args:
+        joint_state: callable returning (position [dof], velocity [dof]) of the robot now (the robot server's
+            snapshot in the sim-server; any source in tests).
+        human: HumanBehaviorModel or 'default' | 'real_player' | PATH.json.
+        robot: robot description (must be the robot server's).
+        seed: seeds the serves and the human's answers (one generator; rally k gets its k-th draw).
+        serve_interval_s: pause between the end of a rally and the next serve.
+        max_serves: no serve after this many (None: unlimited).
+        ready: callable -> bool; no serve until it returns True (e.g. a controller is registered).
+        config: WorldConfig of the world (camera model, policy_hz = world step rate, ...).
+    """
+
+    def __init__(
+        self,
+        joint_state,
+        human="default",
+        robot: RobotDescription | None = None,
+        *,
+        seed: int = 0,
+        serve_interval_s: float = 1.0,
+        max_serves: int | None = None,
+        ready=None,
+        config=None,
+        backend: str = "auto",
+        max_lag_steps: int = 5,
+        record_true_tracks: bool = True,
+    ):
+        from robot_rt.envs.core import TableTennisWorld
+
+        if not callable(joint_state):
+            raise TypeError(f"joint_state: expected a callable -> (position, velocity), got {type(joint_state)}")
+        if not serve_interval_s > 0:
+            raise ValueError(f"serve_interval_s: expected a positive interval, got {serve_interval_s}")
+        if max_serves is not None and (isinstance(max_serves, bool) or int(max_serves) < 1):
+            raise ValueError(f"max_serves: expected a positive int or None, got {max_serves!r}")
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+            raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
+        self.human = resolve_human(human)
+        self.world = TableTennisWorld(1, human=self.human, robot=robot, config=config, backend=backend)
+        self.robot = self.world.robot
+        self.joint_state = joint_state
+        self.ready = ready
+        self.serve_interval_s = float(serve_interval_s)
+        self.max_serves = None if max_serves is None else int(max_serves)
+        self.max_lag_steps = int(max_lag_steps)
+        self.record_true_tracks = bool(record_true_tracks)
+        self.dt = self.world.config.substeps / self.world.config.physics_hz
+        self._seeds = np.random.default_rng(int(seed))
+        self._lock = threading.Lock()  # summary() may be called from another thread
+        self.stats: Counter = Counter()
+        self.rallies: list[dict] = []
+        self.balls: list[dict] = []
+        self._true: list[list] = []
+        self._detected: list[list] = []
+        self._rally_t0 = None  # real time (monotonic s) of world time 0 of the current rally
+        self._next_serve_t = None
+        self._ball = -1  # index into self.balls of the ball coming in, -1: none
+
+    # ------------------------------------------------------------------ state
+    @property
+    def in_rally(self) -> bool:
+        return self._rally_t0 is not None
+
+    @property
+    def done(self) -> bool:
+        """All `max_serves` rallies were played to their end."""
+        return self.max_serves is not None and self.stats["serves"] >= self.max_serves and not self.in_rally
+
+    def _new_ball(self) -> None:
+        self._ball = len(self.balls)
+        w = self.world
+        self.balls.append(
+            {
+                "rally": len(self.rallies) - 1,
+                "launch_state": w.ball[0].tolist(),
+                "t_launch_s": float(w.t[0]),
+                "hit": False,
+                "min_paddle_distance_m": float("inf"),
+            }
+        )
+        self._true.append([])
+        self._detected.append([])
+        self.stats["balls"] += 1
+
+    def _serve(self, now: float) -> None:
+        self.world.reset([0], [int(self._seeds.integers(0, 2**63 - 1))])
+        self.rallies.append({"index": len(self.rallies), "length": 0, "outcome": "none", "balls": 0})
+        self.stats["serves"] += 1
+        self._rally_t0 = now
+        self._new_ball()
+
+    # ------------------------------------------------------------------ stepping
+    def advance(self, now: float) -> list[tuple[float, float, np.ndarray]]:
+        """Steps the world up to real time `now` (monotonic s); returns the new camera frames
+        (arrival_s, capture_s, position [3]) on the same clock."""
+        frames: list = []
+        with self._lock:
+            if not self.in_rally:
+                if self.max_serves is not None and self.stats["serves"] >= self.max_serves:
+                    return frames
+                if self.ready is not None and not self.ready():
+                    self._next_serve_t = None
+                    return frames
+                if self._next_serve_t is None:
+                    self._next_serve_t = now + 0.2  # let the controller settle before the first ball
+                if now < self._next_serve_t:
+                    return frames
+                self._serve(now)
+            lag = int((now - self._rally_t0 - float(self.world.t[0])) / self.dt)
+            if lag > self.max_lag_steps:
+                self._rally_t0 += (lag - 1) * self.dt
+                self.stats["clock_shifts"] += 1
+            while self.in_rally and now >= self._rally_t0 + float(self.world.t[0]) + self.dt:
+                frames.extend(self._step())
+                if not self.in_rally:
+                    self._next_serve_t = now + self.serve_interval_s
+        return frames
+
+    def _step(self) -> list:
+        w = self.world
+        position, velocity = self.joint_state()
+        q = np.asarray(position, dtype=np.float64)
+        qd = np.asarray(velocity, dtype=np.float64)
+        # the measured state; the velocity of the extrapolation is capped so that no joint crosses its position
+        # limit within the step: the robot server itself stops joints at their limits (a physical robot's hard
+        # stops), so only the paddle's workspace box can end a rally with 'limit' here
+        q = np.clip(q, w.q_min, w.q_max)
+        step_s = self.dt * (1.0 + 1e-6)
+        qd = np.clip(qd, -w.v_max, w.v_max)
+        qd = np.clip(qd, (w.q_min - q) / step_s, (w.q_max - q) / step_s)
+        w.q[0] = q
+        w.qd[0] = qd
+        p0, _ = w.paddle_pose()
+        incoming = w.phase[0] == 0  # PHASE_INCOMING at the start of the step
+        t_start = float(w.t[0])
+        head0 = int(w.cam_head[0])
+        _, terminated, ev = w.step(w.qd.copy())
+        self.stats["steps"] += 1
+        p1, _ = w.paddle_pose()
+        ball = self.balls[self._ball]
+        substeps = w.config.substeps
+        frac = (np.arange(substeps) + 1.0) / substeps
+        rec = w.rec_pos[0]
+        active = w.rec_active[0]
+        if incoming and not ball["hit"]:
+            paddle = p0[0] + frac[:, None] * (p1[0] - p0[0])
+            dist = np.linalg.norm(rec - paddle, axis=1)
+            if active.any():
+                ball["min_paddle_distance_m"] = min(ball["min_paddle_distance_m"], float(dist[active].min()))
+        if incoming and self.record_true_tracks:
+            t_sub = t_start + frac * self.dt - ball["t_launch_s"]
+            self._true[self._ball].extend((float(t), *map(float, p)) for t, p, a in zip(t_sub, rec, active) if a)
+        if ev["hit"][0]:
+            ball["hit"] = True
+            self.stats["hits"] += 1
+        if ev["landed"][0]:
+            self.stats["returns_landed"] += 1
+        # camera frames taken in this step (ring slots head0 .. cam_head - 1)
+        frames = []
+        ring = w.ring
+        for k in range(head0, int(w.cam_head[0])):
+            slot = k % ring
+            t_cap, t_arr = float(w.cam_t[0, slot]), float(w.cam_arrival[0, slot])
+            pos = w.cam_pos[0, slot].copy()
+            frames.append((self._rally_t0 + t_arr, self._rally_t0 + t_cap, pos))
+            if incoming:
+                self._detected[self._ball].append((t_cap - ball["t_launch_s"], *map(float, pos)))
+        rally = self.rallies[-1]
+        rally["length"] = int(w.hits[0])
+        if ev["new_ball"][0]:
+            self._new_ball()
+        if terminated[0]:
+            from robot_rt.envs.core import OUTCOME_NAMES
+
+            rally["outcome"] = OUTCOME_NAMES[int(w.outcome[0])]
+            rally["balls"] = sum(1 for b in self.balls if b["rally"] == rally["index"])
+            self.stats[f"outcome_{rally['outcome']}"] += 1
+            self._rally_t0 = None
+            self._ball = -1
+        return frames
+
+    # ------------------------------------------------------------------ records
+    def detected_tracks(self, min_points: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Detected tracks of the incoming balls as `(t_s [T], positions_m [T, 3])` (HumanBehaviorModel.fit)."""
+        with self._lock:
+            return [_as_track(d) for d in self._detected if len(d) >= min_points]
+
+    def true_tracks(self, min_points: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+        with self._lock:
+            return [_as_track(d) for d in self._true if len(d) >= min_points]
+
+    def summary(self, tracks: bool = True) -> dict:
+        """Counts, rallies, balls (and tracks) as a JSON-ready dict (docs/protocol.md, 'Rally mode')."""
+        with self._lock:
+            finished = [r for r in self.rallies if r["outcome"] != "none"]
+            out = {
+                "human": self.human.name,
+                "serves": int(self.stats["serves"]),
+                "balls": int(self.stats["balls"]),
+                "hits": int(self.stats["hits"]),
+                "returns_landed": int(self.stats["returns_landed"]),
+                "rallies_completed": len(finished),
+                "rally_lengths": [r["length"] for r in finished],
+                "outcomes": dict(Counter(r["outcome"] for r in finished)),
+                # returns that landed per ball the human sent (serves and answers)
+                "return_rate": (self.stats["returns_landed"] / self.stats["balls"]) if self.stats["balls"] else 0.0,
+                "rallies": [dict(r) for r in self.rallies],
+                "ball_records": [_jsonable_ball(b) for b in self.balls],
+                "steps": int(self.stats["steps"]),
+                "clock_shifts": int(self.stats["clock_shifts"]),
+                "in_rally": self.in_rally,
+            }
+            if tracks:
+                out["tracks_detected"] = [
+                    {"ball": i, "samples": [list(s) for s in d]} for i, d in enumerate(self._detected)
+                ]
+                out["tracks_true"] = [{"ball": i, "samples": [list(s) for s in d]} for i, d in enumerate(self._true)]
+        return out
+
+
+def _as_track(samples) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(samples, dtype=np.float64).reshape(-1, 4)
+    return a[:, 0].copy(), a[:, 1:4].copy()
+
+
+def _jsonable_ball(b: dict) -> dict:
+    out = dict(b)
+    if not np.isfinite(out["min_paddle_distance_m"]):
+        out["min_paddle_distance_m"] = None  # never came in (e.g. a fault of the human)
+    return out
+
+
+def tracks_from_summary(summary: dict, key: str = "tracks_detected", min_points: int = 1) -> list:
+    """`(t_s [T], positions_m [T, 3])` tracks from a rally summary (`RallySource.summary()` / the JSON file)."""
+    if key not in summary:
+        raise ValueError(f"summary: no '{key}' (written without tracks?)")
+    return [_as_track(t["samples"]) for t in summary[key] if len(t["samples"]) >= min_points]
