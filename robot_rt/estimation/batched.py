@@ -10,6 +10,7 @@ and start a new segment when
   * the residual |p - p_fit(t)| exceeds `gate_m` (a paddle hit, a new ball, an unmodelled contact), or
   * the previous fit reaches the contact height z_c = table + r descending above the table before t (a
     bounce): the new segment starts at that predicted bounce time, so only post-bounce points are fitted.
+Duplicates are looked for among the newest max(16, 2 M) ring entries of the env (M detections per call).
 `reset(mask)` forgets the tracks of the masked environments (episode resets).
 
 Fit (the segment's points within `window_s` of now, tau = t - now): per axis the constant-acceleration model
@@ -30,7 +31,8 @@ planes (an [N] array) take two batched calls: to the nearest plane x_1 = min x_p
 free flight from x_1 on, which the physics cannot tell apart from the same flight moved in x and y (its
 equations do not depend on position), so the balls are moved to start at x_1 - (x_i - x_1) and away from the
 table and net in y (|y| + 2 m) and flown to x_1 once more. The planes must lie beyond the table's end then
-(x_1 > half length + r), which the policy's bounds guarantee.
+(x_1 > half length + r), which the policy's bounds guarantee. Balls past their plane or flying away from it
+(vx <= 0) are not flown (no crossing).
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ class BatchedBallTracker:
         dedup_tol_s: float = 1e-4,
         estimate_spin: bool = False,
         horizon_s: float = 1.0,
-        plane_dt_s: float = 1e-3,
+        plane_dt_s: float = 2e-3,
         backend: str = "cpu",
     ):
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
@@ -125,6 +127,7 @@ class BatchedBallTracker:
         n, k = self.n, self.capacity
         self.buf_t = np.full((n, k), np.nan)
         self.buf_p = np.zeros((n, k, 3))
+        self._rows = np.arange(n)[:, None]
         self.head = np.zeros(n, dtype=np.int64)
         self.seg_start = np.full(n, -np.inf)
         self.newest_t = np.full(n, -np.inf)
@@ -189,8 +192,11 @@ class BatchedBallTracker:
             )
         t_now = self._times(t_now_s)
         ok = ok & np.isfinite(tc) & np.all(np.isfinite(pos), axis=-1)
-        # duplicates of ring entries (the observation repeats detections for several steps)
-        dup = np.any(np.abs(tc[:, :, None] - self.buf_t[:, None, :]) < self.dedup_tol_s, axis=2)
+        # duplicates: the observation repeats a detection for a few steps, so it is among the most recently
+        # ingested ones of its env (the newest max(16, 2 M) ring entries are compared, not the whole ring)
+        width = min(self.capacity, max(16, 2 * tc.shape[1]))
+        recent = self.buf_t[self._rows, (self.head[:, None] - 1 - np.arange(width)) % self.capacity]
+        dup = np.any(np.abs(tc[:, :, None] - recent[:, None, :]) < self.dedup_tol_s, axis=2)
         fresh = ok & ~dup
         if fresh.any():
             self._segment_breaks(np.where(fresh, tc, np.nan), pos)
@@ -249,20 +255,25 @@ class BatchedBallTracker:
         self.buf_p[w, slot] = pos[w, j]
         self.head += np.bincount(w, minlength=self.n)
 
-    def _solve(self, tau, use, a_prior):
-        """Weighted LSQ with the acceleration prior: coefficients [N, 3 (p0, v0, a), 3 axes] at tau = 0."""
+    def _normal_equations(self, tau, use):
+        """Normal matrix (inverted) [N, 3, 3] and right-hand side [N, 3 (p0, v0, a), 3 axes] of the weighted
+        fit with basis (1, tau, tau^2 / 2), the acceleration prior's precision already on the diagonal."""
         w = use.astype(np.float64) / self.sigma_m**2
         tau = np.where(use, tau, 0.0)
-        basis = np.stack([np.ones_like(tau), tau, 0.5 * tau * tau], axis=-1)  # [N, K, 3]
-        mat = np.einsum("nk,nki,nkj->nij", w, basis, basis)
-        rhs = np.einsum("nk,nki,nkd->nid", w, basis, self.buf_p)
-        prior = 1.0 / self.sigma_a**2
-        mat[:, 2, 2] += prior
-        rhs[:, 2, :] += prior * a_prior
-        # a vanishing prior on p0 and v0 keeps tracks with 0 or 1 point solvable (they are not valid anyway)
+        weighted = np.stack([w, w * tau, 0.5 * w * tau * tau], axis=1)  # [N, 3, K]
+        basis = np.stack([np.ones_like(tau), tau, 0.5 * tau * tau], axis=2)  # [N, K, 3]
+        mat = weighted @ basis
+        mat[:, 2, 2] += 1.0 / self.sigma_a**2
+        # a vanishing ridge on p0 and v0 keeps tracks with 0 or 1 point solvable (they are not valid anyway)
         mat[:, 0, 0] += 1e-9
         mat[:, 1, 1] += 1e-6
-        return np.linalg.solve(mat, rhs)
+        return np.linalg.inv(mat), weighted @ self.buf_p
+
+    def _solve(self, inv, rhs, a_prior):
+        """Coefficients [N, 3 (p0, v0, a), 3 axes] for the acceleration prior mean `a_prior` [N, 3]."""
+        rhs = rhs.copy()
+        rhs[:, 2, :] += a_prior / self.sigma_a**2
+        return inv @ rhs
 
     def _fit(self) -> None:
         use = np.isfinite(self.buf_t)
@@ -273,9 +284,10 @@ class BatchedBallTracker:
         t_ref = np.where(n_points > 0, np.max(np.where(use, self.buf_t, -np.inf), axis=1), self.t_now)
         tau = self.buf_t - t_ref[:, None]
         gravity = np.array([0.0, 0.0, -self.g])
-        coef = self._solve(tau, use, np.broadcast_to(gravity, (self.n, 3)))
+        inv, rhs = self._normal_equations(tau, use)
+        coef = self._solve(inv, rhs, gravity)
         v = coef[:, 1]
-        coef = self._solve(tau, use, gravity - self.kd * np.linalg.norm(v, axis=1, keepdims=True) * v)
+        coef = self._solve(inv, rhs, gravity - self.kd * np.linalg.norm(v, axis=1, keepdims=True) * v)
         v = coef[:, 1]
         a_gd = gravity - self.kd * np.linalg.norm(v, axis=1, keepdims=True) * v
         if self.estimate_spin:
@@ -348,7 +360,7 @@ def crossing_batch(states, valid, planes, params, table, horizon_s, dt_s, backen
     ok = valid & np.all(np.isfinite(states), axis=1)
     ok &= (np.abs(states[:, 0]) < room_l) & (np.abs(states[:, 1]) < room_w)
     ok &= (states[:, 2] > params.radius_m) & (states[:, 2] < room_h)
-    ok &= states[:, 0] < planes  # already past its plane: no next crossing
+    ok &= (states[:, 0] < planes) & (states[:, 3] > 0)  # past its plane or flying away: no next crossing
     if not ok.any():
         return tau, out
     x1 = float(planes[ok].min())
