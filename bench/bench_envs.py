@@ -3,15 +3,16 @@ SyncVectorEnv of the single env.
 
 Cases, for 1, 64 and 1024 environments (--sizes):
   * native    : `TableTennisVectorEnv` (robot_rt.envs.vector), all worlds advanced by one C++ call per step
-                (std::thread workers, --threads, default all cores), NumPy camera/observation/autoreset around it;
-  * numpy_ref : the same vector env on the NumPy reference of the physics (backend='numpy');
+                (physics + camera frames, std::thread workers, --threads, default all cores), the observation
+                assembled by a second C++ call, NumPy only for rare events (autoresets, human answers) and infos;
+  * numpy_ref : the same vector env on the NumPy reference (backend='numpy': physics, camera, observation);
   * sync      : `gym.make_vec(id, n, vectorization_mode='sync')`, a SyncVectorEnv of n single envs (each a
                 1-world TableTennisWorld on the default, native, backend) — the issue's baseline;
   * cuda      : the vector env on the CUDA kernel (only with --cuda and a device).
 Actions are uniform in the action space (pre-drawn), episodes end and autoreset as in training (random
 actions: mostly misses, some limit violations). env-steps/s = num_envs * steps / wall time of the steps
 (reset excluded, autoresets inside the timed steps included). Reports the ratio native / sync measured in
-the same run and the process's peak RSS after each case.
+the same run (wall and per CPU-second) and the process's peak RSS after each case.
 
 On a shared machine the wall-clock figure depends on the load (reported with each case); env_steps_per_cpu_s
 (steps per second of CPU time used by this process, all its threads together) is the load-independent view:
@@ -126,6 +127,7 @@ def main(argv=None) -> dict:
     for r in results:
         sync = by.get(("sync", r["num_envs"]))
         r["ratio_vs_sync"] = r["env_steps_per_s"] / sync["env_steps_per_s"] if sync else None
+        r["ratio_vs_sync_cpu"] = r["env_steps_per_cpu_s"] / sync["env_steps_per_cpu_s"] if sync else None
         ref = by.get(("numpy_ref", r["num_envs"]))
         r["ratio_vs_numpy_ref"] = r["env_steps_per_s"] / ref["env_steps_per_s"] if ref else None
     load = os.getloadavg()
@@ -139,6 +141,7 @@ def main(argv=None) -> dict:
             "cpu_count": os.cpu_count(),
             "machine": platform.machine(),
             "load_average_1_5_15": load,
+            "nice": os.nice(0),  # scheduling priority of this run (the wall figures depend on it under load)
         },
         "target": ">= 100000 env-steps/s at 1024 envs and >= 10x SyncVectorEnv",
         "results": results,
@@ -157,6 +160,7 @@ def main(argv=None) -> dict:
             f"{r['env_steps_per_s']:.0f}",
             f"{r['ms_per_step']:.3f}",
             "-" if r["ratio_vs_sync"] is None else f"{r['ratio_vs_sync']:.1f}x",
+            "-" if r["ratio_vs_sync_cpu"] is None else f"{r['ratio_vs_sync_cpu']:.1f}x",
             "-" if r["ratio_vs_numpy_ref"] is None else f"{r['ratio_vs_numpy_ref']:.1f}x",
             f"{r['env_steps_per_cpu_s']:.0f}",
             f"{r['load_average_1min']:.1f}",
@@ -174,6 +178,7 @@ def main(argv=None) -> dict:
             "env-steps/s",
             "ms/step",
             "vs sync",
+            "vs sync (cpu)",
             "vs numpy ref",
             "env-steps/cpu-s",
             "load",

@@ -2,6 +2,7 @@
 // iteration on std::thread workers with the GIL released. The bindings only check and unpack NumPy arrays;
 // state arrays are updated in place (they must be C-contiguous, writable and of the exact dtype).
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <thread>
 #include <vector>
@@ -15,19 +16,21 @@ using robot_rt::envs::WorldModel;
 
 namespace {
 
+// Worlds are handed out in small chunks from an atomic counter rather than in one block per thread: on a
+// loaded machine a descheduled worker then delays the step by at most one chunk, not by its whole share.
 template <class F>
-void parallel_for(long long n, int n_threads, F&& f) {
-  if (n_threads <= 1 || n < 2) {
+void parallel_for(long long n, int n_threads, F&& f, long long chunk = 32) {
+  if (n_threads <= 1 || n <= chunk) {
     f(0LL, n);
     return;
   }
-  const long long chunk = (n + n_threads - 1) / n_threads;
+  std::atomic<long long> next{0};
+  auto work = [&f, &next, n, chunk] {
+    for (long long lo = next.fetch_add(chunk); lo < n; lo = next.fetch_add(chunk)) f(lo, std::min(n, lo + chunk));
+  };
   std::vector<std::thread> pool;
-  for (int t = 1; t < n_threads; ++t) {
-    const long long lo = t * chunk, hi = std::min(n, lo + chunk);
-    if (lo < hi) pool.emplace_back([&f, lo, hi] { f(lo, hi); });
-  }
-  f(0LL, std::min(n, chunk));
+  for (int t = 1; t < n_threads; ++t) pool.emplace_back(work);
+  work();
   for (auto& th : pool) th.join();
 }
 
@@ -57,8 +60,9 @@ class WorldStepper {
       cam = &cam_;
     }
     int threads = n_threads > 0 ? n_threads : hardware_threads();
-    // below ~32 worlds per thread the thread start costs more than it saves
-    threads = static_cast<int>(std::min<long long>(threads, std::max<long long>(1, n / 32)));
+    // ~3 us per world: below ~128 worlds per thread the thread start (and, on a loaded machine, the wait for
+    // the worker to be scheduled) costs more than it saves
+    threads = static_cast<int>(std::min<long long>(threads, std::max<long long>(1, n / 128)));
     const WorldModel& m = m_;
     py::gil_scoped_release release;
     parallel_for(n, threads, [&m, &a, cam](long long lo, long long hi) {
@@ -90,7 +94,7 @@ void observe(const py::array& q, const py::array& qd, const py::array& t, const 
   py::gil_scoped_release release;
   parallel_for(n, threads, [&o](long long lo, long long hi) {
     for (long long i = lo; i < hi; ++i) robot_rt::envs::observe_world(o, i);
-  });
+  }, 512);
 }
 
 // First contact of each ball within `horizon_s` on the grid dt_s (the flight of simulate_batch(max_events=1):
@@ -113,7 +117,7 @@ py::tuple first_contacts(const py::array& states, const py::array& packed, doubl
   const double h_last = horizon_s - double(n_steps - 1) * dt_s;
   struct FirstSink {
     int kind = 0;
-    double after[9];
+    double after[9] = {};
     void on_event(double, int k, const double*, const double* a) {
       if (kind == 0) {
         kind = k;
@@ -122,7 +126,8 @@ py::tuple first_contacts(const py::array& states, const py::array& packed, doubl
     }
   };
   int threads = n_threads > 0 ? n_threads : hardware_threads();
-  threads = static_cast<int>(std::min<long long>(threads, std::max<long long>(1, m / 8)));
+  // ~10-30 us per ball: a second thread from ~32 balls on, handed out 8 at a time
+  threads = static_cast<int>(std::min<long long>(threads, std::max<long long>(1, m / 16)));
   {
     py::gil_scoped_release release;
     parallel_for(m, threads, [&](long long lo, long long hi) {
@@ -136,7 +141,7 @@ py::tuple first_contacts(const py::array& states, const py::array& packed, doubl
       kp[i] = sink.kind;
       for (int c = 0; c < 9; ++c) ap[9 * i + c] = sink.kind ? sink.after[c] : std::nan("");
     }
-    });
+    }, 8);
   }
   return py::make_tuple(kind, after);
 }
