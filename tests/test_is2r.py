@@ -3,6 +3,9 @@ loop (every stage, run directory, resume) and the CLI smoke run through the real
 
 import argparse
 import json
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ from robot_rt.ballistics import simulate
 from robot_rt.envs.human_model import HumanBehaviorModel
 from robot_rt.learning import is2r
 
-BACKEND = "numpy"
+BACKEND = "auto"
 
 
 def _tracks(model, n, seed):
@@ -27,15 +30,16 @@ def _tracks(model, n, seed):
 
 def test_refit_moves_the_model_towards_the_real_player():
     real, default = HumanBehaviorModel.real_player(), HumanBehaviorModel.default()
-    fitted = is2r.refit_human(_tracks(real, 12, 0), default, prior_weight=5.0, name="H1")
-    assert fitted.n_tracks_used == 12
+    tracks = _tracks(real, 10, 0)
+    fitted = is2r.refit_human(tracks, default, prior_weight=5.0, name="H1")
+    assert fitted.n_tracks_used == 10
     d_fit, d_default = is2r.model_distance(fitted, real), is2r.model_distance(default, real)
     assert d_fit < 0.6 * d_default, (d_fit, d_default)
     # more tracks (less shrinkage towards the prior) -> closer still
-    more = is2r.refit_human(_tracks(real, 30, 1), default, prior_weight=5.0)
+    more = is2r.refit_human(tracks + _tracks(real, 14, 1), default, prior_weight=5.0)
     assert is2r.model_distance(more, real) < d_fit
     # the prior's weight is a real pseudo-count: an overwhelming prior stays at the default
-    stuck = is2r.refit_human(_tracks(real, 12, 0), default, prior_weight=1e6)
+    stuck = is2r.refit_human(tracks, default, prior_weight=1e6)
     assert is2r.model_distance(stuck, default) < 0.01
     assert fitted.returns == default.returns  # tracks do not observe the return model
 
@@ -51,7 +55,7 @@ def test_refit_bad_input():
 
 
 def test_evaluate_uses_common_random_numbers_and_is_deterministic():
-    family = is2r.HeuristicFamily()
+    family = is2r.make_family("auto")
     theta = family.initial()
     thetas = np.stack([theta, theta, family.bounds()[0]])
     a = is2r.evaluate(
@@ -73,7 +77,7 @@ def test_evaluate_uses_common_random_numbers_and_is_deterministic():
 def _args(out, **over):
     parser = argparse.ArgumentParser()
     is2r.add_arguments(parser)
-    argv = ["--out", str(out), "--smoke", "--no-progress", "--policy", "heuristic", "--backend", BACKEND]
+    argv = ["--out", str(out), "--smoke", "--no-progress", "--backend", BACKEND]
     for k, v in over.items():
         argv += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
     return parser.parse_args(argv)
@@ -126,9 +130,9 @@ def test_loop_runs_every_stage_and_resumes(tmp_path):
     for method in ("i-S2R", "S2R+FT"):
         rows = results["methods"][method]
         assert [r["iteration"] for r in rows] == [0, 1]
-        assert all(r["n_balls"] == 4 and sum(r["histogram"].values()) == 4 for r in rows)
-    assert results["methods"]["i-S2R"][1]["real_balls_learned"] == 4
-    assert results["methods"]["S2R+FT"][1]["real_balls_learned"] == 4
+        assert all(r["n_balls"] == 3 and sum(r["histogram"].values()) == 3 for r in rows)
+    assert results["methods"]["i-S2R"][1]["real_balls_learned"] == 3  # the first deploy's balls
+    assert results["methods"]["S2R+FT"][1]["real_balls_learned"] == 2  # 2 fine-tuning candidates x 1 ball
     assert (out / "plots" / "rally_length.png").stat().st_size > 1000
     assert (out / "models" / "H1.json").exists() and (out / "config.json").exists()
     dist = results["human_model_distance_to_real"]
@@ -140,3 +144,30 @@ def test_bad_arguments_are_named(tmp_path):
         is2r.config_from_args(_args(tmp_path, smoke=True, real_balls=1))
     with pytest.raises(ValueError, match="policy"):
         is2r.make_family("ppo")
+
+
+@pytest.mark.slow
+def test_cli_smoke_runs_every_stage_through_the_real_time_deploy(tmp_path):
+    """`robot-rt train is2r --smoke`: sim ES, deploys through the real-time loop and the rally sim-server,
+    refit, real-side fine-tuning, results and plot; `--resume` of the finished run only rewrites results."""
+    out = tmp_path / "smoke"
+    cmd = [sys.executable, "-m", "robot_rt.cli", "train", "is2r", "--smoke", "--no-progress", "--out", str(out)]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    wall = time.monotonic() - start
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "i-S2R   iteration 1" in proc.stdout and "S2R+FT  iteration 1" in proc.stdout
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    deploys = [r for r in log if r["stage"] == "deploy"]
+    assert len(deploys) == 4 and all(r["wall_s"] > 1.0 for r in deploys)  # real time, not a shortcut
+    assert sum(r["tracks"] for r in deploys if r["branch"] == "is2r") >= 3  # the cameras recorded balls
+    assert [r["stage"] for r in log].count("finetune") == 1 and [r["stage"] for r in log].count("refit") == 2
+    assert len(list((out / "deploys").glob("*.rrlog"))) == 6  # 4 evaluations + 2 fine-tuning candidates
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["methods"]) == {"i-S2R", "S2R+FT"}
+    assert (out / "plots" / "rally_length.png").stat().st_size > 1000
+    assert (out / "config.json").exists() and (out / "checkpoints" / "latest.pt").exists()
+    proc = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len((out / "log.jsonl").read_text().splitlines()) == len(log)  # nothing ran again
+    print(f"smoke wall time {wall:.0f} s")

@@ -193,7 +193,7 @@ def evaluate(
     thetas,
     episodes: int,
     seed: int,
-    max_episode_steps: int = 1000,
+    max_episode_steps: int = 1500,
     hit_bonus: float = 0.2,
     backend: str = "auto",
 ) -> dict:
@@ -293,6 +293,9 @@ def default_deploy(policy, *, n_balls: int, seed: int, log_path=None) -> dict:
     result = module.deploy(policy, human="real_player", n_balls=n_balls, seed=seed, log_path=log_path)
     return {
         "rally_lengths": [int(x) for x in result.rally_lengths],
+        "hits": int(result.hits),  # paddle contacts over all balls
+        "outcomes": list(result.outcomes),
+        "safety_events": {k: int(v) for k, v in result.safety_events.items() if v},
         "tracks": [(np.asarray(t, dtype=np.float64), np.asarray(p, dtype=np.float64)) for t, p in result.tracks],
         "return_rate": float(result.return_rate),
     }
@@ -321,7 +324,7 @@ class Config:
 
 
 SMOKE = dict(
-    iterations=2, es_steps=1, directions=2, top_k=1, episodes=2, max_episode_steps=300, real_balls=4, real_directions=1
+    iterations=2, es_steps=1, directions=2, top_k=1, episodes=2, max_episode_steps=300, real_balls=3, real_directions=1
 )
 
 
@@ -331,13 +334,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     d("--smoke", action="store_true", help="tiny sizes: every stage in well under 2 minutes (CI)")
     d("--iterations", type=int, default=3, help="k, sim-to-real iterations (default 3)")
-    d("--es-steps", type=int, default=5, help="E, sim ES generations per i-S2R iteration (default 5)")
+    d("--es-steps", type=int, default=8, help="E, sim ES generations per i-S2R iteration (default 8)")
     d("--directions", type=int, default=6, help="D, antithetic pairs per sim generation (default 6)")
     d("--top-k", type=int, default=3, help="directions kept per generation (default 3)")
     d("--sigma", type=float, default=0.06, help="perturbation scale in the unit box (default 0.06)")
     d("--step-size", type=float, default=0.04, help="ES step in the unit box (default 0.04)")
     d("--episodes", type=int, default=4, help="M, episodes per candidate (default 4)")
-    d("--max-episode-steps", type=int, default=1000, help="episode cap at 100 Hz (default 1000 = 10 s)")
+    d("--max-episode-steps", type=int, default=1500, help="episode cap at 100 Hz (default 1500 = 15 s)")
     d("--hit-bonus", type=float, default=0.2, help="fitness bonus per paddle contact (default 0.2)")
     d("--real-balls", type=int, default=20, help="B, real balls per iteration (default 20)")
     d("--real-directions", type=int, default=2, help="antithetic pairs of the real fine-tuning ES (default 2)")
@@ -521,13 +524,16 @@ class Is2rRun:
         res = self._deploy(
             theta,
             self.cfg.real_balls,
-            seed=10_000 * (iteration + 1) + (0 if branch == "is2r" else 5000),
+            seed=10_000 * (iteration + 1),
             tag=f"{branch}_eval_{iteration}",
         )
         record = {
             "iteration": iteration,
             "rally_lengths": res["rally_lengths"],
             "return_rate": res["return_rate"],
+            "hits_per_rally": res.get("hits", 0) / max(len(res["rally_lengths"]), 1),
+            "outcomes": res.get("outcomes", []),
+            "safety_events": res.get("safety_events", {}),
             "theta": theta.tolist(),
             "real_balls_learned": self.state["real_balls_learned"][branch],
             "sim_generations": self.state["sim_generations"]["shared"] + self.state["sim_generations"][branch],
@@ -581,7 +587,7 @@ class Is2rRun:
         with self._bar(len(cand), f"real fine-tune [{iteration}]") as bar:
             for c, theta in enumerate(cand):
                 res = self._deploy(theta, per, seed=777 * (iteration + 1), tag=f"ft_train_{iteration}_{c}")  # CRN
-                fitness.append(float(np.mean(res["rally_lengths"])) if res["rally_lengths"] else 0.0)
+                fitness.append(real_fitness(res, per, cfg.hit_bonus))
                 bar.set_postfix(rally=f"{fitness[-1]:.2f}")
                 bar.update(1)
         stats = es.tell(np.asarray(fitness))
@@ -607,10 +613,18 @@ class Is2rRun:
         }
 
 
+def real_fitness(deploy_result: dict, n_balls: int, hit_bonus: float) -> float:
+    """The sim fitness on the real side: (sum of rally lengths + hit_bonus x paddle contacts) / rallies, so the
+    fine-tuning ES still has a signal while no return lands (the deploy reports contacts over all balls)."""
+    rallies = len(deploy_result["rally_lengths"]) or n_balls
+    return (float(np.sum(deploy_result["rally_lengths"])) + hit_bonus * deploy_result.get("hits", 0)) / rallies
+
+
 def summarise(deploy_record: dict, n_boot: int = 2000) -> dict:
     """Rally-length figures of one evaluation deploy: mean with a 95 % bootstrap CI, median, histogram."""
     x = np.asarray(deploy_record["rally_lengths"], dtype=np.float64)
-    out = {k: deploy_record[k] for k in ("iteration", "real_balls_learned", "sim_generations", "return_rate")}
+    keys = ("iteration", "real_balls_learned", "sim_generations", "return_rate", "hits_per_rally", "outcomes")
+    out = {k: deploy_record.get(k) for k in keys}
     out["n_balls"] = int(len(x))
     if len(x) == 0:
         return {**out, "mean": None, "median": None, "ci95": None, "histogram": {}}
@@ -637,7 +651,14 @@ def plot_results(results: dict, path: Path) -> Path:
 
     methods = results["methods"]
     k = max(len(v) for v in methods.values())
-    fig, axes = plt.subplots(1, 1 + k, figsize=(4.5 * (1 + k), 3.8))
+    fig, axes = plt.subplots(1, 2 + k, figsize=(4.5 * (2 + k), 3.8))
+    ax = axes[1]
+    for offset, (label, rows) in zip((-0.06, 0.06), methods.items()):
+        ax.plot([r["iteration"] + offset for r in rows], [r["hits_per_rally"] for r in rows], marker="o", label=label)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("paddle contacts per rally vs real player")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
     ax = axes[0]
     for offset, (label, rows) in zip((-0.06, 0.06), methods.items()):
         it = [r["iteration"] + offset for r in rows if r["mean"] is not None]
@@ -652,7 +673,7 @@ def plot_results(results: dict, path: Path) -> Path:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     for i in range(k):
-        ax = axes[1 + i]
+        ax = axes[2 + i]
         top = 0
         for offset, (label, rows) in zip((-0.2, 0.2), methods.items()):
             if i < len(rows) and rows[i]["histogram"]:
