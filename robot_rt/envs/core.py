@@ -368,6 +368,8 @@ class TableTennisWorld:
         self.q_min, self.q_max = self.robot.position_min, self.robot.position_max
         self.v_max, self.a_max = self.robot.velocity_limit, self.robot.acceleration_limit
         n, k, s = self.n, self.config.history, self.config.substeps
+        self._neg_v_max = -self.v_max
+        self._cmd = np.zeros((n, self.dof))  # clipped joint velocity commands of the current step
         self.q = np.tile(self.robot.home, (n, 1))
         self.qd = np.zeros((n, self.dof))
         self.ball = np.zeros((n, 9))
@@ -558,7 +560,9 @@ class TableTennisWorld:
         cmd = np.asarray(qd_cmd, dtype=np.float64)
         if cmd.shape != (self.n, self.dof):
             raise ValueError(f"qd_cmd: expected shape ({self.n}, {self.dof}), got {cmd.shape}")
-        cmd = np.ascontiguousarray(np.clip(cmd, -self.v_max, self.v_max))
+        # np.clip's values into a per-world buffer (the steps only read it)
+        np.maximum(cmd, self._neg_v_max, out=self._cmd)
+        cmd = np.minimum(self._cmd, self.v_max, out=self._cmd)
         if self.backend == "numpy":
             self._physics_numpy(cmd)
         else:

@@ -92,6 +92,7 @@ class TableTennisVectorEnv(VectorEnv):
         self._elapsed = np.zeros(self.num_envs, dtype=np.int64)
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
         self._needs_reset = True
+        self._actions = np.zeros(self.action_space.shape)  # clipped actions of the current step
 
     def _make_observation_space(self):
         return self._flat_space
@@ -143,11 +144,13 @@ class TableTennisVectorEnv(VectorEnv):
         a = np.asarray(actions, dtype=np.float64)
         if a.shape != self.action_space.shape:
             raise ValueError(f"actions: expected shape {self.action_space.shape}, got {a.shape}")
-        if not np.all(np.isfinite(a)):
+        if not np.isfinite(a).all():
             raise ValueError("actions: contains NaN or Inf")
-        # clip to the float32 action space exactly as the single env does
-        a = np.clip(a, self.single_action_space.low, self.single_action_space.high)
-        reward, terminated, events = self.world.step(a)
+        # clip to the float32 action space exactly as the single env does (np.clip's values, into a buffer that
+        # world.step only reads)
+        np.maximum(a, self.single_action_space.low, out=self._actions)
+        np.minimum(self._actions, self.single_action_space.high, out=self._actions)
+        reward, terminated, events = self.world.step(self._actions)
         reset_now = np.nonzero(self._autoreset)[0]
         self._elapsed += 1
         reward = self._reward(reward, events)
