@@ -12,6 +12,15 @@ from robot_rt.learning.gcbc import GCBCPolicy, evaluate_loss, train_gcbc
 from robot_rt.learning.rundir import RunDir, read_log
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    # the MLPs are small; on the shared 2-core CI box torch's thread pool spin-waits (25x slower measured)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def synthetic_goal_task(n, seed):
     """Actions that depend on features and goal jointly (a goal-blind policy cannot fit them)."""
     rng = np.random.default_rng(seed)
@@ -22,13 +31,13 @@ def synthetic_goal_task(n, seed):
 
 
 def test_gcbc_learns_a_goal_conditioned_mapping():
-    f, g, a = synthetic_goal_task(6000, 0)
+    f, g, a = synthetic_goal_task(4000, 0)
     fh, gh, ah = synthetic_goal_task(1000, 1)
     torch.manual_seed(0)
     model = GCBCPolicy(6, goal_dim=2, act_dim=3, hidden=(64, 64))
     model.fit_normalisation(f, g)
     before = evaluate_loss(model, fh, gh, ah)
-    _, losses = train_gcbc(model, f, g, a, steps=1500, batch_size=256, lr=3e-3, seed=0)
+    _, losses = train_gcbc(model, f, g, a, steps=600, batch_size=256, lr=3e-3, seed=0)
     after = evaluate_loss(model, fh, gh, ah)
     baseline = float(np.mean((ah - a.mean(0)) ** 2))  # best constant prediction
     assert np.mean(losses[-50:]) < 0.2 * np.mean(losses[:50])
@@ -95,7 +104,8 @@ def test_run_episodes_records_consistent_episodes():
         assert np.all(np.abs(e.actions) <= 1.0)
         assert e.has_landed == (e.outcome == "returned" or e.landing_point.any())
         if e.has_landed:
-            assert e.landing_point[0] < 0 and math.isfinite(e.distance_m)
+            # on the table's far half (x <= 0 up to a ball radius or so at the net), within its width
+            assert -1.4 < e.landing_point[0] < 0.1 and abs(e.landing_point[1]) < 0.8 and math.isfinite(e.distance_m)
     batch = goalseye.episodes_to_batch(episodes)
     assert batch.n_episodes == 6 and batch.n_steps == sum(e.length for e in episodes)
     # the same episode seeds give the same episodes, whatever the slots (one env here)
