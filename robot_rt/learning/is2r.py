@@ -318,13 +318,22 @@ class Config:
     real_sigma: float
     real_step_size: float
     prior_weight: float
+    diag_episodes: int  # sim-only diagnostic per evaluated policy (not the real side): episodes vs real_player
     policy: str
     seed: int
     backend: str
 
 
 SMOKE = dict(
-    iterations=2, es_steps=1, directions=2, top_k=1, episodes=2, max_episode_steps=300, real_balls=3, real_directions=1
+    iterations=2,
+    es_steps=1,
+    directions=2,
+    top_k=1,
+    episodes=2,
+    max_episode_steps=300,
+    real_balls=3,
+    real_directions=1,
+    diag_episodes=4,
 )
 
 
@@ -347,6 +356,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d("--real-sigma", type=float, default=0.06)
     d("--real-step-size", type=float, default=0.04)
     d("--prior-weight", type=float, default=5.0, help="pseudo-tracks of H_0 in the refit (default 5)")
+    d("--diag-episodes", type=int, default=48, help="sim diagnostic episodes vs the real player's model (default 48)")
     d("--policy", default="auto", help="'scripted', 'heuristic' or 'auto' (scripted when installed)")
     d("--seed", type=int, default=0)
     d("--backend", default="auto", help="environment backend (default auto)")
@@ -359,7 +369,16 @@ def config_from_args(args) -> Config:
         parser = argparse.ArgumentParser()
         add_arguments(parser)
         values.update({k: v for k, v in SMOKE.items() if values[k] == parser.get_default(k)})
-    for key in ("iterations", "es_steps", "directions", "top_k", "episodes", "max_episode_steps", "real_directions"):
+    for key in (
+        "iterations",
+        "es_steps",
+        "directions",
+        "top_k",
+        "episodes",
+        "max_episode_steps",
+        "real_directions",
+        "diag_episodes",
+    ):
         if values[key] < 1:
             raise ValueError(f"--{key.replace('_', '-')}: expected a positive int, got {values[key]}")
     if values["real_balls"] < 2 * values["real_directions"]:
@@ -527,8 +546,20 @@ class Is2rRun:
             seed=10_000 * (iteration + 1),
             tag=f"{branch}_eval_{iteration}",
         )
+        # diagnostic, clearly not the real side: the same policy in the batched simulator against the real
+        # player's behaviour model, on fixed seeds; the gap to the deploy is what the model alone does not explain
+        diag = evaluate(
+            self.family,
+            HumanBehaviorModel.real_player(),
+            theta[None],
+            self.cfg.diag_episodes,
+            seed=424_242,
+            max_episode_steps=self.cfg.max_episode_steps,
+            backend=self.cfg.backend,
+        )["rally"][0]
         record = {
             "iteration": iteration,
+            "sim_vs_real_player_model": {"mean": float(diag.mean()), "median": float(np.median(diag)), "n": len(diag)},
             "rally_lengths": res["rally_lengths"],
             "return_rate": res["return_rate"],
             "hits_per_rally": res.get("hits", 0) / max(len(res["rally_lengths"]), 1),
@@ -623,7 +654,15 @@ def real_fitness(deploy_result: dict, n_balls: int, hit_bonus: float) -> float:
 def summarise(deploy_record: dict, n_boot: int = 2000) -> dict:
     """Rally-length figures of one evaluation deploy: mean with a 95 % bootstrap CI, median, histogram."""
     x = np.asarray(deploy_record["rally_lengths"], dtype=np.float64)
-    keys = ("iteration", "real_balls_learned", "sim_generations", "return_rate", "hits_per_rally", "outcomes")
+    keys = (
+        "iteration",
+        "real_balls_learned",
+        "sim_generations",
+        "return_rate",
+        "hits_per_rally",
+        "outcomes",
+        "sim_vs_real_player_model",
+    )
     out = {k: deploy_record.get(k) for k in keys}
     out["n_balls"] = int(len(x))
     if len(x) == 0:
@@ -668,6 +707,8 @@ def plot_results(results: dict, path: Path) -> Path:
         med = [r["median"] for r in rows if r["mean"] is not None]
         line = ax.errorbar(it, mean, yerr=[lo, hi], marker="o", capsize=3, label=f"{label} mean (95% CI)")
         ax.plot(it, med, linestyle=":", marker="x", color=line[0].get_color(), label=f"{label} median")
+        diag = [r["sim_vs_real_player_model"]["mean"] for r in rows if r["mean"] is not None]
+        ax.plot(it, diag, linestyle="--", marker="s", alpha=0.5, color=line[0].get_color(), label=f"{label} sim diag.")
     ax.set_xlabel("iteration")
     ax.set_ylabel("rally length vs real player")
     ax.legend(fontsize=7)
