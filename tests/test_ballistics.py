@@ -304,6 +304,51 @@ def test_batched_crossings_equal_single_path():
     assert time_to_plane(x[0], 1.6) is None
 
 
+def mixed_states(n: int, seed: int) -> np.ndarray:
+    """Random balls of every kind: incoming (table bounce), low (net), beside the table (floor), leaving, heavy spin."""
+    rng = np.random.default_rng(seed)
+    x = serves(n, seed)
+    kind = rng.integers(0, 5, n)
+    x[kind == 1, 2] = rng.uniform(0.8, 0.86, (kind == 1).sum())  # low: net or table edge
+    side = kind == 2
+    x[side, 1] = rng.choice([-1.0, 1.0], side.sum()) * rng.uniform(0.8, 1.2, side.sum())  # floor contacts
+    x[side, 2] = rng.uniform(0.1, 1.0, side.sum())
+    x[kind == 3, 3] *= -1  # flies away: no crossing of x = 1.6
+    x[kind == 4, 6:] = rng.uniform(-250, 250, ((kind == 4).sum(), 3))
+    return x
+
+
+@needs_cpu
+def test_single_ball_fast_path_equals_batched_path():
+    """time_to_plane / landing_point of one ball (C++ stop_one: latency-ordered RK4 step) against the batched
+    C++ path (vectorised textbook-order RK4 packets): same contacts, crossing times and states to 1e-12."""
+    x = mixed_states(160, 21)
+    for x_plane in (1.6, 0.5, -1.0):
+        tp = time_to_plane_batch(x, x_plane, backend="cpu")
+        assert 0.2 < tp.found.mean() < 1.0
+        for i in range(len(x)):
+            c = time_to_plane(x[i], x_plane)
+            assert (c is not None) == tp.found[i], i
+            if c is not None:
+                assert abs(c.t_s - tp.t_s[i]) <= 1e-12
+                np.testing.assert_allclose(np.concatenate([c.position, c.velocity, c.spin]), tp.state[i], atol=1e-12)
+                assert c.position[0] == x_plane
+    lp = landing_point_batch(x, backend="cpu")
+    bounced = simulate_batch(x, 1.0, 1e-3, backend="cpu").event_count
+    assert lp.found.mean() > 0.3 and (bounced > 1).any()
+    for i in range(len(x)):
+        c = landing_point(x[i])
+        assert (c is not None) == lp.found[i], i
+        if c is not None:
+            assert abs(c.t_s - lp.t_s[i]) <= 1e-12
+            np.testing.assert_allclose(np.concatenate([c.position, c.velocity, c.spin]), lp.state[i], atol=1e-12)
+    # and the float64 NumPy reference (textbook RK4 order throughout) to the tolerance of the other parity tests
+    ref_tp = time_to_plane_batch(x[:48], 1.6, backend="numpy")
+    fast = [time_to_plane(s, 1.6) for s in x[:48]]
+    np.testing.assert_array_equal([c is not None for c in fast], ref_tp.found)
+    np.testing.assert_allclose([c.t_s if c else np.nan for c in fast], ref_tp.t_s, atol=1e-12, equal_nan=True)
+
+
 @needs_cpu
 def test_single_simulate_cpu_equals_numpy():
     y0 = serves(1, 11)[0]

@@ -18,7 +18,9 @@
 //
 // The per-step maths is written once here as PR_HD (host + device) inline functions; the CPU backend
 // (ballistics_cpu.cpp), the CUDA kernel (ballistics_cuda.cu) use it and robot_rt/ballistics/reference.py
-// (NumPy) and triton_kernel.py mirror it line by line. Parameter order: robot_rt/ballistics/params.py.
+// (NumPy) and triton_kernel.py mirror it line by line (the RK4 step in its textbook order; the host's
+// single-ball step is a latency-ordered rearrangement of it, see rk4_step_latency). Parameter order:
+// robot_rt/ballistics/params.py.
 #pragma once
 
 #include <cmath>
@@ -121,9 +123,10 @@ PR_HD inline void derivative(const T* y, const Params<T>& p, T* d) {
   flight_rates(y[3], y[4], y[5], y[6], y[7], y[8], p, d[3], d[4], d[5], d[6], d[7], d[8]);
 }
 
-// One classic RK4 step of free flight; out may not alias y.
+// One classic RK4 step of free flight in the textbook order (as reference.rk4_step and the Triton kernel); out may
+// not alias y. The CUDA threads use it (one ball per thread: throughput, not latency, bound).
 template <class T>
-PR_HD inline void rk4_step(const T* y, T h, const Params<T>& p, T* out) {
+PR_HD inline void rk4_step_textbook(const T* y, T h, const Params<T>& p, T* out) {
   T k1[kStateDim], k2[kStateDim], k3[kStateDim], k4[kStateDim], tmp[kStateDim];
   derivative(y, p, k1);
   const T hh = T(0.5) * h;
@@ -137,8 +140,80 @@ PR_HD inline void rk4_step(const T* y, T h, const Params<T>& p, T* out) {
   for (int i = 0; i < kStateDim; ++i) out[i] = y[i] + h6 * (k1[i] + T(2) * k2[i] + T(2) * k3[i] + k4[i]);
 }
 
+// One classic RK4 step of free flight (k_i from derivative(), y' = y + h/6 (k1 + 2 k2 + 2 k3 + k4)); out may not
+// alias y. Ordered for latency: a step is a chain of four square roots (the stage speeds |u|). With dv/dt =
+// X - s kd u (X = km w x u - g e_z, s = |u|), the next stage's velocity is u' = y_v + c dv/dt = Z - s E and its
+// squared speed |u'|^2 = Z.Z + s (s E.E - 2 Z.E) (Z = y_v + c X, E = c kd u): every term is computed while the square
+// root runs, so two FMAs follow it instead of two FMAs and a dot product (single-ball flight ~1.5x faster). The last
+// stage folds into v' = (y_v + h/6 (acc + X)) - s (h/6 kd u). Rounding differs from reference.rk4_step by ~1 ulp.
+// The loop is written rolled on purpose (GCC keeps it so; unrolled variants spilled registers and were ~10% slower).
+template <class T>
+PR_HD inline void rk4_step_latency(const T* y, T h, const Params<T>& p, T* out) {
+  const T kd = p.drag_k_per_m, km = p.magnus_k, lam = p.spin_decay_per_s, g = p.gravity_mps2;
+  const T hh = T(0.5) * h, h6 = h / T(6);
+  const T yvx = y[3], yvy = y[4], yvz = y[5];
+  // spin (linear, independent of v): w of stages 1..4
+  T w[4][3];
+  for (int c = 0; c < 3; ++c) {
+    w[0][c] = y[6 + c];
+    w[1][c] = y[6 + c] + hh * (-lam * w[0][c]);
+    w[2][c] = y[6 + c] + hh * (-lam * w[1][c]);
+    w[3][c] = y[6 + c] + h * (-lam * w[2][c]);
+  }
+  for (int c = 0; c < 3; ++c)
+    out[6 + c] = y[6 + c] + h6 * ((-lam * w[0][c]) + T(2) * (-lam * w[1][c]) + T(2) * (-lam * w[2][c]) +
+                                  (-lam * w[3][c]));
+  T ux = yvx, uy = yvy, uz = yvz;
+  T s2 = ux * ux + uy * uy + uz * uz;
+  T accx = T(0), accy = T(0), accz = T(0), px = T(0), py = T(0), pz = T(0);
+  for (int st = 0; st < 4; ++st) {
+    const T wx = w[st][0], wy = w[st][1], wz = w[st][2];
+    const T xx = km * (wy * uz - wz * uy), xy = km * (wz * ux - wx * uz), xz = km * (wx * uy - wy * ux) - g;
+    const T dx = kd * ux, dy = kd * uy, dz = kd * uz;
+    const T wgt = (st == 0 || st == 3) ? T(1) : T(2);
+    px += wgt * ux;
+    py += wgt * uy;
+    pz += wgt * uz;
+    if (st == 3) {
+      const T s = pr_sqrt(s2);
+      out[3] = (yvx + h6 * (accx + xx)) - s * (h6 * dx);
+      out[4] = (yvy + h6 * (accy + xy)) - s * (h6 * dy);
+      out[5] = (yvz + h6 * (accz + xz)) - s * (h6 * dz);
+      break;
+    }
+    const T c = st == 2 ? h : hh;
+    const T zx = yvx + c * xx, zy = yvy + c * xy, zz = yvz + c * xz;
+    const T ex = c * dx, ey = c * dy, ez = c * dz;
+    const T z2 = zx * zx + zy * zy + zz * zz, ze = zx * ex + zy * ey + zz * ez, e2 = ex * ex + ey * ey + ez * ez;
+    const T s = pr_sqrt(s2);
+    accx += wgt * (xx - s * dx);
+    accy += wgt * (xy - s * dy);
+    accz += wgt * (xz - s * dz);
+    ux = zx - s * ex;
+    uy = zy - s * ey;
+    uz = zz - s * ez;
+    s2 = z2 + s * (s * e2 - T(2) * ze);
+  }
+  out[0] = y[0] + h6 * px;
+  out[1] = y[1] + h6 * py;
+  out[2] = y[2] + h6 * pz;
+}
+
+// One classic RK4 step of free flight; out may not alias y. The host (single balls, contact steps) takes the
+// latency-ordered form, CUDA threads the textbook one; they agree to ~1 ulp per step.
+template <class T>
+PR_HD inline void rk4_step(const T* y, T h, const Params<T>& p, T* out) {
+#if defined(__CUDA_ARCH__)
+  rk4_step_textbook(y, h, p, out);
+#else
+  rk4_step_latency(y, h, p, out);
+#endif
+}
+
 // RK4 step of L balls at once in structure-of-arrays layout y[c][l] (CPU packets: the lane loops vectorise).
-// Same arithmetic as rk4_step, lane by lane.
+// Textbook order (flight_rates per stage, as reference.rk4_step): packets are throughput-bound and this order needs
+// fewer operations (a lane version of the latency-ordered step measured ~2.5x fewer ball-steps/s). The packets'
+// free-flight steps and the scalar rk4_step agree to ~1 ulp per step (tests: single-ball vs batched to 1e-12).
 template <class T, int L>
 inline void rk4_step_lanes(const T (&y)[kStateDim][L], T h, const Params<T>& p, T (&out)[kStateDim][L]) {
   T acc[kStateDim][L], tmp[kStateDim][L], k[kStateDim][L];
