@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from robot_rt.envs import HumanBehaviorModel, WorldConfig
+from robot_rt.envs.core import paddle_contact
 from robot_rt.envs.heuristic import lob_direction
 from robot_rt.envs.scripted import BatchedScriptedPolicy, ScriptedParams, lob_directions, paddle_jacobian_analytic
 from robot_rt.envs.vector import TableTennisGoalVectorEnv, TableTennisVectorEnv
@@ -108,6 +109,32 @@ def test_resolved_rate_matches_per_env_reference():
         ref = inv @ task + (np.eye(ROBOT.dof) - inv @ jac) @ (prm["null_gain_per_s"] * (ROBOT.home - q[i]))
         ref /= max(1.0, np.max(np.abs(ref) / ROBOT.velocity_limit))
         np.testing.assert_allclose(got[i], ref, atol=1e-5)
+
+
+def test_velocity_matching_contact_gives_the_planned_return():
+    """mirror_blend = 1: a frictionless paddle contact (the env's paddle_contact) with the planned normal and
+    swing speed sends the ball off at return_speed_mps along d_out; mirror_blend = 0 is the unit reflection law."""
+    rng = np.random.default_rng(5)
+    n = 16
+    cfg = WorldConfig()
+    v_in = np.stack([rng.uniform(3, 8, n), rng.uniform(-1, 1, n), rng.uniform(-2, 3, n)], axis=1)
+    start = np.stack([np.full(n, 1.5), rng.uniform(-0.5, 0.5, n), rng.uniform(0.85, 1.2, n)], axis=1)
+    params = np.tile(ScriptedParams(mirror_blend=1.0).to_vector(), (n, 1))
+    params[:, ScriptedParams.names().index("return_speed_mps")] = rng.uniform(4.0, 6.0, n)
+    pol = BatchedScriptedPolicy(n, params=params)
+    speed = params[:, ScriptedParams.names().index("return_speed_mps")]
+    d_out = lob_directions(start, np.tile([-0.7, 0.0], (n, 1)), speed, 0.1)
+    normal, s = pol.contact_plan(v_in, d_out)
+    assert np.all((s > -2) & (s < 6))  # inside the clip, so the law is exact
+    ball = np.zeros((n, 9))
+    ball[:, :3], ball[:, 3:6] = start, v_in
+    after = paddle_contact(ball, start, normal, s[:, None] * normal, np.ones(n), 0.02, cfg.paddle_restitution, 0.0)
+    np.testing.assert_allclose(after[:, 3:6], speed[:, None] * d_out, atol=1e-9)
+    pol.set_params(np.tile(ScriptedParams(mirror_blend=0.0).to_vector(), (n, 1)))
+    normal0, s0 = pol.contact_plan(v_in, d_out)
+    ref = d_out - v_in / np.linalg.norm(v_in, axis=1, keepdims=True)
+    np.testing.assert_allclose(normal0, ref / np.linalg.norm(ref, axis=1, keepdims=True), atol=1e-12)
+    np.testing.assert_allclose(s0, ScriptedParams().swing_speed_mps)
 
 
 def test_brake_caps_speed_towards_limits():

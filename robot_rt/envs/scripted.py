@@ -5,11 +5,13 @@ Per policy step and environment (all vectorised over environments, parameters pe
 2. the tracker's state is flown with the ball physics to the hitting plane x = `hit_plane_x_m`: contact time
    t_c (+ `timing_offset_s`), point p_c and incoming velocity v_in (the last prediction is kept for a few
    steps while the tracker has too few points after a bounce);
-3. the paddle normal follows the reflection law so that the ball leaves towards the target T (the goal, else
+3. the paddle normal n and swing speed s make the ball leave towards the target T (the goal, else
    (`aim_x_m`, `aim_y_m`), plus `aim_dx_m`, `aim_dy_m`): d_out is the direction of the drag-free lob from p_c
-   to T at `return_speed_mps` (the flatter solution, + `extra_elevation_rad`), n = normalise(d_out - v_in/|v_in|);
-4. before the swing the paddle waits at p_c - lead n with lead = `swing_speed_mps` min(t_c - t, `swing_s`)
-   (plus `contact_dz_m` in height); during the last `swing_s` it moves along n at `swing_speed_mps`;
+   to T at `return_speed_mps` (the flatter solution, + `extra_elevation_rad`); n, s blend (weight
+   `mirror_blend`) the heuristic's unit reflection law (n = normalise(d_out - v_in/|v_in|), s =
+   `swing_speed_mps`) and the velocity-matching law of a frictionless paddle (see `contact_plan`);
+4. before the swing the paddle waits at p_c - lead n with lead = s min(t_c - t, `swing_s`) (plus
+   `contact_dz_m` in height); during the last `swing_s` it moves along n at s;
 5. resolved-rate control, with J = [J_p; w J_n] the analytic Jacobian of paddle position and normal
    (w = `normal_weight`), task u = [v; w omega] with v = min(1, v_max / |k e|) k e + swing (k = `gain_per_s`,
    e the position error, v_max = `max_paddle_speed_mps`), each component towards a wall of the paddle's box
@@ -58,6 +60,7 @@ class ScriptedParams:
     aim_dy_m: float = 0.0
     swing_speed_mps: float = 3.7
     swing_s: float = 0.14
+    mirror_blend: float = 0.0
     contact_dz_m: float = -0.023
     gain_per_s: float = 15.0
     max_paddle_speed_mps: float = 2.8
@@ -104,6 +107,7 @@ _BOUNDS = {
     "aim_dy_m": (-0.5, 0.5),
     "swing_speed_mps": (0.0, 6.0),
     "swing_s": (0.0, 0.3),
+    "mirror_blend": (0.0, 1.0),
     "contact_dz_m": (-0.1, 0.1),
     "gain_per_s": (1.0, 40.0),
     "max_paddle_speed_mps": (0.5, 6.0),
@@ -340,14 +344,13 @@ class BatchedScriptedPolicy:
         target_xy = target_xy + np.stack([p["aim_dx_m"], p["aim_dy_m"]], axis=1)
         v_in = self.plan_v
         d_out = lob_directions(self.plan_p, target_xy, p["return_speed_mps"], p["extra_elevation_rad"])
-        normal = d_out - v_in / np.maximum(np.linalg.norm(v_in, axis=1, keepdims=True), 1e-9)
-        normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-9)
+        normal, swing_speed = self.contact_plan(v_in, d_out)
         time_left = self.plan_t - self.t
-        lead = p["swing_speed_mps"] * np.clip(np.nan_to_num(time_left), 0.0, p["swing_s"])
+        lead = swing_speed * np.clip(np.nan_to_num(time_left), 0.0, p["swing_s"])
         hit_target = self.plan_p - lead[:, None] * normal
         hit_target[:, 2] += p["contact_dz_m"]
         swinging = (np.nan_to_num(time_left) < p["swing_s"])[:, None]
-        swing = np.where(swinging, p["swing_speed_mps"][:, None] * normal, 0.0)
+        swing = np.where(swinging, swing_speed[:, None] * normal, 0.0)
 
         ready = self.home_position + np.stack([p["ready_dx_m"], p["ready_dy_m"], p["ready_dz_m"]], axis=1)
         target = np.where(active[:, None], hit_target, ready)
@@ -360,6 +363,27 @@ class BatchedScriptedPolicy:
         action = self.brake_to_limits(q, qd)
         self.t += self.dt
         return action[0] if single else action
+
+    def contact_plan(self, v_in: np.ndarray, d_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Paddle normal [N, 3] and swing speed [N] for incoming velocity v_in and outgoing direction d_out
+        (module docstring, step 3): the blend with weight b = `mirror_blend` of the unit reflection law
+        (n_r = normalise(d_out - v_in / |v_in|), speed `swing_speed_mps`) and the velocity-matching law of a
+        frictionless paddle with restitution e moving at s along n (v_out = v_in - (1 + e) ((v_in - s n).n) n):
+        for v_out = `return_speed_mps` d_out, n_v = normalise(v_out - v_in), s_v = (v_out.n_v + e v_in.n_v) / (1 + e) (clipped to [-2, 6] m/s)."""
+        p = self._p
+        e = self.config.paddle_restitution
+        unit_in = v_in / np.maximum(np.linalg.norm(v_in, axis=1, keepdims=True), 1e-9)
+        n_r = d_out - unit_in
+        n_r /= np.maximum(np.linalg.norm(n_r, axis=1, keepdims=True), 1e-9)
+        v_out = p["return_speed_mps"][:, None] * d_out
+        n_v = v_out - v_in
+        n_v /= np.maximum(np.linalg.norm(n_v, axis=1, keepdims=True), 1e-9)
+        # s_v < 0: the paddle gives way to slow a fast ball down
+        s_v = np.clip((np.sum(v_out * n_v, axis=1) + e * np.sum(v_in * n_v, axis=1)) / (1.0 + e), -2.0, 6.0)
+        b = p["mirror_blend"]
+        normal = (1.0 - b)[:, None] * n_r + b[:, None] * n_v
+        normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-9)
+        return normal, (1.0 - b) * p["swing_speed_mps"] + b * s_v
 
     def resolved_rate(self, q: np.ndarray, target: np.ndarray, normal: np.ndarray, swing: np.ndarray) -> np.ndarray:
         """Joint velocities [N, dof] of the damped resolved-rate law of the module docstring (step 5)."""
