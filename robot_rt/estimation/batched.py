@@ -13,17 +13,19 @@ and start a new segment when
 Duplicates are looked for among the newest max(16, 2 M) ring entries of the env (M detections per call).
 `reset(mask)` forgets the tracks of the masked environments (episode resets).
 
-Fit (the segment's points within `window_s` of now, tau = t - now): per axis the constant-acceleration model
+Fit (the segment's points within `window_s` of now; tau = t - t_ref with t_ref the segment's newest
+detection): per axis the constant-acceleration model
     p(tau) = p0 + v0 tau + a tau^2 / 2
 by weighted least squares (measurement std `sigma_m`) with a Gaussian prior a ~ N(a_prior, sigma_a^2) on the
 acceleration, where a_prior = -g e_z - k_D |v| v is gravity plus drag linearised at the velocity of a first
 prior-only-gravity pass (so with few points the fit is a gravity+drag arc, with many the acceleration is
-fitted). Normal equations (3x3, shared by the three axes) are solved for all environments at once.
-The reference time is the segment's newest detection (`fit_state()`); `state()` extrapolates to now (the
+fitted). The 3x3 normal matrix is shared by the three axes and both passes; it is inverted for all
+environments at once. `fit_state()` gives (p0, v0) at t_ref; `state()` extrapolates them to now (the camera
 latency) through a table bounce if the arc meets the table in between. Right after a bounce, while the new
-segment has fewer than `min_points` points, the pre-bounce fit stays in use. With `estimate_spin`, the part of the fitted acceleration that
-gravity and drag do not explain is read as Magnus lift a_M = k_M (w x v), giving the spin component
-perpendicular to v: w = v x a_M / (k_M |v|^2) (shrunk by the prior when the segment is short).
+segment has fewer than `min_points` points, the pre-bounce fit stays in use. With `estimate_spin`, the part
+of the fitted acceleration that gravity and drag do not explain is read as Magnus lift a_M = k_M (w x v),
+giving the spin component perpendicular to v: w = v x a_M / (k_M |v|^2) (shrunk by the prior when the
+segment is short; off by default: it did not improve the crossing predictions on simulated serves).
 
 `predict_plane_crossing(x_plane_m)` flies the fitted states [N, 9] with the ball physics
 (`robot_rt.ballistics.time_to_plane_batch`, the C++ core, table bounce included) to the plane. Per-environment
