@@ -110,17 +110,20 @@ def test_cpu_step_matches_numpy_reference(goal):
 
 @needs_cpu
 def test_cpu_threads_do_not_change_results():
-    worlds = [TableTennisWorld(70, backend="cpu", num_threads=t) for t in (1, 2, 3)]
+    n = 400  # >= 128 worlds per thread: the step really runs on 1, 2 and 3 threads
+    worlds = [TableTennisWorld(n, backend="cpu", num_threads=t) for t in (1, 2, 3)]
     for w in worlds:
-        w.reset(np.arange(70), list(range(70)))
+        w.reset(np.arange(n), list(range(n)))
     rng = np.random.default_rng(3)
     for _ in range(15):
-        cmd = rng.uniform(-1, 1, (70, 8)) * worlds[0].v_max
+        cmd = rng.uniform(-1, 1, (n, 8)) * worlds[0].v_max
         outs = [w.step(cmd) for w in worlds]
         for w, o in zip(worlds[1:], outs[1:]):
             np.testing.assert_array_equal(o[0], outs[0][0])
             np.testing.assert_array_equal(w.q, worlds[0].q)
             np.testing.assert_array_equal(w.ball, worlds[0].ball)
+            np.testing.assert_array_equal(w.cam_pos, worlds[0].cam_pos)
+            np.testing.assert_array_equal(w.observations(), worlds[0].observations())
 
 
 @needs_cpu
