@@ -365,3 +365,49 @@ def test_stop_returns_even_if_policy_never_returns(tmp_path):
     assert not loop.running
     release.set()
     assert loop.event_count("missing_policy") == 1
+
+
+def test_push_event_public_api_takes_link_events_from_link_monitor():
+    from robot_rt.control.udp import LINK_EVENT_CODES, LinkMonitor
+
+    class FakeDriver:  # the counters a UdpDriver reports, growing between samples
+        def __init__(self):
+            self.n = 0
+
+        def stats(self):
+            keys = (
+                "peer_restarts rx_lost rx_late rx_duplicate rx_stale rx_malformed rx_mismatch rx_wrong_type "
+                "rx_unexpected_source tx_errors tx_invalid"
+            ).split()
+            out = dict.fromkeys(keys, 0)
+            out["rx_lost"] = 4 * self.n
+            out["connected"] = True
+            out["camera"] = {"rx_lost": 0, "rx_malformed": 0, "rx_wrong_type": 0, "rx_duplicate": self.n,
+                             "rx_stale": 0, "rx_unexpected_source": 0, "peer_restarts": 0}  # fmt: skip
+            return out
+
+    loop = RealTimeLoop(load_robot()).start()
+    try:
+        driver = FakeDriver()
+        monitor = LinkMonitor(loop, driver)
+        monitor.sample()
+        driver.n = 2
+        monitor.sample()  # +8 lost, +2 camera duplicates
+        assert monitor.events_pushed == 2
+        # from another thread too, by name or code
+        t = threading.Thread(target=lambda: loop.push_event("udp_late", value=1.0))
+        t.start()
+        t.join()
+        assert loop.push_event(LINK_EVENT_CODES["camera_restart"], value=1.0) is True
+        with pytest.raises(ValueError, match="name"):
+            loop.push_event("no_such_event")
+        with pytest.raises(ValueError, match="name"):
+            loop.push_event(99)
+        with pytest.raises(TypeError, match="name"):
+            loop.push_event(True)
+        time.sleep(0.1)
+    finally:
+        loop.stop()
+    got = {(e.name, e.value) for e in loop.events() if e.code >= 100}
+    assert got == {("udp_lost", 8.0), ("camera_stale", 2.0), ("udp_late", 1.0), ("camera_restart", 1.0)}
+    assert loop.event_count("loop_start") == 1
