@@ -59,7 +59,20 @@ def test_gcbc_training_is_reproducible_and_validates_input():
         train_gcbc(model, f, g, a, steps=20, batch_size=64, seed=5)
         outs.append(model.act(f[:10], g[:10]))
     np.testing.assert_array_equal(outs[0], outs[1])
+    # the moving average: decay 0 copies the last iterate; decay d lags it; normalisation is copied
+    torch.manual_seed(3)
     model = GCBCPolicy(6, act_dim=3, hidden=(16,))
+    model.fit_normalisation(f, g)
+    ema0, ema9 = GCBCPolicy.from_state(model.state()), GCBCPolicy.from_state(model.state())
+    start = [p.detach().clone() for p in model.parameters()]
+    train_gcbc(model, f, g, a, steps=1, batch_size=64, seed=5, ema=ema0, ema_decay=0.0)
+    train_gcbc(GCBCPolicy.from_state(ema9.state()), f, g, a, steps=1, batch_size=64, seed=5, ema=ema9, ema_decay=0.9)
+    for p0, p9, p, w in zip(ema0.parameters(), ema9.parameters(), model.parameters(), start):
+        torch.testing.assert_close(p0, p, rtol=0, atol=0)
+        torch.testing.assert_close(p9, 0.9 * w + 0.1 * p)
+    torch.testing.assert_close(ema0.feat_mean, model.feat_mean)
+    with pytest.raises(ValueError, match="ema_decay"):
+        train_gcbc(model, f, g, a, steps=1, ema=ema0, ema_decay=1.0)
     with pytest.raises(ValueError, match="features"):
         train_gcbc(model, f[:, :5], g, a, steps=1)
     with pytest.raises(ValueError, match="goals"):

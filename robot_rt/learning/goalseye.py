@@ -73,6 +73,7 @@ DEFAULTS = dict(
     finetune_steps=500,
     batch_size=512,
     lr=1e-3,
+    ema_decay=0.999,
     hidden=[256, 256],
     max_episode_steps=300,
     backend="auto",
@@ -115,6 +116,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("finetune_steps", int, "Adam steps of each round's fine-tuning"),
         ("batch_size", int, "GCBC minibatch size"),
         ("lr", float, "Adam learning rate"),
+        ("ema_decay", float, "decay of the weight moving average that is executed (0: the raw weights)"),
         ("max_episode_steps", int, "episode time limit in policy steps"),
         ("torch_threads", int, "torch intra-op threads per process"),
     ):
@@ -148,6 +150,8 @@ def _check_config(c: dict) -> None:
     for key in ("play_noise", "play_param_noise"):
         if not (c[key] >= 0 and math.isfinite(c[key])):
             raise ValueError(f"--{key.replace('_', '-')}: expected a finite number >= 0, got {c[key]}")
+    if not 0 <= c["ema_decay"] < 1:
+        raise ValueError(f"--ema-decay: expected a number in [0, 1), got {c['ema_decay']}")
     if not (c["lr"] > 0 and math.isfinite(c["lr"])):
         raise ValueError(f"--lr: expected a finite number > 0, got {c['lr']}")
     if not c["seeds"] or len(set(c["seeds"])) != len(c["seeds"]) or min(c["seeds"]) < 0:
@@ -409,15 +413,21 @@ def summarise(episodes: list[Episode]) -> dict:
 
 # ------------------------------------------------------------------------------------------------ training
 class Trainer:
-    """One (seed, condition) learner: model + optimizer + data set, trained on rank 0."""
+    """One (seed, condition) learner: model, optimizer and the moving average of the weights that is executed
+    (`policy`; the raw model when --ema-decay is 0), trained on rank 0."""
 
     def __init__(self, config: dict, seed: int):
         self.config = config
         self.seed = seed
         torch.manual_seed(seed)
         self.model = GCBCPolicy(FEATURE_DIM, hidden=tuple(config["hidden"]))
+        self.ema = GCBCPolicy.from_state(self.model.state()) if config["ema_decay"] > 0 else None
         self.optimizer: torch.optim.Optimizer | None = None
         self.fitted = False
+
+    @property
+    def policy(self) -> GCBCPolicy:
+        return self.ema if self.ema is not None else self.model
 
     def fit(self, batches: list[EpisodeBatch], steps: int, round_: int) -> dict:
         batches = [b for b in batches if b is not None]
@@ -429,6 +439,8 @@ class Trainer:
             return {"trained": False, "reason": "no landed attempt yet", "episodes": data.n_episodes}
         if not self.fitted:
             self.model.fit_normalisation(f, g)
+            if self.ema is not None:
+                self.ema.load_state_dict(self.model.state_dict())
             steps = self.config["train_steps"]
             self.fitted = True
         self.optimizer, losses = train_gcbc(
@@ -441,6 +453,8 @@ class Trainer:
             lr=self.config["lr"],
             seed=self.seed * 1000 + round_,
             optimizer=self.optimizer,
+            ema=self.ema,
+            ema_decay=self.config["ema_decay"] if self.ema is not None else 0.0,
         )
         tail = losses[-max(1, len(losses) // 10) :]
         return {
@@ -456,12 +470,14 @@ class Trainer:
     def state(self) -> dict:
         return {
             "model": self.model.state(),
+            "ema": None if self.ema is None else self.ema.state(),
             "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
             "fitted": self.fitted,
         }
 
     def load(self, state: dict) -> None:
         self.model = GCBCPolicy.from_state(state["model"])
+        self.ema = None if state["ema"] is None else GCBCPolicy.from_state(state["ema"])
         self.fitted = bool(state["fitted"])
         self.optimizer = None
         if state["optimizer"] is not None:
@@ -577,7 +593,7 @@ def run(args) -> int:
                             agent = ScriptedAgent(env.num_envs, config["play_noise"], config["play_param_noise"])
                         else:
                             seeds_r, targets_r = episode_plan(seed, STREAM_PRACTICE, round_, n)
-                            agent = GCBCAgent(trainer.model, v_max)
+                            agent = GCBCAgent(trainer.policy, v_max)
                         bar = _Progress(n, f"seed {seed} {condition} round {round_} attempts", show)
                         episodes = run_episodes_sharded(env, agent, seeds_r, targets_r, record=True, progress=bar)
                         bar.close()
@@ -602,7 +618,7 @@ def run(args) -> int:
                     if not dist.is_main():
                         trainer.load(state)
                     # ---- 4. evaluation on the held-out goals
-                    result = evaluate(trainer.model, f"seed {seed} {condition} round {round_} eval")
+                    result = evaluate(trainer.policy, f"seed {seed} {condition} round {round_} eval")
                 if round_ == 0 and condition != "practice-only":
                     shared_round0 = (trainer.state(), result)
                 point = {"round": round_, "attempts": round_ * config["attempts_per_round"], **result}
