@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from robot_rt.control import read_runlog
 from robot_rt.control.deploy import SAFETY_EVENTS, deploy
 from robot_rt.control.env_policy import EnvPolicyAdapter
 from robot_rt.envs.heuristic import HeuristicPolicy
@@ -51,10 +52,11 @@ def _median_miss(result) -> float:
     return float(np.median(d))
 
 
-def test_heuristic_policy_plays_through_the_loop_against_the_rally_sim_server():
+def test_heuristic_policy_plays_through_the_loop_against_the_rally_sim_server(tmp_path):
     n = 5
     played = Recorder(HeuristicPolicy())
-    result = deploy(played, human="default", n_balls=n, seed=1, serve_interval_s=0.4)
+    log = tmp_path / "rally.rrlog"
+    result = deploy(played, human="default", n_balls=n, seed=1, serve_interval_s=0.4, log_path=log)
     idle = deploy(lambda obs: np.zeros(ROBOT.dof, np.float32), human="default", n_balls=n, seed=1, serve_interval_s=0.4)
 
     for r in (result, idle):
@@ -64,7 +66,14 @@ def test_heuristic_policy_plays_through_the_loop_against_the_rally_sim_server():
         assert set(r.safety_events) == set(SAFETY_EVENTS)
         assert r.telemetry["counters"]["ball_observations"] > 0
         assert r.adapter["policy_steps"] > 100
-        assert len(r.tracks) >= n and all(len(t) == len(p) for t, p in r.tracks)
+        assert all(len(t) == len(p) and p.shape[1:] == (3,) for t, p in r.tracks)
+    assert len(idle.tracks) == n  # every serve came in and was seen
+    # every command the loop sent (run log, each tick) lies inside the joint position and velocity limits
+    ticks = read_runlog(log).ticks
+    assert len(ticks) > 1000
+    assert np.all(ticks["command_position"] >= ROBOT.position_min)
+    assert np.all(ticks["command_position"] <= ROBOT.position_max)
+    assert np.all(np.abs(ticks["command_velocity"]) <= ROBOT.velocity_limit)
     # the policy saw env observations only (layout, dtype, bounds), many of them with a ball in view
     assert played.count > 100 and not played.bad
     assert played.with_ball > 20

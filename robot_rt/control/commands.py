@@ -59,14 +59,24 @@ def register(subparsers) -> None:
         "sim-server",
         help="simulated robot bridge + camera speaking the UDP protocol (docs/protocol.md)",
         description="Robot simulator server (joint dynamics with limits and tracking lag) and simulated camera "
-        "(ball physics + tracker). Prints a JSON line with its ports, runs until SIGINT/SIGTERM or --duration.",
+        "(ball physics + tracker). Prints a JSON line with its ports, runs until SIGINT/SIGTERM or --duration. "
+        "With --rally the camera's ball plays against the simulated robot instead (docs/protocol.md, 'Rally mode'): "
+        "the envs' world (physics, paddle contact at the robot's measured joints, rally rules) and camera model, "
+        "serves and answers from --human; --summary records rallies and ball tracks.",
     )
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     srv.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"robot port (default {DEFAULT_PORT}; 0: any)")
     srv.add_argument("--camera-port", type=_port, default=None, help="camera port (default robot port + 1)")
     srv.add_argument("--no-camera", action="store_true", help="robot only")
-    srv.add_argument("--camera-rate", type=_positive, default=150.0, help="camera frame rate in Hz")
-    srv.add_argument("--serve-interval", type=_positive, default=1.5, help="seconds between simulated serves")
+    srv.add_argument(
+        "--camera-rate", type=_positive, default=150.0, help="camera frame rate in Hz (rally: the envs' camera model)"
+    )
+    srv.add_argument(
+        "--serve-interval",
+        type=_positive,
+        default=1.5,
+        help="seconds between simulated serves (rally: after a rally ends)",
+    )
     srv.add_argument("--rate", type=_positive, default=1000.0, help="robot state rate in Hz")
     srv.add_argument("--tracking-time-constant", type=_positive, default=0.02, help="servo lag in s")
     srv.add_argument("--command-delay", type=float, default=0.002, help="command transport delay in s")

@@ -73,7 +73,7 @@ class EnvPolicyAdapter:
         lead_s: float = 0.05,
         reset_gap_s: float = 0.3,
         max_catch_up: int = 3,
-        workspace_margin_m: float = 0.02,
+        workspace_margin_m: float = 0.03,
         lead_time_s: float | None = None,
         latency_compensation_s: float = 0.0,
         state: str = "command",
@@ -133,6 +133,7 @@ class EnvPolicyAdapter:
         self._target: np.ndarray | None = None
         self._sent: np.ndarray | None = None
         self._v: np.ndarray | None = None
+        self._last_in_box: np.ndarray | None = None
         self._seen: dict[int, np.ndarray] = {}  # capture stamp_ns -> position, newest rally only
         self._last_detection_ns: int | None = None
         self._ended_ns: int | None = None  # detections up to this capture time belong to a finished rally
@@ -247,6 +248,9 @@ class EnvPolicyAdapter:
             self._k += 1
             self.policy_steps += 1
         self.catch_up_steps += max(0, int(due) - 1)
+        q_in_box = self._in_workspace(q)
+        if q_in_box:
+            self._last_in_box = q.copy()
         # anchored to the measured position (no drift), inside the joint box
         target = np.clip(self._target, q - self.lead, q + self.lead)
         target = np.clip(target, self.robot.position_min, self.robot.position_max)
@@ -261,9 +265,13 @@ class EnvPolicyAdapter:
             )
             if sent_ok:
                 target = self._sent
-            elif self._in_workspace(q):
+            elif q_in_box:
                 target = q.copy()  # stay where the robot is (the loop brakes to it)
-            else:  # parked outside the box (e.g. after a stop): back home, the loop allows moving back in
+            elif self._last_in_box is not None:
+                # outside the box (a stop carried it out): back to the last pose inside, a short move whose
+                # paddle path heads back into the box (the loop allows that after its workspace stop)
+                target = self._last_in_box.copy()
+            else:
                 target = self.robot.home.copy()
         self._target = target
         self._sent = target.copy()

@@ -1,5 +1,7 @@
 #include "safety.hpp"
 
+#include <algorithm>
+
 #include <cmath>
 
 namespace robot_rt::control {
@@ -150,9 +152,12 @@ bool SafetyFilter::at_rest() const noexcept {
 
 void SafetyFilter::fill_command(JointCommand& out) const noexcept {
   out.dof = model_.dof;
+  // The braking profile can end a few nm (rounding) beyond a position limit; the robot must never receive that,
+  // so the command itself is clamped into the limits (the filter's state stays as computed).
   for (int i = 0; i < model_.dof; ++i) {
-    out.position_si[i] = state_[i].p;
-    out.velocity_si[i] = state_[i].v;
+    const JointLimits& l = model_.limits[i];
+    out.position_si[i] = std::min(std::max(state_[i].p, l.position_min), l.position_max);
+    out.velocity_si[i] = std::min(std::max(state_[i].v, -l.velocity), l.velocity);
     out.acceleration_si[i] = state_[i].a;
   }
 }
