@@ -260,6 +260,33 @@ def test_workspace_target_outside_box_rejected(tmp_path):
     assert loop.counters()["commands_accepted"] == 0
 
 
+def test_robot_outside_the_workspace_box_may_move_back_in():
+    # a robot that starts (or was braked to rest) with its paddle outside the box: an in-box target must bring it
+    # back; the loop stops only a commanded paddle that leaves the box or moves further out
+    from robot_rt.robot import paddle_position_normal
+
+    out = ROBOT.home.copy()
+    out[3] = 1.5
+    pos, _ = paddle_position_normal(ROBOT, out[None])
+    assert np.any(pos[0] < ROBOT.workspace_min_m) or np.any(pos[0] > ROBOT.workspace_max_m)
+    with RealTimeLoop(ROBOT, initial_position=out, policy=lambda obs: ROBOT.home.copy()) as loop:
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            obs = loop.observation()
+            if obs is not None and np.allclose(obs["measured_position"], ROBOT.home, atol=1e-3):
+                break
+    np.testing.assert_allclose(loop.observation()["measured_position"], ROBOT.home, atol=1e-3)
+    assert loop.event_count("workspace_stop") <= 1  # at most the first tick's (it starts outside), not a stop loop
+    # moving further out is still stopped
+    further = out.copy()
+    further[3] = 1.9
+    with RealTimeLoop(ROBOT, initial_position=out, policy=lambda obs: further) as loop:
+        time.sleep(0.5)
+    assert loop.event_count("workspace_target_rejected") > 0
+    assert loop.counters()["commands_accepted"] == 0
+
+
 def test_out_of_range_target_is_clamped_and_logged(tmp_path):
     far = ROBOT.home.copy()
     far[0] = 5.0  # beyond the gantry's 1 m
