@@ -160,6 +160,8 @@ def test_plane_crossing_matches_numpy_physics_per_env_planes():
     states[:, 5] = rng.uniform(-1.0, 2.0, n)
     states[:, 6:9] = rng.uniform(-60, 60, (n, 3))
     planes = rng.uniform(1.45, 2.1, n)
+    # balls wide of the table and flying inwards/outwards: the sideways shift of stage 2 must stay in the room
+    states[0, 1], states[0, 4], states[1, 1], states[1, 4] = 1.2, -1.5, -0.9, 1.2
     params, table = BallParams(), TableGeometry()
     tau, out = crossing_batch(states, np.ones(n, bool), planes, params, table, 1.0, 2e-3, backend="cpu")
     found = 0
@@ -216,3 +218,17 @@ def test_bad_input_raises():
         tr.predict_plane_crossing(np.ones(3))
     with pytest.raises(ValueError, match="window_s"):
         BatchedBallTracker(1, window_s=-1.0)
+
+
+def test_plane_crossing_never_raises_for_states_in_the_room():
+    """Any state the room admits (fast, spinning, wide, high) gives a crossing or NaN, never a validation error."""
+    rng = np.random.default_rng(6)
+    n = 1500
+    st = np.zeros((n, 9))
+    st[:, 0], st[:, 1], st[:, 2] = rng.uniform(-3, 2.5, n), rng.uniform(-3.4, 3.4, n), rng.uniform(0.0, 4.9, n)
+    st[:, 3:6], st[:, 6:9] = rng.uniform(-12, 12, (n, 3)), rng.uniform(-300, 300, (n, 3))
+    tau, out = crossing_batch(st, np.ones(n, bool), rng.uniform(1.45, 2.1, n), BallParams(), TableGeometry(), 1.0, 2e-3)
+    found = np.isfinite(tau)
+    assert found.any() and not found.all()
+    assert np.all(np.isfinite(out[found])) and np.all(np.isnan(out[~found]))
+    assert np.all(tau[found] >= 0)

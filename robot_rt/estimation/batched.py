@@ -32,7 +32,9 @@ segment is short; off by default: it did not improve the crossing predictions on
 planes (an [N] array) take two batched calls: to the nearest plane x_1 = min x_plane_i, then, for the others,
 free flight from x_1 on, which the physics cannot tell apart from the same flight moved in x and y (its
 equations do not depend on position), so the balls are moved to start at x_1 - (x_i - x_1) and away from the
-table and net in y (|y| + 2 m) and flown to x_1 once more. The planes must lie beyond the table's end then
+table and net in y (2 m outwards where |y| > 1 m, else 2 m along vy, so that the ball stays clear of the table
+while it flies on) and flown to x_1 once more; a ball that this would put outside the room (|y| > 1.5 m,
+beyond the robot's reach) gets no crossing. The planes must lie beyond the table's end then
 (x_1 > half length + r), which the policy's bounds guarantee. Balls past their plane or flying away from it
 (vx <= 0) are not flown (no crossing).
 """
@@ -390,10 +392,13 @@ def crossing_batch(states, valid, planes, params, table, horizon_s, dt_s, backen
         # stage 2: free flight, moved so that the ball starts (planes - x1) before x1 and clear of table and net
         s2 = s1[far].copy()
         shift_x = planes[far] - x1
-        shift_y = np.where(s2[:, 1] >= 0, 2.0, -2.0)
+        # 2 m sideways, away from the table: outwards for |y| > 1 m, else along vy (so |y| only grows)
+        side = np.where(np.abs(s2[:, 1]) > 1.0, s2[:, 1], s2[:, 4])
+        shift_y = np.where(side >= 0, 2.0, -2.0)
         s2[:, 0] -= shift_x
         s2[:, 1] += shift_y
-        inside = np.abs(s2[:, 1]) < room_w
+        inside = np.all(np.isfinite(s2), axis=1) & (np.abs(s2[:, 0]) < room_l) & (np.abs(s2[:, 1]) < room_w)
+        inside &= (s2[:, 2] > params.radius_m) & (s2[:, 2] < room_h)
         if inside.any():
             r = time_to_plane_batch(
                 np.ascontiguousarray(s2[inside]),
