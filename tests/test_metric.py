@@ -216,6 +216,53 @@ def test_gradients_and_frozen_backbone():
     assert all(p.requires_grad for p in trainable.parameters())
 
 
+@pytest.mark.parametrize("name", ["alex", "squeeze"])
+def test_frozen_backbone_path_equals_eager(name):
+    """Gradient-free CPU inference runs the frozen TorchScript trunk; it equals the eager reference, is rebuilt
+    after a weight edit, and autograd / channels_last inputs take the eager path."""
+    torch.manual_seed(3)
+    fast = PerceptualMetric(name, backbone_weights="random")
+    eager = PerceptualMetric(name, backbone_weights="random", frozen_backbone=False)
+    eager.load_state_dict(fast.state_dict())
+    x0, x1 = _pair(3, 64, 48, seed=5)
+    with torch.inference_mode():
+        fa, fb = fast.features(x0), eager.features(x0)
+        assert fast.backbone.__dict__.get("_frozen_cache") and not eager.backbone.__dict__.get("_frozen_cache")
+        for a, b in zip(fa, fb):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(fast(x0, x1, per_layer=True), eager(x0, x1, per_layer=True), rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # in-place weight edit: the frozen copy is rebuilt
+        for m in (fast, eager):
+            m.backbone.features[0].weight.mul_(1.5)
+        torch.testing.assert_close(fast(x0, x1), eager(x0, x1), rtol=1e-5, atol=1e-6)
+    xg = x0.clone().requires_grad_(True)
+    fast(xg, x1).sum().backward()  # autograd: eager graph
+    assert xg.grad is not None and xg.grad.abs().sum() > 0
+    with torch.no_grad():
+        cl = x0.contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(fast(cl, x1), eager(x0, x1), rtol=1e-5, atol=1e-6)
+    state = fast.backbone.__getstate__()
+    assert "_frozen_cache" not in state and "_frozen_cache" in fast.backbone.__dict__
+
+
+def test_feature_finiteness_precheck():
+    """distance_from_features proves finiteness with one sum per map; NaN/Inf still raise naming the map, and
+    huge finite maps (the sum overflows) still give a finite distance."""
+    m = PerceptualMetric(AlexNetFeatures())
+    with torch.no_grad():
+        f0, f1 = m.features(_pair(2)[0]), m.features(_pair(2)[1])
+    assert metric_mod._features_finite(f0) and metric_mod._features_finite(f1)
+    for bad in (float("nan"), float("inf")):
+        g = [f.clone() for f in f1]
+        g[2][1, 5, 1, 1] = bad
+        assert not metric_mod._features_finite(g)
+        with pytest.raises(ValueError, match=r"fy\[2\] contains NaN or Inf"):
+            m.distance_from_features(f0, g)
+    huge = [f * 1e35 + 1e35 for f in f0]
+    assert not metric_mod._features_finite(huge)  # overflowing sum: the op's exact scan decides
+    assert torch.isfinite(m.distance_from_features(huge, f1)).all()
+
+
 def test_train_mode_keeps_backbone_frozen():
     m = PerceptualMetric(_small_resnet())
     m.train()

@@ -8,10 +8,20 @@ the ImageNet statistics the constants are lpips' own literals ``shift = [-.030, 
 
 The scaling constants are non-persistent buffers, so a backbone's ``state_dict()`` has exactly the keys of
 the corresponding torchvision model's feature part.
+
+Frozen CPU inference (``frozen_inference``, off by default; ``PerceptualMetric`` turns it on for the backbones
+it builds): when no gradient is needed, the input is a
+contiguous (NCHW) float32 CPU tensor and the backbone is in eval mode, a backbone with a plain sequential
+trunk (alex, vgg, squeeze) runs a TorchScript copy of it, frozen and optimised for inference (oneDNN weight
+prepacking, conv + ReLU fusion): AlexNet at 64 px ~1.35x faster on CPU, the same features up to float32
+rounding (oneDNN may pick another algorithm for a layer; measured <= 1.2e-7 abs). The copy is rebuilt when a parameter changes (data pointer or version) and
+dropped from pickles/deep copies; channels_last inputs keep the eager path (oneDNN is already fast there,
+the frozen copy was slower for squeeze). The eager ``_forward_taps`` is the reference.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping, Sequence
 
@@ -44,6 +54,9 @@ class Backbone(nn.Module):
     channels: list[int]
     # prefixes of torchvision/timm state-dict keys that belong to parts a feature extractor does not use
     ignored_prefixes: tuple[str, ...] = ()
+    # run a frozen TorchScript copy for gradient-free CPU float32 NCHW inference (see the module docstring);
+    # off by default so that a bare backbone stays bit-identical to torchvision's eager forward
+    frozen_inference: bool = False
 
     def __init__(
         self, input_mean: Sequence[float] | None = IMAGENET_MEAN, input_std: Sequence[float] | None = IMAGENET_STD
@@ -116,8 +129,48 @@ class Backbone(nn.Module):
         idx = list(range(self.num_taps)) if taps is None else list(taps)
         if not idx:
             return []
-        feats = self._forward_taps(self.scale_input(x), max(idx))
+        x = self.scale_input(x)
+        frozen = self._frozen_runner(x, max(idx))
+        feats = frozen(x) if frozen is not None else self._forward_taps(x, max(idx))
         return [feats[i] for i in idx]
+
+    # ------------------------------------------------------------------ frozen inference
+    def _frozen_trunk(self, last: int) -> tuple[nn.Module, list[int]] | None:
+        """``(sequential trunk up to tap last, indices of its tap layers)`` for the frozen path, or None."""
+        return None
+
+    def _frozen_runner(self, x: torch.Tensor, last: int):
+        if not self.frozen_inference or self.training or self.__dict__.get("_frozen_failed", False):
+            return None
+        if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4 or not x.is_contiguous():
+            return None
+        params = list(self.parameters())
+        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
+            return None  # autograd needs the eager graph
+        if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in params):
+            return None
+        # version counters catch in-place edits (load_state_dict, p.data.mul_); data pointers catch .to()
+        key = (last, tuple((p.data_ptr(), p._version) for p in params))
+        cache = self.__dict__.setdefault("_frozen_cache", {})
+        hit = cache.get(last)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        spec = self._frozen_trunk(last)
+        if spec is None:
+            return None
+        try:
+            runner = _build_frozen(*spec)
+        except Exception:  # pragma: no cover - TorchScript unavailable/unsupported: the eager path is exact
+            self.__dict__["_frozen_failed"] = True
+            return None
+        cache[last] = (key, runner)
+        return runner
+
+    def __getstate__(self):
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        state = dict(state)
+        state.pop("_frozen_cache", None)  # a derived copy of the weights: rebuilt on demand
+        return state
 
     def _forward_taps(self, x: torch.Tensor, last: int) -> list[torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -140,3 +193,31 @@ class Backbone(nn.Module):
         sd = self.convert_state_dict(sd)
         load_into(self, sd, source=source, ignore_prefixes=self.ignored_prefixes)
         return self
+
+
+class _TapRunner(nn.Module):
+    """A sequential trunk returning the outputs of its tap layers (TorchScript-able)."""
+
+    def __init__(self, trunk: nn.Module, ends: list[int]):
+        super().__init__()
+        self.trunk = trunk
+        self.ends = ends
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out: list[torch.Tensor] = []
+        i = 0
+        for layer in self.trunk:
+            x = layer(x)
+            if i in self.ends:
+                out.append(x)
+            i += 1
+        return out
+
+
+def _build_frozen(trunk: nn.Module, ends: list[int]):
+    """Frozen, inference-optimised TorchScript copy of ``trunk`` (weights copied; the original is untouched)."""
+    with torch.inference_mode(False), torch.no_grad():
+        runner = _TapRunner(copy.deepcopy(trunk), list(ends)).eval()
+        for p in runner.parameters():
+            p.requires_grad_(False)
+        return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.script(runner)))

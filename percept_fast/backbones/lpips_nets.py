@@ -43,6 +43,10 @@ class _SequentialTaps(Backbone):
     def min_input_size(self) -> int:
         return self._min_size
 
+    def _frozen_trunk(self, last: int) -> tuple[nn.Module, list[int]]:
+        end = self.tap_ends[last]
+        return nn.Sequential(*list(self.features)[: end + 1]), list(self.tap_ends[: last + 1])
+
 
 class AlexNetFeatures(_SequentialTaps):
     """AlexNet (torchvision layout) up to ``relu5``; lpips' ``alex`` trunk."""
