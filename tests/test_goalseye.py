@@ -115,10 +115,13 @@ def test_run_episodes_records_consistent_episodes():
     for e in episodes:
         assert e.observations.shape == (e.length, 46) and e.actions.shape == (e.length, 8)
         assert np.all(np.abs(e.actions) <= 1.0)
-        assert e.has_landed == (e.outcome == "returned" or e.landing_point.any())
-        if e.has_landed:
-            # on the table's far half (x <= 0 up to a ball radius or so at the net), within its width
-            assert -1.4 < e.landing_point[0] < 0.1 and abs(e.landing_point[1]) < 0.8 and math.isfinite(e.distance_m)
+        assert e.has_landed == (e.outcome == "returned")
+        if e.has_landed:  # on the human's half of the table
+            assert (
+                -1.37 <= e.landing_point[0] <= 0 and abs(e.landing_point[1]) <= 0.7625 and math.isfinite(e.distance_m)
+            )
+        else:
+            assert e.distance_m == math.inf
     batch = goalseye.episodes_to_batch(episodes)
     assert batch.n_episodes == 6 and batch.n_steps == sum(e.length for e in episodes)
     # the same episode seeds give the same episodes, whatever the slots (one env here)

@@ -273,7 +273,8 @@ def run_episodes(env, agent, seeds, targets, *, record: bool, progress=None) -> 
 
     Each episode starts with an explicit `reset(seed=...)` of its slot, so its ball, camera noise and human do
     not depend on the slot or on the other episodes, and the agent's `target` (goal or play aim) replaces the
-    environment's own desired goal. Recorded actions are normalised by v_max (what GCBC imitates).
+    environment's own desired goal. Recorded actions are normalised by v_max (what GCBC imitates). An episode
+    has landed only when its return's first contact is the human's half of the table.
     """
     seeds = np.asarray(seeds, dtype=np.int64)
     targets = np.asarray(targets, dtype=np.float64)
@@ -325,7 +326,10 @@ def run_episodes(env, agent, seeds, targets, *, record: bool, progress=None) -> 
         finished = active[(terminated | truncated)[active]]
         for j in finished:
             i = int(slot_episode[j])
-            landed = bool(info["has_landed"][j])
+            # landed = the return's first contact was the human's half of the table (outcome 'returned'); the
+            # env's `has_landed` is also True for a first contact elsewhere (floor, robot's half: outcome 'out'),
+            # which must neither be relabelled as a reachable goal nor count as a success
+            landed = bool(info["has_landed"][j]) and str(info["outcome"][j]) == "returned"
             episode = Episode(
                 seed=int(seeds[i]),
                 target=targets[i].copy(),
