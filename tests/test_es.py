@@ -61,6 +61,15 @@ def test_bounds_respected_even_with_huge_steps():
         assert np.all(es.mean >= LOWER) and np.all(es.mean <= UPPER)
 
 
+def test_bounds_hold_exactly_at_the_edges_in_floating_point():
+    lower, upper = np.array([-1.3, 0.1]), np.array([-0.2, 0.7])
+    es = BGS(upper, lower, upper, ESConfig(num_directions=4, top_k=2, sigma=3.0), seed=0)
+    assert np.all(es.mean <= upper)  # -1.3 + 1.0 * 1.1 rounds above -0.2 unless clipped
+    cand = es.ask()
+    assert np.all(cand >= lower) and np.all(cand <= upper)
+    assert np.any(cand == upper) and np.any(cand == lower)
+
+
 def test_flat_objective_does_not_move_the_mean():
     es = BGS((LOWER + UPPER) / 2, LOWER, UPPER, seed=5)
     start = es.mean.copy()

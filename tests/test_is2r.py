@@ -131,6 +131,8 @@ def test_loop_runs_every_stage_and_resumes(tmp_path):
         rows = results["methods"][method]
         assert [r["iteration"] for r in rows] == [0, 1]
         assert all(r["n_balls"] == 3 and sum(r["histogram"].values()) == 3 for r in rows)
+        assert all(r["ci95"][0] <= r["mean"] <= r["ci95"][1] for r in rows)
+        assert all(r["sim_vs_real_player_model"]["n"] == 4 for r in rows)
     assert results["methods"]["i-S2R"][1]["real_balls_learned"] == 3  # the first deploy's balls
     assert results["methods"]["S2R+FT"][1]["real_balls_learned"] == 2  # 2 fine-tuning candidates x 1 ball
     assert (out / "plots" / "rally_length.png").stat().st_size > 1000

@@ -94,7 +94,8 @@ class BGS:
         return self._to_params(self.u)
 
     def _to_params(self, u: np.ndarray) -> np.ndarray:
-        return self.lower + np.clip(u, 0.0, 1.0) * (self.upper - self.lower)
+        x = self.lower + np.clip(u, 0.0, 1.0) * (self.upper - self.lower)
+        return np.clip(x, self.lower, self.upper)  # rounding: -1.3 + 1.0 * 1.1 > -0.2 in floating point
 
     def ask(self) -> np.ndarray:
         """The 2D candidate parameter vectors [2D, dim] of this generation, within bounds."""

@@ -559,7 +559,13 @@ class Is2rRun:
         )["rally"][0]
         record = {
             "iteration": iteration,
-            "sim_vs_real_player_model": {"mean": float(diag.mean()), "median": float(np.median(diag)), "n": len(diag)},
+            "sim_vs_real_player_model": {
+                "mean": float(diag.mean()),
+                "median": float(np.median(diag)),
+                "ci95": bootstrap_ci(diag),
+                "n": len(diag),
+                "rally_lengths": diag.tolist(),
+            },
             "rally_lengths": res["rally_lengths"],
             "return_rate": res["return_rate"],
             "hits_per_rally": res.get("hits", 0) / max(len(res["rally_lengths"]), 1),
@@ -651,6 +657,13 @@ def real_fitness(deploy_result: dict, n_balls: int, hit_bonus: float) -> float:
     return (float(np.sum(deploy_result["rally_lengths"])) + hit_bonus * deploy_result.get("hits", 0)) / rallies
 
 
+def bootstrap_ci(values, n_boot: int = 2000, seed: int = 0) -> list[float]:
+    """95 % percentile-bootstrap interval of the mean (rally lengths are small integers, skewed: no normal CI)."""
+    x = np.asarray(values, dtype=np.float64)
+    boots = x[np.random.default_rng(seed).integers(0, len(x), (n_boot, len(x)))].mean(axis=1)
+    return [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]
+
+
 def summarise(deploy_record: dict, n_boot: int = 2000) -> dict:
     """Rally-length figures of one evaluation deploy: mean with a 95 % bootstrap CI, median, histogram."""
     x = np.asarray(deploy_record["rally_lengths"], dtype=np.float64)
@@ -667,14 +680,12 @@ def summarise(deploy_record: dict, n_boot: int = 2000) -> dict:
     out["n_balls"] = int(len(x))
     if len(x) == 0:
         return {**out, "mean": None, "median": None, "ci95": None, "histogram": {}}
-    rng = np.random.default_rng(0)
-    boots = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(axis=1)
     values, counts = np.unique(x.astype(int), return_counts=True)
     return {
         **out,
         "mean": float(x.mean()),
         "median": float(np.median(x)),
-        "ci95": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))],
+        "ci95": bootstrap_ci(x, n_boot),
         "histogram": {str(int(v)): int(c) for v, c in zip(values, counts)},
         "rally_lengths": x.astype(int).tolist(),
     }
