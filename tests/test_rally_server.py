@@ -82,6 +82,7 @@ def test_rally_physics_and_logic_match_the_env_world_for_the_same_joint_trajecto
         seed=seed,
         config=config,
         max_serves=1,
+        workspace_ends_rally=True,  # the env's rule
     )
     clock = FakeClockSource(source)
     clock.serve()
@@ -196,3 +197,20 @@ def test_bad_arguments_are_rejected_with_clear_errors(tmp_path):
     assert main(["sim-server", "--port", "0", "--rally", "--human", "nobody"]) == 2
     with pytest.raises(SystemExit):
         main(["sim-server", "--rally", "--serves", "0"])
+
+
+@pytest.mark.parametrize("ends", [False, True])
+def test_workspace_box_rule(ends):
+    out = ROBOT.home.copy()
+    out[3] = 1.5  # paddle below the workspace box
+    source = RallySource(lambda: (out, np.zeros(ROBOT.dof)), seed=4, max_serves=1, workspace_ends_rally=ends)
+    clock = FakeClockSource(source)
+    clock.serve()
+    while source.in_rally:
+        clock.step()
+    summary = source.summary(tracks=False)
+    assert summary["workspace_exits"] == 1
+    if ends:  # the env's rule: the rally ends at once
+        assert summary["outcomes"] == {"limit": 1} and summary["steps"] == 1
+    else:  # the controller's box, not the game's: the ball flies on
+        assert "limit" not in summary["outcomes"] and summary["steps"] > 50

@@ -1,7 +1,10 @@
 """Rally mode of `robot-rt sim-server`: the simulated camera's ball plays against the simulated robot.
 
 `RallySource` owns one `robot_rt.envs.TableTennisWorld` (the environments' own physics, paddle contact, rally
-logic, human answers and camera model, so nothing is written twice) and advances it in real time. Before each
+logic, human answers and camera model, so nothing is written twice) and advances it in real time. One rule
+differs by default: the paddle leaving the robot's workspace box does not end a rally (the box is the
+controller's safety envelope, enforced by the loop; a physical rally goes on) — `workspace_ends_rally=True`
+restores the env's rule. Before each
 world step (1 / `WorldConfig.policy_hz`, 10 ms by default) it reads the robot server's CURRENT measured joint
 state (`SimRobotServer.snapshot()`), puts it into the world (q, qd) and steps the world with qd as the velocity
 command: inside the step the paddle moves on from the measured pose at the measured velocity (a first-order
@@ -29,13 +32,14 @@ slows down for that moment, counted in `clock_shifts`) rather than stepping in a
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from robot_rt.robot import RobotDescription
+from robot_rt.robot import RobotDescription, load_robot
 
 HUMAN_CHOICES = ("default", "real_player")
 
@@ -69,6 +73,9 @@ class RallySource:
         max_serves: no serve after this many (None: unlimited).
         ready: callable -> bool; no serve until it returns True (e.g. a controller is registered).
         config: WorldConfig of the world (camera model, policy_hz = world step rate, ...).
+        workspace_ends_rally: False (default): the measured paddle leaving the robot's workspace box does not end
+            the rally (it is the controller's safety box; counted as `workspace_exits`); True: it does, with
+            outcome 'limit', exactly as in the env.
     """
 
     def __init__(
@@ -85,6 +92,7 @@ class RallySource:
         backend: str = "auto",
         max_lag_steps: int = 5,
         record_true_tracks: bool = True,
+        workspace_ends_rally: bool = False,
     ):
         from robot_rt.envs.core import TableTennisWorld
 
@@ -97,8 +105,16 @@ class RallySource:
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
         self.human = resolve_human(human)
-        self.world = TableTennisWorld(1, human=self.human, robot=robot, config=config, backend=backend)
-        self.robot = self.world.robot
+        self.robot = robot if robot is not None else load_robot()
+        self.workspace_ends_rally = bool(workspace_ends_rally)
+        world_robot = self.robot
+        if not self.workspace_ends_rally:
+            # the paddle's workspace box is the controller's business (the loop stops a commanded paddle leaving
+            # it); a physical rally does not end there, so the world gets an unbounded box
+            far = np.full(3, 1e6)
+            world_robot = dataclasses.replace(self.robot, workspace_min_m=-far, workspace_max_m=far)
+        self.world = TableTennisWorld(1, human=self.human, robot=world_robot, config=config, backend=backend)
+        self._was_outside = False
         self.joint_state = joint_state
         self.ready = ready
         self.serve_interval_s = float(serve_interval_s)
@@ -198,6 +214,10 @@ class RallySource:
         _, terminated, ev = w.step(w.qd.copy())
         self.stats["steps"] += 1
         p1, _ = w.paddle_pose()
+        outside = bool(np.any(p1[0] < self.robot.workspace_min_m) or np.any(p1[0] > self.robot.workspace_max_m))
+        if outside and not self._was_outside:
+            self.stats["workspace_exits"] += 1  # the measured paddle left its box (see workspace_ends_rally)
+        self._was_outside = outside
         ball = self.balls[self._ball]
         substeps = w.config.substeps
         frac = (np.arange(substeps) + 1.0) / substeps
@@ -269,6 +289,7 @@ class RallySource:
                 "ball_records": [_jsonable_ball(b) for b in self.balls],
                 "steps": int(self.stats["steps"]),
                 "clock_shifts": int(self.stats["clock_shifts"]),
+                "workspace_exits": int(self.stats["workspace_exits"]),
                 "in_rally": self.in_rally,
             }
             if tracks:
