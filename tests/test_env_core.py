@@ -287,6 +287,21 @@ def test_native_launch_validity_matches_human_is_valid():
     got = sample_launches(human, [np.random.default_rng(s) for s in range(8)], w.launch_is_valid)
     want = np.stack([human.sample(1, np.random.default_rng(s))[0] for s in range(8)])
     np.testing.assert_array_equal(got, want)
+    if w._first_valid is None:
+        return
+    # the native first-valid search: the same launches, and per group the first index the validity test accepts
+    got = sample_launches(human, [np.random.default_rng(s) for s in range(8)], first_valid=w._first_valid)
+    np.testing.assert_array_equal(got, want)
+    cuts = np.sort(np.random.default_rng(1).integers(0, len(cand), 30))
+    offsets = np.concatenate([[0], cuts, [len(cand)]]).astype(np.int64)
+    first = w.first_valid_launch(cand, offsets)
+    for g in range(len(offsets) - 1):
+        hits = np.nonzero(ok[offsets[g] : offsets[g + 1]])[0]
+        assert first[g] == (hits[0] if hits.size else -1), g
+    with pytest.raises(ValueError, match="offsets"):
+        w.first_valid_launch(cand, np.array([0, 5, 3], dtype=np.int64))
+    with pytest.raises(ValueError, match="offsets"):
+        w.first_valid_launch(cand, np.array([0, len(cand) + 1], dtype=np.int64))
 
 
 def test_sample_returns_matches_human_sample_return():

@@ -146,6 +146,67 @@ py::tuple first_contacts(const py::array& states, const py::array& packed, doubl
   return py::make_tuple(kind, after);
 }
 
+// For each group g of candidates states[offsets[g]:offsets[g+1]], the index (within the group) of the first
+// valid launch or -1: valid = first contact (first_contacts' flight) on the table with the state after it at
+// 0 < x < half_length_m and |y| < half_width_m (TableTennisWorld.launch_is_valid). Candidates are flown in
+// order and a group stops at its first valid one, so no flight is wasted (sample_launches).
+py::array_t<int64_t> first_valid_launches(const py::array& states, const py::array& offsets, const py::array& packed,
+                                          double dt_s, double horizon_s, double half_length_m, double half_width_m,
+                                          int n_threads) {
+  namespace bl = robot_rt::ballistics;
+  using robot_rt::envs::bind::arr;
+  const py::ssize_t m = states.ndim() == 2 ? states.shape(0) : -1;
+  const double* in = arr<double>(states, "states", {m, 9}, false);
+  const py::ssize_t g1 = offsets.ndim() == 1 ? offsets.shape(0) : -1;
+  if (g1 < 1) throw py::value_error("offsets: expected [groups + 1], got shape " + robot_rt::envs::bind::shape_str(offsets));
+  const int64_t* off = arr<int64_t>(offsets, "offsets", {g1}, false);
+  for (py::ssize_t g = 0; g + 1 < g1; ++g)
+    if (off[g] < 0 || off[g] > off[g + 1] || off[g + 1] > m)
+      throw py::value_error("offsets: expected non-decreasing offsets into states, from >= 0 to <= len(states)");
+  const bl::Params<double> p = bl::params_from<double>(arr<double>(packed, "packed", {bl::kNumParams}, false));
+  if (!(dt_s > 0) || !(horizon_s > 0) || horizon_s / dt_s > 1e7)
+    throw py::value_error("dt_s and horizon_s must be > 0 with horizon_s / dt_s <= 1e7");
+  const long long groups = g1 - 1;
+  py::array_t<int64_t> first(groups);
+  int64_t* fp = first.mutable_data();
+  const long long n_steps = bl::n_steps_for(horizon_s, dt_s);
+  const double h_last = horizon_s - double(n_steps - 1) * dt_s;
+  struct FirstSink {
+    int kind = 0;
+    double after[9] = {};
+    void on_event(double, int k, const double*, const double* a) {
+      if (kind == 0) {
+        kind = k;
+        for (int c = 0; c < 9; ++c) after[c] = a[c];
+      }
+    }
+  };
+  int threads = n_threads > 0 ? n_threads : hardware_threads();
+  threads = static_cast<int>(std::min<long long>(threads, std::max<long long>(1, groups / 8)));
+  {
+    py::gil_scoped_release release;
+    parallel_for(groups, threads, [&](long long lo, long long hi) {
+      for (long long g = lo; g < hi; ++g) {
+        fp[g] = -1;
+        for (int64_t i = off[g]; i < off[g + 1]; ++i) {
+          double y[9];
+          for (int c = 0; c < 9; ++c) y[c] = in[9 * i + c];
+          FirstSink sink;
+          double ts;
+          for (long long k = 0; k < n_steps && sink.kind == 0; ++k)
+            bl::advance_step(y, k + 1 < n_steps ? dt_s : h_last, p, 0.0, static_cast<int>(bl::kNone), &ts, sink);
+          if (sink.kind == bl::kTable && sink.after[0] > 0.0 && sink.after[0] < half_length_m &&
+              std::fabs(sink.after[1]) < half_width_m) {
+            fp[g] = i - off[g];
+            break;
+          }
+        }
+      }
+    }, 2);
+  }
+  return first;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_envs, m) {
@@ -172,4 +233,7 @@ PYBIND11_MODULE(_envs, m) {
         "Observations of the current state into out [N, 2 dof + 5 history] (float32, clipped to low/high).");
   m.def("first_contacts", &first_contacts, py::arg("states"), py::arg("packed"), py::arg("dt_s"), py::arg("horizon_s"),
         py::arg("n_threads") = 0, "First contact (kind, state after) of each ball within the horizon.");
+  m.def("first_valid_launches", &first_valid_launches, py::arg("states"), py::arg("offsets"), py::arg("packed"),
+        py::arg("dt_s"), py::arg("horizon_s"), py::arg("half_length_m"), py::arg("half_width_m"),
+        py::arg("n_threads") = 0, "Per group of candidate launches, the index of the first valid one (-1: none).");
 }
