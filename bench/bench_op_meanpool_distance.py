@@ -5,6 +5,8 @@ Shapes: AlexNet (conv1..conv5), VGG-16 (conv1_2..conv5_3) and ResNet-50 (layer1.
 reference (same run), effective bandwidth (bytes of both inputs read once / time) and its fraction of the
 machine's copy bandwidth (measured in the same run), time over the bandwidth floor, extra peak memory.
 Inputs are validated without the NaN/Inf scan (``check_finite=False``: that scan is an extra read).
+Each case is timed in ``--rounds`` rounds (default 3) over all backends and the best round per backend is kept
+(robust to bursts of load on a shared machine; the ratio is between those best medians).
 
 On the CPU, cases whose two inputs exceed ``--max-input-mib`` (default 512 MiB) are skipped and listed. ``--quick``: a few small cases, batch 8.
 
@@ -58,6 +60,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=None, help="batch size (default 64; 8 with --quick)")
     p.add_argument("--channels-last", action="store_true", help="channels_last inputs instead of NCHW")
     p.add_argument("--max-input-mib", type=float, default=None, help="skip cases whose inputs exceed this")
+    p.add_argument("--rounds", type=int, default=3, help="timing rounds over all backends; the best is kept")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -98,9 +101,29 @@ def main(argv=None) -> int:
                 ref = call("torch")
                 for be in backends:
                     torch.testing.assert_close(call(be), ref, rtol=1e-4, atol=1e-4)
-                rows = bc.bench_backends(
-                    call, backends, bytes_moved=nbytes, copy_bw=copy["bytes_per_s"], device=device, repeats=repeats
-                )
+                # several rounds over all backends, best round per backend: load from other processes on a shared
+                # machine then hits every backend alike instead of whichever happened to run during a burst
+                best: dict = {}
+                for rnd in range(args.rounds):
+                    for r in bc.bench_backends(
+                        call,
+                        backends,
+                        bytes_moved=nbytes,
+                        copy_bw=copy["bytes_per_s"],
+                        device=device,
+                        repeats=repeats,
+                        measure_memory=rnd == 0,
+                    ):
+                        old = best.get(r["backend"])
+                        if old is None or r["median_s"] < old["median_s"]:
+                            if old is not None:
+                                r.update({k: v for k, v in old.items() if k.startswith("peak") or k == "method"})
+                            best[r["backend"]] = r
+                rows = [best[be] for be in backends]
+                ref_s = best["torch"]["median_s"] if "torch" in best else float("nan")
+                for r in rows:
+                    r["speedup_vs_ref"] = ref_s / r["median_s"]
+                    r["rounds"] = args.rounds
                 for r in rows:
                     r.update(layer=layer, input_res=res, shape=list(shape), dtype=dt_name, bytes_moved=nbytes)
                     results.append(r)

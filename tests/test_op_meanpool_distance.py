@@ -86,6 +86,22 @@ def test_cpu_larger_shapes(shape, layout):
 
 
 @needs_cpu
+@pytest.mark.parametrize("shape", [(2, 5, 7, 9), (3, 70, 6, 11), (1, 4, 37, 41)])  # lane tails, >64 planes, >1 block
+@pytest.mark.parametrize("layouts", [("contiguous", "contiguous"), ("contiguous", "channels_last")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+def test_cpu_plane_pair_path(shape, layouts, dtype):
+    """Both maps with unit-stride planes go through one fused pass (plane_sums_pair, 32 lanes); a mixed pair
+    takes the per-map path: both equal the float64 reference."""
+    fx, fy = make(shape, dtype, layouts[0], 4, offset=0.2), make(shape, dtype, layouts[1], 5, offset=0.2)
+    want = meanpool_reference(fx.double(), fy.double())
+    got = meanpool_distance(fx, fy, backend="cpu")
+    assert got.dtype == cm.out_dtype(dtype)
+    t = dict(rtol=1e-9, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(got.double(), want, **t)
+    torch.testing.assert_close(meanpool_distance(fy, fx, backend="cpu"), got)  # symmetric
+
+
+@needs_cpu
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced_c"])
 def test_identical_and_zero_inputs(layout):
     fx = make((2, 9, 4, 4), torch.float32, layout, 3)
