@@ -657,7 +657,9 @@ def _write_results(run_dir: RunDir, config: dict, curves: dict, timings: dict, t
             if cond != condition:
                 continue
             for point in curve:
-                agg = per_round.setdefault(point["round"], {"attempts": point["attempts"], "n": 0, "seeds": []})
+                agg = per_round.setdefault(
+                    point["round"], {"round": point["round"], "attempts": point["attempts"], "n": 0, "seeds": []}
+                )
                 agg["n"] += point["n"]
                 agg["seeds"].append(seed)
                 for radius in (20, 30):
