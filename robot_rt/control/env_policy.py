@@ -72,7 +72,7 @@ class EnvPolicyAdapter:
         batched: bool = False,
         lead_s: float = 0.05,
         reset_gap_s: float = 0.3,
-        max_catch_up: int = 3,
+        max_catch_up: int = 10,
         workspace_margin_m: float = 0.03,
         lead_time_s: float | None = None,
         latency_compensation_s: float = 0.0,
