@@ -5,7 +5,8 @@ Ours: the score runner's model (``percept_fast.score.runner.DistanceModel`` arou
 pass over ``cat([ref, p0, p1])`` (reference features computed once per triplet; channels_last on CPU), then
 one per-layer ``distance_from_features`` call for each of ``d0`` and ``d1`` (total = sum of the layers), i.e.
 it also delivers the per-layer distances. The runner uses channels_last on CPU except for AlexNet; the third
-row is the same model in the other memory layout.
+row is the same model in the other memory layout; ``ours-before`` is the runner's model with the eager trunk
+(no frozen TorchScript copy) and the ops' own NaN/Inf scans, i.e. the pipeline before those two changes.
 
 lpips: ``lpips.LPIPS(net=..., version='0.1', pnet_rand=True)`` (shipped linear weights; no download) whose
 backbone slices are given the *same* random backbone weights as ours, evaluated as
@@ -62,6 +63,10 @@ def run_case(net: str, size: int, n: int, batch: int, backend: str, repeats: int
         spec = MetricSpec(name=net, lin_weights="lpips", backbone_weights=wpath)
         ours = DistanceModel(spec, backend=backend)  # the score runner's model, its default memory layout
         ours_alt = DistanceModel(spec, backend=backend, channels_last=not ours.channels_last)
+        # the same model as it ran before the frozen trunk and the cheap feature NaN/Inf check (same-run baseline)
+        ours_before = DistanceModel(spec, backend=backend)
+    ours_before.metric.backbone.frozen_inference = False
+    ours_before.metric._fast_finite = False
     alt = "ours-nchw" if ours.channels_last else "ours-channels_last"
 
     def run_ours(model):
@@ -83,7 +88,7 @@ def run_case(net: str, size: int, n: int, batch: int, backend: str, repeats: int
 
     want = run_lpips()
     diffs = {}
-    for name, m in (("ours", ours), (alt, ours_alt)):
+    for name, m in (("ours", ours), (alt, ours_alt), ("ours-before", ours_before)):
         got = run_ours(m)
         diffs[name] = float((got - want).abs().max())
         if diffs[name] > 1e-3 * float(want.abs().max()):
@@ -99,7 +104,12 @@ def run_case(net: str, size: int, n: int, batch: int, backend: str, repeats: int
             cpu.append(time.process_time() - c0)
         return min(wall), min(cpu)
 
-    fns = {"lpips": run_lpips, "ours": lambda: run_ours(ours), alt: lambda: run_ours(ours_alt)}
+    fns = {
+        "lpips": run_lpips,
+        "ours": lambda: run_ours(ours),
+        alt: lambda: run_ours(ours_alt),
+        "ours-before": lambda: run_ours(ours_before),
+    }
     # interleave the measurements so that load from other processes affects all alike; best of all rounds.
     # CPU time (process_time, all threads) is reported too: on a shared machine it is far less noisy.
     best = {k: float("inf") for k in fns}
@@ -161,7 +171,7 @@ def main(argv=None) -> int:
             print(f"{net} @ {size}px, {n} triplets ...", file=sys.stderr, flush=True)
             reps = 1 if net == "vgg" and args.repeats is None else (args.repeats or repeats)
             rows.extend(run_case(net, size, n, args.batch, args.backend, reps))
-            r = rows[-2]
+            r = rows[-3]
             print(
                 f"  ours {r['triplets_per_s']:.1f} triplets/s, {r['speedup']:.2f}x lpips "
                 f"(CPU time: {r['cpu_triplets_per_s']:.1f} triplets/s, {r['speedup_cpu_time']:.2f}x)",
