@@ -50,26 +50,26 @@ class ScriptedParams:
     come from a random search (1+lambda with re-evaluation, batched env, both human models alternating;
     bench/bench_scripted.py reports what they achieve)."""
 
-    hit_plane_x_m: float = 1.477
-    timing_offset_s: float = -0.045
-    return_speed_mps: float = 8.68
-    extra_elevation_rad: float = 0.053
-    aim_x_m: float = -0.317
-    aim_y_m: float = -0.244
-    aim_dx_m: float = -0.157
+    hit_plane_x_m: float = 1.45
+    timing_offset_s: float = -0.046
+    return_speed_mps: float = 8.89
+    extra_elevation_rad: float = 0.054
+    aim_x_m: float = -0.274
+    aim_y_m: float = 0.007
+    aim_dx_m: float = -0.13
     aim_dy_m: float = 0.0
-    swing_speed_mps: float = 3.74
-    swing_s: float = 0.166
-    mirror_blend: float = 0.61
-    contact_dz_m: float = -0.019
-    gain_per_s: float = 14.96
-    max_paddle_speed_mps: float = 2.17
-    max_turn_radps: float = 13.39
-    normal_weight: float = 0.27
+    swing_speed_mps: float = 2.14
+    swing_s: float = 0.189
+    mirror_blend: float = 0.57
+    contact_dz_m: float = -0.005
+    gain_per_s: float = 15.36
+    max_paddle_speed_mps: float = 2.0
+    max_turn_radps: float = 6.93
+    normal_weight: float = 0.177
     null_gain_per_s: float = 2.0
-    ready_dx_m: float = -0.041
+    ready_dx_m: float = -0.006
     ready_dy_m: float = 0.0
-    ready_dz_m: float = -0.154
+    ready_dz_m: float = -0.141
 
     def __post_init__(self) -> None:
         check_param_vector(self.to_vector(), "ScriptedParams")
