@@ -150,7 +150,10 @@ class Backbone(nn.Module):
         if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in params):
             return None
         # version counters catch in-place edits (load_state_dict, p.data.mul_); data pointers catch .to()
-        key = (last, tuple((p.data_ptr(), p._version) for p in params))
+        try:
+            key = (last, tuple((p.data_ptr(), p._version) for p in params))
+        except RuntimeError:  # inference-mode parameters track no version: edits could not be seen
+            return None
         cache = self.__dict__.setdefault("_frozen_cache", {})
         hit = cache.get(last)
         if hit is not None and hit[0] == key:
