@@ -169,3 +169,33 @@ def test_a_different_human_model_changes_the_incoming_balls():
         speeds_a.append(a.world.ball[0, 3])
         speeds_b.append(b.world.ball[0, 3])
     assert np.mean(speeds_b) > np.mean(speeds_a) + 0.4
+
+
+def test_goal_env_counts_only_table_landings_on_the_human_half():
+    """A return whose first contact is the floor or the robot's half ('out') has not landed: no achieved goal,
+    no success, even when that contact point happens to lie near the goal."""
+    from robot_rt.envs.scripted import BatchedScriptedPolicy
+    from robot_rt.envs.vector import TableTennisGoalVectorEnv
+
+    n = 64
+    envs = TableTennisGoalVectorEnv(n, max_episode_steps=200)
+    policy = BatchedScriptedPolicy(n, action_noise_std=0.3, seed=3)
+    obs, _ = envs.reset(seed=11)
+    seen = {"returned": 0, "out": 0}
+    for _ in range(200):
+        obs, _, terminated, truncated, info = envs.step(policy(obs))
+        for i in np.flatnonzero(terminated):
+            outcome = str(info["outcome"][i])
+            if outcome == "returned":
+                seen["returned"] += 1
+                assert info["has_landed"][i] and info["landing_point"][i][0] < 0
+                np.testing.assert_allclose(obs["achieved_goal"][i], info["landing_point"][i], atol=1e-6)
+            elif outcome == "out":
+                seen["out"] += 1
+                assert not info["has_landed"][i] and not info["success_30cm"][i]
+                assert np.all(obs["achieved_goal"][i] == 0)
+        policy.reset(terminated | truncated)
+        if min(seen.values()) >= 3:
+            break
+    assert min(seen.values()) >= 3, seen
+    envs.close()

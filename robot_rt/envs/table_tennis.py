@@ -14,7 +14,8 @@ Observation (TableTennis-v0): a flat float32 vector, see `observation_layout`:
     (x, y, z, age_s, valid) — positions in the table frame with camera noise, drops and latency.
 TableTennisGoal-v0 adds the goal: a Dict with `observation` (as above), `desired_goal` [2] (target landing
 point (x, y) on the human's half) and `achieved_goal` [2] (the landing point of the robot's return once it
-has landed, else the goal's complement 0, 0), so hindsight relabelling can use `compute_reward`.
+has landed on the human's half, else 0, 0; a return whose first contact is the floor or the robot's half has not
+landed), so hindsight relabelling can use `compute_reward`.
 
 Rewards (TableTennis-v0): +`reward_hit` when the paddle touches the incoming ball, +`reward_land` when
 the return lands on the human's half, `reward_shaping` * exp(-d^2 / 2 l^2) while the ball comes in on the
@@ -40,7 +41,7 @@ from gymnasium import spaces
 
 from robot_rt.robot import RobotDescription
 
-from .core import OUTCOME_NAMES, TableTennisWorld, WorldConfig
+from .core import OUTCOME_NAMES, OUTCOME_RETURNED, TableTennisWorld, WorldConfig
 from .human_model import HumanBehaviorModel
 
 
@@ -187,7 +188,7 @@ class TableTennisGoalEnv(TableTennisEnv):
     def _observation(self):
         w = self.world
         landing = w.landing[0]
-        achieved = np.zeros(2, np.float32) if not np.all(np.isfinite(landing)) else landing.astype(np.float32)
+        achieved = landing.astype(np.float32) if self._has_landed() else np.zeros(2, np.float32)
         achieved = np.clip(
             achieved, self.observation_space["achieved_goal"].low, self.observation_space["achieved_goal"].high
         )
@@ -196,6 +197,12 @@ class TableTennisGoalEnv(TableTennisEnv):
             "desired_goal": w.goal[0].astype(np.float32),
             "achieved_goal": achieved,
         }
+
+    def _has_landed(self) -> bool:
+        """The return's first contact was the human's half of the table (outcome 'returned'); the world's
+        `landing` also records a first contact with the floor or the robot's half (outcome 'out')."""
+        w = self.world
+        return bool(np.all(np.isfinite(w.landing[0])) and w.outcome[0] == OUTCOME_RETURNED)
 
     def compute_reward(self, achieved_goal, desired_goal, info=None) -> np.ndarray:
         """Sparse goal reward, vectorised (gymnasium-robotics GoalEnv convention, for hindsight relabelling)."""
@@ -213,7 +220,7 @@ class TableTennisGoalEnv(TableTennisEnv):
         info = super()._info(events)
         w = self.world
         landing = w.landing[0].copy()
-        has_landed = bool(np.all(np.isfinite(landing)))
+        has_landed = self._has_landed()
         distance = float(np.linalg.norm(landing - w.goal[0])) if has_landed else float("inf")
         info.update(
             {

@@ -28,7 +28,7 @@ from gymnasium.vector.utils import batch_space
 
 from robot_rt.robot import RobotDescription
 
-from .core import OUTCOME_NAMES, TableTennisWorld, WorldConfig
+from .core import OUTCOME_NAMES, OUTCOME_RETURNED, TableTennisWorld, WorldConfig
 from .human_model import HumanBehaviorModel
 from .table_tennis import observation_bounds
 
@@ -229,7 +229,7 @@ class TableTennisGoalVectorEnv(TableTennisVectorEnv):
     def _observation(self):
         w = self.world
         landing = w.landing
-        has = np.all(np.isfinite(landing), axis=1)
+        has = _landed_on_target_half(w)
         achieved = np.where(has[:, None], np.nan_to_num(landing), 0.0).astype(np.float32)
         space = self.single_observation_space["achieved_goal"]
         return {
@@ -254,7 +254,7 @@ class TableTennisGoalVectorEnv(TableTennisVectorEnv):
         n = self.num_envs
         everyone = np.ones(n, dtype=bool)
         landing = w.landing.copy()
-        has = np.all(np.isfinite(landing), axis=1)
+        has = _landed_on_target_half(w)
         distance = np.where(has, np.linalg.norm(np.nan_to_num(landing) - w.goal, axis=1), np.inf)
         extra = {
             "goal": w.goal.copy(),
@@ -268,3 +268,9 @@ class TableTennisGoalVectorEnv(TableTennisVectorEnv):
             info[k] = v
             info["_" + k] = everyone
         return info
+
+
+def _landed_on_target_half(world) -> np.ndarray:
+    """[N] bool: the return's first contact was the human's half of the table (outcome 'returned'). The world's
+    `landing` also records a first contact with the floor or the robot's half (outcome 'out'): not a landing."""
+    return np.all(np.isfinite(world.landing), axis=1) & (world.outcome == OUTCOME_RETURNED)
