@@ -90,7 +90,7 @@ def test_cpu_larger_shapes(shape, layout):
 @pytest.mark.parametrize("layouts", [("contiguous", "contiguous"), ("contiguous", "channels_last")])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
 def test_cpu_plane_pair_path(shape, layouts, dtype):
-    """Both maps with unit-stride planes go through one fused pass (plane_sums_pair, 32 lanes); a mixed pair
+    """Both maps with unit-stride planes go through one fused pass (plane_sums_pair); a mixed pair
     takes the per-map path: both equal the float64 reference."""
     fx, fy = make(shape, dtype, layouts[0], 4, offset=0.2), make(shape, dtype, layouts[1], 5, offset=0.2)
     want = meanpool_reference(fx.double(), fy.double())

@@ -24,9 +24,8 @@ double plane_sum(const View4<T>& v, int64_t b, int64_t c, bool unit) {
     return static_cast<double>(s);
   }
   if (unit) {
-    // 32 lanes = four independent 8-wide vector accumulators: one accumulator is a chain of dependent adds
-    // (4-cycle latency per 32 bytes) that cannot keep up with planes streaming from L2/L3
-    constexpr int L = 32;
+    // 8 lanes: wider (16/32, tree-reduced) measured no faster on 256-pixel planes and slower on 49-pixel ones
+    constexpr int L = 8;
     for (int64_t p0 = 0; p0 < P; p0 += kBlock) {
       const int64_t n = std::min(kBlock, P - p0);
       Acc lane[L] = {};
@@ -71,14 +70,16 @@ void channel_stripe_sums(const View4<T>& v, int64_t b, int64_t c0, int64_t c1, d
 }
 
 // Plane sums of x and y (both [B, C, H, W] with unit-stride planes) in one parallel_for: one worker start per
-// call instead of two (measurable on the small maps of AlexNet taps).
+// call instead of two, none for small maps (AlexNet / SqueezeNet taps at 64 px).
 template <typename T>
 void plane_sums_pair(const View4<T>& x, const View4<T>& y, std::vector<double>& sx, std::vector<double>& sy) {
   using Acc = typename AccOf<T>::type;
   const int64_t B = x.size[0], C = x.size[1], P = x.size[2] * x.size[3];
   constexpr int64_t kPlanes = 64;
   const int64_t nc = (C + kPlanes - 1) / kPlanes, nt = B * nc;
-  parallel_for(2 * nt, std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, P * kPlanes)),
+  // a worker is started only for >= 256K elements (~0.1 ms of summing; a thread start costs tens of us, more on a
+  // loaded machine)
+  parallel_for(2 * nt, std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(1, P * kPlanes)),
                [&](int64_t t0, int64_t t1) {
                  for (int64_t t = t0; t < t1; ++t) {
                    const bool second = t >= nt;
