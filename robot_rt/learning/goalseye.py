@@ -18,6 +18,8 @@ Conditions (`--conditions`), compared at equal numbers of extra episodes:
     demos-only       the extra episodes are more scripted play instead of self-practice (same count per round)
     practice-only    self-practice from scratch: no play data, a randomly initialised policy attempts goals;
                      it trains as soon as any attempt lands
+    no-new-data      control (not run by default): each round only fine-tunes on the play data again, so the
+                     gain from the extra optimisation steps alone can be told apart from the gain from data
 Round 0 of demos+practice and demos-only is the same model (same play data, seed and training), so it is
 trained and evaluated once and shared.
 
@@ -50,7 +52,8 @@ from robot_rt.learning.features import FEATURE_DIM, FeatureExtractor
 from robot_rt.learning.gcbc import GCBCPolicy, train_gcbc
 from robot_rt.learning.rundir import RunDir
 
-CONDITIONS = ("demos+practice", "demos-only", "practice-only")
+CONDITIONS = ("demos+practice", "demos-only", "practice-only", "no-new-data")
+DEFAULT_CONDITIONS = CONDITIONS[:3]
 GOAL_LOW = np.array([-1.2, -0.6])  # the goal environment's goal region (robot_rt.envs.core reset)
 GOAL_HIGH = np.array([-0.3, 0.6])
 PLAY_LOW = np.array([-1.3, -0.72])  # play aims anywhere on the human half
@@ -59,7 +62,7 @@ STREAM_PLAY, STREAM_PRACTICE, STREAM_EVAL, STREAM_EXTRA_PLAY, STREAM_NOISE = 1, 
 
 DEFAULTS = dict(
     seeds=[0, 1, 2],
-    conditions=list(CONDITIONS),
+    conditions=list(DEFAULT_CONDITIONS),
     num_envs=64,
     play_episodes=2500,
     play_chunk=500,
@@ -588,7 +591,7 @@ def run(args) -> int:
                 fit_info: dict = {}
                 source = f"round-{round_}"
                 # ---- 3. extra episodes: self-practice attempts or more scripted play
-                if round_ > 0:
+                if round_ > 0 and condition != "no-new-data":
                     n = config["attempts_per_round"]
                     have = dist.broadcast({e["source"] for e in own.manifest()} if own is not None else None)
                     if source not in have and n > 0:
