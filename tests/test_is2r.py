@@ -124,8 +124,8 @@ def test_loop_runs_every_stage_and_resumes(tmp_path):
     assert stages.count(("deploy", "is2r")) == 2 and stages.count(("deploy", "ft")) == 2
     assert stages.count(("finetune", "ft")) == 1 and stages.count(("refit", "is2r")) == 2
     assert len(log) > done_before
-    # resume did not redo finished stages: the two i-S2R deploys ran before the crash
-    assert rest.calls == 1 + 2 + 1  # the crashed ft evaluation, 2 fine-tune candidates, the last ft evaluation
+    # resume did not redo finished stages: both iteration-0 deploys ran before the crash
+    assert rest.calls == 2 + 1 + 1  # the 2 fine-tuning candidates (the first crashed), both iteration-1 deploys
     results = json.loads((out / "results.json").read_text())
     for method in ("i-S2R", "S2R+FT"):
         rows = results["methods"][method]

@@ -392,20 +392,22 @@ def config_from_args(args) -> Config:
 
 
 def build_plan(cfg: Config) -> list[tuple]:
-    """The stages in execution order (a checkpoint after each; generations checkpoint inside 'train')."""
+    """The stages in execution order (a checkpoint after each; generations checkpoint inside 'train').
+
+    The two methods' real-side stages of iteration i run next to each other (S2R+FT's simulation training comes
+    first), so both are measured under the same conditions: on a shared machine the real-time loop's timing,
+    and so the rally lengths, drift with the load over minutes."""
     k, e = cfg.iterations, cfg.es_steps
     plan: list[tuple] = [("train", "shared", e)]
+    if k > 1:
+        plan.append(("train", "ft", (k - 1) * e))
     for i in range(k):
         if i > 0:
             plan.append(("train", "is2r", e))
+            plan.append(("finetune", "ft", i))
         plan.append(("deploy", "is2r", i))
-        plan.append(("refit", "is2r", i))
-    if k > 1:
-        plan.append(("train", "ft", (k - 1) * e))
-    plan.append(("deploy", "ft", 0))
-    for i in range(1, k):
-        plan.append(("finetune", "ft", i))
         plan.append(("deploy", "ft", i))
+        plan.append(("refit", "is2r", i))
     return plan
 
 
