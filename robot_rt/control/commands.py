@@ -101,7 +101,7 @@ def register(subparsers) -> None:
         "--summary",
         default=None,
         help="rally: JSON record (counts, rally lengths, outcomes, true and detected ball tracks), rewritten "
-        "atomically after every rally and on exit",
+        "atomically after every rally (without the tracks) and on exit (with them)",
     )
     srv.set_defaults(func=cmd_sim_server)
 

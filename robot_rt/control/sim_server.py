@@ -10,8 +10,9 @@ On start the server prints one JSON line to stdout, `{"event": "listening", "hos
 Rally mode (`rally=True`, `robot-rt sim-server --rally --human default|real_player|PATH.json`): the camera's
 ball comes from `robot_rt.control.rally.RallySource` — the envs' TableTennisWorld stepped in real time against
 the robot server's current measured joint state, the chosen human behaviour model serving and answering — so
-the robot the controller drives really plays. `rally_summary()` (and `--summary PATH`, rewritten atomically after
-every rally and on exit) reports serves, rally lengths, outcomes and the true and detected ball tracks.
+the robot the controller drives really plays. `rally_summary()` reports serves, rally lengths, outcomes and the true and detected ball tracks;
+`--summary PATH` is rewritten atomically after every rally without the tracks (a progress record) and, with the
+tracks, on exit.
 """
 
 from __future__ import annotations
@@ -199,9 +200,12 @@ def serve(args) -> int:
         return 2
     done = threading.Event()
 
-    def _write_summary() -> None:
+    def _write_summary(tracks: bool) -> None:
+        # During the run the file is a small progress record: the tracks (every physics substep of every ball,
+        # megabytes of JSON) are written once, on exit. Dumping them after every rally held this process's GIL
+        # (the rally thread) for tens of ms, and a client polling the file paid the same to parse them.
         if summary_path is not None:
-            atomic_write_json(summary_path, server.rally_summary())
+            atomic_write_json(summary_path, server.rally_summary(tracks=tracks))
 
     def _on_signal(signum, frame):
         done.set()
@@ -235,14 +239,14 @@ def serve(args) -> int:
             if rally:  # the summary file doubles as the stats request: rewritten after every finished rally
                 completed = server.rally.summary(tracks=False)["rallies_completed"]
                 if completed != written:
-                    _write_summary()
+                    _write_summary(tracks=False)
                     written = completed
             done.wait((1.0 if not rally else 0.1) if left is None else min(0.1 if rally else 1.0, left))
     finally:
         stats = server.stats()
         server.stop()
         if rally:
-            _write_summary()
+            _write_summary(tracks=True)
         robot_stats = stats["robot"]
         summary = {
             "event": "stopped",
