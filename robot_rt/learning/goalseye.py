@@ -437,7 +437,7 @@ class Trainer:
     def policy(self) -> GCBCPolicy:
         return self.ema if self.ema is not None else self.model
 
-    def fit(self, batches: list[EpisodeBatch], steps: int, round_: int) -> dict:
+    def fit(self, batches: list[EpisodeBatch], steps: int, round_: int, show_progress: bool = False) -> dict:
         batches = [b for b in batches if b is not None]
         if not batches:
             return {"trained": False, "reason": "no data"}
@@ -451,6 +451,17 @@ class Trainer:
                 self.ema.load_state_dict(self.model.state_dict())
             steps = self.config["train_steps"]
             self.fitted = True
+        bar = None
+        if show_progress and steps > 0:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=steps, desc=f"GCBC round {round_}", unit="step", leave=False, dynamic_ncols=True)
+
+        def on_step(step: int, loss: float) -> None:
+            if (step + 1) % 50 == 0 or step + 1 == steps:
+                bar.update((step + 1) - bar.n)
+                bar.set_postfix(loss=f"{loss:.4f}")
+
         self.optimizer, losses = train_gcbc(
             self.model,
             f,
@@ -463,7 +474,10 @@ class Trainer:
             optimizer=self.optimizer,
             ema=self.ema,
             ema_decay=self.config["ema_decay"] if self.ema is not None else 0.0,
+            callback=on_step if bar is not None else None,
         )
+        if bar is not None:
+            bar.close()
         tail = losses[-max(1, len(losses) // 10) :]
         return {
             "trained": True,
@@ -621,7 +635,7 @@ def run(args) -> int:
                         if condition != "practice-only":
                             batches.insert(0, play.read())
                         steps = config["train_steps"] if round_ == 0 else config["finetune_steps"]
-                        fit_info = trainer.fit(batches, steps, round_)
+                        fit_info = trainer.fit(batches, steps, round_, show_progress=show)
                     state = dist.broadcast(trainer.state() if dist.is_main() else None)
                     if not dist.is_main():
                         trainer.load(state)
