@@ -97,6 +97,31 @@ void observe(const py::array& q, const py::array& qd, const py::array& t, const 
   }, 512);
 }
 
+// Flies one ball from `state` on the grid dt_s (last step h_last) until its first contact, the flight of
+// simulate_batch(max_events=1): returns the contact kind (0: none within the horizon) and the state after it.
+struct FirstContact {
+  int kind = 0;
+  double after[9] = {};
+  void on_event(double, int k, const double*, const double* a) {
+    if (kind == 0) {
+      kind = k;
+      for (int c = 0; c < 9; ++c) after[c] = a[c];
+    }
+  }
+};
+
+FirstContact fly_to_first_contact(const double* state, const robot_rt::ballistics::Params<double>& p, double dt_s,
+                                  double h_last, long long n_steps) {
+  namespace bl = robot_rt::ballistics;
+  double y[9];
+  for (int c = 0; c < 9; ++c) y[c] = state[c];
+  FirstContact sink;
+  double ts;
+  for (long long k = 0; k < n_steps && sink.kind == 0; ++k)
+    bl::advance_step(y, k + 1 < n_steps ? dt_s : h_last, p, 0.0, static_cast<int>(bl::kNone), &ts, sink);
+  return sink;
+}
+
 // First contact of each ball within `horizon_s` on the grid dt_s (the flight of simulate_batch(max_events=1):
 // same advance_step, same grid), stopping right after it: kind [M] (0: none) and the state after it [M, 9].
 // The launch sampler's validity test needs only this first contact, ~2-3x cheaper than the whole horizon.
@@ -115,16 +140,6 @@ py::tuple first_contacts(const py::array& states, const py::array& packed, doubl
   double* ap = after.mutable_data();
   const long long n_steps = bl::n_steps_for(horizon_s, dt_s);
   const double h_last = horizon_s - double(n_steps - 1) * dt_s;
-  struct FirstSink {
-    int kind = 0;
-    double after[9] = {};
-    void on_event(double, int k, const double*, const double* a) {
-      if (kind == 0) {
-        kind = k;
-        for (int c = 0; c < 9; ++c) after[c] = a[c];
-      }
-    }
-  };
   int threads = n_threads > 0 ? n_threads : hardware_threads();
   // ~10-30 us per ball: a second thread from ~32 balls on, handed out 8 at a time
   threads = static_cast<int>(std::min<long long>(threads, std::max<long long>(1, m / 16)));
@@ -132,12 +147,7 @@ py::tuple first_contacts(const py::array& states, const py::array& packed, doubl
     py::gil_scoped_release release;
     parallel_for(m, threads, [&](long long lo, long long hi) {
     for (long long i = lo; i < hi; ++i) {
-      double y[9];
-      for (int c = 0; c < 9; ++c) y[c] = in[9 * i + c];
-      FirstSink sink;
-      double ts;
-      for (long long k = 0; k < n_steps && sink.kind == 0; ++k)
-        bl::advance_step(y, k + 1 < n_steps ? dt_s : h_last, p, 0.0, static_cast<int>(bl::kNone), &ts, sink);
+      const FirstContact sink = fly_to_first_contact(in + 9 * i, p, dt_s, h_last, n_steps);
       kp[i] = sink.kind;
       for (int c = 0; c < 9; ++c) ap[9 * i + c] = sink.kind ? sink.after[c] : std::nan("");
     }
@@ -171,16 +181,6 @@ py::array_t<int64_t> first_valid_launches(const py::array& states, const py::arr
   int64_t* fp = first.mutable_data();
   const long long n_steps = bl::n_steps_for(horizon_s, dt_s);
   const double h_last = horizon_s - double(n_steps - 1) * dt_s;
-  struct FirstSink {
-    int kind = 0;
-    double after[9] = {};
-    void on_event(double, int k, const double*, const double* a) {
-      if (kind == 0) {
-        kind = k;
-        for (int c = 0; c < 9; ++c) after[c] = a[c];
-      }
-    }
-  };
   int threads = n_threads > 0 ? n_threads : hardware_threads();
   threads = static_cast<int>(std::min<long long>(threads, std::max<long long>(1, groups / 8)));
   {
@@ -189,12 +189,7 @@ py::array_t<int64_t> first_valid_launches(const py::array& states, const py::arr
       for (long long g = lo; g < hi; ++g) {
         fp[g] = -1;
         for (int64_t i = off[g]; i < off[g + 1]; ++i) {
-          double y[9];
-          for (int c = 0; c < 9; ++c) y[c] = in[9 * i + c];
-          FirstSink sink;
-          double ts;
-          for (long long k = 0; k < n_steps && sink.kind == 0; ++k)
-            bl::advance_step(y, k + 1 < n_steps ? dt_s : h_last, p, 0.0, static_cast<int>(bl::kNone), &ts, sink);
+          const FirstContact sink = fly_to_first_contact(in + 9 * i, p, dt_s, h_last, n_steps);
           if (sink.kind == bl::kTable && sink.after[0] > 0.0 && sink.after[0] < half_length_m &&
               std::fabs(sink.after[1]) < half_width_m) {
             fp[g] = i - off[g];
