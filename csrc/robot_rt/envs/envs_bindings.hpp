@@ -183,14 +183,27 @@ inline py::tuple paddle_poses(const WorldModel& m, const py::array& q) {
   return py::make_tuple(p, n);
 }
 
-#define PR_ENVS_MODEL_ARGS                                                                                    \
-  py::arg("joint_type"), py::arg("axis"), py::arg("origin_xyz_m"), py::arg("origin_rpy_rad"),                 \
-      py::arg("paddle_xyz_m"), py::arg("paddle_rpy_rad"), py::arg("q_min"), py::arg("q_max"), py::arg("v_max"), \
-      py::arg("a_max"), py::arg("workspace_min_m"), py::arg("workspace_max_m"), py::arg("packed"), py::arg("scalars")
-#define PR_ENVS_STEP_ARGS                                                                                        \
-  py::arg("cmd"), py::arg("q"), py::arg("qd"), py::arg("ball"), py::arg("phase"), py::arg("touched"),             \
-      py::arg("landed"), py::arg("hits"), py::arg("outcome"), py::arg("landing"), py::arg("reward"),              \
-      py::arg("terminated"), py::arg("ev_hit"), py::arg("ev_landed"), py::arg("ev_limit"), py::arg("rec_pos"), \
-      py::arg("rec_active"), py::arg("n_threads") = 0, py::arg("camera") = py::none()
+// The Python class of a WorldStepper: the CPU one (envs_cpu.cpp) and the CUDA one (envs_cuda_bindings.cpp) share
+// the constructor, step, camera and kinematics interface; `step_doc` says where and how the step runs.
+template <class Stepper>
+void bind_world_stepper(py::module_& m, const char* step_doc) {
+  using A = const py::array&;
+  py::class_<Stepper>(m, "WorldStepper")
+      .def(py::init<A, A, A, A, A, A, A, A, A, A, A, A, A, A>(), py::arg("joint_type"), py::arg("axis"),
+           py::arg("origin_xyz_m"), py::arg("origin_rpy_rad"), py::arg("paddle_xyz_m"), py::arg("paddle_rpy_rad"),
+           py::arg("q_min"), py::arg("q_max"), py::arg("v_max"), py::arg("a_max"), py::arg("workspace_min_m"),
+           py::arg("workspace_max_m"), py::arg("packed"), py::arg("scalars"))
+      .def("step", &Stepper::step, py::arg("cmd"), py::arg("q"), py::arg("qd"), py::arg("ball"), py::arg("phase"),
+           py::arg("touched"), py::arg("landed"), py::arg("hits"), py::arg("outcome"), py::arg("landing"),
+           py::arg("reward"), py::arg("terminated"), py::arg("ev_hit"), py::arg("ev_landed"), py::arg("ev_limit"),
+           py::arg("rec_pos"), py::arg("rec_active"), py::arg("n_threads") = 0, py::arg("camera") = py::none(),
+           step_doc)
+      .def("set_camera", &Stepper::set_camera, py::arg("scalars"),
+           "Camera constants, order of core.CAMERA_PARAM_NAMES.")
+      .def("paddle_poses", &Stepper::paddle_poses, py::arg("q"),
+           "Paddle centres and face normals [M, 3] of joint positions q [M, dof] (the step's kinematics).")
+      .def_property_readonly("dof", &Stepper::dof)
+      .def_property_readonly("substeps", &Stepper::substeps);
+}
 
 }  // namespace robot_rt::envs::bind

@@ -206,21 +206,10 @@ py::array_t<int64_t> first_valid_launches(const py::array& states, const py::arr
 
 PYBIND11_MODULE(_envs, m) {
   m.doc() = "robot_rt table-tennis worlds, C++ CPU backend (world_step.hpp on std::thread workers, GIL released)";
-  py::class_<WorldStepper>(m, "WorldStepper")
-      .def(py::init<const py::array&, const py::array&, const py::array&, const py::array&, const py::array&,
-                    const py::array&, const py::array&, const py::array&, const py::array&, const py::array&,
-                    const py::array&, const py::array&, const py::array&, const py::array&>(),
-           PR_ENVS_MODEL_ARGS)
-      .def("step", &WorldStepper::step, PR_ENVS_STEP_ARGS,
-           "Advances every world by one policy step in place: the physics, and with `camera` (the tuple of "
-           "camera arrays t, cam_phase, cam_count, cam_key, cam_counter, cam_t, cam_arrival, cam_pos, cam_head) "
-           "the camera frames of the step and t += step_s.")
-      .def("set_camera", &WorldStepper::set_camera, py::arg("scalars"),
-           "Camera constants, order of core.CAMERA_PARAM_NAMES.")
-      .def("paddle_poses", &WorldStepper::paddle_poses, py::arg("q"),
-           "Paddle centres and face normals [M, 3] of joint positions q [M, dof] (the step's kinematics).")
-      .def_property_readonly("dof", &WorldStepper::dof)
-      .def_property_readonly("substeps", &WorldStepper::substeps);
+  robot_rt::envs::bind::bind_world_stepper<WorldStepper>(
+      m, "Advances every world by one policy step in place: the physics, and with `camera` (the tuple of "
+         "camera arrays t, cam_phase, cam_count, cam_key, cam_counter, cam_t, cam_arrival, cam_pos, cam_head) "
+         "the camera frames of the step and t += step_s.");
   m.def("hardware_threads", &hardware_threads);
   m.def("observe", &observe, py::arg("q"), py::arg("qd"), py::arg("t"), py::arg("cam_t"), py::arg("cam_arrival"),
         py::arg("cam_pos"), py::arg("cam_head"), py::arg("low"), py::arg("high"), py::arg("out"),

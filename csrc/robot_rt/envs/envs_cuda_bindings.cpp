@@ -61,19 +61,8 @@ class WorldStepper {
 
 PYBIND11_MODULE(_envs_cuda, m) {
   m.doc() = "robot_rt table-tennis worlds, CUDA backend (world_step.hpp, one thread per world)";
-  py::class_<WorldStepper>(m, "WorldStepper")
-      .def(py::init<const py::array&, const py::array&, const py::array&, const py::array&, const py::array&,
-                    const py::array&, const py::array&, const py::array&, const py::array&, const py::array&,
-                    const py::array&, const py::array&, const py::array&, const py::array&>(),
-           PR_ENVS_MODEL_ARGS)
-      .def("step", &WorldStepper::step, PR_ENVS_STEP_ARGS,
-           "Advances every world by one policy step (on the GPU), in place; with `camera` (the CPU module's tuple) "
-           "also the camera frames of the step and t += step_s.")
-      .def("set_camera", &WorldStepper::set_camera, py::arg("scalars"),
-           "Camera constants, order of core.CAMERA_PARAM_NAMES.")
-      .def("paddle_poses", &WorldStepper::paddle_poses, py::arg("q"),
-           "Paddle centres and face normals [M, 3] of joint positions q [M, dof] (the step's kinematics).")
-      .def_property_readonly("dof", &WorldStepper::dof)
-      .def_property_readonly("substeps", &WorldStepper::substeps);
+  robot_rt::envs::bind::bind_world_stepper<WorldStepper>(
+      m, "Advances every world by one policy step (on the GPU), in place; with `camera` (the CPU module's tuple) "
+         "also the camera frames of the step and t += step_s.");
   m.def("device_count", &robot_rt::envs::cuda_device_count);
 }
