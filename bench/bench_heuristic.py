@@ -19,15 +19,7 @@ from rich.table import Table
 from robot_rt._io import atomic_write_json
 from robot_rt.envs import HumanBehaviorModel, TableTennisEnv, TableTennisGoalEnv
 from robot_rt.envs.heuristic import HeuristicPolicy
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (float(centre - half), float(centre + half))
+from robot_rt.learning.stats import wilson_interval as wilson
 
 
 def run_rally(human, episodes: int, max_steps: int = 1500) -> dict:

@@ -36,17 +36,9 @@ from robot_rt.envs import HumanBehaviorModel, TableTennisEnv, TableTennisGoalEnv
 from robot_rt.envs.heuristic import HeuristicPolicy
 from robot_rt.envs.scripted import BatchedScriptedPolicy, ScriptedParams
 from robot_rt.envs.vector import TableTennisGoalVectorEnv, TableTennisVectorEnv
+from robot_rt.learning.stats import wilson_interval as wilson
 
 FAILURES = ("missed", "out", "limit")
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (float(centre - half), float(centre + half))
 
 
 def peak_rss_mib() -> float:

@@ -52,6 +52,7 @@ from robot_rt.learning.dataset import EpisodeBatch, EpisodeDataset, relabel
 from robot_rt.learning.features import FEATURE_DIM, FeatureExtractor
 from robot_rt.learning.gcbc import GCBCPolicy, train_gcbc
 from robot_rt.learning.rundir import RunDir
+from robot_rt.learning.stats import wilson_interval
 
 CONDITIONS = ("demos+practice", "demos-only", "practice-only", "no-new-data")
 DEFAULT_CONDITIONS = CONDITIONS
@@ -392,19 +393,6 @@ def episodes_to_batch(episodes: list[Episode]) -> EpisodeBatch:
 
 
 # ------------------------------------------------------------------------------------------------ statistics
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (95% by default); (0, 1) when n = 0."""
-    if n < 0 or successes < 0 or successes > n:
-        raise ValueError(f"successes/n: expected 0 <= successes <= n, got {successes}, {n}")
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def summarise(episodes: list[Episode]) -> dict:
     n = len(episodes)
     d = np.array([e.distance_m for e in episodes])
