@@ -270,6 +270,12 @@ class RallySource:
         with self._lock:
             return [_as_track(d) for d in self._true if len(d) >= min_points]
 
+    @property
+    def rallies_completed(self) -> int:
+        """Rallies that have ended (cheap: what a poll needs, without building the summary)."""
+        with self._lock:
+            return sum(1 for r in self.rallies if r["outcome"] != "none")
+
     def summary(self, tracks: bool = True) -> dict:
         """Counts, rallies, balls (and tracks) as a JSON-ready dict (docs/protocol.md, 'Rally mode')."""
         with self._lock:

@@ -237,7 +237,7 @@ def serve(args) -> int:
             if left is not None and left <= 0:
                 break
             if rally:  # the summary file doubles as the stats request: rewritten after every finished rally
-                completed = server.rally.summary(tracks=False)["rallies_completed"]
+                completed = server.rally.rallies_completed
                 if completed != written:
                     _write_summary(tracks=False)
                     written = completed
