@@ -4,6 +4,8 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "udp_send.hpp"
+
 namespace robot_rt::control {
 
 using protocol::MessageType;
@@ -104,20 +106,7 @@ double SimRobotServer::max_velocity_ratio() const {
 }
 
 bool SimRobotServer::send_to(protocol::Packet& packet, const sockaddr_in& to, std::int64_t now_ns) noexcept {
-  packet.header.session_id = session_id_;
-  packet.header.sequence = ++sequence_;
-  packet.header.stamp_ns = static_cast<std::uint64_t>(now_ns);
-  const std::size_t n = protocol::encode(packet, key_.empty() ? nullptr : &key_, tx_buffer_, sizeof(tx_buffer_));
-  if (n == 0) {
-    bump(counters_.tx_invalid);
-    return false;
-  }
-  if (!socket_.send(tx_buffer_, n, to)) {
-    bump(counters_.tx_errors);
-    return false;
-  }
-  bump(counters_.tx_datagrams);
-  return true;
+  return stamp_and_send(packet, session_id_, sequence_, key_, tx_buffer_, socket_, to, now_ns, counters_);
 }
 
 void SimRobotServer::send_state(std::int64_t now_ns) noexcept {

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "udp_send.hpp"
+
 namespace robot_rt::control {
 
 using protocol::MessageType;
@@ -59,20 +61,7 @@ void UdpDriver::on_stop() {
 }
 
 bool UdpDriver::send_packet(protocol::Packet& packet, std::int64_t now_ns) noexcept {
-  packet.header.session_id = session_id_;
-  packet.header.sequence = ++sequence_;
-  packet.header.stamp_ns = static_cast<std::uint64_t>(now_ns);
-  const std::size_t n = protocol::encode(packet, key_.empty() ? nullptr : &key_, tx_buffer_, sizeof(tx_buffer_));
-  if (n == 0) {
-    bump(counters_.tx_invalid);
-    return false;
-  }
-  if (!socket_.send(tx_buffer_, n, server_addr_)) {
-    bump(counters_.tx_errors);
-    return false;
-  }
-  bump(counters_.tx_datagrams);
-  return true;
+  return stamp_and_send(packet, session_id_, sequence_, key_, tx_buffer_, socket_, server_addr_, now_ns, counters_);
 }
 
 void UdpDriver::send_hello(std::int64_t now_ns) noexcept {
