@@ -352,11 +352,29 @@ def test_realtime_options_warn_or_apply(tmp_path):
     assert tel["counters"]["ticks"] > 20
 
 
+def test_late_threshold_sets_which_wakes_are_logged_as_late():
+    """With a 1 ns threshold every tick is late: each gets a late_wake event stamped at its wake-up, whose
+    value (the lateness) matches the wake-latency histogram's range."""
+    loop = RealTimeLoop(ROBOT, late_threshold_s=1e-9)
+    with loop:
+        time.sleep(0.2)
+    counters = loop.counters()
+    late = [e for e in loop.events() if e.name == "late_wake"]
+    assert counters["late_ticks"] >= 0.95 * counters["ticks"] > 100
+    assert len(late) == counters["late_ticks"]
+    hist = loop.histogram("wake_latency")
+    assert max(e.value for e in late) * 1e9 == pytest.approx(hist["max_ns"], abs=1e3)
+    ticks = [e.tick for e in late]
+    assert ticks == sorted(ticks) and len(set(ticks)) == len(ticks)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="rate_hz"):
         RealTimeLoop(ROBOT, rate_hz=0)
     with pytest.raises(TypeError, match="policy"):
         RealTimeLoop(ROBOT, policy=42)
+    with pytest.raises(ValueError, match="late_threshold_s"):
+        RealTimeLoop(ROBOT, late_threshold_s=0.0)
     with pytest.raises(ValueError, match="position"):
         RealTimeLoop(ROBOT).send_command(np.zeros(3))
     q = ROBOT.home.copy()

@@ -120,6 +120,8 @@ class RealTimeLoop:
         lock_memory: mlockall. Each is applied when permitted; otherwise a RuntimeWarning is issued.
         log_path: run log file (docs/runlog.md), None for no log.
         policy_overrun_factor: a policy call longer than this many periods logs `policy_overrun`.
+        late_threshold_s: a tick waking later than this after its deadline counts as late and logs a
+            `late_wake` event (stamped with the wake time, value = lateness in s).
     """
 
     def __init__(
@@ -142,12 +144,15 @@ class RealTimeLoop:
         sim_tracking_time_constant_s: float = 0.01,
         workspace: bool = True,
         policy_overrun_factor: float = 2.0,
+        late_threshold_s: float = 0.001,
     ):
         self.robot = robot if robot is not None else load_robot()
         if policy is not None and not callable(policy):
             raise TypeError(f"policy: expected a callable obs -> targets, got {type(policy).__name__}")
         if not policy_rate_hz > 0:
             raise ValueError(f"policy_rate_hz: expected a positive rate, got {policy_rate_hz}")
+        if not late_threshold_s > 0:
+            raise ValueError(f"late_threshold_s: expected a positive time in seconds, got {late_threshold_s}")
         if not 1 <= rate_hz <= 20000:
             raise ValueError(f"rate_hz: expected a rate in [1, 20000] Hz, got {rate_hz}")
         self.model = robot_model(self.robot, workspace=workspace)
@@ -168,6 +173,7 @@ class RealTimeLoop:
         cfg.cpu = -1 if cpu is None else int(cpu)
         cfg.lock_memory = bool(lock_memory)
         cfg.log_fsync_interval_s = float(log_fsync_interval_s)
+        cfg.late_threshold_s = float(late_threshold_s)
         self.log_path = None if log_path is None else str(log_path)
         if self.log_path is not None:
             cfg.log_path = self.log_path
