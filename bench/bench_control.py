@@ -101,7 +101,12 @@ def hist_us(h: dict) -> dict:
 
 
 def run_cpp(
-    duration_s: float, realtime: bool, cpu: int | None, busy_cpu: int | None, witness_exe: Path | None = None
+    duration_s: float,
+    realtime: bool,
+    cpu: int | None,
+    busy_cpu: int | None,
+    witness_exe: Path | None = None,
+    cpu_latency_limit_us: int | None = None,
 ) -> dict:
     """One loop run; with `witness_exe`, the empty C ticker runs beside the loop on its CPU (see module doc)."""
     robot = load_robot()
@@ -120,6 +125,7 @@ def run_cpp(
         cpu=cpu,
         lock_memory=realtime,
         late_threshold_s=WITNESS_LOG_THRESHOLD_US * 1e-6,  # log late wakes well below 1 ms, for attribution
+        cpu_latency_limit_us=cpu_latency_limit_us,
     )
     import warnings
 
@@ -151,6 +157,8 @@ def run_cpp(
         "realtime_granted": tel["realtime_granted"],
         "affinity_granted": tel["affinity_granted"],
         "memory_locked": tel["memory_locked"],
+        "cpu_latency_limit_us": cpu_latency_limit_us,
+        "cpu_latency_request_granted": tel["cpu_latency_request_granted"],
         "warnings": [str(w.message) for w in caught],
         "ticks": counters["ticks"],
         "deadline_misses": counters["deadline_misses"],
@@ -286,6 +294,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds per C++ run (default 60)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_control.json"))
+    parser.add_argument(
+        "--cpu-latency-limit-us",
+        type=int,
+        default=None,
+        help="cpp_fifo: hold this CPU wake-up latency request while it runs (PM QoS; 0 = idle CPUs poll)",
+    )
     args = parser.parse_args(argv)
     if not args.duration > 0:
         parser.error("--duration: expected a positive number of seconds")
@@ -298,6 +312,7 @@ def main(argv=None) -> int:
         "policy_rate_hz": 100,
         "busy_cpu": busy_cpu,
         "loop_cpu": loop_cpu,
+        "cpu_latency_limit_us": args.cpu_latency_limit_us,
     }
     if loop_cpu is not None:
         # keep this process (loop and policy threads) off the busy core; the busy process pins itself there
@@ -309,7 +324,14 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         floor_exe = build_floor(Path(tmp))
-        results["cpp_fifo"] = run_cpp(args.duration, True, loop_cpu, busy_cpu, witness_exe=floor_exe)
+        results["cpp_fifo"] = run_cpp(
+            args.duration,
+            True,
+            loop_cpu,
+            busy_cpu,
+            witness_exe=floor_exe,
+            cpu_latency_limit_us=args.cpu_latency_limit_us,
+        )
         results["cpp_normal"] = run_cpp(args.duration, False, None, busy_cpu)
         results["python_ref"] = run_python_reference(min(args.duration, 10.0), loop_cpu, busy_cpu)
         results["c_floor"] = run_c_floor(args.duration, loop_cpu, busy_cpu, floor_exe)

@@ -7,6 +7,8 @@ Timing is asserted with generous bounds only (a loaded 2-core CI machine), never
 """
 
 import math
+import os
+import struct
 import threading
 import time
 import warnings
@@ -368,11 +370,42 @@ def test_late_threshold_sets_which_wakes_are_logged_as_late():
     assert ticks == sorted(ticks) and len(set(ticks)) == len(ticks)
 
 
+def test_cpu_latency_request_held_while_running_or_warned():
+    """The PM QoS request is held exactly while the loop runs when permitted; otherwise a RuntimeWarning."""
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        loop = RealTimeLoop(ROBOT, cpu_latency_limit_us=100)
+        assert not loop.cpu_latency_request_held
+        with loop:
+            held = loop.cpu_latency_request_held
+            in_force_us = _current_cpu_latency_request_us()
+            time.sleep(0.05)
+        assert not loop.cpu_latency_request_held
+    warned = any("CPU latency request" in str(w.message) for w in record if issubclass(w.category, RuntimeWarning))
+    assert held == loop.cpu_latency_request_granted == (not warned)
+    assert loop.telemetry()["cpu_latency_limit_us"] == 100
+    if held:  # the kernel's aggregate request (the smallest one held) was at most ours while we held it
+        assert in_force_us is not None and in_force_us <= 100
+
+
+def _current_cpu_latency_request_us():
+    try:
+        fd = os.open(RealTimeLoop.CPU_LATENCY_DEVICE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return struct.unpack("=i", os.read(fd, 4))[0]
+    finally:
+        os.close(fd)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="rate_hz"):
         RealTimeLoop(ROBOT, rate_hz=0)
     with pytest.raises(TypeError, match="policy"):
         RealTimeLoop(ROBOT, policy=42)
+    with pytest.raises(ValueError, match="cpu_latency_limit_us"):
+        RealTimeLoop(ROBOT, cpu_latency_limit_us=-1)
     with pytest.raises(ValueError, match="late_threshold_s"):
         RealTimeLoop(ROBOT, late_threshold_s=0.0)
     with pytest.raises(ValueError, match="position"):

@@ -25,6 +25,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -51,6 +58,13 @@ def register(subparsers) -> None:
     run.add_argument("--late-threshold", type=_positive, default=0.02, help="UDP: drop states later than this (s)")
     run.add_argument("--realtime-priority", type=int, default=0, help="SCHED_FIFO priority (0: off)")
     run.add_argument("--cpu", type=int, default=None, help="pin the loop thread to this CPU")
+    run.add_argument("--lock-memory", action="store_true", help="mlockall while the loop runs")
+    run.add_argument(
+        "--cpu-latency-limit-us",
+        type=_non_negative_int,
+        default=None,
+        help="hold a CPU wake-up latency request (PM QoS; 0 = idle CPUs poll) while the loop runs",
+    )
     run.add_argument("--summary", default=None, help="also write the final summary as JSON to this path")
     run.add_argument("--no-status", action="store_true", help="no live status line")
     run.set_defaults(func=cmd_run)
@@ -208,6 +222,8 @@ def cmd_run(args) -> int:
         sensor_timeout_s=args.sensor_timeout,
         realtime_priority=args.realtime_priority,
         cpu=args.cpu,
+        lock_memory=args.lock_memory,
+        cpu_latency_limit_us=args.cpu_latency_limit_us,
         log_path=log_path,
     )
     try:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import struct
 import threading
 import time
 import warnings
@@ -122,6 +124,12 @@ class RealTimeLoop:
         policy_overrun_factor: a policy call longer than this many periods logs `policy_overrun`.
         late_threshold_s: a tick waking later than this after its deadline counts as late and logs a
             `late_wake` event (stamped with the wake time, value = lateness in s).
+        cpu_latency_limit_us: while the loop runs, hold a CPU wake-up latency request of this many
+            microseconds (PM QoS, `/dev/cpu_dma_latency`, as cyclictest does): idle CPUs then avoid sleep
+            states that take longer to leave; 0 makes them poll. None (default) leaves the system's setting.
+            On bare metal this removes C-state exit latency; inside a VM, polling keeps the vCPUs busy and may
+            get them descheduled by the host instead (docs/realtime.md). Needs permission (root); otherwise a
+            RuntimeWarning.
     """
 
     def __init__(
@@ -145,6 +153,7 @@ class RealTimeLoop:
         workspace: bool = True,
         policy_overrun_factor: float = 2.0,
         late_threshold_s: float = 0.001,
+        cpu_latency_limit_us: int | None = None,
     ):
         self.robot = robot if robot is not None else load_robot()
         if policy is not None and not callable(policy):
@@ -153,6 +162,11 @@ class RealTimeLoop:
             raise ValueError(f"policy_rate_hz: expected a positive rate, got {policy_rate_hz}")
         if not late_threshold_s > 0:
             raise ValueError(f"late_threshold_s: expected a positive time in seconds, got {late_threshold_s}")
+        if cpu_latency_limit_us is not None and not (0 <= int(cpu_latency_limit_us) <= 2_000_000_000):
+            raise ValueError(f"cpu_latency_limit_us: expected None or microseconds >= 0, got {cpu_latency_limit_us}")
+        self.cpu_latency_limit_us = None if cpu_latency_limit_us is None else int(cpu_latency_limit_us)
+        self._cpu_latency_fd: int | None = None
+        self.cpu_latency_request_granted = False  # whether the last start() got its request
         if not 1 <= rate_hz <= 20000:
             raise ValueError(f"rate_hz: expected a rate in [1, 20000] Hz, got {rate_hz}")
         self.model = robot_model(self.robot, workspace=workspace)
@@ -219,7 +233,13 @@ class RealTimeLoop:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> RealTimeLoop:
-        self.start_warnings = list(self._loop.start())
+        self.start_warnings = []
+        self._hold_cpu_latency_request()
+        try:
+            self.start_warnings += list(self._loop.start())
+        except BaseException:
+            self._release_cpu_latency_request()
+            raise
         for message in self.start_warnings:
             warnings.warn(f"robot_rt control loop: {message}", RuntimeWarning, stacklevel=2)
         if self.policy is not None:
@@ -239,7 +259,42 @@ class RealTimeLoop:
                     policy_join_timeout_s,
                 )
         self._loop.stop()
+        self._release_cpu_latency_request()
         self._drain_events()
+
+    CPU_LATENCY_DEVICE = "/dev/cpu_dma_latency"
+
+    def _hold_cpu_latency_request(self) -> None:
+        # The request lasts while the file stays open (the kernel drops it when the process dies, too).
+        if self.cpu_latency_limit_us is None or self._cpu_latency_fd is not None:
+            return
+        self.cpu_latency_request_granted = False
+        try:
+            fd = os.open(self.CPU_LATENCY_DEVICE, os.O_WRONLY)
+        except OSError as exc:
+            self.start_warnings.append(
+                f"CPU latency request of {self.cpu_latency_limit_us} us refused ({self.CPU_LATENCY_DEVICE}: "
+                f"{exc.strerror}): idle CPUs keep the system's sleep states"
+            )
+            return
+        try:
+            os.write(fd, struct.pack("=i", self.cpu_latency_limit_us))
+        except OSError as exc:
+            os.close(fd)
+            self.start_warnings.append(f"CPU latency request refused ({exc.strerror})")
+            return
+        self._cpu_latency_fd = fd
+        self.cpu_latency_request_granted = True
+
+    def _release_cpu_latency_request(self) -> None:
+        fd, self._cpu_latency_fd = self._cpu_latency_fd, None
+        if fd is not None:
+            os.close(fd)
+
+    @property
+    def cpu_latency_request_held(self) -> bool:
+        """True while this loop holds its `cpu_latency_limit_us` request."""
+        return self._cpu_latency_fd is not None
 
     @property
     def running(self) -> bool:
@@ -327,6 +382,8 @@ class RealTimeLoop:
         out["realtime_granted"] = self._loop.realtime_granted
         out["affinity_granted"] = self._loop.affinity_granted
         out["memory_locked"] = self._loop.memory_locked
+        out["cpu_latency_limit_us"] = self.cpu_latency_limit_us
+        out["cpu_latency_request_granted"] = self.cpu_latency_request_granted
         out["policy"] = {
             "calls": self.policy_calls,
             "exceptions": self.policy_exceptions,
