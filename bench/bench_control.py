@@ -346,7 +346,9 @@ def main(argv=None) -> int:
         }
         if "late_attribution" in results[key]:
             results[key]["targets"]["no_tick_later_than_1ms_not_shared_by_witness"] = (
-                results[key]["late_attribution"]["loop_only"] == 0 and results[key]["deadline_misses"] == 0
+                # a late wake also ends its tick past the next deadline (a miss); the loop's own misses would
+                # show as a tick longer than the period
+                results[key]["late_attribution"]["loop_only"] == 0 and results[key]["tick_duration_us"]["max"] < 1000
             )
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = Path(args.out)
