@@ -38,41 +38,19 @@ from robot_rt.ballistics import (  # noqa: E402
 )
 from robot_rt.ballistics.api import available_backends  # noqa: E402
 from robot_rt.ballistics.reference import MAX_CONTACTS_PER_STEP  # noqa: E402
+from robot_rt.ballistics.sampling import random_incoming  # noqa: E402
 
 X_PLANE = 1.6
 
 
 def incoming_balls(n: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return np.column_stack(
-        [
-            rng.uniform(-1.6, -1.3, n),
-            rng.uniform(-0.3, 0.3, n),
-            rng.uniform(1.0, 1.2, n),
-            rng.uniform(5.0, 7.0, n),
-            rng.uniform(-0.4, 0.4, n),
-            rng.uniform(0.8, 1.8, n),
-            rng.uniform(-60, 60, (n, 3)),
-        ]
-    )
+    return random_incoming(n, seed)
 
 
 def incoming_in_window(n: int, seed: int = 7) -> np.ndarray:
     """Returns from the opponent (x ~ -1.45 m, 6.5-9 m/s) that bounce on the table and reach the plane
     x = 1.6 m 0.3-0.6 s later (the issue's time between the opponent's hit and the robot's)."""
-    rng = np.random.default_rng(seed)
-    m = 4 * n
-    x = np.column_stack(
-        [
-            rng.uniform(-1.6, -1.3, m),
-            rng.uniform(-0.3, 0.3, m),
-            rng.uniform(0.95, 1.15, m),
-            rng.uniform(6.5, 9.0, m),
-            rng.uniform(-0.4, 0.4, m),
-            rng.uniform(0.2, 1.4, m),
-            rng.uniform(-60, 60, (m, 3)),
-        ]
-    )
+    x = random_incoming(4 * n, seed, z_m=(0.95, 1.15), vx_m_s=(6.5, 9.0), vz_m_s=(0.2, 1.4))
     be = "cpu" if "cpu" in available_backends() else "numpy"
     tp = time_to_plane_batch(x, X_PLANE, backend=be)
     lp = landing_point_batch(x, backend=be)

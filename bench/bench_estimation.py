@@ -17,33 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from robot_rt._io import atomic_write_bytes
 from robot_rt.estimation import BallUKF, PolyfitPredictor, ServeGenerator, SimulatedTracker
 
 ROOT = Path(__file__).resolve().parent
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _stats(v):
@@ -282,7 +266,7 @@ def _plot(res, path: Path):
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    _atomic_write(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def main(argv=None):
@@ -306,7 +290,7 @@ def main(argv=None):
     if args.n < 1 or args.eval_every < 1:
         ap.error("--n and --eval-every must be >= 1")
     res = run(args)
-    _atomic_write(args.out, (json.dumps(res, indent=1) + "\n").encode())
+    atomic_write_bytes(args.out, (json.dumps(res, indent=1) + "\n").encode())
     _plot(res, args.png)
     _table(res)
     print(f"wrote {args.out} and {args.png}")

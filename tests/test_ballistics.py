@@ -23,6 +23,7 @@ from robot_rt.ballistics import (
     time_to_plane_batch,
 )
 from robot_rt.ballistics.api import available_backends
+from robot_rt.ballistics.sampling import random_incoming
 
 HAS_CPU = "cpu" in available_backends()
 needs_cpu = pytest.mark.skipif(not HAS_CPU, reason="native extension robot_rt._ballistics not built")
@@ -34,18 +35,7 @@ NO_AERO = dataclasses.replace(P, drag_coefficient=0.0, lift_coefficient_slope=0.
 
 def serves(n: int, seed: int = 0) -> np.ndarray:
     """Balls leaving the opponent's side towards the robot, landing well inside the table."""
-    rng = np.random.default_rng(seed)
-    return np.column_stack(
-        [
-            rng.uniform(-1.6, -1.3, n),
-            rng.uniform(-0.3, 0.3, n),
-            rng.uniform(1.0, 1.2, n),
-            rng.uniform(5.0, 7.0, n),
-            rng.uniform(-0.4, 0.4, n),
-            rng.uniform(0.8, 1.8, n),
-            rng.uniform(-60, 60, (n, 3)),
-        ]
-    )
+    return random_incoming(n, seed)
 
 
 # ------------------------------------------------------------------------- independent solutions
@@ -456,3 +446,15 @@ def test_single_ball_accepts_torch_and_lists(backend):
     assert simulate(torch.tensor(y0), 0.1, 1e-3, backend=backend).states.shape == (101, 9)
     with pytest.raises(TypeError, match="state must be float32 or float64"):
         time_to_plane(torch.zeros(9, dtype=torch.int64), 1.6, backend=backend)
+
+
+def test_random_incoming_ranges_and_seed():
+    x = random_incoming(500, seed=3, vz_m_s=(0.0, 0.5))
+    assert x.shape == (500, 9)
+    assert np.array_equal(x, random_incoming(500, seed=3, vz_m_s=(0.0, 0.5)))
+    assert not np.array_equal(x, random_incoming(500, seed=4, vz_m_s=(0.0, 0.5)))
+    assert (x[:, 0] >= -1.6).all() and (x[:, 0] <= -1.3).all()
+    assert (x[:, 5] >= 0.0).all() and (x[:, 5] <= 0.5).all()
+    assert (np.abs(x[:, 6:]) <= 60.0).all()
+    with pytest.raises(ValueError, match="n:"):
+        random_incoming(-1)
