@@ -9,6 +9,7 @@ import io
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,17 @@ __all__ = [
 ]
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def _default_file_mode() -> int:
+    """0o666 minus the process umask: what open() would give a new file (mkstemp's own is 0o600)."""
+    with _UMASK_LOCK:  # os.umask can only be read by setting it
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, ``os.replace``)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -36,6 +48,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), _default_file_mode())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

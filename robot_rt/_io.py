@@ -5,7 +5,18 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
+
+_UMASK_LOCK = threading.Lock()
+
+
+def _default_file_mode() -> int:
+    """0o666 minus the process umask: what open() would give a new file (mkstemp's own is 0o600)."""
+    with _UMASK_LOCK:  # os.umask can only be read by setting it
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -16,6 +27,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
+            os.fchmod(handle.fileno(), _default_file_mode())
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
