@@ -198,6 +198,10 @@ bool dispatch_dtype(int dtype, F&& f) {
   }
 }
 
+// Status bits of the CPU kernels that validate values during their pass over the inputs (the Python wrappers,
+// percept_fast/ops/_common.py:raise_input_flags, turn them into the ValueError naming the argument).
+enum InputFlags : int { kNonFiniteX = 1, kNonFiniteY = 2, kNonFiniteWeight = 4, kNegativeWeight = 8 };
+
 #if !defined(__CUDACC__)
 // Number of worker threads: PF_NUM_THREADS if set, else the hardware concurrency.
 inline int num_threads() {

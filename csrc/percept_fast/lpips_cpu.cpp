@@ -1,5 +1,8 @@
 // lpips_distance, CPU kernel: one fused pass over both feature maps (every element read once), fp32
 // accumulation (fp64 for fp64 inputs), threads over (batch, tile of pixels). Maths: lpips_kernel.h.
+// The same pass validates the values: a NaN/Inf input makes its pixel's sum of squares non-finite, and only such
+// pixels are re-read (a finite sum of squares that overflowed is not an error); the weight is checked up front.
+#include <atomic>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -12,10 +15,36 @@ namespace {
 
 // pixels per tile: 16 keeps the five running sums of the pixel-inner loop in AVX2 registers
 constexpr int64_t kTile = 16;
+// elements (of each input) a worker thread must get before one is started: a thread start costs tens of us (more
+// on a loaded machine), about what summing 256K elements takes
+constexpr int64_t kMinWorkPerThread = int64_t{1} << 18;
+// longest lane set of the flat small-plane path: lcm(P, 8) for P < kTile
+constexpr int64_t kFlatMax = 128;
+
+// Cold path: pixel p of sample b (its sum of squares was not finite) holds a NaN/Inf element.
+template <typename T>
+bool pixel_has_nonfinite(const View4<T>& v, int64_t b, int64_t p) {
+  using Acc = typename AccOf<T>::type;
+  const int64_t W = v.size[3], h = p / W, w = p % W;
+  for (int64_t c = 0; c < v.size[1]; ++c)
+    if (!std::isfinite(Load<Acc, T>::get(v.ptr(b, c, h, w)))) return true;
+  return false;
+}
+
+// Records which input holds a NaN/Inf when a pixel's sums of squares sxx / syy are not finite.
+template <typename T, typename Acc>
+inline void check_pixel(const View4<T>& x, const View4<T>& y, int64_t b, int64_t p, Acc sxx, Acc syy,
+                        std::atomic<int>& flags) {
+  if (std::isfinite(sxx) && std::isfinite(syy)) return;
+  int f = 0;
+  if (!std::isfinite(sxx) && pixel_has_nonfinite(x, b, p)) f |= kNonFiniteX;
+  if (!std::isfinite(syy) && pixel_has_nonfinite(y, b, p)) f |= kNonFiniteY;
+  if (f) flags.fetch_or(f, std::memory_order_relaxed);
+}
 
 template <typename T, typename Acc, bool kWeighted, bool kContig, int kN = 0>
 Acc lpips_tile_pixel_inner(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc eps, int mode, int64_t b,
-                           int64_t p0, int64_t np_rt, Acc* map_row) {
+                           int64_t p0, int64_t np_rt, Acc* map_row, std::atomic<int>& flags) {
   // kN > 0: compile-time pixel count (a whole tile, or a small plane), so the running sums live in registers
   const int64_t np = kN > 0 ? kN : np_rt;
   const int64_t C = x.size[1], W = x.size[3];
@@ -70,6 +99,7 @@ Acc lpips_tile_pixel_inner(const View4<T>& x, const View4<T>& y, const Acc* wt, 
   }
   Acc sum = 0;
   for (int64_t i = 0; i < np; ++i) {
+    check_pixel(x, y, b, p0 + i, axx[i], ayy[i], flags);
     const Acc d = kWeighted ? lpips_pixel(axx[i], ayy[i], awxx[i], awyy[i], awxy[i], eps, mode)
                             : lpips_pixel(axx[i], ayy[i], axx[i], ayy[i], awxy[i], eps, mode);
     if (map_row) map_row[p0 + i] = d;
@@ -81,7 +111,7 @@ Acc lpips_tile_pixel_inner(const View4<T>& x, const View4<T>& y, const Acc* wt, 
 // Channels-last (channel stride 1 in both): per pixel, a contiguous channel vector reduced in 8 lanes.
 template <typename T, typename Acc, bool kWeighted>
 Acc lpips_tile_channels_last(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc eps, int mode, int64_t b,
-                             int64_t p0, int64_t np, Acc* map_row) {
+                             int64_t p0, int64_t np, Acc* map_row, std::atomic<int>& flags) {
   constexpr int L = 8;
   const int64_t C = x.size[1], W = x.size[3];
   Acc sum = 0;
@@ -125,6 +155,7 @@ Acc lpips_tile_channels_last(const View4<T>& x, const View4<T>& y, const Acc* wt
       swyy += awyy[l];
       swxy += awxy[l];
     }
+    check_pixel(x, y, b, p, sxx, syy, flags);
     const Acc d = kWeighted ? lpips_pixel(sxx, syy, swxx, swyy, swxy, eps, mode)
                             : lpips_pixel(sxx, syy, sxx, syy, swxy, eps, mode);
     if (map_row) map_row[p] = d;
@@ -133,34 +164,105 @@ Acc lpips_tile_channels_last(const View4<T>& x, const View4<T>& y, const Acc* wt
   return sum;
 }
 
+// Small planes (P < kTile) whose C planes are adjacent (channel stride P, as in a contiguous tensor): the sample is
+// one contiguous run of C * P elements and element j belongs to pixel j % P. The running sums are kept per lane
+// j % L (L = lcm(P, 8), a whole number of pixels), so the inner loop walks contiguous memory and vectorises,
+// instead of a P-long pixel loop per channel; the lanes are folded into pixels at the end.
+// wexp: the weight expanded to one value per element of the run (wexp[c * P + p] = w[c]).
 template <typename T, typename Acc, bool kWeighted>
-void lpips_run(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc eps, int mode, Acc* out, Acc* map) {
+Acc lpips_sample_flat(const View4<T>& x, const View4<T>& y, const Acc* wexp, Acc eps, int mode, int64_t b,
+                      Acc* map_row, std::atomic<int>& flags) {
+  const int64_t P = x.size[2] * x.size[3], n = x.size[1] * P;
+  int64_t L = 8;
+  while (L % P != 0) L += 8;
+  Acc axx[kFlatMax], ayy[kFlatMax], awxx[kFlatMax], awyy[kFlatMax], awxy[kFlatMax];
+  for (int64_t j = 0; j < L; ++j) axx[j] = ayy[j] = awxx[j] = awyy[j] = awxy[j] = Acc(0);
+  const T* xs = x.data + b * x.stride[0];
+  const T* ys = y.data + b * y.stride[0];
+  const auto step = [&](int64_t j0, int64_t m) {
+    for (int64_t j = 0; j < m; ++j) {
+      const Acc xv = Load<Acc, T>::get(xs + j0 + j), yv = Load<Acc, T>::get(ys + j0 + j);
+      axx[j] = std::fma(xv, xv, axx[j]);
+      ayy[j] = std::fma(yv, yv, ayy[j]);
+      if (kWeighted) {
+        const Acc wc = wexp[j0 + j], wx = wc * xv, wy = wc * yv;
+        awxx[j] = std::fma(wx, xv, awxx[j]);
+        awyy[j] = std::fma(wy, yv, awyy[j]);
+        awxy[j] = std::fma(wx, yv, awxy[j]);
+      } else {
+        awxy[j] = std::fma(xv, yv, awxy[j]);
+      }
+    }
+  };
+  int64_t j0 = 0;
+  for (; j0 + L <= n; j0 += L) step(j0, L);
+  step(j0, n - j0);  // the tail starts at a multiple of L, so lane j is still pixel j % P
+  Acc sum = 0;
+  for (int64_t p = 0; p < P; ++p) {
+    Acc sxx = 0, syy = 0, swxx = 0, swyy = 0, swxy = 0;
+    for (int64_t j = p; j < L; j += P) {
+      sxx += axx[j];
+      syy += ayy[j];
+      swxx += awxx[j];
+      swyy += awyy[j];
+      swxy += awxy[j];
+    }
+    check_pixel(x, y, b, p, sxx, syy, flags);
+    const Acc d = kWeighted ? lpips_pixel(sxx, syy, swxx, swyy, swxy, eps, mode)
+                            : lpips_pixel(sxx, syy, sxx, syy, swxy, eps, mode);
+    if (map_row) map_row[p] = d;
+    sum += d;
+  }
+  return sum;
+}
+
+// Returns InputFlags (0 when every value was finite).
+template <typename T, typename Acc, bool kWeighted>
+int lpips_run(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc eps, int mode, Acc* out, Acc* map) {
   const int64_t B = x.size[0], C = x.size[1], H = x.size[2], W = x.size[3], P = H * W;
   const bool contig = pixels_unit_stride(x.size, x.stride) && pixels_unit_stride(y.size, y.stride);
   const bool chlast = !contig && C > 1 && x.stride[1] == 1 && y.stride[1] == 1;
+  std::atomic<int> flags{0};
+  // per-sample tasks, each a whole number of samples' work, at least kMinWorkPerThread elements per thread
+  const int64_t min_samples = std::max<int64_t>(1, kMinWorkPerThread / (C * P));
+  if (contig && P < kTile && x.stride[1] == P && y.stride[1] == P) {
+    static thread_local std::vector<Acc> wexp;  // reused across calls: no allocation per call
+    if (kWeighted) {
+      wexp.resize(static_cast<size_t>(C * P));
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t p = 0; p < P; ++p) wexp[static_cast<size_t>(c * P + p)] = wt[c];
+    }
+    const Acc* we = wexp.data();
+    parallel_for(B, min_samples, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b)
+        out[b] = lpips_sample_flat<T, Acc, kWeighted>(x, y, we, eps, mode, b, map ? map + b * P : nullptr, flags) /
+                 static_cast<Acc>(P);
+    });
+    return flags.load();
+  }
   const int64_t ntiles = (P + kTile - 1) / kTile;
   const int64_t ntasks = B * ntiles;
   std::vector<Acc> partial(static_cast<size_t>(ntasks), Acc(0));
-  const int64_t min_tasks = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, kTile * C));
+  const int64_t min_tasks = std::max<int64_t>(1, kMinWorkPerThread / std::max<int64_t>(1, kTile * C));
   parallel_for(ntasks, min_tasks, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / ntiles, p0 = (t % ntiles) * kTile, np = std::min(kTile, P - p0);
       Acc* map_row = map ? map + b * P : nullptr;
       Acc s;
       if (contig && np == kTile)
-        s = lpips_tile_pixel_inner<T, Acc, kWeighted, true, kTile>(x, y, wt, eps, mode, b, p0, np, map_row);
+        s = lpips_tile_pixel_inner<T, Acc, kWeighted, true, kTile>(x, y, wt, eps, mode, b, p0, np, map_row, flags);
       else if (contig && np == 8)
-        s = lpips_tile_pixel_inner<T, Acc, kWeighted, true, 8>(x, y, wt, eps, mode, b, p0, np, map_row);
+        s = lpips_tile_pixel_inner<T, Acc, kWeighted, true, 8>(x, y, wt, eps, mode, b, p0, np, map_row, flags);
       else if (contig && np == 4)
-        s = lpips_tile_pixel_inner<T, Acc, kWeighted, true, 4>(x, y, wt, eps, mode, b, p0, np, map_row);
+        s = lpips_tile_pixel_inner<T, Acc, kWeighted, true, 4>(x, y, wt, eps, mode, b, p0, np, map_row, flags);
       else if (contig && np == 1)
-        s = lpips_tile_pixel_inner<T, Acc, kWeighted, true, 1>(x, y, wt, eps, mode, b, p0, np, map_row);
+        s = lpips_tile_pixel_inner<T, Acc, kWeighted, true, 1>(x, y, wt, eps, mode, b, p0, np, map_row, flags);
       else if (contig)
-        s = lpips_tile_pixel_inner<T, Acc, kWeighted, true>(x, y, wt, eps, mode, b, p0, np, map_row);
+        s = lpips_tile_pixel_inner<T, Acc, kWeighted, true>(x, y, wt, eps, mode, b, p0, np, map_row, flags);
       else if (chlast)
-        s = lpips_tile_channels_last<T, Acc, kWeighted>(x, y, wt, eps, mode, b, p0, np, map_row);
+        s = lpips_tile_channels_last<T, Acc, kWeighted>(x, y, wt, eps, mode, b, p0, np, map_row, flags);
       else
-        s = lpips_tile_pixel_inner<T, Acc, kWeighted, false>(x, y, wt, eps, mode, b, p0, np, map_row);
+        s = lpips_tile_pixel_inner<T, Acc, kWeighted, false>(x, y, wt, eps, mode, b, p0, np, map_row, flags);
       partial[static_cast<size_t>(t)] = s;
     }
   });
@@ -170,17 +272,32 @@ void lpips_run(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc eps, int
     for (int64_t j = 0; j < ntiles; ++j) s += partial[static_cast<size_t>(b * ntiles + j)];
     out[b] = s / static_cast<Acc>(P);
   }
+  return flags.load();
+}
+
+// InputFlags of the weight: every value finite and >= 0 (checked before the pass; O(C)).
+template <typename Acc>
+int weight_flags(const Acc* w, int64_t C) {
+  int f = 0;
+  for (int64_t c = 0; c < C; ++c) {
+    if (!std::isfinite(w[c])) f |= kNonFiniteWeight;
+    else if (w[c] < Acc(0)) f |= kNegativeWeight;
+  }
+  return f;
 }
 
 // out: [B] accumulation dtype (float32; float64 for float64 inputs); map: [B, H*W] same dtype or 0;
-// weight: [C] contiguous accumulation dtype or 0 (unweighted).
-void lpips_forward(const TensorArg& fx, const TensorArg& fy, uintptr_t weight, double eps, int mode, uintptr_t out,
-                   uintptr_t map) {
+// weight: [C] contiguous accumulation dtype or 0 (unweighted). Returns InputFlags: a non-zero weight flag means
+// nothing was computed; NaN/Inf features are reported after the pass (out / map then hold NaN/Inf; the caller
+// raises instead of returning them).
+int lpips_forward(const TensorArg& fx, const TensorArg& fy, uintptr_t weight, double eps, int mode, uintptr_t out,
+                  uintptr_t map) {
   const RawView4 x = to_view(fx, "fx"), y = to_view(fy, "fy");
   check_feature_pair(x, y, "lpips_forward");
   if (out == 0) throw std::invalid_argument("lpips_forward: null out");
   if (mode != kNormLpips && mode != kNormStable) throw std::invalid_argument("lpips_forward: bad mode");
   pybind11::gil_scoped_release nogil;
+  int flags = 0;
   dispatch_dtype(x.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     using Acc = typename AccOf<T>::type;
@@ -188,17 +305,20 @@ void lpips_forward(const TensorArg& fx, const TensorArg& fy, uintptr_t weight, d
     const Acc* w = reinterpret_cast<const Acc*>(weight);
     Acc* o = reinterpret_cast<Acc*>(out);
     Acc* m = reinterpret_cast<Acc*>(map);
+    if (w && (flags = weight_flags(w, x.size[1])) != 0) return;
     if (w)
-      lpips_run<T, Acc, true>(xv, yv, w, static_cast<Acc>(eps), mode, o, m);
+      flags = lpips_run<T, Acc, true>(xv, yv, w, static_cast<Acc>(eps), mode, o, m);
     else
-      lpips_run<T, Acc, false>(xv, yv, w, static_cast<Acc>(eps), mode, o, m);
+      flags = lpips_run<T, Acc, false>(xv, yv, w, static_cast<Acc>(eps), mode, o, m);
   });
+  return flags;
 }
 
 void register_lpips(pybind11::module_& m) {
   m.def("lpips_forward", &lpips_forward, pybind11::arg("fx"), pybind11::arg("fy"), pybind11::arg("weight"),
         pybind11::arg("eps"), pybind11::arg("mode"), pybind11::arg("out"), pybind11::arg("map"),
-        "Fused LPIPS layer distance: out[b] = mean_hw sum_c w_c (x/n(x) - y/n(y))^2 (map[b, hw] if map != 0).");
+        "Fused LPIPS layer distance: out[b] = mean_hw sum_c w_c (x/n(x) - y/n(y))^2 (map[b, hw] if map != 0). "
+        "Returns input flags: 1 fx / 2 fy has NaN or Inf, 4 weight has NaN or Inf, 8 weight is negative.");
 }
 
 }  // namespace

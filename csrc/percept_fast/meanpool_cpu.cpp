@@ -1,7 +1,10 @@
 // meanpool_distance, CPU kernel: spatial channel means of both maps in one pass (every element read once,
 // fp32 lanes summed into fp64 per block), then unit-normalisation and squared distance / C per sample
-// (meanpool_finalize in lpips_kernel.h, shared with CUDA).
+// (meanpool_finalize in lpips_kernel.h, shared with CUDA). A NaN/Inf input makes its sample's distance NaN, so
+// only such samples are re-checked (sums, then the planes whose sum is not finite): validation costs no extra pass.
+#include <array>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 #include "lpips_kernel.h"
@@ -11,6 +14,38 @@ namespace percept_fast {
 namespace {
 
 constexpr int64_t kBlock = 1024;  // elements per fp32 partial before it is added to the fp64 total
+// elements a worker thread must get before one is started: a thread start costs tens of us (more on a loaded
+// machine), about what summing 256K elements takes
+constexpr int64_t kMinWorkPerThread = int64_t{1} << 18;
+// planes up to this size, when adjacent (channel stride P), are summed by small_plane_sums
+constexpr int64_t kSmallPlane = 16;
+
+// Sums of n adjacent planes of kP pixels each (base[c * kP + p]). kP is a compile-time constant so the loop over
+// planes vectorises (kP-strided loads, permuted into lanes) instead of a kP-long scalar sum per plane: small planes
+// (ResNet layer4 at 64 px: 2x2) are otherwise bound by the per-plane overhead, not by memory.
+template <typename T, typename Acc, int kP>
+void small_plane_sums(const T* base, int64_t n, double* out) {
+  for (int64_t c = 0; c < n; ++c) {
+    Acc s = 0;
+    for (int p = 0; p < kP; ++p) s += Load<Acc, T>::get(base + c * kP + p);
+    out[c] = static_cast<double>(s);
+  }
+}
+
+template <typename T>
+using SmallSumsFn = void (*)(const T*, int64_t, double*);
+
+template <typename T, size_t... I>
+constexpr std::array<SmallSumsFn<T>, sizeof...(I)> small_sums_table(std::index_sequence<I...>) {
+  return {&small_plane_sums<T, typename AccOf<T>::type, static_cast<int>(I) + 1>...};
+}
+
+// small_plane_sums for P = 1..kSmallPlane, indexed by P - 1.
+template <typename T>
+SmallSumsFn<T> small_sums_for(int64_t P) {
+  static constexpr auto table = small_sums_table<T>(std::make_index_sequence<kSmallPlane>{});
+  return table[static_cast<size_t>(P - 1)];
+}
 
 // Sum of the P pixels of plane (b, c) of v (any strides).
 template <typename T, typename Acc>
@@ -77,9 +112,10 @@ void plane_sums_pair(const View4<T>& x, const View4<T>& y, std::vector<double>& 
   const int64_t B = x.size[0], C = x.size[1], P = x.size[2] * x.size[3];
   constexpr int64_t kPlanes = 64;
   const int64_t nc = (C + kPlanes - 1) / kPlanes, nt = B * nc;
-  // a worker is started only for >= 256K elements (~0.1 ms of summing; a thread start costs tens of us, more on a
-  // loaded machine)
-  parallel_for(2 * nt, std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(1, P * kPlanes)),
+  // small adjacent planes of both maps: summed kPlanes at a time by small_plane_sums
+  const SmallSumsFn<T> small =
+      P <= kSmallPlane && (C == 1 || (x.stride[1] == P && y.stride[1] == P)) ? small_sums_for<T>(P) : nullptr;
+  parallel_for(2 * nt, std::max<int64_t>(1, kMinWorkPerThread / std::max<int64_t>(1, P * kPlanes)),
                [&](int64_t t0, int64_t t1) {
                  for (int64_t t = t0; t < t1; ++t) {
                    const bool second = t >= nt;
@@ -87,7 +123,10 @@ void plane_sums_pair(const View4<T>& x, const View4<T>& y, std::vector<double>& 
                    double* out = second ? sy.data() : sx.data();
                    const int64_t u = second ? t - nt : t;
                    const int64_t b = u / nc, c0 = (u % nc) * kPlanes, c1 = std::min(C, c0 + kPlanes);
-                   for (int64_t c = c0; c < c1; ++c) out[b * C + c] = plane_sum<T, Acc>(v, b, c, true);
+                   if (small)
+                     small(v.ptr(b, c0, 0, 0), c1 - c0, out + b * C + c0);
+                   else
+                     for (int64_t c = c0; c < c1; ++c) out[b * C + c] = plane_sum<T, Acc>(v, b, c, true);
                  }
                });
 }
@@ -100,7 +139,7 @@ void channel_sums(const View4<T>& v, std::vector<double>& sums) {
   if (!unit && C > 1 && v.stride[1] == 1) {
     constexpr int64_t kStripe = 256;
     const int64_t ns = (C + kStripe - 1) / kStripe;
-    parallel_for(B * ns, std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, P * kStripe)),
+    parallel_for(B * ns, std::max<int64_t>(1, kMinWorkPerThread / std::max<int64_t>(1, P * kStripe)),
                  [&](int64_t t0, int64_t t1) {
                    for (int64_t t = t0; t < t1; ++t) {
                      const int64_t b = t / ns, c0 = (t % ns) * kStripe, c1 = std::min(C, c0 + kStripe);
@@ -112,7 +151,7 @@ void channel_sums(const View4<T>& v, std::vector<double>& sums) {
   // tasks of up to 64 planes of one sample (no per-plane index division: small planes are cheap)
   constexpr int64_t kPlanes = 64;
   const int64_t nc = (C + kPlanes - 1) / kPlanes;
-  parallel_for(B * nc, std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, P * kPlanes)),
+  parallel_for(B * nc, std::max<int64_t>(1, kMinWorkPerThread / std::max<int64_t>(1, P * kPlanes)),
                [&](int64_t t0, int64_t t1) {
                  for (int64_t t = t0; t < t1; ++t) {
                    const int64_t b = t / nc, c0 = (t % nc) * kPlanes, c1 = std::min(C, c0 + kPlanes);
@@ -121,13 +160,25 @@ void channel_sums(const View4<T>& v, std::vector<double>& sums) {
                });
 }
 
-// out: [B] in the accumulation dtype (float32; float64 for float64 inputs).
-void meanpool_forward(const TensorArg& fx, const TensorArg& fy, double eps, int mode, uintptr_t out) {
+// Cold path: plane (b, c) of v holds a NaN/Inf element (its sum was not finite; finite values can overflow it).
+template <typename T>
+bool plane_has_nonfinite(const View4<T>& v, int64_t b, int64_t c) {
+  using Acc = typename AccOf<T>::type;
+  for (int64_t h = 0; h < v.size[2]; ++h)
+    for (int64_t w = 0; w < v.size[3]; ++w)
+      if (!std::isfinite(Load<Acc, T>::get(v.ptr(b, c, h, w)))) return true;
+  return false;
+}
+
+// out: [B] in the accumulation dtype (float32; float64 for float64 inputs). Returns InputFlags (NaN/Inf in fx / fy;
+// out then holds NaN for those samples and the caller raises instead of returning it).
+int meanpool_forward(const TensorArg& fx, const TensorArg& fy, double eps, int mode, uintptr_t out) {
   const RawView4 x = to_view(fx, "fx"), y = to_view(fy, "fy");
   check_feature_pair(x, y, "meanpool_forward");
   if (out == 0) throw std::invalid_argument("meanpool_forward: null out");
   if (mode != kNormLpips && mode != kNormStable) throw std::invalid_argument("meanpool_forward: bad mode");
   pybind11::gil_scoped_release nogil;
+  int flags = 0;
   dispatch_dtype(x.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     using Acc = typename AccOf<T>::type;
@@ -152,14 +203,22 @@ void meanpool_forward(const TensorArg& fx, const TensorArg& fy, double eps, int 
         my[static_cast<size_t>(c)] = static_cast<Acc>(sy[static_cast<size_t>(b * C + c)] * inv_p);
       }
       o[b] = meanpool_finalize<Acc>(mx.data(), my.data(), C, 1, static_cast<Acc>(eps), mode);
+      if (std::isfinite(o[b])) continue;  // a NaN/Inf mean makes the distance NaN (Inf * 0 or NaN)
+      for (int64_t c = 0; c < C; ++c) {
+        const size_t i = static_cast<size_t>(b * C + c);
+        if (!std::isfinite(sx[i]) && plane_has_nonfinite(vx, b, c)) flags |= kNonFiniteX;
+        if (!std::isfinite(sy[i]) && plane_has_nonfinite(vy, b, c)) flags |= kNonFiniteY;
+      }
     }
   });
+  return flags;
 }
 
 void register_meanpool(pybind11::module_& m) {
   m.def("meanpool_forward", &meanpool_forward, pybind11::arg("fx"), pybind11::arg("fy"), pybind11::arg("eps"),
         pybind11::arg("mode"), pybind11::arg("out"),
-        "Meanpool distance: out[b] = sum_c (m/n(m) - k/n(k))^2 / C with m, k the spatial channel means.");
+        "Meanpool distance: out[b] = sum_c (m/n(m) - k/n(k))^2 / C with m, k the spatial channel means. "
+        "Returns input flags: 1 fx / 2 fy has NaN or Inf.");
 }
 
 }  // namespace

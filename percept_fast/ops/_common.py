@@ -162,9 +162,16 @@ def check_tensor(
         raise TypeError(f"{op}: {name} must be float32, float16 or bfloat16 (or float64), got {t.dtype}")
     if t.numel() == 0 and not allow_empty:
         raise ValueError(f"{op}: {name} is empty (shape {tuple(t.shape)}); every dimension must be >= 1")
-    if check_finite and t.numel() > 0 and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{op}: {name} contains NaN or Inf")
+    if check_finite:
+        check_finite_values(t, name, op=op)
     return t
+
+
+def check_finite_values(t: torch.Tensor, name: str, *, op: str = "op") -> None:
+    """NaN/Inf scan (one extra read of ``t``; the CPU kernels do it in their own pass instead, see
+    :func:`raise_input_flags`)."""
+    if t.numel() > 0 and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{op}: {name} contains NaN or Inf")
 
 
 def check_pair(fx: torch.Tensor, fy: torch.Tensor, names: tuple[str, str] = ("fx", "fy"), *, op: str = "op") -> None:
@@ -191,8 +198,12 @@ def check_weight(
     *,
     op: str = "op",
     nonnegative: bool = False,
+    check_values: bool = True,
 ) -> torch.Tensor | None:
-    """Per-channel weight of shape [C] or [1, C, 1, 1] (as lpips' lin layers); returns it flattened to [C]."""
+    """Per-channel weight of shape [C] or [1, C, 1, 1] (as lpips' lin layers); returns it flattened to [C].
+
+    ``check_values=False`` skips the finite / non-negative scan (two small tensor ops, ~15 us) for a caller whose
+    kernel checks the values itself (:func:`raise_input_flags`)."""
     if weight is None:
         return None
     if not isinstance(weight, torch.Tensor):
@@ -205,10 +216,11 @@ def check_weight(
         raise TypeError(f"{op}: {name} must be a floating tensor, got {weight.dtype}")
     if weight.device != like.device:
         raise ValueError(f"{op}: {name} must be on {like.device} like the features, got {weight.device}")
-    if not bool(torch.isfinite(weight).all()):
-        raise ValueError(f"{op}: {name} contains NaN or Inf")
-    if nonnegative and bool((weight < 0).any()):
-        raise ValueError(f"{op}: {name} must be non-negative (lpips' lin weights are)")
+    if check_values:
+        if not bool(torch.isfinite(weight).all()):
+            raise ValueError(f"{op}: {name} contains NaN or Inf")
+        if nonnegative and bool((weight < 0).any()):
+            raise ValueError(f"{op}: {name} must be non-negative (lpips' lin weights are)")
     return weight.reshape(channels)
 
 
@@ -224,6 +236,42 @@ def check_eps(eps: object, *, op: str = "op") -> float:
 def out_dtype(dtype: torch.dtype) -> torch.dtype:
     """Distances are accumulated and returned in float32 (float64 for float64 inputs)."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# ---------------------------------------------------------------------------------- kernel-side validation
+
+# InputFlags of the CPU kernels (csrc/percept_fast/common.h): the kernels check the values during their own pass
+# over the inputs (no extra read) and return which argument held a bad one.
+NONFINITE_X, NONFINITE_Y, NONFINITE_WEIGHT, NEGATIVE_WEIGHT = 1, 2, 4, 8
+
+
+def raise_input_flags(flags: int, names: Sequence[str], *, op: str = "op", check_finite: bool = True) -> None:
+    """Raises the ValueError :func:`check_tensor` / :func:`check_weight` would have raised for the kernel's ``flags``
+    (``names``: the features', then the weight's). Weight flags always raise; NaN/Inf features only with
+    ``check_finite``. Called before the kernel's output is returned, which is then dropped."""
+    if flags & NONFINITE_WEIGHT:
+        raise ValueError(f"{op}: {names[2]} contains NaN or Inf")
+    if flags & NEGATIVE_WEIGHT:
+        raise ValueError(f"{op}: {names[2]} must be non-negative (lpips' lin weights are)")
+    if check_finite:
+        for bit, name in ((NONFINITE_X, names[0]), (NONFINITE_Y, names[1])):
+            if flags & bit:
+                raise ValueError(f"{op}: {name} contains NaN or Inf")
+
+
+def direct_call_ok(*tensors: torch.Tensor | None) -> bool:
+    """True when calling an op's forward function directly is equivalent to calling its ``torch.library`` custom
+    op: no autograd to record, no torch.compile / dispatch-mode tracing, no functorch transform, plain tensors.
+    The custom op's dispatch costs ~20 us a call, as much as the kernel of a small layer."""
+    if torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() > 0:
+        return False
+    if torch._C._is_torch_function_mode_enabled() or torch._C._are_functorch_transforms_active():
+        return False
+    grad = torch.is_grad_enabled()
+    for t in tensors:
+        if t is not None and (type(t) is not torch.Tensor or (grad and t.requires_grad)):
+            return False
+    return True
 
 
 # ------------------------------------------------------------------------------------------- native args

@@ -187,7 +187,7 @@ def _triton_kernel():
     return _TRITON_KERNELS[key]
 
 
-def _forward_triton(fx, fy, w, eps, mode, spatial):
+def _forward_triton(fx, fy, w, eps, mode, spatial, check_finite=False, layer=-1):
     B, C, H, W = fx.shape
     P = H * W
     cdt = cm.out_dtype(fx.dtype)
@@ -225,12 +225,18 @@ def _forward_triton(fx, fy, w, eps, mode, spatial):
 # ------------------------------------------------------------------------------------------ native calls
 
 
-def _forward_cpu(fx, fy, w, eps, mode, spatial):
+def _names(layer: int) -> tuple[str, str, str]:
+    """The argument names of layer ``layer`` in error messages (-1: a single-tensor call)."""
+    return ("fx", "fy", "weight") if layer < 0 else (f"fx[{layer}]", f"fy[{layer}]", f"weight[{layer}]")
+
+
+def _forward_cpu(fx, fy, w, eps, mode, spatial, check_finite=False, layer=-1):
+    # the kernel validates the weight (finite, >= 0) and, in its pass, the features (NaN/Inf): see _layer
     B, _, H, W = fx.shape
     cdt = cm.out_dtype(fx.dtype)
     out = torch.empty(B, dtype=cdt)
     dmap = torch.empty(B, 1, H, W, dtype=cdt) if spatial else None
-    cm.cpu_module().lpips_forward(
+    flags = cm.cpu_module().lpips_forward(
         cm.tensor_arg(fx),
         cm.tensor_arg(fy),
         w.data_ptr() if w is not None else 0,
@@ -239,10 +245,12 @@ def _forward_cpu(fx, fy, w, eps, mode, spatial):
         out.data_ptr(),
         dmap.data_ptr() if dmap is not None else 0,
     )
+    if flags:
+        cm.raise_input_flags(flags, _names(layer), op=OP, check_finite=check_finite)
     return dmap if spatial else out
 
 
-def _forward_cuda(fx, fy, w, eps, mode, spatial):
+def _forward_cuda(fx, fy, w, eps, mode, spatial, check_finite=False, layer=-1):
     B, _, H, W = fx.shape
     cdt = cm.out_dtype(fx.dtype)
     mod = cm.cuda_module()
@@ -280,12 +288,14 @@ def _lpips_layer_op(
     mode: int,
     spatial: bool,
     backend: str,
+    check_finite: bool = False,
+    layer: int = -1,
 ) -> torch.Tensor:
-    return _FORWARDS[backend](fx, fy, weight, eps, mode, spatial)
+    return _FORWARDS[backend](fx, fy, weight, eps, mode, spatial, check_finite, layer)
 
 
 @_lpips_layer_op.register_fake
-def _lpips_layer_fake(fx, fy, weight, eps, mode, spatial, backend):
+def _lpips_layer_fake(fx, fy, weight, eps, mode, spatial, backend, check_finite=False, layer=-1):
     B, _, H, W = fx.shape
     shape = (B, 1, H, W) if spatial else (B,)
     return fx.new_empty(shape, dtype=cm.out_dtype(fx.dtype))
@@ -329,7 +339,7 @@ def lpips_layer_backward(fx, fy, weight, eps, mode, spatial, grad, need_w=True):
 
 
 def _setup_context(ctx, inputs, output):
-    fx, fy, weight, eps, mode, spatial, _backend = inputs
+    fx, fy, weight, eps, mode, spatial = inputs[:6]
     ctx.save_for_backward(fx, fy, weight)
     ctx.eps, ctx.mode, ctx.spatial = eps, mode, spatial
 
@@ -338,7 +348,7 @@ def _backward(ctx, grad):
     fx, fy, weight = ctx.saved_tensors
     need = ctx.needs_input_grad
     gx, gy, gw = lpips_layer_backward(fx, fy, weight, ctx.eps, ctx.mode, ctx.spatial, grad, need_w=need[2])
-    return (gx if need[0] else None), (gy if need[1] else None), gw, None, None, None, None
+    return (gx if need[0] else None), (gy if need[1] else None), gw, None, None, None, None, None, None
 
 
 _lpips_layer_op.register_autograd(_backward, setup_context=_setup_context)
@@ -353,17 +363,29 @@ def _check_normalize(normalize: object) -> int:
     return NORMALIZE_MODES[normalize]
 
 
-def _layer(fx, fy, weight, spatial, eps, normalize, mode, backend, check_finite, names, wname):
-    cm.check_tensor(fx, names[0], op=OP, check_finite=check_finite)
-    cm.check_tensor(fy, names[1], op=OP, check_finite=check_finite)
-    cm.check_pair(fx, fy, names, op=OP)
-    w = cm.check_weight(weight, fx.shape[1], fx, wname, op=OP, nonnegative=True)
+def _layer(fx, fy, weight, spatial, eps, normalize, mode, backend, check_finite, layer):
+    names = _names(layer)
+    cm.check_tensor(fx, names[0], op=OP, check_finite=False)
+    cm.check_tensor(fy, names[1], op=OP, check_finite=False)
+    cm.check_pair(fx, fy, names[:2], op=OP)
     be = cm.resolve_backend(backend, fx.device, OP, native_fn="lpips_forward")
+    cdt = cm.out_dtype(fx.dtype)
+    # The C++ kernel checks the values in its own pass (NaN/Inf in the features: no extra read of them) and the
+    # weight it receives; that is the weight itself when it already has the accumulation dtype (a cast could turn
+    # a tiny negative into -0 or a huge value into Inf). Other backends: checked here, before any kernel runs.
+    fused = be == "cpu"
+    if check_finite and not fused:
+        cm.check_finite_values(fx, names[0], op=OP)
+        cm.check_finite_values(fy, names[1], op=OP)
+    kernel_checks_w = fused and isinstance(weight, torch.Tensor) and weight.dtype == cdt
+    w = cm.check_weight(weight, fx.shape[1], fx, names[2], op=OP, nonnegative=True, check_values=not kernel_checks_w)
     if be == "torch":
         return lpips_layer_reference(fx, fy, w, eps, normalize, spatial)
     if w is not None:
-        w = w.to(cm.out_dtype(fx.dtype)).contiguous()
-    return _lpips_layer_op(fx, fy, w, eps, mode, bool(spatial), be)
+        w = w.to(cdt).contiguous()
+    if fused and cm.direct_call_ok(fx, fy, w):  # nothing for autograd / tracing to see: skip the op's dispatch
+        return _forward_cpu(fx, fy, w, eps, mode, bool(spatial), check_finite, layer)
+    return _lpips_layer_op(fx, fy, w, eps, mode, bool(spatial), be, check_finite, layer)
 
 
 def _as_layers(fx, fy, weight):
@@ -407,7 +429,8 @@ def lpips_distance(
         normalize: ``'lpips'`` (exactly lpips' normalize_tensor) or ``'stable'`` (no NaN gradient at 0).
         backend: ``'auto'`` | ``'torch'`` | ``'cpu'`` | ``'triton'`` | ``'cuda'``.
         return_per_layer: with lists, return ``[B, L]`` per-layer distances instead of their sum.
-        check_finite: reject NaN/Inf inputs (one extra read of the inputs; disable on trusted inputs).
+        check_finite: reject NaN/Inf inputs (``ValueError`` naming the input). The C++ kernel does it in its own
+            pass (free); other backends need one extra read of the inputs (disable on trusted inputs).
 
     Returns:
         ``[B]`` float32 (float64 for float64 inputs), or maps / ``[B, L]`` as above.
@@ -420,14 +443,10 @@ def lpips_distance(
     if layers is None:
         if return_per_layer:
             raise ValueError(f"{OP}: return_per_layer needs lists of per-layer features")
-        return _layer(fx, fy, weight, spatial, eps, normalize, mode, backend, check_finite, ("fx", "fy"), "weight")
+        return _layer(fx, fy, weight, spatial, eps, normalize, mode, backend, check_finite, -1)
     outs = []
     for i, (a, b, w) in enumerate(layers):
-        outs.append(
-            _layer(
-                a, b, w, spatial, eps, normalize, mode, backend, check_finite, (f"fx[{i}]", f"fy[{i}]"), f"weight[{i}]"
-            )
-        )
+        outs.append(_layer(a, b, w, spatial, eps, normalize, mode, backend, check_finite, i))
         if outs[-1].shape[0] != outs[0].shape[0]:
             raise ValueError(f"{OP}: every layer must have the same batch size; fx[{i}] has {outs[-1].shape[0]}")
     if spatial:

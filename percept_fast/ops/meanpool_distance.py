@@ -115,7 +115,7 @@ def _finalize_torch(mx, my, eps, mode):
     return ((u - v) ** 2).sum(dim=1) / mx.shape[1]
 
 
-def _forward_triton(fx, fy, eps, mode):
+def _forward_triton(fx, fy, eps, mode, check_finite=False):
     B, C, H, W = fx.shape
     cdt = cm.out_dtype(fx.dtype)
     mx = torch.empty(B, C, dtype=cdt, device=fx.device)
@@ -140,13 +140,16 @@ def _forward_triton(fx, fy, eps, mode):
     return _finalize_torch(mx, my, eps, mode)
 
 
-def _forward_cpu(fx, fy, eps, mode):
+def _forward_cpu(fx, fy, eps, mode, check_finite=False):
+    # the kernel reports NaN/Inf features found in its own pass (see meanpool_distance)
     out = torch.empty(fx.shape[0], dtype=cm.out_dtype(fx.dtype))
-    cm.cpu_module().meanpool_forward(cm.tensor_arg(fx), cm.tensor_arg(fy), float(eps), mode, out.data_ptr())
+    flags = cm.cpu_module().meanpool_forward(cm.tensor_arg(fx), cm.tensor_arg(fy), float(eps), mode, out.data_ptr())
+    if flags:
+        cm.raise_input_flags(flags, ("fx", "fy", ""), op=OP, check_finite=check_finite)
     return out
 
 
-def _forward_cuda(fx, fy, eps, mode):
+def _forward_cuda(fx, fy, eps, mode, check_finite=False):
     B, C, _, _ = fx.shape
     cdt = cm.out_dtype(fx.dtype)
     mod = cm.cuda_module()
@@ -172,12 +175,14 @@ _FORWARDS = {"cpu": _forward_cpu, "triton": _forward_triton, "cuda": _forward_cu
 
 
 @torch.library.custom_op("percept_fast::meanpool_distance", mutates_args=())
-def _meanpool_op(fx: torch.Tensor, fy: torch.Tensor, eps: float, mode: int, backend: str) -> torch.Tensor:
-    return _FORWARDS[backend](fx, fy, eps, mode)
+def _meanpool_op(
+    fx: torch.Tensor, fy: torch.Tensor, eps: float, mode: int, backend: str, check_finite: bool = False
+) -> torch.Tensor:
+    return _FORWARDS[backend](fx, fy, eps, mode, check_finite)
 
 
 @_meanpool_op.register_fake
-def _meanpool_fake(fx, fy, eps, mode, backend):
+def _meanpool_fake(fx, fy, eps, mode, backend, check_finite=False):
     return fx.new_empty((fx.shape[0],), dtype=cm.out_dtype(fx.dtype))
 
 
@@ -203,7 +208,7 @@ def meanpool_backward(fx, fy, eps, mode, grad):
 
 
 def _setup_context(ctx, inputs, output):
-    fx, fy, eps, mode, _backend = inputs
+    fx, fy, eps, mode = inputs[:4]
     ctx.save_for_backward(fx, fy)
     ctx.eps, ctx.mode = eps, mode
 
@@ -212,7 +217,7 @@ def _backward(ctx, grad):
     fx, fy = ctx.saved_tensors
     gx, gy = meanpool_backward(fx, fy, ctx.eps, ctx.mode, grad)
     need = ctx.needs_input_grad
-    return (gx if need[0] else None), (gy if need[1] else None), None, None, None
+    return (gx if need[0] else None), (gy if need[1] else None), None, None, None, None
 
 
 _meanpool_op.register_autograd(_backward, setup_context=_setup_context)
@@ -239,20 +244,26 @@ def meanpool_distance(
         fx, fy: features (float32/float16/bfloat16, or float64), same shape/dtype/device, any strides.
         eps: normalisation epsilon (> 0). normalize: ``'lpips'`` or ``'stable'``.
         backend: ``'auto'`` | ``'torch'`` | ``'cpu'`` | ``'triton'`` | ``'cuda'``.
-        check_finite: reject NaN/Inf inputs (one extra read of the inputs).
+        check_finite: reject NaN/Inf inputs (``ValueError`` naming the input). The C++ kernel does it in its own
+            pass (free); other backends need one extra read of the inputs.
 
     Returns:
         ``[B]`` float32 (float64 for float64 inputs).
     """
     mode = _check_normalize(normalize)
     eps = cm.check_eps(eps, op=OP)
-    cm.check_tensor(fx, "fx", op=OP, check_finite=check_finite)
-    cm.check_tensor(fy, "fy", op=OP, check_finite=check_finite)
+    cm.check_tensor(fx, "fx", op=OP, check_finite=False)
+    cm.check_tensor(fy, "fy", op=OP, check_finite=False)
     cm.check_pair(fx, fy, op=OP)
     be = cm.resolve_backend(backend, fx.device, OP, native_fn="meanpool_forward")
+    if be != "cpu" and check_finite:  # the C++ kernel checks the values in its own pass (no extra read)
+        cm.check_finite_values(fx, "fx", op=OP)
+        cm.check_finite_values(fy, "fy", op=OP)
     if be == "torch":
         return meanpool_reference(fx, fy, eps, normalize)
-    return _meanpool_op(fx, fy, eps, mode, be)
+    if be == "cpu" and cm.direct_call_ok(fx, fy):  # nothing for autograd / tracing to see: skip the op's dispatch
+        return _forward_cpu(fx, fy, eps, mode, check_finite)
+    return _meanpool_op(fx, fy, eps, mode, be, check_finite)
 
 
 def meanpool_distance_matrix(
