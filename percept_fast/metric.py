@@ -13,7 +13,8 @@ and a distance op from :mod:`percept_fast.ops` applied to the taps:
 
 Input convention: ``normalize_input=True`` (default) takes images in ``[0, 1]`` and maps them to ``[-1, 1]``
 by ``2 * x - 1`` (lpips' ``forward(..., normalize=True)``); ``normalize_input=False`` takes ``[-1, 1]``
-images as lpips does by default. The backbone then applies lpips' ScalingLayer (ImageNet statistics).
+images as lpips does by default. The backbone then applies lpips' ScalingLayer (ImageNet statistics); a
+:class:`Backbone` does both in one multiply-add pass (equal up to float32 rounding).
 
 ``features(x)`` returns the tapped maps and ``distance_from_features(f0, f1)`` the distance from
 precomputed maps, so a reference image's features can be computed once and compared with many images.
@@ -116,10 +117,11 @@ class PerceptualMetric(nn.Module):
             reduction per image tensor); ``False`` skips the value checks (the shape checks stay).
         requires_grad: make the backbone and lin weights trainable (default: frozen). The backbone stays in
             eval mode whatever ``train()`` says unless this is set.
-        frozen_backbone: for a backbone built by name, run gradient-free CPU float32 NCHW inference through a
-            frozen TorchScript copy of its trunk (alex/vgg/squeeze: oneDNN prepacked convolutions, ~1.35x
-            faster AlexNet; features equal to float32 rounding; see :mod:`percept_fast.backbones.base`).
-            ``False`` keeps eager PyTorch. Gradients, other devices/dtypes and channels_last always run eagerly.
+        frozen_backbone: for a backbone built by name, run gradient-free CPU float32 inference (NCHW or
+            channels_last inputs) through a frozen TorchScript copy of its trunk (alex/vgg/squeeze: oneDNN
+            prepacked convolutions, ~1.3x faster AlexNet and VGG16, ~1.1x SqueezeNet over eager channels_last;
+            features equal to float32 rounding; see :mod:`percept_fast.backbones.base`). ``False`` keeps eager
+            PyTorch. Gradients and other devices/dtypes always run eagerly.
     """
 
     def __init__(
@@ -313,8 +315,8 @@ class PerceptualMetric(nn.Module):
 
     # ------------------------------------------------------------------------------------------- core
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        if self.normalize_input:
-            x = 2 * x - 1
+        if self.normalize_input and not isinstance(self.backbone, Backbone):
+            x = 2 * x - 1  # a Backbone folds this into its input scaling (unit_input, one pass)
         ref = self._param_like()
         if (
             ref is not None
@@ -327,7 +329,7 @@ class PerceptualMetric(nn.Module):
 
     def _extract(self, x: torch.Tensor) -> list[torch.Tensor]:
         if isinstance(self.backbone, Backbone):
-            return self.backbone(x, self.taps)
+            return self.backbone(x, self.taps, unit_input=self.normalize_input)
         out = self.backbone(x)
         if isinstance(out, torch.Tensor) or not isinstance(out, (list, tuple)):
             raise TypeError(f"backbone: a module backbone must return a list of feature maps, got {type(out).__name__}")

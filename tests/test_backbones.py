@@ -460,3 +460,35 @@ def test_tap_selection():
             net.resolve_taps(bad)
     with pytest.raises(ValueError, match="unknown name"):
         build_backbone("resnet_foo")
+
+
+@pytest.mark.parametrize("stats", ["imagenet", "half", "none"])
+def test_unit_input_scaling_equals_two_steps(stats):
+    """scale_input(x, unit_input=True) folds lpips' 2x - 1 into the ScalingLayer (one multiply-add): equal to the
+    two steps up to float32 rounding (float64 rounding in float64), keeps the layout, and is differentiable."""
+    kw = {"imagenet": {}, "half": {"input_mean": (0.5,) * 3, "input_std": (0.5,) * 3}, "none": {}}[stats]
+    net = AlexNetFeatures(None, None) if stats == "none" else AlexNetFeatures(**kw)
+    x = torch.rand(2, 3, 9, 7, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(net.scale_input(x, unit_input=True), net.scale_input(2 * x - 1), rtol=0, atol=1e-6)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    assert net.scale_input(cl, unit_input=True).is_contiguous(memory_format=torch.channels_last)
+    net64, x64 = net.double(), x.double().requires_grad_(True)
+    got = net64.scale_input(x64, unit_input=True)
+    torch.testing.assert_close(got, net64.scale_input(2 * x64 - 1), rtol=0, atol=1e-14)
+    got.sum().backward()
+    slope = 2.0 if net64.scale is None else 2.0 / net64.scale
+    torch.testing.assert_close(x64.grad, torch.ones_like(x64) * slope)
+    x = torch.rand(2, 3, 40, 36, generator=torch.Generator().manual_seed(1))
+    net = net.float()
+    with torch.no_grad():  # and the whole forward
+        a = net(x, unit_input=True)
+        b = net(2 * x - 1)
+    for fa, fb in zip(a, b):
+        torch.testing.assert_close(fa, fb, rtol=1e-5, atol=1e-6)
+
+
+def test_frozen_format_of_lpips_trunks():
+    """The frozen copy's memory format per trunk (measured, see backbones.base): oneDNN blocked for alex and vgg,
+    channels_last for squeeze."""
+    assert AlexNetFeatures.frozen_format == VGG16Features.frozen_format == "mkldnn"
+    assert SqueezeNet11Features.frozen_format == "channels_last"

@@ -216,18 +216,20 @@ def test_gradients_and_frozen_backbone():
     assert all(p.requires_grad for p in trainable.parameters())
 
 
-@pytest.mark.parametrize("name", ["alex", "squeeze"])
+@pytest.mark.parametrize("name", ["alex", "vgg", "squeeze"])
 def test_frozen_backbone_path_equals_eager(name):
-    """Gradient-free CPU inference runs the frozen TorchScript trunk; it equals the eager reference, is rebuilt
-    after a weight edit, and autograd / channels_last inputs take the eager path."""
+    """Gradient-free CPU inference runs the frozen TorchScript trunk for NCHW and channels_last inputs (in the
+    backbone's frozen_format); it equals the eager reference, is rebuilt after a weight edit or a move to
+    channels_last weights (the score runner's setup), and autograd takes the eager path."""
     torch.manual_seed(3)
     fast = PerceptualMetric(name, backbone_weights="random")
     eager = PerceptualMetric(name, backbone_weights="random", frozen_backbone=False)
     eager.load_state_dict(fast.state_dict())
     x0, x1 = _pair(3, 64, 48, seed=5)
+    cache = fast.backbone.__dict__
     with torch.inference_mode():
         fa, fb = fast.features(x0), eager.features(x0)
-        assert fast.backbone.__dict__.get("_frozen_cache") and not eager.backbone.__dict__.get("_frozen_cache")
+        assert cache.get("_frozen_cache") and not eager.backbone.__dict__.get("_frozen_cache")
         for a, b in zip(fa, fb):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(fast(x0, x1, per_layer=True), eager(x0, x1, per_layer=True), rtol=1e-5, atol=1e-6)
@@ -235,12 +237,22 @@ def test_frozen_backbone_path_equals_eager(name):
         for m in (fast, eager):
             m.backbone.features[0].weight.mul_(1.5)
         torch.testing.assert_close(fast(x0, x1), eager(x0, x1), rtol=1e-5, atol=1e-6)
+    cache.pop("_frozen_cache")
     xg = x0.clone().requires_grad_(True)
-    fast(xg, x1).sum().backward()  # autograd: eager graph
-    assert xg.grad is not None and xg.grad.abs().sum() > 0
-    with torch.no_grad():
-        cl = x0.contiguous(memory_format=torch.channels_last)
-        torch.testing.assert_close(fast(cl, x1), eager(x0, x1), rtol=1e-5, atol=1e-6)
+    fast(xg, x1).sum().backward()  # autograd: eager graph, no frozen copy built
+    assert xg.grad is not None and xg.grad.abs().sum() > 0 and not cache.get("_frozen_cache")
+    want = eager(x0, x1, per_layer=True).detach()
+    cl = x0.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():  # channels_last inputs take the frozen trunk too
+        torch.testing.assert_close(fast(cl, x1, per_layer=True), want, rtol=1e-5, atol=1e-6)
+        assert cache.get("_frozen_cache")
+        fast.backbone.to(memory_format=torch.channels_last)  # new weight tensors: rebuilt
+        old = next(iter(cache["_frozen_cache"].values()))[1]
+        torch.testing.assert_close(fast(cl, x1, per_layer=True), want, rtol=1e-5, atol=1e-6)
+        assert next(iter(cache["_frozen_cache"].values()))[1] is not old
+        fmt = torch.channels_last if fast.backbone.frozen_format == "channels_last" else torch.contiguous_format
+        for x in (x0, cl):  # the taps come back in the frozen copy's layout whatever the input's
+            assert all(f.is_contiguous(memory_format=fmt) for f in fast.features(x))
     state = fast.backbone.__getstate__()
     assert "_frozen_cache" not in state and "_frozen_cache" in fast.backbone.__dict__
 

@@ -126,6 +126,8 @@ class SqueezeNet11Features(_SequentialTaps):
     channels = [64, 128, 256, 384, 384, 512, 512]
     tap_ends = [1, 4, 7, 9, 10, 11, 12]
     _min_size = 17
+    # Fire's 1x1 convs and concats: oneDNN's blocked-layout reorders cost more than they save (see base)
+    frozen_format = "channels_last"
 
     def __init__(
         self, input_mean: Sequence[float] | None = IMAGENET_MEAN, input_std: Sequence[float] | None = IMAGENET_STD
