@@ -154,6 +154,112 @@ def test_cpu_is_deterministic_across_threads(monkeypatch):
     assert torch.equal(a, b)
 
 
+@needs_cpu
+@pytest.mark.parametrize("hw", [(1, 1), (1, 2), (1, 3), (2, 2), (3, 3), (3, 5), (1, 15)])
+@pytest.mark.parametrize("C", [1, 7, 384])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_cpu_small_plane_flat_path(hw, C, dtype, weighted):
+    """Planes of P < 16 pixels with adjacent channels run as one flat run per sample (lanes of lcm(P, 8), a tail
+    when C * P is not a multiple of it): equal to the reference, map included, and exactly 0 on identical inputs."""
+    shape = (3, C, *hw)
+    fx, fy = make(shape, dtype, "contiguous", 5), make(shape, dtype, "contiguous", 6)
+    w = torch.rand(C, generator=torch.Generator().manual_seed(C)) * 2 if weighted else None
+    for normalize in ("lpips", "stable"):
+        for spatial in (False, True):
+            want = lpips_layer_reference(fx, fy, w, 1e-10, normalize, spatial)
+            got = lpips_distance(fx, fy, w, spatial=spatial, normalize=normalize, backend="cpu")
+            torch.testing.assert_close(got, want, **tol(dtype))
+    assert torch.equal(lpips_distance(fx, fx.clone(), w, backend="cpu"), torch.zeros(3, dtype=cm.out_dtype(dtype)))
+
+
+@needs_cpu
+def test_cpu_threaded_paths_match_reference():
+    """Inputs large enough for several worker threads (flat small-plane path and tiled path)."""
+    for shape in [(64, 384, 3, 3), (8, 64, 32, 32)]:
+        fx, fy, w = torch.randn(shape), torch.randn(shape), torch.rand(shape[1])
+        torch.testing.assert_close(lpips_distance(fx, fy, w, backend="cpu"), lpips_layer_reference(fx, fy, w))
+
+
+# kernel-side validation: the C++ pass flags NaN/Inf per pixel (sum of squares not finite, then a re-read)
+FINITE_LAYOUTS = ["contiguous", "channels_last", "sliced_c", "transposed_hw"]
+
+
+@needs_cpu
+@pytest.mark.parametrize("shape", [(2, 5, 3, 3), (2, 5, 6, 7), (3, 20, 1, 1)])
+@pytest.mark.parametrize("layout", FINITE_LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_cpu_fused_finite_check(shape, layout, dtype, bad):
+    B, C, H, W = shape
+    w = torch.rand(C)
+    for which in ("fx", "fy"):
+        t = {"fx": make(shape, dtype, layout, 1), "fy": make(shape, dtype, layout, 2)}
+        t[which][B - 1, C - 1, H - 1, W // 2] = bad  # one element, last sample / channel
+        with pytest.raises(ValueError, match=f"{which} contains NaN or Inf"):
+            lpips_distance(t["fx"], t["fy"], w, backend="cpu")
+        with pytest.raises(ValueError, match=f"{which} contains NaN or Inf"):
+            lpips_distance(t["fx"], t["fy"], w, spatial=True, backend="cpu")
+        got = lpips_distance(t["fx"], t["fy"], w, backend="cpu", check_finite=False)  # not checked: no error
+        assert got.shape == (B,) and torch.isfinite(got[: B - 1]).all()
+        # lists name the layer; requires_grad goes through the custom op (same check)
+        with pytest.raises(ValueError, match=rf"{which}\[1\] contains NaN or Inf"):
+            clean = make(shape, dtype, layout, 3)
+            lpips_distance([clean, t["fx"]], [clean, t["fy"]], [w, w], backend="cpu")
+        a = t["fx"].detach().clone().requires_grad_(which == "fx" and dtype != torch.float16)
+        with pytest.raises(ValueError, match=f"{which} contains NaN or Inf"):
+            lpips_distance(a, t["fy"], w, backend="cpu")
+
+
+@needs_cpu
+@pytest.mark.parametrize("layout", FINITE_LAYOUTS)
+def test_cpu_finite_overflow_is_not_an_error(layout):
+    """Finite values whose squares overflow float32 make the sum Inf, but the re-read finds no NaN/Inf: no error."""
+    fx = make((2, 6, 3, 4), torch.float32, layout, 1) * 1e30
+    fy = make((2, 6, 3, 4), torch.float32, layout, 2)
+    out = lpips_distance(fx, fy, backend="cpu")  # check_finite=True
+    assert out.shape == (2,)
+
+
+@needs_cpu
+@pytest.mark.parametrize("shape", [(2, 3, 2, 2), (2, 3, 5, 6)])
+def test_cpu_kernel_weight_checks(shape):
+    """A float32 weight is checked by the kernel (nothing computed), a float64 one in Python: same errors."""
+    fx, fy = torch.randn(shape), torch.randn(shape)
+    for wdt in (torch.float32, torch.float64):
+        for bad, match in ((float("nan"), "weight contains NaN or Inf"), (float("inf"), "weight contains NaN or Inf")):
+            w = torch.tensor([1.0, bad, 1.0], dtype=wdt)
+            with pytest.raises(ValueError, match=match):
+                lpips_distance(fx, fy, w, backend="cpu", check_finite=False)
+        with pytest.raises(ValueError, match="non-negative"):
+            lpips_distance(fx, fy, torch.tensor([1.0, -1e-3, 1.0], dtype=wdt), backend="cpu")
+        with pytest.raises(ValueError, match=r"weight\[1\] must be non-negative"):
+            lpips_distance([fx, fx], [fy, fy], [None, torch.tensor([1.0, -1.0, 1.0], dtype=wdt)], backend="cpu")
+        with pytest.raises(ValueError, match=r"weight\[0\] contains NaN"):
+            w = torch.tensor([[[[1.0]], [[float("nan")]], [[1.0]]]], dtype=wdt)  # [1, C, 1, 1]
+            lpips_distance([fx, fx], [fy, fy], [w, None], backend="cpu")
+
+
+@needs_cpu
+def test_direct_call_matches_custom_op_and_keeps_gradients():
+    """Without autograd the CPU forward is called directly (no op dispatch); with it, through the custom op."""
+    fx, fy, w = torch.randn(2, 8, 5, 5), torch.randn(2, 8, 5, 5), torch.rand(8)
+    assert cm.direct_call_ok(fx, fy, w)
+    assert not cm.direct_call_ok(fx.clone().requires_grad_(), fy, w)
+    with torch.no_grad():
+        assert cm.direct_call_ok(fx.clone().requires_grad_(), fy, w)
+    direct = lpips_distance(fx, fy, w, backend="cpu")
+    op = torch.ops.percept_fast.lpips_layer.default(fx, fy, w, 1e-10, 0, False, "cpu", True, -1)
+    assert torch.equal(direct, op)
+    a = fx.clone().requires_grad_()
+    out = lpips_distance(a, fy, w, backend="cpu")
+    assert out.grad_fn is not None and torch.equal(out.detach(), direct)
+    (g,) = torch.autograd.grad(out.sum(), a)
+    b = fx.clone().requires_grad_()
+    (want,) = torch.autograd.grad(lpips_layer_reference(b, fy, w).sum(), b)
+    torch.testing.assert_close(g, want)
+
+
 # ------------------------------------------------------------------------------------------ multi-layer
 
 

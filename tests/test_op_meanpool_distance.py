@@ -102,6 +102,67 @@ def test_cpu_plane_pair_path(shape, layouts, dtype):
 
 
 @needs_cpu
+@pytest.mark.parametrize("hw", [(1, 1), (1, 2), (1, 3), (2, 2), (3, 3), (1, 7), (3, 5), (4, 4)])
+@pytest.mark.parametrize("C", [1, 5, 130])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cpu_small_plane_sums(hw, C, dtype):
+    """Adjacent planes of P <= 16 pixels are summed by the compile-time-P kernels (one per P), >64 planes included."""
+    shape = (3, C, *hw)
+    fx, fy = make(shape, dtype, "contiguous", 7, offset=0.2), make(shape, dtype, "contiguous", 8, offset=0.2)
+    want = meanpool_reference(fx.double(), fy.double())
+    got = meanpool_distance(fx, fy, backend="cpu")
+    t = dict(rtol=1e-9, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(got.double(), want, **t)
+    assert torch.equal(meanpool_distance(fx, fx.clone(), backend="cpu"), torch.zeros(3, dtype=cm.out_dtype(dtype)))
+
+
+@needs_cpu
+def test_cpu_threaded_small_planes():
+    fx, fy = torch.randn(64, 2048, 2, 2) + 0.1, torch.randn(64, 2048, 2, 2) + 0.1
+    want = meanpool_reference(fx.double(), fy.double()).float()
+    torch.testing.assert_close(meanpool_distance(fx, fy, backend="cpu"), want, rtol=1e-4, atol=1e-7)
+
+
+@needs_cpu
+@pytest.mark.parametrize("shape", [(2, 5, 2, 2), (2, 5, 6, 7), (3, 70, 1, 1)])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_cpu_fused_finite_check(shape, layout, dtype, bad):
+    """The kernel flags NaN/Inf from the sample's distance (NaN), then the sums and planes: same ValueError."""
+    B, C, H, W = shape
+    for which in ("fx", "fy"):
+        t = {"fx": make(shape, dtype, layout, 1), "fy": make(shape, dtype, layout, 2)}
+        t[which][B - 1, C - 1, H - 1, W // 2] = bad
+        with pytest.raises(ValueError, match=f"{which} contains NaN or Inf"):
+            meanpool_distance(t["fx"], t["fy"], backend="cpu")
+        got = meanpool_distance(t["fx"], t["fy"], backend="cpu", check_finite=False)  # not checked: NaN through
+        assert torch.isfinite(got[: B - 1]).all() and torch.isnan(got[B - 1])
+        if dtype != torch.float16:  # requires_grad: through the custom op, same check
+            with pytest.raises(ValueError, match=f"{which} contains NaN or Inf"):
+                meanpool_distance(t["fx"].clone().requires_grad_(), t["fy"], backend="cpu")
+
+
+@needs_cpu
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced_w"])
+def test_cpu_finite_overflow_is_not_an_error(layout):
+    """Finite float32 values whose sum overflows: the plane is re-read, finds no NaN/Inf, no error (NaN distance)."""
+    fx = make((2, 3, 4, 4), torch.float32, layout, 1).abs() + 3e38
+    fy = make((2, 3, 4, 4), torch.float32, layout, 2)
+    assert meanpool_distance(fx, fy, backend="cpu").shape == (2,)
+
+
+@needs_cpu
+def test_direct_call_matches_custom_op():
+    fx, fy = torch.randn(2, 8, 5, 5), torch.randn(2, 8, 5, 5)
+    direct = meanpool_distance(fx, fy, backend="cpu")
+    assert torch.equal(direct, torch.ops.percept_fast.meanpool_distance.default(fx, fy, 1e-10, 0, "cpu", True))
+    a = fx.clone().requires_grad_()
+    out = meanpool_distance(a, fy, backend="cpu")
+    assert out.grad_fn is not None and torch.equal(out.detach(), direct)
+
+
+@needs_cpu
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced_c"])
 def test_identical_and_zero_inputs(layout):
     fx = make((2, 9, 4, 4), torch.float32, layout, 3)
