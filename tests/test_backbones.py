@@ -472,6 +472,18 @@ def test_unit_input_scaling_equals_two_steps(stats):
     torch.testing.assert_close(net.scale_input(x, unit_input=True), net.scale_input(2 * x - 1), rtol=0, atol=1e-6)
     cl = x.contiguous(memory_format=torch.channels_last)
     assert net.scale_input(cl, unit_input=True).is_contiguous(memory_format=torch.channels_last)
+    for unit in (True, False):  # memory_format= writes the result in another layout, same values
+        want = net.scale_input(x, unit)
+        for src, fmt in ((x, torch.channels_last), (cl, torch.contiguous_format), (x[:, :, ::2], torch.channels_last)):
+            got = net.scale_input(src, unit, memory_format=fmt)
+            assert got.is_contiguous(memory_format=fmt)
+            torch.testing.assert_close(got, net.scale_input(src, unit), rtol=0, atol=0)
+        xg = x.clone().requires_grad_(True)
+        got = net.scale_input(xg, unit, memory_format=torch.channels_last)  # autograd: no out= write
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        got.sum().backward()
+        assert xg.grad is not None
+        torch.testing.assert_close(got.detach(), want, rtol=0, atol=0)
     net64, x64 = net.double(), x.double().requires_grad_(True)
     got = net64.scale_input(x64, unit_input=True)
     torch.testing.assert_close(got, net64.scale_input(2 * x64 - 1), rtol=0, atol=1e-14)

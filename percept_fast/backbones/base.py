@@ -131,22 +131,30 @@ class Backbone(nn.Module):
         return out
 
     # ------------------------------------------------------------------ forward
-    def scale_input(self, x: torch.Tensor, unit_input: bool = False) -> torch.Tensor:
+    def scale_input(
+        self, x: torch.Tensor, unit_input: bool = False, *, memory_format: torch.memory_format | None = None
+    ) -> torch.Tensor:
         """lpips' ScalingLayer: ``(x - shift) / scale`` (identity when the backbone has no statistics).
 
         ``unit_input``: ``x`` is in ``[0, 1]``; ``2 * x - 1`` is folded into the scaling (one pass).
+        ``memory_format``: layout of the result (default: ``x``'s); the change of layout rides on the scaling pass.
         """
+        out = None
+        if memory_format is not None and not x.is_contiguous(memory_format=memory_format):
+            if torch.is_grad_enabled() and x.requires_grad:  # out= does not record autograd
+                return self.scale_input(x, unit_input).contiguous(memory_format=memory_format)
+            out = torch.empty_like(x, memory_format=memory_format)
         if not unit_input:
             if self.shift is None:
-                return x
-            return (x - self.shift.to(x.dtype)) / self.scale.to(x.dtype)
+                return x if out is None else out.copy_(x)
+            return torch.div(x - self.shift.to(x.dtype), self.scale.to(x.dtype), out=out)
         if self.shift is None:
-            return 2 * x - 1
+            return torch.sub(2 * x, 1, out=out)
         # (2x - 1 - shift) / scale == x * mult + add; float64 constants so that they add no rounding of their own
         scale = self.scale.to(torch.float64)
         mult = (2.0 / scale).to(x.dtype)
         add = ((-1.0 - self.shift.to(torch.float64)) / scale).to(x.dtype)
-        return torch.addcmul(add, x, mult)
+        return torch.addcmul(add, x, mult, out=out)
 
     def forward(
         self, x: torch.Tensor, taps: Sequence[int] | None = None, *, unit_input: bool = False
@@ -160,12 +168,11 @@ class Backbone(nn.Module):
         if not idx:
             return []
         frozen = self._frozen_runner(x, max(idx))
-        if frozen is not None and self.frozen_format == "channels_last":
-            x = x.contiguous(memory_format=torch.channels_last)  # before scaling: the scaling keeps the layout
-        x = self.scale_input(x, unit_input)
-        if frozen is not None and not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
-            x = x.contiguous()  # a strided view (no scaling to make it dense): the frozen graph wants dense input
-        feats = frozen(x) if frozen is not None else self._forward_taps(x, max(idx))
+        if frozen is None:
+            feats = self._forward_taps(self.scale_input(x, unit_input), max(idx))
+        else:  # the scaling writes the frozen copy's input layout (oneDNN's reorder from NCHW is the cheaper one)
+            fmt = torch.channels_last if self.frozen_format == "channels_last" else torch.contiguous_format
+            feats = frozen(self.scale_input(x, unit_input, memory_format=fmt))
         return [feats[i] for i in idx]
 
     # ------------------------------------------------------------------ frozen inference
