@@ -304,7 +304,13 @@ def run_layer_op_bench(
     p.add_argument(
         "--rounds", type=int, default=default_rounds, help="timing rounds over all backends; the best is kept"
     )
+    p.add_argument(
+        "--layers",
+        default=None,
+        help="only these cases, comma-separated layer@res (e.g. alex.conv3@64,vgg.conv1_2@64) or a resolution (64)",
+    )
     args = p.parse_args(argv)
+    only = set(args.layers.split(",")) if args.layers else None
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("--device cuda: no CUDA device available", file=sys.stderr)
@@ -321,6 +327,8 @@ def run_layer_op_bench(
     for res in (64, 224):
         for layer, (C, H, W) in LAYER_SHAPES[res].items():
             if args.quick and layer not in QUICK_LAYERS[res]:
+                continue
+            if only is not None and f"{layer}@{res}" not in only and str(res) not in only:
                 continue
             for dt_name in dtypes:
                 dtype = getattr(torch, dt_name)
