@@ -2,28 +2,37 @@
 
 Ours: the score runner's model (``percept_fast.score.runner.DistanceModel`` around
 ``PerceptualMetric(backbone, lin_weights='lpips', backend=<fast>, backbone_weights=<file>)``): one backbone
-pass over ``cat([ref, p0, p1])`` (reference features computed once per triplet; channels_last on CPU), then
-one per-layer ``distance_from_features`` call for each of ``d0`` and ``d1`` (total = sum of the layers), i.e.
-it also delivers the per-layer distances. The runner uses channels_last on CPU except for AlexNet; the third
-row is the same model in the other memory layout; ``ours-before`` is the runner's model with the eager trunk
-(no frozen TorchScript copy) and the ops' own NaN/Inf scans, i.e. the pipeline before those two changes.
+pass over ``cat([ref, p0, p1])`` (reference features computed once per triplet), then one per-layer
+``distance_from_features`` call for each of ``d0`` and ``d1`` (total = sum of the layers), i.e. it also
+delivers the per-layer distances. ``ours`` is the runner's default memory layout (NCHW for AlexNet,
+channels_last otherwise on CPU); the next row is the same model in the other layout; ``ours-before`` is the
+default model with the eager trunk (no frozen TorchScript copy) and the ops' own NaN/Inf scans. The ``path``
+column says which layout each ran in and whether the frozen trunk served it.
 
 lpips: ``lpips.LPIPS(net=..., version='0.1', pnet_rand=True)`` (shipped linear weights; no download) whose
 backbone slices are given the *same* random backbone weights as ours, evaluated as
-``lpips.score_2afc_dataset`` does: ``d0 = model(ref, p0)``, ``d1 = model(ref, p1)``.
+``lpips.score_2afc_dataset`` does: ``d0 = model(ref, p0)``, ``d1 = model(ref, p1)`` under inference mode.
 
-Both get the same preloaded ``[0, 1]`` triplets (``normalize=True`` / ``normalize_input=True``); the
-distances are checked to agree before timing. Reports triplets/s, the speed-up and peak extra memory;
-writes ``bench/results/bench_e2e_lpips.json`` and a table.
+Method: one process, so the same torch thread count (``--threads``; recorded) for every row; the same
+preloaded ``[0, 1]`` triplets (``normalize=True`` / ``normalize_input=True``); every model's distances are
+checked against lpips' (max abs difference <= 1e-5, reported) before timing; one warm-up run each; then the
+timed runs are interleaved one at a time in a rotating order (so load from other processes hits all alike).
+Reported: best (the least disturbed) and median wall time and process CPU time (all threads; far less noisy
+on a shared machine) as triplets/s and speed-ups over lpips, peak extra memory (the process's peak RSS
+above the RSS before one run, measured separately after the timing: a lower bound when freed memory is
+reused), and the 1-minute load average before and after each case. Writes
+``bench/results/bench_e2e_lpips.json`` and prints a table.
 
-    .venv/bin/python bench/bench_e2e_lpips.py            # alex, squeeze, vgg at 64 px; alex, squeeze at 224
-    .venv/bin/python bench/bench_e2e_lpips.py --quick    # alex at 64 px only, few triplets
+    .venv/bin/python bench/bench_e2e_lpips.py --threads 2        # alex, squeeze, vgg at 64 px; alex, squeeze at 224
+    .venv/bin/python bench/bench_e2e_lpips.py --threads 2 --nets alex,squeeze,vgg --sizes 224   # vgg at 224 too
+    .venv/bin/python bench/bench_e2e_lpips.py --quick            # alex at 64 px only, few triplets
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -49,7 +58,9 @@ def _lpips_model(net: str, seed: int):
     return m, sd
 
 
-def run_case(net: str, size: int, n: int, batch: int, backend: str, repeats: int, seed: int = 0) -> list[dict]:
+def run_case(
+    net: str, size: int, n: int, batch: int, backend: str, repeats: int, rounds: int = 2, seed: int = 0
+) -> list[dict]:
     from percept_fast.score.runner import DistanceModel, MetricSpec
 
     g = torch.Generator().manual_seed(seed)
@@ -87,22 +98,19 @@ def run_case(net: str, size: int, n: int, batch: int, backend: str, repeats: int
         return torch.cat(out).double()
 
     want = run_lpips()
-    diffs = {}
-    for name, m in (("ours", ours), (alt, ours_alt), ("ours-before", ours_before)):
+    models = {"ours": ours, alt: ours_alt, "ours-before": ours_before}
+    diffs = {"lpips": 0.0}
+    for m in models.values():
+        m.metric.backbone.__dict__.pop("_frozen_cache", None)  # so that the check run shows which path serves
+    for name, m in models.items():
         got = run_ours(m)
         diffs[name] = float((got - want).abs().max())
-        if diffs[name] > 1e-3 * float(want.abs().max()):
+        if diffs[name] > 1e-5:  # the parity tolerance of tests/test_lpips_parity.py
             raise RuntimeError(f"{net}@{size} {name}: distances differ from lpips' (max abs {diffs[name]:.3g})")
-
-    def timed(fn):
-        fn()  # warm-up
-        wall, cpu = [], []
-        for _ in range(repeats):
-            t0, c0 = time.perf_counter(), time.process_time()
-            fn()
-            wall.append(time.perf_counter() - t0)
-            cpu.append(time.process_time() - c0)
-        return min(wall), min(cpu)
+    paths = {"lpips": "nchw, eager"}
+    for name, m in models.items():
+        frozen = bool(m.metric.backbone.__dict__.get("_frozen_cache"))  # built by the check run iff it served it
+        paths[name] = f"{'channels_last' if m.channels_last else 'nchw'}, {'frozen' if frozen else 'eager'}"
 
     fns = {
         "lpips": run_lpips,
@@ -110,31 +118,53 @@ def run_case(net: str, size: int, n: int, batch: int, backend: str, repeats: int
         alt: lambda: run_ours(ours_alt),
         "ours-before": lambda: run_ours(ours_before),
     }
-    # interleave the measurements so that load from other processes affects all alike; best of all rounds.
+    names = list(fns)
+    load_before = os.getloadavg()[0]
+    for fn in fns.values():
+        fn()  # warm-up (the frozen copies were already built by the check above)
+    wall: dict[str, list[float]] = {k: [] for k in names}
+    cpu: dict[str, list[float]] = {k: [] for k in names}
+    # one timed run per impl at a time, rotating the order, so that load from other processes affects all alike.
     # CPU time (process_time, all threads) is reported too: on a shared machine it is far less noisy.
-    best = {k: float("inf") for k in fns}
-    best_cpu = {k: float("inf") for k in fns}
-    for _ in range(2):
-        for k, fn in fns.items():
-            w, c = timed(fn)
-            best[k] = min(best[k], w)
-            best_cpu[k] = min(best_cpu[k], c)
+    for r in range(rounds * repeats):
+        for k in names[r % len(names) :] + names[: r % len(names)]:
+            t0, c0 = time.perf_counter(), time.process_time()
+            fns[k]()
+            wall[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.process_time() - c0)
+    load_after = os.getloadavg()[0]
     mem = {k: peak_memory(fn)["peak_extra_bytes"] for k, fn in fns.items()}
-    base = {"net": net, "size": size, "triplets": n, "batch": batch, "backend": backend}
+    best = {k: min(v) for k, v in wall.items()}
+    med = {k: statistics.median(v) for k, v in wall.items()}
+    best_cpu = {k: min(v) for k, v in cpu.items()}
+    base = {
+        "net": net,
+        "size": size,
+        "triplets": n,
+        "batch": batch,
+        "backend": backend,
+        "threads": torch.get_num_threads(),
+        "timed_runs": rounds * repeats,
+        "load_average_1min_before": load_before,
+        "load_average_1min_after": load_after,
+    }
     rows = []
-    for k in fns:
+    for k in names:
         rows.append(
             {
                 **base,
                 "impl": k,
+                "path": paths[k],
                 "seconds": best[k],
+                "seconds_median": med[k],
                 "triplets_per_s": n / best[k],
                 "speedup": best["lpips"] / best[k],
+                "speedup_median": med["lpips"] / med[k],
                 "cpu_seconds": best_cpu[k],
                 "cpu_triplets_per_s": n / best_cpu[k],
                 "speedup_cpu_time": best_cpu["lpips"] / best_cpu[k],
                 "peak_extra_bytes": mem[k],
-                "max_abs_diff_vs_lpips": diffs.get(k, 0.0),
+                "max_abs_diff_vs_lpips": diffs[k],
             }
         )
     return rows
@@ -153,8 +183,9 @@ def main(argv=None) -> int:
     )
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--backend", default="auto")
-    p.add_argument("--repeats", type=int, default=None, help="timed repeats per round (default 3, vgg 1; 2 rounds)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per round (default 3, vgg 1)")
+    p.add_argument("--rounds", type=int, default=2, help="rounds of interleaved timed runs (default 2)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for every row (default: torch's)")
     p.add_argument("--out", default=None, help="results directory (default bench/results)")
     args = p.parse_args(argv)
     if args.threads:
@@ -170,11 +201,13 @@ def main(argv=None) -> int:
             n = args.triplets or (128 if size <= 64 else 32) // (4 if net == "vgg" else 1)
             print(f"{net} @ {size}px, {n} triplets ...", file=sys.stderr, flush=True)
             reps = 1 if net == "vgg" and args.repeats is None else (args.repeats or repeats)
-            rows.extend(run_case(net, size, n, args.batch, args.backend, reps))
-            r = rows[-3]
+            case = run_case(net, size, n, args.batch, args.backend, reps, args.rounds)
+            rows.extend(case)
+            r = next(r for r in case if r["impl"] == "ours")
             print(
-                f"  ours {r['triplets_per_s']:.1f} triplets/s, {r['speedup']:.2f}x lpips "
-                f"(CPU time: {r['cpu_triplets_per_s']:.1f} triplets/s, {r['speedup_cpu_time']:.2f}x)",
+                f"  ours ({r['path']}) {r['triplets_per_s']:.1f} triplets/s, {r['speedup']:.2f}x lpips "
+                f"(median {r['speedup_median']:.2f}x; CPU time: {r['cpu_triplets_per_s']:.1f} triplets/s, "
+                f"{r['speedup_cpu_time']:.2f}x; load {r['load_average_1min_before']:.2f})",
                 file=sys.stderr,
                 flush=True,
             )
@@ -182,34 +215,43 @@ def main(argv=None) -> int:
         "benchmark": "bench_e2e_lpips",
         "device": "cpu",
         "machine": machine_info("cpu"),
+        "command": " ".join(["bench/bench_e2e_lpips.py", *(sys.argv[1:] if argv is None else argv)]),
+        "threads": torch.get_num_threads(),
+        "timing": "best and median of interleaved timed runs after one warm-up each (wall and process CPU time)",
+        "peak_memory": "peak RSS above the RSS before one run (VmHWM after clear_refs; a lower bound)",
         "load_average_1min": os.getloadavg()[0],
         "results": rows,
     }
     path = write_json("bench_e2e_lpips", payload, args.out)
     print_table(
-        "2AFC end-to-end throughput, CPU (ours: ref features once per triplet + fast ops; lpips: 2 calls per triplet)",
+        f"2AFC end-to-end throughput, CPU, {torch.get_num_threads()} threads (ours: ref features once per triplet "
+        "+ fast ops; lpips: 2 calls per triplet); best of interleaved runs, median in brackets",
         [
             "net",
             "size",
             "impl",
+            "path",
             "triplets/s",
             "speedup",
             "CPU-time triplets/s",
             "speedup (CPU time)",
             "peak extra mem",
             "max |d - d_lpips|",
+            "load",
         ],
         [
             [
                 r["net"],
                 r["size"],
                 r["impl"],
+                r["path"],
                 f"{r['triplets_per_s']:.1f}",
-                f"{r['speedup']:.2f}x",
+                f"{r['speedup']:.2f}x ({r['speedup_median']:.2f}x)",
                 f"{r['cpu_triplets_per_s']:.1f}",
                 f"{r['speedup_cpu_time']:.2f}x",
                 "-" if r["peak_extra_bytes"] is None else f"{r['peak_extra_bytes'] / 2**20:.1f} MiB",
                 f"{r['max_abs_diff_vs_lpips']:.1e}",
+                f"{r['load_average_1min_before']:.2f}",
             ]
             for r in rows
         ],
