@@ -124,6 +124,20 @@ def test_cpu_threaded_small_planes():
 
 
 @needs_cpu
+@pytest.mark.parametrize("chw", [(5, 2, 2), (70, 3, 3), (9, 4, 4), (3, 7, 7), (33, 1, 40)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cpu_per_sample_tasks(chw, dtype):
+    """With >= 4 samples per thread each task sums one sample's planes of both maps and finalises it; fewer samples
+    split into plane blocks: both equal the float64 reference (and each other)."""
+    B = 4 * (os.cpu_count() or 1)
+    fx, fy = make((B, *chw), dtype, "contiguous", 9, offset=0.2), make((B, *chw), dtype, "contiguous", 10, offset=0.2)
+    got = meanpool_distance(fx, fy, backend="cpu")
+    t = dict(rtol=1e-9, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(got.double(), meanpool_reference(fx.double(), fy.double()), **t)
+    torch.testing.assert_close(meanpool_distance(fx[:1], fy[:1], backend="cpu"), got[:1])
+
+
+@needs_cpu
 @pytest.mark.parametrize("shape", [(2, 5, 2, 2), (2, 5, 6, 7), (3, 70, 1, 1)])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES)
