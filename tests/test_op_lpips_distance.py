@@ -181,6 +181,39 @@ def test_cpu_threaded_paths_match_reference():
         torch.testing.assert_close(lpips_distance(fx, fy, w, backend="cpu"), lpips_layer_reference(fx, fy, w))
 
 
+@needs_cpu
+def test_cpu_worker_pool_concurrent_callers_and_fork():
+    """The persistent worker pool serves one call at a time: concurrent Python threads (the GIL is released) fall
+    back to fresh threads, and a forked child (no pool workers) still computes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    shapes = [(64, 384, 3, 3), (8, 64, 32, 32), (16, 2048, 2, 2)]
+    inputs = [(torch.randn(s), torch.randn(s), torch.rand(s[1])) for s in shapes]
+    want = [lpips_layer_reference(a, b, w) for a, b, w in inputs]
+    with ThreadPoolExecutor(4) as ex:
+        for _ in range(3):
+            got = list(ex.map(lambda t: lpips_distance(*t, backend="cpu"), inputs * 4))
+            for i, g in enumerate(got):
+                torch.testing.assert_close(g, want[i % len(shapes)], rtol=1e-5, atol=1e-6)
+    if not hasattr(os, "fork"):
+        return
+    expected = lpips_distance(*inputs[0], backend="cpu")  # the pool exists now
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: only the op (no other torch work), result through the pipe
+        try:
+            os.write(wfd, lpips_distance(*inputs[0], backend="cpu").numpy().tobytes())
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    data = b""
+    while chunk := os.read(rfd, 1 << 16):
+        data += chunk
+    os.close(rfd)
+    os.waitpid(pid, 0)
+    assert torch.equal(torch.frombuffer(bytearray(data), dtype=torch.float32), expected)
+
+
 # kernel-side validation: the C++ pass flags NaN/Inf per pixel (sum of squares not finite, then a re-read)
 FINITE_LAYOUTS = ["contiguous", "channels_last", "sliced_c", "transposed_hw"]
 

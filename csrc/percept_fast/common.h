@@ -12,6 +12,12 @@
 #include <cstring>
 #include <thread>
 #include <vector>
+#if !defined(__CUDACC__)
+#include <unistd.h>
+
+#include <condition_variable>
+#include <mutex>
+#endif
 
 #if defined(__CUDACC__)
 #include <cuda_fp16.h>
@@ -237,6 +243,95 @@ void parallel_for(int64_t n, int64_t min_per_thread, F&& f) {
   }
   f(int64_t{0}, std::min(n, chunk));
   for (auto& w : workers) w.join();
+}
+
+// A persistent pool of num_threads() - 1 parked workers (created on first use, never destroyed) for
+// parallel_for_pooled: waking a parked worker costs a few us where starting a std::thread costs tens (more on a
+// loaded machine), which decides whether a second thread pays off on inputs of a few MB.
+class WorkerPool {
+ public:
+  // The pool, or nullptr in a forked child (its workers did not survive the fork).
+  static WorkerPool* get() {
+    static WorkerPool* pool = new WorkerPool(num_threads() - 1);
+    return pool->pid_ == ::getpid() ? pool : nullptr;
+  }
+
+  // Runs job(i) for every i in [0, n): the caller takes jobs too, so it never waits on a worker that is slow to
+  // wake (then it simply does more of them). False, with nothing run, while another call holds the pool (a
+  // concurrent caller or a nested parallel region).
+  template <typename Job>
+  bool run(int n, const Job& job) {
+    std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+    if (!busy.owns_lock()) return false;
+    const auto call = [](const void* ctx, int i) { (*static_cast<const Job*>(ctx))(i); };
+    std::unique_lock<std::mutex> lk(m_);
+    job_ = call;
+    ctx_ = &job;
+    next_ = 0;
+    njobs_ = n;
+    pending_ = n;
+    ++generation_;
+    lk.unlock();
+    work_.notify_all();
+    lk.lock();
+    drain(lk);
+    done_.wait(lk, [this] { return pending_ == 0; });
+    return true;
+  }
+
+ private:
+  explicit WorkerPool(int nworkers) : pid_(::getpid()) {
+    for (int i = 0; i < nworkers; ++i) std::thread([this] { loop(); }).detach();
+  }
+
+  // Takes and runs jobs until none is left (m_ held on entry and exit, released while a job runs).
+  void drain(std::unique_lock<std::mutex>& lk) {
+    while (next_ < njobs_) {
+      const int i = next_++;
+      lk.unlock();
+      job_(ctx_, i);
+      lk.lock();
+      if (--pending_ == 0) done_.notify_all();
+    }
+  }
+
+  void loop() {
+    uint64_t seen = 0;
+    std::unique_lock<std::mutex> lk(m_);
+    for (;;) {
+      work_.wait(lk, [&] { return generation_ != seen; });
+      seen = generation_;
+      drain(lk);
+    }
+  }
+
+  const pid_t pid_;
+  std::mutex busy_, m_;
+  std::condition_variable work_, done_;
+  void (*job_)(const void*, int) = nullptr;
+  const void* ctx_ = nullptr;
+  int next_ = 0, njobs_ = 0, pending_ = 0;
+  uint64_t generation_ = 0;
+};
+
+// parallel_for (same contiguous chunks, so the same results) on the persistent WorkerPool; falls back to
+// parallel_for's fresh threads when the pool is held by another call or unusable (forked child).
+template <typename F>
+void parallel_for_pooled(int64_t n, int64_t min_per_thread, F&& f) {
+  if (n <= 0) return;
+  const int64_t want = std::max<int64_t>(1, n / std::max<int64_t>(1, min_per_thread));
+  const int nt = static_cast<int>(std::min<int64_t>(want, num_threads()));
+  if (nt <= 1) {
+    f(int64_t{0}, n);
+    return;
+  }
+  const int64_t chunk = (n + nt - 1) / nt;
+  const auto job = [&f, n, chunk](int i) {
+    const int64_t b = i * chunk, e = std::min(n, b + chunk);
+    if (b < e) f(b, e);
+  };
+  WorkerPool* pool = WorkerPool::get();
+  if (pool == nullptr || !pool->run(nt, job)) parallel_for(n, min_per_thread, std::forward<F>(f));
 }
 #endif
 

@@ -275,7 +275,7 @@ int lpips_run(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc eps, int 
         for (int64_t p = 0; p < P; ++p) wexp[static_cast<size_t>(c * P + p)] = wt[c];
     }
     const Acc* we = wexp.data();
-    parallel_for(B, min_samples, [&](int64_t b0, int64_t b1) {
+    parallel_for_pooled(B, min_samples, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b)
         out[b] = lpips_sample_flat<T, Acc, kWeighted>(x, y, we, eps, mode, b, map ? map + b * P : nullptr, flags) /
                  static_cast<Acc>(P);
@@ -289,7 +289,7 @@ int lpips_run(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc eps, int 
   const int64_t ntasks = B * ntiles;
   std::vector<Acc> partial(static_cast<size_t>(ntasks), Acc(0));
   const int64_t min_tasks = std::max<int64_t>(1, kMinWorkPerThread / std::max<int64_t>(1, tile * C));
-  parallel_for(ntasks, min_tasks, [&](int64_t t0, int64_t t1) {
+  parallel_for_pooled(ntasks, min_tasks, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / ntiles, p0 = (t % ntiles) * tile, np = std::min(tile, P - p0);
       Acc* map_row = map ? map + b * P : nullptr;

@@ -184,7 +184,7 @@ void meanpool_contig(const View4<T>& x, const View4<T>& y, std::vector<double>& 
   if (B >= 4 * num_threads()) {
     // the sums of one sample at a time stay in L1/L2 (a [B, C] fp64 array for 2x2 planes is half the input's size
     // again, written and read back)
-    parallel_for(B, std::max<int64_t>(1, kMinWorkPerThread / (2 * C * P)), [&](int64_t b0, int64_t b1) {
+    parallel_for_pooled(B, std::max<int64_t>(1, kMinWorkPerThread / (2 * C * P)), [&](int64_t b0, int64_t b1) {
       std::vector<double> sums(static_cast<size_t>(2 * C));
       std::vector<Acc> scratch(static_cast<size_t>(2 * C));
       for (int64_t b = b0; b < b1; ++b) {
@@ -200,7 +200,7 @@ void meanpool_contig(const View4<T>& x, const View4<T>& y, std::vector<double>& 
   sy.resize(static_cast<size_t>(B * C));
   constexpr int64_t kPlanes = 64;
   const int64_t nc = (C + kPlanes - 1) / kPlanes, nt = B * nc;
-  parallel_for(2 * nt, std::max<int64_t>(1, kMinWorkPerThread / std::max<int64_t>(1, P * kPlanes)),
+  parallel_for_pooled(2 * nt, std::max<int64_t>(1, kMinWorkPerThread / std::max<int64_t>(1, P * kPlanes)),
                [&](int64_t t0, int64_t t1) {
                  for (int64_t t = t0; t < t1; ++t) {
                    const bool second = t >= nt;
@@ -228,7 +228,7 @@ void channel_sums(const View4<T>& v, std::vector<double>& sums) {
   if (!unit && C > 1 && v.stride[1] == 1) {
     constexpr int64_t kStripe = 256;
     const int64_t ns = (C + kStripe - 1) / kStripe;
-    parallel_for(B * ns, std::max<int64_t>(1, kMinWorkPerThread / std::max<int64_t>(1, P * kStripe)),
+    parallel_for_pooled(B * ns, std::max<int64_t>(1, kMinWorkPerThread / std::max<int64_t>(1, P * kStripe)),
                  [&](int64_t t0, int64_t t1) {
                    for (int64_t t = t0; t < t1; ++t) {
                      const int64_t b = t / ns, c0 = (t % ns) * kStripe, c1 = std::min(C, c0 + kStripe);
@@ -240,7 +240,7 @@ void channel_sums(const View4<T>& v, std::vector<double>& sums) {
   // tasks of up to 64 planes of one sample (no per-plane index division: small planes are cheap)
   constexpr int64_t kPlanes = 64;
   const int64_t nc = (C + kPlanes - 1) / kPlanes;
-  parallel_for(B * nc, std::max<int64_t>(1, kMinWorkPerThread / std::max<int64_t>(1, P * kPlanes)),
+  parallel_for_pooled(B * nc, std::max<int64_t>(1, kMinWorkPerThread / std::max<int64_t>(1, P * kPlanes)),
                [&](int64_t t0, int64_t t1) {
                  for (int64_t t = t0; t < t1; ++t) {
                    const int64_t b = t / nc, c0 = (t % nc) * kPlanes, c1 = std::min(C, c0 + kPlanes);
