@@ -116,6 +116,25 @@ def test_parity_with_lpips(offline_lpips, net, backend):
     assert (got_pm - ref_pm).abs().max().item() <= TOL
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("net", NETS)
+def test_parity_frozen_trunk(offline_lpips, net, layout):
+    """Gradient-free inference in either layout (channels_last weights and inputs: the score runner's CPU setup
+    for vgg/squeeze) is served by the frozen trunk, and its per-layer distances equal lpips'."""
+    ref_model, sd = offline_lpips[net]
+    ours = PerceptualMetric(net, lin_weights="lpips", backbone_weights=sd)
+    x0, x1 = _images(4, 64, 64, seed=11)
+    with torch.inference_mode():
+        _, ref_layers = ref_model(x0, x1, retPerLayer=True, normalize=True)
+        if layout == "channels_last":
+            ours.backbone.to(memory_format=torch.channels_last)
+            x0, x1 = (x.contiguous(memory_format=torch.channels_last) for x in (x0, x1))
+        got = ours(x0, x1, per_layer=True)
+    assert ours.backbone.__dict__.get("_frozen_cache"), "the frozen trunk did not serve this call"
+    ref_layers = torch.stack([r.reshape(-1) for r in ref_layers], dim=1)
+    assert (got - ref_layers).abs().max().item() <= TOL
+
+
 def test_parity_functional_and_features(offline_lpips):
     ref_model, sd = offline_lpips["alex"]
     x0, x1 = _images(2, 48, 80, seed=3)  # non-square
