@@ -15,6 +15,8 @@
 #if !defined(__CUDACC__)
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #endif
@@ -247,9 +249,13 @@ void parallel_for(int64_t n, int64_t min_per_thread, F&& f) {
 
 // A persistent pool of num_threads() - 1 parked workers (created on first use, never destroyed) for
 // parallel_for_pooled: waking a parked worker costs a few us where starting a std::thread costs tens (more on a
-// loaded machine), which decides whether a second thread pays off on inputs of a few MB.
+// loaded machine), which decides whether a second thread pays off on inputs of a few MB. Workers and the caller
+// spin briefly (kSpinUs) before blocking: a thread blocked on a condition variable is woken tens of us late on a
+// busy VM, and calls come back to back (one per layer).
 class WorkerPool {
  public:
+  static constexpr int kSpinUs = 50;
+
   // The pool, or nullptr in a forked child (its workers did not survive the fork).
   static WorkerPool* get() {
     static WorkerPool* pool = new WorkerPool(num_threads() - 1);
@@ -269,19 +275,38 @@ class WorkerPool {
     ctx_ = &job;
     next_ = 0;
     njobs_ = n;
-    pending_ = n;
-    ++generation_;
+    pending_.store(n, std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);
+    const bool wake = sleepers_ > 0;
     lk.unlock();
-    work_.notify_all();
+    if (wake) work_.notify_all();
     lk.lock();
     drain(lk);
-    done_.wait(lk, [this] { return pending_ == 0; });
+    lk.unlock();
+    if (!spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; })) {
+      lk.lock();
+      caller_waiting_ = true;
+      done_.wait(lk, [this] { return pending_.load(std::memory_order_acquire) == 0; });
+      caller_waiting_ = false;
+    }
     return true;
   }
 
  private:
   explicit WorkerPool(int nworkers) : pid_(::getpid()) {
     for (int i = 0; i < nworkers; ++i) std::thread([this] { loop(); }).detach();
+  }
+
+  template <typename Pred>
+  static bool spin_until(Pred pred) {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinUs);
+    for (int i = 1;; ++i) {
+      if (pred()) return true;
+      if ((i & 63) == 0 && std::chrono::steady_clock::now() > end) return false;
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
   }
 
   // Takes and runs jobs until none is left (m_ held on entry and exit, released while a job runs).
@@ -291,16 +316,21 @@ class WorkerPool {
       lk.unlock();
       job_(ctx_, i);
       lk.lock();
-      if (--pending_ == 0) done_.notify_all();
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1 && caller_waiting_) done_.notify_all();
     }
   }
 
   void loop() {
     uint64_t seen = 0;
-    std::unique_lock<std::mutex> lk(m_);
     for (;;) {
-      work_.wait(lk, [&] { return generation_ != seen; });
-      seen = generation_;
+      spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; });
+      std::unique_lock<std::mutex> lk(m_);
+      if (generation_.load(std::memory_order_relaxed) == seen) {
+        ++sleepers_;
+        work_.wait(lk, [&] { return generation_.load(std::memory_order_relaxed) != seen; });
+        --sleepers_;
+      }
+      seen = generation_.load(std::memory_order_relaxed);
       drain(lk);
     }
   }
@@ -308,10 +338,13 @@ class WorkerPool {
   const pid_t pid_;
   std::mutex busy_, m_;
   std::condition_variable work_, done_;
+  // job state: written under m_ (the atomics are also read without it, to spin)
   void (*job_)(const void*, int) = nullptr;
   const void* ctx_ = nullptr;
-  int next_ = 0, njobs_ = 0, pending_ = 0;
-  uint64_t generation_ = 0;
+  int next_ = 0, njobs_ = 0, sleepers_ = 0;
+  bool caller_waiting_ = false;
+  std::atomic<int> pending_{0};
+  std::atomic<uint64_t> generation_{0};
 };
 
 // parallel_for (same contiguous chunks, so the same results) on the persistent WorkerPool; falls back to
