@@ -102,11 +102,13 @@ def test_cpu_plane_pair_path(shape, layouts, dtype):
 
 
 @needs_cpu
-@pytest.mark.parametrize("hw", [(1, 1), (1, 2), (1, 3), (2, 2), (3, 3), (1, 7), (3, 5), (4, 4)])
+@pytest.mark.parametrize(
+    "hw", [(1, 1), (1, 2), (1, 3), (2, 2), (3, 3), (1, 7), (3, 5), (4, 4), (5, 5), (6, 6), (7, 7), (8, 8)]
+)
 @pytest.mark.parametrize("C", [1, 5, 130])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cpu_small_plane_sums(hw, C, dtype):
-    """Adjacent planes of P <= 16 pixels are summed by the compile-time-P kernels (one per P), >64 planes included."""
+    """Adjacent planes of P <= 16 (and 5x5..8x8) pixels are summed by compile-time-P kernels, >64 planes included."""
     shape = (3, C, *hw)
     fx, fy = make(shape, dtype, "contiguous", 7, offset=0.2), make(shape, dtype, "contiguous", 8, offset=0.2)
     want = meanpool_reference(fx.double(), fy.double())

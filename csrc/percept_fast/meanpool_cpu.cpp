@@ -52,11 +52,25 @@ constexpr std::array<SmallSumsFn<T>, sizeof...(I)> small_sums_table(std::index_s
   return {&small_plane_sums<T, typename AccOf<T>::type, static_cast<int>(I) + 1>...};
 }
 
-// small_plane_sums for P = 1..kSmallPlane, indexed by P - 1.
+// small_plane_sums for P = 1..kSmallPlane and the square planes 5x5..8x8 (7x7: ResNet layer4 at 224 px, AlexNet
+// conv2 at 64 px), else nullptr (plane_sum).
 template <typename T>
 SmallSumsFn<T> small_sums_for(int64_t P) {
+  using Acc = typename AccOf<T>::type;
   static constexpr auto table = small_sums_table<T>(std::make_index_sequence<kSmallPlane>{});
-  return table[static_cast<size_t>(P - 1)];
+  if (P >= 1 && P <= kSmallPlane) return table[static_cast<size_t>(P - 1)];
+  switch (P) {
+    case 25:
+      return &small_plane_sums<T, Acc, 25>;
+    case 36:
+      return &small_plane_sums<T, Acc, 36>;
+    case 49:
+      return &small_plane_sums<T, Acc, 49>;
+    case 64:
+      return &small_plane_sums<T, Acc, 64>;
+    default:
+      return nullptr;
+  }
 }
 
 // Sum of the P pixels of plane (b, c) of v (any strides).
@@ -71,17 +85,22 @@ double plane_sum(const View4<T>& v, int64_t b, int64_t c, bool unit) {
     return static_cast<double>(s);
   }
   if (unit) {
-    // 8 lanes: wider (16/32, tree-reduced) measured no faster on 256-pixel planes and slower on 49-pixel ones
+    // 2 x 8 lanes (two independent vector sums: one is add-latency bound at about the memory rate of 2 cores,
+    // ~7% behind torch's mean on 64x64 planes); wider (32 lanes in one array) was much slower on 49-pixel planes
     constexpr int L = 8;
     for (int64_t p0 = 0; p0 < P; p0 += kBlock) {
       const int64_t n = std::min(kBlock, P - p0);
-      Acc lane[L] = {};
+      Acc lane[L] = {}, lane2[L] = {};
       int64_t i = 0;
+      for (; i + 2 * L <= n; i += 2 * L) {
+        for (int l = 0; l < L; ++l) lane[l] += Load<Acc, T>::get(base + p0 + i + l);
+        for (int l = 0; l < L; ++l) lane2[l] += Load<Acc, T>::get(base + p0 + i + L + l);
+      }
       for (; i + L <= n; i += L)
         for (int l = 0; l < L; ++l) lane[l] += Load<Acc, T>::get(base + p0 + i + l);
       for (int l = 0; i < n; ++i, ++l) lane[l] += Load<Acc, T>::get(base + p0 + i);
       Acc s = 0;
-      for (int l = 0; l < L; ++l) s += lane[l];
+      for (int l = 0; l < L; ++l) s += lane[l] + lane2[l];
       total += static_cast<double>(s);
     }
   } else {
@@ -180,7 +199,7 @@ void meanpool_contig(const View4<T>& x, const View4<T>& y, std::vector<double>& 
   const double inv_p = 1.0 / static_cast<double>(P);
   // small adjacent planes: summed by small_plane_sums
   const SmallSumsFn<T> small =
-      P <= kSmallPlane && (C == 1 || (x.stride[1] == P && y.stride[1] == P)) ? small_sums_for<T>(P) : nullptr;
+      C == 1 || (x.stride[1] == P && y.stride[1] == P) ? small_sums_for<T>(P) : nullptr;
   if (B >= 4 * num_threads()) {
     // the sums of one sample at a time stay in L1/L2 (a [B, C] fp64 array for 2x2 planes is half the input's size
     // again, written and read back)
