@@ -347,8 +347,9 @@ class WorkerPool {
   std::atomic<uint64_t> generation_{0};
 };
 
-// parallel_for (same contiguous chunks, so the same results) on the persistent WorkerPool; falls back to
-// parallel_for's fresh threads when the pool is held by another call or unusable (forked child).
+// parallel_for on the persistent WorkerPool (as many threads; callers' tasks must not depend on the chunking, as
+// those of lpips / meanpool do not); falls back to parallel_for's fresh threads when the pool is held by another
+// call or unusable (forked child).
 template <typename F>
 void parallel_for_pooled(int64_t n, int64_t min_per_thread, F&& f) {
   if (n <= 0) return;
@@ -358,13 +359,16 @@ void parallel_for_pooled(int64_t n, int64_t min_per_thread, F&& f) {
     f(int64_t{0}, n);
     return;
   }
-  const int64_t chunk = (n + nt - 1) / nt;
+  // 4 contiguous chunks per thread, taken in turn: a worker that is descheduled (another process, or torch's
+  // OpenMP threads still spinning after a torch op) holds up only a small chunk; the caller takes the rest
+  const int64_t njobs = std::min<int64_t>(n, 4 * int64_t{nt});
+  const int64_t chunk = (n + njobs - 1) / njobs;
   const auto job = [&f, n, chunk](int i) {
     const int64_t b = i * chunk, e = std::min(n, b + chunk);
     if (b < e) f(b, e);
   };
   WorkerPool* pool = WorkerPool::get();
-  if (pool == nullptr || !pool->run(nt, job)) parallel_for(n, min_per_thread, std::forward<F>(f));
+  if (pool == nullptr || !pool->run(static_cast<int>(njobs), job)) parallel_for(n, min_per_thread, std::forward<F>(f));
 }
 #endif
 
