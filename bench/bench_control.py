@@ -6,8 +6,8 @@ Runs (each for --duration seconds, default 60):
                  a stall of the CPU itself (kernel, or the hypervisor not running the vCPU) holds both threads
                  until the same moment, while lateness the loop causes itself (its own tick, a lock, a page
                  fault) does not show in the witness. Every loop tick later than 1 ms is matched against the
-                 witness's late ticks (`late_attribution`): "shared" = the witness was also held until within
-                 300 us of the loop's wake-up; "loop_only" = it was not;
+                 witness's late ticks (`late_attribution`): "shared" = a late witness tick woke within 300 us
+                 of the loop's wake-up (both were held until the same moment); "loop_only" = none did;
   * cpp_normal : the same loop with normal scheduling and no pinning;
   * python_ref : the reference, a pure-Python loop sleeping to absolute deadlines (time.sleep), pinned like
                  cpp_fifo but without real-time priority (run for min(duration, 10) s);
@@ -151,6 +151,7 @@ def run_cpp(
     if witness is not None:
         extra["witness"] = witness_summary
         extra["late_attribution"] = attribute_late_ticks(late_wakes, witness_events)
+        extra["witness_late_over_500us_ns"] = [[d, w] for d, w in witness_events if w - d > 500_000]
     return extra | {
         "duration_s": duration_s,
         "realtime_requested": realtime,
@@ -256,21 +257,22 @@ def attribute_late_ticks(
 ) -> dict:
     """Splits the loop's ticks later than `threshold_ns` into those the witness shared and the loop's own.
 
-    Both lists hold (deadline_ns, wake_ns) on CLOCK_MONOTONIC. A loop tick (d, w) is shared when the witness
-    has a tick with its deadline inside [d - 100 us, w - 100 us] that also woke no earlier than
-    w - SHARED_WITHIN_NS: the CPU was unavailable to both threads until about the same moment. The window is
-    longer than the witness's 1 ms period, so a stall of the CPU always catches one of its deadlines."""
+    Both lists hold (deadline_ns, wake_ns) on CLOCK_MONOTONIC. A loop tick (d, w) is shared when the witness has
+    a tick that woke within SHARED_WITHIN_NS of w and was itself late by at least min(500 us, (w - d) / 2): the
+    CPU was unavailable to both threads until about the same moment. The witness's deadline may lie before the
+    loop's (the stall began before the loop's deadline), so only the wake-up times are matched."""
     import bisect
 
-    witness_late = sorted(witness_late)
-    deadlines = [d for d, _ in witness_late]
+    by_wake = sorted((wake, wake - deadline) for deadline, wake in witness_late)
+    wakes = [wake for wake, _ in by_wake]
     shared, loop_only = [], []
     for d, w in loop_late:
         if w - d <= threshold_ns:
             continue
-        lo = bisect.bisect_left(deadlines, d - 100_000)
-        hi = bisect.bisect_right(deadlines, w - 100_000)
-        held = [wake for _, wake in witness_late[lo:hi] if wake >= w - SHARED_WITHIN_NS]
+        need_ns = min(500_000, (w - d) // 2)
+        lo = bisect.bisect_left(wakes, w - SHARED_WITHIN_NS)
+        hi = bisect.bisect_right(wakes, w + SHARED_WITHIN_NS)
+        held = [late for _, late in by_wake[lo:hi] if late >= need_ns]
         (shared if held else loop_only).append({"deadline_ns": d, "late_us": (w - d) / 1e3})
     return {
         "threshold_us": threshold_ns / 1e3,

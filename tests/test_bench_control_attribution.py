@@ -33,6 +33,20 @@ def test_stall_held_both_threads_is_shared(bench):
     assert out["max_shared_late_us"] == pytest.approx(3900.0)
 
 
+def test_stall_that_began_before_the_loops_deadline_is_shared(bench):
+    # the witness's deadline (9.9 ms) came before the loop's (10.3 ms); both were held until 14.2 ms
+    loop = [(int(10.3 * MS), int(14.2 * MS))]
+    witness = [(int(9.9 * MS), int(14.21 * MS))]
+    assert bench.attribute_late_ticks(loop, witness)["shared_with_witness"] == 1
+
+
+def test_witness_barely_late_at_the_same_moment_is_not_a_shared_stall(bench):
+    # a witness tick only 60 us late near the loop's wake-up (e.g. waiting for the loop's own tick) is no evidence
+    loop = [(int(10.3 * MS), int(14.2 * MS))]
+    witness = [(int(14.15 * MS), int(14.21 * MS))]
+    assert bench.attribute_late_ticks(loop, witness)["loop_only"] == 1
+
+
 def test_loop_late_while_witness_ran_on_time_is_the_loops_own(bench):
     loop = [(int(10.3 * MS), int(12.0 * MS))]
     # the witness woke on time at 10.8 and 11.8 ms (only ticks later than its threshold are listed: none here),
