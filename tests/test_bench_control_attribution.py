@@ -40,6 +40,13 @@ def test_stall_that_began_before_the_loops_deadline_is_shared(bench):
     assert bench.attribute_late_ticks(loop, witness)["shared_with_witness"] == 1
 
 
+def test_stall_that_caught_the_witness_later_is_shared(bench):
+    # a quiet run's case: the loop's timer (10.3 ms) and the witness's (10.9 ms) both fired only at 11.44 ms
+    loop = [(int(10.3 * MS), int(11.44 * MS))]
+    witness = [(int(10.9 * MS), int(11.445 * MS))]
+    assert bench.attribute_late_ticks(loop, witness)["shared_with_witness"] == 1
+
+
 def test_witness_barely_late_at_the_same_moment_is_not_a_shared_stall(bench):
     # a witness tick only 60 us late near the loop's wake-up (e.g. waiting for the loop's own tick) is no evidence
     loop = [(int(10.3 * MS), int(14.2 * MS))]
