@@ -235,6 +235,9 @@ def test_cpu_fused_finite_check(shape, layout, dtype, bad):
             lpips_distance(t["fx"], t["fy"], w, spatial=True, backend="cpu")
         got = lpips_distance(t["fx"], t["fy"], w, backend="cpu", check_finite=False)  # not checked: no error
         assert got.shape == (B,) and torch.isfinite(got[: B - 1]).all()
+        # the bad sample is NaN, as the reference's (the clamp at 0 must not turn NaN into 0)
+        ref = lpips_distance(t["fx"], t["fy"], w, backend="torch", check_finite=False)
+        assert torch.isnan(ref[B - 1]) and torch.isnan(got[B - 1])
         # lists name the layer; requires_grad goes through the custom op (same check)
         with pytest.raises(ValueError, match=rf"{which}\[1\] contains NaN or Inf"):
             clean = make(shape, dtype, layout, 3)
@@ -513,6 +516,10 @@ def _triton_cases() -> None:
             h = lpips_layer_backward(fx, fy, w, 1e-10, mode, False, torch.ones(shape[0]))[0]
             torch.testing.assert_close(g.float(), h.float(), rtol=1e-2, atol=1e-3)
     assert torch.equal(lpips_distance(fx, fx, backend="triton"), torch.zeros(fx.shape[0], dtype=torch.float64))
+    bad = make((3, 4, 2, 5), torch.float32, "contiguous", 9)
+    bad[1, 2, 1, 3] = float("nan")  # unchecked NaN: that sample is NaN, as the reference's, not clamped to 0
+    got = lpips_distance(bad, make((3, 4, 2, 5), torch.float32, "contiguous", 10), backend="triton", check_finite=False)
+    assert torch.isnan(got[1]) and torch.isfinite(got[[0, 2]]).all()
     print("TRITON_CASES_OK")
 
 

@@ -6,7 +6,8 @@
 //   d     = sum_c w_c (x_c / n(x) - y_c / n(y))^2
 //         = Swxx / n(x)^2 + Swyy / n(y)^2 - 2 Swxy / (n(x) n(y)),   Swab = sum_c w_c a_c b_c
 // so one pass over the channels (five running sums, three when unweighted) gives d; every input element
-// is read once. d is clamped at 0 (it is a weighted squared norm, w >= 0; the clamp only removes rounding).
+// is read once. d is clamped at 0 (it is a weighted squared norm, w >= 0; the clamp only removes rounding) and
+// NaN passes through, as in the reference.
 // With x == y the three terms are computed by identical operations, so d == 0 exactly.
 #pragma once
 
@@ -36,7 +37,7 @@ PR_HD Acc lpips_pixel(Acc xx, Acc yy, Acc wxx, Acc wyy, Acc wxy, Acc eps, int mo
   const Acc ty = (wyy * iy) * iy;
   const Acc txy = (wxy * ix) * iy;
   const Acc d = (tx + ty) - (txy + txy);
-  return d > Acc(0) ? d : Acc(0);
+  return d < Acc(0) ? Acc(0) : d;  // not `d > 0 ? d : 0`: NaN (unchecked NaN/Inf input) must stay NaN, as in torch
 }
 
 // Meanpool: d = sum_c (m_c / n(m) - k_c / n(k))^2 / C for the spatial means m, k (written as the explicit

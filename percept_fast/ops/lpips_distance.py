@@ -173,7 +173,7 @@ if triton is not None:
         ty = (awyy * iy) * iy
         txy = (awxy * ix) * iy
         d = (tx + ty) - (txy + txy)
-        d = tl.where(mask_p & (d > 0), d, 0.0)
+        d = tl.where(mask_p & ~(d < 0), d, 0.0)  # clamp rounding below 0; NaN stays NaN like the reference
         if SPATIAL:
             tl.store(MAP + b * P + offs_p, d, mask=mask_p)
         tl.store(PART + b * NB + pid_p, tl.sum(d, axis=0))
