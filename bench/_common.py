@@ -21,7 +21,6 @@ import os
 import platform
 import resource
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -148,21 +147,12 @@ def machine_info(device: torch.device | str = "cpu") -> dict[str, Any]:
 
 
 def write_json(name: str, payload: dict[str, Any], results_dir: Path | str | None = None) -> Path:
-    """Writes ``<results_dir>/<name>.json`` atomically (temp file + os.replace)."""
+    """Writes ``<results_dir>/<name>.json`` atomically (percept_fast._io: temp file, fsync, os.replace)."""
+    from percept_fast._io import atomic_write_text
+
     out_dir = Path(results_dir) if results_dir is not None else RESULTS_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{name}.json"
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".json.tmp", dir=out_dir)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2, sort_keys=False, default=str)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    text = json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n"
+    return atomic_write_text(out_dir / f"{name}.json", text)
 
 
 def fmt_bytes(n: float) -> str:
