@@ -33,9 +33,12 @@ template <typename Acc>
 PR_HD Acc lpips_pixel(Acc xx, Acc yy, Acc wxx, Acc wyy, Acc wxy, Acc eps, int mode) {
   const Acc ix = lpips_inv_norm(xx, eps, mode);
   const Acc iy = lpips_inv_norm(yy, eps, mode);
-  const Acc tx = (wxx * ix) * ix;
-  const Acc ty = (wyy * iy) * iy;
-  const Acc txy = (wxy * ix) * iy;
+  // A norm that overflowed to inf (huge finite inputs) makes that normalised vector exactly 0, as the reference's
+  // x / inf does; the products below would give inf * 0 = NaN instead. NaN sums (NaN inputs) still give NaN.
+  const bool x_zero = ix == Acc(0), y_zero = iy == Acc(0);
+  const Acc tx = x_zero ? Acc(0) : (wxx * ix) * ix;
+  const Acc ty = y_zero ? Acc(0) : (wyy * iy) * iy;
+  const Acc txy = (x_zero || y_zero) ? Acc(0) : (wxy * ix) * iy;
   const Acc d = (tx + ty) - (txy + txy);
   return d < Acc(0) ? Acc(0) : d;  // not `d > 0 ? d : 0`: NaN (unchecked NaN/Inf input) must stay NaN, as in torch
 }

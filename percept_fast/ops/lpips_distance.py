@@ -169,9 +169,11 @@ if triton is not None:
             ny = tl.sqrt(ayy + eps * eps)
         ix = 1.0 / nx
         iy = 1.0 / ny
-        tx = (awxx * ix) * ix
-        ty = (awyy * iy) * iy
-        txy = (awxy * ix) * iy
+        # an overflowed norm (huge finite inputs) zeroes that normalised vector, as the reference's x / inf
+        # (lpips_kernel.h: not inf * 0 = NaN)
+        tx = tl.where(ix == 0, 0.0, (awxx * ix) * ix)
+        ty = tl.where(iy == 0, 0.0, (awyy * iy) * iy)
+        txy = tl.where((ix == 0) | (iy == 0), 0.0, (awxy * ix) * iy)
         d = (tx + ty) - (txy + txy)
         d = tl.where(mask_p & ~(d < 0), d, 0.0)  # clamp rounding below 0; NaN stays NaN like the reference
         if SPATIAL:
