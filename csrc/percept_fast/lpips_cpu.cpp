@@ -42,6 +42,18 @@ inline void check_pixel(const View4<T>& x, const View4<T>& y, int64_t b, int64_t
   if (f) flags.fetch_or(f, std::memory_order_relaxed);
 }
 
+// The end of every path for one pixel p of sample b, from its channel sums: records a NaN/Inf input, computes d
+// (unweighted, the plain sums of squares stand in for the weighted ones) and writes it to the spatial map if any.
+template <bool kWeighted, typename T, typename Acc>
+inline Acc finish_pixel(const View4<T>& x, const View4<T>& y, int64_t b, int64_t p, Acc sxx, Acc syy, Acc swxx,
+                        Acc swyy, Acc swxy, Acc eps, int mode, Acc* map_row, std::atomic<int>& flags) {
+  check_pixel(x, y, b, p, sxx, syy, flags);
+  const Acc d = kWeighted ? lpips_pixel(sxx, syy, swxx, swyy, swxy, eps, mode)
+                          : lpips_pixel(sxx, syy, sxx, syy, swxy, eps, mode);
+  if (map_row) map_row[p] = d;
+  return d;
+}
+
 // Any strides: a tile of up to kTile pixels, their offsets computed once, channels outer.
 template <typename T, typename Acc, bool kWeighted>
 Acc lpips_tile_strided(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc eps, int mode, int64_t b, int64_t p0,
@@ -75,11 +87,8 @@ Acc lpips_tile_strided(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc 
   }
   Acc sum = 0;
   for (int64_t i = 0; i < np; ++i) {
-    check_pixel(x, y, b, p0 + i, axx[i], ayy[i], flags);
-    const Acc d = kWeighted ? lpips_pixel(axx[i], ayy[i], awxx[i], awyy[i], awxy[i], eps, mode)
-                            : lpips_pixel(axx[i], ayy[i], axx[i], ayy[i], awxy[i], eps, mode);
-    if (map_row) map_row[p0 + i] = d;
-    sum += d;
+    sum += finish_pixel<kWeighted>(x, y, b, p0 + i, axx[i], ayy[i], awxx[i], awyy[i], awxy[i], eps, mode, map_row,
+                                   flags);
   }
   return sum;
 }
@@ -140,11 +149,8 @@ Acc lpips_row_contig(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc ep
   }
   Acc sum = 0;
   for (int64_t i = 0; i < np; ++i) {
-    check_pixel(x, y, b, p0 + i, axx[i], ayy[i], flags);
-    const Acc d = kWeighted ? lpips_pixel(axx[i], ayy[i], awxx[i], awyy[i], awxy[i], eps, mode)
-                            : lpips_pixel(axx[i], ayy[i], axx[i], ayy[i], awxy[i], eps, mode);
-    if (map_row) map_row[p0 + i] = d;
-    sum += d;
+    sum += finish_pixel<kWeighted>(x, y, b, p0 + i, axx[i], ayy[i], awxx[i], awyy[i], awxy[i], eps, mode, map_row,
+                                   flags);
   }
   return sum;
 }
@@ -196,11 +202,7 @@ Acc lpips_tile_channels_last(const View4<T>& x, const View4<T>& y, const Acc* wt
       swyy += awyy[l];
       swxy += awxy[l];
     }
-    check_pixel(x, y, b, p, sxx, syy, flags);
-    const Acc d = kWeighted ? lpips_pixel(sxx, syy, swxx, swyy, swxy, eps, mode)
-                            : lpips_pixel(sxx, syy, sxx, syy, swxy, eps, mode);
-    if (map_row) map_row[p] = d;
-    sum += d;
+    sum += finish_pixel<kWeighted>(x, y, b, p, sxx, syy, swxx, swyy, swxy, eps, mode, map_row, flags);
   }
   return sum;
 }
@@ -249,11 +251,7 @@ Acc lpips_sample_flat(const View4<T>& x, const View4<T>& y, const Acc* wexp, Acc
       swyy += awyy[j];
       swxy += awxy[j];
     }
-    check_pixel(x, y, b, p, sxx, syy, flags);
-    const Acc d = kWeighted ? lpips_pixel(sxx, syy, swxx, swyy, swxy, eps, mode)
-                            : lpips_pixel(sxx, syy, sxx, syy, swxy, eps, mode);
-    if (map_row) map_row[p] = d;
-    sum += d;
+    sum += finish_pixel<kWeighted>(x, y, b, p, sxx, syy, swxx, swyy, swxy, eps, mode, map_row, flags);
   }
   return sum;
 }
