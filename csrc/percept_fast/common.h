@@ -224,13 +224,18 @@ inline int num_threads() {
   return n;
 }
 
-// Runs f(begin, end) over [0, n) split into contiguous chunks, one per thread. `min_per_thread` items of
-// work per thread are required before another thread is started (small inputs run inline).
+// Threads for n items: `min_per_thread` items of work per thread are required before another thread is started
+// (small inputs run inline), at most num_threads().
+inline int threads_for(int64_t n, int64_t min_per_thread) {
+  const int64_t want = std::max<int64_t>(1, n / std::max<int64_t>(1, min_per_thread));
+  return static_cast<int>(std::min<int64_t>(want, num_threads()));
+}
+
+// Runs f(begin, end) over [0, n) split into contiguous chunks, one per thread (threads_for).
 template <typename F>
 void parallel_for(int64_t n, int64_t min_per_thread, F&& f) {
   if (n <= 0) return;
-  const int64_t want = std::max<int64_t>(1, n / std::max<int64_t>(1, min_per_thread));
-  const int nt = static_cast<int>(std::min<int64_t>(want, num_threads()));
+  const int nt = threads_for(n, min_per_thread);
   if (nt <= 1) {
     f(int64_t{0}, n);
     return;
@@ -353,8 +358,7 @@ class WorkerPool {
 template <typename F>
 void parallel_for_pooled(int64_t n, int64_t min_per_thread, F&& f) {
   if (n <= 0) return;
-  const int64_t want = std::max<int64_t>(1, n / std::max<int64_t>(1, min_per_thread));
-  const int nt = static_cast<int>(std::min<int64_t>(want, num_threads()));
+  const int nt = threads_for(n, min_per_thread);
   if (nt <= 1) {
     f(int64_t{0}, n);
     return;
