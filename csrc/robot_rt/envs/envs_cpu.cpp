@@ -122,11 +122,17 @@ FirstContact fly_to_first_contact(const double* state, const robot_rt::ballistic
   return sink;
 }
 
-// First contact of each ball within `horizon_s` on the grid dt_s (the flight of simulate_batch(max_events=1):
-// same advance_step, same grid), stopping right after it: kind [M] (0: none) and the state after it [M, 9].
-// The launch sampler's validity test needs only this first contact, ~2-3x cheaper than the whole horizon.
-py::tuple first_contacts(const py::array& states, const py::array& packed, double dt_s, double horizon_s,
-                         int n_threads) {
+// The inputs of both first-contact flights, checked: states [M, 9], the packed ball parameters and the time grid
+// (n_steps steps of dt_s, the last one h_last, as simulate_batch).
+struct FlightBatch {
+  const double* states;
+  py::ssize_t m;
+  robot_rt::ballistics::Params<double> params;
+  long long n_steps;
+  double h_last;
+};
+
+FlightBatch flight_batch(const py::array& states, const py::array& packed, double dt_s, double horizon_s) {
   namespace bl = robot_rt::ballistics;
   using robot_rt::envs::bind::arr;
   const py::ssize_t m = states.ndim() == 2 ? states.shape(0) : -1;
@@ -134,12 +140,21 @@ py::tuple first_contacts(const py::array& states, const py::array& packed, doubl
   const bl::Params<double> p = bl::params_from<double>(arr<double>(packed, "packed", {bl::kNumParams}, false));
   if (!(dt_s > 0) || !(horizon_s > 0) || horizon_s / dt_s > 1e7)
     throw py::value_error("dt_s and horizon_s must be > 0 with horizon_s / dt_s <= 1e7");
+  const long long n_steps = bl::n_steps_for(horizon_s, dt_s);
+  return FlightBatch{in, m, p, n_steps, horizon_s - double(n_steps - 1) * dt_s};
+}
+
+// First contact of each ball within `horizon_s` on the grid dt_s (the flight of simulate_batch(max_events=1):
+// same advance_step, same grid), stopping right after it: kind [M] (0: none) and the state after it [M, 9].
+// The launch sampler's validity test needs only this first contact, ~2-3x cheaper than the whole horizon.
+py::tuple first_contacts(const py::array& states, const py::array& packed, double dt_s, double horizon_s,
+                         int n_threads) {
+  const FlightBatch fb = flight_batch(states, packed, dt_s, horizon_s);
+  const py::ssize_t m = fb.m;
   py::array_t<int32_t> kind(m);
   py::array_t<double> after({m, py::ssize_t(9)});
   int32_t* kp = kind.mutable_data();
   double* ap = after.mutable_data();
-  const long long n_steps = bl::n_steps_for(horizon_s, dt_s);
-  const double h_last = horizon_s - double(n_steps - 1) * dt_s;
   int threads = n_threads > 0 ? n_threads : hardware_threads();
   // ~10-30 us per ball: a second thread from ~32 balls on, handed out 8 at a time
   threads = static_cast<int>(std::min<long long>(threads, std::max<long long>(1, m / 16)));
@@ -147,7 +162,7 @@ py::tuple first_contacts(const py::array& states, const py::array& packed, doubl
     py::gil_scoped_release release;
     parallel_for(m, threads, [&](long long lo, long long hi) {
     for (long long i = lo; i < hi; ++i) {
-      const FirstContact sink = fly_to_first_contact(in + 9 * i, p, dt_s, h_last, n_steps);
+      const FirstContact sink = fly_to_first_contact(fb.states + 9 * i, fb.params, dt_s, fb.h_last, fb.n_steps);
       kp[i] = sink.kind;
       for (int c = 0; c < 9; ++c) ap[9 * i + c] = sink.kind ? sink.after[c] : std::nan("");
     }
@@ -165,22 +180,17 @@ py::array_t<int64_t> first_valid_launches(const py::array& states, const py::arr
                                           int n_threads) {
   namespace bl = robot_rt::ballistics;
   using robot_rt::envs::bind::arr;
-  const py::ssize_t m = states.ndim() == 2 ? states.shape(0) : -1;
-  const double* in = arr<double>(states, "states", {m, 9}, false);
+  const FlightBatch fb = flight_batch(states, packed, dt_s, horizon_s);
+  const py::ssize_t m = fb.m;
   const py::ssize_t g1 = offsets.ndim() == 1 ? offsets.shape(0) : -1;
   if (g1 < 1) throw py::value_error("offsets: expected [groups + 1], got shape " + robot_rt::envs::bind::shape_str(offsets));
   const int64_t* off = arr<int64_t>(offsets, "offsets", {g1}, false);
   for (py::ssize_t g = 0; g + 1 < g1; ++g)
     if (off[g] < 0 || off[g] > off[g + 1] || off[g + 1] > m)
       throw py::value_error("offsets: expected non-decreasing offsets into states, from >= 0 to <= len(states)");
-  const bl::Params<double> p = bl::params_from<double>(arr<double>(packed, "packed", {bl::kNumParams}, false));
-  if (!(dt_s > 0) || !(horizon_s > 0) || horizon_s / dt_s > 1e7)
-    throw py::value_error("dt_s and horizon_s must be > 0 with horizon_s / dt_s <= 1e7");
   const long long groups = g1 - 1;
   py::array_t<int64_t> first(groups);
   int64_t* fp = first.mutable_data();
-  const long long n_steps = bl::n_steps_for(horizon_s, dt_s);
-  const double h_last = horizon_s - double(n_steps - 1) * dt_s;
   int threads = n_threads > 0 ? n_threads : hardware_threads();
   threads = static_cast<int>(std::min<long long>(threads, std::max<long long>(1, groups / 8)));
   {
@@ -189,7 +199,7 @@ py::array_t<int64_t> first_valid_launches(const py::array& states, const py::arr
       for (long long g = lo; g < hi; ++g) {
         fp[g] = -1;
         for (int64_t i = off[g]; i < off[g + 1]; ++i) {
-          const FirstContact sink = fly_to_first_contact(in + 9 * i, p, dt_s, h_last, n_steps);
+          const FirstContact sink = fly_to_first_contact(fb.states + 9 * i, fb.params, dt_s, fb.h_last, fb.n_steps);
           if (sink.kind == bl::kTable && sink.after[0] > 0.0 && sink.after[0] < half_length_m &&
               std::fabs(sink.after[1]) < half_width_m) {
             fp[g] = i - off[g];
