@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import struct
 import sys
 import tempfile
 from pathlib import Path
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_control import BusyCore, build_floor, finish_floor, start_floor  # noqa: E402
 
 from robot_rt._io import atomic_write_json  # noqa: E402
+from robot_rt.control.loop import CPU_LATENCY_DEVICE, open_cpu_latency_request  # noqa: E402
 
 PLACEMENTS = {  # name: (tick cpu, busy cpu, hold a latency request of 0)
     "idle_cpu": (0, 1, False),
@@ -39,10 +39,9 @@ def run_placement(exe: Path, duration_s: float, tick_cpu: int, busy_cpu: int, po
     fd = None
     if poll:
         try:
-            fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
-            os.write(fd, struct.pack("=i", 0))
+            fd = open_cpu_latency_request(0)
         except OSError as exc:
-            return {"skipped": f"/dev/cpu_dma_latency: {exc.strerror}"}
+            return {"skipped": f"{CPU_LATENCY_DEVICE}: {exc.strerror}"}
     try:
         with BusyCore(busy_cpu):
             summary, events = finish_floor(start_floor(exe, duration_s, tick_cpu, log_threshold_us=1000.0))

@@ -20,7 +20,7 @@ from robot_rt.robot import load_robot
 
 _control = pytest.importorskip("robot_rt._control")
 from robot_rt.control import read_runlog  # noqa: E402
-from robot_rt.control.loop import EVENT_CODES, RealTimeLoop  # noqa: E402
+from robot_rt.control.loop import CPU_LATENCY_DEVICE, EVENT_CODES, RealTimeLoop  # noqa: E402
 
 ROBOT = load_robot()
 DT = 0.001
@@ -390,7 +390,7 @@ def test_cpu_latency_request_held_while_running_or_warned():
 
 def _current_cpu_latency_request_us():
     try:
-        fd = os.open(RealTimeLoop.CPU_LATENCY_DEVICE, os.O_RDONLY)
+        fd = os.open(CPU_LATENCY_DEVICE, os.O_RDONLY)
     except OSError:
         return None
     try:

@@ -69,6 +69,22 @@ def event_code(name: str | int) -> int:
     raise TypeError(f"name: expected an event name or int code, got {type(name).__name__}")
 
 
+CPU_LATENCY_DEVICE = "/dev/cpu_dma_latency"
+
+
+def open_cpu_latency_request(limit_us: int) -> int:
+    """Holds a PM QoS CPU wake-up latency request of `limit_us` (0: idle CPUs poll) for as long as the returned file
+    descriptor stays open; close it to release (the kernel also drops it when the process dies). Raises OSError
+    when refused (needs write access to /dev/cpu_dma_latency)."""
+    fd = os.open(CPU_LATENCY_DEVICE, os.O_WRONLY)
+    try:
+        os.write(fd, struct.pack("=i", int(limit_us)))
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
 @dataclass(frozen=True)
 class Event:
     stamp_ns: int
@@ -262,26 +278,18 @@ class RealTimeLoop:
         self._release_cpu_latency_request()
         self._drain_events()
 
-    CPU_LATENCY_DEVICE = "/dev/cpu_dma_latency"
-
     def _hold_cpu_latency_request(self) -> None:
         # The request lasts while the file stays open (the kernel drops it when the process dies, too).
         if self.cpu_latency_limit_us is None or self._cpu_latency_fd is not None:
             return
         self.cpu_latency_request_granted = False
         try:
-            fd = os.open(self.CPU_LATENCY_DEVICE, os.O_WRONLY)
+            fd = open_cpu_latency_request(self.cpu_latency_limit_us)
         except OSError as exc:
             self.start_warnings.append(
-                f"CPU latency request of {self.cpu_latency_limit_us} us refused ({self.CPU_LATENCY_DEVICE}: "
+                f"CPU latency request of {self.cpu_latency_limit_us} us refused ({CPU_LATENCY_DEVICE}: "
                 f"{exc.strerror}): idle CPUs keep the system's sleep states"
             )
-            return
-        try:
-            os.write(fd, struct.pack("=i", self.cpu_latency_limit_us))
-        except OSError as exc:
-            os.close(fd)
-            self.start_warnings.append(f"CPU latency request refused ({exc.strerror})")
             return
         self._cpu_latency_fd = fd
         self.cpu_latency_request_granted = True
