@@ -71,8 +71,15 @@ def test_two_processes_match_one(tmp_path):
             for a, b in zip(single[kind], got):
                 assert (a.seed, a.length, a.outcome, a.has_landed) == (b.seed, b.length, b.outcome, b.has_landed)
                 np.testing.assert_array_equal(a.landing_point, b.landing_point)
-                np.testing.assert_array_equal(a.actions, b.actions)
-                np.testing.assert_array_equal(a.features, b.features)
+                if kind == "scripted":
+                    np.testing.assert_array_equal(a.actions, b.actions)
+                    np.testing.assert_array_equal(a.features, b.features)
+                else:
+                    # An episode sits in another env slot (matrix row) when sharded, and a float32 GEMM may round a
+                    # row differently depending on its position in the block (seen on AMD EPYC: 6e-8), so the
+                    # learned policy's actions, and the joint states they lead to, agree to float32 rounding only.
+                    np.testing.assert_allclose(a.actions, b.actions, rtol=1e-5, atol=1e-6)
+                    np.testing.assert_allclose(a.features, b.features, rtol=1e-5, atol=1e-6)
     # the scripted episodes are not trivial: the balls are hit and differ from one another
     assert len({e.length for e in single["scripted"]}) > 1
 
