@@ -61,8 +61,8 @@ int main(int argc, char **argv) {
     }
     deadline += PERIOD_NS;
     while (deadline <= to_ns(now)) { /* skip the slots a stall swallowed, keep the rate */
+      skipped += deadline < end_ns;    /* a stall at the end swallows no slot after the run's end */
       deadline += PERIOD_NS;
-      skipped++;
     }
   }
   for (long long i = 0; i < n_logged; i++) fprintf(stderr, "%lld %lld\n", logged_deadline_ns[i], logged_late_ns[i]);
