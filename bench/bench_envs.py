@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_table, write_json  # noqa: E402
 
 import robot_rt.envs  # noqa: E402,F401 - registers the ids
-from robot_rt.envs.core import cuda_available  # noqa: E402
+from robot_rt._native import available_backends  # noqa: E402
 from robot_rt.envs.vector import TableTennisGoalVectorEnv, TableTennisVectorEnv  # noqa: E402
 
 
@@ -102,7 +102,7 @@ def main(argv=None) -> dict:
     cases = [c for c in args.cases.split(",") if c]
     if args.cuda and "cuda" not in cases:
         cases.append("cuda")
-    if "cuda" in cases and not cuda_available():
+    if "cuda" in cases and "cuda" not in available_backends("envs"):
         print("cuda: robot_rt._envs_cuda not built or no CUDA device; skipped")
         cases.remove("cuda")
     env_id = "robot_rt/TableTennisGoal-v0" if args.goal else "robot_rt/TableTennis-v0"

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import robot_rt.envs  # noqa: F401 - registers the env ids
+from robot_rt._native import available_backends, native
 from robot_rt.envs import core
 from robot_rt.envs.core import (
     OUTCOME_LIMIT,
@@ -23,7 +24,7 @@ from robot_rt.envs.core import (
 )
 from robot_rt.envs.human_model import HumanBehaviorModel
 
-HAVE_CPU = core._native_module("cpu") is not None
+HAVE_CPU = native("_envs") is not None
 needs_cpu = pytest.mark.skipif(not HAVE_CPU, reason="robot_rt._envs is not built")
 
 
@@ -139,7 +140,7 @@ def test_cpp_paddle_kinematics_matches_numpy():
 
 @pytest.mark.gpu
 def test_cuda_step_matches_cpu():
-    if not core.cuda_available():
+    if "cuda" not in available_backends("envs"):
         pytest.skip("robot_rt._envs_cuda not built or no CUDA device")
     n = 64
     wa = TableTennisWorld(n, backend="cpu")
@@ -273,7 +274,7 @@ def test_sample_launches_matches_human_sample():
         assert np.all(human.is_valid(got))
 
 
-@pytest.mark.skipif(not hasattr(core._native_module("cpu"), "first_contacts"), reason="robot_rt._envs not built")
+@pytest.mark.skipif(not hasattr(native("_envs"), "first_contacts"), reason="robot_rt._envs not built")
 def test_native_launch_validity_matches_human_is_valid():
     human = HumanBehaviorModel.real_player()
     w = TableTennisWorld(1, human=human, backend="cpu")
@@ -514,7 +515,7 @@ def test_camera_rate_latency_noise_and_window(backend):
 
 
 # ------------------------------------------------------------------------------------------ native camera + observation
-HAVE_NATIVE_CAMERA = HAVE_CPU and hasattr(core._native_module("cpu"), "observe")
+HAVE_NATIVE_CAMERA = HAVE_CPU and hasattr(native("_envs"), "observe")
 needs_native_camera = pytest.mark.skipif(not HAVE_NATIVE_CAMERA, reason="robot_rt._envs lacks the native camera")
 
 _CAM_EXACT = ("t", "cam_t", "cam_head", "cam_count", "cam_counter", "rec_active")
@@ -597,7 +598,7 @@ def test_native_observe_and_camera_reject_bad_arrays():
     w = TableTennisWorld(3, backend="cpu")
     w.reset(np.arange(3), [0, 1, 2])
     low, high = w.observation_bounds()
-    mod = core._native_module("cpu")
+    mod = native("_envs")
     good = dict(q=w.q, qd=w.qd, t=w.t, cam_t=w.cam_t, cam_arrival=w.cam_arrival, cam_pos=w.cam_pos)
     good.update(cam_head=w.cam_head, low=low, high=high, out=np.empty((3, low.size), np.float32))
     mod.observe(**good)

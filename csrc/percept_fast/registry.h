@@ -16,22 +16,15 @@
 #include <vector>
 
 #include "common.h"
+#include "common/registry.hpp"  // csrc/common: the self-registration shared with robot_rt
 
 namespace percept_fast {
 
-using RegisterFn = void (*)(pybind11::module_&);
-
-struct OpEntry {
-  const char* name;
-  RegisterFn fn;
-};
+using RegisterFn = ::percept_robot::RegisterFn;
+using OpEntry = ::percept_robot::RegistryEntry;
 
 // The list of ops linked into this extension module (function-local static: no init-order issue).
 std::vector<OpEntry>& op_registry();
-
-struct OpRegistrar {
-  OpRegistrar(const char* name, RegisterFn fn) { op_registry().push_back(OpEntry{name, fn}); }
-};
 
 // Tensor descriptor as passed from Python (percept_fast/ops/_common.py:tensor_arg):
 //   (data_ptr: int, sizes: tuple[int, ...4], strides: tuple[int, ...4] in elements, dtype_code: int)
@@ -63,7 +56,4 @@ inline void check_feature_pair(const RawView4& x, const RawView4& y, const char*
 
 }  // namespace percept_fast
 
-#define PF_REGISTER_CONCAT_(a, b) a##b
-#define PF_REGISTER_CONCAT(a, b) PF_REGISTER_CONCAT_(a, b)
-#define PF_REGISTER_OP(name, fn) \
-  static ::percept_fast::OpRegistrar PF_REGISTER_CONCAT(pf_op_registrar_, name)(#name, fn);
+#define PF_REGISTER_OP(name, fn) PR_REGISTER(::percept_fast::op_registry, pf_op_registrar_, name, 0, fn)

@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from robot_rt import _native
+
 from . import reference as ref
 from ._validate import check_scalar, check_state_array, packed, table_or_default
 from .params import BallParams, TableGeometry
@@ -32,43 +34,13 @@ __all__ = [
     "available_backends",
 ]
 
-BACKENDS = ("auto", "numpy", "cpu", "cuda", "triton")
 MAX_DT_S = 0.05
 MAX_STEPS = 10_000_000
 
-try:  # the C++ core (absent when the native build is missing)
-    from robot_rt import _ballistics as _native
-except ImportError:  # pragma: no cover - exercised only without a build
-    _native = None
-
-
-def _cuda_module():
-    try:
-        from robot_rt import _ballistics_cuda
-    except ImportError:
-        return None
-    return _ballistics_cuda
-
 
 def available_backends() -> list[str]:
-    out = ["numpy"]
-    if _native is not None:
-        out.append("cpu")
-    try:
-        import torch
-
-        has_cuda = torch.cuda.is_available()
-    except Exception:  # pragma: no cover
-        has_cuda = False
-    if has_cuda and _cuda_module() is not None:
-        out.append("cuda")
-    try:
-        import triton  # noqa: F401
-
-        out.append("triton")
-    except Exception:  # pragma: no cover
-        pass
-    return out
+    """The batched functions' backends that run on this machine (for input on any device)."""
+    return _native.available_backends("ballistics")
 
 
 @dataclass
@@ -125,32 +97,14 @@ def _check_common(horizon_s, dt_s):
     return h, d
 
 
-def _resolve_backend(backend: str, kind: str, arr) -> str:
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    on_cuda = kind == "torch" and arr.device.type == "cuda"
-    if backend == "auto":
-        if on_cuda:
-            return "cuda" if _cuda_module() is not None else "triton"
-        return "cpu" if _native is not None else "numpy"
-    if backend == "cpu" and _native is None:
-        raise RuntimeError("backend='cpu' needs the native extension robot_rt._ballistics (run tools/setup.sh)")
-    if backend == "cuda":
-        if not on_cuda:
-            raise ValueError("backend='cuda' needs states as a CUDA torch tensor")
-        if _cuda_module() is None:
-            raise RuntimeError("backend='cuda' needs robot_rt._ballistics_cuda (built only when nvcc is found)")
-    if backend == "triton" and not (on_cuda or _triton_interpret()):
-        raise ValueError("backend='triton' needs states as a CUDA torch tensor (or TRITON_INTERPRET=1)")
-    if backend in ("numpy", "cpu") and on_cuda:
-        raise ValueError(f"backend={backend!r} needs CPU states, got a CUDA tensor")
-    return backend
+def _resolve_batch_backend(backend: str, kind: str, arr) -> str:
+    device = "cuda" if kind == "torch" and arr.device.type == "cuda" else "cpu"
+    return _native.resolve_backend("ballistics", backend, device, arg="states")
 
 
-def _triton_interpret() -> bool:
-    import os
-
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+def _single_ball_core(backend: str):
+    """The C++ core for one ball, or None when ``backend`` resolves to the NumPy reference."""
+    return _native.backend_module("ballistics.single_ball", _native.resolve_backend("ballistics.single_ball", backend))
 
 
 # --------------------------------------------------------------------------------------------- single ball
@@ -174,14 +128,11 @@ def simulate(
     h, d = _check_common(horizon_s, dt_s)
     pk = packed(params, table)
     y = _to_numpy64(arr).reshape(1, 9)
-    if backend not in ("auto", "numpy", "cpu"):
-        raise ValueError(f"backend must be 'auto', 'numpy' or 'cpu' for a single ball, got {backend!r}")
-    if backend == "numpy" or _native is None:
-        if backend == "cpu":
-            raise RuntimeError("backend='cpu' needs the native extension robot_rt._ballistics (run tools/setup.sh)")
+    core = _single_ball_core(backend)
+    if core is None:
         out = ref.simulate_batch_reference(y, h, d, pk, record_every=1, keep_records=True)
         return Trajectory(out["samples_t"], out["samples"][0], out["records"])
-    t, states, ev_t, ev_kind, ev_before, ev_after = _native.simulate_one(y[0], h, d, pk)
+    t, states, ev_t, ev_kind, ev_before, ev_after = core.simulate_one(y[0], h, d, pk)
     events = [
         ref.ContactEvent(float(ev_t[i]), ref.KIND_NAMES[int(ev_kind[i])], ev_before[i], ev_after[i], 0)
         for i in range(len(ev_t))
@@ -190,9 +141,8 @@ def simulate(
 
 
 def _single_stop(state, x_plane, stop_kind, params, table, dt_s, horizon_s, backend):
-    if backend == "numpy" or _native is None:
-        if backend == "cpu":
-            raise RuntimeError("backend='cpu' needs the native extension robot_rt._ballistics (run tools/setup.sh)")
+    core = _single_ball_core(backend)
+    if core is None:
         tg = table_or_default(table)
         _, arr = check_state_array(state, "state", tg, batched=False)
         h, d = _check_common(horizon_s, dt_s)
@@ -205,8 +155,6 @@ def _single_stop(state, x_plane, stop_kind, params, table, dt_s, horizon_s, back
             return None
         s = out["stop_state"][0]
         return PlaneCrossing(float(t), s[0:3].copy(), s[3:6].copy(), s[6:9].copy())
-    if backend != "auto" and backend != "cpu":
-        raise ValueError(f"backend must be 'auto', 'numpy' or 'cpu' for a single ball, got {backend!r}")
     if params is None and table is None:
         pk = _DEFAULT_PK
         room = _DEFAULT_ROOM
@@ -218,7 +166,7 @@ def _single_stop(state, x_plane, stop_kind, params, table, dt_s, horizon_s, back
         _, arr = check_state_array(state, "state", table_or_default(table), batched=False)
         state = _to_numpy64(arr)
     # The C++ entry point validates state (shape, dtype, finiteness, room), horizon and step itself.
-    r = _native.stop_one(state, x_plane, stop_kind, dt_s, horizon_s, pk, room)
+    r = core.stop_one(state, x_plane, stop_kind, dt_s, horizon_s, pk, room)
     if r is None:
         return None
     t, s = r
@@ -274,7 +222,7 @@ def _run_batch(
     if isinstance(max_events, bool) or not isinstance(max_events, (int, np.integer)) or max_events < 0:
         raise ValueError(f"max_events must be an int >= 0, got {max_events!r}")
     pk = packed(params, table)
-    be = _resolve_backend(backend, kind, arr)
+    be = _resolve_batch_backend(backend, kind, arr)
     kw = dict(
         record_every=int(record_every), max_events=int(max_events), plane_x=float(plane_x), stop_kind=int(stop_kind)
     )

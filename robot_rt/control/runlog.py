@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from robot_rt._native import native
+
 FILE_MAGIC = b"RRTLOG01"
 FILE_HEADER = struct.Struct("<8sII")  # magic, version, header size
 CHUNK_HEADER = struct.Struct("<IIIIQ")  # magic, payload bytes, crc32, record count, chunk seq
@@ -97,12 +99,8 @@ class RunLog:
 
 
 def _default_event_names() -> dict:
-    try:
-        from robot_rt import _control
-
-        return dict(_control.EVENT_CODES)
-    except ImportError:  # reading a log does not need the native module
-        return {}
+    control = native("_control")  # reading a log does not need the native module
+    return {} if control is None else dict(control.EVENT_CODES)
 
 
 def read_runlog(path: str | Path) -> RunLog:

@@ -69,6 +69,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from robot_rt import _native
 from robot_rt.ballistics import BallParams, TableGeometry, pack_params, reference
 from robot_rt.robot import RobotDescription, load_robot
 from robot_rt.robot.kinematics import forward_kinematics
@@ -87,7 +88,6 @@ OUTCOME_LIMIT = 4  # a joint reached its position limit or the paddle left its w
 OUTCOME_HUMAN_FAULT = 5  # the incoming ball was not playable (net/floor before reaching the robot)
 OUTCOME_NAMES = {0: "none", 1: "returned", 2: "missed", 3: "out", 4: "limit", 5: "human_fault"}
 
-BACKENDS = ("auto", "numpy", "cpu", "cuda")
 SLOW_BALL_MPS = 0.5  # a ball slower than this (rolling, resting) ends the rally
 
 # Order of the packed scalar parameters read by the C++ step (world_step.hpp, WorldScalars).
@@ -315,42 +315,6 @@ def _first_set_bits(k: int):
     return _FIRST_BITS[k]
 
 
-# ------------------------------------------------------------------------------------------ native modules
-def _native_module(backend: str):
-    try:
-        if backend == "cpu":
-            from robot_rt import _envs
-
-            return _envs
-        from robot_rt import _envs_cuda
-
-        return _envs_cuda
-    except ImportError:
-        return None
-
-
-def cuda_available() -> bool:
-    mod = _native_module("cuda")
-    if mod is None:
-        return False
-    try:
-        return bool(mod.device_count() > 0)
-    except Exception:  # noqa: BLE001 - no driver / no device
-        return False
-
-
-def resolve_backend(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        return "cpu" if _native_module("cpu") is not None else "numpy"
-    if backend == "cpu" and _native_module("cpu") is None:
-        raise ValueError("backend='cpu': the native module robot_rt._envs is not built (run tools/setup.sh)")
-    if backend == "cuda" and not cuda_available():
-        raise ValueError("backend='cuda': robot_rt._envs_cuda is not built or no CUDA device is available")
-    return backend
-
-
 class TableTennisWorld:
     """N worlds stepped together (see the module docstring). All arrays have a leading dimension N."""
 
@@ -371,7 +335,7 @@ class TableTennisWorld:
         if num_threads is not None and (not isinstance(num_threads, (int, np.integer)) or num_threads < 1):
             raise ValueError(f"num_threads: expected a positive int or None, got {num_threads!r}")
         self.n = int(num_worlds)
-        self.backend = resolve_backend(backend)
+        self.backend = _native.resolve_backend("envs", backend)
         self.human = human or HumanBehaviorModel.default()
         self.robot = robot or load_robot()
         self.config = config or WorldConfig()
@@ -421,15 +385,15 @@ class TableTennisWorld:
         self._stepper = None
         self._native_camera = False  # camera frames taken inside the native step
         if self.backend != "numpy":
-            self._stepper = self._make_stepper(_native_module(self.backend))
+            self._stepper = self._make_stepper(_native.backend_module("envs", self.backend))
             if hasattr(self._stepper, "set_camera"):
                 self._stepper.set_camera(self.camera_scalars())
                 self._native_camera = True
         self._obs_bounds = None  # (low, high) float32 of observations(), built on first use
-        self._cpu_mod = _native_module("cpu")  # looked up once: an import per call costs ~10 us
+        self._cpu_mod = _native.native("_envs")  # looked up once: a lookup per call costs ~10 us
         # launch-state validity (HumanBehaviorModel.is_valid): natively from the first contact when built
         self._is_valid = self.human.is_valid
-        if hasattr(_native_module("cpu"), "first_contacts"):
+        if hasattr(self._cpu_mod, "first_contacts"):
             self._human_pk = pack_params(self.human.params, self.human.table)
             self._is_valid = self.launch_is_valid
         self._first_valid = self.first_valid_launch if hasattr(self._cpu_mod, "first_valid_launches") else None

@@ -4,27 +4,21 @@ It binds a ``BallParams`` / ``TableGeometry`` pair once (packed parameter vector
 estimators need: the flight derivative, one RK4 flight step, the table rebound map, the contact height,
 and batched ``time_to_plane`` that returns NaN (instead of raising) for states outside the room.
 ``backend='auto'`` uses the C++ mirror of the reference equations (``robot_rt._ballistics``) for the
-derivative and the RK4 step when it is built (~60x faster for a 19-point batch), else the NumPy reference.
+derivative and the RK4 step when it is built (~60x faster for a 19-point batch), else the NumPy reference
+(``robot_rt._native.resolve_backend('estimation', ...)``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from robot_rt import _native
 from robot_rt.ballistics import BallParams, TableGeometry, pack_params, reference, time_to_plane_batch
 from robot_rt.ballistics.params import PARAM_NAMES
 
 __all__ = ["PhysicsModel"]
 
 _IDX = {n: i for i, n in enumerate(PARAM_NAMES)}
-
-try:  # the C++ mirror of reference.derivative / rk4_step (same equations, parity-tested in tests/)
-    from robot_rt import _ballistics as _native
-
-    if not (hasattr(_native, "rk4_step") and hasattr(_native, "derivative")):  # pragma: no cover
-        _native = None
-except ImportError:  # pragma: no cover - without the native build
-    _native = None
 
 
 class PhysicsModel:
@@ -35,11 +29,9 @@ class PhysicsModel:
         plane_dt_s: float = 1e-2,
         backend: str = "auto",
     ):
-        if backend not in ("auto", "numpy", "cpu"):
-            raise ValueError(f"backend: expected 'auto', 'numpy' or 'cpu', got {backend!r}")
-        if backend == "cpu" and _native is None:
-            raise RuntimeError("backend='cpu' needs the native extension robot_rt._ballistics (run tools/setup.sh)")
-        self.backend = "numpy" if backend == "numpy" or _native is None else "cpu"
+        self.backend = _native.resolve_backend("estimation", backend)
+        # the C++ mirror of reference.derivative / rk4_step (same equations, parity-tested in tests/)
+        self._core = _native.backend_module("estimation", self.backend)
         if params is not None and not isinstance(params, BallParams):
             raise TypeError(f"params: expected a robot_rt.ballistics.BallParams or None, got {type(params).__name__}")
         if table is not None and not isinstance(table, TableGeometry):
@@ -58,13 +50,13 @@ class PhysicsModel:
     def derivative(self, states: np.ndarray) -> np.ndarray:
         """d/dt of ``[N, 9]`` states."""
         if self.backend == "cpu":
-            return _native.derivative(np.ascontiguousarray(states, dtype=np.float64), self.pk)
+            return self._core.derivative(np.ascontiguousarray(states, dtype=np.float64), self.pk)
         return reference.derivative(states, self.pk)
 
     def flight_step(self, states: np.ndarray, dt_s: float) -> np.ndarray:
         """One RK4 step of free flight (no contacts) of ``[N, 9]`` states by the scalar ``dt_s``."""
         if self.backend == "cpu":
-            return _native.rk4_step(np.ascontiguousarray(states, dtype=np.float64), float(dt_s), self.pk)
+            return self._core.rk4_step(np.ascontiguousarray(states, dtype=np.float64), float(dt_s), self.pk)
         return reference.rk4_step(states, dt_s, self.pk)
 
     def table_bounce(self, states: np.ndarray) -> np.ndarray:

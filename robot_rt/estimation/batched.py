@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from robot_rt import _native
 from robot_rt.ballistics import BallParams, TableGeometry, pack_params, time_to_plane_batch
 from robot_rt.ballistics.params import PARAM_NAMES
 
@@ -94,7 +95,7 @@ class BatchedBallTracker:
         estimate_spin: bool = False,
         horizon_s: float = 1.0,
         plane_dt_s: float = 2e-3,
-        backend: str = "cpu",
+        backend: str = "auto",
     ):
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs: expected a positive int, got {num_envs!r}")
@@ -102,8 +103,6 @@ class BatchedBallTracker:
             raise ValueError(f"capacity: expected an int >= 4, got {capacity!r}")
         if isinstance(min_points, bool) or not isinstance(min_points, (int, np.integer)) or min_points < 2:
             raise ValueError(f"min_points: expected an int >= 2, got {min_points!r}")
-        if backend not in ("cpu", "numpy", "auto"):
-            raise ValueError(f"backend: expected 'cpu', 'numpy' or 'auto', got {backend!r}")
         self.n = int(num_envs)
         self.capacity = int(capacity)
         self.window_s = _check_positive(window_s, "window_s")
@@ -116,7 +115,7 @@ class BatchedBallTracker:
         self.plane_dt_s = _check_positive(plane_dt_s, "plane_dt_s")
         self.min_points = int(min_points)
         self.estimate_spin = bool(estimate_spin)
-        self.backend = backend
+        self.backend = _native.resolve_backend("estimation", backend)
         self.params = params if params is not None else BallParams()
         self.table = table if table is not None else TableGeometry()
         pk = pack_params(self.params, self.table)
@@ -354,7 +353,7 @@ class BatchedBallTracker:
         return BatchedCrossing(t_ref + tau, cross[:, :3], cross[:, 3:6], cross[:, 6:9], found)
 
 
-def crossing_batch(states, valid, planes, params, table, horizon_s, dt_s, backend="cpu"):
+def crossing_batch(states, valid, planes, params, table, horizon_s, dt_s, backend="auto"):
     """(tau_s [N], state at the crossing [N, 9]) of balls `states` [N, 9] with per-ball planes [N]; NaN where
     the ball is not valid or does not reach its plane within `horizon_s` (see the module docstring)."""
     n = states.shape[0]

@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from robot_rt._native import BACKENDS
 from robot_rt.learning import distributed as dist
 from robot_rt.learning.dataset import EpisodeBatch, EpisodeDataset, relabel
 from robot_rt.learning.features import FEATURE_DIM, FeatureExtractor
@@ -128,7 +129,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + name.replace("_", "-")
         parser.add_argument(flag, type=kind, default=None, help=f"{text} (default {d[name]})")
     parser.add_argument("--hidden", type=int, nargs="+", default=None, help=f"MLP widths (default {d['hidden']})")
-    parser.add_argument("--backend", choices=("auto", "numpy", "cpu", "cuda"), default=None, help="env backend")
+    parser.add_argument("--backend", choices=("auto", *BACKENDS["envs"]), default=None, help="env backend")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

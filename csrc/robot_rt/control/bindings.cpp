@@ -522,9 +522,5 @@ RR_CONTROL_REGISTER(core, 0, register_core)
 
 PYBIND11_MODULE(_control, m) {
   m.doc() = "robot_rt real-time control loop (C++ core)";
-  auto entries = robot_rt::control::binding_registry();
-  std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
-    return a.order != b.order ? a.order < b.order : std::strcmp(a.name, b.name) < 0;
-  });
-  for (const auto& e : entries) e.fn(m);
+  percept_robot::register_all(robot_rt::control::binding_registry(), m);
 }
