@@ -70,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--distance", default="lpips", choices=("lpips", "style", "meanpool"), help="deep-feature distance")
     s.add_argument(
         "--lin-weights",
-        default="lpips",
-        help="'lpips' (the lpips package's shipped weights, for alex/vgg/squeeze), 'none', or a file path",
+        default="auto",
+        help="'auto' (default, as PerceptualMetric: the lpips package's shipped weights for alex/vgg/squeeze with "
+        "--distance lpips, none otherwise), 'lpips' (the same, spelled out), 'none', or a file path",
     )
     s.add_argument(
         "--backbone-weights",
@@ -139,6 +140,8 @@ def _specs(args) -> list:
     if args.layers:
         layers = tuple(int(x) if x.strip().lstrip("-").isdigit() else x.strip() for x in args.layers.split(","))
     lin = None if args.lin_weights in (None, "none", "") else args.lin_weights
+    if lin == "auto":
+        lin = "lpips"  # per metric below: lpips' weights where it ships them (alex/vgg/squeeze), else none
     if lin not in (None, "lpips") and not Path(lin).is_file():
         raise FileNotFoundError(f"--lin-weights: file not found: {lin}")
     specs = []

@@ -26,7 +26,6 @@ reads the file shipped inside the installed ``lpips`` package. Nothing is downlo
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 import warnings
@@ -36,36 +35,33 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .backbones import AlexNetFeatures, Backbone, SqueezeNet11Features, VGG16Features, build_backbone, canonical_name
+from .ops import _common as ops_common
+from .ops import lpips_distance, meanpool_distance, style_distance
 from .weights import LPIPS_NETS, load_into, load_lpips_lin_weights, load_state_dict_file, lpips_lin_weights_path
 
 __all__ = ["PerceptualMetric", "perceptual_distance", "DISTANCES"]
 
 DISTANCES = ("lpips", "style", "meanpool")
-_OP_NAMES = {"lpips": "lpips_distance", "style": "style_distance", "meanpool": "meanpool_distance"}
+_OPS = {"lpips": lpips_distance, "style": style_distance, "meanpool": meanpool_distance}
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 _RANGE_TOL = 1e-5
+# op arguments the metric sets itself -> the metric's argument that controls them
+_RESERVED = {
+    "weight": "lin_weights",
+    "backend": "backend",
+    "per_layer": "per_layer (of forward / distance_from_features)",
+    "spatial": "spatial",
+    "check_finite": "check_input",
+}
 
 
-def _distance_op(distance: str):
-    """The op function for ``distance`` from :mod:`percept_fast.ops` (resolved lazily)."""
-    name = _OP_NAMES[distance]
-    ops = importlib.import_module("percept_fast.ops")
-    fn = getattr(ops, name, None)  # the function once ops/__init__ exports it (else the submodule, or None)
-    if not callable(fn):
-        try:
-            fn = getattr(importlib.import_module(f"percept_fast.ops.{name}"), name)
-        except (ImportError, AttributeError) as e:
-            raise RuntimeError(f"distance={distance!r}: percept_fast.ops.{name} is not available ({e})") from e
-    return fn
-
-
-def _accepts(fn, kw: str) -> bool:
-    try:
-        return kw in inspect.signature(fn).parameters
-    except (TypeError, ValueError):  # pragma: no cover
-        return False
+def _op_options(distance: str) -> tuple[str, ...]:
+    """The keyword arguments of the distance op that ``distance_kwargs`` may set."""
+    params = inspect.signature(_OPS[distance]).parameters.values()
+    return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in _RESERVED)
 
 
 def _features_finite(fs: Sequence[torch.Tensor]) -> bool:
@@ -78,6 +74,19 @@ def _features_finite(fs: Sequence[torch.Tensor]) -> bool:
         if not bool(torch.isfinite(f.sum(dtype=torch.float64 if f.dtype == torch.float64 else torch.float32))):
             return False
     return True
+
+
+def _upsample_sum(maps: Sequence[torch.Tensor], size: tuple[int, int], per_layer: bool) -> torch.Tensor:
+    """lpips' ``spatial=True`` output: every layer's ``[B, 1, h, w]`` map bilinearly upsampled to ``size``
+    (``nn.Upsample(size, mode='bilinear', align_corners=False)``), summed over layers in order (``[B, 1, H, W]``),
+    or stacked (``[B, L, H, W]``) with ``per_layer``."""
+    up = [F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps]
+    if per_layer:
+        return torch.cat(up, dim=1)
+    total = up[0]
+    for u in up[1:]:
+        total = total + u
+    return total
 
 
 def _backbone_lpips_name(backbone) -> str | None:
@@ -100,28 +109,34 @@ class PerceptualMetric(nn.Module):
             (or tuple) of ``[B, C, H, W]`` maps.
         layers: taps to use (indices or tap names, in network order); ``None`` uses all.
         distance: ``'lpips'`` | ``'style'`` | ``'meanpool'``.
-        lin_weights: only for ``'lpips'``: ``None`` (every channel weighted 1), ``'lpips'`` (the v0.1 weights
-            shipped in the installed ``lpips`` package, for alex/vgg/squeeze), a path to a file with
-            ``lin<i>.model.<j>.weight`` keys, or a list of ``[C]`` / ``[1, C, 1, 1]`` tensors. A file with one
-            weight per backbone tap is subset to ``layers``; otherwise there must be one per selected layer.
+        lin_weights: only for ``'lpips'``: ``'auto'`` (default: ``'lpips'`` for the alex/vgg/squeeze backbones,
+            so the metric is LPIPS, else ``None``), ``None`` (every channel weighted 1: lpips' ``lpips=False``
+            baseline), ``'lpips'`` (the v0.1 weights shipped in the installed ``lpips`` package, read from its
+            files), a path to a file with ``lin<i>.model.<j>.weight`` keys, or a list of ``[C]`` /
+            ``[1, C, 1, 1]`` tensors. A file with one weight per backbone tap is subset to ``layers``; otherwise
+            there must be one per selected layer.
         normalize_input: ``True``: inputs in ``[0, 1]`` (mapped to ``[-1, 1]``); ``False``: inputs in ``[-1, 1]``.
         backend: passed to the distance op (``'auto'`` | ``'torch'`` | ``'cpu'`` | ``'triton'`` | ``'cuda'``).
+        spatial: (lpips only) return lpips-style distance maps ``[B, 1, H, W]`` at the input size (every
+            layer's map bilinearly upsampled, ``align_corners=False``, and summed), as ``lpips.LPIPS(spatial=True)``.
         backbone_weights: local file (or state dict) with the backbone's weights in torchvision layout (timm
             layout for ViTs); ``'random'`` keeps the random initialisation; ``None`` keeps it too but, for a
             backbone given by name, warns, because a random backbone is rarely what is meant. A module
             backbone keeps its own weights unless ``backbone_weights`` is given.
         backbone_kwargs: extra arguments for the named backbone (e.g. ``{'width': 0.5}``, ``{'taps': [3, 7]}``).
-        distance_kwargs: extra arguments for the distance op (e.g. ``{'normalize': 'stable'}`` for lpips,
-            ``{'normalize': 'hw'}`` for style).
+        distance_kwargs: extra keyword arguments for the distance op (lpips / meanpool: ``eps``, ``normalize``;
+            style: ``normalize``, ``method``), e.g. ``{'normalize': 'stable'}``.
         check_input: validate shape, dtype, device, finiteness and value range of the images (one
-            reduction per image tensor); ``False`` skips the value checks (the shape checks stay).
+            reduction per image tensor) and the features' finiteness (the op's ``check_finite``); ``False`` skips
+            the value checks (the shape checks stay). Eager CPU tensors raise ``ValueError`` at once; on CUDA and
+            under torch.compile the checks are device-side asserts (no host synchronisation).
         requires_grad: make the backbone and lin weights trainable (default: frozen). The backbone stays in
             eval mode whatever ``train()`` says unless this is set.
         frozen_backbone: for a backbone built by name, run gradient-free CPU float32 inference (NCHW or
             channels_last inputs) through a frozen TorchScript copy of its trunk (alex/vgg/squeeze: oneDNN
             prepacked convolutions, ~1.3x faster AlexNet and VGG16, ~1.1x SqueezeNet over eager channels_last;
             features equal to float32 rounding; see :mod:`percept_fast.backbones.base`). ``False`` keeps eager
-            PyTorch. Gradients and other devices/dtypes always run eagerly.
+            PyTorch. Gradients, autocast, torch.compile and other devices/dtypes always run eagerly.
     """
 
     def __init__(
@@ -129,10 +144,11 @@ class PerceptualMetric(nn.Module):
         backbone: str | nn.Module = "alex",
         layers: Sequence[int | str] | None = None,
         distance: str = "lpips",
-        lin_weights: str | os.PathLike | Sequence[torch.Tensor] | None = None,
+        lin_weights: str | os.PathLike | Sequence[torch.Tensor] | None = "auto",
         normalize_input: bool = True,
         backend: str = "auto",
         *,
+        spatial: bool = False,
         backbone_weights: str | os.PathLike | Mapping[str, torch.Tensor] | None = None,
         backbone_kwargs: Mapping[str, object] | None = None,
         distance_kwargs: Mapping[str, object] | None = None,
@@ -152,15 +168,21 @@ class PerceptualMetric(nn.Module):
         self.backend = backend
         self.check_input = bool(check_input)
         self.train_backbone = bool(requires_grad)
+        if not isinstance(spatial, bool):
+            raise TypeError(f"spatial: expected a bool, got {type(spatial).__name__}")
+        if spatial and distance != "lpips":
+            raise ValueError(f"spatial: maps exist only for distance='lpips', got distance={distance!r}")
+        self.spatial = spatial
         self.distance_kwargs = dict(distance_kwargs or {})
-        for reserved in ("weight", "backend", "per_layer", "return_per_layer", "spatial"):
-            if reserved in self.distance_kwargs:
-                raise ValueError(f"distance_kwargs: {reserved!r} is set by the metric; use its own argument")
-        self._op = _distance_op(distance)
-        # how the op returns per-layer values for lists of layers (None: it takes one layer per call)
-        self._per_layer_kw = next((k for k in ("per_layer", "return_per_layer") if _accepts(self._op, k)), None)
-        # the op's NaN/Inf scan is replaced by a cheaper one here (see _features_finite)
-        self._fast_finite = _accepts(self._op, "check_finite") and "check_finite" not in self.distance_kwargs
+        allowed = _op_options(distance)
+        for key in self.distance_kwargs:
+            if key in _RESERVED:
+                raise ValueError(f"distance_kwargs: {key!r} is set by the metric; use its argument {_RESERVED[key]}")
+            if key not in allowed:
+                raise ValueError(
+                    f"distance_kwargs: {key!r} is not an option of the {distance!r} distance (options: {allowed})"
+                )
+        self._op = _OPS[distance]
 
         # ---- backbone
         lpips_name = _backbone_lpips_name(backbone)
@@ -207,6 +229,11 @@ class PerceptualMetric(nn.Module):
         self._module_layers = None if isinstance(net, Backbone) else self.taps
 
         # ---- linear weights
+        if isinstance(lin_weights, str) and lin_weights == "auto":  # LPIPS where lpips ships weights
+            lin_weights = "lpips" if distance == "lpips" and lpips_name is not None else None
+            self._lin_source = "auto"
+        else:
+            self._lin_source = "user"
         self.lin_weights = nn.ParameterList()
         if lin_weights is not None:
             if distance != "lpips":
@@ -226,7 +253,16 @@ class PerceptualMetric(nn.Module):
                     f"lin_weights='lpips' exists only for the lpips backbones {sorted(LPIPS_NETS)}, "
                     f"got backbone {self.backbone_name!r}; pass a lin-weights file instead"
                 )
-            lin_weights = lpips_lin_weights_path(lpips_name)
+            try:
+                lin_weights = lpips_lin_weights_path(lpips_name)
+            except FileNotFoundError as e:
+                if self._lin_source != "auto":
+                    raise
+                raise FileNotFoundError(
+                    f"lin_weights: the default 'auto' gives LPIPS, whose linear weights are read from the installed "
+                    f"lpips package ({e}); pass lin_weights=None for the unweighted baseline (lpips' lpips=False) "
+                    "or lin_weights=<file>"
+                ) from e
         if isinstance(lin_weights, (str, os.PathLike)):
             ws = load_lpips_lin_weights(lin_weights)
             source = repr(str(lin_weights))
@@ -303,6 +339,10 @@ class PerceptualMetric(nn.Module):
         if self.check_input:
             lo, hi = (0.0, 1.0) if self.normalize_input else (-1.0, 1.0)
             mn, mx = torch.aminmax(x.detach())
+            if not ops_common.host_checks(x):  # CUDA / torch.compile: a device-side assert, no host sync
+                ok = (mn >= lo - _RANGE_TOL) & (mx <= hi + _RANGE_TOL)  # False for NaN too
+                torch._assert_async(ok, f"{name}: values must be finite and lie in [{lo:g}, {hi:g}]")
+                return x
             mn, mx = float(mn), float(mx)
             if not (mn >= lo - _RANGE_TOL and mx <= hi + _RANGE_TOL):  # also catches NaN
                 if not bool(torch.isfinite(x).all()):
@@ -347,9 +387,17 @@ class PerceptualMetric(nn.Module):
         return self._extract(self._prepare(x))
 
     def distance_from_features(
-        self, f0: Sequence[torch.Tensor], f1: Sequence[torch.Tensor], per_layer: bool = False
+        self,
+        f0: Sequence[torch.Tensor],
+        f1: Sequence[torch.Tensor],
+        per_layer: bool = False,
+        *,
+        image_size: tuple[int, int] | None = None,
     ) -> torch.Tensor:
-        """Distance ``[B]`` (``[B, L]`` with ``per_layer``) between two lists of tapped maps from ``features``."""
+        """Distance ``[B]`` (``[B, L]`` with ``per_layer``) between two lists of tapped maps from ``features``.
+
+        With ``spatial``: maps ``[B, 1, H, W]`` (``[B, L, H, W]`` with ``per_layer``) at ``image_size`` ``(H, W)``,
+        the size of the images the features came from (required then)."""
         if not isinstance(per_layer, bool):
             raise TypeError(f"per_layer: expected a bool, got {type(per_layer).__name__}")
         for name, f in (("f0", f0), ("f1", f1)):
@@ -364,33 +412,30 @@ class PerceptualMetric(nn.Module):
             raise ValueError(f"f0, f1: expected {n} feature maps (layers {self.layer_names}), got {len(f0)}")
         if len(self.lin_weights) and len(self.lin_weights) != len(f0):
             raise ValueError(f"f0, f1: {len(f0)} feature maps but {len(self.lin_weights)} linear weights")
+        if self.spatial:
+            if image_size is None:
+                raise ValueError("image_size: required with spatial=True (the maps are upsampled to the image size)")
+            if not isinstance(image_size, (tuple, list, torch.Size)) or len(image_size) != 2:
+                raise ValueError(f"image_size: expected (H, W), got {image_size!r}")
+        f0, f1 = list(f0), list(f1)
         kw = dict(self.distance_kwargs)
         kw["backend"] = self.backend
-        f0, f1 = list(f0), list(f1)
-        if self._fast_finite and _features_finite(f0) and _features_finite(f1):
-            kw["check_finite"] = False  # proven finite; otherwise the op scans and names the bad map
-        weights = None
+        # the op's NaN/Inf check: off with check_input=False; on eager CPU tensors, first proven finite by one sum
+        # per map (cheaper than the op's scan on the reference backend; the C++ kernels check in their own pass)
+        check = self.check_input
+        if check and ops_common.host_checks(f0[0]) and _features_finite(f0) and _features_finite(f1):
+            check = False
+        kw["check_finite"] = check
         if len(self.lin_weights):
-            weights = [w.to(device=f.device) for w, f in zip(self.lin_weights, f0)]
-        if self._per_layer_kw is not None:  # the op takes lists of layers
-            if weights is not None:
-                kw["weight"] = weights
-            kw[self._per_layer_kw] = per_layer
-            return self._op(f0, f1, **kw)
-        cols = []
-        for i, (a, b) in enumerate(zip(f0, f1)):  # single-layer op: one call per layer
-            if weights is not None:
-                kw["weight"] = weights[i]
-            cols.append(self._op(a, b, **kw))
-        if per_layer:
-            return torch.stack(cols, dim=1)
-        total = cols[0]
-        for c in cols[1:]:
-            total = total + c
-        return total
+            kw["weight"] = [w.to(device=f.device) for w, f in zip(self.lin_weights, f0)]
+        if self.spatial:
+            maps = self._op(f0, f1, spatial=True, **kw)
+            return _upsample_sum(maps, tuple(image_size), per_layer)
+        return self._op(f0, f1, per_layer=per_layer, **kw)
 
     def forward(self, x0: torch.Tensor, x1: torch.Tensor, per_layer: bool = False) -> torch.Tensor:
-        """Distance between image batches ``x0`` and ``x1`` (same shape ``[B, 3, H, W]``): ``[B]`` or ``[B, L]``."""
+        """Distance between image batches ``x0`` and ``x1`` (same shape ``[B, 3, H, W]``): ``[B]`` or ``[B, L]``
+        (with ``spatial``: ``[B, 1, H, W]`` or ``[B, L, H, W]`` maps)."""
         x0 = self._check_image(x0, "x0")
         x1 = self._check_image(x1, "x1")
         if x0.shape != x1.shape:
@@ -400,12 +445,15 @@ class PerceptualMetric(nn.Module):
         b = x0.shape[0]
         # one backbone pass over both batches (batch norm is in eval mode, so samples do not interact)
         feats = self._extract(self._prepare(torch.cat([x0, x1], dim=0)))
-        return self.distance_from_features([f[:b] for f in feats], [f[b:] for f in feats], per_layer=per_layer)
+        return self.distance_from_features(
+            [f[:b] for f in feats], [f[b:] for f in feats], per_layer=per_layer, image_size=tuple(x0.shape[2:])
+        )
 
     def extra_repr(self) -> str:
         return (
             f"backbone={self.backbone_name!r}, layers={self.layer_names}, distance={self.distance!r}, "
             f"lin_weights={len(self.lin_weights) or None}, normalize_input={self.normalize_input}, backend={self.backend!r}"
+            + (", spatial=True" if self.spatial else "")
         )
 
 
@@ -423,7 +471,7 @@ def _freeze(v):
         return tuple(_freeze(x) for x in v)
     if isinstance(v, os.PathLike):
         v = os.fspath(v)
-    if isinstance(v, str) and v not in ("lpips", "random") and Path(v).is_file():
+    if isinstance(v, str) and v not in ("auto", "lpips", "random") and Path(v).is_file():
         st = Path(v).stat()
         return (str(Path(v).resolve()), st.st_mtime_ns, st.st_size)
     hash(v)
@@ -436,7 +484,7 @@ def perceptual_distance(
     backbone: str | nn.Module = "alex",
     layers: Sequence[int | str] | None = None,
     distance: str = "lpips",
-    lin_weights: str | os.PathLike | Sequence[torch.Tensor] | None = None,
+    lin_weights: str | os.PathLike | Sequence[torch.Tensor] | None = "auto",
     normalize_input: bool = True,
     backend: str = "auto",
     per_layer: bool = False,

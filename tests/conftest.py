@@ -1,4 +1,4 @@
-"""Shared pytest setup: tests marked ``gpu`` are skipped when no CUDA device is available."""
+"""Shared pytest setup: tests marked ``gpu`` are skipped when no CUDA device is available; fixtures."""
 
 import os
 
@@ -22,3 +22,15 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)")
     for item in gpu_items:
         item.add_marker(skip)
+
+
+@pytest.fixture
+def no_tf32():
+    """TF32 off for CUDA matmuls and convolutions (exact fp32 comparisons), restored after the test."""
+    import torch
+
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old

@@ -2,13 +2,14 @@
 
 ``lpips.LPIPS(net=..., pretrained=True, pnet_rand=True, version='0.1')`` has a randomly initialised
 backbone and the linear-layer weights shipped in the package. Its backbone weights are copied into ours,
-our metric reads the same shipped lin weights itself (``lin_weights='lpips'``), and the distances (total
-and per layer) must agree to 1e-5 on random images. The lpips model is built with every network path
+our metric reads the same shipped lin weights itself (by default, or ``lin_weights='lpips'``), and the
+distances (total and per layer) must agree to 1e-5 on random images (1e-7 for the default metric). The lpips model is built with every network path
 blocked (and a fresh, empty ``TORCH_HOME``), which checks that this configuration downloads nothing.
 """
 
 from __future__ import annotations
 
+import copy
 import socket
 import urllib.request
 import warnings
@@ -116,6 +117,31 @@ def test_parity_with_lpips(offline_lpips, net, backend):
     assert (got_pm - ref_pm).abs().max().item() <= TOL
 
 
+@pytest.mark.parametrize("backend", _backends())
+@pytest.mark.parametrize("net", NETS)
+def test_default_metric_is_lpips(offline_lpips, net, backend):
+    """``PerceptualMetric(net)`` with nothing but the trunk weights is ``lpips.LPIPS(net=net)``: distances and
+    per-layer distances to 1e-7, and with ``spatial=True`` lpips' upsampled maps to 1e-6 (absolute; the distances
+    are O(0.1), the maps O(1))."""
+    ref_model, sd = offline_lpips[net]
+    ref_spatial = copy.deepcopy(ref_model)
+    ref_spatial.spatial = True  # lpips.LPIPS(spatial=True): what its forward reads
+    x0, x1 = _images(3, 64, 48, seed=21)
+    x1[0] = (x0[0] + 0.01 * torch.randn_like(x0[0])).clamp(0, 1)
+    ours = PerceptualMetric(net, backbone_weights=sd, backend=backend)
+    ours_spatial = PerceptualMetric(net, backbone_weights=sd, backend=backend, spatial=True)
+    with torch.no_grad():
+        ref, ref_layers = ref_model(x0, x1, retPerLayer=True, normalize=True)
+        ref_map = ref_spatial(x0, x1, normalize=True)
+        got, got_layers = ours(x0, x1), ours(x0, x1, per_layer=True)
+        got_map = ours_spatial(x0, x1)
+    ref_layers = torch.stack([r.reshape(-1) for r in ref_layers], dim=1)
+    assert (got - ref.reshape(-1)).abs().max().item() <= 1e-7
+    assert (got_layers - ref_layers).abs().max().item() <= 1e-7
+    assert got_map.shape == ref_map.shape == (3, 1, 64, 48)
+    assert (got_map - ref_map).abs().max().item() <= 1e-6
+
+
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("net", NETS)
 def test_parity_frozen_trunk(offline_lpips, net, layout):
@@ -169,22 +195,11 @@ def test_parity_layer_subset(offline_lpips):
     assert (got - ref).abs().max().item() <= TOL
 
 
-@pytest.fixture
-def _no_tf32():
-    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("net", NETS)
-def test_parity_with_lpips_cuda(offline_lpips, net, _no_tf32):
+def test_parity_with_lpips_cuda(offline_lpips, net, no_tf32):
     """On the GPU (both models on CUDA, TF32 off; backend='auto' picks the CUDA kernel when built)."""
-    import copy
-
     ref_model, sd = offline_lpips[net]
     ref_model = copy.deepcopy(ref_model).cuda()
     x0, x1 = (t.cuda() for t in _images(4, 64, 64, seed=7))

@@ -375,18 +375,9 @@ def test_half_inputs_cast_to_metric_dtype():
     torch.testing.assert_close(a, b, rtol=2e-2, atol=1e-3)
 
 
-@pytest.fixture
-def _no_tf32():
-    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_matches_cpu(_no_tf32):
+def test_cuda_matches_cpu(no_tf32):
     m = PerceptualMetric("alex", lin_weights="lpips", backbone_weights="random")
     x0, x1 = _pair(4)
     with torch.no_grad():
@@ -405,3 +396,110 @@ def test_cuda_matches_cpu(_no_tf32):
             r = m2(x0, x1)
             g = m2.to("cuda")(x0.cuda(), x1.cuda())
         torch.testing.assert_close(g.cpu(), r, rtol=1e-3, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------ the default is LPIPS
+@pytest.mark.parametrize("net", ["alex", "vgg", "squeeze"])
+def test_default_lin_weights_are_lpips(net):
+    """PerceptualMetric(net) is LPIPS: the lin weights shipped in the lpips package, without being asked for;
+    lin_weights=None is lpips' unweighted baseline; the other distances and backbones have none."""
+    pytest.importorskip("lpips")
+    from percept_fast.weights import load_lpips_lin_weights, lpips_lin_weights_path
+
+    shipped = load_lpips_lin_weights(lpips_lin_weights_path(net))
+    m = PerceptualMetric(net, backbone_weights="random")
+    assert len(m.lin_weights) == len(shipped)
+    for got, want in zip(m.lin_weights, shipped):
+        assert torch.equal(got.detach(), want)
+    sub = PerceptualMetric(net, layers=[0, 2], backbone_weights="random")  # a subset keeps the matching weights
+    assert all(torch.equal(a.detach(), shipped[i]) for a, i in zip(sub.lin_weights, [0, 2]))
+    assert len(PerceptualMetric(net, lin_weights=None, backbone_weights="random").lin_weights) == 0
+    for distance in ("style", "meanpool"):
+        assert len(PerceptualMetric(net, distance=distance, backbone_weights="random").lin_weights) == 0
+    assert len(PerceptualMetric(_small_resnet()).lin_weights) == 0
+
+
+def test_default_lin_weights_without_lpips_package_is_a_clear_error(monkeypatch):
+    def missing(net, version="0.1"):
+        raise FileNotFoundError("the 'lpips' package is not installed")
+
+    monkeypatch.setattr(metric_mod, "lpips_lin_weights_path", missing)
+    with pytest.raises(FileNotFoundError, match=r"lin_weights: the default 'auto'.*lin_weights=None"):
+        PerceptualMetric("alex", backbone_weights="random")
+    with pytest.raises(FileNotFoundError, match="not installed"):
+        PerceptualMetric("alex", lin_weights="lpips", backbone_weights="random")
+    assert len(PerceptualMetric("alex", lin_weights=None, backbone_weights="random").lin_weights) == 0
+
+
+def test_spatial_maps():
+    """spatial=True: lpips-style maps at the input size, each layer's map bilinearly upsampled (align_corners=False)
+    and summed; per_layer stacks them; features + image_size give the same maps."""
+    net = _small_resnet()
+    g = torch.Generator().manual_seed(4)
+    lin = [torch.rand(c, generator=g) for c in net.channels]
+    m = PerceptualMetric(net, lin_weights=lin, spatial=True)
+    x0, x1 = _pair(2, 32, 48)
+    with torch.no_grad():
+        maps = m(x0, x1)
+        per = m(x0, x1, per_layer=True)
+        f0, f1 = net(2 * x0 - 1), net(2 * x1 - 1)
+        via = m.distance_from_features(m.features(x0), m.features(x1), image_size=(32, 48))
+    want = 0
+    for a, b, w in zip(f0, f1, lin):
+        na = a / (a.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+        nb = b / (b.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+        d = ((na - nb) ** 2 * w.view(1, -1, 1, 1)).sum(1, keepdim=True)
+        want = want + torch.nn.Upsample(size=(32, 48), mode="bilinear", align_corners=False)(d)
+    assert maps.shape == (2, 1, 32, 48) and per.shape == (2, len(lin), 32, 48)
+    torch.testing.assert_close(maps, want, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(per.sum(1, keepdim=True), maps, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(via, maps, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="image_size: required with spatial=True"):
+        m.distance_from_features(m.features(x0), m.features(x1))
+    with pytest.raises(ValueError, match="spatial: maps exist only for distance='lpips'"):
+        PerceptualMetric(net, distance="style", spatial=True)
+    with pytest.raises(TypeError, match="spatial: expected a bool"):
+        PerceptualMetric(net, spatial=1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"spatial": True}, "use its argument spatial"),
+        ({"weight": torch.ones(3)}, "use its argument lin_weights"),
+        ({"backend": "torch"}, "use its argument backend"),
+        ({"per_layer": True}, r"use its argument per_layer \(of forward"),
+        ({"check_finite": False}, "use its argument check_input"),
+        ({"return_per_layer": True}, r"not an option of the 'lpips' distance \(options: \('eps', 'normalize'\)\)"),
+        ({"method": "diff"}, "not an option of the 'lpips' distance"),
+    ],
+)
+def test_distance_kwargs_errors_name_real_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=r"distance_kwargs: .*" + match):
+        PerceptualMetric(_small_resnet(), distance_kwargs=kwargs)
+
+
+def test_distance_kwargs_reach_the_op():
+    net = _small_resnet()
+    x0, x1 = _pair(2, 32, 32)
+    with torch.no_grad():
+        a = PerceptualMetric(net, distance="style", distance_kwargs={"normalize": "hw", "method": "kernel"})(x0, x1)
+        b = PerceptualMetric(net, distance="style", distance_kwargs={"normalize": "hw", "method": "diff"})(x0, x1)
+        c = PerceptualMetric(net, distance="style")(x0, x1)
+    torch.testing.assert_close(a, b, rtol=1e-3, atol=0)
+    assert not torch.allclose(a, c)
+
+
+def test_cpu_autocast_is_honoured():
+    """Under CPU autocast the backbone runs in bfloat16 (eagerly: the frozen float32 trunk would ignore autocast);
+    the distance stays float32 and close to the float32 one."""
+    m = PerceptualMetric("alex", backbone_weights="random", lin_weights=None)
+    x0, x1 = _pair(2)
+    with torch.no_grad():
+        ref = m(x0, x1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            feats = m.features(x0)
+            got = m(x0, x1)
+    assert all(f.dtype == torch.bfloat16 for f in feats)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, ref, rtol=5e-2, atol=1e-3)

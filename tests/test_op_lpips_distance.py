@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from helpers.tensors import LAYOUTS, make_features
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,32 +19,6 @@ from percept_fast.ops.lpips_distance import lpips_layer_backward, lpips_layer_re
 HAVE_CPU = "cpu" in available_backends("cpu", "lpips_forward")
 needs_cpu = pytest.mark.skipif(not HAVE_CPU, reason="percept_fast._C not built")
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
-LAYOUTS = ["contiguous", "channels_last", "sliced_w", "sliced_c", "transposed_hw"]
-
-
-def make(shape, dtype, layout, seed=0, device="cpu", zero_frac=0.0):
-    g = torch.Generator().manual_seed(seed)
-    B, C, H, W = shape
-    t = torch.randn(shape, generator=g)
-    if zero_frac > 0:  # whole channel vectors at zero (the normalisation's singular point)
-        mask = torch.rand(B, 1, H, W, generator=g) < zero_frac
-        t = t.masked_fill(mask, 0.0)
-    t = t.to(dtype).to(device)
-    if layout == "contiguous":
-        return t.contiguous()
-    if layout == "channels_last":
-        return t.contiguous(memory_format=torch.channels_last)
-    if layout == "sliced_w":
-        big = torch.zeros(B, C, H, 2 * W, dtype=dtype, device=device)
-        big[..., ::2] = t
-        return big[..., ::2]
-    if layout == "sliced_c":
-        big = torch.zeros(B, 2 * C + 1, H, W, dtype=dtype, device=device)
-        big[:, 1::2] = t
-        return big[:, 1::2]
-    if layout == "transposed_hw":
-        return t.transpose(2, 3).contiguous().transpose(2, 3)
-    raise AssertionError(layout)
 
 
 def tol(dtype):
@@ -104,8 +79,8 @@ def test_reference_float64_formula():
     seed=st.integers(0, 2**16),
 )
 def test_cpu_matches_reference(B, C, H, W, dtype, layout_x, layout_y, weighted, normalize, spatial, zero_frac, seed):
-    fx = make((B, C, H, W), dtype, layout_x, seed, zero_frac=zero_frac)
-    fy = make((B, C, H, W), dtype, layout_y, seed + 1, zero_frac=zero_frac)
+    fx = make_features((B, C, H, W), dtype, layout_x, seed, zero_frac=zero_frac)
+    fy = make_features((B, C, H, W), dtype, layout_y, seed + 1, zero_frac=zero_frac)
     w = torch.rand(C, generator=torch.Generator().manual_seed(seed)) * 2 if weighted else None
     want = lpips_layer_reference(fx, fy, w, 1e-10, normalize, spatial)
     got = lpips_distance(fx, fy, w, spatial=spatial, normalize=normalize, backend="cpu")
@@ -118,7 +93,7 @@ def test_cpu_matches_reference(B, C, H, W, dtype, layout_x, layout_y, weighted, 
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 64, 13, 11), (1, 300, 3, 3), (2, 3, 70, 70)])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_cpu_larger_shapes(shape, layout):
-    fx, fy = make(shape, torch.float32, layout, 1), make(shape, torch.float32, layout, 2)
+    fx, fy = make_features(shape, torch.float32, layout, 1), make_features(shape, torch.float32, layout, 2)
     w = torch.rand(shape[1])
     torch.testing.assert_close(
         lpips_distance(fx, fy, w, backend="cpu"), lpips_layer_reference(fx, fy, w), **tol(fx.dtype)
@@ -129,7 +104,7 @@ def test_cpu_larger_shapes(shape, layout):
 @pytest.mark.parametrize("normalize", ["lpips", "stable"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced_c"])
 def test_identical_inputs_give_exact_zero(normalize, layout):
-    fx = make((3, 19, 5, 4), torch.float32, layout, 3, zero_frac=0.2)
+    fx = make_features((3, 19, 5, 4), torch.float32, layout, 3, zero_frac=0.2)
     w = torch.rand(1, 19, 1, 1)
     out = lpips_distance(fx, fx.clone(), w, normalize=normalize, backend="cpu")
     assert torch.equal(out, torch.zeros(3))
@@ -163,7 +138,7 @@ def test_cpu_small_plane_flat_path(hw, C, dtype, weighted):
     """Planes of P < 16 pixels with adjacent channels run as one flat run per sample (lanes of lcm(P, 8), a tail
     when C * P is not a multiple of it): equal to the reference, map included, and exactly 0 on identical inputs."""
     shape = (3, C, *hw)
-    fx, fy = make(shape, dtype, "contiguous", 5), make(shape, dtype, "contiguous", 6)
+    fx, fy = make_features(shape, dtype, "contiguous", 5), make_features(shape, dtype, "contiguous", 6)
     w = torch.rand(C, generator=torch.Generator().manual_seed(C)) * 2 if weighted else None
     for normalize in ("lpips", "stable"):
         for spatial in (False, True):
@@ -227,7 +202,7 @@ def test_cpu_fused_finite_check(shape, layout, dtype, bad):
     B, C, H, W = shape
     w = torch.rand(C)
     for which in ("fx", "fy"):
-        t = {"fx": make(shape, dtype, layout, 1), "fy": make(shape, dtype, layout, 2)}
+        t = {"fx": make_features(shape, dtype, layout, 1), "fy": make_features(shape, dtype, layout, 2)}
         t[which][B - 1, C - 1, H - 1, W // 2] = bad  # one element, last sample / channel
         with pytest.raises(ValueError, match=f"{which} contains NaN or Inf"):
             lpips_distance(t["fx"], t["fy"], w, backend="cpu")
@@ -241,7 +216,7 @@ def test_cpu_fused_finite_check(shape, layout, dtype, bad):
             assert torch.isnan(ref[B - 1]) and torch.isnan(got[B - 1])
         # lists name the layer; requires_grad goes through the custom op (same check)
         with pytest.raises(ValueError, match=rf"{which}\[1\] contains NaN or Inf"):
-            clean = make(shape, dtype, layout, 3)
+            clean = make_features(shape, dtype, layout, 3)
             lpips_distance([clean, t["fx"]], [clean, t["fy"]], [w, w], backend="cpu")
         a = t["fx"].detach().clone().requires_grad_(which == "fx" and dtype != torch.float16)
         with pytest.raises(ValueError, match=f"{which} contains NaN or Inf"):
@@ -252,8 +227,8 @@ def test_cpu_fused_finite_check(shape, layout, dtype, bad):
 @pytest.mark.parametrize("layout", FINITE_LAYOUTS)
 def test_cpu_finite_overflow_is_not_an_error(layout):
     """Finite values whose squares overflow float32 make the sum Inf, but the re-read finds no NaN/Inf: no error."""
-    fx = make((2, 6, 3, 4), torch.float32, layout, 1) * 1e30
-    fy = make((2, 6, 3, 4), torch.float32, layout, 2)
+    fx = make_features((2, 6, 3, 4), torch.float32, layout, 1) * 1e30
+    fy = make_features((2, 6, 3, 4), torch.float32, layout, 2)
     w = torch.rand(6)
     for ww in (None, w):
         out = lpips_distance(fx, fy, ww, backend="cpu")  # check_finite=True
@@ -313,7 +288,7 @@ def test_multi_layer_sum_and_per_layer(backend):
     fy = [torch.randn(s) for s in shapes]
     ws = [torch.rand(1, s[1], 1, 1) for s in shapes[:2]] + [None]
     per = torch.stack([lpips_layer_reference(a, b, w) for a, b, w in zip(fx, fy, ws)], dim=1)
-    got_per = lpips_distance(fx, fy, ws, backend=backend, return_per_layer=True)
+    got_per = lpips_distance(fx, fy, ws, backend=backend, per_layer=True)
     assert got_per.shape == (3, 3)
     torch.testing.assert_close(got_per, per, rtol=2e-5, atol=2e-5)
     torch.testing.assert_close(lpips_distance(fx, fy, ws, backend=backend), per.sum(1), rtol=2e-5, atol=2e-5)
@@ -367,8 +342,8 @@ def test_analytic_backward_matches_autograd_of_reference(normalize):
 @needs_cpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_cpu_grads_low_precision_match_reference(dtype):
-    fx = make((2, 5, 4, 3), dtype, "channels_last", 5).requires_grad_()
-    fy = make((2, 5, 4, 3), dtype, "contiguous", 6).requires_grad_()
+    fx = make_features((2, 5, 4, 3), dtype, "channels_last", 5).requires_grad_()
+    fy = make_features((2, 5, 4, 3), dtype, "contiguous", 6).requires_grad_()
     w = torch.rand(5, requires_grad=True)
     got = torch.autograd.grad(lpips_distance(fx, fy, w, backend="cpu").sum(), (fx, fy, w))
     want = torch.autograd.grad(lpips_layer_reference(fx, fy, w).sum(), (fx, fy, w))
@@ -460,7 +435,9 @@ def test_distance_matrix_matches_pairwise(normalize):
         (dict(eps=0.0), ValueError, "eps must be finite and > 0"),
         (dict(eps="1"), TypeError, "eps must be a float"),
         (dict(spatial=1), TypeError, "spatial must be a bool"),
-        (dict(return_per_layer=True), ValueError, "return_per_layer needs lists"),
+        (dict(per_layer=True), ValueError, "per_layer=True needs lists"),
+        (dict(per_layer=1), TypeError, "per_layer must be a bool"),
+        (dict(check_finite=None), TypeError, "check_finite must be a bool"),
     ],
 )
 def test_bad_input_errors(kwargs, exc, match):
@@ -512,7 +489,7 @@ def _triton_cases() -> None:
     """Runs in a subprocess with TRITON_INTERPRET=1 set before triton is imported (the interpreter needs that)."""
     assert cm.triton_interpret() and "triton" in available_backends("cpu", "lpips_forward")
     for shape, dtype, layout, weighted, spatial, normalize in TRITON_CASES:
-        fx, fy = make(shape, dtype, layout, 7, zero_frac=0.2), make(shape, dtype, "contiguous", 8)
+        fx, fy = make_features(shape, dtype, layout, 7, zero_frac=0.2), make_features(shape, dtype, "contiguous", 8)
         w = torch.rand(shape[1]) if weighted else None
         got = lpips_distance(fx, fy, w, spatial=spatial, normalize=normalize, backend="triton")
         torch.testing.assert_close(got, lpips_layer_reference(fx, fy, w, 1e-10, normalize, spatial), **tol(dtype))
@@ -523,12 +500,14 @@ def _triton_cases() -> None:
             h = lpips_layer_backward(fx, fy, w, 1e-10, mode, False, torch.ones(shape[0]))[0]
             torch.testing.assert_close(g.float(), h.float(), rtol=1e-2, atol=1e-3)
     assert torch.equal(lpips_distance(fx, fx, backend="triton"), torch.zeros(fx.shape[0], dtype=torch.float64))
-    bad = make((3, 4, 2, 5), torch.float32, "contiguous", 9)
+    bad = make_features((3, 4, 2, 5), torch.float32, "contiguous", 9)
     bad[1, 2, 1, 3] = float("nan")  # unchecked NaN: that sample is NaN, as the reference's, not clamped to 0
-    got = lpips_distance(bad, make((3, 4, 2, 5), torch.float32, "contiguous", 10), backend="triton", check_finite=False)
+    got = lpips_distance(
+        bad, make_features((3, 4, 2, 5), torch.float32, "contiguous", 10), backend="triton", check_finite=False
+    )
     assert torch.isnan(got[1]) and torch.isfinite(got[[0, 2]]).all()
-    huge = make((2, 6, 3, 4), torch.float32, "contiguous", 1) * 1e30  # squares overflow: norm inf, vector 0
-    small = make((2, 6, 3, 4), torch.float32, "contiguous", 2)
+    huge = make_features((2, 6, 3, 4), torch.float32, "contiguous", 1) * 1e30  # squares overflow: norm inf, vector 0
+    small = make_features((2, 6, 3, 4), torch.float32, "contiguous", 2)
     torch.testing.assert_close(
         lpips_distance(huge, small, backend="triton"),
         lpips_distance(huge, small, backend="torch"),
@@ -557,8 +536,8 @@ def test_gpu_backends_match_reference(backend, dtype, layout):
     if backend not in available_backends("cuda", "lpips_forward"):
         pytest.skip(f"{backend} not available")
     for i, shape in enumerate([(1, 1, 1, 1), (3, 7, 5, 9), (4, 64, 55, 55), (2, 512, 7, 7), (2, 3, 1, 300)]):
-        fx = make(shape, dtype, layout, 10 + i, "cuda", zero_frac=0.1)
-        fy = make(shape, dtype, "contiguous", 20 + i, "cuda")
+        fx = make_features(shape, dtype, layout, 10 + i, "cuda", zero_frac=0.1)
+        fy = make_features(shape, dtype, "contiguous", 20 + i, "cuda")
         w = torch.rand(shape[1], device="cuda")
         for ww in (None, w):
             for spatial in (False, True):

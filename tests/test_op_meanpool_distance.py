@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from helpers.tensors import LAYOUTS, make_features
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,28 +19,6 @@ from percept_fast.ops.meanpool_distance import meanpool_backward, meanpool_refer
 HAVE_CPU = "cpu" in available_backends("cpu", "meanpool_forward")
 needs_cpu = pytest.mark.skipif(not HAVE_CPU, reason="percept_fast._C not built")
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
-LAYOUTS = ["contiguous", "channels_last", "sliced_w", "sliced_c", "transposed_hw"]
-
-
-def make(shape, dtype, layout, seed=0, device="cpu", offset=0.0):
-    g = torch.Generator().manual_seed(seed)
-    B, C, H, W = shape
-    t = (torch.randn(shape, generator=g) + offset).to(dtype).to(device)
-    if layout == "contiguous":
-        return t.contiguous()
-    if layout == "channels_last":
-        return t.contiguous(memory_format=torch.channels_last)
-    if layout == "sliced_w":
-        big = torch.zeros(B, C, H, 2 * W, dtype=dtype, device=device)
-        big[..., ::2] = t
-        return big[..., ::2]
-    if layout == "sliced_c":
-        big = torch.zeros(B, 2 * C + 1, H, W, dtype=dtype, device=device)
-        big[:, 1::2] = t
-        return big[:, 1::2]
-    if layout == "transposed_hw":
-        return t.transpose(2, 3).contiguous().transpose(2, 3)
-    raise AssertionError(layout)
 
 
 def tol(dtype):
@@ -69,8 +48,8 @@ def test_reference_formula_float64():
     seed=st.integers(0, 2**16),
 )
 def test_cpu_matches_reference(B, C, H, W, dtype, layout_x, layout_y, normalize, offset, seed):
-    fx = make((B, C, H, W), dtype, layout_x, seed, offset=offset)
-    fy = make((B, C, H, W), dtype, layout_y, seed + 1, offset=offset)
+    fx = make_features((B, C, H, W), dtype, layout_x, seed, offset=offset)
+    fy = make_features((B, C, H, W), dtype, layout_y, seed + 1, offset=offset)
     got = meanpool_distance(fx, fy, normalize=normalize, backend="cpu")
     assert got.dtype == cm.out_dtype(dtype) and got.shape == (B,)
     torch.testing.assert_close(got, meanpool_reference(fx, fy, 1e-10, normalize), **tol(dtype))
@@ -80,7 +59,10 @@ def test_cpu_matches_reference(B, C, H, W, dtype, layout_x, layout_y, normalize,
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 64, 55, 55), (3, 512, 7, 7), (1, 3, 1, 2000)])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_cpu_larger_shapes(shape, layout):
-    fx, fy = make(shape, torch.float32, layout, 1, offset=0.3), make(shape, torch.float32, layout, 2, offset=0.3)
+    fx, fy = (
+        make_features(shape, torch.float32, layout, 1, offset=0.3),
+        make_features(shape, torch.float32, layout, 2, offset=0.3),
+    )
     want = meanpool_reference(fx.double(), fy.double()).float()  # float64 reference: checks the fp32 accumulation
     torch.testing.assert_close(meanpool_distance(fx, fy, backend="cpu"), want, rtol=1e-4, atol=1e-7)
 
@@ -92,7 +74,10 @@ def test_cpu_larger_shapes(shape, layout):
 def test_cpu_plane_pair_path(shape, layouts, dtype):
     """Both maps with unit-stride planes go through one fused pass (plane_sums_pair); a mixed pair
     takes the per-map path: both equal the float64 reference."""
-    fx, fy = make(shape, dtype, layouts[0], 4, offset=0.2), make(shape, dtype, layouts[1], 5, offset=0.2)
+    fx, fy = (
+        make_features(shape, dtype, layouts[0], 4, offset=0.2),
+        make_features(shape, dtype, layouts[1], 5, offset=0.2),
+    )
     want = meanpool_reference(fx.double(), fy.double())
     got = meanpool_distance(fx, fy, backend="cpu")
     assert got.dtype == cm.out_dtype(dtype)
@@ -110,7 +95,10 @@ def test_cpu_plane_pair_path(shape, layouts, dtype):
 def test_cpu_small_plane_sums(hw, C, dtype):
     """Adjacent planes of P <= 16 (and 5x5..8x8) pixels are summed by compile-time-P kernels, >64 planes included."""
     shape = (3, C, *hw)
-    fx, fy = make(shape, dtype, "contiguous", 7, offset=0.2), make(shape, dtype, "contiguous", 8, offset=0.2)
+    fx, fy = (
+        make_features(shape, dtype, "contiguous", 7, offset=0.2),
+        make_features(shape, dtype, "contiguous", 8, offset=0.2),
+    )
     want = meanpool_reference(fx.double(), fy.double())
     got = meanpool_distance(fx, fy, backend="cpu")
     t = dict(rtol=1e-9, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-7)
@@ -132,7 +120,10 @@ def test_cpu_per_sample_tasks(chw, dtype):
     """With >= 4 samples per thread each task sums one sample's planes of both maps and finalises it; fewer samples
     split into plane blocks: both equal the float64 reference (and each other)."""
     B = 4 * (os.cpu_count() or 1)
-    fx, fy = make((B, *chw), dtype, "contiguous", 9, offset=0.2), make((B, *chw), dtype, "contiguous", 10, offset=0.2)
+    fx, fy = (
+        make_features((B, *chw), dtype, "contiguous", 9, offset=0.2),
+        make_features((B, *chw), dtype, "contiguous", 10, offset=0.2),
+    )
     got = meanpool_distance(fx, fy, backend="cpu")
     t = dict(rtol=1e-9, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(got.double(), meanpool_reference(fx.double(), fy.double()), **t)
@@ -148,7 +139,7 @@ def test_cpu_fused_finite_check(shape, layout, dtype, bad):
     """The kernel flags NaN/Inf from the sample's distance (NaN), then the sums and planes: same ValueError."""
     B, C, H, W = shape
     for which in ("fx", "fy"):
-        t = {"fx": make(shape, dtype, layout, 1), "fy": make(shape, dtype, layout, 2)}
+        t = {"fx": make_features(shape, dtype, layout, 1), "fy": make_features(shape, dtype, layout, 2)}
         t[which][B - 1, C - 1, H - 1, W // 2] = bad
         with pytest.raises(ValueError, match=f"{which} contains NaN or Inf"):
             meanpool_distance(t["fx"], t["fy"], backend="cpu")
@@ -163,8 +154,8 @@ def test_cpu_fused_finite_check(shape, layout, dtype, bad):
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced_w"])
 def test_cpu_finite_overflow_is_not_an_error(layout):
     """Finite float32 values whose sum overflows: the plane is re-read, finds no NaN/Inf, no error (NaN distance)."""
-    fx = make((2, 3, 4, 4), torch.float32, layout, 1).abs() + 3e38
-    fy = make((2, 3, 4, 4), torch.float32, layout, 2)
+    fx = make_features((2, 3, 4, 4), torch.float32, layout, 1).abs() + 3e38
+    fy = make_features((2, 3, 4, 4), torch.float32, layout, 2)
     assert meanpool_distance(fx, fy, backend="cpu").shape == (2,)
 
 
@@ -181,7 +172,7 @@ def test_direct_call_matches_custom_op():
 @needs_cpu
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced_c"])
 def test_identical_and_zero_inputs(layout):
-    fx = make((2, 9, 4, 4), torch.float32, layout, 3)
+    fx = make_features((2, 9, 4, 4), torch.float32, layout, 3)
     assert torch.equal(meanpool_distance(fx, fx.clone(), backend="cpu"), torch.zeros(2))
     z = torch.zeros(2, 9, 4, 4)
     for normalize in ("lpips", "stable"):
@@ -217,8 +208,8 @@ def test_gradcheck_torch_path_and_analytic_backward(normalize):
 @needs_cpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_cpu_grads_low_precision(dtype):
-    fx = make((2, 6, 3, 3), dtype, "channels_last", 4).requires_grad_()
-    fy = make((2, 6, 3, 3), dtype, "contiguous", 5).requires_grad_()
+    fx = make_features((2, 6, 3, 3), dtype, "channels_last", 4).requires_grad_()
+    fy = make_features((2, 6, 3, 3), dtype, "contiguous", 5).requires_grad_()
     got = torch.autograd.grad(meanpool_distance(fx, fy, backend="cpu").sum(), (fx, fy))
     want = torch.autograd.grad(meanpool_reference(fx, fy).sum(), (fx, fy))
     for a, b in zip(got, want):
@@ -281,7 +272,10 @@ def test_distance_matrix_matches_pairwise(normalize):
         (dict(fx=torch.ones(2, 3, 4, 4, dtype=torch.int64)), TypeError, "fx must be float32"),
         (dict(fy=torch.full((2, 3, 4, 4), float("nan"))), ValueError, "fy contains NaN or Inf"),
         (dict(fx=torch.randn(2, 0, 4, 4), fy=torch.randn(2, 0, 4, 4)), ValueError, "fx is empty"),
-        (dict(fx=[torch.randn(2, 3, 4, 4)]), TypeError, "fx must be a torch.Tensor"),
+        (dict(fx=[torch.randn(2, 3, 4, 4)]), TypeError, "both be tensors or both be lists"),
+        (dict(fx=[torch.randn(2, 3, 4, 4)], fy=[]), ValueError, "non-empty lists of equal length"),
+        (dict(per_layer=True), ValueError, "per_layer=True needs lists"),
+        (dict(check_finite=1), TypeError, "check_finite must be a bool"),
         (dict(backend="numpy"), ValueError, "backend must be one of"),
         (dict(backend="cuda"), ValueError, "backend='cuda' needs CUDA tensors"),
         (dict(normalize=None), ValueError, "normalize must be one of"),
@@ -309,7 +303,10 @@ def _triton_cases() -> None:
         ((2, 40, 3, 4), torch.bfloat16, "sliced_c"),
         ((1, 5, 2, 3), torch.float64, "transposed_hw"),
     ]:
-        fx, fy = make(shape, dtype, layout, 7, offset=0.2), make(shape, dtype, "contiguous", 8, offset=0.2)
+        fx, fy = (
+            make_features(shape, dtype, layout, 7, offset=0.2),
+            make_features(shape, dtype, "contiguous", 8, offset=0.2),
+        )
         for normalize in ("lpips", "stable"):
             got = meanpool_distance(fx, fy, normalize=normalize, backend="triton")
             torch.testing.assert_close(got, meanpool_reference(fx, fy, 1e-10, normalize), **tol(dtype))
@@ -336,8 +333,8 @@ def test_gpu_backends_match_reference(backend, dtype, layout):
     if backend not in available_backends("cuda", "meanpool_forward"):
         pytest.skip(f"{backend} not available")
     for i, shape in enumerate([(1, 1, 1, 1), (3, 7, 5, 9), (4, 64, 55, 55), (2, 2048, 7, 7), (2, 3, 1, 3000)]):
-        fx = make(shape, dtype, layout, 10 + i, "cuda", offset=0.3)
-        fy = make(shape, dtype, "contiguous", 20 + i, "cuda", offset=0.3)
+        fx = make_features(shape, dtype, layout, 10 + i, "cuda", offset=0.3)
+        fy = make_features(shape, dtype, "contiguous", 20 + i, "cuda", offset=0.3)
         for normalize in ("lpips", "stable"):
             got = meanpool_distance(fx, fy, normalize=normalize, backend=backend)
             want = meanpool_reference(fx.double(), fy.double(), 1e-10, normalize).to(got.dtype)

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from helpers.tensors import LAYOUTS, make_features
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,28 +26,6 @@ from percept_fast.ops.style_distance import (
 sdmod = importlib.import_module("percept_fast.ops.style_distance")  # the module (the package exports the function)
 HAVE_CPU = "cpu" in available_backends("cpu")
 needs_cpu = pytest.mark.skipif(not HAVE_CPU, reason="percept_fast._C not built")
-LAYOUTS = ["contiguous", "channels_last", "sliced_w", "sliced_c", "transposed_hw"]
-
-
-def make(shape, dtype, layout="contiguous", seed=0, device="cpu"):
-    g = torch.Generator().manual_seed(seed)
-    B, C, H, W = shape
-    t = torch.randn(shape, generator=g).to(dtype).to(device)
-    if layout == "contiguous":
-        return t.contiguous()
-    if layout == "channels_last":
-        return t.contiguous(memory_format=torch.channels_last)
-    if layout == "sliced_w":
-        big = torch.zeros(B, C, H, 2 * W, dtype=dtype, device=device)
-        big[..., ::2] = t
-        return big[..., ::2]
-    if layout == "sliced_c":
-        big = torch.zeros(B, 2 * C + 1, H, W, dtype=dtype, device=device)
-        big[:, 1::2] = t
-        return big[:, 1::2]
-    if layout == "transposed_hw":
-        return t.transpose(2, 3).contiguous().transpose(2, 3)
-    raise AssertionError(layout)
 
 
 def exact(x, y, normalize="chw"):
@@ -79,7 +58,7 @@ def cancellation_atol(x, y, normalize, want):
 
 @pytest.mark.parametrize("normalize", ["chw", "hw", "none"])
 def test_reference_is_the_definition(normalize):
-    x, y = make((3, 5, 4, 6), torch.float64, seed=1), make((3, 5, 4, 6), torch.float64, seed=2)
+    x, y = make_features((3, 5, 4, 6), torch.float64, seed=1), make_features((3, 5, 4, 6), torch.float64, seed=2)
     close(style_distance_reference(x, y, normalize), exact(x, y, normalize), torch.float64)
     # normalisations differ by the documented factors n^2
     base = style_distance_reference(x, y, "none")
@@ -112,13 +91,13 @@ def test_method_choice_and_normalizer():
 )
 def test_cpu_matches_reference(B, C, H, W, dtype, layouts, method, normalize, seed):
     shape = (B, C, H, W)
-    x, y = make(shape, dtype, layouts[0], seed), make(shape, dtype, layouts[1], seed + 1)
-    got = style_distance(x, y, normalize, method=method, backend="cpu")
+    x, y = make_features(shape, dtype, layouts[0], seed), make_features(shape, dtype, layouts[1], seed + 1)
+    got = style_distance(x, y, normalize=normalize, method=method, backend="cpu")
     assert got.dtype == (torch.float64 if dtype == torch.float64 else torch.float32) and got.shape == (B,)
     want = exact(x, y, normalize)
     atol = 1e-30 if dtype == torch.float64 else cancellation_atol(x, y, normalize, want)
     close(got, want, dtype, atol=atol)
-    close(got, style_distance(x, y, normalize, backend="torch"), dtype, atol=2 * atol)
+    close(got, style_distance(x, y, normalize=normalize, backend="torch"), dtype, atol=2 * atol)
 
 
 @needs_cpu
@@ -129,7 +108,7 @@ def test_cpu_matches_reference(B, C, H, W, dtype, layouts, method, normalize, se
 def test_both_regimes_and_tile_edges(shape, method):
     # H*W < C (kernel identity natural) and H*W >= C (fused difference natural), each forced both ways;
     # sizes straddle the 16-row panels and 64-row tiles.
-    x, y = make(shape, torch.float32, "channels_last", 3), make(shape, torch.float32, "sliced_c", 4)
+    x, y = make_features(shape, torch.float32, "channels_last", 3), make_features(shape, torch.float32, "sliced_c", 4)
     close(style_distance(x, y, method=method, backend="cpu"), exact(x, y), torch.float32)
 
 
@@ -138,7 +117,7 @@ def test_both_regimes_and_tile_edges(shape, method):
 @pytest.mark.parametrize("method", ["diff", "kernel"])
 def test_identical_inputs_give_exact_zero(dtype, method):
     for shape in [(2, 96, 7, 7), (2, 20, 17, 9)]:
-        x = make(shape, dtype, "channels_last", 5)
+        x = make_features(shape, dtype, "channels_last", 5)
         got = style_distance(x, x.contiguous(), method=method, backend="cpu")
         assert torch.equal(got, torch.zeros_like(got))
 
@@ -147,8 +126,8 @@ def test_identical_inputs_give_exact_zero(dtype, method):
 def test_nearby_inputs_accuracy():
     # 'diff' forms D per chunk and keeps its relative accuracy; 'kernel' cancels three O(||G||^2) terms, so
     # its error is absolute, ~eps * ||G||_F^2 / C^2 (documented in the module docstring).
-    x = make((2, 40, 6, 6), torch.float32, seed=9)
-    y = x + 1e-3 * make((2, 40, 6, 6), torch.float32, seed=10)
+    x = make_features((2, 40, 6, 6), torch.float32, seed=9)
+    y = x + 1e-3 * make_features((2, 40, 6, 6), torch.float32, seed=10)
     want = exact(x, y)
     scale = exact(x, torch.zeros_like(x))  # ||G0||_F^2 / (n^2 C^2)
     got = style_distance(x, y, method="diff", backend="cpu")
@@ -161,13 +140,13 @@ def test_nearby_inputs_accuracy():
 @needs_cpu
 def test_multi_layer_sum_and_per_layer():
     shapes = [(2, 8, 12, 12), (2, 64, 3, 3), (2, 16, 5, 7)]
-    xs = [make(s, torch.float32, seed=i) for i, s in enumerate(shapes)]
-    ys = [make(s, torch.float32, seed=10 + i) for i, s in enumerate(shapes)]
-    per = style_distance(xs, ys, "hw", per_layer=True, backend="cpu")
+    xs = [make_features(s, torch.float32, seed=i) for i, s in enumerate(shapes)]
+    ys = [make_features(s, torch.float32, seed=10 + i) for i, s in enumerate(shapes)]
+    per = style_distance(xs, ys, normalize="hw", per_layer=True, backend="cpu")
     assert per.shape == (2, 3)
     for i in range(3):
         close(per[:, i], exact(xs[i], ys[i], "hw"), torch.float32)
-    close(style_distance(xs, ys, "hw", backend="cpu"), per.sum(1), torch.float32)
+    close(style_distance(xs, ys, normalize="hw", backend="cpu"), per.sum(1), torch.float32)
     close(style_distance_reference(xs, ys, "hw", per_layer=True), per, torch.float32)
     assert style_distance(xs[0], ys[0], per_layer=True, backend="cpu").shape == (2, 1)
 
@@ -175,7 +154,7 @@ def test_multi_layer_sum_and_per_layer():
 @needs_cpu
 def test_threads_do_not_change_the_result():
     # few samples -> tile pairs in parallel; many samples -> samples in parallel: same value either way
-    x, y = make((1, 200, 8, 8), torch.float32, seed=1), make((1, 200, 8, 8), torch.float32, seed=2)
+    x, y = make_features((1, 200, 8, 8), torch.float32, seed=1), make_features((1, 200, 8, 8), torch.float32, seed=2)
     one = style_distance(x, y, method="diff", backend="cpu")
     many = style_distance(x.expand(9, -1, -1, -1), y.expand(9, -1, -1, -1), method="diff", backend="cpu")
     assert torch.equal(many, one.expand(9))
@@ -192,7 +171,9 @@ def test_gradcheck_cpu_float64(method):
     assert torch.autograd.gradcheck(lambda a, b: style_distance(a, b, method=method, backend="cpu"), (x, y))
     x2 = torch.randn(2, 3, 3, 2, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
     x2.requires_grad_()
-    assert torch.autograd.gradcheck(lambda a: style_distance(a, y[:, :3], "hw", method=method, backend="cpu"), (x2,))
+    assert torch.autograd.gradcheck(
+        lambda a: style_distance(a, y[:, :3], normalize="hw", method=method, backend="cpu"), (x2,)
+    )
 
 
 @needs_cpu
@@ -200,8 +181,8 @@ def test_gradcheck_cpu_float64(method):
 @pytest.mark.parametrize("method", ["diff", "kernel"])
 def test_gradients_match_reference_autograd(dtype, method):
     shapes = [(2, 12, 4, 5), (2, 40, 2, 3)]
-    xs = [make(s, dtype, "channels_last", i).requires_grad_() for i, s in enumerate(shapes)]
-    ys = [make(s, dtype, seed=5 + i).requires_grad_() for i, s in enumerate(shapes)]
+    xs = [make_features(s, dtype, "channels_last", i).requires_grad_() for i, s in enumerate(shapes)]
+    ys = [make_features(s, dtype, seed=5 + i).requires_grad_() for i, s in enumerate(shapes)]
     w = torch.tensor([0.7, 1.3])
     (style_distance(xs, ys, method=method, backend="cpu") * w).sum().backward()
     got = [t.grad.clone() for t in xs + ys]
@@ -217,8 +198,8 @@ def test_gradients_match_reference_autograd(dtype, method):
 
 @needs_cpu
 def test_grad_only_one_input_and_opcheck():
-    x = make((2, 6, 3, 3), torch.float32, seed=3).requires_grad_()
-    y = make((2, 6, 3, 3), torch.float32, seed=4)
+    x = make_features((2, 6, 3, 3), torch.float32, seed=3).requires_grad_()
+    y = make_features((2, 6, 3, 3), torch.float32, seed=4)
     (g,) = torch.autograd.grad(style_distance(x, y, backend="cpu").sum(), (x,))
     x2 = x.detach().clone().requires_grad_()
     (h,) = torch.autograd.grad(style_distance_reference(x2, y).sum(), (x2,))
@@ -242,16 +223,16 @@ def test_matrix_matches_pairwise(backend, method):
         ((2, 40, 2, 3), (3, 40, 2, 3), torch.float16),
         ((2, 4, 3, 3), (1, 4, 3, 3), torch.float64),
     ]:
-        x, y = make(shape_x, dtype, "channels_last", 1), make(shape_y, dtype, seed=2)
+        x, y = make_features(shape_x, dtype, "channels_last", 1), make_features(shape_y, dtype, seed=2)
         kw = {} if backend == "torch" else {"method": method}
-        got = style_distance_matrix(x, y, "hw", backend=backend, **kw)
+        got = style_distance_matrix(x, y, normalize="hw", backend=backend, **kw)
         assert got.shape == (shape_x[0], shape_y[0])
         want = torch.stack([exact(x[i : i + 1].expand_as(y), y, "hw") for i in range(shape_x[0])])
         close(got, want, dtype, rtol=1e-9 if dtype == torch.float64 else 1e-4)
 
 
 def test_matrix_multi_layer_and_diagonal():
-    xs = [make((3, 5, 4, 4), torch.float32, seed=1), make((3, 9, 2, 2), torch.float32, seed=2)]
+    xs = [make_features((3, 5, 4, 4), torch.float32, seed=1), make_features((3, 9, 2, 2), torch.float32, seed=2)]
     ys = [t.flip(0) for t in xs]
     per = style_distance_matrix(xs, ys, per_layer=True)
     assert per.shape == (3, 3, 2)
@@ -269,7 +250,7 @@ def test_matrix_gradcheck(backend):
     y = torch.randn(3, 4, 3, 3, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_()
     methods = ("gram", "kernel") if backend != "torch" else ("auto",)
     for method in methods:
-        fn = lambda a, b, m=method: style_distance_matrix(a, b, "hw", method=m, backend=backend)  # noqa: E731
+        fn = lambda a, b, m=method: style_distance_matrix(a, b, normalize="hw", method=m, backend=backend)  # noqa: E731
         assert torch.autograd.gradcheck(fn, (x, y))
 
 
@@ -278,7 +259,7 @@ def test_matrix_gradcheck(backend):
 def test_cpu_cross_kernels(dtype):
     # the fused ||X_n^T Y_m||^2 kernels ('kernel' method of the matrix) against explicit products
     mod = sdmod.cpu_module()
-    x, y = make((3, 70, 9, 9), dtype, "channels_last", 1), make((2, 70, 9, 9), dtype, "sliced_c", 2)
+    x, y = make_features((3, 70, 9, 9), dtype, "channels_last", 1), make_features((2, 70, 9, 9), dtype, "sliced_c", 2)
     X, Y = x.double().reshape(3, 70, 81), y.double().reshape(2, 70, 81)
     want = (torch.einsum("ncp,mcq->nmpq", X, Y) ** 2).sum((2, 3))
     out = torch.empty(6, dtype=torch.float64)
@@ -354,7 +335,7 @@ TRITON_CASES = [
 def _triton_interpreter_checks() -> int:
     n = 0
     for shape, dtype, layouts, method in TRITON_CASES:
-        x, y = make(shape, dtype, layouts[0], 1), make(shape, dtype, layouts[1], 2)
+        x, y = make_features(shape, dtype, layouts[0], 1), make_features(shape, dtype, layouts[1], 2)
         close(style_distance(x, y, method=method, backend="triton"), exact(x, y), dtype)
         z = style_distance(x, x.contiguous(), method=method, backend="triton")
         assert torch.equal(z, torch.zeros_like(z)), (shape, dtype, method, z)
@@ -370,13 +351,16 @@ def _triton_interpreter_checks() -> int:
     try:
         for shape, dtype, layouts, method in TRITON_CASES:
             if method == "diff":
-                x, y = make(shape, dtype, layouts[0], 3), make(shape, dtype, layouts[1], 4)
+                x, y = make_features(shape, dtype, layouts[0], 3), make_features(shape, dtype, layouts[1], 4)
                 close(style_distance(x, y, method=method, backend="triton"), exact(x, y), dtype)
                 z = style_distance(x, x.contiguous(), method=method, backend="triton")
                 assert torch.equal(z, torch.zeros_like(z)), (shape, dtype, "split", z)
     finally:
         sdmod._FORCE_SPLITS = None
-    x, y = make((2, 40, 3, 2), torch.float32, "channels_last", 1), make((3, 40, 3, 2), torch.bfloat16, seed=2).float()
+    x, y = (
+        make_features((2, 40, 3, 2), torch.float32, "channels_last", 1),
+        make_features((3, 40, 3, 2), torch.bfloat16, seed=2).float(),
+    )
     got = style_distance_matrix(x, y, method="kernel", backend="triton")
     close(got, style_distance_matrix_reference(x, y), torch.float32, rtol=1e-4)
     return n + 1
@@ -408,20 +392,19 @@ def test_triton_with_late_interpreter_flag_is_a_clear_error(monkeypatch):
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced_c", "transposed_hw"])
-def test_gpu_backends_match_reference(backend, dtype, layout):
+def test_gpu_backends_match_reference(backend, dtype, layout, no_tf32):
     if backend not in available_backends("cuda"):
         pytest.skip(f"{backend} not available")
     if backend == "triton" and dtype == torch.float64:
         pytest.skip("triton backend takes fp32/fp16/bf16")
-    torch.backends.cuda.matmul.allow_tf32 = False
     shapes = [(1, 1, 1, 1), (3, 7, 5, 9), (4, 64, 27, 27), (2, 512, 7, 7), (2, 130, 1, 300), (2, 70, 64, 64)]
     for i, shape in enumerate(shapes):  # the last one takes the split-K path of 'diff' (few tiles, long rows)
-        x = make(shape, dtype, layout, 10 + i, "cuda")
-        y = make(shape, dtype, "contiguous", 20 + i, "cuda")
+        x = make_features(shape, dtype, layout, 10 + i, "cuda")
+        y = make_features(shape, dtype, "contiguous", 20 + i, "cuda")
         for method, force in (("diff", None), ("kernel", None), ("diff", 3)):
             sdmod._FORCE_SPLITS = force
             try:
-                got = style_distance(x, y, "hw", method=method, backend=backend)
+                got = style_distance(x, y, normalize="hw", method=method, backend=backend)
                 close(got, exact(x, y, "hw").cuda(), dtype, rtol=None if dtype == torch.float64 else 1e-4)
                 z = style_distance(x, x.contiguous(), method=method, backend=backend)
                 if backend == "triton":  # compiled tl.dot: not bit-symmetric (see the module docstring)
@@ -434,10 +417,9 @@ def test_gpu_backends_match_reference(backend, dtype, layout):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
-def test_gpu_gradients(backend):
+def test_gpu_gradients(backend, no_tf32):
     if backend not in available_backends("cuda"):
         pytest.skip(f"{backend} not available")
-    torch.backends.cuda.matmul.allow_tf32 = False
     if backend == "cuda":
         x = torch.randn(2, 5, 3, 2, dtype=torch.float64, device="cuda", requires_grad=True)
         y = torch.randn(2, 5, 3, 2, dtype=torch.float64, device="cuda", requires_grad=True)
@@ -455,13 +437,12 @@ def test_gpu_gradients(backend):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
-def test_gpu_matrix(backend):
+def test_gpu_matrix(backend, no_tf32):
     if backend not in available_backends("cuda"):
         pytest.skip(f"{backend} not available")
-    torch.backends.cuda.matmul.allow_tf32 = False
     x, y = (
-        make((3, 64, 4, 4), torch.float32, seed=1, device="cuda"),
-        make((5, 64, 4, 4), torch.float32, seed=2, device="cuda"),
+        make_features((3, 64, 4, 4), torch.float32, seed=1, device="cuda"),
+        make_features((5, 64, 4, 4), torch.float32, seed=2, device="cuda"),
     )
     for method in ("gram", "kernel"):
         got = style_distance_matrix(x, y, method=method, backend=backend)

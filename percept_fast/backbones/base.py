@@ -183,6 +183,8 @@ class Backbone(nn.Module):
     def _frozen_runner(self, x: torch.Tensor, last: int):
         if not self.frozen_inference or self.training or self.__dict__.get("_frozen_failed", False):
             return None
+        if torch.compiler.is_compiling() or torch.is_autocast_enabled(x.device.type):
+            return None  # torch.compile traces the eager modules; autocast must see the eager ops to apply
         if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4:
             return None
         params = list(self.parameters())

@@ -14,8 +14,6 @@ for CUDA tensors, falling back to ``'torch'`` when no native module is built.
 
 from __future__ import annotations
 
-import functools
-import importlib
 import os
 from collections.abc import Sequence
 from types import ModuleType
@@ -35,34 +33,44 @@ class BackendUnavailableError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------------------------- native
+# Plain module-level imports (no importlib at call time: resolve_backend runs inside torch.compile traces). The C++
+# module is built with the package; the CUDA module only where nvcc was found, and Triton is optional.
 
+try:
+    from .. import _C as _CPU_MODULE
+except ImportError as _exc:  # not built (no compiler) or failed to load
+    _CPU_MODULE, _CPU_WHY = None, f"{type(_exc).__name__}: {_exc}"
+else:
+    _CPU_WHY = ""
 
-@functools.cache
-def _import_native(name: str) -> tuple[ModuleType | None, str]:
-    try:
-        return importlib.import_module(name), ""
-    except ImportError as exc:  # not built (no compiler / no nvcc) or failed to load
-        return None, f"{type(exc).__name__}: {exc}"
+try:
+    from .. import _C_cuda as _CUDA_MODULE
+except ImportError as _exc:  # built only where nvcc was found (and loads only with a CUDA runtime)
+    _CUDA_MODULE, _CUDA_WHY = None, f"{type(_exc).__name__}: {_exc}"
+else:
+    _CUDA_WHY = ""
+
+try:
+    import triton as _TRITON
+except ImportError as _exc:
+    _TRITON, _TRITON_WHY = None, f"{type(_exc).__name__}: {_exc}"
+else:
+    _TRITON_WHY = ""
 
 
 def cpu_module() -> ModuleType | None:
     """``percept_fast._C`` or None when it is not built."""
-    return _import_native("percept_fast._C")[0]
+    return _CPU_MODULE
 
 
 def cuda_module() -> ModuleType | None:
     """``percept_fast._C_cuda`` or None when it is not built (or cannot load)."""
-    return _import_native("percept_fast._C_cuda")[0]
+    return _CUDA_MODULE
 
 
-@functools.cache
-def _triton_import() -> tuple[ModuleType | None, str]:
-    try:
-        import triton  # noqa: F401
-
-        return triton, ""
-    except Exception as exc:  # pragma: no cover - triton missing or broken
-        return None, f"{type(exc).__name__}: {exc}"
+def triton_module() -> ModuleType | None:
+    """``triton`` or None when it is not installed."""
+    return _TRITON
 
 
 def triton_interpret() -> bool:
@@ -71,7 +79,7 @@ def triton_interpret() -> bool:
 
 
 def triton_available(device: torch.device) -> bool:
-    if _triton_import()[0] is None:
+    if _TRITON is None:
         return False
     return device.type == "cuda" or (device.type == "cpu" and triton_interpret())
 
@@ -107,7 +115,7 @@ def resolve_backend(backend: str, device: torch.device, op: str = "op", native_f
         if device.type == "cuda":
             if _has(cuda_module(), native_fn):
                 return "cuda"
-            if _triton_import()[0] is not None:
+            if _TRITON is not None:
                 return "triton"
         return "torch"
     if backend == "torch":
@@ -116,7 +124,7 @@ def resolve_backend(backend: str, device: torch.device, op: str = "op", native_f
         if device.type != "cpu":
             raise ValueError(f"{op}: backend='cpu' needs CPU tensors, got tensors on {device}")
         if not _has(cpu_module(), native_fn):
-            why = _import_native("percept_fast._C")[1] or f"it has no {native_fn} (stale build)"
+            why = _CPU_WHY or f"it has no {native_fn} (stale build)"
             raise BackendUnavailableError(
                 f"{op}: backend='cpu' unavailable: percept_fast._C is not usable ({why}); run `bash tools/setup.sh`"
             )
@@ -125,14 +133,14 @@ def resolve_backend(backend: str, device: torch.device, op: str = "op", native_f
         if device.type != "cuda":
             raise ValueError(f"{op}: backend='cuda' needs CUDA tensors, got tensors on {device}")
         if not _has(cuda_module(), native_fn):
-            why = _import_native("percept_fast._C_cuda")[1] or f"it has no {native_fn} (stale build)"
+            why = _CUDA_WHY or f"it has no {native_fn} (stale build)"
             raise BackendUnavailableError(
                 f"{op}: backend='cuda' unavailable: percept_fast._C_cuda is not usable ({why}); it needs nvcc at build time"
             )
         return backend
     # triton
-    if _triton_import()[0] is None:
-        raise BackendUnavailableError(f"{op}: backend='triton' unavailable: {_triton_import()[1]}")
+    if _TRITON is None:
+        raise BackendUnavailableError(f"{op}: backend='triton' unavailable: {_TRITON_WHY}")
     if device.type == "cpu" and not triton_interpret():
         raise ValueError(f"{op}: backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors)")
     if device.type not in ("cpu", "cuda"):
@@ -168,11 +176,28 @@ def check_tensor(
     return t
 
 
+def host_checks(t: torch.Tensor) -> bool:
+    """Whether a value check may read its result on the host: an eager CPU tensor (nothing to wait for, no trace).
+    Otherwise (CUDA tensors, torch.compile / export traces) checks are device-side asserts (:func:`assert_values`)."""
+    return t.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def assert_values(ok: torch.Tensor, message: str, like: torch.Tensor) -> None:
+    """Raises ``ValueError(message)`` when the 0-dim bool ``ok`` is False: at once for eager CPU tensors, else
+    through ``torch._assert_async`` (no host synchronisation: a CUDA device-side assert, or the compiled graph's
+    own check, which raises a ``RuntimeError`` with the same message)."""
+    if host_checks(like):
+        if not bool(ok):
+            raise ValueError(message)
+    else:
+        torch._assert_async(ok, message)
+
+
 def check_finite_values(t: torch.Tensor, name: str, *, op: str = "op") -> None:
     """NaN/Inf scan (one extra read of ``t``; the CPU kernels do it in their own pass instead, see
-    :func:`raise_input_flags`)."""
-    if t.numel() > 0 and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{op}: {name} contains NaN or Inf")
+    :func:`raise_input_flags`). Device-side (no sync) on CUDA and under torch.compile (:func:`assert_values`)."""
+    if t.numel() > 0:
+        assert_values(torch.isfinite(t).all(), f"{op}: {name} contains NaN or Inf", t)
 
 
 def check_pair(fx: torch.Tensor, fy: torch.Tensor, names: tuple[str, str] = ("fx", "fy"), *, op: str = "op") -> None:
@@ -218,11 +243,17 @@ def check_weight(
     if weight.device != like.device:
         raise ValueError(f"{op}: {name} must be on {like.device} like the features, got {weight.device}")
     if check_values:
-        if not bool(torch.isfinite(weight).all()):
-            raise ValueError(f"{op}: {name} contains NaN or Inf")
-        if nonnegative and bool((weight < 0).any()):
-            raise ValueError(f"{op}: {name} must be non-negative (lpips' lin weights are)")
+        assert_values(torch.isfinite(weight).all(), f"{op}: {name} contains NaN or Inf", weight)
+        if nonnegative:
+            assert_values((weight >= 0).all(), f"{op}: {name} must be non-negative (lpips' lin weights are)", weight)
     return weight.reshape(channels)
+
+
+def check_flag(value: object, name: str, *, op: str = "op") -> bool:
+    """A bool argument (``per_layer``, ``spatial``, ``check_finite``): ``TypeError`` naming it otherwise."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{op}: {name} must be a bool, got {type(value).__name__}")
+    return value
 
 
 def check_eps(eps: object, *, op: str = "op") -> float:

@@ -412,15 +412,15 @@ def lpips_distance(
     fx: torch.Tensor | Sequence[torch.Tensor],
     fy: torch.Tensor | Sequence[torch.Tensor],
     weight: torch.Tensor | Sequence[torch.Tensor | None] | None = None,
+    *,
     spatial: bool = False,
     eps: float = 1e-10,
     normalize: str = "lpips",
+    per_layer: bool = False,
     backend: str = "auto",
-    *,
-    return_per_layer: bool = False,
     check_finite: bool = True,
 ) -> torch.Tensor | list[torch.Tensor]:
-    """LPIPS distance between feature maps (see the module docstring for the maths).
+    """LPIPS distance between feature maps (maths: ``docs/percept_fast/ops.md``).
 
     Args:
         fx, fy: ``[B, C, H, W]`` features (float32/float16/bfloat16, or float64), any strides; or equal-length
@@ -429,33 +429,35 @@ def lpips_distance(
         spatial: return the ``[B, 1, H, W]`` map (a list of maps for lists) instead of its spatial mean.
         eps: normalisation epsilon (> 0).
         normalize: ``'lpips'`` (exactly lpips' normalize_tensor) or ``'stable'`` (no NaN gradient at 0).
+        per_layer: with lists, return ``[B, L]`` per-layer distances instead of their sum.
         backend: ``'auto'`` | ``'torch'`` | ``'cpu'`` | ``'triton'`` | ``'cuda'``.
-        return_per_layer: with lists, return ``[B, L]`` per-layer distances instead of their sum.
         check_finite: reject NaN/Inf inputs (``ValueError`` naming the input). The C++ kernel does it in its own
-            pass (free); other backends need one extra read of the inputs (disable on trusted inputs).
+            pass (free); other backends need one extra read of the inputs, a device-side assert (no host
+            synchronisation) on CUDA and under torch.compile.
 
     Returns:
         ``[B]`` float32 (float64 for float64 inputs), or maps / ``[B, L]`` as above.
     """
     mode = _check_normalize(normalize)
     eps = cm.check_eps(eps, op=OP)
-    if not isinstance(spatial, bool):
-        raise TypeError(f"{OP}: spatial must be a bool, got {type(spatial).__name__}")
+    cm.check_flag(spatial, "spatial", op=OP)
+    cm.check_flag(per_layer, "per_layer", op=OP)
+    cm.check_flag(check_finite, "check_finite", op=OP)
     layers = _as_layers(fx, fy, weight)
     if layers is None:
-        if return_per_layer:
-            raise ValueError(f"{OP}: return_per_layer needs lists of per-layer features")
+        if per_layer:
+            raise ValueError(f"{OP}: per_layer=True needs lists of per-layer features (fx, fy are tensors)")
         return _layer(fx, fy, weight, spatial, eps, normalize, mode, backend, check_finite, -1)
+    if spatial and per_layer:
+        raise ValueError(f"{OP}: per_layer=True and spatial=True cannot be combined (the maps differ in size)")
     outs = []
     for i, (a, b, w) in enumerate(layers):
         outs.append(_layer(a, b, w, spatial, eps, normalize, mode, backend, check_finite, i))
         if outs[-1].shape[0] != outs[0].shape[0]:
             raise ValueError(f"{OP}: every layer must have the same batch size; fx[{i}] has {outs[-1].shape[0]}")
     if spatial:
-        if return_per_layer:
-            raise ValueError(f"{OP}: return_per_layer and spatial cannot be combined (maps differ in size)")
         return outs
-    if return_per_layer:
+    if per_layer:
         return torch.stack(outs, dim=1)
     total = outs[0]
     for o in outs[1:]:
@@ -489,9 +491,9 @@ def lpips_distance_matrix(
     fx: torch.Tensor | Sequence[torch.Tensor],
     fy: torch.Tensor | Sequence[torch.Tensor],
     weight: torch.Tensor | Sequence[torch.Tensor | None] | None = None,
+    *,
     eps: float = 1e-10,
     normalize: str = "lpips",
-    *,
     check_finite: bool = True,
 ) -> torch.Tensor:
     """All-pairs LPIPS distances ``[N, M]`` between ``fx [N, C, H, W]`` and ``fy [M, C, H, W]`` (or lists of layers).

@@ -23,6 +23,8 @@ Output dtype: float32 for float32/float16/bfloat16 features (fp32 accumulation),
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from . import _common as cm
@@ -115,7 +117,7 @@ def _finalize_torch(mx, my, eps, mode):
     return ((u - v) ** 2).sum(dim=1) / mx.shape[1]
 
 
-def _forward_triton(fx, fy, eps, mode, check_finite=False):
+def _forward_triton(fx, fy, eps, mode, check_finite=False, layer=-1):
     B, C, H, W = fx.shape
     cdt = cm.out_dtype(fx.dtype)
     mx = torch.empty(B, C, dtype=cdt, device=fx.device)
@@ -140,16 +142,17 @@ def _forward_triton(fx, fy, eps, mode, check_finite=False):
     return _finalize_torch(mx, my, eps, mode)
 
 
-def _forward_cpu(fx, fy, eps, mode, check_finite=False):
+def _forward_cpu(fx, fy, eps, mode, check_finite=False, layer=-1):
     # the kernel reports NaN/Inf features found in its own pass (see meanpool_distance)
     out = torch.empty(fx.shape[0], dtype=cm.out_dtype(fx.dtype))
     flags = cm.cpu_module().meanpool_forward(cm.tensor_arg(fx), cm.tensor_arg(fy), float(eps), mode, out.data_ptr())
     if flags:
-        cm.raise_input_flags(flags, ("fx", "fy", ""), op=OP, check_finite=check_finite)
+        names = ("fx", "fy", "") if layer < 0 else (f"fx[{layer}]", f"fy[{layer}]", "")
+        cm.raise_input_flags(flags, names, op=OP, check_finite=check_finite)
     return out
 
 
-def _forward_cuda(fx, fy, eps, mode, check_finite=False):
+def _forward_cuda(fx, fy, eps, mode, check_finite=False, layer=-1):
     B, C, _, _ = fx.shape
     cdt = cm.out_dtype(fx.dtype)
     mod = cm.cuda_module()
@@ -176,13 +179,19 @@ _FORWARDS = {"cpu": _forward_cpu, "triton": _forward_triton, "cuda": _forward_cu
 
 @torch.library.custom_op("percept_fast::meanpool_distance", mutates_args=())
 def _meanpool_op(
-    fx: torch.Tensor, fy: torch.Tensor, eps: float, mode: int, backend: str, check_finite: bool = False
+    fx: torch.Tensor,
+    fy: torch.Tensor,
+    eps: float,
+    mode: int,
+    backend: str,
+    check_finite: bool = False,
+    layer: int = -1,
 ) -> torch.Tensor:
-    return _FORWARDS[backend](fx, fy, eps, mode, check_finite)
+    return _FORWARDS[backend](fx, fy, eps, mode, check_finite, layer)
 
 
 @_meanpool_op.register_fake
-def _meanpool_fake(fx, fy, eps, mode, backend, check_finite=False):
+def _meanpool_fake(fx, fy, eps, mode, backend, check_finite=False, layer=-1):
     return fx.new_empty((fx.shape[0],), dtype=cm.out_dtype(fx.dtype))
 
 
@@ -217,7 +226,7 @@ def _backward(ctx, grad):
     fx, fy = ctx.saved_tensors
     gx, gy = meanpool_backward(fx, fy, ctx.eps, ctx.mode, grad)
     need = ctx.needs_input_grad
-    return (gx if need[0] else None), (gy if need[1] else None), None, None, None, None
+    return (gx if need[0] else None), (gy if need[1] else None), None, None, None, None, None
 
 
 _meanpool_op.register_autograd(_backward, setup_context=_setup_context)
@@ -229,45 +238,74 @@ def _check_normalize(normalize):
     return NORMALIZE_MODES[normalize]
 
 
-def meanpool_distance(
-    fx: torch.Tensor,
-    fy: torch.Tensor,
-    eps: float = 1e-10,
-    normalize: str = "lpips",
-    backend: str = "auto",
-    *,
-    check_finite: bool = True,
-) -> torch.Tensor:
-    """Meanpool distance ``[B]`` between ``[B, C, H, W]`` feature maps (maths in the module docstring).
-
-    Args:
-        fx, fy: features (float32/float16/bfloat16, or float64), same shape/dtype/device, any strides.
-        eps: normalisation epsilon (> 0). normalize: ``'lpips'`` or ``'stable'``.
-        backend: ``'auto'`` | ``'torch'`` | ``'cpu'`` | ``'triton'`` | ``'cuda'``.
-        check_finite: reject NaN/Inf inputs (``ValueError`` naming the input). The C++ kernel does it in its own
-            pass (free); other backends need one extra read of the inputs.
-
-    Returns:
-        ``[B]`` float32 (float64 for float64 inputs).
-    """
-    mode = _check_normalize(normalize)
-    eps = cm.check_eps(eps, op=OP)
-    cm.check_tensor(fx, "fx", op=OP, check_finite=False)
-    cm.check_tensor(fy, "fy", op=OP, check_finite=False)
-    cm.check_pair(fx, fy, op=OP)
+def _layer(fx, fy, eps, normalize, mode, backend, check_finite, layer):
+    na, nb = ("fx", "fy") if layer < 0 else (f"fx[{layer}]", f"fy[{layer}]")
+    cm.check_tensor(fx, na, op=OP, check_finite=False)
+    cm.check_tensor(fy, nb, op=OP, check_finite=False)
+    cm.check_pair(fx, fy, (na, nb), op=OP)
     be = cm.resolve_backend(backend, fx.device, OP, native_fn="meanpool_forward")
     if be != "cpu" and check_finite:  # the C++ kernel checks the values in its own pass (no extra read)
-        cm.check_finite_values(fx, "fx", op=OP)
-        cm.check_finite_values(fy, "fy", op=OP)
+        cm.check_finite_values(fx, na, op=OP)
+        cm.check_finite_values(fy, nb, op=OP)
     if be == "torch":
         return meanpool_reference(fx, fy, eps, normalize)
     if be == "cpu" and cm.direct_call_ok(fx, fy):  # nothing for autograd / tracing to see: skip the op's dispatch
-        return _forward_cpu(fx, fy, eps, mode, check_finite)
-    return _meanpool_op(fx, fy, eps, mode, be, check_finite)
+        return _forward_cpu(fx, fy, eps, mode, check_finite, layer)
+    return _meanpool_op(fx, fy, eps, mode, be, check_finite, layer)
+
+
+def meanpool_distance(
+    fx: torch.Tensor | Sequence[torch.Tensor],
+    fy: torch.Tensor | Sequence[torch.Tensor],
+    *,
+    eps: float = 1e-10,
+    normalize: str = "lpips",
+    per_layer: bool = False,
+    backend: str = "auto",
+    check_finite: bool = True,
+) -> torch.Tensor:
+    """Meanpool distance ``[B]`` between ``[B, C, H, W]`` feature maps (maths: ``docs/percept_fast/ops.md``).
+
+    Args:
+        fx, fy: features (float32/float16/bfloat16, or float64), same shape/dtype/device, any strides; or
+            equal-length lists of such (one per layer, same ``B``): the distances are summed over layers.
+        eps: normalisation epsilon (> 0). normalize: ``'lpips'`` or ``'stable'``.
+        per_layer: with lists, return ``[B, L]`` per-layer distances instead of their sum.
+        backend: ``'auto'`` | ``'torch'`` | ``'cpu'`` | ``'triton'`` | ``'cuda'``.
+        check_finite: reject NaN/Inf inputs (``ValueError`` naming the input). The C++ kernel does it in its own
+            pass (free); other backends need one extra read of the inputs, a device-side assert (no host
+            synchronisation) on CUDA and under torch.compile.
+
+    Returns:
+        ``[B]`` (or ``[B, L]``) float32 (float64 for float64 inputs).
+    """
+    mode = _check_normalize(normalize)
+    eps = cm.check_eps(eps, op=OP)
+    cm.check_flag(per_layer, "per_layer", op=OP)
+    cm.check_flag(check_finite, "check_finite", op=OP)
+    if isinstance(fx, torch.Tensor) and isinstance(fy, torch.Tensor):
+        if per_layer:
+            raise ValueError(f"{OP}: per_layer=True needs lists of per-layer features (fx, fy are tensors)")
+        return _layer(fx, fy, eps, normalize, mode, backend, check_finite, -1)
+    if not isinstance(fx, (list, tuple)) or not isinstance(fy, (list, tuple)):
+        raise TypeError(f"{OP}: fx and fy must both be tensors or both be lists/tuples of tensors")
+    if len(fx) != len(fy) or len(fx) == 0:
+        raise ValueError(f"{OP}: fx and fy must be non-empty lists of equal length, got {len(fx)} and {len(fy)}")
+    outs = []
+    for i, (a, b) in enumerate(zip(fx, fy)):
+        outs.append(_layer(a, b, eps, normalize, mode, backend, check_finite, i))
+        if outs[-1].shape[0] != outs[0].shape[0]:
+            raise ValueError(f"{OP}: every layer must have the same batch size; fx[{i}] has {outs[-1].shape[0]}")
+    if per_layer:
+        return torch.stack(outs, dim=1)
+    total = outs[0]
+    for o in outs[1:]:
+        total = total + o
+    return total
 
 
 def meanpool_distance_matrix(
-    fx: torch.Tensor, fy: torch.Tensor, eps: float = 1e-10, normalize: str = "lpips", *, check_finite: bool = True
+    fx: torch.Tensor, fy: torch.Tensor, *, eps: float = 1e-10, normalize: str = "lpips", check_finite: bool = True
 ) -> torch.Tensor:
     """All-pairs meanpool distances ``[N, M]`` (one GEMM on the normalised means, clamped at 0, / C)."""
     op = OP + "_matrix"

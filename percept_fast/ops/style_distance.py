@@ -86,6 +86,7 @@ from collections.abc import Sequence
 import torch
 
 from ._common import (
+    check_flag,
     check_pair,
     check_same_kind,
     check_tensor,
@@ -162,12 +163,14 @@ def _as_layers(fx, fy, op: str, names=("fx", "fy")) -> tuple[list[torch.Tensor],
     return list(fx), list(fy)
 
 
-def _validate_layers(xs, ys, op: str, *, same_batch: bool) -> None:
+def _validate_layers(xs, ys, op: str, *, same_batch: bool, check_finite: bool = True) -> None:
+    """Shapes, dtypes, devices; with ``check_finite`` the NaN/Inf scan (device-side on CUDA and under
+    torch.compile: no host synchronisation)."""
     first = None
     for i, (x, y) in enumerate(zip(xs, ys)):
         na, nb = (f"fx[{i}]", f"fy[{i}]") if len(xs) > 1 else ("fx", "fy")
-        check_tensor(x, na, op=op)
-        check_tensor(y, nb, op=op)
+        check_tensor(x, na, op=op, check_finite=check_finite)
+        check_tensor(y, nb, op=op, check_finite=check_finite)
         if same_batch:
             check_pair(x, y, (na, nb), op=op)
         else:
@@ -202,11 +205,13 @@ def _reference_layer(x0: torch.Tensor, x1: torch.Tensor, n: float) -> torch.Tens
     return ((G0 - G1) ** 2).sum(dim=(1, 2)) / (C * C)
 
 
-def style_distance_reference(fx, fy, normalize: str = "chw", *, per_layer: bool = False) -> torch.Tensor:
+def style_distance_reference(
+    fx, fy, normalize: str = "chw", *, per_layer: bool = False, check_finite: bool = True
+) -> torch.Tensor:
     """The plain-PyTorch reference of :func:`style_distance` (``backend='torch'``)."""
     xs, ys = _as_layers(fx, fy, _OP)
     _check_normalize(normalize, _OP)
-    _validate_layers(xs, ys, _OP, same_batch=True)
+    _validate_layers(xs, ys, _OP, same_batch=True, check_finite=check_finite)
     vals = [_reference_layer(x, y, gram_normalizer(normalize, *x.shape[1:])) for x, y in zip(xs, ys)]
     out = torch.stack(vals, dim=1)
     return out if per_layer else out.sum(dim=1)
@@ -223,11 +228,13 @@ def _reference_matrix_layer(x: torch.Tensor, y: torch.Tensor, n: float) -> torch
     return torch.stack(rows, dim=0) / (C * C)
 
 
-def style_distance_matrix_reference(fx, fy, normalize: str = "chw", *, per_layer: bool = False) -> torch.Tensor:
+def style_distance_matrix_reference(
+    fx, fy, normalize: str = "chw", *, per_layer: bool = False, check_finite: bool = True
+) -> torch.Tensor:
     """Plain reference of :func:`style_distance_matrix`: every pair of Grams subtracted explicitly."""
     xs, ys = _as_layers(fx, fy, _OPM)
     _check_normalize(normalize, _OPM)
-    _validate_layers(xs, ys, _OPM, same_batch=False)
+    _validate_layers(xs, ys, _OPM, same_batch=False, check_finite=check_finite)
     vals = [_reference_matrix_layer(x, y, gram_normalizer(normalize, *x.shape[1:])) for x, y in zip(xs, ys)]
     out = torch.stack(vals, dim=-1)
     return out if per_layer else out.sum(dim=-1)
@@ -236,25 +243,32 @@ def style_distance_matrix_reference(fx, fy, normalize: str = "chw", *, per_layer
 # ----------------------------------------------------------------------------------------------- triton
 
 
-def _triton_kernels():
-    """The Triton kernels, defined on first use per interpreter mode (``triton.jit`` reads TRITON_INTERPRET)."""
-    return _triton_kernels_for(triton_interpret())
+try:  # Triton is optional: the kernels below are plain functions, JIT-wrapped on first use (see _jit)
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover
+    triton = None
+
+
+def _jit(kernel):
+    """``triton.jit(kernel)``, made on first use per interpreter mode (``triton.jit`` reads TRITON_INTERPRET)."""
+    return _jit_for(kernel, triton_interpret())
 
 
 @functools.cache
-def _triton_kernels_for(interpret: bool):
-    import triton
-    import triton.language as tl
-
+def _jit_for(kernel, interpret: bool):
     if interpret and type(tl.zeros).__name__ == "JITFunction":
         # triton's standard library (tl.zeros, tl.sum, ...) is jitted when triton is imported: the interpreter
         # only works when TRITON_INTERPRET was set before that import.
         raise RuntimeError(
             "style_distance: backend='triton' on CPU tensors needs TRITON_INTERPRET=1 set before triton is imported"
         )
+    return triton.jit(kernel)
 
-    @triton.jit
-    def sd_diff_kernel(
+
+if triton is not None:
+
+    def _diff_kernel(
         x0_ptr,
         x1_ptr,
         pairs_ptr,
@@ -322,8 +336,7 @@ def _triton_kernels_for(interpret: bool):
             tile = ws_ptr + ((b * NPAIRS + pid) * nsplit + split) * (BM * BM)
             tl.store(tile + r[:, None] * BM + r[None, :], acc)
 
-    @triton.jit
-    def sd_kernel_kernel(
+    def _kernel_kernel(
         x0_ptr,
         x1_ptr,
         pairs_ptr,
@@ -382,8 +395,7 @@ def _triton_kernels_for(interpret: bool):
         s = tl.sum(tl.sum(e, axis=1), axis=0) * w
         tl.store(out_ptr + b * NPAIRS + pid, s)
 
-    @triton.jit
-    def cross_sq_kernel(
+    def _cross_sq_kernel(
         x_ptr,
         y_ptr,
         out_ptr,
@@ -430,8 +442,6 @@ def _triton_kernels_for(interpret: bool):
             acc = tl.dot(xi, yj, acc, input_precision=PREC)
         s = tl.sum(tl.sum(acc * acc, axis=1), axis=0)
         tl.store(out_ptr + pair * NTILES + t, s)
-
-    return triton, sd_diff_kernel, sd_kernel_kernel, cross_sq_kernel
 
 
 @functools.cache
@@ -481,7 +491,7 @@ def _diff_splits(B: int, npairs: int, P: int, target: int = _SPLIT_TARGET_PROGRA
 
 def _triton_layer_sum(x0: torch.Tensor, x1: torch.Tensor, method: str) -> torch.Tensor:
     """Raw ||X0 X0^T - X1 X1^T||_F^2 per sample, fp32 partials summed in fp64 then cast."""
-    _, k_diff, k_kernel, _ = _triton_kernels()
+    k_diff, k_kernel = _jit(_diff_kernel), _jit(_kernel_kernel)
     B, C, H, W = x0.shape
     P = H * W
     if method == "diff":
@@ -641,13 +651,14 @@ _style_layer_op.register_autograd(_backward, setup_context=_setup_context)
 def style_distance(
     fx: torch.Tensor | Sequence[torch.Tensor],
     fy: torch.Tensor | Sequence[torch.Tensor],
-    normalize: str = "chw",
     *,
+    normalize: str = "chw",
     per_layer: bool = False,
     method: str = "auto",
     backend: str = "auto",
+    check_finite: bool = True,
 ) -> torch.Tensor:
-    """Gram-matrix (style) distance ``sum_l ||G0_l - G1_l||_F^2 / C_l^2`` per sample (see the module docstring).
+    """Gram-matrix (style) distance ``sum_l ||G0_l - G1_l||_F^2 / C_l^2`` per sample (``docs/percept_fast/ops.md``).
 
     Args:
         fx, fy: features ``[B, C, H, W]`` (any strides, fp32/fp16/bf16, or fp64), or equally long lists of such
@@ -656,6 +667,8 @@ def style_distance(
         per_layer: return ``[B, L]`` (one column per layer) instead of the sum over layers ``[B]``.
         method: ``'auto'`` | ``'diff'`` (C x C tiles) | ``'kernel'`` (H*W x H*W tiles); same value up to rounding.
         backend: ``'auto'`` | ``'torch'`` (reference) | ``'cpu'`` | ``'triton'`` | ``'cuda'``.
+        check_finite: reject NaN/Inf inputs (``ValueError`` naming the input; one extra read of the inputs, a
+            device-side assert with no host synchronisation on CUDA and under torch.compile).
 
     Returns:
         float32 (float64 for float64 inputs) tensor ``[B]`` or ``[B, L]``; differentiable w.r.t. ``fx``, ``fy``.
@@ -663,19 +676,21 @@ def style_distance(
     xs, ys = _as_layers(fx, fy, _OP)
     _check_normalize(normalize, _OP)
     _check_method(method, _OP, METHODS)
-    if not isinstance(per_layer, bool):
-        raise TypeError(f"{_OP}: per_layer must be a bool, got {type(per_layer).__name__}")
-    _validate_layers(xs, ys, _OP, same_batch=True)
+    check_flag(per_layer, "per_layer", op=_OP)
+    check_flag(check_finite, "check_finite", op=_OP)
+    _validate_layers(xs, ys, _OP, same_batch=True, check_finite=check_finite)
     be = resolve_backend(backend, xs[0].device, _OP)
     if be == "triton" and xs[0].dtype == torch.float64:
         raise TypeError(f"{_OP}: backend='triton' supports float32/float16/bfloat16, got float64")
-    if be == "torch":
-        return style_distance_reference(xs, ys, normalize, per_layer=per_layer)
     vals = []
     for x, y in zip(xs, ys):
         _, C, H, W = x.shape
+        n = gram_normalizer(normalize, C, H, W)
+        if be == "torch":
+            vals.append(_reference_layer(x, y, n))
+            continue
         m = choose_method(C, H * W) if method == "auto" else method
-        vals.append(_style_layer_op(x, y, gram_normalizer(normalize, C, H, W), m, be))
+        vals.append(_style_layer_op(x, y, n, m, be))
     out = torch.stack(vals, dim=1)
     return out if per_layer else out.sum(dim=1)
 
@@ -813,7 +828,7 @@ _self_sq_op.register_autograd(_self_backward, setup_context=_self_setup)
 
 
 def _triton_cross_sq(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    _, _, _, k_cross = _triton_kernels()
+    k_cross = _jit(_cross_sq_kernel)
     N, C, H, W = x.shape
     M = y.shape[0]
     P = H * W
@@ -842,11 +857,12 @@ def _triton_cross_sq(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def style_distance_matrix(
     fx: torch.Tensor | Sequence[torch.Tensor],
     fy: torch.Tensor | Sequence[torch.Tensor],
-    normalize: str = "chw",
     *,
+    normalize: str = "chw",
     per_layer: bool = False,
     method: str = "auto",
     backend: str = "auto",
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """All-pairs style distances ``[N, M]`` between ``fx`` ``[N, C, H, W]`` and ``fy`` ``[M, C, H, W]``.
 
@@ -860,12 +876,12 @@ def style_distance_matrix(
     xs, ys = _as_layers(fx, fy, _OPM)
     _check_normalize(normalize, _OPM)
     _check_method(method, _OPM, ("auto", "gram", "kernel"))
-    if not isinstance(per_layer, bool):
-        raise TypeError(f"{_OPM}: per_layer must be a bool, got {type(per_layer).__name__}")
-    _validate_layers(xs, ys, _OPM, same_batch=False)
+    check_flag(per_layer, "per_layer", op=_OPM)
+    check_flag(check_finite, "check_finite", op=_OPM)
+    _validate_layers(xs, ys, _OPM, same_batch=False, check_finite=check_finite)
     be = resolve_backend(backend, xs[0].device, _OPM)
     if be == "torch":
-        return style_distance_matrix_reference(xs, ys, normalize, per_layer=per_layer)
+        return style_distance_matrix_reference(xs, ys, normalize=normalize, per_layer=per_layer, check_finite=False)
     if be == "triton" and xs[0].dtype == torch.float64:
         raise TypeError(f"{_OPM}: backend='triton' supports float32/float16/bfloat16, got float64")
     vals = []

@@ -1,0 +1,1 @@
+"""Shared test helpers: tensors.py (percept_fast ops), robot.py (robot_rt)."""

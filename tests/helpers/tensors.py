@@ -1,0 +1,47 @@
+"""Feature tensors for the percept_fast op tests: random ``[B, C, H, W]`` maps in a chosen memory layout."""
+
+from __future__ import annotations
+
+import torch
+
+# memory layouts make_features builds: dense NCHW / NHWC, and three strided views (every other column, every other
+# channel of a wider tensor, H and W swapped in memory)
+LAYOUTS = ["contiguous", "channels_last", "sliced_w", "sliced_c", "transposed_hw"]
+
+
+def make_features(
+    shape: tuple[int, int, int, int],
+    dtype: torch.dtype,
+    layout: str = "contiguous",
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    *,
+    zero_frac: float = 0.0,
+    offset: float = 0.0,
+) -> torch.Tensor:
+    """Standard-normal features (+ ``offset``) of ``shape`` in ``layout``; ``zero_frac`` of the channel vectors
+    (whole ``[:, :, h, w]`` columns) set to zero, the normalisation's singular point."""
+    g = torch.Generator().manual_seed(seed)
+    B, C, H, W = shape
+    t = torch.randn(shape, generator=g)
+    if offset:
+        t = t + offset
+    if zero_frac > 0:
+        mask = torch.rand(B, 1, H, W, generator=g) < zero_frac
+        t = t.masked_fill(mask, 0.0)
+    t = t.to(dtype).to(device)
+    if layout == "contiguous":
+        return t.contiguous()
+    if layout == "channels_last":
+        return t.contiguous(memory_format=torch.channels_last)
+    if layout == "sliced_w":
+        big = torch.zeros(B, C, H, 2 * W, dtype=dtype, device=device)
+        big[..., ::2] = t
+        return big[..., ::2]
+    if layout == "sliced_c":
+        big = torch.zeros(B, 2 * C + 1, H, W, dtype=dtype, device=device)
+        big[:, 1::2] = t
+        return big[:, 1::2]
+    if layout == "transposed_hw":
+        return t.transpose(2, 3).contiguous().transpose(2, 3)
+    raise ValueError(f"layout: expected one of {LAYOUTS}, got {layout!r}")
