@@ -1,27 +1,8 @@
 """``PerceptualMetric``: deep-feature perceptual distance between two images (module and functional form).
 
-A metric is a backbone (feature extractor returning a list of tapped maps), a choice of taps (``layers``)
-and a distance op from :mod:`percept_fast.ops` applied to the taps:
-
-- ``distance='lpips'``: :func:`percept_fast.ops.lpips_distance` - unit-normalise every feature vector over
-  channels, square the difference, weight the channels (``lin_weights``; all ones without them, which is
-  lpips' ``lpips=False`` baseline), average over space, sum over layers. With ``backbone='alex'|'vgg'|
-  'squeeze'``, the backbone's ImageNet weights (``backbone_weights=<torchvision state dict file>``) and
-  ``lin_weights='lpips'`` this is exactly ``lpips.LPIPS(net=..., version='0.1')``.
-- ``distance='style'``: :func:`percept_fast.ops.style_distance` (Gram matrices).
-- ``distance='meanpool'``: :func:`percept_fast.ops.meanpool_distance`.
-
-Input convention: ``normalize_input=True`` (default) takes images in ``[0, 1]`` and maps them to ``[-1, 1]``
-by ``2 * x - 1`` (lpips' ``forward(..., normalize=True)``); ``normalize_input=False`` takes ``[-1, 1]``
-images as lpips does by default. The backbone then applies lpips' ScalingLayer (ImageNet statistics); a
-:class:`Backbone` does both in one multiply-add pass (equal up to float32 rounding).
-
-``features(x)`` returns the tapped maps and ``distance_from_features(f0, f1)`` the distance from
-precomputed maps, so a reference image's features can be computed once and compared with many images.
-``perceptual_distance(x0, x1, ...)`` is the functional form; it builds (and caches) the same module.
-
-Weights are read from local files only (``backbone_weights``, ``lin_weights``); ``lin_weights='lpips'``
-reads the file shipped inside the installed ``lpips`` package. Nothing is downloaded.
+A backbone's tapped feature maps compared by a distance op of :mod:`percept_fast.ops` (``'lpips'`` by default,
+with lpips' shipped lin weights for alex/vgg/squeeze: ``lpips.LPIPS(net=...)``; ``'style'``; ``'meanpool'``).
+Conventions, weights and checks: ``docs/percept_fast.md#perceptualmetric``. Nothing is downloaded.
 """
 
 from __future__ import annotations

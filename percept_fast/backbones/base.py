@@ -1,36 +1,5 @@
-"""Common base of the feature extractors: input scaling, tap selection and weight loading.
-
-Input convention (the same as lpips): images in ``[-1, 1]``. Each backbone first applies lpips'
-``ScalingLayer``, ``(x - shift) / scale`` with ``shift = 2 * mean - 1`` and ``scale = 2 * std``, which is
-the usual per-channel ImageNet normalisation ``(x01 - mean) / std`` written for ``[-1, 1]`` inputs. With
-the ImageNet statistics the constants are lpips' own literals ``shift = [-.030, -.088, -.188]``,
-``scale = [.458, .448, .450]`` (used verbatim so that the arithmetic matches lpips bit for bit).
-
-The scaling constants are non-persistent buffers, so a backbone's ``state_dict()`` has exactly the keys of
-the corresponding torchvision model's feature part.
-
-Frozen CPU inference (``frozen_inference``, off by default; ``PerceptualMetric`` turns it on for the backbones
-it builds): when no gradient is needed, the input is a float32 CPU tensor (NCHW or channels_last) and the
-backbone is in eval mode, a backbone with a plain sequential trunk (alex, vgg, squeeze) runs a frozen
-TorchScript copy of it, in the memory format that was fastest for it (``frozen_format``, measured on a 2-core
-CPU, 2 threads, per batch of 96 at 64 px / 24 at 224 px):
-
-- ``'mkldnn'`` (alex, vgg): ``torch.jit.optimize_for_inference``, oneDNN blocked layouts with prepacked weights
-  and fused conv + ReLU; any input layout is reordered once, the taps come back NCHW. AlexNet 64 px: 26 ms vs
-  37 ms eager NCHW and 34 ms eager channels_last; VGG16 64 px: 178 ms vs 240 / 210 ms.
-- ``'channels_last'`` (squeeze): ``torch.jit.freeze`` of a channels_last copy, oneDNN's NHWC convolutions with
-  no reorders (Fire's 1x1 convs and concats lose more to the blocked reorders than they gain); the input is
-  made channels_last, the taps come back channels_last. SqueezeNet 64 px: 25 ms vs 36 ms ``'mkldnn'``, 27 ms
-  eager channels_last and 62 ms eager NCHW; 224 px: 140 vs 195 / 157 / 300 ms.
-
-The features equal the eager ones up to float32 rounding (oneDNN may pick another algorithm for a layer;
-measured <= 1.2e-7 abs on AlexNet and SqueezeNet taps). The copy is rebuilt when a parameter
-changes (data pointer or version) and dropped from pickles/deep copies. The eager ``_forward_taps`` is the
-reference.
-
-``forward(x, taps, unit_input=True)`` takes ``[0, 1]`` images: lpips' ``2 * x - 1`` and the ScalingLayer become
-one multiply-add per element (``x * 2 / scale - (1 + shift) / scale``, constants in float64), one pass instead
-of four; it equals the two steps up to float32 rounding (~5e-7 abs).
+"""Common base of the feature extractors: input scaling (lpips' ScalingLayer), tap selection, weight loading,
+and frozen TorchScript CPU inference (``docs/percept_fast.md#backbones``).
 """
 
 from __future__ import annotations

@@ -1,15 +1,7 @@
 """Shared plumbing of the percept_fast distance ops: validation, backend resolution, native-module access.
 
-Every public op validates its inputs here *before* any kernel runs (``ValueError``/``TypeError`` naming
-the argument), resolves ``backend=`` with :func:`resolve_backend` and passes tensors to the C++/CUDA
-modules with :func:`tensor_arg` (data pointer + sizes + strides in elements + dtype code; the C++ side
-never links libtorch). The CPU lpips / meanpool kernels check the *values* (NaN/Inf, negative weights) in
-their own pass instead, and :func:`raise_input_flags` raises the same errors before any result is returned.
-
-Backends: ``'torch'`` (plain PyTorch reference), ``'cpu'`` (``percept_fast._C``, C++ threads),
-``'triton'`` (Triton kernel; on CPU tensors only under ``TRITON_INTERPRET=1``), ``'cuda'``
-(``percept_fast._C_cuda``). ``'auto'`` picks ``'cpu'`` for CPU tensors and ``'cuda'`` (else ``'triton'``)
-for CUDA tensors, falling back to ``'torch'`` when no native module is built.
+Backends ``'torch'`` (reference) | ``'cpu'`` (``percept_fast._C``) | ``'triton'`` | ``'cuda'``
+(``percept_fast._C_cuda``) | ``'auto'``; value checks and graph readiness: ``docs/percept_fast.md#ops``.
 """
 
 from __future__ import annotations

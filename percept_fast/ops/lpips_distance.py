@@ -1,41 +1,7 @@
-r"""LPIPS layer distance, fused: normalise over channels, weighted squared difference, spatial mean.
+"""LPIPS layer distance, fused: normalise over channels, weighted squared difference, spatial mean.
 
-Maths (one layer, features :math:`x, y \in \mathbb{R}^{B\times C\times H\times W}`, weights :math:`w_c \ge 0`)::
-
-    n(x)[b,h,w] = sqrt(sum_c x[b,c,h,w]^2) + eps           normalize='lpips'  (lpips.normalize_tensor, exactly)
-                = sqrt(sum_c x[b,c,h,w]^2 + eps^2)          normalize='stable'
-    u = x / n(x),  v = y / n(y)
-    d[b,h,w]    = sum_c w_c (u[b,c,h,w] - v[b,c,h,w])^2        (spatial=True returns d as [B, 1, H, W])
-    out[b]      = (1 / (H W)) sum_{h,w} d[b,h,w]               ([B])
-
-``weight=None`` means :math:`w_c = 1` (lpips with ``lpips=False``); ``weight`` may be ``[C]`` or ``[1, C, 1, 1]``
-(the lpips lin layer's conv weight) and must be non-negative. Multi-layer (lists of features and weights):
-``out = sum_l out_l`` (``return_per_layer=True`` gives ``[B, L]``; ``spatial=True`` gives the list of maps).
-
-The fused kernels use, per pixel, :math:`d = S_{wxx}/n_x^2 + S_{wyy}/n_y^2 - 2 S_{wxy}/(n_x n_y)` with
-:math:`S_{wab} = \sum_c w_c a_c b_c`, so one pass over the channels reads every input element once
-(``csrc/percept_fast/lpips_kernel.h``, shared by the C++ and CUDA kernels; the Triton kernel mirrors it).
-:math:`d` is clamped at 0 (removes rounding only); identical inputs give exactly 0.
-
-Gradient (analytic; the backward is computed in PyTorch from the saved inputs): with
-:math:`g_u = 2\,\bar g\, w \odot (u - v)` (:math:`\bar g = g_b/(HW)`, or the map's gradient when spatial),
-:math:`s = \lVert x\rVert`,
-
-    d out / d x = g_u / n  -  (g_u . x) x / (n^2 s)     normalize='lpips'   (dn/dx = x / s)
-                = g_u / n  -  (g_u . x) x / n^3         normalize='stable'  (dn/dx = x / n)
-
-and the same with the opposite sign for :math:`y`; :math:`\partial/\partial w_c = \sum_{b,h,w} \bar g (u_c-v_c)^2`.
-At an exactly-zero feature vector (:math:`s = 0`) the 'lpips' map :math:`x/(\lVert x\rVert+\epsilon)` has Jacobian
-:math:`I/\epsilon` (the second term is :math:`O(\lVert x\rVert)`), which the custom op returns; plain autograd of
-lpips' formula (and so ``backend='torch'`` with ``normalize='lpips'``) gives NaN there because of
-:math:`\sqrt{\cdot}` at 0. ``normalize='stable'`` is smooth everywhere (:math:`n \ge \epsilon > 0`), so even
-autograd of the reference has no NaN.
-
-Output dtype: float32 for float32/float16/bfloat16 features (fp32 accumulation), float64 for float64.
-
-Distance matrices (``lpips_distance_matrix``: ``fx [N,...]``, ``fy [M,...]`` -> ``[N, M]``) use
-:math:`\lVert a-b\rVert^2 = \lVert a\rVert^2 + \lVert b\rVert^2 - 2 a\cdot b` on :math:`a = \sqrt{w}\odot u`
-flattened over ``(C, H, W)``: one GEMM, clamped at 0, divided by ``H W``.
+``lpips_distance`` (per sample, ``[B]``; maps with ``spatial=True``) and ``lpips_distance_matrix`` (all pairs).
+Maths, gradient and kernels: ``docs/percept_fast.md#lpips_distance``.
 """
 
 from __future__ import annotations

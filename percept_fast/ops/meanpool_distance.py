@@ -1,24 +1,7 @@
-r"""Meanpool distance: spatial mean -> unit-normalise over channels -> squared distance / C.
+"""Meanpool distance: spatial mean -> unit-normalise over channels -> squared distance / C.
 
-Maths (features :math:`x, y \in \mathbb{R}^{B\times C\times H\times W}`)::
-
-    m[b,c] = (1 / (H W)) sum_{h,w} x[b,c,h,w],      k[b,c] likewise from y
-    n(m)   = sqrt(sum_c m^2) + eps    ('lpips')   or   sqrt(sum_c m^2 + eps^2)   ('stable')
-    u = m / n(m),  v = k / n(k)
-    out[b] = (1 / C) sum_c (u[b,c] - v[b,c])^2                                ([B])
-
-The fused kernels read every input element once (the spatial means of both maps), then finalise per sample
-(``meanpool_finalize`` in ``csrc/percept_fast/lpips_kernel.h``, shared by C++ and CUDA; Triton computes the
-means and finalises in PyTorch on the small ``[B, C]`` means).
-
-Gradient (analytic, computed in PyTorch): :math:`g_u = 2 g_b (u - v) / C`,
-:math:`g_m = g_u/n - (g_u\cdot m)\, m / (n^2 s)` ('lpips', :math:`s = \lVert m\rVert`; 0 at :math:`s = 0`) or
-:math:`g_u/n - (g_u\cdot m)\, m / n^3` ('stable'), and :math:`\partial/\partial x[b,c,h,w] = g_m[b,c] / (H W)`
-(minus for :math:`y`).
-
-Output dtype: float32 for float32/float16/bfloat16 features (fp32 accumulation), float64 for float64.
-``meanpool_distance_matrix(fx [N,...], fy [M,...]) -> [N, M]`` uses
-:math:`\lVert u\rVert^2 + \lVert v\rVert^2 - 2 u\cdot v` (one GEMM), clamped at 0, divided by C.
+``meanpool_distance`` (per sample, ``[B]``) and ``meanpool_distance_matrix`` (all pairs). Maths, gradient and
+kernels: ``docs/percept_fast.md#meanpool_distance``.
 """
 
 from __future__ import annotations

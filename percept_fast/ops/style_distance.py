@@ -1,81 +1,8 @@
-r"""Gram-matrix (style) distance between deep features: ``style_distance`` and ``style_distance_matrix``.
+"""Gram-matrix (style) distance between deep features: ``style_distance`` and ``style_distance_matrix``.
 
-Maths
------
-For one sample and one layer let :math:`X \in \mathbb{R}^{C \times P}` be the feature map ``[C, H, W]``
-flattened over space (:math:`P = HW`), and :math:`G = X X^\top / n` its Gram matrix, where the Gram
-normalisation ``n`` is an explicit option (``normalize=``):
-
-* ``'chw'`` (default): :math:`n = C H W`, as in the common style-loss code (``G.div(c * h * w)``);
-* ``'hw'``: :math:`n = H W` (the mean over positions of :math:`x_p x_p^\top`);
-* ``'none'``: :math:`n = 1`.
-
-The distance of a layer is
-
-.. math::  d(X_0, X_1) = \frac{1}{C^2} \lVert G_0 - G_1 \rVert_F^2
-          = \frac{1}{n^2 C^2} \lVert X_0 X_0^\top - X_1 X_1^\top \rVert_F^2 ,
-
-summed over the layers (or returned per layer, ``per_layer=True`` -> ``[B, L]``).  Two exact ways to get it,
-never materialising both Grams:
-
-* ``method='diff'`` (:math:`C \times C`): :math:`D = X_0 X_0^\top - X_1 X_1^\top = [X_0\ X_1][X_0\ -X_1]^\top`
-  is one product with contraction length :math:`2P`; :math:`D` is symmetric, so only the tiles of its upper
-  triangle are computed (off-diagonal tiles count twice) and each tile is squared and summed on the fly.
-  Cost :math:`\approx C^2 P` multiply-adds.
-* ``method='kernel'`` (:math:`P \times P`): with :math:`K_{ab} = X_a^\top X_b`,
-  :math:`\lVert D \rVert_F^2 = \lVert K_{00} \rVert_F^2 + \lVert K_{11} \rVert_F^2 - 2 \lVert K_{01} \rVert_F^2`
-  (trace identity :math:`\operatorname{tr}(X_a X_a^\top X_b X_b^\top) = \lVert X_a^\top X_b \rVert_F^2`).
-  :math:`K_{00}, K_{11}` are symmetric; for a pair of tiles :math:`(I, J)`, :math:`I < J`, the kernels compute
-  :math:`K_{00}[I,J], K_{11}[I,J], K_{01}[I,J], K_{01}[J,I]^\top` and add
-  :math:`2\sum (K_{00}^2 + K_{11}^2 - K_{01}[I,J]^2 - K_{01}[J,I]^{\top 2})` (weight 1 on the diagonal tiles).
-  Cost :math:`\approx 2 P^2 C`.
-
-``method='auto'`` takes the cheaper: ``'kernel'`` when :math:`C > 2P` (in particular whenever
-:math:`HW < C/2`), else ``'diff'``.  Every sum of squares is accumulated element by element from tiles computed
-by the same code (in ``'diff'`` the two products of each contraction chunk are separate fresh tiles), so
-identical inputs give exactly 0 on the torch, cpu and cuda backends (and under the Triton interpreter).  On a GPU
-the compiled Triton kernels do not (measured on an H200: |d| ~ 4e-9 where the distances are O(1)), since
-``tl.dot`` does not evaluate the two products of a chunk in the same order.  Accumulation is fp32 (fp64 for fp64 inputs) whatever the storage dtype
-(fp32/fp16/bf16); tile sums of squares are added in fp64.
-
-Accuracy: ``'diff'`` keeps its relative accuracy for nearby inputs (it forms :math:`D` chunk by chunk).
-``'kernel'`` cancels three terms of size :math:`\lVert G \rVert_F^2`, so its error is absolute,
-:math:`\sim \epsilon_{32} \lVert G_0 \rVert_F^2 / C^2` (for inputs 1e-3 apart, a relative error of a few
-percent); pass ``method='diff'`` when small distances between nearly equal features matter.  The same holds for
-``style_distance_matrix`` (an expansion), whose identical pairs come out at that absolute level, not 0.
-
-GPU split-K: when the ``'diff'`` regime has too few (sample, tile-pair) programs to fill the GPU (e.g. 64
-channels over 224 x 224 positions), the contraction is split; each program writes its partial :math:`D` tile
-(fp32) to a workspace ``[B, pairs, splits, 64, 64]`` that is summed before squaring.
-
-Gradient (analytic, ``register_autograd``): with :math:`D` as above,
-
-.. math:: \frac{\partial d}{\partial X_0} = \frac{4}{n^2 C^2} D X_0, \qquad
-          \frac{\partial d}{\partial X_1} = -\frac{4}{n^2 C^2} D X_1 ,
-
-computed as :math:`D X_a` directly (``'diff'``) or as :math:`X_0 K_{0a} - X_1 K_{1a}` (``'kernel'``, only
-:math:`P \times P` matrices), with batched matmuls on the input's device.
-
-``style_distance_matrix(fx [N,C,H,W], fy [M,C,H,W]) -> [N, M]`` uses
-:math:`d_{nm} = (\lVert G_n \rVert^2 + \lVert G'_m \rVert^2 - 2\langle G_n, G'_m\rangle) / C^2` with either
-the flattened Grams (``'gram'``: one ``[N, C^2] x [C^2, M]`` GEMM after the :math:`N + M` Grams) or
-:math:`\langle G_n, G'_m \rangle = \lVert X_n^\top Y_m \rVert_F^2 / n^2` (``'kernel'``, batched
-:math:`P \times P` products), whichever needs fewer multiply-adds.  It is clamped at 0 (the expansion can
-round slightly below).
-
-Its ``'kernel'`` terms :math:`\lVert X_n^\top Y_m \rVert_F^2` and :math:`\lVert X_n^\top X_n \rVert_F^2` run in
-the backend's fused kernels (custom ops ``style_cross_sq`` / ``style_self_sq``; the Triton backend computes the
-:math:`O(N P^2 C)` self terms with a batched matmul); the ``'gram'`` method is plain GEMMs, done with batched
-matmuls (vendor BLAS / cuBLAS) on every backend.  Gradients: analytic backward of the cross terms,
-:math:`\partial/\partial X_n = 2 \sum_m g_{nm} Y_m (Y_m^\top X_n)` (chunked batched matmuls).
-
-Backends: ``'torch'`` (the plain reference below: both Grams, subtract, square, sum), ``'cpu'``
-(``percept_fast._C``: per-sample packing into 16-row panels, 4 x 16 register-blocked fp32 micro-kernel, tiles of
-64 over contraction blocks of 256, C++ threads over samples or tile pairs; no vendor BLAS, so expect it to trail
-MKL/OpenBLAS GEMM rates per flop, and win where it avoids work: symmetric tiles only, no Gram written out),
-``'triton'`` (``tl.dot`` tiles; fp32 uses IEEE fp32 unless ``torch.backends.cuda.matmul.allow_tf32``), ``'cuda'``
-(``percept_fast._C_cuda``: shared-memory tiled SIMT kernels, 64 x 64 tiles, 4 x 4 per thread).  ``'auto'`` as
-in :mod:`percept_fast.ops._common`.  Float64 inputs: ``'torch'``, ``'cpu'``, ``'cuda'`` (fp64 accumulation).
+``d = sum_l ||G0_l - G1_l||_F^2 / C_l^2`` with ``G = X X^T / n``, computed without materialising both Grams
+(``method='diff'``: C x C tiles of ``X0 X0^T - X1 X1^T``; ``'kernel'``: P x P products). Maths, accuracy,
+gradient and backends: ``docs/percept_fast.md#style_distance``.
 """
 
 from __future__ import annotations
