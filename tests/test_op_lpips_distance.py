@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from helpers.tensors import LAYOUTS, make_features
+from helpers.tensors import LAYOUTS, interpreter_env, make_features
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -519,7 +519,7 @@ def _triton_cases() -> None:
 
 def test_triton_interpreter_matches_reference():
     pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1")
+    env = interpreter_env()
     code = f"import runpy; runpy.run_path({__file__!r})['_triton_cases']()"
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0 and "TRITON_CASES_OK" in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import importlib
-import os
 import subprocess
 import sys
 
 import pytest
 import torch
-from helpers.tensors import LAYOUTS, make_features
+from helpers.tensors import LAYOUTS, interpreter_env, make_features
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -368,7 +367,7 @@ def _triton_interpreter_checks() -> int:
 
 def test_triton_interpreter_matches_reference():
     pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1")
+    env = interpreter_env()
     r = subprocess.run(
         [sys.executable, __file__, "--triton-interpreter"], env=env, capture_output=True, text=True, timeout=600
     )

@@ -45,3 +45,14 @@ def make_features(
     if layout == "transposed_hw":
         return t.transpose(2, 3).contiguous().transpose(2, 3)
     raise ValueError(f"layout: expected one of {LAYOUTS}, got {layout!r}")
+
+
+def interpreter_env() -> dict[str, str]:
+    """Environment of a subprocess that runs a test module under the Triton interpreter: ``TRITON_INTERPRET=1``
+    (set before triton is imported) and the tests directory on the path (for ``helpers``)."""
+    import os
+    from pathlib import Path
+
+    tests_dir = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (tests_dir, os.environ.get("PYTHONPATH", "")) if p)
+    return dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=path)
