@@ -7,6 +7,9 @@
   ``resource.getrusage`` ru_maxrss delta (which can under-report when an earlier step peaked higher).
 - :func:`copy_bandwidth`: the machine's copy bandwidth (bytes read + written per second of a large
   tensor copy), the floor against which the kernels' effective bandwidth is reported.
+- :func:`read_floor_call`: reads a case's inputs once (``x.sum()`` of every input, PyTorch's vectorised, threaded
+  reduction); timed in the same rounds as the kernels, it is the floor of an op that reads each input once.
+- :func:`compiled`: ``torch.compile`` (inductor) of a callable, the competitor next to eager PyTorch.
 - :func:`write_json`: ``bench/results/<name>.json`` written atomically; :func:`print_table`: rich table.
 - :func:`bench_backends`: every backend of one case against the reference (best of ``rounds``);
   :func:`run_layer_op_bench`: a whole per-element op benchmark over the backbone layer shapes.
@@ -124,6 +127,21 @@ def copy_bandwidth(
     return {"bytes_per_s": 2.0 * n * 4 / t["median_s"], "buffer_bytes": float(n * 4), "median_s": t["median_s"]}
 
 
+def compiled(fn: Callable[..., Any], **kwargs) -> Callable[..., Any]:
+    """``torch.compile(fn, fullgraph=True, **kwargs)`` after a dynamo reset (each case compiles its own graph)."""
+    torch._dynamo.reset()
+    return torch.compile(fn, fullgraph=True, **kwargs)
+
+
+def load_note() -> str:
+    """``uptime``'s load averages and the CPU count, for the JSON of a run on a possibly shared machine."""
+    try:
+        la = os.getloadavg()
+    except OSError:  # pragma: no cover
+        return "load average unavailable"
+    return f"load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f} on {os.cpu_count()} CPUs"
+
+
 def machine_info(device: torch.device | str = "cpu") -> dict[str, Any]:
     device = torch.device(device)
     info: dict[str, Any] = {
@@ -132,6 +150,7 @@ def machine_info(device: torch.device | str = "cpu") -> dict[str, Any]:
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "load": load_note(),
     }
     try:
         with open("/proc/cpuinfo") as fh:
@@ -204,26 +223,32 @@ def bench_backends(
     reference: str = "torch",
     measure_memory: bool = True,
     rounds: int = 1,
+    floor: Callable[[], Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Times ``call(backend)`` for every backend; adds the ratio against ``reference`` (same run), the effective
-    bandwidth (``bytes_moved`` / time), its fraction of the copy bandwidth ``copy_bw``, the time against the
-    bandwidth floor (``bytes_moved / copy_bw``) and the extra peak memory of one call.
+    """Times ``call(backend)`` for every backend; adds the ratio against ``reference`` and against ``'compile'``
+    (when it is one of the backends; same run), the effective bandwidth (``bytes_moved`` / time), its fraction of
+    the copy bandwidth ``copy_bw``, the time against the bandwidth floor (``bytes_moved / copy_bw``), the time
+    against the read floor (``floor()``, timed in the same rounds: ``time_over_read_floor``) and the extra peak
+    memory of one call.
 
-    With ``rounds`` > 1 every backend is timed in each of ``rounds`` rounds over all backends and its best round
-    is kept: bursts of load from other processes on a shared machine then hit every backend alike instead of
-    whichever happened to run during a burst. Peak memory is measured once, in the first round."""
+    With ``rounds`` > 1 every backend (and the floor) is timed in each of ``rounds`` rounds over all backends and
+    its best round is kept: bursts of load from other processes on a shared machine then hit every backend alike
+    instead of whichever happened to run during a burst. Peak memory is measured once, in the first round."""
     if rounds < 1:
         raise ValueError(f"rounds: expected a positive int, got {rounds!r}")
     best: dict[str, dict[str, Any]] = {}
     memory: dict[str, dict[str, Any]] = {}
+    names = list(backends) + (["read_floor"] if floor is not None else [])
     for rnd in range(rounds):
-        for be in backends:
-            t = time_fn(lambda be=be: call(be), device=device, repeats=repeats, warmup=warmup)
+        for be in names:
+            fn = floor if be == "read_floor" else (lambda be=be: call(be))
+            t = time_fn(fn, device=device, repeats=repeats, warmup=warmup)
             if be not in best or t["median_s"] < best[be]["median_s"]:
                 best[be] = t
-            if measure_memory and rnd == 0:
-                memory[be] = peak_memory(lambda be=be: call(be), device=device)
+            if measure_memory and rnd == 0 and be != "read_floor":
+                memory[be] = peak_memory(fn, device=device)
     floor_s = bytes_moved / copy_bw if copy_bw > 0 else float("nan")
+    read_s = best["read_floor"]["median_s"] if floor is not None else float("nan")
     rows: list[dict[str, Any]] = []
     for be in backends:
         t = best[be]
@@ -231,13 +256,17 @@ def bench_backends(
         row["effective_bytes_per_s"] = bytes_moved / t["median_s"]
         row["fraction_of_copy_bw"] = row["effective_bytes_per_s"] / copy_bw if copy_bw > 0 else float("nan")
         row["time_over_bw_floor"] = t["median_s"] / floor_s
+        row["read_floor_s"] = read_s
+        row["time_over_read_floor"] = t["median_s"] / read_s
         row.update(memory.get(be, {}))
         if rounds > 1:
             row["rounds"] = rounds
         rows.append(row)
     ref = next((r for r in rows if r["backend"] == reference), None)
+    comp = next((r for r in rows if r["backend"] == "compile"), None)
     for r in rows:
         r["speedup_vs_ref"] = ref["median_s"] / r["median_s"] if ref else float("nan")
+        r["speedup_vs_compile"] = comp["median_s"] / r["median_s"] if comp else float("nan")
     return rows
 
 
@@ -278,11 +307,13 @@ def run_layer_op_bench(
     make_call: Callable[[torch.Tensor, torch.Tensor], Callable[[str], Any]],
     description: str,
     argv=None,
-    default_rounds: int = 1,
+    default_rounds: int = 3,
 ) -> int:
     """The benchmark of a two-input per-element op (lpips_distance, meanpool_distance) over LAYER_SHAPES: every
-    backend that has ``forward_key`` against the torch reference; ``make_call(fx, fy)`` returns ``call(backend)``.
-    Writes ``bench_op_<op_name>[_quick]_<device>.json`` and prints a table."""
+    backend that has ``forward_key``, the eager torch reference (``'torch'``) and ``torch.compile`` of it
+    (``'compile'``, inductor), next to the read floor of the same inputs. ``make_call(fx, fy)`` returns
+    ``call(backend)`` (``backend='compile'``: the compiled reference). Writes
+    ``bench_op_<op_name>[_quick]_<device>.json`` and prints a table."""
     import sys
 
     from percept_fast.ops import available_backends
@@ -294,6 +325,7 @@ def run_layer_op_bench(
     p.add_argument(
         "--rounds", type=int, default=default_rounds, help="timing rounds over all backends; the best is kept"
     )
+    p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile column")
     p.add_argument(
         "--layers",
         default=None,
@@ -309,9 +341,11 @@ def run_layer_op_bench(
     repeats = args.repeats or (3 if args.quick else (5 if device.type == "cpu" else 20))
     max_mib = args.max_input_mib or (512.0 if device.type == "cpu" else 16384.0)
     dtypes = ["float32", "float16", "bfloat16"] if args.dtype == "all" else [args.dtype]
-    backends = available_backends(device, forward_key)
+    fused = [b for b in available_backends(device, forward_key) if b != "torch"]
+    backends = fused + ["torch"] + ([] if args.no_compile else ["compile"])
     copy = copy_bandwidth(device=device, nbytes=(128 if args.quick else 512) * 2**20)
     print(f"copy bandwidth on {device}: {copy['bytes_per_s'] / 1e9:.2f} GB/s (read + write); backends {backends}")
+    print(load_note())
 
     results, table, skipped = [], [], []
     for res in (64, 224):
@@ -336,10 +370,11 @@ def run_layer_op_bench(
                     fy = fy.contiguous(memory_format=torch.channels_last)
                 call = make_call(fx, fy)
 
-                # correctness guard: every backend agrees with the reference on this input
+                # correctness guard: every backend agrees with the reference on this input (and compiles first)
                 ref = call("torch")
                 for be in backends:
-                    torch.testing.assert_close(call(be), ref, rtol=1e-4, atol=1e-4)
+                    if be != "torch":
+                        torch.testing.assert_close(call(be), ref, rtol=1e-4, atol=1e-4)
                 rows = bench_backends(
                     call,
                     backends,
@@ -348,6 +383,7 @@ def run_layer_op_bench(
                     device=device,
                     repeats=repeats,
                     rounds=args.rounds,
+                    floor=lambda fx=fx, fy=fy: read_floor_call(fx, fy),
                 )
                 for r in rows:
                     r.update(layer=layer, input_res=res, shape=list(shape), dtype=dt_name, bytes_moved=nbytes)
@@ -358,18 +394,33 @@ def run_layer_op_bench(
                             "x".join(map(str, shape)),
                             dt_name,
                             r["backend"],
-                            f"{r['median_s'] * 1e3:.2f}",
-                            f"{r['speedup_vs_ref']:.1f}x",
+                            f"{r['median_s'] * 1e3:.3f}",
+                            f"{r['speedup_vs_ref']:.2f}x",
+                            f"{r['speedup_vs_compile']:.2f}x",
+                            f"{r['read_floor_s'] * 1e3:.3f}",
+                            f"{r['time_over_read_floor']:.2f}",
                             f"{r['effective_bytes_per_s'] / 1e9:.2f}",
                             f"{100 * r['fraction_of_copy_bw']:.0f}%",
-                            f"{r['time_over_bw_floor']:.2f}",
                             fmt_bytes(r.get("peak_extra_bytes", 0)),
                         ]
                     )
                 del fx, fy, ref, call
     print_table(
         f"{op_name} on {device} ({'channels_last' if args.channels_last else 'NCHW'}, batch {batch})",
-        ["layer", "shape", "dtype", "backend", "ms", "vs torch", "GB/s", "of copy BW", "t/floor", "peak extra"],
+        [
+            "layer",
+            "shape",
+            "dtype",
+            "backend",
+            "ms",
+            "vs eager",
+            "vs compile",
+            "read floor ms",
+            "t/read floor",
+            "GB/s",
+            "of copy BW",
+            "peak extra",
+        ],
         table,
     )
     if skipped:
@@ -383,6 +434,14 @@ def run_layer_op_bench(
         "channels_last": args.channels_last,
         "check_finite": False,
         "quick": args.quick,
+        "rounds": args.rounds,
+        "columns": {
+            "torch": "eager plain-PyTorch reference (backend='torch')",
+            "compile": "torch.compile(fullgraph=True) of the same call with backend='torch' (inductor)",
+            "read_floor_s": "time of one sum over each input, same rounds (reads every input once)",
+            "speedup_vs_ref": "eager time / this time",
+            "speedup_vs_compile": "compiled time / this time",
+        },
         "skipped": skipped,
         "results": results,
     }
@@ -390,3 +449,8 @@ def run_layer_op_bench(
     path = write_json(f"bench_op_{op_name}{suffix}", payload, args.out)
     print(f"wrote {path}")
     return 0
+
+
+def read_floor_call(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """Reads every tensor once (``sum`` with fp32 accumulation): the read floor of an op over these inputs."""
+    return [t.sum(dtype=torch.float32) for t in tensors]

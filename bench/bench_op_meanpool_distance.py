@@ -1,15 +1,17 @@
-"""Benchmark meanpool_distance: every available backend vs the torch reference on backbone layer shapes.
+"""Benchmark meanpool_distance: the fused backends vs eager PyTorch and torch.compile on backbone layer shapes.
 
 Shapes: AlexNet (conv1..conv5), VGG-16 (conv1_2..conv5_3) and ResNet-50 (layer1..layer4) feature maps for
-64x64 and 224x224 inputs, batch 64. Reported per case and backend: median time, speed-up vs the torch
-reference (same run), effective bandwidth (bytes of both inputs read once / time) and its fraction of the
-machine's copy bandwidth (measured in the same run), time over the bandwidth floor, extra peak memory.
-Inputs are validated without the NaN/Inf scan (``check_finite=False``: an extra read for the torch
-reference; the C++ kernels do it in their own pass, at no measurable cost). ``--layers`` selects cases.
-Each case is timed in ``--rounds`` rounds (default 3) over all backends and the best round per backend is kept
-(robust to bursts of load on a shared machine; the ratio is between those best medians).
+64x64 and 224x224 inputs, batch 64. Per case and backend (the fused C++ / Triton / CUDA kernels, ``torch``: the
+eager reference, ``compile``: ``torch.compile(fullgraph=True)`` of the same reference call, inductor): median
+time, ratio vs eager and vs compile, the read floor (one ``sum`` over each input: the time to read the inputs
+once, measured in the same rounds) and the time over it, effective bandwidth (bytes of both inputs read once /
+time) and its fraction of the machine's copy bandwidth, extra peak memory. Inputs are validated without the
+NaN/Inf scan (``check_finite=False``). Each case is timed in ``--rounds`` rounds (default 3) over all backends and
+the floor, and the best round per backend is kept (robust to bursts of load on a shared machine; the ratios are
+between those best medians). ``--layers`` selects cases.
 
-On the CPU, cases whose two inputs exceed ``--max-input-mib`` (default 512 MiB) are skipped and listed. ``--quick``: a few small cases, batch 8.
+On the CPU, cases whose two inputs exceed ``--max-input-mib`` (default 512 MiB) are skipped and listed.
+``--quick``: a few small cases, batch 8.
 
     .venv/bin/python bench/bench_op_meanpool_distance.py [--quick] [--device cuda] [--dtype all] [--channels-last]
 """
@@ -28,16 +30,18 @@ from percept_fast.ops import meanpool_distance  # noqa: E402
 
 
 def make_call(fx: torch.Tensor, fy: torch.Tensor):
+    reference = bc.compiled(lambda a, b: meanpool_distance(a, b, backend="torch", check_finite=False))
+
     def call(be):
+        if be == "compile":
+            return reference(fx, fy)
         return meanpool_distance(fx, fy, backend=be, check_finite=False)
 
     return call
 
 
 def main(argv=None) -> int:
-    return bc.run_layer_op_bench(
-        "meanpool_distance", "meanpool_forward", make_call, __doc__.splitlines()[0], argv, default_rounds=3
-    )
+    return bc.run_layer_op_bench("meanpool_distance", "meanpool_forward", make_call, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":
