@@ -66,10 +66,11 @@ inline BrakeStep brake_jerk(double v, double a, const JointLimits& lim, double d
   if (std::fabs(a) <= J * dt && std::fabs(residual_v) <= 1e-12 * (1.0 + lim.velocity)) {
     return {-a / dt, true};
   }
-  // 2. two steps to rest
+  // 2. two steps to rest (the intermediate acceleration a + j1 dt = -j2 dt must respect A too: it can exceed it
+  //    when one tick of jerk is more than the acceleration bound, J dt > A)
   const double j1 = -(v + 1.5 * a * dt) / (dt * dt);
   const double j2 = -a / dt - j1;
-  if (std::fabs(j1) <= J && std::fabs(j2) <= J) return {j1, false};
+  if (std::fabs(j1) <= J && std::fabs(j2) <= J && std::fabs(a + j1 * dt) <= A) return {j1, false};
   // 3. move onto (or towards) the switching curve v + a|a|/(2J) = 0. With x = a' the next acceleration,
   //    v' = v + (a + x) dt / 2, so the landing condition is the quadratic x|x|/(2J) + x dt/2 + c = 0 with
   //    c = v + a dt/2; its root is clamped to what one tick of jerk and the acceleration bound allow.
