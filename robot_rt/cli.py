@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
+from robot_rt.control import commands as control_commands
+from robot_rt.learning import commands as learning_commands
+from robot_rt.sim import commands as sim_commands
+
 # Each module defines `register(subparsers)` which adds its sub-commands and sets `func` on them.
-_COMMAND_MODULES = [
-    "robot_rt.control.commands",  # run, sim-server, replay
-    "robot_rt.learning.commands",  # train goalseye, train is2r
-]
+COMMAND_MODULES = (
+    control_commands,  # run, replay
+    sim_commands,  # sim-server
+    learning_commands,  # train goalseye, train is2r
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robot-rt", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name is not None and name.startswith(err.name):
-                continue  # that component is not part of this installation
-            raise
+    for module in COMMAND_MODULES:
         module.register(subparsers)
     return parser
 

@@ -1,6 +1,6 @@
 """An env policy runs unchanged through the real-time loop against `robot-rt sim-server --rally`.
 
-The end-to-end test starts the CLI server as a subprocess (robot_rt.control.deploy), drives the unchanged
+The end-to-end test starts the CLI server as a subprocess (robot_rt.bridge.deploy), drives the unchanged
 HeuristicPolicy (built for TableTennis-v0 observations and velocity actions) through EnvPolicyAdapter and
 RealTimeLoop over UDP, and checks outcomes, not timings: the robot server never received a command outside its
 limits, the policy only ever saw observations of the env's layout inside the env's bounds, and the paddle got
@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from robot_rt.bridge.deploy import SAFETY_EVENTS, deploy
+from robot_rt.bridge.env_policy import EnvPolicyAdapter
 from robot_rt.control import read_runlog
-from robot_rt.control.deploy import SAFETY_EVENTS, deploy
-from robot_rt.control.env_policy import EnvPolicyAdapter
 from robot_rt.envs.heuristic import HeuristicPolicy
 from robot_rt.envs.human_model import HumanBehaviorModel
-from robot_rt.envs.table_tennis import observation_bounds, observation_layout
+from robot_rt.envs.observation import observation_bounds, observation_layout
 from robot_rt.robot import load_robot, paddle_position_normal
 
 ROBOT = load_robot()

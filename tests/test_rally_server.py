@@ -1,4 +1,4 @@
-"""Rally mode of the sim-server (robot_rt.control.rally): same physics and rally logic as the envs' world, human
+"""Rally mode of the sim-server (robot_rt.sim.rally): same physics and rally logic as the envs' world, human
 model selection, recorded tracks that HumanBehaviorModel.fit accepts, argument checks.
 
 The RallySource is driven with a synthetic clock and joint-state source here (no sockets, no threads), so the
@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from robot_rt.control.rally import RallySource, resolve_human, tracks_from_summary
 from robot_rt.envs.core import TableTennisWorld, WorldConfig
 from robot_rt.envs.heuristic import HeuristicPolicy
 from robot_rt.envs.human_model import HumanBehaviorModel
 from robot_rt.robot import load_robot
+from robot_rt.sim.rally import RallySource, resolve_human, tracks_from_summary
 
 ROBOT = load_robot()
 
@@ -47,7 +47,7 @@ def _reference_rally(seed: int, config: WorldConfig, max_steps: int):
     world.reset([0], [_serve_seed(seed)])
     policy = HeuristicPolicy(history=config.history)
     per_call = int(round(config.policy_hz / 100.0))
-    from robot_rt.envs.table_tennis import build_observation, observation_bounds
+    from robot_rt.envs.observation import build_observation, observation_bounds
 
     low, high = observation_bounds(world.robot, config.history)
     states, balls, hits = [], [], []
@@ -187,7 +187,7 @@ def test_bad_arguments_are_rejected_with_clear_errors(tmp_path):
         RallySource(js, max_serves=0)
     with pytest.raises(TypeError, match="seed"):
         RallySource(js, seed=1.5)
-    from robot_rt.control.sim_server import SimServer
+    from robot_rt.sim.server import SimServer
 
     with pytest.raises(ValueError, match="rally"):
         SimServer(port=0, rally=True, camera=False)

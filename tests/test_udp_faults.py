@@ -1,4 +1,4 @@
-"""The real-time loop over the UDP link, with faults injected by a loopback proxy (robot_rt.control.udp_proxy).
+"""The real-time loop over the UDP link, with faults injected by a loopback proxy (robot_rt.sim.udp_proxy).
 
 For each fault — dropped, late, duplicated, reordered and malformed packets, a server restart, packets from
 strangers, NaN commands — the loop keeps its rate, the robot stays inside its limits (the sim server
@@ -19,10 +19,10 @@ from robot_rt.control import protocol as P
 from robot_rt.control.loop import EVENT_CODES, RealTimeLoop
 from robot_rt.control.policies import NanBurst, Sine
 from robot_rt.control.runlog import RunLog, read_runlog
-from robot_rt.control.sim_server import SimServer
 from robot_rt.control.udp import LINK_EVENT_CODES, LinkMonitor, make_udp_driver
-from robot_rt.control.udp_proxy import FaultProxy
 from robot_rt.robot import load_robot
+from robot_rt.sim.server import SimServer
+from robot_rt.sim.udp_proxy import FaultProxy
 
 RATE_HZ = 500.0
 

@@ -10,9 +10,9 @@ import pytest
 
 from robot_rt import _control
 from robot_rt.control import protocol as P
-from robot_rt.control.camera import CameraServer
 from robot_rt.control.udp import parse_udp_url
-from robot_rt.control.udp_proxy import FaultProxy
+from robot_rt.sim.camera import CameraServer
+from robot_rt.sim.udp_proxy import FaultProxy
 
 LIMITS = dict(
     position_min=[-1.0, -0.5, -2.0],

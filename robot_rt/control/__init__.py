@@ -1,5 +1,6 @@
-"""Real-time control: the C++ loop (robot_rt._control), its Python wrapper, the run log reader, the UDP
-protocol, drivers and servers (see docs/architecture.md, docs/runlog.md, docs/protocol.md)."""
+"""The real-time core: the C++ loop (robot_rt._control), its Python wrapper, the run log reader and replay, the UDP
+protocol and driver, the policies loader (see docs/architecture.md, docs/runlog.md, docs/protocol.md). The
+simulated far end is robot_rt.sim, the bridge from env policies robot_rt.bridge."""
 
 from .runlog import RunLog, read_runlog
 

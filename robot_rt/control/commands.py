@@ -1,4 +1,4 @@
-"""`robot-rt run`, `robot-rt sim-server` and `robot-rt replay` (registered by robot_rt.cli)."""
+"""`robot-rt run` and `robot-rt replay` (registered by robot_rt.cli; `sim-server` lives in robot_rt.sim.commands)."""
 
 from __future__ import annotations
 
@@ -8,34 +8,18 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_PORT = 47100
 
-
-def _positive(text: str) -> float:
+def positive(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
     return value
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
+def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port in 0..65535, got {text}")
     return value
 
 
@@ -47,77 +31,27 @@ def register(subparsers) -> None:
     )
     run.add_argument("--robot", default="sim", help="'sim' (in-process) or udp://HOST:PORT[?camera=PORT|none]")
     run.add_argument("--policy", default="robot_rt.control.policies:sine", help="MODULE:CALLABLE")
-    run.add_argument("--duration", type=_positive, default=5.0, help="seconds (default 5)")
-    run.add_argument("--rate", type=_positive, default=1000.0, help="loop rate in Hz (default 1000)")
-    run.add_argument("--policy-rate", type=_positive, default=100.0, help="policy rate in Hz (default 100)")
+    run.add_argument("--duration", type=positive, default=5.0, help="seconds (default 5)")
+    run.add_argument("--rate", type=positive, default=1000.0, help="loop rate in Hz (default 1000)")
+    run.add_argument("--policy-rate", type=positive, default=100.0, help="policy rate in Hz (default 100)")
     run.add_argument("--log", default=None, help="run log path (default runs/run-<time>.rrlog)")
     run.add_argument("--robot-file", default=None, help="robot description JSON (default: the shipped platform)")
     run.add_argument("--key-file", default=None, help="shared HMAC key for the UDP protocol")
-    run.add_argument("--command-timeout", type=_positive, default=0.05, help="watchdog timeout in s")
-    run.add_argument("--sensor-timeout", type=_positive, default=0.02, help="state dropout timeout in s")
-    run.add_argument("--late-threshold", type=_positive, default=0.02, help="UDP: drop states later than this (s)")
+    run.add_argument("--command-timeout", type=positive, default=0.05, help="watchdog timeout in s")
+    run.add_argument("--sensor-timeout", type=positive, default=0.02, help="state dropout timeout in s")
+    run.add_argument("--late-threshold", type=positive, default=0.02, help="UDP: drop states later than this (s)")
     run.add_argument("--realtime-priority", type=int, default=0, help="SCHED_FIFO priority (0: off)")
     run.add_argument("--cpu", type=int, default=None, help="pin the loop thread to this CPU")
     run.add_argument("--lock-memory", action="store_true", help="mlockall while the loop runs")
     run.add_argument(
         "--cpu-latency-limit-us",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=None,
         help="hold a CPU wake-up latency request (PM QoS; 0 = idle CPUs poll) while the loop runs",
     )
     run.add_argument("--summary", default=None, help="also write the final summary as JSON to this path")
     run.add_argument("--no-status", action="store_true", help="no live status line")
     run.set_defaults(func=cmd_run)
-
-    srv = subparsers.add_parser(
-        "sim-server",
-        help="simulated robot bridge + camera speaking the UDP protocol (docs/protocol.md)",
-        description="Robot simulator server (joint dynamics with limits and tracking lag) and simulated camera "
-        "(ball physics + tracker). Prints a JSON line with its ports, runs until SIGINT/SIGTERM or --duration. "
-        "With --rally the camera's ball plays against the simulated robot instead (docs/protocol.md, 'Rally mode'): "
-        "the envs' world (physics, paddle contact at the robot's measured joints, rally rules) and camera model, "
-        "serves and answers from --human; --summary records rallies and ball tracks.",
-    )
-    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
-    srv.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"robot port (default {DEFAULT_PORT}; 0: any)")
-    srv.add_argument("--camera-port", type=_port, default=None, help="camera port (default robot port + 1)")
-    srv.add_argument("--no-camera", action="store_true", help="robot only")
-    srv.add_argument(
-        "--camera-rate", type=_positive, default=150.0, help="camera frame rate in Hz (rally: the envs' camera model)"
-    )
-    srv.add_argument(
-        "--serve-interval",
-        type=_positive,
-        default=1.5,
-        help="seconds between simulated serves (rally: after a rally ends)",
-    )
-    srv.add_argument("--rate", type=_positive, default=1000.0, help="robot state rate in Hz")
-    srv.add_argument("--tracking-time-constant", type=_positive, default=0.02, help="servo lag in s")
-    srv.add_argument("--command-delay", type=float, default=0.002, help="command transport delay in s")
-    srv.add_argument("--robot-file", default=None, help="robot description JSON")
-    srv.add_argument("--key-file", default=None, help="shared HMAC key")
-    srv.add_argument("--allow-remote", action="store_true", help="accept packets from non-loopback sources")
-    srv.add_argument("--seed", type=int, default=0)
-    srv.add_argument("--duration", type=_positive, default=None, help="stop after this many seconds")
-    srv.add_argument(
-        "--rally",
-        action="store_true",
-        help="rally mode: the camera's ball plays against the simulated robot (envs physics, paddle contact at "
-        "the robot's measured joint state, rally logic, human answers); serves wait for a controller",
-    )
-    srv.add_argument(
-        "--human",
-        default=None,
-        help="rally: the human behaviour model serving and answering: default | real_player | PATH.json",
-    )
-    srv.add_argument("--serves", type=_positive_int, default=None, help="rally: serve this many balls, then none")
-    srv.add_argument(
-        "--summary",
-        default=None,
-        help="rally: JSON record (counts, rally lengths, outcomes, true and detected ball tracks), rewritten "
-        "atomically after every rally (without the tracks) and on exit (with them)",
-    )
-    srv.set_defaults(func=cmd_sim_server)
 
     rep = subparsers.add_parser(
         "replay", help="summarise a run log and plot joints and ball (PNG)", description="Replay a run log."
@@ -127,12 +61,6 @@ def register(subparsers) -> None:
     rep.add_argument("--no-plots", action="store_true")
     rep.add_argument("--json", action="store_true", help="print the summary as JSON")
     rep.set_defaults(func=cmd_replay)
-
-
-def cmd_sim_server(args) -> int:
-    from .sim_server import serve
-
-    return serve(args)
 
 
 def cmd_replay(args) -> int:

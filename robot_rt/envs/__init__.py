@@ -7,8 +7,9 @@ import gymnasium as gym
 
 from .core import TableTennisWorld, WorldConfig
 from .human_model import HumanBehaviorModel, ReturnModel
+from .observation import build_observation, observation_layout
 from .scripted import BatchedScriptedPolicy, ScriptedParams
-from .table_tennis import TableTennisEnv, TableTennisGoalEnv, build_observation, observation_layout
+from .table_tennis import TableTennisEnv, TableTennisGoalEnv
 
 __all__ = [
     "BatchedScriptedPolicy",

@@ -75,6 +75,7 @@ from robot_rt.robot import RobotDescription, load_robot
 from robot_rt.robot.kinematics import forward_kinematics
 
 from .human_model import HumanBehaviorModel
+from .observation import build_observation, observation_bounds
 
 # ball phases
 PHASE_INCOMING, PHASE_RETURNING, PHASE_DONE, PHASE_WAITING = 0, 1, 2, 3
@@ -766,10 +767,8 @@ class TableTennisWorld:
         self.cam_head += np.bincount(w, minlength=n)
 
     def observation_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """(low, high) float32 [2 dof + 5 history]: `robot_rt.envs.table_tennis.observation_bounds`."""
+        """(low, high) float32 [2 dof + 5 history]: `robot_rt.envs.observation.observation_bounds`."""
         if self._obs_bounds is None:
-            from .table_tennis import observation_bounds  # table_tennis imports this module
-
             low, high = observation_bounds(self.robot, self.history)
             self._obs_bounds = (np.ascontiguousarray(low, np.float32), np.ascontiguousarray(high, np.float32))
         return self._obs_bounds
@@ -784,8 +783,6 @@ class TableTennisWorld:
         if native is None:
             native = self.backend != "numpy" and hasattr(mod, "observe")
         if not native:
-            from .table_tennis import build_observation
-
             return np.clip(build_observation(self.q, self.qd, self.detections()), low, high)
         if not hasattr(mod, "observe"):
             raise ValueError("native=True: robot_rt._envs.observe is not built (run tools/setup.sh)")

@@ -23,7 +23,7 @@ import numpy as np
 from robot_rt.estimation import BallUKF
 from robot_rt.robot import RobotDescription, load_robot, paddle_position_normal
 
-from .table_tennis import observation_layout
+from .observation import observation_layout
 
 
 def lob_direction(

@@ -39,7 +39,7 @@ from robot_rt.robot import RobotDescription, load_robot, paddle_position_normal
 from robot_rt.robot.kinematics import rpy_matrix
 
 from .core import WorldConfig
-from .table_tennis import observation_layout
+from .observation import observation_layout
 
 __all__ = ["BatchedScriptedPolicy", "ScriptedParams", "lob_directions", "paddle_jacobian_analytic"]
 

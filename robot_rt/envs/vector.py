@@ -30,7 +30,7 @@ from robot_rt.robot import RobotDescription
 
 from .core import OUTCOME_NAMES, OUTCOME_RETURNED, TableTennisWorld, WorldConfig
 from .human_model import HumanBehaviorModel
-from .table_tennis import observation_bounds
+from .observation import observation_bounds
 
 _OUTCOME_STR = np.array([OUTCOME_NAMES[k] for k in sorted(OUTCOME_NAMES)], dtype=object)
 _EVENTS = ("hit", "landed", "limit", "new_ball")

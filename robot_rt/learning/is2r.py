@@ -3,7 +3,7 @@
 i-S2R, iteration i = 0..k-1 (H_0 = ``HumanBehaviorModel.default()``):
     1. train the policy in simulation against the human behaviour model H_i for E evolution-strategy
        generations (continuing from the previous iteration's policy);
-    2. deploy it against 'the real player' (``robot_rt.control.deploy.deploy``: the real-time loop and the UDP
+    2. deploy it against 'the real player' (``robot_rt.bridge.deploy.deploy``: the real-time loop and the UDP
        driver talking to ``robot-rt sim-server --rally --human real_player``) for B balls: the rally lengths
        are iteration i's figure, the recorded ball tracks are new data;
     3. refit H_{i+1} from all real tracks so far (``refit_human``: ``HumanBehaviorModel.fit`` shrunk towards
@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib
 import sys
 import time
 from dataclasses import dataclass
@@ -64,7 +63,7 @@ _BRANCH_ID = {"shared": 0, "is2r": 1, "ft": 2}  # distinct seeds per branch
 # ================================================================================================ policies
 class HeuristicFamily:
     """`robot_rt.envs.heuristic.HeuristicPolicy` with its tunable knobs as the parameter vector, one Python
-    policy object per world (slow: used when ``robot_rt.envs.scripted`` is not installed)."""
+    policy object per world (slow: ``--policy heuristic``)."""
 
     name = "heuristic"
     _KNOBS = (  # (name, lower, upper, initial)
@@ -107,8 +106,10 @@ class ScriptedFamily:
     name = "scripted"
 
     def __init__(self):
-        self.module = importlib.import_module("robot_rt.envs.scripted")
-        self.params_cls = self.module.ScriptedParams
+        from robot_rt.envs import scripted
+
+        self.module = scripted
+        self.params_cls = scripted.ScriptedParams
 
     def names(self) -> list[str]:
         return list(self.params_cls.names())
@@ -179,10 +180,7 @@ def make_family(name: str):
     if name == "scripted":
         return ScriptedFamily()
     if name == "auto":
-        try:
-            return ScriptedFamily()
-        except ModuleNotFoundError:
-            return HeuristicFamily()
+        return ScriptedFamily()
     raise ValueError(f"policy: expected 'auto', 'scripted' or 'heuristic', got {name!r}")
 
 
@@ -282,15 +280,10 @@ def model_distance(a: HumanBehaviorModel, b: HumanBehaviorModel) -> float:
 
 # ================================================================================================ real side
 def default_deploy(policy, *, n_balls: int, seed: int, log_path=None) -> dict:
-    """The real side: ``robot_rt.control.deploy.deploy`` against the real player; returns plain data."""
-    try:
-        module = importlib.import_module("robot_rt.control.deploy")
-    except ModuleNotFoundError as err:
-        raise RuntimeError(
-            "the real side needs robot_rt.control.deploy (the real-time loop against robot-rt sim-server), "
-            "which is not installed"
-        ) from err
-    result = module.deploy(policy, human="real_player", n_balls=n_balls, seed=seed, log_path=log_path)
+    """The real side: ``robot_rt.bridge.deploy.deploy`` against the real player; returns plain data."""
+    from robot_rt.bridge.deploy import deploy
+
+    result = deploy(policy, human="real_player", n_balls=n_balls, seed=seed, log_path=log_path)
     return {
         "rally_lengths": [int(x) for x in result.rally_lengths],
         "hits": int(result.hits),  # paddle contacts over all balls
@@ -357,7 +350,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d("--real-step-size", type=float, default=0.04)
     d("--prior-weight", type=float, default=5.0, help="pseudo-tracks of H_0 in the refit (default 5)")
     d("--diag-episodes", type=int, default=48, help="sim diagnostic episodes vs the real player's model (default 48)")
-    d("--policy", default="auto", help="'scripted', 'heuristic' or 'auto' (scripted when installed)")
+    d("--policy", default="auto", help="'scripted', 'heuristic' or 'auto' (= scripted)")
     d("--seed", type=int, default=0)
     d("--backend", default="auto", help="environment backend (default auto)")
     d("--no-progress", action="store_true", help="no progress bars")

@@ -25,7 +25,7 @@ from collections import Counter
 
 import numpy as np
 
-from . import protocol as P
+from robot_rt.control import protocol as P
 
 
 class CameraServer:
@@ -76,7 +76,7 @@ class CameraServer:
         self._serve_index = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        # rally mode (robot_rt.control.rally.RallySource): frames come from the source, sent when they arrive
+        # rally mode (robot_rt.sim.rally.RallySource): frames come from the source, sent when they arrive
         self.ball_source = ball_source
 
     # ----------------------------------------------------------------- lifecycle

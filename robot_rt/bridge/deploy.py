@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from robot_rt.robot import RobotDescription, load_robot
+from robot_rt.sim.rally import HUMAN_CHOICES, tracks_from_summary
 
 from .env_policy import EnvPolicyAdapter
-from .rally import HUMAN_CHOICES, tracks_from_summary
 
 # loop events that mean the safety layer had to act (clip, reject or stop)
 SAFETY_EVENTS = (
@@ -150,10 +150,9 @@ def deploy(
 ) -> DeployResult:
     """Runs `policy` (an env policy, see EnvPolicyAdapter) for `n_balls` rallies against `human`
     ('default' | 'real_player' | PATH.json | a HumanBehaviorModel, saved to a temp file for the server)."""
+    from robot_rt.control.loop import EVENT_CODES, RealTimeLoop
+    from robot_rt.control.udp import LinkMonitor, make_udp_driver
     from robot_rt.envs.human_model import HumanBehaviorModel
-
-    from .loop import EVENT_CODES, RealTimeLoop
-    from .udp import LinkMonitor, make_udp_driver
 
     if isinstance(n_balls, bool) or not isinstance(n_balls, (int, np.integer)) or n_balls < 1:
         raise ValueError(f"n_balls: expected a positive int, got {n_balls!r}")

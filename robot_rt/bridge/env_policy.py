@@ -1,6 +1,6 @@
 """Run an env policy (trained or scripted on `robot_rt/TableTennis-v0` observations) in the real-time loop.
 
-An env policy maps the env's flat observation (`robot_rt.envs.table_tennis.build_observation`: q, qd and the
+An env policy maps the env's flat observation (`robot_rt.envs.observation.build_observation`: q, qd and the
 `history` newest camera detections (x, y, z, age_s, valid)) to joint VELOCITIES at the env's policy rate
 (100 Hz). `RealTimeLoop` wants a callable `obs dict -> joint POSITION targets`. `EnvPolicyAdapter` is that
 callable, without any change to the policy:
@@ -41,7 +41,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from robot_rt.robot import RobotDescription, load_robot
+from robot_rt.envs.core import WorldConfig
+from robot_rt.envs.observation import build_observation, observation_bounds, observation_layout
+from robot_rt.robot import RobotDescription, load_robot, paddle_position_normal
 
 
 class EnvPolicyAdapter:
@@ -78,9 +80,6 @@ class EnvPolicyAdapter:
         latency_compensation_s: float = 0.0,
         state: str = "command",
     ):
-        from robot_rt.envs.core import WorldConfig
-        from robot_rt.envs.table_tennis import observation_bounds, observation_layout
-
         if not callable(policy):
             raise TypeError(f"policy: expected a callable flat_obs -> joint velocities, got {type(policy).__name__}")
         self.robot = robot if robot is not None else load_robot()
@@ -191,8 +190,6 @@ class EnvPolicyAdapter:
 
     def build(self, q, qd, now_ns: int, extra_age_ns: int = 0) -> np.ndarray:
         """The env observation (build_observation + the env's clipping) at policy time now_ns."""
-        from robot_rt.envs.table_tennis import build_observation
-
         det = self.detections(now_ns, extra_age_ns)
         flat = build_observation(np.asarray(q, np.float64), np.asarray(qd, np.float64), det)
         return flat.clip(self.obs_low, self.obs_high)
@@ -278,8 +275,6 @@ class EnvPolicyAdapter:
         return target.copy()
 
     def _in_workspace(self, q: np.ndarray) -> bool:
-        from robot_rt.robot import paddle_position_normal
-
         pos, _ = paddle_position_normal(self.robot, q[None])
         return bool(np.all(pos[0] >= self._ws_min) and np.all(pos[0] <= self._ws_max))
 

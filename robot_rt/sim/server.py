@@ -2,13 +2,13 @@
 
 The robot side is the C++ `robot_rt._control.SimRobotServer` (its own thread; joint dynamics with position,
 velocity and acceleration limits, a servo tracking lag and a command transport delay), built from a robot
-description JSON. The camera side is `robot_rt.control.camera.CameraServer` (ball physics + simulated
+description JSON. The camera side is `robot_rt.sim.camera.CameraServer` (ball physics + simulated
 tracker). Both bind 127.0.0.1 by default, the camera on the robot port + 1 unless told otherwise.
 On start the server prints one JSON line to stdout, `{"event": "listening", "host": ..., "robot_port": ...,
 "camera_port": ...}`, so a parent process started with `--port 0` learns its ephemeral ports.
 
 Rally mode (`rally=True`, `robot-rt sim-server --rally --human default|real_player|PATH.json`): the camera's
-ball comes from `robot_rt.control.rally.RallySource` — the envs' TableTennisWorld stepped in real time against
+ball comes from `robot_rt.sim.rally.RallySource` — the envs' TableTennisWorld stepped in real time against
 the robot server's current measured joint state, the chosen human behaviour model serving and answering — so
 the robot the controller drives really plays. `rally_summary()` reports serves, rally lengths, outcomes and the true and detected ball tracks;
 `--summary PATH` is rewritten atomically after every rally without the tracks (a progress record) and, with the
@@ -161,7 +161,7 @@ class SimServer:
 
 
 def _make_server(args, robot, rally, human, serves) -> SimServer:
-    from .udp import read_key
+    from robot_rt.control.udp import read_key
 
     return SimServer(
         robot,
@@ -184,7 +184,7 @@ def _make_server(args, robot, rally, human, serves) -> SimServer:
 
 
 def serve(args) -> int:
-    """Entry point of `robot-rt sim-server` (arguments from commands.register)."""
+    """Entry point of `robot-rt sim-server` (arguments from robot_rt.sim.commands.register)."""
     from robot_rt._io import atomic_write_json
 
     robot = load_robot(args.robot_file)
