@@ -416,6 +416,11 @@ def test_bad_arguments():
         RealTimeLoop(ROBOT, initial_position=q).start()
 
 
+def test_the_periods_are_properties():
+    loop = RealTimeLoop(ROBOT, rate_hz=500.0, policy_rate_hz=50.0)
+    assert loop.period_s == 1 / 500.0 and loop.policy_period_s == 1 / 50.0
+
+
 def test_interpolation_between_policy_commands(tmp_path):
     """At 100 Hz policy / 1 kHz loop the target moves every tick between commands (no 10 ms staircase)."""
     loop, log, _ = run(tmp_path, 0.8, policy=sine_policy(amplitude=0.3, freq_hz=1.0))

@@ -158,7 +158,7 @@ def test_robot_state_never_exceeds_limits(backend):
     w.reset(np.arange(n), list(range(n)))
     rng = np.random.default_rng(0)
     limit_events = 0
-    dt_step = w.config.substeps / w.config.physics_hz
+    dt_step = w.config.step_s
     for step in range(40):
         if step % 5 == 0:
             # far beyond the velocity limits, and NaN-free: the world clips them
@@ -491,7 +491,7 @@ def test_camera_rate_latency_noise_and_window(backend):
     w = TableTennisWorld(n, config=cfg, backend=backend)
     w.reset(np.arange(n), list(range(n)))
     errors, steps = [], 30
-    dt, step_s = 1.0 / cfg.physics_hz, cfg.substeps / cfg.physics_hz
+    dt, step_s = cfg.substep_s, cfg.step_s
     for _ in range(steps):
         w.step(np.zeros((n, 8)))
         det = w.detections()
@@ -506,7 +506,7 @@ def test_camera_rate_latency_noise_and_window(backend):
     # frames taken over the run: camera_hz * (1 - drop) per second, unless the ball ended early
     active = w.phase != PHASE_DONE
     frames = w.cam_head[active]
-    expected = cfg.camera_hz * steps / cfg.policy_hz * (1 - cfg.camera_drop_prob)
+    expected = cfg.camera_hz * steps * cfg.step_s * (1 - cfg.camera_drop_prob)
     assert np.all(np.abs(frames - expected) <= 4 * np.sqrt(expected * cfg.camera_drop_prob) + 2), (frames, expected)
     errors = np.array(errors)
     assert len(errors) > 100
@@ -613,3 +613,19 @@ def test_native_observe_and_camera_reject_bad_arrays():
     w.cam_key = w.cam_key.astype(np.int64)  # the camera stream key must stay uint64
     with pytest.raises(TypeError, match="cam_key: expected dtype"):
         w.step(np.zeros((3, 8)))
+
+
+def test_the_period_is_one_property_that_everyone_reads():
+    from robot_rt.envs.scripted import BatchedScriptedPolicy
+    from robot_rt.envs.vector import TableTennisVectorEnv
+
+    cfg = core.WorldConfig(policy_hz=50.0, physics_hz=1000.0)
+    assert cfg.substeps == 20 and cfg.step_s == 20 / 1000.0 and cfg.substep_s == 1 / 1000.0
+    w = TableTennisWorld(2, config=cfg, backend="numpy")
+    w.reset(np.arange(2), [0, 1])
+    t0 = w.t.copy()
+    w.step(np.zeros((2, w.dof)))
+    np.testing.assert_array_equal(w.t, t0 + cfg.step_s)
+    assert BatchedScriptedPolicy(2, config=cfg).dt == cfg.step_s
+    assert gym.make("robot_rt/TableTennis-v0", config=cfg).unwrapped.dt == cfg.step_s
+    assert TableTennisVectorEnv(2, config=cfg, backend="numpy").dt == cfg.step_s

@@ -45,7 +45,7 @@ def _reference_rally(seed: int, config: WorldConfig, max_steps: int):
     Returns the per-step (q, qd) after each step's velocity update, ball positions, hit steps, outcome, length."""
     world = TableTennisWorld(1, config=config)
     world.reset([0], [_serve_seed(seed)])
-    policy = HeuristicPolicy(history=config.history)
+    policy = HeuristicPolicy(history=config.history)  # steps of 10 ms, the default world's step
     per_call = int(round(config.policy_hz / 100.0))
     from robot_rt.envs.observation import build_observation, observation_bounds
 
@@ -59,7 +59,7 @@ def _reference_rally(seed: int, config: WorldConfig, max_steps: int):
         q_before = world.q[0].copy()
         _, terminated, ev = world.step(cmd[None])
         # one substep per step: the velocity the step moved with and the position it started from
-        states.append((q_before, (world.q[0] - q_before) / (1.0 / config.physics_hz)))
+        states.append((q_before, (world.q[0] - q_before) / config.substep_s))
         balls.append(world.ball[0, :3].copy())
         if ev["hit"][0]:
             hits.append(k)

@@ -18,7 +18,7 @@ callable, without any change to the policy:
   age = policy time - capture time, valid flags, zero rows for missing detections, the env's layout and the
   env's clipping to `observation_bounds` (the same functions the env uses).
 * Clock: the env is a fixed-step MDP (a stateful policy such as `HeuristicPolicy` keeps its own time as
-  steps x 1/policy_hz). The adapter therefore runs the policy on that grid: step k sees the world at
+  steps x the env's step, `WorldConfig.step_s`). The adapter therefore runs the policy on that grid: step k sees the world at
   t0 + k dt (t0 = the first call after a reset); a call that comes late runs the missing steps at once (at most
   `max_catch_up`, beyond that the grid is moved and `clock_resyncs` counted); a call that comes early returns the
   previous target. Detections are shown once their capture time is at or before the step's time, so a
@@ -53,7 +53,7 @@ class EnvPolicyAdapter:
         policy: callable taking the flat observation [obs_dim] (or [1, obs_dim] with `batched=True`) and
             returning joint velocities [dof] or [1, dof] (NumPy or torch tensors).
         robot: the robot description (the loop's); history: detections in the observation (the env's
-            `WorldConfig.history`, default 6); policy_hz: the env's policy rate (default 100).
+            `WorldConfig.history`, default 6); policy_hz: the env's policy rate (default: the env's step, `WorldConfig.step_s`).
         lead_s: the target stays within lead_s x velocity limit of the measured position.
         reset_gap_s: this long without a detection ends a rally (policy.reset()).
         max_catch_up: at most this many policy steps in one call.
@@ -70,7 +70,7 @@ class EnvPolicyAdapter:
         robot: RobotDescription | None = None,
         *,
         history: int | None = None,
-        policy_hz: float = 100.0,
+        policy_hz: float | None = None,
         batched: bool = False,
         lead_s: float = 0.05,
         reset_gap_s: float = 0.3,
@@ -86,7 +86,10 @@ class EnvPolicyAdapter:
         self.history = WorldConfig().history if history is None else int(history)
         if self.history < 1:
             raise ValueError(f"history: expected >= 1 detections, got {history}")
-        for name, value in (("policy_hz", policy_hz), ("lead_s", lead_s), ("reset_gap_s", reset_gap_s)):
+        checked = [("lead_s", lead_s), ("reset_gap_s", reset_gap_s)] + (
+            [("policy_hz", policy_hz)] if policy_hz is not None else []
+        )
+        for name, value in checked:
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
         if int(max_catch_up) < 1:
@@ -94,7 +97,7 @@ class EnvPolicyAdapter:
         self.policy = policy
         self.batched = bool(batched)
         self.dof = self.robot.dof
-        self.dt = 1.0 / float(policy_hz)
+        self.dt = WorldConfig().step_s if policy_hz is None else 1.0 / float(policy_hz)
         self.dt_ns = int(round(self.dt * 1e9))
         self.lead = float(lead_s) * self.robot.velocity_limit
         self.reset_gap_ns = int(reset_gap_s * 1e9)

@@ -187,15 +187,16 @@ class RealTimeLoop:
             raise ValueError(f"rate_hz: expected a rate in [1, 20000] Hz, got {rate_hz}")
         self.model = robot_model(self.robot, workspace=workspace)
         self.dof = self.robot.dof
-        if driver is None:
-            q0 = self.robot.home if initial_position is None else np.asarray(initial_position, dtype=np.float64)
-            driver = _control.SimDriver(self.model, q0, 1.0 / rate_hz, sim_tracking_time_constant_s)
-        if not isinstance(driver, _control.RobotDriver):
-            raise TypeError(f"driver: expected a robot_rt._control.RobotDriver, got {type(driver).__name__}")
-        self.driver = driver
         cfg = _control.LoopConfig()
         cfg.rate_hz = float(rate_hz)
         cfg.policy_period_s = 1.0 / policy_rate_hz
+        self.config = cfg  # period_s and policy_period_s read it
+        if driver is None:
+            q0 = self.robot.home if initial_position is None else np.asarray(initial_position, dtype=np.float64)
+            driver = _control.SimDriver(self.model, q0, self.period_s, sim_tracking_time_constant_s)
+        if not isinstance(driver, _control.RobotDriver):
+            raise TypeError(f"driver: expected a robot_rt._control.RobotDriver, got {type(driver).__name__}")
+        self.driver = driver
         cfg.command_timeout_s = float(command_timeout_s)
         cfg.sensor_timeout_s = float(sensor_timeout_s)
         cfg.tracking_bandwidth_rad_s = float(tracking_bandwidth_rad_s)
@@ -231,10 +232,8 @@ class RealTimeLoop:
                     "monotonic_ns_at_start": _control.monotonic_ns(),
                 }
             )
-        self.config = cfg
         self._loop = _control.ControlLoop(driver, self.model, cfg)
         self.policy = policy
-        self.policy_period_s = 1.0 / policy_rate_hz
         self.policy_overrun_factor = float(policy_overrun_factor)
         self._command_lock = threading.Lock()  # the command ring has a single producer
         self._event_lock = threading.Lock()  # so has the Python -> loop event ring
@@ -303,6 +302,16 @@ class RealTimeLoop:
     def cpu_latency_request_held(self) -> bool:
         """True while this loop holds its `cpu_latency_limit_us` request."""
         return self._cpu_latency_fd is not None
+
+    @property
+    def period_s(self) -> float:
+        """The loop's tick period (1 / rate_hz)."""
+        return 1.0 / self.config.rate_hz
+
+    @property
+    def policy_period_s(self) -> float:
+        """The policy runner's period (1 / policy_rate_hz)."""
+        return self.config.policy_period_s
 
     @property
     def running(self) -> bool:

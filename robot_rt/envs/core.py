@@ -159,7 +159,19 @@ class WorldConfig:
 
     @property
     def substeps(self) -> int:
+        """Physics substeps per policy step."""
         return int(round(self.physics_hz / self.policy_hz))
+
+    @property
+    def step_s(self) -> float:
+        """The policy step (the env's `dt`): `substeps` physics substeps. Everything that needs the period reads
+        this (world time, the camera, the scripted policy, rally mode, the env-policy adapter)."""
+        return self.substeps / self.physics_hz
+
+    @property
+    def substep_s(self) -> float:
+        """One physics substep."""
+        return 1.0 / self.physics_hz
 
 
 def paddle_contact(ball, paddle_pos, paddle_normal, paddle_vel, side, radius_m, restitution, friction):
@@ -379,7 +391,7 @@ class TableTennisWorld:
         self.cam_count = np.zeros(n, dtype=np.int64)  # frames due so far (taken or not)
         self.cam_key = np.zeros(n, dtype=np.uint64)
         self.cam_counter = np.zeros(n, dtype=np.uint64)
-        self.frames_per_step = int(np.ceil(s / self.config.physics_hz * self.config.camera_hz)) + 1
+        self.frames_per_step = int(np.ceil(self.config.step_s * self.config.camera_hz)) + 1
         self.rngs = [np.random.default_rng() for _ in range(n)]
         self.history = k
         self.num_threads = int(num_threads) if num_threads is not None else None
@@ -434,7 +446,7 @@ class TableTennisWorld:
         cfg = self.config
         return np.array(
             [
-                1.0 / cfg.physics_hz,
+                cfg.substep_s,
                 cfg.substeps,
                 self.params.radius_m,
                 self.robot.paddle_radius_m,
@@ -464,7 +476,7 @@ class TableTennisWorld:
                 cfg.camera_noise_m,
                 cfg.camera_latency_s,
                 cfg.camera_latency_jitter_s,
-                cfg.substeps / cfg.physics_hz,  # the same expression as the NumPy path's t update
+                cfg.step_s,  # what the NumPy path adds to t
                 self.frames_per_step,
                 self.ring,
             ],
@@ -594,7 +606,7 @@ class TableTennisWorld:
         }
         if not self._native_camera:  # else done by the native step (camera_world), t included
             self._camera()
-            self.t += self.config.substeps / self.config.physics_hz
+            self.t += self.config.step_s
         self._human_answers(terminated, ev)
         return reward, terminated, ev
 
@@ -620,7 +632,7 @@ class TableTennisWorld:
     def _physics_numpy(self, cmd: np.ndarray) -> None:
         """Reference of the C++ step (world_step.hpp): updates the state arrays and the per-step outputs in place."""
         cfg = self.config
-        dt = 1.0 / cfg.physics_hz
+        dt = cfg.substep_s
         n = self.n
         reward, terminated = self.reward, self.terminated
         reward[:] = 0.0
@@ -739,7 +751,7 @@ class TableTennisWorld:
         """Frames due in this policy step, from the positions recorded at the substeps (see the docstring)."""
         cfg = self.config
         n, s, f = self.n, cfg.substeps, self.frames_per_step
-        dt = 1.0 / cfg.physics_hz
+        dt = cfg.substep_s
         due_t = self.cam_phase[:, None] + (self.cam_count[:, None] + np.arange(f)) / cfg.camera_hz  # [N, F]
         # first substep s whose end t + (s + 1) dt is at or after the frame time; due when s < S
         sub = np.maximum(np.ceil((due_t - 1e-12 - self.t[:, None]) / dt - 1.0), 0.0).astype(np.int64)

@@ -23,6 +23,7 @@ import numpy as np
 from robot_rt.estimation import BallUKF
 from robot_rt.robot import RobotDescription, load_robot, paddle_position_normal
 
+from .core import WorldConfig
 from .observation import observation_layout
 
 
@@ -48,7 +49,7 @@ class HeuristicPolicy:
     def __init__(
         self,
         robot: RobotDescription | None = None,
-        policy_hz: float = 100.0,
+        policy_hz: float | None = None,
         history: int = 6,
         hit_plane_x_m: float = 1.7,
         return_speed_mps: float = 7.0,
@@ -59,7 +60,8 @@ class HeuristicPolicy:
         default_target_xy=(-0.7, 0.0),
     ):
         self.robot = robot or load_robot()
-        self.dt = 1.0 / policy_hz
+        # the env's step (WorldConfig.step_s) unless another policy rate is given
+        self.dt = WorldConfig().step_s if policy_hz is None else 1.0 / policy_hz
         self.layout = observation_layout(self.robot.dof, history)
         self.history = history
         self.hit_plane_x_m = hit_plane_x_m

@@ -242,7 +242,7 @@ class BatchedScriptedPolicy:
         self.n = int(num_envs)
         self.robot = robot or load_robot()
         self.config = config or WorldConfig()
-        self.dt = 1.0 / self.config.policy_hz
+        self.dt = self.config.step_s
         self.history = self.config.history
         self.layout = observation_layout(self.robot.dof, self.history)
         self.obs_dim = 2 * self.robot.dof + 5 * self.history

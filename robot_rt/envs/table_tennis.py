@@ -76,6 +76,11 @@ class TableTennisEnv(gym.Env):
 
     _goal_env = False
 
+    @property
+    def dt(self) -> float:
+        """Seconds per env step: the world's `WorldConfig.step_s`."""
+        return self.world.config.step_s
+
     def _make_observation_space(self):
         return self._flat_space
 

@@ -42,6 +42,11 @@ class TableTennisVectorEnv(VectorEnv):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 25, "autoreset_mode": AutoresetMode.NEXT_STEP}
     _goal_env = False
 
+    @property
+    def dt(self) -> float:
+        """Seconds per env step: the world's `WorldConfig.step_s`."""
+        return self.world.config.step_s
+
     def __init__(
         self,
         num_envs: int,

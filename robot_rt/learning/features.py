@@ -15,13 +15,14 @@ Feature vector (float32, `FEATURE_NAMES`, 36 values):
                         and how fast the ball crosses it (zeros when not found)
     det_pos [3], det_age [1], det_valid [1]         the newest detection as observed
 The extractor is stateful (the tracks): call `reset(mask)` for environments that start a new episode, and
-call it once per policy step, in order. The tracker clock is the per-environment step count / policy_hz.
+call it once per policy step, in order. The tracker clock is the per-environment step count x the env's step (WorldConfig.step_s).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from robot_rt.envs.core import WorldConfig
 from robot_rt.robot import RobotDescription, load_robot
 
 FEATURE_NAMES = (
@@ -42,7 +43,7 @@ class FeatureExtractor:
         num_envs: int,
         robot: RobotDescription | None = None,
         history: int = 6,
-        policy_hz: float = 100.0,
+        policy_hz: float | None = None,
         hit_plane_x_m: float = 1.7,
     ):
         from robot_rt.estimation.batched import BatchedBallTracker
@@ -56,7 +57,7 @@ class FeatureExtractor:
             raise ValueError(f"robot: expected the 8-joint platform the features are laid out for, got {self.dof}")
         self.history = int(history)
         self.obs_dim = 2 * self.dof + 5 * self.history
-        self.dt_s = 1.0 / float(policy_hz)
+        self.dt_s = WorldConfig().step_s if policy_hz is None else 1.0 / float(policy_hz)  # the env's step
         self.hit_plane_x_m = float(hit_plane_x_m)
         self.tracker = BatchedBallTracker(self.n)
         self.steps = np.zeros(self.n, dtype=np.int64)

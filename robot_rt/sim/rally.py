@@ -5,7 +5,7 @@ logic, human answers and camera model, so nothing is written twice) and advances
 differs by default: the paddle leaving the robot's workspace box does not end a rally (the box is the
 controller's safety envelope, enforced by the loop; a physical rally goes on) — `workspace_ends_rally=True`
 restores the env's rule. Before each
-world step (1 / `WorldConfig.policy_hz`, 10 ms by default) it reads the robot server's CURRENT measured joint
+world step (`WorldConfig.step_s`, 10 ms by default) it reads the robot server's CURRENT measured joint
 state (`SimRobotServer.snapshot()`), puts it into the world (q, qd) and steps the world with qd as the velocity
 command: inside the step the paddle moves on from the measured pose at the measured velocity (a first-order
 extrapolation over one step), so the ball meets the paddle of the robot the controller actually drives.
@@ -121,7 +121,7 @@ class RallySource:
         self.max_serves = None if max_serves is None else int(max_serves)
         self.max_lag_steps = int(max_lag_steps)
         self.record_true_tracks = bool(record_true_tracks)
-        self.dt = self.world.config.substeps / self.world.config.physics_hz
+        self.dt = self.world.config.step_s
         self._seeds = np.random.default_rng(int(seed))
         self._lock = threading.Lock()  # summary() may be called from another thread
         self.stats: Counter = Counter()
