@@ -1,5 +1,6 @@
 """No heap allocation inside the loop's ticks: a small C++ program counts operator new calls while only the
-loop thread runs (sim driver, no run log, no Python), compiled from the loop's sources with the system g++."""
+loop thread runs (sim driver, no Python), compiled from the loop's sources with the system g++. With a run log,
+its writer thread runs too: it must not allocate either once open (its chunk buffer is reserved at open())."""
 
 import shutil
 import subprocess
@@ -29,14 +30,19 @@ void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
 
 using namespace robot_rt::control;
-int main() {
+int main(int argc, char** argv) {
   RobotModel m;
   m.dof = 8;
   for (int i = 0; i < 8; ++i) m.limits[i] = JointLimits{-1.0, 1.0, 2.0, 10.0, 200.0};
   double q0[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   auto driver = std::make_shared<SimDriver>(m, q0, 1e-3, 0.01);
-  LoopConfig cfg;  // no run log
+  LoopConfig cfg;  // run log only when a path is given
   cfg.command_timeout_s = 0.05;
+  if (argc > 1) {
+    cfg.log_path = argv[1];
+    cfg.log_meta_json = "{}";
+    cfg.log_flush_interval_s = 0.005;  // many chunks inside the window
+  }
   ControlLoop loop(driver, m, cfg);
   loop.start();
   // commands (tracking path), then silence (watchdog stop path), then e-stop, dropout: all inside the window
@@ -65,11 +71,12 @@ int main() {
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
-def test_no_heap_allocation_in_ticks(tmp_path):
+@pytest.mark.parametrize("run_log", [False, True])
+def test_no_heap_allocation_in_ticks(tmp_path, run_log):
     main = tmp_path / "noalloc.cpp"
     main.write_text(PROGRAM)
     exe = tmp_path / "noalloc"
-    sources = [SRC / name for name in ("control_loop.cpp", "safety.cpp", "sim_driver.cpp", "runlog.cpp")]
+    sources = [SRC / name for name in ("control_loop.cpp", "safety.cpp", "sim_driver.cpp", "runlog.cpp", "crc32.cpp")]
     cmd = [
         "g++",
         "-std=c++17",
@@ -83,6 +90,12 @@ def test_no_heap_allocation_in_ticks(tmp_path):
         str(exe),
     ]
     subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
-    result = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+    log_args = [str(tmp_path / "noalloc.rrlog")] if run_log else []
+    result = subprocess.run([str(exe), *log_args], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "allocations=0" in result.stdout
+    if run_log:
+        from robot_rt.control.runlog import read_runlog
+
+        log = read_runlog(tmp_path / "noalloc.rrlog")
+        assert log.chunks > 20 and log.damage == [] and len(log.ticks) > 100

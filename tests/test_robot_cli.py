@@ -177,4 +177,4 @@ def test_run_fails_cleanly_without_a_server(tmp_path, capsys):
 
 def test_replay_rejects_a_missing_log(tmp_path, capsys):
     assert main(["replay", str(tmp_path / "missing.rrlog")]) == 2
-    assert "not found" in capsys.readouterr().out
+    assert "not found" in capsys.readouterr().err  # errors go to stderr

@@ -54,7 +54,10 @@ def register(subparsers) -> None:
     run.set_defaults(func=cmd_run)
 
     rep = subparsers.add_parser(
-        "replay", help="summarise a run log and plot joints and ball (PNG)", description="Replay a run log."
+        "replay",
+        help="summarise a run log and plot joints and ball (PNG)",
+        description="Replay a run log. Exit status: 0 read whole, 3 damaged chunks skipped (ticks lost are "
+        "reported), 2 not a readable run log.",
     )
     rep.add_argument("log", help="run log file")
     rep.add_argument("--out", default=None, help="directory for the PNGs (default: next to the log)")

@@ -136,7 +136,8 @@ class RealTimeLoop:
         sensor_timeout_s: driver state dropout longer than this -> stop.
         realtime_priority: SCHED_FIFO priority for the loop thread (0 = off); cpu: pin it to a CPU;
         lock_memory: mlockall. Each is applied when permitted; otherwise a RuntimeWarning is issued.
-        log_path: run log file (docs/runlog.md), None for no log.
+        log_path: run log file (docs/runlog.md), None for no log. log_flush_interval_s: a chunk is appended at
+            least this often (what kill -9 can lose); log_fsync_interval_s: fsync period (what a power loss can lose).
         policy_overrun_factor: a policy call longer than this many periods logs `policy_overrun`.
         late_threshold_s: a tick waking later than this after its deadline counts as late and logs a
             `late_wake` event (stamped with the wake time, value = lateness in s).
@@ -163,6 +164,7 @@ class RealTimeLoop:
         cpu: int | None = None,
         lock_memory: bool = False,
         log_path: str | Path | None = None,
+        log_flush_interval_s: float = 0.05,
         log_fsync_interval_s: float = 1.0,
         initial_position=None,
         sim_tracking_time_constant_s: float = 0.01,
@@ -203,6 +205,9 @@ class RealTimeLoop:
         cfg.realtime_priority = int(realtime_priority)
         cfg.cpu = -1 if cpu is None else int(cpu)
         cfg.lock_memory = bool(lock_memory)
+        if not 0 < log_flush_interval_s <= 60:
+            raise ValueError(f"log_flush_interval_s: expected a time in (0, 60] s, got {log_flush_interval_s}")
+        cfg.log_flush_interval_s = float(log_flush_interval_s)
         cfg.log_fsync_interval_s = float(log_fsync_interval_s)
         cfg.late_threshold_s = float(late_threshold_s)
         self.log_path = None if log_path is None else str(log_path)

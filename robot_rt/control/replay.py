@@ -1,11 +1,17 @@
 """`robot-rt replay LOG`: summary of a run log and plots of the joints and the ball (PNG).
 
 Reads the log with `robot_rt.control.runlog.read_runlog` (also a log cut short by a crash, up to its last
-complete chunk), prints the summary (duration, rate, deadline misses, stops, events by name including the
+complete chunk, and a damaged log: damaged chunks are skipped and the ticks they held reported as lost),
+prints the summary (duration, rate, deadline misses, stops, events by name including the
 UDP link events of robot_rt.control.udp, limit margins, ball detections) and writes
 `<out>/joints.png` (measured, commanded and target position of every joint with its limits),
 `<out>/ball.png` (ball detections: x, y, z over time and a top view) and `<out>/timing.png`
 (tick period and wake latency).
+
+Exit status: 0 when the log was read whole (a crash tail, `incomplete chunk`, is expected after kill -9 and
+only reported), 3 when damaged chunks were skipped (the summary is printed, with a warning per damage: offset,
+bytes and chunks skipped, ticks lost), 2 when the file is missing or not a readable run log (the error names
+the byte offset).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .runlog import RunLog, read_runlog
+from .runlog import RunLog, RunLogError, read_runlog
 from .udp import LINK_EVENT_CODES
 
 _TICK_DEADLINE_MISS = 1 << 5
@@ -41,8 +47,14 @@ def summarize(log: RunLog) -> dict:
         "dof": log.dof,
         "chunks": log.chunks,
         "clean_shutdown": log.clean,
+        "format_version": log.version,
         "truncated_bytes": log.truncated_bytes,
         "stop_reason": log.stop_reason,
+        "damage": [d.describe() for d in log.damage],
+        "lost_ticks": log.lost_ticks,  # None: some lost through the end of the run (count unknown)
+        "lost_tick_ranges": [list(r) for r in log.lost_tick_ranges],
+        "skipped_bytes": log.skipped_bytes,
+        "dropped_tick_ranges": [list(r) for r in log.dropped_tick_ranges],
         "ticks": int(len(ticks)),
         "events": events,
         "ball_detections": int(len(log.balls)),
@@ -173,12 +185,16 @@ def replay_main(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(highlight=False)
+    errors = Console(stderr=True, highlight=False)
     try:
         log = read_runlog(args.log)
-    except (FileNotFoundError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}")
+    except (FileNotFoundError, IsADirectoryError, PermissionError, RunLogError) as err:
+        errors.print(f"[red]error:[/red] {err}", markup=True)
         return 2
+    for damage in log.damage:
+        errors.print(f"[yellow]warning:[/yellow] {args.log}: damaged log: {damage.describe()}", markup=True)
+    exit_code = 3 if log.damage else 0
     summary = summarize(log)
     if not args.no_plots:
         out_dir = (
@@ -187,7 +203,7 @@ def replay_main(args) -> int:
         summary["plots"] = [str(p) for p in plot(log, out_dir)]
     if args.json:
         print(json.dumps(summary, indent=2))
-        return 0
+        return exit_code
     table = Table(title=f"run log {args.log}", show_header=False)
     for key, value in summary.items():
         if isinstance(value, dict | list):
@@ -196,4 +212,4 @@ def replay_main(args) -> int:
             value = f"{value:.6g}"
         table.add_row(key, str(value))
     console.print(table)
-    return 0
+    return exit_code

@@ -279,6 +279,17 @@ static void register_core(py::module_& m) {
            py::arg("tracking_time_constant_s") = 0.01)
       .def("inject_dropout", &SimDriver::inject_dropout, py::arg("ticks"),
            "The next `ticks` read_state() calls report no fresh state.")
+      .def(
+          "inject_stall",
+          [](SimDriver& d, int ticks, double duration_s) {
+            if (ticks < 0) throw py::value_error("ticks: expected >= 0, got " + std::to_string(ticks));
+            if (!(duration_s >= 0 && duration_s <= 10))
+              throw py::value_error("duration_s: expected a time in [0, 10] s, got " + std::to_string(duration_s));
+            d.inject_stall(ticks, duration_s);
+          },
+          py::arg("ticks"), py::arg("duration_s"),
+          "Each of the next `ticks` read_state() calls blocks for `duration_s` (a stalled driver: the loop "
+          "misses its deadline).")
       .def("set_estop_input", &SimDriver::set_estop_input, py::arg("pressed"))
       .def("fail_writes", &SimDriver::fail_writes, py::arg("fail"))
       .def(

@@ -188,12 +188,9 @@ void ControlLoop::thread_main() {
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
     }
     const std::int64_t wake = now_ns();
-    tick(deadline, wake);
+    const std::int64_t done = tick(deadline, wake);
     deadline += period_ns_;
-    const std::int64_t done = now_ns();
-    if (done > deadline) {  // this tick ended after the next deadline: skip the missed slots, keep the rate
-      bump(deadline_misses_);
-      emit(kEventDeadlineMiss, -1, 1e-9 * static_cast<double>(done - deadline), done);
+    if (done > deadline) {  // a deadline miss (counted and logged by tick()): skip the missed slots, keep the rate
       std::uint64_t skipped = 0;
       while (deadline <= done) {
         deadline += period_ns_;
@@ -214,7 +211,7 @@ void ControlLoop::emit(std::int32_t code, std::int32_t joint, double value, std:
   log_.push(item_);
 }
 
-void ControlLoop::tick(std::int64_t deadline_ns, std::int64_t wake_ns) {
+std::int64_t ControlLoop::tick(std::int64_t deadline_ns, std::int64_t wake_ns) {
   const int dof = filter_.dof();
   ++tick_index_;
   std::uint32_t flags = 0;
@@ -426,8 +423,15 @@ void ControlLoop::tick(std::int64_t deadline_ns, std::int64_t wake_ns) {
   if (obs_waiters_.load(std::memory_order_acquire) > 0)
     futex(&obs_futex_, FUTEX_WAKE_PRIVATE, INT_MAX, nullptr);  // non-blocking wake of waiting readers
 
-  // 7. run log + telemetry
+  // 7. deadline check, run log, telemetry. A tick misses its deadline when its work ends after the next tick's
+  // deadline. Decided here, once, before the tick's record is pushed: the record's flag, the event and the
+  // live counter all come from this one decision (a replay counts exactly the live deadline_misses).
   const std::int64_t done = now_ns();
+  if (done > deadline_ns + period_ns_) {
+    flags |= kTickDeadlineMiss;
+    bump(deadline_misses_);
+    emit(kEventDeadlineMiss, -1, 1e-9 * static_cast<double>(done - deadline_ns - period_ns_), done);
+  }
   if (log_.is_open()) {
     item_.type = kRecordTick;
     TickRecord& t = item_.tick;
@@ -452,6 +456,7 @@ void ControlLoop::tick(std::int64_t deadline_ns, std::int64_t wake_ns) {
   prev_wake_ns_ = wake_ns;
   tick_duration_->record(done - wake_ns);
   bump(ticks_);
+  return done;
 }
 
 bool ControlLoop::push_command(const double* position_si, int n, std::uint64_t obs_tick,

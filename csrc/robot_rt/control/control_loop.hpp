@@ -169,7 +169,8 @@ class ControlLoop {
 
  private:
   void thread_main();
-  void tick(std::int64_t deadline_ns, std::int64_t wake_ns);
+  // One tick; returns when its work ended (CLOCK_MONOTONIC ns), the time the deadline-miss decision used.
+  std::int64_t tick(std::int64_t deadline_ns, std::int64_t wake_ns);
   void emit(std::int32_t code, std::int32_t joint, double value, std::int64_t stamp_ns) noexcept;
   void bump(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);

@@ -9,30 +9,24 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "crc32.hpp"
+
 namespace robot_rt::control {
 
 namespace {
 
 constexpr char kFileMagic[8] = {'R', 'R', 'T', 'L', 'O', 'G', '0', '1'};
-constexpr std::size_t kChunkHeaderBytes = 24;
 constexpr std::size_t kChunkTargetBytes = 256 * 1024;
-
-std::uint32_t crc_table_entry(std::uint32_t c) {
-  for (int k = 0; k < 8; ++k) c = (c & 1u) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-  return c;
-}
-
-struct CrcTable {
-  std::uint32_t t[256];
-  CrcTable() {
-    for (std::uint32_t i = 0; i < 256; ++i) t[i] = crc_table_entry(i);
-  }
-};
 
 template <typename T>
 void put(std::vector<std::uint8_t>& buf, const T& v) {
   const auto* p = reinterpret_cast<const std::uint8_t*>(&v);
   buf.insert(buf.end(), p, p + sizeof(T));
+}
+
+template <typename T>
+void put_at(std::uint8_t* at, const T& v) {
+  std::memcpy(at, &v, sizeof(T));
 }
 
 void put_doubles(std::vector<std::uint8_t>& buf, const double* v, int n) {
@@ -48,14 +42,6 @@ std::int64_t monotonic_ns() {
 
 }  // namespace
 
-// CRC-32 (IEEE, reflected 0xEDB88320) == zlib.crc32
-std::uint32_t runlog_crc32(const std::uint8_t* data, std::size_t size) {
-  static const CrcTable table;
-  std::uint32_t c = 0xFFFFFFFFu;
-  for (std::size_t i = 0; i < size; ++i) c = table.t[(c ^ data[i]) & 0xFFu] ^ (c >> 8);
-  return c ^ 0xFFFFFFFFu;
-}
-
 RunLogWriter::RunLogWriter() : ring_(new SpscRing<LogItem, kRingCapacity>()) {}
 
 RunLogWriter::~RunLogWriter() { close(); }
@@ -69,13 +55,18 @@ void RunLogWriter::open(const std::string& path, const std::string& meta_json, d
   path_ = path;
   flush_interval_s_ = flush_interval_s;
   fsync_interval_s_ = fsync_interval_s;
+  // The chunk buffer never grows after this: the writer thread allocates nothing while the loop runs.
   chunk_.clear();
-  chunk_.reserve(kChunkTargetBytes + sizeof(LogItem) * 2);
+  chunk_.reserve(kChunkHeaderBytes + kChunkTargetBytes + 2 * sizeof(LogItem) + 16 + meta_json.size());
+  chunk_.resize(kChunkHeaderBytes);
   chunk_records_ = 0;
   chunk_seq_ = 0;
+  // file header: magic, version, header size, reserved, CRC-32 of the 20 bytes before it
   std::vector<std::uint8_t> header(kFileMagic, kFileMagic + 8);
   put(header, kRunLogVersion);
-  put(header, static_cast<std::uint32_t>(16));  // header size
+  put(header, static_cast<std::uint32_t>(kRunLogFileHeaderBytes));
+  put(header, static_cast<std::uint32_t>(0));
+  put(header, crc32(header.data(), header.size()));
   write_all(header.data(), header.size());
   // meta record, in its own chunk
   put(chunk_, static_cast<std::uint16_t>(kRecordMeta));
@@ -125,7 +116,7 @@ void RunLogWriter::drain(bool /*final*/) {
   LogItem item;
   while (ring_->pop(item)) {
     append_record(item);
-    if (chunk_.size() >= kChunkTargetBytes) flush_chunk();
+    if (chunk_.size() >= kChunkHeaderBytes + kChunkTargetBytes) flush_chunk();
   }
 }
 
@@ -183,18 +174,20 @@ void RunLogWriter::append_record(const LogItem& item) {
 
 void RunLogWriter::flush_chunk() {
   if (chunk_records_ == 0 || fd_ < 0) return;
-  std::vector<std::uint8_t> out;
-  out.reserve(kChunkHeaderBytes + chunk_.size());
-  put(out, kChunkMagic);
-  put(out, static_cast<std::uint32_t>(chunk_.size()));
-  put(out, runlog_crc32(chunk_.data(), chunk_.size()));
-  put(out, chunk_records_);
-  put(out, chunk_seq_);
-  out.insert(out.end(), chunk_.begin(), chunk_.end());
-  write_all(out.data(), out.size());  // one write(): a crash leaves at most one partial chunk at the end
+  // header (docs/runlog.md): sync, payload_bytes, record_count, flags, chunk_seq, chunk_crc, header_crc
+  std::uint8_t* h = chunk_.data();
+  const std::size_t payload = chunk_.size() - kChunkHeaderBytes;
+  put_at(h + 0, kChunkMagic);
+  put_at(h + 4, static_cast<std::uint32_t>(payload));
+  put_at(h + 8, chunk_records_);
+  put_at(h + 12, static_cast<std::uint32_t>(0));
+  put_at(h + 16, chunk_seq_);
+  put_at(h + 24, crc32_update(crc32(h, 24), h + kChunkHeaderBytes, payload));
+  put_at(h + 28, crc32(h, 28));
+  write_all(chunk_.data(), chunk_.size());  // one write(): a crash leaves at most one partial chunk at the end
   chunks_.fetch_add(1, std::memory_order_relaxed);
   ++chunk_seq_;
-  chunk_.clear();
+  chunk_.resize(kChunkHeaderBytes);
   chunk_records_ = 0;
 }
 

@@ -1,14 +1,17 @@
-// Crash-safe run log: chunked, append-only binary file written by a background thread.
+// Crash-safe run log: chunked, append-only binary file written by a background thread (format: docs/runlog.md).
 //
-// The real-time loop only pushes fixed-size records into a lock-free ring (never blocks, never does I/O;
-// a full ring drops the record and counts it). The writer thread drains the ring, serialises records into a
-// chunk (variable length: only `dof` joints are written) and appends each chunk with a single write():
-//   chunk = header {magic 'RRTC', payload_bytes, crc32(payload), record_count, chunk_seq} + payload.
-// A reader validates length and CRC of each chunk and stops at the first incomplete or corrupt one, so after
-// kill -9 the log is readable up to its last completed chunk. Chunks are flushed every flush_interval_s (or
-// sooner when large); fsync() runs every fsync_interval_s and on close (kill -9 loses nothing that was
-// written, since the page cache belongs to the kernel; fsync bounds what an OS crash or power loss can lose).
-// The format is documented in docs/runlog.md; robot_rt/control/runlog.py reads it.
+// The real-time loop only pushes fixed-size records into a lock-free ring (never blocks, never allocates, never
+// does I/O; a full ring drops the record and counts it). The writer thread drains the ring, serialises records
+// into a chunk buffer reserved once at open() (variable length: only `dof` joints are written) and appends each
+// chunk with a single write():
+//   chunk = header {sync 'RRTC', payload_bytes, record_count, flags, chunk_seq, chunk_crc, header_crc} + payload
+// chunk_crc covers the header fields before it and the payload; header_crc covers the header up to itself, so a
+// reader trusts payload_bytes before reading the payload. Every field is therefore under a CRC; a reader that
+// meets a bad chunk scans forward for the next sync marker whose header and chunk CRCs hold (resynchronisation)
+// and reports the ticks in between as lost; after kill -9 at most the last chunk is partial (a truncated tail).
+// Chunks are flushed every flush_interval_s (or sooner when large); fsync() runs every fsync_interval_s and on
+// close (kill -9 loses nothing that was written, since the page cache belongs to the kernel; fsync bounds what
+// an OS crash or power loss can lose). robot_rt/control/runlog.py reads it.
 #pragma once
 
 #include <atomic>
@@ -23,8 +26,10 @@
 
 namespace robot_rt::control {
 
-constexpr std::uint32_t kRunLogVersion = 1;
-constexpr std::uint32_t kChunkMagic = 0x43545252u;  // "RRTC" little-endian
+constexpr std::uint32_t kRunLogVersion = 2;
+constexpr std::uint32_t kChunkMagic = 0x43545252u;  // "RRTC" little-endian: the chunk sync marker
+constexpr std::size_t kRunLogFileHeaderBytes = 24;
+constexpr std::size_t kChunkHeaderBytes = 32;
 
 enum RecordType : std::uint16_t {
   kRecordMeta = 1,   // UTF-8 JSON
@@ -126,7 +131,7 @@ class RunLogWriter {
   void write_all(const std::uint8_t* data, std::size_t size);
 
   std::unique_ptr<SpscRing<LogItem, kRingCapacity>> ring_;
-  std::vector<std::uint8_t> chunk_;
+  std::vector<std::uint8_t> chunk_;  // kChunkHeaderBytes (filled at flush) + payload; capacity reserved at open()
   std::uint32_t chunk_records_ = 0;
   std::uint64_t chunk_seq_ = 0;
   int fd_ = -1;
@@ -142,7 +147,5 @@ class RunLogWriter {
   std::atomic<std::uint64_t> fsyncs_{0};
   std::atomic<std::uint64_t> errors_{0};
 };
-
-std::uint32_t runlog_crc32(const std::uint8_t* data, std::size_t size);
 
 }  // namespace robot_rt::control

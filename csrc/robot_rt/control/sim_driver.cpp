@@ -2,6 +2,7 @@
 
 #include <time.h>
 
+#include <cerrno>
 #include <cmath>
 
 namespace robot_rt::control {
@@ -26,6 +27,14 @@ SimDriver::SimDriver(const RobotModel& model, const double* initial_position_si,
 }
 
 bool SimDriver::read_state(JointState& out) noexcept {
+  const int stalls = stall_.load(std::memory_order_acquire);
+  if (stalls > 0) {
+    stall_.store(stalls - 1, std::memory_order_relaxed);
+    const std::int64_t until = now_ns() + stall_ns_.load(std::memory_order_relaxed);
+    const timespec ts{static_cast<time_t>(until / 1'000'000'000), static_cast<long>(until % 1'000'000'000)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
+    }
+  }
   const int pending = dropout_.load(std::memory_order_relaxed);
   if (pending > 0) {
     dropout_.store(pending - 1, std::memory_order_relaxed);

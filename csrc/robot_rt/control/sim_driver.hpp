@@ -4,8 +4,10 @@
 //
 // The simulation advances by the loop's tick length at each write_command() (deterministic: one tick of
 // dynamics per command). Fault injection for tests, all lock-free and callable from any (one) thread:
-// inject_dropout(n) makes the next n read_state() calls report no fresh state; set_estop_input() presses
-// the simulated e-stop input; push_ball_observation() queues a detection for read_ball_observations().
+// inject_dropout(n) makes the next n read_state() calls report no fresh state; inject_stall(n, s) makes each
+// of the next n read_state() calls block for s seconds (a stalled bus or driver: forces deadline misses);
+// set_estop_input() presses the simulated e-stop input; push_ball_observation() queues a detection for
+// read_ball_observations().
 #pragma once
 
 #include <atomic>
@@ -28,6 +30,10 @@ class SimDriver : public RobotDriver {
   const char* name() const noexcept override { return "sim"; }
 
   void inject_dropout(int ticks) noexcept { dropout_.store(ticks, std::memory_order_relaxed); }
+  void inject_stall(int ticks, double duration_s) noexcept {
+    stall_ns_.store(static_cast<std::int64_t>(duration_s * 1e9), std::memory_order_relaxed);
+    stall_.store(ticks, std::memory_order_release);
+  }
   void set_estop_input(bool pressed) noexcept { estop_.store(pressed, std::memory_order_relaxed); }
   bool push_ball_observation(const BallObservation& obs) noexcept { return balls_.push(obs); }
   void fail_writes(bool fail) noexcept { fail_writes_.store(fail, std::memory_order_relaxed); }
@@ -44,6 +50,8 @@ class SimDriver : public RobotDriver {
   double velocity_[kMaxDof] = {};
   std::atomic<double> published_position_[kMaxDof];
   std::atomic<int> dropout_{0};
+  std::atomic<int> stall_{0};
+  std::atomic<std::int64_t> stall_ns_{0};
   std::atomic<bool> estop_{false};
   std::atomic<bool> fail_writes_{false};
   std::atomic<std::uint64_t> commands_{0};
