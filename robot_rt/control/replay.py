@@ -186,7 +186,7 @@ def replay_main(args) -> int:
     from rich.table import Table
 
     console = Console(highlight=False)
-    errors = Console(stderr=True, highlight=False)
+    errors = Console(stderr=True, highlight=False, soft_wrap=True)  # one line per message (grep-able)
     try:
         log = read_runlog(args.log)
     except (FileNotFoundError, IsADirectoryError, PermissionError, RunLogError) as err:
