@@ -116,34 +116,61 @@ def cmd_run(args) -> int:
 
     from robot_rt.robot import load_robot
 
-    from .loop import EVENT_NAMES, RealTimeLoop
     from .policies import load_policy
-    from .udp import LINK_EVENT_NAMES, LinkMonitor, make_udp_driver, read_key
+    from .udp import LinkMonitor
 
     console = Console(stderr=False)
     robot = load_robot(args.robot_file)
     try:
         policy = load_policy(args.policy, robot)
-    except (ValueError, TypeError) as err:
+        driver = _make_driver(args, robot)
+    except (ValueError, TypeError, OSError) as err:
         console.print(f"[red]error:[/red] {err}")
-        return 2
-    driver = None
-    if args.robot == "sim":
-        pass
-    elif args.robot.startswith("udp://"):
-        try:
-            driver = make_udp_driver(
-                args.robot, robot.dof, key=read_key(args.key_file), late_threshold_s=args.late_threshold
-            )
-        except (ValueError, OSError) as err:
-            console.print(f"[red]error:[/red] {err}")
-            return 2
-    else:
-        console.print(f"[red]error:[/red] robot: expected 'sim' or udp://HOST:PORT, got {args.robot!r}")
         return 2
     log_path = Path(args.log) if args.log else Path("runs") / time.strftime("run-%Y%m%d-%H%M%S.rrlog")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    loop = RealTimeLoop(
+    loop = _make_loop(args, robot, driver, policy, log_path)
+    try:
+        loop.start()
+    except RuntimeError as err:
+        console.print(f"[red]error:[/red] cannot start the loop: {err}")
+        return 2
+    monitor = LinkMonitor(loop, driver).start() if driver is not None else None
+    t0 = time.monotonic()
+    try:
+        _show_status(args, loop, monitor, console, t0)
+    except KeyboardInterrupt:
+        console.print("interrupted: stopping the loop")
+    finally:
+        if monitor is not None:
+            monitor.stop()
+        elapsed = time.monotonic() - t0
+        loop.stop()
+    summary = _run_summary(args, loop, driver, elapsed, log_path)
+    _report(console, summary, loop.counters(), elapsed)
+    if args.summary:
+        from robot_rt._io import atomic_write_json
+
+        atomic_write_json(args.summary, summary)
+    sys.stdout.flush()
+    return 0
+
+
+def _make_driver(args, robot):
+    """None for the in-process simulated robot ('sim'), else the UDP driver of the udp:// URL."""
+    from .udp import make_udp_driver, read_key
+
+    if args.robot == "sim":
+        return None
+    if args.robot.startswith("udp://"):
+        return make_udp_driver(args.robot, robot.dof, key=read_key(args.key_file), late_threshold_s=args.late_threshold)
+    raise ValueError(f"robot: expected 'sim' or udp://HOST:PORT, got {args.robot!r}")
+
+
+def _make_loop(args, robot, driver, policy, log_path):
+    from .loop import RealTimeLoop
+
+    return RealTimeLoop(
         robot,
         driver,
         policy=policy,
@@ -157,39 +184,33 @@ def cmd_run(args) -> int:
         cpu_latency_limit_us=args.cpu_latency_limit_us,
         log_path=log_path,
     )
-    try:
-        loop.start()
-    except RuntimeError as err:
-        console.print(f"[red]error:[/red] cannot start the loop: {err}")
-        return 2
-    monitor = LinkMonitor(loop, driver).start() if driver is not None else None
-    t0 = time.monotonic()
-    prev = (0, t0)
-    live_status = console.is_terminal and not args.no_status
-    try:
-        if live_status:
-            from rich.live import Live
 
-            with Live("", console=console, refresh_per_second=8, transient=False) as live:
-                while (t := time.monotonic() - t0) < args.duration:
-                    text, prev = _status_text(loop, t, args.duration, prev, monitor)
-                    live.update(text)
-                    time.sleep(0.25)
-        else:
-            next_print = t0 + 1.0
+
+def _show_status(args, loop, monitor, console, t0: float) -> None:
+    """Waits out --duration showing the status: a live line on a terminal, else one printed line per second."""
+    prev = (0, t0)
+    if console.is_terminal and not args.no_status:
+        from rich.live import Live
+
+        with Live("", console=console, refresh_per_second=8, transient=False) as live:
             while (t := time.monotonic() - t0) < args.duration:
-                time.sleep(min(0.1, max(0.0, args.duration - t)))
-                if not args.no_status and time.monotonic() >= next_print:
-                    text, prev = _status_text(loop, time.monotonic() - t0, args.duration, prev, monitor)
-                    print(text, flush=True)
-                    next_print += 1.0
-    except KeyboardInterrupt:
-        console.print("interrupted: stopping the loop")
-    finally:
-        if monitor is not None:
-            monitor.stop()
-        elapsed = time.monotonic() - t0
-        loop.stop()
+                text, prev = _status_text(loop, t, args.duration, prev, monitor)
+                live.update(text)
+                time.sleep(0.25)
+        return
+    next_print = t0 + 1.0
+    while (t := time.monotonic() - t0) < args.duration:
+        time.sleep(min(0.1, max(0.0, args.duration - t)))
+        if not args.no_status and time.monotonic() >= next_print:
+            text, prev = _status_text(loop, time.monotonic() - t0, args.duration, prev, monitor)
+            print(text, flush=True)
+            next_print += 1.0
+
+
+def _run_summary(args, loop, driver, elapsed: float, log_path: Path) -> dict:
+    from .loop import EVENT_NAMES
+    from .udp import LINK_EVENT_NAMES
+
     counters = loop.counters()
     names = dict(EVENT_NAMES)
     names.update(LINK_EVENT_NAMES)
@@ -218,15 +239,13 @@ def cmd_run(args) -> int:
     }
     if driver is not None:
         summary["link"] = driver.stats()
+    return summary
+
+
+def _report(console, summary: dict, counters: dict, elapsed: float) -> None:
     console.print(
         f"ran {elapsed:.2f} s: {counters['ticks']} ticks ({summary['mean_rate_hz']:.1f} Hz), "
         f"{counters['deadline_misses']} deadline misses, {counters['stop_ticks']} stop ticks; "
-        f"events: {json.dumps(events)}"
+        f"events: {json.dumps(summary['events'])}"
     )
-    console.print(f"run log: {log_path} ({counters['log']['records_written']} records)")
-    if args.summary:
-        from robot_rt._io import atomic_write_json
-
-        atomic_write_json(args.summary, summary)
-    sys.stdout.flush()
-    return 0
+    console.print(f"run log: {summary['log']} ({counters['log']['records_written']} records)")

@@ -36,6 +36,8 @@ import numpy as np
 from robot_rt import _control
 from robot_rt.robot import RobotDescription, load_robot
 
+from .background import BackgroundThread
+
 logger = logging.getLogger("robot_rt.control")
 
 EVENT_CODES: dict[str, int] = dict(_control.EVENT_CODES)
@@ -242,8 +244,7 @@ class RealTimeLoop:
         self.policy_overrun_factor = float(policy_overrun_factor)
         self._command_lock = threading.Lock()  # the command ring has a single producer
         self._event_lock = threading.Lock()  # so has the Python -> loop event ring
-        self._runner: threading.Thread | None = None
-        self._runner_stop = threading.Event()
+        self._runner = BackgroundThread(self._run_policy, "robot_rt-policy")
         self._events: list[Event] = []
         self.policy_calls = 0
         self.policy_exceptions = 0
@@ -263,21 +264,15 @@ class RealTimeLoop:
         for message in self.start_warnings:
             warnings.warn(f"robot_rt control loop: {message}", RuntimeWarning, stacklevel=2)
         if self.policy is not None:
-            self._runner_stop.clear()
-            self._runner = threading.Thread(target=self._run_policy, name="robot_rt-policy", daemon=True)
             self._runner.start()
         return self
 
     def stop(self, policy_join_timeout_s: float = 1.0) -> None:
-        self._runner_stop.set()
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.join(policy_join_timeout_s)
-            if runner.is_alive():
-                logger.warning(
-                    "policy thread still inside the policy call after %.1f s (stalled); left behind",
-                    policy_join_timeout_s,
-                )
+        if not self._runner.stop(policy_join_timeout_s):
+            logger.warning(
+                "policy thread still inside the policy call after %.1f s (stalled); left behind",
+                policy_join_timeout_s,
+            )
         self._loop.stop()
         self._release_cpu_latency_request()
         self._drain_events()
@@ -418,7 +413,8 @@ class RealTimeLoop:
         period = self.policy_period_s
         seq = 0
         next_t = time.monotonic()
-        while not self._runner_stop.is_set():
+        stopping = self._runner.stop_event
+        while not stopping.is_set():
             # act on the next observation the loop publishes, not on one that is already up to a tick old
             seq = max(seq, self._loop.observation_seq)
             obs = self._loop.wait_observation(seq, period)
@@ -444,12 +440,12 @@ class RealTimeLoop:
                 self.policy_overruns += 1
                 logger.warning("policy call took %.1f ms (period %.1f ms)", duration * 1e3, period * 1e3)
                 self.push_event("policy_overrun", value=duration)
-            if out is not None and not self._runner_stop.is_set():
+            if out is not None and not stopping.is_set():
                 with self._command_lock:
                     self._loop.push_command(out, obs["tick"], obs["stamp_ns"])
             next_t += period
             delay = next_t - time.monotonic()
             if delay > 0:
-                self._runner_stop.wait(delay)
+                stopping.wait(delay)
             else:
                 next_t = time.monotonic()  # fell behind: restart the schedule rather than bursting

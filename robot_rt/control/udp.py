@@ -13,10 +13,11 @@ Codes 100..199 are reserved for driver link events (`LINK_EVENT_CODES`), away fr
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
+
+from .background import BackgroundThread
 
 LINK_EVENT_CODES = {
     "udp_link_down": 100,  # no state for link_timeout_s (value: 1)
@@ -149,8 +150,7 @@ class LinkMonitor:
         self.events_pushed = 0
         self._last: dict[str, int] = {}
         self._connected: bool | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = BackgroundThread(self._run, "udp-link-monitor")
 
     @staticmethod
     def _sums(stats: dict) -> dict[str, int]:
@@ -182,18 +182,13 @@ class LinkMonitor:
         self._connected = connected
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        while not self._worker.stop_event.wait(self.interval_s):
             self.sample()
 
     def start(self) -> LinkMonitor:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="udp-link-monitor", daemon=True)
-        self._thread.start()
+        self._worker.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._worker.stop()
         self.sample()

@@ -19,13 +19,13 @@ import ipaddress
 import random
 import selectors
 import socket
-import threading
 import time
 from collections import Counter
 
 import numpy as np
 
 from robot_rt.control import protocol as P
+from robot_rt.control.background import BackgroundThread
 
 
 class CameraServer:
@@ -74,24 +74,18 @@ class CameraServer:
         self._pending: list[tuple[float, float, np.ndarray]] = []  # (arrival, capture, xyz) on time.monotonic()
         self._next_serve_t = 0.0
         self._serve_index = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = BackgroundThread(self._run, "camera-server")
         # rally mode (robot_rt.sim.rally.RallySource): frames come from the source, sent when they arrive
         self.ball_source = ball_source
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> CameraServer:
-        self._stop.clear()
         self._next_serve_t = time.monotonic() + 0.2
-        self._thread = threading.Thread(target=self._run, name="camera-server", daemon=True)
-        self._thread.start()
+        self._worker.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._worker.stop()
         self._sock.close()
 
     def __enter__(self) -> CameraServer:
@@ -183,7 +177,7 @@ class CameraServer:
         sel.register(self._sock, selectors.EVENT_READ)
         next_frame = time.monotonic()
         try:
-            while not self._stop.is_set():
+            while not self._worker.stop_event.is_set():
                 now = time.monotonic()
                 if self.ball_source is not None:
                     frames = self.ball_source.advance(now)

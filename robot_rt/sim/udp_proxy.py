@@ -21,6 +21,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from robot_rt.control.background import BackgroundThread
+
 
 @dataclass
 class Faults:
@@ -67,8 +69,7 @@ class FaultProxy:
         self._queue: list = []
         self._counter = 0
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = BackgroundThread(self._run, "udp-fault-proxy")
 
     # -------------------------------------------------------------- control
     def set_faults(self, direction: str = "both", **kw) -> None:
@@ -84,15 +85,11 @@ class FaultProxy:
         self.set_faults("both")
 
     def start(self) -> FaultProxy:
-        self._thread = threading.Thread(target=self._run, name="udp-fault-proxy", daemon=True)
-        self._thread.start()
+        self._worker.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._worker.stop()
         self._front.close()
         self._back.close()
 
@@ -165,7 +162,7 @@ class FaultProxy:
         sel.register(self._front, selectors.EVENT_READ, "up")
         sel.register(self._back, selectors.EVENT_READ, "down")
         try:
-            while not self._stop.is_set():
+            while not self._worker.stop_event.is_set():
                 now = time.monotonic()
                 while self._queue and self._queue[0][0] <= now:
                     _, _, direction, data = heapq.heappop(self._queue)

@@ -151,9 +151,91 @@ std::int64_t monotonic_ns() {
   return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
-}  // namespace
+// ControlLoop.counters(): the loop counters, the event counts by code and the run log statistics.
+py::dict counters_dict(const ControlLoop& loop) {
+  const LoopCounters c = loop.counters();
+  py::dict d;
+  d["ticks"] = c.ticks;
+  d["deadline_misses"] = c.deadline_misses;
+  d["skipped_ticks"] = c.skipped_ticks;
+  d["late_ticks"] = c.late_ticks;
+  d["sensor_dropout_ticks"] = c.sensor_dropout_ticks;
+  d["commands_accepted"] = c.commands_accepted;
+  d["commands_rejected"] = c.commands_rejected;
+  d["commands_dropped"] = c.commands_dropped;
+  d["stop_ticks"] = c.stop_ticks;
+  d["safety_override_ticks"] = c.safety_override_ticks;
+  d["driver_write_failures"] = c.driver_write_failures;
+  d["events_dropped"] = c.events_dropped;
+  d["ball_observations"] = c.ball_observations;
+  py::dict ev;
+  for (int i = 0; i < kEventCount; ++i) {
+    if (c.event_counts[i]) ev[py::int_(i)] = c.event_counts[i];
+  }
+  d["event_counts"] = ev;
+  const RunLogStats s = loop.log_stats();
+  py::dict lg;
+  lg["records_written"] = s.records_written;
+  lg["records_dropped"] = s.records_dropped;
+  lg["chunks_written"] = s.chunks_written;
+  lg["bytes_written"] = s.bytes_written;
+  lg["fsyncs"] = s.fsyncs;
+  lg["write_errors"] = s.write_errors;
+  d["log"] = lg;
+  return d;
+}
 
-static void register_core(py::module_& m) {
+// SafetyFilter.run(): one tick per target row; returns (states [T, dof, 4], override masks [T], verdicts [T]).
+py::tuple safety_filter_run(SafetyFilter& f, const DArray& targets, py::object stop_mask, py::object target_velocity) {
+  const int dof = f.dof();
+  if (targets.ndim() != 2 || targets.shape(1) != dof)
+    throw py::value_error("targets: expected shape [T, " + std::to_string(dof) + "]");
+  const py::ssize_t T = targets.shape(0);
+  py::array_t<bool, py::array::c_style | py::array::forcecast> stop;
+  const bool has_stop = !stop_mask.is_none(), has_tv = !target_velocity.is_none();
+  if (has_stop) {
+    stop = py::array_t<bool, py::array::c_style | py::array::forcecast>::ensure(stop_mask);
+    if (!stop || stop.size() != T) throw py::value_error("stop_mask: expected shape [T]");
+  }
+  DArray tv;
+  if (has_tv) {
+    tv = DArray::ensure(target_velocity);
+    if (!tv || tv.ndim() != 2 || tv.shape(0) != T || tv.shape(1) != dof)
+      throw py::value_error("target_velocity: expected the shape of targets");
+  }
+  py::array_t<double> out({T, py::ssize_t(dof), py::ssize_t(4)});
+  py::array_t<std::uint32_t> overridden(T);
+  py::array_t<std::uint32_t> verdicts(T);
+  double* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    for (py::ssize_t t = 0; t < T; ++t) {
+      double p[kMaxDof], v[kMaxDof];
+      for (int i = 0; i < dof; ++i) {
+        p[i] = targets.data()[t * dof + i];
+        v[i] = has_tv ? tv.data()[t * dof + i] : 0.0;
+      }
+      int joint;
+      double value;
+      const std::uint32_t verdict = f.validate_target(p, has_tv ? v : nullptr, joint, value);
+      verdicts.mutable_data()[t] = verdict;
+      const bool s = (has_stop && stop.data()[t]) || (verdict & kTargetRejected);
+      overridden.mutable_data()[t] = f.step(s ? nullptr : p, s ? nullptr : v, s);
+      for (int i = 0; i < dof; ++i) {
+        const AxisState& st = f.state(i);
+        double* r = o + (t * dof + i) * 4;
+        r[0] = st.p;
+        r[1] = st.v;
+        r[2] = st.a;
+        r[3] = f.last_jerk(i);
+      }
+    }
+  }
+  return py::make_tuple(out, overridden, verdicts);
+}
+
+// Module constants: MAX_DOF, the clock, EVENT_CODES and TICK_FLAGS (the run log's vocabulary).
+void bind_constants(py::module_& m) {
   m.attr("MAX_DOF") = kMaxDof;
   m.attr("MAX_BALL_OBSERVATIONS") = kMaxBallObservations;
   m.def("monotonic_ns", &monotonic_ns, "CLOCK_MONOTONIC in ns (the clock of every stamp in this module).");
@@ -197,7 +279,10 @@ static void register_core(py::module_& m) {
   tick_flags["safety_override"] = kTickSafetyOverride;
   tick_flags["new_target"] = kTickNewTarget;
   m.attr("TICK_FLAGS") = tick_flags;
+}
 
+// RobotModel: limits, kinematic chain and workspace box, with its forward kinematics.
+void bind_robot_model(py::module_& m) {
   py::class_<RobotModel>(m, "RobotModel", "Joint limits, kinematic chain and workspace box (C++ RobotModel).")
       .def(py::init(&make_model), py::arg("position_min"), py::arg("position_max"), py::arg("velocity_limit"),
            py::arg("acceleration_limit"), py::arg("jerk_limit"), py::arg("home"), py::arg("joint_type") = py::none(),
@@ -262,7 +347,10 @@ static void register_core(py::module_& m) {
             return out;
           },
           py::arg("q"), "Paddle centre [N, 3] computed in float32 (kinematics.hpp instantiated with float).");
+}
 
+// The RobotDriver interface and the in-process SimDriver (order 0: derived drivers bind later).
+void bind_drivers(py::module_& m) {
   py::class_<RobotDriver, std::shared_ptr<RobotDriver>>(m, "RobotDriver",
                                                          "Abstract robot driver (C++ interface, driver.hpp).")
       .def_property_readonly("dof", &RobotDriver::dof)
@@ -313,7 +401,10 @@ static void register_core(py::module_& m) {
         d.positions(q);
         return arr(q, d.dof());
       });
+}
 
+// The per-tick SafetyFilter and the controlled-stop helpers (exposed for tests).
+void bind_safety(py::module_& m) {
   py::class_<SafetyFilter>(m, "SafetyFilter", "Per-tick safety filter (safety.hpp), exposed for tests.")
       .def(py::init([](const RobotModel& model, double dt_s, double bandwidth_rad_s, const DArray& initial_position) {
              auto f = std::make_unique<SafetyFilter>();
@@ -324,54 +415,7 @@ static void register_core(py::module_& m) {
            }),
            py::arg("model"), py::arg("dt_s"), py::arg("bandwidth_rad_s"), py::arg("initial_position"))
       .def(
-          "run",
-          [](SafetyFilter& f, const DArray& targets, py::object stop_mask, py::object target_velocity) {
-            const int dof = f.dof();
-            if (targets.ndim() != 2 || targets.shape(1) != dof)
-              throw py::value_error("targets: expected shape [T, " + std::to_string(dof) + "]");
-            const py::ssize_t T = targets.shape(0);
-            py::array_t<bool, py::array::c_style | py::array::forcecast> stop;
-            const bool has_stop = !stop_mask.is_none(), has_tv = !target_velocity.is_none();
-            if (has_stop) {
-              stop = py::array_t<bool, py::array::c_style | py::array::forcecast>::ensure(stop_mask);
-              if (!stop || stop.size() != T) throw py::value_error("stop_mask: expected shape [T]");
-            }
-            DArray tv;
-            if (has_tv) {
-              tv = DArray::ensure(target_velocity);
-              if (!tv || tv.ndim() != 2 || tv.shape(0) != T || tv.shape(1) != dof)
-                throw py::value_error("target_velocity: expected the shape of targets");
-            }
-            py::array_t<double> out({T, py::ssize_t(dof), py::ssize_t(4)});
-            py::array_t<std::uint32_t> overridden(T);
-            py::array_t<std::uint32_t> verdicts(T);
-            double* o = out.mutable_data();
-            {
-              py::gil_scoped_release release;
-              for (py::ssize_t t = 0; t < T; ++t) {
-                double p[kMaxDof], v[kMaxDof];
-                for (int i = 0; i < dof; ++i) {
-                  p[i] = targets.data()[t * dof + i];
-                  v[i] = has_tv ? tv.data()[t * dof + i] : 0.0;
-                }
-                int joint;
-                double value;
-                const std::uint32_t verdict = f.validate_target(p, has_tv ? v : nullptr, joint, value);
-                verdicts.mutable_data()[t] = verdict;
-                const bool s = (has_stop && stop.data()[t]) || (verdict & kTargetRejected);
-                overridden.mutable_data()[t] = f.step(s ? nullptr : p, s ? nullptr : v, s);
-                for (int i = 0; i < dof; ++i) {
-                  const AxisState& st = f.state(i);
-                  double* r = o + (t * dof + i) * 4;
-                  r[0] = st.p;
-                  r[1] = st.v;
-                  r[2] = st.a;
-                  r[3] = f.last_jerk(i);
-                }
-              }
-            }
-            return py::make_tuple(out, overridden, verdicts);
-          },
+          "run", &safety_filter_run,
           py::arg("targets"), py::arg("stop_mask") = py::none(), py::arg("target_velocity") = py::none(),
           "Runs one tick per target row (NaN/out-of-box rows are rejected, the joint then brakes); returns "
           "(states [T, dof, 4] = position, velocity, acceleration, jerk; override masks [T]; verdicts [T]).")
@@ -408,7 +452,10 @@ static void register_core(py::module_& m) {
         return can_stop(AxisState{p, v, a}, lim, dt_s, stop_horizon_steps(lim, dt_s));
       },
       py::arg("p"), py::arg("v"), py::arg("a"), py::arg("limits"), py::arg("dt_s"));
+}
 
+// LoopConfig and the ControlLoop thread: commands in, events and observations out, telemetry.
+void bind_loop(py::module_& m) {
   py::class_<LoopConfig>(m, "LoopConfig", "ControlLoop settings (control_loop.hpp).")
       .def(py::init<>())
       .def_readwrite("rate_hz", &LoopConfig::rate_hz)
@@ -481,39 +528,7 @@ static void register_core(py::module_& m) {
       .def("estop", &ControlLoop::request_estop)
       .def("reset_estop", &ControlLoop::request_estop_reset)
       .def_property_readonly("estop_latched", &ControlLoop::estop_latched)
-      .def("counters",
-           [](const ControlLoop& loop) {
-             const LoopCounters c = loop.counters();
-             py::dict d;
-             d["ticks"] = c.ticks;
-             d["deadline_misses"] = c.deadline_misses;
-             d["skipped_ticks"] = c.skipped_ticks;
-             d["late_ticks"] = c.late_ticks;
-             d["sensor_dropout_ticks"] = c.sensor_dropout_ticks;
-             d["commands_accepted"] = c.commands_accepted;
-             d["commands_rejected"] = c.commands_rejected;
-             d["commands_dropped"] = c.commands_dropped;
-             d["stop_ticks"] = c.stop_ticks;
-             d["safety_override_ticks"] = c.safety_override_ticks;
-             d["driver_write_failures"] = c.driver_write_failures;
-             d["events_dropped"] = c.events_dropped;
-             d["ball_observations"] = c.ball_observations;
-             py::dict ev;
-             for (int i = 0; i < kEventCount; ++i) {
-               if (c.event_counts[i]) ev[py::int_(i)] = c.event_counts[i];
-             }
-             d["event_counts"] = ev;
-             const RunLogStats s = loop.log_stats();
-             py::dict lg;
-             lg["records_written"] = s.records_written;
-             lg["records_dropped"] = s.records_dropped;
-             lg["chunks_written"] = s.chunks_written;
-             lg["bytes_written"] = s.bytes_written;
-             lg["fsyncs"] = s.fsyncs;
-             lg["write_errors"] = s.write_errors;
-             d["log"] = lg;
-             return d;
-           })
+      .def("counters", &counters_dict)
       .def(
           "histogram",
           [](const ControlLoop& loop, const std::string& name) {
@@ -526,6 +541,17 @@ static void register_core(py::module_& m) {
                                   "command_latency; got '" + name + "'");
           },
           py::arg("name"));
+}
+
+}  // namespace
+
+// The core group (order 0) of robot_rt._control, one bound part after the other.
+static void register_core(py::module_& m) {
+  bind_constants(m);
+  bind_robot_model(m);
+  bind_drivers(m);
+  bind_safety(m);
+  bind_loop(m);
 }
 RR_CONTROL_REGISTER(core, 0, register_core)
 

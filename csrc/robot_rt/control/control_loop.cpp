@@ -211,17 +211,34 @@ void ControlLoop::emit(std::int32_t code, std::int32_t joint, double value, std:
   log_.push(item_);
 }
 
+// One tick, phase by phase (libfranka-style: the loop body only delegates). Only the loop thread runs these.
 std::int64_t ControlLoop::tick(std::int64_t deadline_ns, std::int64_t wake_ns) {
-  const int dof = filter_.dof();
   ++tick_index_;
-  std::uint32_t flags = 0;
+  TickScratch t;
+  note_wake(deadline_ns, wake_ns);
+  t.flags |= read_sensors(wake_ns);
+  t.flags |= drain_commands(wake_ns);
+  update_watchdogs(wake_ns);
+  t.flags |= safety_step(wake_ns, t);
+  guard_workspace(wake_ns);
+  t.flags |= status_flags();
+  write_command(wake_ns, t.stopping);
+  publish_observation(t);
+  return record_tick(deadline_ns, wake_ns, t);
+}
+
+// 0. the wake-up: a tick waking later than late_threshold_s after its deadline is logged.
+void ControlLoop::note_wake(std::int64_t deadline_ns, std::int64_t wake_ns) noexcept {
   const std::int64_t latency = wake_ns - deadline_ns;
   if (latency > static_cast<std::int64_t>(config_.late_threshold_s * 1e9)) {
     bump(late_ticks_);
     emit(kEventLateWake, -1, 1e-9 * static_cast<double>(latency), wake_ns);
   }
+}
 
-  // 1. sensors
+// 1. sensors: the driver's joint state (feeds the sensor watchdog) and the ball observations (logged, kept).
+std::uint32_t ControlLoop::read_sensors(std::int64_t wake_ns) noexcept {
+  std::uint32_t flags = 0;
   JointState state;
   const bool fresh = driver_->read_state(state);
   if (fresh) {
@@ -259,8 +276,13 @@ std::int64_t ControlLoop::tick(std::int64_t deadline_ns, std::int64_t wake_ns) {
     latest_ball_ = balls[n_balls - 1];
     bump(balls_, static_cast<std::uint64_t>(n_balls));
   }
+  return flags;
+}
 
-  // 2. policy commands and events pushed from Python
+// 2. the events and policy commands pushed from Python; each command is validated before it becomes the goal.
+std::uint32_t ControlLoop::drain_commands(std::int64_t wake_ns) noexcept {
+  const int dof = filter_.dof();
+  std::uint32_t flags = 0;
   EventRecord ext;
   while (events_in_->pop(ext)) {
     ext.tick = tick_index_;
@@ -297,8 +319,11 @@ std::int64_t ControlLoop::tick(std::int64_t deadline_ns, std::int64_t wake_ns) {
     workspace_stop_ = false;  // a fresh in-box target releases a workspace stop
     flags |= kTickNewTarget;
   }
+  return flags;
+}
 
-  // 3. watchdogs and e-stop
+// 3. the command watchdog and the e-stop latch (request, driver input, reset once at rest).
+void ControlLoop::update_watchdogs(std::int64_t wake_ns) noexcept {
   switch (command_watchdog_.update(wake_ns)) {
     case Transition::kTripped:
       emit(command_watchdog_.ever_fed() ? kEventWatchdogStop : kEventMissingPolicy, -1,
@@ -324,14 +349,17 @@ std::int64_t ControlLoop::tick(std::int64_t deadline_ns, std::int64_t wake_ns) {
       break;
   }
   estop_latched_.store(estop_.latched(), std::memory_order_release);
+}
 
-  // 4. safety filter
-  const bool stopping = estop_.latched() || command_watchdog_.tripped() || sensor_watchdog_.tripped() || workspace_stop_;
-  double target_p[kMaxDof], target_v[kMaxDof];
-  if (stopping) {
+// 4. the safety filter: a jerk-limited stop while any stop condition holds, else the interpolated target.
+std::uint32_t ControlLoop::safety_step(std::int64_t wake_ns, TickScratch& t) noexcept {
+  const int dof = filter_.dof();
+  std::uint32_t flags = 0;
+  t.stopping = estop_.latched() || command_watchdog_.tripped() || sensor_watchdog_.tripped() || workspace_stop_;
+  if (t.stopping) {
     filter_.step(nullptr, nullptr, true);
-    for (int i = 0; i < dof; ++i) target_p[i] = filter_.state(i).p;
-    interpolator_.hold(target_p, wake_ns);  // resume from where the stop ends
+    for (int i = 0; i < dof; ++i) t.target_p[i] = filter_.state(i).p;
+    interpolator_.hold(t.target_p, wake_ns);  // resume from where the stop ends
     bump(stop_ticks_);
     flags |= kTickStopping;
     if (!was_stopping_) stop_complete_logged_ = false;
@@ -341,8 +369,9 @@ std::int64_t ControlLoop::tick(std::int64_t deadline_ns, std::int64_t wake_ns) {
     }
     prev_override_ = false;
   } else {
-    interpolator_.sample(wake_ns, target_p, target_v);
-    const std::uint32_t overridden = filter_.step(target_p, target_v, false);
+    double target_v[kMaxDof];
+    interpolator_.sample(wake_ns, t.target_p, target_v);
+    const std::uint32_t overridden = filter_.step(t.target_p, target_v, false);
     if (overridden) {
       flags |= kTickSafetyOverride;
       bump(override_ticks_);
@@ -350,27 +379,30 @@ std::int64_t ControlLoop::tick(std::int64_t deadline_ns, std::int64_t wake_ns) {
     }
     prev_override_ = overridden != 0;
   }
-  was_stopping_ = stopping;
+  was_stopping_ = t.stopping;
+  return flags;
+}
+
+// 5. the workspace guard: stop when the commanded paddle leaves the box or moves further out; a motion back towards
+// the box (after a stop parked it just outside, released by a fresh in-box target) is allowed, else the robot
+// could never return.
+void ControlLoop::guard_workspace(std::int64_t wake_ns) noexcept {
   double paddle[3];
   const bool in_box = filter_.paddle_in_workspace(paddle);
+  const RobotModel& m = filter_.model();
   double excess_m = 0.0;  // distance of the commanded paddle from the box (0 inside)
   if (!in_box) {
-    const RobotModel& m = filter_.model();
     for (int k = 0; k < 3; ++k) {
       const double out = std::max(m.workspace_min_m[k] - paddle[k], paddle[k] - m.workspace_max_m[k]);
       if (out > 0.0) excess_m += out * out;
     }
     excess_m = std::sqrt(excess_m);
   }
-  // Stop when the commanded paddle leaves the box or moves further out; a motion back towards the box (after a
-  // stop parked it just outside, released by a fresh in-box target) is allowed, else the robot could never
-  // return.
   const bool leaving = !in_box && (workspace_excess_m_ == 0.0 || excess_m > workspace_excess_m_ + 1e-6);
   workspace_excess_m_ = excess_m;
   if (leaving && !workspace_stop_) {
     workspace_stop_ = true;
     int axis = 0;
-    const RobotModel& m = filter_.model();
     for (int k = 0; k < 3; ++k) {
       if (!(paddle[k] >= m.workspace_min_m[k] && paddle[k] <= m.workspace_max_m[k])) {
         axis = k;
@@ -379,13 +411,21 @@ std::int64_t ControlLoop::tick(std::int64_t deadline_ns, std::int64_t wake_ns) {
     }
     emit(kEventWorkspaceStop, axis, paddle[axis], wake_ns);
   }
+}
+
+// The tick flags of the latched states (after the safety step and the workspace guard).
+std::uint32_t ControlLoop::status_flags() const noexcept {
+  std::uint32_t flags = 0;
   if (estop_.latched()) flags |= kTickEstop;
   if (command_watchdog_.tripped()) flags |= kTickWatchdog;
   if (sensor_watchdog_.tripped()) flags |= kTickSensorTimeout;
   if (workspace_stop_) flags |= kTickWorkspaceStop;
   if (command_watchdog_.ever_fed()) flags |= kTickHasCommand;
+  return flags;
+}
 
-  // 5. command out
+// 6. the command out to the driver (a failed write is logged once per run of failures).
+void ControlLoop::write_command(std::int64_t wake_ns, bool stopping) noexcept {
   filter_.fill_command(command_);
   command_.tick = tick_index_;
   command_.stamp_ns = wake_ns;
@@ -397,11 +437,14 @@ std::int64_t ControlLoop::tick(std::int64_t deadline_ns, std::int64_t wake_ns) {
   } else {
     write_failed_ = false;
   }
+}
 
-  // 6. observation for Python
+// 7. the observation for Python (seqlock'd latest value; waiting readers are woken without blocking).
+void ControlLoop::publish_observation(const TickScratch& t) noexcept {
+  const int dof = filter_.dof();
   Observation& o = obs_scratch_;
   o.tick = tick_index_;
-  o.flags = flags;
+  o.flags = t.flags;
   o.dof = dof;
   o.state_stamp_ns = last_state_.stamp_ns;
   for (int i = 0; i < dof; ++i) {
@@ -409,7 +452,7 @@ std::int64_t ControlLoop::tick(std::int64_t deadline_ns, std::int64_t wake_ns) {
     o.measured_velocity_si[i] = last_state_.velocity_si[i];
     o.command_position_si[i] = command_.position_si[i];
     o.command_velocity_si[i] = command_.velocity_si[i];
-    o.target_position_si[i] = target_p[i];
+    o.target_position_si[i] = t.target_p[i];
   }
   o.balls_total = balls_total_;
   o.latest_ball = latest_ball_;
@@ -422,36 +465,40 @@ std::int64_t ControlLoop::tick(std::int64_t deadline_ns, std::int64_t wake_ns) {
   obs_futex_.fetch_add(1, std::memory_order_release);
   if (obs_waiters_.load(std::memory_order_acquire) > 0)
     futex(&obs_futex_, FUTEX_WAKE_PRIVATE, INT_MAX, nullptr);  // non-blocking wake of waiting readers
+}
 
-  // 7. deadline check, run log, telemetry. A tick misses its deadline when its work ends after the next tick's
-  // deadline. Decided here, once, before the tick's record is pushed: the record's flag, the event and the
-  // live counter all come from this one decision (a replay counts exactly the live deadline_misses).
+// 8. deadline check, run log, telemetry; returns when the tick's work ended. A tick misses its deadline when its
+// work ends after the next tick's deadline. Decided here, once, before the tick's record is pushed: the record's
+// flag, the event and the live counter all come from this one decision (a replay counts exactly the live
+// deadline_misses).
+std::int64_t ControlLoop::record_tick(std::int64_t deadline_ns, std::int64_t wake_ns, TickScratch& t) noexcept {
+  const int dof = filter_.dof();
   const std::int64_t done = now_ns();
   if (done > deadline_ns + period_ns_) {
-    flags |= kTickDeadlineMiss;
+    t.flags |= kTickDeadlineMiss;
     bump(deadline_misses_);
     emit(kEventDeadlineMiss, -1, 1e-9 * static_cast<double>(done - deadline_ns - period_ns_), done);
   }
   if (log_.is_open()) {
     item_.type = kRecordTick;
-    TickRecord& t = item_.tick;
-    t.deadline_ns = deadline_ns;
-    t.wake_ns = wake_ns;
-    t.done_ns = done;
-    t.tick = tick_index_;
-    t.flags = flags;
-    t.dof = dof;
+    TickRecord& r = item_.tick;
+    r.deadline_ns = deadline_ns;
+    r.wake_ns = wake_ns;
+    r.done_ns = done;
+    r.tick = tick_index_;
+    r.flags = t.flags;
+    r.dof = dof;
     for (int i = 0; i < dof; ++i) {
-      t.measured_position_si[i] = last_state_.position_si[i];
-      t.measured_velocity_si[i] = last_state_.velocity_si[i];
-      t.target_position_si[i] = target_p[i];
-      t.command_position_si[i] = command_.position_si[i];
-      t.command_velocity_si[i] = command_.velocity_si[i];
-      t.command_acceleration_si[i] = command_.acceleration_si[i];
+      r.measured_position_si[i] = last_state_.position_si[i];
+      r.measured_velocity_si[i] = last_state_.velocity_si[i];
+      r.target_position_si[i] = t.target_p[i];
+      r.command_position_si[i] = command_.position_si[i];
+      r.command_velocity_si[i] = command_.velocity_si[i];
+      r.command_acceleration_si[i] = command_.acceleration_si[i];
     }
     log_.push(item_);
   }
-  wake_latency_->record(latency);
+  wake_latency_->record(wake_ns - deadline_ns);
   if (prev_wake_ns_ != 0) period_->record(wake_ns - prev_wake_ns_);
   prev_wake_ns_ = wake_ns;
   tick_duration_->record(done - wake_ns);

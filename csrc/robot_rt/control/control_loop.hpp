@@ -168,9 +168,27 @@ class ControlLoop {
   bool memory_locked() const noexcept { return memory_lock_granted_; }
 
  private:
+  // What one tick's phases hand on to the later ones.
+  struct TickScratch {
+    std::uint32_t flags = 0;   // kTick* of this tick
+    bool stopping = false;     // a stop condition holds: the safety filter brakes
+    double target_p[kMaxDof];  // the target the safety filter was given (or holds while stopping)
+  };
+
   void thread_main();
   // One tick; returns when its work ended (CLOCK_MONOTONIC ns), the time the deadline-miss decision used.
   std::int64_t tick(std::int64_t deadline_ns, std::int64_t wake_ns);
+  // tick()'s phases, in order
+  void note_wake(std::int64_t deadline_ns, std::int64_t wake_ns) noexcept;
+  std::uint32_t read_sensors(std::int64_t wake_ns) noexcept;
+  std::uint32_t drain_commands(std::int64_t wake_ns) noexcept;
+  void update_watchdogs(std::int64_t wake_ns) noexcept;
+  std::uint32_t safety_step(std::int64_t wake_ns, TickScratch& t) noexcept;
+  void guard_workspace(std::int64_t wake_ns) noexcept;
+  std::uint32_t status_flags() const noexcept;
+  void write_command(std::int64_t wake_ns, bool stopping) noexcept;
+  void publish_observation(const TickScratch& t) noexcept;
+  std::int64_t record_tick(std::int64_t deadline_ns, std::int64_t wake_ns, TickScratch& t) noexcept;
   void emit(std::int32_t code, std::int32_t joint, double value, std::int64_t stamp_ns) noexcept;
   void bump(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);

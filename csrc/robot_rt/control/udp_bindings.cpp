@@ -236,7 +236,8 @@ std::int64_t seconds_to_ns(double s, const char* name) {
   return static_cast<std::int64_t>(s * 1e9);
 }
 
-void register_udp(py::module_& m) {
+// The wire protocol: version, limits and the codec (encode/decode, exposed for the Python mirror's tests).
+void bind_protocol(py::module_& m) {
   m.attr("PROTOCOL_VERSION") = protocol::kVersion;
   m.attr("PROTOCOL_MAX_PACKET_BYTES") = protocol::kMaxPacketBytes;
   m.def(
@@ -266,7 +267,10 @@ void register_udp(py::module_& m) {
         "Encodes a packet dict (robot_rt.control.protocol field names) with the C++ codec; ValueError if invalid.");
   m.def("decode_packet", &decode_packet, py::arg("data"), py::arg("key") = py::none(),
         "Decodes one datagram with the C++ codec: (status name, packet dict or None).");
+}
 
+// UdpDriver: the RobotDriver over UDP (docs/protocol.md), with its link counters.
+void bind_udp_driver(py::module_& m) {
   py::class_<UdpDriver, RobotDriver, std::shared_ptr<UdpDriver>>(m, "UdpDriver",
                                                                  "RobotDriver over the UDP protocol (udp_driver.hpp).")
       .def(py::init([](const std::string& host, int port, int dof, const std::string& key, const std::string& bind_host,
@@ -363,7 +367,10 @@ void register_udp(py::module_& m) {
         }
         return s;
       });
+}
 
+// CameraReceiver: the camera stream's subscriber (also used inside UdpDriver).
+void bind_camera_receiver(py::module_& m) {
   py::class_<CameraReceiver, std::shared_ptr<CameraReceiver>>(m, "CameraReceiver",
                                                               "Receiver of the UDP ball-observation stream.")
       .def(py::init([](const std::string& camera_host, int camera_port, const std::string& key,
@@ -394,7 +401,10 @@ void register_udp(py::module_& m) {
         c["queue_overflows"] = r.queue_overflows();
         return c;
       });
+}
 
+// SimRobotServer: the simulated robot bridge (used by robot_rt.sim; it shares this module's protocol and socket code).
+void bind_sim_server(py::module_& m) {
   py::class_<SimRobotServer, std::shared_ptr<SimRobotServer>>(
       m, "SimRobotServer", "Simulated robot bridge speaking the UDP protocol, in its own C++ thread (sim_server.hpp).")
       .def(py::init([](std::vector<double> position_min, std::vector<double> position_max,
@@ -463,6 +473,13 @@ void register_udp(py::module_& m) {
         d["max_velocity_ratio"] = s.max_velocity_ratio();
         return d;
       });
+}
+
+void register_udp(py::module_& m) {
+  bind_protocol(m);
+  bind_udp_driver(m);
+  bind_camera_receiver(m);
+  bind_sim_server(m);
 }
 
 }  // namespace
