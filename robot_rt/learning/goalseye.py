@@ -521,13 +521,60 @@ class _Progress:
             self.bar.close()
 
 
+@dataclass
+class _Session:
+    """What every phase of a run shares: the config, the env, the held-out goals and the records so far."""
+
+    args: argparse.Namespace
+    config: dict
+    run_dir: RunDir | None  # rank 0 only
+    env: object
+    v_max: np.ndarray
+    eval_seeds: np.ndarray
+    eval_goals: np.ndarray
+    t_start: float
+    curves: dict
+    timings: dict
+
+    @property
+    def show(self) -> bool:
+        return not self.args.no_progress
+
+    def rollout(self, agent, seeds, targets, desc: str, record: bool) -> list[Episode]:
+        bar = _Progress(len(seeds), desc, self.show)
+        episodes = run_episodes_sharded(self.env, agent, seeds, targets, record=record, progress=bar)
+        bar.close()
+        return episodes
+
+    def scripted_agent(self) -> ScriptedAgent:
+        return ScriptedAgent(self.env.num_envs, self.config["play_noise"], self.config["play_param_noise"])
+
+    def evaluate(self, model: GCBCPolicy, desc: str) -> dict:
+        agent = GCBCAgent(model, self.v_max)
+        return summarise(self.rollout(agent, self.eval_seeds, self.eval_goals, desc, record=False))
+
+
 def run(args) -> int:
+    """`robot-rt train goalseye`: per seed, play data, then per condition the rounds of (re)training, extra
+    episodes and evaluation (docs/goalseye.md); resumable, sharded over torch.distributed ranks."""
+    session = _start(args)
+    for seed in session.config["seeds"]:
+        data_root = Path(args.out) / "data" / f"seed{seed}"
+        play = EpisodeDataset(data_root / "play") if dist.is_main() else None
+        _collect_play(session, seed, play)
+        shared_round0 = None  # (trainer state, eval) of the play-only model, shared by the two demos conditions
+        for condition in session.config["conditions"]:
+            shared_round0 = _run_condition(session, seed, condition, data_root, play, shared_round0)
+    _finish(session)
+    return 0
+
+
+def _start(args) -> _Session:
     dist.init_from_env()
     config = resolve_config(args)
     # one intra-op thread: the MLP is small, and on a shared/loaded CPU torch's thread pool spin-waits (measured
     # 25x slower training with 2 threads than 1 on the 2-core CI box); scale out with processes instead
     torch.set_num_threads(config["torch_threads"])
-    show = not args.no_progress
     run_dir = None
     if dist.is_main():
         run_dir = RunDir(args.out, config, resume=args.resume)
@@ -537,112 +584,125 @@ def run(args) -> int:
     env = make_env(config["num_envs"], config)
     v_max = env.single_action_space.high.astype(np.float64)
     eval_seeds, eval_goals = eval_plan(config)
-    curves: dict = {}
-    timings: dict = {}
+    return _Session(args, config, run_dir, env, v_max, eval_seeds, eval_goals, t_start, {}, {})
 
-    def evaluate(model: GCBCPolicy, desc: str) -> dict:
-        bar = _Progress(len(eval_seeds), desc, show)
-        episodes = run_episodes_sharded(
-            env, GCBCAgent(model, v_max), eval_seeds, eval_goals, record=False, progress=bar
-        )
-        bar.close()
-        return summarise(episodes)
 
-    for seed in config["seeds"]:
-        data_root = Path(args.out) / "data" / f"seed{seed}"
-        play = EpisodeDataset(data_root / "play") if dist.is_main() else None
-        # ---- 1. play data (chunks already in the manifest are kept: a resumed run continues after them)
-        t0 = time.time()
-        if any(c != "practice-only" for c in config["conditions"]):
-            n_chunks = math.ceil(config["play_episodes"] / config["play_chunk"])
-            have = dist.broadcast({e["source"] for e in play.manifest()} if play is not None else None)
-            for c in range(n_chunks):
-                if f"play-{c}" in have:
-                    continue
-                n = min(config["play_chunk"], config["play_episodes"] - c * config["play_chunk"])
-                seeds_c, aims = episode_plan(seed, STREAM_PLAY, c, n, PLAY_LOW, PLAY_HIGH)
-                bar = _Progress(n, f"seed {seed} play {c + 1}/{n_chunks}", show)
-                agent = ScriptedAgent(env.num_envs, config["play_noise"], config["play_param_noise"])
-                episodes = run_episodes_sharded(env, agent, seeds_c, aims, record=True, progress=bar)
-                bar.close()
-                if play is not None:
-                    play.append(episodes_to_batch(episodes), source=f"play-{c}")
-                    stats = summarise(episodes)
-                    run_dir.log(event="play", seed=seed, chunk=c, **stats)
-        timings[f"seed{seed}/play_s"] = time.time() - t0
+def _collect_play(session: _Session, seed: int, play: EpisodeDataset | None) -> None:
+    """1. play data (chunks already in the manifest are kept: a resumed run continues after them)."""
+    config = session.config
+    t0 = time.time()
+    if any(c != "practice-only" for c in config["conditions"]):
+        n_chunks = math.ceil(config["play_episodes"] / config["play_chunk"])
+        have = dist.broadcast({e["source"] for e in play.manifest()} if play is not None else None)
+        for c in range(n_chunks):
+            if f"play-{c}" in have:
+                continue
+            n = min(config["play_chunk"], config["play_episodes"] - c * config["play_chunk"])
+            seeds_c, aims = episode_plan(seed, STREAM_PLAY, c, n, PLAY_LOW, PLAY_HIGH)
+            desc = f"seed {seed} play {c + 1}/{n_chunks}"
+            episodes = session.rollout(session.scripted_agent(), seeds_c, aims, desc, record=True)
+            if play is not None:
+                play.append(episodes_to_batch(episodes), source=f"play-{c}")
+                session.run_dir.log(event="play", seed=seed, chunk=c, **summarise(episodes))
+    session.timings[f"seed{seed}/play_s"] = time.time() - t0
 
-        shared_round0 = None  # (trainer state, eval) of the play-only model, shared by the two demos conditions
-        for condition in config["conditions"]:
-            t0 = time.time()
-            name = f"seed{seed}-{condition}"
-            own = EpisodeDataset(data_root / condition) if dist.is_main() else None
-            trainer = Trainer(config, seed)
-            curve: list = []
-            start_round = 0
-            if dist.is_main():
-                ckpt_path = run_dir.path / "checkpoints" / f"{name}.pt"
-                if ckpt_path.exists():
-                    ckpt = run_dir.load_checkpoint(name)
-                    trainer.load(ckpt["trainer"])
-                    curve = ckpt["curve"]
-                    start_round = ckpt["round"] + 1
-            trainer_state, curve, start_round = dist.broadcast(
-                (trainer.state() if dist.is_main() else None, curve, start_round)
-            )
-            if not dist.is_main():
-                trainer.load(trainer_state)
-            for round_ in range(start_round, config["rounds"] + 1):
-                fit_info: dict = {}
-                source = f"round-{round_}"
-                # ---- 3. extra episodes: self-practice attempts or more scripted play
-                if round_ > 0 and condition != "no-new-data":
-                    n = config["attempts_per_round"]
-                    have = dist.broadcast({e["source"] for e in own.manifest()} if own is not None else None)
-                    if source not in have and n > 0:
-                        if condition == "demos-only":
-                            seeds_r, targets_r = episode_plan(seed, STREAM_EXTRA_PLAY, round_, n, PLAY_LOW, PLAY_HIGH)
-                            agent = ScriptedAgent(env.num_envs, config["play_noise"], config["play_param_noise"])
-                        else:
-                            seeds_r, targets_r = episode_plan(seed, STREAM_PRACTICE, round_, n)
-                            agent = GCBCAgent(trainer.policy, v_max)
-                        bar = _Progress(n, f"seed {seed} {condition} round {round_} attempts", show)
-                        episodes = run_episodes_sharded(env, agent, seeds_r, targets_r, record=True, progress=bar)
-                        bar.close()
-                        if own is not None:
-                            own.append(episodes_to_batch(episodes), source=source)
-                            run_dir.log(
-                                event="attempts", seed=seed, condition=condition, round=round_, **summarise(episodes)
-                            )
-                # ---- 2./3. (re)train on everything relabelled, on rank 0; broadcast the weights
-                reuse = round_ == 0 and condition != "practice-only" and shared_round0 is not None
-                if reuse:
-                    trainer.load(shared_round0[0])
-                    result = shared_round0[1]
-                else:
-                    if dist.is_main():
-                        batches = [own.read()]
-                        if condition != "practice-only":
-                            batches.insert(0, play.read())
-                        steps = config["train_steps"] if round_ == 0 else config["finetune_steps"]
-                        fit_info = trainer.fit(batches, steps, round_, show_progress=show)
-                    state = dist.broadcast(trainer.state() if dist.is_main() else None)
-                    if not dist.is_main():
-                        trainer.load(state)
-                    # ---- 4. evaluation on the held-out goals
-                    result = evaluate(trainer.policy, f"seed {seed} {condition} round {round_} eval")
-                if round_ == 0 and condition != "practice-only":
-                    shared_round0 = (trainer.state(), result)
-                point = {"round": round_, "attempts": round_ * config["attempts_per_round"], **result}
-                curve.append(point)
-                if dist.is_main():
-                    run_dir.log(event="eval", seed=seed, condition=condition, fit=fit_info, **point)
-                    run_dir.save_checkpoint(name, {"trainer": trainer.state(), "curve": curve, "round": round_})
-                    _write_results(run_dir, config, {**curves, (seed, condition): curve}, timings, t_start)
-                dist.barrier()
-            curves[(seed, condition)] = curve
-            timings[f"seed{seed}/{condition}_s"] = time.time() - t0
+
+def _resume_trainer(session: _Session, seed: int, name: str) -> tuple[Trainer, list, int]:
+    """A fresh trainer, or the checkpointed one (rank 0 reads it, every rank gets its state)."""
+    trainer = Trainer(session.config, seed)
+    curve: list = []
+    start_round = 0
     if dist.is_main():
-        results = _write_results(run_dir, config, curves, timings, t_start, final=True)
+        ckpt_path = session.run_dir.path / "checkpoints" / f"{name}.pt"
+        if ckpt_path.exists():
+            ckpt = session.run_dir.load_checkpoint(name)
+            trainer.load(ckpt["trainer"])
+            curve = ckpt["curve"]
+            start_round = ckpt["round"] + 1
+    trainer_state, curve, start_round = dist.broadcast(
+        (trainer.state() if dist.is_main() else None, curve, start_round)
+    )
+    if not dist.is_main():
+        trainer.load(trainer_state)
+    return trainer, curve, start_round
+
+
+def _run_condition(session: _Session, seed: int, condition: str, data_root: Path, play, shared_round0):
+    """Rounds 0..rounds of one condition; returns the (state, eval) of round 0 for the next demos condition."""
+    config = session.config
+    t0 = time.time()
+    name = f"seed{seed}-{condition}"
+    own = EpisodeDataset(data_root / condition) if dist.is_main() else None
+    trainer, curve, start_round = _resume_trainer(session, seed, name)
+    for round_ in range(start_round, config["rounds"] + 1):
+        fit_info: dict = {}
+        if round_ > 0 and condition != "no-new-data":
+            _extra_episodes(session, seed, condition, round_, trainer, own)
+        # ---- 2./3. (re)train on everything relabelled, on rank 0; broadcast the weights
+        if round_ == 0 and condition != "practice-only" and shared_round0 is not None:
+            trainer.load(shared_round0[0])
+            result = shared_round0[1]
+        else:
+            fit_info, result = _train_and_evaluate(session, seed, condition, round_, trainer, own, play)
+        if round_ == 0 and condition != "practice-only":
+            shared_round0 = (trainer.state(), result)
+        point = {"round": round_, "attempts": round_ * config["attempts_per_round"], **result}
+        curve.append(point)
+        if dist.is_main():
+            run_dir = session.run_dir
+            run_dir.log(event="eval", seed=seed, condition=condition, fit=fit_info, **point)
+            run_dir.save_checkpoint(name, {"trainer": trainer.state(), "curve": curve, "round": round_})
+            _write_results(
+                run_dir, config, {**session.curves, (seed, condition): curve}, session.timings, session.t_start
+            )
+        dist.barrier()
+    session.curves[(seed, condition)] = curve
+    session.timings[f"seed{seed}/{condition}_s"] = time.time() - t0
+    return shared_round0
+
+
+def _extra_episodes(session: _Session, seed: int, condition: str, round_: int, trainer: Trainer, own) -> None:
+    """3. the round's extra episodes: self-practice attempts of the current policy, or more scripted play."""
+    config = session.config
+    n = config["attempts_per_round"]
+    source = f"round-{round_}"
+    have = dist.broadcast({e["source"] for e in own.manifest()} if own is not None else None)
+    if source in have or n <= 0:
+        return
+    if condition == "demos-only":
+        seeds_r, targets_r = episode_plan(seed, STREAM_EXTRA_PLAY, round_, n, PLAY_LOW, PLAY_HIGH)
+        agent = session.scripted_agent()
+    else:
+        seeds_r, targets_r = episode_plan(seed, STREAM_PRACTICE, round_, n)
+        agent = GCBCAgent(trainer.policy, session.v_max)
+    desc = f"seed {seed} {condition} round {round_} attempts"
+    episodes = session.rollout(agent, seeds_r, targets_r, desc, record=True)
+    if own is not None:
+        own.append(episodes_to_batch(episodes), source=source)
+        session.run_dir.log(event="attempts", seed=seed, condition=condition, round=round_, **summarise(episodes))
+
+
+def _train_and_evaluate(session: _Session, seed: int, condition: str, round_: int, trainer: Trainer, own, play):
+    """2. (re)train on rank 0 on everything relabelled, broadcast the weights; 4. evaluate on the held-out goals."""
+    config = session.config
+    fit_info: dict = {}
+    if dist.is_main():
+        batches = [own.read()]
+        if condition != "practice-only":
+            batches.insert(0, play.read())
+        steps = config["train_steps"] if round_ == 0 else config["finetune_steps"]
+        fit_info = trainer.fit(batches, steps, round_, show_progress=session.show)
+    state = dist.broadcast(trainer.state() if dist.is_main() else None)
+    if not dist.is_main():
+        trainer.load(state)
+    result = session.evaluate(trainer.policy, f"seed {seed} {condition} round {round_} eval")
+    return fit_info, result
+
+
+def _finish(session: _Session) -> None:
+    if dist.is_main():
+        run_dir = session.run_dir
+        results = _write_results(run_dir, session.config, session.curves, session.timings, session.t_start, final=True)
         from robot_rt.learning.plots import plot_goalseye_curves
 
         for radius in (20, 30):
@@ -651,7 +711,6 @@ def run(args) -> int:
         _print_summary(results)
     dist.barrier()
     dist.shutdown()
-    return 0
 
 
 def _write_results(run_dir: RunDir, config: dict, curves: dict, timings: dict, t_start: float, final=False) -> dict:
