@@ -154,6 +154,106 @@ def _root(
 
 
 @triton.jit
+def _store_state(ptr, x, y, z, vx, vy, vz, wx, wy, wz, mask):
+    """Stores a state (9 values per lane) at ptr + 0..8, where `mask`."""
+    tl.store(ptr + 0, x, mask=mask)
+    tl.store(ptr + 1, y, mask=mask)
+    tl.store(ptr + 2, z, mask=mask)
+    tl.store(ptr + 3, vx, mask=mask)
+    tl.store(ptr + 4, vy, mask=mask)
+    tl.store(ptr + 5, vz, mask=mask)
+    tl.store(ptr + 6, wx, mask=mask)
+    tl.store(ptr + 7, wy, mask=mask)
+    tl.store(ptr + 8, wz, mask=mask)
+
+
+@triton.jit
+def _select_state(cond, x, y, z, vx, vy, vz, wx, wy, wz, ox, oy, oz, ovx, ovy, ovz, owx, owy, owz):
+    """Per lane: the first state where `cond`, else the second (o...)."""
+    return (
+        tl.where(cond, x, ox),
+        tl.where(cond, y, oy),
+        tl.where(cond, z, oz),
+        tl.where(cond, vx, ovx),
+        tl.where(cond, vy, ovy),
+        tl.where(cond, vz, ovz),
+        tl.where(cond, wx, owx),
+        tl.where(cond, wy, owy),
+        tl.where(cond, wz, owz),
+    )
+
+
+@triton.jit
+def _earliest_contact(
+    x, y, z, vx, vy, vz, wx, wy, wz, x1, z1, rem, can_hit, plane_x, g, kd, km, lam, r, tz, thl, thw, nhl, ntop,
+    TOL, WTOL, STOP_KIND: tl.constexpr, MAXIT: tl.constexpr,
+):  # fmt: skip
+    """The first surface (table 1, net 2, floor 3, plane 4 when it is the stop) the step from x to x1 crosses:
+    (kind, 0 for none; its time in the step; the state there)."""
+    best_tau = x * 0.0 + float("inf")
+    best_kind = tl.zeros(x.shape, tl.int32)
+    bx = x
+    by = y
+    bz = z
+    bvx = vx
+    bvy = vy
+    bvz = vz
+    bwx = wx
+    bwy = wy
+    bwz = wz
+    sx = tl.where(x >= 0.0, 1.0, -1.0)
+    dpx = plane_x - x
+    sp = tl.where(dpx > 0.0, 1.0, tl.where(dpx < 0.0, -1.0, 0.0))
+    for KIND in tl.static_range(1, 5):
+        if (KIND < 4) or (STOP_KIND == 4):
+            if KIND == 4:
+                side = sp
+            else:
+                side = sx
+            g0 = _gap(x, z, KIND, side, plane_x, r, tz)
+            g1 = _gap(x1, z1, KIND, side, plane_x, r, tz)
+            cand = can_hit & (g0 > 0.0) & (g1 <= 0.0)
+            if tl.sum(cand.to(tl.int32), axis=0) > 0:
+                tau = _root(
+                    x, y, z, vx, vy, vz, wx, wy, wz, rem, g0, g1, cand, KIND, side, plane_x, r, tz, g, kd, km, lam,
+                    TOL, WTOL, MAXIT,
+                )  # fmt: skip
+                cx, cy, cz, cvx, cvy, cvz, cwx, cwy, cwz = _rk4(x, y, z, vx, vy, vz, wx, wy, wz, tau, g, kd, km, lam)
+                ok = (
+                    cand
+                    & _geometry_ok(cx, cy, cz, KIND, thl, thw, nhl, ntop, tz)
+                    & ((best_kind == 0) | (tau < best_tau))
+                )
+                best_tau = tl.where(ok, tau, best_tau)
+                best_kind = tl.where(ok, KIND, best_kind)
+                bx, by, bz, bvx, bvy, bvz, bwx, bwy, bwz = _select_state(
+                    ok, cx, cy, cz, cvx, cvy, cvz, cwx, cwy, cwz, bx, by, bz, bvx, bvy, bvz, bwx, bwy, bwz
+                )
+    return best_kind, best_tau, bx, by, bz, bvx, bvy, bvz, bwx, bwy, bwz
+
+
+@triton.jit
+def _rebound(kind, bvx, bvy, bvz, bwx, bwy, r, e_t, mu_t, e_f, mu_f, e_n, k_n, two_fifths):
+    """Velocity and spin (x, y) after the contact `kind`: Nakashima et al. (2010) on table/floor, the net map on
+    the net (z spin unchanged)."""
+    is_tab = kind == 1
+    e = tl.where(is_tab, e_t, e_f)
+    mu = tl.where(is_tab, mu_t, mu_f)
+    vtx = bvx - r * bwy
+    vty = bvy + r * bwx
+    vt = tl.sqrt(vtx * vtx + vty * vty)
+    alpha = tl.minimum(mu * (1.0 + e) * tl.abs(bvz) / tl.maximum(vt, 1e-30), two_fifths)
+    horiz = (kind == 1) | (kind == 3)
+    is_net = kind == 2
+    ax_ = tl.where(horiz, bvx - alpha * vtx, tl.where(is_net, -e_n * bvx, bvx))
+    ay_ = tl.where(horiz, bvy - alpha * vty, tl.where(is_net, k_n * bvy, bvy))
+    az_ = tl.where(horiz, -e * bvz, tl.where(is_net, k_n * bvz, bvz))
+    awx = tl.where(horiz, bwx - (1.5 * alpha / r) * vty, bwx)
+    awy = tl.where(horiz, bwy + (1.5 * alpha / r) * vtx, bwy)
+    return ax_, ay_, az_, awx, awy
+
+
+@triton.jit
 def _fly_kernel(
     in_ptr,
     pk_ptr,
@@ -213,16 +313,7 @@ def _fly_kernel(
     zt = tz + r
     two_fifths = (g * 0.0 + 2.0) / 5.0  # 0.4 rounded in the compute dtype (a literal would be float32)
     if record_every > 0:
-        sb = samples_ptr + li * n_samples * 9
-        tl.store(sb + 0, x, mask=inb)
-        tl.store(sb + 1, y, mask=inb)
-        tl.store(sb + 2, z, mask=inb)
-        tl.store(sb + 3, vx, mask=inb)
-        tl.store(sb + 4, vy, mask=inb)
-        tl.store(sb + 5, vz, mask=inb)
-        tl.store(sb + 6, wx, mask=inb)
-        tl.store(sb + 7, wy, mask=inb)
-        tl.store(sb + 8, wz, mask=inb)
+        _store_state(samples_ptr + li * n_samples * 9, x, y, z, vx, vy, vz, wx, wy, wz, inb)
     alive = inb
     count = tl.zeros([BLOCK], tl.int32)
     k = 0
@@ -239,88 +330,16 @@ def _fly_kernel(
         while (rnd <= MAXC) & (n_active > 0):
             x1, y1, z1, vx1, vy1, vz1, wx1, wy1, wz1 = _rk4(x, y, z, vx, vy, vz, wx, wy, wz, rem, g, kd, km, lam)
             can_hit = active & (rnd < MAXC)
-            best_tau = x * 0.0 + float("inf")
-            best_kind = tl.zeros([BLOCK], tl.int32)
-            bx = x
-            by = y
-            bz = z
-            bvx = vx
-            bvy = vy
-            bvz = vz
-            bwx = wx
-            bwy = wy
-            bwz = wz
-            sx = tl.where(x >= 0.0, 1.0, -1.0)
-            dpx = plane_x - x
-            sp = tl.where(dpx > 0.0, 1.0, tl.where(dpx < 0.0, -1.0, 0.0))
-            for KIND in tl.static_range(1, 5):
-                if (KIND < 4) or (STOP_KIND == 4):
-                    if KIND == 4:
-                        side = sp
-                    else:
-                        side = sx
-                    g0 = _gap(x, z, KIND, side, plane_x, r, tz)
-                    g1 = _gap(x1, z1, KIND, side, plane_x, r, tz)
-                    cand = can_hit & (g0 > 0.0) & (g1 <= 0.0)
-                    if tl.sum(cand.to(tl.int32), axis=0) > 0:
-                        tau = _root(
-                            x,
-                            y,
-                            z,
-                            vx,
-                            vy,
-                            vz,
-                            wx,
-                            wy,
-                            wz,
-                            rem,
-                            g0,
-                            g1,
-                            cand,
-                            KIND,
-                            side,
-                            plane_x,
-                            r,
-                            tz,
-                            g,
-                            kd,
-                            km,
-                            lam,
-                            TOL,
-                            WTOL,
-                            MAXIT,
-                        )
-                        cx, cy, cz, cvx, cvy, cvz, cwx, cwy, cwz = _rk4(
-                            x, y, z, vx, vy, vz, wx, wy, wz, tau, g, kd, km, lam
-                        )
-                        ok = (
-                            cand
-                            & _geometry_ok(cx, cy, cz, KIND, thl, thw, nhl, ntop, tz)
-                            & ((best_kind == 0) | (tau < best_tau))
-                        )
-                        best_tau = tl.where(ok, tau, best_tau)
-                        best_kind = tl.where(ok, KIND, best_kind)
-                        bx = tl.where(ok, cx, bx)
-                        by = tl.where(ok, cy, by)
-                        bz = tl.where(ok, cz, bz)
-                        bvx = tl.where(ok, cvx, bvx)
-                        bvy = tl.where(ok, cvy, bvy)
-                        bvz = tl.where(ok, cvz, bvz)
-                        bwx = tl.where(ok, cwx, bwx)
-                        bwy = tl.where(ok, cwy, bwy)
-                        bwz = tl.where(ok, cwz, bwz)
+            best_kind, best_tau, bx, by, bz, bvx, bvy, bvz, bwx, bwy, bwz = _earliest_contact(
+                x, y, z, vx, vy, vz, wx, wy, wz, x1, z1, rem, can_hit, plane_x, g, kd, km, lam, r, tz, thl, thw, nhl,
+                ntop, TOL, WTOL, STOP_KIND, MAXIT,
+            )  # fmt: skip
             hit = active & (best_kind != 0)
             free = active & (best_kind == 0)
             # lanes without a contact in this round end the step at y1
-            x = tl.where(free, x1, x)
-            y = tl.where(free, y1, y)
-            z = tl.where(free, z1, z)
-            vx = tl.where(free, vx1, vx)
-            vy = tl.where(free, vy1, vy)
-            vz = tl.where(free, vz1, vz)
-            wx = tl.where(free, wx1, wx)
-            wy = tl.where(free, wy1, wy)
-            wz = tl.where(free, wz1, wz)
+            x, y, z, vx, vy, vz, wx, wy, wz = _select_state(
+                free, x1, y1, z1, vx1, vy1, vz1, wx1, wy1, wz1, x, y, z, vx, vy, vz, wx, wy, wz
+            )
             # project the crossing state on its surface
             bz = tl.where(best_kind == 1, zt, tl.where(best_kind == 3, r, bz))
             bx = tl.where(best_kind == 2, tl.where(bx >= 0.0, r, -r), tl.where(best_kind == 4, plane_x, bx))
@@ -330,65 +349,23 @@ def _fly_kernel(
             bounce = hit & (best_kind != STOP_KIND)
             if tl.sum(stop.to(tl.int32), axis=0) > 0:
                 tl.store(t_stop_ptr + li, t0 + elapsed, mask=stop)
-                so = stop_state_ptr + li * 9
-                tl.store(so + 0, bx, mask=stop)
-                tl.store(so + 1, by, mask=stop)
-                tl.store(so + 2, bz, mask=stop)
-                tl.store(so + 3, bvx, mask=stop)
-                tl.store(so + 4, bvy, mask=stop)
-                tl.store(so + 5, bvz, mask=stop)
-                tl.store(so + 6, bwx, mask=stop)
-                tl.store(so + 7, bwy, mask=stop)
-                tl.store(so + 8, bwz, mask=stop)
-                x = tl.where(stop, bx, x)
-                y = tl.where(stop, by, y)
-                z = tl.where(stop, bz, z)
-                vx = tl.where(stop, bvx, vx)
-                vy = tl.where(stop, bvy, vy)
-                vz = tl.where(stop, bvz, vz)
-                wx = tl.where(stop, bwx, wx)
-                wy = tl.where(stop, bwy, wy)
-                wz = tl.where(stop, bwz, wz)
+                _store_state(stop_state_ptr + li * 9, bx, by, bz, bvx, bvy, bvz, bwx, bwy, bwz, stop)
+                x, y, z, vx, vy, vz, wx, wy, wz = _select_state(
+                    stop, bx, by, bz, bvx, bvy, bvz, bwx, bwy, bwz, x, y, z, vx, vy, vz, wx, wy, wz
+                )
                 alive = alive & (stop == 0)
-            # rebound: Nakashima et al. (2010) on table/floor, net map on the net
-            is_tab = best_kind == 1
-            e = tl.where(is_tab, e_t, e_f)
-            mu = tl.where(is_tab, mu_t, mu_f)
-            vtx = bvx - r * bwy
-            vty = bvy + r * bwx
-            vt = tl.sqrt(vtx * vtx + vty * vty)
-            alpha = tl.minimum(mu * (1.0 + e) * tl.abs(bvz) / tl.maximum(vt, 1e-30), two_fifths)
-            horiz = (best_kind == 1) | (best_kind == 3)
-            is_net = best_kind == 2
-            ax_ = tl.where(horiz, bvx - alpha * vtx, tl.where(is_net, -e_n * bvx, bvx))
-            ay_ = tl.where(horiz, bvy - alpha * vty, tl.where(is_net, k_n * bvy, bvy))
-            az_ = tl.where(horiz, -e * bvz, tl.where(is_net, k_n * bvz, bvz))
-            awx = tl.where(horiz, bwx - (1.5 * alpha / r) * vty, bwx)
-            awy = tl.where(horiz, bwy + (1.5 * alpha / r) * vtx, bwy)
-            x = tl.where(bounce, bx, x)
-            y = tl.where(bounce, by, y)
-            z = tl.where(bounce, bz, z)
-            vx = tl.where(bounce, ax_, vx)
-            vy = tl.where(bounce, ay_, vy)
-            vz = tl.where(bounce, az_, vz)
-            wx = tl.where(bounce, awx, wx)
-            wy = tl.where(bounce, awy, wy)
-            wz = tl.where(bounce, bwz, wz)
+            ax_, ay_, az_, awx, awy = _rebound(
+                best_kind, bvx, bvy, bvz, bwx, bwy, r, e_t, mu_t, e_f, mu_f, e_n, k_n, two_fifths
+            )
+            x, y, z, vx, vy, vz, wx, wy, wz = _select_state(
+                bounce, bx, by, bz, ax_, ay_, az_, awx, awy, bwz, x, y, z, vx, vy, vz, wx, wy, wz
+            )
             if tl.sum(bounce.to(tl.int32), axis=0) > 0:
                 rec = bounce & (count < max_events)
                 eo = li * max_events + count
                 tl.store(ev_t_ptr + eo, t0 + elapsed, mask=rec)
                 tl.store(ev_kind_ptr + eo, best_kind, mask=rec)
-                es = ev_state_ptr + eo * 9
-                tl.store(es + 0, x, mask=rec)
-                tl.store(es + 1, y, mask=rec)
-                tl.store(es + 2, z, mask=rec)
-                tl.store(es + 3, vx, mask=rec)
-                tl.store(es + 4, vy, mask=rec)
-                tl.store(es + 5, vz, mask=rec)
-                tl.store(es + 6, wx, mask=rec)
-                tl.store(es + 7, wy, mask=rec)
-                tl.store(es + 8, wz, mask=rec)
+                _store_state(ev_state_ptr + eo * 9, x, y, z, vx, vy, vz, wx, wy, wz, rec)
                 count = count + bounce.to(tl.int32)
             rem = tl.where(bounce, tl.maximum(rem - tau_h, 0.0), rem)
             active = bounce
@@ -406,26 +383,9 @@ def _fly_kernel(
         if record_every > 0:
             if k % record_every == 0:
                 sb = samples_ptr + (li * n_samples + k // record_every) * 9
-                tl.store(sb + 0, x, mask=inb)
-                tl.store(sb + 1, y, mask=inb)
-                tl.store(sb + 2, z, mask=inb)
-                tl.store(sb + 3, vx, mask=inb)
-                tl.store(sb + 4, vy, mask=inb)
-                tl.store(sb + 5, vz, mask=inb)
-                tl.store(sb + 6, wx, mask=inb)
-                tl.store(sb + 7, wy, mask=inb)
-                tl.store(sb + 8, wz, mask=inb)
+                _store_state(sb, x, y, z, vx, vy, vz, wx, wy, wz, inb)
         n_alive = tl.sum(alive.to(tl.int32), axis=0)
-    fb_ = final_ptr + li * 9
-    tl.store(fb_ + 0, x, mask=inb)
-    tl.store(fb_ + 1, y, mask=inb)
-    tl.store(fb_ + 2, z, mask=inb)
-    tl.store(fb_ + 3, vx, mask=inb)
-    tl.store(fb_ + 4, vy, mask=inb)
-    tl.store(fb_ + 5, vz, mask=inb)
-    tl.store(fb_ + 6, wx, mask=inb)
-    tl.store(fb_ + 7, wy, mask=inb)
-    tl.store(fb_ + 8, wz, mask=inb)
+    _store_state(final_ptr + li * 9, x, y, z, vx, vy, vz, wx, wy, wz, inb)
     tl.store(count_ptr + li, count, mask=inb)
 
 
