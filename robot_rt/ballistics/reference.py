@@ -1,34 +1,6 @@
 """NumPy reference of the ball-flight equations (the backends' ground truth; float64, vectorised over balls).
 
-State layout ``[x, y, z, vx, vy, vz, wx, wy, wz]`` (m, m/s, rad/s) in the table frame of docs/frames.md.
-
-Flight (``derivative``)::
-
-    dp/dt = v
-    dv/dt = -g e_z - k_D |v| v + k_M (w x v)        k_D = rho C_D A / 2m,  k_M = rho A r c_L / 2m
-    dw/dt = -lambda w                               (lambda = spin_decay_per_s)
-
-Integration: classic RK4 with a fixed step ``h``. A step that crosses a contact surface (table top, net,
-floor) is cut at the crossing: the crossing time ``tau`` in (0, h] solves ``g(RK4(y, tau)) = 0`` for the
-surface's gap function ``g`` (Illinois regula falsi on the re-integrated step, to |g| < 1e-12 m), the
-rebound map is applied there and the rest of the step ``h - tau`` is integrated from the rebound state.
-So the solution stays on the time grid while each contact happens at its located time, not at the next
-step boundary.
-
-Table and floor rebound: Nakashima, Ogawa, Kobayashi, Hayakawa, "Modeling of rebound phenomenon of a
-rigid ball with friction and elastic effects", Proc. American Control Conference 2010, pp. 1410-1415.
-With slip velocity of the contact point ``v_T = (vx - r wy, vy + r wx)`` and
-``alpha = min(mu (1 + e) |vz| / |v_T|, 2/5)`` (2/5: the contact point stops slipping, rolling)::
-
-    v_T'  = v - alpha v_T          vz' = -e vz
-    wx'   = wx - 3 alpha / (2r) (vy + r wx)
-    wy'   = wy + 3 alpha / (2r) (vx - r wy)         wz' = wz   (hollow sphere, I = 2/3 m r^2)
-
-Net: the ball's centre reaching |x| = r below the net top and inside the posts reverses vx with
-``net_restitution`` and keeps ``net_tangential_retention`` of (vy, vz).
-
-The same algorithm is written in C++ (csrc/robot_rt/ballistics/ball_physics.hpp, used by the CPU and CUDA
-backends) and in Triton (triton_kernel.py).
+Design notes: docs/ballistics.md, section `robot_rt.ballistics.reference`.
 """
 
 from __future__ import annotations

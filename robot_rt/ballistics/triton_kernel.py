@@ -1,12 +1,6 @@
 """Triton backend of the ball flight: the per-step maths of ``ball_physics.hpp`` mirrored line by line.
 
-One program flies ``BLOCK`` balls (one lane each) through all grid steps: RK4 free flight; for a step that
-crosses a contact surface the crossing time is root-found inside the step (Illinois regula falsi on the
-re-integrated step, the same iteration as the C++/NumPy code), the Nakashima et al. (2010) rebound (table,
-floor) or the net map is applied there and the rest of the step is integrated. Lanes stop at ``stop_kind``
-(the plane for ``time_to_plane``, the table for ``landing_point``). Computes in the input dtype (float32 or
-float64; the parameters travel as a tensor of that dtype). Runs on CUDA tensors, or on CPU tensors under
-``TRITON_INTERPRET=1`` (tests).
+Design notes: docs/ballistics.md, section `robot_rt.ballistics.triton_kernel`.
 """
 
 from __future__ import annotations

@@ -1,19 +1,6 @@
 """Deploy an env policy against a simulated player: the real-time loop against `robot-rt sim-server --rally`.
 
-`deploy(policy, human='real_player', n_balls=..., seed=...)` starts the rally sim-server as a subprocess
-(`robot-rt sim-server --rally --port 0 --serves n_balls --summary FILE`), runs `RealTimeLoop` with the UDP driver
-and the camera stream through `EnvPolicyAdapter` until the server reports n_balls rallies finished, stops the
-loop, then the server, and returns rally lengths, outcomes, return rate, the detected ball tracks (the
-`(t_s, positions_m)` pairs `HumanBehaviorModel.fit` takes), the loop's telemetry and safety events.
-
-Why a subprocess and not in-process threads: the rally physics is Python (TableTennisWorld stepping at
-100 Hz plus the camera thread); in the same process it would share the GIL with the policy thread and bend
-the policy's timing. A separate process is also what a deployment looks like (the bridge is another program)
-and exercises the CLI and the protocol end to end.
-
-Wall time: a rally takes about its ball flights (~1 s per ball) plus `serve_interval_s` between rallies, so
-n rallies take roughly n x (1 to 2 s + serve_interval_s), plus ~2 s to start the server (python import) —
-see the docs/protocol.md rally section for measured numbers.
+Design notes: docs/sim.md, section `robot_rt.bridge.deploy`.
 """
 
 from __future__ import annotations

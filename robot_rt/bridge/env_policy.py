@@ -1,37 +1,6 @@
 """Run an env policy (trained or scripted on `robot_rt/TableTennis-v0` observations) in the real-time loop.
 
-An env policy maps the env's flat observation (`robot_rt.envs.observation.build_observation`: q, qd and the
-`history` newest camera detections (x, y, z, age_s, valid)) to joint VELOCITIES at the env's policy rate
-(100 Hz). `RealTimeLoop` wants a callable `obs dict -> joint POSITION targets`. `EnvPolicyAdapter` is that
-callable, without any change to the policy:
-
-* Observation: q, qd come from the loop's measured position/velocity: with `state='measured'` they are the
-  measured values themselves; with `state='command'` (the default) they are the state the policy's own commands
-  lead to — the integrated target (kept within `lead_s` x velocity limit of the measured position, so it is tied
-  to the real robot) and the last velocity command. The env's robot follows its commands at once, the real one
-  (servo, interpolation, transport) ~60 ms later: a policy fed the lagging measured state closes its feedback
-  loop through that delay and overshoots (the heuristic then misses most balls and drives the paddle out of its
-  box); fed the commanded state (a Smith predictor) it sees the dynamics it was built for. Measured on the
-  loaded 2-core box, 6 serves: median paddle-ball miss 0.05-0.1 m and 1-4 hits with 'command' versus 0.2-0.7 m
-  and 0-1 hit with 'measured'. The detections are the ball observations the
-  loop received (the observation's `recent_balls`, newest first, deduplicated across calls), with
-  age = policy time - capture time, valid flags, zero rows for missing detections, the env's layout and the
-  env's clipping to `observation_bounds` (the same functions the env uses).
-* Clock: the env is a fixed-step MDP (a stateful policy such as `HeuristicPolicy` keeps its own time as
-  steps x the env's step, `WorldConfig.step_s`). The adapter therefore runs the policy on that grid: step k sees the world at
-  t0 + k dt (t0 = the first call after a reset); a call that comes late runs the missing steps at once (at most
-  `max_catch_up`, beyond that the grid is moved and `clock_resyncs` counted); a call that comes early returns the
-  previous target. Detections are shown once their capture time is at or before the step's time, so a
-  detection has one capture time on the policy's clock whichever call shows it.
-* Action: the velocity command (clipped to the velocity limits, NaN/Inf rejected -> the call raises, the loop
-  logs a policy exception and its watchdog stops the robot) is integrated into a position target,
-  target += v dt per step, kept within `lead_s` x velocity limit of the measured position (it cannot drift away
-  from the robot however the servo lags) and inside the joint limits. The loop's safety filter still checks
-  and clips every target; a target whose paddle would leave the workspace box (less `workspace_margin_m`) is not
-  sent: the adapter holds the last in-box target (or heads home), as the env would end the episode there.
-* Resets: a rally (the env's episode) is over when no detection came for `reset_gap_s`; then, as the env does
-  at an episode's end, the policy's `reset()` is called (if it has one), the old detections are dropped and
-  the policy's clock restarts.
+Design notes: docs/sim.md, section `robot_rt.bridge.env_policy`.
 """
 
 from __future__ import annotations
@@ -47,7 +16,7 @@ from robot_rt.robot import RobotDescription, load_robot, paddle_position_normal
 
 
 class EnvPolicyAdapter:
-    """`RealTimeLoop` policy around an env policy `f(flat_obs) -> joint velocities` (see module docstring).
+    """`RealTimeLoop` policy around an env policy `f(flat_obs) -> joint velocities` (see docs/sim.md, `robot_rt.bridge.env_policy`).
 
     Args:
         policy: callable taking the flat observation [obs_dim] (or [1, obs_dim] with `batched=True`) and
@@ -57,7 +26,7 @@ class EnvPolicyAdapter:
         lead_s: the target stays within lead_s x velocity limit of the measured position.
         reset_gap_s: this long without a detection ends a rally (policy.reset()).
         max_catch_up: at most this many policy steps in one call.
-        state: 'command' (default) or 'measured': where the observation's q, qd come from (module docstring).
+        state: 'command' (default) or 'measured': where the observation's q, qd come from (docs/sim.md, `robot_rt.bridge.env_policy`).
         latency_compensation_s: detections are shown this much older (the policy acts this much earlier).
         lead_time_s: None (default) integrates the target; a number re-anchors it at q + v (dt + lead_time_s).
         workspace_margin_m: targets whose paddle centre comes closer than this to the workspace box's faces are

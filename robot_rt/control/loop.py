@@ -1,21 +1,6 @@
 """Python side of the real-time loop: a friendly wrapper around the C++ `ControlLoop` thread.
 
-The loop itself (robot_rt._control.ControlLoop) ticks in C++ at `rate_hz` without the GIL and never waits
-for Python. This module adds
-  * construction from a `RobotDescription` (limits, kinematic chain, workspace box) and a driver (the
-    in-process simulated robot by default, or any `robot_rt._control.RobotDriver` such as the UDP driver);
-  * a policy runner thread calling a Python callable at its own rate (e.g. 100 Hz): at each period it waits
-    for the next observation the loop publishes (futex wait, GIL released), calls `policy(obs)`, and pushes the returned joint targets
-    into the loop's lock-free command ring. A policy that raises is logged (Python logging and a
-    `policy_exception` event in the run log) and the loop keeps going; a policy call that overruns its period
-    logs `policy_overrun`; a policy that stalls or returns None simply sends nothing, so the loop's watchdog
-    brings the robot to a jerk-limited stop;
-  * start/stop, context manager, e-stop, events and telemetry (histograms in microseconds).
-
-Example:
-    with RealTimeLoop(load_robot(), policy=my_policy, policy_rate_hz=100, log_path="run.rrlog") as loop:
-        time.sleep(5)
-        print(loop.telemetry()["wake_latency_us"])
+Design notes: docs/realtime.md, section `robot_rt.control.loop`.
 """
 
 from __future__ import annotations

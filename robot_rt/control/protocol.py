@@ -1,14 +1,6 @@
 """Python codec of the robot_rt UDP protocol (docs/protocol.md, version 1).
 
-A mirror of csrc/robot_rt/control/protocol.cpp for tests, tools (fault proxy, camera server, replay) and
-anyone who wants to talk to a robot bridge from Python. Packets are plain dicts::
-
-    {"type": "joint_command", "session_id": 7, "sequence": 12, "stamp_ns": 123, "mode": 1,
-     "position": [...], "velocity": [...]}
-
-`encode(packet, key=None) -> bytes` and `decode(data, key=None) -> dict` (raises `ProtocolError` whose
-`.status` is the same status name the C++ decoder reports, e.g. "bad_checksum"). Byte-for-byte identical to
-the C++ codec (tests/test_protocol_codec.py checks it).
+Design notes: docs/protocol.md, section `robot_rt.control.protocol`.
 """
 
 from __future__ import annotations

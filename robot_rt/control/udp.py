@@ -1,14 +1,6 @@
 """UDP robot link helpers: `udp://` URLs, building the C++ UdpDriver, and logging link events into the run log.
 
-URL form (docs/protocol.md): ``udp://HOST:PORT[?camera=PORT|HOST:PORT|none][&bind=HOST]``. The camera stream
-defaults to PORT+1 on the same host (the layout `robot-rt sim-server` uses); ``camera=none`` disables it.
-
-The UdpDriver counts everything it drops (corrupted, unauthenticated, duplicated, reordered, late packets,
-packets from strangers, peer restarts). `LinkMonitor` turns those counters into run-log events: a small
-Python thread samples them every `interval_s` and pushes one event per counter that grew (value = how many
-since the last sample) through `RealTimeLoop.push_event` (or a bare `ControlLoop.push_event`), which the loop
-thread writes into the run log.
-Codes 100..199 are reserved for driver link events (`LINK_EVENT_CODES`), away from the loop's own codes.
+Design notes: docs/protocol.md, section `robot_rt.control.udp`.
 """
 
 from __future__ import annotations
@@ -138,7 +130,7 @@ def make_udp_driver(url: str, dof: int, key: bytes | str = b"", **options):
 
 
 class LinkMonitor:
-    """Samples a UdpDriver's counters and pushes their growth as run-log events (see module docstring)."""
+    """Samples a UdpDriver's counters and pushes their growth as run-log events (see docs/protocol.md, `robot_rt.control.udp`)."""
 
     def __init__(self, loop, driver, interval_s: float = 0.05):
         if not interval_s > 0:

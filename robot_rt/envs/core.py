@@ -1,66 +1,6 @@
 """Batched simulation core of the table-tennis environments.
 
-One `TableTennisWorld` advances N independent worlds together: an 8-joint kinematic robot commanded by
-joint velocities, a ball under the `robot_rt.ballistics` physics (table, net and floor contacts located inside
-the step), paddle-ball contacts, an online camera model, and the rally logic (phases, events, rewards).
-
-A policy step has two parts:
-
-(a) The physics substeps (deterministic), implemented twice with identical semantics: a vectorised NumPy
-    reference (`backend='numpy'`) and C++ (csrc/robot_rt/envs/world_step.hpp: one world per thread on the
-    CPU, `robot_rt._envs`, `backend='cpu'`; one world per CUDA thread, `robot_rt._envs_cuda`,
-    `backend='cuda'`). They consume no random numbers, so both backends can be compared state for state.
-(b) The random parts, at policy-step granularity: camera frames taken from the ball positions recorded at
-    each substep (+ noise, drops, latency) — in NumPy for backend='numpy' (the reference, `_camera`), inside
-    the native step for 'cpu'/'cuda' (world_step.hpp camera_world: the same counter-based uniforms and the
-    same operations, compiled without FP contraction, so frames, drops and slots are identical and values
-    agree to the ulp of libm's log1p/sin/cos) — and, in NumPy for every backend (rare), the human's answer
-    to a ball that reached the human's hitting plane (`HumanBehaviorModel.sample_return`) and new balls.
-The observation (`observations`: build_observation(q, qd, detections()) clipped to the observation bounds)
-is assembled natively (world_step.hpp observe_world) when robot_rt._envs is built, else in NumPy.
-
-Robot (per physics substep dt, every world, joint velocity commands clipped to the velocity limits):
-    qd <- qd + clip(qd_cmd - qd, -a_max dt, a_max dt),   q <- q + qd dt,
-and a joint that reaches a position limit stops there (q clipped, its velocity zeroed); while a rally is on
-(phase != done), a joint hitting its limit or the paddle centre leaving the workspace box is a limit
-violation, which ends the episode (-`penalty_limit`). q and qd therefore never leave their limits.
-
-Ball phases: incoming (the human's ball flies to the robot), returning (the robot hit it), waiting (the
-robot's return landed on the human's half and reached the human's hitting plane x = `human_plane_x_m`: the
-ball is frozen there until the end of the policy step, when the human answers), done.
-Per substep, in this order: the robot moves; the ball (incoming/returning) advances one RK4 step with its
-table/net/floor contacts (each contact is an event: incoming — anything but the table on the robot's half
-ends the ball, `missed` on the robot's side, `human_fault` on the human's; returning — the first contact on
-the table's human half (x < 0) is a landing: +`reward_land`, rally length + 1, and it ends the episode in
-the goal-conditioned task; any other first contact except the net is `out`); the paddle contact (incoming
-ball not yet touched: +`reward_hit`, phase returning); the planes (incoming past x = `miss_plane_x_m`:
-missed; returning past the human plane: waiting if it has landed, else out; a ball slower than 0.5 m/s:
-out/missed); the limit check; the ball position and the `phase != done` flag are recorded for the camera.
-After the substeps: shaping `reward_shaping` exp(-d^2 / 2 l^2) while the ball comes in on the robot's side
-(d: paddle-ball distance), `-action_cost` |qd_cmd / v_max|^2.
-
-Paddle contact: the paddle is a disc (radius from the robot description) with pose from the forward
-kinematics. With n the face normal and d = (b - p).n the signed distance of the ball centre b from the
-paddle plane, a contact happens in a substep when |d| drops below the ball radius r from the side the ball
-was on, while the in-plane distance is under the paddle radius. The contact time is interpolated linearly in
-d inside the substep; the ball is placed on the surface there and receives the impulse of a rigid ball on a
-moving plane (hollow sphere, I = 2/3 m r^2) with restitution e_p and Coulomb friction mu_p:
-    v_rel = v - v_paddle,  v_n = (v_rel.n) n,  c = v_rel - v_n + w x (-r s n)  (contact-point slip, s = side)
-    dv_n = -(1 + e_p) v_n
-    dv_t = -min(mu_p (1 + e_p) |v_n|, 2/5 |c|) c/|c|       (2/5: slip stops, rolling, for a hollow sphere)
-    v' = v + dv_n + dv_t,   w' = w + (3 / (2 r)) (-s n) x dv_t
-then flies free for the rest of the substep. The same model with table coefficients is the classic rebound
-model (Nakashima et al. 2010) that the ball physics uses for the table.
-
-Camera: frames at `camera_hz` with a random phase per episode (frame k at phase + k / camera_hz); a frame
-is taken at the first substep end at or after its time, with that substep's ball position, unless the ball
-is done; it is dropped with probability `camera_drop_prob`, otherwise it carries the position plus Gaussian
-noise (`camera_noise_m`) and becomes visible `camera_latency_s` (+ exponential jitter) after capture, as
-`robot_rt.estimation`'s SimulatedTracker models real cameras. The policy sees the `history` most recent
-visible detections. The camera's random numbers come from a counter-based stream per world (splitmix64 of
-the world's key and a counter, a fixed number of draws per policy step), so a world's trajectory does not
-depend on how many worlds are batched with it; episode starts and human answers use the world's
-`numpy.random.Generator`.
+Design notes: docs/envs.md, section `robot_rt.envs.core`.
 """
 
 from __future__ import annotations
@@ -175,7 +115,7 @@ class WorldConfig:
 
 
 def paddle_contact(ball, paddle_pos, paddle_normal, paddle_vel, side, radius_m, restitution, friction):
-    """Rebound of balls [M, 9] on paddles (see the module docstring); `side` = +-1, which face is hit."""
+    """Rebound of balls [M, 9] on paddles (see docs/envs.md, `robot_rt.envs.core`); `side` = +-1, which face is hit."""
     out = np.array(ball, dtype=np.float64, copy=True)
     n = paddle_normal * side[:, None]  # normal pointing towards the ball
     v_rel = out[:, 3:6] - paddle_vel
@@ -329,7 +269,7 @@ def _first_set_bits(k: int):
 
 
 class TableTennisWorld:
-    """N worlds stepped together (see the module docstring). All arrays have a leading dimension N."""
+    """N worlds stepped together (see docs/envs.md, `robot_rt.envs.core`). All arrays have a leading dimension N."""
 
     def __init__(
         self,

@@ -1,19 +1,6 @@
 """Scripted baseline policy: move the paddle to the predicted hitting point and swing through it.
 
-Per policy step, using only the observation (joint state and camera detections):
-1. detections (capture time = now - age) feed a ball state estimator (`robot_rt.estimation.BallUKF`, the
-   physics-based filter; its prediction goes through bounces);
-2. the predicted crossing of the hitting plane x = `hit_plane_x_m` gives the time t_c, point p_c and
-   incoming velocity v_in;
-3. the paddle normal is chosen by the reflection law so the ball leaves towards the target (the goal, or
-   the centre of the human's half): with the outgoing direction d_out of a drag-free lob that reaches the
-   target at `return_speed_mps`, n = normalise(d_out - v_in/|v_in|);
-4. the paddle waits behind p_c and, during the last `swing_s` before t_c, moves through it along n at
-   `swing_speed_mps`;
-5. resolved-rate control (damped pseudo-inverse of the position + normal Jacobian, speed-capped, with a
-   null-space pull to the ready pose) turns that paddle motion into joint velocities, clipped to the
-   velocity limits and capped so every joint can still brake before its position limits.
-Without a prediction the paddle returns to a ready pose.
+Design notes: docs/envs.md, section `robot_rt.envs.heuristic`.
 """
 
 from __future__ import annotations
@@ -44,7 +31,7 @@ def lob_direction(
 
 
 class HeuristicPolicy:
-    """Stateful scripted policy for TableTennis-v0 / TableTennisGoal-v0 observations (see module docstring)."""
+    """Stateful scripted policy for TableTennis-v0 / TableTennisGoal-v0 observations (see docs/envs.md, `robot_rt.envs.heuristic`)."""
 
     def __init__(
         self,

@@ -1,26 +1,7 @@
 """Human behaviour model: the distribution of balls a human player sends to the robot, and how the human
 returns the robot's balls.
 
-The incoming-ball model is a multivariate Gaussian over the 9-state ``[x, y, z, vx, vy, vz, wx, wy, wz]``
-of the ball at the moment it crosses the *launch plane* x = ``launch_x_m`` (just behind the human's end of
-the table), truncated to the balls a rally can use: the ball's first contact must be the table on the robot's
-half (it clears the net and lands in). ``sample`` draws by rejection against that condition with the real
-physics (``robot_rt.ballistics``), so samples are always valid balls.
-
-``fit(tracks)`` estimates the model from recorded ball tracks (timestamped 3-D detections, e.g. from the
-cameras or ``robot_rt.estimation.SimulatedTracker``): each track's pre-bounce arc is fitted with the flight
-physics by robust non-linear least squares (maximum likelihood under Gaussian detection noise, a Huber
-loss against outliers, a weak prior on the weakly observable spin), initialised from a ballistic
-polynomial fit; the fitted state is carried to the launch plane and the Gaussian is fitted to those states.
-
-The return model gives the probability that the human returns a ball the robot sent, as a function of
-where the ball arrives at the human's hitting plane (lateral reach and height around a comfortable zone,
-and speed); a returned ball is a fresh sample of the incoming model, shifted laterally towards where the
-human met the ball. Models are small JSON files (``save``/``load``, written atomically).
-
-Two models ship: ``default()`` (the simulation's nominal player) and ``real_player()`` (a different player,
-faster with more topspin and sidespin, used by tests and benchmarks as 'the real player' to measure a
-sim-to-real gap).
+Design notes: docs/envs.md, section `robot_rt.envs.human_model`.
 """
 
 from __future__ import annotations
@@ -67,7 +48,7 @@ class ReturnModel:
 
 @dataclass
 class HumanBehaviorModel:
-    """Gaussian over launch states at x = ``launch_x_m`` (see the module docstring), plus a return model."""
+    """Gaussian over launch states at x = ``launch_x_m`` (see docs/envs.md, `robot_rt.envs.human_model`), plus a return model."""
 
     name: str
     mean: np.ndarray  # [9]

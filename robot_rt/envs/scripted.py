@@ -1,30 +1,6 @@
 """Batched scripted table-tennis policy: the HeuristicPolicy's controller for N environments at once.
 
-Per policy step and environment (all vectorised over environments, parameters per environment):
-1. the observation's camera detections feed a `BatchedBallTracker` (capture time = clock - age);
-2. the tracker's state is flown with the ball physics to the hitting plane x = `hit_plane_x_m`: contact time
-   t_c (+ `timing_offset_s`), point p_c and incoming velocity v_in (the last prediction is kept for a few
-   steps while the tracker has too few points after a bounce);
-3. the paddle normal n and swing speed s make the ball leave towards the target T (the goal, else
-   (`aim_x_m`, `aim_y_m`), plus `aim_dx_m`, `aim_dy_m`): d_out is the direction of the drag-free lob from p_c
-   to T at `return_speed_mps` (the flatter solution, + `extra_elevation_rad`); n, s blend (weight
-   `mirror_blend`) the heuristic's unit reflection law (n = normalise(d_out - v_in/|v_in|), s =
-   `swing_speed_mps`) and the velocity-matching law of a frictionless paddle (see `contact_plan`);
-4. before the swing the paddle waits at p_c - lead n with lead = s min(t_c - t, `swing_s`) (plus
-   `contact_dz_m` in height); during the last `swing_s` it moves along n at s;
-5. resolved-rate control, with J = [J_p; w J_n] the analytic Jacobian of paddle position and normal
-   (w = `normal_weight`), task u = [v; w omega] with v = min(1, v_max / |k e|) k e + swing (k = `gain_per_s`,
-   e the position error, v_max = `max_paddle_speed_mps`), each component towards a wall of the paddle's box
-   capped at sqrt(2 a_box d) (d: distance to the wall - 1 cm), omega = k (n* - n) capped at `max_turn_radps`,
-   and z = `null_gain_per_s` (q_ready - q):
-       qd = z + J^T (J J^T + lambda I)^-1 (u - J z)
-   (the damped pseudo-inverse solution plus the null-space pull towards the ready pose), scaled down as a
-   whole to the velocity limits and capped so every joint can brake before its position limits: |qd_i|
-   towards a limit <= sqrt(2 a_i d_i) - a_i dt.
-Without a prediction the paddle returns to the ready point (home paddle position + `ready_d*_m`).
-
-`ScriptedParams` holds the tunable knobs (with `bounds()` for an evolution strategy); `BatchedScriptedPolicy`
-accepts one `ScriptedParams` for every environment or an [N, P] array (one parameter vector per environment).
+Design notes: docs/envs.md, section `robot_rt.envs.scripted`.
 """
 
 from __future__ import annotations
@@ -46,7 +22,7 @@ __all__ = ["BatchedScriptedPolicy", "ScriptedParams", "lob_directions", "paddle_
 
 @dataclass(frozen=True)
 class ScriptedParams:
-    """Tunable parameters of the scripted policy (see the module docstring); units in the names. The defaults
+    """Tunable parameters of the scripted policy (see docs/envs.md, `robot_rt.envs.scripted`); units in the names. The defaults
     come from a random search (1+lambda with re-evaluation, batched env, both human models alternating;
     bench/bench_scripted.py reports what they achieve)."""
 
@@ -218,7 +194,7 @@ def paddle_jacobian_analytic(robot: RobotDescription, q: np.ndarray):
 
 
 class BatchedScriptedPolicy:
-    """Scripted policy for N table-tennis environments (see the module docstring).
+    """Scripted policy for N table-tennis environments (see docs/envs.md, `robot_rt.envs.scripted`).
 
     `__call__(observations, goals=None)`: `observations` the flat [N, obs_dim] array (or [obs_dim] when N = 1)
     or the goal environment's dict (then the policy aims at `desired_goal`); `goals` [N, 2] optional landing
@@ -366,7 +342,7 @@ class BatchedScriptedPolicy:
 
     def contact_plan(self, v_in: np.ndarray, d_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Paddle normal [N, 3] and swing speed [N] for incoming velocity v_in and outgoing direction d_out
-        (module docstring, step 3): the blend with weight b = `mirror_blend` of the unit reflection law
+        (docs/envs.md, `robot_rt.envs.scripted`, step 3): the blend with weight b = `mirror_blend` of the unit reflection law
         (n_r = normalise(d_out - v_in / |v_in|), speed `swing_speed_mps`) and the velocity-matching law of a
         frictionless paddle with restitution e moving at s along n (v_out = v_in - (1 + e) ((v_in - s n).n) n):
         for v_out = `return_speed_mps` d_out, n_v = normalise(v_out - v_in), s_v = (v_out.n_v + e v_in.n_v) / (1 + e) (clipped to [-2, 6] m/s)."""
@@ -386,7 +362,7 @@ class BatchedScriptedPolicy:
         return normal, (1.0 - b) * p["swing_speed_mps"] + b * s_v
 
     def resolved_rate(self, q: np.ndarray, target: np.ndarray, normal: np.ndarray, swing: np.ndarray) -> np.ndarray:
-        """Joint velocities [N, dof] of the damped resolved-rate law of the module docstring (step 5)."""
+        """Joint velocities [N, dof] of the damped resolved-rate law of docs/envs.md, `robot_rt.envs.scripted` (step 5)."""
         p = self._p
         pos, nrm, jp, jn = paddle_jacobian_analytic(self.robot, q)
         w = p["normal_weight"][:, None]

@@ -1,34 +1,7 @@
 """Gymnasium environments: `robot_rt/TableTennis-v0` (cooperative rally, the i-S2R task) and
 `robot_rt/TableTennisGoal-v0` (goal-conditioned return, the GoalsEye task).
 
-Both step the vectorised core `TableTennisWorld` with one world. The robot is the 8-joint platform of the
-robot description (2-axis gantry + 6-DOF arm), commanded by joint velocities at `policy_hz` (100 Hz) while
-physics runs at `physics_hz` (1 kHz) substeps.
-
-Action: joint velocities [8] in the robot's units (m/s for the gantry, rad/s for the arm), space
-Box(-velocity_limit, velocity_limit). Actions outside the space are clipped to it (documented gymnasium
-practice for continuous control); NaN or Inf actions raise ValueError.
-
-Observation (TableTennis-v0): a flat float32 vector, see `observation_layout`:
-    q [8], qd [8], then the `history` most recent camera detections, newest first, each
-    (x, y, z, age_s, valid) — positions in the table frame with camera noise, drops and latency.
-TableTennisGoal-v0 adds the goal: a Dict with `observation` (as above), `desired_goal` [2] (target landing
-point (x, y) on the human's half) and `achieved_goal` [2] (the landing point of the robot's return once it
-has landed on the human's half, else 0, 0; a return whose first contact is the floor or the robot's half has not
-landed), so hindsight relabelling can use `compute_reward`.
-
-Rewards (TableTennis-v0): +`reward_hit` when the paddle touches the incoming ball, +`reward_land` when
-the return lands on the human's half, `reward_shaping` * exp(-d^2 / 2 l^2) while the ball comes in on the
-robot's side (d: paddle-ball distance), -`action_cost` * |a / v_max|^2, and -`penalty_limit` on a limit
-violation. The episode ends at a miss, a return that does not land on the human's half, a limit violation
-(joint position limit or paddle workspace box), or when the human misses (the robot's rally is complete);
-after each successful return the human answers with the return model of the human behaviour model.
-TableTennisGoal-v0: one ball per episode; sparse reward 1 when the return lands within `success_radius_m`
-of the goal, else 0 (plus the hit/land terms scaled by `dense_weight`, 0 by default). `info` reports the
-landing point and whether it is within 20 cm and 30 cm of the goal.
-
-Rendering: `render_mode='rgb_array'` returns a top view and a side view side by side (no display needed);
-`'human'` shows the same image with matplotlib.
+Design notes: docs/envs.md, section `robot_rt.envs.table_tennis`.
 """
 
 from __future__ import annotations
@@ -47,7 +20,7 @@ from .observation import build_observation, observation_bounds
 
 
 class TableTennisEnv(gym.Env):
-    """Cooperative rally against a simulated human (see the module docstring)."""
+    """Cooperative rally against a simulated human (see docs/envs.md, `robot_rt.envs.table_tennis`)."""
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 25}
 

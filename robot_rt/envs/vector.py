@@ -1,18 +1,6 @@
 """Gymnasium vector environments of the table-tennis tasks: all worlds advanced by one native call per step.
 
-`TableTennisVectorEnv(num_envs)` and `TableTennisGoalVectorEnv(num_envs)` are `gymnasium.vector.VectorEnv`s
-over one `TableTennisWorld` of `num_envs` worlds (backend 'auto': the C++ CPU step on threads, 'numpy' the
-reference, 'cuda' the CUDA kernel). They are the vector entry points of `robot_rt/TableTennis-v0` and
-`robot_rt/TableTennisGoal-v0`: ``gym.make_vec(id, num_envs, vectorization_mode='vector_entry_point')``.
-
-Semantics are those of ``gymnasium.vector.SyncVectorEnv`` over the single environments
-(`robot_rt.envs.table_tennis`) with the registered time limit, step for step: the same observation layout
-and bounds (`build_observation`, `observation_bounds`), rewards, infos (arrays with ``_key`` masks),
-`max_episode_steps` truncation and next-step autoreset (``AutoresetMode.NEXT_STEP``: the step after an
-episode ended resets that environment, ignores its action and returns its first observation with reward 0).
-Seeding follows SyncVectorEnv too: ``reset(seed=s)`` seeds environment i with s + i, and each environment
-draws its episode seeds from its own generator, so environment i matches a single environment reset with
-seed s + i (the tests check this equality).
+Design notes: docs/envs.md, section `robot_rt.envs.vector`.
 """
 
 from __future__ import annotations
@@ -37,7 +25,7 @@ _EVENTS = ("hit", "landed", "limit", "new_ball")
 
 
 class TableTennisVectorEnv(VectorEnv):
-    """`num_envs` cooperative-rally environments stepped together (see the module docstring)."""
+    """`num_envs` cooperative-rally environments stepped together (see docs/envs.md, `robot_rt.envs.vector`)."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 25, "autoreset_mode": AutoresetMode.NEXT_STEP}
     _goal_env = False

@@ -1,42 +1,6 @@
 """Batched ball tracker: one ball track per environment, vectorised over N environments (NumPy).
 
-Per environment the tracker keeps a ring of the last `capacity` detections (capture time, position) and the
-start time of the current *segment* (the part of the flight since the last bounce / hit / new ball).
-
-Ingest (each policy step): detections carry their capture time t = now - age; those already in the ring
-(|t - t_ring| < `dedup_tol_s`) are dropped, the rest are checked in capture order against the previous fit
-and start a new segment when
-  * the gap to the newest detection exceeds `max_gap_s` (a new ball),
-  * the residual |p - p_fit(t)| exceeds `gate_m` (a paddle hit, a new ball, an unmodelled contact), or
-  * the previous fit reaches the contact height z_c = table + r descending above the table before t (a
-    bounce): the new segment starts at that predicted bounce time, so only post-bounce points are fitted.
-Duplicates are looked for among the newest max(16, 2 M) ring entries of the env (M detections per call).
-`reset(mask)` forgets the tracks of the masked environments (episode resets).
-
-Fit (the segment's points within `window_s` of now; tau = t - t_ref with t_ref the segment's newest
-detection): per axis the constant-acceleration model
-    p(tau) = p0 + v0 tau + a tau^2 / 2
-by weighted least squares (measurement std `sigma_m`) with a Gaussian prior a ~ N(a_prior, sigma_a^2) on the
-acceleration, where a_prior = -g e_z - k_D |v| v is gravity plus drag linearised at the velocity of a first
-prior-only-gravity pass (so with few points the fit is a gravity+drag arc, with many the acceleration is
-fitted). The 3x3 normal matrix is shared by the three axes and both passes; it is inverted for all
-environments at once. `fit_state()` gives (p0, v0) at t_ref; `state()` extrapolates them to now (the camera
-latency) through a table bounce if the arc meets the table in between. Right after a bounce, while the new
-segment has fewer than `min_points` points, the pre-bounce fit stays in use. With `estimate_spin`, the part
-of the fitted acceleration that gravity and drag do not explain is read as Magnus lift a_M = k_M (w x v),
-giving the spin component perpendicular to v: w = v x a_M / (k_M |v|^2) (shrunk by the prior when the
-segment is short; off by default: it did not improve the crossing predictions on simulated serves).
-
-`predict_plane_crossing(x_plane_m)` flies the fitted states [N, 9] with the ball physics
-(`robot_rt.ballistics.time_to_plane_batch`, the C++ core, table bounce included) to the plane. Per-environment
-planes (an [N] array) take two batched calls: to the nearest plane x_1 = min x_plane_i, then, for the others,
-free flight from x_1 on, which the physics cannot tell apart from the same flight moved in x and y (its
-equations do not depend on position), so the balls are moved to start at x_1 - (x_i - x_1) and away from the
-table and net in y (2 m outwards where |y| > 1 m, else 2 m along vy, so that the ball stays clear of the table
-while it flies on) and flown to x_1 once more; a ball that this would put outside the room (|y| > 1.5 m,
-beyond the robot's reach) gets no crossing. The planes must lie beyond the table's end then
-(x_1 > half length + r), which the policy's bounds guarantee. Balls past their plane or flying away from it
-(vx <= 0) are not flown (no crossing).
+Design notes: docs/estimation.md, section `robot_rt.estimation.batched`.
 """
 
 from __future__ import annotations
@@ -76,7 +40,7 @@ def _check_positive(value, name: str) -> float:
 
 
 class BatchedBallTracker:
-    """Ball tracks of `num_envs` environments from their detection streams (see the module docstring)."""
+    """Ball tracks of `num_envs` environments from their detection streams (see docs/estimation.md, `robot_rt.estimation.batched`)."""
 
     def __init__(
         self,
@@ -339,7 +303,7 @@ class BatchedBallTracker:
 
     def predict_plane_crossing(self, x_plane_m) -> BatchedCrossing:
         """Next crossing of x = `x_plane_m` (scalar or [N]) by the ball physics from `state()` (see the
-        module docstring): absolute time [N], position/velocity/spin [N, 3], found [N]."""
+        docs/estimation.md, `robot_rt.estimation.batched`): absolute time [N], position/velocity/spin [N, 3], found [N]."""
         if np.ndim(x_plane_m) not in (0, 1) or (np.ndim(x_plane_m) == 1 and np.shape(x_plane_m) != (self.n,)):
             raise ValueError(f"x_plane_m: expected a scalar or shape ({self.n},), got {np.shape(x_plane_m)}")
         planes = np.broadcast_to(np.asarray(x_plane_m, dtype=np.float64), (self.n,)).copy()
@@ -355,7 +319,7 @@ class BatchedBallTracker:
 
 def crossing_batch(states, valid, planes, params, table, horizon_s, dt_s, backend="auto"):
     """(tau_s [N], state at the crossing [N, 9]) of balls `states` [N, 9] with per-ball planes [N]; NaN where
-    the ball is not valid or does not reach its plane within `horizon_s` (see the module docstring)."""
+    the ball is not valid or does not reach its plane within `horizon_s` (see docs/estimation.md, `robot_rt.estimation.batched`)."""
     n = states.shape[0]
     tau = np.full(n, np.nan)
     out = np.full((n, 9), np.nan)

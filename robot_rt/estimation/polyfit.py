@@ -1,19 +1,6 @@
 """Polynomial-fit baseline predictor (no spin, no drag model).
 
-Per axis, the detections of the current segment (since the last bounce, at most ``window_s`` long) are
-fitted with a quadratic ``p(t) = p0 + v0*tau + a*tau^2/2`` (``tau = t - t_ref``, ``t_ref`` the newest
-detection) by weighted least squares with a Gaussian prior on the acceleration coefficient
-(``N(a_prior, sigma_a^2)``, ``a_prior = (0, 0, -g)``): with few points the fit is a straight line plus
-gravity, with many the acceleration (drag, Magnus) is fitted freely. Prediction is a constant-acceleration
-("ballistic") extrapolation; when it meets the table it bounces with a spin-agnostic model
-(``vz' = -e*vz``, ``v_xy' = k*v_xy``; ``e, k`` calibrated from the physics on a spinless ball), after which
-the vertical acceleration is reset to ``-g``.
-
-Outliers: a detection farther than ``gate_m`` from the fit's prediction is rejected; ``n_reinit`` consecutive
-rejected detections that are consistent with one another (straight-line fit residual below ``gate_m``), or a
-gap longer than ``max_gap_s``, start a new track. Bounce: when the current fit crosses the contact height
-(descending, above the table) before a new detection, a new segment starts at the crossing time.
-Out-of-order detections are inserted by capture time (the fit is order independent).
+Design notes: docs/estimation.md, section `robot_rt.estimation.polyfit`.
 """
 
 from __future__ import annotations

@@ -1,17 +1,6 @@
 """Simulated ball tracker and serve generator (seeded) for tests and benchmarks.
 
-``ServeGenerator`` draws realistic incoming balls from the human side (x < -1.37) towards the robot with
-top/back/side spin of tens to ~150 rad/s, flies them with ``robot_rt.ballistics`` (optionally with per-serve
-perturbed ball/contact parameters, so the estimator's nominal model is not the truth) and keeps those that
-clear the net and bounce as intended: kind ``'drive'`` bounces once on the robot's half, kind ``'serve'``
-first on the human half then on the robot's half (ITTF serve). Each ``Serve`` holds the dense true trajectory
-and the true crossing of the hitting plane.
-
-``SimulatedTracker`` turns a true trajectory into camera detections: frames at ``rate_hz`` with a random
-phase, Gaussian position noise, random and burst drops, outliers near the ball (reflections, wrong blob)
-and clutter (false detections anywhere in the scene), and a processing latency with random jitter, so
-detections can arrive out of order. Detections are returned sorted by arrival time, with the truth labels
-(``is_false``, ``ball_id``) for evaluation.
+Design notes: docs/estimation.md, section `robot_rt.estimation.tracker`.
 """
 
 from __future__ import annotations
@@ -77,7 +66,7 @@ _JITTER_FIELDS = {  # multiplicative std of the per-serve parameter perturbation
 
 
 class ServeGenerator:
-    """Seeded generator of incoming balls with spin (see module docstring).
+    """Seeded generator of incoming balls with spin (see docs/estimation.md, `robot_rt.estimation.tracker`).
 
     ``param_jitter`` (e.g. 0.05) perturbs drag (5 %), lift (10 %), restitution (1.5 %) and table friction
     (10 %) per group of serves; ``serve_fraction`` is the share of ITTF serves (two bounces) vs drives.
@@ -301,7 +290,7 @@ class Detections:
 
 
 class SimulatedTracker:
-    """Turns true trajectories into detections (see module docstring). Seeded."""
+    """Turns true trajectories into detections (see docs/estimation.md, `robot_rt.estimation.tracker`). Seeded."""
 
     def __init__(self, config: TrackerConfig | None = None, seed: int = 0, **overrides):
         cfg = config or TrackerConfig()

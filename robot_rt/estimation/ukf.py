@@ -1,54 +1,6 @@
 """Unscented Kalman filter for the ball state ``[x, y, z, vx, vy, vz, wx, wy, wz]`` from 3-D detections.
 
-Why a UKF (and not an EKF)
---------------------------
-* The process model is the physics of ``robot_rt.ballistics`` (quadratic drag, Magnus lift ``k_M (w x v)``,
-  spin decay, table contact). A UKF only needs to *evaluate* it: the 19 sigma points are propagated as one
-  ``[19, 9]`` batch through the physics' own RK4 step, so estimator and simulator cannot drift apart and no
-  hand-derived Jacobian of the drag/Magnus/contact terms has to be kept in sync with it. An EKF needs the
-  same number of physics evaluations for a finite-difference Jacobian (10 rows) but linearises at one point;
-  the spin enters bilinearly (``w x v``) and the UKF captures the second-order effect of the large spin
-  uncertainty on the predicted mean, which an EKF drops.
-* The bounce is a discontinuous (hybrid) map. Propagating each sigma point through its own bounce would
-  split them between "bounced" and "not yet bounced" and produce a bimodal, useless covariance. Instead the
-  filter detects the contact on the centre sigma point, integrates all points to that instant, and maps each
-  point through the contact with a first-order *time alignment* (move it along its own flight to the table
-  plane, apply the physics contact model, move it back by the same time with its post-contact
-  acceleration). This is the sigma-point form of the saltation-matrix update for hybrid systems: the
-  contact-time uncertainty is turned into post-bounce velocity/position uncertainty consistently. Extra
-  process noise models the contact model's mismatch (restitution/friction of a real table).
-* The measurement (position) is linear, so the update is the exact linear Kalman update.
-* Limitation: only table contacts are handled during filtering (net and floor contacts are not; a ball
-  that touches the net is gated and then re-initialised). ``predict_plane_crossing`` uses the physics'
-  ``time_to_plane``, which applies all contacts (table, net, floor) of the predicted flight.
-
-Observability of spin (honest statement)
-----------------------------------------
-Spin acts only through the Magnus acceleration ``k_M (w x v)`` (about 2 m/s^2 for 100 rad/s at 8 m/s)
-and through the bounce. The component of ``w`` parallel to ``v`` (mostly ``wx`` for a ball flying along x)
-produces no force in flight and is *not observable* before the bounce; its estimate stays near the prior.
-The components perpendicular to ``v`` (top/back spin ``wy``, side spin ``wz``) become observable after
-~0.1-0.2 s of flight at 3-10 mm noise (sign reliably for strong spin, magnitude to tens of rad/s), and
-again sharply at the bounce, where friction couples spin and horizontal velocity. Because the parallel
-component still matters at the bounce (friction turns ``wx`` into lateral velocity), the spin prior is
-anisotropic: ``init_spin_sigma_radps`` perpendicular to the initial velocity, the smaller
-``init_spin_parallel_sigma_radps`` along it (strokes produce mostly top/back/side spin).
-
-Latency compensation
---------------------
-Every processed detection is stored (sorted by capture time) with a snapshot of the complete filter state
-*before* it. A detection whose capture time lies before the newest processed one is inserted at its place;
-the snapshot is restored and all later detections are re-filtered. The result is identical to in-order
-processing (the same operations in the same order). Detections older than ``history_s`` behind the newest
-capture time are ignored (status ``too_late``).
-
-Track management
-----------------
-Until a track exists, detections are buffered; ``n_init`` of them within ``init_window_s`` that fit one
-ballistic arc (worst-residual rejection) start the track. A detection whose squared Mahalanobis distance to
-the prediction exceeds the chi-square gate is rejected and does not touch the state. ``n_reinit``
-consecutive rejected detections that lie on one arc (a new ball, e.g. a new serve on the human side), or a
-gap longer than ``max_gap_s``, start a new track.
+Design notes: docs/estimation.md, section `robot_rt.estimation.ukf`.
 """
 
 from __future__ import annotations
@@ -135,7 +87,7 @@ def fit_ballistic_arc(ts, ps, model, sigma_m, gate_m, min_points, sigma_a=3.0):
 
 
 class BallUKF:
-    """Ball state estimator (UKF over position, velocity and spin). See the module docstring.
+    """Ball state estimator (UKF over position, velocity and spin). See docs/estimation.md, `robot_rt.estimation.ukf`.
 
     ``update(t_capture_s, position_m, t_arrival_s=None)`` feeds one detection (any order within
     ``history_s``); ``predict(t_s)`` returns ``(mean, cov)`` at a time at or after the state time without

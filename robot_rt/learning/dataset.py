@@ -1,33 +1,6 @@
 """Append-only episode data sets on disk: NumPy `.npz` chunks plus an fsynced JSON-lines manifest.
 
-Layout of a data set directory:
-    manifest.jsonl        one JSON object per committed chunk, in order (the index of the data set)
-    chunk-000000.npz ...  the chunks, each written atomically (temp file, fsync, os.replace)
-
-Schema (version 1) of a chunk with E episodes and T = sum of their lengths steps, episodes stored back to back:
-    observations    float32 [T, obs_dim]   the environment's flat observation at each step
-    features        float32 [T, feat_dim]  the policy input derived from the observation stream (features.py)
-    actions         float32 [T, act_dim]   the joint velocities sent at that step
-    episode_length  int64   [E]            steps of each episode (> 0)
-    episode_seed    int64   [E]            the environment seed of the episode (reproducibility)
-    commanded_goal  float32 [E, 2]         what the policy aimed at (a play aim point or a practice goal)
-    landing_point   float32 [E, 2]         where the return landed on the human's half (0, 0 when it did not)
-    has_landed      bool    [E]
-Each manifest line: {"chunk", "schema_version", "source" (e.g. "play" | "practice"), "n_episodes", "n_steps",
-"sha256" (of the chunk file), "obs_dim", "feat_dim", "act_dim"}.
-
-Crash safety: a chunk becomes part of the data set only when its manifest line is complete. A crash while the
-chunk is written leaves at most a `.chunk-*.tmp` file (ignored, removed by the next append); a crash after
-the chunk's rename but before its manifest line leaves an unreferenced chunk (ignored, overwritten by the
-next append); a crash inside the manifest write leaves a torn last line, which readers skip and the next
-append cuts off before writing. Readers verify each chunk's sha256 against the manifest.
-
-Why not Minari or HDF5: Minari (the Farama standard) stores episodes in HDF5 through h5py, two new
-dependencies, and one HDF5 file per data set that is appended in place; HDF5 files written in place can be
-corrupted by a crash mid-write (no journal), which is exactly the failure this loop must survive across
-hours of self-practice. npz chunks need only NumPy, are written whole and atomically, are readable anywhere,
-and append-only chunking gives crash safety for free. Converting to Minari later is a straightforward
-loop over `episodes()` (its `EpisodeData` fields map onto observations/actions; goals go in infos).
+Design notes: docs/learning.md, section `robot_rt.learning.dataset`.
 """
 
 from __future__ import annotations
@@ -125,7 +98,7 @@ class EpisodeBatch:
 
 
 class EpisodeDataset:
-    """An append-only episode data set in directory `path` (created if missing; see the module docstring)."""
+    """An append-only episode data set in directory `path` (created if missing; see docs/learning.md, `robot_rt.learning.dataset`)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)

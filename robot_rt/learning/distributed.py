@@ -1,26 +1,6 @@
 """Sharding rollouts and evaluations across processes or hosts with `torch.distributed` (gloo, CPU).
 
-The API is deliberately small, and every function also works without a process group (one process: rank 0
-of 1), so the learning loops call it unconditionally:
-
-    init_from_env()        join the process group torchrun (or any launcher) describes in the environment
-                           (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT); no-op when WORLD_SIZE is unset or 1
-    rank(), world_size(), is_main()
-    shard_indices(n)       the episode indices [0, n) this rank runs: rank, rank + W, rank + 2W, ...
-    gather(obj)            every rank's `obj` as a list in rank order, on every rank (all_gather_object)
-    gather_by_index(n, items)  undo `shard_indices`: per-index items of every rank back in index order
-    broadcast(obj, src=0)  rank `src`'s `obj` on every rank (e.g. the weights rank 0 just trained)
-    barrier(), shutdown()
-
-Why torch.distributed rather than Ray: torch is already a dependency (Ray would be a new, large one with its
-own scheduler and object store); `torchrun --nnodes N --nproc_per_node K` already covers one machine and many
-hosts with the same code; gloo runs on CPUs, and the work to shard is embarrassingly parallel with one small
-gather per batch of episodes, so Ray's task scheduling and fault tolerance buy little here. The cost: a rank
-that dies stops the job (torchrun's elastic restart plus the run directory's checkpoints recover it).
-
-Determinism: episode i's randomness comes from a seed that depends on i only, never on the rank or on how many
-episodes a rank runs, and the striped split keeps per-rank batches equal in size; so W processes produce the
-same per-episode results as one (tests/test_learning_distributed.py checks 2 against 1).
+Design notes: docs/learning.md, section `robot_rt.learning.distributed`.
 """
 
 from __future__ import annotations

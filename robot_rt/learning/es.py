@@ -1,27 +1,6 @@
 """Black-box evolution strategy for policy search: BGS/ARS-style antithetic random search with top-k directions.
 
-Algorithm (one generation, parameters normalised to the unit box by their bounds):
-    draw D directions delta_j ~ N(0, I) (seeded generator);
-    evaluate the 2D candidates u + sigma delta_j and u - sigma delta_j (clipped to [0, 1]) -> r+_j, r-_j;
-    keep the top-k directions by max(r+_j, r-_j);
-    u <- clip(u + step_size / (k sigma_R) * sum_{j in top-k} (r+_j - r-_j) delta_j, 0, 1)
-with sigma_R the standard deviation of the 2k kept returns (a reward-scale-free step; 1 when they are all
-equal, so a flat landscape does not move u). This is Blackbox Gradient Sensing as used by the i-S2R paper
-(Abeyruwan et al. 2022), i.e. Augmented Random Search (Mania et al. 2018, V1-t) without state normalisation.
-
-Design choices:
-- Antithetic pairs cancel the even terms of the Taylor expansion, so the finite difference r+ - r- estimates
-  the directional derivative with much less variance than one-sided samples; with common random numbers
-  across candidates (the caller evaluates every candidate on the same episode seeds) the noise of the
-  rollouts cancels too.
-- Top-k selection discards directions where neither side did well: on noisy, plateau-rich objectives such as
-  rally length those directions carry mostly noise.
-- Working in the unit box given by the parameter bounds makes one sigma meaningful for knobs with different
-  units (seconds, m/s, metres). Candidates are clipped to the box, so every evaluated parameter vector is
-  within bounds; near a bound the clipped pair is no longer symmetric and the estimate is biased towards
-  the interior, which is the safe direction for a robot.
-- Plain NumPy and explicit state (`state_dict`) so a run can be checkpointed and resumed bit for bit: the
-  generator state is part of the checkpoint.
+Design notes: docs/learning.md, section `robot_rt.learning.es`.
 """
 
 from __future__ import annotations
@@ -55,7 +34,7 @@ class ESConfig:
 
 
 class BGS:
-    """Ask/tell antithetic evolution strategy over a box-bounded parameter vector (see the module docstring).
+    """Ask/tell antithetic evolution strategy over a box-bounded parameter vector (see docs/learning.md, `robot_rt.learning.es`).
 
     ``ask()`` returns the 2D candidates as rows [+delta_0, -delta_0, +delta_1, -delta_1, ...] in parameter
     units; ``tell(fitness)`` takes one fitness per row (higher is better) and moves the mean.

@@ -1,21 +1,6 @@
 """Policy input of GoalsEye's GCBC: robot state plus a ball-state estimate from the detection stream.
 
-The raw observation holds only the 6 newest camera detections (about 30 ms of flight): too short to read the
-ball's velocity reliably, and blind to the bounce ahead. GoalsEye's real system fed its policy a ball-state
-estimate; here `BatchedBallTracker` (robot_rt.estimation.batched) keeps one track per environment and gives
-the estimated state and the predicted crossing of the hitting plane x = `hit_plane_x_m` (table bounce
-included), which is what decides where and when to hit.
-
-Feature vector (float32, `FEATURE_NAMES`, 36 values):
-    q_norm [8]          joint positions mapped to [-1, 1] over their limits
-    qd_norm [8]         joint velocities / velocity limits
-    ball_pos [3], ball_vel [3], ball_valid [1]      the track estimate now (zeros when not valid)
-    cross_dt [1], cross_pos [3], cross_vel [3], cross_found [1]
-                        time until the predicted crossing of the hitting plane (clipped to [0, 1.5] s), where
-                        and how fast the ball crosses it (zeros when not found)
-    det_pos [3], det_age [1], det_valid [1]         the newest detection as observed
-The extractor is stateful (the tracks): call `reset(mask)` for environments that start a new episode, and
-call it once per policy step, in order. The tracker clock is the per-environment step count x the env's step (WorldConfig.step_s).
+Design notes: docs/learning.md, section `robot_rt.learning.features`.
 """
 
 from __future__ import annotations
@@ -36,7 +21,7 @@ FEATURE_DIM = len(FEATURE_NAMES)
 
 
 class FeatureExtractor:
-    """Batched features of `num_envs` environments (see the module docstring)."""
+    """Batched features of `num_envs` environments (see docs/learning.md, `robot_rt.learning.features`)."""
 
     def __init__(
         self,

@@ -1,15 +1,6 @@
 """Goal-conditioned behaviour cloning (GCBC): pi(a | s, g) fitted to hindsight-relabelled attempts.
 
-Model: an MLP on the concatenation [normalise(features), normalise(goal)] -> tanh -> a / v_max, i.e. joint
-velocities as a fraction of each joint's limit (so the eight joints, in m/s and rad/s, weigh alike and the
-output can never exceed a limit). Inputs are standardised with the mean/std of the data the model was first
-fitted on (stored as buffers, so a checkpoint carries them; later rounds fine-tune with them frozen, which
-keeps earlier weights meaningful).
-
-Loss: mean squared error between the predicted and the recorded normalised action, the maximum-likelihood
-fit of a fixed-variance Gaussian policy (GoalsEye's GCBC uses the same goal-conditioned imitation objective;
-with the noisy scripted play data, MSE regresses to the noise-free mean action, which is what we want to
-execute). Adam, minibatches drawn with a seeded torch.Generator so a run is reproducible.
+Design notes: docs/learning.md, section `robot_rt.learning.gcbc`.
 """
 
 from __future__ import annotations

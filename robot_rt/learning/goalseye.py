@@ -1,38 +1,7 @@
 """`robot-rt train goalseye`: GoalsEye (Abeyruwan et al. 2022) in simulation — goal-conditioned behaviour
 cloning from non-goal-directed play, improved by iterative self-practice with hindsight relabelling.
 
-Stages, per training seed (all in one run directory, `robot_rt.learning.rundir.RunDir`):
-1. play: the batched scripted policy (`BatchedScriptedPolicy`) with Gaussian action noise returns balls aimed
-   at random points over the whole human half (the aim is *not* recorded as a goal), `--play-episodes`
-   episodes, appended in chunks to an on-disk episode data set (`robot_rt.learning.dataset`).
-2. relabel + GCBC: every landed attempt is relabelled with the landing point it achieved, and a
-   goal-conditioned MLP policy (`robot_rt.learning.gcbc`) is fitted to all relabelled steps.
-3. self-practice, `--rounds` rounds of `--attempts-per-round` attempts: goals sampled uniformly from the
-   environment's goal region, attempted by the current policy, every attempt relabelled and appended, then the
-   policy is fine-tuned on all data (`--finetune-steps` Adam steps with the optimizer state carried over).
-4. evaluation after every round on a fixed held-out set of `--eval-goals` (goal, ball seed) pairs, the same
-   for every seed and condition: success = landing within 20 cm / 30 cm of the goal, with Wilson 95% CIs.
-
-Conditions (`--conditions`), compared at equal numbers of extra episodes:
-    demos+practice   1-4 as above (GoalsEye)
-    demos-only       the extra episodes are more scripted play instead of self-practice (same count per round)
-    practice-only    self-practice from scratch: no play data, a randomly initialised policy attempts goals;
-                     it trains as soon as any attempt lands
-    no-new-data      control: each round only fine-tunes on the play data again, so the gain from the extra
-                     optimisation steps alone can be told apart from the gain from data (with 1,500 first-fit
-                     steps this control matched demos+practice round for round: the "practice" gain was training)
-Round 0 of demos+practice and demos-only is the same model (same play data, seed and training), so it is
-trained and evaluated once and shared.
-
-Episode seeds, goals and play aims come from `numpy.random.SeedSequence([seed, stream, round])`, so a run is
-reproducible and the held-out evaluation set never overlaps training episodes. Rollouts run
-`TableTennisGoalVectorEnv` with `--num-envs` environments; with `torchrun --nproc_per_node K` (or several
-hosts) every rollout's episodes are split across the K processes by index (`robot_rt.learning.distributed`),
-rank 0 trains and writes, and the weights are broadcast; per-episode results are identical to one process.
-
-Resuming (`--resume`): each (seed, condition) checkpoints after every round (model, optimizer, curve so far);
-play chunks and round data carry their round in the manifest's `source`, so a resumed run neither redoes a
-finished round nor appends the same data twice.
+Design notes: docs/goalseye.md, section `robot_rt.learning.goalseye`.
 """
 
 from __future__ import annotations

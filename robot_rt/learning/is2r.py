@@ -1,43 +1,6 @@
 """Iterative sim-to-real (i-S2R, Abeyruwan et al. 2022) against the S2R+FT baseline: `robot-rt train is2r`.
 
-i-S2R, iteration i = 0..k-1 (H_0 = ``HumanBehaviorModel.default()``):
-    1. train the policy in simulation against the human behaviour model H_i for E evolution-strategy
-       generations (continuing from the previous iteration's policy);
-    2. deploy it against 'the real player' (``robot_rt.bridge.deploy.deploy``: the real-time loop and the UDP
-       driver talking to ``robot-rt sim-server --rally --human real_player``) for B balls: the rally lengths
-       are iteration i's figure, the recorded ball tracks are new data;
-    3. refit H_{i+1} from all real tracks so far (``refit_human``: ``HumanBehaviorModel.fit`` shrunk towards
-       H_0 with a pseudo-count, so a handful of tracks cannot produce a degenerate covariance).
-S2R+FT: train against H_0 only for the same total simulation budget (k E generations; the first E are
-shared with i-S2R, they are the same computation), deploy for B balls (iteration 0), then per iteration one
-real-side ES generation (a small antithetic population; each candidate plays B / (2 D_real) balls through
-``deploy``, so fine-tuning uses as many real balls per iteration as i-S2R collects) followed by an
-evaluation deploy of B balls. Both methods therefore have used i B real balls for learning when iteration i
-is measured; S2R+FT additionally spends B evaluation balls per fine-tuning iteration that it does not learn
-from (i-S2R's evaluation deploy *is* its data collection, as in the paper).
-
-Policy search: BGS (``robot_rt.learning.es``) over the parameter vector of a structured scripted policy
-(``robot_rt.envs.scripted``: ScriptedParams, ~10-20 knobs such as hitting plane, swing timing, return speed
-and target), one batched environment evaluating the whole population at once: world (member m, episode j)
-plays episode seed ``seed + j`` for every member (common random numbers, so differences between antithetic
-candidates are differences of the policy, not of the balls). Why an ES on a structured policy rather than
-PPO from an RL library: the reward (rally length) is sparse and delayed by a whole ball flight, the policy
-runs a state estimator whose internal state is not a differentiable function of the parameters, and on two
-shared CPU cores we can afford a few thousand episodes per method — enough to tune 10-20 well-scaled knobs
-by finite differences, far from enough for PPO to learn paddle control from scratch. The seed's i-S2R used
-BGS too, and an ES also runs unchanged on the real side (fine-tuning through ``deploy``), which PPO could
-not do with tens of balls. Fitness = mean over episodes of (rally length + ``hit_bonus`` x paddle contacts):
-the small bonus gives a gradient on the plateau where no return lands yet; reports use rally length only.
-
-Sharding: under ``torchrun --nproc_per_node W robot-rt train is2r ...`` the (member, episode) worlds are
-split across the W processes with ``robot_rt.learning.distributed`` (striped indices, results gathered in
-index order); every world's randomness depends on its episode seed only, so W processes compute exactly
-what one does and every rank takes the same ES step. Real-side deploys run on rank 0 (there is one robot)
-and are broadcast. torch.distributed over Ray: see that module (no new dependency, torchrun spans hosts).
-
-Run directory (``robot_rt.learning.rundir.RunDir``): config.json, log.jsonl (one record per ES generation,
-deploy and refit), checkpoints/latest.pt after every generation and stage (``--resume`` restarts from it),
-human models per iteration (models/H_i.json), results.json and plots/rally_length.png.
+Design notes: docs/is2r.md, section `robot_rt.learning.is2r`.
 """
 
 from __future__ import annotations

@@ -1,13 +1,6 @@
 """Run directories of the learning loops: config, checkpoints, a crash-safe log, results and plots.
 
-Layout of a run directory:
-    config.json          the resolved configuration (written once; a resumed run must match it)
-    log.jsonl            one JSON object per line, appended and fsynced (a crash loses at most the line being
-                         written; `read_log` skips a torn last line)
-    checkpoints/NAME.pt  torch.save'd state, written atomically (temp file + rename); `latest.json` names the
-                         newest, so a resumed run restarts from the last completed checkpoint
-    results.json         final figures (atomic)
-    plots/*.png          figures
+Design notes: docs/learning.md, section `robot_rt.learning.rundir`.
 """
 
 from __future__ import annotations

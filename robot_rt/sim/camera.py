@@ -1,16 +1,6 @@
 """Simulated camera server: streams ball detections over UDP (docs/protocol.md, "Camera stream").
 
-Balls come from `robot_rt.estimation.ServeGenerator` (flown with `robot_rt.ballistics`, spin, bounces) and
-are seen through `robot_rt.estimation.SimulatedTracker` (frame rate, Gaussian noise, random and burst drops,
-outliers, clutter, processing latency with jitter). A serve starts every `serve_interval_s`; the camera
-thread runs at the tracker's frame rate and, at each frame tick, sends one `ball_observations` datagram to
-every subscriber with the detections whose (simulated) arrival time has come — the ball, clutter, or
-nothing (count 0: the stream doubles as a heartbeat). `capture_age_ns` is the detection's true latency
-(now - exposure), so the receiver dates it on its own clock.
-
-Subscribers say hello (role camera subscriber) and must repeat it within `subscriber_timeout_s`. Datagrams
-from non-loopback sources (unless allow_remote), corrupted or unauthenticated ones, and duplicated or
-reordered hellos are dropped and counted in `stats`. A Python thread is plenty at 100-200 frames/s.
+Design notes: docs/sim.md, section `robot_rt.sim.camera`.
 """
 
 from __future__ import annotations

@@ -1,33 +1,6 @@
 """Rally mode of `robot-rt sim-server`: the simulated camera's ball plays against the simulated robot.
 
-`RallySource` owns one `robot_rt.envs.TableTennisWorld` (the environments' own physics, paddle contact, rally
-logic, human answers and camera model, so nothing is written twice) and advances it in real time. One rule
-differs by default: the paddle leaving the robot's workspace box does not end a rally (the box is the
-controller's safety envelope, enforced by the loop; a physical rally goes on) — `workspace_ends_rally=True`
-restores the env's rule. Before each
-world step (`WorldConfig.step_s`, 10 ms by default) it reads the robot server's CURRENT measured joint
-state (`SimRobotServer.snapshot()`), puts it into the world (q, qd) and steps the world with qd as the velocity
-command: inside the step the paddle moves on from the measured pose at the measured velocity (a first-order
-extrapolation over one step), so the ball meets the paddle of the robot the controller actually drives.
-
-Balls: a serve is a fresh episode of the world (`reset`, a launch of the chosen `HumanBehaviorModel`); the
-world's rally logic decides hits, landings, misses, outs and the human's answers (its return model); when an
-episode ends the next serve follows after `serve_interval_s`. No serve starts before a controller has
-registered with the robot server (a deploy never loses its first ball), and none after `max_serves`.
-
-Camera: frames come from the world's camera model (rate, phase, noise, drops, latency + jitter, exactly the
-observation statistics of the envs); each frame is handed to `CameraServer`, which streams it with the
-existing protocol once its arrival time has come (`capture_age_ns` = real latency).
-
-Records (`summary()`): serves, balls (serves + the human's answers), one entry per rally (length = returns that
-landed on the human's half, outcome) and per ball (robot touched it, smallest paddle-ball distance while it
-came in, launch state), and per ball the true track (every physics substep) and the detected track (the
-frames the camera sent), times in s from the ball's launch — the detected tracks are in the form
-`HumanBehaviorModel.fit` accepts (`detected_tracks()`).
-
-World time follows real time: world step k of a rally runs when real time reaches the rally's start + k dt.
-If the thread falls more than `max_lag_steps` behind (a loaded machine), the rally's clock is shifted (the ball
-slows down for that moment, counted in `clock_shifts`) rather than stepping in a burst the robot cannot see.
+Design notes: docs/sim.md, section `robot_rt.sim.rally`.
 """
 
 from __future__ import annotations
@@ -61,7 +34,7 @@ def resolve_human(human):
 
 
 class RallySource:
-    """The rally's ball: world stepping against a joint-state source (see the module docstring).
+    """The rally's ball: world stepping against a joint-state source (see docs/sim.md, `robot_rt.sim.rally`).
 
     Args:
         joint_state: callable returning (position [dof], velocity [dof]) of the robot now (the robot server's

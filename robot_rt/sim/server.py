@@ -1,18 +1,6 @@
 """`robot-rt sim-server`: a simulated robot bridge plus a simulated camera, speaking docs/protocol.md.
 
-The robot side is the C++ `robot_rt._control.SimRobotServer` (its own thread; joint dynamics with position,
-velocity and acceleration limits, a servo tracking lag and a command transport delay), built from a robot
-description JSON. The camera side is `robot_rt.sim.camera.CameraServer` (ball physics + simulated
-tracker). Both bind 127.0.0.1 by default, the camera on the robot port + 1 unless told otherwise.
-On start the server prints one JSON line to stdout, `{"event": "listening", "host": ..., "robot_port": ...,
-"camera_port": ...}`, so a parent process started with `--port 0` learns its ephemeral ports.
-
-Rally mode (`rally=True`, `robot-rt sim-server --rally --human default|real_player|PATH.json`): the camera's
-ball comes from `robot_rt.sim.rally.RallySource` — the envs' TableTennisWorld stepped in real time against
-the robot server's current measured joint state, the chosen human behaviour model serving and answering — so
-the robot the controller drives really plays. `rally_summary()` reports serves, rally lengths, outcomes and the true and detected ball tracks;
-`--summary PATH` is rewritten atomically after every rally without the tracks (a progress record) and, with the
-tracks, on exit.
+Design notes: docs/sim.md, section `robot_rt.sim.server`.
 """
 
 from __future__ import annotations

@@ -1,13 +1,6 @@
 """A fault-injecting UDP proxy on loopback, for tests and demos of the robot link.
 
-    client (UdpDriver) <-> proxy.port [FaultProxy] upstream socket <-> server (sim-server / robot bridge)
-
-Each direction ("up": client -> server, "down": server -> client) has its own `Faults`, changeable while
-running: drop, duplicate, reorder (hold a datagram back and send it after the next one), delay (by
-`delay_s`, with probability `delay_prob`; `delay_prob=1` delays everything, in order), corrupt (flip a bit),
-truncate, and inject garbage datagrams. `Faults.blackhole` drops everything (a cable pull). Seeded and
-counted (`proxy.injected[direction][kind]`), so tests can compare what was injected with what the endpoints
-counted. A single thread with a selector and a time-ordered queue; binds 127.0.0.1 only.
+Design notes: docs/sim.md, section `robot_rt.sim.udp_proxy`.
 """
 
 from __future__ import annotations
