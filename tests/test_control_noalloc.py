@@ -30,6 +30,13 @@ void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
 
 using namespace robot_rt::control;
+
+// Waits until the loop has ticked n more times (polling its counters: no allocation, no wall-time budget).
+static void wait_ticks(const ControlLoop& loop, std::uint64_t n) {
+  const std::uint64_t target = loop.counters().ticks + n;
+  while (loop.counters().ticks < target) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
 int main(int argc, char** argv) {
   RobotModel m;
   m.dof = 8;
@@ -46,20 +53,20 @@ int main(int argc, char** argv) {
   ControlLoop loop(driver, m, cfg);
   loop.start();
   // commands (tracking path), then silence (watchdog stop path), then e-stop, dropout: all inside the window
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  wait_ticks(loop, 50);
   const long before = g_news.load();
   const auto t0 = std::chrono::steady_clock::now();
   double q[8] = {0.5, -0.5, 0.3, 0, 0, 0, 0, 0.9};
   for (int k = 0; k < 20; ++k) {
     q[0] = 0.5 * (k % 2 ? 1 : -1);
     loop.push_command(q, 8, 0, 0);
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    wait_ticks(loop, 10);
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(150));  // stale -> controlled stop
+  wait_ticks(loop, 150);  // stale -> controlled stop
   driver->inject_dropout(40);
-  std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  wait_ticks(loop, 60);
   loop.request_estop();
-  std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  wait_ticks(loop, 60);
   const long during = g_news.load() - before;
   const double window_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const auto ticks = loop.counters().ticks;

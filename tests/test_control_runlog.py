@@ -10,11 +10,11 @@ import struct
 import subprocess
 import sys
 import textwrap
-import time
 import zlib
 
 import numpy as np
 import pytest
+from helpers.robot import wait_ticks, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,7 +33,7 @@ _control = pytest.importorskip("robot_rt._control")
 
 CHILD = textwrap.dedent(
     """
-    import sys, time, math
+    import math, signal, sys, time
     import numpy as np
     from robot_rt.control.loop import RealTimeLoop
     from robot_rt.robot import load_robot
@@ -45,7 +45,7 @@ CHILD = textwrap.dedent(
     loop = RealTimeLoop(robot, policy=policy, log_path=sys.argv[1], log_fsync_interval_s=0.2)
     loop.start()
     print("started", flush=True)
-    time.sleep(60)  # killed long before
+    signal.pause()  # until killed
     """
 )
 
@@ -77,9 +77,7 @@ def test_log_survives_kill_9(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "started"
-        deadline = time.monotonic() + 60
-        while (not path.exists() or len(chunk_spans(path.read_bytes())) < 8) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: path.exists() and len(chunk_spans(path.read_bytes())) >= 8, what="8 chunks in the log")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
     finally:
@@ -108,8 +106,8 @@ def _clean_log_bytes(rate_hz: float = 1000.0, seconds: float = 0.3, flush_s: flo
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ok.rrlog"
-        with RealTimeLoop(log_path=path, rate_hz=rate_hz, log_flush_interval_s=flush_s):
-            time.sleep(seconds)
+        with RealTimeLoop(log_path=path, rate_hz=rate_hz, log_flush_interval_s=flush_s) as loop:
+            wait_ticks(loop, round(seconds * rate_hz))
         return path.read_bytes()
 
 
@@ -374,10 +372,10 @@ def test_deadline_miss_ticks_in_the_log_equal_the_live_counter(tmp_path):
     stalls = 0
     with loop:
         for _ in range(4):
-            time.sleep(0.05)
+            wait_ticks(loop, 25)  # 50 ms of loop time (and the previous stalls have happened)
             loop.driver.inject_stall(2, 0.006)  # 3 periods: certainly past the next deadline
             stalls += 2
-        time.sleep(0.05)
+        wait_ticks(loop, 25)
     live = loop.counters()["deadline_misses"]
     log = read_runlog(path)
     assert log.clean

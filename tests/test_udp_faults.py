@@ -1,19 +1,20 @@
 """The real-time loop over the UDP link, with faults injected by a loopback proxy (robot_rt.sim.udp_proxy).
 
 For each fault — dropped, late, duplicated, reordered and malformed packets, a server restart, packets from
-strangers, NaN commands — the loop keeps its rate, the robot stays inside its limits (the sim server
+strangers, NaN commands — the loop keeps ticking, the robot stays inside its limits (the sim server
 counts any command outside them and any hard stop), and the event is counted by the endpoints and logged
-in the run log (link events of robot_rt.control.udp.LINK_EVENT_CODES).
+in the run log (link events of robot_rt.control.udp.LINK_EVENT_CODES). Phases last a number of loop ticks and
+end on what the endpoints report, not on wall time.
 """
 
 from __future__ import annotations
 
 import socket
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from helpers.robot import udp_receive_buffer_drops, wait_ticks, wait_until
 
 from robot_rt.control import protocol as P
 from robot_rt.control.loop import EVENT_CODES, RealTimeLoop
@@ -29,7 +30,8 @@ RATE_HZ = 500.0
 
 @dataclass
 class Run:
-    elapsed_s: float
+    ticks: int  # loop ticks the run waited for
+    kernel_drops: int | None  # datagrams the kernel dropped on full receive buffers meanwhile (None: unknown)
     loop: dict
     link: dict
     server: dict
@@ -55,35 +57,47 @@ def run_link(tmp_path, *, up=None, down=None, action=None, fault_s=1.0, policy=S
     log_path = tmp_path / "run.rrlog"
     loop = RealTimeLoop(robot, driver, policy=policy(robot), rate_hz=RATE_HZ, policy_rate_hz=50, log_path=log_path)
     extra: dict = {}
-    t0 = time.monotonic()
+    drops_before = udp_receive_buffer_drops()
     loop.start()
     monitor = LinkMonitor(loop, driver, interval_s=0.05).start()
+    ticks = 0
     try:
-        time.sleep(0.3)
+        # 0.3 s of loop time on a working link, then the faults for fault_s, then 0.4 s of recovery
+        wait_until(lambda: driver.stats()["connected"], what="the link to come up")
+        ticks += int(0.3 * RATE_HZ)
+        wait_ticks(loop, int(0.3 * RATE_HZ))
         extra["before"] = {"link": driver.stats(), "server": server.robot_server.stats()}
         if up:
             proxy.set_faults("up", **up)
         if down:
             proxy.set_faults("down", **down)
         if action is not None:
-            action(server=server, proxy=proxy, driver=driver, extra=extra)
-        time.sleep(fault_s)
+            action(server=server, proxy=proxy, driver=driver, loop=loop, extra=extra)
+        ticks += int(fault_s * RATE_HZ)
+        wait_ticks(loop, int(fault_s * RATE_HZ))
         proxy.clear_faults()
-        time.sleep(0.4)  # recovery
+        received = driver.stats()["states_received"]
+        ticks += int(0.4 * RATE_HZ)
+        wait_ticks(loop, int(0.4 * RATE_HZ))
+        wait_until(
+            lambda: driver.stats()["connected"] and driver.stats()["states_received"] > received, what="recovery"
+        )
         extra["after"] = {"link": driver.stats(), "server": server.robot_server.stats()}
     finally:
         monitor.stop()
-        elapsed = time.monotonic() - t0
         loop.stop()
         proxy.stop()
         server_stats = server.robot_server.stats()
         server.stop()
-    return Run(elapsed, loop.counters(), driver.stats(), server_stats, proxy.injected, read_runlog(log_path), extra)
+    drops_after = udp_receive_buffer_drops()
+    kernel_drops = None if drops_before is None or drops_after is None else drops_after - drops_before
+    log = read_runlog(log_path)
+    return Run(ticks, kernel_drops, loop.counters(), driver.stats(), server_stats, proxy.injected, log, extra)
 
 
-def assert_kept_rate_and_limits(run: Run):
-    # the loop never waits on the network: its tick count follows the clock (lenient: loaded 2-core CI)
-    assert run.loop["ticks"] >= 0.5 * RATE_HZ * run.elapsed_s, (run.loop["ticks"], run.elapsed_s)
+def assert_kept_ticking_and_limits(run: Run):
+    # the loop never waits on the network: it ran every tick of every phase (the rate: bench/bench_udp.py)
+    assert run.loop["ticks"] >= run.ticks, (run.loop["ticks"], run.ticks)
     assert len(run.log.ticks) >= 0.9 * run.loop["ticks"]
     # the robot never received a command outside its limits and never hit a hard stop
     assert run.server["commands_out_of_limits"] == 0
@@ -100,15 +114,18 @@ def assert_kept_rate_and_limits(run: Run):
 
 def test_clean_link_has_no_link_events(tmp_path):
     run = run_link(tmp_path, fault_s=0.5)
-    assert_kept_rate_and_limits(run)
-    for name in ("udp_lost", "udp_malformed", "udp_duplicate", "udp_stale", "udp_peer_restart"):
+    assert_kept_ticking_and_limits(run)
+    for name in ("udp_malformed", "udp_duplicate", "udp_stale", "udp_peer_restart"):
         assert run.logged(name) == 0, name
-    assert run.server["commands_applied"] > 0.5 * RATE_HZ * 0.5
+    # a loaded machine may overflow a socket's receive buffer (the kernel drops the datagram and counts it): a loss
+    # the link reports truthfully, but no loss beyond what the kernel dropped
+    assert run.logged("udp_lost") <= (run.kernel_drops or 0), (run.logged("udp_lost"), run.kernel_drops)
+    assert run.server["commands_applied"] > 0.5 * run.loop["ticks"]  # one command per tick
 
 
 def test_dropped_packets(tmp_path):
     run = run_link(tmp_path, up={"drop": 0.2}, down={"drop": 0.2})
-    assert_kept_rate_and_limits(run)
+    assert_kept_ticking_and_limits(run)
     assert run.injected["down"]["drop"] > 20 and run.injected["up"]["drop"] > 20
     assert run.link["rx_lost"] > 0 and run.server["rx_lost"] > 0
     assert 0 < run.logged("udp_lost") <= run.link["rx_lost"]
@@ -116,14 +133,14 @@ def test_dropped_packets(tmp_path):
 
 def test_duplicated_packets(tmp_path):
     run = run_link(tmp_path, up={"duplicate": 0.3}, down={"duplicate": 0.3})
-    assert_kept_rate_and_limits(run)
+    assert_kept_ticking_and_limits(run)
     assert run.link["rx_duplicate"] > 0 and run.server["rx_duplicate"] > 0
     assert 0 < run.logged("udp_duplicate") <= run.link["rx_duplicate"]
 
 
 def test_reordered_packets(tmp_path):
     run = run_link(tmp_path, up={"reorder": 0.2}, down={"reorder": 0.2})
-    assert_kept_rate_and_limits(run)
+    assert_kept_ticking_and_limits(run)
     assert run.injected["down"]["reorder"] > 10
     assert run.link["rx_stale"] > 0 and run.server["rx_stale"] > 0
     assert 0 < run.logged("udp_stale") <= run.link["rx_stale"]
@@ -132,7 +149,7 @@ def test_reordered_packets(tmp_path):
 def test_malformed_packets(tmp_path):
     faults = {"corrupt": 0.1, "truncate": 0.05, "garbage": 0.05}
     run = run_link(tmp_path, up=faults, down=faults)
-    assert_kept_rate_and_limits(run)
+    assert_kept_ticking_and_limits(run)
     assert run.link["rx_malformed"] > 0 and run.server["rx_malformed"] > 0
     assert run.link["rx_rejected"]["bad_checksum"] > 0
     assert 0 < run.logged("udp_malformed") <= run.link["rx_malformed"] + run.link["rx_mismatch"]
@@ -141,7 +158,7 @@ def test_malformed_packets(tmp_path):
 def test_late_packets_stop_the_robot_then_recover(tmp_path):
     # every state arrives 60 ms late for a while: in order, so only the late detector can tell
     run = run_link(tmp_path, down={"delay_prob": 1.0, "delay_s": 0.06}, fault_s=0.6)
-    assert_kept_rate_and_limits(run)
+    assert_kept_ticking_and_limits(run)
     assert run.link["rx_late"] > 0 and run.logged("udp_late") > 0
     assert run.loop_events("sensor_timeout_stop") >= 1  # no fresh state: controlled stop
     assert run.loop_events("sensor_recovered") >= 1
@@ -149,29 +166,29 @@ def test_late_packets_stop_the_robot_then_recover(tmp_path):
 
 def test_partially_late_packets_are_dropped_as_stale_or_late(tmp_path):
     run = run_link(tmp_path, down={"delay_prob": 0.1, "delay_s": 0.03})
-    assert_kept_rate_and_limits(run)
+    assert_kept_ticking_and_limits(run)
     assert run.link["rx_stale"] + run.link["rx_late"] > 0
     assert run.logged("udp_stale") + run.logged("udp_late") > 0
 
 
 def test_link_blackout_stops_the_robot_and_the_link_recovers(tmp_path):
     run = run_link(tmp_path, up={"blackhole": True}, down={"blackhole": True}, fault_s=0.3)
-    assert_kept_rate_and_limits(run)
+    assert_kept_ticking_and_limits(run)
     assert run.logged("udp_link_down") >= 1 and run.logged("udp_link_up") >= 1
     assert run.loop_events("sensor_timeout_stop") >= 1
 
 
 def test_server_restart(tmp_path):
-    def restart(server, extra, **_):
+    def restart(server, loop, extra, **_):
         extra["session"] = server.robot_server.session_id
         server.robot_server.stop()
-        time.sleep(0.15)
+        wait_until(lambda: loop.event_count("sensor_timeout_stop") >= 1, what="the loop to miss the robot")
         server.robot_server.start()
         extra["new_session"] = server.robot_server.session_id
         extra["applied_at_restart"] = server.robot_server.stats()["commands_applied"]
 
     run = run_link(tmp_path, action=restart, fault_s=0.6)
-    assert_kept_rate_and_limits(run)
+    assert_kept_ticking_and_limits(run)
     assert run.extra["session"] != run.extra["new_session"]
     assert run.link["peer_restarts"] == 1 and run.logged("udp_peer_restart") == 1
     assert run.loop_events("sensor_timeout_stop") >= 1
@@ -185,16 +202,16 @@ def test_packets_from_unexpected_sources(tmp_path):
     def spoof(server, driver, **_):
         state = P.encode({"type": "joint_state", "session_id": 5, "sequence": 2**40, "position": [0.9] * 8})
         command = P.encode({"type": "joint_command", "session_id": 5, "sequence": 2**40, "position": [0.9] * 8})
-        for _ in range(30):
+        for i in range(30):  # one at a time: the next once the driver has counted (and dropped) the last one
             stranger.sendto(state, ("127.0.0.1", driver.local_port))
             stranger.sendto(command, ("127.0.0.1", server.port))
-            time.sleep(0.005)
+            wait_until(lambda i=i: driver.stats()["rx_unexpected_source"] > i, what="the driver to drop the spoof")
 
     try:
         run = run_link(tmp_path, action=spoof, fault_s=0.2)
     finally:
         stranger.close()
-    assert_kept_rate_and_limits(run)
+    assert_kept_ticking_and_limits(run)
     assert run.link["rx_unexpected_source"] == 30 and run.server["rx_unexpected_source"] >= 30
     assert run.logged("udp_unexpected_source") == 30
     assert np.max(run.log.ticks["measured_position"][:, 0]) < 0.85  # the forged state was never used
@@ -202,14 +219,14 @@ def test_packets_from_unexpected_sources(tmp_path):
 
 def test_nan_commands_over_udp(tmp_path):
     run = run_link(tmp_path, policy=NanBurst, fault_s=1.0)
-    assert_kept_rate_and_limits(run)
+    assert_kept_ticking_and_limits(run)
     assert run.loop_events("non_finite_command") > 0  # rejected by the loop, logged
     assert run.link["tx_invalid"] == 0 and run.server["rx_malformed"] == 0  # nothing non-finite on the wire
 
 
 def test_hmac_link_with_camera_stream(tmp_path):
     run = run_link(tmp_path, key=b"k3y-for-this-test", camera=True, down={"corrupt": 0.05}, fault_s=1.0)
-    assert_kept_rate_and_limits(run)
+    assert_kept_ticking_and_limits(run)
     assert run.link["rx_rejected"]["bad_checksum"] + run.link["rx_rejected"]["bad_tag"] > 0
     assert run.link["camera"]["frames"] > 50
     assert run.loop["ball_observations"] > 0 and len(run.log.balls) > 0
