@@ -337,14 +337,52 @@ def read_runlog(path: str | Path) -> RunLog:
         raise FileNotFoundError(f"path: run log not found: {path}")
     data = path.read_bytes()
     version, pos = _file_header(path, data)
-    parse = _parse_chunk_v2 if version == 2 else _parse_chunk_v1
+    scan = _scan_chunks(data, pos, _parse_chunk_v2 if version == 2 else _parse_chunk_v1)
+    chunks = scan.chunks
+    meta: dict = next((c.meta for c in chunks if c.meta is not None), {})
+    event_codes = meta.get("event_codes")
+    event_names = dict(event_codes) if isinstance(event_codes, dict) else _default_event_names()
+    damage = _damage_between_chunks(scan, len(data), _run_ticks(data, chunks, event_names.get("loop_stop")))
+    tick_offsets, ball_offsets, event_offsets, tick_dof = _record_offsets(data, chunks)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    meta_dof = meta.get("dof", 0)
+    ticks = _gather(buf, tick_offsets, tick_dtype(tick_dof or (meta_dof if isinstance(meta_dof, int) else 0)))
+    return RunLog(
+        path=str(path),
+        version=version,
+        meta=meta,
+        ticks=ticks,
+        balls=_gather(buf, ball_offsets, BALL_DTYPE),
+        events=_gather(buf, event_offsets, EVENT_DTYPE),
+        chunks=len(chunks),
+        file_bytes=len(data),
+        truncated_bytes=len(data) - scan.tail_start,
+        stop_reason=scan.tail_reason,
+        event_names=event_names,
+        damage=damage,
+        dropped_tick_ranges=_dropped_tick_ranges(ticks, damage),
+    )
+
+
+@dataclass
+class _ChunkScan:
+    """The intact chunks of a file in order, and what lies between them."""
+
+    chunks: list[_Chunk]
+    # Unreadable stretches between intact chunks: (start, end, reason, duplicate chunk count)
+    holes: list[tuple[int, int, str, int]]
+    tail_start: int  # where the unreadable or truncated tail begins (the file size when there is none)
+    tail_reason: str
+
+
+def _scan_chunks(data: bytes, pos: int, parse) -> _ChunkScan:
+    """Walks the chunks from `pos`; after a damaged chunk it resynchronises at the next sync marker."""
     n = len(data)
     chunks: list[_Chunk] = []
-    # Unreadable stretches between intact chunks: (start, end, reason, duplicate chunk count)
     holes: list[tuple[int, int, str, int]] = []
     bad_start: int | None = None
     bad_reason = ""
-    tail_start = n  # where the unreadable or truncated tail begins
+    tail_start = n
     tail_reason = "end of file"
     while pos < n:
         try:
@@ -373,12 +411,11 @@ def read_runlog(path: str | Path) -> RunLog:
         pos = chunk.end
     if bad_start is not None:
         tail_start, tail_reason = bad_start, f"unreadable tail: {bad_reason}"
+    return _ChunkScan(chunks, holes, tail_start, tail_reason)
 
-    meta: dict = next((c.meta for c in chunks if c.meta is not None), {})
-    event_codes = meta.get("event_codes")
-    event_names = dict(event_codes) if isinstance(event_codes, dict) else _default_event_names()
-    # The loop_stop event carries the run's tick count: it bounds ticks lost after the last tick read.
-    stop_code = event_names.get("loop_stop")
+
+def _run_ticks(data: bytes, chunks: list[_Chunk], stop_code: int | None) -> int | None:
+    """The run's tick count from its loop_stop event: it bounds the ticks lost after the last tick read."""
     run_ticks = None
     for chunk in chunks:
         for rtype, at, _body in chunk.records:
@@ -386,8 +423,12 @@ def read_runlog(path: str | Path) -> RunLog:
                 value = struct.unpack_from("<d", data, at + 24)[0]
                 if value == value and 0 <= value < 2**62:
                     run_ticks = int(value)
+    return run_ticks
 
-    # Damage between consecutive intact chunks (and before the first / after the last one).
+
+def _damage_between_chunks(scan: _ChunkScan, n: int, run_ticks: int | None) -> list[Damage]:
+    """Damage between consecutive intact chunks (and before the first / after the last one)."""
+    chunks, holes, tail_start, tail_reason = scan.chunks, scan.holes, scan.tail_start, scan.tail_reason
     damage: list[Damage] = []
     hole_i = 0
     last_tick_before = 0  # ticks count from 1
@@ -436,7 +477,11 @@ def read_runlog(path: str | Path) -> RunLog:
                 at_end=at_end,
             )
         )
+    return damage
 
+
+def _record_offsets(data: bytes, chunks: list[_Chunk]) -> tuple[list[int], list[int], list[int], int | None]:
+    """File offsets of the tick (of the first tick's dof), ball and event records, and that dof."""
     tick_offsets: list[int] = []
     ball_offsets: list[int] = []
     event_offsets: list[int] = []
@@ -453,17 +498,19 @@ def read_runlog(path: str | Path) -> RunLog:
                 ball_offsets.append(at)
             elif rtype == RECORD_EVENT:
                 event_offsets.append(at)
-    buf = np.frombuffer(data, dtype=np.uint8)
+    return tick_offsets, ball_offsets, event_offsets, tick_dof
 
-    def gather(offsets: list[int], dtype: np.dtype) -> np.ndarray:
-        if not offsets:
-            return np.zeros(0, dtype=dtype)
-        idx = np.asarray(offsets, dtype=np.int64)[:, None] + np.arange(dtype.itemsize, dtype=np.int64)[None, :]
-        return buf[idx].copy().view(dtype).reshape(-1)
 
-    meta_dof = meta.get("dof", 0)
-    ticks = gather(tick_offsets, tick_dtype(tick_dof or (meta_dof if isinstance(meta_dof, int) else 0)))
-    # Gaps between consecutive ticks that no damage explains: records the writer dropped (ring full).
+def _gather(buf: np.ndarray, offsets: list[int], dtype: np.dtype) -> np.ndarray:
+    """The records at `offsets` as one structured array (a copy, independent of the file's bytes)."""
+    if not offsets:
+        return np.zeros(0, dtype=dtype)
+    idx = np.asarray(offsets, dtype=np.int64)[:, None] + np.arange(dtype.itemsize, dtype=np.int64)[None, :]
+    return buf[idx].copy().view(dtype).reshape(-1)
+
+
+def _dropped_tick_ranges(ticks: np.ndarray, damage: list[Damage]) -> list[tuple[int, int]]:
+    """Gaps between consecutive ticks that no damage explains: records the writer dropped (ring full)."""
     dropped: list[tuple[int, int]] = []
     if len(ticks) > 1:
         numbers = ticks["tick"].astype(np.int64)
@@ -472,18 +519,4 @@ def read_runlog(path: str | Path) -> RunLog:
             gap = (int(numbers[k]) + 1, int(numbers[k + 1]) - 1)
             if not any(first <= gap[0] and (last is None or gap[1] <= last) for first, last in lost_spans):
                 dropped.append(gap)
-    return RunLog(
-        path=str(path),
-        version=version,
-        meta=meta,
-        ticks=ticks,
-        balls=gather(ball_offsets, BALL_DTYPE),
-        events=gather(event_offsets, EVENT_DTYPE),
-        chunks=len(chunks),
-        file_bytes=n,
-        truncated_bytes=n - tail_start,
-        stop_reason=tail_reason,
-        event_names=event_names,
-        damage=damage,
-        dropped_tick_ranges=dropped,
-    )
+    return dropped
