@@ -1,4 +1,5 @@
-"""UDP protocol codec: C++ (robot_rt._control) against the Python mirror, checksum and HMAC (docs/protocol.md)."""
+"""UDP protocol codec: C++ (robot_rt._control) against the Python mirror, checksum, HMAC, HKDF and the session
+key schedule (docs/protocol.md, version 2)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
 u32 = st.integers(0, 2**32 - 1)
 u64 = st.integers(0, 2**64 - 1)
 keys = st.one_of(st.none(), st.binary(min_size=1, max_size=130))
+nonces = st.binary(min_size=16, max_size=16)
 
 
 @st.composite
@@ -27,9 +29,22 @@ def packets(draw):
     kind = draw(st.sampled_from(sorted(P.TYPES)))
     p = {"type": kind, "session_id": draw(u32), "sequence": draw(u64), "stamp_ns": draw(u64)}
     if kind == "hello":
-        p.update(role=draw(st.integers(1, 4)), dof=draw(st.integers(0, 16)), period_us=draw(u32))
+        p.update(role=draw(st.integers(1, 4)), dof=draw(st.integers(0, 16)), period_us=draw(u32), nonce=draw(nonces))
+    elif kind == "hello_ack":
+        p.update(
+            role=draw(st.integers(1, 4)),
+            dof=draw(st.integers(0, 16)),
+            period_us=draw(u32),
+            client_session_id=draw(u32),
+            client_nonce=draw(nonces),
+            server_nonce=draw(nonces),
+            echo_hello_stamp_ns=draw(u64),
+            hello_receive_ns=draw(u64),
+        )
     elif kind == "heartbeat":
-        p.update(echo_sequence=draw(u64), echo_stamp_ns=draw(u64))
+        p.update(echo_sequence=draw(u64), echo_stamp_ns=draw(u64), echo_receive_ns=draw(u64))
+    elif kind == "goodbye":
+        p.update(reason=draw(st.integers(0, P.GOODBYE_MAX_REASON)))
     elif kind in ("joint_state", "joint_command"):
         dof = draw(st.integers(1, 16))
         p["position"] = draw(st.lists(finite, min_size=dof, max_size=dof))
@@ -38,6 +53,7 @@ def packets(draw):
                 status=draw(st.integers(0, P.KNOWN_STATUS)),
                 echo_command_sequence=draw(u64),
                 echo_command_stamp_ns=draw(u64),
+                echo_command_receive_ns=draw(u64),
                 velocity=draw(st.lists(finite, min_size=dof, max_size=dof)),
             )
         else:
@@ -98,7 +114,7 @@ def test_layout_matches_the_documented_offsets():
         "velocity": [0.25, 0.0],
     }
     data = P.encode(packet)
-    assert data[:4] == b"RRTP" and data[4] == 1 and data[5] == 4
+    assert data[:4] == b"RRTP" and data[4] == 2 and data[5] == 4
     assert struct.unpack_from("<HIHHQQ", data, 6) == (0, 0x01020304, 8 + 16 * 2, 0, 7, 99)
     assert struct.unpack_from("<HHI4d", data, 32) == (2, 1, 0, 1.5, -2.0, 0.25, 0.0)
     assert len(data) == 32 + 40 + 4
@@ -106,6 +122,121 @@ def test_layout_matches_the_documented_offsets():
     tagged = P.encode(packet, b"secret")
     assert struct.unpack_from("<H", tagged, 6)[0] == P.FLAG_TAG
     assert tagged[76:] == hmac.new(b"secret", tagged[:76], hashlib.sha256).digest()
+
+
+def test_handshake_layouts_match_the_documented_offsets():
+    client_nonce, server_nonce = bytes(range(16)), bytes(range(100, 116))
+    hello = P.encode(
+        {"type": "hello", "session_id": 9, "sequence": 1, "stamp_ns": 5, "role": 1, "dof": 8, "nonce": client_nonce}
+    )
+    assert len(hello) == 32 + 24 + 4 and hello[5] == 1
+    assert struct.unpack_from("<HHI16s", hello, 32) == (1, 8, 0, client_nonce)
+    ack = {
+        "type": "hello_ack",
+        "session_id": 0xAABBCCDD,
+        "sequence": 3,
+        "stamp_ns": 7,
+        "role": 2,
+        "dof": 8,
+        "period_us": 1000,
+        "client_session_id": 9,
+        "client_nonce": client_nonce,
+        "server_nonce": server_nonce,
+        "echo_hello_stamp_ns": 5,
+        "hello_receive_ns": 6,
+    }
+    data = P.encode(ack)
+    assert len(data) == 32 + 64 + 4 and data[5] == 6
+    assert struct.unpack_from("<HHIII16s16sQQ", data, 32) == (2, 8, 1000, 9, 0, client_nonce, server_nonce, 5, 6)
+    assert P.peek_server_nonce(data) == server_nonce == data[32 + 32 : 32 + 48]
+    beat = P.encode({"type": "heartbeat", "echo_sequence": 1, "echo_stamp_ns": 2, "echo_receive_ns": 3})
+    assert struct.unpack_from("<QQQ", beat, 32) == (1, 2, 3) and len(beat) == 32 + 24 + 4
+    bye = P.encode({"type": "goodbye", "reason": P.GOODBYE_SESSION_LOST})
+    assert struct.unpack_from("<II", bye, 32) == (1, 0) and bye[5] == 7
+    state = P.encode({"type": "joint_state", "echo_command_receive_ns": 11, "position": [1.0]})
+    assert struct.unpack_from("<HHIQQQd", state, 32) == (1, 0, 0, 0, 0, 11, 1.0) and len(state) == 32 + 48 + 4
+    frame = P.peek(data)
+    assert (frame["type"], frame["session_id"], frame["sequence"], frame["stamp_ns"]) == ("hello_ack", 0xAABBCCDD, 3, 7)
+
+
+# RFC 5869, appendix A: the three HKDF-SHA256 test cases (IKM, salt, info, L, OKM).
+RFC5869 = [
+    (
+        bytes([0x0B] * 22),
+        bytes(range(0x00, 0x0D)),
+        bytes(range(0xF0, 0xFA)),
+        42,
+        "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865",
+    ),
+    (
+        bytes(range(0x00, 0x50)),
+        bytes(range(0x60, 0xB0)),
+        bytes(range(0xB0, 0x100)),
+        82,
+        "b11e398dc80327a1c8e7f78c596a49344f012eda2d4efad8a050cc4c19afa97c59045a99cac7827271cb41c65e590e09"
+        "da3275600c2f09b8367793a9aca3db71cc30c58179ec3e87c14c01d5c1f3434f1d87",
+    ),
+    (
+        bytes([0x0B] * 22),
+        b"",
+        b"",
+        42,
+        "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8",
+    ),
+]
+
+
+@pytest.mark.parametrize("ikm, salt, info, length, okm", RFC5869)
+def test_hkdf_rfc5869_vectors(ikm, salt, info, length, okm):
+    assert _control.hkdf_sha256(salt, ikm, info, length).hex() == okm
+    assert P.hkdf(salt, ikm, info, length).hex() == okm
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=100), st.binary(max_size=150), st.binary(max_size=128), st.integers(0, 300))
+def test_hkdf_cpp_and_python_agree(salt, ikm, info, length):
+    expected = P.hkdf(salt, ikm, info, length)
+    assert _control.hkdf_sha256(salt, ikm, info, length) == expected
+    # and the Python side is RFC 5869 written out with the standard library's hmac
+    prk = hmac.new(salt or bytes(32), ikm, hashlib.sha256).digest()
+    blocks, t = b"", b""
+    for i in range(1, -(-length // 32) + 1):
+        t = hmac.new(prk, t + info + bytes([i]), hashlib.sha256).digest()
+        blocks += t
+    assert expected == blocks[:length]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(min_size=1, max_size=130), nonces, nonces, st.integers(1, 4), st.integers(1, 4), u32, u32)
+def test_session_keys_cpp_and_python_agree(key, client_nonce, server_nonce, client_role, server_role, sid_c, sid_s):
+    keys_cpp = _control.derive_session_keys(key, client_nonce, server_nonce, client_role, server_role, sid_c, sid_s)
+    keys_py = P.derive_session_keys(key, client_nonce, server_nonce, client_role, server_role, sid_c, sid_s)
+    assert keys_cpp == keys_py
+    c2s, s2c = keys_py
+    assert len(c2s) == len(s2c) == 32 and c2s != s2c  # one key per direction: no reflection
+    info = b"RRTP v2 session keys" + struct.pack("<BHHII", 2, client_role, server_role, sid_c, sid_s)
+    assert P.key_info(client_role, server_role, sid_c, sid_s) == info
+    assert c2s + s2c == P.hkdf(client_nonce + server_nonce, key, info, 64)
+
+
+def test_session_keys_change_with_every_input():
+    base = (b"long-term key", bytes(16), bytes(range(16)), 1, 2, 7, 8)
+    reference = P.derive_session_keys(*base)
+    variants = [
+        (b"long-term kez",) + base[1:],
+        base[:1] + (bytes([1] + [0] * 15),) + base[2:],
+        base[:2] + (bytes(range(1, 17)),) + base[3:],
+        base[:3] + (3,) + base[4:],
+        base[:4] + (4,) + base[5:],
+        base[:5] + (6,) + base[6:],
+        base[:6] + (9,),
+        base[:1] + (base[2], base[1]) + base[3:],  # nonces swapped
+    ]
+    for variant in variants:
+        keys = P.derive_session_keys(*variant)
+        assert keys[0] != reference[0] and keys[1] != reference[1], variant
+        assert keys == _control.derive_session_keys(*variant)
+    assert P.derive_session_keys(None, *base[1:]) == (None, None)
 
 
 def test_largest_packet_fits_the_documented_bound():
@@ -181,7 +312,8 @@ def _resealed(data, offset, fmt, value, key=None):
 @pytest.mark.parametrize(
     "offset, fmt, value, status",
     [
-        (4, "<B", 2, "bad_version"),
+        (4, "<B", 1, "bad_version"),  # a version-1 peer
+        (4, "<B", 3, "bad_version"),
         (5, "<B", 9, "bad_type"),
         (5, "<B", 3, "bad_length"),  # a command payload read as a joint state: size mismatch
         (6, "<H", 0x0002, "bad_value"),  # unknown flag
@@ -218,6 +350,9 @@ def test_encoders_refuse_invalid_packets():
         _command(mode=0),  # non-zero velocity in position mode
         _command(mode=5),
         {"type": "hello", "role": 9},
+        {"type": "hello", "role": 1, "nonce": b"short"},
+        {"type": "hello_ack", "role": 2, "server_nonce": bytes(17)},
+        {"type": "goodbye", "reason": 7},
         {"type": "ball_observations", "observations": [{"position_m": [0, 0, 0], "confidence": 1.5}]},
         {"type": "joint_state", "position": [0.0], "status": 0x100},
     ]

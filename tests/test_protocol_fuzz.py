@@ -40,7 +40,7 @@ def test_random_bytes_never_crash_and_are_rejected(data, key):
 @FUZZ
 @given(st.binary(min_size=36, max_size=760), keys)
 def test_random_bytes_behind_a_valid_magic_are_rejected(tail, key):
-    data = b"RRTP\x01" + tail[5:]
+    data = b"RRTP\x02" + tail[5:]
     assert _decode_both(data, key) != "ok"
 
 
@@ -88,11 +88,11 @@ def sealed_garbage(draw):
     the fuzzer past the integrity checks into the payload parser."""
     key = draw(keys)
     rare = st.integers(0, 9).map(lambda v: v >= 8)  # True one time in five
-    type_id = draw(st.integers(0, 7))
+    type_id = draw(st.integers(0, 9))
     count = draw(st.integers(0, 20))
     if draw(st.integers(0, 3).map(bool)):  # mostly in range, so the payload parser is reached
         count = min(count, 16)
-    kinds = {1: 8, 2: 16, 3: 24 + 16 * count, 4: 8 + 16 * count, 5: 8 + 40 * count}
+    kinds = {1: 24, 2: 24, 3: 32 + 16 * count, 4: 8 + 16 * count, 5: 8 + 40 * count, 6: 64, 7: 8}
     size = kinds.get(type_id, draw(st.integers(0, 64)))
     if draw(st.booleans()):
         size = max(0, size + draw(st.integers(-9, 9)))
@@ -103,7 +103,7 @@ def sealed_garbage(draw):
         payload[4:8] = b"\0\0\0\0"  # reserved
     flags = draw(st.sampled_from([2, 0x8000])) if draw(rare) else 0
     reserved = 1 if draw(rare) else 0
-    version = draw(st.sampled_from([0, 2])) if draw(rare) else 1
+    version = draw(st.sampled_from([0, 1, 3])) if draw(rare) else 2
     header = struct.pack(
         "<4sBBHIHHQQ",
         b"RRTP",

@@ -8,6 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+UNAUTHENTICATED_WARNING = (
+    "WARNING: UNAUTHENTICATED robot link (no --key-file): any process on this host can command the robot. "
+    "Allowed on loopback only; give --key-file for anything else."
+)
+
 
 def positive(text: str) -> float:
     value = float(text)
@@ -36,7 +41,12 @@ def register(subparsers) -> None:
     run.add_argument("--policy-rate", type=positive, default=100.0, help="policy rate in Hz (default 100)")
     run.add_argument("--log", default=None, help="run log path (default runs/run-<time>.rrlog)")
     run.add_argument("--robot-file", default=None, help="robot description JSON (default: the shipped platform)")
-    run.add_argument("--key-file", default=None, help="shared HMAC key for the UDP protocol")
+    run.add_argument(
+        "--key-file",
+        default=None,
+        help="long-term key shared with the robot (UDP protocol sessions are derived from it); without it the link "
+        "is unauthenticated, which is allowed on loopback only",
+    )
     run.add_argument("--command-timeout", type=positive, default=0.05, help="watchdog timeout in s")
     run.add_argument("--sensor-timeout", type=positive, default=0.02, help="state dropout timeout in s")
     run.add_argument("--late-threshold", type=positive, default=0.02, help="UDP: drop states later than this (s)")
@@ -163,7 +173,10 @@ def _make_driver(args, robot):
     if args.robot == "sim":
         return None
     if args.robot.startswith("udp://"):
-        return make_udp_driver(args.robot, robot.dof, key=read_key(args.key_file), late_threshold_s=args.late_threshold)
+        driver = make_udp_driver(args.robot, robot.dof, key=read_key(args.key_file), late_threshold_s=args.late_threshold)
+        if args.key_file is None:
+            print(UNAUTHENTICATED_WARNING, file=sys.stderr, flush=True)
+        return driver
     raise ValueError(f"robot: expected 'sim' or udp://HOST:PORT, got {args.robot!r}")
 
 

@@ -1,4 +1,4 @@
-"""Python codec of the robot_rt UDP protocol (docs/protocol.md, version 1).
+"""Python codec of the robot_rt UDP protocol (docs/protocol.md, version 2).
 
 Design notes: docs/protocol.md, section `robot_rt.control.protocol`.
 """
@@ -12,26 +12,40 @@ import zlib
 from hashlib import sha256
 
 MAGIC = b"RRTP"
-VERSION = 1
+VERSION = 2
 HEADER_BYTES = 32
 CHECKSUM_BYTES = 4
 TAG_BYTES = 32
 MAX_JOINTS = 16
 MAX_BALLS = 16
 BALL_OBSERVATION_BYTES = 40
-MAX_PAYLOAD_BYTES = max(24 + 16 * MAX_JOINTS, 8 + BALL_OBSERVATION_BYTES * MAX_BALLS)
+NONCE_BYTES = 16
+JOINT_STATE_HEAD_BYTES = 32
+MAX_PAYLOAD_BYTES = max(JOINT_STATE_HEAD_BYTES + 16 * MAX_JOINTS, 8 + BALL_OBSERVATION_BYTES * MAX_BALLS)
 MAX_PACKET_BYTES = HEADER_BYTES + MAX_PAYLOAD_BYTES + CHECKSUM_BYTES + TAG_BYTES
 
 FLAG_TAG = 0x0001
 KNOWN_FLAGS = FLAG_TAG
 
-TYPES = {"hello": 1, "heartbeat": 2, "joint_state": 3, "joint_command": 4, "ball_observations": 5}
+TYPES = {
+    "hello": 1,
+    "heartbeat": 2,
+    "joint_state": 3,
+    "joint_command": 4,
+    "ball_observations": 5,
+    "hello_ack": 6,
+    "goodbye": 7,
+}
 TYPE_NAMES = {v: k for k, v in TYPES.items()}
 
 ROLE_CONTROLLER = 1
 ROLE_ROBOT_SERVER = 2
 ROLE_CAMERA_SUBSCRIBER = 3
 ROLE_CAMERA_SERVER = 4
+
+GOODBYE_STOP = 0
+GOODBYE_SESSION_LOST = 1
+GOODBYE_MAX_REASON = 1
 
 STATUS_HOLDING = 0x0001
 STATUS_CLAMPED = 0x0002
@@ -61,10 +75,14 @@ STATUS_NAMES = (
 
 _HEADER = struct.Struct("<4sBBHIHHQQ")  # magic, version, type, flags, session, payload_len, reserved, seq, stamp
 _U16x2_U32 = struct.Struct("<HHI")
-_U64x2 = struct.Struct("<QQ")
-_STATE_HEAD = struct.Struct("<HHIQQ")
+_HELLO = struct.Struct("<HHI16s")
+_HELLO_ACK = struct.Struct("<HHIII16s16sQQ")
+_U64x3 = struct.Struct("<QQQ")
+_U32x2 = struct.Struct("<II")
+_STATE_HEAD = struct.Struct("<HHIQQQ")
 _OBS = struct.Struct("<QIf3d")
 assert _HEADER.size == HEADER_BYTES and _OBS.size == BALL_OBSERVATION_BYTES
+assert _STATE_HEAD.size == JOINT_STATE_HEAD_BYTES and _HELLO.size == 24 and _HELLO_ACK.size == 64
 
 
 class ProtocolError(ValueError):
@@ -78,11 +96,15 @@ class ProtocolError(ValueError):
 def payload_bytes(type_name: str, count: int = 0) -> int:
     """Payload size of a message with `count` joints / observations (0 if the count is out of range)."""
     if type_name == "hello":
-        return 8
+        return 8 + NONCE_BYTES
+    if type_name == "hello_ack":
+        return 64
     if type_name == "heartbeat":
-        return 16
+        return 24
+    if type_name == "goodbye":
+        return 8
     if type_name == "joint_state":
-        return 24 + 16 * count if 1 <= count <= MAX_JOINTS else 0
+        return JOINT_STATE_HEAD_BYTES + 16 * count if 1 <= count <= MAX_JOINTS else 0
     if type_name == "joint_command":
         return 8 + 16 * count if 1 <= count <= MAX_JOINTS else 0
     if type_name == "ball_observations":
@@ -98,6 +120,13 @@ def _key_bytes(key) -> bytes | None:
     if not isinstance(key, bytes | bytearray):
         raise TypeError(f"key: expected bytes, str or None, got {type(key).__name__}")
     return bytes(key) or None
+
+
+def _nonce(packet: dict, name: str) -> bytes:
+    value = packet.get(name, bytes(NONCE_BYTES))
+    if not isinstance(value, bytes | bytearray) or len(value) != NONCE_BYTES:
+        raise ValueError(f"{name}: expected {NONCE_BYTES} bytes")
+    return bytes(value)
 
 
 def _finite(values, name: str) -> list[float]:
@@ -129,9 +158,33 @@ def encode_payload(packet: dict) -> bytes:
         role, dof = int(packet.get("role", 0)), int(packet.get("dof", 0))
         if role not in (1, 2, 3, 4) or not 0 <= dof <= MAX_JOINTS:
             raise ValueError(f"hello: role must be 1..4 and dof 0..{MAX_JOINTS}, got role={role} dof={dof}")
-        return _U16x2_U32.pack(role, dof, int(packet.get("period_us", 0)))
+        return _HELLO.pack(role, dof, int(packet.get("period_us", 0)), _nonce(packet, "nonce"))
+    if kind == "hello_ack":
+        role, dof = int(packet.get("role", 0)), int(packet.get("dof", 0))
+        if role not in (1, 2, 3, 4) or not 0 <= dof <= MAX_JOINTS:
+            raise ValueError(f"hello_ack: role must be 1..4 and dof 0..{MAX_JOINTS}, got role={role} dof={dof}")
+        return _HELLO_ACK.pack(
+            role,
+            dof,
+            int(packet.get("period_us", 0)),
+            int(packet.get("client_session_id", 0)),
+            0,
+            _nonce(packet, "client_nonce"),
+            _nonce(packet, "server_nonce"),
+            int(packet.get("echo_hello_stamp_ns", 0)),
+            int(packet.get("hello_receive_ns", 0)),
+        )
     if kind == "heartbeat":
-        return _U64x2.pack(int(packet.get("echo_sequence", 0)), int(packet.get("echo_stamp_ns", 0)))
+        return _U64x3.pack(
+            int(packet.get("echo_sequence", 0)),
+            int(packet.get("echo_stamp_ns", 0)),
+            int(packet.get("echo_receive_ns", 0)),
+        )
+    if kind == "goodbye":
+        reason = int(packet.get("reason", GOODBYE_STOP))
+        if not 0 <= reason <= GOODBYE_MAX_REASON:
+            raise ValueError(f"reason: expected 0..{GOODBYE_MAX_REASON}, got {reason}")
+        return _U32x2.pack(reason, 0)
     if kind == "joint_state":
         status = int(packet.get("status", 0))
         if status & ~KNOWN_STATUS:
@@ -143,6 +196,7 @@ def encode_payload(packet: dict) -> bytes:
             0,
             int(packet.get("echo_command_sequence", 0)),
             int(packet.get("echo_command_stamp_ns", 0)),
+            int(packet.get("echo_command_receive_ns", 0)),
         )
         return _joint_payload(packet, head)[0]
     if kind == "joint_command":
@@ -212,33 +266,57 @@ def _check_finite(values, what: str) -> None:
 def _decode_payload(kind: str, p: bytes) -> dict:
     size = len(p)
     if kind == "hello":
-        if size != 8:
-            raise ProtocolError("bad_length", "hello payload must be 8 bytes")
-        role, dof, period = _U16x2_U32.unpack(p)
+        if size != _HELLO.size:
+            raise ProtocolError("bad_length", f"hello payload must be {_HELLO.size} bytes")
+        role, dof, period, nonce = _HELLO.unpack(p)
         if role not in (1, 2, 3, 4) or dof > MAX_JOINTS:
             raise ProtocolError("bad_value", f"hello: role={role} dof={dof}")
-        return {"role": role, "dof": dof, "period_us": period}
+        return {"role": role, "dof": dof, "period_us": period, "nonce": nonce}
+    if kind == "hello_ack":
+        if size != _HELLO_ACK.size:
+            raise ProtocolError("bad_length", f"hello_ack payload must be {_HELLO_ACK.size} bytes")
+        role, dof, period, client_session, reserved, client_nonce, server_nonce, t1, t2 = _HELLO_ACK.unpack(p)
+        if role not in (1, 2, 3, 4) or dof > MAX_JOINTS or reserved:
+            raise ProtocolError("bad_value", f"hello_ack: role={role} dof={dof} reserved={reserved}")
+        return {
+            "role": role,
+            "dof": dof,
+            "period_us": period,
+            "client_session_id": client_session,
+            "client_nonce": client_nonce,
+            "server_nonce": server_nonce,
+            "echo_hello_stamp_ns": t1,
+            "hello_receive_ns": t2,
+        }
     if kind == "heartbeat":
-        if size != 16:
-            raise ProtocolError("bad_length", "heartbeat payload must be 16 bytes")
-        seq, stamp = _U64x2.unpack(p)
-        return {"echo_sequence": seq, "echo_stamp_ns": stamp}
+        if size != _U64x3.size:
+            raise ProtocolError("bad_length", f"heartbeat payload must be {_U64x3.size} bytes")
+        seq, stamp, receive = _U64x3.unpack(p)
+        return {"echo_sequence": seq, "echo_stamp_ns": stamp, "echo_receive_ns": receive}
+    if kind == "goodbye":
+        if size != _U32x2.size:
+            raise ProtocolError("bad_length", f"goodbye payload must be {_U32x2.size} bytes")
+        reason, reserved = _U32x2.unpack(p)
+        if reason > GOODBYE_MAX_REASON or reserved:
+            raise ProtocolError("bad_value", f"goodbye: reason={reason} reserved={reserved}")
+        return {"reason": reason}
     if kind == "joint_state":
-        if size < 24:
+        if size < JOINT_STATE_HEAD_BYTES:
             raise ProtocolError("bad_length", "joint_state payload shorter than its head")
-        dof, status, reserved, echo_seq, echo_stamp = _STATE_HEAD.unpack_from(p)
+        dof, status, reserved, echo_seq, echo_stamp, echo_receive = _STATE_HEAD.unpack_from(p)
         if not 1 <= dof <= MAX_JOINTS:
             raise ProtocolError("bad_value", f"dof={dof}")
         if size != payload_bytes(kind, dof):
             raise ProtocolError("bad_length", f"joint_state with dof={dof} must be {payload_bytes(kind, dof)} bytes")
         if status & ~KNOWN_STATUS or reserved:
             raise ProtocolError("bad_value", "unknown status bits or reserved field set")
-        values = struct.unpack_from(f"<{2 * dof}d", p, 24)
+        values = struct.unpack_from(f"<{2 * dof}d", p, JOINT_STATE_HEAD_BYTES)
         _check_finite(values, "joint_state")
         return {
             "status": status,
             "echo_command_sequence": echo_seq,
             "echo_command_stamp_ns": echo_stamp,
+            "echo_command_receive_ns": echo_receive,
             "position": list(values[:dof]),
             "velocity": list(values[dof:]),
         }
@@ -280,16 +358,17 @@ def _decode_payload(kind: str, p: bytes) -> dict:
     raise ProtocolError("bad_type", kind)
 
 
-def decode(data: bytes, key: bytes | str | None = None) -> dict:
-    """Validates and decodes one datagram, in the same order of checks as the C++ decoder."""
+def peek(data: bytes) -> dict:
+    """The framing checks of `decode` only (size, magic, version, length, checksum) and the header fields:
+    {"type_id", "type" (None if unknown), "flags", "session_id", "sequence", "stamp_ns", "payload_len"}.
+    Nothing is authenticated: use it to choose the key (or session) that must verify the datagram."""
     data = bytes(data)
-    key = _key_bytes(key)
     size = len(data)
     if size < HEADER_BYTES + CHECKSUM_BYTES:
         raise ProtocolError("too_short", f"{size} bytes")
     if size > MAX_PACKET_BYTES:
         raise ProtocolError("too_long", f"{size} bytes")
-    magic, version, type_id, flags, session, payload_len, reserved, sequence, stamp = _HEADER.unpack_from(data)
+    magic, version, type_id, flags, session, payload_len, _, sequence, stamp = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise ProtocolError("bad_magic", repr(magic))
     if version != VERSION:
@@ -301,6 +380,36 @@ def decode(data: bytes, key: bytes | str | None = None) -> dict:
     (crc,) = struct.unpack_from("<I", data, body)
     if crc != zlib.crc32(data[:body]):
         raise ProtocolError("bad_checksum")
+    return {
+        "type_id": type_id,
+        "type": TYPE_NAMES.get(type_id),
+        "flags": flags,
+        "session_id": session,
+        "sequence": sequence,
+        "stamp_ns": stamp,
+        "payload_len": payload_len,
+    }
+
+
+def peek_server_nonce(data: bytes) -> bytes | None:
+    """The server nonce of a hello_ack that passed `peek` (it selects the key), None for anything else."""
+    data = bytes(data)
+    if len(data) < HEADER_BYTES + _HELLO_ACK.size or data[5] != TYPES["hello_ack"]:
+        return None
+    if struct.unpack_from("<H", data, 12)[0] != _HELLO_ACK.size:
+        return None
+    return data[HEADER_BYTES + 32 : HEADER_BYTES + 48]
+
+
+def decode(data: bytes, key: bytes | str | None = None) -> dict:
+    """Validates and decodes one datagram, in the same order of checks as the C++ decoder."""
+    data = bytes(data)
+    key = _key_bytes(key)
+    frame = peek(data)
+    flags, payload_len = frame["flags"], frame["payload_len"]
+    _, _, type_id, _, session, _, reserved, sequence, stamp = _HEADER.unpack_from(data)
+    has_tag = bool(flags & FLAG_TAG)
+    body = HEADER_BYTES + payload_len
     if has_tag and not key:
         raise ProtocolError("unexpected_tag")
     if key and not has_tag:
@@ -325,6 +434,62 @@ def try_decode(data: bytes, key: bytes | str | None = None) -> tuple[str, dict |
         return "ok", decode(data, key)
     except ProtocolError as err:
         return err.status, None
+
+
+# ------------------------------------------------------------------------------------------------ key schedule
+KEY_LABEL = b"RRTP v2 session keys"
+SESSION_KEY_BYTES = 32
+
+
+def hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
+    """HKDF-Extract (RFC 5869) with HMAC-SHA256; an empty salt stands for 32 zero bytes."""
+    return hmac.new(bytes(salt) or bytes(32), bytes(ikm), sha256).digest()
+
+
+def hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
+    """HKDF-Expand (RFC 5869) with HMAC-SHA256."""
+    if not 0 <= length <= 255 * 32:
+        raise ValueError(f"length: expected 0..{255 * 32} bytes, got {length}")
+    out, block, counter = b"", b"", 1
+    while len(out) < length:
+        block = hmac.new(prk, block + bytes(info) + bytes([counter]), sha256).digest()
+        out += block
+        counter += 1
+    return out[:length]
+
+
+def hkdf(salt: bytes, ikm: bytes, info: bytes, length: int) -> bytes:
+    """HKDF-SHA256 (RFC 5869): extract then expand."""
+    return hkdf_expand(hkdf_extract(salt, ikm), info, length)
+
+
+def key_info(client_role: int, server_role: int, client_session_id: int, server_session_id: int) -> bytes:
+    """The HKDF info of the key schedule: label, version, roles, both session ids (docs/protocol.md)."""
+    return KEY_LABEL + struct.pack("<BHHII", VERSION, client_role, server_role, client_session_id, server_session_id)
+
+
+def derive_session_keys(
+    key: bytes | str | None,
+    client_nonce: bytes,
+    server_nonce: bytes,
+    client_role: int,
+    server_role: int,
+    client_session_id: int,
+    server_session_id: int,
+) -> tuple[bytes | None, bytes | None]:
+    """(client->server key, server->client key) of one session; (None, None) without a long-term key."""
+    key = _key_bytes(key)
+    if not key:
+        return None, None
+    if len(client_nonce) != NONCE_BYTES or len(server_nonce) != NONCE_BYTES:
+        raise ValueError(f"client_nonce, server_nonce: expected {NONCE_BYTES} bytes each")
+    okm = hkdf(
+        bytes(client_nonce) + bytes(server_nonce),
+        key,
+        key_info(client_role, server_role, client_session_id, server_session_id),
+        2 * SESSION_KEY_BYTES,
+    )
+    return okm[:SESSION_KEY_BYTES], okm[SESSION_KEY_BYTES:]
 
 
 class SequenceTracker:

@@ -14,12 +14,12 @@ from .background import BackgroundThread
 LINK_EVENT_CODES = {
     "udp_link_down": 100,  # no state for link_timeout_s (value: 1)
     "udp_link_up": 101,  # states flow again (value: 1)
-    "udp_peer_restart": 102,  # the robot server's session changed (value: count)
+    "udp_peer_restart": 102,  # the robot server restarted: a new server session id (value: count)
     "udp_lost": 103,  # sequence gaps (value: packets)
     "udp_late": 104,
     "udp_duplicate": 105,
     "udp_stale": 106,  # reordered: older than the newest accepted
-    "udp_malformed": 107,  # failed decoding (checksum, tag, length, values, ...)
+    "udp_malformed": 107,  # failed decoding (checksum, length, values, ...), wrong type or dof
     "udp_unexpected_source": 108,
     "udp_send_failed": 109,  # kernel refused a datagram or the encoder refused a command
     "camera_lost": 110,
@@ -27,26 +27,62 @@ LINK_EVENT_CODES = {
     "camera_stale": 112,  # duplicated or reordered frames
     "camera_unexpected_source": 113,
     "camera_restart": 114,
+    "udp_unauthenticated": 115,  # the link runs without a key (loopback only), logged once at start
+    "udp_auth_failed": 116,  # bad, missing or unexpected tag: forged, or tagged with another session's key
+    "udp_unexpected_session": 117,  # datagrams of another session (replayed, old), or with no session up
+    "udp_session_established": 118,  # a session with the robot started (value: count)
+    "udp_session_lost": 119,  # the robot fell silent for the session timeout or said goodbye
+    "udp_future": 120,  # states stamped in the future beyond the clock-offset bound (dropped)
+    "udp_clock_rejected": 121,  # round-trip clock samples rejected (outliers, negative delay)
+    "udp_version_mismatch": 122,  # datagrams of another protocol version from the robot's address
+    "camera_auth_failed": 123,
+    "camera_unexpected_session": 124,
 }
 LINK_EVENT_NAMES = {v: k for k, v in LINK_EVENT_CODES.items()}
 
+_AUTH_STATUSES = ("bad_tag", "missing_tag", "unexpected_tag")
+
+
+def _auth_failed(stats: dict) -> int:
+    return sum(int(stats["rx_rejected"][k]) for k in _AUTH_STATUSES)
+
+
+def _malformed(stats: dict) -> int:
+    """Decode failures other than authentication and version (those have their own events)."""
+    return int(stats["rx_malformed"]) - _auth_failed(stats) - int(stats["rx_rejected"]["bad_version"])
+
+
+# event name -> counter names summed, or a function of the stats dict
 _DRIVER_COUNTERS = {
     "udp_peer_restart": ("peer_restarts",),
     "udp_lost": ("rx_lost",),
     "udp_late": ("rx_late",),
     "udp_duplicate": ("rx_duplicate",),
     "udp_stale": ("rx_stale",),
-    "udp_malformed": ("rx_malformed", "rx_mismatch", "rx_wrong_type"),
+    "udp_malformed": (_malformed, "rx_mismatch", "rx_wrong_type"),
     "udp_unexpected_source": ("rx_unexpected_source",),
     "udp_send_failed": ("tx_errors", "tx_invalid"),
+    "udp_auth_failed": (_auth_failed,),
+    "udp_unexpected_session": ("rx_unexpected_session", "rx_no_session", "rx_stale_ack"),
+    "udp_session_established": ("sessions_established",),
+    "udp_session_lost": ("sessions_lost",),
+    "udp_future": ("rx_future",),
+    "udp_clock_rejected": ("clock_rejected",),
+    "udp_version_mismatch": (lambda s: int(s["rx_rejected"]["bad_version"]),),
 }
 _CAMERA_COUNTERS = {
     "camera_lost": ("rx_lost",),
-    "camera_malformed": ("rx_malformed", "rx_wrong_type"),
+    "camera_malformed": (_malformed, "rx_mismatch", "rx_wrong_type"),
     "camera_stale": ("rx_duplicate", "rx_stale"),
     "camera_unexpected_source": ("rx_unexpected_source",),
     "camera_restart": ("peer_restarts",),
+    "camera_auth_failed": (_auth_failed,),
+    "camera_unexpected_session": ("rx_unexpected_session", "rx_no_session", "rx_stale_ack"),
 }
+
+
+def _sum(stats: dict, keys) -> int:
+    return sum(int(k(stats)) if callable(k) else int(stats[k]) for k in keys)
 
 
 @dataclass(frozen=True)
@@ -111,7 +147,9 @@ def read_key(path: str | Path | None) -> bytes:
 
 
 def make_udp_driver(url: str, dof: int, key: bytes | str = b"", **options):
-    """A C++ UdpDriver for `url` (options: link_timeout_s, hello_interval_s, late_threshold_s)."""
+    """A C++ UdpDriver for `url` (options: link_timeout_s, hello_interval_s, late_threshold_s, session_timeout_s,
+    heartbeat_interval_s, clock_drift_bound). Without a key every address must be on loopback (ValueError
+    naming --key-file otherwise)."""
     from robot_rt import _control
 
     target = parse_udp_url(url)
@@ -146,10 +184,10 @@ class LinkMonitor:
 
     @staticmethod
     def _sums(stats: dict) -> dict[str, int]:
-        out = {name: sum(int(stats[k]) for k in keys) for name, keys in _DRIVER_COUNTERS.items()}
+        out = {name: _sum(stats, keys) for name, keys in _DRIVER_COUNTERS.items()}
         camera = stats.get("camera")
         if camera is not None:
-            out.update({name: sum(int(camera[k]) for k in keys) for name, keys in _CAMERA_COUNTERS.items()})
+            out.update({name: _sum(camera, keys) for name, keys in _CAMERA_COUNTERS.items()})
         return out
 
     def _push(self, name: str, value: float) -> None:
@@ -178,6 +216,8 @@ class LinkMonitor:
             self.sample()
 
     def start(self) -> LinkMonitor:
+        if not self.driver.stats()["authenticated"]:
+            self._push("udp_unauthenticated", 1)
         self._worker.start()
         return self
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from robot_rt.control import protocol as P
 from robot_rt.control.background import BackgroundThread
+from robot_rt.control.session import ServerSessions
 
 
 class CameraServer:
@@ -48,15 +49,30 @@ class CameraServer:
         self.camera_id = int(camera_id)
         self.key = key.encode() if isinstance(key, str) else (key or None)
         self.allow_remote = bool(allow_remote)
+        if not self.key:
+            if not ipaddress.ip_address("127.0.0.1" if host == "localhost" else host).is_loopback:
+                raise ValueError(
+                    f"key: unauthenticated UDP (no shared key) is allowed on loopback only, and {host!r} is not a "
+                    "loopback address; give the shared key (--key-file)"
+                )
+            if self.allow_remote:
+                raise ValueError("allow_remote: remote subscribers need a shared key (--key-file)")
         self.subscriber_timeout_s = float(subscriber_timeout_s)
         self.serves = ServeGenerator(seed=seed).sample(int(n_serves))
         self.tracker = SimulatedTracker(seed=seed, rate_hz=rate_hz, **(tracker_overrides or {}))
-        self.session_id = random.SystemRandom().randrange(1, 2**32)
+        self.sessions = ServerSessions(
+            self.key,
+            P.ROLE_CAMERA_SERVER,
+            P.ROLE_CAMERA_SUBSCRIBER,
+            0,
+            session_id=random.SystemRandom().randrange(1, 2**32),
+            session_timeout_s=subscriber_timeout_s,
+            max_sessions=8,
+        )
+        self.session_id = self.sessions.session_id
         self.sequence = 0
         self.frame_id = 0
         self.stats: Counter = Counter()
-        self.subscribers: dict[tuple[str, int], float] = {}
-        self._trackers: dict[tuple[str, int], P.SequenceTracker] = {}
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._sock.bind((host, int(port)))
         self._sock.setblocking(False)
@@ -76,7 +92,14 @@ class CameraServer:
 
     def stop(self) -> None:
         self._worker.stop()
+        for addr in list(self.subscribers):  # an authenticated goodbye: subscribers re-subscribe at once
+            self._send({"type": "goodbye", "reason": P.GOODBYE_STOP}, addr)
         self._sock.close()
+
+    @property
+    def subscribers(self) -> list:
+        """Addresses of the live subscriber sessions."""
+        return list(self.sessions.live)
 
     def __enter__(self) -> CameraServer:
         return self.start()
@@ -85,11 +108,15 @@ class CameraServer:
         self.stop()
 
     # ----------------------------------------------------------------- internals
-    def _send(self, packet: dict, addr) -> None:
+    def _send(self, packet: dict, addr, reply=None) -> None:
         self.sequence += 1
-        packet.update(session_id=self.session_id, sequence=self.sequence, stamp_ns=time.monotonic_ns())
+        stamp = time.monotonic_ns()
+        if reply is not None:  # a hello_ack, under its pending session's key
+            data = reply.encode(self.sequence, stamp)
+        else:
+            data = self.sessions.encode(addr, dict(packet, sequence=self.sequence, stamp_ns=stamp))
         try:
-            self._sock.sendto(P.encode(packet, self.key), addr)
+            self._sock.sendto(data, addr)
             self.stats["tx_datagrams"] += 1
         except OSError:
             self.stats["tx_errors"] += 1
@@ -98,7 +125,7 @@ class CameraServer:
         return self.allow_remote or ipaddress.ip_address(addr[0]).is_loopback
 
     def _receive(self, now: float) -> None:
-        while True:
+        for _ in range(64):  # bounded per call: a flood cannot stall the frame stream
             try:
                 data, addr = self._sock.recvfrom(2048)
             except (BlockingIOError, InterruptedError):
@@ -109,24 +136,23 @@ class CameraServer:
             if not self._allowed(addr):
                 self.stats["rx_unexpected_source"] += 1
                 continue
-            status, packet = P.try_decode(data, self.key)
-            if status != "ok":
-                self.stats[f"rx_{status}"] += 1
+            verdict, _, reply = self.sessions.receive(data, addr, time.monotonic_ns())
+            if verdict.startswith("rejected:"):
+                self.stats[f"rx_{verdict[9:]}"] += 1
                 self.stats["rx_malformed"] += 1
-                continue
-            if packet["type"] != "hello" or packet["role"] != P.ROLE_CAMERA_SUBSCRIBER:
-                self.stats["rx_wrong_type"] += 1
-                continue
-            tracker = self._trackers.setdefault(addr, P.SequenceTracker())
-            verdict = tracker.check(packet["session_id"], packet["sequence"])
-            if verdict in ("duplicate", "stale"):
-                self.stats[f"rx_{verdict}"] += 1
-                continue
-            self.stats["rx_accepted"] += 1
-            if addr not in self.subscribers:
+            elif verdict == "ack":
+                self.stats["rx_accepted"] += 1
+                self._send({}, addr, reply)
+            elif verdict == "accepted_new_session":
+                self.stats["rx_accepted"] += 1
                 self.stats["subscribed"] += 1
-                self._send({"type": "hello", "role": P.ROLE_CAMERA_SERVER, "dof": 0}, addr)
-            self.subscribers[addr] = now
+            elif verdict == "accepted":
+                self.stats["rx_accepted"] += 1  # a keep-alive heartbeat
+            elif verdict == "goodbye":
+                self.stats["rx_accepted"] += 1
+                self.stats["unsubscribed"] += 1
+            else:
+                self.stats[f"rx_{verdict}"] += 1
 
     def _schedule_serve(self, now: float) -> None:
         serve = self.serves[self._serve_index % len(self.serves)]
@@ -138,10 +164,7 @@ class CameraServer:
         self.stats["serves"] += 1
 
     def _frame(self, now: float) -> None:
-        for addr in [a for a, seen in self.subscribers.items() if now - seen > self.subscriber_timeout_s]:
-            del self.subscribers[addr]
-            self._trackers.pop(addr, None)
-            self.stats["unsubscribed"] += 1
+        self.stats["unsubscribed"] += len(self.sessions.expire(time.monotonic_ns()))
         due = 0
         while due < len(self._pending) and self._pending[due][0] <= now and due < P.MAX_BALLS:
             due += 1

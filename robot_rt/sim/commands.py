@@ -52,8 +52,10 @@ def register(subparsers) -> None:
     srv.add_argument("--tracking-time-constant", type=positive, default=0.02, help="servo lag in s")
     srv.add_argument("--command-delay", type=float, default=0.002, help="command transport delay in s")
     srv.add_argument("--robot-file", default=None, help="robot description JSON")
-    srv.add_argument("--key-file", default=None, help="shared HMAC key")
-    srv.add_argument("--allow-remote", action="store_true", help="accept packets from non-loopback sources")
+    srv.add_argument("--key-file", default=None, help="long-term key shared with the controllers (needed off loopback)")
+    srv.add_argument(
+        "--allow-remote", action="store_true", help="accept packets from non-loopback sources (needs --key-file)"
+    )
     srv.add_argument("--seed", type=int, default=0)
     srv.add_argument("--duration", type=positive, default=None, help="stop after this many seconds")
     srv.add_argument(

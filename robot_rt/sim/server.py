@@ -31,6 +31,7 @@ class SimServer:
         tracking_time_constant_s: float = 0.02,
         command_delay_s: float = 0.002,
         command_timeout_s: float = 0.1,
+        session_timeout_s: float = 0.5,
         key: bytes | str | None = None,
         allow_remote: bool = False,
         reply_on_command: bool = True,
@@ -57,6 +58,7 @@ class SimServer:
             tracking_time_constant_s=tracking_time_constant_s,
             command_delay_s=command_delay_s,
             command_timeout_s=command_timeout_s,
+            session_timeout_s=session_timeout_s,
             key=key_bytes,
             allow_remote=allow_remote,
             reply_on_command=reply_on_command,
@@ -186,6 +188,13 @@ def serve(args) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"sim-server: {err}", file=sys.stderr)
         return 2
+    if args.key_file is None:
+        print(
+            "sim-server: WARNING: UNAUTHENTICATED (no --key-file): any process on this host can command the "
+            "simulated robot. Allowed on loopback only.",
+            file=sys.stderr,
+            flush=True,
+        )
     done = threading.Event()
 
     def _write_summary(tracks: bool) -> None:
@@ -245,6 +254,11 @@ def serve(args) -> int:
             "rx_unexpected_source": robot_stats["rx_unexpected_source"],
             "rx_duplicate": robot_stats["rx_duplicate"],
             "rx_stale": robot_stats["rx_stale"],
+            "rx_unexpected_session": robot_stats["rx_unexpected_session"],
+            "rx_auth_failed": sum(robot_stats["rx_rejected"][k] for k in ("bad_tag", "missing_tag", "unexpected_tag")),
+            "hellos_refused": robot_stats["hellos_refused"],
+            "handshakes": robot_stats["handshakes"],
+            "sessions": robot_stats["sessions"],
             "hard_stops": robot_stats["hard_stops"],
             "camera_frames": stats.get("camera", {}).get("frames", 0),
         }

@@ -2,45 +2,72 @@
 
 #include <stdexcept>
 
+#include "udp_send.hpp"
+
 namespace robot_rt::control {
 
 using protocol::MessageType;
 using protocol::Status;
+using Verdict = session::ClientSession::Verdict;
 
-CameraReceiver::CameraReceiver(CameraReceiverConfig config) : config_(std::move(config)) {
+CameraReceiver::CameraReceiver(CameraReceiverConfig config)
+    : config_(std::move(config)),
+      session_(config_.key, protocol::Role::kCameraSubscriber, protocol::Role::kCameraServer, 0) {
   if (!make_address(config_.camera_host, config_.camera_port, camera_addr_) || config_.camera_port == 0)
     throw std::invalid_argument("camera: expected an IPv4 host and a non-zero port, got '" + config_.camera_host +
                                 ":" + std::to_string(config_.camera_port) + "'");
-  if (!config_.key.empty())
-    key_.set(reinterpret_cast<const std::uint8_t*>(config_.key.data()), config_.key.size());
+  if (config_.subscribe_interval_ns <= 0 || config_.hello_interval_ns <= 0 || config_.session_timeout_ns <= 0)
+    throw std::invalid_argument("subscribe_interval_ns, hello_interval_ns, session_timeout_ns: expected positive values");
+  require_key_unless_loopback(config_.key, {&config_.camera_host, &config_.bind_host});
 }
 
 void CameraReceiver::open() {
   socket_.open(config_.bind_host, config_.bind_port);
-  session_id_ = random_session_id();
   sequence_ = 0;
-  tracker_.reset();
+  previous_server_session_ = 0;
   head_ = count_ = 0;
-  subscribe(monotonic_ns());
+  begin_handshake(monotonic_ns());
 }
 
-void CameraReceiver::close() noexcept { socket_.close(); }
-
-void CameraReceiver::subscribe(std::int64_t now_ns) noexcept {
-  protocol::Packet hello;
-  hello.header.type = MessageType::kHello;
-  hello.header.session_id = session_id_;
-  hello.header.sequence = ++sequence_;
-  hello.header.stamp_ns = static_cast<std::uint64_t>(now_ns);
-  hello.hello.role = static_cast<std::uint16_t>(protocol::Role::kCameraSubscriber);
-  std::uint8_t out[protocol::kMaxPacketBytes];
-  const std::size_t n = protocol::encode(hello, key_.empty() ? nullptr : &key_, out, sizeof(out));
-  if (n > 0 && socket_.send(out, n, camera_addr_)) {
-    bump(counters_.tx_datagrams);
-  } else {
-    bump(counters_.tx_errors);
+void CameraReceiver::close() noexcept {
+  if (socket_.is_open() && session_.established()) {
+    tx_packet_.header.type = MessageType::kGoodbye;
+    tx_packet_.goodbye.reason = protocol::kGoodbyeStop;
+    send(tx_packet_, session_.tx_key(), monotonic_ns());
   }
-  last_subscribe_ns_ = now_ns;
+  session_.end();
+  established_.store(false);
+  socket_.close();
+}
+
+bool CameraReceiver::send(protocol::Packet& packet, const HmacSha256Key& key, std::int64_t now_ns) noexcept {
+  return stamp_and_send(packet, session_.session_id(), sequence_, key, tx_buffer_, socket_, camera_addr_, now_ns,
+                        counters_);
+}
+
+void CameraReceiver::begin_handshake(std::int64_t now_ns) noexcept {
+  try {
+    session_.begin(now_ns);
+  } catch (...) {
+    bump(counters_.socket_errors);
+    last_hello_ns_ = now_ns;
+    return;
+  }
+  established_.store(false, std::memory_order_relaxed);
+  send_hello(now_ns);
+}
+
+void CameraReceiver::send_hello(std::int64_t now_ns) noexcept {
+  session_.fill_hello(tx_packet_, 0);
+  send(tx_packet_, session_.hello_key(), now_ns);
+  last_hello_ns_ = now_ns;
+}
+
+void CameraReceiver::send_heartbeat(std::int64_t now_ns) noexcept {
+  tx_packet_.header.type = MessageType::kHeartbeat;
+  tx_packet_.heartbeat = protocol::Heartbeat{};
+  send(tx_packet_, session_.tx_key(), now_ns);
+  last_heartbeat_ns_ = now_ns;
 }
 
 void CameraReceiver::poll(std::int64_t now_ns) noexcept {
@@ -62,24 +89,37 @@ void CameraReceiver::poll(std::int64_t now_ns) noexcept {
       counters_.reject(Status::kTooLong);
       continue;
     }
-    const Status status = protocol::decode(buffer_, static_cast<std::size_t>(n), key_.empty() ? nullptr : &key_, packet_);
-    if (status != Status::kOk) {
-      counters_.reject(status);
+    Status status = Status::kOk;
+    const Verdict verdict = session_.receive(buffer_, static_cast<std::size_t>(n), packet_, status);
+    switch (verdict) {
+      case Verdict::kRejected: counters_.reject(status); continue;
+      case Verdict::kNoSession: bump(counters_.rx_no_session); continue;
+      case Verdict::kUnexpectedSession: bump(counters_.rx_unexpected_session); continue;
+      case Verdict::kStaleAck: bump(counters_.rx_stale_ack); continue;
+      case Verdict::kMismatch: bump(counters_.rx_mismatch); continue;
+      case Verdict::kDuplicate: bump(counters_.rx_duplicate); continue;
+      case Verdict::kStale: bump(counters_.rx_stale); continue;
+      case Verdict::kEstablished: {
+        bump(counters_.rx_accepted);
+        const std::uint32_t server_session = session_.server_session_id();
+        if (previous_server_session_ != 0 && previous_server_session_ != server_session) bump(counters_.peer_restarts);
+        previous_server_session_ = server_session;
+        sessions_.fetch_add(1, std::memory_order_relaxed);
+        established_.store(true, std::memory_order_relaxed);
+        last_rx_ns_ = now_ns;
+        send_heartbeat(now_ns);  // key confirmation: the camera streams to us from now on
+        continue;
+      }
+      case Verdict::kAccepted: break;
+    }
+    last_rx_ns_ = now_ns;
+    if (packet_.header.type == MessageType::kGoodbye) {  // the camera is shutting down: subscribe again
+      bump(counters_.rx_accepted);
+      begin_handshake(now_ns);
       continue;
     }
-    const auto verdict = tracker_.check(packet_.header.session_id, packet_.header.sequence);
-    if (verdict == protocol::SequenceTracker::Verdict::kDuplicate) {
-      bump(counters_.rx_duplicate);
-      continue;
-    }
-    if (verdict == protocol::SequenceTracker::Verdict::kStale) {
-      bump(counters_.rx_stale);
-      continue;
-    }
-    if (verdict == protocol::SequenceTracker::Verdict::kNewSession && frames_.load(std::memory_order_relaxed) > 0)
-      bump(counters_.peer_restarts);
-    if (packet_.header.type == MessageType::kHello) {
-      bump(counters_.rx_accepted);  // the camera's answer to our subscription
+    if (packet_.header.type == MessageType::kHeartbeat) {
+      bump(counters_.rx_accepted);
       continue;
     }
     if (packet_.header.type != MessageType::kBallObservations) {
@@ -112,8 +152,19 @@ void CameraReceiver::poll(std::int64_t now_ns) noexcept {
       detections_.fetch_add(1, std::memory_order_relaxed);
     }
   }
-  counters_.rx_lost.store(tracker_.gaps(), std::memory_order_relaxed);
-  if (now_ns - last_subscribe_ns_ >= config_.subscribe_interval_ns) subscribe(now_ns);
+  counters_.rx_lost.store(session_.tracker().gaps(), std::memory_order_relaxed);
+  if (session_.established()) {
+    if (now_ns - last_rx_ns_ > config_.session_timeout_ns) {
+      begin_handshake(now_ns);
+    } else if (now_ns - last_heartbeat_ns_ >= config_.subscribe_interval_ns) {
+      send_heartbeat(now_ns);
+    }
+  } else if (now_ns - last_hello_ns_ >= config_.hello_interval_ns) {
+    if (now_ns - session_.begun_ns() > config_.session_timeout_ns)
+      begin_handshake(now_ns);
+    else
+      send_hello(now_ns);
+  }
 }
 
 int CameraReceiver::read(BallObservation* out, int max_count) noexcept {

@@ -1,10 +1,12 @@
 // Receiver of the UDP ball-observation stream (docs/protocol.md, "Camera stream").
 //
-// Subscribes by sending a hello (role camera subscriber) to the camera server and repeats it every
-// subscribe_interval_ns as a keep-alive. poll() drains the socket without blocking and without heap
-// allocation: packets from another address, corrupted, unauthenticated, duplicated or reordered packets are
-// dropped and counted; accepted detections are converted to local CLOCK_MONOTONIC exposure times
-// (receive time minus the capture age the camera reports) and queued in a fixed ring (oldest dropped first).
+// Subscribes with the handshake of session.hpp (hello under the long-term key, the camera's hello_ack under the
+// session key, our heartbeat under ours confirms it) and keeps the subscription alive with a heartbeat every
+// subscribe_interval_ns. When the camera has been silent for session_timeout_ns the session is given up and a
+// new handshake starts. poll() drains the socket without blocking and without heap allocation: packets from
+// another address, corrupted, unauthenticated, of another session (replayed), duplicated or reordered are
+// dropped and counted; accepted detections are converted to local CLOCK_MONOTONIC exposure times (receive
+// time minus the capture age the camera reports) and queued in a fixed ring (oldest dropped first).
 #pragma once
 
 #include <cstdint>
@@ -12,6 +14,7 @@
 
 #include "driver.hpp"
 #include "protocol.hpp"
+#include "session.hpp"
 #include "sha256.hpp"
 #include "udp_counters.hpp"
 #include "udp_socket.hpp"
@@ -23,8 +26,10 @@ struct CameraReceiverConfig {
   std::uint16_t camera_port = 0;
   std::string bind_host = "127.0.0.1";
   std::uint16_t bind_port = 0;  // 0: ephemeral
-  std::string key;              // HMAC-SHA256 key (empty: no authentication)
-  std::int64_t subscribe_interval_ns = 200'000'000;
+  std::string key;              // long-term key (empty: unauthenticated, loopback only)
+  std::int64_t subscribe_interval_ns = 200'000'000;  // keep-alive heartbeat period
+  std::int64_t hello_interval_ns = 50'000'000;       // hello repetition while handshaking
+  std::int64_t session_timeout_ns = 500'000'000;     // camera silent this long: new handshake
 };
 
 class CameraReceiver {
@@ -37,7 +42,7 @@ class CameraReceiver {
   bool is_open() const noexcept { return socket_.is_open(); }
   std::uint16_t local_port() const noexcept { return socket_.local_port(); }
 
-  // Drains the socket, re-subscribes when due. Real-time safe.
+  // Drains the socket, keeps the subscription alive. Real-time safe.
   void poll(std::int64_t now_ns) noexcept;
   // poll(), then pops up to max_count queued detections, oldest first.
   int read(BallObservation* out, int max_count) noexcept;
@@ -46,22 +51,30 @@ class CameraReceiver {
   std::uint64_t frames() const noexcept { return frames_.load(std::memory_order_relaxed); }
   std::uint64_t detections() const noexcept { return detections_.load(std::memory_order_relaxed); }
   std::uint64_t queue_overflows() const noexcept { return overflows_.load(std::memory_order_relaxed); }
+  std::uint64_t sessions_established() const noexcept { return sessions_.load(std::memory_order_relaxed); }
+  bool established() const noexcept { return established_.load(std::memory_order_relaxed); }
   // Receive time of the last accepted frame (0: none yet).
   std::int64_t last_frame_ns() const noexcept { return last_frame_ns_.load(std::memory_order_relaxed); }
 
  private:
-  void subscribe(std::int64_t now_ns) noexcept;
+  void begin_handshake(std::int64_t now_ns) noexcept;
+  void send_hello(std::int64_t now_ns) noexcept;
+  void send_heartbeat(std::int64_t now_ns) noexcept;
+  bool send(protocol::Packet& packet, const HmacSha256Key& key, std::int64_t now_ns) noexcept;
 
   CameraReceiverConfig config_;
   sockaddr_in camera_addr_{};
-  HmacSha256Key key_;
+  session::ClientSession session_;
   UdpSocket socket_;
-  protocol::SequenceTracker tracker_;
-  std::uint32_t session_id_ = 0;
   std::uint64_t sequence_ = 0;
-  std::int64_t last_subscribe_ns_ = 0;
+  std::int64_t last_hello_ns_ = 0;
+  std::int64_t last_heartbeat_ns_ = 0;
+  std::int64_t last_rx_ns_ = 0;
+  std::uint32_t previous_server_session_ = 0;
   protocol::Packet packet_;
+  protocol::Packet tx_packet_;
   std::uint8_t buffer_[protocol::kMaxPacketBytes + 1];
+  std::uint8_t tx_buffer_[protocol::kMaxPacketBytes];
   BallObservation queue_[kQueueCapacity];
   int head_ = 0;   // index of the oldest
   int count_ = 0;  // queued
@@ -69,6 +82,8 @@ class CameraReceiver {
   std::atomic<std::uint64_t> frames_{0};
   std::atomic<std::uint64_t> detections_{0};
   std::atomic<std::uint64_t> overflows_{0};
+  std::atomic<std::uint64_t> sessions_{0};
+  std::atomic<bool> established_{false};
   std::atomic<std::int64_t> last_frame_ns_{0};
 };
 

@@ -15,7 +15,11 @@
 //     loop then keeps its own commanded trajectory, counts the dropout and stops the robot after its
 //     sensor timeout;
 //   * write_command() receives only commands that passed the safety filter;
-//   * read_ball_observations() returns the number of detections written (0..max_count) since the last call.
+//   * read_ball_observations() returns the number of detections written (0..max_count) since the last call;
+//   * a driver with a link reports a lost link as missing states (read_state() false: the loop's sensor timeout),
+//     and the first state of a new session with the robot (the robot restarted, or the session was
+//     re-established after a loss) with kStateNewSession set: the robot may have moved or been reset since the
+//     last state, so the loop must not resume motion by itself on it.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +32,7 @@ constexpr int kMaxBallObservations = 8;
 // JointState::flags bits
 constexpr std::uint32_t kStateEstopInput = 1u << 0;  // the hardware e-stop input is pressed
 constexpr std::uint32_t kStateFault = 1u << 1;       // the robot reports a fault (drive error, ...)
+constexpr std::uint32_t kStateNewSession = 1u << 2;  // first state of a new link session (not the first session)
 
 struct JointState {
   std::int64_t stamp_ns = 0;  // when the state was measured (CLOCK_MONOTONIC)

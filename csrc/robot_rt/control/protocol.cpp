@@ -53,7 +53,7 @@ inline float get_f32(const std::uint8_t* p) {
   return v;
 }
 
-bool known_type(std::uint8_t t) { return t >= 1 && t <= 5; }
+bool known_type(std::uint8_t t) { return t >= 1 && t <= 7; }
 
 bool valid_role(std::uint16_t role) { return role >= 1 && role <= 4; }
 
@@ -72,8 +72,13 @@ std::size_t checked_payload_bytes(const Packet& p) {
   switch (p.header.type) {
     case MessageType::kHello:
       return (valid_role(p.hello.role) && p.hello.dof <= kMaxJoints) ? payload_bytes(MessageType::kHello, 0) : 0;
+    case MessageType::kHelloAck:
+      return (valid_role(p.hello_ack.role) && p.hello_ack.dof <= kMaxJoints) ? payload_bytes(MessageType::kHelloAck, 0)
+                                                                              : 0;
     case MessageType::kHeartbeat:
       return payload_bytes(MessageType::kHeartbeat, 0);
+    case MessageType::kGoodbye:
+      return p.goodbye.reason <= kGoodbyeMaxReason ? payload_bytes(MessageType::kGoodbye, 0) : 0;
     case MessageType::kJointState: {
       const JointState& s = p.state;
       if (s.dof < 1 || s.dof > kMaxJoints || (s.status & ~kKnownStatus) != 0) return 0;
@@ -108,10 +113,29 @@ void write_payload(const Packet& p, std::uint8_t* q) {
       put_u16(q, p.hello.role);
       put_u16(q + 2, p.hello.dof);
       put_u32(q + 4, p.hello.period_us);
+      std::memcpy(q + 8, p.hello.nonce, kNonceBytes);
       break;
+    case MessageType::kHelloAck: {
+      const HelloAck& a = p.hello_ack;
+      put_u16(q, a.role);
+      put_u16(q + 2, a.dof);
+      put_u32(q + 4, a.period_us);
+      put_u32(q + 8, a.client_session_id);
+      put_u32(q + 12, 0);
+      std::memcpy(q + 16, a.client_nonce, kNonceBytes);
+      std::memcpy(q + 32, a.server_nonce, kNonceBytes);
+      put_u64(q + 48, a.echo_hello_stamp_ns);
+      put_u64(q + 56, a.hello_receive_ns);
+      break;
+    }
     case MessageType::kHeartbeat:
       put_u64(q, p.heartbeat.echo_sequence);
       put_u64(q + 8, p.heartbeat.echo_stamp_ns);
+      put_u64(q + 16, p.heartbeat.echo_receive_ns);
+      break;
+    case MessageType::kGoodbye:
+      put_u32(q, p.goodbye.reason);
+      put_u32(q + 4, 0);
       break;
     case MessageType::kJointState: {
       const JointState& s = p.state;
@@ -120,7 +144,8 @@ void write_payload(const Packet& p, std::uint8_t* q) {
       put_u32(q + 4, 0);
       put_u64(q + 8, s.echo_command_sequence);
       put_u64(q + 16, s.echo_command_stamp_ns);
-      q += 24;
+      put_u64(q + 24, s.echo_command_receive_ns);
+      q += kJointStateHeadBytes;
       for (std::size_t i = 0; i < s.dof; ++i) put_f64(q + 8 * i, s.position[i]);
       q += 8 * s.dof;
       for (std::size_t i = 0; i < s.dof; ++i) put_f64(q + 8 * i, s.velocity[i]);
@@ -163,15 +188,36 @@ Status read_payload(MessageType type, const std::uint8_t* q, std::size_t size, P
       p.hello.role = get_u16(q);
       p.hello.dof = get_u16(q + 2);
       p.hello.period_us = get_u32(q + 4);
+      std::memcpy(p.hello.nonce, q + 8, kNonceBytes);
       if (!valid_role(p.hello.role) || p.hello.dof > kMaxJoints) return Status::kBadValue;
       return Status::kOk;
+    case MessageType::kHelloAck: {
+      if (size != payload_bytes(type, 0)) return Status::kBadLength;
+      HelloAck& a = p.hello_ack;
+      a.role = get_u16(q);
+      a.dof = get_u16(q + 2);
+      a.period_us = get_u32(q + 4);
+      a.client_session_id = get_u32(q + 8);
+      std::memcpy(a.client_nonce, q + 16, kNonceBytes);
+      std::memcpy(a.server_nonce, q + 32, kNonceBytes);
+      a.echo_hello_stamp_ns = get_u64(q + 48);
+      a.hello_receive_ns = get_u64(q + 56);
+      if (!valid_role(a.role) || a.dof > kMaxJoints || get_u32(q + 12) != 0) return Status::kBadValue;
+      return Status::kOk;
+    }
     case MessageType::kHeartbeat:
       if (size != payload_bytes(type, 0)) return Status::kBadLength;
       p.heartbeat.echo_sequence = get_u64(q);
       p.heartbeat.echo_stamp_ns = get_u64(q + 8);
+      p.heartbeat.echo_receive_ns = get_u64(q + 16);
+      return Status::kOk;
+    case MessageType::kGoodbye:
+      if (size != payload_bytes(type, 0)) return Status::kBadLength;
+      p.goodbye.reason = get_u32(q);
+      if (p.goodbye.reason > kGoodbyeMaxReason || get_u32(q + 4) != 0) return Status::kBadValue;
       return Status::kOk;
     case MessageType::kJointState: {
-      if (size < 24) return Status::kBadLength;
+      if (size < kJointStateHeadBytes) return Status::kBadLength;
       JointState& s = p.state;
       s.dof = get_u16(q);
       if (s.dof < 1 || s.dof > kMaxJoints) return Status::kBadValue;
@@ -180,7 +226,8 @@ Status read_payload(MessageType type, const std::uint8_t* q, std::size_t size, P
       if ((s.status & ~kKnownStatus) != 0 || get_u32(q + 4) != 0) return Status::kBadValue;
       s.echo_command_sequence = get_u64(q + 8);
       s.echo_command_stamp_ns = get_u64(q + 16);
-      q += 24;
+      s.echo_command_receive_ns = get_u64(q + 24);
+      q += kJointStateHeadBytes;
       for (std::size_t i = 0; i < s.dof; ++i) s.position[i] = get_f64(q + 8 * i);
       q += 8 * s.dof;
       for (std::size_t i = 0; i < s.dof; ++i) s.velocity[i] = get_f64(q + 8 * i);
@@ -255,9 +302,12 @@ const char* status_name(Status status) {
 
 std::size_t payload_bytes(MessageType type, std::size_t count) {
   switch (type) {
-    case MessageType::kHello: return 8;
-    case MessageType::kHeartbeat: return 16;
-    case MessageType::kJointState: return (count >= 1 && count <= kMaxJoints) ? 24 + 16 * count : 0;
+    case MessageType::kHello: return 8 + kNonceBytes;
+    case MessageType::kHelloAck: return 16 + 2 * kNonceBytes + 16;
+    case MessageType::kHeartbeat: return 24;
+    case MessageType::kGoodbye: return 8;
+    case MessageType::kJointState:
+      return (count >= 1 && count <= kMaxJoints) ? kJointStateHeadBytes + 16 * count : 0;
     case MessageType::kJointCommand: return (count >= 1 && count <= kMaxJoints) ? 8 + 16 * count : 0;
     case MessageType::kBallObservations: return count <= kMaxBalls ? 8 + kBallObservationBytes * count : 0;
   }
@@ -299,7 +349,7 @@ std::size_t encode(const Packet& packet, const HmacSha256Key* key, std::uint8_t*
   return total;
 }
 
-Status decode(const std::uint8_t* data, std::size_t size, const HmacSha256Key* key, Packet& out) {
+Status peek(const std::uint8_t* data, std::size_t size, Frame& out) {
   if (data == nullptr || size < kHeaderBytes + kChecksumBytes) return Status::kTooShort;
   if (size > kMaxPacketBytes) return Status::kTooLong;
   if (std::memcmp(data, kMagic, 4) != 0) return Status::kBadMagic;
@@ -310,6 +360,32 @@ Status decode(const std::uint8_t* data, std::size_t size, const HmacSha256Key* k
   const std::size_t body = kHeaderBytes + payload;
   if (size != body + kChecksumBytes + (has_tag ? kTagBytes : 0)) return Status::kBadLength;
   if (get_u32(data + body) != crc32(data, body)) return Status::kBadChecksum;
+  out.type = data[5];
+  out.flags = flags;
+  out.session_id = get_u32(data + 8);
+  out.sequence = get_u64(data + 16);
+  out.stamp_ns = get_u64(data + 24);
+  out.payload_bytes = payload;
+  return Status::kOk;
+}
+
+bool peek_server_nonce(const std::uint8_t* data, std::size_t size, std::uint8_t nonce[kNonceBytes]) {
+  const std::size_t payload = payload_bytes(MessageType::kHelloAck, 0);
+  if (data == nullptr || size < kHeaderBytes + payload || data[5] != static_cast<std::uint8_t>(MessageType::kHelloAck) ||
+      get_u16(data + 12) != payload)
+    return false;
+  std::memcpy(nonce, data + kHeaderBytes + 32, kNonceBytes);
+  return true;
+}
+
+Status decode(const std::uint8_t* data, std::size_t size, const HmacSha256Key* key, Packet& out) {
+  Frame frame;
+  const Status framing = peek(data, size, frame);
+  if (framing != Status::kOk) return framing;
+  const std::uint16_t flags = frame.flags;
+  const std::size_t payload = frame.payload_bytes;
+  const bool has_tag = (flags & kFlagTag) != 0;
+  const std::size_t body = kHeaderBytes + payload;
   const bool want_tag = key != nullptr && !key->empty();
   if (has_tag && !want_tag) return Status::kUnexpectedTag;
   if (!has_tag && want_tag) return Status::kMissingTag;

@@ -1,10 +1,12 @@
 // Binary UDP protocol between the control loop, the robot (or its simulator) and the camera stream.
-// Specification: docs/protocol.md (version 1). Python mirror: robot_rt/control/protocol.py.
+// Specification: docs/protocol.md (version 2). Python mirror: robot_rt/control/protocol.py.
 //
 // Every datagram: [32-byte header][payload][CRC-32][optional 32-byte HMAC-SHA256 tag], little-endian.
 // encode() and decode() use no heap and never read or write outside the buffers they are given;
 // decode() checks the exact length, magic, version, CRC, tag, type, payload size and every value
 // (finite floats, zero reserved fields, counts within bounds) before it reports kOk.
+// Which key tags a datagram (the long-term key for a hello, a per-session key for everything else) is the
+// session layer's business (session.hpp); the codec takes the key it is given.
 #pragma once
 
 #include <cstddef>
@@ -15,15 +17,17 @@
 namespace robot_rt::control::protocol {
 
 constexpr std::uint8_t kMagic[4] = {'R', 'R', 'T', 'P'};
-constexpr std::uint8_t kVersion = 1;
+constexpr std::uint8_t kVersion = 2;
 constexpr std::size_t kHeaderBytes = 32;
 constexpr std::size_t kChecksumBytes = 4;
 constexpr std::size_t kTagBytes = kSha256DigestBytes;
 constexpr std::size_t kMaxJoints = 16;
 constexpr std::size_t kMaxBalls = 16;
 constexpr std::size_t kBallObservationBytes = 40;
-constexpr std::size_t kMaxPayloadBytes = 24 + 16 * kMaxJoints > 8 + kBallObservationBytes * kMaxBalls
-                                             ? 24 + 16 * kMaxJoints
+constexpr std::size_t kNonceBytes = 16;
+constexpr std::size_t kJointStateHeadBytes = 32;
+constexpr std::size_t kMaxPayloadBytes = kJointStateHeadBytes + 16 * kMaxJoints > 8 + kBallObservationBytes * kMaxBalls
+                                             ? kJointStateHeadBytes + 16 * kMaxJoints
                                              : 8 + kBallObservationBytes * kMaxBalls;
 constexpr std::size_t kMaxPacketBytes = kHeaderBytes + kMaxPayloadBytes + kChecksumBytes + kTagBytes;
 
@@ -37,6 +41,8 @@ enum class MessageType : std::uint8_t {
   kJointState = 3,
   kJointCommand = 4,
   kBallObservations = 5,
+  kHelloAck = 6,
+  kGoodbye = 7,
 };
 
 // Hello roles.
@@ -46,6 +52,11 @@ enum class Role : std::uint16_t {
   kCameraSubscriber = 3,  // a receiver of ball observations
   kCameraServer = 4,      // the camera (answers a subscriber's hello)
 };
+
+// Goodbye.reason
+constexpr std::uint32_t kGoodbyeStop = 0;         // the sender ends the session (controller stop, server shutdown)
+constexpr std::uint32_t kGoodbyeSessionLost = 1;  // the client gives a silent session up before a new handshake
+constexpr std::uint32_t kGoodbyeMaxReason = 1;
 
 // JointState.status bits.
 constexpr std::uint16_t kStatusHolding = 0x0001;  // no fresh command: the robot brakes and holds
@@ -61,20 +72,39 @@ constexpr std::uint16_t kModePositionVelocity = 1;  // position target with velo
 struct Header {
   MessageType type = MessageType::kHeartbeat;
   std::uint16_t flags = 0;       // set by encode() (kFlagTag when a key is given); reported by decode()
-  std::uint32_t session_id = 0;  // random per sender start; a change means the sender restarted
+  std::uint32_t session_id = 0;  // server: random per start (a change: it restarted); client: random per handshake
   std::uint64_t sequence = 0;    // per sender and session, +1 per datagram sent (any type)
   std::uint64_t stamp_ns = 0;    // sender's monotonic clock at send time
 };
 
+// Client -> server, tagged with the long-term key: opens a handshake.
 struct Hello {
   std::uint16_t role = 0;
   std::uint16_t dof = 0;        // joints the sender expects / has (0 for camera roles)
   std::uint32_t period_us = 0;  // the sender's nominal period (0: unspecified)
+  std::uint8_t nonce[kNonceBytes] = {};  // the client's fresh nonce
+};
+
+// Server -> client, tagged with the new session's server-to-client key (key confirmation): answers a hello.
+struct HelloAck {
+  std::uint16_t role = 0;
+  std::uint16_t dof = 0;
+  std::uint32_t period_us = 0;
+  std::uint32_t client_session_id = 0;           // echo of the hello's header session id
+  std::uint8_t client_nonce[kNonceBytes] = {};   // echo of the hello's nonce
+  std::uint8_t server_nonce[kNonceBytes] = {};   // the server's fresh nonce
+  std::uint64_t echo_hello_stamp_ns = 0;         // t1: the hello's stamp_ns (client clock)
+  std::uint64_t hello_receive_ns = 0;            // t2: when the server received it (server clock)
 };
 
 struct Heartbeat {
-  std::uint64_t echo_sequence = 0;  // the peer's last accepted sequence
-  std::uint64_t echo_stamp_ns = 0;  // and its stamp_ns, for round-trip measurement
+  std::uint64_t echo_sequence = 0;    // the peer's last accepted sequence
+  std::uint64_t echo_stamp_ns = 0;    // and its stamp_ns (peer clock), for round trips
+  std::uint64_t echo_receive_ns = 0;  // when it was received (own clock): the peer's clock-offset sample
+};
+
+struct Goodbye {
+  std::uint32_t reason = kGoodbyeStop;
 };
 
 struct JointState {
@@ -82,6 +112,7 @@ struct JointState {
   std::uint16_t status = 0;
   std::uint64_t echo_command_sequence = 0;  // the last command applied (0: none yet)
   std::uint64_t echo_command_stamp_ns = 0;  // its stamp_ns (controller's clock)
+  std::uint64_t echo_command_receive_ns = 0;  // when the robot received it (robot clock; 0: none yet)
   double position[kMaxJoints] = {};         // m or rad
   double velocity[kMaxJoints] = {};         // m/s or rad/s
 };
@@ -110,7 +141,9 @@ struct Packet {
   Header header;
   // Only the member matching header.type is meaningful.
   Hello hello;
+  HelloAck hello_ack;
   Heartbeat heartbeat;
+  Goodbye goodbye;
   JointState state;
   JointCommand command;
   BallObservations balls;
@@ -150,12 +183,30 @@ std::size_t encode(const Packet& packet, const HmacSha256Key* key, std::uint8_t*
 // unspecified and must not be used.
 Status decode(const std::uint8_t* data, std::size_t size, const HmacSha256Key* key, Packet& out);
 
+// The framing checks of decode() only (steps 1-4 of docs/protocol.md: size, magic, version, length, checksum)
+// and the header fields, so a receiver can choose the key that must verify the tag (the session layer).
+// Nothing is authenticated yet: the fields may only select a key or a session, never be acted upon.
+struct Frame {
+  std::uint8_t type = 0;  // raw type byte (may be unknown)
+  std::uint16_t flags = 0;
+  std::uint32_t session_id = 0;
+  std::uint64_t sequence = 0;
+  std::uint64_t stamp_ns = 0;
+  std::size_t payload_bytes = 0;
+};
+Status peek(const std::uint8_t* data, std::size_t size, Frame& out);
+
+// The server nonce of a hello_ack that passed peek() (it selects the session key that must verify the tag);
+// false when the frame is not a hello_ack of the right size.
+bool peek_server_nonce(const std::uint8_t* data, std::size_t size, std::uint8_t nonce[kNonceBytes]);
+
 // Receiver-side sequence bookkeeping for one peer (docs/protocol.md, "Ordering").
 class SequenceTracker {
  public:
   enum class Verdict : std::uint8_t {
     kAccept,      // newer than anything accepted in this session
-    kNewSession,  // first packet, or the sender restarted (new session id): accepted, history reset
+    kNewSession,  // first packet, or a new session id: accepted, history reset (the session layer decides
+                  // whether a new session id may appear at all)
     kDuplicate,   // a sequence already accepted (within the last 64)
     kStale,       // older than the newest accepted (reordered or late): dropped
   };

@@ -12,7 +12,23 @@ using protocol::MessageType;
 using protocol::SequenceTracker;
 using protocol::Status;
 
-SimRobotServer::SimRobotServer(SimServerConfig config) : config_(std::move(config)) {
+namespace {
+std::int64_t checked_timeout_ns(double s) {
+  if (!(s > 0.0) || s > 3600.0) throw std::invalid_argument("session_timeout_s: expected seconds in (0, 3600]");
+  return static_cast<std::int64_t>(s * 1e9);
+}
+}  // namespace
+
+SimRobotServer::SimRobotServer(SimServerConfig config)
+    : config_(std::move(config)),
+      session_(config_.key, protocol::Role::kRobotServer, protocol::Role::kController,
+               static_cast<std::uint16_t>(config_.position_min.size()),
+               config_.rate_hz > 0.0 ? static_cast<std::uint32_t>(1e6 / config_.rate_hz) : 0,
+               checked_timeout_ns(config_.session_timeout_s)) {
+  require_key_unless_loopback(config_.key, {&config_.host});
+  if (config_.key.empty() && config_.allow_remote)
+    throw std::invalid_argument(
+        "allow_remote: remote controllers need a shared key (--key-file); unauthenticated mode is loopback only");
   dof_ = static_cast<int>(config_.position_min.size());
   if (dof_ < 1 || dof_ > static_cast<int>(protocol::kMaxJoints))
     throw std::invalid_argument("position_min: expected 1.." + std::to_string(protocol::kMaxJoints) + " joints, got " +
@@ -34,9 +50,8 @@ SimRobotServer::SimRobotServer(SimServerConfig config) : config_(std::move(confi
   if (!(config_.rate_hz >= 1.0 && config_.rate_hz <= 20000.0))
     throw std::invalid_argument("rate_hz: expected 1..20000, got " + std::to_string(config_.rate_hz));
   if (!(config_.tracking_time_constant_s > 0.0) || !(config_.command_delay_s >= 0.0) ||
-      !(config_.command_timeout_s > 0.0) || !(config_.controller_timeout_s > 0.0))
-    throw std::invalid_argument(
-        "tracking_time_constant_s, command_timeout_s, controller_timeout_s must be > 0 and command_delay_s >= 0");
+      !(config_.command_timeout_s > 0.0))
+    throw std::invalid_argument("tracking_time_constant_s, command_timeout_s must be > 0 and command_delay_s >= 0");
   if (config_.command_delay_s * config_.rate_hz >= kDelaySlots - 2)
     throw std::invalid_argument("command_delay_s: at most " + std::to_string((kDelaySlots - 2) / config_.rate_hz) +
                                 " s at this rate");
@@ -46,7 +61,6 @@ SimRobotServer::SimRobotServer(SimServerConfig config) : config_(std::move(confi
     q_[i] = std::clamp(q0, config_.position_min[i], config_.position_max[i]);
     target_q_[i] = q_[i];
   }
-  if (!config_.key.empty()) key_.set(reinterpret_cast<const std::uint8_t*>(config_.key.data()), config_.key.size());
 }
 
 SimRobotServer::~SimRobotServer() { stop(); }
@@ -55,15 +69,16 @@ void SimRobotServer::start() {
   if (running_.load()) return;
   socket_.open(config_.host, port_ != 0 ? port_ : config_.port);  // a restart keeps its port
   port_ = socket_.local_port();
-  session_id_ = random_session_id();
+  session_id_ = session::random_session_id();
   sequence_ = 0;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     has_controller_ = false;
   }
-  controller_tracker_.reset();
+  session_.start(session_id_);
   last_command_sequence_ = 0;
   last_command_stamp_ns_ = 0;
+  last_command_receive_ns_ = 0;
   last_command_ns_ = 0;
   pending_count_ = 0;
   holding_ = true;
@@ -76,6 +91,14 @@ void SimRobotServer::stop() {
   if (!running_.load()) return;
   stop_requested_.store(true);
   if (thread_.joinable()) thread_.join();
+  if (has_controller_) {  // the thread is joined: this thread owns the session now
+    tx_packet_.header.type = MessageType::kGoodbye;
+    tx_packet_.goodbye.reason = protocol::kGoodbyeStop;
+    send_to(tx_packet_, controller_, monotonic_ns());
+    session_.end_session();
+    std::lock_guard<std::mutex> lock(mutex_);
+    has_controller_ = false;
+  }
   socket_.close();
   running_.store(false);
 }
@@ -106,7 +129,8 @@ double SimRobotServer::max_velocity_ratio() const {
 }
 
 bool SimRobotServer::send_to(protocol::Packet& packet, const sockaddr_in& to, std::int64_t now_ns) noexcept {
-  return stamp_and_send(packet, session_id_, sequence_, key_, tx_buffer_, socket_, to, now_ns, counters_);
+  const HmacSha256Key& key = packet.header.type == MessageType::kHelloAck ? session_.reply_key() : session_.tx_key();
+  return stamp_and_send(packet, session_id_, sequence_, key, tx_buffer_, socket_, to, now_ns, counters_);
 }
 
 void SimRobotServer::send_state(std::int64_t now_ns) noexcept {
@@ -116,6 +140,7 @@ void SimRobotServer::send_state(std::int64_t now_ns) noexcept {
   s.dof = static_cast<std::uint16_t>(dof_);
   s.echo_command_sequence = last_command_sequence_;
   s.echo_command_stamp_ns = last_command_stamp_ns_;
+  s.echo_command_receive_ns = last_command_receive_ns_;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     s.status = static_cast<std::uint16_t>((holding_ ? protocol::kStatusHolding : 0) |
@@ -128,63 +153,84 @@ void SimRobotServer::send_state(std::int64_t now_ns) noexcept {
   if (send_to(tx_packet_, controller_, now_ns)) states_sent_.fetch_add(1, std::memory_order_relaxed);
 }
 
-void SimRobotServer::handle(const sockaddr_in& from, std::int64_t now_ns) noexcept {
-  const protocol::Header& h = rx_packet_.header;
-  if (h.type == MessageType::kHello) {
-    if (rx_packet_.hello.role != static_cast<std::uint16_t>(protocol::Role::kController)) {
-      bump(counters_.rx_wrong_type);
-      return;
+void SimRobotServer::on_session_change(bool live, std::int64_t now_ns) noexcept {
+  // A session ended or a new one went live: nothing queued by the previous one is applied, the robot brakes to
+  // a hold where it is until the live session commands it.
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    has_controller_ = live;
+    if (live) controller_ = session_.peer();
+    pending_count_ = 0;
+    if (!holding_) hold_events_.fetch_add(1, std::memory_order_relaxed);
+    holding_ = true;
+    for (int i = 0; i < dof_; ++i) {
+      target_q_[i] = q_[i];
+      target_v_[i] = 0.0;
     }
-    if (rx_packet_.hello.dof != dof_) {
-      bump(counters_.rx_mismatch);
-      return;
-    }
-    const bool same = has_controller_ && same_endpoint(from, controller_);
-    const bool active = has_controller_ && now_ns - controller_seen_ns_ < std::int64_t(config_.controller_timeout_s * 1e9);
-    if (active && !same) {
-      hellos_refused_.fetch_add(1, std::memory_order_relaxed);
-      return;
-    }
-    if (same && controller_tracker_.session_id() == h.session_id) {
-      const auto verdict = controller_tracker_.check(h.session_id, h.sequence);
-      if (verdict == SequenceTracker::Verdict::kDuplicate) return bump(counters_.rx_duplicate);
-      if (verdict == SequenceTracker::Verdict::kStale) return bump(counters_.rx_stale);
-    } else {
-      if (has_controller_) bump(counters_.peer_restarts);  // a new controller session takes over
-      controller_tracker_.reset();
-      controller_tracker_.check(h.session_id, h.sequence);
-      last_command_sequence_ = 0;
-      last_command_stamp_ns_ = 0;
-    }
-    {
-      std::lock_guard<std::mutex> lock(mutex_);  // snapshot() reads these from another thread
-      has_controller_ = true;
-      controller_ = from;
-    }
-    controller_seen_ns_ = now_ns;
-    bump(counters_.rx_accepted);
-    tx_packet_.header.type = MessageType::kHello;
-    tx_packet_.hello.role = static_cast<std::uint16_t>(protocol::Role::kRobotServer);
-    tx_packet_.hello.dof = static_cast<std::uint16_t>(dof_);
-    tx_packet_.hello.period_us = static_cast<std::uint32_t>(1e6 / config_.rate_hz);
-    send_to(tx_packet_, from, now_ns);
-    send_state(now_ns);
+  }
+  last_command_ns_ = 0;
+  last_command_sequence_ = 0;
+  last_command_stamp_ns_ = 0;
+  last_command_receive_ns_ = 0;
+  (void)now_ns;
+}
+
+void SimRobotServer::publish_session_counters() noexcept {
+  handshakes_.store(session_.handshakes(), std::memory_order_relaxed);
+  sessions_.store(session_.sessions(), std::memory_order_relaxed);
+  sessions_expired_.store(session_.sessions_expired(), std::memory_order_relaxed);
+  goodbyes_.store(session_.goodbyes(), std::memory_order_relaxed);
+  pending_evicted_.store(session_.pending_evicted(), std::memory_order_relaxed);
+}
+
+void SimRobotServer::handle(const sockaddr_in& from, std::size_t size, std::int64_t now_ns) noexcept {
+  using V = session::ServerSession::Verdict;
+  Status status = Status::kOk;
+  const bool had_session = session_.has_session();
+  const std::uint64_t gaps_before = session_.tracker().gaps();
+  V verdict;
+  try {
+    verdict = session_.receive(from, rx_buffer_, size, now_ns, rx_packet_, tx_packet_, status);
+  } catch (...) {  // getrandom failed for a new handshake (not after boot): the hello goes unanswered
+    bump(counters_.socket_errors);
     return;
   }
-  // Everything else must come from the registered controller and its session.
-  if (!has_controller_ || !same_endpoint(from, controller_)) return bump(counters_.rx_unexpected_source);
-  if (h.session_id != controller_tracker_.session_id()) return bump(counters_.rx_unexpected_session);
-  const auto verdict = controller_tracker_.check(h.session_id, h.sequence);
-  if (verdict == SequenceTracker::Verdict::kDuplicate) return bump(counters_.rx_duplicate);
-  if (verdict == SequenceTracker::Verdict::kStale) return bump(counters_.rx_stale);
-  counters_.rx_lost.store(controller_tracker_.gaps(), std::memory_order_relaxed);
-  controller_seen_ns_ = now_ns;
+  if (had_session && !session_.has_session() && verdict != V::kGoodbye) on_session_change(false, now_ns);  // expired
+  if (had_session && (!session_.has_session() || verdict == V::kAcceptedNewSession)) lost_before_ += gaps_before;
+  counters_.rx_lost.store(lost_before_ + (session_.has_session() ? session_.tracker().gaps() : 0),
+                          std::memory_order_relaxed);
+  publish_session_counters();
+  switch (verdict) {
+    case V::kRejected: return counters_.reject(status);
+    case V::kHelloRefused: hellos_refused_.fetch_add(1, std::memory_order_relaxed); return;
+    case V::kUnexpectedSource: return bump(counters_.rx_unexpected_source);
+    case V::kUnexpectedSession: return bump(counters_.rx_unexpected_session);
+    case V::kMismatch: return bump(counters_.rx_mismatch);
+    case V::kDuplicate: return bump(counters_.rx_duplicate);
+    case V::kStale: return bump(counters_.rx_stale);
+    case V::kAck:
+      bump(counters_.rx_accepted);
+      send_to(tx_packet_, from, now_ns);  // under the pending session's server->client key (key confirmation)
+      return;
+    case V::kGoodbye:
+      bump(counters_.rx_accepted);
+      on_session_change(false, now_ns);
+      return;
+    case V::kAcceptedNewSession:
+      if (session_.sessions() > 1) bump(counters_.peer_restarts);  // a new controller session after an earlier one
+      on_session_change(true, now_ns);
+      break;
+    case V::kAccepted: break;
+  }
+  const protocol::Header& h = rx_packet_.header;
   if (h.type == MessageType::kHeartbeat) {
     bump(counters_.rx_accepted);
     tx_packet_.header.type = MessageType::kHeartbeat;
     tx_packet_.heartbeat.echo_sequence = h.sequence;
     tx_packet_.heartbeat.echo_stamp_ns = h.stamp_ns;
+    tx_packet_.heartbeat.echo_receive_ns = static_cast<std::uint64_t>(now_ns);
     send_to(tx_packet_, from, now_ns);
+    if (verdict == V::kAcceptedNewSession) send_state(now_ns);  // the session is live: the stream starts
     return;
   }
   if (h.type != MessageType::kJointCommand) return bump(counters_.rx_wrong_type);
@@ -212,6 +258,7 @@ void SimRobotServer::handle(const sockaddr_in& from, std::int64_t now_ns) noexce
   ++pending_count_;
   last_command_sequence_ = h.sequence;
   last_command_stamp_ns_ = h.stamp_ns;
+  last_command_receive_ns_ = static_cast<std::uint64_t>(now_ns);
   last_command_ns_ = now_ns;
   if (config_.reply_on_command) send_state(now_ns);
 }
@@ -234,13 +281,7 @@ void SimRobotServer::drain(std::int64_t now_ns) noexcept {
       counters_.reject(Status::kTooLong);
       continue;
     }
-    const Status status =
-        protocol::decode(rx_buffer_, static_cast<std::size_t>(n), key_.empty() ? nullptr : &key_, rx_packet_);
-    if (status != Status::kOk) {
-      counters_.reject(status);
-      continue;
-    }
-    handle(from, now_ns);
+    handle(from, static_cast<std::size_t>(n), budget > 0 ? monotonic_ns() : now_ns);  // t2: its receive time
   }
 }
 
@@ -301,6 +342,12 @@ void SimRobotServer::run() noexcept {
     std::int64_t now = monotonic_ns();
     if (now >= next) {
       drain(now);
+      const std::uint64_t gaps = session_.tracker().gaps();
+      if (session_.expire(now)) {  // the live controller fell silent: the robot holds, a new session may start
+        lost_before_ += gaps;
+        on_session_change(false, now);
+        publish_session_counters();
+      }
       step(now, dt_s);
       if (!config_.reply_on_command || last_command_ns_ == 0 || now - last_command_ns_ > 2 * period_ns)
         send_state(now);

@@ -9,10 +9,15 @@
 // would reject them; the loop must never send one). With no accepted command for command_timeout_s the
 // robot brakes (target = current position) and reports kStatusHolding.
 //
-// Network: binds host:port (127.0.0.1 by default). Only loopback sources are accepted unless allow_remote.
-// A controller registers with a hello (role controller); commands from any other address or session are
-// dropped and counted; a second controller's hello is refused while the first is active (heard within
-// controller_timeout_s). With reply_on_command (the default) the server answers every accepted command
+// Network: binds host:port (127.0.0.1 by default). Only loopback sources are accepted unless allow_remote;
+// without a key (unauthenticated mode) the server must bind a loopback address and allow_remote is refused.
+// A controller opens a session with the handshake of session.hpp (hello -> hello_ack under the new session
+// key -> its first datagram under its session key makes the session live). Only the live session commands the
+// robot: datagrams of any other session (old recordings, replays, another controller), from any address, are
+// dropped and counted, and a hello (new or replayed) is refused while the live session has been heard within
+// session_timeout_s (0.5 s): it can only be replaced after that much silence or after its authenticated
+// goodbye. Whenever the live session ends or changes, queued commands are discarded and the robot brakes to a
+// hold until the new session commands it. stop() says goodbye to the live controller. With reply_on_command (the default) the server answers every accepted command
 // with the current state right away (the robot-paced exchange of most real bridges: a controller ticking at
 // the robot's rate then gets a fresh state every tick) and streams states at its rate only while no
 // commands arrive; without it, states are streamed every server tick. Heartbeats are answered with an echo.
@@ -26,6 +31,7 @@
 #include <vector>
 
 #include "protocol.hpp"
+#include "session.hpp"
 #include "sha256.hpp"
 #include "udp_counters.hpp"
 #include "udp_socket.hpp"
@@ -41,8 +47,8 @@ struct SimServerConfig {
   double tracking_time_constant_s = 0.02;
   double command_delay_s = 0.002;
   double command_timeout_s = 0.1;
-  double controller_timeout_s = 0.5;
-  std::string key;  // HMAC-SHA256 key (empty: none)
+  double session_timeout_s = 0.5;  // a silent live session ends (and may be replaced) after this long
+  std::string key;                 // long-term key (empty: unauthenticated, loopback only)
   bool allow_remote = false;
   bool reply_on_command = true;
 };
@@ -71,6 +77,7 @@ class SimRobotServer {
   std::uint16_t port() const noexcept { return port_; }
   std::uint32_t session_id() const noexcept { return session_id_; }
   int dof() const noexcept { return dof_; }
+  bool authenticated() const noexcept { return !config_.key.empty(); }
 
   SimServerSnapshot snapshot() const;
   const LinkCounters& counters() const noexcept { return counters_; }
@@ -79,6 +86,11 @@ class SimRobotServer {
   std::uint64_t hard_stops() const noexcept { return hard_stops_.load(); }
   std::uint64_t hold_events() const noexcept { return hold_events_.load(); }
   std::uint64_t hellos_refused() const noexcept { return hellos_refused_.load(); }
+  std::uint64_t handshakes() const noexcept { return handshakes_.load(); }        // hello_acks sent
+  std::uint64_t sessions() const noexcept { return sessions_.load(); }            // sessions that became live
+  std::uint64_t sessions_expired() const noexcept { return sessions_expired_.load(); }
+  std::uint64_t goodbyes() const noexcept { return goodbyes_.load(); }
+  std::uint64_t pending_evicted() const noexcept { return pending_evicted_.load(); }
   std::uint64_t states_sent() const noexcept { return states_sent_.load(); }
   std::uint64_t overruns() const noexcept { return overruns_.load(); }
   // Largest excursion beyond a position limit and largest |v|/limit seen (0 and <= 1 when well behaved).
@@ -95,14 +107,16 @@ class SimRobotServer {
 
   void run() noexcept;
   void drain(std::int64_t now_ns) noexcept;
-  void handle(const sockaddr_in& from, std::int64_t now_ns) noexcept;
+  void handle(const sockaddr_in& from, std::size_t size, std::int64_t now_ns) noexcept;
+  void on_session_change(bool live, std::int64_t now_ns) noexcept;
+  void publish_session_counters() noexcept;
   void step(std::int64_t now_ns, double dt_s) noexcept;
   void send_state(std::int64_t now_ns) noexcept;
   bool send_to(protocol::Packet& packet, const sockaddr_in& to, std::int64_t now_ns) noexcept;
 
   SimServerConfig config_;
   int dof_ = 0;
-  HmacSha256Key key_;
+  session::ServerSession session_;
   UdpSocket socket_;
   std::thread thread_;
   std::atomic<bool> running_{false};
@@ -111,13 +125,13 @@ class SimRobotServer {
   std::uint32_t session_id_ = 0;
   std::uint64_t sequence_ = 0;
 
-  // Controller link (server thread only).
-  bool has_controller_ = false;
+  // Controller link (server thread only; has_controller_/controller_ also read by snapshot() under mutex_).
+  bool has_controller_ = false;  // a live session
   sockaddr_in controller_{};
-  std::int64_t controller_seen_ns_ = 0;
-  protocol::SequenceTracker controller_tracker_;
   std::uint64_t last_command_sequence_ = 0;
   std::uint64_t last_command_stamp_ns_ = 0;
+  std::uint64_t last_command_receive_ns_ = 0;
+  std::uint64_t lost_before_ = 0;  // sequence gaps of the sessions before the live one
   std::int64_t last_command_ns_ = 0;
   bool clamped_ = false;
   bool holding_ = true;
@@ -147,6 +161,11 @@ class SimRobotServer {
   std::atomic<std::uint64_t> hard_stops_{0};
   std::atomic<std::uint64_t> hold_events_{0};
   std::atomic<std::uint64_t> hellos_refused_{0};
+  std::atomic<std::uint64_t> handshakes_{0};
+  std::atomic<std::uint64_t> sessions_{0};
+  std::atomic<std::uint64_t> sessions_expired_{0};
+  std::atomic<std::uint64_t> goodbyes_{0};
+  std::atomic<std::uint64_t> pending_evicted_{0};
   std::atomic<std::uint64_t> states_sent_{0};
   std::atomic<std::uint64_t> overruns_{0};
 };

@@ -2,12 +2,16 @@
 // Packets cross as dicts with the field names of robot_rt/control/protocol.py (tests compare the codecs).
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
 #include "camera_receiver.hpp"
 #include "crc32.hpp"
+#include "hkdf.hpp"
 #include "protocol.hpp"
+#include "session.hpp"
 #include "registry.hpp"
 #include "sha256.hpp"
 #include "sim_server.hpp"
@@ -27,6 +31,8 @@ const char* type_name(MessageType t) {
     case MessageType::kJointState: return "joint_state";
     case MessageType::kJointCommand: return "joint_command";
     case MessageType::kBallObservations: return "ball_observations";
+    case MessageType::kHelloAck: return "hello_ack";
+    case MessageType::kGoodbye: return "goodbye";
   }
   return "unknown";
 }
@@ -37,7 +43,10 @@ MessageType type_from(const std::string& name) {
   if (name == "joint_state") return MessageType::kJointState;
   if (name == "joint_command") return MessageType::kJointCommand;
   if (name == "ball_observations") return MessageType::kBallObservations;
-  throw py::value_error("type: expected hello|heartbeat|joint_state|joint_command|ball_observations, got '" + name + "'");
+  if (name == "hello_ack") return MessageType::kHelloAck;
+  if (name == "goodbye") return MessageType::kGoodbye;
+  throw py::value_error(
+      "type: expected hello|hello_ack|heartbeat|joint_state|joint_command|ball_observations|goodbye, got '" + name + "'");
 }
 
 template <typename T>
@@ -60,6 +69,19 @@ std::size_t fill_joints(const py::dict& d, const char* key, double* out, std::si
   return values.size();
 }
 
+void get_nonce(const py::dict& d, const char* key, std::uint8_t out[protocol::kNonceBytes]) {
+  if (!d.contains(key)) {
+    std::memset(out, 0, protocol::kNonceBytes);
+    return;
+  }
+  const std::string n = d[key].cast<std::string>();
+  if (n.size() != protocol::kNonceBytes)
+    throw py::value_error(std::string(key) + ": expected " + std::to_string(protocol::kNonceBytes) + " bytes");
+  std::memcpy(out, n.data(), protocol::kNonceBytes);
+}
+
+py::bytes nonce_bytes(const std::uint8_t* n) { return py::bytes(reinterpret_cast<const char*>(n), protocol::kNonceBytes); }
+
 const HmacSha256Key* make_key(const py::object& key, HmacSha256Key& storage) {
   if (key.is_none()) return nullptr;
   const std::string k = key.cast<std::string>();  // bytes or str
@@ -79,16 +101,34 @@ py::bytes encode_packet(const py::dict& d, const py::object& key) {
       p.hello.role = get<std::uint16_t>(d, "role", 0);
       p.hello.dof = get<std::uint16_t>(d, "dof", 0);
       p.hello.period_us = get<std::uint32_t>(d, "period_us", 0);
+      get_nonce(d, "nonce", p.hello.nonce);
       break;
+    case MessageType::kHelloAck: {
+      auto& a = p.hello_ack;
+      a.role = get<std::uint16_t>(d, "role", 0);
+      a.dof = get<std::uint16_t>(d, "dof", 0);
+      a.period_us = get<std::uint32_t>(d, "period_us", 0);
+      a.client_session_id = get<std::uint32_t>(d, "client_session_id", 0);
+      get_nonce(d, "client_nonce", a.client_nonce);
+      get_nonce(d, "server_nonce", a.server_nonce);
+      a.echo_hello_stamp_ns = get<std::uint64_t>(d, "echo_hello_stamp_ns", 0);
+      a.hello_receive_ns = get<std::uint64_t>(d, "hello_receive_ns", 0);
+      break;
+    }
     case MessageType::kHeartbeat:
       p.heartbeat.echo_sequence = get<std::uint64_t>(d, "echo_sequence", 0);
       p.heartbeat.echo_stamp_ns = get<std::uint64_t>(d, "echo_stamp_ns", 0);
+      p.heartbeat.echo_receive_ns = get<std::uint64_t>(d, "echo_receive_ns", 0);
+      break;
+    case MessageType::kGoodbye:
+      p.goodbye.reason = get<std::uint32_t>(d, "reason", 0);
       break;
     case MessageType::kJointState: {
       auto& s = p.state;
       s.status = get<std::uint16_t>(d, "status", 0);
       s.echo_command_sequence = get<std::uint64_t>(d, "echo_command_sequence", 0);
       s.echo_command_stamp_ns = get<std::uint64_t>(d, "echo_command_stamp_ns", 0);
+      s.echo_command_receive_ns = get<std::uint64_t>(d, "echo_command_receive_ns", 0);
       s.dof = static_cast<std::uint16_t>(fill_joints(d, "position", s.position, 0, true));
       fill_joints(d, "velocity", s.velocity, s.dof, false);
       break;
@@ -151,15 +191,31 @@ py::tuple decode_packet(const py::bytes& data, const py::object& key) {
       d["role"] = p.hello.role;
       d["dof"] = p.hello.dof;
       d["period_us"] = p.hello.period_us;
+      d["nonce"] = nonce_bytes(p.hello.nonce);
+      break;
+    case MessageType::kHelloAck:
+      d["role"] = p.hello_ack.role;
+      d["dof"] = p.hello_ack.dof;
+      d["period_us"] = p.hello_ack.period_us;
+      d["client_session_id"] = p.hello_ack.client_session_id;
+      d["client_nonce"] = nonce_bytes(p.hello_ack.client_nonce);
+      d["server_nonce"] = nonce_bytes(p.hello_ack.server_nonce);
+      d["echo_hello_stamp_ns"] = p.hello_ack.echo_hello_stamp_ns;
+      d["hello_receive_ns"] = p.hello_ack.hello_receive_ns;
       break;
     case MessageType::kHeartbeat:
       d["echo_sequence"] = p.heartbeat.echo_sequence;
       d["echo_stamp_ns"] = p.heartbeat.echo_stamp_ns;
+      d["echo_receive_ns"] = p.heartbeat.echo_receive_ns;
+      break;
+    case MessageType::kGoodbye:
+      d["reason"] = p.goodbye.reason;
       break;
     case MessageType::kJointState:
       d["status"] = p.state.status;
       d["echo_command_sequence"] = p.state.echo_command_sequence;
       d["echo_command_stamp_ns"] = p.state.echo_command_stamp_ns;
+      d["echo_command_receive_ns"] = p.state.echo_command_receive_ns;
       d["position"] = joints(p.state.position, p.state.dof);
       d["velocity"] = joints(p.state.velocity, p.state.dof);
       break;
@@ -194,6 +250,10 @@ py::dict counters_dict(const LinkCounters& c) {
   d["rx_accepted"] = ld(c.rx_accepted);
   d["rx_unexpected_source"] = ld(c.rx_unexpected_source);
   d["rx_unexpected_session"] = ld(c.rx_unexpected_session);
+  d["rx_no_session"] = ld(c.rx_no_session);
+  d["rx_stale_ack"] = ld(c.rx_stale_ack);
+  d["rx_future"] = ld(c.rx_future);
+  d["tx_no_session"] = ld(c.tx_no_session);
   d["rx_wrong_type"] = ld(c.rx_wrong_type);
   d["rx_mismatch"] = ld(c.rx_mismatch);
   d["rx_duplicate"] = ld(c.rx_duplicate);
@@ -263,6 +323,43 @@ void bind_protocol(py::module_& m) {
         return py::bytes(reinterpret_cast<const char*>(out), sizeof(out));
       },
       py::arg("key"), py::arg("data"), "HMAC-SHA256 tag (C++ implementation used by the protocol).");
+  m.def(
+      "hkdf_sha256",
+      [](const py::bytes& salt, const py::bytes& ikm, const py::bytes& info, std::size_t length) {
+        const std::string sa = salt, ik = ikm, in = info;
+        if (length > kHkdfMaxOutputBytes || in.size() > kHkdfMaxInfoBytes)
+          throw py::value_error("length: at most " + std::to_string(kHkdfMaxOutputBytes) + " bytes, info: at most " +
+                                std::to_string(kHkdfMaxInfoBytes) + " bytes");
+        std::string out(length, '\0');
+        hkdf(reinterpret_cast<const std::uint8_t*>(sa.data()), sa.size(), reinterpret_cast<const std::uint8_t*>(ik.data()),
+             ik.size(), reinterpret_cast<const std::uint8_t*>(in.data()), in.size(),
+             reinterpret_cast<std::uint8_t*>(out.data()), length);
+        return py::bytes(out);
+      },
+      py::arg("salt"), py::arg("ikm"), py::arg("info"), py::arg("length"), "HKDF-SHA256 (RFC 5869), C++ implementation.");
+  m.def(
+      "derive_session_keys",
+      [](const py::bytes& key, const py::bytes& client_nonce, const py::bytes& server_nonce, int client_role,
+         int server_role, std::uint32_t client_session_id, std::uint32_t server_session_id) {
+        const std::string k = key, cn = client_nonce, sn = server_nonce;
+        if (cn.size() != protocol::kNonceBytes || sn.size() != protocol::kNonceBytes)
+          throw py::value_error("client_nonce, server_nonce: expected 16 bytes each");
+        session::KeyInputs in;
+        in.client_nonce = reinterpret_cast<const std::uint8_t*>(cn.data());
+        in.server_nonce = reinterpret_cast<const std::uint8_t*>(sn.data());
+        in.client_role = static_cast<std::uint16_t>(client_role);
+        in.server_role = static_cast<std::uint16_t>(server_role);
+        in.client_session_id = client_session_id;
+        in.server_session_id = server_session_id;
+        std::uint8_t okm[2 * session::kSessionKeyBytes];
+        session::derive_session_keys(reinterpret_cast<const std::uint8_t*>(k.data()), k.size(), in, okm);
+        return py::make_tuple(py::bytes(reinterpret_cast<const char*>(okm), session::kSessionKeyBytes),
+                              py::bytes(reinterpret_cast<const char*>(okm) + session::kSessionKeyBytes,
+                                        session::kSessionKeyBytes));
+      },
+      py::arg("key"), py::arg("client_nonce"), py::arg("server_nonce"), py::arg("client_role"), py::arg("server_role"),
+      py::arg("client_session_id"), py::arg("server_session_id"),
+      "Session keys of docs/protocol.md's key schedule: (client->server key, server->client key).");
   m.def("encode_packet", &encode_packet, py::arg("packet"), py::arg("key") = py::none(),
         "Encodes a packet dict (robot_rt.control.protocol field names) with the C++ codec; ValueError if invalid.");
   m.def("decode_packet", &decode_packet, py::arg("data"), py::arg("key") = py::none(),
@@ -275,7 +372,8 @@ void bind_udp_driver(py::module_& m) {
                                                                  "RobotDriver over the UDP protocol (udp_driver.hpp).")
       .def(py::init([](const std::string& host, int port, int dof, const std::string& key, const std::string& bind_host,
                        int bind_port, double link_timeout_s, double hello_interval_s, double late_threshold_s,
-                       const std::string& camera_host, int camera_port) {
+                       const std::string& camera_host, int camera_port, double session_timeout_s,
+                       double heartbeat_interval_s, double clock_drift_bound) {
              if (port < 1 || port > 65535) throw py::value_error("port: expected 1..65535, got " + std::to_string(port));
              if (bind_port < 0 || bind_port > 65535 || camera_port < 0 || camera_port > 65535)
                throw py::value_error("bind_port, camera_port: expected 0..65535");
@@ -289,6 +387,11 @@ void bind_udp_driver(py::module_& m) {
              c.link_timeout_ns = seconds_to_ns(link_timeout_s, "link_timeout_s");
              c.hello_interval_ns = seconds_to_ns(hello_interval_s, "hello_interval_s");
              c.late_threshold_ns = seconds_to_ns(late_threshold_s, "late_threshold_s");
+             c.session_timeout_ns = seconds_to_ns(session_timeout_s, "session_timeout_s");
+             c.heartbeat_interval_ns = seconds_to_ns(heartbeat_interval_s, "heartbeat_interval_s");
+             if (!(clock_drift_bound > 0.0 && clock_drift_bound < 0.1))
+               throw py::value_error("clock_drift_bound: expected a rate in (0, 0.1) s/s");
+             c.clock.drift_bound = clock_drift_bound;
              c.camera_host = camera_host;
              c.camera_port = static_cast<std::uint16_t>(camera_port);
              try {
@@ -299,9 +402,11 @@ void bind_udp_driver(py::module_& m) {
            }),
            py::arg("host"), py::arg("port"), py::arg("dof"), py::arg("key") = "", py::arg("bind_host") = "127.0.0.1",
            py::arg("bind_port") = 0, py::arg("link_timeout_s") = 0.05, py::arg("hello_interval_s") = 0.05,
-           py::arg("late_threshold_s") = 0.02, py::arg("camera_host") = "127.0.0.1", py::arg("camera_port") = 0)
+           py::arg("late_threshold_s") = 0.02, py::arg("camera_host") = "127.0.0.1", py::arg("camera_port") = 0,
+           py::arg("session_timeout_s") = 0.25, py::arg("heartbeat_interval_s") = 0.1,
+           py::arg("clock_drift_bound") = 500e-6)
       .def("start", &UdpDriver::on_start, "Opens the sockets and says hello (the loop calls this itself).")
-      .def("stop", &UdpDriver::on_stop)
+      .def("stop", &UdpDriver::on_stop, "Says goodbye (authenticated) and closes the sockets.")
       .def(
           "read_state",
           [](UdpDriver& d) -> py::object {
@@ -310,6 +415,7 @@ void bind_udp_driver(py::module_& m) {
             py::dict out;
             out["stamp_ns"] = s.stamp_ns;
             out["flags"] = s.flags;
+            out["new_session"] = (s.flags & kStateNewSession) != 0;
             out["position"] = joints(s.position_si, s.dof);
             out["velocity"] = joints(s.velocity_si, s.dof);
             return out;
@@ -343,6 +449,7 @@ void bind_udp_driver(py::module_& m) {
           py::arg("max_count") = CameraReceiver::kQueueCapacity)
       .def_property_readonly("local_port", &UdpDriver::local_port)
       .def_property_readonly("connected", &UdpDriver::connected)
+      .def_property_readonly("authenticated", &UdpDriver::authenticated)
       .def_property_readonly("rtt_count", &UdpDriver::rtt_count, "Command round trips measured so far.")
       .def_property_readonly("rtt_last_ns", &UdpDriver::rtt_last_ns, "Last command round trip (ns).")
       .def_property_readonly("states_received", &UdpDriver::states_received)
@@ -358,8 +465,22 @@ void bind_udp_driver(py::module_& m) {
         s["rtt_max_ns"] = d.rtt_max_ns();
         s["rtt_count"] = d.rtt_count();
         s["rtt_mean_ns"] = d.rtt_count() ? double(d.rtt_sum_ns()) / double(d.rtt_count()) : 0.0;
+        static const char* kStates[] = {"idle", "handshaking", "established"};
+        s["authenticated"] = d.authenticated();
+        s["session_state"] = kStates[std::clamp(d.session_state(), 0, 2)];
+        s["sessions_established"] = d.sessions_established();
+        s["sessions_lost"] = d.sessions_lost();
+        s["server_session_id"] = d.server_session_id();
+        s["peer_version"] = d.peer_version();
+        s["clock_offset_ns"] = d.clock_offset_ns();
+        s["clock_uncertainty_ns"] = d.clock_uncertainty_ns();
+        s["clock_samples"] = d.clock_samples();
+        s["clock_rejected"] = d.clock_rejected();
+        s["clock_resyncs"] = d.clock_resyncs();
         if (d.camera() != nullptr) {
           py::dict c = counters_dict(d.camera()->counters());
+          c["sessions_established"] = d.camera()->sessions_established();
+          c["established"] = d.camera()->established();
           c["frames"] = d.camera()->frames();
           c["detections"] = d.camera()->detections();
           c["queue_overflows"] = d.camera()->queue_overflows();
@@ -374,7 +495,7 @@ void bind_camera_receiver(py::module_& m) {
   py::class_<CameraReceiver, std::shared_ptr<CameraReceiver>>(m, "CameraReceiver",
                                                               "Receiver of the UDP ball-observation stream.")
       .def(py::init([](const std::string& camera_host, int camera_port, const std::string& key,
-                       const std::string& bind_host, double subscribe_interval_s) {
+                       const std::string& bind_host, double subscribe_interval_s, double session_timeout_s) {
              if (camera_port < 1 || camera_port > 65535) throw py::value_error("camera_port: expected 1..65535");
              CameraReceiverConfig c;
              c.camera_host = camera_host;
@@ -382,6 +503,7 @@ void bind_camera_receiver(py::module_& m) {
              c.key = key;
              c.bind_host = bind_host;
              c.subscribe_interval_ns = seconds_to_ns(subscribe_interval_s, "subscribe_interval_s");
+             c.session_timeout_ns = seconds_to_ns(session_timeout_s, "session_timeout_s");
              try {
                return std::make_shared<CameraReceiver>(c);
              } catch (const std::invalid_argument& e) {
@@ -389,13 +511,16 @@ void bind_camera_receiver(py::module_& m) {
              }
            }),
            py::arg("camera_host") = "127.0.0.1", py::arg("camera_port"), py::arg("key") = "",
-           py::arg("bind_host") = "127.0.0.1", py::arg("subscribe_interval_s") = 0.2)
+           py::arg("bind_host") = "127.0.0.1", py::arg("subscribe_interval_s") = 0.2, py::arg("session_timeout_s") = 0.5)
       .def("open", &CameraReceiver::open)
       .def("close", &CameraReceiver::close)
       .def("read", &read_observations, py::arg("max_count") = CameraReceiver::kQueueCapacity)
       .def_property_readonly("local_port", &CameraReceiver::local_port)
+      .def_property_readonly("established", &CameraReceiver::established)
       .def("stats", [](const CameraReceiver& r) {
         py::dict c = counters_dict(r.counters());
+        c["sessions_established"] = r.sessions_established();
+        c["established"] = r.established();
         c["frames"] = r.frames();
         c["detections"] = r.detections();
         c["queue_overflows"] = r.queue_overflows();
@@ -411,7 +536,7 @@ void bind_sim_server(py::module_& m) {
                        std::vector<double> velocity_limit, std::vector<double> acceleration_limit,
                        std::vector<double> initial_position, const std::string& host, int port, double rate_hz,
                        double tracking_time_constant_s, double command_delay_s, double command_timeout_s,
-                       double controller_timeout_s, const std::string& key, bool allow_remote, bool reply_on_command) {
+                       double session_timeout_s, const std::string& key, bool allow_remote, bool reply_on_command) {
              if (port < 0 || port > 65535) throw py::value_error("port: expected 0..65535");
              SimServerConfig c;
              c.position_min = std::move(position_min);
@@ -425,7 +550,7 @@ void bind_sim_server(py::module_& m) {
              c.tracking_time_constant_s = tracking_time_constant_s;
              c.command_delay_s = command_delay_s;
              c.command_timeout_s = command_timeout_s;
-             c.controller_timeout_s = controller_timeout_s;
+             c.session_timeout_s = session_timeout_s;
              c.key = key;
              c.allow_remote = allow_remote;
              c.reply_on_command = reply_on_command;
@@ -438,7 +563,7 @@ void bind_sim_server(py::module_& m) {
            py::arg("position_min"), py::arg("position_max"), py::arg("velocity_limit"), py::arg("acceleration_limit"),
            py::arg("initial_position") = std::vector<double>{}, py::arg("host") = "127.0.0.1", py::arg("port") = 0,
            py::arg("rate_hz") = 1000.0, py::arg("tracking_time_constant_s") = 0.02, py::arg("command_delay_s") = 0.002,
-           py::arg("command_timeout_s") = 0.1, py::arg("controller_timeout_s") = 0.5, py::arg("key") = "",
+           py::arg("command_timeout_s") = 0.1, py::arg("session_timeout_s") = 0.5, py::arg("key") = "",
            py::arg("allow_remote") = false, py::arg("reply_on_command") = true)
       .def("start", &SimRobotServer::start, py::call_guard<py::gil_scoped_release>())
       .def("stop", &SimRobotServer::stop, py::call_guard<py::gil_scoped_release>())
@@ -467,6 +592,12 @@ void bind_sim_server(py::module_& m) {
         d["hard_stops"] = s.hard_stops();
         d["hold_events"] = s.hold_events();
         d["hellos_refused"] = s.hellos_refused();
+        d["handshakes"] = s.handshakes();
+        d["sessions"] = s.sessions();
+        d["sessions_expired"] = s.sessions_expired();
+        d["goodbyes"] = s.goodbyes();
+        d["pending_evicted"] = s.pending_evicted();
+        d["authenticated"] = s.authenticated();
         d["states_sent"] = s.states_sent();
         d["overruns"] = s.overruns();
         d["max_position_excess"] = s.max_position_excess();

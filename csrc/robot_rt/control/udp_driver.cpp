@@ -8,25 +8,29 @@
 namespace robot_rt::control {
 
 using protocol::MessageType;
-using protocol::SequenceTracker;
 using protocol::Status;
+using Verdict = session::ClientSession::Verdict;
 
-namespace {
-// The minimum one-way offset may creep up by this much per second of wall time, so the late detector
-// follows clock drift between hosts and a lasting change of route (a step up is absorbed in seconds).
-constexpr double kOffsetCreepPerSecond = 2e-3;
-}  // namespace
-
-UdpDriver::UdpDriver(UdpDriverConfig config) : config_(std::move(config)) {
+UdpDriver::UdpDriver(UdpDriverConfig config)
+    : config_(std::move(config)),
+      session_(config_.key, protocol::Role::kController, protocol::Role::kRobotServer,
+               static_cast<std::uint16_t>(config_.dof)),
+      clock_(config_.clock) {
   if (config_.dof < 1 || config_.dof > std::min<int>(kMaxDof, protocol::kMaxJoints))
     throw std::invalid_argument("dof: expected 1.." + std::to_string(std::min<int>(kMaxDof, protocol::kMaxJoints)) +
                                 ", got " + std::to_string(config_.dof));
   if (config_.port == 0 || !make_address(config_.host, config_.port, server_addr_))
     throw std::invalid_argument("host/port: expected an IPv4 address and a non-zero port, got '" + config_.host + ":" +
                                 std::to_string(config_.port) + "'");
-  if (config_.link_timeout_ns <= 0 || config_.hello_interval_ns <= 0 || config_.late_threshold_ns <= 0)
-    throw std::invalid_argument("link_timeout_ns, hello_interval_ns, late_threshold_ns: expected positive values");
-  if (!config_.key.empty()) key_.set(reinterpret_cast<const std::uint8_t*>(config_.key.data()), config_.key.size());
+  if (config_.link_timeout_ns <= 0 || config_.hello_interval_ns <= 0 || config_.late_threshold_ns <= 0 ||
+      config_.session_timeout_ns <= 0 || config_.heartbeat_interval_ns <= 0)
+    throw std::invalid_argument(
+        "link_timeout_ns, hello_interval_ns, session_timeout_ns, heartbeat_interval_ns, late_threshold_ns: expected "
+        "positive values");
+  if (config_.camera_port != 0)
+    require_key_unless_loopback(config_.key, {&config_.host, &config_.bind_host, &config_.camera_host});
+  else
+    require_key_unless_loopback(config_.key, {&config_.host, &config_.bind_host});
   if (config_.camera_port != 0) {
     CameraReceiverConfig cam;
     cam.camera_host = config_.camera_host;
@@ -43,38 +47,70 @@ void UdpDriver::on_start() {
   if (socket_.is_open()) return;
   socket_.open(config_.bind_host, config_.bind_port);
   if (camera_) camera_->open();
-  session_id_ = random_session_id();
   sequence_ = 0;
-  tracker_.reset();
-  have_offset_ = false;
+  previous_server_session_ = 0;
+  new_session_flag_ = false;
   fresh_ = false;
-  last_echo_sequence_ = 0;
   last_state_rx_ns_ = 0;
   connected_.store(false);
-  send_hello(monotonic_ns());
+  begin_handshake(monotonic_ns());
 }
 
 void UdpDriver::on_stop() {
+  if (socket_.is_open() && session_.established()) send_goodbye(protocol::kGoodbyeStop, monotonic_ns());
+  session_.end();
+  session_state_.store(0);
   socket_.close();
   if (camera_) camera_->close();
   connected_.store(false);
 }
 
-bool UdpDriver::send_packet(protocol::Packet& packet, std::int64_t now_ns) noexcept {
-  return stamp_and_send(packet, session_id_, sequence_, key_, tx_buffer_, socket_, server_addr_, now_ns, counters_);
+void UdpDriver::begin_handshake(std::int64_t now_ns) noexcept {
+  try {
+    session_.begin(now_ns);
+  } catch (...) {  // getrandom failed (not after boot): no handshake this time, retried at the next interval
+    bump(counters_.socket_errors);
+    last_hello_ns_ = now_ns;
+    return;
+  }
+  clock_.reset();
+  last_echo_sequence_ = 0;
+  last_rx_sequence_ = last_rx_stamp_ns_ = 0;
+  last_rx_receive_ns_ = 0;
+  session_state_.store(1, std::memory_order_relaxed);
+  send_hello(now_ns);
+}
+
+bool UdpDriver::send_session_packet(protocol::Packet& packet, std::int64_t now_ns) noexcept {
+  return stamp_and_send(packet, session_.session_id(), sequence_, session_.tx_key(), tx_buffer_, socket_, server_addr_,
+                        now_ns, counters_);
 }
 
 void UdpDriver::send_hello(std::int64_t now_ns) noexcept {
-  tx_packet_.header.type = MessageType::kHello;
-  tx_packet_.hello.role = static_cast<std::uint16_t>(protocol::Role::kController);
-  tx_packet_.hello.dof = static_cast<std::uint16_t>(config_.dof);
-  tx_packet_.hello.period_us = 0;
-  if (send_packet(tx_packet_, now_ns)) hellos_.fetch_add(1, std::memory_order_relaxed);
+  session_.fill_hello(tx_packet_, 0);
+  if (stamp_and_send(tx_packet_, session_.session_id(), sequence_, session_.hello_key(), tx_buffer_, socket_,
+                     server_addr_, now_ns, counters_))
+    hellos_.fetch_add(1, std::memory_order_relaxed);
   last_hello_ns_ = now_ns;
 }
 
+void UdpDriver::send_heartbeat(std::int64_t now_ns) noexcept {
+  tx_packet_.header.type = MessageType::kHeartbeat;
+  tx_packet_.heartbeat.echo_sequence = last_rx_sequence_;
+  tx_packet_.heartbeat.echo_stamp_ns = last_rx_stamp_ns_;
+  tx_packet_.heartbeat.echo_receive_ns = static_cast<std::uint64_t>(last_rx_receive_ns_);
+  send_session_packet(tx_packet_, now_ns);
+  last_heartbeat_ns_ = now_ns;
+}
+
+void UdpDriver::send_goodbye(std::uint32_t reason, std::int64_t now_ns) noexcept {
+  tx_packet_.header.type = MessageType::kGoodbye;
+  tx_packet_.goodbye.reason = reason;
+  send_session_packet(tx_packet_, now_ns);
+}
+
 void UdpDriver::record_rtt(std::uint64_t echo_sequence, std::uint64_t echo_stamp_ns, std::int64_t now_ns) noexcept {
-  // Only echoes of our own session's newer commands count (a restarted server echoes nothing: 0).
+  // Only echoes of our own session's newer commands count (a robot echoes nothing before our first command: 0).
   if (echo_sequence == 0 || echo_sequence <= last_echo_sequence_ || echo_sequence > sequence_) return;
   last_echo_sequence_ = echo_sequence;
   const std::int64_t rtt = now_ns - static_cast<std::int64_t>(echo_stamp_ns);
@@ -87,13 +123,44 @@ void UdpDriver::record_rtt(std::uint64_t echo_sequence, std::uint64_t echo_stamp
   rtt_count_.store(count + 1, std::memory_order_relaxed);
 }
 
-void UdpDriver::accept_state(const protocol::JointState& s, std::int64_t remote_stamp_ns, std::int64_t now_ns) noexcept {
-  latest_.stamp_ns = remote_stamp_ns + offset_min_ns_;  // remote measurement time on the local clock
-  if (latest_.stamp_ns > now_ns) latest_.stamp_ns = now_ns;
+void UdpDriver::clock_sample(std::uint64_t t1, std::uint64_t t2, std::uint64_t t3, std::int64_t t4) noexcept {
+  using S = ClockOffsetEstimator::Sample;
+  const S verdict = clock_.add_wire(t1, t2, t3, t4);
+  clock_samples_.fetch_add(1, std::memory_order_relaxed);
+  if (verdict == S::kResynced) clock_resyncs_.fetch_add(1, std::memory_order_relaxed);
+  if (verdict != S::kAccepted && verdict != S::kFirst && verdict != S::kResynced)
+    clock_rejected_.fetch_add(1, std::memory_order_relaxed);
+  clock_offset_.store(clock_.offset_ns(), std::memory_order_relaxed);
+  clock_uncertainty_.store(clock_.uncertainty_ns(t4), std::memory_order_relaxed);
+}
+
+void UdpDriver::on_established(std::int64_t now_ns) noexcept {
+  const std::uint32_t server_session = session_.server_session_id();
+  const std::uint64_t count = sessions_.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (count > 1) new_session_flag_ = true;  // the loop learns that the session changed under it
+  if (previous_server_session_ != 0 && previous_server_session_ != server_session) bump(counters_.peer_restarts);
+  previous_server_session_ = server_session;
+  server_session_.store(server_session, std::memory_order_relaxed);
+  session_state_.store(2, std::memory_order_relaxed);
+  const protocol::HelloAck& a = rx_packet_.hello_ack;
+  clock_sample(a.echo_hello_stamp_ns, a.hello_receive_ns, rx_packet_.header.stamp_ns, now_ns);
+  last_rx_ns_ = now_ns;
+  last_rx_sequence_ = rx_packet_.header.sequence;
+  last_rx_stamp_ns_ = rx_packet_.header.stamp_ns;
+  last_rx_receive_ns_ = now_ns;
+  send_heartbeat(now_ns);  // key confirmation: the robot takes the session live on this
+}
+
+void UdpDriver::accept_state(const protocol::JointState& s, std::int64_t local_stamp_ns, std::int64_t now_ns) noexcept {
+  latest_.stamp_ns = local_stamp_ns;
   latest_.dof = s.dof;
   latest_.flags = 0;
   if (s.status & protocol::kStatusEstop) latest_.flags |= kStateEstopInput;
   if (s.status & protocol::kStatusFault) latest_.flags |= kStateFault;
+  if (new_session_flag_) {
+    latest_.flags |= kStateNewSession;
+    new_session_flag_ = false;
+  }
   for (int i = 0; i < s.dof; ++i) {
     latest_.position_si[i] = s.position[i];
     latest_.velocity_si[i] = s.velocity[i];
@@ -110,6 +177,7 @@ void UdpDriver::drain(std::int64_t now_ns) noexcept {
     sockaddr_in from;
     const long n = socket_.receive(rx_buffer_, sizeof(rx_buffer_), from);
     if (n == UdpSocket::kNothing) break;
+    if (budget > 0) now_ns = monotonic_ns();  // each datagram's own receive time (t4 of its round trip)
     if (n == UdpSocket::kError) {
       bump(counters_.socket_errors);
       break;
@@ -123,77 +191,90 @@ void UdpDriver::drain(std::int64_t now_ns) noexcept {
       counters_.reject(Status::kTooLong);
       continue;
     }
-    const Status status =
-        protocol::decode(rx_buffer_, static_cast<std::size_t>(n), key_.empty() ? nullptr : &key_, rx_packet_);
-    if (status != Status::kOk) {
-      counters_.reject(status);
-      continue;
+    Status status = Status::kOk;
+    const Verdict verdict = session_.receive(rx_buffer_, static_cast<std::size_t>(n), rx_packet_, status);
+    switch (verdict) {
+      case Verdict::kRejected:
+        counters_.reject(status);
+        if (status == Status::kBadVersion) peer_version_.store(rx_buffer_[4], std::memory_order_relaxed);
+        continue;
+      case Verdict::kNoSession: bump(counters_.rx_no_session); continue;
+      case Verdict::kUnexpectedSession: bump(counters_.rx_unexpected_session); continue;
+      case Verdict::kStaleAck: bump(counters_.rx_stale_ack); continue;
+      case Verdict::kMismatch: bump(counters_.rx_mismatch); continue;
+      case Verdict::kDuplicate: bump(counters_.rx_duplicate); continue;
+      case Verdict::kStale: bump(counters_.rx_stale); continue;
+      case Verdict::kEstablished:
+        bump(counters_.rx_accepted);
+        on_established(now_ns);
+        continue;
+      case Verdict::kAccepted: break;
     }
     const MessageType type = rx_packet_.header.type;
-    if (type != MessageType::kJointState && type != MessageType::kHello && type != MessageType::kHeartbeat) {
+    if (type != MessageType::kJointState && type != MessageType::kHeartbeat && type != MessageType::kGoodbye) {
       bump(counters_.rx_wrong_type);
       continue;
     }
-    if ((type == MessageType::kJointState && rx_packet_.state.dof != config_.dof) ||
-        (type == MessageType::kHello && (rx_packet_.hello.role != static_cast<std::uint16_t>(protocol::Role::kRobotServer) ||
-                                         rx_packet_.hello.dof != config_.dof))) {
+    if (type == MessageType::kJointState && rx_packet_.state.dof != config_.dof) {
       bump(counters_.rx_mismatch);
       continue;
     }
-    const bool had_session = tracker_.started();
-    const auto verdict = tracker_.check(rx_packet_.header.session_id, rx_packet_.header.sequence);
-    if (verdict == SequenceTracker::Verdict::kDuplicate) {
-      bump(counters_.rx_duplicate);
+    last_rx_ns_ = now_ns;
+    last_rx_sequence_ = rx_packet_.header.sequence;
+    last_rx_stamp_ns_ = rx_packet_.header.stamp_ns;
+    last_rx_receive_ns_ = now_ns;
+    if (type == MessageType::kGoodbye) {  // the robot ended the session (shutting down): handshake again
+      bump(counters_.rx_accepted);
+      sessions_lost_.fetch_add(1, std::memory_order_relaxed);
+      begin_handshake(now_ns);
       continue;
     }
-    if (verdict == SequenceTracker::Verdict::kStale) {
-      bump(counters_.rx_stale);
+    if (type == MessageType::kHeartbeat) {
+      bump(counters_.rx_accepted);
+      const protocol::Heartbeat& hb = rx_packet_.heartbeat;
+      if (hb.echo_sequence != 0 && hb.echo_sequence <= sequence_ && hb.echo_receive_ns != 0)
+        clock_sample(hb.echo_stamp_ns, hb.echo_receive_ns, rx_packet_.header.stamp_ns, now_ns);
+      record_rtt(hb.echo_sequence, hb.echo_stamp_ns, now_ns);
       continue;
     }
-    const std::int64_t remote_stamp = static_cast<std::int64_t>(rx_packet_.header.stamp_ns);
-    if (verdict == SequenceTracker::Verdict::kNewSession) {
-      if (had_session) bump(counters_.peer_restarts);
-      have_offset_ = false;
-      last_echo_sequence_ = 0;
-    }
-    // Late detection: one-way offset (clock offset + delay) against its recent minimum.
-    const std::int64_t offset = now_ns - remote_stamp;
-    if (!have_offset_) {
-      offset_min_ns_ = offset;
-      offset_seen_ns_ = now_ns;
-      have_offset_ = true;
-    } else {
-      offset_min_ns_ += static_cast<std::int64_t>(kOffsetCreepPerSecond * double(now_ns - offset_seen_ns_));
-      offset_seen_ns_ = now_ns;
-      if (offset < offset_min_ns_) offset_min_ns_ = offset;
-    }
-    if (offset - offset_min_ns_ > config_.late_threshold_ns) {
-      bump(counters_.rx_late);
-      continue;
+    const protocol::JointState& s = rx_packet_.state;
+    if (s.echo_command_sequence > last_echo_sequence_ && s.echo_command_sequence <= sequence_ &&
+        s.echo_command_receive_ns != 0)
+      clock_sample(s.echo_command_stamp_ns, s.echo_command_receive_ns, rx_packet_.header.stamp_ns, now_ns);
+    record_rtt(s.echo_command_sequence, s.echo_command_stamp_ns, now_ns);
+    std::int64_t local_stamp = now_ns;
+    switch (clock_.classify(rx_packet_.header.stamp_ns, now_ns, config_.late_threshold_ns, &local_stamp)) {
+      case ClockOffsetEstimator::Freshness::kFuture: bump(counters_.rx_future); continue;
+      case ClockOffsetEstimator::Freshness::kLate: bump(counters_.rx_late); continue;
+      case ClockOffsetEstimator::Freshness::kFresh: break;
     }
     bump(counters_.rx_accepted);
-    switch (type) {
-      case MessageType::kJointState:
-        record_rtt(rx_packet_.state.echo_command_sequence, rx_packet_.state.echo_command_stamp_ns, now_ns);
-        accept_state(rx_packet_.state, remote_stamp, now_ns);
-        break;
-      case MessageType::kHeartbeat:
-        record_rtt(rx_packet_.heartbeat.echo_sequence, rx_packet_.heartbeat.echo_stamp_ns, now_ns);
-        break;
-      default:  // the server's hello: the link is up, states follow
-        break;
-    }
+    accept_state(s, local_stamp, now_ns);
   }
-  counters_.rx_lost.store(tracker_.gaps(), std::memory_order_relaxed);
+  counters_.rx_lost.store(session_.tracker().gaps(), std::memory_order_relaxed);
+  if (clock_.valid()) clock_uncertainty_.store(clock_.uncertainty_ns(now_ns), std::memory_order_relaxed);
 }
 
 bool UdpDriver::read_state(JointState& out) noexcept {
   if (!socket_.is_open()) return false;
   const std::int64_t now = monotonic_ns();
   drain(now);
-  if (now - last_state_rx_ns_ > config_.link_timeout_ns) {
-    connected_.store(false, std::memory_order_relaxed);
-    if (now - last_hello_ns_ >= config_.hello_interval_ns) send_hello(now);
+  if (now - last_state_rx_ns_ > config_.link_timeout_ns) connected_.store(false, std::memory_order_relaxed);
+  if (session_.established()) {
+    if (now - last_rx_ns_ > config_.session_timeout_ns) {
+      // The robot is silent: give the session up (a goodbye in case it still holds it, so a new handshake is
+      // not refused until its own timeout), then handshake again.
+      send_goodbye(protocol::kGoodbyeSessionLost, now);
+      sessions_lost_.fetch_add(1, std::memory_order_relaxed);
+      begin_handshake(now);
+    } else if (now - last_heartbeat_ns_ >= config_.heartbeat_interval_ns) {
+      send_heartbeat(now);
+    }
+  } else if (now - last_hello_ns_ >= config_.hello_interval_ns) {
+    if (session_.state() == session::ClientSession::State::kIdle || now - session_.begun_ns() > config_.session_timeout_ns)
+      begin_handshake(now);  // a fresh nonce now and then, so a lost ack never strands the handshake
+    else
+      send_hello(now);
   }
   if (!fresh_) return false;
   out = latest_;
@@ -207,6 +288,10 @@ bool UdpDriver::write_command(const JointCommand& command) noexcept {
     bump(counters_.tx_invalid);
     return false;
   }
+  if (!session_.established()) {
+    bump(counters_.tx_no_session);
+    return false;
+  }
   tx_packet_.header.type = MessageType::kJointCommand;
   protocol::JointCommand& c = tx_packet_.command;
   c.dof = static_cast<std::uint16_t>(command.dof);
@@ -215,7 +300,7 @@ bool UdpDriver::write_command(const JointCommand& command) noexcept {
     c.position[i] = command.position_si[i];
     c.velocity[i] = command.velocity_si[i];
   }
-  const bool ok = send_packet(tx_packet_, monotonic_ns());  // the encoder refuses non-finite values
+  const bool ok = send_session_packet(tx_packet_, monotonic_ns());  // the encoder refuses non-finite values
   if (ok) commands_.fetch_add(1, std::memory_order_relaxed);
   return ok;
 }

@@ -41,6 +41,16 @@ std::string endpoint_string(const sockaddr_in& a) {
   return std::string(text) + ":" + std::to_string(ntohs(a.sin_port));
 }
 
+void require_key_unless_loopback(const std::string& key, std::initializer_list<const std::string*> hosts) {
+  if (!key.empty()) return;
+  for (const std::string* host : hosts) {
+    sockaddr_in addr;
+    if (!make_address(*host, 0, addr) || !is_loopback(addr))
+      throw std::invalid_argument("key: unauthenticated UDP (no shared key) is allowed on loopback only, and '" + *host +
+                                  "' is not a loopback address; give the shared key (--key-file)");
+  }
+}
+
 void UdpSocket::open(const std::string& host, std::uint16_t port) {
   close();
   sockaddr_in addr;

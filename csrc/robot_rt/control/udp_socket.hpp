@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 
 namespace robot_rt::control {
@@ -26,6 +27,10 @@ inline bool is_loopback(const sockaddr_in& a) noexcept {
   return (ntohl(a.sin_addr.s_addr) >> 24) == 127u;
 }
 std::string endpoint_string(const sockaddr_in& a);
+
+// Throws std::invalid_argument naming the key file when `key` is empty and any of `hosts` is not a loopback
+// address: unauthenticated mode is for loopback only (docs/protocol.md, "Unauthenticated mode").
+void require_key_unless_loopback(const std::string& key, std::initializer_list<const std::string*> hosts);
 
 class UdpSocket {
  public:

@@ -29,16 +29,32 @@ Packet random_packet(Random& rng, MessageType type) {
       p.hello.role = static_cast<std::uint16_t>(rng.integer(1, 4));
       p.hello.dof = static_cast<std::uint16_t>(rng.integer(0, kMaxJoints));
       p.hello.period_us = rng.bits();
+      for (auto& b : p.hello.nonce) b = static_cast<std::uint8_t>(rng.bits());
+      break;
+    case MessageType::kHelloAck:
+      p.hello_ack.role = static_cast<std::uint16_t>(rng.integer(1, 4));
+      p.hello_ack.dof = static_cast<std::uint16_t>(rng.integer(0, kMaxJoints));
+      p.hello_ack.period_us = rng.bits();
+      p.hello_ack.client_session_id = rng.bits();
+      for (auto& b : p.hello_ack.client_nonce) b = static_cast<std::uint8_t>(rng.bits());
+      for (auto& b : p.hello_ack.server_nonce) b = static_cast<std::uint8_t>(rng.bits());
+      p.hello_ack.echo_hello_stamp_ns = (std::uint64_t(rng.bits()) << 32) | rng.bits();
+      p.hello_ack.hello_receive_ns = rng.bits();
       break;
     case MessageType::kHeartbeat:
       p.heartbeat.echo_sequence = rng.bits();
       p.heartbeat.echo_stamp_ns = rng.bits();
+      p.heartbeat.echo_receive_ns = rng.bits();
+      break;
+    case MessageType::kGoodbye:
+      p.goodbye.reason = static_cast<std::uint32_t>(rng.integer(0, kGoodbyeMaxReason));
       break;
     case MessageType::kJointState:
       p.state.dof = static_cast<std::uint16_t>(rng.integer(1, kMaxJoints));
       p.state.status = static_cast<std::uint16_t>(rng.bits() & kKnownStatus);
       p.state.echo_command_sequence = rng.bits();
       p.state.echo_command_stamp_ns = rng.bits();
+      p.state.echo_command_receive_ns = rng.bits();
       for (int i = 0; i < p.state.dof; ++i) {
         p.state.position[i] = rng.uniform(-4, 4);
         p.state.velocity[i] = rng.uniform(-10, 10);
@@ -77,16 +93,32 @@ void check_same(const Packet& a, const Packet& b) {
       CHECK(a.hello.role == b.hello.role);
       CHECK(a.hello.dof == b.hello.dof);
       CHECK(a.hello.period_us == b.hello.period_us);
+      CHECK(std::memcmp(a.hello.nonce, b.hello.nonce, kNonceBytes) == 0);
+      break;
+    case MessageType::kHelloAck:
+      CHECK(a.hello_ack.role == b.hello_ack.role);
+      CHECK(a.hello_ack.dof == b.hello_ack.dof);
+      CHECK(a.hello_ack.period_us == b.hello_ack.period_us);
+      CHECK(a.hello_ack.client_session_id == b.hello_ack.client_session_id);
+      CHECK(std::memcmp(a.hello_ack.client_nonce, b.hello_ack.client_nonce, kNonceBytes) == 0);
+      CHECK(std::memcmp(a.hello_ack.server_nonce, b.hello_ack.server_nonce, kNonceBytes) == 0);
+      CHECK(a.hello_ack.echo_hello_stamp_ns == b.hello_ack.echo_hello_stamp_ns);
+      CHECK(a.hello_ack.hello_receive_ns == b.hello_ack.hello_receive_ns);
       break;
     case MessageType::kHeartbeat:
       CHECK(a.heartbeat.echo_sequence == b.heartbeat.echo_sequence);
       CHECK(a.heartbeat.echo_stamp_ns == b.heartbeat.echo_stamp_ns);
+      CHECK(a.heartbeat.echo_receive_ns == b.heartbeat.echo_receive_ns);
+      break;
+    case MessageType::kGoodbye:
+      CHECK(a.goodbye.reason == b.goodbye.reason);
       break;
     case MessageType::kJointState:
       REQUIRE(a.state.dof == b.state.dof);
       CHECK(a.state.status == b.state.status);
       CHECK(a.state.echo_command_sequence == b.state.echo_command_sequence);
       CHECK(a.state.echo_command_stamp_ns == b.state.echo_command_stamp_ns);
+      CHECK(a.state.echo_command_receive_ns == b.state.echo_command_receive_ns);
       for (int i = 0; i < a.state.dof; ++i) {
         CHECK(a.state.position[i] == b.state.position[i]);
         CHECK(a.state.velocity[i] == b.state.velocity[i]);
@@ -113,8 +145,10 @@ void check_same(const Packet& a, const Packet& b) {
   }
 }
 
-constexpr MessageType kTypes[] = {MessageType::kHello, MessageType::kHeartbeat, MessageType::kJointState,
-                                  MessageType::kJointCommand, MessageType::kBallObservations};
+constexpr MessageType kTypes[] = {MessageType::kHello,          MessageType::kHeartbeat,
+                                  MessageType::kJointState,     MessageType::kJointCommand,
+                                  MessageType::kBallObservations, MessageType::kHelloAck,
+                                  MessageType::kGoodbye};
 
 HmacSha256Key make_key(const char* text) {
   return HmacSha256Key(reinterpret_cast<const std::uint8_t*>(text), std::strlen(text));
@@ -225,8 +259,8 @@ TEST_CASE("structurally valid datagrams with bad values are rejected even with a
     return decode(d.data(), d.size(), nullptr, out);
   };
   const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
-  CHECK(edited(kHeaderBytes + 24, &nan, 8) == Status::kBadValue);       // position[0]
-  CHECK(edited(kHeaderBytes + 24 + 8 * 3, &inf, 8) == Status::kBadValue);  // velocity[0]
+  CHECK(edited(kHeaderBytes + kJointStateHeadBytes, &nan, 8) == Status::kBadValue);          // position[0]
+  CHECK(edited(kHeaderBytes + kJointStateHeadBytes + 8 * 3, &inf, 8) == Status::kBadValue);  // velocity[0]
   const std::uint16_t unknown_status = 0x0100, big_dof = 17, zero_dof = 0;
   CHECK(edited(kHeaderBytes + 2, &unknown_status, 2) == Status::kBadValue);
   CHECK(edited(kHeaderBytes, &big_dof, 2) == Status::kBadValue);
@@ -235,7 +269,7 @@ TEST_CASE("structurally valid datagrams with bad values are rejected even with a
   CHECK(edited(kHeaderBytes, &other_dof, 2) == Status::kBadLength);
   const std::uint32_t reserved = 1;
   CHECK(edited(kHeaderBytes + 4, &reserved, 4) == Status::kBadValue);
-  const std::uint8_t bad_type = 9, bad_version = 2;
+  const std::uint8_t bad_type = 9, bad_version = 1;  // a version-1 peer
   CHECK(edited(5, &bad_type, 1) == Status::kBadType);
   CHECK(edited(4, &bad_version, 1) == Status::kBadVersion);
   const std::uint16_t unknown_flag = 0x0004;
