@@ -38,6 +38,15 @@ class Faults:
             raise ValueError(f"delay_s: expected >= 0, got {self.delay_s}")
 
 
+@dataclass(frozen=True)
+class Captured:
+    """One datagram as the proxy received it: time.monotonic() seconds, 'up' (client -> server) or 'down'."""
+
+    t_s: float
+    direction: str
+    data: bytes
+
+
 @dataclass
 class _Direction:
     faults: Faults = field(default_factory=Faults)
@@ -45,8 +54,10 @@ class _Direction:
 
 
 class FaultProxy:
-    def __init__(self, server: tuple[str, int], seed: int = 0, host: str = "127.0.0.1"):
+    def __init__(self, server: tuple[str, int], seed: int = 0, host: str = "127.0.0.1", record: bool = False):
         self.server = (server[0], int(server[1]))
+        self.record = bool(record)
+        self.captured: list[Captured] = []
         self.rng = random.Random(seed)
         self.injected = {"up": Counter(), "down": Counter()}
         self.forwarded = {"up": 0, "down": 0}
@@ -58,6 +69,7 @@ class FaultProxy:
         for s in (self._front, self._back):
             s.setblocking(False)
         self.port = self._front.getsockname()[1]
+        self.upstream_address = self._back.getsockname()  # the source address the server sees
         self.client: tuple[str, int] | None = None
         self._queue: list = []
         self._counter = 0
@@ -76,6 +88,20 @@ class FaultProxy:
 
     def clear_faults(self) -> None:
         self.set_faults("both")
+
+    def inject(self, direction: str, data: bytes) -> None:
+        """Sends `data` into the stream now, from the proxy's side of the link: 'up' reaches the server from the
+        address the session's own datagrams come from, 'down' reaches the client from the server's address
+        (an on-path attacker; robot_rt.sim.attack). Counted in injected[direction]['injected']."""
+        if direction not in ("up", "down"):
+            raise ValueError(f"direction: expected 'up' or 'down', got {direction!r}")
+        if direction == "down" and self.client is None:
+            raise RuntimeError("inject('down'): no client has sent anything through the proxy yet")
+        if direction == "up":
+            self._back.sendto(bytes(data), self.server)
+        else:
+            self._front.sendto(bytes(data), self.client)
+        self.injected[direction]["injected"] += 1
 
     def start(self) -> FaultProxy:
         self._worker.start()
@@ -174,6 +200,9 @@ class FaultProxy:
                             self.client = addr
                         elif addr != self.server:
                             continue
-                        self._inject(direction, data, time.monotonic())
+                        now = time.monotonic()
+                        if self.record:
+                            self.captured.append(Captured(now, direction, data))
+                        self._inject(direction, data, now)
         finally:
             sel.close()

@@ -157,10 +157,6 @@ void UdpDriver::accept_state(const protocol::JointState& s, std::int64_t local_s
   latest_.flags = 0;
   if (s.status & protocol::kStatusEstop) latest_.flags |= kStateEstopInput;
   if (s.status & protocol::kStatusFault) latest_.flags |= kStateFault;
-  if (new_session_flag_) {
-    latest_.flags |= kStateNewSession;
-    new_session_flag_ = false;
-  }
   for (int i = 0; i < s.dof; ++i) {
     latest_.position_si[i] = s.position[i];
     latest_.velocity_si[i] = s.velocity[i];
@@ -278,6 +274,10 @@ bool UdpDriver::read_state(JointState& out) noexcept {
   }
   if (!fresh_) return false;
   out = latest_;
+  if (new_session_flag_) {  // on the first state delivered since the session changed (never lost in a drain)
+    out.flags |= kStateNewSession;
+    new_session_flag_ = false;
+  }
   fresh_ = false;
   return true;
 }

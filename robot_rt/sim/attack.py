@@ -1,0 +1,203 @@
+"""Replay and spoofing attacks on the UDP protocol, for tests, demos and the fault-injection matrix (issue 12).
+
+An attacker without the key can record datagrams and send them again, whole or in part, from any source it
+can forge. This module does exactly that, on loopback:
+
+record   `FaultProxy(server, record=True)` (robot_rt.sim.udp_proxy) placed between a controller and a robot or
+         camera server keeps every datagram of the live session in `proxy.captured` (time, direction, bytes).
+select   `select(captured, direction='up', types={'joint_command'})` picks the datagrams to replay (by the header
+         fields `robot_rt.control.protocol.peek` reads without any key); `info(data)` shows them.
+replay   `Replayer(source).replay(datagrams, target, interval_s=...)` sends them to `target` from `source`:
+           None                  a fresh socket on 127.0.0.1 (another port than the session's);
+           ("127.0.0.2", 0)      another loopback address (Linux routes all of 127/8 to lo);
+           ("127.0.0.1", port)   that exact address and port: bound when free (the original controller has gone),
+                                 otherwise sent through a raw IPv4 socket with a forged source address and port
+                                 (needs CAP_NET_RAW, see `can_spoof()`): the live controller's own address, during
+                                 its session.
+inject   `proxy.inject(direction, data)` (an on-path attacker): the datagram reaches the server from the live
+         controller's own address ('up'), or the controller from the server's address ('down'), with no privilege.
+flood    `flood(target, datagrams, duration_s, sources)` sends a list round-robin as fast as it can.
+
+Nothing here needs or guesses the key: it only shows what the protocol does with datagrams it did not expect.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from collections.abc import Iterable, Sequence
+
+from robot_rt.control import protocol as P
+
+from .udp_proxy import Captured
+
+__all__ = ["Captured", "Replayer", "can_spoof", "flood", "info", "select"]
+
+
+def info(data: bytes) -> dict | None:
+    """Header fields of a datagram (type, session id, sequence, stamp) without any key; None if not framed."""
+    try:
+        return P.peek(data)
+    except P.ProtocolError:
+        return None
+
+
+def select(
+    captured: Iterable[Captured], direction: str | None = None, types: Iterable[str] | None = None
+) -> list[bytes]:
+    """The datagrams of `captured` in `direction` ('up' client -> server, 'down', None: both) of the given types."""
+    if direction not in (None, "up", "down"):
+        raise ValueError(f"direction: expected 'up', 'down' or None, got {direction!r}")
+    wanted = None if types is None else set(types)
+    unknown = (wanted or set()) - set(P.TYPES)
+    if unknown:
+        raise ValueError(f"types: unknown message types {sorted(unknown)} (expected some of {sorted(P.TYPES)})")
+    out = []
+    for c in captured:
+        if direction is not None and c.direction != direction:
+            continue
+        if wanted is not None:
+            header = info(c.data)
+            if header is None or header["type"] not in wanted:
+                continue
+        out.append(c.data)
+    return out
+
+
+def can_spoof() -> bool:
+    """Whether this process may forge source addresses (a raw IPv4 socket: root or CAP_NET_RAW)."""
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW).close()
+        return True
+    except PermissionError:
+        return False
+
+
+def _udp_over_ip(source: tuple[str, int], target: tuple[str, int], payload: bytes) -> bytes:
+    udp = struct.pack("!HHHH", source[1], target[1], 8 + len(payload), 0) + payload  # checksum 0: none (IPv4)
+    ip = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        20 + len(udp),
+        0,
+        0,
+        64,
+        socket.IPPROTO_UDP,
+        0,  # the kernel fills in the header checksum
+        socket.inet_aton(source[0]),
+        socket.inet_aton(target[0]),
+    )
+    return ip + udp
+
+
+class Replayer:
+    """Sends datagrams from `source` (see the module docstring); `sent` counts them."""
+
+    def __init__(self, source: tuple[str, int] | None = None):
+        self.source = ("127.0.0.1", 0) if source is None else (str(source[0]), int(source[1]))
+        self.sent = 0
+        self._udp: socket.socket | None = None
+        self._raw: socket.socket | None = None
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            udp.bind(self.source)
+            self._udp = udp
+            self.source = udp.getsockname()
+        except OSError:  # the address is in use (the live controller's): forge it
+            udp.close()
+            if self.source[1] == 0:
+                raise
+            try:
+                raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            except PermissionError as err:
+                raise PermissionError(
+                    f"source: {self.source[0]}:{self.source[1]} is in use and forging it needs a raw socket "
+                    "(root or CAP_NET_RAW)"
+                ) from err
+            raw.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+            self._raw = raw
+
+    @property
+    def spoofing(self) -> bool:
+        """True when datagrams go out with a forged source through a raw socket."""
+        return self._raw is not None
+
+    def send(self, data: bytes, target: tuple[str, int]) -> None:
+        target = (str(target[0]), int(target[1]))
+        if self._raw is not None:
+            self._raw.sendto(_udp_over_ip(self.source, target, bytes(data)), (target[0], 0))
+        else:
+            self._udp.sendto(bytes(data), target)
+        self.sent += 1
+
+    def replay(
+        self,
+        datagrams: Sequence[bytes] | Sequence[Captured],
+        target: tuple[str, int],
+        interval_s: float | None = 0.0,
+    ) -> int:
+        """Sends the datagrams in order: `interval_s` apart, or with their recorded timing (Captured items and
+        interval_s=None). Returns how many were sent."""
+        if interval_s is not None and interval_s < 0:
+            raise ValueError(f"interval_s: expected >= 0 or None, got {interval_s}")
+        t0, first = time.monotonic(), None
+        for item in datagrams:
+            data = item.data if isinstance(item, Captured) else item
+            if interval_s is None:
+                if not isinstance(item, Captured):
+                    raise TypeError("interval_s=None replays recorded timing: expected Captured items")
+                first = item.t_s if first is None else first
+                delay = (item.t_s - first) - (time.monotonic() - t0)
+                if delay > 0:
+                    time.sleep(delay)
+            elif interval_s > 0 and self.sent:
+                time.sleep(interval_s)
+            self.send(data, target)
+        return len(datagrams)
+
+    def close(self) -> None:
+        for s in (self._udp, self._raw):
+            if s is not None:
+                s.close()
+        self._udp = self._raw = None
+
+    def __enter__(self) -> Replayer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def flood(
+    target: tuple[str, int],
+    datagrams: Sequence[bytes],
+    duration_s: float,
+    sources: Sequence[tuple[str, int] | None] = (None,),
+    max_datagrams: int | None = None,
+    interval_s: float = 0.0,
+) -> int:
+    """Sends `datagrams` round-robin from each of `sources` in turn for `duration_s` (or until `max_datagrams`):
+    as fast as possible, or one round of sources every `interval_s`. Returns how many were sent."""
+    if not datagrams:
+        raise ValueError("datagrams: expected at least one datagram to flood with")
+    if interval_s < 0:
+        raise ValueError(f"interval_s: expected >= 0, got {interval_s}")
+    replayers = [Replayer(s) for s in sources]
+    sent, t_end = 0, time.monotonic() + duration_s
+    try:
+        while time.monotonic() < t_end and (max_datagrams is None or sent < max_datagrams):
+            for r in replayers:
+                try:
+                    r.send(datagrams[sent % len(datagrams)], target)
+                except BlockingIOError:
+                    time.sleep(0.0005)  # the socket buffer is full: let the receiver drain
+                    continue
+                sent += 1
+            if interval_s:
+                time.sleep(interval_s)
+    finally:
+        for r in replayers:
+            r.close()
+    return sent
