@@ -257,7 +257,7 @@ def test_a_flood_of_valid_hellos_does_not_starve_the_live_session(server, tmp_pa
     # The flood is paced (~5000 hellos/s from 4 addresses) so the attacker process does not take a whole core of
     # this small test machine: what is checked is the protocol (each refused hello costs a header check, no
     # state, no answer, the live session untouched). The unpaced flood and its cost per datagram are measured in
-    # bench/link_attacks.py.
+    # bench/bench_link_attacks.py.
     captured, _ = record_session(server)
     hellos = select(captured, "up", {"hello"})
     counts = {}
