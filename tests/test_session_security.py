@@ -17,7 +17,6 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 import zlib
 
@@ -26,12 +25,12 @@ import pytest
 
 from robot_rt import _control
 from robot_rt.control import protocol as P
-from robot_rt.control.loop import EVENT_CODES, RealTimeLoop
-from robot_rt.control.policies import Hold
+from robot_rt.control.loop import EVENT_CODES
 from robot_rt.control.runlog import read_runlog
-from robot_rt.control.udp import LINK_EVENT_CODES, LinkMonitor, make_udp_driver
+from robot_rt.control.udp import LINK_EVENT_CODES, make_udp_driver
 from robot_rt.robot import load_robot
-from robot_rt.sim.attack import Replayer, can_spoof, flood, info, select
+from robot_rt.sim import attack
+from robot_rt.sim.attack import Excursion, Replayer, can_spoof, flood, info, select, wait_at_rest
 from robot_rt.sim.camera import CameraServer
 from robot_rt.sim.server import SimServer
 from robot_rt.sim.udp_proxy import FaultProxy
@@ -39,33 +38,6 @@ from robot_rt.sim.udp_proxy import FaultProxy
 KEY = b"security-test long-term key"
 MOVE = 0.4  # the recorded session moves joint 0 by this much
 SAFETY_STOPS = ("watchdog_stop", "sensor_timeout_stop", "workspace_stop", "estop", "safety_override")
-
-
-class Excursion:
-    """Samples the simulated robot's joints in a thread; `max_m` is the largest |q - q_at_start| seen."""
-
-    def __init__(self, server: SimServer):
-        self.server = server
-        self.max_m = 0.0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        q0 = np.asarray(self.server.robot_server.snapshot()["position"])
-        while not self._stop.is_set():
-            q = np.asarray(self.server.robot_server.snapshot()["position"])
-            self.max_m = max(self.max_m, float(np.max(np.abs(q - q0))))
-            self.samples += 1
-            time.sleep(0.0005)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def _pump(driver, seconds, target_fn, period_s=0.002):
@@ -78,34 +50,10 @@ def _pump(driver, seconds, target_fn, period_s=0.002):
 
 def record_session(server: SimServer):
     """A real authenticated session through a recording proxy that moves joint 0 by MOVE, then says goodbye."""
-    robot = server.robot
-    proxy = FaultProxy(("127.0.0.1", server.port), record=True).start()
-    driver = make_udp_driver(f"udp://127.0.0.1:{proxy.port}?camera=none", robot.dof, key=KEY)
-    q0 = np.asarray(server.robot_server.snapshot()["position"])
-    driver.start()
-    try:
-        _pump(driver, 1.0, lambda t: q0 + np.eye(robot.dof)[0] * MOVE * min(1.0, t / 0.5))
-    finally:
-        driver.stop()
-        time.sleep(0.05)
-        proxy.stop()
-    q1 = np.asarray(server.robot_server.snapshot()["position"])
-    assert abs(q1[0] - q0[0]) > 0.3, "the recorded session did move the robot"
-    return proxy.captured, proxy.upstream_address
-
-
-def wait_at_rest(server: SimServer, timeout_s: float = 5.0) -> None:
-    """Until the joints stop changing at all (bit-exact) for 0.2 s: any later change is motion."""
-    t_end = time.monotonic() + timeout_s
-    last, still_since = None, time.monotonic()
-    while time.monotonic() < t_end:
-        q = server.robot_server.snapshot()["position"]
-        if q != last:
-            last, still_since = q, time.monotonic()
-        elif time.monotonic() - still_since > 0.2:
-            return
-        time.sleep(0.005)
-    raise AssertionError("the simulated robot did not come to rest")
+    q0 = server.robot_server.snapshot()["position"][0]
+    captured, address = attack.record_session(server, KEY, move=MOVE)
+    assert abs(server.robot_server.snapshot()["position"][0] - q0) > 0.3, "the recorded session did move the robot"
+    return captured, address
 
 
 def refused_everything_else(before: dict, after: dict, link_before: dict | None = None, link: dict | None = None):
@@ -157,37 +105,8 @@ def test_replay_after_the_session_ended_moves_nothing(server, source, part):
     assert not server.robot_server.snapshot()["has_controller"]
 
 
-def _live_run(server, tmp_path, attack, seconds=1.5):
-    """A live `hold` run (RealTimeLoop over UDP through a clean proxy); `attack(proxy, driver)` runs in its
-    middle. Returns the measurements."""
-    robot = server.robot
-    proxy = FaultProxy(("127.0.0.1", server.port)).start()
-    driver = make_udp_driver(f"udp://127.0.0.1:{proxy.port}?camera=none", robot.dof, key=KEY)
-    log_path = tmp_path / "live.rrlog"
-    loop = RealTimeLoop(robot, driver, policy=Hold(robot), rate_hz=500, policy_rate_hz=50, log_path=log_path)
-    loop.start()
-    monitor = LinkMonitor(loop, driver, interval_s=0.05).start()
-    out = {}
-    try:
-        time.sleep(0.5)
-        wait_at_rest(server)
-        out["link_before"] = driver.stats()
-        out["before"] = server.robot_server.stats()
-        t0 = time.monotonic()
-        with Excursion(server) as excursion:
-            attack(proxy, driver)
-            time.sleep(max(0.2, seconds - (time.monotonic() - t0)))
-        out["attack_s"] = time.monotonic() - t0
-        out["excursion_m"] = excursion.max_m
-        out["after"] = server.robot_server.stats()
-        out["link"] = driver.stats()
-    finally:
-        monitor.stop()
-        loop.stop()
-        proxy.stop()
-    out["loop"] = loop.counters()
-    out["log"] = read_runlog(log_path)
-    return out
+def _live_run(server, tmp_path, attack_fn, seconds=1.5):
+    return attack.live_hold_run(server, KEY, attack_fn, tmp_path / "live.rrlog", seconds=seconds)
 
 
 def _logged(log, name):
@@ -207,7 +126,7 @@ def test_replay_and_spoofing_during_a_live_hold_run(server, tmp_path):
     n_hellos = len(select(captured, "up", {"hello"}))
     sent = {}
 
-    def attack(proxy, driver):
+    def replays(proxy, driver):
         # 1. from another loopback address, 2. from the recorded session's own address (free again),
         # 3. injected on-path: from the live controller's exact address, 4. old states to the live controller
         #    from the robot's exact address, 5. with a forged source through a raw socket where allowed
@@ -229,7 +148,7 @@ def test_replay_and_spoofing_during_a_live_hold_run(server, tmp_path):
                 assert a.spoofing
                 sent["forged_source"] = a.replay(up, ("127.0.0.1", server.port), interval_s=1e-4)
 
-    run = _live_run(server, tmp_path, attack)
+    run = _live_run(server, tmp_path, replays)
     before, after, link = run["before"], run["after"], run["link"]
     total_up = sum(v for k, v in sent.items() if k != "live_address_down")
     # nothing moved: the live session commands the hold position, the replayed 0.4 rad trajectory never applies
@@ -238,7 +157,7 @@ def test_replay_and_spoofing_during_a_live_hold_run(server, tmp_path):
     assert link["sessions_established"] == 1 and link["sessions_lost"] == 0 and link["session_state"] == "established"
     assert after["sessions"] == before["sessions"]
     applied = after["commands_applied"] - before["commands_applied"]
-    assert applied > 0.3 * 500 * run["attack_s"], (applied, run["attack_s"])
+    assert applied > 0.5 * run["applied_before"] * run["attack_s"] / 1.5, (applied, run["applied_before"])
     # every replayed datagram towards the robot was refused and counted
     assert after["hellos_refused"] - before["hellos_refused"] >= n_hellos * (len(sent) - 1)
     assert refused_everything_else(before, after, run["link_before"], link) >= 0.9 * total_up
@@ -262,14 +181,14 @@ def test_a_flood_of_valid_hellos_does_not_starve_the_live_session(server, tmp_pa
     hellos = select(captured, "up", {"hello"})
     counts = {}
 
-    def attack(proxy, driver):
+    def hello_flood(proxy, driver):
         sources = [(f"127.0.0.{i}", 0) for i in range(5, 9)]
         counts["sent"] = flood(("127.0.0.1", server.port), hellos, duration_s=1.0, sources=sources, interval_s=2e-4)
         for _ in range(200):  # and through the live controller's own path
             proxy.inject("up", hellos[0])
         counts["sent"] += 200
 
-    run = _live_run(server, tmp_path, attack)
+    run = _live_run(server, tmp_path, hello_flood)
     before, after, link = run["before"], run["after"], run["link"]
     refused = after["hellos_refused"] - before["hellos_refused"]
     assert counts["sent"] > 1000
@@ -278,7 +197,8 @@ def test_a_flood_of_valid_hellos_does_not_starve_the_live_session(server, tmp_pa
     assert after["handshakes"] == before["handshakes"]  # not one was answered: no work beyond a header check
     refused_everything_else(before, after, run["link_before"], link)
     assert link["sessions_lost"] == 0 and link["sessions_established"] == 1
-    assert after["commands_applied"] - before["commands_applied"] > 0.3 * 500 * run["attack_s"]
+    applied = after["commands_applied"] - before["commands_applied"]
+    assert applied > 0.3 * run["applied_before"] * run["attack_s"] / 1.5, (applied, run["applied_before"])
     assert run["excursion_m"] < 1e-9
     assert _logged(run["log"], "udp_session_lost") == 0
 
@@ -557,3 +477,51 @@ def test_cli_run_under_attack_exits_zero_when_nothing_else_happened(server, tmp_
         assert result["events"].get(name, 0) == 0, name
     assert rejected(before, after) >= 1.8 * len(up)
     assert after["sessions"] - before["sessions"] == 1  # the CLI's own session, nothing else
+
+
+def test_python_client_session_against_the_cpp_robot_server(server):
+    """The Python mirror of the handshake (robot_rt.control.session.ClientSession) opens a session with the C++
+    server and commands it: both implementations agree on the whole exchange, not only on single messages."""
+    from robot_rt.control.session import ClientSession
+
+    dof = server.robot.dof
+    client = ClientSession(KEY, P.ROLE_CONTROLLER, P.ROLE_ROBOT_SERVER, dof)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(1.0)
+    target = ("127.0.0.1", server.port)
+    try:
+        client.begin()
+        sock.sendto(client.hello(1, time.monotonic_ns()), target)
+        verdict, ack = client.receive(sock.recvfrom(2048)[0])
+        assert verdict == "established" and ack["role"] == P.ROLE_ROBOT_SERVER and ack["dof"] == dof
+        assert not server.robot_server.snapshot()["has_controller"]  # not before our key confirmation
+        q = list(server.robot_server.snapshot()["position"])
+        q[0] += 0.1
+        for seq in range(2, 60):
+            packet = {"type": "joint_command", "sequence": seq, "stamp_ns": time.monotonic_ns(), "mode": 0}
+            sock.sendto(client.encode(dict(packet, position=q, velocity=[0.0] * dof)), target)
+            time.sleep(0.005)
+        assert server.robot_server.snapshot()["has_controller"]
+        states = []
+        sock.settimeout(0.05)
+        t_end = time.monotonic() + 0.2  # (the session expires 0.5 s after our last datagram)
+        try:
+            while time.monotonic() < t_end:
+                verdict, state = client.receive(sock.recvfrom(2048)[0])
+                if verdict == "accepted" and state["type"] == "joint_state":
+                    states.append(state)
+        except TimeoutError:
+            pass
+        assert len(states) > 10
+        assert abs(states[-1]["position"][0] - q[0]) < 0.05
+        assert server.robot_server.stats()["commands_applied"] >= 50
+        # and the C++ server's datagrams of this session do not verify under another session's keys
+        other = ClientSession(KEY, P.ROLE_CONTROLLER, P.ROLE_ROBOT_SERVER, dof)
+        other.begin()
+        other.state, other.server_session_id = "established", client.server_session_id
+        other.keys = (b"\0" * 32, b"\1" * 32)
+        packet = P.encode(dict(states[-1], sequence=10**9), client.keys[1])
+        assert other.receive(packet)[0] == "rejected:bad_tag"
+    finally:
+        sock.close()

@@ -43,13 +43,17 @@ LINK_EVENT_NAMES = {v: k for k, v in LINK_EVENT_CODES.items()}
 _AUTH_STATUSES = ("bad_tag", "missing_tag", "unexpected_tag")
 
 
+def _rejected(stats: dict, status: str) -> int:
+    return int(stats.get("rx_rejected", {}).get(status, 0))
+
+
 def _auth_failed(stats: dict) -> int:
-    return sum(int(stats["rx_rejected"][k]) for k in _AUTH_STATUSES)
+    return sum(_rejected(stats, k) for k in _AUTH_STATUSES)
 
 
 def _malformed(stats: dict) -> int:
     """Decode failures other than authentication and version (those have their own events)."""
-    return int(stats["rx_malformed"]) - _auth_failed(stats) - int(stats["rx_rejected"]["bad_version"])
+    return int(stats.get("rx_malformed", 0)) - _auth_failed(stats) - _rejected(stats, "bad_version")
 
 
 # event name -> counter names summed, or a function of the stats dict
@@ -68,7 +72,7 @@ _DRIVER_COUNTERS = {
     "udp_session_lost": ("sessions_lost",),
     "udp_future": ("rx_future",),
     "udp_clock_rejected": ("clock_rejected",),
-    "udp_version_mismatch": (lambda s: int(s["rx_rejected"]["bad_version"]),),
+    "udp_version_mismatch": (lambda s: _rejected(s, "bad_version"),),
 }
 _CAMERA_COUNTERS = {
     "camera_lost": ("rx_lost",),
@@ -82,7 +86,8 @@ _CAMERA_COUNTERS = {
 
 
 def _sum(stats: dict, keys) -> int:
-    return sum(int(k(stats)) if callable(k) else int(stats[k]) for k in keys)
+    """A driver may report a subset of the counters (another RobotDriver, a test double): missing ones are 0."""
+    return sum(int(k(stats)) if callable(k) else int(stats.get(k, 0)) for k in keys)
 
 
 @dataclass(frozen=True)
@@ -216,7 +221,7 @@ class LinkMonitor:
             self.sample()
 
     def start(self) -> LinkMonitor:
-        if not self.driver.stats()["authenticated"]:
+        if not self.driver.stats().get("authenticated", True):
             self._push("udp_unauthenticated", 1)
         self._worker.start()
         return self

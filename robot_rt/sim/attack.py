@@ -17,6 +17,11 @@ replay   `Replayer(source).replay(datagrams, target, interval_s=...)` sends them
 inject   `proxy.inject(direction, data)` (an on-path attacker): the datagram reaches the server from the live
          controller's own address ('up'), or the controller from the server's address ('down'), with no privilege.
 flood    `flood(target, datagrams, duration_s, sources)` sends a list round-robin as fast as it can.
+measure  `record_session(server, key)` records a real session that moves a joint; `Excursion(server)` samples the
+         simulated robot's joints during an attack (largest deviation); `wait_at_rest(server)` waits until they
+         are bit-exactly still, so any later change is motion; `live_hold_run(server, key, attack, log)` runs an
+         attack during a live controller's hold run and measures it (tests/test_session_security.py,
+         bench/bench_link_attacks.py).
 
 Nothing here needs or guesses the key: it only shows what the protocol does with datagrams it did not expect.
 """
@@ -32,7 +37,18 @@ from robot_rt.control import protocol as P
 
 from .udp_proxy import Captured
 
-__all__ = ["Captured", "Replayer", "can_spoof", "flood", "info", "select"]
+__all__ = [
+    "Captured",
+    "Excursion",
+    "Replayer",
+    "can_spoof",
+    "flood",
+    "info",
+    "live_hold_run",
+    "record_session",
+    "select",
+    "wait_at_rest",
+]
 
 
 def info(data: bytes) -> dict | None:
@@ -201,3 +217,128 @@ def flood(
         for r in replayers:
             r.close()
     return sent
+
+
+# ------------------------------------------------------------------------------------------ measurement helpers
+class Excursion:
+    """Samples a SimServer's robot joints in a thread (every ~0.5 ms) while active: `max_m` is the largest
+    |q - q_at_start| seen over all joints (m or rad), `samples` how many snapshots were taken."""
+
+    def __init__(self, server, period_s: float = 0.0005):
+        import threading
+
+        self.server = server
+        self.period_s = float(period_s)
+        self.max_m = 0.0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="excursion", daemon=True)
+
+    def _run(self) -> None:
+        import numpy as np
+
+        q0 = np.asarray(self.server.robot_server.snapshot()["position"])
+        while not self._stop.is_set():
+            q = np.asarray(self.server.robot_server.snapshot()["position"])
+            self.max_m = max(self.max_m, float(np.max(np.abs(q - q0))))
+            self.samples += 1
+            time.sleep(self.period_s)
+
+    def __enter__(self) -> Excursion:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def wait_at_rest(server, timeout_s: float = 5.0, still_s: float = 0.2) -> None:
+    """Returns once the SimServer's joints have not changed at all (bit-exact) for `still_s`: any later change
+    is motion. RuntimeError after `timeout_s`."""
+    t_end = time.monotonic() + timeout_s
+    last, still_since = None, time.monotonic()
+    while time.monotonic() < t_end:
+        q = server.robot_server.snapshot()["position"]
+        if q != last:
+            last, still_since = q, time.monotonic()
+        elif time.monotonic() - still_since > still_s:
+            return
+        time.sleep(0.005)
+    raise RuntimeError(f"the simulated robot did not come to rest within {timeout_s} s")
+
+
+def record_session(server, key: bytes, move: float = 0.4, joint: int = 0, seconds: float = 1.0):
+    """Records a real authenticated session with `server` (a SimServer) through a recording proxy: a controller
+    (the C++ UdpDriver) ramps `joint` by `move` over half the time, holds, and says goodbye.
+    Returns (captured datagrams, the recorded session's source address as the server saw it)."""
+    import numpy as np
+
+    from robot_rt.control.udp import make_udp_driver
+
+    from .udp_proxy import FaultProxy
+
+    dof = server.robot.dof
+    proxy = FaultProxy(("127.0.0.1", server.port), record=True).start()
+    driver = make_udp_driver(f"udp://127.0.0.1:{proxy.port}?camera=none", dof, key=key)
+    q0 = np.asarray(server.robot_server.snapshot()["position"], dtype=np.float64)
+    step = np.zeros(dof)
+    step[joint] = move
+    driver.start()
+    try:
+        t0 = time.monotonic()
+        while (t := time.monotonic() - t0) < seconds:
+            driver.read_state()
+            driver.write_command(list(q0 + step * min(1.0, 2.0 * t / seconds)), [0.0] * dof)
+            time.sleep(0.002)
+    finally:
+        driver.stop()
+        time.sleep(0.05)
+        proxy.stop()
+    return proxy.captured, proxy.upstream_address
+
+
+def live_hold_run(server, key: bytes, attack, log_path, seconds: float = 1.5, rate_hz: float = 500.0) -> dict:
+    """A live controller holding the robot still (RealTimeLoop with the Hold policy over the UDP driver, through
+    a clean FaultProxy so an attack can inject on its path, with a LinkMonitor writing link events into the run
+    log at `log_path`); `attack(proxy, driver)` runs once the robot is at rest, inside an Excursion sampler.
+    Returns {'before', 'after'} robot-server stats, {'link_before', 'link'} driver stats, 'excursion_m',
+    'attack_s' (the measured window), 'applied_before' (commands applied in the same window length before the
+    attack), 'loop' counters and the run log ('log', robot_rt.control.runlog.RunLog)."""
+    from robot_rt.control.loop import RealTimeLoop
+    from robot_rt.control.policies import Hold
+    from robot_rt.control.runlog import read_runlog
+    from robot_rt.control.udp import LinkMonitor, make_udp_driver
+
+    from .udp_proxy import FaultProxy
+
+    robot = server.robot
+    proxy = FaultProxy(("127.0.0.1", server.port)).start()
+    driver = make_udp_driver(f"udp://127.0.0.1:{proxy.port}?camera=none", robot.dof, key=key)
+    loop = RealTimeLoop(robot, driver, policy=Hold(robot), rate_hz=rate_hz, policy_rate_hz=50, log_path=log_path)
+    loop.start()
+    monitor = LinkMonitor(loop, driver, interval_s=0.05).start()
+    out: dict = {}
+    try:
+        time.sleep(0.3)
+        wait_at_rest(server)
+        applied0 = server.robot_server.stats()["commands_applied"]
+        time.sleep(seconds)  # the same window length without an attack: the live controller's own rate
+        out["link_before"] = driver.stats()
+        out["before"] = server.robot_server.stats()
+        out["applied_before"] = out["before"]["commands_applied"] - applied0
+        t0 = time.monotonic()
+        with Excursion(server) as excursion:
+            attack(proxy, driver)
+            time.sleep(max(0.2, seconds - (time.monotonic() - t0)))
+        out["attack_s"] = time.monotonic() - t0
+        out["excursion_m"] = excursion.max_m
+        out["after"] = server.robot_server.stats()
+        out["link"] = driver.stats()
+    finally:
+        monitor.stop()
+        loop.stop()
+        proxy.stop()
+    out["loop"] = loop.counters()
+    out["log"] = read_runlog(log_path)
+    return out
