@@ -173,7 +173,9 @@ def _make_driver(args, robot):
     if args.robot == "sim":
         return None
     if args.robot.startswith("udp://"):
-        driver = make_udp_driver(args.robot, robot.dof, key=read_key(args.key_file), late_threshold_s=args.late_threshold)
+        driver = make_udp_driver(
+            args.robot, robot.dof, key=read_key(args.key_file), late_threshold_s=args.late_threshold
+        )
         if args.key_file is None:
             print(UNAUTHENTICATED_WARNING, file=sys.stderr, flush=True)
         return driver

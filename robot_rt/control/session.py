@@ -1,16 +1,6 @@
 """Session layer of the UDP protocol in Python (docs/protocol.md, "Handshake and sessions").
 
-A mirror of csrc/robot_rt/control/session.{hpp,cpp} with the same verdict names, used by the simulated camera
-server (`ServerSessions`, several subscribers), by test doubles of a robot server, and by tests that run the
-Python client against the C++ server (`ClientSession`). Nonces come from `os.urandom` (the kernel CSPRNG).
-
-Rules (identical to the C++ side):
-  * a hello (tagged with the long-term key) opens a pending handshake in a bounded pool of slots (the oldest is
-    recycled) and is answered with a hello_ack tagged with the new session's server->client key;
-  * the first datagram under the client->server key of that handshake, from the hello's address and with its
-    session id, makes the session live;
-  * a hello from an address whose session is live is refused (no state, no reply) until that session has
-    been silent for `session_timeout_s` or has said goodbye; datagrams of any other session are dropped.
+Design notes: docs/protocol.md, section `robot_rt.control.session`.
 """
 
 from __future__ import annotations

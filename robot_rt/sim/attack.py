@@ -1,29 +1,6 @@
 """Replay and spoofing attacks on the UDP protocol, for tests, demos and the fault-injection matrix (issue 12).
 
-An attacker without the key can record datagrams and send them again, whole or in part, from any source it
-can forge. This module does exactly that, on loopback:
-
-record   `FaultProxy(server, record=True)` (robot_rt.sim.udp_proxy) placed between a controller and a robot or
-         camera server keeps every datagram of the live session in `proxy.captured` (time, direction, bytes).
-select   `select(captured, direction='up', types={'joint_command'})` picks the datagrams to replay (by the header
-         fields `robot_rt.control.protocol.peek` reads without any key); `info(data)` shows them.
-replay   `Replayer(source).replay(datagrams, target, interval_s=...)` sends them to `target` from `source`:
-           None                  a fresh socket on 127.0.0.1 (another port than the session's);
-           ("127.0.0.2", 0)      another loopback address (Linux routes all of 127/8 to lo);
-           ("127.0.0.1", port)   that exact address and port: bound when free (the original controller has gone),
-                                 otherwise sent through a raw IPv4 socket with a forged source address and port
-                                 (needs CAP_NET_RAW, see `can_spoof()`): the live controller's own address, during
-                                 its session.
-inject   `proxy.inject(direction, data)` (an on-path attacker): the datagram reaches the server from the live
-         controller's own address ('up'), or the controller from the server's address ('down'), with no privilege.
-flood    `flood(target, datagrams, duration_s, sources)` sends a list round-robin as fast as it can.
-measure  `record_session(server, key)` records a real session that moves a joint; `Excursion(server)` samples the
-         simulated robot's joints during an attack (largest deviation); `wait_at_rest(server)` waits until they
-         are bit-exactly still, so any later change is motion; `live_hold_run(server, key, attack, log)` runs an
-         attack during a live controller's hold run and measures it (tests/test_session_security.py,
-         bench/bench_link_attacks.py).
-
-Nothing here needs or guesses the key: it only shows what the protocol does with datagrams it did not expect.
+Design notes: docs/sim.md, section `robot_rt.sim.attack`.
 """
 
 from __future__ import annotations
