@@ -57,10 +57,15 @@ def test_one_bad_stamp_is_dropped_and_never_blocks_later_states(shift_ns, counte
             after = driver.stats()
             assert robot.stats["shifted_states"] == 1
             assert after[counter] - before[counter] == 1  # exactly the bad one
-            other = "rx_late" if counter == "rx_future" else "rx_future"
-            assert after[other] == before[other]
-            # every later state is accepted: the link never dropped
-            assert after["states_received"] - before["states_received"] >= 100  # 500 states/s were sent
+            received = after["states_received"] - before["states_received"]
+            # every later state is accepted: the link never dropped (500 states/s were sent)
+            assert received >= 100
+            if counter == "rx_future":
+                # A scheduling stall of this Python robot on a loaded machine makes a few states late (one 25 ms
+                # stall: ~12 at 500/s); a bad estimate would make every later state late (version 1: all of them).
+                assert after["rx_late"] - before["rx_late"] <= max(3, 0.05 * received)
+            else:
+                assert after["rx_future"] == before["rx_future"]  # load only ever delays: never "future"
             assert states >= 100 and after["connected"]
             assert after["sessions_lost"] == 0
             # and the estimate did not move (a bad t3 makes the round-trip sample invalid: rejected)
