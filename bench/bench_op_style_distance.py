@@ -9,14 +9,16 @@ Cases: the layer outputs of AlexNet (relu1..relu5), VGG-16 (the lpips taps relu1
 * ``--device cpu`` (default): every layer at both resolutions with batch 64, halved per case until the two
   fp32 inputs and the reference's three C x C Gram tensors each stay under 256 MiB and the reference's flops
   under 4 GFLOP (so a small, shared machine gets through; the batch used is in the table and the JSON).
-  Backends torch (reference, vendor BLAS) and cpu (C++); 3 repeats.
+  Backends cpu (C++), torch (reference, vendor BLAS) and compile; 3 repeats per round.
 * ``--quick``: batch 4, 64 x 64, one layer per network, 2 repeats (smoke run).
 
-Reported per case and backend: median time, ratio (reference time / backend time: > 1 is faster than
-the reference), achieved GFLOP/s and the extra peak memory of one call. GFLOP/s counts the same
+Reported per case and backend (the fused kernels, ``torch``: the eager reference, ``compile``:
+``torch.compile(fullgraph=True)`` of the same reference call, inductor): median time (best of ``--rounds``
+interleaved rounds), ratio vs eager and vs compile (> 1: faster), time over the read floor (one ``sum`` over each
+input, same rounds), achieved GFLOP/s and the extra peak memory of one call. GFLOP/s counts the same
 algorithmic work for every backend, ``2 B min(C^2 P, 2 P^2 C)`` (the cheaper of the fused difference
 and the kernel identity, P = H*W), so the column compares backends directly (the reference does
-``4 B C^2 P`` flops). Writes ``bench/results/bench_op_style_distance[_<device>].json`` and a table.
+``4 B C^2 P`` flops). Writes ``bench/results/bench_op_style_distance_<device>[_quick].json`` and a table.
 
     .venv/bin/python bench/bench_op_style_distance.py --quick
     .venv/bin/python bench/bench_op_style_distance.py --device cuda --dtype all
@@ -30,7 +32,18 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import base_parser, fmt_bytes, machine_info, peak_memory, print_table, time_fn, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    base_parser,
+    bench_backends,
+    compiled,
+    copy_bandwidth,
+    fmt_bytes,
+    load_note,
+    machine_info,
+    print_table,
+    read_floor_call,
+    write_json,
+)
 
 from percept_fast.ops import available_backends, style_distance  # noqa: E402
 from percept_fast.ops.style_distance import choose_method  # noqa: E402
@@ -87,41 +100,58 @@ def cases(device: str, quick: bool) -> list[tuple[str, str, int, int, int, int]]
 
 def main(argv=None) -> None:
     p = base_parser(__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=3, help="timing rounds over all backends; the best is kept")
+    p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile column")
+    p.add_argument("--cases", default=None, help="only these cases, comma-separated net/layer@px (vgg16/relu3_3@64)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device available")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
+    only = set(args.cases.split(",")) if args.cases else None
     dtypes = [torch.float32, torch.float16, torch.bfloat16] if args.dtype == "all" else [getattr(torch, args.dtype)]
-    backends = [b for b in available_backends(device) if not (device.type == "cpu" and b == "triton")]
+    fused = [b for b in available_backends(device) if b != "torch" and not (device.type == "cpu" and b == "triton")]
+    backends = fused + ["torch"] + ([] if args.no_compile else ["compile"])
     repeats = args.repeats or (2 if args.quick else (5 if device.type == "cuda" else 3))
+    copy = copy_bandwidth(device=device, nbytes=(128 if args.quick else 512) * 2**20)
+    print(load_note(), f"; backends {backends}")
     rows, records = [], []
     for dtype in dtypes:
         for net, layer, res, B, C, side in cases(device.type, args.quick):
+            if only is not None and f"{net}/{layer}@{res}" not in only:
+                continue
             P = side * side
             g = torch.Generator(device=device).manual_seed(0)
             x = torch.rand((B, C, side, side), generator=g, device=device).to(dtype)
             y = torch.rand((B, C, side, side), generator=g, device=device).to(dtype)
             flops = 2.0 * B * min(C * C * P, 2 * P * P * C)
             method = choose_method(C, P)
-            ref_val = None
-            ref_t = None
+            reference = compiled(lambda a, b: style_distance(a, b, backend="torch", check_finite=False))
+
+            def call(be, x=x, y=y, reference=reference):
+                if be == "compile":
+                    return reference(x, y)
+                return style_distance(x, y, backend=be, check_finite=False)
+
+            ref_val = call("torch")
+            rel = {}
             for be in backends:
-                fn = lambda be=be, x=x, y=y: style_distance(x, y, backend=be)  # noqa: E731
-                try:
-                    val = fn()
-                except (RuntimeError, MemoryError) as exc:  # e.g. out of memory
-                    records.append(dict(net=net, layer=layer, backend=be, error=str(exc)[:200]))
-                    continue
-                if ref_val is None:
-                    ref_val = val
-                rel = float(((val - ref_val).abs().max() / ref_val.abs().max().clamp_min(1e-30)).item())
-                t = time_fn(fn, device=device, repeats=repeats, warmup=1)
-                mem = peak_memory(fn, device=device)
-                if be == "torch":
-                    ref_t = t["median_s"]
-                ratio = (ref_t / t["median_s"]) if ref_t else float("nan")
+                val = call(be)
+                rel[be] = float(((val - ref_val).abs().max() / ref_val.abs().max().clamp_min(1e-30)).item())
+            nbytes = 2 * x.numel() * x.element_size()
+            results = bench_backends(
+                call,
+                backends,
+                bytes_moved=nbytes,
+                copy_bw=copy["bytes_per_s"],
+                device=device,
+                repeats=repeats,
+                rounds=args.rounds,
+                floor=lambda x=x, y=y: read_floor_call(x, y),
+            )
+            for r in results:
+                be = r["backend"]
                 rec = dict(
                     net=net,
                     layer=layer,
@@ -132,14 +162,9 @@ def main(argv=None) -> None:
                     W=side,
                     dtype=str(dtype).replace("torch.", ""),
                     method=method,
-                    backend=be,
-                    median_s=t["median_s"],
-                    min_s=t["min_s"],
-                    ratio_vs_reference=ratio,
-                    gflops=flops / t["median_s"] / 1e9,
-                    peak_extra_bytes=mem["peak_extra_bytes"],
-                    peak_method=mem["method"],
-                    max_rel_diff_vs_reference=rel,
+                    gflops=flops / r["median_s"] / 1e9,
+                    max_rel_diff_vs_reference=rel[be],
+                    **r,
                 )
                 records.append(rec)
                 rows.append(
@@ -149,26 +174,49 @@ def main(argv=None) -> None:
                         rec["dtype"],
                         method,
                         be,
-                        f"{t['median_s'] * 1e3:.2f}",
-                        f"{ratio:.2f}",
+                        f"{r['median_s'] * 1e3:.3f}",
+                        f"{r['speedup_vs_ref']:.2f}x",
+                        f"{r['speedup_vs_compile']:.2f}x",
+                        f"{r['time_over_read_floor']:.1f}",
                         f"{rec['gflops']:.1f}",
-                        fmt_bytes(mem["peak_extra_bytes"]),
-                        f"{rel:.1e}",
+                        fmt_bytes(r.get("peak_extra_bytes", 0)),
+                        f"{rel[be]:.1e}",
                     ]
                 )
+            del x, y, reference
     payload = dict(
         bench="bench_op_style_distance",
         device=str(device),
         quick=args.quick,
+        rounds=args.rounds,
         flops_definition="2*B*min(C^2*P, 2*P^2*C) per call, same for every backend",
+        columns={
+            "torch": "eager plain-PyTorch reference (both Grams by bmm, subtract, square, sum)",
+            "compile": "torch.compile(fullgraph=True) of the same call with backend='torch' (inductor)",
+            "read_floor_s": "time of one sum over each input, same rounds",
+        },
         machine=machine_info(device),
+        copy_bandwidth=copy,
         results=records,
     )
-    name = "bench_op_style_distance" + ("" if device.type == "cpu" else "_cuda") + ("_quick" if args.quick else "")
+    name = "bench_op_style_distance" + ("_cpu" if device.type == "cpu" else "_cuda") + ("_quick" if args.quick else "")
     path = write_json(name, payload, args.out)
     print_table(
         f"style_distance on {device} ({path})",
-        ["layer", "shape", "dtype", "method", "backend", "ms", "ratio", "GFLOP/s", "peak mem", "rel diff"],
+        [
+            "layer",
+            "shape",
+            "dtype",
+            "method",
+            "backend",
+            "ms",
+            "vs eager",
+            "vs compile",
+            "t/read floor",
+            "GFLOP/s",
+            "peak mem",
+            "rel diff",
+        ],
         rows,
     )
 
