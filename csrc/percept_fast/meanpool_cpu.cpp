@@ -130,6 +130,65 @@ double contiguous_sum(const T* base, int64_t P) {
   return total;
 }
 
+// Lane g of the result = the sum of the lanes of a[g] (8 fp32 registers reduced together: 14 shuffles and 7 adds
+// for 8 planes instead of a horizontal sum per plane).
+inline Lanes<float>::type transpose_reduce8(const Lanes<float>::type* a) {
+  using V = Lanes<float>::type;
+  const auto halves = [](V x, V y) {  // [x0+x4, x1+x5, x2+x6, x3+x7, y0+y4, ..., y3+y7]
+    return __builtin_shufflevector(x, y, 0, 1, 2, 3, 8, 9, 10, 11) +
+           __builtin_shufflevector(x, y, 4, 5, 6, 7, 12, 13, 14, 15);
+  };
+  const V s01 = halves(a[0], a[1]), s23 = halves(a[2], a[3]), s45 = halves(a[4], a[5]), s67 = halves(a[6], a[7]);
+  // [a0 a0 a2 a2 a1 a1 a3 a3] partial sums
+  const V t0 = __builtin_shufflevector(s01, s23, 0, 1, 8, 9, 4, 5, 12, 13) +
+               __builtin_shufflevector(s01, s23, 2, 3, 10, 11, 6, 7, 14, 15);
+  const V t1 = __builtin_shufflevector(s45, s67, 0, 1, 8, 9, 4, 5, 12, 13) +
+               __builtin_shufflevector(s45, s67, 2, 3, 10, 11, 6, 7, 14, 15);
+  // [a0 a2 a4 a6 a1 a3 a5 a7]
+  const V u = __builtin_shufflevector(t0, t1, 0, 2, 8, 10, 4, 6, 12, 14) +
+              __builtin_shufflevector(t0, t1, 1, 3, 9, 11, 5, 7, 13, 15);
+  return __builtin_shufflevector(u, u, 0, 4, 1, 5, 2, 6, 3, 7);
+}
+
+// Planes below this many pixels are summed 8 at a time (8 independent add chains, one joint reduction); larger ones
+// one by one with contiguous_sum. Measured (one thread, 2-core AMD EPYC) on 7x7 planes: 39-43 GB/s in cache vs 26
+// plane by plane and 33-37 for inductor's loop (one accumulator and one horizontal sum per plane), and with the
+// prefetch 1.35x faster from DRAM; from 169 pixels grouping is 0.8-0.9x plane by plane (from DRAM).
+constexpr int64_t kGroupedPlaneMax = 128;
+
+// Sums of n planes of P unit-stride pixels each, plane c at base + c * cs, into out[0, n).
+template <typename T, typename Acc>
+void plane_sums(const T* base, int64_t cs, int64_t n, int64_t P, double* out) {
+  int64_t c = 0;
+  if constexpr (std::is_same_v<Acc, float>) {
+    if (P < kGroupedPlaneMax) {
+      using V = Lanes<float>::type;
+      constexpr int L = Lanes<float>::kN;
+      const int64_t PL = P - P % L;
+      for (; c + 8 <= n; c += 8) {
+        // the group after next, one prefetch per cache line: the 8 planes are read interleaved (8 addresses per
+        // step), which the hardware prefetchers follow worse than one ascending stream
+        if (c + 24 <= n && cs == P) {
+          const char* ahead = reinterpret_cast<const char*>(base + (c + 16) * cs);
+          for (int64_t off = 0; off < static_cast<int64_t>(8 * P * sizeof(T)); off += 64) __builtin_prefetch(ahead + off);
+        }
+        V acc[8] = {};
+        for (int64_t p = 0; p < PL; p += L) {
+#pragma GCC unroll 8
+          for (int g = 0; g < 8; ++g) acc[g] += load_lanes<float>(base + (c + g) * cs + p);
+        }
+        const V r = transpose_reduce8(acc);
+        for (int g = 0; g < 8; ++g) {
+          float t = r[g];
+          for (int64_t i = PL; i < P; ++i) t += Load<float, T>::get(base + (c + g) * cs + i);
+          out[c + g] = static_cast<double>(t);
+        }
+      }
+    }
+  }
+  for (; c < n; ++c) out[c] = contiguous_sum<T, Acc>(base + c * cs, P);
+}
+
 // Sum of the P pixels of plane (b, c) of v (any strides).
 template <typename T, typename Acc>
 double plane_sum(const View4<T>& v, int64_t b, int64_t c, bool unit) {
@@ -225,7 +284,7 @@ void sample_plane_sums(const View4<T>& v, int64_t b, SmallSumsFn<T> small, doubl
     small(v.ptr(b, 0, 0, 0), v.size[1], out);
     return;
   }
-  for (int64_t c = 0; c < v.size[1]; ++c) out[c] = plane_sum<T, Acc>(v, b, c, true);
+  plane_sums<T, Acc>(v.ptr(b, 0, 0, 0), v.stride[1], v.size[1], v.size[2] * v.size[3], out);
 }
 
 // Both maps with unit-stride planes: one parallel_for over samples, each task summing the sample's planes of x and
@@ -270,7 +329,7 @@ void meanpool_contig(const View4<T>& x, const View4<T>& y, std::vector<double>& 
                    if (small)
                      small(v.ptr(b, c0, 0, 0), c1 - c0, sums + b * C + c0);
                    else
-                     for (int64_t c = c0; c < c1; ++c) sums[b * C + c] = plane_sum<T, Acc>(v, b, c, true);
+                     plane_sums<T, Acc>(v.ptr(b, c0, 0, 0), v.stride[1], c1 - c0, P, sums + b * C + c0);
                  }
                });
   std::vector<Acc> scratch(static_cast<size_t>(2 * C));
