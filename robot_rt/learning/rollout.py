@@ -1,0 +1,259 @@
+"""Rollouts of history policies on the native batched environment, for the neural trainers (PPO, BGS).
+
+`HistoryRollout` steps a `robot_rt.envs.vector.TableTennisVectorEnv` (all worlds in one native call per step;
+no Python per environment except at the rare autoresets) and keeps the observations of the last
+`history - 1 + horizon + 1` steps as one tensor `frames` [H + T, N, D] (raw, float32) with `age` [H + T, N]
+(steps since the episode's first observation). The policy input at rollout step j is the window
+frames[j : j + H] (oldest first) masked by age[j + H - 1]: the observation history is a view of the rollout
+buffer, not a second copy, and the PPO update rebuilds any sample's history from the same buffer by indexing.
+`roll()` moves the last H rows to the front for the next rollout.
+
+The vector env resets an environment on the step after its episode ended (gymnasium's next-step autoreset):
+that step ignores the action and returns the new episode's first observation with reward 0. `step()` reports
+such steps as `reset_step` (the trainers drop them from the loss: they are no transition of the MDP); the step
+that ended the episode returns the true final observation, whose value is the bootstrap of a truncation.
+
+`vector_env_state` / `load_vector_env_state` snapshot and restore the whole environment (world arrays, every
+generator, the time-limit counters), so a resumed run continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from robot_rt.envs.core import OUTCOME_NAMES
+
+
+class EpisodeStats:
+    """Per-environment accumulators of the running episodes, and the list of finished episodes."""
+
+    def __init__(self, n: int):
+        self.ret = np.zeros(n)
+        self.length = np.zeros(n, dtype=np.int64)
+        self.hits = np.zeros(n, dtype=np.int64)
+        self.finished: list[dict] = []
+
+    def add(self, reward, hit, reset_step) -> None:
+        live = ~reset_step
+        self.ret += np.where(live, reward, 0.0)
+        self.length += live
+        self.hits += np.asarray(hit, dtype=np.int64) & live
+
+    def close(self, done, rally_length, outcome, truncated) -> None:
+        for i in np.nonzero(done)[0]:
+            self.finished.append(
+                {
+                    "env": int(i),
+                    "return": float(self.ret[i]),
+                    "length": int(self.length[i]),
+                    "hits": int(self.hits[i]),
+                    "rally_length": int(rally_length[i]),
+                    "outcome": str(outcome[i]),
+                    "truncated": bool(truncated[i]),
+                }
+            )
+        self.ret[done] = 0.0
+        self.length[done] = 0
+        self.hits[done] = 0
+
+    def pop(self) -> list[dict]:
+        out, self.finished = self.finished, []
+        return out
+
+    def state_dict(self) -> dict:
+        return {"ret": self.ret.copy(), "length": self.length.copy(), "hits": self.hits.copy()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.ret[:], self.length[:], self.hits[:] = state["ret"], state["length"], state["hits"]
+
+
+def summarize_episodes(episodes: list[dict]) -> dict:
+    """Means over finished episodes: return, length, rally length, paddle contacts, outcome fractions."""
+    if not episodes:
+        return {"episodes": 0}
+    outcome_counts: dict[str, int] = {}
+    for e in episodes:
+        outcome_counts[e["outcome"]] = outcome_counts.get(e["outcome"], 0) + 1
+    n = len(episodes)
+    return {
+        "episodes": n,
+        "return_mean": float(np.mean([e["return"] for e in episodes])),
+        "length_mean": float(np.mean([e["length"] for e in episodes])),
+        "rally_mean": float(np.mean([e["rally_length"] for e in episodes])),
+        "hits_mean": float(np.mean([e["hits"] for e in episodes])),
+        "hit_rate": float(np.mean([e["hits"] > 0 for e in episodes])),
+        "return_rate": float(np.mean([e["rally_length"] > 0 for e in episodes])),
+        "outcomes": {k: v / n for k, v in sorted(outcome_counts.items())},
+    }
+
+
+class HistoryRollout:
+    """Steps a vector env, keeping the raw observation windows of a rollout in one tensor (module docstring)."""
+
+    def __init__(self, env, history: int, horizon: int):
+        if isinstance(history, bool) or not isinstance(history, int) or history < 1:
+            raise ValueError(f"history: expected a positive int, got {history!r}")
+        if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
+            raise ValueError(f"horizon: expected a positive int, got {horizon!r}")
+        self.env = env
+        self.n = env.num_envs
+        self.history = history
+        self.horizon = horizon
+        space = env.single_observation_space
+        if not hasattr(space, "shape") or space.shape is None or len(space.shape) != 1:
+            raise ValueError("env: expected a flat Box observation space (robot_rt/TableTennis-v0)")
+        self.obs_dim = int(space.shape[0])
+        low = env.single_action_space.low.astype(np.float64)
+        high = env.single_action_space.high.astype(np.float64)
+        # policy actions live in [-1, 1]; the env's Box is [low, high]
+        self.action_centre = (high + low) / 2
+        self.action_half_range = (high - low) / 2
+        self.frames = torch.zeros(history + horizon, self.n, self.obs_dim)
+        self.age = torch.zeros(history + horizon, self.n, dtype=torch.int64)
+        self.autoreset = np.zeros(self.n, dtype=bool)  # the next step resets these environments
+        self.stats = EpisodeStats(self.n)
+
+    def start(self, seeds) -> None:
+        obs, _ = self.env.reset(seed=seeds)
+        self.frames.zero_()
+        self.age.fill_(-1)
+        self.frames[self.history - 1] = torch.from_numpy(np.asarray(obs, dtype=np.float32))
+        self.age[self.history - 1] = 0
+        self.autoreset[:] = False
+
+    def window(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(raw frames [N, H, D] oldest first, age [N]) of the observation at rollout step j (0..T)."""
+        h = self.history
+        return self.frames[j : j + h].transpose(0, 1), self.age[j + h - 1]
+
+    def env_actions(self, actions: torch.Tensor) -> np.ndarray:
+        """Policy actions (unit box) -> the env's action units."""
+        return self.action_centre + self.action_half_range * actions.double().numpy()
+
+    def step(self, j: int, actions: torch.Tensor):
+        """Advances every environment with `actions` [N, A] (unit box); the new observation becomes row j + H.
+        Returns (reward [N], terminated [N], truncated [N], reset_step [N], info)."""
+        reset_step = self.autoreset.copy()
+        obs, reward, terminated, truncated, info = self.env.step(self.env_actions(actions))
+        h = self.history
+        self.frames[j + h] = torch.from_numpy(np.asarray(obs, dtype=np.float32))
+        reset_t = torch.from_numpy(reset_step)
+        self.age[j + h] = torch.where(reset_t, 0, torch.clamp(self.age[j + h - 1] + 1, max=h))
+        done = terminated | truncated
+        self.stats.add(reward, info["hit"], reset_step)
+        if done.any():
+            outcome = info["outcome"]
+            self.stats.close(done, info["rally_length"], outcome, truncated & ~terminated)
+        self.autoreset = done
+        return reward, terminated, truncated, reset_step, info
+
+    def roll(self) -> None:
+        """The last H rows (the current window) become the first rows of the next rollout."""
+        h, t = self.history, self.horizon
+        self.frames[:h] = self.frames[t : t + h].clone()
+        self.age[:h] = self.age[t : t + h].clone()
+
+    def gather(self, t_idx: torch.Tensor, env_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw windows [B, H, D] and ages [B] of the samples (rollout step t_idx [B], environment env_idx [B])."""
+        rows = t_idx[:, None] + torch.arange(self.history)
+        return self.frames[rows, env_idx[:, None]], self.age[t_idx + self.history - 1, env_idx]
+
+    def state_dict(self) -> dict:
+        return {
+            "frames": self.frames.clone(),
+            "age": self.age.clone(),
+            "autoreset": self.autoreset.copy(),
+            "stats": self.stats.state_dict(),
+            "env": vector_env_state(self.env),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if tuple(state["frames"].shape) != tuple(self.frames.shape):
+            raise ValueError(
+                f"rollout state: frames {tuple(state['frames'].shape)} do not fit this run's {tuple(self.frames.shape)}"
+            )
+        self.frames.copy_(state["frames"])
+        self.age.copy_(state["age"])
+        self.autoreset[:] = state["autoreset"]
+        self.stats.load_state_dict(state["stats"])
+        load_vector_env_state(self.env, state["env"])
+
+
+# ================================================================================================ env snapshots
+_ENV_FIELDS = ("_elapsed", "_autoreset", "_actions")
+
+
+def vector_env_state(env) -> dict:
+    """Everything that evolves in a `TableTennisVectorEnv` and its world: every NumPy array of the world (state,
+    camera ring, per-step outputs), the world's and the env's generators, the time-limit counters."""
+    world = env.world
+    return {
+        "world_arrays": {k: v.copy() for k, v in vars(world).items() if isinstance(v, np.ndarray)},
+        "world_rngs": [g.bit_generator.state for g in world.rngs],
+        "env_rngs": [g.bit_generator.state for g in env._env_rngs],
+        "env_arrays": {k: getattr(env, k).copy() for k in _ENV_FIELDS},
+        "needs_reset": bool(env._needs_reset),
+        "outcome_names": dict(OUTCOME_NAMES),
+    }
+
+
+def load_vector_env_state(env, state: dict) -> None:
+    """Restores `vector_env_state(env)` in place (arrays are copied into the existing buffers, which the native
+    step reads)."""
+    world = env.world
+    arrays = state["world_arrays"]
+    for key, value in arrays.items():
+        target = getattr(world, key, None)
+        if not isinstance(target, np.ndarray) or target.shape != value.shape or target.dtype != value.dtype:
+            raise ValueError(f"env state: world array {key!r} does not fit this environment")
+    if len(state["world_rngs"]) != len(world.rngs) or len(state["env_rngs"]) != len(env._env_rngs):
+        raise ValueError("env state: the number of environments differs")
+    for key, value in arrays.items():
+        np.copyto(getattr(world, key), value)
+    for g, s in zip(world.rngs, state["world_rngs"]):
+        g.bit_generator.state = s
+    for g, s in zip(env._env_rngs, state["env_rngs"]):
+        g.bit_generator.state = s
+    for key, value in state["env_arrays"].items():
+        np.copyto(getattr(env, key), value)
+    env._needs_reset = bool(state["needs_reset"])
+
+
+# ================================================================================================ evaluation
+def play_episodes(env, policy, seeds) -> list[dict]:
+    """Plays one episode per environment of the vector env `env` (len(seeds) environments; environment i reset
+    with seeds[i]) with a batched policy (`policy(obs [N, D]) -> env actions [N, A]`, `policy.reset()`; e.g. a
+    `NeuralEnvPolicy(num_envs=N)` or a `BatchedScriptedPolicy(N)`); returns per-episode figures in seed order."""
+    seeds = [int(s) for s in seeds]
+    if len(seeds) != env.num_envs:
+        raise ValueError(f"seeds: expected {env.num_envs} seeds (one per environment), got {len(seeds)}")
+    obs, _ = env.reset(seed=seeds)
+    policy.reset()
+    n = env.num_envs
+    active = np.ones(n, dtype=bool)
+    ret = np.zeros(n)
+    length = np.zeros(n, dtype=np.int64)
+    hits = np.zeros(n, dtype=np.int64)
+    rally = np.zeros(n, dtype=np.int64)
+    outcome = np.empty(n, dtype=object)
+    while active.any():
+        obs, reward, terminated, truncated, info = env.step(np.asarray(policy(obs), dtype=np.float64))
+        ret += np.where(active, reward, 0.0)
+        length += active
+        hits += np.asarray(info["hit"], dtype=np.int64) & active
+        ended = (terminated | truncated) & active
+        rally[ended] = np.asarray(info["rally_length"])[ended]
+        outcome[ended] = np.asarray(info["outcome"])[ended]
+        active &= ~ended
+    return [
+        {
+            "seed": s,
+            "return": float(ret[i]),
+            "length": int(length[i]),
+            "hits": int(hits[i]),
+            "rally_length": int(rally[i]),
+            "outcome": str(outcome[i]),
+        }
+        for i, s in enumerate(seeds)
+    ]
