@@ -258,3 +258,19 @@ def test_config_validation():
     with pytest.raises(ValueError, match="human"):
         PPOConfig(human="nobody")
     assert math.isfinite(PPOConfig().iterations)
+
+
+def test_cli_smoke_writes_a_run_directory_and_resumes(tmp_path):
+    import json
+
+    from robot_rt.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "ppo", "--smoke", "--out", str(out), "--no-progress"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["method"] == "ppo" and len(results["curve"]) == 4
+    assert (out / "policy.pt").exists() and (out / "plots" / "learning_curve.png").exists()
+    with pytest.raises(FileExistsError):
+        main(["train", "ppo", "--smoke", "--out", str(out), "--no-progress"])
+    assert main(["train", "ppo", "--smoke", "--out", str(out), "--no-progress", "--resume"]) == 0
+    assert len(json.loads((out / "results.json").read_text())["curve"]) == 4  # already complete

@@ -274,7 +274,10 @@ class PPOTrainer:
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr, eps=1e-5)
         self.obs_norm = RunningMeanStd(obs_dim)
         self.reward_scaler = RewardScaler(len(self.env_ids), cfg.gamma)
-        self.noise = torch.Generator().manual_seed(cfg.seed * 7919 + 17 + self.rank)  # action noise: per rank
+        # action noise: every rank draws the noise of all N environments and keeps its rows, so an environment's
+        # noise depends on its global index only (W processes act as one)
+        self.noise = torch.Generator().manual_seed(cfg.seed * 7919 + 17)
+        self._env_index = torch.as_tensor(self.env_ids, dtype=torch.int64)
         self.iteration = 0
         self.global_step = 0
         self.elapsed_s = 0.0
@@ -336,7 +339,8 @@ class PPOTrainer:
             x = self._policy_input(*ro.window(j))
             mean = self.actor(x)
             values[j] = self.critic(x)
-            a = mean + std * torch.randn(mean.shape, generator=self.noise)
+            eps = torch.randn((cfg.num_envs, mean.shape[1]), generator=self.noise)
+            a = mean + std * (eps if self.world == 1 else eps[self._env_index])
             actions[j] = a
             logp[j] = torch.distributions.Normal(mean, std).log_prob(a).sum(-1)
             t0 = time.perf_counter()
