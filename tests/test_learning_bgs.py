@@ -26,7 +26,7 @@ TINY = dict(
 )
 
 
-@pytest.mark.parametrize("encoder", ["mlp", "conv"])
+@pytest.mark.parametrize("encoder", ["frame", "mlp", "conv"])
 def test_batched_forward_matches_each_network(encoder):
     torch.manual_seed(0)
     actor = GaussianActor(PolicyConfig(obs_dim=7, action_dim=3, history=5, encoder=encoder, channels=(4,), hidden=(6,)))
@@ -34,12 +34,13 @@ def test_batched_forward_matches_each_network(encoder):
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(4, vec.dim))
     x = torch.randn(4, 5, 5, 7)
-    got = vec.batched_forward(torch.as_tensor(vectors, dtype=torch.float32), x)
+    mask = torch.rand(4, 5, 5) > 0.3
+    got = vec.batched_forward(torch.as_tensor(vectors, dtype=torch.float32), x, mask)
     for c in range(4):
         vec.set(vectors[c])
         np.testing.assert_allclose(vec.get(), vectors[c].astype(np.float32), rtol=0, atol=0)
         with torch.no_grad():
-            np.testing.assert_allclose(got[c].numpy(), actor(x[c]).numpy(), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(got[c].numpy(), actor(x[c], mask[c]).numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_identical_candidates_get_identical_fitness():

@@ -13,7 +13,7 @@ from robot_rt.learning.neural_policy import (
     RunningMeanStd,
     history_mask,
     load_policy,
-    normalized_history,
+    policy_input,
     save_policy,
 )
 from robot_rt.learning.ppo import PPOConfig, PPOTrainer, clipped_policy_loss, gae, make_env, value_loss
@@ -130,12 +130,22 @@ def test_history_mask_and_zero_padding_before_the_episode():
     ]
     rms = RunningMeanStd(3)
     raw = torch.randn(4, 4, 3)
-    x = normalized_history(raw, age, rms)
-    assert torch.all(x[0, :3] == 0) and torch.all(x[1, 0] == 0)
+    x, m = policy_input(raw, age, rms)
+    assert torch.equal(m, mask)
+    # whatever the padded frames hold, the networks do not see them
+    for encoder in ("frame", "conv", "mlp"):
+        torch.manual_seed(0)
+        actor = GaussianActor(PolicyConfig(obs_dim=3, action_dim=2, history=4, encoder=encoder, channels=(5,)))
+        with torch.no_grad():
+            actor.mean.weight.normal_()
+            other = x.clone()
+            other[~m] = 100.0
+            np.testing.assert_array_equal(actor(x, m).numpy(), actor(other, m).numpy())
+            assert not torch.equal(actor(x, m), actor(x, torch.ones_like(m)))
 
 
 # ------------------------------------------------------------------------------------------------ policy export
-@pytest.mark.parametrize("encoder", ["mlp", "conv"])
+@pytest.mark.parametrize("encoder", ["frame", "mlp", "conv"])
 def test_exported_policy_keeps_the_history_and_round_trips(tmp_path, encoder):
     torch.manual_seed(0)
     cfg = PolicyConfig(obs_dim=6, action_dim=2, history=5, encoder=encoder, channels=(4,), hidden=(8,))
@@ -170,6 +180,8 @@ def test_exported_policy_keeps_the_history_and_round_trips(tmp_path, encoder):
 def test_policy_config_rejects_bad_values():
     with pytest.raises(ValueError, match="encoder"):
         PolicyConfig(obs_dim=4, action_dim=2, encoder="lstm")
+    with pytest.raises(ValueError, match="channels"):
+        PolicyConfig(obs_dim=4, action_dim=2, encoder="frame", channels=())
     with pytest.raises(ValueError, match="history"):
         PolicyConfig(obs_dim=4, action_dim=2, history=4, encoder="conv", channels=(8, 8))
     with pytest.raises(ValueError, match="obs_dim"):
@@ -194,14 +206,33 @@ def _params(trainer):
     return torch.cat([p.detach().reshape(-1) for p in trainer.params])
 
 
-def test_rollout_windows_are_the_gathered_samples():
-    trainer = PPOTrainer(PPOConfig(total_steps=10_000, **TINY), None, progress=False)
-    batch = trainer.collect()
+@pytest.mark.parametrize("encoder", ["frame", "mlp", "conv"])
+def test_rollout_cache_matches_the_update_path(encoder):
+    """The rollout computes each frame's features once and reuses them; the update rebuilds every sample's window
+    from the buffer: both must give the same log-probabilities and values (PPO's ratio starts at 1)."""
+    cfg = PPOConfig(total_steps=10_000, **dict(TINY, encoder=encoder, channels=(6,), history=5))
+    trainer = PPOTrainer(cfg, None, progress=False)
+    for _ in range(2):  # the second rollout starts from carried frames
+        batch = trainer.collect()
+        trainer.rollout.roll()
     ro = trainer.rollout
     for j in (0, 3, 7):
         raw, age = ro.window(j)
         g_raw, g_age = ro.gather(torch.full((16,), j), torch.arange(16))
         assert torch.equal(raw, g_raw) and torch.equal(age, g_age)
+    # recompute the last rollout's figures through the update's path (before roll() moved the rows)
+    trainer2 = PPOTrainer(cfg, None, progress=False)
+    trainer2.collect()
+    trainer2.rollout.roll()
+    batch = trainer2.collect()
+    t_idx, e_idx = torch.meshgrid(torch.arange(8), torch.arange(16), indexing="ij")
+    x, age = trainer2.rollout.gather(t_idx.reshape(-1), e_idx.reshape(-1), source=trainer2._norm)
+    mask = history_mask(age, cfg.history)
+    with torch.no_grad():
+        logp = trainer2.actor.distribution(x, mask).log_prob(batch["actions"].reshape(-1, 8)).sum(-1)
+        values = trainer2.critic(x, mask)
+    np.testing.assert_allclose(logp.numpy(), batch["logp"].reshape(-1).numpy(), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(values.numpy(), batch["values"].reshape(-1).numpy(), rtol=1e-5, atol=1e-5)
     assert batch["valid"].dtype == torch.bool and batch["advantages"].shape == (8, 16)
 
 

@@ -38,7 +38,7 @@ from torch.func import functional_call, vmap
 
 from robot_rt.learning import distributed as dist
 from robot_rt.learning.es import BGS, ESConfig
-from robot_rt.learning.neural_policy import GaussianActor, PolicyConfig, RunningMeanStd, normalized_history, save_policy
+from robot_rt.learning.neural_policy import GaussianActor, PolicyConfig, RunningMeanStd, policy_input, save_policy
 from robot_rt.learning.ppo import _parse_bool, make_env, plot_curve
 from robot_rt.learning.rollout import HistoryRollout, summarize_episodes
 from robot_rt.learning.rundir import RunDir
@@ -117,14 +117,15 @@ class ParameterVector:
         lead = flat.shape[:-1]
         return [p.reshape(lead + s) for p, s in zip(flat.split(self.sizes, dim=-1), self.shapes)]
 
-    def batched_forward(self, vectors: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Action means [C, B, A] of C parameter vectors [C, dim] on their own inputs x [C, B, H, D]."""
+    def batched_forward(self, vectors: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Action means [C, B, A] of C parameter vectors [C, dim] on their own inputs x [C, B, H, D] with masks
+        [C, B, H]."""
         stacked = dict(zip(self.names, self.unflatten(vectors)))
 
-        def one(params, inputs):
-            return functional_call(self.actor, (params, self._buffers), (inputs,))
+        def one(params, inputs, masks):
+            return functional_call(self.actor, (params, self._buffers), (inputs, masks))
 
-        return vmap(one)(stacked, x)
+        return vmap(one)(stacked, x, mask)
 
 
 class BGSTrainer:
@@ -197,8 +198,9 @@ class BGSTrainer:
             obs_sq = torch.zeros_like(obs_sum)
             for _ in range(cfg.horizon):
                 raw, age = ro.window(0)
-                x = normalized_history(raw, age, self.obs_norm).reshape(c, m, cfg.history, -1)
-                a = self.vec.batched_forward(weights, x).reshape(self.n_local, -1).clamp_(-1.0, 1.0)
+                x, mask = policy_input(raw, age, self.obs_norm)
+                x, mask = x.reshape(c, m, cfg.history, -1), mask.reshape(c, m, cfg.history)
+                a = self.vec.batched_forward(weights, x, mask).reshape(self.n_local, -1).clamp_(-1.0, 1.0)
                 r, _term, _trunc, reset_step, info = ro.step(0, a)
                 live = ~reset_step
                 reward_sum += np.where(live, r, 0.0)

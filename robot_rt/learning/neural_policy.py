@@ -3,13 +3,15 @@
 The policy sees the `history` (default 8) most recent environment observations of the current episode (the flat
 `robot_rt/TableTennis-v0` observation: q, qd and the camera detections), each normalised by a running mean and
 standard deviation (`RunningMeanStd`, saved with the policy), and outputs joint-velocity actions in the env's
-action units at the policy rate. Positions of the history that lie before the episode's first observation are
-zeros in normalised space (the running mean), in training and in the exported policy alike.
+action units at the policy rate. Frames of the history that lie before the episode's first observation have
+zero features (`policy_input`'s mask), in training and in the exported policy alike.
 
-Encoders (`PolicyConfig.encoder`):
-* ``'conv'`` (default): 1-D temporal convolutions over the history (the seed's papers: a small fully
-  convolutional network over the 8-step history), then a linear layer;
-* ``'mlp'``: the flattened history through fully connected layers.
+Encoders (`PolicyConfig.encoder`), all 1-D convolutional over the history in the seed papers' sense:
+* ``'frame'`` (default): a kernel-1 convolution (one linear layer + tanh applied to every frame), then fully
+  connected layers over the flattened per-frame features. Each frame's features are computed once in a rollout
+  (when it arrives) and reused by the next H windows, which makes it the cheapest per step;
+* ``'conv'``: kernel-3 temporal convolutions over the history, then fully connected layers;
+* ``'mlp'``: the flattened normalised history through fully connected layers.
 Both end in a linear head; `GaussianActor` adds a state-independent log standard deviation (PPO), `Critic` a value
 head. Initialisation follows CleanRL (orthogonal, gain sqrt 2; the action head 0.01, the value head 1).
 
@@ -109,11 +111,11 @@ def history_mask(age: torch.Tensor, history: int) -> torch.Tensor:
     return back <= age.unsqueeze(-1)
 
 
-def normalized_history(raw: torch.Tensor, age: torch.Tensor, normalizer: RunningMeanStd) -> torch.Tensor:
-    """Policy input [B, H, D] float32: normalised raw frames [B, H, D] (oldest first), zeros before the episode
-    start (`age` [B] steps since the episode's first observation)."""
-    x = normalizer.normalize(raw)
-    return x * history_mask(age, raw.shape[1]).unsqueeze(-1)
+def policy_input(raw: torch.Tensor, age: torch.Tensor, normalizer: RunningMeanStd) -> tuple[torch.Tensor, torch.Tensor]:
+    """Network input of raw frames [B, H, D] (oldest first) whose newest is `age` [B] steps into its episode:
+    (normalised frames [B, H, D] float32, mask [B, H] of the frames that belong to the episode). The networks zero
+    the features of the masked frames (padding before the episode's first observation)."""
+    return normalizer.normalize(raw), history_mask(age, raw.shape[1])
 
 
 # ================================================================================================ networks
@@ -122,9 +124,9 @@ class PolicyConfig:
     obs_dim: int
     action_dim: int
     history: int = 8
-    encoder: str = "conv"  # 'conv' (temporal convolutions) or 'mlp'
-    channels: tuple[int, ...] = (32, 32)  # conv: channels per temporal conv layer (kernel 3, no padding)
-    hidden: tuple[int, ...] = (128,)  # fully connected layers after the encoder ('mlp': after flattening)
+    encoder: str = "frame"  # 'frame', 'conv' or 'mlp' (module docstring)
+    channels: tuple[int, ...] = (32,)  # 'frame': features per frame (first value); 'conv': per temporal conv layer
+    hidden: tuple[int, ...] = (128,)  # fully connected layers over the flattened per-frame features
     init_log_std: float = -0.5
     extra: dict = field(default_factory=dict)  # free-form notes saved with the policy (e.g. env id)
 
@@ -133,8 +135,10 @@ class PolicyConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"PolicyConfig.{name}: expected a positive int, got {v!r}")
-        if self.encoder not in ("conv", "mlp"):
-            raise ValueError(f"PolicyConfig.encoder: expected 'conv' or 'mlp', got {self.encoder!r}")
+        if self.encoder not in ("frame", "conv", "mlp"):
+            raise ValueError(f"PolicyConfig.encoder: expected 'frame', 'conv' or 'mlp', got {self.encoder!r}")
+        if self.encoder == "frame" and len(self.channels) < 1:
+            raise ValueError("PolicyConfig: the 'frame' encoder needs channels (features per frame)")
         if self.encoder == "conv" and self.history - 2 * len(self.channels) < 1:
             raise ValueError(
                 f"PolicyConfig: {len(self.channels)} kernel-3 convolutions need history >= {2 * len(self.channels) + 1}"
@@ -177,21 +181,27 @@ class TemporalConv(nn.Module):
 
 
 class HistoryEncoder(nn.Module):
-    """[B, H, D] normalised history -> [B, features] (tanh activations)."""
+    """Normalised history [B, H, D] + mask [B, H] -> [B, features] (tanh activations), in two parts:
+    `frame_features` maps each frame on its own ([..., D] -> [..., C]: identity for 'mlp' and 'conv', a linear layer
+    + tanh for 'frame'), `body` the masked per-frame features [B, H, C] to the output. A rollout computes each
+    frame's features once, when the frame arrives, and reuses them in the next H windows."""
 
     def __init__(self, cfg: PolicyConfig):
         super().__init__()
         gain = math.sqrt(2.0)
+        self.frame = None
+        width_per_frame, length = cfg.obs_dim, cfg.history
         layers: list[nn.Module] = []
-        if cfg.encoder == "conv":
-            c_in, length = cfg.obs_dim, cfg.history
+        if cfg.encoder == "frame":
+            self.frame = _layer(nn.Linear(cfg.obs_dim, cfg.channels[0]), gain)
+            width_per_frame = cfg.channels[0]
+        elif cfg.encoder == "conv":
             for c in cfg.channels:
-                layers += [TemporalConv(c_in, c, gain), nn.Tanh()]
-                c_in, length = c, length - 2
-            width = c_in * length
-        else:
-            width = cfg.obs_dim * cfg.history
+                layers += [TemporalConv(width_per_frame, c, gain), nn.Tanh()]
+                width_per_frame, length = c, length - 2
+        self.frame_width = cfg.channels[0] if cfg.encoder == "frame" else cfg.obs_dim
         self.conv = nn.Sequential(*layers)
+        width = width_per_frame * length
         fc: list[nn.Module] = []
         for h in cfg.hidden:
             fc += [_layer(nn.Linear(width, h), gain), nn.Tanh()]
@@ -199,8 +209,14 @@ class HistoryEncoder(nn.Module):
         self.fc = nn.Sequential(*fc)
         self.out_features = width
 
-    def forward(self, history: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.conv(history).flatten(1))
+    def frame_features(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.frame is None else torch.tanh(self.frame(x))
+
+    def body(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(features).flatten(1))
+
+    def forward(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.body(self.frame_features(history) * mask.unsqueeze(-1))
 
 
 class GaussianActor(nn.Module):
@@ -213,12 +229,16 @@ class GaussianActor(nn.Module):
         self.mean = _layer(nn.Linear(self.encoder.out_features, cfg.action_dim), 0.01)
         self.log_std = nn.Parameter(torch.full((cfg.action_dim,), float(cfg.init_log_std)))
 
-    def forward(self, history: torch.Tensor) -> torch.Tensor:
-        """The action mean [B, A]."""
-        return self.mean(self.encoder(history))
+    def forward(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The action mean [B, A] of normalised histories [B, H, D] with their masks [B, H]."""
+        return self.mean(self.encoder(history, mask))
 
-    def distribution(self, history: torch.Tensor) -> torch.distributions.Normal:
-        mean = self(history)
+    def mean_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The action mean of masked per-frame features [B, H, C] (the rollout's cached path)."""
+        return self.mean(self.encoder.body(features))
+
+    def distribution(self, history: torch.Tensor, mask: torch.Tensor) -> torch.distributions.Normal:
+        mean = self(history, mask)
         return torch.distributions.Normal(mean, self.log_std.exp().expand_as(mean))
 
 
@@ -228,8 +248,11 @@ class Critic(nn.Module):
         self.encoder = HistoryEncoder(cfg)
         self.value = _layer(nn.Linear(self.encoder.out_features, 1), 1.0)
 
-    def forward(self, history: torch.Tensor) -> torch.Tensor:
-        return self.value(self.encoder(history)).squeeze(-1)
+    def forward(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.value(self.encoder(history, mask)).squeeze(-1)
+
+    def value_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        return self.value(self.encoder.body(features)).squeeze(-1)
 
 
 # ================================================================================================ export
@@ -237,68 +260,131 @@ class NeuralEnvPolicy:
     """Deployable policy: flat observations in, deterministic actions out, history kept inside (module docstring).
 
     Args:
-        actor: a `GaussianActor` (its mean is the action); normalizer: the observation statistics it was trained
-            with; action_low/action_high: the env's action bounds (the output is clipped to them);
-        num_envs: batch size of the calls (1: also accepts a single observation [obs_dim])."""
+        actor: a `GaussianActor` (its mean, clipped to [-1, 1], is the action in the unit box); normalizer: the
+            observation statistics it was trained with; action_low/action_high: the env's action bounds (the unit
+            box is mapped onto them);
+        num_envs: batch size of the calls (1: also accepts a single observation [obs_dim]);
+        ball_state: the policy was trained on `robot_rt.envs.wrappers.BallStateObservation` observations: the same
+            ball-state values are computed here from the raw observation (hit_plane_x_m: that wrapper's plane);
+        residual_scale: > 0 when trained with `ResidualScripted`: the action is the scripted policy's plus
+            residual_scale x half range x the network's output, clipped to the bounds."""
 
     def __init__(
-        self, actor: GaussianActor, normalizer: RunningMeanStd, action_low, action_high, num_envs: int = 1
+        self,
+        actor: GaussianActor,
+        normalizer: RunningMeanStd,
+        action_low,
+        action_high,
+        num_envs: int = 1,
+        *,
+        ball_state: bool = False,
+        residual_scale: float = 0.0,
+        hit_plane_x_m: float = 1.7,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs: expected a positive int, got {num_envs!r}")
+        if not (math.isfinite(residual_scale) and residual_scale >= 0):
+            raise ValueError(f"residual_scale: expected a finite number >= 0, got {residual_scale!r}")
         self.actor = actor.eval()
         self.cfg = actor.cfg
         self.normalizer = normalizer
-        self.action_low = np.asarray(action_low, dtype=np.float32)
-        self.action_high = np.asarray(action_high, dtype=np.float32)
+        self.action_low = np.asarray(action_low, dtype=np.float64)
+        self.action_high = np.asarray(action_high, dtype=np.float64)
         if self.action_low.shape != (self.cfg.action_dim,) or self.action_high.shape != (self.cfg.action_dim,):
             raise ValueError(f"action_low/action_high: expected shape ({self.cfg.action_dim},)")
+        self._centre = (self.action_high + self.action_low) / 2
+        self._half = (self.action_high - self.action_low) / 2
         self.n = int(num_envs)
-        self.obs_dim = self.cfg.obs_dim
+        self.ball_state = bool(ball_state)
+        self.residual_scale = float(residual_scale)
+        self.hit_plane_x_m = float(hit_plane_x_m)
+        self.features = None
+        self.scripted = None
+        self.obs_dim = self.cfg.obs_dim  # what the network sees
+        if self.ball_state:
+            from robot_rt.envs.wrappers import BALL_FEATURE_NAMES, BallStateFeatures
+
+            self.features = BallStateFeatures(self.n, hit_plane_x_m=self.hit_plane_x_m)
+            self.obs_dim = self.cfg.obs_dim - len(BALL_FEATURE_NAMES)  # what the env gives
+        if self.residual_scale > 0:
+            from robot_rt.envs.scripted import BatchedScriptedPolicy
+
+            self.scripted = BatchedScriptedPolicy(self.n)
         self.history = self.cfg.history
-        self._frames = torch.zeros(self.n, self.history, self.obs_dim)
+        self._frames = torch.zeros(self.n, self.history, self.cfg.obs_dim)
         self._age = torch.full((self.n,), -1, dtype=torch.int64)  # -1: no observation yet in this episode
 
     def reset(self, mask=None) -> None:
         """Starts a new episode for the environments where `mask` is True (all when None)."""
-        if mask is None:
-            self._age.fill_(-1)
-            self._frames.zero_()
-            return
-        m = torch.as_tensor(np.asarray(mask, dtype=bool))
-        if m.shape != (self.n,):
-            raise ValueError(f"mask: expected a bool array of shape ({self.n},), got {tuple(m.shape)}")
+        if mask is not None:
+            mask = np.asarray(mask)
+            if mask.shape != (self.n,) or mask.dtype != np.bool_:
+                raise ValueError(f"mask: expected a bool array of shape ({self.n},), got {mask.dtype} {mask.shape}")
+        m = slice(None) if mask is None else torch.from_numpy(mask)
         self._age[m] = -1
         self._frames[m] = 0.0
+        if self.features is not None:
+            self.features.reset(mask)
+        if self.scripted is not None:
+            self.scripted.reset(mask)
 
-    def push(self, observations) -> None:
-        obs = torch.as_tensor(np.asarray(observations, dtype=np.float32))
+    def _parse(self, observations) -> np.ndarray:
+        obs = np.asarray(observations, dtype=np.float32)
         if obs.ndim == 1 and self.n == 1:
             obs = obs[None]
         if obs.shape != (self.n, self.obs_dim):
             raise ValueError(f"observations: expected shape ({self.n}, {self.obs_dim}), got {tuple(obs.shape)}")
-        if not torch.isfinite(obs).all():
+        if not np.isfinite(obs).all():
             raise ValueError("observations: contains NaN or Inf")
+        return obs
+
+    def push(self, frames: np.ndarray) -> None:
+        """Appends network inputs [N, cfg.obs_dim] (raw observations, plus the ball state when used)."""
         self._frames = torch.roll(self._frames, -1, dims=1)
-        self._frames[:, -1] = obs
+        self._frames[:, -1] = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
         self._age = torch.clamp(self._age + 1, max=self.history)
 
     @torch.no_grad()
+    def unit_actions(self, frames: torch.Tensor, age: torch.Tensor) -> np.ndarray:
+        """The network's actions in the unit box [B, A] for histories `frames` [B, H, cfg.obs_dim] (oldest first)
+        with `age` [B] steps since the episode's first observation (a pure function of its arguments)."""
+        x, mask = policy_input(torch.as_tensor(frames, dtype=torch.float32), torch.as_tensor(age), self.normalizer)
+        return self.actor(x, mask).clamp_(-1.0, 1.0).numpy().astype(np.float64)
+
     def act_history(self, frames: torch.Tensor, age: torch.Tensor) -> np.ndarray:
-        """Actions [B, A] for raw histories `frames` [B, H, D] (oldest first) with `age` [B] steps since the
-        episode's first observation (a pure function of its arguments)."""
-        x = normalized_history(torch.as_tensor(frames, dtype=torch.float32), torch.as_tensor(age), self.normalizer)
-        a = self.actor(x).numpy()
-        return np.clip(a, self.action_low, self.action_high).astype(np.float32)
+        """Env actions [B, A] of `unit_actions` (without the scripted base of a residual policy)."""
+        return (self._centre + self._half * self.unit_actions(frames, age)).astype(np.float32)
 
     def __call__(self, observations) -> np.ndarray:
         single = np.ndim(observations) == 1
-        self.push(observations)
-        action = self.act_history(self._frames, self._age)
+        obs = self._parse(observations)
+        frames = obs if self.features is None else self.features.extend(obs)
+        self.push(frames)
+        unit = self.unit_actions(self._frames, self._age)
+        if self.scripted is None:
+            action = self._centre + self._half * unit
+        else:
+            from robot_rt.envs.wrappers import residual_action
+
+            base = np.asarray(self.scripted(obs), dtype=np.float64)
+            action = residual_action(
+                self.scripted, obs, base, unit, self.residual_scale, self.action_low, self.action_high
+            )
+        action = action.astype(np.float32)
         return action[0] if single else action
 
 
-def policy_state(actor: GaussianActor, normalizer: RunningMeanStd, action_low, action_high, **meta) -> dict:
+def policy_state(
+    actor: GaussianActor,
+    normalizer: RunningMeanStd,
+    action_low,
+    action_high,
+    *,
+    ball_state: bool = False,
+    residual_scale: float = 0.0,
+    hit_plane_x_m: float = 1.7,
+    **meta,
+) -> dict:
     return {
         "format": POLICY_FORMAT,
         "config": actor.cfg.to_dict(),
@@ -306,28 +392,35 @@ def policy_state(actor: GaussianActor, normalizer: RunningMeanStd, action_low, a
         "normalizer": normalizer.state_dict(),
         "action_low": np.asarray(action_low, dtype=np.float32).tolist(),
         "action_high": np.asarray(action_high, dtype=np.float32).tolist(),
+        "wrappers": {
+            "ball_state": bool(ball_state),
+            "residual_scale": float(residual_scale),
+            "hit_plane_x_m": hit_plane_x_m,
+        },
         "meta": meta,
     }
 
 
-def save_policy(path, actor: GaussianActor, normalizer: RunningMeanStd, action_low, action_high, **meta) -> Path:
-    """Writes the deployable policy (config, weights, normaliser, action bounds, `meta`) atomically."""
+def save_policy(path, actor: GaussianActor, normalizer: RunningMeanStd, action_low, action_high, **kwargs) -> Path:
+    """Writes the deployable policy (config, weights, normaliser, action bounds, the wrappers it was trained with,
+    free-form `meta`) atomically; `load_policy` reads it back as a `NeuralEnvPolicy`."""
     buffer = io.BytesIO()
-    torch.save(policy_state(actor, normalizer, action_low, action_high, **meta), buffer)
+    torch.save(policy_state(actor, normalizer, action_low, action_high, **kwargs), buffer)
     return atomic_write_bytes(path, buffer.getvalue())
 
 
 def policy_from_state(state: dict, num_envs: int = 1) -> NeuralEnvPolicy:
     if not isinstance(state, dict) or state.get("format") != POLICY_FORMAT:
-        raise ValueError(
-            f"policy state: expected format {POLICY_FORMAT!r}, got {getattr(state, 'get', dict)('format')!r}"
-        )
+        got = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"policy state: expected format {POLICY_FORMAT!r}, got {got!r}")
     cfg = PolicyConfig.from_dict(state["config"])
     actor = GaussianActor(cfg)
     actor.load_state_dict(state["actor"])
     normalizer = RunningMeanStd(cfg.obs_dim)
     normalizer.load_state_dict(state["normalizer"])
-    return NeuralEnvPolicy(actor, normalizer, state["action_low"], state["action_high"], num_envs=num_envs)
+    return NeuralEnvPolicy(
+        actor, normalizer, state["action_low"], state["action_high"], num_envs=num_envs, **state.get("wrappers", {})
+    )
 
 
 def load_policy(path, num_envs: int = 1) -> NeuralEnvPolicy:

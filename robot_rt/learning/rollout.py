@@ -154,10 +154,17 @@ class HistoryRollout:
         self.frames[:h] = self.frames[t : t + h].clone()
         self.age[:h] = self.age[t : t + h].clone()
 
-    def gather(self, t_idx: torch.Tensor, env_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw windows [B, H, D] and ages [B] of the samples (rollout step t_idx [B], environment env_idx [B])."""
-        rows = t_idx[:, None] + torch.arange(self.history)
-        return self.frames[rows, env_idx[:, None]], self.age[t_idx + self.history - 1, env_idx]
+    def gather(
+        self, t_idx: torch.Tensor, env_idx: torch.Tensor, source: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Windows [B, H, D] of `source` (default: the raw frames; or a tensor laid out like them, e.g. the frames
+        normalised) and ages [B] of the samples (rollout step t_idx [B], environment env_idx [B])."""
+        src = self.frames if source is None else source
+        h, n, d = self.history, self.n, src.shape[-1]
+        rows = ((t_idx[:, None] + torch.arange(h)) * n + env_idx[:, None]).reshape(-1)
+        # index_select on the flat [rows, D] view: ~6x faster than the equivalent 2-D advanced indexing
+        windows = src.reshape(-1, d).index_select(0, rows).view(len(t_idx), h, d)
+        return windows, self.age[t_idx + h - 1, env_idx]
 
     def state_dict(self) -> dict:
         return {
@@ -184,40 +191,59 @@ class HistoryRollout:
 _ENV_FIELDS = ("_elapsed", "_autoreset", "_actions")
 
 
+def _wrappers(env) -> list:
+    """The wrappers around the base vector env, outermost first."""
+    chain = []
+    while hasattr(env, "env") and not hasattr(env, "world"):
+        chain.append(env)
+        env = env.env
+    return chain
+
+
 def vector_env_state(env) -> dict:
     """Everything that evolves in a `TableTennisVectorEnv` and its world: every NumPy array of the world (state,
-    camera ring, per-step outputs), the world's and the env's generators, the time-limit counters."""
-    world = env.world
+    camera ring, per-step outputs), the world's and the env's generators, the time-limit counters; plus the state of
+    stateful wrappers around it (`robot_rt.envs.wrappers`: trackers, the scripted policy)."""
+    base = env.unwrapped
+    world = base.world
     return {
         "world_arrays": {k: v.copy() for k, v in vars(world).items() if isinstance(v, np.ndarray)},
         "world_rngs": [g.bit_generator.state for g in world.rngs],
-        "env_rngs": [g.bit_generator.state for g in env._env_rngs],
-        "env_arrays": {k: getattr(env, k).copy() for k in _ENV_FIELDS},
-        "needs_reset": bool(env._needs_reset),
+        "env_rngs": [g.bit_generator.state for g in base._env_rngs],
+        "env_arrays": {k: getattr(base, k).copy() for k in _ENV_FIELDS},
+        "needs_reset": bool(base._needs_reset),
         "outcome_names": dict(OUTCOME_NAMES),
+        "wrappers": [w.state_dict() if hasattr(w, "state_dict") else None for w in _wrappers(env)],
     }
 
 
 def load_vector_env_state(env, state: dict) -> None:
     """Restores `vector_env_state(env)` in place (arrays are copied into the existing buffers, which the native
     step reads)."""
-    world = env.world
+    base = env.unwrapped
+    world = base.world
     arrays = state["world_arrays"]
     for key, value in arrays.items():
         target = getattr(world, key, None)
         if not isinstance(target, np.ndarray) or target.shape != value.shape or target.dtype != value.dtype:
             raise ValueError(f"env state: world array {key!r} does not fit this environment")
-    if len(state["world_rngs"]) != len(world.rngs) or len(state["env_rngs"]) != len(env._env_rngs):
+    if len(state["world_rngs"]) != len(world.rngs) or len(state["env_rngs"]) != len(base._env_rngs):
         raise ValueError("env state: the number of environments differs")
+    wrappers = _wrappers(env)
+    if len(state.get("wrappers", [])) != len(wrappers):
+        raise ValueError("env state: the environment's wrappers differ")
     for key, value in arrays.items():
         np.copyto(getattr(world, key), value)
     for g, s in zip(world.rngs, state["world_rngs"]):
         g.bit_generator.state = s
-    for g, s in zip(env._env_rngs, state["env_rngs"]):
+    for g, s in zip(base._env_rngs, state["env_rngs"]):
         g.bit_generator.state = s
     for key, value in state["env_arrays"].items():
-        np.copyto(getattr(env, key), value)
-    env._needs_reset = bool(state["needs_reset"])
+        np.copyto(getattr(base, key), value)
+    base._needs_reset = bool(state["needs_reset"])
+    for w, s in zip(wrappers, state["wrappers"]):
+        if s is not None:
+            w.load_state_dict(s)
 
 
 # ================================================================================================ evaluation
