@@ -147,7 +147,7 @@ def test_adapter_builds_env_observations_from_loop_detections():
 
 @pytest.mark.parametrize("state", ["measured", "command"])
 def test_adapter_targets_stay_anchored_inside_limits_and_workspace(state):
-    v = ROBOT.velocity_limit.copy()  # full speed on every joint, forever
+    v = np.ones(ROBOT.dof)  # full speed on every joint (env actions are fractions of the limits), forever
     ad = EnvPolicyAdapter(Constant(v), ROBOT, state=state)
     lead = 0.05 * ROBOT.velocity_limit
     q = ROBOT.home.copy()
@@ -173,7 +173,7 @@ def test_adapter_catches_up_late_calls_and_rejects_bad_policies():
     assert batched(_obs(10**12)).shape == (ROBOT.dof,)
     with pytest.raises(ValueError, match="NaN"):
         EnvPolicyAdapter(lambda o: np.full(ROBOT.dof, np.nan), ROBOT)(_obs(10**12))
-    with pytest.raises(ValueError, match="joint velocities"):
+    with pytest.raises(ValueError, match="one per joint"):
         EnvPolicyAdapter(lambda o: np.zeros(3), ROBOT)(_obs(10**12))
     with pytest.raises(TypeError, match="policy"):
         EnvPolicyAdapter(42)

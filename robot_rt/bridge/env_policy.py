@@ -16,11 +16,12 @@ from robot_rt.robot import RobotDescription, load_robot, paddle_position_normal
 
 
 class EnvPolicyAdapter:
-    """`RealTimeLoop` policy around an env policy `f(flat_obs) -> joint velocities` (see docs/sim.md, `robot_rt.bridge.env_policy`).
+    """`RealTimeLoop` policy around an env policy `f(flat_obs) -> env action` (see docs/sim.md, `robot_rt.bridge.env_policy`).
 
     Args:
         policy: callable taking the flat observation [obs_dim] (or [1, obs_dim] with `batched=True`) and
-            returning joint velocities [dof] or [1, dof] (NumPy or torch tensors).
+            returning the env action [dof] or [1, dof] (NumPy or torch tensors): joint velocities as fractions of
+            the velocity limits, as `robot_rt/TableTennis-v0` takes them.
         robot: the robot description (the loop's); history: detections in the observation (the env's
             `WorldConfig.history`, default 6); policy_hz: the env's policy rate (default: the env's step, `WorldConfig.step_s`).
         lead_s: the target stays within lead_s x velocity limit of the measured position.
@@ -50,7 +51,7 @@ class EnvPolicyAdapter:
         state: str = "command",
     ):
         if not callable(policy):
-            raise TypeError(f"policy: expected a callable flat_obs -> joint velocities, got {type(policy).__name__}")
+            raise TypeError(f"policy: expected a callable flat_obs -> env action, got {type(policy).__name__}")
         self.robot = robot if robot is not None else load_robot()
         self.history = WorldConfig().history if history is None else int(history)
         if self.history < 1:
@@ -173,10 +174,10 @@ class EnvPolicyAdapter:
             out = out.detach().cpu().numpy()
         v = np.asarray(out, dtype=np.float64).reshape(-1)
         if v.shape != (self.dof,):
-            raise ValueError(f"policy output: expected {self.dof} joint velocities, got shape {np.shape(out)}")
+            raise ValueError(f"policy output: expected {self.dof} actions (one per joint), got shape {np.shape(out)}")
         if not np.all(np.isfinite(v)):
             raise ValueError("policy output: contains NaN or Inf")
-        return np.clip(v, -self.robot.velocity_limit, self.robot.velocity_limit)
+        return np.clip(v, -1.0, 1.0) * self.robot.velocity_limit  # the env's action -> joint velocities
 
     def __call__(self, obs: dict) -> np.ndarray:
         self.calls += 1

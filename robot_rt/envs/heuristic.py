@@ -116,7 +116,8 @@ class HeuristicPolicy:
         target = np.clip(target, self.robot.workspace_min_m + margin, self.robot.workspace_max_m - margin)
         command = self.resolved_rate(q, target, normal, swing)
         self.t += self.dt
-        return self.brake_to_limits(q, command)
+        # env actions: joint velocities as fractions of the velocity limits (the envs' normalised action space)
+        return np.clip(self._brake(q, command) / self.robot.velocity_limit, -1.0, 1.0).astype(np.float32)
 
     def resolved_rate(self, q, target, normal, swing) -> np.ndarray:
         """Cartesian control of the paddle: straight-line motion towards the target (so the paddle stays in its
@@ -138,11 +139,15 @@ class HeuristicPolicy:
         return np.clip(qd, -self.robot.velocity_limit, self.robot.velocity_limit)
 
     def brake_to_limits(self, q: np.ndarray, command: np.ndarray) -> np.ndarray:
-        """Caps each joint's speed towards a limit at sqrt(2 a d): it can always stop before the limit."""
+        """Caps each joint's speed towards a limit at sqrt(2 a d): it can always stop before the limit (joint
+        velocities in the robot's units, float32)."""
+        return self._brake(q, command).astype(np.float32)
+
+    def _brake(self, q: np.ndarray, command: np.ndarray) -> np.ndarray:
         robot = self.robot
         room_up = np.maximum(robot.position_max - q - 1e-3, 0.0)
         room_down = np.maximum(q - robot.position_min - 1e-3, 0.0)
         a = robot.acceleration_limit
         cap_up = np.sqrt(2 * a * room_up) - a * self.dt
         cap_down = np.sqrt(2 * a * room_down) - a * self.dt
-        return np.clip(command, -np.maximum(cap_down, 0.0), np.maximum(cap_up, 0.0)).astype(np.float32)
+        return np.clip(command, -np.maximum(cap_down, 0.0), np.maximum(cap_up, 0.0))

@@ -244,6 +244,21 @@ class HumanBehaviorModel:
         std = [0.0, 0.25, 0.08, 0.6, 0.4, 0.4, 15.0, 35.0, 25.0]
         return cls(name="default", mean=mean, cov=np.diag(np.square(std)))
 
+    def with_spread(self, scale: float) -> HumanBehaviorModel:
+        """This player with the spread of its launches scaled by `scale` (covariance x scale^2, same mean and
+        return model): a curriculum option for learning, 0 serves the mean ball every time, 1 is this model."""
+        if not (isinstance(scale, (int, float)) and np.isfinite(scale) and scale >= 0):
+            raise ValueError(f"scale: expected a finite number >= 0, got {scale!r}")
+        name = self.name if scale == 1 else f"{self.name}*{float(scale):g}"
+        return HumanBehaviorModel(
+            name=name,
+            mean=self.mean.copy(),
+            cov=self.cov * float(scale) ** 2,
+            returns=self.returns,
+            params=self.params,
+            table=self.table,
+        )
+
     @classmethod
     def real_player(cls) -> HumanBehaviorModel:
         """A different player ('the real player' of the sim-to-real tests): faster, heavier topspin, sidespin

@@ -198,7 +198,8 @@ class BatchedScriptedPolicy:
 
     `__call__(observations, goals=None)`: `observations` the flat [N, obs_dim] array (or [obs_dim] when N = 1)
     or the goal environment's dict (then the policy aims at `desired_goal`); `goals` [N, 2] optional landing
-    targets (x < 0). Returns joint-velocity actions [N, 8] float32 inside the action space. Call
+    targets (x < 0). Returns env actions [N, 8] float32 in [-1, 1]: joint velocities as fractions of the velocity
+    limits (the envs' normalised action space; `joint_velocities` gives them in the robot's units). Call
     `reset(mask)` when environments reset (vector envs: the step that returns their first observation)."""
 
     def __init__(
@@ -336,9 +337,15 @@ class BatchedScriptedPolicy:
         qd = self.resolved_rate(q, target, normal, swing)
         if self.action_noise_std > 0:
             qd = qd + self.action_noise_std * self.v_max * self.rng.standard_normal(qd.shape)
-        action = self.brake_to_limits(q, qd)
+        qd = self._brake(q, qd)
         self.t += self.dt
+        self.last_joint_velocities = qd
+        action = np.clip(qd / self.v_max, -1.0, 1.0).astype(np.float32)
         return action[0] if single else action
+
+    def joint_velocities(self, actions) -> np.ndarray:
+        """Env actions (this policy's output) -> joint velocities in the robot's units (m/s, rad/s)."""
+        return np.asarray(actions, dtype=np.float64) * self.v_max
 
     def contact_plan(self, v_in: np.ndarray, d_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Paddle normal [N, 3] and swing speed [N] for incoming velocity v_in and outgoing direction d_out
@@ -392,11 +399,15 @@ class BatchedScriptedPolicy:
         return qd / np.maximum(excess, 1.0)
 
     def brake_to_limits(self, q: np.ndarray, command: np.ndarray) -> np.ndarray:
-        """Caps each joint's speed towards a limit at sqrt(2 a d) - a dt (it can always stop before the limit)."""
+        """Caps each joint's speed towards a limit at sqrt(2 a d) - a dt (it can always stop before the limit);
+        joint velocities in the robot's units, float32."""
+        return self._brake(q, command).astype(np.float32)
+
+    def _brake(self, q: np.ndarray, command: np.ndarray) -> np.ndarray:
         robot = self.robot
         room_up = np.maximum(robot.position_max - q - 1e-3, 0.0)
         room_down = np.maximum(q - robot.position_min - 1e-3, 0.0)
         a = robot.acceleration_limit
         cap_up = np.minimum(np.maximum(np.sqrt(2 * a * room_up) - a * self.dt, 0.0), self.v_max)
         cap_down = np.minimum(np.maximum(np.sqrt(2 * a * room_down) - a * self.dt, 0.0), self.v_max)
-        return np.clip(command, -cap_down, cap_up).astype(np.float32)
+        return np.clip(command, -cap_down, cap_up)

@@ -15,6 +15,7 @@ from gymnasium import spaces
 from robot_rt.robot import RobotDescription
 
 from .core import OUTCOME_NAMES, OUTCOME_RETURNED, TableTennisWorld, WorldConfig
+from .goals import NOT_LANDED, achieved_goal_space, achieved_goals, check_success_radius, goal_reward, goal_space
 from .human_model import HumanBehaviorModel
 from .observation import build_observation, observation_bounds
 
@@ -38,9 +39,8 @@ class TableTennisEnv(gym.Env):
         self.render_mode = render_mode
         self.world = TableTennisWorld(1, human=human, robot=robot, config=config, goal_conditioned=self._goal_env)
         robot = self.world.robot
-        self.action_space = spaces.Box(
-            -robot.velocity_limit.astype(np.float32), robot.velocity_limit.astype(np.float32)
-        )
+        self.velocity_limit = robot.velocity_limit.astype(np.float64)
+        self.action_space = spaces.Box(-1.0, 1.0, (robot.dof,), dtype=np.float32)
         low, high = observation_bounds(robot, self.world.history)
         self._flat_space = spaces.Box(low, high, dtype=np.float32)
         self.observation_space = self._make_observation_space()
@@ -57,6 +57,10 @@ class TableTennisEnv(gym.Env):
     def _make_observation_space(self):
         return self._flat_space
 
+    def joint_velocities(self, action) -> np.ndarray:
+        """Env actions (fractions of the velocity limits, clipped to [-1, 1]) -> joint velocities (m/s, rad/s)."""
+        return np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0) * self.velocity_limit
+
     # --------------------------------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -70,8 +74,7 @@ class TableTennisEnv(gym.Env):
             raise ValueError(f"action: expected shape {self.action_space.shape}, got {a.shape}")
         if not np.all(np.isfinite(a)):
             raise ValueError("action: contains NaN or Inf")
-        a = np.clip(a, self.action_space.low, self.action_space.high)
-        reward, terminated, events = self.world.step(a[None])
+        reward, terminated, events = self.world.step(self.joint_velocities(a)[None])
         reward = self._reward(float(reward[0]), events)
         info = self._info(events)
         return self._observation(), reward, bool(terminated[0]), False, info
@@ -129,29 +132,24 @@ class TableTennisGoalEnv(TableTennisEnv):
 
     _goal_env = True
 
+    NOT_LANDED = NOT_LANDED  # achieved_goal until a return lands (robot_rt.envs.goals)
+
     def __init__(self, render_mode=None, success_radius_m: float = 0.3, dense_weight: float = 0.0, **kwargs):
-        if not success_radius_m > 0:
-            raise ValueError(f"success_radius_m: expected > 0, got {success_radius_m}")
-        self.success_radius_m = float(success_radius_m)
+        self.success_radius_m = check_success_radius(success_radius_m)
         self.dense_weight = float(dense_weight)
         super().__init__(render_mode=render_mode, **kwargs)
 
     def _make_observation_space(self):
-        goal = spaces.Box(np.array([-1.37, -0.7625], np.float32), np.array([0.0, 0.7625], np.float32))
-        achieved = spaces.Box(np.array([-1.37, -0.7625], np.float32), np.array([1.37, 0.7625], np.float32))
-        return spaces.Dict({"observation": self._flat_space, "desired_goal": goal, "achieved_goal": achieved})
+        return spaces.Dict(
+            {"observation": self._flat_space, "desired_goal": goal_space(), "achieved_goal": achieved_goal_space()}
+        )
 
     def _observation(self):
         w = self.world
-        landing = w.landing[0]
-        achieved = landing.astype(np.float32) if self._has_landed() else np.zeros(2, np.float32)
-        achieved = np.clip(
-            achieved, self.observation_space["achieved_goal"].low, self.observation_space["achieved_goal"].high
-        )
         return {
             "observation": super()._observation(),
             "desired_goal": w.goal[0].astype(np.float32),
-            "achieved_goal": achieved,
+            "achieved_goal": achieved_goals(w.landing[0], self._has_landed()),
         }
 
     def _has_landed(self) -> bool:
@@ -161,9 +159,12 @@ class TableTennisGoalEnv(TableTennisEnv):
         return bool(np.all(np.isfinite(w.landing[0])) and w.outcome[0] == OUTCOME_RETURNED)
 
     def compute_reward(self, achieved_goal, desired_goal, info=None) -> np.ndarray:
-        """Sparse goal reward, vectorised (gymnasium-robotics GoalEnv convention, for hindsight relabelling)."""
-        d = np.linalg.norm(np.asarray(achieved_goal) - np.asarray(desired_goal), axis=-1)
-        return (d <= self.success_radius_m).astype(np.float64)
+        """Sparse goal reward, vectorised over leading dimensions (gymnasium-robotics GoalEnv convention, for
+        hindsight relabelling): 1 where a landed achieved goal lies within `success_radius_m` of the desired goal;
+        never for the not-landed sentinel or where `info` ('has_landed': a dict, or one dict per transition as
+        stable-baselines3's HerReplayBuffer passes them) says the return had not landed
+        (`robot_rt.envs.goals.goal_reward`)."""
+        return goal_reward(achieved_goal, desired_goal, self.success_radius_m, info)
 
     def _reward(self, dense: float, events) -> float:
         w = self.world

@@ -17,6 +17,7 @@ from gymnasium.vector.utils import batch_space
 from robot_rt.robot import RobotDescription
 
 from .core import OUTCOME_NAMES, OUTCOME_RETURNED, TableTennisWorld, WorldConfig
+from .goals import NOT_LANDED, achieved_goal_space, achieved_goals, check_success_radius, goal_reward, goal_space
 from .human_model import HumanBehaviorModel
 from .observation import observation_bounds
 
@@ -71,10 +72,9 @@ class TableTennisVectorEnv(VectorEnv):
             num_threads=num_threads,
         )
         robot = self.world.robot
-        self._v_max = robot.velocity_limit
-        self.single_action_space = spaces.Box(
-            -robot.velocity_limit.astype(np.float32), robot.velocity_limit.astype(np.float32)
-        )
+        self.velocity_limit = robot.velocity_limit.astype(np.float64)
+        # actions: joint velocities as fractions of the velocity limits (as the single env)
+        self.single_action_space = spaces.Box(-1.0, 1.0, (robot.dof,), dtype=np.float32)
         low, high = observation_bounds(robot, self.world.history)
         self._flat_space = spaces.Box(low, high, dtype=np.float32)
         self.single_observation_space = self._make_observation_space()
@@ -85,7 +85,7 @@ class TableTennisVectorEnv(VectorEnv):
         self._elapsed = np.zeros(self.num_envs, dtype=np.int64)
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
         self._needs_reset = True
-        self._actions = np.zeros(self.action_space.shape)  # clipped actions of the current step
+        self._actions = np.zeros(self.action_space.shape)  # joint velocities of the current step (clipped actions)
 
     def _make_observation_space(self):
         return self._flat_space
@@ -139,10 +139,11 @@ class TableTennisVectorEnv(VectorEnv):
             raise ValueError(f"actions: expected shape {self.action_space.shape}, got {a.shape}")
         if not np.isfinite(a).all():
             raise ValueError("actions: contains NaN or Inf")
-        # clip to the float32 action space exactly as the single env does (np.clip's values, into a buffer that
-        # world.step only reads)
-        np.maximum(a, self.single_action_space.low, out=self._actions)
-        np.minimum(self._actions, self.single_action_space.high, out=self._actions)
+        # clip to [-1, 1] and scale to joint velocities exactly as the single env's joint_velocities (np.clip's
+        # values, into a buffer that world.step only reads)
+        np.maximum(a, -1.0, out=self._actions)
+        np.minimum(self._actions, 1.0, out=self._actions)
+        np.multiply(self._actions, self.velocity_limit, out=self._actions)
         reward, terminated, events = self.world.step(self._actions)
         reset_now = np.nonzero(self._autoreset)[0]
         self._elapsed += 1
@@ -207,34 +208,30 @@ class TableTennisGoalVectorEnv(TableTennisVectorEnv):
 
     _goal_env = True
 
+    NOT_LANDED = NOT_LANDED  # achieved_goal until a return lands (robot_rt.envs.goals)
+
     def __init__(self, num_envs: int, success_radius_m: float = 0.3, dense_weight: float = 0.0, **kwargs):
-        if not success_radius_m > 0:
-            raise ValueError(f"success_radius_m: expected > 0, got {success_radius_m}")
-        self.success_radius_m = float(success_radius_m)
+        self.success_radius_m = check_success_radius(success_radius_m)
         self.dense_weight = float(dense_weight)
         super().__init__(num_envs, **kwargs)
 
     def _make_observation_space(self):
-        goal = spaces.Box(np.array([-1.37, -0.7625], np.float32), np.array([0.0, 0.7625], np.float32))
-        achieved = spaces.Box(np.array([-1.37, -0.7625], np.float32), np.array([1.37, 0.7625], np.float32))
-        return spaces.Dict({"observation": self._flat_space, "desired_goal": goal, "achieved_goal": achieved})
+        return spaces.Dict(
+            {"observation": self._flat_space, "desired_goal": goal_space(), "achieved_goal": achieved_goal_space()}
+        )
 
     def _observation(self):
         w = self.world
-        landing = w.landing
-        has = _landed_on_target_half(w)
-        achieved = np.where(has[:, None], np.nan_to_num(landing), 0.0).astype(np.float32)
-        space = self.single_observation_space["achieved_goal"]
         return {
             "observation": super()._observation(),
             "desired_goal": w.goal.astype(np.float32),
-            "achieved_goal": np.clip(achieved, space.low, space.high),
+            "achieved_goal": achieved_goals(w.landing, _landed_on_target_half(w)),
         }
 
     def compute_reward(self, achieved_goal, desired_goal, info=None) -> np.ndarray:
-        """Sparse goal reward, vectorised (as TableTennisGoalEnv.compute_reward)."""
-        d = np.linalg.norm(np.asarray(achieved_goal) - np.asarray(desired_goal), axis=-1)
-        return (d <= self.success_radius_m).astype(np.float64)
+        """Sparse goal reward, vectorised (as TableTennisGoalEnv.compute_reward: never for a return that has not
+        landed, `robot_rt.envs.goals.goal_reward`)."""
+        return goal_reward(achieved_goal, desired_goal, self.success_radius_m, info)
 
     def _reward(self, dense: np.ndarray, events) -> np.ndarray:
         w = self.world

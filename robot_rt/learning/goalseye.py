@@ -196,27 +196,29 @@ class ScriptedAgent:
         self.policy.set_params(self.params)
 
     def act(self, obs: dict, features: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        action = self.policy(obs["observation"], goals=targets)
+        action = self.policy(obs["observation"], goals=targets)  # env actions (fractions of v_max)
         if self.noise > 0:
             noise = np.stack([r.standard_normal(action.shape[1]) for r in self.rngs])
             q = np.asarray(obs["observation"], dtype=np.float64)[:, : len(self.v_max)]
             # the same braking cap as the policy's own output, so noise cannot drive a joint into its limit
-            action = self.policy.brake_to_limits(q, action + self.noise * self.v_max * noise)
-        return np.clip(action, -self.v_max, self.v_max).astype(np.float32)
+            qd = self.policy.joint_velocities(action) + self.noise * self.v_max * noise
+            action = self.policy.brake_to_limits(q, qd).astype(np.float64) / self.v_max
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
 
 
 class GCBCAgent:
-    """The learned policy: a = v_max * pi(features, goal)."""
+    """The learned policy: a = scale * pi(features, goal), pi in [-1, 1] (scale: the env's action bound, 1 for the
+    normalised action space)."""
 
-    def __init__(self, model: GCBCPolicy, v_max: np.ndarray):
+    def __init__(self, model: GCBCPolicy, action_scale: np.ndarray):
         self.model = model.eval()
-        self.v_max = np.asarray(v_max)
+        self.action_scale = np.asarray(action_scale)
 
     def start(self, slots: np.ndarray, episode_seeds: np.ndarray) -> None:
         pass  # stateless (the ball track lives in the feature extractor)
 
     def act(self, obs: dict, features: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        return (self.model.act(features, targets) * self.v_max).astype(np.float32)
+        return (self.model.act(features, targets) * self.action_scale).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------------ rollouts
@@ -248,7 +250,7 @@ def run_episodes(env, agent, seeds, targets, *, record: bool, progress=None) -> 
 
     Each episode starts with an explicit `reset(seed=...)` of its slot, so its ball, camera noise and human do
     not depend on the slot or on the other episodes, and the agent's `target` (goal or play aim) replaces the
-    environment's own desired goal. Recorded actions are normalised by v_max (what GCBC imitates). An episode
+    environment's own desired goal. Recorded actions are the env's normalised actions, a / v_max (what GCBC imitates). An episode
     has landed only when its return's first contact is the human's half of the table.
     """
     seeds = np.asarray(seeds, dtype=np.int64)
@@ -260,7 +262,7 @@ def run_episodes(env, agent, seeds, targets, *, record: bool, progress=None) -> 
         return []
     num = env.num_envs
     extractor = FeatureExtractor(num)
-    v_max = env.single_action_space.high.astype(np.float64)
+    action_scale = env.single_action_space.high.astype(np.float64)  # 1: the envs' actions are already a / v_max
     slot_episode = np.full(num, -1)
     slot_target = np.zeros((num, 2))
     buffers: list[list] = [[] for _ in range(num)]
@@ -293,7 +295,7 @@ def run_episodes(env, agent, seeds, targets, *, record: bool, progress=None) -> 
         active = np.nonzero(slot_episode >= 0)[0]
         if record:
             flat = obs["observation"]
-            norm_action = np.clip(action / v_max, -1.0, 1.0)
+            norm_action = np.clip(action / action_scale, -1.0, 1.0)
             for j in active:
                 buffers[j].append((flat[j], features[j], norm_action[j]))
         obs, _, terminated, truncated, info = env.step(action)
@@ -498,7 +500,7 @@ class _Session:
     config: dict
     run_dir: RunDir | None  # rank 0 only
     env: object
-    v_max: np.ndarray
+    action_scale: np.ndarray  # the env's action bound: 1, the envs' actions are already a / v_max
     eval_seeds: np.ndarray
     eval_goals: np.ndarray
     t_start: float
@@ -519,7 +521,7 @@ class _Session:
         return ScriptedAgent(self.env.num_envs, self.config["play_noise"], self.config["play_param_noise"])
 
     def evaluate(self, model: GCBCPolicy, desc: str) -> dict:
-        agent = GCBCAgent(model, self.v_max)
+        agent = GCBCAgent(model, self.action_scale)
         return summarise(self.rollout(agent, self.eval_seeds, self.eval_goals, desc, record=False))
 
 
@@ -551,9 +553,9 @@ def _start(args) -> _Session:
     dist.barrier()
     t_start = time.time()
     env = make_env(config["num_envs"], config)
-    v_max = env.single_action_space.high.astype(np.float64)
+    action_scale = env.single_action_space.high.astype(np.float64)  # 1: the envs' actions are already a / v_max
     eval_seeds, eval_goals = eval_plan(config)
-    return _Session(args, config, run_dir, env, v_max, eval_seeds, eval_goals, t_start, {}, {})
+    return _Session(args, config, run_dir, env, action_scale, eval_seeds, eval_goals, t_start, {}, {})
 
 
 def _collect_play(session: _Session, seed: int, play: EpisodeDataset | None) -> None:
@@ -643,7 +645,7 @@ def _extra_episodes(session: _Session, seed: int, condition: str, round_: int, t
         agent = session.scripted_agent()
     else:
         seeds_r, targets_r = episode_plan(seed, STREAM_PRACTICE, round_, n)
-        agent = GCBCAgent(trainer.policy, session.v_max)
+        agent = GCBCAgent(trainer.policy, session.action_scale)
     desc = f"seed {seed} {condition} round {round_} attempts"
     episodes = session.rollout(agent, seeds_r, targets_r, desc, record=True)
     if own is not None:

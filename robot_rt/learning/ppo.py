@@ -171,6 +171,7 @@ class PPOConfig:
     init_log_std: float = -0.5
     max_episode_steps: int = 600
     human: str = "default"
+    serve_spread: float = 1.0  # curriculum: the human model's launch spread scaled (0: the same serve every time)
     # reward terms of the environment (robot_rt.envs.core.WorldConfig; its defaults)
     reward_hit: float = 1.0
     reward_land: float = 2.0
@@ -209,6 +210,10 @@ class PPOConfig:
                 raise ValueError(f"--{name.replace('_', '-')}: expected > 0, got {getattr(self, name)}")
         if self.human not in ("default", "real_player"):
             raise ValueError(f"--human: expected 'default' or 'real_player', got {self.human!r}")
+        if not (np.isfinite(self.serve_spread) and self.serve_spread >= 0):
+            raise ValueError(f"--serve-spread: expected a finite number >= 0, got {self.serve_spread!r}")
+        if not (np.isfinite(self.residual_scale) and self.residual_scale >= 0):
+            raise ValueError(f"--residual-scale: expected a finite number >= 0, got {self.residual_scale!r}")
         self.channels, self.hidden = tuple(self.channels), tuple(self.hidden)
 
     def policy_config(self, obs_dim: int, action_dim: int) -> PolicyConfig:
@@ -241,6 +246,8 @@ def make_env(cfg, num_envs: int):
     from robot_rt.envs.vector import TableTennisVectorEnv
 
     human = HumanBehaviorModel.default() if cfg.human == "default" else HumanBehaviorModel.real_player()
+    if getattr(cfg, "serve_spread", 1.0) != 1.0:
+        human = human.with_spread(cfg.serve_spread)
     world = WorldConfig(**{k: getattr(cfg, k) for k in REWARD_FIELDS if hasattr(cfg, k)})
     env = TableTennisVectorEnv(
         num_envs, human=human, config=world, max_episode_steps=cfg.max_episode_steps, backend=cfg.backend
