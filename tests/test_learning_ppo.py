@@ -305,3 +305,61 @@ def test_cli_smoke_writes_a_run_directory_and_resumes(tmp_path):
         main(["train", "ppo", "--smoke", "--out", str(out), "--no-progress"])
     assert main(["train", "ppo", "--smoke", "--out", str(out), "--no-progress", "--resume"]) == 0
     assert len(json.loads((out / "results.json").read_text())["curve"]) == 4  # already complete
+
+
+def test_exported_policy_with_wrappers_acts_as_in_training():
+    """A policy trained with the ball-state and residual wrappers, exported: on raw observations it drives the raw
+    env exactly as the network drives the wrapped training env (same serves, same joint trajectories)."""
+    from robot_rt.learning.neural_policy import NeuralEnvPolicy
+
+    cfg = PPOConfig(total_steps=16 * 8, **dict(TINY, ball_state=True, residual_scale=0.2))
+    trainer = PPOTrainer(cfg, None, progress=False)
+    trainer.train()
+    with torch.no_grad():
+        trainer.actor.mean.weight.normal_(0.0, 0.5)  # clearly non-zero residuals
+    exported = trainer.policy(4)
+    assert exported.ball_state and exported.residual_scale == 0.2 and exported.obs_dim == 46
+    inner = NeuralEnvPolicy(trainer.actor, trainer.obs_norm, -np.ones(8), np.ones(8), num_envs=4)  # unit actions
+    wrapped, raw = make_env(cfg, 4), make_env(PPOConfig(**dict(TINY, max_episode_steps=60)), 4)
+    obs_w, _ = wrapped.reset(seed=[5, 6, 7, 8])
+    obs_r, _ = raw.reset(seed=[5, 6, 7, 8])
+    moved = 0.0
+    for _ in range(40):  # until an episode ends (the episode bookkeeping of a deployment is the adapter's)
+        obs_w, _, term_w, trunc_w, _ = wrapped.step(inner(obs_w))
+        obs_r, _, term_r, trunc_r, _ = raw.step(exported(obs_r))
+        np.testing.assert_allclose(raw.world.q, wrapped.unwrapped.world.q, rtol=0, atol=1e-9)
+        moved = max(moved, float(np.abs(raw.world.q - raw.world.robot.home).max()))
+        if (term_w | trunc_w | term_r | trunc_r).any():
+            break
+    assert moved > 0.01
+
+
+def test_exported_policy_runs_in_the_real_time_adapter(tmp_path):
+    """The deployable form: RUN/policy.pt -> load_policy -> EnvPolicyAdapter (the real-time loop's policy)."""
+    from robot_rt.bridge.env_policy import EnvPolicyAdapter
+    from robot_rt.robot import load_robot
+
+    robot = load_robot()
+    cfg = PPOConfig(total_steps=16 * 8, **TINY)
+    trainer = PPOTrainer(cfg, tmp_path / "run", progress=False)
+    trainer.train()
+    policy = load_policy(tmp_path / "run" / "policy.pt")
+    adapter = EnvPolicyAdapter(policy, robot)
+    t0 = 10**12
+    for k in range(30):
+        balls = [(t0 + (k - j) * 5_000_000, [2.0 - 0.05 * (k - j), 0.1, 1.0]) for j in range(3)]
+        obs = {
+            "stamp_ns": t0 + k * 10_000_000,
+            "measured_position": robot.home.copy(),
+            "measured_velocity": np.zeros(robot.dof),
+            "recent_balls": {
+                "stamp_ns": np.array([b[0] for b in balls], dtype=np.int64),
+                "position_m": np.array([b[1] for b in balls], dtype=np.float64),
+                "confidence": np.ones(len(balls)),
+            },
+        }
+        target = adapter(obs)
+        assert target.shape == (robot.dof,) and np.all(np.isfinite(target))
+        assert np.all(target >= robot.position_min) and np.all(target <= robot.position_max)
+        assert np.all(np.abs(adapter.last_action) <= robot.velocity_limit + 1e-12)
+    assert adapter.policy_steps >= 30 and policy._age[0] > 0  # the policy kept its own history

@@ -9,7 +9,8 @@ env: all n worlds advance in one call. Semantics are stable-baselines3's:
   truncation (so PPO/SAC bootstrap it). The gymnasium vector env resets on the step after (next-step autoreset);
   the adapter resets the ended environments at once (``reset(options={'reset_mask': done})``), which draws the same
   episode seeds the next-step autoreset would;
-* ``infos[i]`` also carries the episode's ``rally_length`` and ``outcome`` when it ends (for callbacks/logging);
+* ``infos[i]`` also carries the episode's ``rally_length`` and ``outcome`` when it ends (for callbacks/logging),
+  and for the goal env its landing figures and ``is_success`` (within the env's success radius);
 * ``env_method('compute_reward', achieved, desired, infos)`` calls the goal env's vectorised compute_reward (HER).
 
 Wrappers of `robot_rt.envs.wrappers` (ball state, residual actions) go between the vector env and the adapter.
@@ -43,6 +44,10 @@ class SB3VecEnv(VecEnv):
         super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
         self._actions = None
         self._seed: int | None = None
+        try:
+            self._radius = float(self._lookup("success_radius_m"))
+        except AttributeError:
+            self._radius = None
 
     def reset(self):
         seed = self._seed
@@ -78,6 +83,8 @@ class SB3VecEnv(VecEnv):
                 for key in ("has_landed", "success_20cm", "success_30cm", "distance_to_goal_m"):
                     if key in info:
                         infos[i][key] = info[key][i]
+                if "distance_to_goal_m" in info and self._radius is not None:  # SB3's success-rate logging
+                    infos[i]["is_success"] = bool(info["distance_to_goal_m"][i] <= self._radius)
             fresh, _ = self.venv.reset(options={"reset_mask": done})
             if isinstance(obs, dict):
                 obs = {k: np.where(_rows(done, v), fresh[k], v) for k, v in obs.items()}

@@ -185,6 +185,7 @@ class PPOConfig:
     seed: int = 0
     backend: str = "auto"
     torch_threads: int = 1  # 0: torch's default (all cores); see the module docstring
+    env_threads: int = 0  # native env worker threads (0: all cores; 1 is faster on a saturated machine)
     checkpoint_every: int = 10  # iterations
     stagger_start: bool = True  # first episodes truncated at random steps: episode phases spread over the envs
 
@@ -250,7 +251,12 @@ def make_env(cfg, num_envs: int):
         human = human.with_spread(cfg.serve_spread)
     world = WorldConfig(**{k: getattr(cfg, k) for k in REWARD_FIELDS if hasattr(cfg, k)})
     env = TableTennisVectorEnv(
-        num_envs, human=human, config=world, max_episode_steps=cfg.max_episode_steps, backend=cfg.backend
+        num_envs,
+        human=human,
+        config=world,
+        max_episode_steps=cfg.max_episode_steps,
+        backend=cfg.backend,
+        num_threads=getattr(cfg, "env_threads", 0) or None,
     )
     if getattr(cfg, "residual_scale", 0.0) > 0:  # innermost: the scripted policy reads the raw observation
         from robot_rt.envs.wrappers import ResidualScriptedVector
@@ -725,6 +731,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     d("--smoke", action="store_true", help="tiny sizes: every stage in seconds (CI)")
     d("--no-progress", action="store_true", help="no progress bar")
+    d("--eval-episodes", type=int, default=256, help="deterministic evaluation before and after (0: none)")
     for f in fields(PPOConfig):
         value = getattr(defaults, f.name)
         flag = "--" + f.name.replace("_", "-")
@@ -757,12 +764,40 @@ def config_from_args(args) -> PPOConfig:
     return PPOConfig(**values)
 
 
+def evaluate_policy(policy_factory, cfg, episodes: int, seed: int = 10**6) -> dict:
+    """The deterministic policy (`policy_factory(n)` -> a batched env policy on raw observations, e.g.
+    `PPOTrainer.policy`) on `episodes` fixed serves of the plain rally env of `cfg` (its human model, reward terms
+    and episode cap; no wrappers: an exported policy applies its own), one episode each: `episode_summary`."""
+    from dataclasses import replace
+
+    from robot_rt.learning.rollout import episode_summary, play_episodes
+
+    plain = replace(cfg, ball_state=False, residual_scale=0.0) if hasattr(cfg, "ball_state") else cfg
+    env = make_env(plain, episodes)
+    try:
+        return episode_summary(play_episodes(env, policy_factory(episodes), range(seed, seed + episodes)))
+    finally:
+        env.close()
+
+
 def run(args) -> int:
     cfg = config_from_args(args)
     dist.init_from_env()
     try:
         trainer = PPOTrainer(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+        if args.smoke and args.eval_episodes == 256:
+            args.eval_episodes = 8
+        initial = None
+        if args.eval_episodes and dist.is_main() and trainer.iteration == 0:
+            initial = evaluate_policy(trainer.policy, cfg, args.eval_episodes)
         results = trainer.train()
+        if args.eval_episodes and dist.is_main():
+            results["evaluation"] = {
+                "episodes_seed": 10**6,
+                "initial": initial,
+                "final": evaluate_policy(trainer.policy, cfg, args.eval_episodes),
+            }
+            print(f"ppo: deterministic policy on {args.eval_episodes} fixed serves: {results['evaluation']}")
         if trainer.rundir is not None:
             trainer.rundir.write_results(results)
             plot_curve(

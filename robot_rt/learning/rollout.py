@@ -283,3 +283,28 @@ def play_episodes(env, policy, seeds) -> list[dict]:
         }
         for i, s in enumerate(seeds)
     ]
+
+
+def episode_summary(episodes: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
+    """Figures of `play_episodes` results with 95 % intervals: first-ball return rate (the robot returned the serve
+    onto the human's half; Wilson), mean rally length (returns per rally; percentile bootstrap), contact rate."""
+    from robot_rt.learning.stats import wilson_interval
+
+    n = len(episodes)
+    rally = np.array([e["rally_length"] for e in episodes], dtype=np.float64)
+    returned = int((rally > 0).sum())
+    contact = int(sum(e["hits"] > 0 for e in episodes))
+    boots = rally[np.random.default_rng(seed).integers(0, n, (n_boot, n))].mean(axis=1) if n else np.zeros(1)
+    outcomes: dict[str, int] = {}
+    for e in episodes:
+        outcomes[e["outcome"]] = outcomes.get(e["outcome"], 0) + 1
+    return {
+        "episodes": n,
+        "first_ball_return_rate": returned / max(n, 1),
+        "first_ball_return_rate_ci95": list(wilson_interval(returned, n)),
+        "rally_mean": float(rally.mean()) if n else 0.0,
+        "rally_mean_ci95": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))],
+        "contact_rate": contact / max(n, 1),
+        "contact_rate_ci95": list(wilson_interval(contact, n)),
+        "outcomes": dict(sorted(outcomes.items())),
+    }
