@@ -16,8 +16,8 @@ NUM_ENVS = 3
 
 
 def _episodes(agent_kind: str):
+    from robot_rt.envs.features import FEATURE_DIM
     from robot_rt.learning import goalseye
-    from robot_rt.learning.features import FEATURE_DIM
     from robot_rt.learning.gcbc import GCBCPolicy
 
     config = dict(goalseye.DEFAULTS, max_episode_steps=150)

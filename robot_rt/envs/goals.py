@@ -1,15 +1,7 @@
 """Goals of `robot_rt/TableTennisGoal-v0` (single and vector env share these): spaces, the not-landed sentinel and
 the sparse goal reward used for hindsight relabelling.
 
-`achieved_goal` is the landing point of the robot's return once it has landed on the human's half, else
-`NOT_LANDED` = (3, 0): a point behind the robot's end of the table, at least 3 m from every desired goal (goals lie
-on the human's half, x <= 0), so it is outside every success radius the env accepts (< `MAX_SUCCESS_RADIUS_M`).
-`goal_reward` also never rewards an achieved goal that did not land — the sentinel itself, or `has_landed`
-false in the transition's info — so HER relabelling is correct in every case:
-* a transition whose achieved goal is the sentinel, relabelled with any goal: 0;
-* HER's 'future' strategy on an episode that never landed picks the sentinel as the new desired goal:
-  sentinel vs sentinel is distance 0, and still 0 reward (the case the old (0, 0) placeholder got wrong);
-* a real landing relabelled with the sentinel as the goal: 3 m or more away, 0.
+Design notes: docs/envs.md, section `robot_rt.envs.goals`.
 """
 
 from __future__ import annotations

@@ -1,19 +1,6 @@
 """The batched vector envs as a stable-baselines3 `VecEnv` (optional dependency: ``pip install .[rl]``).
 
-stable-baselines3 steps environments through its own `VecEnv` API; ``make_vec_env`` builds a DummyVecEnv that
-steps one Python env after the other. `SB3VecEnv(TableTennisVectorEnv(n))` instead hands it the native batched
-env: all n worlds advance in one call. Semantics are stable-baselines3's:
-
-* same-step autoreset: when an episode ends, ``step_wait`` returns the next episode's first observation, the final
-  observation in ``infos[i]['terminal_observation']`` and ``infos[i]['TimeLimit.truncated']`` for a time-limit
-  truncation (so PPO/SAC bootstrap it). The gymnasium vector env resets on the step after (next-step autoreset);
-  the adapter resets the ended environments at once (``reset(options={'reset_mask': done})``), which draws the same
-  episode seeds the next-step autoreset would;
-* ``infos[i]`` also carries the episode's ``rally_length`` and ``outcome`` when it ends (for callbacks/logging),
-  and for the goal env its landing figures and ``is_success`` (within the env's success radius);
-* ``env_method('compute_reward', achieved, desired, infos)`` calls the goal env's vectorised compute_reward (HER).
-
-Wrappers of `robot_rt.envs.wrappers` (ball state, residual actions) go between the vector env and the adapter.
+Design notes: docs/envs.md, section `robot_rt.envs.sb3`.
 """
 
 from __future__ import annotations
@@ -31,7 +18,7 @@ except ImportError as err:  # pragma: no cover - exercised only without the opti
 
 
 class SB3VecEnv(VecEnv):
-    """stable-baselines3 view of a gymnasium vector env with next-step autoreset (module docstring)."""
+    """stable-baselines3 view of a gymnasium vector env with next-step autoreset (docs/envs.md, `robot_rt.envs.sb3`)."""
 
     def __init__(self, venv):
         from gymnasium.vector import AutoresetMode

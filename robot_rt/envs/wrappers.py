@@ -1,25 +1,6 @@
 """Reusable wrappers of the table-tennis environments that make them learnable by a standard RL library in minutes.
 
-Each wrapper exists twice: for the single env (`gymnasium.Wrapper`, e.g. around ``gym.make('robot_rt/TableTennis-v0')``
-for stable-baselines3's DummyVecEnv) and for the batched vector env (`gymnasium.vector.VectorWrapper` around
-`TableTennisVectorEnv`, one call for all environments); the single version runs the batched one with one world,
-so both compute the same thing.
-
-* `BallStateObservation` / `BallStateObservationVector`: appends the ball-state estimate of the detection stream to
-  the flat observation — the `BatchedBallTracker` state (position, velocity, valid) and its predicted crossing of
-  the hitting plane (time to go, position, velocity, found; the table bounce included), the 15 ball values of
-  `robot_rt.learning.features`. The raw observation holds the 6 newest detections (~30 ms of flight): from those a
-  network must learn ballistics before it can learn to hit; the estimate hands it where and when the ball will be.
-* `ResidualScripted` / `ResidualScriptedVector`: the action becomes a correction on top of `BatchedScriptedPolicy`
-  (residual policy learning, Silver et al. 2018; Johannink et al. 2019): env action = scripted(obs) +
-  residual_scale x half range x a, a in [-1, 1], passed through the scripted policy's braking cap (each joint can
-  still stop before its position limit; without it, i.i.d. exploration noise of 12 % of the velocity limit drove a
-  joint into its limit in every episode: measured, 100 % of 2048) and clipped to the action bounds. A zero action
-  plays the scripted policy; learning starts from its returns instead of from a robot that never touched a ball.
-
-Both are stateful (the tracker, the scripted policy's plan and clock): they follow the env's episodes, including the
-vector env's next-step autoreset (an environment whose episode ended is reset by the next step: the wrapper resets
-its state for that environment after that step, so the new episode's first observation starts a fresh track).
+Design notes: docs/envs.md, section `robot_rt.envs.wrappers`.
 """
 
 from __future__ import annotations
@@ -33,7 +14,7 @@ from gymnasium import spaces
 from gymnasium.vector import VectorWrapper
 from gymnasium.vector.utils import batch_space
 
-# the ball values of robot_rt.learning.features.FEATURE_NAMES: ball_x .. ball_valid, cross_dt .. cross_found
+# the ball values of robot_rt.envs.features.FEATURE_NAMES: ball_x .. ball_valid, cross_dt .. cross_found
 BALL_FEATURE_NAMES = (
     "ball_x",
     "ball_y",
@@ -90,7 +71,7 @@ class BallStateFeatures:
     def __init__(
         self, num_envs: int, robot=None, history: int = 6, policy_hz: float = 100.0, hit_plane_x_m: float = 1.7
     ):
-        from robot_rt.learning.features import FEATURE_NAMES, FeatureExtractor
+        from robot_rt.envs.features import FEATURE_NAMES, FeatureExtractor
 
         self.extractor = FeatureExtractor(
             num_envs, robot=robot, history=history, policy_hz=policy_hz, hit_plane_x_m=hit_plane_x_m
@@ -133,7 +114,7 @@ def _extended_space(space):
 
 
 class BallStateObservationVector(_EpisodeTracking, VectorWrapper):
-    """Vector env wrapper: flat observation + the 15 ball-state values (module docstring). For the goal env the
+    """Vector env wrapper: flat observation + the 15 ball-state values (docs/envs.md, `robot_rt.envs.wrappers`). For the goal env the
     values are appended to ``obs['observation']``."""
 
     def __init__(self, env, hit_plane_x_m: float = 1.7):
@@ -214,7 +195,7 @@ def residual_action(policy, obs, base, a, residual_scale: float, low, high) -> n
 
 
 class ResidualScriptedVector(_EpisodeTracking, VectorWrapper):
-    """Vector env wrapper: actions in [-1, 1] are residuals on `BatchedScriptedPolicy` (module docstring).
+    """Vector env wrapper: actions in [-1, 1] are residuals on `BatchedScriptedPolicy` (docs/envs.md, `robot_rt.envs.wrappers`).
 
     Args:
         env: a `TableTennisVectorEnv` / `TableTennisGoalVectorEnv` (or a wrapper of one; the scripted policy sees

@@ -1,27 +1,7 @@
 """BGS (the seed's i-S2R optimiser) over a neural history policy on the native batched environment: `robot-rt
 train bgs`.
 
-The optimiser is `robot_rt.learning.es.BGS` (antithetic directions, top-k, step scaled by the kept returns' std),
-unchanged: here its parameter vector is the flattened weights of a `GaussianActor`'s deterministic mean (the i-S2R
-policy class: an 8-step observation history through temporal convolutions, joint-velocity actions at the policy
-rate), inside a box [-param_bound, param_bound] wide enough never to bind (the ES works in that box's unit
-coordinates, so `--sigma` and `--step-size` are given in weight units and divided by the box width).
-
-One generation: the 2D candidates (plus the current mean, for the learning curve) each play M environment slots
-for `horizon` policy steps, all (candidate, slot) worlds in one `TableTennisVectorEnv` stepped by one native
-call; each step runs every candidate's network at once (`torch.func.vmap` over the candidates' stacked weights).
-Slot j of every candidate starts from episode seed s_g + j (common random numbers, so antithetic differences are
-policy differences) and environments that end an episode reset and play on until the horizon, so every simulated
-step is used. Fitness = the mean over slots of the summed env reward (`--fitness reward`: hit, landing, shaping,
-limit penalty) or of landed returns + `hit_bonus` x paddle contacts (`--fitness rally`, as `robot-rt train
-is2r`). Observations are normalised by a running mean/std updated after each generation from all states seen
-(ARS V2's state normalisation), frozen within a generation.
-
-Sharding: `torchrun --nproc_per_node W` splits the M slots over the ranks (striped); a world's randomness depends
-on its slot and generation only, and the per-candidate results are gathered in slot order, so W processes take
-the ES steps one process takes (the networks' float32 rounding may differ in the last bit between batch layouts).
-Run directory, checkpoints (the ES state with its generator: `--resume` is exact), policy.pt and the learning
-curve as `robot-rt train ppo`.
+Design notes: docs/learning.md, section `robot_rt.learning.bgs`.
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from robot_rt._native import BACKENDS
+from robot_rt.envs.features import FEATURE_DIM, FeatureExtractor
 from robot_rt.learning import distributed as dist
 from robot_rt.learning.dataset import EpisodeBatch, EpisodeDataset, relabel
-from robot_rt.learning.features import FEATURE_DIM, FeatureExtractor
 from robot_rt.learning.gcbc import GCBCPolicy, train_gcbc
 from robot_rt.learning.rundir import RunDir
 from robot_rt.learning.stats import wilson_interval

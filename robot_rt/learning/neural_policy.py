@@ -1,25 +1,6 @@
 """Neural table-tennis policies over an observation history (the seed's i-S2R policy class), and their export.
 
-The policy sees the `history` (default 8) most recent environment observations of the current episode (the flat
-`robot_rt/TableTennis-v0` observation: q, qd and the camera detections), each normalised by a running mean and
-standard deviation (`RunningMeanStd`, saved with the policy), and outputs joint-velocity actions in the env's
-action units at the policy rate. Frames of the history that lie before the episode's first observation have
-zero features (`policy_input`'s mask), in training and in the exported policy alike.
-
-Encoders (`PolicyConfig.encoder`), all 1-D convolutional over the history in the seed papers' sense:
-* ``'frame'`` (default): a kernel-1 convolution (one linear layer + tanh applied to every frame), then fully
-  connected layers over the flattened per-frame features. Each frame's features are computed once in a rollout
-  (when it arrives) and reused by the next H windows, which makes it the cheapest per step;
-* ``'conv'``: kernel-3 temporal convolutions over the history, then fully connected layers;
-* ``'mlp'``: the flattened normalised history through fully connected layers.
-Both end in a linear head; `GaussianActor` adds a state-independent log standard deviation (PPO), `Critic` a value
-head. Initialisation follows CleanRL (orthogonal, gain sqrt 2; the action head 0.01, the value head 1).
-
-`NeuralEnvPolicy` is the exported, deployable form: ``policy(obs)`` takes one flat observation [obs_dim] (or a
-batch [N, obs_dim]), keeps the history itself, returns the deterministic action (the Gaussian's mean, clipped to
-the action bounds) as float32 NumPy; ``reset(mask)`` starts a new episode. It is what
-`robot_rt.control.env_policy.EnvPolicyAdapter` runs in the real-time loop (and a `BatchedScriptedPolicy`-like
-batched policy for the vector envs). `save_policy` / `load_policy` write and read it (atomic torch file).
+Design notes: docs/learning.md, section `robot_rt.learning.neural_policy`.
 """
 
 from __future__ import annotations
@@ -124,7 +105,7 @@ class PolicyConfig:
     obs_dim: int
     action_dim: int
     history: int = 8
-    encoder: str = "frame"  # 'frame', 'conv' or 'mlp' (module docstring)
+    encoder: str = "frame"  # 'frame', 'conv' or 'mlp' (docs/learning.md, `robot_rt.learning.neural_policy`)
     channels: tuple[int, ...] = (32,)  # 'frame': features per frame (first value); 'conv': per temporal conv layer
     hidden: tuple[int, ...] = (128,)  # fully connected layers over the flattened per-frame features
     init_log_std: float = -0.5
@@ -177,7 +158,7 @@ class TemporalConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         windows = x.unfold(1, 3, 1)  # [B, L - 2, C_in, 3]
-        return self.linear(windows.reshape(windows.shape[0], windows.shape[1], -1))
+        return self.linear(windows.reshape(windows.shape[0], windows.shape[1], 3 * windows.shape[2]))  # B may be 0
 
 
 class HistoryEncoder(nn.Module):
@@ -257,7 +238,7 @@ class Critic(nn.Module):
 
 # ================================================================================================ export
 class NeuralEnvPolicy:
-    """Deployable policy: flat observations in, deterministic actions out, history kept inside (module docstring).
+    """Deployable policy: flat observations in, deterministic actions out, history kept inside (docs/learning.md, `robot_rt.learning.neural_policy`).
 
     Args:
         actor: a `GaussianActor` (its mean, clipped to [-1, 1], is the action in the unit box); normalizer: the

@@ -1,36 +1,6 @@
 """PPO on the native batched table-tennis environment: `robot-rt train ppo` (CleanRL-style, one file).
 
-Algorithm (Schulman et al. 2017, as CleanRL's ppo_continuous_action): per iteration, T steps of N environments
-(`HistoryRollout`: one native call steps all N; the policy sees an 8-step observation history, see
-`robot_rt.learning.neural_policy`), then E epochs of minibatch SGD (Adam) on
-    L = -min(r A, clip(r, 1 - c, 1 + c) A) + v_coef L_V - ent_coef H,   r = pi(a|s) / pi_old(a|s)
-with A the generalised advantage estimate (`gae`, normalised per minibatch), L_V the squared error to the
-returns A + V_old (optionally clipped around V_old, `value_loss`), gradient norm clipping, a linearly annealed
-learning rate and an optional KL early stop. Observations are normalised by a running mean/std (updated after
-each iteration from that rollout, so a rollout and its update see the same statistics), rewards by the running
-standard deviation of the discounted return (as gymnasium's NormalizeReward); both are saved with the policy.
-
-Episode boundaries: the vector env resets an environment on the step after its episode ended (next-step
-autoreset). That step is no MDP transition and is left out of the loss; the step that ended the episode saw the
-true final observation, whose value bootstraps a time-limit truncation (a termination bootstraps 0).
-
-Speed (why it reaches the issue's 50k env-steps/s with the updates on 2 cores): the physics of all N worlds is
-one native call per step, the observation history is a view of the rollout tensor (no per-env Python, no copies
-per environment), inference runs on all N environments at once, and the update's cost is set by
-`update_fraction` (the share of the rollout's samples each epoch visits): with thousands of environments the
-rollout is large and cheap, so a minibatch budget keeps the update from dominating. bench/bench_learning.py
-measures it against stable-baselines3 on the same environment.
-
-Sharding (`torchrun --nproc_per_node W $(which robot-rt) train ppo ...`): rank r steps the environments
-r, r + W, ... (each seeded by its global index), minibatches are drawn over the global (step, environment)
-grid from a generator every rank shares, each rank computes its part of the minibatch's loss scaled by the
-global sample count, and the gradients are summed (all-reduce, gloo): W processes take the steps one process
-would take, up to floating-point summation order (tests/test_learning_ppo.py checks 2 against 1).
-
-Run directory (`RunDir`): config.json, log.jsonl (one record per iteration), checkpoints/latest.pt (model,
-optimiser, normalisers, every generator, the environments' full state: `--resume` continues bit for bit),
-policy.pt (the deployable `NeuralEnvPolicy`, `robot_rt.learning.neural_policy.load_policy`), results.json and
-plots/learning_curve.png.
+Design notes: docs/learning.md, section `robot_rt.learning.ppo`.
 """
 
 from __future__ import annotations
@@ -184,7 +154,7 @@ class PPOConfig:
     residual_scale: float = 0.0  # > 0: actions are residuals on the scripted policy (this share of the range)
     seed: int = 0
     backend: str = "auto"
-    torch_threads: int = 1  # 0: torch's default (all cores); see the module docstring
+    torch_threads: int = 1  # 0: torch's default (all cores); see docs/learning.md, `robot_rt.learning.ppo`
     env_threads: int = 0  # native env worker threads (0: all cores; 1 is faster on a saturated machine)
     checkpoint_every: int = 10  # iterations
     stagger_start: bool = True  # first episodes truncated at random steps: episode phases spread over the envs
@@ -283,7 +253,7 @@ def _set_grads(params, flat: torch.Tensor) -> None:
 
 # ================================================================================================ trainer
 class PPOTrainer:
-    """PPO with its environments, networks, optimiser and run directory (see the module docstring)."""
+    """PPO with its environments, networks, optimiser and run directory (see docs/learning.md, `robot_rt.learning.ppo`)."""
 
     def __init__(self, cfg: PPOConfig, out: str | Path | None = None, resume: bool = False, progress: bool = True):
         self.cfg = cfg
@@ -438,7 +408,8 @@ class PPOTrainer:
         windows = f.unfold(0, h, 1).transpose(-1, -2)  # [L, k, H, C]: window i = frames i .. i + H - 1
         windows = windows * mask.unsqueeze(-1)
         assert windows.shape[0] == chunk
-        return enc.body(windows.reshape(-1, h, windows.shape[-1]))
+        # explicit sizes: a rank may hold no chunk of a minibatch (k = 0), where -1 would be ambiguous
+        return enc.body(windows.reshape(chunk * mask.shape[1], h, windows.shape[-1]))
 
     def update(self, batch: dict) -> dict:
         """E epochs over `update_fraction` of the samples, in minibatches of random chunks of `update_chunk`
@@ -483,7 +454,9 @@ class PPOTrainer:
                     var = (moments[2] - count * mean * mean) / (count - 1)
                     adv = (adv - float(mean)) / (math.sqrt(max(float(var), 0.0)) + 1e-8)
                 rows = ((t0[None, :] + span[:, None]) * n_local + envs[None, :]).reshape(-1)
-                x_env = flat_norm.index_select(0, rows).view(chunk + h - 1, len(envs), -1)  # normalised frames
+                x_env = flat_norm.index_select(0, rows).view(
+                    chunk + h - 1, len(envs), flat_norm.shape[-1]
+                )  # normalised
                 mask = history_mask(ro.age[h - 1 + t_idx, e_idx], h)  # [L, k, H]
                 mean_a = self.actor.mean(self._chunk_windows(self.actor.encoder, x_env, mask))
                 dist_new = torch.distributions.Normal(mean_a, self.actor.log_std.exp().expand_as(mean_a))

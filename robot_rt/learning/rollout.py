@@ -1,20 +1,6 @@
 """Rollouts of history policies on the native batched environment, for the neural trainers (PPO, BGS).
 
-`HistoryRollout` steps a `robot_rt.envs.vector.TableTennisVectorEnv` (all worlds in one native call per step;
-no Python per environment except at the rare autoresets) and keeps the observations of the last
-`history - 1 + horizon + 1` steps as one tensor `frames` [H + T, N, D] (raw, float32) with `age` [H + T, N]
-(steps since the episode's first observation). The policy input at rollout step j is the window
-frames[j : j + H] (oldest first) masked by age[j + H - 1]: the observation history is a view of the rollout
-buffer, not a second copy, and the PPO update rebuilds any sample's history from the same buffer by indexing.
-`roll()` moves the last H rows to the front for the next rollout.
-
-The vector env resets an environment on the step after its episode ended (gymnasium's next-step autoreset):
-that step ignores the action and returns the new episode's first observation with reward 0. `step()` reports
-such steps as `reset_step` (the trainers drop them from the loss: they are no transition of the MDP); the step
-that ended the episode returns the true final observation, whose value is the bootstrap of a truncation.
-
-`vector_env_state` / `load_vector_env_state` snapshot and restore the whole environment (world arrays, every
-generator, the time-limit counters), so a resumed run continues bit for bit.
+Design notes: docs/learning.md, section `robot_rt.learning.rollout`.
 """
 
 from __future__ import annotations
@@ -89,7 +75,7 @@ def summarize_episodes(episodes: list[dict]) -> dict:
 
 
 class HistoryRollout:
-    """Steps a vector env, keeping the raw observation windows of a rollout in one tensor (module docstring)."""
+    """Steps a vector env, keeping the raw observation windows of a rollout in one tensor (docs/learning.md, `robot_rt.learning.rollout`)."""
 
     def __init__(self, env, history: int, horizon: int):
         if isinstance(history, bool) or not isinstance(history, int) or history < 1:

@@ -1,6 +1,6 @@
 """Policy input of GoalsEye's GCBC: robot state plus a ball-state estimate from the detection stream.
 
-Design notes: docs/learning.md, section `robot_rt.learning.features`.
+Design notes: docs/envs.md, section `robot_rt.envs.features`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ FEATURE_DIM = len(FEATURE_NAMES)
 
 
 class FeatureExtractor:
-    """Batched features of `num_envs` environments (see docs/learning.md, `robot_rt.learning.features`)."""
+    """Batched features of `num_envs` environments (see docs/envs.md, `robot_rt.envs.features`)."""
 
     def __init__(
         self,
