@@ -3,7 +3,8 @@
 ``percept-fast score`` computes the Perceptual Score (2AFC agreement and JND mAP, per subset, per layer,
 both subset averages, bootstrap CIs) of deep-feature metrics and the PSNR/SSIM baselines on a BAPPS
 directory, or, without ``--data``, on the embedded default set (real photos shipped in matplotlib with
-graded synthetic distortions and synthetic ordinal judgements; see ``percept_fast/data/default_set.py``).
+synthetic distortions: a matched-MSE subset and a graded one, synthetic ordinal judgements; see
+``percept_fast/data/default_set.py``).
 
 Run it sharded over processes with ``torchrun --nproc_per_node=N -m percept_fast.cli score ...``.
 """
@@ -36,9 +37,10 @@ only so that the pipeline runs end to end offline. PSNR and SSIM baselines are i
 --no-baselines).
 
 Default data: without --data, an embedded 2AFC/JND set is built once into a cache directory from a real
-photograph shipped with matplotlib (grace_hopper.jpg), with graded blur / noise / JPEG / colour / contrast /
-pixelation distortions. Its judgements are SYNTHETIC and ordinal (the less distorted patch is preferred,
-with p from the strength gap), not human data.
+photograph shipped with matplotlib (grace_hopper.jpg). Subset matched_mse: blur / JPEG / impulse noise
+against luminance shift / contrast stretch at matched MSE, the latter preferred (the published ordering of
+Wang & Bovik 2009 and the SSIM paper, 2004); subset graded: two strengths of the same distortion, the weaker
+preferred (a monotonicity sanity check). Its judgements are SYNTHETIC and ordinal, not human data.
 
 Outputs in --out: results.json, scores.csv, per_layer.csv, 2afc_subsets.png, 2afc_layers.png (and jnd_*.png),
 all written atomically. Per-triplet distances are cached (--cache-dir, default <out>/cache) after every batch;
@@ -219,6 +221,8 @@ def run_score(args) -> dict:
     specs = _specs(args)
     root, embedded = _data_root(args, rank, world, log)
     subsets = [s.strip() for s in args.subsets.split(",")] if args.subsets else None
+    if subsets is None and embedded:
+        subsets = list(_embedded_set().SUBSETS)  # the table's order: matched_mse first
     load_size = args.load_size or None
     data = load_datasets(Path(root), args.split, subsets, load_size, jnd=not args.no_jnd)
     all_ds = data["2afc"] + data["jnd"]
@@ -245,6 +249,7 @@ def run_score(args) -> dict:
             "root": str(root),
             "embedded_default_set": embedded,
             "judgements": "synthetic ordinal (not human data)" if embedded else "as stored in the BAPPS directory",
+            "about": _embedded_set().ABOUT if embedded else None,
             "split": args.split,
             "load_size": load_size,
             "fingerprint": fp,
@@ -297,6 +302,11 @@ def run_score(args) -> dict:
                 per[ds.subset] = (ds.judgements, dist_)
             if rank == 0:
                 mres[kind] = score_results(kind, per, model.layer_names, args.bootstrap, args.seed)
+                if embedded and kind == "2afc" and "matched_mse" in per:
+                    ds = next(d for d in data[kind] if d.subset == "matched_mse")
+                    y, dm = per["matched_mse"]
+                    by_kind = _embedded_set().matched_mse_by_kind(root, ds.ids, dm.arrays["d0"], dm.arrays["d1"], y)
+                    mres[kind]["matched_mse_by_kind"] = by_kind
         mres["seconds"] = time.perf_counter() - t0
         results["metrics"][spec.label] = mres
         del model
@@ -310,6 +320,12 @@ def run_score(args) -> dict:
         _print_table(results)
     log(f"wrote {args.out}/results.json, scores.csv, per_layer.csv and plots ({results['seconds']:.1f} s)")
     return results
+
+
+def _embedded_set():
+    from .data import default_set
+
+    return default_set
 
 
 def _ceiling(datasets) -> dict:
@@ -359,6 +375,8 @@ def _write_outputs(results: dict, out: Path, _io, plots, np) -> None:
     for kind in ("2afc", "jnd") if plots is not None else ():
         plots.plot_subsets(results, kind, out / f"{kind}_subsets.png")
         plots.plot_layers(results, kind, out / f"{kind}_layers.png")
+    if plots is not None:
+        plots.plot_matched_mse_by_kind(results, out / "2afc_matched_mse_by_kind.png")
 
 
 def _print_table(results: dict) -> None:
@@ -391,6 +409,23 @@ def _print_table(results: dict) -> None:
                 "(ceiling)", *[f"{ceil[s]:.3f}" for s in subsets], f"{ceil['subset_mean']:.3f}", f"{ceil['pooled']:.3f}"
             )
         console.print(t)
+    by_kind = {
+        m: r["2afc"]["matched_mse_by_kind"]
+        for m, r in results["metrics"].items()
+        if "matched_mse_by_kind" in r.get("2afc", {})
+    }
+    if by_kind:
+        combos = list(next(iter(by_kind.values())))
+        t = Table(title="2AFC score on matched_mse per pair kind (close vs far)")
+        t.add_column("metric")
+        for c in combos:
+            t.add_column(c.replace(" vs ", "\nvs ").replace("_", " "), justify="right")
+        for m, bk in by_kind.items():
+            t.add_row(m, *[f"{bk[c]['score']:.3f}" if c in bk else "-" for c in combos])
+        t.add_row("(n)", *[str(next(iter(by_kind.values()))[c]["n"]) for c in combos])
+        console.print(t)
+    if results["data"].get("about"):
+        console.print(results["data"]["about"], markup=False, highlight=False)
     if results.get("notice"):
         console.print(f"[yellow]{results['notice']}[/yellow]")
 

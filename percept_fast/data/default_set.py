@@ -1,14 +1,20 @@
-"""The embedded default 2AFC/JND set: real photographs that ship inside an installed package, with graded
-synthetic distortions and **synthetic ordinal judgements** (not human data).
+"""The embedded default 2AFC/JND set: real photographs that ship inside an installed package, synthetic
+distortions and **synthetic ordinal judgements** (not human data). Two 2AFC subsets:
 
-Source photos: matplotlib's ``mpl-data/sample_data/grace_hopper.jpg`` (a real photograph, 512x600, shipped in
-every matplotlib wheel; matplotlib is a dependency of this project). Reference patches are random crops of
-64 to 256 pixels (random position, optional horizontal mirror), resized to 64x64 with Lanczos, so the
-references cover faces, fabric, insignia, background and edges at several scales.
+``matched_mse`` (can a metric tell kinds of distortion apart at equal MSE?). Each triplet holds one "far"
+distortion (blur, JPEG, impulse noise) and one "close" distortion (mean luminance shift, contrast stretch) of
+the reference at matched MSE (``|MSE_close / MSE_far - 1| <= 0.01 %`` on the stored 8-bit images; far PSNR
+drawn uniformly in [24, 30] dB; :mod:`percept_fast.data.matched_mse`). The six (far, close) combinations are
+equally frequent, and the close one is ``p0`` or ``p1`` at random. Judgement: the close distortion is
+preferred, unanimously (``p = 1`` if it is ``p1``, else ``0``). Source of the rule: the published ordering of
+Wang and Bovik, "Mean squared error: love it or leave it?", IEEE Signal Processing Magazine 26(1), 2009
+(Fig. 2) and Wang, Bovik, Sheikh and Simoncelli, "Image quality assessment: from error visibility to
+structural similarity", IEEE TIP 13(4), 2004 (Fig. 2): at equal MSE a luminance shift and a contrast stretch
+look nearly like the original while blur, JPEG blocking and impulsive noise look clearly worse. Since MSE is equal by
+construction, PSNR is at chance here (its choice follows the residual mismatch).
 
-2AFC subsets (``2afc/val/<family>``), one per distortion family; both distorted patches of a triplet apply
-the *same* family (same noise pattern / colour direction) to the reference at two strengths
-``s0, s1`` in [0.05, 1]:
+``graded`` (monotonicity sanity check). Both distorted patches of a triplet apply the *same* family (same
+noise pattern / colour direction) at two strengths ``s0, s1`` in [0.05, 1]; families cycle over:
 
 * ``blur``: Gaussian blur, radius ``0.3 + 2.7 s`` px
 * ``noise``: additive Gaussian noise, std ``0.01 + 0.19 s``
@@ -17,18 +23,29 @@ the *same* family (same noise pattern / colour direction) to the reference at tw
 * ``contrast``: contrast reduction towards the patch mean by a factor ``1 - 0.8 s``
 * ``pixelate``: box down-sampling by ``1 + 7 s`` and bilinear up-sampling
 
-Judgement (synthetic, ordinal): the less distorted patch is preferred, with the fraction preferring ``p1``
+Judgement: the less distorted patch is preferred, with the fraction preferring ``p1``
 ``p = sigmoid((s0 - s1) / 0.1)``: a large strength gap gives a near-unanimous synthetic vote, a small gap a
-split one. This encodes only "less distortion of the same kind looks closer to the reference"; it says
-nothing about how humans trade off different kinds of distortion, so scores on this set are a sanity check
-of a metric's monotonicity, not a replacement for BAPPS.
+split one. Every metric that grows with distortion strength is near the ceiling here.
 
-JND subset (``jnd/val/mixed``): ``p0`` is the reference patch, ``p1`` the patch distorted by a random family at
-strength ``s`` in [0, 0.6]; ``same = exp(-s / 0.1)`` (synthetic).
+Limits: the judgements are rules, not observations. ``matched_mse`` encodes one published ordinal finding
+(demonstrated on a few grey-scale images, not a psychophysical data set) as unanimous votes on 64x64 colour
+patches; ``graded`` encodes only "less distortion of the same kind looks closer". Neither says how much
+closer, nor how humans trade off other kinds of distortion; scores on this set are a demonstration and a
+sanity check, not a replacement for BAPPS.
+
+Source photo: matplotlib's ``mpl-data/sample_data/grace_hopper.jpg`` (a real photograph, 512x600, shipped in
+every matplotlib wheel; matplotlib is a dependency of this project). Reference patches are random crops of
+64 to 256 pixels (random position, optional horizontal mirror), resized to 64x64 with Lanczos, so the
+references cover faces, fabric, insignia, background and edges at several scales. A ``matched_mse`` crop
+that cannot reach its target (e.g. a flat patch that blur hardly changes) is redrawn.
+
+JND subset (``jnd/val/graded``): ``p0`` is the reference patch, ``p1`` the patch distorted by a random graded
+family at strength ``s`` in [0, 0.6]; ``same = exp(-s / 0.1)`` (synthetic).
 
 The set is built at run time from the installed photo into a cache directory (``PERCEPT_FAST_CACHE`` or
 ``$XDG_CACHE_HOME/percept_fast`` or ``~/.cache/percept_fast``), deterministically from the seed, in the BAPPS
-on-disk layout so that :mod:`percept_fast.score.bapps` reads it like the real data.
+on-disk layout so that :mod:`percept_fast.score.bapps` reads it like the real data. ``manifest.json`` holds
+every triplet's parameters and measured MSEs, ``README.txt`` the rules above.
 """
 
 from __future__ import annotations
@@ -44,7 +61,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from . import matched_mse
+
 __all__ = [
+    "ABOUT",
+    "SUBSETS",
+    "JND_SUBSET",
     "FAMILIES",
     "DEFAULT_SEED",
     "DEFAULT_PER_SUBSET",
@@ -54,16 +76,32 @@ __all__ = [
     "build_default_set",
     "default_set_dir",
     "distort",
+    "matched_mse_by_kind",
 ]
 
-FAMILIES = ("blur", "noise", "jpeg", "color", "contrast", "pixelate")
+SUBSETS = ("matched_mse", "graded")  # 2AFC subsets, in table order
+JND_SUBSET = "graded"
+FAMILIES = ("blur", "noise", "jpeg", "color", "contrast", "pixelate")  # of the graded subsets
 DEFAULT_SEED = 0
-DEFAULT_PER_SUBSET = 40
+DEFAULT_PER_SUBSET = 120
 DEFAULT_JND = 64
 PATCH = 64
-VERSION = 1
+VERSION = 2
+MAX_ATTEMPTS = 200  # crops drawn for one matched_mse triplet before giving up
 TEMPERATURE = 0.1
 JND_TAU = 0.1
+
+ABOUT = (
+    "Embedded default set: real photo patches, synthetic distortions, SYNTHETIC ORDINAL JUDGEMENTS (rules, not "
+    "human data).\n"
+    f"  matched_mse: one far distortion (blur / JPEG / impulse noise) and one close distortion (luminance shift / "
+    f"contrast stretch) per triplet at matched MSE (within {100 * matched_mse.MSE_RTOL:g} %); the close one is "
+    "judged closer, following the published ordering of Wang & Bovik 2009 (IEEE Signal Processing Magazine, "
+    "Fig. 2) and Wang et al. 2004 (SSIM paper, Fig. 2). PSNR can only guess here: the MSEs are equal.\n"
+    "  graded: two strengths of the same distortion, the weaker judged closer: a monotonicity sanity check "
+    "(any metric that grows with distortion strength is near the ceiling).\n"
+    "  Rules, sources and limits: percept_fast/data/default_set.py (and README.txt in the set)."
+)
 
 
 def source_photos() -> list[Path]:
@@ -146,7 +184,8 @@ def _save_png(a: np.ndarray, path: Path) -> None:
 
 def _config_key(seed: int, per_subset: int, n_jnd: int, photos: list[Path]) -> str:
     h = hashlib.sha256()
-    h.update(f"v{VERSION}/{seed}/{per_subset}/{n_jnd}/{PATCH}/{FAMILIES}".encode())
+    mm = (matched_mse.MSE_RTOL, matched_mse.PSNR_RANGE_DB, matched_mse.FAR_PSNR_SLACK_DB)
+    h.update(f"v{VERSION}/{seed}/{per_subset}/{n_jnd}/{PATCH}/{SUBSETS}/{FAMILIES}/{mm}".encode())
     for p in photos:
         h.update(hashlib.sha256(p.read_bytes()).digest())
     return h.hexdigest()[:12]
@@ -191,6 +230,101 @@ def build_default_set(
     return final
 
 
+def _save_u8(a: np.ndarray, path: Path) -> None:
+    Image.fromarray(a).save(path, format="PNG")
+
+
+def _subset_dir(out: Path, kind: str, subset: str, parts: tuple[str, ...]) -> Path:
+    d = out / kind / "val" / subset
+    for sub in parts:
+        (d / sub).mkdir(parents=True)
+    return d
+
+
+def _build_matched_mse(out: Path, rng: np.random.Generator, imgs: list, photos: list[Path], n: int) -> list[dict]:
+    d = _subset_dir(out, "2afc", "matched_mse", ("ref", "p0", "p1", "judge"))
+    combos = [(far, close) for close in matched_mse.CLOSE_KINDS for far in matched_mse.FAR_KINDS]
+    rows = []
+    for i in range(n):
+        far_kind, close_kind = combos[i % len(combos)]  # every combination equally often
+        pair, attempts = None, 0
+        while pair is None:
+            attempts += 1
+            if attempts > MAX_ATTEMPTS:
+                raise RuntimeError(f"matched_mse: no patch out of {MAX_ATTEMPTS} gave a {far_kind}/{close_kind} pair")
+            k = int(rng.integers(0, len(imgs)))
+            ref, crop = _crop(imgs[k], rng)
+            ref8 = np.round(ref * 255.0).astype(np.uint8)  # exact: the crop is 8-bit already
+            target = float(rng.uniform(*matched_mse.PSNR_RANGE_DB))
+            pair = matched_mse.matched_pair(ref8, far_kind, close_kind, target, rng)
+        close_is_p1 = bool(rng.integers(0, 2))
+        p0, p1 = (pair.far, pair.close) if close_is_p1 else (pair.close, pair.far)
+        p = 1.0 if close_is_p1 else 0.0  # the close distortion is preferred, unanimously
+        name = f"{i:06d}"
+        _save_u8(ref8, d / "ref" / f"{name}.png")
+        _save_u8(p0, d / "p0" / f"{name}.png")
+        _save_u8(p1, d / "p1" / f"{name}.png")
+        np.save(d / "judge" / f"{name}.npy", np.array([p], dtype=np.float32))
+        rows.append(
+            {
+                "id": name,
+                "photo": photos[k].name,
+                "crop_xy_size_flip": crop,
+                "far": far_kind,
+                "close": close_kind,
+                "close_is": "p1" if close_is_p1 else "p0",
+                "far_param": pair.far_param,
+                "close_param": pair.close_param,
+                "target_psnr_db": target,
+                "far_mse": pair.far_mse,
+                "close_mse": pair.close_mse,
+                "far_psnr_db": matched_mse.psnr_db(pair.far_mse),
+                "attempts": attempts,
+                "p": p,
+            }
+        )
+    return rows
+
+
+def _build_graded(out: Path, rng: np.random.Generator, imgs: list, photos: list[Path], n: int) -> list[dict]:
+    d = _subset_dir(out, "2afc", "graded", ("ref", "p0", "p1", "judge"))
+    rows = []
+    for i in range(n):
+        fam = FAMILIES[i % len(FAMILIES)]
+        k = int(rng.integers(0, len(imgs)))
+        ref, crop = _crop(imgs[k], rng)
+        s0, s1 = (float(v) for v in rng.uniform(0.05, 1.0, size=2))
+        aux = _aux(rng)
+        p = float(1.0 / (1.0 + np.exp(-(s0 - s1) / TEMPERATURE)))
+        name = f"{i:06d}"
+        _save_png(ref, d / "ref" / f"{name}.png")
+        _save_png(distort(ref, fam, s0, aux), d / "p0" / f"{name}.png")
+        _save_png(distort(ref, fam, s1, aux), d / "p1" / f"{name}.png")
+        np.save(d / "judge" / f"{name}.npy", np.array([p], dtype=np.float32))
+        rows.append(
+            {"id": name, "photo": photos[k].name, "crop_xy_size_flip": crop, "family": fam, "s0": s0, "s1": s1, "p": p}
+        )
+    return rows
+
+
+def _build_jnd(out: Path, rng: np.random.Generator, imgs: list, photos: list[Path], n: int) -> list[dict]:
+    d = _subset_dir(out, "jnd", JND_SUBSET, ("p0", "p1", "same"))
+    rows = []
+    for i in range(n):
+        k = int(rng.integers(0, len(imgs)))
+        ref, crop = _crop(imgs[k], rng)
+        fam = FAMILIES[int(rng.integers(0, len(FAMILIES)))]
+        s = float(rng.uniform(0.0, 0.6))
+        aux = _aux(rng)
+        same = float(np.exp(-s / JND_TAU))
+        name = f"{i:06d}"
+        _save_png(ref, d / "p0" / f"{name}.png")
+        _save_png(distort(ref, fam, s, aux), d / "p1" / f"{name}.png")
+        np.save(d / "same" / f"{name}.npy", np.array([same], dtype=np.float32))
+        rows.append({"id": name, "photo": photos[k].name, "family": fam, "s": s, "same": same})
+    return rows
+
+
 def _build(out: Path, seed: int, per_subset: int, n_jnd: int, photos: list[Path]) -> None:
     rng = np.random.default_rng(seed)
     imgs = []
@@ -198,50 +332,40 @@ def _build(out: Path, seed: int, per_subset: int, n_jnd: int, photos: list[Path]
         with Image.open(p) as im:
             imgs.append(im.convert("RGB"))
     manifest: dict = {
-        "description": "Embedded default set: real photos (installed package sample data) with graded synthetic "
-        "distortions and SYNTHETIC ORDINAL judgements (less distortion preferred, p = sigmoid((s0 - s1) / "
-        f"{TEMPERATURE})); not human data. See percept_fast/data/default_set.py.",
+        "description": ABOUT,
         "version": VERSION,
         "seed": seed,
         "photos": [p.name for p in photos],
-        "2afc": {},
-        "jnd": {},
+        "matched_mse": {
+            "mse_rtol": matched_mse.MSE_RTOL,
+            "psnr_range_db": list(matched_mse.PSNR_RANGE_DB),
+            "far_kinds": list(matched_mse.FAR_KINDS),
+            "close_kinds": list(matched_mse.CLOSE_KINDS),
+        },
+        "2afc": {
+            "matched_mse": _build_matched_mse(out, rng, imgs, photos, per_subset),
+            "graded": _build_graded(out, rng, imgs, photos, per_subset),
+        },
+        "jnd": {JND_SUBSET: _build_jnd(out, rng, imgs, photos, n_jnd)} if n_jnd > 0 else {},
     }
-    for fam in FAMILIES:
-        d = out / "2afc" / "val" / fam
-        for sub in ("ref", "p0", "p1", "judge"):
-            (d / sub).mkdir(parents=True)
-        rows = []
-        for i in range(per_subset):
-            k = int(rng.integers(0, len(imgs)))
-            ref, crop = _crop(imgs[k], rng)
-            s0, s1 = (float(v) for v in rng.uniform(0.05, 1.0, size=2))
-            aux = _aux(rng)
-            p = float(1.0 / (1.0 + np.exp(-(s0 - s1) / TEMPERATURE)))
-            name = f"{i:06d}"
-            _save_png(ref, d / "ref" / f"{name}.png")
-            _save_png(distort(ref, fam, s0, aux), d / "p0" / f"{name}.png")
-            _save_png(distort(ref, fam, s1, aux), d / "p1" / f"{name}.png")
-            np.save(d / "judge" / f"{name}.npy", np.array([p], dtype=np.float32))
-            rows.append({"id": name, "photo": photos[k].name, "crop_xy_size_flip": crop, "s0": s0, "s1": s1, "p": p})
-        manifest["2afc"][fam] = rows
-    if n_jnd > 0:
-        d = out / "jnd" / "val" / "mixed"
-        for sub in ("p0", "p1", "same"):
-            (d / sub).mkdir(parents=True)
-        rows = []
-        for i in range(n_jnd):
-            k = int(rng.integers(0, len(imgs)))
-            ref, crop = _crop(imgs[k], rng)
-            fam = FAMILIES[int(rng.integers(0, len(FAMILIES)))]
-            s = float(rng.uniform(0.0, 0.6))
-            aux = _aux(rng)
-            same = float(np.exp(-s / JND_TAU))
-            name = f"{i:06d}"
-            _save_png(ref, d / "p0" / f"{name}.png")
-            _save_png(distort(ref, fam, s, aux), d / "p1" / f"{name}.png")
-            np.save(d / "same" / f"{name}.npy", np.array([same], dtype=np.float32))
-            rows.append({"id": name, "photo": photos[k].name, "family": fam, "s": s, "same": same})
-        manifest["jnd"]["mixed"] = rows
-    (out / "README.txt").write_text(manifest["description"] + "\n")
+    (out / "README.txt").write_text(ABOUT + "\n\n" + (__doc__ or "").strip() + "\n")
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def matched_mse_by_kind(root: str | os.PathLike, ids: list[str], d0, d1, judge) -> dict[str, dict]:
+    """2AFC score on the ``matched_mse`` subset of ``root`` per (close, far) combination, e.g.
+    ``'luminance_shift vs blur'``, from a metric's distances ``d0, d1`` of the items ``ids`` (in that order)."""
+    from ..score.score import twoafc_scores
+
+    rows = {r["id"]: r for r in json.loads((Path(root) / "manifest.json").read_text())["2afc"]["matched_mse"]}
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        raise ValueError(f"ids: not in the matched_mse manifest of {root}: {missing[:5]}")
+    agree = twoafc_scores(d0, d1, judge)
+    groups: dict[str, list[float]] = {}
+    for close in matched_mse.CLOSE_KINDS:
+        for far in matched_mse.FAR_KINDS:
+            groups[f"{close} vs {far}"] = []
+    for i, a in zip(ids, agree):
+        groups[f"{rows[i]['close']} vs {rows[i]['far']}"].append(float(a))
+    return {k: {"score": float(np.mean(v)), "n": len(v)} for k, v in groups.items() if v}
