@@ -1,6 +1,7 @@
 """Robot description: joint limits and the kinematic chain, loaded from a JSON data file.
 
-Another robot is a new file, not new code. The format is documented in docs/architecture.md and checked
+The shipped platform's JSON is generated from its URDF (robot_rt/robot/data/gantry_arm_8dof.urdf, see
+robot_rt.robot.urdf and docs/robot.md). Another robot is a new file, not new code. The format is documented in docs/architecture.md and checked
 on load: a malformed file raises a ValueError that names the file and the offending field.
 """
 
@@ -29,6 +30,7 @@ class JointSpec:
     velocity_limit: float
     acceleration_limit: float
     jerk_limit: float
+    effort_limit: float = float("inf")  # N or N m (URDF <limit effort>); inf when the description has none
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,10 @@ class RobotDescription:
     @property
     def jerk_limit(self) -> np.ndarray:
         return self._column("jerk_limit")
+
+    @property
+    def effort_limit(self) -> np.ndarray:
+        return self._column("effort_limit")
 
     @property
     def is_revolute(self) -> np.ndarray:
@@ -133,6 +139,9 @@ def parse_robot(data: dict, source: str = "<dict>") -> RobotDescription:
                 velocity_limit=_number(entry, "velocity_limit", where, positive=True),
                 acceleration_limit=_number(entry, "acceleration_limit", where, positive=True),
                 jerk_limit=_number(entry, "jerk_limit", where, positive=True),
+                effort_limit=_number(entry, "effort_limit", where, positive=True)
+                if "effort_limit" in entry
+                else float("inf"),
             )
         )
     if not joints:

@@ -73,14 +73,25 @@ def paddle_position_normal(robot: RobotDescription, q) -> tuple[np.ndarray, np.n
     return pose[..., :3, 3], pose[..., :3, 2]
 
 
-def paddle_jacobian(robot: RobotDescription, q, eps: float = 1e-6) -> np.ndarray:
-    """Central-difference Jacobian of the paddle position w.r.t. q: [..., 3, dof]."""
-    q = np.asarray(q, dtype=np.float64)
-    cols = []
-    for i in range(robot.dof):
-        dq = np.zeros(robot.dof)
-        dq[i] = eps
-        plus, _ = paddle_position_normal(robot, q + dq)
-        minus, _ = paddle_position_normal(robot, q - dq)
-        cols.append((plus - minus) / (2 * eps))
-    return np.stack(cols, axis=-1)
+def paddle_geometric_jacobian(robot: RobotDescription, q) -> np.ndarray:
+    """Geometric Jacobian of the paddle frame [..., 6, dof]: rows 0-2 the linear velocity of the paddle centre,
+    rows 3-5 the angular velocity (table frame) per unit joint velocity. Column i is a_i x (p - o_i) / a_i for a
+    revolute joint and a_i / 0 for a prismatic one (a_i: joint i's axis in the table frame, o_i: its frame's
+    origin). Exact (no differencing); csrc/robot_rt/robot/kinematics.hpp paddle_jacobian is the same formula."""
+    frames = joint_transforms(robot, q)
+    p = frames[-1][..., :3, 3]
+    batch = p.shape[:-1]
+    jac = np.zeros(batch + (6, robot.dof))
+    for i, joint in enumerate(robot.joints):
+        axis = frames[i][..., :3, :3] @ np.asarray(joint.axis, dtype=np.float64)
+        if joint.type == "revolute":
+            jac[..., :3, i] = np.cross(axis, p - frames[i][..., :3, 3])
+            jac[..., 3:, i] = axis
+        else:
+            jac[..., :3, i] = axis
+    return jac
+
+
+def paddle_jacobian(robot: RobotDescription, q) -> np.ndarray:
+    """Jacobian of the paddle position w.r.t. q: [..., 3, dof] (the linear rows of paddle_geometric_jacobian)."""
+    return paddle_geometric_jacobian(robot, q)[..., :3, :]

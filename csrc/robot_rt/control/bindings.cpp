@@ -316,6 +316,21 @@ void bind_robot_model(py::module_& m) {
           },
           py::arg("q"), "Paddle pose [N, 4, 4] (C++ kinematics.hpp, double).")
       .def(
+          "paddle_jacobian",
+          [](const RobotModel& model, const DArray& q) {
+            if (!model.has_chain) throw py::value_error("model: no kinematic chain given");
+            if (q.ndim() != 2 || q.shape(1) != model.dof)
+              throw py::value_error("q: expected shape [N, " + std::to_string(model.dof) + "]");
+            const py::ssize_t n = q.shape(0);
+            py::array_t<double> out({n, py::ssize_t(6), py::ssize_t(model.dof)});
+            for (py::ssize_t r = 0; r < n; ++r)
+              robot::paddle_jacobian(model.chain, q.data() + r * model.dof, out.mutable_data() + r * 6 * model.dof);
+            return out;
+          },
+          py::arg("q"),
+          "Geometric Jacobian of the paddle frame [N, 6, dof] (rows: linear velocity of the paddle centre, angular "
+          "velocity; table frame; C++ kinematics.hpp paddle_jacobian).")
+      .def(
           "forward_kinematics_f32",
           [](const RobotModel& model, const DArray& q) {
             if (!model.has_chain) throw py::value_error("model: no kinematic chain given");

@@ -143,4 +143,42 @@ PR_HD inline void paddle_position_normal(const ChainModel<T>& model, const T* q,
   }
 }
 
+// Geometric Jacobian of the paddle frame: jac[6][dof] (row-major, stride `dof`), rows 0-2 the linear velocity
+// of the paddle origin, rows 3-5 the angular velocity, both in the table frame, per unit joint velocity:
+// column i is a_i x (p - o_i) / a_i for a revolute joint, a_i / 0 for a prismatic one, with a_i = R_i axis_i
+// and o_i the origin of joint i's frame after its motion (the URDF convention: the axis is expressed in the
+// joint frame). Returns the paddle pose as forward_kinematics does; one pass over the chain.
+template <typename T>
+PR_HD inline Transform<T> paddle_jacobian(const ChainModel<T>& model, const T* q, T* jac) {
+  T axis_w[kMaxChainJoints][3], origin_w[kMaxChainJoints][3];
+  Transform<T> current = identity_transform<T>();
+  for (int i = 0; i < model.dof; ++i) {
+    current = compose(current, model.origin[i]);
+    current = compose(current, joint_motion(model, i, q[i]));
+    for (int r = 0; r < 3; ++r) {
+      axis_w[i][r] = current.r[r][0] * model.axis[i][0] + current.r[r][1] * model.axis[i][1] +
+                     current.r[r][2] * model.axis[i][2];
+      origin_w[i][r] = current.p[r];
+    }
+  }
+  const Transform<T> pose = compose(current, model.paddle);
+  const int n = model.dof;
+  for (int i = 0; i < n; ++i) {
+    const T* a = axis_w[i];
+    if (model.joint_type[i] == kRevolute) {
+      const T d[3] = {pose.p[0] - origin_w[i][0], pose.p[1] - origin_w[i][1], pose.p[2] - origin_w[i][2]};
+      jac[0 * n + i] = a[1] * d[2] - a[2] * d[1];
+      jac[1 * n + i] = a[2] * d[0] - a[0] * d[2];
+      jac[2 * n + i] = a[0] * d[1] - a[1] * d[0];
+      for (int r = 0; r < 3; ++r) jac[(3 + r) * n + i] = a[r];
+    } else {
+      for (int r = 0; r < 3; ++r) {
+        jac[r * n + i] = a[r];
+        jac[(3 + r) * n + i] = T(0);
+      }
+    }
+  }
+  return pose;
+}
+
 }  // namespace robot_rt::robot
