@@ -134,9 +134,11 @@ def deploy(
     timeout_s: float | None = None,
     adapter_kwargs: dict | None = None,
     loop_kwargs: dict | None = None,
+    physics: str = "kinematic",
 ) -> DeployResult:
     """Runs `policy` (an env policy, see EnvPolicyAdapter) for `n_balls` rallies against `human`
-    ('default' | 'real_player' | PATH.json | a HumanBehaviorModel, saved to a temp file for the server)."""
+    ('default' | 'real_player' | PATH.json | a HumanBehaviorModel, saved to a temp file for the server).
+    `physics`: the sim-server's robot ('kinematic' | 'mujoco': MuJoCo dynamics and paddle contact, docs/mujoco.md)."""
     from robot_rt.control.loop import EVENT_CODES, RealTimeLoop
     from robot_rt.control.udp import LinkMonitor, make_udp_driver
     from robot_rt.envs.human_model import HumanBehaviorModel
@@ -147,6 +149,8 @@ def deploy(
         raise TypeError(f"policy: expected a callable env policy, got {type(policy).__name__}")
     if not serve_interval_s > 0:
         raise ValueError(f"serve_interval_s: expected a positive number, got {serve_interval_s}")
+    if physics not in ("kinematic", "mujoco"):
+        raise ValueError(f"physics: expected 'kinematic' or 'mujoco', got {physics!r}")
     robot = robot if robot is not None else load_robot()
     timeout_s = float(timeout_s) if timeout_s is not None else 30.0 + 10.0 * n_balls
     with tempfile.TemporaryDirectory(prefix="robot_rt_deploy_") as tmp:
@@ -161,7 +165,7 @@ def deploy(
         elif str(human).endswith(".json") and not Path(human).is_file():
             raise FileNotFoundError(f"human: behaviour model file not found: {human}")
         summary_path = Path(tmp) / "rally.json"
-        extra = ["--serve-interval", str(serve_interval_s)]
+        extra = ["--serve-interval", str(serve_interval_s), "--physics", physics]
         if robot.source and Path(robot.source).is_file():  # the shipped robot's source is its bare name
             extra += ["--robot-file", str(robot.source)]
         t_start = time.monotonic()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import sys
 import time
 from dataclasses import dataclass
@@ -242,11 +243,12 @@ def model_distance(a: HumanBehaviorModel, b: HumanBehaviorModel) -> float:
 
 
 # ================================================================================================ real side
-def default_deploy(policy, *, n_balls: int, seed: int, log_path=None) -> dict:
-    """The real side: ``robot_rt.bridge.deploy.deploy`` against the real player; returns plain data."""
+def default_deploy(policy, *, n_balls: int, seed: int, log_path=None, physics: str = "kinematic") -> dict:
+    """The real side: ``robot_rt.bridge.deploy.deploy`` against the real player; returns plain data.
+    `physics`: the sim-server's robot, 'kinematic' or 'mujoco' (`--real-physics`, docs/mujoco.md)."""
     from robot_rt.bridge.deploy import deploy
 
-    result = deploy(policy, human="real_player", n_balls=n_balls, seed=seed, log_path=log_path)
+    result = deploy(policy, human="real_player", n_balls=n_balls, seed=seed, log_path=log_path, physics=physics)
     return {
         "rally_lengths": [int(x) for x in result.rally_lengths],
         "hits": int(result.hits),  # paddle contacts over all balls
@@ -278,6 +280,7 @@ class Config:
     policy: str
     seed: int
     backend: str
+    real_physics: str = "kinematic"  # the real side's robot: the kinematic sim-server or MuJoCo's
 
 
 SMOKE = dict(
@@ -316,6 +319,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d("--policy", default="auto", help="'scripted', 'heuristic' or 'auto' (= scripted)")
     d("--seed", type=int, default=0)
     d("--backend", default="auto", help="environment backend (default auto)")
+    d(
+        "--real-physics",
+        choices=("kinematic", "mujoco"),
+        default="kinematic",
+        help="the real side's robot: the kinematic sim-server (default) or MuJoCo dynamics and paddle contact "
+        "(sim-server --physics mujoco, needs the [mujoco] extra; docs/mujoco.md)",
+    )
     d("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -371,7 +381,7 @@ class Is2rRun:
     def __init__(self, cfg: Config, out: Path | None, resume: bool, deploy_fn=None, progress: bool = True):
         self.cfg = cfg
         self.family = make_family(cfg.policy)
-        self.deploy_fn = deploy_fn or default_deploy
+        self.deploy_fn = deploy_fn or functools.partial(default_deploy, physics=cfg.real_physics)
         self.progress = progress and dist.is_main()
         self.plan = build_plan(cfg)
         config = {**cfg.__dict__, "policy_family": self.family.name, "parameter_names": self.family.names()}

@@ -49,7 +49,15 @@ def register(subparsers) -> None:
         help="seconds between simulated serves (rally: after a rally ends)",
     )
     srv.add_argument("--rate", type=positive, default=1000.0, help="robot state rate in Hz")
-    srv.add_argument("--tracking-time-constant", type=positive, default=0.02, help="servo lag in s")
+    srv.add_argument(
+        "--physics",
+        choices=("kinematic", "mujoco"),
+        default="kinematic",
+        help="the robot's dynamics: kinematic (servo lag model, default) or mujoco (MuJoCo model generated from the "
+        "URDF: servos with torque limits, friction, armature; rally mode: MuJoCo's paddle contact; needs the "
+        "[mujoco] extra; docs/mujoco.md)",
+    )
+    srv.add_argument("--tracking-time-constant", type=positive, default=0.02, help="servo lag in s (kinematic)")
     srv.add_argument("--command-delay", type=float, default=0.002, help="command transport delay in s")
     srv.add_argument("--robot-file", default=None, help="robot description JSON")
     srv.add_argument("--key-file", default=None, help="long-term key shared with the controllers (needed off loopback)")

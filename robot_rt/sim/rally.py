@@ -49,6 +49,8 @@ class RallySource:
         workspace_ends_rally: False (default): the measured paddle leaving the robot's workspace box does not end
             the rally (it is the controller's safety box; counted as `workspace_exits`); True: it does, with
             outcome 'limit', exactly as in the env.
+        paddle_contact: True (default): the world's paddle contact model; False: the world's paddle never
+            touches the ball (a subclass resolves the contact, e.g. MujocoRallySource with MuJoCo).
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class RallySource:
         max_lag_steps: int = 5,
         record_true_tracks: bool = True,
         workspace_ends_rally: bool = False,
+        paddle_contact: bool = True,
     ):
         from robot_rt.envs.core import TableTennisWorld
 
@@ -86,6 +89,9 @@ class RallySource:
             # it); a physical rally does not end there, so the world gets an unbounded box
             far = np.full(3, 1e6)
             world_robot = dataclasses.replace(self.robot, workspace_min_m=-far, workspace_max_m=far)
+        if not paddle_contact:
+            # the paddle contact is someone else's (MujocoRallySource: MuJoCo's): the world's paddle never touches
+            world_robot = dataclasses.replace(world_robot, paddle_radius_m=1e-12)
         self.world = TableTennisWorld(1, human=self.human, robot=world_robot, config=config, backend=backend)
         self._was_outside = False
         self.joint_state = joint_state
@@ -166,25 +172,34 @@ class RallySource:
                     self._next_serve_t = now + self.serve_interval_s
         return frames
 
-    def _step(self) -> list:
+    def _put_robot(self, q, qd) -> None:
+        """The measured joint state into the world; the velocity of the extrapolation is capped so that no joint
+        crosses its position limit within the step: the robot server itself stops joints at their limits (a
+        physical robot's hard stops), so only the paddle's workspace box can end a rally with 'limit' here."""
         w = self.world
-        position, velocity = self.joint_state()
-        q = np.asarray(position, dtype=np.float64)
-        qd = np.asarray(velocity, dtype=np.float64)
-        # the measured state; the velocity of the extrapolation is capped so that no joint crosses its position
-        # limit within the step: the robot server itself stops joints at their limits (a physical robot's hard
-        # stops), so only the paddle's workspace box can end a rally with 'limit' here
-        q = np.clip(q, w.q_min, w.q_max)
+        q = np.clip(np.asarray(q, dtype=np.float64), w.q_min, w.q_max)
         step_s = self.dt * (1.0 + 1e-6)
-        qd = np.clip(qd, -w.v_max, w.v_max)
+        qd = np.clip(np.asarray(qd, dtype=np.float64), -w.v_max, w.v_max)
         qd = np.clip(qd, (w.q_min - q) / step_s, (w.q_max - q) / step_s)
         w.q[0] = q
         w.qd[0] = qd
+
+    def _before_world_step(self) -> None:
+        """Puts the robot the controller drives into the world (MujocoRallySource: steps MuJoCo first)."""
+        self._put_robot(*self.joint_state())
+
+    def _after_world_step(self, ev: dict) -> None:
+        """Hook after the world's step (MujocoRallySource: MuJoCo's paddle contact)."""
+
+    def _step(self) -> list:
+        w = self.world
+        self._before_world_step()
         p0, _ = w.paddle_pose()
         incoming = w.phase[0] == 0  # PHASE_INCOMING at the start of the step
         t_start = float(w.t[0])
         head0 = int(w.cam_head[0])
         _, terminated, ev = w.step(w.qd.copy())
+        self._after_world_step(ev)
         self.stats["steps"] += 1
         p1, _ = w.paddle_pose()
         outside = bool(np.any(p1[0] < self.robot.workspace_min_m) or np.any(p1[0] > self.robot.workspace_max_m))

@@ -13,6 +13,8 @@ import time
 
 from robot_rt.robot import RobotDescription, load_robot
 
+PHYSICS_CHOICES = ("kinematic", "mujoco")
+
 
 class SimServer:
     """Robot server (C++ thread) + optional camera server (Python thread)."""
@@ -41,9 +43,13 @@ class SimServer:
         max_serves: int | None = None,
         world_config=None,
         world_backend: str = "auto",
+        physics: str = "kinematic",
     ):
         from robot_rt import _control
 
+        if physics not in PHYSICS_CHOICES:
+            raise ValueError(f"physics: expected one of {PHYSICS_CHOICES}, got {physics!r}")
+        self.physics_name = physics
         self.robot = robot if robot is not None else load_robot()
         key_bytes = key.encode() if isinstance(key, str) else (key or b"")
         self.robot_server = _control.SimRobotServer(
@@ -62,7 +68,14 @@ class SimServer:
             key=key_bytes,
             allow_remote=allow_remote,
             reply_on_command=reply_on_command,
+            external_dynamics=physics == "mujoco",
         )
+        self.dynamics = None
+        self.physics = None
+        if physics == "mujoco":
+            from .mujoco_physics import MujocoPhysics
+
+            self.physics = MujocoPhysics(self.robot, tick_s=1.0 / rate_hz, initial_position=self.robot.home)
         self.host = host
         self._camera_args = dict(
             host=host,
@@ -79,22 +92,46 @@ class SimServer:
         if rally:
             if not self.camera_enabled:
                 raise ValueError("rally: needs the camera (camera=False / --no-camera given)")
-            from .rally import RallySource
+            if physics == "mujoco":
+                from .mujoco_server import FrameQueue, MujocoRallySource
 
-            self.rally = RallySource(
-                self._joint_state,
-                human,
-                self.robot,
-                seed=seed,
-                serve_interval_s=serve_interval_s,
-                max_serves=max_serves,
-                ready=self._controller_present,
-                config=world_config,
-                backend=world_backend,
-            )
+                self.rally = MujocoRallySource(
+                    self.physics,
+                    lambda: self.robot_server.servo_targets()[:2],
+                    human,
+                    self.robot,
+                    seed=seed,
+                    serve_interval_s=serve_interval_s,
+                    max_serves=max_serves,
+                    ready=self._controller_present,
+                    config=world_config,
+                    backend=world_backend,
+                )
+                ball_source = FrameQueue()
+            else:
+                from .rally import RallySource
+
+                self.rally = RallySource(
+                    self._joint_state,
+                    human,
+                    self.robot,
+                    seed=seed,
+                    serve_interval_s=serve_interval_s,
+                    max_serves=max_serves,
+                    ready=self._controller_present,
+                    config=world_config,
+                    backend=world_backend,
+                )
+                ball_source = self.rally
             # the camera streams the world camera's frames; its own tick is only the empty-frame heartbeat
             self._camera_args["rate_hz"] = float(self.rally.world.config.camera_hz)
-            self._camera_args["ball_source"] = self.rally
+            self._camera_args["ball_source"] = ball_source
+        if physics == "mujoco":
+            from .mujoco_server import MujocoDynamicsThread
+
+            self.dynamics = MujocoDynamicsThread(
+                self.robot_server, self.physics, self.rally, self._camera_args.get("ball_source")
+            )
 
     def _joint_state(self):
         snap = self.robot_server.snapshot()
@@ -117,6 +154,8 @@ class SimServer:
 
     def start(self) -> SimServer:
         self.robot_server.start()
+        if self.dynamics is not None and self.dynamics._thread is None:
+            self.dynamics.start()
         if self.camera_enabled and self.camera is None:
             from .camera import CameraServer
 
@@ -125,6 +164,8 @@ class SimServer:
         return self
 
     def stop(self) -> None:
+        if self.dynamics is not None:
+            self.dynamics.stop()
         self.robot_server.stop()
         if self.camera is not None:
             self.camera.stop()
@@ -147,6 +188,8 @@ class SimServer:
             out["camera"] = dict(self.camera.stats)
         if self.rally is not None:
             out["rally"] = self.rally.summary(tracks=False)
+        if self.dynamics is not None:
+            out["mujoco"] = self.dynamics.summary()
         return out
 
 
@@ -170,6 +213,7 @@ def _make_server(args, robot, rally, human, serves) -> SimServer:
         rally=rally,
         human=human or "default",
         max_serves=serves,
+        physics=getattr(args, "physics", "kinematic"),
     )
 
 
@@ -185,6 +229,9 @@ def serve(args) -> int:
         return 2
     try:
         server = _make_server(args, robot, rally, human, serves)
+    except ImportError as err:  # --physics mujoco without the [mujoco] extra
+        print(f"sim-server: {err} (pip install 'percept-robot[mujoco]')", file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError) as err:
         print(f"sim-server: {err}", file=sys.stderr)
         return 2
@@ -222,6 +269,7 @@ def serve(args) -> int:
                 "session_id": server.robot_server.session_id,
                 "rally": rally,
                 "human": server.rally.human.name if rally else None,
+                "physics": server.physics_name,
             }
         ),
         flush=True,
@@ -262,6 +310,8 @@ def serve(args) -> int:
             "hard_stops": robot_stats["hard_stops"],
             "camera_frames": stats.get("camera", {}).get("frames", 0),
         }
+        if "mujoco" in stats:
+            summary["mujoco"] = stats["mujoco"]
         if rally:
             r = stats["rally"]
             summary.update(

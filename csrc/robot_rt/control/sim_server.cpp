@@ -118,6 +118,27 @@ SimServerSnapshot SimRobotServer::snapshot() const {
   return s;
 }
 
+void SimRobotServer::servo_targets(double* position, double* velocity, bool* holding) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (int i = 0; i < dof_; ++i) {
+    position[i] = target_q_[i];
+    velocity[i] = target_v_[i];
+  }
+  *holding = holding_;
+}
+
+void SimRobotServer::set_measured_state(const double* position, const double* velocity, std::uint64_t limit_hits) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (int i = 0; i < dof_; ++i) {
+    q_[i] = position[i];
+    v_[i] = velocity[i];
+    const double lo = config_.position_min[i], hi = config_.position_max[i];
+    max_position_excess_ = std::max({max_position_excess_, lo - q_[i], q_[i] - hi});
+    max_velocity_ratio_ = std::max(max_velocity_ratio_, std::fabs(v_[i]) / config_.velocity_limit[i]);
+  }
+  if (limit_hits) hard_stops_.fetch_add(limit_hits, std::memory_order_relaxed);
+}
+
 double SimRobotServer::max_position_excess() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return max_position_excess_;
@@ -311,6 +332,11 @@ void SimRobotServer::step(std::int64_t now_ns, double dt_s) noexcept {
     for (int i = 0; i < dof_; ++i) target_v_[i] = 0.0;
   } else if (applied) {
     holding_ = false;
+  }
+  if (config_.external_dynamics) {  // the joints move in another thread (set_measured_state)
+    state_stamp_ns_ = now_ns;
+    ++ticks_;
+    return;
   }
   const double tau = config_.tracking_time_constant_s;
   for (int i = 0; i < dof_; ++i) {

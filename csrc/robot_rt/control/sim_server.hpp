@@ -51,6 +51,10 @@ struct SimServerConfig {
   std::string key;                 // long-term key (empty: unauthenticated, loopback only)
   bool allow_remote = false;
   bool reply_on_command = true;
+  // External dynamics (`robot-rt sim-server --physics mujoco`): the server runs the protocol, the session, the
+  // command delay line and the hold-on-timeout logic as always, but does not integrate the joints: another
+  // thread reads the servo targets (servo_targets) and reports the joints it simulated (set_measured_state).
+  bool external_dynamics = false;
 };
 
 struct SimServerSnapshot {
@@ -80,6 +84,10 @@ class SimRobotServer {
   bool authenticated() const noexcept { return !config_.key.empty(); }
 
   SimServerSnapshot snapshot() const;
+  // External dynamics: the servo's current target (after the command delay; the hold position while holding)
+  // and the joint state the physics simulated. Thread-safe; no effect on the built-in dynamics otherwise.
+  void servo_targets(double* position, double* velocity, bool* holding) const;
+  void set_measured_state(const double* position, const double* velocity, std::uint64_t limit_hits = 0);
   const LinkCounters& counters() const noexcept { return counters_; }
   std::uint64_t commands_applied() const noexcept { return commands_applied_.load(); }
   std::uint64_t commands_out_of_limits() const noexcept { return out_of_limits_.load(); }

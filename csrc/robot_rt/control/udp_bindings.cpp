@@ -1,5 +1,6 @@
 // Python bindings of the protocol codec, the UDP driver, the camera receiver and the sim robot server.
 // Packets cross as dicts with the field names of robot_rt/control/protocol.py (tests compare the codecs).
+#include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
 #include <algorithm>
@@ -536,7 +537,8 @@ void bind_sim_server(py::module_& m) {
                        std::vector<double> velocity_limit, std::vector<double> acceleration_limit,
                        std::vector<double> initial_position, const std::string& host, int port, double rate_hz,
                        double tracking_time_constant_s, double command_delay_s, double command_timeout_s,
-                       double session_timeout_s, const std::string& key, bool allow_remote, bool reply_on_command) {
+                       double session_timeout_s, const std::string& key, bool allow_remote, bool reply_on_command,
+                       bool external_dynamics) {
              if (port < 0 || port > 65535) throw py::value_error("port: expected 0..65535");
              SimServerConfig c;
              c.position_min = std::move(position_min);
@@ -554,6 +556,7 @@ void bind_sim_server(py::module_& m) {
              c.key = key;
              c.allow_remote = allow_remote;
              c.reply_on_command = reply_on_command;
+             c.external_dynamics = external_dynamics;
              try {
                return std::make_shared<SimRobotServer>(c);
              } catch (const std::invalid_argument& e) {
@@ -564,7 +567,27 @@ void bind_sim_server(py::module_& m) {
            py::arg("initial_position") = std::vector<double>{}, py::arg("host") = "127.0.0.1", py::arg("port") = 0,
            py::arg("rate_hz") = 1000.0, py::arg("tracking_time_constant_s") = 0.02, py::arg("command_delay_s") = 0.002,
            py::arg("command_timeout_s") = 0.1, py::arg("session_timeout_s") = 0.5, py::arg("key") = "",
-           py::arg("allow_remote") = false, py::arg("reply_on_command") = true)
+           py::arg("allow_remote") = false, py::arg("reply_on_command") = true, py::arg("external_dynamics") = false)
+      .def(
+          "servo_targets",
+          [](const SimRobotServer& s) {
+            py::array_t<double> q(s.dof()), v(s.dof());
+            bool holding = true;
+            s.servo_targets(q.mutable_data(), v.mutable_data(), &holding);
+            return py::make_tuple(q, v, holding);
+          },
+          "External dynamics: (target position [dof], target velocity [dof], holding) after the command delay.")
+      .def(
+          "set_measured_state",
+          [](SimRobotServer& s, const py::array_t<double, py::array::c_style | py::array::forcecast>& q,
+             const py::array_t<double, py::array::c_style | py::array::forcecast>& v, std::uint64_t limit_hits) {
+            if (q.size() != s.dof() || v.size() != s.dof())
+              throw py::value_error("position, velocity: expected " + std::to_string(s.dof()) + " values each");
+            s.set_measured_state(q.data(), v.data(), limit_hits);
+          },
+          py::arg("position"), py::arg("velocity"), py::arg("limit_hits") = 0,
+          "External dynamics: the joint state the physics simulated (sent to the controller from now on); "
+          "limit_hits adds to the hard_stops counter.")
       .def("start", &SimRobotServer::start, py::call_guard<py::gil_scoped_release>())
       .def("stop", &SimRobotServer::stop, py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("running", &SimRobotServer::running)

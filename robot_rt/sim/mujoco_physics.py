@@ -1,0 +1,167 @@
+"""The robot and the paddle-ball contact in MuJoCo, one server tick at a time (`robot-rt sim-server --physics mujoco`).
+
+`MujocoPhysics.step(target_q, target_v, ball=None)` advances one tick (1 ms by default: `substeps` MuJoCo steps
+of ModelOptions.timestep_s): the servos (robot_rt.sim.mujoco_model) track the target, the joints move under
+their inertia, armature, friction, damping and effort limits. With a ball state [9] it is placed in MuJoCo at
+the tick's start (position, velocity, spin; the project's drag, Magnus lift and spin decay applied as an external
+force/torque, gravity by MuJoCo) and moves with the robot; `ball_contact` tells whether it touched the paddle
+blade during the tick and `ball_state()` is where MuJoCo left it.
+
+Division of labour with the project's ball physics (docs/mujoco.md, "The ball"): the ball's flight and its
+table, net and floor contacts stay the project's (robot_rt.ballistics: RK4 + the Nakashima rebound model,
+exactly what the envs integrate, so a gap between the two servers is the robot's and the paddle's, not a
+different flight model); only the paddle contact is MuJoCo's (the blade's real motion, a soft contact with
+tuned stiffness/damping/friction). The rally source (robot_rt.sim.mujoco_rally) integrates the ball with the
+project's physics and takes MuJoCo's ball state for the ticks with a paddle contact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from robot_rt.ballistics import BallParams
+
+from .mujoco_model import ModelOptions, MujocoRobotModel
+
+
+class MujocoPhysics:
+    """One MuJoCo world (robot + ball) stepped in ticks; see the module docstring."""
+
+    def __init__(
+        self,
+        robot=None,
+        *,
+        urdf=None,
+        options: ModelOptions | None = None,
+        tick_s: float = 0.001,
+        ball_params: BallParams | None = None,
+        initial_position=None,
+    ):
+        import mujoco
+
+        self._mj = mujoco
+        bp = ball_params or BallParams()
+        opts = options or ModelOptions(ball_mass_kg=bp.mass_kg, ball_radius_m=bp.radius_m, gravity_mps2=bp.gravity_mps2)
+        self.compiled = MujocoRobotModel(urdf, opts, robot=robot)
+        self.robot = self.compiled.robot
+        self.model = self.compiled.model
+        self.data = mujoco.MjData(self.model)
+        self.dof = self.compiled.dof
+        ratio = tick_s / opts.timestep_s
+        if not tick_s > 0 or abs(ratio - round(ratio)) > 1e-9 or round(ratio) < 1:
+            raise ValueError(f"tick_s: expected a positive multiple of the timestep {opts.timestep_s}, got {tick_s}")
+        self.tick_s = float(tick_s)
+        self.substeps = int(round(ratio))
+        self.ball_params = bp
+        area = np.pi * bp.radius_m**2
+        self._k_drag = bp.air_density_kgpm3 * bp.drag_coefficient * area / (2 * bp.mass_kg)
+        self._k_magnus = bp.air_density_kgpm3 * area * bp.radius_m * bp.lift_coefficient_slope / (2 * bp.mass_kg)
+        self._spin_decay = bp.spin_decay_per_s
+        self._ball_inertia = 2.0 / 3.0 * bp.mass_kg * bp.radius_m**2
+        self._qadr = self.compiled.qpos_adr
+        self._vadr = self.compiled.dof_adr
+        self._bq = self.compiled.ball_qpos_adr
+        self._bv = self.compiled.ball_dof_adr
+        self._ball_body = self.compiled.ball_body
+        self._paddle_body = self.compiled.paddle_body
+        self.kp, self.kv = self.compiled.kp, self.compiled.kv
+        self.q_min, self.q_max = self.robot.position_min, self.robot.position_max
+        q0 = self.robot.home if initial_position is None else np.asarray(initial_position, dtype=np.float64)
+        self.data.qpos[self._qadr] = np.clip(q0, self.q_min, self.q_max)
+        self.data.ctrl[: self.dof] = self.kp * self.data.qpos[self._qadr]
+        self._park_ball()
+        mujoco.mj_forward(self.model, self.data)
+        self.ball_contact = False
+        self.ticks = 0
+        self.limit_ticks = 0  # ticks in which a joint was beyond a position limit (MuJoCo's soft joint limits)
+        self.max_limit_excess = 0.0
+        self.max_effort_ratio = 0.0
+
+    # ------------------------------------------------------------------ state
+    @property
+    def time_s(self) -> float:
+        return float(self.data.time)
+
+    def joint_state(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.data.qpos[self._qadr].copy(), self.data.qvel[self._vadr].copy()
+
+    def set_joint_state(self, position, velocity=None) -> None:
+        self.data.qpos[self._qadr] = np.asarray(position, dtype=np.float64)
+        self.data.qvel[self._vadr] = 0.0 if velocity is None else np.asarray(velocity, dtype=np.float64)
+        self._mj.mj_forward(self.model, self.data)
+
+    def actuator_force(self) -> np.ndarray:
+        return self.data.actuator_force[: self.dof].copy()
+
+    def paddle_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        """Paddle centre and face normal (z axis of the paddle body) in the table frame, from MuJoCo."""
+        b = self._paddle_body
+        return self.data.xpos[b].copy(), self.data.xmat[b].reshape(3, 3)[:, 2].copy()
+
+    def ball_state(self) -> np.ndarray:
+        """[x, y, z, vx, vy, vz, wx, wy, wz] of MuJoCo's ball (table frame)."""
+        out = np.empty(9)
+        out[:3] = self.data.qpos[self._bq : self._bq + 3]
+        out[3:6] = self.data.qvel[self._bv : self._bv + 3]
+        rot = self.data.xmat[self._ball_body].reshape(3, 3)
+        out[6:9] = rot @ self.data.qvel[self._bv + 3 : self._bv + 6]  # free joint: spin in the body frame
+        return out
+
+    def set_ball(self, ball) -> None:
+        b = np.asarray(ball, dtype=np.float64)
+        self.data.qpos[self._bq : self._bq + 3] = b[:3]
+        self.data.qpos[self._bq + 3 : self._bq + 7] = (1.0, 0.0, 0.0, 0.0)  # body frame = table frame
+        self.data.qvel[self._bv : self._bv + 3] = b[3:6]
+        self.data.qvel[self._bv + 3 : self._bv + 6] = b[6:9]
+
+    def _park_ball(self) -> None:
+        """No ball in play: out of the way below the floor, at rest (it never collides with anything there)."""
+        self.data.qpos[self._bq : self._bq + 7] = (0.0, 0.0, -1.0, 1.0, 0.0, 0.0, 0.0)
+        self.data.qvel[self._bv : self._bv + 6] = 0.0
+        self.data.xfrc_applied[self._ball_body] = 0.0
+
+    def _aero(self, ball: np.ndarray) -> None:
+        """The project's drag, Magnus lift and spin decay (docs/frames.md) as force/torque on the ball."""
+        v, w = ball[3:6], ball[6:9]
+        m = self.ball_params.mass_kg
+        force = m * (-self._k_drag * np.linalg.norm(v) * v + self._k_magnus * np.cross(w, v))
+        torque = -self._spin_decay * self._ball_inertia * w
+        self.data.xfrc_applied[self._ball_body, :3] = force
+        self.data.xfrc_applied[self._ball_body, 3:] = torque
+
+    # ------------------------------------------------------------------ stepping
+    def step(self, target_q, target_v=None, ball=None) -> bool:
+        """One tick towards the servo target; returns whether the ball (if given) touched the paddle."""
+        target_q = np.asarray(target_q, dtype=np.float64)
+        ctrl = self.kp * target_q
+        if target_v is not None:
+            ctrl = ctrl + self.kv * np.asarray(target_v, dtype=np.float64)
+        self.data.ctrl[: self.dof] = ctrl
+        mj, model, data = self._mj, self.model, self.data
+        contact = False
+        if ball is None:
+            self._park_ball()
+            mj.mj_step(model, data, self.substeps)
+        else:
+            ball = np.asarray(ball, dtype=np.float64)
+            self.set_ball(ball)
+            self._aero(ball)
+            near = np.linalg.norm(ball[:3] - data.xpos[self._paddle_body]) < 0.05 + 0.03 * np.linalg.norm(ball[3:6])
+            if not near:  # the ball cannot reach the blade within this tick: one call for all substeps
+                mj.mj_step(model, data, self.substeps)
+            else:
+                for _ in range(self.substeps):
+                    mj.mj_step(model, data)
+                    contact = contact or data.ncon > 0  # the only contact pair is ball-paddle
+                contact = contact or data.ncon > 0
+        self.ball_contact = contact
+        self.ticks += 1
+        q = data.qpos[self._qadr]
+        excess = np.maximum(self.q_min - q, q - self.q_max)
+        worst = float(excess.max())
+        if worst > 0:
+            self.limit_ticks += 1
+            self.max_limit_excess = max(self.max_limit_excess, worst)
+        ratio = np.abs(data.actuator_force[: self.dof]) / self.compiled.effort_limit
+        self.max_effort_ratio = max(self.max_effort_ratio, float(ratio.max()))
+        return contact
