@@ -17,6 +17,8 @@ project's physics and takes MuJoCo's ball state for the ticks with a paddle cont
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from robot_rt.ballistics import BallParams
@@ -120,14 +122,19 @@ class MujocoPhysics:
         self.data.qvel[self._bv : self._bv + 6] = 0.0
         self.data.xfrc_applied[self._ball_body] = 0.0
 
-    def _aero(self, ball: np.ndarray) -> None:
-        """The project's drag, Magnus lift and spin decay (docs/frames.md) as force/torque on the ball."""
-        v, w = ball[3:6], ball[6:9]
+    def _aero(self, ball) -> None:
+        """The project's drag, Magnus lift and spin decay (docs/frames.md) as force/torque on the ball (scalar
+        arithmetic: this runs every tick, and NumPy's small-array calls cost more than the maths)."""
+        vx, vy, vz, wx, wy, wz = ball[3], ball[4], ball[5], ball[6], ball[7], ball[8]
         m = self.ball_params.mass_kg
-        force = m * (-self._k_drag * np.linalg.norm(v) * v + self._k_magnus * np.cross(w, v))
-        torque = -self._spin_decay * self._ball_inertia * w
-        self.data.xfrc_applied[self._ball_body, :3] = force
-        self.data.xfrc_applied[self._ball_body, 3:] = torque
+        drag = -self._k_drag * math.sqrt(vx * vx + vy * vy + vz * vz)
+        km = self._k_magnus
+        xfrc = self.data.xfrc_applied[self._ball_body]
+        xfrc[0] = m * (drag * vx + km * (wy * vz - wz * vy))
+        xfrc[1] = m * (drag * vy + km * (wz * vx - wx * vz))
+        xfrc[2] = m * (drag * vz + km * (wx * vy - wy * vx))
+        decay = -self._spin_decay * self._ball_inertia
+        xfrc[3], xfrc[4], xfrc[5] = decay * wx, decay * wy, decay * wz
 
     # ------------------------------------------------------------------ stepping
     def step(self, target_q, target_v=None, ball=None) -> bool:
@@ -145,8 +152,11 @@ class MujocoPhysics:
         else:
             ball = np.asarray(ball, dtype=np.float64)
             self.set_ball(ball)
-            self._aero(ball)
-            near = np.linalg.norm(ball[:3] - data.xpos[self._paddle_body]) < 0.05 + 0.03 * np.linalg.norm(ball[3:6])
+            b = ball.tolist()
+            self._aero(b)
+            p = data.xpos[self._paddle_body].tolist()
+            dist = math.sqrt((b[0] - p[0]) ** 2 + (b[1] - p[1]) ** 2 + (b[2] - p[2]) ** 2)
+            near = dist < 0.05 + 0.03 * math.sqrt(b[3] ** 2 + b[4] ** 2 + b[5] ** 2)  # reach within ~2 ticks
             if not near:  # the ball cannot reach the blade within this tick: one call for all substeps
                 mj.mj_step(model, data, self.substeps)
             else:
@@ -154,6 +164,9 @@ class MujocoPhysics:
                     mj.mj_step(model, data)
                     contact = contact or data.ncon > 0  # the only contact pair is ball-paddle
                 contact = contact or data.ncon > 0
+        # mj_step computes positions at its start: bring the frames (paddle pose, the ball's orientation for its
+        # spin) up to the state it ended in
+        mj.mj_kinematics(model, data)
         self.ball_contact = contact
         self.ticks += 1
         q = data.qpos[self._qadr]

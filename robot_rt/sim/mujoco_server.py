@@ -84,12 +84,18 @@ class MujocoRallySource(RallySource):
         w, ph = self.world, self.physics
         flying = int(w.phase[0]) in (PHASE_INCOMING, PHASE_RETURNING)
         q0, _ = ph.joint_state()
+        self._paddle = [ph.paddle_pose()[0][None]]
         tq, tv = self.targets()
         ph.step(tq, tv, w.ball[0].copy() if flying else None)
         q1, _ = ph.joint_state()
+        self._paddle.append(ph.paddle_pose()[0][None])
         # the world's kinematic robot replays MuJoCo's motion over the tick (q0 -> q1), for its workspace box
         # and the paddle-ball distance records
         self._put_robot(q0, (q1 - q0) / self.dt)
+
+    def _paddle_position(self, after: bool) -> np.ndarray:
+        # MuJoCo's paddle body, the same pose as the project's FK to 1e-9 (tests/test_mujoco_server.py)
+        return self._paddle[1 if after else 0]
 
     def _after_world_step(self, ev: dict) -> None:
         from robot_rt.envs.core import PHASE_DONE, PHASE_INCOMING, PHASE_RETURNING

@@ -191,17 +191,22 @@ class RallySource:
     def _after_world_step(self, ev: dict) -> None:
         """Hook after the world's step (MujocoRallySource: MuJoCo's paddle contact)."""
 
+    def _paddle_position(self, after: bool) -> np.ndarray:
+        """Paddle centre [1, 3] at the start (after=False) or the end of the world step (MujocoRallySource: MuJoCo's,
+        which it has already computed)."""
+        return self.world.paddle_pose()[0]
+
     def _step(self) -> list:
         w = self.world
         self._before_world_step()
-        p0, _ = w.paddle_pose()
+        p0 = self._paddle_position(after=False)
         incoming = w.phase[0] == 0  # PHASE_INCOMING at the start of the step
         t_start = float(w.t[0])
         head0 = int(w.cam_head[0])
         _, terminated, ev = w.step(w.qd.copy())
         self._after_world_step(ev)
         self.stats["steps"] += 1
-        p1, _ = w.paddle_pose()
+        p1 = self._paddle_position(after=True)
         outside = bool(np.any(p1[0] < self.robot.workspace_min_m) or np.any(p1[0] > self.robot.workspace_max_m))
         if outside and not self._was_outside:
             self.stats["workspace_exits"] += 1  # the measured paddle left its box (see workspace_ends_rally)
