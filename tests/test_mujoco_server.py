@@ -9,17 +9,16 @@ import subprocess
 import sys
 import time
 
+# mujoco and yourdfpy are installed by tools/setup.sh (the [mujoco] extra): a missing one fails, it is not skipped
+import mujoco
 import numpy as np
 import pytest
 
-mujoco = pytest.importorskip("mujoco")
-pytest.importorskip("yourdfpy")
-
-from robot_rt.envs.core import WorldConfig, paddle_contact  # noqa: E402
-from robot_rt.robot import load_robot  # noqa: E402
-from robot_rt.robot.urdf import drive_armature, load_urdf  # noqa: E402
-from robot_rt.sim.mujoco_model import DAMPING_RATIO, MujocoRobotModel, build_mjcf  # noqa: E402
-from robot_rt.sim.mujoco_physics import MujocoPhysics  # noqa: E402
+from robot_rt.envs.core import WorldConfig, paddle_contact
+from robot_rt.robot import load_robot
+from robot_rt.robot.urdf import drive_armature, load_urdf
+from robot_rt.sim.mujoco_model import DAMPING_RATIO, MujocoRobotModel, build_mjcf
+from robot_rt.sim.mujoco_physics import MujocoPhysics
 
 ROBOT = load_robot()
 CLI = [sys.executable, "-m", "robot_rt.cli"]

@@ -22,8 +22,6 @@ from robot_rt.robot.urdf import (
     robot_from_urdf,
 )
 
-yourdfpy = pytest.importorskip("yourdfpy")
-
 TOL = 1e-9
 
 
