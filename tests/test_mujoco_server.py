@@ -249,3 +249,29 @@ def test_run_against_mujoco_sim_server_over_loopback(tmp_path):
     assert np.ptp(measured[:, 0]) > 0.05  # the sine policy moved the MuJoCo gantry
     # MuJoCo's robot follows the commands (servo lag, no runaway)
     assert np.max(np.abs(measured[200:] - commanded[200:])) < 0.1
+
+
+def test_is2r_real_side_can_be_the_mujoco_server(tmp_path):
+    """`robot-rt train is2r --real-physics mujoco`: the run's real side deploys through the real-time loop against
+    `sim-server --rally --physics mujoco` (the server's own record says so), and returns the real side's data."""
+    import argparse
+
+    from robot_rt.learning import is2r
+
+    parser = argparse.ArgumentParser()
+    is2r.add_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path / "run"), "--smoke", "--no-progress", "--real-physics", "mujoco"])
+    cfg = is2r.config_from_args(args)
+    assert cfg.real_physics == "mujoco"
+    run = is2r.Is2rRun(cfg, tmp_path / "run", resume=False, progress=False)
+    assert run.deploy_fn.keywords == {"physics": "mujoco"}
+    log_path = tmp_path / "deploy.rrlog"
+    result = run.deploy_fn(run.family.single(run.family.initial()), n_balls=2, seed=4, log_path=log_path)
+    assert len(result["rally_lengths"]) >= 1 and result["tracks"], result
+    assert 0.0 <= result["return_rate"] <= 1.0
+    assert result["real_physics"] == "mujoco"  # from the server's own final record
+    assert log_path.exists()
+    from robot_rt.control.runlog import read_runlog
+
+    log = read_runlog(log_path)
+    assert log.clean and len(log.ticks) > 500

@@ -256,6 +256,8 @@ def default_deploy(policy, *, n_balls: int, seed: int, log_path=None, physics: s
         "safety_events": {k: int(v) for k, v in result.safety_events.items() if v},
         "tracks": [(np.asarray(t, dtype=np.float64), np.asarray(p, dtype=np.float64)) for t, p in result.tracks],
         "return_rate": float(result.return_rate),
+        # what the server says it simulated (its final record has MuJoCo's stats only when it ran MuJoCo)
+        "real_physics": "mujoco" if "mujoco" in result.robot_server else "kinematic",
     }
 
 
