@@ -180,7 +180,9 @@ def main(argv=None) -> dict:
         "after": after,
         "curve": curve,
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    tmp = out / ".results.json.tmp"  # atomic: a reader never sees a half-written file
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    os.replace(tmp, out / "results.json")
     return results
 
 
