@@ -60,6 +60,11 @@ def register(subparsers) -> None:
         help="hold a CPU wake-up latency request (PM QoS; 0 = idle CPUs poll) while the loop runs",
     )
     run.add_argument("--summary", default=None, help="also write the final summary as JSON to this path")
+    run.add_argument(
+        "--mcap",
+        action="store_true",
+        help="after the run, also export the run log to MCAP beside it (RUN.mcap; docs/mcap.md, extra 'mcap')",
+    )
     run.add_argument("--no-status", action="store_true", help="no live status line")
     run.set_defaults(func=cmd_run)
 
@@ -70,7 +75,20 @@ def register(subparsers) -> None:
         "reported), 2 not a readable run log.",
     )
     rep.add_argument("log", help="run log file")
-    rep.add_argument("--out", default=None, help="directory for the PNGs (default: next to the log)")
+    rep.add_argument(
+        "--out",
+        default=None,
+        help="directory for the PNGs (default: next to the log); with --export / --rerun: the file to write "
+        "(default: the log's path with .mcap / .rrd)",
+    )
+    rep.add_argument(
+        "--export",
+        choices=("mcap", "rerun"),
+        default=None,
+        help="write the run as MCAP (Foxglove / ROS 2 schemas, docs/mcap.md; extra 'mcap') or as a Rerun recording "
+        "(.rrd; extra 'rerun') instead of the PNGs",
+    )
+    rep.add_argument("--rerun", action="store_true", help="the same as --export rerun")
     rep.add_argument("--no-plots", action="store_true")
     rep.add_argument("--json", action="store_true", help="print the summary as JSON")
     rep.set_defaults(func=cmd_replay)
@@ -158,6 +176,16 @@ def cmd_run(args) -> int:
         loop.stop()
     summary = _run_summary(args, loop, driver, elapsed, log_path)
     _report(console, summary, loop.counters(), elapsed)
+    if args.mcap:
+        from .export_mcap import export_mcap
+
+        try:
+            exported = export_mcap(log_path, log_path.with_suffix(".mcap"))
+        except (ImportError, ValueError, OSError) as err:
+            console.print(f"[red]error:[/red] MCAP export: {err}")
+            return 2
+        summary["mcap"] = exported.as_dict()
+        console.print(f"MCAP: {exported.path} ({sum(exported.counts.values())} messages)")
     if args.summary:
         from robot_rt._io import atomic_write_json
 

@@ -181,6 +181,33 @@ def plot(log: RunLog, out_dir: str | Path) -> list[Path]:
     return paths
 
 
+def _export(args, log: RunLog, kind: str, exit_code: int, console, errors) -> int:
+    """`--export mcap|rerun`: writes the file, prints what it holds (JSON with --json)."""
+    suffix = ".mcap" if kind == "mcap" else ".rrd"
+    out = Path(args.out) if args.out else Path(args.log).with_suffix(suffix)
+    try:
+        if kind == "mcap":
+            from .export_mcap import export_mcap
+
+            result = export_mcap(log, out).as_dict()
+        else:
+            from .export_rerun import export_rerun
+
+            result = export_rerun(log, out)
+    except (ImportError, ValueError, OSError) as err:
+        errors.print(f"[red]error:[/red] {kind} export: {err}", markup=True)
+        return 2
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        console.print(f"{kind}: {out}")
+        for topic, count in result.get("counts", {}).items():
+            console.print(f"  {topic}: {count} messages ({result.get('schemas', {}).get(topic, '')})")
+        for note in result.get("notes", []):
+            console.print(f"  note: {note}")
+    return exit_code
+
+
 def replay_main(args) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -195,6 +222,9 @@ def replay_main(args) -> int:
     for damage in log.damage:
         errors.print(f"[yellow]warning:[/yellow] {args.log}: damaged log: {damage.describe()}", markup=True)
     exit_code = 3 if log.damage else 0
+    export = "rerun" if getattr(args, "rerun", False) else getattr(args, "export", None)
+    if export is not None:
+        return _export(args, log, export, exit_code, console, errors)
     summary = summarize(log)
     if not args.no_plots:
         out_dir = (

@@ -1,0 +1,293 @@
+"""Run log -> MCAP (robot_rt.control.export_mcap, docs/mcap.md): read back with the mcap package, every channel, message
+counts equal to the run log's records, values round-trip exactly, times mapped to Unix time from the meta, schemas
+valid (ROS 2 message definitions parse and decode, the Foxglove schemas are Foxglove's own compiled descriptors, the
+JSON messages validate against their JSON Schemas)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("robot_rt._control")
+mcap_reader = pytest.importorskip("mcap.reader")
+pytest.importorskip("mcap_ros2")
+pytest.importorskip("foxglove_schemas_protobuf")
+jsonschema = pytest.importorskip("jsonschema")
+
+from helpers.runlogs import record_demo_run  # noqa: E402
+from mcap_protobuf.decoder import DecoderFactory as ProtobufDecoderFactory  # noqa: E402
+from mcap_ros2.decoder import DecoderFactory as Ros2DecoderFactory  # noqa: E402
+
+from robot_rt.control.export_mcap import (  # noqa: E402
+    BALL_DETECTION_SCHEMA,
+    LOOP_EVENT_SCHEMA,
+    LOOP_TICK_SCHEMA,
+    TOPICS,
+    event_level,
+    export_mcap,
+    from_json_number,
+    rotation_to_quaternion,
+    time_offset_ns,
+)
+from robot_rt.control.runlog import read_runlog  # noqa: E402
+from robot_rt.robot import load_robot  # noqa: E402
+from robot_rt.robot.kinematics import forward_kinematics  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run_log(tmp_path_factory):
+    path = tmp_path_factory.mktemp("mcap") / "run.rrlog"
+    record_demo_run(path)
+    log = read_runlog(path)
+    assert log.clean and len(log.ticks) > 100 and len(log.balls) == 5
+    return log
+
+
+class JsonDecoderFactory:
+    """mcap decoder factory for JSON-encoded channels."""
+
+    def decoder_for(self, message_encoding, schema):
+        return json.loads if message_encoding == "json" else None
+
+
+def _decoded(path):
+    with open(path, "rb") as f:
+        factories = [Ros2DecoderFactory(), ProtobufDecoderFactory(), JsonDecoderFactory()]
+        reader = mcap_reader.make_reader(f, decoder_factories=factories)
+        by_topic: dict[str, list] = {}
+        for schema, channel, message, decoded in reader.iter_decoded_messages(log_time_order=False):
+            by_topic.setdefault(channel.topic, []).append((schema, channel, message, decoded))
+    return by_topic
+
+
+def _json_messages(path):
+    by_topic: dict[str, list] = {}
+    with open(path, "rb") as f:
+        for schema, channel, message in mcap_reader.make_reader(f).iter_messages(log_time_order=False):
+            if channel.message_encoding == "json":
+                by_topic.setdefault(channel.topic, []).append((schema, message, json.loads(message.data)))
+    return by_topic
+
+
+@pytest.fixture(scope="module")
+def exported(run_log, tmp_path_factory):
+    path = tmp_path_factory.mktemp("mcap_out") / "run.mcap"
+    result = export_mcap(run_log, path)
+    return run_log, path, result
+
+
+def test_every_channel_and_counts_equal_the_log_records(exported):
+    log, path, result = exported
+    n_ticks, n_balls, n_events = len(log.ticks), len(log.balls), len(log.events)
+    expected = {
+        "/joint_states": n_ticks,
+        "/joint_commands": n_ticks,
+        "/joint_targets": n_ticks,
+        "/loop/timing": n_ticks,
+        "/tf": n_ticks,
+        "/ball/detections": n_balls,
+        "/ball/scene": n_balls,
+        "/events": n_events,
+        "/log": n_events,
+        "/scene/static": 1,
+    }
+    assert set(TOPICS) == set(expected)
+    assert result.counts == expected
+    with open(path, "rb") as f:
+        reader = mcap_reader.make_reader(f, validate_crcs=True)
+        summary = reader.get_summary()
+        counted = {summary.channels[cid].topic: n for cid, n in summary.statistics.channel_message_counts.items()}
+        assert counted == expected
+        assert summary.statistics.message_count == sum(expected.values())
+        schemas = {
+            summary.channels[cid].topic: summary.schemas[summary.channels[cid].schema_id] for cid in summary.channels
+        }
+        metadata = list(reader.iter_metadata())
+    encodings = {topic: (s.name, s.encoding) for topic, s in schemas.items()}
+    assert encodings == {
+        "/joint_states": ("sensor_msgs/msg/JointState", "ros2msg"),
+        "/joint_commands": ("trajectory_msgs/msg/JointTrajectory", "ros2msg"),
+        "/joint_targets": ("sensor_msgs/msg/JointState", "ros2msg"),
+        "/loop/timing": ("robot_rt.LoopTick", "jsonschema"),
+        "/tf": ("foxglove.FrameTransforms", "protobuf"),
+        "/ball/detections": ("robot_rt.BallDetection", "jsonschema"),
+        "/ball/scene": ("foxglove.SceneUpdate", "protobuf"),
+        "/events": ("robot_rt.LoopEvent", "jsonschema"),
+        "/log": ("foxglove.Log", "protobuf"),
+        "/scene/static": ("foxglove.SceneUpdate", "protobuf"),
+    }
+    assert [m.name for m in metadata] == ["robot_rt.run_meta"]
+    assert json.loads(metadata[0].metadata["joint_names"]) == log.meta["joint_names"]
+
+
+def test_joint_channels_round_trip_exactly(exported):
+    log, path, _ = exported
+    msgs = _decoded(path)
+    ticks = log.ticks
+    offset = time_offset_ns(log.meta)
+    states = msgs["/joint_states"]
+    assert [m.sequence for _, _, m, _ in states] == ticks["tick"].tolist()
+    log_times = np.array([m.log_time for _, _, m, _ in states], dtype=np.int64)
+    np.testing.assert_array_equal(log_times, ticks["wake_ns"].astype(np.int64) + offset)
+    stamps = np.array([d.header.stamp.sec * 10**9 + d.header.stamp.nanosec for *_, d in states], dtype=np.int64)
+    np.testing.assert_array_equal(stamps, log_times)
+    assert list(states[0][3].name) == log.meta["joint_names"]
+    np.testing.assert_array_equal(np.array([d.position for *_, d in states]), ticks["measured_position"])
+    np.testing.assert_array_equal(np.array([d.velocity for *_, d in states]), ticks["measured_velocity"])
+    commands = [d.points[0] for *_, d in msgs["/joint_commands"]]
+    np.testing.assert_array_equal(np.array([p.positions for p in commands]), ticks["command_position"])
+    np.testing.assert_array_equal(np.array([p.velocities for p in commands]), ticks["command_velocity"])
+    np.testing.assert_array_equal(np.array([p.accelerations for p in commands]), ticks["command_acceleration"])
+    targets = msgs["/joint_targets"]
+    np.testing.assert_array_equal(np.array([d.position for *_, d in targets]), ticks["target_position"])
+    assert all(len(d.velocity) == 0 for *_, d in targets)
+
+
+def test_timing_balls_and_events_round_trip_exactly(exported):
+    log, path, _ = exported
+    msgs = _json_messages(path)
+    offset = time_offset_ns(log.meta)
+    timing = [d for *_, d in msgs["/loop/timing"]]
+    for name in ("tick", "deadline_ns", "wake_ns", "done_ns", "flags"):
+        assert [t[name] for t in timing] == log.ticks[name].tolist()
+    stop_mask = log.meta["tick_flags"]["stopping"]
+    assert [("stopping" in t["flag_names"]) for t in timing] == [bool(f & stop_mask) for f in log.ticks["flags"]]
+    assert any("estop" in t["flag_names"] for t in timing)
+
+    balls = msgs["/ball/detections"]
+    for (_, message, d), b in zip(balls, log.balls, strict=True):
+        assert d["stamp_ns"] == int(b["stamp_ns"]) and message.log_time == int(b["stamp_ns"]) + offset
+        assert (d["tick"], d["camera_id"], d["frame"]) == (int(b["tick"]), int(b["camera_id"]), int(b["frame"]))
+        assert [d["position"][k] for k in "xyz"] == b["position_m"].tolist()
+        assert d["confidence"] == float(b["confidence"])
+
+    events = msgs["/events"]
+    names = {v: k for k, v in log.event_names.items()}
+    assert [d["code"] for *_, d in events] == log.events["code"].tolist()
+    assert [d["tick"] for *_, d in events] == log.events["tick"].tolist()
+    assert [d["joint"] for *_, d in events] == log.events["joint"].tolist()
+    values = np.array([from_json_number(d["value"]) for *_, d in events])
+    np.testing.assert_array_equal(values, log.events["value"])  # NaN == NaN here
+    assert np.isnan(values).any()  # the NaN target's event value survives as "NaN"
+    assert [m.log_time for _, m, _ in events] == (log.events["stamp_ns"].astype(np.int64) + offset).tolist()
+    by_name = {d["name"]: d for *_, d in events}
+    assert {"loop_start", "loop_stop", "estop", "non_finite_command", "udp_lost"} <= set(by_name)
+    assert by_name["estop"]["level"] == "ERROR" and by_name["loop_start"]["level"] == "INFO"
+    assert by_name["udp_lost"]["value"] == 3.0 and by_name["udp_lost"]["level"] == "WARNING"
+    assert all(d["name"] == names.get(d["code"], d["name"]) for *_, d in events)
+
+
+def test_json_messages_validate_against_their_schemas(exported):
+    _, path, _ = exported
+    for items in _json_messages(path).values():
+        schema = json.loads(items[0][0].data)
+        jsonschema.Draft202012Validator.check_schema(schema)
+        validator = jsonschema.Draft202012Validator(schema)
+        for _, _, d in items:
+            validator.validate(d)
+    for schema in (LOOP_TICK_SCHEMA, BALL_DETECTION_SCHEMA, LOOP_EVENT_SCHEMA):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({"tick": "one"}, schema)
+
+
+def test_foxglove_channels_use_foxglove_schemas_and_poses_match_fk(exported):
+    from foxglove_schemas_protobuf.FrameTransforms_pb2 import FrameTransforms
+    from foxglove_schemas_protobuf.Log_pb2 import Log
+    from google.protobuf.descriptor_pb2 import FileDescriptorSet
+
+    log, path, _ = exported
+    msgs = _decoded(path)
+    schema = msgs["/tf"][0][0]
+    files = FileDescriptorSet.FromString(schema.data)
+    assert "foxglove/FrameTransforms.proto" in [f.name for f in files.file]
+    own = FileDescriptorSet()
+    FrameTransforms.DESCRIPTOR.file.CopyToProto(own.file.add())
+    assert own.file[0] in list(files.file)  # Foxglove's own descriptor, not a look-alike
+
+    robot = load_robot()
+    measured = forward_kinematics(robot, log.ticks["measured_position"])
+    commanded = forward_kinematics(robot, log.ticks["command_position"])
+    for k, (*_, d) in enumerate(msgs["/tf"]):
+        tfs = {t.child_frame_id: t for t in d.transforms}
+        assert set(tfs) == {"paddle", "paddle_command"}
+        for child, poses in (("paddle", measured), ("paddle_command", commanded)):
+            t = tfs[child]
+            assert t.parent_frame_id == "table"
+            assert [t.translation.x, t.translation.y, t.translation.z] == poses[k, :3, 3].tolist()
+            x, y, z, w = t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w
+            rot = np.array(
+                [
+                    [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                    [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                    [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+                ]
+            )
+            np.testing.assert_allclose(rot, poses[k, :3, :3], atol=1e-12)
+    scenes = msgs["/ball/scene"]
+    for (*_, d), b in zip(scenes, log.balls, strict=True):
+        sphere = d.entities[0].spheres[0]
+        assert [sphere.pose.position.x, sphere.pose.position.y, sphere.pose.position.z] == b["position_m"].tolist()
+    logs = [d for *_, d in msgs["/log"]]
+    assert [entry.level for entry in logs].count(Log.ERROR) >= 1
+    assert any(entry.message.startswith("non_finite_command") for entry in logs)
+    static = msgs["/scene/static"][0][3]
+    assert {e.id for e in static.entities} == {"table", "net", "workspace", "paddle", "paddle_command"}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_rotation_to_quaternion_matches_random_rotations(seed):
+    from scipy.spatial.transform import Rotation
+
+    rots = Rotation.random(500, random_state=seed)
+    q = rotation_to_quaternion(rots.as_matrix())
+    back = Rotation.from_quat(q).as_matrix()  # scipy: (x, y, z, w)
+    np.testing.assert_allclose(back, rots.as_matrix(), atol=1e-12)
+    # the identity and half turns (trace -1) take the other branches
+    special = np.stack([np.eye(3), np.diag([1.0, -1, -1]), np.diag([-1.0, 1, -1]), np.diag([-1.0, -1, 1])])
+    np.testing.assert_allclose(Rotation.from_quat(rotation_to_quaternion(special)).as_matrix(), special, atol=1e-15)
+
+
+def test_event_levels():
+    assert event_level("estop", 10) == "ERROR"
+    assert event_level("robot_fault_stop", 40) == "ERROR"
+    assert event_level("watchdog_stop", 7) == "WARNING"
+    assert event_level("loop_start", 1) == "INFO"
+    assert event_level("sensor_recovered", 14) == "INFO"
+
+
+def test_log_without_wall_clock_meta_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="wall_time_unix_s"):
+        time_offset_ns({"dof": 8})
+
+
+def test_replay_cli_exports_mcap(exported, tmp_path, capsys):
+    from robot_rt.cli import main
+
+    log, _, result = exported
+    out = tmp_path / "cli.mcap"
+    assert main(["replay", log.path, "--export", "mcap", "--out", str(out), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["counts"] == result.counts and out.stat().st_size > 0
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically, no temp file left
+
+
+def test_run_cli_writes_mcap_beside_the_log(tmp_path, capsys):
+    from robot_rt.cli import main
+
+    log_path = tmp_path / "cli_run.rrlog"
+    args = ["run", "--robot", "sim", "--duration", "0.3", "--log", str(log_path), "--mcap", "--no-status"]
+    args += ["--summary", str(tmp_path / "summary.json")]
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["mcap"]["path"] == str(log_path.with_suffix(".mcap"))
+    log = read_runlog(log_path)
+    assert summary["mcap"]["counts"]["/joint_states"] == len(log.ticks) > 0
+    assert summary["mcap"]["counts"]["/events"] == len(log.events)
+
+
+def test_replay_export_of_a_missing_log_exits_2(tmp_path):
+    from robot_rt.cli import main
+
+    assert main(["replay", str(tmp_path / "nope.rrlog"), "--export", "mcap"]) == 2
