@@ -1,32 +1,6 @@
-"""Run log -> MCAP, with the schemas robotics tools know (docs/mcap.md).
+"""Run log -> MCAP with Foxglove and ROS 2 schemas (`robot-rt replay RUN --export mcap`, `robot-rt run --mcap`).
 
-`export_mcap(log, path)` writes one MCAP file from a run log (`robot_rt.control.runlog.RunLog`, also a damaged or
-crash-cut one: it exports what the reader recovered). Channels, one message per run-log record of their kind:
-
-| topic | schema (encoding) | one message per |
-|---|---|---|
-| `/joint_states` | `sensor_msgs/msg/JointState` (ros2msg, CDR) | tick: measured position and velocity |
-| `/joint_commands` | `trajectory_msgs/msg/JointTrajectory` (ros2msg, CDR), one point | tick: the safety-filtered command (position, velocity, acceleration) |
-| `/joint_targets` | `sensor_msgs/msg/JointState` (ros2msg, CDR) | tick: the interpolated policy target (position) |
-| `/loop/timing` | `robot_rt.LoopTick` (JSON Schema, JSON) | tick: deadline, wake, done, latency, duration, flags |
-| `/tf` | `foxglove.FrameTransforms` (protobuf) | tick: table -> `paddle` (measured) and -> `paddle_command` (commanded), by forward kinematics |
-| `/ball/detections` | `robot_rt.BallDetection` (JSON Schema, JSON) | ball observation record |
-| `/ball/scene` | `foxglove.SceneUpdate` (protobuf) | ball observation record: a sphere at the detection |
-| `/events` | `robot_rt.LoopEvent` (JSON Schema, JSON) | event record (loop, safety and link events) |
-| `/log` | `foxglove.Log` (protobuf) | event record, as a readable line with a severity |
-| `/scene/static` | `foxglove.SceneUpdate` (protobuf) | once: table, net, workspace box, paddle discs |
-
-Ball predictions are not in the run log (the policy's estimator runs in Python and does not log them), so the file
-has no prediction channel. The run's meta record becomes the MCAP metadata `robot_rt.run_meta`.
-
-Times: every record's CLOCK_MONOTONIC stamp (a tick's wake time, a ball's exposure time, an event's stamp) is mapped
-to Unix time with the meta record's `wall_time_unix_s` and `monotonic_ns_at_start`, both taken when the loop was
-built: `log_time = stamp_ns + round(wall_time_unix_s * 1e9) - monotonic_ns_at_start` (integer ns). The same time is
-the message's publish time and its header stamp / timestamp field.
-
-Dependencies (the `mcap` extra): `mcap` (writer, reader), `mcap-ros2-support` (CDR encoding of the ROS 2 messages
-from their message definitions), `foxglove-schemas-protobuf` (Foxglove's own compiled well-known schemas) and
-`protobuf`. Imported only by `robot-rt replay --export mcap` / `robot-rt run --mcap` (not by the real-time loop).
+Channels, schemas, time mapping and validation: docs/mcap.md. Needs the `mcap` extra; imported only by the CLI.
 """
 
 from __future__ import annotations

@@ -1,17 +1,6 @@
-"""Run log -> Rerun recording (.rrd): `robot-rt replay RUN --rerun [--out FILE.rrd]` (docs/mcap.md).
+"""Run log -> Rerun recording (.rrd, `robot-rt replay RUN --rerun`), written to a file, no viewer spawned.
 
-Writes a file (`RecordingStream.save`), never spawns a viewer; open it with `rerun FILE.rrd`. Timelines: `time`
-(Unix time, the run's monotonic stamps mapped with the meta as in the MCAP export) and `tick` (the loop tick).
-Entities:
-
-* `joints/<name>/{measured, command, target}` and `joints/<name>/velocity/{measured, command}`: scalar series per tick;
-* `loop/wake_latency_us`, `loop/tick_duration_us`: per tick;
-* `world/table`, `world/net`, `world/workspace` (static boxes), `world/ball` (a point per ball detection, at its
-  exposure time), `world/paddle` and `world/paddle_command` (a transform per tick from the forward kinematics of the
-  measured and commanded joints, each with a disc of the paddle's radius);
-* `events`: a text log line per run-log event, level INFO / WARN / ERROR as in the MCAP export.
-
-Needs the `rerun` extra (rerun-sdk). Imported only by the replay command.
+Entities and timelines: docs/mcap.md, section "What the Rerun recording holds". Needs the `rerun` extra.
 """
 
 from __future__ import annotations
