@@ -7,20 +7,17 @@ from __future__ import annotations
 
 import json
 
+# mcap, mcap-ros2-support, mcap-protobuf-support, foxglove-schemas-protobuf and jsonschema are test dependencies
+# (tools/setup.sh installs them): a missing one fails, it is not skipped
+import jsonschema
+import mcap.reader as mcap_reader
 import numpy as np
 import pytest
+from helpers.runlogs import record_demo_run
+from mcap_protobuf.decoder import DecoderFactory as ProtobufDecoderFactory
+from mcap_ros2.decoder import DecoderFactory as Ros2DecoderFactory
 
-pytest.importorskip("robot_rt._control")
-mcap_reader = pytest.importorskip("mcap.reader")
-pytest.importorskip("mcap_ros2")
-pytest.importorskip("foxglove_schemas_protobuf")
-jsonschema = pytest.importorskip("jsonschema")
-
-from helpers.runlogs import record_demo_run  # noqa: E402
-from mcap_protobuf.decoder import DecoderFactory as ProtobufDecoderFactory  # noqa: E402
-from mcap_ros2.decoder import DecoderFactory as Ros2DecoderFactory  # noqa: E402
-
-from robot_rt.control.export_mcap import (  # noqa: E402
+from robot_rt.control.export_mcap import (
     BALL_DETECTION_SCHEMA,
     LOOP_EVENT_SCHEMA,
     LOOP_TICK_SCHEMA,
@@ -31,9 +28,9 @@ from robot_rt.control.export_mcap import (  # noqa: E402
     rotation_to_quaternion,
     time_offset_ns,
 )
-from robot_rt.control.runlog import read_runlog  # noqa: E402
-from robot_rt.robot import load_robot  # noqa: E402
-from robot_rt.robot.kinematics import forward_kinematics  # noqa: E402
+from robot_rt.control.runlog import read_runlog
+from robot_rt.robot import load_robot
+from robot_rt.robot.kinematics import forward_kinematics
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,13 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip("robot_rt._control")
-rr = pytest.importorskip("rerun")
-pytest.importorskip("rerun.chunk")
+# rerun-sdk: the [rerun] extra, installed by tools/setup.sh (a missing one fails, it is not skipped)
+import rerun as rr
+import rerun.chunk  # noqa: F401 (the reader API the tests use)
+from helpers.runlogs import record_demo_run
 
-from helpers.runlogs import record_demo_run  # noqa: E402
-
-from robot_rt.control.export_rerun import export_rerun  # noqa: E402
-from robot_rt.control.runlog import read_runlog  # noqa: E402
+from robot_rt.control.export_rerun import export_rerun
+from robot_rt.control.runlog import read_runlog
 
 
 @pytest.fixture(scope="module")

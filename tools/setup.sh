@@ -41,5 +41,5 @@ if [ -n "${DOCTEST_INCLUDE_DIR:-}" ]; then
 fi
 # Editable install: Python sources are used in place, the native modules are built into build/.
 mkdir -p build
-# urdf + mujoco extras: the URDF loader and MuJoCo (robot_rt.robot.urdf, sim-server --physics mujoco) are tested too
-flock build/.install.lock $VPIP install -q --no-build-isolation "${CMAKE_DEFINES[@]}" -e ".[test,parity,urdf,mujoco]"
+# urdf + mujoco + mcap + rerun extras: the URDF loader, MuJoCo, the MCAP and Rerun exporters are tested too
+flock build/.install.lock $VPIP install -q --no-build-isolation "${CMAKE_DEFINES[@]}" -e ".[test,parity,urdf,mujoco,mcap,rerun]"
