@@ -1,0 +1,91 @@
+#include "composite_driver.hpp"
+
+#include <stdexcept>
+
+namespace robot_rt::control {
+
+CompositeDriver::CompositeDriver(std::vector<std::shared_ptr<RobotDriver>> parts) : parts_(std::move(parts)) {
+  if (parts_.empty() || parts_.size() > 8) throw std::invalid_argument("parts: expected 1..8 drivers");
+  for (const auto& part : parts_) {
+    if (!part) throw std::invalid_argument("parts: expected drivers, got None");
+    offset_.push_back(dof_);
+    dof_ += part->dof();
+    name_ += (name_.empty() ? "" : "+") + std::string(part->name());
+  }
+  if (dof_ < 1 || dof_ > kMaxDof)
+    throw std::invalid_argument("parts: their joints add up to " + std::to_string(dof_) + ", expected 1.." +
+                                std::to_string(kMaxDof));
+}
+
+void CompositeDriver::on_start() {
+  std::size_t started = 0;
+  try {
+    for (; started < parts_.size(); ++started) parts_[started]->on_start();
+  } catch (...) {
+    for (std::size_t i = 0; i < started; ++i) parts_[i]->on_stop();
+    throw;
+  }
+}
+
+void CompositeDriver::on_stop() {
+  for (auto& part : parts_) part->on_stop();
+}
+
+bool CompositeDriver::read_state(JointState& out) noexcept {
+  unsigned mask = 0;
+  bool all_fresh = true;
+  std::int64_t stamp = 0;
+  std::uint32_t flags = 0;
+  for (std::size_t p = 0; p < parts_.size(); ++p) {
+    const bool fresh = parts_[p]->read_state(part_state_);  // every part, every tick: each drains its link
+    if (!fresh || part_state_.dof != parts_[p]->dof()) {
+      all_fresh = false;
+      continue;
+    }
+    mask |= 1u << p;
+    if (p == 0 || part_state_.stamp_ns < stamp) stamp = part_state_.stamp_ns;
+    flags |= part_state_.flags;
+    const int base = offset_[p];
+    for (int i = 0; i < part_state_.dof; ++i) {
+      out.position_si[base + i] = part_state_.position_si[i];
+      out.velocity_si[base + i] = part_state_.velocity_si[i];
+    }
+  }
+  fresh_mask_ = mask;
+  if (!all_fresh) return false;
+  out.dof = dof_;
+  out.stamp_ns = stamp;
+  out.flags = flags;
+  return true;
+}
+
+bool CompositeDriver::write_command(const JointCommand& command) noexcept {
+  if (command.dof != dof_) return false;
+  bool ok = true;
+  part_command_.stamp_ns = command.stamp_ns;
+  part_command_.tick = command.tick;
+  part_command_.flags = command.flags;
+  for (std::size_t p = 0; p < parts_.size(); ++p) {
+    const int base = offset_[p];
+    const int n = parts_[p]->dof();
+    part_command_.dof = n;
+    for (int i = 0; i < n; ++i) {
+      part_command_.position_si[i] = command.position_si[base + i];
+      part_command_.velocity_si[i] = command.velocity_si[base + i];
+      part_command_.acceleration_si[i] = command.acceleration_si[base + i];
+    }
+    ok = parts_[p]->write_command(part_command_) && ok;
+  }
+  return ok;
+}
+
+int CompositeDriver::read_ball_observations(BallObservation* out, int max_count) noexcept {
+  int total = 0;
+  for (auto& part : parts_) {
+    if (total >= max_count) break;
+    total += part->read_ball_observations(out + total, max_count - total);
+  }
+  return total;
+}
+
+}  // namespace robot_rt::control

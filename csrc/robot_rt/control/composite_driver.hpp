@@ -1,0 +1,52 @@
+// One robot from several drivers: each part drives a consecutive block of joints (e.g. the gantry's 2 joints over
+// the project's UDP protocol and the arm's 6 over ABB EGM, docs/egm.md). The control loop sees one RobotDriver
+// with all joints, so its safety layer applies unchanged.
+//
+//   * read_state: every part is read every tick (each drains its own socket); the state is fresh only when every
+//     part reported a fresh state in this call. Its stamp is the oldest of the parts' stamps (the state is as old as
+//     its oldest part: velocity checks over stamps stay right when one part updates slower); its flags are the OR
+//     of the parts' flags (a fault or e-stop input of either part is the robot's).
+//   * write_command: the command is split by joint blocks and written to every part (all parts, even after one
+//     refused); it succeeds only when every part accepted it.
+//   * ball observations come from the parts in order (the part with the camera link, usually the first).
+//   * link: up only while every part's link is up; peer restarts add up.
+//   * on_start / on_stop start and stop every part (a part that fails to start stops those already started).
+// Real-time behaviour: no allocation, no blocking (the parts' own contracts).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "driver.hpp"
+
+namespace robot_rt::control {
+
+class CompositeDriver final : public RobotDriver {
+ public:
+  // parts in joint order; their dofs add up to the robot's (at most kMaxDof).
+  explicit CompositeDriver(std::vector<std::shared_ptr<RobotDriver>> parts);
+
+  int dof() const noexcept override { return dof_; }
+  bool read_state(JointState& out) noexcept override;
+  bool write_command(const JointCommand& command) noexcept override;
+  int read_ball_observations(BallObservation* out, int max_count) noexcept override;
+  const char* name() const noexcept override { return name_.c_str(); }
+  void on_start() override;
+  void on_stop() override;
+
+  const std::vector<std::shared_ptr<RobotDriver>>& parts() const noexcept { return parts_; }
+  // Whether each part's last read_state() was fresh (bit i = part i).
+  unsigned last_fresh_mask() const noexcept { return fresh_mask_; }
+
+ private:
+  std::vector<std::shared_ptr<RobotDriver>> parts_;
+  std::vector<int> offset_;
+  int dof_ = 0;
+  std::string name_;
+  unsigned fresh_mask_ = 0;
+  JointState part_state_;
+  JointCommand part_command_;
+};
+
+}  // namespace robot_rt::control

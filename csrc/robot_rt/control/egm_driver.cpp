@@ -1,0 +1,222 @@
+#include "egm_driver.hpp"
+
+#include <arpa/inet.h>
+
+#include <cmath>
+#include <stdexcept>
+
+namespace robot_rt::control {
+
+namespace {
+constexpr double kRadPerDegree = 3.14159265358979323846 / 180.0;
+
+void store_max(std::atomic<std::int64_t>& a, std::int64_t v) noexcept {
+  if (v > a.load(std::memory_order_relaxed)) a.store(v, std::memory_order_relaxed);
+}
+}  // namespace
+
+EgmDriver::EgmDriver(EgmDriverConfig config) : config_(std::move(config)) {
+  if (config_.dof < 1 || config_.dof > egm::kMaxValues || config_.dof > kMaxDof)
+    throw std::invalid_argument("dof: expected 1.." + std::to_string(egm::kMaxValues) + " arm joints, got " +
+                                std::to_string(config_.dof));
+  sockaddr_in probe{};
+  if (!make_address(config_.bind_host, config_.port, probe))
+    throw std::invalid_argument("bind_host: expected an IPv4 address, got '" + config_.bind_host + "'");
+  if (!config_.controller_host.empty()) {
+    if (!make_address(config_.controller_host, 0, controller_pin_))
+      throw std::invalid_argument("controller_host: expected an IPv4 address, got '" + config_.controller_host + "'");
+    pin_controller_ = true;
+  }
+  for (int i = 0; i < config_.dof; ++i) {
+    if (config_.si_per_egm[i] == 0.0) config_.si_per_egm[i] = kRadPerDegree;
+    if (!(config_.si_per_egm[i] > 0.0) || !std::isfinite(config_.si_per_egm[i]))
+      throw std::invalid_argument("si_per_egm: expected positive unit factors (pi/180 or 1e-3)");
+  }
+  if (config_.hold_ns <= 0 || config_.link_timeout_ns <= 0)
+    throw std::invalid_argument("hold_ns, link_timeout_ns: expected positive values");
+}
+
+EgmDriver::~EgmDriver() { on_stop(); }
+
+void EgmDriver::on_start() {
+  if (socket_.is_open()) return;
+  socket_.open(config_.bind_host, config_.port);
+  have_peer_ = have_seqno_ = have_sample_ = reply_owed_ = new_sample_ = have_command_ = false;
+  last_rx_ns_ = 0;
+  start_ns_ = monotonic_ns();
+  link_up_.store(false);
+}
+
+void EgmDriver::on_stop() {
+  socket_.close();
+  link_up_.store(false);
+}
+
+std::string EgmDriver::controller_endpoint() const {
+  const std::uint32_t ip = peer_ip_.load(std::memory_order_relaxed);
+  if (ip == 0) return "";
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = ip;
+  a.sin_port = peer_port_.load(std::memory_order_relaxed);
+  return endpoint_string(a);
+}
+
+void EgmDriver::drain(std::int64_t now_ns) noexcept {
+  for (int budget = 0; budget < 64; ++budget) {
+    sockaddr_in from;
+    const long n = socket_.receive(rx_buffer_, sizeof(rx_buffer_), from);
+    if (n == UdpSocket::kNothing) break;
+    if (n == UdpSocket::kError) {
+      bump(counters_.socket_errors);
+      break;
+    }
+    bump(counters_.rx_datagrams);
+    const bool link_was_down = !have_peer_ || now_ns - last_rx_ns_ > config_.link_timeout_ns;
+    if (pin_controller_ && from.sin_addr.s_addr != controller_pin_.sin_addr.s_addr) {
+      bump(counters_.rx_unexpected_source);
+      continue;
+    }
+    const bool new_peer = !have_peer_ || !same_endpoint(from, peer_);
+    if (new_peer && have_peer_ && !link_was_down) {  // someone else while the controller is talking
+      bump(counters_.rx_unexpected_source);
+      continue;
+    }
+    if (static_cast<std::size_t>(n) > kRxCapacity ||
+        egm::decode_robot(rx_buffer_, static_cast<std::size_t>(n), rx_message_) != egm::Status::kOk) {
+      bump(counters_.rx_malformed);
+      continue;
+    }
+    const egm::Robot& m = rx_message_;
+    bool usable = m.has_feedback && m.feedback.has_joints && m.feedback.joints.count == config_.dof;
+    for (int i = 0; usable && i < config_.dof; ++i) usable = std::isfinite(m.feedback.joints.value[i]);
+    if (!usable) {
+      bump(counters_.rx_mismatch);
+      continue;
+    }
+    bool restart = new_peer && have_peer_;
+    if (!new_peer && have_seqno_ && m.header.has_seqno) {
+      const std::uint32_t diff = m.header.seqno - last_seqno_;  // modulo 2^32
+      if (diff == 0 || diff >= 0x80000000u) {
+        if (!link_was_down) {
+          bump(counters_.rx_stale);
+          continue;
+        }
+        restart = true;  // the controller's sequence started again after a silence: EGM was restarted
+      } else if (diff > 1) {
+        bump(counters_.rx_lost, diff - 1);
+      }
+    }
+    if (restart) {
+      bump(counters_.peer_restarts);
+      have_sample_ = false;  // no velocity across the restart
+    }
+    have_peer_ = true;
+    peer_ = from;
+    peer_ip_.store(from.sin_addr.s_addr, std::memory_order_relaxed);
+    peer_port_.store(from.sin_port, std::memory_order_relaxed);
+    have_seqno_ = m.header.has_seqno;
+    last_seqno_ = m.header.seqno;
+    last_rx_ns_ = now_ns;
+    accept(m, from, now_ns);
+  }
+}
+
+void EgmDriver::accept(const egm::Robot& m, const sockaddr_in&, std::int64_t now_ns) noexcept {
+  const int dof = config_.dof;
+  const double clock_s = m.feedback.has_time ? static_cast<double>(m.feedback.time.sec) + 1e-6 * static_cast<double>(m.feedback.time.usec)
+                                             : 1e-9 * static_cast<double>(now_ns);
+  const double dt = have_sample_ ? clock_s - sample_clock_s_ : 0.0;
+  for (int i = 0; i < dof; ++i) {
+    const double q = m.feedback.joints.value[i] * config_.si_per_egm[i];
+    latest_.velocity_si[i] = dt > 0.0 ? (q - latest_.position_si[i]) / dt : (have_sample_ ? latest_.velocity_si[i] : 0.0);
+    latest_.position_si[i] = q;
+  }
+  latest_.dof = dof;
+  latest_.stamp_ns = now_ns;
+  std::uint32_t flags = 0;
+  const int motor = m.motor_state.has_state ? m.motor_state.state : -1;
+  const int mci = m.mci_state.has_state ? m.mci_state.state : -1;
+  const int rapid = m.rapid_exec_state.has_state ? m.rapid_exec_state.state : -1;
+  // motors off: an emergency or protective stop (or the operator) took the power; the arm cannot follow references
+  if (motor == egm::kMotorsOff) flags |= kStateFault | kStateEstopInput;
+  if (mci == egm::kMciError || mci == egm::kMciStopped) flags |= kStateFault;
+  if (rapid == egm::kRapidStopped) flags |= kStateFault;
+  latest_.flags = flags;
+  motor_state_.store(motor, std::memory_order_relaxed);
+  mci_state_.store(mci, std::memory_order_relaxed);
+  rapid_state_.store(rapid, std::memory_order_relaxed);
+  sample_clock_s_ = clock_s;
+  sample_rx_ns_ = now_ns;
+  have_sample_ = true;
+  if (!reply_owed_) owed_since_ns_ = now_ns;  // the oldest unanswered message sets the reply latency
+  reply_owed_ = true;
+  bump(counters_.rx_accepted);
+}
+
+bool EgmDriver::read_state(JointState& out) noexcept {
+  if (!socket_.is_open()) return false;
+  const std::int64_t now = monotonic_ns();
+  drain(now);
+  link_up_.store(have_peer_ && now - last_rx_ns_ <= config_.link_timeout_ns, std::memory_order_relaxed);
+  if (!have_sample_ || now - sample_rx_ns_ > config_.hold_ns) return false;
+  out = latest_;
+  return true;
+}
+
+bool EgmDriver::send_reply(std::int64_t now_ns) noexcept {
+  egm::Sensor& s = tx_message_;
+  s = egm::Sensor{};
+  s.has_header = true;
+  s.header.has_seqno = s.header.has_tm = s.header.has_mtype = true;
+  s.header.seqno = ++tx_seqno_;
+  s.header.tm = static_cast<std::uint32_t>((now_ns - start_ns_) / 1'000'000);
+  s.header.mtype = egm::kMsgCorrection;
+  s.has_planned = s.planned.has_joints = true;
+  s.has_speed_ref = s.speed_ref.has_joints = true;
+  s.planned.joints.count = s.speed_ref.joints.count = config_.dof;
+  for (int i = 0; i < config_.dof; ++i) {
+    s.planned.joints.value[i] = command_position_egm_[i];
+    s.speed_ref.joints.value[i] = command_velocity_egm_[i];
+  }
+  std::size_t size = 0;
+  if (egm::encode_sensor(s, tx_buffer_, sizeof(tx_buffer_), size) != egm::Status::kOk) {
+    bump(counters_.tx_invalid);
+    return false;
+  }
+  reply_owed_ = false;
+  if (!socket_.send(tx_buffer_, size, peer_)) {
+    bump(counters_.tx_errors);
+    return false;
+  }
+  bump(counters_.tx_datagrams);
+  replies_.fetch_add(1, std::memory_order_relaxed);
+  const std::int64_t latency = monotonic_ns() - owed_since_ns_;
+  reply_last_.store(latency, std::memory_order_relaxed);
+  store_max(reply_max_, latency);
+  reply_sum_.fetch_add(latency, std::memory_order_relaxed);
+  return true;
+}
+
+bool EgmDriver::write_command(const JointCommand& command) noexcept {
+  if (!socket_.is_open()) return false;
+  if (command.dof != config_.dof) {
+    bump(counters_.tx_invalid);
+    return false;
+  }
+  for (int i = 0; i < command.dof; ++i) {
+    if (!std::isfinite(command.position_si[i]) || !std::isfinite(command.velocity_si[i])) {
+      bump(counters_.tx_invalid);
+      return false;
+    }
+  }
+  for (int i = 0; i < command.dof; ++i) {
+    command_position_egm_[i] = command.position_si[i] / config_.si_per_egm[i];
+    command_velocity_egm_[i] = command.velocity_si[i] / config_.si_per_egm[i];
+  }
+  have_command_ = true;
+  if (reply_owed_ && have_peer_) return send_reply(monotonic_ns());
+  return true;
+}
+
+}  // namespace robot_rt::control

@@ -1,0 +1,141 @@
+// RobotDriver for an ABB arm over Externally Guided Motion (EGM, docs/egm.md): UDP + protobuf (egm_codec.hpp).
+//
+// The robot controller is the active side: every EGM cycle (4 ms, 250 Hz) it sends an EgmRobot message to the
+// address configured in its UdpUc device, which is where this driver listens (bind_host:port). The driver answers
+// each EgmRobot with one EgmSensor carrying the latest safety-filtered joint command (position guidance,
+// EGMRunJoint): the command the loop writes in the first tick after the robot message arrived. So the loop runs at
+// 1 kHz and the arm at 250 Hz, and a command reaches the controller at most one loop tick (+ the tick's work) after
+// the state it answers.
+//
+// Units are converted here and only here: EGM joints are degrees (revolute) or millimetres (linear axes), the loop's
+// radians / metres (`si_per_egm` per joint: pi/180 or 1e-3).
+//
+// Freshness: the loop ticks 4 times per EGM cycle. read_state() reports the newest robot sample as fresh for
+// `hold_ns` after it arrived (default 2 EGM cycles, 8 ms), and no fresh state after that (a dropout: the loop's
+// sensor watchdog stops the robot when it lasts sensor_timeout_s). The state's stamp is the sample's arrival time,
+// so consumers see its age. EGM does not send joint velocities: velocity_si is the backward difference of the last
+// two samples over the controller's feedback clock (EgmFeedBack.time; arrival times when it is absent).
+//
+// Robot status -> JointState flags: motors off sets kStateEstopInput and kStateFault (EGM's only sign of an emergency
+// or protective stop), MCI error/stopped or RAPID stopped set kStateFault (the arm does not follow references any
+// more: the loop must stop). The link is up while robot messages arrive within
+// link_timeout_ns.
+//
+// Security: EGM has no authentication. The driver answers only the controller it locked on to: `controller_host`
+// when given, else the first sender of a valid EgmRobot; other senders are counted and ignored. A sender change is
+// accepted only after the link has been down (a controller restart), and counted as a peer restart. Which addresses
+// may be used at all (private / loopback networks) is checked where the driver is built (robot_rt.control.egm).
+//
+// Real-time behaviour: read_state / write_command never block and never allocate.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "driver.hpp"
+#include "egm_codec.hpp"
+#include "udp_counters.hpp"  // bump()
+#include "udp_socket.hpp"
+
+namespace robot_rt::control {
+
+struct EgmDriverConfig {
+  std::string bind_host = "127.0.0.1";  // where the controller sends (its UdpUc device's remote address)
+  std::uint16_t port = 0;               // its remote port number (0: ephemeral, for tests)
+  std::string controller_host;          // accept only this source address (empty: lock on to the first sender)
+  int dof = 6;
+  double si_per_egm[kMaxDof] = {};      // per joint: rad per degree (revolute) or m per mm (linear); 0 = pi/180
+  std::int64_t hold_ns = 8'000'000;          // a robot sample counts as fresh this long after it arrived
+  std::int64_t link_timeout_ns = 40'000'000;  // no robot message this long: link down
+};
+
+struct EgmCounters {
+  std::atomic<std::uint64_t> rx_datagrams{0};
+  std::atomic<std::uint64_t> rx_accepted{0};
+  std::atomic<std::uint64_t> rx_malformed{0};           // decode failures, datagrams too long
+  std::atomic<std::uint64_t> rx_mismatch{0};            // no feedback joints, or another joint count, or not finite
+  std::atomic<std::uint64_t> rx_unexpected_source{0};  // not the controller
+  std::atomic<std::uint64_t> rx_stale{0};               // sequence number not newer than the newest accepted
+  std::atomic<std::uint64_t> rx_lost{0};                // sequence gaps
+  std::atomic<std::uint64_t> peer_restarts{0};          // the controller restarted (seqno restart or new source)
+  std::atomic<std::uint64_t> tx_datagrams{0};
+  std::atomic<std::uint64_t> tx_errors{0};
+  std::atomic<std::uint64_t> tx_invalid{0};             // commands refused (wrong dof, not finite)
+  std::atomic<std::uint64_t> socket_errors{0};
+};
+
+class EgmDriver final : public RobotDriver {
+ public:
+  explicit EgmDriver(EgmDriverConfig config);
+  ~EgmDriver() override;
+
+  int dof() const noexcept override { return config_.dof; }
+  bool read_state(JointState& out) noexcept override;
+  bool write_command(const JointCommand& command) noexcept override;
+  int read_ball_observations(BallObservation*, int) noexcept override { return 0; }
+  const char* name() const noexcept override { return "egm"; }
+  void on_start() override;  // opens the socket (idempotent)
+  void on_stop() override;
+
+  // Link status: up while robot messages arrive within link_timeout_ns; peer_restarts counts controller restarts.
+  bool link_up() const noexcept { return link_up_.load(std::memory_order_relaxed); }
+  std::uint64_t peer_restarts() const noexcept { return counters_.peer_restarts.load(std::memory_order_relaxed); }
+
+  const EgmDriverConfig& config() const noexcept { return config_; }
+  const EgmCounters& counters() const noexcept { return counters_; }
+  std::uint16_t local_port() const noexcept { return socket_.local_port(); }
+  std::uint64_t robot_messages() const noexcept { return counters_.rx_accepted.load(std::memory_order_relaxed); }
+  std::uint64_t replies_sent() const noexcept { return replies_.load(std::memory_order_relaxed); }
+  // Last reported controller states (egm_codec.hpp enums; -1: never reported).
+  int motor_state() const noexcept { return motor_state_.load(std::memory_order_relaxed); }
+  int mci_state() const noexcept { return mci_state_.load(std::memory_order_relaxed); }
+  int rapid_state() const noexcept { return rapid_state_.load(std::memory_order_relaxed); }
+  // Reply latency: arrival of a robot message -> its EgmSensor sent (ns): last, max, sum, count.
+  std::int64_t reply_latency_last_ns() const noexcept { return reply_last_.load(std::memory_order_relaxed); }
+  std::int64_t reply_latency_max_ns() const noexcept { return reply_max_.load(std::memory_order_relaxed); }
+  std::int64_t reply_latency_sum_ns() const noexcept { return reply_sum_.load(std::memory_order_relaxed); }
+  std::string controller_endpoint() const;  // "ip:port" of the controller locked on to ("" before)
+
+ private:
+  void drain(std::int64_t now_ns) noexcept;
+  void accept(const egm::Robot& m, const sockaddr_in& from, std::int64_t now_ns) noexcept;
+  bool send_reply(std::int64_t now_ns) noexcept;
+
+  EgmDriverConfig config_;
+  bool pin_controller_ = false;
+  sockaddr_in controller_pin_{};  // the configured controller address (port ignored)
+  UdpSocket socket_;
+  // loop-thread state
+  bool have_peer_ = false;
+  sockaddr_in peer_{};  // the controller's address and source port
+  bool have_seqno_ = false;
+  std::uint32_t last_seqno_ = 0;
+  std::int64_t last_rx_ns_ = 0;
+  std::int64_t start_ns_ = 0;
+  bool have_sample_ = false;
+  std::int64_t sample_rx_ns_ = 0;
+  double sample_clock_s_ = 0.0;  // controller clock of the sample (s), or its arrival time when absent
+  bool reply_owed_ = false;
+  std::int64_t owed_since_ns_ = 0;
+  bool new_sample_ = false;
+  JointState latest_;
+  bool have_command_ = false;
+  double command_position_egm_[kMaxDof] = {};
+  double command_velocity_egm_[kMaxDof] = {};
+  std::uint32_t tx_seqno_ = 0;
+  egm::Robot rx_message_;
+  egm::Sensor tx_message_;
+  static constexpr std::size_t kRxCapacity = 2048;
+  std::uint8_t rx_buffer_[kRxCapacity + 1];
+  std::uint8_t tx_buffer_[1024];
+  EgmCounters counters_;
+  std::atomic<bool> link_up_{false};
+  std::atomic<std::uint64_t> replies_{0};
+  std::atomic<int> motor_state_{-1}, mci_state_{-1}, rapid_state_{-1};
+  std::atomic<std::int64_t> reply_last_{0}, reply_max_{0}, reply_sum_{0};
+  std::atomic<std::uint32_t> peer_ip_{0};
+  std::atomic<std::uint16_t> peer_port_{0};
+};
+
+}  // namespace robot_rt::control
