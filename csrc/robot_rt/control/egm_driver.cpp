@@ -138,10 +138,11 @@ void EgmDriver::accept(const egm::Robot& m, const sockaddr_in&, std::int64_t now
   const int motor = m.motor_state.has_state ? m.motor_state.state : -1;
   const int mci = m.mci_state.has_state ? m.mci_state.state : -1;
   const int rapid = m.rapid_exec_state.has_state ? m.rapid_exec_state.state : -1;
-  // motors off: an emergency or protective stop (or the operator) took the power; the arm cannot follow references
-  if (motor == egm::kMotorsOff) flags |= kStateFault | kStateEstopInput;
-  if (mci == egm::kMciError || mci == egm::kMciStopped) flags |= kStateFault;
-  if (rapid == egm::kRapidStopped) flags |= kStateFault;
+  // Motors off (an emergency or protective stop, or the operator), EGM stopped or in error, RAPID stopped: the arm
+  // does not follow references any more. All of them are the robot's stop input for the loop (its e-stop latch
+  // trips and stays latched until a reset at rest once the controller runs again), and a fault.
+  if (motor == egm::kMotorsOff || mci == egm::kMciError || mci == egm::kMciStopped || rapid == egm::kRapidStopped)
+    flags |= kStateFault | kStateEstopInput;
   latest_.flags = flags;
   motor_state_.store(motor, std::memory_order_relaxed);
   mci_state_.store(mci, std::memory_order_relaxed);

@@ -16,10 +16,10 @@
 // so consumers see its age. EGM does not send joint velocities: velocity_si is the backward difference of the last
 // two samples over the controller's feedback clock (EgmFeedBack.time; arrival times when it is absent).
 //
-// Robot status -> JointState flags: motors off sets kStateEstopInput and kStateFault (EGM's only sign of an emergency
-// or protective stop), MCI error/stopped or RAPID stopped set kStateFault (the arm does not follow references any
-// more: the loop must stop). The link is up while robot messages arrive within
-// link_timeout_ns.
+// Robot status -> JointState flags: motors off (EGM's only sign of an emergency or protective stop), MCI error or
+// stopped, RAPID stopped set kStateEstopInput and kStateFault: the arm does not follow references any more, so the
+// loop's e-stop latch trips (the safety layer unchanged) and stays latched until a reset at rest. The link is up
+// while robot messages arrive within link_timeout_ns.
 //
 // Security: EGM has no authentication. The driver answers only the controller it locked on to: `controller_host`
 // when given, else the first sender of a valid EgmRobot; other senders are counted and ignored. A sender change is

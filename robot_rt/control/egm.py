@@ -1,0 +1,115 @@
+"""ABB EGM: `--robot egm://HOST:PORT` (the arm over Externally Guided Motion) composed with the gantry's driver into
+one 8-joint robot (docs/egm.md). The driver itself is C++ (csrc/robot_rt/control/egm_driver.hpp); this module parses
+the URL and builds it.
+
+    egm://HOST:PORT[?controller=IP&joints=6]
+        HOST:PORT   where this machine listens: the address and port the controller's UdpUc device sends to
+        controller  accept EGM messages from this IP only (default: lock on to the first sender)
+        joints      how many of the robot's joints the arm has (default 6: the last six of the description)
+
+The arm's joints are the last `joints` joints of the robot description; the others (the gantry) come from a second
+driver, `--gantry udp://HOST:PORT` (the project's UDP protocol). The loop sees one CompositeDriver, so its safety
+layer (limits, workspace box, stops, watchdogs) applies unchanged to all 8 joints.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+EGM_PORT_DEFAULT = 6510  # the port ABB's examples configure in the UdpUc device
+
+
+@dataclass(frozen=True)
+class EgmTarget:
+    bind_host: str
+    port: int
+    controller_host: str  # "" = the first sender
+    joints: int
+
+
+def parse_egm_url(url: str) -> EgmTarget:
+    """Parses ``egm://HOST:PORT[?controller=IP&joints=N]``; ValueError naming what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme != "egm" or not parts.netloc:
+        raise ValueError(f"robot: expected egm://HOST:PORT, got {url!r}")
+    host, sep, port_text = parts.netloc.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"robot: expected egm://HOST:PORT with an explicit port, got {url!r}")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"robot: the port of {url!r} is not a number") from None
+    if not 1 <= port <= 65535:
+        raise ValueError(f"robot: expected a port in 1..65535, got {port}")
+    host = "127.0.0.1" if host == "localhost" else host
+    _ipv4(host, "robot host")
+    query = parse_qs(parts.query, strict_parsing=False)
+    unknown = set(query) - {"controller", "joints"}
+    if unknown:
+        raise ValueError(f"robot: unknown egm:// URL options {sorted(unknown)} (expected controller=, joints=)")
+    controller = query.get("controller", [""])[-1]
+    if controller:
+        _ipv4(controller, "controller")
+    try:
+        joints = int(query.get("joints", ["6"])[-1])
+    except ValueError:
+        raise ValueError("joints: expected an integer number of arm joints") from None
+    if not 1 <= joints <= 16:
+        raise ValueError(f"joints: expected 1..16 arm joints, got {joints}")
+    return EgmTarget(bind_host=host, port=port, controller_host=controller, joints=joints)
+
+
+def _ipv4(text: str, what: str) -> None:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        raise ValueError(f"{what}: expected an IPv4 address, got {text!r}") from None
+
+
+def egm_unit_factors(robot, joints: int) -> list[float]:
+    """SI units per EGM unit for the arm's joints (the last `joints` of `robot`): pi/180 (rad per degree) for a
+    revolute joint, 1e-3 (m per mm) for a prismatic one."""
+    arm = robot.joints[robot.dof - joints :]
+    return [math.pi / 180.0 if j.type == "revolute" else 1e-3 for j in arm]
+
+
+def make_egm_driver(url: str, robot, **options):
+    """The C++ EgmDriver for the arm of `robot` (options: hold_s, link_timeout_s)."""
+    from robot_rt import _control
+
+    target = parse_egm_url(url)
+    if target.joints > robot.dof:
+        raise ValueError(f"joints: the robot has {robot.dof} joints, the URL asks for {target.joints} arm joints")
+    return _control.EgmDriver(
+        target.bind_host,
+        target.port,
+        target.joints,
+        si_per_egm=egm_unit_factors(robot, target.joints),
+        controller_host=target.controller_host,
+        **options,
+    )
+
+
+def make_egm_robot_driver(url: str, robot, gantry=None, **options):
+    """The robot's driver for `--robot egm://...`: the EGM arm alone when it has all the robot's joints, else a
+    CompositeDriver of `gantry` (a driver of the first robot.dof - joints joints, e.g. make_udp_driver(...)) and
+    the arm, in joint order."""
+    from robot_rt import _control
+
+    arm = make_egm_driver(url, robot, **options)
+    rest = robot.dof - parse_egm_url(url).joints
+    if rest == 0:
+        if gantry is not None:
+            raise ValueError("gantry: the arm has all the robot's joints; no gantry driver expected")
+        return arm
+    if gantry is None:
+        raise ValueError(
+            f"gantry: the robot has {robot.dof} joints and the EGM arm {robot.dof - rest}: give the driver of the "
+            f"other {rest} (--gantry udp://HOST:PORT)"
+        )
+    if gantry.dof != rest:
+        raise ValueError(f"gantry: expected a driver of {rest} joints, got {gantry.dof}")
+    return _control.CompositeDriver([gantry, arm])
