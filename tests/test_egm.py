@@ -9,10 +9,10 @@ import math
 import numpy as np
 import pytest
 from google.protobuf import json_format
+from helpers.robot import wait_ticks, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers.robot import wait_ticks, wait_until
 from robot_rt import _control
 from robot_rt.control.egm import EGM_PORT_DEFAULT, egm_unit_factors, make_egm_robot_driver, parse_egm_url
 from robot_rt.control.egm_messages import egm_classes, parse_proto, proto_text
@@ -49,9 +49,10 @@ def test_proto_has_abbs_field_numbers():
     assert {f.name: f.number for f in EgmSensor.DESCRIPTOR.fields} == {"header": 1, "planned": 2, "speedRef": 3}
     header = CLASSES["EgmHeader"].DESCRIPTOR
     assert header.enum_types_by_name["MessageType"].values_by_name["MSGTYPE_CORRECTION"].number == 3
-    assert CLASSES["EgmMotorState"].DESCRIPTOR.enum_types_by_name["MotorStateType"].values_by_name[
-        "MOTORS_OFF"
-    ].number == 2
+    assert (
+        CLASSES["EgmMotorState"].DESCRIPTOR.enum_types_by_name["MotorStateType"].values_by_name["MOTORS_OFF"].number
+        == 2
+    )
 
 
 def test_proto_parser_names_bad_input():
@@ -272,7 +273,7 @@ def test_egm_urls():
     for bad, match in (
         ("udp://127.0.0.1:6510", "egm://"),
         ("egm://127.0.0.1", "explicit port"),
-        ("egm://127.0.0.1:0", "1..65535"),
+        ("egm://127.0.0.1:70000", "0..65535"),
         ("egm://robot.local:6510", "IPv4"),
         ("egm://127.0.0.1:6510?controler=1.2.3.4", "unknown"),
         ("egm://127.0.0.1:6510?joints=17", "joints"),
@@ -333,7 +334,12 @@ def test_driver_ignores_a_second_sender_and_reports_motors_off():
     driver.start()
     try:
         with _arm_controller(driver.local_port) as controller, _arm_controller(driver.local_port) as stranger:
-            wait_until(lambda: driver.stats()["rx_unexpected_source"] > 10, what="the second sender's messages")
+
+            def strangers_counted():  # the driver reads its socket in read_state (the loop's tick)
+                driver.read_state()
+                return driver.stats()["rx_unexpected_source"] > 10
+
+            wait_until(strangers_counted, what="the second sender's messages")
             first = driver.stats()["controller"]
             assert first.endswith(str(controller.local_port)) or first.endswith(str(stranger.local_port))
             locked = controller if first.endswith(str(controller.local_port)) else stranger
@@ -358,8 +364,10 @@ def eight_joint_robot(tmp_path):
     arm = driver.parts[1]
     log_path = tmp_path / "egm.rrlog"
     loop = RealTimeLoop(ROBOT, driver, policy=Sine(ROBOT), rate_hz=1000.0, policy_rate_hz=50, log_path=log_path)
-    loop.start()  # opens the EGM socket: the controller can start sending
+    driver.start()  # both parts' sockets (a real EGM controller sends to its configured port all along)
     controller = _arm_controller(arm.local_port).start()
+    wait_until(lambda: driver.read_state() is not None, what="a state of both parts")
+    loop.start()
     try:
         yield loop, driver, controller, gantry_server, log_path
     finally:
@@ -387,7 +395,7 @@ def test_loop_drives_gantry_and_egm_arm_as_one_robot(eight_joint_robot):
     assert np.all(np.abs(log.ticks["command_velocity"]) <= ROBOT.velocity_limit * (1 + 1e-9))
     # the sine moved the arm: its reference left home, and the measured arm (EGM feedback) is in the log
     assert np.max(np.abs(reference - ROBOT.home[ARM])) > 1e-3
-    measured = log.ticks["position"][:, ARM]
+    measured = log.ticks["measured_position"][:, ARM]
     assert np.max(np.abs(measured - ROBOT.home[ARM])) > 1e-3
     np.testing.assert_allclose(position, measured[-1], atol=0.05)
     counters = loop.counters()
@@ -399,16 +407,30 @@ def test_controller_stop_latches_the_loop_until_reset(eight_joint_robot):
     loop, driver, controller, gantry_server, _ = eight_joint_robot
     wait_until(lambda: controller.stats()["sensor_messages"] > 100, what="EGM references", timeout_s=60)
     controller.motors_off()  # an emergency stop on the ABB controller
-    wait_until(loop.estop_latched, what="the loop's e-stop latch")
+    wait_until(lambda: loop.estop_latched, what="the loop's e-stop latch")
     assert loop.event_count("estop") >= 1
     wait_ticks(loop, 300)  # the stop ramp ends
     held = controller.reference.copy()
-    gantry_before = gantry_server.robot_server.snapshot().position.copy()
+    gantry_before = np.array(gantry_server.robot_server.snapshot()["position"])
     wait_ticks(loop, 300)
     # nothing moves while latched: the arm's reference and the gantry stay where the stop left them
     np.testing.assert_allclose(controller.reference, held, atol=1e-9)
-    np.testing.assert_allclose(gantry_server.robot_server.snapshot().position, gantry_before, atol=1e-6)
+    np.testing.assert_allclose(gantry_server.robot_server.snapshot()["position"], gantry_before, atol=1e-6)
     loop.reset_estop()  # refused: the controller still reports motors off (the input is still active)
     wait_ticks(loop, 50)
-    assert loop.estop_latched()
+    assert loop.estop_latched
+    np.testing.assert_allclose(controller.reference, held, atol=1e-9)
+    # the operator clears the stop on the controller, then resets the loop: only then does the policy move it again
+    controller.motors_on()
+    wait_ticks(loop, 50)
+    assert loop.estop_latched  # motors on alone does not release the loop
+    np.testing.assert_allclose(controller.reference, held, atol=1e-9)
+    loop.reset_estop()
+    wait_until(lambda: not loop.estop_latched, what="the reset")
+    assert loop.event_count("estop_reset") >= 1
+    wait_until(
+        lambda: np.max(np.abs(controller.reference - held)) > 1e-4,
+        what="the policy to move the arm again",
+        timeout_s=30,
+    )
     assert controller.stats()["references_out_of_limits"] == 0

@@ -42,4 +42,4 @@ fi
 # Editable install: Python sources are used in place, the native modules are built into build/.
 mkdir -p build
 # urdf + mujoco + mcap + rerun extras: the URDF loader, MuJoCo, the MCAP and Rerun exporters are tested too
-flock build/.install.lock $VPIP install -q --no-build-isolation "${CMAKE_DEFINES[@]}" -e ".[test,parity,urdf,mujoco,mcap,rerun]"
+flock build/.install.lock $VPIP install -q --no-build-isolation "${CMAKE_DEFINES[@]}" -e ".[test,parity,urdf,mujoco,mcap,rerun,egm]"

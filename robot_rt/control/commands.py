@@ -34,7 +34,17 @@ def register(subparsers) -> None:
         help="run the real-time loop on the simulated or a UDP robot with a Python policy",
         description="Runs the real-time control loop with a live status line and writes a run log.",
     )
-    run.add_argument("--robot", default="sim", help="'sim' (in-process) or udp://HOST:PORT[?camera=PORT|none]")
+    run.add_argument(
+        "--robot",
+        default="sim",
+        help="'sim' (in-process), udp://HOST:PORT[?camera=PORT|none], or egm://HOST:PORT[?controller=IP] (the ABB "
+        "arm over EGM, with --gantry; docs/egm.md)",
+    )
+    run.add_argument(
+        "--gantry",
+        default=None,
+        help="egm:// robots: the gantry's driver, udp://HOST:PORT[?camera=PORT|none] (its joints come first)",
+    )
     run.add_argument("--policy", default="robot_rt.control.policies:sine", help="MODULE:CALLABLE")
     run.add_argument("--duration", type=positive, default=5.0, help="seconds (default 5)")
     run.add_argument("--rate", type=positive, default=1000.0, help="loop rate in Hz (default 1000)")
@@ -163,7 +173,8 @@ def cmd_run(args) -> int:
     except RuntimeError as err:
         console.print(f"[red]error:[/red] cannot start the loop: {err}")
         return 2
-    monitor = LinkMonitor(loop, driver).start() if driver is not None else None
+    link = _udp_part(driver)
+    monitor = LinkMonitor(loop, link).start() if link is not None else None
     t0 = time.monotonic()
     try:
         _show_status(args, loop, monitor, console, t0)
@@ -195,9 +206,27 @@ def cmd_run(args) -> int:
 
 
 def _make_driver(args, robot):
-    """None for the in-process simulated robot ('sim'), else the UDP driver of the udp:// URL."""
+    """None for the in-process simulated robot ('sim'), the UDP driver of a udp:// URL, or for egm:// the EGM arm
+    composed with the --gantry UDP driver (robot_rt.control.egm)."""
     from .udp import make_udp_driver, read_key
 
+    gantry_url = getattr(args, "gantry", None)
+    if args.robot.startswith("egm://"):
+        from .egm import make_egm_robot_driver, parse_egm_url
+
+        gantry = None
+        if gantry_url is not None:
+            gantry = make_udp_driver(
+                gantry_url,
+                robot.dof - parse_egm_url(args.robot).joints,
+                key=read_key(args.key_file),
+                late_threshold_s=args.late_threshold,
+            )
+            if args.key_file is None:
+                print(UNAUTHENTICATED_WARNING, file=sys.stderr, flush=True)
+        return make_egm_robot_driver(args.robot, robot, gantry=gantry)
+    if gantry_url is not None:
+        raise ValueError("gantry: only with --robot egm://HOST:PORT")
     if args.robot == "sim":
         return None
     if args.robot.startswith("udp://"):
@@ -207,7 +236,24 @@ def _make_driver(args, robot):
         if args.key_file is None:
             print(UNAUTHENTICATED_WARNING, file=sys.stderr, flush=True)
         return driver
-    raise ValueError(f"robot: expected 'sim' or udp://HOST:PORT, got {args.robot!r}")
+    raise ValueError(f"robot: expected 'sim', udp://HOST:PORT or egm://HOST:PORT, got {args.robot!r}")
+
+
+def _udp_part(driver):
+    """The UDP driver whose link LinkMonitor watches: the driver itself, a composite's UDP part, or None."""
+    if driver is None:
+        return None
+    parts = getattr(driver, "parts", None)
+    if parts is None:
+        return driver if driver.name == "udp" else None
+    return next((p for p in parts if p.name == "udp"), None)
+
+
+def _driver_stats(driver) -> dict:
+    parts = getattr(driver, "parts", None)
+    if parts is None:
+        return driver.stats()
+    return {f"{p.name}{i}": p.stats() for i, p in enumerate(parts)}
 
 
 def _make_loop(args, robot, driver, policy, log_path):
@@ -281,7 +327,7 @@ def _run_summary(args, loop, driver, elapsed: float, log_path: Path) -> dict:
         "log_stats": counters["log"],
     }
     if driver is not None:
-        summary["link"] = driver.stats()
+        summary["link"] = _driver_stats(driver)
     return summary
 
 

@@ -42,8 +42,8 @@ def parse_egm_url(url: str) -> EgmTarget:
         port = int(port_text)
     except ValueError:
         raise ValueError(f"robot: the port of {url!r} is not a number") from None
-    if not 1 <= port <= 65535:
-        raise ValueError(f"robot: expected a port in 1..65535, got {port}")
+    if not 0 <= port <= 65535:
+        raise ValueError(f"robot: expected a port in 0..65535 (0: any free port), got {port}")
     host = "127.0.0.1" if host == "localhost" else host
     _ipv4(host, "robot host")
     query = parse_qs(parts.query, strict_parsing=False)

@@ -156,7 +156,7 @@ def parse_proto(text: str):
     return fdp
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def egm_classes() -> dict:
     """{message name: class} for every top-level message of egm.proto (protobuf runtime; own descriptor pool)."""
     try:

@@ -86,8 +86,29 @@ def register(subparsers) -> None:
     )
     srv.set_defaults(func=cmd_sim_server)
 
+    egm = subparsers.add_parser(
+        "sim-egm",
+        help="simulated ABB controller speaking EGM for the arm + a simulated gantry server (docs/egm.md)",
+        description="A simulated EGM controller (protobuf messages every 4 ms to --sensor, following its joint "
+        "references) for the arm's joints, and a simulated 2-joint gantry server (the UDP protocol) on "
+        "--gantry-port: the far end of `robot-rt run --robot egm://SENSOR --gantry udp://HOST:GANTRY_PORT`. Prints "
+        "a JSON line, runs until SIGINT/SIGTERM or --duration.",
+    )
+    egm.add_argument("--sensor", default="127.0.0.1:6510", help="HOST:PORT the robot-rt run side listens on (EGM)")
+    egm.add_argument("--host", default="127.0.0.1", help="address the gantry server binds (default loopback)")
+    egm.add_argument("--gantry-port", type=port_number, default=DEFAULT_PORT, help="gantry server port (0: any)")
+    egm.add_argument("--robot-file", default=None, help="robot description JSON")
+    egm.add_argument("--duration", type=positive, default=None, help="seconds (default: until interrupted)")
+    egm.set_defaults(func=cmd_sim_egm)
+
 
 def cmd_sim_server(args) -> int:
     from .server import serve
 
     return serve(args)
+
+
+def cmd_sim_egm(args) -> int:
+    from .egm_controller import serve_egm
+
+    return serve_egm(args)

@@ -8,7 +8,7 @@ joints' velocity limits, with the axis ranges as hard stops. References outside 
 (`stats()['references_out_of_limits']`: the loop's safety layer must keep it at 0) and clamped.
 
 Fault injection for the tests: motors_off() (an emergency stop: the controller reports MOTORS_OFF and the arm
-halts), rapid_stop(), silence(seconds) (no messages), restart() (new source port, the sequence starts again).
+halts), motors_on(), rapid_stop(), silence(seconds) (no messages), restart() (new source port, the sequence starts again).
 """
 
 from __future__ import annotations
@@ -46,8 +46,10 @@ class SimulatedEgmController:
         self.position_max = np.asarray(position_max, dtype=np.float64)
         self.velocity_limit = np.asarray(velocity_limit, dtype=np.float64)
         dof = self.position_min.size
-        if self.position_min.shape != (dof,) or self.position_max.shape != (dof,) or self.velocity_limit.shape != (
-            dof,
+        if (
+            self.position_min.shape != (dof,)
+            or self.position_max.shape != (dof,)
+            or self.velocity_limit.shape != (dof,)
         ):
             raise ValueError("position_min, position_max, velocity_limit: expected 1-D arrays of one length")
         if not (np.all(self.position_min < self.position_max) and np.all(self.velocity_limit > 0)):
@@ -129,6 +131,11 @@ class SimulatedEgmController:
             self._motors_on = False
             self._qd[:] = 0.0
 
+    def motors_on(self) -> None:
+        """The operator switches the motors on again (after the stop's cause was cleared)."""
+        with self._lock:
+            self._motors_on = True
+
     def rapid_stop(self) -> None:
         """The RAPID program stops (EGM ends): RAPID_STOPPED, MCI_STOPPED; the arm halts."""
         with self._lock:
@@ -205,7 +212,9 @@ class SimulatedEgmController:
         if not (self._motors_on and self._rapid_running) or self._reference is None:
             self._qd[:] = 0.0
             return
-        velocity = np.clip((self._reference - self._q) / self.time_constant_s, -self.velocity_limit, self.velocity_limit)
+        velocity = np.clip(
+            (self._reference - self._q) / self.time_constant_s, -self.velocity_limit, self.velocity_limit
+        )
         q = np.clip(self._q + velocity * dt, self.position_min, self.position_max)
         self._qd = (q - self._q) / dt
         self._q = q
@@ -264,7 +273,9 @@ def gantry_description(robot, arm_joints: int = 6):
 
     n = robot.dof - arm_joints
     if n < 1:
-        raise ValueError(f"arm_joints: the robot has {robot.dof} joints, no gantry is left with {arm_joints} arm joints")
+        raise ValueError(
+            f"arm_joints: the robot has {robot.dof} joints, no gantry is left with {arm_joints} arm joints"
+        )
     return dataclasses.replace(robot, joints=robot.joints[:n], home=robot.home[:n], name=f"{robot.name}_gantry")
 
 
@@ -293,7 +304,9 @@ def serve_egm(args) -> int:
         )
         gantry = None
         if robot.dof > target.joints:
-            gantry = SimServer(gantry_description(robot, target.joints), host=args.host, port=args.gantry_port, camera=False)
+            gantry = SimServer(
+                gantry_description(robot, target.joints), host=args.host, port=args.gantry_port, camera=False
+            )
     except (ValueError, OSError) as err:
         print(f"sim-egm: {err}", file=sys.stderr)
         return 2
