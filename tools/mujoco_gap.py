@@ -86,7 +86,7 @@ def tracking(log_path: Path, robot) -> dict:
     log = read_runlog(log_path)
     ticks = log.ticks
     measured, command = ticks["measured_position"], ticks["command_position"]
-    t = (ticks["stamp_ns"] - ticks["stamp_ns"][0]) * 1e-9
+    t = (ticks["wake_ns"] - ticks["wake_ns"][0]) * 1e-9
     keep = t > 1.0  # after the start-up
     measured, command, t = measured[keep], command[keep], t[keep]
     joint = np.abs(measured - command)
