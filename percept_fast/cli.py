@@ -7,6 +7,10 @@ synthetic distortions: a matched-MSE subset and a graded one, synthetic ordinal 
 ``percept_fast/data/default_set.py``).
 
 Run it sharded over processes with ``torchrun --nproc_per_node=N -m percept_fast.cli score ...``.
+
+``percept-fast dist A B``, ``dirs DIR0 DIR1 --out d.csv`` and ``pairs DIR --out m.npy``: distances between two
+images, between the files of the same name in two folders, and the all-pairs matrix of a folder (its mean: the
+diversity); see :mod:`percept_fast.imagesets`.
 """
 
 from __future__ import annotations
@@ -104,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     s.add_argument("--quiet", action="store_true", help="no table")
+    from .imagesets.cli import add_parsers
+
+    add_parsers(sub)
     return p
 
 
@@ -433,6 +440,10 @@ def _print_table(results: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .imagesets.cli import COMMANDS, run
+
+    if args.command in COMMANDS:
+        return run(args)
     if args.command == "score":
         from .score.bapps import BAPPSError
 
