@@ -220,8 +220,17 @@ def test_bad_inputs_stop_or_skip(tmp_path, alex, capsys):
 
 
 def _torchrun(args: list[str], nproc: int) -> subprocess.CompletedProcess:
-    torchrun = Path(sys.executable).with_name("torchrun")
-    cmd = [str(torchrun), "--standalone", f"--nproc_per_node={nproc}", "-m", "percept_fast.cli", *args]
+    # torch.distributed.run is torchrun; run through this interpreter (a copied venv's console scripts may not)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "percept_fast.cli",
+        *args,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
