@@ -140,8 +140,10 @@ def test_run_udp_against_sim_server_subprocess(tmp_path):
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "link up" in proc.stdout  # the status line shows the link
+        assert "UNAUTHENTICATED" in proc.stderr  # no --key-file: both ends say so loudly
     finally:
-        out, _ = _stop(server)
+        out, err = _stop(server)
+    assert "UNAUTHENTICATED" in err
     stopped = json.loads(out.strip().splitlines()[-1])
     assert stopped["event"] == "stopped"
     summary = json.loads(summary_path.read_text())

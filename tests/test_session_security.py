@@ -18,6 +18,7 @@ import struct
 import subprocess
 import sys
 import time
+import warnings
 import zlib
 
 import numpy as np
@@ -351,6 +352,12 @@ def test_unauthenticated_mode_is_loopback_only():
         _control.SimRobotServer([-1.0], [1.0], [1.0], [1.0], allow_remote=True)
     _control.UdpDriver("10.1.2.3", 5000, 3, key=b"k")  # with a key any address is fine
     assert not _control.UdpDriver("127.0.0.1", 5000, 3).authenticated
+    # the Python API says so loudly, once per driver; with a key it says nothing
+    with pytest.warns(RuntimeWarning, match="UNAUTHENTICATED"):
+        make_udp_driver("udp://127.0.0.1:5000?camera=none", 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert make_udp_driver("udp://127.0.0.1:5000?camera=none", 3, key=KEY).authenticated
 
 
 def test_cli_refuses_unauthenticated_remote_and_warns_on_loopback(tmp_path):

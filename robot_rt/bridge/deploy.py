@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -165,7 +166,11 @@ def deploy(
         elif str(human).endswith(".json") and not Path(human).is_file():
             raise FileNotFoundError(f"human: behaviour model file not found: {human}")
         summary_path = Path(tmp) / "rally.json"
-        extra = ["--serve-interval", str(serve_interval_s), "--physics", physics]
+        # a fresh long-term key for this run: the link is authenticated even on loopback (docs/protocol.md)
+        key = secrets.token_hex(32).encode()
+        key_path = Path(tmp) / "link.key"
+        key_path.write_bytes(key)
+        extra = ["--serve-interval", str(serve_interval_s), "--physics", physics, "--key-file", str(key_path)]
         if robot.source and Path(robot.source).is_file():  # the shipped robot's source is its bare name
             extra += ["--robot-file", str(robot.source)]
         t_start = time.monotonic()
@@ -175,7 +180,7 @@ def deploy(
         server_stats: dict = {}
         try:
             url = f"udp://127.0.0.1:{hello['robot_port']}?camera={hello['camera_port']}"
-            driver = make_udp_driver(url, robot.dof)
+            driver = make_udp_driver(url, robot.dof, key=key)
             loop = RealTimeLoop(robot, driver, policy=adapter, log_path=log_path, **(loop_kwargs or {}))
             monitor = LinkMonitor(loop, driver)
             loop.start()

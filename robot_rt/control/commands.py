@@ -8,11 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-UNAUTHENTICATED_WARNING = (
-    "WARNING: UNAUTHENTICATED robot link (no --key-file): any process on this host can command the robot. "
-    "Allowed on loopback only; give --key-file for anything else."
-)
-
 
 def positive(text: str) -> float:
     value = float(text)
@@ -208,7 +203,9 @@ def cmd_run(args) -> int:
 def _make_driver(args, robot):
     """None for the in-process simulated robot ('sim'), the UDP driver of a udp:// URL, or for egm:// the EGM arm
     composed with the --gantry UDP driver (robot_rt.control.egm)."""
-    from .udp import make_udp_driver, read_key
+    import warnings
+
+    from .udp import UNAUTHENTICATED_WARNING, make_udp_driver, read_key
 
     gantry_url = getattr(args, "gantry", None)
     if args.robot.startswith("egm://"):
@@ -216,12 +213,14 @@ def _make_driver(args, robot):
 
         gantry = None
         if gantry_url is not None:
-            gantry = make_udp_driver(
-                gantry_url,
-                robot.dof - parse_egm_url(args.robot).joints,
-                key=read_key(args.key_file),
-                late_threshold_s=args.late_threshold,
-            )
+            with warnings.catch_warnings():  # said once, plainly, below
+                warnings.simplefilter("ignore", RuntimeWarning)
+                gantry = make_udp_driver(
+                    gantry_url,
+                    robot.dof - parse_egm_url(args.robot).joints,
+                    key=read_key(args.key_file),
+                    late_threshold_s=args.late_threshold,
+                )
             if args.key_file is None:
                 print(UNAUTHENTICATED_WARNING, file=sys.stderr, flush=True)
         return make_egm_robot_driver(args.robot, robot, gantry=gantry)
@@ -230,9 +229,11 @@ def _make_driver(args, robot):
     if args.robot == "sim":
         return None
     if args.robot.startswith("udp://"):
-        driver = make_udp_driver(
-            args.robot, robot.dof, key=read_key(args.key_file), late_threshold_s=args.late_threshold
-        )
+        with warnings.catch_warnings():  # said once, plainly, below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            driver = make_udp_driver(
+                args.robot, robot.dof, key=read_key(args.key_file), late_threshold_s=args.late_threshold
+            )
         if args.key_file is None:
             print(UNAUTHENTICATED_WARNING, file=sys.stderr, flush=True)
         return driver

@@ -5,11 +5,17 @@ Design notes: docs/protocol.md, section `robot_rt.control.udp`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from .background import BackgroundThread
+
+UNAUTHENTICATED_WARNING = (
+    "WARNING: UNAUTHENTICATED robot link (no --key-file): any process on this host can command the robot. "
+    "Allowed on loopback only; give --key-file for anything else."
+)
 
 LINK_EVENT_CODES = {
     "udp_link_down": 100,  # no state for link_timeout_s (value: 1)
@@ -154,13 +160,14 @@ def read_key(path: str | Path | None) -> bytes:
 def make_udp_driver(url: str, dof: int, key: bytes | str = b"", **options):
     """A C++ UdpDriver for `url` (options: link_timeout_s, hello_interval_s, late_threshold_s, session_timeout_s,
     heartbeat_interval_s, clock_drift_bound). Without a key every address must be on loopback (ValueError
-    naming --key-file otherwise)."""
+    naming --key-file otherwise), and a RuntimeWarning (UNAUTHENTICATED_WARNING) says the link is open to any
+    local process."""
     from robot_rt import _control
 
     target = parse_udp_url(url)
     if isinstance(key, str):
         key = key.encode()
-    return _control.UdpDriver(
+    driver = _control.UdpDriver(
         target.host,
         target.port,
         int(dof),
@@ -170,6 +177,9 @@ def make_udp_driver(url: str, dof: int, key: bytes | str = b"", **options):
         camera_port=target.camera_port,
         **options,
     )
+    if not key:  # (the constructor has refused anything but loopback by now)
+        warnings.warn(UNAUTHENTICATED_WARNING, RuntimeWarning, stacklevel=2)
+    return driver
 
 
 class LinkMonitor:
