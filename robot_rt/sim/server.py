@@ -31,6 +31,7 @@ class SimServer:
         serve_interval_s: float = 1.5,
         rate_hz: float = 1000.0,
         tracking_time_constant_s: float = 0.02,
+        servo_damping: float = 1.0,
         command_delay_s: float = 0.002,
         command_timeout_s: float = 0.1,
         session_timeout_s: float = 0.5,
@@ -69,6 +70,7 @@ class SimServer:
             allow_remote=allow_remote,
             reply_on_command=reply_on_command,
             external_dynamics=physics == "mujoco",
+            servo_damping=servo_damping,
         )
         self.dynamics = None
         self.physics = None

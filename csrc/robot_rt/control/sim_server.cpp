@@ -52,6 +52,9 @@ SimRobotServer::SimRobotServer(SimServerConfig config)
   if (!(config_.tracking_time_constant_s > 0.0) || !(config_.command_delay_s >= 0.0) ||
       !(config_.command_timeout_s > 0.0))
     throw std::invalid_argument("tracking_time_constant_s, command_timeout_s must be > 0 and command_delay_s >= 0");
+  if (!(config_.servo_damping > 0.0 && config_.servo_damping <= 10.0))
+    throw std::invalid_argument("servo_damping: expected a damping ratio in (0, 10], got " +
+                                std::to_string(config_.servo_damping));
   if (config_.command_delay_s * config_.rate_hz >= kDelaySlots - 2)
     throw std::invalid_argument("command_delay_s: at most " + std::to_string((kDelaySlots - 2) / config_.rate_hz) +
                                 " s at this rate");
@@ -87,14 +90,16 @@ void SimRobotServer::start() {
   thread_ = std::thread([this] { run(); });
 }
 
-void SimRobotServer::stop() {
+void SimRobotServer::stop(bool goodbye) {
   if (!running_.load()) return;
   stop_requested_.store(true);
   if (thread_.joinable()) thread_.join();
   if (has_controller_) {  // the thread is joined: this thread owns the session now
-    tx_packet_.header.type = MessageType::kGoodbye;
-    tx_packet_.goodbye.reason = protocol::kGoodbyeStop;
-    send_to(tx_packet_, controller_, monotonic_ns());
+    if (goodbye) {
+      tx_packet_.header.type = MessageType::kGoodbye;
+      tx_packet_.goodbye.reason = protocol::kGoodbyeStop;
+      send_to(tx_packet_, controller_, monotonic_ns());
+    }
     session_.end_session();
     std::lock_guard<std::mutex> lock(mutex_);
     has_controller_ = false;
@@ -109,7 +114,8 @@ SimServerSnapshot SimRobotServer::snapshot() const {
   s.stamp_ns = state_stamp_ns_;
   s.ticks = ticks_;
   s.status = static_cast<std::uint16_t>((holding_ ? protocol::kStatusHolding : 0) |
-                                        (clamped_ ? protocol::kStatusClamped : 0));
+                                        (clamped_ ? protocol::kStatusClamped : 0) |
+                                        (faults_.fault ? protocol::kStatusFault : 0));
   s.position.assign(q_, q_ + dof_);
   s.velocity.assign(v_, v_ + dof_);
   s.target.assign(target_q_, target_q_ + dof_);
@@ -139,6 +145,26 @@ void SimRobotServer::set_measured_state(const double* position, const double* ve
   if (limit_hits) hard_stops_.fetch_add(limit_hits, std::memory_order_relaxed);
 }
 
+void SimRobotServer::set_faults(const SimServerFaults& faults) {
+  if (faults.measured_joint >= dof_ || faults.stuck_joint >= dof_)
+    throw std::invalid_argument("measured_joint, stuck_joint: expected -1 (none) or a joint index below " +
+                                std::to_string(dof_));
+  std::lock_guard<std::mutex> lock(mutex_);
+  faults_ = faults;
+}
+
+SimServerFaults SimRobotServer::faults() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return faults_;
+}
+
+void SimRobotServer::shift_state_stamps(std::int64_t shift_ns, int count) {
+  if (count < 0) throw std::invalid_argument("count: expected >= 0 states");
+  std::lock_guard<std::mutex> lock(mutex_);
+  stamp_shift_ns_ = shift_ns;
+  stamp_shift_states_ = count;
+}
+
 double SimRobotServer::max_position_excess() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return max_position_excess_;
@@ -162,16 +188,23 @@ void SimRobotServer::send_state(std::int64_t now_ns) noexcept {
   s.echo_command_sequence = last_command_sequence_;
   s.echo_command_stamp_ns = last_command_stamp_ns_;
   s.echo_command_receive_ns = last_command_receive_ns_;
+  std::int64_t stamp_ns = now_ns;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     s.status = static_cast<std::uint16_t>((holding_ ? protocol::kStatusHolding : 0) |
-                                          (clamped_ ? protocol::kStatusClamped : 0));
+                                          (clamped_ ? protocol::kStatusClamped : 0) |
+                                          (faults_.fault ? protocol::kStatusFault : 0));
     for (int i = 0; i < dof_; ++i) {
       s.position[i] = q_[i];
       s.velocity[i] = v_[i];
     }
+    if (faults_.measured_joint >= 0) s.position[faults_.measured_joint] = faults_.measured_value;
+    if (stamp_shift_states_ > 0) {
+      stamp_ns += stamp_shift_ns_;
+      --stamp_shift_states_;
+    }
   }
-  if (send_to(tx_packet_, controller_, now_ns)) states_sent_.fetch_add(1, std::memory_order_relaxed);
+  if (send_to(tx_packet_, controller_, stamp_ns)) states_sent_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void SimRobotServer::on_session_change(bool live, std::int64_t now_ns) noexcept {
@@ -308,22 +341,27 @@ void SimRobotServer::drain(std::int64_t now_ns) noexcept {
 
 void SimRobotServer::step(std::int64_t now_ns, double dt_s) noexcept {
   bool applied = false;
+  bool faulted = false;
   while (pending_count_ > 0 && pending_[pending_head_].due_ns <= now_ns) {
     const PendingCommand& p = pending_[pending_head_];
     std::lock_guard<std::mutex> lock(mutex_);
-    for (int i = 0; i < dof_; ++i) {
-      target_q_[i] = p.position[i];
-      target_v_[i] = p.velocity[i];
+    faulted = faults_.fault;
+    if (!faulted) {  // a robot in FAULT ignores commands
+      for (int i = 0; i < dof_; ++i) {
+        target_q_[i] = p.position[i];
+        target_v_[i] = p.velocity[i];
+      }
+      applied = true;
     }
     pending_head_ = (pending_head_ + 1) % kDelaySlots;
     --pending_count_;
-    applied = true;
   }
   if (applied) commands_applied_.fetch_add(1, std::memory_order_relaxed);
+  std::lock_guard<std::mutex> lock(mutex_);
+  faulted = faults_.fault;
   const bool timed_out = last_command_ns_ == 0 ||
                          now_ns - last_command_ns_ > static_cast<std::int64_t>(config_.command_timeout_s * 1e9);
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (timed_out && pending_count_ == 0) {
+  if ((timed_out && pending_count_ == 0) || faulted) {
     if (!holding_) {
       hold_events_.fetch_add(1, std::memory_order_relaxed);
       for (int i = 0; i < dof_; ++i) target_q_[i] = q_[i];  // brake where we are
@@ -341,7 +379,7 @@ void SimRobotServer::step(std::int64_t now_ns, double dt_s) noexcept {
   const double tau = config_.tracking_time_constant_s;
   for (int i = 0; i < dof_; ++i) {
     const double amax = config_.acceleration_limit[i], vmax = config_.velocity_limit[i];
-    double a = (target_q_[i] - q_[i]) / (tau * tau) + 2.0 * (target_v_[i] - v_[i]) / tau;
+    double a = (target_q_[i] - q_[i]) / (tau * tau) + 2.0 * config_.servo_damping * (target_v_[i] - v_[i]) / tau;
     a = std::clamp(a, -amax, amax);
     double v = std::clamp(v_[i] + a * dt_s, -vmax, vmax);
     double q = q_[i] + v * dt_s;
@@ -349,6 +387,10 @@ void SimRobotServer::step(std::int64_t now_ns, double dt_s) noexcept {
     if (q < lo || q > hi) {
       hard_stops_.fetch_add(1, std::memory_order_relaxed);
       q = std::clamp(q, lo, hi);
+      v = 0.0;
+    }
+    if (i == faults_.stuck_joint) {  // blocked: it stays where it is whatever the servo does
+      q = q_[i];
       v = 0.0;
     }
     q_[i] = q;

@@ -2,8 +2,9 @@
 // running the joint dynamics of a position-controlled robot in its own thread.
 //
 // Dynamics, per joint, at rate_hz (semi-implicit Euler): a commanded target (position, velocity feed-forward)
-// reaches the servo after command_delay_s (transport + servo latency); the servo is a critically damped
-// second-order tracker with time constant tracking_time_constant_s, a = (q* - q)/tau^2 + 2 (v* - v)/tau,
+// reaches the servo after command_delay_s (transport + servo latency); the servo is a second-order tracker with
+// time constant tracking_time_constant_s and damping ratio servo_damping (1 by default: critically damped; a real
+// servo is often below and overshoots), a = (q* - q)/tau^2 + 2 zeta (v* - v)/tau,
 // saturated at the acceleration limit, then the velocity limit, then the position limits (a hard stop sets
 // the velocity to zero and is counted). Commands outside the limits are counted and clamped (a real bridge
 // would reject them; the loop must never send one). With no accepted command for command_timeout_s the
@@ -45,6 +46,7 @@ struct SimServerConfig {
   std::vector<double> initial_position;  // empty: mid-range clamped zero
   double rate_hz = 1000.0;
   double tracking_time_constant_s = 0.02;
+  double servo_damping = 1.0;  // damping ratio of the servo (1: critically damped; below 1 it overshoots)
   double command_delay_s = 0.002;
   double command_timeout_s = 0.1;
   double session_timeout_s = 0.5;  // a silent live session ends (and may be replaced) after this long
@@ -55,6 +57,15 @@ struct SimServerConfig {
   // command delay line and the hold-on-timeout logic as always, but does not integrate the joints: another
   // thread reads the servo targets (servo_targets) and reports the joints it simulated (set_measured_state).
   bool external_dynamics = false;
+};
+
+// Faults a real robot or its bridge can show, injected by tests and the fault-injection matrix
+// (robot_rt.sim.faults). Set from any thread with set_faults(); the server thread applies them until cleared.
+struct SimServerFaults {
+  int measured_joint = -1;      // >= 0: states report measured_value as this joint's position (the joint itself is
+  double measured_value = 0.0;  // unaffected): a value outside the limits, 1e300, NaN (the codec refuses to send it)
+  bool fault = false;           // status FAULT in every state; the robot ignores commands and brakes to a hold
+  int stuck_joint = -1;         // >= 0: this joint is blocked where it is (a collision): commands cannot move it
 };
 
 struct SimServerSnapshot {
@@ -76,7 +87,13 @@ class SimRobotServer {
   // Binds and starts the thread (a new session id each time: a restart as far as clients can tell).
   // The joint state persists across stop()/start() like a physical robot's would.
   void start();
-  void stop();
+  // goodbye=false: the thread ends without the goodbye to the live controller (a crash or kill as the
+  // controller sees it: the session just falls silent).
+  void stop(bool goodbye = true);
+  void set_faults(const SimServerFaults& faults);
+  SimServerFaults faults() const;
+  // The next `count` states are stamped `shift_ns` off the server's clock (a clock step or a bad sender).
+  void shift_state_stamps(std::int64_t shift_ns, int count);
   bool running() const noexcept { return running_.load(); }
   std::uint16_t port() const noexcept { return port_; }
   std::uint32_t session_id() const noexcept { return session_id_; }
@@ -152,6 +169,9 @@ class SimRobotServer {
   double v_[protocol::kMaxJoints] = {};
   double target_q_[protocol::kMaxJoints] = {};
   double target_v_[protocol::kMaxJoints] = {};
+  SimServerFaults faults_;      // under mutex_
+  std::int64_t stamp_shift_ns_ = 0;  // under mutex_
+  int stamp_shift_states_ = 0;       // under mutex_
   double max_position_excess_ = 0.0;
   double max_velocity_ratio_ = 0.0;
   PendingCommand pending_[kDelaySlots];

@@ -538,7 +538,7 @@ void bind_sim_server(py::module_& m) {
                        std::vector<double> initial_position, const std::string& host, int port, double rate_hz,
                        double tracking_time_constant_s, double command_delay_s, double command_timeout_s,
                        double session_timeout_s, const std::string& key, bool allow_remote, bool reply_on_command,
-                       bool external_dynamics) {
+                       bool external_dynamics, double servo_damping) {
              if (port < 0 || port > 65535) throw py::value_error("port: expected 0..65535");
              SimServerConfig c;
              c.position_min = std::move(position_min);
@@ -557,6 +557,7 @@ void bind_sim_server(py::module_& m) {
              c.allow_remote = allow_remote;
              c.reply_on_command = reply_on_command;
              c.external_dynamics = external_dynamics;
+             c.servo_damping = servo_damping;
              try {
                return std::make_shared<SimRobotServer>(c);
              } catch (const std::invalid_argument& e) {
@@ -567,7 +568,8 @@ void bind_sim_server(py::module_& m) {
            py::arg("initial_position") = std::vector<double>{}, py::arg("host") = "127.0.0.1", py::arg("port") = 0,
            py::arg("rate_hz") = 1000.0, py::arg("tracking_time_constant_s") = 0.02, py::arg("command_delay_s") = 0.002,
            py::arg("command_timeout_s") = 0.1, py::arg("session_timeout_s") = 0.5, py::arg("key") = "",
-           py::arg("allow_remote") = false, py::arg("reply_on_command") = true, py::arg("external_dynamics") = false)
+           py::arg("allow_remote") = false, py::arg("reply_on_command") = true, py::arg("external_dynamics") = false,
+           py::arg("servo_damping") = 1.0)
       .def(
           "servo_targets",
           [](const SimRobotServer& s) {
@@ -589,7 +591,46 @@ void bind_sim_server(py::module_& m) {
           "External dynamics: the joint state the physics simulated (sent to the controller from now on); "
           "limit_hits adds to the hard_stops counter.")
       .def("start", &SimRobotServer::start, py::call_guard<py::gil_scoped_release>())
-      .def("stop", &SimRobotServer::stop, py::call_guard<py::gil_scoped_release>())
+      .def("stop", &SimRobotServer::stop, py::arg("goodbye") = true, py::call_guard<py::gil_scoped_release>(),
+           "Stops the server thread; goodbye=False ends without the goodbye (a crash as the controller sees it).")
+      .def(
+          "set_faults",
+          [](SimRobotServer& s, int measured_joint, double measured_value, bool fault, int stuck_joint) {
+            SimServerFaults f;
+            f.measured_joint = measured_joint;
+            f.measured_value = measured_value;
+            f.fault = fault;
+            f.stuck_joint = stuck_joint;
+            try {
+              s.set_faults(f);
+            } catch (const std::invalid_argument& e) {
+              throw py::value_error(e.what());
+            }
+          },
+          py::arg("measured_joint") = -1, py::arg("measured_value") = 0.0, py::arg("fault") = false,
+          py::arg("stuck_joint") = -1,
+          "Injects robot faults (sim_server.hpp SimServerFaults) until the next call; no arguments clear them.")
+      .def("faults",
+           [](const SimRobotServer& s) {
+             const SimServerFaults f = s.faults();
+             py::dict d;
+             d["measured_joint"] = f.measured_joint;
+             d["measured_value"] = f.measured_value;
+             d["fault"] = f.fault;
+             d["stuck_joint"] = f.stuck_joint;
+             return d;
+           })
+      .def(
+          "shift_state_stamps",
+          [](SimRobotServer& s, std::int64_t shift_ns, int count) {
+            try {
+              s.shift_state_stamps(shift_ns, count);
+            } catch (const std::invalid_argument& e) {
+              throw py::value_error(e.what());
+            }
+          },
+          py::arg("shift_ns"), py::arg("count") = 1,
+          "The next `count` states are stamped shift_ns off the server's clock (a clock step or a bad sender).")
       .def_property_readonly("running", &SimRobotServer::running)
       .def_property_readonly("port", &SimRobotServer::port)
       .def_property_readonly("session_id", &SimRobotServer::session_id)

@@ -1,0 +1,152 @@
+"""The simulated robot's fault hooks, the instruments of the fault-injection matrix (robot_rt.sim.faults): what
+the robot reports and does under each, seen through the UDP driver (no control loop).
+
+The driver is pumped until the endpoints report what a test waits for (helpers.robot); nothing depends on how
+much happens in a given wall time."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from helpers.robot import pump_until, wait_until
+
+from robot_rt import _control
+from robot_rt.sim.attack import select
+from robot_rt.sim.udp_proxy import FaultProxy
+
+KEY = b"sim fault hooks key"
+LIMITS = dict(
+    position_min=[-1.0, -0.5, -2.0],
+    position_max=[1.0, 0.5, 2.0],
+    velocity_limit=[2.0, 1.0, 4.0],
+    acceleration_limit=[10.0, 8.0, 30.0],
+)
+ZERO = [0.0, 0.0, 0.0]
+STATE_FAULT = 1 << 1  # driver.hpp kStateFault
+
+
+@pytest.fixture
+def link():
+    server = _control.SimRobotServer(**LIMITS, key=KEY)
+    server.start()
+    driver = _control.UdpDriver("127.0.0.1", server.port, 3, key=KEY)
+    driver.start()
+    try:
+        pump_until(driver, lambda s: s is not None and driver.connected, (ZERO, ZERO))
+        yield server, driver
+    finally:
+        driver.stop()
+        server.stop()
+
+
+def test_measured_value_is_reported_and_the_joint_itself_is_unaffected(link):
+    server, driver = link
+    server.set_faults(measured_joint=1, measured_value=0.9)  # outside joint 1's +-0.5
+    state = pump_until(driver, lambda s: s is not None and s["position"][1] == 0.9, (ZERO, ZERO))
+    assert state["position"][0] == pytest.approx(0.0, abs=1e-6)
+    assert abs(server.snapshot()["position"][1]) < 1e-6  # the robot did not move
+    assert server.faults()["measured_joint"] == 1
+    server.set_faults()
+    pump_until(driver, lambda s: s is not None and abs(s["position"][1]) < 1e-6, (ZERO, ZERO))
+
+
+def test_a_nan_measurement_cannot_be_sent_the_states_stop(link):
+    server, driver = link
+    before = server.stats()
+    server.set_faults(measured_joint=0, measured_value=math.nan)
+    wait_until(lambda: server.stats()["tx_invalid"] > before["tx_invalid"] + 10, what="refused states")
+    sent = server.stats()["states_sent"]
+    pump_until(driver, lambda s: server.stats()["tx_invalid"] > before["tx_invalid"] + 50, (ZERO, ZERO))
+    assert server.stats()["states_sent"] == sent  # not one state left the robot while it measured NaN
+    server.set_faults()
+    pump_until(driver, lambda s: server.stats()["states_sent"] > sent + 5, (ZERO, ZERO))
+
+
+def test_fault_status_is_reported_and_commands_are_ignored_until_cleared(link):
+    server, driver = link
+    server.set_faults(fault=True)
+    pump_until(driver, lambda s: s is not None and s["flags"] & STATE_FAULT, (ZERO, ZERO))
+    applied = server.stats()["commands_applied"]
+    target = [0.3, 0.0, 0.0]
+    pump_until(driver, lambda s: server.stats()["rx_accepted"] > applied + 200, (target, ZERO))
+    assert server.stats()["commands_applied"] == applied  # accepted on the link, never applied
+    assert abs(server.snapshot()["position"][0]) < 1e-9
+    assert server.snapshot()["status"] & 0x4
+    server.set_faults()
+    pump_until(driver, lambda s: s is not None and abs(s["position"][0] - 0.3) < 2e-3, (target, ZERO))
+
+
+def test_a_stuck_joint_stays_where_it_is(link):
+    server, driver = link
+    server.set_faults(stuck_joint=0)
+    target = [0.3, 0.2, 0.0]
+    pump_until(driver, lambda s: s is not None and abs(s["position"][1] - 0.2) < 2e-3, (target, ZERO))
+    assert server.snapshot()["position"][0] == 0.0  # joint 1 followed, joint 0 did not move at all
+    server.set_faults()
+    pump_until(driver, lambda s: s is not None and abs(s["position"][0] - 0.3) < 2e-3, (target, ZERO))
+    with pytest.raises(ValueError, match="stuck_joint"):
+        server.set_faults(stuck_joint=3)
+
+
+def test_shifted_stamps_reach_the_driver_as_future_states(link):
+    server, driver = link
+    pump_until(driver, lambda s: driver.stats()["clock_samples"] > 20, (ZERO, ZERO))
+    before = driver.stats()
+    server.shift_state_stamps(10_000_000_000, 3)
+    pump_until(driver, lambda s: driver.stats()["rx_future"] >= before["rx_future"] + 3, (ZERO, ZERO))
+    received = driver.stats()["states_received"]
+    pump_until(driver, lambda s: driver.stats()["states_received"] > received + 50, (ZERO, ZERO))
+    assert driver.stats()["rx_future"] == before["rx_future"] + 3 and driver.connected
+    with pytest.raises(ValueError, match="count"):
+        server.shift_state_stamps(1, -1)
+
+
+@pytest.mark.parametrize("goodbye", [True, False])
+def test_stop_without_goodbye_is_a_silent_crash_and_restart_is_a_new_session(goodbye):
+    server = _control.SimRobotServer(**LIMITS, key=KEY)
+    server.start()
+    proxy = FaultProxy(("127.0.0.1", server.port), record=True).start()
+    driver = _control.UdpDriver("127.0.0.1", proxy.port, 3, key=KEY)
+    driver.start()
+    try:
+        pump_until(driver, lambda s: s is not None and driver.connected, (ZERO, ZERO))
+        server.stop(goodbye=goodbye)
+        server.start()
+        pump_until(driver, lambda s: driver.stats()["peer_restarts"] == 1 and driver.connected, (ZERO, ZERO))
+        assert driver.stats()["sessions_established"] == 2
+        # (everything the old session sent has long passed the proxy: the new session is live)
+        assert len(select(proxy.captured, "down", {"goodbye"})) == int(goodbye)
+    finally:
+        driver.stop()
+        proxy.stop()
+        server.stop()
+
+
+def _step_overshoot(zeta: float, step: float = 0.01) -> float:
+    """Largest position past a small step target (no saturation: tau 50 ms, 10 mm) of a servo with damping zeta."""
+    server = _control.SimRobotServer(**LIMITS, key=KEY, servo_damping=zeta, tracking_time_constant_s=0.05)
+    server.start()
+    driver = _control.UdpDriver("127.0.0.1", server.port, 3, key=KEY)
+    driver.start()
+    peak = 0.0
+
+    def settled(state):
+        nonlocal peak
+        snap = server.snapshot()
+        peak = max(peak, snap["position"][0])
+        return state is not None and abs(snap["position"][0] - step) < 1e-6 and abs(snap["velocity"][0]) < 1e-6
+
+    try:
+        pump_until(driver, settled, ([step, 0.0, 0.0], ZERO))
+    finally:
+        driver.stop()
+        server.stop()
+    return peak - step
+
+
+def test_servo_damping_below_one_overshoots_and_one_does_not():
+    assert _step_overshoot(1.0) < 2e-4  # critically damped: none (2% of the step: sampling of a settling curve)
+    assert _step_overshoot(0.4) > 1e-3  # zeta 0.4 overshoots ~25% of the step (10% asked: a sampled peak)
+    with pytest.raises(ValueError, match="servo_damping"):
+        _control.SimRobotServer(**LIMITS, key=KEY, servo_damping=0.0)
