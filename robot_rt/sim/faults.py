@@ -575,7 +575,9 @@ def _row(fault, cfg, robot, log, recorder, stats0, stats1, t_inject, t_cleared, 
         "excursion_max": excursion,
         "past_soft_limit": max(0.0, past_soft),
         "soft_limits": "soft_min" in log.meta,
-        "past_hard_limit": float(stats1["max_position_excess"]) if stats1["max_position_excess"] > 0 else 0.0,
+        # the robot server clamps at its hard stops (a hit stops the joint there): the hits count what went too far,
+        # and this is how close to a hard stop the robot came (0: it touched one)
+        "hard_limit_margin_min": float(np.min(np.minimum(q - lo, hi - q))) if len(q) else None,
         "hard_stop_hits": int(stats1["hard_stops"] - stats0["hard_stops"]),
         "moved_after_stop": moved_after_stop,
         # the robot moved again after the stop had brought it to rest, without anyone recovering it
