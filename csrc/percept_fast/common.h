@@ -136,6 +136,20 @@ struct Load<Acc, bf16_t> {
   static PR_HD Acc get(const bf16_t* p) { return static_cast<Acc>(bf16_to_float(p->bits)); }
 };
 
+// Store one accumulation-type value as storage type T (round to nearest even for half / bfloat16, as torch's .to()).
+template <typename T, typename Acc>
+struct Store {
+  static PR_HD void put(T* p, Acc v) { *p = static_cast<T>(v); }
+};
+template <typename Acc>
+struct Store<half_t, Acc> {
+  static PR_HD void put(half_t* p, Acc v) { p->bits = float_to_half(static_cast<float>(v)); }
+};
+template <typename Acc>
+struct Store<bf16_t, Acc> {
+  static PR_HD void put(bf16_t* p, Acc v) { p->bits = float_to_bf16(static_cast<float>(v)); }
+};
+
 // Accumulation type: double for double inputs (gradcheck), float otherwise.
 template <typename T>
 struct AccOf {
@@ -154,6 +168,16 @@ struct View4 {
   int64_t size[4];
   int64_t stride[4];
   PR_HD const T* ptr(int64_t b, int64_t c, int64_t h, int64_t w) const {
+    return data + b * stride[0] + c * stride[1] + h * stride[2] + w * stride[3];
+  }
+};
+
+// A writable strided [B, C, H, W] output (data == nullptr: not wanted), e.g. a gradient.
+template <typename T>
+struct OutView4 {
+  T* data;
+  int64_t stride[4];
+  PR_HD T* ptr(int64_t b, int64_t c, int64_t h, int64_t w) const {
     return data + b * stride[0] + c * stride[1] + h * stride[2] + w * stride[3];
   }
 };

@@ -195,6 +195,129 @@ void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
 }
 
+// ---------------------------------------------------------------------------------------------- backward
+// Per pixel: pass 1 forms the forward's five channel sums (plus `poison`, NaN where an input is NaN/Inf), then
+// lpips_pixel_grad (lpips_kernel.h, shared with the CPU kernel) gives five coefficients and pass 2 writes
+// dd/dx_c and dd/dy_c (lpips_channel_grad). Nothing of the forward is kept: the inputs are read twice (the second
+// read mostly from L2), the gradients written once.
+constexpr int kMaxThreadsBwd = 512;
+
+template <typename Acc>
+__device__ __forceinline__ void accumulate_bwd(Acc xv, Acc yv, Acc wc, bool weighted, Acc* a) {
+  a[0] = fma(xv, xv, a[0]);
+  a[1] = fma(yv, yv, a[1]);
+  if (weighted) {
+    const Acc wx = wc * xv, wy = wc * yv;
+    a[2] = fma(wx, xv, a[2]);
+    a[3] = fma(wy, yv, a[3]);
+    a[4] = fma(wx, yv, a[4]);
+  } else {
+    a[4] = fma(xv, yv, a[4]);
+  }
+  a[5] += xv * Acc(0) + yv * Acc(0);  // 0, or NaN for a NaN/Inf input
+}
+
+template <typename T, typename Acc, bool kW>
+__global__ void __launch_bounds__(kMaxThreadsBwd)
+    lpips_bwd_pixel_kernel(View4<T> x, View4<T> y, const Acc* __restrict__ wt, LpipsGradIn<Acc> gin, Acc eps,
+                           int mode, int PX, OutView4<T> gx, OutView4<T> gy) {
+  __shared__ Acc sh[6][kMaxThreadsBwd];
+  const int CG = blockDim.x / PX;
+  const int tx = threadIdx.x % PX, ty = threadIdx.x / PX;
+  const int64_t C = x.size[1], W = x.size[3], P = x.size[2] * W;
+  const int64_t b = blockIdx.y;
+  const int64_t p = static_cast<int64_t>(blockIdx.x) * PX + tx;
+  const bool valid = p < P;
+  const int64_t h = valid ? p / W : 0, w = valid ? p % W : 0;
+  const T* xp = x.data + b * x.stride[0] + h * x.stride[2] + w * x.stride[3];
+  const T* yp = y.data + b * y.stride[0] + h * y.stride[2] + w * y.stride[3];
+  const int64_t sxc = x.stride[1], syc = y.stride[1];
+  Acc a[6] = {0, 0, 0, 0, 0, 0};
+  if (valid) {
+#pragma unroll 4
+    for (int64_t c = ty; c < C; c += CG)
+      accumulate_bwd<Acc>(Load<Acc, T>::get(xp + c * sxc), Load<Acc, T>::get(yp + c * syc), kW ? __ldg(wt + c) : Acc(1),
+                          kW, a);
+  }
+  const int t = threadIdx.x;
+  for (int k = 0; k < 6; ++k) sh[k][t] = a[k];
+  __syncthreads();
+  LpipsGrad<Acc> r{};
+  if (ty == 0) {
+    Acc s[6];
+    for (int k = 0; k < 6; ++k) {
+      Acc v = 0;
+      for (int g = 0; g < CG; ++g) v += sh[k][tx + g * PX];
+      s[k] = v;
+    }
+    if (!kW) {
+      s[2] = s[0];
+      s[3] = s[1];
+    }
+    const Acc g = valid ? gin.at(b, h, w) : Acc(0);
+    r = lpips_pixel_grad(s[0], s[1], s[2], s[3], s[4], g, eps, mode, s[5]);
+  }
+  __syncthreads();  // the sums are read: their rows now carry the coefficients to the other channel groups
+  if (ty == 0) {
+    sh[0][tx] = r.axx;
+    sh[1][tx] = r.axy;
+    sh[2][tx] = r.ayy;
+    sh[3][tx] = r.kx;
+    sh[4][tx] = r.ky;
+  }
+  __syncthreads();
+  if (!valid) return;
+  r.axx = sh[0][tx];
+  r.axy = sh[1][tx];
+  r.ayy = sh[2][tx];
+  r.kx = sh[3][tx];
+  r.ky = sh[4][tx];
+  T* gxp = gx.data ? gx.ptr(b, 0, h, w) : nullptr;
+  T* gyp = gy.data ? gy.ptr(b, 0, h, w) : nullptr;
+#pragma unroll 4
+  for (int64_t c = ty; c < C; c += CG) {
+    const Acc xv = Load<Acc, T>::get(xp + c * sxc), yv = Load<Acc, T>::get(yp + c * syc);
+    Acc gxv, gyv;
+    lpips_channel_grad(r, xv, yv, kW ? __ldg(wt + c) : Acc(1), gxv, gyv);
+    if (gxp) Store<T, Acc>::put(gxp + c * gx.stride[1], gxv);
+    if (gyp) Store<T, Acc>::put(gyp + c * gy.stride[1], gyv);
+  }
+}
+
+template <typename T, typename Acc, bool kW>
+__global__ void __launch_bounds__(32 * kWarpsPerBlockCL)
+    lpips_bwd_cl_kernel(View4<T> x, View4<T> y, const Acc* __restrict__ wt, LpipsGradIn<Acc> gin, Acc eps, int mode,
+                        OutView4<T> gx, OutView4<T> gy) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t C = x.size[1], W = x.size[3], P = x.size[2] * W;
+  const int64_t b = blockIdx.y;
+  const int64_t p = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlockCL + warp;
+  if (p >= P) return;  // whole warps leave together: the shuffles below see full warps
+  const int64_t h = p / W, w = p % W;
+  const T* xp = x.data + b * x.stride[0] + h * x.stride[2] + w * x.stride[3];
+  const T* yp = y.data + b * y.stride[0] + h * y.stride[2] + w * y.stride[3];
+  Acc a[6] = {0, 0, 0, 0, 0, 0};
+#pragma unroll 4
+  for (int64_t c = lane; c < C; c += 32)
+    accumulate_bwd<Acc>(Load<Acc, T>::get(xp + c), Load<Acc, T>::get(yp + c), kW ? __ldg(wt + c) : Acc(1), kW, a);
+  for (int k = 0; k < 6; ++k) a[k] = warp_sum(a[k]);
+  if (!kW) {
+    a[2] = a[0];
+    a[3] = a[1];
+  }
+  const LpipsGrad<Acc> r = lpips_pixel_grad(a[0], a[1], a[2], a[3], a[4], gin.at(b, h, w), eps, mode, a[5]);
+  T* gxp = gx.data ? gx.ptr(b, 0, h, w) : nullptr;
+  T* gyp = gy.data ? gy.ptr(b, 0, h, w) : nullptr;
+#pragma unroll 4
+  for (int64_t c = lane; c < C; c += 32) {
+    const Acc xv = Load<Acc, T>::get(xp + c), yv = Load<Acc, T>::get(yp + c);
+    Acc gxv, gyv;
+    lpips_channel_grad(r, xv, yv, kW ? __ldg(wt + c) : Acc(1), gxv, gyv);
+    if (gxp) Store<T, Acc>::put(gxp + c * gx.stride[1], gxv);
+    if (gyp) Store<T, Acc>::put(gyp + c * gy.stride[1], gyv);
+  }
+}
+
 }  // namespace
 
 int64_t lpips_cuda_workspace_numel(const RawView4& x, const RawView4& y) {
@@ -233,6 +356,52 @@ void lpips_cuda_forward(const RawView4& x, const RawView4& y, uintptr_t weight, 
     check(cudaGetLastError(), "lpips_forward (cuda) main kernel");
     lpips_final_kernel<Acc><<<static_cast<unsigned>(B), 256, 0, stream>>>(part, pl.nb, P, o);
     check(cudaGetLastError(), "lpips_forward (cuda) final kernel");
+  });
+}
+
+void lpips_cuda_backward(const RawView4& x, const RawView4& y, uintptr_t weight, const RawView4& grad, bool spatial,
+                         double eps, int mode, const RawView4& gx, const RawView4& gy, uintptr_t stream_handle) {
+  const int64_t B = x.size[0], C = x.size[1], P = x.size[2] * x.size[3];
+  if (B > 65535) throw std::invalid_argument("lpips_backward (cuda): batch must be <= 65535");
+  const bool cl = C > 1 && x.stride[1] == 1 && y.stride[1] == 1 && !pixels_unit_stride(x.size, x.stride) &&
+                  (gx.data == 0 || gx.stride[1] == 1) && (gy.data == 0 || gy.stride[1] == 1);
+  int px = 32;
+  while (px < 128 && px < P) px <<= 1;
+  int threads = std::max(256, px);
+  if (!cl && B * ((P + px - 1) / px) < 2 * sm_count()) threads = kMaxThreadsBwd;  // few blocks: more channel groups
+  const int64_t nb = cl ? (P + kWarpsPerBlockCL - 1) / kWarpsPerBlockCL : (P + px - 1) / px;
+  cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_handle);
+  dispatch_dtype(x.dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    using Acc = typename AccOf<T>::type;
+    const auto xv = x.as<T>(), yv = y.as<T>();
+    const Acc* w = reinterpret_cast<const Acc*>(weight);
+    LpipsGradIn<Acc> gin;
+    gin.data = reinterpret_cast<const Acc*>(grad.data);
+    OutView4<T> ox, oy;
+    ox.data = reinterpret_cast<T*>(gx.data);
+    oy.data = reinterpret_cast<T*>(gy.data);
+    for (int i = 0; i < 4; ++i) {
+      gin.stride[i] = grad.stride[i];
+      ox.stride[i] = gx.stride[i];
+      oy.stride[i] = gy.stride[i];
+    }
+    gin.spatial = spatial;
+    gin.inv_p = Acc(1) / static_cast<Acc>(P);
+    const Acc e = static_cast<Acc>(eps);
+    const dim3 grid(static_cast<unsigned>(nb), static_cast<unsigned>(B));
+    if (cl) {
+      if (w)
+        lpips_bwd_cl_kernel<T, Acc, true><<<grid, 32 * kWarpsPerBlockCL, 0, stream>>>(xv, yv, w, gin, e, mode, ox, oy);
+      else
+        lpips_bwd_cl_kernel<T, Acc, false><<<grid, 32 * kWarpsPerBlockCL, 0, stream>>>(xv, yv, w, gin, e, mode, ox, oy);
+    } else {
+      if (w)
+        lpips_bwd_pixel_kernel<T, Acc, true><<<grid, threads, 0, stream>>>(xv, yv, w, gin, e, mode, px, ox, oy);
+      else
+        lpips_bwd_pixel_kernel<T, Acc, false><<<grid, threads, 0, stream>>>(xv, yv, w, gin, e, mode, px, ox, oy);
+    }
+    check(cudaGetLastError(), "lpips_backward (cuda)");
   });
 }
 

@@ -58,7 +58,7 @@ try:  # Triton is optional: the kernel below is only defined (and JIT-wrapped la
 except Exception:  # pragma: no cover
     triton = None
 
-_TRITON_KERNELS: dict[bool, object] = {}
+_TRITON_KERNELS: dict[tuple[bool, bool], object] = {}
 # no FMA contraction (x == y must give exactly 0: symmetric rounding)
 _NO_FMA: dict = {"enable_fp_fusion": False}
 
@@ -146,12 +146,154 @@ if triton is not None:
             tl.store(MAP + b * P + offs_p, d, mask=mask_p)
         tl.store(PART + b * NB + pid_p, tl.sum(d, axis=0))
 
+    def _lpips_bwd_kernel(
+        X,
+        Y,
+        Wt,
+        G,
+        GX,
+        GY,
+        GWPART,
+        C,
+        H,
+        W,
+        NB,
+        sxb,
+        sxc,
+        sxh,
+        sxw,
+        syb,
+        syc,
+        syh,
+        syw,
+        sgb,
+        sgh,
+        sgw,
+        soxb,
+        soxc,
+        soxh,
+        soxw,
+        soyb,
+        soyc,
+        soyh,
+        soyw,
+        inv_p,
+        eps,
+        MODE: tl.constexpr,
+        WEIGHTED: tl.constexpr,
+        SPATIAL: tl.constexpr,
+        NEED_X: tl.constexpr,
+        NEED_Y: tl.constexpr,
+        NEED_W: tl.constexpr,
+        ACC64: tl.constexpr,
+        BLOCK_P: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+    ):
+        # the same maths as lpips_pixel_grad / lpips_channel_grad in csrc/percept_fast/lpips_kernel.h
+        pid_p = tl.program_id(0)
+        b = tl.program_id(1).to(tl.int64)
+        P = H * W
+        offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+        mask_p = offs_p < P
+        hh = (offs_p // W).to(tl.int64)
+        ww = (offs_p % W).to(tl.int64)
+        px = b * sxb + hh * sxh + ww * sxw
+        py = b * syb + hh * syh + ww * syw
+        acc_t = tl.float64 if ACC64 else tl.float32
+        axx = tl.zeros([BLOCK_P], dtype=acc_t)
+        ayy = tl.zeros([BLOCK_P], dtype=acc_t)
+        awxx = tl.zeros([BLOCK_P], dtype=acc_t)
+        awyy = tl.zeros([BLOCK_P], dtype=acc_t)
+        awxy = tl.zeros([BLOCK_P], dtype=acc_t)
+        poison = tl.zeros([BLOCK_P], dtype=acc_t)  # 0, or NaN where an input is NaN/Inf (x * 0)
+        for c0 in range(0, C, BLOCK_C):
+            offs_c = c0 + tl.arange(0, BLOCK_C)
+            mask_c = offs_c < C
+            m = mask_c[:, None] & mask_p[None, :]
+            oc = offs_c.to(tl.int64)
+            xv = tl.load(X + (oc[:, None] * sxc + px[None, :]), mask=m, other=0.0).to(acc_t)
+            yv = tl.load(Y + (oc[:, None] * syc + py[None, :]), mask=m, other=0.0).to(acc_t)
+            xx = xv * xv
+            yy = yv * yv
+            axx += tl.sum(xx, axis=0)
+            ayy += tl.sum(yy, axis=0)
+            poison += tl.sum(xv * 0.0 + yv * 0.0, axis=0)
+            if WEIGHTED:
+                wv = tl.load(Wt + offs_c, mask=mask_c, other=0.0).to(acc_t)[:, None]
+                awxx += tl.sum(wv * xx, axis=0)
+                awyy += tl.sum(wv * yy, axis=0)
+                awxy += tl.sum(wv * (xv * yv), axis=0)
+            else:
+                awxy += tl.sum(xv * yv, axis=0)
+        if not WEIGHTED:
+            awxx = axx
+            awyy = ayy
+        if MODE == 0:
+            nx = tl.sqrt(axx) + eps
+            ny = tl.sqrt(ayy) + eps
+        else:
+            nx = tl.sqrt(axx + eps * eps)
+            ny = tl.sqrt(ayy + eps * eps)
+        ix = 1.0 / nx
+        iy = 1.0 / ny
+        if SPATIAL:
+            g = tl.load(G + b * sgb + hh * sgh + ww * sgw, mask=mask_p, other=0.0).to(acc_t)
+        else:
+            g = tl.load(G + b * sgb).to(acc_t) * inv_p + tl.zeros([BLOCK_P], dtype=acc_t)
+        x_zero = ix == 0
+        y_zero = iy == 0
+        g2 = (g + g) + poison
+        cxx = (g2 * ix) * ix
+        cxy = (g2 * ix) * iy
+        cyy = (g2 * iy) * iy
+        pxx = tl.where(x_zero, 0.0, awxx * ix)
+        pyy = tl.where(y_zero, 0.0, awyy * iy)
+        pxy_x = tl.where(y_zero, 0.0, awxy * iy)
+        pxy_y = tl.where(x_zero, 0.0, awxy * ix)
+        if MODE == 0:
+            s = tl.sqrt(axx)
+            t = tl.sqrt(ayy)
+            fx = tl.where(s > 0, 1.0 / tl.where(s > 0, s, 1.0), 0.0)
+            fy = tl.where(t > 0, 1.0 / tl.where(t > 0, t, 1.0), 0.0)
+            kx = ((g2 * (pxx - pxy_x)) * fx) * (ix * ix)
+            ky = ((g2 * (pyy - pxy_y)) * fy) * (iy * iy)
+        else:
+            kx = (g2 * (pxx - pxy_x)) * ((ix * ix) * ix)
+            ky = (g2 * (pyy - pxy_y)) * ((iy * iy) * iy)
+        kx = tl.where(x_zero, poison, kx)
+        ky = tl.where(y_zero, poison, ky)
+        gp = g + poison
+        ox = b * soxb + hh * soxh + ww * soxw
+        oy = b * soyb + hh * soyh + ww * soyw
+        for c0 in range(0, C, BLOCK_C):
+            offs_c = c0 + tl.arange(0, BLOCK_C)
+            mask_c = offs_c < C
+            m = mask_c[:, None] & mask_p[None, :]
+            oc = offs_c.to(tl.int64)
+            xv = tl.load(X + (oc[:, None] * sxc + px[None, :]), mask=m, other=0.0).to(acc_t)
+            yv = tl.load(Y + (oc[:, None] * syc + py[None, :]), mask=m, other=0.0).to(acc_t)
+            if WEIGHTED:
+                wv = tl.load(Wt + offs_c, mask=mask_c, other=0.0).to(acc_t)[:, None]
+            else:
+                wv = tl.full([BLOCK_C, 1], 1.0, dtype=acc_t)
+            if NEED_X:
+                gxv = wv * (cxx[None, :] * xv - cxy[None, :] * yv) - kx[None, :] * xv
+                tl.store(GX + (oc[:, None] * soxc + ox[None, :]), gxv.to(GX.dtype.element_ty), mask=m)
+            if NEED_Y:
+                gyv = wv * (cyy[None, :] * yv - cxy[None, :] * xv) - ky[None, :] * yv
+                tl.store(GY + (oc[:, None] * soyc + oy[None, :]), gyv.to(GY.dtype.element_ty), mask=m)
+            if NEED_W:
+                d = xv * ix[None, :] - yv * iy[None, :]
+                part = tl.sum(tl.where(m, gp[None, :] * (d * d), 0.0), axis=1)
+                tl.store(GWPART + (b * NB + pid_p) * C + offs_c, part, mask=mask_c)
 
-def _triton_kernel():
-    """The Triton kernel, JIT-wrapped lazily so TRITON_INTERPRET set after import still takes effect."""
-    key = cm.triton_interpret()
+
+def _triton_kernel(bwd: bool = False):
+    """The Triton kernel (the backward one with ``bwd``), JIT-wrapped lazily so TRITON_INTERPRET set after import
+    still takes effect."""
+    key = (cm.triton_interpret(), bwd)
     if key not in _TRITON_KERNELS:
-        _TRITON_KERNELS[key] = triton.jit(_lpips_kernel)
+        _TRITON_KERNELS[key] = triton.jit(_lpips_bwd_kernel if bwd else _lpips_kernel)
     return _TRITON_KERNELS[key]
 
 
@@ -244,6 +386,163 @@ def _forward_cuda(fx, fy, w, eps, mode, spatial, check_finite=False, layer=-1):
 _FORWARDS = {"cpu": _forward_cpu, "triton": _forward_triton, "cuda": _forward_cuda}
 
 
+# ------------------------------------------------------------------------------------------ fused backward
+
+
+def _grad_outputs(fx, need_x, need_y, need_w):
+    """The gradient buffers of the fused backward: ``empty_like`` (the features' layout when dense) where wanted,
+    else empty ``[0]`` tensors; ``gw`` in the accumulation dtype."""
+    none = fx.new_empty(0)
+    gx = torch.empty_like(fx) if need_x else none
+    gy = torch.empty_like(fx) if need_y else fx.new_empty(0)
+    gw = (
+        fx.new_empty(fx.shape[1], dtype=cm.out_dtype(fx.dtype))
+        if need_w
+        else fx.new_empty(0, dtype=cm.out_dtype(fx.dtype))
+    )
+    return gx, gy, gw
+
+
+def _upstream(grad, fx, spatial):
+    """The upstream gradient as the kernels take it: accumulation dtype, ``[B, 1, H, W]`` (spatial) or
+    ``[B, 1, 1, 1]``, strides kept (autograd often hands an expanded, stride-0 gradient)."""
+    g = grad.to(cm.out_dtype(fx.dtype))
+    return g.reshape(fx.shape[0], 1, fx.shape[2], fx.shape[3]) if spatial else g.reshape(fx.shape[0], 1, 1, 1)
+
+
+def _empty_arg(t):
+    return (0, (0, 0, 0, 0), (0, 0, 0, 0), cm.DTYPE_CODES[t.dtype])
+
+
+def _backward_cpu(fx, fy, w, grad, eps, mode, spatial, need_x, need_y, need_w):
+    gx, gy, gw = _grad_outputs(fx, need_x, need_y, need_w)
+    cm.cpu_module().lpips_backward(
+        cm.tensor_arg(fx),
+        cm.tensor_arg(fy),
+        w.data_ptr() if w is not None else 0,
+        cm.tensor_arg(_upstream(grad, fx, spatial)),
+        float(eps),
+        mode,
+        bool(spatial),
+        cm.tensor_arg(gx) if need_x else _empty_arg(fx),
+        cm.tensor_arg(gy) if need_y else _empty_arg(fx),
+        gw.data_ptr() if need_w else 0,
+    )
+    return gx, gy, gw
+
+
+def _weight_grad_torch(fx, fy, grad, eps, mode, spatial):
+    """dd/dw_c = sum_{b,h,w} g (u_c - v_c)^2 in plain PyTorch (the CUDA kernel computes only the feature gradients;
+    a trainable lin weight on CUDA costs this extra pass)."""
+    cdt = cm.out_dtype(fx.dtype)
+    normalize = "lpips" if mode == 0 else "stable"
+    diff = normalize_features(fx.to(cdt), eps, normalize) - normalize_features(fy.to(cdt), eps, normalize)
+    g = _upstream(grad, fx, spatial)
+    if not spatial:
+        g = g / (fx.shape[2] * fx.shape[3])
+    return (g * diff * diff).sum(dim=(0, 2, 3))
+
+
+def _backward_cuda(fx, fy, w, grad, eps, mode, spatial, need_x, need_y, need_w):
+    gx, gy, _ = _grad_outputs(fx, need_x, need_y, False)
+    if need_x or need_y:
+        with torch.cuda.device(fx.device):
+            cm.cuda_module().lpips_backward(
+                cm.tensor_arg(fx),
+                cm.tensor_arg(fy),
+                w.data_ptr() if w is not None else 0,
+                cm.tensor_arg(_upstream(grad, fx, spatial)),
+                float(eps),
+                mode,
+                bool(spatial),
+                cm.tensor_arg(gx) if need_x else _empty_arg(fx),
+                cm.tensor_arg(gy) if need_y else _empty_arg(fx),
+                cm.cuda_stream(fx),
+            )
+    gw = (
+        _weight_grad_torch(fx, fy, grad, eps, mode, spatial)
+        if need_w
+        else fx.new_empty(0, dtype=cm.out_dtype(fx.dtype))
+    )
+    return gx, gy, gw
+
+
+def _backward_triton(fx, fy, w, grad, eps, mode, spatial, need_x, need_y, need_w):
+    B, C, H, W = fx.shape
+    P = H * W
+    cdt = cm.out_dtype(fx.dtype)
+    gx, gy, _ = _grad_outputs(fx, need_x, need_y, False)
+    block_p = 64 if cm.triton_interpret() else 128
+    block_c = min(16 if cm.triton_interpret() else 8, max(1, 1 << (C - 1).bit_length()))
+    nb = -(-P // block_p)
+    gpart = torch.empty(B * nb, C, dtype=cdt, device=fx.device) if need_w else gx.new_empty(1, dtype=cdt)
+    g = _upstream(grad, fx, spatial)
+    sgb, _, sgh, sgw = g.stride()
+    ox = gx if need_x else fx  # never written when not wanted (NEED_X/NEED_Y are compile-time)
+    oy = gy if need_y else fx
+    _triton_kernel(bwd=True)[(nb, B)](
+        fx,
+        fy,
+        w if w is not None else g,
+        g,
+        ox,
+        oy,
+        gpart,
+        C,
+        H,
+        W,
+        nb,
+        *fx.stride(),
+        *fy.stride(),
+        sgb,
+        sgh,
+        sgw,
+        *ox.stride(),
+        *oy.stride(),
+        1.0 / P,
+        float(eps),
+        MODE=mode,
+        WEIGHTED=w is not None,
+        SPATIAL=spatial,
+        NEED_X=need_x,
+        NEED_Y=need_y,
+        NEED_W=need_w,
+        ACC64=cdt == torch.float64,
+        BLOCK_P=block_p,
+        BLOCK_C=block_c,
+        **_NO_FMA,
+    )
+    gw = gpart.sum(dim=0) if need_w else fx.new_empty(0, dtype=cdt)
+    return gx, gy, gw
+
+
+_BACKWARDS = {"cpu": _backward_cpu, "triton": _backward_triton, "cuda": _backward_cuda}
+
+
+@torch.library.custom_op("percept_fast::lpips_layer_backward", mutates_args=())
+def _lpips_layer_backward_op(
+    fx: torch.Tensor,
+    fy: torch.Tensor,
+    weight: torch.Tensor | None,
+    grad: torch.Tensor,
+    eps: float,
+    mode: int,
+    spatial: bool,
+    backend: str,
+    need_x: bool,
+    need_y: bool,
+    need_w: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fused backward of one layer: ``(dL/dfx, dL/dfy, dL/dweight)``, each an empty ``[0]`` tensor when not wanted
+    (``need_*``); recomputed from the inputs, nothing of the forward is kept."""
+    return _BACKWARDS[backend](fx, fy, weight, grad, eps, mode, spatial, need_x, need_y, need_w and weight is not None)
+
+
+@_lpips_layer_backward_op.register_fake
+def _lpips_layer_backward_fake(fx, fy, weight, grad, eps, mode, spatial, backend, need_x, need_y, need_w):
+    return _grad_outputs(fx, need_x, need_y, need_w and weight is not None)
+
+
 # ------------------------------------------------------------------------------------ custom op + autograd
 
 
@@ -307,16 +606,34 @@ def lpips_layer_backward(fx, fy, weight, eps, mode, spatial, grad, need_w=True):
 
 
 def _setup_context(ctx, inputs, output):
-    fx, fy, weight, eps, mode, spatial = inputs[:6]
-    ctx.save_for_backward(fx, fy, weight)
-    ctx.eps, ctx.mode, ctx.spatial = eps, mode, spatial
+    fx, fy, weight, eps, mode, spatial, backend = inputs[:7]
+    ctx.save_for_backward(fx, fy, weight)  # the inputs only: the backward recomputes the norms
+    ctx.eps, ctx.mode, ctx.spatial, ctx.backend = eps, mode, spatial, backend
 
 
 def _backward(ctx, grad):
     fx, fy, weight = ctx.saved_tensors
     need = ctx.needs_input_grad
-    gx, gy, gw = lpips_layer_backward(fx, fy, weight, ctx.eps, ctx.mode, ctx.spatial, grad, need_w=need[2])
-    return (gx if need[0] else None), (gy if need[1] else None), gw, None, None, None, None, None, None
+    need_w = bool(need[2]) and weight is not None
+    if torch.is_grad_enabled():
+        # create_graph=True (double backward): the same maths in differentiable PyTorch ops; the fused op has no
+        # derivative of its own. A plain backward (and torch.compile's traced one) runs with grad mode off.
+        gx, gy, gw = lpips_layer_backward(fx, fy, weight, ctx.eps, ctx.mode, ctx.spatial, grad, need_w=need_w)
+    else:
+        gx, gy, gw = _lpips_layer_backward_op(
+            fx, fy, weight, grad, ctx.eps, ctx.mode, ctx.spatial, ctx.backend, bool(need[0]), bool(need[1]), need_w
+        )
+    return (
+        gx if need[0] else None,
+        gy if need[1] else None,
+        gw if need_w else None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
 
 
 _lpips_layer_op.register_autograd(_backward, setup_context=_setup_context)

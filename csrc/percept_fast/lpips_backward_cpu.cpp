@@ -1,0 +1,290 @@
+// lpips_distance backward, CPU kernel: the gradients w.r.t. both feature maps (and the channel weights) recomputed
+// from the inputs alone (nothing of the forward is kept: no normalised features). Per pixel, pass 1 forms the five
+// channel sums of the forward, then lpips_pixel_grad (lpips_kernel.h, shared with the CUDA kernel) turns them into
+// five coefficients and pass 2 writes dd/dx_c and dd/dy_c. A task is a run of pixels whose channel vectors stay in
+// L2 between the two passes, so the inputs are read from memory once and the gradients written once.
+// Accumulation in float32 (float64 for float64 inputs); gradients are stored in the inputs' dtype.
+#include <algorithm>
+#include <limits>
+#include <stdexcept>
+#include <vector>
+
+#include "lpips_kernel.h"
+#include "registry.h"
+
+namespace percept_fast {
+namespace {
+
+// pixel budget of a task of the contiguous path: its x and y channel vectors (2 C elements a pixel) fit in this
+// many bytes, so pass 2 re-reads them from L2 (512 KiB a core on the machines measured)
+constexpr int64_t kTaskBytes = int64_t{192} << 10;
+constexpr int64_t kRowMax = 256;
+constexpr int64_t kMinWorkPerThread = int64_t{1} << 17;  // elements of each input per thread (3 passes of work each)
+
+template <typename T>
+bool pixel_has_nonfinite(const View4<T>& v, int64_t b, int64_t h, int64_t w) {
+  using Acc = typename AccOf<T>::type;
+  for (int64_t c = 0; c < v.size[1]; ++c)
+    if (!std::isfinite(Load<Acc, T>::get(v.ptr(b, c, h, w)))) return true;
+  return false;
+}
+
+// 0, or NaN when pixel (b, h, w) holds a NaN/Inf input (its sums of squares are then not finite; a finite sum that
+// overflowed is not poisoned: the forward takes that vector as 0).
+template <typename T, typename Acc>
+inline Acc pixel_poison(const View4<T>& x, const View4<T>& y, int64_t b, int64_t h, int64_t w, Acc sxx, Acc syy) {
+  if (std::isfinite(sxx) && std::isfinite(syy)) return Acc(0);
+  if ((!std::isfinite(sxx) && pixel_has_nonfinite(x, b, h, w)) || (!std::isfinite(syy) && pixel_has_nonfinite(y, b, h, w)))
+    return std::numeric_limits<Acc>::quiet_NaN();
+  return Acc(0);
+}
+
+template <typename T, typename Acc>
+struct BwdArgs {
+  View4<T> x, y;
+  OutView4<T> gx, gy;
+  const Acc* wt;  // nullptr: unweighted
+  LpipsGradIn<Acc> g;
+  Acc eps;
+  int mode;
+};
+
+// Contiguous pixels (NCHW-like): a row of np <= kRowMax pixels, channels outer, pixels inner (vectorised).
+template <typename T, typename Acc, bool kWeighted>
+void bwd_row_contig(const BwdArgs<T, Acc>& a, int64_t b, int64_t p0, int64_t np, Acc* gw_part) {
+  const int64_t C = a.x.size[1], W = a.x.size[3];
+  alignas(64) Acc sxx[kRowMax], syy[kRowMax], swxx[kRowMax], swyy[kRowMax], swxy[kRowMax];
+  for (int64_t i = 0; i < np; ++i) sxx[i] = syy[i] = swxx[i] = swyy[i] = swxy[i] = Acc(0);
+  const T* xb = a.x.data + b * a.x.stride[0] + p0;
+  const T* yb = a.y.data + b * a.y.stride[0] + p0;
+  for (int64_t c = 0; c < C; ++c) {
+    const T* xc = xb + c * a.x.stride[1];
+    const T* yc = yb + c * a.y.stride[1];
+    const Acc wc = kWeighted ? a.wt[c] : Acc(1);
+    for (int64_t i = 0; i < np; ++i) {
+      const Acc xv = Load<Acc, T>::get(xc + i), yv = Load<Acc, T>::get(yc + i);
+      sxx[i] = std::fma(xv, xv, sxx[i]);
+      syy[i] = std::fma(yv, yv, syy[i]);
+      if (kWeighted) {
+        const Acc wx = wc * xv;
+        swxx[i] = std::fma(wx, xv, swxx[i]);
+        swyy[i] = std::fma(wc * yv, yv, swyy[i]);
+        swxy[i] = std::fma(wx, yv, swxy[i]);
+      } else {
+        swxy[i] = std::fma(xv, yv, swxy[i]);
+      }
+    }
+  }
+  // coefficients (reusing the sum arrays' storage is not worth the aliasing: 7 more small arrays)
+  alignas(64) Acc axx[kRowMax], axy[kRowMax], ayy[kRowMax], kx[kRowMax], ky[kRowMax], ix[kRowMax], iy[kRowMax],
+      gp[kRowMax];
+  for (int64_t i = 0; i < np; ++i) {
+    const int64_t p = p0 + i, h = p / W, w = p % W;
+    const Acc poison = pixel_poison(a.x, a.y, b, h, w, sxx[i], syy[i]);
+    const Acc g = a.g.at(b, h, w);
+    const LpipsGrad<Acc> r = kWeighted
+                                 ? lpips_pixel_grad(sxx[i], syy[i], swxx[i], swyy[i], swxy[i], g, a.eps, a.mode, poison)
+                                 : lpips_pixel_grad(sxx[i], syy[i], sxx[i], syy[i], swxy[i], g, a.eps, a.mode, poison);
+    axx[i] = r.axx;
+    axy[i] = r.axy;
+    ayy[i] = r.ayy;
+    kx[i] = r.kx;
+    ky[i] = r.ky;
+    ix[i] = r.ix;
+    iy[i] = r.iy;
+    gp[i] = g + poison;
+  }
+  T* gxb = a.gx.data ? a.gx.data + b * a.gx.stride[0] + p0 : nullptr;
+  T* gyb = a.gy.data ? a.gy.data + b * a.gy.stride[0] + p0 : nullptr;
+  for (int64_t c = 0; c < C; ++c) {
+    const T* xc = xb + c * a.x.stride[1];
+    const T* yc = yb + c * a.y.stride[1];
+    const Acc wc = kWeighted ? a.wt[c] : Acc(1);
+    if (gxb) {
+      T* o = gxb + c * a.gx.stride[1];
+      for (int64_t i = 0; i < np; ++i) {
+        const Acc xv = Load<Acc, T>::get(xc + i), yv = Load<Acc, T>::get(yc + i);
+        Store<T, Acc>::put(o + i, wc * (axx[i] * xv - axy[i] * yv) - kx[i] * xv);
+      }
+    }
+    if (gyb) {
+      T* o = gyb + c * a.gy.stride[1];
+      for (int64_t i = 0; i < np; ++i) {
+        const Acc xv = Load<Acc, T>::get(xc + i), yv = Load<Acc, T>::get(yc + i);
+        Store<T, Acc>::put(o + i, wc * (ayy[i] * yv - axy[i] * xv) - ky[i] * yv);
+      }
+    }
+    if (gw_part) {
+      Acc s = 0;
+      for (int64_t i = 0; i < np; ++i) {
+        const Acc t = Load<Acc, T>::get(xc + i) * ix[i] - Load<Acc, T>::get(yc + i) * iy[i];
+        s += gp[i] * (t * t);
+      }
+      gw_part[c] += s;
+    }
+  }
+}
+
+// One pixel, any strides (channels_last: unit channel stride, the loops run over contiguous memory).
+template <typename T, typename Acc, bool kWeighted>
+void bwd_pixel(const BwdArgs<T, Acc>& a, int64_t b, int64_t p, Acc* gw_part) {
+  const int64_t C = a.x.size[1], W = a.x.size[3], h = p / W, w = p % W;
+  const T* xp = a.x.ptr(b, 0, h, w);
+  const T* yp = a.y.ptr(b, 0, h, w);
+  const int64_t sxc = a.x.stride[1], syc = a.y.stride[1];
+  constexpr int L = 8;  // independent partial sums: the channel loop vectorises
+  Acc axx[L] = {}, ayy[L] = {}, awxx[L] = {}, awyy[L] = {}, awxy[L] = {};
+  int64_t c = 0;
+  for (; c + L <= C; c += L) {
+    for (int l = 0; l < L; ++l) {
+      const Acc xv = Load<Acc, T>::get(xp + (c + l) * sxc), yv = Load<Acc, T>::get(yp + (c + l) * syc);
+      axx[l] = std::fma(xv, xv, axx[l]);
+      ayy[l] = std::fma(yv, yv, ayy[l]);
+      if (kWeighted) {
+        const Acc wx = a.wt[c + l] * xv;
+        awxx[l] = std::fma(wx, xv, awxx[l]);
+        awyy[l] = std::fma(a.wt[c + l] * yv, yv, awyy[l]);
+        awxy[l] = std::fma(wx, yv, awxy[l]);
+      } else {
+        awxy[l] = std::fma(xv, yv, awxy[l]);
+      }
+    }
+  }
+  for (int l = 0; c < C; ++c, ++l) {
+    const Acc xv = Load<Acc, T>::get(xp + c * sxc), yv = Load<Acc, T>::get(yp + c * syc);
+    axx[l] = std::fma(xv, xv, axx[l]);
+    ayy[l] = std::fma(yv, yv, ayy[l]);
+    if (kWeighted) {
+      const Acc wx = a.wt[c] * xv;
+      awxx[l] = std::fma(wx, xv, awxx[l]);
+      awyy[l] = std::fma(a.wt[c] * yv, yv, awyy[l]);
+      awxy[l] = std::fma(wx, yv, awxy[l]);
+    } else {
+      awxy[l] = std::fma(xv, yv, awxy[l]);
+    }
+  }
+  Acc sxx = 0, syy = 0, swxx = 0, swyy = 0, swxy = 0;
+  for (int l = 0; l < L; ++l) {
+    sxx += axx[l];
+    syy += ayy[l];
+    swxx += awxx[l];
+    swyy += awyy[l];
+    swxy += awxy[l];
+  }
+  if (!kWeighted) {
+    swxx = sxx;
+    swyy = syy;
+  }
+  const Acc poison = pixel_poison(a.x, a.y, b, h, w, sxx, syy);
+  const Acc g = a.g.at(b, h, w);
+  const LpipsGrad<Acc> r = lpips_pixel_grad(sxx, syy, swxx, swyy, swxy, g, a.eps, a.mode, poison);
+  T* gxp = a.gx.data ? a.gx.data + b * a.gx.stride[0] + h * a.gx.stride[2] + w * a.gx.stride[3] : nullptr;
+  T* gyp = a.gy.data ? a.gy.data + b * a.gy.stride[0] + h * a.gy.stride[2] + w * a.gy.stride[3] : nullptr;
+  const Acc gpois = g + poison;
+  for (c = 0; c < C; ++c) {
+    const Acc xv = Load<Acc, T>::get(xp + c * sxc), yv = Load<Acc, T>::get(yp + c * syc);
+    Acc gxv, gyv;
+    lpips_channel_grad(r, xv, yv, kWeighted ? a.wt[c] : Acc(1), gxv, gyv);
+    if (gxp) Store<T, Acc>::put(gxp + c * a.gx.stride[1], gxv);
+    if (gyp) Store<T, Acc>::put(gyp + c * a.gy.stride[1], gyv);
+    if (gw_part) gw_part[c] += lpips_channel_wgrad(r, xv, yv, gpois);
+  }
+}
+
+template <typename T, typename Acc, bool kWeighted>
+void bwd_run(const BwdArgs<T, Acc>& a, Acc* gw) {
+  const int64_t B = a.x.size[0], C = a.x.size[1], H = a.x.size[2], W = a.x.size[3], P = H * W;
+  const auto unit = [&](const int64_t* stride) { return pixels_unit_stride(a.x.size, stride); };
+  const bool contig = unit(a.x.stride) && unit(a.y.stride) && (!a.gx.data || unit(a.gx.stride)) &&
+                      (!a.gy.data || unit(a.gy.stride)) && P > 1;
+  int64_t row = 1;
+  if (contig) {
+    row = kTaskBytes / std::max<int64_t>(1, 2 * C * static_cast<int64_t>(sizeof(T)));
+    row = std::max<int64_t>(8, std::min<int64_t>(kRowMax, row / 8 * 8));
+  } else {
+    row = std::max<int64_t>(1, std::min<int64_t>(P, 4096 / std::max<int64_t>(1, C)));  // pixels per task
+  }
+  const int64_t ntiles = (P + row - 1) / row, ntasks = B * ntiles;
+  std::vector<Acc> part;
+  if (gw) part.assign(static_cast<size_t>(ntasks * C), Acc(0));
+  const int64_t min_tasks = std::max<int64_t>(1, kMinWorkPerThread / std::max<int64_t>(1, row * C));
+  parallel_for_pooled(ntasks, min_tasks, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / ntiles, p0 = (t % ntiles) * row, np = std::min(row, P - p0);
+      Acc* gp = gw ? part.data() + t * C : nullptr;
+      if (contig) {
+        bwd_row_contig<T, Acc, kWeighted>(a, b, p0, np, gp);
+      } else {
+        for (int64_t p = p0; p < p0 + np; ++p) bwd_pixel<T, Acc, kWeighted>(a, b, p, gp);
+      }
+    }
+  });
+  if (gw) {  // fixed-order reduction: deterministic for any thread count
+    for (int64_t c = 0; c < C; ++c) gw[c] = Acc(0);
+    for (int64_t t = 0; t < ntasks; ++t)
+      for (int64_t c = 0; c < C; ++c) gw[c] += part[static_cast<size_t>(t * C + c)];
+  }
+}
+
+// gx / gy: TensorArg of the gradient to write (same sizes and dtype as fx; data 0: not wanted). grad: the upstream
+// gradient in the accumulation dtype, [B, 1, H, W] (spatial) or [B, 1, 1, 1] (spatial mean), any strides (0 too).
+// weight: [C] contiguous accumulation dtype or 0; gw: [C] accumulation dtype or 0 (not wanted; needs weight).
+void lpips_backward(const TensorArg& fx, const TensorArg& fy, uintptr_t weight, const TensorArg& grad, double eps,
+                    int mode, bool spatial, const TensorArg& gx, const TensorArg& gy, uintptr_t gw) {
+  const RawView4 x = to_view(fx, "fx"), y = to_view(fy, "fy"), g = to_view(grad, "grad");
+  const RawView4 ox = to_view(gx, "gx"), oy = to_view(gy, "gy");
+  check_feature_pair(x, y, "lpips_backward");
+  if (mode != kNormLpips && mode != kNormStable) throw std::invalid_argument("lpips_backward: bad mode");
+  const bool acc64 = x.dtype == kFloat64;
+  if (g.dtype != (acc64 ? kFloat64 : kFloat32)) throw std::invalid_argument("lpips_backward: grad dtype");
+  if (g.size[0] != x.size[0] || g.size[1] != 1 ||
+      (spatial ? (g.size[2] != x.size[2] || g.size[3] != x.size[3]) : (g.size[2] != 1 || g.size[3] != 1)))
+    throw std::invalid_argument("lpips_backward: grad shape");
+  for (const RawView4* o : {&ox, &oy}) {
+    if (o->data == 0) continue;
+    if (o->dtype != x.dtype) throw std::invalid_argument("lpips_backward: gradient dtype");
+    for (int i = 0; i < 4; ++i)
+      if (o->size[i] != x.size[i]) throw std::invalid_argument("lpips_backward: gradient shape");
+  }
+  if (gw != 0 && weight == 0) throw std::invalid_argument("lpips_backward: gw needs the weight");
+  pybind11::gil_scoped_release nogil;
+  dispatch_dtype(x.dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    using Acc = typename AccOf<T>::type;
+    BwdArgs<T, Acc> a;
+    a.x = x.as<T>();
+    a.y = y.as<T>();
+    a.gx.data = reinterpret_cast<T*>(ox.data);
+    a.gy.data = reinterpret_cast<T*>(oy.data);
+    for (int i = 0; i < 4; ++i) {
+      a.gx.stride[i] = ox.stride[i];
+      a.gy.stride[i] = oy.stride[i];
+      a.g.stride[i] = g.stride[i];
+    }
+    a.wt = reinterpret_cast<const Acc*>(weight);
+    a.g.data = reinterpret_cast<const Acc*>(g.data);
+    a.g.spatial = spatial;
+    a.g.inv_p = Acc(1) / static_cast<Acc>(x.size[2] * x.size[3]);
+    a.eps = static_cast<Acc>(eps);
+    a.mode = mode;
+    Acc* w = reinterpret_cast<Acc*>(gw);
+    if (a.wt)
+      bwd_run<T, Acc, true>(a, w);
+    else
+      bwd_run<T, Acc, false>(a, w);
+  });
+}
+
+void register_lpips_backward(pybind11::module_& m) {
+  m.def("lpips_backward", &lpips_backward, pybind11::arg("fx"), pybind11::arg("fy"), pybind11::arg("weight"),
+        pybind11::arg("grad"), pybind11::arg("eps"), pybind11::arg("mode"), pybind11::arg("spatial"),
+        pybind11::arg("gx"), pybind11::arg("gy"), pybind11::arg("gw"),
+        "Fused LPIPS layer backward: writes dd/dfx, dd/dfy (where their data pointers are non-zero) and dd/dweight "
+        "(gw != 0) for the upstream gradient grad ([B,1,H,W] spatial, else [B,1,1,1] of the spatial mean).");
+}
+
+}  // namespace
+
+PF_REGISTER_OP(lpips_backward, register_lpips_backward)
+
+}  // namespace percept_fast
