@@ -535,7 +535,13 @@ def _lpips_layer_backward_op(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fused backward of one layer: ``(dL/dfx, dL/dfy, dL/dweight)``, each an empty ``[0]`` tensor when not wanted
     (``need_*``); recomputed from the inputs, nothing of the forward is kept."""
-    return _BACKWARDS[backend](fx, fy, weight, grad, eps, mode, spatial, need_x, need_y, need_w and weight is not None)
+    need_w = need_w and weight is not None
+    mod = cm.cpu_module() if backend == "cpu" else cm.cuda_module() if backend == "cuda" else None
+    if backend != "triton" and not hasattr(mod, "lpips_backward"):  # a native module built before the backward
+        gx, gy, gw = lpips_layer_backward(fx, fy, weight, eps, mode, spatial, grad, need_w=need_w)
+        ox, oy, ow = _grad_outputs(fx, need_x, need_y, need_w)  # the layouts register_fake promises
+        return (ox.copy_(gx) if need_x else ox), (oy.copy_(gy) if need_y else oy), (ow.copy_(gw) if need_w else ow)
+    return _BACKWARDS[backend](fx, fy, weight, grad, eps, mode, spatial, need_x, need_y, need_w)
 
 
 @_lpips_layer_backward_op.register_fake
