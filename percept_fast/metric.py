@@ -116,8 +116,10 @@ class PerceptualMetric(nn.Module):
         frozen_backbone: for a backbone built by name, run gradient-free CPU float32 inference (NCHW or
             channels_last inputs) through a frozen TorchScript copy of its trunk (alex/vgg/squeeze: oneDNN
             prepacked convolutions, ~1.3x faster AlexNet and VGG16, ~1.1x SqueezeNet over eager channels_last;
-            features equal to float32 rounding; see :mod:`percept_fast.backbones.base`). ``False`` keeps eager
-            PyTorch. Gradients, autocast, torch.compile and other devices/dtypes always run eagerly.
+            features equal to float32 rounding; see :mod:`percept_fast.backbones.base`); and, used as a loss (only
+            the images need a gradient), differentiate the frozen alex/vgg trunk with
+            :mod:`percept_fast.backbones.frozen_grad` (keeps only ReLU outputs / masks; the same gradient to float32
+            rounding). ``False`` keeps eager PyTorch and autograd. Autocast and torch.compile always run eagerly.
     """
 
     def __init__(
@@ -174,6 +176,7 @@ class PerceptualMetric(nn.Module):
             net = build_backbone(backbone, **dict(backbone_kwargs or {}))
             if isinstance(net, Backbone):
                 net.frozen_inference = frozen_backbone
+                net.frozen_input_grad = frozen_backbone
             if backbone_weights is None:
                 warnings.warn(
                     f"PerceptualMetric: backbone {backbone!r} has random weights; pass backbone_weights=<local "
@@ -424,11 +427,28 @@ class PerceptualMetric(nn.Module):
         if x0.dtype != x1.dtype:
             raise TypeError(f"x0, x1: expected the same dtype, got {x0.dtype} and {x1.dtype}")
         b = x0.shape[0]
+        grad0, grad1 = self._needs_trunk_graph(x0), self._needs_trunk_graph(x1)
+        if grad0 != grad1:
+            # a loss against a fixed target (the usual training use): only one side needs the trunk's autograd
+            # graph. The other runs without one (the frozen fast path on CPU), and the backward runs the trunk
+            # for one batch instead of two (one shared pass would differentiate the target's half too).
+            with torch.no_grad():
+                fixed = self._extract(self._prepare(x1 if grad0 else x0))
+            moving = self._extract(self._prepare(x0 if grad0 else x1))
+            f0, f1 = (moving, fixed) if grad0 else (fixed, moving)
+            return self.distance_from_features(f0, f1, per_layer=per_layer, image_size=tuple(x0.shape[2:]))
         # one backbone pass over both batches (batch norm is in eval mode, so samples do not interact)
         feats = self._extract(self._prepare(torch.cat([x0, x1], dim=0)))
         return self.distance_from_features(
             [f[:b] for f in feats], [f[b:] for f in feats], per_layer=per_layer, image_size=tuple(x0.shape[2:])
         )
+
+    def _needs_trunk_graph(self, x: torch.Tensor) -> bool:
+        """True when autograd must record the backbone's pass over ``x`` (grad mode, and ``x`` or a backbone
+        parameter requires grad)."""
+        if not torch.is_grad_enabled():
+            return False
+        return x.requires_grad or any(p.requires_grad for p in self.backbone.parameters())
 
     def extra_repr(self) -> str:
         return (

@@ -42,6 +42,9 @@ class Backbone(nn.Module):
     frozen_inference: bool = False
     # memory format of the frozen copy: 'mkldnn' (optimize_for_inference) or 'channels_last' (freeze only)
     frozen_format: str = "mkldnn"
+    # input gradient of a frozen trunk (a perceptual loss) through frozen_grad.FrozenTrunkInputGrad where the trunk
+    # supports it; off by default (a bare backbone keeps torchvision's autograd), on in PerceptualMetric
+    frozen_input_grad: bool = False
 
     def __init__(
         self, input_mean: Sequence[float] | None = IMAGENET_MEAN, input_std: Sequence[float] | None = IMAGENET_STD
@@ -138,18 +141,38 @@ class Backbone(nn.Module):
             return []
         frozen = self._frozen_runner(x, max(idx))
         if frozen is None:
-            feats = self._forward_taps(self.scale_input(x, unit_input), max(idx))
+            xs = self.scale_input(x, unit_input)
+            feats = self._input_grad_taps(xs, max(idx)) if self._input_grad_only(x) else None
+            if feats is None:
+                feats = self._forward_taps(xs, max(idx))
         else:  # the scaling writes the frozen copy's input layout (oneDNN's reorder from NCHW is the cheaper one)
             fmt = torch.channels_last if self.frozen_format == "channels_last" else torch.contiguous_format
             feats = frozen(self.scale_input(x, unit_input, memory_format=fmt))
         return [feats[i] for i in idx]
+
+    # ------------------------------------------------------------------ frozen input gradient
+    def _input_grad_only(self, x: torch.Tensor) -> bool:
+        """True when autograd needs the gradient w.r.t. ``x`` only (a perceptual loss of a frozen backbone) and
+        ``frozen_input_grad`` is on: the trunk may then run :mod:`percept_fast.backbones.frozen_grad`."""
+        if not self.frozen_input_grad or self.training or not torch.is_grad_enabled() or not x.requires_grad:
+            return False
+        if torch.compiler.is_compiling() or torch.is_autocast_enabled(x.device.type):
+            return False  # torch.compile traces the eager modules; autocast must see the eager ops to apply
+        return not any(p.requires_grad for p in self.parameters())
+
+    def _input_grad_taps(self, x: torch.Tensor, last: int) -> list[torch.Tensor] | None:
+        """Taps ``0..last`` of the scaled input ``x``, differentiable w.r.t. ``x`` only; None: not supported (the
+        eager trunk and autograd serve)."""
+        return None
 
     # ------------------------------------------------------------------ frozen inference
     def _frozen_trunk(self, last: int) -> tuple[nn.Module, list[int]] | None:
         """``(sequential trunk up to tap last, indices of its tap layers)`` for the frozen path, or None."""
         return None
 
-    def _frozen_runner(self, x: torch.Tensor, last: int):
+    def _frozen_runner(self, x: torch.Tensor, last: int, ends: list[int] | None = None):
+        """The frozen copy of the trunk up to tap ``last`` returning its taps (or the outputs of the layers ``ends``),
+        or None when it cannot serve ``x``."""
         if not self.frozen_inference or self.training or self.__dict__.get("_frozen_failed", False):
             return None
         if torch.compiler.is_compiling() or torch.is_autocast_enabled(x.device.type):
@@ -167,18 +190,21 @@ class Backbone(nn.Module):
         except RuntimeError:  # inference-mode parameters track no version: edits could not be seen
             return None
         cache = self.__dict__.setdefault("_frozen_cache", {})
-        hit = cache.get(last)
+        slot = last if ends is None else (last, tuple(ends))
+        hit = cache.get(slot)
         if hit is not None and hit[0] == key:
             return hit[1]
         spec = self._frozen_trunk(last)
         if spec is None:
             return None
+        if ends is not None:
+            spec = (spec[0], list(ends))
         try:
             runner = _build_frozen(*spec, channels_last=self.frozen_format == "channels_last")
         except Exception:  # pragma: no cover - TorchScript unavailable/unsupported: the eager path is exact
             self.__dict__["_frozen_failed"] = True
             return None
-        cache[last] = (key, runner)
+        cache[slot] = (key, runner)
         return runner
 
     def __getstate__(self):

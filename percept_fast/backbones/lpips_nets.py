@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone
+from .frozen_grad import FrozenTrunkInputGrad, relu_ends, supports_input_grad_trunk
 
 __all__ = ["AlexNetFeatures", "VGG16Features", "SqueezeNet11Features", "Fire"]
 
@@ -42,6 +43,14 @@ class _SequentialTaps(Backbone):
     @property
     def min_input_size(self) -> int:
         return self._min_size
+
+    def _input_grad_taps(self, x: torch.Tensor, last: int) -> list[torch.Tensor] | None:
+        layers = list(self.features)[: self.tap_ends[last] + 1]
+        if not supports_input_grad_trunk(layers):
+            return None
+        with torch.no_grad():  # the frozen copy returning every ReLU output (CPU float32), else eager in the Function
+            runner = self._frozen_runner(x, last, ends=relu_ends(layers))
+        return list(FrozenTrunkInputGrad.apply(x, layers, self.tap_ends[: last + 1], runner))
 
     def _frozen_trunk(self, last: int) -> tuple[nn.Module, list[int]]:
         end = self.tap_ends[last]
