@@ -4,19 +4,24 @@
 #
 #   bash tools/gpu_check.sh [OUT_DIR]            # on a machine with an NVIDIA GPU and the CUDA toolkit
 #   bash tools/gpu_check.sh --dry-run [OUT_DIR]  # anywhere: the CPU-possible parts, quickly (checks the script)
+#   bash tools/gpu_check.sh --list               # prints the steps (name, time limit, command); runs nothing
 #
-# python3 (or $PYTHON) must hold torch with CUDA, triton and pytest. Every step has its own timeout and a failing
-# step never stops the next; steps that would not fit in the remaining budget (BUDGET_S, default 470 s) are
-# skipped. The summary (step, status, seconds) is printed at the end and written to $OUT/gpu_check_summary.json;
-# the GPU tests' results to $OUT/gpu_tests.json (+ junit XML), each bench's JSON into $OUT.
+# python3 (or $PYTHON) must hold torch with CUDA, triton and pytest. Without a CUDA device (and not --dry-run/--list)
+# it stops at once with exit status 2. Every step has its own timeout and a failing step never stops the next; steps
+# that would not fit in the remaining budget (BUDGET_S, default 470 s) are skipped. The summary (step, status,
+# seconds) is printed at the end and written to $OUT/gpu_check_summary.json; the GPU tests' results to
+# $OUT/gpu_tests.json (+ junit XML), each bench's JSON into $OUT. Exit status: 0 when every step passed, 1 otherwise.
 set -u
 DRY=0
-if [ "${1:-}" = "--dry-run" ]; then
-  DRY=1
-  shift
-fi
+LIST=0
+case "${1:-}" in
+  --dry-run) DRY=1 && shift ;;
+  --list) LIST=1 && DRY=0 && shift ;;
+  -h | --help) sed -n '2,14p' "$0" && exit 0 ;;
+esac
 OUT=${1:-${OUT:-bench/results/gpu}}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd) # absolute: the steps run from the repository root
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
@@ -28,6 +33,17 @@ SUMMARY="$OUT/gpu_check_summary.tsv"
 : >"$SUMMARY"
 DEV=cuda
 [ "$DRY" = 1 ] && DEV=cpu
+if [ "$DRY" = 0 ] && [ "$LIST" = 0 ]; then
+  if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
+    echo "gpu_check.sh: no NVIDIA GPU here (nvidia-smi missing or lists no device); nothing was run." >&2
+    echo "  On a CPU-only machine: bash tools/gpu_check.sh --dry-run (CPU parts) or --list (the steps)." >&2
+    exit 2
+  fi
+  if ! $PY -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+    echo "gpu_check.sh: $PY has no CUDA-enabled torch (torch.cuda.is_available() is False); nothing was run." >&2
+    exit 2
+  fi
+fi
 
 # run NAME TIMEOUT_S CMD...: runs CMD with a timeout (skipped when the budget cannot hold it), logs to $OUT/NAME.log,
 # appends "NAME<TAB>status<TAB>seconds" to the summary; never fails the script.
@@ -35,6 +51,10 @@ run() {
   local name=$1 limit=$2
   shift 2
   local now left t0 rc status
+  if [ "$LIST" = 1 ]; then
+    printf '%s\t%ss\t%s\n' "$name" "$limit" "$*"
+    return 0
+  fi
   now=$(date +%s)
   left=$((BUDGET_S - (now - START)))
   if [ "$left" -lt 15 ]; then
@@ -74,7 +94,7 @@ echo "gpu test files: $GPU_TESTS"
 TEST_LIMIT=150
 [ "$DRY" = 1 ] && TEST_LIMIT=120
 run gpu_tests "$TEST_LIMIT" $PY -m pytest -q -m gpu -p no:cacheprovider -rfEs --junitxml="$OUT/gpu_tests.xml" $GPU_TESTS
-$PY - "$OUT/gpu_tests.xml" "$OUT/gpu_tests.json" <<'EOF' || true
+[ "$LIST" = 0 ] && $PY - "$OUT/gpu_tests.xml" "$OUT/gpu_tests.json" <<'EOF' || true
 import json, sys, xml.etree.ElementTree as ET
 try:
     root = ET.parse(sys.argv[1]).getroot()
@@ -103,7 +123,7 @@ EOF
 for b in bench/bench_op_*.py; do
   name=$(basename "$b" .py)
   extra=()
-  if [ "${GPU_CHECK_COMPILE:-0}" != 1 ] && $PY "$b" --help 2>/dev/null | grep -q -- "--no-compile"; then
+  if [ "${GPU_CHECK_COMPILE:-0}" != 1 ] && grep -q -- '"--no-compile"' "$b"; then
     extra=(--no-compile)
   fi
   if [ "$DRY" = 1 ]; then
@@ -127,11 +147,13 @@ run e2e_lpips_loss 90 $PY bench/bench_e2e_lpips_loss.py --mode fwdbwd "${E2E[@]}
 
 # ------------------------------------------------------------------------------- robot_rt GPU benches (if time)
 if [ "$DRY" = 0 ]; then
-  run bench_ballistics 40 $PY bench/bench_ballistics.py --device cuda
-  run bench_envs 40 $PY bench/bench_envs.py --cuda --cases native,cuda --quick
+  # bench_ballistics writes bench/results/<--name>.json only: copied into $OUT
+  run bench_ballistics 40 bash -c "$PY bench/bench_ballistics.py --device cuda --name ballistics_cuda && cp bench/results/ballistics_cuda.json '$OUT/'"
+  run bench_envs 40 $PY bench/bench_envs.py --cuda --cases native,cuda --quick --out "$OUT"
 fi
 
 # ---------------------------------------------------------------------------------------------------- summary
+[ "$LIST" = 1 ] && exit 0
 $PY - "$SUMMARY" "$OUT/gpu_check_summary.json" "$(($(date +%s) - START))" "$DRY" <<'EOF' || cat "$SUMMARY"
 import json, sys
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
@@ -143,3 +165,5 @@ for s in steps:
     print(f"  {s['step']:<28} {s['status']:<22} {s['seconds']:>4} s")
 EOF
 ls -la "$OUT"
+# exit status: 0 only when every step ran and passed
+! cut -f2 "$SUMMARY" | grep -qv '^ok$'
