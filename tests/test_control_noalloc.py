@@ -1,6 +1,8 @@
 """No heap allocation inside the loop's ticks: a small C++ program counts operator new calls while only the
 loop thread runs (sim driver, no Python), compiled from the loop's sources with the system g++. With a run log,
-its writer thread runs too: it must not allocate either once open (its chunk buffer is reserved at open())."""
+its writer thread runs too: it must not allocate either once open (its chunk buffer is reserved at open()).
+The window covers the OTG, every reflex (watchdog, sensor timeout, e-stop, fault, implausible measurement, tracking
+error, lost link, restarted peer), the stop latch, the lifecycle and eight recoveries."""
 
 import shutil
 import subprocess
@@ -36,13 +38,12 @@ static void wait_ticks(const ControlLoop& loop, std::uint64_t n) {
   const std::uint64_t target = loop.counters().ticks + n;
   while (loop.counters().ticks < target) std::this_thread::sleep_for(std::chrono::milliseconds(1));
 }
-
 int main(int argc, char** argv) {
   RobotModel m;
   m.dof = 8;
   for (int i = 0; i < 8; ++i) m.limits[i] = JointLimits{-1.0, 1.0, 2.0, 10.0, 200.0};
   double q0[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  auto driver = std::make_shared<SimDriver>(m, q0, 1e-3, 0.01);
+  auto driver = std::make_shared<SimDriver>(m, q0, 1e-3, SimServoConfig{});
   LoopConfig cfg;  // run log only when a path is given
   cfg.command_timeout_s = 0.05;
   if (argc > 1) {
@@ -52,27 +53,72 @@ int main(int argc, char** argv) {
   }
   ControlLoop loop(driver, m, cfg);
   loop.start();
-  // commands (tracking path), then silence (watchdog stop path), then e-stop, dropout: all inside the window
+  // commands (OTG path), then silence (watchdog stop path), recoveries, e-stop, fault, implausible measurement,
+  // jammed joint (tracking error), lost link and a restarted peer: every reflex, the latch and the lifecycle
   wait_ticks(loop, 50);
   const long before = g_news.load();
   const auto t0 = std::chrono::steady_clock::now();
   double q[8] = {0.5, -0.5, 0.3, 0, 0, 0, 0, 0.9};
-  for (int k = 0; k < 20; ++k) {
-    q[0] = 0.5 * (k % 2 ? 1 : -1);
-    loop.push_command(q, 8, 0, 0);
-    wait_ticks(loop, 10);
-  }
-  wait_ticks(loop, 150);  // stale -> controlled stop
-  driver->inject_dropout(40);
-  wait_ticks(loop, 60);
+  auto command = [&](int n) {
+    for (int k = 0; k < n; ++k) {
+      q[0] = 0.5 * (k % 2 ? 1 : -1);
+      loop.push_command(q, 8, 0, 0);
+      wait_ticks(loop, 10);
+    }
+  };
+  auto recover = [&] {
+    loop.request_recover();
+    while (loop.recover_state() == ControlLoop::kRecoverPending) wait_ticks(loop, 1);
+  };
+  command(20);
+  wait_ticks(loop, 150);  // stale -> watchdog stop
+  recover();
+  command(5);
+  driver->inject_dropout(40);  // sensor timeout
+  wait_ticks(loop, 300);
+  recover();
+  command(5);
   loop.request_estop();
-  wait_ticks(loop, 60);
+  wait_ticks(loop, 300);
+  recover();
+  command(5);
+  driver->set_fault(true);
+  wait_ticks(loop, 300);
+  driver->set_fault(false);
+  recover();
+  command(5);
+  driver->inject_measurement(2, 1e300, 0.0, 3);
+  wait_ticks(loop, 300);
+  recover();
+  driver->jam(0, true);
+  command(20);
+  wait_ticks(loop, 300);
+  driver->jam(0, false);
+  recover();
+  command(5);
+  driver->set_link_up(false);
+  wait_ticks(loop, 300);
+  driver->set_link_up(true);
+  recover();
+  command(5);
+  driver->restart_peer();
+  wait_ticks(loop, 300);
+  recover();
+  command(5);
   const long during = g_news.load() - before;
   const double window_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const auto ticks = loop.counters().ticks;
+  const auto c = loop.counters();
+  const auto ticks = c.ticks;
+  // every reflex fired once, and every recovery succeeded
+  const int reflexes[] = {kEventWatchdogStop, kEventSensorTimeoutStop, kEventEstop, kEventRobotFaultStop,
+                          kEventMeasurementStop, kEventTrackingErrorStop, kEventLinkLossStop};
+  int fired = 0;
+  for (int code : reflexes) fired += c.event_counts[code] >= 1 ? 1 : 0;
+  const auto recovered = c.event_counts[kEventRecovered];
   loop.stop();
-  std::printf("allocations=%ld ticks=%llu window_s=%.3f\n", during, (unsigned long long)ticks, window_s);
-  return during == 0 && ticks > 100 ? 0 : 1;
+  std::printf("allocations=%ld ticks=%llu window_s=%.3f reflexes=%d recovered=%llu\n", during,
+              (unsigned long long)ticks, window_s, fired, (unsigned long long)recovered);
+  return during == 0 && ticks > 100 && fired == 7 && recovered == 8 ? 0 : 1;
 }
 """
 

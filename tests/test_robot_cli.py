@@ -181,3 +181,168 @@ def test_run_fails_cleanly_without_a_server(tmp_path, capsys):
 def test_replay_rejects_a_missing_log(tmp_path, capsys):
     assert main(["replay", str(tmp_path / "missing.rrlog")]) == 2
     assert "not found" in capsys.readouterr().err  # errors go to stderr
+
+
+POLICIES = '''
+import time
+import numpy as np
+from robot_rt.control.loop import PolicyFinished
+
+
+class Base:
+    def __init__(self, robot):
+        self.robot = robot
+        self.t0 = None
+
+    def t(self):
+        now = time.monotonic()
+        if self.t0 is None:
+            self.t0 = now
+        return now - self.t0
+
+    def move(self, t):
+        q = self.robot.home.copy()
+        q[0] = 0.6 * np.sin(2.5 * t)
+        return q
+
+
+class SilentOnce(Base):
+    """Sends nothing from 0.5 s on (the watchdog stops the robot) until a recovery resets it, then goes on."""
+
+    recovered = False
+
+    def reset(self):  # called by the policy runner after a recovery
+        self.recovered = True
+
+    def __call__(self, obs):
+        t = self.t()
+        return None if t >= 0.5 and not self.recovered else self.move(t)
+
+
+class FinishesAfterOneSecond(Base):
+    def __call__(self, obs):
+        t = self.t()
+        if t > 1.0:
+            raise PolicyFinished()
+        return self.move(t)
+
+
+class Fast(Base):
+    def __call__(self, obs):
+        q = self.robot.home.copy()
+        q[0] = 0.9 if int(self.t() / 0.6) % 2 == 0 else -0.9
+        return q
+'''
+
+
+def _run_cli(tmp_path, *args, timeout=120, stdin=None):
+    (tmp_path / "cli_policies.py").write_text(POLICIES)
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
+    return subprocess.Popen(
+        [*CLI, "run", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+
+
+def _ended_at_rest(log, stopping_distance):
+    """The last tick commands rest, and the final ramp (from the shutdown stop on) stays within the distance."""
+    t = log.ticks
+    assert np.all(t["command_velocity"][-1] == 0) and np.all(t["command_acceleration"][-1] == 0)
+    code = log.meta["event_codes"]["shutdown_stop"]
+    start = int(log.events["tick"][log.events["code"] == code][0])
+    row = int(np.flatnonzero(t["tick"] == start)[0])
+    travel = np.abs(t["command_position"][-1] - t["command_position"][row])
+    assert np.all(travel <= stopping_distance + 1e-9), (travel, stopping_distance)
+    return t["command_velocity"][row]
+
+
+def test_a_protective_stop_ends_the_run_at_once_with_exit_3(tmp_path):
+    proc = _run_cli(
+        tmp_path, "--policy", "cli_policies:SilentOnce", "--duration", "30", "--log", "w.rrlog", "--summary", "w.json"
+    )
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, out + err
+    assert json.loads((tmp_path / "w.json").read_text())["duration_s"] < 25  # not the full 30 s
+    assert "watchdog" in out and "exit 3 (protective_stop)" in " ".join(out.split())
+    for label in ("wake latency", "tick duration", "policy round trip"):
+        assert label in out and "p99.9" in out
+    log = read_runlog(tmp_path / "w.rrlog")
+    assert log.meta["stop_reasons"]["watchdog"] and log.clean
+
+
+def test_the_operator_can_recover_at_the_prompt_and_the_run_completes(tmp_path):
+    proc = _run_cli(
+        tmp_path, "--policy", "cli_policies:SilentOnce", "--duration", "3", "--recover", "prompt", "--log", "r.rrlog",
+        stdin=True,
+    )  # fmt: skip
+    out, err = proc.communicate(input="y\n", timeout=120)
+    assert proc.returncode == 0, out + err
+    flat = " ".join(out.split())  # rich wraps long lines
+    assert "protective stop" in flat and "recovered: the loop is active again" in flat
+    assert "recovered stops: watchdog" in flat
+    log = read_runlog(tmp_path / "r.rrlog")
+    codes = log.meta["event_codes"]
+    assert np.count_nonzero(log.events["code"] == codes["recovered"]) == 1
+
+
+def test_a_finished_policy_ends_the_run_with_exit_0(tmp_path):
+    from robot_rt.control.loop import stopping_distance
+    from robot_rt.robot import load_robot
+
+    proc = _run_cli(
+        tmp_path, "--policy", "cli_policies:FinishesAfterOneSecond", "--duration", "30", "--log", "f.rrlog",
+        "--summary", "f.json",
+    )  # fmt: skip
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    assert json.loads((tmp_path / "f.json").read_text())["duration_s"] < 25 and "policy_finished" in out
+    _ended_at_rest(read_runlog(tmp_path / "f.rrlog"), stopping_distance(load_robot()))
+
+
+def test_sigterm_ramps_to_rest_and_exits_0(tmp_path):
+    import signal
+
+    from robot_rt.control.loop import stopping_distance
+    from robot_rt.robot import load_robot
+
+    proc = _run_cli(tmp_path, "--policy", "cli_policies:Fast", "--duration", "30", "--log", "t.rrlog")
+    first = proc.stdout.readline()  # the first status line: the loop runs (and the handler is installed)
+    assert "rate" in first, first + proc.stderr.read()
+    second = proc.stdout.readline()  # one more (a status line a second): the policy moves the robot by now
+    assert "rate" in second, second + proc.stderr.read()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out + err
+    assert "terminated" in out
+    v = _ended_at_rest(read_runlog(tmp_path / "t.rrlog"), stopping_distance(load_robot()))
+    assert np.abs(v).max() > 0.0  # it was moving when the stop began (then ramped, not cut)
+
+
+def test_killing_the_server_ends_the_run_promptly_with_exit_4(tmp_path):
+    server, info = _start_sim_server("--no-camera")
+    try:
+        proc = _run_cli(
+            tmp_path, "--robot", f"udp://127.0.0.1:{info['robot_port']}?camera=none", "--duration", "30", "--log",
+            "k.rrlog", "--sensor-timeout", "0.15", "--link-timeout", "0.1",  # above a loaded CI machine's stalls
+            "--summary", "k.json",
+        )  # fmt: skip
+        first = proc.stdout.readline()  # the first status line: the loop runs
+        assert "link up" in first, first + proc.stdout.read() + proc.stderr.read()
+        server.kill()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        server.kill()
+        server.communicate()
+    assert proc.returncode == 4, out + err
+    assert json.loads((tmp_path / "k.json").read_text())["duration_s"] < 25  # prompt, not the remaining 29 s
+    assert "link_loss" in out and "exit 4 (link_lost)" in " ".join(out.split())  # (rich wraps long lines)
+    log = read_runlog(tmp_path / "k.rrlog")
+    codes = log.meta["event_codes"]
+    assert np.count_nonzero(log.events["code"] == codes["link_loss_stop"]) == 1
+    assert np.all(log.ticks["command_velocity"][-1] == 0)

@@ -17,7 +17,7 @@ import pytest
 from helpers.robot import udp_receive_buffer_drops, wait_ticks, wait_until
 
 from robot_rt.control import protocol as P
-from robot_rt.control.loop import EVENT_CODES, RealTimeLoop
+from robot_rt.control.loop import EVENT_CODES, TICK_FLAGS, RealTimeLoop
 from robot_rt.control.policies import NanBurst, Sine
 from robot_rt.control.runlog import RunLog, read_runlog
 from robot_rt.control.udp import LINK_EVENT_CODES, LinkMonitor, make_udp_driver
@@ -26,6 +26,7 @@ from robot_rt.sim.server import SimServer
 from robot_rt.sim.udp_proxy import FaultProxy
 
 RATE_HZ = 500.0
+EVENT_TICK_MUTED = TICK_FLAGS["muted"]
 
 
 @dataclass
@@ -55,7 +56,17 @@ def run_link(tmp_path, *, up=None, down=None, action=None, fault_s=1.0, policy=S
     camera_part = f"camera={server.camera_port}" if camera else "camera=none"
     driver = make_udp_driver(f"udp://127.0.0.1:{proxy.port}?{camera_part}", robot.dof, key=key)
     log_path = tmp_path / "run.rrlog"
-    loop = RealTimeLoop(robot, driver, policy=policy(robot), rate_hz=RATE_HZ, policy_rate_hz=50, log_path=log_path)
+    # a sensor timeout above the stalls of a loaded 2-core CI machine (a stop latches now: a spurious one would end
+    # every run), below every injected outage
+    loop = RealTimeLoop(
+        robot,
+        driver,
+        policy=policy(robot),
+        rate_hz=RATE_HZ,
+        policy_rate_hz=50,
+        log_path=log_path,
+        sensor_timeout_s=0.06,
+    )
     extra: dict = {}
     drops_before = udp_receive_buffer_drops()
     loop.start()
@@ -112,6 +123,18 @@ def assert_kept_ticking_and_limits(run: Run):
     assert run.extra["after"]["link"]["states_received"] > run.extra["before"]["link"]["states_received"]
 
 
+def assert_stayed_stopped(run: Run):
+    """After a protective stop the loop never resumes by itself: from the stop's end to the end of the run the
+    commanded position does not change (the policy keeps sending; those commands are discarded)."""
+    events = run.log.events
+    done = events[events["code"] == EVENT_CODES["stop_complete"]]
+    assert len(done) >= 1
+    t = run.log.ticks
+    row = int(np.flatnonzero(t["tick"] == done["tick"][0])[0])
+    assert np.all(t["command_position"][row:] == t["command_position"][row])
+    assert run.loop_events("recovered") == 0 and run.loop["commands_discarded"] > 0
+
+
 def test_clean_link_has_no_link_events(tmp_path):
     run = run_link(tmp_path, fault_s=0.5)
     assert_kept_ticking_and_limits(run)
@@ -155,13 +178,14 @@ def test_malformed_packets(tmp_path):
     assert 0 < run.logged("udp_malformed") <= run.link["rx_malformed"] + run.link["rx_mismatch"]
 
 
-def test_late_packets_stop_the_robot_then_recover(tmp_path):
+def test_late_packets_stop_the_robot_which_stays_stopped(tmp_path):
     # every state arrives 60 ms late for a while: in order, so only the late detector can tell
     run = run_link(tmp_path, down={"delay_prob": 1.0, "delay_s": 0.06}, fault_s=0.6)
     assert_kept_ticking_and_limits(run)
     assert run.link["rx_late"] > 0 and run.logged("udp_late") > 0
     assert run.loop_events("sensor_timeout_stop") >= 1  # no fresh state: controlled stop
-    assert run.loop_events("sensor_recovered") >= 1
+    assert run.loop_events("sensor_recovered") >= 1  # states flow again, but the loop stays stopped
+    assert_stayed_stopped(run)
 
 
 def test_partially_late_packets_are_dropped_as_stale_or_late(tmp_path):
@@ -175,24 +199,49 @@ def test_link_blackout_stops_the_robot_and_the_link_recovers(tmp_path):
     run = run_link(tmp_path, up={"blackhole": True}, down={"blackhole": True}, fault_s=0.3)
     assert_kept_ticking_and_limits(run)
     assert run.logged("udp_link_down") >= 1 and run.logged("udp_link_up") >= 1
-    assert run.loop_events("sensor_timeout_stop") >= 1
+    assert run.loop_events("sensor_timeout_stop") == 1 and run.loop_events("link_loss_stop") == 1
+    assert_stayed_stopped(run)
+    # a lost link: once the commanded stop is at rest the loop stops sending (the robot holds by itself)
+    assert run.loop_events("commands_muted") == 1 and run.loop["muted_ticks"] > 0
 
 
 def test_server_restart(tmp_path):
+    """A restarted robot side is a lost link: the loop stops, stops commanding the new session (the robot holds by
+    itself, wherever it is), and never resumes by itself; recover() re-synchronises to where the robot is."""
+
     def restart(server, loop, extra, **_):
         extra["session"] = server.robot_server.session_id
         server.robot_server.stop()
         wait_until(lambda: loop.event_count("sensor_timeout_stop") >= 1, what="the loop to miss the robot")
         server.robot_server.start()
         extra["new_session"] = server.robot_server.session_id
+        wait_ticks(loop, int(0.4 * RATE_HZ))  # the link comes back; the loop must not command the new session
         extra["applied_at_restart"] = server.robot_server.stats()["commands_applied"]
+        extra["lifecycle_before_recover"] = loop.lifecycle
+        extra["reasons_before_recover"] = loop.stop_reasons
+        extra["recovery"] = loop.recover()
+        extra["lifecycle_after_recover"] = loop.lifecycle
 
-    run = run_link(tmp_path, action=restart, fault_s=0.6)
+    run = run_link(tmp_path, action=restart, fault_s=0.3)
     assert_kept_ticking_and_limits(run)
     assert run.extra["session"] != run.extra["new_session"]
     assert run.link["peer_restarts"] == 1 and run.logged("udp_peer_restart") == 1
-    assert run.loop_events("sensor_timeout_stop") >= 1
-    assert run.server["commands_applied"] > run.extra["applied_at_restart"]  # the new server is commanded
+    assert run.loop_events("sensor_timeout_stop") == 1 and run.loop_events("link_loss_stop") == 1
+    assert run.extra["lifecycle_before_recover"] == "stopped"
+    assert set(run.extra["reasons_before_recover"]) >= {"sensor_timeout", "link_loss"}
+    # the new session received nothing from the loop before the recovery ...
+    events = run.log.events
+    muted = events[events["code"] == EVENT_CODES["commands_muted"]]
+    recovered = events[events["code"] == EVENT_CODES["recovered"]]
+    assert len(muted) == 1 and len(recovered) == 1
+    t = run.log.ticks
+    rec_row = int(np.flatnonzero(t["tick"] == recovered["tick"][0])[0])
+    assert np.all(t["flags"][rec_row - 50 : rec_row] & EVENT_TICK_MUTED)
+    # ... then the recovery restarted the commanded trajectory exactly where the robot is: no step
+    assert run.extra["recovery"].ok, run.extra["recovery"]
+    assert run.extra["lifecycle_after_recover"] == "active"
+    np.testing.assert_allclose(t["command_position"][rec_row], t["measured_position"][rec_row], atol=1e-9)
+    assert run.server["commands_applied"] > run.extra["applied_at_restart"]  # commanded again after the recovery
 
 
 def test_packets_from_unexpected_sources(tmp_path):

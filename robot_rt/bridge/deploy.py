@@ -34,7 +34,17 @@ SAFETY_EVENTS = (
     "non_finite_command",
     "command_rejected",
     "estop",
+    "tracking_error_stop",
+    "measurement_invalid_stop",
+    "robot_fault_stop",
+    "link_loss_stop",
+    "recovered",
 )
+# stop reasons that deploy() recovers from (docs/sim.md): the policy or the machine stalled, nothing is wrong with
+# the simulated robot (it cannot jam or collide: a tracking error there means the loop fell behind real time on a
+# loaded machine); any other protective stop ends the deploy with an error
+TRANSIENT_STOPS = ("watchdog", "sensor_timeout", "tracking_error")
+DEPLOY_COMMAND_TIMEOUT_S = 0.2  # the loop's watchdog in deploy(): a policy on a shared CPU stalls for tens of ms
 
 
 @dataclass
@@ -54,6 +64,8 @@ class DeployResult:
     adapter: dict  # EnvPolicyAdapter.stats()
     wall_s: float
     summary: dict = field(repr=False, default_factory=dict)  # the server's full rally record
+    recoveries: int = 0  # protective stops deploy() recovered from (recover_from)
+    stop_reasons_seen: list = field(default_factory=list)  # every stop reason latched during the run
 
     @property
     def wall_s_per_ball(self) -> float:
@@ -136,10 +148,17 @@ def deploy(
     adapter_kwargs: dict | None = None,
     loop_kwargs: dict | None = None,
     physics: str = "kinematic",
+    recover_from=TRANSIENT_STOPS,
 ) -> DeployResult:
     """Runs `policy` (an env policy, see EnvPolicyAdapter) for `n_balls` rallies against `human`
     ('default' | 'real_player' | PATH.json | a HumanBehaviorModel, saved to a temp file for the server).
-    `physics`: the sim-server's robot ('kinematic' | 'mujoco': MuJoCo dynamics and paddle contact, docs/mujoco.md)."""
+    `physics`: the sim-server's robot ('kinematic' | 'mujoco': MuJoCo dynamics and paddle contact, docs/mujoco.md).
+
+    A protective stop latches (docs/safety.md); deploy() supervises the simulated session and recovers
+    (`RealTimeLoop.recover()`, logged and counted in `recoveries`) from stops whose reasons are all in
+    `recover_from` (default TRANSIENT_STOPS: a policy or machine stall); any other stop raises RuntimeError naming
+    its reasons. `recover_from=()` recovers from nothing. The watchdog defaults to DEPLOY_COMMAND_TIMEOUT_S
+    (loop_kwargs may override it)."""
     from robot_rt.control.loop import EVENT_CODES, RealTimeLoop
     from robot_rt.control.udp import LinkMonitor, make_udp_driver
     from robot_rt.envs.human_model import HumanBehaviorModel
@@ -152,6 +171,11 @@ def deploy(
         raise ValueError(f"serve_interval_s: expected a positive number, got {serve_interval_s}")
     if physics not in ("kinematic", "mujoco"):
         raise ValueError(f"physics: expected 'kinematic' or 'mujoco', got {physics!r}")
+    from robot_rt.control.loop import SAFETY_REASONS
+
+    recover_from = tuple(recover_from)
+    if not set(recover_from) <= set(SAFETY_REASONS):
+        raise ValueError(f"recover_from: expected stop reasons among {SAFETY_REASONS}, got {recover_from}")
     robot = robot if robot is not None else load_robot()
     timeout_s = float(timeout_s) if timeout_s is not None else 30.0 + 10.0 * n_balls
     with tempfile.TemporaryDirectory(prefix="robot_rt_deploy_") as tmp:
@@ -178,10 +202,12 @@ def deploy(
         adapter = EnvPolicyAdapter(policy, robot, **(adapter_kwargs or {}))
         loop = monitor = None
         server_stats: dict = {}
+        recoveries = 0
         try:
             url = f"udp://127.0.0.1:{hello['robot_port']}?camera={hello['camera_port']}"
             driver = make_udp_driver(url, robot.dof, key=key)
-            loop = RealTimeLoop(robot, driver, policy=adapter, log_path=log_path, **(loop_kwargs or {}))
+            loop_kwargs = {"command_timeout_s": DEPLOY_COMMAND_TIMEOUT_S, **(loop_kwargs or {})}
+            loop = RealTimeLoop(robot, driver, policy=adapter, log_path=log_path, **loop_kwargs)
             monitor = LinkMonitor(loop, driver)
             loop.start()
             monitor.start()
@@ -192,6 +218,12 @@ def deploy(
                     break
                 if proc.poll() is not None:
                     raise RuntimeError(f"sim-server exited early with {proc.returncode}")
+                reasons = loop.stop_reasons
+                if reasons and loop.lifecycle == "stopped":
+                    if not set(reasons) <= set(recover_from):
+                        raise RuntimeError(f"deploy: protective stop ({', '.join(reasons)}); see the run log")
+                    if loop.recover():
+                        recoveries += 1
                 time.sleep(0.1)
             else:
                 raise TimeoutError(f"deploy: {n_balls} rallies not finished within {timeout_s:.0f} s")
@@ -221,4 +253,6 @@ def deploy(
         adapter=adapter.stats(),
         wall_s=wall_s,
         summary=summary,
+        recoveries=recoveries,
+        stop_reasons_seen=loop.stop_reasons_seen,
     )

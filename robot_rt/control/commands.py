@@ -1,12 +1,36 @@
-"""`robot-rt run` and `robot-rt replay` (registered by robot_rt.cli; `sim-server` lives in robot_rt.sim.commands)."""
+"""`robot-rt run` and `robot-rt replay` (registered by robot_rt.cli; `sim-server` lives in robot_rt.sim.commands).
+
+`robot-rt run` exit status (docs/safety.md): 0 the run ended as planned (duration over, Ctrl-C / SIGTERM, the
+policy finished), with the controlled stop of the end of a run; 2 bad arguments or the loop could not start;
+3 it ended by a protective stop (a reflex: watchdog, sensor timeout, tracking error, implausible measurement, robot
+fault, workspace); 4 it ended by a lost link (the link went down or the robot side restarted); 5 it ended by an
+e-stop. A stop ends the run at once unless recovered: `--recover prompt` (the default on a terminal) asks whether to
+recover (RealTimeLoop.recover()) and continue.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
+
+EXIT_CODES = {"completed": 0, "error": 2, "protective_stop": 3, "link_lost": 4, "estop": 5}
+STOP_SETTLE_S = 0.12  # longer than the UDP driver's link timeout
+
+
+def exit_code_for(reasons: list[str]) -> int:
+    """The exit status of a run whose loop ended latched with these stop reasons (shutdown alone: completed)."""
+    safety = [r for r in reasons if r != "shutdown"]
+    if not safety:
+        return EXIT_CODES["completed"]
+    if "link_loss" in safety:
+        return EXIT_CODES["link_lost"]
+    if "estop" in safety:
+        return EXIT_CODES["estop"]
+    return EXIT_CODES["protective_stop"]
 
 
 def positive(text: str) -> float:
@@ -27,7 +51,8 @@ def register(subparsers) -> None:
     run = subparsers.add_parser(
         "run",
         help="run the real-time loop on the simulated or a UDP robot with a Python policy",
-        description="Runs the real-time control loop with a live status line and writes a run log.",
+        description="Runs the real-time control loop with a live status line and writes a run log. Exit status: "
+        "0 completed, 2 error, 3 protective stop, 4 lost link, 5 e-stop (docs/safety.md).",
     )
     run.add_argument(
         "--robot",
@@ -55,6 +80,9 @@ def register(subparsers) -> None:
     run.add_argument("--command-timeout", type=positive, default=0.05, help="watchdog timeout in s")
     run.add_argument("--sensor-timeout", type=positive, default=0.02, help="state dropout timeout in s")
     run.add_argument("--late-threshold", type=positive, default=0.02, help="UDP: drop states later than this (s)")
+    run.add_argument(
+        "--link-timeout", type=positive, default=0.05, help="UDP: no state for this long is a lost link (s)"
+    )
     run.add_argument("--realtime-priority", type=int, default=0, help="SCHED_FIFO priority (0: off)")
     run.add_argument("--cpu", type=int, default=None, help="pin the loop thread to this CPU")
     run.add_argument("--lock-memory", action="store_true", help="mlockall while the loop runs")
@@ -63,6 +91,13 @@ def register(subparsers) -> None:
         type=non_negative_int,
         default=None,
         help="hold a CPU wake-up latency request (PM QoS; 0 = idle CPUs poll) while the loop runs",
+    )
+    run.add_argument(
+        "--recover",
+        choices=("prompt", "never"),
+        default=None,
+        help="on a protective stop: 'prompt' asks whether to recover and continue (default on a terminal), 'never' "
+        "ends the run (default otherwise); a stopped robot never moves again without a recovery",
     )
     run.add_argument("--summary", default=None, help="also write the final summary as JSON to this path")
     run.add_argument(
@@ -121,13 +156,19 @@ def _status_text(loop, t_s, duration_s, prev, monitor) -> tuple[str, tuple]:
             "sensor_timeout_stop",
             "workspace_stop",
             "estop",
+            "tracking_error_stop",
+            "measurement_invalid_stop",
+            "robot_fault_stop",
+            "link_loss_stop",
             "safety_override",
             "non_finite_command",
             "workspace_target_rejected",
         )
     )
+    reasons = loop.stop_reasons
     text = (
-        f"t {t_s:5.1f}/{duration_s:.1f} s | rate {rate:7.1f} Hz | misses {counters['deadline_misses']} "
+        f"t {t_s:5.1f}/{duration_s:.1f} s | {loop.lifecycle}{' (' + ', '.join(reasons) + ')' if reasons else ''} "
+        f"| rate {rate:7.1f} Hz | misses {counters['deadline_misses']} "
         f"| late {counters['late_ticks']} | dropouts {counters['sensor_dropout_ticks']} | stop ticks "
         f"{counters['stop_ticks']} | safety events {safety}"
     )
@@ -142,6 +183,10 @@ def _status_text(loop, t_s, duration_s, prev, monitor) -> tuple[str, tuple]:
         if "camera" in s:
             text += f" | camera frames {s['camera']['frames']} balls {counters['ball_observations']}"
     return text, (ticks, now)
+
+
+class _Terminate(Exception):
+    """SIGTERM: end the run like Ctrl-C (a controlled stop, then exit)."""
 
 
 def cmd_run(args) -> int:
@@ -159,7 +204,7 @@ def cmd_run(args) -> int:
         driver = _make_driver(args, robot)
     except (ValueError, TypeError, OSError) as err:
         console.print(f"[red]error:[/red] {err}")
-        return 2
+        return EXIT_CODES["error"]
     log_path = Path(args.log) if args.log else Path("runs") / time.strftime("run-%Y%m%d-%H%M%S.rrlog")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     loop = _make_loop(args, robot, driver, policy, log_path)
@@ -167,20 +212,31 @@ def cmd_run(args) -> int:
         loop.start()
     except RuntimeError as err:
         console.print(f"[red]error:[/red] cannot start the loop: {err}")
-        return 2
+        return EXIT_CODES["error"]
     link = _udp_part(driver)
     monitor = LinkMonitor(loop, link).start() if link is not None else None
+    prompt = args.recover == "prompt" or (args.recover is None and sys.stdin.isatty() and console.is_terminal)
+
+    def _on_sigterm(signum, frame):
+        raise _Terminate()
+
+    previous_sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
     t0 = time.monotonic()
+    ended_by = "duration"
     try:
-        _show_status(args, loop, monitor, console, t0)
-    except KeyboardInterrupt:
-        console.print("interrupted: stopping the loop")
+        ended_by = _wait(args, loop, monitor, console, t0, prompt)
+    except (KeyboardInterrupt, _Terminate) as err:
+        ended_by = "interrupted" if isinstance(err, KeyboardInterrupt) else "terminated"
+        console.print(f"{ended_by}: stopping the loop (controlled stop)")
     finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
         if monitor is not None:
             monitor.stop()
         elapsed = time.monotonic() - t0
-        loop.stop()
+        loop.stop()  # the controlled stop to rest, then the loop thread ends
     summary = _run_summary(args, loop, driver, elapsed, log_path)
+    summary["ended_by"] = ended_by
+    summary["exit_code"] = exit_code_for(summary["stop_reasons"])
     _report(console, summary, loop.counters(), elapsed)
     if args.mcap:
         from .export_mcap import export_mcap
@@ -197,7 +253,7 @@ def cmd_run(args) -> int:
 
         atomic_write_json(args.summary, summary)
     sys.stdout.flush()
-    return 0
+    return summary["exit_code"]
 
 
 def _make_driver(args, robot):
@@ -232,7 +288,11 @@ def _make_driver(args, robot):
         with warnings.catch_warnings():  # said once, plainly, below
             warnings.simplefilter("ignore", RuntimeWarning)
             driver = make_udp_driver(
-                args.robot, robot.dof, key=read_key(args.key_file), late_threshold_s=args.late_threshold
+                args.robot,
+                robot.dof,
+                key=read_key(args.key_file),
+                late_threshold_s=args.late_threshold,
+                link_timeout_s=args.link_timeout,
             )
         if args.key_file is None:
             print(UNAUTHENTICATED_WARNING, file=sys.stderr, flush=True)
@@ -276,25 +336,75 @@ def _make_loop(args, robot, driver, policy, log_path):
     )
 
 
-def _show_status(args, loop, monitor, console, t0: float) -> None:
-    """Waits out --duration showing the status: a live line on a terminal, else one printed line per second."""
+def _wait(args, loop, monitor, console, t0: float, prompt: bool) -> str:
+    """Runs until --duration is over ("duration"), the policy finished ("policy_finished"), or a protective stop
+    ("stop": unless recovered at the prompt). Shows the status meanwhile: a live line on a terminal, else one printed
+    line per second."""
+    while True:
+        ended_by = _show_status(args, loop, monitor, console, t0)
+        if ended_by == "stop":
+            # a dead link shows as missing states first (sensor timeout, 20 ms) and as a lost link after the driver's
+            # link timeout (50 ms): let the reasons settle so the exit status names the cause
+            time.sleep(STOP_SETTLE_S)
+        if ended_by != "stop" or not prompt or not _prompt_recover(console, loop):
+            return ended_by
+
+
+def _stopped(loop) -> bool:
+    return any(reason != "shutdown" for reason in loop.stop_reasons)
+
+
+def _show_status(args, loop, monitor, console, t0: float) -> str:
     prev = (0, t0)
+
+    def done() -> str | None:
+        if time.monotonic() - t0 >= args.duration:
+            return "duration"
+        if _stopped(loop):
+            return "stop"
+        if loop.policy_finished.is_set():
+            return "policy_finished"
+        return None
+
     if console.is_terminal and not args.no_status:
         from rich.live import Live
 
         with Live("", console=console, refresh_per_second=8, transient=False) as live:
-            while (t := time.monotonic() - t0) < args.duration:
-                text, prev = _status_text(loop, t, args.duration, prev, monitor)
+            while (why := done()) is None:
+                text, prev = _status_text(loop, time.monotonic() - t0, args.duration, prev, monitor)
                 live.update(text)
-                time.sleep(0.25)
-        return
+                time.sleep(0.05)
+            text, prev = _status_text(loop, time.monotonic() - t0, args.duration, prev, monitor)
+            live.update(text)
+        return why
     next_print = t0 + 1.0
-    while (t := time.monotonic() - t0) < args.duration:
-        time.sleep(min(0.1, max(0.0, args.duration - t)))
+    while (why := done()) is None:
+        time.sleep(min(0.02, max(0.0, args.duration - (time.monotonic() - t0))))
         if not args.no_status and time.monotonic() >= next_print:
             text, prev = _status_text(loop, time.monotonic() - t0, args.duration, prev, monitor)
             print(text, flush=True)
             next_print += 1.0
+    return why
+
+
+def _prompt_recover(console, loop) -> bool:
+    """Asks the operator whether to recover from a protective stop; True when recovered (the run continues)."""
+    while True:
+        console.print(
+            f"[bold red]protective stop[/bold red]: {', '.join(r for r in loop.stop_reasons if r != 'shutdown')} "
+            "(the robot is held; nothing moves it until a recovery)"
+        )
+        try:
+            answer = input("recover and continue? (the command restarts where the robot is) [y/N] ").strip().lower()
+        except EOFError:
+            return False
+        if answer not in ("y", "yes"):
+            return False
+        result = loop.recover()
+        if result.ok:
+            console.print("recovered: the loop is active again")
+            return True
+        console.print(f"[red]recovery refused[/red]: {result.message}")
 
 
 def _run_summary(args, loop, driver, elapsed: float, log_path: Path) -> dict:
@@ -308,9 +418,18 @@ def _run_summary(args, loop, driver, elapsed: float, log_path: Path) -> dict:
     for e in loop.events():
         name = names.get(e.code, f"code{e.code}")
         events[name] = events.get(name, 0) + (e.value if e.code in LINK_EVENT_NAMES else 1)
+    telemetry = loop.telemetry()
+    latency = {
+        name: {k: telemetry[f"{name}_us"][k] for k in ("p50", "p99", "p999", "max")}
+        for name in ("wake_latency", "tick_duration", "policy_round_trip", "command_latency")
+    }
     summary = {
         "robot": args.robot,
         "policy": args.policy,
+        "stop_reasons": loop.stop_reasons,
+        "stop_reasons_seen": loop.stop_reasons_seen,
+        "lifecycle": loop.lifecycle,
+        "latency_us": latency,
         "duration_s": round(elapsed, 3),
         "ticks": counters["ticks"],
         "mean_rate_hz": counters["ticks"] / elapsed if elapsed > 0 else 0.0,
@@ -328,7 +447,14 @@ def _run_summary(args, loop, driver, elapsed: float, log_path: Path) -> dict:
         "log_stats": counters["log"],
     }
     if driver is not None:
-        summary["link"] = _driver_stats(driver)
+        link = _driver_stats(driver)
+        summary["link"] = link
+        if link.get("rtt_count", 0):
+            summary["latency_us"]["link_round_trip"] = {
+                "min": link["rtt_min_ns"] / 1e3,
+                "mean": link["rtt_mean_ns"] / 1e3,
+                "max": link["rtt_max_ns"] / 1e3,
+            }
     return summary
 
 
@@ -338,4 +464,28 @@ def _report(console, summary: dict, counters: dict, elapsed: float) -> None:
         f"{counters['deadline_misses']} deadline misses, {counters['stop_ticks']} stop ticks; "
         f"events: {json.dumps(summary['events'])}"
     )
+    lat = summary["latency_us"]
+    for name, label in (
+        ("wake_latency", "wake latency"),
+        ("tick_duration", "tick duration"),
+        ("policy_round_trip", "policy round trip"),
+        ("command_latency", "command latency"),
+    ):
+        q = lat[name]
+        console.print(
+            f"{label:>18} (us): p50 {q['p50']:.0f}  p99 {q['p99']:.0f}  p99.9 {q['p999']:.0f}  max {q['max']:.0f}"
+        )
+    if "link_round_trip" in lat:
+        q = lat["link_round_trip"]
+        console.print(f"{'command round trip':>18} (us): min {q['min']:.0f}  mean {q['mean']:.0f}  max {q['max']:.0f}")
     console.print(f"run log: {summary['log']} ({counters['log']['records_written']} records)")
+    seen = [r for r in summary["stop_reasons_seen"] if r != "shutdown"]
+    ending = [r for r in summary["stop_reasons"] if r != "shutdown"]
+    name = {v: k for k, v in EXIT_CODES.items()}[summary["exit_code"]]
+    if ending:
+        console.print(
+            f"[bold red]the run ended by a stop[/bold red]: {', '.join(ending)} -> exit {summary['exit_code']} ({name})"
+        )
+    else:
+        recovered = f" (recovered stops: {', '.join(seen)})" if seen else ""
+        console.print(f"the run ended: {summary['ended_by']}{recovered} -> exit {summary['exit_code']} ({name})")

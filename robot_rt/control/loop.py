@@ -28,6 +28,12 @@ logger = logging.getLogger("robot_rt.control")
 EVENT_CODES: dict[str, int] = dict(_control.EVENT_CODES)
 EVENT_NAMES: dict[int, str] = {v: k for k, v in EVENT_CODES.items()}
 TICK_FLAGS: dict[str, int] = dict(_control.TICK_FLAGS)
+TICK_LIFECYCLE_SHIFT: int = int(_control.TICK_LIFECYCLE_SHIFT)  # tick flags bits 16..18: the lifecycle state
+STOP_REASONS: dict[str, int] = dict(_control.STOP_REASONS)  # latched stop reason bits (docs/safety.md)
+RECOVERY_BLOCKERS: dict[str, int] = dict(_control.RECOVERY_BLOCKERS)
+LIFECYCLE: dict[str, int] = dict(_control.LIFECYCLE)
+LIFECYCLE_NAMES: dict[int, str] = {v: k for k, v in LIFECYCLE.items()}
+SAFETY_REASONS = tuple(name for name in STOP_REASONS if name != "shutdown")
 HISTOGRAMS = ("wake_latency", "period", "tick_duration", "policy_round_trip", "command_latency")
 
 
@@ -89,8 +95,96 @@ class Event:
         return LINK_EVENT_NAMES.get(self.code, f"code{self.code}")
 
 
-def robot_model(robot: RobotDescription, workspace: bool = True) -> _control.RobotModel:
-    """The C++ RobotModel (limits, chain, optional paddle workspace box) of a robot description."""
+def reason_names(bits: int) -> list[str]:
+    """The names of the stop reason bits in `bits` (STOP_REASONS order)."""
+    return [name for name, bit in STOP_REASONS.items() if bits & bit]
+
+
+def blocker_names(bits: int) -> list[str]:
+    """The names of the recovery blocker bits in `bits` (stop reasons whose cause persists, then the others)."""
+    return reason_names(bits) + [name for name, bit in RECOVERY_BLOCKERS.items() if bits & bit]
+
+
+def tick_lifecycle(flags) -> np.ndarray:
+    """The lifecycle state (LIFECYCLE values) of tick flags (an int or an array of them)."""
+    return (np.asarray(flags, dtype=np.int64) >> TICK_LIFECYCLE_SHIFT) & 7
+
+
+SERVO_DEFAULT_FREQUENCY_HZ = float(_control.SERVO_DEFAULT_FREQUENCY_HZ)
+SERVO_DEFAULT_DAMPING = float(_control.SERVO_DEFAULT_DAMPING)
+SOFT_MARGIN_FACTOR = 2.0  # the default soft margin, in servo error bounds (docs/safety.md)
+
+
+def servo_error_bound(
+    robot: RobotDescription,
+    servo_frequency_hz: float = SERVO_DEFAULT_FREQUENCY_HZ,
+    servo_damping: float = SERVO_DEFAULT_DAMPING,
+) -> np.ndarray:
+    """Per joint, the largest |commanded - measured| position of the servo model (csrc/.../servo.hpp) when the
+    commanded acceleration stays within the joint's limit: coth(pi zeta / (2 sqrt(1 - zeta^2))) A / w^2."""
+    if not servo_frequency_hz > 0 or not servo_damping > 0:
+        raise ValueError(
+            f"servo_frequency_hz, servo_damping: expected positive values, got {servo_frequency_hz}, {servo_damping}"
+        )
+    w = 2.0 * np.pi * float(servo_frequency_hz)
+    return np.array([_control.servo_error_bound(float(a), w, float(servo_damping)) for a in robot.acceleration_limit])
+
+
+def default_soft_margin(
+    robot: RobotDescription,
+    servo_frequency_hz: float = SERVO_DEFAULT_FREQUENCY_HZ,
+    servo_damping: float = SERVO_DEFAULT_DAMPING,
+) -> np.ndarray:
+    """The default soft-limit margin per joint: SOFT_MARGIN_FACTOR x the servo's error bound (docs/safety.md)."""
+    return SOFT_MARGIN_FACTOR * servo_error_bound(robot, servo_frequency_hz, servo_damping)
+
+
+def _soft_margin(robot: RobotDescription, soft_margin, servo_frequency_hz: float, servo_damping: float) -> np.ndarray:
+    if soft_margin is None:
+        return default_soft_margin(robot, servo_frequency_hz, servo_damping)
+    margin = np.broadcast_to(np.asarray(soft_margin, dtype=np.float64), (robot.dof,)).copy()
+    span = robot.position_max - robot.position_min
+    if not np.all(np.isfinite(margin)) or np.any(margin < 0) or np.any(2 * margin >= span):
+        raise ValueError(
+            f"soft_margin: expected per joint 0 <= margin < half the position range {(span / 2).tolist()}, "
+            f"got {margin.tolist()}"
+        )
+    return margin
+
+
+def stopping_envelope(robot: RobotDescription, dt_s: float = 0.001, samples: int = 49) -> tuple[np.ndarray, np.ndarray]:
+    """Per joint, the longest distance and duration of the controlled stop (stop.hpp's brake law, the loop's stop
+    category 1) from any state the commanded trajectory can be in: |v| <= V, |a| <= A and v + a|a|/(2J) within the
+    velocity limits (a grid over those states, plus the boundary where the acceleration still pushes at the limit).
+    The exit ramp and every protective stop travel at most this far (docs/safety.md)."""
+    if not dt_s > 0 or samples < 3:
+        raise ValueError(f"dt_s > 0 and samples >= 3 expected, got {dt_s}, {samples}")
+    distance = np.zeros(robot.dof)
+    duration = np.zeros(robot.dof)
+    for i in range(robot.dof):
+        V, A, J = (float(robot.velocity_limit[i]), float(robot.acceleration_limit[i]), float(robot.jerk_limit[i]))
+        limits = np.array([-1e300, 1e300, V, A, J])
+        states = [(v, a) for v in np.linspace(0.0, V, samples) for a in np.linspace(-A, A, samples)]
+        states += [(V - a * a / (2 * J), a) for a in np.linspace(0.0, A, samples)]  # pushing at the limit
+        for v, a in states:
+            if abs(v + a * abs(a) / (2 * J)) > V * (1 + 1e-12) or abs(v) > V:
+                continue
+            rows, _ = _control.brake_trajectory(0.0, v, a, limits, dt_s)
+            if len(rows):
+                distance[i] = max(distance[i], float(np.abs(rows[:, 0]).max()))
+                duration[i] = max(duration[i], len(rows) * dt_s)
+    return distance, duration
+
+
+def stopping_distance(robot: RobotDescription, dt_s: float = 0.001) -> np.ndarray:
+    """Per joint, the longest distance of the controlled stop (stopping_envelope)."""
+    return stopping_envelope(robot, dt_s)[0]
+
+
+def robot_model(robot: RobotDescription, workspace: bool = True, soft_margin=None) -> _control.RobotModel:
+    """The C++ RobotModel (limits, chain, optional paddle workspace box, soft-limit margins) of a robot description.
+
+    soft_margin: per joint (or one value), m | rad inside the hard limits; None: no margin (soft = hard)."""
     chain = robot.chain_arrays()
     return _control.RobotModel(
         robot.position_min,
@@ -107,7 +201,24 @@ def robot_model(robot: RobotDescription, workspace: bool = True) -> _control.Rob
         chain["paddle_rpy_rad"],
         robot.workspace_min_m if workspace else None,
         robot.workspace_max_m if workspace else None,
+        None if soft_margin is None else np.broadcast_to(np.asarray(soft_margin, dtype=np.float64), (robot.dof,)),
     )
+
+
+@dataclass(frozen=True)
+class RecoveryResult:
+    """Outcome of `RealTimeLoop.recover()`: `ok`, and when refused the `blockers` (causes that persist)."""
+
+    ok: bool
+    blockers: tuple[str, ...] = ()
+    message: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+class PolicyFinished(Exception):  # noqa: N818 (a signal, not an error)
+    """Raised by a policy (as is StopIteration) to end the run: the runner stops calling it and `finished` is set."""
 
 
 class RealTimeLoop:
@@ -121,6 +232,14 @@ class RealTimeLoop:
             `policy_rate_hz`; obs holds tick, stamp_ns, measured/command/target positions, latest_ball, ...
         rate_hz: loop rate (1 kHz default). command_timeout_s: watchdog (stale/missing policy -> stop).
         sensor_timeout_s: driver state dropout longer than this -> stop.
+        Every stop latches (docs/safety.md): the loop holds until `recover()`.
+        soft_margin: per joint (or one value) inside the hard limits that the commanded trajectory keeps; None:
+            `default_soft_margin` (twice the servo model's error bound, covering the servo's overshoot).
+        servo_frequency_hz, servo_damping: the robot's position-servo model (servo.hpp): the defaults of the soft
+            margin and tracking-error threshold are derived from it, and the in-process SimDriver simulates it.
+        tracking_error_threshold: per joint (or one value), how far the measured position may leave the tube of
+            the last `tracking_window_s` of commanded positions; None: 3 x the servo error bound.
+        recover_timeout_s: a `recover()` whose causes persist longer than this is refused.
         realtime_priority: SCHED_FIFO priority for the loop thread (0 = off); cpu: pin it to a CPU;
         lock_memory: mlockall. Each is applied when permitted; otherwise a RuntimeWarning is issued.
         log_path: run log file (docs/runlog.md), None for no log. log_flush_interval_s: a chunk is appended at
@@ -146,7 +265,12 @@ class RealTimeLoop:
         rate_hz: float = 1000.0,
         command_timeout_s: float = 0.05,
         sensor_timeout_s: float = 0.02,
-        tracking_bandwidth_rad_s: float = 40.0,
+        soft_margin=None,
+        servo_frequency_hz: float = SERVO_DEFAULT_FREQUENCY_HZ,
+        servo_damping: float = SERVO_DEFAULT_DAMPING,
+        tracking_error_threshold=None,
+        tracking_window_s: float = 0.03,
+        recover_timeout_s: float = 1.0,
         realtime_priority: int = 0,
         cpu: int | None = None,
         lock_memory: bool = False,
@@ -154,7 +278,6 @@ class RealTimeLoop:
         log_flush_interval_s: float = 0.05,
         log_fsync_interval_s: float = 1.0,
         initial_position=None,
-        sim_tracking_time_constant_s: float = 0.01,
         workspace: bool = True,
         policy_overrun_factor: float = 2.0,
         late_threshold_s: float = 0.001,
@@ -174,21 +297,41 @@ class RealTimeLoop:
         self.cpu_latency_request_granted = False  # whether the last start() got its request
         if not 1 <= rate_hz <= 20000:
             raise ValueError(f"rate_hz: expected a rate in [1, 20000] Hz, got {rate_hz}")
-        self.model = robot_model(self.robot, workspace=workspace)
+        if not tracking_window_s >= 0 or not recover_timeout_s > 0:
+            raise ValueError(
+                f"tracking_window_s >= 0, recover_timeout_s > 0: got {tracking_window_s}, {recover_timeout_s}"
+            )
+        self.soft_margin = _soft_margin(self.robot, soft_margin, servo_frequency_hz, servo_damping)
+        self.model = robot_model(self.robot, workspace=workspace, soft_margin=self.soft_margin)
         self.dof = self.robot.dof
+        self.soft_min = self.robot.position_min + self.soft_margin
+        self.soft_max = self.robot.position_max - self.soft_margin
         cfg = _control.LoopConfig()
         cfg.rate_hz = float(rate_hz)
         cfg.policy_period_s = 1.0 / policy_rate_hz
+        cfg.servo_natural_frequency_hz = float(servo_frequency_hz)
+        cfg.servo_damping = float(servo_damping)
+        cfg.tracking_window_s = float(tracking_window_s)
+        cfg.recover_timeout_s = float(recover_timeout_s)
+        if tracking_error_threshold is None:  # the C++ default, made explicit for the run log
+            threshold = cfg.tracking_error_factor * servo_error_bound(self.robot, servo_frequency_hz, servo_damping)
+        else:
+            threshold = np.broadcast_to(np.asarray(tracking_error_threshold, dtype=np.float64), (self.dof,))
+            if not np.all(np.isfinite(threshold)) or np.any(threshold <= 0):
+                raise ValueError(f"tracking_error_threshold: expected positive values, got {threshold.tolist()}")
+        self.tracking_error_threshold = np.array(threshold, dtype=np.float64)
+        cfg.tracking_error_threshold = self.tracking_error_threshold
         self.config = cfg  # period_s and policy_period_s read it
         if driver is None:
             q0 = self.robot.home if initial_position is None else np.asarray(initial_position, dtype=np.float64)
-            driver = _control.SimDriver(self.model, q0, self.period_s, sim_tracking_time_constant_s)
+            driver = _control.SimDriver(
+                self.model, q0, self.period_s, servo_frequency_hz=servo_frequency_hz, servo_damping=servo_damping
+            )
         if not isinstance(driver, _control.RobotDriver):
             raise TypeError(f"driver: expected a robot_rt._control.RobotDriver, got {type(driver).__name__}")
         self.driver = driver
         cfg.command_timeout_s = float(command_timeout_s)
         cfg.sensor_timeout_s = float(sensor_timeout_s)
-        cfg.tracking_bandwidth_rad_s = float(tracking_bandwidth_rad_s)
         cfg.realtime_priority = int(realtime_priority)
         cfg.cpu = -1 if cpu is None else int(cpu)
         cfg.lock_memory = bool(lock_memory)
@@ -211,6 +354,13 @@ class RealTimeLoop:
                     "velocity_limit": self.robot.velocity_limit.tolist(),
                     "acceleration_limit": self.robot.acceleration_limit.tolist(),
                     "jerk_limit": self.robot.jerk_limit.tolist(),
+                    "soft_margin": self.soft_margin.tolist(),
+                    "soft_min": self.soft_min.tolist(),
+                    "soft_max": self.soft_max.tolist(),
+                    "servo_frequency_hz": servo_frequency_hz,
+                    "servo_damping": servo_damping,
+                    "tracking_error_threshold": self.tracking_error_threshold.tolist(),
+                    "tracking_window_s": tracking_window_s,
                     "workspace_min_m": self.robot.workspace_min_m.tolist(),
                     "workspace_max_m": self.robot.workspace_max_m.tolist(),
                     "rate_hz": rate_hz,
@@ -220,6 +370,9 @@ class RealTimeLoop:
                     "driver": driver.name,
                     "event_codes": EVENT_CODES,
                     "tick_flags": TICK_FLAGS,
+                    "tick_lifecycle_shift": TICK_LIFECYCLE_SHIFT,
+                    "stop_reasons": STOP_REASONS,
+                    "lifecycle": LIFECYCLE,
                     "wall_time_unix_s": time.time(),
                     "monotonic_ns_at_start": _control.monotonic_ns(),
                 }
@@ -235,11 +388,14 @@ class RealTimeLoop:
         self.policy_exceptions = 0
         self.policy_overruns = 0
         self.last_policy_exception: BaseException | None = None
+        self.policy_finished = threading.Event()  # the policy raised PolicyFinished / StopIteration
+        self._recovered = threading.Event()  # tells the policy runner to reset the policy
         self.start_warnings: list[str] = []
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> RealTimeLoop:
         self.start_warnings = []
+        self.policy_finished.clear()
         self._hold_cpu_latency_request()
         try:
             self.start_warnings += list(self._loop.start())
@@ -253,6 +409,8 @@ class RealTimeLoop:
         return self
 
     def stop(self, policy_join_timeout_s: float = 1.0) -> None:
+        """Ends the run: the policy runner stops, then the loop ramps the commanded trajectory to rest (stop
+        category 1, at most `stop_time_bound_s`) before its thread ends and nothing is sent any more."""
         if not self._runner.stop(policy_join_timeout_s):
             logger.warning(
                 "policy thread still inside the policy call after %.1f s (stalled); left behind",
@@ -261,6 +419,48 @@ class RealTimeLoop:
         self._loop.stop()
         self._release_cpu_latency_request()
         self._drain_events()
+
+    def simulate(self, duration_s: float, *, during: Callable[[RealTimeLoop, int], None] | None = None) -> int:
+        """Runs the loop deterministically on a simulated clock, as fast as it computes (no thread, no real-time
+        settings): one tick per period, the policy called every policy period with the latest observation, then the
+        controlled stop of the end of a run. For the in-process SimDriver (its dynamics advance once per tick);
+        `during(loop, tick)` is called before every tick (fault injection). Returns the ticks run. Not while
+        running."""
+        if self.running:
+            raise RuntimeError("simulate: the loop is running (stop() it first)")
+        if not duration_s > 0:
+            raise ValueError(f"duration_s: expected a positive time, got {duration_s}")
+        period_ns = round(1e9 * self.period_s)
+        every = max(1, round(self.policy_period_s / self.period_s))
+        now = _control.monotonic_ns()
+        self._loop.begin_manual(now)
+        ticks = 0
+        try:
+            for ticks in range(round(duration_s / self.period_s)):
+                if during is not None:
+                    during(self, ticks)
+                if self.policy is not None and ticks % every == 0 and not self.policy_finished.is_set():
+                    obs = self._loop.latest_observation()
+                    if obs is not None:
+                        try:
+                            out = self.policy(obs)
+                        except (PolicyFinished, StopIteration):
+                            self.policy_finished.set()
+                            out = None
+                        self.policy_calls += 1
+                        if out is not None:
+                            self._loop.push_command(np.asarray(out, dtype=np.float64).reshape(-1), obs["tick"], 0)
+                now += period_ns
+                self._loop.manual_tick(now)
+            self._loop.request_shutdown()
+            while not self._loop.shutdown_done:
+                now += period_ns
+                self._loop.manual_tick(now)
+                ticks += 1
+        finally:
+            self._loop.end_manual()
+            self._drain_events()
+        return ticks + 1
 
     def _hold_cpu_latency_request(self) -> None:
         # The request lasts while the file stays open (the kernel drops it when the process dies, too).
@@ -328,13 +528,58 @@ class RealTimeLoop:
         """Latches the e-stop: jerk-limited stop, then hold until `reset_estop()`."""
         self._loop.estop()
 
-    def reset_estop(self) -> None:
-        """Releases the e-stop once the robot is at rest and the e-stop input is released."""
-        self._loop.reset_estop()
+    def reset_estop(self, timeout_s: float | None = None) -> RecoveryResult:
+        """Releases the e-stop: the same as `recover()` (an e-stop is one of the latched stop reasons)."""
+        return self.recover(timeout_s)
 
     @property
     def estop_latched(self) -> bool:
         return self._loop.estop_latched
+
+    def recover(self, timeout_s: float | None = None) -> RecoveryResult:
+        """Recovers from a protective stop (docs/safety.md): clears an e-stop request, then the loop waits (up to
+        `recover_timeout_s`) until every cause is gone (e-stop input released, fault cleared, link up, fresh
+        plausible states) and the robot is at rest, re-synchronises the commanded trajectory to the measured position
+        (no step is commanded), discards the policy's stale targets and becomes active again. Returns a
+        RecoveryResult (truthy when recovered; else the blockers). A loop that is not stopped has nothing to recover
+        (ok). Blocks at most `timeout_s` (default: recover_timeout_s + 0.5 s)."""
+        if not self.running:
+            return RecoveryResult(False, (), "the loop is not running")
+        if timeout_s is None:
+            timeout_s = self.config.recover_timeout_s + 0.5
+        self._loop.request_recover()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            state = self._loop.recover_state
+            if state == 2:
+                if self.lifecycle == "active":
+                    self._recovered.set()
+                return RecoveryResult(True, (), "recovered")
+            if state == 3:
+                blockers = tuple(blocker_names(self._loop.recover_blockers))
+                return RecoveryResult(False, blockers, "refused: " + ", ".join(blockers))
+            time.sleep(0.002)
+        return RecoveryResult(False, ("timeout",), f"no answer from the loop within {timeout_s:.2f} s")
+
+    @property
+    def lifecycle(self) -> str:
+        """inactive | active | stopping | stopped | recovering (docs/safety.md)."""
+        return LIFECYCLE_NAMES[self._loop.lifecycle]
+
+    @property
+    def stop_reasons(self) -> list[str]:
+        """The latched stop reasons (empty while not stopped)."""
+        return reason_names(self._loop.stop_reasons)
+
+    @property
+    def stop_reasons_seen(self) -> list[str]:
+        """Every stop reason latched since start (recovered stops included)."""
+        return reason_names(self._loop.stop_reasons_seen)
+
+    @property
+    def stop_time_bound_s(self) -> float:
+        """Upper bound of the controlled stop's duration from any state inside the limits."""
+        return float(self._loop.stop_time_bound_s)
 
     def push_event(self, name: str | int, joint: int = -1, value: float = 0.0) -> bool:
         """Queues an event for the loop thread, which writes it to the run log and to `events()`.
@@ -406,6 +651,11 @@ class RealTimeLoop:
             if obs is None:
                 continue
             seq = obs["seq"]
+            if self._recovered.is_set():  # a recovery: the policy starts afresh from the re-synchronised robot
+                self._recovered.clear()
+                reset = getattr(self.policy, "reset", None)
+                if callable(reset):
+                    reset()
             t0 = time.monotonic()
             try:
                 out = self.policy(obs)
@@ -413,6 +663,10 @@ class RealTimeLoop:
                     out = np.asarray(out, dtype=np.float64).reshape(-1)
                     if out.shape != (self.dof,):
                         raise ValueError(f"policy output: expected {self.dof} joint targets, got shape {out.shape}")
+            except (PolicyFinished, StopIteration):
+                logger.info("policy finished")
+                self.policy_finished.set()
+                return
             except Exception as err:  # the loop keeps running; the robot stops if this persists
                 self.policy_exceptions += 1
                 self.last_policy_exception = err

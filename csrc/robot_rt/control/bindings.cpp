@@ -12,6 +12,9 @@
 
 #include "control_loop.hpp"
 #include "driver.hpp"
+#include "otg.hpp"
+#include "reflexes.hpp"
+#include "servo.hpp"
 #include "registry.hpp"
 #include "safety.hpp"
 #include "sim_driver.hpp"
@@ -36,7 +39,7 @@ RobotModel make_model(const DArray& position_min, const DArray& position_max, co
                       const DArray& acceleration_limit, const DArray& jerk_limit, const DArray& home,
                       py::object joint_type, py::object axis, py::object origin_xyz_m, py::object origin_rpy_rad,
                       py::object paddle_xyz_m, py::object paddle_rpy_rad, py::object workspace_min_m,
-                      py::object workspace_max_m) {
+                      py::object workspace_max_m, py::object soft_margin) {
   const py::ssize_t dof = position_min.ndim() == 1 ? position_min.shape(0) : -1;
   if (dof <= 0 || dof > kMaxDof)
     throw py::value_error("position_min: expected a 1-D array with 1.." + std::to_string(kMaxDof) + " joints");
@@ -52,6 +55,15 @@ RobotModel make_model(const DArray& position_min, const DArray& position_max, co
                             " needs finite position_min < position_max and positive velocity/acceleration/jerk limits");
     m.limits[i] = JointLimits{lo[i], hi[i], v[i], a[i], j[i]};
     m.home_si[i] = h[i];
+  }
+  if (!soft_margin.is_none()) {
+    const auto margin = vec(DArray::ensure(soft_margin), "soft_margin", dof);
+    for (int i = 0; i < m.dof; ++i) {
+      if (!(margin[i] >= 0.0) || !(2.0 * margin[i] < hi[i] - lo[i]))
+        throw py::value_error("soft_margin: joint " + std::to_string(i) +
+                              " needs 0 <= margin < half its position range, got " + std::to_string(margin[i]));
+      m.soft_margin_si[i] = margin[i];
+    }
   }
   if (!joint_type.is_none()) {
     auto jt = py::array_t<int, py::array::c_style | py::array::forcecast>::ensure(joint_type);
@@ -93,6 +105,8 @@ py::dict observation_dict(const Observation& o, std::uint64_t seq) {
   d["tick"] = o.tick;
   d["stamp_ns"] = o.stamp_ns;
   d["flags"] = o.flags;
+  d["lifecycle"] = o.lifecycle;
+  d["stop_reasons"] = o.stop_reasons;
   d["state_stamp_ns"] = o.state_stamp_ns;
   d["measured_position"] = arr(o.measured_position_si, o.dof);
   d["measured_velocity"] = arr(o.measured_velocity_si, o.dof);
@@ -164,6 +178,8 @@ py::dict counters_dict(const ControlLoop& loop) {
   d["commands_rejected"] = c.commands_rejected;
   d["commands_dropped"] = c.commands_dropped;
   d["stop_ticks"] = c.stop_ticks;
+  d["commands_discarded"] = c.commands_discarded;
+  d["muted_ticks"] = c.muted_ticks;
   d["safety_override_ticks"] = c.safety_override_ticks;
   d["driver_write_failures"] = c.driver_write_failures;
   d["events_dropped"] = c.events_dropped;
@@ -234,6 +250,39 @@ py::tuple safety_filter_run(SafetyFilter& f, const DArray& targets, py::object s
   return py::make_tuple(out, overridden, verdicts);
 }
 
+// otg_trajectory(): ticks of the OTG alone until the joint is exactly on the reference (p, v within 1e-9, a within
+// 1e-9 of zero) or max_steps.
+py::tuple otg_trajectory(double p, double v, double a, double target_position, double target_velocity,
+                         const DArray& limits, double dt_s, int max_steps) {
+  const auto l = vec(limits, "limits", 3);
+  if (!(l[0] > 0) || !(l[1] > 0) || !(l[2] > 0) || !(dt_s > 0))
+    throw py::value_error("limits: expected [V, A, J] > 0 and dt_s > 0");
+  if (!std::isfinite(p) || !std::isfinite(v) || !std::isfinite(a) || !std::isfinite(target_position) ||
+      !std::isfinite(target_velocity))
+    throw py::value_error("p, v, a, target_position, target_velocity: expected finite values");
+  const JointLimits lim{-1e300, 1e300, l[0], l[1], l[2]};
+  std::vector<double> rows;
+  AxisState s{p, v, a};
+  long reached = -1;
+  {
+    py::gil_scoped_release release;
+    for (long k = 0; k <= max_steps; ++k) {
+      const OtgTarget t{target_position + target_velocity * dt_s * static_cast<double>(k), target_velocity};
+      if (std::fabs(s.p - t.position) <= 1e-9 && std::fabs(s.v - t.velocity) <= 1e-9 && std::fabs(s.a) <= 1e-9) {
+        reached = k;
+        break;
+      }
+      if (k == max_steps) break;
+      const double j = otg_jerk(s, t, lim, dt_s);
+      s = integrate(s, j, dt_s);
+      rows.insert(rows.end(), {s.p, s.v, s.a, j});
+    }
+  }
+  py::array_t<double> out({py::ssize_t(rows.size() / 4), py::ssize_t(4)});
+  std::copy(rows.begin(), rows.end(), out.mutable_data());
+  return py::make_tuple(out, reached);
+}
+
 // Module constants: MAX_DOF, the clock, EVENT_CODES and TICK_FLAGS (the run log's vocabulary).
 void bind_constants(py::module_& m) {
   m.attr("MAX_DOF") = kMaxDof;
@@ -249,7 +298,6 @@ void bind_constants(py::module_& m) {
       {"workspace_target_rejected", kEventWorkspaceTarget},
       {"workspace_stop", kEventWorkspaceStop},
       {"watchdog_stop", kEventWatchdogStop},
-      {"watchdog_recovered", kEventWatchdogRecovered},
       {"missing_policy", kEventMissingPolicy},
       {"estop", kEventEstop},
       {"estop_reset", kEventEstopReset},
@@ -264,6 +312,16 @@ void bind_constants(py::module_& m) {
       {"stop_complete", kEventStopComplete},
       {"late_wake", kEventLateWake},
       {"command_rejected", kEventCommandRejected},
+      {"tracking_error_stop", kEventTrackingErrorStop},
+      {"measurement_invalid_stop", kEventMeasurementStop},
+      {"robot_fault_stop", kEventRobotFaultStop},
+      {"link_loss_stop", kEventLinkLossStop},
+      {"shutdown_stop", kEventShutdownStop},
+      {"recover_requested", kEventRecoverRequested},
+      {"recovered", kEventRecovered},
+      {"recover_refused", kEventRecoverRefused},
+      {"lifecycle", kEventLifecycle},
+      {"commands_muted", kEventCommandsMuted},
   };
   for (const auto& [name, code] : code_list) codes[name] = code;
   m.attr("EVENT_CODES") = codes;
@@ -278,7 +336,44 @@ void bind_constants(py::module_& m) {
   tick_flags["workspace_stop"] = kTickWorkspaceStop;
   tick_flags["safety_override"] = kTickSafetyOverride;
   tick_flags["new_target"] = kTickNewTarget;
+  tick_flags["link_loss"] = kTickLinkLoss;
+  tick_flags["tracking_error"] = kTickTrackingError;
+  tick_flags["measurement_invalid"] = kTickMeasurementInvalid;
+  tick_flags["robot_fault"] = kTickRobotFault;
+  tick_flags["muted"] = kTickMuted;
+  tick_flags["shutdown"] = kTickShutdown;
   m.attr("TICK_FLAGS") = tick_flags;
+  m.attr("TICK_LIFECYCLE_SHIFT") = kTickLifecycleShift;
+  py::dict reasons;
+  reasons["estop"] = static_cast<std::uint32_t>(kReasonEstop);
+  reasons["watchdog"] = static_cast<std::uint32_t>(kReasonWatchdog);
+  reasons["sensor_timeout"] = static_cast<std::uint32_t>(kReasonSensorTimeout);
+  reasons["tracking_error"] = static_cast<std::uint32_t>(kReasonTrackingError);
+  reasons["measurement_invalid"] = static_cast<std::uint32_t>(kReasonMeasurementInvalid);
+  reasons["robot_fault"] = static_cast<std::uint32_t>(kReasonRobotFault);
+  reasons["link_loss"] = static_cast<std::uint32_t>(kReasonLinkLoss);
+  reasons["workspace"] = static_cast<std::uint32_t>(kReasonWorkspace);
+  reasons["shutdown"] = static_cast<std::uint32_t>(kReasonShutdown);
+  m.attr("STOP_REASONS") = reasons;
+  py::dict blockers;
+  blockers["robot_moving"] = kBlockRobotMoving;
+  blockers["command_moving"] = kBlockCommandMoving;
+  blockers["shutdown"] = kBlockShutdown;
+  m.attr("RECOVERY_BLOCKERS") = blockers;
+  py::dict lifecycle;
+  lifecycle["inactive"] = static_cast<int>(Lifecycle::kInactive);
+  lifecycle["active"] = static_cast<int>(Lifecycle::kActive);
+  lifecycle["stopping"] = static_cast<int>(Lifecycle::kStopping);
+  lifecycle["stopped"] = static_cast<int>(Lifecycle::kStopped);
+  lifecycle["recovering"] = static_cast<int>(Lifecycle::kRecovering);
+  m.attr("LIFECYCLE") = lifecycle;
+  m.def("servo_error_bound", &servo_error_bound, py::arg("acceleration_limit"), py::arg("natural_frequency_rad_s"),
+        py::arg("damping"),
+        "Largest |commanded - measured| of the servo model (servo.hpp) for |commanded acceleration| <= the limit.");
+  m.attr("SERVO_DEFAULT_FREQUENCY_HZ") = kServoDefaultFrequencyHz;
+  m.attr("SERVO_DEFAULT_DAMPING") = kServoDefaultDamping;
+  m.attr("SERVO_DRIVE_ACCELERATION_FACTOR") = kServoDriveAccelerationFactor;
+  m.attr("SERVO_DRIVE_VELOCITY_FACTOR") = kServoDriveVelocityFactor;
 }
 
 // RobotModel: limits, kinematic chain and workspace box, with its forward kinematics.
@@ -288,8 +383,11 @@ void bind_robot_model(py::module_& m) {
            py::arg("acceleration_limit"), py::arg("jerk_limit"), py::arg("home"), py::arg("joint_type") = py::none(),
            py::arg("axis") = py::none(), py::arg("origin_xyz_m") = py::none(), py::arg("origin_rpy_rad") = py::none(),
            py::arg("paddle_xyz_m") = py::none(), py::arg("paddle_rpy_rad") = py::none(),
-           py::arg("workspace_min_m") = py::none(), py::arg("workspace_max_m") = py::none())
+           py::arg("workspace_min_m") = py::none(), py::arg("workspace_max_m") = py::none(),
+           py::arg("soft_margin") = py::none())
       .def_readonly("dof", &RobotModel::dof)
+      .def_property_readonly("soft_margin",
+                             [](const RobotModel& m) { return arr(m.soft_margin_si, m.dof); })
       .def_readonly("has_chain", &RobotModel::has_chain)
       .def_readonly("has_workspace", &RobotModel::has_workspace)
       .def(
@@ -373,13 +471,25 @@ void bind_drivers(py::module_& m) {
 
   py::class_<SimDriver, RobotDriver, std::shared_ptr<SimDriver>>(m, "SimDriver",
                                                                   "In-process simulated robot (sim_driver.hpp).")
-      .def(py::init([](const RobotModel& model, const DArray& initial_position, double dt_s, double tau_s) {
+      .def(py::init([](const RobotModel& model, const DArray& initial_position, double dt_s, double frequency_hz,
+                       double damping, double acceleration_factor, double velocity_factor) {
              const auto q = vec(initial_position, "initial_position", model.dof);
-             if (!(dt_s > 0) || !(tau_s > 0)) throw py::value_error("dt_s, tracking_time_constant_s: expected > 0");
-             return std::make_shared<SimDriver>(model, q.data(), dt_s, tau_s);
+             if (!(dt_s > 0) || !(frequency_hz > 0) || !(damping > 0) || !(acceleration_factor > 0) ||
+                 !(velocity_factor > 0))
+               throw py::value_error(
+                   "dt_s, servo_frequency_hz, servo_damping, drive_acceleration_factor, drive_velocity_factor: "
+                   "expected > 0");
+             SimServoConfig servo;
+             servo.natural_frequency_hz = frequency_hz;
+             servo.damping = damping;
+             servo.acceleration_factor = acceleration_factor;
+             servo.velocity_factor = velocity_factor;
+             return std::make_shared<SimDriver>(model, q.data(), dt_s, servo);
            }),
            py::arg("model"), py::arg("initial_position"), py::arg("dt_s") = 0.001,
-           py::arg("tracking_time_constant_s") = 0.01)
+           py::arg("servo_frequency_hz") = kServoDefaultFrequencyHz, py::arg("servo_damping") = kServoDefaultDamping,
+           py::arg("drive_acceleration_factor") = kServoDriveAccelerationFactor,
+           py::arg("drive_velocity_factor") = kServoDriveVelocityFactor)
       .def("inject_dropout", &SimDriver::inject_dropout, py::arg("ticks"),
            "The next `ticks` read_state() calls report no fresh state.")
       .def(
@@ -394,6 +504,25 @@ void bind_drivers(py::module_& m) {
           "Each of the next `ticks` read_state() calls blocks for `duration_s` (a stalled driver: the loop "
           "misses its deadline).")
       .def("set_estop_input", &SimDriver::set_estop_input, py::arg("pressed"))
+      .def("set_fault", &SimDriver::set_fault, py::arg("fault"), "Raises (or clears) the robot's fault flag.")
+      .def(
+          "inject_measurement",
+          [](SimDriver& d, int joint, double position, double velocity, int states) {
+            if (joint < 0 || joint >= d.dof()) throw py::value_error("joint: expected 0.." + std::to_string(d.dof() - 1));
+            if (states < 0) throw py::value_error("states: expected >= 0");
+            d.inject_measurement(joint, position, velocity, states);
+          },
+          py::arg("joint"), py::arg("position"), py::arg("velocity") = 0.0, py::arg("states") = 1,
+          "The next `states` states report this position/velocity for the joint (a broken encoder).")
+      .def("set_link_up", &SimDriver::set_link_up, py::arg("up"), "Cuts (False) or restores the link.")
+      .def("restart_peer", &SimDriver::restart_peer, "Counts a restart of the robot side (a new session).")
+      .def(
+          "jam",
+          [](SimDriver& d, int joint, bool jammed) {
+            if (joint < 0 || joint >= d.dof()) throw py::value_error("joint: expected 0.." + std::to_string(d.dof() - 1));
+            d.jam(joint, jammed);
+          },
+          py::arg("joint"), py::arg("jammed") = true, "Blocks a joint where it is (it stops following its command).")
       .def("fail_writes", &SimDriver::fail_writes, py::arg("fail"))
       .def(
           "push_ball_observation",
@@ -411,24 +540,44 @@ void bind_drivers(py::module_& m) {
           py::arg("stamp_ns"), py::arg("position_m"), py::arg("confidence") = 1.0, py::arg("camera_id") = 0,
           py::arg("frame") = 0)
       .def_property_readonly("commands_received", &SimDriver::commands_received)
-      .def("positions", [](const SimDriver& d) {
-        double q[kMaxDof];
-        d.positions(q);
-        return arr(q, d.dof());
+      .def_property_readonly("hard_stop_hits", &SimDriver::hard_stop_hits,
+                             "Contacts with a hard stop (the mechanical range) that began so far.")
+      .def("positions",
+           [](const SimDriver& d) {
+             double q[kMaxDof];
+             d.positions(q);
+             return arr(q, d.dof());
+           })
+      .def("velocities", [](const SimDriver& d) {
+        double v[kMaxDof];
+        d.velocities(v);
+        return arr(v, d.dof());
       });
 }
 
 // The per-tick SafetyFilter and the controlled-stop helpers (exposed for tests).
 void bind_safety(py::module_& m) {
   py::class_<SafetyFilter>(m, "SafetyFilter", "Per-tick safety filter (safety.hpp), exposed for tests.")
-      .def(py::init([](const RobotModel& model, double dt_s, double bandwidth_rad_s, const DArray& initial_position) {
+      .def(py::init([](const RobotModel& model, double dt_s, const DArray& initial_position) {
              auto f = std::make_unique<SafetyFilter>();
-             if (!f->configure(model, dt_s, bandwidth_rad_s)) throw py::value_error("model/dt_s/bandwidth: invalid");
+             if (!f->configure(model, dt_s)) throw py::value_error("model/dt_s: invalid");
              const auto q = vec(initial_position, "initial_position", model.dof);
              if (!f->reset(q.data())) throw py::value_error("initial_position: outside the joint limits");
              return f;
            }),
-           py::arg("model"), py::arg("dt_s"), py::arg("bandwidth_rad_s"), py::arg("initial_position"))
+           py::arg("model"), py::arg("dt_s"), py::arg("initial_position"))
+      .def_property_readonly("soft_min",
+                             [](const SafetyFilter& f) {
+                               double v[kMaxDof];
+                               for (int i = 0; i < f.dof(); ++i) v[i] = f.soft_min(i);
+                               return arr(v, f.dof());
+                             })
+      .def_property_readonly("soft_max",
+                             [](const SafetyFilter& f) {
+                               double v[kMaxDof];
+                               for (int i = 0; i < f.dof(); ++i) v[i] = f.soft_max(i);
+                               return arr(v, f.dof());
+                             })
       .def(
           "run", &safety_filter_run,
           py::arg("targets"), py::arg("stop_mask") = py::none(), py::arg("target_velocity") = py::none(),
@@ -467,6 +616,11 @@ void bind_safety(py::module_& m) {
         return can_stop(AxisState{p, v, a}, lim, dt_s, stop_horizon_steps(lim, dt_s));
       },
       py::arg("p"), py::arg("v"), py::arg("a"), py::arg("limits"), py::arg("dt_s"));
+  m.def("otg_trajectory", &otg_trajectory, py::arg("p"), py::arg("v"), py::arg("a"), py::arg("target_position"),
+        py::arg("target_velocity"), py::arg("limits"), py::arg("dt_s"), py::arg("max_steps") = 100000,
+        "The OTG alone (otg.hpp, no position box) from (p, v, a) towards the reference target_position + "
+        "target_velocity * t, with limits [V, A, J]: (rows [K, 4] = p, v, a, jerk after each tick; ticks to reach "
+        "the reference exactly, -1 if not within max_steps).");
 }
 
 // LoopConfig and the ControlLoop thread: commands in, events and observations out, telemetry.
@@ -477,8 +631,23 @@ void bind_loop(py::module_& m) {
       .def_readwrite("policy_period_s", &LoopConfig::policy_period_s)
       .def_readwrite("command_timeout_s", &LoopConfig::command_timeout_s)
       .def_readwrite("sensor_timeout_s", &LoopConfig::sensor_timeout_s)
-      .def_readwrite("tracking_bandwidth_rad_s", &LoopConfig::tracking_bandwidth_rad_s)
       .def_readwrite("late_threshold_s", &LoopConfig::late_threshold_s)
+      .def_property(
+          "tracking_error_threshold",
+          [](const LoopConfig& c) { return arr(c.tracking_error_threshold_si, kMaxDof); },
+          [](LoopConfig& c, const DArray& v) {
+            if (v.ndim() != 1 || v.shape(0) > kMaxDof)
+              throw py::value_error("tracking_error_threshold: expected a 1-D array of at most MAX_DOF values");
+            for (int i = 0; i < kMaxDof; ++i) c.tracking_error_threshold_si[i] = i < v.shape(0) ? v.data()[i] : 0.0;
+          },
+          "Per joint (m | rad); <= 0: derived from the servo model (tracking_error_factor x servo_error_bound).")
+      .def_readwrite("tracking_window_s", &LoopConfig::tracking_window_s)
+      .def_readwrite("tracking_error_factor", &LoopConfig::tracking_error_factor)
+      .def_readwrite("servo_natural_frequency_hz", &LoopConfig::servo_natural_frequency_hz)
+      .def_readwrite("servo_damping", &LoopConfig::servo_damping)
+      .def_readwrite("measurement_velocity_factor", &LoopConfig::measurement_velocity_factor)
+      .def_readwrite("rest_velocity_fraction", &LoopConfig::rest_velocity_fraction)
+      .def_readwrite("recover_timeout_s", &LoopConfig::recover_timeout_s)
       .def_readwrite("realtime_priority", &LoopConfig::realtime_priority)
       .def_readwrite("cpu", &LoopConfig::cpu)
       .def_readwrite("lock_memory", &LoopConfig::lock_memory)
@@ -492,7 +661,16 @@ void bind_loop(py::module_& m) {
            py::arg("model"), py::arg("config"), py::keep_alive<1, 2>())
       .def("start", &ControlLoop::start, py::call_guard<py::gil_scoped_release>(),
            "Starts the thread; returns warnings (real-time settings refused).")
-      .def("stop", &ControlLoop::stop, py::call_guard<py::gil_scoped_release>())
+      .def("stop", &ControlLoop::stop, py::call_guard<py::gil_scoped_release>(),
+           "Ends the run with a controlled stop to rest (stop category 1), then the thread ends.")
+      .def("request_shutdown", &ControlLoop::request_shutdown, "Asks for that controlled stop (the thread keeps going).")
+      .def_property_readonly("shutdown_done", &ControlLoop::shutdown_done)
+      .def("begin_manual", &ControlLoop::begin_manual, py::arg("start_ns"),
+           "Deterministic stepping without the thread (tests, faster-than-real-time simulation): initialises as "
+           "start() does, at the simulated time start_ns.")
+      .def("manual_tick", &ControlLoop::manual_tick, py::arg("now_ns"), py::call_guard<py::gil_scoped_release>(),
+           "One tick at the simulated time now_ns (advance it by the period yourself).")
+      .def("end_manual", &ControlLoop::end_manual)
       .def_property_readonly("running", &ControlLoop::running)
       .def_property_readonly("period_s", &ControlLoop::period_s)
       .def_property_readonly("realtime_granted", &ControlLoop::realtime_granted)
@@ -541,8 +719,23 @@ void bind_loop(py::module_& m) {
       .def_property_readonly("observation_seq", &ControlLoop::observation_sequence,
                              "Sequence number of the newest published observation (0 = none yet).")
       .def("estop", &ControlLoop::request_estop)
-      .def("reset_estop", &ControlLoop::request_estop_reset)
       .def_property_readonly("estop_latched", &ControlLoop::estop_latched)
+      .def("request_recover", &ControlLoop::request_recover,
+           "Asks the loop to recover from a stop (non-blocking; see recover_state / recover_blockers).")
+      .def_property_readonly("recover_state", &ControlLoop::recover_state,
+                             "0 idle, 1 pending, 2 done, 3 refused (the last request).")
+      .def_property_readonly("recover_blockers", &ControlLoop::recover_blockers)
+      .def_property_readonly("lifecycle", [](const ControlLoop& l) { return static_cast<int>(l.lifecycle()); })
+      .def_property_readonly("stop_reasons", &ControlLoop::stop_reasons, "Latched StopReason bits (STOP_REASONS).")
+      .def_property_readonly("stop_reasons_seen", &ControlLoop::stop_reasons_seen,
+                             "Every reason latched since start() (recovered stops included).")
+      .def_property_readonly("stop_time_bound_s", &ControlLoop::stop_time_bound_s)
+      .def_property_readonly("tracking_error_threshold",
+                             [](const ControlLoop& l) {
+                               double v[kMaxDof];
+                               for (int i = 0; i < l.model().dof; ++i) v[i] = l.tracking().threshold(i);
+                               return arr(v, l.model().dof);
+                             })
       .def("counters", &counters_dict)
       .def(
           "histogram",

@@ -45,6 +45,44 @@ __attribute__((noinline)) void prefault_stack() {
 
 }  // namespace
 
+// Distance of a paddle position from the workspace box (0 inside).
+double ControlLoop::workspace_excess_m(const double paddle[3]) const noexcept {
+  const RobotModel& m = filter_.model();
+  double excess = 0.0;
+  for (int k = 0; k < 3; ++k) {
+    const double out = std::max(m.workspace_min_m[k] - paddle[k], paddle[k] - m.workspace_max_m[k]);
+    if (out > 0.0) excess += out * out;
+  }
+  return std::sqrt(excess);
+}
+
+void ControlLoop::begin_manual(std::int64_t start_ns) {
+  if (running() || manual_) throw std::runtime_error("ControlLoop.begin_manual: already running");
+  initialise(start_ns);
+  manual_ = true;
+  emit(kEventLoopStart, -1, config_.rate_hz, now_ns());
+}
+
+std::int64_t ControlLoop::manual_tick(std::int64_t now_ns) {
+  if (!manual_) throw std::runtime_error("ControlLoop.manual_tick: call begin_manual() first");
+  return tick(now_ns, now_ns);
+}
+
+void ControlLoop::end_manual() {
+  if (!manual_) return;
+  emit(kEventLoopStop, -1, static_cast<double>(tick_index_), now_ns());
+  manual_ = false;
+  driver_->on_stop();
+  log_.close();
+}
+
+void ControlLoop::request_recover() noexcept {
+  estop_request_.store(false, std::memory_order_release);
+  recover_blockers_.store(0, std::memory_order_release);
+  recover_state_.store(kRecoverPending, std::memory_order_release);
+  recover_request_.store(true, std::memory_order_release);
+}
+
 ControlLoop::ControlLoop(std::shared_ptr<RobotDriver> driver, const RobotModel& model, const LoopConfig& config)
     : driver_(std::move(driver)),
       config_(config),
@@ -68,48 +106,95 @@ ControlLoop::ControlLoop(std::shared_ptr<RobotDriver> driver, const RobotModel& 
                                 std::to_string(model.dof));
   period_ns_ = static_cast<std::int64_t>(std::llround(1e9 / config_.rate_hz));
   const double dt = 1e-9 * static_cast<double>(period_ns_);
-  if (!filter_.configure(model, dt, config_.tracking_bandwidth_rad_s))
-    throw std::invalid_argument("model: invalid limits (need position_min < position_max and positive v/a/j limits)");
+  if (!filter_.configure(model, dt))
+    throw std::invalid_argument(
+        "model: invalid limits (need position_min < position_max, positive v/a/j limits and soft margins that leave a "
+        "soft box)");
+  if (!(config_.tracking_window_s >= 0.0) || !(config_.tracking_error_factor > 0.0) ||
+      !(config_.servo_natural_frequency_hz > 0.0) || !(config_.servo_damping > 0.0) ||
+      !(config_.measurement_velocity_factor >= 1.0) || !(config_.rest_velocity_fraction > 0.0) ||
+      !(config_.recover_timeout_s > 0.0))
+    throw std::invalid_argument(
+        "tracking_window_s >= 0, tracking_error_factor, servo_natural_frequency_hz, servo_damping, "
+        "rest_velocity_fraction, recover_timeout_s > 0 and measurement_velocity_factor >= 1 expected");
   interpolator_.configure(model.dof, config_.policy_period_s, 2.0 * dt, 0.1);
   command_watchdog_.configure(config_.command_timeout_s);
   sensor_watchdog_.configure(config_.sensor_timeout_s);
+  const double w = 2.0 * M_PI * config_.servo_natural_frequency_hz;
+  double threshold[kMaxDof];
+  for (int i = 0; i < model.dof; ++i) {
+    const JointLimits& l = model.limits[i];
+    threshold[i] = config_.tracking_error_threshold_si[i] > 0.0
+                       ? config_.tracking_error_threshold_si[i]
+                       : config_.tracking_error_factor * servo_error_bound(l.acceleration, w, config_.servo_damping);
+    config_.tracking_error_threshold_si[i] = threshold[i];
+    rest_velocity_si_[i] = config_.rest_velocity_fraction * l.velocity;
+    stop_time_bound_s_ = std::max(stop_time_bound_s_, dt * stop_horizon_steps(filter_.limits(i), dt));
+  }
+  const int window = static_cast<int>(std::ceil(config_.tracking_window_s / dt)) + 1;
+  if (window > TrackingMonitor::kMaxWindow)
+    throw std::invalid_argument("tracking_window_s: at most " + std::to_string((TrackingMonitor::kMaxWindow - 1) * dt) +
+                                " s at this rate");
+  tracking_.configure(model.dof, window, threshold);
 }
 
 ControlLoop::~ControlLoop() { stop(); }
 
-std::vector<std::string> ControlLoop::start() {
-  if (running()) throw std::runtime_error("ControlLoop.start: already running");
-  std::vector<std::string> warnings;
+// Everything start() does before the thread: the driver's first state, the filter at rest there, the latch, the
+// lifecycle, the watchdogs and the run log.
+void ControlLoop::initialise(std::int64_t start_ns) {
   driver_->on_start();
   // initial state: the commanded trajectory starts at rest where the robot is
   JointState s;
   bool got = false;
-  for (int attempt = 0; attempt < 200 && !got; ++attempt) {
+  for (int attempt = 0; attempt < 1000 && !got; ++attempt) {
     got = driver_->read_state(s);
     if (!got) {
       timespec ts{0, 1'000'000};
       nanosleep(&ts, nullptr);
     }
   }
-  if (!got) throw std::runtime_error("driver: no joint state received within 200 ms; cannot start");
+  if (!got) throw std::runtime_error("driver: no joint state received within 1 s; cannot start");
   if (s.dof != filter_.dof()) throw std::runtime_error("driver: state has the wrong number of joints");
   if (!filter_.reset(s.position_si))
     throw std::runtime_error("driver: initial joint position outside the joint limits (or not finite); refusing to start");
   last_state_ = s;
   last_fresh_ = true;
+  measurement_invalid_ = false;
   tick_index_ = 0;
-  workspace_stop_ = was_stopping_ = stop_complete_logged_ = prev_override_ = write_failed_ = false;
-  estop_input_prev_ = false;
+  prev_override_ = write_failed_ = muted_ = shutdown_tripped_ = false;
   balls_total_ = 0;
   recent_head_ = recent_count_ = 0;
-  workspace_excess_m_ = 0.0;
-  const std::int64_t t0 = now_ns();
-  interpolator_.hold(s.position_si, t0);
-  command_watchdog_.arm(t0);
-  sensor_watchdog_.arm(t0);
+  latch_.clear();
+  state_ = Lifecycle::kInactive;
+  lifecycle_.store(0, std::memory_order_release);
+  stop_reasons_.store(0, std::memory_order_release);
+  reasons_seen_.store(0, std::memory_order_release);
+  estop_request_.store(false, std::memory_order_release);
+  recover_request_.store(false, std::memory_order_release);
+  recover_state_.store(kRecoverIdle, std::memory_order_release);
+  recover_blockers_.store(0, std::memory_order_release);
+  shutdown_request_.store(false, std::memory_order_release);
+  shutdown_done_.store(false, std::memory_order_release);
+  peer_restarts_seen_ = driver_->link_health().peer_restarts;
+  recovered_tick_ = 0;
+  // a robot that starts with its paddle outside the workspace box may move back in (only leaving it stops)
+  double paddle[3];
+  workspace_excess_m_ = filter_.paddle_in_workspace(paddle) ? 0.0 : workspace_excess_m(paddle);
+  tracking_.reset(s.position_si);
+  prev_write_ns_ = 0;
+  interpolator_.hold(s.position_si, start_ns);
+  command_watchdog_.arm(start_ns);
+  sensor_watchdog_.arm(start_ns);
   if (!config_.log_path.empty()) {
     log_.open(config_.log_path, config_.log_meta_json, config_.log_flush_interval_s, config_.log_fsync_interval_s);
   }
+}
+
+std::vector<std::string> ControlLoop::start() {
+  if (running() || manual_) throw std::runtime_error("ControlLoop.start: already running");
+  std::vector<std::string> warnings;
+  initialise(now_ns());
   memory_lock_granted_ = false;
   if (config_.lock_memory && !memory_locked_) {
     if (mlockall(MCL_CURRENT | MCL_FUTURE) == 0) {
@@ -142,7 +227,16 @@ std::vector<std::string> ControlLoop::thread_warnings() const {
 }
 
 void ControlLoop::stop() {
+  if (manual_) return end_manual();
   if (thread_.joinable()) {
+    // Stop category 1 on the way out: the loop ramps the commanded trajectory to rest before it stops sending
+    // (bounded by the longest stop from anywhere inside the limits).
+    shutdown_request_.store(true, std::memory_order_release);
+    const std::int64_t give_up = now_ns() + static_cast<std::int64_t>((stop_time_bound_s_ + 0.2) * 1e9);
+    while (!shutdown_done_.load(std::memory_order_acquire) && now_ns() < give_up) {
+      timespec ts{0, 1'000'000};
+      nanosleep(&ts, nullptr);
+    }
     stop_requested_.store(true, std::memory_order_release);
     thread_.join();
     driver_->on_stop();
@@ -216,13 +310,14 @@ std::int64_t ControlLoop::tick(std::int64_t deadline_ns, std::int64_t wake_ns) {
   ++tick_index_;
   TickScratch t;
   note_wake(deadline_ns, wake_ns);
-  t.flags |= read_sensors(wake_ns);
+  t.flags |= read_sensors(wake_ns, t);
   t.flags |= drain_commands(wake_ns);
-  update_watchdogs(wake_ns);
+  run_reflexes(wake_ns, t);
+  update_lifecycle(wake_ns);
   t.flags |= safety_step(wake_ns, t);
   guard_workspace(wake_ns);
+  write_command(wake_ns, t);
   t.flags |= status_flags();
-  write_command(wake_ns, t.stopping);
   publish_observation(t);
   return record_tick(deadline_ns, wake_ns, t);
 }
@@ -236,30 +331,26 @@ void ControlLoop::note_wake(std::int64_t deadline_ns, std::int64_t wake_ns) noex
   }
 }
 
-// 1. sensors: the driver's joint state (feeds the sensor watchdog) and the ball observations (logged, kept).
-std::uint32_t ControlLoop::read_sensors(std::int64_t wake_ns) noexcept {
+// 1. sensors: the driver's joint state (feeds the sensor watchdog; its plausibility is checked here, the reflex
+// acts in run_reflexes) and the ball observations (logged, kept).
+std::uint32_t ControlLoop::read_sensors(std::int64_t wake_ns, TickScratch& t) noexcept {
   std::uint32_t flags = 0;
   JointState state;
   const bool fresh = driver_->read_state(state);
+  t.fresh = fresh;
   if (fresh) {
     last_state_ = state;
     sensor_watchdog_.feed(wake_ns);
     flags |= kTickStateFresh;
+    const RobotModel& m = filter_.model();
+    const MeasurementFault fault =
+        check_measurement(state, m.limits, m.dof, config_.measurement_velocity_factor, t.bad_joint, t.bad_value);
+    measurement_invalid_ = fault != MeasurementFault::kNone;
   } else {
     bump(dropout_ticks_);
     if (last_fresh_) emit(kEventSensorDropout, -1, 0.0, wake_ns);
   }
   last_fresh_ = fresh;
-  switch (sensor_watchdog_.update(wake_ns)) {
-    case Transition::kTripped:
-      emit(kEventSensorTimeoutStop, -1, sensor_watchdog_.age_s(wake_ns), wake_ns);
-      break;
-    case Transition::kCleared:
-      emit(kEventSensorRecovered, -1, 0.0, wake_ns);
-      break;
-    default:
-      break;
-  }
   BallObservation balls[kMaxBallObservations];
   const int n_balls = driver_->read_ball_observations(balls, kMaxBallObservations);
   for (int b = 0; b < n_balls; ++b) {
@@ -280,6 +371,9 @@ std::uint32_t ControlLoop::read_sensors(std::int64_t wake_ns) noexcept {
 }
 
 // 2. the events and policy commands pushed from Python; each command is validated before it becomes the goal.
+// While the loop is stopped (latched) commands are discarded, and so are those older than the last recovery (still
+// queued when it happened, or answering an observation from before it): the policy's stale targets never move the
+// robot.
 std::uint32_t ControlLoop::drain_commands(std::int64_t wake_ns) noexcept {
   const int dof = filter_.dof();
   std::uint32_t flags = 0;
@@ -293,6 +387,10 @@ std::uint32_t ControlLoop::drain_commands(std::int64_t wake_ns) noexcept {
     if (pc.obs_stamp_ns > 0) {
       round_trip_->record(pc.push_ns - pc.obs_stamp_ns);
       command_latency_->record(wake_ns - pc.obs_stamp_ns);
+    }
+    if (latch_.latched() || (pc.obs_tick != 0 && pc.obs_tick < recovered_tick_)) {
+      bump(commands_discarded_);
+      continue;
     }
     if (pc.dof != dof) {
       bump(commands_rejected_);
@@ -316,58 +414,172 @@ std::uint32_t ControlLoop::drain_commands(std::int64_t wake_ns) noexcept {
     bump(commands_accepted_);
     interpolator_.set_goal(pc.position_si, wake_ns);
     command_watchdog_.feed(wake_ns);
-    workspace_stop_ = false;  // a fresh in-box target releases a workspace stop
     flags |= kTickNewTarget;
+    if (state_ == Lifecycle::kInactive) set_lifecycle(Lifecycle::kActive, wake_ns);
   }
   return flags;
 }
 
-// 3. the command watchdog and the e-stop latch (request, driver input, reset once at rest).
-void ControlLoop::update_watchdogs(std::int64_t wake_ns) noexcept {
-  switch (command_watchdog_.update(wake_ns)) {
-    case Transition::kTripped:
-      emit(command_watchdog_.ever_fed() ? kEventWatchdogStop : kEventMissingPolicy, -1,
-           command_watchdog_.age_s(wake_ns), wake_ns);
-      break;
-    case Transition::kCleared:
-      emit(kEventWatchdogRecovered, -1, 0.0, wake_ns);
-      break;
-    default:
-      break;
-  }
-  const bool estop_input = (last_state_.flags & kStateEstopInput) != 0;
-  const bool estop_request = estop_request_.load(std::memory_order_acquire);
-  const bool reset_request = estop_reset_request_.exchange(false, std::memory_order_acq_rel);
-  switch (estop_.update(estop_request, estop_input, reset_request, filter_.at_rest())) {
-    case Transition::kTripped:
-      emit(kEventEstop, -1, estop_input ? 2.0 : 1.0, wake_ns);
-      break;
-    case Transition::kCleared:
-      emit(kEventEstopReset, -1, 0.0, wake_ns);
-      break;
-    default:
-      break;
-  }
-  estop_latched_.store(estop_.latched(), std::memory_order_release);
+// Latches a stop reason; its event is logged the first time (per stop) only.
+void ControlLoop::trip(std::uint32_t reason, std::int32_t code, std::int32_t joint, double value,
+                       std::int64_t wake_ns) noexcept {
+  if (latch_.trip(reason)) emit(code, joint, value, wake_ns);
+  stop_reasons_.store(latch_.reasons(), std::memory_order_release);
+  reasons_seen_.store(reasons_seen_.load(std::memory_order_relaxed) | reason, std::memory_order_release);
 }
 
-// 4. the safety filter: a jerk-limited stop while any stop condition holds, else the interpolated target.
+void ControlLoop::mute(std::int64_t wake_ns) noexcept {
+  if (muted_) return;
+  muted_ = true;
+  emit(kEventCommandsMuted, -1, 0.0, wake_ns);
+}
+
+// 3. the reflexes: each condition latches its stop reason (the stop itself starts in this tick's safety step).
+void ControlLoop::run_reflexes(std::int64_t wake_ns, const TickScratch& t) noexcept {
+  // e-stop: a request from Python, or the robot's e-stop input
+  const bool estop_input = (last_state_.flags & kStateEstopInput) != 0;
+  if (estop_request_.load(std::memory_order_acquire) || estop_input)
+    trip(kReasonEstop, kEventEstop, -1, estop_input ? 2.0 : 1.0, wake_ns);
+  if (t.fresh && (last_state_.flags & kStateFault)) trip(kReasonRobotFault, kEventRobotFaultStop, -1, 0.0, wake_ns);
+  if (t.fresh && measurement_invalid_) trip(kReasonMeasurementInvalid, kEventMeasurementStop, t.bad_joint, t.bad_value, wake_ns);
+  // tracking error: on plausible fresh states, while the loop commands the robot
+  if (t.fresh && !measurement_invalid_ && !muted_) {
+    double deviation = 0.0;
+    // a late tick: the robot went on with the previous command's velocity for that long
+    const double lead_s = prev_write_ns_ > 0 ? 1e-9 * static_cast<double>(wake_ns - prev_write_ns_ - period_ns_) : 0.0;
+    const int joint = tracking_.check(last_state_.position_si, deviation, lead_s);
+    if (joint >= 0) trip(kReasonTrackingError, kEventTrackingErrorStop, joint, deviation, wake_ns);
+  }
+  // link: down (the driver's link timeout) or the robot side restarted (a new session: it was not commanded by this
+  // loop since, so the loop stops commanding it at once)
+  const LinkHealth link = driver_->link_health();
+  const bool new_session = (t.fresh && (last_state_.flags & kStateNewSession)) || link.peer_restarts != peer_restarts_seen_;
+  peer_restarts_seen_ = link.peer_restarts;
+  if (new_session) {
+    trip(kReasonLinkLoss, kEventLinkLossStop, -1, 2.0, wake_ns);
+    mute(wake_ns);
+  } else if (!link.up) {
+    trip(kReasonLinkLoss, kEventLinkLossStop, -1, 1.0, wake_ns);
+  }
+  switch (sensor_watchdog_.update(wake_ns)) {
+    case Transition::kTripped:
+      trip(kReasonSensorTimeout, kEventSensorTimeoutStop, -1, sensor_watchdog_.age_s(wake_ns), wake_ns);
+      break;
+    case Transition::kCleared:
+      emit(kEventSensorRecovered, -1, 0.0, wake_ns);
+      break;
+    default:
+      break;
+  }
+  // the command watchdog latches only while active: before the first command the loop holds anyway (a missing
+  // policy is logged once), and while stopped commands are discarded
+  if (command_watchdog_.update(wake_ns) == Transition::kTripped) {
+    if (!command_watchdog_.ever_fed()) {
+      emit(kEventMissingPolicy, -1, command_watchdog_.age_s(wake_ns), wake_ns);
+    } else if (state_ == Lifecycle::kActive) {
+      trip(kReasonWatchdog, kEventWatchdogStop, -1, command_watchdog_.age_s(wake_ns), wake_ns);
+    }
+  }
+  if (shutdown_request_.load(std::memory_order_acquire) && !shutdown_tripped_) {
+    shutdown_tripped_ = true;
+    trip(kReasonShutdown, kEventShutdownStop, -1, 0.0, wake_ns);
+  }
+}
+
+void ControlLoop::set_lifecycle(Lifecycle next, std::int64_t wake_ns) noexcept {
+  if (next == state_) return;
+  state_ = next;
+  lifecycle_.store(static_cast<std::int32_t>(next), std::memory_order_release);
+  emit(kEventLifecycle, -1, static_cast<double>(next), wake_ns);
+}
+
+// Why a recovery cannot proceed at this tick (0: it can).
+std::uint32_t ControlLoop::recovery_blockers(std::int64_t wake_ns) const noexcept {
+  std::uint32_t b = 0;
+  if (shutdown_tripped_) b |= kBlockShutdown;
+  if (!filter_.at_rest()) b |= kBlockCommandMoving;
+  if (estop_request_.load(std::memory_order_acquire) || (last_state_.flags & kStateEstopInput)) b |= kReasonEstop;
+  if (sensor_watchdog_.tripped() || sensor_watchdog_.age_s(wake_ns) > config_.sensor_timeout_s) b |= kReasonSensorTimeout;
+  if (!driver_->link_health().up) b |= kReasonLinkLoss;
+  if (last_state_.flags & kStateFault) b |= kReasonRobotFault;
+  if (measurement_invalid_) b |= kReasonMeasurementInvalid;
+  for (int i = 0; i < filter_.dof(); ++i) {
+    if (!(std::fabs(last_state_.velocity_si[i]) <= rest_velocity_si_[i])) b |= kBlockRobotMoving;
+  }
+  return b;
+}
+
+// The recovery itself: the commanded trajectory restarts at rest where the robot is, so no step is commanded.
+void ControlLoop::resynchronise(std::int64_t wake_ns) noexcept {
+  const int dof = filter_.dof();
+  double offset = 0.0;
+  for (int i = 0; i < dof; ++i)
+    offset = std::max(offset, std::fabs(last_state_.position_si[i] - filter_.state(i).p));
+  filter_.reset(last_state_.position_si);  // plausible (not a blocker), so inside the hard limits
+  interpolator_.hold(last_state_.position_si, wake_ns);
+  tracking_.reset(last_state_.position_si);
+  PolicyCommand stale;
+  while (commands_in_->pop(stale)) bump(commands_discarded_);
+  recovered_tick_ = tick_index_;
+  command_watchdog_.feed(wake_ns);  // the policy has command_timeout_s to send a fresh target
+  double paddle[3];
+  workspace_excess_m_ = filter_.paddle_in_workspace(paddle) ? 0.0 : workspace_excess_m(paddle);
+  if (latch_.reasons() & kReasonEstop) emit(kEventEstopReset, -1, 0.0, wake_ns);
+  latch_.clear();
+  stop_reasons_.store(0, std::memory_order_release);
+  muted_ = false;
+  emit(kEventRecovered, -1, offset, wake_ns);
+  set_lifecycle(Lifecycle::kActive, wake_ns);
+  recover_state_.store(kRecoverDone, std::memory_order_release);
+}
+
+// 4. the lifecycle: a latched reason starts the protective stop; recovery requests are served here.
+void ControlLoop::update_lifecycle(std::int64_t wake_ns) noexcept {
+  if (latch_.latched() && (state_ == Lifecycle::kInactive || state_ == Lifecycle::kActive))
+    set_lifecycle(Lifecycle::kStopping, wake_ns);
+  if (recover_request_.exchange(false, std::memory_order_acq_rel)) {
+    if (state_ == Lifecycle::kStopping || state_ == Lifecycle::kStopped) {
+      emit(kEventRecoverRequested, -1, 0.0, wake_ns);
+      recover_since_ns_ = wake_ns;
+      set_lifecycle(Lifecycle::kRecovering, wake_ns);
+    } else if (state_ != Lifecycle::kRecovering) {
+      recover_state_.store(kRecoverDone, std::memory_order_release);  // nothing latched: nothing to recover
+    }
+  }
+  if (state_ == Lifecycle::kRecovering) {
+    const std::uint32_t blockers = recovery_blockers(wake_ns);
+    if (blockers == 0) {
+      resynchronise(wake_ns);
+    } else if (wake_ns - recover_since_ns_ > static_cast<std::int64_t>(config_.recover_timeout_s * 1e9)) {
+      emit(kEventRecoverRefused, -1, static_cast<double>(blockers), wake_ns);
+      recover_blockers_.store(blockers, std::memory_order_release);
+      recover_state_.store(kRecoverRefused, std::memory_order_release);
+      set_lifecycle(filter_.at_rest() ? Lifecycle::kStopped : Lifecycle::kStopping, wake_ns);
+    }
+  }
+}
+
+// 5. the safety filter: the jerk-limited controlled stop while latched (then hold at rest), else the OTG towards the
+// interpolated target.
 std::uint32_t ControlLoop::safety_step(std::int64_t wake_ns, TickScratch& t) noexcept {
   const int dof = filter_.dof();
   std::uint32_t flags = 0;
-  t.stopping = estop_.latched() || command_watchdog_.tripped() || sensor_watchdog_.tripped() || workspace_stop_;
+  t.stopping = latch_.latched();
   if (t.stopping) {
     filter_.step(nullptr, nullptr, true);
     for (int i = 0; i < dof; ++i) t.target_p[i] = filter_.state(i).p;
-    interpolator_.hold(t.target_p, wake_ns);  // resume from where the stop ends
+    interpolator_.hold(t.target_p, wake_ns);
     bump(stop_ticks_);
     flags |= kTickStopping;
-    if (!was_stopping_) stop_complete_logged_ = false;
-    if (!stop_complete_logged_ && filter_.at_rest()) {
-      emit(kEventStopComplete, -1, 0.0, wake_ns);
-      stop_complete_logged_ = true;
-    }
     prev_override_ = false;
+    if (state_ == Lifecycle::kStopping && filter_.at_rest()) {
+      emit(kEventStopComplete, -1, 0.0, wake_ns);
+      set_lifecycle(Lifecycle::kStopped, wake_ns);
+    }
+    // after a lost link, the stop is the last thing commanded: the robot side holds by itself, and a command to a
+    // robot that came back elsewhere would be a step
+    if (state_ == Lifecycle::kStopped && (latch_.reasons() & kReasonLinkLoss)) mute(wake_ns);
+    if (state_ == Lifecycle::kStopped && shutdown_tripped_) shutdown_done_.store(true, std::memory_order_release);
   } else {
     double target_v[kMaxDof];
     interpolator_.sample(wake_ns, t.target_p, target_v);
@@ -379,29 +591,19 @@ std::uint32_t ControlLoop::safety_step(std::int64_t wake_ns, TickScratch& t) noe
     }
     prev_override_ = overridden != 0;
   }
-  was_stopping_ = t.stopping;
   return flags;
 }
 
-// 5. the workspace guard: stop when the commanded paddle leaves the box or moves further out; a motion back towards
-// the box (after a stop parked it just outside, released by a fresh in-box target) is allowed, else the robot
-// could never return.
+// 6. the workspace guard: stop when the commanded paddle leaves the box or moves further out; a motion back towards
+// the box (a robot started or recovered outside it) is allowed, else the robot could never return.
 void ControlLoop::guard_workspace(std::int64_t wake_ns) noexcept {
   double paddle[3];
   const bool in_box = filter_.paddle_in_workspace(paddle);
-  const RobotModel& m = filter_.model();
-  double excess_m = 0.0;  // distance of the commanded paddle from the box (0 inside)
-  if (!in_box) {
-    for (int k = 0; k < 3; ++k) {
-      const double out = std::max(m.workspace_min_m[k] - paddle[k], paddle[k] - m.workspace_max_m[k]);
-      if (out > 0.0) excess_m += out * out;
-    }
-    excess_m = std::sqrt(excess_m);
-  }
+  const double excess_m = in_box ? 0.0 : workspace_excess_m(paddle);
   const bool leaving = !in_box && (workspace_excess_m_ == 0.0 || excess_m > workspace_excess_m_ + 1e-6);
   workspace_excess_m_ = excess_m;
-  if (leaving && !workspace_stop_) {
-    workspace_stop_ = true;
+  if (leaving) {
+    const RobotModel& m = filter_.model();
     int axis = 0;
     for (int k = 0; k < 3; ++k) {
       if (!(paddle[k] >= m.workspace_min_m[k] && paddle[k] <= m.workspace_max_m[k])) {
@@ -409,27 +611,41 @@ void ControlLoop::guard_workspace(std::int64_t wake_ns) noexcept {
         break;
       }
     }
-    emit(kEventWorkspaceStop, axis, paddle[axis], wake_ns);
+    trip(kReasonWorkspace, kEventWorkspaceStop, axis, paddle[axis], wake_ns);
   }
 }
 
-// The tick flags of the latched states (after the safety step and the workspace guard).
+// The tick flags of the latched reasons and the lifecycle state.
 std::uint32_t ControlLoop::status_flags() const noexcept {
+  const std::uint32_t r = latch_.reasons();
   std::uint32_t flags = 0;
-  if (estop_.latched()) flags |= kTickEstop;
-  if (command_watchdog_.tripped()) flags |= kTickWatchdog;
-  if (sensor_watchdog_.tripped()) flags |= kTickSensorTimeout;
-  if (workspace_stop_) flags |= kTickWorkspaceStop;
+  if (r & kReasonEstop) flags |= kTickEstop;
+  if (r & kReasonWatchdog) flags |= kTickWatchdog;
+  if (r & kReasonSensorTimeout) flags |= kTickSensorTimeout;
+  if (r & kReasonWorkspace) flags |= kTickWorkspaceStop;
+  if (r & kReasonLinkLoss) flags |= kTickLinkLoss;
+  if (r & kReasonTrackingError) flags |= kTickTrackingError;
+  if (r & kReasonMeasurementInvalid) flags |= kTickMeasurementInvalid;
+  if (r & kReasonRobotFault) flags |= kTickRobotFault;
+  if (r & kReasonShutdown) flags |= kTickShutdown;
   if (command_watchdog_.ever_fed()) flags |= kTickHasCommand;
+  flags |= (static_cast<std::uint32_t>(state_) << kTickLifecycleShift) & kTickLifecycleMask;
   return flags;
 }
 
-// 6. the command out to the driver (a failed write is logged once per run of failures).
-void ControlLoop::write_command(std::int64_t wake_ns, bool stopping) noexcept {
+// 7. the command out to the driver (a failed write is logged once per run of failures); none while muted.
+void ControlLoop::write_command(std::int64_t wake_ns, TickScratch& t) noexcept {
   filter_.fill_command(command_);
   command_.tick = tick_index_;
   command_.stamp_ns = wake_ns;
-  command_.flags = (stopping ? kCommandStopping : 0u) | (estop_.latched() ? kCommandEstop : 0u);
+  tracking_.push(command_.position_si, command_.velocity_si);
+  prev_write_ns_ = wake_ns;
+  if (muted_) {
+    bump(muted_ticks_);
+    t.flags |= kTickMuted;
+    return;
+  }
+  command_.flags = (t.stopping ? kCommandStopping : 0u) | ((latch_.reasons() & kReasonEstop) ? kCommandEstop : 0u);
   if (!driver_->write_command(command_)) {
     bump(write_failures_);
     if (!write_failed_) emit(kEventDriverWriteFailed, -1, 0.0, wake_ns);
@@ -446,6 +662,8 @@ void ControlLoop::publish_observation(const TickScratch& t) noexcept {
   o.tick = tick_index_;
   o.flags = t.flags;
   o.dof = dof;
+  o.lifecycle = static_cast<std::int32_t>(state_);
+  o.stop_reasons = latch_.reasons();
   o.state_stamp_ns = last_state_.stamp_ns;
   for (int i = 0; i < dof; ++i) {
     o.measured_position_si[i] = last_state_.position_si[i];
@@ -552,6 +770,8 @@ LoopCounters ControlLoop::counters() const noexcept {
   c.commands_rejected = commands_rejected_.load(std::memory_order_relaxed);
   c.commands_dropped = commands_dropped_.load(std::memory_order_relaxed);
   c.stop_ticks = stop_ticks_.load(std::memory_order_relaxed);
+  c.commands_discarded = commands_discarded_.load(std::memory_order_relaxed);
+  c.muted_ticks = muted_ticks_.load(std::memory_order_relaxed);
   c.safety_override_ticks = override_ticks_.load(std::memory_order_relaxed);
   c.driver_write_failures = write_failures_.load(std::memory_order_relaxed);
   c.events_dropped = events_dropped_.load(std::memory_order_relaxed);

@@ -2,19 +2,24 @@
 //
 // A dedicated std::thread ticks at rate_hz on absolute deadlines (clock_nanosleep, CLOCK_MONOTONIC,
 // TIMER_ABSTIME); optionally with SCHED_FIFO priority, CPU affinity and mlockall when the process is
-// permitted (each refusal becomes a warning string returned by start(), never a failure). A tick:
-//   1. reads the driver's state (no fresh state = dropout) and ball observations;
-//   2. drains policy commands from a lock-free SPSC ring, rejects NaN/Inf and out-of-workspace targets,
-//      clamps targets into the joint box, and feeds accepted ones to the interpolator;
-//   3. updates the watchdogs (stale/missing command, sensor timeout) and the latched e-stop;
-//   4. runs the safety filter (tracking, or the jerk-limited controlled stop when any stop condition holds)
-//      and monitors the paddle workspace box on the commanded pose (stop when it leaves the box or moves further
-//      out; moving back towards the box is allowed);
-//   5. writes the command to the driver, publishes an observation (seqlock, futex wake for waiting readers),
-//      pushes tick/ball/event records to the run log ring and events to the event ring;
-//   6. records wake latency, period and tick duration histograms and deadline misses.
+// permitted (each refusal becomes a warning string returned by start(), never a failure). A tick delegates to
+// its phases, in order (as libfranka's control loop does):
+//   note_wake        wake-up latency (late ticks logged);
+//   read_sensors     the driver's state (no fresh state = dropout), its plausibility, ball observations;
+//   drain_commands   policy commands from a lock-free SPSC ring: NaN/Inf and out-of-workspace targets rejected,
+//                    targets clamped into the soft box; discarded while the loop is stopped (latched);
+//   run_reflexes     e-stop, robot fault, implausible measurement, tracking error, link loss, sensor timeout,
+//                    command watchdog, shutdown: each latches its stop reason (reflexes.hpp);
+//   update_lifecycle inactive -> active -> stopping -> stopped -> recovering -> active (reflexes.hpp); a
+//                    recovery re-synchronises the commanded trajectory to the measured position at rest;
+//   safety_step      the OTG towards the interpolated target through the safety filter, or the jerk-limited
+//                    controlled stop (stop category 1) while latched;
+//   guard_workspace  the commanded paddle must not leave the workspace box (a reflex too);
+//   write_command    the command to the driver (not after a lost link: the robot holds by itself);
+//   publish_observation, record_tick  observation for Python (seqlock, futex wake), run log, telemetry.
 // No heap allocation, no lock, no Python inside a tick: all buffers are allocated before the thread starts,
 // and the thread never waits for Python. Python talks to it only through the rings / seqlock / atomics.
+// stop() ends a run with a controlled stop too: the commanded trajectory ramps to rest before the thread ends.
 #pragma once
 
 #include <atomic>
@@ -26,8 +31,10 @@
 
 #include "driver.hpp"
 #include "interpolator.hpp"
+#include "reflexes.hpp"
 #include "runlog.hpp"
 #include "safety.hpp"
+#include "servo.hpp"
 #include "spsc_ring.hpp"
 #include "telemetry.hpp"
 #include "watchdog.hpp"
@@ -42,13 +49,13 @@ enum EventCode : std::int32_t {
   kEventWorkspaceTarget = 5,      // target rejected: axis, paddle coordinate
   kEventWorkspaceStop = 6,        // commanded pose left the box: axis, coordinate
   kEventWatchdogStop = 7,         // command older than timeout: value = age (s)
-  kEventWatchdogRecovered = 8,
+  kEventWatchdogRecovered = 8,   // retired: a stopped loop no longer resumes when commands come back
   kEventMissingPolicy = 9,        // no command at all within the timeout after start
   kEventEstop = 10,               // value 1 = request, 2 = driver input
-  kEventEstopReset = 11,
+  kEventEstopReset = 11,          // a recovery cleared an e-stop
   kEventSensorDropout = 12,       // first tick of a dropout episode
   kEventSensorTimeoutStop = 13,
-  kEventSensorRecovered = 14,
+  kEventSensorRecovered = 14,     // fresh states again (the loop stays stopped until a recovery)
   kEventDeadlineMiss = 15,        // value = lateness (s) of the tick's end past the next deadline
   kEventDriverWriteFailed = 16,
   kEventSafetyOverride = 17,      // tracking overridden to keep limits; joint = -1, value = joint bit mask
@@ -57,7 +64,17 @@ enum EventCode : std::int32_t {
   kEventStopComplete = 20,        // controlled stop reached rest
   kEventLateWake = 21,            // woke later than late_threshold_s: value = latency (s)
   kEventCommandRejected = 22,     // a command ring entry with a wrong dof
-  kEventCount = 32,
+  kEventTrackingErrorStop = 23,   // joint, deviation of the measured position from the commanded tube
+  kEventMeasurementStop = 24,     // joint, offending value (non-finite, out of range, or a velocity)
+  kEventRobotFaultStop = 25,      // the robot reports a fault
+  kEventLinkLossStop = 26,        // value 1 = link down, 2 = the robot side restarted (new session)
+  kEventShutdownStop = 27,        // the run ends: controlled stop before the thread ends
+  kEventRecoverRequested = 28,
+  kEventRecovered = 29,           // value = largest |measured - commanded| removed by the re-synchronisation
+  kEventRecoverRefused = 30,      // value = blocker bit mask (stop reasons whose cause persists, kBlock*)
+  kEventLifecycle = 31,           // value = the new Lifecycle state
+  kEventCommandsMuted = 32,       // no more commands to the driver until a recovery (lost link)
+  kEventCount = 64,
 };
 
 struct LoopConfig {
@@ -65,8 +82,22 @@ struct LoopConfig {
   double policy_period_s = 0.01;   // nominal; the interpolator measures the actual command interval
   double command_timeout_s = 0.05; // watchdog: older commands start a controlled stop
   double sensor_timeout_s = 0.02;  // dropout longer than this starts a controlled stop
-  double tracking_bandwidth_rad_s = 40.0;
   double late_threshold_s = 0.001;
+  // Tracking-error reflex: the measured position may leave the tube of the commanded positions of the last
+  // tracking_window_s by at most tracking_error_threshold_si per joint (<= 0: derived from the servo model,
+  // tracking_error_factor x servo_error_bound(A, servo)).
+  double tracking_error_threshold_si[kMaxDof] = {};
+  double tracking_window_s = 0.03;
+  double tracking_error_factor = 3.0;
+  // The robot's position servo (servo.hpp), for the derived defaults above.
+  double servo_natural_frequency_hz = kServoDefaultFrequencyHz;
+  double servo_damping = kServoDefaultDamping;
+  // Measurement reflex: a reported |velocity| above this x the velocity limit is implausible.
+  double measurement_velocity_factor = 2.0;
+  // Recovery: the robot counts as at rest when |measured velocity| <= rest_velocity_fraction x V per joint; a
+  // recovery whose causes persist longer than recover_timeout_s is refused.
+  double rest_velocity_fraction = 0.02;
+  double recover_timeout_s = 1.0;
   int realtime_priority = 0;  // SCHED_FIFO priority (1..99); 0 keeps normal scheduling
   int cpu = -1;               // pin the loop thread to this CPU; -1 = no affinity
   bool lock_memory = false;   // mlockall(MCL_CURRENT | MCL_FUTURE)
@@ -90,6 +121,8 @@ struct Observation {
   std::int64_t stamp_ns = 0;  // publish time
   std::uint32_t flags = 0;    // kTick* bits of this tick
   std::int32_t dof = 0;
+  std::int32_t lifecycle = 0;      // Lifecycle
+  std::uint32_t stop_reasons = 0;  // latched StopReason bits
   std::int64_t state_stamp_ns = 0;
   double measured_position_si[kMaxDof] = {};
   double measured_velocity_si[kMaxDof] = {};
@@ -115,6 +148,8 @@ struct LoopCounters {
   std::uint64_t commands_rejected = 0;
   std::uint64_t commands_dropped = 0;  // command ring full (Python side)
   std::uint64_t stop_ticks = 0;
+  std::uint64_t commands_discarded = 0;  // arrived while the loop was stopped (latched)
+  std::uint64_t muted_ticks = 0;         // ticks without a command to the driver (lost link)
   std::uint64_t safety_override_ticks = 0;
   std::uint64_t driver_write_failures = 0;
   std::uint64_t events_dropped = 0;
@@ -132,7 +167,18 @@ class ControlLoop {
   // Starts the thread; returns warnings (real-time settings refused, ...). Throws on hard errors
   // (no initial state from the driver, initial position outside the limits, log file not creatable).
   std::vector<std::string> start();
+  // Ends a run: a controlled stop to rest (stop category 1) first, then the thread ends.
   void stop();
+  // Asks for that controlled stop without ending the thread (stop() does it too).
+  void request_shutdown() noexcept { shutdown_request_.store(true, std::memory_order_release); }
+  bool shutdown_done() const noexcept { return shutdown_done_.load(std::memory_order_acquire); }
+  // Deterministic stepping without the real-time thread (tests, faster-than-real-time simulation): begin_manual()
+  // initialises as start() does, manual_tick(now_ns) runs one tick at that CLOCK_MONOTONIC time (advance it by the
+  // period yourself), end_manual() closes the driver and the run log (no ramp: request_shutdown() and tick until
+  // shutdown_done() for one). Not together with start().
+  void begin_manual(std::int64_t start_ns);
+  std::int64_t manual_tick(std::int64_t now_ns);
+  void end_manual();
   bool running() const noexcept { return running_.load(std::memory_order_acquire); }
 
   // --- non real-time side (single producer per ring; the Python wrapper serialises callers) ---
@@ -145,11 +191,24 @@ class ControlLoop {
   // the timeout passes; returns its sequence (0 if none). Call without holding the GIL.
   std::uint64_t wait_observation(std::uint64_t after_seq, double timeout_s, Observation& out) const noexcept;
   void request_estop() noexcept { estop_request_.store(true, std::memory_order_release); }
-  void request_estop_reset() noexcept {
-    estop_request_.store(false, std::memory_order_release);
-    estop_reset_request_.store(true, std::memory_order_release);
+  bool estop_latched() const noexcept {
+    return (stop_reasons_.load(std::memory_order_acquire) & kReasonEstop) != 0;
   }
-  bool estop_latched() const noexcept { return estop_latched_.load(std::memory_order_acquire); }
+  // Recovery (from any thread): clears the e-stop request, then the loop re-synchronises and clears the latch at a
+  // tick where every cause is gone and the robot is at rest (or refuses after recover_timeout_s).
+  // recover_state(): kRecoverIdle, kRecoverPending, kRecoverDone, kRecoverRefused; recover_blockers() the bits
+  // that refused it (stop reasons whose cause persists, kBlock*).
+  void request_recover() noexcept;
+  int recover_state() const noexcept { return recover_state_.load(std::memory_order_acquire); }
+  std::uint32_t recover_blockers() const noexcept { return recover_blockers_.load(std::memory_order_acquire); }
+  Lifecycle lifecycle() const noexcept { return static_cast<Lifecycle>(lifecycle_.load(std::memory_order_acquire)); }
+  std::uint32_t stop_reasons() const noexcept { return stop_reasons_.load(std::memory_order_acquire); }
+  // Every reason latched since start() (stop reasons of recovered stops included).
+  std::uint32_t stop_reasons_seen() const noexcept { return reasons_seen_.load(std::memory_order_acquire); }
+  // Upper bound of a controlled stop from anywhere inside the limits (the exit ramp waits at most this long).
+  double stop_time_bound_s() const noexcept { return stop_time_bound_s_; }
+  const TrackingMonitor& tracking() const noexcept { return tracking_; }
+  static constexpr int kRecoverIdle = 0, kRecoverPending = 1, kRecoverDone = 2, kRecoverRefused = 3;
 
   LoopCounters counters() const noexcept;
   const Histogram& wake_latency() const noexcept { return *wake_latency_; }
@@ -171,22 +230,34 @@ class ControlLoop {
   // What one tick's phases hand on to the later ones.
   struct TickScratch {
     std::uint32_t flags = 0;   // kTick* of this tick
-    bool stopping = false;     // a stop condition holds: the safety filter brakes
+    bool fresh = false;        // a fresh state arrived this tick
+    int bad_joint = -1;        // an implausible measurement: the joint and the offending value
+    double bad_value = 0.0;
+    bool stopping = false;     // latched: the safety filter brakes (or holds at rest)
     double target_p[kMaxDof];  // the target the safety filter was given (or holds while stopping)
   };
 
+  void initialise(std::int64_t start_ns);
   void thread_main();
   // One tick; returns when its work ended (CLOCK_MONOTONIC ns), the time the deadline-miss decision used.
   std::int64_t tick(std::int64_t deadline_ns, std::int64_t wake_ns);
   // tick()'s phases, in order
   void note_wake(std::int64_t deadline_ns, std::int64_t wake_ns) noexcept;
-  std::uint32_t read_sensors(std::int64_t wake_ns) noexcept;
+  std::uint32_t read_sensors(std::int64_t wake_ns, TickScratch& t) noexcept;
   std::uint32_t drain_commands(std::int64_t wake_ns) noexcept;
-  void update_watchdogs(std::int64_t wake_ns) noexcept;
+  void run_reflexes(std::int64_t wake_ns, const TickScratch& t) noexcept;
+  void update_lifecycle(std::int64_t wake_ns) noexcept;
   std::uint32_t safety_step(std::int64_t wake_ns, TickScratch& t) noexcept;
   void guard_workspace(std::int64_t wake_ns) noexcept;
   std::uint32_t status_flags() const noexcept;
-  void write_command(std::int64_t wake_ns, bool stopping) noexcept;
+  void write_command(std::int64_t wake_ns, TickScratch& t) noexcept;
+  // helpers of the phases
+  void trip(std::uint32_t reason, std::int32_t code, std::int32_t joint, double value, std::int64_t wake_ns) noexcept;
+  void set_lifecycle(Lifecycle next, std::int64_t wake_ns) noexcept;
+  std::uint32_t recovery_blockers(std::int64_t wake_ns) const noexcept;
+  void resynchronise(std::int64_t wake_ns) noexcept;
+  void mute(std::int64_t wake_ns) noexcept;
+  double workspace_excess_m(const double paddle[3]) const noexcept;
   void publish_observation(const TickScratch& t) noexcept;
   std::int64_t record_tick(std::int64_t deadline_ns, std::int64_t wake_ns, TickScratch& t) noexcept;
   void emit(std::int32_t code, std::int32_t joint, double value, std::int64_t stamp_ns) noexcept;
@@ -201,7 +272,9 @@ class ControlLoop {
   Interpolator interpolator_;
   FreshnessWatchdog command_watchdog_;
   FreshnessWatchdog sensor_watchdog_;
-  EstopLatch estop_;
+  StopLatch latch_;
+  TrackingMonitor tracking_;
+  double stop_time_bound_s_ = 0.0;
 
   // rings and shared values
   std::unique_ptr<SpscRing<PolicyCommand, 256>> commands_in_;
@@ -217,7 +290,7 @@ class ControlLoop {
   std::unique_ptr<Histogram> wake_latency_, period_, tick_duration_, round_trip_, command_latency_;
   std::atomic<std::uint64_t> ticks_{0}, deadline_misses_{0}, skipped_ticks_{0}, late_ticks_{0}, dropout_ticks_{0},
       commands_accepted_{0}, commands_rejected_{0}, commands_dropped_{0}, stop_ticks_{0}, override_ticks_{0},
-      write_failures_{0}, events_dropped_{0}, balls_{0};
+      write_failures_{0}, events_dropped_{0}, balls_{0}, commands_discarded_{0}, muted_ticks_{0};
   std::atomic<std::uint64_t> event_counts_[kEventCount] = {};
 
   // thread control
@@ -225,27 +298,39 @@ class ControlLoop {
   std::atomic<bool> running_{false};
   std::atomic<bool> stop_requested_{false};
   std::atomic<bool> estop_request_{false};
-  std::atomic<bool> estop_reset_request_{false};
-  std::atomic<bool> estop_latched_{false};
+  std::atomic<bool> recover_request_{false};
+  std::atomic<int> recover_state_{kRecoverIdle};
+  std::atomic<std::uint32_t> recover_blockers_{0};
+  std::atomic<bool> shutdown_request_{false};
+  std::atomic<bool> shutdown_done_{false};
+  std::atomic<std::int32_t> lifecycle_{0};
+  std::atomic<std::uint32_t> stop_reasons_{0};
+  std::atomic<std::uint32_t> reasons_seen_{0};
   std::atomic<bool> rt_granted_{false};
   std::atomic<bool> affinity_granted_{false};
   std::atomic<int> thread_ready_{0};
   bool memory_locked_ = false;
+  bool manual_ = false;
   bool memory_lock_granted_ = false;
   char thread_warning_[2][256] = {};
 
   // loop-thread state (touched only by the loop thread while running)
   std::uint64_t tick_index_ = 0;
   std::int64_t prev_wake_ns_ = 0;
-  JointState last_state_;
+  std::int64_t prev_write_ns_ = 0;  // the tick that last pushed a command into the tracking tube (0: none yet)
+  JointState last_state_;       // the latest state as the driver reported it (logged, observed)
   bool last_fresh_ = true;
-  bool workspace_stop_ = false;
+  bool measurement_invalid_ = false;  // the latest fresh state was implausible
   double workspace_excess_m_ = 0.0;  // commanded paddle's distance outside the box at the previous tick
-  bool was_stopping_ = false;
-  bool stop_complete_logged_ = false;
+  Lifecycle state_ = Lifecycle::kInactive;
+  bool muted_ = false;               // no commands to the driver (lost link) until a recovery
   bool prev_override_ = false;
   bool write_failed_ = false;
-  bool estop_input_prev_ = false;
+  bool shutdown_tripped_ = false;
+  std::uint64_t peer_restarts_seen_ = 0;
+  std::int64_t recover_since_ns_ = 0;
+  std::uint64_t recovered_tick_ = 0;      // commands answering observations before this tick are stale
+  double rest_velocity_si_[kMaxDof] = {};
   std::uint64_t balls_total_ = 0;
   BallObservation latest_ball_;
   BallObservation recent_balls_[Observation::kRecentBalls];  // ring, recent_head_ = next slot

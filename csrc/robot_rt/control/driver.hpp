@@ -64,6 +64,13 @@ struct BallObservation {
   double confidence = 0.0;    // 0..1
 };
 
+// Health of the driver's link to the robot. `up`: states arrive (a link-timeout of the driver's own); a change
+// of `peer_restarts` means the robot side restarted (a new session): it was not commanded by this loop since.
+struct LinkHealth {
+  bool up = true;
+  std::uint64_t peer_restarts = 0;
+};
+
 class RobotDriver {
  public:
   virtual ~RobotDriver() = default;
@@ -74,6 +81,9 @@ class RobotDriver {
   virtual bool write_command(const JointCommand& command) noexcept = 0;
   // Ball detections received since the previous call, at most max_count, oldest first; returns the count.
   virtual int read_ball_observations(BallObservation* out, int max_count) noexcept = 0;
+  // Link state (the loop's link-loss reflex reads it every tick: it stops, and stops commanding, on a lost link or
+  // a restarted peer); in-process drivers are always up.
+  virtual LinkHealth link_health() const noexcept { return LinkHealth{}; }
   // Short static name for logs ("sim", "udp", ...).
   virtual const char* name() const noexcept = 0;
   // Called by ControlLoop::start() / stop() from the controlling (non real-time) thread; may allocate,

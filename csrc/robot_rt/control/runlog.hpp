@@ -49,6 +49,14 @@ constexpr std::uint32_t kTickHasCommand = 1u << 6;
 constexpr std::uint32_t kTickWorkspaceStop = 1u << 7;
 constexpr std::uint32_t kTickSafetyOverride = 1u << 8;
 constexpr std::uint32_t kTickNewTarget = 1u << 9;
+constexpr std::uint32_t kTickLinkLoss = 1u << 10;            // latched: link lost / robot side restarted
+constexpr std::uint32_t kTickTrackingError = 1u << 11;       // latched: tracking error
+constexpr std::uint32_t kTickMeasurementInvalid = 1u << 12;  // latched: implausible measurement
+constexpr std::uint32_t kTickRobotFault = 1u << 13;          // latched: robot fault
+constexpr std::uint32_t kTickMuted = 1u << 14;               // no command written to the driver this tick
+constexpr std::uint32_t kTickShutdown = 1u << 15;            // the exit ramp (stop on shutdown)
+constexpr int kTickLifecycleShift = 16;                      // bits 16..18: the Lifecycle state (0..4)
+constexpr std::uint32_t kTickLifecycleMask = 7u << kTickLifecycleShift;
 
 struct TickRecord {
   std::int64_t deadline_ns;

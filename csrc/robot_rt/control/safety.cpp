@@ -1,27 +1,33 @@
 #include "safety.hpp"
 
-#include <algorithm>
+#include "otg.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 namespace robot_rt::control {
 
-bool SafetyFilter::configure(const RobotModel& model, double dt_s, double bandwidth_rad_s) {
-  if (model.dof <= 0 || model.dof > kMaxDof || !(dt_s > 0) || !(bandwidth_rad_s > 0)) return false;
+bool SafetyFilter::configure(const RobotModel& model, double dt_s) {
+  if (model.dof <= 0 || model.dof > kMaxDof || !(dt_s > 0) || !std::isfinite(dt_s)) return false;
   for (int i = 0; i < model.dof; ++i) {
     const JointLimits& l = model.limits[i];
     if (!(l.position_min < l.position_max) || !(l.velocity > 0) || !(l.acceleration > 0) || !(l.jerk > 0)) return false;
-    horizon_[i] = stop_horizon_steps(l, dt_s);
+    const double margin = model.soft_margin_si[i];
+    if (!(margin >= 0.0) || !(l.position_min + margin < l.position_max - margin)) return false;
   }
   model_ = model;
   dt_ = dt_s;
-  // poles of the cascade at -w: s^3 + 3w s^2 + 3w^2 s + w^3  ->  ka = 3w, kv = w, kp = w/3
-  ka_ = 3.0 * bandwidth_rad_s;
-  kv_ = bandwidth_rad_s;
-  kp_ = bandwidth_rad_s / 3.0;
   for (int i = 0; i < kMaxDof; ++i) {
     state_[i] = AxisState{};
     jerk_[i] = 0.0;
+    if (i < model.dof) {
+      soft_min_[i] = model.limits[i].position_min + model.soft_margin_si[i];
+      soft_max_[i] = model.limits[i].position_max - model.soft_margin_si[i];
+      limits_[i] = model.limits[i];
+      limits_[i].position_min = soft_min_[i];
+      limits_[i].position_max = soft_max_[i];
+      horizon_[i] = stop_horizon_steps(limits_[i], dt_s);
+    }
   }
   return true;
 }
@@ -35,8 +41,22 @@ bool SafetyFilter::reset(const double* position_si) {
   for (int i = 0; i < model_.dof; ++i) {
     state_[i] = AxisState{position_si[i], 0.0, 0.0};
     jerk_[i] = 0.0;
+    // outside the soft box: the box edge starts where the joint is (it may only move back in)
+    limits_[i].position_min = std::fmin(soft_min_[i], position_si[i]);
+    limits_[i].position_max = std::fmax(soft_max_[i], position_si[i]);
   }
   return true;
+}
+
+void SafetyFilter::follow_into_soft_box(int i) noexcept {
+  // A widened edge follows the joint inwards (never outwards), back to the soft limit. It moves only while the
+  // joint heads inwards (velocity and acceleration not outwards), so the stop from the current state, which then
+  // runs inwards, stays inside the narrowed box and can_stop() keeps holding (stop.hpp's invariance).
+  const AxisState& s = state_[i];
+  if (limits_[i].position_min < soft_min_[i] && s.v >= 0.0 && s.a >= 0.0)
+    limits_[i].position_min = std::fmax(limits_[i].position_min, std::fmin(soft_min_[i], s.p));
+  if (limits_[i].position_max > soft_max_[i] && s.v <= 0.0 && s.a <= 0.0)
+    limits_[i].position_max = std::fmin(limits_[i].position_max, std::fmax(soft_max_[i], s.p));
 }
 
 std::uint32_t SafetyFilter::validate_target(double* position_si, const double* velocity_si, int& joint,
@@ -52,13 +72,12 @@ std::uint32_t SafetyFilter::validate_target(double* position_si, const double* v
     }
   }
   for (int i = 0; i < model_.dof; ++i) {
-    const JointLimits& l = model_.limits[i];
-    if (position_si[i] < l.position_min || position_si[i] > l.position_max) {
+    if (position_si[i] < soft_min_[i] || position_si[i] > soft_max_[i]) {
       if (!(result & kTargetClamped)) {
         joint = i;
         value = position_si[i];
       }
-      position_si[i] = position_si[i] < l.position_min ? l.position_min : l.position_max;
+      position_si[i] = position_si[i] < soft_min_[i] ? soft_min_[i] : soft_max_[i];
       result |= kTargetClamped;
     }
   }
@@ -76,36 +95,26 @@ std::uint32_t SafetyFilter::validate_target(double* position_si, const double* v
   return result;
 }
 
-double SafetyFilter::tracking_jerk(int i, double p_t, double v_t) const noexcept {
-  const JointLimits& l = model_.limits[i];
-  const AxisState& s = state_[i];
-  // proportional approach, capped by the speed from which half the acceleration limit still stops at the
-  // target (sqrt law: avoids the overshoot of a saturated linear cascade)
-  const double e = p_t - s.p;
-  const double approach = std::fmin(kp_ * std::fabs(e), std::sqrt(l.acceleration * std::fabs(e)));
-  const double v_ref = clamp_abs(v_t + (e >= 0.0 ? approach : -approach), l.velocity);
-  const double a_ref = clamp_abs(kv_ * (v_ref - s.v), l.acceleration);
-  return clamp_abs(ka_ * (a_ref - s.a), l.jerk);
-}
-
 std::uint32_t SafetyFilter::step(const double* target_position_si, const double* target_velocity_si,
                                  bool stop) noexcept {
   std::uint32_t overridden = 0;
   for (int i = 0; i < model_.dof; ++i) {
-    const JointLimits& l = model_.limits[i];
+    const JointLimits& l = limits_[i];
     const AxisState s = state_[i];
     const BrakeStep brake = brake_jerk(s.v, s.a, l, dt_);
     if (stop || target_position_si == nullptr) {
       state_[i] = integrate(s, brake.jerk, dt_, brake.final_step);
       jerk_[i] = brake.jerk;
+      follow_into_soft_box(i);
       continue;
     }
-    const double v_t = target_velocity_si ? target_velocity_si[i] : 0.0;
-    const double j_track = tracking_jerk(i, target_position_si[i], v_t);
+    const OtgTarget target{target_position_si[i], target_velocity_si ? target_velocity_si[i] : 0.0};
+    const double j_track = otg_jerk(s, target, l, dt_);
     AxisState next = integrate(s, j_track, dt_);
     if (can_stop(next, l, dt_, horizon_[i])) {
       state_[i] = next;
       jerk_[i] = j_track;
+      follow_into_soft_box(i);
       continue;
     }
     // Largest admissible blend between the braking jerk (admissible) and the tracking jerk (not).
@@ -128,6 +137,7 @@ std::uint32_t SafetyFilter::step(const double* target_position_si, const double*
       state_[i] = integrate(s, brake.jerk, dt_, brake.final_step);
       jerk_[i] = brake.jerk;
     }
+    follow_into_soft_box(i);
   }
   return overridden;
 }
@@ -155,7 +165,7 @@ void SafetyFilter::fill_command(JointCommand& out) const noexcept {
   // The braking profile can end a few nm (rounding) beyond a position limit; the robot must never receive that,
   // so the command itself is clamped into the limits (the filter's state stays as computed).
   for (int i = 0; i < model_.dof; ++i) {
-    const JointLimits& l = model_.limits[i];
+    const JointLimits& l = limits_[i];
     out.position_si[i] = std::min(std::max(state_[i].p, l.position_min), l.position_max);
     out.velocity_si[i] = std::min(std::max(state_[i].v, -l.velocity), l.velocity);
     out.acceleration_si[i] = state_[i].a;

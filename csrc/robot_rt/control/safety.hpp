@@ -2,18 +2,25 @@
 //
 // The filter owns the commanded trajectory of each joint, a discrete triple integrator (stop.hpp) advanced
 // by one jerk value per tick. Each tick it
-//   * computes the jerk that tracks the interpolated target (cascaded position/velocity/acceleration loop
-//     with all three poles at -bandwidth, references clamped to the velocity / acceleration limits);
+//   * computes the jerk the online trajectory generator (otg.hpp) proposes towards the interpolated target
+//     (time-optimal under the velocity / acceleration / jerk limits, re-planned every tick);
 //   * accepts that jerk only if the joint could still brake to rest inside all its limits from the
 //     resulting state (can_stop); otherwise it bisects between it and the braking jerk, which is always
 //     admissible by the invariance argument in stop.hpp;
-//   * in stop mode (watchdog, e-stop, sensor timeout, workspace), applies the braking jerk directly: the
-//     jerk-limited controlled stop.
-// Hence every output satisfies |j| <= J, |a| <= A, |v| <= V and position_min <= p <= position_max (up to a
-// relative 1e-9 rounding slack), from any target stream, including NaN/Inf (rejected before the filter).
+//   * in stop mode (a reflex, the e-stop, shutdown), applies the braking jerk directly: the jerk-limited
+//     controlled stop (stop category 1).
+// Hence every output satisfies |j| <= J, |a| <= A, |v| <= V and soft_min <= p <= soft_max (up to a relative 1e-9
+// rounding slack), from any target stream, including NaN/Inf (rejected before the filter).
+//
+// Soft limits: the position box the filter keeps is the hard box (the robot's mechanical range) shrunk by a
+// per-joint margin (RobotModel::soft_margin_si), which has to cover how far the real servo overshoots the
+// commanded trajectory (docs/safety.md derives the default from the servo model). The commanded trajectory,
+// including its stopping envelope, stays inside the soft box; targets are clamped into it. A joint that starts
+// (or is re-synchronised, after a recovery) outside the soft box but inside the hard one may only move back
+// towards it: its box edge is where it is, and follows it inwards until it is inside the soft box.
 //
 // Targets are validated before they reach the filter (validate_target): NaN/Inf rejected, positions clamped
-// into the joint box, and (optionally) the paddle centre of the target must lie in the workspace box. The
+// into the soft box, and (optionally) the paddle centre of the target must lie in the workspace box. The
 // box is also monitored on the commanded pose every tick (the loop stops the robot if it ever leaves it):
 // joint-space motion between two in-box poses can bulge out of a Cartesian box, so the box is a hard gate
 // on targets and a monitored condition on the path, while the joint limits are hard invariants.
@@ -29,7 +36,8 @@ namespace robot_rt::control {
 
 struct RobotModel {
   int dof = 0;
-  JointLimits limits[kMaxDof];
+  JointLimits limits[kMaxDof];       // hard limits: the mechanical position range and the v/a/j bounds
+  double soft_margin_si[kMaxDof] = {};  // soft box = [position_min + margin, position_max - margin]
   robot::ChainModel<double> chain;
   bool has_chain = false;
   double workspace_min_m[3] = {0, 0, 0};
@@ -46,13 +54,14 @@ constexpr std::uint32_t kTargetRejected = kTargetNonFinite | kTargetWorkspace;
 
 class SafetyFilter {
  public:
-  // dt_s: tick length; bandwidth_rad_s: tracking poles; returns false on invalid limits.
-  bool configure(const RobotModel& model, double dt_s, double bandwidth_rad_s);
-  // Starts at rest at the given positions (must be inside the limits; returns false otherwise).
+  // dt_s: tick length; returns false on invalid limits (also a margin that leaves no soft box).
+  bool configure(const RobotModel& model, double dt_s);
+  // Starts at rest at the given positions (must be inside the hard limits; returns false otherwise). A joint
+  // outside its soft box may only move back towards it.
   bool reset(const double* position_si);
 
-  // Checks and clamps a target in place (kTarget* bits; the target must not be used when a rejection bit
-  // is set). `joint` receives the first offending joint, `value` the offending value.
+  // Checks and clamps a target in place into the soft box (kTarget* bits; the target must not be used when a
+  // rejection bit is set). `joint` receives the first offending joint, `value` the offending value.
   std::uint32_t validate_target(double* position_si, const double* velocity_si, int& joint, double& value) const;
 
   // One tick. target_* may be null in stop mode. Returns a bit per joint where tracking was overridden to
@@ -63,6 +72,10 @@ class SafetyFilter {
   bool paddle_in_workspace(double paddle_m[3]) const noexcept;
 
   const AxisState& state(int joint) const noexcept { return state_[joint]; }
+  // The limits the commanded trajectory keeps now: the soft box (widened to where a joint outside it is).
+  const JointLimits& limits(int joint) const noexcept { return limits_[joint]; }
+  double soft_min(int joint) const noexcept { return soft_min_[joint]; }
+  double soft_max(int joint) const noexcept { return soft_max_[joint]; }
   double last_jerk(int joint) const noexcept { return jerk_[joint]; }
   bool at_rest() const noexcept;
   int dof() const noexcept { return model_.dof; }
@@ -71,11 +84,13 @@ class SafetyFilter {
   void fill_command(JointCommand& out) const noexcept;
 
  private:
-  double tracking_jerk(int i, double p_t, double v_t) const noexcept;
+  void follow_into_soft_box(int i) noexcept;
 
   RobotModel model_;
   double dt_ = 1e-3;
-  double kp_ = 0, kv_ = 0, ka_ = 0;
+  JointLimits limits_[kMaxDof];
+  double soft_min_[kMaxDof] = {};
+  double soft_max_[kMaxDof] = {};
   int horizon_[kMaxDof] = {};
   AxisState state_[kMaxDof];
   double jerk_[kMaxDof] = {};

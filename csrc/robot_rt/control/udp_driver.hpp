@@ -64,6 +64,9 @@ class UdpDriver final : public RobotDriver {
   bool write_command(const JointCommand& command) noexcept override;
   int read_ball_observations(BallObservation* out, int max_count) noexcept override;
   const char* name() const noexcept override { return "udp"; }
+  LinkHealth link_health() const noexcept override {
+    return LinkHealth{connected(), counters_.peer_restarts.load(std::memory_order_relaxed)};
+  }
   void on_start() override;  // opens the sockets and says hello (idempotent)
   void on_stop() override;   // says goodbye (authenticated) and closes them
 

@@ -1,8 +1,9 @@
-// Watchdogs of the loop: command freshness (policy), sensor freshness (driver), and the latched e-stop.
+// Watchdogs of the loop: command freshness (policy) and sensor freshness (driver).
 //
 // Each watchdog turns timestamps into a tripped/clear state and reports transitions, so the loop logs one
-// event per transition rather than one per tick. A tripped watchdog puts the safety filter in stop mode:
-// the jerk-limited controlled stop of stop.hpp.
+// event per transition rather than one per tick. A trip is a reflex: the loop latches its stop reason
+// (reflexes.hpp) and performs the jerk-limited controlled stop of stop.hpp; the watchdog clearing again does
+// not release the latch (only a recovery does).
 #pragma once
 
 #include <cstdint>
@@ -45,27 +46,6 @@ class FreshnessWatchdog {
   std::int64_t last_ns_ = 0;
   bool ever_ = false;
   bool tripped_ = false;
-};
-
-// Latched e-stop: set by a request or the driver's input, cleared only on an explicit reset when the
-// input is released and the robot is at rest.
-class EstopLatch {
- public:
-  Transition update(bool request, bool input, bool reset_request, bool at_rest) noexcept {
-    if ((request || input) && !latched_) {
-      latched_ = true;
-      return Transition::kTripped;
-    }
-    if (latched_ && reset_request && !input && !request && at_rest) {
-      latched_ = false;
-      return Transition::kCleared;
-    }
-    return Transition::kNone;
-  }
-  bool latched() const noexcept { return latched_; }
-
- private:
-  bool latched_ = false;
 };
 
 }  // namespace robot_rt::control
