@@ -55,7 +55,8 @@ def _reference_rally(seed: int, config: WorldConfig, max_steps: int):
     for k in range(max_steps):
         if k % per_call == 0:
             obs = build_observation(world.q[0], world.qd[0], world.detections()[0]).clip(low, high)
-            cmd = np.asarray(policy(obs), dtype=np.float64)
+            # env actions are fractions of the joint velocity limits; the world steps with joint velocities
+            cmd = np.asarray(policy(obs), dtype=np.float64) * world.robot.velocity_limit
         q_before = world.q[0].copy()
         _, terminated, ev = world.step(cmd[None])
         # one substep per step: the velocity the step moved with and the position it started from
