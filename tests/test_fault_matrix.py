@@ -29,9 +29,11 @@ STOPS = {
     "policy_raise": {"watchdog_stop"},
     "policy_hang": {"watchdog_stop"},
     "policy_nan": {"watchdog_stop"},
-    "measured_nan": {"sensor_timeout_stop"},
-    "sensor_timeout": {"sensor_timeout_stop"},
-    "server_kill_restart": {"sensor_timeout_stop"},
+    # a dead state stream ends in the sensor-timeout or the link-loss stop, whichever the loop sees first (both
+    # correct since the link-loss reflex of issue 12 item 5)
+    "measured_nan": {"sensor_timeout_stop", "link_loss_stop", "measurement_invalid_stop"},
+    "sensor_timeout": {"sensor_timeout_stop", "link_loss_stop"},
+    "server_kill_restart": {"sensor_timeout_stop", "link_loss_stop"},
 }
 RIDE_OUT = {"none", "packet_flood", "replay_spoof", "future_stamped_state"}
 # Bang-bang targets at and beyond the hard limits against the overshooting servo: on this loaded machine the
