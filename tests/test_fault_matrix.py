@@ -29,17 +29,16 @@ STOPS = {
     "policy_raise": {"watchdog_stop"},
     "policy_hang": {"watchdog_stop"},
     "policy_nan": {"watchdog_stop"},
-    # a dead state stream ends in the sensor-timeout or the link-loss stop, whichever the loop sees first (both
-    # correct since the link-loss reflex of issue 12 item 5)
-    "measured_nan": {"sensor_timeout_stop", "link_loss_stop", "measurement_invalid_stop"},
+    # a state the driver cannot accept ends the state stream: the sensor timeout or the link-loss stop, whichever
+    # the loop sees first (both correct); a state it accepts is caught by the measurement reflex
+    "measured_nan": {"measurement_invalid_stop", "sensor_timeout_stop", "link_loss_stop"},
+    "measured_out_of_range": {"measurement_invalid_stop"},
+    "robot_fault": {"robot_fault_stop"},
+    "tracking_error": {"tracking_error_stop"},
     "sensor_timeout": {"sensor_timeout_stop", "link_loss_stop"},
     "server_kill_restart": {"sensor_timeout_stop", "link_loss_stop"},
 }
 RIDE_OUT = {"none", "packet_flood", "replay_spoof", "future_stamped_state"}
-# Bang-bang targets at and beyond the hard limits against the overshooting servo: on this loaded machine the
-# robot touches its hard stops now and then (0-7 hits a run, docs/realtime.md) until the soft limits and the
-# trajectory generator of issue 12 item 3 land; then these rows must keep the invariant like every other.
-PENDING_HARD_STOPS = {"policy_at_limit", "policy_out_of_limit"}
 
 
 @pytest.mark.parametrize("fault", [f.name for f in FAULTS])
@@ -52,8 +51,7 @@ def test_fault_row_keeps_the_safety_invariants(fault, tmp_path):
     detail = {k: v for k, v in row.items() if k != "controller_output_tail"}
     assert row["samples"] > 100, detail  # the robot was watched all along
     # nothing passes a hard limit (the robot server counts every hit of its hard stops, each tick)
-    if fault not in PENDING_HARD_STOPS:
-        assert row["hard_stop_hits"] == 0, detail
+    assert row["hard_stop_hits"] == 0, detail  # at-limit and beyond-limit targets included (soft limits + OTG)
     if row["attack"]:
         # nothing moves the robot that the live session did not command: it holds, bit for bit
         assert row["excursion_max"] == 0.0, detail
