@@ -3,12 +3,12 @@ the plain-PyTorch reference, gradcheck in float64, edge cases (zero vectors, eps
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 import torch
+from helpers.tensors import GRAD_LAYOUTS, interpreter_env, make_features
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,33 +17,6 @@ from percept_fast.ops.lpips_distance import lpips_layer_backward, lpips_layer_re
 
 HAVE_CPU = "cpu" in available_backends("cpu", "lpips_backward")
 needs_cpu = pytest.mark.skipif(not HAVE_CPU, reason="percept_fast._C not built (or built before lpips_backward)")
-LAYOUTS = ["contiguous", "channels_last", "sliced_w", "sliced_c", "transposed_hw", "expanded_b"]
-
-
-def make(shape, dtype, layout, seed=0, device="cpu", zero_frac=0.0):
-    g = torch.Generator().manual_seed(seed)
-    B, C, H, W = shape
-    t = torch.randn(shape, generator=g)
-    if zero_frac > 0:  # whole channel vectors at zero (the normalisation's singular point)
-        t = t.masked_fill(torch.rand(B, 1, H, W, generator=g) < zero_frac, 0.0)
-    t = t.to(dtype).to(device)
-    if layout == "contiguous":
-        return t.contiguous()
-    if layout == "channels_last":
-        return t.contiguous(memory_format=torch.channels_last)
-    if layout == "sliced_w":
-        big = torch.zeros(B, C, H, 2 * W, dtype=dtype, device=device)
-        big[..., ::2] = t
-        return big[..., ::2]
-    if layout == "sliced_c":
-        big = torch.zeros(B, 2 * C + 1, H, W, dtype=dtype, device=device)
-        big[:, 1::2] = t
-        return big[:, 1::2]
-    if layout == "transposed_hw":
-        return t.transpose(2, 3).contiguous().transpose(2, 3)
-    if layout == "expanded_b":  # one sample broadcast over the batch (stride 0): its gradient sums over the batch
-        return t[:1].expand(B, C, H, W)
-    raise AssertionError(layout)
 
 
 def leaf(t):
@@ -79,8 +52,8 @@ def natural_scale(fx, fy, w, gout, spatial, eps=1e-10):
 
 def compare_with_reference(backend, shape, dtype, layout_x, layout_y, weighted, spatial, normalize, zero_frac, seed):
     """Fused gradients (fx, fy, weight) vs autograd of the reference for a random upstream gradient."""
-    fx0 = make(shape, dtype, layout_x, seed, zero_frac=zero_frac)
-    fy0 = make(shape, dtype, layout_y, seed + 1, zero_frac=zero_frac)
+    fx0 = make_features(shape, dtype, layout_x, seed, zero_frac=zero_frac)
+    fy0 = make_features(shape, dtype, layout_y, seed + 1, zero_frac=zero_frac)
     acc = torch.float64 if dtype == torch.float64 else torch.float32
     w0 = torch.rand(shape[1], dtype=acc, generator=torch.Generator().manual_seed(seed)) if weighted else None
     gx_leaf, fx = leaf(fx0)
@@ -136,8 +109,8 @@ def compare_with_reference(backend, shape, dtype, layout_x, layout_y, weighted, 
     H=st.integers(1, 9),
     W=st.integers(1, 9),
     dtype=st.sampled_from([torch.float32, torch.float64, torch.float16, torch.bfloat16]),
-    layout_x=st.sampled_from(LAYOUTS),
-    layout_y=st.sampled_from(LAYOUTS),
+    layout_x=st.sampled_from(GRAD_LAYOUTS),
+    layout_y=st.sampled_from(GRAD_LAYOUTS),
     weighted=st.booleans(),
     spatial=st.booleans(),
     normalize=st.sampled_from(["lpips", "stable"]),
@@ -168,8 +141,8 @@ def test_cpu_backward_backbone_shapes(shape, layout):
 @pytest.mark.parametrize("spatial", [False, True])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced_w"])
 def test_gradcheck_fused_cpu(normalize, spatial, layout):
-    fx = make((2, 3, 3, 4), torch.float64, layout, 0).detach().requires_grad_()
-    fy = make((2, 3, 3, 4), torch.float64, "contiguous", 1).requires_grad_()
+    fx = make_features((2, 3, 3, 4), torch.float64, layout, 0).detach().requires_grad_()
+    fy = make_features((2, 3, 3, 4), torch.float64, "contiguous", 1).requires_grad_()
     w = (torch.rand(3, dtype=torch.float64) + 0.1).requires_grad_()
 
     def f(a, b, ww):
@@ -210,7 +183,7 @@ def test_only_needed_gradients_are_computed():
 @needs_cpu
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced_w"])
 def test_identical_inputs_give_exactly_zero_gradients(layout):
-    x = make((2, 40, 6, 7), torch.float32, layout, 5, zero_frac=0.2).detach().requires_grad_()
+    x = make_features((2, 40, 6, 7), torch.float32, layout, 5, zero_frac=0.2).detach().requires_grad_()
     y = x.detach().clone().requires_grad_()
     w = torch.rand(40, requires_grad=True)
     for normalize in ("lpips", "stable"):
@@ -249,9 +222,9 @@ def test_zero_vector_and_eps():
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_nonfinite_inputs_give_nan_gradients_like_reference(bad, layout):
-    fx = make((2, 6, 3, 4), torch.float32, layout, 1).detach().clone()
+    fx = make_features((2, 6, 3, 4), torch.float32, layout, 1).detach().clone()
     fx[1, 2, 1, 1] = bad
-    fy = make((2, 6, 3, 4), torch.float32, "contiguous", 2)
+    fy = make_features((2, 6, 3, 4), torch.float32, "contiguous", 2)
     w = torch.rand(6)
     a, b = fx.clone().requires_grad_(), fy.clone().requires_grad_()
     got = torch.autograd.grad(lpips_distance(a, b, w, backend="cpu", check_finite=False).sum(), (a, b))
@@ -267,8 +240,8 @@ def test_nonfinite_inputs_give_nan_gradients_like_reference(bad, layout):
 def test_overflowed_norm_gives_zero_gradient():
     """Squares that overflow float32: the forward takes that vector as 0 (the reference's x / inf), the backward gives
     it zero gradient and the other input the gradient of d = |v|^2."""
-    huge = make((2, 6, 3, 4), torch.float32, "contiguous", 1) * 1e30
-    small = make((2, 6, 3, 4), torch.float32, "contiguous", 2)
+    huge = make_features((2, 6, 3, 4), torch.float32, "contiguous", 1) * 1e30
+    small = make_features((2, 6, 3, 4), torch.float32, "contiguous", 2)
     a, b = huge.clone().requires_grad_(), small.clone().requires_grad_()
     ga, gb = torch.autograd.grad(lpips_distance(a, b, backend="cpu").sum(), (a, b))
     assert bool((ga == 0).all())
@@ -353,7 +326,7 @@ def _triton_cases() -> None:
 
 def test_triton_interpreter_backward():
     pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1")
+    env = interpreter_env()
     code = f"import runpy; runpy.run_path({__file__!r})['_triton_cases']()"
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0 and "TRITON_BWD_OK" in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
@@ -363,8 +336,8 @@ def test_triton_interpreter_backward():
 
 
 def _gpu_compare(backend, shape, dtype, layout, weighted, spatial, normalize, seed):
-    fx = make(shape, dtype, layout, seed, "cuda", zero_frac=0.1).detach().requires_grad_()
-    fy = make(shape, dtype, "contiguous", seed + 1, "cuda").requires_grad_()
+    fx = make_features(shape, dtype, layout, seed, "cuda", zero_frac=0.1).detach().requires_grad_()
+    fy = make_features(shape, dtype, "contiguous", seed + 1, "cuda").requires_grad_()
     acc = torch.float64 if dtype == torch.float64 else torch.float32
     w = torch.rand(shape[1], dtype=acc, device="cuda").requires_grad_() if weighted else None
     leaves = (fx, fy) + ((w,) if weighted else ())

@@ -7,6 +7,8 @@ import torch
 # memory layouts make_features builds: dense NCHW / NHWC, and three strided views (every other column, every other
 # channel of a wider tensor, H and W swapped in memory)
 LAYOUTS = ["contiguous", "channels_last", "sliced_w", "sliced_c", "transposed_hw"]
+# and, for the backward tests, one sample broadcast over the batch (stride 0): its gradient sums over the batch
+GRAD_LAYOUTS = [*LAYOUTS, "expanded_b"]
 
 
 def make_features(
@@ -44,7 +46,9 @@ def make_features(
         return big[:, 1::2]
     if layout == "transposed_hw":
         return t.transpose(2, 3).contiguous().transpose(2, 3)
-    raise ValueError(f"layout: expected one of {LAYOUTS}, got {layout!r}")
+    if layout == "expanded_b":
+        return t[:1].expand(B, C, H, W)
+    raise ValueError(f"layout: expected one of {GRAD_LAYOUTS}, got {layout!r}")
 
 
 def interpreter_env() -> dict[str, str]:
