@@ -120,6 +120,43 @@ LOOP_EVENT_SCHEMA = {
     "required": ["stamp_ns", "tick", "code", "name", "joint", "value"],
 }
 
+_VEC3 = {"type": "object", "properties": {"x": _NUM, "y": _NUM, "z": _NUM}, "required": ["x", "y", "z"]}
+BALL_PREDICTION_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "robot_rt.BallPrediction",
+    "description": (
+        "Ball state estimate after one detection and its predicted crossing of the hitting plane, recomputed at "
+        "export from the logged detections (robot_rt.estimation.BallUKF, default configuration); table frame, m, m/s"
+    ),
+    "type": "object",
+    "properties": {
+        "detection_index": _INT,
+        "stamp_ns": _INT,
+        "status": {"type": "string"},
+        "state_stamp_ns": _INT,
+        "position": _VEC3,
+        "velocity": _VEC3,
+        "spin_radps": _VEC3,
+        "hit_plane_x_m": _NUM,
+        "crossing": {
+            "oneOf": [
+                {"type": "null"},
+                {
+                    "type": "object",
+                    "properties": {"stamp_ns": _INT, "position": _VEC3, "velocity": _VEC3},
+                    "required": ["stamp_ns", "position", "velocity"],
+                },
+            ]
+        },
+    },
+    "required": ["detection_index", "stamp_ns", "status", "state_stamp_ns", "position", "velocity", "crossing"],
+}
+
+# The scripted policy's hitting plane (robot_rt.envs.heuristic): where the predicted crossing is reported.
+DEFAULT_HIT_PLANE_X_M = 1.7
+PREDICTION_HORIZON_S = 1.0  # the drawn path ends at the plane crossing or after this long
+PREDICTION_PATH_DT_S = 0.01
+
 TOPICS = (
     "/joint_states",
     "/joint_commands",
@@ -128,6 +165,8 @@ TOPICS = (
     "/tf",
     "/ball/detections",
     "/ball/scene",
+    "/ball/predictions",
+    "/ball/prediction_scene",
     "/events",
     "/log",
     "/scene/static",
@@ -257,6 +296,73 @@ class McapExport:
         }
 
 
+def _xyz(v) -> dict:
+    return {"x": float(v[0]), "y": float(v[1]), "z": float(v[2])}
+
+
+@dataclass
+class BallPredictions:
+    """The estimator's output after each logged detection that left it with a track (see `predict_balls`)."""
+
+    detection_index: np.ndarray  # [M] index into log.balls
+    status: list[str]  # [M] the UKF's verdict on that detection (accepted, initialised, gated, ...)
+    state_stamp_ns: np.ndarray  # [M] CLOCK_MONOTONIC ns of the estimated state
+    state: np.ndarray  # [M, 9] position, velocity, spin
+    crossing_stamp_ns: np.ndarray  # [M] ns of the predicted plane crossing (-1: none)
+    crossing_state: np.ndarray  # [M, 9] the ball at the crossing (NaN: none)
+    path: np.ndarray  # [M, S, 3] predicted positions every PREDICTION_PATH_DT_S from the state (NaN past the end)
+
+
+def predict_balls(balls: np.ndarray, hit_plane_x_m: float = DEFAULT_HIT_PLANE_X_M) -> BallPredictions:
+    """Runs robot_rt.estimation.BallUKF (default configuration) over the logged detections in log order (their
+    arrival order; capture stamps may be out of order, which the filter handles) and predicts, after each, the
+    crossing of x = hit_plane_x_m and the flight path (robot_rt.ballistics, contacts applied) up to that crossing
+    or PREDICTION_HORIZON_S. Deterministic: the same detections give the same predictions."""
+    from robot_rt.ballistics import simulate_batch
+    from robot_rt.estimation import BallUKF
+
+    if not np.isfinite(hit_plane_x_m):
+        raise ValueError(f"hit_plane_x_m: expected a finite plane position in metres, got {hit_plane_x_m!r}")
+    ukf = BallUKF()
+    base_ns = int(balls["stamp_ns"].min()) if len(balls) else 0
+    rows = []
+    for k in range(len(balls)):
+        b = balls[k]
+        position = b["position_m"]
+        if not np.all(np.isfinite(position)):
+            continue
+        result = ukf.update((int(b["stamp_ns"]) - base_ns) * 1e-9, position)
+        if not ukf.initialized:
+            continue
+        crossing = ukf.predict_plane_crossing(hit_plane_x_m)
+        rows.append((k, result.status, ukf.time_s, ukf.state, crossing))
+    m = len(rows)
+    n_path = int(round(PREDICTION_HORIZON_S / PREDICTION_PATH_DT_S)) + 1
+    out = BallPredictions(
+        detection_index=np.array([r[0] for r in rows], dtype=np.int64),
+        status=[r[1] for r in rows],
+        state_stamp_ns=np.array([base_ns + int(round(r[2] * 1e9)) for r in rows], dtype=np.int64),
+        state=np.array([r[3] for r in rows], dtype=np.float64).reshape(m, 9),
+        crossing_stamp_ns=np.full(m, -1, dtype=np.int64),
+        crossing_state=np.full((m, 9), np.nan),
+        path=np.full((m, n_path, 3), np.nan),
+    )
+    end_s = np.full(m, PREDICTION_HORIZON_S)
+    for i, (_, _, t_s, _, crossing) in enumerate(rows):
+        if crossing is not None:
+            out.crossing_stamp_ns[i] = base_ns + int(round(crossing.t_s * 1e9))
+            out.crossing_state[i] = np.concatenate([crossing.position_m, crossing.velocity_mps, crossing.spin_radps])
+            end_s[i] = min(end_s[i], crossing.t_s - t_s)
+    if m:
+        flight = simulate_batch(out.state, PREDICTION_HORIZON_S, PREDICTION_PATH_DT_S, record_every=1)
+        samples = np.asarray(flight.samples)[:, :n_path, :3]
+        t_grid = np.asarray(flight.samples_t_s)[:n_path]
+        keep = (t_grid[None, :] <= end_s[:, None] + 1e-12) & (samples[..., 2] > 0.0)
+        keep = np.cumprod(keep, axis=1).astype(bool)  # up to the first sample past the end (or below the floor)
+        out.path[: samples.shape[0], : samples.shape[1]] = np.where(keep[..., None], samples, np.nan)
+    return out
+
+
 def _stamp(t_ns: int) -> dict:
     return {"sec": int(t_ns // 1_000_000_000), "nanosec": int(t_ns % 1_000_000_000)}
 
@@ -378,6 +484,57 @@ def _static_scene(fg, robot, t_ns: int):
     return update
 
 
+def _write_predictions(w, fg, pred: BallPredictions, balls, offset: int, hit_plane_x_m: float, radius_m: float):
+    """/ball/predictions (JSON, one per prediction) and /ball/prediction_scene (the predicted path as a line strip
+    and the crossing as a sphere), stamped with the capture time of the detection each one followed."""
+    for i in range(len(pred.detection_index)):
+        k = int(pred.detection_index[i])
+        stamp_ns = int(balls[k]["stamp_ns"]) + offset
+        x = pred.state[i]
+        crossing = None
+        if pred.crossing_stamp_ns[i] >= 0:
+            c = pred.crossing_state[i]
+            crossing = {"stamp_ns": int(pred.crossing_stamp_ns[i]), "position": _xyz(c[:3]), "velocity": _xyz(c[3:6])}
+        message = {
+            "detection_index": k,
+            "stamp_ns": int(balls[k]["stamp_ns"]),
+            "status": pred.status[i],
+            "state_stamp_ns": int(pred.state_stamp_ns[i]),
+            "position": _xyz(x[:3]),
+            "velocity": _xyz(x[3:6]),
+            "spin_radps": _xyz(x[6:9]),
+            "hit_plane_x_m": float(hit_plane_x_m),
+            "crossing": crossing,
+        }
+        w.write("/ball/predictions", message, stamp_ns, i)
+        scene = fg.SceneUpdate()
+        entity = scene.entities.add()
+        entity.timestamp.FromNanoseconds(stamp_ns)
+        entity.frame_id = "table"
+        entity.id = "ball_prediction"
+        entity.lifetime.FromNanoseconds(100_000_000)
+        path = pred.path[i][np.all(np.isfinite(pred.path[i]), axis=1)]
+        if len(path) >= 2:
+            line = entity.lines.add()
+            line.type = fg.LINE_STRIP
+            line.thickness = 0.005
+            line.scale_invariant = False
+            line.pose.orientation.w = 1.0
+            line.color.r, line.color.g, line.color.b, line.color.a = 0.2, 0.9, 0.9, 0.9
+            for point in path:
+                p = line.points.add()
+                p.x, p.y, p.z = (float(v) for v in point)
+        if crossing is not None:
+            sphere = entity.spheres.add()
+            sphere.pose.position.x, sphere.pose.position.y, sphere.pose.position.z = (
+                float(v) for v in pred.crossing_state[i, :3]
+            )
+            sphere.pose.orientation.w = 1.0
+            sphere.size.x = sphere.size.y = sphere.size.z = 2 * radius_m
+            sphere.color.r, sphere.color.g, sphere.color.b, sphere.color.a = 0.2, 0.9, 0.9, 0.6
+        w.write("/ball/prediction_scene", scene, stamp_ns, i)
+
+
 class _Foxglove:
     """The Foxglove message classes used here (foxglove-schemas-protobuf)."""
 
@@ -391,6 +548,7 @@ class _Foxglove:
         self.SceneUpdate = SceneUpdate
         self.Log = Log
         self.LINE_LIST = LinePrimitive.LINE_LIST
+        self.LINE_STRIP = LinePrimitive.LINE_STRIP
 
 
 def export_mcap(
@@ -400,10 +558,12 @@ def export_mcap(
     robot=None,
     compression: str = "zstd",
     ball_radius_m: float = 0.02,
+    hit_plane_x_m: float = DEFAULT_HIT_PLANE_X_M,
 ) -> McapExport:
     """Writes the run log `log` (a RunLog or a path) to the MCAP file `path` (atomically: temp file + rename).
 
     robot: the RobotDescription for the paddle poses (default: the one the log's meta names, when it matches).
+    hit_plane_x_m: the plane whose predicted crossing /ball/predictions reports (see `predict_balls`).
     Returns what was written (`McapExport`: message count and schema per topic, notes on what is missing).
     Raises ImportError naming the extra when the MCAP packages are not installed, ValueError when the log has no
     meta record to date its records with.
@@ -418,7 +578,14 @@ def export_mcap(
     robot = load_log_robot(log, robot)
     fg = _Foxglove()
     result = McapExport(path=str(path))
-    result.notes.append("no ball predictions: the run log does not record them (only detections)")
+    predictions = predict_balls(balls, hit_plane_x_m)
+    result.notes.append(
+        "ball predictions are recomputed from the logged detections (robot_rt.estimation.BallUKF, default "
+        f"configuration, hitting plane x = {hit_plane_x_m} m): the run log records detections, not the estimates "
+        "a policy made during the run"
+    )
+    if len(balls) and not len(predictions.detection_index):
+        result.notes.append("no ball predictions: the estimator found no ballistic track in the detections")
     if robot is None:
         result.notes.append("no /tf: no robot description matching the log's joints (pass robot=)")
 
@@ -437,6 +604,8 @@ def export_mcap(
             w.add_protobuf("/tf", fg.FrameTransforms)
         w.add_json("/ball/detections", BALL_DETECTION_SCHEMA)
         w.add_protobuf("/ball/scene", fg.SceneUpdate)
+        w.add_json("/ball/predictions", BALL_PREDICTION_SCHEMA)
+        w.add_protobuf("/ball/prediction_scene", fg.SceneUpdate)
         w.add_json("/events", LOOP_EVENT_SCHEMA)
         w.add_protobuf("/log", fg.Log)
         w.add_protobuf("/scene/static", fg.SceneUpdate)
@@ -560,6 +729,8 @@ def export_mcap(
             sphere.size.x = sphere.size.y = sphere.size.z = 2 * ball_radius_m
             sphere.color.r, sphere.color.g, sphere.color.b, sphere.color.a = 1.0, 0.55, 0.0, 1.0
             w.write("/ball/scene", scene, stamp_ns, k)
+
+        _write_predictions(w, fg, predictions, balls, offset, hit_plane_x_m, ball_radius_m)
 
         levels = {"INFO": fg.Log.INFO, "WARNING": fg.Log.WARNING, "ERROR": fg.Log.ERROR}
         for k in range(len(events)):
