@@ -629,3 +629,39 @@ def test_the_period_is_one_property_that_everyone_reads():
     assert BatchedScriptedPolicy(2, config=cfg).dt == cfg.step_s
     assert gym.make("robot_rt/TableTennis-v0", config=cfg).unwrapped.dt == cfg.step_s
     assert TableTennisVectorEnv(2, config=cfg, backend="numpy").dt == cfg.step_s
+
+
+def test_answer_probability_is_the_human_models_at_each_arrival():
+    """world.answer_probability is finite exactly in the steps where a landed robot return reached the human's
+    plane (the human then answers with a new ball, or misses and the rally ends 'returned'), and it is the human
+    model's return probability of that arrival: with a human who never answers it is 0 there."""
+    from robot_rt.envs.human_model import ReturnModel
+    from robot_rt.envs.scripted import BatchedScriptedPolicy
+    from robot_rt.envs.vector import TableTennisVectorEnv
+
+    for never in (False, True):
+        human = HumanBehaviorModel.default()
+        if never:
+            human.returns = ReturnModel(max_return_probability=0.0)
+        n = 24
+        env = TableTennisVectorEnv(n, human=human, max_episode_steps=400)
+        pol = BatchedScriptedPolicy(n)
+        obs, _ = env.reset(seed=5)
+        pol.reset()
+        reset_next = np.zeros(n, dtype=bool)
+        arrivals = 0
+        for _ in range(300):
+            if reset_next.any():
+                pol.reset(reset_next)
+            obs, _r, term, trunc, info = env.step(pol(obs))
+            p = env.world.answer_probability
+            arrived = np.isfinite(p)
+            expected = (info["new_ball"] & ~reset_next) | (term & (info["outcome"] == "returned"))
+            np.testing.assert_array_equal(arrived, expected)
+            assert np.all((p[arrived] >= 0) & (p[arrived] <= 0.95))
+            if never:
+                assert np.all(p[arrived] == 0.0) and not info["new_ball"].any()
+            arrivals += int(arrived.sum())
+            reset_next = term | trunc
+        env.close()
+        assert arrivals > 5

@@ -94,3 +94,52 @@ def test_cli_smoke(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["method"] == "bgs" and len(results["curve"]) == 2
     assert (out / "policy.pt").exists() and (out / "plots" / "learning_curve.png").exists()
+
+
+def test_continuation_fitness_of_a_zero_residual_is_the_scripted_policys_answer_rate():
+    """A residual BGS candidate whose network outputs 0 plays exactly the scripted policy; its 'continuation'
+    fitness (the human's summed return probability over balls faced) equals the rate measured by stepping the same
+    env with BatchedScriptedPolicy directly."""
+    from robot_rt.envs.scripted import BatchedScriptedPolicy
+    from robot_rt.learning.ppo import make_env
+
+    cfg = BGSConfig(
+        **dict(TINY, horizon=260, max_episode_steps=400, slots=4), residual_scale=0.3, fitness="continuation"
+    )
+    trainer = BGSTrainer(cfg, None, progress=False)
+    zero = np.zeros((2 * cfg.directions + 1, trainer.vec.dim))
+    fit = trainer.evaluate(zero, seed=77)["fitness"]
+    assert np.all(fit == fit[0])  # every candidate is the same policy
+    assert 0.0 < fit[0].mean() < 0.95  # some returns reach the human, who answers at most 95 %
+
+    env = make_env(cfg, 4)  # the same slots, stepped by the scripted policy alone
+    base = env.unwrapped
+    scripted = BatchedScriptedPolicy(4)
+    obs, _ = base.reset(seed=[77 + j for j in range(4)])
+    scripted.reset()
+    answered, faced = np.zeros(4), np.zeros(4)
+    done_before = np.zeros(4, dtype=bool)
+    for _ in range(cfg.horizon):
+        if done_before.any():
+            scripted.reset(done_before)
+        obs, _r, term, trunc, info = base.step(scripted(obs))
+        live = ~done_before
+        p = base.world.answer_probability
+        answered += np.where(np.isfinite(p) & live, p, 0.0)
+        faced += (np.isfinite(p) & live) | (term & live & np.isin(info["outcome"], ["missed", "out", "limit"]))
+        done_before = term | trunc
+    # the residual path rounds the scripted action through float32 once more: agreement to float32 precision
+    np.testing.assert_allclose(fit[0], answered / np.maximum(faced, 1.0), rtol=1e-5)
+
+
+def test_residual_bgs_exports_a_policy_that_keeps_its_wrappers(tmp_path):
+    cfg = BGSConfig(**dict(TINY, generations=1), residual_scale=0.25, ball_state=True, fitness="continuation")
+    trainer = BGSTrainer(cfg, tmp_path / "run", progress=False)
+    trainer.train()
+    from robot_rt.learning.neural_policy import load_policy
+
+    policy = load_policy(tmp_path / "run" / "policy.pt")
+    assert policy.residual_scale == 0.25 and policy.ball_state and policy.scripted is not None
+    assert policy(np.zeros(policy.obs_dim, np.float32)).shape == (8,)
+    with pytest.raises(ValueError, match="residual-scale"):
+        BGSConfig(residual_scale=-1.0)

@@ -319,6 +319,9 @@ class TableTennisWorld:
         self.ev_hit = np.zeros(n, dtype=bool)
         self.ev_landed = np.zeros(n, dtype=bool)
         self.ev_limit = np.zeros(n, dtype=bool)
+        # the human's return probability of the robot's landed return that reached the human's plane in the last
+        # step (NaN where none did): what the human answers, before the draw (a fitness signal for placement)
+        self.answer_probability = np.full(n, np.nan)
         self.rec_pos = np.zeros((n, s, 3))  # ball position at the end of each substep
         self.rec_active = np.zeros((n, s), dtype=bool)  # phase != done at the end of each substep
         # camera ring buffer of frames: capture time, arrival time, position
@@ -551,9 +554,11 @@ class TableTennisWorld:
         return reward, terminated, ev
 
     def _human_answers(self, terminated, ev) -> None:
+        self.answer_probability.fill(np.nan)
         waiting = np.nonzero(self.phase == PHASE_WAITING)[0]
         if waiting.size == 0:
             return
+        self.answer_probability[waiting] = self.human.returns.return_probability(self.ball[waiting])
         self.landed[waiting] = False
         answers = sample_returns(
             self.human, self.ball[waiting], [self.rngs[w] for w in waiting], self._is_valid, self._first_valid

@@ -24,6 +24,8 @@ from robot_rt.learning.rollout import HistoryRollout, summarize_episodes
 from robot_rt.learning.rundir import RunDir
 
 CHECKPOINT_VERSION = 1
+FITNESS_CHOICES = ("reward", "rally", "continuation")
+ROBOT_FAILURES = ("missed", "out", "limit")
 
 
 @dataclass
@@ -35,8 +37,11 @@ class BGSConfig:
     step_size: float = 0.01  # update scale, weight units
     slots: int = 16  # M environments per candidate
     horizon: int = 200  # policy steps per generation (episodes reset and continue)
-    fitness: str = "reward"  # 'reward' or 'rally'
+    fitness: str = "reward"  # 'reward', 'rally' or 'continuation' (docs/learning.md, `robot_rt.learning.bgs`)
     hit_bonus: float = 0.2
+    # learning aids of robot_rt.envs.wrappers, as in PPO (the exported policy applies them too)
+    ball_state: bool = False  # append the tracker's ball state and predicted hitting-plane crossing
+    residual_scale: float = 0.0  # > 0: actions are residuals on the scripted policy (this share of the range)
     param_bound: float = 10.0
     history: int = 8
     encoder: str = "conv"
@@ -59,8 +64,10 @@ class BGSConfig:
         for name in ("sigma", "step_size", "param_bound"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name.replace('_', '-')}: expected > 0, got {getattr(self, name)}")
-        if self.fitness not in ("reward", "rally"):
-            raise ValueError(f"--fitness: expected 'reward' or 'rally', got {self.fitness!r}")
+        if self.fitness not in FITNESS_CHOICES:
+            raise ValueError(f"--fitness: expected one of {FITNESS_CHOICES}, got {self.fitness!r}")
+        if not (np.isfinite(self.residual_scale) and self.residual_scale >= 0):
+            raise ValueError(f"--residual-scale: expected a finite number >= 0, got {self.residual_scale!r}")
         if self.human not in ("default", "real_player"):
             raise ValueError(f"--human: expected 'default' or 'real_player', got {self.human!r}")
         self.channels, self.hidden = tuple(self.channels), tuple(self.hidden)
@@ -120,8 +127,8 @@ class BGSTrainer:
         probe = self.env if self.env is not None else make_env(cfg, 1)
         obs_dim = int(probe.single_observation_space.shape[0])
         action_dim = int(probe.single_action_space.shape[0])
-        self.action_low = probe.single_action_space.low
-        self.action_high = probe.single_action_space.high
+        self.action_low = probe.unwrapped.single_action_space.low
+        self.action_high = probe.unwrapped.single_action_space.high
         torch.manual_seed(cfg.seed)
         self.policy_cfg = PolicyConfig(
             obs_dim=obs_dim,
@@ -174,6 +181,9 @@ class BGSTrainer:
             reward_sum = np.zeros(self.n_local)
             landed = np.zeros(self.n_local)
             hits = np.zeros(self.n_local)
+            answered = np.zeros(self.n_local)  # sum of the human's return probabilities of the robot's returns
+            faced = np.zeros(self.n_local)  # balls the robot faced whose fate is known (reached the human, or lost)
+            world = self.env.unwrapped.world
             obs_sum = torch.zeros(self.policy_cfg.obs_dim, dtype=torch.float64)
             obs_sq = torch.zeros_like(obs_sum)
             for _ in range(cfg.horizon):
@@ -186,6 +196,11 @@ class BGSTrainer:
                 reward_sum += np.where(live, r, 0.0)
                 landed += np.asarray(info["landed"]) & live
                 hits += np.asarray(info["hit"]) & live
+                p_answer = world.answer_probability
+                reached = np.isfinite(p_answer) & live
+                answered += np.where(reached, p_answer, 0.0)
+                lost = np.asarray(_term) & live & np.isin(np.asarray(info["outcome"]), ROBOT_FAILURES)
+                faced += reached | lost
                 new = ro.frames[cfg.history].double()
                 obs_sum += new.sum(0)
                 obs_sq += new.square().sum(0)
@@ -195,8 +210,10 @@ class BGSTrainer:
             moments = (mean, (obs_sq / count - mean.square()).clamp_min(0.0), count)
             if cfg.fitness == "reward":
                 fit = reward_sum
-            else:
+            elif cfg.fitness == "rally":
                 fit = landed + cfg.hit_bonus * hits
+            else:  # the probability that a ball the robot faces comes back from the human: rally ~ 1 / (1 - fit)
+                fit = answered / np.maximum(faced, 1.0)
             per_slot = list(fit.reshape(c, m).T)  # [M_local] of [C]
             episodes = [dict(e, candidate=e["env"] // m) for e in ro.stats.pop()]
         fitness = np.stack(dist.gather_by_index(cfg.slots, per_slot), axis=1)  # [C, M]
@@ -309,6 +326,8 @@ class BGSTrainer:
             self.obs_norm,
             self.action_low,
             self.action_high,
+            ball_state=self.cfg.ball_state,
+            residual_scale=self.cfg.residual_scale,
             method="bgs",
             env_id="robot_rt/TableTennis-v0",
             generation=self.es.generation,
