@@ -29,11 +29,12 @@ CEILING = 1.0 / (1.0 - 0.95)
 
 
 def make_policy(spec: str, num_envs: int):
-    """'scripted' (BatchedScriptedPolicy, the tuned baseline) or the path of an exported RUN/policy.pt."""
-    if spec == "scripted":
-        from robot_rt.envs.scripted import BatchedScriptedPolicy
+    """'scripted' (BatchedScriptedPolicy, the tuned baseline), 'scripted-rally' (its 'rally' preset, placed for
+    the default human model) or the path of an exported RUN/policy.pt."""
+    if spec in ("scripted", "scripted-rally"):
+        from robot_rt.envs.scripted import BatchedScriptedPolicy, ScriptedParams
 
-        return BatchedScriptedPolicy(num_envs)
+        return BatchedScriptedPolicy(num_envs, params=ScriptedParams.preset(spec.partition("-")[2] or "default"))
     from robot_rt.learning.neural_policy import load_policy
 
     return load_policy(spec, num_envs=num_envs)
@@ -103,7 +104,7 @@ def write_json_atomic(path: Path, payload: dict) -> None:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--policy", action="append", help="'scripted' or a policy.pt path (repeatable)")
+    p.add_argument("--policy", action="append", help="'scripted', 'scripted-rally' or a policy.pt path (repeatable)")
     p.add_argument("--episodes", type=int, default=256, help="serves per seed")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--max-episode-steps", type=int, default=6000, help="episode cap (60 s at 100 Hz)")

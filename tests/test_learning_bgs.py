@@ -133,13 +133,25 @@ def test_continuation_fitness_of_a_zero_residual_is_the_scripted_policys_answer_
 
 
 def test_residual_bgs_exports_a_policy_that_keeps_its_wrappers(tmp_path):
-    cfg = BGSConfig(**dict(TINY, generations=1), residual_scale=0.25, ball_state=True, fitness="continuation")
+    cfg = BGSConfig(
+        **dict(TINY, generations=1), residual_scale=0.25, ball_state=True, fitness="continuation", scripted="rally"
+    )
     trainer = BGSTrainer(cfg, tmp_path / "run", progress=False)
     trainer.train()
     from robot_rt.learning.neural_policy import load_policy
 
     policy = load_policy(tmp_path / "run" / "policy.pt")
     assert policy.residual_scale == 0.25 and policy.ball_state and policy.scripted is not None
+    from robot_rt.envs.scripted import ScriptedParams
+
+    # the scripted base the network was trained on (the 'rally' preset) is the one the exported policy runs
+    np.testing.assert_array_equal(policy.scripted.params[0], ScriptedParams.preset("rally").to_vector())
+    env = trainer.env
+    while not hasattr(env, "residual_scale"):  # the ResidualScriptedVector inside the ball-state wrapper
+        env = env.env
+    np.testing.assert_array_equal(env.policy.params[0], ScriptedParams.preset("rally").to_vector())
     assert policy(np.zeros(policy.obs_dim, np.float32)).shape == (8,)
     with pytest.raises(ValueError, match="residual-scale"):
         BGSConfig(residual_scale=-1.0)
+    with pytest.raises(ValueError, match="scripted"):
+        BGSConfig(scripted="fast")

@@ -266,3 +266,47 @@ def test_bad_input_raises():
 def test_config_history_sets_observation_size():
     pol = BatchedScriptedPolicy(2, config=dataclasses.replace(WorldConfig(), history=4))
     assert pol.obs_dim == 2 * ROBOT.dof + 5 * 4
+
+
+def _continuation(params, n=64, steps=500, seed=3):
+    """(balls faced, human's summed return probability / balls faced, mean return probability per arrival) of the
+    scripted policy with `params` against the default human, every env playing on after each rally."""
+    env = TableTennisVectorEnv(n, human=HumanBehaviorModel.default(), max_episode_steps=steps + 10)
+    pol = BatchedScriptedPolicy(n, params=params)
+    obs, _ = env.reset(seed=seed)
+    pol.reset()
+    answered = faced = arrivals = 0.0
+    reset_next = np.zeros(n, dtype=bool)
+    for _ in range(steps):
+        if reset_next.any():
+            pol.reset(reset_next)
+        obs, _r, term, trunc, info = env.step(pol(obs))
+        p = env.world.answer_probability
+        reached = np.isfinite(p) & ~reset_next
+        answered += float(p[reached].sum())
+        arrivals += float(reached.sum())
+        faced += float(
+            reached.sum() + (term & ~reset_next & np.isin(info["outcome"], ["missed", "out", "limit"])).sum()
+        )
+        reset_next = term | trunc
+    env.close()
+    return faced, answered / faced, answered / max(arrivals, 1.0)
+
+
+def test_rally_preset_places_returns_where_the_default_human_answers():
+    """Same serves for both: the 'rally' preset's balls come back from the default human clearly more often (per
+    ball faced and per return that reaches the human) than the default parameters'."""
+    faced_d, cont_d, answer_d = _continuation(ScriptedParams.preset("default"))
+    faced_r, cont_r, answer_r = _continuation(ScriptedParams.preset("rally"))
+    assert min(faced_d, faced_r) >= 150
+    assert cont_r > cont_d + 0.08, (cont_d, cont_r)
+    assert answer_r > answer_d + 0.05, (answer_d, answer_r)
+
+
+def test_presets():
+    assert ScriptedParams.preset("default") == ScriptedParams()
+    rally = ScriptedParams.preset("rally")
+    low, high = ScriptedParams.bounds()
+    assert rally != ScriptedParams() and np.all((rally.to_vector() >= low) & (rally.to_vector() <= high))
+    with pytest.raises(ValueError, match="name"):
+        ScriptedParams.preset("fast")

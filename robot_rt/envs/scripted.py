@@ -51,6 +51,16 @@ class ScriptedParams:
         check_param_vector(self.to_vector(), "ScriptedParams")
 
     @classmethod
+    def preset(cls, name: str) -> ScriptedParams:
+        """A named parameter set: 'default' (these defaults: return rate over both human models) or 'rally' (rally
+        against the default human model: the ball placed where that human answers, see `RALLY_PRESET`)."""
+        if name == "default":
+            return cls()
+        if name == "rally":
+            return cls(**RALLY_PRESET)
+        raise ValueError(f"name: expected one of {SCRIPTED_PRESETS}, got {name!r}")
+
+    @classmethod
     def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
 
@@ -71,6 +81,33 @@ class ScriptedParams:
             raise ValueError(f"vector: expected shape ({len(cls.names())},) ({', '.join(cls.names())}), got {v.shape}")
         return cls(**{k: float(x) for k, x in zip(cls.names(), v)})
 
+
+SCRIPTED_PRESETS = ("default", "rally")
+# Tuned for the rally against HumanBehaviorModel.default() (docs/envs.md, `robot_rt.envs.scripted`, "rally preset"):
+# cross-entropy search over all parameters maximising the per-ball continuation (the human model's return
+# probability summed over the robot's returns that reach it, per ball faced), common random numbers per generation.
+RALLY_PRESET: dict = {
+    "hit_plane_x_m": 1.454,
+    "timing_offset_s": -0.047,
+    "return_speed_mps": 8.57,
+    "extra_elevation_rad": 0.115,
+    "aim_x_m": -0.6,
+    "aim_y_m": 0.002,
+    "aim_dx_m": -0.201,
+    "aim_dy_m": 0.035,
+    "swing_speed_mps": 2.465,
+    "swing_s": 0.197,
+    "mirror_blend": 0.591,
+    "contact_dz_m": 0.006,
+    "gain_per_s": 14.852,
+    "max_paddle_speed_mps": 1.888,
+    "max_turn_radps": 6.306,
+    "normal_weight": 0.165,
+    "null_gain_per_s": 1.654,
+    "ready_dx_m": -0.009,
+    "ready_dy_m": -0.017,
+    "ready_dz_m": -0.113,
+}
 
 _BOUNDS = {
     "hit_plane_x_m": (1.45, 2.1),

@@ -19,7 +19,7 @@ from torch.func import functional_call, vmap
 from robot_rt.learning import distributed as dist
 from robot_rt.learning.es import BGS, ESConfig
 from robot_rt.learning.neural_policy import GaussianActor, PolicyConfig, RunningMeanStd, policy_input, save_policy
-from robot_rt.learning.ppo import _parse_bool, make_env, plot_curve
+from robot_rt.learning.ppo import _parse_bool, check_scripted_preset, make_env, plot_curve, scripted_base_params
 from robot_rt.learning.rollout import HistoryRollout, summarize_episodes
 from robot_rt.learning.rundir import RunDir
 
@@ -42,6 +42,7 @@ class BGSConfig:
     # learning aids of robot_rt.envs.wrappers, as in PPO (the exported policy applies them too)
     ball_state: bool = False  # append the tracker's ball state and predicted hitting-plane crossing
     residual_scale: float = 0.0  # > 0: actions are residuals on the scripted policy (this share of the range)
+    scripted: str = "default"  # the residual's scripted base: a ScriptedParams preset ('default' or 'rally')
     param_bound: float = 10.0
     history: int = 8
     encoder: str = "conv"
@@ -68,6 +69,7 @@ class BGSConfig:
             raise ValueError(f"--fitness: expected one of {FITNESS_CHOICES}, got {self.fitness!r}")
         if not (np.isfinite(self.residual_scale) and self.residual_scale >= 0):
             raise ValueError(f"--residual-scale: expected a finite number >= 0, got {self.residual_scale!r}")
+        check_scripted_preset(self.scripted)
         if self.human not in ("default", "real_player"):
             raise ValueError(f"--human: expected 'default' or 'real_player', got {self.human!r}")
         self.channels, self.hidden = tuple(self.channels), tuple(self.hidden)
@@ -76,6 +78,12 @@ class BGSConfig:
         d = asdict(self)
         d["channels"], d["hidden"] = list(self.channels), list(self.hidden)
         return d
+
+
+def _mean_ci95(values) -> list[float]:
+    v = np.asarray(values, dtype=np.float64)
+    half = 1.96 * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0
+    return [float(v.mean() - half), float(v.mean() + half)]
 
 
 class ParameterVector:
@@ -244,6 +252,8 @@ class BGSTrainer:
             "env_steps": self.env_steps,
             "steps_per_s": steps / wall,
             "fitness_centre": float(fitness[-1]),
+            # the mean policy's slots are independent serves: a normal 95 % interval of their mean
+            "fitness_centre_ci95": _mean_ci95(ev["fitness"][-1]),
             **stats,
             **{f"centre_{k}": v for k, v in summarize_episodes(centre).items()},
         }
@@ -252,6 +262,7 @@ class BGSTrainer:
                 "generation": record["generation"],
                 "global_step": self.env_steps,
                 "fitness_centre": record["fitness_centre"],
+                "fitness_centre_ci95": record["fitness_centre_ci95"],
                 "fitness_mean": record["fitness_mean"],
                 "return_mean": record["fitness_centre"],
                 "hit_rate": record.get("centre_hit_rate"),
@@ -328,6 +339,7 @@ class BGSTrainer:
             self.action_high,
             ball_state=self.cfg.ball_state,
             residual_scale=self.cfg.residual_scale,
+            scripted_params=scripted_base_params(self.cfg) if self.cfg.residual_scale > 0 else None,
             method="bgs",
             env_id="robot_rt/TableTennis-v0",
             generation=self.es.generation,

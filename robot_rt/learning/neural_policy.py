@@ -248,7 +248,8 @@ class NeuralEnvPolicy:
         ball_state: the policy was trained on `robot_rt.envs.wrappers.BallStateObservation` observations: the same
             ball-state values are computed here from the raw observation (hit_plane_x_m: that wrapper's plane);
         residual_scale: > 0 when trained with `ResidualScripted`: the action is the scripted policy's plus
-            residual_scale x half range x the network's output, clipped to the bounds."""
+            residual_scale x half range x the network's output, clipped to the bounds;
+        scripted_params: the scripted base's `ScriptedParams` vector (None: its defaults)."""
 
     def __init__(
         self,
@@ -261,6 +262,7 @@ class NeuralEnvPolicy:
         ball_state: bool = False,
         residual_scale: float = 0.0,
         hit_plane_x_m: float = 1.7,
+        scripted_params=None,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs: expected a positive int, got {num_envs!r}")
@@ -290,7 +292,8 @@ class NeuralEnvPolicy:
         if self.residual_scale > 0:
             from robot_rt.envs.scripted import BatchedScriptedPolicy
 
-            self.scripted = BatchedScriptedPolicy(self.n)
+            self.scripted = BatchedScriptedPolicy(self.n, params=None if scripted_params is None else scripted_params)
+        self.scripted_params = None if scripted_params is None else [float(x) for x in scripted_params]
         self.history = self.cfg.history
         self._frames = torch.zeros(self.n, self.history, self.cfg.obs_dim)
         self._age = torch.full((self.n,), -1, dtype=torch.int64)  # -1: no observation yet in this episode
@@ -364,6 +367,7 @@ def policy_state(
     ball_state: bool = False,
     residual_scale: float = 0.0,
     hit_plane_x_m: float = 1.7,
+    scripted_params=None,
     **meta,
 ) -> dict:
     return {
@@ -377,6 +381,7 @@ def policy_state(
             "ball_state": bool(ball_state),
             "residual_scale": float(residual_scale),
             "hit_plane_x_m": hit_plane_x_m,
+            "scripted_params": None if scripted_params is None else [float(x) for x in scripted_params],
         },
         "meta": meta,
     }

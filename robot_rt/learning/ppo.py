@@ -152,6 +152,7 @@ class PPOConfig:
     # learning aids of robot_rt.envs.wrappers (the exported policy applies them too)
     ball_state: bool = False  # append the tracker's ball state and predicted hitting-plane crossing
     residual_scale: float = 0.0  # > 0: actions are residuals on the scripted policy (this share of the range)
+    scripted: str = "default"  # the residual's scripted base: a ScriptedParams preset ('default' or 'rally')
     seed: int = 0
     backend: str = "auto"
     torch_threads: int = 1  # 0: torch's default (all cores); see docs/learning.md, `robot_rt.learning.ppo`
@@ -185,6 +186,7 @@ class PPOConfig:
             raise ValueError(f"--serve-spread: expected a finite number >= 0, got {self.serve_spread!r}")
         if not (np.isfinite(self.residual_scale) and self.residual_scale >= 0):
             raise ValueError(f"--residual-scale: expected a finite number >= 0, got {self.residual_scale!r}")
+        check_scripted_preset(self.scripted)
         self.channels, self.hidden = tuple(self.channels), tuple(self.hidden)
 
     def policy_config(self, obs_dim: int, action_dim: int) -> PolicyConfig:
@@ -206,6 +208,23 @@ class PPOConfig:
         d = asdict(self)
         d["channels"], d["hidden"] = list(self.channels), list(self.hidden)
         return d
+
+
+def check_scripted_preset(name) -> None:
+    from robot_rt.envs.scripted import SCRIPTED_PRESETS
+
+    if name not in SCRIPTED_PRESETS:
+        raise ValueError(f"--scripted: expected one of {SCRIPTED_PRESETS}, got {name!r}")
+
+
+def scripted_base_params(cfg):
+    """The residual's scripted base parameters of a trainer config: None for the defaults, else the preset's vector."""
+    name = getattr(cfg, "scripted", "default")
+    if name == "default":
+        return None
+    from robot_rt.envs.scripted import ScriptedParams
+
+    return ScriptedParams.preset(name).to_vector().tolist()
 
 
 REWARD_FIELDS = ("reward_hit", "reward_land", "reward_shaping", "shaping_length_m", "action_cost", "penalty_limit")
@@ -231,7 +250,7 @@ def make_env(cfg, num_envs: int):
     if getattr(cfg, "residual_scale", 0.0) > 0:  # innermost: the scripted policy reads the raw observation
         from robot_rt.envs.wrappers import ResidualScriptedVector
 
-        env = ResidualScriptedVector(env, residual_scale=cfg.residual_scale)
+        env = ResidualScriptedVector(env, residual_scale=cfg.residual_scale, params=scripted_base_params(cfg))
     if getattr(cfg, "ball_state", False):
         from robot_rt.envs.wrappers import BallStateObservationVector
 
@@ -639,6 +658,7 @@ class PPOTrainer:
             "action_high": space.high,
             "ball_state": self.cfg.ball_state,
             "residual_scale": self.cfg.residual_scale,
+            "scripted_params": scripted_base_params(self.cfg) if self.cfg.residual_scale > 0 else None,
         }
 
     def policy(self, num_envs: int = 1):
