@@ -48,3 +48,47 @@ def test_scripted_evaluation_is_consistent_and_deterministic(tmp_path):
     assert lo <= pooled["rally_mean"] <= hi
     assert sum(pooled["outcomes"].values()) == 12
     assert second["policies"][0]["pooled"]["seed_means"] == pooled["seed_means"]  # fixed serves
+
+
+def test_rally_report_from_an_evaluation_and_a_bgs_run(tmp_path):
+    """examples/rally_report.py: the summary repeats the evaluation's figures, the curve is the run's log, both
+    figures are PNG files."""
+    evaluate = _load()
+    evaluate.main(
+        ["--policy", "scripted-rally", "--episodes", "4", "--seeds", "0", "--max-episode-steps", "300"]
+        + ["--out", str(tmp_path / "eval.json")]
+    )
+    from robot_rt.learning.bgs import BGSConfig, BGSTrainer
+
+    cfg = BGSConfig(
+        generations=2,
+        directions=2,
+        top_k=1,
+        slots=3,
+        horizon=60,
+        channels=(4,),
+        hidden=(8,),
+        history=4,
+        max_episode_steps=120,
+        residual_scale=0.2,
+        scripted="rally",
+        fitness="continuation",
+        checkpoint_every=1,
+    )
+    BGSTrainer(cfg, tmp_path / "run", progress=False).train()
+    spec = importlib.util.spec_from_file_location("rally_report", EXAMPLES / "rally_report.py")
+    report_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report_module)
+    out = tmp_path / "report"
+    report = report_module.main(
+        ["--eval", str(tmp_path / "eval.json"), "--run", str(tmp_path / "run"), "--out", str(out)]
+    )
+    evaluation = json.loads((tmp_path / "eval.json").read_text())["policies"][0]["pooled"]
+    assert report["summary"][0]["policy"] == "scripted-rally"
+    assert report["summary"][0]["rally_mean"] == evaluation["rally_mean"]
+    curve = report["training_runs"][0]["curve"]
+    assert [c["global_step"] for c in curve] == [5 * 3 * 60, 2 * 5 * 3 * 60]  # (2 D + 1) candidates x slots x horizon
+    assert all(lo <= c["fitness_centre"] <= hi for c in curve for lo, hi in [c["fitness_centre_ci95"]])
+    for name in ("learning_curves.png", "rally_histogram.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert np.isclose(json.loads((out / "rally_report.json").read_text())["ceiling_rally_mean"], 20.0)
