@@ -435,3 +435,28 @@ def test_controller_stop_latches_the_loop_until_reset(eight_joint_robot):
         timeout_s=30,
     )
     assert controller.stats()["references_out_of_limits"] == 0
+
+
+@pytest.mark.parametrize("how", ["silence", "restart"])
+def test_a_dead_or_restarted_egm_stream_ends_in_the_link_loss_stop(eight_joint_robot, how):
+    """The EGM part reports its link health to the loop (through the composite driver): a stream that goes silent,
+    or a controller that comes back as a new session, latches the link-loss stop (not only the sensor timeout), and
+    nothing moves the arm again when the stream is back (no recovery)."""
+    loop, driver, controller, gantry_server, log_path = eight_joint_robot
+    wait_until(lambda: controller.stats()["sensor_messages"] > 100, what="EGM references", timeout_s=60)
+    if how == "silence":
+        controller.silence(0.5)  # > the driver's link timeout (40 ms) and the loop's sensor timeout (20 ms)
+    else:
+        controller.restart()  # a new source port and sequence: a new session the loop never commanded
+    wait_until(lambda: "link_loss" in loop.stop_reasons, what="the link-loss stop", timeout_s=30)
+    assert set(loop.stop_reasons) <= {"link_loss", "sensor_timeout"}, loop.stop_reasons
+    assert loop.event_count("link_loss_stop") >= 1
+    messages = controller.stats()["robot_messages"]
+    wait_until(lambda: controller.stats()["robot_messages"] > messages + 150, what="the stream back", timeout_s=30)
+    wait_ticks(loop, 300)
+    held = controller.reference
+    wait_ticks(loop, 300)
+    assert "link_loss" in loop.stop_reasons and loop.lifecycle == "stopped"  # latched: nobody recovered it
+    if held is not None:
+        np.testing.assert_allclose(controller.reference, held, atol=1e-9)
+    assert controller.stats()["references_out_of_limits"] == 0

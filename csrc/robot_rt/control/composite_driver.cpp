@@ -88,4 +88,14 @@ int CompositeDriver::read_ball_observations(BallObservation* out, int max_count)
   return total;
 }
 
+LinkHealth CompositeDriver::link_health() const noexcept {
+  LinkHealth health;
+  for (const auto& part : parts_) {
+    const LinkHealth h = part->link_health();
+    health.up = health.up && h.up;
+    health.peer_restarts += h.peer_restarts;
+  }
+  return health;
+}
+
 }  // namespace robot_rt::control

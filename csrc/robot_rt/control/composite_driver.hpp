@@ -31,6 +31,7 @@ class CompositeDriver final : public RobotDriver {
   bool read_state(JointState& out) noexcept override;
   bool write_command(const JointCommand& command) noexcept override;
   int read_ball_observations(BallObservation* out, int max_count) noexcept override;
+  LinkHealth link_health() const noexcept override;  // up only while every part is up; peer restarts add up
   const char* name() const noexcept override { return name_.c_str(); }
   void on_start() override;
   void on_stop() override;

@@ -75,6 +75,9 @@ class EgmDriver final : public RobotDriver {
   bool write_command(const JointCommand& command) noexcept override;
   int read_ball_observations(BallObservation*, int) noexcept override { return 0; }
   const char* name() const noexcept override { return "egm"; }
+  // The loop's link-loss reflex reads this every tick (after read_state, which updates it): down when no robot message
+  // came for link_timeout_ns, and a controller restart is a new peer session (the loop stops commanding at once).
+  LinkHealth link_health() const noexcept override { return LinkHealth{link_up(), peer_restarts()}; }
   void on_start() override;  // opens the socket (idempotent)
   void on_stop() override;
 

@@ -1,0 +1,93 @@
+// CompositeDriver (composite_driver.hpp): one robot from several drivers. Its link health is the parts' (up only
+// while every part is up, peer restarts add up), so the loop's link-loss reflex fires when any part's link is lost
+// or restarts, as it does for a single driver (docs/safety.md).
+#include <doctest/doctest.h>
+
+#include <memory>
+#include <vector>
+
+#include "composite_driver.hpp"
+#include "control_loop.hpp"
+#include "sim_driver.hpp"
+
+using namespace robot_rt::control;
+
+namespace {
+
+constexpr double kDt = 1e-3;
+
+RobotModel one_joint(double range) {
+  RobotModel m;
+  m.dof = 1;
+  m.limits[0] = JointLimits{-range, range, 2.0, 10.0, 200.0};
+  m.soft_margin_si[0] = 0.01;
+  return m;
+}
+
+struct Parts {
+  std::shared_ptr<SimDriver> gantry, arm;
+  std::shared_ptr<CompositeDriver> robot;
+  Parts() {
+    const double q0[1] = {0.0};
+    gantry = std::make_shared<SimDriver>(one_joint(1.0), q0, kDt, SimServoConfig{});
+    arm = std::make_shared<SimDriver>(one_joint(2.0), q0, kDt, SimServoConfig{});
+    robot = std::make_shared<CompositeDriver>(std::vector<std::shared_ptr<RobotDriver>>{gantry, arm});
+  }
+};
+
+}  // namespace
+
+TEST_CASE("composite link health: up only while every part is up; peer restarts add up") {
+  Parts p;
+  CHECK(p.robot->link_health().up);
+  CHECK(p.robot->link_health().peer_restarts == 0u);
+  p.arm->set_link_up(false);
+  CHECK_FALSE(p.robot->link_health().up);
+  p.arm->set_link_up(true);
+  p.gantry->set_link_up(false);
+  CHECK_FALSE(p.robot->link_health().up);
+  p.gantry->set_link_up(true);
+  CHECK(p.robot->link_health().up);
+  p.arm->restart_peer();
+  CHECK(p.robot->link_health().peer_restarts == 1u);
+  p.gantry->restart_peer();
+  CHECK(p.robot->link_health().peer_restarts == 2u);
+}
+
+TEST_CASE("a lost link or a restart of one part latches the loop's link-loss stop the tick it shows") {
+  for (int which = 0; which < 2; ++which) {
+    for (const bool restart : {false, true}) {
+      CAPTURE(which);
+      CAPTURE(restart);
+      Parts p;
+      RobotModel model;
+      model.dof = 2;
+      model.limits[0] = one_joint(1.0).limits[0];
+      model.limits[1] = one_joint(2.0).limits[0];
+      model.soft_margin_si[0] = model.soft_margin_si[1] = 0.01;
+      LoopConfig cfg;
+      cfg.rate_hz = 1.0 / kDt;
+      ControlLoop loop(p.robot, model, cfg);
+      std::int64_t now = 1'000'000'000'000;
+      loop.begin_manual(now);
+      const double target[2] = {0.3, -0.3};
+      for (int k = 0; k < 100; ++k) {
+        if (k % 10 == 0) loop.push_command(target, 2, 0, 0);
+        now += static_cast<std::int64_t>(kDt * 1e9);
+        loop.manual_tick(now);
+      }
+      REQUIRE(loop.lifecycle() == Lifecycle::kActive);
+      SimDriver& part = which == 0 ? *p.gantry : *p.arm;
+      if (restart) {
+        part.restart_peer();
+      } else {
+        part.set_link_up(false);
+      }
+      now += static_cast<std::int64_t>(kDt * 1e9);
+      loop.manual_tick(now);
+      CHECK((loop.stop_reasons() & kReasonLinkLoss) != 0u);
+      CHECK(loop.lifecycle() != Lifecycle::kActive);
+      loop.end_manual();
+    }
+  }
+}
