@@ -23,6 +23,7 @@ LIMITS = dict(
     acceleration_limit=[10.0, 8.0, 30.0],
 )
 ZERO = [0.0, 0.0, 0.0]
+STATE_ESTOP_INPUT = 1 << 0  # driver.hpp kStateEstopInput
 STATE_FAULT = 1 << 1  # driver.hpp kStateFault
 
 
@@ -75,6 +76,36 @@ def test_fault_status_is_reported_and_commands_are_ignored_until_cleared(link):
     assert server.snapshot()["status"] & 0x4
     server.set_faults()
     pump_until(driver, lambda s: s is not None and abs(s["position"][0] - 0.3) < 2e-3, (target, ZERO))
+
+
+def test_estop_input_is_reported_and_the_robot_holds_until_released(link):
+    server, driver = link
+    server.set_faults(estop=True)
+    pump_until(driver, lambda s: s is not None and s["flags"] & STATE_ESTOP_INPUT, (ZERO, ZERO))
+    assert server.faults()["estop"] is True
+    applied = server.stats()["commands_applied"]
+    target = [0.3, 0.0, 0.0]
+    pump_until(driver, lambda s: server.stats()["rx_accepted"] > applied + 200, (target, ZERO))
+    assert server.stats()["commands_applied"] == applied  # the drives are cut: nothing is applied
+    assert abs(server.snapshot()["position"][0]) < 1e-9
+    assert server.snapshot()["status"] & 0x8  # protocol kStatusEstop
+    server.set_faults()
+    pump_until(driver, lambda s: s is not None and not s["flags"] & STATE_ESTOP_INPUT, (ZERO, ZERO))
+
+
+def test_a_restarted_server_holds_where_it_is(link):
+    """A crash mid-motion and a restart: the robot comes up holding where it is, at rest; it does not drive on to
+    the dead session's last target (no live session commanded that)."""
+    server, driver = link
+    target = [0.8, 0.0, 0.0]
+    pump_until(driver, lambda s: s is not None and s["position"][0] > 0.1, (target, ZERO))
+    server.stop(goodbye=False)
+    at_crash = server.snapshot()["position"]
+    assert 0.1 < at_crash[0] < 0.8
+    server.start()
+    ticks = server.snapshot()["ticks"]
+    wait_until(lambda: server.snapshot()["ticks"] > ticks + 300, what="300 server ticks after the restart")
+    assert server.snapshot()["position"] == at_crash  # not a hair: held at rest
 
 
 def test_a_stuck_joint_stays_where_it_is(link):

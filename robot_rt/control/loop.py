@@ -113,6 +113,11 @@ def tick_lifecycle(flags) -> np.ndarray:
 SERVO_DEFAULT_FREQUENCY_HZ = float(_control.SERVO_DEFAULT_FREQUENCY_HZ)
 SERVO_DEFAULT_DAMPING = float(_control.SERVO_DEFAULT_DAMPING)
 SOFT_MARGIN_FACTOR = 2.0  # the default soft margin, in servo error bounds (docs/safety.md)
+# stop(): after the commanded trajectory is at rest, the loop keeps holding until the measured robot is at rest too
+# (|v| within the rest threshold for ROBOT_SETTLED_S), at most ROBOT_SETTLE_TIMEOUT_S: a servo that still swings out
+# an overshoot when the session ends would otherwise be caught mid-swing by the robot's own hold and move again
+ROBOT_SETTLED_S = 0.05
+ROBOT_SETTLE_TIMEOUT_S = 1.0
 
 
 def servo_error_bound(
@@ -408,17 +413,44 @@ class RealTimeLoop:
             self._runner.start()
         return self
 
-    def stop(self, policy_join_timeout_s: float = 1.0) -> None:
+    def stop(self, policy_join_timeout_s: float = 1.0, settle_timeout_s: float = ROBOT_SETTLE_TIMEOUT_S) -> None:
         """Ends the run: the policy runner stops, then the loop ramps the commanded trajectory to rest (stop
-        category 1, at most `stop_time_bound_s`) before its thread ends and nothing is sent any more."""
+        category 1, at most `stop_time_bound_s`) and holds it until the measured robot is at rest too (its servo's
+        overshoot settled; at most `settle_timeout_s` more, not when the link is lost) before its thread ends and
+        nothing is sent any more."""
         if not self._runner.stop(policy_join_timeout_s):
             logger.warning(
                 "policy thread still inside the policy call after %.1f s (stalled); left behind",
                 policy_join_timeout_s,
             )
+        if self.running:
+            self._hold_until_robot_settled(settle_timeout_s)
         self._loop.stop()
         self._release_cpu_latency_request()
         self._drain_events()
+
+    def _hold_until_robot_settled(self, settle_timeout_s: float) -> bool:
+        """Requests the end-of-run stop and waits until the commanded trajectory is at rest and the measured robot
+        has been at rest (|v| <= rest_velocity_fraction x V per joint) for ROBOT_SETTLED_S; True when it was."""
+        self._loop.request_shutdown()
+        rest_v = self.config.rest_velocity_fraction * np.asarray(self.robot.velocity_limit, dtype=np.float64)
+        deadline = time.monotonic() + self.stop_time_bound_s + 0.2 + max(0.0, float(settle_timeout_s))
+        settled_since = None
+        while time.monotonic() < deadline and self.running:
+            if self._loop.shutdown_done:
+                if "link_loss" in self.stop_reasons or "sensor_timeout" in self.stop_reasons:
+                    return False  # no fresh state to watch: the robot side holds by itself
+                obs = self._loop.latest_observation()
+                moving = obs is None or not np.all(np.abs(obs["measured_velocity"]) <= rest_v)
+                now = time.monotonic()
+                if moving:
+                    settled_since = None
+                elif settled_since is None:
+                    settled_since = now
+                elif now - settled_since >= ROBOT_SETTLED_S:
+                    return True
+            time.sleep(0.002)
+        return False
 
     def simulate(self, duration_s: float, *, during: Callable[[RealTimeLoop, int], None] | None = None) -> int:
         """Runs the loop deterministically on a simulated clock, as fast as it computes (no thread, no real-time

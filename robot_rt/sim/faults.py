@@ -1,7 +1,7 @@
 """Fault-injection matrix of the control path (issue 12, item 8): every fault against a live `robot-rt run`
 controller and the simulated robot, measured on the robot itself.
 
-Design notes: docs/realtime.md, section "Fault-injection matrix".
+Design notes: docs/safety.md, section "Fault-injection matrix".
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import argparse
 import math
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -86,6 +87,13 @@ class PolicyHang(_FaultySine):
     def misbehave(self, obs, target):
         time.sleep(self.fault.remaining_s())
         return target
+
+
+class PolicySilent(_FaultySine):
+    """Returns None inside the window: it answers, but commands nothing (the watchdog's own fault)."""
+
+    def misbehave(self, obs, target):
+        return None
 
 
 class PolicyNaN(_FaultySine):
@@ -208,6 +216,7 @@ class Context:
     server: object
     proxy: object
     key: bytes
+    controller: object = None  # the `robot-rt run` process (subprocess.Popen)
     captured: list = field(default_factory=list)
     recorded_address: tuple | None = None
     threads: list = field(default_factory=list)
@@ -226,9 +235,18 @@ class Fault:
     policy: str  # a class of this module, loaded by `robot-rt run --policy`
     inject: Callable[[Context, float], None] | None = None  # at the window's start (ctx, window_s)
     clear: Callable[[Context], None] | None = None  # at its end
-    stop_expected: bool = True  # a protective stop is the right answer (else: ride it out, nothing moves)
+    # the right outcomes: the first stop event after the fault (several when either is right, e.g. a dead state
+    # stream shows first as missing states or as the lost link), None for no protective stop (ride it out)
+    stops: frozenset = frozenset({None})
+    # `robot-rt run`'s exit codes that are right (robot_rt.control.commands.EXIT_CODES: 0 completed, 3 protective
+    # stop, 4 lost link, 5 e-stop)
+    exit_codes: frozenset = frozenset({0})
     attack: bool = False  # someone without the key: nothing but the live session may move the robot
     needs_recording: bool = False
+
+    @property
+    def stop_expected(self) -> bool:
+        return None not in self.stops
 
 
 def _set_faults(**faults):
@@ -292,31 +310,66 @@ def _replay(ctx: Context, window_s: float) -> None:
     ctx.background(run)
 
 
+def _terminate_controller(ctx: Context, window_s: float) -> None:
+    ctx.controller.send_signal(signal.SIGTERM)  # the operator ends the run mid-motion (or systemd stops it)
+
+
 def _future_stamp(ctx: Context, window_s: float) -> None:
     ctx.server.robot_server.shift_state_stamps(10_000_000_000, 1)  # one state 10 s ahead (issue 12)
 
 
+PROTECTIVE = frozenset({3})  # exit: ended by a protective stop
+LINK_LOST = frozenset({4})
+# a dead state stream: missing states (sensor timeout, exit 3) or the lost link (exit 4), whichever the loop sees
+# first; both are right and both stop
+DEAD_STREAM_STOPS = frozenset({"sensor_timeout_stop", "link_loss_stop"})
+DEAD_STREAM_EXITS = frozenset({3, 4})
+
 FAULTS: tuple[Fault, ...] = (
+    Fault("none", "no fault: the reference run (the robot's own motion over the same window)", "Moving"),
     Fault(
-        "none",
-        "no fault: the reference run (the robot's own motion over the same window)",
-        "Moving",
-        stop_expected=False,
+        "policy_raise",
+        "the policy raises at every call",
+        "PolicyRaise",
+        stops=frozenset({"watchdog_stop"}),
+        exit_codes=PROTECTIVE,
     ),
-    Fault("policy_raise", "the policy raises at every call", "PolicyRaise"),
-    Fault("policy_hang", "one policy call hangs for the window", "PolicyHang"),
-    Fault("policy_nan", "the policy returns NaN targets", "PolicyNaN"),
+    Fault(
+        "policy_hang",
+        "one policy call hangs for the window",
+        "PolicyHang",
+        stops=frozenset({"watchdog_stop"}),
+        exit_codes=PROTECTIVE,
+    ),
+    Fault(
+        "policy_silent",
+        "the policy commands nothing (returns None): the watchdog",
+        "PolicySilent",
+        stops=frozenset({"watchdog_stop"}),
+        exit_codes=PROTECTIVE,
+    ),
+    Fault(
+        "policy_nan",
+        "the policy returns NaN targets",
+        "PolicyNaN",
+        stops=frozenset({"watchdog_stop"}),
+        exit_codes=PROTECTIVE,
+    ),
+    # no hard stop, whatever the targets; the rush back from a limit to the sine after the window (full speed over
+    # the link, 500 Hz) may trip the tracking reflex (docs/safety.md: a false stop, safe but unwanted)
     Fault(
         "policy_at_limit",
         "bang-bang targets exactly at both hard limits (the joints that stay in the workspace)",
         "PolicyAtLimit",
-        stop_expected=False,
+        stops=frozenset({None, "tracking_error_stop"}),
+        exit_codes=frozenset({0, 3}),
     ),
     Fault(
         "policy_out_of_limit",
         "bang-bang targets 25% of the range beyond both hard limits (the same joints)",
         "PolicyOutOfLimit",
-        stop_expected=False,
+        stops=frozenset({None, "tracking_error_stop"}),
+        exit_codes=frozenset({0, 3}),
     ),
     Fault(
         "measured_nan",
@@ -324,6 +377,9 @@ FAULTS: tuple[Fault, ...] = (
         "Moving",
         _set_faults(measured_joint=0, measured_value=math.nan),
         _clear_faults,
+        # a state the driver cannot accept ends the state stream; one it accepts is the measurement reflex's
+        stops=DEAD_STREAM_STOPS | {"measurement_invalid_stop"},
+        exit_codes=DEAD_STREAM_EXITS,
     ),
     Fault(
         "measured_out_of_range",
@@ -331,6 +387,8 @@ FAULTS: tuple[Fault, ...] = (
         "Moving",
         _set_faults(measured_joint=0, measured_value=1e300),
         _clear_faults,
+        stops=frozenset({"measurement_invalid_stop"}),
+        exit_codes=PROTECTIVE,
     ),
     Fault(
         "robot_fault",
@@ -338,6 +396,17 @@ FAULTS: tuple[Fault, ...] = (
         "Moving",
         _set_faults(fault=True),
         _clear_faults,
+        stops=frozenset({"robot_fault_stop"}),
+        exit_codes=PROTECTIVE,
+    ),
+    Fault(
+        "estop_input",
+        "the robot's e-stop input is pressed (status ESTOP; its drives brake and ignore commands)",
+        "Moving",
+        _set_faults(estop=True),
+        _clear_faults,
+        stops=frozenset({"estop"}),
+        exit_codes=frozenset({5}),
     ),
     Fault(
         "tracking_error",
@@ -345,6 +414,8 @@ FAULTS: tuple[Fault, ...] = (
         "Moving",
         _set_faults(stuck_joint=0),
         _clear_faults,
+        stops=frozenset({"tracking_error_stop"}),
+        exit_codes=PROTECTIVE,
     ),
     Fault(
         "sensor_timeout",
@@ -352,6 +423,8 @@ FAULTS: tuple[Fault, ...] = (
         "Moving",
         _blackhole_down,
         lambda ctx: ctx.proxy.clear_faults(),
+        stops=DEAD_STREAM_STOPS,
+        exit_codes=DEAD_STREAM_EXITS,
     ),
     Fault(
         "server_kill_restart",
@@ -359,13 +432,22 @@ FAULTS: tuple[Fault, ...] = (
         "Moving",
         _kill_server,
         _restart_server,
+        stops=DEAD_STREAM_STOPS,
+        exit_codes=DEAD_STREAM_EXITS,
+    ),
+    Fault(
+        "shutdown_mid_motion",
+        "SIGTERM to `robot-rt run` while the robot moves (the end-of-run controlled stop)",
+        "Moving",
+        _terminate_controller,
+        stops=frozenset({"shutdown_stop"}),
+        exit_codes=frozenset({0}),
     ),
     Fault(
         "packet_flood",
         "valid recorded hellos and commands plus garbage from 4 addresses, paced at 10 kHz",
         "HoldStill",
         _flood,
-        stop_expected=False,
         attack=True,
         needs_recording=True,
     ),
@@ -375,7 +457,6 @@ FAULTS: tuple[Fault, ...] = (
         "injected on the live controller's path both ways",
         "HoldStill",
         _replay,
-        stop_expected=False,
         attack=True,
         needs_recording=True,
     ),
@@ -384,7 +465,6 @@ FAULTS: tuple[Fault, ...] = (
         "one robot state stamped 10 s in the future",
         "Moving",
         _future_stamp,
-        stop_expected=False,
     ),
 )
 
@@ -398,8 +478,14 @@ class MatrixConfig:
     window_s: float = 0.3  # the fault lasts this long, then goes away
     after_s: float = 1.2  # observed after the fault
     rate_hz: float = 500.0
-    settle_s: float = 0.25  # after a stop reached rest, the servo settles this long before "no motion" counts
+    settle_s: float = 0.1  # "at rest": the robot has been still (within still_tolerance) this long
     rest_tolerance: float = 1e-3  # m | rad: what "no motion" allows after the stop (servo settling, sampling)
+    still_tolerance: float = (
+        2e-4  # m | rad: "still" while settling (stricter: the settling creep stays inside the above)
+    )
+    # the robot is watched this long after the controller exited (and after the fault went away): a stopped robot
+    # must stay where it is without anyone recovering it, whatever the far end does
+    observe_after_exit_s: float = 0.6
     startup_timeout_s: float = 120.0  # the controller process may start slowly on a loaded machine
     # the simulated robot's servo: like a real drive it lags and overshoots (10 Hz natural frequency, damping 0.5:
     # 16 % overshoot on a step)
@@ -448,8 +534,12 @@ def _wait_live(server, proc, timeout_s: float) -> int:
     raise TimeoutError(f"the controller did not command the robot within {timeout_s:.0f} s")
 
 
-def run_fault(fault: Fault | str, config: MatrixConfig | None = None, workdir: str | Path | None = None) -> dict:
-    """Runs one fault against a fresh simulated robot and a `robot-rt run` controller; returns its matrix row."""
+def run_fault(
+    fault: Fault | str, config: MatrixConfig | None = None, workdir: str | Path | None = None, trace: bool = False
+) -> dict:
+    """Runs one fault against a fresh simulated robot and a `robot-rt run` controller; returns its matrix row
+    (`trace`: also the robot's sampled trajectory, row["trace"] = (times_ns, positions), and the run log's ticks and
+    events, row["log"])."""
     from robot_rt.control.runlog import read_runlog
 
     from . import attack
@@ -489,6 +579,7 @@ def run_fault(fault: Fault | str, config: MatrixConfig | None = None, workdir: s
             try:
                 with RobotRecorder(server) as recorder:
                     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                    ctx.controller = proc
                     try:
                         t_live = _wait_live(server, proc, cfg.startup_timeout_s)
                         _sleep_until(t_live + int(cfg.warmup_s * 1e9))
@@ -510,13 +601,16 @@ def run_fault(fault: Fault | str, config: MatrixConfig | None = None, workdir: s
                         if proc.poll() is None:
                             proc.kill()
                             proc.wait()
-                    time.sleep(0.1)
+                    time.sleep(cfg.observe_after_exit_s)
             finally:
                 proxy.stop()
             stats1 = server.robot_server.stats()
         log = read_runlog(log_path)
     row = _row(fault, cfg, robot, log, recorder, stats0, stats1, t_inject, t_cleared, proc.returncode)
     row["notes"] = dict(ctx.notes)
+    if trace:
+        row["trace"] = (recorder.times_ns, recorder.positions, t_inject)
+        row["log"] = log
     row["controller_output_tail"] = output[-2000:]
     return row
 
@@ -527,17 +621,53 @@ def _sleep_until(t_ns: int) -> None:
         time.sleep(delay)
 
 
+def stop_bounds(robot: RobotDescription, period_s: float, servo_time_constant_s: float, servo_damping: float):
+    """Per joint: the commanded stopping distance (the loop's controlled stop from any state the commanded
+    trajectory can be in, at this tick period: robot_rt.control.loop.stopping_envelope), its longest duration (s),
+    and how far the robot may travel after the stop latched: that distance plus twice the tracking-error reflex's
+    threshold (tracking_error_factor x the servo's error bound, docs/safety.md): the robot may lag the commanded
+    trajectory by up to the threshold when the stop begins (more would have tripped the reflex) and overshoot where
+    it ends."""
+    from robot_rt import _control
+    from robot_rt.control.loop import servo_error_bound, stopping_envelope
+
+    distance, duration = stopping_envelope(robot, dt_s=period_s)
+    servo = servo_error_bound(robot, 1.0 / (2.0 * math.pi * servo_time_constant_s), servo_damping)
+    threshold = _control.LoopConfig().tracking_error_factor * servo
+    return distance, duration, distance + 2.0 * threshold
+
+
+def _settled_at(t: np.ndarray, q: np.ndarray, from_ns: int, still_ns: int, tolerance: float) -> int | None:
+    """The first sample time >= from_ns from which the robot stays within `tolerance` (every joint) of where it is
+    for `still_ns`; None if it never does within the samples."""
+    for i in np.flatnonzero(t >= from_ns):
+        if t[-1] < t[i] + still_ns:
+            return None  # not enough samples left to tell
+        end = int(np.searchsorted(t, t[i] + still_ns, side="right"))
+        if np.max(np.abs(q[i:end] - q[i])) <= tolerance:
+            return int(t[i])
+    return None
+
+
 def _row(fault, cfg, robot, log, recorder, stats0, stats1, t_inject, t_cleared, returncode) -> dict:
     from robot_rt.control.udp import LINK_EVENT_NAMES
 
     names = {**LINK_EVENT_NAMES, **{v: k for k, v in log.event_names.items()}}
     ticks = log.ticks
-    inject_tick = int(ticks["tick"][np.searchsorted(ticks["wake_ns"], t_inject)]) if len(ticks) else 0
+    inject_tick = (
+        int(ticks["tick"][min(np.searchsorted(ticks["wake_ns"], t_inject), len(ticks) - 1)]) if len(ticks) else 0
+    )
     events = [(int(e["stamp_ns"]), int(e["tick"]), names.get(int(e["code"]), str(e["code"]))) for e in log.events]
     after = [e for e in events if e[1] >= inject_tick]
-    stops = [e for e in after if e[2] in stop_event_names([e[2]])]
+    # the stop this fault ends in: the first protective stop after it (or, for the shutdown row, the end-of-run stop
+    # it asked for); every run ends with the end-of-run stop, which is where "no motion after the stop" counts from
+    # when there was no protective stop
+    ends_by_shutdown = "shutdown_stop" in fault.stops
+    stops = [e for e in after if e[2] in stop_event_names([e[2]]) or (e[2] == "shutdown_stop" and ends_by_shutdown)]
     stop = stops[0] if stops else None
-    complete = next((e for e in after if e[2] == "stop_complete" and stop is not None and e[1] >= stop[1]), None)
+    end_stop = next((e for e in after if e[2] == "shutdown_stop"), None)
+    latch = stop if stop is not None else end_stop
+    complete = next((e for e in after if e[2] == "stop_complete" and latch is not None and e[1] >= latch[1]), None)
 
     t, q = recorder.times_ns, recorder.positions
     q_inject = recorder.at(t_inject)
@@ -547,30 +677,55 @@ def _row(fault, cfg, robot, log, recorder, stats0, stats1, t_inject, t_cleared, 
     soft_lo = np.asarray(log.meta.get("soft_min", lo), dtype=np.float64)
     soft_hi = np.asarray(log.meta.get("soft_max", hi), dtype=np.float64)
     past_soft = float(np.max(np.maximum(q - soft_hi, soft_lo - q))) if len(q) else 0.0
-
-    # after a stop: from its rest (+ the servo's settling) to the end of the run, no motion; commanded positions
-    # in the run log likewise stay where the stop left them
-    moved_after_stop = commanded_after_stop = None
-    if stop is not None:
-        rest_ns = (complete[0] if complete is not None else stop[0]) + int(cfg.settle_s * 1e9)
-        t_end = int(ticks["wake_ns"][-1]) if len(ticks) else rest_ns
-        window = (t >= rest_ns) & (t <= t_end)
-        if np.any(window):
-            moved_after_stop = float(np.max(np.abs(q[window] - q[window][0])))
-        rest_tick = complete[1] if complete is not None else stop[1]
-        cmd = ticks["command_position"][ticks["tick"] >= rest_tick]
-        commanded_after_stop = float(np.max(np.abs(cmd - cmd[0]))) if len(cmd) else 0.0
-
     period_s = 1.0 / float(log.meta.get("rate_hz", cfg.rate_hz))
+    distance, duration, robot_bound = stop_bounds(robot, period_s, cfg.servo_time_constant_s, cfg.servo_damping)
+
+    # after the stop latched: how far the robot and the commanded position travelled (the stop's own travel, against
+    # the stopping distance), then from rest (+ the servo's settling) to the end of the observation, well after the
+    # controller exited and the fault went away: no motion at all without a recovery
+    travel = commanded_travel = moved_after_rest = commanded_after_rest = None
+    settle_time = observed_after_rest = overshoot = None
+    travel_ratio = commanded_travel_ratio = None
+    if latch is not None:
+        travel_j = np.max(np.abs(q[t >= latch[0]] - recorder.at(latch[0])), axis=0) if np.any(t >= latch[0]) else None
+        if travel_j is not None:
+            travel = float(np.max(travel_j))
+            travel_ratio = float(np.max(travel_j / robot_bound))
+        cmd_from = ticks["command_position"][ticks["tick"] >= latch[1] - 1]
+        if len(cmd_from):
+            commanded_j = np.max(np.abs(cmd_from - cmd_from[0]), axis=0)
+            commanded_travel = float(np.max(commanded_j))
+            commanded_travel_ratio = float(np.max(commanded_j / distance))
+        # rest: from the commanded stop's end (stop_complete; else the stop's longest duration after the latch), the
+        # first moment the robot has been still (within still_tolerance) for settle_s: its servo swung out the overshoot
+        stop_end_ns = complete[0] if complete is not None else latch[0] + int(float(np.max(duration)) * 1e9)
+        rest_ns = _settled_at(t, q, stop_end_ns, int(cfg.settle_s * 1e9), cfg.still_tolerance)
+        if rest_ns is not None:
+            window = t >= rest_ns
+            moved_after_rest = float(np.max(np.abs(q[window] - q[window][0])))
+            settle_time = (rest_ns - stop_end_ns) * 1e-9
+            observed_after_rest = (int(t[-1]) - rest_ns) * 1e-9
+        after_end = t >= stop_end_ns
+        if complete is not None and np.any(after_end):
+            cmd_final = ticks["command_position"][ticks["tick"] >= complete[1]]
+            if len(cmd_final):
+                overshoot = float(np.max(np.abs(q[after_end] - cmd_final[-1])))
+        rest_tick = complete[1] if complete is not None else None
+        if rest_tick is not None:
+            cmd = ticks["command_position"][ticks["tick"] >= rest_tick]
+            commanded_after_rest = float(np.max(np.abs(cmd - cmd[0]))) if len(cmd) else 0.0
+
     return {
         "fault": fault.name,
         "description": fault.description,
         "stop_expected": fault.stop_expected,
+        "expected_stops": sorted(fault.stops, key=str),
+        "expected_exit_codes": sorted(fault.exit_codes),
         "attack": fault.attack,
         "stop_reason": stop[2] if stop else None,
-        "stop_events": sorted({e[2] for e in stops}),
+        "stop_events": sorted({e[2] for e in after if e[2] in stop_event_names([e[2]])}),
         "ticks_to_stop": None if stop is None else stop[1] - inject_tick,
-        "ticks_to_rest": None if complete is None else complete[1] - inject_tick,
+        "ticks_to_rest": None if complete is None or stop is None else complete[1] - inject_tick,
         "period_s": period_s,
         "excursion_max": excursion,
         "past_soft_limit": max(0.0, past_soft),
@@ -579,10 +734,20 @@ def _row(fault, cfg, robot, log, recorder, stats0, stats1, t_inject, t_cleared, 
         # and this is how close to a hard stop the robot came (0: it touched one)
         "hard_limit_margin_min": float(np.min(np.minimum(q - lo, hi - q))) if len(q) else None,
         "hard_stop_hits": int(stats1["hard_stops"] - stats0["hard_stops"]),
-        "moved_after_stop": moved_after_stop,
+        # the stop the no-motion figures count from: the protective stop, else the end-of-run stop
+        "latched_by": None if latch is None else latch[2],
+        "travel_after_stop": travel,  # robot, largest joint, from the latch on
+        "travel_after_stop_vs_bound": travel_ratio,  # largest joint's travel / (stopping distance + 2 threshold)
+        "commanded_travel_after_stop": commanded_travel,
+        "commanded_travel_vs_stopping_distance": commanded_travel_ratio,
+        "moved_after_stop": moved_after_rest,  # robot, from rest (still for settle_s) to the end of the observation
+        "commanded_after_stop": commanded_after_rest,  # commanded, from stop_complete to the end of the run
         # the robot moved again after the stop had brought it to rest, without anyone recovering it
-        "resumed_without_recover": moved_after_stop is not None and moved_after_stop > cfg.rest_tolerance,
-        "commanded_after_stop": commanded_after_stop,
+        "resumed_without_recover": moved_after_rest is not None and moved_after_rest > cfg.rest_tolerance,
+        "robot_settle_s": settle_time,  # from the commanded stop's end until the robot was still
+        "observed_after_rest_s": observed_after_rest,
+        # the robot past the commanded rest position after the commanded stop ended (its servo's overshoot)
+        "overshoot_past_commanded_rest": overshoot,
         "exit_code": int(returncode),
         "events_after_fault": sorted({e[2] for e in after}),
         "fault_cleared_after_s": (t_cleared - t_inject) * 1e-9,

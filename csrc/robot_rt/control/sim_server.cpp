@@ -77,6 +77,14 @@ void SimRobotServer::start() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     has_controller_ = false;
+    // a (re)started robot comes up holding where it is, at rest: its drives braked while the server was down, and the
+    // last session's target is no command of any live session (without this, a restart after a crash drove the
+    // joints on to the dead session's last target)
+    for (int i = 0; i < dof_; ++i) {
+      target_q_[i] = q_[i];
+      target_v_[i] = 0.0;
+      v_[i] = 0.0;
+    }
   }
   session_.start(session_id_);
   last_command_sequence_ = 0;
@@ -115,7 +123,8 @@ SimServerSnapshot SimRobotServer::snapshot() const {
   s.ticks = ticks_;
   s.status = static_cast<std::uint16_t>((holding_ ? protocol::kStatusHolding : 0) |
                                         (clamped_ ? protocol::kStatusClamped : 0) |
-                                        (faults_.fault ? protocol::kStatusFault : 0));
+                                        (faults_.fault ? protocol::kStatusFault : 0) |
+                                        (faults_.estop ? protocol::kStatusEstop : 0));
   s.position.assign(q_, q_ + dof_);
   s.velocity.assign(v_, v_ + dof_);
   s.target.assign(target_q_, target_q_ + dof_);
@@ -193,7 +202,8 @@ void SimRobotServer::send_state(std::int64_t now_ns) noexcept {
     std::lock_guard<std::mutex> lock(mutex_);
     s.status = static_cast<std::uint16_t>((holding_ ? protocol::kStatusHolding : 0) |
                                           (clamped_ ? protocol::kStatusClamped : 0) |
-                                          (faults_.fault ? protocol::kStatusFault : 0));
+                                          (faults_.fault ? protocol::kStatusFault : 0) |
+                                          (faults_.estop ? protocol::kStatusEstop : 0));
     for (int i = 0; i < dof_; ++i) {
       s.position[i] = q_[i];
       s.velocity[i] = v_[i];
@@ -345,8 +355,8 @@ void SimRobotServer::step(std::int64_t now_ns, double dt_s) noexcept {
   while (pending_count_ > 0 && pending_[pending_head_].due_ns <= now_ns) {
     const PendingCommand& p = pending_[pending_head_];
     std::lock_guard<std::mutex> lock(mutex_);
-    faulted = faults_.fault;
-    if (!faulted) {  // a robot in FAULT ignores commands
+    faulted = faults_.fault || faults_.estop;
+    if (!faulted) {  // a robot in FAULT or e-stop ignores commands
       for (int i = 0; i < dof_; ++i) {
         target_q_[i] = p.position[i];
         target_v_[i] = p.velocity[i];
@@ -358,7 +368,7 @@ void SimRobotServer::step(std::int64_t now_ns, double dt_s) noexcept {
   }
   if (applied) commands_applied_.fetch_add(1, std::memory_order_relaxed);
   std::lock_guard<std::mutex> lock(mutex_);
-  faulted = faults_.fault;
+  faulted = faults_.fault || faults_.estop;
   const bool timed_out = last_command_ns_ == 0 ||
                          now_ns - last_command_ns_ > static_cast<std::int64_t>(config_.command_timeout_s * 1e9);
   if ((timed_out && pending_count_ == 0) || faulted) {

@@ -66,6 +66,8 @@ struct SimServerFaults {
   double measured_value = 0.0;  // unaffected): a value outside the limits, 1e300, NaN (the codec refuses to send it)
   bool fault = false;           // status FAULT in every state; the robot ignores commands and brakes to a hold
   int stuck_joint = -1;         // >= 0: this joint is blocked where it is (a collision): commands cannot move it
+  bool estop = false;           // the e-stop input is pressed: status ESTOP in every state; the robot brakes to a hold
+                                // and ignores commands (its drives are cut, as a real e-stop circuit does)
 };
 
 struct SimServerSnapshot {

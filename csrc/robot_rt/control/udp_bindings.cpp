@@ -595,12 +595,13 @@ void bind_sim_server(py::module_& m) {
            "Stops the server thread; goodbye=False ends without the goodbye (a crash as the controller sees it).")
       .def(
           "set_faults",
-          [](SimRobotServer& s, int measured_joint, double measured_value, bool fault, int stuck_joint) {
+          [](SimRobotServer& s, int measured_joint, double measured_value, bool fault, int stuck_joint, bool estop) {
             SimServerFaults f;
             f.measured_joint = measured_joint;
             f.measured_value = measured_value;
             f.fault = fault;
             f.stuck_joint = stuck_joint;
+            f.estop = estop;
             try {
               s.set_faults(f);
             } catch (const std::invalid_argument& e) {
@@ -608,7 +609,7 @@ void bind_sim_server(py::module_& m) {
             }
           },
           py::arg("measured_joint") = -1, py::arg("measured_value") = 0.0, py::arg("fault") = false,
-          py::arg("stuck_joint") = -1,
+          py::arg("stuck_joint") = -1, py::arg("estop") = false,
           "Injects robot faults (sim_server.hpp SimServerFaults) until the next call; no arguments clear them.")
       .def("faults",
            [](const SimRobotServer& s) {
@@ -618,6 +619,7 @@ void bind_sim_server(py::module_& m) {
              d["measured_value"] = f.measured_value;
              d["fault"] = f.fault;
              d["stuck_joint"] = f.stuck_joint;
+             d["estop"] = f.estop;
              return d;
            })
       .def(
