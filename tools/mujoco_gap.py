@@ -107,7 +107,7 @@ def tracking(log_path: Path, robot) -> dict:
 
 
 def server_condition(policy, robot, physics: str, balls: int, seed: int) -> dict:
-    from robot_rt.bridge.deploy import deploy
+    from robot_rt.bridge.deploy import deploy, recover_transient_stops
 
     with tempfile.TemporaryDirectory(prefix="mujoco_gap_") as tmp:
         log_path = Path(tmp) / f"{physics}.rrlog"
@@ -121,6 +121,7 @@ def server_condition(policy, robot, physics: str, balls: int, seed: int) -> dict
             log_path=log_path,
             physics=physics,
             timeout_s=120.0 + 30.0 * balls,
+            recover=recover_transient_stops,  # simulated far end: a stall of the loaded machine is recovered
         )
         out = _rates(result.rally_lengths, result.outcomes)
         out.update(

@@ -40,10 +40,55 @@ SAFETY_EVENTS = (
     "link_loss_stop",
     "recovered",
 )
-# stop reasons that deploy() recovers from (docs/sim.md): the policy or the machine stalled, nothing is wrong with
-# the simulated robot (it cannot jam or collide: a tracking error there means the loop fell behind real time on a
-# loaded machine); any other protective stop ends the deploy with an error
+# Stop reasons a simulated session may recover from when its caller opts in (recover=recover_transient_stops): the
+# policy or the machine stalled, nothing is wrong with the simulated robot (it cannot jam or collide: a tracking
+# error there means the loop fell behind real time on a loaded machine). docs/sim.md, `robot_rt.bridge.deploy`.
 TRANSIENT_STOPS = ("watchdog", "sensor_timeout", "tracking_error")
+RECOVER_CHOICES = ("never", "prompt")
+
+
+class DeployStopped(RuntimeError):
+    """A protective stop ended the deploy (nobody recovered it): `reasons`, the latched stop reasons."""
+
+    def __init__(self, reasons, log_path=None):
+        self.reasons = tuple(reasons)
+        self.log_path = log_path
+        where = f"; run log: {log_path}" if log_path is not None else ""
+        super().__init__(f"deploy: protective stop ({', '.join(self.reasons)}), not recovered{where}")
+
+
+def recover_transient_stops(reasons) -> bool:
+    """A recover policy for deploy() against the simulated far end only: recover from stops whose reasons are all
+    in TRANSIENT_STOPS (a policy or machine stall), end the deploy on any other. Never use it on hardware: there
+    a person looks at the robot before it moves again."""
+    return set(reasons) <= set(TRANSIENT_STOPS)
+
+
+def prompt_recover(reasons) -> bool:
+    """The 'prompt' recover policy: asks on the terminal (like `robot-rt run --recover prompt`); no terminal or
+    no answer is a no."""
+    print(f"deploy: protective stop ({', '.join(reasons)}); the robot is held and does not move until a recovery")
+    try:
+        answer = input("recover and continue? (the command restarts where the robot is) [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _recover_policy(recover):
+    """deploy()'s `recover` argument as a callable (reasons) -> bool."""
+    if callable(recover):
+        return recover
+    if recover == "never":
+        return lambda reasons: False
+    if recover == "prompt":
+        return prompt_recover
+    raise ValueError(
+        f"recover: expected 'never', 'prompt' or a callable (reasons) -> bool, got {recover!r} "
+        "(a stopped robot does not move again until someone recovers it: docs/safety.md)"
+    )
+
+
 DEPLOY_COMMAND_TIMEOUT_S = 0.2  # the loop's watchdog in deploy(): a policy on a shared CPU stalls for tens of ms
 
 
@@ -64,7 +109,7 @@ class DeployResult:
     adapter: dict  # EnvPolicyAdapter.stats()
     wall_s: float
     summary: dict = field(repr=False, default_factory=dict)  # the server's full rally record
-    recoveries: int = 0  # protective stops deploy() recovered from (recover_from)
+    recoveries: int = 0  # protective stops recovered (the caller's `recover` policy said so)
     stop_reasons_seen: list = field(default_factory=list)  # every stop reason latched during the run
 
     @property
@@ -148,17 +193,21 @@ def deploy(
     adapter_kwargs: dict | None = None,
     loop_kwargs: dict | None = None,
     physics: str = "kinematic",
-    recover_from=TRANSIENT_STOPS,
+    recover="never",
 ) -> DeployResult:
     """Runs `policy` (an env policy, see EnvPolicyAdapter) for `n_balls` rallies against `human`
     ('default' | 'real_player' | PATH.json | a HumanBehaviorModel, saved to a temp file for the server).
     `physics`: the sim-server's robot ('kinematic' | 'mujoco': MuJoCo dynamics and paddle contact, docs/mujoco.md).
 
-    A protective stop latches (docs/safety.md); deploy() supervises the simulated session and recovers
-    (`RealTimeLoop.recover()`, logged and counted in `recoveries`) from stops whose reasons are all in
-    `recover_from` (default TRANSIENT_STOPS: a policy or machine stall); any other stop raises RuntimeError naming
-    its reasons. `recover_from=()` recovers from nothing. The watchdog defaults to DEPLOY_COMMAND_TIMEOUT_S
-    (loop_kwargs may override it)."""
+    A protective stop latches (docs/safety.md): after any stop the robot does not move again until someone
+    recovers it, so recovery is the caller's explicit choice, `recover`:
+      * 'never' (default): the deploy ends at the first stop with DeployStopped (a RuntimeError) naming its reasons;
+      * 'prompt': asks on the terminal whether to recover (prompt_recover; no terminal: no);
+      * a callable `recover(reasons: tuple[str, ...]) -> bool`, asked once the stopped loop is at rest: True
+        recovers (`RealTimeLoop.recover()`: the command restarts where the robot is; counted in `recoveries`; a
+        refused recovery asks again), False ends the deploy with DeployStopped. recover_transient_stops recovers
+        from a policy or machine stall of the simulated session (watchdog, sensor timeout, tracking error).
+    The watchdog defaults to DEPLOY_COMMAND_TIMEOUT_S (loop_kwargs may override it)."""
     from robot_rt.control.loop import EVENT_CODES, RealTimeLoop
     from robot_rt.control.udp import LinkMonitor, make_udp_driver
     from robot_rt.envs.human_model import HumanBehaviorModel
@@ -171,11 +220,7 @@ def deploy(
         raise ValueError(f"serve_interval_s: expected a positive number, got {serve_interval_s}")
     if physics not in ("kinematic", "mujoco"):
         raise ValueError(f"physics: expected 'kinematic' or 'mujoco', got {physics!r}")
-    from robot_rt.control.loop import SAFETY_REASONS
-
-    recover_from = tuple(recover_from)
-    if not set(recover_from) <= set(SAFETY_REASONS):
-        raise ValueError(f"recover_from: expected stop reasons among {SAFETY_REASONS}, got {recover_from}")
+    should_recover = _recover_policy(recover)
     robot = robot if robot is not None else load_robot()
     timeout_s = float(timeout_s) if timeout_s is not None else 30.0 + 10.0 * n_balls
     with tempfile.TemporaryDirectory(prefix="robot_rt_deploy_") as tmp:
@@ -218,10 +263,10 @@ def deploy(
                     break
                 if proc.poll() is not None:
                     raise RuntimeError(f"sim-server exited early with {proc.returncode}")
-                reasons = loop.stop_reasons
+                reasons = tuple(loop.stop_reasons)
                 if reasons and loop.lifecycle == "stopped":
-                    if not set(reasons) <= set(recover_from):
-                        raise RuntimeError(f"deploy: protective stop ({', '.join(reasons)}); see the run log")
+                    if not should_recover(reasons):
+                        raise DeployStopped(reasons, log_path)
                     if loop.recover():
                         recoveries += 1
                 time.sleep(0.1)

@@ -246,9 +246,20 @@ def model_distance(a: HumanBehaviorModel, b: HumanBehaviorModel) -> float:
 def default_deploy(policy, *, n_balls: int, seed: int, log_path=None, physics: str = "kinematic") -> dict:
     """The real side: ``robot_rt.bridge.deploy.deploy`` against the real player; returns plain data.
     `physics`: the sim-server's robot, 'kinematic' or 'mujoco' (`--real-physics`, docs/mujoco.md)."""
-    from robot_rt.bridge.deploy import deploy
+    from robot_rt.bridge.deploy import deploy, recover_transient_stops
 
-    result = deploy(policy, human="real_player", n_balls=n_balls, seed=seed, log_path=log_path, physics=physics)
+    # the "real" side is the simulated far end on a shared machine: a stall of the policy or the machine stops the
+    # loop (watchdog, sensor timeout, tracking error) with nothing wrong with the robot, and training goes on after
+    # an explicit recovery; any other stop ends the deploy (DeployStopped). On hardware a person recovers.
+    result = deploy(
+        policy,
+        human="real_player",
+        n_balls=n_balls,
+        seed=seed,
+        log_path=log_path,
+        physics=physics,
+        recover=recover_transient_stops,
+    )
     return {
         "rally_lengths": [int(x) for x in result.rally_lengths],
         "hits": int(result.hits),  # paddle contacts over all balls
