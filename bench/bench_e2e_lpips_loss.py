@@ -14,11 +14,17 @@ Implementations (same trunk weights, same shipped lin weights, every parameter f
   ReLU outputs / masks), the fused lpips forward and backward kernels.
 - ``ours-autograd``: the same metric with ``frozen_backbone=False`` (eager trunk, PyTorch autograd; fused lpips ops).
 - ``ours-compile``: ``torch.compile`` (inductor) of ``ours``.
+- ``convs-only``: not an implementation but a bound: the trunk's convolutions alone (forward over both batches,
+  input gradient over the prediction's), per layer the faster of NCHW and channels_last (:func:`convs_only_step`).
+  ``lpips / convs-only`` is the largest speed-up over lpips that any implementation built on PyTorch's (oneDNN)
+  convolutions can reach on this machine.
 
 ``--mode fwd`` times the forward alone (no gradient, ``torch.no_grad``) instead: the evaluation use.
 
 Method: one process for the timings, so every row runs with the same torch thread count (``--threads``,
-recorded). Before timing, every implementation's input gradient is compared with lpips' (max abs difference
+recorded). On a machine shared with other processes use ``--threads 1``: with more threads than free cores every
+parallel region waits for a descheduled thread (measured here at load 5 on 2 cores: a ReLU over 8x64x15x15 took
+4.4 ms with 2 threads against 0.03 ms with 1), which measures the load, not the implementation. Before timing, every implementation's input gradient is compared with lpips' (max abs difference
 relative to the largest entry; reported; the float64 parity is a test: tests/test_metric_loss.py). One warm-up
 step each (compilation included there, not timed), then timed steps interleaved one at a time in a rotating order
 (load from other processes hits all alike); best and median wall time and process CPU time (all threads; far
@@ -54,7 +60,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import fmt_bytes, machine_info, print_table, write_json  # noqa: E402
 
-IMPLS = ("lpips", "lpips-compile", "ours", "ours-autograd", "ours-compile")
+IMPLS = ("lpips", "lpips-compile", "ours", "ours-autograd", "ours-compile", "convs-only")
 SEED = 0
 
 
@@ -88,6 +94,63 @@ def build(net: str, impl: str, device: str, dtype: torch.dtype):
         device=device, dtype=dtype
     )
     return torch.compile(m) if impl == "ours-compile" else m
+
+
+def convs_only_step(net: str, x: torch.Tensor, t: torch.Tensor, mode: str, device: str, dtype: torch.dtype):
+    """The trunk's convolutions alone, as any implementation built on PyTorch's convolutions must run them: the
+    forward of every conv layer up to the last tap over both batches (``2B``) and, in ``fwdbwd`` mode, its input
+    gradient for the prediction's batch (``convolution_backward``, input only), on inputs prepared once; per layer
+    the faster of NCHW and channels_last (timed once beforehand). Nothing else (scaling, ReLU, pooling, the
+    distance, Python) is run: the step an implementation would take if all of that were free, so that
+    ``lpips / convs-only`` bounds the speed-up over lpips of any implementation using these convolutions."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    m = build(net, "ours-autograd", device, dtype)
+    bb = m.backbone
+    layers = list(bb.features)[: bb.tap_ends[-1] + 1]
+    b = x.shape[0]
+    calls = []
+    with torch.no_grad():
+        h = bb.scale_input(torch.cat([x, t]), unit_input=True)
+        for layer in layers:
+            if isinstance(layer, nn.Conv2d):
+                out = layer(h)
+                calls.append((layer, h, torch.randn_like(out[:b])))
+            h = layer(h)
+
+    def conv_pair(layer, inp, grad, fmt):
+        w = layer.weight.detach().contiguous(memory_format=fmt)
+        inp, grad = inp.contiguous(memory_format=fmt), grad.contiguous(memory_format=fmt)
+        args = (layer.stride, layer.padding, layer.dilation, False, [0, 0], layer.groups, [True, False, False])
+
+        def run():
+            F.conv2d(inp, w, layer.bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+            if mode == "fwdbwd":
+                torch.ops.aten.convolution_backward(grad, inp[:b], w, None, *args)
+
+        return run
+
+    runs = []
+    for layer, inp, grad in calls:
+        best = None
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            run = conv_pair(layer, inp, grad, fmt)
+            run()
+            sync(device)
+            t0 = time.perf_counter()
+            run()
+            sync(device)
+            dt = time.perf_counter() - t0
+            if best is None or dt < best[0]:
+                best = (dt, run)
+        runs.append(best[1])
+
+    def step():
+        for run in runs:
+            run()
+
+    return step
 
 
 def make_inputs(size: int, batch: int, device: str, dtype: torch.dtype):
@@ -168,18 +231,23 @@ def run_case(net, size, batch, impls, args, dtype_name) -> list[dict]:
     x, t = make_inputs(size, batch, device, dtype)
     fns, errors = {}, {}
     for impl in impls:
+        if impl == "convs-only":
+            continue
         try:
             fns[impl] = build(net, impl, device, dtype)
         except Exception as e:  # a missing optional piece (e.g. compile): reported, the others still run
             errors[impl] = f"{type(e).__name__}: {e}"[:300]
     steps = {k: make_step(f, x, t, mode) for k, f in fns.items()}
+    if "convs-only" in impls:
+        steps["convs-only"] = convs_only_step(net, x, t, mode, device, dtype)
     # parity (and warm-up, compilation included): every input gradient (or distance) against lpips'
     ref = None
     outs = {}
     for k in list(steps):
         try:
             t0 = time.perf_counter()
-            outs[k] = steps[k]().float()
+            res = steps[k]()
+            outs[k] = None if res is None else res.float()
             sync(device)
             outs[k + "@first_s"] = time.perf_counter() - t0
         except Exception as e:
@@ -188,7 +256,7 @@ def run_case(net, size, batch, impls, args, dtype_name) -> list[dict]:
     ref = outs.get("lpips")
     parity = {}
     for k in steps:
-        if ref is not None:
+        if ref is not None and outs[k] is not None:
             parity[k] = float((outs[k] - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
     names = list(steps)
     load_before = os.getloadavg()[0]
@@ -206,6 +274,8 @@ def run_case(net, size, batch, impls, args, dtype_name) -> list[dict]:
     mem = {}
     if not args.no_memory:
         for k in names:
+            if k == "convs-only":
+                continue  # a timing bound, not an implementation
             spec = dict(
                 net=net,
                 size=size,
