@@ -109,7 +109,14 @@ def main(argv=None) -> dict:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--max-episode-steps", type=int, default=6000, help="episode cap (60 s at 100 Hz)")
     p.add_argument("--out", default="runs/evaluate_rally.json")
+    p.add_argument("--torch-threads", type=int, default=1, help="0: torch's default (all cores)")
     args = p.parse_args(argv)
+    if args.torch_threads:
+        import torch
+
+        # one thread: a network of this size on a batch of 256 gains nothing from more, and on a shared machine
+        # the extra threads spin and wait
+        torch.set_num_threads(args.torch_threads)
     if args.episodes < 1:
         raise ValueError(f"--episodes: expected >= 1, got {args.episodes}")
     seeds = [int(s) for s in args.seeds.split(",") if s]

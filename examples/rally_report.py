@@ -30,7 +30,11 @@ def main(argv=None) -> dict:
     for path in args.eval:
         data = json.loads(Path(path).read_text())
         evals.append(data)
-        policies += data["policies"]
+        for pol in data["policies"]:
+            name = pol["policy"]
+            name = f"{Path(name).parent.name} (neural)" if name.endswith(".pt") else name
+            label = f"{name}, {len(data['seeds'])} x {data['episodes_per_seed']} serves"
+            policies.append(dict(pol, label=label))
     ceiling = evals[0]["ceiling_rally_mean"]
     curves, runs = {}, []
     for run in args.run:
@@ -71,6 +75,7 @@ def main(argv=None) -> dict:
         "summary": [
             {
                 "policy": pol["policy"],
+                "label": pol["label"],
                 "rally_mean": pol["pooled"]["rally_mean"],
                 "rally_mean_ci95": pol["pooled"]["rally_mean_ci95"],
                 "seed_means": pol["pooled"]["seed_means"],
@@ -83,7 +88,7 @@ def main(argv=None) -> dict:
     atomic_write_json(out / "rally_report.json", report)
     for s in report["summary"]:
         lo, hi = s["rally_mean_ci95"]
-        print(f"{s['policy']}: mean rally {s['rally_mean']:.2f} [{lo:.2f}, {hi:.2f}] (ceiling {ceiling:.0f})")
+        print(f"{s['label']}: mean rally {s['rally_mean']:.2f} [{lo:.2f}, {hi:.2f}] (ceiling {ceiling:.0f})")
     return report
 
 
