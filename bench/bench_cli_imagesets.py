@@ -18,7 +18,8 @@ Ours: ``percept_fast.cli.main(['dirs' | 'pairs', ...])`` in this process (model 
 workers decoding, ``--workers``), the same thread count as lpips. Images: random-texture PNGs (smooth noise at
 a few scales) written once per case. Each case runs ours, lpips, ours again (the better of ours is kept; lpips'
 runs are long) and records the load average. Reported: images/s (``dirs``: 2 N images per run; ``pairs``: N),
-seconds and the speed-up. Writes ``bench/results/bench_cli_imagesets.json`` and prints a table.
+seconds, the speed-up and the process's peak RSS so far (a high-water mark over the cases). Writes
+``bench/results/bench_cli_imagesets.json`` and prints a table.
 
     .venv/bin/python bench/bench_cli_imagesets.py                      # N 256,1024 at 64 and 256 px
     .venv/bin/python bench/bench_cli_imagesets.py --n 256 --sizes 64   # one size
@@ -30,6 +31,7 @@ import argparse
 import contextlib
 import io
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -212,6 +214,8 @@ def run_case(command: str, n: int, size: int, work: Path, opts) -> dict:
         "load_before": load_before,
         "load_after": load_note(),
         "ours_summary": {k: summary[k] for k in ("world_size", "workers", "batch_size", "device")},
+        # the process's high-water mark so far (both sides run in this process; monotone over the cases)
+        "peak_rss_mib_so_far": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "names": len(names),
     }
 

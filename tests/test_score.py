@@ -201,6 +201,27 @@ def test_ssim_matches_naive_implementation():
         assert float(got[b]) == pytest.approx(expect, abs=1e-10)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_ssim_matches_naive_implementation_random_shapes(seed):
+    """Non-square images, channel counts, float32/float64 and images smaller than the 11-pixel window (the
+    window shrinks to the largest odd size that fits), against the per-window formula."""
+    rng = np.random.default_rng(seed)
+    h, w = (int(v) for v in rng.integers(1, 24, size=2))
+    b, c = int(rng.integers(1, 3)), int(rng.integers(1, 4))
+    dtype = (torch.float32, torch.float64)[seed % 2]
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(b, c, h, w, generator=g, dtype=torch.float64)
+    y = (x + 0.2 * torch.randn(b, c, h, w, generator=g, dtype=torch.float64)).clamp(0, 1)
+    win = min(11, h if h % 2 else h - 1, w if w % 2 else w - 1)
+    got = ssim(x.to(dtype), y.to(dtype))
+    assert got.dtype == dtype and got.shape == (b,)
+    xs, ys = x.to(dtype).double(), y.to(dtype).double()
+    for i in range(b):
+        expect = np.mean([_ssim_naive(xs[i, k].numpy(), ys[i, k].numpy(), win=win) for k in range(c)])
+        tol = 1e-10 if dtype == torch.float64 else 1e-6
+        assert float(got[i]) == pytest.approx(expect, abs=tol)
+
+
 def test_ssim_known_values():
     x = torch.rand(1, 3, 32, 32, dtype=torch.float64)
     assert float(ssim(x, x)) == pytest.approx(1.0, abs=1e-12)

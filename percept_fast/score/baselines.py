@@ -14,7 +14,6 @@ As distances (larger = more different): ``psnr_distance = -PSNR`` and ``ssim_dis
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 __all__ = ["psnr", "ssim", "psnr_distance", "ssim_distance", "gaussian_window"]
 
@@ -49,6 +48,14 @@ def gaussian_window(size: int = 11, sigma: float = 1.5, dtype=torch.float64, dev
     return g / g.sum()
 
 
+def _band(g: torch.Tensor, n: int) -> torch.Tensor:
+    """``[n, n - len(g) + 1]`` matrix ``M`` with ``(t @ M)[..., j] = sum_i g[i] t[..., j + i]`` (valid filtering)."""
+    m = torch.zeros(n, n - g.numel() + 1, dtype=g.dtype, device=g.device)
+    for i in range(g.numel()):
+        m.diagonal(-i).copy_(g[i].expand(n - g.numel() + 1))
+    return m
+
+
 def ssim(
     x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, win_size: int = 11, sigma: float = 1.5
 ) -> torch.Tensor:
@@ -60,21 +67,21 @@ def ssim(
     win = min(win_size, h if h % 2 else h - 1, w if w % 2 else w - 1)
     if win < 1:
         raise ValueError(f"x: image too small for SSIM, got {h}x{w}")
+    # the separable "valid" Gaussian filter as two GEMMs with banded matrices (one per axis) over the five
+    # moments stacked together: the same sums as the depthwise convolution, several times faster on CPU in float64
     xd, yd = x.double(), y.double()
-    c = x.shape[1]
     g = gaussian_window(win, sigma, device=x.device)
-    kh = g.view(1, 1, win, 1).expand(c, 1, win, 1)
-    kw = g.view(1, 1, 1, win).expand(c, 1, 1, win)
-
-    def filt(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.conv2d(t, kh, groups=c), kw, groups=c)
-
+    band_h, band_w = _band(g, h), _band(g, w)
+    moments = torch.stack([xd, yd, xd * xd, yd * yd, xd * yd])  # [5, B, C, H, W]
+    lead = moments.shape[:-2]
+    oh, ow = h - win + 1, w - win + 1
+    f = (moments.reshape(-1, w) @ band_w).view(-1, h, ow).transpose(1, 2).reshape(-1, h) @ band_h
+    mx, my, exx, eyy, exy = f.view(*lead, ow, oh).transpose(-1, -2).unbind(0)
     c1 = (0.01 * data_range) ** 2
     c2 = (0.03 * data_range) ** 2
-    mx, my = filt(xd), filt(yd)
-    sxx = filt(xd * xd) - mx * mx
-    syy = filt(yd * yd) - my * my
-    sxy = filt(xd * yd) - mx * my
+    sxx = exx - mx * mx
+    syy = eyy - my * my
+    sxy = exy - mx * my
     s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
     return s.flatten(1).mean(1).to(x.dtype)
 
