@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--default-per-subset",
         type=int,
         default=None,
-        help="triplets per subset of the embedded set (JND pairs: twice that); default 40 and 64",
+        help="matched_mse triplets of the embedded set (graded: half of them on the same references, JND: two "
+        "pairs per graded triplet); default 120",
     )
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -182,7 +183,6 @@ def _data_root(args, rank: int, world: int, log) -> tuple[Path, bool]:
     kw = {}
     if args.default_per_subset is not None:
         kw["per_subset"] = args.default_per_subset
-        kw["n_jnd"] = 2 * args.default_per_subset
     if rank == 0:
         t = time.perf_counter()
         root = default_set.build_default_set(**kw)
@@ -206,7 +206,15 @@ def run_score(args) -> dict:
     from . import _io
     from .score import plots
     from .score.bapps import data_fingerprint
-    from .score.runner import DistanceModel, compute_distances, env_rank_world, load_datasets, score_results
+    from .score.runner import (
+        DistanceModel,
+        FeatureReuse,
+        compute_distances,
+        count_image_uses,
+        env_rank_world,
+        load_datasets,
+        score_results,
+    )
 
     rank, world = env_rank_world()
     if args.batch_size < 1:
@@ -234,9 +242,12 @@ def run_score(args) -> dict:
     data = load_datasets(Path(root), args.split, subsets, load_size, jnd=not args.no_jnd)
     all_ds = data["2afc"] + data["jnd"]
     n_items = sum(len(d) for d in all_ds)
+    uses = None
     if n_items <= 20000 and args.workers == 0:  # keep decoded patches in memory across metrics (small sets only)
         for d in all_ds:
             d._cache = {}
+        # images repeated across items (the embedded set reuses its references) go through a backbone once
+        uses = count_image_uses(all_ds)
     fp = data_fingerprint(all_ds)
     random_names = [s.name for s in specs if s.random_init]
     notice = RANDOM_INIT_NOTICE.format(names=", ".join(random_names), seed=args.seed) if random_names else None
@@ -282,7 +293,8 @@ def run_score(args) -> dict:
     }
     for spec in specs:
         t0 = time.perf_counter()
-        model = DistanceModel(spec, device=device, backend=args.backend)
+        reuse = FeatureReuse(uses) if uses is not None and not spec.is_baseline else None
+        model = DistanceModel(spec, device=device, backend=args.backend, reuse=reuse)
         mres: dict = {"spec": spec.asdict(), "layers": model.layer_names, "n_cached": 0, "n_computed": 0}
         for kind in ("2afc", "jnd"):
             if not data[kind]:
@@ -314,6 +326,8 @@ def run_score(args) -> dict:
                     y, dm = per["matched_mse"]
                     by_kind = _embedded_set().matched_mse_by_kind(root, ds.ids, dm.arrays["d0"], dm.arrays["d1"], y)
                     mres[kind]["matched_mse_by_kind"] = by_kind
+        if reuse is not None:  # images the backbone saw / images the computed items hold
+            mres["backbone_images"] = {"computed": reuse.n_computed, "of": reuse.n_images}
         mres["seconds"] = time.perf_counter() - t0
         results["metrics"][spec.label] = mres
         del model

@@ -263,3 +263,84 @@ def test_reference_features_computed_once_per_triplet():
     np.testing.assert_allclose(out["d0"], d0, rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(out["l1"], l1, rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(out["l0"].sum(1), out["d0"], rtol=1e-12)
+
+
+@needs_metric
+@pytest.mark.parametrize("seed, pin_bytes", [(0, 2 << 30), (1, 2 << 30), (2, 0), (3, 1 << 20)])
+def test_repeated_images_go_through_the_backbone_once(seed, pin_bytes):
+    """FeatureReuse: images repeated across batches and inside a batch (random pattern) are computed once, the
+    distances equal those of a model without reuse, and nothing is held after the last use (held as views of
+    their batch, or copied beyond pin_bytes)."""
+    from percept_fast.score.runner import DistanceModel, FeatureReuse, MetricSpec, image_key
+
+    g = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    pool = torch.rand(9, 3, 32, 32, generator=g)
+    batches = []  # triplets drawn from a small pool: many repeats
+    for _ in range(4):
+        b = int(rng.integers(1, 5))
+        batches.append([pool[rng.integers(0, len(pool), size=b)] for _ in range(3)])
+    uses: dict[bytes, int] = {}
+    for trip in batches:
+        for t in trip:
+            for img in t:
+                uses[image_key(img)] = uses.get(image_key(img), 0) + 1
+    spec = MetricSpec(name="squeeze", lin_weights="lpips")
+    plain = DistanceModel(spec)
+    reuse = FeatureReuse(uses, pin_bytes=pin_bytes)
+    shared = DistanceModel(spec, reuse=reuse)
+    for ref, p0, p1 in batches:
+        want, got = plain.triplet(ref, p0, p1), shared.triplet(ref, p0, p1)
+        for k in ("d0", "d1", "l0", "l1"):
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-7)
+    assert reuse.n_images == sum(3 * len(t[0]) for t in batches)
+    assert reuse.n_computed == len(uses)  # each distinct image once
+    assert reuse.n_held == 0 and not reuse._pins
+    # features(): the whole batch, in order, equal to the backbone's
+    reuse2 = FeatureReuse({image_key(pool[0]): 3}, pin_bytes=pin_bytes)
+    x = pool[[0, 1, 0]]
+    with torch.inference_mode():
+        got = reuse2.features(x, plain._backbone)
+        want = plain._backbone(x)
+        again = reuse2.features(pool[[2, 0]], plain._backbone)
+        want2 = plain._backbone(pool[[2, 0]])
+    for a, b in zip(got + again, want + want2):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert reuse2.n_computed == 3 and reuse2.n_held == 0
+
+
+def test_image_key_is_content_based():
+    from percept_fast.score.runner import image_key
+
+    x = torch.rand(3, 8, 8)
+    assert image_key(x) == image_key(x.clone()) == image_key(x.transpose(1, 2).contiguous().transpose(1, 2))
+    y = x.clone()
+    y[0, 0, 0] += 1e-6
+    assert image_key(y) != image_key(x)
+    assert image_key(x.double()) != image_key(x)
+    assert image_key(x.reshape(3, 4, 16)) != image_key(x)
+
+
+@needs_metric
+def test_non_finite_features_are_reported_once_checked():
+    """The runner checks each computed batch of features once (the per-call check of the metric is off in its
+    distance calls): a NaN in a backbone map stops the run with a clear error."""
+    from percept_fast.score.runner import DistanceModel, MetricSpec
+
+    model = DistanceModel(MetricSpec(name="squeeze", lin_weights="lpips"))
+    orig = model.metric.features
+
+    def poisoned(x):
+        feats = orig(x)
+        feats[2] = feats[2].clone()
+        feats[2][0, 0, 0, 0] = float("nan")
+        return feats
+
+    model.metric.features = poisoned
+    x = torch.rand(2, 3, 32, 32)
+    with pytest.raises(ValueError, match="layer 2 contain NaN"):
+        model.triplet(x, x, x)
+    model.metric.features = orig
+    assert model.metric.check_input is True  # restored after the distance calls
+    out = model.triplet(x, x.flip(-1), x)
+    assert np.isfinite(out["d0"]).all() and (out["d1"] == 0).all()

@@ -66,9 +66,41 @@ def test_subsets_and_manifest(small_set):
     assert len(rows) == N_SMALL
     combos = {(r["far"], r["close"]) for r in rows}
     assert combos == {(f, c) for f in matched_mse.FAR_KINDS for c in matched_mse.CLOSE_KINDS}
-    assert {r["family"] for r in man["2afc"]["graded"]} == set(default_set.FAMILIES)
-    assert len(TwoAFCDataset(small_set, "graded")) == N_SMALL
+    n_graded = default_set.graded_count(N_SMALL)
+    assert n_graded == N_SMALL // 2
+    assert [r["family"] for r in man["2afc"]["graded"]] == list(default_set.FAMILIES[:n_graded])  # cycled
+    assert len(TwoAFCDataset(small_set, "graded")) == n_graded
     assert len(JNDDataset(small_set, default_set.JND_SUBSET)) == 3
+
+
+def test_graded_and_jnd_reuse_the_matched_mse_images(small_set):
+    """graded triplet i is on matched_mse's reference i; JND pair j is graded triplet j // 2's reference and its
+    p0 (even j) or p1, with same = exp(-s / JND_TAU) of that patch's strength; graded's judgement follows its rule."""
+    mm = TwoAFCDataset(small_set, "matched_mse", load_size=None)
+    gr = TwoAFCDataset(small_set, "graded", load_size=None)
+    jnd = JNDDataset(small_set, default_set.JND_SUBSET, load_size=None)
+    man = json.loads((small_set / "manifest.json").read_text())
+    for i, row in enumerate(man["2afc"]["graded"]):
+        assert torch.equal(gr[i]["ref"], mm[i]["ref"])
+        assert not torch.equal(gr[i]["p0"], gr[i]["p1"])
+        expect = 1.0 / (1.0 + np.exp(-(row["s0"] - row["s1"]) / default_set.TEMPERATURE))
+        assert float(gr.judgements[i]) == pytest.approx(expect, rel=1e-6)
+    for j, row in enumerate(man["jnd"][default_set.JND_SUBSET]):
+        t, which = j // 2, f"p{j % 2}"
+        assert torch.equal(jnd[j]["p0"], gr[t]["ref"])
+        assert torch.equal(jnd[j]["p1"], gr[t][which])
+        s = man["2afc"]["graded"][t]["s0" if which == "p0" else "s1"]
+        assert row["s"] == s
+        assert float(jnd.judgements[j]) == pytest.approx(np.exp(-s / default_set.JND_TAU), rel=1e-6)
+
+
+def test_counts_are_validated(tmp_path):
+    n_graded = default_set.graded_count(4)
+    with pytest.raises(ValueError, match="n_jnd"):
+        default_set.build_default_set(tmp_path / "x", per_subset=4, n_jnd=2 * n_graded + 1)
+    with pytest.raises(ValueError, match="per_subset"):
+        default_set.build_default_set(tmp_path / "x", per_subset=0)
+    assert not (tmp_path / "x").exists()
 
 
 # ------------------------------------------------------------------------------------------------ matched MSE

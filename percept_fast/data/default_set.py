@@ -13,8 +13,9 @@ structural similarity", IEEE TIP 13(4), 2004 (Fig. 2): at equal MSE a luminance 
 look nearly like the original while blur, JPEG blocking and impulsive noise look clearly worse. Since MSE is equal by
 construction, PSNR is at chance here (its choice follows the residual mismatch).
 
-``graded`` (monotonicity sanity check). Both distorted patches of a triplet apply the *same* family (same
-noise pattern / colour direction) at two strengths ``s0, s1`` in [0.05, 1]; families cycle over:
+``graded`` (monotonicity sanity check; half as many triplets as ``matched_mse``, on the reference patches of its
+first triplets). Both distorted patches of a triplet apply the *same* family (same noise pattern / colour
+direction) at two strengths ``s0, s1`` in [0.05, 1]; families cycle over:
 
 * ``blur``: Gaussian blur, radius ``0.3 + 2.7 s`` px
 * ``noise``: additive Gaussian noise, std ``0.01 + 0.19 s``
@@ -33,14 +34,21 @@ patches; ``graded`` encodes only "less distortion of the same kind looks closer"
 closer, nor how humans trade off other kinds of distortion; scores on this set are a demonstration and a
 sanity check, not a replacement for BAPPS.
 
+Shared images (version 3): ``graded`` triplet ``i`` uses the reference patch of ``matched_mse`` triplet ``i``, and
+every JND pair is a ``graded`` reference with one of its two distorted patches, so that a backbone sees each
+distinct image once (the scoring runner reuses the features of an image that occurs several times; see
+:mod:`percept_fast.score.runner`). This keeps the default run within its time budget (``percept-fast score``
+in under 30 s on a 2-core CPU); the subsets' items are therefore not independent across subsets (each subset's
+score and CI are computed on its own items; the ``pooled`` CI treats the items as independent).
+
 Source photo: matplotlib's ``mpl-data/sample_data/grace_hopper.jpg`` (a real photograph, 512x600, shipped in
 every matplotlib wheel; matplotlib is a dependency of this project). Reference patches are random crops of
 64 to 256 pixels (random position, optional horizontal mirror), resized to 64x64 with Lanczos, so the
 references cover faces, fabric, insignia, background and edges at several scales. A ``matched_mse`` crop
 that cannot reach its target (e.g. a flat patch that blur hardly changes) is redrawn.
 
-JND subset (``jnd/val/graded``): ``p0`` is the reference patch, ``p1`` the patch distorted by a random graded
-family at strength ``s`` in [0, 0.6]; ``same = exp(-s / 0.1)`` (synthetic).
+JND subset (``jnd/val/graded``): two pairs per ``graded`` triplet, ``p0`` its reference patch and ``p1`` one of its
+two distorted patches (strength ``s`` in [0.05, 1]); ``same = exp(-s / 0.2)`` (synthetic).
 
 The set is built at run time from the installed photo into a cache directory (``PERCEPT_FAST_CACHE`` or
 ``$XDG_CACHE_HOME/percept_fast`` or ``~/.cache/percept_fast``), deterministically from the seed, in the BAPPS
@@ -70,6 +78,7 @@ __all__ = [
     "FAMILIES",
     "DEFAULT_SEED",
     "DEFAULT_PER_SUBSET",
+    "graded_count",
     "DEFAULT_JND",
     "source_photos",
     "cache_root",
@@ -83,13 +92,13 @@ SUBSETS = ("matched_mse", "graded")  # 2AFC subsets, in table order
 JND_SUBSET = "graded"
 FAMILIES = ("blur", "noise", "jpeg", "color", "contrast", "pixelate")  # of the graded subsets
 DEFAULT_SEED = 0
-DEFAULT_PER_SUBSET = 120
-DEFAULT_JND = 64
+DEFAULT_PER_SUBSET = 120  # matched_mse triplets; graded: half of them (rounded up); JND: two per graded triplet
+DEFAULT_JND = None  # None: two pairs per graded triplet (all of its distorted patches)
 PATCH = 64
-VERSION = 2
+VERSION = 3
 MAX_ATTEMPTS = 200  # crops drawn for one matched_mse triplet before giving up
 TEMPERATURE = 0.1
-JND_TAU = 0.1
+JND_TAU = 0.2
 
 ABOUT = (
     "Embedded default set: real photo patches, synthetic distortions, SYNTHETIC ORDINAL JUDGEMENTS (rules, not "
@@ -99,7 +108,8 @@ ABOUT = (
     "judged closer, following the published ordering of Wang & Bovik 2009 (IEEE Signal Processing Magazine, "
     "Fig. 2) and Wang et al. 2004 (SSIM paper, Fig. 2). PSNR can only guess here: the MSEs are equal.\n"
     "  graded: two strengths of the same distortion, the weaker judged closer: a monotonicity sanity check "
-    "(any metric that grows with distortion strength is near the ceiling).\n"
+    "(any metric that grows with distortion strength is near the ceiling); on the reference patches of "
+    "matched_mse, and the JND pairs reuse its images.\n"
     "  Rules, sources and limits: percept_fast/data/default_set.py (and README.txt in the set)."
 )
 
@@ -178,20 +188,40 @@ def _crop(photo: Image.Image, rng: np.random.Generator) -> tuple[np.ndarray, lis
     return _to_arr(im), [x, y, size, flip]
 
 
-def _save_png(a: np.ndarray, path: Path) -> None:
-    _to_img(a).save(path, format="PNG")
+def _to_u8(a: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(a * 255.0), 0, 255).astype(np.uint8)
+
+
+def graded_count(per_subset: int) -> int:
+    """Triplets of ``graded`` for ``per_subset`` triplets of ``matched_mse``: half of them, rounded up."""
+    return (per_subset + 1) // 2
+
+
+def _counts(per_subset: int, n_jnd: int | None) -> tuple[int, int, int]:
+    if not isinstance(per_subset, int) or isinstance(per_subset, bool) or per_subset < 1:
+        raise ValueError(f"per_subset: expected a positive int, got {per_subset!r}")
+    n_graded = graded_count(per_subset)
+    if n_jnd is None:
+        n_jnd = 2 * n_graded
+    if not isinstance(n_jnd, int) or isinstance(n_jnd, bool) or not 0 <= n_jnd <= 2 * n_graded:
+        raise ValueError(f"n_jnd: expected an int in [0, {2 * n_graded}] (two pairs per graded triplet), got {n_jnd!r}")
+    return per_subset, n_graded, n_jnd
 
 
 def _config_key(seed: int, per_subset: int, n_jnd: int, photos: list[Path]) -> str:
     h = hashlib.sha256()
     mm = (matched_mse.MSE_RTOL, matched_mse.PSNR_RANGE_DB, matched_mse.FAR_PSNR_SLACK_DB)
-    h.update(f"v{VERSION}/{seed}/{per_subset}/{n_jnd}/{PATCH}/{SUBSETS}/{FAMILIES}/{mm}".encode())
+    consts = (TEMPERATURE, JND_TAU)
+    h.update(f"v{VERSION}/{seed}/{per_subset}/{n_jnd}/{PATCH}/{SUBSETS}/{FAMILIES}/{mm}/{consts}".encode())
     for p in photos:
         h.update(hashlib.sha256(p.read_bytes()).digest())
     return h.hexdigest()[:12]
 
 
-def default_set_dir(seed: int = DEFAULT_SEED, per_subset: int = DEFAULT_PER_SUBSET, n_jnd: int = DEFAULT_JND) -> Path:
+def default_set_dir(
+    seed: int = DEFAULT_SEED, per_subset: int = DEFAULT_PER_SUBSET, n_jnd: int | None = DEFAULT_JND
+) -> Path:
+    per_subset, _, n_jnd = _counts(per_subset, n_jnd)
     return cache_root() / f"default_set_{_config_key(seed, per_subset, n_jnd, source_photos())}"
 
 
@@ -199,17 +229,17 @@ def build_default_set(
     root: str | os.PathLike | None = None,
     seed: int = DEFAULT_SEED,
     per_subset: int = DEFAULT_PER_SUBSET,
-    n_jnd: int = DEFAULT_JND,
+    n_jnd: int | None = DEFAULT_JND,
 ) -> Path:
     """Build the embedded set (or reuse a complete earlier build) and return its BAPPS root.
+
+    ``per_subset`` triplets of ``matched_mse``, :func:`graded_count` of ``graded`` on the same references, and
+    ``n_jnd`` JND pairs (at most two per graded triplet; None: all of them).
 
     The build goes to a temporary sibling directory that is renamed into place when complete, so an
     interrupted build is never mistaken for a finished one and concurrent builders cannot collide.
     """
-    if not isinstance(per_subset, int) or per_subset < 1:
-        raise ValueError(f"per_subset: expected a positive int, got {per_subset!r}")
-    if not isinstance(n_jnd, int) or n_jnd < 0:
-        raise ValueError(f"n_jnd: expected a non-negative int, got {n_jnd!r}")
+    per_subset, _, n_jnd = _counts(per_subset, n_jnd)
     photos = source_photos()
     final = Path(root) if root is not None else default_set_dir(seed, per_subset, n_jnd)
     if (final / "manifest.json").is_file():
@@ -241,10 +271,13 @@ def _subset_dir(out: Path, kind: str, subset: str, parts: tuple[str, ...]) -> Pa
     return d
 
 
-def _build_matched_mse(out: Path, rng: np.random.Generator, imgs: list, photos: list[Path], n: int) -> list[dict]:
+def _build_matched_mse(
+    out: Path, rng: np.random.Generator, imgs: list, photos: list[Path], n: int
+) -> tuple[list[dict], list[np.ndarray]]:
+    """Rows of the manifest and the ``uint8`` reference patches (reused by ``graded``)."""
     d = _subset_dir(out, "2afc", "matched_mse", ("ref", "p0", "p1", "judge"))
     combos = [(far, close) for close in matched_mse.CLOSE_KINDS for far in matched_mse.FAR_KINDS]
-    rows = []
+    rows, refs = [], []
     for i in range(n):
         far_kind, close_kind = combos[i % len(combos)]  # every combination equally often
         pair, attempts = None, 0
@@ -283,45 +316,55 @@ def _build_matched_mse(out: Path, rng: np.random.Generator, imgs: list, photos: 
                 "p": p,
             }
         )
-    return rows
+        refs.append(ref8)
+    return rows, refs
 
 
-def _build_graded(out: Path, rng: np.random.Generator, imgs: list, photos: list[Path], n: int) -> list[dict]:
+def _build_graded(out: Path, rng: np.random.Generator, refs: list[np.ndarray], n: int) -> tuple[list[dict], list]:
+    """``graded`` triplet ``i`` on ``refs[i]`` (the references of ``matched_mse``); returns the manifest rows and
+    ``(ref, [(p0, s0), (p1, s1)])`` per triplet for the JND pairs."""
     d = _subset_dir(out, "2afc", "graded", ("ref", "p0", "p1", "judge"))
-    rows = []
+    rows, images = [], []
     for i in range(n):
         fam = FAMILIES[i % len(FAMILIES)]
-        k = int(rng.integers(0, len(imgs)))
-        ref, crop = _crop(imgs[k], rng)
+        ref8 = refs[i]
+        ref = ref8.astype(np.float64) / 255.0
         s0, s1 = (float(v) for v in rng.uniform(0.05, 1.0, size=2))
         aux = _aux(rng)
         p = float(1.0 / (1.0 + np.exp(-(s0 - s1) / TEMPERATURE)))
         name = f"{i:06d}"
-        _save_png(ref, d / "ref" / f"{name}.png")
-        _save_png(distort(ref, fam, s0, aux), d / "p0" / f"{name}.png")
-        _save_png(distort(ref, fam, s1, aux), d / "p1" / f"{name}.png")
+        p0, p1 = (_to_u8(distort(ref, fam, v, aux)) for v in (s0, s1))
+        _save_u8(ref8, d / "ref" / f"{name}.png")
+        _save_u8(p0, d / "p0" / f"{name}.png")
+        _save_u8(p1, d / "p1" / f"{name}.png")
         np.save(d / "judge" / f"{name}.npy", np.array([p], dtype=np.float32))
-        rows.append(
-            {"id": name, "photo": photos[k].name, "crop_xy_size_flip": crop, "family": fam, "s0": s0, "s1": s1, "p": p}
-        )
-    return rows
+        rows.append({"id": name, "ref": f"matched_mse/{name}", "family": fam, "s0": s0, "s1": s1, "p": p})
+        images.append((ref8, [(p0, s0), (p1, s1)]))
+    return rows, images
 
 
-def _build_jnd(out: Path, rng: np.random.Generator, imgs: list, photos: list[Path], n: int) -> list[dict]:
+def _build_jnd(out: Path, graded: list, graded_rows: list[dict], n: int) -> list[dict]:
+    """JND pair ``j``: the reference of ``graded`` triplet ``j // 2`` and its ``p0`` (even ``j``) or ``p1``."""
     d = _subset_dir(out, "jnd", JND_SUBSET, ("p0", "p1", "same"))
     rows = []
-    for i in range(n):
-        k = int(rng.integers(0, len(imgs)))
-        ref, crop = _crop(imgs[k], rng)
-        fam = FAMILIES[int(rng.integers(0, len(FAMILIES)))]
-        s = float(rng.uniform(0.0, 0.6))
-        aux = _aux(rng)
+    for j in range(n):
+        t, which = j // 2, j % 2
+        ref8, dist = graded[t]
+        img, s = dist[which]
         same = float(np.exp(-s / JND_TAU))
-        name = f"{i:06d}"
-        _save_png(ref, d / "p0" / f"{name}.png")
-        _save_png(distort(ref, fam, s, aux), d / "p1" / f"{name}.png")
+        name = f"{j:06d}"
+        _save_u8(ref8, d / "p0" / f"{name}.png")
+        _save_u8(img, d / "p1" / f"{name}.png")
         np.save(d / "same" / f"{name}.npy", np.array([same], dtype=np.float32))
-        rows.append({"id": name, "photo": photos[k].name, "family": fam, "s": s, "same": same})
+        rows.append(
+            {
+                "id": name,
+                "graded": f"{graded_rows[t]['id']}/p{which}",
+                "family": graded_rows[t]["family"],
+                "s": s,
+                "same": same,
+            }
+        )
     return rows
 
 
@@ -331,6 +374,8 @@ def _build(out: Path, seed: int, per_subset: int, n_jnd: int, photos: list[Path]
     for p in photos:
         with Image.open(p) as im:
             imgs.append(im.convert("RGB"))
+    mm_rows, refs = _build_matched_mse(out, rng, imgs, photos, per_subset)
+    graded_rows, graded = _build_graded(out, rng, refs, graded_count(per_subset))
     manifest: dict = {
         "description": ABOUT,
         "version": VERSION,
@@ -342,11 +387,8 @@ def _build(out: Path, seed: int, per_subset: int, n_jnd: int, photos: list[Path]
             "far_kinds": list(matched_mse.FAR_KINDS),
             "close_kinds": list(matched_mse.CLOSE_KINDS),
         },
-        "2afc": {
-            "matched_mse": _build_matched_mse(out, rng, imgs, photos, per_subset),
-            "graded": _build_graded(out, rng, imgs, photos, per_subset),
-        },
-        "jnd": {JND_SUBSET: _build_jnd(out, rng, imgs, photos, n_jnd)} if n_jnd > 0 else {},
+        "2afc": {"matched_mse": mm_rows, "graded": graded_rows},
+        "jnd": {JND_SUBSET: _build_jnd(out, graded, graded_rows, n_jnd)} if n_jnd > 0 else {},
     }
     (out / "README.txt").write_text(ABOUT + "\n\n" + (__doc__ or "").strip() + "\n")
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")

@@ -2,7 +2,11 @@
 optional torch.distributed sharding), then scores, bootstrap CIs and per-layer scores.
 
 Deep metrics compute the reference features **once per triplet**: ``features(cat([ref, p0, p1]))`` is one
-backbone pass and ``d0``/``d1`` come from ``distance_from_features`` on the split feature lists.
+backbone pass and ``d0``/``d1`` come from ``distance_from_features`` on the split feature lists. Images that
+occur several times in a job (the same pixels in several triplets or subsets, as in the embedded default set,
+whose ``graded`` and JND items reuse ``matched_mse``'s references and ``graded``'s distorted patches) go through
+the backbone once: :class:`FeatureReuse` keys every image by its content and keeps the features of a repeated
+image until its last use.
 
 Cache layout (one directory per metric configuration and data fingerprint)::
 
@@ -31,7 +35,17 @@ from . import baselines
 from .bapps import JNDDataset, TwoAFCDataset, _BAPPSBase
 from .score import aggregate, bootstrap_aggregate_ci, twoafc_scores
 
-__all__ = ["MetricSpec", "DistanceModel", "build_model", "compute_distances", "score_results", "Dist"]
+__all__ = [
+    "MetricSpec",
+    "DistanceModel",
+    "FeatureReuse",
+    "image_key",
+    "count_image_uses",
+    "build_model",
+    "compute_distances",
+    "score_results",
+    "Dist",
+]
 
 BASELINES = {"psnr": baselines.psnr_distance, "ssim": baselines.ssim_distance}
 LPIPS_LIN_NETS = ("alex", "vgg", "squeeze")
@@ -107,8 +121,124 @@ class Dist:
     n_computed: int = 0
 
 
+def image_key(x: torch.Tensor) -> bytes:
+    """Content key of one image tensor: its dtype, shape and bytes (equal keys: the same pixels)."""
+    t = x.detach().to("cpu").contiguous()
+    h = hashlib.blake2b(f"{t.dtype}{tuple(t.shape)}".encode(), digest_size=16)
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.digest()
+
+
+def count_image_uses(datasets: Sequence[_BAPPSBase]) -> dict[bytes, int]:
+    """How often each distinct image (by :func:`image_key`) occurs among the items of ``datasets``."""
+    uses: dict[bytes, int] = {}
+    for ds in datasets:
+        for i in range(len(ds)):
+            item = ds[i]
+            for name in ds._img_dirs:
+                k = image_key(item[name])
+                uses[k] = uses.get(k, 0) + 1
+    return uses
+
+
+class FeatureReuse:
+    """Backbone features of images that occur more than once in a job, computed once and kept until their last
+    use (``uses``: occurrences per :func:`image_key`, e.g. from :func:`count_image_uses`).
+
+    ``parts(x, compute, n)`` splits the batch ``x`` (``[N, 3, H, W]``) into ``n`` equal consecutive parts and
+    returns each part as *runs*: ``(rows, [per-layer features of those rows])`` covering the part in order,
+    calling ``compute`` once, on the distinct images of ``x`` that it does not hold. Runs are views (nothing is
+    copied): consecutive rows of one computed batch form one run. A repeated image is held as a view of the batch
+    it was computed in, which keeps that batch's features alive until its last use, up to ``pin_bytes`` of such
+    batches; beyond that its rows are copied. ``features(x, compute)`` returns the whole batch's features.
+    """
+
+    def __init__(self, uses: dict[bytes, int], pin_bytes: int = 2 << 30):
+        self._left = {k: n for k, n in uses.items() if n > 1}  # uses still to come of each repeated image
+        self._held: dict[bytes, tuple[list[torch.Tensor], int]] = {}  # key -> (features of its batch, row)
+        self._pins: dict[int, list] = {}  # id(batch features) -> [bytes, number of held rows]
+        self.pin_bytes = int(pin_bytes)
+        self.n_images = 0  # images asked for
+        self.n_computed = 0  # of which went through the backbone
+
+    @property
+    def n_held(self) -> int:
+        return len(self._held)
+
+    def features(self, x: torch.Tensor, compute: Callable[[torch.Tensor], list[torch.Tensor]]) -> list[torch.Tensor]:
+        runs = self.parts(x, compute, 1)[0]
+        if len(runs) == 1:
+            return runs[0][1]
+        return [torch.cat([r[1][layer] for r in runs]) for layer in range(len(runs[0][1]))]
+
+    def parts(
+        self, x: torch.Tensor, compute: Callable[[torch.Tensor], list[torch.Tensor]], n_parts: int
+    ) -> list[list[tuple[int, list[torch.Tensor]]]]:
+        if n_parts < 1 or x.shape[0] % n_parts:
+            raise ValueError(f"n_parts: expected a positive divisor of the batch size {x.shape[0]}, got {n_parts}")
+        keys = [image_key(t) for t in x]
+        first: dict[bytes, int] = {}  # distinct images not held, in order of first appearance -> row in new
+        where: list[int] = []  # their positions in x
+        for i, k in enumerate(keys):
+            if k not in self._held and k not in first:
+                first[k] = len(first)
+                where.append(i)
+        self.n_images += len(keys)
+        self.n_computed += len(first)
+        new = compute(x if len(where) == len(keys) else x[where]) if first else None
+        source = [(new, first[k]) if k in first else self._held[k] for k in keys]  # (features, row) per row
+        size = len(keys) // n_parts
+        out = []
+        for p in range(n_parts):
+            runs: list[tuple[int, list[torch.Tensor]]] = []
+            start = p * size
+            for i in range(p * size, (p + 1) * size + 1):
+                if i < (p + 1) * size and i > start:
+                    (fa, ra), (fb, rb) = source[i - 1], source[i]
+                    if fa is fb and rb == ra + 1:
+                        continue  # extends the run
+                if i > start:
+                    feats, row = source[start]
+                    runs.append((i - start, [f[row : row + i - start] for f in feats]))
+                    start = i
+            out.append(runs)
+        for k in keys:  # one use per occurrence; keep what is still to be used, drop what is not
+            left = self._left.get(k)
+            if left is None:
+                continue
+            if left > 1 and k not in self._held and k in first:
+                self._hold(k, new, first[k])
+            self._left[k] = left - 1
+            if left - 1 <= 0:
+                self._left.pop(k)
+                self._release(k)
+        return out
+
+    def _hold(self, k: bytes, feats: list[torch.Tensor], row: int) -> None:
+        pin = self._pins.get(id(feats))
+        if pin is None:
+            nbytes = sum(f.numel() * f.element_size() for f in feats)
+            if sum(b for b, _ in self._pins.values()) + nbytes > self.pin_bytes:  # copy this image's rows
+                self._held[k] = ([f[row : row + 1].clone() for f in feats], 0)
+                return
+            pin = self._pins[id(feats)] = [nbytes, 0]
+        pin[1] += 1
+        self._held[k] = (feats, row)
+
+    def _release(self, k: bytes) -> None:
+        held = self._held.pop(k, None)
+        if held is None:
+            return
+        pin = self._pins.get(id(held[0]))
+        if pin is not None:
+            pin[1] -= 1
+            if pin[1] == 0:
+                del self._pins[id(held[0])]
+
+
 class DistanceModel:
-    """Uniform interface over deep metrics and baselines for the runner."""
+    """Uniform interface over deep metrics and baselines for the runner. ``reuse``: a :class:`FeatureReuse` for
+    the job's repeated images (None: every image goes through the backbone)."""
 
     def __init__(
         self,
@@ -116,9 +246,11 @@ class DistanceModel:
         device: str | torch.device = "cpu",
         backend: str = "auto",
         channels_last: bool | None = None,
+        reuse: FeatureReuse | None = None,
     ):
         self.spec = spec
         self.device = torch.device(device)
+        self.reuse = reuse
         # channels_last convolutions are faster on CPU (oneDNN) for squeeze/vgg/resnets; AlexNet's 11x11/4 stem
         # is faster in NCHW (measured CPU time per 64 triplets at 64 px, 1 thread: alex 0.29 s NCHW vs 0.35 s
         # channels_last; squeeze 0.69 vs 0.59; vgg 10.7 vs 9.1). The ops take any memory layout.
@@ -167,36 +299,73 @@ class DistanceModel:
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
+    def _backbone(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = self.metric.features(self._layout(x.to(self.device)))
+        if self.metric.check_input:
+            for i, f in enumerate(feats):  # once per computed image (see _dist)
+                if not bool(torch.isfinite(f.sum(dtype=torch.float64 if f.dtype == torch.float64 else torch.float32))):
+                    if not bool(torch.isfinite(f).all()):  # not just an overflow of the sum
+                        raise ValueError(f"backbone features of layer {i} contain NaN or Inf")
+        return feats
+
+    def _features(self, x: torch.Tensor, n_parts: int) -> list[list[tuple[int, list[torch.Tensor]]]]:
+        """Features of the images ``x`` (on the host) split into ``n_parts`` equal parts (one backbone pass), each
+        as runs ``(rows, per-layer features)`` (see :class:`FeatureReuse`); repeated images from ``reuse``."""
+        if self.reuse is not None:
+            return self.reuse.parts(x, self._backbone, n_parts)
+        feats = self._backbone(x)
+        b = x.shape[0] // n_parts
+        return [[(b, [f[p * b : (p + 1) * b] for f in feats])] for p in range(n_parts)]
+
+    def _dist_runs(self, ra, rb) -> tuple[np.ndarray, np.ndarray]:
+        """``_dist`` of two parts given as runs over the same rows: one op call per stretch where both sides are
+        one run (no features copied)."""
+        tots, pers = [], []
+        ia = ib = oa = ob = 0
+        while ia < len(ra):
+            (na, fa), (nb, fb) = ra[ia], rb[ib]
+            k = min(na - oa, nb - ob)
+            tot, per = self._dist([f[oa : oa + k] for f in fa], [f[ob : ob + k] for f in fb])
+            tots.append(tot)
+            pers.append(per)
+            oa, ob = oa + k, ob + k
+            if oa == na:
+                ia, oa = ia + 1, 0
+            if ob == nb:
+                ib, ob = ib + 1, 0
+        if len(tots) == 1:
+            return tots[0], pers[0]
+        return np.concatenate(tots), np.concatenate(pers)
+
     def _dist(self, fa, fb) -> tuple[np.ndarray, np.ndarray]:
         m = self.metric
-        per = _np(m.distance_from_features(fa, fb, per_layer=True))
-        tot = per.sum(axis=1) if self.total_is_layer_sum else _np(m.distance_from_features(fa, fb))
+        # _backbone proved every map finite once; the metric would re-check both sides of every call (a sum per
+        # map and call: the reference's maps twice per triplet, more with runs), so its check is off here
+        check, m.check_input = m.check_input, False
+        try:
+            per = _np(m.distance_from_features(fa, fb, per_layer=True))
+            tot = per.sum(axis=1) if self.total_is_layer_sum else _np(m.distance_from_features(fa, fb))
+        finally:
+            m.check_input = check
         return tot, per
 
     @torch.inference_mode()
     def triplet(self, ref: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor) -> dict[str, np.ndarray]:
-        ref, p0, p1 = (t.to(self.device) for t in (ref, p0, p1))
         if self.metric is None:
+            ref, p0, p1 = (t.to(self.device) for t in (ref, p0, p1))
             return {"d0": _np(self._fn(ref, p0)), "d1": _np(self._fn(ref, p1))}
-        b = ref.shape[0]
-        feats = self.metric.features(self._layout(torch.cat([ref, p0, p1])))  # ref features once per triplet
-        fr = [f[:b] for f in feats]
-        f0 = [f[b : 2 * b] for f in feats]
-        f1 = [f[2 * b :] for f in feats]
-        d0, l0 = self._dist(fr, f0)
-        d1, l1 = self._dist(fr, f1)
+        fr, f0, f1 = self._features(torch.cat([ref, p0, p1]), 3)  # ref features once per triplet
+        d0, l0 = self._dist_runs(fr, f0)
+        d1, l1 = self._dist_runs(fr, f1)
         return {"d0": d0, "d1": d1, "l0": l0, "l1": l1}
 
     @torch.inference_mode()
     def pair(self, p0: torch.Tensor, p1: torch.Tensor) -> dict[str, np.ndarray]:
-        p0, p1 = (t.to(self.device) for t in (p0, p1))
         if self.metric is None:
+            p0, p1 = (t.to(self.device) for t in (p0, p1))
             return {"d": _np(self._fn(p0, p1))}
-        b = p0.shape[0]
-        feats = self.metric.features(self._layout(torch.cat([p0, p1])))
-        f0 = [f[:b] for f in feats]
-        f1 = [f[b:] for f in feats]
-        d, per = self._dist(f0, f1)
+        f0, f1 = self._features(torch.cat([p0, p1]), 2)
+        d, per = self._dist_runs(f0, f1)
         return {"d": d, "l": per}
 
 
@@ -219,8 +388,8 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().to("cpu", torch.float64).numpy()
 
 
-def build_model(spec: MetricSpec, device="cpu", backend="auto", channels_last=None) -> DistanceModel:
-    return DistanceModel(spec, device, backend, channels_last)
+def build_model(spec: MetricSpec, device="cpu", backend="auto", channels_last=None, reuse=None) -> DistanceModel:
+    return DistanceModel(spec, device, backend, channels_last, reuse)
 
 
 # ---------------------------------------------------------------------------------------------- cache
