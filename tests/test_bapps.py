@@ -130,21 +130,21 @@ def test_fingerprint_changes_with_data(tmp_path):
 def test_embedded_default_set_small(tmp_path):
     from percept_fast.data import default_set
 
-    root = default_set.build_default_set(tmp_path / "set", seed=3, per_subset=6, n_jnd=5)
+    root = default_set.build_default_set(tmp_path / "set", seed=3, per_subset=12, n_jnd=5)
     assert set(list_subsets(root, "2afc", "val")) == set(default_set.SUBSETS)
     man = json.loads((root / "manifest.json").read_text())
     assert "SYNTHETIC" in man["description"]
     ds = TwoAFCDataset(root, "graded")
-    assert len(ds) == 6
+    assert len(ds) == default_set.graded_count(12) == 6
     rows = man["2afc"]["graded"]
     assert [r["family"] for r in rows] == list(default_set.FAMILIES)
     for i, row in enumerate(rows):
         # the less distorted patch is preferred: p > 0.5 exactly when s1 < s0
         assert (ds.judgements[i] > 0.5) == (row["s1"] < row["s0"])
-    assert len(TwoAFCDataset(root, "matched_mse")) == 6
+    assert len(TwoAFCDataset(root, "matched_mse")) == 12
     assert len(JNDDataset(root, default_set.JND_SUBSET)) == 5
     # deterministic: the same seed builds identical files
-    root2 = default_set.build_default_set(tmp_path / "set2", seed=3, per_subset=6, n_jnd=5)
+    root2 = default_set.build_default_set(tmp_path / "set2", seed=3, per_subset=12, n_jnd=5)
     a = (root / "2afc" / "val" / "graded" / "p0" / "000002.png").read_bytes()
     assert a == (root2 / "2afc" / "val" / "graded" / "p0" / "000002.png").read_bytes()
 

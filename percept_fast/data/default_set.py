@@ -37,8 +37,8 @@ sanity check, not a replacement for BAPPS.
 Shared images (version 3): ``graded`` triplet ``i`` uses the reference patch of ``matched_mse`` triplet ``i``, and
 every JND pair is a ``graded`` reference with one of its two distorted patches, so that a backbone sees each
 distinct image once (the scoring runner reuses the features of an image that occurs several times; see
-:mod:`percept_fast.score.runner`). This keeps the default run within its time budget (``percept-fast score``
-in under 30 s on a 2-core CPU); the subsets' items are therefore not independent across subsets (each subset's
+:mod:`percept_fast.score.runner`). This keeps the default run short (the target is under 30 s on a 2-core CPU; measured times in
+``docs/percept_fast.md``); the subsets' items are therefore not independent across subsets (each subset's
 score and CI are computed on its own items; the ``pooled`` CI treats the items as independent).
 
 Source photo: matplotlib's ``mpl-data/sample_data/grace_hopper.jpg`` (a real photograph, 512x600, shipped in

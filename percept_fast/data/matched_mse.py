@@ -34,7 +34,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-from scipy.ndimage import gaussian_filter
 
 __all__ = [
     "CLOSE_KINDS",
@@ -120,6 +119,8 @@ def apply(ref: np.ndarray, kind: str, param: float, noise: PairNoise | None) -> 
         m = x.mean(axis=(0, 1), keepdims=True)
         return _quantize(m + param * (x - m), noise.dither)
     if kind == "blur":
+        from scipy.ndimage import gaussian_filter  # imported here: a cached set needs no scipy (0.4 s of import)
+
         return _quantize(gaussian_filter(x, sigma=(param, param, 0.0), mode="reflect"), noise.dither)
     if kind == "jpeg":
         buf = io.BytesIO()
