@@ -32,7 +32,9 @@ def main(argv=None) -> dict:
         evals.append(data)
         for pol in data["policies"]:
             name = pol["policy"]
-            name = f"{Path(name).parent.name} (neural)" if name.endswith(".pt") else name
+            if name.endswith(".pt"):  # RUN/policy.pt: the run's name, else the file's
+                path = Path(name)
+                name = f"{path.parent.name if path.stem == 'policy' else path.stem} (neural)"
             label = f"{name}, {len(data['seeds'])} x {data['episodes_per_seed']} serves"
             policies.append(dict(pol, label=label))
     ceiling = evals[0]["ceiling_rally_mean"]
