@@ -4,6 +4,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "servo.hpp"
 #include "udp_send.hpp"
 
 namespace robot_rt::control {
@@ -388,7 +389,11 @@ void SimRobotServer::step(std::int64_t now_ns, double dt_s) noexcept {
   }
   const double tau = config_.tracking_time_constant_s;
   for (int i = 0; i < dof_; ++i) {
-    const double amax = config_.acceleration_limit[i], vmax = config_.velocity_limit[i];
+    // the drive saturates above the trajectory's limits (servo.hpp: 2 A, 1.2 V), as a real drive must to track a
+    // trajectory that uses the full A: saturated at A itself, a servo braking behind a full-A stop cannot close its
+    // error and overshoots the commanded rest by far more than its linear bound (0.08 rad measured on arm_j5)
+    const double amax = kServoDriveAccelerationFactor * config_.acceleration_limit[i];
+    const double vmax = kServoDriveVelocityFactor * config_.velocity_limit[i];
     double a = (target_q_[i] - q_[i]) / (tau * tau) + 2.0 * config_.servo_damping * (target_v_[i] - v_[i]) / tau;
     a = std::clamp(a, -amax, amax);
     double v = std::clamp(v_[i] + a * dt_s, -vmax, vmax);
@@ -406,7 +411,7 @@ void SimRobotServer::step(std::int64_t now_ns, double dt_s) noexcept {
     q_[i] = q;
     v_[i] = v;
     max_position_excess_ = std::max({max_position_excess_, lo - q, q - hi});
-    max_velocity_ratio_ = std::max(max_velocity_ratio_, std::fabs(v) / vmax);
+    max_velocity_ratio_ = std::max(max_velocity_ratio_, std::fabs(v) / config_.velocity_limit[i]);
   }
   state_stamp_ns_ = now_ns;
   ++ticks_;

@@ -5,8 +5,11 @@
 // reaches the servo after command_delay_s (transport + servo latency); the servo is a second-order tracker with
 // time constant tracking_time_constant_s and damping ratio servo_damping (1 by default: critically damped; a real
 // servo is often below and overshoots), a = (q* - q)/tau^2 + 2 zeta (v* - v)/tau,
-// saturated at the acceleration limit, then the velocity limit, then the position limits (a hard stop sets
-// the velocity to zero and is counted). Commands outside the limits are counted and clamped (a real bridge
+// saturated at the drive's peak acceleration, then its top speed (servo.hpp: 2 x the acceleration limit, 1.2 x the
+// velocity limit: a drive has headroom above the trajectory's limits, or it could not close its error behind a
+// trajectory that uses them), then the position limits (a hard stop sets the velocity to zero and is counted).
+// Between commands the servo keeps the last target position and velocity feed-forward (as a position interface
+// with speed feed-forward, e.g. ABB EGM, does until its communication timeout), and brakes after command_timeout_s. Commands outside the limits are counted and clamped (a real bridge
 // would reject them; the loop must never send one). With no accepted command for command_timeout_s the
 // robot brakes (target = current position) and reports kStatusHolding.
 //
