@@ -254,12 +254,23 @@ def main(argv=None) -> int:
                             f"{r['max_abs_diff_vs_lpips']:.1e}",
                         ]
                     )
-                    print(f"{command} N={n} {size}px: {r['speedup']:.1f}x ({r['load_after']})", flush=True)
+                    print(
+                        f"{command} N={n} {size}px: ours {r['ours_images_per_s']:.1f} img/s ({r['ours_seconds']:.1f} s), "
+                        f"lpips {r['lpips_images_per_s']:.3g} img/s ({r['lpips_seconds']:.1f} s"
+                        f"{', extrapolated' if r['lpips_extrapolated'] else ''}): {r['speedup']:.1f}x ({r['load_after']})",
+                        flush=True,
+                    )
+                    _write(rows, args)  # after every case: a stopped run keeps what it measured
     print_table(
         "percept-fast dirs/pairs vs lpips' scripts (alex, CPU)",
         ["command", "N", "size", "ours img/s", "lpips img/s", "speed-up", "ours s", "lpips s", "max |diff|"],
         table,
     )
+    print(f"wrote {_write(rows, args)}")
+    return 0
+
+
+def _write(rows: list[dict], args) -> Path:
     payload = {
         "bench": "bench_cli_imagesets",
         "machine": machine_info("cpu"),
@@ -267,9 +278,7 @@ def main(argv=None) -> int:
         "method": __doc__,
         "results": rows,
     }
-    path = write_json("bench_cli_imagesets", payload, args.out)
-    print(f"wrote {path}")
-    return 0
+    return write_json("bench_cli_imagesets", payload, args.out)
 
 
 if __name__ == "__main__":
