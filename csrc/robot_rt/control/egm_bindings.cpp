@@ -15,6 +15,34 @@ namespace py = pybind11;
 namespace robot_rt::control {
 namespace {
 
+// ---------------------------------------------------------------- driver I/O shared by the EGM and composite drivers
+// The driver's held state as a dict (stamp_ns, flags, position, velocity), or None when there is none.
+template <class Driver>
+py::object read_state_dict(Driver& d) {
+  JointState s;
+  if (!d.read_state(s)) return py::none();
+  py::dict out;
+  out["stamp_ns"] = s.stamp_ns;
+  out["flags"] = s.flags;
+  out["position"] = std::vector<double>(s.position_si, s.position_si + s.dof);
+  out["velocity"] = std::vector<double>(s.velocity_si, s.velocity_si + s.dof);
+  return out;
+}
+
+// One command from position and (optional, default 0) velocity lists of the driver's dof.
+template <class Driver>
+bool write_command_lists(Driver& d, const std::vector<double>& position, const std::vector<double>& velocity) {
+  if (static_cast<int>(position.size()) != d.dof() || (!velocity.empty() && velocity.size() != position.size()))
+    throw py::value_error("position, velocity: expected " + std::to_string(d.dof()) + " values");
+  JointCommand c;
+  c.dof = d.dof();
+  for (int i = 0; i < c.dof; ++i) {
+    c.position_si[i] = position[i];
+    c.velocity_si[i] = velocity.empty() ? 0.0 : velocity[i];
+  }
+  return d.write_command(c);
+}
+
 // ---------------------------------------------------------------- message <-> dict (keys only for present fields)
 py::list values_list(const egm::Values& v) {
   py::list out;
@@ -293,31 +321,12 @@ void register_egm(py::module_& m) {
       .def_property_readonly("controller", &EgmDriver::controller_endpoint)
       .def(
           "read_state",
-          [](EgmDriver& d) -> py::object {
-            JointState s;
-            if (!d.read_state(s)) return py::none();
-            py::dict out;
-            out["stamp_ns"] = s.stamp_ns;
-            out["flags"] = s.flags;
-            out["position"] = std::vector<double>(s.position_si, s.position_si + s.dof);
-            out["velocity"] = std::vector<double>(s.velocity_si, s.velocity_si + s.dof);
-            return out;
-          },
+          &read_state_dict<EgmDriver>,
           "Drains the socket; the held robot state as a dict, or None (no sample within hold_s). Not while a loop "
           "runs on this driver.")
       .def(
           "write_command",
-          [](EgmDriver& d, const std::vector<double>& position, const std::vector<double>& velocity) {
-            JointCommand c;
-            if (static_cast<int>(position.size()) != d.dof() || (!velocity.empty() && velocity.size() != position.size()))
-              throw py::value_error("position, velocity: expected " + std::to_string(d.dof()) + " values");
-            c.dof = d.dof();
-            for (int i = 0; i < c.dof; ++i) {
-              c.position_si[i] = position[i];
-              c.velocity_si[i] = velocity.empty() ? 0.0 : velocity[i];
-            }
-            return d.write_command(c);
-          },
+          &write_command_lists<EgmDriver>,
           py::arg("position"), py::arg("velocity") = std::vector<double>{},
           "Stores a command (rad, rad/s) and answers the controller's unanswered message with it.")
       .def("stats", [](const EgmDriver& d) {
@@ -363,31 +372,12 @@ void register_egm(py::module_& m) {
       .def("stop", &CompositeDriver::on_stop)
       .def(
           "read_state",
-          [](CompositeDriver& d) -> py::object {
-            JointState s;
-            if (!d.read_state(s)) return py::none();
-            py::dict out;
-            out["stamp_ns"] = s.stamp_ns;
-            out["flags"] = s.flags;
-            out["position"] = std::vector<double>(s.position_si, s.position_si + s.dof);
-            out["velocity"] = std::vector<double>(s.velocity_si, s.velocity_si + s.dof);
-            return out;
-          },
+          &read_state_dict<CompositeDriver>,
           "Reads every part: the joint state as a dict when every part is fresh, else None. Not while a loop runs "
           "on this driver.")
       .def(
           "write_command",
-          [](CompositeDriver& d, const std::vector<double>& position, const std::vector<double>& velocity) {
-            if (static_cast<int>(position.size()) != d.dof() || (!velocity.empty() && velocity.size() != position.size()))
-              throw py::value_error("position, velocity: expected " + std::to_string(d.dof()) + " values");
-            JointCommand c;
-            c.dof = d.dof();
-            for (int i = 0; i < c.dof; ++i) {
-              c.position_si[i] = position[i];
-              c.velocity_si[i] = velocity.empty() ? 0.0 : velocity[i];
-            }
-            return d.write_command(c);
-          },
+          &write_command_lists<CompositeDriver>,
           py::arg("position"), py::arg("velocity") = std::vector<double>{},
           "Splits one command over the parts; True when every part accepted it.")
       .def_property_readonly("last_fresh_mask", &CompositeDriver::last_fresh_mask);
