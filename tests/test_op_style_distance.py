@@ -151,12 +151,23 @@ def test_multi_layer_sum_and_per_layer():
 
 
 @needs_cpu
-def test_threads_do_not_change_the_result():
-    # few samples -> tile pairs in parallel; many samples -> samples in parallel: same value either way
-    x, y = make_features((1, 200, 8, 8), torch.float32, seed=1), make_features((1, 200, 8, 8), torch.float32, seed=2)
+@pytest.mark.parametrize(
+    "shape, layouts",
+    [
+        ((1, 200, 8, 8), ("contiguous", "contiguous")),
+        # contraction of 3 chunks of 4096: fewer samples than threads split it (packing included)
+        ((1, 70, 100, 100), ("channels_last", "contiguous")),
+        ((1, 16, 64, 129), ("contiguous", "sliced_c")),
+    ],
+)
+def test_threads_do_not_change_the_result(shape, layouts):
+    # few samples -> tile pairs (or contraction chunks) in parallel; many samples -> samples in parallel: same bits
+    x, y = make_features(shape, torch.float32, layouts[0], seed=1), make_features(shape, torch.float32, layouts[1], 2)
     one = style_distance(x, y, method="diff", backend="cpu")
+    close(one, exact(x, y), torch.float32)
     many = style_distance(x.expand(9, -1, -1, -1), y.expand(9, -1, -1, -1), method="diff", backend="cpu")
     assert torch.equal(many, one.expand(9))
+    assert torch.equal(style_distance(x, x.contiguous(), method="diff", backend="cpu"), torch.zeros(1))
 
 
 # -------------------------------------------------------------------------------------------- gradients

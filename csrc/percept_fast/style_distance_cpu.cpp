@@ -4,11 +4,13 @@
 // inputs) into panels of 16 rows, contraction-major: pack[(panel * K + k) * 16 + r]. A 4 x 16 micro-kernel
 // (GCC/Clang vector extensions: AVX2/FMA with the default x86-64-v3 flags, NEON on ARM) accumulates tiles of
 // T x T (T = 64, or less for small row counts) over contraction blocks of 256; each finished tile is squared
-// and summed in double. Threads take whole samples when there are at least as many samples as threads, and
-// tile pairs of one sample otherwise (per-pair partials summed in a fixed order: results do not depend on
-// the thread count). Maths and regimes: style_distance.h.
+// and summed in double. Threads take whole samples when there are at least as many samples as threads; with
+// fewer samples, (tile pair, contraction chunk) items of one sample when the contraction is long (packing split
+// the same way), else tile pairs (partials summed in a fixed order: results do not depend on the thread count).
+// Maths and regimes: style_distance.h.
 #include <atomic>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -68,9 +70,20 @@ inline void micro_4x16(const A* __restrict a, const A* __restrict b, int64_t kc,
 // Packed per-sample matrix: R rows padded to Rp (multiple of the tile size), K contraction entries.
 template <typename A>
 struct Packed {
-  std::vector<A> data;
+  std::unique_ptr<A[]> buf;  // uninitialised (pack writes every element): no serial zero fill of tens of MB
+  size_t capacity = 0;
   int64_t Rp = 0, K = 0;
-  const A* panel(int64_t p, int64_t k0) const { return data.data() + (p * K + k0) * kPanel; }
+  void shape(int64_t rows_padded, int64_t k) {
+    Rp = rows_padded;
+    K = k;
+    const size_t n = static_cast<size_t>(Rp * K);
+    if (n > capacity) {
+      buf.reset(new A[n]);
+      capacity = n;
+    }
+  }
+  A* data() { return buf.get(); }
+  const A* panel(int64_t p, int64_t k0) const { return buf.get() + (p * K + k0) * kPanel; }
 };
 
 // Element (r, k) of sample b is at base + row_off[r] + k_off[k]. Rows past R (padding up to Rp) are zero.
@@ -80,19 +93,17 @@ struct Packed {
 // streamed each panel 16 times through memory (packing took as long as the products; 3.4x faster this way).
 constexpr int64_t kPackChunk = 16;
 
+// Packs the contraction entries [ka, kb) of every panel into `out` (already shaped by Packed::shape).
 template <typename T, typename A>
-void pack(const T* base, const std::vector<int64_t>& row_off, const std::vector<int64_t>& k_off, bool k_inner,
-          int64_t Rp, Packed<A>& out) {
-  const int64_t R = static_cast<int64_t>(row_off.size()), K = static_cast<int64_t>(k_off.size());
-  out.Rp = Rp;
-  out.K = K;
-  out.data.resize(static_cast<size_t>(Rp * K));  // every element is written below (no zero fill of the whole)
-  for (int64_t p = 0; p < Rp / kPanel; ++p) {
-    A* dst = out.data.data() + p * K * kPanel;
+void pack_range(const T* base, const std::vector<int64_t>& row_off, const std::vector<int64_t>& k_off, bool k_inner,
+                Packed<A>& out, int64_t ka, int64_t kb) {
+  const int64_t R = static_cast<int64_t>(row_off.size()), K = out.K;
+  for (int64_t p = 0; p < out.Rp / kPanel; ++p) {
+    A* dst = out.data() + p * K * kPanel;
     const int64_t rn = std::max<int64_t>(0, std::min<int64_t>(kPanel, R - p * kPanel));
     if (k_inner) {
-      for (int64_t k0 = 0; k0 < K; k0 += kPackChunk) {
-        const int64_t k1 = std::min(K, k0 + kPackChunk);
+      for (int64_t k0 = ka; k0 < kb; k0 += kPackChunk) {
+        const int64_t k1 = std::min(kb, k0 + kPackChunk);
         for (int64_t r = 0; r < rn; ++r) {
           const T* src = base + row_off[p * kPanel + r];
           for (int64_t k = k0; k < k1; ++k) dst[k * kPanel + r] = Load<A, T>::get(src + k_off[k]);
@@ -101,13 +112,20 @@ void pack(const T* base, const std::vector<int64_t>& row_off, const std::vector<
           for (int64_t k = k0; k < k1; ++k) dst[k * kPanel + r] = A(0);
       }
     } else {
-      for (int64_t k = 0; k < K; ++k) {
+      for (int64_t k = ka; k < kb; ++k) {
         const T* src = base + k_off[k];
         for (int64_t r = 0; r < rn; ++r) dst[k * kPanel + r] = Load<A, T>::get(src + row_off[p * kPanel + r]);
         for (int64_t r = rn; r < kPanel; ++r) dst[k * kPanel + r] = A(0);
       }
     }
   }
+}
+
+template <typename T, typename A>
+void pack(const T* base, const std::vector<int64_t>& row_off, const std::vector<int64_t>& k_off, bool k_inner,
+          int64_t Rp, Packed<A>& out) {
+  out.shape(Rp, static_cast<int64_t>(k_off.size()));
+  pack_range(base, row_off, k_off, k_inner, out, 0, out.K);
 }
 
 // tile[T x T] (+)= Apack[rows I*T..] . Bpack[rows J*T..]^T over k in [k0, k0 + kc).
@@ -125,10 +143,29 @@ void tile_product(const Packed<A>& Ap, int64_t I, const Packed<A>& Bp, int64_t J
   }
 }
 
+// Contraction chunk of the 'diff' method: partial difference tiles are formed over kSplitK entries in A and summed
+// across chunks in double (run_split_contraction parallelises over chunks; every path uses the same chunks).
+constexpr int64_t kSplitK = 16 * kKc;
+
+// part[T x T] = sum over the k-blocks of [ka, kb) of (X0_I X0_J^T - X1_I X1_J^T), in block order.
+template <typename A>
+void diff_chunk(const Packed<A>& p0, const Packed<A>& p1, int64_t T, int64_t I, int64_t J, int64_t ka, int64_t kb,
+                A* t0, A* t1, A* part) {
+  const int64_t TT = T * T;
+  std::fill(part, part + TT, A(0));
+  for (int64_t k0 = ka; k0 < kb; k0 += kKc) {
+    const int64_t kc = std::min(kKc, kb - k0);
+    tile_product<A, true>(p0, I, p0, J, T, k0, kc, t0);
+    tile_product<A, true>(p1, I, p1, J, T, k0, kc, t1);
+    for (int64_t e = 0; e < TT; ++e) part[e] += t0[e] - t1[e];
+  }
+}
+
 template <typename A>
 struct Scratch {
   Packed<A> p0, p1;
   std::vector<A> t0, t1, t2, t3;
+  std::vector<double> d;
   void tiles(int64_t T) {
     const size_t n = static_cast<size_t>(T * T);
     if (t0.size() != n) {
@@ -136,6 +173,7 @@ struct Scratch {
       t1.assign(n, A(0));
       t2.assign(n, A(0));
       t3.assign(n, A(0));
+      d.assign(n, 0.0);
     }
   }
 };
@@ -150,15 +188,15 @@ double pair_sum(const Packed<A>& p0, const Packed<A>& p1, bool kernel, int64_t T
   double acc = 0.0;
   if (!kernel) {
     // D tile = sum over k-blocks of (X0_I X0_J^T - X1_I X1_J^T); each block's two products are fresh tiles so
-    // identical inputs cancel exactly.
-    std::fill(t2, t2 + TT, A(0));
-    for (int64_t k0 = 0; k0 < K; k0 += kKc) {
-      const int64_t kc = std::min(kKc, K - k0);
-      tile_product<A, true>(p0, I, p0, J, T, k0, kc, t0);
-      tile_product<A, true>(p1, I, p1, J, T, k0, kc, t1);
-      for (int64_t e = 0; e < TT; ++e) t2[e] += t0[e] - t1[e];
+    // identical inputs cancel exactly. Blocks are summed per contraction chunk of kSplitK in A, the chunks in double:
+    // the same arithmetic as run_split_contraction, so every path gives the same bits.
+    double* d = s.d.data();
+    std::fill(d, d + TT, 0.0);
+    for (int64_t ka = 0; ka < K; ka += kSplitK) {
+      diff_chunk(p0, p1, T, I, J, ka, std::min(K, ka + kSplitK), t0, t1, t2);
+      for (int64_t e = 0; e < TT; ++e) d[e] += static_cast<double>(t2[e]);
     }
-    for (int64_t e = 0; e < TT; ++e) acc += static_cast<double>(t2[e]) * static_cast<double>(t2[e]);
+    for (int64_t e = 0; e < TT; ++e) acc += d[e] * d[e];
   } else {
     std::fill(t0, t0 + TT, A(0));
     std::fill(t1, t1 + TT, A(0));
@@ -211,6 +249,61 @@ Geometry geometry(const RawView4& v, bool kernel) {
   return g;
 }
 
+// Few samples with a long contraction ('diff' method; e.g. one 64-channel 224 x 224 map: a single tile pair): the
+// contraction chunks of kSplitK entries are the work items, so that packing and products run on every thread. Item
+// (pair, chunk) forms its partial difference tile; the partials are summed per pair in double, in chunk order, then
+// squared: the same arithmetic as pair_sum, so the result does not depend on the path or the thread count.
+constexpr int64_t kSplitPartialBytes = int64_t{64} << 20;  // partial tiles held at once (else the pair path)
+
+bool split_contraction_fits(const Geometry& g) {
+  const int64_t chunks = (g.K + kSplitK - 1) / kSplitK;
+  return g.B < num_threads() && chunks >= 2 && g.npairs * chunks * g.T * g.T * 8 <= kSplitPartialBytes;
+}
+
+template <typename T, typename A>
+void run_split_contraction(const View4<T>& v0, const View4<T>& v1, const std::vector<int64_t>& ro0,
+                           const std::vector<int64_t>& ko0, bool ki0, const std::vector<int64_t>& ro1,
+                           const std::vector<int64_t>& ko1, bool ki1, const Geometry& g, int nth, double* out) {
+  const int64_t chunks = (g.K + kSplitK - 1) / kSplitK, TT = g.T * g.T, items = g.npairs * chunks;
+  Packed<A> p0, p1;
+  p0.shape(g.Rp, g.K);
+  p1.shape(g.Rp, g.K);
+  std::vector<A> partial(static_cast<size_t>(items * TT));
+  std::vector<Scratch<A>> scratch(static_cast<size_t>(nth));
+  std::vector<double> d(static_cast<size_t>(TT));
+  for (int64_t b = 0; b < g.B; ++b) {
+    parallel_dynamic(2 * chunks, static_cast<int>(std::min<int64_t>(nth, 2 * chunks)), [&](int64_t item, int) {
+      const int64_t c = item % chunks, ka = c * kSplitK, kb = std::min(g.K, ka + kSplitK);
+      if (item < chunks)
+        pack_range(v0.data + b * v0.stride[0], ro0, ko0, ki0, p0, ka, kb);
+      else
+        pack_range(v1.data + b * v1.stride[0], ro1, ko1, ki1, p1, ka, kb);
+    });
+    parallel_dynamic(items, static_cast<int>(std::min<int64_t>(nth, items)), [&](int64_t item, int t) {
+      const int64_t pid = item / chunks, c = item % chunks, ka = c * kSplitK, kb = std::min(g.K, ka + kSplitK);
+      int64_t I, J;
+      pair_to_tiles(pid, g.nt, &I, &J);
+      Scratch<A>& s = scratch[t];
+      s.tiles(g.T);
+      diff_chunk(p0, p1, g.T, I, J, ka, kb, s.t0.data(), s.t1.data(), partial.data() + item * TT);
+    });
+    double sum = 0.0;
+    for (int64_t pid = 0; pid < g.npairs; ++pid) {
+      std::fill(d.begin(), d.end(), 0.0);
+      for (int64_t c = 0; c < chunks; ++c) {
+        const A* part = partial.data() + (pid * chunks + c) * TT;
+        for (int64_t e = 0; e < TT; ++e) d[e] += static_cast<double>(part[e]);
+      }
+      double acc = 0.0;
+      for (int64_t e = 0; e < TT; ++e) acc += d[e] * d[e];
+      int64_t I, J;
+      pair_to_tiles(pid, g.nt, &I, &J);
+      sum += pair_weight(I, J) * acc;
+    }
+    out[b] = sum;
+  }
+}
+
 template <typename T>
 void run(const RawView4& r0, const RawView4& r1, bool kernel, double* out) {
   using A = typename AccOf<T>::type;
@@ -252,6 +345,10 @@ void run(const RawView4& r0, const RawView4& r1, bool kernel, double* out) {
       }
       out[b] = sum;
     });
+    return;
+  }
+  if (!kernel && split_contraction_fits(g)) {
+    run_split_contraction<T, A>(v0, v1, ro0, ko0, ki0, ro1, ko1, ki1, g, nth, out);
     return;
   }
   // Few samples: one sample at a time, tile pairs in parallel.
