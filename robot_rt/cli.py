@@ -7,11 +7,13 @@ import sys
 
 from robot_rt.control import commands as control_commands
 from robot_rt.learning import commands as learning_commands
+from robot_rt.logs import commands as logs_commands
 from robot_rt.sim import commands as sim_commands
 
 # Each module defines `register(subparsers)` which adds its sub-commands and sets `func` on them.
 COMMAND_MODULES = (
-    control_commands,  # run, replay
+    control_commands,  # run
+    logs_commands,  # replay, run --mcap (after control: it extends `run`)
     sim_commands,  # sim-server
     learning_commands,  # train goalseye, train is2r
 )

@@ -365,7 +365,7 @@ def test_replay_cli_on_a_damaged_log_prints_no_traceback(tmp_path):
 def test_deadline_miss_ticks_in_the_log_equal_the_live_counter(tmp_path):
     """A driver stalled on chosen ticks forces deadline misses; each is flagged on its own tick's record."""
     from robot_rt.control.loop import RealTimeLoop
-    from robot_rt.control.replay import summarize
+    from robot_rt.logs.replay import summarize
 
     path = tmp_path / "miss.rrlog"
     loop = RealTimeLoop(log_path=path, rate_hz=500.0)

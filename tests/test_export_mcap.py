@@ -1,4 +1,4 @@
-"""Run log -> MCAP (robot_rt.control.export_mcap, docs/mcap.md): read back with the mcap package, every channel, message
+"""Run log -> MCAP (robot_rt.logs.export_mcap, docs/mcap.md): read back with the mcap package, every channel, message
 counts equal to the run log's records, values round-trip exactly, times mapped to Unix time from the meta, schemas
 valid (ROS 2 message definitions parse and decode, the Foxglove schemas are Foxglove's own compiled descriptors, the
 JSON messages validate against their JSON Schemas)."""
@@ -18,7 +18,8 @@ from helpers.runlogs import record_demo_run
 from mcap_protobuf.decoder import DecoderFactory as ProtobufDecoderFactory
 from mcap_ros2.decoder import DecoderFactory as Ros2DecoderFactory
 
-from robot_rt.control.export_mcap import (
+from robot_rt.control.runlog import read_runlog
+from robot_rt.logs.export_mcap import (
     BALL_DETECTION_SCHEMA,
     BALL_PREDICTION_SCHEMA,
     DEFAULT_HIT_PLANE_X_M,
@@ -32,7 +33,6 @@ from robot_rt.control.export_mcap import (
     rotation_to_quaternion,
     time_offset_ns,
 )
-from robot_rt.control.runlog import read_runlog
 from robot_rt.robot import load_robot
 from robot_rt.robot.kinematics import forward_kinematics
 

@@ -1,4 +1,4 @@
-"""Run log -> Rerun recording (robot_rt.control.export_rerun): the .rrd is written, non-empty, and read back with
+"""Run log -> Rerun recording (robot_rt.logs.export_rerun): the .rrd is written, non-empty, and read back with
 rerun's own reader (rows per entity equal the run log's records, values exact); and rerun's independent MCAP reader
 decodes our MCAP export's Foxglove and ROS 2 channels (transforms, log lines, joint states)."""
 
@@ -14,8 +14,8 @@ import rerun as rr
 import rerun.chunk  # noqa: F401 (the reader API the tests use)
 from helpers.runlogs import record_demo_run
 
-from robot_rt.control.export_rerun import export_rerun
 from robot_rt.control.runlog import read_runlog
+from robot_rt.logs.export_rerun import export_rerun
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_rerun_mcap_reader_decodes_our_mcap(run_log, tmp_path):
     turns /tf into transforms, /log into text log lines and /joint_states into joint series."""
     pytest.importorskip("mcap")
     pytest.importorskip("foxglove_schemas_protobuf")
-    from robot_rt.control.export_mcap import export_mcap
+    from robot_rt.logs.export_mcap import export_mcap
 
     path = tmp_path / "run.mcap"
     export_mcap(run_log, path)

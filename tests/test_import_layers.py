@@ -26,7 +26,8 @@ ROBOT_RT_LAYERS: dict[str, tuple[str, ...]] = {
     "sim": ("control", "envs", "robot", "estimation", "ballistics"),
     "bridge": ("control", "sim", "envs", "robot"),
     "learning": ("bridge", "envs", "estimation", "robot"),
-    "cli": ("control", "sim", "learning"),
+    "logs": ("control", "estimation", "ballistics", "robot"),
+    "cli": ("control", "sim", "learning", "logs"),
 }
 SHARED = ("_io", "_native")
 

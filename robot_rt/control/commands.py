@@ -1,4 +1,5 @@
-"""`robot-rt run` and `robot-rt replay` (registered by robot_rt.cli; `sim-server` lives in robot_rt.sim.commands).
+"""`robot-rt run` (registered by robot_rt.cli; `replay` and `run --mcap`: robot_rt.logs.commands; `sim-server`:
+robot_rt.sim.commands).
 
 `robot-rt run` exit status (docs/safety.md): 0 the run ended as planned (duration over, Ctrl-C / SIGTERM, the
 policy finished), with the controlled stop of the end of a run; 2 bad arguments or the loop could not start;
@@ -100,44 +101,10 @@ def register(subparsers) -> None:
         "ends the run (default otherwise); a stopped robot never moves again without a recovery",
     )
     run.add_argument("--summary", default=None, help="also write the final summary as JSON to this path")
-    run.add_argument(
-        "--mcap",
-        action="store_true",
-        help="after the run, also export the run log to MCAP beside it (RUN.mcap; docs/mcap.md, extra 'mcap')",
-    )
     run.add_argument("--no-status", action="store_true", help="no live status line")
-    run.set_defaults(func=cmd_run)
-
-    rep = subparsers.add_parser(
-        "replay",
-        help="summarise a run log and plot joints and ball (PNG)",
-        description="Replay a run log. Exit status: 0 read whole, 3 damaged chunks skipped (ticks lost are "
-        "reported), 2 not a readable run log.",
-    )
-    rep.add_argument("log", help="run log file")
-    rep.add_argument(
-        "--out",
-        default=None,
-        help="directory for the PNGs (default: next to the log); with --export / --rerun: the file to write "
-        "(default: the log's path with .mcap / .rrd)",
-    )
-    rep.add_argument(
-        "--export",
-        choices=("mcap", "rerun"),
-        default=None,
-        help="write the run as MCAP (Foxglove / ROS 2 schemas, docs/mcap.md; extra 'mcap') or as a Rerun recording "
-        "(.rrd; extra 'rerun') instead of the PNGs",
-    )
-    rep.add_argument("--rerun", action="store_true", help="the same as --export rerun")
-    rep.add_argument("--no-plots", action="store_true")
-    rep.add_argument("--json", action="store_true", help="print the summary as JSON")
-    rep.set_defaults(func=cmd_replay)
-
-
-def cmd_replay(args) -> int:
-    from .replay import replay_main
-
-    return replay_main(args)
+    # after_run: (args, log_path, summary, console) -> exit code or None, added by higher layers (robot_rt.logs:
+    # --mcap); run after the loop has stopped and the summary is made, before it is written
+    run.set_defaults(func=cmd_run, after_run=())
 
 
 # --------------------------------------------------------------------------- run
@@ -238,16 +205,10 @@ def cmd_run(args) -> int:
     summary["ended_by"] = ended_by
     summary["exit_code"] = exit_code_for(summary["stop_reasons"])
     _report(console, summary, loop.counters(), elapsed)
-    if args.mcap:
-        from .export_mcap import export_mcap
-
-        try:
-            exported = export_mcap(log_path, log_path.with_suffix(".mcap"))
-        except (ImportError, ValueError, OSError) as err:
-            console.print(f"[red]error:[/red] MCAP export: {err}")
-            return 2
-        summary["mcap"] = exported.as_dict()
-        console.print(f"MCAP: {exported.path} ({sum(exported.counts.values())} messages)")
+    for hook in args.after_run:
+        code = hook(args, log_path, summary, console)
+        if code:
+            return code
     if args.summary:
         from robot_rt._io import atomic_write_json
 

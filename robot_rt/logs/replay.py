@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .runlog import RunLog, RunLogError, read_runlog
-from .udp import LINK_EVENT_CODES
+from robot_rt.control.runlog import RunLog, RunLogError, read_runlog
+from robot_rt.control.udp import LINK_EVENT_CODES
 
 _TICK_DEADLINE_MISS = 1 << 5
 _TICK_STOPPING = 1 << 1

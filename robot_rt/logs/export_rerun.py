@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from robot_rt._io import atomic_output_path
+from robot_rt.control.runlog import RunLog, read_runlog
+from robot_rt.control.udp import LINK_EVENT_CODES
 
 from .export_mcap import event_level, load_log_robot, rotation_to_quaternion, time_offset_ns
-from .runlog import RunLog, read_runlog
-from .udp import LINK_EVENT_CODES
 
 MISSING_EXTRA = "the Rerun export needs the 'rerun' extra: pip install 'percept-robot[rerun]'"
 _RERUN_LEVELS = {"INFO": "INFO", "WARNING": "WARN", "ERROR": "ERROR"}

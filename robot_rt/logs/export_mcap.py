@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from robot_rt._io import atomic_open
-
-from .runlog import RunLog, read_runlog
-from .udp import LINK_EVENT_CODES
+from robot_rt.control.runlog import RunLog, read_runlog
+from robot_rt.control.udp import LINK_EVENT_CODES
 
 MISSING_EXTRA = "the MCAP export needs the 'mcap' extra: pip install 'percept-robot[mcap]'"
 
@@ -383,7 +382,7 @@ class _Writer:
         if compression not in kinds:
             raise ValueError(f"compression: expected one of {sorted(kinds)}, got {compression!r}")
         self.writer = Writer(stream, compression=kinds[compression])
-        self.writer.start(profile="", library="robot_rt.control.export_mcap")
+        self.writer.start(profile="", library="robot_rt.logs.export_mcap")
         self.channels: dict[str, tuple[int, object]] = {}  # topic -> (channel id, encode function)
         self.counts: dict[str, int] = {}
         self.schemas: dict[str, str] = {}
