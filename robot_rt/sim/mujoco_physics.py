@@ -13,6 +13,11 @@ exactly what the envs integrate, so a gap between the two servers is the robot's
 different flight model); only the paddle contact is MuJoCo's (the blade's real motion, a soft contact with
 tuned stiffness/damping/friction). The rally source (robot_rt.sim.mujoco_rally) integrates the ball with the
 project's physics and takes MuJoCo's ball state for the ticks with a paddle contact.
+
+Speed (docs/mujoco.md, "Real-time factor"): `step` runs 1000 times a simulated second next to MuJoCo's own step,
+so it writes through views of MjData's buffers made once and reuses its scratch arrays (NumPy's per-call cost on
+8-element arrays is what it pays, not the arithmetic); `step_reference` is the plain version it must equal
+(tests/test_mujoco_perf_paths.py).
 """
 
 from __future__ import annotations
@@ -24,6 +29,17 @@ import numpy as np
 from robot_rt.ballistics import BallParams
 
 from .mujoco_model import ModelOptions, MujocoRobotModel
+
+_PARKED_BALL_QPOS = np.array([0.0, 0.0, -1.0, 1.0, 0.0, 0.0, 0.0])
+_UNIT_QUATERNION = np.array([1.0, 0.0, 0.0, 0.0])
+
+
+def _contiguous(indices) -> slice | None:
+    """indices as a slice when they are consecutive (a view of MjData's buffer instead of a gathered copy)."""
+    idx = np.asarray(indices, dtype=np.int64)
+    if idx.size and np.array_equal(idx, np.arange(idx[0], idx[0] + idx.size)):
+        return slice(int(idx[0]), int(idx[0]) + idx.size)
+    return None
 
 
 class MujocoPhysics:
@@ -68,6 +84,7 @@ class MujocoPhysics:
         self._paddle_body = self.compiled.paddle_body
         self.kp, self.kv = self.compiled.kp, self.compiled.kv
         self.q_min, self.q_max = self.robot.position_min, self.robot.position_max
+        self._make_views()
         q0 = self.robot.home if initial_position is None else np.asarray(initial_position, dtype=np.float64)
         self.data.qpos[self._qadr] = np.clip(q0, self.q_min, self.q_max)
         self.data.ctrl[: self.dof] = self.kp * self.data.qpos[self._qadr]
@@ -79,13 +96,37 @@ class MujocoPhysics:
         self.max_limit_excess = 0.0
         self.max_effort_ratio = 0.0
 
+    def _make_views(self) -> None:
+        """Views of MjData's buffers (allocated once by MjData, so they stay valid) and scratch arrays for `step`."""
+        d, dof = self.data, self.dof
+        qs, vs = _contiguous(self._qadr), _contiguous(self._vadr)
+        self._q_view = d.qpos[qs] if qs is not None else None
+        self._v_view = d.qvel[vs] if vs is not None else None
+        self._ctrl_view = d.ctrl[:dof]
+        self._force_view = d.actuator_force[:dof]
+        self._paddle_xpos = d.xpos[self._paddle_body]
+        self._ball_pos = d.qpos[self._bq : self._bq + 3]
+        self._ball_quat = d.qpos[self._bq + 3 : self._bq + 7]
+        self._ball_qpos = d.qpos[self._bq : self._bq + 7]
+        self._ball_qvel = d.qvel[self._bv : self._bv + 6]  # linear velocity, then angular (body frame)
+        self._ball_xfrc = d.xfrc_applied[self._ball_body]
+        self._ctrl_v = np.empty(dof)
+        self._below = np.empty(dof)
+        self._above = np.empty(dof)
+        self._effort_limit = np.ascontiguousarray(self.compiled.effort_limit, dtype=np.float64)
+
     # ------------------------------------------------------------------ state
     @property
     def time_s(self) -> float:
         return float(self.data.time)
 
     def joint_state(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.data.qpos[self._qadr].copy(), self.data.qvel[self._vadr].copy()
+        return self.joint_position(), (
+            self._v_view.copy() if self._v_view is not None else self.data.qvel[self._vadr].copy()
+        )
+
+    def joint_position(self) -> np.ndarray:
+        return self._q_view.copy() if self._q_view is not None else self.data.qpos[self._qadr].copy()
 
     def set_joint_state(self, position, velocity=None) -> None:
         self.data.qpos[self._qadr] = np.asarray(position, dtype=np.float64)
@@ -100,6 +141,10 @@ class MujocoPhysics:
         b = self._paddle_body
         return self.data.xpos[b].copy(), self.data.xmat[b].reshape(3, 3)[:, 2].copy()
 
+    def paddle_position(self) -> np.ndarray:
+        """Paddle centre [3] (paddle_pose()'s first half, without the normal)."""
+        return self._paddle_xpos.copy()
+
     def ball_state(self) -> np.ndarray:
         """[x, y, z, vx, vy, vz, wx, wy, wz] of MuJoCo's ball (table frame)."""
         out = np.empty(9)
@@ -111,16 +156,15 @@ class MujocoPhysics:
 
     def set_ball(self, ball) -> None:
         b = np.asarray(ball, dtype=np.float64)
-        self.data.qpos[self._bq : self._bq + 3] = b[:3]
-        self.data.qpos[self._bq + 3 : self._bq + 7] = (1.0, 0.0, 0.0, 0.0)  # body frame = table frame
-        self.data.qvel[self._bv : self._bv + 3] = b[3:6]
-        self.data.qvel[self._bv + 3 : self._bv + 6] = b[6:9]
+        self._ball_pos[:] = b[:3]
+        self._ball_quat[:] = _UNIT_QUATERNION  # body frame = table frame
+        self._ball_qvel[:] = b[3:9]  # velocity, then spin (= body frame here)
 
     def _park_ball(self) -> None:
         """No ball in play: out of the way below the floor, at rest (it never collides with anything there)."""
-        self.data.qpos[self._bq : self._bq + 7] = (0.0, 0.0, -1.0, 1.0, 0.0, 0.0, 0.0)
-        self.data.qvel[self._bv : self._bv + 6] = 0.0
-        self.data.xfrc_applied[self._ball_body] = 0.0
+        self._ball_qpos[:] = _PARKED_BALL_QPOS
+        self._ball_qvel.fill(0.0)
+        self._ball_xfrc.fill(0.0)
 
     def _aero(self, ball) -> None:
         """The project's drag, Magnus lift and spin decay (docs/frames.md) as force/torque on the ball (scalar
@@ -129,21 +173,24 @@ class MujocoPhysics:
         m = self.ball_params.mass_kg
         drag = -self._k_drag * math.sqrt(vx * vx + vy * vy + vz * vz)
         km = self._k_magnus
-        xfrc = self.data.xfrc_applied[self._ball_body]
-        xfrc[0] = m * (drag * vx + km * (wy * vz - wz * vy))
-        xfrc[1] = m * (drag * vy + km * (wz * vx - wx * vz))
-        xfrc[2] = m * (drag * vz + km * (wx * vy - wy * vx))
         decay = -self._spin_decay * self._ball_inertia
-        xfrc[3], xfrc[4], xfrc[5] = decay * wx, decay * wy, decay * wz
+        self._ball_xfrc[:] = (
+            m * (drag * vx + km * (wy * vz - wz * vy)),
+            m * (drag * vy + km * (wz * vx - wx * vz)),
+            m * (drag * vz + km * (wx * vy - wy * vx)),
+            decay * wx,
+            decay * wy,
+            decay * wz,
+        )
 
     # ------------------------------------------------------------------ stepping
     def step(self, target_q, target_v=None, ball=None) -> bool:
-        """One tick towards the servo target; returns whether the ball (if given) touched the paddle."""
-        target_q = np.asarray(target_q, dtype=np.float64)
-        ctrl = self.kp * target_q
+        """One tick towards the servo target; returns whether the ball (if given) touched the paddle.
+        `step_reference` with the per-tick allocations and lookups taken out (same values)."""
+        ctrl = self._ctrl_view
+        np.multiply(self.kp, target_q, out=ctrl)
         if target_v is not None:
-            ctrl = ctrl + self.kv * np.asarray(target_v, dtype=np.float64)
-        self.data.ctrl[: self.dof] = ctrl
+            np.add(ctrl, np.multiply(self.kv, target_v, out=self._ctrl_v), out=ctrl)
         mj, model, data = self._mj, self.model, self.data
         contact = False
         if ball is None:
@@ -154,18 +201,76 @@ class MujocoPhysics:
             self.set_ball(ball)
             b = ball.tolist()
             self._aero(b)
-            p = data.xpos[self._paddle_body].tolist()
+            p = self._paddle_xpos.tolist()
             dist = math.sqrt((b[0] - p[0]) ** 2 + (b[1] - p[1]) ** 2 + (b[2] - p[2]) ** 2)
             near = dist < 0.05 + 0.03 * math.sqrt(b[3] ** 2 + b[4] ** 2 + b[5] ** 2)  # reach within ~2 ticks
             if not near:  # the ball cannot reach the blade within this tick: one call for all substeps
                 mj.mj_step(model, data, self.substeps)
             else:
+                mj_step = mj.mj_step
                 for _ in range(self.substeps):
-                    mj.mj_step(model, data)
+                    mj_step(model, data)
                     contact = contact or data.ncon > 0  # the only contact pair is ball-paddle
-                contact = contact or data.ncon > 0
         # mj_step computes positions at its start: bring the frames (paddle pose, the ball's orientation for its
         # spin) up to the state it ended in
+        mj.mj_kinematics(model, data)
+        self.ball_contact = contact
+        self.ticks += 1
+        q = self._q_view if self._q_view is not None else data.qpos[self._qadr]
+        below, above = self._below, self._above
+        np.subtract(self.q_min, q, out=below)
+        np.subtract(q, self.q_max, out=above)
+        # max() of a list: a third of ndarray.max()'s cost here; no NaN to propagate (MuJoCo resets a diverged
+        # state in mj_step)
+        worst = max(np.maximum(below, above, out=below).tolist())
+        if worst > 0:
+            self.limit_ticks += 1
+            self.max_limit_excess = max(self.max_limit_excess, worst)
+        ratio = np.divide(np.abs(self._force_view, out=below), self._effort_limit, out=below)
+        self.max_effort_ratio = max(self.max_effort_ratio, max(ratio.tolist()))
+        return contact
+
+    def step_reference(self, target_q, target_v=None, ball=None) -> bool:
+        """The plain version of `step` (fresh arrays, MjData looked up each time): what `step` must equal."""
+        target_q = np.asarray(target_q, dtype=np.float64)
+        ctrl = self.kp * target_q
+        if target_v is not None:
+            ctrl = ctrl + self.kv * np.asarray(target_v, dtype=np.float64)
+        self.data.ctrl[: self.dof] = ctrl
+        mj, model, data = self._mj, self.model, self.data
+        contact = False
+        if ball is None:
+            data.qpos[self._bq : self._bq + 7] = (0.0, 0.0, -1.0, 1.0, 0.0, 0.0, 0.0)
+            data.qvel[self._bv : self._bv + 6] = 0.0
+            data.xfrc_applied[self._ball_body] = 0.0
+            mj.mj_step(model, data, self.substeps)
+        else:
+            ball = np.asarray(ball, dtype=np.float64)
+            data.qpos[self._bq : self._bq + 3] = ball[:3]
+            data.qpos[self._bq + 3 : self._bq + 7] = (1.0, 0.0, 0.0, 0.0)
+            data.qvel[self._bv : self._bv + 3] = ball[3:6]
+            data.qvel[self._bv + 3 : self._bv + 6] = ball[6:9]
+            b = ball.tolist()
+            vx, vy, vz, wx, wy, wz = b[3:9]
+            m = self.ball_params.mass_kg
+            drag = -self._k_drag * math.sqrt(vx * vx + vy * vy + vz * vz)
+            km = self._k_magnus
+            xfrc = data.xfrc_applied[self._ball_body]
+            xfrc[0] = m * (drag * vx + km * (wy * vz - wz * vy))
+            xfrc[1] = m * (drag * vy + km * (wz * vx - wx * vz))
+            xfrc[2] = m * (drag * vz + km * (wx * vy - wy * vx))
+            decay = -self._spin_decay * self._ball_inertia
+            xfrc[3], xfrc[4], xfrc[5] = decay * wx, decay * wy, decay * wz
+            p = data.xpos[self._paddle_body].tolist()
+            dist = math.sqrt((b[0] - p[0]) ** 2 + (b[1] - p[1]) ** 2 + (b[2] - p[2]) ** 2)
+            near = dist < 0.05 + 0.03 * math.sqrt(b[3] ** 2 + b[4] ** 2 + b[5] ** 2)
+            if not near:
+                mj.mj_step(model, data, self.substeps)
+            else:
+                for _ in range(self.substeps):
+                    mj.mj_step(model, data)
+                    contact = contact or data.ncon > 0
+                contact = contact or data.ncon > 0
         mj.mj_kinematics(model, data)
         self.ball_contact = contact
         self.ticks += 1

@@ -56,7 +56,7 @@ class MujocoRallySource(RallySource):
     """
 
     def __init__(self, physics, targets, human="default", robot=None, *, config=None, **kwargs):
-        from robot_rt.envs.core import WorldConfig
+        from robot_rt.envs.core import PHASE_DONE, PHASE_INCOMING, PHASE_RETURNING, WorldConfig
 
         if not callable(targets):
             raise TypeError(f"targets: expected a callable -> (position, velocity), got {type(targets)}")
@@ -77,36 +77,44 @@ class MujocoRallySource(RallySource):
         self.physics = physics
         self.targets = targets
         self._contact_ball = False  # the ball was in contact with the paddle at the end of the last tick
+        # looked up once: an import statement in the per-tick hooks costs ~1 us each
+        self._phase_incoming, self._phase_returning, self._phase_done = PHASE_INCOMING, PHASE_RETURNING, PHASE_DONE
+        self._flying_phases = (PHASE_INCOMING, PHASE_RETURNING)
 
-    def _before_world_step(self) -> None:
-        from robot_rt.envs.core import PHASE_INCOMING, PHASE_RETURNING
-
+    def _before_world_step(self, reference: bool = False) -> None:
         w, ph = self.world, self.physics
-        flying = int(w.phase[0]) in (PHASE_INCOMING, PHASE_RETURNING)
-        q0, _ = ph.joint_state()
-        self._paddle = [ph.paddle_pose()[0][None]]
+        flying = int(w.phase[0]) in self._flying_phases
+        if reference:  # the plain versions (_step_reference)
+            q0, _ = ph.joint_state()
+            self._paddle = [ph.paddle_pose()[0][None]]
+            tq, tv = self.targets()
+            ph.step_reference(tq, tv, w.ball[0].copy() if flying else None)
+            q1, _ = ph.joint_state()
+            self._paddle.append(ph.paddle_pose()[0][None])
+            self._put_robot_reference(q0, (q1 - q0) / self.dt)
+            return
+        q0 = ph.joint_position()
+        paddle0 = ph.paddle_position()[None]
         tq, tv = self.targets()
-        ph.step(tq, tv, w.ball[0].copy() if flying else None)
-        q1, _ = ph.joint_state()
-        self._paddle.append(ph.paddle_pose()[0][None])
+        ph.step(tq, tv, w.ball[0] if flying else None)  # step only reads the ball (into MuJoCo)
+        q1 = ph.joint_position()
+        self._paddle = (paddle0, ph.paddle_position()[None])
         # the world's kinematic robot replays MuJoCo's motion over the tick (q0 -> q1), for its workspace box
         # and the paddle-ball distance records
-        self._put_robot(q0, (q1 - q0) / self.dt)
+        self._put_robot(q0, np.divide(np.subtract(q1, q0, out=q1), self.dt, out=q1))
 
     def _paddle_position(self, after: bool) -> np.ndarray:
         # MuJoCo's paddle body, the same pose as the project's FK to 1e-9 (tests/test_mujoco_server.py)
         return self._paddle[1 if after else 0]
 
     def _after_world_step(self, ev: dict) -> None:
-        from robot_rt.envs.core import PHASE_DONE, PHASE_INCOMING, PHASE_RETURNING
-
         w, ph = self.world, self.physics
-        if not ph.ball_contact or int(w.phase[0]) == PHASE_DONE:
+        if not ph.ball_contact or int(w.phase[0]) == self._phase_done:
             return
         w.ball[0] = ph.ball_state()  # MuJoCo's paddle contact replaces the world's flight for this tick
-        if int(w.phase[0]) == PHASE_INCOMING and not w.touched[0]:
+        if int(w.phase[0]) == self._phase_incoming and not w.touched[0]:
             w.touched[0] = True
-            w.phase[0] = PHASE_RETURNING
+            w.phase[0] = self._phase_returning
             ev["hit"][0] = True
         self.stats["contact_ticks"] += 1
 

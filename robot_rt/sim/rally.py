@@ -6,6 +6,7 @@ Design notes: docs/sim.md, section `robot_rt.sim.rally`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 from collections import Counter
 from pathlib import Path
@@ -13,6 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from robot_rt.robot import RobotDescription, load_robot
+
+try:  # np.clip's ufunc (the same values) without np.clip's Python dispatch, ~2 us a call on 8 elements
+    from numpy._core.umath import clip as clip_ufunc
+except ImportError:  # NumPy < 2
+    clip_ufunc = np.clip
 
 HUMAN_CHOICES = ("default", "real_player")
 
@@ -92,7 +98,11 @@ class RallySource:
         if not paddle_contact:
             # the paddle contact is someone else's (MujocoRallySource: MuJoCo's): the world's paddle never touches
             world_robot = dataclasses.replace(world_robot, paddle_radius_m=1e-12)
-        self.world = TableTennisWorld(1, human=self.human, robot=world_robot, config=config, backend=backend)
+        # one thread: the native step of one world is serial anyway, and num_threads=None would have it ask the OS
+        # for the CPU count on every step (~8 us of a 1 ms tick)
+        self.world = TableTennisWorld(
+            1, human=self.human, robot=world_robot, config=config, backend=backend, num_threads=1
+        )
         self._was_outside = False
         self.joint_state = joint_state
         self.ready = ready
@@ -101,6 +111,7 @@ class RallySource:
         self.max_lag_steps = int(max_lag_steps)
         self.record_true_tracks = bool(record_true_tracks)
         self.dt = self.world.config.step_s
+        self._make_step_constants()
         self._seeds = np.random.default_rng(int(seed))
         self._lock = threading.Lock()  # summary() may be called from another thread
         self.stats: Counter = Counter()
@@ -111,6 +122,18 @@ class RallySource:
         self._rally_t0 = None  # real time (monotonic s) of world time 0 of the current rally
         self._next_serve_t = None
         self._ball = -1  # index into self.balls of the ball coming in, -1: none
+
+    def _make_step_constants(self) -> None:
+        """What `_step` and `_put_robot` would otherwise recompute every step (the same values)."""
+        w = self.world
+        substeps = w.config.substeps
+        self._substep_fractions = ((np.arange(substeps) + 1.0) / substeps).tolist()
+        self._workspace_min = np.asarray(self.robot.workspace_min_m, dtype=np.float64).tolist()
+        self._workspace_max = np.asarray(self.robot.workspace_max_m, dtype=np.float64).tolist()
+        self._put_step_s = self.dt * (1.0 + 1e-6)
+        self._neg_v_max = -w.v_max
+        self._qd_min = np.empty(w.dof)
+        self._qd_max = np.empty(w.dof)
 
     # ------------------------------------------------------------------ state
     @property
@@ -175,7 +198,18 @@ class RallySource:
     def _put_robot(self, q, qd) -> None:
         """The measured joint state into the world; the velocity of the extrapolation is capped so that no joint
         crosses its position limit within the step: the robot server itself stops joints at their limits (a
-        physical robot's hard stops), so only the paddle's workspace box can end a rally with 'limit' here."""
+        physical robot's hard stops), so only the paddle's workspace box can end a rally with 'limit' here.
+        `_put_robot_reference` written into the world's rows in place (same ufuncs, same values)."""
+        w = self.world
+        q_row, qd_row = w.q[0], w.qd[0]
+        clip_ufunc(q, w.q_min, w.q_max, out=q_row)
+        qd_min = np.divide(np.subtract(w.q_min, q_row, out=self._qd_min), self._put_step_s, out=self._qd_min)
+        qd_max = np.divide(np.subtract(w.q_max, q_row, out=self._qd_max), self._put_step_s, out=self._qd_max)
+        clip_ufunc(qd, self._neg_v_max, w.v_max, out=qd_row)
+        clip_ufunc(qd_row, qd_min, qd_max, out=qd_row)
+
+    def _put_robot_reference(self, q, qd) -> None:
+        """The plain version of `_put_robot` (what it must equal)."""
         w = self.world
         q = np.clip(np.asarray(q, dtype=np.float64), w.q_min, w.q_max)
         step_s = self.dt * (1.0 + 1e-6)
@@ -184,9 +218,10 @@ class RallySource:
         w.q[0] = q
         w.qd[0] = qd
 
-    def _before_world_step(self) -> None:
-        """Puts the robot the controller drives into the world (MujocoRallySource: steps MuJoCo first)."""
-        self._put_robot(*self.joint_state())
+    def _before_world_step(self, reference: bool = False) -> None:
+        """Puts the robot the controller drives into the world (MujocoRallySource: steps MuJoCo first);
+        `reference`: through the plain versions (`_step_reference`)."""
+        (self._put_robot_reference if reference else self._put_robot)(*self.joint_state())
 
     def _after_world_step(self, ev: dict) -> None:
         """Hook after the world's step (MujocoRallySource: MuJoCo's paddle contact)."""
@@ -197,8 +232,80 @@ class RallySource:
         return self.world.paddle_pose()[0]
 
     def _step(self) -> list:
+        """One world step and its records; returns the camera frames taken in it. `_step_reference` with Python
+        scalars for the per-substep records (one substep per step in the MuJoCo server's 1 kHz world: NumPy's
+        per-call cost there is many times the arithmetic) and the constants made once (same values, same
+        order of operations; tests/test_mujoco_perf_paths.py)."""
         w = self.world
         self._before_world_step()
+        p0 = self._paddle_position(after=False)[0].tolist()
+        incoming = w.phase[0] == 0  # PHASE_INCOMING at the start of the step
+        t_start = float(w.t[0])
+        head0 = int(w.cam_head[0])
+        _, terminated, ev = w.step(w.qd)  # the world clips the command into its own buffer before it steps
+        self._after_world_step(ev)
+        self.stats["steps"] += 1
+        p1 = self._paddle_position(after=True)[0].tolist()
+        lo, hi = self._workspace_min, self._workspace_max
+        outside = p1[0] < lo[0] or p1[1] < lo[1] or p1[2] < lo[2] or p1[0] > hi[0] or p1[1] > hi[1] or p1[2] > hi[2]
+        if outside and not self._was_outside:
+            self.stats["workspace_exits"] += 1  # the measured paddle left its box (see workspace_ends_rally)
+        self._was_outside = outside
+        ball = self.balls[self._ball]
+        if incoming:
+            rec = w.rec_pos[0].tolist()
+            active = w.rec_active[0].tolist()
+            fractions = self._substep_fractions
+            if not ball["hit"] and any(active):
+                nearest = ball["min_paddle_distance_m"]
+                for f, r, a in zip(fractions, rec, active):
+                    if a:
+                        # the paddle interpolated over the step, as _step_reference (left to right, as np.linalg.norm)
+                        dx = r[0] - (p0[0] + f * (p1[0] - p0[0]))
+                        dy = r[1] - (p0[1] + f * (p1[1] - p0[1]))
+                        dz = r[2] - (p0[2] + f * (p1[2] - p0[2]))
+                        nearest = min(nearest, math.sqrt(dx * dx + dy * dy + dz * dz))
+                ball["min_paddle_distance_m"] = nearest
+            if self.record_true_tracks:
+                t_launch, dt = ball["t_launch_s"], self.dt
+                self._true[self._ball].extend(
+                    (t_start + f * dt - t_launch, *r) for f, r, a in zip(fractions, rec, active) if a
+                )
+        if ev["hit"][0]:
+            ball["hit"] = True
+            self.stats["hits"] += 1
+        if ev["landed"][0]:
+            self.stats["returns_landed"] += 1
+        # camera frames taken in this step (ring slots head0 .. cam_head - 1)
+        frames = []
+        head1 = int(w.cam_head[0])
+        if head1 > head0:
+            ring = w.ring
+            for k in range(head0, head1):
+                slot = k % ring
+                t_cap, t_arr = float(w.cam_t[0, slot]), float(w.cam_arrival[0, slot])
+                pos = w.cam_pos[0, slot].copy()
+                frames.append((self._rally_t0 + t_arr, self._rally_t0 + t_cap, pos))
+                if incoming:
+                    self._detected[self._ball].append((t_cap - ball["t_launch_s"], *pos.tolist()))
+        rally = self.rallies[-1]
+        rally["length"] = int(w.hits[0])
+        if ev["new_ball"][0]:
+            self._new_ball()
+        if terminated[0]:
+            from robot_rt.envs.core import OUTCOME_NAMES
+
+            rally["outcome"] = OUTCOME_NAMES[int(w.outcome[0])]
+            rally["balls"] = sum(1 for b in self.balls if b["rally"] == rally["index"])
+            self.stats[f"outcome_{rally['outcome']}"] += 1
+            self._rally_t0 = None
+            self._ball = -1
+        return frames
+
+    def _step_reference(self) -> list:
+        """The plain version of `_step` (NumPy on the step's substep arrays): what `_step` must equal."""
+        w = self.world
+        self._before_world_step(reference=True)
         p0 = self._paddle_position(after=False)
         incoming = w.phase[0] == 0  # PHASE_INCOMING at the start of the step
         t_start = float(w.t[0])
