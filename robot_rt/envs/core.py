@@ -555,7 +555,7 @@ class TableTennisWorld:
 
     def _human_answers(self, terminated, ev) -> None:
         self.answer_probability.fill(np.nan)
-        waiting = np.nonzero(self.phase == PHASE_WAITING)[0]
+        waiting = (self.phase == PHASE_WAITING).nonzero()[0]  # the method: np.nonzero's dispatch is ~1 us a step
         if waiting.size == 0:
             return
         self.answer_probability[waiting] = self.human.returns.return_probability(self.ball[waiting])

@@ -23,6 +23,7 @@ so it writes through views of MjData's buffers made once and reuses its scratch 
 from __future__ import annotations
 
 import math
+from operator import gt, lt, sub, truediv
 
 import numpy as np
 
@@ -105,15 +106,16 @@ class MujocoPhysics:
         self._ctrl_view = d.ctrl[:dof]
         self._force_view = d.actuator_force[:dof]
         self._paddle_xpos = d.xpos[self._paddle_body]
+        self._paddle_xpos_row = d.xpos[self._paddle_body : self._paddle_body + 1]
         self._ball_pos = d.qpos[self._bq : self._bq + 3]
         self._ball_quat = d.qpos[self._bq + 3 : self._bq + 7]
         self._ball_qpos = d.qpos[self._bq : self._bq + 7]
         self._ball_qvel = d.qvel[self._bv : self._bv + 6]  # linear velocity, then angular (body frame)
         self._ball_xfrc = d.xfrc_applied[self._ball_body]
         self._ctrl_v = np.empty(dof)
-        self._below = np.empty(dof)
-        self._above = np.empty(dof)
-        self._effort_limit = np.ascontiguousarray(self.compiled.effort_limit, dtype=np.float64)
+        self._q_min_list = np.asarray(self.q_min, dtype=np.float64).tolist()
+        self._q_max_list = np.asarray(self.q_max, dtype=np.float64).tolist()
+        self._effort_limit_list = np.asarray(self.compiled.effort_limit, dtype=np.float64).tolist()
 
     # ------------------------------------------------------------------ state
     @property
@@ -142,8 +144,8 @@ class MujocoPhysics:
         return self.data.xpos[b].copy(), self.data.xmat[b].reshape(3, 3)[:, 2].copy()
 
     def paddle_position(self) -> np.ndarray:
-        """Paddle centre [3] (paddle_pose()'s first half, without the normal)."""
-        return self._paddle_xpos.copy()
+        """Paddle centre [1, 3] (paddle_pose()'s first half as one row, without the normal)."""
+        return self._paddle_xpos_row.copy()
 
     def ball_state(self) -> np.ndarray:
         """[x, y, z, vx, vy, vz, wx, wy, wz] of MuJoCo's ball (table frame)."""
@@ -216,18 +218,17 @@ class MujocoPhysics:
         mj.mj_kinematics(model, data)
         self.ball_contact = contact
         self.ticks += 1
-        q = self._q_view if self._q_view is not None else data.qpos[self._qadr]
-        below, above = self._below, self._above
-        np.subtract(self.q_min, q, out=below)
-        np.subtract(q, self.q_max, out=above)
-        # max() of a list: a third of ndarray.max()'s cost here; no NaN to propagate (MuJoCo resets a diverged
-        # state in mj_step)
-        worst = max(np.maximum(below, above, out=below).tolist())
-        if worst > 0:
+        # the limit and effort records on Python floats (the same IEEE operations as step_reference's NumPy ones,
+        # at a third of their per-call cost on 8 joints); no NaN to propagate: mj_step resets a diverged state
+        q = (self._q_view if self._q_view is not None else data.qpos[self._qadr]).tolist()
+        q_min, q_max = self._q_min_list, self._q_max_list
+        # a joint is beyond a limit exactly when step_reference's excess is > 0 (a - b > 0 iff a > b in IEEE
+        # doubles, gradual underflow): compared first, the excess computed only then
+        if any(map(lt, q, q_min)) or any(map(gt, q, q_max)):
             self.limit_ticks += 1
-            self.max_limit_excess = max(self.max_limit_excess, worst)
-        ratio = np.divide(np.abs(self._force_view, out=below), self._effort_limit, out=below)
-        self.max_effort_ratio = max(self.max_effort_ratio, max(ratio.tolist()))
+            self.max_limit_excess = max(self.max_limit_excess, max(map(max, map(sub, q_min, q), map(sub, q, q_max))))
+        effort = max(map(truediv, map(abs, self._force_view.tolist()), self._effort_limit_list))
+        self.max_effort_ratio = max(self.max_effort_ratio, effort)
         return contact
 
     def step_reference(self, target_q, target_v=None, ball=None) -> bool:

@@ -94,11 +94,11 @@ class MujocoRallySource(RallySource):
             self._put_robot_reference(q0, (q1 - q0) / self.dt)
             return
         q0 = ph.joint_position()
-        paddle0 = ph.paddle_position()[None]
+        paddle0 = ph.paddle_position()
         tq, tv = self.targets()
         ph.step(tq, tv, w.ball[0] if flying else None)  # step only reads the ball (into MuJoCo)
         q1 = ph.joint_position()
-        self._paddle = (paddle0, ph.paddle_position()[None])
+        self._paddle = (paddle0, ph.paddle_position())
         # the world's kinematic robot replays MuJoCo's motion over the tick (q0 -> q1), for its workspace box
         # and the paddle-ball distance records
         self._put_robot(q0, np.divide(np.subtract(q1, q0, out=q1), self.dt, out=q1))

@@ -132,8 +132,10 @@ class RallySource:
         self._workspace_max = np.asarray(self.robot.workspace_max_m, dtype=np.float64).tolist()
         self._put_step_s = self.dt * (1.0 + 1e-6)
         self._neg_v_max = -w.v_max
-        self._qd_min = np.empty(w.dof)
-        self._qd_max = np.empty(w.dof)
+        # both position limits in one array: _put_robot's velocity bounds in two ufunc calls instead of four
+        self._q_limits = np.stack([w.q_min, w.q_max]).astype(np.float64)
+        self._qd_bounds = np.empty((2, w.dof))
+        self._qd_min, self._qd_max = self._qd_bounds
 
     # ------------------------------------------------------------------ state
     @property
@@ -203,10 +205,10 @@ class RallySource:
         w = self.world
         q_row, qd_row = w.q[0], w.qd[0]
         clip_ufunc(q, w.q_min, w.q_max, out=q_row)
-        qd_min = np.divide(np.subtract(w.q_min, q_row, out=self._qd_min), self._put_step_s, out=self._qd_min)
-        qd_max = np.divide(np.subtract(w.q_max, q_row, out=self._qd_max), self._put_step_s, out=self._qd_max)
+        bounds = self._qd_bounds
+        np.divide(np.subtract(self._q_limits, q_row, out=bounds), self._put_step_s, out=bounds)
         clip_ufunc(qd, self._neg_v_max, w.v_max, out=qd_row)
-        clip_ufunc(qd_row, qd_min, qd_max, out=qd_row)
+        clip_ufunc(qd_row, self._qd_min, self._qd_max, out=qd_row)
 
     def _put_robot_reference(self, q, qd) -> None:
         """The plain version of `_put_robot` (what it must equal)."""
