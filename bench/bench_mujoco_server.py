@@ -4,7 +4,12 @@ RTF = simulated time / time of one thread, per CPU second of the thread (time.th
 which a shared machine's time-slicing does not change) and per wall second (which it does; both in the JSON).
 Target (issue 14): RTF >= 5 at 1 kHz. Measured in the same run, interleaved in rounds:
 
-  floor      MuJoCo alone: mj_step(model, data, substeps) of the compiled model (C, no Python per substep)
+  floor      MuJoCo alone: mj_step(model, data, substeps) of the compiled model (C, no Python per substep), the
+             robot at rest
+  floor-servo   MuJoCo's cost in the physics rows: the same with the servo targets of `physics` (one ctrl write
+             a tick), the joints moving (friction constraints active)
+  floor-contact MuJoCo's cost in the contact row: the servo moving and the ball set at the paddle, stepped one
+             substep at a time (set_ball and the calls the only Python)
   physics    MujocoPhysics.step: one 1 ms tick (servo control, state bookkeeping), no ball
   physics+ball  the same with a ball in flight far from the paddle (project aerodynamics as xfrc)
   contact    the same with the ball at the paddle (per-substep stepping + contact check)
@@ -68,13 +73,40 @@ def bench_floor(ticks: int) -> float:
     return clock.rtf(ticks * ph.tick_s)
 
 
+def _targets(robot, ticks: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return robot.home + 0.05 * np.sin(np.arange(ticks)[:, None] * 0.01 + rng.uniform(0, 6, robot.dof))
+
+
+def bench_floor_servo(ticks: int, contact: bool) -> float:
+    import mujoco
+
+    from robot_rt.sim.mujoco_physics import MujocoPhysics
+
+    ph = MujocoPhysics()
+    model, data, n = ph.model, ph.data, ph.substeps
+    ctrl = data.ctrl[: ph.dof]
+    targets = ph.kp * _targets(ph.robot, ticks)
+    p, normal = ph.paddle_pose()
+    at_paddle = np.concatenate([p + 0.02 * normal, -0.5 * normal, np.zeros(3)])
+    with _Clock() as clock:
+        for k in range(ticks):
+            ctrl[:] = targets[k]
+            if contact:
+                ph.set_ball(at_paddle)
+                for _ in range(n):
+                    mujoco.mj_step(model, data)
+            else:
+                mujoco.mj_step(model, data, n)
+    return clock.rtf(ticks * ph.tick_s)
+
+
 def bench_physics(ticks: int, ball: str) -> float:
     from robot_rt.sim.mujoco_physics import MujocoPhysics
 
     ph = MujocoPhysics()
     robot = ph.robot
-    rng = np.random.default_rng(0)
-    targets = robot.home + 0.05 * np.sin(np.arange(ticks)[:, None] * 0.01 + rng.uniform(0, 6, robot.dof))
+    targets = _targets(robot, ticks)
     p, n = ph.paddle_pose()
     far = np.array([0.0, 0.0, 1.2, 5.0, 0.0, 1.0, 0.0, 30.0, 0.0])
     with _Clock() as clock:
@@ -143,10 +175,12 @@ def main() -> None:
     args = parser.parse_args()
     load_before = os.getloadavg()
     rows: dict[str, list[tuple[float, float]]] = {
-        k: [] for k in ("floor", "physics", "physics+ball", "contact", "rally")
+        k: [] for k in ("floor", "floor-servo", "floor-contact", "physics", "physics+ball", "contact", "rally")
     }
     for _ in range(args.rounds):  # interleaved: every case sees the same machine state in each round
         rows["floor"].append(bench_floor(args.ticks))
+        rows["floor-servo"].append(bench_floor_servo(args.ticks, contact=False))
+        rows["floor-contact"].append(bench_floor_servo(args.ticks, contact=True))
         rows["physics"].append(bench_physics(args.ticks, "none"))
         rows["physics+ball"].append(bench_physics(args.ticks, "far"))
         rows["contact"].append(bench_physics(args.ticks, "contact"))
