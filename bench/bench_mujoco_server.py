@@ -14,6 +14,9 @@ Target (issue 14): RTF >= 5 at 1 kHz. Measured in the same run, interleaved in r
   physics+ball  the same with a ball in flight far from the paddle (project aerodynamics as xfrc)
   contact    the same with the ball at the paddle (per-substep stepping + contact check)
   rally      MujocoRallySource.tick: MuJoCo + the envs' world step (1 ms) + rally bookkeeping, a ball in play
+  <row> (reference)  physics, physics+ball, contact and rally through the plain reference paths the fast ones
+             are tested equal to (MujocoPhysics.step_reference, RallySource._step_reference): the speed-up of
+             the same code's fast path in the same run (`speedup_vs_reference` in the JSON)
   server     the full SimServer in this process (C++ protocol thread + dynamics thread + camera thread) driven
              by the real-time loop over loopback for --server-seconds: the dynamics thread's own busy time per
              tick (what it needs of its core), and its overruns
@@ -38,6 +41,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import write_json  # noqa: E402
+
+REFERENCE_ROWS = ("physics", "physics+ball", "contact", "rally")
 
 
 def _rtf(sim_s: float, wall_s: float) -> float:
@@ -101,10 +106,12 @@ def bench_floor_servo(ticks: int, contact: bool) -> float:
     return clock.rtf(ticks * ph.tick_s)
 
 
-def bench_physics(ticks: int, ball: str) -> float:
+def bench_physics(ticks: int, ball: str, reference: bool = False) -> float:
     from robot_rt.sim.mujoco_physics import MujocoPhysics
 
     ph = MujocoPhysics()
+    if reference:
+        ph.step = ph.step_reference
     robot = ph.robot
     targets = _targets(robot, ticks)
     p, n = ph.paddle_pose()
@@ -121,13 +128,15 @@ def bench_physics(ticks: int, ball: str) -> float:
     return clock.rtf(ticks * ph.tick_s)
 
 
-def bench_rally(ticks: int) -> tuple[tuple[float, float], int]:
+def bench_rally(ticks: int, reference: bool = False) -> tuple[tuple[float, float], int]:
     from robot_rt.sim.mujoco_physics import MujocoPhysics
     from robot_rt.sim.mujoco_server import MujocoRallySource
 
     ph = MujocoPhysics()
     robot = ph.robot
     src = MujocoRallySource(ph, lambda: (robot.home, np.zeros(robot.dof)), "default", seed=0, serve_interval_s=0.001)
+    if reference:
+        src._step = src._step_reference
     now = 0.0
     steps = 0
     with _Clock() as clock:
@@ -175,7 +184,17 @@ def main() -> None:
     args = parser.parse_args()
     load_before = os.getloadavg()
     rows: dict[str, list[tuple[float, float]]] = {
-        k: [] for k in ("floor", "floor-servo", "floor-contact", "physics", "physics+ball", "contact", "rally")
+        k: []
+        for k in (
+            "floor",
+            "floor-servo",
+            "floor-contact",
+            "physics",
+            "physics+ball",
+            "contact",
+            "rally",
+            *(f"{case} (reference)" for case in REFERENCE_ROWS),
+        )
     }
     for _ in range(args.rounds):  # interleaved: every case sees the same machine state in each round
         rows["floor"].append(bench_floor(args.ticks))
@@ -185,6 +204,10 @@ def main() -> None:
         rows["physics+ball"].append(bench_physics(args.ticks, "far"))
         rows["contact"].append(bench_physics(args.ticks, "contact"))
         rows["rally"].append(bench_rally(args.ticks)[0])
+        rows["physics (reference)"].append(bench_physics(args.ticks, "none", reference=True))
+        rows["physics+ball (reference)"].append(bench_physics(args.ticks, "far", reference=True))
+        rows["contact (reference)"].append(bench_physics(args.ticks, "contact", reference=True))
+        rows["rally (reference)"].append(bench_rally(args.ticks, reference=True)[0])
     server = None
     if not args.no_server:
         try:
@@ -206,6 +229,9 @@ def main() -> None:
             "cpu_us_per_tick_median": 1e3 / float(np.median(cpu)),
             "cpu_ratio_to_floor": float(np.median(cpu)) / floor_cpu,
         }
+    for case in REFERENCE_ROWS:  # CPU time of the reference path / the fast path's, medians of the same rounds
+        ref = results[f"{case} (reference)"]
+        results[case]["speedup_vs_reference"] = results[case]["rtf_cpu_median"] / ref["rtf_cpu_median"]
     payload = {
         "bench": "mujoco_server",
         "target_rtf": 5.0,
@@ -229,7 +255,8 @@ def main() -> None:
     from rich.table import Table
 
     table = Table(title=f"MuJoCo sim-server real-time factor (1 kHz ticks, {args.rounds} rounds; target >= 5)")
-    for col in ("case", "RTF/CPU s median", "min", "CPU us / tick", "vs MuJoCo floor", "RTF/wall s median"):
+    cols = ("case", "RTF/CPU s median", "min", "CPU us / tick", "vs MuJoCo floor", "vs reference", "RTF/wall s median")
+    for col in cols:
         table.add_column(col, justify="right" if col != "case" else "left")
     for name, r in results.items():
         table.add_row(
@@ -238,9 +265,10 @@ def main() -> None:
             f"{r['rtf_cpu_min']:.1f}",
             f"{r['cpu_us_per_tick_median']:.0f}",
             f"{r['cpu_ratio_to_floor']:.2f}",
+            f"{r['speedup_vs_reference']:.2f}x" if "speedup_vs_reference" in r else "",
             f"{r['rtf_wall_median']:.1f}",
         )
-    console = Console()
+    console = Console(width=140)  # the case names whole when stdout is not a terminal (80 columns)
     console.print(table)
     if server is not None:
         console.print(f"server (in process, loop at 500 Hz, rally on): {server}")
