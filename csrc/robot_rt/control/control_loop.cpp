@@ -583,7 +583,7 @@ int ControlLoop::advance_trajectory_clock(std::int64_t wake_ns) noexcept {
 
 // 5. the safety filter: the jerk-limited controlled stop while latched (then hold at rest), else the OTG towards the
 // interpolated target; t.steps trajectory steps (every one a regular tick of the filter, inside every limit), each
-// intermediate one entered into the tracking tube (write_command enters the last, the one the robot receives).
+// intermediate one guarded and entered into the tracking tube like the last (the one the robot receives).
 std::uint32_t ControlLoop::safety_step(std::int64_t wake_ns, TickScratch& t) noexcept {
   const int dof = filter_.dof();
   std::uint32_t flags = 0;
@@ -591,7 +591,7 @@ std::uint32_t ControlLoop::safety_step(std::int64_t wake_ns, TickScratch& t) noe
   t.flags |= (static_cast<std::uint32_t>(t.steps) << kTickStepsShift) & kTickStepsMask;
   if (t.stopping) {
     for (int k = 0; k < t.steps; ++k) {
-      if (k > 0) push_intermediate_step();
+      if (k > 0) intermediate_step(wake_ns);
       filter_.step(nullptr, nullptr, true);
     }
     for (int i = 0; i < dof; ++i) t.target_p[i] = filter_.state(i).p;
@@ -611,7 +611,7 @@ std::uint32_t ControlLoop::safety_step(std::int64_t wake_ns, TickScratch& t) noe
     double target_v[kMaxDof];
     std::uint32_t overridden = 0;
     for (int k = 0; k < t.steps; ++k) {
-      if (k > 0) push_intermediate_step();
+      if (k > 0) intermediate_step(wake_ns);
       // the interpolated target at this step's time (the last step's is the tick's own)
       interpolator_.sample(wake_ns - static_cast<std::int64_t>(t.steps - 1 - k) * period_ns_, t.target_p, target_v);
       overridden |= filter_.step(t.target_p, target_v, false);
@@ -626,9 +626,11 @@ std::uint32_t ControlLoop::safety_step(std::int64_t wake_ns, TickScratch& t) noe
   return flags;
 }
 
-// A trajectory step the robot does not receive (all but the last of a catching-up tick): it enters the tracking
-// tube all the same (it lies on the trajectory the robot's held velocity feed-forward stood in for).
-void ControlLoop::push_intermediate_step() noexcept {
+// A trajectory step the robot does not receive (all but the last of a catching-up tick): the workspace guard checks
+// it, and it enters the tracking tube, all the same (it lies on the trajectory the robot's held velocity
+// feed-forward stood in for). A stop it latches begins at the next tick, as one latched by the tick's last step.
+void ControlLoop::intermediate_step(std::int64_t wake_ns) noexcept {
+  guard_workspace(wake_ns);
   filter_.fill_command(step_scratch_);
   tracking_.push(step_scratch_.position_si, step_scratch_.velocity_si);
 }

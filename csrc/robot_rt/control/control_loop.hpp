@@ -254,7 +254,7 @@ class ControlLoop {
   void run_reflexes(std::int64_t wake_ns, const TickScratch& t) noexcept;
   void update_lifecycle(std::int64_t wake_ns) noexcept;
   int advance_trajectory_clock(std::int64_t wake_ns) noexcept;
-  void push_intermediate_step() noexcept;
+  void intermediate_step(std::int64_t wake_ns) noexcept;
   std::uint32_t safety_step(std::int64_t wake_ns, TickScratch& t) noexcept;
   void guard_workspace(std::int64_t wake_ns) noexcept;
   std::uint32_t status_flags() const noexcept;
@@ -331,7 +331,7 @@ class ControlLoop {
   // trajectory follows the clock as the robot does (docs/safety.md, "Late wakes").
   std::int64_t trajectory_ns_ = 0;
   int max_catch_up_steps_ = 1;
-  JointCommand step_scratch_;  // an intermediate trajectory step (push_intermediate_step)
+  JointCommand step_scratch_;  // an intermediate trajectory step (intermediate_step)
   JointState last_state_;       // the latest state as the driver reported it (logged, observed)
   bool last_fresh_ = true;
   bool measurement_invalid_ = false;  // the latest fresh state was implausible
