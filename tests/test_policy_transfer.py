@@ -58,7 +58,7 @@ def _median_miss(result) -> float:
     "commanded trajectory resumed where it was: up to 10 per 5 balls), is fixed: the commanded trajectory follows "
     "the clock (docs/safety.md, 'Late wakes'); 0 tracking stops in 15 of 16 probe rallies at load average 2-6 on 2 "
     "shared vCPUs (the one left in a rally whose stalls also tripped the watchdog and the sensor timeout), and this "
-    "test passed 8 of 8 runs at load 2-3 (2026-12-03 21:26-21:40 UTC). Still left at load 5-6: about 1 rally in 3 "
+    "test passed 12 of 12 runs at load 0.2-3 (2026-12-03 21:26-21:42 UTC). Still left at load 5-6: about 1 rally in 3 "
     "ended in a stop recover_transient_stops does not recover, a workspace stop (the commanded paddle leaves the "
     "box while the trajectory brakes behind a target the heuristic pulled back; seen without the late-wake fix too) "
     "or a stall of the whole machine of 0.1-0.4 s (sensor timeout and link loss).",
