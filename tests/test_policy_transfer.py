@@ -53,8 +53,8 @@ def _median_miss(result) -> float:
 
 
 @pytest.mark.xfail(
-    reason="can fail on a loaded machine, not through the policy (issue 13). Its first cause, tracking_error stops after "
-    "late wakes of the loop thread (the sim server's servo ran on its last velocity feed-forward while the "
+    reason="can fail on a loaded machine, not through the policy (issue 13). Its first cause, tracking_error stops "
+    "after late wakes of the loop thread (the sim server's servo ran on its last velocity feed-forward while the "
     "commanded trajectory resumed where it was: up to 10 per 5 balls), is fixed: the commanded trajectory follows "
     "the clock (docs/safety.md, 'Late wakes'); 0 tracking stops in 15 of 16 probe rallies at load average 2-6 on 2 "
     "shared vCPUs (the one left in a rally whose stalls also tripped the watchdog and the sensor timeout), and this "

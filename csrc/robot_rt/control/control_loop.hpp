@@ -175,8 +175,8 @@ class ControlLoop {
   // Deterministic stepping without the real-time thread (tests, faster-than-real-time simulation): begin_manual()
   // initialises as start() does, manual_tick(now_ns) runs one tick at that CLOCK_MONOTONIC time (advance it by the
   // period yourself; a tick more than a period after the previous one is a late wake: the commanded trajectory
-  // catches up with the time that went by), end_manual() closes the driver and the run log (no ramp: request_shutdown() and tick until
-  // shutdown_done() for one). Not together with start().
+  // catches up with the time that went by), end_manual() closes the driver and the run log (no ramp:
+  // request_shutdown() and tick until shutdown_done() for one). Not together with start().
   void begin_manual(std::int64_t start_ns);
   std::int64_t manual_tick(std::int64_t now_ns);
   void end_manual();
