@@ -29,6 +29,7 @@ EVENT_CODES: dict[str, int] = dict(_control.EVENT_CODES)
 EVENT_NAMES: dict[int, str] = {v: k for k, v in EVENT_CODES.items()}
 TICK_FLAGS: dict[str, int] = dict(_control.TICK_FLAGS)
 TICK_LIFECYCLE_SHIFT: int = int(_control.TICK_LIFECYCLE_SHIFT)  # tick flags bits 16..18: the lifecycle state
+TICK_STEPS_SHIFT: int = int(_control.TICK_STEPS_SHIFT)  # tick flags bits 20..27: trajectory steps of the tick
 STOP_REASONS: dict[str, int] = dict(_control.STOP_REASONS)  # latched stop reason bits (docs/safety.md)
 RECOVERY_BLOCKERS: dict[str, int] = dict(_control.RECOVERY_BLOCKERS)
 LIFECYCLE: dict[str, int] = dict(_control.LIFECYCLE)
@@ -108,6 +109,13 @@ def blocker_names(bits: int) -> list[str]:
 def tick_lifecycle(flags) -> np.ndarray:
     """The lifecycle state (LIFECYCLE values) of tick flags (an int or an array of them)."""
     return (np.asarray(flags, dtype=np.int64) >> TICK_LIFECYCLE_SHIFT) & 7
+
+
+def tick_steps(flags) -> np.ndarray:
+    """How many periods the commanded trajectory advanced at each tick (tick flags, an int or an array of them): 1
+    on time, more on a tick after a late wake, where the trajectory catches up with the clock (docs/safety.md, "Late
+    wakes"); logs written before the field existed read 1."""
+    return np.maximum((np.asarray(flags, dtype=np.int64) >> TICK_STEPS_SHIFT) & 0xFF, 1)
 
 
 SERVO_DEFAULT_FREQUENCY_HZ = float(_control.SERVO_DEFAULT_FREQUENCY_HZ)
@@ -376,6 +384,7 @@ class RealTimeLoop:
                     "event_codes": EVENT_CODES,
                     "tick_flags": TICK_FLAGS,
                     "tick_lifecycle_shift": TICK_LIFECYCLE_SHIFT,
+                    "tick_steps_shift": TICK_STEPS_SHIFT,
                     "stop_reasons": STOP_REASONS,
                     "lifecycle": LIFECYCLE,
                     "wall_time_unix_s": time.time(),

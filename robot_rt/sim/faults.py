@@ -355,21 +355,23 @@ FAULTS: tuple[Fault, ...] = (
         stops=frozenset({"watchdog_stop"}),
         exit_codes=PROTECTIVE,
     ),
-    # no hard stop, whatever the targets; the rush back from a limit to the sine after the window (full speed over
-    # the link, 500 Hz) may trip the tracking reflex (docs/safety.md: a false stop, safe but unwanted)
+    # no hard stop and no stop at all, whatever the targets: the rush back from a limit to the sine after the window
+    # runs at full speed over the link (500 Hz), through the late wakes of a loaded machine (the commanded trajectory
+    # follows the clock: docs/safety.md, "Late wakes"; a stall beyond its 20 ms catch-up may still end in a tracking
+    # stop, which tests/test_fault_matrix.py reruns as it does the timeouts)
     Fault(
         "policy_at_limit",
         "bang-bang targets exactly at both hard limits (the joints that stay in the workspace)",
         "PolicyAtLimit",
-        stops=frozenset({None, "tracking_error_stop"}),
-        exit_codes=frozenset({0, 3}),
+        stops=frozenset({None}),
+        exit_codes=frozenset({0}),
     ),
     Fault(
         "policy_out_of_limit",
         "bang-bang targets 25% of the range beyond both hard limits (the same joints)",
         "PolicyOutOfLimit",
-        stops=frozenset({None, "tracking_error_stop"}),
-        exit_codes=frozenset({0, 3}),
+        stops=frozenset({None}),
+        exit_codes=frozenset({0}),
     ),
     Fault(
         "measured_nan",

@@ -344,6 +344,7 @@ void bind_constants(py::module_& m) {
   tick_flags["shutdown"] = kTickShutdown;
   m.attr("TICK_FLAGS") = tick_flags;
   m.attr("TICK_LIFECYCLE_SHIFT") = kTickLifecycleShift;
+  m.attr("TICK_STEPS_SHIFT") = kTickStepsShift;
   py::dict reasons;
   reasons["estop"] = static_cast<std::uint32_t>(kReasonEstop);
   reasons["watchdog"] = static_cast<std::uint32_t>(kReasonWatchdog);

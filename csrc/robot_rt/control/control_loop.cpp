@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cmath>
@@ -136,6 +137,8 @@ ControlLoop::ControlLoop(std::shared_ptr<RobotDriver> driver, const RobotModel& 
     throw std::invalid_argument("tracking_window_s: at most " + std::to_string((TrackingMonitor::kMaxWindow - 1) * dt) +
                                 " s at this rate");
   tracking_.configure(model.dof, window, threshold);
+  max_catch_up_steps_ = std::clamp(static_cast<int>(std::floor(kMaxCatchUpS / dt + 1e-9)), 1,
+                                   static_cast<int>(kTickStepsMask >> kTickStepsShift));
 }
 
 ControlLoop::~ControlLoop() { stop(); }
@@ -183,6 +186,7 @@ void ControlLoop::initialise(std::int64_t start_ns) {
   workspace_excess_m_ = filter_.paddle_in_workspace(paddle) ? 0.0 : workspace_excess_m(paddle);
   tracking_.reset(s.position_si);
   prev_write_ns_ = 0;
+  trajectory_ns_ = start_ns;
   interpolator_.hold(s.position_si, start_ns);
   command_watchdog_.arm(start_ns);
   sensor_watchdog_.arm(start_ns);
@@ -314,6 +318,7 @@ std::int64_t ControlLoop::tick(std::int64_t deadline_ns, std::int64_t wake_ns) {
   t.flags |= drain_commands(wake_ns);
   run_reflexes(wake_ns, t);
   update_lifecycle(wake_ns);
+  t.steps = advance_trajectory_clock(wake_ns);
   t.flags |= safety_step(wake_ns, t);
   guard_workspace(wake_ns);
   write_command(wake_ns, t);
@@ -559,14 +564,36 @@ void ControlLoop::update_lifecycle(std::int64_t wake_ns) noexcept {
   }
 }
 
+// 5a. the trajectory clock: how many periods the commanded trajectory advances this tick. On time one; after a late
+// wake as many as went by since the last step (rounded to the nearest period), so that the commanded trajectory
+// follows the clock as a robot does: while no command came, the robot ran on the last one's velocity feed-forward
+// (libfranka hands its motion generators the elapsed `period` for the same reason). At most max_catch_up_steps_;
+// beyond, the trajectory's clock jumps to now and the stretch is not replayed.
+int ControlLoop::advance_trajectory_clock(std::int64_t wake_ns) noexcept {
+  const std::int64_t behind = wake_ns - trajectory_ns_;
+  std::int64_t steps = behind > 0 ? (behind + period_ns_ / 2) / period_ns_ : 0;
+  if (steps < 1) steps = 1;  // a tick always advances one period (as before: ticks come at most once per period)
+  if (steps > max_catch_up_steps_) {
+    trajectory_ns_ += (steps - max_catch_up_steps_) * period_ns_;
+    steps = max_catch_up_steps_;
+  }
+  trajectory_ns_ += steps * period_ns_;
+  return static_cast<int>(steps);
+}
+
 // 5. the safety filter: the jerk-limited controlled stop while latched (then hold at rest), else the OTG towards the
-// interpolated target.
+// interpolated target; t.steps trajectory steps (every one a regular tick of the filter, inside every limit), each
+// intermediate one guarded and entered into the tracking tube like the last (the one the robot receives).
 std::uint32_t ControlLoop::safety_step(std::int64_t wake_ns, TickScratch& t) noexcept {
   const int dof = filter_.dof();
   std::uint32_t flags = 0;
   t.stopping = latch_.latched();
+  t.flags |= (static_cast<std::uint32_t>(t.steps) << kTickStepsShift) & kTickStepsMask;
   if (t.stopping) {
-    filter_.step(nullptr, nullptr, true);
+    for (int k = 0; k < t.steps; ++k) {
+      if (k > 0) intermediate_step(wake_ns);
+      filter_.step(nullptr, nullptr, true);
+    }
     for (int i = 0; i < dof; ++i) t.target_p[i] = filter_.state(i).p;
     interpolator_.hold(t.target_p, wake_ns);
     bump(stop_ticks_);
@@ -582,8 +609,13 @@ std::uint32_t ControlLoop::safety_step(std::int64_t wake_ns, TickScratch& t) noe
     if (state_ == Lifecycle::kStopped && shutdown_tripped_) shutdown_done_.store(true, std::memory_order_release);
   } else {
     double target_v[kMaxDof];
-    interpolator_.sample(wake_ns, t.target_p, target_v);
-    const std::uint32_t overridden = filter_.step(t.target_p, target_v, false);
+    std::uint32_t overridden = 0;
+    for (int k = 0; k < t.steps; ++k) {
+      if (k > 0) intermediate_step(wake_ns);
+      // the interpolated target at this step's time (the last step's is the tick's own)
+      interpolator_.sample(wake_ns - static_cast<std::int64_t>(t.steps - 1 - k) * period_ns_, t.target_p, target_v);
+      overridden |= filter_.step(t.target_p, target_v, false);
+    }
     if (overridden) {
       flags |= kTickSafetyOverride;
       bump(override_ticks_);
@@ -592,6 +624,15 @@ std::uint32_t ControlLoop::safety_step(std::int64_t wake_ns, TickScratch& t) noe
     prev_override_ = overridden != 0;
   }
   return flags;
+}
+
+// A trajectory step the robot does not receive (all but the last of a catching-up tick): the workspace guard checks
+// it, and it enters the tracking tube, all the same (it lies on the trajectory the robot's held velocity
+// feed-forward stood in for). A stop it latches begins at the next tick, as one latched by the tick's last step.
+void ControlLoop::intermediate_step(std::int64_t wake_ns) noexcept {
+  guard_workspace(wake_ns);
+  filter_.fill_command(step_scratch_);
+  tracking_.push(step_scratch_.position_si, step_scratch_.velocity_si);
 }
 
 // 6. the workspace guard: stop when the commanded paddle leaves the box or moves further out; a motion back towards

@@ -174,8 +174,9 @@ class ControlLoop {
   bool shutdown_done() const noexcept { return shutdown_done_.load(std::memory_order_acquire); }
   // Deterministic stepping without the real-time thread (tests, faster-than-real-time simulation): begin_manual()
   // initialises as start() does, manual_tick(now_ns) runs one tick at that CLOCK_MONOTONIC time (advance it by the
-  // period yourself), end_manual() closes the driver and the run log (no ramp: request_shutdown() and tick until
-  // shutdown_done() for one). Not together with start().
+  // period yourself; a tick more than a period after the previous one is a late wake: the commanded trajectory
+  // catches up with the time that went by), end_manual() closes the driver and the run log (no ramp:
+  // request_shutdown() and tick until shutdown_done() for one). Not together with start().
   void begin_manual(std::int64_t start_ns);
   std::int64_t manual_tick(std::int64_t now_ns);
   void end_manual();
@@ -208,6 +209,10 @@ class ControlLoop {
   // Upper bound of a controlled stop from anywhere inside the limits (the exit ramp waits at most this long).
   double stop_time_bound_s() const noexcept { return stop_time_bound_s_; }
   const TrackingMonitor& tracking() const noexcept { return tracking_; }
+  // The longest stretch of time one tick catches the commanded trajectory up with after a late wake. Beyond it the
+  // loop does not presume what the robot did (run on, or brake on its own communication watchdog): the rest of the
+  // stretch is not replayed, and a robot that ran on is then the tracking reflex's. docs/safety.md, "Late wakes".
+  static constexpr double kMaxCatchUpS = 0.02;
   static constexpr int kRecoverIdle = 0, kRecoverPending = 1, kRecoverDone = 2, kRecoverRefused = 3;
 
   LoopCounters counters() const noexcept;
@@ -235,6 +240,7 @@ class ControlLoop {
     double bad_value = 0.0;
     bool stopping = false;     // latched: the safety filter brakes (or holds at rest)
     double target_p[kMaxDof];  // the target the safety filter was given (or holds while stopping)
+    int steps = 1;             // periods the commanded trajectory advances this tick (advance_trajectory_clock)
   };
 
   void initialise(std::int64_t start_ns);
@@ -247,6 +253,8 @@ class ControlLoop {
   std::uint32_t drain_commands(std::int64_t wake_ns) noexcept;
   void run_reflexes(std::int64_t wake_ns, const TickScratch& t) noexcept;
   void update_lifecycle(std::int64_t wake_ns) noexcept;
+  int advance_trajectory_clock(std::int64_t wake_ns) noexcept;
+  void intermediate_step(std::int64_t wake_ns) noexcept;
   std::uint32_t safety_step(std::int64_t wake_ns, TickScratch& t) noexcept;
   void guard_workspace(std::int64_t wake_ns) noexcept;
   std::uint32_t status_flags() const noexcept;
@@ -318,6 +326,12 @@ class ControlLoop {
   std::uint64_t tick_index_ = 0;
   std::int64_t prev_wake_ns_ = 0;
   std::int64_t prev_write_ns_ = 0;  // the tick that last pushed a command into the tracking tube (0: none yet)
+  // The time the commanded trajectory has reached: it advances one period per trajectory step, and a tick after a
+  // late wake takes as many steps as periods went by (at most max_catch_up_steps_), so that the commanded
+  // trajectory follows the clock as the robot does (docs/safety.md, "Late wakes").
+  std::int64_t trajectory_ns_ = 0;
+  int max_catch_up_steps_ = 1;
+  JointCommand step_scratch_;  // an intermediate trajectory step (intermediate_step)
   JointState last_state_;       // the latest state as the driver reported it (logged, observed)
   bool last_fresh_ = true;
   bool measurement_invalid_ = false;  // the latest fresh state was implausible

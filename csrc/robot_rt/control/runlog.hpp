@@ -57,6 +57,10 @@ constexpr std::uint32_t kTickMuted = 1u << 14;               // no command writt
 constexpr std::uint32_t kTickShutdown = 1u << 15;            // the exit ramp (stop on shutdown)
 constexpr int kTickLifecycleShift = 16;                      // bits 16..18: the Lifecycle state (0..4)
 constexpr std::uint32_t kTickLifecycleMask = 7u << kTickLifecycleShift;
+// bits 20..27: how many periods the commanded trajectory advanced this tick (1 on time; more after a late wake, the
+// loop catching up with the clock: docs/safety.md, "Late wakes"). 0 in logs written before it existed: read as 1.
+constexpr int kTickStepsShift = 20;
+constexpr std::uint32_t kTickStepsMask = 0xFFu << kTickStepsShift;
 
 struct TickRecord {
   std::int64_t deadline_ns;
