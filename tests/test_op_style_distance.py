@@ -112,6 +112,21 @@ def test_both_regimes_and_tile_edges(shape, method):
 
 
 @needs_cpu
+@pytest.mark.parametrize("shape", [(2, 64, 20, 30), (1, 40, 50, 90), (3, 9, 17, 300)])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_single_tile_long_contraction(shape, layout, dtype):
+    # C <= 64 is one tile, whose contraction blocks are packed as they are used (per sample, or per chunk when
+    # samples are fewer than threads); several blocks and chunks, every layout, against the definition
+    x, y = make_features(shape, dtype, layout, 11), make_features(shape, dtype, "contiguous", 12)
+    got = style_distance(x, y, method="diff", backend="cpu")
+    close(
+        got, exact(x, y), dtype, atol=1e-30 if dtype == torch.float64 else cancellation_atol(x, y, "chw", exact(x, y))
+    )
+    assert torch.equal(style_distance(x, x.contiguous(), method="diff", backend="cpu"), torch.zeros_like(got))
+
+
+@needs_cpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
 @pytest.mark.parametrize("method", ["diff", "kernel"])
 def test_identical_inputs_give_exact_zero(dtype, method):
