@@ -290,18 +290,7 @@ class RallySource:
                 frames.append((self._rally_t0 + t_arr, self._rally_t0 + t_cap, pos))
                 if incoming:
                     self._detected[self._ball].append((t_cap - ball["t_launch_s"], *pos.tolist()))
-        rally = self.rallies[-1]
-        rally["length"] = int(w.hits[0])
-        if ev["new_ball"][0]:
-            self._new_ball()
-        if terminated[0]:
-            from robot_rt.envs.core import OUTCOME_NAMES
-
-            rally["outcome"] = OUTCOME_NAMES[int(w.outcome[0])]
-            rally["balls"] = sum(1 for b in self.balls if b["rally"] == rally["index"])
-            self.stats[f"outcome_{rally['outcome']}"] += 1
-            self._rally_t0 = None
-            self._ball = -1
+        self._end_step(ev, terminated)
         return frames
 
     def _step_reference(self) -> list:
@@ -348,6 +337,12 @@ class RallySource:
             frames.append((self._rally_t0 + t_arr, self._rally_t0 + t_cap, pos))
             if incoming:
                 self._detected[self._ball].append((t_cap - ball["t_launch_s"], *map(float, pos)))
+        self._end_step(ev, terminated)
+        return frames
+
+    def _end_step(self, ev, terminated) -> None:
+        """Rally bookkeeping after a world step (shared by `_step` and `_step_reference`): length, next ball, end."""
+        w = self.world
         rally = self.rallies[-1]
         rally["length"] = int(w.hits[0])
         if ev["new_ball"][0]:
@@ -360,7 +355,6 @@ class RallySource:
             self.stats[f"outcome_{rally['outcome']}"] += 1
             self._rally_t0 = None
             self._ball = -1
-        return frames
 
     # ------------------------------------------------------------------ records
     def detected_tracks(self, min_points: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
