@@ -193,6 +193,23 @@ struct Scratch {
   }
 };
 
+// sum over e of (sum over contraction chunks of part_chunk[e])^2: each chunk's partial difference tile (formed in A
+// by `chunk(ka, kb, part)`) is added in double, in chunk order. Every 'diff' path sums this way, so all give the
+// same bits. Uses s.t2 as the chunk's tile and s.d as the double sum (s.tiles done by the caller).
+template <typename A, typename F>
+double squared_chunk_sum(int64_t K, int64_t TT, Scratch<A>& s, F&& chunk) {
+  double* d = s.d.data();
+  A* part = s.t2.data();
+  std::fill(d, d + TT, 0.0);
+  for (int64_t ka = 0; ka < K; ka += kSplitK) {
+    chunk(ka, std::min(K, ka + kSplitK), part);
+    for (int64_t e = 0; e < TT; ++e) d[e] += static_cast<double>(part[e]);
+  }
+  double acc = 0.0;
+  for (int64_t e = 0; e < TT; ++e) acc += d[e] * d[e];
+  return acc;
+}
+
 // Inputs of one sample as pack_range reads them.
 template <typename T>
 struct SampleSource {
@@ -229,16 +246,9 @@ void diff_chunk_packing(const SampleSource<T>& x0, const SampleSource<T>& x1, in
 template <typename T, typename A>
 double single_tile_diff(const SampleSource<T>& x0, const SampleSource<T>& x1, int64_t Rp, int64_t K, Scratch<A>& s) {
   s.tiles(Rp);
-  const int64_t TT = Rp * Rp;
-  double* d = s.d.data();
-  std::fill(d, d + TT, 0.0);
-  for (int64_t ka = 0; ka < K; ka += kSplitK) {
-    diff_chunk_packing(x0, x1, Rp, ka, std::min(K, ka + kSplitK), s, s.t2.data());
-    for (int64_t e = 0; e < TT; ++e) d[e] += static_cast<double>(s.t2[e]);
-  }
-  double acc = 0.0;
-  for (int64_t e = 0; e < TT; ++e) acc += d[e] * d[e];
-  return acc;  // pair_weight(0, 0) = 1
+  return squared_chunk_sum(K, Rp * Rp, s, [&](int64_t ka, int64_t kb, A* part) {
+    diff_chunk_packing(x0, x1, Rp, ka, kb, s, part);
+  });  // pair_weight(0, 0) = 1
 }
 
 // Raw contribution of one tile pair (already weighted).
@@ -253,13 +263,9 @@ double pair_sum(const Packed<A>& p0, const Packed<A>& p1, bool kernel, int64_t T
     // D tile = sum over k-blocks of (X0_I X0_J^T - X1_I X1_J^T); each block's two products are fresh tiles so
     // identical inputs cancel exactly. Blocks are summed per contraction chunk of kSplitK in A, the chunks in double:
     // the same arithmetic as run_split_contraction, so every path gives the same bits.
-    double* d = s.d.data();
-    std::fill(d, d + TT, 0.0);
-    for (int64_t ka = 0; ka < K; ka += kSplitK) {
-      diff_chunk(p0, p1, T, I, J, ka, std::min(K, ka + kSplitK), t0, t1, t2);
-      for (int64_t e = 0; e < TT; ++e) d[e] += static_cast<double>(t2[e]);
-    }
-    for (int64_t e = 0; e < TT; ++e) acc += d[e] * d[e];
+    acc = squared_chunk_sum(K, TT, s, [&](int64_t ka, int64_t kb, A* part) {
+      diff_chunk(p0, p1, T, I, J, ka, kb, t0, t1, part);
+    });
   } else {
     std::fill(t0, t0 + TT, A(0));
     std::fill(t1, t1 + TT, A(0));
