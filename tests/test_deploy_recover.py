@@ -89,3 +89,12 @@ def test_recover_policies_are_explicit(monkeypatch, capsys):
     for bad in ("always", None, 1, ("watchdog",)):
         with pytest.raises(ValueError, match="recover"):
             deploy(lambda obs: np.zeros(ROBOT.dof, np.float32), n_balls=1, recover=bad)
+
+
+def test_server_args_reach_the_sim_server():
+    """`server_args` go to `robot-rt sim-server` as given: an invalid value there fails the deploy with the server's
+    own message, before anything moves."""
+    from robot_rt.envs.scripted import BatchedScriptedPolicy
+
+    with pytest.raises(RuntimeError, match="tracking-time-constant"):
+        deploy(BatchedScriptedPolicy(1), n_balls=1, server_args=["--tracking-time-constant", "-1"])

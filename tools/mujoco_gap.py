@@ -54,13 +54,17 @@ def _rates(rally_lengths, outcomes) -> dict:
     }
 
 
-def env_condition(robot, episodes: int, seed: int = 0, n: int = 64) -> dict:
+def env_condition(robot, episodes: int, seed: int = 0, n: int = 64, jerk_limit: bool = False) -> dict:
     from robot_rt.envs import HumanBehaviorModel
     from robot_rt.envs.scripted import BatchedScriptedPolicy
     from robot_rt.envs.vector import TableTennisVectorEnv
 
     env = TableTennisVectorEnv(n, human=HumanBehaviorModel.real_player(), robot=robot, max_episode_steps=1500)
     pol = BatchedScriptedPolicy(n, robot=robot)
+    if jerk_limit:  # the commands shaped to the robot's jerk limits (robot_rt.envs.jerk_limit)
+        from robot_rt.envs.jerk_limit import JerkLimitedPolicy
+
+        pol = JerkLimitedPolicy(pol, robot, n)
     obs, _ = env.reset(seed=seed)
     per_env = -(-episodes // n)
     done = np.zeros(n, dtype=np.int64)

@@ -194,10 +194,12 @@ def deploy(
     loop_kwargs: dict | None = None,
     physics: str = "kinematic",
     recover="never",
+    server_args=(),
 ) -> DeployResult:
     """Runs `policy` (an env policy, see EnvPolicyAdapter) for `n_balls` rallies against `human`
     ('default' | 'real_player' | PATH.json | a HumanBehaviorModel, saved to a temp file for the server).
     `physics`: the sim-server's robot ('kinematic' | 'mujoco': MuJoCo dynamics and paddle contact, docs/mujoco.md).
+    `server_args`: further `robot-rt sim-server` options (e.g. ['--tracking-time-constant', '0.005'] for ablations).
 
     A protective stop latches (docs/safety.md): after any stop the robot does not move again until someone
     recovers it, so recovery is the caller's explicit choice, `recover`:
@@ -242,6 +244,7 @@ def deploy(
         extra = ["--serve-interval", str(serve_interval_s), "--physics", physics, "--key-file", str(key_path)]
         if robot.source and Path(robot.source).is_file():  # the shipped robot's source is its bare name
             extra += ["--robot-file", str(robot.source)]
+        extra += [str(a) for a in server_args]
         t_start = time.monotonic()
         proc, hello = start_rally_server(human, n_balls, seed, summary_path, extra)
         adapter = EnvPolicyAdapter(policy, robot, **(adapter_kwargs or {}))
