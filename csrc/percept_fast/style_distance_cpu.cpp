@@ -301,6 +301,29 @@ double pair_sum(const Packed<A>& p0, const Packed<A>& p1, bool kernel, int64_t T
     acc = squared_chunk_sum(K, T, I == J, s, [&](int64_t ka, int64_t kb, A* part) {
       diff_chunk(p0, p1, T, I, J, ka, kb, t0, t1, part);
     });
+  } else if (I == J) {
+    // a diagonal tile: K00 and K11 are symmetric (their upper blocks, weighed as in tile_square_sum) and
+    // K10[I, I] = K01[I, I]^T has the same sum of squares as K01[I, I]: 2.25 products instead of 4
+    std::fill(t0, t0 + TT, A(0));
+    std::fill(t1, t1 + TT, A(0));
+    std::fill(t2, t2 + TT, A(0));
+    for (int64_t k0 = 0; k0 < K; k0 += kKc) {
+      const int64_t kc = std::min(kKc, K - k0);
+      tile_product<A, false>(p0, I, p0, J, T, k0, kc, t0, true);  // K00[I, I], upper blocks
+      tile_product<A, false>(p1, I, p1, J, T, k0, kc, t1, true);  // K11[I, I], upper blocks
+      tile_product<A, false>(p0, I, p1, J, T, k0, kc, t2);        // K01[I, I]
+    }
+    // per entry (r, j) as the full tile's (a^2 + b^2) - (c^2 + d^2), d = K10[r, j] = K01[j, r]: identical inputs
+    // still cancel exactly; an entry above the block diagonal stands for its mirror too
+    double on = 0.0, above = 0.0;
+    for (int64_t r = 0; r < T; ++r) {
+      const int64_t c0 = r / kPanel * kPanel, c1 = c0 + kPanel;
+      for (int64_t j = c0; j < T; ++j) {
+        const double a = t0[r * T + j], b = t1[r * T + j], c = t2[r * T + j], d = t2[j * T + r];
+        (j < c1 ? on : above) += (a * a + b * b) - (c * c + d * d);
+      }
+    }
+    acc = on + 2.0 * above;
   } else {
     std::fill(t0, t0 + TT, A(0));
     std::fill(t1, t1 + TT, A(0));
