@@ -10,7 +10,8 @@ Conditions (each `--balls` rallies, the same seeds):
     measured_state  the adapter shows the policy the measured joint state instead of the commanded one
     jerk_filtered   the policy's commands shaped to the robot's jerk limits first (robot_rt.envs.jerk_limit)
 
-The env rows: the same policy in the kinematic env against the same human, with and without the jerk filter.
+The env rows: the same policy in the kinematic env against the same human, with and without the jerk filter, and with
+the env's robot on the loop's own trajectory (robot_rt.bridge.loop_model: does the env then predict the loop?).
 Then, offline and deterministic, how closely the loop's safety filter (its OTG, otg.hpp, through
 `_control.SafetyFilter`) follows one joint's reference (arm_j1: +3 rad/s, then -2 rad/s, then rest) when the reference
 is the env's command (velocity steps), the jerk-filtered command at 1.0 / 0.7 / 0.5 of the limits (100 Hz targets,
@@ -144,10 +145,26 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--env-episodes", type=int, default=256, help="episodes of the env rows (the kinematic env)")
     parser.add_argument("--append", action="store_true", help="keep the other conditions of an existing --out")
+    parser.add_argument(
+        "--params",
+        default=None,
+        help="ScriptedParams: a preset name or a tools/tune_scripted_rally.py result JSON (its 'mean'); default: defaults",
+    )
     args = parser.parse_args()
     robot = load_robot()
     family = make_family("scripted")
-    report = {"policy": "scripted (ScriptedParams defaults)", "human": "real_player", "balls": args.balls}
+    theta, label = family.initial(), "scripted (ScriptedParams defaults)"
+    if args.params is not None:
+        from robot_rt.envs.scripted import SCRIPTED_PRESETS, ScriptedParams
+
+        if args.params in SCRIPTED_PRESETS:
+            theta = ScriptedParams.preset(args.params).to_vector()
+        else:
+            import json
+
+            theta = ScriptedParams.from_vector(json.loads(Path(args.params).read_text())["mean"]).to_vector()
+        label = f"scripted ({args.params})"
+    report = {"policy": label, "human": "real_player", "balls": args.balls}
     report["loadavg_before"] = os.getloadavg()
     report["conditions"] = {}
     if args.append and Path(args.out).is_file():
@@ -155,7 +172,7 @@ def main() -> None:
 
         report["conditions"] = json.loads(Path(args.out).read_text())["conditions"]
     for name in args.conditions:
-        c = run_condition(lambda: family.single(family.initial()), name, robot, args.balls, args.seed)
+        c = run_condition(lambda: family.single(theta), name, robot, args.balls, args.seed)
         report["conditions"][name] = c
         print(
             f"{name:15s} return rate {c['return_rate']:.2f} {c['return_rate_ci95']}  mean rally "
@@ -165,8 +182,9 @@ def main() -> None:
         )
         atomic_write_json(args.out, report)
     report["env"] = {
-        "scripted": env_condition(robot, args.env_episodes, args.seed),
-        "scripted, jerk_filtered": env_condition(robot, args.env_episodes, args.seed, jerk_limit=True),
+        "scripted": env_condition(robot, args.env_episodes, args.seed, params=theta),
+        "scripted, jerk_filtered": env_condition(robot, args.env_episodes, args.seed, jerk_limit=True, params=theta),
+        "scripted, loop_model": env_condition(robot, args.env_episodes, args.seed, loop_model=True, params=theta),
     }
     for name, c in report["env"].items():
         print(

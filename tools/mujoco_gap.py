@@ -54,13 +54,25 @@ def _rates(rally_lengths, outcomes) -> dict:
     }
 
 
-def env_condition(robot, episodes: int, seed: int = 0, n: int = 64, jerk_limit: bool = False) -> dict:
+def env_condition(
+    robot, episodes: int, seed: int = 0, n: int = 64, jerk_limit: bool = False, loop_model: bool = False, params=None
+) -> dict:
     from robot_rt.envs import HumanBehaviorModel
     from robot_rt.envs.scripted import BatchedScriptedPolicy
     from robot_rt.envs.vector import TableTennisVectorEnv
 
-    env = TableTennisVectorEnv(n, human=HumanBehaviorModel.real_player(), robot=robot, max_episode_steps=1500)
-    pol = BatchedScriptedPolicy(n, robot=robot)
+    if loop_model:  # the env's robot on the real-time loop's trajectory (robot_rt.bridge.loop_model)
+        from robot_rt.bridge.loop_model import drive_robot
+
+        env_robot = drive_robot(robot)
+    else:
+        env_robot = robot
+    env = TableTennisVectorEnv(n, human=HumanBehaviorModel.real_player(), robot=env_robot, max_episode_steps=1500)
+    pol = BatchedScriptedPolicy(n, robot=robot, params=params)
+    if loop_model:
+        from robot_rt.bridge.loop_model import LoopTrajectoryPolicy
+
+        pol = LoopTrajectoryPolicy(pol, robot, n)
     if jerk_limit:  # the commands shaped to the robot's jerk limits (robot_rt.envs.jerk_limit)
         from robot_rt.envs.jerk_limit import JerkLimitedPolicy
 

@@ -9,6 +9,9 @@ of every candidate: episode seed g * 100000 + j, common random numbers); the fir
     nice -n 10 .venv/bin/python tools/tune_scripted_rally.py --gens 25 --pop 16 --per 32 --steps 1000 --sigma 0.05
     # the real_player preset (for the real-time loop: the jerk-limited commands the loop can execute)
     .venv/bin/python tools/tune_scripted_rally.py --human real_player --jerk-limit --gens 12 --out runs/tune_rp.json
+    # for the real-time loop: the env's robot on the loop's own trajectory (robot_rt.bridge.loop_model)
+    .venv/bin/python tools/tune_scripted_rally.py --human real_player --loop-model --gens 10 --pop 12 --per 16 \
+        --steps 800 --out runs/tune_loop.json
 
 (measured 2026-12-03 on the shared 2-core machine: 25-100 s per generation; the preset is this run's mean after 10
 generations with aim_x_m set to -0.6 from a sweep of aim_x_m, aim_dx_m, extra_elevation_rad, return_speed_mps.)
@@ -22,25 +25,40 @@ import time
 import numpy as np
 
 from robot_rt._io import atomic_write_json
+from robot_rt.bridge.loop_model import LoopTrajectoryPolicy, drive_robot
 from robot_rt.envs import HumanBehaviorModel
 from robot_rt.envs.jerk_limit import JerkLimitedPolicy
 from robot_rt.envs.scripted import BatchedScriptedPolicy, ScriptedParams
 from robot_rt.envs.vector import TableTennisVectorEnv
+from robot_rt.robot import load_robot
 
 ROBOT_FAILURES = ("missed", "out", "limit")
 
 
-def evaluate(candidates, per: int, steps: int, seed: int, human: str = "default", jerk_limit: bool = False):
+def evaluate(
+    candidates,
+    per: int,
+    steps: int,
+    seed: int,
+    human: str = "default",
+    jerk_limit: bool = False,
+    loop_model: bool = False,
+):
     """(continuation c, robot return rate r, human answer rate h, balls faced) per candidate [K] each, against the
     human model `human` ('default' | 'real_player'); `jerk_limit`: the commands pass through the robot's jerk limits
-    as in the real-time loop (robot_rt.envs.jerk_limit)."""
+    as in the real-time loop (robot_rt.envs.jerk_limit); `loop_model`: the env's robot moves along the loop's own
+    safety-filter trajectory (robot_rt.bridge.loop_model)."""
     k = len(candidates)
     n = k * per
     model = HumanBehaviorModel.real_player() if human == "real_player" else HumanBehaviorModel.default()
-    env = TableTennisVectorEnv(n, human=model, max_episode_steps=steps + 10, num_threads=1)
-    pol = BatchedScriptedPolicy(n, params=np.repeat(np.stack(candidates), per, axis=0))
+    robot = load_robot()
+    env_robot = drive_robot(robot) if loop_model else robot
+    env = TableTennisVectorEnv(n, human=model, robot=env_robot, max_episode_steps=steps + 10, num_threads=1)
+    pol = BatchedScriptedPolicy(n, robot=robot, params=np.repeat(np.stack(candidates), per, axis=0))
     if jerk_limit:
-        pol = JerkLimitedPolicy(pol, env.world.robot, n)
+        pol = JerkLimitedPolicy(pol, robot, n)
+    if loop_model:
+        pol = LoopTrajectoryPolicy(pol, robot, n)
     obs, _ = env.reset(seed=[seed * 100000 + (i % per) for i in range(n)])
     pol.reset()
     answered, arrivals, lost = np.zeros(n), np.zeros(n), np.zeros(n)
@@ -79,6 +97,11 @@ def main(argv=None) -> dict:
     ap.add_argument(
         "--jerk-limit", action="store_true", help="commands through the robot's jerk limits (robot_rt.envs.jerk_limit)"
     )
+    ap.add_argument(
+        "--loop-model",
+        action="store_true",
+        help="the env's robot follows the real-time loop's trajectory (robot_rt.bridge.loop_model)",
+    )
     ap.add_argument("--out", default="runs/tune_scripted_rally.json")
     a = ap.parse_args(argv)
     names = ScriptedParams.names()
@@ -92,7 +115,13 @@ def main(argv=None) -> dict:
         t0 = time.time()
         zs = np.vstack([z, np.clip(z + sig * rng.standard_normal((a.pop - 1, len(z))), 0.0, 1.0)])
         c, r, h, faced = evaluate(
-            [np.clip(lo + v * span, lo, hi) for v in zs], a.per, a.steps, seed=g, human=a.human, jerk_limit=a.jerk_limit
+            [np.clip(lo + v * span, lo, hi) for v in zs],
+            a.per,
+            a.steps,
+            seed=g,
+            human=a.human,
+            jerk_limit=a.jerk_limit,
+            loop_model=a.loop_model,
         )
         elite = zs[np.argsort(-c)[: max(2, a.pop // 4)]]
         z = 0.5 * z + 0.5 * elite.mean(axis=0)

@@ -1,0 +1,143 @@
+"""The real-time loop's trajectory inside the env: an env policy wrapper that moves the env's robot the way the loop
+would move the real one, so that a policy can be evaluated and tuned in the batched env as it will run through the
+loop (docs/sim.md, `robot_rt.bridge.loop_model`).
+
+Why: the env's robot changes its velocity within the acceleration limit at once; the loop's safety filter (otg.hpp,
+stop.hpp) moves the robot along a jerk-limited trajectory whose OTG aims at zero acceleration on a constant-velocity
+reference, so it lags and overshoots any swing (docs/results/2026-12-04/loop_gap_ablation.md). A policy tuned in the
+plain env returns 0.94 of the balls there and 0.42-0.50 through the loop.
+
+Per env step, for each environment, what `EnvPolicyAdapter` and the loop do with the policy's action:
+  1. the policy sees the adapter's observation: q = the commanded target clipped to q_measured +- lead, qd = the last
+     commanded velocity (the adapter's Smith predictor), the camera detections unchanged;
+  2. the adapter's target: goal = clip(target + v dt, q +- lead), inside the joint limits, held at the last target
+     when its paddle centre would leave the workspace box shrunk by 3 cm (the adapter's workspace hold);
+  3. the loop's interpolation (linear from the last target to the goal over the period, with that velocity as feed-
+     forward) at the loop's rate, through the loop's own `SafetyFilter` (C++, the soft joint box of the loop);
+  4. the env's robot is sent the velocity that takes it to the filter's position at the end of the step, capped so
+     it can stop before its joint limits (the sim-server's robot stops at a limit; the env would end the episode).
+The env's robot must be `drive_robot(robot)`: the same robot with the servo drive's peak acceleration (2 A, servo.hpp:
+a drive has headroom above the trajectory's limits, as the sim-server's has). With it the env's robot follows the
+filter's trajectory within about 1 mrad; with the trajectory's own A it lags by up to 0.4 rad on reversals.
+Cost: one C++ filter call per environment and step (~25 us), so this is for evaluation and tuning (a few hundred
+environments), not for RL throughput.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from robot_rt import _control
+from robot_rt.control.loop import default_soft_margin, robot_model
+from robot_rt.envs.core import WorldConfig
+from robot_rt.robot import RobotDescription, load_robot, paddle_position_normal
+
+WORKSPACE_MARGIN_M = 0.03  # EnvPolicyAdapter's default workspace_margin_m
+LIMIT_ROOM = 2e-3  # the env's robot brakes to stop this far inside its joint limits
+
+
+def drive_robot(robot: RobotDescription | None = None) -> RobotDescription:
+    """`robot` with the servo drive's peak acceleration (SERVO_DRIVE_ACCELERATION_FACTOR x the trajectory's limit):
+    the env's robot for `LoopTrajectoryPolicy`, which stands for the servo that follows the loop's trajectory."""
+    robot = robot if robot is not None else load_robot()
+    factor = float(_control.SERVO_DRIVE_ACCELERATION_FACTOR)
+    joints = tuple(dataclasses.replace(j, acceleration_limit=factor * j.acceleration_limit) for j in robot.joints)
+    return dataclasses.replace(robot, joints=joints)
+
+
+class LoopTrajectoryPolicy:
+    """Wraps a batched env policy (flat observations [N, D] in, normalised actions [N, dof] out) for N environments
+    of a vector env whose robot is `drive_robot(robot)`; see the module docstring and `reset`."""
+
+    def __init__(
+        self,
+        policy,
+        robot: RobotDescription | None = None,
+        num_envs: int = 1,
+        *,
+        lead_s: float = 0.05,
+        loop_rate_hz: float = 1000.0,
+    ):
+        if not callable(policy):
+            raise TypeError(f"policy: expected a callable env policy, got {type(policy).__name__}")
+        self.policy = policy
+        self.robot = robot if robot is not None else getattr(policy, "robot", None) or load_robot()
+        self.n = int(num_envs)
+        if self.n < 1:
+            raise ValueError(f"num_envs: expected a positive int, got {num_envs!r}")
+        self.dof = self.robot.dof
+        self.dt = WorldConfig().step_s
+        ticks = self.dt * float(loop_rate_hz)
+        if not (ticks >= 1 and abs(ticks - round(ticks)) < 1e-9):
+            raise ValueError(f"loop_rate_hz: expected a whole number of loop ticks per env step, got {loop_rate_hz}")
+        self.ticks = int(round(ticks))
+        self.margin = default_soft_margin(self.robot)
+        self.model = robot_model(self.robot, workspace=False, soft_margin=self.margin)
+        self.lead = float(lead_s) * self.robot.velocity_limit
+        self.v_max = self.robot.velocity_limit
+        self.filters: list = [None] * self.n
+        self.target = np.zeros((self.n, self.dof))
+        self.v = np.zeros((self.n, self.dof))
+        self.filter_position = np.zeros((self.n, self.dof))  # where the filter's trajectory ends this step
+        self._fresh = np.ones(self.n, dtype=bool)
+        self._pending = np.zeros(self.n, dtype=np.int64)
+        self._box_low = self.robot.workspace_min_m + WORKSPACE_MARGIN_M
+        self._box_high = self.robot.workspace_max_m - WORKSPACE_MARGIN_M
+
+    def reset(self, mask=None) -> None:
+        """mask None (all, after `env.reset()`): the next call starts every episode. A mask (the vector env's
+        autoreset): this call's action is ignored by the env, the call after it starts those episodes."""
+        reset = getattr(self.policy, "reset", None)
+        if mask is None:
+            self._fresh[:] = True
+            self._pending[:] = 0
+            if callable(reset):
+                reset()
+            return
+        mask = np.asarray(mask, dtype=bool)
+        self._pending[mask] = 2
+        if callable(reset):
+            reset(mask)
+
+    def _restart(self, i: int, q: np.ndarray) -> None:
+        q0 = np.clip(q, self.robot.position_min + self.margin + 1e-9, self.robot.position_max - self.margin - 1e-9)
+        self.filters[i] = _control.SafetyFilter(self.model, self.dt / self.ticks, q0)
+        self.target[i] = q0
+        self.v[i] = 0.0
+        self.filter_position[i] = q0
+
+    def __call__(self, obs) -> np.ndarray:
+        obs = np.asarray(obs, dtype=np.float32)
+        if obs.shape[0] != self.n:
+            raise ValueError(f"obs: expected [{self.n}, D] flat observations, got shape {obs.shape}")
+        q = obs[:, : self.dof].astype(np.float64)
+        self._fresh |= self._pending == 1
+        self._pending = np.maximum(self._pending - 1, 0)
+        for i in np.nonzero(self._fresh)[0]:
+            self._restart(int(i), q[i])
+        self._fresh[:] = False
+        shown = obs.copy()
+        shown[:, : self.dof] = np.clip(self.target, q - self.lead, q + self.lead)
+        shown[:, self.dof : 2 * self.dof] = np.clip(self.v, -self.v_max, self.v_max)
+        action = np.asarray(self.policy(shown), dtype=np.float64).reshape(self.n, self.dof)
+        v = np.clip(action, -1.0, 1.0) * self.v_max
+        start = self.target.copy()
+        goal = np.clip(self.target + v * self.dt, q - self.lead, q + self.lead)
+        goal = np.clip(goal, self.robot.position_min, self.robot.position_max)
+        pos, _ = paddle_position_normal(self.robot, goal)
+        outside = np.any(pos < self._box_low, axis=1) | np.any(pos > self._box_high, axis=1)
+        goal[outside] = start[outside]
+        frac = (np.arange(self.ticks) + 1.0) / self.ticks
+        for i in range(self.n):
+            refs = start[i] + frac[:, None] * (goal[i] - start[i])
+            vel = np.ascontiguousarray(np.broadcast_to((goal[i] - start[i]) / self.dt, refs.shape))
+            states, _, _ = self.filters[i].run(np.ascontiguousarray(refs), target_velocity=vel)
+            self.filter_position[i] = states[-1, :, 0]
+        self.target, self.v = goal, v
+        cmd = (self.filter_position - q) / self.dt
+        a = self.robot.acceleration_limit
+        up = np.maximum(np.sqrt(2 * a * np.maximum(self.robot.position_max - LIMIT_ROOM - q, 0.0)) - a * self.dt, 0.0)
+        down = np.maximum(np.sqrt(2 * a * np.maximum(q - self.robot.position_min - LIMIT_ROOM, 0.0)) - a * self.dt, 0.0)
+        return np.clip(np.clip(cmd, -down, up) / self.v_max, -1.0, 1.0).astype(np.float32)
