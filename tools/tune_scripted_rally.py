@@ -20,7 +20,9 @@ generations with aim_x_m set to -0.6 from a sweep of aim_x_m, aim_dx_m, extra_el
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -92,7 +94,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--per", type=int, default=32, help="environments (serves) per candidate")
     ap.add_argument("--steps", type=int, default=1000, help="policy steps per generation (10 s)")
     ap.add_argument("--sigma", type=float, default=0.05, help="initial std, as a share of each parameter's range")
-    ap.add_argument("--start", default="default", help="ScriptedParams preset to start from")
+    ap.add_argument(
+        "--start",
+        default="default",
+        help="ScriptedParams preset to start from, or a result JSON of this tool (its mean)",
+    )
     ap.add_argument("--human", choices=("default", "real_player"), default="default", help="the human model")
     ap.add_argument(
         "--jerk-limit", action="store_true", help="commands through the robot's jerk limits (robot_rt.envs.jerk_limit)"
@@ -107,7 +113,11 @@ def main(argv=None) -> dict:
     names = ScriptedParams.names()
     lo, hi = ScriptedParams.bounds()
     span = hi - lo
-    z = (ScriptedParams.preset(a.start).to_vector() - lo) / span
+    if a.start.endswith(".json"):  # a previous run's result: continue from its mean
+        start = ScriptedParams.from_vector(json.loads(Path(a.start).read_text())["mean"]).to_vector()
+    else:
+        start = ScriptedParams.preset(a.start).to_vector()
+    z = (start - lo) / span
     sig = np.full_like(z, a.sigma)
     rng = np.random.default_rng(0)
     history = []
