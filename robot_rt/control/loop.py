@@ -242,7 +242,8 @@ class RealTimeLoop:
         driver: a `robot_rt._control.RobotDriver` (e.g. the UDP driver); None = in-process `SimDriver`
             starting at `initial_position` (default: the robot's home).
         policy: callable `policy(obs: dict) -> joint targets [dof] | None`, called from a runner thread at
-            `policy_rate_hz`; obs holds tick, stamp_ns, measured/command/target positions, latest_ball, ...
+            `policy_rate_hz`; obs holds tick, stamp_ns, measured position/velocity, the commanded position/velocity/
+            acceleration, the interpolated target, latest_ball, ...
         rate_hz: loop rate (1 kHz default). command_timeout_s: watchdog (stale/missing policy -> stop).
         sensor_timeout_s: driver state dropout longer than this -> stop.
         Every stop latches (docs/safety.md): the loop holds until `recover()`.

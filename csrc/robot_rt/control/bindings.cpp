@@ -112,6 +112,7 @@ py::dict observation_dict(const Observation& o, std::uint64_t seq) {
   d["measured_velocity"] = arr(o.measured_velocity_si, o.dof);
   d["command_position"] = arr(o.command_position_si, o.dof);
   d["command_velocity"] = arr(o.command_velocity_si, o.dof);
+  d["command_acceleration"] = arr(o.command_acceleration_si, o.dof);
   d["target_position"] = arr(o.target_position_si, o.dof);
   d["balls_total"] = o.balls_total;
   if (o.balls_total > 0) {
@@ -391,6 +392,46 @@ void bind_robot_model(py::module_& m) {
                              [](const RobotModel& m) { return arr(m.soft_margin_si, m.dof); })
       .def_readonly("has_chain", &RobotModel::has_chain)
       .def_readonly("has_workspace", &RobotModel::has_workspace)
+      .def(
+          "forecast_workspace",
+          [](const RobotModel& model, const DArray& position, const DArray& velocity, const DArray& acceleration,
+             const DArray& target, double dt_s, int horizon, double margin_m, py::object ramp_start,
+             double ramp_s) {
+            if (!model.has_chain || !model.has_workspace)
+              throw py::value_error("model: needs a kinematic chain and a workspace box");
+            const auto p = vec(position, "position", model.dof);
+            const auto v = vec(velocity, "velocity", model.dof);
+            const auto a = vec(acceleration, "acceleration", model.dof);
+            const auto t = vec(target, "target", model.dof);
+            if (!(dt_s > 0) || !std::isfinite(dt_s)) throw py::value_error("dt_s: expected a positive finite tick");
+            if (horizon < 0) throw py::value_error("horizon: expected >= 0 ticks");
+            if (!(margin_m >= 0) || !std::isfinite(margin_m)) throw py::value_error("margin_m: expected >= 0");
+            std::vector<double> r;
+            if (!ramp_start.is_none()) {
+              r = vec(ramp_start.cast<DArray>(), "ramp_start", model.dof);
+              if (!(ramp_s >= 0) || !std::isfinite(ramp_s)) throw py::value_error("ramp_s: expected >= 0 s");
+            }
+            AxisState start[kMaxDof];
+            for (int i = 0; i < model.dof; ++i) {
+              if (!std::isfinite(p[i]) || !std::isfinite(v[i]) || !std::isfinite(a[i]) || !std::isfinite(t[i]) ||
+                  (!r.empty() && !std::isfinite(r[i])))
+                throw py::value_error("position, velocity, acceleration, target, ramp_start: expected finite values");
+              start[i] = AxisState{p[i], v[i], a[i]};
+            }
+            WorkspaceForecast f;
+            {
+              py::gil_scoped_release release;
+              f = forecast_workspace(model, start, t.data(), r.empty() ? nullptr : r.data(), ramp_s, dt_s, horizon,
+                                     margin_m);
+            }
+            return py::make_tuple(f.max_excess_m, f.first_exit_tick, f.ticks, f.settled);
+          },
+          py::arg("position"), py::arg("velocity"), py::arg("acceleration"), py::arg("target"), py::arg("dt_s"),
+          py::arg("horizon"), py::arg("margin_m") = 0.0, py::arg("ramp_start") = py::none(), py::arg("ramp_s") = 0.0,
+          "The paddle path if `target` is the loop's last goal, from the joint states (position, velocity, "
+          "acceleration): the reference ramps from ramp_start (None: no ramp) to the goal over ramp_s, then holds; "
+          "the OTG follows it tick by tick (hard limits) until on the goal or `horizon` ticks. Returns "
+          "(max_excess_m outside the workspace box shrunk by margin_m, first_exit_tick or -1, ticks, settled).")
       .def(
           "forward_kinematics",
           [](const RobotModel& model, const DArray& q) {

@@ -711,6 +711,7 @@ void ControlLoop::publish_observation(const TickScratch& t) noexcept {
     o.measured_velocity_si[i] = last_state_.velocity_si[i];
     o.command_position_si[i] = command_.position_si[i];
     o.command_velocity_si[i] = command_.velocity_si[i];
+    o.command_acceleration_si[i] = command_.acceleration_si[i];
     o.target_position_si[i] = t.target_p[i];
   }
   o.balls_total = balls_total_;

@@ -128,6 +128,7 @@ struct Observation {
   double measured_velocity_si[kMaxDof] = {};
   double command_position_si[kMaxDof] = {};
   double command_velocity_si[kMaxDof] = {};
+  double command_acceleration_si[kMaxDof] = {};
   double target_position_si[kMaxDof] = {};
   std::uint64_t balls_total = 0;  // ball observations received so far
   BallObservation latest_ball;    // valid when balls_total > 0

@@ -52,6 +52,23 @@ constexpr std::uint32_t kTargetClamped = 1u << 1;     // accepted after clamping
 constexpr std::uint32_t kTargetWorkspace = 1u << 2;   // rejected: paddle outside the workspace box
 constexpr std::uint32_t kTargetRejected = kTargetNonFinite | kTargetWorkspace;
 
+// Where the commanded paddle goes if `target_si` is the last goal the loop receives: the loop's reference ramps
+// linearly from `ramp_start_si` (its interpolated target now; null: no ramp) to the goal over ramp_s with the ramp's
+// velocity as feed-forward, then holds it (interpolator.hpp); the OTG (otg.hpp, hard limits, no soft box) follows it
+// from the joint states `start`, tick by tick, until every joint rests on the goal or `horizon` ticks have passed;
+// the paddle centre of each tick is measured against the workspace box shrunk by margin_m. A policy-side forecast
+// (the loop itself only monitors the box): a goal whose path bulges out of the box, e.g. the jerk-limited overshoot
+// of a joint that arrives fast, can be replaced before the loop's workspace stop trips.
+struct WorkspaceForecast {
+  double max_excess_m = 0.0;  // largest distance of the path outside the shrunk box (0: inside all the way)
+  int first_exit_tick = -1;   // first tick outside the shrunk box (0: the start; -1: never)
+  int ticks = 0;              // ticks simulated
+  bool settled = false;       // every joint reached the goal within the horizon
+};
+WorkspaceForecast forecast_workspace(const RobotModel& model, const AxisState* start, const double* target_si,
+                                     const double* ramp_start_si, double ramp_s, double dt_s, int horizon,
+                                     double margin_m) noexcept;
+
 class SafetyFilter {
  public:
   // dt_s: tick length; returns false on invalid limits (also a margin that leaves no soft box).

@@ -359,3 +359,52 @@ TEST_CASE("soft margins: commands stay in the soft box; a joint started outside 
     CHECK(inside[1]);
   }
 }
+
+// forecast_workspace on a one-joint prismatic chain whose paddle height is the joint position: the box's floor at
+// z = 0.5 m. Moving down fast towards a goal just above the floor, the OTG overshoots the goal by what it still
+// travels while it brakes; the forecast sees that overshoot (the goal itself is in the box).
+TEST_CASE("forecast_workspace sees the braking overshoot below a goal inside the box") {
+  RobotModel m;
+  m.dof = 1;
+  m.limits[0] = JointLimits{-2.0, 2.0, 2.0, 10.0, 200.0};
+  const double up[3] = {0.0, 0.0, 1.0}, zero[3] = {0.0, 0.0, 0.0};
+  REQUIRE(m.chain.set_joint(0, robot_rt::robot::kPrismatic, up, zero, zero));
+  m.chain.set_paddle(zero, zero);
+  m.has_chain = true;
+  m.has_workspace = true;
+  const double lo[3] = {-1.0, -1.0, 0.5}, hi[3] = {1.0, 1.0, 1.8};
+  std::copy(lo, lo + 3, m.workspace_min_m);
+  std::copy(hi, hi + 3, m.workspace_max_m);
+  const double dt = 1e-3;
+  const double goal = 0.55;
+
+  // at rest above the goal: the path descends onto the goal and never leaves the box
+  AxisState rest{1.0, 0.0, 0.0};
+  WorkspaceForecast calm = forecast_workspace(m, &rest, &goal, nullptr, 0.0, dt, 5000, 0.0);
+  CHECK(calm.settled);
+  CHECK(calm.max_excess_m == 0.0);
+  CHECK(calm.first_exit_tick == -1);
+
+  // at full speed downwards 0.1 m above the goal: the deepest point of the path is the braking stop's
+  double lowest = 0.65;
+  AxisState s{0.65, -2.0, 0.0};
+  for (int k = 0; k < 100000 && !(s.v == 0.0 && s.a == 0.0); ++k) {
+    const BrakeStep b = brake_jerk(s.v, s.a, m.limits[0], dt);
+    s = integrate(s, b.jerk, dt, b.final_step);
+    lowest = std::min(lowest, s.p);
+  }
+  REQUIRE(lowest < 0.5);  // braking alone already passes the floor
+  AxisState fast{0.65, -2.0, 0.0};
+  WorkspaceForecast f = forecast_workspace(m, &fast, &goal, nullptr, 0.0, dt, 5000, 0.0);
+  CHECK(f.settled);
+  CHECK(f.first_exit_tick > 0);
+  // nothing brakes harder than the pure stop: the OTG's path reaches as deep (to within the tick discretisation)
+  CHECK(f.max_excess_m == doctest::Approx(0.5 - lowest).epsilon(0.02));
+  // a margin moves the floor up: the same path is further out of the shrunk box
+  WorkspaceForecast g = forecast_workspace(m, &fast, &goal, nullptr, 0.0, dt, 5000, 0.03);
+  CHECK(g.max_excess_m == doctest::Approx(f.max_excess_m + 0.03).epsilon(1e-9));
+  CHECK(g.first_exit_tick <= f.first_exit_tick);
+  // a model without a workspace box forecasts nothing
+  m.has_workspace = false;
+  CHECK(forecast_workspace(m, &fast, &goal, nullptr, 0.0, dt, 5000, 0.0).max_excess_m == 0.0);
+}
