@@ -79,6 +79,7 @@ def run_condition(policy_factory, name: str, robot, balls: int, seed: int, **ext
             "hits": r.hits,
             "safety_events": {k: v for k, v in r.safety_events.items() if v},
             "recoveries": r.recoveries,
+            "adapter": {k: r.adapter[k] for k in ("workspace_holds", "path_holds", "path_brakes") if k in r.adapter},
             "stop_reasons": sorted(set(r.stop_reasons_seen) - {"shutdown"}),
             "wall_s": time.monotonic() - t0,
             "loadavg_after": os.getloadavg()[0],
@@ -145,6 +146,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--env-episodes", type=int, default=256, help="episodes of the env rows (the kinematic env)")
     parser.add_argument("--append", action="store_true", help="keep the other conditions of an existing --out")
+    parser.add_argument("--log-dir", default=None, help="write each condition's run log (CONDITION.rrlog) here")
     parser.add_argument(
         "--params",
         default=None,
@@ -172,7 +174,11 @@ def main() -> None:
 
         report["conditions"] = json.loads(Path(args.out).read_text())["conditions"]
     for name in args.conditions:
-        c = run_condition(lambda: family.single(theta), name, robot, args.balls, args.seed)
+        logs = {}
+        if args.log_dir is not None:
+            Path(args.log_dir).mkdir(parents=True, exist_ok=True)
+            logs["log_path"] = Path(args.log_dir) / f"{name}.rrlog"
+        c = run_condition(lambda: family.single(theta), name, robot, args.balls, args.seed, **logs)
         report["conditions"][name] = c
         print(
             f"{name:15s} return rate {c['return_rate']:.2f} {c['return_rate_ci95']}  mean rally "
