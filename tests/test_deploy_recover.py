@@ -43,6 +43,11 @@ def test_default_never_recovers_and_nothing_moves_after_the_stop(tmp_path):
     with pytest.raises(DeployStopped) as err:
         _deploy(tmp_path, "never", "never.rrlog")
     assert "watchdog" in err.value.reasons
+    # what ran before the stop comes with it: no recovery, the stop on record, the rally cut short
+    partial = err.value.result
+    assert partial is not None and partial.recoveries == 0
+    assert "watchdog" in partial.stop_reasons_seen and partial.safety_events["watchdog_stop"] >= 1
+    assert len(partial.rally_lengths) == 0
     log = read_runlog(tmp_path / "never.rrlog")
     codes = log.event_names  # name -> code
     stops = [e for e in log.events if int(e["code"]) == codes["watchdog_stop"]]

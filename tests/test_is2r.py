@@ -219,3 +219,73 @@ def test_population_evaluation_sharded_over_two_processes_matches_one(tmp_path):
         np.testing.assert_array_equal(np.asarray(got["fitness"]), single["fitness"])
     np.testing.assert_array_equal(single["hits"][0], single["hits"][2])  # same policy, same balls (CRN)
     assert single["hits"].sum() > 0  # the balls were played, not all missed
+
+
+def _deploy_result(rally_lengths, reasons):
+    from robot_rt.bridge.deploy import DeployResult
+
+    return DeployResult(
+        rally_lengths=list(rally_lengths),
+        outcomes=["out"] * len(rally_lengths),
+        return_rate=0.25,
+        serves=len(rally_lengths) + 1,
+        balls=len(rally_lengths) + 2,
+        hits=3,
+        tracks=[],
+        true_tracks=[],
+        min_paddle_distance_m=[],
+        telemetry={},
+        safety_events={"workspace_stop": 1, "watchdog_stop": 0},
+        robot_server={},
+        adapter={},
+        wall_s=1.0,
+        stop_reasons_seen=list(reasons),
+    )
+
+
+def test_default_deploy_scores_a_protective_stop_as_lost_balls(monkeypatch):
+    """A stop that ends the deploy: the rallies played before it count, the balls it did not play count as lost
+    (rally 0), the stop is on record; a DeployStopped without a result still propagates."""
+    from robot_rt.bridge import deploy as deploy_mod
+
+    def stopped(policy, **kwargs):
+        raise deploy_mod.DeployStopped(("workspace",), kwargs.get("log_path"), _deploy_result([2, 0], ["workspace"]))
+
+    monkeypatch.setattr(deploy_mod, "deploy", stopped)
+    res = is2r.default_deploy(object(), n_balls=5, seed=0)
+    assert res["rally_lengths"] == [2, 0, 0, 0, 0]
+    assert res["outcomes"] == ["out", "out"] + ["protective_stop"] * 3
+    assert res["protective_stop"] == ["workspace"] and res["balls_lost_to_stop"] == 3
+    assert res["safety_events"] == {"workspace_stop": 1}
+    assert is2r.real_fitness(res, 5, 0.2) == pytest.approx((2 + 0.2 * 3) / 5)
+
+    def bare(policy, **kwargs):
+        raise deploy_mod.DeployStopped(("estop",))
+
+    monkeypatch.setattr(deploy_mod, "deploy", bare)
+    with pytest.raises(deploy_mod.DeployStopped, match="estop"):
+        is2r.default_deploy(object(), n_balls=5, seed=0)
+
+
+class _StopsFirst(_SimStandIn):
+    """The stand-in real side whose first deploy ends in a workspace stop after one rally."""
+
+    def __call__(self, policy, *, n_balls, seed, log_path=None):
+        res = super().__call__(policy, n_balls=n_balls, seed=seed, log_path=log_path)
+        if self.calls == 1:
+            res.update(
+                rally_lengths=res["rally_lengths"][:1] + [0] * (n_balls - 1),
+                protective_stop=["workspace"],
+                balls_lost_to_stop=n_balls - 1,
+            )
+        return res
+
+
+def test_a_protective_stop_is_listed_in_the_results(tmp_path):
+    out = tmp_path / "run"
+    assert is2r.run(_args(out), deploy_fn=_StopsFirst()) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["protective_stops"] == [{"deploy": "is2r_eval_0", "reasons": ["workspace"], "balls_lost": 2}]
+    deploys = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    deploys = [r for r in deploys if r["stage"] == "deploy"]
+    assert [r["protective_stop"] for r in deploys] == [["workspace"]] + [[]] * (len(deploys) - 1)

@@ -48,11 +48,13 @@ RECOVER_CHOICES = ("never", "prompt")
 
 
 class DeployStopped(RuntimeError):
-    """A protective stop ended the deploy (nobody recovered it): `reasons`, the latched stop reasons."""
+    """A protective stop ended the deploy (nobody recovered it): `reasons`, the latched stop reasons; `result`, the
+    `DeployResult` of what ran before the stop (the rallies completed, the stop in `stop_reasons_seen`)."""
 
-    def __init__(self, reasons, log_path=None):
+    def __init__(self, reasons, log_path=None, result=None):
         self.reasons = tuple(reasons)
         self.log_path = log_path
+        self.result = result
         where = f"; run log: {log_path}" if log_path is not None else ""
         super().__init__(f"deploy: protective stop ({', '.join(self.reasons)}), not recovered{where}")
 
@@ -251,6 +253,7 @@ def deploy(
         loop = monitor = None
         server_stats: dict = {}
         recoveries = 0
+        stopped: tuple = ()  # the reasons of a stop nobody recovered: the deploy ends, its result is kept
         try:
             url = f"udp://127.0.0.1:{hello['robot_port']}?camera={hello['camera_port']}"
             driver = make_udp_driver(url, robot.dof, key=key)
@@ -269,7 +272,8 @@ def deploy(
                 reasons = tuple(loop.stop_reasons)
                 if reasons and loop.lifecycle == "stopped":
                     if not should_recover(reasons):
-                        raise DeployStopped(reasons, log_path)
+                        stopped = reasons
+                        break
                     if loop.recover():
                         recoveries += 1
                 time.sleep(0.1)
@@ -285,7 +289,7 @@ def deploy(
         summary = _read_summary(summary_path) or {}
     counts = loop.counters()["event_counts"]
     safety = {name: int(counts.get(EVENT_CODES[name], 0)) for name in SAFETY_EVENTS}
-    return DeployResult(
+    result = DeployResult(
         rally_lengths=list(summary.get("rally_lengths", [])),
         outcomes=[r["outcome"] for r in summary.get("rallies", []) if r["outcome"] != "none"],
         return_rate=float(summary.get("return_rate", 0.0)),
@@ -304,3 +308,6 @@ def deploy(
         recoveries=recoveries,
         stop_reasons_seen=loop.stop_reasons_seen,
     )
+    if stopped:
+        raise DeployStopped(stopped, log_path, result)
+    return result

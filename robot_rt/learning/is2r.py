@@ -246,25 +246,38 @@ def model_distance(a: HumanBehaviorModel, b: HumanBehaviorModel) -> float:
 def default_deploy(policy, *, n_balls: int, seed: int, log_path=None, physics: str = "kinematic") -> dict:
     """The real side: ``robot_rt.bridge.deploy.deploy`` against the real player; returns plain data.
     `physics`: the sim-server's robot, 'kinematic' or 'mujoco' (`--real-physics`, docs/mujoco.md)."""
-    from robot_rt.bridge.deploy import deploy, recover_transient_stops
+    from robot_rt.bridge.deploy import DeployStopped, deploy, recover_transient_stops
 
     # the "real" side is the simulated far end on a shared machine: a stall of the policy or the machine stops the
     # loop (watchdog, sensor timeout, tracking error) with nothing wrong with the robot, and training goes on after
-    # an explicit recovery; any other stop ends the deploy (DeployStopped). On hardware a person recovers.
-    result = deploy(
-        policy,
-        human="real_player",
-        n_balls=n_balls,
-        seed=seed,
-        log_path=log_path,
-        physics=physics,
-        recover=recover_transient_stops,
-    )
+    # an explicit recovery. Any other stop (e.g. a candidate that drives the paddle out of the workspace box) ends
+    # that deploy for good: its simulated robot is shut down with its server, the balls it did not play count as
+    # lost (rally 0), and the stop is recorded (`protective_stop`), so the ES scores a candidate that trips the
+    # robot's protection as the worst it can be. On hardware a person recovers; nothing here restarts a robot.
+    stopped: list[str] = []
+    try:
+        result = deploy(
+            policy,
+            human="real_player",
+            n_balls=n_balls,
+            seed=seed,
+            log_path=log_path,
+            physics=physics,
+            recover=recover_transient_stops,
+        )
+    except DeployStopped as stop:
+        if stop.result is None:
+            raise
+        result, stopped = stop.result, list(stop.reasons)
+    rally_lengths = [int(x) for x in result.rally_lengths][:n_balls]
+    lost = n_balls - len(rally_lengths) if stopped else 0
     return {
-        "rally_lengths": [int(x) for x in result.rally_lengths],
+        "rally_lengths": rally_lengths + [0] * lost,
         "hits": int(result.hits),  # paddle contacts over all balls
-        "outcomes": list(result.outcomes),
+        "outcomes": list(result.outcomes) + ["protective_stop"] * lost,
         "safety_events": {k: int(v) for k, v in result.safety_events.items() if v},
+        "protective_stop": stopped,  # the reasons of a stop that ended the deploy ([]: none)
+        "balls_lost_to_stop": lost,
         "tracks": [(np.asarray(t, dtype=np.float64), np.asarray(p, dtype=np.float64)) for t, p in result.tracks],
         "return_rate": float(result.return_rate),
         # what the server says it simulated (its final record has MuJoCo's stats only when it ran MuJoCo)
@@ -511,7 +524,12 @@ class Is2rRun:
             log_path = self.out / "deploys" / f"{tag}.rrlog"
             log_path.parent.mkdir(parents=True, exist_ok=True)
             result = self.deploy_fn(self.family.single(theta), n_balls=n_balls, seed=seed, log_path=log_path)
-        return dist.broadcast(result)
+        result = dist.broadcast(result)
+        if result.get("protective_stop"):  # a stop ended this deploy: on record in the results (docs/is2r.md)
+            self.state.setdefault("protective_stops", []).append(
+                {"deploy": tag, "reasons": list(result["protective_stop"]), "balls_lost": result["balls_lost_to_stop"]}
+            )
+        return result
 
     def _stage_deploy(self, branch: str, iteration: int) -> None:
         theta = self._theta(branch)
@@ -552,6 +570,7 @@ class Is2rRun:
             "hits_per_rally": res.get("hits", 0) / max(len(res["rally_lengths"]), 1),
             "outcomes": res.get("outcomes", []),
             "safety_events": res.get("safety_events", {}),
+            "protective_stop": res.get("protective_stop", []),
             "theta": theta.tolist(),
             "real_balls_learned": self.state["real_balls_learned"][branch],
             "sim_generations": self.state["sim_generations"]["shared"] + self.state["sim_generations"][branch],
@@ -627,6 +646,8 @@ class Is2rRun:
             "parameter_names": self.family.names(),
             "methods": methods,
             "human_model_distance_to_real": [model_distance(m, real) for m in models],
+            # deploys a protective stop ended (their unplayed balls counted as lost): see default_deploy
+            "protective_stops": self.state.get("protective_stops", []),
             "wall_time_s": time.time() - self.t0,
         }
 
