@@ -45,7 +45,14 @@ BY_NAME = {f.name: f for f in FAULTS}
 @pytest.mark.parametrize("fault", [f.name for f in FAULTS])
 def test_fault_row_keeps_the_safety_invariants(fault, tmp_path):
     spec = BY_NAME[fault]
-    row = run_fault(fault, CONFIG, workdir=tmp_path)
+    try:
+        row = run_fault(fault, CONFIG, workdir=tmp_path)
+    except RuntimeError as err:
+        # the controller lost its link before it went live (exit 4, link_lost), i.e. before any fault was injected:
+        # a stall of the loaded machine at start-up (seen once in CI at 0.18 s), not the row under test; run it again
+        if "exited early (4)" not in str(err):
+            raise
+        row = run_fault(fault, CONFIG, workdir=tmp_path)
     if row["stop_reason"] not in spec.stops and row["stop_reason"] in LOAD_SENSITIVE:
         row = run_fault(fault, CONFIG, workdir=tmp_path)
     # the whole row in the failure message (pytest would elide a dict)
