@@ -107,7 +107,7 @@ class EnvPolicyAdapter:
         self.obs_max = np.full(self.obs_dim, -np.inf, dtype=np.float32)
         self.workspace_holds = 0
         self.path_holds = 0  # forecast path left the box: the last sent target was held
-        self.path_brakes = 0  # ... and so did the held target's: the braking point was sent
+        self.path_brakes = 0  # ... and so did the held target's: the commanded position was sent (the loop brakes)
         if path_margin_m is not None and not (math.isfinite(path_margin_m) and path_margin_m >= 0.0):
             raise ValueError(f"path_margin_m: expected a distance >= 0 m or None, got {path_margin_m!r}")
         self.path_margin_m = None if path_margin_m is None else float(path_margin_m)

@@ -269,8 +269,8 @@ def default_deploy(policy, *, n_balls: int, seed: int, log_path=None, physics: s
         if stop.result is None:
             raise
         result, stopped = stop.result, list(stop.reasons)
-    rally_lengths = [int(x) for x in result.rally_lengths][:n_balls]
-    lost = n_balls - len(rally_lengths) if stopped else 0
+    rally_lengths = [int(x) for x in result.rally_lengths]
+    lost = max(n_balls - len(rally_lengths), 0) if stopped else 0
     return {
         "rally_lengths": rally_lengths + [0] * lost,
         "hits": int(result.hits),  # paddle contacts over all balls

@@ -48,13 +48,7 @@ __attribute__((noinline)) void prefault_stack() {
 
 // Distance of a paddle position from the workspace box (0 inside).
 double ControlLoop::workspace_excess_m(const double paddle[3]) const noexcept {
-  const RobotModel& m = filter_.model();
-  double excess = 0.0;
-  for (int k = 0; k < 3; ++k) {
-    const double out = std::max(m.workspace_min_m[k] - paddle[k], paddle[k] - m.workspace_max_m[k]);
-    if (out > 0.0) excess += out * out;
-  }
-  return std::sqrt(excess);
+  return control::workspace_excess_m(filter_.model(), paddle);
 }
 
 void ControlLoop::begin_manual(std::int64_t start_ns) {

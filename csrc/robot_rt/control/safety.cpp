@@ -172,17 +172,15 @@ void SafetyFilter::fill_command(JointCommand& out) const noexcept {
   }
 }
 
-namespace {
-// Distance of a paddle position outside [lo + margin, hi - margin] (0 inside), Euclidean over the axes.
-double box_excess_m(const RobotModel& m, const double paddle[3], double margin_m) noexcept {
+double workspace_excess_m(const RobotModel& m, const double paddle[3], double margin_m) noexcept {
   double sum = 0.0;
   for (int k = 0; k < 3; ++k) {
-    const double out = std::max(m.workspace_min_m[k] + margin_m - paddle[k], paddle[k] - (m.workspace_max_m[k] - margin_m));
+    const double out =
+        std::max(m.workspace_min_m[k] + margin_m - paddle[k], paddle[k] - (m.workspace_max_m[k] - margin_m));
     if (out > 0.0) sum += out * out;
   }
   return std::sqrt(sum);
 }
-}  // namespace
 
 WorkspaceForecast forecast_workspace(const RobotModel& model, const AxisState* start, const double* target_si,
                                      const double* ramp_start_si, double ramp_s, double dt_s, int horizon,
@@ -197,22 +195,22 @@ WorkspaceForecast forecast_workspace(const RobotModel& model, const AxisState* s
   const int dof = model.dof;
   for (int i = 0; i < dof; ++i) s[i] = start[i];
   for (int k = 0;; ++k) {
-    bool settled = true;
+    // the reference the OTG steers towards during the next tick (sampled at its start, as the loop does)
+    const double t_s = dt_s * static_cast<double>(k);
+    const bool ramping = ramp_start_si != nullptr && ramp_s > 0.0 && t_s < ramp_s;
+    bool settled = !ramping;
     for (int i = 0; i < dof; ++i) {
       q[i] = s[i].p;
-      settled = settled && !(ramp_start_si != nullptr && dt_s * k < ramp_s) && std::fabs(s[i].p - target_si[i]) <= 1e-9 && std::fabs(s[i].v) <= 1e-9 &&
+      settled = settled && std::fabs(s[i].p - target_si[i]) <= 1e-9 && std::fabs(s[i].v) <= 1e-9 &&
                 std::fabs(s[i].a) <= 1e-9;
     }
     robot::paddle_position_normal(model.chain, q, paddle, normal);
-    const double excess = box_excess_m(model, paddle, margin_m);
+    const double excess = workspace_excess_m(model, paddle, margin_m);
     if (!(excess <= 0.0) && out.first_exit_tick < 0) out.first_exit_tick = k;
     if (excess > out.max_excess_m || !std::isfinite(excess)) out.max_excess_m = excess;
     out.ticks = k;
     out.settled = settled;
     if (settled || k >= horizon) break;
-    // the reference the OTG steers towards during the next tick (sampled at its start, as the loop does)
-    const double t_s = dt_s * static_cast<double>(k);
-    const bool ramping = ramp_start_si != nullptr && ramp_s > 0.0 && t_s < ramp_s;
     for (int i = 0; i < dof; ++i) {
       OtgTarget ref{target_si[i], 0.0};
       if (ramping) {

@@ -59,6 +59,9 @@ constexpr std::uint32_t kTargetRejected = kTargetNonFinite | kTargetWorkspace;
 // the paddle centre of each tick is measured against the workspace box shrunk by margin_m. A policy-side forecast
 // (the loop itself only monitors the box): a goal whose path bulges out of the box, e.g. the jerk-limited overshoot
 // of a joint that arrives fast, can be replaced before the loop's workspace stop trips.
+// Euclidean distance of a paddle position outside the workspace box shrunk by margin_m on every face (0 inside).
+double workspace_excess_m(const RobotModel& model, const double paddle[3], double margin_m = 0.0) noexcept;
+
 struct WorkspaceForecast {
   double max_excess_m = 0.0;  // largest distance of the path outside the shrunk box (0: inside all the way)
   int first_exit_tick = -1;   // first tick outside the shrunk box (0: the start; -1: never)
