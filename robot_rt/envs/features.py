@@ -18,6 +18,21 @@ FEATURE_NAMES = (
     + ["det_x", "det_y", "det_z", "det_age", "det_valid"]
 )
 FEATURE_DIM = len(FEATURE_NAMES)
+# optional (FeatureExtractor(spin=True)): the incoming ball's spin estimated from its flight before the bounce
+SPIN_FEATURE_NAMES = ("spin_wx", "spin_wy", "spin_wz", "spin_valid")
+SPIN_WINDOW_S = 0.4  # the Magnus fit's window: 0.2 s gave correlations 0.5-0.6 with the true spin, 0.4 s 0.8
+SPIN_SCALE_RADPS = 100.0
+SPIN_BEFORE_X_M = 0.2  # estimates are taken while the ball is still short of its bounce on the robot's half
+SPIN_MIN_POINTS = 10
+
+
+def feature_names(spin: bool = False) -> tuple[str, ...]:
+    """The feature columns of `FeatureExtractor(spin=spin)`."""
+    return tuple(FEATURE_NAMES) + (SPIN_FEATURE_NAMES if spin else ())
+
+
+def feature_dim(spin: bool = False) -> int:
+    return len(feature_names(spin))
 
 
 class FeatureExtractor:
@@ -30,6 +45,7 @@ class FeatureExtractor:
         history: int = 6,
         policy_hz: float | None = None,
         hit_plane_x_m: float = 1.7,
+        spin: bool = False,
     ):
         from robot_rt.estimation.batched import BatchedBallTracker
 
@@ -45,6 +61,15 @@ class FeatureExtractor:
         self.dt_s = WorldConfig().step_s if policy_hz is None else 1.0 / float(policy_hz)  # the env's step
         self.hit_plane_x_m = float(hit_plane_x_m)
         self.tracker = BatchedBallTracker(self.n)
+        if not isinstance(spin, bool):
+            raise TypeError(f"spin: expected a bool, got {type(spin).__name__}")
+        self.spin = spin
+        # the spin comes from a second tracker: its longer window and Magnus fit would change the first one's
+        # crossing predictions, which the other features keep as they were
+        self.spin_tracker = BatchedBallTracker(self.n, estimate_spin=True, window_s=SPIN_WINDOW_S) if spin else None
+        self.spin_estimate = np.zeros((self.n, 3))
+        self.spin_valid = np.zeros(self.n, dtype=bool)
+        self.dim = feature_dim(spin)
         self.steps = np.zeros(self.n, dtype=np.int64)
         self._q_mid = 0.5 * (self.robot.position_max + self.robot.position_min)
         self._q_half = 0.5 * (self.robot.position_max - self.robot.position_min)
@@ -55,6 +80,10 @@ class FeatureExtractor:
         if m.shape != (self.n,):
             raise ValueError(f"mask: expected a bool array of shape ({self.n},), got {m.shape}")
         self.tracker.reset(m)
+        if self.spin_tracker is not None:
+            self.spin_tracker.reset(m)
+        self.spin_estimate[m] = 0.0
+        self.spin_valid[m] = False
         self.steps[m] = 0
 
     def __call__(self, observation) -> np.ndarray:
@@ -75,20 +104,30 @@ class FeatureExtractor:
         cross_pos = np.where(found[:, None], np.nan_to_num(crossing.position_m), 0.0)
         cross_vel = np.where(found[:, None], np.nan_to_num(crossing.velocity_mps), 0.0)
         newest = det[:, 0]  # detections are newest first
-        features = np.concatenate(
-            [
-                (q - self._q_mid) / self._q_half,
-                qd / self._v_max,
-                ball,
-                valid[:, None].astype(np.float64),
-                cross_dt[:, None],
-                cross_pos,
-                cross_vel,
-                found[:, None].astype(np.float64),
-                newest[:, :3] * (newest[:, 4:5] > 0.5),
-                newest[:, 3:4],
-                newest[:, 4:5],
-            ],
-            axis=1,
-        )
-        return features.astype(np.float32)
+        columns = [
+            (q - self._q_mid) / self._q_half,
+            qd / self._v_max,
+            ball,
+            valid[:, None].astype(np.float64),
+            cross_dt[:, None],
+            cross_pos,
+            cross_vel,
+            found[:, None].astype(np.float64),
+            newest[:, :3] * (newest[:, 4:5] > 0.5),
+            newest[:, 3:4],
+            newest[:, 4:5],
+        ]
+        if self.spin_tracker is not None:
+            columns += self._spin_columns(det, t_now)
+        return np.concatenate(columns, axis=1).astype(np.float32)
+
+    def _spin_columns(self, det: np.ndarray, t_now: np.ndarray) -> list[np.ndarray]:
+        """The spin estimate of the incoming ball, held from its last update before the bounce (the fit after it
+        spans too little flight) until the next reset."""
+        tracker = self.spin_tracker
+        tracker.update(det, t_now)
+        state, valid = tracker.state()
+        take = valid & (state[:, 0] < SPIN_BEFORE_X_M) & (state[:, 3] > 0) & (tracker.n_points >= SPIN_MIN_POINTS)
+        self.spin_estimate[take] = tracker.spin[take]
+        self.spin_valid |= take
+        return [self.spin_estimate / SPIN_SCALE_RADPS, self.spin_valid[:, None].astype(np.float64)]

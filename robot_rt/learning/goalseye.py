@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from robot_rt._native import BACKENDS
-from robot_rt.envs.features import FEATURE_DIM, FeatureExtractor
+from robot_rt.envs.features import FeatureExtractor, feature_dim
 from robot_rt.learning import distributed as dist
 from robot_rt.learning.dataset import EpisodeBatch, EpisodeDataset, relabel
 from robot_rt.learning.gcbc import GCBCPolicy, train_gcbc
@@ -53,6 +53,7 @@ DEFAULTS = dict(
     max_episode_steps=300,
     backend="auto",
     torch_threads=1,
+    spin_features=False,
 )
 SMOKE = dict(
     seeds=[0],
@@ -99,6 +100,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, type=kind, default=None, help=f"{text} (default {d[name]})")
     parser.add_argument("--hidden", type=int, nargs="+", default=None, help=f"MLP widths (default {d['hidden']})")
     parser.add_argument("--backend", choices=("auto", *BACKENDS["envs"]), default=None, help="env backend")
+    parser.add_argument(
+        "--spin-features",
+        action="store_true",
+        default=None,
+        help="add the incoming ball's spin, estimated from its flight before the bounce, to the policy input",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -245,7 +252,9 @@ def make_env(num_envs: int, config: dict):
     return TableTennisGoalVectorEnv(num_envs, max_episode_steps=config["max_episode_steps"], backend=config["backend"])
 
 
-def run_episodes(env, agent, seeds, targets, *, record: bool, progress=None) -> list[Episode]:
+def run_episodes(
+    env, agent, seeds, targets, *, record: bool, progress=None, spin_features: bool = False
+) -> list[Episode]:
     """Runs one episode per (seed, target) on the vector env, in slots as they free up; returns them in order.
 
     Each episode starts with an explicit `reset(seed=...)` of its slot, so its ball, camera noise and human do
@@ -261,7 +270,7 @@ def run_episodes(env, agent, seeds, targets, *, record: bool, progress=None) -> 
     if n == 0:
         return []
     num = env.num_envs
-    extractor = FeatureExtractor(num)
+    extractor = FeatureExtractor(num, spin=spin_features)
     action_scale = env.single_action_space.high.astype(np.float64)  # 1: the envs' actions are already a / v_max
     slot_episode = np.full(num, -1)
     slot_target = np.zeros((num, 2))
@@ -341,12 +350,20 @@ def run_episodes(env, agent, seeds, targets, *, record: bool, progress=None) -> 
     return out  # type: ignore[return-value]
 
 
-def run_episodes_sharded(env, agent, seeds, targets, *, record: bool, progress=None) -> list[Episode]:
+def run_episodes_sharded(
+    env, agent, seeds, targets, *, record: bool, progress=None, spin_features: bool = False
+) -> list[Episode]:
     """`run_episodes` with the episodes split across the processes of `robot_rt.learning.distributed` by index
     (striped), results gathered back into index order on every process."""
     mine = dist.shard_indices(len(seeds))
     local = run_episodes(
-        env, agent, np.asarray(seeds)[mine], np.asarray(targets)[mine], record=record, progress=progress
+        env,
+        agent,
+        np.asarray(seeds)[mine],
+        np.asarray(targets)[mine],
+        record=record,
+        progress=progress,
+        spin_features=spin_features,
     )
     return dist.gather_by_index(len(seeds), local)
 
@@ -388,7 +405,7 @@ class Trainer:
         self.config = config
         self.seed = seed
         torch.manual_seed(seed)
-        self.model = GCBCPolicy(FEATURE_DIM, hidden=tuple(config["hidden"]))
+        self.model = GCBCPolicy(feature_dim(bool(config.get("spin_features", False))), hidden=tuple(config["hidden"]))
         self.ema = GCBCPolicy.from_state(self.model.state()) if config["ema_decay"] > 0 else None
         self.optimizer: torch.optim.Optimizer | None = None
         self.fitted = False
@@ -513,7 +530,15 @@ class _Session:
 
     def rollout(self, agent, seeds, targets, desc: str, record: bool) -> list[Episode]:
         bar = _Progress(len(seeds), desc, self.show)
-        episodes = run_episodes_sharded(self.env, agent, seeds, targets, record=record, progress=bar)
+        episodes = run_episodes_sharded(
+            self.env,
+            agent,
+            seeds,
+            targets,
+            record=record,
+            progress=bar,
+            spin_features=bool(self.config.get("spin_features", False)),
+        )
         bar.close()
         return episodes
 
