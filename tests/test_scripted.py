@@ -44,7 +44,38 @@ def test_params_vector_roundtrip_and_bounds():
     with pytest.raises(ValueError, match="return_speed_mps"):
         ScriptedParams(return_speed_mps=100.0)
     with pytest.raises(ValueError, match="vector"):
-        ScriptedParams.from_vector(v[:-1])
+        ScriptedParams.from_vector(v[:-2])
+    # a vector saved before approach_speed_mps existed gets its default, which changes nothing
+    legacy = ScriptedParams.from_vector(v[:-1])
+    assert legacy == p and legacy.approach_speed_mps == ScriptedParams().approach_speed_mps
+    policy = BatchedScriptedPolicy(3, params=v[:-1])  # an exported policy's scripted base from before
+    np.testing.assert_array_equal(policy.params, np.tile(v, (3, 1)))
+    policy.set_params(np.tile(v[:-1], (3, 1)))
+    np.testing.assert_array_equal(policy.params, np.tile(v, (3, 1)))
+
+
+def test_fast_approach_reaches_wide_balls_and_leaves_the_default_policy_unchanged():
+    """approach_speed_mps only lifts the paddle-speed cap while the swing is far; at its default (the low bound,
+    below max_paddle_speed_mps) the policy's actions are bitwise those of the cap alone."""
+    from robot_rt.envs.scripted import APPROACH_MARGIN_S
+    from robot_rt.envs.vector import TableTennisVectorEnv
+
+    n = 64
+    env = TableTennisVectorEnv(n, max_episode_steps=200)
+    obs, _ = env.reset(seed=list(range(n)))
+    slow = BatchedScriptedPolicy(n, params=dataclasses.replace(ScriptedParams.preset("rally"), approach_speed_mps=0.5))
+    fast = BatchedScriptedPolicy(n, params=ScriptedParams.preset("rally"))
+    assert fast.params[0, -1] > slow.params[0, -1]
+    differed = False
+    for _ in range(60):
+        a_slow, a_fast = slow(obs), fast(obs)
+        time_left = np.nan_to_num(fast.plan_t - fast.t + fast.dt)  # the clock advanced in the call
+        near = ~(np.isfinite(fast.plan_t) & (time_left > fast._p["swing_s"] + APPROACH_MARGIN_S))
+        # near the swing (or with no plan) the two are the same policy
+        np.testing.assert_array_equal(a_slow[near], a_fast[near])
+        differed |= bool(np.any(a_slow[~near] != a_fast[~near]))
+        obs, *_ = env.step(a_slow)
+    assert differed, "the higher approach cap never changed an action"
 
 
 # ------------------------------------------------------------------------------------------ maths vs references
