@@ -204,3 +204,56 @@ def test_smoke_run_every_stage_then_resume_after_a_crash(tmp_path, monkeypatch):
     # the attempts were relabelled with what they achieved: data set goals are landing points
     attempts = EpisodeDataset(out / "data" / "seed0" / "demos+practice").read()
     assert attempts.n_episodes == 2 * goalseye.SMOKE["attempts_per_round"]
+
+
+def _fake_results(seeds, successes, train_steps=100):
+    config = dict(goalseye.DEFAULTS, seeds=list(seeds), conditions=["demos+practice"], train_steps=train_steps)
+    curves = {}
+    for seed, (k20, k30) in zip(seeds, successes):
+        curves[(seed, "demos+practice")] = [
+            {"round": 0, "attempts": 0, "n": 100, "success_20cm": k20, "success_30cm": k30},
+            {"round": 1, "attempts": 50, "n": 100, "success_20cm": k20 + 5, "success_30cm": k30 + 5},
+        ]
+        for point in curves[(seed, "demos+practice")]:  # as a run records them
+            point.update({f"rate_{r}cm": point[f"success_{r}cm"] / point["n"] for r in (20, 30)})
+    return {
+        "method": "m",
+        "complete": True,
+        "config": config,
+        "wall_time_s": 10.0,
+        "timings_s": {f"seed{s}/play_s": 1.0 for s in seeds},
+        "world_size": 1,
+        "pooled": goalseye.pool_curves(config["conditions"], curves),
+        "per_seed": {f"seed{s}/{c}": v for (s, c), v in curves.items()},
+    }
+
+
+def test_merge_results_pools_runs_of_disjoint_seeds_as_one_run_would(tmp_path):
+    a = _fake_results([0, 1], [(30, 50), (40, 60)])
+    b = _fake_results([2], [(20, 70)])
+    merged = goalseye.merge_results([a, b])
+    whole = _fake_results([0, 1, 2], [(30, 50), (40, 60), (20, 70)])
+    assert merged["pooled"] == whole["pooled"]
+    last = merged["pooled"]["demos+practice"][-1]
+    assert last["n"] == 300 and last["success_30cm"] == 50 + 60 + 70 + 15 and last["seeds"] == [0, 1, 2]
+    assert merged["config"]["seeds"] == [0, 1, 2] and merged["wall_time_s"] == 20.0
+    with pytest.raises(ValueError, match="overlap"):
+        goalseye.merge_results([a, _fake_results([1], [(1, 2)])])
+    with pytest.raises(ValueError, match="train_steps"):
+        goalseye.merge_results([a, _fake_results([5], [(1, 2)], train_steps=7)])
+    # the tool: results.json and both plots
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    for name, r in (("a", a), ("b", b)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(r))
+    path = Path(__file__).resolve().parents[1] / "tools" / "merge_goalseye_runs.py"
+    spec = importlib.util.spec_from_file_location("merge_goalseye_runs", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "out")]) == 0
+    out = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert out["pooled"] == json.loads(json.dumps(whole["pooled"]))
+    assert (tmp_path / "out" / "success_30cm.png").stat().st_size > 1000

@@ -44,8 +44,8 @@ DEFAULTS = dict(
     attempts_per_round=400,
     eval_goals=128,
     eval_seed=20261126,
-    train_steps=3000,
-    finetune_steps=500,
+    train_steps=30000,
+    finetune_steps=3000,
     batch_size=512,
     lr=1e-3,
     ema_decay=0.999,
@@ -53,7 +53,7 @@ DEFAULTS = dict(
     max_episode_steps=300,
     backend="auto",
     torch_threads=1,
-    spin_features=False,
+    spin_features=True,
 )
 SMOKE = dict(
     seeds=[0],
@@ -102,9 +102,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("auto", *BACKENDS["envs"]), default=None, help="env backend")
     parser.add_argument(
         "--spin-features",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="add the incoming ball's spin, estimated from its flight before the bounce, to the policy input",
+        help="the incoming ball's spin, estimated from its flight before the bounce, in the policy input "
+        f"(default {d['spin_features']})",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -709,11 +710,11 @@ def _finish(session: _Session) -> None:
     dist.shutdown()
 
 
-def _write_results(run_dir: RunDir, config: dict, curves: dict, timings: dict, t_start: float, final=False) -> dict:
-    """results.json: per-seed curves and, per condition and round, the success pooled over seeds (Wilson CI,
-    n = seeds x held-out goals; seeds share the held-out set, so this treats seeds as replicates)."""
+def pool_curves(conditions, curves: dict) -> dict:
+    """Per condition and round, the success pooled over seeds (Wilson CI, n = seeds x held-out goals; seeds share the
+    held-out set, so this treats seeds as replicates). `curves`: {(seed, condition): [eval points]}."""
     pooled: dict = {}
-    for condition in config["conditions"]:
+    for condition in conditions:
         per_round: dict = {}
         for (seed, cond), curve in curves.items():
             if cond != condition:
@@ -732,6 +733,45 @@ def _write_results(run_dir: RunDir, config: dict, curves: dict, timings: dict, t
                 agg[f"rate_{radius}cm"] = k / agg["n"]
                 agg[f"ci_{radius}cm"] = list(wilson_interval(k, agg["n"]))
         pooled[condition] = [per_round[r] for r in sorted(per_round)]
+    return pooled
+
+
+def merge_results(runs: list[dict]) -> dict:
+    """One results dict from the results.json of runs that differ only in their seeds (disjoint), e.g. seeds run as
+    separate processes: the per-seed curves side by side, pooled again over all seeds."""
+    if not runs:
+        raise ValueError("runs: expected at least one results dict")
+    ignore = {"seeds", "smoke"}
+    base = {k: v for k, v in runs[0]["config"].items() if k not in ignore}
+    seeds: list[int] = []
+    curves: dict = {}
+    for i, r in enumerate(runs):
+        other = {k: v for k, v in r["config"].items() if k not in ignore}
+        if other != base:
+            diff = sorted(k for k in set(other) | set(base) if other.get(k) != base.get(k))
+            raise ValueError(f"runs[{i}]: its config differs from runs[0]'s in {diff}; only the seeds may differ")
+        if set(r["config"]["seeds"]) & set(seeds):
+            raise ValueError(f"runs[{i}]: seeds {r['config']['seeds']} overlap {seeds}")
+        seeds += list(r["config"]["seeds"])
+        for key, curve in r["per_seed"].items():
+            seed, _, condition = key.partition("/")
+            curves[(int(seed.removeprefix("seed")), condition)] = curve
+    config = dict(runs[0]["config"], seeds=seeds)
+    return {
+        "method": runs[0]["method"],
+        "complete": all(r["complete"] for r in runs),
+        "config": config,
+        "wall_time_s": sum(r["wall_time_s"] for r in runs),
+        "wall_time_s_per_run": [r["wall_time_s"] for r in runs],
+        "timings_s": {k: v for r in runs for k, v in r["timings_s"].items()},
+        "world_size": runs[0]["world_size"],
+        "pooled": pool_curves(config["conditions"], curves),
+        "per_seed": {f"seed{s}/{c}": curve for (s, c), curve in curves.items()},
+    }
+
+
+def _write_results(run_dir: RunDir, config: dict, curves: dict, timings: dict, t_start: float, final=False) -> dict:
+    """results.json: per-seed curves and the success pooled over seeds (`pool_curves`)."""
     results = {
         "method": "GoalsEye (GCBC + hindsight relabelling + self-practice), simulated",
         "complete": final,
@@ -739,7 +779,7 @@ def _write_results(run_dir: RunDir, config: dict, curves: dict, timings: dict, t
         "wall_time_s": time.time() - t_start,
         "timings_s": timings,
         "world_size": dist.world_size(),
-        "pooled": pooled,
+        "pooled": pool_curves(config["conditions"], curves),
         "per_seed": {f"seed{s}/{c}": curve for (s, c), curve in curves.items()},
     }
     run_dir.write_results(results)
