@@ -201,6 +201,21 @@ def test_smoke_run_every_stage_then_resume_after_a_crash(tmp_path, monkeypatch):
     for radius in (20, 30):
         png = out / "plots" / f"success_{radius}cm.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the final policies' landings: one per held-out goal, consistent with the success counts; and their plots
+    goals = np.array(results["eval_goals"])
+    assert goals.shape == (goalseye.SMOKE["eval_goals"], 2)
+    np.testing.assert_allclose(goals, goalseye.eval_plan(config)[1], atol=1e-4)
+    for condition in goalseye.CONDITIONS:
+        last = results["per_seed"][f"seed0/{condition}"][-1]
+        assert len(last["landings"]) == last["n"] and sum(x is not None for x in last["landings"]) == last["landed"]
+        dist = [math.dist(x, g) for x, g in zip(last["landings"], goals) if x is not None]
+        assert sum(d <= 0.3 for d in dist) == last["success_30cm"]
+        assert all("landings" not in p for p in results["per_seed"][f"seed0/{condition}"][:-1])
+        assert (out / "plots" / f"landing_{condition}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [r for r in read_log(out / "log.jsonl") if "landings" in r]
+    # the final checkpoint evaluated again gives the same episodes (tools/merge_goalseye_runs.py relies on it)
+    again = goalseye.final_landings_from_checkpoint(out, config, 0, "demos+practice")
+    assert again["landings"] == results["per_seed"]["seed0/demos+practice"][-1]["landings"]
     # the attempts were relabelled with what they achieved: data set goals are landing points
     attempts = EpisodeDataset(out / "data" / "seed0" / "demos+practice").read()
     assert attempts.n_episodes == 2 * goalseye.SMOKE["attempts_per_round"]
@@ -257,3 +272,15 @@ def test_merge_results_pools_runs_of_disjoint_seeds_as_one_run_would(tmp_path):
     out = json.loads((tmp_path / "out" / "results.json").read_text())
     assert out["pooled"] == json.loads(json.dumps(whole["pooled"]))
     assert (tmp_path / "out" / "success_30cm.png").stat().st_size > 1000
+
+
+def test_landing_scatter_checks_its_input(tmp_path):
+    from robot_rt.learning.plots import plot_landing_scatter
+
+    goals = [[-0.5, 0.0], [-0.8, 0.3]]
+    path = plot_landing_scatter(goals, [[[-0.45, 0.05], None], [[-1.2, 0.6], [-0.8, 0.25]]], tmp_path / "s.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="landings"):
+        plot_landing_scatter(goals, [[[-0.45, 0.05]]], tmp_path / "t.png")
+    with pytest.raises(ValueError, match="goals"):
+        plot_landing_scatter([0.1, 0.2], [], tmp_path / "u.png")

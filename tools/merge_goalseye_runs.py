@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from robot_rt._io import atomic_write_json  # noqa: E402
-from robot_rt.learning.goalseye import merge_results  # noqa: E402
+from robot_rt.learning.goalseye import final_landings_from_checkpoint, merge_results, plot_final_landings  # noqa: E402
 from robot_rt.learning.plots import plot_goalseye_curves  # noqa: E402
 
 
@@ -25,13 +25,27 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path, help="run directories (each with results.json)")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument(
+        "--landings-from-checkpoints",
+        action="store_true",
+        help="runs recorded before results.json kept the final landings: evaluate their final checkpoints again",
+    )
     args = ap.parse_args(argv)
     runs = []
     for run in args.runs:
         path = run / "results.json"
         if not path.is_file():
             ap.error(f"runs: {path} does not exist")
-        runs.append(json.loads(path.read_text()))
+        results = json.loads(path.read_text())
+        if args.landings_from_checkpoints:
+            for key, curve in results["per_seed"].items():
+                if curve and curve[-1].get("landings") is None:
+                    seed, _, condition = key.partition("/")
+                    again = final_landings_from_checkpoint(run, results["config"], int(seed[4:]), condition)
+                    if again["success_30cm"] != curve[-1]["success_30cm"]:
+                        ap.error(f"{run} {key}: the checkpoint's evaluation differs from the recorded one")
+                    curve[-1]["landings"] = again["landings"]
+        runs.append(results)
     try:
         merged = merge_results(runs)
     except ValueError as err:
@@ -41,6 +55,12 @@ def main(argv=None) -> int:
     atomic_write_json(args.out / "results.json", merged)
     for radius in (20, 30):
         plot_goalseye_curves(merged, radius, args.out / f"success_{radius}cm.png")
+    if merged.get("eval_goals") is None and args.landings_from_checkpoints:
+        from robot_rt.learning.goalseye import eval_plan
+
+        merged["eval_goals"] = eval_plan(merged["config"])[1].round(4).tolist()
+        atomic_write_json(args.out / "results.json", merged)
+    plot_final_landings(merged, lambda name: args.out / name)
     for condition, points in merged["pooled"].items():
         if points:
             last = points[-1]

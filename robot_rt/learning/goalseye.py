@@ -383,10 +383,14 @@ def episodes_to_batch(episodes: list[Episode]) -> EpisodeBatch:
 
 
 # ------------------------------------------------------------------------------------------------ statistics
-def summarise(episodes: list[Episode]) -> dict:
+def summarise(episodes: list[Episode], landings: bool = False) -> dict:
+    """Success within 20 / 30 cm (Wilson intervals); with `landings`, also each episode's landing point ([x, y] in
+    m, None where the ball did not land), in episode order."""
     n = len(episodes)
     d = np.array([e.distance_m for e in episodes])
     out = {"n": n, "landed": int(np.sum(np.isfinite(d)))}
+    if landings:
+        out["landings"] = [[round(float(v), 4) for v in e.landing_point] if e.has_landed else None for e in episodes]
     for radius in (20, 30):
         k = int(np.sum(d <= radius / 100))
         out[f"success_{radius}cm"] = k
@@ -548,7 +552,7 @@ class _Session:
 
     def evaluate(self, model: GCBCPolicy, desc: str) -> dict:
         agent = GCBCAgent(model, self.action_scale)
-        return summarise(self.rollout(agent, self.eval_seeds, self.eval_goals, desc, record=False))
+        return summarise(self.rollout(agent, self.eval_seeds, self.eval_goals, desc, record=False), landings=True)
 
 
 def run(args) -> int:
@@ -643,11 +647,21 @@ def _run_condition(session: _Session, seed: int, condition: str, data_root: Path
             fit_info, result = _train_and_evaluate(session, seed, condition, round_, trainer, own, play)
         if round_ == 0 and condition != "practice-only":
             shared_round0 = (trainer.state(), result)
+        result = dict(result)
+        landings = result.pop("landings", None)
         point = {"round": round_, "attempts": round_ * config["attempts_per_round"], **result}
+        if round_ == config["rounds"] and landings is not None:
+            point["landings"] = landings  # the final policy's landings, one per held-out goal (not in the log)
         curve.append(point)
         if dist.is_main():
             run_dir = session.run_dir
-            run_dir.log(event="eval", seed=seed, condition=condition, fit=fit_info, **point)
+            run_dir.log(
+                event="eval",
+                seed=seed,
+                condition=condition,
+                fit=fit_info,
+                **{k: v for k, v in point.items() if k != "landings"},
+            )
             run_dir.save_checkpoint(name, {"trainer": trainer.state(), "curve": curve, "round": round_})
             _write_results(
                 run_dir, config, {**session.curves, (seed, condition): curve}, session.timings, session.t_start
@@ -704,6 +718,7 @@ def _finish(session: _Session) -> None:
 
         for radius in (20, 30):
             plot_goalseye_curves(results, radius, run_dir.plot_path(f"success_{radius}cm.png"))
+        plot_final_landings(results, run_dir.plot_path)
         run_dir.log(event="done", wall_time_s=results["wall_time_s"])
         _print_summary(results)
     dist.barrier()
@@ -736,6 +751,52 @@ def pool_curves(conditions, curves: dict) -> dict:
     return pooled
 
 
+def plot_final_landings(results: dict, path_of) -> list:
+    """landing_CONDITION.png per condition: its final policies' landings (every seed) against the held-out goals;
+    `path_of(name)` gives a file's path. Conditions without recorded landings are skipped."""
+    from robot_rt.learning.plots import plot_landing_scatter
+
+    written = []
+    goals = results.get("eval_goals")
+    if goals is None:
+        return written
+    for condition in results["config"]["conditions"]:
+        runs, seeds = [], []
+        for key, curve in results["per_seed"].items():
+            if key.endswith("/" + condition) and curve and curve[-1].get("landings") is not None:
+                runs.append(curve[-1]["landings"])
+                seeds.append(key.split("/")[0])
+        if runs:
+            attempts = results["per_seed"][f"{seeds[0]}/{condition}"][-1]["attempts"]
+            title = f"GoalsEye {condition}, final policies ({attempts} extra episodes), {', '.join(seeds)}"
+            written.append(plot_landing_scatter(goals, runs, path_of(f"landing_{condition}.png"), title=title))
+    return written
+
+
+def final_landings_from_checkpoint(run_path: str | Path, config: dict, seed: int, condition: str) -> dict:
+    """Evaluates the final policy saved in a run's checkpoint `seed{seed}-{condition}` on the run's held-out goals
+    again (the same episodes: their seeds and goals are fixed by the config) and returns `summarise` with landings.
+    For runs recorded before results.json kept the final landings."""
+    import torch
+
+    path = Path(run_path) / "checkpoints" / f"seed{seed}-{condition}.pt"
+    if not path.is_file():
+        raise ValueError(f"run_path: no checkpoint {path}")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    trainer = Trainer(config, seed)
+    trainer.load(state["trainer"])
+    env = make_env(config["num_envs"], config)
+    try:
+        seeds, goals = eval_plan(config)
+        agent = GCBCAgent(trainer.policy, env.single_action_space.high.astype(np.float64))
+        episodes = run_episodes(
+            env, agent, seeds, goals, record=False, spin_features=bool(config.get("spin_features", False))
+        )
+    finally:
+        env.close()
+    return summarise(episodes, landings=True)
+
+
 def merge_results(runs: list[dict]) -> dict:
     """One results dict from the results.json of runs that differ only in their seeds (disjoint), e.g. seeds run as
     separate processes: the per-seed curves side by side, pooled again over all seeds."""
@@ -758,6 +819,7 @@ def merge_results(runs: list[dict]) -> dict:
             curves[(int(seed.removeprefix("seed")), condition)] = curve
     config = dict(runs[0]["config"], seeds=seeds)
     return {
+        "eval_goals": runs[0].get("eval_goals"),
         "method": runs[0]["method"],
         "complete": all(r["complete"] for r in runs),
         "config": config,
@@ -771,8 +833,10 @@ def merge_results(runs: list[dict]) -> dict:
 
 
 def _write_results(run_dir: RunDir, config: dict, curves: dict, timings: dict, t_start: float, final=False) -> dict:
-    """results.json: per-seed curves and the success pooled over seeds (`pool_curves`)."""
+    """results.json: per-seed curves (the last point of each with its landings), the held-out goals and the success
+    pooled over seeds (`pool_curves`)."""
     results = {
+        "eval_goals": np.round(eval_plan(config)[1], 4).tolist(),
         "method": "GoalsEye (GCBC + hindsight relabelling + self-practice), simulated",
         "complete": final,
         "config": config,

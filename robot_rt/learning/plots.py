@@ -125,3 +125,59 @@ def plot_rally_histograms(policies: list[dict], path: str | Path, ceiling: float
     ax.legend(fontsize=8)
     fig.tight_layout()
     return _png(fig, path)
+
+
+def plot_landing_scatter(
+    goals, landings: list, path: str | Path, radius_m: float = 0.3, title: str = "", links: int = 64
+) -> Path:
+    """Landing points against their goals on the human's half of the table (top view, x towards the human).
+
+    `goals` [G, 2]; `landings`: one list per run (e.g. per seed) of G entries, [x, y] or None where the ball did not
+    land. Landings within `radius_m` of their goal are green, the others orange; a thin line joins the first run's
+    first `links` goals to their landings."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    goals = np.asarray(goals, dtype=np.float64)
+    if goals.ndim != 2 or goals.shape[1] != 2:
+        raise ValueError(f"goals: expected shape [G, 2], got {goals.shape}")
+    for i, run in enumerate(landings):
+        if len(run) != len(goals):
+            raise ValueError(f"landings[{i}]: expected {len(goals)} entries (one per goal), got {len(run)}")
+    fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=110)
+    half_length, half_width = 1.37, 0.7625
+    ax.add_patch(plt.Rectangle((-half_length, -half_width), half_length, 2 * half_width, fill=False, color="k", lw=1))
+    ax.axvline(0.0, color="k", lw=2)  # the net
+    hits = misses = lost = 0
+    for r, run in enumerate(landings):
+        for g, land in enumerate(run):
+            if land is None:
+                lost += 1
+                continue
+            x, y = land
+            ok = np.hypot(x - goals[g, 0], y - goals[g, 1]) <= radius_m
+            hits += int(ok)
+            misses += int(not ok)
+            ax.scatter(x, y, s=7, color="tab:green" if ok else "tab:orange", alpha=0.5, linewidths=0)
+            if r == 0 and g < links:
+                ax.plot([goals[g, 0], x], [goals[g, 1], y], color="0.6", lw=0.5)
+    ax.scatter(goals[:, 0], goals[:, 1], s=10, marker="x", color="k", linewidths=0.8, label="goals")
+    ax.scatter([], [], s=12, color="tab:green", label=f"within {100 * radius_m:.0f} cm ({hits})")
+    ax.scatter([], [], s=12, color="tab:orange", label=f"farther ({misses})")
+    ax.plot([], [], color="0.6", lw=0.5, label=f"goal -> landing ({min(links, len(goals))} of run 0)")
+    total = hits + misses + lost
+    ax.set_title(
+        (title + "\n" if title else "") + f"{hits} of {total} within {100 * radius_m:.0f} cm, {lost} did not land",
+        fontsize=9,
+    )
+    ax.set_xlabel("x (m): the net at 0, the human's end line at -1.37")
+    ax.set_ylabel("y (m)")
+    ax.set_xlim(-1.6, 0.15)
+    ax.set_ylim(-0.95, 0.95)
+    ax.set_aspect("equal")
+    ax.legend(fontsize=7, loc="upper left", framealpha=0.8)
+    fig.tight_layout()
+    return _png(fig, path)
