@@ -113,7 +113,7 @@ RALLY_PRESET: dict = {
     "ready_dy_m": -0.034,
     "ready_dz_m": -0.109,
     # the fast approach (docs/envs.md, `robot_rt.envs.scripted`, "fast approach"), then 12 more generations of the
-    # search from the preset with it: mean rally 3.33 -> 3.60 -> 3.83 on the same 3 x 256 serves
+    # search from the preset with it: mean rally 3.33 -> 3.60 -> 3.75 on the same 3 x 256 serves (these values)
     "approach_speed_mps": 2.872,
 }
 
