@@ -92,3 +92,30 @@ def test_rally_report_from_an_evaluation_and_a_bgs_run(tmp_path):
     for name in ("learning_curves.png", "rally_histogram.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert np.isclose(json.loads((out / "rally_report.json").read_text())["ceiling_rally_mean"], 20.0)
+
+
+def test_render_rally_replays_the_longest_rally_of_the_search_into_a_gif(tmp_path, capsys):
+    import sys
+
+    from PIL import Image
+
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        spec = importlib.util.spec_from_file_location("render_rally", EXAMPLES / "render_rally.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    seed, rally = module.longest_rally("scripted-rally", list(range(6)), 1500)
+    out = tmp_path / "rally.gif"
+    # main() raises if the rendered replay's rally differs from the search's: the replay is the same episode
+    assert (
+        module.main(
+            ["--search", "6", "--stride", "25", "--max-frames", "6", "--max-episode-steps", "1500", "--out", str(out)]
+        )
+        == 0
+    )
+    assert f"serve {seed}: rally {rally}" in capsys.readouterr().out
+    with Image.open(out) as gif:
+        assert gif.format == "GIF" and gif.size == (960, 300)
+        assert 2 <= gif.n_frames <= 7  # up to --max-frames, plus the episode's last frame
