@@ -55,11 +55,6 @@ def main(argv=None) -> int:
     atomic_write_json(args.out / "results.json", merged)
     for radius in (20, 30):
         plot_goalseye_curves(merged, radius, args.out / f"success_{radius}cm.png")
-    if merged.get("eval_goals") is None and args.landings_from_checkpoints:
-        from robot_rt.learning.goalseye import eval_plan
-
-        merged["eval_goals"] = eval_plan(merged["config"])[1].round(4).tolist()
-        atomic_write_json(args.out / "results.json", merged)
     plot_final_landings(merged, lambda name: args.out / name)
     for condition, points in merged["pooled"].items():
         if points:

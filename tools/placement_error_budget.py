@@ -140,9 +140,14 @@ def budget(rec: dict) -> dict:
 
 def summary(name: str, xy: np.ndarray, goal: np.ndarray, episodes: int) -> dict:
     """Shares are per episode (an episode without a contact or a landing fails); errors over the landed ones."""
+    from robot_rt.ballistics import TableGeometry
     from robot_rt.learning.stats import wilson_interval
 
-    on_half = np.all(np.isfinite(xy), axis=1) & (xy[:, 0] < 0) & (xy[:, 0] > -1.37) & (np.abs(xy[:, 1]) < 0.7625)
+    table = TableGeometry()
+    half_length, half_width = table.length_m / 2, table.width_m / 2
+    on_half = (
+        np.all(np.isfinite(xy), axis=1) & (xy[:, 0] < 0) & (xy[:, 0] > -half_length) & (np.abs(xy[:, 1]) < half_width)
+    )
     err = np.where(on_half[:, None], xy - goal, np.nan)
     dist = np.linalg.norm(err, axis=1)
     within30 = int(np.sum(dist <= 0.3))

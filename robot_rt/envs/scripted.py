@@ -79,9 +79,7 @@ class ScriptedParams:
     def from_vector(cls, vector) -> ScriptedParams:
         """From a vector in `names()` order; a vector saved before `approach_speed_mps` existed (one value short)
         gets its default, which leaves the policy as it was."""
-        v = np.asarray(vector, dtype=np.float64)
-        if v.shape == (len(cls.names()) - 1,) and cls.names()[-1] == "approach_speed_mps":
-            v = np.append(v, cls.approach_speed_mps)
+        v = with_legacy_defaults(np.asarray(vector, dtype=np.float64))
         if v.shape != (len(cls.names()),):
             raise ValueError(f"vector: expected shape ({len(cls.names())},) ({', '.join(cls.names())}), got {v.shape}")
         return cls(**{k: float(x) for k, x in zip(cls.names(), v)})
@@ -142,6 +140,15 @@ _BOUNDS = {
 }
 # the paddle may move at approach_speed_mps until this long before its swing starts (then max_paddle_speed_mps)
 APPROACH_MARGIN_S = 0.1
+
+
+def with_legacy_defaults(values: np.ndarray) -> np.ndarray:
+    """Parameter vectors [P] or [N, P] saved before `approach_speed_mps` existed (one value short) with its default
+    appended, which leaves the policy as it was; any other shape unchanged."""
+    if values.ndim in (1, 2) and values.shape[-1] == len(_BOUNDS) - 1:
+        default = np.full(values.shape[:-1] + (1,), ScriptedParams.approach_speed_mps)
+        return np.concatenate([values, default], axis=-1)
+    return values
 
 
 def check_param_vector(values: np.ndarray, name: str) -> None:
@@ -295,10 +302,7 @@ class BatchedScriptedPolicy:
         if isinstance(params, ScriptedParams):
             mat = np.broadcast_to(params.to_vector(), (self.n, len(names)))
         else:
-            mat = np.asarray(params, dtype=np.float64)
-            if mat.ndim in (1, 2) and mat.shape[-1] == len(names) - 1:
-                # saved before approach_speed_mps existed (e.g. an exported policy's scripted base): its default
-                mat = np.concatenate([mat, np.full(mat.shape[:-1] + (1,), ScriptedParams.approach_speed_mps)], axis=-1)
+            mat = with_legacy_defaults(np.asarray(params, dtype=np.float64))  # e.g. an exported policy's base
             if mat.shape == (len(names),):
                 mat = np.broadcast_to(mat, (self.n, len(names)))
             if mat.shape != (self.n, len(names)):

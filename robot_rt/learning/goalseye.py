@@ -160,6 +160,11 @@ def eval_plan(config: dict):
     return episode_plan(config["eval_seed"], STREAM_EVAL, 0, config["eval_goals"])
 
 
+def held_out_goals(config: dict) -> list:
+    """The held-out goals of `eval_plan` as results.json lists them ([x, y] rounded to 0.1 mm)."""
+    return np.round(eval_plan(config)[1], 4).tolist()
+
+
 # ------------------------------------------------------------------------------------------------ agents
 # per-episode perturbation stds of the scripted policy's parameters during play (scaled by --play-param-noise):
 # the shot's speed, elevation and timing vary, so landing points spread around the aim like a human's play
@@ -819,7 +824,7 @@ def merge_results(runs: list[dict]) -> dict:
             curves[(int(seed.removeprefix("seed")), condition)] = curve
     config = dict(runs[0]["config"], seeds=seeds)
     return {
-        "eval_goals": runs[0].get("eval_goals"),
+        "eval_goals": held_out_goals(config),  # a function of the config, which only the seeds may change
         "method": runs[0]["method"],
         "complete": all(r["complete"] for r in runs),
         "config": config,
@@ -836,7 +841,7 @@ def _write_results(run_dir: RunDir, config: dict, curves: dict, timings: dict, t
     """results.json: per-seed curves (the last point of each with its landings), the held-out goals and the success
     pooled over seeds (`pool_curves`)."""
     results = {
-        "eval_goals": np.round(eval_plan(config)[1], 4).tolist(),
+        "eval_goals": held_out_goals(config),
         "method": "GoalsEye (GCBC + hindsight relabelling + self-practice), simulated",
         "complete": final,
         "config": config,

@@ -148,7 +148,10 @@ def plot_landing_scatter(
         if len(run) != len(goals):
             raise ValueError(f"landings[{i}]: expected {len(goals)} entries (one per goal), got {len(run)}")
     fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=110)
-    half_length, half_width = 1.37, 0.7625
+    from robot_rt.ballistics import TableGeometry
+
+    table = TableGeometry()
+    half_length, half_width = table.length_m / 2, table.width_m / 2
     ax.add_patch(plt.Rectangle((-half_length, -half_width), half_length, 2 * half_width, fill=False, color="k", lw=1))
     ax.axvline(0.0, color="k", lw=2)  # the net
     hits = misses = lost = 0
@@ -173,7 +176,7 @@ def plot_landing_scatter(
         (title + "\n" if title else "") + f"{hits} of {total} within {100 * radius_m:.0f} cm, {lost} did not land",
         fontsize=9,
     )
-    ax.set_xlabel("x (m): the net at 0, the human's end line at -1.37")
+    ax.set_xlabel(f"x (m): the net at 0, the human's end line at {-half_length:g}")
     ax.set_ylabel("y (m)")
     ax.set_xlim(-1.6, 0.15)
     ax.set_ylim(-0.95, 0.95)
