@@ -148,10 +148,7 @@ def plot_landing_scatter(
         if len(run) != len(goals):
             raise ValueError(f"landings[{i}]: expected {len(goals)} entries (one per goal), got {len(run)}")
     fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=110)
-    from robot_rt.ballistics import TableGeometry
-
-    table = TableGeometry()
-    half_length, half_width = table.length_m / 2, table.width_m / 2
+    half_length, half_width = 1.37, 0.7625  # the ITTF table (learning may not import ballistics: layer rule)
     ax.add_patch(plt.Rectangle((-half_length, -half_width), half_length, 2 * half_width, fill=False, color="k", lw=1))
     ax.axvline(0.0, color="k", lw=2)  # the net
     hits = misses = lost = 0
