@@ -289,3 +289,137 @@ def test_a_protective_stop_is_listed_in_the_results(tmp_path):
     deploys = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     deploys = [r for r in deploys if r["stage"] == "deploy"]
     assert [r["protective_stop"] for r in deploys] == [["workspace"]] + [[]] * (len(deploys) - 1)
+
+
+# ================================================================================================ --policy neural
+@pytest.fixture(scope="module")
+def neural_family():
+    return is2r.make_family("neural", seed=0, backend=BACKEND)
+
+
+def test_a_fresh_network_plays_like_its_scripted_base(neural_family):
+    """The fresh residual network's output layer starts near zero: its actions stay within 2 % of the half range of
+    the scripted preset's on the same observations, so i-S2R's first policy is the preset."""
+    from robot_rt.envs.scripted import BatchedScriptedPolicy, ScriptedParams
+    from robot_rt.envs.vector import TableTennisVectorEnv
+
+    env = TableTennisVectorEnv(4, human=HumanBehaviorModel.default(), max_episode_steps=400, backend=BACKEND)
+    obs, _ = env.reset(seed=[3, 4, 5, 6])
+    net = neural_family.batched(np.repeat(neural_family.initial()[None], 4, axis=0))
+    base = BatchedScriptedPolicy(4, params=ScriptedParams.preset("rally").to_vector())
+    half = (env.single_action_space.high - env.single_action_space.low) / 2
+    worst = 0.0
+    for _ in range(250):
+        a_net, a_base = net.act(obs), np.asarray(base(obs), dtype=np.float32)
+        worst = max(worst, float(np.max(np.abs(a_net - a_base) / half)))
+        obs, *_ = env.step(a_net)
+    assert worst < 0.02, worst
+    assert neural_family.state["wrappers"]["residual_scale"] == 0.2
+
+
+def test_neural_worlds_with_their_own_weights_match_one_policy_each(neural_family):
+    """One vmapped forward over N weight vectors = N separately loaded policies, step by step."""
+    from robot_rt.envs.vector import TableTennisVectorEnv
+
+    rng = np.random.default_rng(1)
+    theta = neural_family.initial()
+    thetas = np.stack([theta, theta + 0.05 * rng.standard_normal(theta.shape), theta - 0.2])
+    env = TableTennisVectorEnv(3, human=HumanBehaviorModel.default(), max_episode_steps=300, backend=BACKEND)
+    obs, _ = env.reset(seed=[7, 8, 9])
+    batch, singles = neural_family.batched(thetas), [neural_family.single(t) for t in thetas]
+    for _ in range(80):
+        a = batch.act(obs)
+        np.testing.assert_allclose(a, np.stack([p(o) for p, o in zip(singles, obs)]), atol=2e-5)
+        obs, *_ = env.step(a)
+    assert not np.allclose(batch.act(obs)[0], batch.act(obs)[2])  # the weights matter
+
+
+def test_neural_family_from_a_policy_file(neural_family, tmp_path):
+    from robot_rt.learning.neural_policy import load_policy
+
+    theta = neural_family.initial() + 0.01
+    path = neural_family.save(theta, tmp_path / "p.pt")
+    again = is2r.make_family("neural", init_policy=str(path))
+    np.testing.assert_allclose(again.initial(), theta, atol=1e-6)  # float32 weights
+    assert again.state["wrappers"] == neural_family.state["wrappers"]
+    assert isinstance(load_policy(path)(np.zeros(again.template.obs_dim, dtype=np.float32)), np.ndarray)
+    a = is2r.evaluate(again, HumanBehaviorModel.default(), np.stack([theta, theta]), 2, 11, 300, backend=BACKEND)
+    np.testing.assert_array_equal(a["hits"][0], a["hits"][1])  # common random numbers
+    with pytest.raises(FileNotFoundError, match="init_policy"):
+        is2r.make_family("neural", init_policy=str(tmp_path / "missing.pt"))
+    with pytest.raises(ValueError, match="param_bound"):
+        is2r.make_family("neural", init_policy=str(path), param_bound=0.0)
+
+
+def test_neural_es_defaults_are_in_weight_units(tmp_path):
+    cfg = is2r.config_from_args(_args(tmp_path / "a", policy="neural"))
+    assert cfg.sigma == pytest.approx(0.02 / 20) and cfg.step_size == pytest.approx(0.01 / 20)
+    assert cfg.real_sigma == cfg.sigma and cfg.real_step_size == cfg.step_size
+    assert is2r.config_from_args(_args(tmp_path / "b", policy="neural", sigma=0.01)).sigma == 0.01
+    assert is2r.config_from_args(_args(tmp_path / "c")).sigma == 0.06  # the knob families: unchanged
+    with pytest.raises(ValueError, match="--param-bound"):
+        is2r.config_from_args(_args(tmp_path / "d", policy="neural", param_bound=-1.0))
+    with pytest.raises(ValueError, match="--sigma"):
+        is2r.config_from_args(_args(tmp_path / "e", sigma=0.0))
+
+
+class _PlaysThePolicy:
+    """Stand-in real side that plays the deployed policy object itself, one ball per episode of a one-world
+    batched simulator against the real player's model (faster than real time); counts calls, can crash."""
+
+    def __init__(self, fail_after=None):
+        self.calls = 0
+        self.fail_after = fail_after
+
+    def __call__(self, policy, *, n_balls, seed, log_path=None):
+        from robot_rt.envs.vector import TableTennisVectorEnv
+
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt
+        env = TableTennisVectorEnv(1, human=HumanBehaviorModel.real_player(), max_episode_steps=300, backend=BACKEND)
+        rallies, hits = [], 0
+        for ball in range(n_balls):
+            obs, _ = env.reset(seed=seed + ball)
+            policy.reset()
+            done = False
+            while not done:
+                obs, _, terminated, truncated, info = env.step(np.asarray(policy(obs[0]))[None])
+                hits += int(info["hit"][0])
+                done = bool(terminated[0] or truncated[0])
+            rallies.append(int(info["rally_length"][0]))
+        return {
+            "rally_lengths": rallies,
+            "hits": hits,
+            "tracks": _tracks(HumanBehaviorModel.real_player(), n_balls, seed),
+            "return_rate": 0.0,
+        }
+
+
+def test_neural_loop_runs_every_stage_resumes_and_exports_the_deployed_networks(tmp_path):
+    import torch
+
+    from robot_rt.learning.neural_policy import load_policy
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        is2r.run(_args(out, policy="neural"), deploy_fn=_PlaysThePolicy(fail_after=3))
+    first = torch.load(out / "checkpoints" / "latest.pt", weights_only=False)["family_state"]
+    rest = _PlaysThePolicy()
+    assert is2r.run(_args(out, policy="neural", resume=True), deploy_fn=rest) == 0
+    assert rest.calls == 4  # the fine-tuning stage again (its second candidate crashed), both iteration-1 deploys
+    results = json.loads((out / "results.json").read_text())
+    assert results["policy_family"] == "neural" and results["parameter_count"] > 1000
+    assert "parameter_names" not in results and "parameter_names" not in json.loads((out / "config.json").read_text())
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert all("theta" not in r for r in log) and all(r["theta_norm"] > 0 for r in log if r["stage"] == "train")
+    for method in ("i-S2R", "S2R+FT"):
+        assert [r["n_balls"] for r in results["methods"][method]] == [3, 3]
+    final = torch.load(out / "checkpoints" / "latest.pt", weights_only=False)
+    torch.testing.assert_close(final["family_state"]["normalizer"], first["normalizer"])  # the resumed network
+    ft = is2r.BGS.from_state_dict(final["es"]["ft"]).mean
+    exported = load_policy(out / "policies" / "ft_1.pt")
+    from robot_rt.learning.bgs import ParameterVector
+
+    np.testing.assert_allclose(ParameterVector(exported.actor).get(), ft, atol=1e-6)  # what S2R+FT deployed last
+    assert sorted(p.name for p in (out / "policies").glob("*.pt")) == ["ft_0.pt", "ft_1.pt", "is2r_0.pt", "is2r_1.pt"]

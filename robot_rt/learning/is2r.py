@@ -93,6 +93,179 @@ class ScriptedFamily:
         return _SinglePolicy(self.batched(np.asarray(theta, dtype=np.float64)[None]), theta)
 
 
+class NeuralFamily:
+    """The seed's i-S2R policy class: a neural history policy (`robot_rt.learning.neural_policy`: the last
+    `history` observations, joint-velocity actions at the policy rate), here as a residual on a scripted preset
+    (`residual_scale` of the action range, as `robot-rt train bgs --residual-scale`). The parameter vector is the
+    actor's mean network (`bgs.ParameterVector`), boxed to +-`param_bound`.
+
+    `init_policy`: a `policy.pt` of `robot-rt train bgs|ppo` to start from (its normaliser, wrappers and weights);
+    None builds a fresh one from `seed`: the output layer starts near zero (gain 0.01), so the first policy plays
+    like its scripted base, and the observation normaliser is fitted to that base's play against the default
+    human (frozen afterwards: the ES moves weights only)."""
+
+    name = "neural"
+    # ES steps in the unit box of +-param_bound: sigma 0.02 and step 0.01 weight units at the default bound of 10,
+    # as `robot-rt train bgs` uses
+    WEIGHT_SIGMA = 0.02
+    WEIGHT_STEP = 0.01
+
+    def __init__(
+        self,
+        init_policy=None,
+        *,
+        seed: int = 0,
+        param_bound: float = 10.0,
+        residual_scale: float = 0.2,
+        scripted: str = "rally",
+        history: int = 8,
+        backend: str = "auto",
+        state: dict | None = None,
+    ):
+        import torch
+
+        from robot_rt.learning.bgs import ParameterVector
+        from robot_rt.learning.neural_policy import policy_from_state
+
+        if not (np.isfinite(param_bound) and param_bound > 0):
+            raise ValueError(f"param_bound: expected a finite number > 0, got {param_bound!r}")
+        self.param_bound = float(param_bound)
+        if state is None and init_policy is not None:
+            path = Path(init_policy)
+            if not path.is_file():
+                raise FileNotFoundError(f"init_policy: no such file: {path}")
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        if state is None:
+            state = self._fresh_state(seed, residual_scale, scripted, history, backend)
+        self.state = state  # the policy_state dict every candidate shares but for its weights
+        self.template = policy_from_state(state, num_envs=1)
+        self.vec = ParameterVector(self.template.actor)
+
+    @staticmethod
+    def _fresh_state(seed: int, residual_scale: float, scripted: str, history: int, backend: str) -> dict:
+        import torch
+
+        from robot_rt.envs.scripted import BatchedScriptedPolicy, ScriptedParams
+        from robot_rt.envs.vector import TableTennisVectorEnv
+        from robot_rt.envs.wrappers import BALL_FEATURE_NAMES, BallStateFeatures
+        from robot_rt.learning.neural_policy import GaussianActor, PolicyConfig, RunningMeanStd, policy_state
+        from robot_rt.learning.ppo import check_scripted_preset
+
+        check_scripted_preset(scripted)
+        if not (np.isfinite(residual_scale) and residual_scale > 0):
+            raise ValueError(f"residual_scale: expected a finite number > 0, got {residual_scale!r}")
+        params = ScriptedParams.preset(scripted).to_vector()
+        n, steps = 16, 400
+        env = TableTennisVectorEnv(n, human=HumanBehaviorModel.default(), max_episode_steps=1500, backend=backend)
+        base = BatchedScriptedPolicy(n, params=params)
+        features = BallStateFeatures(n)
+        obs, _ = env.reset(seed=[int(seed) * 1000 + j for j in range(n)])
+        frames = []
+        for _ in range(steps):
+            frames.append(features.extend(obs))
+            obs, _, terminated, truncated, _ = env.step(base(obs))
+            done = np.asarray(terminated | truncated)
+            if done.any():
+                base.reset(done)
+                features.reset(done)
+        low, high = env.single_action_space.low, env.single_action_space.high
+        env.close()
+        obs_dim = frames[0].shape[1]
+        assert obs_dim == env.single_observation_space.shape[0] + len(BALL_FEATURE_NAMES)
+        normalizer = RunningMeanStd(obs_dim)
+        normalizer.update(torch.from_numpy(np.concatenate(frames)).double())
+        from robot_rt.learning.bgs import BGSConfig
+
+        net = BGSConfig()  # the network of `robot-rt train bgs` (a temporal conv over the history)
+        torch.manual_seed(int(seed))
+        actor = GaussianActor(
+            PolicyConfig(
+                obs_dim=obs_dim,
+                action_dim=len(low),
+                history=int(history),
+                encoder=net.encoder,
+                channels=net.channels,
+                hidden=net.hidden,
+            )
+        )
+        return policy_state(
+            actor,
+            normalizer,
+            low,
+            high,
+            ball_state=True,
+            residual_scale=float(residual_scale),
+            scripted_params=params.tolist(),
+            method="is2r-init",
+            scripted=scripted,
+        )
+
+    def names(self) -> list[str]:
+        return [f"{k}[{i}]" for k, size in zip(self.vec.names, self.vec.sizes) for i in range(size)]
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.full(self.vec.dim, -self.param_bound), np.full(self.vec.dim, self.param_bound)
+
+    def initial(self) -> np.ndarray:
+        return np.clip(self.vec.get(), -self.param_bound, self.param_bound)
+
+    @classmethod
+    def es_defaults_for(cls, param_bound: float) -> dict:
+        width = 2 * float(param_bound)
+        sigma, step = cls.WEIGHT_SIGMA / width, cls.WEIGHT_STEP / width
+        return {"sigma": sigma, "step_size": step, "real_sigma": sigma, "real_step_size": step}
+
+    def batched(self, thetas: np.ndarray):
+        return _NeuralBatch(self, np.asarray(thetas, dtype=np.float64))
+
+    def save(self, theta: np.ndarray, path) -> Path:
+        """Writes the policy with weights `theta` as a `policy.pt` (`neural_policy.load_policy`, `robot-rt run`)."""
+        from robot_rt.learning.neural_policy import save_policy
+
+        policy = self.single(theta)
+        low, high = self.state["action_low"], self.state["action_high"]
+        return save_policy(path, policy.actor, policy.normalizer, low, high, **self.state["wrappers"], method="is2r")
+
+    def single(self, theta: np.ndarray):
+        from robot_rt.learning.bgs import ParameterVector
+        from robot_rt.learning.neural_policy import policy_from_state
+
+        policy = policy_from_state(self.state, num_envs=1)
+        ParameterVector(policy.actor).set(theta)
+        policy.theta = np.asarray(theta, dtype=np.float64).copy()  # the parameter vector it plays (for logs)
+        return policy
+
+
+class _NeuralBatch:
+    """N neural policies with their own weights [N, P] in one `NeuralEnvPolicy` (shared history, ball features
+    and scripted base; one vmapped forward over the N weight vectors per step)."""
+
+    def __init__(self, family: NeuralFamily, thetas: np.ndarray):
+        import torch
+
+        from robot_rt.learning.bgs import ParameterVector
+        from robot_rt.learning.neural_policy import policy_from_state, policy_input
+
+        self.policy = policy_from_state(family.state, num_envs=len(thetas))
+        vec = ParameterVector(self.policy.actor)
+        vectors = torch.as_tensor(thetas, dtype=torch.float32)
+        normalizer = self.policy.normalizer
+
+        @torch.no_grad()
+        def unit_actions(frames, age):  # the one forward NeuralEnvPolicy.__call__ makes, per world's own weights
+            x, mask = policy_input(torch.as_tensor(frames, dtype=torch.float32), torch.as_tensor(age), normalizer)
+            out = vec.batched_forward(vectors, x[:, None], mask[:, None])[:, 0]
+            return out.clamp_(-1.0, 1.0).numpy().astype(np.float64)
+
+        self.policy.unit_actions = unit_actions
+
+    def reset(self, mask=None) -> None:
+        self.policy.reset(mask)
+
+    def act(self, obs: np.ndarray, active: np.ndarray | None = None) -> np.ndarray:
+        return np.asarray(self.policy(obs), dtype=np.float32)
+
+
 class _ListBatch:
     def __init__(self, policies):
         self.policies = policies
@@ -138,14 +311,59 @@ class _SinglePolicy:
         return action if obs.ndim == 2 else action[0]
 
 
-def make_family(name: str):
+POLICY_CHOICES = ("auto", "scripted", "heuristic", "neural")
+
+
+def make_family(name: str, **neural_kwargs):
+    """The policy family of ``--policy``; `neural_kwargs` go to `NeuralFamily` (ignored by the others)."""
     if name == "heuristic":
         return HeuristicFamily()
-    if name == "scripted":
+    if name in ("scripted", "auto"):
         return ScriptedFamily()
-    if name == "auto":
-        return ScriptedFamily()
-    raise ValueError(f"policy: expected 'auto', 'scripted' or 'heuristic', got {name!r}")
+    if name == "neural":
+        return NeuralFamily(**neural_kwargs)
+    raise ValueError(f"policy: expected one of {POLICY_CHOICES}, got {name!r}")
+
+
+UNIT_BOX_ES_DEFAULTS = {"sigma": 0.06, "step_size": 0.04, "real_sigma": 0.06, "real_step_size": 0.04}
+
+
+def es_defaults(policy: str, param_bound: float = 10.0) -> dict:
+    """The ES's sigma and step sizes in the unit box when the command line does not set them: the scripted and
+    heuristic knobs are scaled to their ranges, a network's weights are not (`NeuralFamily.es_defaults`)."""
+    if policy == "neural":
+        return NeuralFamily.es_defaults_for(param_bound)
+    return dict(UNIT_BOX_ES_DEFAULTS)
+
+
+LOGGED_PARAMETERS = 64  # vectors longer than this (network weights) are logged as their norm, not in full
+
+
+def parameter_summary(family) -> dict:
+    names = family.names()
+    if len(names) <= LOGGED_PARAMETERS:
+        return {"parameter_names": names}
+    return {"parameter_count": len(names)}
+
+
+def theta_record(theta) -> dict:
+    theta = np.asarray(theta, dtype=np.float64)
+    if theta.size <= LOGGED_PARAMETERS:
+        return {"theta": theta}
+    return {"theta_norm": float(np.linalg.norm(theta))}
+
+
+def neural_kwargs(cfg) -> dict:
+    if cfg.policy != "neural":
+        return {}
+    return dict(
+        init_policy=cfg.init_policy,
+        seed=cfg.seed,
+        param_bound=cfg.param_bound,
+        residual_scale=cfg.residual_scale,
+        scripted=cfg.scripted,
+        backend=cfg.backend,
+    )
 
 
 # ================================================================================================ simulation
@@ -307,6 +525,11 @@ class Config:
     seed: int
     backend: str
     real_physics: str = "kinematic"  # the real side's robot: the kinematic sim-server or MuJoCo's
+    # --policy neural (NeuralFamily): the start policy file (None: fresh, seeded), weight box, residual, its base
+    init_policy: str | None = None
+    param_bound: float = 10.0
+    residual_scale: float = 0.2
+    scripted: str = "rally"
 
 
 SMOKE = dict(
@@ -331,18 +554,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d("--es-steps", type=int, default=8, help="E, sim ES generations per i-S2R iteration (default 8)")
     d("--directions", type=int, default=6, help="D, antithetic pairs per sim generation (default 6)")
     d("--top-k", type=int, default=3, help="directions kept per generation (default 3)")
-    d("--sigma", type=float, default=0.06, help="perturbation scale in the unit box (default 0.06)")
-    d("--step-size", type=float, default=0.04, help="ES step in the unit box (default 0.04)")
+    d(
+        "--sigma",
+        type=float,
+        default=None,
+        help="perturbation scale in the unit box (default 0.06; --policy neural: 0.02 weight units, 0.001 at "
+        "--param-bound 10)",
+    )
+    d("--step-size", type=float, default=None, help="ES step in the unit box (default 0.04; neural: 0.01 weight units)")
     d("--episodes", type=int, default=4, help="M, episodes per candidate (default 4)")
     d("--max-episode-steps", type=int, default=1500, help="episode cap at 100 Hz (default 1500 = 15 s)")
     d("--hit-bonus", type=float, default=0.2, help="fitness bonus per paddle contact (default 0.2)")
     d("--real-balls", type=int, default=20, help="B, real balls per iteration (default 20)")
     d("--real-directions", type=int, default=2, help="antithetic pairs of the real fine-tuning ES (default 2)")
-    d("--real-sigma", type=float, default=0.06)
-    d("--real-step-size", type=float, default=0.04)
+    d("--real-sigma", type=float, default=None, help="as --sigma, for the real-side fine-tuning ES")
+    d("--real-step-size", type=float, default=None, help="as --step-size, for the real-side fine-tuning ES")
     d("--prior-weight", type=float, default=5.0, help="pseudo-tracks of H_0 in the refit (default 5)")
     d("--diag-episodes", type=int, default=48, help="sim diagnostic episodes vs the real player's model (default 48)")
-    d("--policy", default="auto", help="'scripted', 'heuristic' or 'auto' (= scripted)")
+    d(
+        "--policy",
+        default="auto",
+        help="'scripted', 'heuristic', 'neural' (a history network as a residual on a scripted preset, the seed's "
+        "policy class) or 'auto' (= scripted)",
+    )
+    d("--init-policy", default=None, help="--policy neural: start from this policy.pt (robot-rt train bgs|ppo)")
+    d("--param-bound", type=float, default=10.0, help="--policy neural: weights stay in +-this (default 10)")
+    d("--residual-scale", type=float, default=0.2, help="--policy neural, fresh: the residual's share (default 0.2)")
+    d("--scripted", default="rally", help="--policy neural, fresh: the residual's scripted preset (default rally)")
     d("--seed", type=int, default=0)
     d("--backend", default="auto", help="environment backend (default auto)")
     d(
@@ -361,6 +599,15 @@ def config_from_args(args) -> Config:
         parser = argparse.ArgumentParser()
         add_arguments(parser)
         values.update({k: v for k, v in SMOKE.items() if values[k] == parser.get_default(k)})
+    for key in ("param_bound", "residual_scale"):
+        if not (np.isfinite(values[key]) and values[key] > 0):
+            raise ValueError(f"--{key.replace('_', '-')}: expected a finite number > 0, got {values[key]!r}")
+    for key, value in es_defaults(values["policy"], values["param_bound"]).items():
+        if values[key] is None:
+            values[key] = value
+    for key in ("sigma", "step_size", "real_sigma", "real_step_size"):
+        if not (np.isfinite(values[key]) and values[key] > 0):
+            raise ValueError(f"--{key.replace('_', '-')}: expected a finite number > 0, got {values[key]!r}")
     for key in (
         "iterations",
         "es_steps",
@@ -406,16 +653,18 @@ def build_plan(cfg: Config) -> list[tuple]:
 class Is2rRun:
     def __init__(self, cfg: Config, out: Path | None, resume: bool, deploy_fn=None, progress: bool = True):
         self.cfg = cfg
-        self.family = make_family(cfg.policy)
+        self.family = make_family(cfg.policy, **neural_kwargs(cfg))
         self.deploy_fn = deploy_fn or functools.partial(default_deploy, physics=cfg.real_physics)
         self.progress = progress and dist.is_main()
         self.plan = build_plan(cfg)
-        config = {**cfg.__dict__, "policy_family": self.family.name, "parameter_names": self.family.names()}
+        config = {**cfg.__dict__, "policy_family": self.family.name, **parameter_summary(self.family)}
         self.rundir = RunDir(out, config, resume=resume) if dist.is_main() else None
         self.out = Path(out)
         state = None
         if resume:
             state = dist.broadcast(self.rundir.load_checkpoint() if self.rundir else None)
+        if state is not None and state.get("family_state") is not None:  # the network the run started from
+            self.family = NeuralFamily(state=state["family_state"], param_bound=cfg.param_bound)
         self.state = state or self._fresh_state()
         self.t0 = time.time() - self.state.get("elapsed_s", 0.0)
 
@@ -434,6 +683,7 @@ class Is2rRun:
             "real_balls_learned": {"is2r": 0, "ft": 0},
             "sim_generations": {"shared": 0, "is2r": 0, "ft": 0},
             "elapsed_s": 0.0,
+            "family_state": getattr(self.family, "state", None),  # NeuralFamily: normaliser, wrappers, start weights
         }
 
     def _es_config(self) -> ESConfig:
@@ -514,7 +764,12 @@ class Is2rRun:
                 )
                 bar.update(1)
                 self._log(
-                    stage="train", branch=branch, human=human.name, rally_mean=float(rally), theta=es.mean, **stats
+                    stage="train",
+                    branch=branch,
+                    human=human.name,
+                    rally_mean=float(rally),
+                    **theta_record(es.mean),
+                    **stats,
                 )
                 self._save()
 
@@ -580,7 +835,15 @@ class Is2rRun:
             self.state["tracks"].extend(res["tracks"])
             self.state["real_balls_learned"]["is2r"] += self.cfg.real_balls
         self.state["deploys"][branch].append(record)
-        self._log(stage="deploy", branch=branch, **{k: v for k, v in record.items()}, tracks=len(res["tracks"]))
+        self._log(
+            stage="deploy",
+            branch=branch,
+            **{k: v for k, v in record.items() if k != "theta"},
+            **theta_record(theta),
+            tracks=len(res["tracks"]),
+        )
+        if isinstance(self.family, NeuralFamily) and self.rundir is not None:  # the deployed network, deployable again
+            self.family.save(theta, self.out / "policies" / f"{branch}_{iteration}.pt")
 
     def _stage_refit(self, branch: str, iteration: int) -> None:
         h0 = HumanBehaviorModel.default()
@@ -631,7 +894,9 @@ class Is2rRun:
         self.state["es"][key] = es.state_dict()
         self.state["es"]["ft"]["u"] = es.u.copy()  # the evaluated policy of the ft branch is the fine-tuned mean
         self.state["real_balls_learned"]["ft"] += per * len(cand)
-        self._log(stage="finetune", branch=branch, iteration=iteration, fitness=fitness, theta=es.mean, **stats)
+        self._log(
+            stage="finetune", branch=branch, iteration=iteration, fitness=fitness, **theta_record(es.mean), **stats
+        )
 
     # ------------------------------------------------------------------------------------------ results
     def results(self) -> dict:
@@ -643,7 +908,7 @@ class Is2rRun:
         return {
             "config": self.cfg.__dict__,
             "policy_family": self.family.name,
-            "parameter_names": self.family.names(),
+            **parameter_summary(self.family),
             "methods": methods,
             "human_model_distance_to_real": [model_distance(m, real) for m in models],
             # deploys a protective stop ended (their unplayed balls counted as lost): see default_deploy
