@@ -423,3 +423,50 @@ def test_neural_loop_runs_every_stage_resumes_and_exports_the_deployed_networks(
 
     np.testing.assert_allclose(ParameterVector(exported.actor).get(), ft, atol=1e-6)  # what S2R+FT deployed last
     assert sorted(p.name for p in (out / "policies").glob("*.pt")) == ["ft_0.pt", "ft_1.pt", "is2r_0.pt", "is2r_1.pt"]
+
+
+def _fake_results(seed, is2r_lengths, ft_lengths):
+    def rows(per_iteration):
+        out = []
+        for i, lengths in enumerate(per_iteration):
+            record = {
+                "iteration": i,
+                "rally_lengths": lengths,
+                "real_balls_learned": 20 * i,
+                "sim_generations": 8 * (i + 1),
+                "return_rate": 0.5,
+                "hits_per_rally": 1.0 + i,
+                "outcomes": ["out"] * len(lengths),
+                "sim_vs_real_player_model": {"rally_lengths": [i, i + 1]},
+            }
+            out.append(is2r.summarise(record))
+        return out
+
+    return {
+        "config": {"seed": seed, "policy": "neural", "iterations": len(is2r_lengths)},
+        "policy_family": "neural",
+        "methods": {"i-S2R": rows(is2r_lengths), "S2R+FT": rows(ft_lengths)},
+        "human_model_distance_to_real": [1.1, 0.4],
+        "protective_stops": [],
+        "wall_time_s": 100.0,
+    }
+
+
+def test_merge_results_pools_seeds_and_pairs_the_methods(tmp_path):
+    a = _fake_results(0, [[0, 1, 2], [3, 3, 3]], [[0, 0, 2], [1, 1, 1]])
+    b = _fake_results(1, [[1, 1, 1], [2, 4, 3]], [[1, 1, 1], [2, 0, 1]])
+    merged = is2r.merge_results([a, b], n_boot=500)
+    assert merged["seeds"] == [0, 1] and merged["policy_family"] == "neural"
+    it1 = merged["methods"]["i-S2R"][1]
+    assert it1["n_balls"] == 6 and it1["mean"] == pytest.approx(18 / 6) and it1["seed_means"] == [3.0, 3.0]
+    assert it1["histogram"] == {"2": 1, "3": 4, "4": 1} and it1["ci95"][0] <= 3.0 <= it1["ci95"][1]
+    assert it1["sim_vs_real_player_model"]["n"] == 4 and it1["hits_per_rally"] == pytest.approx(2.0)
+    diff = merged["paired_difference_is2r_minus_ft"]
+    assert [d["iteration"] for d in diff] == [0, 1]
+    assert diff[1]["mean"] == pytest.approx((18 - 6) / 6) and diff[1]["ci95"][0] > 0  # every pair favours i-S2R
+    assert is2r.plot_results(merged, tmp_path / "p.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="seed appears twice"):
+        is2r.merge_results([a, a])
+    c = _fake_results(2, [[0]], [[0]])
+    with pytest.raises(ValueError, match="iterations"):
+        is2r.merge_results([a, c])

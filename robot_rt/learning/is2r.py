@@ -958,6 +958,80 @@ def summarise(deploy_record: dict, n_boot: int = 2000) -> dict:
     }
 
 
+MERGE_IGNORED_CONFIG = ("seed",)
+
+
+def merge_results(runs: list[dict], n_boot: int = 2000) -> dict:
+    """Pools `robot-rt train is2r` results (results.json dicts) that differ only in their seeds: per method and
+    iteration, the rally lengths of every seed's evaluation deploy together (mean with a 95 % bootstrap CI, median,
+    histogram, as `summarise`), the per-seed means, and the paired difference i-S2R - S2R+FT.
+
+    Both methods' evaluations of iteration i play the same serves (the deploy seed depends on i only), so ball j of
+    seed s is a pair; the difference's interval resamples (seed, ball) pairs. Raises ValueError when the runs'
+    settings differ in anything but the seed, a seed repeats, or the methods' iterations do not line up."""
+    if not runs:
+        raise ValueError("runs: expected at least one results dict")
+    base = {k: v for k, v in runs[0]["config"].items() if k not in MERGE_IGNORED_CONFIG}
+    seeds = []
+    for r in runs:
+        other = {k: v for k, v in r["config"].items() if k not in MERGE_IGNORED_CONFIG}
+        if other != base:
+            changed = sorted(k for k in set(base) | set(other) if base.get(k) != other.get(k))
+            raise ValueError(f"runs: settings other than the seed differ: {changed}")
+        seeds.append(r["config"]["seed"])
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"runs: a seed appears twice: {seeds}")
+    labels = list(runs[0]["methods"])
+    iterations = len(runs[0]["methods"][labels[0]])
+    for r in runs:
+        if any(len(r["methods"][label]) != iterations for label in labels):
+            raise ValueError("runs: every run must have the same number of evaluation deploys per method")
+    methods: dict = {label: [] for label in labels}
+    paired = []
+    for i in range(iterations):
+        per_method = {}
+        for label in labels:
+            rows = [r["methods"][label][i] for r in runs]
+            lengths = [x for row in rows for x in row["rally_lengths"]]
+            diag = [x for row in rows for x in row["sim_vs_real_player_model"]["rally_lengths"]]
+            balls = [row["n_balls"] for row in rows]
+            record = {
+                "iteration": i,
+                "rally_lengths": lengths,
+                "real_balls_learned": rows[0]["real_balls_learned"],
+                "sim_generations": rows[0]["sim_generations"],
+                "return_rate": float(np.average([row["return_rate"] for row in rows], weights=balls)),
+                "hits_per_rally": float(np.average([row["hits_per_rally"] for row in rows], weights=balls)),
+                "outcomes": [o for row in rows for o in row["outcomes"]],
+                "sim_vs_real_player_model": {
+                    "mean": float(np.mean(diag)),
+                    "median": float(np.median(diag)),
+                    "ci95": bootstrap_ci(diag, n_boot),
+                    "n": len(diag),
+                },
+            }
+            pooled = summarise(record, n_boot)
+            pooled["seed_means"] = [row["mean"] for row in rows]
+            pooled["outcome_counts"] = {o: pooled["outcomes"].count(o) for o in sorted(set(pooled["outcomes"]))}
+            methods[label].append(pooled)
+            per_method[label] = [row["rally_lengths"] for row in rows]
+        if {"i-S2R", "S2R+FT"} <= set(per_method):
+            a, b = per_method["i-S2R"], per_method["S2R+FT"]
+            if all(len(x) == len(y) for x, y in zip(a, b)):
+                diff = np.concatenate([np.subtract(x, y, dtype=np.float64) for x, y in zip(a, b)])
+                paired.append({"iteration": i, "mean": float(diff.mean()), "ci95": bootstrap_ci(diff, n_boot)})
+    return {
+        "config": base,
+        "seeds": seeds,
+        "policy_family": runs[0].get("policy_family"),
+        "methods": methods,
+        "paired_difference_is2r_minus_ft": paired,
+        "human_model_distance_to_real": [r["human_model_distance_to_real"] for r in runs],
+        "protective_stops": {str(r["config"]["seed"]): r.get("protective_stops", []) for r in runs},
+        "wall_time_s": [r["wall_time_s"] for r in runs],
+    }
+
+
 def plot_results(results: dict, path: Path) -> Path:
     import matplotlib
 
