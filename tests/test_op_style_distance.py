@@ -185,6 +185,31 @@ def test_threads_do_not_change_the_result(shape, layouts):
     assert torch.equal(style_distance(x, x.contiguous(), method="diff", backend="cpu"), torch.zeros(1))
 
 
+@needs_cpu
+@pytest.mark.parametrize("method", ["diff", "kernel"])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (3, 64, 15, 15),  # one tile, contraction 225: 28 transposes of 8 x 8 and a 1-entry tail
+        (2, 20, 7, 9),  # 20 rows: one full 8-row group per panel, then scalar rows; 63 entries
+        (2, 130, 5, 5),  # three tiles (a partial one), short contraction
+        (1, 48, 70, 70),  # long contraction: the split path, packing in chunks
+        (2, 5, 3, 3),  # fewer rows than a transpose
+    ],
+)
+def test_packing_paths_give_the_same_bits(shape, method):
+    """The packing of a sample is data movement only: the 8 x 8 register transposes (contiguous NCHW), the
+    contiguous-rows copy (channels_last) and the offset-table loops (sliced, transposed) must give identical bits."""
+    ref = None
+    for layout in LAYOUTS:
+        x, y = make_features(shape, torch.float32, layout, 11), make_features(shape, torch.float32, layout, 12)
+        got = style_distance(x, y, method=method, backend="cpu", check_finite=False)
+        if ref is None:
+            ref = got
+            close(got, exact(x, y), torch.float32, atol=cancellation_atol(x, y, "chw", exact(x, y)))
+        assert torch.equal(got, ref), (layout, got, ref)
+
+
 # -------------------------------------------------------------------------------------------- gradients
 
 
