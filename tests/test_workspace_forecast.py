@@ -191,3 +191,20 @@ def test_adapter_rejects_a_bad_path_margin():
     for bad in (-0.01, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="path_margin_m"):
             EnvPolicyAdapter(lambda o: np.zeros(ROBOT.dof), ROBOT, path_margin_m=bad)
+
+
+
+def test_the_loops_path_guard_is_configurable_and_reported():
+    """The loop's own path guard (control_loop.cpp, `path_guard_admits`; its behaviour is tested deterministically in
+    csrc/robot_rt/control/tests/test_path_guard.cpp): on by default, None turns it off, a bad margin is named."""
+    from robot_rt._control import EVENT_CODES
+    from robot_rt.control.loop import RealTimeLoop
+
+    assert EVENT_CODES["workspace_path_hold"] == 33
+    loop = RealTimeLoop(ROBOT)
+    assert loop.config.path_guard_margin_m == pytest.approx(0.002)
+    assert loop.counters()["commands_path_held"] == 0
+    assert RealTimeLoop(ROBOT, path_guard_margin_m=None).config.path_guard_margin_m < 0
+    for bad in (-0.01, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="path_guard_margin_m"):
+            RealTimeLoop(ROBOT, path_guard_margin_m=bad)

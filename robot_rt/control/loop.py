@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import struct
 import threading
@@ -267,6 +268,10 @@ class RealTimeLoop:
             On bare metal this removes C-state exit latency; inside a VM, polling keeps the vCPUs busy and may
             get them descheduled by the host instead (docs/realtime.md). Needs permission (root); otherwise a
             RuntimeWarning.
+        path_guard_margin_m: the loop takes a new goal only if its trajectory from the commanded state of the tick the
+            goal arrives in keeps the paddle this far inside the workspace box (else it keeps the previous goal, or
+            brakes; event `workspace_path_hold`, counter `commands_path_held`; docs/safety.md). A policy-side forecast
+            starts from its observation's state, which a late call makes stale. None turns the guard off.
     """
 
     def __init__(
@@ -296,6 +301,7 @@ class RealTimeLoop:
         policy_overrun_factor: float = 2.0,
         late_threshold_s: float = 0.001,
         cpu_latency_limit_us: int | None = None,
+        path_guard_margin_m: float | None = 0.002,
     ):
         self.robot = robot if robot is not None else load_robot()
         if policy is not None and not callable(policy):
@@ -354,6 +360,9 @@ class RealTimeLoop:
         cfg.log_flush_interval_s = float(log_flush_interval_s)
         cfg.log_fsync_interval_s = float(log_fsync_interval_s)
         cfg.late_threshold_s = float(late_threshold_s)
+        if path_guard_margin_m is not None and not (math.isfinite(path_guard_margin_m) and path_guard_margin_m >= 0):
+            raise ValueError(f"path_guard_margin_m: expected None or a distance >= 0 in m, got {path_guard_margin_m!r}")
+        cfg.path_guard_margin_m = -1.0 if path_guard_margin_m is None else float(path_guard_margin_m)
         self.log_path = None if log_path is None else str(log_path)
         if self.log_path is not None:
             cfg.log_path = self.log_path

@@ -177,6 +177,7 @@ py::dict counters_dict(const ControlLoop& loop) {
   d["sensor_dropout_ticks"] = c.sensor_dropout_ticks;
   d["commands_accepted"] = c.commands_accepted;
   d["commands_rejected"] = c.commands_rejected;
+  d["commands_path_held"] = c.commands_path_held;
   d["commands_dropped"] = c.commands_dropped;
   d["stop_ticks"] = c.stop_ticks;
   d["commands_discarded"] = c.commands_discarded;
@@ -323,6 +324,7 @@ void bind_constants(py::module_& m) {
       {"recover_refused", kEventRecoverRefused},
       {"lifecycle", kEventLifecycle},
       {"commands_muted", kEventCommandsMuted},
+      {"workspace_path_hold", kEventWorkspacePathHold},
   };
   for (const auto& [name, code] : code_list) codes[name] = code;
   m.attr("EVENT_CODES") = codes;
@@ -696,7 +698,10 @@ void bind_loop(py::module_& m) {
       .def_readwrite("log_path", &LoopConfig::log_path)
       .def_readwrite("log_meta_json", &LoopConfig::log_meta_json)
       .def_readwrite("log_flush_interval_s", &LoopConfig::log_flush_interval_s)
-      .def_readwrite("log_fsync_interval_s", &LoopConfig::log_fsync_interval_s);
+      .def_readwrite("log_fsync_interval_s", &LoopConfig::log_fsync_interval_s)
+      .def_readwrite("path_guard_margin_m", &LoopConfig::path_guard_margin_m)
+      .def_readwrite("path_guard_tick_s", &LoopConfig::path_guard_tick_s)
+      .def_readwrite("path_guard_horizon_ticks", &LoopConfig::path_guard_horizon_ticks);
 
   py::class_<ControlLoop>(m, "ControlLoop", "The real-time loop thread (control_loop.hpp).")
       .def(py::init<std::shared_ptr<RobotDriver>, const RobotModel&, const LoopConfig&>(), py::arg("driver"),

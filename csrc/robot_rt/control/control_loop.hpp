@@ -7,7 +7,9 @@
 //   note_wake        wake-up latency (late ticks logged);
 //   read_sensors     the driver's state (no fresh state = dropout), its plausibility, ball observations;
 //   drain_commands   policy commands from a lock-free SPSC ring: NaN/Inf and out-of-workspace targets rejected,
-//                    targets clamped into the soft box; discarded while the loop is stopped (latched);
+//                    targets clamped into the soft box; discarded while the loop is stopped (latched); a goal
+//                    whose forecast path from the trajectory's state of this tick leaves the workspace box is not
+//                    taken (the path guard: the previous goal is kept, or the loop brakes);
 //   run_reflexes     e-stop, robot fault, implausible measurement, tracking error, link loss, sensor timeout,
 //                    command watchdog, shutdown: each latches its stop reason (reflexes.hpp);
 //   update_lifecycle inactive -> active -> stopping -> stopped -> recovering -> active (reflexes.hpp); a
@@ -74,6 +76,8 @@ enum EventCode : std::int32_t {
   kEventRecoverRefused = 30,      // value = blocker bit mask (stop reasons whose cause persists, kBlock*)
   kEventLifecycle = 31,           // value = the new Lifecycle state
   kEventCommandsMuted = 32,       // no more commands to the driver until a recovery (lost link)
+  kEventWorkspacePathHold = 33,   // a goal's path would leave the box: joint 1 = previous goal kept, 2 = braking;
+                                  // value = that goal's forecast excess (m)
   kEventCount = 64,
 };
 
@@ -105,6 +109,14 @@ struct LoopConfig {
   std::string log_meta_json = "{}";
   double log_flush_interval_s = 0.05;
   double log_fsync_interval_s = 1.0;
+  // The path guard: a new goal is taken only if the trajectory from this tick's commanded state to it (the
+  // interpolator's ramp, then the OTG; forecast_workspace at path_guard_tick_s steps) keeps the paddle this far
+  // inside the workspace box. Why in the loop: a policy's own forecast starts from the state of its observation,
+  // and a late call applies the goal tens of ms later, from a faster state (a logged deploy left the box that way).
+  // < 0 turns it off; no effect without a workspace box.
+  double path_guard_margin_m = 0.002;
+  double path_guard_tick_s = 0.004;
+  int path_guard_horizon_ticks = 150;
 };
 
 struct PolicyCommand {
@@ -150,6 +162,7 @@ struct LoopCounters {
   std::uint64_t commands_dropped = 0;  // command ring full (Python side)
   std::uint64_t stop_ticks = 0;
   std::uint64_t commands_discarded = 0;  // arrived while the loop was stopped (latched)
+  std::uint64_t commands_path_held = 0;  // not taken by the path guard (kEventWorkspacePathHold)
   std::uint64_t muted_ticks = 0;         // ticks without a command to the driver (lost link)
   std::uint64_t safety_override_ticks = 0;
   std::uint64_t driver_write_failures = 0;
@@ -258,6 +271,7 @@ class ControlLoop {
   void intermediate_step(std::int64_t wake_ns) noexcept;
   std::uint32_t safety_step(std::int64_t wake_ns, TickScratch& t) noexcept;
   void guard_workspace(std::int64_t wake_ns) noexcept;
+  bool path_guard_admits(const double* goal_si, std::int64_t wake_ns) noexcept;
   std::uint32_t status_flags() const noexcept;
   void write_command(std::int64_t wake_ns, TickScratch& t) noexcept;
   // helpers of the phases
@@ -299,7 +313,8 @@ class ControlLoop {
   std::unique_ptr<Histogram> wake_latency_, period_, tick_duration_, round_trip_, command_latency_;
   std::atomic<std::uint64_t> ticks_{0}, deadline_misses_{0}, skipped_ticks_{0}, late_ticks_{0}, dropout_ticks_{0},
       commands_accepted_{0}, commands_rejected_{0}, commands_dropped_{0}, stop_ticks_{0}, override_ticks_{0},
-      write_failures_{0}, events_dropped_{0}, balls_{0}, commands_discarded_{0}, muted_ticks_{0};
+      write_failures_{0}, events_dropped_{0}, balls_{0}, commands_discarded_{0}, muted_ticks_{0},
+      commands_path_held_{0};
   std::atomic<std::uint64_t> event_counts_[kEventCount] = {};
 
   // thread control

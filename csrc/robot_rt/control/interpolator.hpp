@@ -31,19 +31,20 @@ class Interpolator {
   }
 
   void set_goal(const double* goal_si, std::int64_t now_ns) noexcept {
-    if (last_goal_ns_ >= 0) {
-      const double gap_s = 1e-9 * static_cast<double>(now_ns - last_goal_ns_);
-      if (gap_s > 0 && gap_s < max_s_) period_s_ = 0.8 * period_s_ + 0.2 * gap_s;  // smoothed command interval
-    }
+    period_s_ = next_period_s(now_ns);
     last_goal_ns_ = now_ns;
     double v_unused[kMaxDof];
     sample(now_ns, start_, v_unused);
     for (int i = 0; i < dof_; ++i) goal_[i] = goal_si[i];
-    double d = period_s_;
-    d = d < min_s_ ? min_s_ : (d > max_s_ ? max_s_ : d);
     t0_ns_ = now_ns;
-    duration_ns_ = static_cast<std::int64_t>(d * 1e9);
+    duration_ns_ = static_cast<std::int64_t>(ramp_duration_s(now_ns) * 1e9);
     if (duration_ns_ < 1) duration_ns_ = 1;
+  }
+
+  // The ramp a goal set at now_ns would get (its duration in s), without setting it (the loop's path guard).
+  double ramp_duration_s(std::int64_t now_ns) const noexcept {
+    const double d = next_period_s(now_ns);
+    return d < min_s_ ? min_s_ : (d > max_s_ ? max_s_ : d);
   }
 
   void sample(std::int64_t now_ns, double* position_si, double* velocity_si) const noexcept {
@@ -64,8 +65,23 @@ class Interpolator {
   }
 
   double period_s() const noexcept { return period_s_; }
+  // The goal being ramped to (or held), and the ramp's time left at now_ns (0 once it holds the goal).
+  void goal(double* position_si) const noexcept {
+    for (int i = 0; i < dof_; ++i) position_si[i] = goal_[i];
+  }
+  double remaining_s(std::int64_t now_ns) const noexcept {
+    const std::int64_t left = duration_ns_ - (now_ns - t0_ns_);
+    return left > 0 ? 1e-9 * static_cast<double>(left) : 0.0;
+  }
 
  private:
+  // the smoothed command interval after a goal at now_ns
+  double next_period_s(std::int64_t now_ns) const noexcept {
+    if (last_goal_ns_ < 0) return period_s_;
+    const double gap_s = 1e-9 * static_cast<double>(now_ns - last_goal_ns_);
+    return (gap_s > 0 && gap_s < max_s_) ? 0.8 * period_s_ + 0.2 * gap_s : period_s_;
+  }
+
   int dof_ = 0;
   double period_s_ = 0.01, min_s_ = 0.002, max_s_ = 0.1;
   double start_[kMaxDof] = {};

@@ -1,0 +1,112 @@
+// The loop's path guard (LoopConfig::path_guard_margin_m, ControlLoop::path_guard_admits), stepped deterministically
+// (begin_manual / manual_tick, the in-process SimDriver): a goal whose trajectory from the commanded state of the
+// tick it arrives in would carry the paddle out of the workspace box is not taken, so the workspace stop does not
+// trip; goals whose paths stay in are taken as before.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <memory>
+
+#include "control_loop.hpp"
+#include "sim_driver.hpp"
+
+using namespace robot_rt::control;
+
+namespace {
+
+constexpr double kDt = 1e-3;
+
+// One prismatic joint whose position is the paddle's height; the box's floor at z = 0.5 m.
+RobotModel lift_model() {
+  RobotModel m;
+  m.dof = 1;
+  m.limits[0] = JointLimits{-2.0, 2.0, 2.0, 10.0, 200.0};
+  m.soft_margin_si[0] = 0.01;
+  const double up[3] = {0.0, 0.0, 1.0}, zero[3] = {0.0, 0.0, 0.0};
+  REQUIRE(m.chain.set_joint(0, robot_rt::robot::kPrismatic, up, zero, zero));
+  m.chain.set_paddle(zero, zero);
+  m.has_chain = true;
+  m.has_workspace = true;
+  const double lo[3] = {-1.0, -1.0, 0.5}, hi[3] = {1.0, 1.0, 1.8};
+  std::copy(lo, lo + 3, m.workspace_min_m);
+  std::copy(hi, hi + 3, m.workspace_max_m);
+  return m;
+}
+
+struct Lift {
+  RobotModel model = lift_model();
+  std::shared_ptr<SimDriver> driver;
+  std::unique_ptr<ControlLoop> loop;
+  std::int64_t now = 1'000'000'000'000;
+  double lowest = 10.0;  // lowest commanded paddle height seen
+
+  Lift(double guard_margin_m, double start_m) {
+    const double q0[1] = {start_m};
+    driver = std::make_shared<SimDriver>(model, q0, kDt, SimServoConfig{});
+    LoopConfig cfg;
+    cfg.rate_hz = 1.0 / kDt;
+    cfg.path_guard_margin_m = guard_margin_m;
+    loop = std::make_unique<ControlLoop>(driver, model, cfg);
+    loop->begin_manual(now);
+  }
+  ~Lift() { loop->end_manual(); }
+
+  double height() const {
+    Observation o;
+    loop->latest_observation(o);
+    return o.command_position_si[0];
+  }
+  // A 100 Hz policy: goal(k) every 10 ticks, for n ticks.
+  template <class Goal>
+  void drive(Goal goal, int n) {
+    for (int k = 0; k < n; ++k) {
+      if (k % 10 == 0) {
+        const double q[1] = {goal(k / 10)};
+        loop->push_command(q, 1, 0, 0);
+      }
+      now += static_cast<std::int64_t>(kDt * 1e9);
+      loop->manual_tick(now);
+      lowest = std::min(lowest, height());
+    }
+  }
+  std::uint64_t events(int code) const { return loop->counters().event_counts[code]; }
+};
+
+}  // namespace
+
+// A policy that moves the paddle down at 1.5 m/s (1.5 cm per 10 ms goal) to a goal 0.1 m above the floor, as an env
+// policy's velocity commands integrated into position goals do.
+double descent(int i) { return std::max(0.6, 1.7 - 0.015 * (i + 1)); }
+
+TEST_CASE("without the path guard, the full-speed descent overshoots its last goal: a workspace stop") {
+  // every goal lies inside the box, but arriving at 1.5 m/s the jerk-limited braking carries the paddle ~0.15 m past
+  Lift lift(-1.0, 1.7);
+  lift.drive(descent, 1500);
+  CHECK(lift.events(kEventWorkspaceStop) == 1);
+  CHECK((lift.loop->stop_reasons() & kReasonWorkspace) != 0u);
+  CHECK(lift.lowest < 0.5);
+  CHECK(lift.events(kEventWorkspacePathHold) == 0);
+}
+
+TEST_CASE("with the path guard, the goals whose paths leave the box are not taken: no stop, the robot arrives") {
+  Lift lift(0.002, 1.7);
+  lift.drive(descent, 1500);
+  CHECK(lift.events(kEventWorkspaceStop) == 0);
+  CHECK(lift.loop->stop_reasons() == 0u);
+  CHECK(lift.lowest >= 0.5);
+  const auto c = lift.loop->counters();
+  CHECK(c.commands_path_held > 0);
+  CHECK(c.commands_path_held == lift.events(kEventWorkspacePathHold));
+  CHECK(c.commands_accepted + c.commands_path_held == 150);
+  CHECK(c.commands_accepted > c.commands_path_held);  // the rest of the descent was taken
+  CHECK(lift.height() == doctest::Approx(0.6).epsilon(1e-9));  // and it arrived
+}
+
+TEST_CASE("the path guard takes a goal whose path stays in, from rest") {
+  Lift lift(0.002, 1.0);
+  lift.drive([](int) { return 0.55; }, 1000);
+  CHECK(lift.loop->counters().commands_path_held == 0);
+  CHECK(lift.loop->counters().commands_accepted == 100);
+  CHECK(lift.height() == doctest::Approx(0.55).epsilon(1e-9));
+  CHECK(lift.events(kEventWorkspaceStop) == 0);
+}
