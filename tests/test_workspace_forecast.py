@@ -193,11 +193,11 @@ def test_adapter_rejects_a_bad_path_margin():
             EnvPolicyAdapter(lambda o: np.zeros(ROBOT.dof), ROBOT, path_margin_m=bad)
 
 
-
 def test_the_loops_path_guard_is_configurable_and_reported():
     """The loop's own path guard (control_loop.cpp, `path_guard_admits`; its behaviour is tested deterministically in
     csrc/robot_rt/control/tests/test_path_guard.cpp): on by default, None turns it off, a bad margin is named."""
     from robot_rt._control import EVENT_CODES
+
     from robot_rt.control.loop import RealTimeLoop
 
     assert EVENT_CODES["workspace_path_hold"] == 33
