@@ -28,6 +28,7 @@ SAFETY_EVENTS = (
     "target_clamped",
     "workspace_target_rejected",
     "workspace_stop",
+    "workspace_path_hold",  # the loop did not take a goal whose path would leave the box (its path guard)
     "watchdog_stop",
     "sensor_timeout_stop",
     "safety_override",
