@@ -9,6 +9,7 @@
 
 #include "control_loop.hpp"
 #include "sim_driver.hpp"
+#include "test_util.hpp"
 
 using namespace robot_rt::control;
 
@@ -16,31 +17,15 @@ namespace {
 
 constexpr double kDt = 1e-3;
 
-// One prismatic joint whose position is the paddle's height; the box's floor at z = 0.5 m.
-RobotModel lift_model() {
-  RobotModel m;
-  m.dof = 1;
-  m.limits[0] = JointLimits{-2.0, 2.0, 2.0, 10.0, 200.0};
-  m.soft_margin_si[0] = 0.01;
-  const double up[3] = {0.0, 0.0, 1.0}, zero[3] = {0.0, 0.0, 0.0};
-  REQUIRE(m.chain.set_joint(0, robot_rt::robot::kPrismatic, up, zero, zero));
-  m.chain.set_paddle(zero, zero);
-  m.has_chain = true;
-  m.has_workspace = true;
-  const double lo[3] = {-1.0, -1.0, 0.5}, hi[3] = {1.0, 1.0, 1.8};
-  std::copy(lo, lo + 3, m.workspace_min_m);
-  std::copy(hi, hi + 3, m.workspace_max_m);
-  return m;
-}
-
 struct Lift {
-  RobotModel model = lift_model();
+  RobotModel model = testing::lift_model(0.5);  // the box's floor at z = 0.5 m
   std::shared_ptr<SimDriver> driver;
   std::unique_ptr<ControlLoop> loop;
   std::int64_t now = 1'000'000'000'000;
   double lowest = 10.0;  // lowest commanded paddle height seen
 
   Lift(double guard_margin_m, double start_m) {
+    model.soft_margin_si[0] = 0.01;
     const double q0[1] = {start_m};
     driver = std::make_shared<SimDriver>(model, q0, kDt, SimServoConfig{});
     LoopConfig cfg;

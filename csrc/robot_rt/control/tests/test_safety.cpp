@@ -364,17 +364,7 @@ TEST_CASE("soft margins: commands stay in the soft box; a joint started outside 
 // z = 0.5 m. Moving down fast towards a goal just above the floor, the OTG overshoots the goal by what it still
 // travels while it brakes; the forecast sees that overshoot (the goal itself is in the box).
 TEST_CASE("forecast_workspace sees the braking overshoot below a goal inside the box") {
-  RobotModel m;
-  m.dof = 1;
-  m.limits[0] = JointLimits{-2.0, 2.0, 2.0, 10.0, 200.0};
-  const double up[3] = {0.0, 0.0, 1.0}, zero[3] = {0.0, 0.0, 0.0};
-  REQUIRE(m.chain.set_joint(0, robot_rt::robot::kPrismatic, up, zero, zero));
-  m.chain.set_paddle(zero, zero);
-  m.has_chain = true;
-  m.has_workspace = true;
-  const double lo[3] = {-1.0, -1.0, 0.5}, hi[3] = {1.0, 1.0, 1.8};
-  std::copy(lo, lo + 3, m.workspace_min_m);
-  std::copy(hi, hi + 3, m.workspace_max_m);
+  RobotModel m = testing::lift_model(0.5);
   const double dt = 1e-3;
   const double goal = 0.55;
 

@@ -1,6 +1,7 @@
 // Shared helpers of the control unit tests: a seeded random source and random joint limits / models.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <random>
 
@@ -47,5 +48,22 @@ inline RobotModel random_model(Random& rng, int dof) {
 
 // The hard invariant every commanded state satisfies (kLimitSlack: rounding only).
 inline bool state_within(const AxisState& s, const JointLimits& l) { return within_limits(s, l); }
+
+// One prismatic joint whose position is the paddle's height (limits +-2 m, 2 m/s, 10 m/s^2, 200 m/s^3), in the box
+// x, y in [-1, 1], z in [floor_m, 1.8]: workspace forecasts and guards in one dimension.
+inline RobotModel lift_model(double floor_m) {
+  RobotModel m;
+  m.dof = 1;
+  m.limits[0] = JointLimits{-2.0, 2.0, 2.0, 10.0, 200.0};
+  const double up[3] = {0.0, 0.0, 1.0}, zero[3] = {0.0, 0.0, 0.0};
+  m.chain.set_joint(0, robot_rt::robot::kPrismatic, up, zero, zero);
+  m.chain.set_paddle(zero, zero);
+  m.has_chain = true;
+  m.has_workspace = true;
+  const double lo[3] = {-1.0, -1.0, floor_m}, hi[3] = {1.0, 1.0, 1.8};
+  std::copy(lo, lo + 3, m.workspace_min_m);
+  std::copy(hi, hi + 3, m.workspace_max_m);
+  return m;
+}
 
 }  // namespace robot_rt::control::testing
