@@ -171,7 +171,10 @@ class NeuralFamily:
         low, high = env.single_action_space.low, env.single_action_space.high
         env.close()
         obs_dim = frames[0].shape[1]
-        assert obs_dim == env.single_observation_space.shape[0] + len(BALL_FEATURE_NAMES)
+        if obs_dim != env.single_observation_space.shape[0] + len(BALL_FEATURE_NAMES):
+            raise RuntimeError(
+                f"NeuralFamily: ball-state frames have {obs_dim} values, the env and its features disagree"
+            )
         normalizer = RunningMeanStd(obs_dim)
         normalizer.update(torch.from_numpy(np.concatenate(frames)).double())
         from robot_rt.learning.bgs import BGSConfig
@@ -330,7 +333,7 @@ UNIT_BOX_ES_DEFAULTS = {"sigma": 0.06, "step_size": 0.04, "real_sigma": 0.06, "r
 
 def es_defaults(policy: str, param_bound: float = 10.0) -> dict:
     """The ES's sigma and step sizes in the unit box when the command line does not set them: the scripted and
-    heuristic knobs are scaled to their ranges, a network's weights are not (`NeuralFamily.es_defaults`)."""
+    heuristic knobs are scaled to their ranges, a network's weights are not (`NeuralFamily.es_defaults_for`)."""
     if policy == "neural":
         return NeuralFamily.es_defaults_for(param_bound)
     return dict(UNIT_BOX_ES_DEFAULTS)
