@@ -21,7 +21,7 @@ from robot_rt.envs.features import FeatureExtractor, feature_dim
 from robot_rt.learning import distributed as dist
 from robot_rt.learning.dataset import EpisodeBatch, EpisodeDataset, relabel
 from robot_rt.learning.gcbc import GCBCPolicy, train_gcbc
-from robot_rt.learning.rundir import RunDir
+from robot_rt.learning.rundir import RunDir, config_differences
 from robot_rt.learning.stats import wilson_interval
 
 CONDITIONS = ("demos+practice", "demos-only", "practice-only", "no-new-data")
@@ -807,14 +807,11 @@ def merge_results(runs: list[dict]) -> dict:
     separate processes: the per-seed curves side by side, pooled again over all seeds."""
     if not runs:
         raise ValueError("runs: expected at least one results dict")
-    ignore = {"seeds", "smoke"}
-    base = {k: v for k, v in runs[0]["config"].items() if k not in ignore}
     seeds: list[int] = []
     curves: dict = {}
     for i, r in enumerate(runs):
-        other = {k: v for k, v in r["config"].items() if k not in ignore}
-        if other != base:
-            diff = sorted(k for k in set(other) | set(base) if other.get(k) != base.get(k))
+        diff = config_differences(runs[0]["config"], r["config"], ignore=("seeds", "smoke"))
+        if diff:
             raise ValueError(f"runs[{i}]: its config differs from runs[0]'s in {diff}; only the seeds may differ")
         if set(r["config"]["seeds"]) & set(seeds):
             raise ValueError(f"runs[{i}]: seeds {r['config']['seeds']} overlap {seeds}")

@@ -18,7 +18,7 @@ import numpy as np
 from robot_rt.envs.human_model import HumanBehaviorModel
 from robot_rt.learning import distributed as dist
 from robot_rt.learning.es import BGS, ESConfig
-from robot_rt.learning.rundir import RunDir
+from robot_rt.learning.rundir import RunDir, config_differences
 
 CHECKPOINT_VERSION = 1
 _BRANCH_ID = {"shared": 0, "is2r": 1, "ft": 2}  # distinct seeds per branch
@@ -148,6 +148,7 @@ class NeuralFamily:
         from robot_rt.envs.scripted import BatchedScriptedPolicy, ScriptedParams
         from robot_rt.envs.vector import TableTennisVectorEnv
         from robot_rt.envs.wrappers import BALL_FEATURE_NAMES, BallStateFeatures
+        from robot_rt.learning.bgs import BGSConfig
         from robot_rt.learning.neural_policy import GaussianActor, PolicyConfig, RunningMeanStd, policy_state
         from robot_rt.learning.ppo import check_scripted_preset
 
@@ -177,8 +178,6 @@ class NeuralFamily:
             )
         normalizer = RunningMeanStd(obs_dim)
         normalizer.update(torch.from_numpy(np.concatenate(frames)).double())
-        from robot_rt.learning.bgs import BGSConfig
-
         net = BGSConfig()  # the network of `robot-rt train bgs` (a temporal conv over the history)
         torch.manual_seed(int(seed))
         actor = GaussianActor(
@@ -961,9 +960,6 @@ def summarise(deploy_record: dict, n_boot: int = 2000) -> dict:
     }
 
 
-MERGE_IGNORED_CONFIG = ("seed",)
-
-
 def merge_results(runs: list[dict], n_boot: int = 2000) -> dict:
     """Pools `robot-rt train is2r` results (results.json dicts) that differ only in their seeds: per method and
     iteration, the rally lengths of every seed's evaluation deploy together (mean with a 95 % bootstrap CI, median,
@@ -974,12 +970,10 @@ def merge_results(runs: list[dict], n_boot: int = 2000) -> dict:
     settings differ in anything but the seed, a seed repeats, or the methods' iterations do not line up."""
     if not runs:
         raise ValueError("runs: expected at least one results dict")
-    base = {k: v for k, v in runs[0]["config"].items() if k not in MERGE_IGNORED_CONFIG}
     seeds = []
     for r in runs:
-        other = {k: v for k, v in r["config"].items() if k not in MERGE_IGNORED_CONFIG}
-        if other != base:
-            changed = sorted(k for k in set(base) | set(other) if base.get(k) != other.get(k))
+        changed = config_differences(runs[0]["config"], r["config"], ignore=("seed",))
+        if changed:
             raise ValueError(f"runs: settings other than the seed differ: {changed}")
         seeds.append(r["config"]["seed"])
     if len(set(seeds)) != len(seeds):
@@ -1024,7 +1018,7 @@ def merge_results(runs: list[dict], n_boot: int = 2000) -> dict:
                 diff = np.concatenate([np.subtract(x, y, dtype=np.float64) for x, y in zip(a, b)])
                 paired.append({"iteration": i, "mean": float(diff.mean()), "ci95": bootstrap_ci(diff, n_boot)})
     return {
-        "config": base,
+        "config": {k: v for k, v in runs[0]["config"].items() if k != "seed"},
         "seeds": seeds,
         "policy_family": runs[0].get("policy_family"),
         "methods": methods,

@@ -26,12 +26,8 @@ class RunDir:
                     f"run directory {self.path} already holds a run; pass resume=True (--resume) to continue it "
                     "or choose another --out"
                 )
-            if _comparable(previous) != _comparable(self.config):
-                changed = sorted(
-                    k
-                    for k in set(previous) | set(self.config)
-                    if k != "resume" and previous.get(k) != self.config.get(k)
-                )
+            changed = config_differences(previous, self.config, ignore=("resume",))
+            if changed:
                 raise ValueError(f"--resume: the run in {self.path} was started with other settings: {changed}")
         else:
             atomic_write_json(config_path, self.config)
@@ -96,8 +92,11 @@ def read_log(path: str | Path) -> list[dict]:
     return records
 
 
-def _comparable(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k != "resume"}
+def config_differences(a: dict, b: dict, ignore=()) -> list[str]:
+    """The keys (sorted) whose values differ between two run configs, a key missing on one side included, leaving
+    out `ignore`: what --resume and the tools that pool seeds check before they combine runs."""
+    missing = object()  # a key on one side only differs, whatever its value (None included)
+    return sorted(k for k in set(a) | set(b) if k not in ignore and a.get(k, missing) != b.get(k, missing))
 
 
 def _to_builtin(obj):
