@@ -31,13 +31,14 @@ class Interpolator {
   }
 
   void set_goal(const double* goal_si, std::int64_t now_ns) noexcept {
+    const double ramp_s = ramp_duration_s(now_ns);
     period_s_ = next_period_s(now_ns);
     last_goal_ns_ = now_ns;
     double v_unused[kMaxDof];
     sample(now_ns, start_, v_unused);
     for (int i = 0; i < dof_; ++i) goal_[i] = goal_si[i];
     t0_ns_ = now_ns;
-    duration_ns_ = static_cast<std::int64_t>(ramp_duration_s(now_ns) * 1e9);
+    duration_ns_ = static_cast<std::int64_t>(ramp_s * 1e9);
     if (duration_ns_ < 1) duration_ns_ = 1;
   }
 
