@@ -83,18 +83,25 @@ def _args(out, **over):
     return parser.parse_args(argv)
 
 
-class _SimStandIn:
-    """Test double for the real side (the loop's logic only, faster than real time): plays the real player in
-    the batched simulator and returns camera-like tracks of its balls. Counts calls."""
+class _CountingStandIn:
+    """A stand-in real side's bookkeeping: counts its deploys and, after `fail_after` of them, crashes the run."""
 
     def __init__(self, fail_after=None):
         self.calls = 0
         self.fail_after = fail_after
 
-    def __call__(self, policy, *, n_balls, seed, log_path=None):
+    def _count_call(self) -> None:
         self.calls += 1
         if self.fail_after is not None and self.calls > self.fail_after:
             raise KeyboardInterrupt  # simulated crash mid-run
+
+
+class _SimStandIn(_CountingStandIn):
+    """Test double for the real side (the loop's logic only, faster than real time): plays the real player in
+    the batched simulator and returns camera-like tracks of its balls. Counts calls."""
+
+    def __call__(self, policy, *, n_balls, seed, log_path=None):
+        self._count_call()
         family = is2r.HeuristicFamily()
         ev = is2r.evaluate(
             family, HumanBehaviorModel.real_player(), policy.theta[None], n_balls, seed, 300, backend=BACKEND
@@ -363,20 +370,14 @@ def test_neural_es_defaults_are_in_weight_units(tmp_path):
         is2r.config_from_args(_args(tmp_path / "e", sigma=0.0))
 
 
-class _PlaysThePolicy:
+class _PlaysThePolicy(_CountingStandIn):
     """Stand-in real side that plays the deployed policy object itself, one ball per episode of a one-world
     batched simulator against the real player's model (faster than real time); counts calls, can crash."""
-
-    def __init__(self, fail_after=None):
-        self.calls = 0
-        self.fail_after = fail_after
 
     def __call__(self, policy, *, n_balls, seed, log_path=None):
         from robot_rt.envs.vector import TableTennisVectorEnv
 
-        self.calls += 1
-        if self.fail_after is not None and self.calls > self.fail_after:
-            raise KeyboardInterrupt
+        self._count_call()
         env = TableTennisVectorEnv(1, human=HumanBehaviorModel.real_player(), max_episode_steps=300, backend=BACKEND)
         rallies, hits = [], 0
         for ball in range(n_balls):
