@@ -44,14 +44,16 @@ def test_params_vector_roundtrip_and_bounds():
     with pytest.raises(ValueError, match="return_speed_mps"):
         ScriptedParams(return_speed_mps=100.0)
     with pytest.raises(ValueError, match="vector"):
-        ScriptedParams.from_vector(v[:-2])
-    # a vector saved before approach_speed_mps existed gets its default, which changes nothing
-    legacy = ScriptedParams.from_vector(v[:-1])
-    assert legacy == p and legacy.approach_speed_mps == ScriptedParams().approach_speed_mps
-    policy = BatchedScriptedPolicy(3, params=v[:-1])  # an exported policy's scripted base from before
-    np.testing.assert_array_equal(policy.params, np.tile(v, (3, 1)))
-    policy.set_params(np.tile(v[:-1], (3, 1)))
-    np.testing.assert_array_equal(policy.params, np.tile(v, (3, 1)))
+        ScriptedParams.from_vector(v[:-3])
+    # a vector saved before approach_speed_mps (20 values) or min_hit_height_m (21) existed gets their defaults
+    assert ScriptedParams.names()[-2:] == ("approach_speed_mps", "min_hit_height_m")
+    for short in (1, 2):
+        legacy = ScriptedParams.from_vector(v[:-short])
+        assert legacy == p and legacy.min_hit_height_m == ScriptedParams().min_hit_height_m
+        policy = BatchedScriptedPolicy(3, params=v[:-short])  # an exported policy's scripted base from before
+        np.testing.assert_array_equal(policy.params, np.tile(v, (3, 1)))
+        policy.set_params(np.tile(v[:-short], (3, 1)))
+        np.testing.assert_array_equal(policy.params, np.tile(v, (3, 1)))
 
 
 def test_fast_approach_reaches_wide_balls_and_leaves_the_default_policy_unchanged():
@@ -65,7 +67,8 @@ def test_fast_approach_reaches_wide_balls_and_leaves_the_default_policy_unchange
     obs, _ = env.reset(seed=list(range(n)))
     slow = BatchedScriptedPolicy(n, params=dataclasses.replace(ScriptedParams.preset("rally"), approach_speed_mps=0.5))
     fast = BatchedScriptedPolicy(n, params=ScriptedParams.preset("rally"))
-    assert fast.params[0, -1] > slow.params[0, -1]
+    j = ScriptedParams.names().index("approach_speed_mps")
+    assert fast.params[0, j] > slow.params[0, j]
     differed = False
     for _ in range(60):
         a_slow, a_fast = slow(obs), fast(obs)
@@ -79,6 +82,75 @@ def test_fast_approach_reaches_wide_balls_and_leaves_the_default_policy_unchange
 
 
 # ------------------------------------------------------------------------------------------ maths vs references
+def test_hit_point_choice_moves_only_low_crossings_along_the_flight():
+    """choose_hit_point: a crossing at least min_hit_height_m high stays; a low one (falling after an early bounce,
+    or rising after a late one) moves to the nearest higher point on the drag-free parabola through it, earlier
+    for a falling ball, later for a rising one; points already passed are not candidates."""
+    from robot_rt.envs.scripted import HIT_SHIFTS_M, HIT_X_RANGE_M
+
+    n = 4
+    pol = BatchedScriptedPolicy(n, params=dataclasses.replace(ScriptedParams.preset("rally"), min_hit_height_m=0.8))
+    g = pol.tracker.g
+    t = np.full(n, 0.5)
+    pos = np.array([[1.45, 0.1, 0.95], [1.45, 0.0, 0.76], [1.45, -0.2, 0.76], [1.45, 0.0, 0.76]])
+    vel = np.array([[4.0, 0.1, 0.5], [3.0, 0.0, -2.0], [3.0, 0.2, 2.0], [3.0, 0.0, -2.0]])
+    pol.t[:] = 0.0
+    pol.t[3] = 0.49  # the last ball is about to cross: the earlier points are behind it
+    fresh = np.ones(n, dtype=bool)
+    t2, p2, v2 = pol.choose_hit_point(t, pos, vel, fresh)
+    np.testing.assert_array_equal(p2[0], pos[0])  # high enough: unchanged
+    assert t2[0] == t[0]
+    shift = p2[:, 0] - pos[:, 0]
+    assert -0.36 < shift[1] < 0 and 0 < shift[2] < 0.36  # falling: earlier, rising: later
+    assert shift[3] >= 0  # only points not yet passed
+    for i in (1, 2):
+        tau = shift[i] / vel[i, 0]
+        np.testing.assert_allclose(t2[i] - t[i], tau, rtol=1e-12)
+        np.testing.assert_allclose(p2[i, 2], pos[i, 2] + vel[i, 2] * tau - 0.5 * g * tau**2, rtol=1e-12)
+        np.testing.assert_allclose(p2[i, 1], pos[i, 1] + vel[i, 1] * tau, rtol=1e-12)
+        np.testing.assert_allclose(v2[i, 2], vel[i, 2] - g * tau, rtol=1e-12)
+        assert p2[i, 2] >= 0.8 - 1e-12 and HIT_X_RANGE_M[0] <= p2[i, 0] <= HIT_X_RANGE_M[1]
+        # the nearest such shift: every smaller one leaves the ball below 0.8 m
+        smaller = HIT_SHIFTS_M[
+            (np.abs(HIT_SHIFTS_M) < abs(shift[i]) - 1e-9) & (np.sign(HIT_SHIFTS_M) == np.sign(shift[i]))
+        ]
+        tau_s = smaller / vel[i, 0]
+        assert np.all(pos[i, 2] + vel[i, 2] * tau_s - 0.5 * g * tau_s**2 < 0.8)
+    # off (the default 0) or without a fresh prediction: the inputs come back unchanged
+    off = BatchedScriptedPolicy(n)
+    for policy, f in ((off, fresh), (pol, np.zeros(n, dtype=bool))):
+        t3, p3, v3 = policy.choose_hit_point(t, pos, vel, f)
+        np.testing.assert_array_equal(p3, pos)
+        np.testing.assert_array_equal(v3, vel)
+        np.testing.assert_array_equal(t3, t)
+
+
+def test_hit_point_choice_returns_more_first_balls():
+    """On 256 fixed serves the rally preset misses fewer first balls with the hit-point choice on (the balls that
+    pass the nominal plane below the paddle's reach are taken earlier or later); measured on 2,048 other serves:
+    first-ball failures 12.7 % -> 10.2 %."""
+
+    def failures(min_hit_height_m):
+        n = 256
+        env = TableTennisVectorEnv(n, max_episode_steps=400)
+        pol = BatchedScriptedPolicy(
+            n, params=dataclasses.replace(ScriptedParams.preset("rally"), min_hit_height_m=min_hit_height_m)
+        )
+        obs, _ = env.reset(seed=list(range(n)))
+        active = np.ones(n, dtype=bool)
+        failed = 0
+        while active.any():
+            obs, _, term, trunc, info = env.step(pol(obs))
+            first_done = (np.asarray(info["new_ball"]) | term | trunc) & active
+            lost = first_done & np.isin(np.asarray(info["outcome"]), ("missed", "out", "limit"))
+            failed += int(lost.sum())
+            active &= ~first_done
+        return failed
+
+    off, on = failures(0.0), failures(0.8)
+    assert on < off - 4, (off, on)
+
+
 def test_analytic_jacobian_matches_finite_differences():
     rng = np.random.default_rng(0)
     q = _random_q(rng, 16)
