@@ -30,7 +30,12 @@ CEILING = 1.0 / (1.0 - 0.95)
 
 def make_policy(spec: str, num_envs: int):
     """'scripted' (BatchedScriptedPolicy, the tuned baseline), 'scripted-rally' (its 'rally' preset, placed for
-    the default human model) or the path of an exported RUN/policy.pt."""
+    the default human model), 'scripted-rally-landing' (that preset steered by the learned landing model,
+    robot_rt.envs.landing_model.rally_policy) or the path of an exported RUN/policy.pt."""
+    if spec == "scripted-rally-landing":
+        from robot_rt.envs.landing_model import rally_policy
+
+        return rally_policy(num_envs)
     if spec in ("scripted", "scripted-rally"):
         from robot_rt.envs.scripted import BatchedScriptedPolicy, ScriptedParams
 
@@ -104,7 +109,11 @@ def write_json_atomic(path: Path, payload: dict) -> None:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--policy", action="append", help="'scripted', 'scripted-rally' or a policy.pt path (repeatable)")
+    p.add_argument(
+        "--policy",
+        action="append",
+        help="'scripted', 'scripted-rally', 'scripted-rally-landing' or a policy.pt path (repeatable)",
+    )
     p.add_argument("--episodes", type=int, default=256, help="serves per seed")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--max-episode-steps", type=int, default=6000, help="episode cap (60 s at 100 Hz)")

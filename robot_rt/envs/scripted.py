@@ -272,7 +272,11 @@ class BatchedScriptedPolicy:
     or the goal environment's dict (then the policy aims at `desired_goal`); `goals` [N, 2] optional landing
     targets (x < 0). Returns env actions [N, 8] float32 in [-1, 1]: joint velocities as fractions of the velocity
     limits (the envs' normalised action space; `joint_velocities` gives them in the robot's units). Call
-    `reset(mask)` when environments reset (vector envs: the step that returns their first observation)."""
+    `reset(mask)` when environments reset (vector envs: the step that returns their first observation).
+
+    `landing_model` (`robot_rt.envs.landing_model.LandingModel`, optional): the landing point wanted (the goal, or
+    the aim, plus (aim_dx, aim_dy)) is then where the model predicts the return lands, and the lob is aimed at the
+    target the model gives for it; the model must have been fitted with these parameters (aim apart)."""
 
     def __init__(
         self,
@@ -283,6 +287,7 @@ class BatchedScriptedPolicy:
         action_noise_std: float = 0.0,
         seed: int | None = None,
         tracker_kwargs: dict | None = None,
+        landing_model=None,
     ):
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs: expected a positive int, got {num_envs!r}")
@@ -306,6 +311,7 @@ class BatchedScriptedPolicy:
         self.box_low = self.robot.workspace_min_m + margin
         self.box_high = self.robot.workspace_max_m - margin
         self.box_decel_mps2 = 4.0  # assumed paddle deceleration near the box walls
+        self.landing_model = landing_model  # robot_rt.envs.landing_model.LandingModel or None
         self.set_params(ScriptedParams() if params is None else params)
         self.t = np.zeros(self.n)
         self.plan_t = np.full(self.n, np.nan)
@@ -329,6 +335,8 @@ class BatchedScriptedPolicy:
                     f"got {mat.shape}"
                 )
         check_param_vector(mat, "params")
+        if self.landing_model is not None:
+            self.landing_model.check_params(mat)
         self.params = np.array(mat, dtype=np.float64)
         self._p = {k: self.params[:, j] for j, k in enumerate(names)}
 
@@ -397,6 +405,13 @@ class BatchedScriptedPolicy:
         else:
             target_xy = goals.copy()
         target_xy = target_xy + np.stack([p["aim_dx_m"], p["aim_dy_m"]], axis=1)
+        if self.landing_model is not None:
+            # the lob target whose predicted landing is the one wanted (docs/envs.md, `robot_rt.envs.landing_model`)
+            planned = np.isfinite(self.plan_t)
+            if planned.any():
+                target_xy[planned] = self.landing_model.command(
+                    target_xy[planned], self.plan_p[planned], self.plan_v[planned]
+                )
         v_in = self.plan_v
         d_out = lob_directions(self.plan_p, target_xy, p["return_speed_mps"], p["extra_elevation_rad"])
         normal, swing_speed = self.contact_plan(v_in, d_out)
