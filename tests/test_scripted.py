@@ -44,10 +44,11 @@ def test_params_vector_roundtrip_and_bounds():
     with pytest.raises(ValueError, match="return_speed_mps"):
         ScriptedParams(return_speed_mps=100.0)
     with pytest.raises(ValueError, match="vector"):
-        ScriptedParams.from_vector(v[:-3])
-    # a vector saved before approach_speed_mps (20 values) or min_hit_height_m (21) existed gets their defaults
-    assert ScriptedParams.names()[-2:] == ("approach_speed_mps", "min_hit_height_m")
-    for short in (1, 2):
+        ScriptedParams.from_vector(v[:-4])
+    # a vector saved before approach_speed_mps (20 values), min_hit_height_m (21) or floor_margin_m (22) existed gets
+    # their defaults
+    assert ScriptedParams.names()[-3:] == ("approach_speed_mps", "min_hit_height_m", "floor_margin_m")
+    for short in (1, 2, 3):
         legacy = ScriptedParams.from_vector(v[:-short])
         assert legacy == p and legacy.min_hit_height_m == ScriptedParams().min_hit_height_m
         policy = BatchedScriptedPolicy(3, params=v[:-short])  # an exported policy's scripted base from before

@@ -48,6 +48,7 @@ class ScriptedParams:
     ready_dz_m: float = -0.141
     approach_speed_mps: float = 0.5
     min_hit_height_m: float = 0.0
+    floor_margin_m: float = 0.04
 
     def __post_init__(self) -> None:
         check_param_vector(self.to_vector(), "ScriptedParams")
@@ -78,8 +79,8 @@ class ScriptedParams:
 
     @classmethod
     def from_vector(cls, vector) -> ScriptedParams:
-        """From a vector in `names()` order; a vector saved before `approach_speed_mps` or `min_hit_height_m`
-        existed (one or two values short) gets their defaults, which leave the policy as it was."""
+        """From a vector in `names()` order; a vector saved before `approach_speed_mps`, `min_hit_height_m` or
+        `floor_margin_m` existed (one to three values short) gets their defaults, which leave the policy as it was."""
         v = with_legacy_defaults(np.asarray(vector, dtype=np.float64))
         if v.shape != (len(cls.names()),):
             raise ValueError(f"vector: expected shape ({len(cls.names())},) ({', '.join(cls.names())}), got {v.shape}")
@@ -117,6 +118,9 @@ RALLY_PRESET: dict = {
     # the hit-point choice (docs/envs.md, "hit-point choice"): a ball that would pass the nominal plane below 0.8 m
     # is taken earlier or later along its flight; the mean rally 3.75 -> 4.38 on the same serves
     "min_hit_height_m": 0.8,
+    # the paddle's target may come 1 cm closer to the box floor (docs/envs.md, "floor margin"): first-ball misses
+    # 123 -> 105 of 2,048 with the landing model, no limit stop
+    "floor_margin_m": 0.03,
 }
 
 _BOUNDS = {
@@ -142,12 +146,13 @@ _BOUNDS = {
     "ready_dz_m": (-0.2, 0.4),
     "approach_speed_mps": (0.5, 6.0),
     "min_hit_height_m": (0.0, 1.2),
+    "floor_margin_m": (0.01, 0.1),
 }
 # the paddle may move at approach_speed_mps until this long before its swing starts (then max_paddle_speed_mps)
 APPROACH_MARGIN_S = 0.1
 # parameters added after vectors had been saved (exported policies' scripted bases), in the order they were added:
 # a vector short of the last k of them gets their defaults, which leave the policy as it was before they existed
-_LATER_PARAMS = ("approach_speed_mps", "min_hit_height_m")
+_LATER_PARAMS = ("approach_speed_mps", "min_hit_height_m", "floor_margin_m")
 # hit-point choice (min_hit_height_m > 0): shifts of the hitting point along the flight from the nominal plane, and
 # the x range the shifted point must keep (inside the paddle's box, clear of the miss plane)
 HIT_SHIFTS_M = np.round(np.arange(-0.35, 0.351, 0.05), 2)
@@ -158,7 +163,7 @@ _BALL_CONTACT_Z_M = 0.78  # ball centre on the table (0.76 m + radius): a shifte
 
 
 def with_legacy_defaults(values: np.ndarray) -> np.ndarray:
-    """Parameter vectors [P] or [N, P] saved before the parameters of `_LATER_PARAMS` existed (one or two values
+    """Parameter vectors [P] or [N, P] saved before the parameters of `_LATER_PARAMS` existed (one to three values
     short) with their defaults appended, which leaves the policy as it was; any other shape unchanged."""
     missing = len(_BOUNDS) - values.shape[-1] if values.ndim in (1, 2) else 0
     if 1 <= missing <= len(_LATER_PARAMS):
@@ -307,9 +312,10 @@ class BatchedScriptedPolicy:
         pos, nrm = paddle_position_normal(self.robot, self.ready_q[None])
         self.home_position, self.ready_normal = pos[0], nrm[0]
         self.v_max = self.robot.velocity_limit
-        margin = np.array([0.06, 0.06, 0.04])  # paddle centre kept inside the box: leaving it ends the episode
-        self.box_low = self.robot.workspace_min_m + margin
-        self.box_high = self.robot.workspace_max_m - margin
+        # the paddle centre's targets are kept inside the workspace box (leaving it ends the episode) less these
+        # margins; the floor's is a parameter (`floor_margin_m`, set with the parameters)
+        self.box_margin = np.array([0.06, 0.06, 0.04])
+        self.box_high = self.robot.workspace_max_m - self.box_margin
         self.box_decel_mps2 = 4.0  # assumed paddle deceleration near the box walls
         self.landing_model = landing_model  # robot_rt.envs.landing_model.LandingModel or None
         self.set_params(ScriptedParams() if params is None else params)
@@ -339,6 +345,8 @@ class BatchedScriptedPolicy:
             self.landing_model.check_params(mat)
         self.params = np.array(mat, dtype=np.float64)
         self._p = {k: self.params[:, j] for j, k in enumerate(names)}
+        self.box_low = np.tile(self.robot.workspace_min_m + self.box_margin, (self.n, 1))
+        self.box_low[:, 2] = self.robot.workspace_min_m[2] + self._p["floor_margin_m"]
 
     def reset(self, mask=None) -> None:
         """Forgets ball tracks, plans and clocks of the environments where `mask` is True (all when None)."""
