@@ -26,11 +26,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1500, help="policy steps per batch (15 s)")
     ap.add_argument("--seeds", default="7000,3000", help="one batch per seed")
     ap.add_argument("--ridge", type=float, default=1e-3)
+    ap.add_argument("--target-low", type=float, nargs=2, default=(-1.2, -0.6), help="lob target offsets from the aim")
+    ap.add_argument("--target-high", type=float, nargs=2, default=(0.6, 0.6))
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     params = ScriptedParams.preset(args.preset)
     t0 = time.time()
-    batches = [collect_shots(params, args.episodes, args.steps, int(s)) for s in args.seeds.split(",")]
+    batches = [
+        collect_shots(params, args.episodes, args.steps, int(s), args.target_low, args.target_high)
+        for s in args.seeds.split(",")
+    ]
     shots = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
     model = LandingModel.fit(shots, params.to_vector(), ridge=args.ridge)
     model.save(args.out)

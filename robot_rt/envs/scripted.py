@@ -280,8 +280,9 @@ class BatchedScriptedPolicy:
     `reset(mask)` when environments reset (vector envs: the step that returns their first observation).
 
     `landing_model` (`robot_rt.envs.landing_model.LandingModel`, optional): the landing point wanted (the goal, or
-    the aim, plus (aim_dx, aim_dy)) is then where the model predicts the return lands, and the lob is aimed at the
-    target the model gives for it; the model must have been fitted with these parameters (aim apart)."""
+    (aim_x_m, aim_y_m); the fixed corrections aim_dx_m, aim_dy_m are not used) is then where the model predicts the
+    return lands, and the lob is aimed at the target the model gives for it; the model must have been fitted with
+    these parameters (aim apart)."""
 
     def __init__(
         self,
@@ -412,9 +413,11 @@ class BatchedScriptedPolicy:
             target_xy = np.stack([p["aim_x_m"], p["aim_y_m"]], axis=1)
         else:
             target_xy = goals.copy()
-        target_xy = target_xy + np.stack([p["aim_dx_m"], p["aim_dy_m"]], axis=1)
-        if self.landing_model is not None:
-            # the lob target whose predicted landing is the one wanted (docs/envs.md, `robot_rt.envs.landing_model`)
+        if self.landing_model is None:
+            target_xy = target_xy + np.stack([p["aim_dx_m"], p["aim_dy_m"]], axis=1)
+        else:
+            # the lob target whose predicted landing is the one wanted (docs/envs.md, `robot_rt.envs.landing_model`);
+            # the model replaces the aim's fixed corrections (aim_dx_m, aim_dy_m)
             planned = np.isfinite(self.plan_t)
             if planned.any():
                 target_xy[planned] = self.landing_model.command(
