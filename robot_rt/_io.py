@@ -46,6 +46,18 @@ def atomic_write_json(path: str | Path, obj, indent: int = 2) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
 
 
+def read_json_file(path: str | Path, what: str):
+    """The JSON value in the file `path` (the argument is called `path`); FileNotFoundError naming `what` (e.g.
+    'robot description') when there is no such file, ValueError when it is not valid JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path: {what} file not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"path: {path} is not valid JSON ({err})") from err
+
+
 @contextlib.contextmanager
 def atomic_output_path(path: str | Path):
     """Yields a temp path beside `path` for a writer that takes a file name (or opens it itself); when the block

@@ -6,13 +6,12 @@ Design notes: docs/envs.md, section `robot_rt.envs.human_model`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from robot_rt._io import atomic_write_json
+from robot_rt._io import atomic_write_json, read_json_file
 from robot_rt.ballistics import BallParams, TableGeometry, reference, simulate, simulate_batch
 
 STATE_NAMES = ("x_m", "y_m", "z_m", "vx_mps", "vy_mps", "vz_mps", "wx_radps", "wy_radps", "wz_radps")
@@ -227,13 +226,7 @@ class HumanBehaviorModel:
 
     @classmethod
     def load(cls, path: str | Path) -> HumanBehaviorModel:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"path: human behaviour model file not found: {path}")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"path: {path} is not valid JSON ({err})") from err
+        data = read_json_file(path, "human behaviour model")
         return cls.from_dict(data, source=str(path))
 
     # ---------------------------------------------------------------------------------------------- shipped

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robot_rt._io import atomic_write_json
+from robot_rt._io import atomic_write_json, read_json_file
 
 FORMAT_VERSION = 1
 N_INPUTS = 8  # target x, y; contact point x, y, z; incoming velocity x, y, z
@@ -215,15 +215,8 @@ class LandingModel:
 
     @classmethod
     def load(cls, path: str | Path) -> LandingModel:
-        import json
 
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"path: landing model file not found: {path}")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"path: {path} is not valid JSON ({err})") from err
+        data = read_json_file(path, "landing model")
         return cls.from_dict(data, source=str(path))
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from robot_rt._io import read_json_file
+
 DEFAULT_ROBOT_FILE = "gantry_arm_8dof.json"
 _JOINT_TYPES = ("prismatic", "revolute")
 
@@ -174,11 +176,5 @@ def load_robot(path: str | Path | None = None) -> RobotDescription:
     if path is None:
         text = resources.files("robot_rt.robot").joinpath("data", DEFAULT_ROBOT_FILE).read_text()
         return parse_robot(json.loads(text), source=DEFAULT_ROBOT_FILE)
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"path: robot description file not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"path: {path} is not valid JSON ({err})") from err
+    data = read_json_file(path, "robot description")
     return parse_robot(data, source=str(path))
