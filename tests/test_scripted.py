@@ -131,22 +131,15 @@ def test_hit_point_choice_returns_more_first_balls():
     pass the nominal plane below the paddle's reach are taken earlier or later); measured on 2,048 other serves:
     first-ball failures 12.7 % -> 10.2 %."""
 
+    from robot_rt.learning.rollout import first_ball_outcomes
+
     def failures(min_hit_height_m):
         n = 256
         env = TableTennisVectorEnv(n, max_episode_steps=400)
         pol = BatchedScriptedPolicy(
             n, params=dataclasses.replace(ScriptedParams.preset("rally"), min_hit_height_m=min_hit_height_m)
         )
-        obs, _ = env.reset(seed=list(range(n)))
-        active = np.ones(n, dtype=bool)
-        failed = 0
-        while active.any():
-            obs, _, term, trunc, info = env.step(pol(obs))
-            first_done = (np.asarray(info["new_ball"]) | term | trunc) & active
-            lost = first_done & np.isin(np.asarray(info["outcome"]), ("missed", "out", "limit"))
-            failed += int(lost.sum())
-            active &= ~first_done
-        return failed
+        return sum(o in ("missed", "out", "limit") for o in first_ball_outcomes(env, pol, range(n)))
 
     off, on = failures(0.0), failures(0.8)
     assert on < off - 4, (off, on)

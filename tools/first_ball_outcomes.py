@@ -16,30 +16,23 @@ import dataclasses
 import time
 from collections import Counter
 
-import numpy as np
-
 from robot_rt._io import atomic_write_json
 from robot_rt.envs.scripted import BatchedScriptedPolicy, ScriptedParams
 from robot_rt.envs.vector import TableTennisVectorEnv
+from robot_rt.learning.rollout import first_ball_outcomes
 from robot_rt.learning.stats import wilson_interval
 
 
-def first_ball_outcomes(episodes: int, seed_offset: int, min_hit_height_m: float) -> Counter:
+def first_ball_counts(episodes: int, seed_offset: int, min_hit_height_m: float) -> Counter:
     env = TableTennisVectorEnv(episodes, max_episode_steps=600)
     params = dataclasses.replace(ScriptedParams.preset("rally"), min_hit_height_m=min_hit_height_m)
-    policy = BatchedScriptedPolicy(episodes, params=params)
-    obs, _ = env.reset(seed=list(range(seed_offset, seed_offset + episodes)))
-    active = np.ones(episodes, dtype=bool)
-    counts: Counter = Counter()
-    while active.any():
-        obs, _, terminated, truncated, info = env.step(policy(obs))
-        decided = (np.asarray(info["new_ball"]) | terminated | truncated) & active
-        for i in np.nonzero(decided)[0]:
-            outcome = str(info["outcome"][i])
-            counts["returned" if outcome in ("none", "returned") else outcome] += 1
-        active &= ~decided
-    env.close()
-    return counts
+    try:
+        outcomes = first_ball_outcomes(
+            env, BatchedScriptedPolicy(episodes, params=params), range(seed_offset, seed_offset + episodes)
+        )
+    finally:
+        env.close()
+    return Counter("returned" if o in ("none", "returned") else o for o in outcomes)
 
 
 def main() -> None:
@@ -54,7 +47,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for z in args.min_hit_height:
         t0 = time.time()
-        c = first_ball_outcomes(args.episodes, args.seed_offset, z)
+        c = first_ball_counts(args.episodes, args.seed_offset, z)
         failed = c["missed"] + c["out"] + c["limit"]
         lo, hi = wilson_interval(failed, args.episodes)
         rows.append(

@@ -215,7 +215,6 @@ class LandingModel:
 
     @classmethod
     def load(cls, path: str | Path) -> LandingModel:
-
         data = read_json_file(path, "landing model")
         return cls.from_dict(data, source=str(path))
 
@@ -237,12 +236,13 @@ def collect_shots(
     target_high=(0.6, 0.6),
 ) -> dict:
     """Self-practice shots of the scripted policy with `params` in the rally env (default human): `episodes`
-        environments for `steps` policy steps (autoreset), each ball aimed at its own random lob target (the aim,
-        aim_d included, plus an offset uniform in [target_low, target_high]). Per paddle contact: the target, the plan's contact point and
-        incoming velocity at that step, and where the return meets the table plane (z = table top + ball radius) on an
-        unbounded plane without a net (a flight from the ball's state after the contact), so long and wide returns
-        count where they would land; shots landing outside x in (-4, 0.5) m, |y| < 3 m (edge hits, balls sent backwards,
-    about 1 %) are dropped. Returns arrays keyed target, plan_p, plan_v, landing."""
+    environments for `steps` policy steps (autoreset), each ball aimed at its own random lob target (the aim, aim_d
+    included, plus an offset uniform in [target_low, target_high]). Per paddle contact: the target, the plan's
+    contact point and incoming velocity at that step, and where the return meets the table plane (z = table top +
+    ball radius) on an unbounded plane without a net (a flight from the ball's state after the contact), so long and
+    wide returns count where they would land; shots landing outside the window x in (-4, 0.5) m, |y| < 3 m (edge
+    hits, balls sent backwards: 0.7 % of the shipped model's shots) are dropped. Returns arrays keyed target,
+    plan_p, plan_v, landing."""
     from robot_rt.ballistics import TableGeometry
     from robot_rt.ballistics.api import landing_point_batch
 
@@ -291,9 +291,8 @@ def collect_shots(
 
 
 # the rally with the shipped model: the wanted landing 0.15 m deeper than the rally preset's aim (its lob target
-# aim + aim_d: x -1.0 m), where
-# the human answers more often and the model keeps the returns on the table (a sweep on serves of seeds 5 and 6:
-# 0, 0.05, 0.1, 0.15, 0.2 m deeper gave mean rallies of 4.46, 4.88, 5.12, 5.25, 4.83)
+# aim + aim_d: x -1.0 m), where the human answers more often and the model keeps the returns on the table (a sweep
+# on serves of seeds 5 and 6: 0, 0.05, 0.1, 0.15, 0.2 m deeper gave mean rallies of 4.46, 4.88, 5.12, 5.25, 4.83)
 RALLY_LANDING_DEEPER_M = 0.15
 
 

@@ -159,7 +159,6 @@ HIT_SHIFTS_M = np.round(np.arange(-0.35, 0.351, 0.05), 2)
 HIT_X_RANGE_M = (1.12, 2.2)
 _SHIFT_COST_PER_M = 0.05  # m of height given up per m of shift: the nominal plane wins among points high enough
 _SHIFT_HYSTERESIS_M = 0.005  # the current choice's bonus, so that a choice does not flip on prediction noise
-_BALL_CONTACT_Z_M = 0.78  # ball centre on the table (0.76 m + radius): a shifted point below it needs a bounce
 
 
 def with_legacy_defaults(values: np.ndarray) -> np.ndarray:
@@ -472,7 +471,8 @@ class BatchedScriptedPolicy:
         g = self.tracker.g
         z = p0[:, 2:3] + v0[:, 2:3] * tau - 0.5 * g * tau * tau
         x = p0[:, 0:1] + shifts
-        ok = (x >= HIT_X_RANGE_M[0]) & (x <= HIT_X_RANGE_M[1]) & (z >= _BALL_CONTACT_Z_M)
+        # below the ball's table contact height (table top + radius) a shifted point would need a bounce in between
+        ok = (x >= HIT_X_RANGE_M[0]) & (x <= HIT_X_RANGE_M[1]) & (z >= self.tracker.contact_z_m)
         ok &= (t_s[idx, None] + tau) > self.t[idx, None] + self.dt  # not passed yet
         score = np.minimum(z, z_min[idx, None]) - _SHIFT_COST_PER_M * np.abs(shifts)
         score += _SHIFT_HYSTERESIS_M * np.isclose(shifts, self.hit_shift[idx, None])

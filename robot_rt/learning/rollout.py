@@ -271,6 +271,27 @@ def play_episodes(env, policy, seeds) -> list[dict]:
     ]
 
 
+def first_ball_outcomes(env, policy, seeds) -> list[str]:
+    """Plays the first ball of one episode per environment of the vector env `env` (environment i reset with
+    seeds[i]; `policy` as for `play_episodes`) until it is decided: the robot missed it, put it out or hit a limit,
+    or returned it (the human answered: a new ball, 'none'; or missed: 'returned'); an episode cut by its step cap
+    is 'none' too. Returns the outcome name (`OUTCOME_NAMES`) per environment, in seed order. Every ball a robot
+    faces is a fresh draw of the human model's launches, so these give the robot's failure rate per ball."""
+    seeds = [int(s) for s in seeds]
+    if len(seeds) != env.num_envs:
+        raise ValueError(f"seeds: expected {env.num_envs} seeds (one per environment), got {len(seeds)}")
+    obs, _ = env.reset(seed=seeds)
+    policy.reset()
+    active = np.ones(env.num_envs, dtype=bool)
+    outcome = np.empty(env.num_envs, dtype=object)
+    while active.any():
+        obs, _, terminated, truncated, info = env.step(np.asarray(policy(obs), dtype=np.float64))
+        decided = (np.asarray(info["new_ball"]) | terminated | truncated) & active
+        outcome[decided] = np.asarray(info["outcome"])[decided]
+        active &= ~decided
+    return [str(o) for o in outcome]
+
+
 def episode_summary(episodes: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
     """Figures of `play_episodes` results with 95 % intervals: first-ball return rate (the robot returned the serve
     onto the human's half; Wilson), mean rally length (returns per rally; percentile bootstrap), contact rate."""
