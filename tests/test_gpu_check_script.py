@@ -39,6 +39,9 @@ def test_list_names_every_gpu_test_file_op_bench_and_e2e_bench(tmp_path):
         assert f"tests/{name}" in steps["gpu_tests"][1]
     for bench in (ROOT / "bench").glob("bench_op_*.py"):
         assert f"bench/{bench.name} --device cuda" in steps[bench.stem][1]
+        # the torch.compile columns would not fit the budget (inductor compiles every case): off unless asked for
+        assert "--no-compile" in steps[bench.stem][1], steps[bench.stem]
+    assert "--durations" in steps["gpu_tests"][1]
     assert "--mode fwd " in steps["e2e_lpips_fwd"][1] and "--device cuda" in steps["e2e_lpips_fwd"][1]
     assert "--mode fwdbwd " in steps["e2e_lpips_loss"][1]
     assert all(str(tmp_path) in cmd for name, (_, cmd) in steps.items() if name.startswith(("bench_op", "e2e")))

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from helpers.tensors import LAYOUTS, interpreter_env, make_features
+from helpers.tensors import LAYOUTS, interpret_floats_as_fp32, interpreter_env, make_features
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -488,6 +488,7 @@ TRITON_CASES = [
 def _triton_cases() -> None:
     """Runs in a subprocess with TRITON_INTERPRET=1 set before triton is imported (the interpreter needs that)."""
     assert cm.triton_interpret() and "triton" in available_backends("cpu", "lpips_forward")
+    interpret_floats_as_fp32()  # eps reaches the kernel as a compiled launch passes it
     for shape, dtype, layout, weighted, spatial, normalize in TRITON_CASES:
         fx, fy = make_features(shape, dtype, layout, 7, zero_frac=0.2), make_features(shape, dtype, "contiguous", 8)
         w = torch.rand(shape[1]) if weighted else None
@@ -514,6 +515,9 @@ def _triton_cases() -> None:
         rtol=1e-5,
         atol=1e-6,
     )
+    # eps travels as two fp32 halves (split_f64): one below float32's normal range is refused, naming eps
+    with pytest.raises(ValueError, match="eps must be at least"):
+        lpips_distance(small, huge, backend="triton", eps=1e-40)
     print("TRITON_CASES_OK")
 
 
@@ -558,3 +562,19 @@ def test_gpu_gradients_and_gradcheck(backend):
     fy = torch.randn(2, 3, 3, 4, dtype=torch.float64, device="cuda", requires_grad=True)
     w = (torch.rand(3, dtype=torch.float64, device="cuda") + 0.1).requires_grad_()
     assert torch.autograd.gradcheck(lambda a, b, ww: lpips_distance(a, b, ww, backend=backend, eps=1e-6), (fx, fy, w))
+
+
+@given(st.floats(min_value=1.1754943508222875e-38, max_value=3.0e38, allow_nan=False))
+@settings(max_examples=300, deadline=None)
+def test_split_f64_rebuilds_the_value(value):
+    # the Triton kernels' eps: two fp32-exact halves whose fp64 sum is the value to ~2**-48 (fp32 alone: 2**-24)
+    import struct
+
+    hi, lo = cm.split_f64(value)
+    for half in (hi, lo):
+        assert struct.unpack("f", struct.pack("f", half))[0] == half
+    # below ~2e-31 the low half is an fp32 subnormal and keeps fewer bits: never worse than fp32 alone there
+    assert abs((hi + lo) - value) <= (2.0**-47 if value >= 2e-31 else 2.0**-24) * value
+    assert cm.split_f64(1e39) == (1e39, 0.0)
+    with pytest.raises(ValueError, match="eps must be at least"):
+        cm.split_f64(1e-39)

@@ -7,6 +7,7 @@ Backends ``'torch'`` (reference) | ``'cpu'`` (``percept_fast._C``) | ``'triton'`
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Sequence
 from types import ModuleType
 
@@ -255,6 +256,30 @@ def check_eps(eps: object, *, op: str = "op") -> float:
     if not (eps > 0.0 and eps < float("inf")):
         raise ValueError(f"{op}: eps must be finite and > 0, got {eps}")
     return eps
+
+
+def split_f64(value: float) -> tuple[float, float]:
+    """``value`` as two float32-exact halves, ``hi + lo == value`` to about 2**-48 relative (for |value| >= 2e-31).
+
+    Triton passes every Python float to a compiled kernel as an fp32 scalar (the interpreter keeps it a Python
+    float), so a float64 kernel that took ``eps`` directly would compute with eps rounded to fp32, a relative error
+    of ~1e-8 that a zero feature vector (norm = eps) carries into its gradient. The kernel rebuilds the value as
+    ``cast(hi) + cast(lo)`` in its accumulation type: exact enough for float64, ``hi`` itself for float32.
+    """
+    if not abs(value) < _FP32_MAX:  # beyond float32: nothing to split (the kernel sees inf, as before)
+        return value, 0.0
+    if 0.0 < abs(value) < _FP32_MIN_NORMAL:
+        raise ValueError(
+            f"eps must be at least {_FP32_MIN_NORMAL:.4g} (the smallest normal float32) for backend='triton', "
+            f"got {value!r}; use backend='cpu'/'cuda'/'torch' for a smaller eps"
+        )
+    hi = _F32.unpack(_F32.pack(value))[0]
+    return hi, _F32.unpack(_F32.pack(value - hi))[0]
+
+
+_F32 = struct.Struct("f")
+_FP32_MAX = 3.4028234663852886e38
+_FP32_MIN_NORMAL = 1.1754943508222875e-38
 
 
 def out_dtype(dtype: torch.dtype) -> torch.dtype:

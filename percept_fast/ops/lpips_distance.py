@@ -83,7 +83,8 @@ if triton is not None:
         syc,
         syh,
         syw,
-        eps,
+        eps_hi,
+        eps_lo,
         MODE: tl.constexpr,
         WEIGHTED: tl.constexpr,
         SPATIAL: tl.constexpr,
@@ -101,6 +102,8 @@ if triton is not None:
         px = b * sxb + hh * sxh + ww * sxw
         py = b * syb + hh * syh + ww * syw
         acc_t = tl.float64 if ACC64 else tl.float32
+        # a Python float reaches a compiled kernel as fp32: eps comes as two fp32 halves (split_f64)
+        eps = tl.cast(eps_hi, acc_t) + tl.cast(eps_lo, acc_t)
         axx = tl.zeros([BLOCK_P], dtype=acc_t)
         ayy = tl.zeros([BLOCK_P], dtype=acc_t)
         awxx = tl.zeros([BLOCK_P], dtype=acc_t)
@@ -177,8 +180,8 @@ if triton is not None:
         soyc,
         soyh,
         soyw,
-        inv_p,
-        eps,
+        eps_hi,
+        eps_lo,
         MODE: tl.constexpr,
         WEIGHTED: tl.constexpr,
         SPATIAL: tl.constexpr,
@@ -200,6 +203,8 @@ if triton is not None:
         px = b * sxb + hh * sxh + ww * sxw
         py = b * syb + hh * syh + ww * syw
         acc_t = tl.float64 if ACC64 else tl.float32
+        # a Python float reaches a compiled kernel as fp32: eps comes as two fp32 halves (split_f64)
+        eps = tl.cast(eps_hi, acc_t) + tl.cast(eps_lo, acc_t)
         axx = tl.zeros([BLOCK_P], dtype=acc_t)
         ayy = tl.zeros([BLOCK_P], dtype=acc_t)
         awxx = tl.zeros([BLOCK_P], dtype=acc_t)
@@ -239,7 +244,7 @@ if triton is not None:
         if SPATIAL:
             g = tl.load(G + b * sgb + hh * sgh + ww * sgw, mask=mask_p, other=0.0).to(acc_t)
         else:
-            g = tl.load(G + b * sgb).to(acc_t) * inv_p + tl.zeros([BLOCK_P], dtype=acc_t)
+            g = tl.load(G + b * sgb).to(acc_t) * (tl.full([BLOCK_P], 1.0, dtype=acc_t) / P)
         x_zero = ix == 0
         y_zero = iy == 0
         g2 = (g + g) + poison
@@ -318,7 +323,7 @@ def _forward_triton(fx, fy, w, eps, mode, spatial, check_finite=False, layer=-1)
         nb,
         *fx.stride(),
         *fy.stride(),
-        float(eps),
+        *cm.split_f64(eps),
         MODE=mode,
         WEIGHTED=w is not None,
         SPATIAL=spatial,
@@ -499,8 +504,7 @@ def _backward_triton(fx, fy, w, grad, eps, mode, spatial, need_x, need_y, need_w
         sgw,
         *ox.stride(),
         *oy.stride(),
-        1.0 / P,
-        float(eps),
+        *cm.split_f64(eps),
         MODE=mode,
         WEIGHTED=w is not None,
         SPATIAL=spatial,

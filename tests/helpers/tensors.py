@@ -60,3 +60,21 @@ def interpreter_env() -> dict[str, str]:
     tests_dir = str(Path(__file__).resolve().parent.parent)
     path = os.pathsep.join(p for p in (tests_dir, os.environ.get("PYTHONPATH", "")) if p)
     return dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=path)
+
+
+def interpret_floats_as_fp32() -> None:
+    """Makes the Triton interpreter pass Python float arguments to a kernel as fp32 scalars, as a compiled kernel
+    gets them (the launcher's signature types every float ``fp32``); by default the interpreter keeps them Python
+    floats, which hid a float64 precision loss on the GPU. Call in a ``TRITON_INTERPRET=1`` subprocess."""
+    import numpy as np
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    original = interpreter._implicit_cvt
+
+    def cvt(arg):
+        if isinstance(arg, float):
+            return tl.tensor(interpreter.TensorHandle(np.array([arg], dtype=np.float32), tl.float32), tl.float32)
+        return original(arg)
+
+    interpreter._implicit_cvt = cvt
