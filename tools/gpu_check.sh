@@ -7,8 +7,9 @@
 #   bash tools/gpu_check.sh --list               # prints the steps (name, time limit, command); runs nothing
 #
 # python3 (or $PYTHON) must hold torch with CUDA, triton and pytest (with pytest-xdist the GPU tests run in parallel).
-# Without a CUDA device (and not --dry-run/--list) it stops at once with exit status 2. Every step has its own timeout and a failing step never stops the next; steps
-# that would not fit in the remaining budget (BUDGET_S, default 470 s) are skipped. The summary (step, status,
+# Without a CUDA device (and not --dry-run/--list) it stops at once with exit status 2. Every step has its own
+# timeout and a failing step never stops the next; steps that would not fit in the remaining budget (BUDGET_S,
+# default 470 s) are skipped. The summary (step, status,
 # seconds) is printed at the end and written to $OUT/gpu_check_summary.json; the GPU tests' results to
 # $OUT/gpu_tests.json (+ junit XML), each bench's JSON into $OUT. Exit status: 0 when every step passed, 1 otherwise.
 set -u
