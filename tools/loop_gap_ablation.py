@@ -9,6 +9,8 @@ Conditions (each `--balls` rallies, the same seeds):
                     are the URDF's; the server, the adapter and the policy keep the shipped description)
     measured_state  the adapter shows the policy the measured joint state instead of the commanded one
     jerk_filtered   the policy's commands shaped to the robot's jerk limits first (robot_rt.envs.jerk_limit)
+    velocity_tracking  the loop follows the commanded velocity (LoopConfig.velocity_tracking; the adapter with
+                    velocity_tracking=True, lead_s VELOCITY_TRACKING_LEAD_S, the policy sees the loop's commanded state)
 
 The env rows: the same policy in the kinematic env against the same human, with and without the jerk filter, and with
 the env's robot on the loop's own trajectory (robot_rt.bridge.loop_model: does the env then predict the loop?).
@@ -36,7 +38,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mujoco_gap import _rates, env_condition  # noqa: E402
 
-CONDITIONS = ("base", "ideal_servo", "no_soft_margin", "loose_jerk", "measured_state", "jerk_filtered")
+CONDITIONS = (
+    "base",
+    "ideal_servo",
+    "no_soft_margin",
+    "loose_jerk",
+    "measured_state",
+    "jerk_filtered",
+    "velocity_tracking",
+)
+# the adapter's lead with velocity tracking: the integrated target runs ahead of the jerk-limited trajectory by up to
+# ~0.4 rad in a swing, and a lead that clips it would cut the ramp's velocity (0.05 s: 0.29 return rate in the
+# loop-model env, 0.15 s: 0.63, 0.3 s and 1.0 s: 0.71 with the tune_loop2 parameters)
+VELOCITY_TRACKING_LEAD_S = 0.3
 
 
 def condition_kwargs(name: str, robot) -> dict:
@@ -53,6 +67,11 @@ def condition_kwargs(name: str, robot) -> dict:
         return {"adapter_kwargs": {"state": "measured"}}
     if name == "jerk_filtered":
         return {}  # the policy is wrapped (run_condition)
+    if name == "velocity_tracking":
+        return {
+            "loop_kwargs": {"velocity_tracking": True},
+            "adapter_kwargs": {"velocity_tracking": True, "lead_s": VELOCITY_TRACKING_LEAD_S},
+        }
     raise ValueError(f"condition: expected one of {CONDITIONS}, got {name!r}")
 
 
@@ -191,6 +210,9 @@ def main() -> None:
         "scripted": env_condition(robot, args.env_episodes, args.seed, params=theta),
         "scripted, jerk_filtered": env_condition(robot, args.env_episodes, args.seed, jerk_limit=True, params=theta),
         "scripted, loop_model": env_condition(robot, args.env_episodes, args.seed, loop_model=True, params=theta),
+        "scripted, loop_model, velocity_tracking": env_condition(
+            robot, args.env_episodes, args.seed, loop_model=True, velocity_tracking=True, params=theta
+        ),
     }
     for name, c in report["env"].items():
         print(

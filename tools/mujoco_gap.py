@@ -54,8 +54,18 @@ def _rates(rally_lengths, outcomes) -> dict:
     }
 
 
+VELOCITY_TRACKING_LEAD_S = 0.3  # tools/loop_gap_ablation.py explains it
+
+
 def env_condition(
-    robot, episodes: int, seed: int = 0, n: int = 64, jerk_limit: bool = False, loop_model: bool = False, params=None
+    robot,
+    episodes: int,
+    seed: int = 0,
+    n: int = 64,
+    jerk_limit: bool = False,
+    loop_model: bool = False,
+    params=None,
+    velocity_tracking: bool = False,
 ) -> dict:
     from robot_rt.envs import HumanBehaviorModel
     from robot_rt.envs.scripted import BatchedScriptedPolicy
@@ -72,7 +82,8 @@ def env_condition(
     if loop_model:
         from robot_rt.bridge.loop_model import LoopTrajectoryPolicy
 
-        pol = LoopTrajectoryPolicy(pol, robot, n)
+        lead = {"lead_s": VELOCITY_TRACKING_LEAD_S} if velocity_tracking else {}
+        pol = LoopTrajectoryPolicy(pol, robot, n, velocity_tracking=velocity_tracking, **lead)
     if jerk_limit:  # the commands shaped to the robot's jerk limits (robot_rt.envs.jerk_limit)
         from robot_rt.envs.jerk_limit import JerkLimitedPolicy
 

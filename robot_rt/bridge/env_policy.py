@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from robot_rt.control.loop import robot_model
+from robot_rt.control.loop import default_soft_margin, robot_model
 from robot_rt.envs.core import WorldConfig
 from robot_rt.envs.observation import build_observation, observation_bounds, observation_layout
 from robot_rt.robot import RobotDescription, load_robot, paddle_position_normal
@@ -33,7 +33,8 @@ class EnvPolicyAdapter:
         lead_s: the target stays within lead_s x velocity limit of the measured position.
         reset_gap_s: this long without a detection ends a rally (policy.reset()).
         max_catch_up: at most this many policy steps in one call.
-        state: 'command' (default) or 'measured': where the observation's q, qd come from (docs/sim.md, `robot_rt.bridge.env_policy`).
+        state: 'command' (default; 'loop' with velocity_tracking), 'loop' or 'measured': where the observation's q,
+            qd come from (docs/sim.md, `robot_rt.bridge.env_policy`).
         latency_compensation_s: detections are shown this much older (the policy acts this much earlier).
         lead_time_s: None (default) integrates the target; a number re-anchors it at q + v (dt + lead_time_s).
         workspace_margin_m: targets whose paddle centre comes closer than this to the workspace box's faces are
@@ -44,6 +45,11 @@ class EnvPolicyAdapter:
             (`path_holds`, `path_brakes`). None turns the forecast off. Why: a joint that arrives fast overshoots
             a target in the box (jerk-limited braking) and can carry the paddle out, which the loop answers with a
             workspace stop that nobody but an operator may recover from.
+        velocity_tracking: the loop runs with `velocity_tracking=True` (it must: the forecast models it). The
+            policy's velocity reaches the loop as the ramp between goals (goal = last goal + v dt, within lead_s of
+            the measured position), and with state 'loop' (the default then) the policy sees the loop's commanded
+            trajectory (`command_position`, `command_velocity` of the observation), as the env's jerk-limited robot
+            shows its own state (`robot_rt.bridge.loop_model.LoopTrajectoryPolicy(velocity_tracking=True)`).
     """
 
     def __init__(
@@ -61,7 +67,8 @@ class EnvPolicyAdapter:
         path_margin_m: float | None = 0.01,
         lead_time_s: float | None = None,
         latency_compensation_s: float = 0.0,
-        state: str = "command",
+        state: str | None = None,
+        velocity_tracking: bool = False,
     ):
         if not callable(policy):
             raise TypeError(f"policy: expected a callable flat_obs -> env action, got {type(policy).__name__}")
@@ -89,8 +96,17 @@ class EnvPolicyAdapter:
         if not (math.isfinite(latency_compensation_s) and 0.0 <= latency_compensation_s <= 0.5):
             raise ValueError(f"latency_compensation_s: expected a delay in [0, 0.5] s, got {latency_compensation_s!r}")
         self.compensation_ns = int(round(latency_compensation_s * 1e9))
-        if state not in ("measured", "command"):
-            raise ValueError(f"state: expected 'measured' or 'command', got {state!r}")
+        self.velocity_tracking = bool(velocity_tracking)
+        # where targets are kept: the joint limits; with velocity tracking the loop's soft box (its default margin),
+        # so that a joint held at its limit does not wind the integrated target up beyond it (the loop would clamp
+        # those goals, and a reversal would first have to unwind the excess: the joint would not move meanwhile)
+        margin = default_soft_margin(self.robot) if self.velocity_tracking else 0.0
+        self._target_min = self.robot.position_min + margin
+        self._target_max = self.robot.position_max - margin
+        if state is None:
+            state = "loop" if self.velocity_tracking else "command"
+        if state not in ("measured", "command", "loop"):
+            raise ValueError(f"state: expected 'measured', 'command' or 'loop', got {state!r}")
         self.state = state
         self.layout = observation_layout(self.dof, self.history)
         self.obs_low, self.obs_high = observation_bounds(self.robot, self.history)
@@ -221,6 +237,10 @@ class EnvPolicyAdapter:
             if self.state == "command" and self._v is not None:
                 # the state the commands lead to (a Smith predictor: the env's robot has no servo lag)
                 q_obs, qd_obs = np.clip(self._target, q - self.lead, q + self.lead), self._v
+            elif self.state == "loop" and obs.get("command_position") is not None:
+                # the loop's commanded trajectory (what the servo follows; the env's robot with velocity tracking)
+                q_obs = np.asarray(obs["command_position"], dtype=np.float64)
+                qd_obs = np.asarray(obs["command_velocity"], dtype=np.float64)
             else:
                 q_obs, qd_obs = q, qd
             flat = self.build(q_obs, qd_obs, t_ns, self.compensation_ns)
@@ -242,7 +262,7 @@ class EnvPolicyAdapter:
             self._last_in_box = q.copy()
         # anchored to the measured position (no drift), inside the joint box
         target = np.clip(self._target, q - self.lead, q + self.lead)
-        target = np.clip(target, self.robot.position_min, self.robot.position_max)
+        target = np.clip(target, self._target_min, self._target_max)
         if not self._in_workspace(target):
             # the loop would reject it (and its workspace stop would park the robot out of the box, where every
             # target near it is rejected too): hold the last in-box target, or head for the home pose
@@ -287,6 +307,8 @@ class EnvPolicyAdapter:
             )[0]
 
         allowed = excess(pos, 0) + 1e-6  # a robot already outside may only come back (as the loop's guard)
+        if self.velocity_tracking:
+            return self._velocity_checked(pos, vel, acc, target, allowed)
         first = excess(target)
         if first <= allowed:
             return target
@@ -305,6 +327,22 @@ class EnvPolicyAdapter:
         else:
             self.path_brakes += 1
         return best[2].copy()
+
+    def _velocity_checked(self, pos, vel, acc, target: np.ndarray, allowed: float) -> np.ndarray:
+        """The path forecast with velocity tracking: the loop follows (target - last sent) / dt for the ramp and its
+        hold (one period each), then comes to rest; if that carries the paddle out, the last sent target is sent
+        again (no velocity: the loop brakes), the only fallback there is (a goal elsewhere would ask for a velocity)."""
+        if self._sent is None:
+            return target
+        duration = 2.0 * self.dt
+        goal = pos + (target - self._sent) / self.dt * duration
+        first = self._model.forecast_workspace(
+            pos, vel, acc, goal, FORECAST_TICK_S, FORECAST_HORIZON_TICKS, self.path_margin_m, pos, duration, True
+        )[0]
+        if first <= allowed:
+            return target
+        self.path_brakes += 1
+        return self._sent.copy()
 
     def _in_workspace(self, q: np.ndarray) -> bool:
         pos, _ = paddle_position_normal(self.robot, q[None])

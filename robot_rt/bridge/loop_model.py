@@ -59,6 +59,7 @@ class LoopTrajectoryPolicy:
         *,
         lead_s: float = 0.05,
         loop_rate_hz: float = 1000.0,
+        velocity_tracking: bool = False,
     ):
         if not callable(policy):
             raise TypeError(f"policy: expected a callable env policy, got {type(policy).__name__}")
@@ -81,6 +82,9 @@ class LoopTrajectoryPolicy:
         self.target = np.zeros((self.n, self.dof))
         self.v = np.zeros((self.n, self.dof))
         self.filter_position = np.zeros((self.n, self.dof))  # where the filter's trajectory ends this step
+        self.filter_velocity = np.zeros((self.n, self.dof))
+        # the loop's LoopConfig.velocity_tracking, and the adapter's state='loop' that goes with it
+        self.velocity_tracking = bool(velocity_tracking)
         self._fresh = np.ones(self.n, dtype=bool)
         self._pending = np.zeros(self.n, dtype=np.int64)
         self._box_low = self.robot.workspace_min_m + WORKSPACE_MARGIN_M
@@ -103,10 +107,13 @@ class LoopTrajectoryPolicy:
 
     def _restart(self, i: int, q: np.ndarray) -> None:
         q0 = np.clip(q, self.robot.position_min + self.margin + 1e-9, self.robot.position_max - self.margin - 1e-9)
-        self.filters[i] = _control.SafetyFilter(self.model, self.dt / self.ticks, q0)
+        self.filters[i] = _control.SafetyFilter(
+            self.model, self.dt / self.ticks, q0, velocity_tracking=self.velocity_tracking
+        )
         self.target[i] = q0
         self.v[i] = 0.0
         self.filter_position[i] = q0
+        self.filter_velocity[i] = 0.0
 
     def __call__(self, obs) -> np.ndarray:
         obs = np.asarray(obs, dtype=np.float32)
@@ -119,13 +126,20 @@ class LoopTrajectoryPolicy:
             self._restart(int(i), q[i])
         self._fresh[:] = False
         shown = obs.copy()
-        shown[:, : self.dof] = np.clip(self.target, q - self.lead, q + self.lead)
-        shown[:, self.dof : 2 * self.dof] = np.clip(self.v, -self.v_max, self.v_max)
+        if self.velocity_tracking:  # the adapter's state='loop': the filter's trajectory
+            shown[:, : self.dof] = self.filter_position
+            shown[:, self.dof : 2 * self.dof] = self.filter_velocity
+        else:
+            shown[:, : self.dof] = np.clip(self.target, q - self.lead, q + self.lead)
+            shown[:, self.dof : 2 * self.dof] = np.clip(self.v, -self.v_max, self.v_max)
         action = np.asarray(self.policy(shown), dtype=np.float64).reshape(self.n, self.dof)
         v = np.clip(action, -1.0, 1.0) * self.v_max
         start = self.target.copy()
         goal = np.clip(self.target + v * self.dt, q - self.lead, q + self.lead)
-        goal = np.clip(goal, self.robot.position_min, self.robot.position_max)
+        if self.velocity_tracking:  # the adapter's anti-windup: targets inside the loop's soft box
+            goal = np.clip(goal, self.robot.position_min + self.margin, self.robot.position_max - self.margin)
+        else:
+            goal = np.clip(goal, self.robot.position_min, self.robot.position_max)
         pos, _ = paddle_position_normal(self.robot, goal)
         outside = np.any(pos < self._box_low, axis=1) | np.any(pos > self._box_high, axis=1)
         goal[outside] = start[outside]
@@ -135,6 +149,7 @@ class LoopTrajectoryPolicy:
             vel = np.ascontiguousarray(np.broadcast_to((goal[i] - start[i]) / self.dt, refs.shape))
             states, _, _ = self.filters[i].run(np.ascontiguousarray(refs), target_velocity=vel)
             self.filter_position[i] = states[-1, :, 0]
+            self.filter_velocity[i] = states[-1, :, 1]
         self.target, self.v = goal, v
         cmd = (self.filter_position - q) / self.dt
         a = self.robot.acceleration_limit

@@ -272,6 +272,12 @@ class RealTimeLoop:
             goal arrives in keeps the paddle this far inside the workspace box (else it keeps the previous goal, or
             brakes; event `workspace_path_hold`, counter `commands_path_held`; docs/safety.md). A policy-side forecast
             starts from its observation's state, which a late call makes stale. None turns the guard off.
+        velocity_tracking: the commanded trajectory follows the velocity of the interpolated ramp between goals
+            (jerk-limited, arriving with zero acceleration) and comes to rest when the ramp ends, instead of chasing
+            the ramp's position (docs/safety.md, "Velocity tracking"). For policies that command joint velocities
+            (the envs' action, `EnvPolicyAdapter(velocity_tracking=True)`): the swing is executed as the env's
+            jerk-limited robot would, where position tracking lags it. Limits, the soft box, goal validation, the
+            path guard (which then forecasts this tracking) and every reflex are unchanged.
     """
 
     def __init__(
@@ -302,6 +308,7 @@ class RealTimeLoop:
         late_threshold_s: float = 0.001,
         cpu_latency_limit_us: int | None = None,
         path_guard_margin_m: float | None = 0.002,
+        velocity_tracking: bool = False,
     ):
         self.robot = robot if robot is not None else load_robot()
         if policy is not None and not callable(policy):
@@ -363,6 +370,10 @@ class RealTimeLoop:
         if path_guard_margin_m is not None and not (math.isfinite(path_guard_margin_m) and path_guard_margin_m >= 0):
             raise ValueError(f"path_guard_margin_m: expected None or a distance >= 0 in m, got {path_guard_margin_m!r}")
         cfg.path_guard_margin_m = -1.0 if path_guard_margin_m is None else float(path_guard_margin_m)
+        if not isinstance(velocity_tracking, (bool, np.bool_)):
+            raise TypeError(f"velocity_tracking: expected a bool, got {type(velocity_tracking).__name__}")
+        cfg.velocity_tracking = bool(velocity_tracking)
+        self.velocity_tracking = bool(velocity_tracking)
         self.log_path = None if log_path is None else str(log_path)
         if self.log_path is not None:
             cfg.log_path = self.log_path
@@ -378,6 +389,7 @@ class RealTimeLoop:
                     "acceleration_limit": self.robot.acceleration_limit.tolist(),
                     "jerk_limit": self.robot.jerk_limit.tolist(),
                     "soft_margin": self.soft_margin.tolist(),
+                    "velocity_tracking": self.velocity_tracking,
                     "soft_min": self.soft_min.tolist(),
                     "soft_max": self.soft_max.tolist(),
                     "servo_frequency_hz": servo_frequency_hz,

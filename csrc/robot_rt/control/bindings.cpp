@@ -398,7 +398,7 @@ void bind_robot_model(py::module_& m) {
           "forecast_workspace",
           [](const RobotModel& model, const DArray& position, const DArray& velocity, const DArray& acceleration,
              const DArray& target, double dt_s, int horizon, double margin_m, py::object ramp_start,
-             double ramp_s) {
+             double ramp_s, bool velocity_tracking) {
             if (!model.has_chain || !model.has_workspace)
               throw py::value_error("model: needs a kinematic chain and a workspace box");
             const auto p = vec(position, "position", model.dof);
@@ -424,15 +424,17 @@ void bind_robot_model(py::module_& m) {
             {
               py::gil_scoped_release release;
               f = forecast_workspace(model, start, t.data(), r.empty() ? nullptr : r.data(), ramp_s, dt_s, horizon,
-                                     margin_m);
+                                     margin_m, velocity_tracking);
             }
             return py::make_tuple(f.max_excess_m, f.first_exit_tick, f.ticks, f.settled);
           },
           py::arg("position"), py::arg("velocity"), py::arg("acceleration"), py::arg("target"), py::arg("dt_s"),
           py::arg("horizon"), py::arg("margin_m") = 0.0, py::arg("ramp_start") = py::none(), py::arg("ramp_s") = 0.0,
+          py::arg("velocity_tracking") = false,
           "The paddle path if `target` is the loop's last goal, from the joint states (position, velocity, "
           "acceleration): the reference ramps from ramp_start (None: no ramp) to the goal over ramp_s, then holds; "
-          "the OTG follows it tick by tick (hard limits) until on the goal or `horizon` ticks. Returns "
+          "the OTG follows it tick by tick (hard limits) until on the goal or `horizon` ticks (velocity_tracking: "
+          "the ramp's velocity, then rest, as LoopConfig.velocity_tracking). Returns "
           "(max_excess_m outside the workspace box shrunk by margin_m, first_exit_tick or -1, ticks, settled).")
       .def(
           "forward_kinematics",
@@ -602,14 +604,15 @@ void bind_drivers(py::module_& m) {
 // The per-tick SafetyFilter and the controlled-stop helpers (exposed for tests).
 void bind_safety(py::module_& m) {
   py::class_<SafetyFilter>(m, "SafetyFilter", "Per-tick safety filter (safety.hpp), exposed for tests.")
-      .def(py::init([](const RobotModel& model, double dt_s, const DArray& initial_position) {
+      .def(py::init([](const RobotModel& model, double dt_s, const DArray& initial_position, bool velocity_tracking) {
              auto f = std::make_unique<SafetyFilter>();
              if (!f->configure(model, dt_s)) throw py::value_error("model/dt_s: invalid");
+             f->set_velocity_tracking(velocity_tracking);
              const auto q = vec(initial_position, "initial_position", model.dof);
              if (!f->reset(q.data())) throw py::value_error("initial_position: outside the joint limits");
              return f;
            }),
-           py::arg("model"), py::arg("dt_s"), py::arg("initial_position"))
+           py::arg("model"), py::arg("dt_s"), py::arg("initial_position"), py::arg("velocity_tracking") = false)
       .def_property_readonly("soft_min",
                              [](const SafetyFilter& f) {
                                double v[kMaxDof];
@@ -627,7 +630,8 @@ void bind_safety(py::module_& m) {
           py::arg("targets"), py::arg("stop_mask") = py::none(), py::arg("target_velocity") = py::none(),
           "Runs one tick per target row (NaN/out-of-box rows are rejected, the joint then brakes); returns "
           "(states [T, dof, 4] = position, velocity, acceleration, jerk; override masks [T]; verdicts [T]).")
-      .def_property_readonly("at_rest", &SafetyFilter::at_rest);
+      .def_property_readonly("at_rest", &SafetyFilter::at_rest)
+      .def_property_readonly("velocity_tracking", &SafetyFilter::velocity_tracking);
 
   m.def(
       "brake_trajectory",
@@ -701,7 +705,8 @@ void bind_loop(py::module_& m) {
       .def_readwrite("log_fsync_interval_s", &LoopConfig::log_fsync_interval_s)
       .def_readwrite("path_guard_margin_m", &LoopConfig::path_guard_margin_m)
       .def_readwrite("path_guard_tick_s", &LoopConfig::path_guard_tick_s)
-      .def_readwrite("path_guard_horizon_ticks", &LoopConfig::path_guard_horizon_ticks);
+      .def_readwrite("path_guard_horizon_ticks", &LoopConfig::path_guard_horizon_ticks)
+      .def_readwrite("velocity_tracking", &LoopConfig::velocity_tracking);
 
   py::class_<ControlLoop>(m, "ControlLoop", "The real-time loop thread (control_loop.hpp).")
       .def(py::init<std::shared_ptr<RobotDriver>, const RobotModel&, const LoopConfig&>(), py::arg("driver"),

@@ -105,6 +105,7 @@ ControlLoop::ControlLoop(std::shared_ptr<RobotDriver> driver, const RobotModel& 
     throw std::invalid_argument(
         "model: invalid limits (need position_min < position_max, positive v/a/j limits and soft margins that leave a "
         "soft box)");
+  filter_.set_velocity_tracking(config_.velocity_tracking);
   if (!(config_.tracking_window_s >= 0.0) || !(config_.tracking_error_factor > 0.0) ||
       !(config_.servo_natural_frequency_hz > 0.0) || !(config_.servo_damping > 0.0) ||
       !(config_.measurement_velocity_factor >= 1.0) || !(config_.rest_velocity_fraction > 0.0) ||
@@ -442,20 +443,46 @@ bool ControlLoop::path_guard_admits(const double* goal_si, std::int64_t wake_ns)
   }
   const double tick_s = config_.path_guard_tick_s, margin_m = config_.path_guard_margin_m;
   const int horizon = config_.path_guard_horizon_ticks;
-  const double allowed = forecast_workspace(m, start, now_p, nullptr, 0.0, tick_s, 0, margin_m).max_excess_m + 1e-6;
+  const bool vt = config_.velocity_tracking;
+  const double hold_s = config_.policy_period_s;
+  // With velocity tracking a goal's path is its velocity for its ramp and the hold, then rest: forecast_workspace
+  // is given a ramp with that velocity and duration (its end point is where the reference would be, not a goal the
+  // joints are steered to).
+  double vel[kMaxDof], synth_start[kMaxDof], synth_goal[kMaxDof];
+  auto velocity_path = [&](const double* velocity, double duration_s) {
+    for (int i = 0; i < dof; ++i) {
+      synth_start[i] = now_p[i];
+      synth_goal[i] = now_p[i] + velocity[i] * duration_s;
+    }
+    return forecast_workspace(m, start, synth_goal, synth_start, duration_s, tick_s, horizon, margin_m, true)
+        .max_excess_m;
+  };
+  const double allowed = forecast_workspace(m, start, now_p, nullptr, 0.0, tick_s, 0, margin_m, vt).max_excess_m + 1e-6;
   interpolator_.sample(wake_ns, ramp_p, ramp_v);
-  const double excess_new =
-      forecast_workspace(m, start, goal_si, ramp_p, interpolator_.ramp_duration_s(wake_ns), tick_s, horizon, margin_m)
-          .max_excess_m;
+  const double ramp_s = interpolator_.ramp_duration_s(wake_ns);
+  double excess_new;
+  if (vt) {
+    interpolator_.goal_velocity_for(goal_si, ramp_s, vel);
+    excess_new = velocity_path(vel, ramp_s + hold_s);
+  } else {
+    excess_new = forecast_workspace(m, start, goal_si, ramp_p, ramp_s, tick_s, horizon, margin_m, false).max_excess_m;
+  }
   if (excess_new <= allowed) return true;
-  // keep the current goal: where the interpolator's present ramp ends (its target holds there afterwards)
+  // keep the current goal: where the interpolator's present ramp ends (its target holds there afterwards); with
+  // velocity tracking, its velocity for what is left of its ramp and hold
   interpolator_.goal(held);
-  const double excess_keep =
-      forecast_workspace(m, start, held, ramp_p, interpolator_.remaining_s(wake_ns), tick_s, horizon, margin_m)
-          .max_excess_m;
+  double excess_keep;
+  if (vt) {
+    const double left_s = interpolator_.velocity_remaining_s(wake_ns, hold_s, vel);
+    excess_keep = velocity_path(vel, left_s);
+  } else {
+    excess_keep = forecast_workspace(m, start, held, ramp_p, interpolator_.remaining_s(wake_ns), tick_s, horizon,
+                                     margin_m, false)
+                      .max_excess_m;
+  }
   bool brake = false;
   if (!(excess_keep <= allowed)) {
-    const double excess_brake = forecast_workspace(m, start, now_p, nullptr, 0.0, tick_s, horizon, margin_m).max_excess_m;
+    const double excess_brake = forecast_workspace(m, start, now_p, nullptr, 0.0, tick_s, horizon, margin_m, vt).max_excess_m;
     brake = excess_brake <= allowed || excess_brake < excess_keep;
   }
   if (brake) interpolator_.hold(now_p, wake_ns);
@@ -651,7 +678,9 @@ std::uint32_t ControlLoop::safety_step(std::int64_t wake_ns, TickScratch& t) noe
     for (int k = 0; k < t.steps; ++k) {
       if (k > 0) intermediate_step(wake_ns);
       // the interpolated target at this step's time (the last step's is the tick's own)
-      interpolator_.sample(wake_ns - static_cast<std::int64_t>(t.steps - 1 - k) * period_ns_, t.target_p, target_v);
+      const std::int64_t step_ns = wake_ns - static_cast<std::int64_t>(t.steps - 1 - k) * period_ns_;
+      interpolator_.sample(step_ns, t.target_p, target_v);
+      if (config_.velocity_tracking) interpolator_.sample_velocity(step_ns, config_.policy_period_s, target_v);
       overridden |= filter_.step(t.target_p, target_v, false);
     }
     if (overridden) {

@@ -117,6 +117,12 @@ struct LoopConfig {
   double path_guard_margin_m = 0.002;
   double path_guard_tick_s = 0.004;
   int path_guard_horizon_ticks = 150;
+  // Velocity tracking (safety.hpp SafetyFilter::set_velocity_tracking): the commanded trajectory follows the
+  // interpolated ramp's velocity, jerk-limited, and comes to rest when the ramp ends (no new goal), instead of
+  // chasing the ramp's position. For policies that command joint velocities (the envs' action): their swings are
+  // then executed as the env's jerk-limited robot would (robot_rt.bridge.loop_model). Goals are validated and
+  // path-guarded as before (the guard forecasts this tracking); every limit is kept by the same can-stop test.
+  bool velocity_tracking = false;
 };
 
 struct PolicyCommand {

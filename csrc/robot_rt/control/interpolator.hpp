@@ -25,9 +25,13 @@ class Interpolator {
 
   // Holds `position_si` from time now_ns (no motion).
   void hold(const double* position_si, std::int64_t now_ns) noexcept {
-    for (int i = 0; i < dof_; ++i) start_[i] = goal_[i] = position_si[i];
+    for (int i = 0; i < dof_; ++i) {
+      start_[i] = goal_[i] = position_si[i];
+      goal_velocity_[i] = 0.0;
+    }
     t0_ns_ = now_ns;
     duration_ns_ = 1;
+    has_goal_ = false;
   }
 
   void set_goal(const double* goal_si, std::int64_t now_ns) noexcept {
@@ -36,7 +40,13 @@ class Interpolator {
     last_goal_ns_ = now_ns;
     double v_unused[kMaxDof];
     sample(now_ns, start_, v_unused);
-    for (int i = 0; i < dof_; ++i) goal_[i] = goal_si[i];
+    // the velocity the goals ask for (velocity tracking): the step from the last goal over the ramp; the first goal
+    // after a hold has no predecessor and asks for none
+    for (int i = 0; i < dof_; ++i) {
+      goal_velocity_[i] = has_goal_ ? (goal_si[i] - goal_[i]) / ramp_s : 0.0;
+      goal_[i] = goal_si[i];
+    }
+    has_goal_ = true;
     t0_ns_ = now_ns;
     duration_ns_ = static_cast<std::int64_t>(ramp_s * 1e9);
     if (duration_ns_ < 1) duration_ns_ = 1;
@@ -65,6 +75,23 @@ class Interpolator {
     }
   }
 
+  // Velocity tracking's reference (LoopConfig::velocity_tracking): the goals' velocity, held from the last goal for
+  // its ramp and hold_s more (a goal that comes a little late does not brake the joint in between), then 0.
+  void sample_velocity(std::int64_t now_ns, double hold_s, double* velocity_si) const noexcept {
+    const bool live = now_ns - t0_ns_ < duration_ns_ + static_cast<std::int64_t>(hold_s * 1e9);
+    for (int i = 0; i < dof_; ++i) velocity_si[i] = live ? goal_velocity_[i] : 0.0;
+  }
+  // That velocity and how long it still holds at now_ns (for the path guard's forecast).
+  double velocity_remaining_s(std::int64_t now_ns, double hold_s, double* velocity_si) const noexcept {
+    const double left = 1e-9 * static_cast<double>(duration_ns_ - (now_ns - t0_ns_)) + hold_s;
+    for (int i = 0; i < dof_; ++i) velocity_si[i] = left > 0.0 ? goal_velocity_[i] : 0.0;
+    return left > 0.0 ? left : 0.0;
+  }
+  // The velocity a goal set now with a ramp of ramp_s would ask for (without setting it).
+  void goal_velocity_for(const double* goal_si, double ramp_s, double* velocity_si) const noexcept {
+    for (int i = 0; i < dof_; ++i) velocity_si[i] = has_goal_ ? (goal_si[i] - goal_[i]) / ramp_s : 0.0;
+  }
+
   double period_s() const noexcept { return period_s_; }
   // The goal being ramped to (or held), and the ramp's time left at now_ns (0 once it holds the goal).
   void goal(double* position_si) const noexcept {
@@ -87,6 +114,8 @@ class Interpolator {
   double period_s_ = 0.01, min_s_ = 0.002, max_s_ = 0.1;
   double start_[kMaxDof] = {};
   double goal_[kMaxDof] = {};
+  double goal_velocity_[kMaxDof] = {};
+  bool has_goal_ = false;
   std::int64_t t0_ns_ = 0;
   std::int64_t duration_ns_ = 1;
   std::int64_t last_goal_ns_ = -1;

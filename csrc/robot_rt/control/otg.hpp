@@ -149,6 +149,30 @@ inline double cruise_jerk(const AxisState& s, double v_cruise, const JointLimits
   return j;
 }
 
+// One tick of velocity tracking (LoopConfig::velocity_tracking): the jerk that brings the velocity to v_target
+// (clamped to [-V, V]) as fast as the jerk and acceleration limits allow, arriving with zero acceleration; the
+// position is not steered. This is how the envs' robot obeys a velocity command (robot_rt.envs.jerk_limit, at the
+// loop's tick): a policy that commands joint velocities is then executed as it was trained, where the position
+// tracking of otg_jerk chases the integral of the commands and lags any swing (loop_gap_ablation.md).
+// The law is stop.hpp's brake_jerk on (v - v_target, a), time-optimal onto the target from either side (not
+// cruise_jerk: its guard against passing the cruise velocity assumes the target is approached from inside
+// [-V, V], and from beyond a target it would hold full jerk past the switching curve and overshoot). Only where
+// the brake law's two-tick dead-beat would pass |v| = V (by a few J dt^2, a target at the bound) is the jerk that
+// lands on the bound this tick used instead.
+inline double velocity_tracking_jerk(const AxisState& s, double v_target, const JointLimits& l, double dt) noexcept {
+  const double vt = clamp_abs(v_target, l.velocity);
+  double j = brake_jerk(s.v - vt, s.a, l, dt).jerk;
+  const double v_next = s.v + s.a * dt + 0.5 * j * dt * dt;
+  if (std::fabs(v_next) > l.velocity) {
+    const double bound = v_next > 0.0 ? l.velocity : -l.velocity;
+    j = 2.0 * (bound - s.v - s.a * dt) / (dt * dt);
+    const double j_lo = std::fmax(-l.jerk, (-l.acceleration - s.a) / dt);
+    const double j_hi = std::fmin(l.jerk, (l.acceleration - s.a) / dt);
+    j = j < j_lo ? j_lo : (j > j_hi ? j_hi : j);
+  }
+  return j;
+}
+
 // One tick of the OTG: the jerk to apply from s towards the target (|jerk| <= J; |a|, |v| stay within A, V
 // whenever s can keep them, i.e. v + a|a|/(2J) within [-V, V]).
 inline double otg_jerk(const AxisState& s, OtgTarget t, const JointLimits& l, double dt) noexcept {

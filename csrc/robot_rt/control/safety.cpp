@@ -109,8 +109,12 @@ std::uint32_t SafetyFilter::step(const double* target_position_si, const double*
       continue;
     }
     const OtgTarget target{target_position_si[i], target_velocity_si ? target_velocity_si[i] : 0.0};
-    const double j_track = otg_jerk(s, target, l, dt_);
-    AxisState next = integrate(s, j_track, dt_);
+    // velocity tracking towards 0 is the braking law itself, so that the joint ends exactly at rest
+    const bool to_rest = velocity_tracking_ && target.velocity == 0.0;
+    const double j_track = to_rest              ? brake.jerk
+                           : velocity_tracking_ ? velocity_tracking_jerk(s, target.velocity, l, dt_)
+                                                : otg_jerk(s, target, l, dt_);
+    AxisState next = integrate(s, j_track, dt_, to_rest && brake.final_step);
     if (can_stop(next, l, dt_, horizon_[i])) {
       state_[i] = next;
       jerk_[i] = j_track;
@@ -184,7 +188,7 @@ double workspace_excess_m(const RobotModel& m, const double paddle[3], double ma
 
 WorkspaceForecast forecast_workspace(const RobotModel& model, const AxisState* start, const double* target_si,
                                      const double* ramp_start_si, double ramp_s, double dt_s, int horizon,
-                                     double margin_m) noexcept {
+                                     double margin_m, bool velocity_tracking) noexcept {
   WorkspaceForecast out;
   if (!model.has_chain || !model.has_workspace || model.dof <= 0 || model.dof > kMaxDof) {
     out.settled = true;
@@ -201,8 +205,8 @@ WorkspaceForecast forecast_workspace(const RobotModel& model, const AxisState* s
     bool settled = !ramping;
     for (int i = 0; i < dof; ++i) {
       q[i] = s[i].p;
-      settled = settled && std::fabs(s[i].p - target_si[i]) <= 1e-9 && std::fabs(s[i].v) <= 1e-9 &&
-                std::fabs(s[i].a) <= 1e-9;
+      const bool on_goal = velocity_tracking || std::fabs(s[i].p - target_si[i]) <= 1e-9;
+      settled = settled && on_goal && std::fabs(s[i].v) <= 1e-9 && std::fabs(s[i].a) <= 1e-9;
     }
     robot::paddle_position_normal(model.chain, q, paddle, normal);
     const double excess = workspace_excess_m(model, paddle, margin_m);
@@ -217,7 +221,8 @@ WorkspaceForecast forecast_workspace(const RobotModel& model, const AxisState* s
         ref.velocity = (target_si[i] - ramp_start_si[i]) / ramp_s;
         ref.position = ramp_start_si[i] + ref.velocity * t_s;
       }
-      const double j = otg_jerk(s[i], ref, model.limits[i], dt_s);
+      const double j = velocity_tracking ? velocity_tracking_jerk(s[i], ref.velocity, model.limits[i], dt_s)
+                                         : otg_jerk(s[i], ref, model.limits[i], dt_s);
       s[i] = integrate(s[i], j, dt_s);
     }
   }

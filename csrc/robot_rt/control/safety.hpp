@@ -68,9 +68,11 @@ struct WorkspaceForecast {
   int ticks = 0;              // ticks simulated
   bool settled = false;       // every joint reached the goal within the horizon
 };
+// velocity_tracking: the trajectory follows the ramp's velocity (velocity_tracking_jerk), then comes to rest
+// wherever that leaves it, as the loop does with LoopConfig::velocity_tracking (settled = at rest).
 WorkspaceForecast forecast_workspace(const RobotModel& model, const AxisState* start, const double* target_si,
                                      const double* ramp_start_si, double ramp_s, double dt_s, int horizon,
-                                     double margin_m) noexcept;
+                                     double margin_m, bool velocity_tracking = false) noexcept;
 
 class SafetyFilter {
  public:
@@ -87,6 +89,12 @@ class SafetyFilter {
   // One tick. target_* may be null in stop mode. Returns a bit per joint where tracking was overridden to
   // keep the limits (0 when the tracking jerk was admissible everywhere).
   std::uint32_t step(const double* target_position_si, const double* target_velocity_si, bool stop) noexcept;
+
+  // Velocity tracking (LoopConfig::velocity_tracking): the tracking jerk follows the target's velocity only
+  // (otg.hpp velocity_tracking_jerk; no target velocity: 0, i.e. come to rest) instead of the OTG's position
+  // tracking. Every limit is kept the same way: the can-stop test does not depend on where the jerk came from.
+  void set_velocity_tracking(bool on) noexcept { velocity_tracking_ = on; }
+  bool velocity_tracking() const noexcept { return velocity_tracking_; }
 
   // Paddle centre of the current commanded position; false when the model has no workspace box.
   bool paddle_in_workspace(double paddle_m[3]) const noexcept;
@@ -115,6 +123,7 @@ class SafetyFilter {
   AxisState state_[kMaxDof];
   double jerk_[kMaxDof] = {};
   int bisection_steps_ = 6;
+  bool velocity_tracking_ = false;
 };
 
 }  // namespace robot_rt::control

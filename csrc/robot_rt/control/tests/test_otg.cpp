@@ -144,3 +144,39 @@ TEST_CASE("cruise_jerk never passes the cruise velocity (the brake law's two-tic
     CHECK(s.v == doctest::Approx(v_c).epsilon(1e-9));
   }
 }
+
+TEST_CASE("velocity tracking reaches any target velocity from either side without passing it, inside the limits") {
+  // the law behind LoopConfig::velocity_tracking; a target below the current velocity was overshot by cruise_jerk
+  // (its guard assumes approach from inside [-V, V]): e.g. 0.96 -> 0.23 rad/s went down to -0.48 rad/s
+  Random rng(35);
+  const double dt = 1e-3;
+  for (int trial = 0; trial < 300; ++trial) {
+    const JointLimits l = random_vaj(rng);
+    AxisState s = random_state(rng, l);
+    const double target = trial % 10 == 0 ? (rng.coin() ? 1.0 : -1.0) * l.velocity : rng.uniform(-l.velocity, l.velocity);
+    // the time-optimal bound: ramp a to zero, then change the velocity at full acceleration, then ramp back
+    const double bound_s = 2.0 * std::fabs(s.a) / l.jerk + 2.0 * l.velocity / l.acceleration + 2.0 * l.acceleration / l.jerk;
+    // once the acceleration no longer pushes away from the target, the velocity approaches it monotonically
+    const double v_free = s.v + s.a * std::fabs(s.a) / (2.0 * l.jerk);  // where ramping a to 0 at once would end
+    const double side = v_free >= target ? 1.0 : -1.0;                  // the side it starts from, once wound down
+    long k = 0;
+    const long max_ticks = static_cast<long>(bound_s / dt) + 10;
+    for (; k <= max_ticks; ++k) {
+      if (std::fabs(s.v - target) <= 1e-9 && std::fabs(s.a) <= 1e-9) break;
+      const double j = velocity_tracking_jerk(s, target, l, dt);
+      REQUIRE(std::isfinite(j));
+      REQUIRE(std::fabs(j) <= l.jerk * (1.0 + kLimitSlack));
+      s = integrate(s, j, dt);
+      REQUIRE(std::fabs(s.v) <= l.velocity * (1.0 + kLimitSlack));
+      REQUIRE(std::fabs(s.a) <= l.acceleration * (1.0 + kLimitSlack));
+      if (s.a * side <= 0.0) {  // decelerating towards the target: never beyond it (but for a few J dt^2)
+        CHECK(side * (s.v - target) >= -4.0 * l.jerk * dt * dt);  // the brake law's dead-beat rounding
+      }
+    }
+    CHECK(k <= max_ticks);
+    // and then it stays there with zero jerk
+    for (int m = 0; m < 50; ++m) s = integrate(s, velocity_tracking_jerk(s, target, l, dt), dt);
+    CHECK(s.v == doctest::Approx(target).epsilon(1e-9).scale(l.velocity));
+    CHECK(std::fabs(s.a) <= 1e-6 * l.acceleration);
+  }
+}

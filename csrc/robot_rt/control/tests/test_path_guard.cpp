@@ -24,13 +24,14 @@ struct Lift {
   std::int64_t now = 1'000'000'000'000;
   double lowest = 10.0;  // lowest commanded paddle height seen
 
-  Lift(double guard_margin_m, double start_m) {
+  Lift(double guard_margin_m, double start_m, bool velocity_tracking = false) {
     model.soft_margin_si[0] = 0.01;
     const double q0[1] = {start_m};
     driver = std::make_shared<SimDriver>(model, q0, kDt, SimServoConfig{});
     LoopConfig cfg;
     cfg.rate_hz = 1.0 / kDt;
     cfg.path_guard_margin_m = guard_margin_m;
+    cfg.velocity_tracking = velocity_tracking;
     loop = std::make_unique<ControlLoop>(driver, model, cfg);
     loop->begin_manual(now);
   }
@@ -40,6 +41,16 @@ struct Lift {
     Observation o;
     loop->latest_observation(o);
     return o.command_position_si[0];
+  }
+  double speed() const {
+    Observation o;
+    loop->latest_observation(o);
+    return o.command_velocity_si[0];
+  }
+  void tick() {
+    now += static_cast<std::int64_t>(kDt * 1e9);
+    loop->manual_tick(now);
+    lowest = std::min(lowest, height());
   }
   // A 100 Hz policy: goal(k) every 10 ticks, for n ticks.
   template <class Goal>
@@ -94,4 +105,52 @@ TEST_CASE("the path guard takes a goal whose path stays in, from rest") {
   CHECK(lift.loop->counters().commands_accepted == 100);
   CHECK(lift.height() == doctest::Approx(0.55).epsilon(1e-9));
   CHECK(lift.events(kEventWorkspaceStop) == 0);
+}
+
+// Velocity tracking (LoopConfig::velocity_tracking): the commanded trajectory follows the goals' velocity
+// (their step over the ramp), jerk-limited, and comes to rest when they stop moving or stop coming.
+TEST_CASE("velocity tracking follows the goals' velocity and comes to rest, not to the goal, when they stop") {
+  Lift lift(0.002, 1.2, true);
+  // goals rising at 0.5 m/s (5 mm per 10 ms) for 0.3 s, then the same goal repeated (velocity 0)
+  lift.drive([](int i) { return 1.2 + 0.005 * std::min(i, 30); }, 300);
+  CHECK(lift.speed() == doctest::Approx(0.5).epsilon(1e-9));  // reached and held exactly (A = 10, J = 200)
+  lift.drive([](int) { return 1.35; }, 300);
+  CHECK(lift.speed() == 0.0);
+  // nothing steers it onto the goal: it rests where the velocity took it, which here is the last goal because the
+  // jerk-limited start lags the goals by exactly what the symmetric brake carries it beyond the last one
+  CHECK(lift.height() == doctest::Approx(1.35).epsilon(1e-9));
+  CHECK(lift.loop->stop_reasons() == 0u);
+  CHECK(lift.loop->counters().commands_path_held == 0);
+}
+
+TEST_CASE("velocity tracking: when goals stop coming the joint brakes after the ramp and its hold, then the watchdog") {
+  Lift lift(0.002, 1.2, true);
+  lift.drive([](int i) { return 1.2 + 0.005 * i; }, 200);  // 0.5 m/s
+  REQUIRE(lift.speed() == doctest::Approx(0.5).epsilon(1e-9));
+  // no more goals (the last came 10 ticks ago): its velocity holds for its ramp (10 ms) and the hold (one policy
+  // period, 10 ms), then the joint brakes
+  for (int k = 0; k < 8; ++k) lift.tick();
+  CHECK(lift.speed() == doctest::Approx(0.5).epsilon(1e-9));
+  for (int k = 0; k < 5; ++k) lift.tick();
+  CHECK(lift.speed() < 0.5);
+  for (int k = 0; k < 200; ++k) lift.tick();
+  CHECK(lift.speed() == 0.0);
+  CHECK((lift.loop->stop_reasons() & kReasonWatchdog) != 0u);  // the stale command stops it as in position mode
+}
+
+TEST_CASE("velocity tracking with the path guard: a descent at 1.5 m/s is braked before the box's floor") {
+  // goals at 1.5 m/s down through the floor: those below it are rejected, and the last accepted velocity holds for
+  // its ramp and hold, then the brake carries the paddle ~0.15 m further; the guard forecasts exactly that
+  const auto through_floor = [](int i) { return 1.7 - 0.015 * (i + 1); };
+  Lift lift(0.002, 1.7, true);
+  lift.drive(through_floor, 1500);
+  CHECK(lift.events(kEventWorkspaceStop) == 0);
+  // (the goals below the floor are rejected, which does not feed the command watchdog: its stop follows)
+  CHECK(lift.loop->stop_reasons() == kReasonWatchdog);
+  CHECK(lift.lowest >= 0.5);
+  CHECK(lift.loop->counters().commands_path_held > 0);
+  Lift unguarded(-1.0, 1.7, true);  // and without it the same descent leaves the box
+  unguarded.drive(through_floor, 1500);
+  CHECK(unguarded.events(kEventWorkspaceStop) == 1);
+  CHECK(unguarded.lowest < 0.5);
 }
