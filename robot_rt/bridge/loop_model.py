@@ -60,6 +60,7 @@ class LoopTrajectoryPolicy:
         lead_s: float = 0.05,
         loop_rate_hz: float = 1000.0,
         velocity_tracking: bool = False,
+        path_margin_m: float | None = 0.01,
     ):
         if not callable(policy):
             raise TypeError(f"policy: expected a callable env policy, got {type(policy).__name__}")
@@ -85,6 +86,12 @@ class LoopTrajectoryPolicy:
         self.filter_velocity = np.zeros((self.n, self.dof))
         # the loop's LoopConfig.velocity_tracking, and the adapter's state='loop' that goes with it
         self.velocity_tracking = bool(velocity_tracking)
+        # with velocity tracking, the adapter's path forecast (EnvPolicyAdapter path_margin_m; None: off): a goal whose
+        # velocity path (its ramp and hold, then the brake) leaves the workspace box is replaced by the last one
+        self.path_margin_m = path_margin_m if self.velocity_tracking else None
+        self._box_model = robot_model(self.robot, soft_margin=self.margin) if self.path_margin_m is not None else None
+        self.filter_acceleration = np.zeros((self.n, self.dof))
+        self.path_brakes = 0
         self._fresh = np.ones(self.n, dtype=bool)
         self._pending = np.zeros(self.n, dtype=np.int64)
         self._box_low = self.robot.workspace_min_m + WORKSPACE_MARGIN_M
@@ -114,6 +121,7 @@ class LoopTrajectoryPolicy:
         self.v[i] = 0.0
         self.filter_position[i] = q0
         self.filter_velocity[i] = 0.0
+        self.filter_acceleration[i] = 0.0
 
     def __call__(self, obs) -> np.ndarray:
         obs = np.asarray(obs, dtype=np.float32)
@@ -143,6 +151,8 @@ class LoopTrajectoryPolicy:
         pos, _ = paddle_position_normal(self.robot, goal)
         outside = np.any(pos < self._box_low, axis=1) | np.any(pos > self._box_high, axis=1)
         goal[outside] = start[outside]
+        if self._box_model is not None:
+            self._path_checked(start, goal)
         frac = (np.arange(self.ticks) + 1.0) / self.ticks
         for i in range(self.n):
             refs = start[i] + frac[:, None] * (goal[i] - start[i])
@@ -150,9 +160,30 @@ class LoopTrajectoryPolicy:
             states, _, _ = self.filters[i].run(np.ascontiguousarray(refs), target_velocity=vel)
             self.filter_position[i] = states[-1, :, 0]
             self.filter_velocity[i] = states[-1, :, 1]
+            self.filter_acceleration[i] = states[-1, :, 2]
         self.target, self.v = goal, v
         cmd = (self.filter_position - q) / self.dt
         a = self.robot.acceleration_limit
         up = np.maximum(np.sqrt(2 * a * np.maximum(self.robot.position_max - LIMIT_ROOM - q, 0.0)) - a * self.dt, 0.0)
         down = np.maximum(np.sqrt(2 * a * np.maximum(q - self.robot.position_min - LIMIT_ROOM, 0.0)) - a * self.dt, 0.0)
         return np.clip(np.clip(cmd, -down, up) / self.v_max, -1.0, 1.0).astype(np.float32)
+
+    def _path_checked(self, start: np.ndarray, goal: np.ndarray) -> None:
+        """EnvPolicyAdapter's path check with velocity tracking (velocity_path_checked) for every environment, in
+        place on `goal`."""
+        from .env_policy import velocity_path_checked
+
+        for i in range(self.n):
+            velocity, changed = velocity_path_checked(
+                self._box_model,
+                self.robot,
+                self.filter_position[i],
+                self.filter_velocity[i],
+                self.filter_acceleration[i],
+                (goal[i] - start[i]) / self.dt,
+                self.dt,
+                self.path_margin_m,
+            )
+            if changed:
+                self.path_brakes += 1
+                goal[i] = start[i] + velocity * self.dt
