@@ -321,7 +321,9 @@ class EnvPolicyAdapter:
                 and np.all(np.abs(self._sent - q) <= self.lead)
                 and self._in_workspace(self._sent)
             )
-            if sent_ok:
+            if sent_ok or (self.velocity_tracking and self._sent is not None):
+                # (with velocity tracking the last goal again is no velocity, i.e. the brake; a goal elsewhere, such
+                # as the measured position, would ask for a velocity towards it)
                 target = self._sent
             elif q_in_box:
                 target = q.copy()  # stay where the robot is (the loop brakes to it)
