@@ -462,7 +462,7 @@ bool ControlLoop::path_guard_admits(const double* goal_si, std::int64_t wake_ns)
   const double ramp_s = interpolator_.ramp_duration_s(wake_ns);
   double excess_new;
   if (vt) {
-    interpolator_.goal_velocity_for(goal_si, ramp_s, vel);
+    interpolator_.goal_velocity_for(goal_si, vel);
     excess_new = velocity_path(vel, ramp_s + hold_s);
   } else {
     excess_new = forecast_workspace(m, start, goal_si, ramp_p, ramp_s, tick_s, horizon, margin_m, false).max_excess_m;

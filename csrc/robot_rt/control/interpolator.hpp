@@ -18,6 +18,7 @@ class Interpolator {
   void configure(int dof, double nominal_period_s, double min_duration_s, double max_duration_s) noexcept {
     dof_ = dof;
     period_s_ = nominal_period_s;
+    nominal_period_s_ = nominal_period_s;
     min_s_ = min_duration_s;
     max_s_ = max_duration_s;
     last_goal_ns_ = -1;
@@ -40,10 +41,11 @@ class Interpolator {
     last_goal_ns_ = now_ns;
     double v_unused[kMaxDof];
     sample(now_ns, start_, v_unused);
-    // the velocity the goals ask for (velocity tracking): the step from the last goal over the ramp; the first goal
-    // after a hold has no predecessor and asks for none
+    // the velocity the goals ask for (velocity tracking): the step from the last goal is one nominal policy period
+    // of it (EnvPolicyAdapter sends exactly that; the measured interval would read arrival jitter and a skipped call
+    // as velocity); the first goal after a hold has no predecessor and asks for none
     for (int i = 0; i < dof_; ++i) {
-      goal_velocity_[i] = has_goal_ ? (goal_si[i] - goal_[i]) / ramp_s : 0.0;
+      goal_velocity_[i] = has_goal_ ? (goal_si[i] - goal_[i]) / nominal_period_s_ : 0.0;
       goal_[i] = goal_si[i];
     }
     has_goal_ = true;
@@ -87,9 +89,9 @@ class Interpolator {
     for (int i = 0; i < dof_; ++i) velocity_si[i] = left > 0.0 ? goal_velocity_[i] : 0.0;
     return left > 0.0 ? left : 0.0;
   }
-  // The velocity a goal set now with a ramp of ramp_s would ask for (without setting it).
-  void goal_velocity_for(const double* goal_si, double ramp_s, double* velocity_si) const noexcept {
-    for (int i = 0; i < dof_; ++i) velocity_si[i] = has_goal_ ? (goal_si[i] - goal_[i]) / ramp_s : 0.0;
+  // The velocity a goal set now would ask for (without setting it).
+  void goal_velocity_for(const double* goal_si, double* velocity_si) const noexcept {
+    for (int i = 0; i < dof_; ++i) velocity_si[i] = has_goal_ ? (goal_si[i] - goal_[i]) / nominal_period_s_ : 0.0;
   }
 
   double period_s() const noexcept { return period_s_; }
@@ -112,6 +114,7 @@ class Interpolator {
 
   int dof_ = 0;
   double period_s_ = 0.01, min_s_ = 0.002, max_s_ = 0.1;
+  double nominal_period_s_ = 0.01;
   double start_[kMaxDof] = {};
   double goal_[kMaxDof] = {};
   double goal_velocity_[kMaxDof] = {};
