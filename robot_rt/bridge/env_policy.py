@@ -270,12 +270,10 @@ class EnvPolicyAdapter:
             self._t0_ns += (due - self.max_catch_up) * self.dt_ns
             self.clock_resyncs += 1
             due = self.max_catch_up
-        if due <= 0 and self.velocity_tracking:
-            # the loop reads a velocity from each goal's step: a repeated goal would ask it to brake
-            self.early_calls += 1
-            return None
         if due <= 0:
             self.early_calls += 1
+            if self.velocity_tracking:  # the loop reads each goal's step as a velocity: a repeat would ask a brake
+                return None
         for _ in range(int(due)):
             t_ns = self._t0_ns + self._k * self.dt_ns
             if self.state == "command" and self._v is not None:

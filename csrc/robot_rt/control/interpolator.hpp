@@ -44,10 +44,8 @@ class Interpolator {
     // the velocity the goals ask for (velocity tracking): the step from the last goal is one nominal policy period
     // of it (EnvPolicyAdapter sends exactly that; the measured interval would read arrival jitter and a skipped call
     // as velocity); the first goal after a hold has no predecessor and asks for none
-    for (int i = 0; i < dof_; ++i) {
-      goal_velocity_[i] = has_goal_ ? (goal_si[i] - goal_[i]) / nominal_period_s_ : 0.0;
-      goal_[i] = goal_si[i];
-    }
+    goal_velocity_for(goal_si, goal_velocity_);
+    for (int i = 0; i < dof_; ++i) goal_[i] = goal_si[i];
     has_goal_ = true;
     t0_ns_ = now_ns;
     duration_ns_ = static_cast<std::int64_t>(ramp_s * 1e9);

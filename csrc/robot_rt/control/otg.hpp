@@ -136,16 +136,20 @@ inline bool dead_beat(const AxisState& s, const OtgTarget& t, const JointLimits&
 // The discrete jerk that drives the velocity to v_cruise (|v_cruise| <= V) without passing it: stop.hpp's brake law
 // on v - v_cruise, except where its two-tick dead-beat would cross v_cruise in between (it may, by a few J dt^2:
 // harmless for a stop, a velocity-limit violation here); then the jerk that lands on v_cruise this tick instead.
+// The jerk that changes the velocity by -w (w = v - the velocity to land on) in this tick, within |j| <= J and the
+// acceleration bound after the tick.
+inline double landing_jerk(const AxisState& s, double w, const JointLimits& l, double dt) noexcept {
+  const double j = -2.0 * (w + s.a * dt) / (dt * dt);
+  const double j_lo = std::fmax(-l.jerk, (-l.acceleration - s.a) / dt);
+  const double j_hi = std::fmin(l.jerk, (l.acceleration - s.a) / dt);
+  return j < j_lo ? j_lo : (j > j_hi ? j_hi : j);
+}
+
 inline double cruise_jerk(const AxisState& s, double v_cruise, const JointLimits& l, double dt) noexcept {
   const double w = s.v - v_cruise;
   double j = brake_jerk(w, s.a, l, dt).jerk;
   const double w_next = w + s.a * dt + 0.5 * j * dt * dt;
-  if (w_next * v_cruise > 0.0) {
-    j = -2.0 * (w + s.a * dt) / (dt * dt);
-    const double j_lo = std::fmax(-l.jerk, (-l.acceleration - s.a) / dt);
-    const double j_hi = std::fmin(l.jerk, (l.acceleration - s.a) / dt);
-    j = j < j_lo ? j_lo : (j > j_hi ? j_hi : j);
-  }
+  if (w_next * v_cruise > 0.0) j = landing_jerk(s, w, l, dt);
   return j;
 }
 
@@ -163,13 +167,7 @@ inline double velocity_tracking_jerk(const AxisState& s, double v_target, const 
   const double vt = clamp_abs(v_target, l.velocity);
   double j = brake_jerk(s.v - vt, s.a, l, dt).jerk;
   const double v_next = s.v + s.a * dt + 0.5 * j * dt * dt;
-  if (std::fabs(v_next) > l.velocity) {
-    const double bound = v_next > 0.0 ? l.velocity : -l.velocity;
-    j = 2.0 * (bound - s.v - s.a * dt) / (dt * dt);
-    const double j_lo = std::fmax(-l.jerk, (-l.acceleration - s.a) / dt);
-    const double j_hi = std::fmin(l.jerk, (l.acceleration - s.a) / dt);
-    j = j < j_lo ? j_lo : (j > j_hi ? j_hi : j);
-  }
+  if (std::fabs(v_next) > l.velocity) j = landing_jerk(s, s.v - (v_next > 0.0 ? l.velocity : -l.velocity), l, dt);
   return j;
 }
 
