@@ -149,6 +149,24 @@ def test_cpu_small_plane_flat_path(hw, C, dtype, weighted):
 
 
 @needs_cpu
+@pytest.mark.parametrize("hw", [(11, 11), (13, 13), (14, 14), (16, 16), (18, 19), (19, 19)])
+@pytest.mark.parametrize("C", [2, 3, 5, 6, 64])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cpu_prefetched_row_path(hw, C, dtype):
+    """Planes of 128-352 pixels prefetch the next channel pair's planes (lpips_cpu.cpp kPrefetch*): the window's
+    edges (121 and 361 pixels lie outside it), odd and even channel counts (the last pair and the odd channel
+    are not prefetched), every dtype; equal to the reference and exactly 0 on identical inputs."""
+    shape = (2, C, *hw)
+    fx, fy = make_features(shape, dtype, "contiguous", 7), make_features(shape, dtype, "contiguous", 8)
+    w = torch.rand(C, generator=torch.Generator().manual_seed(C)) * 2
+    for weight in (None, w):
+        want = lpips_layer_reference(fx, fy, weight, 1e-10, "lpips", True)
+        got = lpips_distance(fx, fy, weight, spatial=True, backend="cpu")
+        torch.testing.assert_close(got, want, **tol(dtype))
+    assert torch.equal(lpips_distance(fx, fx.clone(), w, backend="cpu"), torch.zeros(2, dtype=cm.out_dtype(dtype)))
+
+
+@needs_cpu
 def test_cpu_threaded_paths_match_reference():
     """Inputs large enough for several worker threads (flat small-plane path and tiled path)."""
     for shape in [(64, 384, 3, 3), (8, 64, 32, 32)]:
