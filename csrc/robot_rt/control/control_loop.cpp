@@ -394,6 +394,7 @@ std::uint32_t ControlLoop::drain_commands(std::int64_t wake_ns) noexcept {
     }
     if (pc.dof != dof) {
       bump(commands_rejected_);
+      interpolator_.forget_previous_goal();
       emit(kEventCommandRejected, -1, static_cast<double>(pc.dof), wake_ns);
       continue;
     }
@@ -402,11 +403,13 @@ std::uint32_t ControlLoop::drain_commands(std::int64_t wake_ns) noexcept {
     const std::uint32_t verdict = filter_.validate_target(pc.position_si, nullptr, joint, value);
     if (verdict & kTargetNonFinite) {
       bump(commands_rejected_);
+      interpolator_.forget_previous_goal();
       emit(kEventNonFiniteCommand, joint, value, wake_ns);
       continue;
     }
     if (verdict & kTargetWorkspace) {
       bump(commands_rejected_);
+      interpolator_.forget_previous_goal();
       emit(kEventWorkspaceTarget, joint, value, wake_ns);
       continue;
     }
@@ -414,6 +417,7 @@ std::uint32_t ControlLoop::drain_commands(std::int64_t wake_ns) noexcept {
     command_watchdog_.feed(wake_ns);  // the session is alive, whether or not the path guard takes its goal
     if (!path_guard_admits(pc.position_si, wake_ns)) {
       bump(commands_path_held_);
+      interpolator_.note_unset_goal(pc.position_si);
       continue;
     }
     bump(commands_accepted_);

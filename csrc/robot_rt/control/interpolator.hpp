@@ -32,7 +32,7 @@ class Interpolator {
     }
     t0_ns_ = now_ns;
     duration_ns_ = 1;
-    has_goal_ = false;
+    has_previous_ = false;
   }
 
   void set_goal(const double* goal_si, std::int64_t now_ns) noexcept {
@@ -41,12 +41,12 @@ class Interpolator {
     last_goal_ns_ = now_ns;
     double v_unused[kMaxDof];
     sample(now_ns, start_, v_unused);
-    // the velocity the goals ask for (velocity tracking): the step from the last goal is one nominal policy period
-    // of it (EnvPolicyAdapter sends exactly that; the measured interval would read arrival jitter and a skipped call
-    // as velocity); the first goal after a hold has no predecessor and asks for none
+    // the velocity the goals ask for (velocity tracking): the step from the previous goal is one nominal policy
+    // period of it (EnvPolicyAdapter sends exactly that; the measured interval would read arrival jitter and a
+    // skipped call as velocity); the first goal after a hold has no predecessor and asks for none
     goal_velocity_for(goal_si, goal_velocity_);
-    for (int i = 0; i < dof_; ++i) goal_[i] = goal_si[i];
-    has_goal_ = true;
+    for (int i = 0; i < dof_; ++i) goal_[i] = previous_[i] = goal_si[i];
+    has_previous_ = true;
     t0_ns_ = now_ns;
     duration_ns_ = static_cast<std::int64_t>(ramp_s * 1e9);
     if (duration_ns_ < 1) duration_ns_ = 1;
@@ -87,10 +87,21 @@ class Interpolator {
     for (int i = 0; i < dof_; ++i) velocity_si[i] = left > 0.0 ? goal_velocity_[i] : 0.0;
     return left > 0.0 ? left : 0.0;
   }
-  // The velocity a goal set now would ask for (without setting it).
+  // The velocity a goal set now would ask for (without setting it): its step from the session's previous goal.
   void goal_velocity_for(const double* goal_si, double* velocity_si) const noexcept {
-    for (int i = 0; i < dof_; ++i) velocity_si[i] = has_goal_ ? (goal_si[i] - goal_[i]) / nominal_period_s_ : 0.0;
+    for (int i = 0; i < dof_; ++i)
+      velocity_si[i] = has_previous_ ? (goal_si[i] - previous_[i]) / nominal_period_s_ : 0.0;
   }
+  // A valid goal that was not set (the path guard held it): it is still the predecessor of the next goal, whose
+  // step from it is one period of the velocity the session asks for. Measured from the last goal set instead, that
+  // step would span two periods and ask for twice the velocity.
+  void note_unset_goal(const double* goal_si) noexcept {
+    for (int i = 0; i < dof_; ++i) previous_[i] = goal_si[i];
+    has_previous_ = true;
+  }
+  // A goal was rejected (non-finite, or outside the workspace): the next goal's step cannot be read as a velocity,
+  // so it asks for none (the joint brakes for that goal's ramp and hold) and the goal after it resumes tracking.
+  void forget_previous_goal() noexcept { has_previous_ = false; }
 
   double period_s() const noexcept { return period_s_; }
   // The goal being ramped to (or held), and the ramp's time left at now_ns (0 once it holds the goal).
@@ -116,7 +127,8 @@ class Interpolator {
   double start_[kMaxDof] = {};
   double goal_[kMaxDof] = {};
   double goal_velocity_[kMaxDof] = {};
-  bool has_goal_ = false;
+  double previous_[kMaxDof] = {};  // the session's previous valid goal, set or not (velocity tracking's predecessor)
+  bool has_previous_ = false;
   std::int64_t t0_ns_ = 0;
   std::int64_t duration_ns_ = 1;
   std::int64_t last_goal_ns_ = -1;

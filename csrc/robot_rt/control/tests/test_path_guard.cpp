@@ -5,9 +5,11 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <limits>
 #include <memory>
 
 #include "control_loop.hpp"
+#include "interpolator.hpp"
 #include "sim_driver.hpp"
 #include "test_util.hpp"
 
@@ -153,4 +155,51 @@ TEST_CASE("velocity tracking with the path guard: a descent at 1.5 m/s is braked
   unguarded.drive(through_floor, 1500);
   CHECK(unguarded.events(kEventWorkspaceStop) == 1);
   CHECK(unguarded.lowest < 0.5);
+}
+
+// A goal the loop does not set is still the session's: the next goal's step is measured from it (a path-held goal)
+// or asks for no velocity (a rejected goal), never from the goal before it, which would ask for twice the speed.
+TEST_CASE("velocity tracking: a rejected goal in a 0.5 m/s stream never makes the next goal ask for more") {
+  const auto rising = [](int i) { return 1.2 + 0.005 * i; };
+  for (const double bad : {std::numeric_limits<double>::quiet_NaN(), 3.0 /* above the box: a workspace target */}) {
+    Lift lift(0.002, 1.2, true);
+    double fastest = 0.0;
+    for (int k = 0; k < 600; ++k) {
+      if (k % 10 == 0) {
+        const int i = k / 10;
+        const double q[1] = {i == 30 ? bad : rising(i)};
+        lift.loop->push_command(q, 1, 0, 0);
+      }
+      lift.tick();
+      fastest = std::max(fastest, lift.speed());
+    }
+    CHECK(lift.loop->counters().commands_rejected == 1);
+    CHECK(fastest <= 0.5 + 1e-9);  // before: goal 31's 10 mm step from goal 29 asked for 1.0 m/s
+    CHECK(lift.speed() == doctest::Approx(0.5).epsilon(1e-9));  // and tracking resumed
+    CHECK(lift.loop->stop_reasons() == 0u);
+  }
+}
+
+TEST_CASE("Interpolator: the goal velocity is the step from the session's previous goal, set or not") {
+  Interpolator in;
+  in.configure(1, 0.01, 0.002, 0.1);
+  const double rest[1] = {0.0}, a[1] = {0.01}, b[1] = {0.02}, c[1] = {0.03};
+  double v[1];
+  in.hold(rest, 0);
+  in.goal_velocity_for(a, v);
+  CHECK(v[0] == 0.0);  // the first goal after a hold has no predecessor
+  in.set_goal(a, 10'000'000);
+  in.goal_velocity_for(b, v);
+  CHECK(v[0] == doctest::Approx(1.0));
+  in.note_unset_goal(b);  // held by the path guard: still the predecessor
+  in.goal_velocity_for(c, v);
+  CHECK(v[0] == doctest::Approx(1.0));
+  in.forget_previous_goal();  // a rejected goal in between: no velocity can be read from the next step
+  in.goal_velocity_for(c, v);
+  CHECK(v[0] == 0.0);
+  in.set_goal(b, 20'000'000);  // a goal set after that asks for none, and becomes the predecessor
+  in.sample_velocity(20'000'000, 0.01, v);
+  CHECK(v[0] == 0.0);
+  in.goal_velocity_for(c, v);
+  CHECK(v[0] == doctest::Approx(1.0));
 }
