@@ -15,6 +15,7 @@ from robot_rt.robot import RobotDescription, load_robot, paddle_position_normal
 from robot_rt.robot.kinematics import rpy_matrix
 
 from .core import WorldConfig
+from .human_model import ReturnModel
 from .observation import observation_layout
 
 __all__ = ["BatchedScriptedPolicy", "ScriptedParams", "lob_directions", "paddle_jacobian_analytic"]
@@ -281,7 +282,9 @@ class BatchedScriptedPolicy:
     `landing_model` (`robot_rt.envs.landing_model.LandingModel`, optional): the landing point wanted (the goal, or
     (aim_x_m, aim_y_m); the fixed corrections aim_dx_m, aim_dy_m are not used) is then where the model predicts the
     return lands, and the lob is aimed at the target the model gives for it; the model must have been fitted with
-    these parameters (aim apart)."""
+    these parameters (aim apart). `arrival_centering` (with a model only; 0 = off) first moves each wanted landing
+    point sideways so that the return reaches the human's hitting plane (`human_plane_x_m`) nearer the wanted y:
+    `centered_landing`."""
 
     def __init__(
         self,
@@ -293,6 +296,8 @@ class BatchedScriptedPolicy:
         seed: int | None = None,
         tracker_kwargs: dict | None = None,
         landing_model=None,
+        arrival_centering: float = 0.0,
+        human_plane_x_m: float = ReturnModel.hitting_plane_x_m,
     ):
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs: expected a positive int, got {num_envs!r}")
@@ -318,6 +323,13 @@ class BatchedScriptedPolicy:
         self.box_high = self.robot.workspace_max_m - self.box_margin
         self.box_decel_mps2 = 4.0  # assumed paddle deceleration near the box walls
         self.landing_model = landing_model  # robot_rt.envs.landing_model.LandingModel or None
+        for name, value in (("arrival_centering", arrival_centering), ("human_plane_x_m", human_plane_x_m)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+                raise ValueError(f"{name}: expected a finite number, got {value!r}")
+        if arrival_centering != 0.0 and landing_model is None:
+            raise ValueError("arrival_centering: needs a landing_model (it moves the wanted landing point)")
+        self.arrival_centering = float(arrival_centering)
+        self.human_plane_x_m = float(human_plane_x_m)
         self.set_params(ScriptedParams() if params is None else params)
         self.t = np.zeros(self.n)
         self.plan_t = np.full(self.n, np.nan)
@@ -387,6 +399,20 @@ class BatchedScriptedPolicy:
                 raise ValueError("goals: contains NaN or Inf")
         return obs, goals, single
 
+    def centered_landing(self, wanted_xy: np.ndarray, contact_p: np.ndarray) -> np.ndarray:
+        """The wanted landing points [N, 2] moved sideways towards the line from the contact point to the wanted
+        point's y on the human's hitting plane (x = `human_plane_x_m`): y += g k (y_contact - y), with k = (x_plane -
+        x) / (x_plane - x_contact) and g = `arrival_centering`. At g = 1 a straight flight through the moved point
+        reaches the plane at the wanted y (the default human answers best at y = 0); a return aimed at y itself from a
+        wide contact crosses the centre line and arrives on the other side."""
+        out = np.array(wanted_xy, dtype=np.float64)
+        den = self.human_plane_x_m - contact_p[:, 0]
+        # the contact lies on the robot's side (x > 0) and the plane behind the human's end: den < 0; anything else
+        # (a contact near the plane) is left unmoved
+        k = np.where(den < -0.5, (self.human_plane_x_m - out[:, 0]) / np.where(den < -0.5, den, -1.0), 0.0)
+        out[:, 1] += self.arrival_centering * k * (contact_p[:, 1] - out[:, 1])
+        return out
+
     def __call__(self, observations, goals=None) -> np.ndarray:
         obs, goals, single = self._parse(observations, goals)
         p = self._p
@@ -418,6 +444,8 @@ class BatchedScriptedPolicy:
             # the lob target whose predicted landing is the one wanted (docs/envs.md, `robot_rt.envs.landing_model`);
             # the model replaces the aim's fixed corrections (aim_dx_m, aim_dy_m)
             planned = np.isfinite(self.plan_t)
+            if planned.any() and self.arrival_centering != 0.0:
+                target_xy[planned] = self.centered_landing(target_xy[planned], self.plan_p[planned])
             if planned.any():
                 target_xy[planned] = self.landing_model.command(
                     target_xy[planned], self.plan_p[planned], self.plan_v[planned]
