@@ -296,8 +296,8 @@ def collect_shots(
 RALLY_LANDING_DEEPER_M = 0.15
 # and moved sideways so that the return reaches the human's hitting plane nearer its centre
 # (BatchedScriptedPolicy.centered_landing): 0 / 0.5 / 1 / 1.5 / 2 / 2.5 / 3 on the serves of seeds 5 and 6 (512)
-# gave mean rallies of 5.32 / 5.36 / 5.57 / 5.80 / 5.94 / 5.73 / 5.64 (the line alone, 1, under-corrects: the
-# arrivals' lateral spread is mostly placement noise, and the human's next ball starts from the arrival)
+# gave mean rallies of 5.32 / 5.39 / 5.51 / 5.70 / 5.84 / 5.78 / 5.49 (the line alone, 1, under-corrects: the
+# arrivals' lateral spread is mostly placement noise, and the human's next ball starts halfway towards the arrival)
 RALLY_ARRIVAL_CENTERING = 2.0
 
 
