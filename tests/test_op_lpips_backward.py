@@ -137,6 +137,16 @@ def test_cpu_backward_backbone_shapes(shape, layout):
 
 
 @needs_cpu
+@pytest.mark.parametrize("shape", [(2, 3, 20, 20), (2, 5, 20, 20), (2, 200, 16, 17), (1, 512, 9, 9)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_cpu_backward_rows_of_larger_planes(shape, dtype):
+    """Rows shorter than their plane prefetch the runs kPrefetchChannels channels ahead (lpips_backward_cpu.cpp):
+    fewer channels than that (3), just more (5), many channels with short rows, and a plane one row covers."""
+    compare_with_reference("cpu", shape, dtype, "contiguous", "contiguous", True, False, "lpips", 0.0, 5)
+    compare_with_reference("cpu", shape, dtype, "contiguous", "contiguous", False, True, "stable", 0.1, 6)
+
+
+@needs_cpu
 @pytest.mark.parametrize("normalize", ["lpips", "stable"])
 @pytest.mark.parametrize("spatial", [False, True])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced_w"])

@@ -49,6 +49,21 @@ struct BwdArgs {
   int mode;
 };
 
+constexpr int64_t kPrefetchChannels = 4;
+
+// One prefetch per cache line of the n elements from p (for writing: `write`).
+template <typename T>
+inline void prefetch_run(const T* p, int64_t n, bool write = false) {
+  constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(T));
+  for (int64_t k = 0; k < n; k += kLine) {
+    if (write)
+      __builtin_prefetch(p + k, 1);
+    else
+      __builtin_prefetch(p + k);
+  }
+  __builtin_prefetch(p + n - 1, write ? 1 : 0);  // the run's last line when it starts mid-line
+}
+
 // Contiguous pixels (NCHW-like): a row of np <= kRowMax pixels, channels outer, pixels inner (vectorised).
 template <typename T, typename Acc, bool kWeighted>
 void bwd_row_contig(const BwdArgs<T, Acc>& a, int64_t b, int64_t p0, int64_t np, Acc* gw_part) {
@@ -57,9 +72,16 @@ void bwd_row_contig(const BwdArgs<T, Acc>& a, int64_t b, int64_t p0, int64_t np,
   for (int64_t i = 0; i < np; ++i) sxx[i] = syy[i] = swxx[i] = swyy[i] = swxy[i] = Acc(0);
   const T* xb = a.x.data + b * a.x.stride[0] + p0;
   const T* yb = a.y.data + b * a.y.stride[0] + p0;
+  // a row that is part of a larger plane reads C short runs (np pixels) at the plane stride: too short for the
+  // hardware prefetchers, so the runs kPrefetchChannels channels ahead are prefetched (pass 2 finds them in L2)
+  const bool prefetch = np < a.x.size[2] * a.x.size[3];
   for (int64_t c = 0; c < C; ++c) {
     const T* xc = xb + c * a.x.stride[1];
     const T* yc = yb + c * a.y.stride[1];
+    if (prefetch && c + kPrefetchChannels < C) {
+      prefetch_run(xc + kPrefetchChannels * a.x.stride[1], np);
+      prefetch_run(yc + kPrefetchChannels * a.y.stride[1], np);
+    }
     const Acc wc = kWeighted ? a.wt[c] : Acc(1);
     for (int64_t i = 0; i < np; ++i) {
       const Acc xv = Load<Acc, T>::get(xc + i), yv = Load<Acc, T>::get(yc + i);
