@@ -308,12 +308,17 @@ def run_layer_op_bench(
     description: str,
     argv=None,
     default_rounds: int = 3,
+    make_grad_call: Callable[[torch.Tensor, torch.Tensor], Callable[[str], Any]] | None = None,
 ) -> int:
     """The benchmark of a two-input per-element op (lpips_distance, meanpool_distance) over LAYER_SHAPES: every
     backend that has ``forward_key``, the eager torch reference (``'torch'``) and ``torch.compile`` of it
     (``'compile'``, inductor), next to the read floor of the same inputs. ``make_call(fx, fy)`` returns
     ``call(backend)`` (``backend='compile'``: the compiled reference). Writes
-    ``bench_op_<op_name>[_quick]_<device>.json`` and prints a table."""
+    ``bench_op_<op_name>[_grad][_quick]_<device>.json`` and prints a table.
+
+    ``make_grad_call`` (optional) adds ``--grad``: ``call(backend)`` then runs the forward and returns the gradient
+    w.r.t. ``fx`` (the op as a loss against a fixed ``fy``), which reads both inputs twice and writes one gradient;
+    the read floor stays one read of each input."""
     import sys
 
     from percept_fast.ops import available_backends
@@ -326,12 +331,17 @@ def run_layer_op_bench(
         "--rounds", type=int, default=default_rounds, help="timing rounds over all backends; the best is kept"
     )
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile column")
+    if make_grad_call is not None:
+        p.add_argument(
+            "--grad", action="store_true", help="time forward + the gradient w.r.t. the first input (a loss)"
+        )
     p.add_argument(
         "--layers",
         default=None,
         help="only these cases, comma-separated layer@res (e.g. alex.conv3@64,vgg.conv1_2@64) or a resolution (64)",
     )
     args = p.parse_args(argv)
+    grad = bool(getattr(args, "grad", False))
     only = set(args.layers.split(",")) if args.layers else None
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -368,7 +378,7 @@ def run_layer_op_bench(
                 if args.channels_last:
                     fx = fx.contiguous(memory_format=torch.channels_last)
                     fy = fy.contiguous(memory_format=torch.channels_last)
-                call = make_call(fx, fy)
+                call = (make_grad_call if grad else make_call)(fx, fy)
 
                 # correctness guard: every backend agrees with the reference on this input (and compiles first)
                 ref = call("torch")
@@ -406,7 +416,8 @@ def run_layer_op_bench(
                     )
                 del fx, fy, ref, call
     print_table(
-        f"{op_name} on {device} ({'channels_last' if args.channels_last else 'NCHW'}, batch {batch})",
+        f"{op_name}{' forward + grad(fx)' if grad else ''} on {device} "
+        f"({'channels_last' if args.channels_last else 'NCHW'}, batch {batch})",
         [
             "layer",
             "shape",
@@ -435,6 +446,7 @@ def run_layer_op_bench(
         "check_finite": False,
         "quick": args.quick,
         "rounds": args.rounds,
+        "mode": "forward + gradient w.r.t. fx (fy fixed)" if grad else "forward",
         "columns": {
             "torch": "eager plain-PyTorch reference (backend='torch')",
             "compile": "torch.compile(fullgraph=True) of the same call with backend='torch' (inductor)",
@@ -445,7 +457,9 @@ def run_layer_op_bench(
         "skipped": skipped,
         "results": results,
     }
-    suffix = ("_quick" if args.quick else "") + ("_cuda" if device.type == "cuda" else "_cpu")
+    suffix = (
+        ("_grad" if grad else "") + ("_quick" if args.quick else "") + ("_cuda" if device.type == "cuda" else "_cpu")
+    )
     path = write_json(f"bench_op_{op_name}{suffix}", payload, args.out)
     print(f"wrote {path}")
     return 0

@@ -13,7 +13,9 @@ between those best medians). ``--layers`` selects cases.
 On the CPU, cases whose two inputs exceed ``--max-input-mib`` (default 512 MiB) are skipped and listed.
 ``--quick``: a few small cases, batch 8.
 
-    .venv/bin/python bench/bench_op_lpips_distance.py [--quick] [--device cuda] [--dtype all] [--channels-last]
+``--grad``: the forward and the gradient w.r.t. the first input instead (the distance as a loss).
+
+    .venv/bin/python bench/bench_op_lpips_distance.py [--quick] [--device cuda] [--dtype all] [--channels-last] [--grad]
 """
 
 from __future__ import annotations
@@ -41,8 +43,24 @@ def make_call(fx: torch.Tensor, fy: torch.Tensor):
     return call
 
 
+def make_grad_call(fx: torch.Tensor, fy: torch.Tensor):
+    """``--grad``: the forward and the gradient w.r.t. ``fx`` (the distance as a loss against a fixed ``fy``): the
+    fused backends' backward kernels against autograd of the eager and of the compiled reference."""
+    w = torch.rand(fx.shape[1], device=fx.device)
+    reference = bc.compiled(lambda a, b: lpips_distance(a, b, w, backend="torch", check_finite=False))
+    x = fx.detach().requires_grad_()
+
+    def call(be):
+        out = reference(x, fy) if be == "compile" else lpips_distance(x, fy, w, backend=be, check_finite=False)
+        return torch.autograd.grad(out.sum(), [x])[0]
+
+    return call
+
+
 def main(argv=None) -> int:
-    return bc.run_layer_op_bench("lpips_distance", "lpips_forward", make_call, __doc__.splitlines()[0], argv)
+    return bc.run_layer_op_bench(
+        "lpips_distance", "lpips_forward", make_call, __doc__.splitlines()[0], argv, make_grad_call=make_grad_call
+    )
 
 
 if __name__ == "__main__":

@@ -50,6 +50,10 @@ struct BwdArgs {
 };
 
 constexpr int64_t kPrefetchChannels = 4;
+// planes up to this many pixels are one task each whatever C: a sample's C planes are then one sequential run for
+// both passes, which beat L2-sized rows of a few pixels at the plane stride (8 pixels a row for C = 2048 at 7x7:
+// forward + input gradient 7.7 -> 3.3-4.2 ms on 64x2048x7x7, 4.1-4.2 -> 3.2-3.8 ms on 64x512x14x14)
+constexpr int64_t kWholePlaneMax = 256;
 
 // One prefetch per cache line of the n elements from p (for writing: `write`).
 template <typename T>
@@ -223,6 +227,7 @@ void bwd_run(const BwdArgs<T, Acc>& a, Acc* gw) {
   if (contig) {
     row = kTaskBytes / std::max<int64_t>(1, 2 * C * static_cast<int64_t>(sizeof(T)));
     row = std::max<int64_t>(8, std::min<int64_t>(kRowMax, row / 8 * 8));
+    if (P <= kWholePlaneMax) row = P;
   } else {
     row = std::max<int64_t>(1, std::min<int64_t>(P, 4096 / std::max<int64_t>(1, C)));  // pixels per task
   }
