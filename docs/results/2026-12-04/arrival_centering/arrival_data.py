@@ -1,15 +1,24 @@
 """Per return: the wanted landing (random offsets around the rally aim), contact plan, and the human-plane arrival."""
-import numpy as np, time
+
+import time
+
+import numpy as np
+
 from robot_rt.envs import core
 from robot_rt.envs.landing_model import rally_policy
 from robot_rt.envs.vector import TableTennisVectorEnv
+
 arr = {}
 orig = core.TableTennisWorld._human_answers
+
+
 def spy(self, terminated, ev):
     waiting = (self.phase == core.PHASE_WAITING).nonzero()[0]
     for w in waiting:
         arr[int(w)] = self.ball[w].copy()
     return orig(self, terminated, ev)
+
+
 core.TableTennisWorld._human_answers = spy
 n, steps = 512, 3000
 rng = np.random.default_rng(1)
@@ -40,8 +49,16 @@ R = np.array(rows)
 print(len(R), time.time() - t0)
 np.save("/tmp/arrival_rows.npy", R)
 g, pp, pv, a = R[:, :2], R[:, 2:5], R[:, 5:8], R[:, 8:17]
-for name, col in [("goal x", g[:, 0]), ("goal y", g[:, 1]), ("contact y", pp[:, 1]), ("contact z", pp[:, 2]), ("vin x", pv[:, 0])]:
-    print(f"corr arrival z vs {name}: {np.corrcoef(col, a[:, 2])[0, 1]:+.3f}   arrival y: {np.corrcoef(col, a[:, 1])[0, 1]:+.3f}")
+for name, col in [
+    ("goal x", g[:, 0]),
+    ("goal y", g[:, 1]),
+    ("contact y", pp[:, 1]),
+    ("contact z", pp[:, 2]),
+    ("vin x", pv[:, 0]),
+]:
+    print(
+        f"corr arrival z vs {name}: {np.corrcoef(col, a[:, 2])[0, 1]:+.3f}   arrival y: {np.corrcoef(col, a[:, 1])[0, 1]:+.3f}"
+    )
 print("z pct", np.percentile(a[:, 2], [5, 25, 50, 75, 95]))
 for lo, hi in [(-1.6, -1.3), (-1.3, -1.2), (-1.2, -1.1), (-1.1, -1.0), (-1.0, -0.9), (-0.9, -0.7)]:
     m = (g[:, 0] >= lo) & (g[:, 0] < hi)
