@@ -147,6 +147,46 @@ def test_cpu_backward_rows_of_larger_planes(shape, dtype):
 
 
 @needs_cpu
+@pytest.mark.parametrize("hw", [(1, 2), (2, 2), (3, 3), (3, 5), (4, 4), (1, 15)])
+@pytest.mark.parametrize("C", [1, 7, 384])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_cpu_backward_small_plane_flat_path(hw, C, dtype):
+    """Planes of at most 16 pixels with adjacent channels and a frozen (or no) weight run as one flat run per sample
+    (lpips_backward_cpu.cpp bwd_sample_flat): the input gradients equal autograd of the reference, with zero vectors
+    and a NaN pixel among the inputs, spatial or not; identical inputs give exactly zero."""
+    shape = (3, C, *hw)
+    fx0 = make_features(shape, dtype, "contiguous", 11, zero_frac=0.2)
+    fy0 = make_features(shape, dtype, "contiguous", 12)
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    for weight in (None, torch.rand(C, dtype=acc, generator=torch.Generator().manual_seed(C))):
+        for spatial in (False, True):
+            fx, fy = fx0.clone().requires_grad_(), fy0.clone().requires_grad_()
+            out = lpips_distance(fx, fy, weight, spatial=spatial, normalize="stable", backend="cpu")
+            gout = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(3))
+            got = torch.autograd.grad(out, [fx, fy], gout)
+            rx, ry = fx0.clone().requires_grad_(), fy0.clone().requires_grad_()
+            ref = lpips_layer_reference(rx, ry, weight, 1e-10, "stable", spatial)
+            want = torch.autograd.grad(ref, [rx, ry], gout)
+            feat_scale, _ = natural_scale(fx0, fy0, weight, gout, spatial)
+            for a, b in zip(got, want):
+                assert a.dtype == b.dtype and a.shape == b.shape
+                err = (a.double() - b.double()).abs()
+                assert bool((err <= grad_rtol(dtype) * feat_scale.expand(shape) + 1e-30).all())
+    # a NaN/Inf pixel poisons that pixel's gradients in both inputs (as autograd of the reference)
+    bad = fx0.clone()
+    bad[1, C // 2, 0, -1] = float("nan")
+    fx, fy = bad.requires_grad_(), fy0.clone().requires_grad_()
+    gx, gy = torch.autograd.grad(
+        lpips_distance(fx, fy, None, backend="cpu", check_finite=False, spatial=True).sum(), [fx, fy]
+    )
+    assert bool(gx[1, :, 0, -1].isnan().all()) and bool(gy[1, :, 0, -1].isnan().all())
+    assert not bool(gx[0].isnan().any()) and not bool(gx[1, :, 0, 0].isnan().any())
+    same = fy0.clone().requires_grad_()
+    g_same = torch.autograd.grad(lpips_distance(same, fy0.clone(), backend="cpu").sum(), [same])[0]
+    assert torch.equal(g_same, torch.zeros_like(g_same))
+
+
+@needs_cpu
 @pytest.mark.parametrize("normalize", ["lpips", "stable"])
 @pytest.mark.parametrize("spatial", [False, True])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced_w"])

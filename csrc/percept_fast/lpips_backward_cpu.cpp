@@ -151,6 +151,87 @@ void bwd_row_contig(const BwdArgs<T, Acc>& a, int64_t b, int64_t p0, int64_t np,
   }
 }
 
+// Planes of at most kFlatPlaneMax pixels whose C planes are adjacent (channel stride P in the inputs and in the
+// gradients written): per-channel loops of P <= 16 pixels are bound by their loop overhead, so a sample is one
+// flat run of C * P elements, as in the forward's lpips_sample_flat. Element j belongs to pixel j % P; the sums and
+// coefficients are kept per lane j % L (L = a multiple of lcm(P, 8)), so both passes walk contiguous memory in
+// long vectorised loops. wexp: the weight expanded to one value per element (wexp[c * P + p] = w[c]).
+constexpr int64_t kFlatPlaneMax = 16;
+constexpr int64_t kFlatLanes = 128;
+
+template <typename T, typename Acc, bool kWeighted>
+void bwd_sample_flat(const BwdArgs<T, Acc>& a, int64_t b, const Acc* wexp) {
+  const int64_t W = a.x.size[3], P = a.x.size[2] * W, n = a.x.size[1] * P;
+  int64_t L = 8;
+  while (L % P != 0) L += 8;
+  L *= kFlatLanes / L;
+  const T* xs = a.x.data + b * a.x.stride[0];
+  const T* ys = a.y.data + b * a.y.stride[0];
+  alignas(64) Acc lxx[kFlatLanes] = {}, lyy[kFlatLanes] = {}, lwxx[kFlatLanes] = {}, lwyy[kFlatLanes] = {},
+                  lwxy[kFlatLanes] = {};
+  const auto sums = [&](int64_t j0, int64_t m) {
+    for (int64_t j = 0; j < m; ++j) {
+      const Acc xv = Load<Acc, T>::get(xs + j0 + j), yv = Load<Acc, T>::get(ys + j0 + j);
+      lxx[j] = std::fma(xv, xv, lxx[j]);
+      lyy[j] = std::fma(yv, yv, lyy[j]);
+      if (kWeighted) {
+        const Acc wx = wexp[j0 + j] * xv;
+        lwxx[j] = std::fma(wx, xv, lwxx[j]);
+        lwyy[j] = std::fma(wexp[j0 + j] * yv, yv, lwyy[j]);
+        lwxy[j] = std::fma(wx, yv, lwxy[j]);
+      } else {
+        lwxy[j] = std::fma(xv, yv, lwxy[j]);
+      }
+    }
+  };
+  int64_t j0 = 0;
+  for (; j0 + L <= n; j0 += L) sums(j0, L);
+  sums(j0, n - j0);  // the tail starts at a multiple of L: lane j is still pixel j % P
+  // per pixel: the five sums, then the coefficients, spread back over the lanes
+  alignas(64) Acc cxx[kFlatLanes], cxy[kFlatLanes], cyy[kFlatLanes], ckx[kFlatLanes], cky[kFlatLanes];
+  for (int64_t p = 0; p < P; ++p) {
+    Acc sxx = 0, syy = 0, swxx = 0, swyy = 0, swxy = 0;
+    for (int64_t j = p; j < L; j += P) {
+      sxx += lxx[j];
+      syy += lyy[j];
+      swxx += lwxx[j];
+      swyy += lwyy[j];
+      swxy += lwxy[j];
+    }
+    if (!kWeighted) {
+      swxx = sxx;
+      swyy = syy;
+    }
+    const int64_t h = p / W, w = p % W;
+    const Acc poison = pixel_poison(a.x, a.y, b, h, w, sxx, syy);
+    const LpipsGrad<Acc> r = lpips_pixel_grad(sxx, syy, swxx, swyy, swxy, a.g.at(b, h, w), a.eps, a.mode, poison);
+    for (int64_t j = p; j < L; j += P) {
+      cxx[j] = r.axx;
+      cxy[j] = r.axy;
+      cyy[j] = r.ayy;
+      ckx[j] = r.kx;
+      cky[j] = r.ky;
+    }
+  }
+  T* gx = a.gx.data ? a.gx.data + b * a.gx.stride[0] : nullptr;
+  T* gy = a.gy.data ? a.gy.data + b * a.gy.stride[0] : nullptr;
+  // one loop per gradient written (a branch in the loop would stop it vectorising)
+  const auto grads = [&](T* out, const Acc* a1, const Acc* a2, const Acc* k, const T* u, const T* v) {
+    const auto run = [&](int64_t j0, int64_t m) {
+      for (int64_t j = 0; j < m; ++j) {
+        const Acc uv = Load<Acc, T>::get(u + j0 + j), vv = Load<Acc, T>::get(v + j0 + j);
+        const Acc wc = kWeighted ? wexp[j0 + j] : Acc(1);
+        Store<T, Acc>::put(out + j0 + j, wc * (a1[j] * uv - a2[j] * vv) - k[j] * uv);
+      }
+    };
+    int64_t i0 = 0;
+    for (; i0 + L <= n; i0 += L) run(i0, L);
+    run(i0, n - i0);
+  };
+  if (gx) grads(gx, cxx, cxy, ckx, xs, ys);  // w (a_xx x - a_xy y) - k_x x
+  if (gy) grads(gy, cyy, cxy, cky, ys, xs);  // w (a_yy y - a_xy x) - k_y y
+}
+
 // One pixel, any strides (channels_last: unit channel stride, the loops run over contiguous memory).
 template <typename T, typename Acc, bool kWeighted>
 void bwd_pixel(const BwdArgs<T, Acc>& a, int64_t b, int64_t p, Acc* gw_part) {
@@ -223,6 +304,22 @@ void bwd_run(const BwdArgs<T, Acc>& a, Acc* gw) {
   const auto unit = [&](const int64_t* stride) { return pixels_unit_stride(a.x.size, stride); };
   const bool contig = unit(a.x.stride) && unit(a.y.stride) && (!a.gx.data || unit(a.gx.stride)) &&
                       (!a.gy.data || unit(a.gy.stride)) && P > 1;
+  const auto planes_adjacent = [&](const int64_t* stride, bool present) { return !present || stride[1] == P; };
+  if (contig && !gw && P <= kFlatPlaneMax && planes_adjacent(a.x.stride, true) && planes_adjacent(a.y.stride, true) &&
+      planes_adjacent(a.gx.stride, a.gx.data != nullptr) && planes_adjacent(a.gy.stride, a.gy.data != nullptr)) {
+    static thread_local std::vector<Acc> wexp;  // reused across calls: no allocation per call
+    if (kWeighted) {
+      wexp.resize(static_cast<size_t>(C * P));
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t p = 0; p < P; ++p) wexp[static_cast<size_t>(c * P + p)] = a.wt[c];
+    }
+    const Acc* we = wexp.data();
+    const int64_t min_samples = std::max<int64_t>(1, kMinWorkPerThread / (C * P));
+    parallel_for_pooled(B, min_samples, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) bwd_sample_flat<T, Acc, kWeighted>(a, b, we);
+    });
+    return;
+  }
   int64_t row = 1;
   if (contig) {
     row = kTaskBytes / std::max<int64_t>(1, 2 * C * static_cast<int64_t>(sizeof(T)));
