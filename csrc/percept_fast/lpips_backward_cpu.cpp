@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "lpips_cpu_lanes.h"
 #include "lpips_kernel.h"
 #include "registry.h"
 
@@ -55,19 +56,6 @@ constexpr int64_t kPrefetchChannels = 4;
 // forward + input gradient 7.7 -> 3.3-4.2 ms on 64x2048x7x7, 4.1-4.2 -> 3.2-3.8 ms on 64x512x14x14)
 constexpr int64_t kWholePlaneMax = 256;
 
-// One prefetch per cache line of the n elements from p (for writing: `write`).
-template <typename T>
-inline void prefetch_run(const T* p, int64_t n, bool write = false) {
-  constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(T));
-  for (int64_t k = 0; k < n; k += kLine) {
-    if (write)
-      __builtin_prefetch(p + k, 1);
-    else
-      __builtin_prefetch(p + k);
-  }
-  __builtin_prefetch(p + n - 1, write ? 1 : 0);  // the run's last line when it starts mid-line
-}
-
 // Contiguous pixels (NCHW-like): a row of np <= kRowMax pixels, channels outer, pixels inner (vectorised).
 template <typename T, typename Acc, bool kWeighted>
 void bwd_row_contig(const BwdArgs<T, Acc>& a, int64_t b, int64_t p0, int64_t np, Acc* gw_part) {
@@ -83,8 +71,8 @@ void bwd_row_contig(const BwdArgs<T, Acc>& a, int64_t b, int64_t p0, int64_t np,
     const T* xc = xb + c * a.x.stride[1];
     const T* yc = yb + c * a.y.stride[1];
     if (prefetch && c + kPrefetchChannels < C) {
-      prefetch_run(xc + kPrefetchChannels * a.x.stride[1], np);
-      prefetch_run(yc + kPrefetchChannels * a.y.stride[1], np);
+      prefetch_lines(xc + kPrefetchChannels * a.x.stride[1], np);
+      prefetch_lines(yc + kPrefetchChannels * a.y.stride[1], np);
     }
     const Acc wc = kWeighted ? a.wt[c] : Acc(1);
     for (int64_t i = 0; i < np; ++i) {
@@ -155,16 +143,13 @@ void bwd_row_contig(const BwdArgs<T, Acc>& a, int64_t b, int64_t p0, int64_t np,
 // gradients written): per-channel loops of P <= 16 pixels are bound by their loop overhead, so a sample is one
 // flat run of C * P elements, as in the forward's lpips_sample_flat. Element j belongs to pixel j % P; the sums and
 // coefficients are kept per lane j % L (L = a multiple of lcm(P, 8)), so both passes walk contiguous memory in
-// long vectorised loops. wexp: the weight expanded to one value per element (wexp[c * P + p] = w[c]).
+// long vectorised loops (lpips_cpu_lanes.h). wexp: the weight expanded to one value per element.
 constexpr int64_t kFlatPlaneMax = 16;
-constexpr int64_t kFlatLanes = 128;
 
 template <typename T, typename Acc, bool kWeighted>
 void bwd_sample_flat(const BwdArgs<T, Acc>& a, int64_t b, const Acc* wexp) {
   const int64_t W = a.x.size[3], P = a.x.size[2] * W, n = a.x.size[1] * P;
-  int64_t L = 8;
-  while (L % P != 0) L += 8;
-  L *= kFlatLanes / L;
+  const int64_t L = flat_lane_count(P);
   const T* xs = a.x.data + b * a.x.stride[0];
   const T* ys = a.y.data + b * a.y.stride[0];
   alignas(64) Acc lxx[kFlatLanes] = {}, lyy[kFlatLanes] = {}, lwxx[kFlatLanes] = {}, lwyy[kFlatLanes] = {},
@@ -190,21 +175,11 @@ void bwd_sample_flat(const BwdArgs<T, Acc>& a, int64_t b, const Acc* wexp) {
   // per pixel: the five sums, then the coefficients, spread back over the lanes
   alignas(64) Acc cxx[kFlatLanes], cxy[kFlatLanes], cyy[kFlatLanes], ckx[kFlatLanes], cky[kFlatLanes];
   for (int64_t p = 0; p < P; ++p) {
-    Acc sxx = 0, syy = 0, swxx = 0, swyy = 0, swxy = 0;
-    for (int64_t j = p; j < L; j += P) {
-      sxx += lxx[j];
-      syy += lyy[j];
-      swxx += lwxx[j];
-      swyy += lwyy[j];
-      swxy += lwxy[j];
-    }
-    if (!kWeighted) {
-      swxx = sxx;
-      swyy = syy;
-    }
+    const LaneSums<Acc> t = fold_lanes(lxx, lyy, lwxx, lwyy, lwxy, p, L, P);
+    const Acc swxx = kWeighted ? t.wxx : t.xx, swyy = kWeighted ? t.wyy : t.yy;
     const int64_t h = p / W, w = p % W;
-    const Acc poison = pixel_poison(a.x, a.y, b, h, w, sxx, syy);
-    const LpipsGrad<Acc> r = lpips_pixel_grad(sxx, syy, swxx, swyy, swxy, a.g.at(b, h, w), a.eps, a.mode, poison);
+    const Acc poison = pixel_poison(a.x, a.y, b, h, w, t.xx, t.yy);
+    const LpipsGrad<Acc> r = lpips_pixel_grad(t.xx, t.yy, swxx, swyy, t.wxy, a.g.at(b, h, w), a.eps, a.mode, poison);
     for (int64_t j = p; j < L; j += P) {
       cxx[j] = r.axx;
       cxy[j] = r.axy;
@@ -270,21 +245,11 @@ void bwd_pixel(const BwdArgs<T, Acc>& a, int64_t b, int64_t p, Acc* gw_part) {
       awxy[l] = std::fma(xv, yv, awxy[l]);
     }
   }
-  Acc sxx = 0, syy = 0, swxx = 0, swyy = 0, swxy = 0;
-  for (int l = 0; l < L; ++l) {
-    sxx += axx[l];
-    syy += ayy[l];
-    swxx += awxx[l];
-    swyy += awyy[l];
-    swxy += awxy[l];
-  }
-  if (!kWeighted) {
-    swxx = sxx;
-    swyy = syy;
-  }
-  const Acc poison = pixel_poison(a.x, a.y, b, h, w, sxx, syy);
+  const LaneSums<Acc> t = fold_lanes(axx, ayy, awxx, awyy, awxy, 0, L, 1);
+  const Acc swxx = kWeighted ? t.wxx : t.xx, swyy = kWeighted ? t.wyy : t.yy;
+  const Acc poison = pixel_poison(a.x, a.y, b, h, w, t.xx, t.yy);
   const Acc g = a.g.at(b, h, w);
-  const LpipsGrad<Acc> r = lpips_pixel_grad(sxx, syy, swxx, swyy, swxy, g, a.eps, a.mode, poison);
+  const LpipsGrad<Acc> r = lpips_pixel_grad(t.xx, t.yy, swxx, swyy, t.wxy, g, a.eps, a.mode, poison);
   T* gxp = a.gx.data ? a.gx.data + b * a.gx.stride[0] + h * a.gx.stride[2] + w * a.gx.stride[3] : nullptr;
   T* gyp = a.gy.data ? a.gy.data + b * a.gy.stride[0] + h * a.gy.stride[2] + w * a.gy.stride[3] : nullptr;
   const Acc gpois = g + poison;
@@ -307,13 +272,7 @@ void bwd_run(const BwdArgs<T, Acc>& a, Acc* gw) {
   const auto planes_adjacent = [&](const int64_t* stride, bool present) { return !present || stride[1] == P; };
   if (contig && !gw && P <= kFlatPlaneMax && planes_adjacent(a.x.stride, true) && planes_adjacent(a.y.stride, true) &&
       planes_adjacent(a.gx.stride, a.gx.data != nullptr) && planes_adjacent(a.gy.stride, a.gy.data != nullptr)) {
-    static thread_local std::vector<Acc> wexp;  // reused across calls: no allocation per call
-    if (kWeighted) {
-      wexp.resize(static_cast<size_t>(C * P));
-      for (int64_t c = 0; c < C; ++c)
-        for (int64_t p = 0; p < P; ++p) wexp[static_cast<size_t>(c * P + p)] = a.wt[c];
-    }
-    const Acc* we = wexp.data();
+    const Acc* we = kWeighted ? expanded_channel_weight(a.wt, C, P) : nullptr;
     const int64_t min_samples = std::max<int64_t>(1, kMinWorkPerThread / (C * P));
     parallel_for_pooled(B, min_samples, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) bwd_sample_flat<T, Acc, kWeighted>(a, b, we);

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "lpips_cpu_lanes.h"
 #include "lpips_kernel.h"
 #include "registry.h"
 
@@ -18,8 +19,6 @@ constexpr int64_t kTile = 16;
 // elements (of each input) a worker thread must get before one is started: a thread start costs tens of us (more
 // on a loaded machine), about what summing 256K elements takes
 constexpr int64_t kMinWorkPerThread = int64_t{1} << 18;
-// lanes of the flat small-plane path: the largest multiple of lcm(P, 8) up to this (P < kTile)
-constexpr int64_t kFlatMax = 128;
 
 // Cold path: pixel p of sample b (its sum of squares was not finite) holds a NaN/Inf element.
 template <typename T>
@@ -110,15 +109,6 @@ constexpr int64_t kRow = 4096;
 constexpr int64_t kPrefetchMinPixels = 128;
 constexpr int64_t kPrefetchMaxPixels = 352;
 
-template <typename T>
-inline void prefetch_run(const T* xa, const T* ya, int64_t n) {
-  constexpr int64_t kLine = 64 / sizeof(T);
-  for (int64_t k = 0; k < n; k += kLine) {
-    __builtin_prefetch(xa + k);
-    __builtin_prefetch(ya + k);
-  }
-}
-
 template <typename T, typename Acc, bool kWeighted>
 double lpips_row_contig(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc eps, int mode, int64_t b, int64_t p0,
                      int64_t np, Acc* map_row, std::atomic<int>& flags) {
@@ -135,7 +125,10 @@ double lpips_row_contig(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc
     const T* x1 = x0 + x.stride[1];
     const T* y0 = yb + c * y.stride[1];
     const T* y1 = y0 + y.stride[1];
-    if (prefetch && c + 4 <= C) prefetch_run(x0 + 2 * np, y0 + 2 * np, 2 * np);
+    if (prefetch && c + 4 <= C) {
+      prefetch_lines(x0 + 2 * np, 2 * np);
+      prefetch_lines(y0 + 2 * np, 2 * np);
+    }
     const Acc w0 = kWeighted ? wt[c] : Acc(1), w1 = kWeighted ? wt[c + 1] : Acc(1);
     for (int64_t i = 0; i < np; ++i) {
       const Acc xa = Load<Acc, T>::get(x0 + i), ya = Load<Acc, T>::get(y0 + i);
@@ -217,15 +210,8 @@ double lpips_tile_channels_last(const View4<T>& x, const View4<T>& y, const Acc*
         awyy[l] += wc * (yv * yv);
       }
     }
-    Acc sxx = 0, syy = 0, swxx = 0, swyy = 0, swxy = 0;
-    for (int l = 0; l < L; ++l) {
-      sxx += axx[l];
-      syy += ayy[l];
-      swxx += awxx[l];
-      swyy += awyy[l];
-      swxy += awxy[l];
-    }
-    sum += finish_pixel<kWeighted>(x, y, b, p, sxx, syy, swxx, swyy, swxy, eps, mode, map_row, flags);
+    const LaneSums<Acc> t = fold_lanes(axx, ayy, awxx, awyy, awxy, 0, L, 1);
+    sum += finish_pixel<kWeighted>(x, y, b, p, t.xx, t.yy, t.wxx, t.wyy, t.wxy, eps, mode, map_row, flags);
   }
   return sum;
 }
@@ -239,10 +225,8 @@ template <typename T, typename Acc, bool kWeighted>
 double lpips_sample_flat(const View4<T>& x, const View4<T>& y, const Acc* wexp, Acc eps, int mode, int64_t b,
                       Acc* map_row, std::atomic<int>& flags) {
   const int64_t P = x.size[2] * x.size[3], n = x.size[1] * P;
-  int64_t L = 8;
-  while (L % P != 0) L += 8;
-  L *= kFlatMax / L;  // long runs per step: fewer loop set-ups (P = 4 would otherwise step 8 elements at a time)
-  Acc axx[kFlatMax], ayy[kFlatMax], awxx[kFlatMax], awyy[kFlatMax], awxy[kFlatMax];
+  const int64_t L = flat_lane_count(P);
+  Acc axx[kFlatLanes], ayy[kFlatLanes], awxx[kFlatLanes], awyy[kFlatLanes], awxy[kFlatLanes];
   for (int64_t j = 0; j < L; ++j) axx[j] = ayy[j] = awxx[j] = awyy[j] = awxy[j] = Acc(0);
   const T* xs = x.data + b * x.stride[0];
   const T* ys = y.data + b * y.stride[0];
@@ -266,15 +250,8 @@ double lpips_sample_flat(const View4<T>& x, const View4<T>& y, const Acc* wexp, 
   step(j0, n - j0);  // the tail starts at a multiple of L, so lane j is still pixel j % P
   double sum = 0;
   for (int64_t p = 0; p < P; ++p) {
-    Acc sxx = 0, syy = 0, swxx = 0, swyy = 0, swxy = 0;
-    for (int64_t j = p; j < L; j += P) {
-      sxx += axx[j];
-      syy += ayy[j];
-      swxx += awxx[j];
-      swyy += awyy[j];
-      swxy += awxy[j];
-    }
-    sum += finish_pixel<kWeighted>(x, y, b, p, sxx, syy, swxx, swyy, swxy, eps, mode, map_row, flags);
+    const LaneSums<Acc> t = fold_lanes(axx, ayy, awxx, awyy, awxy, p, L, P);
+    sum += finish_pixel<kWeighted>(x, y, b, p, t.xx, t.yy, t.wxx, t.wyy, t.wxy, eps, mode, map_row, flags);
   }
   return sum;
 }
@@ -289,13 +266,7 @@ int lpips_run(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc eps, int 
   // per-sample tasks, each a whole number of samples' work, at least kMinWorkPerThread elements per thread
   const int64_t min_samples = std::max<int64_t>(1, kMinWorkPerThread / (C * P));
   if (contig && P < kTile && x.stride[1] == P && y.stride[1] == P) {
-    static thread_local std::vector<Acc> wexp;  // reused across calls: no allocation per call
-    if (kWeighted) {
-      wexp.resize(static_cast<size_t>(C * P));
-      for (int64_t c = 0; c < C; ++c)
-        for (int64_t p = 0; p < P; ++p) wexp[static_cast<size_t>(c * P + p)] = wt[c];
-    }
-    const Acc* we = wexp.data();
+    const Acc* we = kWeighted ? expanded_channel_weight(wt, C, P) : nullptr;
     parallel_for_pooled(B, min_samples, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b)
         out[b] = static_cast<Acc>(

@@ -444,9 +444,9 @@ class BatchedScriptedPolicy:
             # the lob target whose predicted landing is the one wanted (docs/envs.md, `robot_rt.envs.landing_model`);
             # the model replaces the aim's fixed corrections (aim_dx_m, aim_dy_m)
             planned = np.isfinite(self.plan_t)
-            if planned.any() and self.arrival_centering != 0.0:
-                target_xy[planned] = self.centered_landing(target_xy[planned], self.plan_p[planned])
             if planned.any():
+                if self.arrival_centering != 0.0:
+                    target_xy[planned] = self.centered_landing(target_xy[planned], self.plan_p[planned])
                 target_xy[planned] = self.landing_model.command(
                     target_xy[planned], self.plan_p[planned], self.plan_v[planned]
                 )

@@ -133,9 +133,6 @@ inline bool dead_beat(const AxisState& s, const OtgTarget& t, const JointLimits&
   return false;
 }
 
-// The discrete jerk that drives the velocity to v_cruise (|v_cruise| <= V) without passing it: stop.hpp's brake law
-// on v - v_cruise, except where its two-tick dead-beat would cross v_cruise in between (it may, by a few J dt^2:
-// harmless for a stop, a velocity-limit violation here); then the jerk that lands on v_cruise this tick instead.
 // The jerk that changes the velocity by -w (w = v - the velocity to land on) in this tick, within |j| <= J and the
 // acceleration bound after the tick.
 inline double landing_jerk(const AxisState& s, double w, const JointLimits& l, double dt) noexcept {
@@ -145,6 +142,9 @@ inline double landing_jerk(const AxisState& s, double w, const JointLimits& l, d
   return j < j_lo ? j_lo : (j > j_hi ? j_hi : j);
 }
 
+// The discrete jerk that drives the velocity to v_cruise (|v_cruise| <= V) without passing it: stop.hpp's brake law
+// on v - v_cruise, except where its two-tick dead-beat would cross v_cruise in between (it may, by a few J dt^2:
+// harmless for a stop, a velocity-limit violation here); then the jerk that lands on v_cruise this tick instead.
 inline double cruise_jerk(const AxisState& s, double v_cruise, const JointLimits& l, double dt) noexcept {
   const double w = s.v - v_cruise;
   double j = brake_jerk(w, s.a, l, dt).jerk;
