@@ -174,6 +174,11 @@ def write_json(name: str, payload: dict[str, Any], results_dir: Path | str | Non
     return atomic_write_text(out_dir / f"{name}.json", text)
 
 
+def fmt_ratio(ratio: float | None) -> str:
+    """``1.23x``, or ``-`` where there is no ratio (e.g. no torch.compile column)."""
+    return "-" if ratio is None else f"{ratio:.2f}x"
+
+
 def fmt_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":
@@ -266,7 +271,7 @@ def bench_backends(
     comp = next((r for r in rows if r["backend"] == "compile"), None)
     for r in rows:
         r["speedup_vs_ref"] = ref["median_s"] / r["median_s"] if ref else float("nan")
-        r["speedup_vs_compile"] = comp["median_s"] / r["median_s"] if comp else float("nan")
+        r["speedup_vs_compile"] = comp["median_s"] / r["median_s"] if comp else None  # --no-compile
     return rows
 
 
@@ -406,7 +411,7 @@ def run_layer_op_bench(
                             r["backend"],
                             f"{r['median_s'] * 1e3:.3f}",
                             f"{r['speedup_vs_ref']:.2f}x",
-                            f"{r['speedup_vs_compile']:.2f}x",
+                            fmt_ratio(r["speedup_vs_compile"]),
                             f"{r['read_floor_s'] * 1e3:.3f}",
                             f"{r['time_over_read_floor']:.2f}",
                             f"{r['effective_bytes_per_s'] / 1e9:.2f}",

@@ -41,6 +41,10 @@ def test_list_names_every_gpu_test_file_op_bench_and_e2e_bench(tmp_path):
         assert f"bench/{bench.name} --device cuda" in steps[bench.stem][1]
         # the torch.compile columns would not fit the budget (inductor compiles every case): off unless asked for
         assert "--no-compile" in steps[bench.stem][1], steps[bench.stem]
+        if "make_grad_call=" in bench.read_text():  # the op as a loss: its fused backward kernels
+            grad_cmd = steps[bench.stem + "_grad"][1]
+            assert f"bench/{bench.name} --grad --device cuda" in grad_cmd and "--no-compile" in grad_cmd
+    assert any(name.endswith("_grad") for name in steps), "no op bench runs as a loss"
     assert "--durations" in steps["gpu_tests"][1]
     assert "--mode fwd " in steps["e2e_lpips_fwd"][1] and "--device cuda" in steps["e2e_lpips_fwd"][1]
     assert "--mode fwdbwd " in steps["e2e_lpips_loss"][1]

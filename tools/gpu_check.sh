@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One-shot GPU check (issue 15, item 5): build the CUDA modules, run every GPU test, every op bench and the end-to-end
-# LPIPS benches (forward, and forward + backward as a loss) on the GPU, in under 8 minutes, saving JSON into $OUT.
+# One-shot GPU check (issue 15, item 5): build the CUDA modules, run every GPU test, every op bench (those with a
+# --grad mode also as a loss: forward + gradient) and the end-to-end LPIPS benches (forward, and forward + backward
+# as a loss) on the GPU, in under 8 minutes, saving JSON into $OUT.
 #
 #   bash tools/gpu_check.sh [OUT_DIR]            # on a machine with an NVIDIA GPU and the CUDA toolkit
 #   bash tools/gpu_check.sh --dry-run [OUT_DIR]  # anywhere: the CPU-possible parts, quickly (checks the script)
@@ -18,7 +19,7 @@ LIST=0
 case "${1:-}" in
   --dry-run) DRY=1 && shift ;;
   --list) LIST=1 && DRY=0 && shift ;;
-  -h | --help) sed -n '2,14p' "$0" && exit 0 ;;
+  -h | --help) sed -n '2,15p' "$0" && exit 0 ;;
 esac
 OUT=${1:-${OUT:-bench/results/gpu}}
 mkdir -p "$OUT"
@@ -155,6 +156,18 @@ else
 fi
 run e2e_lpips_fwd 60 $PY bench/bench_e2e_lpips_loss.py --mode fwd "${E2E[@]}" --name "e2e_lpips_fwd_$DEV"
 run e2e_lpips_loss 90 $PY bench/bench_e2e_lpips_loss.py --mode fwdbwd "${E2E[@]}" --name "e2e_lpips_loss_$DEV"
+
+# ------------------------------------------------------- op benches as a loss: forward + gradient w.r.t. fx (--grad)
+# (after the end-to-end benches: the fused backward kernels, CUDA and Triton, against autograd of the reference)
+for b in bench/bench_op_*.py; do
+  grep -q 'make_grad_call=' "$b" || continue
+  name=$(basename "$b" .py)_grad
+  if [ "$DRY" = 1 ]; then
+    run "$name" 90 $PY "$b" --grad --device cpu --quick --no-compile --out "$OUT"
+  else
+    run "$name" 60 $PY "$b" --grad --device cuda --no-compile --out "$OUT"
+  fi
+done
 
 # ------------------------------------------------------------------------------- robot_rt GPU benches (if time)
 if [ "$DRY" = 0 ]; then
