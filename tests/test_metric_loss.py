@@ -190,3 +190,32 @@ def test_frozen_trunk_function_matches_autograd(ceil_mode):
         lambda z: FrozenTrunkInputGrad.apply(z, list(layers), taps, None),
         (a.detach()[:1, :, :20, :20].clone().requires_grad_(),),
     )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize(
+    "shape,k,s,p,d,ceil_mode",
+    [
+        ((2, 5, 15, 15), 3, 2, 0, 1, False),
+        ((3, 4, 16, 13), 3, 2, 0, 1, True),
+        ((1, 7, 12, 12), 2, 2, 0, 1, False),
+        ((2, 3, 11, 9), 3, 2, 1, 1, False),
+        ((2, 3, 14, 14), 3, 1, 1, 2, True),
+    ],
+)
+def test_max_pool_input_grad_bitwise_equals_autograd(dtype, shape, k, s, p, d, ceil_mode):
+    """The backward's pool gradient (argmax from a channels_last copy on CPU) equals autograd's NCHW max-pool
+    backward bit for bit: ReLU-like inputs (many tied zeros), exact ties between positive values, a NaN."""
+    from percept_fast.backbones.frozen_grad import _max_pool_input_grad
+
+    g = torch.Generator().manual_seed(sum(shape) + k)
+    x = torch.randn(shape, generator=g).clamp_min(0).to(dtype)  # ~half the entries are tied zeros
+    x[0, 0, 1, :4] = 0.75  # a tie between positive values inside one window
+    x[-1, -1, 2, 3] = float("nan")
+    ref_in = x.clone().requires_grad_()
+    out = torch.nn.functional.max_pool2d(ref_in, k, s, p, d, ceil_mode)
+    go = torch.randn(out.shape, generator=g).to(dtype)
+    out.backward(go)
+    got = _max_pool_input_grad(go, x, [k, k], [s, s], [p, p], [d, d], ceil_mode)
+    assert got.is_contiguous() and got.dtype == dtype
+    assert torch.equal(got, ref_in.grad)

@@ -9,7 +9,8 @@ forward eagerly. :class:`FrozenTrunkInputGrad` keeps only what the chain rule ne
   costs nothing; any other keeps a bool mask (1 byte an element instead of 4), or its float output when a max-pool
   reads it.
 - MaxPool2d: the window argmax, recomputed in the backward from the pool's input (a ReLU output, kept as above)
-  by the same ``max_pool2d_with_indices`` autograd would have used.
+  by the same ``max_pool2d_with_indices`` autograd would have used (on CPU over a channels_last copy: the same
+  indices, several times faster than ATen's NCHW kernel).
 - Conv2d: nothing; the input gradient is ``conv_transpose2d(g, W)`` with the output padding that restores the
   input size (what ``convolution_backward`` computes for the input).
 
@@ -131,8 +132,7 @@ class FrozenTrunkInputGrad(torch.autograd.Function):
                     _pair(layer.padding),
                     _pair(layer.dilation),
                 )
-                _, idx = torch.ops.aten.max_pool2d_with_indices(inp, k, s, p, d, layer.ceil_mode)
-                g = torch.ops.aten.max_pool2d_with_indices_backward(g, inp, k, s, p, d, layer.ceil_mode, idx)
+                g = _max_pool_input_grad(g, inp, k, s, p, d, layer.ceil_mode)
         return g, None, None, None
 
 
@@ -152,6 +152,21 @@ def _pool_out(size, pool: nn.MaxPool2d) -> tuple[int, int]:
             o -= 1
         out.append(o)
     return tuple(out)
+
+
+def _max_pool_input_grad(g: torch.Tensor, inp: torch.Tensor, k, s, p, d, ceil_mode: bool) -> torch.Tensor:
+    """dL/d(input) of a max-pool for dL/d(output) ``g``: the window argmax of ``inp`` recomputed, then the scatter.
+
+    On CPU the argmax is taken from a channels_last copy of ``inp``: ATen's NCHW CPU max-pool is 5-17x slower than
+    its channels_last one (measured with torch 2.14: 8x64x15x15, 0.60 against 0.035 ms), and the indices (flat
+    positions within each plane) are the same whatever the layout, so the gradient is bit for bit the same."""
+    src = inp
+    if inp.device.type == "cpu" and inp.dim() == 4 and inp.is_contiguous():
+        src = inp.contiguous(memory_format=torch.channels_last)
+    _, idx = torch.ops.aten.max_pool2d_with_indices(src, k, s, p, d, ceil_mode)
+    if src is not inp:
+        idx = idx.contiguous()
+    return torch.ops.aten.max_pool2d_with_indices_backward(g, inp, k, s, p, d, ceil_mode, idx)
 
 
 def _conv_input_grad(g: torch.Tensor, conv: nn.Conv2d, in_size) -> torch.Tensor:
