@@ -504,3 +504,46 @@ def test_frozen_format_of_lpips_trunks():
     channels_last for squeeze."""
     assert AlexNetFeatures.frozen_format == VGG16Features.frozen_format == "mkldnn"
     assert SqueezeNet11Features.frozen_format == "channels_last"
+
+
+def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal values, NaN where the other has NaN."""
+    return torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize(
+    "pool",
+    [
+        torch.nn.MaxPool2d(3, stride=2),
+        torch.nn.MaxPool2d(3, stride=2, padding=1),
+        torch.nn.MaxPool2d(3, stride=2, ceil_mode=True),
+        torch.nn.MaxPool2d(2),
+        torch.nn.MaxPool2d(3, stride=1, padding=1, dilation=2),
+    ],
+    ids=str,
+)
+def test_max_pool_helper_equals_the_module(dtype, pool):
+    """backbones.max_pool (channels_last on CPU without autograd) gives the module's values bit for bit, in NCHW;
+    with a gradient to record it is the module itself (and the gradient equals autograd's)."""
+    from percept_fast.backbones.base import max_pool
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 5, 17, 14, generator=g).clamp_min(0).to(dtype)  # tied zeros, as after a ReLU
+    x[1, 2, 4, 5] = float("nan")
+    x[2, 0, :3, :3] = 1.5  # tied positive values
+    seen = []  # the layout the pool ran on: channels_last without autograd, the input's own with it
+    hook = pool.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].is_contiguous()))
+    with torch.no_grad():
+        got = max_pool(pool, x)
+    want = pool(x)
+    hook.remove()
+    assert seen == [False, True]
+    assert got.is_contiguous() and got.dtype == dtype
+    assert _same_values(got, want)
+    assert _same_values(max_pool(pool, x.transpose(2, 3)), pool(x.transpose(2, 3)))  # a non-contiguous input
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    go = torch.randn(want.shape, generator=g).to(dtype)
+    max_pool(pool, a).backward(go)
+    pool(b).backward(go)
+    assert _same_values(a.grad, b.grad)

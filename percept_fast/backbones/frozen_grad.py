@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import max_pool
+
 __all__ = ["FrozenTrunkInputGrad", "relu_ends", "supports_input_grad_trunk"]
 
 _LAYERS = (nn.Conv2d, nn.ReLU, nn.MaxPool2d)
@@ -75,7 +77,7 @@ class FrozenTrunkInputGrad(torch.autograd.Function):
         else:
             outs, h = {}, x
             for i, layer in enumerate(layers):
-                h = layer(h)
+                h = max_pool(layer, h) if isinstance(layer, nn.MaxPool2d) else layer(h)
                 if i in relu_idx:
                     outs[i] = h
         taps = set(tap_ends)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone
+from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone, max_pool
 from .frozen_grad import FrozenTrunkInputGrad, relu_ends, supports_input_grad_trunk
 
 __all__ = ["AlexNetFeatures", "VGG16Features", "SqueezeNet11Features", "Fire"]
@@ -33,7 +33,7 @@ class _SequentialTaps(Backbone):
         end = self.tap_ends[last]
         ends = set(self.tap_ends[: last + 1])
         for i, layer in enumerate(self.features):
-            x = layer(x)
+            x = max_pool(layer, x) if isinstance(layer, nn.MaxPool2d) else layer(x)
             if i in ends:
                 out.append(x)
             if i == end:

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone
+from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone, max_pool
 
 __all__ = ["ResNetFeatures", "BasicBlock", "Bottleneck", "resnet_blocks"]
 
@@ -209,7 +209,7 @@ class ResNetFeatures(Backbone):
         out = [x]
         if last == 0:
             return out
-        x = self.maxpool(x)
+        x = max_pool(self.maxpool, x)
         for name in self.stages[:last]:
             x = getattr(self, name)(x)
             out.append(x)
