@@ -432,6 +432,12 @@ def test_bad_arguments():
         RealTimeLoop(ROBOT, cpu_latency_limit_us=-1)
     with pytest.raises(ValueError, match="late_threshold_s"):
         RealTimeLoop(ROBOT, late_threshold_s=0.0)
+    # a watchdog of more than a second (or an unbounded one) would in effect switch it off
+    for name in ("command_timeout_s", "sensor_timeout_s"):
+        for value in (1.5, 1e9, float("inf"), float("nan"), 0.0):
+            with pytest.raises(ValueError, match=name):
+                RealTimeLoop(ROBOT, **{name: value})
+    RealTimeLoop(ROBOT, command_timeout_s=1.0, sensor_timeout_s=1.0)  # the bound itself is accepted
     with pytest.raises(ValueError, match="position"):
         RealTimeLoop(ROBOT).send_command(np.zeros(3))
     q = ROBOT.home.copy()
@@ -521,3 +527,40 @@ def test_push_event_public_api_takes_link_events_from_link_monitor():
     got = {(e.name, e.value) for e in loop.events() if e.code >= 100}
     assert got == {("udp_lost", 8.0), ("camera_stale", 2.0), ("udp_late", 1.0), ("camera_restart", 1.0)}
     assert loop.event_count("loop_start") == 1
+
+
+def test_policy_is_reset_before_its_first_call_after_any_recovery():
+    """The runner resets the policy when the observation's recovered_tick changes, before calling it: also when
+    recover() returned before the loop recovered (here a timeout), and whatever the race between recover()'s polling
+    and the runner. Before, only recover() seeing the recovery told the runner, so a policy could be called with its
+    pre-stop state (a goal from before the stop) on an active post-recovery observation, and that goal was taken."""
+    calls = []  # (lifecycle, recovered_tick, resets so far)
+
+    class Policy:
+        resets = 0
+
+        def reset(self):
+            self.resets += 1
+
+        def __call__(self, obs):
+            calls.append((obs["lifecycle"], obs["recovered_tick"], self.resets))
+            return np.asarray(obs["measured_position"], dtype=np.float64)
+
+    policy = Policy()
+    with RealTimeLoop(ROBOT, policy=policy, workspace=False) as loop:
+        wait_until(lambda: len(calls) > 5, what="the policy's first calls")
+        last_tick = 0
+        for rounds in range(1, 4):
+            loop.estop()
+            wait_until(lambda: loop.lifecycle == "stopped", what="the e-stop's rest")
+            loop.recover(timeout_s=1e-4)  # returns at once (mostly a timeout); the loop recovers on its own tick
+            wait_until(lambda: loop.lifecycle == "active", what="the recovery")
+            wait_until(lambda t=last_tick: calls[-1][0] == 1 and calls[-1][1] > t, what="a call after the recovery")
+            last_tick = calls[-1][1]
+            assert policy.resets == rounds
+    active_after = [c for c in calls if c[0] == 1 and c[1] > 0]
+    assert active_after
+    ticks = sorted({c[1] for c in active_after})
+    assert len(ticks) == 3  # three recoveries, three distinct recovered ticks
+    # every call on an active observation after recovery k came after reset number k
+    assert all(resets == ticks.index(tick) + 1 for _, tick, resets in active_after)

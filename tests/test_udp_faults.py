@@ -286,3 +286,79 @@ def test_hmac_link_with_camera_stream(tmp_path):
 def test_bad_urls_are_refused(bad_url):
     with pytest.raises(ValueError):
         make_udp_driver(bad_url, 8)
+
+
+class _OutageProxy(FaultProxy):
+    """Loses every robot -> controller datagram while `outage` is set, until the robot's hello_ack of the driver's
+    re-handshake, which gets through: the link heals in the very datagram that re-establishes the session."""
+
+    outage = False
+
+    def _inject(self, direction, data, now):
+        if self.outage and direction == "down":
+            if len(data) > 5 and data[5] == 6:  # hello_ack
+                self.outage = False
+            else:
+                self.injected[direction]["outage"] += 1
+                return
+        super()._inject(direction, data, now)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_session_re_established_while_stopping_is_sent_nothing(seed):
+    """A one-way outage while the loop sweeps a joint at full speed: the loop latches sensor_timeout and link_loss
+    and ramps its stop; the driver gives the session up (0.25 s) and re-handshakes with the same robot server (same
+    server session id: no peer restart). The new session is established inside read_state; until the loop has seen
+    its first state (kStateNewSession, muting in that tick) the driver sends it nothing. Before, the tick's stop-ramp
+    command went to the new session (1 command, 16 mrad from the robot, up to 1.3 rad/s feed-forward)."""
+    robot = load_robot()
+    j = 7
+    server = SimServer(robot, camera=False, key=b"", seed=seed).start()
+    proxy = _OutageProxy(("127.0.0.1", server.port), seed=seed, record=True).start()
+    driver = make_udp_driver(f"udp://127.0.0.1:{proxy.port}?camera=none", robot.dof, key=b"")
+    lo, hi = robot.position_min[j] * 0.7, robot.position_max[j] * 0.7
+
+    def policy(obs):  # full-speed sweeps of one joint
+        q = np.array(robot.home, dtype=float)
+        q[j] = hi if (obs["stamp_ns"] // 1_000_000_000) % 2 == 0 else lo
+        return q
+
+    loop = RealTimeLoop(robot, driver, policy=policy, workspace=False)
+    loop.start()
+    try:
+
+        def fast():
+            o = loop.observation()
+            return (
+                o is not None
+                and loop.lifecycle == "active"
+                and abs(o["command_velocity"][j]) > 0.9 * robot.velocity_limit[j]
+            )
+
+        wait_until(fast, timeout_s=8.0, what="the joint at speed")
+        proxy.outage = True
+        wait_until(lambda: driver.stats()["sessions_established"] >= 2, timeout_s=3.0, what="the re-handshake")
+        wait_until(lambda: loop.lifecycle == "stopped", timeout_s=3.0, what="the stop")
+        established = driver.stats()["sessions_established"]
+    finally:
+        loop.stop()
+        proxy.stop()
+        server.stop()
+    assert established == 2
+    sessions = []
+    commands = {}
+    for c in proxy.captured:
+        if c.direction != "up":
+            continue
+        try:
+            p = P.decode(c.data)
+        except P.ProtocolError:
+            continue
+        if p["session_id"] not in sessions:
+            sessions.append(p["session_id"])
+        if p["type"] == "joint_command":
+            commands[p["session_id"]] = commands.get(p["session_id"], 0) + 1
+    assert len(sessions) == 2, sessions
+    assert commands.get(sessions[0], 0) > 100  # the first session was commanded ...
+    assert commands.get(sessions[1], 0) == 0  # ... the re-established one never
+    assert set(loop.stop_reasons) >= {"sensor_timeout", "link_loss"}

@@ -425,7 +425,6 @@ class RealTimeLoop:
         self.policy_overruns = 0
         self.last_policy_exception: BaseException | None = None
         self.policy_finished = threading.Event()  # the policy raised PolicyFinished / StopIteration
-        self._recovered = threading.Event()  # tells the policy runner to reset the policy
         self.start_warnings: list[str] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -614,9 +613,7 @@ class RealTimeLoop:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             state = self._loop.recover_state
-            if state == 2:
-                if self.lifecycle == "active":
-                    self._recovered.set()
+            if state == 2:  # (the policy runner resets the policy itself: it sees recovered_tick change)
                 return RecoveryResult(True, (), "recovered")
             if state == 3:
                 blockers = tuple(blocker_names(self._loop.recover_blockers))
@@ -705,6 +702,7 @@ class RealTimeLoop:
     def _run_policy(self) -> None:
         period = self.policy_period_s
         seq = 0
+        recovered_tick = 0  # the loop's tick of the last recovery this runner has reset the policy for
         next_t = time.monotonic()
         stopping = self._runner.stop_event
         while not stopping.is_set():
@@ -714,8 +712,12 @@ class RealTimeLoop:
             if obs is None:
                 continue
             seq = obs["seq"]
-            if self._recovered.is_set():  # a recovery: the policy starts afresh from the re-synchronised robot
-                self._recovered.clear()
+            # A recovery: the policy starts afresh from the re-synchronised robot, before its first call on an
+            # observation from after it. Read from the observation itself (the tick of the last recovery), not
+            # told by recover(): that learns of the recovery only by polling, and the runner could call the policy
+            # in between with its pre-stop state (a goal from before the stop would be taken as fresh).
+            if obs["recovered_tick"] != recovered_tick:
+                recovered_tick = obs["recovered_tick"]
                 reset = getattr(self.policy, "reset", None)
                 if callable(reset):
                     reset()

@@ -107,6 +107,7 @@ py::dict observation_dict(const Observation& o, std::uint64_t seq) {
   d["flags"] = o.flags;
   d["lifecycle"] = o.lifecycle;
   d["stop_reasons"] = o.stop_reasons;
+  d["recovered_tick"] = o.recovered_tick;
   d["state_stamp_ns"] = o.state_stamp_ns;
   d["measured_position"] = arr(o.measured_position_si, o.dof);
   d["measured_velocity"] = arr(o.measured_velocity_si, o.dof);

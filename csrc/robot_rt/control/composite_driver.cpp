@@ -45,6 +45,7 @@ bool CompositeDriver::read_state(JointState& out) noexcept {
     mask |= 1u << p;
     if (p == 0 || part_state_.stamp_ns < stamp) stamp = part_state_.stamp_ns;
     flags |= part_state_.flags;
+    pending_flags_ |= part_state_.flags & kStateNewSession;  // one-shot: kept until a whole state carries it
     const int base = offset_[p];
     for (int i = 0; i < part_state_.dof; ++i) {
       out.position_si[base + i] = part_state_.position_si[i];
@@ -55,12 +56,15 @@ bool CompositeDriver::read_state(JointState& out) noexcept {
   if (!all_fresh) return false;
   out.dof = dof_;
   out.stamp_ns = stamp;
-  out.flags = flags;
+  out.flags = flags | pending_flags_;
+  pending_flags_ = 0;
   return true;
 }
 
 bool CompositeDriver::write_command(const JointCommand& command) noexcept {
   if (command.dof != dof_) return false;
+  // a part's new session has not reached the loop yet (no whole state since): nothing is sent to any part
+  if (pending_flags_ & kStateNewSession) return false;
   bool ok = true;
   part_command_.stamp_ns = command.stamp_ns;
   part_command_.tick = command.tick;

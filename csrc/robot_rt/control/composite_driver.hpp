@@ -47,6 +47,9 @@ class CompositeDriver final : public RobotDriver {
   std::string name_;
   unsigned fresh_mask_ = 0;
   JointState part_state_;
+  // A part's one-shot kStateNewSession (UdpDriver sets it on one state only), read while another part was not
+  // fresh: delivered with the next whole state instead of being lost, and no command goes out until then.
+  std::uint32_t pending_flags_ = 0;
   JointCommand part_command_;
 };
 

@@ -71,8 +71,9 @@ void ControlLoop::end_manual() {
   log_.close();
 }
 
+// (The e-stop request is not cleared here but on the loop thread once the e-stop has latched: cleared by the caller,
+// an estop() followed by a recover() within one tick would never latch or log the e-stop.)
 void ControlLoop::request_recover() noexcept {
-  estop_request_.store(false, std::memory_order_release);
   recover_blockers_.store(0, std::memory_order_release);
   recover_state_.store(kRecoverPending, std::memory_order_release);
   recover_request_.store(true, std::memory_order_release);
@@ -96,6 +97,17 @@ ControlLoop::ControlLoop(std::shared_ptr<RobotDriver> driver, const RobotModel& 
     throw std::invalid_argument("rate_hz: expected a rate in [1, 20000] Hz");
   if (!(config_.command_timeout_s > 0) || !(config_.sensor_timeout_s > 0) || !(config_.policy_period_s > 0))
     throw std::invalid_argument("command_timeout_s, sensor_timeout_s, policy_period_s: expected positive values");
+  // Bounds that keep the reflexes meaningful: a watchdog of more than a second, a "rest" of a fifth of the velocity
+  // limit, or a plausibility bound of ten times it would in effect switch a check off (LoopConfig is writable from
+  // Python field by field, so the loop checks it itself).
+  if (!(config_.command_timeout_s <= kMaxWatchdogTimeoutS) || !(config_.sensor_timeout_s <= kMaxWatchdogTimeoutS))
+    throw std::invalid_argument("command_timeout_s, sensor_timeout_s: expected at most 1 s (a watchdog), got " +
+                                std::to_string(config_.command_timeout_s) + ", " +
+                                std::to_string(config_.sensor_timeout_s));
+  if (!(config_.rest_velocity_fraction <= 0.2) || !(config_.measurement_velocity_factor <= 10.0))
+    throw std::invalid_argument(
+        "rest_velocity_fraction: expected at most 0.2 of the velocity limit, measurement_velocity_factor: at most 10 "
+        "(larger values disable the rest and plausibility checks)");
   if (driver_->dof() != model.dof)
     throw std::invalid_argument("driver: dof " + std::to_string(driver_->dof()) + " does not match the robot model's " +
                                 std::to_string(model.dof));
@@ -584,14 +596,22 @@ std::uint32_t ControlLoop::recovery_blockers(std::int64_t wake_ns) const noexcep
 }
 
 // The recovery itself: the commanded trajectory restarts at rest where the robot is, so no step is commanded.
-void ControlLoop::resynchronise(std::int64_t wake_ns) noexcept {
+// False (nothing changed, the latch stays) when the filter cannot restart there.
+bool ControlLoop::resynchronise(std::int64_t wake_ns) noexcept {
   const int dof = filter_.dof();
+  // A plausible measurement may lie up to kLimitSlack x span beyond a hard limit (rounding); the filter restarts
+  // only inside them, so the restart point is the measured one clamped into the hard limits (nanometres away).
+  // Ignoring a refused reset would leave the commanded trajectory where it was: a step to the old rest.
+  double restart[kMaxDof];
   double offset = 0.0;
-  for (int i = 0; i < dof; ++i)
-    offset = std::max(offset, std::fabs(last_state_.position_si[i] - filter_.state(i).p));
-  filter_.reset(last_state_.position_si);  // plausible (not a blocker), so inside the hard limits
-  interpolator_.hold(last_state_.position_si, wake_ns);
-  tracking_.reset(last_state_.position_si);
+  for (int i = 0; i < dof; ++i) {
+    const JointLimits& l = filter_.model().limits[i];
+    restart[i] = std::fmin(std::fmax(last_state_.position_si[i], l.position_min), l.position_max);
+    offset = std::max(offset, std::fabs(restart[i] - filter_.state(i).p));
+  }
+  if (!filter_.reset(restart)) return false;
+  interpolator_.hold(restart, wake_ns);
+  tracking_.reset(restart);
   PolicyCommand stale;
   while (commands_in_->pop(stale)) bump(commands_discarded_);
   recovered_tick_ = tick_index_;
@@ -605,6 +625,7 @@ void ControlLoop::resynchronise(std::int64_t wake_ns) noexcept {
   emit(kEventRecovered, -1, offset, wake_ns);
   set_lifecycle(Lifecycle::kActive, wake_ns);
   recover_state_.store(kRecoverDone, std::memory_order_release);
+  return true;
 }
 
 // 4. the lifecycle: a latched reason starts the protective stop; recovery requests are served here.
@@ -612,25 +633,38 @@ void ControlLoop::update_lifecycle(std::int64_t wake_ns) noexcept {
   if (latch_.latched() && (state_ == Lifecycle::kInactive || state_ == Lifecycle::kActive))
     set_lifecycle(Lifecycle::kStopping, wake_ns);
   if (recover_request_.exchange(false, std::memory_order_acq_rel)) {
+    // the operator releases an e-stop that has latched (this tick's reflexes ran first); a request not yet seen
+    // stays and latches at the next tick
+    if (latch_.reasons() & kReasonEstop) estop_request_.store(false, std::memory_order_release);
     if (state_ == Lifecycle::kStopping || state_ == Lifecycle::kStopped) {
       emit(kEventRecoverRequested, -1, 0.0, wake_ns);
       recover_since_ns_ = wake_ns;
+      recover_reasons_ = latch_.reasons();
       set_lifecycle(Lifecycle::kRecovering, wake_ns);
     } else if (state_ != Lifecycle::kRecovering) {
       recover_state_.store(kRecoverDone, std::memory_order_release);  // nothing latched: nothing to recover
     }
   }
   if (state_ == Lifecycle::kRecovering) {
+    // a stop that latched after the request was not what the operator saw and asked to recover from: the recovery
+    // is refused with it (and a new request, made knowing it, is needed), not cleared along with the old ones
+    const std::uint32_t latched_since = latch_.reasons() & ~recover_reasons_;
     const std::uint32_t blockers = recovery_blockers(wake_ns);
-    if (blockers == 0) {
-      resynchronise(wake_ns);
+    if (latched_since != 0) {
+      refuse_recovery(latched_since | blockers, wake_ns);
+    } else if (blockers == 0) {
+      if (!resynchronise(wake_ns)) refuse_recovery(kReasonMeasurementInvalid, wake_ns);
     } else if (wake_ns - recover_since_ns_ > static_cast<std::int64_t>(config_.recover_timeout_s * 1e9)) {
-      emit(kEventRecoverRefused, -1, static_cast<double>(blockers), wake_ns);
-      recover_blockers_.store(blockers, std::memory_order_release);
-      recover_state_.store(kRecoverRefused, std::memory_order_release);
-      set_lifecycle(filter_.at_rest() ? Lifecycle::kStopped : Lifecycle::kStopping, wake_ns);
+      refuse_recovery(blockers, wake_ns);
     }
   }
+}
+
+void ControlLoop::refuse_recovery(std::uint32_t blockers, std::int64_t wake_ns) noexcept {
+  emit(kEventRecoverRefused, -1, static_cast<double>(blockers), wake_ns);
+  recover_blockers_.store(blockers, std::memory_order_release);
+  recover_state_.store(kRecoverRefused, std::memory_order_release);
+  set_lifecycle(filter_.at_rest() ? Lifecycle::kStopped : Lifecycle::kStopping, wake_ns);
 }
 
 // 5a. the trajectory clock: how many periods the commanded trajectory advances this tick. On time one; after a late
@@ -776,6 +810,7 @@ void ControlLoop::publish_observation(const TickScratch& t) noexcept {
   o.dof = dof;
   o.lifecycle = static_cast<std::int32_t>(state_);
   o.stop_reasons = latch_.reasons();
+  o.recovered_tick = recovered_tick_;
   o.state_stamp_ns = last_state_.stamp_ns;
   for (int i = 0; i < dof; ++i) {
     o.measured_position_si[i] = last_state_.position_si[i];

@@ -134,6 +134,9 @@ struct PolicyCommand {
   double position_si[kMaxDof] = {};
 };
 
+// The longest command / sensor watchdog timeout the loop accepts (LoopConfig).
+constexpr double kMaxWatchdogTimeoutS = 1.0;
+
 struct Observation {
   std::uint64_t tick = 0;
   std::int64_t stamp_ns = 0;  // publish time
@@ -141,6 +144,9 @@ struct Observation {
   std::int32_t dof = 0;
   std::int32_t lifecycle = 0;      // Lifecycle
   std::uint32_t stop_reasons = 0;  // latched StopReason bits
+  // the tick of the last recovery (0: none yet): a policy runner that sees it change resets its policy before the
+  // next call, whoever asked for the recovery and however late it learns of it
+  std::uint64_t recovered_tick = 0;
   std::int64_t state_stamp_ns = 0;
   double measured_position_si[kMaxDof] = {};
   double measured_velocity_si[kMaxDof] = {};
@@ -284,7 +290,8 @@ class ControlLoop {
   void trip(std::uint32_t reason, std::int32_t code, std::int32_t joint, double value, std::int64_t wake_ns) noexcept;
   void set_lifecycle(Lifecycle next, std::int64_t wake_ns) noexcept;
   std::uint32_t recovery_blockers(std::int64_t wake_ns) const noexcept;
-  void resynchronise(std::int64_t wake_ns) noexcept;
+  bool resynchronise(std::int64_t wake_ns) noexcept;
+  void refuse_recovery(std::uint32_t blockers, std::int64_t wake_ns) noexcept;
   void mute(std::int64_t wake_ns) noexcept;
   double workspace_excess_m(const double paddle[3]) const noexcept;
   void publish_observation(const TickScratch& t) noexcept;
@@ -365,6 +372,7 @@ class ControlLoop {
   bool shutdown_tripped_ = false;
   std::uint64_t peer_restarts_seen_ = 0;
   std::int64_t recover_since_ns_ = 0;
+  std::uint32_t recover_reasons_ = 0;     // the latched reasons the pending recovery was asked to clear
   std::uint64_t recovered_tick_ = 0;      // commands answering observations before this tick are stale
   double rest_velocity_si_[kMaxDof] = {};
   std::uint64_t balls_total_ = 0;

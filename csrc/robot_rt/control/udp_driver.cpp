@@ -288,7 +288,10 @@ bool UdpDriver::write_command(const JointCommand& command) noexcept {
     bump(counters_.tx_invalid);
     return false;
   }
-  if (!session_.established()) {
+  // A session established since the last delivered state is sent nothing until that state (carrying
+  // kStateNewSession) has reached the loop, which then stops and mutes in the same tick: a new session is commanded
+  // only after a recover(). (The handshake completes inside read_state, before this tick's write.)
+  if (!session_.established() || new_session_flag_) {
     bump(counters_.tx_no_session);
     return false;
   }

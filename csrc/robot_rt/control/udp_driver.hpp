@@ -127,7 +127,7 @@ class UdpDriver final : public RobotDriver {
   std::uint64_t last_rx_stamp_ns_ = 0;
   std::int64_t last_rx_receive_ns_ = 0;
   std::uint32_t previous_server_session_ = 0;
-  bool new_session_flag_ = false;  // the next delivered state carries kStateNewSession
+  bool new_session_flag_ = false;  // the next delivered state carries kStateNewSession; no command until then
   bool fresh_ = false;
   JointState latest_;
   protocol::Packet rx_packet_;

@@ -91,3 +91,77 @@ TEST_CASE("a lost link or a restart of one part latches the loop's link-loss sto
     }
   }
 }
+
+namespace {
+
+// A part whose first state after a new session carries kStateNewSession once (as UdpDriver delivers it), and
+// that can be made not fresh for a tick (e.g. an EGM part between two samples).
+struct OneShotPart final : RobotDriver {
+  JointState st;
+  bool fresh = true;
+  bool pending_new_session = false;
+  int writes = 0;
+  OneShotPart() { st.dof = 1; }
+  int dof() const noexcept override { return 1; }
+  bool read_state(JointState& out) noexcept override {
+    if (!fresh) return false;
+    out = st;
+    if (pending_new_session) {
+      out.flags |= kStateNewSession;
+      pending_new_session = false;
+    }
+    return true;
+  }
+  bool write_command(const JointCommand& c) noexcept override {
+    ++writes;
+    st.position_si[0] = c.position_si[0];
+    return true;
+  }
+  int read_ball_observations(BallObservation*, int) noexcept override { return 0; }
+  const char* name() const noexcept override { return "part"; }
+};
+
+}  // namespace
+
+TEST_CASE("a part's new session read while another part is stale still reaches the loop, and nothing is sent before") {
+  for (const bool other_fresh : {true, false}) {
+    CAPTURE(other_fresh);
+    auto link = std::make_shared<OneShotPart>();
+    auto arm = std::make_shared<OneShotPart>();
+    auto robot = std::make_shared<CompositeDriver>(std::vector<std::shared_ptr<RobotDriver>>{link, arm});
+    RobotModel model;
+    model.dof = 2;
+    model.limits[0] = model.limits[1] = JointLimits{-1.0, 1.0, 2.0, 10.0, 200.0};
+    LoopConfig cfg;
+    cfg.rate_hz = 1.0 / kDt;
+    ControlLoop loop(robot, model, cfg);
+    std::int64_t now = 1'000'000'000'000;
+    loop.begin_manual(now);
+    auto tick = [&] {
+      now += static_cast<std::int64_t>(kDt * 1e9);
+      loop.manual_tick(now);
+    };
+    for (int k = 0; k < 100; ++k) {
+      if (k % 10 == 0) {
+        Observation o;
+        loop.latest_observation(o);
+        const double q[2] = {0.3, 0.3};
+        loop.push_command(q, 2, o.tick, o.stamp_ns);
+      }
+      tick();
+    }
+    REQUIRE(loop.lifecycle() == Lifecycle::kActive);
+    link->pending_new_session = true;  // the link part's session was re-established (same server: no peer restart)
+    arm->fresh = other_fresh;
+    const int writes = link->writes;
+    tick();
+    // not whole this tick: the loop has not seen the new session yet, so no command goes to any part
+    if (!other_fresh) CHECK(link->writes == writes);
+    arm->fresh = true;
+    tick();
+    CHECK((loop.stop_reasons() & kReasonLinkLoss) != 0u);
+    CHECK(loop.counters().event_counts[kEventLinkLossStop] == 1u);
+    CHECK(link->writes == writes);  // muted at once: the new session was never commanded
+    loop.end_manual();
+  }
+}

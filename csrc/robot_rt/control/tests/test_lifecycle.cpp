@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <stdexcept>
 
 #include "control_loop.hpp"
 #include "sim_driver.hpp"
@@ -343,4 +344,118 @@ TEST_CASE("shutdown: from full speed the commanded trajectory ramps to rest with
   h.until([&] { return h.loop->recover_state() != ControlLoop::kRecoverPending; }, 1500);
   CHECK(h.loop->recover_state() == ControlLoop::kRecoverRefused);
   CHECK((h.loop->recover_blockers() & kBlockShutdown) != 0u);
+}
+
+TEST_CASE("a recovery at a measured position within rounding beyond a hard limit restarts there, without a step") {
+  Harness h;
+  h.get_moving();
+  h.loop->request_estop();
+  h.until([&] { return h.state() == Lifecycle::kStopped; }, 2000);
+  const double rest = h.obs().command_position_si[0];
+  REQUIRE(rest < 0.9);
+  // plausible (check_measurement allows kLimitSlack x span of rounding) but outside [min, max]
+  const double measured = 1.0 + 0.5 * kLimitSlack * 2.0;
+  h.driver->inject_measurement(0, measured, 0.0, 400);
+  h.tick(5);
+  // a tracking error (the robot is far from the commanded rest), but no measurement stop: the state is plausible
+  REQUIRE((h.loop->stop_reasons() & kReasonMeasurementInvalid) == 0u);
+  h.loop->request_recover();
+  h.until([&] { return h.loop->recover_state() != ControlLoop::kRecoverPending; }, 200);
+  REQUIRE(h.loop->recover_state() == ControlLoop::kRecoverDone);
+  h.tick();
+  // the commanded trajectory restarts at the robot (clamped into the hard limits), not at the old rest
+  CHECK(h.obs().command_position_si[0] == doctest::Approx(1.0).epsilon(1e-9));
+  CHECK(std::fabs(h.obs().command_position_si[0] - measured) < 1e-8);
+}
+
+TEST_CASE("an e-stop followed by a recovery before the next tick still latches, stops and logs the e-stop") {
+  Harness h;
+  h.get_moving();
+  h.loop->request_estop();
+  h.loop->request_recover();
+  h.tick();
+  CHECK((h.loop->stop_reasons() & kReasonEstop) != 0u);
+  CHECK(h.events(kEventEstop) == 1u);
+  CHECK(h.state() == Lifecycle::kRecovering);
+  // the recovery completes only once the stop has brought the commanded trajectory and the robot to rest
+  const int ticks = h.until([&] { return h.loop->recover_state() != ControlLoop::kRecoverPending; }, 3000);
+  CHECK(ticks > 10);
+  CHECK(h.loop->recover_state() == ControlLoop::kRecoverDone);
+  CHECK((h.loop->stop_reasons_seen() & kReasonEstop) != 0u);
+  CHECK_FALSE(h.loop->estop_latched());
+}
+
+TEST_CASE("a stop that latches while a recovery waits refuses that recovery instead of being cleared with it") {
+  for (const bool restart : {false, true}) {
+    CAPTURE(restart);
+    Harness h;
+    h.drive(0.3, 0.0, 200);
+    h.tick(300);  // no more commands: the watchdog stops the loop
+    h.until([&] { return h.state() == Lifecycle::kStopped; }, 2000);
+    REQUIRE(h.loop->stop_reasons() == kReasonWatchdog);
+    // the robot still reports motion: the recovery waits
+    h.driver->inject_measurement(0, h.obs().measured_position_si[0], 0.5, 100);
+    h.loop->request_recover();
+    h.tick(5);
+    REQUIRE(h.state() == Lifecycle::kRecovering);
+    if (restart) {
+      h.driver->restart_peer();  // the robot side restarted (a new session)
+      h.tick();
+    } else {
+      h.driver->set_fault(true);  // a fault pulse of 3 ticks
+      h.tick(3);
+      h.driver->set_fault(false);
+    }
+    h.tick();
+    const std::uint32_t added = restart ? kReasonLinkLoss : kReasonRobotFault;
+    CHECK(h.loop->recover_state() == ControlLoop::kRecoverRefused);
+    CHECK((h.loop->recover_blockers() & added) != 0u);
+    CHECK(h.loop->stop_reasons() == (kReasonWatchdog | added));
+    h.tick(300);  // the robot settles: nothing recovers by itself
+    CHECK(h.state() == Lifecycle::kStopped);
+    CHECK(h.loop->stop_reasons() == (kReasonWatchdog | added));
+    // a new request, made knowing the new reason, recovers
+    h.loop->request_recover();
+    h.until([&] { return h.loop->recover_state() != ControlLoop::kRecoverPending; }, 500);
+    CHECK(h.loop->recover_state() == ControlLoop::kRecoverDone);
+    CHECK(h.state() == Lifecycle::kActive);
+  }
+}
+
+TEST_CASE("the observation carries the tick of the last recovery") {
+  Harness h;
+  h.get_moving();
+  CHECK(h.obs().recovered_tick == 0u);
+  h.loop->request_estop();
+  h.until([&] { return h.state() == Lifecycle::kStopped; }, 2000);
+  h.loop->request_recover();
+  h.until([&] { return h.loop->recover_state() != ControlLoop::kRecoverPending; }, 500);
+  REQUIRE(h.loop->recover_state() == ControlLoop::kRecoverDone);
+  const std::uint64_t at = h.obs().recovered_tick;
+  CHECK(at > 0u);
+  CHECK(at <= h.obs().tick);
+  h.tick(3);
+  CHECK(h.obs().recovered_tick == at);
+}
+
+TEST_CASE("a configuration that would switch a reflex off is refused") {
+  RobotModel model;
+  model.dof = 1;
+  model.limits[0] = JointLimits{-1.0, 1.0, 2.0, 10.0, 200.0};
+  const double q0[1] = {0.0};
+  auto driver = std::make_shared<SimDriver>(model, q0, kDt, SimServoConfig{});
+  auto make = [&](auto edit) {
+    LoopConfig cfg;
+    edit(cfg);
+    ControlLoop loop(driver, model, cfg);
+  };
+  CHECK_NOTHROW(make([](LoopConfig&) {}));
+  CHECK_NOTHROW(make([](LoopConfig& c) { c.command_timeout_s = c.sensor_timeout_s = kMaxWatchdogTimeoutS; }));
+  CHECK_THROWS_AS(make([](LoopConfig& c) { c.command_timeout_s = 1e9; }), std::invalid_argument);
+  CHECK_THROWS_AS(make([](LoopConfig& c) { c.sensor_timeout_s = 2.0; }), std::invalid_argument);
+  CHECK_THROWS_AS(make([](LoopConfig& c) { c.sensor_timeout_s = std::numeric_limits<double>::infinity(); }),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(make([](LoopConfig& c) { c.rest_velocity_fraction = 0.5; }), std::invalid_argument);
+  CHECK_THROWS_AS(make([](LoopConfig& c) { c.measurement_velocity_factor = 1e6; }), std::invalid_argument);
+  CHECK_THROWS_AS(make([](LoopConfig& c) { c.measurement_velocity_factor = std::nan(""); }), std::invalid_argument);
 }
