@@ -484,3 +484,42 @@ def test_fuzzed_logs_parse_into_a_subset_with_an_exact_lost_tick_report_or_raise
     if mutated != original and len(mutated) == len(original) and not log.damage:
         # an in-place edit that was not detected must not have changed anything that was read
         assert _records(log) == _records(full)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_a_log_that_cannot_be_written_is_refused_at_start():
+    """A run log whose header cannot be written (here a full disk: /dev/full fails every write with ENOSPC) is an
+    error when the loop starts, naming log_path, not a run whose record of its stops silently goes nowhere."""
+    from robot_rt.control.loop import RealTimeLoop
+    from robot_rt.robot import load_robot
+
+    loop = RealTimeLoop(load_robot(), log_path="/dev/full")
+    with pytest.raises(RuntimeError, match="log_path.*No space left"):
+        loop.start()
+    assert not loop.running
+
+
+def test_a_log_device_that_stops_taking_data_does_not_hang_stop(tmp_path):
+    """A run log on a pipe whose reader never reads (a hung mount behaves alike): the writes fail (counted) instead
+    of blocking the writer thread, so RealTimeLoop.stop() still returns (before, it joined a writer stuck in write()
+    for ever, and neither Ctrl-C nor SIGTERM could end `robot-rt run`)."""
+    import threading
+
+    from robot_rt.control.loop import RealTimeLoop
+    from robot_rt.control.policies import Sine
+    from robot_rt.robot import load_robot
+
+    fifo = tmp_path / "log.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # opened, never read
+    try:
+        robot = load_robot()
+        loop = RealTimeLoop(robot, policy=Sine(robot), log_path=fifo)
+        loop.start()
+        wait_until(lambda: loop.counters()["log"]["write_errors"] > 0, timeout_s=20, what="the pipe to fill up")
+        stopped = threading.Event()
+        threading.Thread(target=lambda: (loop.stop(), stopped.set()), daemon=True).start()
+        assert stopped.wait(10.0), "RealTimeLoop.stop() hung on the blocked log"
+        assert loop.lifecycle == "stopped"
+    finally:
+        os.close(reader)

@@ -81,10 +81,18 @@ def test_recover_policies_are_explicit(monkeypatch, capsys):
     assert recover_transient_stops(("watchdog",)) and recover_transient_stops(("sensor_timeout", "tracking_error"))
     assert not recover_transient_stops(("watchdog", "robot_fault"))
     assert not recover_transient_stops(("link_loss",)) and not recover_transient_stops(("estop",))
+    flushed = []
+    monkeypatch.setattr("robot_rt.control.commands.discard_typeahead", lambda: flushed.append(1) or True)
     for answer, expected in (("y", True), ("YES", True), ("", False), ("n", False)):
         monkeypatch.setattr("builtins.input", lambda prompt, a=answer: a)
         assert prompt_recover(("watchdog",)) is expected
+    assert len(flushed) == 4  # the typeahead is discarded before every question
     assert "watchdog" in capsys.readouterr().out
+    # no terminal: no question, no recovery
+    monkeypatch.setattr("robot_rt.control.commands.discard_typeahead", lambda: False)
+    monkeypatch.setattr("builtins.input", lambda prompt: "y")
+    assert prompt_recover(("watchdog",)) is False
+    monkeypatch.setattr("robot_rt.control.commands.discard_typeahead", lambda: True)
 
     def no_terminal(prompt):
         raise EOFError

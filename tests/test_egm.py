@@ -271,6 +271,8 @@ def test_egm_urls():
     assert (t.bind_host, t.port, t.controller_host, t.joints) == ("127.0.0.1", 6510, "", 6)
     t = parse_egm_url("egm://0.0.0.0:6511?controller=192.168.125.1&joints=6")
     assert t.controller_host == "192.168.125.1" and t.bind_host == "0.0.0.0"
+    t = parse_egm_url("egm://192.168.125.10:6510?controller=192.168.125.1")
+    assert t.controller_host == "192.168.125.1"
     for bad, match in (
         ("udp://127.0.0.1:6510", "egm://"),
         ("egm://127.0.0.1", "explicit port"),
@@ -278,6 +280,12 @@ def test_egm_urls():
         ("egm://robot.local:6510", "IPv4"),
         ("egm://127.0.0.1:6510?controler=1.2.3.4", "unknown"),
         ("egm://127.0.0.1:6510?joints=17", "joints"),
+        # EGM is unauthenticated: off loopback only a named controller, and only private networks
+        ("egm://0.0.0.0:6510", "controller"),
+        ("egm://192.168.125.10:6510", "controller"),
+        ("egm://8.8.8.8:6510?controller=192.168.125.1", "private-network"),
+        ("egm://0.0.0.0:6510?controller=8.8.8.8", "private-network"),
+        ("egm://0.0.0.0:6510?controller=0.0.0.0", "private-network"),
     ):
         with pytest.raises(ValueError, match=match):
             parse_egm_url(bad)
@@ -351,6 +359,26 @@ def test_driver_ignores_a_second_sender_and_reports_motors_off():
             )
             assert state["flags"] & 2  # fault too
             assert driver.stats()["motor_state"] == 2
+    finally:
+        driver.stop()
+
+
+@pytest.mark.parametrize("field", ["motorState", "mciState", "rapidExecState"])
+def test_a_status_the_controller_stops_reporting_is_a_stop(field):
+    """Fail closed: once reported, a status left out (or sent with a value the schema does not list) is the
+    controller's stop input and a fault, as motors off is. Before, a controller that stopped reporting its MCI state
+    switched the stop detection off."""
+    driver = _control.EgmDriver("127.0.0.1", 0, 6, si_per_egm=egm_unit_factors(ROBOT, 6))
+    driver.start()
+    try:
+        with _arm_controller(driver.local_port) as controller:
+            state = wait_until(lambda: driver.read_state(), what="a first state")
+            assert state["flags"] & 3 == 0
+            controller.drop_status((field,))
+            state = wait_until(
+                lambda: (s := driver.read_state()) is not None and s["flags"] & 1 and s, what="the stop input"
+            )
+            assert state["flags"] & 2  # a fault too
     finally:
         driver.stop()
 

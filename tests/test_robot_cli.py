@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -276,19 +277,89 @@ def test_a_protective_stop_ends_the_run_at_once_with_exit_3(tmp_path):
     assert log.meta["stop_reasons"]["watchdog"] and log.clean
 
 
+def _run_cli_on_terminal(tmp_path, *args, typeahead: bytes = b"", answer: bytes = b"y\n", timeout_s: float = 120.0):
+    """Runs `robot-rt run ARGS` on a pseudo-terminal, as an operator would: `typeahead` is typed at once (before any
+    stop), `answer` once the recovery prompt has been shown for 0.3 s. Returns (exit status, output without escapes,
+    output when the answer was typed)."""
+    import pty
+    import re
+    import select
+    import signal
+
+    (tmp_path / "cli_policies.py").write_text(POLICIES)
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the CLI with the pty as its terminal
+        os.chdir(tmp_path)
+        os.execve(sys.executable, [*CLI, "run", *args], env)
+    out, at_answer, prompt_seen = b"", None, None
+    if typeahead:
+        os.write(fd, typeahead)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.05)
+            if ready:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            if prompt_seen is None and b"[y/N]" in out:
+                prompt_seen = time.monotonic()
+            if prompt_seen is not None and at_answer is None and time.monotonic() - prompt_seen > 0.3:
+                at_answer = out
+                os.write(fd, answer)
+    finally:
+        if time.monotonic() >= deadline:
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+
+    def clean(b):
+        return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", (b or b"").decode(errors="replace")).replace("\r", "")
+
+    return os.waitstatus_to_exitcode(status), clean(out), clean(at_answer)
+
+
 def test_the_operator_can_recover_at_the_prompt_and_the_run_completes(tmp_path):
-    proc = _run_cli(
-        tmp_path, "--policy", "cli_policies:SilentOnce", "--duration", "3", "--recover", "prompt", "--log", "r.rrlog",
-        stdin=True,
-    )  # fmt: skip
-    out, err = proc.communicate(input="y\n", timeout=120)
-    assert proc.returncode == 0, out + err
+    code, out, _ = _run_cli_on_terminal(
+        tmp_path, "--policy", "cli_policies:SilentOnce", "--duration", "3", "--recover", "prompt", "--log", "r.rrlog"
+    )
+    assert code == 0, out
     flat = " ".join(out.split())  # rich wraps long lines
     assert "protective stop" in flat and "recovered: the loop is active again" in flat
     assert "recovered stops: watchdog" in flat
     log = read_runlog(tmp_path / "r.rrlog")
     codes = log.meta["event_codes"]
     assert np.count_nonzero(log.events["code"] == codes["recovered"]) == 1
+
+
+def test_a_yes_typed_before_the_stop_does_not_answer_the_recovery_prompt(tmp_path):
+    """What was typed before the prompt is discarded: the 'y' typed at the start (a habit, a paste) is not the
+    operator's answer to a stop nobody has seen yet. Before, input() read it and the robot was recovered."""
+    code, out, at_answer = _run_cli_on_terminal(
+        tmp_path, "--policy", "cli_policies:SilentOnce", "--duration", "3", "--recover", "prompt",
+        "--log", "t.rrlog", typeahead=b"y\n", answer=b"n\n",
+    )  # fmt: skip
+    assert at_answer is not None and "protective stop" in at_answer, out  # the prompt waited for a fresh answer
+    assert "recovered: the loop is active again" not in out
+    assert code == 3, out  # the operator said no: the run ends with the protective stop
+    log = read_runlog(tmp_path / "t.rrlog")
+    assert np.count_nonzero(log.events["code"] == log.meta["event_codes"]["recovered"]) == 0
+
+
+def test_recover_prompt_without_a_terminal_is_refused(tmp_path):
+    """An answer from a pipe was written before any stop: --recover prompt needs an operator at a terminal."""
+    proc = _run_cli(
+        tmp_path, "--policy", "cli_policies:SilentOnce", "--duration", "3", "--recover", "prompt", stdin=True
+    )
+    out, err = proc.communicate(input="y\n", timeout=120)
+    assert proc.returncode == 2, out + err
+    assert "--recover prompt needs an operator at a terminal" in " ".join(out.split())
 
 
 def test_a_finished_policy_ends_the_run_with_exit_0(tmp_path):

@@ -263,3 +263,21 @@ def test_camera_stream_through_a_faulty_link():
         receiver.close()
         proxy.stop()
         camera.stop()
+
+
+def test_key_files_are_checked(tmp_path):
+    """read_key: a missing, empty or short key file is an error naming key_file; whitespace at the ends is not key."""
+    from robot_rt.control.udp import MIN_KEY_BYTES, read_key
+
+    assert read_key(None) == b""
+    with pytest.raises(FileNotFoundError, match="key_file"):
+        read_key(tmp_path / "missing.key")
+    (tmp_path / "empty.key").write_bytes(b"  \n")
+    with pytest.raises(ValueError, match="key_file.*empty"):
+        read_key(tmp_path / "empty.key")
+    (tmp_path / "short.key").write_bytes(b"x" * (MIN_KEY_BYTES - 1) + b"\n")
+    with pytest.raises(ValueError, match=f"key_file.*{MIN_KEY_BYTES - 1} bytes"):
+        read_key(tmp_path / "short.key")
+    good = b"0123456789abcdef" * 4
+    (tmp_path / "good.key").write_bytes(b"\n" + good + b"\n")
+    assert read_key(tmp_path / "good.key") == good

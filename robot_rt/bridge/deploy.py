@@ -69,8 +69,12 @@ def recover_transient_stops(reasons) -> bool:
 
 def prompt_recover(reasons) -> bool:
     """The 'prompt' recover policy: asks on the terminal (like `robot-rt run --recover prompt`); no terminal or
-    no answer is a no."""
+    no answer is a no, and what was typed before the question is discarded (an answer must come after it)."""
+    from robot_rt.control.commands import discard_typeahead
+
     print(f"deploy: protective stop ({', '.join(reasons)}); the robot is held and does not move until a recovery")
+    if not discard_typeahead():
+        return False
     try:
         answer = input("recover and continue? (the command restarts where the robot is) [y/N] ")
     except EOFError:

@@ -97,8 +97,9 @@ def register(subparsers) -> None:
         "--recover",
         choices=("prompt", "never"),
         default=None,
-        help="on a protective stop: 'prompt' asks whether to recover and continue (default on a terminal), 'never' "
-        "ends the run (default otherwise); a stopped robot never moves again without a recovery",
+        help="on a protective stop: 'prompt' asks the operator at the terminal whether to recover and continue (the "
+        "default on a terminal; refused without one: an answer from a pipe or a file was given before the stop), "
+        "'never' ends the run (default otherwise); a stopped robot never moves again without a recovery",
     )
     run.add_argument("--summary", default=None, help="also write the final summary as JSON to this path")
     run.add_argument("--no-status", action="store_true", help="no live status line")
@@ -165,6 +166,12 @@ def cmd_run(args) -> int:
     from .udp import LinkMonitor
 
     console = Console(stderr=False)
+    if args.recover == "prompt" and not sys.stdin.isatty():
+        # the answer would come from a pipe or a file, written before any stop: nobody would have seen the robot
+        console.print(
+            "[red]error:[/red] --recover prompt needs an operator at a terminal (stdin is not one); use --recover never"
+        )
+        return EXIT_CODES["error"]
     robot = load_robot(args.robot_file)
     try:
         policy = load_policy(args.policy, robot)
@@ -348,6 +355,23 @@ def _show_status(args, loop, monitor, console, t0: float) -> str:
     return why
 
 
+def discard_typeahead(stream=None) -> bool:
+    """Discards what was typed on the terminal `stream` (default stdin) and not read yet; True when it is a terminal.
+
+    A recovery prompt must be answered by someone who saw it: a 'y' typed before the stop (a habit, a paste, a key
+    pressed while watching) would otherwise answer it."""
+    stream = sys.stdin if stream is None else stream
+    try:
+        if not stream.isatty():
+            return False
+        import termios
+
+        termios.tcflush(stream.fileno(), termios.TCIFLUSH)
+        return True
+    except (OSError, ValueError, ImportError, AttributeError):
+        return False
+
+
 def _prompt_recover(console, loop) -> bool:
     """Asks the operator whether to recover from a protective stop; True when recovered (the run continues)."""
     while True:
@@ -355,6 +379,8 @@ def _prompt_recover(console, loop) -> bool:
             f"[bold red]protective stop[/bold red]: {', '.join(r for r in loop.stop_reasons if r != 'shutdown')} "
             "(the robot is held; nothing moves it until a recovery)"
         )
+        if not discard_typeahead():
+            return False  # no terminal: nobody can answer (cmd_run refuses 'prompt' without one)
         try:
             answer = input("recover and continue? (the command restarts where the robot is) [y/N] ").strip().lower()
         except EOFError:
@@ -439,7 +465,15 @@ def _report(console, summary: dict, counters: dict, elapsed: float) -> None:
     if "link_round_trip" in lat:
         q = lat["link_round_trip"]
         console.print(f"{'command round trip':>18} (us): min {q['min']:.0f}  mean {q['mean']:.0f}  max {q['max']:.0f}")
-    console.print(f"run log: {summary['log']} ({counters['log']['records_written']} records)")
+    log_stats = counters["log"]
+    console.print(
+        f"run log: {summary['log']} ({log_stats['records_written']} records, {log_stats['bytes_written']} bytes)"
+    )
+    if log_stats.get("write_errors", 0) or log_stats.get("records_dropped", 0):
+        console.print(
+            f"[bold red]run log incomplete[/bold red]: {log_stats.get('write_errors', 0)} failed writes, "
+            f"{log_stats.get('records_dropped', 0)} records dropped (a full disk or a slow device?)"
+        )
     seen = [r for r in summary["stop_reasons_seen"] if r != "shutdown"]
     ending = [r for r in summary["stop_reasons"] if r != "shutdown"]
     name = {v: k for k, v in EXIT_CODES.items()}[summary["exit_code"]]

@@ -4,7 +4,8 @@ the URL and builds it.
 
     egm://HOST:PORT[?controller=IP&joints=6]
         HOST:PORT   where this machine listens: the address and port the controller's UdpUc device sends to
-        controller  accept EGM messages from this IP only (default: lock on to the first sender)
+        controller  accept EGM messages from this IP only; required unless HOST is loopback (EGM has no
+                    authentication: on a network the first sender would otherwise become the controller)
         joints      how many of the robot's joints the arm has (default 6: the last six of the description)
 
 The arm's joints are the last `joints` joints of the robot description; the others (the gantry) come from a second
@@ -53,6 +54,7 @@ def parse_egm_url(url: str) -> EgmTarget:
     controller = query.get("controller", [""])[-1]
     if controller:
         _ipv4(controller, "controller")
+    _check_egm_addresses(host, controller)
     try:
         joints = int(query.get("joints", ["6"])[-1])
     except ValueError:
@@ -60,6 +62,29 @@ def parse_egm_url(url: str) -> EgmTarget:
     if not 1 <= joints <= 16:
         raise ValueError(f"joints: expected 1..16 arm joints, got {joints}")
     return EgmTarget(bind_host=host, port=port, controller_host=controller, joints=joints)
+
+
+def _check_egm_addresses(host: str, controller: str) -> None:
+    """EGM is unauthenticated: only loopback and private networks, and off loopback only the named controller."""
+    bind = ipaddress.IPv4Address(host)
+    if not (bind.is_loopback or bind.is_private or bind.is_unspecified):
+        raise ValueError(
+            f"robot host: EGM has no authentication; expected a loopback or private-network address to listen on, "
+            f"got {host}"
+        )
+    if controller:
+        peer = ipaddress.IPv4Address(controller)
+        if not (peer.is_loopback or peer.is_private) or peer.is_unspecified:
+            raise ValueError(
+                f"controller: EGM has no authentication; expected the robot controller's loopback or private-network "
+                f"address, got {controller}"
+            )
+    elif not bind.is_loopback:
+        raise ValueError(
+            f"controller: listening on {host} (not loopback), give the robot controller's address "
+            f"(egm://{host}:PORT?controller=IP): EGM has no authentication, and the first sender on the network "
+            "would otherwise become the controller"
+        )
 
 
 def _ipv4(text: str, what: str) -> None:

@@ -144,8 +144,12 @@ def parse_udp_url(url: str) -> UdpTarget:
     return UdpTarget(host=host, port=port, camera_host=camera_host, camera_port=camera_port, bind_host=bind)
 
 
+MIN_KEY_BYTES = 16  # a hello is tagged with the long-term key over predictable content: a short key is brute-forced
+
+
 def read_key(path: str | Path | None) -> bytes:
-    """The shared HMAC key from a file (whitespace at the ends stripped); b'' for None."""
+    """The shared HMAC key from a file (whitespace at the ends stripped; at least MIN_KEY_BYTES, e.g. the 64 hex
+    digits of `python -c "import secrets; print(secrets.token_hex(32))"`); b'' for None."""
     if path is None:
         return b""
     path = Path(path)
@@ -154,6 +158,11 @@ def read_key(path: str | Path | None) -> bytes:
     key = path.read_bytes().strip()
     if not key:
         raise ValueError(f"key_file: {path} is empty")
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(
+            f"key_file: {path} holds {len(key)} bytes, expected at least {MIN_KEY_BYTES} (one sniffed hello lets a short "
+            'key be guessed offline); e.g. python -c "import secrets; print(secrets.token_hex(32))" > KEYFILE'
+        )
     return key
 
 

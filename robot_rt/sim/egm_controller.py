@@ -8,7 +8,8 @@ joints' velocity limits, with the axis ranges as hard stops. References outside 
 (`stats()['references_out_of_limits']`: the loop's safety layer must keep it at 0) and clamped.
 
 Fault injection for the tests: motors_off() (an emergency stop: the controller reports MOTORS_OFF and the arm
-halts), motors_on(), rapid_stop(), silence(seconds) (no messages), restart() (new source port, the sequence starts again).
+halts), motors_on(), rapid_stop(), drop_status(fields) (status fields left out), silence(seconds) (no messages),
+restart() (new source port, the sequence starts again).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class SimulatedEgmController:
         self._motors_on = True
         self._rapid_running = True
         self._silent_until = 0.0
+        self._dropped_status: set[str] = set()
         self._t0 = time.monotonic()
         self._stats = dict(
             cycles=0,
@@ -141,6 +143,11 @@ class SimulatedEgmController:
         with self._lock:
             self._rapid_running = False
             self._qd[:] = 0.0
+
+    def drop_status(self, fields=("mciState",)) -> None:
+        """The controller stops reporting these status fields (motorState, mciState, rapidExecState)."""
+        with self._lock:
+            self._dropped_status = set(fields)
 
     def silence(self, seconds: float) -> None:
         """Sends nothing for `seconds` (a network dropout)."""
@@ -235,6 +242,8 @@ class SimulatedEgmController:
         m.rapidExecState.state = 2 if self._rapid_running else 1  # RAPID_RUNNING / RAPID_STOPPED
         m.mciConvergenceMet = self._reference is not None and bool(np.all(np.abs(self._reference - self._q) < 1e-3))
         m.utilizationRate = 0.0
+        for name in self._dropped_status:
+            m.ClearField(name)
         return m.SerializeToString()
 
     def _cycle(self, dt: float) -> None:

@@ -42,6 +42,7 @@ void EgmDriver::on_start() {
   if (socket_.is_open()) return;
   socket_.open(config_.bind_host, config_.port);
   have_peer_ = have_seqno_ = have_sample_ = reply_owed_ = new_sample_ = have_command_ = false;
+  status_seen_ = 0;
   last_rx_ns_ = 0;
   start_ns_ = monotonic_ns();
   link_up_.store(false);
@@ -110,6 +111,7 @@ void EgmDriver::drain(std::int64_t now_ns) noexcept {
     if (restart) {
       bump(counters_.peer_restarts);
       have_sample_ = false;  // no velocity across the restart
+      status_seen_ = 0;      // a restarted controller reports its status afresh
     }
     have_peer_ = true;
     peer_ = from;
@@ -141,7 +143,14 @@ void EgmDriver::accept(const egm::Robot& m, const sockaddr_in&, std::int64_t now
   // Motors off (an emergency or protective stop, or the operator), EGM stopped or in error, RAPID stopped: the arm
   // does not follow references any more. All of them are the robot's stop input for the loop (its e-stop latch
   // trips and stays latched until a reset at rest once the controller runs again), and a fault.
-  if (motor == egm::kMotorsOff || mci == egm::kMciError || mci == egm::kMciStopped || rapid == egm::kRapidStopped)
+  // Fail closed: a status the controller has reported in this session and now leaves out (or reports with a value
+  // the schema does not list, which the codec drops) is a stop too. Else a controller that stopped reporting
+  // mciState would silently switch the stop detection off.
+  const std::uint32_t present = (motor >= 0 ? 1u : 0u) | (mci >= 0 ? 2u : 0u) | (rapid >= 0 ? 4u : 0u);
+  const bool status_lost = (status_seen_ & ~present) != 0u;
+  status_seen_ |= present;
+  if (motor == egm::kMotorsOff || mci == egm::kMciError || mci == egm::kMciStopped || rapid == egm::kRapidStopped ||
+      status_lost)
     flags |= kStateFault | kStateEstopInput;
   latest_.flags = flags;
   motor_state_.store(motor, std::memory_order_relaxed);

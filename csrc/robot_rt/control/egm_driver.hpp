@@ -24,7 +24,8 @@
 // Security: EGM has no authentication. The driver answers only the controller it locked on to: `controller_host`
 // when given, else the first sender of a valid EgmRobot; other senders are counted and ignored. A sender change is
 // accepted only after the link has been down (a controller restart), and counted as a peer restart. Which addresses
-// may be used at all (private / loopback networks) is checked where the driver is built (robot_rt.control.egm).
+// may be used at all is checked where the driver is built (robot_rt.control.egm.parse_egm_url): loopback or
+// private networks only, and off loopback `controller_host` is required (no lock-on to the first sender).
 //
 // Real-time behaviour: read_state / write_command never block and never allocate.
 #pragma once
@@ -117,6 +118,7 @@ class EgmDriver final : public RobotDriver {
   std::int64_t last_rx_ns_ = 0;
   std::int64_t start_ns_ = 0;
   bool have_sample_ = false;
+  std::uint32_t status_seen_ = 0;  // motor (1), MCI (2), RAPID (4) states reported in this session
   std::int64_t sample_rx_ns_ = 0;
   double sample_clock_s_ = 0.0;  // controller clock of the sample (s), or its arrival time when absent
   bool reply_owed_ = false;

@@ -49,7 +49,9 @@ RunLogWriter::~RunLogWriter() { close(); }
 void RunLogWriter::open(const std::string& path, const std::string& meta_json, double flush_interval_s,
                         double fsync_interval_s) {
   if (fd_ >= 0) throw std::runtime_error("run log: already open");
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // O_NONBLOCK: a pipe or device that stops taking data fails the write (counted as a write error) instead of
+  // blocking the writer thread, whose join in close() would then hang RealTimeLoop.stop() (no effect on files)
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NONBLOCK, 0644);
   if (fd < 0) throw std::runtime_error("log_path: cannot create run log '" + path + "': " + std::strerror(errno));
   fd_ = fd;
   path_ = path;
@@ -75,7 +77,16 @@ void RunLogWriter::open(const std::string& path, const std::string& meta_json, d
   chunk_.insert(chunk_.end(), meta_json.begin(), meta_json.end());
   chunk_records_ = 1;
   flush_chunk();
-  ::fsync(fd_);
+  // a log that cannot even take its header (a full disk, a read-only or broken file) is refused at start, not
+  // discovered after the run: the loop's record of its stops would be lost
+  ::fsync(fd_);  // (not checked: a pipe or a character device cannot sync and may still take the log)
+  if (errors_.load(std::memory_order_relaxed) != 0) {
+    const int err = last_errno_;
+    ::close(fd_);
+    fd_ = -1;
+    errors_.store(0, std::memory_order_relaxed);
+    throw std::runtime_error("log_path: cannot write run log '" + path + "': " + std::strerror(err));
+  }
   stop_.store(false);
   thread_ = std::thread([this] { run(); });
 }
@@ -196,6 +207,7 @@ void RunLogWriter::write_all(const std::uint8_t* data, std::size_t size) {
     const ssize_t n = ::write(fd_, data, size);
     if (n < 0) {
       if (errno == EINTR) continue;
+      last_errno_ = errno;
       errors_.fetch_add(1, std::memory_order_relaxed);
       return;
     }

@@ -158,6 +158,7 @@ class RunLogWriter {
   std::atomic<std::uint64_t> bytes_{0};
   std::atomic<std::uint64_t> fsyncs_{0};
   std::atomic<std::uint64_t> errors_{0};
+  int last_errno_ = 0;  // of the last failed write (the writer thread's, or open()'s)
 };
 
 }  // namespace robot_rt::control
