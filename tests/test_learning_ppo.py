@@ -364,3 +364,23 @@ def test_exported_policy_runs_in_the_real_time_adapter(tmp_path):
         assert np.all(target >= robot.position_min) and np.all(target <= robot.position_max)
         assert np.all(np.abs(adapter.last_action) <= robot.velocity_limit + 1e-12)
     assert adapter.policy_steps >= 30 and policy._age[0] > 0  # the policy kept its own history
+
+
+class _RunsCodeWhenUnpickled:
+    """A pickled object whose unpickling calls a function of the file's choosing (here: writes a marker file)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_policy_file_cannot_run_code_when_loaded(tmp_path):
+    """load_policy reads with weights_only=True: a policy file is what gets deployed on a robot, and a crafted one
+    must not run code (before, weights_only=False unpickled anything)."""
+    marker = tmp_path / "code_ran"
+    torch.save({"format": "x", "payload": _RunsCodeWhenUnpickled(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(Exception, match="(?i)weights.only|unpickl|global"):
+        load_policy(tmp_path / "evil.pt")
+    assert not marker.exists()

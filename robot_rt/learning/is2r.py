@@ -134,7 +134,7 @@ class NeuralFamily:
             path = Path(init_policy)
             if not path.is_file():
                 raise FileNotFoundError(f"init_policy: no such file: {path}")
-            state = torch.load(path, map_location="cpu", weights_only=False)
+            state = torch.load(path, map_location="cpu", weights_only=True)  # a policy file: no code from it
         if state is None:
             state = self._fresh_state(seed, residual_scale, scripted, history, backend)
         self.state = state  # the policy_state dict every candidate shares but for its weights

@@ -410,6 +410,9 @@ def policy_from_state(state: dict, num_envs: int = 1) -> NeuralEnvPolicy:
 
 
 def load_policy(path, num_envs: int = 1) -> NeuralEnvPolicy:
-    """The `NeuralEnvPolicy` saved by `save_policy` (or by `robot-rt train ppo|bgs` as RUN/policy.pt)."""
-    state = torch.load(Path(path), map_location="cpu", weights_only=False)
+    """The `NeuralEnvPolicy` saved by `save_policy` (or by `robot-rt train ppo|bgs` as RUN/policy.pt).
+
+    Read with ``weights_only=True``: a policy file is what gets deployed on a robot, and unpickling it must not run
+    code from the file (tensors, numbers, strings and containers only)."""
+    state = torch.load(Path(path), map_location="cpu", weights_only=True)
     return policy_from_state(state, num_envs=num_envs)

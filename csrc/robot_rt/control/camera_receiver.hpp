@@ -21,6 +21,9 @@
 
 namespace robot_rt::control {
 
+// Datagrams read per tick at most (the loop thread's time under a flood; the camera sends about one per tick).
+constexpr int kCameraDatagramsPerPoll = 32;
+
 struct CameraReceiverConfig {
   std::string camera_host = "127.0.0.1";
   std::uint16_t camera_port = 0;

@@ -37,6 +37,9 @@
 
 namespace robot_rt::control {
 
+// Datagrams read per tick at most (the loop thread's time under a flood; the robot sends about one per tick).
+constexpr int kLinkDatagramsPerDrain = 64;
+
 struct UdpDriverConfig {
   std::string host = "127.0.0.1";  // robot bridge / sim server
   std::uint16_t port = 0;
