@@ -530,10 +530,11 @@ def test_push_event_public_api_takes_link_events_from_link_monitor():
 
 
 def test_policy_is_reset_before_its_first_call_after_any_recovery():
-    """The runner resets the policy when the observation's recovered_tick changes, before calling it: also when
-    recover() returned before the loop recovered (here a timeout), and whatever the race between recover()'s polling
-    and the runner. Before, only recover() seeing the recovery told the runner, so a policy could be called with its
-    pre-stop state (a goal from before the stop) on an active post-recovery observation, and that goal was taken."""
+    """The runner resets the policy when the observation's recovered_tick changes, before calling it, however the
+    recovery was asked for (here straight from the native loop, with no RealTimeLoop.recover() polling for it) and
+    whatever the race between recover()'s polling and the runner. Before, only recover() seeing the recovery told
+    the runner, so a policy could be called with its pre-stop state (a goal from before the stop) on an active
+    post-recovery observation, and that goal was taken."""
     calls = []  # (lifecycle, recovered_tick, resets so far)
 
     class Policy:
@@ -553,14 +554,156 @@ def test_policy_is_reset_before_its_first_call_after_any_recovery():
         for rounds in range(1, 4):
             loop.estop()
             wait_until(lambda: loop.lifecycle == "stopped", what="the e-stop's rest")
-            loop.recover(timeout_s=1e-4)  # returns at once (mostly a timeout); the loop recovers on its own tick
+            loop._loop.request_recover()  # nobody polls for the answer
             wait_until(lambda: loop.lifecycle == "active", what="the recovery")
             wait_until(lambda t=last_tick: calls[-1][0] == 1 and calls[-1][1] > t, what="a call after the recovery")
             last_tick = calls[-1][1]
-            assert policy.resets == rounds
+            assert policy.resets == rounds + 1  # (start() reset it once too)
     active_after = [c for c in calls if c[0] == 1 and c[1] > 0]
     assert active_after
     ticks = sorted({c[1] for c in active_after})
     assert len(ticks) == 3  # three recoveries, three distinct recovered ticks
-    # every call on an active observation after recovery k came after reset number k
-    assert all(resets == ticks.index(tick) + 1 for _, tick, resets in active_after)
+    # every call on an active observation after recovery k came after reset number k (+1: the start's)
+    assert all(resets == ticks.index(tick) + 2 for _, tick, resets in active_after)
+
+
+def test_a_recovery_clears_only_the_stops_its_caller_saw():
+    """recover(seen_reasons=...): a reason latched that the caller did not see (an e-stop pressed while the prompt
+    was open) refuses the recovery with it as a blocker; nothing moves. Asked again for it, the loop recovers."""
+    with RealTimeLoop(ROBOT, policy=lambda obs: np.asarray(obs["measured_position"]), command_timeout_s=0.05) as loop:
+        wait_ticks(loop, 50)
+        loop.estop()
+        wait_until(lambda: loop.lifecycle == "stopped", what="the e-stop's rest")
+        res = loop.recover(seen_reasons=["watchdog"])
+        assert not res.ok and "estop" in res.blockers, res
+        assert loop.lifecycle == "stopped" and loop.estop_latched
+        with pytest.raises(ValueError, match="seen_reasons"):
+            loop.recover(seen_reasons=["not_a_reason"])
+        res = loop.recover(seen_reasons=loop.stop_reasons)
+        assert res.ok, res
+        assert loop.lifecycle == "active" and not loop.estop_latched
+
+
+def test_a_recovery_its_caller_gave_up_on_never_completes_later():
+    """recover()'s own timeout cancels the request: the loop refuses it ('cancelled') and stays stopped when the
+    cause goes later (before, it stayed 'recovering' and went active by itself once the cause was gone)."""
+    with RealTimeLoop(ROBOT, policy=lambda obs: np.asarray(obs["measured_position"])) as loop:
+        driver = loop.driver  # the in-process simulated robot
+        wait_ticks(loop, 50)
+        driver.set_estop_input(True)
+        wait_until(lambda: loop.lifecycle == "stopped", what="the e-stop input's stop")
+        res = loop.recover(timeout_s=0.05)  # the input is still pressed: the loop waits, the caller gives up
+        assert not res.ok and "cancelled" in res.blockers and "estop" in res.blockers, res
+        driver.set_estop_input(False)
+        wait_ticks(loop, 300)
+        assert loop.lifecycle == "stopped" and loop.estop_latched  # nothing recovered by itself
+
+
+def test_start_resets_the_policy_and_send_command_needs_a_running_loop():
+    class Policy:
+        resets = 0
+
+        def reset(self):
+            self.resets += 1
+
+        def __call__(self, obs):
+            return None
+
+    policy = Policy()
+    loop = RealTimeLoop(ROBOT, policy=policy)
+    with pytest.raises(RuntimeError, match="not running"):
+        loop.send_command(ROBOT.home)  # it would be the next run's first goal
+    for run in (1, 2):
+        loop.start()
+        try:
+            assert policy.resets == run  # each run starts the policy afresh
+            with pytest.raises(RuntimeError, match="already running"):
+                loop.start()
+        finally:
+            loop.stop()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [np.zeros((4, 2)), np.zeros((2, 8)), np.zeros(9), np.zeros(8, dtype=complex), ["a"] * 8],
+    ids=["4x2", "2x8", "9", "complex", "strings"],
+)
+def test_policy_outputs_of_the_wrong_shape_or_type_are_errors_not_permuted_targets(bad):
+    from robot_rt.control.loop import _joint_targets
+
+    with pytest.raises(ValueError, match="policy output"):
+        _joint_targets(bad, 8, "policy output")
+    np.testing.assert_array_equal(_joint_targets(np.ones((1, 8)), 8, "x"), np.ones(8))  # a batch of one is fine
+
+
+def test_a_thread_left_behind_by_stop_never_acts_as_the_next_runs():
+    """BackgroundThread: a thread still inside a call when stop() gave up keeps its own, set stop event, and start()
+    refuses while it lives (before, start() cleared the shared event: the stalled call returned into a 'running'
+    thread, pushed the previous run's target and went on as a second policy runner)."""
+    import threading
+
+    from robot_rt.control.background import BackgroundThread
+
+    release, acted = threading.Event(), []
+
+    def target():
+        stopping = worker.stop_event  # this run's event
+        release.wait(5.0)  # a stalled call
+        if not stopping.is_set():
+            acted.append(1)
+
+    worker = BackgroundThread(target, "stalled")
+    worker.start()
+    assert worker.stop(timeout_s=0.05) is False and worker.left_behind
+    with pytest.raises(RuntimeError, match="still inside a call"):
+        worker.start()
+    release.set()
+    wait_until(lambda: not worker.left_behind, what="the stalled call to return")
+    assert acted == []  # it saw its own (set) event
+    worker.start()
+    assert worker.stop(timeout_s=2.0)
+
+
+def test_sine_starts_where_the_robot_is_and_approaches_home_slowly():
+    """The shipped Sine policy (robot-rt run's default) does not command home from wherever the robot is: its first
+    target is the measured position, and the centre travels home at <= approach_fraction of each velocity limit."""
+    from robot_rt.control.policies import Sine
+
+    policy = Sine(ROBOT)
+    q0 = ROBOT.home + 0.5 * (ROBOT.position_max - ROBOT.home)
+    targets = [policy({"stamp_ns": int(k * 1e7), "measured_position": q0}) for k in range(1000)]  # 10 s at 100 Hz
+    np.testing.assert_allclose(targets[0], q0, atol=1e-12)
+    speed = np.max(np.abs(np.diff(np.asarray(targets)[: int(policy.approach_s * 100)], axis=0)) / 0.01, axis=0)
+    assert np.all(speed <= policy.approach_fraction * np.asarray(ROBOT.velocity_limit) * 1.01), speed
+    policy.reset()  # e.g. after a recovery: starts again from where the robot is then
+    np.testing.assert_allclose(policy({"stamp_ns": 5, "measured_position": ROBOT.home}), ROBOT.home, atol=1e-12)
+
+
+def test_a_script_that_dies_while_the_loop_runs_still_ends_with_the_controlled_stop(tmp_path):
+    """An uncaught exception in the user's script after start() (no `with`, no stop()): at interpreter exit the
+    loop is stopped with the end-of-run ramp (before, the policy thread's reference kept the loop alive and the
+    process aborted with the robot commanded at speed and no shutdown stop in the log)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "dies.py"
+    log = tmp_path / "dies.rrlog"
+    script.write_text(
+        "import time\n"
+        "from robot_rt.control.loop import RealTimeLoop\n"
+        "from robot_rt.control.policies import Sine\n"
+        "from robot_rt.robot import load_robot\n"
+        f"loop = RealTimeLoop(policy=Sine(load_robot()), log_path={str(log)!r})\n"
+        "loop.start()\n"
+        "time.sleep(2.5)\n"
+        "raise RuntimeError('a bug in the script while the robot moves')\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr[-2000:]  # the exception's exit status, not an abort
+    assert "a bug in the script" in proc.stderr
+    run = read_runlog(log)
+    names = {v: k for k, v in run.meta["event_codes"].items()}
+    events = [names.get(int(c)) for c in run.events["code"]]
+    assert "shutdown_stop" in events and "loop_stop" in events, events
+    assert np.all(run.ticks["command_velocity"][-1] == 0)
+    assert np.ptp(run.ticks["command_position"][:, 0]) > 0.01  # it was moving before

@@ -8,6 +8,8 @@ much closer to the balls than a do-nothing policy's in the same test (same serve
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -191,12 +193,22 @@ def test_adapter_catches_up_late_calls_and_rejects_bad_policies():
         EnvPolicyAdapter(lambda o: np.full(ROBOT.dof, np.nan), ROBOT)(_obs(10**12))
     with pytest.raises(ValueError, match="one per joint"):
         EnvPolicyAdapter(lambda o: np.zeros(3), ROBOT)(_obs(10**12))
+    # dof numbers in another shape would permute the joints; complex actions are not velocities
+    assert ROBOT.dof % 2 == 0
+    with pytest.raises(ValueError, match="one per joint"):
+        EnvPolicyAdapter(lambda o: np.zeros((ROBOT.dof // 2, 2)), ROBOT)(_obs(10**12))
+    with pytest.raises(ValueError, match="real numbers"):
+        EnvPolicyAdapter(lambda o: np.zeros(ROBOT.dof, dtype=complex), ROBOT)(_obs(10**12))
     with pytest.raises(TypeError, match="policy"):
         EnvPolicyAdapter(42)
     with pytest.raises(ValueError, match="state"):
         EnvPolicyAdapter(pol, state="guess")
     with pytest.raises(ValueError, match="policy_hz"):
         EnvPolicyAdapter(pol, policy_hz=0)
+    for name, value in (("lead_time_s", -0.5), ("lead_time_s", math.nan), ("workspace_margin_m", -0.01),
+                        ("workspace_margin_m", math.nan), ("lead_s", 1e9)):  # fmt: skip
+        with pytest.raises(ValueError, match=name):
+            EnvPolicyAdapter(pol, **{name: value})
     with pytest.raises(ValueError, match="n_balls"):
         deploy(pol, n_balls=0)
     with pytest.raises(ValueError, match="human"):

@@ -210,14 +210,14 @@ class Base:
 class SilentOnce(Base):
     """Sends nothing from 0.5 s on (the watchdog stops the robot) until a recovery resets it, then goes on."""
 
-    recovered = False
+    resets = 0
 
-    def reset(self):  # called by the policy runner after a recovery
-        self.recovered = True
+    def reset(self):  # called when the run starts, and by the policy runner after a recovery
+        self.resets += 1
 
     def __call__(self, obs):
         t = self.t()
-        return None if t >= 0.5 and not self.recovered else self.move(t)
+        return None if t >= 0.5 and self.resets < 2 else self.move(t)
 
 
 class FinishesAfterOneSecond(Base):

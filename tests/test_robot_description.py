@@ -113,6 +113,11 @@ def test_bad_descriptions_raise_with_the_field_named(tmp_path):
         (lambda d: d.update(home_position=[9.0] * 8), "home_position"),
         (lambda d: d["paddle_workspace_box_m"].update(min=[3, 0, 0]), "workspace"),
         (lambda d: d.update(format_version=2), "format_version"),
+        # values that would weaken the loop's limits without looking wrong
+        (lambda d: d.update(home_position=[float("nan")] * 8), "home_position"),
+        (lambda d: d["joints"][1].update(velocity_limit=True), r"joints\[1\]\.velocity_limit: expected a number"),
+        (lambda d: d["joints"][4].update(jerk_limit=1e-6), r"joints\[4\].*at most 10 s"),
+        (lambda d: d["joints"][0].update(velocity_limit=1e6), r"joints\[0\].*at most 10 s"),
     ]
     for mutate, pattern in cases:
         data = copy.deepcopy(_raw())

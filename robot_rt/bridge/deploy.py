@@ -279,7 +279,7 @@ def deploy(
                     if not should_recover(reasons):
                         stopped = reasons
                         break
-                    if loop.recover():
+                    if loop.recover(seen_reasons=reasons):  # only the stop the recover policy decided on
                         recoveries += 1
                 time.sleep(0.1)
             else:

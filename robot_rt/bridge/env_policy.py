@@ -124,6 +124,14 @@ class EnvPolicyAdapter:
                 raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
         if int(max_catch_up) < 1:
             raise ValueError(f"max_catch_up: expected >= 1, got {max_catch_up}")
+        # (a negative lead turns a velocity around; NaN freezes the robot in holds; a negative margin switches the
+        # adapter's own workspace hold off; a lead of seconds lets targets run far ahead of the robot)
+        if not lead_s <= 2.0:
+            raise ValueError(f"lead_s: expected at most 2 s, got {lead_s!r}")
+        if lead_time_s is not None and not (math.isfinite(lead_time_s) and 0.0 <= lead_time_s <= 1.0):
+            raise ValueError(f"lead_time_s: expected None or a delay in [0, 1] s, got {lead_time_s!r}")
+        if not (math.isfinite(workspace_margin_m) and workspace_margin_m >= 0.0):
+            raise ValueError(f"workspace_margin_m: expected a distance >= 0 m, got {workspace_margin_m!r}")
         self.policy = policy
         self.batched = bool(batched)
         self.dof = self.robot.dof
@@ -247,9 +255,14 @@ class EnvPolicyAdapter:
         out = self.policy(flat[None] if self.batched else flat)
         if hasattr(out, "detach"):  # a torch tensor
             out = out.detach().cpu().numpy()
-        v = np.asarray(out, dtype=np.float64).reshape(-1)
-        if v.shape != (self.dof,):
+        arr = np.asarray(out)
+        if arr.ndim == 2 and arr.shape[0] == 1:
+            arr = arr[0]
+        if arr.shape != (self.dof,):  # (not reshaped: another shape holding dof numbers would permute the joints)
             raise ValueError(f"policy output: expected {self.dof} actions (one per joint), got shape {np.shape(out)}")
+        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+            raise ValueError(f"policy output: expected real numbers, got dtype {arr.dtype}")
+        v = arr.astype(np.float64)
         if not np.all(np.isfinite(v)):
             raise ValueError("policy output: contains NaN or Inf")
         return np.clip(v, -1.0, 1.0) * self.robot.velocity_limit  # the env's action -> joint velocities

@@ -10,8 +10,12 @@ from collections.abc import Callable
 class BackgroundThread:
     """Runs `target()` in a daemon thread named `name`; the target returns once `stop_event` is set.
 
-    `start()` clears the event and starts a fresh thread (a stopped one can be started again); `stop(timeout_s)`
-    sets the event, joins (at most `timeout_s`, None: until it ends) and returns whether the thread has ended.
+    `start()` starts a fresh thread with a fresh event (a stopped one can be started again); `stop(timeout_s)` sets
+    the event, joins (at most `timeout_s`, None: until it ends) and returns whether the thread has ended.
+
+    A thread that did not end within `stop`'s timeout (stuck in a call) keeps its own, set event: it can never act
+    as the next run's thread, and `start()` refuses while it is still alive (`left_behind`). A target reads
+    `stop_event` once when it starts (the event of its own run).
     """
 
     def __init__(self, target: Callable[[], None], name: str):
@@ -19,6 +23,13 @@ class BackgroundThread:
         self.name = name
         self.stop_event = threading.Event()
         self._thread: threading.Thread | None = None
+        self._left: list[threading.Thread] = []  # stopped, but still inside a call when the join timed out
+
+    @property
+    def left_behind(self) -> bool:
+        """True while a thread of an earlier run is still alive (it did not end within its stop's timeout)."""
+        self._left = [t for t in self._left if t.is_alive()]
+        return bool(self._left)
 
     @property
     def running(self) -> bool:
@@ -27,7 +38,11 @@ class BackgroundThread:
     def start(self) -> BackgroundThread:
         if self._thread is not None:
             raise RuntimeError(f"{self.name}: already started")
-        self.stop_event.clear()
+        if self.left_behind:
+            raise RuntimeError(
+                f"{self.name}: the previous run's thread is still inside a call; start again once it returns"
+            )
+        self.stop_event = threading.Event()  # this run's; an earlier thread keeps its own (set) one
         self._thread = threading.Thread(target=self._target, name=self.name, daemon=True)
         self._thread.start()
         return self
@@ -38,4 +53,6 @@ class BackgroundThread:
         if thread is None:
             return True
         thread.join(timeout_s)
+        if thread.is_alive():
+            self._left.append(thread)
         return not thread.is_alive()

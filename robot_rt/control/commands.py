@@ -172,16 +172,16 @@ def cmd_run(args) -> int:
             "[red]error:[/red] --recover prompt needs an operator at a terminal (stdin is not one); use --recover never"
         )
         return EXIT_CODES["error"]
-    robot = load_robot(args.robot_file)
-    try:
+    try:  # every bad option or file is an error message and exit 2, before anything runs
+        robot = load_robot(args.robot_file)
         policy = load_policy(args.policy, robot)
         driver = _make_driver(args, robot)
+        log_path = Path(args.log) if args.log else Path("runs") / time.strftime("run-%Y%m%d-%H%M%S.rrlog")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        loop = _make_loop(args, robot, driver, policy, log_path)
     except (ValueError, TypeError, OSError) as err:
         console.print(f"[red]error:[/red] {err}")
         return EXIT_CODES["error"]
-    log_path = Path(args.log) if args.log else Path("runs") / time.strftime("run-%Y%m%d-%H%M%S.rrlog")
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    loop = _make_loop(args, robot, driver, policy, log_path)
     try:
         loop.start()
     except RuntimeError as err:
@@ -375,8 +375,9 @@ def discard_typeahead(stream=None) -> bool:
 def _prompt_recover(console, loop) -> bool:
     """Asks the operator whether to recover from a protective stop; True when recovered (the run continues)."""
     while True:
+        shown = list(loop.stop_reasons)  # what the operator is asked about: only these may be cleared
         console.print(
-            f"[bold red]protective stop[/bold red]: {', '.join(r for r in loop.stop_reasons if r != 'shutdown')} "
+            f"[bold red]protective stop[/bold red]: {', '.join(r for r in shown if r != 'shutdown')} "
             "(the robot is held; nothing moves it until a recovery)"
         )
         if not discard_typeahead():
@@ -387,7 +388,9 @@ def _prompt_recover(console, loop) -> bool:
             return False
         if answer not in ("y", "yes"):
             return False
-        result = loop.recover()
+        # a stop that latched while the question was open (e.g. an e-stop pressed meanwhile) refuses this recovery,
+        # and the loop asks again showing it
+        result = loop.recover(seen_reasons=shown)
         if result.ok:
             console.print("recovered: the loop is active again")
             return True

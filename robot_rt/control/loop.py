@@ -5,6 +5,7 @@ Design notes: docs/realtime.md, section `robot_rt.control.loop`.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import math
@@ -13,6 +14,7 @@ import struct
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +102,34 @@ class Event:
 def reason_names(bits: int) -> list[str]:
     """The names of the stop reason bits in `bits` (STOP_REASONS order)."""
     return [name for name, bit in STOP_REASONS.items() if bits & bit]
+
+
+# Loops started and not stopped yet. At interpreter exit (a script that ends or dies without stop()) each is
+# stopped (the end-of-run ramp to rest): its policy thread keeps a reference to it, so its destructor would never
+# run, and the process would abort with the loop thread still running and no controlled stop.
+_RUNNING_LOOPS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_running_loops() -> None:
+    for loop in list(_RUNNING_LOOPS):
+        try:
+            loop.stop()
+        except Exception:  # pragma: no cover - best effort at exit
+            logger.exception("stopping a running loop at exit failed")
+
+
+def _joint_targets(value, dof: int, what: str) -> np.ndarray:
+    """`value` as [dof] float64 joint targets: a 1-D real array of exactly dof entries (a [1, dof] batch too);
+    anything else (another shape that happens to hold dof numbers, complex values) is a ValueError naming `what`."""
+    arr = np.asarray(value)
+    if arr.ndim == 2 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.shape != (dof,):
+        raise ValueError(f"{what}: expected {dof} joint targets (shape ({dof},)), got shape {np.shape(value)}")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"{what}: expected real numbers, got dtype {arr.dtype}")
+    return arr.astype(np.float64)
 
 
 def blocker_names(bits: int) -> list[str]:
@@ -324,9 +354,9 @@ class RealTimeLoop:
         self.cpu_latency_request_granted = False  # whether the last start() got its request
         if not 1 <= rate_hz <= 20000:
             raise ValueError(f"rate_hz: expected a rate in [1, 20000] Hz, got {rate_hz}")
-        if not tracking_window_s >= 0 or not recover_timeout_s > 0:
+        if not tracking_window_s >= 0 or not 0 < recover_timeout_s <= 10.0:
             raise ValueError(
-                f"tracking_window_s >= 0, recover_timeout_s > 0: got {tracking_window_s}, {recover_timeout_s}"
+                f"tracking_window_s >= 0, recover_timeout_s in (0, 10] s: got {tracking_window_s}, {recover_timeout_s}"
             )
         self.soft_margin = _soft_margin(self.robot, soft_margin, servo_frequency_hz, servo_damping)
         self.model = robot_model(self.robot, workspace=workspace, soft_margin=self.soft_margin)
@@ -429,14 +459,26 @@ class RealTimeLoop:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> RealTimeLoop:
+        if self.running:
+            raise RuntimeError("RealTimeLoop.start: already running")
+        if self.policy is not None and self._runner.left_behind:
+            raise RuntimeError(
+                "RealTimeLoop.start: the previous run's policy call has not returned yet (it was left behind by "
+                "stop()); start again once it has"
+            )
         self.start_warnings = []
         self.policy_finished.clear()
+        # a new run: the policy starts afresh (its targets, clock and detections belong to the previous run)
+        reset = getattr(self.policy, "reset", None)
+        if callable(reset):
+            reset()
         self._hold_cpu_latency_request()
         try:
             self.start_warnings += list(self._loop.start())
         except BaseException:
             self._release_cpu_latency_request()
             raise
+        _RUNNING_LOOPS.add(self)
         for message in self.start_warnings:
             warnings.warn(f"robot_rt control loop: {message}", RuntimeWarning, stacklevel=2)
         if self.policy is not None:
@@ -456,6 +498,7 @@ class RealTimeLoop:
         if self.running:
             self._hold_until_robot_settled(settle_timeout_s)
         self._loop.stop()
+        _RUNNING_LOOPS.discard(self)
         self._release_cpu_latency_request()
         self._drain_events()
 
@@ -573,9 +616,9 @@ class RealTimeLoop:
     # ------------------------------------------------------------------ commands and observations
     def send_command(self, position, obs: dict | None = None) -> bool:
         """Queues joint targets (lock-free ring). NaN/Inf targets are rejected by the loop and logged."""
-        q = np.asarray(position, dtype=np.float64).reshape(-1)
-        if q.shape != (self.dof,):
-            raise ValueError(f"position: expected {self.dof} joint targets, got shape {np.shape(position)}")
+        q = _joint_targets(position, self.dof, "position")
+        if not self.running:
+            raise RuntimeError("send_command: the loop is not running (a target queued now would be the next run's)")
         tick, stamp = (int(obs["tick"]), int(obs["stamp_ns"])) if obs is not None else (0, 0)
         with self._command_lock:
             return self._loop.push_command(q, tick, stamp)
@@ -598,28 +641,49 @@ class RealTimeLoop:
     def estop_latched(self) -> bool:
         return self._loop.estop_latched
 
-    def recover(self, timeout_s: float | None = None) -> RecoveryResult:
-        """Recovers from a protective stop (docs/safety.md): clears an e-stop request, then the loop waits (up to
+    def recover(self, timeout_s: float | None = None, seen_reasons=None) -> RecoveryResult:
+        """Recovers from a protective stop (docs/safety.md): releases the e-stop request, then the loop waits (up to
         `recover_timeout_s`) until every cause is gone (e-stop input released, fault cleared, link up, fresh
         plausible states) and the robot is at rest, re-synchronises the commanded trajectory to the measured position
         (no step is commanded), discards the policy's stale targets and becomes active again. Returns a
         RecoveryResult (truthy when recovered; else the blockers). A loop that is not stopped has nothing to recover
-        (ok). Blocks at most `timeout_s` (default: recover_timeout_s + 0.5 s)."""
+        (ok). Blocks at most `timeout_s` (default: recover_timeout_s + 0.5 s); when that passes first, the request
+        is cancelled (the loop stays stopped; blocker 'cancelled'), so a recovery never completes after its caller
+        gave up.
+
+        `seen_reasons`: the stop reasons (names) the caller showed to the operator or decided on; the recovery is
+        refused (with the others as blockers) when any other reason is latched, e.g. an e-stop pressed while the
+        prompt was open. Default: the reasons latched at this call."""
         if not self.running:
             return RecoveryResult(False, (), "the loop is not running")
         if timeout_s is None:
             timeout_s = self.config.recover_timeout_s + 0.5
-        self._loop.request_recover()
+        if seen_reasons is None:
+            seen_bits = self._loop.stop_reasons
+        else:
+            unknown = [r for r in seen_reasons if r not in STOP_REASONS]
+            if unknown or isinstance(seen_reasons, str):
+                raise ValueError(f"seen_reasons: expected stop reason names {list(STOP_REASONS)}, got {seen_reasons!r}")
+            seen_bits = 0
+            for r in seen_reasons:
+                seen_bits |= STOP_REASONS[r]
+        self._loop.request_recover(int(seen_bits))
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        cancelled = False
+        while True:
             state = self._loop.recover_state
             if state == 2:  # (the policy runner resets the policy itself: it sees recovered_tick change)
                 return RecoveryResult(True, (), "recovered")
             if state == 3:
                 blockers = tuple(blocker_names(self._loop.recover_blockers))
                 return RecoveryResult(False, blockers, "refused: " + ", ".join(blockers))
+            now = time.monotonic()
+            if now >= deadline and not cancelled:
+                self._loop.cancel_recover()  # the loop answers (refused, or done if it got there first)
+                cancelled, deadline = True, now + 0.5
+            elif now >= deadline:
+                return RecoveryResult(False, ("timeout",), f"no answer from the loop within {timeout_s:.2f} s")
             time.sleep(0.002)
-        return RecoveryResult(False, ("timeout",), f"no answer from the loop within {timeout_s:.2f} s")
 
     @property
     def lifecycle(self) -> str:
@@ -716,18 +780,16 @@ class RealTimeLoop:
             # observation from after it. Read from the observation itself (the tick of the last recovery), not
             # told by recover(): that learns of the recovery only by polling, and the runner could call the policy
             # in between with its pre-stop state (a goal from before the stop would be taken as fresh).
-            if obs["recovered_tick"] != recovered_tick:
-                recovered_tick = obs["recovered_tick"]
-                reset = getattr(self.policy, "reset", None)
-                if callable(reset):
-                    reset()
             t0 = time.monotonic()
             try:
+                if obs["recovered_tick"] != recovered_tick:
+                    reset = getattr(self.policy, "reset", None)
+                    if callable(reset):
+                        reset()  # one that raises is a policy exception, retried before the next call
+                    recovered_tick = obs["recovered_tick"]
                 out = self.policy(obs)
                 if out is not None:
-                    out = np.asarray(out, dtype=np.float64).reshape(-1)
-                    if out.shape != (self.dof,):
-                        raise ValueError(f"policy output: expected {self.dof} joint targets, got shape {out.shape}")
+                    out = _joint_targets(out, self.dof, "policy output")
             except (PolicyFinished, StopIteration):
                 logger.info("policy finished")
                 self.policy_finished.set()

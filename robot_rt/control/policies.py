@@ -34,8 +34,12 @@ class Sine:
     """Smooth sinusoids around the robot's home on the gantry and the first arm joints.
 
     Amplitudes are a quarter of the distance from home to the nearer joint limit (at most 0.3 m / 0.25 rad),
-    frequency 0.5 Hz, and the motion ramps in over the first second, so the paddle stays well inside the
-    workspace box of the shipped robot."""
+    frequency 0.5 Hz, so the paddle stays well inside the workspace box of the shipped robot. It starts where the
+    robot is: the centre travels from the first measured position to home at no more than `approach_fraction` of
+    each joint's velocity limit (a smoothstep; none from home), then the sinusoids ramp in over a second. `reset()`
+    (called after a recovery and at each start) starts that approach again from where the robot then is."""
+
+    approach_fraction = 0.1
 
     def __init__(self, robot: RobotDescription, frequency_hz: float = 0.5, joints=(0, 2, 3)):
         self.robot = robot
@@ -48,23 +52,35 @@ class Sine:
                 self.amplitude[j] = min(0.25 * room[j], cap[j])
         self.phase = np.arange(robot.dof) * 0.7
         self.omega = 2 * math.pi * frequency_hz
+        self.reset()
+
+    def reset(self) -> None:
         self.t0_ns: int | None = None
+        self.start: np.ndarray | None = None
+        self.approach_s = 0.0
 
     def __call__(self, obs: dict) -> np.ndarray:
         if self.t0_ns is None:
             self.t0_ns = int(obs["stamp_ns"])
+            self.start = np.asarray(obs["measured_position"], dtype=np.float64).copy()
+            # a smoothstep's peak speed is 1.5 x distance / duration
+            speed = self.approach_fraction * np.asarray(self.robot.velocity_limit, dtype=np.float64)
+            self.approach_s = float(np.max(1.5 * np.abs(self.home - self.start) / speed))
         t = (int(obs["stamp_ns"]) - self.t0_ns) * 1e-9
-        ramp = min(1.0, t)
-        return self.home + ramp * self.amplitude * np.sin(self.omega * t + self.phase)
+        s = min(1.0, t / self.approach_s) if self.approach_s > 0.0 else 1.0
+        centre = self.start + (self.home - self.start) * (s * s * (3.0 - 2.0 * s))
+        after = max(0.0, t - self.approach_s)
+        ramp = min(1.0, after)
+        return centre + ramp * self.amplitude * np.sin(self.omega * after + self.phase)
 
 
 class NanBurst(Sine):
     """`Sine`, but every `every`-th output is NaN: the loop must reject those and keep its rate."""
 
     def __init__(self, robot: RobotDescription, every: int = 25):
-        super().__init__(robot)
         self.every = int(every)
         self.calls = 0
+        super().__init__(robot)
 
     def __call__(self, obs: dict) -> np.ndarray:
         self.calls += 1

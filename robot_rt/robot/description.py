@@ -98,6 +98,9 @@ class RobotDescription:
         }
 
 
+MAX_STOP_TIME_S = 10.0  # the longest controlled stop from full speed a description may imply
+
+
 def _vec3(value, where: str) -> tuple[float, float, float]:
     arr = np.asarray(value, dtype=np.float64)
     if arr.shape != (3,) or not np.all(np.isfinite(arr)):
@@ -108,6 +111,8 @@ def _vec3(value, where: str) -> tuple[float, float, float]:
 def _number(entry: dict, key: str, where: str, positive: bool = False) -> float:
     if key not in entry:
         raise ValueError(f"{where}: missing field '{key}'")
+    if isinstance(entry[key], bool) or not isinstance(entry[key], (int, float)):
+        raise ValueError(f"{where}.{key}: expected a number, got {entry[key]!r}")
     value = float(entry[key])
     if not np.isfinite(value) or (positive and value <= 0):
         raise ValueError(f"{where}.{key}: expected a finite{' positive' if positive else ''} number, got {value}")
@@ -148,6 +153,15 @@ def parse_robot(data: dict, source: str = "<dict>") -> RobotDescription:
         )
     if not joints:
         raise ValueError(f"{source}: 'joints' must be a non-empty list")
+    for i, j in enumerate(joints):
+        # a controlled stop from full speed takes about V/A + A/J: limits that make it longer than this are not a
+        # robot's (a typo such as a jerk limit in the wrong unit), and the stop bounds would be meaningless
+        stop_s = j.velocity_limit / j.acceleration_limit + j.acceleration_limit / j.jerk_limit
+        if not stop_s <= MAX_STOP_TIME_S:
+            raise ValueError(
+                f"{source}: joints[{i}] ({j.name}): velocity_limit / acceleration_limit + acceleration_limit / "
+                f"jerk_limit = {stop_s:.3g} s, expected at most {MAX_STOP_TIME_S:g} s (check the units)"
+            )
     paddle = data.get("paddle") or {}
     box = data.get("paddle_workspace_box_m") or {}
     box_min = np.asarray(_vec3(box.get("min"), f"{source}: paddle_workspace_box_m.min"))
@@ -166,8 +180,13 @@ def parse_robot(data: dict, source: str = "<dict>") -> RobotDescription:
         home=home,
         source=source,
     )
-    if home.shape != (robot.dof,) or np.any(home < robot.position_min) or np.any(home > robot.position_max):
-        raise ValueError(f"{source}: home_position must hold {robot.dof} values inside the joint limits")
+    if (
+        home.shape != (robot.dof,)
+        or not np.all(np.isfinite(home))
+        or np.any(home < robot.position_min)
+        or np.any(home > robot.position_max)
+    ):
+        raise ValueError(f"{source}: home_position must hold {robot.dof} finite values inside the joint limits")
     return robot
 
 

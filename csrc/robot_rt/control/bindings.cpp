@@ -364,6 +364,7 @@ void bind_constants(py::module_& m) {
   blockers["robot_moving"] = kBlockRobotMoving;
   blockers["command_moving"] = kBlockCommandMoving;
   blockers["shutdown"] = kBlockShutdown;
+  blockers["cancelled"] = kBlockCancelled;
   m.attr("RECOVERY_BLOCKERS") = blockers;
   py::dict lifecycle;
   lifecycle["inactive"] = static_cast<int>(Lifecycle::kInactive);
@@ -773,8 +774,11 @@ void bind_loop(py::module_& m) {
                              "Sequence number of the newest published observation (0 = none yet).")
       .def("estop", &ControlLoop::request_estop)
       .def_property_readonly("estop_latched", &ControlLoop::estop_latched)
-      .def("request_recover", &ControlLoop::request_recover,
-           "Asks the loop to recover from a stop (non-blocking; see recover_state / recover_blockers).")
+      .def("request_recover", &ControlLoop::request_recover, py::arg("seen_reasons") = ~0u,
+           "Asks the loop to recover from a stop (non-blocking; see recover_state / recover_blockers). seen_reasons: "
+           "the STOP_REASONS bits the requester saw; a latched reason outside them refuses the request.")
+      .def("cancel_recover", &ControlLoop::cancel_recover,
+           "The requester stopped waiting: a pending recovery is refused (blocker 'cancelled'), not completed later.")
       .def_property_readonly("recover_state", &ControlLoop::recover_state,
                              "0 idle, 1 pending, 2 done, 3 refused (the last request).")
       .def_property_readonly("recover_blockers", &ControlLoop::recover_blockers)

@@ -73,8 +73,10 @@ void ControlLoop::end_manual() {
 
 // (The e-stop request is not cleared here but on the loop thread once the e-stop has latched: cleared by the caller,
 // an estop() followed by a recover() within one tick would never latch or log the e-stop.)
-void ControlLoop::request_recover() noexcept {
+void ControlLoop::request_recover(std::uint32_t seen_reasons) noexcept {
   recover_blockers_.store(0, std::memory_order_release);
+  recover_seen_.store(seen_reasons, std::memory_order_release);
+  recover_cancel_.store(false, std::memory_order_release);
   recover_state_.store(kRecoverPending, std::memory_order_release);
   recover_request_.store(true, std::memory_order_release);
 }
@@ -121,10 +123,10 @@ ControlLoop::ControlLoop(std::shared_ptr<RobotDriver> driver, const RobotModel& 
   if (!(config_.tracking_window_s >= 0.0) || !(config_.tracking_error_factor > 0.0) ||
       !(config_.servo_natural_frequency_hz > 0.0) || !(config_.servo_damping > 0.0) ||
       !(config_.measurement_velocity_factor >= 1.0) || !(config_.rest_velocity_fraction > 0.0) ||
-      !(config_.recover_timeout_s > 0.0))
+      !(config_.recover_timeout_s > 0.0) || !(config_.recover_timeout_s <= kMaxRecoverTimeoutS))
     throw std::invalid_argument(
         "tracking_window_s >= 0, tracking_error_factor, servo_natural_frequency_hz, servo_damping, "
-        "rest_velocity_fraction, recover_timeout_s > 0 and measurement_velocity_factor >= 1 expected");
+        "rest_velocity_fraction > 0, recover_timeout_s in (0, 10] s and measurement_velocity_factor >= 1 expected");
   interpolator_.configure(model.dof, config_.policy_period_s, 2.0 * dt, 0.1);
   command_watchdog_.configure(config_.command_timeout_s);
   sensor_watchdog_.configure(config_.sensor_timeout_s);
@@ -182,9 +184,15 @@ void ControlLoop::initialise(std::int64_t start_ns) {
   reasons_seen_.store(0, std::memory_order_release);
   estop_request_.store(false, std::memory_order_release);
   recover_request_.store(false, std::memory_order_release);
+  recover_cancel_.store(false, std::memory_order_release);
   recover_state_.store(kRecoverIdle, std::memory_order_release);
   recover_blockers_.store(0, std::memory_order_release);
   shutdown_request_.store(false, std::memory_order_release);
+  // targets queued while the loop was not running belong to no run of it: one left in the ring would be the new
+  // run's first goal (the loop thread is not running yet: this thread is the ring's only reader)
+  PolicyCommand stale_command;
+  while (commands_in_->pop(stale_command)) {
+  }
   shutdown_done_.store(false, std::memory_order_release);
   peer_restarts_seen_ = driver_->link_health().peer_restarts;
   recovered_tick_ = 0;
@@ -633,13 +641,15 @@ void ControlLoop::update_lifecycle(std::int64_t wake_ns) noexcept {
   if (latch_.latched() && (state_ == Lifecycle::kInactive || state_ == Lifecycle::kActive))
     set_lifecycle(Lifecycle::kStopping, wake_ns);
   if (recover_request_.exchange(false, std::memory_order_acq_rel)) {
-    // the operator releases an e-stop that has latched (this tick's reflexes ran first); a request not yet seen
-    // stays and latches at the next tick
-    if (latch_.reasons() & kReasonEstop) estop_request_.store(false, std::memory_order_release);
+    const std::uint32_t seen = recover_seen_.load(std::memory_order_acquire);
+    // the operator releases an e-stop that has latched (this tick's reflexes ran first) and that they saw; a
+    // request not yet latched stays and latches at the next tick
+    if ((latch_.reasons() & kReasonEstop) && (seen & kReasonEstop)) estop_request_.store(false, std::memory_order_release);
     if (state_ == Lifecycle::kStopping || state_ == Lifecycle::kStopped) {
       emit(kEventRecoverRequested, -1, 0.0, wake_ns);
       recover_since_ns_ = wake_ns;
-      recover_reasons_ = latch_.reasons();
+      // only the reasons the requester saw may be cleared: any other refuses the request below, at once
+      recover_reasons_ = latch_.reasons() & seen;
       set_lifecycle(Lifecycle::kRecovering, wake_ns);
     } else if (state_ != Lifecycle::kRecovering) {
       recover_state_.store(kRecoverDone, std::memory_order_release);  // nothing latched: nothing to recover
@@ -652,6 +662,8 @@ void ControlLoop::update_lifecycle(std::int64_t wake_ns) noexcept {
     const std::uint32_t blockers = recovery_blockers(wake_ns);
     if (latched_since != 0) {
       refuse_recovery(latched_since | blockers, wake_ns);
+    } else if (recover_cancel_.exchange(false, std::memory_order_acq_rel)) {
+      refuse_recovery(kBlockCancelled | blockers, wake_ns);
     } else if (blockers == 0) {
       if (!resynchronise(wake_ns)) refuse_recovery(kReasonMeasurementInvalid, wake_ns);
     } else if (wake_ns - recover_since_ns_ > static_cast<std::int64_t>(config_.recover_timeout_s * 1e9)) {

@@ -101,7 +101,7 @@ struct LoopConfig {
   // Recovery: the robot counts as at rest when |measured velocity| <= rest_velocity_fraction x V per joint; a
   // recovery whose causes persist longer than recover_timeout_s is refused.
   double rest_velocity_fraction = 0.02;
-  double recover_timeout_s = 1.0;
+  double recover_timeout_s = 1.0;  // (0, kMaxRecoverTimeoutS]
   int realtime_priority = 0;  // SCHED_FIFO priority (1..99); 0 keeps normal scheduling
   int cpu = -1;               // pin the loop thread to this CPU; -1 = no affinity
   bool lock_memory = false;   // mlockall(MCL_CURRENT | MCL_FUTURE)
@@ -136,6 +136,9 @@ struct PolicyCommand {
 
 // The longest command / sensor watchdog timeout the loop accepts (LoopConfig).
 constexpr double kMaxWatchdogTimeoutS = 1.0;
+// The longest a recovery may wait for its causes to go (LoopConfig::recover_timeout_s): a recovery must not
+// complete long after the operator asked, when the robot's surroundings may have changed.
+constexpr double kMaxRecoverTimeoutS = 10.0;
 
 struct Observation {
   std::uint64_t tick = 0;
@@ -221,11 +224,16 @@ class ControlLoop {
   bool estop_latched() const noexcept {
     return (stop_reasons_.load(std::memory_order_acquire) & kReasonEstop) != 0;
   }
-  // Recovery (from any thread): clears the e-stop request, then the loop re-synchronises and clears the latch at a
-  // tick where every cause is gone and the robot is at rest (or refuses after recover_timeout_s).
+  // Recovery (from any thread): releases a latched e-stop request, then the loop re-synchronises and clears the
+  // latch at a tick where every cause is gone and the robot is at rest (or refuses after recover_timeout_s).
+  // `seen_reasons`: the stop reasons the requester (an operator, a recover policy) saw and decided on; a latched
+  // reason outside them refuses the request at once (it would clear a stop nobody saw, e.g. an e-stop pressed
+  // while the prompt was open). cancel_recover(): the requester stopped waiting; a pending recovery is refused
+  // (kBlockCancelled) instead of completing later by itself.
   // recover_state(): kRecoverIdle, kRecoverPending, kRecoverDone, kRecoverRefused; recover_blockers() the bits
-  // that refused it (stop reasons whose cause persists, kBlock*).
-  void request_recover() noexcept;
+  // that refused it (stop reasons whose cause persists or that nobody saw, kBlock*).
+  void request_recover(std::uint32_t seen_reasons = ~0u) noexcept;
+  void cancel_recover() noexcept { recover_cancel_.store(true, std::memory_order_release); }
   int recover_state() const noexcept { return recover_state_.load(std::memory_order_acquire); }
   std::uint32_t recover_blockers() const noexcept { return recover_blockers_.load(std::memory_order_acquire); }
   Lifecycle lifecycle() const noexcept { return static_cast<Lifecycle>(lifecycle_.load(std::memory_order_acquire)); }
@@ -336,6 +344,8 @@ class ControlLoop {
   std::atomic<bool> stop_requested_{false};
   std::atomic<bool> estop_request_{false};
   std::atomic<bool> recover_request_{false};
+  std::atomic<bool> recover_cancel_{false};
+  std::atomic<std::uint32_t> recover_seen_{~0u};  // the reasons the pending request was made for
   std::atomic<int> recover_state_{kRecoverIdle};
   std::atomic<std::uint32_t> recover_blockers_{0};
   std::atomic<bool> shutdown_request_{false};

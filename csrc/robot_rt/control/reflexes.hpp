@@ -35,6 +35,7 @@ constexpr std::uint32_t kReasonSafetyMask = (1u << 8) - 1u;  // every reason but
 constexpr std::uint32_t kBlockRobotMoving = 1u << 16;    // measured velocity above the rest tolerance
 constexpr std::uint32_t kBlockCommandMoving = 1u << 17;  // the commanded stop has not reached rest yet
 constexpr std::uint32_t kBlockShutdown = 1u << 18;       // the loop is shutting down
+constexpr std::uint32_t kBlockCancelled = 1u << 19;      // the requester gave up waiting (recover()'s own timeout)
 
 enum class Lifecycle : std::int32_t { kInactive = 0, kActive = 1, kStopping = 2, kStopped = 3, kRecovering = 4 };
 

@@ -12,6 +12,10 @@ bool SafetyFilter::configure(const RobotModel& model, double dt_s) {
   for (int i = 0; i < model.dof; ++i) {
     const JointLimits& l = model.limits[i];
     if (!(l.position_min < l.position_max) || !(l.velocity > 0) || !(l.acceleration > 0) || !(l.jerk > 0)) return false;
+    if (!std::isfinite(l.position_max - l.position_min) || !std::isfinite(l.velocity) || !std::isfinite(l.jerk))
+      return false;
+    // the stop horizon (stop_horizon_steps, an int of ticks) must stay a sane number: a stop of minutes is no stop
+    if (!(2.0 * (l.velocity / l.acceleration + 3.0 * l.acceleration / l.jerk) / dt_s <= 1e7)) return false;
     const double margin = model.soft_margin_si[i];
     if (!(margin >= 0.0) || !(l.position_min + margin < l.position_max - margin)) return false;
   }

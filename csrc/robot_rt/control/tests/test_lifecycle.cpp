@@ -459,3 +459,60 @@ TEST_CASE("a configuration that would switch a reflex off is refused") {
   CHECK_THROWS_AS(make([](LoopConfig& c) { c.measurement_velocity_factor = 1e6; }), std::invalid_argument);
   CHECK_THROWS_AS(make([](LoopConfig& c) { c.measurement_velocity_factor = std::nan(""); }), std::invalid_argument);
 }
+
+TEST_CASE("a recovery for the reasons its caller saw is refused by a reason it did not see; a cancelled one never completes") {
+  Harness h;
+  h.drive(0.3, 0.0, 200);
+  h.tick(300);  // the watchdog stops the loop
+  h.until([&] { return h.state() == Lifecycle::kStopped; }, 2000);
+  REQUIRE(h.loop->stop_reasons() == kReasonWatchdog);
+  h.loop->request_estop();  // pressed by someone else while the operator reads "watchdog"
+  h.tick();
+  h.loop->request_recover(kReasonWatchdog);
+  h.tick();
+  CHECK(h.loop->recover_state() == ControlLoop::kRecoverRefused);
+  CHECK((h.loop->recover_blockers() & kReasonEstop) != 0u);
+  CHECK(h.loop->estop_latched());  // the e-stop request was not released either
+  h.tick(50);
+  CHECK(h.state() == Lifecycle::kStopped);
+  // the caller gives up on a recovery that waits (the robot still moving): refused, and nothing later
+  h.driver->inject_measurement(0, h.obs().measured_position_si[0], 0.5, 50);
+  h.loop->request_recover(kReasonWatchdog | kReasonEstop);
+  h.tick(3);
+  REQUIRE(h.state() == Lifecycle::kRecovering);
+  h.loop->cancel_recover();
+  h.tick();
+  CHECK(h.loop->recover_state() == ControlLoop::kRecoverRefused);
+  CHECK((h.loop->recover_blockers() & kBlockCancelled) != 0u);
+  h.tick(300);  // the robot settles: still stopped
+  CHECK(h.state() == Lifecycle::kStopped);
+  CHECK(h.loop->stop_reasons() == (kReasonWatchdog | kReasonEstop));
+  // asked for everything it shows, it recovers
+  h.loop->request_recover(kReasonWatchdog | kReasonEstop);
+  h.until([&] { return h.loop->recover_state() != ControlLoop::kRecoverPending; }, 500);
+  CHECK(h.loop->recover_state() == ControlLoop::kRecoverDone);
+}
+
+TEST_CASE("a target queued while the loop was not running is not the next run's first goal") {
+  RobotModel model;
+  model.dof = 1;
+  model.limits[0] = JointLimits{-1.0, 1.0, 2.0, 10.0, 200.0};
+  const double q0[1] = {0.0};
+  auto driver = std::make_shared<SimDriver>(model, q0, kDt, SimServoConfig{});
+  LoopConfig cfg;
+  cfg.rate_hz = 1.0 / kDt;
+  ControlLoop loop(driver, model, cfg);
+  const double far[1] = {0.5};
+  loop.push_command(far, 1, 0, 0);  // before any run
+  std::int64_t now = 1'000'000'000'000;
+  loop.begin_manual(now);
+  for (int k = 0; k < 200; ++k) {
+    now += static_cast<std::int64_t>(kDt * 1e9);
+    loop.manual_tick(now);
+  }
+  Observation o;
+  loop.latest_observation(o);
+  CHECK(o.command_position_si[0] == 0.0);
+  CHECK(loop.counters().commands_accepted == 0u);
+  loop.end_manual();
+}
