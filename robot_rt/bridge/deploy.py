@@ -274,12 +274,14 @@ def deploy(
                     break
                 if proc.poll() is not None:
                     raise RuntimeError(f"sim-server exited early with {proc.returncode}")
+                presses = loop.estop_presses
                 reasons = tuple(loop.stop_reasons)
                 if reasons and loop.lifecycle == "stopped":
                     if not should_recover(reasons):
                         stopped = reasons
                         break
-                    if loop.recover(seen_reasons=reasons):  # only the stop the recover policy decided on
+                    # only the stop the recover policy decided on
+                    if loop.recover(seen_reasons=reasons, seen_estop_presses=presses):
                         recoveries += 1
                 time.sleep(0.1)
             else:

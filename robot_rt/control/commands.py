@@ -375,6 +375,7 @@ def discard_typeahead(stream=None) -> bool:
 def _prompt_recover(console, loop) -> bool:
     """Asks the operator whether to recover from a protective stop; True when recovered (the run continues)."""
     while True:
+        presses = loop.estop_presses  # (before the reasons: a press after this is one the operator did not see)
         shown = list(loop.stop_reasons)  # what the operator is asked about: only these may be cleared
         console.print(
             f"[bold red]protective stop[/bold red]: {', '.join(r for r in shown if r != 'shutdown')} "
@@ -390,7 +391,7 @@ def _prompt_recover(console, loop) -> bool:
             return False
         # a stop that latched while the question was open (e.g. an e-stop pressed meanwhile) refuses this recovery,
         # and the loop asks again showing it
-        result = loop.recover(seen_reasons=shown)
+        result = loop.recover(seen_reasons=shown, seen_estop_presses=presses)
         if result.ok:
             console.print("recovered: the loop is active again")
             return True

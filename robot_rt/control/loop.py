@@ -456,6 +456,7 @@ class RealTimeLoop:
         self.last_policy_exception: BaseException | None = None
         self.policy_finished = threading.Event()  # the policy raised PolicyFinished / StopIteration
         self.start_warnings: list[str] = []
+        self._stop_lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> RealTimeLoop:
@@ -490,6 +491,10 @@ class RealTimeLoop:
         category 1, at most `stop_time_bound_s`) and holds it until the measured robot is at rest too (its servo's
         overshoot settled; at most `settle_timeout_s` more, not when the link is lost) before its thread ends and
         nothing is sent any more."""
+        with self._stop_lock:  # (a second stop(), e.g. the exit handler's while a thread is in one, waits for it)
+            self._stop(policy_join_timeout_s, settle_timeout_s)
+
+    def _stop(self, policy_join_timeout_s: float, settle_timeout_s: float) -> None:
         if not self._runner.stop(policy_join_timeout_s):
             logger.warning(
                 "policy thread still inside the policy call after %.1f s (stalled); left behind",
@@ -538,8 +543,12 @@ class RealTimeLoop:
         period_ns = round(1e9 * self.period_s)
         every = max(1, round(self.policy_period_s / self.period_s))
         now = _control.monotonic_ns()
+        reset = getattr(self.policy, "reset", None)
+        if callable(reset):  # as start(): a new run starts the policy afresh
+            reset()
         self._loop.begin_manual(now)
         ticks = 0
+        recovered_tick = 0
         try:
             for ticks in range(round(duration_s / self.period_s)):
                 if during is not None:
@@ -547,6 +556,11 @@ class RealTimeLoop:
                 if self.policy is not None and ticks % every == 0 and not self.policy_finished.is_set():
                     obs = self._loop.latest_observation()
                     if obs is not None:
+                        # the runner's rules: a reset after a recovery before the next call, exact output shapes
+                        if obs["recovered_tick"] != recovered_tick:
+                            if callable(reset):
+                                reset()
+                            recovered_tick = obs["recovered_tick"]
                         try:
                             out = self.policy(obs)
                         except (PolicyFinished, StopIteration):
@@ -554,7 +568,8 @@ class RealTimeLoop:
                             out = None
                         self.policy_calls += 1
                         if out is not None:
-                            self._loop.push_command(np.asarray(out, dtype=np.float64).reshape(-1), obs["tick"], 0)
+                            out = _joint_targets(out, self.dof, "policy output")
+                            self._loop.push_command(out, obs["tick"], 0)
                 now += period_ns
                 self._loop.manual_tick(now)
             self._loop.request_shutdown()
@@ -630,7 +645,8 @@ class RealTimeLoop:
         return self._loop.wait_observation(after_seq, timeout_s)
 
     def estop(self) -> None:
-        """Latches the e-stop: jerk-limited stop, then hold until `reset_estop()`."""
+        """Latches the e-stop: jerk-limited stop, then hold until `reset_estop()`. Pressed while the loop is not
+        running, it latches at the loop's first tick."""
         self._loop.estop()
 
     def reset_estop(self, timeout_s: float | None = None) -> RecoveryResult:
@@ -638,10 +654,17 @@ class RealTimeLoop:
         return self.recover(timeout_s)
 
     @property
+    def estop_presses(self) -> int:
+        """`estop()` calls so far: read it before the stop reasons shown to an operator, and pass it to `recover()`."""
+        return int(self._loop.estop_presses)
+
+    @property
     def estop_latched(self) -> bool:
         return self._loop.estop_latched
 
-    def recover(self, timeout_s: float | None = None, seen_reasons=None) -> RecoveryResult:
+    def recover(
+        self, timeout_s: float | None = None, seen_reasons=None, seen_estop_presses: int | None = None
+    ) -> RecoveryResult:
         """Recovers from a protective stop (docs/safety.md): releases the e-stop request, then the loop waits (up to
         `recover_timeout_s`) until every cause is gone (e-stop input released, fault cleared, link up, fresh
         plausible states) and the robot is at rest, re-synchronises the commanded trajectory to the measured position
@@ -653,11 +676,14 @@ class RealTimeLoop:
 
         `seen_reasons`: the stop reasons (names) the caller showed to the operator or decided on; the recovery is
         refused (with the others as blockers) when any other reason is latched, e.g. an e-stop pressed while the
-        prompt was open. Default: the reasons latched at this call."""
+        prompt was open. Default: the reasons latched at this call. `seen_estop_presses`: `estop_presses` read before
+        those reasons (default: read now); an e-stop pressed after it, even again while latched, refuses the recovery."""
         if not self.running:
             return RecoveryResult(False, (), "the loop is not running")
         if timeout_s is None:
             timeout_s = self.config.recover_timeout_s + 0.5
+        if seen_estop_presses is None:
+            seen_estop_presses = self._loop.estop_presses  # (read before the reasons: a press between is unseen)
         if seen_reasons is None:
             seen_bits = self._loop.stop_reasons
         else:
@@ -667,7 +693,7 @@ class RealTimeLoop:
             seen_bits = 0
             for r in seen_reasons:
                 seen_bits |= STOP_REASONS[r]
-        self._loop.request_recover(int(seen_bits))
+        self._loop.request_recover(int(seen_bits), int(seen_estop_presses))
         deadline = time.monotonic() + timeout_s
         cancelled = False
         while True:

@@ -773,8 +773,11 @@ void bind_loop(py::module_& m) {
       .def_property_readonly("observation_seq", &ControlLoop::observation_sequence,
                              "Sequence number of the newest published observation (0 = none yet).")
       .def("estop", &ControlLoop::request_estop)
+      .def_property_readonly("estop_presses", &ControlLoop::estop_presses,
+                             "estop() calls so far (a recovery releases only those its requester saw).")
       .def_property_readonly("estop_latched", &ControlLoop::estop_latched)
       .def("request_recover", &ControlLoop::request_recover, py::arg("seen_reasons") = ~0u,
+           py::arg("seen_estop_presses") = ~std::uint64_t{0},
            "Asks the loop to recover from a stop (non-blocking; see recover_state / recover_blockers). seen_reasons: "
            "the STOP_REASONS bits the requester saw; a latched reason outside them refuses the request.")
       .def("cancel_recover", &ControlLoop::cancel_recover,

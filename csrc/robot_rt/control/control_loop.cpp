@@ -73,9 +73,12 @@ void ControlLoop::end_manual() {
 
 // (The e-stop request is not cleared here but on the loop thread once the e-stop has latched: cleared by the caller,
 // an estop() followed by a recover() within one tick would never latch or log the e-stop.)
-void ControlLoop::request_recover(std::uint32_t seen_reasons) noexcept {
+void ControlLoop::request_recover(std::uint32_t seen_reasons, std::uint64_t seen_estop_presses) noexcept {
   recover_blockers_.store(0, std::memory_order_release);
   recover_seen_.store(seen_reasons, std::memory_order_release);
+  // the default: the presses made up to this call (a press after it, before the loop takes the request, is unseen)
+  if (seen_estop_presses == ~std::uint64_t{0}) seen_estop_presses = estop_presses_.load(std::memory_order_acquire);
+  recover_seen_presses_.store(seen_estop_presses, std::memory_order_release);
   recover_cancel_.store(false, std::memory_order_release);
   recover_state_.store(kRecoverPending, std::memory_order_release);
   recover_request_.store(true, std::memory_order_release);
@@ -182,7 +185,7 @@ void ControlLoop::initialise(std::int64_t start_ns) {
   lifecycle_.store(0, std::memory_order_release);
   stop_reasons_.store(0, std::memory_order_release);
   reasons_seen_.store(0, std::memory_order_release);
-  estop_request_.store(false, std::memory_order_release);
+  // (the e-stop press counters are kept: a press made while the loop was not running latches at its first tick)
   recover_request_.store(false, std::memory_order_release);
   recover_cancel_.store(false, std::memory_order_release);
   recover_state_.store(kRecoverIdle, std::memory_order_release);
@@ -532,7 +535,7 @@ void ControlLoop::mute(std::int64_t wake_ns) noexcept {
 void ControlLoop::run_reflexes(std::int64_t wake_ns, const TickScratch& t) noexcept {
   // e-stop: a request from Python, or the robot's e-stop input
   const bool estop_input = (last_state_.flags & kStateEstopInput) != 0;
-  if (estop_request_.load(std::memory_order_acquire) || estop_input)
+  if (estop_requested() || estop_input)
     trip(kReasonEstop, kEventEstop, -1, estop_input ? 2.0 : 1.0, wake_ns);
   if (t.fresh && (last_state_.flags & kStateFault)) trip(kReasonRobotFault, kEventRobotFaultStop, -1, 0.0, wake_ns);
   if (t.fresh && measurement_invalid_) trip(kReasonMeasurementInvalid, kEventMeasurementStop, t.bad_joint, t.bad_value, wake_ns);
@@ -592,7 +595,7 @@ std::uint32_t ControlLoop::recovery_blockers(std::int64_t wake_ns) const noexcep
   std::uint32_t b = 0;
   if (shutdown_tripped_) b |= kBlockShutdown;
   if (!filter_.at_rest()) b |= kBlockCommandMoving;
-  if (estop_request_.load(std::memory_order_acquire) || (last_state_.flags & kStateEstopInput)) b |= kReasonEstop;
+  if (estop_requested() || (last_state_.flags & kStateEstopInput)) b |= kReasonEstop;
   if (sensor_watchdog_.tripped() || sensor_watchdog_.age_s(wake_ns) > config_.sensor_timeout_s) b |= kReasonSensorTimeout;
   if (!driver_->link_health().up) b |= kReasonLinkLoss;
   if (last_state_.flags & kStateFault) b |= kReasonRobotFault;
@@ -642,9 +645,17 @@ void ControlLoop::update_lifecycle(std::int64_t wake_ns) noexcept {
     set_lifecycle(Lifecycle::kStopping, wake_ns);
   if (recover_request_.exchange(false, std::memory_order_acq_rel)) {
     const std::uint32_t seen = recover_seen_.load(std::memory_order_acquire);
-    // the operator releases an e-stop that has latched (this tick's reflexes ran first) and that they saw; a
-    // request not yet latched stays and latches at the next tick
-    if ((latch_.reasons() & kReasonEstop) && (seen & kReasonEstop)) estop_request_.store(false, std::memory_order_release);
+    // The operator releases the e-stop presses they saw, once latched (this tick's reflexes ran first). A press
+    // after their reading (counted, so even a second press of an e-stop already latched) stays requested: it is a
+    // blocker, and refuses this recovery below.
+    const std::uint64_t presses = estop_presses_.load(std::memory_order_acquire);
+    const std::uint64_t seen_presses = recover_seen_presses_.load(std::memory_order_acquire);
+    if ((latch_.reasons() & kReasonEstop) && (seen & kReasonEstop)) {
+      const std::uint64_t release = seen_presses < presses ? seen_presses : presses;
+      if (release > estop_released_.load(std::memory_order_acquire))
+        estop_released_.store(release, std::memory_order_release);
+    }
+    recover_presses_ = seen_presses;
     if (state_ == Lifecycle::kStopping || state_ == Lifecycle::kStopped) {
       emit(kEventRecoverRequested, -1, 0.0, wake_ns);
       recover_since_ns_ = wake_ns;
@@ -658,7 +669,9 @@ void ControlLoop::update_lifecycle(std::int64_t wake_ns) noexcept {
   if (state_ == Lifecycle::kRecovering) {
     // a stop that latched after the request was not what the operator saw and asked to recover from: the recovery
     // is refused with it (and a new request, made knowing it, is needed), not cleared along with the old ones
-    const std::uint32_t latched_since = latch_.reasons() & ~recover_reasons_;
+    // (an e-stop pressed after the requester read the presses: unseen, even when the e-stop was latched already)
+    const bool unseen_press = estop_requested() && estop_presses_.load(std::memory_order_acquire) > recover_presses_;
+    const std::uint32_t latched_since = (latch_.reasons() & ~recover_reasons_) | (unseen_press ? kReasonEstop : 0u);
     const std::uint32_t blockers = recovery_blockers(wake_ns);
     if (latched_since != 0) {
       refuse_recovery(latched_since | blockers, wake_ns);

@@ -220,7 +220,14 @@ class ControlLoop {
   // Blocks (futex, no lock shared with the loop) until an observation newer than after_seq is published or
   // the timeout passes; returns its sequence (0 if none). Call without holding the GIL.
   std::uint64_t wait_observation(std::uint64_t after_seq, double timeout_s, Observation& out) const noexcept;
-  void request_estop() noexcept { estop_request_.store(true, std::memory_order_release); }
+  // An e-stop press (from any thread). Presses are counted: a recovery releases only the presses its requester saw
+  // (estop_presses() read before the stop reasons), so a press after that, even of an e-stop already latched,
+  // refuses it. A press while the loop is not running latches at its first tick.
+  void request_estop() noexcept { estop_presses_.fetch_add(1, std::memory_order_acq_rel); }
+  std::uint64_t estop_presses() const noexcept { return estop_presses_.load(std::memory_order_acquire); }
+  bool estop_requested() const noexcept {
+    return estop_presses_.load(std::memory_order_acquire) != estop_released_.load(std::memory_order_acquire);
+  }
   bool estop_latched() const noexcept {
     return (stop_reasons_.load(std::memory_order_acquire) & kReasonEstop) != 0;
   }
@@ -232,7 +239,9 @@ class ControlLoop {
   // (kBlockCancelled) instead of completing later by itself.
   // recover_state(): kRecoverIdle, kRecoverPending, kRecoverDone, kRecoverRefused; recover_blockers() the bits
   // that refused it (stop reasons whose cause persists or that nobody saw, kBlock*).
-  void request_recover(std::uint32_t seen_reasons = ~0u) noexcept;
+  // seen_estop_presses: estop_presses() as the requester read it (before the reasons; default: at this call);
+  // presses after it refuse.
+  void request_recover(std::uint32_t seen_reasons = ~0u, std::uint64_t seen_estop_presses = ~std::uint64_t{0}) noexcept;
   void cancel_recover() noexcept { recover_cancel_.store(true, std::memory_order_release); }
   int recover_state() const noexcept { return recover_state_.load(std::memory_order_acquire); }
   std::uint32_t recover_blockers() const noexcept { return recover_blockers_.load(std::memory_order_acquire); }
@@ -342,7 +351,9 @@ class ControlLoop {
   std::thread thread_;
   std::atomic<bool> running_{false};
   std::atomic<bool> stop_requested_{false};
-  std::atomic<bool> estop_request_{false};
+  std::atomic<std::uint64_t> estop_presses_{0};   // request_estop() calls, ever
+  std::atomic<std::uint64_t> estop_released_{0};  // of those, the presses recoveries have released
+  std::atomic<std::uint64_t> recover_seen_presses_{~std::uint64_t{0}};
   std::atomic<bool> recover_request_{false};
   std::atomic<bool> recover_cancel_{false};
   std::atomic<std::uint32_t> recover_seen_{~0u};  // the reasons the pending request was made for
@@ -383,6 +394,7 @@ class ControlLoop {
   std::uint64_t peer_restarts_seen_ = 0;
   std::int64_t recover_since_ns_ = 0;
   std::uint32_t recover_reasons_ = 0;     // the latched reasons the pending recovery was asked to clear
+  std::uint64_t recover_presses_ = 0;     // the e-stop presses its requester saw
   std::uint64_t recovered_tick_ = 0;      // commands answering observations before this tick are stale
   double rest_velocity_si_[kMaxDof] = {};
   std::uint64_t balls_total_ = 0;

@@ -1,6 +1,7 @@
 #include "runlog.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -79,7 +80,14 @@ void RunLogWriter::open(const std::string& path, const std::string& meta_json, d
   flush_chunk();
   // a log that cannot even take its header (a full disk, a read-only or broken file) is refused at start, not
   // discovered after the run: the loop's record of its stops would be lost
-  ::fsync(fd_);  // (not checked: a pipe or a character device cannot sync and may still take the log)
+  // (fsync's result counts for a regular file only, where a network file system reports write errors there; a pipe
+  // or a character device cannot sync and may still take the log)
+  struct stat st {};
+  const bool regular = ::fstat(fd_, &st) == 0 && S_ISREG(st.st_mode);
+  if (::fsync(fd_) != 0 && regular) {
+    last_errno_ = errno;
+    errors_.fetch_add(1, std::memory_order_relaxed);
+  }
   if (errors_.load(std::memory_order_relaxed) != 0) {
     const int err = last_errno_;
     ::close(fd_);

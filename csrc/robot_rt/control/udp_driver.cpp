@@ -169,8 +169,8 @@ void UdpDriver::accept_state(const protocol::JointState& s, std::int64_t local_s
 }
 
 void UdpDriver::drain(std::int64_t now_ns) noexcept {
-  // At most kLinkDatagramsPerDrain per tick (an HMAC check each, a key derivation for a hello_ack): a flood of
-  // forged datagrams must not eat the loop's tick; the kernel queue keeps the rest for the next ticks.
+  // At most kLinkDatagramsPerDrain per tick (an HMAC check each, a key derivation for a hello_ack): bounds the time
+  // a flood of forged datagrams takes from the tick; the kernel queue keeps the rest for the next ticks.
   for (int budget = 0; budget < kLinkDatagramsPerDrain; ++budget) {
     sockaddr_in from;
     const long n = socket_.receive(rx_buffer_, sizeof(rx_buffer_), from);

@@ -38,7 +38,8 @@
 namespace robot_rt::control {
 
 // Datagrams read per tick at most (the loop thread's time under a flood; the robot sends about one per tick).
-constexpr int kLinkDatagramsPerDrain = 64;
+// (Not lower: a slow loop, e.g. 16 Hz, against a robot streaming states at 1 kHz must still reach the newest.)
+constexpr int kLinkDatagramsPerDrain = 256;
 
 struct UdpDriverConfig {
   std::string host = "127.0.0.1";  // robot bridge / sim server

@@ -516,3 +516,50 @@ TEST_CASE("a target queued while the loop was not running is not the next run's 
   CHECK(loop.counters().commands_accepted == 0u);
   loop.end_manual();
 }
+
+TEST_CASE("an e-stop pressed again after a recovery was asked for refuses it; one pressed before start latches") {
+  {
+    Harness h;
+    h.get_moving();
+    h.loop->request_estop();
+    h.until([&] { return h.state() == Lifecycle::kStopped; }, 2000);
+    // the operator is shown 'estop' (1 press) and asks to recover; the e-stop is pressed again before the loop
+    // takes the request: an e-stop already latched adds no reason, so only the press count shows it
+    const std::uint64_t presses = h.loop->estop_presses();
+    h.loop->request_recover(h.loop->stop_reasons(), presses);
+    h.loop->request_estop();
+    h.tick();
+    CHECK(h.loop->recover_state() == ControlLoop::kRecoverRefused);
+    CHECK((h.loop->recover_blockers() & kReasonEstop) != 0u);
+    h.tick(200);
+    CHECK(h.state() == Lifecycle::kStopped);
+    CHECK(h.loop->estop_latched());
+    // the same with the default (the presses at the call), and a press after the call
+    h.loop->request_recover();
+    h.loop->request_estop();
+    h.tick();
+    CHECK(h.loop->recover_state() == ControlLoop::kRecoverRefused);
+    // asked for everything pressed so far, it recovers
+    h.loop->request_recover();
+    h.until([&] { return h.loop->recover_state() != ControlLoop::kRecoverPending; }, 500);
+    CHECK(h.loop->recover_state() == ControlLoop::kRecoverDone);
+    CHECK_FALSE(h.loop->estop_latched());
+  }
+  {
+    RobotModel model;
+    model.dof = 1;
+    model.limits[0] = JointLimits{-1.0, 1.0, 2.0, 10.0, 200.0};
+    const double q0[1] = {0.0};
+    auto driver = std::make_shared<SimDriver>(model, q0, kDt, SimServoConfig{});
+    LoopConfig cfg;
+    cfg.rate_hz = 1.0 / kDt;
+    ControlLoop loop(driver, model, cfg);
+    loop.request_estop();  // before any run
+    std::int64_t now = 1'000'000'000'000;
+    loop.begin_manual(now);
+    now += static_cast<std::int64_t>(kDt * 1e9);
+    loop.manual_tick(now);
+    CHECK(loop.estop_latched());
+    loop.end_manual();
+  }
+}
