@@ -104,7 +104,26 @@ def shutdown() -> None:
     """Leave the process group. Every rank first waits for the others at a barrier: a rank that tore its group
     down while another was still in a collective made gloo abort the process at exit ("terminate called without
     an active exception"; 2 of 4 full test runs, and 1 in 4 runs of the two distributed tests back to back)."""
-    if _active():
-        if dist.get_world_size() > 1:
-            dist.barrier()
-        dist.destroy_process_group()
+    if not _active():
+        return
+    size, me = dist.get_world_size(), dist.get_rank()
+    if size > 1:
+        dist.barrier()
+    # Rank 0 hosts the rendezvous store (env://). When it exited while another rank was still tearing its group
+    # down, that rank aborted at exit too (1 in ~4 CI runs even with the barrier). So every other rank reports to
+    # the store once its group is gone, and rank 0 leaves only after all have (the store object, kept here, keeps
+    # its server alive meanwhile).
+    get_store = getattr(dist.distributed_c10d, "_get_default_store", None)
+    store = get_store() if (size > 1 and get_store is not None) else None
+    dist.destroy_process_group()
+    if store is None:
+        return
+    import time
+
+    key = "robot_rt/left_group"
+    if me != 0:
+        store.add(key, 1)
+        return
+    deadline = time.monotonic() + 60.0
+    while store.add(key, 0) < size - 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
