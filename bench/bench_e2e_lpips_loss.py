@@ -58,7 +58,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fmt_bytes, machine_info, print_table, write_json  # noqa: E402
+from _common import fmt_bytes, fmt_ratio, machine_info, print_table, write_json  # noqa: E402
 
 IMPLS = ("lpips", "lpips-compile", "ours", "ours-autograd", "ours-compile", "convs-only")
 SEED = 0
@@ -423,9 +423,9 @@ def main(argv=None) -> int:
                 r["dtype"],
                 r["impl"],
                 f"{1e3 * r['seconds']:.1f} ({1e3 * r['seconds_median']:.1f})",
-                f"{r.get('speedup_vs_lpips', float('nan')):.2f}x ({r.get('speedup_vs_lpips_median', float('nan')):.2f}x)",
-                f"{r.get('speedup_vs_lpips_cpu_time', float('nan')):.2f}x",
-                f"{r.get('speedup_vs_lpips_compile', float('nan')):.2f}x",
+                f"{fmt_ratio(r.get('speedup_vs_lpips'))} ({fmt_ratio(r.get('speedup_vs_lpips_median'))})",
+                fmt_ratio(r.get("speedup_vs_lpips_cpu_time")),
+                fmt_ratio(r.get("speedup_vs_lpips_compile")),
                 "-" if r["peak_extra_bytes"] is None else fmt_bytes(r["peak_extra_bytes"]),
                 "-" if r.get("memory_ratio_vs_lpips") is None else f"{r['memory_ratio_vs_lpips']:.2f}x",
                 "-"
