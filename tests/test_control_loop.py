@@ -629,11 +629,11 @@ def test_start_resets_the_policy_and_send_command_needs_a_running_loop():
     ids=["4x2", "2x8", "9", "complex", "strings"],
 )
 def test_policy_outputs_of_the_wrong_shape_or_type_are_errors_not_permuted_targets(bad):
-    from robot_rt.control.loop import _joint_targets
+    from robot_rt.control.loop import joint_vector
 
     with pytest.raises(ValueError, match="policy output"):
-        _joint_targets(bad, 8, "policy output")
-    np.testing.assert_array_equal(_joint_targets(np.ones((1, 8)), 8, "x"), np.ones(8))  # a batch of one is fine
+        joint_vector(bad, 8, "policy output")
+    np.testing.assert_array_equal(joint_vector(np.ones((1, 8)), 8, "x"), np.ones(8))  # a batch of one is fine
 
 
 def test_a_thread_left_behind_by_stop_never_acts_as_the_next_runs():

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from robot_rt.control.loop import default_soft_margin, robot_model
+from robot_rt.control.loop import default_soft_margin, joint_vector, robot_model
 from robot_rt.envs.core import WorldConfig
 from robot_rt.envs.observation import build_observation, observation_bounds, observation_layout
 from robot_rt.robot import RobotDescription, load_robot, paddle_jacobian, paddle_position_normal
@@ -255,14 +255,7 @@ class EnvPolicyAdapter:
         out = self.policy(flat[None] if self.batched else flat)
         if hasattr(out, "detach"):  # a torch tensor
             out = out.detach().cpu().numpy()
-        arr = np.asarray(out)
-        if arr.ndim == 2 and arr.shape[0] == 1:
-            arr = arr[0]
-        if arr.shape != (self.dof,):  # (not reshaped: another shape holding dof numbers would permute the joints)
-            raise ValueError(f"policy output: expected {self.dof} actions (one per joint), got shape {np.shape(out)}")
-        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-            raise ValueError(f"policy output: expected real numbers, got dtype {arr.dtype}")
-        v = arr.astype(np.float64)
+        v = joint_vector(out, self.dof, "policy output", noun="actions (one per joint)")
         if not np.all(np.isfinite(v)):
             raise ValueError("policy output: contains NaN or Inf")
         return np.clip(v, -1.0, 1.0) * self.robot.velocity_limit  # the env's action -> joint velocities

@@ -119,14 +119,15 @@ def _stop_running_loops() -> None:
             logger.exception("stopping a running loop at exit failed")
 
 
-def _joint_targets(value, dof: int, what: str) -> np.ndarray:
-    """`value` as [dof] float64 joint targets: a 1-D real array of exactly dof entries (a [1, dof] batch too);
-    anything else (another shape that happens to hold dof numbers, complex values) is a ValueError naming `what`."""
+def joint_vector(value, dof: int, what: str, noun: str = "joint targets") -> np.ndarray:
+    """`value` as [dof] float64 (joint targets, or the env actions of EnvPolicyAdapter): a 1-D real array of exactly
+    dof entries (a [1, dof] batch too); anything else (another shape that happens to hold dof numbers would permute
+    the joints, complex values) is a ValueError naming `what`."""
     arr = np.asarray(value)
     if arr.ndim == 2 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.shape != (dof,):
-        raise ValueError(f"{what}: expected {dof} joint targets (shape ({dof},)), got shape {np.shape(value)}")
+        raise ValueError(f"{what}: expected {dof} {noun} (shape ({dof},)), got shape {np.shape(value)}")
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise ValueError(f"{what}: expected real numbers, got dtype {arr.dtype}")
     return arr.astype(np.float64)
@@ -469,10 +470,7 @@ class RealTimeLoop:
             )
         self.start_warnings = []
         self.policy_finished.clear()
-        # a new run: the policy starts afresh (its targets, clock and detections belong to the previous run)
-        reset = getattr(self.policy, "reset", None)
-        if callable(reset):
-            reset()
+        self._reset_policy()  # a new run: the policy starts afresh (its targets, clock, detections were the last run's)
         self._hold_cpu_latency_request()
         try:
             self.start_warnings += list(self._loop.start())
@@ -543,9 +541,7 @@ class RealTimeLoop:
         period_ns = round(1e9 * self.period_s)
         every = max(1, round(self.policy_period_s / self.period_s))
         now = _control.monotonic_ns()
-        reset = getattr(self.policy, "reset", None)
-        if callable(reset):  # as start(): a new run starts the policy afresh
-            reset()
+        self._reset_policy()  # as start(): a new run starts the policy afresh
         self._loop.begin_manual(now)
         ticks = 0
         recovered_tick = 0
@@ -557,10 +553,7 @@ class RealTimeLoop:
                     obs = self._loop.latest_observation()
                     if obs is not None:
                         # the runner's rules: a reset after a recovery before the next call, exact output shapes
-                        if obs["recovered_tick"] != recovered_tick:
-                            if callable(reset):
-                                reset()
-                            recovered_tick = obs["recovered_tick"]
+                        recovered_tick = self._reset_after_recovery(obs, recovered_tick)
                         try:
                             out = self.policy(obs)
                         except (PolicyFinished, StopIteration):
@@ -568,7 +561,7 @@ class RealTimeLoop:
                             out = None
                         self.policy_calls += 1
                         if out is not None:
-                            out = _joint_targets(out, self.dof, "policy output")
+                            out = joint_vector(out, self.dof, "policy output")
                             self._loop.push_command(out, obs["tick"], 0)
                 now += period_ns
                 self._loop.manual_tick(now)
@@ -631,7 +624,7 @@ class RealTimeLoop:
     # ------------------------------------------------------------------ commands and observations
     def send_command(self, position, obs: dict | None = None) -> bool:
         """Queues joint targets (lock-free ring). NaN/Inf targets are rejected by the loop and logged."""
-        q = _joint_targets(position, self.dof, "position")
+        q = joint_vector(position, self.dof, "position")
         if not self.running:
             raise RuntimeError("send_command: the loop is not running (a target queued now would be the next run's)")
         tick, stamp = (int(obs["tick"]), int(obs["stamp_ns"])) if obs is not None else (0, 0)
@@ -789,6 +782,19 @@ class RealTimeLoop:
         return out
 
     # ------------------------------------------------------------------ policy runner
+    def _reset_policy(self) -> None:
+        reset = getattr(self.policy, "reset", None)
+        if callable(reset):
+            reset()
+
+    def _reset_after_recovery(self, obs: dict, recovered_tick: int) -> int:
+        """Resets the policy when `obs` comes after a recovery it was not reset for (its recovered_tick changed);
+        returns the recovered tick the policy is now reset for (unchanged when reset() raised)."""
+        if obs["recovered_tick"] != recovered_tick:
+            self._reset_policy()
+            recovered_tick = obs["recovered_tick"]
+        return recovered_tick
+
     def _run_policy(self) -> None:
         period = self.policy_period_s
         seq = 0
@@ -808,14 +814,11 @@ class RealTimeLoop:
             # in between with its pre-stop state (a goal from before the stop would be taken as fresh).
             t0 = time.monotonic()
             try:
-                if obs["recovered_tick"] != recovered_tick:
-                    reset = getattr(self.policy, "reset", None)
-                    if callable(reset):
-                        reset()  # one that raises is a policy exception, retried before the next call
-                    recovered_tick = obs["recovered_tick"]
+                # (a reset that raises is a policy exception, retried before the next call)
+                recovered_tick = self._reset_after_recovery(obs, recovered_tick)
                 out = self.policy(obs)
                 if out is not None:
-                    out = _joint_targets(out, self.dof, "policy output")
+                    out = joint_vector(out, self.dof, "policy output")
             except (PolicyFinished, StopIteration):
                 logger.info("policy finished")
                 self.policy_finished.set()

@@ -125,6 +125,34 @@ int detection_ticks(Harness& h, std::uint32_t reason, Inject inject, int max_tic
   return -1;
 }
 
+// One joint at 0 on the in-process SimDriver, and a 1 kHz loop not started yet: what is done to a loop before
+// its run, then its first ticks on the simulated clock (begin_manual / manual_tick).
+struct OneJoint {
+  RobotModel model;
+  std::shared_ptr<SimDriver> driver;
+  std::unique_ptr<ControlLoop> loop;
+  std::int64_t now = 1'000'000'000'000;
+
+  OneJoint() {
+    model.dof = 1;
+    model.limits[0] = JointLimits{-1.0, 1.0, 2.0, 10.0, 200.0};
+    const double q0[1] = {0.0};
+    driver = std::make_shared<SimDriver>(model, q0, kDt, SimServoConfig{});
+    LoopConfig cfg;
+    cfg.rate_hz = 1.0 / kDt;
+    loop = std::make_unique<ControlLoop>(driver, model, cfg);
+  }
+  // Starts the run (manual clock) and ticks it n times.
+  void run(int n) {
+    loop->begin_manual(now);
+    for (int k = 0; k < n; ++k) {
+      now += static_cast<std::int64_t>(kDt * 1e9);
+      loop->manual_tick(now);
+    }
+  }
+  ~OneJoint() { loop->end_manual(); }
+};
+
 }  // namespace
 
 TEST_CASE("inactive until the first command; a missing policy is logged once and does not latch") {
@@ -439,15 +467,11 @@ TEST_CASE("the observation carries the tick of the last recovery") {
 }
 
 TEST_CASE("a configuration that would switch a reflex off is refused") {
-  RobotModel model;
-  model.dof = 1;
-  model.limits[0] = JointLimits{-1.0, 1.0, 2.0, 10.0, 200.0};
-  const double q0[1] = {0.0};
-  auto driver = std::make_shared<SimDriver>(model, q0, kDt, SimServoConfig{});
+  const OneJoint j;
   auto make = [&](auto edit) {
     LoopConfig cfg;
     edit(cfg);
-    ControlLoop loop(driver, model, cfg);
+    ControlLoop loop(j.driver, j.model, cfg);
   };
   CHECK_NOTHROW(make([](LoopConfig&) {}));
   CHECK_NOTHROW(make([](LoopConfig& c) { c.command_timeout_s = c.sensor_timeout_s = kMaxWatchdogTimeoutS; }));
@@ -494,27 +518,14 @@ TEST_CASE("a recovery for the reasons its caller saw is refused by a reason it d
 }
 
 TEST_CASE("a target queued while the loop was not running is not the next run's first goal") {
-  RobotModel model;
-  model.dof = 1;
-  model.limits[0] = JointLimits{-1.0, 1.0, 2.0, 10.0, 200.0};
-  const double q0[1] = {0.0};
-  auto driver = std::make_shared<SimDriver>(model, q0, kDt, SimServoConfig{});
-  LoopConfig cfg;
-  cfg.rate_hz = 1.0 / kDt;
-  ControlLoop loop(driver, model, cfg);
+  OneJoint j;
   const double far[1] = {0.5};
-  loop.push_command(far, 1, 0, 0);  // before any run
-  std::int64_t now = 1'000'000'000'000;
-  loop.begin_manual(now);
-  for (int k = 0; k < 200; ++k) {
-    now += static_cast<std::int64_t>(kDt * 1e9);
-    loop.manual_tick(now);
-  }
+  j.loop->push_command(far, 1, 0, 0);  // before any run
+  j.run(200);
   Observation o;
-  loop.latest_observation(o);
+  j.loop->latest_observation(o);
   CHECK(o.command_position_si[0] == 0.0);
-  CHECK(loop.counters().commands_accepted == 0u);
-  loop.end_manual();
+  CHECK(j.loop->counters().commands_accepted == 0u);
 }
 
 TEST_CASE("an e-stop pressed again after a recovery was asked for refuses it; one pressed before start latches") {
@@ -546,20 +557,9 @@ TEST_CASE("an e-stop pressed again after a recovery was asked for refuses it; on
     CHECK_FALSE(h.loop->estop_latched());
   }
   {
-    RobotModel model;
-    model.dof = 1;
-    model.limits[0] = JointLimits{-1.0, 1.0, 2.0, 10.0, 200.0};
-    const double q0[1] = {0.0};
-    auto driver = std::make_shared<SimDriver>(model, q0, kDt, SimServoConfig{});
-    LoopConfig cfg;
-    cfg.rate_hz = 1.0 / kDt;
-    ControlLoop loop(driver, model, cfg);
-    loop.request_estop();  // before any run
-    std::int64_t now = 1'000'000'000'000;
-    loop.begin_manual(now);
-    now += static_cast<std::int64_t>(kDt * 1e9);
-    loop.manual_tick(now);
-    CHECK(loop.estop_latched());
-    loop.end_manual();
+    OneJoint j;
+    j.loop->request_estop();  // before any run
+    j.run(1);
+    CHECK(j.loop->estop_latched());
   }
 }
