@@ -351,9 +351,9 @@ class PerceptualMetric(nn.Module):
             x = x.to(ref.dtype)
         return x
 
-    def _extract(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def _extract(self, x: torch.Tensor, frozen_format: str | None = None) -> list[torch.Tensor]:
         if isinstance(self.backbone, Backbone):
-            return self.backbone(x, self.taps, unit_input=self.normalize_input)
+            return self.backbone(x, self.taps, unit_input=self.normalize_input, frozen_format=frozen_format)
         out = self.backbone(x)
         if isinstance(out, torch.Tensor) or not isinstance(out, (list, tuple)):
             raise TypeError(f"backbone: a module backbone must return a list of feature maps, got {type(out).__name__}")
@@ -432,9 +432,13 @@ class PerceptualMetric(nn.Module):
             # a loss against a fixed target (the usual training use): only one side needs the trunk's autograd
             # graph. The other runs without one (the frozen fast path on CPU), and the backward runs the trunk
             # for one batch instead of two (one shared pass would differentiate the target's half too).
+            moving_x = self._prepare(x0 if grad0 else x1)
+            fmt = None  # the target's features in the layout of the prediction's (one fused-kernel path for both)
+            if isinstance(self.backbone, Backbone) and self.backbone._input_grad_only(moving_x):
+                fmt = self.backbone.input_grad_format
             with torch.no_grad():
-                fixed = self._extract(self._prepare(x1 if grad0 else x0))
-            moving = self._extract(self._prepare(x0 if grad0 else x1))
+                fixed = self._extract(self._prepare(x1 if grad0 else x0), frozen_format=fmt)
+            moving = self._extract(moving_x)
             f0, f1 = (moving, fixed) if grad0 else (fixed, moving)
             return self.distance_from_features(f0, f1, per_layer=per_layer, image_size=tuple(x0.shape[2:]))
         # one backbone pass over both batches (batch norm is in eval mode, so samples do not interact)

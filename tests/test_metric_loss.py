@@ -53,8 +53,16 @@ def test_loss_gradient_equals_lpips_float64(net, frozen):
 
 @pytest.mark.parametrize("net", ["alex", "vgg"])
 def test_loss_gradient_float32_as_accurate_as_lpips(net):
-    """float32: our gradient is as close to the float64 truth as lpips' own float32 gradient (both ~1e-5 of the
-    largest entry here: the trunk's float32 rounding dominates), and the frozen-trunk path equals eager autograd."""
+    """float32: our gradient is as close to the float64 truth as lpips' own float32 gradient, and agrees with eager
+    autograd's.
+
+    The trunk is piecewise linear: where a pre-activation or two values of a max-pool window lie within float32
+    rounding of each other, the rounding decides the ReLU's side or the window's argmax, and the gradient of that
+    receptive field follows. Our path runs channels_last convolutions (lpips and eager autograd NCHW ones: another
+    summation order), so such a flip can differ (measured: vgg at 64 px, one ReLU of relu3_3 and one pool window,
+    0.7 % of the gradient's norm). Hence robust statistics: the median error at float32's rounding level (~1e-6 of
+    the largest entry here) and the norm of the error under 2 %. The algebra itself is compared exactly in float64
+    (test_loss_gradient_equals_lpips_float64, test_frozen_trunk_function_matches_autograd)."""
     lp64, _ = models(net, torch.float64)
     lp, ours = models(net, torch.float32)
     _, eager = models(net, torch.float32, frozen_backbone=False)
@@ -64,11 +72,19 @@ def test_loss_gradient_float32_as_accurate_as_lpips(net):
     _, g_ours = input_grad(ours, x, t)
     _, g_eager = input_grad(eager, x, t)
     scale = float(truth.abs().max())
-    err_lp = float((g_lp.double() - truth).abs().max()) / scale
-    err_ours = float((g_ours.double() - truth).abs().max()) / scale
-    assert err_ours <= 2 * err_lp + 1e-6, (err_ours, err_lp)
-    assert float((g_ours - g_lp).abs().max()) / scale < 5e-5
-    torch.testing.assert_close(g_ours, g_eager, rtol=1e-5, atol=1e-6 * scale)
+
+    def errors(g, ref):
+        d = (g.double() - ref.double()).abs()
+        return float(d.median()) / scale, float(d.norm() / ref.double().norm())
+
+    med_lp, norm_lp = errors(g_lp, truth)
+    assert med_lp < 1e-5 and norm_lp < 1e-4, (med_lp, norm_lp)
+    for g in (g_ours, g_eager):
+        med, norm = errors(g, truth)
+        assert med <= 2 * med_lp + 1e-6, (med, med_lp)
+        assert norm < 2e-2, norm
+    med, norm = errors(g_ours, g_eager)
+    assert med < 1e-5 and norm < 2e-2, (med, norm)
 
 
 def test_frozen_trunk_path_is_taken_and_keeps_only_relu_outputs():
@@ -90,6 +106,25 @@ def test_frozen_trunk_path_is_taken_and_keeps_only_relu_outputs():
         assert ours.features(pred)[0].grad_fn is None
     _, trainable = models("alex", torch.float32, requires_grad=True)
     assert "FrozenTrunkInputGrad" not in type(trainable.features(pred)[0].grad_fn).__name__
+
+
+def test_loss_path_runs_channels_last_on_cpu():
+    """alex/vgg on CPU: the prediction's trunk (forward, saved outputs, backward) and the target's frozen pass run
+    channels_last, so both sides reach the fused distance in one layout; the gradient returns in the input's shape."""
+    _, ours = models("vgg", torch.float32)
+    bb = ours.backbone
+    assert bb.input_grad_format == "channels_last"
+    x, t = images(32, 2, torch.float32)
+    pred = x.clone().requires_grad_()
+    cl = torch.channels_last
+    assert all(f.is_contiguous(memory_format=cl) for f in bb(pred, unit_input=True))
+    with torch.no_grad():
+        assert all(f.is_contiguous(memory_format=cl) for f in bb(t, unit_input=True, frozen_format="channels_last"))
+        assert all(f.is_contiguous() for f in bb(t, unit_input=True))  # inference: the oneDNN copy, NCHW taps
+    ours(pred, t).sum().backward()
+    assert pred.grad.shape == x.shape and torch.isfinite(pred.grad).all()
+    with pytest.raises(ValueError, match="frozen_format"):
+        bb(t, unit_input=True, frozen_format="nhwc")
 
 
 def test_every_loss_path_matches_lpips():
@@ -150,9 +185,11 @@ def test_supported_trunks():
     assert not supports_input_grad_trunk([nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)])
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("ceil_mode", [False, True])
-def test_frozen_trunk_function_matches_autograd(ceil_mode):
-    """Strides, padding, dilation, groups, ceil-mode pools, taps in the middle, an unused tap gradient."""
+def test_frozen_trunk_function_matches_autograd(ceil_mode, layout):
+    """Strides, padding, dilation, groups, ceil-mode pools, taps in the middle, an unused tap gradient; NCHW, and
+    channels_last with channels_last weight copies for the backward (the CPU loss path of alex/vgg)."""
     from torch import nn
 
     torch.manual_seed(0)
@@ -173,7 +210,15 @@ def test_frozen_trunk_function_matches_autograd(ceil_mode):
     x = torch.randn(2, 3, 37, 41, dtype=torch.float64)
     taps = [1, 6, 9]
     a = x.clone().requires_grad_()
-    outs = FrozenTrunkInputGrad.apply(a, list(layers), taps, None)
+    weights = None
+    if layout == "channels_last":
+        cl = torch.channels_last
+        weights = {i: m.weight.contiguous(memory_format=cl) for i, m in enumerate(layers) if isinstance(m, nn.Conv2d)}
+        outs = FrozenTrunkInputGrad.apply(a.contiguous(memory_format=cl), list(layers), taps, None, weights)
+        assert all(o.is_contiguous(memory_format=cl) for o in outs)
+        assert len(outs[0].grad_fn.saved_tensors) == 4  # taps 1 (a pool input), 6, 9 and ReLU 4's bool mask
+    else:
+        outs = FrozenTrunkInputGrad.apply(a, list(layers), taps, None)
     b = x.clone().requires_grad_()
     h, want = b, []
     for i, layer in enumerate(layers):
@@ -186,9 +231,15 @@ def test_frozen_trunk_function_matches_autograd(ceil_mode):
     (outs[0] * ws[0]).sum().add((outs[2] * ws[2]).sum()).backward()  # tap 6's gradient is None
     (want[0] * ws[0]).sum().add((want[2] * ws[2]).sum()).backward()
     torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     assert torch.autograd.gradcheck(
-        lambda z: FrozenTrunkInputGrad.apply(z, list(layers), taps, None),
+        lambda z: FrozenTrunkInputGrad.apply(z.contiguous(memory_format=fmt), list(layers), taps, None, weights),
         (a.detach()[:1, :, :20, :20].clone().requires_grad_(),),
+    )
+    # a second-order gradient through the in-place updates of the backward (create_graph)
+    assert torch.autograd.gradgradcheck(
+        lambda z: FrozenTrunkInputGrad.apply(z.contiguous(memory_format=fmt), list(layers), taps, None, weights),
+        (a.detach()[:1, :, :16, :16].clone().requires_grad_(),),
     )
 
 

@@ -65,6 +65,9 @@ class Backbone(nn.Module):
     # input gradient of a frozen trunk (a perceptual loss) through frozen_grad.FrozenTrunkInputGrad where the trunk
     # supports it; off by default (a bare backbone keeps torchvision's autograd), on in PerceptualMetric
     frozen_input_grad: bool = False
+    # layout of that input-gradient path on CPU (None: the input's): 'channels_last' runs the frozen trunk's forward,
+    # its saved outputs and its backward in channels_last
+    input_grad_format: str | None = None
 
     def __init__(
         self, input_mean: Sequence[float] | None = IMAGENET_MEAN, input_std: Sequence[float] | None = IMAGENET_STD
@@ -149,25 +152,37 @@ class Backbone(nn.Module):
         return torch.addcmul(add, x, mult, out=out)
 
     def forward(
-        self, x: torch.Tensor, taps: Sequence[int] | None = None, *, unit_input: bool = False
+        self,
+        x: torch.Tensor,
+        taps: Sequence[int] | None = None,
+        *,
+        unit_input: bool = False,
+        frozen_format: str | None = None,
     ) -> list[torch.Tensor]:
         """Tapped features of ``x`` (``[B, 3, H, W]`` in ``[-1, 1]``, or in ``[0, 1]`` with ``unit_input``);
         ``taps`` selects (sorted) tap indices.
+
+        ``frozen_format``: the layout of the frozen CPU copy, when that serves (default ``frozen_format`` of the
+        class); :class:`~percept_fast.metric.PerceptualMetric` passes ``input_grad_format`` for a loss' target, so
+        that both sides' features share one layout.
 
         The network runs only up to the last requested tap.
         """
         idx = list(range(self.num_taps)) if taps is None else list(taps)
         if not idx:
             return []
-        frozen = self._frozen_runner(x, max(idx))
+        if frozen_format not in (None, "mkldnn", "channels_last"):
+            raise ValueError(f"frozen_format: expected None, 'mkldnn' or 'channels_last', got {frozen_format!r}")
+        frozen = self._frozen_runner(x, max(idx), fmt=frozen_format)
         if frozen is None:
             xs = self.scale_input(x, unit_input)
             feats = self._input_grad_taps(xs, max(idx)) if self._input_grad_only(x) else None
             if feats is None:
                 feats = self._forward_taps(xs, max(idx))
         else:  # the scaling writes the frozen copy's input layout (oneDNN's reorder from NCHW is the cheaper one)
-            fmt = torch.channels_last if self.frozen_format == "channels_last" else torch.contiguous_format
-            feats = frozen(self.scale_input(x, unit_input, memory_format=fmt))
+            fmt = frozen_format or self.frozen_format
+            mf = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
+            feats = frozen(self.scale_input(x, unit_input, memory_format=mf))
         return [feats[i] for i in idx]
 
     # ------------------------------------------------------------------ frozen input gradient
@@ -190,9 +205,10 @@ class Backbone(nn.Module):
         """``(sequential trunk up to tap last, indices of its tap layers)`` for the frozen path, or None."""
         return None
 
-    def _frozen_runner(self, x: torch.Tensor, last: int, ends: list[int] | None = None):
+    def _frozen_runner(self, x: torch.Tensor, last: int, ends: list[int] | None = None, fmt: str | None = None):
         """The frozen copy of the trunk up to tap ``last`` returning its taps (or the outputs of the layers ``ends``),
-        or None when it cannot serve ``x``."""
+        in the layout ``fmt`` ('mkldnn' or 'channels_last'; default ``frozen_format``), or None when it cannot serve
+        ``x``."""
         if not self.frozen_inference or self.training or self.__dict__.get("_frozen_failed", False):
             return None
         if torch.compiler.is_compiling() or torch.is_autocast_enabled(x.device.type):
@@ -210,7 +226,8 @@ class Backbone(nn.Module):
         except RuntimeError:  # inference-mode parameters track no version: edits could not be seen
             return None
         cache = self.__dict__.setdefault("_frozen_cache", {})
-        slot = last if ends is None else (last, tuple(ends))
+        fmt = self.frozen_format if fmt is None else fmt
+        slot = (last, None if ends is None else tuple(ends), fmt)
         hit = cache.get(slot)
         if hit is not None and hit[0] == key:
             return hit[1]
@@ -220,12 +237,29 @@ class Backbone(nn.Module):
         if ends is not None:
             spec = (spec[0], list(ends))
         try:
-            runner = _build_frozen(*spec, channels_last=self.frozen_format == "channels_last")
+            runner = _build_frozen(*spec, channels_last=fmt == "channels_last")
         except Exception:  # pragma: no cover - TorchScript unavailable/unsupported: the eager path is exact
             self.__dict__["_frozen_failed"] = True
             return None
         cache[slot] = (key, runner)
         return runner
+
+    def _weights_in_layout(self, convs: Mapping[int, nn.Module], memory_format: torch.memory_format):
+        """``{i: convs[i].weight}`` as detached copies in ``memory_format``, cached until a parameter changes (the
+        frozen copy's cache key) and dropped on pickling."""
+        try:
+            key = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        except RuntimeError:  # inference-mode parameters track no version: do not cache
+            key = None
+        cache = self.__dict__.setdefault("_frozen_cache", {})
+        slot = ("weights", tuple(convs), memory_format)
+        hit = cache.get(slot)
+        if key is not None and hit is not None and hit[0] == key:
+            return hit[1]
+        out = {i: c.weight.detach().contiguous(memory_format=memory_format) for i, c in convs.items()}
+        if key is not None:
+            cache[slot] = (key, out)
+        return out
 
     def __getstate__(self):
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
@@ -280,7 +314,14 @@ def _build_frozen(trunk: nn.Module, ends: list[int], channels_last: bool = False
     ``torch.jit.freeze`` only, or NCHW weights and ``optimize_for_inference`` (oneDNN prepacked, blocked layouts)."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     with torch.inference_mode(False), torch.no_grad():
-        runner = _TapRunner(copy.deepcopy(trunk).to(memory_format=fmt), list(ends)).eval()
+        trunk = copy.deepcopy(trunk).to(memory_format=fmt)
+        layers = list(trunk)
+        for i, layer in enumerate(layers):
+            # a ReLU right after a convolution whose output nothing else reads can write in place (saves a buffer;
+            # optimize_for_inference fuses that pair anyway)
+            if isinstance(layer, nn.ReLU) and i > 0 and isinstance(layers[i - 1], nn.Conv2d) and i - 1 not in ends:
+                layer.inplace = True
+        runner = _TapRunner(trunk, list(ends)).eval()
         for p in runner.parameters():
             p.requires_grad_(False)
         frozen = torch.jit.freeze(torch.jit.script(runner))

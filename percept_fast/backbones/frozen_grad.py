@@ -65,10 +65,16 @@ class FrozenTrunkInputGrad(torch.autograd.Function):
     scaled input ``x``, differentiable w.r.t. ``x`` only (the layers' parameters are constants).
 
     ``run_relus(x)``, optional: a no-grad forward returning the outputs of every ReLU up to the last tap (in order),
-    e.g. the frozen TorchScript copy (:func:`relu_ends` gives their indices); ``None`` runs ``layers`` eagerly."""
+    e.g. the frozen TorchScript copy (:func:`relu_ends` gives their indices); ``None`` runs ``layers`` eagerly.
+    ``conv_weights``, optional: ``{layer index: weight}`` used by the backward's transposed convolutions instead of
+    ``layer.weight`` (the same values in another layout, e.g. channels_last copies kept by the caller).
+
+    Layout: the saved outputs and the gradients keep the forward's layout. A channels_last ``x`` runs the whole
+    trunk, and its backward, in channels_last (on CPU oneDNN's direct convolutions and ATen's max-pool are faster
+    there than in NCHW, which oneDNN reorders to a blocked layout at every call)."""
 
     @staticmethod
-    def forward(ctx, x, layers, tap_ends, run_relus: Callable | None = None):
+    def forward(ctx, x, layers, tap_ends, run_relus: Callable | None = None, conv_weights=None):
         end = tap_ends[-1]
         layers = list(layers)[: end + 1]
         relu_idx = relu_ends(layers)
@@ -77,7 +83,12 @@ class FrozenTrunkInputGrad(torch.autograd.Function):
         else:
             outs, h = {}, x
             for i, layer in enumerate(layers):
-                h = max_pool(layer, h) if isinstance(layer, nn.MaxPool2d) else layer(h)
+                if isinstance(layer, nn.MaxPool2d):
+                    h = max_pool(layer, h)
+                elif isinstance(layer, nn.ReLU) and i > 0 and isinstance(layers[i - 1], nn.Conv2d):
+                    h = torch.relu_(h)  # the convolution's output is read by nothing else
+                else:
+                    h = layer(h)
                 if i in relu_idx:
                     outs[i] = h
         taps = set(tap_ends)
@@ -103,6 +114,7 @@ class FrozenTrunkInputGrad(torch.autograd.Function):
                 h_size = _pool_out(h_size, layer)
         ctx.save_for_backward(*kept)
         ctx.layers, ctx.kinds, ctx.in_sizes, ctx.tap_ends = layers, kinds, in_sizes, list(tap_ends)
+        ctx.conv_weights = dict(conv_weights or {})
         result = tuple(outs[e] for e in tap_ends)
         return result
 
@@ -110,22 +122,31 @@ class FrozenTrunkInputGrad(torch.autograd.Function):
     def backward(ctx, *grads):
         kept = ctx.saved_tensors
         tap_grad = dict(zip(ctx.tap_ends, grads))
-        g = None
+        # owned: g was made here (not a gradient autograd handed in), so it may be updated in place; in place is
+        # also sound under create_graph: no op below saves its output for its own backward
+        g, owned = None, False
         for i in range(len(ctx.layers) - 1, -1, -1):
             layer = ctx.layers[i]
             tg = tap_grad.get(i)
             if tg is not None:
-                g = tg if g is None else g + tg
+                if g is None:
+                    g, owned = tg, False
+                elif owned and g.shape == tg.shape:
+                    g = g.add_(tg)
+                else:
+                    g, owned = g + tg, True
             if g is None:
                 continue  # nothing flows back from above this layer yet
             if isinstance(layer, nn.ReLU):
                 kind, j = ctx.kinds[i]
                 if kind == "float":
                     g = torch.ops.aten.threshold_backward(g, kept[j], 0.0)
+                elif owned:
+                    g = g.mul_(kept[j])  # bool mask: in place is 2x faster than an out-of-place mul (no new buffer)
                 else:
                     g = g * kept[j]
             elif isinstance(layer, nn.Conv2d):
-                g = _conv_input_grad(g, layer, ctx.in_sizes[i])
+                g = _conv_input_grad(g, layer, ctx.in_sizes[i], ctx.conv_weights.get(i))
             else:  # MaxPool2d: its input is the ReLU output before it (kept as a float)
                 inp = kept[ctx.kinds[i - 1][1]]
                 k, s, p, d = (
@@ -135,7 +156,8 @@ class FrozenTrunkInputGrad(torch.autograd.Function):
                     _pair(layer.dilation),
                 )
                 g = _max_pool_input_grad(g, inp, k, s, p, d, layer.ceil_mode)
-        return g, None, None, None
+            owned = True
+        return g, None, None, None, None
 
 
 def _conv_out(size, conv: nn.Conv2d) -> tuple[int, int]:
@@ -171,8 +193,9 @@ def _max_pool_input_grad(g: torch.Tensor, inp: torch.Tensor, k, s, p, d, ceil_mo
     return torch.ops.aten.max_pool2d_with_indices_backward(g, inp, k, s, p, d, ceil_mode, idx)
 
 
-def _conv_input_grad(g: torch.Tensor, conv: nn.Conv2d, in_size) -> torch.Tensor:
-    """dL/d(input) of a convolution for dL/d(output) ``g``: the transposed convolution with the same weight."""
+def _conv_input_grad(g: torch.Tensor, conv: nn.Conv2d, in_size, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """dL/d(input) of a convolution for dL/d(output) ``g``: the transposed convolution with the same weight
+    (``weight``: the same values as ``conv.weight``, e.g. in the layout of ``g``)."""
     k, s, p, d = _pair(conv.kernel_size), _pair(conv.stride), _pair(conv.padding), _pair(conv.dilation)
     out_pad = tuple(in_size[i] - ((g.shape[2 + i] - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + 1) for i in range(2))
-    return F.conv_transpose2d(g, conv.weight, None, s, p, out_pad, conv.groups, d)
+    return F.conv_transpose2d(g, conv.weight if weight is None else weight, None, s, p, out_pad, conv.groups, d)
