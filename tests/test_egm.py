@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from robot_rt import _control
 from robot_rt.control.egm import EGM_PORT_DEFAULT, egm_unit_factors, make_egm_robot_driver, parse_egm_url
 from robot_rt.control.egm_messages import egm_classes, parse_proto, proto_text
-from robot_rt.control.loop import RealTimeLoop
+from robot_rt.control.loop import TICK_FLAGS, RealTimeLoop
 from robot_rt.control.policies import Sine
 from robot_rt.control.runlog import read_runlog
 from robot_rt.control.udp import make_udp_driver
@@ -439,26 +439,32 @@ def test_controller_stop_latches_the_loop_until_reset(eight_joint_robot):
     wait_until(lambda: loop.estop_latched, what="the loop's e-stop latch")
     assert loop.event_count("estop") >= 1
     wait_ticks(loop, 300)  # the stop ramp ends
-    held = controller.reference.copy()
+    # the EGM motion ended with MOTORS_OFF: the controller dropped its reference, and the loop (muted: the arm does
+    # not follow it any more) sends none; the arm's own position is what must not change
+    assert controller.reference is None
+    assert loop.observation()["flags"] & TICK_FLAGS["muted"]
+    held = controller.position.copy()
     gantry_before = np.array(gantry_server.robot_server.snapshot()["position"])
     wait_ticks(loop, 300)
-    # nothing moves while latched: the arm's reference and the gantry stay where the stop left them
-    np.testing.assert_allclose(controller.reference, held, atol=1e-9)
+    # nothing moves while latched: the arm and the gantry stay where the stop left them
+    np.testing.assert_allclose(controller.position, held, atol=1e-9)
+    assert controller.reference is None
     np.testing.assert_allclose(gantry_server.robot_server.snapshot()["position"], gantry_before, atol=1e-6)
     loop.reset_estop()  # refused: the controller still reports motors off (the input is still active)
     wait_ticks(loop, 50)
     assert loop.estop_latched
-    np.testing.assert_allclose(controller.reference, held, atol=1e-9)
+    np.testing.assert_allclose(controller.position, held, atol=1e-9)
     # the operator clears the stop on the controller, then resets the loop: only then does the policy move it again
     controller.motors_on()
-    wait_ticks(loop, 50)
+    wait_ticks(loop, 100)
     assert loop.estop_latched  # motors on alone does not release the loop
-    np.testing.assert_allclose(controller.reference, held, atol=1e-9)
+    np.testing.assert_allclose(controller.position, held, atol=1e-9)  # nor does the arm move (an audit saw 0.04 rad)
+    assert controller.reference is None
     loop.reset_estop()
     wait_until(lambda: not loop.estop_latched, what="the reset")
     assert loop.event_count("estop_reset") >= 1
     wait_until(
-        lambda: np.max(np.abs(controller.reference - held)) > 1e-4,
+        lambda: np.max(np.abs(controller.position - held)) > 1e-4,
         what="the policy to move the arm again",
         timeout_s=30,
     )

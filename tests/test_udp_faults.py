@@ -362,3 +362,84 @@ def test_a_session_re_established_while_stopping_is_sent_nothing(seed):
     assert commands.get(sessions[0], 0) > 100  # the first session was commanded ...
     assert commands.get(sessions[1], 0) == 0  # ... the re-established one never
     assert set(loop.stop_reasons) >= {"sensor_timeout", "link_loss"}
+
+
+class _SwingJ6:
+    """Swings arm_j6 (the wrist roll: the paddle centre barely moves) between +-3 rad, a bang every second."""
+
+    def __init__(self, robot):
+        self.robot, self.t0 = robot, None
+
+    def reset(self):
+        self.t0 = None
+
+    def __call__(self, obs):
+        q = np.array(self.robot.home, dtype=float)
+        if self.t0 is None:
+            self.t0 = obs["stamp_ns"]
+        q[7] = 3.0 if int((obs["stamp_ns"] - self.t0) * 1e-9) % 2 == 0 else -3.0
+        return q
+
+
+@pytest.mark.parametrize("fault", ["estop", "fault", "stuck"])
+def test_robot_side_stop_then_release_nothing_moves_until_recover(fault):
+    """Rule 3 through the robot's own stop: its e-stop input, a drive fault or a jammed joint stops it mid-swing,
+    far from the loop's commanded stop. The loop stops sending at once (muted), so when the cause clears the robot
+    does not run to the commanded rest (it did: 1.7 rad at 1.2 V, found by an audit); a recovery restarts at the
+    robot's position."""
+    robot, key, j = load_robot(), b"k" * 32, 7
+    server = SimServer(robot, camera=False, key=key).start()
+    driver = make_udp_driver(f"udp://127.0.0.1:{server.port}?camera=none", robot.dof, key=key)
+    loop = RealTimeLoop(robot, driver, policy=_SwingJ6(robot), rate_hz=500, policy_rate_hz=100, workspace=False)
+    snap = server.robot_server.snapshot
+    loop.start()
+    try:
+        wait_until(lambda: abs(snap()["velocity"][j]) > 0.8 * robot.velocity_limit[j], what="a fast swing")
+        server.robot_server.set_faults(**({"stuck_joint": j} if fault == "stuck" else {fault: True}))
+        wait_until(lambda: loop.lifecycle == "stopped", what="the stop")
+        wait_until(lambda: abs(snap()["velocity"][j]) < 1e-6, what="the robot at rest")
+        obs = loop.observation()
+        assert obs["flags"] & TICK_FLAGS["muted"]
+        held = np.array(snap()["position"])
+        assert abs(obs["command_position"][j] - held[j]) > 0.3  # the commanded rest lies far from the robot
+        server.robot_server.set_faults()  # the cause clears; nobody recovers
+        wait_ticks(loop, 500)  # a second of the loop
+        assert np.max(np.abs(np.array(snap()["position"]) - held)) < 1e-6
+        assert loop.lifecycle == "stopped"
+        assert loop.recover(timeout_s=5.0, seen_reasons=loop.stop_reasons)
+        wait_ticks(loop, 2)
+        after = loop.observation()
+        assert not after["flags"] & TICK_FLAGS["muted"]
+        np.testing.assert_allclose(after["command_position"][j], held[j], atol=1e-3)  # restarts where it is
+    finally:
+        loop.stop()
+        server.stop()
+
+
+def test_hold_policy_restarts_where_the_robot_is():
+    """Rule 2 across runs: the same Hold instance in a second run holds where the robot then is, not where the
+    first run began (it had no reset(): a restarted loop drove the robot 0.3 m back, found by an audit)."""
+    from robot_rt.control.policies import Hold
+
+    robot, key = load_robot(), b"k" * 32
+    server = SimServer(robot, camera=False, key=key).start()
+    url = f"udp://127.0.0.1:{server.port}?camera=none"
+    pos = lambda: np.array(server.robot_server.snapshot()["position"])  # noqa: E731
+    try:
+        loop_a = RealTimeLoop(robot, make_udp_driver(url, robot.dof, key=key), policy=Hold(robot), rate_hz=500)
+        loop_a.start()
+        wait_ticks(loop_a, 100)
+        loop_a.stop()
+        target = robot.home.copy()
+        target[0] = 0.3
+        loop_b = RealTimeLoop(robot, make_udp_driver(url, robot.dof, key=key), policy=lambda obs: target, rate_hz=500)
+        loop_b.start()
+        wait_until(lambda: abs(pos()[0] - 0.3) < 1e-3 and abs(server.robot_server.snapshot()["velocity"][0]) < 1e-3)
+        loop_b.stop()
+        before = pos()
+        loop_a.start()  # a new run of the first loop, same policy object
+        wait_ticks(loop_a, 500)
+        assert np.max(np.abs(pos() - before)) < 2e-3
+        loop_a.stop()
+    finally:
+        server.stop()

@@ -18,11 +18,16 @@ from robot_rt.robot import RobotDescription
 
 
 class Hold:
-    """Holds the position measured at the first call."""
+    """Holds the position measured at the first call after construction or `reset()` (the loop resets its policy at
+    each start and after each recovery, so a run or a recovery holds where the robot then is, not where an earlier
+    one began)."""
 
     def __init__(self, robot: RobotDescription):
         self.robot = robot
         self.target: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self.target = None
 
     def __call__(self, obs: dict) -> np.ndarray:
         if self.target is None:

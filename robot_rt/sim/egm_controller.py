@@ -87,6 +87,7 @@ class SimulatedEgmController:
             sensor_malformed=0,
             sensor_stale=0,
             references_out_of_limits=0,
+            references_while_stopped=0,
             max_reference_excess_rad=0.0,
             restarts=0,
         )
@@ -128,10 +129,13 @@ class SimulatedEgmController:
 
     # ------------------------------------------------------------------------------------------ faults
     def motors_off(self) -> None:
-        """An emergency / protective stop: MOTORS_OFF, the arm halts where it is and ignores references."""
+        """An emergency / protective stop: MOTORS_OFF, the arm halts where it is and ignores references. The stop
+        ends the EGM motion: the reference it had is dropped, so after motors_on() the arm holds until a reference
+        arrives again (it does not run on to the one from before the stop)."""
         with self._lock:
             self._motors_on = False
             self._qd[:] = 0.0
+            self._reference = None
 
     def motors_on(self) -> None:
         """The operator switches the motors on again (after the stop's cause was cleared)."""
@@ -139,10 +143,11 @@ class SimulatedEgmController:
             self._motors_on = True
 
     def rapid_stop(self) -> None:
-        """The RAPID program stops (EGM ends): RAPID_STOPPED, MCI_STOPPED; the arm halts."""
+        """The RAPID program stops (EGM ends): RAPID_STOPPED, MCI_STOPPED; the arm halts, its reference dropped."""
         with self._lock:
             self._rapid_running = False
             self._qd[:] = 0.0
+            self._reference = None
 
     def drop_status(self, fields=("mciState",)) -> None:
         """The controller stops reporting these status fields (motorState, mciState, rapidExecState)."""
@@ -213,6 +218,9 @@ class SimulatedEgmController:
             if excess > 1e-9:
                 self._stats["references_out_of_limits"] += 1
                 self._stats["max_reference_excess_rad"] = max(self._stats["max_reference_excess_rad"], excess)
+            if not (self._motors_on and self._rapid_running):
+                self._stats["references_while_stopped"] += 1  # no EGM motion runs: nothing to follow later
+                continue
             self._reference = np.clip(reference, self.position_min, self.position_max)
 
     def _move(self, dt: float) -> None:

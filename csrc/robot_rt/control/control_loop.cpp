@@ -581,6 +581,12 @@ void ControlLoop::run_reflexes(std::int64_t wake_ns, const TickScratch& t) noexc
     shutdown_tripped_ = true;
     trip(kReasonShutdown, kEventShutdownStop, -1, 0.0, wake_ns);
   }
+  // A robot that no longer follows the command stream (its own e-stop input or a fault stopped it, it left the
+  // commanded trajectory, or the loop cannot see it) is sent neither the rest of the stop nor its rest: once its own
+  // stop cleared it would run there from wherever it had stopped (an audit measured 1.7 rad at 1.2 V through the
+  // sim server's e-stop input). It holds by itself (its communication watchdog); a recovery restarts the command
+  // where it is, and only a recovery unmutes.
+  if (estop_input || (latch_.reasons() & kReasonsRobotNotFollowing)) mute(wake_ns);
 }
 
 void ControlLoop::set_lifecycle(Lifecycle next, std::int64_t wake_ns) noexcept {
@@ -731,9 +737,6 @@ std::uint32_t ControlLoop::safety_step(std::int64_t wake_ns, TickScratch& t) noe
       emit(kEventStopComplete, -1, 0.0, wake_ns);
       set_lifecycle(Lifecycle::kStopped, wake_ns);
     }
-    // after a lost link, the stop is the last thing commanded: the robot side holds by itself, and a command to a
-    // robot that came back elsewhere would be a step
-    if (state_ == Lifecycle::kStopped && (latch_.reasons() & kReasonLinkLoss)) mute(wake_ns);
     if (state_ == Lifecycle::kStopped && shutdown_tripped_) shutdown_done_.store(true, std::memory_order_release);
   } else {
     double target_v[kMaxDof];

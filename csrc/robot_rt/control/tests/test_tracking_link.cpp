@@ -25,7 +25,8 @@ constexpr std::int64_t kDelayNs = 2'300'000;  // command transport delay (link +
 
 // A robot behind a link, in continuous (simulated) time: a command reaches the servo kDelayNs after it was sent;
 // the servo (servo.hpp: 10 Hz, damping 0.5, saturated at the drive's 2 A and 1.2 V) runs on the newest command it
-// has, position and velocity feed-forward held until the next one arrives, as the UDP sim server does.
+// has, position and velocity feed-forward held until the next one arrives, as the UDP sim server does; and like it,
+// with no command for kCommandTimeoutNs it brakes to a hold where it is (its communication watchdog).
 class RemoteServoDriver final : public RobotDriver {
  public:
   RemoteServoDriver(const RobotModel& model, const double* q0) : model_(model) {
@@ -53,8 +54,18 @@ class RemoteServoDriver final : public RobotDriver {
           target_q_[i] = c.q[i];
           target_v_[i] = c.v[i];
         }
+        last_arrival_ns_ = c.arrive_ns;
+        holding_ = false;
         head_ = (head_ + 1) % kQueue;
         --queued_;
+      }
+      if (!holding_ && last_arrival_ns_ > 0 && time_ns_ - last_arrival_ns_ > kCommandTimeoutNs) {
+        holding_ = true;  // the watchdog: hold where the robot is
+        ++watchdog_holds;
+        for (int i = 0; i < model_.dof; ++i) {
+          target_q_[i] = joint_[i].q;
+          target_v_[i] = 0.0;
+        }
       }
       for (int i = 0; i < model_.dof; ++i) {
         if (i == blocked_joint) {  // blocked: it stays where it is
@@ -94,6 +105,8 @@ class RemoteServoDriver final : public RobotDriver {
   int blocked_joint = -1;
   double reported = std::nan("");  // joint 0's next reported position when set (a broken encoder, a slipped coupling)
   std::uint64_t commands = 0;
+  std::uint64_t watchdog_holds = 0;
+  static constexpr std::int64_t kCommandTimeoutNs = 100 * kMs;  // the sim server's command_timeout_s
 
  private:
   struct Queued {
@@ -105,7 +118,8 @@ class RemoteServoDriver final : public RobotDriver {
   ServoParams servo_[kMaxDof];
   ServoState joint_[kMaxDof];
   double target_q_[kMaxDof] = {}, target_v_[kMaxDof] = {};
-  std::int64_t time_ns_ = 0;
+  std::int64_t time_ns_ = 0, last_arrival_ns_ = 0;
+  bool holding_ = false;
   Queued queue_[kQueue];
   int head_ = 0, queued_ = 0;
 };
@@ -358,6 +372,10 @@ TEST_CASE("after a stop with late wakes: the stop keeps to the clock, then nothi
     h.tick(rng.coin(0.1) ? static_cast<std::int64_t>(rng.uniform(1.0, 10.0) * kMs) : 0);
   }
   REQUIRE(h.tracking_tripped());
+  // the robot does not follow the commands any more: the loop sends nothing from this tick on (not the rest of the
+  // stop, not its rest), so it is its own watchdog that holds it, where it is
+  CHECK((h.observation().flags & kTickMuted) != 0u);
+  const std::uint64_t sent_at_trip = h.driver->commands;
   h.driver->blocked_joint = -1;  // the fault goes away (a transient jam): still nothing may move by itself
   const std::int64_t tripped_ns = h.wake;
   double rest_position[2] = {0.0, 0.0};
@@ -368,10 +386,11 @@ TEST_CASE("after a stop with late wakes: the stop keeps to the clock, then nothi
     if (k % 5 == 0) h.command(-2.9, 1.0);  // the policy keeps commanding: discarded while stopped
     h.tick(rng.coin(0.1) ? static_cast<std::int64_t>(rng.uniform(1.0, 10.0) * kMs) : 0);
     const Observation o = h.observation();
+    CHECK((o.flags & kTickMuted) != 0u);
     if (!at_rest && h.loop->lifecycle() == Lifecycle::kStopped) {
       at_rest = true;
       stopped_ns = h.wake;
-      // the controlled stop took at most the stop-time bound of wall time (not of ticks)
+      // the controlled stop (of the commanded side) took at most the stop-time bound of wall time (not of ticks)
       CHECK(1e-9 * static_cast<double>(h.wake - tripped_ns) <= h.loop->stop_time_bound_s());
       for (int i = 0; i < 2; ++i) rest_position[i] = o.command_position_si[i];
     }
@@ -381,8 +400,8 @@ TEST_CASE("after a stop with late wakes: the stop keeps to the clock, then nothi
         CHECK(o.command_position_si[i] == rest_position[i]);
         CHECK(o.command_velocity_si[i] == 0.0);
       }
-      // the servo settles on the commanded rest (the unblocked joint catches up with it first: saturated at 2 A,
-      // then a 10 Hz, damping 0.5 servo); from then on the robot does not move
+      // the robot's watchdog brought it to a hold (the unblocked joint first ran out the last command it had);
+      // from then on it does not move
       if (robot_still_since == 0 && h.wake - stopped_ns > 1500 * kMs) {
         robot_still_since = h.wake;
         for (int i = 0; i < 2; ++i) robot_at_rest[i] = h.driver->position(i);
@@ -393,12 +412,19 @@ TEST_CASE("after a stop with late wakes: the stop keeps to the clock, then nothi
   }
   REQUIRE(at_rest);
   CHECK(robot_still_since != 0);
-  for (int i = 0; i < 2; ++i) CHECK(std::fabs(h.driver->position(i) - rest_position[i]) < 1e-3);  // where commanded
-  // only recover() moves it again
+  CHECK(h.driver->commands == sent_at_trip);
+  CHECK(h.driver->watchdog_holds >= 1u);
+  // it was never sent the loop's rest, which lies far from where it held (the old behaviour ran it there)
+  CHECK(std::fabs(h.driver->position(0) - rest_position[0]) > 0.5);
+  // only recover() moves it again, starting where it is
   h.loop->request_recover();
   for (int k = 0; k < 50 && h.loop->lifecycle() != Lifecycle::kActive; ++k) h.tick();
   CHECK(h.loop->lifecycle() == Lifecycle::kActive);
   CHECK(h.loop->stop_reasons() == 0u);
+  h.tick();
+  const Observation after = h.observation();
+  CHECK((after.flags & kTickMuted) == 0u);
+  for (int i = 0; i < 2; ++i) CHECK(std::fabs(after.command_position_si[i] - h.driver->position(i)) < 1e-3);
 }
 
 TEST_CASE("a gap longer than the catch-up bound: the trajectory does not replay it; the robot's run-on stops it") {
