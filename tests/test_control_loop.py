@@ -707,3 +707,37 @@ def test_a_script_that_dies_while_the_loop_runs_still_ends_with_the_controlled_s
     assert "shutdown_stop" in events and "loop_stop" in events, events
     assert np.all(run.ticks["command_velocity"][-1] == 0)
     assert np.ptp(run.ticks["command_position"][:, 0]) > 0.01  # it was moving before
+
+
+def test_command_answering_an_earlier_runs_observation_is_discarded():
+    """Ticks restart at 0 every run, so the stale-target filter also compares the observation's publish time with
+    the run's start: a target answering an observation of the previous run never moves the robot, with or without a
+    recovery in this run (an audit drove the gantry 0.2 m with a high-tick observation of the run before)."""
+    loop = RealTimeLoop(ROBOT, command_timeout_s=1.0)
+    loop.start()
+    wait_ticks(loop, 300)
+    old_obs = loop.observation()
+    loop.stop()
+    target = ROBOT.home.copy()
+    target[0] += 0.2
+    loop.start()
+    try:
+        wait_ticks(loop, 20)
+        for recovered in (False, True):
+            if recovered:
+                loop.estop()
+                wait_until(lambda: loop.lifecycle == "stopped", what="the e-stop")
+                assert loop.recover(timeout_s=5.0, seen_reasons=loop.stop_reasons)
+            before = loop.counters()
+            assert loop.send_command(target, obs=old_obs)
+            n = before["commands_discarded"]
+            wait_until(lambda n=n: loop.counters()["commands_discarded"] > n, what="the discard")
+            assert loop.counters()["commands_accepted"] == before["commands_accepted"]
+            # this run's own observation is taken
+            assert loop.send_command(loop.observation()["measured_position"], obs=loop.observation())
+            n = before["commands_accepted"]
+            wait_until(lambda n=n: loop.counters()["commands_accepted"] > n, what="the accept")
+        wait_ticks(loop, 50)
+        assert abs(loop.observation()["measured_position"][0] - ROBOT.home[0]) < 1e-3
+    finally:
+        loop.stop()

@@ -199,6 +199,7 @@ void ControlLoop::initialise(std::int64_t start_ns) {
   shutdown_done_.store(false, std::memory_order_release);
   peer_restarts_seen_ = driver_->link_health().peer_restarts;
   recovered_tick_ = 0;
+  run_start_ns_ = now_ns();  // every observation of this run is published after it
   // a robot that starts with its paddle outside the workspace box may move back in (only leaving it stops)
   double paddle[3];
   workspace_excess_m_ = filter_.paddle_in_workspace(paddle) ? 0.0 : workspace_excess_m(paddle);
@@ -411,7 +412,10 @@ std::uint32_t ControlLoop::drain_commands(std::int64_t wake_ns) noexcept {
       round_trip_->record(pc.push_ns - pc.obs_stamp_ns);
       command_latency_->record(wake_ns - pc.obs_stamp_ns);
     }
-    if (latch_.latched() || (pc.obs_tick != 0 && pc.obs_tick < recovered_tick_)) {
+    // an observation published before this run began belongs to an earlier run (ticks restart at 0 every run, so
+    // only its time tells: a command answering one is as stale as one from before a recovery)
+    const bool earlier_run = pc.obs_stamp_ns != 0 && pc.obs_stamp_ns < run_start_ns_;
+    if (latch_.latched() || earlier_run || (pc.obs_tick != 0 && pc.obs_tick < recovered_tick_)) {
       bump(commands_discarded_);
       continue;
     }

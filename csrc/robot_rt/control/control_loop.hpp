@@ -396,6 +396,7 @@ class ControlLoop {
   std::uint32_t recover_reasons_ = 0;     // the latched reasons the pending recovery was asked to clear
   std::uint64_t recover_presses_ = 0;     // the e-stop presses its requester saw
   std::uint64_t recovered_tick_ = 0;      // commands answering observations before this tick are stale
+  std::int64_t run_start_ns_ = 0;         // CLOCK_MONOTONIC at this run's start: older observations are stale
   double rest_velocity_si_[kMaxDof] = {};
   std::uint64_t balls_total_ = 0;
   BallObservation latest_ball_;
