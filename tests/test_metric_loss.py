@@ -113,13 +113,13 @@ def test_loss_path_runs_channels_last_on_cpu():
     channels_last, so both sides reach the fused distance in one layout; the gradient returns in the input's shape."""
     _, ours = models("vgg", torch.float32)
     bb = ours.backbone
-    assert bb.input_grad_format == "channels_last"
+    assert bb.input_grad_format == "packed"
     x, t = images(32, 2, torch.float32)
     pred = x.clone().requires_grad_()
     cl = torch.channels_last
     assert all(f.is_contiguous(memory_format=cl) for f in bb(pred, unit_input=True))
     with torch.no_grad():
-        assert all(f.is_contiguous(memory_format=cl) for f in bb(t, unit_input=True, frozen_format="channels_last"))
+        assert all(f.is_contiguous(memory_format=cl) for f in bb(t, unit_input=True, frozen_format="packed"))
         assert all(f.is_contiguous() for f in bb(t, unit_input=True))  # inference: the oneDNN copy, NCHW taps
     ours(pred, t).sum().backward()
     assert pred.grad.shape == x.shape and torch.isfinite(pred.grad).all()
@@ -188,8 +188,8 @@ def test_supported_trunks():
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("ceil_mode", [False, True])
 def test_frozen_trunk_function_matches_autograd(ceil_mode, layout):
-    """Strides, padding, dilation, groups, ceil-mode pools, taps in the middle, an unused tap gradient; NCHW, and
-    channels_last with channels_last weight copies for the backward (the CPU loss path of alex/vgg)."""
+    """Strides, padding, dilation, groups, ceil-mode pools, taps in the middle, an unused tap gradient; NCHW and
+    channels_last (the layout of the CPU loss path of alex/vgg)."""
     from torch import nn
 
     torch.manual_seed(0)
@@ -210,11 +210,9 @@ def test_frozen_trunk_function_matches_autograd(ceil_mode, layout):
     x = torch.randn(2, 3, 37, 41, dtype=torch.float64)
     taps = [1, 6, 9]
     a = x.clone().requires_grad_()
-    weights = None
     if layout == "channels_last":
         cl = torch.channels_last
-        weights = {i: m.weight.contiguous(memory_format=cl) for i, m in enumerate(layers) if isinstance(m, nn.Conv2d)}
-        outs = FrozenTrunkInputGrad.apply(a.contiguous(memory_format=cl), list(layers), taps, None, weights)
+        outs = FrozenTrunkInputGrad.apply(a.contiguous(memory_format=cl), list(layers), taps, None)
         assert all(o.is_contiguous(memory_format=cl) for o in outs)
         assert len(outs[0].grad_fn.saved_tensors) == 4  # taps 1 (a pool input), 6, 9 and ReLU 4's bool mask
     else:
@@ -233,12 +231,12 @@ def test_frozen_trunk_function_matches_autograd(ceil_mode, layout):
     torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     assert torch.autograd.gradcheck(
-        lambda z: FrozenTrunkInputGrad.apply(z.contiguous(memory_format=fmt), list(layers), taps, None, weights),
+        lambda z: FrozenTrunkInputGrad.apply(z.contiguous(memory_format=fmt), list(layers), taps, None),
         (a.detach()[:1, :, :20, :20].clone().requires_grad_(),),
     )
     # a second-order gradient through the in-place updates of the backward (create_graph)
     assert torch.autograd.gradgradcheck(
-        lambda z: FrozenTrunkInputGrad.apply(z.contiguous(memory_format=fmt), list(layers), taps, None, weights),
+        lambda z: FrozenTrunkInputGrad.apply(z.contiguous(memory_format=fmt), list(layers), taps, None),
         (a.detach()[:1, :, :16, :16].clone().requires_grad_(),),
     )
 

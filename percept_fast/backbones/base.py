@@ -66,7 +66,8 @@ class Backbone(nn.Module):
     # supports it; off by default (a bare backbone keeps torchvision's autograd), on in PerceptualMetric
     frozen_input_grad: bool = False
     # layout of that input-gradient path on CPU (None: the input's): 'channels_last' runs the frozen trunk's forward,
-    # its saved outputs and its backward in channels_last
+    # its saved outputs and its backward in channels_last; 'packed' does so with oneDNN-prepacked weights
+    # (packed_trunk.PackedTrunk, for plain Conv2d / ReLU / MaxPool2d trunks)
     input_grad_format: str | None = None
 
     def __init__(
@@ -171,8 +172,10 @@ class Backbone(nn.Module):
         idx = list(range(self.num_taps)) if taps is None else list(taps)
         if not idx:
             return []
-        if frozen_format not in (None, "mkldnn", "channels_last"):
-            raise ValueError(f"frozen_format: expected None, 'mkldnn' or 'channels_last', got {frozen_format!r}")
+        if frozen_format not in (None, "mkldnn", "channels_last", "packed"):
+            raise ValueError(
+                f"frozen_format: expected None, 'mkldnn', 'channels_last' or 'packed', got {frozen_format!r}"
+            )
         frozen = self._frozen_runner(x, max(idx), fmt=frozen_format)
         if frozen is None:
             xs = self.scale_input(x, unit_input)
@@ -181,7 +184,7 @@ class Backbone(nn.Module):
                 feats = self._forward_taps(xs, max(idx))
         else:  # the scaling writes the frozen copy's input layout (oneDNN's reorder from NCHW is the cheaper one)
             fmt = frozen_format or self.frozen_format
-            mf = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
+            mf = torch.channels_last if fmt in ("channels_last", "packed") else torch.contiguous_format
             feats = frozen(self.scale_input(x, unit_input, memory_format=mf))
         return [feats[i] for i in idx]
 
@@ -207,8 +210,8 @@ class Backbone(nn.Module):
 
     def _frozen_runner(self, x: torch.Tensor, last: int, ends: list[int] | None = None, fmt: str | None = None):
         """The frozen copy of the trunk up to tap ``last`` returning its taps (or the outputs of the layers ``ends``),
-        in the layout ``fmt`` ('mkldnn' or 'channels_last'; default ``frozen_format``), or None when it cannot serve
-        ``x``."""
+        in the layout ``fmt`` ('mkldnn', 'channels_last' or 'packed'; default ``frozen_format``), or None when it cannot
+        serve ``x``. A 'packed' runner also has ``conv_input_grad(i, g)`` (:class:`PackedTrunk`)."""
         if not self.frozen_inference or self.training or self.__dict__.get("_frozen_failed", False):
             return None
         if torch.compiler.is_compiling() or torch.is_autocast_enabled(x.device.type):
@@ -227,6 +230,11 @@ class Backbone(nn.Module):
             return None
         cache = self.__dict__.setdefault("_frozen_cache", {})
         fmt = self.frozen_format if fmt is None else fmt
+        if fmt == "packed":
+            trunk = self._packed_trunk(last, tuple(x.shape), key)
+            if trunk is not None:
+                return trunk.runner(list(ends) if ends is not None else self._frozen_trunk(last)[1])
+            fmt = "channels_last"  # a trunk PackedTrunk cannot run: the TorchScript copy in the same layout
         slot = (last, None if ends is None else tuple(ends), fmt)
         hit = cache.get(slot)
         if hit is not None and hit[0] == key:
@@ -244,22 +252,34 @@ class Backbone(nn.Module):
         cache[slot] = (key, runner)
         return runner
 
-    def _weights_in_layout(self, convs: Mapping[int, nn.Module], memory_format: torch.memory_format):
-        """``{i: convs[i].weight}`` as detached copies in ``memory_format``, cached until a parameter changes (the
-        frozen copy's cache key) and dropped on pickling."""
-        try:
-            key = tuple((p.data_ptr(), p._version) for p in self.parameters())
-        except RuntimeError:  # inference-mode parameters track no version: do not cache
-            key = None
+    # at most this many input shapes keep packed weights (each holds two oneDNN copies of the trunk's weights)
+    _packed_shapes = 2
+
+    def _packed_trunk(self, last: int, shape: tuple[int, ...], key):
+        """The :class:`~percept_fast.backbones.packed_trunk.PackedTrunk` of the trunk up to tap ``last`` for inputs of
+        ``shape``, cached with the frozen copies (``key``: the parameters' versions), or None when the trunk is not a
+        plain Conv2d / ReLU / MaxPool2d sequence or oneDNN is missing."""
+        from .frozen_grad import supports_input_grad_trunk  # (they import this module)
+        from .packed_trunk import PackedTrunk, packed_trunk_available
+
         cache = self.__dict__.setdefault("_frozen_cache", {})
-        slot = ("weights", tuple(convs), memory_format)
+        slot = ("packed", last, shape)
         hit = cache.get(slot)
-        if key is not None and hit is not None and hit[0] == key:
+        if hit is not None and hit[0] == key:
             return hit[1]
-        out = {i: c.weight.detach().contiguous(memory_format=memory_format) for i, c in convs.items()}
-        if key is not None:
-            cache[slot] = (key, out)
-        return out
+        spec = self._frozen_trunk(last)
+        if spec is None:
+            return None
+        layers = list(spec[0])
+        probe = torch.empty(0)
+        if not supports_input_grad_trunk(layers) or not packed_trunk_available(probe.new_empty((1, 1, 1, 1)), layers):
+            return None
+        cache.pop(slot, None)
+        packed = [k for k in cache if isinstance(k, tuple) and k and k[0] == "packed"]
+        for old in packed[: max(0, len(packed) - self._packed_shapes + 1)]:  # oldest first (insertion order)
+            del cache[old]
+        cache[slot] = (key, PackedTrunk(layers, shape))
+        return cache[slot][1]
 
     def __getstate__(self):
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()

@@ -66,15 +66,17 @@ class FrozenTrunkInputGrad(torch.autograd.Function):
 
     ``run_relus(x)``, optional: a no-grad forward returning the outputs of every ReLU up to the last tap (in order),
     e.g. the frozen TorchScript copy (:func:`relu_ends` gives their indices); ``None`` runs ``layers`` eagerly.
-    ``conv_weights``, optional: ``{layer index: weight}`` used by the backward's transposed convolutions instead of
-    ``layer.weight`` (the same values in another layout, e.g. channels_last copies kept by the caller).
+    ``conv_input_grad(i, g)``, optional: the input gradient of convolution ``layers[i]`` for its output gradient
+    ``g``, used instead of ``F.conv_transpose2d`` with ``layers[i].weight`` when the backward records no graph (e.g.
+    :class:`~percept_fast.backbones.packed_trunk.PackedTrunk`'s prepacked oneDNN calls; not differentiable, so a
+    double backward takes the ``F`` path).
 
     Layout: the saved outputs and the gradients keep the forward's layout. A channels_last ``x`` runs the whole
     trunk, and its backward, in channels_last (on CPU oneDNN's direct convolutions and ATen's max-pool are faster
     there than in NCHW, which oneDNN reorders to a blocked layout at every call)."""
 
     @staticmethod
-    def forward(ctx, x, layers, tap_ends, run_relus: Callable | None = None, conv_weights=None):
+    def forward(ctx, x, layers, tap_ends, run_relus: Callable | None = None, conv_input_grad: Callable | None = None):
         end = tap_ends[-1]
         layers = list(layers)[: end + 1]
         relu_idx = relu_ends(layers)
@@ -114,7 +116,7 @@ class FrozenTrunkInputGrad(torch.autograd.Function):
                 h_size = _pool_out(h_size, layer)
         ctx.save_for_backward(*kept)
         ctx.layers, ctx.kinds, ctx.in_sizes, ctx.tap_ends = layers, kinds, in_sizes, list(tap_ends)
-        ctx.conv_weights = dict(conv_weights or {})
+        ctx.conv_input_grad = conv_input_grad
         result = tuple(outs[e] for e in tap_ends)
         return result
 
@@ -146,7 +148,10 @@ class FrozenTrunkInputGrad(torch.autograd.Function):
                 else:
                     g = g * kept[j]
             elif isinstance(layer, nn.Conv2d):
-                g = _conv_input_grad(g, layer, ctx.in_sizes[i], ctx.conv_weights.get(i))
+                if ctx.conv_input_grad is not None and not torch.is_grad_enabled():
+                    g = ctx.conv_input_grad(i, g)
+                else:
+                    g = _conv_input_grad(g, layer, ctx.in_sizes[i])
             else:  # MaxPool2d: its input is the ReLU output before it (kept as a float)
                 inp = kept[ctx.kinds[i - 1][1]]
                 k, s, p, d = (
@@ -193,9 +198,8 @@ def _max_pool_input_grad(g: torch.Tensor, inp: torch.Tensor, k, s, p, d, ceil_mo
     return torch.ops.aten.max_pool2d_with_indices_backward(g, inp, k, s, p, d, ceil_mode, idx)
 
 
-def _conv_input_grad(g: torch.Tensor, conv: nn.Conv2d, in_size, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """dL/d(input) of a convolution for dL/d(output) ``g``: the transposed convolution with the same weight
-    (``weight``: the same values as ``conv.weight``, e.g. in the layout of ``g``)."""
+def _conv_input_grad(g: torch.Tensor, conv: nn.Conv2d, in_size) -> torch.Tensor:
+    """dL/d(input) of a convolution for dL/d(output) ``g``: the transposed convolution with the same weight."""
     k, s, p, d = _pair(conv.kernel_size), _pair(conv.stride), _pair(conv.padding), _pair(conv.dilation)
     out_pad = tuple(in_size[i] - ((g.shape[2 + i] - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + 1) for i in range(2))
-    return F.conv_transpose2d(g, conv.weight if weight is None else weight, None, s, p, out_pad, conv.groups, d)
+    return F.conv_transpose2d(g, conv.weight, None, s, p, out_pad, conv.groups, d)

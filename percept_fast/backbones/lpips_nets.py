@@ -26,7 +26,7 @@ __all__ = ["AlexNetFeatures", "VGG16Features", "SqueezeNet11Features", "Fire"]
 
 class _SequentialTaps(Backbone):
     ignored_prefixes = ("classifier.",)
-    input_grad_format = "channels_last"
+    input_grad_format = "packed"
     tap_ends: list[int]  # index into self.features of the last layer of each tap
 
     def _forward_taps(self, x: torch.Tensor, last: int) -> list[torch.Tensor]:
@@ -49,14 +49,12 @@ class _SequentialTaps(Backbone):
         layers = list(self.features)[: self.tap_ends[last] + 1]
         if not supports_input_grad_trunk(layers):
             return None
-        weights = None
-        if x.device.type == "cpu" and self.input_grad_format == "channels_last" and x.dim() == 4:
+        if x.device.type == "cpu" and self.input_grad_format in ("channels_last", "packed") and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-            convs = {i: layer for i, layer in enumerate(layers) if isinstance(layer, nn.Conv2d)}
-            weights = self._weights_in_layout(convs, torch.channels_last)
         with torch.no_grad():  # the frozen copy returning every ReLU output (CPU float32), else eager in the Function
             runner = self._frozen_runner(x, last, ends=relu_ends(layers), fmt=self.input_grad_format)
-        return list(FrozenTrunkInputGrad.apply(x, layers, self.tap_ends[: last + 1], runner, weights))
+        conv_input_grad = getattr(runner, "conv_input_grad", None)  # a PackedTrunk's prepacked transposed convs
+        return list(FrozenTrunkInputGrad.apply(x, layers, self.tap_ends[: last + 1], runner, conv_input_grad))
 
     def _frozen_trunk(self, last: int) -> tuple[nn.Module, list[int]]:
         end = self.tap_ends[last]
