@@ -500,9 +500,9 @@ def test_unit_input_scaling_equals_two_steps(stats):
 
 
 def test_frozen_format_of_lpips_trunks():
-    """The frozen copy's memory format per trunk (measured, see backbones.base): oneDNN blocked for alex and vgg,
-    channels_last for squeeze."""
-    assert AlexNetFeatures.frozen_format == VGG16Features.frozen_format == "mkldnn"
+    """The frozen copy's memory format per trunk (measured, see backbones.base): oneDNN-prepacked weights with
+    channels_last activations for alex and vgg, channels_last for squeeze."""
+    assert AlexNetFeatures.frozen_format == VGG16Features.frozen_format == "packed"
     assert SqueezeNet11Features.frozen_format == "channels_last"
 
 

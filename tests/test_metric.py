@@ -167,7 +167,8 @@ def test_functional_matches_module_and_caches(tmp_path):
     # a module backbone works too (not cached)
     with torch.no_grad():
         d = perceptual_distance(x0, x1, net, lin_weights="lpips")
-    torch.testing.assert_close(d, a, rtol=0, atol=0)
+    # a module backbone runs eagerly (NCHW); the metric's own frozen copy channels_last: float32 rounding apart
+    torch.testing.assert_close(d, a, rtol=1e-5, atol=1e-7)
     assert len(metric_mod._CACHE) == 1
     # float64 inputs: the cached metric runs in float64
     with torch.no_grad():
@@ -254,11 +255,18 @@ def test_frozen_backbone_path_equals_eager(name):
         torch.testing.assert_close(fast(cl, x1, per_layer=True), want, rtol=1e-5, atol=1e-6)
         assert cache.get("_frozen_cache")
         fast.backbone.to(memory_format=torch.channels_last)  # new weight tensors: rebuilt
-        slot = (fast.backbone.num_taps - 1, None, fast.backbone.frozen_format)  # the inference copy's cache slot
-        old = cache["_frozen_cache"][slot][1]
+
+        def inference_copy():  # the inference copy's cache entry
+            bb = fast.backbone
+            if bb.frozen_format == "packed":
+                shape = (2 * cl.shape[0], *cl.shape[1:])  # the metric's one pass over both batches
+                return cache["_frozen_cache"][("packed", bb.num_taps - 1, shape)][1]
+            return cache["_frozen_cache"][(bb.num_taps - 1, None, bb.frozen_format)][1]
+
+        old = inference_copy()
         torch.testing.assert_close(fast(cl, x1, per_layer=True), want, rtol=1e-5, atol=1e-6)
-        assert cache["_frozen_cache"][slot][1] is not old
-        fmt = torch.channels_last if fast.backbone.frozen_format == "channels_last" else torch.contiguous_format
+        assert inference_copy() is not old
+        fmt = torch.channels_last if fast.backbone.frozen_format != "mkldnn" else torch.contiguous_format
         for x in (x0, cl):  # the taps come back in the frozen copy's layout whatever the input's
             assert all(f.is_contiguous(memory_format=fmt) for f in fast.features(x))
     state = fast.backbone.__getstate__()

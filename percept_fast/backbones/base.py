@@ -12,6 +12,9 @@ import torch
 from torch import nn
 
 from ..weights import load_into, load_state_dict_file
+from .frozen_grad import supports_input_grad_trunk
+from .packed_trunk import PackedTrunk, packed_trunk_available
+from .pooling import max_pool
 
 __all__ = ["Backbone", "IMAGENET_MEAN", "IMAGENET_STD", "LPIPS_SHIFT", "LPIPS_SCALE", "max_pool"]
 
@@ -20,26 +23,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # lpips.ScalingLayer literals (== 2 * IMAGENET_MEAN - 1 and 2 * IMAGENET_STD)
 LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 LPIPS_SCALE = (0.458, 0.448, 0.450)
-
-
-def max_pool(pool: nn.MaxPool2d, x: torch.Tensor) -> torch.Tensor:
-    """``pool(x)``, the same values and layout; on CPU without autograd through a channels_last copy of ``x``.
-
-    Why: ATen's NCHW CPU max-pool is several times slower than its channels_last kernel (torch 2.14, one thread:
-    4x64x112x112, 3x3 stride 2, 18.6 against 4.2 ms with both layout copies; 4x512x28x28, 2x2, 6.2 against 1.3 ms).
-    A maximum is exact, so the result is bit for bit the same. With autograd recording (the input requires a
-    gradient), under torch.compile, on other devices or layouts, ``pool(x)`` as is: the channels_last backward is
-    not faster."""
-    if (
-        x.device.type == "cpu"
-        and x.dim() == 4
-        and not pool.return_indices
-        and x.is_contiguous()
-        and not (torch.is_grad_enabled() and x.requires_grad)
-        and not torch.compiler.is_compiling()
-    ):
-        return pool(x.contiguous(memory_format=torch.channels_last)).contiguous()
-    return pool(x)
 
 
 class Backbone(nn.Module):
@@ -60,7 +43,9 @@ class Backbone(nn.Module):
     # run a frozen TorchScript copy for gradient-free CPU float32 inference (see the module docstring);
     # off by default so that a bare backbone stays bit-identical to torchvision's eager forward
     frozen_inference: bool = False
-    # memory format of the frozen copy: 'mkldnn' (optimize_for_inference) or 'channels_last' (freeze only)
+    # memory format of the frozen copy: 'mkldnn' (optimize_for_inference), 'channels_last' (freeze only) or 'packed'
+    # (packed_trunk.PackedTrunk: oneDNN-prepacked weights, fused conv+ReLU, channels_last; plain conv/ReLU/pool
+    # trunks, else the 'channels_last' copy serves)
     frozen_format: str = "mkldnn"
     # input gradient of a frozen trunk (a perceptual loss) through frozen_grad.FrozenTrunkInputGrad where the trunk
     # supports it; off by default (a bare backbone keeps torchvision's autograd), on in PerceptualMetric
@@ -255,13 +240,10 @@ class Backbone(nn.Module):
     # at most this many input shapes keep packed weights (each holds two oneDNN copies of the trunk's weights)
     _packed_shapes = 2
 
-    def _packed_trunk(self, last: int, shape: tuple[int, ...], key):
+    def _packed_trunk(self, last: int, shape: tuple[int, ...], key) -> PackedTrunk | None:
         """The :class:`~percept_fast.backbones.packed_trunk.PackedTrunk` of the trunk up to tap ``last`` for inputs of
         ``shape``, cached with the frozen copies (``key``: the parameters' versions), or None when the trunk is not a
         plain Conv2d / ReLU / MaxPool2d sequence or oneDNN is missing."""
-        from .frozen_grad import supports_input_grad_trunk  # (they import this module)
-        from .packed_trunk import PackedTrunk, packed_trunk_available
-
         cache = self.__dict__.setdefault("_frozen_cache", {})
         slot = ("packed", last, shape)
         hit = cache.get(slot)

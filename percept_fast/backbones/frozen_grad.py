@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import max_pool
+from .pooling import max_pool
 
 __all__ = ["FrozenTrunkInputGrad", "relu_ends", "supports_input_grad_trunk"]
 

@@ -56,6 +56,7 @@ class PackedTrunk:
         self.in_shape = tuple(in_shape)
         self.fwd: dict[int, torch.Tensor] = {}
         self.bwd: dict[int, tuple[torch.Tensor, list[int]]] = {}
+        self._bwd_args: dict[int, tuple[list[int], list[int]]] = {}
         mk = torch.ops.mkldnn
         shape = list(in_shape)
         with torch.no_grad():
@@ -71,10 +72,7 @@ class PackedTrunk:
                         shape[2 + j] - ((out_hw[j] - 1) * s[j] - 2 * p[j] + d[j] * (k[j] - 1) + 1) for j in range(2)
                     ]
                     self.fwd[i] = mk._reorder_convolution_weight(w, p, s, d, layer.groups, shape)
-                    self.bwd[i] = (
-                        mk._reorder_convolution_transpose_weight(w, p, out_pad, s, d, layer.groups, out_shape),
-                        out_pad,
-                    )
+                    self._bwd_args[i] = (out_pad, out_shape)  # packed at the first backward (inference needs none)
                     shape = out_shape
                 elif isinstance(layer, nn.MaxPool2d):
                     shape = [shape[0], shape[1], *_pool_out(tuple(shape[2:]), layer)]
@@ -113,6 +111,16 @@ class PackedTrunk:
 
     def conv_input_grad(self, i: int, g: torch.Tensor) -> torch.Tensor:
         layer = self.layers[i]
+        if i not in self.bwd:
+            out_pad, out_shape = self._bwd_args[i]
+            with torch.no_grad():
+                self.bwd[i] = (
+                    torch.ops.mkldnn._reorder_convolution_transpose_weight(
+                        layer.weight.detach(), _pair(layer.padding), out_pad, _pair(layer.stride),
+                        _pair(layer.dilation), layer.groups, out_shape,
+                    ),
+                    out_pad,
+                )  # fmt: skip
         w, out_pad = self.bwd[i]
         return torch.ops.mkldnn._convolution_transpose_pointwise(
             g.contiguous(memory_format=torch.channels_last), w, None, _pair(layer.padding), out_pad,

@@ -118,7 +118,10 @@ class FeatureModel:
 
     @torch.inference_mode()
     def features(self, imgs: torch.Tensor) -> list[torch.Tensor]:
-        return self.metric.features(self.to_input(imgs))
+        # one layout whatever the backbone's path (alex/vgg's frozen copy returns channels_last maps) and however the
+        # features travel (gathered between ranks or not): the all-pairs ops then sum in one order, so one process
+        # and several give the same matrix bit for bit
+        return [f.contiguous() for f in self.metric.features(self.to_input(imgs))]
 
     @torch.inference_mode()
     def pair_distance(self, f0: Sequence[torch.Tensor], f1: Sequence[torch.Tensor]) -> torch.Tensor:
