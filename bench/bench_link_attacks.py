@@ -204,6 +204,7 @@ def cli_under_attack(server, tmp: Path) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--iterations", type=int, default=20000)
+    parser.add_argument("--out", default=None, help="results directory (default bench/results)")
     args = parser.parse_args(argv)
     load = os.getloadavg()
     cost = cost_per_datagram(args.iterations)
@@ -222,7 +223,7 @@ def main(argv=None) -> int:
     results["scenarios"] = scenarios
     results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results["load_average_after"] = os.getloadavg()
-    path = write_json("bench_link_attacks", results)
+    path = write_json("bench_link_attacks", results, args.out)
 
     if "server_ns" in cost:
         rows = [

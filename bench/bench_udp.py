@@ -37,7 +37,9 @@ LIMITS = dict(
     position_max=[1.0] * DOF,
     velocity_limit=[2.0] * DOF,
     acceleration_limit=[10.0] * DOF,
+    jerk_limit=[100.0] * DOF,
 )
+DIGEST = P.joint_limits_digest(*LIMITS.values())  # the joint-limits digest the driver states in its hello
 
 
 def stats_us(values_ns) -> dict:
@@ -55,7 +57,7 @@ def stats_us(values_ns) -> dict:
 def bench_cpp(n: int, key: bytes) -> dict:
     server = _control.SimRobotServer(**LIMITS, key=key, reply_on_command=True)
     server.start()
-    driver = _control.UdpDriver("127.0.0.1", server.port, DOF, key=key)
+    driver = _control.UdpDriver("127.0.0.1", server.port, DOF, key=key, limits_digest=DIGEST)
     driver.start()
     q = [0.1] * DOF
     v = [0.0] * DOF

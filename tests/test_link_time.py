@@ -32,7 +32,7 @@ def _pump(driver, seconds, period_s=0.002):
 
 
 def _connected_driver(robot):
-    driver = _control.UdpDriver("127.0.0.1", robot.port, 3, key=KEY)
+    driver = _control.UdpDriver("127.0.0.1", robot.port, 3, key=KEY, limits_digest=robot.limits_digest)
     driver.start()
     t_end = time.monotonic() + 5.0
     while driver.stats()["session_state"] != "established" and time.monotonic() < t_end:

@@ -1,5 +1,5 @@
 """UDP protocol codec: C++ (robot_rt._control) against the Python mirror, checksum, HMAC, HKDF and the session
-key schedule (docs/protocol.md, version 2)."""
+key schedule (docs/protocol.md, version 3)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,13 @@ def packets(draw):
     kind = draw(st.sampled_from(sorted(P.TYPES)))
     p = {"type": kind, "session_id": draw(u32), "sequence": draw(u64), "stamp_ns": draw(u64)}
     if kind == "hello":
-        p.update(role=draw(st.integers(1, 4)), dof=draw(st.integers(0, 16)), period_us=draw(u32), nonce=draw(nonces))
+        p.update(
+            role=draw(st.integers(1, 4)),
+            dof=draw(st.integers(0, 16)),
+            period_us=draw(u32),
+            nonce=draw(nonces),
+            limits_digest=draw(u64),
+        )
     elif kind == "hello_ack":
         p.update(
             role=draw(st.integers(1, 4)),
@@ -40,6 +46,7 @@ def packets(draw):
             server_nonce=draw(nonces),
             echo_hello_stamp_ns=draw(u64),
             hello_receive_ns=draw(u64),
+            limits_digest=draw(u64),
         )
     elif kind == "heartbeat":
         p.update(echo_sequence=draw(u64), echo_stamp_ns=draw(u64), echo_receive_ns=draw(u64))
@@ -114,7 +121,7 @@ def test_layout_matches_the_documented_offsets():
         "velocity": [0.25, 0.0],
     }
     data = P.encode(packet)
-    assert data[:4] == b"RRTP" and data[4] == 2 and data[5] == 4
+    assert data[:4] == b"RRTP" and data[4] == 3 and data[5] == 4
     assert struct.unpack_from("<HIHHQQ", data, 6) == (0, 0x01020304, 8 + 16 * 2, 0, 7, 99)
     assert struct.unpack_from("<HHI4d", data, 32) == (2, 1, 0, 1.5, -2.0, 0.25, 0.0)
     assert len(data) == 32 + 40 + 4
@@ -127,10 +134,19 @@ def test_layout_matches_the_documented_offsets():
 def test_handshake_layouts_match_the_documented_offsets():
     client_nonce, server_nonce = bytes(range(16)), bytes(range(100, 116))
     hello = P.encode(
-        {"type": "hello", "session_id": 9, "sequence": 1, "stamp_ns": 5, "role": 1, "dof": 8, "nonce": client_nonce}
+        {
+            "type": "hello",
+            "session_id": 9,
+            "sequence": 1,
+            "stamp_ns": 5,
+            "role": 1,
+            "dof": 8,
+            "nonce": client_nonce,
+            "limits_digest": 0x0102030405060708,
+        }
     )
-    assert len(hello) == 32 + 24 + 4 and hello[5] == 1
-    assert struct.unpack_from("<HHI16s", hello, 32) == (1, 8, 0, client_nonce)
+    assert len(hello) == 32 + 32 + 4 and hello[4] == P.VERSION == 3 and hello[5] == 1
+    assert struct.unpack_from("<HHI16sQ", hello, 32) == (1, 8, 0, client_nonce, 0x0102030405060708)
     ack = {
         "type": "hello_ack",
         "session_id": 0xAABBCCDD,
@@ -144,10 +160,22 @@ def test_handshake_layouts_match_the_documented_offsets():
         "server_nonce": server_nonce,
         "echo_hello_stamp_ns": 5,
         "hello_receive_ns": 6,
+        "limits_digest": 0xA1A2A3A4A5A6A7A8,
     }
     data = P.encode(ack)
-    assert len(data) == 32 + 64 + 4 and data[5] == 6
-    assert struct.unpack_from("<HHIII16s16sQQ", data, 32) == (2, 8, 1000, 9, 0, client_nonce, server_nonce, 5, 6)
+    assert len(data) == 32 + 72 + 4 and data[5] == 6
+    assert struct.unpack_from("<HHIII16s16sQQQ", data, 32) == (
+        2,
+        8,
+        1000,
+        9,
+        0,
+        client_nonce,
+        server_nonce,
+        5,
+        6,
+        0xA1A2A3A4A5A6A7A8,
+    )
     assert P.peek_server_nonce(data) == server_nonce == data[32 + 32 : 32 + 48]
     beat = P.encode({"type": "heartbeat", "echo_sequence": 1, "echo_stamp_ns": 2, "echo_receive_ns": 3})
     assert struct.unpack_from("<QQQ", beat, 32) == (1, 2, 3) and len(beat) == 32 + 24 + 4
@@ -214,7 +242,7 @@ def test_session_keys_cpp_and_python_agree(key, client_nonce, server_nonce, clie
     assert keys_cpp == keys_py
     c2s, s2c = keys_py
     assert len(c2s) == len(s2c) == 32 and c2s != s2c  # one key per direction: no reflection
-    info = b"RRTP v2 session keys" + struct.pack("<BHHII", 2, client_role, server_role, sid_c, sid_s)
+    info = b"RRTP v3 session keys" + struct.pack("<BHHII", 3, client_role, server_role, sid_c, sid_s)
     assert P.key_info(client_role, server_role, sid_c, sid_s) == info
     assert c2s + s2c == P.hkdf(client_nonce + server_nonce, key, info, 64)
 
@@ -313,7 +341,8 @@ def _resealed(data, offset, fmt, value, key=None):
     "offset, fmt, value, status",
     [
         (4, "<B", 1, "bad_version"),  # a version-1 peer
-        (4, "<B", 3, "bad_version"),
+        (4, "<B", 2, "bad_version"),  # a version-2 peer (no joint-limits digest)
+        (4, "<B", 4, "bad_version"),
         (5, "<B", 9, "bad_type"),
         (5, "<B", 3, "bad_length"),  # a command payload read as a joint state: size mismatch
         (6, "<H", 0x0002, "bad_value"),  # unknown flag
@@ -379,3 +408,13 @@ def test_sequence_tracker_rules():
     assert t.check(5, 14) == "stale"  # out of the 64-entry window
     assert t.check(6, 1) == "new_session"  # restart
     assert t.check(6, 2) == "accept"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    limits=st.integers(1, 16).flatmap(
+        lambda dof: st.lists(st.lists(finite, min_size=dof, max_size=dof), min_size=5, max_size=5)
+    )
+)
+def test_limits_digest_cpp_and_python_agree(limits):
+    assert P.joint_limits_digest(*limits) == _control.limits_digest(*limits) != 0

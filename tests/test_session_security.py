@@ -29,7 +29,7 @@ from robot_rt.control import protocol as P
 from robot_rt.control.loop import EVENT_CODES
 from robot_rt.control.runlog import read_runlog
 from robot_rt.control.udp import LINK_EVENT_CODES, make_udp_driver
-from robot_rt.robot import load_robot
+from robot_rt.robot import limits_digest, load_robot
 from robot_rt.sim import attack
 from robot_rt.sim.attack import Excursion, Replayer, can_spoof, flood, info, select, wait_at_rest
 from robot_rt.sim.camera import CameraServer
@@ -238,8 +238,9 @@ def test_forged_bit_flipped_and_truncated_handshakes_never_open_a_session(server
 
 def test_a_second_controller_waits_for_goodbye_or_timeout_and_the_robot_holds_in_between(server):
     robot = server.robot
-    first = make_udp_driver(f"udp://127.0.0.1:{server.port}?camera=none", robot.dof, key=KEY)
-    second = make_udp_driver(f"udp://127.0.0.1:{server.port}?camera=none", robot.dof, key=KEY)
+    url, digest = f"udp://127.0.0.1:{server.port}?camera=none", limits_digest(robot)  # (no loop: given explicitly)
+    first = make_udp_driver(url, robot.dof, key=KEY, limits_digest=digest)
+    second = make_udp_driver(url, robot.dof, key=KEY, limits_digest=digest)
     q0 = np.asarray(server.robot_server.snapshot()["position"])
     first.start()
     try:
@@ -267,7 +268,9 @@ def test_a_second_controller_waits_for_goodbye_or_timeout_and_the_robot_holds_in
 
 def test_server_restart_is_reported_by_the_first_state_of_the_new_session(server):
     robot = server.robot
-    driver = make_udp_driver(f"udp://127.0.0.1:{server.port}?camera=none", robot.dof, key=KEY)
+    driver = make_udp_driver(
+        f"udp://127.0.0.1:{server.port}?camera=none", robot.dof, key=KEY, limits_digest=limits_digest(robot)
+    )
     q0 = server.robot_server.snapshot()["position"]
     driver.start()
     try:
@@ -406,7 +409,9 @@ def test_version_1_peers_are_rejected_clearly(server):
     v1_robot = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     v1_robot.bind(("127.0.0.1", 0))
     v1_robot.settimeout(1.0)
-    driver = _control.UdpDriver("127.0.0.1", v1_robot.getsockname()[1], 8, key=KEY)
+    driver = _control.UdpDriver(
+        "127.0.0.1", v1_robot.getsockname()[1], 8, key=KEY, limits_digest=limits_digest(load_robot())
+    )
     try:
         driver.start()
         _, addr = v1_robot.recvfrom(2048)
@@ -492,7 +497,9 @@ def test_python_client_session_against_the_cpp_robot_server(server):
     from robot_rt.control.session import ClientSession
 
     dof = server.robot.dof
-    client = ClientSession(KEY, P.ROLE_CONTROLLER, P.ROLE_ROBOT_SERVER, dof)
+    client = ClientSession(
+        KEY, P.ROLE_CONTROLLER, P.ROLE_ROBOT_SERVER, dof, limits_digest=P.limits_digest(server.robot)
+    )
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(1.0)

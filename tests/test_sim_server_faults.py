@@ -12,6 +12,7 @@ import pytest
 from helpers.robot import pump_until, wait_until
 
 from robot_rt import _control
+from robot_rt.control import protocol as P
 from robot_rt.sim.attack import select
 from robot_rt.sim.udp_proxy import FaultProxy
 
@@ -21,7 +22,9 @@ LIMITS = dict(
     position_max=[1.0, 0.5, 2.0],
     velocity_limit=[2.0, 1.0, 4.0],
     acceleration_limit=[10.0, 8.0, 30.0],
+    jerk_limit=[100.0, 80.0, 300.0],
 )
+DIGEST = P.joint_limits_digest(*LIMITS.values())  # the robot's joint limits, as a controller states them
 ZERO = [0.0, 0.0, 0.0]
 STATE_ESTOP_INPUT = 1 << 0  # driver.hpp kStateEstopInput
 STATE_FAULT = 1 << 1  # driver.hpp kStateFault
@@ -31,7 +34,7 @@ STATE_FAULT = 1 << 1  # driver.hpp kStateFault
 def link():
     server = _control.SimRobotServer(**LIMITS, key=KEY)
     server.start()
-    driver = _control.UdpDriver("127.0.0.1", server.port, 3, key=KEY)
+    driver = _control.UdpDriver("127.0.0.1", server.port, 3, key=KEY, limits_digest=DIGEST)
     driver.start()
     try:
         pump_until(driver, lambda s: s is not None and driver.connected, (ZERO, ZERO))
@@ -138,7 +141,7 @@ def test_stop_without_goodbye_is_a_silent_crash_and_restart_is_a_new_session(goo
     server = _control.SimRobotServer(**LIMITS, key=KEY)
     server.start()
     proxy = FaultProxy(("127.0.0.1", server.port), record=True).start()
-    driver = _control.UdpDriver("127.0.0.1", proxy.port, 3, key=KEY)
+    driver = _control.UdpDriver("127.0.0.1", proxy.port, 3, key=KEY, limits_digest=DIGEST)
     driver.start()
     try:
         pump_until(driver, lambda s: s is not None and driver.connected, (ZERO, ZERO))
@@ -158,7 +161,7 @@ def _step_overshoot(zeta: float, step: float = 0.01) -> float:
     """Largest position past a small step target (no saturation: tau 50 ms, 10 mm) of a servo with damping zeta."""
     server = _control.SimRobotServer(**LIMITS, key=KEY, servo_damping=zeta, tracking_time_constant_s=0.05)
     server.start()
-    driver = _control.UdpDriver("127.0.0.1", server.port, 3, key=KEY)
+    driver = _control.UdpDriver("127.0.0.1", server.port, 3, key=KEY, limits_digest=DIGEST)
     driver.start()
     peak = 0.0
 

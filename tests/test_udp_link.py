@@ -22,7 +22,9 @@ LIMITS = dict(
     position_max=[1.0, 0.5, 2.0],
     velocity_limit=[2.0, 1.0, 4.0],
     acceleration_limit=[10.0, 8.0, 30.0],
+    jerk_limit=[100.0, 80.0, 300.0],
 )
+DIGEST = P.joint_limits_digest(*LIMITS.values())  # the robot's joint limits, as a controller states them
 
 
 def _server(**kw):
@@ -46,7 +48,7 @@ def test_parse_udp_url():
 
 def test_driver_tracks_commands_and_measures_round_trip():
     server = _server()
-    driver = _control.UdpDriver("127.0.0.1", server.port, 3)
+    driver = _control.UdpDriver("127.0.0.1", server.port, 3, limits_digest=DIGEST)
     try:
         driver.start()
         target = [0.4, -0.2, 1.0]
@@ -73,7 +75,7 @@ def test_driver_tracks_commands_and_measures_round_trip():
 
 def test_server_clamps_and_counts_commands_outside_limits_and_reports_holding():
     server = _server(command_timeout_s=0.05)
-    driver = _control.UdpDriver("127.0.0.1", server.port, 3)
+    driver = _control.UdpDriver("127.0.0.1", server.port, 3, limits_digest=DIGEST)
     try:
         driver.start()
 
@@ -99,7 +101,7 @@ def test_server_clamps_and_counts_commands_outside_limits_and_reports_holding():
 
 def test_nan_commands_never_leave_the_driver():
     server = _server()
-    driver = _control.UdpDriver("127.0.0.1", server.port, 3)
+    driver = _control.UdpDriver("127.0.0.1", server.port, 3, limits_digest=DIGEST)
     try:
         driver.start()
         pump_until(driver, lambda s: driver.connected, (ZERO, ZERO))
@@ -116,7 +118,7 @@ def test_nan_commands_never_leave_the_driver():
 
 def test_packets_from_unexpected_sources_and_garbage_are_dropped_and_counted():
     server = _server()
-    driver = _control.UdpDriver("127.0.0.1", server.port, 3)
+    driver = _control.UdpDriver("127.0.0.1", server.port, 3, limits_digest=DIGEST)
     stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     stranger.bind(("127.0.0.1", 0))
     try:
@@ -148,7 +150,7 @@ def test_packets_from_unexpected_sources_and_garbage_are_dropped_and_counted():
         assert abs(state["position"][0] - 0.9) > 0.5  # the forged state was never used
         assert max(abs(x - 0.9) for x in server.snapshot()["target"][:1]) > 0.5
         # a second controller is refused while the first is active
-        other = _control.UdpDriver("127.0.0.1", server.port, 3)
+        other = _control.UdpDriver("127.0.0.1", server.port, 3, limits_digest=DIGEST)
         other.start()
         wait_until(lambda: server.stats()["hellos_refused"] >= 1, what="the server to refuse the second controller")
         assert other.read_state() is None and server.stats()["hellos_refused"] >= 1
@@ -162,9 +164,9 @@ def test_packets_from_unexpected_sources_and_garbage_are_dropped_and_counted():
 def test_hmac_key_required_on_both_ends():
     key = b"shared secret for this robot"
     server = _server(key=key)
-    good = _control.UdpDriver("127.0.0.1", server.port, 3, key=key)
-    wrong = _control.UdpDriver("127.0.0.1", server.port, 3, key=b"another key")
-    plain = _control.UdpDriver("127.0.0.1", server.port, 3)
+    good = _control.UdpDriver("127.0.0.1", server.port, 3, key=key, limits_digest=DIGEST)
+    wrong = _control.UdpDriver("127.0.0.1", server.port, 3, key=b"another key", limits_digest=DIGEST)
+    plain = _control.UdpDriver("127.0.0.1", server.port, 3, limits_digest=DIGEST)
     try:
         for d, reason in ((wrong, "bad_tag"), (plain, "missing_tag")):
             d.start()
@@ -188,7 +190,7 @@ def test_hmac_key_required_on_both_ends():
 
 def test_wrong_dof_is_refused():
     server = _server()
-    driver = _control.UdpDriver("127.0.0.1", server.port, 4)
+    driver = _control.UdpDriver("127.0.0.1", server.port, 4, limits_digest=DIGEST)
     try:
         driver.start()
         pump_until(driver, lambda s: server.stats()["rx_mismatch"] > 0)
@@ -206,7 +208,7 @@ def test_wrong_dof_is_refused():
 
 def test_server_restart_is_detected_and_the_link_recovers():
     server = _server()
-    driver = _control.UdpDriver("127.0.0.1", server.port, 3)
+    driver = _control.UdpDriver("127.0.0.1", server.port, 3, limits_digest=DIGEST)
     try:
         command = ([0.3, 0.0, 0.0], ZERO)
         driver.start()

@@ -387,6 +387,11 @@ class RealTimeLoop:
             )
         if not isinstance(driver, _control.RobotDriver):
             raise TypeError(f"driver: expected a robot_rt._control.RobotDriver, got {type(driver).__name__}")
+        from .udp import set_limits_digests
+
+        # every UDP link states (and checks) the limits this loop's safety filter enforces: a robot with other limits
+        # never opens a session (docs/protocol.md, "Joint-limits digest")
+        set_limits_digests(driver, self.robot)
         self.driver = driver
         cfg.command_timeout_s = float(command_timeout_s)
         cfg.sensor_timeout_s = float(sensor_timeout_s)
@@ -472,10 +477,18 @@ class RealTimeLoop:
         self.policy_finished.clear()
         self._reset_policy()  # a new run: the policy starts afresh (its targets, clock, detections were the last run's)
         self._hold_cpu_latency_request()
+        from .udp import LimitsMismatchError, limits_mismatch_message, limits_refusals
+
+        refusals = limits_refusals(self.driver)
         try:
             self.start_warnings += list(self._loop.start())
-        except BaseException:
+        except BaseException as err:
             self._release_cpu_latency_request()
+            message = (
+                limits_mismatch_message(self.driver, self.robot, refusals) if isinstance(err, RuntimeError) else None
+            )
+            if message is not None:  # the handshake was refused for the joint limits: say so, not "no state"
+                raise LimitsMismatchError(message) from err
             raise
         _RUNNING_LOOPS.add(self)
         for message in self.start_warnings:

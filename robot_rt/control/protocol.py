@@ -1,4 +1,4 @@
-"""Python codec of the robot_rt UDP protocol (docs/protocol.md, version 2).
+"""Python codec of the robot_rt UDP protocol (docs/protocol.md, version 3).
 
 Design notes: docs/protocol.md, section `robot_rt.control.protocol`.
 """
@@ -11,8 +11,11 @@ import struct
 import zlib
 from hashlib import sha256
 
+# the joint-limits digest of hello / hello_ack (docs/protocol.md, "Joint-limits digest"), re-exported
+from robot_rt.robot.description import LIMITS_DIGEST_LABEL, joint_limits_digest, limits_digest  # noqa: F401
+
 MAGIC = b"RRTP"
-VERSION = 2
+VERSION = 3  # 3: hello / hello_ack carry the joint-limits digest
 HEADER_BYTES = 32
 CHECKSUM_BYTES = 4
 TAG_BYTES = 32
@@ -75,14 +78,14 @@ STATUS_NAMES = (
 
 _HEADER = struct.Struct("<4sBBHIHHQQ")  # magic, version, type, flags, session, payload_len, reserved, seq, stamp
 _U16x2_U32 = struct.Struct("<HHI")
-_HELLO = struct.Struct("<HHI16s")
-_HELLO_ACK = struct.Struct("<HHIII16s16sQQ")
+_HELLO = struct.Struct("<HHI16sQ")  # role, dof, period_us, nonce, limits_digest
+_HELLO_ACK = struct.Struct("<HHIII16s16sQQQ")  # ..., t1, t2, limits_digest
 _U64x3 = struct.Struct("<QQQ")
 _U32x2 = struct.Struct("<II")
 _STATE_HEAD = struct.Struct("<HHIQQQ")
 _OBS = struct.Struct("<QIf3d")
 assert _HEADER.size == HEADER_BYTES and _OBS.size == BALL_OBSERVATION_BYTES
-assert _STATE_HEAD.size == JOINT_STATE_HEAD_BYTES and _HELLO.size == 24 and _HELLO_ACK.size == 64
+assert _STATE_HEAD.size == JOINT_STATE_HEAD_BYTES and _HELLO.size == 32 and _HELLO_ACK.size == 72
 
 
 class ProtocolError(ValueError):
@@ -96,9 +99,9 @@ class ProtocolError(ValueError):
 def payload_bytes(type_name: str, count: int = 0) -> int:
     """Payload size of a message with `count` joints / observations (0 if the count is out of range)."""
     if type_name == "hello":
-        return 8 + NONCE_BYTES
+        return _HELLO.size
     if type_name == "hello_ack":
-        return 64
+        return _HELLO_ACK.size
     if type_name == "heartbeat":
         return 24
     if type_name == "goodbye":
@@ -158,7 +161,9 @@ def encode_payload(packet: dict) -> bytes:
         role, dof = int(packet.get("role", 0)), int(packet.get("dof", 0))
         if role not in (1, 2, 3, 4) or not 0 <= dof <= MAX_JOINTS:
             raise ValueError(f"hello: role must be 1..4 and dof 0..{MAX_JOINTS}, got role={role} dof={dof}")
-        return _HELLO.pack(role, dof, int(packet.get("period_us", 0)), _nonce(packet, "nonce"))
+        return _HELLO.pack(
+            role, dof, int(packet.get("period_us", 0)), _nonce(packet, "nonce"), int(packet.get("limits_digest", 0))
+        )
     if kind == "hello_ack":
         role, dof = int(packet.get("role", 0)), int(packet.get("dof", 0))
         if role not in (1, 2, 3, 4) or not 0 <= dof <= MAX_JOINTS:
@@ -173,6 +178,7 @@ def encode_payload(packet: dict) -> bytes:
             _nonce(packet, "server_nonce"),
             int(packet.get("echo_hello_stamp_ns", 0)),
             int(packet.get("hello_receive_ns", 0)),
+            int(packet.get("limits_digest", 0)),
         )
     if kind == "heartbeat":
         return _U64x3.pack(
@@ -268,14 +274,14 @@ def _decode_payload(kind: str, p: bytes) -> dict:
     if kind == "hello":
         if size != _HELLO.size:
             raise ProtocolError("bad_length", f"hello payload must be {_HELLO.size} bytes")
-        role, dof, period, nonce = _HELLO.unpack(p)
+        role, dof, period, nonce, digest = _HELLO.unpack(p)
         if role not in (1, 2, 3, 4) or dof > MAX_JOINTS:
             raise ProtocolError("bad_value", f"hello: role={role} dof={dof}")
-        return {"role": role, "dof": dof, "period_us": period, "nonce": nonce}
+        return {"role": role, "dof": dof, "period_us": period, "nonce": nonce, "limits_digest": digest}
     if kind == "hello_ack":
         if size != _HELLO_ACK.size:
             raise ProtocolError("bad_length", f"hello_ack payload must be {_HELLO_ACK.size} bytes")
-        role, dof, period, client_session, reserved, client_nonce, server_nonce, t1, t2 = _HELLO_ACK.unpack(p)
+        role, dof, period, client_session, reserved, client_nonce, server_nonce, t1, t2, digest = _HELLO_ACK.unpack(p)
         if role not in (1, 2, 3, 4) or dof > MAX_JOINTS or reserved:
             raise ProtocolError("bad_value", f"hello_ack: role={role} dof={dof} reserved={reserved}")
         return {
@@ -287,6 +293,7 @@ def _decode_payload(kind: str, p: bytes) -> dict:
             "server_nonce": server_nonce,
             "echo_hello_stamp_ns": t1,
             "hello_receive_ns": t2,
+            "limits_digest": digest,
         }
     if kind == "heartbeat":
         if size != _U64x3.size:
@@ -437,7 +444,7 @@ def try_decode(data: bytes, key: bytes | str | None = None) -> tuple[str, dict |
 
 
 # ------------------------------------------------------------------------------------------------ key schedule
-KEY_LABEL = b"RRTP v2 session keys"
+KEY_LABEL = b"RRTP v3 session keys"
 SESSION_KEY_BYTES = 32
 
 

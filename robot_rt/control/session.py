@@ -47,7 +47,10 @@ class ServerSessions:
 
     `receive(data, addr, now_ns)` (now_ns: time.monotonic_ns()) -> (verdict, packet or None, reply bytes or None). The verdicts are those of
     the C++ ServerSession ('ack', 'accepted', 'accepted_new_session', 'goodbye', 'rejected:<status>',
-    'hello_refused', 'unexpected_source', 'unexpected_session', 'mismatch', 'duplicate', 'stale').
+    'hello_refused', 'unexpected_source', 'unexpected_session', 'mismatch', 'duplicate', 'stale', 'limits_mismatch').
+    A robot server (server_role ROLE_ROBOT_SERVER) states `limits_digest` (protocol.limits_digest of its joint limits)
+    and refuses a controller's hello whose digest differs or is 0: 'limits_mismatch', no handshake kept, the reply a
+    hello_ack stating its digest (so the controller learns why). Camera roles send 0 and are not checked.
     `encode(addr, packet)` signs a datagram for the live session of `addr`; the caller fills the sequence.
     """
 
@@ -63,6 +66,7 @@ class ServerSessions:
         session_timeout_s: float = 0.5,
         max_sessions: int = 1,
         pending_slots: int = 4,
+        limits_digest: int = 0,
     ):
         if not session_timeout_s > 0:
             raise ValueError(f"session_timeout_s: expected a positive duration, got {session_timeout_s}")
@@ -78,7 +82,19 @@ class ServerSessions:
         self.pending_slots = int(pending_slots)
         self.live: dict[tuple, _Session] = {}
         self.pending: list[_Session] = []
-        self.counts = {"handshakes": 0, "sessions": 0, "expired": 0, "goodbyes": 0, "pending_evicted": 0}
+        self.limits_digest = int(limits_digest)
+        self.counts = {
+            "handshakes": 0,
+            "sessions": 0,
+            "expired": 0,
+            "goodbyes": 0,
+            "pending_evicted": 0,
+            "limits_refused": 0,
+        }
+
+    @property
+    def robot_link(self) -> bool:
+        return self.server_role == P.ROLE_ROBOT_SERVER
 
     # ------------------------------------------------------------------ lifecycle
     def expire(self, now_ns: int) -> list[tuple]:
@@ -110,6 +126,21 @@ class ServerSessions:
                 return f"rejected:{status}", None, None
             if hello["role"] != self.client_role or hello["dof"] != self.dof:
                 return "mismatch", hello, None
+            if self.robot_link and (hello["limits_digest"] == 0 or hello["limits_digest"] != self.limits_digest):
+                # no pending slot (nothing can make this session live); the ack only states our digest
+                server_nonce = os.urandom(P.NONCE_BYTES)
+                keys = P.derive_session_keys(
+                    self.key,
+                    hello["nonce"],
+                    server_nonce,
+                    self.client_role,
+                    self.server_role,
+                    frame["session_id"],
+                    self.session_id,
+                )
+                refusal = _Session(addr, frame["session_id"], hello["nonce"], server_nonce, now_ns, keys)
+                self.counts["limits_refused"] += 1
+                return "limits_mismatch", hello, _AckReply(self._ack(refusal, hello, now_ns), keys[1])
             slot = next(
                 (
                     s
@@ -139,20 +170,8 @@ class ServerSessions:
                 )
                 slot = _Session(addr, frame["session_id"], hello["nonce"], server_nonce, now_ns, keys)
                 self.pending.append(slot)
-            ack = {
-                "type": "hello_ack",
-                "session_id": self.session_id,
-                "role": self.server_role,
-                "dof": self.dof,
-                "period_us": self.period_us,
-                "client_session_id": slot.client_session_id,
-                "client_nonce": slot.client_nonce,
-                "server_nonce": slot.server_nonce,
-                "echo_hello_stamp_ns": hello["stamp_ns"],
-                "hello_receive_ns": int(now_ns),
-            }
             self.counts["handshakes"] += 1
-            return "ack", hello, _AckReply(ack, slot.keys[1])
+            return "ack", hello, _AckReply(self._ack(slot, hello, now_ns), slot.keys[1])
         live = self.live.get(addr)
         if live is not None and frame["session_id"] == live.client_session_id:
             status, packet = _decode(data, live.keys[0])
@@ -192,6 +211,21 @@ class ServerSessions:
             return "accepted_new_session", packet, None
         return ("unexpected_session" if known else "unexpected_source"), None, None
 
+    def _ack(self, slot: _Session, hello: dict, now_ns: int) -> dict:
+        return {
+            "type": "hello_ack",
+            "session_id": self.session_id,
+            "role": self.server_role,
+            "dof": self.dof,
+            "period_us": self.period_us,
+            "client_session_id": slot.client_session_id,
+            "client_nonce": slot.client_nonce,
+            "server_nonce": slot.server_nonce,
+            "echo_hello_stamp_ns": hello["stamp_ns"],
+            "hello_receive_ns": int(now_ns),
+            "limits_digest": self.limits_digest if self.robot_link else 0,
+        }
+
 
 class _AckReply(dict):
     """The hello_ack to send (a packet dict) and the key that signs it; `encode(sequence, stamp_ns)`."""
@@ -206,11 +240,16 @@ class _AckReply(dict):
 
 class ClientSession:
     """Client side (mirror of the C++ ClientSession): `begin()`, `hello(sequence, stamp_ns)`, `receive(data)`,
-    `encode(packet)` for session traffic once established."""
+    `encode(packet)` for session traffic once established. A controller (server_role ROLE_ROBOT_SERVER) states
+    `limits_digest` (the joint limits it enforces) and refuses an ack stating another digest, or any ack while its own
+    digest is 0: 'limits_mismatch' (fail closed)."""
 
-    def __init__(self, key: bytes | str | None, client_role: int, server_role: int, dof: int = 0):
+    def __init__(
+        self, key: bytes | str | None, client_role: int, server_role: int, dof: int = 0, limits_digest: int = 0
+    ):
         self.key = P._key_bytes(key)
         self.client_role, self.server_role, self.dof = int(client_role), int(server_role), int(dof)
+        self.limits_digest = int(limits_digest)
         self.state = "idle"
         self.nonce = b""
         self.session_id = 0
@@ -237,8 +276,13 @@ class ClientSession:
             "dof": self.dof,
             "period_us": period_us,
             "nonce": self.nonce,
+            "limits_digest": self.limits_digest if self.robot_link else 0,
         }
         return P.encode(packet, self.key)
+
+    @property
+    def robot_link(self) -> bool:
+        return self.server_role == P.ROLE_ROBOT_SERVER
 
     def encode(self, packet: dict) -> bytes:
         if self.state != "established":
@@ -271,6 +315,8 @@ class ClientSession:
                 return "stale_ack", None
             if ack["role"] != self.server_role or ack["dof"] != self.dof:
                 return "mismatch", ack
+            if self.robot_link and (self.limits_digest == 0 or ack["limits_digest"] != self.limits_digest):
+                return "limits_mismatch", ack
             self.keys = keys
             self.server_session_id = frame["session_id"]
             self.tracker = P.SequenceTracker()

@@ -43,6 +43,7 @@ LINK_EVENT_CODES = {
     "udp_version_mismatch": 122,  # datagrams of another protocol version from the robot's address
     "camera_auth_failed": 123,
     "camera_unexpected_session": 124,
+    "udp_limits_mismatch": 125,  # the robot states other joint limits than the loop's robot description: no session
 }
 LINK_EVENT_NAMES = {v: k for k, v in LINK_EVENT_CODES.items()}
 
@@ -79,6 +80,7 @@ _DRIVER_COUNTERS = {
     "udp_future": ("rx_future",),
     "udp_clock_rejected": ("clock_rejected",),
     "udp_version_mismatch": (lambda s: _rejected(s, "bad_version"),),
+    "udp_limits_mismatch": ("rx_limits_mismatch",),
 }
 _CAMERA_COUNTERS = {
     "camera_lost": ("rx_lost",),
@@ -168,9 +170,13 @@ def read_key(path: str | Path | None) -> bytes:
 
 def make_udp_driver(url: str, dof: int, key: bytes | str = b"", **options):
     """A C++ UdpDriver for `url` (options: link_timeout_s, hello_interval_s, late_threshold_s, session_timeout_s,
-    heartbeat_interval_s, clock_drift_bound). Without a key every address must be on loopback (ValueError
-    naming --key-file otherwise), and a RuntimeWarning (UNAUTHENTICATED_WARNING) says the link is open to any
-    local process."""
+    heartbeat_interval_s, clock_drift_bound, limits_digest). Without a key every address must be on loopback
+    (ValueError naming --key-file otherwise), and a RuntimeWarning (UNAUTHENTICATED_WARNING) says the link is open to
+    any local process.
+
+    limits_digest: the joint limits the robot must state in the handshake (robot_rt.robot.limits_digest of the robot
+    description). RealTimeLoop sets it from its own robot description; a driver used without a loop must be given
+    it, or its start() refuses (fail closed: no robot description, no session)."""
     from robot_rt import _control
 
     target = parse_udp_url(url)
@@ -189,6 +195,78 @@ def make_udp_driver(url: str, dof: int, key: bytes | str = b"", **options):
     if not key:  # (the constructor has refused anything but loopback by now)
         warnings.warn(UNAUTHENTICATED_WARNING, RuntimeWarning, stacklevel=2)
     return driver
+
+
+class LimitsMismatchError(RuntimeError):
+    """The robot refused the handshake, or stated other joint limits: its limits differ from the controller's robot
+    description (docs/protocol.md, "Joint-limits digest"). No session was opened, no command was sent."""
+
+
+def udp_links(driver, first_joint: int = 0) -> list[tuple[object, int]]:
+    """(UdpDriver, index of its first joint in the robot) for every UDP link in `driver`: the driver itself, or the
+    parts of a CompositeDriver (each drives a consecutive block of joints)."""
+    from robot_rt import _control
+
+    if isinstance(driver, _control.UdpDriver):
+        return [(driver, first_joint)]
+    composite = getattr(_control, "CompositeDriver", None)
+    out: list[tuple[object, int]] = []
+    if composite is not None and isinstance(driver, composite):
+        for part in driver.parts:
+            out += udp_links(part, first_joint)
+            first_joint += int(part.dof)
+    return out
+
+
+def set_limits_digests(driver, robot) -> None:
+    """Gives every UDP link in `driver` the joint-limits digest of its block of `robot`'s joints (the limits the
+    loop's safety filter enforces), so the handshake refuses a robot that states other limits. ValueError when a link
+    was already given another digest (built for another robot description) or is running with none."""
+    from robot_rt.robot import limits_digest
+
+    for link, first in udp_links(driver):
+        dof = int(link.dof)
+        if first + dof > robot.dof:
+            raise ValueError(
+                f"driver: its UDP link drives joints {first}..{first + dof - 1}, the robot description has {robot.dof}"
+            )
+        digest = limits_digest(robot, slice(first, first + dof))
+        current = int(link.limits_digest)
+        if current == digest:
+            continue
+        if current != 0:
+            raise ValueError(
+                f"driver: its UDP link (joints {first}..{first + dof - 1}) expects joint-limits digest {current:#018x}, "
+                f"but the loop's robot description {robot.name!r} has {digest:#018x}: the driver was built for "
+                "another robot description"
+            )
+        link.limits_digest = digest  # (ValueError while the link is running)
+
+
+def limits_refusals(driver) -> dict[int, int]:
+    """Per UDP link in `driver` (by id), how many robot answers it refused for their joint-limits digest so far."""
+    return {id(link): int(link.stats().get("rx_limits_mismatch", 0)) for link, _ in udp_links(driver)}
+
+
+def limits_mismatch_message(driver, robot, before: dict[int, int] | None = None) -> str | None:
+    """The error to report when a UDP link in `driver` refused a robot for its joint limits (since `before`, a
+    `limits_refusals` snapshot), None when none did."""
+    before = before or {}
+    for link, first in udp_links(driver):
+        stats = link.stats()
+        if int(stats.get("rx_limits_mismatch", 0)) <= before.get(id(link), 0):
+            continue
+        dof = int(link.dof)
+        peer = int(stats.get("peer_limits_digest", 0))
+        stated = f"states joint-limits digest {peer:#018x}" if peer else "states no joint limits (digest 0)"
+        return (
+            f"the robot's joint limits differ from the controller's robot description: the robot (joints {first}.."
+            f"{first + dof - 1}) {stated}, the robot description {robot.name!r} has "
+            f"{int(stats.get('limits_digest', 0)):#018x}. No session was opened and no command was sent. Check that "
+            "both ends load the same robot description, in the same units (e.g. a velocity limit in deg/s read as "
+            "rad/s)."
+        )
+    return None
 
 
 class LinkMonitor:

@@ -7,7 +7,9 @@ on load: a malformed file raises a ValueError that names the file and the offend
 
 from __future__ import annotations
 
+import hashlib
 import json
+import struct
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -99,6 +101,43 @@ class RobotDescription:
 
 
 MAX_STOP_TIME_S = 10.0  # the longest controlled stop from full speed a description may imply
+
+
+LIMITS_DIGEST_LABEL = b"RRTP joint limits"  # csrc/robot_rt/control/protocol.hpp kLimitsDigestLabel
+_MAX_DIGEST_JOINTS = 16
+
+
+def joint_limits_digest(position_min, position_max, velocity_limit, acceleration_limit, jerk_limit) -> int:
+    """The joint-limits digest of the UDP handshake (docs/protocol.md, "Joint-limits digest"; the same value as the
+    C++ `protocol::limits_digest`): the first 8 bytes, read little-endian, of SHA-256(b"RRTP joint limits" || u16 dof ||
+    per joint f64 position_min, position_max, velocity, acceleration, jerk), all little-endian; 1 where that is 0 (0
+    means "no limits stated"). The exact bits count: a limit one ulp off gives another digest."""
+    columns = [
+        np.asarray(c, dtype=np.float64).reshape(-1)
+        for c in (position_min, position_max, velocity_limit, acceleration_limit, jerk_limit)
+    ]
+    dof = len(columns[0])
+    if not 1 <= dof <= _MAX_DIGEST_JOINTS or any(len(c) != dof for c in columns):
+        raise ValueError(
+            f"limits: expected 1..{_MAX_DIGEST_JOINTS} joints and one value per joint in every limit, got lengths "
+            f"{[len(c) for c in columns]}"
+        )
+    per_joint = np.stack(columns, axis=1)  # [dof, 5]: min, max, velocity, acceleration, jerk of each joint
+    data = LIMITS_DIGEST_LABEL + struct.pack("<H", dof) + per_joint.astype("<f8").tobytes()
+    digest = int.from_bytes(hashlib.sha256(data).digest()[:8], "little")
+    return digest or 1
+
+
+def limits_digest(robot: RobotDescription, joints: slice = slice(None)) -> int:
+    """`joint_limits_digest` of a robot description's limits, of all joints or of the block `joints` (the part of a
+    composite robot one link drives)."""
+    return joint_limits_digest(
+        robot.position_min[joints],
+        robot.position_max[joints],
+        robot.velocity_limit[joints],
+        robot.acceleration_limit[joints],
+        robot.jerk_limit[joints],
+    )
 
 
 def _vec3(value, where: str) -> tuple[float, float, float]:

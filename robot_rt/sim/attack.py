@@ -252,12 +252,16 @@ def record_session(server, key: bytes, move: float = 0.4, joint: int = 0, second
     import numpy as np
 
     from robot_rt.control.udp import make_udp_driver
+    from robot_rt.robot import limits_digest
 
     from .udp_proxy import FaultProxy
 
     dof = server.robot.dof
     proxy = FaultProxy(("127.0.0.1", server.port), record=True).start()
-    driver = make_udp_driver(f"udp://127.0.0.1:{proxy.port}?camera=none", dof, key=key)
+    # (no loop sets the joint-limits digest here: the robot's own, as a controller with its description would state)
+    driver = make_udp_driver(
+        f"udp://127.0.0.1:{proxy.port}?camera=none", dof, key=key, limits_digest=limits_digest(server.robot)
+    )
     q0 = np.asarray(server.robot_server.snapshot()["position"], dtype=np.float64)
     step = np.zeros(dof)
     step[joint] = move

@@ -71,6 +71,8 @@ class SimServer:
             reply_on_command=reply_on_command,
             external_dynamics=physics == "mujoco",
             servo_damping=servo_damping,
+            # the handshake's joint-limits digest covers every limit the controller's safety filter enforces
+            jerk_limit=self.robot.jerk_limit.tolist(),
         )
         self.dynamics = None
         self.physics = None
@@ -149,6 +151,11 @@ class SimServer:
     @property
     def port(self) -> int:
         return self.robot_server.port
+
+    @property
+    def limits_digest(self) -> int:
+        """The joint-limits digest this robot states in the handshake (robot_rt.robot.limits_digest of its robot)."""
+        return int(self.robot_server.limits_digest)
 
     @property
     def camera_port(self) -> int:
@@ -268,6 +275,7 @@ def serve(args) -> int:
                 "camera_port": server.camera_port,
                 "robot": robot.name,
                 "dof": robot.dof,
+                "limits_digest": f"{server.limits_digest:#018x}",
                 "session_id": server.robot_server.session_id,
                 "rally": rally,
                 "human": server.rally.human.name if rally else None,
@@ -307,6 +315,7 @@ def serve(args) -> int:
             "rx_unexpected_session": robot_stats["rx_unexpected_session"],
             "rx_auth_failed": sum(robot_stats["rx_rejected"][k] for k in ("bad_tag", "missing_tag", "unexpected_tag")),
             "hellos_refused": robot_stats["hellos_refused"],
+            "hellos_limits_refused": robot_stats["hellos_limits_refused"],
             "handshakes": robot_stats["handshakes"],
             "sessions": robot_stats["sessions"],
             "hard_stops": robot_stats["hard_stops"],

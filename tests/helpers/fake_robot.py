@@ -16,6 +16,11 @@ from robot_rt.control import protocol as P
 from robot_rt.control.session import ServerSessions
 
 
+def fake_limits_digest(dof: int) -> int:
+    """The joint-limits digest of the fake robot's limits (a controller must state it in its hello)."""
+    return P.joint_limits_digest([-1.0] * dof, [1.0] * dof, [1.0] * dof, [10.0] * dof, [100.0] * dof)
+
+
 class FakeRobot:
     def __init__(
         self,
@@ -31,7 +36,10 @@ class FakeRobot:
         self.clock_offset_ns = int(clock_offset_ns)
         self.clock_drift = float(clock_drift)
         self._t0 = time.monotonic_ns()
-        self.sessions = ServerSessions(key, P.ROLE_ROBOT_SERVER, P.ROLE_CONTROLLER, dof, session_timeout_s=0.5)
+        self.limits_digest = fake_limits_digest(dof)
+        self.sessions = ServerSessions(
+            key, P.ROLE_ROBOT_SERVER, P.ROLE_CONTROLLER, dof, session_timeout_s=0.5, limits_digest=self.limits_digest
+        )
         self.sequence = 0
         self.stats: Counter = Counter()
         self._stamp_shifts: list[int] = []  # added to the header stamp of the next states, one each
@@ -83,7 +91,7 @@ class FakeRobot:
             received = self.clock_ns()
             verdict, packet, reply = self.sessions.receive(data, addr, received)
             self.stats[verdict] += 1
-            if verdict == "ack":
+            if verdict in ("ack", "limits_mismatch"):  # (a refusal ack states the robot's digest)
                 self.sequence += 1
                 # the ack's t2 must be on the robot's clock too
                 reply["hello_receive_ns"] = received

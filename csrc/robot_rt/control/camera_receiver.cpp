@@ -99,6 +99,7 @@ void CameraReceiver::poll(std::int64_t now_ns) noexcept {
       case Verdict::kUnexpectedSession: bump(counters_.rx_unexpected_session); continue;
       case Verdict::kStaleAck: bump(counters_.rx_stale_ack); continue;
       case Verdict::kMismatch: bump(counters_.rx_mismatch); continue;
+      case Verdict::kLimitsMismatch: bump(counters_.rx_mismatch); continue;  // a robot-link verdict: not for cameras
       case Verdict::kDuplicate: bump(counters_.rx_duplicate); continue;
       case Verdict::kStale: bump(counters_.rx_stale); continue;
       case Verdict::kEstablished: {

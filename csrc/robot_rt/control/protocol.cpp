@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 
 #include "crc32.hpp"
 
@@ -114,6 +115,7 @@ void write_payload(const Packet& p, std::uint8_t* q) {
       put_u16(q + 2, p.hello.dof);
       put_u32(q + 4, p.hello.period_us);
       std::memcpy(q + 8, p.hello.nonce, kNonceBytes);
+      put_u64(q + 24, p.hello.limits_digest);
       break;
     case MessageType::kHelloAck: {
       const HelloAck& a = p.hello_ack;
@@ -126,6 +128,7 @@ void write_payload(const Packet& p, std::uint8_t* q) {
       std::memcpy(q + 32, a.server_nonce, kNonceBytes);
       put_u64(q + 48, a.echo_hello_stamp_ns);
       put_u64(q + 56, a.hello_receive_ns);
+      put_u64(q + 64, a.limits_digest);
       break;
     }
     case MessageType::kHeartbeat:
@@ -189,6 +192,7 @@ Status read_payload(MessageType type, const std::uint8_t* q, std::size_t size, P
       p.hello.dof = get_u16(q + 2);
       p.hello.period_us = get_u32(q + 4);
       std::memcpy(p.hello.nonce, q + 8, kNonceBytes);
+      p.hello.limits_digest = get_u64(q + 24);
       if (!valid_role(p.hello.role) || p.hello.dof > kMaxJoints) return Status::kBadValue;
       return Status::kOk;
     case MessageType::kHelloAck: {
@@ -202,6 +206,7 @@ Status read_payload(MessageType type, const std::uint8_t* q, std::size_t size, P
       std::memcpy(a.server_nonce, q + 32, kNonceBytes);
       a.echo_hello_stamp_ns = get_u64(q + 48);
       a.hello_receive_ns = get_u64(q + 56);
+      a.limits_digest = get_u64(q + 64);
       if (!valid_role(a.role) || a.dof > kMaxJoints || get_u32(q + 12) != 0) return Status::kBadValue;
       return Status::kOk;
     }
@@ -302,8 +307,8 @@ const char* status_name(Status status) {
 
 std::size_t payload_bytes(MessageType type, std::size_t count) {
   switch (type) {
-    case MessageType::kHello: return 8 + kNonceBytes;
-    case MessageType::kHelloAck: return 16 + 2 * kNonceBytes + 16;
+    case MessageType::kHello: return 8 + kNonceBytes + 8;
+    case MessageType::kHelloAck: return 16 + 2 * kNonceBytes + 16 + 8;
     case MessageType::kHeartbeat: return 24;
     case MessageType::kGoodbye: return 8;
     case MessageType::kJointState:
@@ -402,6 +407,26 @@ Status decode(const std::uint8_t* data, std::size_t size, const HmacSha256Key* k
   out.header.sequence = get_u64(data + 16);
   out.header.stamp_ns = get_u64(data + 24);
   return read_payload(out.header.type, data + kHeaderBytes, payload, out);
+}
+
+std::uint64_t limits_digest(std::size_t dof, const double* position_min, const double* position_max,
+                            const double* velocity, const double* acceleration, const double* jerk) noexcept {
+  if (dof < 1 || dof > kMaxJoints) return 0;
+  Sha256 h;
+  h.update(reinterpret_cast<const std::uint8_t*>(kLimitsDigestLabel), sizeof(kLimitsDigestLabel) - 1);
+  std::uint8_t b[8];
+  put_u16(b, static_cast<std::uint16_t>(dof));
+  h.update(b, 2);
+  for (std::size_t i = 0; i < dof; ++i) {
+    for (const double* v : {position_min, position_max, velocity, acceleration, jerk}) {
+      put_f64(b, v[i]);  // the exact bits: a limit that differs by one ulp changes the digest
+      h.update(b, 8);
+    }
+  }
+  std::uint8_t out[kSha256DigestBytes];
+  h.finish(out);
+  const std::uint64_t digest = get_u64(out);
+  return digest != 0 ? digest : 1;  // 0 means "no limits stated"
 }
 
 SequenceTracker::Verdict SequenceTracker::check(std::uint32_t session_id, std::uint64_t sequence) {

@@ -1,5 +1,5 @@
 // Binary UDP protocol between the control loop, the robot (or its simulator) and the camera stream.
-// Specification: docs/protocol.md (version 2). Python mirror: robot_rt/control/protocol.py.
+// Specification: docs/protocol.md (version 3). Python mirror: robot_rt/control/protocol.py.
 //
 // Every datagram: [32-byte header][payload][CRC-32][optional 32-byte HMAC-SHA256 tag], little-endian.
 // encode() and decode() use no heap and never read or write outside the buffers they are given;
@@ -17,7 +17,7 @@
 namespace robot_rt::control::protocol {
 
 constexpr std::uint8_t kMagic[4] = {'R', 'R', 'T', 'P'};
-constexpr std::uint8_t kVersion = 2;
+constexpr std::uint8_t kVersion = 3;  // 3: hello / hello_ack carry the joint-limits digest
 constexpr std::size_t kHeaderBytes = 32;
 constexpr std::size_t kChecksumBytes = 4;
 constexpr std::size_t kTagBytes = kSha256DigestBytes;
@@ -83,6 +83,7 @@ struct Hello {
   std::uint16_t dof = 0;        // joints the sender expects / has (0 for camera roles)
   std::uint32_t period_us = 0;  // the sender's nominal period (0: unspecified)
   std::uint8_t nonce[kNonceBytes] = {};  // the client's fresh nonce
+  std::uint64_t limits_digest = 0;       // limits_digest() of the joint limits the client expects (0: camera roles)
 };
 
 // Server -> client, tagged with the new session's server-to-client key (key confirmation): answers a hello.
@@ -95,6 +96,7 @@ struct HelloAck {
   std::uint8_t server_nonce[kNonceBytes] = {};   // the server's fresh nonce
   std::uint64_t echo_hello_stamp_ns = 0;         // t1: the hello's stamp_ns (client clock)
   std::uint64_t hello_receive_ns = 0;            // t2: when the server received it (server clock)
+  std::uint64_t limits_digest = 0;               // limits_digest() of the server's joint limits (0: camera roles)
 };
 
 struct Heartbeat {
@@ -199,6 +201,15 @@ Status peek(const std::uint8_t* data, std::size_t size, Frame& out);
 // The server nonce of a hello_ack that passed peek() (it selects the session key that must verify the tag);
 // false when the frame is not a hello_ack of the right size.
 bool peek_server_nonce(const std::uint8_t* data, std::size_t size, std::uint8_t nonce[kNonceBytes]);
+
+// Fingerprint of a robot's joint limits, exchanged in the handshake so that a controller and a robot that disagree on
+// them never open a session (docs/protocol.md, "Joint-limits digest"): the first 8 bytes, read little-endian, of
+// SHA-256("RRTP joint limits" || u16 dof || per joint f64 position_min, position_max, velocity, acceleration, jerk),
+// all little-endian. 0 is reserved for "no limits stated" (camera roles): a digest that would be 0 is reported as 1.
+// Returns 0 for a dof outside 1..kMaxJoints.
+constexpr char kLimitsDigestLabel[] = "RRTP joint limits";
+std::uint64_t limits_digest(std::size_t dof, const double* position_min, const double* position_max,
+                            const double* velocity, const double* acceleration, const double* jerk) noexcept;
 
 // Receiver-side sequence bookkeeping for one peer (docs/protocol.md, "Ordering").
 class SequenceTracker {

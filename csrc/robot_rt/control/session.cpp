@@ -74,8 +74,12 @@ const HmacSha256Key* key_or_null(const HmacSha256Key& k) { return k.empty() ? nu
 
 // --------------------------------------------------------------------------------------------- client side
 ClientSession::ClientSession(std::string long_term_key, protocol::Role own_role, protocol::Role server_role,
-                             std::uint16_t dof)
-    : key_(std::move(long_term_key)), own_role_(own_role), server_role_(server_role), dof_(dof) {
+                             std::uint16_t dof, std::uint64_t limits_digest)
+    : key_(std::move(long_term_key)),
+      own_role_(own_role),
+      server_role_(server_role),
+      dof_(dof),
+      limits_digest_(limits_digest) {
   if (!key_.empty()) hello_key_.set(reinterpret_cast<const std::uint8_t*>(key_.data()), key_.size());
 }
 
@@ -101,6 +105,7 @@ void ClientSession::fill_hello(Packet& p, std::uint32_t period_us) const noexcep
   p.hello.dof = dof_;
   p.hello.period_us = period_us;
   std::memcpy(p.hello.nonce, nonce_, kNonceBytes);
+  p.hello.limits_digest = robot_link() ? limits_digest_ : 0;
 }
 
 ClientSession::Verdict ClientSession::receive(const std::uint8_t* data, std::size_t size, Packet& out,
@@ -130,6 +135,11 @@ ClientSession::Verdict ClientSession::receive(const std::uint8_t* data, std::siz
     if (a.client_session_id != session_id_ || std::memcmp(a.client_nonce, nonce_, kNonceBytes) != 0)
       return Verdict::kStaleAck;
     if (a.role != static_cast<std::uint16_t>(server_role_) || a.dof != dof_) return Verdict::kMismatch;
+    // Fail closed: a robot whose limits are not the ones our safety filter enforces, or none expected at all.
+    if (robot_link() && (limits_digest_ == 0 || a.limits_digest != limits_digest_)) {
+      candidate_.clear();
+      return Verdict::kLimitsMismatch;
+    }
     keys_ = candidate_;
     candidate_.clear();
     server_session_id_ = frame.session_id;
@@ -151,13 +161,15 @@ ClientSession::Verdict ClientSession::receive(const std::uint8_t* data, std::siz
 
 // --------------------------------------------------------------------------------------------- server side
 ServerSession::ServerSession(std::string long_term_key, protocol::Role own_role, protocol::Role client_role,
-                             std::uint16_t dof, std::uint32_t period_us, std::int64_t session_timeout_ns)
+                             std::uint16_t dof, std::uint32_t period_us, std::int64_t session_timeout_ns,
+                             std::uint64_t limits_digest)
     : key_(std::move(long_term_key)),
       own_role_(own_role),
       client_role_(client_role),
       dof_(dof),
       period_us_(period_us),
-      session_timeout_ns_(session_timeout_ns) {
+      session_timeout_ns_(session_timeout_ns),
+      limits_digest_(limits_digest) {
   if (session_timeout_ns_ <= 0) throw std::invalid_argument("session_timeout: expected a positive duration");
   if (!key_.empty()) hello_key_.set(reinterpret_cast<const std::uint8_t*>(key_.data()), key_.size());
 }
@@ -195,6 +207,7 @@ void ServerSession::fill_ack(const Slot& slot, const Packet& hello, std::int64_t
   std::memcpy(a.server_nonce, slot.server_nonce, kNonceBytes);
   a.echo_hello_stamp_ns = hello.header.stamp_ns;
   a.hello_receive_ns = static_cast<std::uint64_t>(now_ns);
+  a.limits_digest = robot_link() ? limits_digest_ : 0;
 }
 
 ServerSession::Verdict ServerSession::receive(const sockaddr_in& from, const std::uint8_t* data, std::size_t size,
@@ -209,6 +222,31 @@ ServerSession::Verdict ServerSession::receive(const sockaddr_in& from, const std
     if (status != Status::kOk) return Verdict::kRejected;
     if (out.hello.role != static_cast<std::uint16_t>(client_role_) || out.hello.dof != dof_) return Verdict::kMismatch;
     Slot* slot = nullptr;
+    const bool limits_refused =
+        robot_link() && (out.hello.limits_digest == 0 || out.hello.limits_digest != limits_digest_);
+    if (limits_refused) {
+      // No pending slot: nothing this client sends can make a session live. The ack (keys of a scratch slot, one
+      // derivation as for any answered hello) only tells an authentic controller our digest.
+      slot = &refusal_;
+      slot->active = false;
+      slot->addr = from;
+      slot->client_session_id = frame.session_id;
+      std::memcpy(slot->client_nonce, out.hello.nonce, kNonceBytes);
+      random_bytes(slot->server_nonce, kNonceBytes);
+      slot->created_ns = now_ns;
+      KeyInputs in;
+      in.client_nonce = slot->client_nonce;
+      in.server_nonce = slot->server_nonce;
+      in.client_role = static_cast<std::uint16_t>(client_role_);
+      in.server_role = static_cast<std::uint16_t>(own_role_);
+      in.client_session_id = slot->client_session_id;
+      in.server_session_id = session_id_;
+      slot->keys.derive(key_, in);
+      fill_ack(*slot, out, now_ns, reply);
+      reply_key_ = slot->keys.server_to_client;
+      ++limits_refused_;
+      return Verdict::kLimitsMismatch;
+    }
     for (Slot& s : pending_) {  // the client repeating its hello: answer again with the same server nonce
       if (s.active && same_endpoint(s.addr, from) && s.client_session_id == frame.session_id &&
           std::memcmp(s.client_nonce, out.hello.nonce, kNonceBytes) == 0 && now_ns - s.created_ns <= session_timeout_ns_) {
@@ -305,6 +343,7 @@ const char* client_verdict_name(ClientSession::Verdict v) {
     case V::kMismatch: return "mismatch";
     case V::kDuplicate: return "duplicate";
     case V::kStale: return "stale";
+    case V::kLimitsMismatch: return "limits_mismatch";
   }
   return "unknown";
 }
@@ -323,6 +362,7 @@ const char* server_verdict_name(ServerSession::Verdict v) {
     case V::kMismatch: return "mismatch";
     case V::kDuplicate: return "duplicate";
     case V::kStale: return "stale";
+    case V::kLimitsMismatch: return "limits_mismatch";
   }
   return "unknown";
 }

@@ -17,6 +17,13 @@
 // recycled pending slot: it can never complete the handshake without the key).
 // Without a long-term key (unauthenticated mode, loopback only: checked by the endpoints), the same
 // handshake runs without tags.
+//
+// Joint limits (robot links only: a controller and a robot server): the hello carries the limits digest the
+// controller's safety filter uses (protocol::limits_digest), the hello_ack the robot's. The server opens no
+// handshake for a hello whose digest differs from its own or is 0 (kLimitsMismatch; it answers with a hello_ack
+// carrying its digest but keeps no slot, so the session can never go live and the client learns why); the client
+// refuses a hello_ack whose digest differs from its expected one, and every hello_ack while it expects none (0):
+// both sides fail closed. Camera links send 0 and ignore the field.
 #pragma once
 
 #include <cstddef>
@@ -33,7 +40,7 @@ using protocol::kNonceBytes;
 constexpr std::size_t kSessionKeyBytes = kSha256DigestBytes;
 // HKDF info label (ASCII, 20 bytes), followed by version u8, client role u16, server role u16, client session
 // id u32, server session id u32 (little-endian): 33 bytes.
-constexpr char kKeyLabel[] = "RRTP v2 session keys";
+constexpr char kKeyLabel[] = "RRTP v3 session keys";
 constexpr std::size_t kKeyInfoBytes = sizeof(kKeyLabel) - 1 + 1 + 2 + 2 + 4 + 4;
 
 // n bytes from the kernel's CSPRNG (getrandom(2)); throws std::runtime_error if it cannot deliver.
@@ -78,10 +85,14 @@ class ClientSession {
     kMismatch,           // authentic, but the wrong role or dof (another kind of peer)
     kDuplicate,          // a sequence already accepted in this session (replay within the session)
     kStale,              // older than the newest accepted
+    kLimitsMismatch,     // authentic ack from a robot whose joint-limits digest is not the expected one (or none is
+                         // expected): no session; `out` holds the ack (its limits_digest is the robot's)
   };
 
-  // long_term_key empty: unauthenticated mode.
-  ClientSession(std::string long_term_key, protocol::Role own_role, protocol::Role server_role, std::uint16_t dof);
+  // long_term_key empty: unauthenticated mode. limits_digest: the robot's joint limits this controller expects
+  // (protocol::limits_digest; 0 on a robot link: every ack is refused). Ignored for camera links.
+  ClientSession(std::string long_term_key, protocol::Role own_role, protocol::Role server_role, std::uint16_t dof,
+                std::uint64_t limits_digest = 0);
 
   // A new handshake: fresh nonce and session id (getrandom), state kHandshaking.
   void begin(std::int64_t now_ns);
@@ -97,6 +108,9 @@ class ClientSession {
   std::uint32_t session_id() const noexcept { return session_id_; }
   std::uint32_t server_session_id() const noexcept { return server_session_id_; }
   std::int64_t begun_ns() const noexcept { return begun_ns_; }
+  bool robot_link() const noexcept { return server_role_ == protocol::Role::kRobotServer; }
+  std::uint64_t limits_digest() const noexcept { return limits_digest_; }
+  void set_limits_digest(std::uint64_t digest) noexcept { limits_digest_ = digest; }  // not during a handshake
   const HmacSha256Key& hello_key() const noexcept { return hello_key_; }
   const HmacSha256Key& tx_key() const noexcept { return keys_.client_to_server; }
   const protocol::SequenceTracker& tracker() const noexcept { return tracker_; }
@@ -106,6 +120,7 @@ class ClientSession {
   HmacSha256Key hello_key_;
   protocol::Role own_role_, server_role_;
   std::uint16_t dof_;
+  std::uint64_t limits_digest_;
   State state_ = State::kIdle;
   std::uint8_t nonce_[kNonceBytes] = {};
   std::uint32_t session_id_ = 0;
@@ -132,10 +147,14 @@ class ServerSession {
     kMismatch,            // authentic hello of the wrong role or dof
     kDuplicate,
     kStale,
+    kLimitsMismatch,      // authentic robot-link hello whose joint-limits digest differs from ours or is 0: no handshake
+                          // (no slot); `reply` holds a hello_ack stating our digest, to be signed with reply_key(), so
+                          // the controller learns why (it refuses that ack, and no confirmation can make it live)
   };
 
+  // limits_digest: protocol::limits_digest of the robot's joint limits (robot links; 0 refuses every controller).
   ServerSession(std::string long_term_key, protocol::Role own_role, protocol::Role client_role, std::uint16_t dof,
-                std::uint32_t period_us, std::int64_t session_timeout_ns);
+                std::uint32_t period_us, std::int64_t session_timeout_ns, std::uint64_t limits_digest = 0);
 
   // Forgets every session and handshake; the server's session id for this run (a restart: a new one).
   void start(std::uint32_t server_session_id) noexcept;
@@ -159,6 +178,8 @@ class ServerSession {
   std::uint32_t session_id() const noexcept { return session_id_; }
   bool authenticated() const noexcept { return !key_.empty(); }
   std::int64_t session_timeout_ns() const noexcept { return session_timeout_ns_; }
+  bool robot_link() const noexcept { return own_role_ == protocol::Role::kRobotServer; }
+  std::uint64_t limits_digest() const noexcept { return limits_digest_; }
 
   // Counters (server thread only; the caller publishes them).
   std::uint64_t handshakes() const noexcept { return handshakes_; }            // hello_acks produced
@@ -166,6 +187,7 @@ class ServerSession {
   std::uint64_t sessions_expired() const noexcept { return expired_; }
   std::uint64_t goodbyes() const noexcept { return goodbyes_; }
   std::uint64_t pending_evicted() const noexcept { return evicted_; }          // pending handshakes recycled
+  std::uint64_t limits_refused() const noexcept { return limits_refused_; }    // hellos refused: limits digest
 
  private:
   struct Slot {
@@ -187,11 +209,13 @@ class ServerSession {
   std::uint16_t dof_;
   std::uint32_t period_us_;
   std::int64_t session_timeout_ns_;
+  std::uint64_t limits_digest_;
   std::uint32_t session_id_ = 0;
   Slot live_;
   Slot pending_[kPendingSlots];
   HmacSha256Key reply_key_;
-  std::uint64_t handshakes_ = 0, sessions_ = 0, expired_ = 0, goodbyes_ = 0, evicted_ = 0;
+  std::uint64_t handshakes_ = 0, sessions_ = 0, expired_ = 0, goodbyes_ = 0, evicted_ = 0, limits_refused_ = 0;
+  Slot refusal_;  // the nonces and keys of the last limits-refusal ack (never live, never matched)
 };
 
 const char* client_verdict_name(ClientSession::Verdict v);

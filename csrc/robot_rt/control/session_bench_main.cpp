@@ -26,6 +26,7 @@ using Bytes = std::vector<std::uint8_t>;
 namespace {
 
 constexpr std::uint16_t kDof = 8;
+constexpr std::uint64_t kLimitsDigest = 0x1111'2222'3333'4444ULL;  // any non-zero digest both ends share
 const std::string kKey = "bench long-term key";
 
 struct Sender {
@@ -82,8 +83,8 @@ double ns_per_call(int iterations, int rounds, Fn&& fn) {
 }
 
 struct Live {
-  ServerSession server{kKey, Role::kRobotServer, Role::kController, kDof, 1000, 500'000'000};
-  ClientSession client{kKey, Role::kController, Role::kRobotServer, kDof};
+  ServerSession server{kKey, Role::kRobotServer, Role::kController, kDof, 1000, 500'000'000, kLimitsDigest};
+  ClientSession client{kKey, Role::kController, Role::kRobotServer, kDof, kLimitsDigest};
   Sender controller, robot;
   sockaddr_in addr = address("127.0.0.1", 40000);
   Packet in, reply;
@@ -162,7 +163,7 @@ int main(int argc, char** argv) {
     sink += int(live.server.receive(live.addr, bad_crc.data(), bad_crc.size(), live.t, live.in, live.reply, live.status));
   }));
   // no live session: every valid hello is answered (verify, getrandom, HKDF, and the ack's tag)
-  ServerSession idle(kKey, Role::kRobotServer, Role::kController, kDof, 1000, 500'000'000);
+  ServerSession idle(kKey, Role::kRobotServer, Role::kController, kDof, 1000, 500'000'000, kLimitsDigest);
   idle.start(0x5e56);
   Sender robot2{0x5e56};
   server_rows.emplace_back("hello_answered_no_session", ns_per_call(n / 10, rounds, [&](int i) {
@@ -189,7 +190,7 @@ int main(int argc, char** argv) {
   {
     Packet h;
     live.client.fill_hello(h, 0);  // (any hello of ours: the ack is built from the server's pending slot)
-    ServerSession s(kKey, Role::kRobotServer, Role::kController, kDof, 1000, 500'000'000);
+    ServerSession s(kKey, Role::kRobotServer, Role::kController, kDof, 1000, 500'000'000, kLimitsDigest);
     s.start(0x5e57);
     const Bytes hello = live.controller.send(h, live.client.hello_key(), live.t);
     s.receive(live.addr, hello.data(), hello.size(), live.t, live.in, live.reply, live.status);

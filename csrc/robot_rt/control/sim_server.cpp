@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <stdexcept>
 
 #include "servo.hpp"
@@ -18,6 +19,16 @@ std::int64_t checked_timeout_ns(double s) {
   if (!(s > 0.0) || s > 3600.0) throw std::invalid_argument("session_timeout_s: expected seconds in (0, 3600]");
   return static_cast<std::int64_t>(s * 1e9);
 }
+
+// The digest of the configured limits (0 while the vectors do not all have one value per joint: the constructor
+// then refuses the config anyway).
+std::uint64_t config_limits_digest(const SimServerConfig& c) {
+  const std::size_t n = c.position_min.size();
+  for (const auto* v : {&c.position_max, &c.velocity_limit, &c.acceleration_limit, &c.jerk_limit})
+    if (v->size() != n) return 0;
+  return protocol::limits_digest(n, c.position_min.data(), c.position_max.data(), c.velocity_limit.data(),
+                                 c.acceleration_limit.data(), c.jerk_limit.data());
+}
 }  // namespace
 
 SimRobotServer::SimRobotServer(SimServerConfig config)
@@ -25,7 +36,7 @@ SimRobotServer::SimRobotServer(SimServerConfig config)
       session_(config_.key, protocol::Role::kRobotServer, protocol::Role::kController,
                static_cast<std::uint16_t>(config_.position_min.size()),
                config_.rate_hz > 0.0 ? static_cast<std::uint32_t>(1e6 / config_.rate_hz) : 0,
-               checked_timeout_ns(config_.session_timeout_s)) {
+               checked_timeout_ns(config_.session_timeout_s), config_limits_digest(config_)) {
   require_key_unless_loopback(config_.key, {&config_.host});
   if (config_.key.empty() && config_.allow_remote)
     throw std::invalid_argument(
@@ -48,6 +59,10 @@ SimRobotServer::SimRobotServer(SimServerConfig config)
   for (int i = 0; i < dof_; ++i)
     if (!(config_.position_min[i] < config_.position_max[i]))
       throw std::invalid_argument("position_min/position_max: min must be below max for joint " + std::to_string(i));
+  if (config_.jerk_limit.empty())
+    throw std::invalid_argument("jerk_limit: expected " + std::to_string(dof_) +
+                                " values (the handshake's joint-limits digest covers them), got none");
+  check(config_.jerk_limit, "jerk_limit", true);
   if (!(config_.rate_hz >= 1.0 && config_.rate_hz <= 20000.0))
     throw std::invalid_argument("rate_hz: expected 1..20000, got " + std::to_string(config_.rate_hz));
   if (!(config_.tracking_time_constant_s > 0.0) || !(config_.command_delay_s >= 0.0) ||
@@ -271,6 +286,10 @@ void SimRobotServer::handle(const sockaddr_in& from, std::size_t size, std::int6
     case V::kUnexpectedSource: return bump(counters_.rx_unexpected_source);
     case V::kUnexpectedSession: return bump(counters_.rx_unexpected_session);
     case V::kMismatch: return bump(counters_.rx_mismatch);
+    case V::kLimitsMismatch:  // no handshake; the ack only tells the controller our digest
+      hellos_limits_refused_.fetch_add(1, std::memory_order_relaxed);
+      send_to(tx_packet_, from, now_ns);
+      return;
     case V::kDuplicate: return bump(counters_.rx_duplicate);
     case V::kStale: return bump(counters_.rx_stale);
     case V::kAck:

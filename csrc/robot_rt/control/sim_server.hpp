@@ -20,7 +20,9 @@
 // robot: datagrams of any other session (old recordings, replays, another controller), from any address, are
 // dropped and counted, and a hello (new or replayed) is refused while the live session has been heard within
 // session_timeout_s (0.5 s): it can only be replaced after that much silence or after its authenticated
-// goodbye. Whenever the live session ends or changes, queued commands are discarded and the robot brakes to a
+// goodbye. A hello whose joint-limits digest is not the digest of this server's limits (position, velocity,
+// acceleration and jerk: protocol::limits_digest), or is 0, opens no handshake (counted as hellos_limits_refused;
+// answered with a hello_ack stating the server's digest, which the controller refuses). Whenever the live session ends or changes, queued commands are discarded and the robot brakes to a
 // hold until the new session commands it. stop() says goodbye to the live controller. With reply_on_command (the default) the server answers every accepted command
 // with the current state right away (the robot-paced exchange of most real bridges: a controller ticking at
 // the robot's rate then gets a fresh state every tick) and streams states at its rate only while no
@@ -46,6 +48,7 @@ struct SimServerConfig {
   std::string host = "127.0.0.1";
   std::uint16_t port = 0;  // 0: ephemeral (see SimRobotServer::port())
   std::vector<double> position_min, position_max, velocity_limit, acceleration_limit;  // one per joint
+  std::vector<double> jerk_limit;  // one per joint: only for the limits digest of the handshake (required)
   std::vector<double> initial_position;  // empty: mid-range clamped zero
   double rate_hz = 1000.0;
   double tracking_time_constant_s = 0.02;
@@ -104,6 +107,7 @@ class SimRobotServer {
   std::uint32_t session_id() const noexcept { return session_id_; }
   int dof() const noexcept { return dof_; }
   bool authenticated() const noexcept { return !config_.key.empty(); }
+  std::uint64_t limits_digest() const noexcept { return session_.limits_digest(); }
 
   SimServerSnapshot snapshot() const;
   // External dynamics: the servo's current target (after the command delay; the hold position while holding)
@@ -116,6 +120,7 @@ class SimRobotServer {
   std::uint64_t hard_stops() const noexcept { return hard_stops_.load(); }
   std::uint64_t hold_events() const noexcept { return hold_events_.load(); }
   std::uint64_t hellos_refused() const noexcept { return hellos_refused_.load(); }
+  std::uint64_t hellos_limits_refused() const noexcept { return hellos_limits_refused_.load(); }
   std::uint64_t handshakes() const noexcept { return handshakes_.load(); }        // hello_acks sent
   std::uint64_t sessions() const noexcept { return sessions_.load(); }            // sessions that became live
   std::uint64_t sessions_expired() const noexcept { return sessions_expired_.load(); }
@@ -194,6 +199,7 @@ class SimRobotServer {
   std::atomic<std::uint64_t> hard_stops_{0};
   std::atomic<std::uint64_t> hold_events_{0};
   std::atomic<std::uint64_t> hellos_refused_{0};
+  std::atomic<std::uint64_t> hellos_limits_refused_{0};
   std::atomic<std::uint64_t> handshakes_{0};
   std::atomic<std::uint64_t> sessions_{0};
   std::atomic<std::uint64_t> sessions_expired_{0};

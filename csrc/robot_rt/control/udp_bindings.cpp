@@ -103,6 +103,7 @@ py::bytes encode_packet(const py::dict& d, const py::object& key) {
       p.hello.dof = get<std::uint16_t>(d, "dof", 0);
       p.hello.period_us = get<std::uint32_t>(d, "period_us", 0);
       get_nonce(d, "nonce", p.hello.nonce);
+      p.hello.limits_digest = get<std::uint64_t>(d, "limits_digest", 0);
       break;
     case MessageType::kHelloAck: {
       auto& a = p.hello_ack;
@@ -114,6 +115,7 @@ py::bytes encode_packet(const py::dict& d, const py::object& key) {
       get_nonce(d, "server_nonce", a.server_nonce);
       a.echo_hello_stamp_ns = get<std::uint64_t>(d, "echo_hello_stamp_ns", 0);
       a.hello_receive_ns = get<std::uint64_t>(d, "hello_receive_ns", 0);
+      a.limits_digest = get<std::uint64_t>(d, "limits_digest", 0);
       break;
     }
     case MessageType::kHeartbeat:
@@ -193,6 +195,7 @@ py::tuple decode_packet(const py::bytes& data, const py::object& key) {
       d["dof"] = p.hello.dof;
       d["period_us"] = p.hello.period_us;
       d["nonce"] = nonce_bytes(p.hello.nonce);
+      d["limits_digest"] = p.hello.limits_digest;
       break;
     case MessageType::kHelloAck:
       d["role"] = p.hello_ack.role;
@@ -203,6 +206,7 @@ py::tuple decode_packet(const py::bytes& data, const py::object& key) {
       d["server_nonce"] = nonce_bytes(p.hello_ack.server_nonce);
       d["echo_hello_stamp_ns"] = p.hello_ack.echo_hello_stamp_ns;
       d["hello_receive_ns"] = p.hello_ack.hello_receive_ns;
+      d["limits_digest"] = p.hello_ack.limits_digest;
       break;
     case MessageType::kHeartbeat:
       d["echo_sequence"] = p.heartbeat.echo_sequence;
@@ -361,6 +365,22 @@ void bind_protocol(py::module_& m) {
       py::arg("key"), py::arg("client_nonce"), py::arg("server_nonce"), py::arg("client_role"), py::arg("server_role"),
       py::arg("client_session_id"), py::arg("server_session_id"),
       "Session keys of docs/protocol.md's key schedule: (client->server key, server->client key).");
+  m.def(
+      "limits_digest",
+      [](const std::vector<double>& position_min, const std::vector<double>& position_max,
+         const std::vector<double>& velocity_limit, const std::vector<double>& acceleration_limit,
+         const std::vector<double>& jerk_limit) {
+        const std::size_t n = position_min.size();
+        if (n < 1 || n > protocol::kMaxJoints || position_max.size() != n || velocity_limit.size() != n ||
+            acceleration_limit.size() != n || jerk_limit.size() != n)
+          throw py::value_error("limits_digest: expected 1.." + std::to_string(protocol::kMaxJoints) +
+                                " joints, the same number in every limit vector");
+        return protocol::limits_digest(n, position_min.data(), position_max.data(), velocity_limit.data(),
+                                       acceleration_limit.data(), jerk_limit.data());
+      },
+      py::arg("position_min"), py::arg("position_max"), py::arg("velocity_limit"), py::arg("acceleration_limit"),
+      py::arg("jerk_limit"),
+      "Joint-limits digest of the handshake (protocol::limits_digest, docs/protocol.md): a non-zero u64.");
   m.def("encode_packet", &encode_packet, py::arg("packet"), py::arg("key") = py::none(),
         "Encodes a packet dict (robot_rt.control.protocol field names) with the C++ codec; ValueError if invalid.");
   m.def("decode_packet", &decode_packet, py::arg("data"), py::arg("key") = py::none(),
@@ -374,7 +394,7 @@ void bind_udp_driver(py::module_& m) {
       .def(py::init([](const std::string& host, int port, int dof, const std::string& key, const std::string& bind_host,
                        int bind_port, double link_timeout_s, double hello_interval_s, double late_threshold_s,
                        const std::string& camera_host, int camera_port, double session_timeout_s,
-                       double heartbeat_interval_s, double clock_drift_bound) {
+                       double heartbeat_interval_s, double clock_drift_bound, std::uint64_t limits_digest) {
              if (port < 1 || port > 65535) throw py::value_error("port: expected 1..65535, got " + std::to_string(port));
              if (bind_port < 0 || bind_port > 65535 || camera_port < 0 || camera_port > 65535)
                throw py::value_error("bind_port, camera_port: expected 0..65535");
@@ -395,6 +415,7 @@ void bind_udp_driver(py::module_& m) {
              c.clock.drift_bound = clock_drift_bound;
              c.camera_host = camera_host;
              c.camera_port = static_cast<std::uint16_t>(camera_port);
+             c.limits_digest = limits_digest;
              try {
                return std::make_shared<UdpDriver>(c);
              } catch (const std::invalid_argument& e) {
@@ -405,8 +426,20 @@ void bind_udp_driver(py::module_& m) {
            py::arg("bind_port") = 0, py::arg("link_timeout_s") = 0.05, py::arg("hello_interval_s") = 0.05,
            py::arg("late_threshold_s") = 0.02, py::arg("camera_host") = "127.0.0.1", py::arg("camera_port") = 0,
            py::arg("session_timeout_s") = 0.25, py::arg("heartbeat_interval_s") = 0.1,
-           py::arg("clock_drift_bound") = 500e-6)
-      .def("start", &UdpDriver::on_start, "Opens the sockets and says hello (the loop calls this itself).")
+           py::arg("clock_drift_bound") = 500e-6, py::arg("limits_digest") = 0)
+      .def("start", &UdpDriver::on_start,
+           "Opens the sockets and says hello (the loop calls this itself); RuntimeError without a limits digest.")
+      .def_property(
+          "limits_digest", &UdpDriver::limits_digest,
+          [](UdpDriver& d, std::uint64_t digest) {
+            try {
+              d.set_limits_digest(digest);
+            } catch (const std::logic_error& e) {
+              throw py::value_error(e.what());
+            }
+          },
+          "The joint-limits digest the robot must state (robot_rt.robot.limits_digest of the loop's robot; 0: unset, "
+          "the driver refuses to start). Settable while stopped.")
       .def("stop", &UdpDriver::on_stop, "Says goodbye (authenticated) and closes the sockets.")
       .def(
           "read_state",
@@ -460,6 +493,9 @@ void bind_udp_driver(py::module_& m) {
         s["states_received"] = d.states_received();
         s["commands_sent"] = d.commands_sent();
         s["hellos_sent"] = d.hellos_sent();
+        s["limits_digest"] = d.limits_digest();
+        s["rx_limits_mismatch"] = d.limits_mismatches();
+        s["peer_limits_digest"] = d.peer_limits_digest();
         s["server_status"] = d.server_status();
         s["rtt_last_ns"] = d.rtt_last_ns();
         s["rtt_min_ns"] = d.rtt_min_ns();
@@ -538,13 +574,14 @@ void bind_sim_server(py::module_& m) {
                        std::vector<double> initial_position, const std::string& host, int port, double rate_hz,
                        double tracking_time_constant_s, double command_delay_s, double command_timeout_s,
                        double session_timeout_s, const std::string& key, bool allow_remote, bool reply_on_command,
-                       bool external_dynamics, double servo_damping) {
+                       bool external_dynamics, double servo_damping, std::vector<double> jerk_limit) {
              if (port < 0 || port > 65535) throw py::value_error("port: expected 0..65535");
              SimServerConfig c;
              c.position_min = std::move(position_min);
              c.position_max = std::move(position_max);
              c.velocity_limit = std::move(velocity_limit);
              c.acceleration_limit = std::move(acceleration_limit);
+             c.jerk_limit = std::move(jerk_limit);
              c.initial_position = std::move(initial_position);
              c.host = host;
              c.port = static_cast<std::uint16_t>(port);
@@ -569,7 +606,7 @@ void bind_sim_server(py::module_& m) {
            py::arg("rate_hz") = 1000.0, py::arg("tracking_time_constant_s") = 0.02, py::arg("command_delay_s") = 0.002,
            py::arg("command_timeout_s") = 0.1, py::arg("session_timeout_s") = 0.5, py::arg("key") = "",
            py::arg("allow_remote") = false, py::arg("reply_on_command") = true, py::arg("external_dynamics") = false,
-           py::arg("servo_damping") = 1.0)
+           py::arg("servo_damping") = 1.0, py::arg("jerk_limit") = std::vector<double>{})
       .def(
           "servo_targets",
           [](const SimRobotServer& s) {
@@ -637,6 +674,8 @@ void bind_sim_server(py::module_& m) {
       .def_property_readonly("port", &SimRobotServer::port)
       .def_property_readonly("session_id", &SimRobotServer::session_id)
       .def_property_readonly("dof", &SimRobotServer::dof)
+      .def_property_readonly("limits_digest", &SimRobotServer::limits_digest,
+                             "The joint-limits digest of this robot's limits (a controller must state it).")
       .def("snapshot",
            [](const SimRobotServer& s) {
              const SimServerSnapshot snap = s.snapshot();
@@ -658,6 +697,8 @@ void bind_sim_server(py::module_& m) {
         d["hard_stops"] = s.hard_stops();
         d["hold_events"] = s.hold_events();
         d["hellos_refused"] = s.hellos_refused();
+        d["hellos_limits_refused"] = s.hellos_limits_refused();
+        d["limits_digest"] = s.limits_digest();
         d["handshakes"] = s.handshakes();
         d["sessions"] = s.sessions();
         d["sessions_expired"] = s.sessions_expired();

@@ -14,7 +14,7 @@ using Verdict = session::ClientSession::Verdict;
 UdpDriver::UdpDriver(UdpDriverConfig config)
     : config_(std::move(config)),
       session_(config_.key, protocol::Role::kController, protocol::Role::kRobotServer,
-               static_cast<std::uint16_t>(config_.dof)),
+               static_cast<std::uint16_t>(config_.dof), config_.limits_digest),
       clock_(config_.clock) {
   if (config_.dof < 1 || config_.dof > std::min<int>(kMaxDof, protocol::kMaxJoints))
     throw std::invalid_argument("dof: expected 1.." + std::to_string(std::min<int>(kMaxDof, protocol::kMaxJoints)) +
@@ -43,8 +43,19 @@ UdpDriver::UdpDriver(UdpDriverConfig config)
 
 UdpDriver::~UdpDriver() { on_stop(); }
 
+void UdpDriver::set_limits_digest(std::uint64_t digest) {
+  if (socket_.is_open()) throw std::logic_error("UdpDriver: the limits digest can only be set while the driver is stopped");
+  config_.limits_digest = digest;
+  session_.set_limits_digest(digest);
+}
+
 void UdpDriver::on_start() {
   if (socket_.is_open()) return;
+  if (config_.limits_digest == 0)  // fail closed: no robot may be commanded against limits nobody stated
+    throw std::runtime_error(
+        "UdpDriver: no robot description given to the UDP driver (its joint-limits digest is not set): run it under "
+        "RealTimeLoop, which sets it from the loop's robot description, or pass "
+        "limits_digest=robot_rt.robot.limits_digest(robot)");
   socket_.open(config_.bind_host, config_.bind_port);
   if (camera_) camera_->open();
   sequence_ = 0;
@@ -200,6 +211,10 @@ void UdpDriver::drain(std::int64_t now_ns) noexcept {
       case Verdict::kUnexpectedSession: bump(counters_.rx_unexpected_session); continue;
       case Verdict::kStaleAck: bump(counters_.rx_stale_ack); continue;
       case Verdict::kMismatch: bump(counters_.rx_mismatch); continue;
+      case Verdict::kLimitsMismatch:  // the robot's joint limits are not the ones the loop enforces: no session
+        peer_limits_digest_.store(rx_packet_.hello_ack.limits_digest, std::memory_order_relaxed);
+        limits_mismatches_.fetch_add(1, std::memory_order_relaxed);
+        continue;
       case Verdict::kDuplicate: bump(counters_.rx_duplicate); continue;
       case Verdict::kStale: bump(counters_.rx_stale); continue;
       case Verdict::kEstablished:

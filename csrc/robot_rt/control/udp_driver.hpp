@@ -1,4 +1,4 @@
-// RobotDriver over UDP: talks the binary protocol of docs/protocol.md (version 2) to a robot bridge (or the sim
+// RobotDriver over UDP: talks the binary protocol of docs/protocol.md (version 3) to a robot bridge (or the sim
 // server), and optionally receives the camera stream (CameraReceiver).
 //
 // Session (session.hpp): on start the driver opens a handshake (hello with a fresh nonce, under the long-term
@@ -10,6 +10,11 @@
 // hello_interval_ns; the first state of every later session carries kStateNewSession (the robot restarted or
 // the session was re-established: the loop must not resume motion by itself). write_command() refuses while no
 // session is established (counted as tx_no_session).
+//
+// Joint limits: the hello states the digest of the joint limits the controller enforces (limits_digest, set from the
+// loop's robot description: RealTimeLoop does it), and a hello_ack from a robot with another digest is refused
+// (rx_limits_mismatch; the robot refuses such a hello too), so a controller and a robot that disagree on the limits
+// never open a session. Fail closed: on_start() throws while no digest is set.
 //
 // Time: the clock offset to the robot is estimated from round trips (the handshake, every state that echoes a
 // command, heartbeats; clock_offset.hpp). A state whose stamp lies in the future beyond the estimate's bound
@@ -56,6 +61,9 @@ struct UdpDriverConfig {
   ClockOffsetConfig clock;
   std::uint16_t camera_port = 0;  // 0: no camera stream
   std::string camera_host = "127.0.0.1";
+  // protocol::limits_digest of the robot's joint limits as the controller's safety filter knows them (0: not set yet;
+  // the driver refuses to start).
+  std::uint64_t limits_digest = 0;
 };
 
 class UdpDriver final : public RobotDriver {
@@ -71,10 +79,16 @@ class UdpDriver final : public RobotDriver {
   LinkHealth link_health() const noexcept override {
     return LinkHealth{connected(), counters_.peer_restarts.load(std::memory_order_relaxed)};
   }
-  void on_start() override;  // opens the sockets and says hello (idempotent)
+  void on_start() override;  // opens the sockets and says hello (idempotent); throws without a limits digest
   void on_stop() override;   // says goodbye (authenticated) and closes them
 
   const UdpDriverConfig& config() const noexcept { return config_; }
+  // The expected joint-limits digest; only while stopped (std::logic_error otherwise).
+  void set_limits_digest(std::uint64_t digest);
+  std::uint64_t limits_digest() const noexcept { return config_.limits_digest; }
+  // hello_acks refused for their limits digest, and the last such digest (the robot's).
+  std::uint64_t limits_mismatches() const noexcept { return limits_mismatches_.load(std::memory_order_relaxed); }
+  std::uint64_t peer_limits_digest() const noexcept { return peer_limits_digest_.load(std::memory_order_relaxed); }
   const LinkCounters& counters() const noexcept { return counters_; }
   const CameraReceiver* camera() const noexcept { return camera_.get(); }
   std::uint16_t local_port() const noexcept { return socket_.local_port(); }
@@ -148,6 +162,8 @@ class UdpDriver final : public RobotDriver {
   std::atomic<std::uint64_t> states_{0};
   std::atomic<std::uint64_t> commands_{0};
   std::atomic<std::uint64_t> hellos_{0};
+  std::atomic<std::uint64_t> limits_mismatches_{0};
+  std::atomic<std::uint64_t> peer_limits_digest_{0};
   std::atomic<std::uint64_t> status_{0};
   std::atomic<std::int64_t> clock_offset_{0};
   std::atomic<std::int64_t> clock_uncertainty_{0};

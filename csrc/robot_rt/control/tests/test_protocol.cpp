@@ -30,6 +30,7 @@ Packet random_packet(Random& rng, MessageType type) {
       p.hello.dof = static_cast<std::uint16_t>(rng.integer(0, kMaxJoints));
       p.hello.period_us = rng.bits();
       for (auto& b : p.hello.nonce) b = static_cast<std::uint8_t>(rng.bits());
+      p.hello.limits_digest = (std::uint64_t(rng.bits()) << 32) | rng.bits();
       break;
     case MessageType::kHelloAck:
       p.hello_ack.role = static_cast<std::uint16_t>(rng.integer(1, 4));
@@ -40,6 +41,7 @@ Packet random_packet(Random& rng, MessageType type) {
       for (auto& b : p.hello_ack.server_nonce) b = static_cast<std::uint8_t>(rng.bits());
       p.hello_ack.echo_hello_stamp_ns = (std::uint64_t(rng.bits()) << 32) | rng.bits();
       p.hello_ack.hello_receive_ns = rng.bits();
+      p.hello_ack.limits_digest = (std::uint64_t(rng.bits()) << 32) | rng.bits();
       break;
     case MessageType::kHeartbeat:
       p.heartbeat.echo_sequence = rng.bits();
@@ -94,6 +96,7 @@ void check_same(const Packet& a, const Packet& b) {
       CHECK(a.hello.dof == b.hello.dof);
       CHECK(a.hello.period_us == b.hello.period_us);
       CHECK(std::memcmp(a.hello.nonce, b.hello.nonce, kNonceBytes) == 0);
+      CHECK(a.hello.limits_digest == b.hello.limits_digest);
       break;
     case MessageType::kHelloAck:
       CHECK(a.hello_ack.role == b.hello_ack.role);
@@ -104,6 +107,7 @@ void check_same(const Packet& a, const Packet& b) {
       CHECK(std::memcmp(a.hello_ack.server_nonce, b.hello_ack.server_nonce, kNonceBytes) == 0);
       CHECK(a.hello_ack.echo_hello_stamp_ns == b.hello_ack.echo_hello_stamp_ns);
       CHECK(a.hello_ack.hello_receive_ns == b.hello_ack.hello_receive_ns);
+      CHECK(a.hello_ack.limits_digest == b.hello_ack.limits_digest);
       break;
     case MessageType::kHeartbeat:
       CHECK(a.heartbeat.echo_sequence == b.heartbeat.echo_sequence);
@@ -360,4 +364,33 @@ TEST_CASE("SequenceTracker never accepts a sequence twice in a session (random s
       CHECK(t.last_sequence() == newest);
     }
   }
+}
+
+TEST_CASE("version 3: hello and hello_ack carry the joint-limits digest (little-endian u64 at their ends)") {
+  CHECK(kVersion == 3);
+  CHECK(payload_bytes(MessageType::kHello, 0) == 32);
+  CHECK(payload_bytes(MessageType::kHelloAck, 0) == 72);
+  Packet p;
+  p.header.type = MessageType::kHello;
+  p.hello.role = 1;
+  p.hello.dof = 8;
+  p.hello.limits_digest = 0x0102030405060708ULL;
+  std::uint8_t buf[kMaxPacketBytes];
+  REQUIRE(encode(p, nullptr, buf, sizeof(buf)) == kHeaderBytes + 32 + kChecksumBytes);
+  CHECK(buf[4] == 3);
+  for (int k = 0; k < 8; ++k) CHECK(buf[kHeaderBytes + 24 + k] == 8 - k);
+  Packet out;
+  REQUIRE(decode(buf, kHeaderBytes + 32 + kChecksumBytes, nullptr, out) == Status::kOk);
+  CHECK(out.hello.limits_digest == 0x0102030405060708ULL);
+  p.header.type = MessageType::kHelloAck;
+  p.hello_ack.role = 2;
+  p.hello_ack.dof = 8;
+  p.hello_ack.limits_digest = 0xA1A2A3A4A5A6A7A8ULL;
+  REQUIRE(encode(p, nullptr, buf, sizeof(buf)) == kHeaderBytes + 72 + kChecksumBytes);
+  CHECK(buf[kHeaderBytes + 64] == 0xA8);
+  CHECK(buf[kHeaderBytes + 71] == 0xA1);
+  REQUIRE(decode(buf, kHeaderBytes + 72 + kChecksumBytes, nullptr, out) == Status::kOk);
+  CHECK(out.hello_ack.limits_digest == 0xA1A2A3A4A5A6A7A8ULL);
+  std::uint8_t nonce[kNonceBytes];
+  CHECK(peek_server_nonce(buf, kHeaderBytes + 72 + kChecksumBytes, nonce));
 }

@@ -1,11 +1,13 @@
 // Session layer (session.hpp, hkdf.hpp): HKDF-SHA256 against RFC 5869, the key schedule, and the client and
 // server handshake state machines driven datagram by datagram (no sockets): establishment with and without a
 // key, key confirmation in both directions, and that replayed, forged, bit-flipped or truncated handshake
-// messages and other sessions' traffic never establish or disturb a session.
+// messages and other sessions' traffic never establish or disturb a session, and that a controller and a robot
+// that disagree on the joint limits (the handshake's limits digest) never open one.
 #include <doctest/doctest.h>
 
 #include <arpa/inet.h>
 
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -83,11 +85,20 @@ Packet state(double q0) {
 
 constexpr std::int64_t kTimeout = 500'000'000;
 
+// The limits digest of a 2-joint robot (both ends of a Link agree on it unless a test says otherwise).
+std::uint64_t digest_of(double velocity_0) {
+  const double lo[2] = {-1.0, -2.0}, hi[2] = {1.0, 2.0}, v[2] = {velocity_0, 3.0}, a[2] = {10.0, 20.0},
+               j[2] = {100.0, 200.0};
+  return protocol::limits_digest(2, lo, hi, v, a, j);
+}
+const std::uint64_t kDigest = digest_of(2.0);
+
 // A controller and a robot server talking through the state machines.
 struct Link {
-  explicit Link(const std::string& key, std::uint16_t port = 40000)
-      : client(key, Role::kController, Role::kRobotServer, 2),
-        server(key, Role::kRobotServer, Role::kController, 2, 1000, kTimeout),
+  explicit Link(const std::string& key, std::uint16_t port = 40000, std::uint64_t client_digest = kDigest,
+                std::uint64_t server_digest = kDigest)
+      : client(key, Role::kController, Role::kRobotServer, 2, client_digest),
+        server(key, Role::kRobotServer, Role::kController, 2, 1000, kTimeout, server_digest),
         client_addr(address("127.0.0.1", port)) {
     server.start(0x5e55);
     robot.session_id = 0x5e55;
@@ -170,9 +181,9 @@ TEST_CASE("key schedule: info layout, one key per direction, every input matters
   in.server_session_id = 0xA0B0C0D0;
   std::uint8_t info[kKeyInfoBytes];
   key_info(in, info);
-  CHECK(std::memcmp(info, "RRTP v2 session keys", 20) == 0);
+  CHECK(std::memcmp(info, "RRTP v3 session keys", 20) == 0);
   const Bytes tail(info + 20, info + kKeyInfoBytes);
-  CHECK(tail == Bytes{2, 1, 0, 2, 0, 4, 3, 2, 1, 0xD0, 0xC0, 0xB0, 0xA0});
+  CHECK(tail == Bytes{3, 1, 0, 2, 0, 4, 3, 2, 1, 0xD0, 0xC0, 0xB0, 0xA0});
   const std::string key = "long-term key";
   std::uint8_t okm[64], again[64];
   derive_session_keys(reinterpret_cast<const std::uint8_t*>(key.data()), key.size(), in, okm);
@@ -371,7 +382,7 @@ TEST_CASE("pending handshakes are bounded: a flood recycles slots, never grows s
   const Bytes ack = link.ack();
   // A flood of other (valid) hellos while no session is live recycles the oldest slots ...
   for (int i = 0; i < ServerSession::kPendingSlots; ++i) {
-    ClientSession other("k", Role::kController, Role::kRobotServer, 2);
+    ClientSession other("k", Role::kController, Role::kRobotServer, 2, kDigest);
     other.begin(link.now);
     Packet p;
     other.fill_hello(p, 0);
@@ -424,4 +435,126 @@ TEST_CASE("unauthenticated mode: same state machine, no tags; tagged datagrams a
   keyed.client.begin(keyed.now);
   CHECK(fresh.to_server(keyed.hello()) == ServerSession::Verdict::kRejected);
   CHECK(fresh.status == Status::kUnexpectedTag);
+}
+
+TEST_CASE("limits digest: exact bits of every limit, dof, 0 reserved") {
+  const double lo[2] = {-1.0, -2.0}, hi[2] = {1.0, 2.0}, v[2] = {2.0, 3.0}, a[2] = {10.0, 20.0}, j[2] = {100.0, 200.0};
+  const std::uint64_t d = protocol::limits_digest(2, lo, hi, v, a, j);
+  CHECK(d == kDigest);
+  CHECK(d != 0);
+  CHECK(protocol::limits_digest(1, lo, hi, v, a, j) != d);  // fewer joints
+  CHECK(protocol::limits_digest(0, lo, hi, v, a, j) == 0);  // no limits: nothing stated
+  CHECK(protocol::limits_digest(protocol::kMaxJoints + 1, lo, hi, v, a, j) == 0);
+  for (int which = 0; which < 5; ++which) {
+    for (int joint = 0; joint < 2; ++joint) {
+      double c[5][2] = {{lo[0], lo[1]}, {hi[0], hi[1]}, {v[0], v[1]}, {a[0], a[1]}, {j[0], j[1]}};
+      c[which][joint] = std::nextafter(c[which][joint], 1e300);  // one ulp
+      CHECK(protocol::limits_digest(2, c[0], c[1], c[2], c[3], c[4]) != d);
+    }
+  }
+  // the documented layout: SHA-256("RRTP joint limits" || u16 dof || f64 x 5 per joint), first 8 bytes LE
+  Bytes msg(protocol::kLimitsDigestLabel, protocol::kLimitsDigestLabel + 17);
+  msg.push_back(2);
+  msg.push_back(0);
+  for (int i = 0; i < 2; ++i)
+    for (const double* x : {lo, hi, v, a, j}) {
+      std::uint64_t bits;
+      std::memcpy(&bits, &x[i], 8);
+      for (int k = 0; k < 8; ++k) msg.push_back(std::uint8_t(bits >> (8 * k)));
+    }
+  std::uint8_t h[32];
+  sha256(msg.data(), msg.size(), h);
+  std::uint64_t expected = 0;
+  for (int k = 0; k < 8; ++k) expected |= std::uint64_t(h[k]) << (8 * k);
+  CHECK(d == expected);
+}
+
+TEST_CASE("limits mismatch: the robot refuses the hello, keeps no slot, and its ack is refused by the controller") {
+  for (const char* key : {"k", ""}) {
+    CAPTURE(key);
+    Link link(key, 40000, digest_of(std::nextafter(2.0, 3.0)), kDigest);  // one ulp apart
+    link.client.begin(link.now);
+    const Bytes hello = link.hello();
+    REQUIRE(link.to_server(hello) == ServerSession::Verdict::kLimitsMismatch);
+    CHECK(link.server.limits_refused() == 1);
+    CHECK(link.server.handshakes() == 0);
+    CHECK(link.reply.header.type == MessageType::kHelloAck);
+    CHECK(link.reply.hello_ack.limits_digest == kDigest);  // the robot states its own digest
+    const Bytes ack = link.ack();
+    CHECK(link.to_client(ack) == ClientSession::Verdict::kLimitsMismatch);
+    CHECK(link.in.hello_ack.limits_digest == kDigest);
+    CHECK(link.client.state() == ClientSession::State::kHandshaking);
+    CHECK_FALSE(link.client.established());
+    // A client that ignored the refusal cannot make a session live: the robot kept nothing for the hello.
+    Packet hb = heartbeat();
+    const Bytes forced = link.controller.send(hb, link.client.hello_key(), link.now);
+    CHECK(link.to_server(forced) != ServerSession::Verdict::kAcceptedNewSession);
+    CHECK_FALSE(link.server.has_session());
+    CHECK(link.server.sessions() == 0);
+  }
+}
+
+TEST_CASE("limits mismatch: a controller refuses a robot that states other limits") {
+  // a robot side that accepts (e.g. an older or misconfigured bridge): the controller alone still refuses
+  Link link("k", 40000, kDigest, digest_of(360.0));
+  link.client.begin(link.now);
+  // the server refuses our digest too; build the ack a lenient robot would send: same digest check bypassed
+  ServerSession lenient("k", Role::kRobotServer, Role::kController, 2, 1000, kTimeout, kDigest);
+  lenient.start(0x5e55);
+  Packet in, reply;
+  Status status;
+  const Bytes hello = link.hello();
+  link.now += 1000;
+  REQUIRE(lenient.receive(link.client_addr, hello.data(), hello.size(), link.now, in, reply, status) ==
+          ServerSession::Verdict::kAck);
+  reply.hello_ack.limits_digest = digest_of(360.0);  // it states other limits
+  const Bytes ack = link.robot.send(reply, lenient.reply_key(), link.now);
+  CHECK(link.to_client(ack) == ClientSession::Verdict::kLimitsMismatch);
+  CHECK_FALSE(link.client.established());
+}
+
+TEST_CASE("limits digest 0 on a robot link is refused both ways (fail closed)") {
+  {
+    Link link("k", 40000, 0, kDigest);  // a controller that states no limits
+    link.client.begin(link.now);
+    Packet p;
+    link.client.fill_hello(p, 0);
+    CHECK(p.hello.limits_digest == 0);
+    REQUIRE(link.to_server(link.hello()) == ServerSession::Verdict::kLimitsMismatch);
+    CHECK(link.to_client(link.ack()) == ClientSession::Verdict::kLimitsMismatch);
+    CHECK_FALSE(link.server.has_session());
+  }
+  {
+    Link link("k", 40000, 0, 0);  // neither end states limits: still no session
+    link.client.begin(link.now);
+    REQUIRE(link.to_server(link.hello()) == ServerSession::Verdict::kLimitsMismatch);
+    CHECK(link.to_client(link.ack()) == ClientSession::Verdict::kLimitsMismatch);
+  }
+  {
+    Link link("k", 40000, kDigest, 0);  // a robot that states no limits
+    link.client.begin(link.now);
+    REQUIRE(link.to_server(link.hello()) == ServerSession::Verdict::kLimitsMismatch);
+    CHECK(link.reply.hello_ack.limits_digest == 0);
+    CHECK(link.to_client(link.ack()) == ClientSession::Verdict::kLimitsMismatch);
+  }
+}
+
+TEST_CASE("camera links carry digest 0 and are not checked") {
+  ClientSession client("k", Role::kCameraSubscriber, Role::kCameraServer, 0, kDigest);  // (ignored)
+  ServerSession server("k", Role::kCameraServer, Role::kCameraSubscriber, 0, 0, kTimeout);
+  server.start(0xca);
+  const sockaddr_in from = address("127.0.0.1", 40010);
+  Sender sub, cam{0xca};
+  std::int64_t now = 1'000'000'000;
+  client.begin(now);
+  sub.session_id = client.session_id();
+  Packet p, in, reply;
+  Status status;
+  client.fill_hello(p, 0);
+  CHECK(p.hello.limits_digest == 0);
+  const Bytes hello = sub.send(p, client.hello_key(), now);
+  REQUIRE(server.receive(from, hello.data(), hello.size(), now, in, reply, status) == ServerSession::Verdict::kAck);
+  CHECK(reply.hello_ack.limits_digest == 0);
+  const Bytes ack = cam.send(reply, server.reply_key(), now);
+  CHECK(client.receive(ack.data(), ack.size(), in, status) == ClientSession::Verdict::kEstablished);
 }
