@@ -141,7 +141,10 @@ class FrozenTrunkInputGrad(torch.autograd.Function):
                 continue  # nothing flows back from above this layer yet
             if isinstance(layer, nn.ReLU):
                 kind, j = ctx.kinds[i]
-                if kind == "float":
+                if kind == "float" and owned and not g.requires_grad:
+                    # in place: no fresh full-size buffer (its first touch page-faults: ~10 % of this pass at 224 px)
+                    g = torch.ops.aten.threshold_backward.grad_input(g, kept[j], 0.0, grad_input=g)
+                elif kind == "float":
                     g = torch.ops.aten.threshold_backward(g, kept[j], 0.0)
                 elif owned:
                     g = g.mul_(kept[j])  # bool mask: in place is 2x faster than an out-of-place mul (no new buffer)
