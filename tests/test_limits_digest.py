@@ -63,6 +63,17 @@ def test_python_and_cpp_agree_and_one_ulp_of_any_limit_changes_the_digest():
         joint_limits_digest([], [], [], [], [])
     with pytest.raises(ValueError, match="limits"):
         _control.limits_digest([0.0], [1.0], [1.0], [1.0], [])
+    # canonical: -0.0 is the limit 0.0; a non-finite limit states no limits (0 in C++, refused; an error in Python)
+    assert joint_limits_digest([-0.0], [1.0], [1.0], [1.0], [1.0]) == joint_limits_digest(
+        [0.0], [1.0], [1.0], [1.0], [1.0]
+    )
+    assert _control.limits_digest([-0.0], [1.0], [1.0], [1.0], [1.0]) == _control.limits_digest(
+        [0.0], [1.0], [1.0], [1.0], [1.0]
+    )
+    for bad in (math.nan, math.inf, -math.inf):
+        assert _control.limits_digest([0.0], [1.0], [bad], [1.0], [1.0]) == 0
+        with pytest.raises(ValueError, match="finite"):
+            joint_limits_digest([0.0], [1.0], [bad], [1.0], [1.0])
 
 
 def test_the_sim_server_states_the_digest_of_its_robot():

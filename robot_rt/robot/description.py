@@ -111,7 +111,8 @@ def joint_limits_digest(position_min, position_max, velocity_limit, acceleration
     """The joint-limits digest of the UDP handshake (docs/protocol.md, "Joint-limits digest"; the same value as the
     C++ `protocol::limits_digest`): the first 8 bytes, read little-endian, of SHA-256(b"RRTP joint limits" || u16 dof ||
     per joint f64 position_min, position_max, velocity, acceleration, jerk), all little-endian; 1 where that is 0 (0
-    means "no limits stated"). The exact bits count: a limit one ulp off gives another digest."""
+    means "no limits stated"). The exact bits count: a limit one ulp off gives another digest; -0.0 counts as 0.0, and
+    a non-finite limit is an error (the C++ function returns 0 for it: no limits, refused by both ends)."""
     columns = [
         np.asarray(c, dtype=np.float64).reshape(-1)
         for c in (position_min, position_max, velocity_limit, acceleration_limit, jerk_limit)
@@ -123,6 +124,9 @@ def joint_limits_digest(position_min, position_max, velocity_limit, acceleration
             f"{[len(c) for c in columns]}"
         )
     per_joint = np.stack(columns, axis=1)  # [dof, 5]: min, max, velocity, acceleration, jerk of each joint
+    if not np.all(np.isfinite(per_joint)):
+        raise ValueError(f"limits: expected finite values, got {per_joint.tolist()}")
+    per_joint = per_joint + 0.0  # -0.0 and 0.0 are the same limit (the C++ digest does the same)
     data = LIMITS_DIGEST_LABEL + struct.pack("<H", dof) + per_joint.astype("<f8").tobytes()
     digest = int.from_bytes(hashlib.sha256(data).digest()[:8], "little")
     return digest or 1

@@ -18,6 +18,8 @@ CompositeDriver::CompositeDriver(std::vector<std::shared_ptr<RobotDriver>> parts
 }
 
 void CompositeDriver::on_start() {
+  self_stopped_ = 0;
+  muted_parts_ = 0;
   std::size_t started = 0;
   try {
     for (; started < parts_.size(); ++started) parts_[started]->on_start();
@@ -38,6 +40,11 @@ bool CompositeDriver::read_state(JointState& out) noexcept {
   std::uint32_t flags = 0;
   for (std::size_t p = 0; p < parts_.size(); ++p) {
     const bool fresh = parts_[p]->read_state(part_state_);  // every part, every tick: each drains its link
+    // a part's own stop is kept even from a state that is not whole (another part stale): the loop must not miss it
+    if (fresh && (part_state_.flags & (kStateEstopInput | kStateFault))) {
+      self_stopped_ |= part_joints(p);
+      pending_flags_ |= part_state_.flags & (kStateEstopInput | kStateFault);
+    }
     if (!fresh || part_state_.dof != parts_[p]->dof()) {
       all_fresh = false;
       continue;
@@ -61,6 +68,27 @@ bool CompositeDriver::read_state(JointState& out) noexcept {
   return true;
 }
 
+std::uint64_t CompositeDriver::self_stopped_joints(std::uint32_t flags) const noexcept {
+  (void)flags;  // attributed per part in read_state
+  return self_stopped_;
+}
+
+std::uint64_t CompositeDriver::link_down_joints() const noexcept {
+  std::uint64_t joints = 0;
+  for (std::size_t p = 0; p < parts_.size(); ++p)
+    if (!parts_[p]->link_health().up) joints |= part_joints(p);
+  return joints;
+}
+
+bool CompositeDriver::mute_joints(std::uint64_t joints) noexcept {
+  unsigned parts = 0;
+  for (std::size_t p = 0; p < parts_.size(); ++p)
+    if (joints & part_joints(p)) parts |= 1u << p;
+  muted_parts_ = parts;
+  if (joints == 0) self_stopped_ = 0;
+  return true;
+}
+
 bool CompositeDriver::write_command(const JointCommand& command) noexcept {
   if (command.dof != dof_) return false;
   // a part's new session has not reached the loop yet (no whole state since): nothing is sent to any part
@@ -70,6 +98,7 @@ bool CompositeDriver::write_command(const JointCommand& command) noexcept {
   part_command_.tick = command.tick;
   part_command_.flags = command.flags;
   for (std::size_t p = 0; p < parts_.size(); ++p) {
+    if (muted_parts_ & (1u << p)) continue;  // it does not follow commands: it holds by itself
     const int base = offset_[p];
     const int n = parts_[p]->dof();
     part_command_.dof = n;

@@ -7,7 +7,7 @@
 //     its oldest part: velocity checks over stamps stay right when one part updates slower); its flags are the OR
 //     of the parts' flags (a fault or e-stop input of either part is the robot's).
 //   * write_command: the command is split by joint blocks and written to every part (all parts, even after one
-//     refused); it succeeds only when every part accepted it.
+//     refused) but the muted ones; it succeeds only when every part written accepted it.
 //   * ball observations come from the parts in order (the part with the camera link, usually the first).
 //   * link: up only while every part's link is up; peer restarts add up.
 //   * on_start / on_stop start and stop every part (a part that fails to start stops those already started).
@@ -35,6 +35,11 @@ class CompositeDriver final : public RobotDriver {
   const char* name() const noexcept override { return name_.c_str(); }
   void on_start() override;
   void on_stop() override;
+  // Per part: a part's own stop (e-stop input or fault, kept from its last state, fresh or not, until unmuted) or
+  // lost link names that part's joints; mute_joints() stops writing to the parts with a muted joint only.
+  std::uint64_t self_stopped_joints(std::uint32_t flags) const noexcept override;
+  std::uint64_t link_down_joints() const noexcept override;
+  bool mute_joints(std::uint64_t joints) noexcept override;
 
   const std::vector<std::shared_ptr<RobotDriver>>& parts() const noexcept { return parts_; }
   // Whether each part's last read_state() was fresh (bit i = part i).
@@ -51,6 +56,9 @@ class CompositeDriver final : public RobotDriver {
   // fresh: delivered with the next whole state instead of being lost, and no command goes out until then.
   std::uint32_t pending_flags_ = 0;
   JointCommand part_command_;
+  std::uint64_t part_joints(std::size_t p) const noexcept { return RobotDriver::joint_mask(parts_[p]->dof()) << offset_[p]; }
+  std::uint64_t self_stopped_ = 0;  // joints of parts that reported e-stop input or fault since the last unmute
+  unsigned muted_parts_ = 0;        // bit p: part p is sent nothing
 };
 
 }  // namespace robot_rt::control

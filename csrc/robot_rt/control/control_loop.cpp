@@ -178,6 +178,8 @@ void ControlLoop::initialise(std::int64_t start_ns) {
   measurement_invalid_ = false;
   tick_index_ = 0;
   prev_override_ = write_failed_ = muted_ = shutdown_tripped_ = false;
+  mute_joints_ = 0;
+  driver_->mute_joints(0);
   balls_total_ = 0;
   recent_head_ = recent_count_ = 0;
   latch_.clear();
@@ -529,10 +531,17 @@ void ControlLoop::trip(std::uint32_t reason, std::int32_t code, std::int32_t joi
   reasons_seen_.store(reasons_seen_.load(std::memory_order_relaxed) | reason, std::memory_order_release);
 }
 
-void ControlLoop::mute(std::int64_t wake_ns) noexcept {
-  if (muted_) return;
-  muted_ = true;
-  emit(kEventCommandsMuted, -1, 0.0, wake_ns);
+// Stops commanding the joints `joints` (bit i: joint i) until a recovery: the driver mutes the parts that drive them
+// (a CompositeDriver; its other parts keep receiving the controlled stop) or, a driver of one robot, the loop stops
+// writing altogether. Logged with the muted joints' mask each time it grows.
+void ControlLoop::mute(std::uint64_t joints, std::int64_t wake_ns) noexcept {
+  const std::uint64_t all = RobotDriver::joint_mask(filter_.dof());
+  const std::uint64_t next = mute_joints_ | (joints & all);
+  if (next == mute_joints_ || muted_) return;
+  mute_joints_ = next;
+  const bool per_part = driver_->mute_joints(next);
+  muted_ = !per_part || next == all;
+  emit(kEventCommandsMuted, -1, static_cast<double>(muted_ ? all : next), wake_ns);
 }
 
 // 3. the reflexes: each condition latches its stop reason (the stop itself starts in this tick's safety step).
@@ -542,6 +551,11 @@ void ControlLoop::run_reflexes(std::int64_t wake_ns, const TickScratch& t) noexc
   if (estop_requested() || estop_input)
     trip(kReasonEstop, kEventEstop, -1, estop_input ? 2.0 : 1.0, wake_ns);
   if (t.fresh && (last_state_.flags & kStateFault)) trip(kReasonRobotFault, kEventRobotFaultStop, -1, 0.0, wake_ns);
+  // A robot (part) that stopped itself does not follow the commands: it is sent neither the rest of the controlled
+  // stop nor its rest, else it would run there from wherever it stopped once its own stop cleared (an audit measured
+  // 1.7 rad at 1.2 V through the sim server's e-stop input). It holds by itself; only a recovery unmutes it.
+  if (estop_input || (t.fresh && (last_state_.flags & kStateFault)))
+    mute(driver_->self_stopped_joints(last_state_.flags), wake_ns);
   if (t.fresh && measurement_invalid_) trip(kReasonMeasurementInvalid, kEventMeasurementStop, t.bad_joint, t.bad_value, wake_ns);
   // tracking error: on plausible fresh states, while the loop commands the robot
   if (t.fresh && !measurement_invalid_ && !muted_) {
@@ -549,7 +563,12 @@ void ControlLoop::run_reflexes(std::int64_t wake_ns, const TickScratch& t) noexc
     // a late tick: the robot went on with the previous command's velocity for that long
     const double lead_s = prev_write_ns_ > 0 ? 1e-9 * static_cast<double>(wake_ns - prev_write_ns_ - period_ns_) : 0.0;
     const int joint = tracking_.check(last_state_.position_si, deviation, lead_s);
-    if (joint >= 0) trip(kReasonTrackingError, kEventTrackingErrorStop, joint, deviation, wake_ns);
+    if (joint >= 0) {
+      trip(kReasonTrackingError, kEventTrackingErrorStop, joint, deviation, wake_ns);
+      // off the commanded trajectory (jammed, blocked, stopped by itself): its part is muted at once, since once
+      // freed it would rush to wherever the stop's ramp then is (up to the stopping distance away)
+      mute(1ull << joint, wake_ns);
+    }
   }
   // link: down (the driver's link timeout) or the robot side restarted (a new session: it was not commanded by this
   // loop since, so the loop stops commanding it at once)
@@ -558,9 +577,11 @@ void ControlLoop::run_reflexes(std::int64_t wake_ns, const TickScratch& t) noexc
   peer_restarts_seen_ = link.peer_restarts;
   if (new_session) {
     trip(kReasonLinkLoss, kEventLinkLossStop, -1, 2.0, wake_ns);
-    mute(wake_ns);
+    mute(~0ull, wake_ns);  // a session this loop never commanded: nothing at all is sent to it
   } else if (!link.up) {
     trip(kReasonLinkLoss, kEventLinkLossStop, -1, 1.0, wake_ns);
+    // the loop cannot see that part; when its link comes back it may be anywhere its own stop left it
+    mute(driver_->link_down_joints(), wake_ns);
   }
   switch (sensor_watchdog_.update(wake_ns)) {
     case Transition::kTripped:
@@ -585,12 +606,6 @@ void ControlLoop::run_reflexes(std::int64_t wake_ns, const TickScratch& t) noexc
     shutdown_tripped_ = true;
     trip(kReasonShutdown, kEventShutdownStop, -1, 0.0, wake_ns);
   }
-  // A robot that no longer follows the command stream (its own e-stop input or a fault stopped it, it left the
-  // commanded trajectory, or the loop cannot see it) is sent neither the rest of the stop nor its rest: once its own
-  // stop cleared it would run there from wherever it had stopped (an audit measured 1.7 rad at 1.2 V through the
-  // sim server's e-stop input). It holds by itself (its communication watchdog); a recovery restarts the command
-  // where it is, and only a recovery unmutes.
-  if (estop_input || (latch_.reasons() & kReasonsRobotNotFollowing)) mute(wake_ns);
 }
 
 void ControlLoop::set_lifecycle(Lifecycle next, std::int64_t wake_ns) noexcept {
@@ -643,6 +658,8 @@ bool ControlLoop::resynchronise(std::int64_t wake_ns) noexcept {
   latch_.clear();
   stop_reasons_.store(0, std::memory_order_release);
   muted_ = false;
+  mute_joints_ = 0;
+  driver_->mute_joints(0);
   emit(kEventRecovered, -1, offset, wake_ns);
   set_lifecycle(Lifecycle::kActive, wake_ns);
   recover_state_.store(kRecoverDone, std::memory_order_release);
@@ -818,9 +835,9 @@ void ControlLoop::write_command(std::int64_t wake_ns, TickScratch& t) noexcept {
   command_.stamp_ns = wake_ns;
   tracking_.push(command_.position_si, command_.velocity_si);
   prev_write_ns_ = wake_ns;
+  if (mute_joints_ != 0) t.flags |= kTickMuted;  // all joints, or the parts that drive some (the rest still written)
   if (muted_) {
     bump(muted_ticks_);
-    t.flags |= kTickMuted;
     return;
   }
   command_.flags = (t.stopping ? kCommandStopping : 0u) | ((latch_.reasons() & kReasonEstop) ? kCommandEstop : 0u);

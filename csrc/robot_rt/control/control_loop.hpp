@@ -309,7 +309,7 @@ class ControlLoop {
   std::uint32_t recovery_blockers(std::int64_t wake_ns) const noexcept;
   bool resynchronise(std::int64_t wake_ns) noexcept;
   void refuse_recovery(std::uint32_t blockers, std::int64_t wake_ns) noexcept;
-  void mute(std::int64_t wake_ns) noexcept;
+  void mute(std::uint64_t joints, std::int64_t wake_ns) noexcept;
   double workspace_excess_m(const double paddle[3]) const noexcept;
   void publish_observation(const TickScratch& t) noexcept;
   std::int64_t record_tick(std::int64_t deadline_ns, std::int64_t wake_ns, TickScratch& t) noexcept;
@@ -387,7 +387,8 @@ class ControlLoop {
   bool measurement_invalid_ = false;  // the latest fresh state was implausible
   double workspace_excess_m_ = 0.0;  // commanded paddle's distance outside the box at the previous tick
   Lifecycle state_ = Lifecycle::kInactive;
-  bool muted_ = false;               // no commands to the driver (lost link) until a recovery
+  bool muted_ = false;               // nothing written to the driver until a recovery (see mute_joints_)
+  std::uint64_t mute_joints_ = 0;    // joints whose parts are sent nothing until a recovery (all: muted_)
   bool prev_override_ = false;
   bool write_failed_ = false;
   bool shutdown_tripped_ = false;

@@ -86,6 +86,24 @@ class RobotDriver {
   virtual LinkHealth link_health() const noexcept { return LinkHealth{}; }
   // Short static name for logs ("sim", "udp", ...).
   virtual const char* name() const noexcept = 0;
+
+  // Muting (the loop stops commanding what does not follow its commands; docs/safety.md), as joint bit masks (bit i:
+  // joint i). A driver of one robot answers for all its joints at once; a CompositeDriver per part, so that its
+  // other parts keep receiving the controlled stop.
+  // The joints whose robot (part) reported its own stop, e-stop input or fault, in the state last read (`flags`:
+  // that state's flags).
+  virtual std::uint64_t self_stopped_joints(std::uint32_t flags) const noexcept {
+    return (flags & (kStateEstopInput | kStateFault)) ? joint_mask(dof()) : 0u;
+  }
+  // The joints whose link is down.
+  virtual std::uint64_t link_down_joints() const noexcept { return link_health().up ? 0u : joint_mask(dof()); }
+  // Stop writing to whatever drives a joint of `joints` (0: write to all again). True when the driver does so itself
+  // and keeps writing the rest; false (a driver of one robot): the loop stops writing to it altogether.
+  virtual bool mute_joints(std::uint64_t joints) noexcept {
+    (void)joints;
+    return false;
+  }
+  static constexpr std::uint64_t joint_mask(int n) noexcept { return n >= 64 ? ~0ull : ((1ull << n) - 1u); }
   // Called by ControlLoop::start() / stop() from the controlling (non real-time) thread; may allocate,
   // open sockets, etc. Default: nothing to do.
   virtual void on_start() {}

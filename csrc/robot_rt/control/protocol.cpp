@@ -419,7 +419,8 @@ std::uint64_t limits_digest(std::size_t dof, const double* position_min, const d
   h.update(b, 2);
   for (std::size_t i = 0; i < dof; ++i) {
     for (const double* v : {position_min, position_max, velocity, acceleration, jerk}) {
-      put_f64(b, v[i]);  // the exact bits: a limit that differs by one ulp changes the digest
+      if (!std::isfinite(v[i])) return 0;  // no limits stated: refused by both ends
+      put_f64(b, v[i] + 0.0);  // the exact bits (one ulp off changes the digest); + 0.0 makes -0.0 the same as 0.0
       h.update(b, 8);
     }
   }

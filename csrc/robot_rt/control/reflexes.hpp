@@ -30,9 +30,6 @@ enum StopReason : std::uint32_t {
   kReasonCount = 9,
 };
 constexpr std::uint32_t kReasonSafetyMask = (1u << 8) - 1u;  // every reason but shutdown
-// Reasons after which the robot is not known to follow the commands: the loop stops sending at once (with the
-// robot's own e-stop input); see ControlLoop::run_reflexes.
-constexpr std::uint32_t kReasonsRobotNotFollowing = kReasonTrackingError | kReasonRobotFault | kReasonLinkLoss;
 
 // Why a recovery cannot proceed yet (bits of the refusal): the reason bits whose cause persists, plus these.
 constexpr std::uint32_t kBlockRobotMoving = 1u << 16;    // measured velocity above the rest tolerance

@@ -216,10 +216,13 @@ void SimRobotServer::send_state(std::int64_t now_ns) noexcept {
   std::int64_t stamp_ns = now_ns;
   {
     std::lock_guard<std::mutex> lock(mutex_);
+    // an e-stop or fault the robot acted on since the last state is reported even if it has cleared since (a pulse
+    // between two states, e.g. with reply_on_command): the controller must learn that the robot stopped itself
     s.status = static_cast<std::uint16_t>((holding_ ? protocol::kStatusHolding : 0) |
                                           (clamped_ ? protocol::kStatusClamped : 0) |
                                           (faults_.fault ? protocol::kStatusFault : 0) |
-                                          (faults_.estop ? protocol::kStatusEstop : 0));
+                                          (faults_.estop ? protocol::kStatusEstop : 0) | unsent_stop_status_);
+    unsent_stop_status_ = 0;
     for (int i = 0; i < dof_; ++i) {
       s.position[i] = q_[i];
       s.velocity[i] = v_[i];
@@ -389,6 +392,8 @@ void SimRobotServer::step(std::int64_t now_ns, double dt_s) noexcept {
   if (applied) commands_applied_.fetch_add(1, std::memory_order_relaxed);
   std::lock_guard<std::mutex> lock(mutex_);
   faulted = faults_.fault || faults_.estop;
+  unsent_stop_status_ |= static_cast<std::uint16_t>((faults_.fault ? protocol::kStatusFault : 0) |
+                                                    (faults_.estop ? protocol::kStatusEstop : 0));
   const bool timed_out = last_command_ns_ == 0 ||
                          now_ns - last_command_ns_ > static_cast<std::int64_t>(config_.command_timeout_s * 1e9);
   if ((timed_out && pending_count_ == 0) || faulted) {

@@ -170,6 +170,7 @@ class SimRobotServer {
   std::int64_t last_command_ns_ = 0;
   bool clamped_ = false;
   bool holding_ = true;
+  std::uint16_t unsent_stop_status_ = 0;  // e-stop / fault bits acted on since the last state sent
 
   // Joint dynamics (server thread; the snapshot copies under mutex_).
   mutable std::mutex mutex_;

@@ -165,7 +165,9 @@ void UdpDriver::on_established(std::int64_t now_ns) noexcept {
 void UdpDriver::accept_state(const protocol::JointState& s, std::int64_t local_stamp_ns, std::int64_t now_ns) noexcept {
   latest_.stamp_ns = local_stamp_ns;
   latest_.dof = s.dof;
-  latest_.flags = 0;
+  // The e-stop and fault bits of every state accepted since the last read_state (not only the newest): an e-stop
+  // pulse between two ticks still reaches the loop (a robot that stopped itself is muted, docs/safety.md)
+  latest_.flags = fresh_ ? (latest_.flags & (kStateEstopInput | kStateFault)) : 0u;
   if (s.status & protocol::kStatusEstop) latest_.flags |= kStateEstopInput;
   if (s.status & protocol::kStatusFault) latest_.flags |= kStateFault;
   for (int i = 0; i < s.dof; ++i) {

@@ -3,11 +3,13 @@
 // or restarts, as it does for a single driver (docs/safety.md).
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <memory>
 #include <vector>
 
 #include "composite_driver.hpp"
 #include "control_loop.hpp"
+#include "runlog.hpp"
 #include "sim_driver.hpp"
 
 using namespace robot_rt::control;
@@ -163,5 +165,67 @@ TEST_CASE("a part's new session read while another part is stale still reaches t
     CHECK(loop.counters().event_counts[kEventLinkLossStop] == 1u);
     CHECK(link->writes == writes);  // muted at once: the new session was never commanded
     loop.end_manual();
+  }
+}
+
+TEST_CASE("a part that stops itself is muted alone: the other part still receives the controlled stop") {
+  // One part's e-stop input, fault or tracking error (it stopped, or left its trajectory): it is sent nothing more
+  // (once its own stop cleared it would run to the loop's commanded rest), while the healthy part follows the
+  // jerk-limited stop to rest: muting it too would hand it to its own hard communication-loss stop (an audit
+  // measured 7.2 x A on a healthy EGM arm when a gantry e-stop muted the whole robot).
+  for (int cause = 0; cause < 3; ++cause) {
+    for (int which = 0; which < 2; ++which) {
+      CAPTURE(cause);
+      CAPTURE(which);
+      Parts p;
+      RobotModel model;
+      model.dof = 2;
+      model.limits[0] = one_joint(1.0).limits[0];
+      model.limits[1] = one_joint(2.0).limits[0];
+      model.soft_margin_si[0] = model.soft_margin_si[1] = 0.01;
+      LoopConfig cfg;
+      cfg.rate_hz = 1.0 / kDt;
+      ControlLoop loop(p.robot, model, cfg);
+      std::int64_t now = 1'000'000'000'000;
+      loop.begin_manual(now);
+      const double target[2] = {0.6, -0.9};
+      for (int k = 0; k < 300; ++k) {  // both joints cruising
+        if (k % 10 == 0) loop.push_command(target, 2, 0, 0);
+        now += static_cast<std::int64_t>(kDt * 1e9);
+        loop.manual_tick(now);
+      }
+      REQUIRE(loop.lifecycle() == Lifecycle::kActive);
+      SimDriver& bad = which == 0 ? *p.gantry : *p.arm;
+      SimDriver& good = which == 0 ? *p.arm : *p.gantry;
+      if (cause == 0) bad.set_estop_input(true);
+      if (cause == 1) bad.set_fault(true);
+      if (cause == 2) bad.jam(0, true);
+      const std::uint64_t bad_before = bad.commands_received();
+      std::uint64_t bad_at_trip = 0;
+      bool tripped = false;
+      for (int k = 0; k < 1500; ++k) {
+        now += static_cast<std::int64_t>(kDt * 1e9);
+        loop.manual_tick(now);
+        if (!tripped && loop.stop_reasons() != 0u) {
+          tripped = true;
+          bad_at_trip = bad.commands_received();
+          Observation o;
+          loop.latest_observation(o);
+          CHECK((o.flags & kTickMuted) != 0u);
+        }
+      }
+      REQUIRE(tripped);
+      CHECK(bad_at_trip - bad_before <= 200u);
+      CHECK(bad.commands_received() == bad_at_trip);  // nothing after the stop latched
+      const std::uint64_t good_before = good.commands_received();
+      now += static_cast<std::int64_t>(kDt * 1e9);
+      loop.manual_tick(now);
+      CHECK(good.commands_received() == good_before + 1);  // the healthy part is still commanded (its rest)
+      CHECK(loop.lifecycle() == Lifecycle::kStopped);
+      double v = 1.0;
+      good.velocities(&v);
+      CHECK(std::fabs(v) < 1e-3);  // it followed the stop to rest
+      loop.end_manual();
+    }
   }
 }
