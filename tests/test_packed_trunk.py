@@ -172,3 +172,34 @@ def test_backbone_caches_packed_trunks_per_shape_and_rebuilds_after_an_edit():
     assert float(diff.median()) < 1e-5 * float(y.grad.abs().max())
     assert float(diff.norm() / y.grad.norm()) < 2e-2
     assert "_frozen_cache" not in bb.__getstate__()
+
+
+@pytest.mark.parametrize(
+    "c_in,k,s,p,hw",
+    [
+        (3, 11, 4, 2, (64, 64)),  # AlexNet's first layer
+        (3, 11, 4, 2, (67, 71)),
+        (2, (3, 5), (2, 3), (1, 2), (17, 23)),
+        (3, 1, 3, 0, (10, 11)),  # kernel smaller than the stride
+        (4, 4, 2, 0, (30, 30)),
+    ],
+)
+def test_strided_first_layer_input_grad_by_phases(c_in, k, s, p, hw):
+    """A strided convolution of few input channels takes its input gradient as one stride-1 convolution of the
+    output gradient and a pixel shuffle (packed_trunk._Phases): equal to the transposed convolution."""
+    from percept_fast.backbones.packed_trunk import _Phases
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(c_in, 16, k, stride=s, padding=p).eval()
+    conv.weight.requires_grad_(False)
+    assert _Phases.suits(conv)
+    x = torch.randn(2, c_in, *hw)
+    packed = PackedTrunk([conv, nn.ReLU()], tuple(x.shape))
+    y = conv(x)
+    g = torch.randn(y.shape)
+    out = packed.conv_input_grad(0, g)
+    kk, ss, pp = conv.kernel_size, conv.stride, conv.padding
+    out_pad = [hw[j] - ((y.shape[2 + j] - 1) * ss[j] - 2 * pp[j] + kk[j]) for j in range(2)]
+    ref = F.conv_transpose2d(g, conv.weight, None, ss, pp, out_pad)
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
