@@ -128,19 +128,9 @@ class ServerSessions:
                 return "mismatch", hello, None
             if self.robot_link and (hello["limits_digest"] == 0 or hello["limits_digest"] != self.limits_digest):
                 # no pending slot (nothing can make this session live); the ack only states our digest
-                server_nonce = os.urandom(P.NONCE_BYTES)
-                keys = P.derive_session_keys(
-                    self.key,
-                    hello["nonce"],
-                    server_nonce,
-                    self.client_role,
-                    self.server_role,
-                    frame["session_id"],
-                    self.session_id,
-                )
-                refusal = _Session(addr, frame["session_id"], hello["nonce"], server_nonce, now_ns, keys)
+                refusal = self._open_slot(addr, frame["session_id"], hello["nonce"], now_ns)
                 self.counts["limits_refused"] += 1
-                return "limits_mismatch", hello, _AckReply(self._ack(refusal, hello, now_ns), keys[1])
+                return "limits_mismatch", hello, _AckReply(self._ack(refusal, hello, now_ns), refusal.keys[1])
             slot = next(
                 (
                     s
@@ -158,17 +148,7 @@ class ServerSessions:
                     self.pending.sort(key=lambda s: s.created_ns)
                     self.pending.pop(0)
                     self.counts["pending_evicted"] += 1
-                server_nonce = os.urandom(P.NONCE_BYTES)
-                keys = P.derive_session_keys(
-                    self.key,
-                    hello["nonce"],
-                    server_nonce,
-                    self.client_role,
-                    self.server_role,
-                    frame["session_id"],
-                    self.session_id,
-                )
-                slot = _Session(addr, frame["session_id"], hello["nonce"], server_nonce, now_ns, keys)
+                slot = self._open_slot(addr, frame["session_id"], hello["nonce"], now_ns)
                 self.pending.append(slot)
             self.counts["handshakes"] += 1
             return "ack", hello, _AckReply(self._ack(slot, hello, now_ns), slot.keys[1])
@@ -210,6 +190,20 @@ class ServerSessions:
             self.counts["sessions"] += 1
             return "accepted_new_session", packet, None
         return ("unexpected_session" if known else "unexpected_source"), None, None
+
+    def _open_slot(self, addr, client_session_id: int, client_nonce: bytes, now_ns: int) -> _Session:
+        """A handshake slot for an authentic hello: a fresh server nonce and the session keys derived from it."""
+        server_nonce = os.urandom(P.NONCE_BYTES)
+        keys = P.derive_session_keys(
+            self.key,
+            client_nonce,
+            server_nonce,
+            self.client_role,
+            self.server_role,
+            client_session_id,
+            self.session_id,
+        )
+        return _Session(addr, client_session_id, client_nonce, server_nonce, now_ns, keys)
 
     def _ack(self, slot: _Session, hello: dict, now_ns: int) -> dict:
         return {

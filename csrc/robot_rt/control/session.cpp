@@ -196,6 +196,26 @@ void ServerSession::end_session() noexcept {
   live_.keys.clear();
 }
 
+// A handshake slot for an authentic hello: the client's endpoint, session id and nonce, a fresh server nonce, and
+// the session keys derived from them (one key derivation per answered hello).
+void ServerSession::open_slot(Slot& slot, const sockaddr_in& from, std::uint32_t client_session_id,
+                              const std::uint8_t* client_nonce, std::int64_t now_ns) noexcept {
+  slot.active = true;
+  slot.addr = from;
+  slot.client_session_id = client_session_id;
+  std::memcpy(slot.client_nonce, client_nonce, kNonceBytes);
+  random_bytes(slot.server_nonce, kNonceBytes);
+  slot.created_ns = now_ns;
+  KeyInputs in;
+  in.client_nonce = slot.client_nonce;
+  in.server_nonce = slot.server_nonce;
+  in.client_role = static_cast<std::uint16_t>(client_role_);
+  in.server_role = static_cast<std::uint16_t>(own_role_);
+  in.client_session_id = slot.client_session_id;
+  in.server_session_id = session_id_;
+  slot.keys.derive(key_, in);
+}
+
 void ServerSession::fill_ack(const Slot& slot, const Packet& hello, std::int64_t now_ns, Packet& reply) const {
   reply.header.type = MessageType::kHelloAck;
   protocol::HelloAck& a = reply.hello_ack;
@@ -228,20 +248,8 @@ ServerSession::Verdict ServerSession::receive(const sockaddr_in& from, const std
       // No pending slot: nothing this client sends can make a session live. The ack (keys of a scratch slot, one
       // derivation as for any answered hello) only tells an authentic controller our digest.
       slot = &refusal_;
+      open_slot(*slot, from, frame.session_id, out.hello.nonce, now_ns);
       slot->active = false;
-      slot->addr = from;
-      slot->client_session_id = frame.session_id;
-      std::memcpy(slot->client_nonce, out.hello.nonce, kNonceBytes);
-      random_bytes(slot->server_nonce, kNonceBytes);
-      slot->created_ns = now_ns;
-      KeyInputs in;
-      in.client_nonce = slot->client_nonce;
-      in.server_nonce = slot->server_nonce;
-      in.client_role = static_cast<std::uint16_t>(client_role_);
-      in.server_role = static_cast<std::uint16_t>(own_role_);
-      in.client_session_id = slot->client_session_id;
-      in.server_session_id = session_id_;
-      slot->keys.derive(key_, in);
       fill_ack(*slot, out, now_ns, reply);
       reply_key_ = slot->keys.server_to_client;
       ++limits_refused_;
@@ -267,20 +275,7 @@ ServerSession::Verdict ServerSession::receive(const sockaddr_in& from, const std
           if (s.created_ns < slot->created_ns) slot = &s;
         ++evicted_;
       }
-      slot->active = true;
-      slot->addr = from;
-      slot->client_session_id = frame.session_id;
-      std::memcpy(slot->client_nonce, out.hello.nonce, kNonceBytes);
-      random_bytes(slot->server_nonce, kNonceBytes);
-      slot->created_ns = now_ns;
-      KeyInputs in;
-      in.client_nonce = slot->client_nonce;
-      in.server_nonce = slot->server_nonce;
-      in.client_role = static_cast<std::uint16_t>(client_role_);
-      in.server_role = static_cast<std::uint16_t>(own_role_);
-      in.client_session_id = slot->client_session_id;
-      in.server_session_id = session_id_;
-      slot->keys.derive(key_, in);
+      open_slot(*slot, from, frame.session_id, out.hello.nonce, now_ns);
     }
     fill_ack(*slot, out, now_ns, reply);
     reply_key_ = slot->keys.server_to_client;

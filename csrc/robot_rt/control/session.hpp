@@ -202,6 +202,8 @@ class ServerSession {
     protocol::SequenceTracker tracker;
   };
   void fill_ack(const Slot& slot, const protocol::Packet& hello, std::int64_t now_ns, protocol::Packet& reply) const;
+  void open_slot(Slot& slot, const sockaddr_in& from, std::uint32_t client_session_id, const std::uint8_t* client_nonce,
+                 std::int64_t now_ns) noexcept;
 
   std::string key_;
   HmacSha256Key hello_key_;

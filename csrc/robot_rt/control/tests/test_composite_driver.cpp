@@ -26,6 +26,16 @@ RobotModel one_joint(double range) {
   return m;
 }
 
+// The robot the two parts of Parts make: a gantry joint of +-1 and an arm joint of +-2.
+RobotModel gantry_and_arm() {
+  RobotModel model;
+  model.dof = 2;
+  model.limits[0] = one_joint(1.0).limits[0];
+  model.limits[1] = one_joint(2.0).limits[0];
+  model.soft_margin_si[0] = model.soft_margin_si[1] = 0.01;
+  return model;
+}
+
 struct Parts {
   std::shared_ptr<SimDriver> gantry, arm;
   std::shared_ptr<CompositeDriver> robot;
@@ -62,11 +72,7 @@ TEST_CASE("a lost link or a restart of one part latches the loop's link-loss sto
       CAPTURE(which);
       CAPTURE(restart);
       Parts p;
-      RobotModel model;
-      model.dof = 2;
-      model.limits[0] = one_joint(1.0).limits[0];
-      model.limits[1] = one_joint(2.0).limits[0];
-      model.soft_margin_si[0] = model.soft_margin_si[1] = 0.01;
+      const RobotModel model = gantry_and_arm();
       LoopConfig cfg;
       cfg.rate_hz = 1.0 / kDt;
       ControlLoop loop(p.robot, model, cfg);
@@ -178,11 +184,7 @@ TEST_CASE("a part that stops itself is muted alone: the other part still receive
       CAPTURE(cause);
       CAPTURE(which);
       Parts p;
-      RobotModel model;
-      model.dof = 2;
-      model.limits[0] = one_joint(1.0).limits[0];
-      model.limits[1] = one_joint(2.0).limits[0];
-      model.soft_margin_si[0] = model.soft_margin_si[1] = 0.01;
+      const RobotModel model = gantry_and_arm();
       LoopConfig cfg;
       cfg.rate_hz = 1.0 / kDt;
       ControlLoop loop(p.robot, model, cfg);
