@@ -345,6 +345,7 @@ void bind_constants(py::module_& m) {
   tick_flags["measurement_invalid"] = kTickMeasurementInvalid;
   tick_flags["robot_fault"] = kTickRobotFault;
   tick_flags["muted"] = kTickMuted;
+  tick_flags["part_muted"] = kTickPartMuted;
   tick_flags["shutdown"] = kTickShutdown;
   m.attr("TICK_FLAGS") = tick_flags;
   m.attr("TICK_LIFECYCLE_SHIFT") = kTickLifecycleShift;

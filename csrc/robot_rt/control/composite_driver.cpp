@@ -9,6 +9,7 @@ CompositeDriver::CompositeDriver(std::vector<std::shared_ptr<RobotDriver>> parts
   for (const auto& part : parts_) {
     if (!part) throw std::invalid_argument("parts: expected drivers, got None");
     offset_.push_back(dof_);
+    peer_restarts_seen_.push_back(part->link_health().peer_restarts);
     dof_ += part->dof();
     name_ += (name_.empty() ? "" : "+") + std::string(part->name());
   }
@@ -19,7 +20,9 @@ CompositeDriver::CompositeDriver(std::vector<std::shared_ptr<RobotDriver>> parts
 
 void CompositeDriver::on_start() {
   self_stopped_ = 0;
+  new_session_ = 0;
   muted_parts_ = 0;
+  pending_flags_ = 0;
   std::size_t started = 0;
   try {
     for (; started < parts_.size(); ++started) parts_[started]->on_start();
@@ -27,6 +30,7 @@ void CompositeDriver::on_start() {
     for (std::size_t i = 0; i < started; ++i) parts_[i]->on_stop();
     throw;
   }
+  for (std::size_t p = 0; p < parts_.size(); ++p) peer_restarts_seen_[p] = parts_[p]->link_health().peer_restarts;
 }
 
 void CompositeDriver::on_stop() {
@@ -40,6 +44,11 @@ bool CompositeDriver::read_state(JointState& out) noexcept {
   std::uint32_t flags = 0;
   for (std::size_t p = 0; p < parts_.size(); ++p) {
     const bool fresh = parts_[p]->read_state(part_state_);  // every part, every tick: each drains its link
+    const std::uint64_t restarts = parts_[p]->link_health().peer_restarts;
+    if (restarts != peer_restarts_seen_[p]) {  // this part's peer restarted: a session no loop commanded yet
+      peer_restarts_seen_[p] = restarts;
+      new_session_ |= part_joints(p);
+    }
     // a part's own stop is kept even from a state that is not whole (another part stale): the loop must not miss it
     if (fresh && (part_state_.flags & (kStateEstopInput | kStateFault))) {
       self_stopped_ |= part_joints(p);
@@ -53,6 +62,7 @@ bool CompositeDriver::read_state(JointState& out) noexcept {
     if (p == 0 || part_state_.stamp_ns < stamp) stamp = part_state_.stamp_ns;
     flags |= part_state_.flags;
     pending_flags_ |= part_state_.flags & kStateNewSession;  // one-shot: kept until a whole state carries it
+    if (part_state_.flags & kStateNewSession) new_session_ |= part_joints(p);
     const int base = offset_[p];
     for (int i = 0; i < part_state_.dof; ++i) {
       out.position_si[base + i] = part_state_.position_si[i];
@@ -85,20 +95,23 @@ bool CompositeDriver::mute_joints(std::uint64_t joints) noexcept {
   for (std::size_t p = 0; p < parts_.size(); ++p)
     if (joints & part_joints(p)) parts |= 1u << p;
   muted_parts_ = parts;
-  if (joints == 0) self_stopped_ = 0;
+  if (joints == 0) {  // a recovery (it is refused while a stop bit is still pending) or a new start
+    self_stopped_ = 0;
+    new_session_ = 0;
+  }
   return true;
 }
 
 bool CompositeDriver::write_command(const JointCommand& command) noexcept {
   if (command.dof != dof_) return false;
-  // a part's new session has not reached the loop yet (no whole state since): nothing is sent to any part
-  if (pending_flags_ & kStateNewSession) return false;
   bool ok = true;
   part_command_.stamp_ns = command.stamp_ns;
   part_command_.tick = command.tick;
   part_command_.flags = command.flags;
   for (std::size_t p = 0; p < parts_.size(); ++p) {
     if (muted_parts_ & (1u << p)) continue;  // it does not follow commands: it holds by itself
+    // a new session of this part (its peer restarted), not yet seen by the loop: it was never commanded by it
+    if (new_session_ & part_joints(p)) continue;
     const int base = offset_[p];
     const int n = parts_[p]->dof();
     part_command_.dof = n;

@@ -39,6 +39,10 @@ class CompositeDriver final : public RobotDriver {
   // lost link names that part's joints; mute_joints() stops writing to the parts with a muted joint only.
   std::uint64_t self_stopped_joints(std::uint32_t flags) const noexcept override;
   std::uint64_t link_down_joints() const noexcept override;
+  std::uint64_t new_session_joints() const noexcept override { return new_session_; }
+  std::uint32_t pending_stop_flags() const noexcept override {
+    return pending_flags_ & (kStateEstopInput | kStateFault);
+  }
   bool mute_joints(std::uint64_t joints) noexcept override;
 
   const std::vector<std::shared_ptr<RobotDriver>>& parts() const noexcept { return parts_; }
@@ -53,11 +57,13 @@ class CompositeDriver final : public RobotDriver {
   unsigned fresh_mask_ = 0;
   JointState part_state_;
   // A part's one-shot kStateNewSession (UdpDriver sets it on one state only), read while another part was not
-  // fresh: delivered with the next whole state instead of being lost, and no command goes out until then.
+  // fresh: delivered with the next whole state instead of being lost; that part is sent nothing meanwhile.
   std::uint32_t pending_flags_ = 0;
   JointCommand part_command_;
   std::uint64_t part_joints(std::size_t p) const noexcept { return RobotDriver::joint_mask(parts_[p]->dof()) << offset_[p]; }
   std::uint64_t self_stopped_ = 0;  // joints of parts that reported e-stop input or fault since the last unmute
+  std::uint64_t new_session_ = 0;   // joints of parts whose peer started a new session since the last unmute
+  std::vector<std::uint64_t> peer_restarts_seen_;
   unsigned muted_parts_ = 0;        // bit p: part p is sent nothing
 };
 

@@ -546,23 +546,27 @@ void ControlLoop::mute(std::uint64_t joints, std::int64_t wake_ns) noexcept {
 
 // 3. the reflexes: each condition latches its stop reason (the stop itself starts in this tick's safety step).
 void ControlLoop::run_reflexes(std::int64_t wake_ns, const TickScratch& t) noexcept {
-  // e-stop: a request from Python, or the robot's e-stop input
-  const bool estop_input = (last_state_.flags & kStateEstopInput) != 0;
+  // e-stop: a request from Python, or the robot's e-stop input (also one a part of a composite robot reported in a
+  // state that could not be delivered whole: another part stale or its link down)
+  const std::uint32_t kept_stop = driver_->pending_stop_flags();
+  const bool estop_input = ((last_state_.flags | kept_stop) & kStateEstopInput) != 0;
   if (estop_requested() || estop_input)
     trip(kReasonEstop, kEventEstop, -1, estop_input ? 2.0 : 1.0, wake_ns);
-  if (t.fresh && (last_state_.flags & kStateFault)) trip(kReasonRobotFault, kEventRobotFaultStop, -1, 0.0, wake_ns);
+  const bool fault = (t.fresh && (last_state_.flags & kStateFault)) || (kept_stop & kStateFault);
+  if (fault) trip(kReasonRobotFault, kEventRobotFaultStop, -1, 0.0, wake_ns);
   // A robot (part) that stopped itself does not follow the commands: it is sent neither the rest of the controlled
   // stop nor its rest, else it would run there from wherever it stopped once its own stop cleared (an audit measured
   // 1.7 rad at 1.2 V through the sim server's e-stop input). It holds by itself; only a recovery unmutes it.
-  if (estop_input || (t.fresh && (last_state_.flags & kStateFault)))
-    mute(driver_->self_stopped_joints(last_state_.flags), wake_ns);
+  if (estop_input || fault) mute(driver_->self_stopped_joints(last_state_.flags | kept_stop), wake_ns);
   if (t.fresh && measurement_invalid_) trip(kReasonMeasurementInvalid, kEventMeasurementStop, t.bad_joint, t.bad_value, wake_ns);
   // tracking error: on plausible fresh states, while the loop commands the robot
   if (t.fresh && !measurement_invalid_ && !muted_) {
     double deviation = 0.0;
     // a late tick: the robot went on with the previous command's velocity for that long
     const double lead_s = prev_write_ns_ > 0 ? 1e-9 * static_cast<double>(wake_ns - prev_write_ns_ - period_ns_) : 0.0;
-    const int joint = tracking_.check(last_state_.position_si, deviation, lead_s);
+    // the joints of muted parts stay off the commanded trajectory by design: not checked (they would hide another
+    // joint's excess, and a jam of the healthy part would never mute it)
+    const int joint = tracking_.check(last_state_.position_si, deviation, lead_s, mute_joints_);
     if (joint >= 0) {
       trip(kReasonTrackingError, kEventTrackingErrorStop, joint, deviation, wake_ns);
       // off the commanded trajectory (jammed, blocked, stopped by itself): its part is muted at once, since once
@@ -577,7 +581,9 @@ void ControlLoop::run_reflexes(std::int64_t wake_ns, const TickScratch& t) noexc
   peer_restarts_seen_ = link.peer_restarts;
   if (new_session) {
     trip(kReasonLinkLoss, kEventLinkLossStop, -1, 2.0, wake_ns);
-    mute(~0ull, wake_ns);  // a session this loop never commanded: nothing at all is sent to it
+    // a session this loop never commanded: nothing is sent to it (to that part of a composite robot)
+    const std::uint64_t restarted = driver_->new_session_joints();
+    mute(restarted != 0 ? restarted : ~0ull, wake_ns);
   } else if (!link.up) {
     trip(kReasonLinkLoss, kEventLinkLossStop, -1, 1.0, wake_ns);
     // the loop cannot see that part; when its link comes back it may be anywhere its own stop left it
@@ -620,7 +626,9 @@ std::uint32_t ControlLoop::recovery_blockers(std::int64_t wake_ns) const noexcep
   std::uint32_t b = 0;
   if (shutdown_tripped_) b |= kBlockShutdown;
   if (!filter_.at_rest()) b |= kBlockCommandMoving;
-  if (estop_requested() || (last_state_.flags & kStateEstopInput)) b |= kReasonEstop;
+  const std::uint32_t kept_stop = driver_->pending_stop_flags();  // a part's stop not yet delivered in a whole state
+  if (estop_requested() || ((last_state_.flags | kept_stop) & kStateEstopInput)) b |= kReasonEstop;
+  if (kept_stop & kStateFault) b |= kReasonRobotFault;
   if (sensor_watchdog_.tripped() || sensor_watchdog_.age_s(wake_ns) > config_.sensor_timeout_s) b |= kReasonSensorTimeout;
   if (!driver_->link_health().up) b |= kReasonLinkLoss;
   if (last_state_.flags & kStateFault) b |= kReasonRobotFault;
@@ -835,11 +843,12 @@ void ControlLoop::write_command(std::int64_t wake_ns, TickScratch& t) noexcept {
   command_.stamp_ns = wake_ns;
   tracking_.push(command_.position_si, command_.velocity_si);
   prev_write_ns_ = wake_ns;
-  if (mute_joints_ != 0) t.flags |= kTickMuted;  // all joints, or the parts that drive some (the rest still written)
   if (muted_) {
+    t.flags |= kTickMuted;
     bump(muted_ticks_);
     return;
   }
+  if (mute_joints_ != 0) t.flags |= kTickPartMuted;  // some parts sent nothing, the others this command
   command_.flags = (t.stopping ? kCommandStopping : 0u) | ((latch_.reasons() & kReasonEstop) ? kCommandEstop : 0u);
   if (!driver_->write_command(command_)) {
     bump(write_failures_);

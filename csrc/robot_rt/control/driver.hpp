@@ -97,6 +97,11 @@ class RobotDriver {
   }
   // The joints whose link is down.
   virtual std::uint64_t link_down_joints() const noexcept { return link_health().up ? 0u : joint_mask(dof()); }
+  // The joints whose peer started a new session (a restart): all of a driver of one robot.
+  virtual std::uint64_t new_session_joints() const noexcept { return joint_mask(dof()); }
+  // E-stop input / fault bits a part reported in a state that could not be delivered whole yet (another part stale);
+  // 0 for a driver of one robot. The loop acts on them at once, not at the next whole state.
+  virtual std::uint32_t pending_stop_flags() const noexcept { return 0u; }
   // Stop writing to whatever drives a joint of `joints` (0: write to all again). True when the driver does so itself
   // and keeps writing the rest; false (a driver of one robot): the loop stops writing to it altogether.
   virtual bool mute_joints(std::uint64_t joints) noexcept {

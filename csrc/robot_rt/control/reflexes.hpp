@@ -88,12 +88,15 @@ class TrackingMonitor {
   // Largest excess of |measured - commanded tube| over the threshold; returns the joint (-1: none beyond) and the
   // deviation from the tube in `deviation`. lead_s: how much later than one period after the newest command this
   // check runs (a late loop; 0 on time).
-  int check(const double* measured_si, double& deviation, double lead_s = 0.0) const noexcept {
+  // `skip`: joints not checked (bit i: joint i), e.g. those of a muted part, which stay off the commanded trajectory
+  // by design and would otherwise hide another joint's excess.
+  int check(const double* measured_si, double& deviation, double lead_s = 0.0, std::uint64_t skip = 0) const noexcept {
     int worst = -1;
     double worst_excess = 0.0;
     deviation = 0.0;
     const double lead = lead_s > kMaxLeadS ? kMaxLeadS : (lead_s > 0.0 ? lead_s : 0.0);
     for (int i = 0; i < dof_; ++i) {
+      if (skip & (1ull << i)) continue;
       double lo = history_[0][i], hi = lo;
       for (int k = 1; k < window_; ++k) {
         const double c = history_[k][i];

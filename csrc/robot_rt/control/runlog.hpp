@@ -56,6 +56,7 @@ constexpr std::uint32_t kTickRobotFault = 1u << 13;          // latched: robot f
 constexpr std::uint32_t kTickMuted = 1u << 14;               // no command written to the driver this tick
 constexpr std::uint32_t kTickShutdown = 1u << 15;            // the exit ramp (stop on shutdown)
 constexpr int kTickLifecycleShift = 16;                      // bits 16..18: the Lifecycle state (0..4)
+constexpr std::uint32_t kTickPartMuted = 1u << 19;  // some parts of a composite robot are sent nothing (not all)
 constexpr std::uint32_t kTickLifecycleMask = 7u << kTickLifecycleShift;
 // bits 20..27: how many periods the commanded trajectory advanced this tick (1 on time; more after a late wake, the
 // loop catching up with the clock: docs/safety.md, "Late wakes"). 0 in logs written before it existed: read as 1.
