@@ -6,7 +6,8 @@ pass over ``cat([ref, p0, p1])`` (reference features computed once per triplet),
 ``distance_from_features`` call for each of ``d0`` and ``d1`` (total = sum of the layers), i.e. it also
 delivers the per-layer distances. ``ours`` is the runner's default memory layout (NCHW for AlexNet,
 channels_last otherwise on CPU); the next row is the same model in the other layout; ``ours-before`` is the
-default model with the eager trunk (no frozen TorchScript copy) and the ops' own NaN/Inf scans. The ``path``
+default model with the eager trunk (no frozen copy: for alex and vgg the frozen copy is the oneDNN-prepacked
+``PackedTrunk`` since 2026-12-05, a TorchScript copy for squeeze) and the ops' own NaN/Inf scans. The ``path``
 column says which layout each ran in and whether the frozen trunk served it.
 
 lpips: ``lpips.LPIPS(net=..., version='0.1', pnet_rand=True)`` (shipped linear weights; no download) whose
