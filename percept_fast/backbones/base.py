@@ -213,17 +213,16 @@ class Backbone(nn.Module):
             key = (last, tuple((p.data_ptr(), p._version) for p in params))
         except RuntimeError:  # inference-mode parameters track no version: edits could not be seen
             return None
-        cache = self.__dict__.setdefault("_frozen_cache", {})
         fmt = self.frozen_format if fmt is None else fmt
         if fmt == "packed":
-            trunk = self._packed_trunk(last, tuple(x.shape), key)
+            trunk = self._packed_trunk(last, x, key)
             if trunk is not None:
                 return trunk.runner(list(ends) if ends is not None else self._frozen_trunk(last)[1])
             fmt = "channels_last"  # a trunk PackedTrunk cannot run: the TorchScript copy in the same layout
         slot = (last, None if ends is None else tuple(ends), fmt)
-        hit = cache.get(slot)
-        if hit is not None and hit[0] == key:
-            return hit[1]
+        hit = self._frozen_cache_hit(slot, key)
+        if hit is not None:
+            return hit
         spec = self._frozen_trunk(last)
         if spec is None:
             return None
@@ -234,33 +233,37 @@ class Backbone(nn.Module):
         except Exception:  # pragma: no cover - TorchScript unavailable/unsupported: the eager path is exact
             self.__dict__["_frozen_failed"] = True
             return None
-        cache[slot] = (key, runner)
+        self.__dict__["_frozen_cache"][slot] = (key, runner)
         return runner
+
+    def _frozen_cache_hit(self, slot, key):
+        """The frozen cache's entry ``slot`` if it was built for the parameters' versions ``key``, else None."""
+        hit = self.__dict__.setdefault("_frozen_cache", {}).get(slot)
+        return hit[1] if hit is not None and hit[0] == key else None
 
     # at most this many input shapes keep packed weights (each holds two oneDNN copies of the trunk's weights)
     _packed_shapes = 2
 
-    def _packed_trunk(self, last: int, shape: tuple[int, ...], key) -> PackedTrunk | None:
+    def _packed_trunk(self, last: int, x: torch.Tensor, key) -> PackedTrunk | None:
         """The :class:`~percept_fast.backbones.packed_trunk.PackedTrunk` of the trunk up to tap ``last`` for inputs of
-        ``shape``, cached with the frozen copies (``key``: the parameters' versions), or None when the trunk is not a
-        plain Conv2d / ReLU / MaxPool2d sequence or oneDNN is missing."""
-        cache = self.__dict__.setdefault("_frozen_cache", {})
-        slot = ("packed", last, shape)
-        hit = cache.get(slot)
-        if hit is not None and hit[0] == key:
-            return hit[1]
+        ``x``'s shape, cached with the frozen copies (``key``: the parameters' versions), or None when the trunk is not
+        a plain Conv2d / ReLU / MaxPool2d sequence or oneDNN is missing."""
+        slot = ("packed", last, tuple(x.shape))
+        hit = self._frozen_cache_hit(slot, key)
+        if hit is not None:
+            return hit
         spec = self._frozen_trunk(last)
         if spec is None:
             return None
         layers = list(spec[0])
-        probe = torch.empty(0)
-        if not supports_input_grad_trunk(layers) or not packed_trunk_available(probe.new_empty((1, 1, 1, 1)), layers):
+        if not supports_input_grad_trunk(layers) or not packed_trunk_available(x, layers):
             return None
+        cache = self.__dict__["_frozen_cache"]
         cache.pop(slot, None)
         packed = [k for k in cache if isinstance(k, tuple) and k and k[0] == "packed"]
         for old in packed[: max(0, len(packed) - self._packed_shapes + 1)]:  # oldest first (insertion order)
             del cache[old]
-        cache[slot] = (key, PackedTrunk(layers, shape))
+        cache[slot] = (key, PackedTrunk(layers, slot[2]))
         return cache[slot][1]
 
     def __getstate__(self):

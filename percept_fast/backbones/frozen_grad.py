@@ -201,8 +201,16 @@ def _max_pool_input_grad(g: torch.Tensor, inp: torch.Tensor, k, s, p, d, ceil_mo
     return torch.ops.aten.max_pool2d_with_indices_backward(g, inp, k, s, p, d, ceil_mode, idx)
 
 
+def _transposed_output_padding(in_size, out_size, conv: nn.Conv2d) -> tuple[int, int]:
+    """The output padding that makes the transposed convolution of a ``conv`` output of ``out_size`` (H, W) restore
+    the input size ``in_size`` (what ``convolution_backward`` computes for the input)."""
+    k, s, p, d = _pair(conv.kernel_size), _pair(conv.stride), _pair(conv.padding), _pair(conv.dilation)
+    return tuple(in_size[i] - ((out_size[i] - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + 1) for i in range(2))
+
+
 def _conv_input_grad(g: torch.Tensor, conv: nn.Conv2d, in_size) -> torch.Tensor:
     """dL/d(input) of a convolution for dL/d(output) ``g``: the transposed convolution with the same weight."""
-    k, s, p, d = _pair(conv.kernel_size), _pair(conv.stride), _pair(conv.padding), _pair(conv.dilation)
-    out_pad = tuple(in_size[i] - ((g.shape[2 + i] - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + 1) for i in range(2))
-    return F.conv_transpose2d(g, conv.weight, None, s, p, out_pad, conv.groups, d)
+    out_pad = _transposed_output_padding(in_size, g.shape[2:], conv)
+    return F.conv_transpose2d(
+        g, conv.weight, None, _pair(conv.stride), _pair(conv.padding), out_pad, conv.groups, _pair(conv.dilation)
+    )

@@ -9,20 +9,20 @@ step's peak memory) and runs the ReLU as a separate pass. Here each weight is re
 convolution fusion packs) and a convolution followed by a ReLU is one oneDNN call with a fused ReLU
 (``mkldnn._convolution_pointwise(..., 'relu')``). Max-pools run ATen's channels_last kernel.
 
-The values are those of the eager ops (the same oneDNN convolutions: compared exactly in
-``tests/test_metric_loss.py``); the packed weights are copies, rebuilt when a parameter changes (the owner's
-cache key) or for a new input shape.
+The values are those of the eager ops (the same oneDNN convolutions; ``tests/test_packed_trunk.py`` compares every
+layer output and transposed convolution); the packed weights are copies, rebuilt when a parameter changes (the
+owner's cache key) or for a new input shape.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .frozen_grad import _pool_out
+from .frozen_grad import _conv_out, _pair, _pool_out, _transposed_output_padding
 
 __all__ = ["PackedTrunk", "packed_trunk_available"]
 
@@ -41,10 +41,6 @@ def packed_trunk_available(x: torch.Tensor, layers: Sequence[nn.Module]) -> bool
     return True
 
 
-def _pair(v) -> list[int]:
-    return [v, v] if isinstance(v, int) else list(v)
-
-
 class PackedTrunk:
     """``layers`` (Conv2d / ReLU / MaxPool2d, as :func:`frozen_grad.supports_input_grad_trunk`) packed for inputs of
     shape ``in_shape`` ``[B, C, H, W]``.
@@ -54,29 +50,22 @@ class PackedTrunk:
 
     def __init__(self, layers: Sequence[nn.Module], in_shape: Sequence[int]):
         self.layers = list(layers)
-        self.in_shape = tuple(in_shape)
         self.fwd: dict[int, torch.Tensor] = {}
-        self.bwd: dict[int, tuple[torch.Tensor, list[int]]] = {}
-        self._bwd_args: dict[int, tuple[list[int], list[int]]] = {}
-        mk = torch.ops.mkldnn
-        shape = list(in_shape)
+        self.bwd: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}  # packed at the first backward only
+        self._shapes: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}  # conv i: (its input, its output)
+        shape = tuple(in_shape)
         with torch.no_grad():
             for i, layer in enumerate(self.layers):
                 if isinstance(layer, nn.Conv2d):
-                    k, s = _pair(layer.kernel_size), _pair(layer.stride)
-                    p, d = _pair(layer.padding), _pair(layer.dilation)
-                    w = layer.weight.detach()
-                    out_hw = [(shape[2 + j] + 2 * p[j] - d[j] * (k[j] - 1) - 1) // s[j] + 1 for j in range(2)]
-                    out_shape = [shape[0], layer.out_channels, *out_hw]
-                    # the output padding that restores this input size in the transposed convolution
-                    out_pad = [
-                        shape[2 + j] - ((out_hw[j] - 1) * s[j] - 2 * p[j] + d[j] * (k[j] - 1) + 1) for j in range(2)
-                    ]
-                    self.fwd[i] = mk._reorder_convolution_weight(w, p, s, d, layer.groups, shape)
-                    self._bwd_args[i] = (out_pad, out_shape, list(shape))  # packed at the first backward only
+                    out_shape = (shape[0], layer.out_channels, *_conv_out(shape[2:], layer))
+                    self.fwd[i] = torch.ops.mkldnn._reorder_convolution_weight(
+                        layer.weight.detach(), _pair(layer.padding), _pair(layer.stride), _pair(layer.dilation),
+                        layer.groups, shape,
+                    )  # fmt: skip
+                    self._shapes[i] = (shape, out_shape)
                     shape = out_shape
                 elif isinstance(layer, nn.MaxPool2d):
-                    shape = [shape[0], shape[1], *_pool_out(tuple(shape[2:]), layer)]
+                    shape = (shape[0], shape[1], *_pool_out(shape[2:], layer))
 
     def forward(self, x: torch.Tensor, ends: Sequence[int]) -> list[torch.Tensor]:
         mk = torch.ops.mkldnn
@@ -111,30 +100,28 @@ class PackedTrunk:
         return _Runner(self, list(ends))
 
     def conv_input_grad(self, i: int, g: torch.Tensor) -> torch.Tensor:
-        layer = self.layers[i]
-        g = g.contiguous(memory_format=torch.channels_last)
         if i not in self.bwd:
-            self.bwd[i] = self._pack_input_grad(i)
-        w, out_pad = self.bwd[i]
-        if isinstance(out_pad, _Phases):
-            return out_pad.input_grad(g, w)
-        return torch.ops.mkldnn._convolution_transpose_pointwise(
-            g, w, None, _pair(layer.padding), out_pad, _pair(layer.stride), _pair(layer.dilation), layer.groups,
-            "none", [], "",
-        )  # fmt: skip
+            self.bwd[i] = self._input_grad_fn(i)
+        return self.bwd[i](g.contiguous(memory_format=torch.channels_last))
 
-    def _pack_input_grad(self, i: int):
+    def _input_grad_fn(self, i: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``g -> dL/d(input)`` of convolution ``layers[i]`` with its weight packed now: by phases (:class:`_Phases`)
+        where that suits the layer, else oneDNN's transposed convolution."""
         layer = self.layers[i]
-        out_pad, out_shape, in_shape = self._bwd_args[i]
+        in_shape, out_shape = self._shapes[i]
         with torch.no_grad():
             if _Phases.suits(layer):
                 phases = _Phases(layer, in_shape, out_shape)
-                return phases.pack(), phases
-            w = torch.ops.mkldnn._reorder_convolution_transpose_weight(
-                layer.weight.detach(), _pair(layer.padding), out_pad, _pair(layer.stride), _pair(layer.dilation),
-                layer.groups, out_shape,
-            )  # fmt: skip
-            return w, out_pad
+                packed = phases.pack()
+                return lambda g: phases.input_grad(g, packed)
+            pad, stride, dil = _pair(layer.padding), _pair(layer.stride), _pair(layer.dilation)
+            out_pad = _transposed_output_padding(in_shape[2:], out_shape[2:], layer)
+            packed = torch.ops.mkldnn._reorder_convolution_transpose_weight(
+                layer.weight.detach(), pad, out_pad, stride, dil, layer.groups, out_shape
+            )
+        return lambda g: torch.ops.mkldnn._convolution_transpose_pointwise(
+            g, packed, None, pad, out_pad, stride, dil, layer.groups, "none", [], ""
+        )
 
 
 class _Phases:
@@ -151,7 +138,7 @@ class _Phases:
     @staticmethod
     def suits(layer: nn.Conv2d) -> bool:
         s, d = _pair(layer.stride), _pair(layer.dilation)
-        return layer.groups == 1 and d == [1, 1] and max(s) > 1 and layer.in_channels * s[0] * s[1] <= 64
+        return layer.groups == 1 and d == (1, 1) and max(s) > 1 and layer.in_channels * s[0] * s[1] <= 64
 
     def __init__(self, layer: nn.Conv2d, in_shape: Sequence[int], out_shape: Sequence[int]):
         self.layer = layer

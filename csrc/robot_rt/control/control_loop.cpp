@@ -628,10 +628,9 @@ std::uint32_t ControlLoop::recovery_blockers(std::int64_t wake_ns) const noexcep
   if (!filter_.at_rest()) b |= kBlockCommandMoving;
   const std::uint32_t kept_stop = driver_->pending_stop_flags();  // a part's stop not yet delivered in a whole state
   if (estop_requested() || ((last_state_.flags | kept_stop) & kStateEstopInput)) b |= kReasonEstop;
-  if (kept_stop & kStateFault) b |= kReasonRobotFault;
+  if ((last_state_.flags | kept_stop) & kStateFault) b |= kReasonRobotFault;
   if (sensor_watchdog_.tripped() || sensor_watchdog_.age_s(wake_ns) > config_.sensor_timeout_s) b |= kReasonSensorTimeout;
   if (!driver_->link_health().up) b |= kReasonLinkLoss;
-  if (last_state_.flags & kStateFault) b |= kReasonRobotFault;
   if (measurement_invalid_) b |= kReasonMeasurementInvalid;
   for (int i = 0; i < filter_.dof(); ++i) {
     if (!(std::fabs(last_state_.velocity_si[i]) <= rest_velocity_si_[i])) b |= kBlockRobotMoving;
