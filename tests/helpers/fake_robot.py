@@ -57,6 +57,11 @@ class FakeRobot:
         now = time.monotonic_ns()
         return now + self.clock_offset_ns + int(self.clock_drift * (now - self._t0))
 
+    def true_offset_ns(self) -> int:
+        """The robot clock minus the local monotonic clock, now (what the driver's estimate should find)."""
+        now = time.monotonic_ns()
+        return self.clock_offset_ns + int(self.clock_drift * (now - self._t0))
+
     def shift_next_states(self, *shifts_ns: int) -> None:
         """The next len(shifts_ns) states are stamped that much off the robot's clock (one each)."""
         with self._lock:
