@@ -34,3 +34,35 @@ def test_missing_checkpoint_is_named(tmp_path):
     assert run.load_checkpoint() is None
     with pytest.raises(FileNotFoundError, match="nope"):
         run.load_checkpoint("nope")
+
+
+class _RunsCodeWhenUnpickled:
+    """What a tampered checkpoint would hold: unpickling it calls a function of the attacker's choice."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_checkpoint_keeps_numpy_state_and_runs_no_code_from_the_file(tmp_path):
+    import pickle
+
+    import torch
+
+    run = RunDir(tmp_path / "r", {})
+    rng = np.random.default_rng(3)
+    state = {"obs_mean": np.arange(4.0), "counts": np.arange(3, dtype=np.int64), "rng": rng.bit_generator.state}
+    state["weights"] = torch.ones(2)
+    run.save_checkpoint("ok", state)
+    back = run.load_checkpoint("ok")
+    np.testing.assert_array_equal(back["obs_mean"], state["obs_mean"])
+    assert back["counts"].dtype == np.int64 and back["rng"] == state["rng"]
+    assert torch.equal(back["weights"], state["weights"])
+
+    marker = tmp_path / "code_ran"
+    torch.save({"step": 1, "payload": _RunsCodeWhenUnpickled(marker)}, run.path / "checkpoints" / "evil.pt")
+    with pytest.raises(pickle.UnpicklingError, match="open"):
+        run.load_checkpoint("evil")
+    assert not marker.exists()

@@ -21,7 +21,7 @@ from robot_rt.envs.features import FeatureExtractor, feature_dim
 from robot_rt.learning import distributed as dist
 from robot_rt.learning.dataset import EpisodeBatch, EpisodeDataset, relabel
 from robot_rt.learning.gcbc import GCBCPolicy, train_gcbc
-from robot_rt.learning.rundir import RunDir, config_differences
+from robot_rt.learning.rundir import RunDir, config_differences, load_checkpoint_file
 from robot_rt.learning.stats import wilson_interval
 
 CONDITIONS = ("demos+practice", "demos-only", "practice-only", "no-new-data")
@@ -782,12 +782,10 @@ def final_landings_from_checkpoint(run_path: str | Path, config: dict, seed: int
     """Evaluates the final policy saved in a run's checkpoint `seed{seed}-{condition}` on the run's held-out goals
     again (the same episodes: their seeds and goals are fixed by the config) and returns `summarise` with landings.
     For runs recorded before results.json kept the final landings."""
-    import torch
-
     path = Path(run_path) / "checkpoints" / f"seed{seed}-{condition}.pt"
     if not path.is_file():
         raise ValueError(f"run_path: no checkpoint {path}")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_checkpoint_file(path)
     trainer = Trainer(config, seed)
     trainer.load(state["trainer"])
     env = make_env(config["num_envs"], config)

@@ -59,7 +59,6 @@ class RunDir:
 
     def load_checkpoint(self, name: str | None = None) -> dict | None:
         """The checkpoint `name`, or the latest one (None when the run has none yet)."""
-        import torch
 
         if name is None:
             latest = self.path / "checkpoints" / "latest.json"
@@ -69,7 +68,7 @@ class RunDir:
         path = self.path / "checkpoints" / f"{name}.pt"
         if not path.exists():
             raise FileNotFoundError(f"checkpoint {name!r} not found: {path}")
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return load_checkpoint_file(path)
 
     # ------------------------------------------------------------------ results
     def write_results(self, results: dict, name: str = "results.json") -> Path:
@@ -77,6 +76,30 @@ class RunDir:
 
     def plot_path(self, name: str) -> Path:
         return self.path / "plots" / name
+
+
+def load_checkpoint_file(path: str | Path) -> dict:
+    """Reads a training checkpoint without running code from it: ``torch.load(weights_only=True)`` with NumPy's array
+    reconstruction allowed (trainers keep NumPy arrays and generator states). A checkpoint that names any other
+    global (a pickled class or function: what a tampered file would use to run code) is refused with
+    ``pickle.UnpicklingError``, before anything of it is used."""
+    import numpy as np
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint: no file {path}")
+    numeric = (np.bool_, np.integer, np.floating, np.complexfloating)
+    dtype_classes = [type(np.dtype(t)) for t in np.sctypeDict.values() if issubclass(t, numeric)]
+    numpy_arrays = [
+        np._core.multiarray._reconstruct,
+        np._core.multiarray.scalar,
+        np.ndarray,
+        np.dtype,
+        *sorted(set(dtype_classes), key=str),
+    ]
+    with torch.serialization.safe_globals(numpy_arrays):
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def read_log(path: str | Path) -> list[dict]:
