@@ -439,7 +439,7 @@ def test_bad_arguments():
                 RealTimeLoop(ROBOT, **{name: value})
     RealTimeLoop(ROBOT, command_timeout_s=1.0, sensor_timeout_s=1.0)  # the bound itself is accepted
     with pytest.raises(ValueError, match="position"):
-        RealTimeLoop(ROBOT).send_command(np.zeros(3))
+        RealTimeLoop(ROBOT).send_command(np.zeros(3), obs={"tick": 1, "stamp_ns": 1})
     q = ROBOT.home.copy()
     q[0] = 7.0
     with pytest.raises(RuntimeError, match="initial joint position outside"):
@@ -612,7 +612,7 @@ def test_start_resets_the_policy_and_send_command_needs_a_running_loop():
     policy = Policy()
     loop = RealTimeLoop(ROBOT, policy=policy)
     with pytest.raises(RuntimeError, match="not running"):
-        loop.send_command(ROBOT.home)  # it would be the next run's first goal
+        loop.send_command(ROBOT.home, obs={"tick": 1, "stamp_ns": 1})  # it would be the next run's first goal
     for run in (1, 2):
         loop.start()
         try:
@@ -707,6 +707,26 @@ def test_a_script_that_dies_while_the_loop_runs_still_ends_with_the_controlled_s
     assert "shutdown_stop" in events and "loop_stop" in events, events
     assert np.all(run.ticks["command_velocity"][-1] == 0)
     assert np.ptp(run.ticks["command_position"][:, 0]) > 0.01  # it was moving before
+
+
+def test_send_command_needs_the_observation_it_answers():
+    # Without one the loop could not tell a target computed before a stop or recovery from a fresh one.
+    loop = RealTimeLoop(ROBOT)
+    loop.start()
+    try:
+        wait_ticks(loop, 5)
+        before = loop.counters()
+        for obs in (None, {}, {"tick": 3}, {"tick": 0, "stamp_ns": 0}, {"tick": -1, "stamp_ns": 5}):
+            with pytest.raises((ValueError, TypeError), match="obs"):
+                loop.send_command(ROBOT.home, obs)
+        with pytest.raises(TypeError):
+            loop.send_command(ROBOT.home)
+        wait_ticks(loop, 5)
+        after = loop.counters()
+        assert after["commands_accepted"] == before["commands_accepted"]
+        assert after["commands_discarded"] == before["commands_discarded"]
+    finally:
+        loop.stop()
 
 
 def test_command_answering_an_earlier_runs_observation_is_discarded():

@@ -635,12 +635,24 @@ class RealTimeLoop:
         self.stop()
 
     # ------------------------------------------------------------------ commands and observations
-    def send_command(self, position, obs: dict | None = None) -> bool:
-        """Queues joint targets (lock-free ring). NaN/Inf targets are rejected by the loop and logged."""
+    def send_command(self, position, obs: dict) -> bool:
+        """Queues joint targets (lock-free ring) answering the observation `obs` (this loop's `observation()` the
+        target was computed from). The loop discards a target answering an observation from before the last recovery
+        or from an earlier run, so a target computed before a stop never moves the robot after it; that is why
+        `obs` is required. NaN/Inf targets are rejected by the loop and logged."""
         q = joint_vector(position, self.dof, "position")
+        if not isinstance(obs, dict) or "tick" not in obs or "stamp_ns" not in obs:
+            raise ValueError(
+                "obs: expected the observation the target answers (a dict from observation() with 'tick' and "
+                f"'stamp_ns'), got {type(obs).__name__}"
+            )
+        tick, stamp = int(obs["tick"]), int(obs["stamp_ns"])
+        if tick < 0 or stamp <= 0:
+            raise ValueError(
+                f"obs: expected an observation of this loop (tick >= 0, stamp_ns > 0), got {tick}, {stamp}"
+            )
         if not self.running:
             raise RuntimeError("send_command: the loop is not running (a target queued now would be the next run's)")
-        tick, stamp = (int(obs["tick"]), int(obs["stamp_ns"])) if obs is not None else (0, 0)
         with self._command_lock:
             return self._loop.push_command(q, tick, stamp)
 

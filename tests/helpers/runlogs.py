@@ -32,7 +32,7 @@ def record_demo_run(path) -> None:
         loop.push_event("udp_lost", value=3.0)
         q = robot.home.copy()
         q[2] = float("nan")
-        loop.send_command(q)
+        loop.send_command(q, obs=loop.observation())
         time.sleep(0.1)
         loop.estop()
         time.sleep(0.15)
