@@ -599,6 +599,27 @@ def test_a_recovery_its_caller_gave_up_on_never_completes_later():
         assert loop.lifecycle == "stopped" and loop.estop_latched  # nothing recovered by itself
 
 
+def test_recover_calls_from_two_threads_take_turns():
+    """The loop holds one recovery request: a second caller giving up must not cancel the first caller's request (or
+    answer it with its own seen reasons)."""
+    with RealTimeLoop(ROBOT, policy=lambda obs: np.asarray(obs["measured_position"])) as loop:
+        driver = loop.driver
+        wait_ticks(loop, 50)
+        driver.set_estop_input(True)
+        wait_until(lambda: loop.lifecycle == "stopped", what="the e-stop input's stop")
+        first = {}
+        waiting = threading.Thread(target=lambda: first.setdefault("res", loop.recover(timeout_s=3.0)))
+        waiting.start()
+        wait_until(lambda: loop.lifecycle == "recovering", what="the first request")
+        second = loop.recover(timeout_s=0.1)  # gives up while the first still waits for the input's release
+        assert not second.ok and "another recover() call" in second.message, second
+        assert loop.lifecycle == "recovering"  # the first request is still pending, not cancelled
+        driver.set_estop_input(False)
+        waiting.join(5.0)
+        assert first["res"].ok, first["res"]
+        assert loop.lifecycle == "active"
+
+
 def test_start_resets_the_policy_and_send_command_needs_a_running_loop():
     class Policy:
         resets = 0

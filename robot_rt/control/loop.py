@@ -454,6 +454,9 @@ class RealTimeLoop:
         self.policy_overrun_factor = float(policy_overrun_factor)
         self._command_lock = threading.Lock()  # the command ring has a single producer
         self._event_lock = threading.Lock()  # so has the Python -> loop event ring
+        # the loop holds one recovery request: two callers at once would answer each other's (one's seen reasons
+        # deciding the other's recovery), so recover() calls take turns
+        self._recover_lock = threading.Lock()
         self._runner = BackgroundThread(self._run_policy, "robot_rt-policy")
         self._events: list[Event] = []
         self.policy_calls = 0
@@ -711,8 +714,16 @@ class RealTimeLoop:
             seen_bits = 0
             for r in seen_reasons:
                 seen_bits |= STOP_REASONS[r]
-        self._loop.request_recover(int(seen_bits), int(seen_estop_presses))
         deadline = time.monotonic() + timeout_s
+        if not self._recover_lock.acquire(timeout=max(float(timeout_s), 0.0)):
+            return RecoveryResult(False, ("timeout",), f"another recover() call held the request for {timeout_s:.2f} s")
+        try:
+            return self._recover_once(deadline, timeout_s, seen_bits, seen_estop_presses)
+        finally:
+            self._recover_lock.release()
+
+    def _recover_once(self, deadline: float, timeout_s: float, seen_bits: int, seen_estop_presses: int):
+        self._loop.request_recover(int(seen_bits), int(seen_estop_presses))
         cancelled = False
         while True:
             state = self._loop.recover_state
