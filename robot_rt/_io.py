@@ -20,7 +20,9 @@ def _default_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+def atomic_write_bytes(path: str | Path, data: bytes, mode: int | None = None) -> Path:
+    """Writes `data` to a temporary file next to `path`, fsyncs it and renames it over `path` (readers see the old or
+    the new file, never half of one). `mode`: the file's permissions (default: 0o666 less the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -28,7 +30,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fchmod(handle.fileno(), _default_file_mode())
+            os.fchmod(handle.fileno(), _default_file_mode() if mode is None else mode)
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:

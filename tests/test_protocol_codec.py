@@ -247,6 +247,15 @@ def test_session_keys_cpp_and_python_agree(key, client_nonce, server_nonce, clie
     assert c2s + s2c == P.hkdf(client_nonce + server_nonce, key, info, 64)
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.binary(min_size=0, max_size=130))
+def test_camera_link_key_cpp_and_python_agree(key):
+    expected = hmac.new(key, b"RRTP camera link key", hashlib.sha256).hexdigest().encode() if key else b""
+    assert P.camera_link_key(key) == _control.camera_link_key(key) == expected
+    if key:
+        assert P.camera_link_key(key) != key and P.camera_link_key(P.camera_link_key(key)) != key
+
+
 def test_session_keys_change_with_every_input():
     base = (b"long-term key", bytes(16), bytes(range(16)), 1, 2, 7, 8)
     reference = P.derive_session_keys(*base)

@@ -266,6 +266,73 @@ def test_a_second_controller_waits_for_goodbye_or_timeout_and_the_robot_holds_in
         second.stop()
 
 
+def test_the_camera_links_key_opens_no_session_with_the_robot(server):
+    """A camera holds the camera link's key only, derived one way from the robot link's: its computer can never become
+    a controller of the robot (before, camera and robot link shared one key)."""
+    robot = server.robot
+    camera_key = P.camera_link_key(KEY)
+    assert len(camera_key) == 64 and KEY not in camera_key and camera_key == _control.camera_link_key(KEY)
+    url = f"udp://127.0.0.1:{server.port}?camera=none"
+    impostor = make_udp_driver(url, robot.dof, key=camera_key, limits_digest=limits_digest(robot))
+    before = server.robot_server.stats()
+    q0 = np.asarray(server.robot_server.snapshot()["position"])
+    impostor.start()
+    try:
+        with Excursion(server) as excursion:
+            _pump(impostor, 0.6, lambda t: q0 + 0.2)
+        assert impostor.stats()["session_state"] != "established"
+        assert excursion.max_m == 0.0
+    finally:
+        impostor.stop()
+    after = server.robot_server.stats()
+    assert after["sessions"] == before["sessions"] and after["handshakes"] == before["handshakes"]
+    assert after["rx_rejected"]["bad_tag"] - before["rx_rejected"]["bad_tag"] >= 3  # every hello, under a wrong key
+
+
+def test_the_sim_servers_camera_holds_the_camera_links_key_only():
+    with SimServer(load_robot(), key=KEY, serve_interval_s=0.3) as s:
+        assert s.camera is not None and s.camera.key == P.camera_link_key(KEY) != KEY
+        driver = make_udp_driver(f"udp://127.0.0.1:{s.port}", s.robot.dof, key=KEY, limits_digest=s.limits_digest)
+        driver.start()
+        try:
+            t_end = time.monotonic() + 5.0
+            while driver.stats()["camera"]["frames"] < 20 and time.monotonic() < t_end:
+                driver.read_state()
+                driver.read_ball_observations()
+                time.sleep(0.005)
+            assert driver.stats()["camera"]["frames"] >= 20  # the driver derives the same camera key
+        finally:
+            driver.stop()
+
+
+def test_camera_key_command_provisions_a_camera_that_the_controller_accepts(tmp_path):
+    from robot_rt.cli import main
+    from robot_rt.control.udp import read_key
+
+    key_file = tmp_path / "robot.key"
+    key_file.write_bytes(b"0123456789abcdef0123456789abcdef0123456789abcdef\n")
+    out = tmp_path / "camera" / "camera.key"
+    assert main(["camera-key", "--key-file", str(key_file), "--out", str(out)]) == 0
+    assert out.stat().st_mode & 0o777 == 0o600
+    camera_key = read_key(out)
+    assert camera_key == P.camera_link_key(read_key(key_file))
+    with pytest.raises(SystemExit, match="must not be"):
+        main(["camera-key", "--key-file", str(key_file), "--out", str(key_file)])
+    # a camera holding only that file serves the controller, which derives the same key from the robot link's
+    camera = CameraServer(rate_hz=150, serve_interval_s=0.3, n_serves=2, key=camera_key).start()
+    receiver = _control.CameraReceiver(camera_port=camera.port, key=_control.camera_link_key(read_key(key_file)))
+    try:
+        receiver.open()
+        t_end = time.monotonic() + 3.0
+        while receiver.stats()["frames"] < 10 and time.monotonic() < t_end:
+            receiver.read()
+            time.sleep(0.005)
+        assert receiver.stats()["frames"] >= 10
+    finally:
+        receiver.close()
+        camera.stop()
+
+
 def test_server_restart_is_reported_by_the_first_state_of_the_new_session(server):
     robot = server.robot
     driver = make_udp_driver(

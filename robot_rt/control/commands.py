@@ -107,6 +107,32 @@ def register(subparsers) -> None:
     # --mcap); run after the loop has stopped and the summary is made, before it is written
     run.set_defaults(func=cmd_run, after_run=())
 
+    camera_key = subparsers.add_parser(
+        "camera-key",
+        help="write the camera link's key (derived from the robot link's) for the camera's computer",
+        description="Derives the camera link's long-term key from the robot link's key file and writes it (mode 0600, "
+        "atomically). Give the camera this file, never the robot link's key: it authenticates the camera stream but "
+        "cannot open a session with the robot (docs/protocol.md, 'Keys'). The controller derives the same key itself.",
+    )
+    camera_key.add_argument("--key-file", required=True, help="the robot link's long-term key file")
+    camera_key.add_argument("--out", required=True, help="the camera key file to write")
+    camera_key.set_defaults(func=cmd_camera_key)
+
+
+def cmd_camera_key(args) -> int:
+    from robot_rt._io import atomic_write_bytes
+
+    from .protocol import camera_link_key
+    from .udp import read_key
+
+    key = read_key(args.key_file)
+    out = Path(args.out)
+    if out.resolve() == Path(args.key_file).resolve():
+        raise SystemExit("camera-key: --out must not be the robot link's key file")
+    atomic_write_bytes(out, camera_link_key(key) + b"\n", mode=0o600)
+    print(f"camera-key: wrote {out} (give it to the camera; keep {args.key_file} on the controller and the robot)")
+    return 0
+
 
 # --------------------------------------------------------------------------- run
 def _status_text(loop, t_s, duration_s, prev, monitor) -> tuple[str, tuple]:

@@ -448,6 +448,20 @@ KEY_LABEL = b"RRTP v3 session keys"
 SESSION_KEY_BYTES = 32
 
 
+CAMERA_KEY_LABEL = b"RRTP camera link key"
+
+
+def camera_link_key(key: bytes | str | None) -> bytes:
+    """The camera link's long-term key derived from the robot link's ``key``: the 64 lowercase hex digits (ASCII) of
+    HMAC-SHA256(key, CAMERA_KEY_LABEL); b'' without a key. A camera is provisioned with this key only (`robot-rt
+    camera-key`): it authenticates the camera stream but cannot be turned back into the robot link's key, so the
+    camera's computer can never open a controller session to the robot (docs/protocol.md, "Keys")."""
+    k = _key_bytes(key)
+    if not k:
+        return b""
+    return hmac.new(k, CAMERA_KEY_LABEL, sha256).hexdigest().encode()
+
+
 def hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
     """HKDF-Extract (RFC 5869) with HMAC-SHA256; an empty salt stands for 32 zero bytes."""
     return hmac.new(bytes(salt) or bytes(32), bytes(ikm), sha256).digest()

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 
+from robot_rt.control.protocol import camera_link_key
 from robot_rt.robot import RobotDescription, load_robot
 
 PHYSICS_CHOICES = ("kinematic", "mujoco")
@@ -86,7 +87,8 @@ class SimServer:
             rate_hz=camera_rate_hz,
             serve_interval_s=serve_interval_s,
             seed=seed,
-            key=key_bytes or None,
+            # the camera holds the camera link's key only, never the robot link's (docs/protocol.md, "Keys")
+            key=camera_link_key(key_bytes) or None,
             allow_remote=allow_remote,
         )
         self._camera_port = camera_port

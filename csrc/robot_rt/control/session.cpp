@@ -56,6 +56,21 @@ void derive_session_keys(const std::uint8_t* long_term_key, std::size_t key_size
   hkdf(salt, sizeof(salt), long_term_key, key_size, info, sizeof(info), out, 2 * kSessionKeyBytes);
 }
 
+std::string camera_link_key(const std::string& robot_link_key) {
+  if (robot_link_key.empty()) return {};
+  const HmacSha256Key key(reinterpret_cast<const std::uint8_t*>(robot_link_key.data()), robot_link_key.size());
+  std::uint8_t mac[kSha256DigestBytes];
+  key.tag(reinterpret_cast<const std::uint8_t*>(kCameraKeyLabel), sizeof(kCameraKeyLabel) - 1, nullptr, 0, mac);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out(2 * kSha256DigestBytes, '0');
+  for (std::size_t i = 0; i < kSha256DigestBytes; ++i) {
+    out[2 * i] = kHex[mac[i] >> 4];
+    out[2 * i + 1] = kHex[mac[i] & 15];
+  }
+  std::memset(mac, 0, sizeof(mac));
+  return out;
+}
+
 void SessionKeys::derive(const std::string& long_term_key, const KeyInputs& in) {
   if (long_term_key.empty()) {
     clear();

@@ -64,6 +64,13 @@ void key_info(const KeyInputs& in, std::uint8_t out[kKeyInfoBytes]);
 void derive_session_keys(const std::uint8_t* long_term_key, std::size_t key_size, const KeyInputs& in,
                          std::uint8_t out[2 * kSessionKeyBytes]);
 
+// The camera link's long-term key, derived from the robot link's: the 64 lowercase hex digits of
+// HMAC-SHA256(robot link key, kCameraKeyLabel); empty for an empty key (unauthenticated). A camera is given this
+// key only: it authenticates the camera stream but cannot be turned back into the robot link's key, so a camera
+// (or whoever owns its computer) can never open a controller session to the robot (docs/protocol.md, "Keys").
+constexpr char kCameraKeyLabel[] = "RRTP camera link key";
+std::string camera_link_key(const std::string& robot_link_key);
+
 struct SessionKeys {
   HmacSha256Key client_to_server;  // both empty in unauthenticated mode
   HmacSha256Key server_to_client;

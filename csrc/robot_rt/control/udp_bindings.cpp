@@ -366,6 +366,12 @@ void bind_protocol(py::module_& m) {
       py::arg("client_session_id"), py::arg("server_session_id"),
       "Session keys of docs/protocol.md's key schedule: (client->server key, server->client key).");
   m.def(
+      "camera_link_key",
+      [](const py::bytes& key) { return py::bytes(session::camera_link_key(std::string(key))); },
+      py::arg("key"),
+      "The camera link's long-term key derived from the robot link's (docs/protocol.md, \"Keys\"): 64 hex digits "
+      "of HMAC-SHA256(key, 'RRTP camera link key'); b'' for b''.");
+  m.def(
       "limits_digest",
       [](const std::vector<double>& position_min, const std::vector<double>& position_max,
          const std::vector<double>& velocity_limit, const std::vector<double>& acceleration_limit,

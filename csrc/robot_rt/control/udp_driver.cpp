@@ -36,7 +36,7 @@ UdpDriver::UdpDriver(UdpDriverConfig config)
     cam.camera_host = config_.camera_host;
     cam.camera_port = config_.camera_port;
     cam.bind_host = config_.bind_host;
-    cam.key = config_.key;
+    cam.key = session::camera_link_key(config_.key);  // the camera never holds the robot link's key
     camera_ = std::make_unique<CameraReceiver>(cam);
   }
 }
