@@ -730,6 +730,34 @@ def test_a_script_that_dies_while_the_loop_runs_still_ends_with_the_controlled_s
     assert np.ptp(run.ticks["command_position"][:, 0]) > 0.01  # it was moving before
 
 
+def test_a_second_loop_on_a_driven_robot_is_refused():
+    """One running loop per robot: a second loop on the same driver would command it too, e.g. move it while the
+    first loop is stopped (before, both ran and both wrote commands)."""
+    first = RealTimeLoop(ROBOT)
+    second = RealTimeLoop(ROBOT, driver=first.driver)
+    first.start()
+    try:
+        assert first.driver.claimed
+        wait_ticks(first, 5)
+        first.estop()
+        wait_until(lambda: first.lifecycle == "stopped", what="the e-stop")
+        held = np.asarray(first.observation()["measured_position"])
+        with pytest.raises(RuntimeError, match="another running loop"):
+            second.start()
+        assert not second.running and first.running and first.lifecycle == "stopped"
+        wait_ticks(first, 50)
+        assert np.allclose(first.observation()["measured_position"], held, atol=1e-6)  # nothing moved it
+    finally:
+        first.stop()
+    assert not first.driver.claimed
+    second.start()  # once the first loop has stopped, the robot may be driven by another
+    try:
+        assert second.running and second.driver.claimed
+    finally:
+        second.stop()
+    assert not second.driver.claimed
+
+
 def test_send_command_needs_the_observation_it_answers():
     # Without one the loop could not tell a target computed before a stop or recovery from a fresh one.
     loop = RealTimeLoop(ROBOT)

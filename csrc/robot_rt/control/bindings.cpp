@@ -516,7 +516,10 @@ void bind_drivers(py::module_& m) {
   py::class_<RobotDriver, std::shared_ptr<RobotDriver>>(m, "RobotDriver",
                                                          "Abstract robot driver (C++ interface, driver.hpp).")
       .def_property_readonly("dof", &RobotDriver::dof)
-      .def_property_readonly("name", &RobotDriver::name);
+      .def_property_readonly("name", &RobotDriver::name)
+      .def_property_readonly("claimed", &RobotDriver::claimed,
+                             "True while a running loop drives this driver (one loop per robot: another start() "
+                             "on it is refused).");
 
   py::class_<SimDriver, RobotDriver, std::shared_ptr<SimDriver>>(m, "SimDriver",
                                                                   "In-process simulated robot (sim_driver.hpp).")

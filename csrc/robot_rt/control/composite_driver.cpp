@@ -33,6 +33,23 @@ void CompositeDriver::on_start() {
   for (std::size_t p = 0; p < parts_.size(); ++p) peer_restarts_seen_[p] = parts_[p]->link_health().peer_restarts;
 }
 
+bool CompositeDriver::claim() noexcept {
+  if (!RobotDriver::claim()) return false;
+  for (std::size_t p = 0; p < parts_.size(); ++p) {
+    if (!parts_[p]->claim()) {
+      for (std::size_t q = 0; q < p; ++q) parts_[q]->release();
+      RobotDriver::release();
+      return false;
+    }
+  }
+  return true;
+}
+
+void CompositeDriver::release() noexcept {
+  for (auto& part : parts_) part->release();
+  RobotDriver::release();
+}
+
 void CompositeDriver::on_stop() {
   for (auto& part : parts_) part->on_stop();
 }

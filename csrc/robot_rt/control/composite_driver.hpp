@@ -35,6 +35,8 @@ class CompositeDriver final : public RobotDriver {
   const char* name() const noexcept override { return name_.c_str(); }
   void on_start() override;
   void on_stop() override;
+  bool claim() noexcept override;
+  void release() noexcept override;
   // Per part: a part's own stop (e-stop input or fault, kept from its last state, fresh or not, until unmuted) or
   // lost link names that part's joints; mute_joints() stops writing to the parts with a muted joint only.
   std::uint64_t self_stopped_joints(std::uint32_t flags) const noexcept override;

@@ -68,6 +68,7 @@ void ControlLoop::end_manual() {
   emit(kEventLoopStop, -1, static_cast<double>(tick_index_), now_ns());
   manual_ = false;
   driver_->on_stop();
+  driver_->release();
   log_.close();
 }
 
@@ -158,7 +159,21 @@ ControlLoop::~ControlLoop() { stop(); }
 // Everything start() does before the thread: the driver's first state, the filter at rest there, the latch, the
 // lifecycle, the watchdogs and the run log.
 void ControlLoop::initialise(std::int64_t start_ns) {
-  driver_->on_start();
+  if (!driver_->claim())
+    throw std::runtime_error("driver: another running loop drives this robot already (one loop per robot); stop it first");
+  bool started = false;
+  try {
+    driver_->on_start();
+    started = true;
+    initialise_claimed(start_ns);
+  } catch (...) {
+    if (started) driver_->on_stop();
+    driver_->release();
+    throw;
+  }
+}
+
+void ControlLoop::initialise_claimed(std::int64_t start_ns) {
   // initial state: the commanded trajectory starts at rest where the robot is
   JointState s;
   bool got = false;
@@ -265,6 +280,7 @@ void ControlLoop::stop() {
     stop_requested_.store(true, std::memory_order_release);
     thread_.join();
     driver_->on_stop();
+    driver_->release();
   }
   running_.store(false, std::memory_order_release);
   log_.close();

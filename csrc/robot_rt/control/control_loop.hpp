@@ -286,7 +286,8 @@ class ControlLoop {
     int steps = 1;             // periods the commanded trajectory advances this tick (advance_trajectory_clock)
   };
 
-  void initialise(std::int64_t start_ns);
+  void initialise(std::int64_t start_ns);          // claims the driver, starts it, then initialise_claimed
+  void initialise_claimed(std::int64_t start_ns);
   void thread_main();
   // One tick; returns when its work ended (CLOCK_MONOTONIC ns), the time the deadline-miss decision used.
   std::int64_t tick(std::int64_t deadline_ns, std::int64_t wake_ns);

@@ -22,6 +22,7 @@
 //     last state, so the loop must not resume motion by itself on it.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 
 namespace robot_rt::control {
@@ -113,6 +114,20 @@ class RobotDriver {
   // open sockets, etc. Default: nothing to do.
   virtual void on_start() {}
   virtual void on_stop() {}
+
+  // One running loop per driver, i.e. per robot: a second loop started on a driver that another one drives would
+  // command the same robot, e.g. move it while the first one is stopped (docs/safety.md, "Runs"). ControlLoop claims
+  // the driver when it starts and releases it when it stops; false when it is claimed already. A CompositeDriver
+  // claims every part too, so a part cannot be driven alone while the composite runs, nor the other way round.
+  virtual bool claim() noexcept {
+    bool expected = false;
+    return claimed_.compare_exchange_strong(expected, true, std::memory_order_acq_rel);
+  }
+  virtual void release() noexcept { claimed_.store(false, std::memory_order_release); }
+  bool claimed() const noexcept { return claimed_.load(std::memory_order_acquire); }
+
+ private:
+  std::atomic<bool> claimed_{false};
 };
 
 }  // namespace robot_rt::control

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <memory>
+#include <stdexcept>
 #include <vector>
 
 #include "composite_driver.hpp"
@@ -64,6 +65,32 @@ TEST_CASE("composite link health: up only while every part is up; peer restarts 
   CHECK(p.robot->link_health().peer_restarts == 1u);
   p.gantry->restart_peer();
   CHECK(p.robot->link_health().peer_restarts == 2u);
+}
+
+TEST_CASE("one running loop per robot: a composite and its parts are never driven by two loops at once") {
+  Parts p;
+  LoopConfig cfg;
+  cfg.rate_hz = 1.0 / kDt;
+  ControlLoop whole(p.robot, gantry_and_arm(), cfg);
+  ControlLoop arm_alone(p.arm, one_joint(2.0), cfg);
+  ControlLoop whole_again(p.robot, gantry_and_arm(), cfg);
+  const std::int64_t now = 1'000'000'000'000;
+  whole.begin_manual(now);
+  CHECK(p.robot->claimed());
+  CHECK(p.gantry->claimed());
+  CHECK(p.arm->claimed());
+  CHECK_THROWS_AS(arm_alone.begin_manual(now), std::runtime_error);
+  CHECK_THROWS_AS(whole_again.begin_manual(now), std::runtime_error);
+  whole.end_manual();
+  CHECK_FALSE(p.robot->claimed());
+  CHECK_FALSE(p.arm->claimed());
+  arm_alone.begin_manual(now);  // the arm alone now; the composite (which needs it) is refused, and claims nothing
+  CHECK_THROWS_AS(whole_again.begin_manual(now), std::runtime_error);
+  CHECK_FALSE(p.robot->claimed());
+  CHECK_FALSE(p.gantry->claimed());
+  arm_alone.end_manual();
+  whole_again.begin_manual(now);
+  whole_again.end_manual();
 }
 
 TEST_CASE("a lost link or a restart of one part latches the loop's link-loss stop the tick it shows") {
