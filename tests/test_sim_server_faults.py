@@ -7,6 +7,7 @@ much happens in a given wall time."""
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 from helpers.robot import pump_until, wait_until
@@ -44,6 +45,27 @@ def link():
         server.stop()
 
 
+def _held_then_resynchronised(server, driver, target):
+    """After an own stop whose cause is gone: `target` (far from where the robot holds) is still never applied; a
+    silence of the command stream, then a command where the robot holds, at rest, resynchronises it (what a
+    controller's recovery sends), after which `target` is followed."""
+    held = server.snapshot()["position"]
+    ignored = server.stats()["commands_ignored_until_resync"]
+    applied = server.stats()["commands_applied"]
+    pump_until(driver, lambda s: server.stats()["commands_ignored_until_resync"] > ignored + 50, (target, ZERO))
+    assert server.stats()["commands_applied"] == applied
+    assert max(abs(a - b) for a, b in zip(server.snapshot()["position"], held)) < 1e-6  # (its hold settling)
+    assert server.stats()["resync_required"]
+    # a command where it holds but without the silence (the stream ran on: the controller may not have seen the
+    # stop) does not resynchronise it either
+    pump_until(driver, lambda s: server.stats()["commands_ignored_until_resync"] > ignored + 80, (held, ZERO))
+    assert server.stats()["resync_required"]
+    time.sleep(0.05)  # the controller mutes on the stop: silence
+    pump_until(driver, lambda s: not server.stats()["resync_required"], (held, ZERO))
+    assert server.stats()["commands_applied"] > applied
+    pump_until(driver, lambda s: s is not None and abs(s["position"][0] - target[0]) < 2e-3, (target, ZERO))
+
+
 def test_measured_value_is_reported_and_the_joint_itself_is_unaffected(link):
     server, driver = link
     server.set_faults(measured_joint=1, measured_value=0.9)  # outside joint 1's +-0.5
@@ -78,7 +100,7 @@ def test_fault_status_is_reported_and_commands_are_ignored_until_cleared(link):
     assert abs(server.snapshot()["position"][0]) < 1e-9
     assert server.snapshot()["status"] & 0x4
     server.set_faults()
-    pump_until(driver, lambda s: s is not None and abs(s["position"][0] - 0.3) < 2e-3, (target, ZERO))
+    _held_then_resynchronised(server, driver, target)
 
 
 def test_estop_input_is_reported_and_the_robot_holds_until_released(link):
@@ -94,6 +116,7 @@ def test_estop_input_is_reported_and_the_robot_holds_until_released(link):
     assert server.snapshot()["status"] & 0x8  # protocol kStatusEstop
     server.set_faults()
     pump_until(driver, lambda s: s is not None and not s["flags"] & STATE_ESTOP_INPUT, (ZERO, ZERO))
+    _held_then_resynchronised(server, driver, target)
 
 
 def test_a_restarted_server_holds_where_it_is(link):
@@ -112,13 +135,18 @@ def test_a_restarted_server_holds_where_it_is(link):
 
 
 def test_a_stuck_joint_stays_where_it_is(link):
+    """A blocked joint (a collision) does not move, and the robot reacts as a drive's following-error supervision
+    does: it holds (every joint) and, once the joint is free, stays where it was blocked until resynchronised."""
     server, driver = link
     server.set_faults(stuck_joint=0)
     target = [0.3, 0.2, 0.0]
+    pump_until(driver, lambda s: server.stats()["blocked_holds"] >= 1, (target, ZERO))
+    pump_until(driver, lambda s: abs(server.snapshot()["velocity"][1]) < 1e-9, (target, ZERO))
+    assert server.snapshot()["position"][0] == 0.0  # joint 0 did not move at all
+    assert server.stats()["resync_required"] and server.stats()["own_stops"] >= 1
+    server.set_faults()  # free again: it stays where it was
+    _held_then_resynchronised(server, driver, target)
     pump_until(driver, lambda s: s is not None and abs(s["position"][1] - 0.2) < 2e-3, (target, ZERO))
-    assert server.snapshot()["position"][0] == 0.0  # joint 1 followed, joint 0 did not move at all
-    server.set_faults()
-    pump_until(driver, lambda s: s is not None and abs(s["position"][0] - 0.3) < 2e-3, (target, ZERO))
     with pytest.raises(ValueError, match="stuck_joint"):
         server.set_faults(stuck_joint=3)
 

@@ -416,6 +416,51 @@ def test_robot_side_stop_then_release_nothing_moves_until_recover(fault):
         server.stop()
 
 
+@pytest.mark.parametrize("fault, cause_s", [("fault", 0.004), ("estop", 0.004), ("stuck", 0.04), ("stuck", 0.06)])
+def test_a_short_robot_side_stop_never_lets_earlier_commands_move_the_robot(fault, cause_s):
+    """Rule 3 on the robot side: a stop shorter than the link's in-flight window (a fault of a few ms, a jam freed
+    before the robot's 0.1 s watchdog). The loop mutes, but the commands it sent before it knew were in flight or
+    queued: the robot applied them once the cause cleared, and a freed joint ran to the last target on its velocity
+    feed-forward (0.26-0.43 rad at up to 8.7 rad/s, found by an audit). Now the robot holds until a command after a
+    silence starts where it holds: nothing moves it until the recovery, which then takes."""
+    import time
+
+    robot, key, j = load_robot(), b"k" * 32, 7
+    server = SimServer(robot, camera=False, key=key).start()
+    rs = server.robot_server
+    driver = make_udp_driver(f"udp://127.0.0.1:{server.port}?camera=none", robot.dof, key=key)
+    loop = RealTimeLoop(robot, driver, policy=_SwingJ6(robot), rate_hz=1000, policy_rate_hz=100, workspace=False)
+    loop.start()
+    try:
+        wait_until(lambda: abs(rs.snapshot()["velocity"][j]) > 0.8 * robot.velocity_limit[j], what="a fast swing")
+        rs.set_faults(**({"stuck_joint": j} if fault == "stuck" else {fault: True}))
+        at_stop = rs.snapshot()["position"][j]
+        time.sleep(cause_s)
+        rs.set_faults()  # the cause is gone already; nobody recovers
+        cleared = rs.stats()["commands_applied"]
+        wait_until(lambda: loop.lifecycle == "stopped", what="the loop's stop")
+        wait_until(lambda: abs(rs.snapshot()["velocity"][j]) < 1e-4, timeout_s=3.0, what="the robot at rest")
+        held = np.array(rs.snapshot()["position"])
+        # it rests where its own stop put it: a jammed joint where it was blocked, a faulted one where it began to
+        # brake (one server tick and the settling of its hold later)
+        assert abs(held[j] - at_stop) < (1e-3 if fault == "stuck" else 0.05), (held[j], at_stop)
+        wait_ticks(loop, 500)
+        assert rs.stats()["commands_applied"] == cleared  # nothing sent before the stop was applied after it
+        assert np.max(np.abs(np.array(rs.snapshot()["position"]) - held)) < 1e-4
+        stats = rs.stats()
+        assert stats["own_stops"] >= 1 and stats["resync_required"]
+        assert loop.lifecycle == "stopped" and loop.observation()["flags"] & TICK_FLAGS["muted"]
+        # the recovery restarts where the robot holds: its first command resynchronises the robot, which follows again
+        assert loop.recover(timeout_s=5.0, seen_reasons=loop.stop_reasons)
+        wait_until(lambda: rs.stats()["commands_applied"] > cleared + 50, what="commands applied after the recovery")
+        assert not rs.stats()["resync_required"]
+        wait_until(lambda: abs(rs.snapshot()["position"][j] - held[j]) > 0.1, what="the swing again")
+        assert loop.lifecycle == "active"
+    finally:
+        loop.stop()
+        server.stop()
+
+
 def test_hold_policy_restarts_where_the_robot_is():
     """Rule 2 across runs: the same Hold instance in a second run holds where the robot then is, not where the
     first run began (it had no reset(): a restarted loop drove the robot 0.3 m back, found by an audit)."""

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <initializer_list>
+#include <limits>
 #include <stdexcept>
 
 #include "servo.hpp"
@@ -75,6 +76,12 @@ SimRobotServer::SimRobotServer(SimServerConfig config)
     throw std::invalid_argument("command_delay_s: at most " + std::to_string((kDelaySlots - 2) / config_.rate_hz) +
                                 " s at this rate");
   if (!config_.initial_position.empty()) check(config_.initial_position, "initial_position", false);
+  if (!(config_.resync_silence_s > 0.0 && config_.resync_silence_s < config_.command_timeout_s))
+    throw std::invalid_argument("resync_silence_s: expected a silence in (0, command_timeout_s), got " +
+                                std::to_string(config_.resync_silence_s));
+  for (int i = 0; i < dof_; ++i)
+    following_limit_[i] =
+        servo_error_bound(config_.acceleration_limit[i], 1.0 / config_.tracking_time_constant_s, config_.servo_damping);
   for (int i = 0; i < dof_; ++i) {
     const double q0 = config_.initial_position.empty() ? 0.0 : config_.initial_position[i];
     q_[i] = std::clamp(q0, config_.position_min[i], config_.position_max[i]);
@@ -342,6 +349,8 @@ void SimRobotServer::handle(const sockaddr_in& from, std::size_t size, std::int6
     clamped_ = outside;
   }
   p.due_ns = now_ns + static_cast<std::int64_t>(config_.command_delay_s * 1e9);
+  p.received_ns = now_ns;
+  p.silence_before_ns = last_command_ns_ == 0 ? std::numeric_limits<std::int64_t>::max() : now_ns - last_command_ns_;
   ++pending_count_;
   last_command_sequence_ = h.sequence;
   last_command_stamp_ns_ = h.stamp_ns;
@@ -372,19 +381,57 @@ void SimRobotServer::drain(std::int64_t now_ns) noexcept {
   }
 }
 
+bool SimRobotServer::resync_required() const noexcept {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return resync_required_;
+}
+
+// After an own stop: the command that resynchronises the robot came after a silence of the stream (sent once the
+// controller had seen the stop) and starts where the robot holds, at rest.
+bool SimRobotServer::resynchronises(const PendingCommand& p) const noexcept {
+  if (p.received_ns <= own_stop_ns_) return false;
+  if (p.silence_before_ns < static_cast<std::int64_t>(config_.resync_silence_s * 1e9)) return false;
+  for (int i = 0; i < dof_; ++i) {
+    const double tolerance = std::fmax(2.0 * following_limit_[i], 0.005);
+    if (std::fabs(p.position[i] - target_q_[i]) > tolerance) return false;
+    if (std::fabs(p.velocity[i]) > 0.02 * config_.velocity_limit[i]) return false;
+  }
+  return true;
+}
+
+void SimRobotServer::begin_own_stop(std::int64_t now_ns) noexcept {
+  if (!resync_required_) own_stops_.fetch_add(1, std::memory_order_relaxed);
+  resync_required_ = true;
+  own_stop_ns_ = now_ns;
+  pending_count_ = 0;  // sent before the controller knew of the stop: never applied
+  if (!holding_) {
+    hold_events_.fetch_add(1, std::memory_order_relaxed);
+    for (int i = 0; i < dof_; ++i) target_q_[i] = q_[i];  // brake where we are
+  }
+  holding_ = true;
+  for (int i = 0; i < dof_; ++i) target_v_[i] = 0.0;
+}
+
 void SimRobotServer::step(std::int64_t now_ns, double dt_s) noexcept {
   bool applied = false;
   bool faulted = false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (faults_.fault || faults_.estop) begin_own_stop(now_ns);
+  }
   while (pending_count_ > 0 && pending_[pending_head_].due_ns <= now_ns) {
     const PendingCommand& p = pending_[pending_head_];
     std::lock_guard<std::mutex> lock(mutex_);
     faulted = faults_.fault || faults_.estop;
-    if (!faulted) {  // a robot in FAULT or e-stop ignores commands
+    if (!faulted && resync_required_ && resynchronises(p)) resync_required_ = false;
+    if (!faulted && !resync_required_) {  // a robot in FAULT or e-stop, or not resynchronised, ignores commands
       for (int i = 0; i < dof_; ++i) {
         target_q_[i] = p.position[i];
         target_v_[i] = p.velocity[i];
       }
       applied = true;
+    } else if (!faulted) {
+      commands_ignored_until_resync_.fetch_add(1, std::memory_order_relaxed);
     }
     pending_head_ = (pending_head_ + 1) % kDelaySlots;
     --pending_count_;
@@ -434,6 +481,16 @@ void SimRobotServer::step(std::int64_t now_ns, double dt_s) noexcept {
     }
     q_[i] = q;
     v_[i] = v;
+    // a joint at rest while its target is beyond the servo's error bound is blocked (a drive's following-error
+    // supervision): after 3 ticks the robot holds where it is, as for any own stop
+    const bool blocked = std::fabs(v) <= 1e-3 * config_.velocity_limit[i] &&
+                         std::fabs(target_q_[i] - q) > following_limit_[i];
+    blocked_ticks_[i] = blocked ? blocked_ticks_[i] + 1 : 0;
+    if (blocked_ticks_[i] >= 3) {
+      blocked_holds_.fetch_add(1, std::memory_order_relaxed);
+      begin_own_stop(now_ns);
+      for (int k = 0; k < dof_; ++k) blocked_ticks_[k] = 0;
+    }
     max_position_excess_ = std::max({max_position_excess_, lo - q, q - hi});
     max_velocity_ratio_ = std::max(max_velocity_ratio_, std::fabs(v) / config_.velocity_limit[i]);
   }

@@ -12,6 +12,12 @@
 // with speed feed-forward, e.g. ABB EGM, does until its communication timeout), and brakes after command_timeout_s. Commands outside the limits are counted and clamped (a real bridge
 // would reject them; the loop must never send one). With no accepted command for command_timeout_s the
 // robot brakes (target = current position) and reports kStatusHolding.
+// Own stops (docs/protocol.md, "Robot-side stops"): on its e-stop input, a fault, or a joint blocked for 3 ticks (at
+// rest while its target is more than the servo's error bound away: a drive's following-error reaction) the robot
+// discards the queued commands, brakes to a hold where it is, and applies no command again, even once the cause has
+// gone, until one arrives after resync_silence_s of silence of the command stream that starts where it holds (within
+// 2 x the servo's error bound, 5 mm or mrad at least, and at under 2 % of the velocity limit). Commands the controller
+// sent before it saw the stop therefore never move it, and a blocked joint, once freed, stays where it was blocked.
 //
 // Network: binds host:port (127.0.0.1 by default). Only loopback sources are accepted unless allow_remote;
 // without a key (unauthenticated mode) the server must bind a loopback address and allow_remote is refused.
@@ -55,6 +61,9 @@ struct SimServerConfig {
   double servo_damping = 1.0;  // damping ratio of the servo (1: critically damped; below 1 it overshoots)
   double command_delay_s = 0.002;
   double command_timeout_s = 0.1;
+  // After an own stop, a command resynchronises the robot only after this much silence of the command stream
+  // (the controller muted when it saw the stop; commands in flight before it knew arrive within a round trip).
+  double resync_silence_s = 0.02;
   double session_timeout_s = 0.5;  // a silent live session ends (and may be replaced) after this long
   std::string key;                 // long-term key (empty: unauthenticated, loopback only)
   bool allow_remote = false;
@@ -119,6 +128,12 @@ class SimRobotServer {
   std::uint64_t commands_out_of_limits() const noexcept { return out_of_limits_.load(); }
   std::uint64_t hard_stops() const noexcept { return hard_stops_.load(); }
   std::uint64_t hold_events() const noexcept { return hold_events_.load(); }
+  // Own stops (e-stop input, fault, blocked joint), commands ignored after one until the controller resynchronised,
+  // and holds for a blocked joint (a drive's following-error reaction).
+  std::uint64_t own_stops() const noexcept { return own_stops_.load(); }
+  std::uint64_t commands_ignored_until_resync() const noexcept { return commands_ignored_until_resync_.load(); }
+  std::uint64_t blocked_holds() const noexcept { return blocked_holds_.load(); }
+  bool resync_required() const noexcept;
   std::uint64_t hellos_refused() const noexcept { return hellos_refused_.load(); }
   std::uint64_t hellos_limits_refused() const noexcept { return hellos_limits_refused_.load(); }
   std::uint64_t handshakes() const noexcept { return handshakes_.load(); }        // hello_acks sent
@@ -135,6 +150,8 @@ class SimRobotServer {
  private:
   struct PendingCommand {
     std::int64_t due_ns;
+    std::int64_t received_ns;      // when it arrived
+    std::int64_t silence_before_ns;  // since the command before it arrived (large for the first of a session)
     double position[protocol::kMaxJoints];
     double velocity[protocol::kMaxJoints];
   };
@@ -146,6 +163,8 @@ class SimRobotServer {
   void on_session_change(bool live, std::int64_t now_ns) noexcept;
   void publish_session_counters() noexcept;
   void step(std::int64_t now_ns, double dt_s) noexcept;
+  void begin_own_stop(std::int64_t now_ns) noexcept;              // under mutex_
+  bool resynchronises(const PendingCommand& p) const noexcept;  // under mutex_
   void send_state(std::int64_t now_ns) noexcept;
   bool send_to(protocol::Packet& packet, const sockaddr_in& to, std::int64_t now_ns) noexcept;
 
@@ -171,6 +190,13 @@ class SimRobotServer {
   bool clamped_ = false;
   bool holding_ = true;
   std::uint16_t unsent_stop_status_ = 0;  // e-stop / fault bits acted on since the last state sent
+  // Own stops (e-stop input, fault, a blocked joint): the robot holds, and applies no command again until one that
+  // follows a silence of the command stream (the controller saw the stop and muted) and starts where it holds
+  // (the controller's recovery restarts there): commands sent before the controller knew never move it.
+  bool resync_required_ = false;
+  std::int64_t own_stop_ns_ = 0;  // when the last own stop began
+  int blocked_ticks_[protocol::kMaxJoints] = {};
+  double following_limit_[protocol::kMaxJoints] = {};  // servo_error_bound: beyond it, a joint at rest is blocked
 
   // Joint dynamics (server thread; the snapshot copies under mutex_).
   mutable std::mutex mutex_;
@@ -199,6 +225,9 @@ class SimRobotServer {
   std::atomic<std::uint64_t> out_of_limits_{0};
   std::atomic<std::uint64_t> hard_stops_{0};
   std::atomic<std::uint64_t> hold_events_{0};
+  std::atomic<std::uint64_t> own_stops_{0};
+  std::atomic<std::uint64_t> commands_ignored_until_resync_{0};
+  std::atomic<std::uint64_t> blocked_holds_{0};
   std::atomic<std::uint64_t> hellos_refused_{0};
   std::atomic<std::uint64_t> hellos_limits_refused_{0};
   std::atomic<std::uint64_t> handshakes_{0};

@@ -702,6 +702,10 @@ void bind_sim_server(py::module_& m) {
         d["commands_out_of_limits"] = s.commands_out_of_limits();
         d["hard_stops"] = s.hard_stops();
         d["hold_events"] = s.hold_events();
+        d["own_stops"] = s.own_stops();
+        d["commands_ignored_until_resync"] = s.commands_ignored_until_resync();
+        d["blocked_holds"] = s.blocked_holds();
+        d["resync_required"] = s.resync_required();
         d["hellos_refused"] = s.hellos_refused();
         d["hellos_limits_refused"] = s.hellos_limits_refused();
         d["limits_digest"] = s.limits_digest();
