@@ -404,10 +404,17 @@ class PerceptualMetric(nn.Module):
         f0, f1 = list(f0), list(f1)
         kw = dict(self.distance_kwargs)
         kw["backend"] = self.backend
-        # the op's NaN/Inf check: off with check_input=False; on eager CPU tensors, first proven finite by one sum
-        # per map (cheaper than the op's scan on the reference backend; the C++ kernels check in their own pass)
+        # the op's NaN/Inf check: off with check_input=False; left to the lpips C++ kernel, which checks in its own
+        # pass (no extra read); on other eager CPU tensors, first proven finite by one sum per map (cheaper than the
+        # op's scan on the reference backend)
         check = self.check_input
-        if check and ops_common.host_checks(f0[0]) and _features_finite(f0) and _features_finite(f1):
+        if (
+            check
+            and not self._kernel_checks_finite(f0[0])
+            and ops_common.host_checks(f0[0])
+            and _features_finite(f0)
+            and _features_finite(f1)
+        ):
             check = False
         kw["check_finite"] = check
         if len(self.lin_weights):
@@ -416,6 +423,17 @@ class PerceptualMetric(nn.Module):
             maps = self._op(f0, f1, spatial=True, **kw)
             return _upsample_sum(maps, tuple(image_size), per_layer)
         return self._op(f0, f1, per_layer=per_layer, **kw)
+
+    def _kernel_checks_finite(self, f: object) -> bool:
+        """True when the distance op runs the lpips C++ kernel on ``f``'s device, which checks the features for
+        NaN/Inf during its own pass (no extra read; ``ValueError`` naming the map, as the op's scan)."""
+        return (
+            self.distance == "lpips"
+            and self.backend in ("auto", "cpu")
+            and isinstance(f, torch.Tensor)
+            and f.device.type == "cpu"
+            and hasattr(ops_common.cpu_module(), "lpips_forward")
+        )
 
     def forward(self, x0: torch.Tensor, x1: torch.Tensor, per_layer: bool = False) -> torch.Tensor:
         """Distance between image batches ``x0`` and ``x1`` (same shape ``[B, 3, H, W]``): ``[B]`` or ``[B, L]``

@@ -3,6 +3,7 @@ the plain-PyTorch reference, gradcheck in float64, edge cases (zero vectors, eps
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 
@@ -332,6 +333,133 @@ def test_backward_op_registration_and_compile():
     lpips_layer_reference(b, fy, w).sum().backward()
     torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-7)
     assert any("percept_fast.lpips_layer_backward" in code for code in graphs), graphs  # the fused op, traced
+
+
+# ------------------------------------------------------------------------------- one autograd node, every layer
+
+
+def _run_both(fxs, fys, ws, gouts, kw, wanted, single):
+    """Outputs and gradients of lpips_distance through the one-node fast path (_LayersCPU) and through the plain path
+    (one custom op per layer, the fast path switched off); the leaves are rebuilt for each run."""
+    ld = importlib.import_module("percept_fast.ops.lpips_distance")  # the module (the package exports the function)
+
+    results = []
+    for fused in (True, False):
+        leaves, fx_in, fy_in, w_in = [], [], [], []
+        for src, dst, want in ((fxs, fx_in, wanted[0]), (fys, fy_in, wanted[1]), (ws, w_in, wanted[2])):
+            for i, t in enumerate(src):
+                if t is None or not want[i]:
+                    dst.append(t)
+                    continue
+                lf, v = leaf(t)
+                leaves.append(lf)
+                dst.append(v)
+        args = (fx_in[0], fy_in[0], w_in[0]) if single else (fx_in, fy_in, w_in)
+        orig = ld._fused_ok
+        if not fused:
+            ld._fused_ok = lambda tensors: False
+        try:
+            out = lpips_distance(*args, backend="cpu", check_finite=False, **kw)
+        finally:
+            ld._fused_ok = orig
+        outs = list(out) if isinstance(out, list) else [out]
+        if fused:
+            assert any(type(o.grad_fn).__name__ == "_LayersCPUBackward" for o in outs), [o.grad_fn for o in outs]
+        used = [(o, g) for o, g in zip(outs, gouts) if g is not None and o.requires_grad]
+        grads = [None] * len(leaves)  # nothing differentiable receives a gradient
+        if used:
+            grads = torch.autograd.grad([o for o, _ in used], leaves, [g for _, g in used], allow_unused=True)
+        results.append(([o.detach() for o in outs], [o.requires_grad for o in outs], grads))
+    return results
+
+
+@needs_cpu
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(1, 4),
+    B=st.integers(1, 3),
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.float16, torch.bfloat16]),
+    combine=st.sampled_from(["sum", "per_layer", "spatial", "single", "single_spatial"]),
+    normalize=st.sampled_from(["lpips", "stable"]),
+    data=st.data(),
+)
+def test_fused_layers_equal_per_layer_ops(n, B, dtype, combine, normalize, data):
+    """The one-node path of every layer's forward and backward (_LayersCPU) gives bit for bit the outputs and the
+    gradients (features, weights) of the per-layer custom ops over random shapes, dtypes, layouts, weights, which
+    inputs need a gradient, and spatial maps that receive no gradient."""
+    if combine.startswith("single"):
+        n = 1
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    fxs, fys, ws = [], [], []
+    for i in range(n):
+        shape = (
+            B,
+            data.draw(st.sampled_from([1, 3, 8, 64])),
+            data.draw(st.integers(1, 6)),
+            data.draw(st.integers(1, 6)),
+        )
+        lx, ly = data.draw(st.sampled_from(GRAD_LAYOUTS)), data.draw(st.sampled_from(GRAD_LAYOUTS))
+        fxs.append(make_features(shape, dtype, lx, seed + 3 * i, zero_frac=0.2))
+        fys.append(make_features(shape, dtype, ly, seed + 3 * i + 1))
+        wdt = data.draw(st.sampled_from([None, dtype, torch.float32]))
+        g = torch.Generator().manual_seed(seed + 3 * i + 2)
+        ws.append(None if wdt is None else torch.rand(shape[1], generator=g).to(wdt))
+    wanted = [[data.draw(st.booleans()) for _ in range(n)] for _ in range(3)]
+    if not any(wanted[0] + wanted[1] + [w is not None and r for w, r in zip(ws, wanted[2])]):
+        wanted[0][0] = True
+    kw = {"normalize": normalize}
+    if combine == "per_layer":
+        kw["per_layer"] = True
+    if combine in ("spatial", "single_spatial"):
+        kw["spatial"] = True
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    g = torch.Generator().manual_seed(seed + 99)
+    if "spatial" in combine:  # a map without upstream gradient: its layer is skipped (as autograd skips its node)
+        gouts = [torch.randn(B, 1, f.shape[2], f.shape[3], generator=g, dtype=acc) for f in fxs]
+        if n > 1 and data.draw(st.booleans()):
+            gouts[data.draw(st.integers(0, n - 1))] = None
+    else:
+        gouts = [torch.randn((B, n) if combine == "per_layer" else (B,), generator=g, dtype=acc)]
+    (out_f, req_f, grad_f), (out_p, req_p, grad_p) = _run_both(
+        fxs, fys, ws, gouts, kw, wanted, combine.startswith("single")
+    )
+    assert all(torch.equal(a, b) for a, b in zip(out_f, out_p)) and req_f == req_p
+    assert len(grad_f) == len(grad_p)
+    for a, b in zip(grad_f, grad_p):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert a.dtype == b.dtype and a.shape == b.shape and a.stride() == b.stride()
+            assert torch.equal(torch.nan_to_num(a), torch.nan_to_num(b)) and torch.equal(a.isnan(), b.isnan())
+
+
+@needs_cpu
+def test_fused_layers_double_backward_and_errors():
+    """Double backward through the one-node path (float64 gradgradcheck), and its checks: every layer is checked
+    before any kernel runs, and NaN/Inf found by the kernel names the layer."""
+    fxs = [
+        torch.randn(2, 3, 2, 3, dtype=torch.float64, requires_grad=True),
+        torch.randn(2, 5, 1, 2, dtype=torch.float64),
+    ]
+    fys = [
+        torch.randn(2, 3, 2, 3, dtype=torch.float64),
+        torch.randn(2, 5, 1, 2, dtype=torch.float64, requires_grad=True),
+    ]
+    w = (torch.rand(3, dtype=torch.float64) + 0.1).requires_grad_()
+    assert type(lpips_distance(fxs, fys, [w, None], backend="cpu").grad_fn).__name__ == "_LayersCPUBackward"
+    assert torch.autograd.gradgradcheck(
+        lambda a, b, c, d, ww: lpips_distance([a, c], [b, d], [ww, None], normalize="stable", backend="cpu"),
+        (fxs[0], fys[0], fxs[1], fys[1], w),
+    )
+    bad = fys[1].detach().clone()
+    bad[1, 2, 0, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"fy\[1\] contains NaN or Inf"):
+        lpips_distance(fxs, [fys[0], bad], backend="cpu")
+    with pytest.raises(ValueError, match=r"fy contains NaN or Inf"):
+        lpips_distance(fxs[1], bad, backend="cpu")
+    with pytest.raises(ValueError, match=r"weight\[0\] must be non-negative"):
+        lpips_distance(fxs, fys, [-w.detach(), None], backend="cpu")
+    with pytest.raises(ValueError, match=r"fx\[1\] and fy\[1\] must have the same shape"):
+        lpips_distance(fxs, [fys[0], fys[1][:, :4]], backend="cpu")
 
 
 # ---------------------------------------------------------------------------------------------- triton

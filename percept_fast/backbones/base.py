@@ -131,11 +131,28 @@ class Backbone(nn.Module):
             return torch.div(x - self.shift.to(x.dtype), self.scale.to(x.dtype), out=out)
         if self.shift is None:
             return torch.sub(2 * x, 1, out=out)
-        # (2x - 1 - shift) / scale == x * mult + add; float64 constants so that they add no rounding of their own
-        scale = self.scale.to(torch.float64)
-        mult = (2.0 / scale).to(x.dtype)
-        add = ((-1.0 - self.shift.to(torch.float64)) / scale).to(x.dtype)
+        mult, add = self._unit_affine(x.dtype)
         return torch.addcmul(add, x, mult, out=out)
+
+    def _unit_affine(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mult, add)`` in ``dtype`` with ``(2x - 1 - shift) / scale == x * mult + add``, from float64 constants so
+        that they add no rounding of their own; cached (7 small tensor ops a call otherwise) for the buffers' current
+        values (data pointers and version counters: ``.to()``, ``load_state_dict`` and in-place edits rebuild it)."""
+        try:
+            key = (self.shift.data_ptr(), self.shift._version, self.scale.data_ptr(), self.scale._version)
+        except RuntimeError:  # inference-mode buffers track no version: edits could not be seen
+            key = None
+        cacheable = key is not None and not torch.compiler.is_compiling() and not torch.is_inference_mode_enabled()
+        if cacheable:
+            hit = self.__dict__.setdefault("_affine_cache", {}).get(dtype)
+            if hit is not None and hit[0] == key:
+                return hit[1]
+        scale = self.scale.to(torch.float64)
+        mult = (2.0 / scale).to(dtype)
+        add = ((-1.0 - self.shift.to(torch.float64)) / scale).to(dtype)
+        if cacheable:
+            self.__dict__["_affine_cache"][dtype] = (key, (mult, add))
+        return mult, add
 
     def forward(
         self,
@@ -193,6 +210,10 @@ class Backbone(nn.Module):
         """``(sequential trunk up to tap last, indices of its tap layers)`` for the frozen path, or None."""
         return None
 
+    def _frozen_tap_ends(self, last: int) -> list[int]:
+        """``_frozen_trunk(last)[1]`` (a subclass may give it without building the trunk's ``nn.Sequential``)."""
+        return self._frozen_trunk(last)[1]
+
     def _frozen_runner(self, x: torch.Tensor, last: int, ends: list[int] | None = None, fmt: str | None = None):
         """The frozen copy of the trunk up to tap ``last`` returning its taps (or the outputs of the layers ``ends``),
         in the layout ``fmt`` ('mkldnn', 'channels_last' or 'packed'; default ``frozen_format``), or None when it cannot
@@ -203,9 +224,12 @@ class Backbone(nn.Module):
             return None  # torch.compile traces the eager modules; autocast must see the eager ops to apply
         if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4:
             return None
-        params = list(self.parameters())
-        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
+        grad = torch.is_grad_enabled()
+        if grad and x.requires_grad:
             return None  # autograd needs the eager graph
+        params = list(self.parameters())
+        if grad and any(p.requires_grad for p in params):
+            return None
         if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in params):
             return None
         # version counters catch in-place edits (load_state_dict, p.data.mul_); data pointers catch .to()
@@ -217,7 +241,7 @@ class Backbone(nn.Module):
         if fmt == "packed":
             trunk = self._packed_trunk(last, x, key)
             if trunk is not None:
-                return trunk.runner(list(ends) if ends is not None else self._frozen_trunk(last)[1])
+                return trunk.runner(list(ends) if ends is not None else self._frozen_tap_ends(last))
             fmt = "channels_last"  # a trunk PackedTrunk cannot run: the TorchScript copy in the same layout
         slot = (last, None if ends is None else tuple(ends), fmt)
         hit = self._frozen_cache_hit(slot, key)
@@ -270,6 +294,7 @@ class Backbone(nn.Module):
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
         state = dict(state)
         state.pop("_frozen_cache", None)  # a derived copy of the weights: rebuilt on demand
+        state.pop("_affine_cache", None)  # derived from the buffers: rebuilt on demand
         return state
 
     def _forward_taps(self, x: torch.Tensor, last: int) -> list[torch.Tensor]:  # pragma: no cover - abstract

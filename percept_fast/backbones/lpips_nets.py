@@ -63,6 +63,9 @@ class _SequentialTaps(Backbone):
         end = self.tap_ends[last]
         return nn.Sequential(*list(self.features)[: end + 1]), list(self.tap_ends[: last + 1])
 
+    def _frozen_tap_ends(self, last: int) -> list[int]:
+        return list(self.tap_ends[: last + 1])  # without building the nn.Sequential of _frozen_trunk (~15 us)
+
 
 class AlexNetFeatures(_SequentialTaps):
     """AlexNet (torchvision layout) up to ``relu5``; lpips' ``alex`` trunk."""

@@ -539,6 +539,11 @@ def _lpips_layer_backward_op(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fused backward of one layer: ``(dL/dfx, dL/dfy, dL/dweight)``, each an empty ``[0]`` tensor when not wanted
     (``need_*``); recomputed from the inputs, nothing of the forward is kept."""
+    return _layer_backward_impl(fx, fy, weight, grad, eps, mode, spatial, backend, need_x, need_y, need_w)
+
+
+def _layer_backward_impl(fx, fy, weight, grad, eps, mode, spatial, backend, need_x, need_y, need_w):
+    """The body of ``percept_fast::lpips_layer_backward`` (also called directly by :class:`_LayersCPU`)."""
     need_w = need_w and weight is not None
     mod = cm.cpu_module() if backend == "cpu" else cm.cuda_module() if backend == "cuda" else None
     if backend != "triton" and not hasattr(mod, "lpips_backward"):  # a native module built before the backward
@@ -658,7 +663,9 @@ def _check_normalize(normalize: object) -> int:
     return NORMALIZE_MODES[normalize]
 
 
-def _layer(fx, fy, weight, spatial, eps, normalize, mode, backend, check_finite, layer):
+def _check_layer(fx, fy, weight, backend, check_finite, layer):
+    """Validates layer ``layer`` (-1: a single-tensor call) before any kernel runs: ``(backend, weight)``, the weight
+    flattened to ``[C]`` (and, off the reference backend, in the accumulation dtype, contiguous)."""
     names = _names(layer)
     cm.check_tensor(fx, names[0], op=OP, check_finite=False)
     cm.check_tensor(fy, names[1], op=OP, check_finite=False)
@@ -674,13 +681,108 @@ def _layer(fx, fy, weight, spatial, eps, normalize, mode, backend, check_finite,
         cm.check_finite_values(fy, names[1], op=OP)
     kernel_checks_w = fused and isinstance(weight, torch.Tensor) and weight.dtype == cdt
     w = cm.check_weight(weight, fx.shape[1], fx, names[2], op=OP, nonnegative=True, check_values=not kernel_checks_w)
+    if be != "torch" and w is not None:
+        w = w.to(cdt).contiguous()
+    return be, w
+
+
+def _run_layer(fx, fy, w, be, spatial, eps, normalize, mode, check_finite, layer):
+    """One checked layer (:func:`_check_layer`) on backend ``be``."""
     if be == "torch":
         return lpips_layer_reference(fx, fy, w, eps, normalize, spatial)
-    if w is not None:
-        w = w.to(cdt).contiguous()
-    if fused and cm.direct_call_ok(fx, fy, w):  # nothing for autograd / tracing to see: skip the op's dispatch
+    if be == "cpu" and cm.direct_call_ok(fx, fy, w):  # nothing for autograd / tracing to see: skip the op's dispatch
         return _forward_cpu(fx, fy, w, eps, mode, bool(spatial), check_finite, layer)
     return _lpips_layer_op(fx, fy, w, eps, mode, bool(spatial), be, check_finite, layer)
+
+
+# how _LayersCPU combines the layers' distances (as lpips_distance does outside it)
+_SUM, _STACK, _MAPS = 0, 1, 2
+_NARGS = 6  # _LayersCPU.apply's arguments before the tensors
+
+
+class _LayersCPU(torch.autograd.Function):
+    """Every layer's C++ forward and backward in one autograd node: what the custom op ``percept_fast::lpips_layer``
+    and the sum / stack of its outputs compute, without a node (and the op's dispatch, ~70 us a layer) per layer.
+
+    ``apply(eps, mode, spatial, combine, check_finite, single, *fx, *fy, *w)`` with the layers already checked
+    (:func:`_check_layer`, backend ``'cpu'``); ``combine``: ``_SUM`` (``[B]``, the layers added in order as
+    ``lpips_distance`` adds them), ``_STACK`` (``[B, L]``) or ``_MAPS`` (one ``[B, 1, H, W]`` map per layer);
+    ``single``: one layer given as tensors (the names in error messages: ``fx``, not ``fx[0]``). Used only
+    where :func:`_fused_ok` holds (eager, plain tensors, a gradient wanted). The gradients are the op's: the same
+    kernel per layer on the same upstream gradient (a layer whose map receives no gradient is skipped, as autograd
+    skips its node); under ``create_graph`` the differentiable formula (:func:`lpips_layer_backward`), as the op."""
+
+    @staticmethod
+    def forward(ctx, eps, mode, spatial, combine, check_finite, single, *tensors):
+        n = len(tensors) // 3
+        fxs, fys, ws = tensors[:n], tensors[n : 2 * n], tensors[2 * n :]
+        outs = [
+            _forward_cpu(fxs[i], fys[i], ws[i], eps, mode, spatial, check_finite, -1 if single else i) for i in range(n)
+        ]
+        ctx.save_for_backward(*tensors)
+        ctx.eps, ctx.mode, ctx.spatial, ctx.combine = eps, mode, spatial, combine
+        ctx.set_materialize_grads(False)
+        if combine == _MAPS:  # a map of a layer without any input needing a gradient needs none (as the op's)
+            need = ctx.needs_input_grad[_NARGS:]
+            ctx.mark_non_differentiable(*(o for i, o in enumerate(outs) if not any(need[i::n])))
+            return tuple(outs)
+        if combine == _STACK:
+            return torch.stack(outs, dim=1)
+        total = outs[0]
+        for o in outs[1:]:
+            total = total + o
+        return total
+
+    @staticmethod
+    def backward(ctx, *grads):
+        saved = ctx.saved_tensors
+        n = len(saved) // 3
+        need = ctx.needs_input_grad[_NARGS:]
+        out = [None] * (_NARGS + 3 * n)
+        if ctx.combine == _MAPS:
+            layer_grads = grads
+        elif grads[0] is None:
+            return tuple(out)
+        elif ctx.combine == _STACK:
+            layer_grads = grads[0].unbind(1)
+        else:
+            layer_grads = (grads[0],) * n
+        create_graph = torch.is_grad_enabled()
+        for i in range(n):
+            grad = layer_grads[i]
+            fx, fy, w = saved[i], saved[n + i], saved[2 * n + i]
+            need_x, need_y = bool(need[i]), bool(need[n + i])
+            need_w = bool(need[2 * n + i]) and w is not None
+            if grad is None or not (need_x or need_y or need_w):
+                continue
+            if create_graph:  # double backward: the differentiable formula, as the custom op's backward
+                gx, gy, gw = lpips_layer_backward(fx, fy, w, ctx.eps, ctx.mode, ctx.spatial, grad, need_w=need_w)
+            else:
+                gx, gy, gw = _layer_backward_impl(
+                    fx, fy, w, grad, ctx.eps, ctx.mode, ctx.spatial, "cpu", need_x, need_y, need_w
+                )
+            out[_NARGS + i] = gx if need_x else None
+            out[_NARGS + n + i] = gy if need_y else None
+            out[_NARGS + 2 * n + i] = gw if need_w else None
+        return tuple(out)
+
+
+def _fused_ok(tensors) -> bool:
+    """True when :class:`_LayersCPU` may stand for the per-layer custom ops: eager (no torch.compile / dispatch-mode
+    tracing, no functorch transform, no torch function mode), plain tensors (or parameters), and a gradient wanted
+    (without one the forwards are called directly, :func:`percept_fast.ops._common.direct_call_ok`)."""
+    if not torch.is_grad_enabled() or torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() > 0:
+        return False
+    if torch._C._is_torch_function_mode_enabled() or torch._C._are_functorch_transforms_active():
+        return False
+    wanted = False
+    for t in tensors:
+        if t is None:
+            continue
+        if type(t) is not torch.Tensor and type(t) is not torch.nn.Parameter:
+            return False
+        wanted = wanted or t.requires_grad
+    return wanted
 
 
 def _as_layers(fx, fy, weight):
@@ -740,14 +842,27 @@ def lpips_distance(
     if layers is None:
         if per_layer:
             raise ValueError(f"{OP}: per_layer=True needs lists of per-layer features (fx, fy are tensors)")
-        return _layer(fx, fy, weight, spatial, eps, normalize, mode, backend, check_finite, -1)
+        be, w = _check_layer(fx, fy, weight, backend, check_finite, -1)
+        if be == "cpu" and _fused_ok((fx, fy, w)):
+            out = _LayersCPU.apply(eps, mode, bool(spatial), _MAPS if spatial else _SUM, check_finite, True, fx, fy, w)
+            return out[0] if spatial else out
+        return _run_layer(fx, fy, w, be, spatial, eps, normalize, mode, check_finite, -1)
     if spatial and per_layer:
         raise ValueError(f"{OP}: per_layer=True and spatial=True cannot be combined (the maps differ in size)")
-    outs = []
+    checked = []  # every layer checked before any kernel runs
     for i, (a, b, w) in enumerate(layers):
-        outs.append(_layer(a, b, w, spatial, eps, normalize, mode, backend, check_finite, i))
-        if outs[-1].shape[0] != outs[0].shape[0]:
-            raise ValueError(f"{OP}: every layer must have the same batch size; fx[{i}] has {outs[-1].shape[0]}")
+        checked.append(_check_layer(a, b, w, backend, check_finite, i))
+        if a.shape[0] != layers[0][0].shape[0]:
+            raise ValueError(f"{OP}: every layer must have the same batch size; fx[{i}] has {a.shape[0]}")
+    fxs, fys, ws = [a for a, _, _ in layers], [b for _, b, _ in layers], [w for _, w in checked]
+    if all(be == "cpu" for be, _ in checked) and _fused_ok(fxs + fys + ws):
+        combine = _MAPS if spatial else _STACK if per_layer else _SUM
+        out = _LayersCPU.apply(eps, mode, bool(spatial), combine, check_finite, False, *fxs, *fys, *ws)
+        return list(out) if spatial else out
+    outs = [
+        _run_layer(a, b, w, be, spatial, eps, normalize, mode, check_finite, i)
+        for i, (a, b, (be, w)) in enumerate(zip(fxs, fys, checked))
+    ]
     if spatial:
         return outs
     if per_layer:
