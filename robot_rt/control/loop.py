@@ -650,9 +650,9 @@ class RealTimeLoop:
                 f"'stamp_ns'), got {type(obs).__name__}"
             )
         tick, stamp = int(obs["tick"]), int(obs["stamp_ns"])
-        if tick < 0 or stamp <= 0:
+        if tick < 1 or stamp <= 0:  # (a loop's observations start at tick 1: tick 0 would pass the recovery filter)
             raise ValueError(
-                f"obs: expected an observation of this loop (tick >= 0, stamp_ns > 0), got {tick}, {stamp}"
+                f"obs: expected an observation of this loop (tick >= 1, stamp_ns > 0), got {tick}, {stamp}"
             )
         if not self.running:
             raise RuntimeError("send_command: the loop is not running (a target queued now would be the next run's)")
