@@ -765,7 +765,14 @@ def test_send_command_needs_the_observation_it_answers():
     try:
         wait_ticks(loop, 5)
         before = loop.counters()
-        for obs in (None, {}, {"tick": 3}, {"tick": 0, "stamp_ns": 0}, {"tick": 0, "stamp_ns": 5}, {"tick": -1, "stamp_ns": 5}):
+        for obs in (
+            None,
+            {},
+            {"tick": 3},
+            {"tick": 0, "stamp_ns": 0},
+            {"tick": 0, "stamp_ns": 5},
+            {"tick": -1, "stamp_ns": 5},
+        ):
             with pytest.raises((ValueError, TypeError), match="obs"):
                 loop.send_command(ROBOT.home, obs)
         with pytest.raises(TypeError):

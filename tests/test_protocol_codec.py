@@ -58,6 +58,7 @@ def packets(draw):
         if kind == "joint_state":
             p.update(
                 status=draw(st.integers(0, P.KNOWN_STATUS)),
+                robot_stops=draw(u32),
                 echo_command_sequence=draw(u64),
                 echo_command_stamp_ns=draw(u64),
                 echo_command_receive_ns=draw(u64),
@@ -66,7 +67,7 @@ def packets(draw):
         else:
             mode = draw(st.sampled_from([P.MODE_POSITION, P.MODE_POSITION_VELOCITY]))
             velocity = draw(st.lists(finite, min_size=dof, max_size=dof)) if mode else [0.0] * dof
-            p.update(mode=mode, velocity=velocity)
+            p.update(mode=mode, robot_stops_acknowledged=draw(u32), velocity=velocity)
     else:
         count = draw(st.integers(0, 16))
         p["camera_id"] = draw(st.integers(0, 2**16 - 1))
@@ -361,7 +362,6 @@ def _resealed(data, offset, fmt, value, key=None):
         (32, "<H", 17, "bad_value"),  # dof > 16
         (32, "<H", 2, "bad_length"),  # dof inconsistent with the size
         (34, "<H", 7, "bad_value"),  # unknown mode
-        (36, "<I", 1, "bad_value"),  # reserved payload field
         (40, "<d", math.nan, "bad_value"),  # NaN position
         (48 + 24, "<d", math.inf, "bad_value"),  # inf velocity
     ],

@@ -7,7 +7,6 @@ much happens in a given wall time."""
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 from helpers.robot import pump_until, wait_until
@@ -46,23 +45,23 @@ def link():
 
 
 def _held_then_resynchronised(server, driver, target):
-    """After an own stop whose cause is gone: `target` (far from where the robot holds) is still never applied; a
-    silence of the command stream, then a command where the robot holds, at rest, resynchronises it (what a
-    controller's recovery sends), after which `target` is followed."""
+    """After an own stop whose cause is gone: the robot counts the stop in every state; `target` (far from where it
+    holds) is never applied, nor a command where it holds while the driver has not acknowledged the stop; once it has
+    (what a recovery does), a command where the robot holds, at rest, resynchronises it, after which `target` is
+    followed."""
     held = server.snapshot()["position"]
     ignored = server.stats()["commands_ignored_until_resync"]
     applied = server.stats()["commands_applied"]
-    pump_until(driver, lambda s: server.stats()["commands_ignored_until_resync"] > ignored + 50, (target, ZERO))
+    state = pump_until(driver, lambda s: server.stats()["commands_ignored_until_resync"] > ignored + 50, (target, ZERO))
+    assert state["robot_stopped"]  # the stop count moved on: every state says so until acknowledged
     assert server.stats()["commands_applied"] == applied
     assert max(abs(a - b) for a, b in zip(server.snapshot()["position"], held)) < 1e-6  # (its hold settling)
-    assert server.stats()["resync_required"]
-    # a command where it holds but without the silence (the stream ran on: the controller may not have seen the
-    # stop) does not resynchronise it either
     pump_until(driver, lambda s: server.stats()["commands_ignored_until_resync"] > ignored + 80, (held, ZERO))
-    assert server.stats()["resync_required"]
-    time.sleep(0.05)  # the controller mutes on the stop: silence
-    pump_until(driver, lambda s: not server.stats()["resync_required"], (held, ZERO))
+    assert server.stats()["resync_required"] and server.stats()["commands_applied"] == applied
+    driver.acknowledge_robot_stops()
+    state = pump_until(driver, lambda s: not server.stats()["resync_required"], (held, ZERO))
     assert server.stats()["commands_applied"] > applied
+    pump_until(driver, lambda s: s is not None and not s["robot_stopped"], (held, ZERO))
     pump_until(driver, lambda s: s is not None and abs(s["position"][0] - target[0]) < 2e-3, (target, ZERO))
 
 

@@ -461,6 +461,66 @@ def test_a_short_robot_side_stop_never_lets_earlier_commands_move_the_robot(faul
         server.stop()
 
 
+def test_a_robot_side_stop_the_loop_never_saw_is_still_a_stop():
+    """Rule 3 under packet loss: a 2 ms robot-side fault whose states are lost, with the commands lost one way for
+    35 ms around it. The robot counts its stops in every state and takes only commands that acknowledge the count
+    (a recovery does), so the loop learns of the stop from the next state it gets and the robot never follows it
+    again without a recovery (with a silence-based resync, the loop's ordinary stream resynchronised the robot and
+    it followed the loop 0.3 m on, the loop never stopping: found by an audit)."""
+    import threading
+    import time
+
+    class Goal:
+        def __init__(self):
+            self.go = threading.Event()
+
+        def reset(self):
+            pass
+
+        def __call__(self, obs):
+            q = robot.home.copy()
+            if self.go.is_set():
+                q[0] += 0.3
+            return q
+
+    robot, key = load_robot(), b"k" * 32
+    server = SimServer(robot, camera=False, key=key).start()
+    rs = server.robot_server
+    proxy = FaultProxy(("127.0.0.1", server.port), seed=1).start()
+    driver = make_udp_driver(f"udp://127.0.0.1:{proxy.port}?camera=none", robot.dof, key=key)
+    policy = Goal()
+    loop = RealTimeLoop(robot, driver, policy=policy, rate_hz=1000, workspace=False, sensor_timeout_s=0.06)
+    loop.start()
+    try:
+        wait_ticks(loop, 300)
+        before = np.array(rs.snapshot()["position"])
+        stops_before = rs.stats()["own_stops"]
+        t0 = time.monotonic()
+        proxy.set_faults("up", blackhole=True)  # commands lost from here
+        time.sleep(0.004)
+        proxy.set_faults("both", blackhole=True)  # and the states that carry the fault bit
+        rs.set_faults(fault=True)
+        time.sleep(0.002)
+        rs.set_faults()  # cleared by itself; nobody recovers
+        time.sleep(0.003)
+        proxy.set_faults("up", blackhole=True)  # states flow again, commands still lost
+        time.sleep(max(0.0, t0 + 0.035 - time.monotonic()))
+        proxy.clear_faults()
+        wait_until(lambda: loop.lifecycle == "stopped", what="the loop's stop")
+        assert rs.stats()["own_stops"] == stops_before + 1
+        assert "robot_fault" in loop.stop_reasons_seen, loop.stop_reasons_seen
+        policy.go.set()  # the policy now asks for 0.3 m
+        wait_ticks(loop, 1000)
+        assert np.max(np.abs(np.array(rs.snapshot()["position"]) - before)) < 2e-3
+        assert rs.stats()["resync_required"] and loop.lifecycle == "stopped"
+        assert loop.recover(timeout_s=5.0, seen_reasons=loop.stop_reasons)  # an operator's recovery: it moves again
+        wait_until(lambda: abs(rs.snapshot()["position"][0] - before[0] - 0.3) < 5e-3, what="the goal")
+    finally:
+        loop.stop()
+        proxy.stop()
+        server.stop()
+
+
 def test_hold_policy_restarts_where_the_robot_is():
     """Rule 2 across runs: the same Hold instance in a second run holds where the robot then is, not where the
     first run began (it had no reset(): a restarted loop drove the robot 0.3 m back, found by an audit)."""

@@ -714,8 +714,11 @@ class RealTimeLoop:
             seen_bits = 0
             for r in seen_reasons:
                 seen_bits |= STOP_REASONS[r]
+        if not timeout_s >= 0.0:  # (NaN too)
+            raise ValueError(f"timeout_s: expected a non-negative number of seconds, got {timeout_s!r}")
+        timeout_s = min(float(timeout_s), threading.TIMEOUT_MAX)  # (inf: wait for the answer)
         deadline = time.monotonic() + timeout_s
-        if not self._recover_lock.acquire(timeout=max(float(timeout_s), 0.0)):
+        if not self._recover_lock.acquire(timeout=timeout_s):
             return RecoveryResult(False, ("timeout",), f"another recover() call held the request for {timeout_s:.2f} s")
         try:
             return self._recover_once(deadline, timeout_s, seen_bits, seen_estop_presses)

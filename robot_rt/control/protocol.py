@@ -125,6 +125,13 @@ def _key_bytes(key) -> bytes | None:
     return bytes(key) or None
 
 
+def _u32(value, name: str) -> int:
+    value = int(value)
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise ValueError(f"{name}: expected 0..2**32-1, got {value}")
+    return value
+
+
 def _nonce(packet: dict, name: str) -> bytes:
     value = packet.get(name, bytes(NONCE_BYTES))
     if not isinstance(value, bytes | bytearray) or len(value) != NONCE_BYTES:
@@ -199,7 +206,7 @@ def encode_payload(packet: dict) -> bytes:
         head = _STATE_HEAD.pack(
             dof & 0xFFFF,
             status,
-            0,
+            _u32(packet.get("robot_stops", 0), "robot_stops"),
             int(packet.get("echo_command_sequence", 0)),
             int(packet.get("echo_command_stamp_ns", 0)),
             int(packet.get("echo_command_receive_ns", 0)),
@@ -210,7 +217,8 @@ def encode_payload(packet: dict) -> bytes:
         if mode not in (MODE_POSITION, MODE_POSITION_VELOCITY):
             raise ValueError(f"mode: expected 0 or 1, got {mode}")
         dof = len(packet["position"])
-        payload, dof = _joint_payload(packet, _U16x2_U32.pack(dof & 0xFFFF, mode, 0))
+        acknowledged = _u32(packet.get("robot_stops_acknowledged", 0), "robot_stops_acknowledged")
+        payload, dof = _joint_payload(packet, _U16x2_U32.pack(dof & 0xFFFF, mode, acknowledged))
         if mode == MODE_POSITION and any(float(v) != 0.0 for v in packet.get("velocity", [])):
             raise ValueError("velocity: must be zero in position mode")
         return payload
@@ -310,17 +318,18 @@ def _decode_payload(kind: str, p: bytes) -> dict:
     if kind == "joint_state":
         if size < JOINT_STATE_HEAD_BYTES:
             raise ProtocolError("bad_length", "joint_state payload shorter than its head")
-        dof, status, reserved, echo_seq, echo_stamp, echo_receive = _STATE_HEAD.unpack_from(p)
+        dof, status, robot_stops, echo_seq, echo_stamp, echo_receive = _STATE_HEAD.unpack_from(p)
         if not 1 <= dof <= MAX_JOINTS:
             raise ProtocolError("bad_value", f"dof={dof}")
         if size != payload_bytes(kind, dof):
             raise ProtocolError("bad_length", f"joint_state with dof={dof} must be {payload_bytes(kind, dof)} bytes")
-        if status & ~KNOWN_STATUS or reserved:
-            raise ProtocolError("bad_value", "unknown status bits or reserved field set")
+        if status & ~KNOWN_STATUS:
+            raise ProtocolError("bad_value", "unknown status bits")
         values = struct.unpack_from(f"<{2 * dof}d", p, JOINT_STATE_HEAD_BYTES)
         _check_finite(values, "joint_state")
         return {
             "status": status,
+            "robot_stops": robot_stops,
             "echo_command_sequence": echo_seq,
             "echo_command_stamp_ns": echo_stamp,
             "echo_command_receive_ns": echo_receive,
@@ -330,18 +339,23 @@ def _decode_payload(kind: str, p: bytes) -> dict:
     if kind == "joint_command":
         if size < 8:
             raise ProtocolError("bad_length", "joint_command payload shorter than its head")
-        dof, mode, reserved = _U16x2_U32.unpack_from(p)
+        dof, mode, acknowledged = _U16x2_U32.unpack_from(p)
         if not 1 <= dof <= MAX_JOINTS:
             raise ProtocolError("bad_value", f"dof={dof}")
         if size != payload_bytes(kind, dof):
             raise ProtocolError("bad_length", f"joint_command with dof={dof} must be {payload_bytes(kind, dof)} bytes")
-        if mode not in (MODE_POSITION, MODE_POSITION_VELOCITY) or reserved:
-            raise ProtocolError("bad_value", f"mode={mode} reserved={reserved}")
+        if mode not in (MODE_POSITION, MODE_POSITION_VELOCITY):
+            raise ProtocolError("bad_value", f"mode={mode}")
         values = struct.unpack_from(f"<{2 * dof}d", p, 8)
         _check_finite(values, "joint_command")
         if mode == MODE_POSITION and any(v != 0.0 for v in values[dof:]):
             raise ProtocolError("bad_value", "velocity must be zero in position mode")
-        return {"mode": mode, "position": list(values[:dof]), "velocity": list(values[dof:])}
+        return {
+            "mode": mode,
+            "robot_stops_acknowledged": acknowledged,
+            "position": list(values[:dof]),
+            "velocity": list(values[dof:]),
+        }
     if kind == "ball_observations":
         if size < 8:
             raise ProtocolError("bad_length", "ball_observations payload shorter than its head")

@@ -99,7 +99,26 @@ def load_checkpoint_file(path: str | Path) -> dict:
         *sorted(set(dtype_classes), key=str),
     ]
     with torch.serialization.safe_globals(numpy_arrays):
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    return _plain_numeric_arrays(state, path)
+
+
+def _plain_numeric_arrays(obj, path: Path):
+    """`obj` with every NumPy array rebuilt from its plain numeric dtype: the allowlisted dtype classes can be unpickled
+    with any state (an object dtype, object-reference flags on a float64), which a training state never holds."""
+    import numpy as np
+
+    if isinstance(obj, np.ndarray | np.generic):
+        if obj.dtype.kind not in "biufc" or obj.dtype.hasobject or obj.dtype.fields is not None:
+            raise ValueError(f"checkpoint {path}: holds an array of dtype {obj.dtype.str!r}; expected plain numbers")
+        clean = np.dtype(obj.dtype.str)
+        return np.array(obj, dtype=clean, copy=True) if isinstance(obj, np.ndarray) else clean.type(obj)
+    if isinstance(obj, dict):
+        return {k: _plain_numeric_arrays(v, path) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        out = [_plain_numeric_arrays(v, path) for v in obj]
+        return out if isinstance(obj, list) else tuple(out)
+    return obj
 
 
 def read_log(path: str | Path) -> list[dict]:

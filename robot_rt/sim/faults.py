@@ -412,11 +412,12 @@ FAULTS: tuple[Fault, ...] = (
     ),
     Fault(
         "tracking_error",
-        "joint 0 is blocked (a collision): the robot does not follow",
+        "joint 0 is blocked (a collision): the robot does not follow (the loop's tracking check or the robot's own "
+        "following-error hold, whichever sees it first: docs/protocol.md 'Robot-side stops')",
         "Moving",
         _set_faults(stuck_joint=0),
         _clear_faults,
-        stops=frozenset({"tracking_error_stop"}),
+        stops=frozenset({"tracking_error_stop", "robot_fault_stop"}),
         exit_codes=PROTECTIVE,
     ),
     Fault(

@@ -33,6 +33,11 @@ void CompositeDriver::on_start() {
   for (std::size_t p = 0; p < parts_.size(); ++p) peer_restarts_seen_[p] = parts_[p]->link_health().peer_restarts;
 }
 
+void CompositeDriver::acknowledge_robot_stops() noexcept {
+  for (auto& part : parts_) part->acknowledge_robot_stops();
+  pending_flags_ &= ~kStateRobotStopped;  // acknowledged: a part's kept stop count is no stop any more
+}
+
 bool CompositeDriver::claim() noexcept {
   if (!RobotDriver::claim()) return false;
   for (std::size_t p = 0; p < parts_.size(); ++p) {
@@ -67,9 +72,9 @@ bool CompositeDriver::read_state(JointState& out) noexcept {
       new_session_ |= part_joints(p);
     }
     // a part's own stop is kept even from a state that is not whole (another part stale): the loop must not miss it
-    if (fresh && (part_state_.flags & (kStateEstopInput | kStateFault))) {
+    if (fresh && (part_state_.flags & kStateSelfStop)) {
       self_stopped_ |= part_joints(p);
-      pending_flags_ |= part_state_.flags & (kStateEstopInput | kStateFault);
+      pending_flags_ |= part_state_.flags & kStateSelfStop;
     }
     if (!fresh || part_state_.dof != parts_[p]->dof()) {
       all_fresh = false;

@@ -36,6 +36,7 @@ class CompositeDriver final : public RobotDriver {
   void on_start() override;
   void on_stop() override;
   bool claim() noexcept override;
+  void acknowledge_robot_stops() noexcept override;
   void release() noexcept override;
   // Per part: a part's own stop (e-stop input or fault, kept from its last state, fresh or not, until unmuted) or
   // lost link names that part's joints; mute_joints() stops writing to the parts with a muted joint only.
@@ -43,7 +44,7 @@ class CompositeDriver final : public RobotDriver {
   std::uint64_t link_down_joints() const noexcept override;
   std::uint64_t new_session_joints() const noexcept override { return new_session_; }
   std::uint32_t pending_stop_flags() const noexcept override {
-    return pending_flags_ & (kStateEstopInput | kStateFault);
+    return pending_flags_ & kStateSelfStop;
   }
   bool mute_joints(std::uint64_t joints) noexcept override;
 

@@ -570,10 +570,15 @@ void ControlLoop::run_reflexes(std::int64_t wake_ns, const TickScratch& t) noexc
     trip(kReasonEstop, kEventEstop, -1, estop_input ? 2.0 : 1.0, wake_ns);
   const bool fault = (t.fresh && (last_state_.flags & kStateFault)) || (kept_stop & kStateFault);
   if (fault) trip(kReasonRobotFault, kEventRobotFaultStop, -1, 0.0, wake_ns);
+  // the robot stopped on its own since its stops were last acknowledged (its stop count moved on), also when the
+  // states that said why were lost: a fault of its own unless the e-stop input or a fault already says so
+  const bool robot_stopped = (t.fresh && (last_state_.flags & kStateRobotStopped)) || (kept_stop & kStateRobotStopped);
+  if (robot_stopped && !estop_input && !fault && !(latch_.reasons() & (kReasonEstop | kReasonRobotFault)))
+    trip(kReasonRobotFault, kEventRobotFaultStop, -1, 1.0, wake_ns);
   // A robot (part) that stopped itself does not follow the commands: it is sent neither the rest of the controlled
   // stop nor its rest, else it would run there from wherever it stopped once its own stop cleared (an audit measured
   // 1.7 rad at 1.2 V through the sim server's e-stop input). It holds by itself; only a recovery unmutes it.
-  if (estop_input || fault) mute(driver_->self_stopped_joints(last_state_.flags | kept_stop), wake_ns);
+  if (estop_input || fault || robot_stopped) mute(driver_->self_stopped_joints(last_state_.flags | kept_stop), wake_ns);
   if (t.fresh && measurement_invalid_) trip(kReasonMeasurementInvalid, kEventMeasurementStop, t.bad_joint, t.bad_value, wake_ns);
   // tracking error: on plausible fresh states, while the loop commands the robot
   if (t.fresh && !measurement_invalid_ && !muted_) {
@@ -673,6 +678,7 @@ bool ControlLoop::resynchronise(std::int64_t wake_ns) noexcept {
   tracking_.reset(restart);
   PolicyCommand stale;
   while (commands_in_->pop(stale)) bump(commands_discarded_);
+  driver_->acknowledge_robot_stops();  // the robot takes commands again (it restarts where it holds: here)
   recovered_tick_ = tick_index_;
   command_watchdog_.feed(wake_ns);  // the policy has command_timeout_s to send a fresh target
   double paddle[3];

@@ -34,6 +34,10 @@ constexpr int kMaxBallObservations = 8;
 constexpr std::uint32_t kStateEstopInput = 1u << 0;  // the hardware e-stop input is pressed
 constexpr std::uint32_t kStateFault = 1u << 1;       // the robot reports a fault (drive error, ...)
 constexpr std::uint32_t kStateNewSession = 1u << 2;  // first state of a new link session (not the first session)
+// The robot stopped on its own since the loop last acknowledged its stops (a recovery or a start): its stop count
+// (protocol JointState::robot_stops) moved on. Set on every state until acknowledge_robot_stops().
+constexpr std::uint32_t kStateRobotStopped = 1u << 3;
+constexpr std::uint32_t kStateSelfStop = kStateEstopInput | kStateFault | kStateRobotStopped;
 
 struct JointState {
   std::int64_t stamp_ns = 0;  // when the state was measured (CLOCK_MONOTONIC)
@@ -94,7 +98,7 @@ class RobotDriver {
   // The joints whose robot (part) reported its own stop, e-stop input or fault, in the state last read (`flags`:
   // that state's flags).
   virtual std::uint64_t self_stopped_joints(std::uint32_t flags) const noexcept {
-    return (flags & (kStateEstopInput | kStateFault)) ? joint_mask(dof()) : 0u;
+    return (flags & kStateSelfStop) ? joint_mask(dof()) : 0u;
   }
   // The joints whose link is down.
   virtual std::uint64_t link_down_joints() const noexcept { return link_health().up ? 0u : joint_mask(dof()); }
@@ -114,6 +118,9 @@ class RobotDriver {
   // open sockets, etc. Default: nothing to do.
   virtual void on_start() {}
   virtual void on_stop() {}
+  // A recovery: the robot's own stops in the states delivered so far are acknowledged (the robot applies commands
+  // again only once they acknowledge its stop count: docs/protocol.md "Robot-side stops"). Loop thread.
+  virtual void acknowledge_robot_stops() noexcept {}
 
   // One running loop per driver, i.e. per robot: a second loop started on a driver that another one drives would
   // command the same robot, e.g. move it while the first one is stopped (docs/safety.md, "Runs"). ControlLoop claims

@@ -144,7 +144,7 @@ void write_payload(const Packet& p, std::uint8_t* q) {
       const JointState& s = p.state;
       put_u16(q, s.dof);
       put_u16(q + 2, s.status);
-      put_u32(q + 4, 0);
+      put_u32(q + 4, s.robot_stops);
       put_u64(q + 8, s.echo_command_sequence);
       put_u64(q + 16, s.echo_command_stamp_ns);
       put_u64(q + 24, s.echo_command_receive_ns);
@@ -158,7 +158,7 @@ void write_payload(const Packet& p, std::uint8_t* q) {
       const JointCommand& c = p.command;
       put_u16(q, c.dof);
       put_u16(q + 2, c.mode);
-      put_u32(q + 4, 0);
+      put_u32(q + 4, c.robot_stops_acknowledged);
       q += 8;
       for (std::size_t i = 0; i < c.dof; ++i) put_f64(q + 8 * i, c.position[i]);
       q += 8 * c.dof;
@@ -228,7 +228,8 @@ Status read_payload(MessageType type, const std::uint8_t* q, std::size_t size, P
       if (s.dof < 1 || s.dof > kMaxJoints) return Status::kBadValue;
       if (size != payload_bytes(type, s.dof)) return Status::kBadLength;
       s.status = get_u16(q + 2);
-      if ((s.status & ~kKnownStatus) != 0 || get_u32(q + 4) != 0) return Status::kBadValue;
+      if ((s.status & ~kKnownStatus) != 0) return Status::kBadValue;
+      s.robot_stops = get_u32(q + 4);
       s.echo_command_sequence = get_u64(q + 8);
       s.echo_command_stamp_ns = get_u64(q + 16);
       s.echo_command_receive_ns = get_u64(q + 24);
@@ -247,8 +248,8 @@ Status read_payload(MessageType type, const std::uint8_t* q, std::size_t size, P
       if (c.dof < 1 || c.dof > kMaxJoints) return Status::kBadValue;
       if (size != payload_bytes(type, c.dof)) return Status::kBadLength;
       c.mode = get_u16(q + 2);
-      if ((c.mode != kModePosition && c.mode != kModePositionVelocity) || get_u32(q + 4) != 0)
-        return Status::kBadValue;
+      if (c.mode != kModePosition && c.mode != kModePositionVelocity) return Status::kBadValue;
+      c.robot_stops_acknowledged = get_u32(q + 4);
       q += 8;
       for (std::size_t i = 0; i < c.dof; ++i) c.position[i] = get_f64(q + 8 * i);
       q += 8 * c.dof;

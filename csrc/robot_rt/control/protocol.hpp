@@ -112,6 +112,9 @@ struct Goodbye {
 struct JointState {
   std::uint16_t dof = 0;
   std::uint16_t status = 0;
+  // The robot's own stops so far (e-stop input, fault, blocked joint: docs/protocol.md "Robot-side stops"); after
+  // one, the robot applies only commands that acknowledge this count (JointCommand::robot_stops_acknowledged).
+  std::uint32_t robot_stops = 0;
   std::uint64_t echo_command_sequence = 0;  // the last command applied (0: none yet)
   std::uint64_t echo_command_stamp_ns = 0;  // its stamp_ns (controller's clock)
   std::uint64_t echo_command_receive_ns = 0;  // when the robot received it (robot clock; 0: none yet)
@@ -122,6 +125,8 @@ struct JointState {
 struct JointCommand {
   std::uint16_t dof = 0;
   std::uint16_t mode = kModePosition;
+  // The robot's stop count (JointState::robot_stops) the controller has acknowledged by a recovery (or a start).
+  std::uint32_t robot_stops_acknowledged = 0;
   double position[kMaxJoints] = {};
   double velocity[kMaxJoints] = {};
 };

@@ -76,9 +76,6 @@ SimRobotServer::SimRobotServer(SimServerConfig config)
     throw std::invalid_argument("command_delay_s: at most " + std::to_string((kDelaySlots - 2) / config_.rate_hz) +
                                 " s at this rate");
   if (!config_.initial_position.empty()) check(config_.initial_position, "initial_position", false);
-  if (!(config_.resync_silence_s > 0.0 && config_.resync_silence_s < config_.command_timeout_s))
-    throw std::invalid_argument("resync_silence_s: expected a silence in (0, command_timeout_s), got " +
-                                std::to_string(config_.resync_silence_s));
   for (int i = 0; i < dof_; ++i)
     following_limit_[i] =
         servo_error_bound(config_.acceleration_limit[i], 1.0 / config_.tracking_time_constant_s, config_.servo_damping);
@@ -230,6 +227,7 @@ void SimRobotServer::send_state(std::int64_t now_ns) noexcept {
                                           (faults_.fault ? protocol::kStatusFault : 0) |
                                           (faults_.estop ? protocol::kStatusEstop : 0) | unsent_stop_status_);
     unsent_stop_status_ = 0;
+    s.robot_stops = robot_stops_;
     for (int i = 0; i < dof_; ++i) {
       s.position[i] = q_[i];
       s.velocity[i] = v_[i];
@@ -349,8 +347,7 @@ void SimRobotServer::handle(const sockaddr_in& from, std::size_t size, std::int6
     clamped_ = outside;
   }
   p.due_ns = now_ns + static_cast<std::int64_t>(config_.command_delay_s * 1e9);
-  p.received_ns = now_ns;
-  p.silence_before_ns = last_command_ns_ == 0 ? std::numeric_limits<std::int64_t>::max() : now_ns - last_command_ns_;
+  p.robot_stops_acknowledged = c.robot_stops_acknowledged;
   ++pending_count_;
   last_command_sequence_ = h.sequence;
   last_command_stamp_ns_ = h.stamp_ns;
@@ -386,11 +383,11 @@ bool SimRobotServer::resync_required() const noexcept {
   return resync_required_;
 }
 
-// After an own stop: the command that resynchronises the robot came after a silence of the stream (sent once the
-// controller had seen the stop) and starts where the robot holds, at rest.
-bool SimRobotServer::resynchronises(const PendingCommand& p) const noexcept {
-  if (p.received_ns <= own_stop_ns_) return false;
-  if (p.silence_before_ns < static_cast<std::int64_t>(config_.resync_silence_s * 1e9)) return false;
+// A command the robot may apply: it acknowledges every own stop so far (sent after the controller's recovery), and
+// the first after a stop starts where the robot holds, at rest.
+bool SimRobotServer::acceptable(const PendingCommand& p) const noexcept {
+  if (p.robot_stops_acknowledged != robot_stops_) return false;
+  if (!resync_required_) return true;
   for (int i = 0; i < dof_; ++i) {
     const double tolerance = std::fmax(2.0 * following_limit_[i], 0.005);
     if (std::fabs(p.position[i] - target_q_[i]) > tolerance) return false;
@@ -399,10 +396,12 @@ bool SimRobotServer::resynchronises(const PendingCommand& p) const noexcept {
   return true;
 }
 
-void SimRobotServer::begin_own_stop(std::int64_t now_ns) noexcept {
-  if (!resync_required_) own_stops_.fetch_add(1, std::memory_order_relaxed);
+void SimRobotServer::begin_own_stop() noexcept {
+  if (!resync_required_) {  // (a fault that lasts is one stop)
+    own_stops_.fetch_add(1, std::memory_order_relaxed);
+    ++robot_stops_;
+  }
   resync_required_ = true;
-  own_stop_ns_ = now_ns;
   pending_count_ = 0;  // sent before the controller knew of the stop: never applied
   if (!holding_) {
     hold_events_.fetch_add(1, std::memory_order_relaxed);
@@ -417,14 +416,14 @@ void SimRobotServer::step(std::int64_t now_ns, double dt_s) noexcept {
   bool faulted = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (faults_.fault || faults_.estop) begin_own_stop(now_ns);
+    if (faults_.fault || faults_.estop) begin_own_stop();
   }
   while (pending_count_ > 0 && pending_[pending_head_].due_ns <= now_ns) {
     const PendingCommand& p = pending_[pending_head_];
     std::lock_guard<std::mutex> lock(mutex_);
     faulted = faults_.fault || faults_.estop;
-    if (!faulted && resync_required_ && resynchronises(p)) resync_required_ = false;
-    if (!faulted && !resync_required_) {  // a robot in FAULT or e-stop, or not resynchronised, ignores commands
+    if (!faulted && acceptable(p)) {  // a robot in FAULT or e-stop, or not resynchronised, ignores commands
+      resync_required_ = false;
       for (int i = 0; i < dof_; ++i) {
         target_q_[i] = p.position[i];
         target_v_[i] = p.velocity[i];
@@ -481,14 +480,15 @@ void SimRobotServer::step(std::int64_t now_ns, double dt_s) noexcept {
     }
     q_[i] = q;
     v_[i] = v;
-    // a joint at rest while its target is beyond the servo's error bound is blocked (a drive's following-error
-    // supervision): after 3 ticks the robot holds where it is, as for any own stop
-    const bool blocked = std::fabs(v) <= 1e-3 * config_.velocity_limit[i] &&
-                         std::fabs(target_q_[i] - q) > following_limit_[i];
+    // a joint at rest while the servo pulls it beyond its error bound is blocked (a drive's following-error
+    // supervision): after 3 ticks the robot holds where it is, as for any own stop. At rest the servo's pull is
+    // towards target + 2 zeta tau v_target (a stale velocity feed-forward shifts its rest point; that is no block)
+    const double pull = target_q_[i] + 2.0 * config_.servo_damping * tau * target_v_[i] - q;
+    const bool blocked = std::fabs(v) <= 1e-3 * config_.velocity_limit[i] && std::fabs(pull) > following_limit_[i];
     blocked_ticks_[i] = blocked ? blocked_ticks_[i] + 1 : 0;
     if (blocked_ticks_[i] >= 3) {
       blocked_holds_.fetch_add(1, std::memory_order_relaxed);
-      begin_own_stop(now_ns);
+      begin_own_stop();
       for (int k = 0; k < dof_; ++k) blocked_ticks_[k] = 0;
     }
     max_position_excess_ = std::max({max_position_excess_, lo - q, q - hi});

@@ -14,10 +14,11 @@
 // robot brakes (target = current position) and reports kStatusHolding.
 // Own stops (docs/protocol.md, "Robot-side stops"): on its e-stop input, a fault, or a joint blocked for 3 ticks (at
 // rest while its target is more than the servo's error bound away: a drive's following-error reaction) the robot
-// discards the queued commands, brakes to a hold where it is, and applies no command again, even once the cause has
-// gone, until one arrives after resync_silence_s of silence of the command stream that starts where it holds (within
-// 2 x the servo's error bound, 5 mm or mrad at least, and at under 2 % of the velocity limit). Commands the controller
-// sent before it saw the stop therefore never move it, and a blocked joint, once freed, stays where it was blocked.
+// discards the queued commands, brakes to a hold where it is, counts the stop (robot_stops, in every state), and
+// applies no command again, even once the cause has gone, but one that acknowledges that count (sent after the
+// controller's recovery) and starts where it holds (within 2 x the servo's error bound, 5 mm or mrad at least, and
+// at under 2 % of the velocity limit). Commands the controller sent before it saw the stop therefore never move it,
+// whatever the network lost or delayed, and a blocked joint, once freed, stays where it was blocked.
 //
 // Network: binds host:port (127.0.0.1 by default). Only loopback sources are accepted unless allow_remote;
 // without a key (unauthenticated mode) the server must bind a loopback address and allow_remote is refused.
@@ -61,9 +62,6 @@ struct SimServerConfig {
   double servo_damping = 1.0;  // damping ratio of the servo (1: critically damped; below 1 it overshoots)
   double command_delay_s = 0.002;
   double command_timeout_s = 0.1;
-  // After an own stop, a command resynchronises the robot only after this much silence of the command stream
-  // (the controller muted when it saw the stop; commands in flight before it knew arrive within a round trip).
-  double resync_silence_s = 0.02;
   double session_timeout_s = 0.5;  // a silent live session ends (and may be replaced) after this long
   std::string key;                 // long-term key (empty: unauthenticated, loopback only)
   bool allow_remote = false;
@@ -150,8 +148,7 @@ class SimRobotServer {
  private:
   struct PendingCommand {
     std::int64_t due_ns;
-    std::int64_t received_ns;      // when it arrived
-    std::int64_t silence_before_ns;  // since the command before it arrived (large for the first of a session)
+    std::uint32_t robot_stops_acknowledged;  // the own stops the controller had acknowledged when it sent it
     double position[protocol::kMaxJoints];
     double velocity[protocol::kMaxJoints];
   };
@@ -163,8 +160,8 @@ class SimRobotServer {
   void on_session_change(bool live, std::int64_t now_ns) noexcept;
   void publish_session_counters() noexcept;
   void step(std::int64_t now_ns, double dt_s) noexcept;
-  void begin_own_stop(std::int64_t now_ns) noexcept;              // under mutex_
-  bool resynchronises(const PendingCommand& p) const noexcept;  // under mutex_
+  void begin_own_stop() noexcept;                          // under mutex_
+  bool acceptable(const PendingCommand& p) const noexcept;  // under mutex_
   void send_state(std::int64_t now_ns) noexcept;
   bool send_to(protocol::Packet& packet, const sockaddr_in& to, std::int64_t now_ns) noexcept;
 
@@ -190,11 +187,11 @@ class SimRobotServer {
   bool clamped_ = false;
   bool holding_ = true;
   std::uint16_t unsent_stop_status_ = 0;  // e-stop / fault bits acted on since the last state sent
-  // Own stops (e-stop input, fault, a blocked joint): the robot holds, and applies no command again until one that
-  // follows a silence of the command stream (the controller saw the stop and muted) and starts where it holds
+  // Own stops (e-stop input, fault, a blocked joint): the robot holds, counts them in every state (robot_stops),
+  // and applies only commands that acknowledge that count; the first after a stop must also start where it holds
   // (the controller's recovery restarts there): commands sent before the controller knew never move it.
   bool resync_required_ = false;
-  std::int64_t own_stop_ns_ = 0;  // when the last own stop began
+  std::uint32_t robot_stops_ = 0;  // own stops so far (JointState::robot_stops)
   int blocked_ticks_[protocol::kMaxJoints] = {};
   double following_limit_[protocol::kMaxJoints] = {};  // servo_error_bound: beyond it, a joint at rest is blocked
 

@@ -129,6 +129,7 @@ py::bytes encode_packet(const py::dict& d, const py::object& key) {
     case MessageType::kJointState: {
       auto& s = p.state;
       s.status = get<std::uint16_t>(d, "status", 0);
+      s.robot_stops = get<std::uint32_t>(d, "robot_stops", 0);
       s.echo_command_sequence = get<std::uint64_t>(d, "echo_command_sequence", 0);
       s.echo_command_stamp_ns = get<std::uint64_t>(d, "echo_command_stamp_ns", 0);
       s.echo_command_receive_ns = get<std::uint64_t>(d, "echo_command_receive_ns", 0);
@@ -139,6 +140,7 @@ py::bytes encode_packet(const py::dict& d, const py::object& key) {
     case MessageType::kJointCommand: {
       auto& c = p.command;
       c.mode = get<std::uint16_t>(d, "mode", protocol::kModePosition);
+      c.robot_stops_acknowledged = get<std::uint32_t>(d, "robot_stops_acknowledged", 0);
       c.dof = static_cast<std::uint16_t>(fill_joints(d, "position", c.position, 0, true));
       fill_joints(d, "velocity", c.velocity, c.dof, false);
       break;
@@ -218,6 +220,7 @@ py::tuple decode_packet(const py::bytes& data, const py::object& key) {
       break;
     case MessageType::kJointState:
       d["status"] = p.state.status;
+      d["robot_stops"] = p.state.robot_stops;
       d["echo_command_sequence"] = p.state.echo_command_sequence;
       d["echo_command_stamp_ns"] = p.state.echo_command_stamp_ns;
       d["echo_command_receive_ns"] = p.state.echo_command_receive_ns;
@@ -226,6 +229,7 @@ py::tuple decode_packet(const py::bytes& data, const py::object& key) {
       break;
     case MessageType::kJointCommand:
       d["mode"] = p.command.mode;
+      d["robot_stops_acknowledged"] = p.command.robot_stops_acknowledged;
       d["position"] = joints(p.command.position, p.command.dof);
       d["velocity"] = joints(p.command.velocity, p.command.dof);
       break;
@@ -456,11 +460,15 @@ void bind_udp_driver(py::module_& m) {
             out["stamp_ns"] = s.stamp_ns;
             out["flags"] = s.flags;
             out["new_session"] = (s.flags & kStateNewSession) != 0;
+            out["robot_stopped"] = (s.flags & kStateRobotStopped) != 0;
             out["position"] = joints(s.position_si, s.dof);
             out["velocity"] = joints(s.velocity_si, s.dof);
             return out;
           },
           "Newest state since the previous call, or None (only while no ControlLoop drives this driver).")
+      .def("acknowledge_robot_stops", &UdpDriver::acknowledge_robot_stops,
+           "Acknowledges the robot's own stops up to the last state read (what a recovery does): its later commands "
+           "carry that count, so the robot applies them again (docs/protocol.md, 'Robot-side stops').")
       .def(
           "write_command",
           [](UdpDriver& d, const std::vector<double>& position, const std::vector<double>& velocity) {

@@ -63,6 +63,7 @@ void UdpDriver::on_start() {
   new_session_flag_ = false;
   fresh_ = false;
   last_state_rx_ns_ = 0;
+  robot_stops_adopted_ = false;  // a start: the first state's count is adopted (the operator starts the robot)
   connected_.store(false);
   begin_handshake(monotonic_ns());
 }
@@ -170,6 +171,7 @@ void UdpDriver::accept_state(const protocol::JointState& s, std::int64_t local_s
   latest_.flags = fresh_ ? (latest_.flags & (kStateEstopInput | kStateFault)) : 0u;
   if (s.status & protocol::kStatusEstop) latest_.flags |= kStateEstopInput;
   if (s.status & protocol::kStatusFault) latest_.flags |= kStateFault;
+  robot_stops_received_ = s.robot_stops;
   for (int i = 0; i < s.dof; ++i) {
     latest_.position_si[i] = s.position[i];
     latest_.velocity_si[i] = s.velocity[i];
@@ -293,6 +295,12 @@ bool UdpDriver::read_state(JointState& out) noexcept {
   }
   if (!fresh_) return false;
   out = latest_;
+  robot_stops_delivered_ = robot_stops_received_;
+  if (!robot_stops_adopted_) {
+    robot_stops_acknowledged_ = robot_stops_delivered_;
+    robot_stops_adopted_ = true;
+  }
+  if (robot_stops_delivered_ != robot_stops_acknowledged_) out.flags |= kStateRobotStopped;
   if (new_session_flag_) {  // on the first state delivered since the session changed (never lost in a drain)
     out.flags |= kStateNewSession;
     new_session_flag_ = false;
@@ -318,6 +326,7 @@ bool UdpDriver::write_command(const JointCommand& command) noexcept {
   protocol::JointCommand& c = tx_packet_.command;
   c.dof = static_cast<std::uint16_t>(command.dof);
   c.mode = protocol::kModePositionVelocity;
+  c.robot_stops_acknowledged = robot_stops_acknowledged_;
   for (int i = 0; i < command.dof; ++i) {
     c.position[i] = command.position_si[i];
     c.velocity[i] = command.velocity_si[i];

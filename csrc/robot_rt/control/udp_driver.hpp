@@ -73,6 +73,7 @@ class UdpDriver final : public RobotDriver {
 
   int dof() const noexcept override { return config_.dof; }
   bool read_state(JointState& out) noexcept override;
+  void acknowledge_robot_stops() noexcept override { robot_stops_acknowledged_ = robot_stops_delivered_; }
   bool write_command(const JointCommand& command) noexcept override;
   int read_ball_observations(BallObservation* out, int max_count) noexcept override;
   const char* name() const noexcept override { return "udp"; }
@@ -146,6 +147,13 @@ class UdpDriver final : public RobotDriver {
   std::int64_t last_rx_receive_ns_ = 0;
   std::uint32_t previous_server_session_ = 0;
   bool new_session_flag_ = false;  // the next delivered state carries kStateNewSession; no command until then
+  // The robot's stop count (docs/protocol.md "Robot-side stops"): the newest received, the one in the last state
+  // delivered, and the one acknowledged (sent in every command; adopted from the first state delivered after
+  // on_start, then set by acknowledge_robot_stops()).
+  std::uint32_t robot_stops_received_ = 0;
+  std::uint32_t robot_stops_delivered_ = 0;
+  std::uint32_t robot_stops_acknowledged_ = 0;
+  bool robot_stops_adopted_ = false;
   bool fresh_ = false;
   JointState latest_;
   protocol::Packet rx_packet_;

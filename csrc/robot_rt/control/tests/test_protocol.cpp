@@ -54,6 +54,7 @@ Packet random_packet(Random& rng, MessageType type) {
     case MessageType::kJointState:
       p.state.dof = static_cast<std::uint16_t>(rng.integer(1, kMaxJoints));
       p.state.status = static_cast<std::uint16_t>(rng.bits() & kKnownStatus);
+      p.state.robot_stops = static_cast<std::uint32_t>(rng.bits());
       p.state.echo_command_sequence = rng.bits();
       p.state.echo_command_stamp_ns = rng.bits();
       p.state.echo_command_receive_ns = rng.bits();
@@ -65,6 +66,7 @@ Packet random_packet(Random& rng, MessageType type) {
     case MessageType::kJointCommand:
       p.command.dof = static_cast<std::uint16_t>(rng.integer(1, kMaxJoints));
       p.command.mode = rng.coin() ? kModePosition : kModePositionVelocity;
+      p.command.robot_stops_acknowledged = static_cast<std::uint32_t>(rng.bits());
       for (int i = 0; i < p.command.dof; ++i) {
         p.command.position[i] = rng.uniform(-4, 4);
         p.command.velocity[i] = p.command.mode == kModePosition ? 0.0 : rng.uniform(-10, 10);
@@ -120,6 +122,7 @@ void check_same(const Packet& a, const Packet& b) {
     case MessageType::kJointState:
       REQUIRE(a.state.dof == b.state.dof);
       CHECK(a.state.status == b.state.status);
+      CHECK(a.state.robot_stops == b.state.robot_stops);
       CHECK(a.state.echo_command_sequence == b.state.echo_command_sequence);
       CHECK(a.state.echo_command_stamp_ns == b.state.echo_command_stamp_ns);
       CHECK(a.state.echo_command_receive_ns == b.state.echo_command_receive_ns);
@@ -131,6 +134,7 @@ void check_same(const Packet& a, const Packet& b) {
     case MessageType::kJointCommand:
       REQUIRE(a.command.dof == b.command.dof);
       CHECK(a.command.mode == b.command.mode);
+      CHECK(a.command.robot_stops_acknowledged == b.command.robot_stops_acknowledged);
       for (int i = 0; i < a.command.dof; ++i) {
         CHECK(a.command.position[i] == b.command.position[i]);
         CHECK(a.command.velocity[i] == b.command.velocity[i]);
@@ -271,8 +275,9 @@ TEST_CASE("structurally valid datagrams with bad values are rejected even with a
   CHECK(edited(kHeaderBytes, &zero_dof, 2) == Status::kBadValue);
   const std::uint16_t other_dof = 2;  // size no longer matches the dof
   CHECK(edited(kHeaderBytes, &other_dof, 2) == Status::kBadLength);
-  const std::uint32_t reserved = 1;
-  CHECK(edited(kHeaderBytes + 4, &reserved, 4) == Status::kBadValue);
+  const std::uint32_t stops = 7;  // the robot's stop count (was a reserved word): a value, decoded as such
+  CHECK(edited(kHeaderBytes + 4, &stops, 4) == Status::kOk);
+  CHECK(out.state.robot_stops == stops);
   const std::uint8_t bad_type = 9, bad_version = 1;  // a version-1 peer
   CHECK(edited(5, &bad_type, 1) == Status::kBadType);
   CHECK(edited(4, &bad_version, 1) == Status::kBadVersion);
