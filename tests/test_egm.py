@@ -459,7 +459,13 @@ def test_controller_stop_latches_the_loop_until_reset(eight_joint_robot):
     # the operator clears the stop on the controller, then resets the loop: only then does the policy move it again
     controller.motors_on()
     wait_ticks(loop, 100)
-    assert loop.estop_latched  # motors on alone does not release the loop
+    assert loop.estop_latched  # motors on alone does not release the loop: the program stopped with the motors
+    loop.reset_estop()  # refused: the controller reports RAPID stopped
+    wait_ticks(loop, 50)
+    assert loop.estop_latched
+    controller.rapid_start()  # the operator restarts the program
+    wait_ticks(loop, 100)
+    assert loop.estop_latched
     np.testing.assert_allclose(controller.position, held, atol=1e-9)  # nor does the arm move (an audit saw 0.04 rad)
     assert controller.reference is None
     loop.reset_estop()

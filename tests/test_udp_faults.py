@@ -521,6 +521,59 @@ def test_a_robot_side_stop_the_loop_never_saw_is_still_a_stop():
         server.stop()
 
 
+@pytest.mark.parametrize("first", ["estop", "fault"])
+def test_a_recovery_clears_only_the_robot_stops_its_requester_saw(first):
+    """A robot stop after the operator read the stop (its states lost, and e-stop or robot_fault latched already)
+    refuses the recovery made for the first stop: the loop counts the robot's stops (robot_stop_events, read before the
+    reasons as estop_presses is); and a stop between two runs latches at the next start (found by a third audit)."""
+    import time
+
+    robot, key = load_robot(), b"k" * 32
+    server = SimServer(robot, camera=False, key=key).start()
+    rs = server.robot_server
+    proxy = FaultProxy(("127.0.0.1", server.port), seed=1).start()
+    driver = make_udp_driver(f"udp://127.0.0.1:{proxy.port}?camera=none", robot.dof, key=key)
+    loop = RealTimeLoop(
+        robot, driver, policy=lambda obs: robot.home, rate_hz=1000, workspace=False, sensor_timeout_s=0.06
+    )
+    loop.start()
+    try:
+        wait_ticks(loop, 300)
+        if first == "estop":
+            loop.estop()
+        else:
+            rs.set_faults(fault=True)
+            time.sleep(0.01)
+            rs.set_faults()
+        wait_until(lambda: loop.lifecycle == "stopped", what="the first stop")
+        presses, robot_stops, reasons = loop.estop_presses, loop.robot_stop_events, tuple(loop.stop_reasons)
+        proxy.set_faults("down", blackhole=True)  # the second stop's states are lost: only its count tells
+        time.sleep(0.002)
+        rs.set_faults(fault=True)
+        time.sleep(0.003)
+        rs.set_faults()
+        time.sleep(0.003)
+        proxy.clear_faults()
+        wait_until(lambda: loop.robot_stop_events > robot_stops, what="the second stop's count")
+        assert "robot_fault" in loop.stop_reasons
+        result = loop.recover(5.0, seen_reasons=reasons, seen_estop_presses=presses, seen_robot_stops=robot_stops)
+        assert not result.ok and "robot_fault" in result.blockers, result
+        assert loop.recover(5.0, seen_reasons=loop.stop_reasons)  # one that saw it
+        wait_ticks(loop, 50)
+        assert loop.lifecycle == "active"
+        loop.stop()
+        rs.set_faults(fault=True)  # a stop between two runs of the same driver
+        time.sleep(0.01)
+        rs.set_faults()
+        loop.start()
+        wait_until(lambda: loop.lifecycle == "stopped", what="the stop at the start")
+        assert "robot_fault" in loop.stop_reasons and rs.stats()["resync_required"]
+    finally:
+        loop.stop()
+        proxy.stop()
+        server.stop()
+
+
 def test_hold_policy_restarts_where_the_robot_is():
     """Rule 2 across runs: the same Hold instance in a second run holds where the robot then is, not where the
     first run began (it had no reset(): a restarted loop drove the robot 0.3 m back, found by an audit)."""

@@ -274,14 +274,14 @@ def deploy(
                     break
                 if proc.poll() is not None:
                     raise RuntimeError(f"sim-server exited early with {proc.returncode}")
-                presses = loop.estop_presses
+                presses, robot_stops = loop.estop_presses, loop.robot_stop_events
                 reasons = tuple(loop.stop_reasons)
                 if reasons and loop.lifecycle == "stopped":
                     if not should_recover(reasons):
                         stopped = reasons
                         break
                     # only the stop the recover policy decided on
-                    if loop.recover(seen_reasons=reasons, seen_estop_presses=presses):
+                    if loop.recover(seen_reasons=reasons, seen_estop_presses=presses, seen_robot_stops=robot_stops):
                         recoveries += 1
                 time.sleep(0.1)
             else:

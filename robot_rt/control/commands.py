@@ -402,6 +402,7 @@ def _prompt_recover(console, loop) -> bool:
     """Asks the operator whether to recover from a protective stop; True when recovered (the run continues)."""
     while True:
         presses = loop.estop_presses  # (before the reasons: a press after this is one the operator did not see)
+        robot_stops = loop.robot_stop_events  # (likewise: a robot stop after this is one the operator did not see)
         shown = list(loop.stop_reasons)  # what the operator is asked about: only these may be cleared
         console.print(
             f"[bold red]protective stop[/bold red]: {', '.join(r for r in shown if r != 'shutdown')} "
@@ -417,7 +418,7 @@ def _prompt_recover(console, loop) -> bool:
             return False
         # a stop that latched while the question was open (e.g. an e-stop pressed meanwhile) refuses this recovery,
         # and the loop asks again showing it
-        result = loop.recover(seen_reasons=shown, seen_estop_presses=presses)
+        result = loop.recover(seen_reasons=shown, seen_estop_presses=presses, seen_robot_stops=robot_stops)
         if result.ok:
             console.print("recovered: the loop is active again")
             return True

@@ -680,11 +680,21 @@ class RealTimeLoop:
         return int(self._loop.estop_presses)
 
     @property
+    def robot_stop_events(self) -> int:
+        """The robot's own stops the loop has seen (each change of its stop count: docs/protocol.md "Robot-side
+        stops"): read it with `estop_presses`, before the stop reasons, and pass it to `recover()`."""
+        return int(self._loop.robot_stop_events)
+
+    @property
     def estop_latched(self) -> bool:
         return self._loop.estop_latched
 
     def recover(
-        self, timeout_s: float | None = None, seen_reasons=None, seen_estop_presses: int | None = None
+        self,
+        timeout_s: float | None = None,
+        seen_reasons=None,
+        seen_estop_presses: int | None = None,
+        seen_robot_stops: int | None = None,
     ) -> RecoveryResult:
         """Recovers from a protective stop (docs/safety.md): releases the e-stop request, then the loop waits (up to
         `recover_timeout_s`) until every cause is gone (e-stop input released, fault cleared, link up, fresh
@@ -698,13 +708,17 @@ class RealTimeLoop:
         `seen_reasons`: the stop reasons (names) the caller showed to the operator or decided on; the recovery is
         refused (with the others as blockers) when any other reason is latched, e.g. an e-stop pressed while the
         prompt was open. Default: the reasons latched at this call. `seen_estop_presses`: `estop_presses` read before
-        those reasons (default: read now); an e-stop pressed after it, even again while latched, refuses the recovery."""
+        those reasons (default: read now); an e-stop pressed after it, even again while latched, refuses the recovery.
+        `seen_robot_stops`: `robot_stop_events` read likewise; a robot stop after it refuses the recovery (also while
+        `robot_fault` is latched already)."""
         if not self.running:
             return RecoveryResult(False, (), "the loop is not running")
         if timeout_s is None:
             timeout_s = self.config.recover_timeout_s + 0.5
         if seen_estop_presses is None:
             seen_estop_presses = self._loop.estop_presses  # (read before the reasons: a press between is unseen)
+        if seen_robot_stops is None:
+            seen_robot_stops = self._loop.robot_stop_events  # (likewise)
         if seen_reasons is None:
             seen_bits = self._loop.stop_reasons
         else:
@@ -721,12 +735,14 @@ class RealTimeLoop:
         if not self._recover_lock.acquire(timeout=timeout_s):
             return RecoveryResult(False, ("timeout",), f"another recover() call held the request for {timeout_s:.2f} s")
         try:
-            return self._recover_once(deadline, timeout_s, seen_bits, seen_estop_presses)
+            return self._recover_once(deadline, timeout_s, seen_bits, seen_estop_presses, int(seen_robot_stops))
         finally:
             self._recover_lock.release()
 
-    def _recover_once(self, deadline: float, timeout_s: float, seen_bits: int, seen_estop_presses: int):
-        self._loop.request_recover(int(seen_bits), int(seen_estop_presses))
+    def _recover_once(
+        self, deadline: float, timeout_s: float, seen_bits: int, seen_estop_presses: int, robot_stops: int
+    ):
+        self._loop.request_recover(int(seen_bits), int(seen_estop_presses), robot_stops)
         cancelled = False
         while True:
             state = self._loop.recover_state

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 import math
+import operator
 import struct
 import zlib
 from hashlib import sha256
@@ -126,7 +127,10 @@ def _key_bytes(key) -> bytes | None:
 
 
 def _u32(value, name: str) -> int:
-    value = int(value)
+    try:
+        value = operator.index(value)  # an integer (NumPy's too), not a float or a string
+    except TypeError:
+        raise ValueError(f"{name}: expected an integer, got {value!r}") from None
     if not 0 <= value <= 0xFFFFFFFF:
         raise ValueError(f"{name}: expected 0..2**32-1, got {value}")
     return value

@@ -129,11 +129,14 @@ class SimulatedEgmController:
 
     # ------------------------------------------------------------------------------------------ faults
     def motors_off(self) -> None:
-        """An emergency / protective stop: MOTORS_OFF, the arm halts where it is and ignores references. The stop
-        ends the EGM motion: the reference it had is dropped, so after motors_on() the arm holds until a reference
-        arrives again (it does not run on to the one from before the stop)."""
+        """An emergency / protective stop: MOTORS_OFF, the arm halts where it is and ignores references. As on an ABB
+        controller, the stop also halts the RAPID program (RAPID_STOPPED, so the controller keeps reporting the stop
+        after motors_on(), however short the MOTORS_OFF was or whatever of it the network lost) and ends the EGM
+        motion: the reference it had is dropped. Only rapid_start() (the operator restarts the program) lets the arm
+        follow references again, and then only those that arrive after it."""
         with self._lock:
             self._motors_on = False
+            self._rapid_running = False
             self._qd[:] = 0.0
             self._reference = None
 
@@ -141,6 +144,12 @@ class SimulatedEgmController:
         """The operator switches the motors on again (after the stop's cause was cleared)."""
         with self._lock:
             self._motors_on = True
+
+    def rapid_start(self) -> None:
+        """The operator restarts the RAPID program (EGM motion starts again, without a reference until one arrives)."""
+        with self._lock:
+            self._rapid_running = True
+            self._reference = None
 
     def rapid_stop(self) -> None:
         """The RAPID program stops (EGM ends): RAPID_STOPPED, MCI_STOPPED; the arm halts, its reference dropped."""

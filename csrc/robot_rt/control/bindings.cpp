@@ -780,8 +780,11 @@ void bind_loop(py::module_& m) {
       .def_property_readonly("estop_presses", &ControlLoop::estop_presses,
                              "estop() calls so far (a recovery releases only those its requester saw).")
       .def_property_readonly("estop_latched", &ControlLoop::estop_latched)
+      .def_property_readonly("robot_stop_events", &ControlLoop::robot_stop_events,
+                             "The robot's own stops the loop has seen (a recovery clears only those its requester "
+                             "saw).")
       .def("request_recover", &ControlLoop::request_recover, py::arg("seen_reasons") = ~0u,
-           py::arg("seen_estop_presses") = ~std::uint64_t{0},
+           py::arg("seen_estop_presses") = ~std::uint64_t{0}, py::arg("seen_robot_stops") = ~std::uint64_t{0},
            "Asks the loop to recover from a stop (non-blocking; see recover_state / recover_blockers). seen_reasons: "
            "the STOP_REASONS bits the requester saw; a latched reason outside them refuses the request.")
       .def("cancel_recover", &ControlLoop::cancel_recover,

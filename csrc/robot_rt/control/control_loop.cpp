@@ -74,7 +74,10 @@ void ControlLoop::end_manual() {
 
 // (The e-stop request is not cleared here but on the loop thread once the e-stop has latched: cleared by the caller,
 // an estop() followed by a recover() within one tick would never latch or log the e-stop.)
-void ControlLoop::request_recover(std::uint32_t seen_reasons, std::uint64_t seen_estop_presses) noexcept {
+void ControlLoop::request_recover(std::uint32_t seen_reasons, std::uint64_t seen_estop_presses,
+                                  std::uint64_t seen_robot_stops) noexcept {
+  if (seen_robot_stops == ~std::uint64_t{0}) seen_robot_stops = robot_stop_events_.load(std::memory_order_acquire);
+  recover_seen_robot_stops_.store(seen_robot_stops, std::memory_order_release);
   recover_blockers_.store(0, std::memory_order_release);
   recover_seen_.store(seen_reasons, std::memory_order_release);
   // the default: the presses made up to this call (a press after it, before the loop takes the request, is unseen)
@@ -215,6 +218,8 @@ void ControlLoop::initialise_claimed(std::int64_t start_ns) {
   }
   shutdown_done_.store(false, std::memory_order_release);
   peer_restarts_seen_ = driver_->link_health().peer_restarts;
+  robot_stop_events_seen_ = driver_->robot_stop_events();  // (an unacknowledged count still flags every state)
+  robot_stop_events_.store(robot_stop_events_seen_, std::memory_order_release);
   recovered_tick_ = 0;
   run_start_ns_ = now_ns();  // every observation of this run is published after it
   // a robot that starts with its paddle outside the workspace box may move back in (only leaving it stops)
@@ -575,6 +580,17 @@ void ControlLoop::run_reflexes(std::int64_t wake_ns, const TickScratch& t) noexc
   const bool robot_stopped = (t.fresh && (last_state_.flags & kStateRobotStopped)) || (kept_stop & kStateRobotStopped);
   if (robot_stopped && !estop_input && !fault && !(latch_.reasons() & (kReasonEstop | kReasonRobotFault)))
     trip(kReasonRobotFault, kEventRobotFaultStop, -1, 1.0, wake_ns);
+  // every new robot stop is one: also while e-stop or robot_fault is latched already (a recovery must have seen it:
+  // robot_stop_events), and latched as robot_fault unless this state's e-stop input or fault bit says why
+  const std::uint64_t stop_events = driver_->robot_stop_events();
+  if (stop_events != robot_stop_events_seen_) {
+    robot_stop_events_seen_ = stop_events;
+    robot_stop_events_.store(stop_events, std::memory_order_release);
+    if (!estop_input && !fault) {
+      if (latch_.reasons() & kReasonRobotFault) emit(kEventRobotFaultStop, -1, 2.0, wake_ns);  // a further one
+      trip(kReasonRobotFault, kEventRobotFaultStop, -1, 1.0, wake_ns);
+    }
+  }
   // A robot (part) that stopped itself does not follow the commands: it is sent neither the rest of the controlled
   // stop nor its rest, else it would run there from wherever it stopped once its own stop cleared (an audit measured
   // 1.7 rad at 1.2 V through the sim server's e-stop input). It holds by itself; only a recovery unmutes it.
@@ -712,6 +728,7 @@ void ControlLoop::update_lifecycle(std::int64_t wake_ns) noexcept {
         estop_released_.store(release, std::memory_order_release);
     }
     recover_presses_ = seen_presses;
+    recover_robot_stops_ = recover_seen_robot_stops_.load(std::memory_order_acquire);
     if (state_ == Lifecycle::kStopping || state_ == Lifecycle::kStopped) {
       emit(kEventRecoverRequested, -1, 0.0, wake_ns);
       recover_since_ns_ = wake_ns;
@@ -727,7 +744,9 @@ void ControlLoop::update_lifecycle(std::int64_t wake_ns) noexcept {
     // is refused with it (and a new request, made knowing it, is needed), not cleared along with the old ones
     // (an e-stop pressed after the requester read the presses: unseen, even when the e-stop was latched already)
     const bool unseen_press = estop_requested() && estop_presses_.load(std::memory_order_acquire) > recover_presses_;
-    const std::uint32_t latched_since = (latch_.reasons() & ~recover_reasons_) | (unseen_press ? kReasonEstop : 0u);
+    const bool unseen_robot_stop = robot_stop_events_seen_ > recover_robot_stops_;
+    const std::uint32_t latched_since = (latch_.reasons() & ~recover_reasons_) | (unseen_press ? kReasonEstop : 0u) |
+                                        (unseen_robot_stop ? kReasonRobotFault : 0u);
     const std::uint32_t blockers = recovery_blockers(wake_ns);
     if (latched_since != 0) {
       refuse_recovery(latched_since | blockers, wake_ns);

@@ -241,7 +241,12 @@ class ControlLoop {
   // that refused it (stop reasons whose cause persists or that nobody saw, kBlock*).
   // seen_estop_presses: estop_presses() as the requester read it (before the reasons; default: at this call);
   // presses after it refuse.
-  void request_recover(std::uint32_t seen_reasons = ~0u, std::uint64_t seen_estop_presses = ~std::uint64_t{0}) noexcept;
+  // seen_robot_stops: robot_stop_events() as the requester read it (before the reasons; default: at this call); a
+  // robot stop after it (even while robot_fault is latched already) refuses.
+  void request_recover(std::uint32_t seen_reasons = ~0u, std::uint64_t seen_estop_presses = ~std::uint64_t{0},
+                       std::uint64_t seen_robot_stops = ~std::uint64_t{0}) noexcept;
+  // The robot's own stops the loop has seen (RobotDriver::robot_stop_events: each change of its stop count).
+  std::uint64_t robot_stop_events() const noexcept { return robot_stop_events_.load(std::memory_order_acquire); }
   void cancel_recover() noexcept { recover_cancel_.store(true, std::memory_order_release); }
   int recover_state() const noexcept { return recover_state_.load(std::memory_order_acquire); }
   std::uint32_t recover_blockers() const noexcept { return recover_blockers_.load(std::memory_order_acquire); }
@@ -353,6 +358,10 @@ class ControlLoop {
   std::atomic<bool> running_{false};
   std::atomic<bool> stop_requested_{false};
   std::atomic<std::uint64_t> estop_presses_{0};   // request_estop() calls, ever
+  std::atomic<std::uint64_t> robot_stop_events_{0};  // robot stops seen (published by the loop thread)
+  std::atomic<std::uint64_t> recover_seen_robot_stops_{~std::uint64_t{0}};
+  std::uint64_t robot_stop_events_seen_ = 0;  // loop thread: the driver's count at the last tick
+  std::uint64_t recover_robot_stops_ = 0;     // the robot stops the recovery's requester saw
   std::atomic<std::uint64_t> estop_released_{0};  // of those, the presses recoveries have released
   std::atomic<std::uint64_t> recover_seen_presses_{~std::uint64_t{0}};
   std::atomic<bool> recover_request_{false};

@@ -121,6 +121,9 @@ class RobotDriver {
   // A recovery: the robot's own stops in the states delivered so far are acknowledged (the robot applies commands
   // again only once they acknowledge its stop count: docs/protocol.md "Robot-side stops"). Loop thread.
   virtual void acknowledge_robot_stops() noexcept {}
+  // Robot stops delivered so far (each change of a robot's stop count in a delivered state: one event each), so the
+  // loop sees a second stop while the first is still latched. 0 for drivers without a stop count.
+  virtual std::uint64_t robot_stop_events() const noexcept { return 0; }
 
   // One running loop per driver, i.e. per robot: a second loop started on a driver that another one drives would
   // command the same robot, e.g. move it while the first one is stopped (docs/safety.md, "Runs"). ControlLoop claims

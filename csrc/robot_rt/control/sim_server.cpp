@@ -97,6 +97,9 @@ void SimRobotServer::start() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     has_controller_ = false;
+    robot_stops_ = 0;  // a (re)started robot counts its stops from 0 (docs/protocol.md "Robot-side stops")
+    resync_required_ = false;
+    stop_input_before_ = false;
     // a (re)started robot comes up holding where it is, at rest: its drives braked while the server was down, and the
     // last session's target is no command of any live session (without this, a restart after a crash drove the
     // joints on to the dead session's last target)
@@ -383,25 +386,22 @@ bool SimRobotServer::resync_required() const noexcept {
   return resync_required_;
 }
 
-// A command the robot may apply: it acknowledges every own stop so far (sent after the controller's recovery), and
-// the first after a stop starts where the robot holds, at rest.
+// A command the robot may apply: it acknowledges every own stop so far (sent after the controller's recovery, which
+// restarts the command where the robot holds).
 bool SimRobotServer::acceptable(const PendingCommand& p) const noexcept {
-  if (p.robot_stops_acknowledged != robot_stops_) return false;
-  if (!resync_required_) return true;
-  for (int i = 0; i < dof_; ++i) {
-    const double tolerance = std::fmax(2.0 * following_limit_[i], 0.005);
-    if (std::fabs(p.position[i] - target_q_[i]) > tolerance) return false;
-    if (std::fabs(p.velocity[i]) > 0.02 * config_.velocity_limit[i]) return false;
-  }
-  return true;
+  return p.robot_stops_acknowledged == robot_stops_;
 }
 
+// The start of an own stop (counted once: a fault that lasts is one stop; a second one, even before the first was
+// acknowledged, is another).
 void SimRobotServer::begin_own_stop() noexcept {
-  if (!resync_required_) {  // (a fault that lasts is one stop)
-    own_stops_.fetch_add(1, std::memory_order_relaxed);
-    ++robot_stops_;
-  }
+  own_stops_.fetch_add(1, std::memory_order_relaxed);
+  ++robot_stops_;
   resync_required_ = true;
+  hold_own_stop();
+}
+
+void SimRobotServer::hold_own_stop() noexcept {
   pending_count_ = 0;  // sent before the controller knew of the stop: never applied
   if (!holding_) {
     hold_events_.fetch_add(1, std::memory_order_relaxed);
@@ -416,7 +416,10 @@ void SimRobotServer::step(std::int64_t now_ns, double dt_s) noexcept {
   bool faulted = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (faults_.fault || faults_.estop) begin_own_stop();
+    const bool stopped = faults_.fault || faults_.estop;
+    if (stopped && !stop_input_before_) begin_own_stop();
+    if (stopped) hold_own_stop();  // (while it lasts, nothing queued is ever applied)
+    stop_input_before_ = stopped;
   }
   while (pending_count_ > 0 && pending_[pending_head_].due_ns <= now_ns) {
     const PendingCommand& p = pending_[pending_head_];

@@ -16,9 +16,9 @@
 // rest while its target is more than the servo's error bound away: a drive's following-error reaction) the robot
 // discards the queued commands, brakes to a hold where it is, counts the stop (robot_stops, in every state), and
 // applies no command again, even once the cause has gone, but one that acknowledges that count (sent after the
-// controller's recovery) and starts where it holds (within 2 x the servo's error bound, 5 mm or mrad at least, and
-// at under 2 % of the velocity limit). Commands the controller sent before it saw the stop therefore never move it,
-// whatever the network lost or delayed, and a blocked joint, once freed, stays where it was blocked.
+// controller's recovery, which restarts where it holds). Commands the controller sent before it saw the stop
+// therefore never move it, whatever the network lost or delayed, and a blocked joint, once freed, stays where it
+// was blocked. A (re)start counts from 0.
 //
 // Network: binds host:port (127.0.0.1 by default). Only loopback sources are accepted unless allow_remote;
 // without a key (unauthenticated mode) the server must bind a loopback address and allow_remote is refused.
@@ -161,6 +161,7 @@ class SimRobotServer {
   void publish_session_counters() noexcept;
   void step(std::int64_t now_ns, double dt_s) noexcept;
   void begin_own_stop() noexcept;                          // under mutex_
+  void hold_own_stop() noexcept;                           // under mutex_
   bool acceptable(const PendingCommand& p) const noexcept;  // under mutex_
   void send_state(std::int64_t now_ns) noexcept;
   bool send_to(protocol::Packet& packet, const sockaddr_in& to, std::int64_t now_ns) noexcept;
@@ -192,6 +193,7 @@ class SimRobotServer {
   // (the controller's recovery restarts there): commands sent before the controller knew never move it.
   bool resync_required_ = false;
   std::uint32_t robot_stops_ = 0;  // own stops so far (JointState::robot_stops)
+  bool stop_input_before_ = false;  // the e-stop input or a fault at the previous tick (a stop starts on its edge)
   int blocked_ticks_[protocol::kMaxJoints] = {};
   double following_limit_[protocol::kMaxJoints] = {};  // servo_error_bound: beyond it, a joint at rest is blocked
 

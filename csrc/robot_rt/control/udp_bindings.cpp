@@ -454,6 +454,7 @@ void bind_udp_driver(py::module_& m) {
       .def(
           "read_state",
           [](UdpDriver& d) -> py::object {
+            if (d.claimed()) throw std::runtime_error("read_state: a running loop drives this driver");
             JointState s;
             if (!d.read_state(s)) return py::none();
             py::dict out;
@@ -466,7 +467,13 @@ void bind_udp_driver(py::module_& m) {
             return out;
           },
           "Newest state since the previous call, or None (only while no ControlLoop drives this driver).")
-      .def("acknowledge_robot_stops", &UdpDriver::acknowledge_robot_stops,
+      .def(
+          "acknowledge_robot_stops",
+          [](UdpDriver& d) {
+            if (d.claimed())  // only the loop's recovery acknowledges while it drives the robot
+              throw std::runtime_error("acknowledge_robot_stops: a running loop drives this driver (use recover())");
+            d.acknowledge_robot_stops();
+          },
            "Acknowledges the robot's own stops up to the last state read (what a recovery does): its later commands "
            "carry that count, so the robot applies them again (docs/protocol.md, 'Robot-side stops').")
       .def(

@@ -63,7 +63,6 @@ void UdpDriver::on_start() {
   new_session_flag_ = false;
   fresh_ = false;
   last_state_rx_ns_ = 0;
-  robot_stops_adopted_ = false;  // a start: the first state's count is adopted (the operator starts the robot)
   connected_.store(false);
   begin_handshake(monotonic_ns());
 }
@@ -295,11 +294,18 @@ bool UdpDriver::read_state(JointState& out) noexcept {
   }
   if (!fresh_) return false;
   out = latest_;
-  robot_stops_delivered_ = robot_stops_received_;
-  if (!robot_stops_adopted_) {
-    robot_stops_acknowledged_ = robot_stops_delivered_;
-    robot_stops_adopted_ = true;
+  // The stop count belongs to one robot server session (a restarted robot counts from 0 again). The first robot this
+  // driver connects to is adopted with its count (the operator starts it); another server session (a restarted or
+  // another robot) starts unacknowledged at 0, and a later start against the same session keeps the acknowledged
+  // count, so a stop between two runs latches at the first tick.
+  const std::uint32_t server = server_session_.load(std::memory_order_relaxed);
+  if (server != robot_stops_server_session_) {
+    robot_stops_acknowledged_ = robot_stops_server_session_ == 0 ? robot_stops_received_ : 0u;
+    robot_stops_server_session_ = server;
+    robot_stops_delivered_ = robot_stops_acknowledged_;
   }
+  if (robot_stops_received_ != robot_stops_delivered_) ++robot_stop_events_;
+  robot_stops_delivered_ = robot_stops_received_;
   if (robot_stops_delivered_ != robot_stops_acknowledged_) out.flags |= kStateRobotStopped;
   if (new_session_flag_) {  // on the first state delivered since the session changed (never lost in a drain)
     out.flags |= kStateNewSession;

@@ -74,6 +74,7 @@ class UdpDriver final : public RobotDriver {
   int dof() const noexcept override { return config_.dof; }
   bool read_state(JointState& out) noexcept override;
   void acknowledge_robot_stops() noexcept override { robot_stops_acknowledged_ = robot_stops_delivered_; }
+  std::uint64_t robot_stop_events() const noexcept override { return robot_stop_events_; }
   bool write_command(const JointCommand& command) noexcept override;
   int read_ball_observations(BallObservation* out, int max_count) noexcept override;
   const char* name() const noexcept override { return "udp"; }
@@ -148,12 +149,13 @@ class UdpDriver final : public RobotDriver {
   std::uint32_t previous_server_session_ = 0;
   bool new_session_flag_ = false;  // the next delivered state carries kStateNewSession; no command until then
   // The robot's stop count (docs/protocol.md "Robot-side stops"): the newest received, the one in the last state
-  // delivered, and the one acknowledged (sent in every command; adopted from the first state delivered after
-  // on_start, then set by acknowledge_robot_stops()).
+  // delivered, and the one acknowledged (sent in every command; adopted from the first robot server session this
+  // driver connects to, 0 for a later one, then set by acknowledge_robot_stops()).
   std::uint32_t robot_stops_received_ = 0;
   std::uint32_t robot_stops_delivered_ = 0;
   std::uint32_t robot_stops_acknowledged_ = 0;
-  bool robot_stops_adopted_ = false;
+  std::uint64_t robot_stop_events_ = 0;       // changes of the delivered count (each a stop the loop must see)
+  std::uint32_t robot_stops_server_session_ = 0;  // the robot server session the counts belong to
   bool fresh_ = false;
   JointState latest_;
   protocol::Packet rx_packet_;
