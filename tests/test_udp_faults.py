@@ -568,6 +568,16 @@ def test_a_recovery_clears_only_the_robot_stops_its_requester_saw(first):
         loop.start()
         wait_until(lambda: loop.lifecycle == "stopped", what="the stop at the start")
         assert "robot_fault" in loop.stop_reasons and rs.stats()["resync_required"]
+        loop.stop()
+        # ... and of a new driver (a new `robot-rt run`): the robot says its last stop is unacknowledged
+        fresh = make_udp_driver(f"udp://127.0.0.1:{proxy.port}?camera=none", robot.dof, key=key)
+        loop = RealTimeLoop(robot, fresh, policy=lambda obs: robot.home + 0.1, rate_hz=1000, workspace=False)
+        held = np.array(rs.snapshot()["position"])
+        loop.start()
+        wait_until(lambda: loop.lifecycle == "stopped", what="the stop at the new driver's start")
+        assert "robot_fault" in loop.stop_reasons
+        wait_ticks(loop, 200)
+        assert np.max(np.abs(np.array(rs.snapshot()["position"]) - held)) < 1e-4
     finally:
         loop.stop()
         proxy.stop()

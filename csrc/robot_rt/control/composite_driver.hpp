@@ -42,6 +42,11 @@ class CompositeDriver final : public RobotDriver {
     for (const auto& part : parts_) n += part->robot_stop_events();
     return n;
   }
+  std::uint64_t unexplained_robot_stop_events() const noexcept override {
+    std::uint64_t n = 0;
+    for (const auto& part : parts_) n += part->unexplained_robot_stop_events();
+    return n;
+  }
   void release() noexcept override;
   // Per part: a part's own stop (e-stop input or fault, kept from its last state, fresh or not, until unmuted) or
   // lost link names that part's joints; mute_joints() stops writing to the parts with a muted joint only.

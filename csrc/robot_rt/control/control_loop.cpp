@@ -219,6 +219,7 @@ void ControlLoop::initialise_claimed(std::int64_t start_ns) {
   shutdown_done_.store(false, std::memory_order_release);
   peer_restarts_seen_ = driver_->link_health().peer_restarts;
   robot_stop_events_seen_ = driver_->robot_stop_events();  // (an unacknowledged count still flags every state)
+  unexplained_robot_stops_seen_ = driver_->unexplained_robot_stop_events();
   robot_stop_events_.store(robot_stop_events_seen_, std::memory_order_release);
   recovered_tick_ = 0;
   run_start_ns_ = now_ns();  // every observation of this run is published after it
@@ -586,10 +587,12 @@ void ControlLoop::run_reflexes(std::int64_t wake_ns, const TickScratch& t) noexc
   if (stop_events != robot_stop_events_seen_) {
     robot_stop_events_seen_ = stop_events;
     robot_stop_events_.store(stop_events, std::memory_order_release);
-    if (!estop_input && !fault) {
-      if (latch_.reasons() & kReasonRobotFault) emit(kEventRobotFaultStop, -1, 2.0, wake_ns);  // a further one
-      trip(kReasonRobotFault, kEventRobotFaultStop, -1, 1.0, wake_ns);
-    }
+  }
+  const std::uint64_t unexplained = driver_->unexplained_robot_stop_events();  // (per robot of a composite)
+  if (unexplained != unexplained_robot_stops_seen_) {
+    unexplained_robot_stops_seen_ = unexplained;
+    if (latch_.reasons() & kReasonRobotFault) emit(kEventRobotFaultStop, -1, 2.0, wake_ns);  // a further one
+    trip(kReasonRobotFault, kEventRobotFaultStop, -1, 1.0, wake_ns);
   }
   // A robot (part) that stopped itself does not follow the commands: it is sent neither the rest of the controlled
   // stop nor its rest, else it would run there from wherever it stopped once its own stop cleared (an audit measured

@@ -124,6 +124,9 @@ class RobotDriver {
   // Robot stops delivered so far (each change of a robot's stop count in a delivered state: one event each), so the
   // loop sees a second stop while the first is still latched. 0 for drivers without a stop count.
   virtual std::uint64_t robot_stop_events() const noexcept { return 0; }
+  // Of those, the ones whose state carried neither the e-stop input nor the fault bit (nothing else says why: the
+  // loop latches robot_fault for them), counted per robot, so one part's bits never explain another part's stop.
+  virtual std::uint64_t unexplained_robot_stop_events() const noexcept { return 0; }
 
   // One running loop per driver, i.e. per robot: a second loop started on a driver that another one drives would
   // command the same robot, e.g. move it while the first one is stopped (docs/safety.md, "Runs"). ControlLoop claims

@@ -63,7 +63,11 @@ constexpr std::uint16_t kStatusHolding = 0x0001;  // no fresh command: the robot
 constexpr std::uint16_t kStatusClamped = 0x0002;  // the last command was clamped into the joint limits
 constexpr std::uint16_t kStatusFault = 0x0004;    // the robot reports a fault (it ignores commands)
 constexpr std::uint16_t kStatusEstop = 0x0008;    // the robot's e-stop input is pressed
-constexpr std::uint16_t kKnownStatus = kStatusHolding | kStatusClamped | kStatusFault | kStatusEstop;
+// its last own stop (robot_stops) has not been acknowledged by any controller yet: a controller connecting for the
+// first time must not adopt it (docs/protocol.md "Robot-side stops")
+constexpr std::uint16_t kStatusStopUnacknowledged = 0x0010;
+constexpr std::uint16_t kKnownStatus =
+    kStatusHolding | kStatusClamped | kStatusFault | kStatusEstop | kStatusStopUnacknowledged;
 
 // JointCommand.mode
 constexpr std::uint16_t kModePosition = 0;          // velocity must be all zero

@@ -147,7 +147,8 @@ SimServerSnapshot SimRobotServer::snapshot() const {
   s.status = static_cast<std::uint16_t>((holding_ ? protocol::kStatusHolding : 0) |
                                         (clamped_ ? protocol::kStatusClamped : 0) |
                                         (faults_.fault ? protocol::kStatusFault : 0) |
-                                        (faults_.estop ? protocol::kStatusEstop : 0));
+                                        (faults_.estop ? protocol::kStatusEstop : 0) |
+                                        (resync_required_ ? protocol::kStatusStopUnacknowledged : 0));
   s.position.assign(q_, q_ + dof_);
   s.velocity.assign(v_, v_ + dof_);
   s.target.assign(target_q_, target_q_ + dof_);
@@ -228,7 +229,9 @@ void SimRobotServer::send_state(std::int64_t now_ns) noexcept {
     s.status = static_cast<std::uint16_t>((holding_ ? protocol::kStatusHolding : 0) |
                                           (clamped_ ? protocol::kStatusClamped : 0) |
                                           (faults_.fault ? protocol::kStatusFault : 0) |
-                                          (faults_.estop ? protocol::kStatusEstop : 0) | unsent_stop_status_);
+                                          (faults_.estop ? protocol::kStatusEstop : 0) |
+                                          (resync_required_ ? protocol::kStatusStopUnacknowledged : 0) |
+                                          unsent_stop_status_);
     unsent_stop_status_ = 0;
     s.robot_stops = robot_stops_;
     for (int i = 0; i < dof_; ++i) {

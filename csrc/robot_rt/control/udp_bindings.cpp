@@ -454,9 +454,11 @@ void bind_udp_driver(py::module_& m) {
       .def(
           "read_state",
           [](UdpDriver& d) -> py::object {
-            if (d.claimed()) throw std::runtime_error("read_state: a running loop drives this driver");
+            if (!d.claim()) throw std::runtime_error("read_state: a running loop drives this driver");
             JointState s;
-            if (!d.read_state(s)) return py::none();
+            const bool got = d.read_state(s);
+            d.release();
+            if (!got) return py::none();
             py::dict out;
             out["stamp_ns"] = s.stamp_ns;
             out["flags"] = s.flags;
@@ -470,9 +472,10 @@ void bind_udp_driver(py::module_& m) {
       .def(
           "acknowledge_robot_stops",
           [](UdpDriver& d) {
-            if (d.claimed())  // only the loop's recovery acknowledges while it drives the robot
+            if (!d.claim())  // only the loop's recovery acknowledges while it drives the robot
               throw std::runtime_error("acknowledge_robot_stops: a running loop drives this driver (use recover())");
             d.acknowledge_robot_stops();
+            d.release();
           },
            "Acknowledges the robot's own stops up to the last state read (what a recovery does): its later commands "
            "carry that count, so the robot applies them again (docs/protocol.md, 'Robot-side stops').")

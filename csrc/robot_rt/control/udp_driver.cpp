@@ -171,6 +171,7 @@ void UdpDriver::accept_state(const protocol::JointState& s, std::int64_t local_s
   if (s.status & protocol::kStatusEstop) latest_.flags |= kStateEstopInput;
   if (s.status & protocol::kStatusFault) latest_.flags |= kStateFault;
   robot_stops_received_ = s.robot_stops;
+  robot_stop_unacknowledged_ = (s.status & protocol::kStatusStopUnacknowledged) != 0;
   for (int i = 0; i < s.dof; ++i) {
     latest_.position_si[i] = s.position[i];
     latest_.velocity_si[i] = s.velocity[i];
@@ -299,12 +300,19 @@ bool UdpDriver::read_state(JointState& out) noexcept {
   // another robot) starts unacknowledged at 0, and a later start against the same session keeps the acknowledged
   // count, so a stop between two runs latches at the first tick.
   const std::uint32_t server = server_session_.load(std::memory_order_relaxed);
-  if (server != robot_stops_server_session_) {
-    robot_stops_acknowledged_ = robot_stops_server_session_ == 0 ? robot_stops_received_ : 0u;
+  if (!robot_stops_connected_ || server != robot_stops_server_session_) {
+    // a robot whose last stop no controller acknowledged (kStatusStopUnacknowledged) is not adopted with it: that
+    // stop stays a stop for this controller too (count - 1: anything but the count)
+    const std::uint32_t adopted = robot_stop_unacknowledged_ ? robot_stops_received_ - 1u : robot_stops_received_;
+    robot_stops_acknowledged_ = robot_stops_connected_ ? 0u : adopted;
     robot_stops_server_session_ = server;
+    robot_stops_connected_ = true;
     robot_stops_delivered_ = robot_stops_acknowledged_;
   }
-  if (robot_stops_received_ != robot_stops_delivered_) ++robot_stop_events_;
+  if (robot_stops_received_ != robot_stops_delivered_) {
+    ++robot_stop_events_;
+    if (!(out.flags & (kStateEstopInput | kStateFault))) ++robot_stop_events_unexplained_;
+  }
   robot_stops_delivered_ = robot_stops_received_;
   if (robot_stops_delivered_ != robot_stops_acknowledged_) out.flags |= kStateRobotStopped;
   if (new_session_flag_) {  // on the first state delivered since the session changed (never lost in a drain)

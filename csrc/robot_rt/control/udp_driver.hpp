@@ -75,6 +75,7 @@ class UdpDriver final : public RobotDriver {
   bool read_state(JointState& out) noexcept override;
   void acknowledge_robot_stops() noexcept override { robot_stops_acknowledged_ = robot_stops_delivered_; }
   std::uint64_t robot_stop_events() const noexcept override { return robot_stop_events_; }
+  std::uint64_t unexplained_robot_stop_events() const noexcept override { return robot_stop_events_unexplained_; }
   bool write_command(const JointCommand& command) noexcept override;
   int read_ball_observations(BallObservation* out, int max_count) noexcept override;
   const char* name() const noexcept override { return "udp"; }
@@ -155,7 +156,10 @@ class UdpDriver final : public RobotDriver {
   std::uint32_t robot_stops_delivered_ = 0;
   std::uint32_t robot_stops_acknowledged_ = 0;
   std::uint64_t robot_stop_events_ = 0;       // changes of the delivered count (each a stop the loop must see)
+  std::uint64_t robot_stop_events_unexplained_ = 0;  // of those, with no e-stop input / fault bit in that state
   std::uint32_t robot_stops_server_session_ = 0;  // the robot server session the counts belong to
+  bool robot_stops_connected_ = false;            // a server session was seen (its id may be anything)
+  bool robot_stop_unacknowledged_ = false;        // the newest state's kStatusStopUnacknowledged
   bool fresh_ = false;
   JointState latest_;
   protocol::Packet rx_packet_;
