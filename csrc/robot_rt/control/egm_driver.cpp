@@ -153,6 +153,7 @@ void EgmDriver::accept(const egm::Robot& m, const sockaddr_in&, std::int64_t now
       status_lost)
     flags |= kStateFault | kStateEstopInput;
   latest_.flags = flags;
+  unread_stop_flags_ |= flags;  // a stop status followed by a clean one before the loop reads still reaches it
   motor_state_.store(motor, std::memory_order_relaxed);
   mci_state_.store(mci, std::memory_order_relaxed);
   rapid_state_.store(rapid, std::memory_order_relaxed);
@@ -171,6 +172,8 @@ bool EgmDriver::read_state(JointState& out) noexcept {
   link_up_.store(have_peer_ && now - last_rx_ns_ <= config_.link_timeout_ns, std::memory_order_relaxed);
   if (!have_sample_ || now - sample_rx_ns_ > config_.hold_ns) return false;
   out = latest_;
+  out.flags |= unread_stop_flags_;
+  unread_stop_flags_ = 0;
   return true;
 }
 

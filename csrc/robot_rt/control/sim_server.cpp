@@ -183,6 +183,9 @@ void SimRobotServer::set_faults(const SimServerFaults& faults) {
     throw std::invalid_argument("measured_joint, stuck_joint: expected -1 (none) or a joint index below " +
                                 std::to_string(dof_));
   std::lock_guard<std::mutex> lock(mutex_);
+  // a stop input that starts is acted on at the next step even if it has ended by then (a pulse between two steps)
+  if (faults.fault && !faults_.fault) stop_edge_status_ |= protocol::kStatusFault;
+  if (faults.estop && !faults_.estop) stop_edge_status_ |= protocol::kStatusEstop;
   faults_ = faults;
 }
 
@@ -420,7 +423,9 @@ void SimRobotServer::step(std::int64_t now_ns, double dt_s) noexcept {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     const bool stopped = faults_.fault || faults_.estop;
-    if (stopped && !stop_input_before_) begin_own_stop();
+    if (stop_edge_status_ != 0 || (stopped && !stop_input_before_)) begin_own_stop();
+    unsent_stop_status_ |= stop_edge_status_;  // (reported in the next state)
+    stop_edge_status_ = 0;
     if (stopped) hold_own_stop();  // (while it lasts, nothing queued is ever applied)
     stop_input_before_ = stopped;
   }

@@ -194,6 +194,7 @@ class SimRobotServer {
   bool resync_required_ = false;
   std::uint32_t robot_stops_ = 0;  // own stops so far (JointState::robot_stops)
   bool stop_input_before_ = false;  // the e-stop input or a fault at the previous tick (a stop starts on its edge)
+  std::uint16_t stop_edge_status_ = 0;  // under mutex_: stop inputs that started since the last step
   int blocked_ticks_[protocol::kMaxJoints] = {};
   double following_limit_[protocol::kMaxJoints] = {};  // servo_error_bound: beyond it, a joint at rest is blocked
 

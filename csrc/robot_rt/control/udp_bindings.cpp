@@ -478,7 +478,9 @@ void bind_udp_driver(py::module_& m) {
             d.release();
           },
            "Acknowledges the robot's own stops up to the last state read (what a recovery does): its later commands "
-           "carry that count, so the robot applies them again (docs/protocol.md, 'Robot-side stops').")
+           "carry that count, so the robot applies them again (docs/protocol.md, 'Robot-side stops'). For a bare "
+           "driver (tests, tools) only: it skips everything RealTimeLoop.recover() checks (what the requester saw, "
+           "the robot at rest); refused while a loop drives the driver.")
       .def(
           "write_command",
           [](UdpDriver& d, const std::vector<double>& position, const std::vector<double>& velocity) {

@@ -309,9 +309,10 @@ bool UdpDriver::read_state(JointState& out) noexcept {
     robot_stops_connected_ = true;
     robot_stops_delivered_ = robot_stops_acknowledged_;
   }
-  if (robot_stops_received_ != robot_stops_delivered_) {
-    ++robot_stop_events_;
-    if (!(out.flags & (kStateEstopInput | kStateFault))) ++robot_stop_events_unexplained_;
+  if (robot_stops_received_ != robot_stops_delivered_) {  // one event per stop (several may come in one read)
+    const std::uint32_t stops = robot_stops_received_ - robot_stops_delivered_;  // (mod 2^32)
+    robot_stop_events_ += stops;
+    if (!(out.flags & (kStateEstopInput | kStateFault))) robot_stop_events_unexplained_ += stops;
   }
   robot_stops_delivered_ = robot_stops_received_;
   if (robot_stops_delivered_ != robot_stops_acknowledged_) out.flags |= kStateRobotStopped;
