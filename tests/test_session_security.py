@@ -57,6 +57,15 @@ def record_session(server: SimServer):
     return captured, address
 
 
+def _receive_frames(receiver, count: int, timeout_s: float = 3.0) -> None:
+    """Reads an opened CameraReceiver until it has received `count` frames (asserted within `timeout_s`)."""
+    t_end = time.monotonic() + timeout_s
+    while receiver.stats()["frames"] < count and time.monotonic() < t_end:
+        receiver.read()
+        time.sleep(0.005)
+    assert receiver.stats()["frames"] >= count
+
+
 def refused_everything_else(before: dict, after: dict, link_before: dict | None = None, link: dict | None = None):
     """Every datagram the server read and did not accept is counted under a reason, and (given the live
     controller's counters) it accepted no more than the live controller sent."""
@@ -323,11 +332,7 @@ def test_camera_key_command_provisions_a_camera_that_the_controller_accepts(tmp_
     receiver = _control.CameraReceiver(camera_port=camera.port, key=_control.camera_link_key(read_key(key_file)))
     try:
         receiver.open()
-        t_end = time.monotonic() + 3.0
-        while receiver.stats()["frames"] < 10 and time.monotonic() < t_end:
-            receiver.read()
-            time.sleep(0.005)
-        assert receiver.stats()["frames"] >= 10
+        _receive_frames(receiver, 10)
     finally:
         receiver.close()
         camera.stop()
@@ -372,11 +377,7 @@ def test_camera_stream_replays_and_forged_subscriptions_are_rejected():
     first = _control.CameraReceiver(camera_port=proxy.port, key=KEY)
     try:
         first.open()
-        t_end = time.monotonic() + 3.0
-        while first.stats()["frames"] < 30 and time.monotonic() < t_end:
-            first.read()
-            time.sleep(0.005)
-        assert first.stats()["frames"] >= 30
+        _receive_frames(first, 30)
         first.close()
         recorded_frames = select(proxy.captured, "down", {"ball_observations"})
         recorded_up = select(proxy.captured, "up")

@@ -218,9 +218,9 @@ void ControlLoop::initialise_claimed(std::int64_t start_ns) {
   }
   shutdown_done_.store(false, std::memory_order_release);
   peer_restarts_seen_ = driver_->link_health().peer_restarts;
-  robot_stop_events_seen_ = driver_->robot_stop_events();  // (an unacknowledged count still flags every state)
+  // (an unacknowledged count still flags every state)
+  robot_stop_events_.store(driver_->robot_stop_events(), std::memory_order_release);
   unexplained_robot_stops_seen_ = driver_->unexplained_robot_stop_events();
-  robot_stop_events_.store(robot_stop_events_seen_, std::memory_order_release);
   recovered_tick_ = 0;
   run_start_ns_ = now_ns();  // every observation of this run is published after it
   // a robot that starts with its paddle outside the workspace box may move back in (only leaving it stops)
@@ -583,11 +583,7 @@ void ControlLoop::run_reflexes(std::int64_t wake_ns, const TickScratch& t) noexc
     trip(kReasonRobotFault, kEventRobotFaultStop, -1, 1.0, wake_ns);
   // every new robot stop is one: also while e-stop or robot_fault is latched already (a recovery must have seen it:
   // robot_stop_events), and latched as robot_fault unless this state's e-stop input or fault bit says why
-  const std::uint64_t stop_events = driver_->robot_stop_events();
-  if (stop_events != robot_stop_events_seen_) {
-    robot_stop_events_seen_ = stop_events;
-    robot_stop_events_.store(stop_events, std::memory_order_release);
-  }
+  robot_stop_events_.store(driver_->robot_stop_events(), std::memory_order_release);
   const std::uint64_t unexplained = driver_->unexplained_robot_stop_events();  // (per robot of a composite)
   if (unexplained != unexplained_robot_stops_seen_) {
     unexplained_robot_stops_seen_ = unexplained;
@@ -747,7 +743,7 @@ void ControlLoop::update_lifecycle(std::int64_t wake_ns) noexcept {
     // is refused with it (and a new request, made knowing it, is needed), not cleared along with the old ones
     // (an e-stop pressed after the requester read the presses: unseen, even when the e-stop was latched already)
     const bool unseen_press = estop_requested() && estop_presses_.load(std::memory_order_acquire) > recover_presses_;
-    const bool unseen_robot_stop = robot_stop_events_seen_ > recover_robot_stops_;
+    const bool unseen_robot_stop = robot_stop_events_.load(std::memory_order_relaxed) > recover_robot_stops_;
     const std::uint32_t latched_since = (latch_.reasons() & ~recover_reasons_) | (unseen_press ? kReasonEstop : 0u) |
                                         (unseen_robot_stop ? kReasonRobotFault : 0u);
     const std::uint32_t blockers = recovery_blockers(wake_ns);

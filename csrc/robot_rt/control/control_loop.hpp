@@ -360,7 +360,6 @@ class ControlLoop {
   std::atomic<std::uint64_t> estop_presses_{0};   // request_estop() calls, ever
   std::atomic<std::uint64_t> robot_stop_events_{0};  // robot stops seen (published by the loop thread)
   std::atomic<std::uint64_t> recover_seen_robot_stops_{~std::uint64_t{0}};
-  std::uint64_t robot_stop_events_seen_ = 0;  // loop thread: the driver's count at the last tick
   std::uint64_t unexplained_robot_stops_seen_ = 0;  // loop thread: the driver's unexplained ones
   std::uint64_t recover_robot_stops_ = 0;     // the robot stops the recovery's requester saw
   std::atomic<std::uint64_t> estop_released_{0};  // of those, the presses recoveries have released

@@ -409,6 +409,11 @@ void SimRobotServer::begin_own_stop() noexcept {
 
 void SimRobotServer::hold_own_stop() noexcept {
   pending_count_ = 0;  // sent before the controller knew of the stop: never applied
+  brake_to_hold();
+}
+
+// The robot brakes to a hold where it is (once per hold: a hold already under way keeps its target).
+void SimRobotServer::brake_to_hold() noexcept {
   if (!holding_) {
     hold_events_.fetch_add(1, std::memory_order_relaxed);
     for (int i = 0; i < dof_; ++i) target_q_[i] = q_[i];  // brake where we are
@@ -454,12 +459,7 @@ void SimRobotServer::step(std::int64_t now_ns, double dt_s) noexcept {
   const bool timed_out = last_command_ns_ == 0 ||
                          now_ns - last_command_ns_ > static_cast<std::int64_t>(config_.command_timeout_s * 1e9);
   if ((timed_out && pending_count_ == 0) || faulted) {
-    if (!holding_) {
-      hold_events_.fetch_add(1, std::memory_order_relaxed);
-      for (int i = 0; i < dof_; ++i) target_q_[i] = q_[i];  // brake where we are
-    }
-    holding_ = true;
-    for (int i = 0; i < dof_; ++i) target_v_[i] = 0.0;
+    brake_to_hold();
   } else if (applied) {
     holding_ = false;
   }

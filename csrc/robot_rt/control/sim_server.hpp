@@ -162,6 +162,7 @@ class SimRobotServer {
   void step(std::int64_t now_ns, double dt_s) noexcept;
   void begin_own_stop() noexcept;                          // under mutex_
   void hold_own_stop() noexcept;                           // under mutex_
+  void brake_to_hold() noexcept;                           // under mutex_
   bool acceptable(const PendingCommand& p) const noexcept;  // under mutex_
   void send_state(std::int64_t now_ns) noexcept;
   bool send_to(protocol::Packet& packet, const sockaddr_in& to, std::int64_t now_ns) noexcept;
