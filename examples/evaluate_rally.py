@@ -31,11 +31,16 @@ CEILING = 1.0 / (1.0 - 0.95)
 def make_policy(spec: str, num_envs: int):
     """'scripted' (BatchedScriptedPolicy, the tuned baseline), 'scripted-rally' (its 'rally' preset, placed for
     the default human model), 'scripted-rally-landing' (that preset steered by the learned landing model,
-    robot_rt.envs.landing_model.rally_policy) or the path of an exported RUN/policy.pt."""
+    robot_rt.envs.landing_model.rally_policy), 'scripted-rally-shot' (that preset aiming where the shot model expects
+    the human to answer most often, robot_rt.envs.shot_model.rally_shot_policy) or the path of an exported RUN/policy.pt."""
     if spec == "scripted-rally-landing":
         from robot_rt.envs.landing_model import rally_policy
 
         return rally_policy(num_envs)
+    if spec == "scripted-rally-shot":
+        from robot_rt.envs.shot_model import rally_shot_policy
+
+        return rally_shot_policy(num_envs)
     if spec in ("scripted", "scripted-rally"):
         from robot_rt.envs.scripted import BatchedScriptedPolicy, ScriptedParams
 
@@ -112,7 +117,8 @@ def main(argv=None) -> dict:
     p.add_argument(
         "--policy",
         action="append",
-        help="'scripted', 'scripted-rally', 'scripted-rally-landing' or a policy.pt path (repeatable)",
+        help="'scripted', 'scripted-rally', 'scripted-rally-landing', 'scripted-rally-shot' or a policy.pt path "
+        "(repeatable)",
     )
     p.add_argument("--episodes", type=int, default=256, help="serves per seed")
     p.add_argument("--seeds", default="0,1,2")

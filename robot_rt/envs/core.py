@@ -322,6 +322,10 @@ class TableTennisWorld:
         # the human's return probability of the robot's landed return that reached the human's plane in the last
         # step (NaN where none did): what the human answers, before the draw (a fitness signal for placement)
         self.answer_probability = np.full(n, np.nan)
+        # the ball's state where it reached the human's hitting plane this step (NaN elsewhere): what the human's
+        # answer was drawn from (shot models are fitted on it)
+        self.arrival_ball = np.full((n, 9), np.nan)
+        self._arrivals_recorded = False
         self.rec_pos = np.zeros((n, s, 3))  # ball position at the end of each substep
         self.rec_active = np.zeros((n, s), dtype=bool)  # phase != done at the end of each substep
         # camera ring buffer of frames: capture time, arrival time, position
@@ -557,7 +561,13 @@ class TableTennisWorld:
         self.answer_probability.fill(np.nan)
         waiting = (self.phase == PHASE_WAITING).nonzero()[0]  # the method: np.nonzero's dispatch is ~1 us a step
         if waiting.size == 0:
+            if self._arrivals_recorded:
+                self.arrival_ball.fill(np.nan)
+                self._arrivals_recorded = False
             return
+        self.arrival_ball.fill(np.nan)
+        self.arrival_ball[waiting] = self.ball[waiting]
+        self._arrivals_recorded = True
         self.answer_probability[waiting] = self.human.returns.return_probability(self.ball[waiting])
         self.landed[waiting] = False
         answers = sample_returns(

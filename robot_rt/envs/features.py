@@ -66,24 +66,29 @@ class FeatureExtractor:
         self.spin = spin
         # the spin comes from a second tracker: its longer window and Magnus fit would change the first one's
         # crossing predictions, which the other features keep as they were
-        self.spin_tracker = BatchedBallTracker(self.n, estimate_spin=True, window_s=SPIN_WINDOW_S) if spin else None
-        self.spin_estimate = np.zeros((self.n, 3))
-        self.spin_valid = np.zeros(self.n, dtype=bool)
+        self.incoming_spin = IncomingSpinEstimator(self.n) if spin else None
         self.dim = feature_dim(spin)
         self.steps = np.zeros(self.n, dtype=np.int64)
         self._q_mid = 0.5 * (self.robot.position_max + self.robot.position_min)
         self._q_half = 0.5 * (self.robot.position_max - self.robot.position_min)
         self._v_max = self.robot.velocity_limit
 
+    @property
+    def spin_estimate(self) -> np.ndarray:
+        """The held spin estimates [N, 3] (rad/s; zeros without `spin`)."""
+        return self.incoming_spin.estimate if self.incoming_spin is not None else np.zeros((self.n, 3))
+
+    @property
+    def spin_valid(self) -> np.ndarray:
+        return self.incoming_spin.valid if self.incoming_spin is not None else np.zeros(self.n, dtype=bool)
+
     def reset(self, mask=None) -> None:
         m = np.ones(self.n, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
         if m.shape != (self.n,):
             raise ValueError(f"mask: expected a bool array of shape ({self.n},), got {m.shape}")
         self.tracker.reset(m)
-        if self.spin_tracker is not None:
-            self.spin_tracker.reset(m)
-        self.spin_estimate[m] = 0.0
-        self.spin_valid[m] = False
+        if self.incoming_spin is not None:
+            self.incoming_spin.reset(m)
         self.steps[m] = 0
 
     def __call__(self, observation) -> np.ndarray:
@@ -117,17 +122,37 @@ class FeatureExtractor:
             newest[:, 3:4],
             newest[:, 4:5],
         ]
-        if self.spin_tracker is not None:
-            columns += self._spin_columns(det, t_now)
+        if self.incoming_spin is not None:
+            estimate, valid_spin = self.incoming_spin.update(det, t_now)
+            columns += [estimate / SPIN_SCALE_RADPS, valid_spin[:, None].astype(np.float64)]
         return np.concatenate(columns, axis=1).astype(np.float32)
 
-    def _spin_columns(self, det: np.ndarray, t_now: np.ndarray) -> list[np.ndarray]:
-        """The spin estimate of the incoming ball, held from its last update before the bounce (the fit after it
-        spans too little flight) until the next reset."""
-        tracker = self.spin_tracker
-        tracker.update(det, t_now)
+
+class IncomingSpinEstimator:
+    """The incoming ball's spin per environment, estimated from the curvature of its flight (Magnus) by a tracker of
+    its own (`estimate_spin=True`, `SPIN_WINDOW_S` window) and held from its last update before the bounce on the
+    robot's half (x < `SPIN_BEFORE_X_M`, at least `SPIN_MIN_POINTS` detections), since the fit after the bounce spans
+    too little flight. A new incoming ball replaces the held value once its own track qualifies."""
+
+    def __init__(self, num_envs: int):
+        from robot_rt.estimation.batched import BatchedBallTracker
+
+        self.n = int(num_envs)
+        self.tracker = BatchedBallTracker(self.n, estimate_spin=True, window_s=SPIN_WINDOW_S)
+        self.estimate = np.zeros((self.n, 3))
+        self.valid = np.zeros(self.n, dtype=bool)
+
+    def reset(self, mask) -> None:
+        self.tracker.reset(mask)
+        self.estimate[mask] = 0.0
+        self.valid[mask] = False
+
+    def update(self, detections: np.ndarray, t_now) -> tuple[np.ndarray, np.ndarray]:
+        """Feeds the detections [N, history, 5] seen at `t_now` [N] (s); returns (spin [N, 3] rad/s, valid [N])."""
+        tracker = self.tracker
+        tracker.update(detections, t_now)
         state, valid = tracker.state()
         take = valid & (state[:, 0] < SPIN_BEFORE_X_M) & (state[:, 3] > 0) & (tracker.n_points >= SPIN_MIN_POINTS)
-        self.spin_estimate[take] = tracker.spin[take]
-        self.spin_valid |= take
-        return [self.spin_estimate / SPIN_SCALE_RADPS, self.spin_valid[:, None].astype(np.float64)]
+        self.estimate[take] = tracker.spin[take]
+        self.valid |= take
+        return self.estimate, self.valid

@@ -47,6 +47,24 @@ def quadratic_features(z: np.ndarray) -> np.ndarray:
     return np.concatenate([np.ones((n, 1)), z, z[:, i] * z[:, j]], axis=1)
 
 
+def check_fitted_params(fitted_params: np.ndarray, params, what: str) -> None:
+    """Raises ValueError when `params` (`ScriptedParams` vector(s) [P] or [N, P]) differ from `fitted_params` in
+    anything but the aim (`AIM_PARAMS`): a model fitted on a policy's shots holds only for that policy."""
+    from robot_rt.envs.scripted import ScriptedParams, with_legacy_defaults
+
+    names = ScriptedParams.names()
+    fitted = with_legacy_defaults(np.asarray(fitted_params, dtype=np.float64))
+    mat = np.atleast_2d(np.asarray(params, dtype=np.float64))
+    if fitted.shape != (len(names),) or mat.shape[1] != len(names):
+        raise ValueError(f"params: expected {len(names)} ScriptedParams values, got {mat.shape[1]}")
+    for j, k in enumerate(names):
+        if k not in AIM_PARAMS and not np.allclose(mat[:, j], fitted[j], rtol=0, atol=1e-9):
+            raise ValueError(
+                f"{what}: fitted with {k} = {fitted[j]:g}, the policy has {mat[:, j].tolist()[:4]} "
+                f"(a {what} holds only for the parameters it was fitted with, aim apart)"
+            )
+
+
 def _check_array(value, name: str, shape_tail: tuple) -> np.ndarray:
     a = np.asarray(value, dtype=np.float64)
     if a.ndim != 1 + len(shape_tail) or a.shape[1:] != shape_tail:
@@ -136,19 +154,7 @@ class LandingModel:
     def check_params(self, params: np.ndarray) -> None:
         """Raises ValueError when a policy's `ScriptedParams` vector(s) [P] or [N, P] differ from the fitted ones in
         anything but the aim."""
-        from robot_rt.envs.scripted import ScriptedParams, with_legacy_defaults
-
-        names = ScriptedParams.names()
-        fitted = with_legacy_defaults(self.fitted_params)
-        mat = np.atleast_2d(np.asarray(params, dtype=np.float64))
-        if fitted.shape != (len(names),) or mat.shape[1] != len(names):
-            raise ValueError(f"params: expected {len(names)} ScriptedParams values, got {mat.shape[1]}")
-        for j, k in enumerate(names):
-            if k not in AIM_PARAMS and not np.allclose(mat[:, j], fitted[j], rtol=0, atol=1e-9):
-                raise ValueError(
-                    f"landing_model: fitted with {k} = {fitted[j]:g}, the policy has {mat[:, j].tolist()[:4]} "
-                    "(a landing model holds only for the parameters it was fitted with, aim apart)"
-                )
+        check_fitted_params(self.fitted_params, params, "landing_model")
 
     # ------------------------------------------------------------------------------------------ fit
     @classmethod

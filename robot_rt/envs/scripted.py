@@ -15,6 +15,7 @@ from robot_rt.robot import RobotDescription, load_robot, paddle_position_normal
 from robot_rt.robot.kinematics import rpy_matrix
 
 from .core import WorldConfig
+from .features import IncomingSpinEstimator
 from .human_model import ReturnModel
 from .observation import observation_layout
 
@@ -284,7 +285,12 @@ class BatchedScriptedPolicy:
     return lands, and the lob is aimed at the target the model gives for it; the model must have been fitted with
     these parameters (aim apart). `arrival_centering` (with a model only; 0 = off) first moves each wanted landing
     point sideways so that the return reaches the human's hitting plane (`human_plane_x_m`) nearer the wanted y:
-    `centered_landing`."""
+    `centered_landing`.
+
+    `shot_model` (`robot_rt.envs.shot_model.ShotModel`, optional; not with `landing_model`): each ball is aimed at the
+    lob target the model expects the human to answer most often (`ShotModel.best_target`, from the plan and the
+    incoming spin estimate); such a policy takes no goals. `estimate_spin` (implied by a shot model) keeps the
+    incoming ball's spin estimate in `incoming_spin` (`robot_rt.envs.features.IncomingSpinEstimator`)."""
 
     def __init__(
         self,
@@ -298,6 +304,8 @@ class BatchedScriptedPolicy:
         landing_model=None,
         arrival_centering: float = 0.0,
         human_plane_x_m: float = ReturnModel.hitting_plane_x_m,
+        shot_model=None,
+        estimate_spin: bool = False,
     ):
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs: expected a positive int, got {num_envs!r}")
@@ -329,6 +337,14 @@ class BatchedScriptedPolicy:
         if arrival_centering != 0.0 and landing_model is None:
             raise ValueError("arrival_centering: needs a landing_model (it moves the wanted landing point)")
         self.arrival_centering = float(arrival_centering)
+        if shot_model is not None and landing_model is not None:
+            raise ValueError("shot_model: not together with a landing_model (both choose the lob target)")
+        if not isinstance(estimate_spin, bool):
+            raise TypeError(f"estimate_spin: expected a bool, got {type(estimate_spin).__name__}")
+        self.shot_model = shot_model  # robot_rt.envs.shot_model.ShotModel or None
+        self.incoming_spin = IncomingSpinEstimator(self.n) if (estimate_spin or shot_model is not None) else None
+        self.shot_target = np.full((self.n, 2), np.nan)  # the shot model's choice of lob target per environment
+        self.shot_value = np.full(self.n, np.nan)  # and its expected human answer
         self.human_plane_x_m = float(human_plane_x_m)
         self.set_params(ScriptedParams() if params is None else params)
         self.t = np.zeros(self.n)
@@ -355,6 +371,8 @@ class BatchedScriptedPolicy:
         check_param_vector(mat, "params")
         if self.landing_model is not None:
             self.landing_model.check_params(mat)
+        if self.shot_model is not None:
+            self.shot_model.check_params(mat)
         self.params = np.array(mat, dtype=np.float64)
         self._p = {k: self.params[:, j] for j, k in enumerate(names)}
         self.box_low = np.tile(self.robot.workspace_min_m + self.box_margin, (self.n, 1))
@@ -369,6 +387,10 @@ class BatchedScriptedPolicy:
             if m.shape != (self.n,) or m.dtype != np.bool_:
                 raise ValueError(f"mask: expected a bool array of shape ({self.n},), got {m.dtype} {m.shape}")
         self.tracker.reset(m)
+        if self.incoming_spin is not None:
+            self.incoming_spin.reset(m)
+        self.shot_target[m] = np.nan
+        self.shot_value[m] = np.nan
         self.t[m] = 0.0
         self.plan_t[m] = np.nan
         self.hit_shift[m] = 0.0
@@ -389,6 +411,8 @@ class BatchedScriptedPolicy:
             raise ValueError(f"observations: expected shape ({self.n}, {self.obs_dim}), got {obs.shape}")
         if not np.all(np.isfinite(obs)):
             raise ValueError("observations: contains NaN or Inf")
+        if goals is not None and self.shot_model is not None:
+            raise ValueError("goals: a policy with a shot_model chooses where its returns land and takes no goals")
         if goals is not None:
             goals = np.asarray(goals, dtype=np.float64)
             if single and goals.shape == (2,):
@@ -419,6 +443,8 @@ class BatchedScriptedPolicy:
         q = obs[:, self.layout["q"]]
         det = obs[:, self.layout["detections"]].reshape(self.n, self.history, 5)
         self.tracker.update(det, self.t)
+        if self.incoming_spin is not None:
+            self.incoming_spin.update(det, self.t)
         cross = self.tracker.predict_plane_crossing(p["hit_plane_x_m"])
         fresh = cross.found & (cross.velocity_mps[:, 0] > 0)
         cross_t, cross_p, cross_v = cross.t_s, cross.position_m, cross.velocity_mps
@@ -432,13 +458,26 @@ class BatchedScriptedPolicy:
         leaving = valid & (state[:, 3] < -0.5)
         self.plan_t[leaving] = np.nan
         self.hit_shift[leaving] = 0.0
+        self.shot_target[leaving] = np.nan
         active = np.isfinite(self.plan_t) & (self.plan_t > self.t - 0.02)
 
         if goals is None:
             target_xy = np.stack([p["aim_x_m"], p["aim_y_m"]], axis=1)
         else:
             target_xy = goals.copy()
-        if self.landing_model is None:
+        if self.shot_model is not None:
+            # the lob target the human is expected to answer most often (docs/envs.md, `robot_rt.envs.shot_model`)
+            planned = np.isfinite(self.plan_t)
+            if planned.any():
+                chosen, value = self.shot_model.best_target(
+                    self.plan_p[planned],
+                    self.plan_v[planned],
+                    self.incoming_spin.estimate[planned],
+                    previous=self.shot_target[planned],
+                )
+                self.shot_target[planned], self.shot_value[planned] = chosen, value
+                target_xy[planned] = chosen
+        elif self.landing_model is None:
             target_xy = target_xy + np.stack([p["aim_dx_m"], p["aim_dy_m"]], axis=1)
         else:
             # the lob target whose predicted landing is the one wanted (docs/envs.md, `robot_rt.envs.landing_model`);
