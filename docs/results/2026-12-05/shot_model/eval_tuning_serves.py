@@ -25,7 +25,7 @@ from evaluate_rally import _rally_shape  # noqa: E402
 def ablate(shots_path: str, out_dir: str) -> None:
     shots = dict(np.load(shots_path))
     shots["spin"] = np.zeros_like(shots["spin"])
-    model = ShotModel.fit(shots, ScriptedParams.preset("rally").to_vector())
+    model = ShotModel.fit(shots, ScriptedParams.preset("rally").to_vector())  # the shipped model's shots then
     # the policy feeds its spin estimate: a huge scale makes those inputs zero after standardisation
     model.mean[8:11], model.std[8:11] = 0.0, 1e12
     model.save(Path(out_dir) / "shot_nospin.json")
@@ -35,7 +35,8 @@ def evaluate(spec: str, seeds: list[int], n: int) -> None:
     def make():
         if spec == "landing":
             return rally_policy(n)
-        return BatchedScriptedPolicy(n, params=ScriptedParams.preset("rally"), shot_model=ShotModel.load(spec))
+        model = ShotModel.load(spec)  # played with the parameters its shots were made with
+        return BatchedScriptedPolicy(n, params=ScriptedParams.from_vector(model.fitted_params), shot_model=model)
 
     rallies = []
     for s in seeds:
