@@ -32,7 +32,8 @@ def make_policy(spec: str, num_envs: int):
     """'scripted' (BatchedScriptedPolicy, the tuned baseline), 'scripted-rally' (its 'rally' preset, placed for
     the default human model), 'scripted-rally-landing' (that preset steered by the learned landing model,
     robot_rt.envs.landing_model.rally_policy), 'scripted-rally-shot' (that preset aiming where the shot model expects
-    the human to answer most often, robot_rt.envs.shot_model.rally_shot_policy) or the path of an exported RUN/policy.pt."""
+    the human to answer most often, robot_rt.envs.shot_model.rally_shot_policy), or the path of an exported RUN/policy.pt (PPO, BGS) or
+    of a distilled policy (robot_rt.learning.distill, tools/distill_rally_policy.py)."""
     if spec == "scripted-rally-landing":
         from robot_rt.envs.landing_model import rally_policy
 
@@ -45,8 +46,14 @@ def make_policy(spec: str, num_envs: int):
         from robot_rt.envs.scripted import BatchedScriptedPolicy, ScriptedParams
 
         return BatchedScriptedPolicy(num_envs, params=ScriptedParams.preset(spec.partition("-")[2] or "default"))
+    import torch
+
+    from robot_rt.learning.distill import POLICY_FORMAT, load_distilled
     from robot_rt.learning.neural_policy import load_policy
 
+    state = torch.load(spec, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and state.get("format") == POLICY_FORMAT:  # robot_rt.learning.distill's policy
+        return load_distilled(spec, num_envs=num_envs)
     return load_policy(spec, num_envs=num_envs)
 
 
@@ -102,6 +109,11 @@ def _rally_shape(eps: list[dict]) -> dict:
     }
 
 
+def _fmt(value, spec: str) -> str:
+    """`value` formatted, or 'n/a' where it is undefined (None: no return landed, so no share to take)."""
+    return "n/a" if value is None else format(value, spec)
+
+
 def write_json_atomic(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -152,9 +164,9 @@ def main(argv=None) -> dict:
             f"{r['policy']}: mean rally {t['rally_mean']:.2f} (95% CI {t['rally_mean_ci95'][0]:.2f}-"
             f"{t['rally_mean_ci95'][1]:.2f}), median {t['rally_median']:.0f}, max {t['rally_max']}, seed means "
             f"{[round(m, 2) for m in t['seed_means']]}; ceiling {CEILING:.0f}; first-ball return rate "
-            f"{t['first_ball_return_rate']:.2f}; robot return rate {t['robot_return_rate']:.3f}; human answered "
-            f"{t['human_answered_share']:.3f} (rally bound for a perfect robot {t['rally_bound_perfect_robot']:.2f}); "
-            f"outcomes {t['outcomes']}"
+            f"{t['first_ball_return_rate']:.2f}; robot return rate {_fmt(t['robot_return_rate'], '.3f')}; human "
+            f"answered {_fmt(t['human_answered_share'], '.3f')} (rally bound for a perfect robot "
+            f"{_fmt(t['rally_bound_perfect_robot'], '.2f')}); outcomes {t['outcomes']}"
         )
     write_json_atomic(Path(args.out), results)
     return results

@@ -17,6 +17,7 @@ from robot_rt.robot.kinematics import rpy_matrix
 from .core import WorldConfig
 from .features import IncomingSpinEstimator
 from .human_model import ReturnModel
+from .limit_guard import joint_brake
 from .observation import observation_layout
 
 __all__ = ["BatchedScriptedPolicy", "ScriptedParams", "lob_directions", "paddle_jacobian_analytic"]
@@ -620,10 +621,4 @@ class BatchedScriptedPolicy:
         return self._brake(q, command).astype(np.float32)
 
     def _brake(self, q: np.ndarray, command: np.ndarray) -> np.ndarray:
-        robot = self.robot
-        room_up = np.maximum(robot.position_max - q - 1e-3, 0.0)
-        room_down = np.maximum(q - robot.position_min - 1e-3, 0.0)
-        a = robot.acceleration_limit
-        cap_up = np.minimum(np.maximum(np.sqrt(2 * a * room_up) - a * self.dt, 0.0), self.v_max)
-        cap_down = np.minimum(np.maximum(np.sqrt(2 * a * room_down) - a * self.dt, 0.0), self.v_max)
-        return np.clip(command, -cap_down, cap_up)
+        return joint_brake(self.robot, q, command, self.dt)

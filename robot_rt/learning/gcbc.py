@@ -13,13 +13,16 @@ from torch import nn
 
 
 class GCBCPolicy(nn.Module):
-    """pi(features, goal) -> normalised joint velocities in [-1, 1]."""
+    """pi(features, goal) -> normalised joint velocities in [-1, 1] (goal_dim 0: pi(features))."""
 
     def __init__(self, feat_dim: int, goal_dim: int = 2, act_dim: int = 8, hidden: tuple[int, ...] = (256, 256)):
         super().__init__()
-        for name, value in (("feat_dim", feat_dim), ("goal_dim", goal_dim), ("act_dim", act_dim)):
+        for name, value in (("feat_dim", feat_dim), ("act_dim", act_dim)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        # goal_dim 0: a policy without a goal (behaviour cloning of a rally policy, robot_rt.learning.distill)
+        if isinstance(goal_dim, bool) or not isinstance(goal_dim, int) or goal_dim < 0:
+            raise ValueError(f"goal_dim: expected an int >= 0, got {goal_dim!r}")
         if not hidden or any(int(h) < 1 for h in hidden):
             raise ValueError(f"hidden: expected a non-empty tuple of positive widths, got {hidden!r}")
         self.feat_dim, self.goal_dim, self.act_dim = feat_dim, goal_dim, act_dim
@@ -46,8 +49,9 @@ class GCBCPolicy(nn.Module):
         g = torch.as_tensor(np.asarray(goals), dtype=torch.float32)
         self.feat_mean.copy_(f.mean(0))
         self.feat_std.copy_(f.std(0).clamp_min(1e-3))
-        self.goal_mean.copy_(g.mean(0))
-        self.goal_std.copy_(g.std(0).clamp_min(1e-3))
+        if self.goal_dim:
+            self.goal_mean.copy_(g.mean(0))
+            self.goal_std.copy_(g.std(0).clamp_min(1e-3))
 
     def forward(self, features: torch.Tensor, goals: torch.Tensor) -> torch.Tensor:
         if features.ndim != 2 or features.shape[1] != self.feat_dim:

@@ -1,0 +1,162 @@
+"""The limit guard (robot_rt.envs.limit_guard) and the DAgger distillation of a rally policy
+(robot_rt.learning.distill)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from robot_rt.envs.features import feature_dim
+from robot_rt.envs.limit_guard import LimitGuard, joint_brake
+from robot_rt.envs.scripted import BatchedScriptedPolicy, paddle_jacobian_analytic
+from robot_rt.envs.vector import TableTennisVectorEnv
+from robot_rt.learning.distill import (
+    POLICY_FORMAT,
+    DistilledEnvPolicy,
+    dagger_distill,
+    load_distilled,
+    save_distilled,
+)
+from robot_rt.learning.gcbc import GCBCPolicy
+from robot_rt.robot import load_robot
+
+ROBOT = load_robot()
+
+
+def random_states(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Joint positions anywhere in the limits, some at them, whose paddle is inside its workspace box."""
+    q = rng.uniform(ROBOT.position_min, ROBOT.position_max, (4 * n, ROBOT.dof))
+    edge = rng.random(q.shape) < 0.1
+    at_max = rng.random(q.shape) < 0.5
+    limits = np.where(at_max, ROBOT.position_max, ROBOT.position_min)
+    q[edge] = limits[edge]
+    pos, *_ = paddle_jacobian_analytic(ROBOT, q)
+    inside = np.all((pos > ROBOT.workspace_min_m) & (pos < ROBOT.workspace_max_m), axis=1)
+    return q[inside][:n]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31 - 1))
+def test_guard_keeps_joint_caps_and_paddle_wall_speeds(seed):
+    rng = np.random.default_rng(seed)
+    guard = LimitGuard(ROBOT)
+    q = random_states(rng, 32)
+    actions = rng.uniform(-1.5, 1.5, q.shape)
+    out = guard(q, actions)
+    assert out.dtype == np.float32 and np.all(np.abs(out) <= 1.0)
+    qd = out.astype(np.float64) * ROBOT.velocity_limit
+    # no joint faster towards a limit than it can stop within (the scripted policy's own brake leaves it unchanged)
+    np.testing.assert_allclose(joint_brake(ROBOT, q, qd, guard.dt_s), qd, atol=1e-5)
+    # the paddle towards each wall at most sqrt(2 a (room - margin)) (before the joint brake, which only slows)
+    pos, _, jp, _ = paddle_jacobian_analytic(ROBOT, q)
+    v = np.einsum("nij,nj->ni", jp, np.clip(actions, -1, 1) * ROBOT.velocity_limit)
+    room = np.where(v < 0, pos - ROBOT.workspace_min_m, ROBOT.workspace_max_m - pos) - guard.wall_margin_m
+    allowed = np.sqrt(2 * guard.wall_decel_mps2 * np.maximum(room, 0.0))
+    ratio = np.max(np.where(np.abs(v) > allowed, np.abs(v) / np.maximum(allowed, 1e-12), 1.0), axis=1)
+    scaled = np.einsum("nij,nj->ni", jp, np.clip(actions, -1, 1) * ROBOT.velocity_limit / ratio[:, None])
+    assert np.all(np.abs(scaled) <= allowed + 1e-6)
+    # commands well inside every limit pass unchanged
+    home = np.tile(ROBOT.home, (4, 1))
+    small = rng.uniform(-0.01, 0.01, home.shape)
+    np.testing.assert_allclose(guard(home, small), small.astype(np.float32), rtol=1e-6)
+
+
+def test_guarded_random_actions_never_end_an_episode_at_a_limit():
+    """Random full-scale actions for 3 s in 64 environments: unguarded they hit limits, guarded never."""
+    rng = np.random.default_rng(0)
+    guard = LimitGuard(ROBOT)
+    q_cols = slice(0, ROBOT.dof)
+
+    def limit_stops(guarded: bool) -> int:
+        env = TableTennisVectorEnv(64, max_episode_steps=300)
+        obs, _ = env.reset(seed=list(range(64)))
+        stops = 0
+        try:
+            for _ in range(300):
+                a = rng.uniform(-1, 1, (64, ROBOT.dof)).astype(np.float32)
+                if guarded:
+                    a = guard(obs[:, q_cols], a)
+                obs, _, _, _, info = env.step(a)
+                stops += int(np.asarray(info["limit"]).sum())
+        finally:
+            env.close()
+        return stops
+
+    assert limit_stops(False) > 10
+    assert limit_stops(True) == 0
+
+
+def test_guard_validates_its_inputs():
+    guard = LimitGuard(ROBOT)
+    with pytest.raises(ValueError, match="q, actions: expected"):
+        guard(np.zeros((2, 8)), np.zeros((2, 7)))
+    with pytest.raises(ValueError, match="NaN"):
+        guard(np.zeros((1, 8)), np.full((1, 8), np.nan))
+    with pytest.raises(ValueError, match="wall_decel_mps2"):
+        LimitGuard(ROBOT, wall_decel_mps2=0.0)
+
+
+def test_joint_brake_is_the_scripted_policys_brake():
+    rng = np.random.default_rng(1)
+    policy = BatchedScriptedPolicy(16)
+    q = random_states(rng, 16)
+    command = rng.uniform(-3, 3, q.shape) * ROBOT.velocity_limit
+    np.testing.assert_array_equal(
+        policy.brake_to_limits(q, command), joint_brake(ROBOT, q, command, policy.dt).astype(np.float32)
+    )
+
+
+def test_policy_file_round_trip_and_refusals(tmp_path):
+    model = GCBCPolicy(feature_dim(spin=True), goal_dim=0, act_dim=8, hidden=(16,))
+    path = save_distilled(tmp_path / "policy.pt", model, {"round": 3})
+    assert not list(tmp_path.glob("*.tmp"))
+    policy = load_distilled(path, num_envs=4)
+    env = TableTennisVectorEnv(4, max_episode_steps=50)
+    obs, _ = env.reset(seed=[0, 1, 2, 3])
+    try:
+        a = policy(obs)
+        reference = DistilledEnvPolicy(model, 4)(obs)
+    finally:
+        env.close()
+    assert a.shape == (4, 8) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, reference)
+    torch.save({"format": "something else"}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=POLICY_FORMAT):
+        load_distilled(tmp_path / "other.pt")
+    with pytest.raises(FileNotFoundError, match="path"):
+        load_distilled(tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match="goal_dim 0"):
+        DistilledEnvPolicy(GCBCPolicy(feature_dim(spin=True), goal_dim=2), 2)
+
+
+def test_dagger_learns_the_experts_actions(tmp_path):
+    """A short run (16 environments, 2 rounds): the files and log are written, the training loss falls well below
+    the variance of the expert's actions, and the learner's actions on fresh expert states are close to the
+    expert's."""
+    from robot_rt.envs.shot_model import rally_shot_policy
+
+    log = dagger_distill(
+        rally_shot_policy, tmp_path, num_envs=16, steps_per_round=300, betas=(0.5,), train_steps=400, seed=3
+    )
+    assert [r["round"] for r in log["rounds"]] == [0, 1]
+    assert (tmp_path / "policy.pt").is_file() and (tmp_path / "policy_round1.pt").is_file()
+    assert (tmp_path / "log.json").is_file()
+    learner = load_distilled(tmp_path / "policy.pt", num_envs=16)
+    expert = rally_shot_policy(16)
+    env = TableTennisVectorEnv(16, max_episode_steps=1000)
+    obs, _ = env.reset(seed=list(range(900, 916)))
+    errors, spread = [], []
+    try:
+        for _ in range(150):
+            a_expert = expert(obs)
+            a_learner, _ = learner.act(obs)
+            errors.append(np.mean((a_learner - a_expert) ** 2))
+            spread.append(np.var(a_expert))
+            obs, *_ = env.step(a_expert)
+    finally:
+        env.close()
+    assert log["rounds"][-1]["train_loss"] < 0.2 * np.mean(spread)
+    assert np.mean(errors) < 0.5 * np.mean(spread), (np.mean(errors), np.mean(spread))

@@ -1,0 +1,68 @@
+"""Distils the shot policy (the best scripted rally policy) into a neural policy by DAgger
+(robot_rt.learning.distill).
+
+    python tools/distill_rally_policy.py --out runs/distill_rally
+    python examples/evaluate_rally.py --policy runs/distill_rally/policy.pt --policy scripted-rally-shot
+
+Each round plays 256 environments for 15 s (the serves of seeds seed + 10^6 (r + 1) + i), fits the MLP for
+`--train-steps` Adam steps on everything so far, writes OUT/policy.pt (the EMA of its iterates) and OUT/log.json,
+and plays `--eval-episodes` serves of seed 5 (the tuning serves, not the rally evaluation's 0-2) to report the mean
+rally. About 6-7 minutes on 2 vCPUs with the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from robot_rt.envs.shot_model import rally_shot_policy
+from robot_rt.envs.vector import TableTennisVectorEnv
+from robot_rt.learning.distill import DistilledEnvPolicy, dagger_distill
+from robot_rt.learning.rollout import episode_summary, play_episodes
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--num-envs", type=int, default=256)
+    ap.add_argument("--steps-per-round", type=int, default=1500, help="policy steps per round (100 Hz)")
+    ap.add_argument("--betas", default="0.5,0.3,0.1,0,0", help="the expert's share of the actions, per DAgger round")
+    ap.add_argument("--train-steps", type=int, default=8000, help="Adam steps per round")
+    ap.add_argument("--eval-episodes", type=int, default=128, help="serves of seed 5 played after each round (0: none)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--torch-threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.torch_threads)
+    betas = tuple(float(b) for b in args.betas.split(",") if b)
+
+    def evaluate(policy: DistilledEnvPolicy, _round: int) -> dict:
+        n = args.eval_episodes
+        env = TableTennisVectorEnv(n, max_episode_steps=6000)
+        try:
+            episodes = play_episodes(env, DistilledEnvPolicy(policy.model, n), range(5 * 10**6, 5 * 10**6 + n))
+        finally:
+            env.close()
+        summary = episode_summary(episodes)
+        return {
+            "eval_rally_mean": float(summary["rally_mean"]),
+            "eval_first_ball_return_rate": float(summary["first_ball_return_rate"]),
+            "eval_rally_median": float(np.median([e["rally_length"] for e in episodes])),
+        }
+
+    return dagger_distill(
+        rally_shot_policy,
+        args.out,
+        num_envs=args.num_envs,
+        steps_per_round=args.steps_per_round,
+        betas=betas,
+        train_steps=args.train_steps,
+        seed=args.seed,
+        evaluate=evaluate if args.eval_episodes > 0 else None,
+        log=lambda line: print(line, flush=True),
+    )
+
+
+if __name__ == "__main__":
+    main()
