@@ -123,6 +123,10 @@ def test_policy_file_round_trip_and_refusals(tmp_path):
         env.close()
     assert a.shape == (4, 8) and a.dtype == np.float32
     np.testing.assert_array_equal(a, reference)
+    single = load_distilled(path, num_envs=1)  # the real-time loop's adapter passes one observation [obs_dim]
+    a_single = single(obs[1])
+    assert a_single.shape == (8,)
+    np.testing.assert_array_equal(a_single, DistilledEnvPolicy(model, 1)(obs[1:2])[0])
     torch.save({"format": "something else"}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match=POLICY_FORMAT):
         load_distilled(tmp_path / "other.pt")

@@ -66,7 +66,12 @@ class DistilledEnvPolicy:
         return self.guard(obs[:, self.q_columns], raw), feats
 
     def __call__(self, observations) -> np.ndarray:
-        return self.act(observations)[0]
+        """Actions [N, 8] for observations [N, obs_dim]; one observation [obs_dim] when N = 1 (what the real-time
+        loop's `EnvPolicyAdapter` passes) gives one action [8]."""
+        obs = np.asarray(observations, dtype=np.float64)
+        single = obs.ndim == 1 and self.n == 1
+        actions = self.act(obs[None] if single else obs)[0]
+        return actions[0] if single else actions
 
 
 def save_distilled(path, model: GCBCPolicy, meta: dict | None = None) -> Path:
