@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from robot_rt.robot import RobotDescription, load_robot
+from robot_rt.robot.kinematics import paddle_jacobian, paddle_position_normal
 
 from .core import WorldConfig
 
@@ -57,8 +58,6 @@ class LimitGuard:
         self.wall_margin_m = float(wall_margin_m)
 
     def __call__(self, q, actions) -> np.ndarray:
-        from .scripted import paddle_jacobian_analytic
-
         robot = self.robot
         q = np.asarray(q, dtype=np.float64)
         a = np.asarray(actions, dtype=np.float64)
@@ -67,7 +66,8 @@ class LimitGuard:
         if not (np.all(np.isfinite(q)) and np.all(np.isfinite(a))):
             raise ValueError("q, actions: contain NaN or Inf")
         qd = np.clip(a, -1.0, 1.0) * robot.velocity_limit
-        pos, _, jp, _ = paddle_jacobian_analytic(robot, q)
+        pos, _ = paddle_position_normal(robot, q)
+        jp = paddle_jacobian(robot, q)
         v = np.einsum("nij,nj->ni", jp, qd)
         room_low = np.maximum(pos - robot.workspace_min_m - self.wall_margin_m, 0.0)
         room_high = np.maximum(robot.workspace_max_m - self.wall_margin_m - pos, 0.0)
