@@ -50,14 +50,12 @@ def test_guard_keeps_joint_caps_and_paddle_wall_speeds(seed):
     qd = out.astype(np.float64) * ROBOT.velocity_limit
     # no joint faster towards a limit than it can stop within (the scripted policy's own brake leaves it unchanged)
     np.testing.assert_allclose(joint_brake(ROBOT, q, qd, guard.dt_s), qd, atol=1e-5)
-    # the paddle towards each wall at most sqrt(2 a (room - margin)) (before the joint brake, which only slows)
+    # the guarded paddle velocity towards each wall is at most sqrt(2 a (room - margin))
     pos, _, jp, _ = paddle_jacobian_analytic(ROBOT, q)
-    v = np.einsum("nij,nj->ni", jp, np.clip(actions, -1, 1) * ROBOT.velocity_limit)
+    v = np.einsum("nij,nj->ni", jp, qd)
     room = np.where(v < 0, pos - ROBOT.workspace_min_m, ROBOT.workspace_max_m - pos) - guard.wall_margin_m
     allowed = np.sqrt(2 * guard.wall_decel_mps2 * np.maximum(room, 0.0))
-    ratio = np.max(np.where(np.abs(v) > allowed, np.abs(v) / np.maximum(allowed, 1e-12), 1.0), axis=1)
-    scaled = np.einsum("nij,nj->ni", jp, np.clip(actions, -1, 1) * ROBOT.velocity_limit / ratio[:, None])
-    assert np.all(np.abs(scaled) <= allowed + 1e-6)
+    assert np.all(np.abs(v) <= allowed + 1e-4), np.max(np.abs(v) - allowed)
     # commands well inside every limit pass unchanged
     home = np.tile(ROBOT.home, (4, 1))
     small = rng.uniform(-0.01, 0.01, home.shape)

@@ -158,6 +158,11 @@ def test_validation_errors_name_the_argument(tmp_path):
     shots, _ = synthetic_shots(np.random.default_rng(7), 150)
     with pytest.raises(ValueError, match="at least 200 shots"):
         ShotModel.fit(shots, RALLY)
+    shots, _ = synthetic_shots(np.random.default_rng(7), 400)
+    with pytest.raises(ValueError, match="heldout"):
+        ShotModel.fit(shots, RALLY, heldout=0.002)
+    with pytest.raises(ValueError, match="missing \\['spin'\\]"):
+        ShotModel.fit({k: v for k, v in shots.items() if k != "spin"}, RALLY)
     (tmp_path / "bad.json").write_text('{"kind": "something else"}')
     with pytest.raises(ValueError, match="not a shot model"):
         ShotModel.load(tmp_path / "bad.json")
@@ -169,19 +174,39 @@ def test_validation_errors_name_the_argument(tmp_path):
         )
 
 
-def test_collected_shots_are_consistent():
+def test_collected_shots_are_labelled_by_the_envs_own_events(monkeypatch):
+    """Every return the env saw reach the human's plane is one landed shot, and every episode the env ended with
+    'out' is one shot that did not land: the labels are counted independently from the env's step results."""
+    from robot_rt.envs.vector import TableTennisVectorEnv
+
+    seen = {"arrivals": 0, "outs": 0}
+    step = TableTennisVectorEnv.step
+
+    def counting_step(self, actions):
+        out = step(self, actions)
+        _, _, terminated, _, info = out
+        seen["arrivals"] += int(np.all(np.isfinite(self.world.arrival_ball), axis=1).sum())
+        seen["outs"] += int(np.sum(terminated & (info["outcome"] == "out")))
+        return out
+
+    monkeypatch.setattr(TableTennisVectorEnv, "step", counting_step)
     shots = collect_shot_data(ScriptedParams.preset("rally"), episodes=16, steps=400, seed=7000)
     n = len(shots["target"])
     assert n >= 16
     for k in ("plan_p", "plan_v", "spin"):
         assert shots[k].shape == (n, 3) and np.all(np.isfinite(shots[k]))
+    assert int(shots["landed_in"].sum()) == seen["arrivals"] > 0
+    assert int((~shots["landed_in"]).sum()) == seen["outs"]
     arrived = np.all(np.isfinite(shots["arrival"]), axis=1)
     np.testing.assert_array_equal(arrived, shots["landed_in"])
-    assert shots["landed_in"].mean() > 0.5
     y, z, speed = shots["arrival"][arrived].T
     assert np.all(np.abs(y) < 2.0) and np.all((z > 0.0) & (z < 2.5)) and np.all((speed > 0.5) & (speed < 15))
     # the spin estimate is the incoming ball's (topspin wy > 0 on the default human's serves)
     assert np.mean(shots["spin"][:, 1] > 0) > 0.8
+    with pytest.raises(ValueError, match="target_low: expected <= target_high"):
+        collect_shot_data(ScriptedParams.preset("rally"), 2, 10, 0, target_low=(0.5, 0.0), target_high=(0.0, 0.1))
+    with pytest.raises(ValueError, match="steps: expected a positive int"):
+        collect_shot_data(ScriptedParams.preset("rally"), 2, 0, 0)
 
 
 def test_world_records_the_arrival_the_human_answered_from():

@@ -4,7 +4,8 @@
     python tools/distill_rally_policy.py --out runs/distill_rally
     python examples/evaluate_rally.py --policy runs/distill_rally/policy.pt --policy scripted-rally-shot
 
-Each round plays 256 environments for 15 s (the serves of seeds seed + 10^6 (r + 1) + i), fits the MLP for
+Each round plays 256 environments for 15 s (serves from seed + 10^8 + 10^6 r on, none of the rally evaluations'
+serves), fits the MLP for
 `--train-steps` Adam steps on everything so far, writes OUT/policy.pt (the EMA of its iterates) and OUT/log.json,
 and plays `--eval-episodes` serves of seed 5 (the tuning serves, not the rally evaluation's 0-2) to report the mean
 rally. About 6-7 minutes on 2 vCPUs with the defaults.

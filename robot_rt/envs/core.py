@@ -492,6 +492,8 @@ class TableTennisWorld:
         self.hits[indices] = 0
         self.outcome[indices] = OUTCOME_NONE
         self.landing[indices] = np.nan
+        self.answer_probability[indices] = np.nan  # last step's answer belonged to the old episode
+        self.arrival_ball[indices] = np.nan
         self.cam_t[indices] = -np.inf
         self.cam_arrival[indices] = np.inf
         self.cam_head[indices] = 0

@@ -5,8 +5,12 @@ Design notes: docs/envs.md, section `robot_rt.envs.limit_guard`.
 
     joints:  qd_i in [-cap_down_i, cap_up_i],  cap = clip(sqrt(2 a_i d_i) - a_i dt, 0, v_max_i)
              (d_i the room to the limit less 1 mm; one step of latency at the acceleration limit a_i)
-    paddle:  v = J_p(q) qd;  for each axis k, a velocity towards a wall may be at most sqrt(2 a_w (room_k - margin));
-             qd is scaled by one common factor (the paddle keeps its direction) until every axis complies
+    paddle:  then v = J_p(q) qd;  for each axis k, a velocity towards a wall may be at most
+             sqrt(2 a_w (room_k - margin)); qd is scaled by one common factor (the paddle keeps its direction) until
+             every axis complies. The scale comes last: a factor <= 1 keeps every joint inside its cap (each cap
+             interval holds 0), while a per-joint clip after it could turn the paddle back towards a wall.
+    Within the margin of a wall the paddle may not move towards it at all: a command with any component towards it
+    is scaled to (nearly) zero, so a policy that keeps pushing there holds the paddle still.
 
 The joint cap is the scripted policy's own (`BatchedScriptedPolicy.brake_to_limits`). The scripted policy caps its
 paddle's Cartesian velocity towards the walls before it solves for joint velocities; a learned policy outputs joint
@@ -65,7 +69,9 @@ class LimitGuard:
             raise ValueError(f"q, actions: expected two [N, {robot.dof}] arrays, got {q.shape} and {a.shape}")
         if not (np.all(np.isfinite(q)) and np.all(np.isfinite(a))):
             raise ValueError("q, actions: contain NaN or Inf")
-        qd = np.clip(a, -1.0, 1.0) * robot.velocity_limit
+        # the joint caps first: each is an interval around 0, so the common scale after it keeps them, while a
+        # per-joint clip after the scale would turn the paddle's velocity back towards a wall
+        qd = joint_brake(robot, q, np.clip(a, -1.0, 1.0) * robot.velocity_limit, self.dt_s)
         pos, _ = paddle_position_normal(robot, q)
         jp = paddle_jacobian(robot, q)
         v = np.einsum("nij,nj->ni", jp, qd)
@@ -75,5 +81,4 @@ class LimitGuard:
         towards = np.abs(v)
         ratio = np.max(np.where(towards > allowed, towards / np.maximum(allowed, 1e-12), 1.0), axis=1)
         qd = qd / ratio[:, None]
-        qd = joint_brake(robot, q, qd, self.dt_s)
         return np.clip(qd / robot.velocity_limit, -1.0, 1.0).astype(np.float32)

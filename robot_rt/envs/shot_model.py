@@ -129,7 +129,9 @@ class ShotModel:
         v = _check_array(plan_v, "plan_v", (3,))
         w = _check_array(spin, "spin", (3,))
         if not (len(t) == len(p) == len(v) == len(w)):
-            raise ValueError(f"target, plan_p, plan_v, spin: expected the same N, got {len(t)}, {len(p)}, {len(v)}")
+            raise ValueError(
+                f"target, plan_p, plan_v, spin: expected the same N, got {len(t)}, {len(p)}, {len(v)}, {len(w)}"
+            )
         return t, p, v, w
 
     def predict(self, target, plan_p, plan_v, spin) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -234,6 +236,11 @@ class ShotModel:
         """Fits on `shots` (`collect_shot_data`'s dict: target [N, 2], plan_p, plan_v, spin [N, 3], landed_in [N]
         bool, arrival [N, 3] (y, z, speed; NaN where the return did not get there)); the share `heldout` (a random
         subset) is left out to measure the residuals and the classifier's log loss, then everything is refitted."""
+        if not isinstance(shots, dict):
+            raise TypeError(f"shots: expected a dict (collect_shot_data's), got {type(shots).__name__}")
+        missing = [k for k in ("target", "plan_p", "plan_v", "spin", "landed_in", "arrival") if k not in shots]
+        if missing:
+            raise ValueError(f"shots: missing {missing} (collect_shot_data's keys)")
         t = _check_array(shots["target"], "shots['target']", (2,))
         p = _check_array(shots["plan_p"], "shots['plan_p']", (3,))
         v = _check_array(shots["plan_v"], "shots['plan_v']", (3,))
@@ -256,6 +263,11 @@ class ShotModel:
         order = np.random.default_rng(seed).permutation(n)
         test = np.zeros(n, dtype=bool)
         test[order[: int(heldout * n)]] = True
+        if (got_there & test).sum() < 20 or (got_there & ~test).sum() < 50:
+            raise ValueError(
+                f"heldout: {heldout} of {n} shots leaves {(got_there & test).sum()} held-out and "
+                f"{(got_there & ~test).sum()} fitted returns that reached the human (need >= 20 and >= 50)"
+            )
         coef_in = _logistic_ridge(phi[~test], landed[~test], ridge)
         prob = 1.0 / (1.0 + np.exp(-np.clip(phi[test] @ coef_in, -40, 40)))
         eps = 1e-9
@@ -417,10 +429,19 @@ def collect_shot_data(
     from .vector import TableTennisVectorEnv
 
     params = params if isinstance(params, ScriptedParams) else ScriptedParams.from_vector(params)
+    for name, value in (("episodes", episodes), ("steps", steps)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    low, high = np.asarray(target_low, dtype=np.float64), np.asarray(target_high, dtype=np.float64)
+    if low.shape != (2,) or high.shape != (2,) or not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+        raise ValueError(
+            f"target_low, target_high: expected two finite (x, y) offsets, got {target_low}, {target_high}"
+        )
+    if np.any(low > high):
+        raise ValueError(f"target_low: expected <= target_high per axis, got {low.tolist()} and {high.tolist()}")
     rng = np.random.default_rng(seed)
     env = TableTennisVectorEnv(episodes, max_episode_steps=100_000)
     policy = BatchedScriptedPolicy(episodes, params=params, estimate_spin=True)
-    low, high = np.asarray(target_low, dtype=np.float64), np.asarray(target_high, dtype=np.float64)
     bias = np.array([params.aim_dx_m, params.aim_dy_m])  # the policy adds it to a goal
     aim = np.array([params.aim_x_m, params.aim_y_m]) + bias
     targets = aim + rng.uniform(low, high, (episodes, 2))

@@ -14,7 +14,7 @@ The learner is `gcbc.GCBCPolicy` with no goal (`goal_dim=0`) over `features.Feat
 state, the tracked ball, its predicted crossing of the hitting plane, the newest detection and the incoming spin
 estimate: 40 values); its actions pass `robot_rt.envs.limit_guard.LimitGuard`, as the scripted policy's pass its
 own brakes. Behaviour cloning alone drifts into states the expert never shows (pure BC of the shot policy: mean
-rally 4.0 on 128 serves); DAgger's rounds label exactly those.
+rally 4.8 on 128 serves); DAgger's rounds label exactly those.
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ from robot_rt.envs.observation import observation_layout
 from .gcbc import GCBCPolicy, train_gcbc
 
 POLICY_FORMAT = "robot_rt.distilled_policy/1"
+# the serves DAgger collects on start here: the rally evaluations play serves s x 10^6 + i (seeds 0-2, and 5-6 for
+# tuning), which training must not see
+COLLECTION_SERVES_FROM = 10**8
 
 __all__ = ["POLICY_FORMAT", "DistilledEnvPolicy", "dagger_distill", "load_distilled", "save_distilled"]
 
@@ -94,13 +97,18 @@ def load_distilled(path, num_envs: int = 1) -> DistilledEnvPolicy:
 
 
 def _play(env, expert, learner: DistilledEnvPolicy | None, beta: float, steps: int, seed: int, rng):
-    """`steps` steps of the N environments (reset with seeds seed + i); returns (features, expert actions)."""
+    """`steps` steps of the N environments (reset with seeds seed + i); returns (features, expert actions).
+
+    The vector env resets an environment on the step after the one that ended its episode (NEXT_STEP autoreset), and
+    ignores that step's action: its row is not recorded, and the trackers are reset once its new episode's first
+    observation has arrived (as `BatchedScriptedPolicy.reset` asks)."""
     n = env.num_envs
     features = FeatureExtractor(n, spin=True) if learner is None else learner.features
     features.reset()
     expert.reset()
     obs, _ = env.reset(seed=list(range(seed, seed + n)))
     rows_f, rows_a = [], []
+    resetting = np.zeros(n, dtype=bool)  # these environments' next step is their reset
     for _ in range(steps):
         expert_action = expert(obs)
         if learner is None:
@@ -108,13 +116,14 @@ def _play(env, expert, learner: DistilledEnvPolicy | None, beta: float, steps: i
         else:
             learner_action, feats = learner.act(obs)
             action = np.where((rng.random(n) < beta)[:, None], expert_action, learner_action)
-        rows_f.append(feats)
-        rows_a.append(expert_action)
+        keep = ~resetting
+        rows_f.append(feats[keep])
+        rows_a.append(expert_action[keep])
         obs, _, terminated, truncated, _ = env.step(action)
-        done = terminated | truncated
-        if done.any():  # the vector env resets them at the next step
-            features.reset(done)
-            expert.reset(done)
+        if resetting.any():  # obs now holds their new episodes' first observations
+            features.reset(resetting)
+            expert.reset(resetting)
+        resetting = terminated | truncated
     return np.concatenate(rows_f), np.concatenate(rows_a)
 
 
@@ -138,14 +147,26 @@ def dagger_distill(
     (module docstring): round 0 plays the expert, then one round per entry of `betas` (the expert's share of the
     executed actions). After every fit the EMA policy is written to OUT/policy_round{r}.pt and OUT/policy.pt, and
     `evaluate(policy, round)` (optional) adds its figures to the round's log; OUT/log.json holds the rounds.
-    Collection seeds: seed + 10^6 (r + 1) + i, apart from the evaluation serves. Returns the log."""
+    Collection serves: seed + COLLECTION_SERVES_FROM + 10^6 r + i, apart from the rally evaluations' (s x 10^6 + i
+    for s < 100). Returns the log."""
     from robot_rt.envs.vector import TableTennisVectorEnv
 
-    for name, value in (("num_envs", num_envs), ("steps_per_round", steps_per_round), ("train_steps", train_steps)):
+    for name, value in (
+        ("num_envs", num_envs),
+        ("steps_per_round", steps_per_round),
+        ("train_steps", train_steps),
+        ("batch_size", batch_size),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}: expected a positive int, got {value!r}")
     if not betas or any(not (0.0 <= b <= 1.0) for b in betas):
         raise ValueError(f"betas: expected a non-empty sequence of shares in [0, 1], got {betas!r}")
+    if not hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden):
+        raise ValueError(f"hidden: expected a non-empty tuple of positive widths, got {hidden!r}")
+    if not (isinstance(lr, (int, float)) and np.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr: expected a finite number > 0, got {lr!r}")
+    if not (isinstance(ema_decay, (int, float)) and 0.0 <= ema_decay < 1.0):
+        raise ValueError(f"ema_decay: expected a number in [0, 1), got {ema_decay!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -155,7 +176,7 @@ def dagger_distill(
     history: list[dict] = []
     t0 = time.time()
     try:
-        feats, actions = _play(env, expert, None, 1.0, steps_per_round, seed + 10**6, rng)
+        feats, actions = _play(env, expert, None, 1.0, steps_per_round, seed + COLLECTION_SERVES_FROM, rng)
         model = GCBCPolicy(feats.shape[1], goal_dim=0, act_dim=actions.shape[1], hidden=hidden)
         model.fit_normalisation(feats, np.zeros((len(feats), 0), dtype=np.float32))
         ema = GCBCPolicy(feats.shape[1], goal_dim=0, act_dim=actions.shape[1], hidden=hidden)
@@ -164,7 +185,8 @@ def dagger_distill(
         for r in range(len(betas) + 1):
             if r > 0:
                 learner = DistilledEnvPolicy(ema, num_envs)
-                f_r, a_r = _play(env, expert, learner, betas[r - 1], steps_per_round, seed + 10**6 * (r + 1), rng)
+                first = seed + COLLECTION_SERVES_FROM + 10**6 * r
+                f_r, a_r = _play(env, expert, learner, betas[r - 1], steps_per_round, first, rng)
                 feats, actions = np.concatenate([feats, f_r]), np.concatenate([actions, a_r])
             optimizer, losses = train_gcbc(
                 model,
