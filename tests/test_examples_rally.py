@@ -119,3 +119,25 @@ def test_render_rally_replays_the_longest_rally_of_the_search_into_a_gif(tmp_pat
     with Image.open(out) as gif:
         assert gif.format == "GIF" and gif.size == (960, 300)
         assert 2 <= gif.n_frames <= 7  # up to --max-frames, plus the episode's last frame
+
+
+def test_evaluation_plays_the_shot_policy_and_a_distilled_file_and_reports_no_landing_as_na(tmp_path, capsys):
+    """The spec names of the newer policies: 'scripted-rally-shot', and a distilled policy file (dispatched on its
+    format). An untrained distilled policy lands nothing: its shares are undefined, printed 'n/a', not a crash."""
+    import torch
+
+    from robot_rt.envs.features import feature_dim
+    from robot_rt.learning.distill import save_distilled
+    from robot_rt.learning.gcbc import GCBCPolicy
+
+    module = _load()
+    torch.manual_seed(0)
+    path = save_distilled(tmp_path / "policy.pt", GCBCPolicy(feature_dim(spin=True), goal_dim=0, hidden=(8,)))
+    argv = ["--policy", "scripted-rally-shot", "--policy", str(path), "--episodes", "4", "--seeds", "0"]
+    result = module.main(argv + ["--max-episode-steps", "300", "--out", str(tmp_path / "r.json")])
+    shot, distilled = result["policies"]
+    assert shot["policy"] == "scripted-rally-shot" and shot["pooled"]["episodes"] == 4
+    assert distilled["pooled"]["episodes"] == 4
+    assert distilled["pooled"]["human_answered_share"] is None  # nothing landed
+    assert "human answered n/a" in capsys.readouterr().out
+    assert json.loads((tmp_path / "r.json").read_text())["policies"][1]["policy"] == str(path)
