@@ -65,7 +65,30 @@ def check_fitted_params(fitted_params: np.ndarray, params, what: str) -> None:
             )
 
 
-def _check_array(value, name: str, shape_tail: tuple) -> np.ndarray:
+def check_model_arrays(model, specs) -> None:
+    """Converts each array field `name` of `model` (a fitted model dataclass) to float64, checking its shape and that
+    it is finite (`specs`: (name, shape) pairs), and checks `model.fitted_params` (a finite ScriptedParams vector);
+    ValueError names the field."""
+    for name, shape in specs:
+        a = np.asarray(getattr(model, name), dtype=np.float64)
+        if a.shape != shape or not np.all(np.isfinite(a)):
+            raise ValueError(f"{name}: expected {shape} finite values, got shape {a.shape}")
+        setattr(model, name, a)
+    model.fitted_params = np.asarray(model.fitted_params, dtype=np.float64)
+    if model.fitted_params.ndim != 1 or not np.all(np.isfinite(model.fitted_params)):
+        raise ValueError("fitted_params: expected a finite ScriptedParams vector")
+
+
+def ridge_fit(phi: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
+    """Coefficients of the ridge regression of `y` on the features `phi` (a leading column of ones): penalty `ridge`
+    per sample on every coefficient but the intercept."""
+    reg = ridge * len(phi) * np.eye(phi.shape[1])
+    reg[0, 0] = 0.0  # no penalty on the intercept
+    return np.linalg.solve(phi.T @ phi + reg, phi.T @ y)
+
+
+def check_rows(value, name: str, shape_tail: tuple) -> np.ndarray:
+    """`value` as a float64 array [N, *shape_tail] of finite values, else ValueError naming `name`."""
     a = np.asarray(value, dtype=np.float64)
     if a.ndim != 1 + len(shape_tail) or a.shape[1:] != shape_tail:
         raise ValueError(f"{name}: expected shape [N, {', '.join(map(str, shape_tail))}], got {a.shape}")
@@ -91,21 +114,17 @@ class LandingModel:
     samples: int
 
     def __post_init__(self) -> None:
-        for name, shape in (
-            ("mean", (N_INPUTS,)),
-            ("std", (N_INPUTS,)),
-            ("coef", (quadratic_features(np.zeros((1, N_INPUTS))).shape[1], 2)),
-            ("target_low", (2,)),
-            ("target_high", (2,)),
-            ("heldout_rmse_m", (2,)),
-        ):
-            a = np.asarray(getattr(self, name), dtype=np.float64)
-            if a.shape != shape or not np.all(np.isfinite(a)):
-                raise ValueError(f"{name}: expected {shape} finite values, got shape {a.shape}")
-            setattr(self, name, a)
-        self.fitted_params = np.asarray(self.fitted_params, dtype=np.float64)
-        if self.fitted_params.ndim != 1 or not np.all(np.isfinite(self.fitted_params)):
-            raise ValueError("fitted_params: expected a finite ScriptedParams vector")
+        check_model_arrays(
+            self,
+            (
+                ("mean", (N_INPUTS,)),
+                ("std", (N_INPUTS,)),
+                ("coef", (quadratic_features(np.zeros((1, N_INPUTS))).shape[1], 2)),
+                ("target_low", (2,)),
+                ("target_high", (2,)),
+                ("heldout_rmse_m", (2,)),
+            ),
+        )
         if np.any(self.std <= 0):
             raise ValueError("std: expected positive standard deviations")
         if np.any(self.target_low >= self.target_high):
@@ -119,9 +138,9 @@ class LandingModel:
     def predict(self, target, plan_p, plan_v) -> np.ndarray:
         """Landing points [N, 2] of lobs aimed at `target` [N, 2] from contacts at `plan_p` with incoming velocity
         `plan_v` [N, 3]."""
-        t = _check_array(target, "target", (2,))
-        p = _check_array(plan_p, "plan_p", (3,))
-        v = _check_array(plan_v, "plan_v", (3,))
+        t = check_rows(target, "target", (2,))
+        p = check_rows(plan_p, "plan_p", (3,))
+        v = check_rows(plan_v, "plan_v", (3,))
         if not (len(t) == len(p) == len(v)):
             raise ValueError(f"target, plan_p, plan_v: expected the same N, got {len(t)}, {len(p)}, {len(v)}")
         return self._phi(t, p, v) @ self.coef
@@ -130,9 +149,9 @@ class LandingModel:
         """Lob targets [N, 2] whose predicted landing is `desired` [N, 2] (damped Newton from T = desired, steps
         capped at 0.5 m, T clipped into [target_low, target_high]; where the desired point cannot be reached the
         closest point the iteration finds)."""
-        d = _check_array(desired, "desired", (2,))
-        p = _check_array(plan_p, "plan_p", (3,))
-        v = _check_array(plan_v, "plan_v", (3,))
+        d = check_rows(desired, "desired", (2,))
+        p = check_rows(plan_p, "plan_p", (3,))
+        v = check_rows(plan_v, "plan_v", (3,))
         t = np.clip(d, self.target_low, self.target_high)
         eye = np.eye(2)
         for _ in range(_NEWTON_STEPS):
@@ -162,10 +181,10 @@ class LandingModel:
         """Fits on `shots` (`collect_shots`' dict: target [N, 2], plan_p, plan_v [N, 3], landing [N, 2]); the share
         `heldout` of the shots (a random subset) is left out to measure the residuals, then the model is refitted
         on all of them."""
-        t = _check_array(shots["target"], "shots['target']", (2,))
-        p = _check_array(shots["plan_p"], "shots['plan_p']", (3,))
-        v = _check_array(shots["plan_v"], "shots['plan_v']", (3,))
-        y = _check_array(shots["landing"], "shots['landing']", (2,))
+        t = check_rows(shots["target"], "shots['target']", (2,))
+        p = check_rows(shots["plan_p"], "shots['plan_p']", (3,))
+        v = check_rows(shots["plan_v"], "shots['plan_v']", (3,))
+        y = check_rows(shots["landing"], "shots['landing']", (2,))
         n = len(t)
         if not (len(p) == len(v) == len(y) == n) or n < 100:
             raise ValueError(f"shots: expected at least 100 shots with matching lengths, got {n}")
@@ -174,13 +193,11 @@ class LandingModel:
         x = np.concatenate([t, p, v], axis=1)
         mean, std = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-9)
         phi = quadratic_features((x - mean) / std)
-        reg = ridge * np.eye(phi.shape[1])
-        reg[0, 0] = 0.0  # no penalty on the intercept
         order = np.random.default_rng(seed).permutation(n)
         test, train = order[: int(heldout * n)], order[int(heldout * n) :]
-        coef = np.linalg.solve(phi[train].T @ phi[train] + reg * len(train), phi[train].T @ y[train])
+        coef = ridge_fit(phi[train], y[train], ridge)
         rmse = np.sqrt(np.mean((phi[test] @ coef - y[test]) ** 2, axis=0))
-        coef = np.linalg.solve(phi.T @ phi + reg * n, phi.T @ y)
+        coef = ridge_fit(phi, y, ridge)
         return cls(mean, std, coef, t.min(axis=0), t.max(axis=0), np.asarray(fitted_params), rmse, n)
 
     # ------------------------------------------------------------------------------------------ files

@@ -32,7 +32,7 @@ import numpy as np
 from robot_rt._io import atomic_write_json, read_json_file
 
 from .human_model import ReturnModel
-from .landing_model import check_fitted_params, quadratic_features
+from .landing_model import check_fitted_params, check_model_arrays, check_rows, quadratic_features, ridge_fit
 
 FORMAT_VERSION = 1
 KIND = "robot_rt.envs.shot_model"
@@ -40,6 +40,19 @@ N_INPUTS = 11  # target x, y; contact point x, y, z; incoming velocity x, y, z; 
 ARRIVAL_NAMES = ("y_m", "z_m", "speed_mps")
 _GRID = (9, 7)  # coarse grid over the targets' box (x, y)
 _REFINE_ROUNDS = 2  # local 3 x 3 grids, each a third of the previous spacing
+# the model's array fields, in file order
+_ARRAY_FIELDS = (
+    "mean",
+    "std",
+    "coef_in",
+    "coef_arrival",
+    "coef_log_var",
+    "log_var_offset",
+    "arrival_sd",
+    "target_low",
+    "target_high",
+    "fitted_params",
+)
 _VAR_FLOOR = 1e-6  # m^2 (and (m/s)^2): keeps log(r^2) finite for a residual of zero
 
 
@@ -48,15 +61,6 @@ def _sigmoid(x):
 
 
 __all__ = ["ShotModel", "collect_shot_data", "rally_shot_policy", "shipped_shot_model"]
-
-
-def _check_array(value, name: str, shape_tail: tuple) -> np.ndarray:
-    a = np.asarray(value, dtype=np.float64)
-    if a.ndim != 1 + len(shape_tail) or a.shape[1:] != shape_tail:
-        raise ValueError(f"{name}: expected shape [N, {', '.join(map(str, shape_tail))}], got {a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name}: contains NaN or Inf")
-    return a
 
 
 def _expected_gaussian_factor(mean, centre: float, width: float, spread) -> np.ndarray:
@@ -91,24 +95,19 @@ class ShotModel:
 
     def __post_init__(self) -> None:
         n_feat = quadratic_features(np.zeros((1, N_INPUTS))).shape[1]
-        for name, shape in (
-            ("mean", (N_INPUTS,)),
-            ("std", (N_INPUTS,)),
-            ("coef_in", (n_feat,)),
-            ("coef_arrival", (n_feat, len(ARRIVAL_NAMES))),
-            ("coef_log_var", (n_feat, len(ARRIVAL_NAMES))),
-            ("log_var_offset", (len(ARRIVAL_NAMES),)),
-            ("arrival_sd", (len(ARRIVAL_NAMES),)),
-            ("target_low", (2,)),
-            ("target_high", (2,)),
-        ):
-            a = np.asarray(getattr(self, name), dtype=np.float64)
-            if a.shape != shape or not np.all(np.isfinite(a)):
-                raise ValueError(f"{name}: expected {shape} finite values, got shape {a.shape}")
-            setattr(self, name, a)
-        self.fitted_params = np.asarray(self.fitted_params, dtype=np.float64)
-        if self.fitted_params.ndim != 1 or not np.all(np.isfinite(self.fitted_params)):
-            raise ValueError("fitted_params: expected a finite ScriptedParams vector")
+        n_out = len(ARRIVAL_NAMES)
+        shapes = {
+            "mean": (N_INPUTS,),
+            "std": (N_INPUTS,),
+            "coef_in": (n_feat,),
+            "coef_arrival": (n_feat, n_out),
+            "coef_log_var": (n_feat, n_out),
+            "log_var_offset": (n_out,),
+            "arrival_sd": (n_out,),
+            "target_low": (2,),
+            "target_high": (2,),
+        }
+        check_model_arrays(self, shapes.items())
         if np.any(self.std <= 0) or np.any(self.arrival_sd < 0):
             raise ValueError("std, arrival_sd: expected positive standard deviations")
         if np.any(self.target_low >= self.target_high):
@@ -124,10 +123,10 @@ class ShotModel:
         return quadratic_features(z)
 
     def _checked(self, target, plan_p, plan_v, spin):
-        t = _check_array(target, "target", (2,))
-        p = _check_array(plan_p, "plan_p", (3,))
-        v = _check_array(plan_v, "plan_v", (3,))
-        w = _check_array(spin, "spin", (3,))
+        t = check_rows(target, "target", (2,))
+        p = check_rows(plan_p, "plan_p", (3,))
+        v = check_rows(plan_v, "plan_v", (3,))
+        w = check_rows(spin, "spin", (3,))
         if not (len(t) == len(p) == len(v) == len(w)):
             raise ValueError(
                 f"target, plan_p, plan_v, spin: expected the same N, got {len(t)}, {len(p)}, {len(v)}, {len(w)}"
@@ -241,10 +240,10 @@ class ShotModel:
         missing = [k for k in ("target", "plan_p", "plan_v", "spin", "landed_in", "arrival") if k not in shots]
         if missing:
             raise ValueError(f"shots: missing {missing} (collect_shot_data's keys)")
-        t = _check_array(shots["target"], "shots['target']", (2,))
-        p = _check_array(shots["plan_p"], "shots['plan_p']", (3,))
-        v = _check_array(shots["plan_v"], "shots['plan_v']", (3,))
-        w = _check_array(shots["spin"], "shots['spin']", (3,))
+        t = check_rows(shots["target"], "shots['target']", (2,))
+        p = check_rows(shots["plan_p"], "shots['plan_p']", (3,))
+        v = check_rows(shots["plan_v"], "shots['plan_v']", (3,))
+        w = check_rows(shots["spin"], "shots['spin']", (3,))
         landed = np.asarray(shots["landed_in"], dtype=bool)
         arrival = np.asarray(shots["arrival"], dtype=np.float64)
         n = len(t)
@@ -275,10 +274,10 @@ class ShotModel:
         base_rate = float(landed[~test].mean())
         base_loss = float(-np.mean(landed[test] * np.log(base_rate) + (~landed[test]) * np.log(1 - base_rate)))
         fit_rows, test_rows = got_there & ~test, got_there & test
-        coef_arrival = _ridge(phi[fit_rows], arrival[fit_rows], ridge)
+        coef_arrival = ridge_fit(phi[fit_rows], arrival[fit_rows], ridge)
         resid_fit = phi[fit_rows] @ coef_arrival - arrival[fit_rows]
         resid_test = phi[test_rows] @ coef_arrival - arrival[test_rows]
-        coef_log_var = _ridge(phi[fit_rows], np.log(resid_fit**2 + _VAR_FLOOR), ridge)
+        coef_log_var = ridge_fit(phi[fit_rows], np.log(resid_fit**2 + _VAR_FLOOR), ridge)
         # the log-variance fit's level is biased (E[log r^2] < log E[r^2]): calibrated on the held-out shots
         var_test = np.exp(phi[test_rows] @ coef_log_var)
         log_var_offset = np.log(np.mean(resid_test**2 / var_test, axis=0))
@@ -302,9 +301,9 @@ class ShotModel:
         }
         arrival_sd = np.std(resid_test, axis=0)
         coef_in = _logistic_ridge(phi, landed, ridge)
-        coef_arrival = _ridge(phi[got_there], arrival[got_there], ridge)
+        coef_arrival = ridge_fit(phi[got_there], arrival[got_there], ridge)
         resid = phi[got_there] @ coef_arrival - arrival[got_there]
-        coef_log_var = _ridge(phi[got_there], np.log(resid**2 + _VAR_FLOOR), ridge)
+        coef_log_var = ridge_fit(phi[got_there], np.log(resid**2 + _VAR_FLOOR), ridge)
         return cls(
             mean,
             std,
@@ -328,21 +327,7 @@ class ShotModel:
             "kind": KIND,
             "features": "quadratic monomials of standardised (target x, y, plan_p x, y, z, plan_v x, y, z, spin x, y, z)",
             "arrival": list(ARRIVAL_NAMES),
-            **{
-                k: getattr(self, k).tolist()
-                for k in (
-                    "mean",
-                    "std",
-                    "coef_in",
-                    "coef_arrival",
-                    "coef_log_var",
-                    "log_var_offset",
-                    "arrival_sd",
-                    "target_low",
-                    "target_high",
-                    "fitted_params",
-                )
-            },
+            **{k: getattr(self, k).tolist() for k in _ARRAY_FIELDS},
             "returns": dict(self.returns.__dict__),
             "heldout": self.heldout,
             "samples": int(self.samples),
@@ -355,21 +340,7 @@ class ShotModel:
         if data.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{source}: format_version {data.get('format_version')!r}, expected {FORMAT_VERSION}")
         try:
-            arrays = {
-                k: np.asarray(data[k], dtype=np.float64)
-                for k in (
-                    "mean",
-                    "std",
-                    "coef_in",
-                    "coef_arrival",
-                    "coef_log_var",
-                    "log_var_offset",
-                    "arrival_sd",
-                    "target_low",
-                    "target_high",
-                    "fitted_params",
-                )
-            }
+            arrays = {k: np.asarray(data[k], dtype=np.float64) for k in _ARRAY_FIELDS}
             returns = ReturnModel(**data["returns"])
             return cls(**arrays, returns=returns, heldout=dict(data.get("heldout", {})), samples=int(data["samples"]))
         except KeyError as err:
@@ -383,12 +354,6 @@ class ShotModel:
     @classmethod
     def load(cls, path) -> ShotModel:
         return cls.from_dict(read_json_file(path, "shot model"), source=str(path))
-
-
-def _ridge(phi: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
-    reg = ridge * len(phi) * np.eye(phi.shape[1])
-    reg[0, 0] = 0.0  # no penalty on the intercept
-    return np.linalg.solve(phi.T @ phi + reg, phi.T @ y)
 
 
 def _logistic_ridge(phi: np.ndarray, label: np.ndarray, ridge: float, iterations: int = 25) -> np.ndarray:

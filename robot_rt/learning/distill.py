@@ -39,7 +39,14 @@ POLICY_FORMAT = "robot_rt.distilled_policy/1"
 # tuning), which training must not see
 COLLECTION_SERVES_FROM = 10**8
 
-__all__ = ["POLICY_FORMAT", "DistilledEnvPolicy", "dagger_distill", "load_distilled", "save_distilled"]
+__all__ = [
+    "POLICY_FORMAT",
+    "DistilledEnvPolicy",
+    "dagger_distill",
+    "distilled_from_state",
+    "load_distilled",
+    "save_distilled",
+]
 
 
 class DistilledEnvPolicy:
@@ -90,9 +97,14 @@ def load_distilled(path, num_envs: int = 1) -> DistilledEnvPolicy:
     if not path.is_file():
         raise FileNotFoundError(f"path: no policy file {path}")
     state = torch.load(path, map_location="cpu", weights_only=True)
+    return distilled_from_state(state, num_envs, source=str(path))
+
+
+def distilled_from_state(state, num_envs: int = 1, source: str = "policy state") -> DistilledEnvPolicy:
+    """The policy held by a loaded policy file's `state` (what `save_distilled` wrote)."""
     if not isinstance(state, dict) or state.get("format") != POLICY_FORMAT:
         got = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise ValueError(f"{path}: expected a distilled policy (format {POLICY_FORMAT!r}), got {got!r}")
+        raise ValueError(f"{source}: expected a distilled policy (format {POLICY_FORMAT!r}), got {got!r}")
     return DistilledEnvPolicy(GCBCPolicy.from_state(state["model"]), num_envs)
 
 
