@@ -817,3 +817,80 @@ def test_command_answering_an_earlier_runs_observation_is_discarded():
         assert abs(loop.observation()["measured_position"][0] - ROBOT.home[0]) < 1e-3
     finally:
         loop.stop()
+
+
+def test_bare_driver_calls_are_refused_while_a_loop_drives_the_robot():
+    """A driver's own write_command (and read_state, start, stop, acknowledge_robot_stops) would reach the robot over
+    the loop's live session without the loop's safety filter, stop latch or muting (found: after an e-stop, bare
+    write_command calls moved a joint 2.6 rad towards targets beyond its limits). While a loop drives the driver they
+    are refused and nothing moves; once the loop has stopped, the bare driver works again."""
+    from robot_rt.control.udp import make_udp_driver
+    from robot_rt.sim.server import SimServer
+
+    key = b"k" * 32
+    server = SimServer(ROBOT, camera=False, key=key).start()
+    try:
+        driver = make_udp_driver(f"udp://127.0.0.1:{server.port}?camera=none", ROBOT.dof, key=key)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the loop's timing warnings on a shared test machine
+            loop = RealTimeLoop(ROBOT, driver, rate_hz=500, command_timeout_s=0.2, sensor_timeout_s=0.1)
+        loop.start()
+        try:
+            wait_until(lambda: driver.stats()["connected"], what="the session")
+            loop.estop()
+            wait_until(lambda: loop.lifecycle == "stopped", what="the e-stop")
+            assert driver.claimed
+            wait_ticks(loop, 100)  # the stop brakes the robot to rest
+            held = np.array(server.robot_server.snapshot()["position"])
+            beyond = (ROBOT.position_max + 0.5).tolist()
+            fast = (10 * ROBOT.velocity_limit).tolist()
+            calls = {
+                "write_command": lambda: driver.write_command(beyond, fast),
+                "read_state": driver.read_state,
+                "acknowledge_robot_stops": driver.acknowledge_robot_stops,
+                "start": driver.start,
+                "stop": driver.stop,
+            }
+            for name, call in calls.items():
+                with pytest.raises(RuntimeError, match=f"{name}: a running loop"):
+                    call()
+            wait_ticks(loop, 100)
+            moved = np.abs(np.array(server.robot_server.snapshot()["position"]) - held)
+            assert moved.max() < 1e-6, moved
+            assert server.robot_server.stats()["commands_out_of_limits"] == 0
+            assert loop.lifecycle == "stopped" and loop.running  # the loop itself carried on, still latched
+        finally:
+            loop.stop()
+        assert not driver.claimed
+        driver.start()  # a bare driver again: its calls go through
+        try:
+            assert isinstance(driver.write_command(ROBOT.home.tolist(), [0.0] * ROBOT.dof), bool)
+        finally:
+            driver.stop()
+    finally:
+        server.stop()
+
+
+def test_wait_observation_names_bad_arguments_and_is_bounded_in_cpp():
+    """NaN, infinite or huge timeouts used to reach an undefined float -> int64 cast in the C++ wait and block the
+    caller forever (GIL released, Ctrl-C ignored, even after loop.stop()): they are refused with the argument's name,
+    and the C++ wait itself treats NaN as no wait and clamps the rest."""
+    loop = RealTimeLoop(ROBOT)
+    for bad in (float("nan"), float("inf"), 1e12, -1.0, "0.1", True):
+        with pytest.raises(ValueError, match="timeout_s"):
+            loop.wait_observation(0, bad)
+    for bad in (-1, 1.5, None):
+        with pytest.raises(ValueError, match="after_seq"):
+            loop.wait_observation(bad, 0.01)
+    assert loop.wait_observation(0, 0.0) is None  # not running: nothing published, no wait
+    # the C++ wait below the Python check: NaN returns at once instead of hanging
+    t0 = time.monotonic()
+    assert loop._loop.wait_observation(0, float("nan")) is None
+    assert loop._loop.wait_observation(0, -5.0) is None
+    assert time.monotonic() - t0 < 5.0
+    loop.start()
+    try:
+        obs = loop.wait_observation(0, 2.0)
+        assert obs is not None and obs["tick"] >= 1
+    finally:
+        loop.stop()

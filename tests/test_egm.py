@@ -432,6 +432,29 @@ def test_loop_drives_gantry_and_egm_arm_as_one_robot(eight_joint_robot):
     assert arm["sensor_malformed"] == 0
 
 
+def test_bare_calls_on_the_composite_and_its_parts_are_refused_while_the_loop_runs(eight_joint_robot):
+    """The composite, its EGM arm and its UDP gantry each refuse bare read_state / write_command / start / stop while
+    the loop drives them: such a call would answer the arm controller or the gantry server around the loop's safety
+    filter, or empty the stop flags the loop reads."""
+    loop, driver, controller, gantry_server, _ = eight_joint_robot
+    wait_until(lambda: controller.stats()["sensor_messages"] > 50, what="EGM references", timeout_s=60)
+    gantry, arm = driver.parts
+    beyond = (ROBOT.position_max + 0.5).tolist()
+    for name, d, position in (("composite", driver, beyond), ("arm", arm, beyond[2:]), ("gantry", gantry, beyond[:2])):
+        assert d.claimed, name
+        with pytest.raises(RuntimeError, match="write_command: a running loop"):
+            d.write_command(position, [0.0] * len(position))
+        with pytest.raises(RuntimeError, match="read_state: a running loop"):
+            d.read_state()
+        for call in ("start", "stop"):
+            with pytest.raises(RuntimeError, match=f"{call}: a running loop"):
+                getattr(d, call)()
+    wait_ticks(loop, 200)
+    assert loop.running and not loop.stop_reasons, loop.stop_reasons  # the loop carried on undisturbed
+    assert controller.stats()["references_out_of_limits"] == 0
+    assert gantry_server.robot_server.stats()["commands_out_of_limits"] == 0
+
+
 def test_controller_stop_latches_the_loop_until_reset(eight_joint_robot):
     loop, driver, controller, gantry_server, _ = eight_joint_robot
     wait_until(lambda: controller.stats()["sensor_messages"] > 100, what="EGM references", timeout_s=60)

@@ -67,6 +67,7 @@ def event_code(name: str | int) -> int:
 
 
 CPU_LATENCY_DEVICE = "/dev/cpu_dma_latency"
+MAX_WAIT_OBSERVATION_S = 3600.0  # wait_observation's bound (the C++ wait clamps to it too)
 
 
 def open_cpu_latency_request(limit_us: int) -> int:
@@ -663,7 +664,17 @@ class RealTimeLoop:
         return self._loop.latest_observation()
 
     def wait_observation(self, after_seq: int = 0, timeout_s: float = 0.1) -> dict | None:
-        return self._loop.wait_observation(after_seq, timeout_s)
+        """The first observation newer than sequence number `after_seq`, waiting up to `timeout_s` (GIL released);
+        None on timeout. The wait is bounded: NaN, infinite or huge timeouts would wait past the loop's end."""
+        if isinstance(after_seq, bool) or not isinstance(after_seq, (int, np.integer)) or after_seq < 0:
+            raise ValueError(f"after_seq: expected an int >= 0, got {after_seq!r}")
+        if (
+            isinstance(timeout_s, bool)
+            or not isinstance(timeout_s, (int, float, np.integer, np.floating))
+            or not (0.0 <= timeout_s <= MAX_WAIT_OBSERVATION_S)
+        ):
+            raise ValueError(f"timeout_s: expected seconds in [0, {MAX_WAIT_OBSERVATION_S:g}], got {timeout_s!r}")
+        return self._loop.wait_observation(int(after_seq), float(timeout_s))
 
     def estop(self) -> None:
         """Latches the e-stop: jerk-limited stop, then hold until `reset_estop()`. Pressed while the loop is not

@@ -988,7 +988,9 @@ bool ControlLoop::push_external_event(std::int32_t code, std::int32_t joint, dou
 }
 
 std::uint64_t ControlLoop::wait_observation(std::uint64_t after_seq, double timeout_s, Observation& out) const noexcept {
-  const std::int64_t end = now_ns() + static_cast<std::int64_t>(timeout_s * 1e9);
+  // NaN, negative: no wait; at most an hour (the cast of a larger or infinite time to int64 is undefined)
+  const double wait_s = timeout_s > 0.0 ? std::min(timeout_s, 3600.0) : 0.0;
+  const std::int64_t end = now_ns() + static_cast<std::int64_t>(wait_s * 1e9);
   obs_waiters_.fetch_add(1, std::memory_order_acq_rel);
   std::uint64_t seq = 0;
   for (;;) {

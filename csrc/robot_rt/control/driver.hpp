@@ -143,4 +143,23 @@ class RobotDriver {
   std::atomic<bool> claimed_{false};
 };
 
+// Holds a driver's claim for one bare-driver call (tools and tests driving a robot without a loop): a call made
+// while a loop drives the driver (or while another bare call holds it) finds the claim taken and must not touch the
+// robot, since a command sent then would skip the loop's safety filter, its stop latch and its muting, and would
+// race the loop's thread on the driver's buffers and sequence counter. Released when it goes out of scope.
+class DriverClaim {
+ public:
+  explicit DriverClaim(RobotDriver& driver) noexcept : driver_(driver), held_(driver.claim()) {}
+  ~DriverClaim() {
+    if (held_) driver_.release();
+  }
+  DriverClaim(const DriverClaim&) = delete;
+  DriverClaim& operator=(const DriverClaim&) = delete;
+  bool held() const noexcept { return held_; }
+
+ private:
+  RobotDriver& driver_;
+  bool held_;
+};
+
 }  // namespace robot_rt::control

@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "bare_driver.hpp"
 #include "composite_driver.hpp"
 #include "egm_codec.hpp"
 #include "egm_driver.hpp"
@@ -20,7 +21,7 @@ namespace {
 template <class Driver>
 py::object read_state_dict(Driver& d) {
   JointState s;
-  if (!d.read_state(s)) return py::none();
+  if (!with_bare_claim(d, "read_state", [&] { return d.read_state(s); })) return py::none();
   py::dict out;
   out["stamp_ns"] = s.stamp_ns;
   out["flags"] = s.flags;
@@ -40,7 +41,17 @@ bool write_command_lists(Driver& d, const std::vector<double>& position, const s
     c.position_si[i] = position[i];
     c.velocity_si[i] = velocity.empty() ? 0.0 : velocity[i];
   }
-  return d.write_command(c);
+  return with_bare_claim(d, "write_command", [&] { return d.write_command(c); });
+}
+
+// start / stop of a bare driver (the loop starts and stops its driver itself)
+template <class Driver>
+void start_bare(Driver& d) {
+  with_bare_claim(d, "start", [&] { d.on_start(); });
+}
+template <class Driver>
+void stop_bare(Driver& d) {
+  with_bare_claim(d, "stop", [&] { d.on_stop(); });
 }
 
 // ---------------------------------------------------------------- message <-> dict (keys only for present fields)
@@ -314,8 +325,8 @@ void register_egm(py::module_& m) {
            py::arg("bind_host") = "127.0.0.1", py::arg("port") = 0, py::arg("dof") = 6,
            py::arg("si_per_egm") = std::vector<double>{}, py::arg("controller_host") = "", py::arg("hold_s") = 0.008,
            py::arg("link_timeout_s") = 0.04)
-      .def("start", &EgmDriver::on_start, "Opens the socket (the loop calls this itself).")
-      .def("stop", &EgmDriver::on_stop)
+      .def("start", &start_bare<EgmDriver>, "Opens the socket (the loop calls this itself; not while one drives it).")
+      .def("stop", &stop_bare<EgmDriver>, "Closes the socket (not while a loop drives this driver).")
       .def_property_readonly("local_port", &EgmDriver::local_port)
       .def_property_readonly("link_up", &EgmDriver::link_up)
       .def_property_readonly("controller", &EgmDriver::controller_endpoint)
@@ -328,7 +339,8 @@ void register_egm(py::module_& m) {
           "write_command",
           &write_command_lists<EgmDriver>,
           py::arg("position"), py::arg("velocity") = std::vector<double>{},
-          "Stores a command (rad, rad/s) and answers the controller's unanswered message with it.")
+          "Stores a command (rad, rad/s) and answers the controller's unanswered message with it (not while a loop "
+          "runs on this driver).")
       .def("stats", [](const EgmDriver& d) {
         const EgmCounters& c = d.counters();
         py::dict s;
@@ -368,8 +380,9 @@ void register_egm(py::module_& m) {
            }),
            py::arg("parts"))
       .def_property_readonly("parts", &CompositeDriver::parts)
-      .def("start", &CompositeDriver::on_start, "Starts every part (the loop calls this itself).")
-      .def("stop", &CompositeDriver::on_stop)
+      .def("start", &start_bare<CompositeDriver>,
+           "Starts every part (the loop calls this itself; not while one drives it).")
+      .def("stop", &stop_bare<CompositeDriver>, "Stops every part (not while a loop drives this driver).")
       .def(
           "read_state",
           &read_state_dict<CompositeDriver>,
@@ -379,7 +392,8 @@ void register_egm(py::module_& m) {
           "write_command",
           &write_command_lists<CompositeDriver>,
           py::arg("position"), py::arg("velocity") = std::vector<double>{},
-          "Splits one command over the parts; True when every part accepted it.")
+          "Splits one command over the parts; True when every part accepted it (not while a loop runs on this "
+          "driver).")
       .def_property_readonly("last_fresh_mask", &CompositeDriver::last_fresh_mask);
 }
 

@@ -17,6 +17,7 @@
 #include "sha256.hpp"
 #include "sim_server.hpp"
 #include "udp_driver.hpp"
+#include "bare_driver.hpp"
 
 namespace py = pybind11;
 
@@ -437,8 +438,10 @@ void bind_udp_driver(py::module_& m) {
            py::arg("late_threshold_s") = 0.02, py::arg("camera_host") = "127.0.0.1", py::arg("camera_port") = 0,
            py::arg("session_timeout_s") = 0.25, py::arg("heartbeat_interval_s") = 0.1,
            py::arg("clock_drift_bound") = 500e-6, py::arg("limits_digest") = 0)
-      .def("start", &UdpDriver::on_start,
-           "Opens the sockets and says hello (the loop calls this itself); RuntimeError without a limits digest.")
+      .def(
+          "start", [](UdpDriver& d) { with_bare_claim(d, "start", [&] { d.on_start(); }); },
+          "Opens the sockets and says hello (the loop calls this itself); RuntimeError without a limits digest, and "
+          "while a loop drives this driver.")
       .def_property(
           "limits_digest", &UdpDriver::limits_digest,
           [](UdpDriver& d, std::uint64_t digest) {
@@ -450,14 +453,14 @@ void bind_udp_driver(py::module_& m) {
           },
           "The joint-limits digest the robot must state (robot_rt.robot.limits_digest of the loop's robot; 0: unset, "
           "the driver refuses to start). Settable while stopped.")
-      .def("stop", &UdpDriver::on_stop, "Says goodbye (authenticated) and closes the sockets.")
+      .def(
+          "stop", [](UdpDriver& d) { with_bare_claim(d, "stop", [&] { d.on_stop(); }); },
+          "Says goodbye (authenticated) and closes the sockets (not while a loop drives this driver: stop the loop).")
       .def(
           "read_state",
           [](UdpDriver& d) -> py::object {
-            if (!d.claim()) throw std::runtime_error("read_state: a running loop drives this driver");
             JointState s;
-            const bool got = d.read_state(s);
-            d.release();
+            const bool got = with_bare_claim(d, "read_state", [&] { return d.read_state(s); });
             if (!got) return py::none();
             py::dict out;
             out["stamp_ns"] = s.stamp_ns;
@@ -472,10 +475,8 @@ void bind_udp_driver(py::module_& m) {
       .def(
           "acknowledge_robot_stops",
           [](UdpDriver& d) {
-            if (!d.claim())  // only the loop's recovery acknowledges while it drives the robot
-              throw std::runtime_error("acknowledge_robot_stops: a running loop drives this driver (use recover())");
-            d.acknowledge_robot_stops();
-            d.release();
+            // only the loop's recovery acknowledges while it drives the robot (use recover())
+            with_bare_claim(d, "acknowledge_robot_stops", [&] { d.acknowledge_robot_stops(); });
           },
            "Acknowledges the robot's own stops up to the last state read (what a recovery does): its later commands "
            "carry that count, so the robot applies them again (docs/protocol.md, 'Robot-side stops'). For a bare "
@@ -493,10 +494,10 @@ void bind_udp_driver(py::module_& m) {
               c.position_si[i] = position[i];
               c.velocity_si[i] = velocity[i];
             }
-            return d.write_command(c);
+            return with_bare_claim(d, "write_command", [&] { return d.write_command(c); });
           },
           py::arg("position"), py::arg("velocity"),
-          "Sends one command (only while no ControlLoop drives this driver); False if refused.")
+          "Sends one command; False if refused. RuntimeError while a ControlLoop drives this driver.")
       .def(
           "read_ball_observations",
           [](UdpDriver& d, int max_count) {
