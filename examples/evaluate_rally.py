@@ -32,16 +32,18 @@ def make_policy(spec: str, num_envs: int):
     """'scripted' (BatchedScriptedPolicy, the tuned baseline), 'scripted-rally' (its 'rally' preset, placed for
     the default human model), 'scripted-rally-landing' (that preset steered by the learned landing model,
     robot_rt.envs.landing_model.rally_policy), 'scripted-rally-shot' (that preset aiming where the shot model expects
-    the human to answer most often, robot_rt.envs.shot_model.rally_shot_policy), or the path of an exported RUN/policy.pt (PPO, BGS) or
-    of a distilled policy (robot_rt.learning.distill, tools/distill_rally_policy.py)."""
+    the human to answer most often, robot_rt.envs.shot_model.rally_shot_policy), 'scripted-rally-shot-ukf' (the same
+    with its contacts planned from the UKF ball tracker and the shot model fitted with it), or the path of an
+    exported RUN/policy.pt (PPO, BGS) or of a distilled policy (robot_rt.learning.distill,
+    tools/distill_rally_policy.py)."""
     if spec == "scripted-rally-landing":
         from robot_rt.envs.landing_model import rally_policy
 
         return rally_policy(num_envs)
-    if spec == "scripted-rally-shot":
+    if spec in ("scripted-rally-shot", "scripted-rally-shot-ukf"):
         from robot_rt.envs.shot_model import rally_shot_policy
 
-        return rally_shot_policy(num_envs)
+        return rally_shot_policy(num_envs, tracker="ukf" if spec.endswith("-ukf") else "fit")
     if spec in ("scripted", "scripted-rally"):
         from robot_rt.envs.scripted import BatchedScriptedPolicy, ScriptedParams
 
@@ -130,7 +132,8 @@ def main(argv=None) -> dict:
     p.add_argument(
         "--policy",
         action="append",
-        help="'scripted', 'scripted-rally', 'scripted-rally-landing', 'scripted-rally-shot' or a policy.pt path "
+        help="'scripted', 'scripted-rally', 'scripted-rally-landing', 'scripted-rally-shot', 'scripted-rally-shot-ukf' or a "
+        "policy.pt path "
         "(repeatable)",
     )
     p.add_argument("--episodes", type=int, default=256, help="serves per seed")

@@ -132,6 +132,16 @@ def test_policy_file_round_trip_and_refusals(tmp_path):
         load_distilled(tmp_path / "missing.pt")
     with pytest.raises(ValueError, match="goal_dim 0"):
         DistilledEnvPolicy(GCBCPolicy(feature_dim(spin=True), goal_dim=2), 2)
+    assert policy.tracker == "fit"
+    # a policy trained on the UKF tracker's features is played with them
+    ukf_path = save_distilled(tmp_path / "ukf.pt", model, tracker="ukf")
+    ukf_policy = load_distilled(ukf_path, num_envs=4)
+    assert ukf_policy.tracker == "ukf" and type(ukf_policy.features.tracker).__name__ == "BatchedUKFTracker"
+    state = torch.load(ukf_path, weights_only=True)
+    state["tracker"] = "kalman"
+    torch.save(state, tmp_path / "bad_tracker.pt")
+    with pytest.raises(ValueError, match="tracker 'kalman'"):
+        load_distilled(tmp_path / "bad_tracker.pt")
 
 
 def test_dagger_learns_the_experts_actions(tmp_path):

@@ -141,6 +141,12 @@ def test_save_load_round_trip(tmp_path):
     t = rng.uniform(model.target_low, model.target_high, (5, 2))
     np.testing.assert_array_equal(back.value(t, p, v, w), model.value(t, p, v, w))
     assert not list(tmp_path.glob("*.tmp"))
+    assert back.tracker == "fit"
+    model.tracker = "ukf"
+    assert ShotModel.load(model.save(tmp_path / "ukf.json")).tracker == "ukf"
+    data = model.to_dict()
+    del data["tracker"]  # files written before the tracker option: planned with the fit tracker
+    assert ShotModel.from_dict(data).tracker == "fit"
 
 
 def test_validation_errors_name_the_argument(tmp_path):
@@ -168,6 +174,14 @@ def test_validation_errors_name_the_argument(tmp_path):
         ShotModel.load(tmp_path / "bad.json")
     with pytest.raises(ValueError, match="fitted with"):
         BatchedScriptedPolicy(2, params=ScriptedParams(), shot_model=model)
+    with pytest.raises(ValueError, match="tracker: expected one of"):
+        ShotModel(**{**fields, "tracker": "kalman"})
+    with pytest.raises(ValueError, match="tracker: expected one of"):
+        BatchedScriptedPolicy(2, params=ScriptedParams.preset("rally"), tracker="kalman")
+    with pytest.raises(ValueError, match="fitted on plans of the 'ukf' tracker"):
+        BatchedScriptedPolicy(
+            2, params=ScriptedParams.preset("rally"), shot_model=dataclasses.replace(model, tracker="ukf")
+        )
     with pytest.raises(ValueError, match="not together with a landing_model"):
         BatchedScriptedPolicy(
             2, params=ScriptedParams.preset("rally"), shot_model=model, landing_model=shipped_rally_model()

@@ -34,6 +34,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--eval-episodes", type=int, default=128, help="serves of seed 5 played after each round (0: none)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--torch-threads", type=int, default=1)
+    ap.add_argument(
+        "--tracker", default="fit", choices=("fit", "ukf"), help="ball tracker of the expert's plans and the features"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.torch_threads)
     betas = tuple(float(b) for b in args.betas.split(",") if b)
@@ -42,7 +45,8 @@ def main(argv=None) -> dict:
         n = args.eval_episodes
         env = TableTennisVectorEnv(n, max_episode_steps=6000)
         try:
-            episodes = play_episodes(env, DistilledEnvPolicy(policy.model, n), range(5 * 10**6, 5 * 10**6 + n))
+            player = DistilledEnvPolicy(policy.model, n, tracker=args.tracker)
+            episodes = play_episodes(env, player, range(5 * 10**6, 5 * 10**6 + n))
         finally:
             env.close()
         summary = episode_summary(episodes)
@@ -52,8 +56,12 @@ def main(argv=None) -> dict:
             "eval_rally_median": float(np.median([e["rally_length"] for e in episodes])),
         }
 
+    def expert(num_envs: int):
+        return rally_shot_policy(num_envs, tracker=args.tracker)
+
+    expert.__name__ = "rally_shot_policy" if args.tracker == "fit" else "rally_shot_policy_ukf"
     return dagger_distill(
-        rally_shot_policy,
+        expert,
         args.out,
         num_envs=args.num_envs,
         steps_per_round=args.steps_per_round,
@@ -62,6 +70,7 @@ def main(argv=None) -> dict:
         seed=args.seed,
         evaluate=evaluate if args.eval_episodes > 0 else None,
         log=lambda line: print(line, flush=True),
+        tracker=args.tracker,
     )
 
 

@@ -29,19 +29,29 @@ def main() -> None:
     ap.add_argument("--ridge", type=float, default=1e-3)
     ap.add_argument("--target-low", type=float, nargs=2, default=(-1.2, -0.6), help="lob target offsets from the aim")
     ap.add_argument("--target-high", type=float, nargs=2, default=(0.6, 0.6))
+    ap.add_argument("--tracker", default="fit", choices=("fit", "ukf"), help="the policy's ball tracker")
     ap.add_argument("--save-shots", default=None, help="also write the shots (npz) here")
+    ap.add_argument(
+        "--from-shots", nargs="+", default=None, help="fit the shots of these --save-shots files instead of playing"
+    )
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     params = ScriptedParams.preset(args.preset)
     t0 = time.time()
-    batches = [
-        collect_shot_data(params, args.episodes, args.steps, int(s), args.target_low, args.target_high)
-        for s in args.seeds.split(",")
-    ]
+    if args.from_shots:  # e.g. batches played in parallel processes
+        batches = [dict(np.load(path)) for path in args.from_shots]
+    else:
+        batches = [
+            collect_shot_data(
+                params, args.episodes, args.steps, int(s), args.target_low, args.target_high, args.tracker
+            )
+            for s in args.seeds.split(",")
+        ]
     shots = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
     if args.save_shots:
         np.savez(args.save_shots, **shots)
     model = ShotModel.fit(shots, params.to_vector(), ridge=args.ridge)
+    model.tracker = args.tracker
     model.save(args.out)
     h = model.heldout
     quart = h["arrival_sd_by_predicted_quartile"]["z_m"]

@@ -46,8 +46,9 @@ class FeatureExtractor:
         policy_hz: float | None = None,
         hit_plane_x_m: float = 1.7,
         spin: bool = False,
+        tracker: str = "fit",
     ):
-        from robot_rt.estimation.batched import BatchedBallTracker
+        from robot_rt.estimation.batched_ukf import make_batched_tracker
 
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs: expected a positive int, got {num_envs!r}")
@@ -60,7 +61,9 @@ class FeatureExtractor:
         self.obs_dim = 2 * self.dof + 5 * self.history
         self.dt_s = WorldConfig().step_s if policy_hz is None else 1.0 / float(policy_hz)  # the env's step
         self.hit_plane_x_m = float(hit_plane_x_m)
-        self.tracker = BatchedBallTracker(self.n)
+        # the ball's state and crossing columns: the constant-acceleration fit ('fit') or the physics filter ('ukf')
+        self.tracker = make_batched_tracker(tracker, self.n)
+        self.tracker_kind = tracker
         if not isinstance(spin, bool):
             raise TypeError(f"spin: expected a bool, got {type(spin).__name__}")
         self.spin = spin

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from robot_rt._io import atomic_write_json, read_json_file
+from robot_rt.estimation.batched_ukf import TRACKERS
 
 from .human_model import ReturnModel
 from .landing_model import check_fitted_params, check_model_arrays, check_rows, quadratic_features, ridge_fit
@@ -77,7 +78,8 @@ class ShotModel:
     `arrival_sd` [3] (held-out residual sd of the arrival over all shots),
     `target_low`, `target_high` [2] (the fitted targets' box: `best_target` stays inside it), `fitted_params` [P] (the
     `ScriptedParams` vector of the shots, aim apart); `returns` the human's return model the value is computed for;
-    `heldout` (metrics on the shots held out of the fit) and `samples` (shots fitted)."""
+    `heldout` (metrics on the shots held out of the fit) and `samples` (shots fitted); `tracker` the ball tracker the
+    shots were planned with (`BatchedScriptedPolicy(tracker=...)`: 'fit' or 'ukf'), which the policy must use too."""
 
     mean: np.ndarray
     std: np.ndarray
@@ -92,6 +94,7 @@ class ShotModel:
     returns: ReturnModel = field(default_factory=ReturnModel)
     heldout: dict = field(default_factory=dict)
     samples: int = 0
+    tracker: str = "fit"
 
     def __post_init__(self) -> None:
         n_feat = quadratic_features(np.zeros((1, N_INPUTS))).shape[1]
@@ -108,6 +111,8 @@ class ShotModel:
             "target_high": (2,),
         }
         check_model_arrays(self, shapes.items())
+        if self.tracker not in TRACKERS:
+            raise ValueError(f"tracker: expected one of {TRACKERS}, got {self.tracker!r}")
         if np.any(self.std <= 0) or np.any(self.arrival_sd < 0):
             raise ValueError("std, arrival_sd: expected positive standard deviations")
         if np.any(self.target_low >= self.target_high):
@@ -331,6 +336,7 @@ class ShotModel:
             "returns": dict(self.returns.__dict__),
             "heldout": self.heldout,
             "samples": int(self.samples),
+            "tracker": self.tracker,
         }
 
     @classmethod
@@ -342,7 +348,13 @@ class ShotModel:
         try:
             arrays = {k: np.asarray(data[k], dtype=np.float64) for k in _ARRAY_FIELDS}
             returns = ReturnModel(**data["returns"])
-            return cls(**arrays, returns=returns, heldout=dict(data.get("heldout", {})), samples=int(data["samples"]))
+            return cls(
+                **arrays,
+                returns=returns,
+                heldout=dict(data.get("heldout", {})),
+                samples=int(data["samples"]),
+                tracker=str(data.get("tracker", "fit")),  # files before the option were all planned with 'fit'
+            )
         except KeyError as err:
             raise ValueError(f"{source}: missing field {err}") from err
         except TypeError as err:
@@ -382,14 +394,15 @@ def collect_shot_data(
     seed: int,
     target_low=(-1.2, -0.6),
     target_high=(0.6, 0.6),
+    tracker: str = "fit",
 ) -> dict:
     """Self-practice shots of the scripted policy with `params` in the rally env (default human), each ball aimed at
     its own random lob target (the aim, aim_d included, plus an offset uniform in [target_low, target_high]), as
     `landing_model.collect_shots` plays them. Per paddle contact: the target, the plan's contact point and incoming
     velocity at that step, the spin estimate (`features.IncomingSpinEstimator`), whether the return landed on the
     human's half, and its state where it reached the human's hitting plane (y, z, speed; NaN where it did not).
-    Contacts whose outcome the episode cap cut are dropped. Returns arrays keyed target, plan_p, plan_v, spin,
-    landed_in, arrival."""
+    Contacts whose outcome the episode cap cut are dropped. `tracker`: the policy's ball tracker ('fit', 'ukf').
+    Returns arrays keyed target, plan_p, plan_v, spin, landed_in, arrival."""
     from .scripted import BatchedScriptedPolicy, ScriptedParams
     from .vector import TableTennisVectorEnv
 
@@ -406,7 +419,7 @@ def collect_shot_data(
         raise ValueError(f"target_low: expected <= target_high per axis, got {low.tolist()} and {high.tolist()}")
     rng = np.random.default_rng(seed)
     env = TableTennisVectorEnv(episodes, max_episode_steps=100_000)
-    policy = BatchedScriptedPolicy(episodes, params=params, estimate_spin=True)
+    policy = BatchedScriptedPolicy(episodes, params=params, estimate_spin=True, tracker=tracker)
     bias = np.array([params.aim_dx_m, params.aim_dy_m])  # the policy adds it to a goal
     aim = np.array([params.aim_x_m, params.aim_y_m]) + bias
     targets = aim + rng.uniform(low, high, (episodes, 2))
@@ -456,19 +469,24 @@ def collect_shot_data(
 
 
 SHIPPED_RALLY_SHOT_MODEL = Path(__file__).with_name("data") / "shot_model_rally.json"
+SHIPPED_RALLY_SHOT_MODEL_UKF = Path(__file__).with_name("data") / "shot_model_rally_ukf.json"
 
 
-def shipped_shot_model() -> ShotModel:
-    """The shot model of the rally preset fitted by `tools/fit_shot_model.py` (docs/envs.md)."""
-    return ShotModel.load(SHIPPED_RALLY_SHOT_MODEL)
+def shipped_shot_model(tracker: str = "fit") -> ShotModel:
+    """The shot model of the rally preset fitted by `tools/fit_shot_model.py` (docs/envs.md) for the policy's ball
+    tracker ('fit': the constant-acceleration fit, 'ukf': the physics filter)."""
+    if tracker not in TRACKERS:
+        raise ValueError(f"tracker: expected one of {TRACKERS}, got {tracker!r}")
+    return ShotModel.load(SHIPPED_RALLY_SHOT_MODEL if tracker == "fit" else SHIPPED_RALLY_SHOT_MODEL_UKF)
 
 
-def rally_shot_policy(num_envs: int, **kwargs):
+def rally_shot_policy(num_envs: int, tracker: str = "fit", **kwargs):
     """The scripted rally preset aiming each ball where the shipped shot model expects the default human to answer
-    most often (`examples/evaluate_rally.py --policy scripted-rally-shot`). Keyword arguments go to
-    BatchedScriptedPolicy."""
+    most often (`examples/evaluate_rally.py --policy scripted-rally-shot`, `scripted-rally-shot-ukf` with
+    tracker='ukf'). Keyword arguments go to BatchedScriptedPolicy."""
     from .scripted import BatchedScriptedPolicy, ScriptedParams
 
+    model = shipped_shot_model(tracker)
     return BatchedScriptedPolicy(
-        num_envs, params=ScriptedParams.preset("rally"), shot_model=shipped_shot_model(), **kwargs
+        num_envs, params=ScriptedParams.preset("rally"), shot_model=model, tracker=model.tracker, **kwargs
     )

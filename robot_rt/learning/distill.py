@@ -31,6 +31,7 @@ from robot_rt._io import atomic_write_bytes, atomic_write_json
 from robot_rt.envs.features import FeatureExtractor, feature_dim
 from robot_rt.envs.limit_guard import LimitGuard
 from robot_rt.envs.observation import observation_layout
+from robot_rt.estimation.batched_ukf import TRACKERS
 
 from .gcbc import GCBCPolicy, train_gcbc
 
@@ -53,14 +54,15 @@ class DistilledEnvPolicy:
     """A distilled policy for N environments: `policy(observations [N, obs_dim]) -> env actions [N, 8]` (float32,
     normalised, guarded); `reset(mask)` when environments reset (as for `BatchedScriptedPolicy`)."""
 
-    def __init__(self, model: GCBCPolicy, num_envs: int, guard: LimitGuard | None = None):
+    def __init__(self, model: GCBCPolicy, num_envs: int, guard: LimitGuard | None = None, tracker: str = "fit"):
         if model.goal_dim != 0:
             raise ValueError(f"model: expected a policy without a goal (goal_dim 0), got goal_dim {model.goal_dim}")
         if model.feat_dim != feature_dim(spin=True):
             raise ValueError(f"model: expected {feature_dim(spin=True)} input features, got {model.feat_dim}")
         self.model = model.eval()
         self.n = int(num_envs)
-        self.features = FeatureExtractor(self.n, spin=True)
+        self.features = FeatureExtractor(self.n, spin=True, tracker=tracker)  # the tracker it was trained with
+        self.tracker = tracker
         self.guard = guard if guard is not None else LimitGuard()
         self.q_columns = observation_layout(self.guard.robot.dof, self.features.history)["q"]
         self._no_goal = np.zeros((self.n, 0), dtype=np.float32)
@@ -84,10 +86,11 @@ class DistilledEnvPolicy:
         return actions[0] if single else actions
 
 
-def save_distilled(path, model: GCBCPolicy, meta: dict | None = None) -> Path:
-    """Writes the policy (format `POLICY_FORMAT`: config, weights, free-form `meta`) atomically."""
+def save_distilled(path, model: GCBCPolicy, meta: dict | None = None, tracker: str = "fit") -> Path:
+    """Writes the policy (format `POLICY_FORMAT`: config, weights, the ball tracker its features use, free-form
+    `meta`) atomically."""
     buffer = io.BytesIO()
-    torch.save({"format": POLICY_FORMAT, "model": model.state(), "meta": dict(meta or {})}, buffer)
+    torch.save({"format": POLICY_FORMAT, "model": model.state(), "tracker": tracker, "meta": dict(meta or {})}, buffer)
     return atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -105,17 +108,20 @@ def distilled_from_state(state, num_envs: int = 1, source: str = "policy state")
     if not isinstance(state, dict) or state.get("format") != POLICY_FORMAT:
         got = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"{source}: expected a distilled policy (format {POLICY_FORMAT!r}), got {got!r}")
-    return DistilledEnvPolicy(GCBCPolicy.from_state(state["model"]), num_envs)
+    tracker = state.get("tracker", "fit")  # files before the option: the fit tracker
+    if tracker not in TRACKERS:
+        raise ValueError(f"{source}: tracker {tracker!r}, expected one of {TRACKERS}")
+    return DistilledEnvPolicy(GCBCPolicy.from_state(state["model"]), num_envs, tracker=tracker)
 
 
-def _play(env, expert, learner: DistilledEnvPolicy | None, beta: float, steps: int, seed: int, rng):
+def _play(env, expert, learner: DistilledEnvPolicy | None, beta: float, steps: int, seed: int, rng, tracker="fit"):
     """`steps` steps of the N environments (reset with seeds seed + i); returns (features, expert actions).
 
     The vector env resets an environment on the step after the one that ended its episode (NEXT_STEP autoreset), and
     ignores that step's action: its row is not recorded, and the trackers are reset once its new episode's first
     observation has arrived (as `BatchedScriptedPolicy.reset` asks)."""
     n = env.num_envs
-    features = FeatureExtractor(n, spin=True) if learner is None else learner.features
+    features = FeatureExtractor(n, spin=True, tracker=tracker) if learner is None else learner.features
     features.reset()
     expert.reset()
     obs, _ = env.reset(seed=list(range(seed, seed + n)))
@@ -154,13 +160,14 @@ def dagger_distill(
     seed: int = 0,
     evaluate: Callable[[DistilledEnvPolicy, int], dict] | None = None,
     log: Callable[[str], None] = print,
+    tracker: str = "fit",
 ) -> dict:
     """Distils `make_expert(num_envs)` (a batched policy with `reset(mask)`, e.g. `rally_shot_policy`) by DAgger
     (module docstring): round 0 plays the expert, then one round per entry of `betas` (the expert's share of the
     executed actions). After every fit the EMA policy is written to OUT/policy_round{r}.pt and OUT/policy.pt, and
     `evaluate(policy, round)` (optional) adds its figures to the round's log; OUT/log.json holds the rounds.
     Collection serves: seed + COLLECTION_SERVES_FROM + 10^6 r + i, apart from the rally evaluations' (s x 10^6 + i
-    for s < 100). Returns the log."""
+    for s < 100). `tracker`: the ball tracker of the learner's features ('fit', 'ukf'). Returns the log."""
     from robot_rt.envs.vector import TableTennisVectorEnv
 
     for name, value in (
@@ -179,6 +186,8 @@ def dagger_distill(
         raise ValueError(f"lr: expected a finite number > 0, got {lr!r}")
     if not (isinstance(ema_decay, (int, float)) and 0.0 <= ema_decay < 1.0):
         raise ValueError(f"ema_decay: expected a number in [0, 1), got {ema_decay!r}")
+    if tracker not in TRACKERS:
+        raise ValueError(f"tracker: expected one of {TRACKERS}, got {tracker!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -188,7 +197,7 @@ def dagger_distill(
     history: list[dict] = []
     t0 = time.time()
     try:
-        feats, actions = _play(env, expert, None, 1.0, steps_per_round, seed + COLLECTION_SERVES_FROM, rng)
+        feats, actions = _play(env, expert, None, 1.0, steps_per_round, seed + COLLECTION_SERVES_FROM, rng, tracker)
         model = GCBCPolicy(feats.shape[1], goal_dim=0, act_dim=actions.shape[1], hidden=hidden)
         model.fit_normalisation(feats, np.zeros((len(feats), 0), dtype=np.float32))
         ema = GCBCPolicy(feats.shape[1], goal_dim=0, act_dim=actions.shape[1], hidden=hidden)
@@ -196,7 +205,7 @@ def dagger_distill(
         optimizer = None
         for r in range(len(betas) + 1):
             if r > 0:
-                learner = DistilledEnvPolicy(ema, num_envs)
+                learner = DistilledEnvPolicy(ema, num_envs, tracker=tracker)
                 first = seed + COLLECTION_SERVES_FROM + 10**6 * r
                 f_r, a_r = _play(env, expert, learner, betas[r - 1], steps_per_round, first, rng)
                 feats, actions = np.concatenate([feats, f_r]), np.concatenate([actions, a_r])
@@ -221,10 +230,10 @@ def dagger_distill(
                 "wall_s": time.time() - t0,
             }
             meta = {"round": r, "samples": int(len(feats)), "expert": getattr(make_expert, "__name__", "expert")}
-            save_distilled(out / f"policy_round{r}.pt", ema, meta)
-            save_distilled(out / "policy.pt", ema, meta)
+            save_distilled(out / f"policy_round{r}.pt", ema, meta, tracker)
+            save_distilled(out / "policy.pt", ema, meta, tracker)
             if evaluate is not None:
-                entry.update(evaluate(DistilledEnvPolicy(ema, num_envs), r))
+                entry.update(evaluate(DistilledEnvPolicy(ema, num_envs, tracker=tracker), r))
             history.append(entry)
             atomic_write_json(out / "log.json", {"rounds": history})
             log(
