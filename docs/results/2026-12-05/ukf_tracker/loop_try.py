@@ -2,7 +2,9 @@
 model, each with the constant-acceleration fit tracker and with the UKF tracker (tools/loop_gap_ablation.py's 'base'
 condition: the kinematic sim-server, a stop recovered at once for diagnosis), N rallies each, the same seeds.
 
-    python docs/results/2026-12-05/ukf_tracker/loop_try.py tune2|tune2-ukf|shot|shot-ukf 30
+    python docs/results/2026-12-05/ukf_tracker/loop_try.py tune2|tune2-ukf|shot|shot-ukf 30 [SEED]
+
+SEED (default 0) seeds the rallies (tools/loop_gap_ablation.py run_condition).
 """
 
 import json
@@ -30,9 +32,10 @@ def factory(which: str):
 
 if __name__ == "__main__":
     which, balls = sys.argv[1], int(sys.argv[2])
-    c = run_condition(factory(which), "base", load_robot(), balls, 0)
+    seed = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    c = run_condition(factory(which), "base", load_robot(), balls, seed)
     print(
-        f"{which}: return rate {c['return_rate']:.2f} {c['return_rate_ci95']}, mean rally {c['mean_rally_length']:.2f} "
+        f"{which} (seed {seed}, {balls} rallies): return rate {c['return_rate']:.2f} {c['return_rate_ci95']}, mean rally {c['mean_rally_length']:.2f} "
         f"{c['mean_rally_length_ci95']}, {c['outcomes']}, {c['safety_events']}, recoveries {c['recoveries']}, "
         f"{c['wall_s']:.0f} s",
         flush=True,
