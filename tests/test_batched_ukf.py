@@ -63,7 +63,7 @@ def test_each_environment_is_the_single_ball_filter(serves, detections):
     for k in range(int(t_end / STEP)):
         tracker.update(_env_detections(detections, k * STEP), np.full(n, k * STEP))
     t_last = int(t_end / STEP - 1) * STEP
-    states, valid = tracker.state()
+    states, _, valid = tracker.fit_state()  # the filters' own states (state() flies them on to now)
     assert valid.all()
     for i in (0, 4, n - 1):
         d = detections[i]
@@ -72,6 +72,28 @@ def test_each_environment_is_the_single_ball_filter(serves, detections):
             if d.t_arrival_s[j] <= t_last + 1e-12:
                 alone.update(float(d.t_capture_s[j]), d.position_m[j])
         np.testing.assert_allclose(states[i], alone.state, rtol=1e-10, atol=1e-10)  # replays reorder sums
+
+
+def test_state_is_now_as_the_fit_trackers(serves, detections):
+    """state() is the ball now (the last update's time), as BatchedBallTracker.state(): each filter's mean flown
+    from its newest detection (the camera latency and up to a step older) to now; fit_state() keeps the filters'
+    own times."""
+    n = len(serves)
+    tracker = BatchedUKFTracker(n)
+    for k in range(45):
+        tracker.update(_env_detections(detections, k * STEP), np.full(n, k * STEP))
+    now, valid = tracker.state()
+    own, t_ref, _ = tracker.fit_state()
+    assert valid.sum() >= n // 2 and np.all(tracker.t_now[valid] - t_ref[valid] > 0.005)
+    for i in np.nonzero(valid)[0]:
+        # the filter's prediction is the mean of its flown sigma points, ours the flown mean: equal to ~1e-4
+        np.testing.assert_allclose(now[i], tracker.filters[i].predict(tracker.t_now[i])[0], rtol=0, atol=1e-3)
+        assert np.linalg.norm(now[i, :3] - own[i, :3]) > 0.01  # it moved: the stale state was centimetres behind
+    t = 44 * STEP  # the true ball now, from each serve's dense flight
+    truth = np.array([[np.interp(t, s.t_s, s.states[:, k]) for k in range(3)] for s in serves])
+    err_now = np.linalg.norm(now[valid, :3] - truth[valid], axis=1)
+    err_own = np.linalg.norm(own[valid, :3] - truth[valid], axis=1)
+    assert np.median(err_now) < 0.01 < np.median(err_own)
 
 
 def test_more_accurate_than_the_constant_acceleration_fit(serves, detections):

@@ -820,10 +820,11 @@ def test_command_answering_an_earlier_runs_observation_is_discarded():
 
 
 def test_bare_driver_calls_are_refused_while_a_loop_drives_the_robot():
-    """A driver's own write_command (and read_state, start, stop, acknowledge_robot_stops) would reach the robot over
-    the loop's live session without the loop's safety filter, stop latch or muting (found: after an e-stop, bare
-    write_command calls moved a joint 2.6 rad towards targets beyond its limits). While a loop drives the driver they
-    are refused and nothing moves; once the loop has stopped, the bare driver works again."""
+    """A driver's own write_command (and read_state, read_ball_observations, start, stop, acknowledge_robot_stops)
+    would reach the robot over the loop's live session without the loop's safety filter, stop latch or muting
+    (found: after an e-stop, bare write_command calls moved a joint 2.6 rad towards targets beyond its limits), or
+    race the loop's thread on the driver's state and camera queue. While a loop drives the driver they are refused
+    and nothing moves; once the loop has stopped, the bare driver works again."""
     from robot_rt.control.udp import make_udp_driver
     from robot_rt.sim.server import SimServer
 
@@ -847,6 +848,7 @@ def test_bare_driver_calls_are_refused_while_a_loop_drives_the_robot():
             calls = {
                 "write_command": lambda: driver.write_command(beyond, fast),
                 "read_state": driver.read_state,
+                "read_ball_observations": driver.read_ball_observations,  # the loop's camera queue
                 "acknowledge_robot_stops": driver.acknowledge_robot_stops,
                 "start": driver.start,
                 "stop": driver.stop,

@@ -34,14 +34,15 @@ def plan_errors(tracker: str, envs: int, steps: int, seed: int) -> dict:
     policy.reset()
     timing_offset = policy.params[:, 1]  # the plan's time is the crossing's plus timing_offset_s
     rows = {lead: [] for lead in LEADS_S}
+    resetting = np.zeros(envs, dtype=bool)
     t0 = time.time()
     try:
         for _ in range(steps):
-            t_now = env.world.t.copy()
+            t_now = policy.t.copy()  # the policy's clock (plan_t's); the world's restarts at each autoreset
             action = policy(obs)
             lead = policy.plan_t - timing_offset - t_now
             ball = env.world.ball.copy()
-            incoming = (env.world.phase == PHASE_INCOMING) & (ball[:, 3] > 0)
+            incoming = (env.world.phase == PHASE_INCOMING) & (ball[:, 3] > 0) & ~resetting
             for target in LEADS_S:
                 sel = np.nonzero(np.isfinite(lead) & (np.abs(lead - target) <= 0.005) & incoming)[0]
                 for i in sel:
@@ -52,7 +53,10 @@ def plan_errors(tracker: str, envs: int, steps: int, seed: int) -> dict:
                     err_v = policy.plan_v[i] - truth.state[0, 3:6]
                     err_t = policy.plan_t[i] - timing_offset[i] - (t_now[i] + truth.t_s[0])
                     rows[target].append(np.concatenate([err_p, err_v, [err_t]]))
-            obs, *_ = env.step(action)
+            obs, _, terminated, truncated, _ = env.step(action)
+            if resetting.any():  # their new episodes' first observations: the policy starts afresh (as _play)
+                policy.reset(resetting)
+            resetting = terminated | truncated
     finally:
         env.close()
     out = {"seconds": time.time() - t0}

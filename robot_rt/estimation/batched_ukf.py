@@ -8,6 +8,7 @@ import numpy as np
 
 from robot_rt.ballistics import BallParams, TableGeometry, pack_params
 from robot_rt.ballistics.params import PARAM_NAMES
+from robot_rt.ballistics.reference import rk4_step
 
 from .batched import BatchedBallTracker, BatchedCrossing, crossing_batch
 from .ukf import BallUKF, UKFConfig
@@ -15,7 +16,8 @@ from .ukf import BallUKF, UKFConfig
 __all__ = ["TRACKERS", "BatchedUKFTracker", "make_batched_tracker"]
 
 TRACKERS = ("fit", "ukf")
-_SAME_CAPTURE_S = 1e-7  # capture times this close are one detection shown again
+_SAME_CAPTURE_S = 1e-5  # capture times in the same or a neighbouring bucket are one detection shown again (the
+# observation's float32 ages move a capture time by ~1e-8 s between steps; frames are >= 5 ms apart)
 _FED_KEEP = 64  # capture times remembered per environment before the old ones are pruned
 _TRACKING = (
     "accepted",
@@ -57,6 +59,7 @@ class BatchedUKFTracker:
         self.config = config if config is not None else UKFConfig()
         self.horizon_s, self.plane_dt_s, self.backend = float(horizon_s), float(plane_dt_s), backend
         pk = pack_params(self.params, self.table)
+        self._pk = pk
         self.g = float(pk[_IDX["gravity_mps2"]])  # what BatchedScriptedPolicy.choose_hit_point reads
         self.radius_m = float(self.params.radius_m)
         self.contact_z_m = float(self.table.surface_height_m) + self.radius_m
@@ -93,7 +96,7 @@ class BatchedUKFTracker:
         valid = det[:, :, 4] > 0.5
         for i in np.nonzero(valid.any(axis=1))[0]:
             fed = self._fed[i]
-            rows = [j for j in np.nonzero(valid[i])[0] if keys[i, j] not in fed]
+            rows = [j for j in np.nonzero(valid[i])[0] if not {keys[i, j] - 1, keys[i, j], keys[i, j] + 1} & fed]
             if not rows:
                 continue
             f = self.filters[i]
@@ -122,9 +125,26 @@ class BatchedUKFTracker:
         return states, np.nan_to_num(t_ref), valid
 
     def state(self) -> tuple[np.ndarray, np.ndarray]:
-        """States [N, 9] at each filter's newest accepted detection and valid [N]."""
-        states, _, valid = self.fit_state()
-        return states, valid
+        """States [N, 9] at the last update time ("now", as `BatchedBallTracker.state`): each valid filter's mean
+        flown from its newest accepted detection to now (RK4 in steps of at most `config.max_step_s`; a flight that
+        meets the table in between takes the filter's own prediction, bounce included), and valid [N]."""
+        states, t_ref, valid = self.fit_state()
+        out = states.copy()
+        dt = np.where(valid, np.maximum(self.t_now - t_ref, 0.0), 0.0)
+        idx = np.nonzero(dt > 0.0)[0]
+        if idx.size:
+            substeps = max(1, int(np.ceil(dt[idx].max() / self.config.max_step_s - 1e-9)))
+            h = dt[idx] / substeps
+            y = states[idx]
+            bounced = np.zeros(idx.size, dtype=bool)
+            for _ in range(substeps):
+                nxt = rk4_step(y, h, self._pk)
+                bounced |= (y[:, 2] > self.contact_z_m) & (nxt[:, 2] <= self.contact_z_m) & (y[:, 5] < 0.0)
+                y = nxt
+            out[idx] = y
+            for i in idx[bounced]:  # the filter's own flight through the bounce (rare: a bounce within ~20 ms)
+                out[i] = self.filters[i].predict(self.t_now[i])[0]
+        return out, valid
 
     def predict_plane_crossing(self, x_plane_m) -> BatchedCrossing:
         """Next crossing of x = `x_plane_m` (scalar or [N]) from the filters' states: absolute time [N],

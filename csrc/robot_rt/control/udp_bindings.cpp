@@ -502,12 +502,16 @@ void bind_udp_driver(py::module_& m) {
           "read_ball_observations",
           [](UdpDriver& d, int max_count) {
             BallObservation buf[CameraReceiver::kQueueCapacity];
-            const int n = d.read_ball_observations(buf, std::min(max_count, CameraReceiver::kQueueCapacity));
+            // the loop reads the camera every tick: a bare read would race it and take its detections
+            const int n = with_bare_claim(d, "read_ball_observations", [&] {
+              return d.read_ball_observations(buf, std::min(max_count, CameraReceiver::kQueueCapacity));
+            });
             py::list out;
             for (int i = 0; i < n; ++i) out.append(observation_dict(buf[i]));
             return out;
           },
-          py::arg("max_count") = CameraReceiver::kQueueCapacity)
+          py::arg("max_count") = CameraReceiver::kQueueCapacity,
+          "The camera's detections since the previous call (not while a loop drives this driver).")
       .def_property_readonly("local_port", &UdpDriver::local_port)
       .def_property_readonly("connected", &UdpDriver::connected)
       .def_property_readonly("authenticated", &UdpDriver::authenticated)
