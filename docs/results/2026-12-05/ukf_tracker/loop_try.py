@@ -2,7 +2,9 @@
 model, each with the constant-acceleration fit tracker and with the UKF tracker (tools/loop_gap_ablation.py's 'base'
 condition: the kinematic sim-server, a stop recovered at once for diagnosis), N rallies each, the same seeds.
 
-    python docs/results/2026-12-05/ukf_tracker/loop_try.py tune2|tune2-ukf|shot|shot-ukf 30 [SEED]
+    python docs/results/2026-12-05/ukf_tracker/loop_try.py tune2|tune2-ukf|shot|shot-ukf|distilled-ukf 30 [SEED]
+
+'distilled-ukf' is the neural policy distilled from the UKF shot policy (../distill_rally_ukf/policy.pt).
 
 SEED (default 0) seeds the rallies (tools/loop_gap_ablation.py run_condition).
 """
@@ -20,6 +22,10 @@ from robot_rt.robot import load_robot  # noqa: E402
 
 def factory(which: str):
     tracker = "ukf" if which.endswith("-ukf") else "fit"
+    if which == "distilled-ukf":
+        from robot_rt.learning.distill import load_distilled
+
+        return lambda: load_distilled(Path(__file__).parents[1] / "distill_rally_ukf" / "policy.pt", 1)
     if which.startswith("shot"):
         from robot_rt.envs.shot_model import rally_shot_policy
 
