@@ -63,7 +63,6 @@ class FeatureExtractor:
         self.hit_plane_x_m = float(hit_plane_x_m)
         # the ball's state and crossing columns: the constant-acceleration fit ('fit') or the physics filter ('ukf')
         self.tracker = make_batched_tracker(tracker, self.n)
-        self.tracker_kind = tracker
         if not isinstance(spin, bool):
             raise TypeError(f"spin: expected a bool, got {type(spin).__name__}")
         self.spin = spin

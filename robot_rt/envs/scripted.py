@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robot_rt.estimation.batched_ukf import TRACKERS, make_batched_tracker
+from robot_rt.estimation.batched_ukf import make_batched_tracker
 from robot_rt.robot import RobotDescription, load_robot, paddle_position_normal
 from robot_rt.robot.kinematics import rpy_matrix
 
@@ -327,14 +327,11 @@ class BatchedScriptedPolicy:
         self.obs_dim = 2 * self.robot.dof + 5 * self.history
         self.action_noise_std = float(action_noise_std)
         self.rng = np.random.default_rng(seed)
-        if tracker not in TRACKERS:
-            raise ValueError(f"tracker: expected one of {TRACKERS}, got {tracker!r}")
+        self.tracker = make_batched_tracker(tracker, self.n, **(tracker_kwargs or {}))  # names an unknown tracker
         if shot_model is not None and getattr(shot_model, "tracker", tracker) != tracker:
             raise ValueError(
                 f"tracker: the shot model was fitted on plans of the {shot_model.tracker!r} tracker, got {tracker!r}"
             )
-        self.tracker = make_batched_tracker(tracker, self.n, **(tracker_kwargs or {}))
-        self.tracker_kind = tracker
         self.ready_q = self.robot.home.copy()
         pos, nrm = paddle_position_normal(self.robot, self.ready_q[None])
         self.home_position, self.ready_normal = pos[0], nrm[0]

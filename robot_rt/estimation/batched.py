@@ -304,17 +304,25 @@ class BatchedBallTracker:
     def predict_plane_crossing(self, x_plane_m) -> BatchedCrossing:
         """Next crossing of x = `x_plane_m` (scalar or [N]) by the ball physics from `state()` (see the
         docs/estimation.md, `robot_rt.estimation.batched`): absolute time [N], position/velocity/spin [N, 3], found [N]."""
-        if np.ndim(x_plane_m) not in (0, 1) or (np.ndim(x_plane_m) == 1 and np.shape(x_plane_m) != (self.n,)):
-            raise ValueError(f"x_plane_m: expected a scalar or shape ({self.n},), got {np.shape(x_plane_m)}")
-        planes = np.broadcast_to(np.asarray(x_plane_m, dtype=np.float64), (self.n,)).copy()
-        if not np.all(np.isfinite(planes)):
-            raise ValueError("x_plane_m: expected finite values")
-        states, t_ref, valid = self.fit_state()
-        tau, cross = crossing_batch(
-            states, valid, planes, self.params, self.table, self.horizon_s, self.plane_dt_s, self.backend
-        )
-        found = np.isfinite(tau)
-        return BatchedCrossing(t_ref + tau, cross[:, :3], cross[:, 3:6], cross[:, 6:9], found)
+        return plane_crossings(self, x_plane_m)
+
+
+def plane_crossings(tracker, x_plane_m) -> BatchedCrossing:
+    """The next crossings of x = `x_plane_m` (scalar or [N]) of a batched tracker's fitted states (`fit_state()`:
+    states [N, 9], their times [N], valid [N]), flown by `crossing_batch` with the tracker's `params`, `table`,
+    `horizon_s`, `plane_dt_s` and `backend`; shared by `BatchedBallTracker` and `batched_ukf.BatchedUKFTracker`."""
+    n = tracker.n
+    if np.ndim(x_plane_m) not in (0, 1) or (np.ndim(x_plane_m) == 1 and np.shape(x_plane_m) != (n,)):
+        raise ValueError(f"x_plane_m: expected a scalar or shape ({n},), got {np.shape(x_plane_m)}")
+    planes = np.broadcast_to(np.asarray(x_plane_m, dtype=np.float64), (n,)).copy()
+    if not np.all(np.isfinite(planes)):
+        raise ValueError("x_plane_m: expected finite values")
+    states, t_ref, valid = tracker.fit_state()
+    tau, cross = crossing_batch(
+        states, valid, planes, tracker.params, tracker.table, tracker.horizon_s, tracker.plane_dt_s, tracker.backend
+    )
+    found = np.isfinite(tau)
+    return BatchedCrossing(t_ref + tau, cross[:, :3], cross[:, 3:6], cross[:, 6:9], found)
 
 
 def crossing_batch(states, valid, planes, params, table, horizon_s, dt_s, backend="auto"):

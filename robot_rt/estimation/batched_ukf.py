@@ -10,7 +10,7 @@ from robot_rt.ballistics import BallParams, TableGeometry, pack_params
 from robot_rt.ballistics.params import PARAM_NAMES
 from robot_rt.ballistics.reference import rk4_step
 
-from .batched import BatchedBallTracker, BatchedCrossing, crossing_batch
+from .batched import BatchedBallTracker, BatchedCrossing, _check_positive, plane_crossings
 from .ukf import BallUKF, UKFConfig
 
 __all__ = ["TRACKERS", "BatchedUKFTracker", "make_batched_tracker"]
@@ -50,14 +50,13 @@ class BatchedUKFTracker:
     ):
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs: expected a positive int, got {num_envs!r}")
-        for name, value in (("horizon_s", horizon_s), ("plane_dt_s", plane_dt_s)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (np.isfinite(value) and value > 0):
-                raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
         self.n = int(num_envs)
         self.params = params if params is not None else BallParams()
         self.table = table if table is not None else TableGeometry()
         self.config = config if config is not None else UKFConfig()
-        self.horizon_s, self.plane_dt_s, self.backend = float(horizon_s), float(plane_dt_s), backend
+        self.horizon_s = _check_positive(horizon_s, "horizon_s")
+        self.plane_dt_s = _check_positive(plane_dt_s, "plane_dt_s")
+        self.backend = backend
         pk = pack_params(self.params, self.table)
         self._pk = pk
         self.g = float(pk[_IDX["gravity_mps2"]])  # what BatchedScriptedPolicy.choose_hit_point reads
@@ -66,6 +65,8 @@ class BatchedUKFTracker:
         self.filters = [BallUKF(self.params, self.config, backend=backend) for _ in range(self.n)]
         self._fed: list[set] = [set() for _ in range(self.n)]  # capture times fed (in _SAME_CAPTURE_S units)
         self.accepted = np.zeros(self.n, dtype=bool)  # the newest detection fed was accepted by the filter
+        self._states = np.zeros((self.n, 9))  # each filter's mean and its time (NaN: no track), kept at update
+        self._t_ref = np.full(self.n, np.nan)
         self.t_now = np.zeros(self.n)
 
     def reset(self, mask=None) -> None:
@@ -78,6 +79,8 @@ class BatchedUKFTracker:
         for i in np.nonzero(m)[0]:
             self._fed[i] = set()
         self.accepted[m] = False
+        self._states[m] = 0.0
+        self._t_ref[m] = np.nan
         self.t_now[m] = 0.0
 
     def update(self, detections, t_now_s) -> None:
@@ -104,25 +107,24 @@ class BatchedUKFTracker:
                 status = f.update(float(t_cap[i, j]), det[i, j, :3]).status
                 self.accepted[i] = status in _TRACKING
                 fed.add(int(keys[i, j]))
+            # the filter changes only here (and at reset): keep its mean and time for fit_state()
+            if f.initialized:
+                self._states[i], self._t_ref[i] = f.state, f.time_s
+            else:  # pending a (re-)initialisation: no track
+                self._states[i], self._t_ref[i] = 0.0, np.nan
             if len(fed) > _FED_KEEP:  # forget captures too old to be shown again
                 oldest = int(np.round((t_now[i] - self.config.history_s) / _SAME_CAPTURE_S))
                 self._fed[i] = {k for k in fed if k >= oldest}
 
     def fit_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(states [N, 9] at their own times, those times [N], valid [N])."""
-        states = np.zeros((self.n, 9))
-        t_ref = np.full(self.n, np.nan)
-        valid = np.zeros(self.n, dtype=bool)
-        for i, f in enumerate(self.filters):
-            if f.initialized:
-                states[i] = f.state
-                t_ref[i] = f.time_s
+        t_ref = self._t_ref
         valid = (
             self.accepted
             & np.isfinite(t_ref)
             & (self.t_now - np.nan_to_num(t_ref, nan=-np.inf) <= self.config.max_gap_s)
         )
-        return states, np.nan_to_num(t_ref), valid
+        return self._states.copy(), np.nan_to_num(t_ref), valid
 
     def state(self) -> tuple[np.ndarray, np.ndarray]:
         """States [N, 9] at the last update time ("now", as `BatchedBallTracker.state`): each valid filter's mean
@@ -149,16 +151,7 @@ class BatchedUKFTracker:
     def predict_plane_crossing(self, x_plane_m) -> BatchedCrossing:
         """Next crossing of x = `x_plane_m` (scalar or [N]) from the filters' states: absolute time [N],
         position/velocity/spin [N, 3], found [N] (as `BatchedBallTracker.predict_plane_crossing`)."""
-        if np.ndim(x_plane_m) not in (0, 1) or (np.ndim(x_plane_m) == 1 and np.shape(x_plane_m) != (self.n,)):
-            raise ValueError(f"x_plane_m: expected a scalar or shape ({self.n},), got {np.shape(x_plane_m)}")
-        planes = np.broadcast_to(np.asarray(x_plane_m, dtype=np.float64), (self.n,)).copy()
-        if not np.all(np.isfinite(planes)):
-            raise ValueError("x_plane_m: expected finite values")
-        states, t_ref, valid = self.fit_state()
-        tau, cross = crossing_batch(
-            states, valid, planes, self.params, self.table, self.horizon_s, self.plane_dt_s, self.backend
-        )
-        return BatchedCrossing(t_ref + tau, cross[:, :3], cross[:, 3:6], cross[:, 6:9], np.isfinite(tau))
+        return plane_crossings(self, x_plane_m)
 
 
 def make_batched_tracker(kind: str, num_envs: int, **kwargs):
