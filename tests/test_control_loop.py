@@ -446,6 +446,70 @@ def test_bad_arguments():
         RealTimeLoop(ROBOT, initial_position=q).start()
 
 
+def _jammed_gantry_stop_reasons(cfg) -> list[str]:
+    """Manual ticks of a ControlLoop with `cfg` on the in-process SimDriver: the gantry axis is jammed while the
+    policy commands it 0.3 m away; the stop reasons after 1.5 s."""
+    from robot_rt.control.loop import default_soft_margin, robot_model
+
+    model = robot_model(ROBOT, workspace=False, soft_margin=default_soft_margin(ROBOT))
+    driver = _control.SimDriver(model, ROBOT.home, 0.001)
+    loop = _control.ControlLoop(driver, model, cfg)
+    t = _control.monotonic_ns()
+    loop.begin_manual(t)
+    target = ROBOT.home.copy()
+    target[0] += 0.3
+    try:
+        for k in range(1500):
+            if k == 100:
+                driver.jam(0, True)
+            if k % 10 == 0:
+                obs = loop.latest_observation()
+                loop.push_command(target, obs["tick"] if obs else 0, 0)
+            t += 1_000_000
+            loop.manual_tick(t)
+        bits = loop.latest_observation()["stop_reasons"]
+    finally:
+        loop.end_manual()
+    return [name for name, bit in _control.STOP_REASONS.items() if bits & bit]
+
+
+def test_config_values_that_would_switch_the_tracking_reflex_off_are_refused():
+    """A jammed joint stops the loop ('tracking_error'); a threshold or factor so large that the jam would go unnoticed
+    (inf, 1e300, or a derived threshold from an absurd servo model) is refused by name, in the C++ loop and in
+    RealTimeLoop, as are a NaN or unbounded path-guard forecast."""
+    assert "tracking_error" in _jammed_gantry_stop_reasons(_control.LoopConfig())
+    bad = {
+        "tracking_error_threshold": np.full(ROBOT.dof, np.inf),
+        "tracking_error_factor": 1e300,
+        "path_guard_tick_s": float("nan"),
+        "path_guard_horizon_ticks": -5,
+        "path_guard_margin_m": float("nan"),
+    }
+    for name, value in [*bad.items(), ("tracking_error_threshold", np.full(ROBOT.dof, 1e9))]:
+        cfg = _control.LoopConfig()
+        setattr(cfg, name, value)
+        with pytest.raises(ValueError, match=name):
+            _jammed_gantry_stop_reasons(cfg)
+    for name in ("tracking_error_factor",):
+        for value in (float("inf"), 0.5, 11.0):
+            cfg = _control.LoopConfig()
+            setattr(cfg, name, value)
+            with pytest.raises(ValueError, match=name):
+                _jammed_gantry_stop_reasons(cfg)
+    cfg = _control.LoopConfig()
+    cfg.path_guard_horizon_ticks = 10**9  # a forecast inside a tick that would never end
+    with pytest.raises(ValueError, match="path_guard_horizon_ticks"):
+        _jammed_gantry_stop_reasons(cfg)
+    cfg = _control.LoopConfig()
+    cfg.path_guard_margin_m = -1.0  # < 0: the guard is off by design, still accepted
+    cfg.tracking_error_factor = 10.0  # the bounds themselves are accepted
+    assert "tracking_error" in _jammed_gantry_stop_reasons(cfg)
+    with pytest.raises(ValueError, match="tracking_error_threshold"):
+        RealTimeLoop(ROBOT, tracking_error_threshold=1e9)
+    with pytest.raises(ValueError, match="servo_frequency_hz"):
+        RealTimeLoop(ROBOT, servo_frequency_hz=1e-3, soft_margin=0.01)
+
+
 def test_the_periods_are_properties():
     loop = RealTimeLoop(ROBOT, rate_hz=500.0, policy_rate_hz=50.0)
     assert loop.period_s == 1 / 500.0 and loop.policy_period_s == 1 / 50.0

@@ -7,6 +7,7 @@ much happens in a given wall time."""
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 from helpers.robot import pump_until, wait_until
@@ -148,6 +149,54 @@ def test_a_stuck_joint_stays_where_it_is(link):
     pump_until(driver, lambda s: s is not None and abs(s["position"][1] - 0.2) < 2e-3, (target, ZERO))
     with pytest.raises(ValueError, match="stuck_joint"):
         server.set_faults(stuck_joint=3)
+
+
+@pytest.mark.parametrize("hold", ["estop", "goodbye"])
+def test_a_joint_blocked_while_it_overshoots_a_hold_stays_where_it_was_blocked(hold):
+    """A hold that began while the joint moved (an e-stop, the controller's goodbye) overshoots its target; a joint
+    jammed at the overshoot's peak is one own stop and holds where it was blocked: once freed, with no command and no
+    recovery, it does not move (it used to be pulled back to the first hold's target, and counted a stop every 3
+    ticks while blocked)."""
+    lo, hi, speed = [-3.0], [3.0], 3.0
+    server = _control.SimRobotServer(
+        lo, hi, [4.0], [30.0], [0.0], key=KEY, jerk_limit=[600.0], command_timeout_s=0.1, servo_damping=0.5
+    )
+    server.start()
+    driver = _control.UdpDriver("127.0.0.1", server.port, 1, key=KEY, limits_digest=server.limits_digest)
+    driver.start()
+    try:
+        pump_until(driver, lambda s: s is not None and driver.connected, ([0.0], [0.0]))
+        position, deadline = 0.0, time.monotonic() + 10.0
+        while server.snapshot()["position"][0] < 0.6:  # a ramp at 3 rad/s inside every limit, one step per state
+            assert time.monotonic() < deadline, "the joint did not follow the ramp"
+            state = driver.read_state()
+            if state is not None:
+                position = min(position + speed * 1e-3, 1.0)
+                driver.write_command([position], [speed])
+        if hold == "estop":
+            server.set_faults(estop=True)
+        else:
+            driver.stop()  # an authenticated goodbye while the joint moves
+        wait_until(lambda: server.snapshot()["status"] & 1, what="the robot's hold")  # kStatusHolding
+        hold_target = server.snapshot()["target"][0]
+        # the overshoot's peak: the joint is jammed there (one poll per few microseconds; the overshoot lasts ~50 ms)
+        wait_until(lambda: server.snapshot()["velocity"][0] <= 0.0, what="the overshoot's peak", interval_s=0.0)
+        server.set_faults(stuck_joint=0, estop=hold == "estop")
+        blocked_at = server.snapshot()["position"][0]
+        assert blocked_at - hold_target > 0.02  # beyond the servo's following bound: the robot stops for it
+        wait_until(lambda: server.stats()["blocked_holds"] >= 1, what="the blocked joint's own stop")
+        ticks = server.snapshot()["ticks"]
+        wait_until(lambda: server.snapshot()["ticks"] > ticks + 100, what="100 ticks blocked")
+        assert server.stats()["blocked_holds"] == 1  # one stop, not one every 3 ticks
+        applied = server.stats()["commands_applied"]
+        server.set_faults()  # freed; nobody commands, nobody recovers
+        ticks = server.snapshot()["ticks"]
+        wait_until(lambda: server.snapshot()["ticks"] > ticks + 300, what="300 ticks after the joint was freed")
+        assert abs(server.snapshot()["position"][0] - blocked_at) < 1e-9
+        assert server.stats()["commands_applied"] == applied and server.stats()["resync_required"]
+    finally:
+        driver.stop()
+        server.stop()
 
 
 def test_shifted_stamps_reach_the_driver_as_future_states(link):

@@ -153,6 +153,8 @@ def tick_steps(flags) -> np.ndarray:
 
 SERVO_DEFAULT_FREQUENCY_HZ = float(_control.SERVO_DEFAULT_FREQUENCY_HZ)
 SERVO_DEFAULT_DAMPING = float(_control.SERVO_DEFAULT_DAMPING)
+# a tracking threshold larger than this share of its joint's range is refused (the reflex would in effect be off)
+MAX_TRACKING_ERROR_RANGE_FRACTION = float(_control.MAX_TRACKING_ERROR_RANGE_FRACTION)
 SOFT_MARGIN_FACTOR = 2.0  # the default soft margin, in servo error bounds (docs/safety.md)
 # stop(): after the commanded trajectory is at rest, the loop keeps holding until the measured robot is at rest too
 # (|v| within the rest threshold for ROBOT_SETTLED_S), at most ROBOT_SETTLE_TIMEOUT_S: a servo that still swings out
@@ -378,6 +380,17 @@ class RealTimeLoop:
             threshold = np.broadcast_to(np.asarray(tracking_error_threshold, dtype=np.float64), (self.dof,))
             if not np.all(np.isfinite(threshold)) or np.any(threshold <= 0):
                 raise ValueError(f"tracking_error_threshold: expected positive values, got {threshold.tolist()}")
+        bound = MAX_TRACKING_ERROR_RANGE_FRACTION * (self.robot.position_max - self.robot.position_min)
+        if np.any(np.asarray(threshold) > bound):  # the reflex would in effect be off (the C++ loop refuses it too)
+            source = (
+                "tracking_error_threshold"
+                if tracking_error_threshold is not None
+                else "servo_frequency_hz, servo_damping (the derived tracking_error_threshold)"
+            )
+            raise ValueError(
+                f"{source}: expected tracking thresholds of at most {MAX_TRACKING_ERROR_RANGE_FRACTION} x each "
+                f"joint's range {np.round(bound, 4).tolist()}, got {np.round(threshold, 4).tolist()}"
+            )
         self.tracking_error_threshold = np.array(threshold, dtype=np.float64)
         cfg.tracking_error_threshold = self.tracking_error_threshold
         self.config = cfg  # period_s and policy_period_s read it

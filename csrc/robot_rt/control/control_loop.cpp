@@ -134,6 +134,19 @@ ControlLoop::ControlLoop(std::shared_ptr<RobotDriver> driver, const RobotModel& 
     throw std::invalid_argument(
         "tracking_window_s >= 0, tracking_error_factor, servo_natural_frequency_hz, servo_damping, "
         "rest_velocity_fraction > 0, recover_timeout_s in (0, 10] s and measurement_velocity_factor >= 1 expected");
+  if (!(config_.tracking_error_factor >= 1.0 && config_.tracking_error_factor <= kMaxTrackingErrorFactor))
+    throw std::invalid_argument("tracking_error_factor: expected a value in [1, " +
+                                std::to_string(kMaxTrackingErrorFactor) + "], got " +
+                                std::to_string(config_.tracking_error_factor));
+  if (std::isnan(config_.path_guard_margin_m) || std::isinf(config_.path_guard_margin_m))
+    throw std::invalid_argument("path_guard_margin_m: expected a finite value (< 0 turns the guard off)");
+  if (!(config_.path_guard_tick_s > 0.0 && config_.path_guard_tick_s <= kMaxPathGuardTickS) ||
+      !(config_.path_guard_horizon_ticks >= 1 && config_.path_guard_horizon_ticks <= kMaxPathGuardHorizonTicks))
+    throw std::invalid_argument("path_guard_tick_s: expected (0, " + std::to_string(kMaxPathGuardTickS) +
+                                "] s, path_guard_horizon_ticks: expected [1, " +
+                                std::to_string(kMaxPathGuardHorizonTicks) + "], got " +
+                                std::to_string(config_.path_guard_tick_s) + ", " +
+                                std::to_string(config_.path_guard_horizon_ticks));
   interpolator_.configure(model.dof, config_.policy_period_s, 2.0 * dt, 0.1);
   command_watchdog_.configure(config_.command_timeout_s);
   sensor_watchdog_.configure(config_.sensor_timeout_s);
@@ -144,6 +157,16 @@ ControlLoop::ControlLoop(std::shared_ptr<RobotDriver> driver, const RobotModel& 
     threshold[i] = config_.tracking_error_threshold_si[i] > 0.0
                        ? config_.tracking_error_threshold_si[i]
                        : config_.tracking_error_factor * servo_error_bound(l.acceleration, w, config_.servo_damping);
+    const double range = l.position_max - l.position_min;
+    if (!(threshold[i] > 0.0 && threshold[i] <= kMaxTrackingErrorRangeFraction * range))
+      throw std::invalid_argument(
+          "tracking_error_threshold: joint " + std::to_string(i) + ": expected a threshold in (0, " +
+          std::to_string(kMaxTrackingErrorRangeFraction) + " x its range " + std::to_string(range) + "], got " +
+          std::to_string(threshold[i]) +
+          (config_.tracking_error_threshold_si[i] > 0.0
+               ? std::string()
+               : std::string(" (derived: tracking_error_factor x the servo model's error bound; check "
+                             "servo_natural_frequency_hz, servo_damping)")));
     config_.tracking_error_threshold_si[i] = threshold[i];
     rest_velocity_si_[i] = config_.rest_velocity_fraction * l.velocity;
     stop_time_bound_s_ = std::max(stop_time_bound_s_, dt * stop_horizon_steps(filter_.limits(i), dt));

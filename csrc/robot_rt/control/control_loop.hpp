@@ -139,6 +139,13 @@ constexpr double kMaxWatchdogTimeoutS = 1.0;
 // The longest a recovery may wait for its causes to go (LoopConfig::recover_timeout_s): a recovery must not
 // complete long after the operator asked, when the robot's surroundings may have changed.
 constexpr double kMaxRecoverTimeoutS = 10.0;
+// The tracking-error reflex stays meaningful: a threshold (given or derived) of at most this share of its joint's
+// range, from a factor in [1, kMaxTrackingErrorFactor] (a jam that far off would otherwise go unnoticed).
+constexpr double kMaxTrackingErrorRangeFraction = 0.1;
+constexpr double kMaxTrackingErrorFactor = 10.0;
+// The path guard's forecast runs inside a tick: its horizon is bounded.
+constexpr int kMaxPathGuardHorizonTicks = 1000;
+constexpr double kMaxPathGuardTickS = 0.1;
 
 struct Observation {
   std::uint64_t tick = 0;

@@ -500,6 +500,10 @@ void SimRobotServer::step(std::int64_t now_ns, double dt_s) noexcept {
     if (blocked_ticks_[i] >= 3) {
       blocked_holds_.fetch_add(1, std::memory_order_relaxed);
       begin_own_stop();
+      // the blocked joint holds where it was blocked, also when a hold was already under way (a joint jammed while
+      // it overshot that hold's target would otherwise be pulled back there, with no command, once freed)
+      target_q_[i] = q_[i];
+      target_v_[i] = 0.0;
       for (int k = 0; k < dof_; ++k) blocked_ticks_[k] = 0;
     }
     max_position_excess_ = std::max({max_position_excess_, lo - q, q - hi});
