@@ -147,6 +147,13 @@ def test_save_load_round_trip(tmp_path):
     data = model.to_dict()
     del data["tracker"]  # files written before the tracker option: planned with the fit tracker
     assert ShotModel.from_dict(data).tracker == "fit"
+    model.human, model.loop_model = "H3", True
+    back = ShotModel.load(model.save(tmp_path / "loop.json"))
+    assert (back.human, back.loop_model) == ("H3", True)
+    data = model.to_dict()
+    del data["human"], data["loop_model"]  # files before these options: the default human, the env's own robot
+    back = ShotModel.from_dict(data)
+    assert (back.human, back.loop_model) == ("default", False)
 
 
 def test_validation_errors_name_the_argument(tmp_path):
@@ -223,6 +230,58 @@ def test_collected_shots_are_labelled_by_the_envs_own_events(monkeypatch):
         collect_shot_data(ScriptedParams.preset("rally"), 2, 0, 0)
 
 
+def test_shots_against_another_human_through_the_loop_model_reset_the_policy_at_each_autoreset():
+    """`human` serves the shots (the real player's heavier topspin shows in the spin estimates), `env_robot` and
+    `wrap_policy` put the loop model between the policy and the env (every step goes through it), and the wrapped
+    policy is reset with exactly the environments the env restarted on the step before."""
+    from robot_rt.bridge.loop_model import LoopTrajectoryPolicy, drive_robot
+    from robot_rt.envs.human_model import HumanBehaviorModel
+    from robot_rt.envs.vector import TableTennisVectorEnv
+    from robot_rt.robot import load_robot
+
+    robot, n, steps = load_robot(), 16, 400
+    seen = {"restarted": np.zeros(n, bool), "resets": 0, "calls": 0}
+
+    class Recording(LoopTrajectoryPolicy):
+        def __call__(self, obs):
+            seen["calls"] += 1
+            return super().__call__(obs)
+
+        def reset(self, mask=None):
+            np.testing.assert_array_equal(mask, seen["restarted"])
+            seen["resets"] += 1
+            super().reset(mask)
+
+    step = TableTennisVectorEnv.step
+
+    def recording_step(self, actions):
+        out = step(self, actions)
+        seen["restarted"] = out[2] | out[3]
+        return out
+
+    params = ScriptedParams.preset("rally")
+    default = collect_shot_data(params, n, steps, 7000, tracker="ukf")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(TableTennisVectorEnv, "step", recording_step)
+        shots = collect_shot_data(
+            params,
+            n,
+            steps,
+            7000,
+            tracker="ukf",
+            human=HumanBehaviorModel.real_player(),
+            env_robot=drive_robot(robot),
+            wrap_policy=lambda policy: Recording(policy, robot, n),
+        )
+    assert seen["calls"] == steps and seen["resets"] >= 1
+    assert len(shots["target"]) >= n and np.all(np.isfinite(shots["plan_p"]))
+    # the real player's topspin (110 rad/s at launch against 50) and sidespin (40 against 0) reach the estimates
+    assert np.median(shots["spin"][:, 1]) > np.median(default["spin"][:, 1]) + 20.0
+    assert np.median(shots["spin"][:, 2]) > np.median(default["spin"][:, 2]) + 10.0
+    with pytest.raises(TypeError, match="human: expected a HumanBehaviorModel"):
+        collect_shot_data(params, 2, 10, 0, human="real_player")
+
+
 def test_world_records_the_arrival_the_human_answered_from():
     from robot_rt.envs.vector import TableTennisVectorEnv
 
@@ -279,3 +338,22 @@ def test_shipped_model_places_first_returns_better_than_the_landing_model():
         landing[landing > 0].mean(),
     )
     assert shot.mean() > landing.mean(), (shot.mean(), landing.mean())
+
+
+def test_shipped_loop_model_names_its_conditions_and_the_variants_are_checked():
+    """The 'loop' shot model is the rally preset's, planned with the UKF tracker, fitted against a human model learned
+    from the real player's ball tracks with the env's robot on the loop's trajectory; it is better than a constant on
+    held-out shots, and its target box reaches nearer the net than the env model's (the real player's heavier balls
+    fly long). Only tracker 'ukf' has it; an unknown variant is named."""
+    loop, env = shipped_shot_model("ukf", "loop"), shipped_shot_model("ukf")
+    assert (loop.tracker, loop.loop_model, loop.human) == ("ukf", True, "H3")
+    assert (env.loop_model, env.human) == (False, "default")
+    np.testing.assert_allclose(loop.fitted_params, RALLY)
+    assert loop.samples > 20_000 and loop.heldout["in_log_loss"] < 0.85 * loop.heldout["in_log_loss_constant"]
+    assert loop.target_high[0] > env.target_high[0] + 0.2
+    policy = rally_shot_policy(2, tracker="ukf", variant="loop")
+    assert policy.shot_model is not None and policy.shot_model.loop_model
+    with pytest.raises(ValueError, match="tracker: the 'loop' shot model is fitted for tracker 'ukf'"):
+        shipped_shot_model("fit", "loop")
+    with pytest.raises(ValueError, match="variant: expected one of"):
+        shipped_shot_model("ukf", "real")

@@ -16,8 +16,10 @@ import time
 
 import numpy as np
 
+from robot_rt.envs.human_model import HumanBehaviorModel
 from robot_rt.envs.scripted import ScriptedParams
 from robot_rt.envs.shot_model import ShotModel, collect_shot_data
+from robot_rt.robot import load_robot
 
 
 def main() -> None:
@@ -30,6 +32,17 @@ def main() -> None:
     ap.add_argument("--target-low", type=float, nargs=2, default=(-1.2, -0.6), help="lob target offsets from the aim")
     ap.add_argument("--target-high", type=float, nargs=2, default=(0.6, 0.6))
     ap.add_argument("--tracker", default="fit", choices=("fit", "ukf"), help="the policy's ball tracker")
+    ap.add_argument(
+        "--human",
+        default="default",
+        help="the human that serves and answers: 'default', 'real_player', or a HumanBehaviorModel JSON file (e.g. "
+        "one an i-S2R run fitted to the real player's ball tracks)",
+    )
+    ap.add_argument(
+        "--loop-model",
+        action="store_true",
+        help="the env's robot moves along the real-time loop's trajectory (robot_rt.bridge.loop_model)",
+    )
     ap.add_argument("--save-shots", default=None, help="also write the shots (npz) here")
     ap.add_argument(
         "--from-shots", nargs="+", default=None, help="fit the shots of these --save-shots files instead of playing"
@@ -37,21 +50,44 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     params = ScriptedParams.preset(args.preset)
+    if args.human == "default":
+        human = HumanBehaviorModel.default()
+    elif args.human == "real_player":
+        human = HumanBehaviorModel.real_player()
+    else:
+        human = HumanBehaviorModel.load(args.human)
     t0 = time.time()
+    loop_model = {}
+    if args.loop_model:  # the shots the real-time loop would play (robot_rt.bridge.loop_model)
+        from robot_rt.bridge.loop_model import LoopTrajectoryPolicy, drive_robot
+
+        robot = load_robot()
+        loop_model = {
+            "env_robot": drive_robot(robot),
+            "wrap_policy": lambda policy: LoopTrajectoryPolicy(policy, robot, args.episodes),
+        }
     if args.from_shots:  # e.g. batches played in parallel processes
         batches = [dict(np.load(path)) for path in args.from_shots]
     else:
         batches = [
             collect_shot_data(
-                params, args.episodes, args.steps, int(s), args.target_low, args.target_high, args.tracker
+                params,
+                args.episodes,
+                args.steps,
+                int(s),
+                args.target_low,
+                args.target_high,
+                args.tracker,
+                human=human,
+                **loop_model,
             )
             for s in args.seeds.split(",")
         ]
     shots = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
     if args.save_shots:
         np.savez(args.save_shots, **shots)
-    model = ShotModel.fit(shots, params.to_vector(), ridge=args.ridge)
-    model.tracker = args.tracker
+    model = ShotModel.fit(shots, params.to_vector(), returns=human.returns, ridge=args.ridge)
+    model.tracker, model.human, model.loop_model = args.tracker, human.name, args.loop_model
     model.save(args.out)
     h = model.heldout
     quart = h["arrival_sd_by_predicted_quartile"]["z_m"]

@@ -96,6 +96,7 @@ def run_condition(policy_factory, name: str, robot, balls: int, seed: int, **ext
     out.update(
         {
             "hits": r.hits,
+            "rally_lengths": [int(x) for x in r.rally_lengths],
             "safety_events": {k: v for k, v in r.safety_events.items() if v},
             "recoveries": r.recoveries,
             "adapter": {k: r.adapter[k] for k in ("workspace_holds", "path_holds", "path_brakes") if k in r.adapter},

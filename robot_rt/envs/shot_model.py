@@ -79,7 +79,9 @@ class ShotModel:
     `target_low`, `target_high` [2] (the fitted targets' box: `best_target` stays inside it), `fitted_params` [P] (the
     `ScriptedParams` vector of the shots, aim apart); `returns` the human's return model the value is computed for;
     `heldout` (metrics on the shots held out of the fit) and `samples` (shots fitted); `tracker` the ball tracker the
-    shots were planned with (`BatchedScriptedPolicy(tracker=...)`: 'fit' or 'ukf'), which the policy must use too."""
+    shots were planned with (`BatchedScriptedPolicy(tracker=...)`: 'fit' or 'ukf'), which the policy must use too;
+    `human` the name of the human model the shots were played against and `loop_model` whether the env's robot moved
+    along the real-time loop's trajectory (`collect_shot_data`), both as recorded by `tools/fit_shot_model.py`."""
 
     mean: np.ndarray
     std: np.ndarray
@@ -95,6 +97,8 @@ class ShotModel:
     heldout: dict = field(default_factory=dict)
     samples: int = 0
     tracker: str = "fit"
+    human: str = "default"
+    loop_model: bool = False
 
     def __post_init__(self) -> None:
         n_feat = quadratic_features(np.zeros((1, N_INPUTS))).shape[1]
@@ -337,6 +341,8 @@ class ShotModel:
             "heldout": self.heldout,
             "samples": int(self.samples),
             "tracker": self.tracker,
+            "human": self.human,
+            "loop_model": bool(self.loop_model),
         }
 
     @classmethod
@@ -354,6 +360,8 @@ class ShotModel:
                 heldout=dict(data.get("heldout", {})),
                 samples=int(data["samples"]),
                 tracker=str(data.get("tracker", "fit")),  # files before the option were all planned with 'fit'
+                human=str(data.get("human", "default")),  # files before these options: the default human, the env
+                loop_model=bool(data.get("loop_model", False)),
             )
         except KeyError as err:
             raise ValueError(f"{source}: missing field {err}") from err
@@ -395,16 +403,30 @@ def collect_shot_data(
     target_low=(-1.2, -0.6),
     target_high=(0.6, 0.6),
     tracker: str = "fit",
+    human=None,
+    env_robot=None,
+    wrap_policy=None,
 ) -> dict:
-    """Self-practice shots of the scripted policy with `params` in the rally env (default human), each ball aimed at
-    its own random lob target (the aim, aim_d included, plus an offset uniform in [target_low, target_high]), as
+    """Self-practice shots of the scripted policy with `params` in the rally env, each ball aimed at its own random
+    lob target (the aim, aim_d included, plus an offset uniform in [target_low, target_high]), as
     `landing_model.collect_shots` plays them. Per paddle contact: the target, the plan's contact point and incoming
     velocity at that step, the spin estimate (`features.IncomingSpinEstimator`), whether the return landed on the
     human's half, and its state where it reached the human's hitting plane (y, z, speed; NaN where it did not).
     Contacts whose outcome the episode cap cut are dropped. `tracker`: the policy's ball tracker ('fit', 'ukf').
+    `human`: the HumanBehaviorModel that serves and answers (None: the default human), e.g. one fitted to a real
+    player's ball tracks (`robot_rt.learning.is2r.refit_human`). `env_robot` (the env's RobotDescription; None: the
+    policy's) and `wrap_policy` (a function of the scripted policy, as a one-argument env policy with `reset(mask)`,
+    returning the env policy to play) let the shots be the ones played through the real-time loop:
+    `tools/fit_shot_model.py --loop-model` passes `robot_rt.bridge.loop_model`'s `drive_robot` and
+    `LoopTrajectoryPolicy`. The policy is reset at every autoreset (the loop model needs it; the shipped 'fit' and
+    'ukf' files were collected before that, when only the ball tracker's own restart separated the episodes).
     Returns arrays keyed target, plan_p, plan_v, spin, landed_in, arrival."""
+    from .human_model import HumanBehaviorModel
     from .scripted import BatchedScriptedPolicy, ScriptedParams
     from .vector import TableTennisVectorEnv
+
+    if human is not None and not isinstance(human, HumanBehaviorModel):
+        raise TypeError(f"human: expected a HumanBehaviorModel or None, got {type(human).__name__}")
 
     params = params if isinstance(params, ScriptedParams) else ScriptedParams.from_vector(params)
     for name, value in (("episodes", episodes), ("steps", steps)):
@@ -418,8 +440,10 @@ def collect_shot_data(
     if np.any(low > high):
         raise ValueError(f"target_low: expected <= target_high per axis, got {low.tolist()} and {high.tolist()}")
     rng = np.random.default_rng(seed)
-    env = TableTennisVectorEnv(episodes, max_episode_steps=100_000)
-    policy = BatchedScriptedPolicy(episodes, params=params, estimate_spin=True, tracker=tracker)
+    scripted = BatchedScriptedPolicy(episodes, params=params, estimate_spin=True, tracker=tracker)
+    aimed_policy = _AimedPolicy(scripted)
+    policy = aimed_policy if wrap_policy is None else wrap_policy(aimed_policy)
+    env = TableTennisVectorEnv(episodes, human=human, robot=env_robot, max_episode_steps=100_000)
     bias = np.array([params.aim_dx_m, params.aim_dy_m])  # the policy adds it to a goal
     aim = np.array([params.aim_x_m, params.aim_y_m]) + bias
     targets = aim + rng.uniform(low, high, (episodes, 2))
@@ -427,13 +451,17 @@ def collect_shot_data(
     world = env.world
     rows: list[list] = []  # [target, plan_p, plan_v, spin, landed_in, arrival]
     pending = np.full(episodes, -1)  # the row of each environment's return in flight
+    restarted = np.zeros(episodes, dtype=bool)
     try:
         for _ in range(steps):
-            action = policy(obs, goals=targets - bias)
+            if restarted.any():
+                policy.reset(restarted)
+            aimed_policy.goals = targets - bias
+            action = policy(obs)
             plan_p, plan_v, spin, aimed = (
-                policy.plan_p.copy(),
-                policy.plan_v.copy(),
-                policy.incoming_spin.estimate.copy(),
+                scripted.plan_p.copy(),
+                scripted.plan_v.copy(),
+                scripted.incoming_spin.estimate.copy(),
                 targets.copy(),
             )
             obs, _, terminated, truncated, info = env.step(action)
@@ -455,6 +483,7 @@ def collect_shot_data(
                 pending[w] = -1
             new = np.asarray(info["new_ball"]) | terminated | truncated
             targets[new] = aim + rng.uniform(low, high, (int(new.sum()), 2))
+            restarted = terminated | truncated
     finally:
         env.close()
     done = [r for r in rows if r is not None and r[4] is not None]
@@ -468,25 +497,50 @@ def collect_shot_data(
     }
 
 
+class _AimedPolicy:
+    """`policy(obs, goals=self.goals)` as a one-argument env policy (for wrappers that call policy(obs))."""
+
+    def __init__(self, policy):
+        self.policy, self.goals = policy, None
+        self.robot = policy.robot
+
+    def __call__(self, obs):
+        return self.policy(obs, goals=self.goals)
+
+    def reset(self, mask=None) -> None:
+        self.policy.reset(mask)
+
+
 SHIPPED_RALLY_SHOT_MODEL = Path(__file__).with_name("data") / "shot_model_rally.json"
 SHIPPED_RALLY_SHOT_MODEL_UKF = Path(__file__).with_name("data") / "shot_model_rally_ukf.json"
+SHIPPED_RALLY_SHOT_MODEL_LOOP_UKF = Path(__file__).with_name("data") / "shot_model_rally_loop_ukf.json"
+SHOT_MODEL_VARIANTS = ("env", "loop")
 
 
-def shipped_shot_model(tracker: str = "fit") -> ShotModel:
+def shipped_shot_model(tracker: str = "fit", variant: str = "env") -> ShotModel:
     """The shot model of the rally preset fitted by `tools/fit_shot_model.py` (docs/envs.md) for the policy's ball
-    tracker ('fit': the constant-acceleration fit, 'ukf': the physics filter)."""
+    tracker ('fit': the constant-acceleration fit, 'ukf': the physics filter). `variant` 'env': fitted in the env
+    against the default human; 'loop' (tracker 'ukf' only): fitted against a human model learned from the real
+    player's ball tracks, with the env's robot on the real-time loop's trajectory, for play through the loop."""
     if tracker not in TRACKERS:
         raise ValueError(f"tracker: expected one of {TRACKERS}, got {tracker!r}")
+    if variant not in SHOT_MODEL_VARIANTS:
+        raise ValueError(f"variant: expected one of {SHOT_MODEL_VARIANTS}, got {variant!r}")
+    if variant == "loop":
+        if tracker != "ukf":
+            raise ValueError(f"tracker: the 'loop' shot model is fitted for tracker 'ukf', got {tracker!r}")
+        return ShotModel.load(SHIPPED_RALLY_SHOT_MODEL_LOOP_UKF)
     return ShotModel.load(SHIPPED_RALLY_SHOT_MODEL if tracker == "fit" else SHIPPED_RALLY_SHOT_MODEL_UKF)
 
 
-def rally_shot_policy(num_envs: int, tracker: str = "fit", **kwargs):
-    """The scripted rally preset aiming each ball where the shipped shot model expects the default human to answer
-    most often (`examples/evaluate_rally.py --policy scripted-rally-shot`, `scripted-rally-shot-ukf` with
-    tracker='ukf'). Keyword arguments go to BatchedScriptedPolicy."""
+def rally_shot_policy(num_envs: int, tracker: str = "fit", variant: str = "env", **kwargs):
+    """The scripted rally preset aiming each ball where the shipped shot model expects the human to answer most
+    often (`examples/evaluate_rally.py --policy scripted-rally-shot`, `scripted-rally-shot-ukf` with tracker='ukf';
+    variant='loop' for play through the real-time loop, see `shipped_shot_model`). Keyword arguments go to
+    BatchedScriptedPolicy."""
     from .scripted import BatchedScriptedPolicy, ScriptedParams
 
-    model = shipped_shot_model(tracker)
+    model = shipped_shot_model(tracker, variant)
     return BatchedScriptedPolicy(
         num_envs, params=ScriptedParams.preset("rally"), shot_model=model, tracker=model.tracker, **kwargs
     )
