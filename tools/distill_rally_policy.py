@@ -18,10 +18,12 @@ import argparse
 import numpy as np
 import torch
 
+from robot_rt.envs.human_model import HumanBehaviorModel
 from robot_rt.envs.shot_model import rally_shot_policy
 from robot_rt.envs.vector import TableTennisVectorEnv
 from robot_rt.learning.distill import DistilledEnvPolicy, dagger_distill
 from robot_rt.learning.rollout import episode_summary, play_episodes
+from robot_rt.robot import load_robot
 
 
 def main(argv=None) -> dict:
@@ -37,15 +39,45 @@ def main(argv=None) -> dict:
     ap.add_argument(
         "--tracker", default="fit", choices=("fit", "ukf"), help="ball tracker of the expert's plans and the features"
     )
+    ap.add_argument(
+        "--human",
+        default="default",
+        help="the human the rounds (and the evaluations) play against: 'default', 'real_player' or a "
+        "HumanBehaviorModel JSON file (e.g. one an i-S2R run learned from the real player's ball tracks)",
+    )
+    ap.add_argument(
+        "--loop-model",
+        action="store_true",
+        help="play with the env's robot on the real-time loop's trajectory (robot_rt.bridge.loop_model), for a policy "
+        "that is to run through the loop",
+    )
+    ap.add_argument(
+        "--expert-variant", default="env", choices=("env", "loop"), help="the expert's shot model (shipped_shot_model)"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.torch_threads)
     betas = tuple(float(b) for b in args.betas.split(",") if b)
+    if args.human in ("default", "real_player"):
+        human = getattr(HumanBehaviorModel, args.human)()
+    else:
+        human = HumanBehaviorModel.load(args.human)
+    robot = load_robot()
+    loop_model = {}
+    if args.loop_model:
+        from robot_rt.bridge.loop_model import LoopTrajectoryPolicy, drive_robot
+
+        def wrap(policy, n=args.num_envs):
+            return LoopTrajectoryPolicy(policy, robot, n)
+
+        loop_model = {"env_robot": drive_robot(robot), "wrap_policy": wrap}
 
     def evaluate(policy: DistilledEnvPolicy, _round: int) -> dict:
         n = args.eval_episodes
-        env = TableTennisVectorEnv(n, max_episode_steps=6000)
+        env = TableTennisVectorEnv(n, human=human, robot=loop_model.get("env_robot"), max_episode_steps=6000)
         try:
             player = DistilledEnvPolicy(policy.model, n, tracker=args.tracker)
+            if args.loop_model:
+                player = loop_model["wrap_policy"](player, n)
             episodes = play_episodes(env, player, range(5 * 10**6, 5 * 10**6 + n))
         finally:
             env.close()
@@ -57,9 +89,10 @@ def main(argv=None) -> dict:
         }
 
     def expert(num_envs: int):
-        return rally_shot_policy(num_envs, tracker=args.tracker)
+        return rally_shot_policy(num_envs, tracker=args.tracker, variant=args.expert_variant)
 
-    expert.__name__ = "rally_shot_policy" if args.tracker == "fit" else "rally_shot_policy_ukf"
+    expert.__name__ = "rally_shot_policy" + ("" if args.tracker == "fit" else "_ukf")
+    expert.__name__ += "" if args.expert_variant == "env" else "_loop"
     return dagger_distill(
         expert,
         args.out,
@@ -71,6 +104,8 @@ def main(argv=None) -> dict:
         evaluate=evaluate if args.eval_episodes > 0 else None,
         log=lambda line: print(line, flush=True),
         tracker=args.tracker,
+        human=human,
+        **loop_model,
     )
 
 

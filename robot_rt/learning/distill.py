@@ -114,12 +114,31 @@ def distilled_from_state(state, num_envs: int = 1, source: str = "policy state")
     return DistilledEnvPolicy(GCBCPolicy.from_state(state["model"]), num_envs, tracker=tracker)
 
 
-def _play(env, expert, learner: DistilledEnvPolicy | None, beta: float, steps: int, seed: int, rng, tracker="fit"):
+class _NoReset:
+    """A one-argument policy whose `reset` does nothing: `_play` resets the expert and the features itself, on the
+    step the new episodes' first observations arrive."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def __call__(self, obs):
+        return self.step(obs)
+
+    def reset(self, mask=None) -> None:
+        pass
+
+
+def _play(
+    env, expert, learner: DistilledEnvPolicy | None, beta: float, steps: int, seed: int, rng, tracker="fit", wrap=None
+):
     """`steps` steps of the N environments (reset with seeds seed + i); returns (features, expert actions).
 
     The vector env resets an environment on the step after the one that ended its episode (NEXT_STEP autoreset), and
     ignores that step's action: its row is not recorded, and the trackers are reset once its new episode's first
-    observation has arrived (as `BatchedScriptedPolicy.reset` asks)."""
+    observation has arrived (as `BatchedScriptedPolicy.reset` asks). `wrap` (optional): a function of the mixed
+    policy (one argument, `reset(mask)`) returning the env policy to play, e.g. the real-time loop's trajectory
+    model; the rows are what the mixed policy saw and the expert's action there, and the wrapper is reset with the
+    environments that ended, before their ignored step (as `LoopTrajectoryPolicy.reset` asks)."""
     n = env.num_envs
     features = FeatureExtractor(n, spin=True, tracker=tracker) if learner is None else learner.features
     features.reset()
@@ -127,21 +146,31 @@ def _play(env, expert, learner: DistilledEnvPolicy | None, beta: float, steps: i
     obs, _ = env.reset(seed=list(range(seed, seed + n)))
     rows_f, rows_a = [], []
     resetting = np.zeros(n, dtype=bool)  # these environments' next step is their reset
-    for _ in range(steps):
-        expert_action = expert(obs)
+
+    def mixed(seen):
+        expert_action = expert(seen)
         if learner is None:
-            feats, action = features(obs), expert_action
+            feats, action = features(seen), expert_action
         else:
-            learner_action, feats = learner.act(obs)
+            learner_action, feats = learner.act(seen)
             action = np.where((rng.random(n) < beta)[:, None], expert_action, learner_action)
         keep = ~resetting
         rows_f.append(feats[keep])
         rows_a.append(expert_action[keep])
+        return action
+
+    policy = mixed if wrap is None else wrap(_NoReset(mixed))
+    if wrap is not None:
+        policy.reset()
+    for _ in range(steps):
+        action = policy(obs)
         obs, _, terminated, truncated, _ = env.step(action)
         if resetting.any():  # obs now holds their new episodes' first observations
             features.reset(resetting)
             expert.reset(resetting)
         resetting = terminated | truncated
+        if wrap is not None and resetting.any():
+            policy.reset(resetting)
     return np.concatenate(rows_f), np.concatenate(rows_a)
 
 
@@ -161,13 +190,19 @@ def dagger_distill(
     evaluate: Callable[[DistilledEnvPolicy, int], dict] | None = None,
     log: Callable[[str], None] = print,
     tracker: str = "fit",
+    human=None,
+    env_robot=None,
+    wrap_policy=None,
 ) -> dict:
     """Distils `make_expert(num_envs)` (a batched policy with `reset(mask)`, e.g. `rally_shot_policy`) by DAgger
     (module docstring): round 0 plays the expert, then one round per entry of `betas` (the expert's share of the
     executed actions). After every fit the EMA policy is written to OUT/policy_round{r}.pt and OUT/policy.pt, and
     `evaluate(policy, round)` (optional) adds its figures to the round's log; OUT/log.json holds the rounds.
     Collection serves: seed + COLLECTION_SERVES_FROM + 10^6 r + i, apart from the rally evaluations' (s x 10^6 + i
-    for s < 100). `tracker`: the ball tracker of the learner's features ('fit', 'ukf'). Returns the log."""
+    for s < 100). `tracker`: the ball tracker of the learner's features ('fit', 'ukf'). `human` (a
+    HumanBehaviorModel; None: the default human), `env_robot` (None: the default robot) and `wrap_policy` (see
+    `_play`) set the env the rounds are played in: `tools/distill_rally_policy.py --loop-model` plays them with the
+    env's robot on the real-time loop's trajectory (`robot_rt.bridge.loop_model`). Returns the log."""
     from robot_rt.envs.vector import TableTennisVectorEnv
 
     for name, value in (
@@ -192,12 +227,14 @@ def dagger_distill(
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    env = TableTennisVectorEnv(num_envs, max_episode_steps=3000)
+    env = TableTennisVectorEnv(num_envs, human=human, robot=env_robot, max_episode_steps=3000)
     expert = make_expert(num_envs)
     history: list[dict] = []
     t0 = time.time()
     try:
-        feats, actions = _play(env, expert, None, 1.0, steps_per_round, seed + COLLECTION_SERVES_FROM, rng, tracker)
+        feats, actions = _play(
+            env, expert, None, 1.0, steps_per_round, seed + COLLECTION_SERVES_FROM, rng, tracker, wrap_policy
+        )
         model = GCBCPolicy(feats.shape[1], goal_dim=0, act_dim=actions.shape[1], hidden=hidden)
         model.fit_normalisation(feats, np.zeros((len(feats), 0), dtype=np.float32))
         ema = GCBCPolicy(feats.shape[1], goal_dim=0, act_dim=actions.shape[1], hidden=hidden)
@@ -207,7 +244,7 @@ def dagger_distill(
             if r > 0:
                 learner = DistilledEnvPolicy(ema, num_envs, tracker=tracker)
                 first = seed + COLLECTION_SERVES_FROM + 10**6 * r
-                f_r, a_r = _play(env, expert, learner, betas[r - 1], steps_per_round, first, rng)
+                f_r, a_r = _play(env, expert, learner, betas[r - 1], steps_per_round, first, rng, wrap=wrap_policy)
                 feats, actions = np.concatenate([feats, f_r]), np.concatenate([actions, a_r])
             optimizer, losses = train_gcbc(
                 model,
