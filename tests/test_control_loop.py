@@ -490,12 +490,11 @@ def test_config_values_that_would_switch_the_tracking_reflex_off_are_refused():
         setattr(cfg, name, value)
         with pytest.raises(ValueError, match=name):
             _jammed_gantry_stop_reasons(cfg)
-    for name in ("tracking_error_factor",):
-        for value in (float("inf"), 0.5, 11.0):
-            cfg = _control.LoopConfig()
-            setattr(cfg, name, value)
-            with pytest.raises(ValueError, match=name):
-                _jammed_gantry_stop_reasons(cfg)
+    for value in (float("inf"), float("nan"), -1.0, 0.0, 0.5, 11.0):
+        cfg = _control.LoopConfig()
+        cfg.tracking_error_factor = value
+        with pytest.raises(ValueError, match="tracking_error_factor"):
+            _jammed_gantry_stop_reasons(cfg)
     cfg = _control.LoopConfig()
     cfg.path_guard_horizon_ticks = 10**9  # a forecast inside a tick that would never end
     with pytest.raises(ValueError, match="path_guard_horizon_ticks"):

@@ -179,49 +179,37 @@ def test_rounds_through_a_policy_wrapper_record_what_the_mixed_policy_saw():
     every step goes through the wrapper, the rows are the observations the wrapped policy was shown (the adapter's
     commanded state, not the env's), with the expert's action there, and the wrapper is reset with exactly the
     environments that ended on the step before."""
-    from robot_rt.bridge.loop_model import LoopTrajectoryPolicy, drive_robot
+    from helpers.loop_model import reset_checked_loop_model
+
+    from robot_rt.bridge.loop_model import drive_robot
     from robot_rt.envs.features import FeatureExtractor
     from robot_rt.envs.human_model import HumanBehaviorModel
     from robot_rt.learning import distill
 
     n, steps = 8, 250
-    seen = {"calls": 0, "shown": [], "observed": [], "ended": np.zeros(n, bool), "resets": 0}
-
-    class Recording(LoopTrajectoryPolicy):
-        def __call__(self, obs):
-            seen["calls"] += 1
-            seen["observed"].append(np.array(obs[:, : ROBOT.dof]))
-            inner = self.policy.step
-
-            def showing(shown):
-                seen["shown"].append(np.array(shown[:, : ROBOT.dof]))
-                return inner(shown)
-
-            self.policy.step = showing
-            try:
-                return super().__call__(obs)
-            finally:
-                self.policy.step = inner
-
-        def reset(self, mask=None):
-            if mask is not None:
-                np.testing.assert_array_equal(mask, seen["ended"])
-                seen["resets"] += 1
-            super().reset(mask)
-
-    step = TableTennisVectorEnv.step
-
-    def recording_step(self, actions):
-        out = step(self, actions)
-        seen["ended"] = out[2] | out[3]
-        return out
-
     env = TableTennisVectorEnv(
         n, human=HumanBehaviorModel.real_player(), robot=drive_robot(ROBOT), max_episode_steps=120
     )
     expert = BatchedScriptedPolicy(n)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(TableTennisVectorEnv, "step", recording_step)
+        checked, seen = reset_checked_loop_model(mp, n)
+        seen["shown"], seen["observed"] = [], []
+
+        class Recording(checked):
+            def __call__(self, obs):
+                seen["observed"].append(np.array(obs[:, : ROBOT.dof]))
+                inner = self.policy.step
+
+                def showing(shown):
+                    seen["shown"].append(np.array(shown[:, : ROBOT.dof]))
+                    return inner(shown)
+
+                self.policy.step = showing
+                try:
+                    return super().__call__(obs)
+                finally:
+                    self.policy.step = inner
+
         feats, actions = distill._play(
             env, expert, None, 1.0, steps, 0, np.random.default_rng(0), wrap=lambda p: Recording(p, ROBOT, n)
         )

@@ -234,35 +234,17 @@ def test_shots_against_another_human_through_the_loop_model_reset_the_policy_at_
     """`human` serves the shots (the real player's heavier topspin shows in the spin estimates), `env_robot` and
     `wrap_policy` put the loop model between the policy and the env (every step goes through it), and the wrapped
     policy is reset with exactly the environments the env restarted on the step before."""
-    from robot_rt.bridge.loop_model import LoopTrajectoryPolicy, drive_robot
+    from helpers.loop_model import reset_checked_loop_model
+
+    from robot_rt.bridge.loop_model import drive_robot
     from robot_rt.envs.human_model import HumanBehaviorModel
-    from robot_rt.envs.vector import TableTennisVectorEnv
     from robot_rt.robot import load_robot
 
     robot, n, steps = load_robot(), 16, 400
-    seen = {"restarted": np.zeros(n, bool), "resets": 0, "calls": 0}
-
-    class Recording(LoopTrajectoryPolicy):
-        def __call__(self, obs):
-            seen["calls"] += 1
-            return super().__call__(obs)
-
-        def reset(self, mask=None):
-            np.testing.assert_array_equal(mask, seen["restarted"])
-            seen["resets"] += 1
-            super().reset(mask)
-
-    step = TableTennisVectorEnv.step
-
-    def recording_step(self, actions):
-        out = step(self, actions)
-        seen["restarted"] = out[2] | out[3]
-        return out
-
     params = ScriptedParams.preset("rally")
     default = collect_shot_data(params, n, steps, 7000, tracker="ukf")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(TableTennisVectorEnv, "step", recording_step)
+        checked, seen = reset_checked_loop_model(mp, n)
         shots = collect_shot_data(
             params,
             n,
@@ -271,7 +253,7 @@ def test_shots_against_another_human_through_the_loop_model_reset_the_policy_at_
             tracker="ukf",
             human=HumanBehaviorModel.real_player(),
             env_robot=drive_robot(robot),
-            wrap_policy=lambda policy: Recording(policy, robot, n),
+            wrap_policy=lambda policy: checked(policy, robot, n),
         )
     assert seen["calls"] == steps and seen["resets"] >= 1
     assert len(shots["target"]) >= n and np.all(np.isfinite(shots["plan_p"]))

@@ -14,16 +14,16 @@ rally. About 6-7 minutes on 2 vCPUs with the defaults.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from robot_rt.envs.human_model import HumanBehaviorModel
 from robot_rt.envs.shot_model import rally_shot_policy
 from robot_rt.envs.vector import TableTennisVectorEnv
 from robot_rt.learning.distill import DistilledEnvPolicy, dagger_distill
 from robot_rt.learning.rollout import episode_summary, play_episodes
-from robot_rt.robot import load_robot
+from robot_rt.sim.rally import HUMAN_CHOICES, resolve_human
 
 
 def main(argv=None) -> dict:
@@ -57,19 +57,12 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.torch_threads)
     betas = tuple(float(b) for b in args.betas.split(",") if b)
-    if args.human in ("default", "real_player"):
-        human = getattr(HumanBehaviorModel, args.human)()
-    else:
-        human = HumanBehaviorModel.load(args.human)
-    robot = load_robot()
+    human = resolve_human(args.human if args.human in HUMAN_CHOICES else Path(args.human))
     loop_model = {}
     if args.loop_model:
-        from robot_rt.bridge.loop_model import LoopTrajectoryPolicy, drive_robot
+        from robot_rt.bridge.loop_model import loop_model_setup
 
-        def wrap(policy, n=args.num_envs):
-            return LoopTrajectoryPolicy(policy, robot, n)
-
-        loop_model = {"env_robot": drive_robot(robot), "wrap_policy": wrap}
+        loop_model = loop_model_setup(num_envs=args.num_envs)
 
     def evaluate(policy: DistilledEnvPolicy, _round: int) -> dict:
         n = args.eval_episodes

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
-from robot_rt.envs.human_model import HumanBehaviorModel
 from robot_rt.envs.scripted import ScriptedParams
 from robot_rt.envs.shot_model import ShotModel, collect_shot_data
-from robot_rt.robot import load_robot
+from robot_rt.sim.rally import HUMAN_CHOICES, resolve_human
 
 
 def main() -> None:
@@ -50,22 +50,13 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     params = ScriptedParams.preset(args.preset)
-    if args.human == "default":
-        human = HumanBehaviorModel.default()
-    elif args.human == "real_player":
-        human = HumanBehaviorModel.real_player()
-    else:
-        human = HumanBehaviorModel.load(args.human)
+    human = resolve_human(args.human if args.human in HUMAN_CHOICES else Path(args.human))
     t0 = time.time()
     loop_model = {}
     if args.loop_model:  # the shots the real-time loop would play (robot_rt.bridge.loop_model)
-        from robot_rt.bridge.loop_model import LoopTrajectoryPolicy, drive_robot
+        from robot_rt.bridge.loop_model import loop_model_setup
 
-        robot = load_robot()
-        loop_model = {
-            "env_robot": drive_robot(robot),
-            "wrap_policy": lambda policy: LoopTrajectoryPolicy(policy, robot, args.episodes),
-        }
+        loop_model = loop_model_setup(num_envs=args.episodes)
     if args.from_shots:  # e.g. batches played in parallel processes
         batches = [dict(np.load(path)) for path in args.from_shots]
     else:

@@ -187,3 +187,15 @@ class LoopTrajectoryPolicy:
             if changed:
                 self.path_brakes += 1
                 goal[i] = start[i] + velocity * self.dt
+
+
+def loop_model_setup(robot: RobotDescription | None = None, num_envs: int = 1) -> dict:
+    """The keyword arguments that put the loop model into `collect_shot_data` and `dagger_distill`: `env_robot`
+    (`drive_robot(robot)`) and `wrap_policy(policy, n=num_envs)` (a `LoopTrajectoryPolicy` around `policy` for n
+    environments)."""
+    robot = robot if robot is not None else load_robot()
+
+    def wrap_policy(policy, n: int = num_envs) -> LoopTrajectoryPolicy:
+        return LoopTrajectoryPolicy(policy, robot, n)
+
+    return {"env_robot": drive_robot(robot), "wrap_policy": wrap_policy}

@@ -379,7 +379,6 @@ void bind_constants(py::module_& m) {
         "Largest |commanded - measured| of the servo model (servo.hpp) for |commanded acceleration| <= the limit.");
   m.attr("SERVO_DEFAULT_FREQUENCY_HZ") = kServoDefaultFrequencyHz;
   m.attr("MAX_TRACKING_ERROR_RANGE_FRACTION") = kMaxTrackingErrorRangeFraction;
-  m.attr("MAX_TRACKING_ERROR_FACTOR") = kMaxTrackingErrorFactor;
   m.attr("SERVO_DEFAULT_DAMPING") = kServoDefaultDamping;
   m.attr("SERVO_DRIVE_ACCELERATION_FACTOR") = kServoDriveAccelerationFactor;
   m.attr("SERVO_DRIVE_VELOCITY_FACTOR") = kServoDriveVelocityFactor;

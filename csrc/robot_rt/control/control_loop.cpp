@@ -127,18 +127,18 @@ ControlLoop::ControlLoop(std::shared_ptr<RobotDriver> driver, const RobotModel& 
         "model: invalid limits (need position_min < position_max, positive v/a/j limits and soft margins that leave a "
         "soft box)");
   filter_.set_velocity_tracking(config_.velocity_tracking);
-  if (!(config_.tracking_window_s >= 0.0) || !(config_.tracking_error_factor > 0.0) ||
-      !(config_.servo_natural_frequency_hz > 0.0) || !(config_.servo_damping > 0.0) ||
+  if (!(config_.tracking_window_s >= 0.0) || !(config_.servo_natural_frequency_hz > 0.0) ||
+      !(config_.servo_damping > 0.0) ||
       !(config_.measurement_velocity_factor >= 1.0) || !(config_.rest_velocity_fraction > 0.0) ||
       !(config_.recover_timeout_s > 0.0) || !(config_.recover_timeout_s <= kMaxRecoverTimeoutS))
     throw std::invalid_argument(
-        "tracking_window_s >= 0, tracking_error_factor, servo_natural_frequency_hz, servo_damping, "
+        "tracking_window_s >= 0, servo_natural_frequency_hz, servo_damping, "
         "rest_velocity_fraction > 0, recover_timeout_s in (0, 10] s and measurement_velocity_factor >= 1 expected");
   if (!(config_.tracking_error_factor >= 1.0 && config_.tracking_error_factor <= kMaxTrackingErrorFactor))
     throw std::invalid_argument("tracking_error_factor: expected a value in [1, " +
                                 std::to_string(kMaxTrackingErrorFactor) + "], got " +
                                 std::to_string(config_.tracking_error_factor));
-  if (std::isnan(config_.path_guard_margin_m) || std::isinf(config_.path_guard_margin_m))
+  if (!std::isfinite(config_.path_guard_margin_m))
     throw std::invalid_argument("path_guard_margin_m: expected a finite value (< 0 turns the guard off)");
   if (!(config_.path_guard_tick_s > 0.0 && config_.path_guard_tick_s <= kMaxPathGuardTickS) ||
       !(config_.path_guard_horizon_ticks >= 1 && config_.path_guard_horizon_ticks <= kMaxPathGuardHorizonTicks))
