@@ -42,6 +42,16 @@ REST_TOLERANCE = CONFIG.rest_tolerance
 BY_NAME = {f.name: f for f in FAULTS}
 
 
+def _spoiled_by_load(row: dict, spec) -> bool:
+    """A row that ended in a stop a stall of the machine causes by itself instead of its expected outcome, or whose
+    loop such a stop had already stopped before the fault was injected (the fault was never tested: seen in CI, a
+    sensor timeout and link loss 0.1-0.6 s after going live, exit 4 on a row that expects 0)."""
+    before = row["stop_events_before_fault"]
+    if before:
+        return all(name in LOAD_SENSITIVE for name in before)
+    return row["stop_reason"] not in spec.stops and row["stop_reason"] in LOAD_SENSITIVE
+
+
 @pytest.mark.parametrize("fault", [f.name for f in FAULTS])
 def test_fault_row_keeps_the_safety_invariants(fault, tmp_path):
     spec = BY_NAME[fault]
@@ -53,11 +63,14 @@ def test_fault_row_keeps_the_safety_invariants(fault, tmp_path):
         if "exited early (4)" not in str(err):
             raise
         row = run_fault(fault, CONFIG, workdir=tmp_path)
-    if row["stop_reason"] not in spec.stops and row["stop_reason"] in LOAD_SENSITIVE:
+    for _ in range(2):
+        if not _spoiled_by_load(row, spec):
+            break
         row = run_fault(fault, CONFIG, workdir=tmp_path)
     # the whole row in the failure message (pytest would elide a dict)
     detail = json.dumps({k: v for k, v in row.items() if k != "controller_output_tail"}, default=str)
     assert row["samples"] > 100, detail  # the robot was watched all along
+    assert row["stop_events_before_fault"] == [], detail  # the fault met a live loop
     # the expected stop, and the exit code that says so
     assert row["stop_reason"] in spec.stops, detail
     if row["stop_reason"] is None:

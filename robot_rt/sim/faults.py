@@ -662,6 +662,9 @@ def _row(fault, cfg, robot, log, recorder, stats0, stats1, t_inject, t_cleared, 
     )
     events = [(int(e["stamp_ns"]), int(e["tick"]), names.get(int(e["code"]), str(e["code"]))) for e in log.events]
     after = [e for e in events if e[1] >= inject_tick]
+    # protective stops before the fault was injected: a stall of the machine (the fault then met a stopped loop and
+    # the row says nothing about it)
+    before = sorted({e[2] for e in events if e[1] < inject_tick and e[2] in stop_event_names([e[2]])})
     # the stop this fault ends in: the first protective stop after it (or, for the shutdown row, the end-of-run stop
     # it asked for); every run ends with the end-of-run stop, which is where "no motion after the stop" counts from
     # when there was no protective stop
@@ -727,6 +730,7 @@ def _row(fault, cfg, robot, log, recorder, stats0, stats1, t_inject, t_cleared, 
         "attack": fault.attack,
         "stop_reason": stop[2] if stop else None,
         "stop_events": sorted({e[2] for e in after if e[2] in stop_event_names([e[2]])}),
+        "stop_events_before_fault": before,
         "ticks_to_stop": None if stop is None else stop[1] - inject_tick,
         "ticks_to_rest": None if complete is None or stop is None else complete[1] - inject_tick,
         "period_s": period_s,
