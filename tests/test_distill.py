@@ -174,6 +174,46 @@ def test_dagger_learns_the_experts_actions(tmp_path):
     assert np.mean(errors) < 0.5 * np.mean(spread), (np.mean(errors), np.mean(spread))
 
 
+def test_with_the_robot_kept_between_episodes_the_wrapper_goes_on_across_them():
+    """`WorldConfig.keep_robot_pose` (and a serve delay): as through the loop between rallies, the loop model's
+    trajectory is not restarted at the env's autoresets (it would restart at rest where the robot is, while the env
+    keeps the robot moving), and episodes start where the last one left the robot."""
+    from helpers.loop_model import reset_checked_loop_model
+
+    from robot_rt.bridge.loop_model import drive_robot
+    from robot_rt.envs.core import WorldConfig
+    from robot_rt.learning import distill
+
+    n, steps = 6, 200
+    config = WorldConfig(serve_delay_s=0.3, keep_robot_pose=True)
+    env = TableTennisVectorEnv(n, robot=drive_robot(ROBOT), config=config, max_episode_steps=80)
+    starts = []
+    reset_worlds = env._reset_worlds
+
+    def recording(idx, keep_robot=True):
+        reset_worlds(idx, keep_robot)
+        starts.append(env.world.q[idx].copy())
+
+    env._reset_worlds = recording
+    with pytest.MonkeyPatch.context() as mp:
+        checked, seen = reset_checked_loop_model(mp, n)
+        feats, _ = distill._play(
+            env,
+            BatchedScriptedPolicy(n),
+            None,
+            1.0,
+            steps,
+            0,
+            np.random.default_rng(0),
+            wrap=lambda p: checked(p, ROBOT, n),
+        )
+    env.close()
+    assert seen["calls"] == steps and seen["resets"] == 0
+    later = np.concatenate(starts[1:])  # the autoresets (80-step episodes: every environment restarted)
+    assert len(later) >= n and np.abs(later - ROBOT.home).max(axis=1).min() > 1e-3
+    assert len(feats) > steps * n // 2
+
+
 def test_rounds_through_a_policy_wrapper_record_what_the_mixed_policy_saw():
     """With `wrap_policy` (here the real-time loop's trajectory model, against the real player with the drive robot)
     every step goes through the wrapper, the rows are the observations the wrapped policy was shown (the adapter's

@@ -17,6 +17,7 @@ from robot_rt.envs.core import (
     OUTCOME_LIMIT,
     PHASE_DONE,
     PHASE_INCOMING,
+    PHASE_SERVING,
     TableTennisWorld,
     paddle_contact,
     sample_launches,
@@ -46,7 +47,7 @@ def _aim_balls(world: TableTennisWorld, idx, rng) -> None:
         world.landed[i] = False
 
 
-def _run_pair(wa: TableTennisWorld, wb: TableTennisWorld, steps: int, seed: int):
+def _run_pair(wa: TableTennisWorld, wb: TableTennisWorld, steps: int, seed: int, keep_robot: bool = False):
     """Steps two worlds with identical actions/resets; returns event totals and the largest state difference."""
     n = wa.n
     rng = np.random.default_rng(seed)
@@ -57,7 +58,7 @@ def _run_pair(wa: TableTennisWorld, wb: TableTennisWorld, steps: int, seed: int)
     _aim_balls(wa, aim, np.random.default_rng(seed + 1))
     _aim_balls(wb, aim, np.random.default_rng(seed + 1))
     sticky = rng.uniform(-1, 1, (n, wa.dof)) * wa.v_max
-    totals = {"hit": 0, "landed": 0, "limit": 0, "new_ball": 0, "terminated": 0}
+    totals = {"hit": 0, "landed": 0, "limit": 0, "new_ball": 0, "terminated": 0, "serving": 0}
     max_diff = 0.0
     for step in range(steps):
         if step % 7 == 0:
@@ -84,10 +85,11 @@ def _run_pair(wa: TableTennisWorld, wb: TableTennisWorld, steps: int, seed: int)
         max_diff = max(max_diff, float(np.max(np.abs(ra - rb))))
         np.testing.assert_array_equal(wa.detections()[..., 4], wb.detections()[..., 4])
         totals["terminated"] += int(ta.sum())
+        totals["serving"] += int(np.sum(wa.phase == PHASE_SERVING))
         done = np.nonzero(ta)[0]
         if done.size:
-            wa.reset(done)
-            wb.reset(done)
+            wa.reset(done, keep_robot=keep_robot)
+            wb.reset(done, keep_robot=keep_robot)
     return totals, max_diff
 
 
@@ -107,6 +109,20 @@ def test_cpu_step_matches_numpy_reference(goal):
     assert totals["terminated"] >= 5, totals
     if not goal:
         assert totals["new_ball"] + totals["terminated"] >= 1
+
+
+@needs_cpu
+def test_cpu_step_matches_numpy_reference_between_rallies():
+    """Serves after a delay (the robot moves, the ball is frozen and hidden) and robots kept where the last episode
+    left them: the same on both backends."""
+    n = 12
+    cfg = core.WorldConfig(serve_delay_s=0.03, serve_delay_jitter_s=0.1, keep_robot_pose=True)
+    wa = TableTennisWorld(n, backend="numpy", config=cfg)
+    wb = TableTennisWorld(n, backend="cpu", config=cfg, num_threads=2)
+    totals, max_diff = _run_pair(wa, wb, steps=70, seed=5, keep_robot=True)
+    assert max_diff < 1e-9, max_diff
+    assert totals["serving"] >= 20 and totals["new_ball"] >= 5, totals
+    assert totals["hit"] >= 1 and totals["terminated"] >= 5, totals
 
 
 @needs_cpu

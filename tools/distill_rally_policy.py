@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from robot_rt.envs.core import WorldConfig
 from robot_rt.envs.shot_model import rally_shot_policy
 from robot_rt.envs.vector import TableTennisVectorEnv
 from robot_rt.learning.distill import DistilledEnvPolicy, dagger_distill
@@ -54,7 +55,26 @@ def main(argv=None) -> dict:
     ap.add_argument(
         "--expert-variant", default="env", choices=("env", "loop"), help="the expert's shot model (shipped_shot_model)"
     )
+    ap.add_argument(
+        "--serve-delay",
+        type=float,
+        default=0.0,
+        help="seconds from an episode's start to its serve (WorldConfig.serve_delay_s; the loop serves 0.8 s after "
+        "a rally ends); the robot moves meanwhile",
+    )
+    ap.add_argument("--serve-delay-jitter", type=float, default=0.0, help="+ U(0, this) s per episode")
+    ap.add_argument(
+        "--keep-robot-pose",
+        action="store_true",
+        help="an episode starts with the robot where the last one left it (WorldConfig.keep_robot_pose), as the "
+        "loop's rallies do; the loop model's trajectory then goes on across episodes",
+    )
     args = ap.parse_args(argv)
+    env_config = WorldConfig(
+        serve_delay_s=args.serve_delay,
+        serve_delay_jitter_s=args.serve_delay_jitter,
+        keep_robot_pose=args.keep_robot_pose,
+    )
     torch.set_num_threads(args.torch_threads)
     betas = tuple(float(b) for b in args.betas.split(",") if b)
     human = resolve_human(args.human if args.human in HUMAN_CHOICES else Path(args.human))
@@ -66,7 +86,9 @@ def main(argv=None) -> dict:
 
     def evaluate(policy: DistilledEnvPolicy, _round: int) -> dict:
         n = args.eval_episodes
-        env = TableTennisVectorEnv(n, human=human, robot=loop_model.get("env_robot"), max_episode_steps=6000)
+        env = TableTennisVectorEnv(
+            n, human=human, robot=loop_model.get("env_robot"), config=env_config, max_episode_steps=6000
+        )
         try:
             player = DistilledEnvPolicy(policy.model, n, tracker=args.tracker)
             if args.loop_model:
@@ -98,6 +120,7 @@ def main(argv=None) -> dict:
         log=lambda line: print(line, flush=True),
         tracker=args.tracker,
         human=human,
+        env_config=env_config,
         **loop_model,
     )
 

@@ -17,8 +17,8 @@ from robot_rt.robot.kinematics import forward_kinematics
 from .human_model import HumanBehaviorModel
 from .observation import build_observation, observation_bounds
 
-# ball phases
-PHASE_INCOMING, PHASE_RETURNING, PHASE_DONE, PHASE_WAITING = 0, 1, 2, 3
+# ball phases (PHASE_SERVING: the episode's serve is still to come, WorldConfig.serve_delay_s)
+PHASE_INCOMING, PHASE_RETURNING, PHASE_DONE, PHASE_WAITING, PHASE_SERVING = 0, 1, 2, 3, 4
 
 # outcome codes (why a ball/episode ended)
 OUTCOME_NONE = 0
@@ -84,6 +84,15 @@ class WorldConfig:
     shaping_length_m: float = 0.15
     action_cost: float = 1e-3
     penalty_limit: float = 1.0
+    # Between rallies, as a real robot plays them (the real-time loop serves the next ball some time after a rally
+    # ended, with the robot wherever the rally left it): the serve comes serve_delay_s + U(0, serve_delay_jitter_s)
+    # after the episode starts (rounded to policy steps; the robot moves meanwhile, the camera sees no ball), and
+    # with keep_robot_pose an episode that starts without a seed of its own (an autoreset) keeps the robot's joint
+    # positions and velocities where the last one left them; a seeded reset starts at home, so a seed still fixes
+    # the episode. The defaults (no delay, start at home) draw nothing extra: existing seeds replay unchanged.
+    serve_delay_s: float = 0.0
+    serve_delay_jitter_s: float = 0.0
+    keep_robot_pose: bool = False
 
     def __post_init__(self) -> None:
         for name in ("policy_hz", "physics_hz", "camera_hz"):
@@ -96,6 +105,10 @@ class WorldConfig:
             raise ValueError(f"WorldConfig.camera_drop_prob must lie in [0, 1), got {self.camera_drop_prob}")
         if self.history < 1:
             raise ValueError(f"WorldConfig.history must be >= 1, got {self.history}")
+        for name in ("serve_delay_s", "serve_delay_jitter_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and 0.0 <= value <= 60.0):
+                raise ValueError(f"WorldConfig.{name} must be a number of seconds in [0, 60], got {value!r}")
 
     @property
     def substeps(self) -> int:
@@ -313,6 +326,8 @@ class TableTennisWorld:
         self.outcome = np.zeros(n, dtype=np.int64)
         self.landing = np.full((n, 2), np.nan)  # where the robot's last return first touched the table
         self.goal = np.zeros((n, 2))
+        self.serve_in = np.zeros(n, dtype=np.int64)  # policy steps until the episode's serve (PHASE_SERVING)
+        self._serve_ball = np.zeros((n, 9))  # the serve's launch state, drawn at the reset
         # per-step outputs of the physics
         self.reward = np.zeros(n)
         self.terminated = np.zeros(n, dtype=bool)
@@ -463,14 +478,18 @@ class TableTennisWorld:
         )
 
     # ------------------------------------------------------------------------------------------ reset
-    def reset(self, indices, seeds=None) -> None:
-        """Resets worlds `indices`; `seeds` (same length, ints or None) reseed their generators."""
+    def reset(self, indices, seeds=None, keep_robot=False) -> None:
+        """Resets worlds `indices`; `seeds` (same length, ints or None) reseed their generators. `keep_robot` (a bool,
+        or one per index): with `WorldConfig.keep_robot_pose`, these worlds' robots start where their last episode
+        left them (the vector envs pass it for autoresets and unseeded resets); else at home."""
         indices = np.atleast_1d(np.asarray(indices, dtype=np.int64))
         if indices.size and (indices.min() < 0 or indices.max() >= self.n):
             raise ValueError(f"indices: expected world indices in [0, {self.n}), got {indices.tolist()}")
         if seeds is not None and len(seeds) != len(indices):
             raise ValueError(f"seeds: expected {len(indices)} seeds (or None), got {len(seeds)}")
-        rngs, phase, key, goal = [], [], [], []
+        keep = np.broadcast_to(np.asarray(keep_robot, dtype=bool), indices.shape)
+        cfg = self.config
+        rngs, phase, key, goal, delay = [], [], [], [], []
         cam_period = 1.0 / self.config.camera_hz
         for j, i in enumerate(indices.tolist()):
             if seeds is not None and seeds[j] is not None:
@@ -480,14 +499,17 @@ class TableTennisWorld:
             key.append(rng.integers(0, 2**63 - 1))
             if self.goal_conditioned:
                 goal.append((rng.uniform(-1.2, -0.3), rng.uniform(-0.6, 0.6)))
+            jitter = rng.uniform(0.0, cfg.serve_delay_jitter_s) if cfg.serve_delay_jitter_s > 0 else 0.0
+            delay.append(int(round((cfg.serve_delay_s + jitter) / cfg.step_s)))
             rngs.append(rng)
         # one write per array (the draws above keep each generator's order)
         self.cam_phase[indices] = phase
         self.cam_key[indices] = np.asarray(key, dtype=np.int64).astype(np.uint64)
         if self.goal_conditioned:
             self.goal[indices] = np.asarray(goal, dtype=np.float64).reshape(-1, 2)
-        self.q[indices] = self.robot.home
-        self.qd[indices] = 0.0
+        home = indices[~keep] if cfg.keep_robot_pose else indices
+        self.q[home] = self.robot.home
+        self.qd[home] = 0.0
         self.t[indices] = 0.0
         self.hits[indices] = 0
         self.outcome[indices] = OUTCOME_NONE
@@ -499,7 +521,17 @@ class TableTennisWorld:
         self.cam_head[indices] = 0
         self.cam_count[indices] = 0
         self.cam_counter[indices] = 0
-        self._new_balls(indices, sample_launches(self.human, rngs, self._is_valid, first_valid=self._first_valid))
+        launches = sample_launches(self.human, rngs, self._is_valid, first_valid=self._first_valid)
+        delay = np.asarray(delay, dtype=np.int64)
+        now = delay == 0
+        self._new_balls(indices[now], launches[now])
+        self.serve_in[indices] = delay
+        later = indices[~now]
+        if later.size:  # frozen and hidden where it will be launched (the physics moves only balls in play)
+            self._serve_ball[later] = self.ball[later] = launches[~now]
+            self.phase[later] = PHASE_SERVING
+            self.touched[later] = False
+            self.landed[later] = False
 
     def _new_balls(self, idx, states: np.ndarray) -> None:
         self.ball[idx] = states
@@ -557,7 +589,19 @@ class TableTennisWorld:
             self._camera()
             self.t += self.config.step_s
         self._human_answers(terminated, ev)
+        self._serve(ev)
         return reward, terminated, ev
+
+    def _serve(self, ev) -> None:
+        """Counts down the serves still to come; launches those due (their first step in play is the next)."""
+        serving = (self.phase == PHASE_SERVING).nonzero()[0]
+        if serving.size == 0:
+            return
+        self.serve_in[serving] -= 1
+        due = serving[self.serve_in[serving] <= 0]
+        if due.size:
+            self._new_balls(due, self._serve_ball[due])
+            ev["new_ball"][due] = True
 
     def _human_answers(self, terminated, ev) -> None:
         self.answer_probability.fill(np.nan)
@@ -657,7 +701,7 @@ class TableTennisWorld:
                 self._end(vi, OUTCOME_LIMIT)
                 self.ev_limit[vi] = True
             self.rec_pos[:, s] = self.ball[:, :3]
-            self.rec_active[:, s] = self.phase != PHASE_DONE
+            self.rec_active[:, s] = (self.phase != PHASE_DONE) & (self.phase != PHASE_SERVING)
         # shaping: paddle close to the incoming ball on the robot's side
         incoming = (self.phase == PHASE_INCOMING) & (self.ball[:, 0] > 0)
         dist = np.linalg.norm(self.ball[:, :3] - pad_p, axis=1)

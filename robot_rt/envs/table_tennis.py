@@ -65,7 +65,7 @@ class TableTennisEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         world_seed = int(self.np_random.integers(0, 2**63 - 1))
-        self.world.reset([0], [world_seed])
+        self.world.reset([0], [world_seed], keep_robot=seed is None)  # WorldConfig.keep_robot_pose
         return self._observation(), self._info()
 
     def step(self, action):

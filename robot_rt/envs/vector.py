@@ -115,7 +115,8 @@ class TableTennisVectorEnv(VectorEnv):
         for i in idx:
             if seeds[i] is not None:
                 self._env_rngs[i], _ = seeding.np_random(int(seeds[i]))
-        self._reset_worlds(idx)
+        # a seeded reset starts at home (WorldConfig.keep_robot_pose keeps the robot where it was otherwise)
+        self._reset_worlds(idx, keep_robot=np.array([seeds[i] is None for i in idx], dtype=bool))
         self._autoreset[idx] = False
         self._needs_reset = False
         obs = self._observation()
@@ -124,11 +125,11 @@ class TableTennisVectorEnv(VectorEnv):
             info = {k: (v & mask if k.startswith("_") else v) for k, v in info.items()}
         return obs, info
 
-    def _reset_worlds(self, idx: np.ndarray) -> None:
+    def _reset_worlds(self, idx: np.ndarray, keep_robot=True) -> None:
         if idx.size == 0:
             return
         world_seeds = [int(self._env_rngs[i].integers(0, 2**63 - 1)) for i in idx]
-        self.world.reset(idx, world_seeds)
+        self.world.reset(idx, world_seeds, keep_robot=keep_robot)
         self._elapsed[idx] = 0
 
     def step(self, actions):

@@ -138,7 +138,9 @@ def _play(
     observation has arrived (as `BatchedScriptedPolicy.reset` asks). `wrap` (optional): a function of the mixed
     policy (one argument, `reset(mask)`) returning the env policy to play, e.g. the real-time loop's trajectory
     model; the rows are what the mixed policy saw and the expert's action there, and the wrapper is reset with the
-    environments that ended, before their ignored step (as `LoopTrajectoryPolicy.reset` asks)."""
+    environments that ended, before their ignored step (as `LoopTrajectoryPolicy.reset` asks), unless the env keeps
+    the robot where an episode left it (`WorldConfig.keep_robot_pose`): then the robot goes on from there, as through
+    the loop between rallies, and so does the wrapper's trajectory."""
     n = env.num_envs
     features = FeatureExtractor(n, spin=True, tracker=tracker) if learner is None else learner.features
     features.reset()
@@ -162,6 +164,7 @@ def _play(
     policy = mixed if wrap is None else wrap(_NoReset(mixed))
     if wrap is not None:
         policy.reset()
+    reset_wrap = wrap is not None and not env.world.config.keep_robot_pose
     for _ in range(steps):
         action = policy(obs)
         obs, _, terminated, truncated, _ = env.step(action)
@@ -169,7 +172,7 @@ def _play(
             features.reset(resetting)
             expert.reset(resetting)
         resetting = terminated | truncated
-        if wrap is not None and resetting.any():
+        if reset_wrap and resetting.any():
             policy.reset(resetting)
     return np.concatenate(rows_f), np.concatenate(rows_a)
 
@@ -193,6 +196,7 @@ def dagger_distill(
     human=None,
     env_robot=None,
     wrap_policy=None,
+    env_config=None,
 ) -> dict:
     """Distils `make_expert(num_envs)` (a batched policy with `reset(mask)`, e.g. `rally_shot_policy`) by DAgger
     (module docstring): round 0 plays the expert, then one round per entry of `betas` (the expert's share of the
@@ -202,7 +206,8 @@ def dagger_distill(
     for s < 100). `tracker`: the ball tracker of the learner's features ('fit', 'ukf'). `human` (a
     HumanBehaviorModel; None: the default human), `env_robot` (None: the default robot) and `wrap_policy` (see
     `_play`) set the env the rounds are played in: `tools/distill_rally_policy.py --loop-model` plays them with the
-    env's robot on the real-time loop's trajectory (`robot_rt.bridge.loop_model`). Returns the log."""
+    env's robot on the real-time loop's trajectory (`robot_rt.bridge.loop_model`); `env_config` (a WorldConfig;
+    None: the defaults), e.g. the time between rallies (`serve_delay_s`, `keep_robot_pose`). Returns the log."""
     from robot_rt.envs.vector import TableTennisVectorEnv
 
     for name, value in (
@@ -227,7 +232,7 @@ def dagger_distill(
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    env = TableTennisVectorEnv(num_envs, human=human, robot=env_robot, max_episode_steps=3000)
+    env = TableTennisVectorEnv(num_envs, human=human, robot=env_robot, config=env_config, max_episode_steps=3000)
     expert = make_expert(num_envs)
     history: list[dict] = []
     t0 = time.time()

@@ -9,7 +9,8 @@
 //                           advance_step), each contact handled by the rally logic (Sink below);
 //                    paddle impulse contact (restitution, Coulomb friction, spin), rest of the substep in
 //                           free flight; planes (miss, human hitting plane -> waiting, slow ball); limit
-//                           violation; the ball position and `phase != done` are recorded for the camera.
+//                           violation; the ball position and whether it is in play (neither done nor still
+//                           to be served) are recorded for the camera.
 //   after the substeps: proximity shaping and action cost.
 // Then, when the camera arrays are given, the camera frames of the step (camera_world, mirrors
 // TableTennisWorld._camera with the same counter-based uniforms) and the time update. The observation
@@ -43,7 +44,9 @@ namespace bl = robot_rt::ballistics;
 namespace rb = robot_rt::robot;
 
 // Phases and outcomes: same codes as robot_rt/envs/core.py.
-enum Phase : int64_t { kIncoming = 0, kReturning = 1, kDone = 2, kWaiting = 3 };
+// kServing: the episode's serve is still to come (WorldConfig.serve_delay_s): the robot moves, the ball is frozen
+// and hidden from the camera, the Python side launches it.
+enum Phase : int64_t { kIncoming = 0, kReturning = 1, kDone = 2, kWaiting = 3, kServing = 4 };
 enum Outcome : int64_t { kNoOutcome = 0, kReturned = 1, kMissed = 2, kOut = 3, kLimit = 4, kHumanFault = 5 };
 
 constexpr int kNumWorldScalars = 16;  // core.WORLD_PARAM_NAMES
@@ -565,7 +568,7 @@ PR_ENV_HD void step_world(const WorldModel& m, const WorldArrays& a, long long i
     }
     double* rp = a.rec_pos + (static_cast<long long>(m.substeps) * i + s) * 3;
     for (int k = 0; k < 3; ++k) rp[k] = y[k];
-    a.rec_active[static_cast<long long>(m.substeps) * i + s] = w.phase != kDone;
+    a.rec_active[static_cast<long long>(m.substeps) * i + s] = w.phase != kDone && w.phase != kServing;
   }
   // shaping: paddle close to the incoming ball on the robot's side; action cost
   if (w.phase == kIncoming && y[0] > 0.0) {

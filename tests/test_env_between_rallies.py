@@ -1,0 +1,141 @@
+"""The time between rallies in the environments (WorldConfig.serve_delay_s / serve_delay_jitter_s /
+keep_robot_pose): a delayed serve is the same ball, later; the robot moves meanwhile and the camera sees nothing; an
+autoreset keeps the robot where the last episode left it, a seeded reset starts at home; the defaults draw nothing
+extra."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from robot_rt.envs.core import OUTCOME_LIMIT, PHASE_INCOMING, PHASE_SERVING, TableTennisWorld, WorldConfig
+from robot_rt.envs.table_tennis import TableTennisEnv
+from robot_rt.envs.vector import TableTennisVectorEnv
+
+BACKENDS = ["numpy", "cpu"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_delayed_serve_is_the_same_ball_later_and_unseen_until_then(backend):
+    n, seeds = 6, [11, 12, 13, 14, 15, 16]
+    now = TableTennisWorld(n, backend=backend)
+    later = TableTennisWorld(n, backend=backend, config=WorldConfig(serve_delay_s=0.3))
+    now.reset(np.arange(n), seeds)
+    later.reset(np.arange(n), seeds)
+    steps = int(round(0.3 / later.config.step_s))
+    assert np.all(later.phase == PHASE_SERVING) and np.all(later.serve_in == steps)
+    launch = now.ball.copy()
+    rng = np.random.default_rng(0)
+    q0 = later.q.copy()
+    for k in range(steps):
+        cmd = rng.uniform(-0.3, 0.3, (n, later.dof)) * later.v_max
+        _, terminated, ev = later.step(cmd)
+        assert not terminated.any(), k
+        assert not later.rec_active.any(), k  # nothing in play: no camera frame of the frozen ball
+        assert not later.detections()[..., 4].any(), k  # no valid detection
+        if k < steps - 1:
+            assert np.all(later.phase == PHASE_SERVING) and not ev["new_ball"].any(), k
+    # served at the end of the delay's last step: the ball the undelayed world was served, not yet moved
+    assert ev["new_ball"].all() and np.all(later.phase == PHASE_INCOMING)
+    np.testing.assert_array_equal(later.ball, launch)
+    assert np.max(np.abs(later.q - q0)) > 0.01  # the robot moved while it waited
+    # in play from the next step on, and the camera sees it
+    for _ in range(5):
+        later.step(np.zeros((n, later.dof)))
+    assert later.rec_active.any() and later.detections()[..., 4].any()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_limit_reached_while_waiting_for_the_serve_ends_the_episode(backend):
+    w = TableTennisWorld(1, backend=backend, config=WorldConfig(serve_delay_s=2.0))
+    w.reset([0], [3])
+    cmd = np.zeros((1, w.dof))
+    cmd[0, 0] = w.v_max[0]  # the first joint runs into its upper limit well within 2 s
+    for _ in range(200):
+        _, terminated, ev = w.step(cmd)
+        if terminated[0]:
+            break
+    assert terminated[0] and ev["limit"][0] and w.outcome[0] == OUTCOME_LIMIT
+
+
+def test_the_serve_delay_jitter_is_drawn_per_episode_and_replays_with_its_seed():
+    cfg = WorldConfig(serve_delay_s=0.1, serve_delay_jitter_s=0.5)
+    a, b = TableTennisWorld(64, config=cfg), TableTennisWorld(64, config=cfg)
+    a.reset(np.arange(64), list(range(64)))
+    b.reset(np.arange(64), list(range(64)))
+    np.testing.assert_array_equal(a.serve_in, b.serve_in)
+    assert a.serve_in.min() >= 10 and a.serve_in.max() <= 60 and len(np.unique(a.serve_in)) > 10
+
+
+def test_the_defaults_draw_nothing_extra():
+    a = TableTennisWorld(8)
+    b = TableTennisWorld(8, config=WorldConfig(serve_delay_s=0.0, serve_delay_jitter_s=0.0, keep_robot_pose=True))
+    a.reset(np.arange(8), list(range(8)))
+    b.reset(np.arange(8), list(range(8)))
+    np.testing.assert_array_equal(a.ball, b.ball)
+    np.testing.assert_array_equal(a.cam_key, b.cam_key)
+    assert np.all(a.serve_in == 0) and np.all(a.phase == PHASE_INCOMING)
+
+
+def _run_until_an_episode_ends(env, rng, max_steps=3000):
+    for _ in range(max_steps):
+        obs, _, terminated, truncated, _ = env.step(rng.uniform(-1.0, 1.0, env.action_space.shape))
+        if (terminated | truncated).any():
+            return terminated | truncated
+    raise AssertionError("no episode ended")
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_an_autoreset_keeps_the_robot_where_the_episode_left_it(keep):
+    env = TableTennisVectorEnv(4, config=WorldConfig(keep_robot_pose=keep, serve_delay_s=0.2))
+    home = env.world.robot.home
+    env.reset(seed=0)
+    np.testing.assert_array_equal(env.world.q, np.tile(home, (4, 1)))
+    rng = np.random.default_rng(1)
+    ended = _run_until_an_episode_ends(env, rng)
+    q_end, qd_end = env.world.q[ended].copy(), env.world.qd[ended].copy()
+    env.step(np.zeros(env.action_space.shape))  # NEXT_STEP autoreset: this step resets them
+    if keep:
+        # where the ended episode left it: that step still moved it (it decelerates on the zero action), no further
+        step_reach = env.world.v_max * env.dt
+        assert np.all(np.abs(env.world.q[ended] - q_end) <= step_reach + 1e-12)
+        assert np.all(np.abs(env.world.qd[ended]) <= np.abs(qd_end) + 1e-12)
+        assert np.max(np.abs(env.world.q[ended] - home)) > 0.05
+        assert np.all(env.world.phase[ended] == PHASE_SERVING)
+    else:
+        np.testing.assert_array_equal(env.world.q[ended], np.tile(home, (int(ended.sum()), 1)))
+    # a seeded reset starts at home either way, and replays its episode
+    obs_a, _ = env.reset(seed=7)
+    np.testing.assert_array_equal(env.world.q, np.tile(home, (4, 1)))
+    _run_until_an_episode_ends(env, rng)
+    obs_b, _ = env.reset(seed=7)
+    np.testing.assert_array_equal(obs_a, obs_b)
+    # an unseeded partial reset (as the stable-baselines3 wrapper does for the ended envs) keeps it
+    _run_until_an_episode_ends(env, rng)
+    q_before = env.world.q.copy()
+    mask = np.array([True, False, False, False])
+    env.reset(options={"reset_mask": mask})
+    if keep:
+        np.testing.assert_array_equal(env.world.q[0], q_before[0])
+    else:
+        np.testing.assert_array_equal(env.world.q[0], home)
+
+
+def test_the_single_env_keeps_the_robot_on_an_unseeded_reset():
+    env = TableTennisEnv(config=WorldConfig(keep_robot_pose=True))
+    env.reset(seed=3)
+    for _ in range(30):
+        env.step(np.ones(env.action_space.shape) * 0.5)
+    q = env.world.q[0].copy()
+    env.reset()
+    np.testing.assert_array_equal(env.world.q[0], q)
+    env.reset(seed=3)
+    np.testing.assert_array_equal(env.world.q[0], env.world.robot.home)
+
+
+@pytest.mark.parametrize(
+    "field,value", [("serve_delay_s", -0.1), ("serve_delay_s", float("nan")), ("serve_delay_jitter_s", 61.0)]
+)
+def test_bad_serve_delays_are_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        WorldConfig(**{field: value})
