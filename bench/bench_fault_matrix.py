@@ -8,7 +8,8 @@ the fault in the run log; the end-of-run stop for the SIGTERM row), ticks from t
 fault on (sampled on the robot every ~1 ms), how far past the soft limits (the run log's soft_min/soft_max when
 the loop has them, else the hard limits), how close to a hard stop it came and how often it hit one (the robot
 server clamps there and counts every hit, each tick), and the controller's exit code (the expected stop and exit code of each row come from robot_rt.sim.faults.FAULTS; a row
-that misses them is marked UNEXPECTED). After the stop latched (the protective stop, else the end-of-run stop): the
+that misses them is marked UNEXPECTED; a row whose loop a stall of the machine had stopped before the fault was
+injected says so: it did not test the fault). After the stop latched (the protective stop, else the end-of-run stop): the
 robot's travel against its bound (the loop's stopping distance at this tick period + twice the tracking-error
 reflex's threshold), the commanded travel against the stopping distance, the robot's overshoot past the commanded rest and the
 time it took to be still (within 2e-4 for 0.1 s), and from then until 0.6 s after the controller exited, the
@@ -101,7 +102,12 @@ def main(argv=None) -> int:
         table.append(
             (
                 r["fault"],
-                f"{_fmt(r['stop_reason'])}{'' if ok_stop else ' (UNEXPECTED)'}",
+                f"{_fmt(r['stop_reason'])}{'' if ok_stop else ' (UNEXPECTED)'}"
+                + (
+                    f" (stopped before the fault: {', '.join(before)})"
+                    if (before := r["stop_events_before_fault"])
+                    else ""
+                ),
                 f"{_fmt(r['ticks_to_stop'])}{stop_ms} / {_fmt(r['ticks_to_rest'])}",
                 _fmt(r["excursion_max"]),
                 f"{_fmt(r['past_soft_limit'])}{'' if r['soft_limits'] else ' (=hard)'}",
