@@ -124,9 +124,10 @@ def test_an_autoreset_keeps_the_robot_where_the_episode_left_it(keep):
 def test_the_single_env_keeps_the_robot_on_an_unseeded_reset():
     env = TableTennisEnv(config=WorldConfig(keep_robot_pose=True))
     env.reset(seed=3)
-    for _ in range(30):
-        env.step(np.ones(env.action_space.shape) * 0.5)
+    for _ in range(10):
+        env.step(np.ones(env.action_space.shape) * 0.1)
     q = env.world.q[0].copy()
+    assert np.max(np.abs(q - env.world.robot.home)) > 0.01
     env.reset()
     np.testing.assert_array_equal(env.world.q[0], q)
     env.reset(seed=3)
@@ -139,3 +140,35 @@ def test_the_single_env_keeps_the_robot_on_an_unseeded_reset():
 def test_bad_serve_delays_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
         WorldConfig(**{field: value})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_limit_violation_is_not_kept_into_the_next_episode(backend):
+    """A kept pose that would end the new episode at once (how a limit violation leaves the robot) starts at home:
+    else every following episode ends at its first substep."""
+    cfg = WorldConfig(keep_robot_pose=True, serve_delay_s=0.5)
+    w = TableTennisWorld(3, backend=backend, config=cfg)
+    w.reset(np.arange(3), [1, 2, 3])
+    cmd = np.zeros((3, w.dof))
+    cmd[0, 0] = w.v_max[0]  # world 0 runs a joint into its limit
+    cmd[1, 0] = 0.3 * w.v_max[0]  # world 1 moves a little and stays inside
+    for _ in range(150):
+        _, terminated, _ = w.step(cmd)
+        if terminated[0]:
+            break
+    assert terminated[0] and w.outcome[0] == OUTCOME_LIMIT
+    at_limit = w.q[0].copy()
+    # world 2: the paddle outside its workspace box, joints inside their limits
+    rng = np.random.default_rng(0)
+    q = rng.uniform(w.q_min + 1e-3, w.q_max - 1e-3, (2000, w.dof))
+    p, _ = w.paddle_pose(q)
+    outside = np.any(p < w.robot.workspace_min_m, axis=1) | np.any(p > w.robot.workspace_max_m, axis=1)
+    assert outside.any()
+    w.q[2] = q[np.argmax(outside)]
+    kept_inside = w.q[1].copy()
+    w.reset(np.arange(3), keep_robot=True)
+    np.testing.assert_array_equal(w.q[0], w.robot.home)
+    assert not np.array_equal(at_limit, w.robot.home)
+    np.testing.assert_array_equal(w.q[2], w.robot.home)
+    np.testing.assert_array_equal(w.q[1], kept_inside)
+    assert np.max(np.abs(kept_inside - w.robot.home)) > 0.01

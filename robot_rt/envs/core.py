@@ -89,7 +89,9 @@ class WorldConfig:
     # after the episode starts (rounded to policy steps; the robot moves meanwhile, the camera sees no ball), and
     # with keep_robot_pose an episode that starts without a seed of its own (an autoreset) keeps the robot's joint
     # positions and velocities where the last one left them; a seeded reset starts at home, so a seed still fixes
-    # the episode. The defaults (no delay, start at home) draw nothing extra: existing seeds replay unchanged.
+    # the episode; a kept pose with a joint at its limit or the paddle outside its box (a limit violation ended the
+    # last episode) starts at home instead, as a robot is recovered after such a stop. The defaults (no delay, start
+    # at home) draw nothing extra: existing seeds replay unchanged.
     serve_delay_s: float = 0.0
     serve_delay_jitter_s: float = 0.0
     keep_robot_pose: bool = False
@@ -481,7 +483,8 @@ class TableTennisWorld:
     def reset(self, indices, seeds=None, keep_robot=False) -> None:
         """Resets worlds `indices`; `seeds` (same length, ints or None) reseed their generators. `keep_robot` (a bool,
         or one per index): with `WorldConfig.keep_robot_pose`, these worlds' robots start where their last episode
-        left them (the vector envs pass it for autoresets and unseeded resets); else at home."""
+        left them (the vector envs pass it for autoresets and unseeded resets) unless a joint is at its limit or the
+        paddle outside its workspace box there; else at home."""
         indices = np.atleast_1d(np.asarray(indices, dtype=np.int64))
         if indices.size and (indices.min() < 0 or indices.max() >= self.n):
             raise ValueError(f"indices: expected world indices in [0, {self.n}), got {indices.tolist()}")
@@ -508,6 +511,16 @@ class TableTennisWorld:
         if self.goal_conditioned:
             self.goal[indices] = np.asarray(goal, dtype=np.float64).reshape(-1, 2)
         home = indices[~keep] if cfg.keep_robot_pose else indices
+        if cfg.keep_robot_pose and keep.any():
+            # a pose that would end the new episode at once (a joint at its limit, the paddle outside its box: how
+            # a limit violation leaves it) starts at home, as a robot is recovered after such a stop
+            kept = indices[keep]
+            q = self.q[kept]
+            pos, _ = self.paddle_pose(q)
+            inside = np.all((q > self.q_min) & (q < self.q_max), axis=1) & np.all(
+                (pos >= self.robot.workspace_min_m) & (pos <= self.robot.workspace_max_m), axis=1
+            )
+            home = np.concatenate([home, kept[~inside]])
         self.q[home] = self.robot.home
         self.qd[home] = 0.0
         self.t[indices] = 0.0
