@@ -77,3 +77,58 @@ def test_bad_arguments_name_themselves():
     pol = LoopTrajectoryPolicy(lambda o: np.zeros((2, ROBOT.dof)), ROBOT, 2)
     with pytest.raises(ValueError, match="obs"):
         pol(np.zeros((3, 46), dtype=np.float32))
+
+
+def test_play_as_the_loop_goes_on_across_rallies_and_resets_only_the_policy(monkeypatch):
+    """Rally after rally: the trajectory model is never restarted after the start, the robot begins each new rally
+    where the last one left it (unless a limit ended it), the serve waits the interval, and the policy is reset with
+    exactly the environments whose new rally's first observation just came in."""
+    from robot_rt.bridge import loop_model
+
+    n, steps = 6, 400
+    seen = {"restarts": 0, "resets": [], "ended": np.zeros(n, bool), "starts": []}
+    restart = LoopTrajectoryPolicy._restart
+    step = TableTennisVectorEnv.step
+
+    def counting_restart(self, i, q):
+        seen["restarts"] += 1
+        restart(self, i, q)
+
+    def recording_step(self, actions):
+        out = step(self, actions)
+        seen["prev_ended"], seen["ended"] = seen["ended"], out[2] | out[3]
+        seen["starts"].append((seen["prev_ended"].copy(), self.world.q.copy(), self.world.serve_in.copy()))
+        return out
+
+    class Policy(BatchedScriptedPolicy):
+        def reset(self, mask=None):
+            if mask is not None:
+                np.testing.assert_array_equal(mask, seen["prev_ended"])  # the step before ended exactly these
+                seen["resets"].append(np.array(mask))
+            super().reset(mask)
+
+    monkeypatch.setattr(LoopTrajectoryPolicy, "_restart", counting_restart)
+    monkeypatch.setattr(TableTennisVectorEnv, "step", recording_step)
+    out = loop_model.play_as_the_loop(Policy(n, robot=ROBOT), n, steps, serve_interval_s=0.3, seed=2)
+    assert seen["restarts"] == n  # once per environment, at the start
+    assert len(seen["resets"]) >= 1 and sum(int(m.sum()) for m in seen["resets"]) == len(out["rally_lengths"]) - int(
+        seen["ended"].sum()
+    )
+    assert sum(out["outcomes"].values()) == len(out["rally_lengths"]) >= n
+    # a rally that did not end by a limit hands its robot on; every new rally waits 0.3 s for its serve
+    kept = 0
+    for prev_ended, q, serve_in in seen["starts"]:
+        for i in np.nonzero(prev_ended)[0]:
+            assert serve_in[i] == 30
+            kept += int(np.abs(q[i] - ROBOT.home).max() > 1e-3)
+    assert kept >= 1
+    assert out["steps"] == steps and out["env_s"] == pytest.approx(steps * 0.01)
+
+
+def test_play_as_the_loop_refuses_bad_arguments():
+    from robot_rt.bridge.loop_model import play_as_the_loop
+
+    with pytest.raises(ValueError, match="steps"):
+        play_as_the_loop(BatchedScriptedPolicy(2, robot=ROBOT), 2, 0)
+    with pytest.raises(ValueError, match="serve_interval_s"):
+        play_as_the_loop(BatchedScriptedPolicy(2, robot=ROBOT), 2, 10, serve_interval_s=-1.0)

@@ -15,9 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from robot_rt.bridge.loop_model import loop_model_setup
-from robot_rt.envs.core import WorldConfig
-from robot_rt.envs.vector import TableTennisVectorEnv
 from robot_rt.sim.rally import HUMAN_CHOICES, resolve_human
 
 
@@ -32,29 +29,17 @@ def make_policy(name: str, n: int):
 
 
 def run(policy_name, human, n, seconds, delay, jitter, seed):
-    lm = loop_model_setup(num_envs=n)
-    cfg = WorldConfig(serve_delay_s=delay, serve_delay_jitter_s=jitter, keep_robot_pose=True)
-    env = TableTennisVectorEnv(n, human=human, robot=lm["env_robot"], config=cfg, max_episode_steps=6000)
-    inner = make_policy(policy_name, n)
-    player = lm["wrap_policy"](inner, n)
-    obs, _ = env.reset(seed=seed)
-    player.reset()
-    rallies, outcomes = [], {}
-    resetting = np.zeros(n, dtype=bool)
-    steps = int(round(seconds / env.dt))
+    """robot_rt.bridge.loop_model.play_as_the_loop (this script's loop, moved into the package; `jitter` must be 0)."""
+    from robot_rt.bridge.loop_model import play_as_the_loop
+    from robot_rt.learning.is2r import bootstrap_ci
+
+    if jitter:
+        raise ValueError("jitter: play_as_the_loop serves at a fixed interval")
     t0 = time.time()
-    for _ in range(steps):
-        obs, _, terminated, truncated, info = env.step(player(obs))
-        if resetting.any():  # the new episodes' first observations are in: the policy starts over (the wrapper not)
-            inner.reset(resetting)
-        ended = terminated | truncated
-        for i in np.nonzero(ended)[0]:
-            rallies.append(int(info["rally_length"][i]))
-            outcomes[str(info["outcome"][i])] = outcomes.get(str(info["outcome"][i]), 0) + 1
-        resetting = ended
-    env.close()
-    r = np.asarray(rallies, dtype=float)
-    boot = np.random.default_rng(0).choice(r, (2000, len(r))).mean(axis=1) if len(r) else np.array([np.nan])
+    out = play_as_the_loop(
+        make_policy(policy_name, n), n, int(round(seconds / 0.01)), human=human, serve_interval_s=delay, seed=seed
+    )
+    r = np.asarray(out["rally_lengths"], dtype=float)
     return {
         "policy": policy_name,
         "envs": n,
@@ -64,8 +49,8 @@ def run(policy_name, human, n, seconds, delay, jitter, seed):
         "seed": seed,
         "rallies": len(r),
         "mean_rally": float(r.mean()) if len(r) else float("nan"),
-        "mean_rally_ci95": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
-        "outcomes": outcomes,
+        "mean_rally_ci95": bootstrap_ci(r) if len(r) else [float("nan")] * 2,
+        "outcomes": out["outcomes"],
         "wall_s": time.time() - t0,
     }
 
