@@ -69,7 +69,17 @@ def main(argv=None) -> dict:
         help="an episode starts with the robot where the last one left it (WorldConfig.keep_robot_pose), as the "
         "loop's rallies do; the loop model's trajectory then goes on across episodes",
     )
+    ap.add_argument(
+        "--eval-as-loop",
+        type=float,
+        default=0.0,
+        help="with --loop-model: also play each round's policy rally after rally for this many seconds in 32 "
+        "environments against --human (robot_rt.bridge.loop_model.play_as_the_loop, the loop's 0.8 s serve "
+        "interval; it predicts the loop's figure, the episodic evaluation does not): eval_loop_rally_mean",
+    )
     args = ap.parse_args(argv)
+    if args.eval_as_loop and not args.loop_model:
+        ap.error("--eval-as-loop: needs --loop-model")
     env_config = WorldConfig(
         serve_delay_s=args.serve_delay,
         serve_delay_jitter_s=args.serve_delay_jitter,
@@ -85,23 +95,34 @@ def main(argv=None) -> dict:
         loop_model = loop_model_setup(num_envs=args.num_envs)
 
     def evaluate(policy: DistilledEnvPolicy, _round: int) -> dict:
+        figures = {}
         n = args.eval_episodes
-        env = TableTennisVectorEnv(
-            n, human=human, robot=loop_model.get("env_robot"), config=env_config, max_episode_steps=6000
-        )
-        try:
-            player = DistilledEnvPolicy(policy.model, n, tracker=args.tracker)
-            if args.loop_model:
-                player = loop_model["wrap_policy"](player, n)
-            episodes = play_episodes(env, player, range(5 * 10**6, 5 * 10**6 + n))
-        finally:
-            env.close()
-        summary = episode_summary(episodes)
-        return {
-            "eval_rally_mean": float(summary["rally_mean"]),
-            "eval_first_ball_return_rate": float(summary["first_ball_return_rate"]),
-            "eval_rally_median": float(np.median([e["rally_length"] for e in episodes])),
-        }
+        if n > 0:
+            env = TableTennisVectorEnv(
+                n, human=human, robot=loop_model.get("env_robot"), config=env_config, max_episode_steps=6000
+            )
+            try:
+                player = DistilledEnvPolicy(policy.model, n, tracker=args.tracker)
+                if args.loop_model:
+                    player = loop_model["wrap_policy"](player, n)
+                episodes = play_episodes(env, player, range(5 * 10**6, 5 * 10**6 + n))
+            finally:
+                env.close()
+            summary = episode_summary(episodes)
+            figures = {
+                "eval_rally_mean": float(summary["rally_mean"]),
+                "eval_first_ball_return_rate": float(summary["first_ball_return_rate"]),
+                "eval_rally_median": float(np.median([e["rally_length"] for e in episodes])),
+            }
+        if args.eval_as_loop > 0:
+            from robot_rt.bridge.loop_model import play_as_the_loop
+
+            steps = max(1, int(round(args.eval_as_loop / env_config.step_s)))
+            rallies = play_as_the_loop(
+                DistilledEnvPolicy(policy.model, 32, tracker=args.tracker), 32, steps, human=human, seed=5 * 10**6
+            )["rally_lengths"]
+            figures["eval_loop_rally_mean"] = float(np.mean(rallies)) if rallies else float("nan")
+        return figures
 
     def expert(num_envs: int):
         return rally_shot_policy(num_envs, tracker=args.tracker, variant=args.expert_variant)
@@ -116,7 +137,7 @@ def main(argv=None) -> dict:
         betas=betas,
         train_steps=args.train_steps,
         seed=args.seed,
-        evaluate=evaluate if args.eval_episodes > 0 else None,
+        evaluate=evaluate if args.eval_episodes > 0 or args.eval_as_loop > 0 else None,
         log=lambda line: print(line, flush=True),
         tracker=args.tracker,
         human=human,
