@@ -86,7 +86,7 @@ def test_play_as_the_loop_goes_on_across_rallies_and_resets_only_the_policy(monk
     from robot_rt.bridge import loop_model
 
     n, steps = 6, 400
-    seen = {"restarts": 0, "resets": [], "ended": np.zeros(n, bool), "starts": []}
+    seen = {"restarts": 0, "resets": [], "ended": np.zeros(n, bool), "starts": [], "sent_home": []}
     restart = LoopTrajectoryPolicy._restart
     step = TableTennisVectorEnv.step
 
@@ -98,6 +98,7 @@ def test_play_as_the_loop_goes_on_across_rallies_and_resets_only_the_policy(monk
         out = step(self, actions)
         seen["prev_ended"], seen["ended"] = seen["ended"], out[2] | out[3]
         seen["starts"].append((seen["prev_ended"].copy(), self.world.q.copy(), self.world.serve_in.copy()))
+        seen["sent_home"].append((seen["prev_ended"].copy(), self.world.robot_sent_home.copy()))
         return out
 
     class Policy(BatchedScriptedPolicy):
@@ -110,7 +111,8 @@ def test_play_as_the_loop_goes_on_across_rallies_and_resets_only_the_policy(monk
     monkeypatch.setattr(LoopTrajectoryPolicy, "_restart", counting_restart)
     monkeypatch.setattr(TableTennisVectorEnv, "step", recording_step)
     out = loop_model.play_as_the_loop(Policy(n, robot=ROBOT), n, steps, serve_interval_s=0.3, seed=2)
-    assert seen["restarts"] == n  # once per environment, at the start
+    sent_home = sum(int((prev & home).sum()) for prev, home in seen["sent_home"])
+    assert seen["restarts"] == n + sent_home  # once per environment at the start, and where a limit sent it home
     assert len(seen["resets"]) >= 1 and sum(int(m.sum()) for m in seen["resets"]) == len(out["rally_lengths"]) - int(
         seen["ended"].sum()
     )
@@ -132,3 +134,38 @@ def test_play_as_the_loop_refuses_bad_arguments():
         play_as_the_loop(BatchedScriptedPolicy(2, robot=ROBOT), 2, 0)
     with pytest.raises(ValueError, match="serve_interval_s"):
         play_as_the_loop(BatchedScriptedPolicy(2, robot=ROBOT), 2, 10, serve_interval_s=-1.0)
+
+
+def test_play_as_the_loop_restarts_the_trajectory_where_a_limit_sent_the_robot_home():
+    """A rally that ends by a limit leaves the robot at home (a kept pose there would end the next rally at once):
+    the trajectory model must restart at home, else it drives the robot back to where it was. Each environment's
+    policy drives one way until its first limit end, then holds still: the robot must stay at home."""
+    from robot_rt.bridge import loop_model
+
+    n = 8
+    directions = np.random.default_rng(0).uniform(-1.0, 1.0, (n, ROBOT.dof))
+    holding = np.zeros(n, bool)
+    drift = []
+    step = TableTennisVectorEnv.step
+
+    def watching_step(self, actions):
+        out = step(self, actions)
+        limit = (out[2] | out[3]) & (out[4]["outcome"] == "limit")
+        holding[limit] = True
+        back = holding & (self.world.phase == 4)  # home again and waiting for the serve: nothing may move it
+        if back.any():
+            drift.append(np.abs(self.world.q[back] - ROBOT.home).max())
+        return out
+
+    class OneWayThenHold:
+        def __call__(self, obs):
+            return np.where(holding[:, None], 0.0, directions).astype(np.float32)
+
+        def reset(self, mask=None):
+            pass
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(TableTennisVectorEnv, "step", watching_step)
+        loop_model.play_as_the_loop(OneWayThenHold(), n, 800, serve_interval_s=5.0, seed=0)
+    assert holding.sum() >= 1 and len(drift) > 50
+    assert max(drift) < 1e-9  # restarted at rest at home (without the restart: 0.1 rad and more within 30 steps)

@@ -112,6 +112,16 @@ class LoopTrajectoryPolicy:
         if callable(reset):
             reset(mask)
 
+    def restart(self, mask) -> None:
+        """The robot of these environments was put somewhere else between two calls (an env that keeps the robot
+        across episodes sent it home: `TableTennisWorld.robot_sent_home`): the next call restarts their trajectories
+        at rest where the robot is observed. The wrapped policy is not reset (the caller resets it as its episodes
+        require)."""
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (self.n,):
+            raise ValueError(f"mask: expected a bool array of shape ({self.n},), got {mask.shape}")
+        self._fresh |= mask
+
     def _restart(self, i: int, q: np.ndarray) -> None:
         q0 = np.clip(q, self.robot.position_min + self.margin + 1e-9, self.robot.position_max - self.margin - 1e-9)
         self.filters[i] = _control.SafetyFilter(
@@ -215,8 +225,9 @@ def play_as_the_loop(
     `BatchedScriptedPolicy` has it) for `steps` env steps as the real-time loop plays it, rally after rally: the loop
     model's trajectory (`LoopTrajectoryPolicy` on `drive_robot(robot)`) goes on across rallies, the next serve comes
     `serve_interval_s` after a rally ends with the robot where it was left (WorldConfig.serve_delay_s,
-    keep_robot_pose), and the policy alone is reset once a new rally's first observation is in (the loop's adapter
-    resets it when the ball is gone). Against `human` (a HumanBehaviorModel; None: the default). The episodic env
+    keep_robot_pose; a rally ended by a limit leaves it at home, as a recovered robot, and the trajectory restarts
+    there), and the policy alone is reset once a new rally's first observation is in (the loop's adapter resets it
+    when the ball is gone). Only the rallies that ended within `steps` count (as `deploy` counts finished rallies). Against `human` (a HumanBehaviorModel; None: the default). The episodic env
     (every episode at home with the ball served) predicts a network's loop figure badly (2.6 against 0.28 for one
     that never learned to get back into position); this predicts it (docs/results/2026-12-05/between_rallies/).
     Returns {'rally_lengths': [...] of the rallies that ended, 'outcomes': {name: count}, 'steps', 'env_s'}."""
@@ -238,8 +249,12 @@ def play_as_the_loop(
         starting = np.zeros(num_envs, dtype=bool)  # these environments' rallies began with this step's observation
         for _ in range(int(steps)):
             obs, _, terminated, truncated, info = env.step(player(obs))
-            if starting.any() and callable(getattr(policy, "reset", None)):
-                policy.reset(starting)
+            if starting.any():
+                # a rally that ended by a limit left the robot where the next would end at once: the env put it at
+                # home, so the trajectory restarts there (else it would drive the robot back to where it was)
+                player.restart(starting & env.world.robot_sent_home)
+                if callable(getattr(policy, "reset", None)):
+                    policy.reset(starting)
             ended = terminated | truncated
             for i in np.nonzero(ended)[0]:
                 rallies.append(int(info["rally_length"][i]))

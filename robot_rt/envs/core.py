@@ -329,6 +329,9 @@ class TableTennisWorld:
         self.landing = np.full((n, 2), np.nan)  # where the robot's last return first touched the table
         self.goal = np.zeros((n, 2))
         self.serve_in = np.zeros(n, dtype=np.int64)  # policy steps until the episode's serve (PHASE_SERVING)
+        # the last reset was to keep the robot but put it at home (WorldConfig.keep_robot_pose): whoever models the
+        # robot's own trajectory across episodes must restart it there (robot_rt.bridge.loop_model)
+        self.robot_sent_home = np.zeros(n, dtype=bool)
         self._serve_ball = np.zeros((n, 9))  # the serve's launch state, drawn at the reset
         # per-step outputs of the physics
         self.reward = np.zeros(n)
@@ -521,6 +524,9 @@ class TableTennisWorld:
                 (pos >= self.robot.workspace_min_m) & (pos <= self.robot.workspace_max_m), axis=1
             )
             home = np.concatenate([home, kept[~inside]])
+        self.robot_sent_home[indices] = False
+        if cfg.keep_robot_pose and keep.any():
+            self.robot_sent_home[kept[~inside]] = True
         self.q[home] = self.robot.home
         self.qd[home] = 0.0
         self.t[indices] = 0.0
@@ -602,19 +608,18 @@ class TableTennisWorld:
             self._camera()
             self.t += self.config.step_s
         self._human_answers(terminated, ev)
-        self._serve(ev)
+        self._serve()
         return reward, terminated, ev
 
-    def _serve(self, ev) -> None:
+    def _serve(self) -> None:
         """Counts down the serves still to come; launches those due (their first step in play is the next)."""
         serving = (self.phase == PHASE_SERVING).nonzero()[0]
         if serving.size == 0:
             return
         self.serve_in[serving] -= 1
         due = serving[self.serve_in[serving] <= 0]
-        if due.size:
+        if due.size:  # no `new_ball` event: that one says the human answered (rollouts count balls by it)
             self._new_balls(due, self._serve_ball[due])
-            ev["new_ball"][due] = True
 
     def _human_answers(self, terminated, ev) -> None:
         self.answer_probability.fill(np.nan)

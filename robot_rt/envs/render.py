@@ -7,6 +7,8 @@ from PIL import Image, ImageDraw
 
 from robot_rt.robot.kinematics import joint_transforms
 
+from .core import PHASE_SERVING
+
 WIDTH, HEIGHT = 480, 300  # per view
 X_RANGE = (-2.6, 2.9)
 Y_RANGE = (-1.6, 1.6)
@@ -33,6 +35,7 @@ def render_world(world, index: int = 0) -> np.ndarray:
     paddle_p, paddle_n = paddle_pose[:3, 3], paddle_pose[:3, 2]
     paddle_u = paddle_pose[:3, 0]
     ball = world.ball[index]
+    serving = int(world.phase[index]) == PHASE_SERVING
     det = world.detections()[index]
     for view in ("top", "side"):
         image = Image.new("RGB", (WIDTH, HEIGHT), (235, 238, 240))
@@ -70,8 +73,9 @@ def render_world(world, index: int = 0) -> np.ndarray:
             if d[4] > 0:
                 du, dv = to_px(d[axes[0]], d[axes[1]])
                 draw.ellipse([du - 2, dv - 2, du + 2, dv + 2], outline=(0, 150, 0))
-        bu, bv = to_px(ball[axes[0]], ball[axes[1]])
-        draw.ellipse([bu - 4, bv - 4, bu + 4, bv + 4], fill=(255, 140, 0))
+        if not serving:  # a serve still to come: no ball in play yet
+            bu, bv = to_px(ball[axes[0]], ball[axes[1]])
+            draw.ellipse([bu - 4, bv - 4, bu + 4, bv + 4], fill=(255, 140, 0))
         draw.text((6, 4), f"{view}  t={world.t[index]:.2f}s  rally={int(world.hits[index])}", fill=(0, 0, 0))
         frames.append(np.asarray(image))
     return np.concatenate(frames, axis=1)

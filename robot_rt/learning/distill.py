@@ -140,7 +140,8 @@ def _play(
     model; the rows are what the mixed policy saw and the expert's action there, and the wrapper is reset with the
     environments that ended, before their ignored step (as `LoopTrajectoryPolicy.reset` asks), unless the env keeps
     the robot where an episode left it (`WorldConfig.keep_robot_pose`): then the robot goes on from there, as through
-    the loop between rallies, and so does the wrapper's trajectory."""
+    the loop between rallies, and so does the wrapper's trajectory (restarted, with `restart(mask)`, where the env
+    sent a robot home)."""
     n = env.num_envs
     features = FeatureExtractor(n, spin=True, tracker=tracker) if learner is None else learner.features
     features.reset()
@@ -171,6 +172,8 @@ def _play(
         if resetting.any():  # obs now holds their new episodes' first observations
             features.reset(resetting)
             expert.reset(resetting)
+            if wrap is not None and not reset_wrap:  # a kept robot the env sent home: its trajectory restarts there
+                policy.restart(resetting & env.world.robot_sent_home)
         resetting = terminated | truncated
         if reset_wrap and resetting.any():
             policy.reset(resetting)
