@@ -227,9 +227,11 @@ def play_as_the_loop(
     `serve_interval_s` after a rally ends with the robot where it was left (WorldConfig.serve_delay_s,
     keep_robot_pose; a rally ended by a limit leaves it at home, as a recovered robot, and the trajectory restarts
     there), and the policy alone is reset once a new rally's first observation is in (the loop's adapter resets it
-    when the ball is gone). Only the rallies that ended within `steps` count (as `deploy` counts finished rallies). Against `human` (a HumanBehaviorModel; None: the default). The episodic env
-    (every episode at home with the ball served) predicts a network's loop figure badly (2.6 against 0.28 for one
-    that never learned to get back into position); this predicts it (docs/results/2026-12-05/between_rallies/).
+    when the ball is gone). Only the rallies that ended within `steps` count (as `deploy` counts finished rallies).
+    Against `human` (a HumanBehaviorModel; None: the default). The episodic env (every episode at home with the ball
+    served) sees no difference between a network that gets back into position and one that does not (2.6 for one
+    that plays 0.28 through the loop); this does (0.82), and reads 0.2-0.5 high for policies that play
+    (docs/results/2026-12-05/between_rallies/).
     Returns {'rally_lengths': [...] of the rallies that ended, 'outcomes': {name: count}, 'steps', 'env_s'}."""
     from robot_rt.envs.vector import TableTennisVectorEnv
 
