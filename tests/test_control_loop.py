@@ -296,8 +296,17 @@ def test_robot_outside_the_workspace_box_may_move_back_in():
             and np.all(np.abs(obs["measured_velocity"]) < 1e-3)
         )
 
-    with RealTimeLoop(ROBOT, initial_position=out, policy=lambda obs: ROBOT.home.copy()) as loop:
-        wait_until(lambda: at_home(loop), what="the robot back at home")
+    def back_home():
+        with RealTimeLoop(ROBOT, initial_position=out, policy=lambda obs: ROBOT.home.copy()) as loop:
+            wait_until(lambda: at_home(loop) or loop.stop_reasons, what="the robot back at home (or a stop)")
+            return loop, at_home(loop), list(loop.stop_reasons)
+
+    loop, home, reasons = back_home()
+    # a stall of the loaded machine can stop the loop by itself (one in a CI run: no stop here in 66 runs, 6 of them
+    # under 3 busy processes); such a run says nothing about the box, so it runs once more
+    if not home and reasons and set(reasons) <= {"watchdog", "sensor_timeout", "link_loss", "tracking_error"}:
+        loop, home, reasons = back_home()
+    assert home and not reasons, (reasons, loop.observation())
     np.testing.assert_allclose(loop.observation()["measured_position"], ROBOT.home, atol=1e-3)
     assert loop.event_count("workspace_stop") <= 1  # at most the first tick's (it starts outside), not a stop loop
     # moving further out is still stopped
