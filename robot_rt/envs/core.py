@@ -513,20 +513,18 @@ class TableTennisWorld:
         self.cam_key[indices] = np.asarray(key, dtype=np.int64).astype(np.uint64)
         if self.goal_conditioned:
             self.goal[indices] = np.asarray(goal, dtype=np.float64).reshape(-1, 2)
-        home = indices[~keep] if cfg.keep_robot_pose else indices
+        sent_home = np.zeros(indices.shape, dtype=bool)
         if cfg.keep_robot_pose and keep.any():
             # a pose that would end the new episode at once (a joint at its limit, the paddle outside its box: how
             # a limit violation leaves it) starts at home, as a robot is recovered after such a stop
-            kept = indices[keep]
-            q = self.q[kept]
+            q = self.q[indices[keep]]
             pos, _ = self.paddle_pose(q)
             inside = np.all((q > self.q_min) & (q < self.q_max), axis=1) & np.all(
                 (pos >= self.robot.workspace_min_m) & (pos <= self.robot.workspace_max_m), axis=1
             )
-            home = np.concatenate([home, kept[~inside]])
-        self.robot_sent_home[indices] = False
-        if cfg.keep_robot_pose and keep.any():
-            self.robot_sent_home[kept[~inside]] = True
+            sent_home[keep] = ~inside
+        self.robot_sent_home[indices] = sent_home
+        home = indices[~keep | sent_home] if cfg.keep_robot_pose else indices
         self.q[home] = self.robot.home
         self.qd[home] = 0.0
         self.t[indices] = 0.0
