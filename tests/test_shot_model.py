@@ -60,17 +60,45 @@ def test_expected_gaussian_factor_matches_monte_carlo():
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(0, 2**31 - 1), st.integers(1, 20))
-def test_fast_search_values_equal_the_direct_evaluation(seed, n):
+@given(st.integers(0, 2**31 - 1), st.integers(1, 20), st.sampled_from([1.0, 2.5, 7.0]))
+def test_fast_search_values_equal_the_direct_evaluation(seed, n, k):
     """The search evaluates candidates through per-ball quadratics in the target; they must equal the model."""
     rng = np.random.default_rng(seed)
     model = random_model(rng)
     p, v, w = plans(rng, n)
     quadratics = model._target_quadratics(p, v, w)
     cand = rng.uniform(model.target_low - 0.5, model.target_high + 0.5, (n, 7, 2))
-    _, best_value = model._best_of(cand, quadratics)
-    direct = model.value(cand.reshape(-1, 2), *(np.repeat(a, 7, axis=0) for a in (p, v, w))).reshape(n, 7)
-    np.testing.assert_allclose(best_value, direct.max(axis=1), rtol=1e-9, atol=1e-12)
+    _, best_value = model._best_of(cand, quadratics, k)
+    direct = model.value(cand.reshape(-1, 2), *(np.repeat(a, 7, axis=0) for a in (p, v, w)), in_exponent=k)
+    np.testing.assert_allclose(best_value, direct.reshape(n, 7).max(axis=1), rtol=1e-9, atol=1e-12)
+
+
+def test_in_exponent_weighs_the_chance_of_landing():
+    """value(k) = P(in)^k x the expected answer (value(1) / P(in)); the target chosen with k = 6 is within the
+    search's tolerance of the best of a fine grid for that value, and lands more often on average than the one
+    chosen with k = 1, at a smaller expected answer once landed."""
+    rng = np.random.default_rng(11)
+    model = random_model(rng, scale=0.3)
+    model.coef_in[1] += 2.0  # P(in) falls towards the box's far end (feature 1: the target's standardised x)
+    model = dataclasses.replace(model)  # re-derives the combined coefficients
+    n = 40
+    p, v, w = plans(rng, n)
+    t = rng.uniform(model.target_low, model.target_high, (n, 2))
+    p_in, _, _ = model.predict(t, p, v, w)
+    np.testing.assert_allclose(model.value(t, p, v, w, in_exponent=3), model.value(t, p, v, w) * p_in**2, rtol=1e-12)
+    best1, value1 = model.best_target(p, v, w)
+    best6, value6 = model.best_target(p, v, w, in_exponent=6)
+    np.testing.assert_allclose(value6, model.value(best6, p, v, w, in_exponent=6), rtol=1e-9)
+    gx, gy = np.meshgrid(np.linspace(-2.0, -0.2, 25), np.linspace(-0.6, 0.6, 25))
+    grid = np.stack([gx.ravel(), gy.ravel()], axis=1)
+    for i in range(0, n, 8):
+        on_grid = model.value(grid, *(np.repeat(a[i : i + 1], len(grid), axis=0) for a in (p, v, w)), in_exponent=6)
+        assert value6[i] >= on_grid.max() - 0.02
+    in1, in6 = model.predict(best1, p, v, w)[0], model.predict(best6, p, v, w)[0]
+    # per ball the chance of landing never falls (up to the search's tolerance); some balls change target
+    assert np.all(in6 >= in1 - 2e-3) and in6.mean() > in1.mean() + 2e-3
+    answer1, answer6 = model.value(best1, p, v, w) / in1, model.value(best6, p, v, w) / in6
+    assert answer6.mean() < answer1.mean()
 
 
 @settings(max_examples=15, deadline=None)
@@ -193,6 +221,15 @@ def test_validation_errors_name_the_argument(tmp_path):
         BatchedScriptedPolicy(
             2, params=ScriptedParams.preset("rally"), shot_model=model, landing_model=shipped_rally_model()
         )
+    for bad in (0.5, float("nan"), float("inf"), 11.0, True, "3"):
+        with pytest.raises(ValueError, match="in_exponent: expected a number in \\[1, 10"):
+            model.value(np.zeros((3, 2)), p, v, w, in_exponent=bad)
+        with pytest.raises(ValueError, match="in_exponent: expected a number in \\[1, 10"):
+            model.best_target(p, v, w, in_exponent=bad)
+        with pytest.raises(ValueError, match="shot_in_exponent: expected a number in \\[1, 10"):
+            rally_shot_policy(1, shot_in_exponent=bad)
+    with pytest.raises(ValueError, match="shot_in_exponent: needs a shot_model"):
+        BatchedScriptedPolicy(2, params=ScriptedParams.preset("rally"), shot_in_exponent=3.0)
 
 
 def test_collected_shots_are_labelled_by_the_envs_own_events(monkeypatch):
@@ -335,7 +372,35 @@ def test_shipped_loop_model_names_its_conditions_and_the_variants_are_checked():
     assert loop.target_high[0] > env.target_high[0] + 0.2
     policy = rally_shot_policy(2, tracker="ukf", variant="loop")
     assert policy.shot_model is not None and policy.shot_model.loop_model
+    assert policy.shot_in_exponent == 1.0 and rally_shot_policy(2, shot_in_exponent=3).shot_in_exponent == 3.0
     with pytest.raises(ValueError, match="tracker: the 'loop' shot model is fitted for tracker 'ukf'"):
         shipped_shot_model("fit", "loop")
     with pytest.raises(ValueError, match="variant: expected one of"):
         shipped_shot_model("ukf", "real")
+
+
+def test_policy_aims_with_its_in_exponent(monkeypatch):
+    """The scripted policy passes its `shot_in_exponent` to every target search; for the plans of a game in play
+    the targets of exponent 4 differ from those of exponent 1."""
+    from robot_rt.envs.vector import TableTennisVectorEnv
+
+    seen = []
+    search = ShotModel.best_target
+
+    def spy(self, plan_p, plan_v, spin, previous=None, in_exponent=1.0):
+        seen.append(in_exponent)
+        return search(self, plan_p, plan_v, spin, previous=previous, in_exponent=in_exponent)
+
+    monkeypatch.setattr(ShotModel, "best_target", spy)
+    env = TableTennisVectorEnv(8, max_episode_steps=300)
+    policy = rally_shot_policy(8, shot_in_exponent=4.0)
+    obs, _ = env.reset(seed=3)
+    for _ in range(60):
+        obs, *_ = env.step(policy(obs))
+    env.close()
+    assert seen and set(seen) == {4.0}
+    planned = np.isfinite(policy.plan_t)
+    assert planned.sum() >= 4
+    plan = (policy.plan_p[planned], policy.plan_v[planned], policy.incoming_spin.estimate[planned])
+    at_4, at_1 = search(policy.shot_model, *plan, in_exponent=4.0)[0], search(policy.shot_model, *plan)[0]
+    assert np.abs(at_4 - at_1).max() > 0.05

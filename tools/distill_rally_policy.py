@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from robot_rt.envs.core import WorldConfig
-from robot_rt.envs.shot_model import rally_shot_policy
+from robot_rt.envs.shot_model import check_in_exponent, rally_shot_policy
 from robot_rt.envs.vector import TableTennisVectorEnv
 from robot_rt.learning.distill import DistilledEnvPolicy, dagger_distill
 from robot_rt.learning.rollout import episode_summary, play_episodes
@@ -56,6 +56,12 @@ def main(argv=None) -> dict:
         "--expert-variant", default="env", choices=("env", "loop"), help="the expert's shot model (shipped_shot_model)"
     )
     ap.add_argument(
+        "--expert-in-exponent",
+        type=float,
+        default=1.0,
+        help="the exponent of P(in) in the expert's shot value (robot_rt.envs.shot_model; default 1)",
+    )
+    ap.add_argument(
         "--serve-delay",
         type=float,
         default=0.0,
@@ -80,6 +86,10 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if args.eval_as_loop and not args.loop_model:
         ap.error("--eval-as-loop: needs --loop-model")
+    try:
+        check_in_exponent(args.expert_in_exponent, "--expert-in-exponent")
+    except ValueError as exc:
+        ap.error(str(exc))
     env_config = WorldConfig(
         serve_delay_s=args.serve_delay,
         serve_delay_jitter_s=args.serve_delay_jitter,
@@ -125,10 +135,13 @@ def main(argv=None) -> dict:
         return figures
 
     def expert(num_envs: int):
-        return rally_shot_policy(num_envs, tracker=args.tracker, variant=args.expert_variant)
+        return rally_shot_policy(
+            num_envs, tracker=args.tracker, variant=args.expert_variant, shot_in_exponent=args.expert_in_exponent
+        )
 
     expert.__name__ = "rally_shot_policy" + ("" if args.tracker == "fit" else "_ukf")
     expert.__name__ += "" if args.expert_variant == "env" else "_loop"
+    expert.__name__ += "" if args.expert_in_exponent == 1.0 else f"_k{args.expert_in_exponent:g}"
     return dagger_distill(
         expert,
         args.out,

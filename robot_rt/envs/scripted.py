@@ -190,6 +190,18 @@ def check_param_vector(values: np.ndarray, name: str) -> None:
         )
 
 
+MAX_IN_EXPONENT = 10.0
+
+
+def check_in_exponent(value, name: str = "in_exponent") -> float:
+    """The exponent of P(in) in a shot model's value (`robot_rt.envs.shot_model`) as a float; ValueError naming
+    `name` unless a number in [1, MAX_IN_EXPONENT]."""
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not number or not (1.0 <= float(value) <= MAX_IN_EXPONENT):
+        raise ValueError(f"{name}: expected a number in [1, {MAX_IN_EXPONENT}], got {value!r}")
+    return float(value)
+
+
 def lob_directions(start, target_xy, speed_mps, extra_elevation_rad, g: float = 9.81, landing_z_m: float = 0.78):
     """Unit directions [N, 3] of drag-free shots from `start` [N, 3] landing at `target_xy` [N, 2] (z = 0.78 m):
     elevation = atan((v^2 - sqrt(v^4 - g (g d^2 + 2 h v^2))) / (g d)) (the flatter solution) + extra,
@@ -290,7 +302,8 @@ class BatchedScriptedPolicy:
 
     `shot_model` (`robot_rt.envs.shot_model.ShotModel`, optional; not with `landing_model`): each ball is aimed at the
     lob target the model expects the human to answer most often (`ShotModel.best_target`, from the plan and the
-    incoming spin estimate); such a policy takes no goals. `estimate_spin` (implied by a shot model) keeps the
+    incoming spin estimate); such a policy takes no goals. `shot_in_exponent` (>= 1, default 1): the exponent of the
+    model's P(in) in the value it maximises (`ShotModel.best_target`'s `in_exponent`: above 1, safer returns). `estimate_spin` (implied by a shot model) keeps the
     incoming ball's spin estimate in `incoming_spin` (`robot_rt.envs.features.IncomingSpinEstimator`).
 
     `tracker`: the ball tracker the contacts are planned from, 'fit' (`BatchedBallTracker`, the constant-acceleration
@@ -313,6 +326,7 @@ class BatchedScriptedPolicy:
         shot_model=None,
         estimate_spin: bool = False,
         tracker: str = "fit",
+        shot_in_exponent: float = 1.0,
     ):
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs: expected a positive int, got {num_envs!r}")
@@ -353,6 +367,9 @@ class BatchedScriptedPolicy:
         if not isinstance(estimate_spin, bool):
             raise TypeError(f"estimate_spin: expected a bool, got {type(estimate_spin).__name__}")
         self.shot_model = shot_model  # robot_rt.envs.shot_model.ShotModel or None
+        self.shot_in_exponent = check_in_exponent(shot_in_exponent, "shot_in_exponent")
+        if self.shot_in_exponent != 1.0 and shot_model is None:
+            raise ValueError("shot_in_exponent: needs a shot_model (it weighs the model's P(in))")
         self.incoming_spin = IncomingSpinEstimator(self.n) if (estimate_spin or shot_model is not None) else None
         self.shot_target = np.full((self.n, 2), np.nan)  # the shot model's choice of lob target per environment
         self.shot_value = np.full(self.n, np.nan)  # and its expected human answer
@@ -485,6 +502,7 @@ class BatchedScriptedPolicy:
                     self.plan_v[planned],
                     self.incoming_spin.estimate[planned],
                     previous=self.shot_target[planned],
+                    in_exponent=self.shot_in_exponent,
                 )
                 self.shot_target[planned], self.shot_value[planned] = chosen, value
                 target_xy[planned] = chosen

@@ -14,12 +14,17 @@ model predicts the arrival itself, and sees the spin estimate:
     z = standardise(T, p, v, w)            T lob target [2], p contact [3], v incoming velocity [3], w spin estimate [3]
     P(in | z)      = sigmoid(c^T phi(z))   (logistic ridge on the quadratic monomials phi, 78 features)
     arrival(z)     = A^T phi(z)            (y, z, speed at the hitting plane; ridge, fitted on the shots that got there)
-    value(T)       = P(in) * E[human's answer probability | arrival ~ N(arrival(z), diag(residual sd^2))]
+    value(T)       = P(in)^k * E[human's answer probability | arrival ~ N(arrival(z), diag(residual sd^2))]
 
 The expectation is closed-form for the return model's Gaussian factors: a factor exp(-(u - c)^2 / (2 s^2)) with u ~
 N(m, r^2) has mean s / sqrt(s^2 + r^2) exp(-(m - c)^2 / (2 (s^2 + r^2))); the pace factor is taken at the predicted
 speed. `best_target` maximises value(T) over the fitted targets' box: a grid, then two finer local grids around the
 best (the previous step's choice is a candidate too, so the choice is stable).
+
+The exponent k (`in_exponent`, 1 by default: the chance that the exchange goes on) weighs the return's landing
+against its placement: k > 1 is risk aversion, for play against a human other than the one the model was fitted
+against. Check it where the policy is to play: against the real player k = 3 gained 0.13 in the loop-model env and
+lost 0.45 through the real-time loop (docs/envs.md).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from robot_rt.estimation.batched_ukf import TRACKERS
 
 from .human_model import ReturnModel
 from .landing_model import check_fitted_params, check_model_arrays, check_rows, quadratic_features, ridge_fit
+from .scripted import check_in_exponent
 
 FORMAT_VERSION = 1
 KIND = "robot_rt.envs.shot_model"
@@ -61,7 +67,7 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-np.clip(x, -40.0, 40.0)))
 
 
-__all__ = ["ShotModel", "collect_shot_data", "rally_shot_policy", "shipped_shot_model"]
+__all__ = ["ShotModel", "check_in_exponent", "collect_shot_data", "rally_shot_policy", "shipped_shot_model"]
 
 
 def _expected_gaussian_factor(mean, centre: float, width: float, spread) -> np.ndarray:
@@ -152,24 +158,33 @@ class ShotModel:
     def _sd(self, log_var: np.ndarray) -> np.ndarray:
         return np.exp(0.5 * np.clip(log_var + self.log_var_offset, -30.0, 10.0))
 
-    def _value_of(self, outs: np.ndarray) -> np.ndarray:
-        """The expected answer from the outputs [..., 7] (logit, arrival y, z, speed, their log variances)."""
+    def _value_of(self, outs: np.ndarray, in_exponent: float = 1.0) -> np.ndarray:
+        """The value from the outputs [..., 7] (logit, arrival y, z, speed, their log variances)."""
         r = self.returns
         arrival, sd = outs[..., 1:4], self._sd(outs[..., 4:7])
         lateral = _expected_gaussian_factor(arrival[..., 0], r.reach_center_y_m, r.reach_half_width_m, sd[..., 0])
         height = _expected_gaussian_factor(arrival[..., 1], r.comfortable_height_m, r.height_tolerance_m, sd[..., 1])
         pace = _sigmoid(r.speed_limit_mps - arrival[..., 2])
-        return _sigmoid(outs[..., 0]) * r.max_return_probability * lateral * height * pace
+        p_in = _sigmoid(outs[..., 0])
+        if in_exponent != 1.0:
+            p_in = p_in**in_exponent
+        return p_in * r.max_return_probability * lateral * height * pace
 
-    def value(self, target, plan_p, plan_v, spin) -> np.ndarray:
-        """Expected chance [N] that the human answers: P(in) x E[return probability at the predicted arrival]."""
-        return self._value_of(self._phi(*self._checked(target, plan_p, plan_v, spin)) @ self._coef_all)
+    def value(self, target, plan_p, plan_v, spin, in_exponent: float = 1.0) -> np.ndarray:
+        """The value [N]: P(in)^in_exponent x E[return probability at the predicted arrival]; with the default
+        exponent 1, the expected chance that the human answers."""
+        k = check_in_exponent(in_exponent)
+        return self._value_of(self._phi(*self._checked(target, plan_p, plan_v, spin)) @ self._coef_all, k)
 
-    def best_target(self, plan_p, plan_v, spin, previous=None) -> tuple[np.ndarray, np.ndarray]:
+    def best_target(
+        self, plan_p, plan_v, spin, previous=None, in_exponent: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(lob targets [N, 2] with the highest `value`, their values [N]) for contacts `plan_p`, incoming velocities
         `plan_v` and spin estimates `spin` [N, 3]; `previous` [N, 2] (optional, NaN rows ignored): last step's
-        choices, kept as candidates. A coarse grid over [target_low, target_high], then `_REFINE_ROUNDS` local 3 x 3
-        grids around the best, each a third of the spacing before."""
+        choices, kept as candidates; `in_exponent`: the exponent k of P(in) in the value (module docstring). A coarse
+        grid over [target_low, target_high], then `_REFINE_ROUNDS` local 3 x 3 grids around the best, each a third
+        of the spacing before."""
+        k = check_in_exponent(in_exponent)
         _, p, v, w = self._checked(np.zeros((len(np.atleast_2d(plan_p)), 2)), plan_p, plan_v, spin)
         n = len(p)
         lo, hi = self.target_low, self.target_high
@@ -182,16 +197,16 @@ class ShotModel:
             prev = np.where(np.isfinite(prev), np.clip(prev, lo, hi), cand[:, :1, :].reshape(n, 2))
             cand = np.concatenate([cand, prev[:, None, :]], axis=1)
         quadratics = self._target_quadratics(p, v, w)
-        best, best_value = self._best_of(cand, quadratics)
+        best, best_value = self._best_of(cand, quadratics, k)
         spacing = (hi - lo) / (np.array(_GRID) - 1)
         offsets = np.stack(np.meshgrid([-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0], indexing="ij"), axis=-1).reshape(-1, 2)
         for _ in range(_REFINE_ROUNDS):
             spacing = spacing / 3.0
             local = np.clip(best[:, None, :] + offsets[None] * spacing, lo, hi)
-            best, best_value = self._best_of(local, quadratics)
+            best, best_value = self._best_of(local, quadratics, k)
         return best, best_value
 
-    def _best_of(self, cand: np.ndarray, quadratics) -> tuple[np.ndarray, np.ndarray]:
+    def _best_of(self, cand: np.ndarray, quadratics, in_exponent: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
         # the model's outputs are quadratic in the target (the other inputs fixed): their coefficients per ball come
         # from 6 evaluations around the box's centre, and the candidates cost a few multiplications each
         n, k = cand.shape[:2]
@@ -204,7 +219,7 @@ class ShotModel:
             + d[..., 1:2] ** 2 * quad[:, None, :, 1]
             + (d[..., 0:1] * d[..., 1:2]) * quad[:, None, :, 2]
         )  # [n, k, 7]: logit of P(in), arrival y, z, speed, their log variances
-        values = self._value_of(outs)
+        values = self._value_of(outs, in_exponent)
         j = np.argmax(values, axis=1)
         rows = np.arange(n)
         return cand[rows, j], values[rows, j]

@@ -26,10 +26,12 @@ from robot_rt.envs.vector import TableTennisVectorEnv  # noqa: E402
 from robot_rt.robot import load_robot  # noqa: E402
 
 
-def run(model: ShotModel, human: HumanBehaviorModel, episodes: int, n: int, seed: int) -> dict:
+def run(model: ShotModel, human: HumanBehaviorModel, episodes: int, n: int, seed: int, in_exponent=1.0) -> dict:
     robot = load_robot()
     env = TableTennisVectorEnv(n, human=human, robot=drive_robot(robot), max_episode_steps=1500)
-    inner = BatchedScriptedPolicy(n, params=ScriptedParams.preset("rally"), shot_model=model, tracker=model.tracker)
+    inner = BatchedScriptedPolicy(
+        n, params=ScriptedParams.preset("rally"), shot_model=model, tracker=model.tracker, shot_in_exponent=in_exponent
+    )
     pol = LoopTrajectoryPolicy(inner, robot, n)
     obs, _ = env.reset(seed=seed)
     per_env = -(-episodes // n)
@@ -56,6 +58,7 @@ if __name__ == "__main__":
     ap.add_argument("--envs", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default=None, help="also evaluate this shot model file")
+    ap.add_argument("--in-exponent", type=float, default=1.0, help="robot_rt.envs.shot_model's k (default 1)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if args.human in ("real_player", "default"):
@@ -67,10 +70,16 @@ if __name__ == "__main__":
         models["file"] = ShotModel.load(args.model)
     else:
         models["loop"] = shipped_shot_model("ukf", "loop")
-    report = {"human": args.human, "episodes": args.episodes, "seed": args.seed, "rows": {}}
+    report = {
+        "human": args.human,
+        "in_exponent": args.in_exponent,
+        "episodes": args.episodes,
+        "seed": args.seed,
+        "rows": {},
+    }
     for name, model in models.items():
         t0 = time.time()
-        r = run(model, human, args.episodes, args.envs, args.seed)
+        r = run(model, human, args.episodes, args.envs, args.seed, args.in_exponent)
         report["rows"][name] = r
         print(
             f"{name}: return rate {r['return_rate']:.3f} {np.round(r['return_rate_ci95'], 3).tolist()}, mean rally "
