@@ -592,12 +592,20 @@ def test_push_event_public_api_takes_link_events_from_link_monitor():
             loop.push_event(99)
         with pytest.raises(TypeError, match="name"):
             loop.push_event(True)
+        # the loop's own record cannot be forged: a recovery, an e-stop reset or a lifecycle change that never happened
+        for own in ("recovered", "estop_reset", "lifecycle", "sensor_timeout_stop", EVENT_CODES["recovered"]):
+            with pytest.raises(ValueError, match="the loop's own event"):
+                loop.push_event(own, value=1.0)
+            assert loop._loop.push_event(EVENT_CODES["recovered"], -1, 1.0) is False  # the C++ loop refuses it too
+        assert loop.push_event("policy_overrun", value=0.02) is True
         pushed = {"udp_lost", "camera_stale", "udp_late", "camera_restart"}
         wait_until(lambda: pushed <= {e.name for e in loop.events()}, what="the loop to log the pushed events")
     finally:
         loop.stop()
     got = {(e.name, e.value) for e in loop.events() if e.code >= 100}
     assert got == {("udp_lost", 8.0), ("camera_stale", 2.0), ("udp_late", 1.0), ("camera_restart", 1.0)}
+    assert loop.event_count("recovered") == 0 and loop.event_count("estop_reset") == 0
+    assert "recovered" not in {e.name for e in loop.events()}
     assert loop.event_count("loop_start") == 1
 
 
@@ -968,3 +976,71 @@ def test_wait_observation_names_bad_arguments_and_is_bounded_in_cpp():
         assert obs is not None and obs["tick"] >= 1
     finally:
         loop.stop()
+
+
+def test_simulate_calls_the_policy_only_on_this_runs_observations():
+    """A second simulate() run must not answer the first run's last observation (its tick restarts at 0 and the
+    first run's final observation stays published until the new run's first tick): every observation the policy
+    sees in run 2 is run 2's own, from its first ticks on."""
+    robot = load_robot()
+    seen = []
+
+    def policy(obs):
+        seen.append(obs["tick"])
+        return obs["command_position"]
+
+    loop = RealTimeLoop(robot, policy=None)
+    loop.simulate(0.3)  # run 1: 300 ticks, its last observation stays published
+    loop.policy = policy
+    loop.simulate(0.05)  # run 2
+    assert seen, "the policy was never called"
+    assert max(seen) < 60 and seen[0] <= 10, seen  # run 2's own ticks, never run 1's 300th
+
+
+def test_simulate_refuses_a_robot_that_moves_in_wall_time():
+    """Manual ticks on a simulated clock run as fast as the CPU computes them: a UDP robot would receive a trajectory
+    faster than its limits in wall time. The loop refuses such a driver before anything is claimed or sent."""
+    from robot_rt import _control
+    from robot_rt.control.udp import make_udp_driver
+
+    robot = load_robot()
+    key = b"test key for the manual-mode refusal 0123456789"
+    server = _control.SimRobotServer(
+        robot.position_min.tolist(),
+        robot.position_max.tolist(),
+        robot.velocity_limit.tolist(),
+        robot.acceleration_limit.tolist(),
+        initial_position=robot.home.tolist(),
+        key=key,
+        jerk_limit=robot.jerk_limit.tolist(),
+    )
+    server.start()
+    try:
+        driver = make_udp_driver(f"udp://127.0.0.1:{server.port}?camera=none", robot.dof, key=key)
+        goal = robot.home.copy()
+        goal[0] += 0.3
+        loop = RealTimeLoop(robot, driver, policy=lambda obs: goal)
+        with pytest.raises(RuntimeError, match="moves in wall time"):
+            loop.simulate(0.2)
+        assert server.stats()["commands_applied"] == 0
+        loop.start()  # the same driver runs in real time as usual (nothing claimed by the refusal)
+        loop.stop()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"late_threshold_s": math.inf}, "late_threshold_s"),
+        ({"late_threshold_s": 5.0}, "late_threshold_s"),
+        ({"tracking_window_s": math.inf}, "tracking_window_s"),
+        ({"tracking_window_s": 1e12}, "tracking_window_s"),
+        ({"policy_rate_hz": 0.5}, "policy_period_s"),
+    ],
+)
+def test_loop_times_out_of_range_are_refused(kwargs, match):
+    """Times the loop converts to integer nanoseconds or tick counts are bounded (an infinite or huge value would be
+    an undefined conversion): refused, naming the field, before the loop exists."""
+    with pytest.raises(ValueError, match=match):
+        RealTimeLoop(load_robot(), **kwargs)

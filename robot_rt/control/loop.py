@@ -42,6 +42,7 @@ HISTOGRAMS = ("wake_latency", "period", "tick_duration", "policy_round_trip", "c
 
 
 LINK_EVENT_RANGE = range(100, 200)  # driver/link events (robot_rt.control.udp.LINK_EVENT_CODES, docs/protocol.md)
+EXTERNAL_LOOP_EVENTS = ("policy_exception", "policy_overrun")  # the loop events the policy runner pushes
 
 
 def event_code(name: str | int) -> int:
@@ -560,8 +561,9 @@ class RealTimeLoop:
 
     def simulate(self, duration_s: float, *, during: Callable[[RealTimeLoop, int], None] | None = None) -> int:
         """Runs the loop deterministically on a simulated clock, as fast as it computes (no thread, no real-time
-        settings): one tick per period, the policy called every policy period with the latest observation, then the
-        controlled stop of the end of a run. For the in-process SimDriver (its dynamics advance once per tick);
+        settings): one tick per period, the policy called every policy period with the latest observation of this
+        run, then the controlled stop of the end of a run. Only for a simulated robot (the in-process SimDriver, whose
+        dynamics advance once per tick): the loop refuses a driver of a robot that moves in wall time (RuntimeError).
         `during(loop, tick)` is called before every tick (fault injection). Returns the ticks run. Not while
         running."""
         if self.running:
@@ -571,8 +573,13 @@ class RealTimeLoop:
         period_ns = round(1e9 * self.period_s)
         every = max(1, round(self.policy_period_s / self.period_s))
         now = _control.monotonic_ns()
-        self._reset_policy()  # as start(): a new run starts the policy afresh
+        # the loop keeps publishing the last run's final observation until this run's first tick: the policy is
+        # only called on observations published after it (the sequence, since stamps are wall time and this clock
+        # is simulated, the loop's own earlier-run filter cannot tell; stamp 0 below)
+        previous = self._loop.latest_observation()
+        seen_seq = previous["seq"] if previous is not None else 0
         self._loop.begin_manual(now)
+        self._reset_policy()  # as start(): a new run starts the policy afresh
         ticks = 0
         recovered_tick = 0
         try:
@@ -581,7 +588,7 @@ class RealTimeLoop:
                     during(self, ticks)
                 if self.policy is not None and ticks % every == 0 and not self.policy_finished.is_set():
                     obs = self._loop.latest_observation()
-                    if obs is not None:
+                    if obs is not None and obs["seq"] > seen_seq:
                         # the runner's rules: a reset after a recovery before the next call, exact output shapes
                         recovered_tick = self._reset_after_recovery(obs, recovered_tick)
                         try:
@@ -806,11 +813,18 @@ class RealTimeLoop:
     def push_event(self, name: str | int, joint: int = -1, value: float = 0.0) -> bool:
         """Queues an event for the loop thread, which writes it to the run log and to `events()`.
 
-        `name`: a loop event name (`EVENT_CODES`), a link event name (`robot_rt.control.udp.LINK_EVENT_CODES`,
-        codes 100..114, e.g. 'udp_lost'), or an int code in 100..199 (reserved for driver/link events,
-        docs/protocol.md). Safe from any thread (the Python -> loop event ring has a single producer, so pushes
-        are serialised here). Returns False when the ring was full (the loop counts `events_dropped`)."""
+        `name`: one of the policy runner's events (`EXTERNAL_LOOP_EVENTS`: 'policy_exception', 'policy_overrun'), a
+        link event name (`robot_rt.control.udp.LINK_EVENT_CODES`, codes 100..114, e.g. 'udp_lost'), or an int code
+        in 100..199 (reserved for driver/link events, docs/protocol.md). The loop's own events (stops, recoveries,
+        lifecycle changes, ...) are its record of what it did: pushing one raises ValueError (the loop refuses them
+        too). Safe from any thread (the Python -> loop event ring has a single producer, so pushes are serialised
+        here). Returns False when the ring was full (the loop counts `events_dropped`)."""
         code = event_code(name)
+        if code not in LINK_EVENT_RANGE and EVENT_NAMES[code] not in EXTERNAL_LOOP_EVENTS:
+            raise ValueError(
+                f"name: {EVENT_NAMES[code]!r} is the loop's own event (only the loop emits it); push_event takes "
+                f"{list(EXTERNAL_LOOP_EVENTS)} and link events (codes 100..199)"
+            )
         with self._event_lock:
             return bool(self._loop.push_event(code, int(joint), float(value)))
 

@@ -33,6 +33,11 @@ class CompositeDriver final : public RobotDriver {
   int read_ball_observations(BallObservation* out, int max_count) noexcept override;
   LinkHealth link_health() const noexcept override;  // up only while every part is up; peer restarts add up
   const char* name() const noexcept override { return name_.c_str(); }
+  bool steps_with_loop_ticks() const noexcept override {  // every part
+    for (const auto& part : parts_)
+      if (!part->steps_with_loop_ticks()) return false;
+    return true;
+  }
   void on_start() override;
   void on_stop() override;
   bool claim() noexcept override;

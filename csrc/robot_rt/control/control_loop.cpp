@@ -53,6 +53,10 @@ double ControlLoop::workspace_excess_m(const double paddle[3]) const noexcept {
 
 void ControlLoop::begin_manual(std::int64_t start_ns) {
   if (running() || manual_) throw std::runtime_error("ControlLoop.begin_manual: already running");
+  if (!driver_->steps_with_loop_ticks())
+    throw std::runtime_error(std::string("ControlLoop.begin_manual: driver '") + driver_->name() +
+                             "' drives a robot that moves in wall time; a simulated clock is only for a simulated "
+                             "robot (the in-process SimDriver): use start()");
   initialise(start_ns);
   manual_ = true;
   emit(kEventLoopStart, -1, config_.rate_hz, now_ns());
@@ -106,6 +110,13 @@ ControlLoop::ControlLoop(std::shared_ptr<RobotDriver> driver, const RobotModel& 
     throw std::invalid_argument("rate_hz: expected a rate in [1, 20000] Hz");
   if (!(config_.command_timeout_s > 0) || !(config_.sensor_timeout_s > 0) || !(config_.policy_period_s > 0))
     throw std::invalid_argument("command_timeout_s, sensor_timeout_s, policy_period_s: expected positive values");
+  // (upper bounds too: these times are converted to integer nanoseconds and tick counts, where an infinite or huge
+  // value would be undefined behaviour)
+  if (!(config_.policy_period_s <= 1.0))
+    throw std::invalid_argument("policy_period_s: expected at most 1 s, got " + std::to_string(config_.policy_period_s));
+  if (!(config_.late_threshold_s >= 0.0 && config_.late_threshold_s <= 1.0))
+    throw std::invalid_argument("late_threshold_s: expected a time in [0, 1] s, got " +
+                                std::to_string(config_.late_threshold_s));
   // Bounds that keep the reflexes meaningful: a watchdog of more than a second, a "rest" of a fifth of the velocity
   // limit, or a plausibility bound of ten times it would in effect switch a check off (LoopConfig is writable from
   // Python field by field, so the loop checks it itself).
@@ -171,11 +182,11 @@ ControlLoop::ControlLoop(std::shared_ptr<RobotDriver> driver, const RobotModel& 
     rest_velocity_si_[i] = config_.rest_velocity_fraction * l.velocity;
     stop_time_bound_s_ = std::max(stop_time_bound_s_, dt * stop_horizon_steps(filter_.limits(i), dt));
   }
-  const int window = static_cast<int>(std::ceil(config_.tracking_window_s / dt)) + 1;
-  if (window > TrackingMonitor::kMaxWindow)
+  const double window_ticks = std::ceil(config_.tracking_window_s / dt) + 1.0;  // (>= 0 and finite: checked above)
+  if (!(window_ticks <= TrackingMonitor::kMaxWindow))
     throw std::invalid_argument("tracking_window_s: at most " + std::to_string((TrackingMonitor::kMaxWindow - 1) * dt) +
                                 " s at this rate");
-  tracking_.configure(model.dof, window, threshold);
+  tracking_.configure(model.dof, static_cast<int>(window_ticks), threshold);
   max_catch_up_steps_ = std::clamp(static_cast<int>(std::floor(kMaxCatchUpS / dt + 1e-9)), 1,
                                    static_cast<int>(kTickStepsMask >> kTickStepsShift));
 }
@@ -1006,6 +1017,9 @@ bool ControlLoop::push_command(const double* position_si, int n, std::uint64_t o
 }
 
 bool ControlLoop::push_external_event(std::int32_t code, std::int32_t joint, double value) noexcept {
+  // only what happens outside the loop: the policy runner's events and driver/link events (100..199); the loop's
+  // own events (stops, recoveries, lifecycle, ...) are the loop's record of what it did and cannot be forged
+  if (!is_external_event_code(code)) return false;
   EventRecord e{now_ns(), 0, code, joint, value};
   return events_in_->push(e);
 }

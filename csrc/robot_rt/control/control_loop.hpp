@@ -81,6 +81,15 @@ enum EventCode : std::int32_t {
   kEventCount = 64,
 };
 
+// Driver/link event codes (docs/protocol.md: robot_rt.control.udp.LINK_EVENT_CODES), pushed from outside the loop.
+constexpr std::int32_t kFirstLinkEvent = 100, kEndLinkEvents = 200;
+// The events ControlLoop::push_external_event takes: the policy runner's and the driver/link events; every other
+// code is the loop's own record of what it did.
+constexpr bool is_external_event_code(std::int32_t code) noexcept {
+  return code == kEventPolicyException || code == kEventPolicyOverrun ||
+         (code >= kFirstLinkEvent && code < kEndLinkEvents);
+}
+
 struct LoopConfig {
   double rate_hz = 1000.0;
   double policy_period_s = 0.01;   // nominal; the interpolator measures the actual command interval

@@ -91,6 +91,10 @@ class RobotDriver {
   virtual LinkHealth link_health() const noexcept { return LinkHealth{}; }
   // Short static name for logs ("sim", "udp", ...).
   virtual const char* name() const noexcept = 0;
+  // Whether the robot behind this driver moves only when the loop ticks (the in-process SimDriver: its dynamics
+  // advance once per write): only such a driver may run on a simulated clock (ControlLoop::begin_manual). A real
+  // robot moves in wall time, so ticks run as fast as the CPU computes them would reach it faster than its limits.
+  virtual bool steps_with_loop_ticks() const noexcept { return false; }
 
   // Muting (the loop stops commanding what does not follow its commands; docs/safety.md), as joint bit masks (bit i:
   // joint i). A driver of one robot answers for all its joints at once; a CompositeDriver per part, so that its

@@ -42,6 +42,7 @@ class SimDriver : public RobotDriver {
   int read_ball_observations(BallObservation* out, int max_count) noexcept override;
   LinkHealth link_health() const noexcept override;
   const char* name() const noexcept override { return "sim"; }
+  bool steps_with_loop_ticks() const noexcept override { return true; }
 
   void inject_dropout(int ticks) noexcept { dropout_.store(ticks, std::memory_order_relaxed); }
   void inject_stall(int ticks, double duration_s) noexcept {

@@ -154,6 +154,7 @@ struct OneShotPart final : RobotDriver {
   }
   int read_ball_observations(BallObservation*, int) noexcept override { return 0; }
   const char* name() const noexcept override { return "part"; }
+  bool steps_with_loop_ticks() const noexcept override { return true; }  // stepped by the test, tick by tick
 };
 
 }  // namespace
@@ -349,4 +350,59 @@ TEST_CASE("per-part muting: a second part's jam, a part's stop while the other i
     CHECK(std::fabs(v) < 1e-3);
   }
   loop.end_manual();
+}
+
+namespace {
+// A robot that moves in wall time (the default of RobotDriver: a UDP or EGM robot), at rest at 0.
+struct WallClockRobot final : RobotDriver {
+  JointState st;
+  WallClockRobot() { st.dof = 1; }
+  int dof() const noexcept override { return 1; }
+  bool read_state(JointState& out) noexcept override {
+    out = st;
+    return true;
+  }
+  bool write_command(const JointCommand&) noexcept override { return true; }
+  int read_ball_observations(BallObservation*, int) noexcept override { return 0; }
+  const char* name() const noexcept override { return "wall-clock"; }
+};
+}  // namespace
+
+TEST_CASE("a simulated clock is refused for a robot that moves in wall time, alone or as a part of a composite") {
+  LoopConfig cfg;
+  cfg.rate_hz = 1.0 / kDt;
+  const std::int64_t now = 1'000'000'000'000;
+  auto real = std::make_shared<WallClockRobot>();
+  ControlLoop alone(real, one_joint(2.0), cfg);
+  CHECK_THROWS_AS(alone.begin_manual(now), std::runtime_error);
+  CHECK_FALSE(real->claimed());  // refused before anything was claimed or started
+  const double q0[1] = {0.0};
+  auto sim = std::make_shared<SimDriver>(one_joint(1.0), q0, kDt, SimServoConfig{});
+  auto mixed = std::make_shared<CompositeDriver>(std::vector<std::shared_ptr<RobotDriver>>{sim, real});
+  CHECK_FALSE(mixed->steps_with_loop_ticks());
+  ControlLoop whole(mixed, gantry_and_arm(), cfg);
+  CHECK_THROWS_AS(whole.begin_manual(now), std::runtime_error);
+  CHECK_FALSE(sim->claimed());
+  Parts p;  // simulated parts only: allowed
+  CHECK(p.robot->steps_with_loop_ticks());
+  ControlLoop simulated(p.robot, gantry_and_arm(), cfg);
+  simulated.begin_manual(now);
+  simulated.end_manual();
+}
+
+TEST_CASE("external events: the policy runner's and link codes only, never the loop's own") {
+  Parts p;
+  LoopConfig cfg;
+  cfg.rate_hz = 1.0 / kDt;
+  ControlLoop loop(p.robot, gantry_and_arm(), cfg);
+  CHECK(loop.push_external_event(kEventPolicyException, -1, 1.0));
+  CHECK(loop.push_external_event(kEventPolicyOverrun, -1, 0.02));
+  CHECK(loop.push_external_event(kFirstLinkEvent, -1, 1.0));
+  CHECK(loop.push_external_event(kEndLinkEvents - 1, -1, 1.0));
+  for (const std::int32_t code : {static_cast<std::int32_t>(kEventRecovered), static_cast<std::int32_t>(kEventEstopReset),
+                                  static_cast<std::int32_t>(kEventLifecycle), static_cast<std::int32_t>(kEventLoopStart),
+                                  static_cast<std::int32_t>(kEventSensorTimeoutStop), 0, -1, 64, 99, kEndLinkEvents}) {
+    CAPTURE(code);
+    CHECK_FALSE(loop.push_external_event(code, -1, 1.0));
+  }
 }

@@ -40,6 +40,7 @@ class RemoteServoDriver final : public RobotDriver {
   }
   int dof() const noexcept override { return model_.dof; }
   const char* name() const noexcept override { return "remote-servo"; }
+  bool steps_with_loop_ticks() const noexcept override { return true; }  // stepped by the test, tick by tick
   int read_ball_observations(BallObservation*, int) noexcept override { return 0; }
 
   // Runs the robot up to `now_ns` (0.25 ms steps; each queued command is applied when it arrives).
