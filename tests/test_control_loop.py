@@ -978,6 +978,23 @@ def test_wait_observation_names_bad_arguments_and_is_bounded_in_cpp():
         loop.stop()
 
 
+def test_a_simulate_run_whose_policy_reset_raises_leaves_the_loop_usable():
+    """The policy is reset before the run claims the driver: a reset that raises leaves nothing running."""
+
+    class BadReset:
+        def __call__(self, obs):
+            return obs["command_position"]
+
+        def reset(self):
+            raise RuntimeError("reset failed")
+
+    loop = RealTimeLoop(load_robot(), policy=BadReset())
+    with pytest.raises(RuntimeError, match="reset failed"):
+        loop.simulate(0.05)
+    loop.policy = None
+    assert loop.simulate(0.05) > 0
+
+
 def test_simulate_calls_the_policy_only_on_this_runs_observations():
     """A second simulate() run must not answer the first run's last observation (its tick restarts at 0 and the
     first run's final observation stays published until the new run's first tick): every observation the policy
@@ -1036,7 +1053,7 @@ def test_simulate_refuses_a_robot_that_moves_in_wall_time():
         ({"late_threshold_s": 5.0}, "late_threshold_s"),
         ({"tracking_window_s": math.inf}, "tracking_window_s"),
         ({"tracking_window_s": 1e12}, "tracking_window_s"),
-        ({"policy_rate_hz": 0.5}, "policy_period_s"),
+        ({"policy_rate_hz": 0.5}, "policy_rate_hz"),
     ],
 )
 def test_loop_times_out_of_range_are_refused(kwargs, match):

@@ -41,6 +41,13 @@ def positive(text: str) -> float:
     return value
 
 
+def policy_rate(text: str) -> float:
+    value = float(text)
+    if not 1.0 <= value <= 20000.0:  # the loop's bounds: a policy period of at most 1 s, its rate at most the loop's
+        raise argparse.ArgumentTypeError(f"expected a rate in [1, 20000] Hz, got {text}")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -69,7 +76,7 @@ def register(subparsers) -> None:
     run.add_argument("--policy", default="robot_rt.control.policies:sine", help="MODULE:CALLABLE")
     run.add_argument("--duration", type=positive, default=5.0, help="seconds (default 5)")
     run.add_argument("--rate", type=positive, default=1000.0, help="loop rate in Hz (default 1000)")
-    run.add_argument("--policy-rate", type=positive, default=100.0, help="policy rate in Hz (default 100)")
+    run.add_argument("--policy-rate", type=policy_rate, default=100.0, help="policy rate in Hz (default 100)")
     run.add_argument("--log", default=None, help="run log path (default runs/run-<time>.rrlog)")
     run.add_argument("--robot-file", default=None, help="robot description JSON (default: the shipped platform)")
     run.add_argument(

@@ -348,8 +348,8 @@ class RealTimeLoop:
         self.robot = robot if robot is not None else load_robot()
         if policy is not None and not callable(policy):
             raise TypeError(f"policy: expected a callable obs -> targets, got {type(policy).__name__}")
-        if not policy_rate_hz > 0:
-            raise ValueError(f"policy_rate_hz: expected a positive rate, got {policy_rate_hz}")
+        if not policy_rate_hz >= 1.0:  # (the loop bounds the policy period at 1 s)
+            raise ValueError(f"policy_rate_hz: expected a rate of at least 1 Hz, got {policy_rate_hz}")
         if not late_threshold_s > 0:
             raise ValueError(f"late_threshold_s: expected a positive time in seconds, got {late_threshold_s}")
         if cpu_latency_limit_us is not None and not (0 <= int(cpu_latency_limit_us) <= 2_000_000_000):
@@ -578,8 +578,8 @@ class RealTimeLoop:
         # is simulated, the loop's own earlier-run filter cannot tell; stamp 0 below)
         previous = self._loop.latest_observation()
         seen_seq = previous["seq"] if previous is not None else 0
-        self._loop.begin_manual(now)
         self._reset_policy()  # as start(): a new run starts the policy afresh
+        self._loop.begin_manual(now)
         ticks = 0
         recovered_tick = 0
         try:

@@ -197,7 +197,7 @@ def check_in_exponent(value, name: str = "in_exponent") -> float:
     """The exponent of P(in) in a shot model's value (`robot_rt.envs.shot_model`) as a float; ValueError naming
     `name` unless a number in [1, MAX_IN_EXPONENT]."""
     number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if not number or not (1.0 <= float(value) <= MAX_IN_EXPONENT):
+    if not number or not (1 <= value <= MAX_IN_EXPONENT):  # (compared before float(): 10**400 overflows it)
         raise ValueError(f"{name}: expected a number in [1, {MAX_IN_EXPONENT}], got {value!r}")
     return float(value)
 
@@ -372,7 +372,7 @@ class BatchedScriptedPolicy:
             raise ValueError("shot_in_exponent: needs a shot_model (it weighs the model's P(in))")
         self.incoming_spin = IncomingSpinEstimator(self.n) if (estimate_spin or shot_model is not None) else None
         self.shot_target = np.full((self.n, 2), np.nan)  # the shot model's choice of lob target per environment
-        self.shot_value = np.full(self.n, np.nan)  # and its expected human answer
+        self.shot_value = np.full(self.n, np.nan)  # and its value (the expected human answer when the exponent is 1)
         self.human_plane_x_m = float(human_plane_x_m)
         self.set_params(ScriptedParams() if params is None else params)
         self.t = np.zeros(self.n)
@@ -502,7 +502,8 @@ class BatchedScriptedPolicy:
                     self.plan_v[planned],
                     self.incoming_spin.estimate[planned],
                     previous=self.shot_target[planned],
-                    in_exponent=self.shot_in_exponent,
+                    # (only when set: a stand-in model with the search's older signature keeps working)
+                    **({} if self.shot_in_exponent == 1.0 else {"in_exponent": self.shot_in_exponent}),
                 )
                 self.shot_target[planned], self.shot_value[planned] = chosen, value
                 target_xy[planned] = chosen

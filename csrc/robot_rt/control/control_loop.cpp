@@ -182,7 +182,7 @@ ControlLoop::ControlLoop(std::shared_ptr<RobotDriver> driver, const RobotModel& 
     rest_velocity_si_[i] = config_.rest_velocity_fraction * l.velocity;
     stop_time_bound_s_ = std::max(stop_time_bound_s_, dt * stop_horizon_steps(filter_.limits(i), dt));
   }
-  const double window_ticks = std::ceil(config_.tracking_window_s / dt) + 1.0;  // (>= 0 and finite: checked above)
+  const double window_ticks = std::ceil(config_.tracking_window_s / dt) + 1.0;  // (>= 0: checked above; inf fails below)
   if (!(window_ticks <= TrackingMonitor::kMaxWindow))
     throw std::invalid_argument("tracking_window_s: at most " + std::to_string((TrackingMonitor::kMaxWindow - 1) * dt) +
                                 " s at this rate");
