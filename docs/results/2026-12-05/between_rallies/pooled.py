@@ -15,6 +15,7 @@ everything = []
 for name, path in (
     ("training seed 0", here / "loop_try.jsonl"),
     ("training seed 1", here / "train_seed1/loop_try.jsonl"),
+    ("training seed 2, restart fix (stop 35)", here / "train_seed2_restart/loop_try.jsonl"),
 ):
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     lengths = np.concatenate([r["rally_lengths"] for r in rows])
@@ -29,6 +30,9 @@ for name, path in (
         f"{name}: loop seeds {sorted(r['seed'] for r in rows)}: {per_seed}; pooled {lengths.mean():.2f} "
         f"[{ci[0]:.2f}, {ci[1]:.2f}] over {len(lengths)} rallies; {outcomes}; stops {[r['stop_reasons'] for r in rows]}"
     )
-both = np.concatenate(everything)
+both = np.concatenate(everything[:2])
 ci = bootstrap_ci(both)
-print(f"both networks: {both.mean():.2f} [{ci[0]:.2f}, {ci[1]:.2f}] over {len(both)} rallies")
+print(f"both networks of stop 34: {both.mean():.2f} [{ci[0]:.2f}, {ci[1]:.2f}] over {len(both)} rallies")
+every = np.concatenate(everything)
+ci = bootstrap_ci(every)
+print(f"all three networks: {every.mean():.2f} [{ci[0]:.2f}, {ci[1]:.2f}] over {len(every)} rallies")
