@@ -42,7 +42,8 @@ HISTOGRAMS = ("wake_latency", "period", "tick_duration", "policy_round_trip", "c
 
 
 LINK_EVENT_RANGE = range(100, 200)  # driver/link events (robot_rt.control.udp.LINK_EVENT_CODES, docs/protocol.md)
-EXTERNAL_LOOP_EVENTS = ("policy_exception", "policy_overrun")  # the loop events the policy runner pushes
+# the loop events the policy runner pushes (the loop's own rule, which takes these and the link codes)
+EXTERNAL_LOOP_EVENTS = tuple(name for name, code in EVENT_CODES.items() if _control.is_external_event_code(code))
 
 
 def event_code(name: str | int) -> int:
@@ -820,7 +821,7 @@ class RealTimeLoop:
         too). Safe from any thread (the Python -> loop event ring has a single producer, so pushes are serialised
         here). Returns False when the ring was full (the loop counts `events_dropped`)."""
         code = event_code(name)
-        if code not in LINK_EVENT_RANGE and EVENT_NAMES[code] not in EXTERNAL_LOOP_EVENTS:
+        if not _control.is_external_event_code(code):
             raise ValueError(
                 f"name: {EVENT_NAMES[code]!r} is the loop's own event (only the loop emits it); push_event takes "
                 f"{list(EXTERNAL_LOOP_EVENTS)} and link events (codes 100..199)"

@@ -502,8 +502,7 @@ class BatchedScriptedPolicy:
                     self.plan_v[planned],
                     self.incoming_spin.estimate[planned],
                     previous=self.shot_target[planned],
-                    # (only when set: a stand-in model with the search's older signature keeps working)
-                    **({} if self.shot_in_exponent == 1.0 else {"in_exponent": self.shot_in_exponent}),
+                    in_exponent=self.shot_in_exponent,
                 )
                 self.shot_target[planned], self.shot_value[planned] = chosen, value
                 target_xy[planned] = chosen

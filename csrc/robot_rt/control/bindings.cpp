@@ -329,6 +329,8 @@ void bind_constants(py::module_& m) {
   };
   for (const auto& [name, code] : code_list) codes[name] = code;
   m.attr("EVENT_CODES") = codes;
+  m.def("is_external_event_code", &is_external_event_code, py::arg("code"),
+        "Whether ControlLoop.push_event takes this code (the policy runner's events, link codes 100..199).");
   py::dict tick_flags;
   tick_flags["state_fresh"] = kTickStateFresh;
   tick_flags["stopping"] = kTickStopping;

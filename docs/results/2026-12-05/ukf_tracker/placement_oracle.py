@@ -65,8 +65,8 @@ class OverrideModel:
     def __getattr__(self, k):
         return getattr(self.model, k)
 
-    def best_target(self, p, v, w, previous=None):
-        chosen, value = self.model.best_target(p, v, w, previous=previous)
+    def best_target(self, p, v, w, previous=None, in_exponent=1.0):
+        chosen, value = self.model.best_target(p, v, w, previous=previous, in_exponent=in_exponent)
         ov = self.override[np.isfinite(self.policy.plan_t)]
         has = np.isfinite(ov[:, 0])
         chosen[has] = ov[has]
