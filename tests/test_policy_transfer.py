@@ -179,14 +179,28 @@ def test_adapter_targets_stay_anchored_inside_limits_and_workspace(state):
     assert ad.stats()["workspace_holds"] > 0  # full speed everywhere leaves the box: held back
 
 
+def test_adapter_runs_one_step_per_call_when_calls_jitter_around_the_grid():
+    # the loop's runner wakes a tick or two either side of its period (a Python sleep, then the next 1 ms tick): each
+    # call must still be one policy step (a floor to the grid made a call a tick early a repeat of the last target,
+    # then a double step: 11 % of the steps through the loop)
+    rng = np.random.default_rng(0)
+    ad = EnvPolicyAdapter(Constant(np.zeros(ROBOT.dof)), ROBOT)
+    jitter_ns = rng.integers(-3_000_000, 3_000_001, size=500)
+    for k, j in enumerate(jitter_ns):
+        ad(_obs(10**12 + k * 10_000_000 + int(j) * (k > 0)))
+    assert ad.policy_steps == 500 and ad.early_calls == 0 and ad.catch_up_steps == 0
+
+
 def test_adapter_catches_up_late_calls_and_rejects_bad_policies():
     pol = Constant(np.zeros(ROBOT.dof))
     ad = EnvPolicyAdapter(pol, ROBOT)
     ad(_obs(10**12))
-    ad(_obs(10**12 + 25_000_000))  # 2.5 periods later: steps 1 and 2 run now
+    ad(_obs(10**12 + 24_000_000))  # 2.4 periods later: steps 1 and 2 run now
     assert ad.policy_steps == 3 and ad.catch_up_steps == 1
-    ad(_obs(10**12 + 26_000_000))  # early: no step due, the previous target is repeated
-    assert ad.policy_steps == 3 and ad.early_calls == 1
+    ad(_obs(10**12 + 29_000_000))  # a tick before step 3's time: its step (to the nearest grid step)
+    assert ad.policy_steps == 4 and ad.early_calls == 0
+    ad(_obs(10**12 + 31_000_000))  # early: no step due, the previous target is repeated
+    assert ad.policy_steps == 4 and ad.early_calls == 1
     batched = EnvPolicyAdapter(lambda o: np.zeros((1, ROBOT.dof)) if o.shape[0] == 1 else None, ROBOT, batched=True)
     assert batched(_obs(10**12)).shape == (ROBOT.dof,)
     with pytest.raises(ValueError, match="NaN"):

@@ -271,7 +271,10 @@ class EnvPolicyAdapter:
         if self._t0_ns is None:
             self._t0_ns, self._k = now_ns, 0
             self._target = q.copy() if self._target is None else self._target
-        due = (now_ns - self._t0_ns) // self.dt_ns + 1 - self._k  # grid steps whose time has come
+        # grid steps whose time has come, to the nearest step: the loop's calls jitter around the grid (its runner
+        # wakes on a 1 ms tick after a Python sleep), and a floor would turn a call a tick early into no step
+        # followed by a double step (the target standing still for a period, then jumping two)
+        due = (now_ns - self._t0_ns + self.dt_ns // 2) // self.dt_ns + 1 - self._k
         if due > self.max_catch_up:
             self._t0_ns += (due - self.max_catch_up) * self.dt_ns
             self.clock_resyncs += 1

@@ -1,0 +1,36 @@
+"""Pooled mean rally over seeds 1-4 (60 rallies each) with 95 % bootstrap intervals: the shot policy through the loop
+with the adapter's grid rounded to the nearest step (this directory) against stop 33's runs before the change
+(../loop_shot_model/loop_try.jsonl, rows 'shot-loop-ukf'), and the interval of the difference.
+
+    python docs/results/2026-12-05/adapter_phase/pooled.py
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+here = Path(__file__).resolve().parent
+
+
+def lengths(path: Path, which: str) -> np.ndarray:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r["which"] == which and r["seed"] in (1, 2, 3, 4) and r.get("in_exponent", 1.0) == 1.0]
+    assert sorted(r["seed"] for r in rows) == [1, 2, 3, 4], [r["seed"] for r in rows]
+    return np.concatenate([r["rally_lengths"] for r in rows]).astype(float)
+
+
+def ci(x: np.ndarray, rng, n=20000) -> tuple[float, float]:
+    means = rng.choice(x, size=(n, x.size)).mean(axis=1)
+    return tuple(float(v) for v in np.quantile(means, [0.025, 0.975]).round(2))
+
+
+rng = np.random.default_rng(0)
+after = lengths(here / "loop_try.jsonl", "shot-loop-ukf")
+before = lengths(here.parent / "loop_shot_model" / "loop_try.jsonl", "shot-loop-ukf")
+diff = rng.choice(after, size=(20000, after.size)).mean(1) - rng.choice(before, size=(20000, before.size)).mean(1)
+print(f"nearest-step grid: {after.mean():.2f} {ci(after, rng)} over {after.size} rallies")
+print(f"floor grid (stop 33): {before.mean():.2f} {ci(before, rng)} over {before.size} rallies")
+print(
+    f"difference: {after.mean() - before.mean():+.2f} {tuple(float(v) for v in np.quantile(diff, [0.025, 0.975]).round(2))}"
+)
