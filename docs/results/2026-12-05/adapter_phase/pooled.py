@@ -38,9 +38,10 @@ every = lengths(here / "loop_try.jsonl", "shot-loop-ukf", seeds=tuple(range(1, 9
 print(f"nearest-step grid, seeds 1-8: {every.mean():.2f} {ci(every, rng)} over {every.size} rallies")
 
 
-def network_lengths(path: Path) -> np.ndarray:
+def network_lengths(path: Path, seeds=(1, 2, 3, 4)) -> np.ndarray:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    assert sorted(r["seed"] for r in rows) == [1, 2, 3, 4], [r["seed"] for r in rows]
+    rows = [r for r in rows if r["seed"] in seeds]
+    assert sorted(r["seed"] for r in rows) == sorted(seeds), [r["seed"] for r in rows]
     return np.concatenate([r["rally_lengths"] for r in rows]).astype(float)
 
 
@@ -56,3 +57,17 @@ print(
     f"network difference: {net_after.mean() - net_before.mean():+.2f} "
     f"{tuple(float(v) for v in np.quantile(net_diff, [0.025, 0.975]).round(2))}"
 )
+net_every = network_lengths(here / "network_loop_try.jsonl", seeds=tuple(range(1, 9)))
+print(
+    f"network, nearest-step grid, seeds 1-8: {net_every.mean():.2f} {ci(net_every, rng)} over {net_every.size} rallies"
+)
+
+# the second between-rallies network of stop 34 (training seed 1), seeds 1-4 x 60
+seed1_path = here / "network_seed1_loop_try.jsonl"
+if seed1_path.is_file():
+    s1_after = network_lengths(seed1_path)
+    s1_before = network_lengths(here.parent / "between_rallies" / "train_seed1" / "loop_try.jsonl")
+    print(f"network seed 1, nearest-step grid: {s1_after.mean():.2f} {ci(s1_after, rng)} over {s1_after.size} rallies")
+    print(f"network seed 1, floor grid (stop 34): {s1_before.mean():.2f} {ci(s1_before, rng)}")
+    both = np.concatenate([net_every, s1_after])
+    print(f"both networks, nearest-step grid: {both.mean():.2f} {ci(both, rng)} over {both.size} rallies")
