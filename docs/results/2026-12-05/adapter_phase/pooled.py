@@ -1,6 +1,7 @@
-"""Pooled mean rally over seeds 1-4 (60 rallies each) with 95 % bootstrap intervals: the shot policy through the loop
-with the adapter's grid rounded to the nearest step (this directory) against stop 33's runs before the change
-(../loop_shot_model/loop_try.jsonl, rows 'shot-loop-ukf'), the interval of the difference, and seeds 1-8 pooled.
+"""Pooled mean rallies through the loop with 95 % bootstrap intervals (robot_rt.learning.is2r.bootstrap_ci, as the
+other pooled figures of these results): the shot policy and the two between-rallies networks with the adapter's grid
+rounded to the nearest step (this directory) against their runs before the change on the same seeds (stop 33's
+../loop_shot_model/, stop 34's ../between_rallies/), with the interval of each difference.
 
     python docs/results/2026-12-05/adapter_phase/pooled.py
 """
@@ -10,64 +11,55 @@ from pathlib import Path
 
 import numpy as np
 
+from robot_rt.learning.is2r import bootstrap_ci
+
 here = Path(__file__).resolve().parent
+N_BOOT = 20000
+SEEDS_1_4, SEEDS_1_8 = (1, 2, 3, 4), tuple(range(1, 9))
 
 
-def lengths(path: Path, which: str, seeds=(1, 2, 3, 4)) -> np.ndarray:
+def lengths(path: Path, seeds, which: str | None = None) -> np.ndarray:
+    """Rally lengths of the rows of a loop_try.jsonl with these seeds (and this policy name, when the file has
+    several; rows of another P(in) exponent are not this policy's)."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r["which"] == which and r["seed"] in seeds and r.get("in_exponent", 1.0) == 1.0]
+    rows = [r for r in rows if r["seed"] in seeds and (which is None or r["which"] == which)]
+    rows = [r for r in rows if r.get("in_exponent", 1.0) == 1.0]
     assert sorted(r["seed"] for r in rows) == sorted(seeds), [r["seed"] for r in rows]
     return np.concatenate([r["rally_lengths"] for r in rows]).astype(float)
 
 
-def ci(x: np.ndarray, rng, n=20000) -> tuple[float, float]:
-    means = rng.choice(x, size=(n, x.size)).mean(axis=1)
-    return tuple(float(v) for v in np.quantile(means, [0.025, 0.975]).round(2))
+def interval(x: np.ndarray) -> str:
+    lo, hi = bootstrap_ci(x, n_boot=N_BOOT)
+    return f"{x.mean():.2f} [{lo:.2f}, {hi:.2f}] over {x.size} rallies"
 
 
-rng = np.random.default_rng(0)
-after = lengths(here / "loop_try.jsonl", "shot-loop-ukf")
-before = lengths(here.parent / "loop_shot_model" / "loop_try.jsonl", "shot-loop-ukf")
-diff = rng.choice(after, size=(20000, after.size)).mean(1) - rng.choice(before, size=(20000, before.size)).mean(1)
-print(f"nearest-step grid, seeds 1-4: {after.mean():.2f} {ci(after, rng)} over {after.size} rallies")
-print(f"floor grid (stop 33): {before.mean():.2f} {ci(before, rng)} over {before.size} rallies")
+def difference(after: np.ndarray, before: np.ndarray) -> str:
+    """after - before, with a 95 % bootstrap interval (independent resamples: the rallies of two runs are not pairs)."""
+    rng = np.random.default_rng(0)
+    boots = rng.choice(after, (N_BOOT, after.size)).mean(1) - rng.choice(before, (N_BOOT, before.size)).mean(1)
+    lo, hi = np.quantile(boots, [0.025, 0.975])
+    return f"{after.mean() - before.mean():+.2f} [{lo:+.2f}, {hi:+.2f}]"
+
+
+shot = here / "loop_try.jsonl"
+shot_before = lengths(here.parent / "loop_shot_model" / "loop_try.jsonl", SEEDS_1_4, "shot-loop-ukf")
+shot_after = lengths(shot, SEEDS_1_4, "shot-loop-ukf")
+print(f"shot policy, floor grid (stop 33), seeds 1-4: {interval(shot_before)}")
 print(
-    f"difference: {after.mean() - before.mean():+.2f} {tuple(float(v) for v in np.quantile(diff, [0.025, 0.975]).round(2))}"
+    f"shot policy, nearest-step grid, seeds 1-4: {interval(shot_after)}; difference {difference(shot_after, shot_before)}"
 )
-every = lengths(here / "loop_try.jsonl", "shot-loop-ukf", seeds=tuple(range(1, 9)))
-print(f"nearest-step grid, seeds 1-8: {every.mean():.2f} {ci(every, rng)} over {every.size} rallies")
+print(f"shot policy, nearest-step grid, seeds 1-8: {interval(lengths(shot, SEEDS_1_8, 'shot-loop-ukf'))}")
 
-
-def network_lengths(path: Path, seeds=(1, 2, 3, 4)) -> np.ndarray:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r["seed"] in seeds]
-    assert sorted(r["seed"] for r in rows) == sorted(seeds), [r["seed"] for r in rows]
-    return np.concatenate([r["rally_lengths"] for r in rows]).astype(float)
-
-
-# the between-rallies network of stop 34 (training seed 0, ../between_rallies/policy.pt), seeds 1-4 x 60
-net_after = network_lengths(here / "network_loop_try.jsonl")
-net_before = network_lengths(here.parent / "between_rallies" / "loop_try.jsonl")
-net_diff = rng.choice(net_after, size=(20000, net_after.size)).mean(1) - rng.choice(
-    net_before, size=(20000, net_before.size)
-).mean(1)
-print(f"network, nearest-step grid: {net_after.mean():.2f} {ci(net_after, rng)} over {net_after.size} rallies")
-print(f"network, floor grid (stop 34): {net_before.mean():.2f} {ci(net_before, rng)} over {net_before.size} rallies")
-print(
-    f"network difference: {net_after.mean() - net_before.mean():+.2f} "
-    f"{tuple(float(v) for v in np.quantile(net_diff, [0.025, 0.975]).round(2))}"
-)
-net_every = network_lengths(here / "network_loop_try.jsonl", seeds=tuple(range(1, 9)))
-print(
-    f"network, nearest-step grid, seeds 1-8: {net_every.mean():.2f} {ci(net_every, rng)} over {net_every.size} rallies"
-)
-
-# the second between-rallies network of stop 34 (training seed 1), seeds 1-4 x 60
-seed1_path = here / "network_seed1_loop_try.jsonl"
-if seed1_path.is_file():
-    s1_after = network_lengths(seed1_path)
-    s1_before = network_lengths(here.parent / "between_rallies" / "train_seed1" / "loop_try.jsonl")
-    print(f"network seed 1, nearest-step grid: {s1_after.mean():.2f} {ci(s1_after, rng)} over {s1_after.size} rallies")
-    print(f"network seed 1, floor grid (stop 34): {s1_before.mean():.2f} {ci(s1_before, rng)}")
-    both = np.concatenate([net_every, s1_after])
-    print(f"both networks, nearest-step grid: {both.mean():.2f} {ci(both, rng)} over {both.size} rallies")
+networks = []
+for name, after_path, before_path, seeds in (
+    ("network, training seed 0", "network_loop_try.jsonl", "loop_try.jsonl", SEEDS_1_8),
+    ("network, training seed 1", "network_seed1_loop_try.jsonl", "train_seed1/loop_try.jsonl", SEEDS_1_4),
+):
+    before = lengths(here.parent / "between_rallies" / before_path, SEEDS_1_4)
+    after = lengths(here / after_path, SEEDS_1_4)
+    print(f"{name}, floor grid (stop 34), seeds 1-4: {interval(before)}")
+    print(f"{name}, nearest-step grid, seeds 1-4: {interval(after)}; difference {difference(after, before)}")
+    if seeds != SEEDS_1_4:
+        print(f"{name}, nearest-step grid, seeds 1-{max(seeds)}: {interval(lengths(here / after_path, seeds))}")
+    networks.append(lengths(here / after_path, seeds))
+print(f"both networks, nearest-step grid: {interval(np.concatenate(networks))}")
