@@ -16,9 +16,11 @@ from robot_rt.envs.vector import TableTennisVectorEnv
 from robot_rt.learning.distill import (
     POLICY_FORMAT,
     DistilledEnvPolicy,
+    PolicyEnsemble,
     dagger_distill,
     load_distilled,
     save_distilled,
+    save_ensemble,
 )
 from robot_rt.learning.gcbc import GCBCPolicy
 from robot_rt.robot import load_robot
@@ -142,6 +144,100 @@ def test_policy_file_round_trip_and_refusals(tmp_path):
     torch.save(state, tmp_path / "bad_tracker.pt")
     with pytest.raises(ValueError, match="tracker 'kalman'"):
         load_distilled(tmp_path / "bad_tracker.pt")
+
+
+def _random_network(seed: int, hidden=(16, 16)) -> GCBCPolicy:
+    torch.manual_seed(seed)
+    model = GCBCPolicy(feature_dim(spin=True), goal_dim=0, act_dim=8, hidden=hidden)
+    rng = np.random.default_rng(seed)
+    model.fit_normalisation(rng.normal(0, 2, (64, model.feat_dim)), np.zeros((64, 0)))
+    return model
+
+
+def test_ensemble_acts_as_the_mean_of_its_members():
+    """The reference: each member's own action, averaged in NumPy (float64)."""
+    rng = np.random.default_rng(4)
+    members = [_random_network(s) for s in (1, 2, 3)]
+    ensemble = PolicyEnsemble(members)
+    for batch in (1, 7, 64):
+        feats = rng.normal(0, 3, (batch, ensemble.feat_dim)).astype(np.float32)
+        no_goal = np.zeros((batch, 0), dtype=np.float32)
+        expected = np.mean([m.act(feats, no_goal).astype(np.float64) for m in members], axis=0)
+        got = ensemble.act(feats, no_goal)
+        assert got.shape == (batch, 8) and got.dtype == np.float32
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+        assert np.abs(got).max() <= 1.0
+        # a real mean, not one member's action
+        assert np.abs(got - members[0].act(feats, no_goal)).max() > 1e-3
+    single = PolicyEnsemble([members[1]])
+    feats = rng.normal(0, 3, (5, ensemble.feat_dim)).astype(np.float32)
+    np.testing.assert_array_equal(single.act(feats, np.zeros((5, 0))), members[1].act(feats, np.zeros((5, 0))))
+    with pytest.raises(ValueError, match="members: expected a non-empty"):
+        PolicyEnsemble([])
+    with pytest.raises(ValueError, match="members: expected a non-empty"):
+        PolicyEnsemble([members[0], "not a network"])
+    with pytest.raises(ValueError, match="one shape"):
+        PolicyEnsemble([members[0], _random_network(5, hidden=(8,))])
+
+
+def test_ensemble_file_round_trip_and_refusals(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    members = [_random_network(s) for s in (1, 2, 3)]
+    paths = [save_distilled(tmp_path / f"m{i}.pt", m, {"round": i}) for i, m in enumerate(members)]
+    out = save_ensemble(tmp_path / "ensemble.pt", paths)
+    assert not list(tmp_path.glob("*.tmp"))
+    policy = load_distilled(out, num_envs=4)
+    assert isinstance(policy.model, PolicyEnsemble) and len(policy.model.members) == 3
+    assert policy.tracker == "fit"
+    meta = torch.load(out, weights_only=True)["meta"]["ensemble_of"]
+    assert [m["file"] for m in meta] == [str(p) for p in paths] and [m["meta"]["round"] for m in meta] == [0, 1, 2]
+    env = TableTennisVectorEnv(4, max_episode_steps=50)
+    obs, _ = env.reset(seed=[0, 1, 2, 3])
+    try:
+        a = policy(obs)
+        reference = DistilledEnvPolicy(PolicyEnsemble(members), 4)(obs)
+        first_member = DistilledEnvPolicy(members[0], 4)(obs)
+    finally:
+        env.close()
+    np.testing.assert_array_equal(a, reference)
+    assert a.shape == (4, 8) and not np.array_equal(a, first_member)
+    assert load_distilled(out, num_envs=1)(obs[2]).shape == (8,)  # the real-time loop's one observation
+    # an ensemble file as a member contributes its networks
+    bigger = save_ensemble(tmp_path / "bigger.pt", [out, paths[0]])
+    assert len(load_distilled(bigger).model.members) == 4
+    # the command-line tool writes the same file
+    spec = importlib.util.spec_from_file_location(
+        "ensemble_tool", Path(__file__).parents[1] / "tools/ensemble_distilled.py"
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool_out = tool.main(["--out", str(tmp_path / "tool.pt"), *map(str, paths)])
+    np.testing.assert_array_equal(load_distilled(tool_out, num_envs=4)(obs), a)
+    # refusals
+    with pytest.raises(ValueError, match="at least two"):
+        save_ensemble(tmp_path / "one.pt", paths[:1])
+    ukf = save_distilled(tmp_path / "ukf.pt", members[0], tracker="ukf")
+    with pytest.raises(ValueError, match="different ball trackers"):
+        save_ensemble(tmp_path / "mixed.pt", [paths[0], ukf])
+    narrow = save_distilled(tmp_path / "narrow.pt", _random_network(9, hidden=(8,)))
+    with pytest.raises(ValueError, match="one shape"):
+        save_ensemble(tmp_path / "shapes.pt", [paths[0], narrow])
+    with pytest.raises(FileNotFoundError, match="policy_paths: no policy file"):
+        save_ensemble(tmp_path / "missing.pt", [paths[0], tmp_path / "nope.pt"])
+    assert not (tmp_path / "mixed.pt").exists() and not (tmp_path / "shapes.pt").exists()
+    state = torch.load(out, weights_only=True)
+    torch.save({**state, "models": []}, tmp_path / "empty.pt")
+    with pytest.raises(ValueError, match="non-empty list"):
+        load_distilled(tmp_path / "empty.pt")
+    torch.save({"format": POLICY_FORMAT, "tracker": "fit"}, tmp_path / "no_model.pt")
+    with pytest.raises(ValueError, match="under 'model'"):
+        load_distilled(tmp_path / "no_model.pt")
+    with pytest.raises(ValueError, match="model: expected a GCBCPolicy"):
+        save_distilled(tmp_path / "bad.pt", "not a network")
+    with pytest.raises(ValueError, match="tracker"):
+        save_distilled(tmp_path / "bad.pt", members[0], tracker="kalman")
 
 
 def test_dagger_learns_the_experts_actions(tmp_path):

@@ -43,18 +43,53 @@ COLLECTION_SERVES_FROM = 10**8
 __all__ = [
     "POLICY_FORMAT",
     "DistilledEnvPolicy",
+    "PolicyEnsemble",
     "dagger_distill",
     "distilled_from_state",
     "load_distilled",
     "save_distilled",
+    "save_ensemble",
 ]
+
+
+class PolicyEnsemble(torch.nn.Module):
+    """The mean action of M distilled networks of one shape (e.g. DAgger runs from different training seeds):
+
+        a(x) = (1 / M) sum_m tanh(f_m(x))        (normalised actions, in [-1, 1] since each term is)
+
+    Each member imitates the same deterministic expert, so their errors are partly independent and the mean is
+    closer to the expert's action than a typical member's (the usual bagging argument); the guard then acts on the
+    mean, as on one network's action. Same interface as a goal-free `GCBCPolicy` (`act`, `feat_dim`, `goal_dim`)."""
+
+    def __init__(self, members):
+        super().__init__()
+        members = list(members)
+        if not members or not all(isinstance(m, GCBCPolicy) for m in members):
+            raise ValueError("members: expected a non-empty sequence of GCBCPolicy networks")
+        shapes = {repr(m.config()) for m in members}
+        if len(shapes) != 1:
+            raise ValueError(f"members: expected networks of one shape, got {sorted(shapes)}")
+        self.members = torch.nn.ModuleList(members)
+        self.feat_dim, self.goal_dim, self.act_dim = members[0].feat_dim, members[0].goal_dim, members[0].act_dim
+
+    def forward(self, features: torch.Tensor, goals: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(features, goals) for m in self.members]).mean(0)
+
+    @torch.no_grad()
+    def act(self, features: np.ndarray, goals: np.ndarray) -> np.ndarray:
+        """NumPy in, the members' mean normalised action [B, act_dim] float32 out (inference mode)."""
+        f = torch.as_tensor(np.asarray(features, dtype=np.float32))
+        g = torch.as_tensor(np.asarray(goals, dtype=np.float32))
+        return self.forward(f, g).numpy()
 
 
 class DistilledEnvPolicy:
     """A distilled policy for N environments: `policy(observations [N, obs_dim]) -> env actions [N, 8]` (float32,
     normalised, guarded); `reset(mask)` when environments reset (as for `BatchedScriptedPolicy`)."""
 
-    def __init__(self, model: GCBCPolicy, num_envs: int, guard: LimitGuard | None = None, tracker: str = "fit"):
+    def __init__(
+        self, model: GCBCPolicy | PolicyEnsemble, num_envs: int, guard: LimitGuard | None = None, tracker: str = "fit"
+    ):
         if model.goal_dim != 0:
             raise ValueError(f"model: expected a policy without a goal (goal_dim 0), got goal_dim {model.goal_dim}")
         if model.feat_dim != feature_dim(spin=True):
@@ -86,11 +121,20 @@ class DistilledEnvPolicy:
         return actions[0] if single else actions
 
 
-def save_distilled(path, model: GCBCPolicy, meta: dict | None = None, tracker: str = "fit") -> Path:
-    """Writes the policy (format `POLICY_FORMAT`: config, weights, the ball tracker its features use, free-form
-    `meta`) atomically."""
+def save_distilled(path, model: GCBCPolicy | PolicyEnsemble, meta: dict | None = None, tracker: str = "fit") -> Path:
+    """Writes the policy (format `POLICY_FORMAT`: config and weights, under "model" for one network and "models" for
+    an ensemble's members, the ball tracker its features use, free-form `meta`) atomically."""
+    if tracker not in TRACKERS:
+        raise ValueError(f"tracker: expected one of {TRACKERS}, got {tracker!r}")
+    state = {"format": POLICY_FORMAT, "tracker": tracker, "meta": dict(meta or {})}
+    if isinstance(model, PolicyEnsemble):
+        state["models"] = [m.state() for m in model.members]
+    elif isinstance(model, GCBCPolicy):
+        state["model"] = model.state()
+    else:
+        raise ValueError(f"model: expected a GCBCPolicy or a PolicyEnsemble, got {type(model).__name__}")
     buffer = io.BytesIO()
-    torch.save({"format": POLICY_FORMAT, "model": model.state(), "tracker": tracker, "meta": dict(meta or {})}, buffer)
+    torch.save(state, buffer)
     return atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -111,7 +155,39 @@ def distilled_from_state(state, num_envs: int = 1, source: str = "policy state")
     tracker = state.get("tracker", "fit")  # files before the option: the fit tracker
     if tracker not in TRACKERS:
         raise ValueError(f"{source}: tracker {tracker!r}, expected one of {TRACKERS}")
-    return DistilledEnvPolicy(GCBCPolicy.from_state(state["model"]), num_envs, tracker=tracker)
+    if "models" in state:  # an ensemble (PolicyEnsemble)
+        members = state["models"]
+        if not isinstance(members, list) or not members:
+            raise ValueError(f"{source}: 'models' expected a non-empty list of network states")
+        model = PolicyEnsemble([GCBCPolicy.from_state(m) for m in members])
+    elif "model" in state:
+        model = GCBCPolicy.from_state(state["model"])
+    else:
+        raise ValueError(f"{source}: expected the network under 'model' (or an ensemble's under 'models')")
+    return DistilledEnvPolicy(model, num_envs, tracker=tracker)
+
+
+def save_ensemble(out_path, policy_paths) -> Path:
+    """Writes the `PolicyEnsemble` of the distilled policy files `policy_paths` (an ensemble file contributes its
+    members) to `out_path`, atomically. The files must share the ball tracker and the network shape; the meta
+    names the member files and keeps their own meta."""
+    paths = [Path(p) for p in policy_paths]
+    if len(paths) < 2:
+        raise ValueError(f"policy_paths: expected at least two policy files, got {len(paths)}")
+    members, trackers, member_meta = [], set(), []
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"policy_paths: no policy file {path}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        policy = distilled_from_state(state, source=str(path))
+        trackers.add(policy.tracker)
+        model = policy.model
+        members += list(model.members) if isinstance(model, PolicyEnsemble) else [model]
+        member_meta.append({"file": str(path), "meta": state.get("meta", {})})
+    if len(trackers) != 1:
+        raise ValueError(f"policy_paths: the files' features come from different ball trackers {sorted(trackers)}")
+    ensemble = PolicyEnsemble(members)  # refuses networks of different shapes
+    return save_distilled(out_path, ensemble, {"ensemble_of": member_meta}, trackers.pop())
 
 
 class _NoReset:
