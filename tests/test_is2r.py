@@ -471,3 +471,42 @@ def test_merge_results_pools_seeds_and_pairs_the_methods(tmp_path):
     c = _fake_results(2, [[0]], [[0]])
     with pytest.raises(ValueError, match="iterations"):
         is2r.merge_results([a, c])
+
+
+def test_bootstrap_intervals_cover_the_true_mean_and_difference():
+    """Rally-like samples (geometric, skewed): over 200 repeated experiments the 95 % intervals of the mean
+    (bootstrap_ci) and of a difference of means (bootstrap_difference_ci) contain the true value about 95 % of the
+    time, and the difference's interval is wider than either sample's own (it carries both samples' noise)."""
+    rng = np.random.default_rng(11)
+    p_a, p_b = 0.25, 0.3  # geometric rallies from 0: mean (1 - p) / p
+    true_a, true_b = (1 - p_a) / p_a, (1 - p_b) / p_b
+    cover_mean = cover_diff = 0
+    for trial in range(200):
+        a = rng.geometric(p_a, 120) - 1
+        b = rng.geometric(p_b, 150) - 1
+        lo, hi = is2r.bootstrap_ci(a, n_boot=1000, seed=trial)
+        cover_mean += lo <= true_a <= hi
+        dlo, dhi = is2r.bootstrap_difference_ci(a, b, n_boot=1000, seed=trial)
+        cover_diff += dlo <= true_a - true_b <= dhi
+        assert dlo < a.mean() - b.mean() < dhi
+        assert dhi - dlo > hi - lo
+    assert 0.88 <= cover_mean / 200 <= 0.99
+    assert 0.88 <= cover_diff / 200 <= 0.99
+
+
+def test_bootstrap_difference_ci_separates_and_refuses():
+    rng = np.random.default_rng(3)
+    a = rng.geometric(0.2, 2000) - 1  # mean 4
+    b = rng.geometric(0.25, 2000) - 1  # mean 3
+    lo, hi = is2r.bootstrap_difference_ci(a, b)
+    assert 0 < lo < 1.0 < hi  # resolved, and contains the true difference
+    assert [lo, hi] == is2r.bootstrap_difference_ci(a, b)  # deterministic by seed
+    rlo, rhi = is2r.bootstrap_difference_ci(b, a)
+    assert rlo == pytest.approx(-hi, abs=0.05) and rhi == pytest.approx(-lo, abs=0.05)
+    same_lo, same_hi = is2r.bootstrap_difference_ci(a, a)
+    assert same_lo < 0 < same_hi
+    assert is2r.bootstrap_difference_ci([2, 2, 2], [1, 1]) == [1.0, 1.0]  # no spread: exactly the difference
+    with pytest.raises(ValueError, match="b: expected at least one value"):
+        is2r.bootstrap_difference_ci(a, [])
+    with pytest.raises(ValueError, match="a: contains NaN"):
+        is2r.bootstrap_difference_ci([1.0, float("nan")], b)

@@ -933,6 +933,21 @@ def bootstrap_ci(values, n_boot: int = 2000, seed: int = 0) -> list[float]:
     return [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]
 
 
+def bootstrap_difference_ci(a, b, n_boot: int = 2000, seed: int = 0) -> list[float]:
+    """95 % percentile-bootstrap interval of mean(a) - mean(b) for two independent samples, e.g. the rally lengths of
+    two policies' runs: each sample is resampled on its own (the rallies of two runs are not pairs)."""
+    x = np.asarray(a, dtype=np.float64).ravel()
+    y = np.asarray(b, dtype=np.float64).ravel()
+    for name, v in (("a", x), ("b", y)):
+        if v.size == 0:
+            raise ValueError(f"{name}: expected at least one value, got none")
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"{name}: contains NaN or Inf")
+    rng = np.random.default_rng(seed)
+    boots = rng.choice(x, (n_boot, x.size)).mean(1) - rng.choice(y, (n_boot, y.size)).mean(1)
+    return [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]
+
+
 def summarise(deploy_record: dict, n_boot: int = 2000) -> dict:
     """Rally-length figures of one evaluation deploy: mean with a 95 % bootstrap CI, median, histogram."""
     x = np.asarray(deploy_record["rally_lengths"], dtype=np.float64)

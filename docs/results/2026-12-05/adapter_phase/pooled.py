@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robot_rt.learning.is2r import bootstrap_ci
+from robot_rt.learning.is2r import bootstrap_ci, bootstrap_difference_ci
 
 here = Path(__file__).resolve().parent
 N_BOOT = 20000
@@ -35,9 +35,7 @@ def interval(x: np.ndarray) -> str:
 
 def difference(after: np.ndarray, before: np.ndarray) -> str:
     """after - before, with a 95 % bootstrap interval (independent resamples: the rallies of two runs are not pairs)."""
-    rng = np.random.default_rng(0)
-    boots = rng.choice(after, (N_BOOT, after.size)).mean(1) - rng.choice(before, (N_BOOT, before.size)).mean(1)
-    lo, hi = np.quantile(boots, [0.025, 0.975])
+    lo, hi = bootstrap_difference_ci(after, before, n_boot=N_BOOT)
     return f"{after.mean() - before.mean():+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robot_rt.learning.is2r import bootstrap_ci
+from robot_rt.learning.is2r import bootstrap_ci, bootstrap_difference_ci
 
 here = Path(__file__).resolve().parent
 results = here.parents[1]
@@ -33,9 +33,7 @@ def interval(x: np.ndarray) -> str:
 
 def difference(a: np.ndarray, b: np.ndarray) -> str:
     """a - b, with a 95 % bootstrap interval (independent resamples: the rallies of two runs are not pairs)."""
-    rng = np.random.default_rng(0)
-    boots = rng.choice(a, (N_BOOT, a.size)).mean(1) - rng.choice(b, (N_BOOT, b.size)).mean(1)
-    lo, hi = np.quantile(boots, [0.025, 0.975])
+    lo, hi = bootstrap_difference_ci(a, b, n_boot=N_BOOT)
     return f"{a.mean() - b.mean():+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
