@@ -50,12 +50,12 @@ def make_policy(spec: str, num_envs: int):
         return BatchedScriptedPolicy(num_envs, params=ScriptedParams.preset(spec.partition("-")[2] or "default"))
     import torch
 
-    from robot_rt.learning.distill import POLICY_FORMAT, distilled_from_state
+    from robot_rt.learning.distill import DISTILLED_FORMATS, distilled_from_state
     from robot_rt.learning.neural_policy import policy_from_state
 
     # read once (weights_only: no code from the file runs), then built by the format it names
     state = torch.load(spec, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and state.get("format") == POLICY_FORMAT:  # robot_rt.learning.distill's policy
+    if isinstance(state, dict) and state.get("format") in DISTILLED_FORMATS:  # robot_rt.learning.distill's
         return distilled_from_state(state, num_envs=num_envs, source=spec)
     return policy_from_state(state, num_envs=num_envs)
 

@@ -14,6 +14,7 @@ from robot_rt.envs.limit_guard import LimitGuard, joint_brake
 from robot_rt.envs.scripted import BatchedScriptedPolicy, paddle_jacobian_analytic
 from robot_rt.envs.vector import TableTennisVectorEnv
 from robot_rt.learning.distill import (
+    ENSEMBLE_FORMAT,
     POLICY_FORMAT,
     DistilledEnvPolicy,
     PolicyEnsemble,
@@ -191,6 +192,7 @@ def test_ensemble_file_round_trip_and_refusals(tmp_path):
     policy = load_distilled(out, num_envs=4)
     assert isinstance(policy.model, PolicyEnsemble) and len(policy.model.members) == 3
     assert policy.tracker == "fit"
+    assert torch.load(out, weights_only=True)["format"] == ENSEMBLE_FORMAT  # a reader without ensembles refuses it
     meta = torch.load(out, weights_only=True)["meta"]["ensemble_of"]
     assert [m["file"] for m in meta] == [str(p) for p in paths] and [m["meta"]["round"] for m in meta] == [0, 1, 2]
     env = TableTennisVectorEnv(4, max_episode_steps=50)
@@ -203,10 +205,20 @@ def test_ensemble_file_round_trip_and_refusals(tmp_path):
         env.close()
     np.testing.assert_array_equal(a, reference)
     assert a.shape == (4, 8) and not np.array_equal(a, first_member)
-    assert load_distilled(out, num_envs=1)(obs[2]).shape == (8,)  # the real-time loop's one observation
-    # an ensemble file as a member contributes its networks
-    bigger = save_ensemble(tmp_path / "bigger.pt", [out, paths[0]])
+    # the real-time loop's adapter passes one observation [obs_dim]
+    np.testing.assert_allclose(load_distilled(out, num_envs=1)(obs[2]), a[2], rtol=0, atol=1e-6)
+    # an ensemble file as a member contributes its networks, each one vote
+    fourth = _random_network(4)
+    bigger = save_ensemble(tmp_path / "bigger.pt", [out, save_distilled(tmp_path / "m3.pt", fourth)])
     assert len(load_distilled(bigger).model.members) == 4
+    features = np.random.default_rng(0).normal(0, 3, (16, fourth.feat_dim)).astype(np.float32)
+    no_goal = np.zeros((16, 0), dtype=np.float32)
+    np.testing.assert_allclose(
+        load_distilled(bigger).model.act(features, no_goal),
+        np.mean([m.act(features, no_goal) for m in [*members, fourth]], axis=0),
+        rtol=0,
+        atol=1e-6,
+    )
     # the command-line tool writes the same file
     spec = importlib.util.spec_from_file_location(
         "ensemble_tool", Path(__file__).parents[1] / "tools/ensemble_distilled.py"
@@ -226,14 +238,27 @@ def test_ensemble_file_round_trip_and_refusals(tmp_path):
         save_ensemble(tmp_path / "shapes.pt", [paths[0], narrow])
     with pytest.raises(FileNotFoundError, match="policy_paths: no policy file"):
         save_ensemble(tmp_path / "missing.pt", [paths[0], tmp_path / "nope.pt"])
-    assert not (tmp_path / "mixed.pt").exists() and not (tmp_path / "shapes.pt").exists()
+    with pytest.raises(ValueError, match="network 1 repeats network 0"):
+        save_ensemble(tmp_path / "twice.pt", [paths[0], paths[0]])
+    with pytest.raises(ValueError, match="network 3 repeats network 1"):
+        save_ensemble(tmp_path / "twice.pt", [out, paths[1]])
+    with pytest.raises(ValueError, match="policy_paths: expected a sequence"):
+        save_ensemble(tmp_path / "str.pt", str(paths[0]))
+    written = {p.name for p in tmp_path.iterdir()}
+    assert not written & {"mixed.pt", "shapes.pt", "missing.pt", "twice.pt", "str.pt", "one.pt"}
     state = torch.load(out, weights_only=True)
     torch.save({**state, "models": []}, tmp_path / "empty.pt")
     with pytest.raises(ValueError, match="non-empty list"):
         load_distilled(tmp_path / "empty.pt")
     torch.save({"format": POLICY_FORMAT, "tracker": "fit"}, tmp_path / "no_model.pt")
-    with pytest.raises(ValueError, match="under 'model'"):
+    with pytest.raises(ValueError, match="under 'model' alone"):
         load_distilled(tmp_path / "no_model.pt")
+    torch.save({**state, "model": state["models"][0]}, tmp_path / "both.pt")
+    with pytest.raises(ValueError, match="under 'models' alone"):
+        load_distilled(tmp_path / "both.pt")
+    torch.save({**state, "models": [1]}, tmp_path / "bad_member.pt")
+    with pytest.raises(ValueError, match="bad_member.pt: network 0 is not a GCBCPolicy state"):
+        load_distilled(tmp_path / "bad_member.pt")
     with pytest.raises(ValueError, match="model: expected a GCBCPolicy"):
         save_distilled(tmp_path / "bad.pt", "not a network")
     with pytest.raises(ValueError, match="tracker"):

@@ -141,3 +141,12 @@ def test_evaluation_plays_the_shot_policy_and_a_distilled_file_and_reports_no_la
     assert distilled["pooled"]["human_answered_share"] is None  # nothing landed
     assert "human answered n/a" in capsys.readouterr().out
     assert json.loads((tmp_path / "r.json").read_text())["policies"][1]["policy"] == str(path)
+    # an ensemble's file (its own format tag) is dispatched to the same reader
+    from robot_rt.learning.distill import save_ensemble
+
+    torch.manual_seed(1)
+    other = save_distilled(tmp_path / "other.pt", GCBCPolicy(feature_dim(spin=True), goal_dim=0, hidden=(8,)))
+    ensemble = save_ensemble(tmp_path / "ensemble.pt", [path, other])
+    argv = ["--policy", str(ensemble), "--episodes", "2", "--seeds", "0", "--max-episode-steps", "100"]
+    (played,) = module.main(argv + ["--out", str(tmp_path / "e.json")])["policies"]
+    assert played["policy"] == str(ensemble) and played["pooled"]["episodes"] == 2

@@ -510,3 +510,7 @@ def test_bootstrap_difference_ci_separates_and_refuses():
         is2r.bootstrap_difference_ci(a, [])
     with pytest.raises(ValueError, match="a: contains NaN"):
         is2r.bootstrap_difference_ci([1.0, float("nan")], b)
+    with pytest.raises(ValueError, match="a: expected a 1-D sample"):
+        is2r.bootstrap_difference_ci(np.ones((2, 3)), b)
+    with pytest.raises(ValueError, match="n_boot: expected a positive int"):
+        is2r.bootstrap_difference_ci(a, b, n_boot=0)

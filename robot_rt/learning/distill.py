@@ -36,11 +36,16 @@ from robot_rt.estimation.batched_ukf import TRACKERS
 from .gcbc import GCBCPolicy, train_gcbc
 
 POLICY_FORMAT = "robot_rt.distilled_policy/1"
+# an ensemble's file (PolicyEnsemble): its own tag, so that a reader from before ensembles refuses it by format
+ENSEMBLE_FORMAT = "robot_rt.distilled_ensemble/1"
+DISTILLED_FORMATS = (POLICY_FORMAT, ENSEMBLE_FORMAT)
 # the serves DAgger collects on start here: the rally evaluations play serves s x 10^6 + i (seeds 0-2, and 5-6 for
 # tuning), which training must not see
 COLLECTION_SERVES_FROM = 10**8
 
 __all__ = [
+    "DISTILLED_FORMATS",
+    "ENSEMBLE_FORMAT",
     "POLICY_FORMAT",
     "DistilledEnvPolicy",
     "PolicyEnsemble",
@@ -122,15 +127,16 @@ class DistilledEnvPolicy:
 
 
 def save_distilled(path, model: GCBCPolicy | PolicyEnsemble, meta: dict | None = None, tracker: str = "fit") -> Path:
-    """Writes the policy (format `POLICY_FORMAT`: config and weights, under "model" for one network and "models" for
-    an ensemble's members, the ball tracker its features use, free-form `meta`) atomically."""
+    """Writes the policy atomically: format `POLICY_FORMAT` with one network's config and weights under "model", or
+    `ENSEMBLE_FORMAT` with an ensemble's members under "models"; the ball tracker its features use; free-form
+    `meta`."""
     if tracker not in TRACKERS:
         raise ValueError(f"tracker: expected one of {TRACKERS}, got {tracker!r}")
-    state = {"format": POLICY_FORMAT, "tracker": tracker, "meta": dict(meta or {})}
+    state = {"tracker": tracker, "meta": dict(meta or {})}
     if isinstance(model, PolicyEnsemble):
-        state["models"] = [m.state() for m in model.members]
+        state.update(format=ENSEMBLE_FORMAT, models=[m.state() for m in model.members])
     elif isinstance(model, GCBCPolicy):
-        state["model"] = model.state()
+        state.update(format=POLICY_FORMAT, model=model.state())
     else:
         raise ValueError(f"model: expected a GCBCPolicy or a PolicyEnsemble, got {type(model).__name__}")
     buffer = io.BytesIO()
@@ -149,28 +155,35 @@ def load_distilled(path, num_envs: int = 1) -> DistilledEnvPolicy:
 
 def distilled_from_state(state, num_envs: int = 1, source: str = "policy state") -> DistilledEnvPolicy:
     """The policy held by a loaded policy file's `state` (what `save_distilled` wrote)."""
-    if not isinstance(state, dict) or state.get("format") != POLICY_FORMAT:
+    if not isinstance(state, dict) or state.get("format") not in DISTILLED_FORMATS:
         got = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise ValueError(f"{source}: expected a distilled policy (format {POLICY_FORMAT!r}), got {got!r}")
+        raise ValueError(f"{source}: expected a distilled policy (format one of {DISTILLED_FORMATS}), got {got!r}")
     tracker = state.get("tracker", "fit")  # files before the option: the fit tracker
     if tracker not in TRACKERS:
         raise ValueError(f"{source}: tracker {tracker!r}, expected one of {TRACKERS}")
-    if "models" in state:  # an ensemble (PolicyEnsemble)
-        members = state["models"]
-        if not isinstance(members, list) or not members:
-            raise ValueError(f"{source}: 'models' expected a non-empty list of network states")
-        model = PolicyEnsemble([GCBCPolicy.from_state(m) for m in members])
-    elif "model" in state:
-        model = GCBCPolicy.from_state(state["model"])
-    else:
-        raise ValueError(f"{source}: expected the network under 'model' (or an ensemble's under 'models')")
+    key = "models" if state["format"] == ENSEMBLE_FORMAT else "model"
+    if key not in state or ("model" if key == "models" else "models") in state:
+        raise ValueError(f"{source}: a {state['format']!r} file holds its network(s) under {key!r} alone")
+    states = state[key] if key == "models" else [state[key]]
+    if not isinstance(states, list) or not states:
+        raise ValueError(f"{source}: 'models' expected a non-empty list of network states")
+    networks = []
+    for i, net in enumerate(states):
+        try:
+            networks.append(GCBCPolicy.from_state(net))
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:  # a malformed state: name the file and member
+            raise ValueError(f"{source}: network {i} is not a GCBCPolicy state ({type(e).__name__}: {e})") from None
+    model = PolicyEnsemble(networks) if key == "models" else networks[0]
     return DistilledEnvPolicy(model, num_envs, tracker=tracker)
 
 
 def save_ensemble(out_path, policy_paths) -> Path:
     """Writes the `PolicyEnsemble` of the distilled policy files `policy_paths` (an ensemble file contributes its
     members) to `out_path`, atomically. The files must share the ball tracker and the network shape; the meta
-    names the member files and keeps their own meta."""
+    names the member files and keeps their own meta. The same network twice (a repeated file, or a file and an
+    ensemble holding it) is refused: it would weigh that network double."""
+    if isinstance(policy_paths, (str, Path)):
+        raise ValueError(f"policy_paths: expected a sequence of policy files, got one path {str(policy_paths)!r}")
     paths = [Path(p) for p in policy_paths]
     if len(paths) < 2:
         raise ValueError(f"policy_paths: expected at least two policy files, got {len(paths)}")
@@ -187,6 +200,10 @@ def save_ensemble(out_path, policy_paths) -> Path:
     if len(trackers) != 1:
         raise ValueError(f"policy_paths: the files' features come from different ball trackers {sorted(trackers)}")
     ensemble = PolicyEnsemble(members)  # refuses networks of different shapes
+    for j, later in enumerate(members):
+        for i in range(j):
+            if all(torch.equal(a, b) for a, b in zip(members[i].state_dict().values(), later.state_dict().values())):
+                raise ValueError(f"policy_paths: network {j} repeats network {i} (it would count twice in the mean)")
     return save_distilled(out_path, ensemble, {"ensemble_of": member_meta}, trackers.pop())
 
 

@@ -936,9 +936,13 @@ def bootstrap_ci(values, n_boot: int = 2000, seed: int = 0) -> list[float]:
 def bootstrap_difference_ci(a, b, n_boot: int = 2000, seed: int = 0) -> list[float]:
     """95 % percentile-bootstrap interval of mean(a) - mean(b) for two independent samples, e.g. the rally lengths of
     two policies' runs: each sample is resampled on its own (the rallies of two runs are not pairs)."""
-    x = np.asarray(a, dtype=np.float64).ravel()
-    y = np.asarray(b, dtype=np.float64).ravel()
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
+        raise ValueError(f"n_boot: expected a positive int, got {n_boot!r}")
+    x = np.asarray(a, dtype=np.float64)
+    y = np.asarray(b, dtype=np.float64)
     for name, v in (("a", x), ("b", y)):
+        if v.ndim != 1:
+            raise ValueError(f"{name}: expected a 1-D sample, got shape {v.shape}")
         if v.size == 0:
             raise ValueError(f"{name}: expected at least one value, got none")
         if not np.all(np.isfinite(v)):
