@@ -88,6 +88,14 @@ class PolicyEnsemble(torch.nn.Module):
         return self.forward(f, g).numpy()
 
 
+def _check_env_network(model) -> None:
+    """What an env policy's network must be: goal-free, over `FeatureExtractor(spin=True)`'s features."""
+    if model.goal_dim != 0:
+        raise ValueError(f"model: expected a policy without a goal (goal_dim 0), got goal_dim {model.goal_dim}")
+    if model.feat_dim != feature_dim(spin=True):
+        raise ValueError(f"model: expected {feature_dim(spin=True)} input features, got {model.feat_dim}")
+
+
 class DistilledEnvPolicy:
     """A distilled policy for N environments: `policy(observations [N, obs_dim]) -> env actions [N, 8]` (float32,
     normalised, guarded); `reset(mask)` when environments reset (as for `BatchedScriptedPolicy`)."""
@@ -95,10 +103,7 @@ class DistilledEnvPolicy:
     def __init__(
         self, model: GCBCPolicy | PolicyEnsemble, num_envs: int, guard: LimitGuard | None = None, tracker: str = "fit"
     ):
-        if model.goal_dim != 0:
-            raise ValueError(f"model: expected a policy without a goal (goal_dim 0), got goal_dim {model.goal_dim}")
-        if model.feat_dim != feature_dim(spin=True):
-            raise ValueError(f"model: expected {feature_dim(spin=True)} input features, got {model.feat_dim}")
+        _check_env_network(model)
         self.model = model.eval()
         self.n = int(num_envs)
         self.features = FeatureExtractor(self.n, spin=True, tracker=tracker)  # the tracker it was trained with
@@ -147,24 +152,35 @@ def save_distilled(path, model: GCBCPolicy | PolicyEnsemble, meta: dict | None =
 def load_distilled(path, num_envs: int = 1) -> DistilledEnvPolicy:
     """The policy `save_distilled` wrote, read with ``weights_only=True`` (unpickling runs no code from the file)."""
     path = Path(path)
+    return distilled_from_state(_read_state(path, "path"), num_envs, source=str(path))
+
+
+def _read_state(path: Path, argument: str) -> dict:
+    """A policy file's saved state, read with ``weights_only=True``; `argument` names the caller's argument."""
     if not path.is_file():
-        raise FileNotFoundError(f"path: no policy file {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return distilled_from_state(state, num_envs, source=str(path))
+        raise FileNotFoundError(f"{argument}: no policy file {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def distilled_from_state(state, num_envs: int = 1, source: str = "policy state") -> DistilledEnvPolicy:
     """The policy held by a loaded policy file's `state` (what `save_distilled` wrote)."""
+    model, tracker = _model_from_state(state, source)
+    return DistilledEnvPolicy(model, num_envs, tracker=tracker)
+
+
+def _model_from_state(state, source: str) -> tuple[GCBCPolicy | PolicyEnsemble, str]:
+    """(network or ensemble, ball tracker) of a loaded policy file's `state`, checked; `source` names it in errors."""
     if not isinstance(state, dict) or state.get("format") not in DISTILLED_FORMATS:
         got = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"{source}: expected a distilled policy (format one of {DISTILLED_FORMATS}), got {got!r}")
     tracker = state.get("tracker", "fit")  # files before the option: the fit tracker
     if tracker not in TRACKERS:
         raise ValueError(f"{source}: tracker {tracker!r}, expected one of {TRACKERS}")
-    key = "models" if state["format"] == ENSEMBLE_FORMAT else "model"
-    if key not in state or ("model" if key == "models" else "models") in state:
+    ensemble = state["format"] == ENSEMBLE_FORMAT
+    key, other = ("models", "model") if ensemble else ("model", "models")
+    if key not in state or other in state:
         raise ValueError(f"{source}: a {state['format']!r} file holds its network(s) under {key!r} alone")
-    states = state[key] if key == "models" else [state[key]]
+    states = state[key] if ensemble else [state[key]]
     if not isinstance(states, list) or not states:
         raise ValueError(f"{source}: 'models' expected a non-empty list of network states")
     networks = []
@@ -173,8 +189,7 @@ def distilled_from_state(state, num_envs: int = 1, source: str = "policy state")
             networks.append(GCBCPolicy.from_state(net))
         except (KeyError, TypeError, ValueError, RuntimeError) as e:  # a malformed state: name the file and member
             raise ValueError(f"{source}: network {i} is not a GCBCPolicy state ({type(e).__name__}: {e})") from None
-    model = PolicyEnsemble(networks) if key == "models" else networks[0]
-    return DistilledEnvPolicy(model, num_envs, tracker=tracker)
+    return (PolicyEnsemble(networks) if ensemble else networks[0]), tracker
 
 
 def save_ensemble(out_path, policy_paths) -> Path:
@@ -189,17 +204,15 @@ def save_ensemble(out_path, policy_paths) -> Path:
         raise ValueError(f"policy_paths: expected at least two policy files, got {len(paths)}")
     members, trackers, member_meta = [], set(), []
     for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"policy_paths: no policy file {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        policy = distilled_from_state(state, source=str(path))
-        trackers.add(policy.tracker)
-        model = policy.model
+        state = _read_state(path, "policy_paths")
+        model, tracker = _model_from_state(state, str(path))  # no env policy (robot, trackers) built per file
+        trackers.add(tracker)
         members += list(model.members) if isinstance(model, PolicyEnsemble) else [model]
         member_meta.append({"file": str(path), "meta": state.get("meta", {})})
     if len(trackers) != 1:
         raise ValueError(f"policy_paths: the files' features come from different ball trackers {sorted(trackers)}")
     ensemble = PolicyEnsemble(members)  # refuses networks of different shapes
+    _check_env_network(ensemble)  # as loading it will
     for j, later in enumerate(members):
         for i in range(j):
             if all(torch.equal(a, b) for a, b in zip(members[i].state_dict().values(), later.state_dict().values())):
