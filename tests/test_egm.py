@@ -4,7 +4,11 @@ arm (CompositeDriver): limits held, the controller's stop states stop the loop, 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,14 +17,22 @@ from helpers.robot import wait_ticks, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import robot_rt.robot
 from robot_rt import _control
-from robot_rt.control.egm import EGM_PORT_DEFAULT, egm_unit_factors, make_egm_robot_driver, parse_egm_url
+from robot_rt.control.egm import (
+    EGM_PORT_DEFAULT,
+    check_egm_arm_limits,
+    egm_unit_factors,
+    make_egm_driver,
+    make_egm_robot_driver,
+    parse_egm_url,
+)
 from robot_rt.control.egm_messages import egm_classes, parse_proto, proto_text
 from robot_rt.control.loop import TICK_FLAGS, RealTimeLoop
 from robot_rt.control.policies import Sine
 from robot_rt.control.runlog import read_runlog
 from robot_rt.control.udp import make_udp_driver
-from robot_rt.robot import load_robot
+from robot_rt.robot import geometry_digest, load_robot
 from robot_rt.sim.egm_controller import SimulatedEgmController, gantry_description
 from robot_rt.sim.server import SimServer
 
@@ -360,6 +372,57 @@ def test_the_eight_joint_robot_needs_the_gantry_driver():
         make_egm_robot_driver("egm://127.0.0.1:6599", ROBOT, gantry=wrong)
 
 
+def _with_arm_joint(joint: int, **changes):
+    joints = list(ROBOT.joints)
+    joints[joint] = dataclasses.replace(joints[joint], **changes)
+    return dataclasses.replace(ROBOT, joints=tuple(joints))
+
+
+def test_an_arm_description_beyond_the_irb120t_data_sheet_is_refused():
+    """EGM has no limits handshake: the arm limits the loop enforces are held against the IRB 120T's data sheet, so a
+    description that lets axis 6 turn to +-9 rad (the audit's: 14 references beyond the controller's +-6.98 rad
+    range) or a faster or non-revolute axis is refused before any driver exists; narrower limits pass."""
+    gantry = make_udp_driver("udp://127.0.0.1:6600?camera=none", 2)
+    last = ROBOT.dof - 1
+    for robot, match in (
+        (_with_arm_joint(last, position_min=-9.0, position_max=9.0), "arm_j6.*axis 6.*wider"),
+        (_with_arm_joint(2, position_max=math.radians(166.0)), "axis 1.*wider"),
+        (_with_arm_joint(5, velocity_limit=ROBOT.velocity_limit[5] * 1.01), "axis 4.*velocity limit"),
+        (_with_arm_joint(3, type="prismatic"), "axis 2.*revolute"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            make_egm_robot_driver("egm://127.0.0.1:6599", robot, gantry=gantry)
+    with pytest.raises(ValueError, match="6 axes"):
+        make_egm_driver("egm://127.0.0.1:6599?joints=5", ROBOT)
+    check_egm_arm_limits(ROBOT, 6)  # the shipped description is the data sheet
+    narrower = _with_arm_joint(last, position_min=-1.0, position_max=1.0, velocity_limit=1.0)
+    check_egm_arm_limits(narrower, 6)
+    assert make_egm_robot_driver("egm://127.0.0.1:6599", narrower, gantry=gantry) is not None
+
+
+def test_run_refuses_a_wide_arm_description_before_anything_is_sent(tmp_path):
+    """`robot-rt run --robot egm://... --robot-file F` with axis 6 widened to +-9 rad: exit 2, and the controller,
+    sending its EgmRobot messages to the run's port all along, never gets an answer."""
+    import socket
+
+    from robot_rt.cli import main
+
+    data = json.loads((Path(robot_rt.robot.__file__).parent / "data" / "gantry_arm_8dof.json").read_text())
+    data["joints"][-1].update(position_min=-9.0, position_max=9.0)
+    robot_file = tmp_path / "wide_wrist.json"
+    robot_file.write_text(json.dumps(data))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # a free port for the run to listen on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with _arm_controller(port) as controller:
+        argv = ["run", "--robot", f"egm://127.0.0.1:{port}", "--gantry", "udp://127.0.0.1:6600?camera=none"]
+        argv += ["--robot-file", str(robot_file), "--duration", "0.5", "--log", str(tmp_path / "run.rrlog")]
+        assert main(argv) == 2
+        time.sleep(0.05)
+        assert controller.stats()["sensor_messages"] == 0
+    assert not (tmp_path / "run.rrlog").exists()
+
+
 # ------------------------------------------------------------------------------------------------ driver
 def _arm_controller(port: int, **kw) -> SimulatedEgmController:
     return SimulatedEgmController(
@@ -446,7 +509,7 @@ def test_a_status_the_controller_stops_reporting_is_a_stop(field):
 # ------------------------------------------------------------------------------------------------ the 8-joint robot
 @pytest.fixture
 def eight_joint_robot(tmp_path):
-    gantry_server = SimServer(gantry_description(ROBOT), camera=False).start()
+    gantry_server = SimServer(gantry_description(ROBOT), camera=False, geometry_digest=geometry_digest(ROBOT)).start()
     gantry = make_udp_driver(f"udp://127.0.0.1:{gantry_server.port}?camera=none", 2)
     driver = make_egm_robot_driver("egm://127.0.0.1:0", ROBOT, gantry=gantry)
     assert driver.dof == 8 and driver.name == "udp+egm"

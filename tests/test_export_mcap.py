@@ -362,3 +362,38 @@ def test_replay_export_of_a_missing_log_exits_2(tmp_path):
     from robot_rt.cli import main
 
     assert main(["replay", str(tmp_path / "nope.rrlog"), "--export", "mcap"]) == 2
+
+
+def test_a_failed_export_keeps_the_stop_exit_code_and_the_summary(tmp_path, monkeypatch):
+    """A failed `run --mcap` export is reported in the summary and never hides how the run ended: a protective stop
+    still exits 3 and the summary is written (the audit: the export's 2 replaced it, and no summary was written)."""
+    import robot_rt.logs.export_mcap as export_module
+    from robot_rt.cli import main
+
+    def failing_export(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(export_module, "export_mcap", failing_export)
+    summary_path = tmp_path / "summary.json"
+    base = [
+        "run",
+        "--robot",
+        "sim",
+        "--log",
+        str(tmp_path / "run.rrlog"),
+        "--mcap",
+        "--no-status",
+        "--recover",
+        "never",
+    ]
+    base += ["--summary", str(summary_path), "--duration", "1.5", "--rate", "500"]
+    rc = main([*base, "--policy", "helpers.stalling_policy:stall", "--command-timeout", "0.05"])
+    summary = json.loads(summary_path.read_text())
+    assert rc == 3 == summary["exit_code"]
+    assert "watchdog" in summary["stop_reasons"]
+    assert summary["after_run_failed"] == ["export_mcap_after_run"] and "mcap" not in summary
+    # a run that ended cleanly exits with the export's failure
+    summary_path.unlink()
+    assert main([*base, "--policy", "robot_rt.control.policies:hold"]) == 2
+    summary = json.loads(summary_path.read_text())
+    assert summary["exit_code"] == 0 and summary["after_run_failed"] == ["export_mcap_after_run"]

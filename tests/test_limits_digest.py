@@ -3,10 +3,12 @@ description has other joint limits than the robot never opens a session with it,
 never pass the robot a command that violates the robot's own limits (the audit's reproducer: a velocity limit given in
 deg/s and read as rad/s let 715 out-of-limit commands through).
 
-Python and C++ compute the same digest, and any single limit one ulp off changes it; a RealTimeLoop over UDP with a
-description that differs from the SimServer's in one limit fails at start() with a clear error and the robot is sent
-nothing; with the same description it connects and runs; a UDP driver that was given no robot description refuses to
-start (fail closed)."""
+Python and C++ compute the same digest, and any single limit one ulp off changes it; so does any value of the robot's
+geometry (chain, paddle mount, workspace box: the second audit's reproducer, a box floor lowered from the table top to
+0 m or the arm mounted 0.5 m higher with the same joint limits, drove the paddle 12 cm into the table); a
+RealTimeLoop over UDP with a description that differs from the SimServer's in one limit or in its geometry fails at
+start() with a clear error and the robot is sent nothing; with the same description it connects and runs; a UDP
+driver that was given no robot description refuses to start (fail closed)."""
 
 from __future__ import annotations
 
@@ -23,12 +25,12 @@ from robot_rt.control import protocol as P
 from robot_rt.control.loop import RealTimeLoop
 from robot_rt.control.policies import Hold
 from robot_rt.control.udp import LimitsMismatchError, make_udp_driver, set_limits_digests
-from robot_rt.robot import RobotDescription, joint_limits_digest, limits_digest, load_robot
+from robot_rt.robot import RobotDescription, geometry_digest, joint_limits_digest, limits_digest, load_robot
 from robot_rt.sim.server import SimServer
 
 KEY = b"limits digest test key, 32 bytes"
 FIELDS = ("position_min", "position_max", "velocity_limit", "acceleration_limit", "jerk_limit")
-MISMATCH = "the robot's joint limits differ from the controller's robot description"
+MISMATCH = "the robot's joint limits or geometry differ from the controller's robot description"
 
 
 def _with_limit(robot: RobotDescription, joint: int, field: str, value: float) -> RobotDescription:
@@ -38,15 +40,42 @@ def _with_limit(robot: RobotDescription, joint: int, field: str, value: float) -
 
 
 def _cpp_digest(robot: RobotDescription) -> int:
-    return _control.limits_digest(*(getattr(robot, f) for f in FIELDS))
+    return _control.limits_digest(*(getattr(robot, f) for f in FIELDS), geometry_digest=geometry_digest(robot))
+
+
+def _moved(robot: RobotDescription, change: str) -> RobotDescription:
+    """`robot` with the same joint limits and one geometry change."""
+    if change == "workspace_floor_to_0":  # the box reaches through the table top
+        low = np.array(robot.workspace_min_m, dtype=np.float64)
+        low[2] = 0.0
+        return dataclasses.replace(robot, workspace_min_m=low)
+    joints = list(robot.joints)
+    j = _first_revolute(robot)
+    if change == "arm_mounted_higher":
+        x, y, z = joints[j].origin_xyz_m
+        joints[j] = dataclasses.replace(joints[j], origin_xyz_m=(x, y, z + 0.5))
+    elif change == "axis_flipped":
+        joints[j] = dataclasses.replace(joints[j], axis=tuple(-a for a in joints[j].axis))
+    elif change == "paddle_offset":
+        x, y, z = robot.paddle_origin_xyz_m
+        return dataclasses.replace(robot, paddle_origin_xyz_m=(x, y, z + 0.1))
+    else:
+        raise AssertionError(change)
+    return dataclasses.replace(robot, joints=tuple(joints))
+
+
+GEOMETRY_CHANGES = ("workspace_floor_to_0", "arm_mounted_higher", "axis_flipped", "paddle_offset")
 
 
 def test_python_and_cpp_agree_and_one_ulp_of_any_limit_changes_the_digest():
     robot = load_robot()
     digest = limits_digest(robot)
     assert digest == _cpp_digest(robot) == P.limits_digest(robot) != 0
-    assert digest == joint_limits_digest(*(getattr(robot, f) for f in FIELDS))
-    seen = {digest}
+    assert digest == joint_limits_digest(*(getattr(robot, f) for f in FIELDS), geometry=geometry_digest(robot))
+    # the geometry is folded in: without it (0, not stated) the digest is another, and the C++ function agrees
+    bare = joint_limits_digest(*(getattr(robot, f) for f in FIELDS))
+    assert bare != digest and bare == _control.limits_digest(*(getattr(robot, f) for f in FIELDS))
+    seen = {digest, bare}
     for joint in range(robot.dof):
         for field in FIELDS:
             value = getattr(robot.joints[joint], field)
@@ -56,8 +85,24 @@ def test_python_and_cpp_agree_and_one_ulp_of_any_limit_changes_the_digest():
                 assert d == _cpp_digest(changed)
                 assert d not in seen, (joint, field, bumped)
                 seen.add(d)
-    # a block of joints (one link of a composite robot) has its own digest
-    assert limits_digest(robot, slice(0, 2)) == joint_limits_digest(*(getattr(robot, f)[:2] for f in FIELDS))
+    for change in GEOMETRY_CHANGES:  # the same limits, another geometry: another digest, in C++ too
+        moved = _moved(robot, change)
+        assert geometry_digest(moved) != geometry_digest(robot)
+        d = limits_digest(moved)
+        assert d == _cpp_digest(moved) and d not in seen, change
+        seen.add(d)
+    # every geometry value counts to the last bit
+    low = np.array(robot.workspace_min_m, dtype=np.float64)
+    low[0] = np.nextafter(low[0], math.inf)
+    assert geometry_digest(dataclasses.replace(robot, workspace_min_m=low)) != geometry_digest(robot)
+    with pytest.raises(ValueError, match="finite"):
+        geometry_digest(dataclasses.replace(robot, workspace_max_m=np.array([np.nan, 1.0, 2.0])))
+    with pytest.raises(ValueError, match="geometry"):
+        joint_limits_digest([0.0], [1.0], [1.0], [1.0], [1.0], geometry=-1)
+    # a block of joints (one link of a composite robot) has its own digest, with the whole robot's geometry
+    assert limits_digest(robot, slice(0, 2)) == joint_limits_digest(
+        *(getattr(robot, f)[:2] for f in FIELDS), geometry=geometry_digest(robot)
+    )
     assert limits_digest(robot, slice(0, 2)) != digest
     with pytest.raises(ValueError, match="limits"):
         joint_limits_digest([], [], [], [], [])
@@ -90,10 +135,12 @@ def _first_revolute(robot: RobotDescription) -> int:
 
 
 @pytest.mark.parametrize("key", [b"", KEY], ids=["unauthenticated", "authenticated"])
-@pytest.mark.parametrize("change", ["one_ulp", "deg_per_s_read_as_rad_per_s", "gantry_range"])
+@pytest.mark.parametrize("change", ["one_ulp", "deg_per_s_read_as_rad_per_s", "gantry_range", *GEOMETRY_CHANGES])
 def test_a_controller_with_other_limits_is_refused_and_the_robot_gets_no_command(key, change):
     robot = load_robot()
-    if change == "one_ulp":
+    if change in GEOMETRY_CHANGES:
+        wrong = _moved(robot, change)
+    elif change == "one_ulp":
         wrong = _with_limit(robot, 0, "velocity_limit", np.nextafter(robot.velocity_limit[0], math.inf))
     elif change == "deg_per_s_read_as_rad_per_s":
         j = _first_revolute(robot)

@@ -89,7 +89,10 @@ def register(subparsers) -> None:
     run.add_argument("--sensor-timeout", type=positive, default=0.02, help="state dropout timeout in s")
     run.add_argument("--late-threshold", type=positive, default=0.02, help="UDP: drop states later than this (s)")
     run.add_argument(
-        "--link-timeout", type=positive, default=0.05, help="UDP: no state for this long is a lost link (s)"
+        "--link-timeout",
+        type=positive,
+        default=0.05,
+        help="UDP links (the robot's, or --gantry's): no state for this long is a lost link (s)",
     )
     run.add_argument("--realtime-priority", type=int, default=0, help="SCHED_FIFO priority (0: off)")
     run.add_argument("--cpu", type=int, default=None, help="pin the loop thread to this CPU")
@@ -245,16 +248,20 @@ def cmd_run(args) -> int:
     summary["ended_by"] = ended_by
     summary["exit_code"] = exit_code_for(summary["stop_reasons"])
     _report(console, summary, loop.counters(), elapsed)
+    # a failed after-run step (an export) is reported in the summary and never hides how the run ended: a stop's
+    # exit code (3-5) stands; a run that ended cleanly exits with the step's code
+    failed = 0
     for hook in args.after_run:
         code = hook(args, log_path, summary, console)
         if code:
-            return code
+            failed = failed or int(code)
+            summary.setdefault("after_run_failed", []).append(getattr(hook, "__name__", repr(hook)))
     if args.summary:
         from robot_rt._io import atomic_write_json
 
         atomic_write_json(args.summary, summary)
     sys.stdout.flush()
-    return summary["exit_code"]
+    return summary["exit_code"] or failed
 
 
 def _make_driver(args, robot):
@@ -277,6 +284,7 @@ def _make_driver(args, robot):
                     robot.dof - parse_egm_url(args.robot).joints,
                     key=read_key(args.key_file),
                     late_threshold_s=args.late_threshold,
+                    link_timeout_s=args.link_timeout,
                 )
             if args.key_file is None:
                 print(UNAUTHENTICATED_WARNING, file=sys.stderr, flush=True)

@@ -101,13 +101,56 @@ def egm_unit_factors(robot, joints: int) -> list[float]:
     return [math.pi / 180.0 if j.type == "revolute" else 1e-3 for j in arm]
 
 
+# The ABB IRB 120T's axis ranges (product manual 3HAC035728-001, "Robot motion") and speeds (its data sheet): the
+# data behind the shipped description (docs/robot.md, table of sources). EGM has no handshake that could check the arm's limits the way the UDP protocol's
+# digest does (docs/protocol.md), so the arm limits the loop enforces over EGM are held against these: a description
+# whose arm may go wider or faster (a typo, a range copied from another arm) would let the loop send references
+# beyond the controller's own axis range.
+IRB120T_AXIS_RANGE_DEG = (
+    (-165.0, 165.0),
+    (-110.0, 110.0),
+    (-110.0, 70.0),
+    (-160.0, 160.0),
+    (-120.0, 120.0),
+    (-400.0, 400.0),
+)
+IRB120T_AXIS_SPEED_DEGPS = (250.0, 250.0, 250.0, 420.0, 590.0, 600.0)
+_DATA_SHEET_TOLERANCE_DEG = 1e-3  # the description stores the ranges in rad, rounded
+
+
+def check_egm_arm_limits(robot, joints: int) -> None:
+    """ValueError naming the joint unless each of the arm's joints (the last `joints` of `robot`, which EGM drives) is
+    revolute (EGM joint values are degrees: a prismatic joint would be scaled as mm) with a range and speed inside the
+    IRB 120T's data sheet (`IRB120T_AXIS_RANGE_DEG`, `IRB120T_AXIS_SPEED_DEGPS`). Narrower or slower limits pass."""
+    if joints != len(IRB120T_AXIS_RANGE_DEG):
+        raise ValueError(
+            f"joints: the EGM arm is an ABB IRB 120T with {len(IRB120T_AXIS_RANGE_DEG)} axes, the URL asks for {joints}"
+        )
+    tol = _DATA_SHEET_TOLERANCE_DEG
+    arm = robot.joints[robot.dof - joints :]
+    for axis, (joint, (low, high), speed) in enumerate(zip(arm, IRB120T_AXIS_RANGE_DEG, IRB120T_AXIS_SPEED_DEGPS), 1):
+        where = f"robot description {robot.name!r}, joint {joint.name!r} (EGM axis {axis})"
+        if joint.type != "revolute":
+            raise ValueError(f"{where}: expected a revolute joint (EGM sends degrees), got {joint.type!r}")
+        lo, hi = math.degrees(joint.position_min), math.degrees(joint.position_max)
+        if lo < low - tol or hi > high + tol:
+            raise ValueError(
+                f"{where}: range [{lo:.3f}, {hi:.3f}] deg is wider than the IRB 120T's axis range [{low}, {high}] deg"
+            )
+        v = math.degrees(joint.velocity_limit)
+        if v > speed + tol:
+            raise ValueError(f"{where}: velocity limit {v:.3f} deg/s is above the IRB 120T's axis speed {speed} deg/s")
+
+
 def make_egm_driver(url: str, robot, **options):
-    """The C++ EgmDriver for the arm of `robot` (options: hold_s, link_timeout_s)."""
+    """The C++ EgmDriver for the arm of `robot` (options: hold_s, link_timeout_s); ValueError when the description's
+    arm is not within the IRB 120T's data sheet (`check_egm_arm_limits`)."""
     from robot_rt import _control
 
     target = parse_egm_url(url)
     if target.joints > robot.dof:
         raise ValueError(f"joints: the robot has {robot.dof} joints, the URL asks for {target.joints} arm joints")
+    check_egm_arm_limits(robot, target.joints)
     return _control.EgmDriver(
         target.bind_host,
         target.port,

@@ -260,11 +260,11 @@ def limits_mismatch_message(driver, robot, before: dict[int, int] | None = None)
         peer = int(stats.get("peer_limits_digest", 0))
         stated = f"states joint-limits digest {peer:#018x}" if peer else "states no joint limits (digest 0)"
         return (
-            f"the robot's joint limits differ from the controller's robot description: the robot (joints {first}.."
+            f"the robot's joint limits or geometry differ from the controller's robot description: the robot (joints {first}.."
             f"{first + dof - 1}) {stated}, the robot description {robot.name!r} has "
             f"{int(stats.get('limits_digest', 0)):#018x}. No session was opened and no command was sent. Check that "
             "both ends load the same robot description, in the same units (e.g. a velocity limit in deg/s read as "
-            "rad/s)."
+            "rad/s), with the same chain, paddle mount and workspace box."
         )
     return None
 

@@ -1,12 +1,21 @@
 """Robot description (limits, kinematic chain) and kinematics shared by the real-time loop and the envs."""
 
-from .description import JointSpec, RobotDescription, joint_limits_digest, limits_digest, load_robot, parse_robot
+from .description import (
+    JointSpec,
+    RobotDescription,
+    geometry_digest,
+    joint_limits_digest,
+    limits_digest,
+    load_robot,
+    parse_robot,
+)
 from .kinematics import forward_kinematics, paddle_geometric_jacobian, paddle_jacobian, paddle_position_normal
 
 __all__ = [
     "JointSpec",
     "RobotDescription",
     "forward_kinematics",
+    "geometry_digest",
     "joint_limits_digest",
     "limits_digest",
     "paddle_geometric_jacobian",

@@ -107,11 +107,48 @@ LIMITS_DIGEST_LABEL = b"RRTP joint limits"  # csrc/robot_rt/control/protocol.hpp
 _MAX_DIGEST_JOINTS = 16
 
 
-def joint_limits_digest(position_min, position_max, velocity_limit, acceleration_limit, jerk_limit) -> int:
+GEOMETRY_DIGEST_LABEL = b"RRTP robot geometry"
+
+
+def geometry_digest(robot: RobotDescription) -> int:
+    """The digest of what, besides the joint limits, decides where the controller's safety filter lets the paddle go
+    (docs/protocol.md, "Joint-limits digest"): the first 8 bytes, read little-endian, of SHA-256(b"RRTP robot
+    geometry" || u16 dof || per joint u8 type (1 revolute, 0 prismatic), f64 axis[3], origin_xyz[3], origin_rpy[3] ||
+    f64 paddle_xyz[3], paddle_rpy[3] || f64 workspace_min[3], workspace_max[3]), all little-endian; 1 where that is 0.
+    It is folded into the handshake's limits digest (`limits_digest`), so a robot bridge and a controller whose
+    descriptions put the paddle or its box elsewhere (another mount, a box reaching into the table) open no session.
+    ValueError for a non-finite value."""
+    dof = robot.dof
+    if not 1 <= dof <= _MAX_DIGEST_JOINTS:
+        raise ValueError(f"robot: expected 1..{_MAX_DIGEST_JOINTS} joints, got {dof}")
+    chain = robot.chain_arrays()
+    per_joint = np.concatenate([chain["axis"], chain["origin_xyz_m"], chain["origin_rpy_rad"]], axis=1)  # [dof, 9]
+    mount = np.concatenate(
+        [
+            chain["paddle_xyz_m"],
+            chain["paddle_rpy_rad"],
+            np.asarray(robot.workspace_min_m, dtype=np.float64).reshape(-1),
+            np.asarray(robot.workspace_max_m, dtype=np.float64).reshape(-1),
+        ]
+    )
+    if mount.shape != (12,) or not (np.all(np.isfinite(per_joint)) and np.all(np.isfinite(mount))):
+        raise ValueError("robot: expected a finite chain, paddle mount and 3-D workspace box for its geometry digest")
+    data = GEOMETRY_DIGEST_LABEL + struct.pack("<H", dof)
+    for kind, row in zip(chain["joint_type"], per_joint + 0.0):  # + 0.0: -0.0 is 0.0
+        data += struct.pack("<B", int(kind)) + row.astype("<f8").tobytes()
+    data += (mount + 0.0).astype("<f8").tobytes()
+    digest = int.from_bytes(hashlib.sha256(data).digest()[:8], "little")
+    return digest or 1
+
+
+def joint_limits_digest(
+    position_min, position_max, velocity_limit, acceleration_limit, jerk_limit, geometry: int = 0
+) -> int:
     """The joint-limits digest of the UDP handshake (docs/protocol.md, "Joint-limits digest"; the same value as the
     C++ `protocol::limits_digest`): the first 8 bytes, read little-endian, of SHA-256(b"RRTP joint limits" || u16 dof ||
-    per joint f64 position_min, position_max, velocity, acceleration, jerk), all little-endian; 1 where that is 0 (0
-    means "no limits stated"). The exact bits count: a limit one ulp off gives another digest; -0.0 counts as 0.0, and
+    per joint f64 position_min, position_max, velocity, acceleration, jerk [|| u64 geometry]), all little-endian; 1
+    where that is 0 (0 means "no limits stated"). `geometry` (`geometry_digest` of the whole robot; 0: not stated,
+    nothing appended). The exact bits count: a limit one ulp off gives another digest; -0.0 counts as 0.0, and
     a non-finite limit is an error (the C++ function returns 0 for it: no limits, refused by both ends)."""
     columns = [
         np.asarray(c, dtype=np.float64).reshape(-1)
@@ -127,20 +164,26 @@ def joint_limits_digest(position_min, position_max, velocity_limit, acceleration
     if not np.all(np.isfinite(per_joint)):
         raise ValueError(f"limits: expected finite values, got {per_joint.tolist()}")
     per_joint = per_joint + 0.0  # -0.0 and 0.0 are the same limit (the C++ digest does the same)
+    if isinstance(geometry, bool) or not isinstance(geometry, (int, np.integer)) or not 0 <= geometry < 2**64:
+        raise ValueError(f"geometry: expected a u64 geometry digest (0: not stated), got {geometry!r}")
     data = LIMITS_DIGEST_LABEL + struct.pack("<H", dof) + per_joint.astype("<f8").tobytes()
+    if geometry:
+        data += struct.pack("<Q", int(geometry))
     digest = int.from_bytes(hashlib.sha256(data).digest()[:8], "little")
     return digest or 1
 
 
-def limits_digest(robot: RobotDescription, joints: slice = slice(None)) -> int:
+def limits_digest(robot: RobotDescription, joints: slice = slice(None), geometry: int | None = None) -> int:
     """`joint_limits_digest` of a robot description's limits, of all joints or of the block `joints` (the part of a
-    composite robot one link drives)."""
+    composite robot one link drives), with the whole robot's `geometry_digest` folded in (`geometry`: that digest
+    when `robot` is only a part, e.g. a gantry server's own description; default: `geometry_digest(robot)`)."""
     return joint_limits_digest(
         robot.position_min[joints],
         robot.position_max[joints],
         robot.velocity_limit[joints],
         robot.acceleration_limit[joints],
         robot.jerk_limit[joints],
+        geometry=geometry_digest(robot) if geometry is None else geometry,
     )
 
 

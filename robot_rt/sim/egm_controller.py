@@ -313,7 +313,7 @@ def serve_egm(args) -> int:
     import sys
 
     from robot_rt.control.egm import parse_egm_url
-    from robot_rt.robot import load_robot
+    from robot_rt.robot import geometry_digest, load_robot
 
     from .server import SimServer
 
@@ -331,7 +331,11 @@ def serve_egm(args) -> int:
         gantry = None
         if robot.dof > target.joints:
             gantry = SimServer(
-                gantry_description(robot, target.joints), host=args.host, port=args.gantry_port, camera=False
+                gantry_description(robot, target.joints),
+                host=args.host,
+                port=args.gantry_port,
+                camera=False,
+                geometry_digest=geometry_digest(robot),  # the whole robot's: the arm rides on this gantry
             )
     except (ValueError, OSError) as err:
         print(f"sim-egm: {err}", file=sys.stderr)

@@ -18,7 +18,11 @@ PHYSICS_CHOICES = ("kinematic", "mujoco")
 
 
 class SimServer:
-    """Robot server (C++ thread) + optional camera server (Python thread)."""
+    """Robot server (C++ thread) + optional camera server (Python thread).
+
+    `geometry_digest`: the whole robot's `robot_rt.robot.geometry_digest`, stated in the handshake with this server's
+    joint limits (default: that of `robot`; a server for one part of a composite robot, e.g. the gantry behind an EGM
+    arm, gives the whole robot's)."""
 
     def __init__(
         self,
@@ -46,8 +50,10 @@ class SimServer:
         world_config=None,
         world_backend: str = "auto",
         physics: str = "kinematic",
+        geometry_digest: int | None = None,
     ):
         from robot_rt import _control
+        from robot_rt.robot import geometry_digest as robot_geometry_digest
 
         if physics not in PHYSICS_CHOICES:
             raise ValueError(f"physics: expected one of {PHYSICS_CHOICES}, got {physics!r}")
@@ -74,6 +80,8 @@ class SimServer:
             servo_damping=servo_damping,
             # the handshake's joint-limits digest covers every limit the controller's safety filter enforces
             jerk_limit=self.robot.jerk_limit.tolist(),
+            # and the robot's chain, paddle mount and workspace box (docs/protocol.md, "Joint-limits digest")
+            geometry_digest=robot_geometry_digest(self.robot) if geometry_digest is None else int(geometry_digest),
         )
         self.dynamics = None
         self.physics = None
@@ -156,7 +164,8 @@ class SimServer:
 
     @property
     def limits_digest(self) -> int:
-        """The joint-limits digest this robot states in the handshake (robot_rt.robot.limits_digest of its robot)."""
+        """The joint-limits digest this robot states in the handshake (robot_rt.robot.limits_digest of its robot, with
+        its geometry digest)."""
         return int(self.robot_server.limits_digest)
 
     @property

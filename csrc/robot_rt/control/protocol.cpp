@@ -411,7 +411,8 @@ Status decode(const std::uint8_t* data, std::size_t size, const HmacSha256Key* k
 }
 
 std::uint64_t limits_digest(std::size_t dof, const double* position_min, const double* position_max,
-                            const double* velocity, const double* acceleration, const double* jerk) noexcept {
+                            const double* velocity, const double* acceleration, const double* jerk,
+                            std::uint64_t geometry) noexcept {
   if (dof < 1 || dof > kMaxJoints) return 0;
   Sha256 h;
   h.update(reinterpret_cast<const std::uint8_t*>(kLimitsDigestLabel), sizeof(kLimitsDigestLabel) - 1);
@@ -424,6 +425,10 @@ std::uint64_t limits_digest(std::size_t dof, const double* position_min, const d
       put_f64(b, v[i] + 0.0);  // the exact bits (one ulp off changes the digest); + 0.0 makes -0.0 the same as 0.0
       h.update(b, 8);
     }
+  }
+  if (geometry != 0) {
+    put_u64(b, geometry);
+    h.update(b, 8);
   }
   std::uint8_t out[kSha256DigestBytes];
   h.finish(out);

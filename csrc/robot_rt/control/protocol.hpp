@@ -213,12 +213,16 @@ bool peek_server_nonce(const std::uint8_t* data, std::size_t size, std::uint8_t 
 
 // Fingerprint of a robot's joint limits, exchanged in the handshake so that a controller and a robot that disagree on
 // them never open a session (docs/protocol.md, "Joint-limits digest"): the first 8 bytes, read little-endian, of
-// SHA-256("RRTP joint limits" || u16 dof || per joint f64 position_min, position_max, velocity, acceleration, jerk),
-// all little-endian. 0 is reserved for "no limits stated" (camera roles): a digest that would be 0 is reported as 1.
-// Returns 0 for a dof outside 1..kMaxJoints.
+// SHA-256("RRTP joint limits" || u16 dof || per joint f64 position_min, position_max, velocity, acceleration, jerk
+// [|| u64 geometry]), all little-endian. `geometry` (0: not stated, nothing appended) is the digest of the whole
+// robot's kinematic chain, paddle mount and workspace box (robot_rt.robot.geometry_digest): the workspace the
+// controller's safety filter keeps the paddle in is only right for the robot whose chain it was computed with.
+// 0 is reserved for "no limits stated" (camera roles): a digest that would be 0 is reported as 1. Returns 0 for a
+// dof outside 1..kMaxJoints.
 constexpr char kLimitsDigestLabel[] = "RRTP joint limits";
 std::uint64_t limits_digest(std::size_t dof, const double* position_min, const double* position_max,
-                            const double* velocity, const double* acceleration, const double* jerk) noexcept;
+                            const double* velocity, const double* acceleration, const double* jerk,
+                            std::uint64_t geometry = 0) noexcept;
 
 // Receiver-side sequence bookkeeping for one peer (docs/protocol.md, "Ordering").
 class SequenceTracker {

@@ -28,7 +28,7 @@ std::uint64_t config_limits_digest(const SimServerConfig& c) {
   for (const auto* v : {&c.position_max, &c.velocity_limit, &c.acceleration_limit, &c.jerk_limit})
     if (v->size() != n) return 0;
   return protocol::limits_digest(n, c.position_min.data(), c.position_max.data(), c.velocity_limit.data(),
-                                 c.acceleration_limit.data(), c.jerk_limit.data());
+                                 c.acceleration_limit.data(), c.jerk_limit.data(), c.geometry_digest);
 }
 }  // namespace
 

@@ -56,6 +56,9 @@ struct SimServerConfig {
   std::uint16_t port = 0;  // 0: ephemeral (see SimRobotServer::port())
   std::vector<double> position_min, position_max, velocity_limit, acceleration_limit;  // one per joint
   std::vector<double> jerk_limit;  // one per joint: only for the limits digest of the handshake (required)
+  // digest of the whole robot's chain, paddle mount and workspace box, folded into the handshake's limits digest
+  // (protocol::limits_digest's `geometry`; 0: not stated, and a controller that states its geometry is refused)
+  std::uint64_t geometry_digest = 0;
   std::vector<double> initial_position;  // empty: mid-range clamped zero
   double rate_hz = 1000.0;
   double tracking_time_constant_s = 0.02;

@@ -380,18 +380,19 @@ void bind_protocol(py::module_& m) {
       "limits_digest",
       [](const std::vector<double>& position_min, const std::vector<double>& position_max,
          const std::vector<double>& velocity_limit, const std::vector<double>& acceleration_limit,
-         const std::vector<double>& jerk_limit) {
+         const std::vector<double>& jerk_limit, std::uint64_t geometry_digest) {
         const std::size_t n = position_min.size();
         if (n < 1 || n > protocol::kMaxJoints || position_max.size() != n || velocity_limit.size() != n ||
             acceleration_limit.size() != n || jerk_limit.size() != n)
           throw py::value_error("limits_digest: expected 1.." + std::to_string(protocol::kMaxJoints) +
                                 " joints, the same number in every limit vector");
         return protocol::limits_digest(n, position_min.data(), position_max.data(), velocity_limit.data(),
-                                       acceleration_limit.data(), jerk_limit.data());
+                                       acceleration_limit.data(), jerk_limit.data(), geometry_digest);
       },
       py::arg("position_min"), py::arg("position_max"), py::arg("velocity_limit"), py::arg("acceleration_limit"),
-      py::arg("jerk_limit"),
-      "Joint-limits digest of the handshake (protocol::limits_digest, docs/protocol.md): a non-zero u64.");
+      py::arg("jerk_limit"), py::arg("geometry_digest") = 0,
+      "Joint-limits digest of the handshake (protocol::limits_digest, docs/protocol.md): a non-zero u64; "
+      "geometry_digest (robot_rt.robot.geometry_digest; 0: not stated) is folded in.");
   m.def("encode_packet", &encode_packet, py::arg("packet"), py::arg("key") = py::none(),
         "Encodes a packet dict (robot_rt.control.protocol field names) with the C++ codec; ValueError if invalid.");
   m.def("decode_packet", &decode_packet, py::arg("data"), py::arg("key") = py::none(),
@@ -605,7 +606,8 @@ void bind_sim_server(py::module_& m) {
                        std::vector<double> initial_position, const std::string& host, int port, double rate_hz,
                        double tracking_time_constant_s, double command_delay_s, double command_timeout_s,
                        double session_timeout_s, const std::string& key, bool allow_remote, bool reply_on_command,
-                       bool external_dynamics, double servo_damping, std::vector<double> jerk_limit) {
+                       bool external_dynamics, double servo_damping, std::vector<double> jerk_limit,
+                       std::uint64_t geometry_digest) {
              if (port < 0 || port > 65535) throw py::value_error("port: expected 0..65535");
              SimServerConfig c;
              c.position_min = std::move(position_min);
@@ -626,6 +628,7 @@ void bind_sim_server(py::module_& m) {
              c.reply_on_command = reply_on_command;
              c.external_dynamics = external_dynamics;
              c.servo_damping = servo_damping;
+             c.geometry_digest = geometry_digest;
              try {
                return std::make_shared<SimRobotServer>(c);
              } catch (const std::invalid_argument& e) {
@@ -637,7 +640,8 @@ void bind_sim_server(py::module_& m) {
            py::arg("rate_hz") = 1000.0, py::arg("tracking_time_constant_s") = 0.02, py::arg("command_delay_s") = 0.002,
            py::arg("command_timeout_s") = 0.1, py::arg("session_timeout_s") = 0.5, py::arg("key") = "",
            py::arg("allow_remote") = false, py::arg("reply_on_command") = true, py::arg("external_dynamics") = false,
-           py::arg("servo_damping") = 1.0, py::arg("jerk_limit") = std::vector<double>{})
+           py::arg("servo_damping") = 1.0, py::arg("jerk_limit") = std::vector<double>{},
+           py::arg("geometry_digest") = 0)
       .def(
           "servo_targets",
           [](const SimRobotServer& s) {
