@@ -1019,6 +1019,7 @@ def test_simulate_refuses_a_robot_that_moves_in_wall_time():
     faster than its limits in wall time. The loop refuses such a driver before anything is claimed or sent."""
     from robot_rt import _control
     from robot_rt.control.udp import make_udp_driver
+    from robot_rt.robot import geometry_digest
 
     robot = load_robot()
     key = b"test key for the manual-mode refusal 0123456789"
@@ -1030,6 +1031,7 @@ def test_simulate_refuses_a_robot_that_moves_in_wall_time():
         initial_position=robot.home.tolist(),
         key=key,
         jerk_limit=robot.jerk_limit.tolist(),
+        geometry_digest=geometry_digest(robot),
     )
     server.start()
     try:
