@@ -39,12 +39,17 @@ import numpy as np
 import torch
 
 
-def make_env(num_envs: int, residual_scale: float, ball_state: bool, max_episode_steps: int = 600):
-    """The batched rally env with the learning aids, as a gymnasium vector env."""
+def make_env(
+    num_envs: int, residual_scale: float, ball_state: bool, max_episode_steps: int = 600, serve_spread: float = 1.0
+):
+    """The batched rally env with the learning aids, as a gymnasium vector env; `serve_spread` scales the default
+    human's launch spread (`HumanBehaviorModel.with_spread`: 0 serves the mean ball every time, 1 the default)."""
+    from robot_rt.envs.human_model import HumanBehaviorModel
     from robot_rt.envs.vector import TableTennisVectorEnv
     from robot_rt.envs.wrappers import BallStateObservationVector, ResidualScriptedVector
 
-    env = TableTennisVectorEnv(num_envs, max_episode_steps=max_episode_steps)
+    human = HumanBehaviorModel.default().with_spread(serve_spread)
+    env = TableTennisVectorEnv(num_envs, human=human, max_episode_steps=max_episode_steps)
     if residual_scale > 0:
         env = ResidualScriptedVector(env, residual_scale=residual_scale)
     if ball_state:
@@ -78,11 +83,13 @@ def bootstrap_mean_ci(x, n_boot: int = 2000, seed: int = 0) -> tuple[float, floa
     return float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
 
 
-def evaluate(model, train_env, args, episodes: int, seed: int = 12345) -> dict:
-    """The deterministic policy on `episodes` fixed serves (one episode per env): return rate, rally, contacts."""
+def evaluate(model, train_env, args, episodes: int, seed: int = 12345, serve_spread: float | None = None) -> dict:
+    """The deterministic policy on `episodes` fixed serves (one episode per env; the training serves' spread unless
+    `serve_spread` is given): return rate, rally, contacts."""
     from stable_baselines3.common.vec_env import VecNormalize
 
-    raw = make_env(episodes, args.residual_scale, not args.no_ball_state, args.max_episode_steps)
+    spread = args.serve_spread if serve_spread is None else serve_spread
+    raw = make_env(episodes, args.residual_scale, not args.no_ball_state, args.max_episode_steps, spread)
     world = raw.unwrapped.world  # paddle contacts are read from the world's per-step events
     venv = VecNormalize(wrap_sb3(raw, args.frame_stack), training=False, norm_reward=False)
     venv.obs_rms = train_env.obs_rms  # the training statistics, frozen
@@ -104,6 +111,7 @@ def evaluate(model, train_env, args, episodes: int, seed: int = 12345) -> dict:
     lo, hi = wilson(returned, episodes)
     return {
         "episodes": episodes,
+        "serve_spread": spread,
         "first_ball_return_rate": returned / episodes,
         "first_ball_return_rate_ci95": [lo, hi],
         "rally_mean": float(rally.mean()),
@@ -126,11 +134,21 @@ def main(argv=None) -> dict:
     p.add_argument("--no-ball-state", action="store_true")
     p.add_argument("--frame-stack", type=int, default=4)
     p.add_argument("--max-episode-steps", type=int, default=600, help="episode cap (6 s at 100 Hz)")
+    p.add_argument(
+        "--serve-spread",
+        type=float,
+        default=1.0,
+        help="scale of the default human's launch spread while training (HumanBehaviorModel.with_spread; 0: the "
+        "same ball every time, a curriculum for learning from scratch); below 1 the policy is also evaluated at 1",
+    )
+    p.add_argument("--log-std-init", type=float, default=-1.0, help="initial log std of the Gaussian policy")
     p.add_argument("--eval-episodes", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--torch-threads", type=int, default=1, help="1 is fastest on a shared 2-core machine")
     p.add_argument("--out", default="runs/sb3_ppo")
     args = p.parse_args(argv)
+    if not (math.isfinite(args.serve_spread) and args.serve_spread >= 0):
+        p.error(f"--serve-spread: expected a finite number >= 0, got {args.serve_spread}")
 
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecNormalize
@@ -140,7 +158,10 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     env = VecNormalize(
         wrap_sb3(
-            make_env(args.n_envs, args.residual_scale, not args.no_ball_state, args.max_episode_steps), args.frame_stack
+            make_env(
+                args.n_envs, args.residual_scale, not args.no_ball_state, args.max_episode_steps, args.serve_spread
+            ),
+            args.frame_stack,
         )
     )
     env.seed(args.seed)
@@ -152,13 +173,14 @@ def main(argv=None) -> dict:
         n_epochs=args.epochs,
         learning_rate=args.lr,
         gamma=0.99,
-        policy_kwargs={"net_arch": [128, 128], "log_std_init": -1.0},
+        policy_kwargs={"net_arch": [128, 128], "log_std_init": args.log_std_init},
         device="cpu",
         seed=args.seed,
         verbose=0,
     )
     before = evaluate(model, env, args, args.eval_episodes)
     print(f"before: {json.dumps(before)}", flush=True)
+    before_default = evaluate(model, env, args, args.eval_episodes, serve_spread=1.0) if args.serve_spread < 1 else None
     params0 = torch.nn.utils.parameters_to_vector(model.policy.parameters()).detach().clone()
     start = time.time()
     curve = []
@@ -187,6 +209,14 @@ def main(argv=None) -> dict:
     change = torch.nn.utils.parameters_to_vector(model.policy.parameters()).detach() - params0
     after = evaluate(model, env, args, args.eval_episodes)
     print(f"after ({train_s:.0f} s, {model.num_timesteps} steps): {json.dumps(after)}", flush=True)
+    # trained on a narrower spread: the default human's serves too, before and after
+    at_default = None
+    if args.serve_spread < 1.0:
+        at_default = {
+            "before": before_default,
+            "after": evaluate(model, env, args, args.eval_episodes, serve_spread=1.0),
+        }
+        print(f"at the default spread: {json.dumps(at_default)}", flush=True)
     model.save(out / "model.zip")
     env.save(str(out / "vecnormalize.pkl"))
     results = {
@@ -198,6 +228,7 @@ def main(argv=None) -> dict:
         "load_average_1min": os.getloadavg()[0],
         "before": before,
         "after": after,
+        "at_default_spread": at_default,
         "curve": curve,
     }
     tmp = out / ".results.json.tmp"  # atomic: a reader never sees a half-written file

@@ -39,6 +39,23 @@ def test_ppo_example_smoke(tmp_path):
     assert (tmp_path / "results.json").exists() and (tmp_path / "model.zip").exists()
 
 
+def test_ppo_example_from_scratch_on_a_narrow_serve_spread_is_also_evaluated_at_the_default(tmp_path):
+    module = _load("sb3_ppo_table_tennis")
+    budget = 8 * 16 * 8
+    results = module.main(
+        ["--timesteps", str(budget), "--n-envs", "8", "--n-steps", "16", "--batch-size", "64", "--epochs", "1",
+         "--max-episode-steps", "100", "--eval-episodes", "4", "--residual-scale", "0", "--serve-spread", "0",
+         "--out", str(tmp_path)]
+    )  # fmt: skip
+    _check(results, budget)
+    assert results["before"]["serve_spread"] == results["after"]["serve_spread"] == 0.0
+    for stage in ("before", "after"):
+        assert results["at_default_spread"][stage]["serve_spread"] == 1.0
+        assert results["at_default_spread"][stage]["episodes"] == 4
+    with pytest.raises(SystemExit):
+        module.main(["--serve-spread", "-1", "--out", str(tmp_path)])
+
+
 def test_sac_her_example_smoke(tmp_path):
     module = _load("sb3_sac_her_goal")
     budget = 4 * 150  # episodes end (HER samples finished episodes only) before the learning starts at 4 x 100
