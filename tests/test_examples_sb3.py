@@ -37,6 +37,12 @@ def test_ppo_example_smoke(tmp_path):
     returns = [c["episode_return_mean"] for c in results["curve"] if c["episode_return_mean"] is not None]
     assert returns and np.all(np.isfinite(returns)) and any(r != 0 for r in returns)  # rewards reach the learner
     assert (tmp_path / "results.json").exists() and (tmp_path / "model.zip").exists()
+    # before and after are paired on the same serves: the paired change is the difference of the per-serve figures
+    before, after = (np.array(results[k]["rally_per_episode"]) for k in ("before", "after"))
+    change = results["after_minus_before"]
+    assert change["rally_mean"] == pytest.approx((after - before).mean())
+    assert change["first_ball_return_rate"] == pytest.approx(((after > 0) * 1.0 - (before > 0)).mean())
+    assert change["rally_mean_ci95"][0] <= change["rally_mean"] <= change["rally_mean_ci95"][1]
 
 
 def test_ppo_example_from_scratch_on_a_narrow_serve_spread_is_also_evaluated_at_the_default(tmp_path):
