@@ -400,6 +400,26 @@ def test_an_arm_description_beyond_the_irb120t_data_sheet_is_refused():
     assert make_egm_robot_driver("egm://127.0.0.1:6599", narrower, gantry=gantry) is not None
 
 
+def test_a_loop_refuses_an_egm_driver_under_a_wider_description_than_the_data_sheet():
+    """The check also holds where the driver and the loop were given different descriptions (the Python API): the
+    loop's own description is what it enforces, so that one is checked against the data sheet."""
+    arm = dataclasses.replace(ROBOT, joints=ROBOT.joints[2:], home=ROBOT.home[2:])
+    driver = make_egm_driver("egm://127.0.0.1:6597", arm)  # built with the shipped arm
+    wide = dataclasses.replace(arm, joints=arm.joints[:-1] + (dataclasses.replace(arm.joints[-1], position_max=9.0),))
+    with pytest.raises(ValueError, match="axis 6.*wider"):
+        RealTimeLoop(wide, driver)
+    gantry = make_udp_driver("udp://127.0.0.1:6600?camera=none", 2)
+    composite = make_egm_robot_driver("egm://127.0.0.1:6598", ROBOT, gantry=gantry)
+    with pytest.raises(ValueError, match="axis 6.*wider"):
+        RealTimeLoop(_with_arm_joint(ROBOT.dof - 1, position_min=-9.0, position_max=9.0), composite)
+    # an arm that is not the description's last joints: its joint values would be read as other joints'
+    other_gantry = make_udp_driver("udp://127.0.0.1:6601?camera=none", 2)
+    swapped = _control.CompositeDriver([make_egm_driver("egm://127.0.0.1:6596", ROBOT), other_gantry])
+    with pytest.raises(ValueError, match="last 6 of 8"):
+        RealTimeLoop(ROBOT, swapped)
+    assert RealTimeLoop(arm, driver).robot is arm  # the shipped arm passes
+
+
 def test_run_refuses_a_wide_arm_description_before_anything_is_sent(tmp_path):
     """`robot-rt run --robot egm://... --robot-file F` with axis 6 widened to +-9 rad: exit 2, and the controller,
     sending its EgmRobot messages to the run's port all along, never gets an answer."""

@@ -261,3 +261,10 @@ def test_the_python_session_mirror_and_the_cpp_robot_agree_on_the_refusal():
     finally:
         sock.close()
         server.stop()
+
+
+def test_a_mujoco_sim_server_refuses_a_description_with_another_geometry():
+    """Its physics is generated from the shipped URDF: stating another geometry in the handshake would be a lie."""
+    for change in GEOMETRY_CHANGES:
+        with pytest.raises(ValueError, match="physics='mujoco'"):
+            SimServer(_moved(load_robot(), change), camera=False, physics="mujoco")

@@ -2,7 +2,8 @@
 robot_rt.sim.commands).
 
 `robot-rt run` exit status (docs/safety.md): 0 the run ended as planned (duration over, Ctrl-C / SIGTERM, the
-policy finished), with the controlled stop of the end of a run; 2 bad arguments or the loop could not start;
+policy finished), with the controlled stop of the end of a run; 2 bad arguments or the loop could not start (or a
+run that ended as planned whose after-run step, the `--mcap` export, failed: the summary names it);
 3 it ended by a protective stop (a reflex: watchdog, sensor timeout, tracking error, implausible measurement, robot
 fault, workspace); 4 it ended by a lost link (the link went down or the robot side restarted); 5 it ended by an
 e-stop. A stop ends the run at once unless recovered: `--recover prompt` (the default on a terminal) asks whether to
@@ -252,7 +253,11 @@ def cmd_run(args) -> int:
     # exit code (3-5) stands; a run that ended cleanly exits with the step's code
     failed = 0
     for hook in args.after_run:
-        code = hook(args, log_path, summary, console)
+        try:
+            code = hook(args, log_path, summary, console)
+        except Exception as err:  # noqa: BLE001 (whatever a step raises, the run's own result is reported)
+            console.print(f"[red]error:[/red] {getattr(hook, '__name__', 'after-run step')}: {err!r}")
+            code = 2
         if code:
             failed = failed or int(code)
             summary.setdefault("after_run_failed", []).append(getattr(hook, "__name__", repr(hook)))

@@ -408,6 +408,11 @@ class RealTimeLoop:
         # every UDP link states (and checks) the limits this loop's safety filter enforces: a robot with other limits
         # never opens a session (docs/protocol.md, "Joint-limits digest")
         set_limits_digests(driver, self.robot)
+        # an EGM arm has no handshake: the limits this loop enforces on it must lie within the arm's data sheet
+        # (docs/egm.md, "Arm limits"), whatever description its driver was built with
+        from .egm import check_egm_links
+
+        check_egm_links(driver, self.robot)
         self.driver = driver
         cfg.command_timeout_s = float(command_timeout_s)
         cfg.sensor_timeout_s = float(sensor_timeout_s)

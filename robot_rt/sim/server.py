@@ -59,6 +59,13 @@ class SimServer:
             raise ValueError(f"physics: expected one of {PHYSICS_CHOICES}, got {physics!r}")
         self.physics_name = physics
         self.robot = robot if robot is not None else load_robot()
+        if physics == "mujoco" and robot_geometry_digest(self.robot) != robot_geometry_digest(load_robot()):
+            # the MuJoCo model is generated from the shipped URDF: this server would state a geometry in the
+            # handshake that its simulated robot does not have
+            raise ValueError(
+                f"robot: physics='mujoco' simulates the shipped platform (its URDF); the description {self.robot.name!r} "
+                "has another chain, paddle mount or workspace box (geometry digest)"
+            )
         key_bytes = key.encode() if isinstance(key, str) else (key or b"")
         self.robot_server = _control.SimRobotServer(
             self.robot.position_min.tolist(),
