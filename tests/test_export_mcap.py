@@ -397,3 +397,31 @@ def test_a_failed_export_keeps_the_stop_exit_code_and_the_summary(tmp_path, monk
     assert main([*base, "--policy", "robot_rt.control.policies:hold"]) == 2
     summary = json.loads(summary_path.read_text())
     assert summary["exit_code"] == 0 and summary["after_run_failed"] == ["export_mcap_after_run"]
+
+
+def test_an_after_run_step_that_raises_is_a_failed_step(tmp_path, monkeypatch):
+    """Whatever an after-run step raises (here a RuntimeError the export does not catch), the run's summary is written
+    and the process exits 2 on a clean run, naming the step."""
+    import robot_rt.logs.export_mcap as export_module
+    from robot_rt.cli import main
+
+    def crashing_export(*args, **kwargs):
+        raise RuntimeError("unexpected")
+
+    monkeypatch.setattr(export_module, "export_mcap", crashing_export)
+    summary_path = tmp_path / "summary.json"
+    argv = [
+        "run",
+        "--robot",
+        "sim",
+        "--log",
+        str(tmp_path / "run.rrlog"),
+        "--mcap",
+        "--no-status",
+        "--recover",
+        "never",
+    ]
+    argv += ["--summary", str(summary_path), "--duration", "0.3", "--policy", "robot_rt.control.policies:hold"]
+    assert main(argv) == 2
+    summary = json.loads(summary_path.read_text())
+    assert summary["exit_code"] == 0 and summary["after_run_failed"] == ["export_mcap_after_run"]
