@@ -13,6 +13,7 @@ HERE = Path(__file__).resolve().parent
 RUNS = {
     "residual, defaults, seed 0": "seed0",
     "residual, defaults, seed 1": "seed1",
+    "residual, defaults, seed 2": "seed2",
     "residual, lr 3e-4, seed 0": "seed0_lr3e-4",
     "from scratch, one fixed serve": "scratch_fixed_serve",
 }
