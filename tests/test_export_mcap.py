@@ -364,29 +364,28 @@ def test_replay_export_of_a_missing_log_exits_2(tmp_path):
     assert main(["replay", str(tmp_path / "nope.rrlog"), "--export", "mcap"]) == 2
 
 
-def test_a_failed_export_keeps_the_stop_exit_code_and_the_summary(tmp_path, monkeypatch):
-    """A failed `run --mcap` export is reported in the summary and never hides how the run ended: a protective stop
-    still exits 3 and the summary is written (the audit: the export's 2 replaced it, and no summary was written)."""
+def _run_with_a_failing_export(tmp_path, monkeypatch, error: Exception):
+    """(`robot-rt run --robot sim --mcap ...` argv without a policy or duration, its summary path) with the MCAP export
+    raising `error`."""
     import robot_rt.logs.export_mcap as export_module
-    from robot_rt.cli import main
 
     def failing_export(*args, **kwargs):
-        raise OSError("disk full")
+        raise error
 
     monkeypatch.setattr(export_module, "export_mcap", failing_export)
     summary_path = tmp_path / "summary.json"
-    base = [
-        "run",
-        "--robot",
-        "sim",
-        "--log",
-        str(tmp_path / "run.rrlog"),
-        "--mcap",
-        "--no-status",
-        "--recover",
-        "never",
-    ]
-    base += ["--summary", str(summary_path), "--duration", "1.5", "--rate", "500"]
+    argv = ["run", "--robot", "sim", "--log", str(tmp_path / "run.rrlog"), "--mcap", "--no-status"]
+    argv += ["--recover", "never", "--summary", str(summary_path), "--rate", "500"]
+    return argv, summary_path
+
+
+def test_a_failed_export_keeps_the_stop_exit_code_and_the_summary(tmp_path, monkeypatch):
+    """A failed `run --mcap` export is reported in the summary and never hides how the run ended: a protective stop
+    still exits 3 and the summary is written (the audit: the export's 2 replaced it, and no summary was written)."""
+    from robot_rt.cli import main
+
+    base, summary_path = _run_with_a_failing_export(tmp_path, monkeypatch, OSError("disk full"))
+    base += ["--duration", "1.5"]
     rc = main([*base, "--policy", "helpers.stalling_policy:stall", "--command-timeout", "0.05"])
     summary = json.loads(summary_path.read_text())
     assert rc == 3 == summary["exit_code"]
@@ -402,26 +401,9 @@ def test_a_failed_export_keeps_the_stop_exit_code_and_the_summary(tmp_path, monk
 def test_an_after_run_step_that_raises_is_a_failed_step(tmp_path, monkeypatch):
     """Whatever an after-run step raises (here a RuntimeError the export does not catch), the run's summary is written
     and the process exits 2 on a clean run, naming the step."""
-    import robot_rt.logs.export_mcap as export_module
     from robot_rt.cli import main
 
-    def crashing_export(*args, **kwargs):
-        raise RuntimeError("unexpected")
-
-    monkeypatch.setattr(export_module, "export_mcap", crashing_export)
-    summary_path = tmp_path / "summary.json"
-    argv = [
-        "run",
-        "--robot",
-        "sim",
-        "--log",
-        str(tmp_path / "run.rrlog"),
-        "--mcap",
-        "--no-status",
-        "--recover",
-        "never",
-    ]
-    argv += ["--summary", str(summary_path), "--duration", "0.3", "--policy", "robot_rt.control.policies:hold"]
-    assert main(argv) == 2
+    argv, summary_path = _run_with_a_failing_export(tmp_path, monkeypatch, RuntimeError("unexpected"))
+    assert main([*argv, "--duration", "0.3", "--policy", "robot_rt.control.policies:hold"]) == 2
     summary = json.loads(summary_path.read_text())
     assert summary["exit_code"] == 0 and summary["after_run_failed"] == ["export_mcap_after_run"]

@@ -142,26 +142,15 @@ def check_egm_arm_limits(robot, joints: int) -> None:
             raise ValueError(f"{where}: velocity limit {v:.3f} deg/s is above the IRB 120T's axis speed {speed} deg/s")
 
 
-def egm_links(driver, first_joint: int = 0) -> list[tuple[object, int]]:
-    """(EgmDriver, index of its first joint in the robot) for every EGM arm in `driver`: the driver itself, or the
-    parts of a CompositeDriver (each drives a consecutive block of joints)."""
-    from robot_rt import _control
-
-    if isinstance(driver, _control.EgmDriver):
-        return [(driver, first_joint)]
-    out: list[tuple[object, int]] = []
-    if isinstance(driver, _control.CompositeDriver):
-        for part in driver.parts:
-            out += egm_links(part, first_joint)
-            first_joint += int(part.dof)
-    return out
-
-
 def check_egm_links(driver, robot) -> None:
     """`check_egm_arm_limits` for every EGM arm in `driver` against the description the loop enforces (`robot`), so
     a driver built for one description cannot run under a loop given a wider one; ValueError also when an arm is not
     the robot's last joints (where EGM's joint values and units are taken from)."""
-    for link, first in egm_links(driver):
+    from robot_rt import _control
+
+    from .udp import driver_parts
+
+    for link, first in driver_parts(driver, _control.EgmDriver):
         dof = int(link.dof)
         if first + dof != robot.dof:
             raise ValueError(

@@ -202,20 +202,27 @@ class LimitsMismatchError(RuntimeError):
     description (docs/protocol.md, "Joint-limits digest"). No session was opened, no command was sent."""
 
 
-def udp_links(driver, first_joint: int = 0) -> list[tuple[object, int]]:
-    """(UdpDriver, index of its first joint in the robot) for every UDP link in `driver`: the driver itself, or the
-    parts of a CompositeDriver (each drives a consecutive block of joints)."""
+def driver_parts(driver, kind, first_joint: int = 0) -> list[tuple[object, int]]:
+    """(part, index of its first joint in the robot) for every driver of class `kind` in `driver`: the driver itself,
+    or the parts of a CompositeDriver (each drives a consecutive block of joints)."""
     from robot_rt import _control
 
-    if isinstance(driver, _control.UdpDriver):
+    if isinstance(driver, kind):
         return [(driver, first_joint)]
     composite = getattr(_control, "CompositeDriver", None)
     out: list[tuple[object, int]] = []
     if composite is not None and isinstance(driver, composite):
         for part in driver.parts:
-            out += udp_links(part, first_joint)
+            out += driver_parts(part, kind, first_joint)
             first_joint += int(part.dof)
     return out
+
+
+def udp_links(driver) -> list[tuple[object, int]]:
+    """(UdpDriver, index of its first joint in the robot) for every UDP link in `driver` (`driver_parts`)."""
+    from robot_rt import _control
+
+    return driver_parts(driver, _control.UdpDriver)
 
 
 def set_limits_digests(driver, robot) -> None:

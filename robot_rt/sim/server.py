@@ -59,7 +59,8 @@ class SimServer:
             raise ValueError(f"physics: expected one of {PHYSICS_CHOICES}, got {physics!r}")
         self.physics_name = physics
         self.robot = robot if robot is not None else load_robot()
-        if physics == "mujoco" and robot_geometry_digest(self.robot) != robot_geometry_digest(load_robot()):
+        own_geometry = robot_geometry_digest(self.robot)
+        if physics == "mujoco" and own_geometry != robot_geometry_digest(load_robot()):
             # the MuJoCo model is generated from the shipped URDF: this server would state a geometry in the
             # handshake that its simulated robot does not have
             raise ValueError(
@@ -88,7 +89,7 @@ class SimServer:
             # the handshake's joint-limits digest covers every limit the controller's safety filter enforces
             jerk_limit=self.robot.jerk_limit.tolist(),
             # and the robot's chain, paddle mount and workspace box (docs/protocol.md, "Joint-limits digest")
-            geometry_digest=robot_geometry_digest(self.robot) if geometry_digest is None else int(geometry_digest),
+            geometry_digest=own_geometry if geometry_digest is None else int(geometry_digest),
         )
         self.dynamics = None
         self.physics = None
