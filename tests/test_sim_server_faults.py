@@ -260,3 +260,48 @@ def test_servo_damping_below_one_overshoots_and_one_does_not():
     assert _step_overshoot(0.4) > 1e-3  # zeta 0.4 overshoots ~25% of the step (10% asked: a sampled peak)
     with pytest.raises(ValueError, match="servo_damping"):
         _control.SimRobotServer(**LIMITS, key=KEY, servo_damping=0.0)
+
+
+def test_a_controller_that_stops_commanding_a_moving_robot_is_a_stop_of_the_robots_own(link):
+    """Its session stays alive (heartbeats) but no command comes for command_timeout_s: the robot holds, and counts
+    that hold as a stop of its own, so commands sent before it (delayed in the network) or after it move it only once
+    a recovery has acknowledged the stop (docs/protocol.md, "Robot-side stops"). Found by a fourth audit."""
+    server, driver = link
+    target = [0.3, 0.0, 0.0]
+    pump_until(driver, lambda s: s is not None and s["position"][0] > 0.05, (target, ZERO))
+    assert server.stats()["timeout_stops"] == 0
+    pump_until(driver, lambda s: server.stats()["timeout_stops"] == 1)  # states read, no command written
+    assert server.stats()["resync_required"] and server.stats()["own_stops"] == 1
+    pump_until(driver, lambda s: abs(server.snapshot()["velocity"][0]) < 1e-9)
+    _held_then_resynchronised(server, driver, target)
+
+
+@pytest.mark.parametrize("acknowledged", [False, True])
+def test_a_restarted_robot_keeps_a_stop_nobody_recovered(link, acknowledged):
+    """A restart of the robot bridge (crash and supervisor restart) used to clear an own stop nobody had
+    acknowledged: the next controller moved the robot with no recovery (found by a fourth audit). It now comes up
+    with that stop (count 1, unacknowledged); a stop already acknowledged leaves nothing after the restart."""
+    server, driver = link
+    server.set_faults(fault=True)
+    pump_until(driver, lambda s: s is not None and s["flags"] & STATE_FAULT and s["robot_stopped"], (ZERO, ZERO))
+    server.set_faults()
+    if acknowledged:
+        held = server.snapshot()["position"]
+        driver.acknowledge_robot_stops()
+        pump_until(driver, lambda s: not server.stats()["resync_required"], (held, ZERO))
+    assert server.stats()["resync_required"] is not acknowledged
+    driver.stop()
+    server.stop(goodbye=False)
+    server.start()
+    assert server.stats()["resync_required"] is not acknowledged
+    fresh = _control.UdpDriver("127.0.0.1", server.port, 3, key=KEY, limits_digest=DIGEST)  # the next controller
+    fresh.start()
+    try:
+        state = pump_until(fresh, lambda s: s is not None and fresh.connected)
+        if acknowledged:
+            assert not state["robot_stopped"]
+        else:
+            assert state["robot_stopped"] and server.snapshot()["status"] & 0x10  # kStatusStopUnacknowledged
+            _held_then_resynchronised(server, fresh, [0.3, 0.0, 0.0])
+    finally:
+        fresh.stop()

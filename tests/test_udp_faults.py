@@ -364,8 +364,8 @@ def test_a_session_re_established_while_stopping_is_sent_nothing(seed):
     assert set(loop.stop_reasons) >= {"sensor_timeout", "link_loss"}
 
 
-class _SwingJ6:
-    """Swings arm_j6 (the wrist roll: the paddle centre barely moves) between +-3 rad, a bang every second."""
+class _Swing:
+    """Home with one joint moved by `move(t)` = (joint, offset) (t: seconds since the first observation)."""
 
     def __init__(self, robot):
         self.robot, self.t0 = robot, None
@@ -377,8 +377,16 @@ class _SwingJ6:
         q = np.array(self.robot.home, dtype=float)
         if self.t0 is None:
             self.t0 = obs["stamp_ns"]
-        q[7] = 3.0 if int((obs["stamp_ns"] - self.t0) * 1e-9) % 2 == 0 else -3.0
+        joint, value = self.move((obs["stamp_ns"] - self.t0) * 1e-9)
+        q[joint] += value
         return q
+
+
+class _SwingJ6(_Swing):
+    """Swings arm_j6 (the wrist roll: the paddle centre barely moves) between +-3 rad, a bang every second."""
+
+    def move(self, t):
+        return 7, 3.0 if int(t) % 2 == 0 else -3.0
 
 
 @pytest.mark.parametrize("fault", ["estop", "fault", "stuck"])
@@ -610,4 +618,94 @@ def test_hold_policy_restarts_where_the_robot_is():
         assert np.max(np.abs(pos() - before)) < 2e-3
         loop_a.stop()
     finally:
+        server.stop()
+
+
+class _SwingGantryY(_Swing):
+    """Swings gantry_y (joint 0) +-0.3 m at 0.8 Hz around home."""
+
+    def move(self, t):
+        return 0, 0.3 * np.sin(2 * np.pi * 0.8 * t)
+
+
+def test_commands_the_network_delays_past_the_loops_stop_never_move_the_robot():
+    """Rule 3 (found by a fourth audit): every command is delayed by 0.3 s on the way to the robot (a queue in the
+    network, or someone holding the authentic datagrams). The robot gets none for its command timeout and holds; the
+    loop sees it off the trajectory, stops and mutes. The delayed commands then arrive, authentic, newer than any
+    applied, of the live session: they used to be applied (47 of them, 0.06 m of motion) with nobody recovering. The
+    robot now counts the timeout hold of a commanded robot as a stop of its own, so they are never applied."""
+    import time
+
+    robot, key, delay_s = load_robot(), b"k" * 32, 0.3
+    server = SimServer(robot, camera=False, key=key).start()
+    rs = server.robot_server
+    proxy = FaultProxy(("127.0.0.1", server.port), seed=1).start()
+    driver = make_udp_driver(f"udp://127.0.0.1:{proxy.port}?camera=none", robot.dof, key=key)
+    loop = RealTimeLoop(
+        robot, driver, policy=_SwingGantryY(robot), rate_hz=500, policy_rate_hz=100, workspace=False,
+        sensor_timeout_s=0.06,
+    )  # fmt: skip
+    loop.start()
+    try:
+        wait_until(lambda: abs(rs.snapshot()["velocity"][0]) > 0.5, what="a fast swing")
+        proxy.set_faults("up", delay_prob=1.0, delay_s=delay_s)
+        t0 = time.monotonic()
+        wait_until(lambda: loop.observation()["flags"] & TICK_FLAGS["muted"], what="the loop muted")
+        wait_until(lambda: rs.stats()["timeout_stops"] >= 1, what="the robot's own timeout stop")
+        while time.monotonic() - t0 < delay_s - 0.02:  # its hold settles before the delayed commands land
+            time.sleep(0.001)
+        applied, held = rs.stats()["commands_applied"], np.array(rs.snapshot()["position"])
+        time.sleep(delay_s + 0.3)  # every delayed command has arrived by now
+        stats = rs.stats()
+        assert stats["commands_applied"] == applied and stats["commands_ignored_until_resync"] > 0
+        assert np.max(np.abs(np.array(rs.snapshot()["position"]) - held)) < 1e-4
+        assert stats["resync_required"] and loop.lifecycle == "stopped"
+    finally:
+        loop.stop()
+        proxy.stop()
+        server.stop()
+
+
+@pytest.mark.parametrize("ending", ["estop", "tracking", "clean"])
+def test_a_run_that_ends_in_a_stop_leaves_the_robot_stopped_for_the_next_run(ending):
+    """Rule 3 (found by a fourth audit): a stop latched in the controller (a software e-stop, a tracking stop) lived
+    only in that process; a new run moved the robot with no recovery. The loop now ends such a run with the goodbye
+    kGoodbyeStopped, which the robot counts as a stop of its own: the next run latches it at its start and moves
+    nothing until a recovery. A run that ended cleanly (only its end-of-run stop) leaves nothing to recover."""
+    robot, key = load_robot(), b"k" * 32
+    server = SimServer(robot, camera=False, key=key).start()
+    rs = server.robot_server
+    url = f"udp://127.0.0.1:{server.port}?camera=none"
+    loop = RealTimeLoop(robot, make_udp_driver(url, robot.dof, key=key), policy=lambda o: robot.home, rate_hz=500)
+    loop.start()
+    try:
+        wait_ticks(loop, 100)
+        if ending == "estop":
+            loop.estop()
+        elif ending == "tracking":
+            rs.set_faults(stuck_joint=7)  # no own stop while nothing moves: then a jump the loop sees
+            rs.set_faults(measured_joint=7, measured_value=robot.home[7] + 0.2)
+        if ending != "clean":
+            wait_until(lambda: loop.lifecycle == "stopped", what="the stop")
+            rs.set_faults()
+    finally:
+        loop.stop()  # the run ends without a recovery
+    wait_until(lambda: rs.stats()["goodbyes"] >= 1, what="the run's goodbye")
+    assert rs.stats()["goodbye_stops"] == (0 if ending == "clean" else 1)
+    held = np.array(rs.snapshot()["position"])
+    target = robot.home.copy()
+    target[0] += 0.1
+    loop = RealTimeLoop(robot, make_udp_driver(url, robot.dof, key=key), policy=lambda o: target, rate_hz=500)
+    loop.start()
+    try:
+        wait_ticks(loop, 500)
+        moved = np.max(np.abs(np.array(rs.snapshot()["position"]) - held))
+        if ending == "clean":
+            assert moved > 0.05 and loop.lifecycle == "active"
+        else:
+            assert moved < 1e-4 and loop.lifecycle == "stopped" and "robot_fault" in loop.stop_reasons
+            assert loop.recover(timeout_s=5.0, seen_reasons=loop.stop_reasons)  # the operator's recovery
+            wait_until(lambda: abs(rs.snapshot()["position"][0] - target[0]) < 5e-3, what="the target")
+    finally:
+        loop.stop()
         server.stop()

@@ -49,7 +49,8 @@ ROLE_CAMERA_SERVER = 4
 
 GOODBYE_STOP = 0
 GOODBYE_SESSION_LOST = 1
-GOODBYE_MAX_REASON = 1
+GOODBYE_STOPPED = 2  # the controller ends in a safety stop nobody recovered: the robot counts it as its own stop
+GOODBYE_MAX_REASON = 2
 
 STATUS_HOLDING = 0x0001
 STATUS_CLAMPED = 0x0002

@@ -59,6 +59,10 @@ void CompositeDriver::on_stop() {
   for (auto& part : parts_) part->on_stop();
 }
 
+void CompositeDriver::set_ending_in_stop(bool stopped) noexcept {
+  for (auto& part : parts_) part->set_ending_in_stop(stopped);
+}
+
 bool CompositeDriver::read_state(JointState& out) noexcept {
   unsigned mask = 0;
   bool all_fresh = true;

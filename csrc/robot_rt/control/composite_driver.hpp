@@ -42,6 +42,7 @@ class CompositeDriver final : public RobotDriver {
   void on_stop() override;
   bool claim() noexcept override;
   void acknowledge_robot_stops() noexcept override;
+  void set_ending_in_stop(bool stopped) noexcept override;
   std::uint64_t robot_stop_events() const noexcept override {
     std::uint64_t n = 0;
     for (const auto& part : parts_) n += part->robot_stop_events();

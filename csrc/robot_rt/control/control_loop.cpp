@@ -71,6 +71,7 @@ void ControlLoop::end_manual() {
   if (!manual_) return;
   emit(kEventLoopStop, -1, static_cast<double>(tick_index_), now_ns());
   manual_ = false;
+  driver_->set_ending_in_stop((latch_.reasons() & ~kReasonShutdown) != 0);
   driver_->on_stop();
   driver_->release();
   log_.close();
@@ -319,6 +320,8 @@ void ControlLoop::stop() {
     }
     stop_requested_.store(true, std::memory_order_release);
     thread_.join();
+    // (the loop thread has ended: its latch is this thread's to read)
+    driver_->set_ending_in_stop((latch_.reasons() & ~kReasonShutdown) != 0);
     driver_->on_stop();
     driver_->release();
   }
@@ -632,8 +635,12 @@ void ControlLoop::run_reflexes(std::int64_t wake_ns, const TickScratch& t) noexc
   // tracking error: on plausible fresh states, while the loop commands the robot
   if (t.fresh && !measurement_invalid_ && !muted_) {
     double deviation = 0.0;
-    // a late tick: the robot went on with the previous command's velocity for that long
-    const double lead_s = prev_write_ns_ > 0 ? 1e-9 * static_cast<double>(wake_ns - prev_write_ns_ - period_ns_) : 0.0;
+    // a late tick: the robot went on with the previous command's velocity for that long. The tube reaches ahead no
+    // further than this tick's catch-up replays (advance_trajectory_clock: at most max_catch_up_steps_ periods): a
+    // robot that ran on beyond it would receive a command behind it, which pulls it back (an audit measured 0.14 rad
+    // at twice the acceleration limit after a 90 ms stall); such a robot is the tracking reflex's (stop and mute)
+    const double late_s = prev_write_ns_ > 0 ? 1e-9 * static_cast<double>(wake_ns - prev_write_ns_ - period_ns_) : 0.0;
+    const double lead_s = std::min(late_s, 1e-9 * static_cast<double>((max_catch_up_steps_ - 1) * period_ns_));
     // the joints of muted parts stay off the commanded trajectory by design: not checked (they would hide another
     // joint's excess, and a jam of the healthy part would never mute it)
     const int joint = tracking_.check(last_state_.position_si, deviation, lead_s, mute_joints_);

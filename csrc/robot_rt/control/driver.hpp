@@ -125,6 +125,10 @@ class RobotDriver {
   // A recovery: the robot's own stops in the states delivered so far are acknowledged (the robot applies commands
   // again only once they acknowledge its stop count: docs/protocol.md "Robot-side stops"). Loop thread.
   virtual void acknowledge_robot_stops() noexcept {}
+  // Called by ControlLoop before on_stop(): whether the run ends in a safety stop that nobody recovered (any latched
+  // reason but the end of run). A driver that can tell the robot so (UdpDriver: goodbye reason kGoodbyeStopped) does,
+  // so that the robot counts it as a stop of its own and the next controller must recover first.
+  virtual void set_ending_in_stop(bool stopped) noexcept { (void)stopped; }
   // Robot stops delivered so far (each change of a robot's stop count in a delivered state: one event each), so the
   // loop sees a second stop while the first is still latched. 0 for drivers without a stop count.
   virtual std::uint64_t robot_stop_events() const noexcept { return 0; }

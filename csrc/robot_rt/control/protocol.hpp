@@ -56,7 +56,10 @@ enum class Role : std::uint16_t {
 // Goodbye.reason
 constexpr std::uint32_t kGoodbyeStop = 0;         // the sender ends the session (controller stop, server shutdown)
 constexpr std::uint32_t kGoodbyeSessionLost = 1;  // the client gives a silent session up before a new handshake
-constexpr std::uint32_t kGoodbyeMaxReason = 1;
+// the controller ends its session in a safety stop nobody recovered: the robot counts it as a stop of its own, so
+// the next controller must recover before it moves the robot (docs/protocol.md, "Robot-side stops")
+constexpr std::uint32_t kGoodbyeStopped = 2;
+constexpr std::uint32_t kGoodbyeMaxReason = 2;
 
 // JointState.status bits.
 constexpr std::uint16_t kStatusHolding = 0x0001;  // no fresh command: the robot brakes and holds

@@ -97,8 +97,12 @@ void SimRobotServer::start() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     has_controller_ = false;
-    robot_stops_ = 0;  // a (re)started robot counts its stops from 0 (docs/protocol.md "Robot-side stops")
-    resync_required_ = false;
+    // A (re)started robot counts its stops from 0 (docs/protocol.md "Robot-side stops"), unless its last stop was
+    // never acknowledged: then it comes up with that stop (count 1, unacknowledged), so that a restart of the bridge
+    // does not clear a stop nobody recovered (a real bridge keeps this across power cycles, or comes up stopped)
+    const bool unacknowledged = resync_required_ || faults_.fault || faults_.estop;
+    robot_stops_ = unacknowledged ? 1u : 0u;
+    resync_required_ = unacknowledged;
     stop_input_before_ = false;
     // a (re)started robot comes up holding where it is, at rest: its drives braked while the server was down, and the
     // last session's target is no command of any live session (without this, a restart after a crash drove the
@@ -315,6 +319,11 @@ void SimRobotServer::handle(const sockaddr_in& from, std::size_t size, std::int6
       return;
     case V::kGoodbye:
       bump(counters_.rx_accepted);
+      if (rx_packet_.goodbye.reason == protocol::kGoodbyeStopped) {  // the controller ended in a stop nobody recovered
+        std::lock_guard<std::mutex> lock(mutex_);
+        goodbye_stops_.fetch_add(1, std::memory_order_relaxed);
+        begin_own_stop();  // it stays a stop for the next controller too: only a recovery moves the robot again
+      }
       on_session_change(false, now_ns);
       return;
     case V::kAcceptedNewSession:
@@ -458,8 +467,18 @@ void SimRobotServer::step(std::int64_t now_ns, double dt_s) noexcept {
                                                     (faults_.estop ? protocol::kStatusEstop : 0));
   const bool timed_out = last_command_ns_ == 0 ||
                          now_ns - last_command_ns_ > static_cast<std::int64_t>(config_.command_timeout_s * 1e9);
-  if ((timed_out && pending_count_ == 0) || faulted) {
+  if (faulted) {
     brake_to_hold();
+  } else if (timed_out && pending_count_ == 0) {
+    // The live session stopped commanding a robot that followed its commands: that hold is a stop of the robot's own
+    // (counted, acknowledged only by a recovery), else commands the network delayed past it would move the robot
+    // again, with no recovery, after the controller had stopped sending (docs/protocol.md, "Robot-side stops")
+    if (!holding_ && last_command_ns_ != 0) {
+      timeout_stops_.fetch_add(1, std::memory_order_relaxed);
+      begin_own_stop();
+    } else {
+      brake_to_hold();
+    }
   } else if (applied) {
     holding_ = false;
   }

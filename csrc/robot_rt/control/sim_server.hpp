@@ -132,6 +132,10 @@ class SimRobotServer {
   // Own stops (e-stop input, fault, blocked joint), commands ignored after one until the controller resynchronised,
   // and holds for a blocked joint (a drive's following-error reaction).
   std::uint64_t own_stops() const noexcept { return own_stops_.load(); }
+  // Of those, the holds after command_timeout_s without a command while the robot followed the live session's
+  // commands, and the goodbyes of a controller that ended in a stop nobody recovered (kGoodbyeStopped).
+  std::uint64_t timeout_stops() const noexcept { return timeout_stops_.load(); }
+  std::uint64_t goodbye_stops() const noexcept { return goodbye_stops_.load(); }
   std::uint64_t commands_ignored_until_resync() const noexcept { return commands_ignored_until_resync_.load(); }
   std::uint64_t blocked_holds() const noexcept { return blocked_holds_.load(); }
   bool resync_required() const noexcept;
@@ -230,6 +234,8 @@ class SimRobotServer {
   std::atomic<std::uint64_t> hard_stops_{0};
   std::atomic<std::uint64_t> hold_events_{0};
   std::atomic<std::uint64_t> own_stops_{0};
+  std::atomic<std::uint64_t> timeout_stops_{0};
+  std::atomic<std::uint64_t> goodbye_stops_{0};
   std::atomic<std::uint64_t> commands_ignored_until_resync_{0};
   std::atomic<std::uint64_t> blocked_holds_{0};
   std::atomic<std::uint64_t> hellos_refused_{0};

@@ -732,6 +732,8 @@ void bind_sim_server(py::module_& m) {
         d["hard_stops"] = s.hard_stops();
         d["hold_events"] = s.hold_events();
         d["own_stops"] = s.own_stops();
+        d["timeout_stops"] = s.timeout_stops();
+        d["goodbye_stops"] = s.goodbye_stops();
         d["commands_ignored_until_resync"] = s.commands_ignored_until_resync();
         d["blocked_holds"] = s.blocked_holds();
         d["resync_required"] = s.resync_required();

@@ -57,6 +57,7 @@ void UdpDriver::on_start() {
         "RealTimeLoop, which sets it from the loop's robot description, or pass "
         "limits_digest=robot_rt.robot.limits_digest(robot)");
   socket_.open(config_.bind_host, config_.bind_port);
+  ending_in_stop_ = false;
   if (camera_) camera_->open();
   sequence_ = 0;
   previous_server_session_ = 0;
@@ -68,7 +69,9 @@ void UdpDriver::on_start() {
 }
 
 void UdpDriver::on_stop() {
-  if (socket_.is_open() && session_.established()) send_goodbye(protocol::kGoodbyeStop, monotonic_ns());
+  if (socket_.is_open() && session_.established())
+    send_goodbye(ending_in_stop_ ? protocol::kGoodbyeStopped : protocol::kGoodbyeStop, monotonic_ns());
+  ending_in_stop_ = false;
   session_.end();
   session_state_.store(0);
   socket_.close();

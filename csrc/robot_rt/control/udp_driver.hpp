@@ -74,6 +74,7 @@ class UdpDriver final : public RobotDriver {
   int dof() const noexcept override { return config_.dof; }
   bool read_state(JointState& out) noexcept override;
   void acknowledge_robot_stops() noexcept override { robot_stops_acknowledged_ = robot_stops_delivered_; }
+  void set_ending_in_stop(bool stopped) noexcept override { ending_in_stop_ = stopped; }
   std::uint64_t robot_stop_events() const noexcept override { return robot_stop_events_; }
   std::uint64_t unexplained_robot_stop_events() const noexcept override { return robot_stop_events_unexplained_; }
   bool write_command(const JointCommand& command) noexcept override;
@@ -159,6 +160,7 @@ class UdpDriver final : public RobotDriver {
   std::uint64_t robot_stop_events_unexplained_ = 0;  // of those, with no e-stop input / fault bit in that state
   std::uint32_t robot_stops_server_session_ = 0;  // the robot server session the counts belong to
   bool robot_stops_connected_ = false;            // a server session was seen (its id may be anything)
+  bool ending_in_stop_ = false;  // on_stop()'s goodbye says kGoodbyeStopped (set_ending_in_stop)
   bool robot_stop_unacknowledged_ = false;        // the newest state's kStatusStopUnacknowledged
   bool fresh_ = false;
   JointState latest_;

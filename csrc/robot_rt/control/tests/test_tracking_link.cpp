@@ -437,7 +437,33 @@ TEST_CASE("a gap longer than the catch-up bound: the trajectory does not replay 
   CHECK(tick_steps(o.flags) == static_cast<int>(std::floor(ControlLoop::kMaxCatchUpS / 1e-3 + 1e-9)));
   // the command advanced by at most the catch-up bound's worth of the trajectory (V x 20 ms), not by the gap
   CHECK(std::fabs(o.command_position_si[0] - before.command_position_si[0]) <= 10.3 * ControlLoop::kMaxCatchUpS + 1e-9);
-  // the robot ran on further than the tube allows: a protective stop (on the late tick or the next)
-  h.tick();
+  // the robot ran on further than the tube allows: a protective stop on the late tick itself
   CHECK(h.tracking_tripped());
+}
+
+TEST_CASE("a stall beyond the catch-up bound sends no command behind the robot: it is never pulled back") {
+  // (an audit: the tube reached 0.1 s ahead while the catch-up replays 20 ms, so the late tick's command passed the
+  // check and pulled the robot back by up to 0.14 rad at twice its acceleration limit)
+  // (30 ms: 10 ms of run-on beyond the catch-up, inside the tube's threshold: the command goes out, behind the robot
+  // by less than the threshold; 40-90 ms: beyond it)
+  for (const std::int64_t gap_ms : {30, 40, 60, 90}) {
+    CAPTURE(gap_ms);
+    const bool beyond = gap_ms >= 40;
+    LinkHarness h(1 * kMs);
+    h.cruise(8.0);
+    const std::uint64_t commands = h.driver->commands;
+    h.tick(gap_ms * kMs);
+    CHECK(h.tracking_tripped() == beyond);
+    CHECK((h.driver->commands == commands) == beyond);  // the late tick wrote nothing
+    CHECK(((h.observation().flags & kTickMuted) != 0u) == beyond);
+    const double at_late_tick = h.driver->position(0);
+    double lowest = at_late_tick;
+    for (int k = 0; k < 500; ++k) {
+      if (k % 10 == 0) h.command(2.9, 0.0);
+      h.tick();
+      lowest = std::min(lowest, h.driver->position(0));
+    }
+    if (beyond) CHECK(h.driver->commands == commands);  // muted until a recovery
+    CHECK(at_late_tick - lowest < 1e-3);                // never pulled back
+  }
 }
