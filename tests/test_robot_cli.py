@@ -76,6 +76,11 @@ def test_parser_has_the_control_commands():
     assert parser.parse_args(["replay", "x.rrlog"]).log == "x.rrlog"
     with pytest.raises(SystemExit):
         parser.parse_args(["run", "--duration", "-1"])
+    # what decides whether a robot state is current is capped at 1 s, as the loop's watchdogs are (an audit)
+    assert parser.parse_args(["run", "--link-timeout", "1", "--late-threshold", "0.5"]).link_timeout == 1.0
+    for option in ("--link-timeout", "--late-threshold"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["run", option, "5"])
 
 
 def test_run_sim_then_replay(tmp_path, capsys):

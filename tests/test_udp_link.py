@@ -188,6 +188,15 @@ def test_hmac_key_required_on_both_ends():
         server.stop()
 
 
+@pytest.mark.parametrize("option", ["link_timeout_s", "late_threshold_s"])
+def test_state_freshness_bounds_are_capped_at_one_second(option):
+    """A link timeout or lateness bound of minutes would let a state that old count as the robot's current one: the
+    driver refuses more than 1 s (the loop's own watchdogs are capped there too)."""
+    _control.UdpDriver("127.0.0.1", 9, 3, limits_digest=DIGEST, **{option: 1.0})
+    with pytest.raises(ValueError, match=option):
+        _control.UdpDriver("127.0.0.1", 9, 3, limits_digest=DIGEST, **{option: 1.5})
+
+
 def test_wrong_dof_is_refused():
     server = _server()
     driver = _control.UdpDriver("127.0.0.1", server.port, 4, limits_digest=DIGEST)

@@ -42,6 +42,15 @@ def positive(text: str) -> float:
     return value
 
 
+def freshness_seconds(text: str) -> float:
+    """A link timeout or lateness bound: in (0, 1] s, as the loop's own watchdogs (older states are no current
+    robot state)."""
+    value = float(text)
+    if not 0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected seconds in (0, 1], got {text}")
+    return value
+
+
 def policy_rate(text: str) -> float:
     value = float(text)
     if not 1.0 <= value <= 20000.0:  # the loop's bounds: a policy period of at most 1 s, its rate at most the loop's
@@ -88,12 +97,14 @@ def register(subparsers) -> None:
     )
     run.add_argument("--command-timeout", type=positive, default=0.05, help="watchdog timeout in s")
     run.add_argument("--sensor-timeout", type=positive, default=0.02, help="state dropout timeout in s")
-    run.add_argument("--late-threshold", type=positive, default=0.02, help="UDP: drop states later than this (s)")
+    run.add_argument(
+        "--late-threshold", type=freshness_seconds, default=0.02, help="UDP: drop states later than this (s, <= 1)"
+    )
     run.add_argument(
         "--link-timeout",
-        type=positive,
+        type=freshness_seconds,
         default=0.05,
-        help="UDP links (the robot's, or --gantry's): no state for this long is a lost link (s)",
+        help="UDP links (the robot's, or --gantry's): no state for this long is a lost link (s, <= 1)",
     )
     run.add_argument("--realtime-priority", type=int, default=0, help="SCHED_FIFO priority (0: off)")
     run.add_argument("--cpu", type=int, default=None, help="pin the loop thread to this CPU")

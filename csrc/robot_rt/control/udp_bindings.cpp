@@ -301,10 +301,14 @@ py::list read_observations(CameraReceiver& receiver, int max_count) {
   return out;
 }
 
-std::int64_t seconds_to_ns(double s, const char* name) {
-  if (!(s > 0.0) || s > 3600.0) throw py::value_error(std::string(name) + ": expected seconds in (0, 3600]");
+std::int64_t seconds_to_ns(double s, const char* name, double max_s = 3600.0) {
+  if (!(s > 0.0) || s > max_s)
+    throw py::value_error(std::string(name) + ": expected seconds in (0, " + py::str(py::float_(max_s)).cast<std::string>() + "]");
   return static_cast<std::int64_t>(s * 1e9);
 }
+// What decides whether the robot's states are fresh is capped as the loop's own watchdogs are (1 s): a link timeout or
+// a lateness bound of minutes would let states that old count as the robot's current one.
+constexpr double kMaxFreshnessS = 1.0;
 
 // The wire protocol: version, limits and the codec (encode/decode, exposed for the Python mirror's tests).
 void bind_protocol(py::module_& m) {
@@ -417,9 +421,9 @@ void bind_udp_driver(py::module_& m) {
              c.key = key;
              c.bind_host = bind_host;
              c.bind_port = static_cast<std::uint16_t>(bind_port);
-             c.link_timeout_ns = seconds_to_ns(link_timeout_s, "link_timeout_s");
+             c.link_timeout_ns = seconds_to_ns(link_timeout_s, "link_timeout_s", kMaxFreshnessS);
              c.hello_interval_ns = seconds_to_ns(hello_interval_s, "hello_interval_s");
-             c.late_threshold_ns = seconds_to_ns(late_threshold_s, "late_threshold_s");
+             c.late_threshold_ns = seconds_to_ns(late_threshold_s, "late_threshold_s", kMaxFreshnessS);
              c.session_timeout_ns = seconds_to_ns(session_timeout_s, "session_timeout_s");
              c.heartbeat_interval_ns = seconds_to_ns(heartbeat_interval_s, "heartbeat_interval_s");
              if (!(clock_drift_bound > 0.0 && clock_drift_bound < 0.1))
