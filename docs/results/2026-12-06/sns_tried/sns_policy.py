@@ -1,0 +1,95 @@
+import numpy as np
+
+from robot_rt.envs.scripted import BatchedScriptedPolicy, paddle_jacobian_analytic
+
+
+def sns_solve(jac, task, z, lo, hi, damping=1e-3):
+    """qd [N,d] with J qd = task kept while joints within [lo, hi]: saturation in the null space."""
+    n, m, d = jac.shape
+    free = np.ones((n, d))
+    fixed = np.zeros((n, d))
+    eye = damping * np.eye(m)
+    rows = np.arange(n)
+    for _ in range(d):
+        jw = jac * free[:, None, :]
+        base = fixed + free * z
+        rhs = task - np.einsum("nij,nj->ni", jac, base)
+        x = np.linalg.solve(jw @ np.swapaxes(jw, 1, 2) + eye, rhs[..., None])[..., 0]
+        qd = base + np.einsum("nji,nj->ni", jw, x)
+        over = np.maximum(qd - hi, lo - qd) * free  # > 0: violated
+        worst = over.argmax(axis=1)
+        viol = over[rows, worst] > 1e-9
+        if not viol.any():
+            break
+        # fewer than m free joints left cannot hold the task: stop saturating there
+        viol &= free.sum(axis=1) > m
+        if not viol.any():
+            break
+        r, j = rows[viol], worst[viol]
+        fixed[r, j] = np.clip(qd[r, j], lo[r, j], hi[r, j])
+        free[r, j] = 0.0
+    return qd
+
+
+class SNSPolicy(BatchedScriptedPolicy):
+    def __init__(self, *a, accel_bounds=True, sns_window_s=0.2, **k):
+        super().__init__(*a, **k)
+        self.sns_window_s = sns_window_s
+        self.accel_bounds = accel_bounds
+        self.stats = []
+
+    def __call__(self, observations, goals=None):
+        obs = np.asarray(observations, dtype=np.float64)
+        self._qd_now = obs[:, self.layout["qd"]]
+        return super().__call__(observations, goals)
+
+    def resolved_rate(self, q, target, normal, swing, speed_cap=None):
+        p = self._p
+        cap = p["max_paddle_speed_mps"] if speed_cap is None else np.asarray(speed_cap, dtype=np.float64)
+        pos, nrm, jp, jn = paddle_jacobian_analytic(self.robot, q)
+        w = p["normal_weight"][:, None]
+        k = p["gain_per_s"][:, None]
+        jac = np.concatenate([jp, w[:, :, None] * jn], axis=1)
+        approach = k * (target - pos)
+        speed = np.linalg.norm(approach, axis=1, keepdims=True)
+        approach *= np.minimum(1.0, cap[:, None] / np.maximum(speed, 1e-12))
+        v_lin = approach + swing
+        room_low = np.maximum(pos - self.robot.workspace_min_m - 0.01, 0.0)
+        room_high = np.maximum(self.robot.workspace_max_m - 0.01 - pos, 0.0)
+        v_lin = np.clip(
+            v_lin, -np.sqrt(2 * self.box_decel_mps2 * room_low), np.sqrt(2 * self.box_decel_mps2 * room_high)
+        )
+        turn = k * (normal - nrm)
+        turn_rate = np.linalg.norm(turn, axis=1, keepdims=True)
+        turn *= np.minimum(1.0, p["max_turn_radps"][:, None] / np.maximum(turn_rate, 1e-12))
+        task = np.concatenate([v_lin, w * turn], axis=1)
+        z = p["null_gain_per_s"][:, None] * (self.ready_q - q)
+        hi = np.broadcast_to(self.v_max, q.shape).copy()
+        lo = -hi
+        # the brake's caps
+        big = np.full_like(q, 1e9)
+        braked_hi = self._brake(q, big)
+        braked_lo = self._brake(q, -big)
+        hi = np.minimum(hi, braked_hi)
+        lo = np.maximum(lo, braked_lo)
+        if self.accel_bounds:
+            a = self.robot.acceleration_limit * self.dt
+            hi = np.minimum(hi, self._qd_now + a)
+            lo = np.maximum(lo, self._qd_now - a)
+            bad = lo > hi
+            mid = 0.5 * (lo + hi)
+            lo = np.where(bad, mid, lo)
+            hi = np.where(bad, mid, hi)
+        qd = sns_solve(jac, task, z, lo, hi)
+        # the old law (common scale) outside the swing window
+        x = np.linalg.solve(
+            jac @ np.swapaxes(jac, 1, 2) + 1e-3 * np.eye(6), (task - np.einsum("nij,nj->ni", jac, z))[..., None]
+        )[..., 0]
+        old = z + np.einsum("nji,nj->ni", jac, x)
+        old = old / np.maximum(np.max(np.abs(old) / self.v_max, axis=1, keepdims=True), 1.0)
+        tl = np.nan_to_num(self.plan_t - self.t, nan=9.0)
+        win = ((tl < self.sns_window_s) & (tl > -0.05))[:, None]
+        qd = np.where(win, qd, old)
+        # what is still beyond: one common scale of the task as before (velocity bounds only)
+        excess = np.max(np.abs(qd) / self.v_max, axis=1, keepdims=True)
+        return qd / np.maximum(excess, 1.0)
