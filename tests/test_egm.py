@@ -400,6 +400,15 @@ def test_an_arm_description_beyond_the_irb120t_data_sheet_is_refused():
     assert make_egm_robot_driver("egm://127.0.0.1:6599", narrower, gantry=gantry) is not None
 
 
+@pytest.mark.parametrize("option", ["hold_s", "link_timeout_s"])
+def test_egm_sample_freshness_bounds_are_capped_at_one_second(option):
+    """As for the UDP driver: a sample hold or link timeout of minutes would let a sample that old count as the
+    robot's current state (the review of the fifth audit's fixes)."""
+    make_egm_driver("egm://127.0.0.1:6598", ROBOT, **{option: 1.0})
+    with pytest.raises(ValueError, match=option):
+        make_egm_driver("egm://127.0.0.1:6598", ROBOT, **{option: 2.0})
+
+
 def test_a_loop_refuses_an_egm_driver_under_a_wider_description_than_the_data_sheet():
     """The check also holds where the driver and the loop were given different descriptions (the Python API): the
     loop's own description is what it enforces, so that one is checked against the data sheet."""

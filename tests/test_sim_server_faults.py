@@ -265,7 +265,7 @@ def test_servo_damping_below_one_overshoots_and_one_does_not():
 def test_a_controller_that_stops_commanding_a_moving_robot_is_a_stop_of_the_robots_own(link):
     """Its session stays alive (heartbeats) but no command comes for command_timeout_s: the robot holds, and counts
     that hold as a stop of its own, so commands sent before it (delayed in the network) or after it move it only once
-    a recovery has acknowledged the stop (docs/protocol.md, "Robot-side stops"). Found by a fourth audit."""
+    a recovery has acknowledged the stop (docs/protocol.md, "Robot-side stops"). Found by the fifth audit."""
     server, driver = link
     target = [0.3, 0.0, 0.0]
     pump_until(driver, lambda s: s is not None and s["position"][0] > 0.05, (target, ZERO))
@@ -276,32 +276,42 @@ def test_a_controller_that_stops_commanding_a_moving_robot_is_a_stop_of_the_robo
     _held_then_resynchronised(server, driver, target)
 
 
-@pytest.mark.parametrize("acknowledged", [False, True])
-def test_a_restarted_robot_keeps_a_stop_nobody_recovered(link, acknowledged):
+@pytest.mark.parametrize("before", ["fault", "fault acknowledged", "crash mid-motion", "stop at rest"])
+def test_a_restarted_robot_keeps_a_stop_nobody_recovered(link, before):
     """A restart of the robot bridge (crash and supervisor restart) used to clear an own stop nobody had
-    acknowledged: the next controller moved the robot with no recovery (found by a fourth audit). It now comes up
-    with that stop (count 1, unacknowledged); a stop already acknowledged leaves nothing after the restart."""
+    acknowledged, and a crash while the session moved the robot was no stop at all: the next controller moved the
+    robot with no recovery (found by the fifth audit and its review). It now comes up with the stop (count 1,
+    unacknowledged). A stop already acknowledged, or a shutdown while the robot held at rest with no live command
+    stream, leaves nothing after the restart."""
     server, driver = link
-    server.set_faults(fault=True)
-    pump_until(driver, lambda s: s is not None and s["flags"] & STATE_FAULT and s["robot_stopped"], (ZERO, ZERO))
-    server.set_faults()
-    if acknowledged:
-        held = server.snapshot()["position"]
-        driver.acknowledge_robot_stops()
-        pump_until(driver, lambda s: not server.stats()["resync_required"], (held, ZERO))
-    assert server.stats()["resync_required"] is not acknowledged
-    driver.stop()
-    server.stop(goodbye=False)
+    if before.startswith("fault"):
+        server.set_faults(fault=True)
+        pump_until(driver, lambda s: s is not None and s["flags"] & STATE_FAULT and s["robot_stopped"], (ZERO, ZERO))
+        server.set_faults()
+        if before == "fault acknowledged":
+            held = server.snapshot()["position"]
+            driver.acknowledge_robot_stops()
+            pump_until(driver, lambda s: not server.stats()["resync_required"], (held, ZERO))
+    elif before == "crash mid-motion":
+        pump_until(driver, lambda s: s is not None and s["position"][0] > 0.05, ([0.8, 0.0, 0.0], ZERO))
+    kept = before in ("fault", "crash mid-motion")
+    if before == "crash mid-motion":  # the bridge dies under the live session
+        server.stop(goodbye=False)
+        driver.stop()
+    else:
+        driver.stop()  # the controller's goodbye: the robot holds, with no live session
+        wait_until(lambda: server.stats()["goodbyes"] >= 1, what="the controller's goodbye")
+        server.stop(goodbye=False)
+    assert server.stats()["resync_required"] is kept
     server.start()
-    assert server.stats()["resync_required"] is not acknowledged
+    assert server.stats()["resync_required"] is kept
     fresh = _control.UdpDriver("127.0.0.1", server.port, 3, key=KEY, limits_digest=DIGEST)  # the next controller
     fresh.start()
     try:
         state = pump_until(fresh, lambda s: s is not None and fresh.connected)
-        if acknowledged:
-            assert not state["robot_stopped"]
-        else:
-            assert state["robot_stopped"] and server.snapshot()["status"] & 0x10  # kStatusStopUnacknowledged
+        assert state["robot_stopped"] is kept
+        if kept:
+            assert server.snapshot()["status"] & 0x10  # kStatusStopUnacknowledged
             _held_then_resynchronised(server, fresh, [0.3, 0.0, 0.0])
     finally:
         fresh.stop()

@@ -629,7 +629,7 @@ class _SwingGantryY(_Swing):
 
 
 def test_commands_the_network_delays_past_the_loops_stop_never_move_the_robot():
-    """Rule 3 (found by a fourth audit): every command is delayed by 0.3 s on the way to the robot (a queue in the
+    """Rule 3 (found by the fifth audit): every command is delayed by 0.3 s on the way to the robot (a queue in the
     network, or someone holding the authentic datagrams). The robot gets none for its command timeout and holds; the
     loop sees it off the trajectory, stops and mutes. The delayed commands then arrive, authentic, newer than any
     applied, of the live session: they used to be applied (47 of them, 0.06 m of motion) with nobody recovering. The
@@ -666,18 +666,24 @@ def test_commands_the_network_delays_past_the_loops_stop_never_move_the_robot():
         server.stop()
 
 
+def _authenticated_home_run(robot, key):
+    """A sim server and a started 500 Hz loop holding home over authenticated UDP: (server, url, loop)."""
+    server = SimServer(robot, camera=False, key=key).start()
+    url = f"udp://127.0.0.1:{server.port}?camera=none"
+    loop = RealTimeLoop(robot, make_udp_driver(url, robot.dof, key=key), policy=lambda o: robot.home, rate_hz=500)
+    loop.start()
+    return server, url, loop
+
+
 @pytest.mark.parametrize("ending", ["estop", "tracking", "clean"])
 def test_a_run_that_ends_in_a_stop_leaves_the_robot_stopped_for_the_next_run(ending):
-    """Rule 3 (found by a fourth audit): a stop latched in the controller (a software e-stop, a tracking stop) lived
+    """Rule 3 (found by the fifth audit): a stop latched in the controller (a software e-stop, a tracking stop) lived
     only in that process; a new run moved the robot with no recovery. The loop now ends such a run with the goodbye
     kGoodbyeStopped, which the robot counts as a stop of its own: the next run latches it at its start and moves
     nothing until a recovery. A run that ended cleanly (only its end-of-run stop) leaves nothing to recover."""
     robot, key = load_robot(), b"k" * 32
-    server = SimServer(robot, camera=False, key=key).start()
+    server, url, loop = _authenticated_home_run(robot, key)
     rs = server.robot_server
-    url = f"udp://127.0.0.1:{server.port}?camera=none"
-    loop = RealTimeLoop(robot, make_udp_driver(url, robot.dof, key=key), policy=lambda o: robot.home, rate_hz=500)
-    loop.start()
     try:
         wait_ticks(loop, 100)
         if ending == "estop":
@@ -709,3 +715,67 @@ def test_a_run_that_ends_in_a_stop_leaves_the_robot_stopped_for_the_next_run(end
     finally:
         loop.stop()
         server.stop()
+
+
+def test_the_robots_stop_after_the_loop_went_silent_adds_no_robot_fault():
+    """A tracking stop mutes the loop; 0.1 s later the robot counts its command-timeout stop. That stop must be
+    acknowledged by the recovery (robot_stop_events), but it is the loop's own stop seen from the robot: the reasons
+    stay ('tracking_error',), so deploy()'s recover policy for the simulated far end still recovers such a transient
+    (with robot_fault added, it ended the deploy: found by the review of the fifth audit's fixes)."""
+    import time
+
+    from robot_rt.bridge.deploy import recover_transient_stops
+
+    robot, key = load_robot(), b"k" * 32
+    server, url, loop = _authenticated_home_run(robot, key)
+    rs = server.robot_server
+    try:
+        wait_ticks(loop, 200)
+        rs.set_faults(measured_joint=7, measured_value=robot.home[7] + 0.2)  # a glitch the loop sees
+        wait_until(lambda: "tracking_error" in loop.stop_reasons, what="the tracking stop")
+        rs.set_faults()
+        wait_until(lambda: loop.robot_stop_events >= 1, what="the robot's timeout stop")
+        time.sleep(0.05)
+        assert rs.stats()["timeout_stops"] == 1 and rs.stats()["resync_required"]
+        reasons = tuple(loop.stop_reasons)
+        assert reasons == ("tracking_error",) and recover_transient_stops(reasons)
+        assert not loop.recover(timeout_s=5.0, seen_reasons=reasons, seen_robot_stops=0)  # it must have seen it
+        assert loop.recover(timeout_s=5.0, seen_reasons=reasons, seen_robot_stops=loop.robot_stop_events)
+        wait_until(lambda: not rs.stats()["resync_required"], what="the robot resynchronised")
+        assert loop.lifecycle == "active"
+    finally:
+        loop.stop()
+        server.stop()
+
+
+def test_a_policy_that_finishes_ends_the_run_cleanly():
+    """PolicyFinished starts the end-of-run stop at once. Left for whoever calls stop() (robot-rt run polls every
+    50 ms on a terminal), the 50 ms command watchdog latched first, and the run ended in a safety stop that the
+    robot keeps for the next run (found by the review of the fifth audit's fixes)."""
+    import time
+
+    from robot_rt.control.loop import PolicyFinished
+
+    robot, key = load_robot(), b"k" * 32
+    server = SimServer(robot, camera=False, key=key).start()
+    rs = server.robot_server
+    calls = []
+
+    def finishing(obs):
+        calls.append(1)
+        if len(calls) > 20:
+            raise PolicyFinished()
+        return robot.home
+
+    url = f"udp://127.0.0.1:{server.port}?camera=none"
+    loop = RealTimeLoop(robot, make_udp_driver(url, robot.dof, key=key), policy=finishing, rate_hz=500)
+    loop.start()
+    try:
+        wait_until(loop.policy_finished.is_set, what="the policy's end")
+        time.sleep(0.2)  # well past the command watchdog
+        assert tuple(loop.stop_reasons) == ("shutdown",)
+    finally:
+        loop.stop()
+    wait_until(lambda: rs.stats()["goodbyes"] >= 1, what="the run's goodbye")
+    assert rs.stats()["goodbye_stops"] == 0 and not rs.stats()["resync_required"]
+    server.stop()

@@ -601,6 +601,7 @@ class RealTimeLoop:
                             out = self.policy(obs)
                         except (PolicyFinished, StopIteration):
                             self.policy_finished.set()
+                            self._loop.request_shutdown()  # the end-of-run stop now, before the watchdog's
                             out = None
                         self.policy_calls += 1
                         if out is not None:
@@ -921,6 +922,9 @@ class RealTimeLoop:
             except (PolicyFinished, StopIteration):
                 logger.info("policy finished")
                 self.policy_finished.set()
+                # the end-of-run stop starts now: left waiting for whoever calls stop(), the command watchdog would
+                # latch first, and the run would end in a safety stop the robot keeps (a recovery at the next run)
+                self._loop.request_shutdown()
                 return
             except Exception as err:  # the loop keeps running; the robot stops if this persists
                 self.policy_exceptions += 1

@@ -616,7 +616,12 @@ void ControlLoop::run_reflexes(std::int64_t wake_ns, const TickScratch& t) noexc
   // the robot stopped on its own since its stops were last acknowledged (its stop count moved on), also when the
   // states that said why were lost: a fault of its own unless the e-stop input or a fault already says so
   const bool robot_stopped = (t.fresh && (last_state_.flags & kStateRobotStopped)) || (kept_stop & kStateRobotStopped);
-  if (robot_stopped && !estop_input && !fault && !(latch_.reasons() & (kReasonEstop | kReasonRobotFault)))
+  // A loop that stopped and sends nothing at all (muted) leaves the robot without commands, and the robot then counts
+  // a stop of its own (docs/protocol.md, "Robot-side stops": its command timeout). That stop still has to be
+  // acknowledged by a recovery (robot_stop_events), but it is the loop's own stop seen from the robot, not a robot
+  // fault: it adds no robot_fault reason (a tracking stop stays a tracking stop for the operator and deploy()).
+  const bool own_silence = muted_ && latch_.latched();
+  if (robot_stopped && !estop_input && !fault && !own_silence && !(latch_.reasons() & (kReasonEstop | kReasonRobotFault)))
     trip(kReasonRobotFault, kEventRobotFaultStop, -1, 1.0, wake_ns);
   // every new robot stop is one: also while e-stop or robot_fault is latched already (a recovery must have seen it:
   // robot_stop_events), and latched as robot_fault unless this state's e-stop input or fault bit says why
@@ -624,8 +629,10 @@ void ControlLoop::run_reflexes(std::int64_t wake_ns, const TickScratch& t) noexc
   const std::uint64_t unexplained = driver_->unexplained_robot_stop_events();  // (per robot of a composite)
   if (unexplained != unexplained_robot_stops_seen_) {
     unexplained_robot_stops_seen_ = unexplained;
-    if (latch_.reasons() & kReasonRobotFault) emit(kEventRobotFaultStop, -1, 2.0, wake_ns);  // a further one
-    trip(kReasonRobotFault, kEventRobotFaultStop, -1, 1.0, wake_ns);
+    if (!own_silence) {
+      if (latch_.reasons() & kReasonRobotFault) emit(kEventRobotFaultStop, -1, 2.0, wake_ns);  // a further one
+      trip(kReasonRobotFault, kEventRobotFaultStop, -1, 1.0, wake_ns);
+    }
   }
   // A robot (part) that stopped itself does not follow the commands: it is sent neither the rest of the controlled
   // stop nor its rest, else it would run there from wherever it stopped once its own stop cleared (an audit measured

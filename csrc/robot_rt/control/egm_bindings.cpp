@@ -314,6 +314,9 @@ void register_egm(py::module_& m) {
                  throw py::value_error("si_per_egm: expected one factor per joint");
                for (int i = 0; i < dof; ++i) c.si_per_egm[i] = si_per_egm[i];
              }
+             // what decides whether a robot sample is current is capped at 1 s, as the loop's watchdogs are
+             for (const auto& [value, what] : {std::pair{hold_s, "hold_s"}, std::pair{link_timeout_s, "link_timeout_s"}})
+               if (value > 1.0) throw py::value_error(std::string(what) + ": expected seconds in (0, 1]");
              c.hold_ns = seconds_ns(hold_s, "hold_s");
              c.link_timeout_ns = seconds_ns(link_timeout_s, "link_timeout_s");
              try {

@@ -129,6 +129,13 @@ void SimRobotServer::stop(bool goodbye) {
   if (!running_.load()) return;
   stop_requested_.store(true);
   if (thread_.joinable()) thread_.join();
+  {
+    // Shut down (or crashed, as the tests model it) while the live session commanded it: the drives brake, a stop the
+    // robot takes by itself, which a restart keeps until a recovery acknowledges it (start()). A real bridge, where a
+    // crash runs no code, comes up stopped unless it persisted a clean shutdown while holding.
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (has_controller_ && !holding_ && last_command_ns_ != 0) begin_own_stop();
+  }
   if (has_controller_) {  // the thread is joined: this thread owns the session now
     if (goodbye) {
       tx_packet_.header.type = MessageType::kGoodbye;
