@@ -34,3 +34,11 @@ def no_tf32():
     torch.backends.cudnn.allow_tf32 = False
     yield
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+@pytest.fixture(autouse=True)
+def isolated_robot_state(tmp_path_factory, monkeypatch):
+    """Each test keeps robot_rt's between-run state (EGM run markers, docs/egm.md) in a directory of its own, so one
+    test's stop never latches another's run, and nothing is written to the user's state directory. Subprocesses
+    inherit it through the environment."""
+    monkeypatch.setenv("ROBOT_RT_STATE_DIR", str(tmp_path_factory.mktemp("robot_rt_state")))

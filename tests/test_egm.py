@@ -644,7 +644,8 @@ def test_controller_stop_latches_the_loop_until_reset(eight_joint_robot):
     wait_ticks(loop, 100)
     assert loop.estop_latched
     np.testing.assert_allclose(controller.position, held, atol=1e-9)  # nor does the arm move (an audit saw 0.04 rad)
-    assert controller.reference is None
+    # the running program gets only the muted arm's hold: where it is (docs/egm.md, "Holds while muted")
+    assert controller.reference is None or np.allclose(controller.reference, held, atol=1e-9)
     loop.reset_estop()
     wait_until(lambda: not loop.estop_latched, what="the reset")
     assert loop.event_count("estop_reset") >= 1
@@ -679,3 +680,94 @@ def test_a_dead_or_restarted_egm_stream_ends_in_the_link_loss_stop(eight_joint_r
     if held is not None:
         np.testing.assert_allclose(controller.reference, held, atol=1e-9)
     assert controller.stats()["references_out_of_limits"] == 0
+
+
+# ------------------------------------------------------------------------------------------------ stops between runs
+def _arm_only():
+    return dataclasses.replace(ROBOT, joints=ROBOT.joints[2:], home=ROBOT.home[2:])
+
+
+def _arm_run(arm, url, marker, controller=None):
+    """A started driver (make_egm_driver with `marker`), a simulated controller on its port and a 1 kHz loop of the
+    Sine policy: (loop, driver, controller)."""
+    driver = make_egm_driver(url, arm, run_marker=marker)
+    driver.start()
+    controller = controller or _arm_controller(driver.local_port).start()
+    wait_until(lambda: driver.read_state() is not None, what="an EGM state")
+    loop = RealTimeLoop(arm, driver, policy=Sine(arm), rate_hz=1000.0, policy_rate_hz=50, workspace=False)
+    loop.start()
+    return loop, driver, controller
+
+
+def test_an_arm_only_run_that_ends_in_a_stop_leaves_the_arm_stopped_for_the_next_run(tmp_path):
+    """EGM carries no stop count, so an arm driven alone was moved by the next run after a software e-stop nobody
+    recovered (0.37 rad, the sixth audit). The driver's run marker (written when a run starts, removed only when it
+    ends without a stop nobody recovered) makes the next run start with a robot stop: robot_fault, nothing moves
+    until a recovery; a clean end removes it."""
+    arm, marker = _arm_only(), tmp_path / "egm.run"
+    loop, driver, controller = _arm_run(arm, "egm://127.0.0.1:0", marker)
+    port = driver.local_port
+    try:
+        assert marker.exists()  # from the start of the run: a crash leaves it too
+        wait_until(lambda: controller.stats()["sensor_messages"] > 100, what="EGM references", timeout_s=60)
+        loop.estop()
+        wait_until(lambda: loop.lifecycle == "stopped", what="the stop")
+    finally:
+        loop.stop()  # nobody recovers
+    assert marker.exists()
+    time.sleep(0.3)  # the arm settles where the stop left it (the simulated controller's lag)
+    held = controller.position.copy()
+    loop, driver, _ = _arm_run(arm, f"egm://127.0.0.1:{port}", marker, controller)
+    try:
+        wait_ticks(loop, 500)
+        assert loop.lifecycle == "stopped" and "robot_fault" in loop.stop_reasons and driver.marker_stop_pending
+        np.testing.assert_allclose(controller.position, held, atol=1e-6)
+        assert loop.recover(timeout_s=5.0, seen_reasons=loop.stop_reasons, seen_robot_stops=loop.robot_stop_events)
+        wait_until(lambda: np.max(np.abs(controller.position - held)) > 1e-3, what="the arm moving again")
+    finally:
+        loop.stop()  # a clean end after the recovery
+    assert not marker.exists()
+    assert controller.stats()["references_out_of_limits"] == 0
+    controller.stop()  # (a fresh controller session: this one would take the new run's restarted seqno as stale)
+    loop, driver, controller = _arm_run(arm, f"egm://127.0.0.1:{port}", marker)
+    try:
+        wait_ticks(loop, 300)
+        assert loop.lifecycle == "active" and not driver.marker_stop_pending, loop.stop_reasons_seen
+    finally:
+        loop.stop()
+        controller.stop()
+
+
+def test_a_muted_egm_arm_is_held_where_it_is():
+    """A tracking stop mutes the arm, and the loop sends it nothing; an EGM controller keeps driving to its last
+    reference then (0.048 rad after the stop, the sixth audit). The muted driver now answers each robot message with
+    a hold where the arm is (planned = its feedback, speed 0)."""
+    arm = _arm_only()
+    driver = make_egm_driver("egm://127.0.0.1:0", arm)
+    driver.start()
+    controller = _arm_controller(driver.local_port, time_constant_s=0.12).start()  # lags beyond the tracking tube
+    wait_until(lambda: driver.read_state() is not None, what="an EGM state")
+    loop = RealTimeLoop(arm, driver, policy=Sine(arm, frequency_hz=1.0), rate_hz=1000.0, policy_rate_hz=100,
+                        sensor_timeout_s=0.1, workspace=False)  # fmt: skip
+    loop.start()
+    try:
+        wait_until(lambda: "tracking_error" in loop.stop_reasons, what="the tracking stop", timeout_s=30)
+        at_stop = controller.position.copy()
+        time.sleep(1.0)
+        assert loop.lifecycle == "stopped" and driver.hold_replies > 0
+        assert np.max(np.abs(controller.position - at_stop)) < 0.01  # braking from the lag's speed, no further
+    finally:
+        loop.stop()
+        controller.stop()
+
+
+def test_a_loop_refuses_a_hand_built_egm_driver_with_other_units_or_an_open_address():
+    """`RealTimeLoop` checks a hand-built EgmDriver as `make_egm_driver` builds one: unit factors of the description
+    (mm factors on revolute axes drove references 0.77 rad beyond the axis ranges, the sixth audit) and addresses
+    parse_egm_url allows."""
+    arm = _arm_only()
+    with pytest.raises(ValueError, match="unit factors"):
+        RealTimeLoop(arm, _control.EgmDriver("127.0.0.1", 0, 6, si_per_egm=[1e-3] * 6))
+    with pytest.raises(ValueError, match="controller"):
+        RealTimeLoop(arm, _control.EgmDriver("0.0.0.0", 0, 6, si_per_egm=egm_unit_factors(arm, 6)))
+    RealTimeLoop(arm, _control.EgmDriver("127.0.0.1", 0, 6, si_per_egm=egm_unit_factors(arm, 6)))

@@ -6,6 +6,7 @@ for; nothing depends on how much happens in a given wall time."""
 from __future__ import annotations
 
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -236,13 +237,54 @@ def test_server_restart_is_detected_and_the_link_recovers():
         server.stop()
 
 
-def test_camera_stream_through_a_faulty_link():
-    camera = CameraServer(rate_hz=150, serve_interval_s=0.3, n_serves=2)
-    camera.start()
+def _camera_behind_a_proxy(n_serves: int):
+    """A 150 Hz sim camera, a FaultProxy in front of it and an open CameraReceiver through it."""
+    camera = CameraServer(rate_hz=150, serve_interval_s=0.3, n_serves=n_serves).start()
     proxy = FaultProxy(("127.0.0.1", camera.port), seed=3).start()
     receiver = _control.CameraReceiver(camera_port=proxy.port)
+    receiver.open()
+    return camera, proxy, receiver
+
+
+@pytest.mark.parametrize("direction", ["down", "both"])
+def test_camera_frames_the_network_holds_back_are_not_used(direction):
+    """Frames are authentic, but their receive time says nothing about how long the network (or someone on it, no key
+    needed) held them: a relay holding every frame 300 ms had them dated as fresh (the sixth audit). The camera now
+    echoes the receiver's heartbeats, and a frame is used only while its age since the camera sent it is surely
+    under the late threshold (20 ms): the held ones are dropped and counted, and the stream is used again once the
+    delay ends."""
+    camera, proxy, receiver = _camera_behind_a_proxy(n_serves=50)
     try:
-        receiver.open()
+        wait_until(
+            lambda: receiver.read() is not None and receiver.stats()["detections"] > 20,
+            what="20 detections",
+            interval_s=0.01,
+        )  # (read() polls)
+        assert 0 < receiver.stats()["best_round_trip_ns"] < 20_000_000
+        proxy.set_faults(direction, delay_prob=1.0, delay_s=0.3)
+        time.sleep(0.35)  # the last frames sent before the delay are through
+        receiver.read()
+        detections, late = receiver.stats()["detections"], receiver.stats()["rx_late"]
+        t_end = time.monotonic() + 1.0
+        while time.monotonic() < t_end:  # polled as a loop would
+            assert not receiver.read()
+            time.sleep(0.002)
+        assert receiver.stats()["detections"] == detections and receiver.stats()["rx_late"] > late + 50
+        proxy.clear_faults()
+        wait_until(
+            lambda: receiver.read() is not None and receiver.stats()["detections"] > detections + 20,
+            what="detections again",
+            interval_s=0.01,
+        )
+    finally:
+        receiver.close()
+        proxy.stop()
+        camera.stop()
+
+
+def test_camera_stream_through_a_faulty_link():
+    camera, proxy, receiver = _camera_behind_a_proxy(n_serves=2)
+    try:
         wait_until(lambda: len(receiver.read()) >= 0 and receiver.stats()["frames"] > 20, what="20 camera frames")
         proxy.set_faults("down", drop=0.1, duplicate=0.1, reorder=0.1, corrupt=0.1)
         detections, ages_ns = [], []

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 EGM_PORT_DEFAULT = 6510  # the port ABB's examples configure in the UdpUc device
@@ -158,23 +160,59 @@ def check_egm_links(driver, robot) -> None:
                 f"{dof} of {robot.dof}"
             )
         check_egm_arm_limits(robot, dof)
+        # a hand-built driver: its unit factors must be the description's (else every reference is scaled: an audit
+        # drove 29 references up to 0.77 rad beyond the axis ranges with mm factors on revolute axes), and its
+        # addresses those parse_egm_url allows
+        want = egm_unit_factors(robot, dof)
+        if any(abs(a - b) > 1e-12 * abs(b) for a, b in zip(link.si_per_egm, want)):
+            raise ValueError(
+                f"driver: its EGM unit factors {list(link.si_per_egm)} are not the description's {want} (pi/180 per "
+                "degree for revolute joints, 1e-3 per mm for prismatic ones)"
+            )
+        _check_egm_addresses(link.bind_host, link.controller_host)
 
 
-def make_egm_driver(url: str, robot, **options):
+def state_dir() -> Path:
+    """Where robot_rt keeps state between runs: $ROBOT_RT_STATE_DIR, else $XDG_STATE_HOME/robot_rt, else
+    ~/.local/state/robot_rt."""
+    if os.environ.get("ROBOT_RT_STATE_DIR"):
+        return Path(os.environ["ROBOT_RT_STATE_DIR"])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "robot_rt"
+
+
+def egm_run_marker_path(url: str) -> Path | None:
+    """The run marker of the EGM controller at `url` (docs/egm.md, "Stops between runs"): one file per controller
+    (its address, else the listening address, and the port), in `state_dir()`; None for port 0 (an ephemeral port,
+    which no controller's UdpUc device can name: tests)."""
+    target = parse_egm_url(url)
+    if target.port == 0:
+        return None
+    return state_dir() / f"egm-{target.controller_host or target.bind_host}-{target.port}.run"
+
+
+_DEFAULT = object()
+
+
+def make_egm_driver(url: str, robot, run_marker=_DEFAULT, **options):
     """The C++ EgmDriver for the arm of `robot` (options: hold_s, link_timeout_s); ValueError when the description's
-    arm is not within the IRB 120T's data sheet (`check_egm_arm_limits`)."""
+    arm is not within the IRB 120T's data sheet (`check_egm_arm_limits`). `run_marker`: the file that carries a stop
+    nobody recovered (or a run that never ended) to the next run (default `egm_run_marker_path(url)`; None: none,
+    so a new run can move an arm whose last run ended in a stop: only where the controller itself guarantees that)."""
     from robot_rt import _control
 
     target = parse_egm_url(url)
     if target.joints > robot.dof:
         raise ValueError(f"joints: the robot has {robot.dof} joints, the URL asks for {target.joints} arm joints")
     check_egm_arm_limits(robot, target.joints)
+    marker = egm_run_marker_path(url) if run_marker is _DEFAULT else run_marker
     return _control.EgmDriver(
         target.bind_host,
         target.port,
         target.joints,
         si_per_egm=egm_unit_factors(robot, target.joints),
         controller_host=target.controller_host,
+        run_marker_path="" if marker is None else str(marker),
         **options,
     )
 

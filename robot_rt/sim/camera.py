@@ -136,7 +136,8 @@ class CameraServer:
             if not self._allowed(addr):
                 self.stats["rx_unexpected_source"] += 1
                 continue
-            verdict, _, reply = self.sessions.receive(data, addr, time.monotonic_ns())
+            received_ns = time.monotonic_ns()
+            verdict, packet, reply = self.sessions.receive(data, addr, received_ns)
             if verdict.startswith("rejected:"):
                 self.stats[f"rx_{verdict[9:]}"] += 1
                 self.stats["rx_malformed"] += 1
@@ -146,13 +147,22 @@ class CameraServer:
             elif verdict == "accepted_new_session":
                 self.stats["rx_accepted"] += 1
                 self.stats["subscribed"] += 1
+                self._echo(packet, addr, received_ns)
             elif verdict == "accepted":
                 self.stats["rx_accepted"] += 1  # a keep-alive heartbeat
+                self._echo(packet, addr, received_ns)
             elif verdict == "goodbye":
                 self.stats["rx_accepted"] += 1
                 self.stats["unsubscribed"] += 1
             else:
                 self.stats[f"rx_{verdict}"] += 1
+
+    def _echo(self, packet, addr, received_ns: int) -> None:
+        """Answers a subscriber's heartbeat with its echo: the round trip lets the subscriber bound how long frames
+        take to reach it (docs/protocol.md, "Camera stream": frames held back are not used)."""
+        if packet is not None and packet.get("type") == "heartbeat":
+            echo = {"echo_sequence": packet["sequence"], "echo_stamp_ns": packet["stamp_ns"]}
+            self._send(dict(type="heartbeat", echo_receive_ns=received_ns, **echo), addr)
 
     def _schedule_serve(self, now: float) -> None:
         serve = self.serves[self._serve_index % len(self.serves)]

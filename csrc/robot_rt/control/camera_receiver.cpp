@@ -70,6 +70,33 @@ void CameraReceiver::send_heartbeat(std::int64_t now_ns) noexcept {
   last_heartbeat_ns_ = now_ns;
 }
 
+void CameraReceiver::clock_sample(std::uint64_t t1, std::uint64_t t2, std::uint64_t t3, std::int64_t t4) noexcept {
+  if (t1 == 0) return;  // no echo in it
+  clock_.add_wire(t1, t2, t3, t4);
+  if (!clock_.valid()) return;
+  clock_offset_.store(clock_.offset_ns(), std::memory_order_relaxed);
+  best_delay_.store(clock_.best_delay_ns(), std::memory_order_relaxed);
+}
+
+bool CameraReceiver::surely_fresh(std::uint64_t stamp_ns, std::int64_t now_ns) noexcept {
+  if (!clock_.valid() || stamp_ns > (1ull << 62)) {  // not datable (yet): no round trip has bounded the delay
+    bump(counters_.rx_late);
+    return false;
+  }
+  const std::int64_t local_stamp = static_cast<std::int64_t>(stamp_ns) - clock_.offset_ns();
+  const std::int64_t slack = clock_.uncertainty_ns(now_ns) + 500'000;  // the estimator's margin
+  const std::int64_t age = now_ns - local_stamp;
+  if (age + slack > config_.late_threshold_ns) {
+    bump(counters_.rx_late);
+    return false;
+  }
+  if (age < -slack) {
+    bump(counters_.rx_future);
+    return false;
+  }
+  return true;
+}
+
 void CameraReceiver::poll(std::int64_t now_ns) noexcept {
   if (!socket_.is_open()) return;
   // At most kCameraDatagramsPerPoll per tick: each authenticated frame costs an HMAC check (~3.6 us at 716 bytes),
@@ -110,6 +137,9 @@ void CameraReceiver::poll(std::int64_t now_ns) noexcept {
         sessions_.fetch_add(1, std::memory_order_relaxed);
         established_.store(true, std::memory_order_relaxed);
         last_rx_ns_ = now_ns;
+        clock_.reset();  // a new session, perhaps a new camera clock: the hello round trip is the first sample
+        clock_sample(packet_.hello_ack.echo_hello_stamp_ns, packet_.hello_ack.hello_receive_ns, packet_.header.stamp_ns,
+                     now_ns);
         send_heartbeat(now_ns);  // key confirmation: the camera streams to us from now on
         continue;
       }
@@ -121,14 +151,18 @@ void CameraReceiver::poll(std::int64_t now_ns) noexcept {
       begin_handshake(now_ns);
       continue;
     }
-    if (packet_.header.type == MessageType::kHeartbeat) {
+    if (packet_.header.type == MessageType::kHeartbeat) {  // the camera's echo of one of ours: a round trip
       bump(counters_.rx_accepted);
+      const protocol::Heartbeat& h = packet_.heartbeat;
+      if (h.echo_sequence != 0 && h.echo_sequence <= sequence_)
+        clock_sample(h.echo_stamp_ns, h.echo_receive_ns, packet_.header.stamp_ns, now_ns);
       continue;
     }
     if (packet_.header.type != MessageType::kBallObservations) {
       bump(counters_.rx_wrong_type);
       continue;
     }
+    if (!surely_fresh(packet_.header.stamp_ns, now_ns)) continue;  // held back (or not datable yet): not used
     bump(counters_.rx_accepted);
     frames_.fetch_add(1, std::memory_order_relaxed);
     last_frame_ns_.store(now_ns, std::memory_order_relaxed);

@@ -7,11 +7,20 @@
 // another address, corrupted, unauthenticated, of another session (replayed), duplicated or reordered are
 // dropped and counted; accepted detections are converted to local CLOCK_MONOTONIC exposure times (receive
 // time minus the capture age the camera reports) and queued in a fixed ring (oldest dropped first).
+//
+// Delay (docs/protocol.md, "Camera stream"): a frame's receive time says nothing about how long the network (or
+// someone on it) held it, and an authentic frame held for 300 ms would be dated as fresh. So the camera echoes our
+// heartbeats (as the robot does), the round trips give the camera clock's offset within +-u (clock_offset.hpp), and
+// a frame is used only while its age since the camera sent it is surely within late_threshold_ns: now - (stamp -
+// offset) + u <= late_threshold_ns (a long delay in either direction widens u, so it cannot hide itself). Frames
+// before the first round trip, or beyond the bound, are dropped (rx_late); frames stamped in the future beyond the
+// bound too (rx_future).
 #pragma once
 
 #include <cstdint>
 #include <string>
 
+#include "clock_offset.hpp"
 #include "driver.hpp"
 #include "protocol.hpp"
 #include "session.hpp"
@@ -33,6 +42,7 @@ struct CameraReceiverConfig {
   std::int64_t subscribe_interval_ns = 200'000'000;  // keep-alive heartbeat period
   std::int64_t hello_interval_ns = 50'000'000;       // hello repetition while handshaking
   std::int64_t session_timeout_ns = 500'000'000;     // camera silent this long: new handshake
+  std::int64_t late_threshold_ns = 20'000'000;       // a frame surely older than this since the camera sent it: dropped
 };
 
 class CameraReceiver {
@@ -58,11 +68,16 @@ class CameraReceiver {
   bool established() const noexcept { return established_.load(std::memory_order_relaxed); }
   // Receive time of the last accepted frame (0: none yet).
   std::int64_t last_frame_ns() const noexcept { return last_frame_ns_.load(std::memory_order_relaxed); }
+  // The camera clock's offset estimate (ns) and its best round trip (0 before the first).
+  std::int64_t clock_offset_ns() const noexcept { return clock_offset_.load(std::memory_order_relaxed); }
+  std::int64_t best_round_trip_ns() const noexcept { return best_delay_.load(std::memory_order_relaxed); }
 
  private:
   void begin_handshake(std::int64_t now_ns) noexcept;
   void send_hello(std::int64_t now_ns) noexcept;
   void send_heartbeat(std::int64_t now_ns) noexcept;
+  void clock_sample(std::uint64_t t1, std::uint64_t t2, std::uint64_t t3, std::int64_t t4) noexcept;
+  bool surely_fresh(std::uint64_t stamp_ns, std::int64_t now_ns) noexcept;  // counts rx_late / rx_future
   bool send(protocol::Packet& packet, const HmacSha256Key& key, std::int64_t now_ns) noexcept;
 
   CameraReceiverConfig config_;
@@ -74,6 +89,9 @@ class CameraReceiver {
   std::int64_t last_heartbeat_ns_ = 0;
   std::int64_t last_rx_ns_ = 0;
   std::uint32_t previous_server_session_ = 0;
+  ClockOffsetEstimator clock_;
+  std::atomic<std::int64_t> clock_offset_{0};
+  std::atomic<std::int64_t> best_delay_{0};
   protocol::Packet packet_;
   protocol::Packet tx_packet_;
   std::uint8_t buffer_[protocol::kMaxPacketBytes + 1];

@@ -121,6 +121,8 @@ bool CompositeDriver::mute_joints(std::uint64_t joints) noexcept {
   for (std::size_t p = 0; p < parts_.size(); ++p)
     if (joints & part_joints(p)) parts |= 1u << p;
   muted_parts_ = parts;
+  // each part learns of its own mute (an EGM arm answers its controller with a hold while it gets no command)
+  for (std::size_t p = 0; p < parts_.size(); ++p) parts_[p]->mute_joints((parts >> p) & 1u ? RobotDriver::joint_mask(parts_[p]->dof()) : 0u);
   if (joints == 0) {  // a recovery (it is refused while a stop bit is still pending) or a new start
     self_stopped_ = 0;
     new_session_ = 0;

@@ -2,7 +2,12 @@
 
 #include <arpa/inet.h>
 
+#include <unistd.h>
+
 #include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <stdexcept>
 
 namespace robot_rt::control {
@@ -38,8 +43,40 @@ EgmDriver::EgmDriver(EgmDriverConfig config) : config_(std::move(config)) {
 
 EgmDriver::~EgmDriver() { on_stop(); }
 
+namespace {
+// Writes the run marker atomically (temp file + rename); throws naming the path when it cannot.
+void write_run_marker(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path target(path);
+  if (target.has_parent_path()) fs::create_directories(target.parent_path(), ec);
+  const std::string tmp = path + ".tmp" + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << "robot_rt EGM run: started by pid " << ::getpid()
+        << "; present after the run when it ended in a stop nobody recovered, or did not end (a crash)\n";
+    if (!out) throw std::runtime_error("run_marker_path: cannot write '" + tmp + "'");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw std::runtime_error("run_marker_path: cannot write '" + path + "'");
+  }
+}
+}  // namespace
+
 void EgmDriver::on_start() {
   if (socket_.is_open()) return;
+  if (!config_.run_marker_path.empty()) {
+    // a marker left by an earlier run: it ended in a stop nobody recovered, or never ended; a stop for this run too
+    std::error_code ec;
+    const bool earlier = std::filesystem::exists(config_.run_marker_path, ec) || ec;
+    write_run_marker(config_.run_marker_path);  // before anything can move: this run's own, until it ends cleanly
+    marker_stop_pending_.store(earlier, std::memory_order_relaxed);
+    marker_stops_.store(earlier ? 1u : 0u, std::memory_order_relaxed);
+    run_started_ = true;
+  }
+  ending_in_stop_ = false;
+  holding_ = false;
   socket_.open(config_.bind_host, config_.port);
   have_peer_ = have_seqno_ = have_sample_ = reply_owed_ = new_sample_ = have_command_ = false;
   status_seen_ = 0;
@@ -51,6 +88,10 @@ void EgmDriver::on_start() {
 void EgmDriver::on_stop() {
   socket_.close();
   link_up_.store(false);
+  if (run_started_ && !ending_in_stop_ && !marker_stop_pending_.load(std::memory_order_relaxed))
+    std::remove(config_.run_marker_path.c_str());  // a clean end: nothing for the next run to recover
+  run_started_ = false;
+  ending_in_stop_ = false;
 }
 
 std::string EgmDriver::controller_endpoint() const {
@@ -170,14 +211,19 @@ bool EgmDriver::read_state(JointState& out) noexcept {
   const std::int64_t now = monotonic_ns();
   drain(now);
   link_up_.store(have_peer_ && now - last_rx_ns_ <= config_.link_timeout_ns, std::memory_order_relaxed);
+  // muted: answer the controller with a hold where the arm is (else it drives on to the last reference)
+  if (holding_ && reply_owed_ && have_peer_ && have_sample_ && peer_restarts() == hold_peer_restarts_ &&
+      send_reply(now, true))
+    hold_replies_.fetch_add(1, std::memory_order_relaxed);
   if (!have_sample_ || now - sample_rx_ns_ > config_.hold_ns) return false;
   out = latest_;
   out.flags |= unread_stop_flags_;
+  if (marker_stop_pending_.load(std::memory_order_relaxed)) out.flags |= kStateRobotStopped;
   unread_stop_flags_ = 0;
   return true;
 }
 
-bool EgmDriver::send_reply(std::int64_t now_ns) noexcept {
+bool EgmDriver::send_reply(std::int64_t now_ns, bool hold) noexcept {
   egm::Sensor& s = tx_message_;
   s = egm::Sensor{};
   s.has_header = true;
@@ -189,8 +235,9 @@ bool EgmDriver::send_reply(std::int64_t now_ns) noexcept {
   s.has_speed_ref = s.speed_ref.has_joints = true;
   s.planned.joints.count = s.speed_ref.joints.count = config_.dof;
   for (int i = 0; i < config_.dof; ++i) {
-    s.planned.joints.value[i] = command_position_egm_[i];
-    s.speed_ref.joints.value[i] = command_velocity_egm_[i];
+    // a hold: where the arm is (its feedback, in EGM units), at rest
+    s.planned.joints.value[i] = hold ? latest_.position_si[i] / config_.si_per_egm[i] : command_position_egm_[i];
+    s.speed_ref.joints.value[i] = hold ? 0.0 : command_velocity_egm_[i];
   }
   std::size_t size = 0;
   if (egm::encode_sensor(s, tx_buffer_, sizeof(tx_buffer_), size) != egm::Status::kOk) {

@@ -49,6 +49,11 @@ struct EgmDriverConfig {
   double si_per_egm[kMaxDof] = {};      // per joint: rad per degree (revolute) or m per mm (linear); 0 = pi/180
   std::int64_t hold_ns = 8'000'000;          // a robot sample counts as fresh this long after it arrived
   std::int64_t link_timeout_ns = 40'000'000;  // no robot message this long: link down
+  // The run marker (empty: none). EGM carries no stop count, so the controller side remembers: on_start() finds the
+  // file of a run that ended in a stop (or never ended: a crash) and reports that as a robot stop, which only a
+  // recovery acknowledges; it then writes the file for its own run, and on_stop() removes it only after a run that
+  // ended without a stop nobody recovered. robot_rt.control.egm.make_egm_driver sets one per controller.
+  std::string run_marker_path;
 };
 
 struct EgmCounters {
@@ -79,8 +84,24 @@ class EgmDriver final : public RobotDriver {
   // The loop's link-loss reflex reads this every tick (after read_state, which updates it): down when no robot message
   // came for link_timeout_ns, and a controller restart is a new peer session (the loop stops commanding at once).
   LinkHealth link_health() const noexcept override { return LinkHealth{link_up(), peer_restarts()}; }
-  void on_start() override;  // opens the socket (idempotent)
+  void on_start() override;  // opens the socket (idempotent); reads and writes the run marker
   void on_stop() override;
+  // The run marker's stop: flagged kStateRobotStopped in every state (one robot stop event, unexplained: the loop
+  // latches robot_fault) until a recovery acknowledges it.
+  std::uint64_t robot_stop_events() const noexcept override { return marker_stops_.load(std::memory_order_relaxed); }
+  std::uint64_t unexplained_robot_stop_events() const noexcept override { return robot_stop_events(); }
+  void acknowledge_robot_stops() noexcept override { marker_stop_pending_.store(false, std::memory_order_relaxed); }
+  void set_ending_in_stop(bool stopped) noexcept override { ending_in_stop_ = stopped; }
+  // Muted (the loop stopped commanding the arm): every robot message is answered with a hold where the arm is
+  // (planned = its feedback, speed 0), so the controller does not drive on to the last reference. Returns false: the
+  // loop sends this driver nothing while muted (a CompositeDriver passes its part's mask).
+  bool mute_joints(std::uint64_t joints) noexcept override {
+    if (joints != 0 && !holding_) hold_peer_restarts_ = peer_restarts();
+    holding_ = joints != 0;
+    return false;
+  }
+  bool marker_stop_pending() const noexcept { return marker_stop_pending_.load(std::memory_order_relaxed); }
+  std::uint64_t hold_replies() const noexcept { return hold_replies_.load(std::memory_order_relaxed); }
 
   // Link status: up while robot messages arrive within link_timeout_ns; peer_restarts counts controller restarts.
   bool link_up() const noexcept { return link_up_.load(std::memory_order_relaxed); }
@@ -104,7 +125,7 @@ class EgmDriver final : public RobotDriver {
  private:
   void drain(std::int64_t now_ns) noexcept;
   void accept(const egm::Robot& m, const sockaddr_in& from, std::int64_t now_ns) noexcept;
-  bool send_reply(std::int64_t now_ns) noexcept;
+  bool send_reply(std::int64_t now_ns, bool hold = false) noexcept;
 
   EgmDriverConfig config_;
   bool pin_controller_ = false;
@@ -140,6 +161,13 @@ class EgmDriver final : public RobotDriver {
   std::atomic<std::uint64_t> replies_{0};
   std::atomic<int> motor_state_{-1}, mci_state_{-1}, rapid_state_{-1};
   std::atomic<std::int64_t> reply_last_{0}, reply_max_{0}, reply_sum_{0};
+  bool holding_ = false;        // muted: replies hold the arm where it is (loop thread)
+  std::uint64_t hold_peer_restarts_ = 0;  // a controller restarted since the mute gets nothing at all
+  bool ending_in_stop_ = false;  // the run ends in a stop nobody recovered (set before on_stop)
+  bool run_started_ = false;     // on_start() wrote the run marker
+  std::atomic<bool> marker_stop_pending_{false};
+  std::atomic<std::uint64_t> marker_stops_{0};
+  std::atomic<std::uint64_t> hold_replies_{0};
   std::atomic<std::uint32_t> peer_ip_{0};
   std::atomic<std::uint16_t> peer_port_{0};
 };

@@ -568,7 +568,8 @@ void bind_camera_receiver(py::module_& m) {
   py::class_<CameraReceiver, std::shared_ptr<CameraReceiver>>(m, "CameraReceiver",
                                                               "Receiver of the UDP ball-observation stream.")
       .def(py::init([](const std::string& camera_host, int camera_port, const std::string& key,
-                       const std::string& bind_host, double subscribe_interval_s, double session_timeout_s) {
+                       const std::string& bind_host, double subscribe_interval_s, double session_timeout_s,
+                       double late_threshold_s) {
              if (camera_port < 1 || camera_port > 65535) throw py::value_error("camera_port: expected 1..65535");
              CameraReceiverConfig c;
              c.camera_host = camera_host;
@@ -577,6 +578,7 @@ void bind_camera_receiver(py::module_& m) {
              c.bind_host = bind_host;
              c.subscribe_interval_ns = seconds_to_ns(subscribe_interval_s, "subscribe_interval_s");
              c.session_timeout_ns = seconds_to_ns(session_timeout_s, "session_timeout_s");
+             c.late_threshold_ns = seconds_to_ns(late_threshold_s, "late_threshold_s", kMaxFreshnessS);
              try {
                return std::make_shared<CameraReceiver>(c);
              } catch (const std::invalid_argument& e) {
@@ -584,7 +586,8 @@ void bind_camera_receiver(py::module_& m) {
              }
            }),
            py::arg("camera_host") = "127.0.0.1", py::arg("camera_port"), py::arg("key") = "",
-           py::arg("bind_host") = "127.0.0.1", py::arg("subscribe_interval_s") = 0.2, py::arg("session_timeout_s") = 0.5)
+           py::arg("bind_host") = "127.0.0.1", py::arg("subscribe_interval_s") = 0.2, py::arg("session_timeout_s") = 0.5,
+           py::arg("late_threshold_s") = 0.02)
       .def("open", &CameraReceiver::open)
       .def("close", &CameraReceiver::close)
       .def("read", &read_observations, py::arg("max_count") = CameraReceiver::kQueueCapacity)
@@ -597,6 +600,8 @@ void bind_camera_receiver(py::module_& m) {
         c["frames"] = r.frames();
         c["detections"] = r.detections();
         c["queue_overflows"] = r.queue_overflows();
+        c["clock_offset_ns"] = r.clock_offset_ns();
+        c["best_round_trip_ns"] = r.best_round_trip_ns();
         return c;
       });
 }
