@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -687,10 +688,10 @@ def _arm_only():
     return dataclasses.replace(ROBOT, joints=ROBOT.joints[2:], home=ROBOT.home[2:])
 
 
-def _arm_run(arm, url, marker, controller=None):
-    """A started driver (make_egm_driver with `marker`), a simulated controller on its port and a 1 kHz loop of the
-    Sine policy: (loop, driver, controller)."""
-    driver = make_egm_driver(url, arm, run_marker=marker)
+def _arm_run(arm, port, controller=None):
+    """A started driver (make_egm_driver on `port`, its run marker under the test's own state directory), a simulated
+    controller sending to it and a 1 kHz loop of the Sine policy: (loop, driver, controller)."""
+    driver = make_egm_driver(f"egm://127.0.0.1:{port}", arm)
     driver.start()
     controller = controller or _arm_controller(driver.local_port).start()
     wait_until(lambda: driver.read_state() is not None, what="an EGM state")
@@ -699,25 +700,36 @@ def _arm_run(arm, url, marker, controller=None):
     return loop, driver, controller
 
 
-def test_an_arm_only_run_that_ends_in_a_stop_leaves_the_arm_stopped_for_the_next_run(tmp_path):
+def _free_udp_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_an_arm_only_run_that_ends_in_a_stop_leaves_the_arm_stopped_for_the_next_run():
     """EGM carries no stop count, so an arm driven alone was moved by the next run after a software e-stop nobody
     recovered (0.37 rad, the sixth audit). The driver's run marker (written when a run starts, removed only when it
     ends without a stop nobody recovered) makes the next run start with a robot stop: robot_fault, nothing moves
     until a recovery; a clean end removes it."""
-    arm, marker = _arm_only(), tmp_path / "egm.run"
-    loop, driver, controller = _arm_run(arm, "egm://127.0.0.1:0", marker)
-    port = driver.local_port
+    from robot_rt.control.egm import egm_run_marker_path, existing_run_markers
+
+    arm, port = _arm_only(), _free_udp_port()
+    url = f"egm://127.0.0.1:{port}"
+    marker = egm_run_marker_path(url)
+    loop, driver, controller = _arm_run(arm, port)
     try:
-        assert marker.exists()  # from the start of the run: a crash leaves it too
+        assert driver.run_marker_path == str(marker) and marker.exists()  # from the start of the run: a crash too
         wait_until(lambda: controller.stats()["sensor_messages"] > 100, what="EGM references", timeout_s=60)
         loop.estop()
         wait_until(lambda: loop.lifecycle == "stopped", what="the stop")
     finally:
         loop.stop()  # nobody recovers
-    assert marker.exists()
+    assert existing_run_markers(url) == [marker]
     time.sleep(0.3)  # the arm settles where the stop left it (the simulated controller's lag)
     held = controller.position.copy()
-    loop, driver, _ = _arm_run(arm, f"egm://127.0.0.1:{port}", marker, controller)
+    loop, driver, _ = _arm_run(arm, port, controller)
     try:
         wait_ticks(loop, 500)
         assert loop.lifecycle == "stopped" and "robot_fault" in loop.stop_reasons and driver.marker_stop_pending
@@ -729,13 +741,48 @@ def test_an_arm_only_run_that_ends_in_a_stop_leaves_the_arm_stopped_for_the_next
     assert not marker.exists()
     assert controller.stats()["references_out_of_limits"] == 0
     controller.stop()  # (a fresh controller session: this one would take the new run's restarted seqno as stale)
-    loop, driver, controller = _arm_run(arm, f"egm://127.0.0.1:{port}", marker)
+    loop, driver, controller = _arm_run(arm, port)
     try:
         wait_ticks(loop, 300)
         assert loop.lifecycle == "active" and not driver.marker_stop_pending, loop.stop_reasons_seen
     finally:
         loop.stop()
         controller.stop()
+
+
+def test_the_run_marker_is_looked_for_where_another_user_left_it(tmp_path, monkeypatch):
+    """A run under sudo keeps its marker in root's state directory, a plain one in the user's: each looks in the
+    other's too (the review of the sixth audit's fixes moved the arm 0.27 rad from a run with another HOME). A start
+    that cannot bind its port leaves no marker behind."""
+    from robot_rt.control import egm
+
+    monkeypatch.delenv("ROBOT_RT_STATE_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    monkeypatch.setattr(egm, "SYSTEM_STATE_DIR", tmp_path / "system")  # (where a run as root keeps it)
+    other = tmp_path / "other"
+    monkeypatch.setattr(egm, "_other_state_dirs", lambda: [other])
+    port = _free_udp_port()
+    url = f"egm://127.0.0.1:{port}"
+    other.mkdir()
+    (other / egm.egm_run_marker_path(url).name).write_text("an earlier run under another user")
+    driver = make_egm_driver(url, _arm_only())
+    assert driver.run_marker_path.startswith(str(tmp_path / ("system" if os.geteuid() == 0 else "home")))
+    driver.start()
+    try:
+        assert driver.marker_stop_pending
+    finally:
+        driver.stop()
+    assert (other / egm.egm_run_marker_path(url).name).exists()  # kept: nobody recovered it
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        busy = taken.getsockname()[1]
+        blocked = make_egm_driver(f"egm://127.0.0.1:{busy}", _arm_only())
+        with pytest.raises(RuntimeError):
+            blocked.start()
+    assert not Path(blocked.run_marker_path).exists()
 
 
 def test_a_muted_egm_arm_is_held_where_it_is():
@@ -770,4 +817,25 @@ def test_a_loop_refuses_a_hand_built_egm_driver_with_other_units_or_an_open_addr
         RealTimeLoop(arm, _control.EgmDriver("127.0.0.1", 0, 6, si_per_egm=[1e-3] * 6))
     with pytest.raises(ValueError, match="controller"):
         RealTimeLoop(arm, _control.EgmDriver("0.0.0.0", 0, 6, si_per_egm=egm_unit_factors(arm, 6)))
+    # on a real port, without the controller's run marker (the review of the sixth audit's fixes: 0.27 rad)
+    with pytest.raises(ValueError, match="run marker"):
+        RealTimeLoop(arm, _control.EgmDriver("127.0.0.1", 6512, 6, si_per_egm=egm_unit_factors(arm, 6)))
+    RealTimeLoop(arm, make_egm_driver("egm://127.0.0.1:6512", arm))
     RealTimeLoop(arm, _control.EgmDriver("127.0.0.1", 0, 6, si_per_egm=egm_unit_factors(arm, 6)))
+
+
+def test_a_controller_whose_restart_muted_the_arm_is_sent_nothing():
+    """A restarted controller is a session this loop never commanded: nothing goes to it, not even the muted arm's
+    hold (the review of the sixth audit's fixes found the holds going to it)."""
+    arm = _arm_only()
+    loop, driver, controller = _arm_run(arm, 0)
+    try:
+        wait_until(lambda: controller.stats()["sensor_messages"] > 100, what="EGM references", timeout_s=60)
+        controller.restart()
+        wait_until(lambda: "link_loss" in loop.stop_reasons, what="the link-loss stop")
+        sent, holds = controller.stats()["sensor_messages"], driver.hold_replies
+        time.sleep(0.5)
+        assert controller.stats()["sensor_messages"] == sent and driver.hold_replies == holds
+    finally:
+        loop.stop()
+        controller.stop()

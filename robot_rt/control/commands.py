@@ -289,7 +289,7 @@ def _make_driver(args, robot):
 
     gantry_url = getattr(args, "gantry", None)
     if args.robot.startswith("egm://"):
-        from .egm import make_egm_robot_driver, parse_egm_url
+        from .egm import existing_run_markers, make_egm_robot_driver, parse_egm_url
 
         gantry = None
         if gantry_url is not None:
@@ -304,7 +304,15 @@ def _make_driver(args, robot):
                 )
             if args.key_file is None:
                 print(UNAUTHENTICATED_WARNING, file=sys.stderr, flush=True)
-        return make_egm_robot_driver(args.robot, robot, gantry=gantry)
+        driver = make_egm_robot_driver(args.robot, robot, gantry=gantry)
+        for marker in existing_run_markers(args.robot):
+            print(
+                f"EGM: {marker} is there: the last run on this controller ended in a stop nobody recovered, or did "
+                "not end. This run starts stopped (robot_fault) and moves nothing until a recovery (--recover prompt)",
+                file=sys.stderr,
+                flush=True,
+            )
+        return driver
     if gantry_url is not None:
         raise ValueError("gantry: only with --robot egm://HOST:PORT")
     if args.robot == "sim":

@@ -44,6 +44,8 @@ LINK_EVENT_CODES = {
     "camera_auth_failed": 123,
     "camera_unexpected_session": 124,
     "udp_limits_mismatch": 125,  # the robot states other joint limits than the loop's robot description: no session
+    "camera_late": 126,  # frames not surely younger than the late threshold since the camera sent them (dropped)
+    "camera_future": 127,  # frames stamped in the future beyond the clock-offset bound (dropped)
 }
 LINK_EVENT_NAMES = {v: k for k, v in LINK_EVENT_CODES.items()}
 
@@ -90,6 +92,8 @@ _CAMERA_COUNTERS = {
     "camera_restart": ("peer_restarts",),
     "camera_auth_failed": (_auth_failed,),
     "camera_unexpected_session": ("rx_unexpected_session", "rx_no_session", "rx_stale_ack"),
+    "camera_late": ("rx_late",),
+    "camera_future": ("rx_future",),
 }
 
 

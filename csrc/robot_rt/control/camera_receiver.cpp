@@ -78,7 +78,7 @@ void CameraReceiver::clock_sample(std::uint64_t t1, std::uint64_t t2, std::uint6
   best_delay_.store(clock_.best_delay_ns(), std::memory_order_relaxed);
 }
 
-bool CameraReceiver::surely_fresh(std::uint64_t stamp_ns, std::int64_t now_ns) noexcept {
+bool CameraReceiver::surely_fresh(std::uint64_t stamp_ns, std::int64_t now_ns, std::int64_t& sent_ns) noexcept {
   if (!clock_.valid() || stamp_ns > (1ull << 62)) {  // not datable (yet): no round trip has bounded the delay
     bump(counters_.rx_late);
     return false;
@@ -94,6 +94,7 @@ bool CameraReceiver::surely_fresh(std::uint64_t stamp_ns, std::int64_t now_ns) n
     bump(counters_.rx_future);
     return false;
   }
+  sent_ns = local_stamp < now_ns ? local_stamp : now_ns;
   return true;
 }
 
@@ -162,7 +163,8 @@ void CameraReceiver::poll(std::int64_t now_ns) noexcept {
       bump(counters_.rx_wrong_type);
       continue;
     }
-    if (!surely_fresh(packet_.header.stamp_ns, now_ns)) continue;  // held back (or not datable yet): not used
+    std::int64_t sent_ns = now_ns;
+    if (!surely_fresh(packet_.header.stamp_ns, now_ns, sent_ns)) continue;  // held back (or not datable yet): not used
     bump(counters_.rx_accepted);
     frames_.fetch_add(1, std::memory_order_relaxed);
     last_frame_ns_.store(now_ns, std::memory_order_relaxed);
@@ -170,9 +172,10 @@ void CameraReceiver::poll(std::int64_t now_ns) noexcept {
     for (int i = 0; i < balls.count; ++i) {
       const protocol::BallObservation& o = balls.obs[i];
       BallObservation b;
-      const std::int64_t age = o.capture_age_ns > static_cast<std::uint64_t>(now_ns) ? now_ns
-                                                                                     : static_cast<std::int64_t>(o.capture_age_ns);
-      b.stamp_ns = now_ns - age;
+      // dated from the frame's send time on our clock (a late poll does not make it look newer)
+      const std::int64_t age = o.capture_age_ns > static_cast<std::uint64_t>(sent_ns) ? sent_ns
+                                                                                      : static_cast<std::int64_t>(o.capture_age_ns);
+      b.stamp_ns = sent_ns - age;
       b.camera_id = balls.camera_id;
       b.frame = o.frame_id;
       b.position_m[0] = o.position_m[0];

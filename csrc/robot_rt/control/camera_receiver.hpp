@@ -77,7 +77,8 @@ class CameraReceiver {
   void send_hello(std::int64_t now_ns) noexcept;
   void send_heartbeat(std::int64_t now_ns) noexcept;
   void clock_sample(std::uint64_t t1, std::uint64_t t2, std::uint64_t t3, std::int64_t t4) noexcept;
-  bool surely_fresh(std::uint64_t stamp_ns, std::int64_t now_ns) noexcept;  // counts rx_late / rx_future
+  // Counts rx_late / rx_future; when fresh, `sent_ns` is the frame's send time on the local clock (<= now_ns).
+  bool surely_fresh(std::uint64_t stamp_ns, std::int64_t now_ns, std::int64_t& sent_ns) noexcept;
   bool send(protocol::Packet& packet, const HmacSha256Key& key, std::int64_t now_ns) noexcept;
 
   CameraReceiverConfig config_;

@@ -2,12 +2,12 @@
 
 #include <arpa/inet.h>
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <stdexcept>
 
 namespace robot_rt::control {
@@ -51,33 +51,48 @@ void write_run_marker(const std::string& path) {
   const fs::path target(path);
   if (target.has_parent_path()) fs::create_directories(target.parent_path(), ec);
   const std::string tmp = path + ".tmp" + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << "robot_rt EGM run: started by pid " << ::getpid()
-        << "; present after the run when it ended in a stop nobody recovered, or did not end (a crash)\n";
-    if (!out) throw std::runtime_error("run_marker_path: cannot write '" + tmp + "'");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+  const std::string text = "robot_rt EGM run: started by pid " + std::to_string(::getpid()) +
+                           "; present after the run when it ended in a stop nobody recovered, or did not end (a crash)\n";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  const bool written = fd >= 0 && ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
+                       ::fsync(fd) == 0;  // on disk before the rename: a power loss keeps it too
+  if (fd >= 0) ::close(fd);
+  if (!written || std::rename(tmp.c_str(), path.c_str()) != 0) {
     std::remove(tmp.c_str());
     throw std::runtime_error("run_marker_path: cannot write '" + path + "'");
+  }
+  const std::string dir = target.has_parent_path() ? target.parent_path().string() : std::string(".");
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {  // the rename itself on disk
+    ::fsync(dfd);
+    ::close(dfd);
   }
 }
 }  // namespace
 
 void EgmDriver::on_start() {
   if (socket_.is_open()) return;
+  socket_.open(config_.bind_host, config_.port);  // first: a start that cannot bind leaves no marker behind
   if (!config_.run_marker_path.empty()) {
     // a marker left by an earlier run: it ended in a stop nobody recovered, or never ended; a stop for this run too
     std::error_code ec;
-    const bool earlier = std::filesystem::exists(config_.run_marker_path, ec) || ec;
-    write_run_marker(config_.run_marker_path);  // before anything can move: this run's own, until it ends cleanly
+    bool earlier = std::filesystem::exists(config_.run_marker_path, ec) || ec;  // our own place: unreadable is there
+    for (const std::string& other : config_.other_marker_paths) {
+      std::error_code other_ec;  // (another user's place this process cannot read: make_egm_driver leaves those out)
+      earlier = earlier || std::filesystem::exists(other, other_ec);
+    }
+    try {
+      write_run_marker(config_.run_marker_path);  // before anything can move: this run's own, until it ends cleanly
+    } catch (...) {
+      socket_.close();
+      throw;
+    }
     marker_stop_pending_.store(earlier, std::memory_order_relaxed);
     marker_stops_.store(earlier ? 1u : 0u, std::memory_order_relaxed);
     run_started_ = true;
   }
   ending_in_stop_ = false;
   holding_ = false;
-  socket_.open(config_.bind_host, config_.port);
   have_peer_ = have_seqno_ = have_sample_ = reply_owed_ = new_sample_ = have_command_ = false;
   status_seen_ = 0;
   last_rx_ns_ = 0;
@@ -88,8 +103,10 @@ void EgmDriver::on_start() {
 void EgmDriver::on_stop() {
   socket_.close();
   link_up_.store(false);
-  if (run_started_ && !ending_in_stop_ && !marker_stop_pending_.load(std::memory_order_relaxed))
+  if (run_started_ && !ending_in_stop_ && !marker_stop_pending_.load(std::memory_order_relaxed)) {
     std::remove(config_.run_marker_path.c_str());  // a clean end: nothing for the next run to recover
+    for (const std::string& other : config_.other_marker_paths) std::remove(other.c_str());  // (recovered here)
+  }
   run_started_ = false;
   ending_in_stop_ = false;
 }
@@ -209,6 +226,7 @@ void EgmDriver::accept(const egm::Robot& m, const sockaddr_in&, std::int64_t now
 bool EgmDriver::read_state(JointState& out) noexcept {
   if (!socket_.is_open()) return false;
   const std::int64_t now = monotonic_ns();
+  restarts_before_read_ = peer_restarts();
   drain(now);
   link_up_.store(have_peer_ && now - last_rx_ns_ <= config_.link_timeout_ns, std::memory_order_relaxed);
   // muted: answer the controller with a hold where the arm is (else it drives on to the last reference)

@@ -33,6 +33,7 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "driver.hpp"
 #include "egm_codec.hpp"
@@ -54,6 +55,9 @@ struct EgmDriverConfig {
   // recovery acknowledges; it then writes the file for its own run, and on_stop() removes it only after a run that
   // ended without a stop nobody recovered. robot_rt.control.egm.make_egm_driver sets one per controller.
   std::string run_marker_path;
+  // Other places an earlier run may have left its marker (another user's state directory, e.g. under sudo): found
+  // there, it is a stop too (read only; removed after a clean end of this run where permissions allow).
+  std::vector<std::string> other_marker_paths;
 };
 
 struct EgmCounters {
@@ -96,7 +100,8 @@ class EgmDriver final : public RobotDriver {
   // (planned = its feedback, speed 0), so the controller does not drive on to the last reference. Returns false: the
   // loop sends this driver nothing while muted (a CompositeDriver passes its part's mask).
   bool mute_joints(std::uint64_t joints) noexcept override {
-    if (joints != 0 && !holding_) hold_peer_restarts_ = peer_restarts();
+    // (the restarts before this tick's read: a controller whose restart caused this mute gets no hold either)
+    if (joints != 0 && !holding_) hold_peer_restarts_ = restarts_before_read_;
     holding_ = joints != 0;
     return false;
   }
@@ -163,6 +168,7 @@ class EgmDriver final : public RobotDriver {
   std::atomic<std::int64_t> reply_last_{0}, reply_max_{0}, reply_sum_{0};
   bool holding_ = false;        // muted: replies hold the arm where it is (loop thread)
   std::uint64_t hold_peer_restarts_ = 0;  // a controller restarted since the mute gets nothing at all
+  std::uint64_t restarts_before_read_ = 0;  // peer_restarts() when the last read_state began
   bool ending_in_stop_ = false;  // the run ends in a stop nobody recovered (set before on_stop)
   bool run_started_ = false;     // on_start() wrote the run marker
   std::atomic<bool> marker_stop_pending_{false};
