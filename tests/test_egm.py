@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -750,39 +749,42 @@ def test_an_arm_only_run_that_ends_in_a_stop_leaves_the_arm_stopped_for_the_next
         controller.stop()
 
 
-def test_the_run_marker_is_looked_for_where_another_user_left_it(tmp_path, monkeypatch):
-    """A run under sudo keeps its marker in root's state directory, a plain one in the user's: each looks in the
-    other's too (the review of the sixth audit's fixes moved the arm 0.27 rad from a run with another HOME). A start
-    that cannot bind its port leaves no marker behind."""
+def test_one_marker_per_controller_and_port_in_one_place_for_every_run(tmp_path, monkeypatch):
+    """The marker is one file per controller and EGM port, whatever URL names them, in one place for every user
+    ($ROBOT_RT_STATE_DIR, else /var/lib/robot_rt). Per-user places and a key without the port let a next run miss it
+    (0.19-0.27 rad in the review of the sixth audit's fixes), and a clean end of one arm of a two-arm controller
+    removed the other's. A start that cannot bind leaves no marker behind; one that cannot write the marker does not
+    start, and says how to set the place."""
     from robot_rt.control import egm
 
-    monkeypatch.delenv("ROBOT_RT_STATE_DIR")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
-    monkeypatch.setattr(egm, "SYSTEM_STATE_DIR", tmp_path / "system")  # (where a run as root keeps it)
-    other = tmp_path / "other"
-    monkeypatch.setattr(egm, "_other_state_dirs", lambda: [other])
     port = _free_udp_port()
-    url = f"egm://127.0.0.1:{port}"
-    other.mkdir()
-    (other / egm.egm_run_marker_path(url).name).write_text("an earlier run under another user")
-    driver = make_egm_driver(url, _arm_only())
-    assert driver.run_marker_path.startswith(str(tmp_path / ("system" if os.geteuid() == 0 else "home")))
-    driver.start()
-    try:
-        assert driver.marker_stop_pending
-    finally:
-        driver.stop()
-    assert (other / egm.egm_run_marker_path(url).name).exists()  # kept: nobody recovered it
+    names = {
+        egm.egm_run_marker_path(url)
+        for url in (
+            f"egm://127.0.0.1:{port}",
+            f"egm://127.0.0.1:{port}?controller=127.0.0.1",
+            f"egm://0.0.0.0:{port}?controller=127.0.0.1",
+        )
+    }
+    assert len(names) == 1  # the same controller and port
+    assert egm.egm_run_marker_path(f"egm://127.0.0.1:{port + 1}?controller=127.0.0.1") not in names  # another arm
+    monkeypatch.delenv("ROBOT_RT_STATE_DIR")
+    monkeypatch.setattr(egm, "SYSTEM_STATE_DIR", tmp_path / "system")  # (not the machine's /var/lib here)
+    monkeypatch.setenv("HOME", str(tmp_path / "another_home"))
+    assert egm.state_dir() == tmp_path / "system"  # not per user
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
-        busy = taken.getsockname()[1]
-        blocked = make_egm_driver(f"egm://127.0.0.1:{busy}", _arm_only())
+        blocked = make_egm_driver(f"egm://127.0.0.1:{taken.getsockname()[1]}", _arm_only())
         with pytest.raises(RuntimeError):
             blocked.start()
     assert not Path(blocked.run_marker_path).exists()
+    (tmp_path / "readonly").write_text("a file where the directory should be")
+    monkeypatch.setenv("ROBOT_RT_STATE_DIR", str(tmp_path / "readonly"))
+    unwritable = make_egm_driver(f"egm://127.0.0.1:{port}", _arm_only())
+    with pytest.raises(RuntimeError, match="ROBOT_RT_STATE_DIR"):
+        unwritable.start()
 
 
 def test_a_muted_egm_arm_is_held_where_it_is():

@@ -186,56 +186,27 @@ SYSTEM_STATE_DIR = Path("/var/lib/robot_rt")
 
 
 def state_dir() -> Path:
-    """Where robot_rt keeps state between runs: $ROBOT_RT_STATE_DIR (absolute) when set; else for root (a run under
-    sudo, for real-time priority) SYSTEM_STATE_DIR, which every user can read; else $XDG_STATE_HOME/robot_rt (when
-    absolute, as the XDG spec asks), else ~/.local/state/robot_rt."""
+    """The one place where robot_rt keeps state between runs on this machine, the same for every user and
+    environment (a robot is shared): $ROBOT_RT_STATE_DIR (an absolute path) when set, else SYSTEM_STATE_DIR. Every run
+    on a robot must use the same one: set the variable for all of them or for none."""
     explicit = os.environ.get("ROBOT_RT_STATE_DIR", "")
     if explicit:
         if not os.path.isabs(explicit):
             raise ValueError(f"ROBOT_RT_STATE_DIR: expected an absolute path, got {explicit!r}")
         return Path(explicit)
-    if os.geteuid() == 0:
-        return SYSTEM_STATE_DIR
-    xdg = os.environ.get("XDG_STATE_HOME", "")
-    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "state") / "robot_rt"
-
-
-def _other_state_dirs() -> list[Path]:
-    """The other places where an earlier run on the same robot may have left its marker: SYSTEM_STATE_DIR (runs as
-    root) and the state directories of this user, the sudo user, and root; none when $ROBOT_RT_STATE_DIR names the
-    one place. Directories this process cannot read are left out (root's own go to SYSTEM_STATE_DIR for that)."""
-    if os.environ.get("ROBOT_RT_STATE_DIR"):
-        return []
-    import pwd
-
-    homes = {Path.home(), Path("/root")}
-    for user in (os.environ.get("SUDO_USER"), os.environ.get("USER"), os.environ.get("LOGNAME")):
-        if user:
-            try:
-                homes.add(Path(pwd.getpwnam(user).pw_dir))
-            except KeyError:
-                pass
-    dirs = {home / ".local" / "state" / "robot_rt" for home in homes} | {SYSTEM_STATE_DIR}
-    primary = state_dir()
-    readable = []
-    for d in sorted(dirs):
-        try:
-            if d != primary and (not d.exists() or os.access(d, os.R_OK | os.X_OK)):
-                readable.append(d)
-        except PermissionError:  # a parent this process cannot search
-            continue
-    return readable
+    return SYSTEM_STATE_DIR
 
 
 def _marker_name(bind_host: str, port: int, controller_host: str) -> str:
-    # one file per controller: its address when the URL names it, else where it sends to
-    return f"egm-{controller_host}.run" if controller_host else f"egm-{bind_host}-{port}.run"
+    # one file per controller and EGM port (a MultiMove controller has one UdpUc device per arm): the controller's
+    # address when the URL names it, else the listening address, which is then loopback, where the controller is
+    return f"egm-{controller_host or bind_host}-{port}.run"
 
 
 def egm_run_marker_path(url: str) -> Path | None:
-    """The run marker of the EGM controller at `url` (docs/egm.md, "Stops between runs"): one file per controller
-    (its address, else the listening address and port), in `state_dir()`; None for port 0 (an ephemeral port, which
-    no controller's UdpUc device can name: tests)."""
+    """The run marker of the EGM controller at `url` (docs/egm.md, "Stops between runs"): `state_dir()` /
+    egm-CONTROLLER-PORT.run; None for port 0 (an ephemeral port, which no controller's UdpUc device can name:
+    tests)."""
     target = parse_egm_url(url)
     if target.port == 0:
         return None
@@ -243,20 +214,15 @@ def egm_run_marker_path(url: str) -> Path | None:
 
 
 def existing_run_markers(url: str) -> list[Path]:
-    """The markers of earlier runs on the controller at `url` that are there now (`state_dir()` and the other users'
-    state directories): each makes the next run start stopped until a recovery."""
-    target = parse_egm_url(url)
-    if target.port == 0:
-        return []
-    name = _marker_name(target.bind_host, target.port, target.controller_host)
-    return [d / name for d in [state_dir(), *_other_state_dirs()] if os.path.exists(d / name)]
+    """The marker an earlier run on the controller at `url` left ([] or [path]): the next run starts stopped."""
+    marker = egm_run_marker_path(url)
+    return [marker] if marker is not None and os.path.exists(marker) else []
 
 
 def make_egm_driver(url: str, robot, **options):
     """The C++ EgmDriver for the arm of `robot` (options: hold_s, link_timeout_s); ValueError when the description's
     arm is not within the IRB 120T's data sheet (`check_egm_arm_limits`). Its run marker (`egm_run_marker_path`)
-    carries a stop nobody recovered, or a run that never ended, to the next run, which starts stopped; the other
-    users' state directories are looked in too."""
+    carries a stop nobody recovered, or a run that never ended, to the next run, which starts stopped."""
     from robot_rt import _control
 
     target = parse_egm_url(url)
@@ -264,7 +230,6 @@ def make_egm_driver(url: str, robot, **options):
         raise ValueError(f"joints: the robot has {robot.dof} joints, the URL asks for {target.joints} arm joints")
     check_egm_arm_limits(robot, target.joints)
     marker = egm_run_marker_path(url)
-    others = [] if marker is None else [str(d / marker.name) for d in _other_state_dirs()]
     return _control.EgmDriver(
         target.bind_host,
         target.port,
@@ -272,7 +237,6 @@ def make_egm_driver(url: str, robot, **options):
         si_per_egm=egm_unit_factors(robot, target.joints),
         controller_host=target.controller_host,
         run_marker_path="" if marker is None else str(marker),
-        other_marker_paths=others,
         **options,
     )
 

@@ -303,7 +303,7 @@ void register_egm(py::module_& m) {
                                                                  "RobotDriver for an ABB arm over EGM (egm_driver.hpp).")
       .def(py::init([](const std::string& bind_host, int port, int dof, const std::vector<double>& si_per_egm,
                        const std::string& controller_host, double hold_s, double link_timeout_s,
-                       const std::string& run_marker_path, const std::vector<std::string>& other_marker_paths) {
+                       const std::string& run_marker_path) {
              if (port < 0 || port > 65535) throw py::value_error("port: expected 0..65535");
              EgmDriverConfig c;
              c.bind_host = bind_host;
@@ -311,7 +311,6 @@ void register_egm(py::module_& m) {
              c.dof = dof;
              c.controller_host = controller_host;
              c.run_marker_path = run_marker_path;
-             c.other_marker_paths = other_marker_paths;
              if (!si_per_egm.empty()) {
                if (static_cast<int>(si_per_egm.size()) != dof || dof > kMaxDof)
                  throw py::value_error("si_per_egm: expected one factor per joint");
@@ -330,8 +329,7 @@ void register_egm(py::module_& m) {
            }),
            py::arg("bind_host") = "127.0.0.1", py::arg("port") = 0, py::arg("dof") = 6,
            py::arg("si_per_egm") = std::vector<double>{}, py::arg("controller_host") = "", py::arg("hold_s") = 0.008,
-           py::arg("link_timeout_s") = 0.04, py::arg("run_marker_path") = "",
-           py::arg("other_marker_paths") = std::vector<std::string>{})
+           py::arg("link_timeout_s") = 0.04, py::arg("run_marker_path") = "")
       .def("start", &start_bare<EgmDriver>, "Opens the socket (the loop calls this itself; not while one drives it).")
       .def("stop", &stop_bare<EgmDriver>, "Closes the socket (not while a loop drives this driver).")
       .def_property_readonly("local_port", &EgmDriver::local_port)

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -49,17 +50,25 @@ void write_run_marker(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
   const fs::path target(path);
-  if (target.has_parent_path()) fs::create_directories(target.parent_path(), ec);
+  if (target.has_parent_path() && !fs::exists(target.parent_path(), ec)) {
+    // readable by every user (the umask would otherwise decide): one place for every run on the robot
+    fs::create_directories(target.parent_path(), ec);
+    fs::permissions(target.parent_path(), fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                                              fs::perms::others_read | fs::perms::others_exec, ec);
+  }
   const std::string tmp = path + ".tmp" + std::to_string(::getpid());
   const std::string text = "robot_rt EGM run: started by pid " + std::to_string(::getpid()) +
                            "; present after the run when it ended in a stop nobody recovered, or did not end (a crash)\n";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  const bool written = fd >= 0 && ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
+  const bool written = fd >= 0 && ::fchmod(fd, 0644) == 0 &&  // readable by every user, whatever the umask
+                       ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
                        ::fsync(fd) == 0;  // on disk before the rename: a power loss keeps it too
   if (fd >= 0) ::close(fd);
   if (!written || std::rename(tmp.c_str(), path.c_str()) != 0) {
     std::remove(tmp.c_str());
-    throw std::runtime_error("run_marker_path: cannot write '" + path + "'");
+    throw std::runtime_error("EGM run marker: cannot write '" + path +
+                             "' (docs/egm.md, \"Stops between runs\"): make that directory writable for every run on this "
+                             "robot, or set ROBOT_RT_STATE_DIR to one such directory for all of them");
   }
   const std::string dir = target.has_parent_path() ? target.parent_path().string() : std::string(".");
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -76,11 +85,7 @@ void EgmDriver::on_start() {
   if (!config_.run_marker_path.empty()) {
     // a marker left by an earlier run: it ended in a stop nobody recovered, or never ended; a stop for this run too
     std::error_code ec;
-    bool earlier = std::filesystem::exists(config_.run_marker_path, ec) || ec;  // our own place: unreadable is there
-    for (const std::string& other : config_.other_marker_paths) {
-      std::error_code other_ec;  // (another user's place this process cannot read: make_egm_driver leaves those out)
-      earlier = earlier || std::filesystem::exists(other, other_ec);
-    }
+    const bool earlier = std::filesystem::exists(config_.run_marker_path, ec) || ec;  // (unreadable: taken as there)
     try {
       write_run_marker(config_.run_marker_path);  // before anything can move: this run's own, until it ends cleanly
     } catch (...) {
@@ -105,7 +110,6 @@ void EgmDriver::on_stop() {
   link_up_.store(false);
   if (run_started_ && !ending_in_stop_ && !marker_stop_pending_.load(std::memory_order_relaxed)) {
     std::remove(config_.run_marker_path.c_str());  // a clean end: nothing for the next run to recover
-    for (const std::string& other : config_.other_marker_paths) std::remove(other.c_str());  // (recovered here)
   }
   run_started_ = false;
   ending_in_stop_ = false;

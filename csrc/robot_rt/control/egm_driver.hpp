@@ -33,7 +33,6 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
-#include <vector>
 
 #include "driver.hpp"
 #include "egm_codec.hpp"
@@ -55,9 +54,6 @@ struct EgmDriverConfig {
   // recovery acknowledges; it then writes the file for its own run, and on_stop() removes it only after a run that
   // ended without a stop nobody recovered. robot_rt.control.egm.make_egm_driver sets one per controller.
   std::string run_marker_path;
-  // Other places an earlier run may have left its marker (another user's state directory, e.g. under sudo): found
-  // there, it is a stop too (read only; removed after a clean end of this run where permissions allow).
-  std::vector<std::string> other_marker_paths;
 };
 
 struct EgmCounters {
