@@ -750,7 +750,7 @@ def test_an_arm_only_run_that_ends_in_a_stop_leaves_the_arm_stopped_for_the_next
 
 
 def test_one_marker_per_controller_and_port_in_one_place_for_every_run(tmp_path, monkeypatch):
-    """The marker is one file per controller and EGM port, whatever URL names them, in one place for every user
+    """The marker is one file per EGM port, whatever URL names the controller, in one place for every user
     ($ROBOT_RT_STATE_DIR, else /var/lib/robot_rt). Per-user places and a key without the port let a next run miss it
     (0.19-0.27 rad in the review of the sixth audit's fixes), and a clean end of one arm of a two-arm controller
     removed the other's. A start that cannot bind leaves no marker behind; one that cannot write the marker does not
@@ -768,6 +768,19 @@ def test_one_marker_per_controller_and_port_in_one_place_for_every_run(tmp_path,
     }
     assert len(names) == 1  # the same controller and port
     assert egm.egm_run_marker_path(f"egm://127.0.0.1:{port + 1}?controller=127.0.0.1") not in names  # another arm
+    # one run per marker at a time: another listening address on the same port (the review of 5ead296: a second
+    # controller shared the file, and the first run's clean end removed the second's marker)
+    first = make_egm_driver(f"egm://127.0.0.1:{port}", _arm_only())
+    first.start()
+    try:
+        second = make_egm_driver(f"egm://127.0.0.2:{port}?controller=127.0.0.1", _arm_only())
+        assert second.run_marker_path == first.run_marker_path
+        with pytest.raises(RuntimeError, match="another run"):
+            second.start()
+        assert Path(first.run_marker_path).exists()
+    finally:
+        first.stop()
+    assert not Path(first.run_marker_path).exists()  # its clean end
     monkeypatch.delenv("ROBOT_RT_STATE_DIR")
     monkeypatch.setattr(egm, "SYSTEM_STATE_DIR", tmp_path / "system")  # (not the machine's /var/lib here)
     monkeypatch.setenv("HOME", str(tmp_path / "another_home"))

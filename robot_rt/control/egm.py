@@ -174,7 +174,7 @@ def check_egm_links(driver, robot) -> None:
         # hand would never see the stop an earlier run left (the review of the sixth audit's fixes moved the arm
         # 0.27 rad that way)
         if int(link.port) != 0:
-            want_marker = state_dir() / _marker_name(link.bind_host, int(link.port), link.controller_host)
+            want_marker = state_dir() / _marker_name(int(link.port))
             if link.run_marker_path != str(want_marker):
                 raise ValueError(
                     f"driver: its EGM run marker is {link.run_marker_path or 'none'!r}, expected {str(want_marker)!r}: "
@@ -197,20 +197,21 @@ def state_dir() -> Path:
     return SYSTEM_STATE_DIR
 
 
-def _marker_name(bind_host: str, port: int, controller_host: str) -> str:
-    # one file per controller and EGM port (a MultiMove controller has one UdpUc device per arm): the controller's
-    # address when the URL names it, else the listening address, which is then loopback, where the controller is
-    return f"egm-{controller_host or bind_host}-{port}.run"
+def _marker_name(port: int) -> str:
+    # one file per EGM port of this machine: what every URL for one controller's UdpUc device has in common (its
+    # controller= and the listening address may be spelled in several ways: the review of 5ead296 moved the arm
+    # that way); a MultiMove controller's arms have a port each
+    return f"egm-{port}.run"
 
 
 def egm_run_marker_path(url: str) -> Path | None:
     """The run marker of the EGM controller at `url` (docs/egm.md, "Stops between runs"): `state_dir()` /
-    egm-CONTROLLER-PORT.run; None for port 0 (an ephemeral port, which no controller's UdpUc device can name:
+    egm-PORT.run; None for port 0 (an ephemeral port, which no controller's UdpUc device can name:
     tests)."""
     target = parse_egm_url(url)
     if target.port == 0:
         return None
-    return state_dir() / _marker_name(target.bind_host, target.port, target.controller_host)
+    return state_dir() / _marker_name(target.port)
 
 
 def existing_run_markers(url: str) -> list[Path]:

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -50,12 +51,8 @@ void write_run_marker(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
   const fs::path target(path);
-  if (target.has_parent_path() && !fs::exists(target.parent_path(), ec)) {
-    // readable by every user (the umask would otherwise decide): one place for every run on the robot
-    fs::create_directories(target.parent_path(), ec);
-    fs::permissions(target.parent_path(), fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
-                                              fs::perms::others_read | fs::perms::others_exec, ec);
-  }
+  // (created with the umask's mode: who may run the robot is the administrator's choice, docs/egm.md)
+  if (target.has_parent_path()) fs::create_directories(target.parent_path(), ec);
   const std::string tmp = path + ".tmp" + std::to_string(::getpid());
   const std::string text = "robot_rt EGM run: started by pid " + std::to_string(::getpid()) +
                            "; present after the run when it ended in a stop nobody recovered, or did not end (a crash)\n";
@@ -83,12 +80,31 @@ void EgmDriver::on_start() {
   if (socket_.is_open()) return;
   socket_.open(config_.bind_host, config_.port);  // first: a start that cannot bind leaves no marker behind
   if (!config_.run_marker_path.empty()) {
+    // One run per marker at a time (two listening addresses can share a port): the lock is held for the whole run, so
+    // a second run cannot write over the first's marker, nor remove it at its clean end while the first still runs.
+    const std::string lock_path = config_.run_marker_path + ".lock";
+    std::error_code dir_ec;
+    const std::filesystem::path lock_dir = std::filesystem::path(lock_path).parent_path();
+    if (!lock_dir.empty()) std::filesystem::create_directories(lock_dir, dir_ec);
+    marker_lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (marker_lock_fd_ < 0 || ::flock(marker_lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+      const bool busy = marker_lock_fd_ >= 0;
+      if (marker_lock_fd_ >= 0) ::close(marker_lock_fd_);
+      marker_lock_fd_ = -1;
+      socket_.close();
+      throw std::runtime_error(busy ? "EGM run marker: another run holds '" + lock_path + "' (one run per EGM port)"
+                                    : "EGM run marker: cannot open '" + lock_path +
+                                          "': make that directory writable for every run on this robot, or set "
+                                          "ROBOT_RT_STATE_DIR to one such directory for all of them");
+    }
     // a marker left by an earlier run: it ended in a stop nobody recovered, or never ended; a stop for this run too
     std::error_code ec;
     const bool earlier = std::filesystem::exists(config_.run_marker_path, ec) || ec;  // (unreadable: taken as there)
     try {
       write_run_marker(config_.run_marker_path);  // before anything can move: this run's own, until it ends cleanly
     } catch (...) {
+      ::close(marker_lock_fd_);
+      marker_lock_fd_ = -1;
       socket_.close();
       throw;
     }
@@ -110,6 +126,10 @@ void EgmDriver::on_stop() {
   link_up_.store(false);
   if (run_started_ && !ending_in_stop_ && !marker_stop_pending_.load(std::memory_order_relaxed)) {
     std::remove(config_.run_marker_path.c_str());  // a clean end: nothing for the next run to recover
+  }
+  if (marker_lock_fd_ >= 0) {  // (closing releases the lock)
+    ::close(marker_lock_fd_);
+    marker_lock_fd_ = -1;
   }
   run_started_ = false;
   ending_in_stop_ = false;
