@@ -614,6 +614,13 @@ class BatchedScriptedPolicy:
     ) -> np.ndarray:
         """Joint velocities [N, dof] of the damped resolved-rate law of docs/envs.md, `robot_rt.envs.scripted` (step 5);
         `speed_cap` [N]: the approach's paddle speed cap (default `max_paddle_speed_mps`)."""
+        return self.common_scale_solution(*self.task_command(q, target, normal, swing, speed_cap))
+
+    def task_command(
+        self, q: np.ndarray, target: np.ndarray, normal: np.ndarray, swing: np.ndarray, speed_cap=None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The resolved-rate law's task: (weighted Jacobian [N, 6, dof], task velocity [N, 6] = paddle velocity and
+        weighted turn, null-space joint velocity [N, dof] towards the ready pose); `resolved_rate`'s arguments."""
         p = self._p
         cap = p["max_paddle_speed_mps"] if speed_cap is None else np.asarray(speed_cap, dtype=np.float64)
         pos, nrm, jp, jn = paddle_jacobian_analytic(self.robot, q)
@@ -636,6 +643,11 @@ class BatchedScriptedPolicy:
         turn *= np.minimum(1.0, p["max_turn_radps"][:, None] / np.maximum(turn_rate, 1e-12))
         task = np.concatenate([v_lin, w * turn], axis=1)
         z = p["null_gain_per_s"][:, None] * (self.ready_q - q)
+        return jac, task, z
+
+    def common_scale_solution(self, jac: np.ndarray, task: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Joint velocities [N, dof] for `task_command`'s (jac, task, z): the damped least-squares solution with z in
+        the null space, all joints scaled by one factor where one would exceed its velocity limit."""
         jjt = jac @ np.swapaxes(jac, 1, 2) + 1e-3 * np.eye(6)
         x = np.linalg.solve(jjt, (task - np.einsum("nij,nj->ni", jac, z))[..., None])[..., 0]
         qd = z + np.einsum("nji,nj->ni", jac, x)

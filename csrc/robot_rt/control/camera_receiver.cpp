@@ -84,7 +84,7 @@ bool CameraReceiver::surely_fresh(std::uint64_t stamp_ns, std::int64_t now_ns, s
     return false;
   }
   const std::int64_t local_stamp = static_cast<std::int64_t>(stamp_ns) - clock_.offset_ns();
-  const std::int64_t slack = clock_.uncertainty_ns(now_ns) + 500'000;  // the estimator's margin
+  const std::int64_t slack = clock_.uncertainty_ns(now_ns) + clock_.config().margin_ns;
   const std::int64_t age = now_ns - local_stamp;
   if (age + slack > config_.late_threshold_ns) {
     bump(counters_.rx_late);

@@ -71,9 +71,7 @@ void ControlLoop::end_manual() {
   if (!manual_) return;
   emit(kEventLoopStop, -1, static_cast<double>(tick_index_), now_ns());
   manual_ = false;
-  driver_->set_ending_in_stop((latch_.reasons() & ~kReasonShutdown) != 0);
-  driver_->on_stop();
-  driver_->release();
+  hand_back_driver();
   log_.close();
 }
 
@@ -307,6 +305,14 @@ std::vector<std::string> ControlLoop::thread_warnings() const {
   return out;
 }
 
+// The end of a run: the driver learns whether it ends in a safety stop nobody recovered (any latched reason but the
+// end of run itself: UdpDriver says so in its goodbye), then stops and is released.
+void ControlLoop::hand_back_driver() {
+  driver_->set_ending_in_stop((latch_.reasons() & ~kReasonShutdown) != 0);
+  driver_->on_stop();
+  driver_->release();
+}
+
 void ControlLoop::stop() {
   if (manual_) return end_manual();
   if (thread_.joinable()) {
@@ -320,10 +326,7 @@ void ControlLoop::stop() {
     }
     stop_requested_.store(true, std::memory_order_release);
     thread_.join();
-    // (the loop thread has ended: its latch is this thread's to read)
-    driver_->set_ending_in_stop((latch_.reasons() & ~kReasonShutdown) != 0);
-    driver_->on_stop();
-    driver_->release();
+    hand_back_driver();  // (the loop thread has ended: its latch is this thread's to read)
   }
   running_.store(false, std::memory_order_release);
   log_.close();

@@ -331,6 +331,7 @@ class ControlLoop {
   std::uint32_t recovery_blockers(std::int64_t wake_ns) const noexcept;
   bool resynchronise(std::int64_t wake_ns) noexcept;
   void refuse_recovery(std::uint32_t blockers, std::int64_t wake_ns) noexcept;
+  void hand_back_driver();  // the end of a run (stop(), end_manual()): set_ending_in_stop, on_stop, release
   void mute(std::uint64_t joints, std::int64_t wake_ns) noexcept;
   double workspace_excess_m(const double paddle[3]) const noexcept;
   void publish_observation(const TickScratch& t) noexcept;

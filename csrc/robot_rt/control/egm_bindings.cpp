@@ -250,8 +250,10 @@ py::bytes encode_with(const std::string& what, egm::Status (*fn)(const void*, st
   return py::bytes(reinterpret_cast<const char*>(buffer), n);
 }
 
-std::int64_t seconds_ns(double s, const char* what) {
-  if (!(s > 0 && s < 3600)) throw py::value_error(std::string(what) + ": expected a positive time in s");
+// `max_s`: what decides whether a robot sample is current is capped at 1 s, as the loop's watchdogs are
+std::int64_t seconds_ns(double s, const char* what, double max_s = 3600.0) {
+  if (!(s > 0 && s <= max_s))
+    throw py::value_error(std::string(what) + (max_s < 3600.0 ? ": expected seconds in (0, 1]" : ": expected a positive time in s"));
   return static_cast<std::int64_t>(s * 1e9);
 }
 
@@ -316,11 +318,8 @@ void register_egm(py::module_& m) {
                  throw py::value_error("si_per_egm: expected one factor per joint");
                for (int i = 0; i < dof; ++i) c.si_per_egm[i] = si_per_egm[i];
              }
-             // what decides whether a robot sample is current is capped at 1 s, as the loop's watchdogs are
-             for (const auto& [value, what] : {std::pair{hold_s, "hold_s"}, std::pair{link_timeout_s, "link_timeout_s"}})
-               if (value > 1.0) throw py::value_error(std::string(what) + ": expected seconds in (0, 1]");
-             c.hold_ns = seconds_ns(hold_s, "hold_s");
-             c.link_timeout_ns = seconds_ns(link_timeout_s, "link_timeout_s");
+             c.hold_ns = seconds_ns(hold_s, "hold_s", 1.0);
+             c.link_timeout_ns = seconds_ns(link_timeout_s, "link_timeout_s", 1.0);
              try {
                return std::make_shared<EgmDriver>(c);
              } catch (const std::invalid_argument& e) {

@@ -46,13 +46,10 @@ EgmDriver::EgmDriver(EgmDriverConfig config) : config_(std::move(config)) {
 EgmDriver::~EgmDriver() { on_stop(); }
 
 namespace {
-// Writes the run marker atomically (temp file + rename); throws naming the path when it cannot.
+// Writes the run marker atomically (temp file + rename) into its directory, which on_start() made with the lock
+// file; throws naming the path when it cannot.
 void write_run_marker(const std::string& path) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  const fs::path target(path);
-  // (created with the umask's mode: who may run the robot is the administrator's choice, docs/egm.md)
-  if (target.has_parent_path()) fs::create_directories(target.parent_path(), ec);
+  const std::filesystem::path target(path);
   const std::string tmp = path + ".tmp" + std::to_string(::getpid());
   const std::string text = "robot_rt EGM run: started by pid " + std::to_string(::getpid()) +
                            "; present after the run when it ended in a stop nobody recovered, or did not end (a crash)\n";
@@ -83,15 +80,19 @@ void EgmDriver::on_start() {
     // One run per marker at a time (two listening addresses can share a port): the lock is held for the whole run, so
     // a second run cannot write over the first's marker, nor remove it at its clean end while the first still runs.
     const std::string lock_path = config_.run_marker_path + ".lock";
+    // the markers' directory (created with the umask's mode: who may run the robot is the administrator's choice)
     std::error_code dir_ec;
     const std::filesystem::path lock_dir = std::filesystem::path(lock_path).parent_path();
     if (!lock_dir.empty()) std::filesystem::create_directories(lock_dir, dir_ec);
-    marker_lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (marker_lock_fd_ < 0 || ::flock(marker_lock_fd_, LOCK_EX | LOCK_NB) != 0) {
-      const bool busy = marker_lock_fd_ >= 0;
+    const auto abandon = [this] {  // a start that fails leaves neither the lock nor the socket behind
       if (marker_lock_fd_ >= 0) ::close(marker_lock_fd_);
       marker_lock_fd_ = -1;
       socket_.close();
+    };
+    marker_lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (marker_lock_fd_ < 0 || ::flock(marker_lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+      const bool busy = marker_lock_fd_ >= 0;
+      abandon();
       throw std::runtime_error(busy ? "EGM run marker: another run holds '" + lock_path + "' (one run per EGM port)"
                                     : "EGM run marker: cannot open '" + lock_path +
                                           "': make that directory writable for every run on this robot, or set "
@@ -103,9 +104,7 @@ void EgmDriver::on_start() {
     try {
       write_run_marker(config_.run_marker_path);  // before anything can move: this run's own, until it ends cleanly
     } catch (...) {
-      ::close(marker_lock_fd_);
-      marker_lock_fd_ = -1;
-      socket_.close();
+      abandon();
       throw;
     }
     marker_stop_pending_.store(earlier, std::memory_order_relaxed);

@@ -134,7 +134,7 @@ void SimRobotServer::stop(bool goodbye) {
     // robot takes by itself, which a restart keeps until a recovery acknowledges it (start()). A real bridge, where a
     // crash runs no code, comes up stopped unless it persisted a clean shutdown while holding.
     std::lock_guard<std::mutex> lock(mutex_);
-    if (has_controller_ && !holding_ && last_command_ns_ != 0) begin_own_stop();
+    if (has_controller_ && following_commands()) begin_own_stop();
   }
   if (has_controller_) {  // the thread is joined: this thread owns the session now
     if (goodbye) {
@@ -480,7 +480,7 @@ void SimRobotServer::step(std::int64_t now_ns, double dt_s) noexcept {
     // The live session stopped commanding a robot that followed its commands: that hold is a stop of the robot's own
     // (counted, acknowledged only by a recovery), else commands the network delayed past it would move the robot
     // again, with no recovery, after the controller had stopped sending (docs/protocol.md, "Robot-side stops")
-    if (!holding_ && last_command_ns_ != 0) {
+    if (following_commands()) {
       timeout_stops_.fetch_add(1, std::memory_order_relaxed);
       begin_own_stop();
     } else {

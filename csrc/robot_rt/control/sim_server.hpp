@@ -168,6 +168,8 @@ class SimRobotServer {
   void publish_session_counters() noexcept;
   void step(std::int64_t now_ns, double dt_s) noexcept;
   void begin_own_stop() noexcept;                          // under mutex_
+  // The robot follows the live session's commands (one was applied, and it is not holding); under mutex_.
+  bool following_commands() const noexcept { return !holding_ && last_command_ns_ != 0; }
   void hold_own_stop() noexcept;                           // under mutex_
   void brake_to_hold() noexcept;                           // under mutex_
   bool acceptable(const PendingCommand& p) const noexcept;  // under mutex_

@@ -1,6 +1,6 @@
 import numpy as np
 
-from robot_rt.envs.scripted import BatchedScriptedPolicy, paddle_jacobian_analytic
+from robot_rt.envs.scripted import BatchedScriptedPolicy
 
 
 def sns_solve(jac, task, z, lo, hi, damping=1e-3):
@@ -44,26 +44,7 @@ class SNSPolicy(BatchedScriptedPolicy):
         return super().__call__(observations, goals)
 
     def resolved_rate(self, q, target, normal, swing, speed_cap=None):
-        p = self._p
-        cap = p["max_paddle_speed_mps"] if speed_cap is None else np.asarray(speed_cap, dtype=np.float64)
-        pos, nrm, jp, jn = paddle_jacobian_analytic(self.robot, q)
-        w = p["normal_weight"][:, None]
-        k = p["gain_per_s"][:, None]
-        jac = np.concatenate([jp, w[:, :, None] * jn], axis=1)
-        approach = k * (target - pos)
-        speed = np.linalg.norm(approach, axis=1, keepdims=True)
-        approach *= np.minimum(1.0, cap[:, None] / np.maximum(speed, 1e-12))
-        v_lin = approach + swing
-        room_low = np.maximum(pos - self.robot.workspace_min_m - 0.01, 0.0)
-        room_high = np.maximum(self.robot.workspace_max_m - 0.01 - pos, 0.0)
-        v_lin = np.clip(
-            v_lin, -np.sqrt(2 * self.box_decel_mps2 * room_low), np.sqrt(2 * self.box_decel_mps2 * room_high)
-        )
-        turn = k * (normal - nrm)
-        turn_rate = np.linalg.norm(turn, axis=1, keepdims=True)
-        turn *= np.minimum(1.0, p["max_turn_radps"][:, None] / np.maximum(turn_rate, 1e-12))
-        task = np.concatenate([v_lin, w * turn], axis=1)
-        z = p["null_gain_per_s"][:, None] * (self.ready_q - q)
+        jac, task, z = self.task_command(q, target, normal, swing, speed_cap)
         hi = np.broadcast_to(self.v_max, q.shape).copy()
         lo = -hi
         # the brake's caps
@@ -82,14 +63,17 @@ class SNSPolicy(BatchedScriptedPolicy):
             hi = np.where(bad, mid, hi)
         qd = sns_solve(jac, task, z, lo, hi)
         # the old law (common scale) outside the swing window
-        x = np.linalg.solve(
-            jac @ np.swapaxes(jac, 1, 2) + 1e-3 * np.eye(6), (task - np.einsum("nij,nj->ni", jac, z))[..., None]
-        )[..., 0]
-        old = z + np.einsum("nji,nj->ni", jac, x)
-        old = old / np.maximum(np.max(np.abs(old) / self.v_max, axis=1, keepdims=True), 1.0)
+        old = self.common_scale_solution(jac, task, z)
         tl = np.nan_to_num(self.plan_t - self.t, nan=9.0)
         win = ((tl < self.sns_window_s) & (tl > -0.05))[:, None]
         qd = np.where(win, qd, old)
         # what is still beyond: one common scale of the task as before (velocity bounds only)
         excess = np.max(np.abs(qd) / self.v_max, axis=1, keepdims=True)
         return qd / np.maximum(excess, 1.0)
+
+
+class SwingWindowSNS(SNSPolicy):
+    """The variant tuned and compared (tune_sns.py, compare_c.py): SNS in the last 0.2 s, acceleration bounds."""
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, accel_bounds=True, sns_window_s=0.2, **k)

@@ -10,13 +10,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[3] / "tools"))
 import tune_scripted_rally as tune  # noqa: E402
-from sns_policy import SNSPolicy  # noqa: E402
-
-
-class P(SNSPolicy):
-    def __init__(self, *a, **k):
-        super().__init__(*a, accel_bounds=True, sns_window_s=0.2, **k)
-
+from sns_policy import SwingWindowSNS as P  # noqa: E402
 
 tune.BatchedScriptedPolicy = P
 tune.main(sys.argv[1:])
