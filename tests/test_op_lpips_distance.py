@@ -149,13 +149,17 @@ def test_cpu_small_plane_flat_path(hw, C, dtype, weighted):
 
 
 @needs_cpu
-@pytest.mark.parametrize("hw", [(11, 11), (13, 13), (14, 14), (16, 16), (18, 19), (19, 19)])
+@pytest.mark.parametrize(
+    "hw", [(11, 11), (13, 13), (14, 14), (16, 16), (18, 19), (27, 27), (28, 28), (32, 32), (33, 33)]
+)
 @pytest.mark.parametrize("C", [2, 3, 5, 6, 64])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cpu_prefetched_row_path(hw, C, dtype):
-    """Planes of 128-352 pixels prefetch the next channel pair's planes (lpips_cpu.cpp kPrefetch*): the window's
-    edges (121 and 361 pixels lie outside it), odd and even channel counts (the last pair and the odd channel
-    are not prefetched), every dtype; equal to the reference and exactly 0 on identical inputs."""
+    """Planes of 128-1024 pixels prefetch the next channel pair's planes while summing this pair, a block of
+    pixels at a time (lpips_cpu.cpp kPrefetch*): the window's edges (121 and 1089 pixels lie outside it), pixel
+    counts that are and are not whole blocks (169, 342, 729 and 256, 784, 1024), odd and even channel counts (the
+    last pair and the odd channel are not prefetched), every dtype; equal to the reference and exactly 0 on
+    identical inputs."""
     shape = (2, C, *hw)
     fx, fy = make_features(shape, dtype, "contiguous", 7), make_features(shape, dtype, "contiguous", 8)
     w = torch.rand(C, generator=torch.Generator().manual_seed(C)) * 2

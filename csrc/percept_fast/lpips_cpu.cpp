@@ -101,13 +101,39 @@ double lpips_tile_strided(const View4<T>& x, const View4<T>& y, const Acc* wt, A
 // sums (80 KB in fp32) then living in L2, which costs nothing measurable on in-cache planes.
 constexpr int64_t kRow = 4096;
 
-// Planes of 128-352 pixels (13x13 to 18x18: AlexNet conv3-5 and VGG/ResNet taps at 224 px, VGG/ResNet at 64 px)
-// give each of the four streams above a run of 0.5-1.4 KB before it jumps, too short for the hardware prefetchers
-// to ramp up: the next channel pair's two planes of x and y (contiguous, 2 KB-5.6 KB) are prefetched before this
-// pair is summed. Measured on one thread of the 2-core AMD EPYC (weighted, batch 64): 1.5-1.8x at 169-324 pixels,
-// 13-20 % slower at 400-784 and at 16-64, hence the window.
+// Planes of 128-1024 pixels (13x13 to 32x32: AlexNet conv2-5, VGG/ResNet taps at 224 px down to 28x28, VGG/ResNet
+// at 64 px) give each of the four streams above a run of 0.5-4 KB before it jumps, too short for the hardware
+// prefetchers to ramp up (they stop at 4 KB pages): the next channel pair's planes of x and y (contiguous) are
+// prefetched while this pair is summed, a line of each per kPrefetchBlock pixels (2 lines per block in fp32), so
+// that the loads in flight are spread over the pass. Issuing them all before the pass (the earlier way, on 128-352
+// pixels only) filled the miss queue in bursts. Measured with bench_op_lpips_distance.py (2-core AMD EPYC,
+// weighted, batch 64): 256x16x16 from 1.5-2.5 ms to 0.65-0.83 ms (2.0x torch.compile), 512x14x14 from 3.2 ms to
+// 1.3-1.7 ms, 512x28x28 from 1.7-1.9x the read floor to 1.2x; from 3136 pixels (56x56) it was 0.75-0.9x as fast as
+// no prefetch (the hardware prefetchers follow runs that long), hence the window.
 constexpr int64_t kPrefetchMinPixels = 128;
-constexpr int64_t kPrefetchMaxPixels = 352;
+constexpr int64_t kPrefetchMaxPixels = 1024;
+constexpr int64_t kPrefetchBlock = 16;
+
+// Adds channels c, c + 1 (planes x0, x1 of x and y0, y1 of y; weights w0, w1) into the running sums of pixels
+// [i0, i1).
+template <typename T, typename Acc, bool kWeighted>
+inline void add_channel_pair(const T* x0, const T* x1, const T* y0, const T* y1, Acc w0, Acc w1, int64_t i0, int64_t i1,
+                             Acc* axx, Acc* ayy, Acc* awxx, Acc* awyy, Acc* awxy) {
+  for (int64_t i = i0; i < i1; ++i) {
+    const Acc xa = Load<Acc, T>::get(x0 + i), ya = Load<Acc, T>::get(y0 + i);
+    const Acc xc = Load<Acc, T>::get(x1 + i), yc = Load<Acc, T>::get(y1 + i);
+    axx[i] = std::fma(xc, xc, std::fma(xa, xa, axx[i]));
+    ayy[i] = std::fma(yc, yc, std::fma(ya, ya, ayy[i]));
+    if (kWeighted) {
+      const Acc wxa = w0 * xa, wya = w0 * ya, wxc = w1 * xc, wyc = w1 * yc;
+      awxx[i] = std::fma(wxc, xc, std::fma(wxa, xa, awxx[i]));
+      awyy[i] = std::fma(wyc, yc, std::fma(wya, ya, awyy[i]));
+      awxy[i] = std::fma(wxc, yc, std::fma(wxa, ya, awxy[i]));
+    } else {
+      awxy[i] = std::fma(xc, yc, std::fma(xa, ya, awxy[i]));
+    }
+  }
+}
 
 template <typename T, typename Acc, bool kWeighted>
 double lpips_row_contig(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc eps, int mode, int64_t b, int64_t p0,
@@ -125,25 +151,21 @@ double lpips_row_contig(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc
     const T* x1 = x0 + x.stride[1];
     const T* y0 = yb + c * y.stride[1];
     const T* y1 = y0 + y.stride[1];
-    if (prefetch && c + 4 <= C) {
-      prefetch_lines(x0 + 2 * np, 2 * np);
-      prefetch_lines(y0 + 2 * np, 2 * np);
-    }
     const Acc w0 = kWeighted ? wt[c] : Acc(1), w1 = kWeighted ? wt[c + 1] : Acc(1);
-    for (int64_t i = 0; i < np; ++i) {
-      const Acc xa = Load<Acc, T>::get(x0 + i), ya = Load<Acc, T>::get(y0 + i);
-      const Acc xc = Load<Acc, T>::get(x1 + i), yc = Load<Acc, T>::get(y1 + i);
-      axx[i] = std::fma(xc, xc, std::fma(xa, xa, axx[i]));
-      ayy[i] = std::fma(yc, yc, std::fma(ya, ya, ayy[i]));
-      if (kWeighted) {
-        const Acc wxa = w0 * xa, wya = w0 * ya, wxc = w1 * xc, wyc = w1 * yc;
-        awxx[i] = std::fma(wxc, xc, std::fma(wxa, xa, awxx[i]));
-        awyy[i] = std::fma(wyc, yc, std::fma(wya, ya, awyy[i]));
-        awxy[i] = std::fma(wxc, yc, std::fma(wxa, ya, awxy[i]));
-      } else {
-        awxy[i] = std::fma(xc, yc, std::fma(xa, ya, awxy[i]));
+    int64_t i = 0;
+    if (prefetch && c + 4 <= C) {
+      // the next pair's 2 * np elements of x (and of y) start at x0 + 2 * np: 2 * kPrefetchBlock of them per block
+      const T* xn = x0 + 2 * np;
+      const T* yn = y0 + 2 * np;
+      for (; i + kPrefetchBlock <= np; i += kPrefetchBlock) {
+        prefetch_lines(xn + 2 * i, 2 * kPrefetchBlock);
+        prefetch_lines(yn + 2 * i, 2 * kPrefetchBlock);
+        add_channel_pair<T, Acc, kWeighted>(x0, x1, y0, y1, w0, w1, i, i + kPrefetchBlock, axx, ayy, awxx, awyy, awxy);
       }
+      prefetch_lines(xn + 2 * i, 2 * (np - i));
+      prefetch_lines(yn + 2 * i, 2 * (np - i));
     }
+    add_channel_pair<T, Acc, kWeighted>(x0, x1, y0, y1, w0, w1, i, np, axx, ayy, awxx, awyy, awxy);
   }
   for (; c < C; ++c) {
     const T* x0 = xb + c * x.stride[1];
