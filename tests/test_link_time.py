@@ -16,7 +16,7 @@ from helpers.fake_robot import FakeRobot
 
 from robot_rt import _control
 
-KEY = b"time-test key"
+KEY = b"time-test long-term key"
 
 
 def _pump(driver, seconds, period_s=0.002):

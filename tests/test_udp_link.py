@@ -166,7 +166,7 @@ def test_hmac_key_required_on_both_ends():
     key = b"shared secret for this robot"
     server = _server(key=key)
     good = _control.UdpDriver("127.0.0.1", server.port, 3, key=key, limits_digest=DIGEST)
-    wrong = _control.UdpDriver("127.0.0.1", server.port, 3, key=b"another key", limits_digest=DIGEST)
+    wrong = _control.UdpDriver("127.0.0.1", server.port, 3, key=b"another long-term key", limits_digest=DIGEST)
     plain = _control.UdpDriver("127.0.0.1", server.port, 3, limits_digest=DIGEST)
     try:
         for d, reason in ((wrong, "bad_tag"), (plain, "missing_tag")):
@@ -319,18 +319,26 @@ def test_camera_stream_through_a_faulty_link():
 
 
 def test_key_files_are_checked(tmp_path):
-    """read_key: a missing, empty or short key file is an error naming key_file; whitespace at the ends is not key."""
+    """read_key: a missing, empty or short key file is an error naming key_file; whitespace at the ends is not key;
+    a file other users may read or its group may write is refused (whoever reads the key can command the robot)."""
     from robot_rt.control.udp import MIN_KEY_BYTES, read_key
+
+    def key_file(name, data, mode=0o600):
+        path = tmp_path / name
+        path.write_bytes(data)
+        path.chmod(mode)
+        return path
 
     assert read_key(None) == b""
     with pytest.raises(FileNotFoundError, match="key_file"):
         read_key(tmp_path / "missing.key")
-    (tmp_path / "empty.key").write_bytes(b"  \n")
     with pytest.raises(ValueError, match="key_file.*empty"):
-        read_key(tmp_path / "empty.key")
-    (tmp_path / "short.key").write_bytes(b"x" * (MIN_KEY_BYTES - 1) + b"\n")
+        read_key(key_file("empty.key", b"  \n"))
     with pytest.raises(ValueError, match=f"key_file.*{MIN_KEY_BYTES - 1} bytes"):
-        read_key(tmp_path / "short.key")
+        read_key(key_file("short.key", b"x" * (MIN_KEY_BYTES - 1) + b"\n"))
     good = b"0123456789abcdef" * 4
-    (tmp_path / "good.key").write_bytes(b"\n" + good + b"\n")
-    assert read_key(tmp_path / "good.key") == good
+    assert read_key(key_file("good.key", b"\n" + good + b"\n")) == good
+    assert read_key(key_file("group.key", good, 0o640)) == good  # a robot group may share it read-only
+    for mode in (0o644, 0o604, 0o606, 0o601, 0o660, 0o620, 0o666):
+        with pytest.raises(PermissionError, match=f"key_file: .* has mode {mode:o}.*chmod 600"):
+            read_key(key_file("open.key", good, mode))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robot_rt._io import atomic_write_bytes
 from robot_rt.robot import RobotDescription, load_robot
 from robot_rt.sim.rally import HUMAN_CHOICES, tracks_from_summary
 
@@ -247,7 +248,7 @@ def deploy(
         # a fresh long-term key for this run: the link is authenticated even on loopback (docs/protocol.md)
         key = secrets.token_hex(32).encode()
         key_path = Path(tmp) / "link.key"
-        key_path.write_bytes(key)
+        atomic_write_bytes(key_path, key, mode=0o600)  # read_key refuses a key file open to other users
         extra = ["--serve-interval", str(serve_interval_s), "--physics", physics, "--key-file", str(key_path)]
         if robot.source and Path(robot.source).is_file():  # the shipped robot's source is its bare name
             extra += ["--robot-file", str(robot.source)]

@@ -118,6 +118,24 @@ def payload_bytes(type_name: str, count: int = 0) -> int:
     raise ValueError(f"type: unknown message type {type_name!r}")
 
 
+# The shortest long-term key a session takes (C++ session::kMinLongTermKeyBytes); b''/None: unauthenticated. A hello
+# is tagged with the long-term key over content an eavesdropper can predict: one sniffed hello lets a short key be
+# found by trying keys offline.
+MIN_LONG_TERM_KEY_BYTES = 16
+
+
+def long_term_key(key) -> bytes | None:
+    """A session's long-term key as bytes (None: unauthenticated); ValueError naming `key` for a non-empty key
+    shorter than MIN_LONG_TERM_KEY_BYTES."""
+    key = _key_bytes(key)
+    if key is not None and len(key) < MIN_LONG_TERM_KEY_BYTES:
+        raise ValueError(
+            f"key: {len(key)} bytes, expected at least {MIN_LONG_TERM_KEY_BYTES} (one sniffed hello lets a short key "
+            "be found offline; e.g. 64 random hex digits) or none (unauthenticated, loopback only)"
+        )
+    return key
+
+
 def _key_bytes(key) -> bytes | None:
     if key is None:
         return None

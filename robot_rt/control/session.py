@@ -72,7 +72,7 @@ class ServerSessions:
             raise ValueError(f"session_timeout_s: expected a positive duration, got {session_timeout_s}")
         if max_sessions < 1 or pending_slots < 1:
             raise ValueError("max_sessions, pending_slots: expected at least 1")
-        self.key = P._key_bytes(key)
+        self.key = P.long_term_key(key)
         self.server_role, self.client_role, self.dof = int(server_role), int(client_role), int(dof)
         self.session_id = random_session_id() if session_id is None else int(session_id)
         self.period_us = int(period_us)
@@ -241,7 +241,7 @@ class ClientSession:
     def __init__(
         self, key: bytes | str | None, client_role: int, server_role: int, dof: int = 0, limits_digest: int = 0
     ):
-        self.key = P._key_bytes(key)
+        self.key = P.long_term_key(key)
         self.client_role, self.server_role, self.dof = int(client_role), int(server_role), int(dof)
         self.limits_digest = int(limits_digest)
         self.state = "idle"

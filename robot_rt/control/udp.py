@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from .background import BackgroundThread
+from .protocol import MIN_LONG_TERM_KEY_BYTES
 
 UNAUTHENTICATED_WARNING = (
     "WARNING: UNAUTHENTICATED robot link (no --key-file): any process on this host can command the robot. "
@@ -150,24 +151,33 @@ def parse_udp_url(url: str) -> UdpTarget:
     return UdpTarget(host=host, port=port, camera_host=camera_host, camera_port=camera_port, bind_host=bind)
 
 
-MIN_KEY_BYTES = 16  # a hello is tagged with the long-term key over predictable content: a short key is brute-forced
+MIN_KEY_BYTES = MIN_LONG_TERM_KEY_BYTES  # a hello is tagged with the long-term key: a short key is brute-forced
+KEY_FILE_FORBIDDEN_MODE = 0o027  # group write, any access by others (as ssh refuses a private key open to others)
 
 
 def read_key(path: str | Path | None) -> bytes:
     """The shared HMAC key from a file (whitespace at the ends stripped; at least MIN_KEY_BYTES, e.g. the 64 hex
-    digits of `python -c "import secrets; print(secrets.token_hex(32))"`); b'' for None."""
+    digits of `python -c "import secrets; print(secrets.token_hex(32))"`); b'' for None. The file must not be
+    writable by its group nor open to other users (mode 600 or 640): whoever reads the robot link's key can command
+    the robot."""
     if path is None:
         return b""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"key_file: not found: {path}")
+    mode = path.stat().st_mode & 0o777
+    if mode & KEY_FILE_FORBIDDEN_MODE:
+        raise PermissionError(
+            f"key_file: {path} has mode {mode:o}, expected no access for other users and no write access for its "
+            f"group (whoever reads the key can command the robot); chmod 600 {path}"
+        )
     key = path.read_bytes().strip()
     if not key:
         raise ValueError(f"key_file: {path} is empty")
     if len(key) < MIN_KEY_BYTES:
         raise ValueError(
             f"key_file: {path} holds {len(key)} bytes, expected at least {MIN_KEY_BYTES} (one sniffed hello lets a short "
-            'key be guessed offline); e.g. python -c "import secrets; print(secrets.token_hex(32))" > KEYFILE'
+            'key be guessed offline); e.g. (umask 077; python -c "import secrets; print(secrets.token_hex(32))" > KEYFILE)'
         )
     return key
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robot_rt._io import atomic_write_bytes
 from robot_rt.control.policies import Hold, Sine
 from robot_rt.robot import RobotDescription, load_robot
 
@@ -556,7 +557,7 @@ def run_fault(
     with tempfile.TemporaryDirectory(prefix=f"fault_{fault.name}_", dir=workdir) as tmp:
         tmp = Path(tmp)
         key_path, fault_file = tmp / "link.key", tmp / "fault_window"
-        key_path.write_bytes(key)
+        atomic_write_bytes(key_path, key, mode=0o600)  # read_key refuses a key file open to other users
         log_path, summary_path = tmp / "run.rrlog", tmp / "summary.json"
         server = SimServer(
             robot,

@@ -745,8 +745,10 @@ void bind_loop(py::module_& m) {
             if (n > kMaxDof) throw py::value_error("position: more than MAX_DOF joints");
             return loop.push_command(position.data(), n, obs_tick, obs_stamp_ns);
           },
-          py::arg("position"), py::arg("obs_tick") = 0, py::arg("obs_stamp_ns") = 0,
-          "Queues a target (lock-free); False when the ring is full. NaN/Inf are rejected by the loop, not here.")
+          py::arg("position"), py::arg("obs_tick"), py::arg("obs_stamp_ns"),
+          "Queues a target answering the observation of tick obs_tick published at obs_stamp_ns (0: not known; the "
+          "target is then dropped after any recovery) (lock-free); False when the ring is full. NaN/Inf are "
+          "rejected by the loop, not here.")
       .def("push_event", &ControlLoop::push_external_event, py::arg("code"), py::arg("joint") = -1,
            py::arg("value") = 0.0)
       .def("pop_events",

@@ -479,7 +479,8 @@ std::uint32_t ControlLoop::drain_commands(std::int64_t wake_ns) noexcept {
     // an observation published before this run began belongs to an earlier run (ticks restart at 0 every run, so
     // only its time tells: a command answering one is as stale as one from before a recovery)
     const bool earlier_run = pc.obs_stamp_ns != 0 && pc.obs_stamp_ns < run_start_ns_;
-    if (latch_.latched() || earlier_run || (pc.obs_tick != 0 && pc.obs_tick < recovered_tick_)) {
+    // obs_tick 0 (the run's first observation, or none named) after a recovery is as stale as any tick before it
+    if (latch_.latched() || earlier_run || pc.obs_tick < recovered_tick_) {
       bump(commands_discarded_);
       continue;
     }

@@ -83,6 +83,14 @@ void SessionKeys::derive(const std::string& long_term_key, const KeyInputs& in) 
   std::memset(okm, 0, sizeof(okm));
 }
 
+void check_long_term_key(const std::string& key) {
+  if (!key.empty() && key.size() < kMinLongTermKeyBytes)
+    throw std::invalid_argument("key: " + std::to_string(key.size()) + " bytes, expected at least " +
+                                std::to_string(kMinLongTermKeyBytes) +
+                                " (one sniffed hello lets a short key be found offline; e.g. 64 random hex digits) "
+                                "or none (unauthenticated, loopback only)");
+}
+
 namespace {
 const HmacSha256Key* key_or_null(const HmacSha256Key& k) { return k.empty() ? nullptr : &k; }
 }  // namespace
@@ -95,6 +103,7 @@ ClientSession::ClientSession(std::string long_term_key, protocol::Role own_role,
       server_role_(server_role),
       dof_(dof),
       limits_digest_(limits_digest) {
+  check_long_term_key(key_);
   if (!key_.empty()) hello_key_.set(reinterpret_cast<const std::uint8_t*>(key_.data()), key_.size());
 }
 
@@ -186,6 +195,7 @@ ServerSession::ServerSession(std::string long_term_key, protocol::Role own_role,
       session_timeout_ns_(session_timeout_ns),
       limits_digest_(limits_digest) {
   if (session_timeout_ns_ <= 0) throw std::invalid_argument("session_timeout: expected a positive duration");
+  check_long_term_key(key_);
   if (!key_.empty()) hello_key_.set(reinterpret_cast<const std::uint8_t*>(key_.data()), key_.size());
 }
 

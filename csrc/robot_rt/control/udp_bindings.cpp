@@ -374,6 +374,7 @@ void bind_protocol(py::module_& m) {
       py::arg("key"), py::arg("client_nonce"), py::arg("server_nonce"), py::arg("client_role"), py::arg("server_role"),
       py::arg("client_session_id"), py::arg("server_session_id"),
       "Session keys of docs/protocol.md's key schedule: (client->server key, server->client key).");
+  m.attr("MIN_LONG_TERM_KEY_BYTES") = session::kMinLongTermKeyBytes;
   m.def(
       "camera_link_key",
       [](const py::bytes& key) { return py::bytes(session::camera_link_key(std::string(key))); },

@@ -23,7 +23,7 @@ struct Harness {
   std::shared_ptr<SimDriver> driver;
   std::unique_ptr<ControlLoop> loop;
   std::int64_t now = 1'000'000'000'000;  // simulated CLOCK_MONOTONIC
-  std::uint64_t obs_tick = 0;
+  std::int64_t obs_tick = -1;  // the observation a command answers; -1: the latest (as a policy does)
 
   explicit Harness(LoopConfig cfg = LoopConfig{}) {
     model.dof = 2;
@@ -47,7 +47,7 @@ struct Harness {
   }
   void command(double q0, double q1) {
     const double q[2] = {q0, q1};
-    loop->push_command(q, 2, obs_tick, 0);
+    loop->push_command(q, 2, obs_tick < 0 ? obs().tick : static_cast<std::uint64_t>(obs_tick), 0);
   }
   // Ticks with a command every 10 ticks (a 100 Hz policy) for n ticks.
   void drive(double q0, double q1, int n) {
@@ -328,12 +328,17 @@ TEST_CASE("recovery waits for a robot still moving, and discards targets that an
   CHECK(h.loop->recover_state() == ControlLoop::kRecoverDone);
   const Observation at = h.obs();
   // a target computed from an observation before the recovery is stale: discarded
-  h.obs_tick = at.tick - 5;
+  h.obs_tick = static_cast<std::int64_t>(at.tick) - 5;
   const auto discarded = h.loop->counters().commands_discarded;
   h.command(-0.5, 0.5);
   h.tick();
   CHECK(h.loop->counters().commands_discarded == discarded + 1);
-  h.obs_tick = at.tick;
+  // so is one naming no observation (tick 0: the run's first, or none): a bare push_command's old default
+  h.obs_tick = 0;
+  h.command(-0.5, 0.5);
+  h.tick();
+  CHECK(h.loop->counters().commands_discarded == discarded + 2);
+  h.obs_tick = static_cast<std::int64_t>(at.tick);
   h.drive(-0.3, 0.2, 800);
   CHECK(h.obs().command_position_si[0] == doctest::Approx(-0.3).epsilon(1e-9));
 }

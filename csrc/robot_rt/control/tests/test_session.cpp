@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -92,6 +93,7 @@ std::uint64_t digest_of(double velocity_0) {
   return protocol::limits_digest(2, lo, hi, v, a, j);
 }
 const std::uint64_t kDigest = digest_of(2.0);
+const std::string kKey = "the long-term key of the session tests";
 
 // A controller and a robot server talking through the state machines.
 struct Link {
@@ -215,7 +217,7 @@ TEST_CASE("getrandom nonces differ") {
 }
 
 TEST_CASE("handshake establishes a session in both modes, with key confirmation both ways") {
-  for (const std::string& key : {std::string("the robot's key"), std::string()}) {
+  for (const std::string& key : {kKey, std::string()}) {
     Link link(key);
     CHECK(link.client.state() == ClientSession::State::kIdle);
     link.client.begin(link.now);
@@ -246,7 +248,7 @@ TEST_CASE("handshake establishes a session in both modes, with key confirmation 
 }
 
 TEST_CASE("a repeated hello is answered with the same server nonce; a fresh one gets a fresh nonce") {
-  Link link("k");
+  Link link(kKey);
   link.client.begin(link.now);
   const Bytes first = link.hello();
   REQUIRE(link.to_server(first) == ServerSession::Verdict::kAck);
@@ -259,7 +261,7 @@ TEST_CASE("a repeated hello is answered with the same server nonce; a fresh one 
 }
 
 TEST_CASE("every corrupted or truncated hello and hello_ack is rejected, a forged one too") {
-  Link link("k");
+  Link link(kKey);
   link.client.begin(link.now);
   const Bytes hello = link.hello();
   for (std::size_t at = 0; at < hello.size(); ++at) {
@@ -270,7 +272,7 @@ TEST_CASE("every corrupted or truncated hello and hello_ack is rejected, a forge
   for (std::size_t cut = 0; cut < hello.size(); ++cut)
     CHECK(link.to_server(Bytes(hello.begin(), hello.begin() + long(cut))) == ServerSession::Verdict::kRejected);
   // A hello under another key (an attacker's guess) is rejected before any state or reply.
-  ClientSession stranger("not the key", Role::kController, Role::kRobotServer, 2);
+  ClientSession stranger("not the key, an attacker's guess", Role::kController, Role::kRobotServer, 2);
   stranger.begin(link.now);
   Packet p;
   stranger.fill_hello(p, 0);
@@ -291,7 +293,7 @@ TEST_CASE("every corrupted or truncated hello and hello_ack is rejected, a forge
     CHECK(link.to_client(Bytes(ack.begin(), ack.begin() + long(cut))) == ClientSession::Verdict::kRejected);
   CHECK(link.client.state() == ClientSession::State::kHandshaking);
   // An ack forged with the long-term key (no session key) fails too.
-  const HmacSha256Key long_term(reinterpret_cast<const std::uint8_t*>("k"), 1);
+  const HmacSha256Key long_term(reinterpret_cast<const std::uint8_t*>(kKey.data()), kKey.size());
   const Bytes forged = link.robot.send(link.reply, long_term, link.now);
   CHECK(link.to_client(forged) == ClientSession::Verdict::kRejected);
   CHECK(link.status == Status::kBadTag);
@@ -299,7 +301,7 @@ TEST_CASE("every corrupted or truncated hello and hello_ack is rejected, a forge
 }
 
 TEST_CASE("replay: an old session's datagrams never establish or disturb a session") {
-  Link link("k");
+  Link link(kKey);
   std::vector<Bytes> old = link.connect();
   const Bytes old_command = link.client_send(command(0.4));
   REQUIRE(link.to_server(old_command) == ServerSession::Verdict::kAccepted);
@@ -341,7 +343,7 @@ TEST_CASE("replay: an old session's datagrams never establish or disturb a sessi
 }
 
 TEST_CASE("replay: a recorded ack cannot complete a new handshake; spliced sessions fail") {
-  Link link("k");
+  Link link(kKey);
   std::vector<Bytes> first = link.connect();
   link.client.begin(link.now);  // the client starts over (e.g. after a silent robot)
   CHECK(link.to_client(first[1]) == ClientSession::Verdict::kRejected);  // keyed to the old nonce
@@ -350,7 +352,7 @@ TEST_CASE("replay: a recorded ack cannot complete a new handshake; spliced sessi
   CHECK(link.to_client(link.server_send(state(0.3))) == ClientSession::Verdict::kNoSession);
   // Splice: the attacker replays our new hello (answered) then an old confirmation (another session id).
   const Bytes hello = link.hello();
-  Link other("k", 40001);
+  Link other(kKey, 40001);
   other.server.start(0x5e55);
   REQUIRE(other.to_server(hello) == ServerSession::Verdict::kAck);
   CHECK(other.to_server(first[2]) != ServerSession::Verdict::kAcceptedNewSession);
@@ -358,10 +360,10 @@ TEST_CASE("replay: a recorded ack cannot complete a new handshake; spliced sessi
 }
 
 TEST_CASE("a hello flood while live is refused at no cost and never evicts the live session") {
-  Link link("k");
+  Link link(kKey);
   link.connect();
   for (int i = 0; i < 1000; ++i) {
-    ClientSession attacker("k", Role::kController, Role::kRobotServer, 2);  // even with valid hellos
+    ClientSession attacker(kKey, Role::kController, Role::kRobotServer, 2);  // even with valid hellos
     attacker.begin(link.now);
     Packet p;
     attacker.fill_hello(p, 0);
@@ -375,14 +377,14 @@ TEST_CASE("a hello flood while live is refused at no cost and never evicts the l
 }
 
 TEST_CASE("pending handshakes are bounded: a flood recycles slots, never grows state") {
-  Link link("k");
+  Link link(kKey);
   link.client.begin(link.now);
   const Bytes hello = link.hello();
   REQUIRE(link.to_server(hello) == ServerSession::Verdict::kAck);
   const Bytes ack = link.ack();
   // A flood of other (valid) hellos while no session is live recycles the oldest slots ...
   for (int i = 0; i < ServerSession::kPendingSlots; ++i) {
-    ClientSession other("k", Role::kController, Role::kRobotServer, 2, kDigest);
+    ClientSession other(kKey, Role::kController, Role::kRobotServer, 2, kDigest);
     other.begin(link.now);
     Packet p;
     other.fill_hello(p, 0);
@@ -401,9 +403,9 @@ TEST_CASE("pending handshakes are bounded: a flood recycles slots, never grows s
 }
 
 TEST_CASE("a live session is replaced only after its timeout or its goodbye") {
-  Link link("k");
+  Link link(kKey);
   link.connect();
-  Link rival("k", 40002);  // another controller, same key
+  Link rival(kKey, 40002);  // another controller, same key
   rival.client.begin(link.now);
   rival.controller.session_id = rival.client.session_id();
   Packet p;
@@ -428,7 +430,7 @@ TEST_CASE("unauthenticated mode: same state machine, no tags; tagged datagrams a
   CHECK_FALSE(link.client.authenticated());
   CHECK(link.to_server(link.client_send(command(0.3))) == ServerSession::Verdict::kAccepted);
   // A keyed client cannot talk to an unkeyed server (and vice versa): loud, not silently unauthenticated.
-  Link keyed("k");
+  Link keyed(kKey);
   keyed.client.begin(keyed.now);
   CHECK(link.to_server(keyed.hello()) == ServerSession::Verdict::kHelloRefused);  // live: refused first
   Link fresh("");
@@ -470,7 +472,7 @@ TEST_CASE("limits digest: exact bits of every limit, dof, 0 reserved") {
 }
 
 TEST_CASE("limits mismatch: the robot refuses the hello, keeps no slot, and its ack is refused by the controller") {
-  for (const char* key : {"k", ""}) {
+  for (const std::string& key : {kKey, std::string()}) {
     CAPTURE(key);
     Link link(key, 40000, digest_of(std::nextafter(2.0, 3.0)), kDigest);  // one ulp apart
     link.client.begin(link.now);
@@ -496,10 +498,10 @@ TEST_CASE("limits mismatch: the robot refuses the hello, keeps no slot, and its 
 
 TEST_CASE("limits mismatch: a controller refuses a robot that states other limits") {
   // a robot side that accepts (e.g. an older or misconfigured bridge): the controller alone still refuses
-  Link link("k", 40000, kDigest, digest_of(360.0));
+  Link link(kKey, 40000, kDigest, digest_of(360.0));
   link.client.begin(link.now);
   // the server refuses our digest too; build the ack a lenient robot would send: same digest check bypassed
-  ServerSession lenient("k", Role::kRobotServer, Role::kController, 2, 1000, kTimeout, kDigest);
+  ServerSession lenient(kKey, Role::kRobotServer, Role::kController, 2, 1000, kTimeout, kDigest);
   lenient.start(0x5e55);
   Packet in, reply;
   Status status;
@@ -515,7 +517,7 @@ TEST_CASE("limits mismatch: a controller refuses a robot that states other limit
 
 TEST_CASE("limits digest 0 on a robot link is refused both ways (fail closed)") {
   {
-    Link link("k", 40000, 0, kDigest);  // a controller that states no limits
+    Link link(kKey, 40000, 0, kDigest);  // a controller that states no limits
     link.client.begin(link.now);
     Packet p;
     link.client.fill_hello(p, 0);
@@ -525,13 +527,13 @@ TEST_CASE("limits digest 0 on a robot link is refused both ways (fail closed)") 
     CHECK_FALSE(link.server.has_session());
   }
   {
-    Link link("k", 40000, 0, 0);  // neither end states limits: still no session
+    Link link(kKey, 40000, 0, 0);  // neither end states limits: still no session
     link.client.begin(link.now);
     REQUIRE(link.to_server(link.hello()) == ServerSession::Verdict::kLimitsMismatch);
     CHECK(link.to_client(link.ack()) == ClientSession::Verdict::kLimitsMismatch);
   }
   {
-    Link link("k", 40000, kDigest, 0);  // a robot that states no limits
+    Link link(kKey, 40000, kDigest, 0);  // a robot that states no limits
     link.client.begin(link.now);
     REQUIRE(link.to_server(link.hello()) == ServerSession::Verdict::kLimitsMismatch);
     CHECK(link.reply.hello_ack.limits_digest == 0);
@@ -540,8 +542,8 @@ TEST_CASE("limits digest 0 on a robot link is refused both ways (fail closed)") 
 }
 
 TEST_CASE("camera links carry digest 0 and are not checked") {
-  ClientSession client("k", Role::kCameraSubscriber, Role::kCameraServer, 0, kDigest);  // (ignored)
-  ServerSession server("k", Role::kCameraServer, Role::kCameraSubscriber, 0, 0, kTimeout);
+  ClientSession client(kKey, Role::kCameraSubscriber, Role::kCameraServer, 0, kDigest);  // (ignored)
+  ServerSession server(kKey, Role::kCameraServer, Role::kCameraSubscriber, 0, 0, kTimeout);
   server.start(0xca);
   const sockaddr_in from = address("127.0.0.1", 40010);
   Sender sub, cam{0xca};
@@ -557,4 +559,20 @@ TEST_CASE("camera links carry digest 0 and are not checked") {
   CHECK(reply.hello_ack.limits_digest == 0);
   const Bytes ack = cam.send(reply, server.reply_key(), now);
   CHECK(client.receive(ack.data(), ack.size(), in, status) == ClientSession::Verdict::kEstablished);
+}
+
+TEST_CASE("a session refuses a short long-term key on both sides, naming the key and the minimum") {
+  for (std::size_t n : {std::size_t{1}, std::size_t{2}, kMinLongTermKeyBytes - 1}) {
+    const std::string short_key(n, 'k');
+    CAPTURE(n);
+    CHECK_THROWS_WITH_AS(ClientSession(short_key, Role::kController, Role::kRobotServer, 2, kDigest),
+                         doctest::Contains("at least 16"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(ServerSession(short_key, Role::kRobotServer, Role::kController, 2, 1000, kTimeout, kDigest),
+                         doctest::Contains("key: "), std::invalid_argument);
+  }
+  // the minimum and an empty key (unauthenticated; the sockets allow that on loopback only) are taken
+  const std::string shortest(kMinLongTermKeyBytes, 'k');
+  CHECK_NOTHROW(ClientSession(shortest, Role::kController, Role::kRobotServer, 2, kDigest));
+  CHECK_NOTHROW(ServerSession(shortest, Role::kRobotServer, Role::kController, 2, 1000, kTimeout, kDigest));
+  CHECK_NOTHROW(ClientSession("", Role::kController, Role::kRobotServer, 2, kDigest));
 }
