@@ -263,15 +263,18 @@ class SimulatedEgmController:
             m.ClearField(name)
         return m.SerializeToString()
 
-    def _cycle(self, dt: float) -> None:
+    def _cycle(self, dt: float, at: float) -> None:
+        """One EGM cycle: the arm moved for `dt` up to the time `at` (time.monotonic()), the time its feedback is
+        stamped with, as a controller stamps a measurement with the time it was taken. (Stamped when sent, after a
+        lock or a busy interpreter had delayed it, two feedbacks a few ms apart in motion could be stamped 1 ms
+        apart, and the driver's velocity from them read 4x the arm's: a spurious measurement_invalid stop.)"""
         with self._lock:
             self._receive()
             self._move(dt)
             self._stats["cycles"] += 1
-            now = time.monotonic()
-            if now < self._silent_until:
+            if time.monotonic() < self._silent_until:
                 return
-            data = self._message(now)
+            data = self._message(at)
             try:
                 self._sock.sendto(data, self.sensor)
                 self._stats["robot_messages"] += 1
@@ -283,7 +286,7 @@ class SimulatedEgmController:
         last = next_t
         while not self._stop.is_set():
             now = time.monotonic()
-            self._cycle(min(max(now - last, 1e-4), 0.05) if now > last else self.cycle_s)
+            self._cycle(min(max(now - last, 1e-4), 0.05) if now > last else self.cycle_s, now)
             last = now
             next_t += self.cycle_s
             delay = next_t - time.monotonic()
