@@ -36,6 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_table, write_json  # noqa: E402
 
+from robot_rt._io import atomic_write_bytes  # noqa: E402
 from robot_rt.control.loop import EVENT_CODES  # noqa: E402
 from robot_rt.control.udp import LINK_EVENT_NAMES  # noqa: E402
 from robot_rt.robot import load_robot  # noqa: E402
@@ -169,8 +170,7 @@ def cli_under_attack(server, tmp: Path) -> dict:
     captured, recorded = attack.record_session(server, KEY)
     attack.wait_at_rest(server)
     up = attack.select(captured, "up")
-    key_file = tmp / "key"
-    key_file.write_bytes(KEY)
+    key_file = atomic_write_bytes(tmp / "key", KEY, mode=0o600)  # read_key refuses a key file open to others
     summary = tmp / "summary.json"
     before = server.robot_server.stats()
     cmd = [sys.executable, "-m", "robot_rt.cli", "run", "--robot", f"udp://127.0.0.1:{server.port}?camera=none"]
@@ -179,6 +179,8 @@ def cli_under_attack(server, tmp: Path) -> dict:
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     t_end = time.monotonic() + 60
     while not server.robot_server.snapshot()["has_controller"] and time.monotonic() < t_end:
+        if proc.poll() is not None:  # the CLI refused to start: its error, not a wait for a controller
+            raise RuntimeError(f"robot-rt run exited {proc.returncode} before connecting: {proc.communicate()[1]}")
         time.sleep(0.05)
     time.sleep(0.5)
     with attack.Excursion(server) as ex:

@@ -59,10 +59,12 @@ int main(int argc, char** argv) {
   const long before = g_news.load();
   const auto t0 = std::chrono::steady_clock::now();
   double q[8] = {0.5, -0.5, 0.3, 0, 0, 0, 0, 0.9};
+  Observation seen;
   auto command = [&](int n) {
     for (int k = 0; k < n; ++k) {
       q[0] = 0.5 * (k % 2 ? 1 : -1);
-      loop.push_command(q, 8, 0, 0);
+      loop.latest_observation(seen);  // a target answers an observation (tick 0 is stale after a recovery)
+      loop.push_command(q, 8, seen.tick, 0);
       wait_ticks(loop, 10);
     }
   };

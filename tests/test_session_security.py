@@ -427,6 +427,9 @@ def test_short_keys_are_refused_by_every_session_end():
             lambda k: CameraServer(key=k),
             lambda k: P_session.ServerSessions(k, P.ROLE_ROBOT_SERVER, P.ROLE_CONTROLLER, 3),
             lambda k: P_session.ClientSession(k, P.ROLE_CONTROLLER, P.ROLE_ROBOT_SERVER, 3),
+            # a camera key derived from a short key has only its entropy, and a guessed input is the robot's key
+            lambda k: P.camera_link_key(k),
+            lambda k: _control.camera_link_key(k.encode() if isinstance(k, str) else k),
         ):
             with pytest.raises(ValueError, match=r"key: \d+ bytes, expected at least 16"):
                 make(short)

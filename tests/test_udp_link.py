@@ -5,7 +5,9 @@ for; nothing depends on how much happens in a given wall time."""
 
 from __future__ import annotations
 
+import os
 import socket
+import struct
 import time
 
 import numpy as np
@@ -342,3 +344,32 @@ def test_key_files_are_checked(tmp_path):
     for mode in (0o644, 0o604, 0o606, 0o601, 0o660, 0o620, 0o666):
         with pytest.raises(PermissionError, match=f"key_file: .* has mode {mode:o}.*chmod 600"):
             read_key(key_file("open.key", good, mode))
+    # checked through the descriptor it is read from: a link to an open file is refused as the file is
+    (tmp_path / "link.key").symlink_to(tmp_path / "open.key")
+    with pytest.raises(PermissionError, match="has mode 666"):
+        read_key(tmp_path / "link.key")
+    os.mkfifo(tmp_path / "fifo.key", 0o600)  # a pipe (e.g. /dev/stdin) is not a key file
+    with pytest.raises(ValueError, match="key_file: .* not a regular file"):
+        read_key(tmp_path / "fifo.key")
+    if os.geteuid() == 0:  # another user's file (only root can give one away)
+        os.chown(key_file("theirs.key", good), 65534, -1)
+        with pytest.raises(PermissionError, match="owned by uid 65534"):
+            read_key(tmp_path / "theirs.key")
+    acl = key_file("acl.key", good, 0o640)
+    # user::rw- user:65534:r-- group::r-- mask::r-- other::--- (the xattr format of POSIX ACLs, version 2)
+    entries = [
+        (0x01, 6, 0xFFFFFFFF),
+        (0x02, 4, 65534),
+        (0x04, 4, 0xFFFFFFFF),
+        (0x10, 4, 0xFFFFFFFF),
+        (0x20, 0, 0xFFFFFFFF),
+    ]
+    try:
+        os.setxattr(
+            acl, "system.posix_acl_access", struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+        )
+    except OSError:
+        pass  # no ACLs on this file system
+    else:
+        with pytest.raises(PermissionError, match="carries an ACL"):
+            read_key(acl)

@@ -494,7 +494,7 @@ def camera_link_key(key: bytes | str | None) -> bytes:
     HMAC-SHA256(key, CAMERA_KEY_LABEL); b'' without a key. A camera is provisioned with this key only (`robot-rt
     camera-key`): it authenticates the camera stream but cannot be turned back into the robot link's key, so the
     camera's computer can never open a controller session to the robot (docs/protocol.md, "Keys")."""
-    k = _key_bytes(key)
+    k = long_term_key(key)  # a derived key has only its input's entropy (and a guessed input is the robot's key)
     if not k:
         return b""
     return hmac.new(k, CAMERA_KEY_LABEL, sha256).hexdigest().encode()

@@ -5,6 +5,8 @@ Design notes: docs/protocol.md, section `robot_rt.control.udp`.
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,21 +159,37 @@ KEY_FILE_FORBIDDEN_MODE = 0o027  # group write, any access by others (as ssh ref
 
 def read_key(path: str | Path | None) -> bytes:
     """The shared HMAC key from a file (whitespace at the ends stripped; at least MIN_KEY_BYTES, e.g. the 64 hex
-    digits of `python -c "import secrets; print(secrets.token_hex(32))"`); b'' for None. The file must not be
-    writable by its group nor open to other users (mode 600 or 640): whoever reads the robot link's key can command
-    the robot."""
+    digits of `python -c "import secrets; print(secrets.token_hex(32))"`); b'' for None. Whoever reads the robot
+    link's key can command the robot, so the file (opened once and checked through that descriptor: no swap between
+    check and read) must be a regular file owned by this user or root, not writable by its group nor open to other
+    users (mode 600 or 640), and carry no ACL granting more."""
     if path is None:
         return b""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"key_file: not found: {path}")
-    mode = path.stat().st_mode & 0o777
-    if mode & KEY_FILE_FORBIDDEN_MODE:
-        raise PermissionError(
-            f"key_file: {path} has mode {mode:o}, expected no access for other users and no write access for its "
-            f"group (whoever reads the key can command the robot); chmod 600 {path}"
-        )
-    key = path.read_bytes().strip()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"key_file: not found: {path}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"key_file: {path} is not a regular file (a pipe or a device); give a file of mode 600")
+        mode = info.st_mode & 0o777
+        if mode & KEY_FILE_FORBIDDEN_MODE:
+            raise PermissionError(
+                f"key_file: {path} has mode {mode:o}, expected no access for other users and no write access for "
+                f"its group (whoever reads the key can command the robot); chmod 600 {path}"
+            )
+        if info.st_uid not in (os.geteuid(), 0):
+            raise PermissionError(
+                f"key_file: {path} is owned by uid {info.st_uid}, expected this user ({os.geteuid()}) or root "
+                "(another user could have put their own key there)"
+            )
+        if _has_extended_acl(handle.fileno()):
+            raise PermissionError(
+                f"key_file: {path} carries an ACL (its mode does not tell who may read it); setfacl -b {path}"
+            )
+        key = handle.read().strip()
     if not key:
         raise ValueError(f"key_file: {path} is empty")
     if len(key) < MIN_KEY_BYTES:
@@ -180,6 +198,15 @@ def read_key(path: str | Path | None) -> bytes:
             'key be guessed offline); e.g. (umask 077; python -c "import secrets; print(secrets.token_hex(32))" > KEYFILE)'
         )
     return key
+
+
+def _has_extended_acl(fd: int) -> bool:
+    """Whether the open file carries a POSIX access ACL (stored only when it names more than the mode does)."""
+    try:
+        os.getxattr(fd, "system.posix_acl_access")
+    except (OSError, AttributeError):  # no such attribute, no xattr support on this file system or platform
+        return False
+    return True
 
 
 def make_udp_driver(url: str, dof: int, key: bytes | str = b"", **options):

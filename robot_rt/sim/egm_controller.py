@@ -233,6 +233,8 @@ class SimulatedEgmController:
             self._reference = np.clip(reference, self.position_min, self.position_max)
 
     def _move(self, dt: float) -> None:
+        if dt <= 0.0:  # no time passed since the last cycle's stamp: no motion either
+            return
         if not (self._motors_on and self._rapid_running) or self._reference is None:
             self._qd[:] = 0.0
             return
@@ -286,7 +288,9 @@ class SimulatedEgmController:
         last = next_t
         while not self._stop.is_set():
             now = time.monotonic()
-            self._cycle(min(max(now - last, 1e-4), 0.05) if now > last else self.cycle_s, now)
+            # the motion spans exactly the time between the stamps (a 1e-4 s floor would read as 1e-4 / gap times
+            # the arm's speed over gaps under 100 us), or less after a stall of over 50 ms (read slower, never faster)
+            self._cycle(min(now - last, 0.05), now)
             last = now
             next_t += self.cycle_s
             delay = next_t - time.monotonic()

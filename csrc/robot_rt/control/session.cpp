@@ -57,6 +57,8 @@ void derive_session_keys(const std::uint8_t* long_term_key, std::size_t key_size
 }
 
 std::string camera_link_key(const std::string& robot_link_key) {
+  // a derived key has only its input's entropy (and guessing the input gives the robot link's key too)
+  check_long_term_key(robot_link_key);
   if (robot_link_key.empty()) return {};
   const HmacSha256Key key(reinterpret_cast<const std::uint8_t*>(robot_link_key.data()), robot_link_key.size());
   std::uint8_t mac[kSha256DigestBytes];
