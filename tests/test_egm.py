@@ -389,6 +389,9 @@ def test_an_arm_description_beyond_the_irb120t_data_sheet_is_refused():
         (_with_arm_joint(2, position_max=math.radians(166.0)), "axis 1.*wider"),
         (_with_arm_joint(5, velocity_limit=ROBOT.velocity_limit[5] * 1.01), "axis 4.*velocity limit"),
         (_with_arm_joint(3, type="prismatic"), "axis 2.*revolute"),
+        # no handshake states the arm's acceleration and jerk: 5x the project's bounds drove axes 1 and 6 at 5x them
+        (_with_arm_joint(2, acceleration_limit=150.0), "axis 1.*acceleration / jerk"),
+        (_with_arm_joint(last, jerk_limit=25 * 1000.0), "axis 6.*acceleration / jerk"),
     ):
         with pytest.raises(ValueError, match=match):
             make_egm_robot_driver("egm://127.0.0.1:6599", robot, gantry=gantry)
@@ -684,7 +687,15 @@ def test_a_dead_or_restarted_egm_stream_ends_in_the_link_loss_stop(eight_joint_r
 
 # ------------------------------------------------------------------------------------------------ stops between runs
 def _arm_only():
-    return dataclasses.replace(ROBOT, joints=ROBOT.joints[2:], home=ROBOT.home[2:])
+    """The shipped robot's arm alone, with a workspace box its Sine sweeps never leave (the loop keeps a box whenever
+    it drives a robot over a link)."""
+    return dataclasses.replace(
+        ROBOT,
+        joints=ROBOT.joints[2:],
+        home=ROBOT.home[2:],
+        workspace_min_m=np.full(3, -10.0),
+        workspace_max_m=np.full(3, 10.0),
+    )
 
 
 def _arm_run(arm, port, controller=None):
@@ -694,7 +705,7 @@ def _arm_run(arm, port, controller=None):
     driver.start()
     controller = controller or _arm_controller(driver.local_port).start()
     wait_until(lambda: driver.read_state() is not None, what="an EGM state")
-    loop = RealTimeLoop(arm, driver, policy=Sine(arm), rate_hz=1000.0, policy_rate_hz=50, workspace=False)
+    loop = RealTimeLoop(arm, driver, policy=Sine(arm), rate_hz=1000.0, policy_rate_hz=50)
     loop.start()
     return loop, driver, controller
 
@@ -810,7 +821,7 @@ def test_a_muted_egm_arm_is_held_where_it_is():
     controller = _arm_controller(driver.local_port, time_constant_s=0.12).start()  # lags beyond the tracking tube
     wait_until(lambda: driver.read_state() is not None, what="an EGM state")
     loop = RealTimeLoop(arm, driver, policy=Sine(arm, frequency_hz=1.0), rate_hz=1000.0, policy_rate_hz=100,
-                        sensor_timeout_s=0.1, workspace=False)  # fmt: skip
+                        sensor_timeout_s=0.1)  # fmt: skip
     loop.start()
     try:
         wait_until(lambda: "tracking_error" in loop.stop_reasons, what="the tracking stop", timeout_s=30)

@@ -206,3 +206,11 @@ def test_bad_urdf_is_named(tmp_path):
         description_json(bad)
     with pytest.raises(FileNotFoundError, match="path"):
         description_json(tmp_path / "missing.urdf")
+    # a joint that mimics another is not an independent joint the loop may command (its kinematics would be wrong)
+    mimic = '<axis xyz="0 1 0"/>\n    <mimic joint="arm_j2" multiplier="1" offset="0"/>'
+    bad.write_text(
+        text.replace('<child link="link_3"/>\n    <axis xyz="0 1 0"/>', '<child link="link_3"/>\n    ' + mimic, 1)
+    )
+    assert "<mimic" in bad.read_text()
+    with pytest.raises(ValueError, match="arm_j3.*mimic"):
+        description_json(bad)

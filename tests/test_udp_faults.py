@@ -9,6 +9,7 @@ end on what the endpoints report, not on wall time.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from dataclasses import dataclass
 
@@ -47,6 +48,12 @@ class Run:
 
     def loop_events(self, name: str) -> int:
         return int(np.count_nonzero(self.log.events["code"] == EVENT_CODES[name]))
+
+
+def _any_box_robot():
+    """The shipped robot with a workspace box no joint motion leaves, for the tests whose policies sweep joints at
+    full speed: both ends state it (the loop keeps a box whenever it drives a robot over a link)."""
+    return dataclasses.replace(load_robot(), workspace_min_m=np.full(3, -10.0), workspace_max_m=np.full(3, 10.0))
 
 
 def run_link(tmp_path, *, up=None, down=None, action=None, fault_s=1.0, policy=Sine, camera=False, key=b"", seed=1):
@@ -311,7 +318,7 @@ def test_a_session_re_established_while_stopping_is_sent_nothing(seed):
     server session id: no peer restart). The new session is established inside read_state; until the loop has seen
     its first state (kStateNewSession, muting in that tick) the driver sends it nothing. Before, the tick's stop-ramp
     command went to the new session (1 command, 16 mrad from the robot, up to 1.3 rad/s feed-forward)."""
-    robot = load_robot()
+    robot = _any_box_robot()
     j = 7
     server = SimServer(robot, camera=False, key=b"", seed=seed).start()
     proxy = _OutageProxy(("127.0.0.1", server.port), seed=seed, record=True).start()
@@ -323,7 +330,7 @@ def test_a_session_re_established_while_stopping_is_sent_nothing(seed):
         q[j] = hi if (obs["stamp_ns"] // 1_000_000_000) % 2 == 0 else lo
         return q
 
-    loop = RealTimeLoop(robot, driver, policy=policy, workspace=False)
+    loop = RealTimeLoop(robot, driver, policy=policy)
     loop.start()
     try:
 
@@ -395,10 +402,10 @@ def test_robot_side_stop_then_release_nothing_moves_until_recover(fault):
     far from the loop's commanded stop. The loop stops sending at once (muted), so when the cause clears the robot
     does not run to the commanded rest (it did: 1.7 rad at 1.2 V, found by an audit); a recovery restarts at the
     robot's position."""
-    robot, key, j = load_robot(), b"k" * 32, 7
+    robot, key, j = _any_box_robot(), b"k" * 32, 7
     server = SimServer(robot, camera=False, key=key).start()
     driver = make_udp_driver(f"udp://127.0.0.1:{server.port}?camera=none", robot.dof, key=key)
-    loop = RealTimeLoop(robot, driver, policy=_SwingJ6(robot), rate_hz=500, policy_rate_hz=100, workspace=False)
+    loop = RealTimeLoop(robot, driver, policy=_SwingJ6(robot), rate_hz=500, policy_rate_hz=100)
     snap = server.robot_server.snapshot
     loop.start()
     try:
@@ -433,11 +440,11 @@ def test_a_short_robot_side_stop_never_lets_earlier_commands_move_the_robot(faul
     silence starts where it holds: nothing moves it until the recovery, which then takes."""
     import time
 
-    robot, key, j = load_robot(), b"k" * 32, 7
+    robot, key, j = _any_box_robot(), b"k" * 32, 7
     server = SimServer(robot, camera=False, key=key).start()
     rs = server.robot_server
     driver = make_udp_driver(f"udp://127.0.0.1:{server.port}?camera=none", robot.dof, key=key)
-    loop = RealTimeLoop(robot, driver, policy=_SwingJ6(robot), rate_hz=1000, policy_rate_hz=100, workspace=False)
+    loop = RealTimeLoop(robot, driver, policy=_SwingJ6(robot), rate_hz=1000, policy_rate_hz=100)
     loop.start()
     try:
         wait_until(lambda: abs(rs.snapshot()["velocity"][j]) > 0.8 * robot.velocity_limit[j], what="a fast swing")
@@ -491,13 +498,13 @@ def test_a_robot_side_stop_the_loop_never_saw_is_still_a_stop():
                 q[0] += 0.3
             return q
 
-    robot, key = load_robot(), b"k" * 32
+    robot, key = _any_box_robot(), b"k" * 32
     server = SimServer(robot, camera=False, key=key).start()
     rs = server.robot_server
     proxy = FaultProxy(("127.0.0.1", server.port), seed=1).start()
     driver = make_udp_driver(f"udp://127.0.0.1:{proxy.port}?camera=none", robot.dof, key=key)
     policy = Goal()
-    loop = RealTimeLoop(robot, driver, policy=policy, rate_hz=1000, workspace=False, sensor_timeout_s=0.06)
+    loop = RealTimeLoop(robot, driver, policy=policy, rate_hz=1000, sensor_timeout_s=0.06)
     loop.start()
     try:
         wait_ticks(loop, 300)
@@ -536,14 +543,12 @@ def test_a_recovery_clears_only_the_robot_stops_its_requester_saw(first):
     reasons as estop_presses is); and a stop between two runs latches at the next start (found by a third audit)."""
     import time
 
-    robot, key = load_robot(), b"k" * 32
+    robot, key = _any_box_robot(), b"k" * 32
     server = SimServer(robot, camera=False, key=key).start()
     rs = server.robot_server
     proxy = FaultProxy(("127.0.0.1", server.port), seed=1).start()
     driver = make_udp_driver(f"udp://127.0.0.1:{proxy.port}?camera=none", robot.dof, key=key)
-    loop = RealTimeLoop(
-        robot, driver, policy=lambda obs: robot.home, rate_hz=1000, workspace=False, sensor_timeout_s=0.06
-    )
+    loop = RealTimeLoop(robot, driver, policy=lambda obs: robot.home, rate_hz=1000, sensor_timeout_s=0.06)
     loop.start()
     try:
         wait_ticks(loop, 300)
@@ -579,7 +584,7 @@ def test_a_recovery_clears_only_the_robot_stops_its_requester_saw(first):
         loop.stop()
         # ... and of a new driver (a new `robot-rt run`): the robot says its last stop is unacknowledged
         fresh = make_udp_driver(f"udp://127.0.0.1:{proxy.port}?camera=none", robot.dof, key=key)
-        loop = RealTimeLoop(robot, fresh, policy=lambda obs: robot.home + 0.1, rate_hz=1000, workspace=False)
+        loop = RealTimeLoop(robot, fresh, policy=lambda obs: robot.home + 0.1, rate_hz=1000)
         held = np.array(rs.snapshot()["position"])
         loop.start()
         wait_until(lambda: loop.lifecycle == "stopped", what="the stop at the new driver's start")
@@ -636,13 +641,13 @@ def test_commands_the_network_delays_past_the_loops_stop_never_move_the_robot():
     robot now counts the timeout hold of a commanded robot as a stop of its own, so they are never applied."""
     import time
 
-    robot, key, delay_s = load_robot(), b"k" * 32, 0.3
+    robot, key, delay_s = _any_box_robot(), b"k" * 32, 0.3
     server = SimServer(robot, camera=False, key=key).start()
     rs = server.robot_server
     proxy = FaultProxy(("127.0.0.1", server.port), seed=1).start()
     driver = make_udp_driver(f"udp://127.0.0.1:{proxy.port}?camera=none", robot.dof, key=key)
     loop = RealTimeLoop(
-        robot, driver, policy=_SwingGantryY(robot), rate_hz=500, policy_rate_hz=100, workspace=False,
+        robot, driver, policy=_SwingGantryY(robot), rate_hz=500, policy_rate_hz=100,
         sensor_timeout_s=0.06,
     )  # fmt: skip
     loop.start()

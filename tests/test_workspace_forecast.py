@@ -20,9 +20,11 @@ LIMITS = np.stack([ROBOT.velocity_limit, ROBOT.acceleration_limit, ROBOT.jerk_li
 
 
 def _excess(q: np.ndarray, margin: float) -> np.ndarray:
-    """Euclidean distance of each configuration's paddle centre outside the box shrunk by margin (0 inside)."""
-    pos, _ = paddle_position_normal(ROBOT, np.atleast_2d(q))
-    out = np.maximum(np.maximum(LOW + margin - pos, pos - (HIGH - margin)), 0.0)
+    """Euclidean distance by which each configuration's blade (a disc of the paddle's radius about its normal)
+    reaches outside the box shrunk by margin (0 inside)."""
+    pos, normal = paddle_position_normal(ROBOT, np.atleast_2d(q))
+    half = ROBOT.paddle_radius_m * np.sqrt(np.clip(1.0 - normal * normal, 0.0, 1.0))
+    out = np.maximum(np.maximum(LOW + margin - (pos - half), (pos + half) - (HIGH - margin)), 0.0)
     return np.sqrt(np.sum(out * out, axis=1))
 
 
@@ -208,3 +210,39 @@ def test_the_loops_path_guard_is_configurable_and_reported():
     for bad in (-0.01, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="path_guard_margin_m"):
             RealTimeLoop(ROBOT, path_guard_margin_m=bad)
+
+
+# A pose over the table's last 0.37 m whose paddle centre is 2 mm above the box floor (0.78 m, the table top at
+# 0.76 m) with the blade upright: its lowest point is 0.707 m, 5.3 cm into the table (found by the eighth audit).
+BLADE_IN_TABLE = np.array([-0.2082, -0.1908, 0.3095, 0.8315, 0.3302, -0.4613, -1.2432, 2.05])
+
+
+def test_the_loop_keeps_the_whole_blade_in_the_box():
+    """The loop measures the blade, not its centre, against the workspace box (targets, the path guard, the
+    workspace stop): a policy ramping to a pose whose centre is in the box but whose blade is 5.3 cm into the table
+    gets that pose refused, and no commanded pose of the run puts the blade below the box floor. Before, the loop
+    took every target and drove the blade 5.3 cm below the table top."""
+    from robot_rt.control.loop import RealTimeLoop
+
+    pos, normal = paddle_position_normal(ROBOT, BLADE_IN_TABLE)
+    assert pos[2] >= LOW[2] + 0.001  # the centre alone passes
+    assert _excess(BLADE_IN_TABLE, 0.0)[0] > 0.05
+    assert MODEL.paddle_radius_m == ROBOT.paddle_radius_m > 0
+    start, ramp_s = ROBOT.home.copy(), 3.0
+
+    def policy(obs):
+        s = min(1.0, obs["tick"] * 1e-3 / ramp_s)
+        return start + s * s * (3 - 2 * s) * (BLADE_IN_TABLE - start)
+
+    loop = RealTimeLoop(ROBOT, policy=policy)
+    commanded = []
+
+    def record(lp, _k):
+        if (obs := lp.observation()) is not None:
+            commanded.append(obs["command_position"].copy())
+
+    loop.simulate(ramp_s + 0.5, during=record)
+    assert len(commanded) > 1000
+    assert np.max(_excess(np.array(commanded), 0.0)) <= 1e-9
+    refused = loop.counters()["commands_rejected"] + loop.counters()["commands_path_held"]
+    assert refused > 0

@@ -117,20 +117,34 @@ IRB120T_AXIS_RANGE_DEG = (
     (-400.0, 400.0),
 )
 IRB120T_AXIS_SPEED_DEGPS = (250.0, 250.0, 250.0, 420.0, 590.0, 600.0)
+# ABB publishes no joint accelerations or jerks: the project's conservative bounds (docs/robot.md, the shipped
+# description's values). No handshake carries the arm's limits, so a description asking for more is refused (the
+# eighth audit drove axes 1 and 6 at 5x these with a description whose gantry digest still matched).
+IRB120T_AXIS_ACCELERATION_RADPS2 = (30.0, 30.0, 30.0, 40.0, 40.0, 50.0)
+IRB120T_AXIS_JERK_RADPS3 = (600.0, 600.0, 600.0, 800.0, 800.0, 1000.0)
 _DATA_SHEET_TOLERANCE_DEG = 1e-3  # the description stores the ranges in rad, rounded
 
 
 def check_egm_arm_limits(robot, joints: int) -> None:
     """ValueError naming the joint unless each of the arm's joints (the last `joints` of `robot`, which EGM drives) is
     revolute (EGM joint values are degrees: a prismatic joint would be scaled as mm) with a range and speed inside the
-    IRB 120T's data sheet (`IRB120T_AXIS_RANGE_DEG`, `IRB120T_AXIS_SPEED_DEGPS`). Narrower or slower limits pass."""
+    IRB 120T's data sheet (`IRB120T_AXIS_RANGE_DEG`, `IRB120T_AXIS_SPEED_DEGPS`) and an acceleration and jerk within
+    the project's bounds for it (`IRB120T_AXIS_ACCELERATION_RADPS2`, `IRB120T_AXIS_JERK_RADPS3`). Narrower or slower
+    limits pass."""
     if joints != len(IRB120T_AXIS_RANGE_DEG):
         raise ValueError(
             f"joints: the EGM arm is an ABB IRB 120T with {len(IRB120T_AXIS_RANGE_DEG)} axes, the URL asks for {joints}"
         )
     tol = _DATA_SHEET_TOLERANCE_DEG
     arm = robot.joints[robot.dof - joints :]
-    for axis, (joint, (low, high), speed) in enumerate(zip(arm, IRB120T_AXIS_RANGE_DEG, IRB120T_AXIS_SPEED_DEGPS), 1):
+    bounds = zip(
+        arm,
+        IRB120T_AXIS_RANGE_DEG,
+        IRB120T_AXIS_SPEED_DEGPS,
+        IRB120T_AXIS_ACCELERATION_RADPS2,
+        IRB120T_AXIS_JERK_RADPS3,
+    )
+    for axis, (joint, (low, high), speed, acceleration, jerk) in enumerate(bounds, 1):
         where = f"robot description {robot.name!r}, joint {joint.name!r} (EGM axis {axis})"
         if joint.type != "revolute":
             raise ValueError(f"{where}: expected a revolute joint (EGM sends degrees), got {joint.type!r}")
@@ -142,6 +156,11 @@ def check_egm_arm_limits(robot, joints: int) -> None:
         v = math.degrees(joint.velocity_limit)
         if v > speed + tol:
             raise ValueError(f"{where}: velocity limit {v:.3f} deg/s is above the IRB 120T's axis speed {speed} deg/s")
+        if joint.acceleration_limit > acceleration * (1 + 1e-9) or joint.jerk_limit > jerk * (1 + 1e-9):
+            raise ValueError(
+                f"{where}: acceleration / jerk limits {joint.acceleration_limit:g} rad/s^2 / {joint.jerk_limit:g} "
+                f"rad/s^3 are above the project's bounds for the IRB 120T, {acceleration:g} / {jerk:g} (docs/egm.md)"
+            )
 
 
 def check_egm_links(driver, robot) -> None:

@@ -232,7 +232,8 @@ def stopping_distance(robot: RobotDescription, dt_s: float = 0.001) -> np.ndarra
 
 
 def robot_model(robot: RobotDescription, workspace: bool = True, soft_margin=None) -> _control.RobotModel:
-    """The C++ RobotModel (limits, chain, optional paddle workspace box, soft-limit margins) of a robot description.
+    """The C++ RobotModel (limits, chain, optional paddle workspace box, soft-limit margins, the blade's radius: the
+    whole blade is kept in the box) of a robot description.
 
     soft_margin: per joint (or one value), m | rad inside the hard limits; None: no margin (soft = hard)."""
     chain = robot.chain_arrays()
@@ -252,6 +253,7 @@ def robot_model(robot: RobotDescription, workspace: bool = True, soft_margin=Non
         robot.workspace_min_m if workspace else None,
         robot.workspace_max_m if workspace else None,
         None if soft_margin is None else np.broadcast_to(np.asarray(soft_margin, dtype=np.float64), (robot.dof,)),
+        paddle_radius_m=robot.paddle_radius_m,
     )
 
 
@@ -284,6 +286,8 @@ class RealTimeLoop:
         rate_hz: loop rate (1 kHz default). command_timeout_s: watchdog (stale/missing policy -> stop).
         sensor_timeout_s: driver state dropout longer than this -> stop.
         Every stop latches (docs/safety.md): the loop holds until `recover()`.
+        workspace: keep the paddle's whole blade in the description's workspace box (targets, the path guard, the
+            workspace stop); False only with the in-process SimDriver (a robot's link states the box as kept).
         soft_margin: per joint (or one value) inside the hard limits that the commanded trajectory keeps; None:
             `default_soft_margin` (twice the servo model's error bound, covering the servo's overshoot).
         servo_frequency_hz, servo_damping: the robot's position-servo model (servo.hpp): the defaults of the soft
@@ -403,6 +407,13 @@ class RealTimeLoop:
             )
         if not isinstance(driver, _control.RobotDriver):
             raise TypeError(f"driver: expected a robot_rt._control.RobotDriver, got {type(driver).__name__}")
+        if not workspace and not isinstance(driver, _control.SimDriver):
+            # the handshake states the description's box as enforced: a robot must never be told it is kept when it
+            # is not (the eighth audit drove a paddle 8 cm under the table top over UDP with workspace=False)
+            raise ValueError(
+                "workspace: False is for the in-process SimDriver only; for a robot, give a description whose "
+                "workspace box is the one to keep (its link states it in the handshake)"
+            )
         from .udp import set_limits_digests
 
         # every UDP link states (and checks) the limits this loop's safety filter enforces: a robot with other limits

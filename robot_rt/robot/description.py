@@ -114,7 +114,8 @@ def geometry_digest(robot: RobotDescription) -> int:
     """The digest of what, besides the joint limits, decides where the controller's safety filter lets the paddle go
     (docs/protocol.md, "Joint-limits digest"): the first 8 bytes, read little-endian, of SHA-256(b"RRTP robot
     geometry" || u16 dof || per joint u8 type (1 revolute, 0 prismatic), f64 axis[3], origin_xyz[3], origin_rpy[3] ||
-    f64 paddle_xyz[3], paddle_rpy[3] || f64 workspace_min[3], workspace_max[3]), all little-endian; 1 where that is 0.
+    f64 paddle_xyz[3], paddle_rpy[3] || f64 workspace_min[3], workspace_max[3] || f64 paddle_radius), all
+    little-endian; 1 where that is 0 (the blade's radius: the loop keeps the whole blade in the box).
     It is folded into the handshake's limits digest (`limits_digest`), so a robot bridge and a controller whose
     descriptions put the paddle or its box elsewhere (another mount, a box reaching into the table) open no session.
     ValueError for a non-finite value."""
@@ -129,10 +130,13 @@ def geometry_digest(robot: RobotDescription) -> int:
             chain["paddle_rpy_rad"],
             np.asarray(robot.workspace_min_m, dtype=np.float64).reshape(-1),
             np.asarray(robot.workspace_max_m, dtype=np.float64).reshape(-1),
+            np.asarray([robot.paddle_radius_m], dtype=np.float64),
         ]
     )
-    if mount.shape != (12,) or not (np.all(np.isfinite(per_joint)) and np.all(np.isfinite(mount))):
-        raise ValueError("robot: expected a finite chain, paddle mount and 3-D workspace box for its geometry digest")
+    if mount.shape != (13,) or not (np.all(np.isfinite(per_joint)) and np.all(np.isfinite(mount))):
+        raise ValueError(
+            "robot: expected a finite chain, paddle mount, 3-D workspace box and paddle radius for its geometry digest"
+        )
     data = GEOMETRY_DIGEST_LABEL + struct.pack("<H", dof)
     for kind, row in zip(chain["joint_type"], per_joint + 0.0):  # + 0.0: -0.0 is 0.0
         data += struct.pack("<B", int(kind)) + row.astype("<f8").tobytes()

@@ -163,6 +163,10 @@ def description_dict(path: str | Path | None = None) -> dict:
             continue
         if joint.type not in ("prismatic", "revolute"):
             raise ValueError(f"{where}: type {joint.type!r} is not supported (prismatic, revolute, fixed)")
+        if getattr(joint, "mimic", None) is not None or xml_joints[joint.name].find("mimic") is not None:
+            # a mimic joint moves with another: as an independent joint the loop's kinematics (and its workspace box)
+            # would not be the robot's (the eighth audit: paddle errors up to 1.06 m)
+            raise ValueError(f"{where}: <mimic> joints are not supported (each moving joint must be commanded)")
         if joint.name not in limits:
             raise ValueError(f"{where}: missing <rrt:motion_limits acceleration=... jerk=...>")
         xyz, rpy = _compose(pending + [origin])

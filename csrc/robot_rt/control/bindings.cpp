@@ -39,7 +39,7 @@ RobotModel make_model(const DArray& position_min, const DArray& position_max, co
                       const DArray& acceleration_limit, const DArray& jerk_limit, const DArray& home,
                       py::object joint_type, py::object axis, py::object origin_xyz_m, py::object origin_rpy_rad,
                       py::object paddle_xyz_m, py::object paddle_rpy_rad, py::object workspace_min_m,
-                      py::object workspace_max_m, py::object soft_margin) {
+                      py::object workspace_max_m, py::object soft_margin, double paddle_radius_m) {
   const py::ssize_t dof = position_min.ndim() == 1 ? position_min.shape(0) : -1;
   if (dof <= 0 || dof > kMaxDof)
     throw py::value_error("position_min: expected a 1-D array with 1.." + std::to_string(kMaxDof) + " joints");
@@ -90,6 +90,10 @@ RobotModel make_model(const DArray& position_min, const DArray& position_max, co
     }
     m.has_workspace = true;
   }
+  if (!(paddle_radius_m >= 0.0 && paddle_radius_m <= 1.0)) {
+    throw py::value_error("paddle_radius_m: expected a blade radius in [0, 1] m");
+  }
+  m.paddle_radius_m = paddle_radius_m;
   return m;
 }
 
@@ -394,12 +398,13 @@ void bind_robot_model(py::module_& m) {
            py::arg("axis") = py::none(), py::arg("origin_xyz_m") = py::none(), py::arg("origin_rpy_rad") = py::none(),
            py::arg("paddle_xyz_m") = py::none(), py::arg("paddle_rpy_rad") = py::none(),
            py::arg("workspace_min_m") = py::none(), py::arg("workspace_max_m") = py::none(),
-           py::arg("soft_margin") = py::none())
+           py::arg("soft_margin") = py::none(), py::arg("paddle_radius_m") = 0.0)
       .def_readonly("dof", &RobotModel::dof)
       .def_property_readonly("soft_margin",
                              [](const RobotModel& m) { return arr(m.soft_margin_si, m.dof); })
       .def_readonly("has_chain", &RobotModel::has_chain)
       .def_readonly("has_workspace", &RobotModel::has_workspace)
+      .def_readonly("paddle_radius_m", &RobotModel::paddle_radius_m)
       .def(
           "forecast_workspace",
           [](const RobotModel& model, const DArray& position, const DArray& velocity, const DArray& acceleration,

@@ -46,8 +46,8 @@ __attribute__((noinline)) void prefault_stack() {
 
 }  // namespace
 
-// Distance of a paddle position from the workspace box (0 inside).
-double ControlLoop::workspace_excess_m(const double paddle[3]) const noexcept {
+// Distance of the blade from the workspace box (0 inside).
+double ControlLoop::workspace_excess_m(const PaddleBox& paddle) const noexcept {
   return control::workspace_excess_m(filter_.model(), paddle);
 }
 
@@ -257,7 +257,7 @@ void ControlLoop::initialise_claimed(std::int64_t start_ns) {
   recovered_tick_ = 0;
   run_start_ns_ = now_ns();  // every observation of this run is published after it
   // a robot that starts with its paddle outside the workspace box may move back in (only leaving it stops)
-  double paddle[3];
+  PaddleBox paddle;
   workspace_excess_m_ = filter_.paddle_in_workspace(paddle) ? 0.0 : workspace_excess_m(paddle);
   tracking_.reset(s.position_si);
   prev_write_ns_ = 0;
@@ -748,7 +748,7 @@ bool ControlLoop::resynchronise(std::int64_t wake_ns) noexcept {
   driver_->acknowledge_robot_stops();  // the robot takes commands again (it restarts where it holds: here)
   recovered_tick_ = tick_index_;
   command_watchdog_.feed(wake_ns);  // the policy has command_timeout_s to send a fresh target
-  double paddle[3];
+  PaddleBox paddle;
   workspace_excess_m_ = filter_.paddle_in_workspace(paddle) ? 0.0 : workspace_excess_m(paddle);
   if (latch_.reasons() & kReasonEstop) emit(kEventEstopReset, -1, 0.0, wake_ns);
   latch_.clear();
@@ -891,21 +891,15 @@ void ControlLoop::intermediate_step(std::int64_t wake_ns) noexcept {
 // 6. the workspace guard: stop when the commanded paddle leaves the box or moves further out; a motion back towards
 // the box (a robot started or recovered outside it) is allowed, else the robot could never return.
 void ControlLoop::guard_workspace(std::int64_t wake_ns) noexcept {
-  double paddle[3];
+  PaddleBox paddle;
   const bool in_box = filter_.paddle_in_workspace(paddle);
   const double excess_m = in_box ? 0.0 : workspace_excess_m(paddle);
   const bool leaving = !in_box && (workspace_excess_m_ == 0.0 || excess_m > workspace_excess_m_ + 1e-6);
   workspace_excess_m_ = excess_m;
   if (leaving) {
-    const RobotModel& m = filter_.model();
-    int axis = 0;
-    for (int k = 0; k < 3; ++k) {
-      if (!(paddle[k] >= m.workspace_min_m[k] && paddle[k] <= m.workspace_max_m[k])) {
-        axis = k;
-        break;
-      }
-    }
-    trip(kReasonWorkspace, kEventWorkspaceStop, axis, paddle[axis], wake_ns);
+    double coordinate = 0.0;
+    const int axis = std::max(0, workspace_axis_out(filter_.model(), paddle, coordinate));
+    trip(kReasonWorkspace, kEventWorkspaceStop, axis, coordinate, wake_ns);
   }
 }
 

@@ -333,7 +333,7 @@ class ControlLoop {
   void refuse_recovery(std::uint32_t blockers, std::int64_t wake_ns) noexcept;
   void hand_back_driver();  // the end of a run (stop(), end_manual()): set_ending_in_stop, on_stop, release
   void mute(std::uint64_t joints, std::int64_t wake_ns) noexcept;
-  double workspace_excess_m(const double paddle[3]) const noexcept;
+  double workspace_excess_m(const PaddleBox& paddle) const noexcept;
   void publish_observation(const TickScratch& t) noexcept;
   std::int64_t record_tick(std::int64_t deadline_ns, std::int64_t wake_ns, TickScratch& t) noexcept;
   void emit(std::int32_t code, std::int32_t joint, double value, std::int64_t stamp_ns) noexcept;

@@ -86,14 +86,12 @@ std::uint32_t SafetyFilter::validate_target(double* position_si, const double* v
     }
   }
   if (model_.has_chain && model_.has_workspace) {
-    double paddle[3], normal[3];
-    robot::paddle_position_normal(model_.chain, position_si, paddle, normal);
-    for (int k = 0; k < 3; ++k) {
-      if (!(paddle[k] >= model_.workspace_min_m[k] && paddle[k] <= model_.workspace_max_m[k])) {
-        joint = k;  // the offending Cartesian axis (0 = x, 1 = y, 2 = z)
-        value = paddle[k];
-        return result | kTargetWorkspace;
-      }
+    double coordinate = 0.0;
+    const int axis = workspace_axis_out(model_, paddle_box(model_, position_si), coordinate);
+    if (axis >= 0) {
+      joint = axis;  // the offending Cartesian axis (0 = x, 1 = y, 2 = z)
+      value = coordinate;
+      return result | kTargetWorkspace;
     }
   }
   return result;
@@ -150,15 +148,13 @@ std::uint32_t SafetyFilter::step(const double* target_position_si, const double*
   return overridden;
 }
 
-bool SafetyFilter::paddle_in_workspace(double paddle_m[3]) const noexcept {
+bool SafetyFilter::paddle_in_workspace(PaddleBox& paddle) const noexcept {
   if (!model_.has_chain || !model_.has_workspace) return true;
-  double q[kMaxDof], normal[3];
+  double q[kMaxDof];
   for (int i = 0; i < model_.dof; ++i) q[i] = state_[i].p;
-  robot::paddle_position_normal(model_.chain, q, paddle_m, normal);
-  for (int k = 0; k < 3; ++k) {
-    if (!(paddle_m[k] >= model_.workspace_min_m[k] && paddle_m[k] <= model_.workspace_max_m[k])) return false;
-  }
-  return true;
+  paddle = paddle_box(model_, q);
+  double coordinate = 0.0;
+  return workspace_axis_out(model_, paddle, coordinate) < 0;
 }
 
 bool SafetyFilter::at_rest() const noexcept {
@@ -180,14 +176,37 @@ void SafetyFilter::fill_command(JointCommand& out) const noexcept {
   }
 }
 
-double workspace_excess_m(const RobotModel& m, const double paddle[3], double margin_m) noexcept {
+PaddleBox paddle_box(const RobotModel& m, const double* q) noexcept {
+  PaddleBox out;
+  double normal[3];
+  robot::paddle_position_normal(m.chain, q, out.centre_m, normal);
+  for (int k = 0; k < 3; ++k) out.half_m[k] = m.paddle_radius_m * std::sqrt(std::max(0.0, 1.0 - normal[k] * normal[k]));
+  return out;
+}
+
+double workspace_excess_m(const RobotModel& m, const PaddleBox& paddle, double margin_m) noexcept {
   double sum = 0.0;
   for (int k = 0; k < 3; ++k) {
-    const double out =
-        std::max(m.workspace_min_m[k] + margin_m - paddle[k], paddle[k] - (m.workspace_max_m[k] - margin_m));
+    const double low = paddle.centre_m[k] - paddle.half_m[k], high = paddle.centre_m[k] + paddle.half_m[k];
+    const double out = std::max(m.workspace_min_m[k] + margin_m - low, high - (m.workspace_max_m[k] - margin_m));
     if (out > 0.0) sum += out * out;
   }
   return std::sqrt(sum);
+}
+
+int workspace_axis_out(const RobotModel& m, const PaddleBox& paddle, double& coordinate_m) noexcept {
+  for (int k = 0; k < 3; ++k) {
+    const double low = paddle.centre_m[k] - paddle.half_m[k], high = paddle.centre_m[k] + paddle.half_m[k];
+    if (!(low >= m.workspace_min_m[k])) {
+      coordinate_m = low;
+      return k;
+    }
+    if (!(high <= m.workspace_max_m[k])) {
+      coordinate_m = high;
+      return k;
+    }
+  }
+  return -1;
 }
 
 WorkspaceForecast forecast_workspace(const RobotModel& model, const AxisState* start, const double* target_si,
@@ -199,7 +218,7 @@ WorkspaceForecast forecast_workspace(const RobotModel& model, const AxisState* s
     return out;
   }
   AxisState s[kMaxDof];
-  double q[kMaxDof], paddle[3], normal[3];
+  double q[kMaxDof];
   const int dof = model.dof;
   for (int i = 0; i < dof; ++i) s[i] = start[i];
   for (int k = 0;; ++k) {
@@ -212,8 +231,7 @@ WorkspaceForecast forecast_workspace(const RobotModel& model, const AxisState* s
       const bool on_goal = velocity_tracking || std::fabs(s[i].p - target_si[i]) <= 1e-9;
       settled = settled && on_goal && std::fabs(s[i].v) <= 1e-9 && std::fabs(s[i].a) <= 1e-9;
     }
-    robot::paddle_position_normal(model.chain, q, paddle, normal);
-    const double excess = workspace_excess_m(model, paddle, margin_m);
+    const double excess = workspace_excess_m(model, paddle_box(model, q), margin_m);
     if (!(excess <= 0.0) && out.first_exit_tick < 0) out.first_exit_tick = k;
     if (excess > out.max_excess_m || !std::isfinite(excess)) out.max_excess_m = excess;
     out.ticks = k;

@@ -43,6 +43,10 @@ struct RobotModel {
   double workspace_min_m[3] = {0, 0, 0};
   double workspace_max_m[3] = {0, 0, 0};
   bool has_workspace = false;
+  // The blade: a disc of this radius about the paddle frame's origin, normal to its z axis. The whole blade, not
+  // only its centre, must stay in the workspace box (a centre 2 cm above the box floor put the blade 5.3 cm into
+  // the table: the eighth audit).
+  double paddle_radius_m = 0.0;
   double home_si[kMaxDof] = {};
 };
 
@@ -59,8 +63,20 @@ constexpr std::uint32_t kTargetRejected = kTargetNonFinite | kTargetWorkspace;
 // the paddle centre of each tick is measured against the workspace box shrunk by margin_m. A policy-side forecast
 // (the loop itself only monitors the box): a goal whose path bulges out of the box, e.g. the jerk-limited overshoot
 // of a joint that arrives fast, can be replaced before the loop's workspace stop trips.
-// Euclidean distance of a paddle position outside the workspace box shrunk by margin_m on every face (0 inside).
-double workspace_excess_m(const RobotModel& model, const double paddle[3], double margin_m = 0.0) noexcept;
+// The paddle as the workspace box sees it: the centre of the blade and its half-extent along each axis (a disc of
+// radius R with unit normal n reaches R * sqrt(1 - n_k^2) beyond its centre along axis k).
+struct PaddleBox {
+  double centre_m[3] = {0, 0, 0};
+  double half_m[3] = {0, 0, 0};
+};
+// The paddle box of joint positions q (the model must have a chain).
+PaddleBox paddle_box(const RobotModel& model, const double* q) noexcept;
+// Euclidean distance by which the blade's axis-aligned extent reaches outside the workspace box shrunk by margin_m
+// on every face (0 inside).
+double workspace_excess_m(const RobotModel& model, const PaddleBox& paddle, double margin_m = 0.0) noexcept;
+// The first axis (0 x, 1 y, 2 z) on which the blade leaves the box, and in `coordinate_m` the blade's extreme
+// coordinate there; -1 when the blade is inside.
+int workspace_axis_out(const RobotModel& model, const PaddleBox& paddle, double& coordinate_m) noexcept;
 
 struct WorkspaceForecast {
   double max_excess_m = 0.0;  // largest distance of the path outside the shrunk box (0: inside all the way)
@@ -96,8 +112,9 @@ class SafetyFilter {
   void set_velocity_tracking(bool on) noexcept { velocity_tracking_ = on; }
   bool velocity_tracking() const noexcept { return velocity_tracking_; }
 
-  // Paddle centre of the current commanded position; false when the model has no workspace box.
-  bool paddle_in_workspace(double paddle_m[3]) const noexcept;
+  // Whether the blade of the current commanded position lies in the workspace box (true without a box); its
+  // paddle box in `paddle`.
+  bool paddle_in_workspace(PaddleBox& paddle) const noexcept;
 
   const AxisState& state(int joint) const noexcept { return state_[joint]; }
   // The limits the commanded trajectory keeps now: the soft box (widened to where a joint outside it is).

@@ -398,3 +398,49 @@ TEST_CASE("forecast_workspace sees the braking overshoot below a goal inside the
   m.has_workspace = false;
   CHECK(forecast_workspace(m, &fast, &goal, nullptr, 0.0, dt, 5000, 0.0).max_excess_m == 0.0);
 }
+
+TEST_CASE("the whole blade stays in the workspace box, not only the paddle centre") {
+  // a vertical blade (face normal along y) of radius 0.075 m reaches 0.075 m below its centre
+  RobotModel m = testing::lift_model(0.5);
+  const double zero[3] = {0.0, 0.0, 0.0}, upright[3] = {M_PI / 2, 0.0, 0.0};
+  m.chain.set_paddle(zero, upright);
+  const double radius = 0.075;
+  const double centre_above_floor[] = {0.52, 0.574, 0.576, 0.7};
+  for (const double with_radius : {0.0, radius}) {
+    m.paddle_radius_m = with_radius;
+    SafetyFilter f;
+    REQUIRE(f.configure(m, 1e-3));
+    for (const double z : centre_above_floor) {
+      CAPTURE(with_radius);
+      CAPTURE(z);
+      double p[1] = {z};
+      int axis = -1;
+      double value = 0.0;
+      const bool blade_in = z - with_radius >= 0.5;
+      CHECK(((f.validate_target(p, nullptr, axis, value) & kTargetWorkspace) != 0) == !blade_in);
+      if (!blade_in) {
+        CHECK(axis == 2);
+        CHECK(value == doctest::Approx(z - with_radius).epsilon(1e-12));  // the blade's lowest point
+      }
+      const PaddleBox box = paddle_box(m, p);
+      CHECK(box.half_m[2] == doctest::Approx(with_radius).epsilon(1e-12));
+      CHECK(box.half_m[1] == doctest::Approx(0.0).scale(1.0).epsilon(1e-12));  // along its normal: flat
+      CHECK(workspace_excess_m(m, box) == doctest::Approx(std::max(0.0, 0.5 - (z - with_radius))).scale(1.0));
+    }
+  }
+  // a flat blade (normal along z) reaches R sideways and nothing downwards
+  m.chain.set_paddle(zero, zero);
+  m.paddle_radius_m = radius;
+  const double low[1] = {0.51};
+  const PaddleBox flat = paddle_box(m, low);
+  CHECK(flat.half_m[0] == doctest::Approx(radius));
+  CHECK(flat.half_m[2] == doctest::Approx(0.0).scale(1.0));
+  CHECK(workspace_excess_m(m, flat) == 0.0);
+  // the forecast measures the blade too: a descent onto a goal 0.05 m above the floor leaves the box with an
+  // upright blade by 0.025 m (radius 0.075) once at rest
+  m.chain.set_paddle(zero, upright);
+  AxisState rest{1.0, 0.0, 0.0};
+  const double goal = 0.55;
+  const WorkspaceForecast w = forecast_workspace(m, &rest, &goal, nullptr, 0.0, 1e-3, 5000, 0.0);
+  CHECK(w.max_excess_m == doctest::Approx(0.025).epsilon(1e-6));
+}
