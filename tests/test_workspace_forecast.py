@@ -246,3 +246,56 @@ def test_the_loop_keeps_the_whole_blade_in_the_box():
     assert np.max(_excess(np.array(commanded), 0.0)) <= 1e-9
     refused = loop.counters()["commands_rejected"] + loop.counters()["commands_path_held"]
     assert refused > 0
+
+
+# Joint positions whose paddle centre is 4.1 cm above the box floor but whose upright blade is 2 cm below it (where a
+# stop can leave a robot: the review of the eighth audit's fixes).
+BLADE_OUT_CENTRE_IN = np.array([0.0024, -0.2, -0.2419, 0.0392, 0.7391, 0.6269, -0.2059, 0.143])
+
+
+class _SimulatedStamps:
+    """Gives a policy the simulated time (RealTimeLoop.simulate stamps observations with wall time)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def reset(self):
+        getattr(self.inner, "reset", lambda: None)()
+
+    def __call__(self, obs):
+        return self.inner(dict(obs, stamp_ns=10**12 + int(obs["tick"]) * 1_000_000))
+
+
+@pytest.mark.parametrize("how", ["hold where it is", "adapter", "adapter, velocity tracking"])
+def test_a_robot_recovered_with_its_blade_outside_the_box_is_driven_back_in(how):
+    """After a stop that leaves the blade partly outside the box (centre inside), a recovery and a policy bring it back:
+    the loop takes targets no further out than the commanded blade is (as the workspace stop lets it move back), and
+    the adapter measures the blade as the loop does. Before, every target was refused, nothing fed the watchdog, and
+    each recovery ended in a watchdog stop 50 ms later."""
+    from robot_rt.control.loop import RealTimeLoop
+
+    assert _excess(BLADE_OUT_CENTRE_IN, 0.0)[0] > 0.01
+    centre, _ = paddle_position_normal(ROBOT, BLADE_OUT_CENTRE_IN)
+    assert centre[2] > LOW[2] + 0.03
+    vt = how.endswith("velocity tracking")
+    if how == "hold where it is":
+        policy = lambda obs: np.asarray(obs["measured_position"])  # noqa: E731
+    else:
+        policy = _SimulatedStamps(EnvPolicyAdapter(lambda flat: np.zeros(ROBOT.dof), ROBOT, velocity_tracking=vt))
+    loop = RealTimeLoop(ROBOT, policy=policy, initial_position=BLADE_OUT_CENTRE_IN, velocity_tracking=vt)
+    commanded = []
+
+    def during(lp, k):
+        if k == 100:
+            lp.estop()
+        if k == 600:
+            lp._loop.request_recover()
+        if k > 600 and (obs := lp.observation()) is not None:
+            commanded.append(obs["command_position"].copy())
+
+    loop.simulate(3.0, during=during)
+    assert loop.event_count("recovered") == 1
+    assert loop.event_count("watchdog_stop") == 0, loop.stop_reasons_seen
+    assert loop.counters()["commands_accepted"] > 100
+    excess = _excess(np.array(commanded), 0.0)
+    assert np.all(np.diff(excess) <= 1e-6)  # never further out

@@ -156,7 +156,9 @@ def check_egm_arm_limits(robot, joints: int) -> None:
         v = math.degrees(joint.velocity_limit)
         if v > speed + tol:
             raise ValueError(f"{where}: velocity limit {v:.3f} deg/s is above the IRB 120T's axis speed {speed} deg/s")
-        if joint.acceleration_limit > acceleration * (1 + 1e-9) or joint.jerk_limit > jerk * (1 + 1e-9):
+        if not (
+            0.0 < joint.acceleration_limit <= acceleration * (1 + 1e-9) and 0.0 < joint.jerk_limit <= jerk * (1 + 1e-9)
+        ):
             raise ValueError(
                 f"{where}: acceleration / jerk limits {joint.acceleration_limit:g} rad/s^2 / {joint.jerk_limit:g} "
                 f"rad/s^3 are above the project's bounds for the IRB 120T, {acceleration:g} / {jerk:g} (docs/egm.md)"

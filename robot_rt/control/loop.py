@@ -466,6 +466,7 @@ class RealTimeLoop:
                     "tracking_window_s": tracking_window_s,
                     "workspace_min_m": self.robot.workspace_min_m.tolist(),
                     "workspace_max_m": self.robot.workspace_max_m.tolist(),
+                    "paddle_radius_m": float(self.robot.paddle_radius_m),  # the whole blade is kept in the box
                     "rate_hz": rate_hz,
                     "policy_rate_hz": policy_rate_hz,
                     "command_timeout_s": command_timeout_s,

@@ -9,7 +9,13 @@ from .description import (
     load_robot,
     parse_robot,
 )
-from .kinematics import forward_kinematics, paddle_geometric_jacobian, paddle_jacobian, paddle_position_normal
+from .kinematics import (
+    forward_kinematics,
+    paddle_blade_box,
+    paddle_geometric_jacobian,
+    paddle_jacobian,
+    paddle_position_normal,
+)
 
 __all__ = [
     "JointSpec",
@@ -21,6 +27,7 @@ __all__ = [
     "paddle_geometric_jacobian",
     "load_robot",
     "paddle_jacobian",
+    "paddle_blade_box",
     "paddle_position_normal",
     "parse_robot",
 ]

@@ -73,6 +73,15 @@ def paddle_position_normal(robot: RobotDescription, q) -> tuple[np.ndarray, np.n
     return pose[..., :3, 3], pose[..., :3, 2]
 
 
+def paddle_blade_box(robot: RobotDescription, q) -> tuple[np.ndarray, np.ndarray]:
+    """The blade as the workspace box sees it: its centre [..., 3] and half-extent along each table axis [..., 3] (m).
+    The blade is a disc of `paddle_radius_m` normal to the paddle frame's z axis: along axis k it reaches
+    R sqrt(1 - n_k^2) beyond its centre (csrc/robot_rt/control/safety.cpp `paddle_box`, which the loop keeps inside
+    the box)."""
+    centre, normal = paddle_position_normal(robot, q)
+    return centre, robot.paddle_radius_m * np.sqrt(np.clip(1.0 - normal * normal, 0.0, 1.0))
+
+
 def paddle_geometric_jacobian(robot: RobotDescription, q) -> np.ndarray:
     """Geometric Jacobian of the paddle frame [..., 6, dof]: rows 0-2 the linear velocity of the paddle centre,
     rows 3-5 the angular velocity (table frame) per unit joint velocity. Column i is a_i x (p - o_i) / a_i for a

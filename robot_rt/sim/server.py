@@ -65,7 +65,7 @@ class SimServer:
             # handshake that its simulated robot does not have
             raise ValueError(
                 f"robot: physics='mujoco' simulates the shipped platform (its URDF); the description {self.robot.name!r} "
-                "has another chain, paddle mount or workspace box (geometry digest)"
+                "has another chain, paddle mount, workspace box or paddle radius (geometry digest)"
             )
         key_bytes = key.encode() if isinstance(key, str) else (key or b"")
         self.robot_server = _control.SimRobotServer(

@@ -410,6 +410,8 @@ TEST_CASE("the whole blade stays in the workspace box, not only the paddle centr
     m.paddle_radius_m = with_radius;
     SafetyFilter f;
     REQUIRE(f.configure(m, 1e-3));
+    const double start_inside[1] = {1.0};
+    REQUIRE(f.reset(start_inside));
     for (const double z : centre_above_floor) {
       CAPTURE(with_radius);
       CAPTURE(z);
@@ -427,6 +429,25 @@ TEST_CASE("the whole blade stays in the workspace box, not only the paddle centr
       CHECK(box.half_m[1] == doctest::Approx(0.0).scale(1.0).epsilon(1e-12));  // along its normal: flat
       CHECK(workspace_excess_m(m, box) == doctest::Approx(std::max(0.0, 0.5 - (z - with_radius))).scale(1.0));
     }
+  }
+  // a filter whose commanded blade is outside (a robot started or recovered there) takes targets no further out,
+  // so it can be sent back in; further out stays refused
+  {
+    m.paddle_radius_m = radius;
+    SafetyFilter f;
+    REQUIRE(f.configure(m, 1e-3));
+    const double outside[1] = {0.54};  // blade 0.465: 0.035 below the floor
+    REQUIRE(f.reset(outside));
+    REQUIRE(f.commanded_workspace_excess_m() == doctest::Approx(0.035));
+    int axis = -1;
+    double value = 0.0;
+    double back[1] = {0.56}, further[1] = {0.53}, in[1] = {0.6};
+    CHECK((f.validate_target(back, nullptr, axis, value) & kTargetWorkspace) == 0u);
+    CHECK((f.validate_target(further, nullptr, axis, value) & kTargetWorkspace) != 0u);
+    CHECK((f.validate_target(in, nullptr, axis, value) & kTargetWorkspace) == 0u);
+    const double inside[1] = {0.6};
+    REQUIRE(f.reset(inside));
+    CHECK((f.validate_target(back, nullptr, axis, value) & kTargetWorkspace) != 0u);  // from inside: refused
   }
   // a flat blade (normal along z) reaches R sideways and nothing downwards
   m.chain.set_paddle(zero, zero);
