@@ -268,10 +268,11 @@ class _SimulatedStamps:
 
 @pytest.mark.parametrize("how", ["hold where it is", "adapter", "adapter, velocity tracking"])
 def test_a_robot_recovered_with_its_blade_outside_the_box_is_driven_back_in(how):
-    """After a stop that leaves the blade partly outside the box (centre inside), a recovery and a policy bring it back:
-    the loop takes targets no further out than the commanded blade is (as the workspace stop lets it move back), and
-    the adapter measures the blade as the loop does. Before, every target was refused, nothing fed the watchdog, and
-    each recovery ended in a watchdog stop 50 ms later."""
+    """After a stop that leaves the blade partly outside the box (centre inside), a recovery is not followed by a
+    watchdog stop: a target whose blade is outside is refused but still feeds the watchdog (the session is alive; the
+    loop keeps its goal), so a policy holding the robot where it is keeps it there, and the adapter, which measures
+    the blade as the loop does, brings it back with targets inside the box. Before, each recovery ended in a
+    watchdog stop 50 ms later, and the adapter's centre check never engaged its way home."""
     from robot_rt.control.loop import RealTimeLoop
 
     assert _excess(BLADE_OUT_CENTRE_IN, 0.0)[0] > 0.01
@@ -296,6 +297,13 @@ def test_a_robot_recovered_with_its_blade_outside_the_box_is_driven_back_in(how)
     loop.simulate(3.0, during=during)
     assert loop.event_count("recovered") == 1
     assert loop.event_count("watchdog_stop") == 0, loop.stop_reasons_seen
-    assert loop.counters()["commands_accepted"] > 100
+    assert loop.stop_reasons_seen == ["estop", "shutdown"]  # the e-stop and the end of the run only
     excess = _excess(np.array(commanded), 0.0)
     assert np.all(np.diff(excess) <= 1e-6)  # never further out
+    if how == "hold where it is":  # its targets (where the blade is outside) are refused: it stays
+        assert loop.counters()["commands_rejected"] > 100
+        assert excess[-1] == pytest.approx(excess[0], abs=1e-9)
+    else:  # the adapter's targets are taken; in position mode it heads back inside the box (with velocity tracking
+        # its zero-velocity holds keep the robot where it is)
+        assert loop.counters()["commands_accepted"] > 100
+        assert excess[-1] == 0.0 or vt

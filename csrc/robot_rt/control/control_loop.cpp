@@ -503,6 +503,12 @@ std::uint32_t ControlLoop::drain_commands(std::int64_t wake_ns) noexcept {
       bump(commands_rejected_);
       interpolator_.forget_previous_goal();
       emit(kEventWorkspaceTarget, joint, value, wake_ns);
+      // The session is alive and its target finite: the loop keeps its current goal (checked when taken), as for
+      // a path-guard hold. Not feeding the watchdog here stopped a robot whose policy held it where a stop had left
+      // its blade partly outside the box, 50 ms after every recovery (the review of the eighth audit's fixes); a
+      // robot outside the box comes back by a target inside it, never by one outside (which could slide along the
+      // box's outside, e.g. under the floor over the table).
+      command_watchdog_.feed(wake_ns);
       continue;
     }
     if (verdict & kTargetClamped) emit(kEventTargetClamped, joint, value, wake_ns);

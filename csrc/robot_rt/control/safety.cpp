@@ -89,7 +89,7 @@ std::uint32_t SafetyFilter::validate_target(double* position_si, const double* v
     const PaddleBox target = paddle_box(model_, position_si);
     double coordinate = 0.0;
     const int axis = workspace_axis_out(model_, target, coordinate);
-    if (axis >= 0 && !(workspace_excess_m(model_, target) <= commanded_workspace_excess_m())) {
+    if (axis >= 0) {
       joint = axis;  // the offending Cartesian axis (0 = x, 1 = y, 2 = z)
       value = coordinate;
       return result | kTargetWorkspace;
@@ -147,12 +147,6 @@ std::uint32_t SafetyFilter::step(const double* target_position_si, const double*
     follow_into_soft_box(i);
   }
   return overridden;
-}
-
-double SafetyFilter::commanded_workspace_excess_m() const noexcept {
-  double q[kMaxDof];
-  for (int i = 0; i < model_.dof; ++i) q[i] = state_[i].p;
-  return workspace_excess_m(model_, paddle_box(model_, q));
 }
 
 bool SafetyFilter::paddle_in_workspace(PaddleBox& paddle) const noexcept {

@@ -20,8 +20,7 @@
 // towards it: its box edge is where it is, and follows it inwards until it is inside the soft box.
 //
 // Targets are validated before they reach the filter (validate_target): NaN/Inf rejected, positions clamped
-// into the soft box, and (optionally) the paddle's blade at the target must lie in the workspace box (or, with the
-// commanded blade outside it, be no further out). The
+// into the soft box, and (optionally) the paddle's blade at the target must lie in the workspace box. The
 // box is also monitored on the commanded pose every tick (the loop stops the robot if it ever leaves it):
 // joint-space motion between two in-box poses can bulge out of a Cartesian box, so the box is a hard gate
 // on targets and a monitored condition on the path, while the joint limits are hard invariants.
@@ -116,10 +115,6 @@ class SafetyFilter {
   // Whether the blade of the current commanded position lies in the workspace box (true without a box); its
   // paddle box in `paddle`.
   bool paddle_in_workspace(PaddleBox& paddle) const noexcept;
-  // How far the blade of the current commanded position reaches outside the box (0 inside; needs a chain and a
-  // box). A target whose blade is outside is taken only when it is no further out than this (a robot started or
-  // recovered outside the box may be sent back towards it, as the workspace stop lets it move back).
-  double commanded_workspace_excess_m() const noexcept;
 
   const AxisState& state(int joint) const noexcept { return state_[joint]; }
   // The limits the commanded trajectory keeps now: the soft box (widened to where a joint outside it is).

@@ -430,25 +430,6 @@ TEST_CASE("the whole blade stays in the workspace box, not only the paddle centr
       CHECK(workspace_excess_m(m, box) == doctest::Approx(std::max(0.0, 0.5 - (z - with_radius))).scale(1.0));
     }
   }
-  // a filter whose commanded blade is outside (a robot started or recovered there) takes targets no further out,
-  // so it can be sent back in; further out stays refused
-  {
-    m.paddle_radius_m = radius;
-    SafetyFilter f;
-    REQUIRE(f.configure(m, 1e-3));
-    const double outside[1] = {0.54};  // blade 0.465: 0.035 below the floor
-    REQUIRE(f.reset(outside));
-    REQUIRE(f.commanded_workspace_excess_m() == doctest::Approx(0.035));
-    int axis = -1;
-    double value = 0.0;
-    double back[1] = {0.56}, further[1] = {0.53}, in[1] = {0.6};
-    CHECK((f.validate_target(back, nullptr, axis, value) & kTargetWorkspace) == 0u);
-    CHECK((f.validate_target(further, nullptr, axis, value) & kTargetWorkspace) != 0u);
-    CHECK((f.validate_target(in, nullptr, axis, value) & kTargetWorkspace) == 0u);
-    const double inside[1] = {0.6};
-    REQUIRE(f.reset(inside));
-    CHECK((f.validate_target(back, nullptr, axis, value) & kTargetWorkspace) != 0u);  // from inside: refused
-  }
   // a flat blade (normal along z) reaches R sideways and nothing downwards
   m.chain.set_paddle(zero, zero);
   m.paddle_radius_m = radius;
