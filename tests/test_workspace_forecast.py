@@ -307,3 +307,36 @@ def test_a_robot_recovered_with_its_blade_outside_the_box_is_driven_back_in(how)
         # its zero-velocity holds keep the robot where it is)
         assert loop.counters()["commands_accepted"] > 100
         assert excess[-1] == 0.0 or vt
+
+
+# An in-box start and goal whose path leaves the box only after the path guard's 0.6 s horizon (157 ticks of 4 ms):
+# found by the review of 075bb41.
+LONG_MOVE_START = np.array([0.4237, -0.0065, 1.0805, -1.3967, 0.6853, 2.5269, 0.5042, 4.5192])
+LONG_MOVE_GOAL = np.array([-0.2245, -0.0285, -1.6565, 1.0812, -0.4893, -2.3109, 0.8425, 0.257])
+
+
+def test_targets_refused_for_the_box_recheck_the_kept_goal():
+    """A target refused for the box feeds the watchdog only after the kept goal's path is forecast again from this
+    tick's state (as a path hold does): a policy that sends one long move, then only refused targets, is braked
+    before the blade leaves the box. Before, the robot drove on to the once-checked goal and the blade went 4.4 cm
+    out before the workspace stop."""
+    from robot_rt.control.loop import RealTimeLoop
+
+    assert np.all(_excess(np.stack([LONG_MOVE_START, LONG_MOVE_GOAL]), 0.0) == 0.0)
+    for then, want_stop in ((lambda obs: BLADE_IN_TABLE, []), (lambda obs: None, ["watchdog"])):
+        calls = [0]
+
+        def policy(obs, then=then, calls=calls):
+            calls[0] += 1
+            return LONG_MOVE_GOAL if calls[0] == 1 else then(obs)
+
+        loop = RealTimeLoop(ROBOT, policy=policy, initial_position=LONG_MOVE_START)
+        commanded = []
+
+        def record(lp, _k, commanded=commanded):
+            if (obs := lp.observation()) is not None:
+                commanded.append(obs["command_position"].copy())
+
+        loop.simulate(1.5, during=record)
+        assert np.max(_excess(np.array(commanded), 0.0)) == 0.0
+        assert [r for r in loop.stop_reasons_seen if r != "shutdown"] == want_stop  # a dead policy: the watchdog

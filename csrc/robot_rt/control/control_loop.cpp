@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 
 namespace robot_rt::control {
@@ -503,12 +504,14 @@ std::uint32_t ControlLoop::drain_commands(std::int64_t wake_ns) noexcept {
       bump(commands_rejected_);
       interpolator_.forget_previous_goal();
       emit(kEventWorkspaceTarget, joint, value, wake_ns);
-      // The session is alive and its target finite: the loop keeps its current goal (checked when taken), as for
-      // a path-guard hold. Not feeding the watchdog here stopped a robot whose policy held it where a stop had left
-      // its blade partly outside the box, 50 ms after every recovery (the review of the eighth audit's fixes); a
+      // The session is alive and its target finite: as for a path-guard hold, the kept goal's path is forecast
+      // again from this tick's state (braking when it leaves the box: a forecast covers 0.6 s, a move can take
+      // longer) and the watchdog is fed. Not feeding it stopped a robot whose policy held it where a stop had left
+      // its blade partly outside the box, 50 ms after every recovery (the review of the eighth audit's fixes). A
       // robot outside the box comes back by a target inside it, never by one outside (which could slide along the
-      // box's outside, e.g. under the floor over the table).
-      command_watchdog_.feed(wake_ns);
+      // box's outside, e.g. under its floor over the table). Without the path guard nothing re-checks the kept
+      // goal, so the watchdog is not fed.
+      if (!path_guard_admits(nullptr, wake_ns)) command_watchdog_.feed(wake_ns);
       continue;
     }
     if (verdict & kTargetClamped) emit(kEventTargetClamped, joint, value, wake_ns);
@@ -562,14 +565,16 @@ bool ControlLoop::path_guard_admits(const double* goal_si, std::int64_t wake_ns)
   const double allowed = forecast_workspace(m, start, now_p, nullptr, 0.0, tick_s, 0, margin_m, vt).max_excess_m + 1e-6;
   interpolator_.sample(wake_ns, ramp_p, ramp_v);
   const double ramp_s = interpolator_.ramp_duration_s(wake_ns);
-  double excess_new;
-  if (vt) {
-    interpolator_.goal_velocity_for(goal_si, vel);
-    excess_new = velocity_path(vel, ramp_s + hold_s);
-  } else {
-    excess_new = forecast_workspace(m, start, goal_si, ramp_p, ramp_s, tick_s, horizon, margin_m, false).max_excess_m;
+  double excess_new = std::numeric_limits<double>::infinity();  // no new goal: only the kept one is checked
+  if (goal_si != nullptr) {
+    if (vt) {
+      interpolator_.goal_velocity_for(goal_si, vel);
+      excess_new = velocity_path(vel, ramp_s + hold_s);
+    } else {
+      excess_new = forecast_workspace(m, start, goal_si, ramp_p, ramp_s, tick_s, horizon, margin_m, false).max_excess_m;
+    }
+    if (excess_new <= allowed) return true;
   }
-  if (excess_new <= allowed) return true;
   // keep the current goal: where the interpolator's present ramp ends (its target holds there afterwards); with
   // velocity tracking, its velocity for what is left of its ramp and hold
   interpolator_.goal(held);
@@ -588,7 +593,7 @@ bool ControlLoop::path_guard_admits(const double* goal_si, std::int64_t wake_ns)
     brake = excess_brake <= allowed || excess_brake < excess_keep;
   }
   if (brake) interpolator_.hold(now_p, wake_ns);
-  emit(kEventWorkspacePathHold, brake ? 2 : 1, excess_new, wake_ns);
+  if (goal_si != nullptr || brake) emit(kEventWorkspacePathHold, brake ? 2 : 1, excess_new, wake_ns);
   return false;
 }
 

@@ -322,6 +322,7 @@ class ControlLoop {
   void intermediate_step(std::int64_t wake_ns) noexcept;
   std::uint32_t safety_step(std::int64_t wake_ns, TickScratch& t) noexcept;
   void guard_workspace(std::int64_t wake_ns) noexcept;
+  // goal_si null: no new goal, only the kept goal's path is checked again (false when it was; true: guard off)
   bool path_guard_admits(const double* goal_si, std::int64_t wake_ns) noexcept;
   std::uint32_t status_flags() const noexcept;
   void write_command(std::int64_t wake_ns, TickScratch& t) noexcept;
