@@ -15,7 +15,7 @@ from robot_rt.control.loop import RealTimeLoop, default_soft_margin, robot_model
 from robot_rt.envs.jerk_limit import jerk_limited_velocity, stopping_displacement
 from robot_rt.envs.scripted import BatchedScriptedPolicy
 from robot_rt.envs.vector import TableTennisVectorEnv
-from robot_rt.robot import load_robot, paddle_position_normal
+from robot_rt.robot import load_robot, paddle_blade_bounds, paddle_position_normal
 
 ROBOT = load_robot()
 MARGIN = default_soft_margin(ROBOT)
@@ -121,12 +121,11 @@ def test_forecast_is_the_velocity_filters_path():
     # the same path by hand: 20 ms at 1.5 m/s, then the brake law's stopping distance (stopping_displacement is
     # tested equal to the loop's C++ brake law in test_envs_jerk_limit.py)
     travelled = 1.5 * 0.02 + float(stopping_displacement(1.5, 0.0, ROBOT.acceleration_limit[0], ROBOT.jerk_limit[0]))
-    rest_pos, rest_normal = paddle_position_normal(ROBOT, (q + np.eye(ROBOT.dof)[0] * travelled)[None])
-    rest = rest_pos[0, axis]
-    beyond = abs(rest - face) if (rest - face) * np.sign(gain) > 0 else -abs(rest - face)
-    # the blade reaches its half-extent along the axis beyond its centre (the loop keeps the whole blade in the box)
-    half = ROBOT.paddle_radius_m * np.sqrt(1.0 - rest_normal[0, axis] ** 2)
-    assert beyond + half + margin == pytest.approx(excess, abs=2e-3)
+    # the blade's side towards the face at rest (the loop keeps the whole blade in the box)
+    lowest, highest = paddle_blade_bounds(ROBOT, (q + np.eye(ROBOT.dof)[0] * travelled)[None])
+    edge = (highest if gain > 0 else lowest)[0, axis]
+    beyond = (edge - face) * np.sign(gain)
+    assert beyond + margin == pytest.approx(excess, abs=2e-3)
 
 
 def test_env_model_follows_the_velocity_filter():

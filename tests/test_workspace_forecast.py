@@ -10,7 +10,7 @@ import pytest
 from robot_rt import _control
 from robot_rt.bridge.env_policy import EnvPolicyAdapter
 from robot_rt.control.loop import default_soft_margin, robot_model
-from robot_rt.robot import load_robot, paddle_position_normal
+from robot_rt.robot import load_robot, paddle_blade_bounds, paddle_position_normal
 
 ROBOT = load_robot()
 MODEL = robot_model(ROBOT)
@@ -22,9 +22,8 @@ LIMITS = np.stack([ROBOT.velocity_limit, ROBOT.acceleration_limit, ROBOT.jerk_li
 def _excess(q: np.ndarray, margin: float) -> np.ndarray:
     """Euclidean distance by which each configuration's blade (a disc of the paddle's radius about its normal)
     reaches outside the box shrunk by margin (0 inside)."""
-    pos, normal = paddle_position_normal(ROBOT, np.atleast_2d(q))
-    half = ROBOT.paddle_radius_m * np.sqrt(np.clip(1.0 - normal * normal, 0.0, 1.0))
-    out = np.maximum(np.maximum(LOW + margin - (pos - half), (pos + half) - (HIGH - margin)), 0.0)
+    lowest, highest = paddle_blade_bounds(ROBOT, np.atleast_2d(q))
+    out = np.maximum(np.maximum(LOW + margin - lowest, highest - (HIGH - margin)), 0.0)
     return np.sqrt(np.sum(out * out, axis=1))
 
 

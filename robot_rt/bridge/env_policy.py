@@ -13,7 +13,7 @@ import numpy as np
 from robot_rt.control.loop import default_soft_margin, joint_vector, robot_model
 from robot_rt.envs.core import WorldConfig
 from robot_rt.envs.observation import build_observation, observation_bounds, observation_layout
-from robot_rt.robot import RobotDescription, load_robot, paddle_blade_box, paddle_jacobian
+from robot_rt.robot import RobotDescription, load_robot, paddle_blade_bounds, paddle_jacobian
 
 # The workspace forecast's tick and horizon: 4 ms ticks follow the loop's 1 ms trajectory within 0.1 mm of paddle
 # excursion on recorded deploys (at a quarter of the cost); 0.6 s covers a stop from full speed and the approach.
@@ -45,15 +45,14 @@ def velocity_path_checked(model, robot: RobotDescription, p, v, a, velocity, dt:
     allowed = model.forecast_workspace(p, v, a, p, FORECAST_TICK_S, 0, margin_m, p, duration, True)[0] + 1e-6
     if excess(velocity) <= allowed:
         return velocity, False
-    pad, half = paddle_blade_box(robot, p[None])  # the blade, as the loop measures it against the box
+    lowest, highest = paddle_blade_bounds(robot, p[None])  # the blade, as the loop measures it against the box
     jac = paddle_jacobian(robot, p[None])[0]  # paddle centre velocity per joint velocity [3, dof]
     slid = np.asarray(velocity, dtype=np.float64).copy()
     low = robot.workspace_min_m + margin_m + FACE_SLIDE_M
     high = robot.workspace_max_m - margin_m - FACE_SLIDE_M
     for axis in range(3):
         row = jac[axis]
-        lowest, highest = pad[0, axis] - half[0, axis], pad[0, axis] + half[0, axis]
-        outward = -1.0 if lowest < low[axis] else (1.0 if highest > high[axis] else 0.0)
+        outward = -1.0 if lowest[0, axis] < low[axis] else (1.0 if highest[0, axis] > high[axis] else 0.0)
         rate = float(row @ slid)
         if outward != 0.0 and rate * outward > 0.0 and row @ row > 0.0:
             slid -= row * (rate / float(row @ row))  # the least change of joint velocities that stops it
@@ -406,8 +405,8 @@ class EnvPolicyAdapter:
     def _in_workspace(self, q: np.ndarray) -> bool:
         """Whether the whole blade lies in the box less workspace_margin_m (the loop refuses a target whose blade
         does not: measured by the centre alone, such targets were sent, refused, and the watchdog stopped the robot)."""
-        pos, half = paddle_blade_box(self.robot, q[None])
-        return bool(np.all(pos[0] - half[0] >= self._ws_min) and np.all(pos[0] + half[0] <= self._ws_max))
+        lowest, highest = paddle_blade_bounds(self.robot, q[None])
+        return bool(np.all(lowest[0] >= self._ws_min) and np.all(highest[0] <= self._ws_max))
 
     def stats(self) -> dict:
         return {

@@ -32,7 +32,7 @@ import numpy as np
 from robot_rt import _control
 from robot_rt.control.loop import default_soft_margin, robot_model
 from robot_rt.envs.core import WorldConfig
-from robot_rt.robot import RobotDescription, load_robot, paddle_blade_box
+from robot_rt.robot import RobotDescription, load_robot, paddle_blade_bounds
 
 WORKSPACE_MARGIN_M = 0.03  # EnvPolicyAdapter's default workspace_margin_m
 LIMIT_ROOM = 2e-3  # the env's robot brakes to stop this far inside its joint limits
@@ -158,8 +158,8 @@ class LoopTrajectoryPolicy:
             goal = np.clip(goal, self.robot.position_min + self.margin, self.robot.position_max - self.margin)
         else:
             goal = np.clip(goal, self.robot.position_min, self.robot.position_max)
-        pos, half = paddle_blade_box(self.robot, goal)  # the whole blade, as the adapter and the loop measure it
-        outside = np.any(pos - half < self._box_low, axis=1) | np.any(pos + half > self._box_high, axis=1)
+        lowest, highest = paddle_blade_bounds(self.robot, goal)  # the whole blade, as the adapter and the loop see it
+        outside = np.any(lowest < self._box_low, axis=1) | np.any(highest > self._box_high, axis=1)
         goal[outside] = start[outside]
         if self._box_model is not None:
             self._path_checked(start, goal)

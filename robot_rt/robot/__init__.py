@@ -11,7 +11,7 @@ from .description import (
 )
 from .kinematics import (
     forward_kinematics,
-    paddle_blade_box,
+    paddle_blade_bounds,
     paddle_geometric_jacobian,
     paddle_jacobian,
     paddle_position_normal,
@@ -27,7 +27,7 @@ __all__ = [
     "paddle_geometric_jacobian",
     "load_robot",
     "paddle_jacobian",
-    "paddle_blade_box",
+    "paddle_blade_bounds",
     "paddle_position_normal",
     "parse_robot",
 ]

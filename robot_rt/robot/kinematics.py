@@ -73,13 +73,14 @@ def paddle_position_normal(robot: RobotDescription, q) -> tuple[np.ndarray, np.n
     return pose[..., :3, 3], pose[..., :3, 2]
 
 
-def paddle_blade_box(robot: RobotDescription, q) -> tuple[np.ndarray, np.ndarray]:
-    """The blade as the workspace box sees it: its centre [..., 3] and half-extent along each table axis [..., 3] (m).
-    The blade is a disc of `paddle_radius_m` normal to the paddle frame's z axis: along axis k it reaches
-    R sqrt(1 - n_k^2) beyond its centre (csrc/robot_rt/control/safety.cpp `paddle_box`, which the loop keeps inside
-    the box)."""
+def paddle_blade_bounds(robot: RobotDescription, q) -> tuple[np.ndarray, np.ndarray]:
+    """The blade as the workspace box sees it: its lowest and highest coordinates along each table axis ([..., 3]
+    each, m). The blade is a disc of `paddle_radius_m` normal to the paddle frame's z axis: along axis k it reaches
+    R sqrt(1 - n_k^2) either side of its centre (csrc/robot_rt/control/safety.cpp `paddle_box`, which the loop keeps
+    inside the box)."""
     centre, normal = paddle_position_normal(robot, q)
-    return centre, robot.paddle_radius_m * np.sqrt(np.clip(1.0 - normal * normal, 0.0, 1.0))
+    half = robot.paddle_radius_m * np.sqrt(np.clip(1.0 - normal * normal, 0.0, 1.0))
+    return centre - half, centre + half
 
 
 def paddle_geometric_jacobian(robot: RobotDescription, q) -> np.ndarray:
