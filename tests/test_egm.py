@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from google.protobuf import json_format
-from helpers.robot import wait_ticks, wait_until
+from helpers.robot import wait_ticks, wait_until, with_wide_workspace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -687,15 +687,8 @@ def test_a_dead_or_restarted_egm_stream_ends_in_the_link_loss_stop(eight_joint_r
 
 # ------------------------------------------------------------------------------------------------ stops between runs
 def _arm_only():
-    """The shipped robot's arm alone, with a workspace box its Sine sweeps never leave (the loop keeps a box whenever
-    it drives a robot over a link)."""
-    return dataclasses.replace(
-        ROBOT,
-        joints=ROBOT.joints[2:],
-        home=ROBOT.home[2:],
-        workspace_min_m=np.full(3, -10.0),
-        workspace_max_m=np.full(3, 10.0),
-    )
+    """The shipped robot's arm alone, with a workspace box its Sine sweeps never leave."""
+    return with_wide_workspace(ROBOT, joints=ROBOT.joints[2:], home=ROBOT.home[2:])
 
 
 def _arm_run(arm, port, controller=None):

@@ -9,13 +9,12 @@ end on what the endpoints report, not on wall time.
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from helpers.robot import udp_receive_buffer_drops, wait_ticks, wait_until
+from helpers.robot import udp_receive_buffer_drops, wait_ticks, wait_until, with_wide_workspace
 
 from robot_rt.control import protocol as P
 from robot_rt.control.loop import EVENT_CODES, TICK_FLAGS, RealTimeLoop
@@ -48,12 +47,6 @@ class Run:
 
     def loop_events(self, name: str) -> int:
         return int(np.count_nonzero(self.log.events["code"] == EVENT_CODES[name]))
-
-
-def _any_box_robot():
-    """The shipped robot with a workspace box no joint motion leaves, for the tests whose policies sweep joints at
-    full speed: both ends state it (the loop keeps a box whenever it drives a robot over a link)."""
-    return dataclasses.replace(load_robot(), workspace_min_m=np.full(3, -10.0), workspace_max_m=np.full(3, 10.0))
 
 
 def run_link(tmp_path, *, up=None, down=None, action=None, fault_s=1.0, policy=Sine, camera=False, key=b"", seed=1):
@@ -318,7 +311,7 @@ def test_a_session_re_established_while_stopping_is_sent_nothing(seed):
     server session id: no peer restart). The new session is established inside read_state; until the loop has seen
     its first state (kStateNewSession, muting in that tick) the driver sends it nothing. Before, the tick's stop-ramp
     command went to the new session (1 command, 16 mrad from the robot, up to 1.3 rad/s feed-forward)."""
-    robot = _any_box_robot()
+    robot = with_wide_workspace(load_robot())
     j = 7
     server = SimServer(robot, camera=False, key=b"", seed=seed).start()
     proxy = _OutageProxy(("127.0.0.1", server.port), seed=seed, record=True).start()
@@ -402,7 +395,7 @@ def test_robot_side_stop_then_release_nothing_moves_until_recover(fault):
     far from the loop's commanded stop. The loop stops sending at once (muted), so when the cause clears the robot
     does not run to the commanded rest (it did: 1.7 rad at 1.2 V, found by an audit); a recovery restarts at the
     robot's position."""
-    robot, key, j = _any_box_robot(), b"k" * 32, 7
+    robot, key, j = with_wide_workspace(load_robot()), b"k" * 32, 7
     server = SimServer(robot, camera=False, key=key).start()
     driver = make_udp_driver(f"udp://127.0.0.1:{server.port}?camera=none", robot.dof, key=key)
     loop = RealTimeLoop(robot, driver, policy=_SwingJ6(robot), rate_hz=500, policy_rate_hz=100)
@@ -440,7 +433,7 @@ def test_a_short_robot_side_stop_never_lets_earlier_commands_move_the_robot(faul
     silence starts where it holds: nothing moves it until the recovery, which then takes."""
     import time
 
-    robot, key, j = _any_box_robot(), b"k" * 32, 7
+    robot, key, j = with_wide_workspace(load_robot()), b"k" * 32, 7
     server = SimServer(robot, camera=False, key=key).start()
     rs = server.robot_server
     driver = make_udp_driver(f"udp://127.0.0.1:{server.port}?camera=none", robot.dof, key=key)
@@ -498,7 +491,7 @@ def test_a_robot_side_stop_the_loop_never_saw_is_still_a_stop():
                 q[0] += 0.3
             return q
 
-    robot, key = _any_box_robot(), b"k" * 32
+    robot, key = with_wide_workspace(load_robot()), b"k" * 32
     server = SimServer(robot, camera=False, key=key).start()
     rs = server.robot_server
     proxy = FaultProxy(("127.0.0.1", server.port), seed=1).start()
@@ -543,7 +536,7 @@ def test_a_recovery_clears_only_the_robot_stops_its_requester_saw(first):
     reasons as estop_presses is); and a stop between two runs latches at the next start (found by a third audit)."""
     import time
 
-    robot, key = _any_box_robot(), b"k" * 32
+    robot, key = with_wide_workspace(load_robot()), b"k" * 32
     server = SimServer(robot, camera=False, key=key).start()
     rs = server.robot_server
     proxy = FaultProxy(("127.0.0.1", server.port), seed=1).start()
@@ -641,7 +634,7 @@ def test_commands_the_network_delays_past_the_loops_stop_never_move_the_robot():
     robot now counts the timeout hold of a commanded robot as a stop of its own, so they are never applied."""
     import time
 
-    robot, key, delay_s = _any_box_robot(), b"k" * 32, 0.3
+    robot, key, delay_s = with_wide_workspace(load_robot()), b"k" * 32, 0.3
     server = SimServer(robot, camera=False, key=key).start()
     rs = server.robot_server
     proxy = FaultProxy(("127.0.0.1", server.port), seed=1).start()

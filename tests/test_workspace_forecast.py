@@ -9,7 +9,7 @@ import pytest
 
 from robot_rt import _control
 from robot_rt.bridge.env_policy import EnvPolicyAdapter
-from robot_rt.control.loop import default_soft_margin, robot_model
+from robot_rt.control.loop import RealTimeLoop, default_soft_margin, robot_model
 from robot_rt.robot import load_robot, paddle_blade_bounds, paddle_position_normal
 
 ROBOT = load_robot()
@@ -199,8 +199,6 @@ def test_the_loops_path_guard_is_configurable_and_reported():
     csrc/robot_rt/control/tests/test_path_guard.cpp): on by default, None turns it off, a bad margin is named."""
     from robot_rt._control import EVENT_CODES
 
-    from robot_rt.control.loop import RealTimeLoop
-
     assert EVENT_CODES["workspace_path_hold"] == 33
     loop = RealTimeLoop(ROBOT)
     assert loop.config.path_guard_margin_m == pytest.approx(0.002)
@@ -209,6 +207,21 @@ def test_the_loops_path_guard_is_configurable_and_reported():
     for bad in (-0.01, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="path_guard_margin_m"):
             RealTimeLoop(ROBOT, path_guard_margin_m=bad)
+
+
+def _simulate_commanded(loop, seconds: float, during=None, from_tick: int = 0) -> np.ndarray:
+    """Runs `loop.simulate` for `seconds`, calling `during(loop, k)` first in each tick, and returns the commanded joint
+    positions [n, dof] of the ticks from `from_tick` on (those with an observation)."""
+    commanded = []
+
+    def each(lp, k):
+        if during is not None:
+            during(lp, k)
+        if k >= from_tick and (obs := lp.observation()) is not None:
+            commanded.append(obs["command_position"].copy())
+
+    loop.simulate(seconds, during=each)
+    return np.array(commanded)
 
 
 # A pose over the table's last 0.37 m whose paddle centre is 2 mm above the box floor (0.78 m, the table top at
@@ -221,8 +234,6 @@ def test_the_loop_keeps_the_whole_blade_in_the_box():
     workspace stop): a policy ramping to a pose whose centre is in the box but whose blade is 5.3 cm into the table
     gets that pose refused, and no commanded pose of the run puts the blade below the box floor. Before, the loop
     took every target and drove the blade 5.3 cm below the table top."""
-    from robot_rt.control.loop import RealTimeLoop
-
     pos, normal = paddle_position_normal(ROBOT, BLADE_IN_TABLE)
     assert pos[2] >= LOW[2] + 0.001  # the centre alone passes
     assert _excess(BLADE_IN_TABLE, 0.0)[0] > 0.05
@@ -234,15 +245,9 @@ def test_the_loop_keeps_the_whole_blade_in_the_box():
         return start + s * s * (3 - 2 * s) * (BLADE_IN_TABLE - start)
 
     loop = RealTimeLoop(ROBOT, policy=policy)
-    commanded = []
-
-    def record(lp, _k):
-        if (obs := lp.observation()) is not None:
-            commanded.append(obs["command_position"].copy())
-
-    loop.simulate(ramp_s + 0.5, during=record)
+    commanded = _simulate_commanded(loop, ramp_s + 0.5)
     assert len(commanded) > 1000
-    assert np.max(_excess(np.array(commanded), 0.0)) <= 1e-9
+    assert np.max(_excess(commanded, 0.0)) <= 1e-9
     refused = loop.counters()["commands_rejected"] + loop.counters()["commands_path_held"]
     assert refused > 0
 
@@ -272,8 +277,6 @@ def test_a_robot_recovered_with_its_blade_outside_the_box_is_driven_back_in(how)
     loop keeps its goal), so a policy holding the robot where it is keeps it there, and the adapter, which measures
     the blade as the loop does, brings it back with targets inside the box. Before, each recovery ended in a
     watchdog stop 50 ms later, and the adapter's centre check never engaged its way home."""
-    from robot_rt.control.loop import RealTimeLoop
-
     assert _excess(BLADE_OUT_CENTRE_IN, 0.0)[0] > 0.01
     centre, _ = paddle_position_normal(ROBOT, BLADE_OUT_CENTRE_IN)
     assert centre[2] > LOW[2] + 0.03
@@ -283,21 +286,18 @@ def test_a_robot_recovered_with_its_blade_outside_the_box_is_driven_back_in(how)
     else:
         policy = _SimulatedStamps(EnvPolicyAdapter(lambda flat: np.zeros(ROBOT.dof), ROBOT, velocity_tracking=vt))
     loop = RealTimeLoop(ROBOT, policy=policy, initial_position=BLADE_OUT_CENTRE_IN, velocity_tracking=vt)
-    commanded = []
 
-    def during(lp, k):
+    def stop_then_recover(lp, k):
         if k == 100:
             lp.estop()
         if k == 600:
             lp._loop.request_recover()
-        if k > 600 and (obs := lp.observation()) is not None:
-            commanded.append(obs["command_position"].copy())
 
-    loop.simulate(3.0, during=during)
+    commanded = _simulate_commanded(loop, 3.0, during=stop_then_recover, from_tick=601)
     assert loop.event_count("recovered") == 1
     assert loop.event_count("watchdog_stop") == 0, loop.stop_reasons_seen
     assert loop.stop_reasons_seen == ["estop", "shutdown"]  # the e-stop and the end of the run only
-    excess = _excess(np.array(commanded), 0.0)
+    excess = _excess(commanded, 0.0)
     assert np.all(np.diff(excess) <= 1e-6)  # never further out
     if how == "hold where it is":  # its targets (where the blade is outside) are refused: it stays
         assert loop.counters()["commands_rejected"] > 100
@@ -319,8 +319,6 @@ def test_targets_refused_for_the_box_recheck_the_kept_goal():
     tick's state (as a path hold does): a policy that sends one long move, then only refused targets, is braked
     before the blade leaves the box. Before, the robot drove on to the once-checked goal and the blade went 4.4 cm
     out before the workspace stop."""
-    from robot_rt.control.loop import RealTimeLoop
-
     assert np.all(_excess(np.stack([LONG_MOVE_START, LONG_MOVE_GOAL]), 0.0) == 0.0)
     for then, want_stop in ((lambda obs: BLADE_IN_TABLE, []), (lambda obs: None, ["watchdog"])):
         calls = [0]
@@ -330,12 +328,5 @@ def test_targets_refused_for_the_box_recheck_the_kept_goal():
             return LONG_MOVE_GOAL if calls[0] == 1 else then(obs)
 
         loop = RealTimeLoop(ROBOT, policy=policy, initial_position=LONG_MOVE_START)
-        commanded = []
-
-        def record(lp, _k, commanded=commanded):
-            if (obs := lp.observation()) is not None:
-                commanded.append(obs["command_position"].copy())
-
-        loop.simulate(1.5, during=record)
-        assert np.max(_excess(np.array(commanded), 0.0)) == 0.0
+        assert np.max(_excess(_simulate_commanded(loop, 1.5), 0.0)) == 0.0
         assert [r for r in loop.stop_reasons_seen if r != "shutdown"] == want_stop  # a dead policy: the watchdog

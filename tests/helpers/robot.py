@@ -8,10 +8,19 @@ that only a hang reaches; nothing asserts how fast a loaded machine runs (perfor
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 DEFAULT_TIMEOUT_S = 60.0
+
+
+def with_wide_workspace(robot, **changes):
+    """`robot` (with `changes`) whose workspace box no joint motion leaves, for tests whose policies sweep joints at
+    full speed over a link: both ends state that box (a loop keeps a box whenever it drives a robot over a link)."""
+    return dataclasses.replace(robot, workspace_min_m=np.full(3, -10.0), workspace_max_m=np.full(3, 10.0), **changes)
 
 
 def wait_until(
