@@ -535,7 +535,8 @@ std::uint32_t ControlLoop::drain_commands(std::int64_t wake_ns) noexcept {
 // the two fallbacks the first whose path stays in is used: keep the current goal (already on its way), or brake
 // (the goal becomes the commanded position, no ramp); when neither stays in, the one with the least excursion. The
 // workspace stop (guard_workspace) still watches every step: this only keeps a goal from being taken that would
-// trip it. Up to three forecasts (~0.15 ms each with 150 ticks of 4 ms), only on a new goal.
+// trip it. Up to three forecasts (~0.15 ms each with 150 ticks of 4 ms), only on a new goal or a target refused for
+// the box (goal_si null: the kept goal alone is checked again).
 bool ControlLoop::path_guard_admits(const double* goal_si, std::int64_t wake_ns) noexcept {
   const RobotModel& m = filter_.model();
   if (config_.path_guard_margin_m < 0.0 || !m.has_workspace || !m.has_chain) return true;
