@@ -679,6 +679,37 @@ def test_a_recovery_its_caller_gave_up_on_never_completes_later():
         assert loop.lifecycle == "stopped" and loop.estop_latched  # nothing recovered by itself
 
 
+class _GaveUp(Exception):
+    pass
+
+
+def test_a_recovery_interrupted_by_an_exception_never_completes_later():
+    """An exception interrupting recover()'s wait (Ctrl-C, a signal handler's) cancels the request, as its own
+    timeout does (audit 9: it stayed pending, and the loop went active by itself once the cause was gone, 0.8 m)."""
+    import signal
+
+    def give_up(signum, frame):
+        raise _GaveUp
+
+    previous = signal.signal(signal.SIGALRM, give_up)
+    with RealTimeLoop(ROBOT, policy=lambda obs: np.asarray(obs["measured_position"])) as loop:
+        driver = loop.driver
+        wait_ticks(loop, 50)
+        driver.set_estop_input(True)
+        wait_until(lambda: loop.lifecycle == "stopped", what="the e-stop input's stop")
+        signal.setitimer(signal.ITIMER_REAL, 0.2)  # the input stays pressed: recover() still waits at 0.2 s
+        try:
+            with pytest.raises(_GaveUp):
+                loop.recover(timeout_s=5.0)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        driver.set_estop_input(False)
+        wait_ticks(loop, 300)
+        assert loop.lifecycle == "stopped" and loop.estop_latched  # nothing recovered by itself
+        assert loop.event_count("recovered") == 0
+
+
 def test_recover_calls_from_two_threads_take_turns():
     """The loop holds one recovery request: a second caller giving up must not cancel the first caller's request (or
     answer it with its own seen reasons)."""

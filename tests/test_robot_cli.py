@@ -381,7 +381,10 @@ def test_a_finished_policy_ends_the_run_with_exit_0(tmp_path):
     _ended_at_rest(read_runlog(tmp_path / "f.rrlog"), stopping_distance(load_robot()))
 
 
-def test_sigterm_ramps_to_rest_and_exits_0(tmp_path):
+@pytest.mark.parametrize("sequence", [("SIGTERM",), ("SIGHUP",), ("SIGINT", "SIGTERM")])
+def test_sigterm_ramps_to_rest_and_exits_0(tmp_path, sequence):
+    """SIGTERM or SIGHUP (a closed terminal) end the run by the controlled stop, as Ctrl-C does; a SIGTERM during
+    that stop waits for its end (audit 9: it killed the CLI mid-ramp, and SIGHUP killed it mid-motion)."""
     import signal
 
     from robot_rt.control.loop import stopping_distance
@@ -392,10 +395,14 @@ def test_sigterm_ramps_to_rest_and_exits_0(tmp_path):
     assert "rate" in first, first + proc.stderr.read()
     second = proc.stdout.readline()  # one more (a status line a second): the policy moves the robot by now
     assert "rate" in second, second + proc.stderr.read()
-    proc.send_signal(signal.SIGTERM)
+    for name in sequence:
+        proc.send_signal(getattr(signal, name))
+        time.sleep(0.03)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, out + err
-    assert "terminated" in out
+    assert ("interrupted" if sequence[0] == "SIGINT" else "terminated") in out
+    if len(sequence) > 1:
+        assert "terminated during the controlled stop" in " ".join(out.split()), out
     v = _ended_at_rest(read_runlog(tmp_path / "t.rrlog"), stopping_distance(load_robot()))
     assert np.abs(v).max() > 0.0  # it was moving when the stop began (then ramped, not cut)
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
 from pathlib import Path
+
+from . import signals
+from .signals import Terminated
 
 EXIT_CODES = {"completed": 0, "error": 2, "protective_stop": 3, "link_lost": 4, "estop": 5}
 STOP_SETTLE_S = 0.12  # longer than the UDP driver's link timeout
@@ -201,8 +203,8 @@ def _status_text(loop, t_s, duration_s, prev, monitor) -> tuple[str, tuple]:
     return text, (ticks, now)
 
 
-class _Terminate(Exception):
-    """SIGTERM: end the run like Ctrl-C (a controlled stop, then exit)."""
+def _ended_by(err: BaseException) -> str:
+    return "interrupted" if isinstance(err, KeyboardInterrupt) else "terminated"
 
 
 def cmd_run(args) -> int:
@@ -235,27 +237,34 @@ def cmd_run(args) -> int:
     except RuntimeError as err:
         console.print(f"[red]error:[/red] cannot start the loop: {err}")
         return EXIT_CODES["error"]
+    except (KeyboardInterrupt, Terminated) as err:  # start() has stopped the loop if it had started (at rest)
+        console.print(f"{_ended_by(err)} while starting: the loop did not run")
+        return EXIT_CODES["error"]
     link = _udp_part(driver)
     monitor = LinkMonitor(loop, link).start() if link is not None else None
     prompt = args.recover == "prompt" or (args.recover is None and sys.stdin.isatty() and console.is_terminal)
 
-    def _on_sigterm(signum, frame):
-        raise _Terminate()
-
-    previous_sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
+    # SIGTERM and SIGHUP raise Terminated while the loop runs (loop.start() took them over: signals.py), Ctrl-C
+    # KeyboardInterrupt; each ends the run by the controlled stop, which no further signal interrupts
     t0 = time.monotonic()
     ended_by = "duration"
     try:
         ended_by = _wait(args, loop, monitor, console, t0, prompt)
-    except (KeyboardInterrupt, _Terminate) as err:
-        ended_by = "interrupted" if isinstance(err, KeyboardInterrupt) else "terminated"
-        console.print(f"{ended_by}: stopping the loop (controlled stop)")
+    except (KeyboardInterrupt, Terminated) as err:
+        ended_by = _ended_by(err)
     finally:
-        signal.signal(signal.SIGTERM, previous_sigterm)
-        if monitor is not None:
-            monitor.stop()
-        elapsed = time.monotonic() - t0
-        loop.stop()  # the controlled stop to rest, then the loop thread ends
+        try:
+            with signals.shielded():  # (a second signal from here on is held until the robot is at rest)
+                if ended_by in ("interrupted", "terminated"):
+                    console.print(f"{ended_by}: stopping the loop (controlled stop)")
+                if monitor is not None:
+                    monitor.stop()
+                elapsed = time.monotonic() - t0
+                loop.stop()  # the controlled stop to rest, then the loop thread ends
+        except (KeyboardInterrupt, Terminated) as err:  # held during that stop, raised after it: the run has ended
+            console.print(f"{_ended_by(err)} during the controlled stop (it was completed first)")
+            if ended_by == "duration":
+                ended_by = _ended_by(err)
     summary = _run_summary(args, loop, driver, elapsed, log_path)
     summary["ended_by"] = ended_by
     summary["exit_code"] = exit_code_for(summary["stop_reasons"])

@@ -24,6 +24,7 @@ import numpy as np
 from robot_rt import _control
 from robot_rt.robot import RobotDescription, load_robot
 
+from . import signals
 from .background import BackgroundThread
 
 logger = logging.getLogger("robot_rt.control")
@@ -118,7 +119,7 @@ def _stop_running_loops() -> None:
     for loop in list(_RUNNING_LOOPS):
         try:
             loop.stop()
-        except Exception:  # pragma: no cover - best effort at exit
+        except BaseException:  # pragma: no cover - every loop is stopped, also after a signal held during one stop
             logger.exception("stopping a running loop at exit failed")
 
 
@@ -499,6 +500,7 @@ class RealTimeLoop:
         self.policy_finished = threading.Event()  # the policy raised PolicyFinished / StopIteration
         self.start_warnings: list[str] = []
         self._stop_lock = threading.Lock()
+        self._signals_acquired = False
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> RealTimeLoop:
@@ -516,9 +518,20 @@ class RealTimeLoop:
         from .udp import LimitsMismatchError, limits_mismatch_message, limits_refusals
 
         refusals = limits_refusals(self.driver)
+        # SIGTERM / SIGHUP end the run by the controlled stop, not by killing the process mid-motion (signals.py);
+        # taken before the handshake: a signal during it then stops the loop that started below
+        self._signals_acquired = signals.acquire()
         try:
             self.start_warnings += list(self._loop.start())
         except BaseException as err:
+            if self._loop.running:  # interrupted (Ctrl-C, a signal) once the loop had started: end it, at rest
+                _RUNNING_LOOPS.add(self)
+                try:
+                    self.stop()
+                except BaseException:  # noqa: BLE001 (a signal held during that stop: err says why we stop)
+                    logger.warning("a signal during the stop of an interrupted start (already stopping)")
+                raise
+            self._release_signals()
             self._release_cpu_latency_request()
             message = (
                 limits_mismatch_message(self.driver, self.robot, refusals) if isinstance(err, RuntimeError) else None
@@ -538,8 +551,14 @@ class RealTimeLoop:
         category 1, at most `stop_time_bound_s`) and holds it until the measured robot is at rest too (its servo's
         overshoot settled; at most `settle_timeout_s` more, not when the link is lost) before its thread ends and
         nothing is sent any more."""
-        with self._stop_lock:  # (a second stop(), e.g. the exit handler's while a thread is in one, waits for it)
+        # no signal interrupts the controlled stop (Ctrl-C or SIGTERM again): they are raised once it has ended
+        with signals.shielded(), self._stop_lock:  # (a second stop(), e.g. the exit handler's, waits for the first)
             self._stop(policy_join_timeout_s, settle_timeout_s)
+
+    def _release_signals(self) -> None:
+        if getattr(self, "_signals_acquired", False):
+            self._signals_acquired = False
+            signals.release()
 
     def _stop(self, policy_join_timeout_s: float, settle_timeout_s: float) -> None:
         if not self._runner.stop(policy_join_timeout_s):
@@ -551,6 +570,7 @@ class RealTimeLoop:
             self._hold_until_robot_settled(settle_timeout_s)
         self._loop.stop()
         _RUNNING_LOOPS.discard(self)
+        self._release_signals()
         self._release_cpu_latency_request()
         self._drain_events()
 
@@ -793,6 +813,15 @@ class RealTimeLoop:
         self, deadline: float, timeout_s: float, seen_bits: int, seen_estop_presses: int, robot_stops: int
     ):
         self._loop.request_recover(int(seen_bits), int(seen_estop_presses), robot_stops)
+        try:
+            return self._await_recovery(deadline, timeout_s)
+        except BaseException:
+            # the caller gave up (Ctrl-C, a signal, any exception): the request must not complete later by itself
+            # (the loop checks the cancel before it clears the stop)
+            self._loop.cancel_recover()
+            raise
+
+    def _await_recovery(self, deadline: float, timeout_s: float) -> RecoveryResult:
         cancelled = False
         while True:
             state = self._loop.recover_state

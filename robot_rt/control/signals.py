@@ -1,0 +1,115 @@
+"""Process signals around a running control loop.
+
+A process killed by a signal while its loop drives the robot sends no further command: the robot runs on its last
+command until its own command timeout and then brakes at the drive's peak (a stop nobody planned). So, while a
+:class:`~robot_rt.control.loop.RealTimeLoop` runs (started from the main thread):
+
+- SIGTERM and SIGHUP (a supervisor, a closed terminal or ssh session), where their action was the default one (which
+  kills the process), raise :class:`Terminated` in the main thread instead, as Ctrl-C raises KeyboardInterrupt: the
+  caller's ``except``/``finally`` or the interpreter's exit handler ends the run with the loop's controlled stop.
+  Handlers the program installed itself, and ignored signals (``nohup``), are left as they are.
+- :func:`shielded` (around ``RealTimeLoop.stop()``): no signal interrupts the controlled stop. SIGTERM, SIGHUP and
+  SIGINT arriving during it are held and raised when it has ended (the robot at rest), as :class:`Terminated` or
+  KeyboardInterrupt.
+
+Python runs signal handlers in the main thread only, so nothing here applies to loops started or stopped from
+other threads (their stops are not interrupted by a signal either: the exception lands in the main thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+
+__all__ = ["TERMINATION_SIGNALS", "Terminated", "acquire", "release", "shielded"]
+
+TERMINATION_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s)
+
+
+class Terminated(BaseException):  # noqa: N818 (like KeyboardInterrupt: a request to end, not an error)
+    """A termination signal (SIGTERM, SIGHUP) arrived while a control loop was running. A BaseException, like
+    KeyboardInterrupt, so that ``except Exception`` in a policy or a script does not swallow it."""
+
+    def __init__(self, signum: int):
+        self.signum = int(signum)
+        super().__init__(f"terminated by {signal.Signals(self.signum).name}")
+
+
+_lock = threading.RLock()
+_previous: dict[int, object] = {}  # signal -> the handler ours replaced (only signals we took over)
+_users = 0  # running loops that acquired the handlers
+_shield_depth = 0
+_held: list[int] = []  # signals that arrived while shielded, in order
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _on_termination(signum, frame) -> None:
+    if _shield_depth > 0:
+        _held.append(signum)
+        return
+    raise Terminated(signum)
+
+
+def _hold_interrupt(signum, frame) -> None:
+    _held.append(signum)
+
+
+def acquire() -> bool:
+    """A loop starts: take over SIGTERM / SIGHUP where their action is the default one. False (nothing done) outside
+    the main thread. Each True is paired with one :func:`release`."""
+    global _users
+    if not _in_main_thread():
+        return False
+    with _lock:
+        _users += 1
+        for signum in TERMINATION_SIGNALS:
+            if signum not in _previous and signal.getsignal(signum) is signal.SIG_DFL:
+                _previous[signum] = signal.signal(signum, _on_termination)
+    return True
+
+
+def release() -> None:
+    """The loop that acquired has stopped: once none is left, the handlers ours replaced are back (unless the
+    program replaced ours meanwhile: then its own stay)."""
+    global _users
+    with _lock:
+        _users = max(0, _users - 1)
+        if _users or not _in_main_thread():
+            return
+        for signum, previous in list(_previous.items()):
+            if signal.getsignal(signum) is _on_termination:
+                signal.signal(signum, previous)
+            del _previous[signum]
+
+
+@contextlib.contextmanager
+def shielded():
+    """No SIGTERM / SIGHUP (ours) nor SIGINT (Python's default handler) interrupts the block: they are held and the
+    first is raised when the block has ended normally (a block ending by an exception keeps its own)."""
+    global _shield_depth
+    if not _in_main_thread():
+        yield
+        return
+    swapped_int = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with _lock:
+        if swapped_int:
+            signal.signal(signal.SIGINT, _hold_interrupt)
+        _shield_depth += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _shield_depth -= 1
+            if swapped_int and signal.getsignal(signal.SIGINT) is _hold_interrupt:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+            held = list(_held) if _shield_depth == 0 else []
+            if _shield_depth == 0:
+                _held.clear()
+    if held:  # (only reached when the block ended normally)
+        if held[0] == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Terminated(held[0])

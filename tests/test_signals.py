@@ -1,0 +1,154 @@
+"""Process signals around a running control loop (robot_rt/control/signals.py): SIGTERM / SIGHUP end the run by the
+loop's controlled stop instead of killing the process mid-motion, and no signal interrupts that stop (audit 9: a
+SIGTERM during the stop ramp, a SIGHUP, or a SIGTERM to a script left the robot on its last moving command until its
+own timeout stop)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from robot_rt.control import signals
+from robot_rt.control.runlog import read_runlog
+
+pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="POSIX signals")
+
+
+@pytest.fixture
+def default_handlers():
+    """SIGTERM / SIGHUP at their default action for the test (pytest or the CI may have changed them), restored."""
+    saved = {s: signal.getsignal(s) for s in signals.TERMINATION_SIGNALS}
+    for s in signals.TERMINATION_SIGNALS:
+        signal.signal(s, signal.SIG_DFL)
+    yield
+    for s, h in saved.items():
+        signal.signal(s, h)
+
+
+def test_acquire_takes_over_default_actions_only_and_release_restores_them(default_handlers):
+    def own(signum, frame):
+        pass
+
+    signal.signal(signal.SIGHUP, own)  # a handler the program installed: left alone
+    assert signals.acquire()
+    try:
+        assert signal.getsignal(signal.SIGTERM) is signals._on_termination
+        assert signal.getsignal(signal.SIGHUP) is own
+        with pytest.raises(signals.Terminated) as info:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1.0)  # (the handler runs at the next bytecode boundary)
+        assert info.value.signum == signal.SIGTERM and "SIGTERM" in str(info.value)
+        assert signals.acquire()  # a second loop
+        signals.release()
+        assert signal.getsignal(signal.SIGTERM) is signals._on_termination  # one loop still runs
+    finally:
+        signals.release()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and signal.getsignal(signal.SIGHUP) is own
+
+
+def test_an_ignored_signal_stays_ignored(default_handlers):
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # nohup
+    assert signals.acquire()
+    try:
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signals.release()
+
+
+def test_shielded_holds_signals_until_the_block_has_ended(default_handlers):
+    assert signals.acquire()
+    try:
+        done = []
+        with pytest.raises(signals.Terminated):
+            with signals.shielded():
+                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+                done.append(True)  # the block ran to its end
+        assert done == [True]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # back
+        with pytest.raises(KeyboardInterrupt):  # the first held signal is the one raised
+            with signals.shielded():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+        with pytest.raises(ValueError):  # a block ending by its own exception keeps it
+            with signals.shielded():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)
+                raise ValueError("the block's own")
+    finally:
+        signals.release()
+
+
+def test_nothing_is_installed_from_another_thread(default_handlers):
+    got = {}
+    t = threading.Thread(target=lambda: got.setdefault("acquired", signals.acquire()))
+    t.start()
+    t.join()
+    assert got["acquired"] is False and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+    from robot_rt.control.loop import RealTimeLoop
+    from robot_rt.robot import load_robot
+
+    robot = load_robot()
+    home = np.asarray(robot.home, dtype=float)
+
+    def policy(obs):  # the gantry's first axis swings at up to ~0.6 m/s
+        q = home.copy()
+        q[0] += 0.2 * np.sin(3.0 * obs["tick"] * 1e-3)
+        return q
+
+    loop = RealTimeLoop(robot, policy=policy, log_path=sys.argv[1]).start()
+    print("running", flush=True)
+    time.sleep(30)  # no stop(): the script relies on the signal's exception and the exit handler
+    """
+)
+
+
+def _ended_at_rest(path):
+    log = read_runlog(path)
+    t = log.ticks
+    v = np.abs(t["command_velocity"])
+    assert np.all(v[-1] == 0) and np.all(t["command_acceleration"][-1] == 0)  # the controlled stop, to rest
+    assert v.max() > 0.1  # it was moving before
+    assert log.clean
+    return log
+
+
+@pytest.mark.parametrize("sequence", [("SIGTERM",), ("SIGHUP",), ("SIGINT", "SIGTERM")])
+def test_a_script_killed_mid_motion_ends_by_the_controlled_stop(tmp_path, sequence):
+    """A script that never calls stop(): SIGTERM / SIGHUP (and a SIGTERM during the stop Ctrl-C began) end it with
+    the loop's ramp to rest, not with the robot on its last moving command."""
+    (tmp_path / "run.py").write_text(SCRIPT)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("PF_NUM_THREADS", None)
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", "run.rrlog"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=env, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline().strip() == "running", proc.stderr.read()
+        time.sleep(1.0)  # moving by now
+        for name in sequence:
+            proc.send_signal(getattr(signal, name))
+            time.sleep(0.03)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    # an uncaught exception (Python ends an uncaught KeyboardInterrupt by SIGINT, after the exit handlers)
+    assert proc.returncode == (-signal.SIGINT if sequence[0] == "SIGINT" else 1), (proc.returncode, err)
+    assert ("Terminated" if sequence[0] != "SIGINT" else "KeyboardInterrupt") in err, err
+    _ended_at_rest(tmp_path / "run.rrlog")
