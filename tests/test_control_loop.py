@@ -710,6 +710,90 @@ def test_a_recovery_interrupted_by_an_exception_never_completes_later():
         assert loop.event_count("recovered") == 0
 
 
+class _LoopProxy:
+    """The C++ loop object with one hook: stands in for a signal landing at an exact point of recover()."""
+
+    def __init__(self, real, hook):
+        self._real, self._hook = real, hook
+
+    def __getattr__(self, name):
+        value = getattr(self._real, name)
+        return self._hook(name, value) if self._hook is not None else value
+
+
+def test_an_exception_as_the_recovery_request_returns_cancels_it():
+    """Review of audit 9: a signal handled as request_recover() returns (before recover() waited) cancels too."""
+    with RealTimeLoop(ROBOT, policy=lambda obs: np.asarray(obs["measured_position"])) as loop:
+        driver = loop.driver
+        wait_ticks(loop, 50)
+        driver.set_estop_input(True)
+        wait_until(lambda: loop.lifecycle == "stopped", what="the e-stop input's stop")
+
+        def hook(name, value):
+            if name != "request_recover":
+                return value
+
+            def request_then_interrupt(*args):
+                value(*args)
+                raise _GaveUp
+
+            return request_then_interrupt
+
+        real = loop._loop
+        loop._loop = _LoopProxy(real, hook)
+        try:
+            with pytest.raises(_GaveUp):
+                loop.recover(timeout_s=5.0)
+        finally:
+            loop._loop = real
+        driver.set_estop_input(False)
+        wait_ticks(loop, 300)
+        assert loop.lifecycle == "stopped" and loop.event_count("recovered") == 0
+
+
+def test_an_exception_after_the_recovery_completed_stops_the_robot_again():
+    """Review of audit 9: the loop completed the recovery just before the caller's exception; the cancel comes too
+    late, so recover() latches the e-stop again: a recover() that raised leaves no running robot behind."""
+    with RealTimeLoop(ROBOT, policy=lambda obs: np.asarray(obs["measured_position"])) as loop:
+        driver = loop.driver
+        wait_ticks(loop, 50)
+        driver.set_estop_input(True)
+        wait_until(lambda: loop.lifecycle == "stopped", what="the e-stop input's stop")
+        driver.set_estop_input(False)
+        fired = []
+
+        def hook(name, value):
+            if name == "recover_state" and value == 2 and not fired:
+                fired.append(True)
+                raise _GaveUp  # the caller gives up just as the loop has recovered
+            return value
+
+        real = loop._loop
+        loop._loop = _LoopProxy(real, hook)
+        try:
+            with pytest.raises(_GaveUp):
+                loop.recover(timeout_s=5.0)
+        finally:
+            loop._loop = real
+        assert fired and loop.event_count("recovered") == 1  # it had recovered ...
+        wait_until(lambda: loop.estop_latched, what="the e-stop latched again (at the next tick)")
+        wait_until(lambda: loop.lifecycle == "stopped", what="the e-stop's stop")
+
+
+def test_an_exception_after_the_loop_started_stops_it_before_start_returns():
+    """Review of audit 9: an exception (a signal) while start() starts the policy thread stops the running loop
+    (the controlled stop) before it leaves start(); before, the loop kept running, believed never started."""
+    loop = RealTimeLoop(ROBOT, policy=lambda obs: np.asarray(obs["measured_position"]))
+
+    def failing_start():
+        raise _GaveUp
+
+    loop._runner.start = failing_start
+    with pytest.raises(_GaveUp):
+        loop.start()
+    assert not loop.running and loop.lifecycle in ("stopped", "inactive")
+
+
 def test_recover_calls_from_two_threads_take_turns():
     """The loop holds one recovery request: a second caller giving up must not cancel the first caller's request (or
     answer it with its own seen reasons)."""

@@ -79,11 +79,16 @@ def test_shielded_holds_signals_until_the_block_has_ended(default_handlers):
             with signals.shielded():
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(0.05)
-        with pytest.raises(ValueError):  # a block ending by its own exception keeps it
+        with pytest.raises(signals.Terminated) as info:  # a block ending by an exception: the signal, from it
             with signals.shielded():
                 os.kill(os.getpid(), signal.SIGTERM)
                 time.sleep(0.05)
                 raise ValueError("the block's own")
+        assert isinstance(info.value.__cause__, ValueError)
+        with pytest.raises(ValueError):  # nothing held: the block's own exception
+            with signals.shielded():
+                raise ValueError("the block's own")
+        assert signals._shield_depth == 0 and not signals._held
     finally:
         signals.release()
 
@@ -152,3 +157,30 @@ def test_a_script_killed_mid_motion_ends_by_the_controlled_stop(tmp_path, sequen
     assert proc.returncode == (-signal.SIGINT if sequence[0] == "SIGINT" else 1), (proc.returncode, err)
     assert ("Terminated" if sequence[0] != "SIGINT" else "KeyboardInterrupt") in err, err
     _ended_at_rest(tmp_path / "run.rrlog")
+
+
+def test_a_loop_stopped_from_another_thread_gives_the_signal_its_default_action_back(tmp_path):
+    """release() off the main thread cannot restore the handler: the next SIGTERM with no loop running then acts
+    as it would have without us (the process ends by it), instead of raising into a program that runs no loop."""
+    (tmp_path / "run.py").write_text(
+        textwrap.dedent(
+            """
+            import os, signal, threading, time
+            import numpy as np
+            from robot_rt.control.loop import RealTimeLoop
+            from robot_rt.robot import load_robot
+
+            loop = RealTimeLoop(load_robot(), policy=lambda obs: np.asarray(obs["measured_position"])).start()
+            time.sleep(0.2)
+            t = threading.Thread(target=loop.stop)
+            t.start()
+            t.join()
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(2)
+            print("survived")
+            """
+        )
+    )
+    proc = subprocess.run([sys.executable, "run.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGTERM, (proc.returncode, proc.stdout, proc.stderr)
+    assert "survived" not in proc.stdout

@@ -218,6 +218,7 @@ def deploy(
         refused recovery asks again), False ends the deploy with DeployStopped. recover_transient_stops recovers
         from a policy or machine stall of the simulated session (watchdog, sensor timeout, tracking error).
     The watchdog defaults to DEPLOY_COMMAND_TIMEOUT_S (loop_kwargs may override it)."""
+    from robot_rt.control import signals
     from robot_rt.control.loop import EVENT_CODES, RealTimeLoop
     from robot_rt.control.udp import LinkMonitor, make_udp_driver
     from robot_rt.envs.human_model import HumanBehaviorModel
@@ -288,11 +289,14 @@ def deploy(
             else:
                 raise TimeoutError(f"deploy: {n_balls} rallies not finished within {timeout_s:.0f} s")
         finally:
-            if monitor is not None:
-                monitor.stop()
-            if loop is not None:
-                loop.stop()
-            server_stats = stop_server(proc)
+            with signals.shielded():  # no signal cuts the controlled stop short or leaves the server running
+                try:
+                    if monitor is not None:
+                        monitor.stop()
+                    if loop is not None:
+                        loop.stop()
+                finally:
+                    server_stats = stop_server(proc)
         wall_s = time.monotonic() - t_start
         summary = _read_summary(summary_path) or {}
     counts = loop.counters()["event_counts"]

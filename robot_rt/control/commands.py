@@ -213,7 +213,6 @@ def cmd_run(args) -> int:
     from robot_rt.robot import load_robot
 
     from .policies import load_policy
-    from .udp import LinkMonitor
 
     console = Console(stderr=False)
     if args.recover == "prompt" and not sys.stdin.isatty():
@@ -232,6 +231,19 @@ def cmd_run(args) -> int:
     except (ValueError, TypeError, OSError) as err:
         console.print(f"[red]error:[/red] {err}")
         return EXIT_CODES["error"]
+    # SIGTERM and SIGHUP raise Terminated (signals.py) from here until the run is reported, Ctrl-C KeyboardInterrupt:
+    # each ends the run by the controlled stop, and none interrupts that stop or the report after it
+    acquired = signals.acquire()
+    try:
+        return _run_loop(args, loop, driver, console, log_path)
+    finally:
+        if acquired:
+            signals.release()
+
+
+def _run_loop(args, loop, driver, console, log_path) -> int:
+    from .udp import LinkMonitor
+
     try:
         loop.start()
     except RuntimeError as err:
@@ -240,31 +252,32 @@ def cmd_run(args) -> int:
     except (KeyboardInterrupt, Terminated) as err:  # start() has stopped the loop if it had started (at rest)
         console.print(f"{_ended_by(err)} while starting: the loop did not run")
         return EXIT_CODES["error"]
-    link = _udp_part(driver)
-    monitor = LinkMonitor(loop, link).start() if link is not None else None
-    prompt = args.recover == "prompt" or (args.recover is None and sys.stdin.isatty() and console.is_terminal)
-
-    # SIGTERM and SIGHUP raise Terminated while the loop runs (loop.start() took them over: signals.py), Ctrl-C
-    # KeyboardInterrupt; each ends the run by the controlled stop, which no further signal interrupts
     t0 = time.monotonic()
-    ended_by = "duration"
+    ended_by, monitor, outcome = "duration", None, {}
     try:
+        link = _udp_part(driver)
+        monitor = LinkMonitor(loop, link).start() if link is not None else None
+        prompt = args.recover == "prompt" or (args.recover is None and sys.stdin.isatty() and console.is_terminal)
         ended_by = _wait(args, loop, monitor, console, t0, prompt)
     except (KeyboardInterrupt, Terminated) as err:
         ended_by = _ended_by(err)
     finally:
         try:
-            with signals.shielded():  # (a second signal from here on is held until the robot is at rest)
+            with signals.shielded():  # (a second signal from here on is held until the run is reported)
                 if ended_by in ("interrupted", "terminated"):
                     console.print(f"{ended_by}: stopping the loop (controlled stop)")
                 if monitor is not None:
                     monitor.stop()
                 elapsed = time.monotonic() - t0
                 loop.stop()  # the controlled stop to rest, then the loop thread ends
-        except (KeyboardInterrupt, Terminated) as err:  # held during that stop, raised after it: the run has ended
-            console.print(f"{_ended_by(err)} during the controlled stop (it was completed first)")
-            if ended_by == "duration":
-                ended_by = _ended_by(err)
+                outcome["exit_code"] = _report_run(args, loop, driver, console, log_path, elapsed, ended_by)
+        except (KeyboardInterrupt, Terminated) as err:  # held meanwhile, raised after: the run has ended
+            console.print(f"{_ended_by(err)} during the controlled stop or the report (both were completed first)")
+    return outcome.get("exit_code", EXIT_CODES["error"])
+
+
+def _report_run(args, loop, driver, console, log_path, elapsed: float, ended_by: str) -> int:
+    """The run's summary, report and after-run steps; its exit status."""
     summary = _run_summary(args, loop, driver, elapsed, log_path)
     summary["ended_by"] = ended_by
     summary["exit_code"] = exit_code_for(summary["stop_reasons"])

@@ -523,8 +523,13 @@ class RealTimeLoop:
         self._signals_acquired = signals.acquire()
         try:
             self.start_warnings += list(self._loop.start())
+            _RUNNING_LOOPS.add(self)
+            for message in self.start_warnings:
+                warnings.warn(f"robot_rt control loop: {message}", RuntimeWarning, stacklevel=2)
+            if self.policy is not None:
+                self._runner.start()
         except BaseException as err:
-            if self._loop.running:  # interrupted (Ctrl-C, a signal) once the loop had started: end it, at rest
+            if self._loop.running:  # interrupted (Ctrl-C, a signal, an error) once the loop ran: end it, at rest
                 _RUNNING_LOOPS.add(self)
                 try:
                     self.stop()
@@ -539,11 +544,6 @@ class RealTimeLoop:
             if message is not None:  # the handshake was refused for the joint limits: say so, not "no state"
                 raise LimitsMismatchError(message) from err
             raise
-        _RUNNING_LOOPS.add(self)
-        for message in self.start_warnings:
-            warnings.warn(f"robot_rt control loop: {message}", RuntimeWarning, stacklevel=2)
-        if self.policy is not None:
-            self._runner.start()
         return self
 
     def stop(self, policy_join_timeout_s: float = 1.0, settle_timeout_s: float = ROBOT_SETTLE_TIMEOUT_S) -> None:
@@ -812,14 +812,29 @@ class RealTimeLoop:
     def _recover_once(
         self, deadline: float, timeout_s: float, seen_bits: int, seen_estop_presses: int, robot_stops: int
     ):
-        self._loop.request_recover(int(seen_bits), int(seen_estop_presses), robot_stops)
-        try:
+        try:  # (the request inside: a signal handled as the call returns must cancel it too)
+            self._loop.request_recover(int(seen_bits), int(seen_estop_presses), robot_stops)
             return self._await_recovery(deadline, timeout_s)
         except BaseException:
             # the caller gave up (Ctrl-C, a signal, any exception): the request must not complete later by itself
-            # (the loop checks the cancel before it clears the stop)
+            # (the loop checks the cancel before it clears the stop; a cancel with no request is a no-op)
             self._loop.cancel_recover()
+            self._undo_recovery_after_cancel()
             raise
+
+    def _undo_recovery_after_cancel(self) -> None:
+        """After a cancel: the loop answers at its next tick. If it had completed the recovery just before (the
+        caller's exception came too late to stop it), the robot is stopped again (e-stop latched): a recover() that
+        raised never leaves a running robot behind it."""
+        deadline = time.monotonic() + 0.5
+        try:
+            while self._loop.recover_state == 1 and time.monotonic() < deadline:
+                time.sleep(0.001)
+        except BaseException:  # noqa: BLE001 (another signal: decide on what is known now; the first one propagates)
+            pass
+        if self._loop.recover_state == 2 and self.lifecycle == "active":  # (a done state left by an older request
+            self._loop.estop()  # leaves the robot stopped: nothing to undo)
+            logger.warning("recover() was interrupted after the recovery completed: the e-stop is latched again")
 
     def _await_recovery(self, deadline: float, timeout_s: float) -> RecoveryResult:
         cancelled = False

@@ -51,7 +51,30 @@ def _on_termination(signum, frame) -> None:
     if _shield_depth > 0:
         _held.append(signum)
         return
+    if _users == 0:  # no loop runs (its release() came from another thread and could not restore us): as before us
+        previous = _previous.pop(signum, signal.SIG_DFL)
+        signal.signal(signum, previous)
+        if previous is signal.SIG_DFL:
+            signal.raise_signal(signum)
+        elif callable(previous):
+            previous(signum, frame)
+        return
     raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _signals_blocked():
+    """The termination signals and SIGINT wait (in the kernel) while the shield's bookkeeping runs, so none lands
+    between its steps (a half-restored SIGINT handler, a held signal taken twice)."""
+    mask = {signal.SIGINT, *TERMINATION_SIGNALS}
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, mask)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _hold_interrupt(signum, frame) -> None:
@@ -86,30 +109,39 @@ def release() -> None:
             del _previous[signum]
 
 
+def _exception_for(signum: int) -> BaseException:
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
+
+
 @contextlib.contextmanager
 def shielded():
-    """No SIGTERM / SIGHUP (ours) nor SIGINT (Python's default handler) interrupts the block: they are held and the
-    first is raised when the block has ended normally (a block ending by an exception keeps its own)."""
+    """No SIGTERM / SIGHUP (ours) nor SIGINT (Python's default handler) interrupts the block: they are held, and the
+    first is raised once the outermost shield has ended; a block that ends by an exception raises the held signal's
+    exception from it (the termination request is not lost)."""
     global _shield_depth
     if not _in_main_thread():
         yield
         return
-    swapped_int = signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    with _lock:
+    with _signals_blocked(), _lock:
+        swapped_int = signal.getsignal(signal.SIGINT) is signal.default_int_handler
         if swapped_int:
             signal.signal(signal.SIGINT, _hold_interrupt)
         _shield_depth += 1
+    failed: BaseException | None = None
     try:
         yield
+    except BaseException as err:
+        failed = err
+        raise
     finally:
-        with _lock:
-            _shield_depth -= 1
+        with _signals_blocked(), _lock:
             if swapped_int and signal.getsignal(signal.SIGINT) is _hold_interrupt:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
-            held = list(_held) if _shield_depth == 0 else []
-            if _shield_depth == 0:
+            held = list(_held) if _shield_depth == 1 else []
+            if _shield_depth == 1:
                 _held.clear()
-    if held:  # (only reached when the block ended normally)
-        if held[0] == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise Terminated(held[0])
+            _shield_depth -= 1
+        if held:
+            if failed is None:
+                raise _exception_for(held[0])
+            raise _exception_for(held[0]) from failed
