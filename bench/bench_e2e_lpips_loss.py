@@ -17,8 +17,9 @@ Implementations (same trunk weights, same shipped lin weights, every parameter f
 - ``convs-only``: not an implementation but a bound: the trunk's convolutions alone (forward over both batches,
   input gradient over the prediction's), per layer the faster of NCHW and channels_last (:func:`convs_only_step`).
   ``lpips / convs-only`` is the largest speed-up over lpips that any implementation built on PyTorch's (oneDNN)
-  convolutions, as lpips calls them, can reach on this machine (ours computes AlexNet's strided first-layer input
-  gradient another way, packed_trunk._Phases, so it can pass this row at alex).
+  direct convolutions, as lpips calls them, can reach on this machine. Ours passes it: its 3x3 layers run by
+  Winograd (percept_fast/backbones/winograd.py, bench/bench_winograd.py) and AlexNet's strided first-layer input
+  gradient another way (packed_trunk._Phases).
 
 ``--mode fwd`` times the forward alone (no gradient, ``torch.no_grad``) instead: the evaluation use.
 

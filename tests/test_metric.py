@@ -231,8 +231,8 @@ def test_frozen_backbone_path_equals_eager(name):
     with torch.inference_mode():
         fa, fb = fast.features(x0), eager.features(x0)
         assert cache.get("_frozen_cache") and not eager.backbone.__dict__.get("_frozen_cache")
-        for a, b in zip(fa, fb):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        for a, b in zip(fa, fb):  # (vgg's 3x3 layers run by Winograd there: 1e-6 to 3e-6 of the scale)
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * max(1.0, float(b.abs().max())))
         torch.testing.assert_close(fast(x0, x1, per_layer=True), eager(x0, x1, per_layer=True), rtol=1e-5, atol=1e-6)
     with torch.no_grad():  # in-place weight edit: the frozen copy is rebuilt
         for m in (fast, eager):

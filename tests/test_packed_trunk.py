@@ -203,3 +203,37 @@ def test_strided_first_layer_input_grad_by_phases(c_in, k, s, p, hw):
     ref = F.conv_transpose2d(g, conv.weight, None, ss, pp, out_pad)
     assert out.shape == x.shape
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+
+
+@pytest.mark.parametrize("hw", [(16, 16), (13, 11)])
+def test_wide_3x3_layers_run_by_winograd_and_equal_the_eager_ops(hw):
+    """Layers of 64+ channels (VGG's, AlexNet's last three) run by Winograd F(2x2, 3x3) forward and backward
+    (percept_fast/backbones/winograd.py): the same values as the eager ops to float32 rounding; winograd=False keeps
+    oneDNN's direct convolutions."""
+    g = torch.Generator().manual_seed(3)
+    layers = [
+        nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
+        nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.Conv2d(128, 96, 3, padding=1, bias=False), nn.ReLU(),
+    ]  # fmt: skip
+    with torch.no_grad():
+        for layer in layers:
+            for p in layer.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * (2.0 / p[0].numel()) ** 0.5)
+                p.requires_grad_(False)
+    x = torch.randn(2, 3, *hw, generator=g)
+    want = eager_outputs(nn.Sequential(*layers), x)
+    packed = PackedTrunk(layers, tuple(x.shape))
+    assert sorted(packed.wino) == [2, 5, 7]  # not the 3-channel first layer
+    assert not PackedTrunk(layers, tuple(x.shape), winograd=False).wino
+    ends = [1, 3, 4, 6, 8]
+    for a, i in zip(packed.forward(x, ends), ends, strict=True):
+        b = want[i]
+        assert a.shape == b.shape and a.is_contiguous(memory_format=CL)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()))
+    inputs = [x] + want[:-1]
+    for i in (2, 5, 7):
+        grad = torch.randn(want[i].shape, generator=g)
+        ref = F.conv_transpose2d(grad, layers[i].weight, None, 1, 1)
+        out = packed.conv_input_grad(i, grad)
+        assert out.shape == inputs[i].shape
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))

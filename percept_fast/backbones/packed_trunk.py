@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import winograd
 from .frozen_grad import _conv_out, _pair, _pool_out, _transposed_output_padding
+from .winograd import Winograd3x3
 
 __all__ = ["PackedTrunk", "packed_trunk_available"]
 
@@ -48,8 +50,10 @@ class PackedTrunk:
     ``forward(x, ends)``: the outputs of ``layers[e]`` for ``e`` in ``ends`` (channels_last), without autograd.
     ``conv_input_grad(i, g)``: dL/d(input) of convolution ``layers[i]`` for dL/d(output) ``g`` (channels_last)."""
 
-    def __init__(self, layers: Sequence[nn.Module], in_shape: Sequence[int]):
+    def __init__(self, layers: Sequence[nn.Module], in_shape: Sequence[int], winograd: bool = True):
         self.layers = list(layers)
+        self.winograd = bool(winograd)  # 3x3 stride-1 layers by Winograd F(m x m, 3x3) where it is faster
+        self.wino: dict[int, Winograd3x3] = {}  # conv i's forward by Winograd (instead of self.fwd[i])
         self.fwd: dict[int, torch.Tensor] = {}
         self.bwd: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}  # packed at the first backward only
         self._shapes: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}  # conv i: (its input, its output)
@@ -58,11 +62,16 @@ class PackedTrunk:
             for i, layer in enumerate(self.layers):
                 if isinstance(layer, nn.Conv2d):
                     out_shape = (shape[0], layer.out_channels, *_conv_out(shape[2:], layer))
+                    self._shapes[i] = (shape, out_shape)
+                    m = self._winograd_tile(layer, layer.in_channels, layer.out_channels, out_shape[2:])
+                    if m is not None:
+                        self.wino[i] = Winograd3x3(layer.weight.detach(), _pair(layer.padding), shape, m=m)
+                        shape = out_shape
+                        continue
                     self.fwd[i] = torch.ops.mkldnn._reorder_convolution_weight(
                         layer.weight.detach(), _pair(layer.padding), _pair(layer.stride), _pair(layer.dilation),
                         layer.groups, shape,
                     )  # fmt: skip
-                    self._shapes[i] = (shape, out_shape)
                     shape = out_shape
                 elif isinstance(layer, nn.MaxPool2d):
                     shape = (shape[0], shape[1], *_pool_out(shape[2:], layer))
@@ -80,10 +89,13 @@ class PackedTrunk:
                     # fuse the ReLU that follows, unless the convolution's own output is wanted
                     fuse = i + 1 < n and isinstance(self.layers[i + 1], nn.ReLU) and i not in ends
                     b = None if layer.bias is None else layer.bias.detach()
-                    h = mk._convolution_pointwise(
-                        h, self.fwd[i], b, _pair(layer.padding), _pair(layer.stride), _pair(layer.dilation),
-                        layer.groups, "relu" if fuse else "none", [], "",
-                    )  # fmt: skip
+                    if i in self.wino:
+                        h = self.wino[i](h, b, relu=fuse)
+                    else:
+                        h = mk._convolution_pointwise(
+                            h, self.fwd[i], b, _pair(layer.padding), _pair(layer.stride), _pair(layer.dilation),
+                            layer.groups, "relu" if fuse else "none", [], "",
+                        )  # fmt: skip
                     if fuse:
                         i += 1  # the ReLU ran inside
                 elif isinstance(layer, nn.ReLU):
@@ -110,6 +122,12 @@ class PackedTrunk:
         layer = self.layers[i]
         in_shape, out_shape = self._shapes[i]
         with torch.no_grad():
+            m = self._winograd_tile(layer, layer.out_channels, layer.in_channels, in_shape[2:])
+            if m is not None:
+                # the input gradient of a 3x3 stride-1 convolution is one too (kernel flipped, channels swapped)
+                weight_t, pad_t = winograd.input_grad_conv(layer.weight, layer.padding)
+                conv = Winograd3x3(weight_t, pad_t, out_shape, m=m)
+                return lambda g: conv(g)
             if _Phases.suits(layer):
                 phases = _Phases(layer, in_shape, out_shape)
                 packed = phases.pack()
@@ -122,6 +140,12 @@ class PackedTrunk:
         return lambda g: torch.ops.mkldnn._convolution_transpose_pointwise(
             g, packed, None, pad, out_pad, stride, dil, layer.groups, "none", [], ""
         )
+
+    def _winograd_tile(self, layer: nn.Module, c_in: int, c_out: int, out_hw: Sequence[int]) -> int | None:
+        """Winograd's output tile for this convolution (2 or 3), or None for oneDNN's direct convolution."""
+        if not (self.winograd and winograd.suits(layer)):
+            return None
+        return winograd.tile_size(c_in, c_out, out_hw)
 
 
 class _Phases:
