@@ -26,6 +26,10 @@ channels (``csrc/percept_fast/winograd_cpu.cpp``). The input gradient of such a 
 same kind of convolution of the output gradient with the kernel flipped and its channels swapped, padding ``2 - p``
 (:func:`input_grad_conv`).
 
+Non-finite inputs spread further than in the direct convolution: a NaN or Inf input pixel reaches every output of
+the tiles whose input tile holds it (F(3, 3): up to 12 outputs where the direct convolution has 9), and an Inf can
+become NaN (Inf - Inf inside the transforms). The metric checks its inputs for them (``check_finite``).
+
 Rounding differs from the direct convolution's (other sums; the transforms add and subtract inputs): 1e-6 to 3e-6 of
 the output's scale in float32 (``tests/test_winograd.py`` bounds it against float64). Used by
 :class:`percept_fast.backbones.packed_trunk.PackedTrunk` on layers where it is faster (:func:`tile_size`).
@@ -117,6 +121,10 @@ class Winograd3x3:
     ):
         if weight.dim() != 4 or tuple(weight.shape[2:]) != (3, 3):
             raise ValueError(f"weight: expected [C_out, C_in, 3, 3], got {tuple(weight.shape)}")
+        if weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"weight: expected a CPU float32/float64 tensor, got {weight.dtype} on {weight.device}")
+        if any(p < 0 for p in _pair(padding)):
+            raise ValueError(f"padding: expected >= 0, got {tuple(_pair(padding))}")
         if m not in (2, 3):
             raise ValueError(f"m: expected 2 or 3 (output tile side), got {m!r}")
         n, c, h, w = (int(v) for v in in_shape)
@@ -150,10 +158,18 @@ class Winograd3x3:
                 f"x: expected a CPU float32 tensor of shape {self.in_shape}, got {x.dtype} {tuple(x.shape)} on "
                 f"{x.device}"
             )
-        if bias is not None and (bias.shape != (self.c_out,) or bias.dtype != torch.float32):
-            raise ValueError(f"bias: expected float32 [{self.c_out}], got {bias.dtype} {tuple(bias.shape)}")
+        if bias is not None and (
+            bias.shape != (self.c_out,) or bias.dtype != torch.float32 or bias.device.type != "cpu"
+        ):
+            raise ValueError(
+                f"bias: expected a CPU float32 [{self.c_out}], got {bias.dtype} {tuple(bias.shape)} on {bias.device}"
+            )
+        if x.requires_grad and torch.is_grad_enabled():
+            raise ValueError("x: requires grad, but Winograd3x3 is not differentiable (run it under torch.no_grad())")
         x = x.contiguous(memory_format=torch.channels_last)
-        bias_ptr = 0 if bias is None else bias.contiguous().data_ptr()
+        if bias is not None:
+            bias = bias.contiguous()  # (kept alive here: the C++ reads it through its pointer)
+        bias_ptr = 0 if bias is None else bias.data_ptr()
         n, c, h, w = self.in_shape
         (th, tw), (ho, wo), threads = self.tiles, self.out_hw, torch.get_num_threads()
         y = x.new_empty(n, ho, wo, self.c_out).permute(0, 3, 1, 2)  # channels_last
