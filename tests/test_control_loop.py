@@ -794,6 +794,56 @@ def test_an_exception_after_the_loop_started_stops_it_before_start_returns():
     assert not loop.running and loop.lifecycle in ("stopped", "inactive")
 
 
+def test_a_policy_that_calls_stop_ends_the_run_by_the_controlled_stop():
+    """Audit 10: stop() from the policy thread could not join that thread; the loop ran on without a policy into a
+    watchdog stop. Now it is PolicyFinished: the end-of-run stop starts at once, and a later stop() ends the run."""
+    holder = {}
+
+    def policy(obs):
+        if obs["tick"] > 100:
+            holder["loop"].stop()
+        return np.asarray(obs["measured_position"])
+
+    loop = RealTimeLoop(ROBOT, policy=policy)
+    holder["loop"] = loop
+    loop.start()
+    try:
+        wait_until(loop.policy_finished.is_set, what="the policy's stop()")
+        wait_until(lambda: loop.lifecycle == "stopped", what="the end-of-run stop")
+        wait_ticks(loop, 200)  # longer than the command watchdog
+        assert loop.stop_reasons == ["shutdown"] and loop.policy_exceptions == 0
+    finally:
+        loop.stop()
+    assert not loop.running and "watchdog" not in loop.stop_reasons_seen
+
+
+def test_concurrent_starts_leave_one_run_running():
+    """Audit 10: the losing start() of two concurrent ones stopped the winner's run (its error path saw a running
+    loop); start() and stop() now take turns."""
+
+    def start(loop, barrier, errors):
+        barrier.wait()
+        try:
+            loop.start()
+        except RuntimeError as err:
+            errors.append(str(err))
+
+    for _ in range(5):
+        loop = RealTimeLoop(ROBOT, policy=lambda obs: np.asarray(obs["measured_position"]))
+        errors, barrier = [], threading.Barrier(2)
+        threads = [threading.Thread(target=start, args=(loop, barrier, errors)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        try:
+            assert len(errors) == 1 and "already running" in errors[0], errors
+            assert loop.running
+            wait_until(lambda loop=loop: loop.lifecycle == "active", what="the winner's run")
+        finally:
+            loop.stop()
+
+
 def test_recover_calls_from_two_threads_take_turns():
     """The loop holds one recovery request: a second caller giving up must not cancel the first caller's request (or
     answer it with its own seen reasons)."""

@@ -429,3 +429,59 @@ def test_killing_the_server_ends_the_run_promptly_with_exit_4(tmp_path):
     codes = log.meta["event_codes"]
     assert np.count_nonzero(log.events["code"] == codes["link_loss_stop"]) == 1
     assert np.all(log.ticks["command_velocity"][-1] == 0)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_sim_server_restarted_after_a_crash_comes_up_stopped(tmp_path):
+    """Audit 10: a new sim-server process on the same port forgot a stop nobody recovered (its last process was
+    killed while a controller drove the robot), and the next controller moved the robot with no recovery. Its state
+    file now says the last run did not end cleanly: it comes up with an unacknowledged stop, which the next run
+    latches as robot_fault (nothing moves). A server that ended cleanly comes up clean."""
+    import signal
+
+    port, state = _free_port(), tmp_path / "bridge.json"
+    args = ("--no-camera", "--port", str(port), "--state-file", str(state))
+    server, info = _start_sim_server(*args)
+    assert info["came_up_stopped"] is False and info["state_file"] == str(state)
+    try:
+        proc = _run_cli(
+            tmp_path, "--robot", f"udp://127.0.0.1:{port}?camera=none", "--policy", "cli_policies:Fast",
+            "--duration", "30", "--recover", "never", "--log", "a.rrlog",
+        )  # fmt: skip
+        assert "rate" in proc.stdout.readline(), proc.stderr.read()
+        assert "rate" in proc.stdout.readline(), proc.stderr.read()  # moving by now
+        server.send_signal(signal.SIGKILL)  # the bridge crashes mid-motion
+        server.communicate()
+        proc.communicate(timeout=60)
+        assert proc.returncode == 4  # the link was lost: the controller stopped, muted
+    finally:
+        server.kill()
+    assert json.loads(state.read_text())["state"] == "running"  # (its end was never recorded)
+    server, info = _start_sim_server(*args)
+    try:
+        assert info["came_up_stopped"] is True
+        proc = _run_cli(
+            tmp_path, "--robot", f"udp://127.0.0.1:{port}?camera=none", "--policy", "cli_policies:Fast",
+            "--duration", "3", "--recover", "never", "--log", "b.rrlog", "--summary", "b.json",
+        )  # fmt: skip
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 3 and "robot_fault" in out, out + err  # latched at the first tick
+        log = read_runlog(tmp_path / "b.rrlog")
+        assert np.abs(log.ticks["command_position"] - log.ticks["command_position"][0]).max() < 1e-9  # no motion
+    finally:
+        out, _ = _stop(server)
+    assert json.loads(state.read_text())["state"] == "stopped"  # still unacknowledged (nobody recovered it)
+    state.write_text(json.dumps({"state": "clean"}))
+    server, info = _start_sim_server(*args)
+    try:
+        assert info["came_up_stopped"] is False
+    finally:
+        _stop(server)
+    assert json.loads(state.read_text())["state"] == "clean"  # no session: a clean end

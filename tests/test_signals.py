@@ -184,3 +184,50 @@ def test_a_loop_stopped_from_another_thread_gives_the_signal_its_default_action_
     proc = subprocess.run([sys.executable, "run.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == -signal.SIGTERM, (proc.returncode, proc.stdout, proc.stderr)
     assert "survived" not in proc.stdout
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_child_leaves_the_parents_loop_alone(tmp_path):
+    """Audit 10: a child forked while a loop ran stopped the parent's loop object at its exit (3 s of waiting, a
+    goodbye on the parent's session, a chunk written into the parent's run log) and raised Terminated on SIGTERM.
+    Now the child forgets the parent's loops: it exits at once, SIGTERM ends it as usual, the parent's log is clean."""
+    (tmp_path / "run.py").write_text(
+        textwrap.dedent(
+            """
+            import os, signal, sys, time
+            import numpy as np
+            from robot_rt.control.loop import RealTimeLoop
+            from robot_rt.control.runlog import read_runlog
+            from robot_rt.robot import load_robot
+
+            loop = RealTimeLoop(load_robot(), policy=lambda obs: np.asarray(obs["measured_position"]),
+                                log_path="run.rrlog").start()
+            time.sleep(0.3)
+            for mode in ("exit", "sigterm"):
+                t0 = time.monotonic()
+                pid = os.fork()
+                if pid == 0:
+                    if mode == "exit":
+                        loop.stop()  # (a stray call in the child: nothing happens)
+                        sys.exit(0)  # the exit handler runs here
+                    time.sleep(30)
+                    os._exit(0)
+                if mode == "sigterm":
+                    time.sleep(0.2)
+                    os.kill(pid, signal.SIGTERM)
+                _, status = os.waitpid(pid, 0)
+                print(mode, os.waitstatus_to_exitcode(status), round(time.monotonic() - t0, 2))
+            assert loop.running and loop.lifecycle == "active", loop.lifecycle
+            loop.stop()
+            log = read_runlog("run.rrlog")
+            print("clean", log.clean, loop.stop_reasons)
+            """
+        )
+    )
+    proc = subprocess.run([sys.executable, "run.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = dict(line.split(" ", 1) for line in proc.stdout.strip().splitlines())
+    code, seconds = lines["exit"].split()
+    assert code == "0" and float(seconds) < 1.0, lines
+    assert lines["sigterm"].split()[0] == str(-signal.SIGTERM), lines  # killed by it, not a Terminated exception
+    assert lines["clean"] == "True ['shutdown']", lines

@@ -114,6 +114,18 @@ def reason_names(bits: int) -> list[str]:
 _RUNNING_LOOPS: weakref.WeakSet = weakref.WeakSet()
 
 
+def _forget_loops_in_forked_child() -> None:
+    """A forked child inherits the parent's loop objects but not their threads: its exit handler must not stop them
+    (a goodbye on the parent's session, a write into the parent's run log, seconds of waiting), and the signal
+    handlers taken for them are not the child's."""
+    _RUNNING_LOOPS.clear()
+    signals.reset_in_forked_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_loops_in_forked_child)
+
+
 @atexit.register
 def _stop_running_loops() -> None:
     for loop in list(_RUNNING_LOOPS):
@@ -499,11 +511,16 @@ class RealTimeLoop:
         self.last_policy_exception: BaseException | None = None
         self.policy_finished = threading.Event()  # the policy raised PolicyFinished / StopIteration
         self.start_warnings: list[str] = []
-        self._stop_lock = threading.Lock()
+        self._stop_lock = threading.RLock()  # (start()'s error path calls stop() holding it)
         self._signals_acquired = False
+        self._owner_pid: int | None = None  # the process that started the loop (a forked child's copy is inert)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> RealTimeLoop:
+        with self._stop_lock:  # (one start() or stop() at a time: a losing concurrent start() stopped the winner's run)
+            return self._start()
+
+    def _start(self) -> RealTimeLoop:
         if self.running:
             raise RuntimeError("RealTimeLoop.start: already running")
         if self.policy is not None and self._runner.left_behind:
@@ -521,6 +538,7 @@ class RealTimeLoop:
         # SIGTERM / SIGHUP end the run by the controlled stop, not by killing the process mid-motion (signals.py);
         # taken before the handshake: a signal during it then stops the loop that started below
         self._signals_acquired = signals.acquire()
+        self._owner_pid = os.getpid()
         try:
             self.start_warnings += list(self._loop.start())
             _RUNNING_LOOPS.add(self)
@@ -551,6 +569,18 @@ class RealTimeLoop:
         category 1, at most `stop_time_bound_s`) and holds it until the measured robot is at rest too (its servo's
         overshoot settled; at most `settle_timeout_s` more, not when the link is lost) before its thread ends and
         nothing is sent any more."""
+        if self._owner_pid is not None and os.getpid() != self._owner_pid:
+            # a forked child's copy: the loop runs in the parent, which stops it (the C++ copy touches nothing)
+            logger.warning("stop() in a forked child: the loop belongs to process %d; nothing done", self._owner_pid)
+            return
+        if self._runner.is_current_thread():
+            # the policy itself asked to end the run: as PolicyFinished, the end-of-run stop starts now and the runner
+            # returns after this call; whoever calls stop() next (or the exit handler) ends the run (it cannot join
+            # its own thread: the loop ran on without a policy into a watchdog stop)
+            self.policy_finished.set()
+            self._loop.request_shutdown()
+            self._runner.stop_event.set()
+            return
         # no signal interrupts the controlled stop (Ctrl-C or SIGTERM again): they are raised once it has ended
         with signals.shielded(), self._stop_lock:  # (a second stop(), e.g. the exit handler's, waits for the first)
             self._stop(policy_join_timeout_s, settle_timeout_s)

@@ -145,3 +145,20 @@ def shielded():
             if failed is None:
                 raise _exception_for(held[0])
             raise _exception_for(held[0]) from failed
+
+
+def reset_in_forked_child() -> None:
+    """A forked child runs none of its parent's loops: the handlers taken for them go back (a SIGTERM to the child
+    ends it as it would have), and nothing is held or counted."""
+    global _users, _shield_depth
+    with _lock:
+        for signum, previous in list(_previous.items()):
+            try:
+                if signal.getsignal(signum) is _on_termination:
+                    signal.signal(signum, previous)
+            except ValueError:  # (not the main thread: nothing can be set from here)
+                pass
+        _previous.clear()
+        _users = 0
+        _shield_depth = 0
+        _held.clear()

@@ -6,10 +6,12 @@ Design notes: docs/sim.md, section `robot_rt.sim.server`.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 from robot_rt.control.protocol import camera_link_key
 from robot_rt.robot import RobotDescription, load_robot
@@ -51,6 +53,7 @@ class SimServer:
         world_backend: str = "auto",
         physics: str = "kinematic",
         geometry_digest: int | None = None,
+        start_stopped: bool = False,
     ):
         from robot_rt import _control
         from robot_rt.robot import geometry_digest as robot_geometry_digest
@@ -90,6 +93,8 @@ class SimServer:
             jerk_limit=self.robot.jerk_limit.tolist(),
             # and the robot's chain, paddle mount and workspace box (docs/protocol.md, "Joint-limits digest")
             geometry_digest=own_geometry if geometry_digest is None else int(geometry_digest),
+            # come up with an unacknowledged stop (a bridge with no record of a clean shutdown: bridge_state_file)
+            start_stopped=bool(start_stopped),
         )
         self.dynamics = None
         self.physics = None
@@ -221,7 +226,41 @@ class SimServer:
         return out
 
 
-def _make_server(args, robot, rally, human, serves) -> SimServer:
+def default_state_file(host: str, port: int) -> Path | None:
+    """Where `robot-rt sim-server` on a fixed port keeps its record of how its last process ended (none for port 0:
+    each run is another robot). $XDG_STATE_HOME/robot_rt, else ~/.local/state/robot_rt."""
+    if int(port) == 0:
+        return None
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return base / "robot_rt" / f"sim-server-{host}-{int(port)}.json"
+
+
+def read_bridge_state(path: Path | None) -> tuple[bool, str]:
+    """(come up stopped, why) from the state file of the last `robot-rt sim-server` process on this port. A bridge
+    must not forget a stop nobody recovered across a restart (docs/protocol.md "Robot-side stops"): it comes up with
+    an unacknowledged stop unless its last process recorded a clean end (no stop left unacknowledged, no live session
+    commanding it). No file: a robot never run here. An unreadable file: stopped."""
+    if path is None or not path.exists():
+        return False, "no record of an earlier run"
+    try:
+        state = json.loads(path.read_text())["state"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return True, f"unreadable state file {path} ({type(err).__name__}): comes up stopped"
+    if state == "clean":
+        return False, "the last run ended cleanly"
+    return True, f"the last run did not end cleanly ({state!r} in {path}): comes up stopped, a recovery acknowledges it"
+
+
+def _write_bridge_state(path: Path | None, state: str) -> None:
+    if path is None:
+        return
+    from robot_rt._io import atomic_write_json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"state": state, "pid": os.getpid(), "time": time.time()})
+
+
+def _make_server(args, robot, rally, human, serves, start_stopped: bool = False) -> SimServer:
     from robot_rt.control.udp import read_key
 
     return SimServer(
@@ -242,6 +281,7 @@ def _make_server(args, robot, rally, human, serves) -> SimServer:
         human=human or "default",
         max_serves=serves,
         physics=getattr(args, "physics", "kinematic"),
+        start_stopped=start_stopped,
     )
 
 
@@ -255,8 +295,13 @@ def serve(args) -> int:
     if not rally and (human is not None or serves is not None or summary_path is not None):
         print("sim-server: --human, --serves and --summary need --rally", file=sys.stderr)
         return 2
+    state_file = getattr(args, "state_file", "default")
+    state_path = default_state_file(args.host, args.port) if state_file == "default" else None
+    if state_file not in ("default", "none"):
+        state_path = Path(state_file)
+    start_stopped, why = read_bridge_state(state_path)
     try:
-        server = _make_server(args, robot, rally, human, serves)
+        server = _make_server(args, robot, rally, human, serves, start_stopped=start_stopped)
     except ImportError as err:  # --physics mujoco without the [mujoco] extra
         print(f"sim-server: {err} (pip install 'percept-robot[mujoco]')", file=sys.stderr)
         return 2
@@ -285,6 +330,9 @@ def serve(args) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     server.start()
+    _write_bridge_state(state_path, "running")  # (a crash or kill from here on leaves it: the next start is stopped)
+    if start_stopped:
+        print(f"sim-server: {why}", file=sys.stderr, flush=True)
     print(
         json.dumps(
             {
@@ -299,6 +347,8 @@ def serve(args) -> int:
                 "rally": rally,
                 "human": server.rally.human.name if rally else None,
                 "physics": server.physics_name,
+                "came_up_stopped": start_stopped,
+                "state_file": None if state_path is None else str(state_path),
             }
         ),
         flush=True,
@@ -319,6 +369,9 @@ def serve(args) -> int:
     finally:
         stats = server.stats()
         server.stop()
+        # clean: no stop left unacknowledged (stop() counts one when a live session was commanding the robot)
+        unclean = server.robot_server.stats()["resync_required"]
+        _write_bridge_state(state_path, "stopped" if unclean else "clean")
         if rally:
             _write_summary(tracks=True)
         robot_stats = stats["robot"]

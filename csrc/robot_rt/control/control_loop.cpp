@@ -289,6 +289,7 @@ std::vector<std::string> ControlLoop::start() {
   thread_ready_.store(0);
   stop_requested_.store(false);
   running_.store(true, std::memory_order_release);
+  owner_pid_ = ::getpid();
   thread_ = std::thread([this] { thread_main(); });
   while (thread_ready_.load(std::memory_order_acquire) == 0) {
     timespec ts{0, 100'000};
@@ -316,6 +317,15 @@ void ControlLoop::hand_back_driver() {
 
 void ControlLoop::stop() {
   if (manual_) return end_manual();
+  if (thread_.joinable() && ::getpid() != owner_pid_) {
+    // A forked child's copy of a running loop (its destructor, or stop() in the child): the loop thread lives in the
+    // parent only. Touch nothing the parent owns: no join (no such thread here), no goodbye on the parent's session,
+    // no write to the parent's run log. The thread handle is leaked (destroying a joinable one would terminate).
+    new std::thread(std::move(thread_));
+    log_.abandon_forked_copy();
+    running_.store(false, std::memory_order_release);
+    return;
+  }
   if (thread_.joinable()) {
     // Stop category 1 on the way out: the loop ramps the commanded trajectory to rest before it stops sending
     // (bounded by the longest stop from anywhere inside the limits).

@@ -28,6 +28,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <sys/types.h>
+
 #include <thread>
 #include <vector>
 
@@ -373,6 +375,7 @@ class ControlLoop {
 
   // thread control
   std::thread thread_;
+  pid_t owner_pid_ = 0;  // the process that started thread_ (a forked child's copy must not join or send)
   std::atomic<bool> running_{false};
   std::atomic<bool> stop_requested_{false};
   std::atomic<std::uint64_t> estop_presses_{0};   // request_estop() calls, ever

@@ -111,6 +111,13 @@ void RunLogWriter::close() {
   fd_ = -1;
 }
 
+void RunLogWriter::abandon_forked_copy() {
+  if (fd_ < 0) return;
+  if (thread_.joinable()) new std::thread(std::move(thread_));
+  ::close(fd_);
+  fd_ = -1;
+}
+
 void RunLogWriter::run() {
   std::int64_t last_flush = monotonic_ns(), last_sync = last_flush;
   const std::int64_t flush_ns = static_cast<std::int64_t>(flush_interval_s_ * 1e9);

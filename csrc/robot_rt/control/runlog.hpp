@@ -124,6 +124,9 @@ class RunLogWriter {
   void open(const std::string& path, const std::string& meta_json, double flush_interval_s, double fsync_interval_s);
   // Drains everything, writes the last chunk, fsyncs, closes. Idempotent.
   void close();
+  // In a forked child: closes this copy's descriptor without writing (the parent's writer owns the file) and leaks
+  // the writer thread's handle (that thread lives in the parent only).
+  void abandon_forked_copy();
   bool is_open() const noexcept { return fd_ >= 0; }
 
   // Real-time side (one producer thread): never blocks.

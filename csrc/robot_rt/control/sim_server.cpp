@@ -39,6 +39,7 @@ SimRobotServer::SimRobotServer(SimServerConfig config)
                config_.rate_hz > 0.0 ? static_cast<std::uint32_t>(1e6 / config_.rate_hz) : 0,
                checked_timeout_ns(config_.session_timeout_s), config_limits_digest(config_)) {
   require_key_unless_loopback(config_.key, {&config_.host});
+  start_stopped_pending_ = config_.start_stopped;
   if (config_.key.empty() && config_.allow_remote)
     throw std::invalid_argument(
         "allow_remote: remote controllers need a shared key (--key-file); unauthenticated mode is loopback only");
@@ -100,7 +101,8 @@ void SimRobotServer::start() {
     // A (re)started robot counts its stops from 0 (docs/protocol.md "Robot-side stops"), unless its last stop was
     // never acknowledged: then it comes up with that stop (count 1, unacknowledged), so that a restart of the bridge
     // does not clear a stop nobody recovered (a real bridge keeps this across power cycles, or comes up stopped)
-    const bool unacknowledged = resync_required_ || faults_.fault || faults_.estop;
+    const bool unacknowledged = resync_required_ || faults_.fault || faults_.estop || start_stopped_pending_;
+    start_stopped_pending_ = false;
     robot_stops_ = unacknowledged ? 1u : 0u;
     resync_required_ = unacknowledged;
     stop_input_before_ = false;

@@ -73,6 +73,10 @@ struct SimServerConfig {
   // command delay line and the hold-on-timeout logic as always, but does not integrate the joints: another
   // thread reads the servo targets (servo_targets) and reports the joints it simulated (set_measured_state).
   bool external_dynamics = false;
+  // The first start() comes up with an unacknowledged stop (count 1), as a bridge with no record of a clean shutdown
+  // must (docs/protocol.md "Robot-side stops"): `robot-rt sim-server` sets it when its state file says the last
+  // process did not end cleanly (a crash, a kill, or a stop nobody recovered).
+  bool start_stopped = false;
 };
 
 // Faults a real robot or its bridge can show, injected by tests and the fault-injection matrix
@@ -202,6 +206,7 @@ class SimRobotServer {
   // and applies only commands that acknowledge that count; the first after a stop must also start where it holds
   // (the controller's recovery restarts there): commands sent before the controller knew never move it.
   bool resync_required_ = false;
+  bool start_stopped_pending_ = false;  // config_.start_stopped, until the first start()
   std::uint32_t robot_stops_ = 0;  // own stops so far (JointState::robot_stops)
   bool stop_input_before_ = false;  // the e-stop input or a fault at the previous tick (a stop starts on its edge)
   std::uint16_t stop_edge_status_ = 0;  // under mutex_: stop inputs that started since the last step

@@ -617,7 +617,7 @@ void bind_sim_server(py::module_& m) {
                        double tracking_time_constant_s, double command_delay_s, double command_timeout_s,
                        double session_timeout_s, const std::string& key, bool allow_remote, bool reply_on_command,
                        bool external_dynamics, double servo_damping, std::vector<double> jerk_limit,
-                       std::uint64_t geometry_digest) {
+                       std::uint64_t geometry_digest, bool start_stopped) {
              if (port < 0 || port > 65535) throw py::value_error("port: expected 0..65535");
              SimServerConfig c;
              c.position_min = std::move(position_min);
@@ -639,6 +639,7 @@ void bind_sim_server(py::module_& m) {
              c.external_dynamics = external_dynamics;
              c.servo_damping = servo_damping;
              c.geometry_digest = geometry_digest;
+             c.start_stopped = start_stopped;
              try {
                return std::make_shared<SimRobotServer>(c);
              } catch (const std::invalid_argument& e) {
@@ -651,7 +652,7 @@ void bind_sim_server(py::module_& m) {
            py::arg("command_timeout_s") = 0.1, py::arg("session_timeout_s") = 0.5, py::arg("key") = "",
            py::arg("allow_remote") = false, py::arg("reply_on_command") = true, py::arg("external_dynamics") = false,
            py::arg("servo_damping") = 1.0, py::arg("jerk_limit") = std::vector<double>{},
-           py::arg("geometry_digest") = 0)
+           py::arg("geometry_digest") = 0, py::arg("start_stopped") = false)
       .def(
           "servo_targets",
           [](const SimRobotServer& s) {
