@@ -817,6 +817,25 @@ def test_a_policy_that_calls_stop_ends_the_run_by_the_controlled_stop():
     assert not loop.running and "watchdog" not in loop.stop_reasons_seen
 
 
+def test_stop_during_a_slow_policy_call_is_no_watchdog_stop():
+    """Review of audit 10: stop() joined the policy thread before it began the end-of-run stop, so a policy call
+    slower than the command watchdog ended the run in a watchdog stop; and a policy calling stop() meanwhile
+    blocked on it. The end-of-run stop now starts first."""
+    slow = threading.Event()
+
+    def policy(obs):
+        if slow.is_set():
+            time.sleep(0.15)  # longer than the command watchdog
+        return np.asarray(obs["measured_position"])
+
+    loop = RealTimeLoop(ROBOT, policy=policy).start()
+    wait_ticks(loop, 100)
+    slow.set()
+    time.sleep(0.02)  # inside the slow call
+    loop.stop()
+    assert loop.stop_reasons_seen == ["shutdown"], loop.stop_reasons_seen
+
+
 def test_concurrent_starts_leave_one_run_running():
     """Audit 10: the losing start() of two concurrent ones stopped the winner's run (its error path saw a running
     loop); start() and stop() now take turns."""

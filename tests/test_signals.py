@@ -231,3 +231,69 @@ def test_a_forked_child_leaves_the_parents_loop_alone(tmp_path):
     assert code == "0" and float(seconds) < 1.0, lines
     assert lines["sigterm"].split()[0] == str(-signal.SIGTERM), lines  # killed by it, not a Terminated exception
     assert lines["clean"] == "True ['shutdown']", lines
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_childs_exit_keeps_the_parents_egm_run_marker(tmp_path):
+    """Review of audit 10: the child's copy of an EGM driver removed the parent's run marker when it was freed at the
+    child's exit; the parent's run then ended in an e-stop nobody recovered, and the next run moved the arm
+    0.25 rad. Now a forked copy of a driver only closes its own descriptors: the next run latches robot_fault."""
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    (tmp_path / "run.py").write_text(
+        textwrap.dedent(
+            f"""
+            import os, socket, sys, time
+            sys.path.insert(0, {tests_dir!r})
+            import numpy as np
+            from helpers.robot import wait_until, with_wide_workspace
+            from robot_rt.control.egm import egm_run_marker_path, make_egm_driver
+            from robot_rt.control.loop import RealTimeLoop
+            from robot_rt.control.policies import Sine
+            from robot_rt.robot import load_robot
+            from robot_rt.sim.egm_controller import SimulatedEgmController
+
+            robot = load_robot()
+            arm_joints = slice(2, 8)
+            arm = with_wide_workspace(robot, joints=robot.joints[2:], home=robot.home[2:])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            url = f"egm://127.0.0.1:{{port}}"
+            marker = egm_run_marker_path(url)
+            driver = make_egm_driver(url, arm)
+            driver.start()
+            ctl = SimulatedEgmController(("127.0.0.1", driver.local_port), robot.position_min[arm_joints],
+                                         robot.position_max[arm_joints], robot.velocity_limit[arm_joints],
+                                         robot.home[arm_joints]).start()
+            wait_until(lambda: driver.read_state() is not None, what="EGM state")
+            loop = RealTimeLoop(arm, driver, policy=None, rate_hz=1000.0).start()
+            for _ in range(100):
+                obs = loop.wait_observation(timeout_s=0.1)
+                if obs is not None:
+                    loop.send_command(np.asarray(obs["measured_position"]), obs)
+            pid = os.fork()
+            if pid == 0:
+                sys.exit(0)  # the child's copies are freed at its exit
+            os.waitpid(pid, 0)
+            print("marker after the child", marker.exists())
+            loop.estop()
+            wait_until(lambda: loop.lifecycle == "stopped", what="the e-stop")
+            loop.stop()  # ends in a stop nobody recovered: the marker stays
+            time.sleep(0.3)
+            held = ctl.position.copy()
+            driver = make_egm_driver(url, arm)
+            driver.start()
+            wait_until(lambda: driver.read_state() is not None, what="EGM state")
+            loop = RealTimeLoop(arm, driver, policy=Sine(arm), rate_hz=1000.0, policy_rate_hz=50).start()
+            time.sleep(1.0)
+            print("next run", loop.stop_reasons, round(float(np.max(np.abs(ctl.position - held))), 4))
+            loop.stop()
+            ctl.stop()
+            """
+        )
+    )
+    env = dict(os.environ, ROBOT_RT_STATE_DIR=str(tmp_path / "state"))
+    proc = subprocess.run([sys.executable, "run.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "marker after the child True" in proc.stdout, proc.stdout
+    assert "next run ['robot_fault'] 0.0" in proc.stdout, proc.stdout

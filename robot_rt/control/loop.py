@@ -514,6 +514,7 @@ class RealTimeLoop:
         self._stop_lock = threading.RLock()  # (start()'s error path calls stop() holding it)
         self._signals_acquired = False
         self._owner_pid: int | None = None  # the process that started the loop (a forked child's copy is inert)
+        self._policy_thread_ident: int | None = None  # the policy runner's thread (its stop() is PolicyFinished)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> RealTimeLoop:
@@ -573,7 +574,7 @@ class RealTimeLoop:
             # a forked child's copy: the loop runs in the parent, which stops it (the C++ copy touches nothing)
             logger.warning("stop() in a forked child: the loop belongs to process %d; nothing done", self._owner_pid)
             return
-        if self._runner.is_current_thread():
+        if self._runner.is_current_thread() or threading.get_ident() == self._policy_thread_ident:
             # the policy itself asked to end the run: as PolicyFinished, the end-of-run stop starts now and the runner
             # returns after this call; whoever calls stop() next (or the exit handler) ends the run (it cannot join
             # its own thread: the loop ran on without a policy into a watchdog stop)
@@ -591,6 +592,11 @@ class RealTimeLoop:
             signals.release()
 
     def _stop(self, policy_join_timeout_s: float, settle_timeout_s: float) -> None:
+        if self.running:
+            # the end-of-run stop starts now, not once a slow policy call has returned (waiting for it, no target came
+            # for longer than the command watchdog: the run ended in a watchdog stop); no policy target after this
+            self._runner.stop_event.set()
+            self._loop.request_shutdown()
         if not self._runner.stop(policy_join_timeout_s):
             logger.warning(
                 "policy thread still inside the policy call after %.1f s (stalled); left behind",
@@ -987,6 +993,7 @@ class RealTimeLoop:
         recovered_tick = 0  # the loop's tick of the last recovery this runner has reset the policy for
         next_t = time.monotonic()
         stopping = self._runner.stop_event
+        self._policy_thread_ident = threading.get_ident()  # (stop() from here, even while another is joining us)
         while not stopping.is_set():
             # act on the next observation the loop publishes, not on one that is already up to a tick old
             seq = max(seq, self._loop.observation_seq)

@@ -150,7 +150,8 @@ def shielded():
 def reset_in_forked_child() -> None:
     """A forked child runs none of its parent's loops: the handlers taken for them go back (a SIGTERM to the child
     ends it as it would have), and nothing is held or counted."""
-    global _users, _shield_depth
+    global _users, _shield_depth, _lock
+    _lock = threading.RLock()  # (the parent's may be held by a thread that does not exist here: never taken again)
     with _lock:
         for signum, previous in list(_previous.items()):
             try:

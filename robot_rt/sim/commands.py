@@ -70,7 +70,7 @@ def register(subparsers) -> None:
         default="default",
         help="record of how the last server on this port ended: it comes up with an unacknowledged stop (a recovery "
         "clears it) unless that run ended cleanly, as a real bridge must (docs/protocol.md, 'Robot-side stops'); "
-        "default: $XDG_STATE_HOME/robot_rt/sim-server-HOST-PORT.json for a fixed --port, none for --port 0; "
+        "default: $XDG_STATE_HOME/robot_rt/sim-server-port-PORT.json for a fixed --port, none for --port 0; "
         "'none': no record (every start is a fresh robot)",
     )
     srv.add_argument("--duration", type=positive, default=None, help="stop after this many seconds")

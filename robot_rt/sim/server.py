@@ -226,13 +226,14 @@ class SimServer:
         return out
 
 
-def default_state_file(host: str, port: int) -> Path | None:
+def default_state_file(port: int) -> Path | None:
     """Where `robot-rt sim-server` on a fixed port keeps its record of how its last process ended (none for port 0:
-    each run is another robot). $XDG_STATE_HOME/robot_rt, else ~/.local/state/robot_rt."""
+    each run is another robot). One file per port, whatever the address (127.0.0.1 and localhost are one robot):
+    $XDG_STATE_HOME/robot_rt, else ~/.local/state/robot_rt (per user: another user's server is another robot's)."""
     if int(port) == 0:
         return None
     base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-    return base / "robot_rt" / f"sim-server-{host}-{int(port)}.json"
+    return base / "robot_rt" / f"sim-server-port-{int(port)}.json"
 
 
 def read_bridge_state(path: Path | None) -> tuple[bool, str]:
@@ -296,18 +297,37 @@ def serve(args) -> int:
         print("sim-server: --human, --serves and --summary need --rally", file=sys.stderr)
         return 2
     state_file = getattr(args, "state_file", "default")
-    state_path = default_state_file(args.host, args.port) if state_file == "default" else None
+    state_path = default_state_file(args.port) if state_file == "default" else None
     if state_file not in ("default", "none"):
         state_path = Path(state_file)
     start_stopped, why = read_bridge_state(state_path)
+    existed = state_path is not None and state_path.exists()
+
+    def _never_ran() -> int:  # a start that failed before listening leaves a clean record as it was
+        if state_path is not None and not start_stopped:
+            try:
+                if existed:
+                    _write_bridge_state(state_path, "clean")
+                else:
+                    state_path.unlink(missing_ok=True)
+            except OSError:
+                pass
+        return 2
+
+    try:
+        # recorded before the server listens: a kill from here on leaves "running" (the next start is stopped)
+        _write_bridge_state(state_path, "running")
+    except OSError as err:
+        print(f"sim-server: --state-file: cannot write {state_path}: {err}", file=sys.stderr)
+        return 2
     try:
         server = _make_server(args, robot, rally, human, serves, start_stopped=start_stopped)
     except ImportError as err:  # --physics mujoco without the [mujoco] extra
         print(f"sim-server: {err} (pip install 'percept-robot[mujoco]')", file=sys.stderr)
-        return 2
+        return _never_ran()
     except (ValueError, FileNotFoundError) as err:
         print(f"sim-server: {err}", file=sys.stderr)
-        return 2
+        return _never_ran()
     if args.key_file is None:
         print(
             "sim-server: WARNING: UNAUTHENTICATED (no --key-file): any process on this host can command the "
@@ -329,8 +349,11 @@ def serve(args) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    server.start()
-    _write_bridge_state(state_path, "running")  # (a crash or kill from here on leaves it: the next start is stopped)
+    try:
+        server.start()
+    except (OSError, RuntimeError) as err:  # (the port is taken: another server runs this robot)
+        print(f"sim-server: cannot start: {err}", file=sys.stderr)
+        return _never_ran()
     if start_stopped:
         print(f"sim-server: {why}", file=sys.stderr, flush=True)
     print(
@@ -371,7 +394,10 @@ def serve(args) -> int:
         server.stop()
         # clean: no stop left unacknowledged (stop() counts one when a live session was commanding the robot)
         unclean = server.robot_server.stats()["resync_required"]
-        _write_bridge_state(state_path, "stopped" if unclean else "clean")
+        try:
+            _write_bridge_state(state_path, "stopped" if unclean else "clean")
+        except OSError as err:  # (it says "running": the next start comes up stopped, the safe side)
+            print(f"sim-server: --state-file: cannot record the end in {state_path}: {err}", file=sys.stderr)
         if rally:
             _write_summary(tracks=True)
         robot_stats = stats["robot"]

@@ -60,6 +60,7 @@ void ControlLoop::begin_manual(std::int64_t start_ns) {
                              "robot (the in-process SimDriver): use start()");
   initialise(start_ns);
   manual_ = true;
+  owner_pid_ = ::getpid();
   emit(kEventLoopStart, -1, config_.rate_hz, now_ns());
 }
 
@@ -70,6 +71,11 @@ std::int64_t ControlLoop::manual_tick(std::int64_t now_ns) {
 
 void ControlLoop::end_manual() {
   if (!manual_) return;
+  if (::getpid() != owner_pid_) {  // a forked child's copy: the parent's driver and run log are not its own
+    manual_ = false;
+    log_.abandon_forked_copy();
+    return;
+  }
   emit(kEventLoopStop, -1, static_cast<double>(tick_index_), now_ns());
   manual_ = false;
   hand_back_driver();

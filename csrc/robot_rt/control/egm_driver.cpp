@@ -76,6 +76,7 @@ void write_run_marker(const std::string& path) {
 void EgmDriver::on_start() {
   if (socket_.is_open()) return;
   socket_.open(config_.bind_host, config_.port);  // first: a start that cannot bind leaves no marker behind
+  owner_pid_ = ::getpid();
   if (!config_.run_marker_path.empty()) {
     // One run per marker at a time (two listening addresses can share a port): the lock is held for the whole run, so
     // a second run cannot write over the first's marker, nor remove it at its clean end while the first still runs.
@@ -123,7 +124,10 @@ void EgmDriver::on_start() {
 void EgmDriver::on_stop() {
   socket_.close();
   link_up_.store(false);
-  if (run_started_ && !ending_in_stop_ && !marker_stop_pending_.load(std::memory_order_relaxed)) {
+  // a forked child's copy (its destructor) never removes the parent's run marker (a review found a child's exit
+  // deleting it, so that a run after an unrecovered e-stop moved the arm 0.25 rad)
+  const bool forked_copy = owner_pid_ != 0 && ::getpid() != owner_pid_;
+  if (!forked_copy && run_started_ && !ending_in_stop_ && !marker_stop_pending_.load(std::memory_order_relaxed)) {
     std::remove(config_.run_marker_path.c_str());  // a clean end: nothing for the next run to recover
   }
   if (marker_lock_fd_ >= 0) {  // (closing releases the lock)

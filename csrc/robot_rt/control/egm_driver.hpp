@@ -30,6 +30,8 @@
 // Real-time behaviour: read_state / write_command never block and never allocate.
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <cstdint>
 #include <string>
@@ -167,6 +169,7 @@ class EgmDriver final : public RobotDriver {
   std::uint64_t restarts_before_read_ = 0;  // peer_restarts() when the last read_state began
   bool ending_in_stop_ = false;  // the run ends in a stop nobody recovered (set before on_stop)
   bool run_started_ = false;     // on_start() wrote the run marker
+  pid_t owner_pid_ = 0;  // the process that started it (a forked child's copy only closes its descriptors)
   int marker_lock_fd_ = -1;      // the marker's lock file, flock'ed for the run
   std::atomic<bool> marker_stop_pending_{false};
   std::atomic<std::uint64_t> marker_stops_{0};

@@ -1,5 +1,7 @@
 #include "udp_driver.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <stdexcept>
 
@@ -57,6 +59,7 @@ void UdpDriver::on_start() {
         "RealTimeLoop, which sets it from the loop's robot description, or pass "
         "limits_digest=robot_rt.robot.limits_digest(robot)");
   socket_.open(config_.bind_host, config_.bind_port);
+  owner_pid_ = ::getpid();
   ending_in_stop_ = false;
   if (camera_) camera_->open();
   sequence_ = 0;
@@ -69,7 +72,9 @@ void UdpDriver::on_start() {
 }
 
 void UdpDriver::on_stop() {
-  if (socket_.is_open() && session_.established())
+  // a forked child's copy (its destructor): the session is the parent's; closing this copy's descriptors is all
+  const bool forked_copy = owner_pid_ != 0 && ::getpid() != owner_pid_;
+  if (!forked_copy && socket_.is_open() && session_.established())
     send_goodbye(ending_in_stop_ ? protocol::kGoodbyeStopped : protocol::kGoodbyeStop, monotonic_ns());
   ending_in_stop_ = false;
   session_.end();

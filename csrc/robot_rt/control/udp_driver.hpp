@@ -26,6 +26,8 @@
 // Without a key (unauthenticated mode) every address involved must be on loopback (constructor check).
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -161,6 +163,7 @@ class UdpDriver final : public RobotDriver {
   std::uint32_t robot_stops_server_session_ = 0;  // the robot server session the counts belong to
   bool robot_stops_connected_ = false;            // a server session was seen (its id may be anything)
   bool ending_in_stop_ = false;  // on_stop()'s goodbye says kGoodbyeStopped (set_ending_in_stop)
+  pid_t owner_pid_ = 0;  // the process that started it (a forked child's copy only closes its descriptors)
   bool robot_stop_unacknowledged_ = false;        // the newest state's kStatusStopUnacknowledged
   bool fresh_ = false;
   JointState latest_;
