@@ -836,6 +836,22 @@ def test_stop_during_a_slow_policy_call_is_no_watchdog_stop():
     assert loop.stop_reasons_seen == ["shutdown"], loop.stop_reasons_seen
 
 
+def test_stop_after_a_run_without_policy_is_not_taken_for_the_old_policy_thread():
+    """Review of audit 10: the policy thread's id outlived it; a later thread reusing the id had its stop() taken for
+    the policy's (the run went on, holding its run log and handlers)."""
+    loop = RealTimeLoop(ROBOT, policy=lambda obs: np.asarray(obs["measured_position"])).start()
+    wait_ticks(loop, 50)
+    loop.stop()
+    assert loop._policy_thread_ident is None
+    loop.policy = None
+    loop.start()
+    wait_ticks(loop, 50)
+    t = threading.Thread(target=loop.stop)
+    t.start()
+    t.join()
+    assert not loop.running
+
+
 def test_concurrent_starts_leave_one_run_running():
     """Audit 10: the losing start() of two concurrent ones stopped the winner's run (its error path saw a running
     loop); start() and stop() now take turns."""

@@ -485,3 +485,21 @@ def test_a_sim_server_restarted_after_a_crash_comes_up_stopped(tmp_path):
     finally:
         _stop(server)
     assert json.loads(state.read_text())["state"] == "clean"  # no session: a clean end
+
+
+def test_one_sim_server_per_robot_state_file(tmp_path):
+    """Review of audit 10: two servers on one port (two addresses) shared the state file, and the first's clean end
+    hid the second's crash. The second is refused now, before it listens."""
+    port, state = _free_port(), tmp_path / "bridge.json"
+    server, info = _start_sim_server("--no-camera", "--port", str(port), "--state-file", str(state))
+    try:
+        proc = subprocess.run(
+            [*CLI, "sim-server", "--no-camera", "--host", "127.0.0.2", "--port", str(port), "--state-file",
+             str(state), "--duration", "5"],
+            capture_output=True, text=True, env=_env(), timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 2 and "another sim-server runs this robot" in proc.stderr, proc.stderr
+        assert json.loads(state.read_text())["state"] == "running"
+    finally:
+        _stop(server)
+    assert json.loads(state.read_text())["state"] == "clean"

@@ -988,12 +988,18 @@ class RealTimeLoop:
         return recovered_tick
 
     def _run_policy(self) -> None:
+        self._policy_thread_ident = threading.get_ident()  # (stop() from here, even while another is joining us)
+        try:
+            self._run_policy_calls()
+        finally:
+            self._policy_thread_ident = None  # (thread ids are reused: a later caller of stop() is not the policy)
+
+    def _run_policy_calls(self) -> None:
         period = self.policy_period_s
         seq = 0
         recovered_tick = 0  # the loop's tick of the last recovery this runner has reset the policy for
         next_t = time.monotonic()
         stopping = self._runner.stop_event
-        self._policy_thread_ident = threading.get_ident()  # (stop() from here, even while another is joining us)
         while not stopping.is_set():
             # act on the next observation the loop publishes, not on one that is already up to a tick old
             seq = max(seq, self._loop.observation_seq)

@@ -261,6 +261,24 @@ def _write_bridge_state(path: Path | None, state: str) -> None:
     atomic_write_json(path, {"state": state, "pid": os.getpid(), "time": time.time()})
 
 
+def _lock_bridge_state(path: Path | None):
+    """An exclusive lock on ``path``.lock held for the process's life (the descriptor is returned and kept open):
+    two servers for one robot (the same port on two addresses) would overwrite each other's record. None without a
+    state file; False when another process holds it."""
+    if path is None:
+        return None
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    return fd
+
+
 def _make_server(args, robot, rally, human, serves, start_stopped: bool = False) -> SimServer:
     from robot_rt.control.udp import read_key
 
@@ -300,6 +318,17 @@ def serve(args) -> int:
     state_path = default_state_file(args.port) if state_file == "default" else None
     if state_file not in ("default", "none"):
         state_path = Path(state_file)
+    try:
+        lock = _lock_bridge_state(state_path)  # one server per robot (per port) at a time, whatever its address
+    except OSError as err:
+        print(f"sim-server: --state-file: cannot lock {state_path}: {err}", file=sys.stderr)
+        return 2
+    if lock is False:
+        print(
+            f"sim-server: another sim-server runs this robot (it holds {state_path}.lock): refusing to start",
+            file=sys.stderr,
+        )
+        return 2
     start_stopped, why = read_bridge_state(state_path)
     existed = state_path is not None and state_path.exists()
 
@@ -351,8 +380,15 @@ def serve(args) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     try:
         server.start()
-    except (OSError, RuntimeError) as err:  # (the port is taken: another server runs this robot)
+    except (OSError, RuntimeError) as err:  # (a port is taken)
         print(f"sim-server: cannot start: {err}", file=sys.stderr)
+        listened = server.robot_server.running
+        server.stop()  # (the robot port may be listening already: the camera's is bound after it)
+        if (
+            listened and server.robot_server.stats()["handshakes"] > 0
+        ):  # a controller got in: not a start that never ran
+            _write_bridge_state(state_path, "stopped" if server.robot_server.stats()["resync_required"] else "clean")
+            return 2
         return _never_ran()
     if start_stopped:
         print(f"sim-server: {why}", file=sys.stderr, flush=True)

@@ -51,7 +51,7 @@ class CameraReceiver {
 
   explicit CameraReceiver(CameraReceiverConfig config);
   void open();  // binds the socket and subscribes (may allocate; not in a tick)
-  void close() noexcept;
+  void close(bool goodbye = true) noexcept;  // goodbye=false: a forked copy (the session is the parent's)
   bool is_open() const noexcept { return socket_.is_open(); }
   std::uint16_t local_port() const noexcept { return socket_.local_port(); }
 

@@ -590,7 +590,7 @@ void bind_camera_receiver(py::module_& m) {
            py::arg("bind_host") = "127.0.0.1", py::arg("subscribe_interval_s") = 0.2, py::arg("session_timeout_s") = 0.5,
            py::arg("late_threshold_s") = 0.02)
       .def("open", &CameraReceiver::open)
-      .def("close", &CameraReceiver::close)
+      .def("close", [](CameraReceiver& c) { c.close(); })
       .def("read", &read_observations, py::arg("max_count") = CameraReceiver::kQueueCapacity)
       .def_property_readonly("local_port", &CameraReceiver::local_port)
       .def_property_readonly("established", &CameraReceiver::established)

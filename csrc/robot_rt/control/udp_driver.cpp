@@ -80,7 +80,7 @@ void UdpDriver::on_stop() {
   session_.end();
   session_state_.store(0);
   socket_.close();
-  if (camera_) camera_->close();
+  if (camera_) camera_->close(!forked_copy);
   connected_.store(false);
 }
 
