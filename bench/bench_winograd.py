@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,8 +30,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from percept_fast._io import atomic_write_text
-from percept_fast.backbones.winograd import Winograd3x3, input_grad_conv, tile_size
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine_info  # noqa: E402
+
+from percept_fast._io import atomic_write_text  # noqa: E402
+from percept_fast.backbones.winograd import Winograd3x3, input_grad_conv, tile_size  # noqa: E402
 
 # (net, C_in, C_out, H at 64 px): the 3x3 stride-1 convolutions of lpips' trunks (H at 224 px = H * 3.5)
 VGG = [(64, 64, 64), (64, 128, 32), (128, 128, 32), (128, 256, 16), (256, 256, 16), (256, 512, 8), (512, 512, 8),
@@ -149,7 +151,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"threads": args.threads, "torch": torch.__version__, "cpu_count": os.cpu_count()}
+    meta = {"threads": args.threads, **machine_info("cpu")}
     if args.sweep:
         rows = sweep(args.rounds)
         atomic_write_text(out / f"{args.name}_sweep.json", json.dumps({"meta": meta, "rows": rows}, indent=1))

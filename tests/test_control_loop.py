@@ -7,6 +7,7 @@ Runs last a number of the loop's own ticks and faults happen at loop times, so a
 take longer; the achieved rate and jitter are measured in bench/bench_control.py, not asserted here.
 """
 
+import contextlib
 import math
 import os
 import struct
@@ -664,14 +665,21 @@ def test_a_recovery_clears_only_the_stops_its_caller_saw():
         assert loop.lifecycle == "active" and not loop.estop_latched
 
 
+def _stopped_by_the_estop_input(loop):
+    """The in-process simulated robot of a running ``loop`` after 50 ticks, its e-stop input pressed and the loop
+    stopped by it."""
+    driver = loop.driver
+    wait_ticks(loop, 50)
+    driver.set_estop_input(True)
+    wait_until(lambda: loop.lifecycle == "stopped", what="the e-stop input's stop")
+    return driver
+
+
 def test_a_recovery_its_caller_gave_up_on_never_completes_later():
     """recover()'s own timeout cancels the request: the loop refuses it ('cancelled') and stays stopped when the
     cause goes later (before, it stayed 'recovering' and went active by itself once the cause was gone)."""
     with RealTimeLoop(ROBOT, policy=lambda obs: np.asarray(obs["measured_position"])) as loop:
-        driver = loop.driver  # the in-process simulated robot
-        wait_ticks(loop, 50)
-        driver.set_estop_input(True)
-        wait_until(lambda: loop.lifecycle == "stopped", what="the e-stop input's stop")
+        driver = _stopped_by_the_estop_input(loop)
         res = loop.recover(timeout_s=0.05)  # the input is still pressed: the loop waits, the caller gives up
         assert not res.ok and "cancelled" in res.blockers and "estop" in res.blockers, res
         driver.set_estop_input(False)
@@ -693,10 +701,7 @@ def test_a_recovery_interrupted_by_an_exception_never_completes_later():
 
     previous = signal.signal(signal.SIGALRM, give_up)
     with RealTimeLoop(ROBOT, policy=lambda obs: np.asarray(obs["measured_position"])) as loop:
-        driver = loop.driver
-        wait_ticks(loop, 50)
-        driver.set_estop_input(True)
-        wait_until(lambda: loop.lifecycle == "stopped", what="the e-stop input's stop")
+        driver = _stopped_by_the_estop_input(loop)
         signal.setitimer(signal.ITIMER_REAL, 0.2)  # the input stays pressed: recover() still waits at 0.2 s
         try:
             with pytest.raises(_GaveUp):
@@ -717,17 +722,24 @@ class _LoopProxy:
         self._real, self._hook = real, hook
 
     def __getattr__(self, name):
-        value = getattr(self._real, name)
-        return self._hook(name, value) if self._hook is not None else value
+        return self._hook(name, getattr(self._real, name))
+
+
+@contextlib.contextmanager
+def _hooked(loop, hook):
+    """``loop``'s C++ loop seen through ``hook(name, value)`` inside the block (the real one again after it)."""
+    real = loop._loop
+    loop._loop = _LoopProxy(real, hook)
+    try:
+        yield
+    finally:
+        loop._loop = real
 
 
 def test_an_exception_as_the_recovery_request_returns_cancels_it():
     """Review of audit 9: a signal handled as request_recover() returns (before recover() waited) cancels too."""
     with RealTimeLoop(ROBOT, policy=lambda obs: np.asarray(obs["measured_position"])) as loop:
-        driver = loop.driver
-        wait_ticks(loop, 50)
-        driver.set_estop_input(True)
-        wait_until(lambda: loop.lifecycle == "stopped", what="the e-stop input's stop")
+        driver = _stopped_by_the_estop_input(loop)
 
         def hook(name, value):
             if name != "request_recover":
@@ -739,13 +751,8 @@ def test_an_exception_as_the_recovery_request_returns_cancels_it():
 
             return request_then_interrupt
 
-        real = loop._loop
-        loop._loop = _LoopProxy(real, hook)
-        try:
-            with pytest.raises(_GaveUp):
-                loop.recover(timeout_s=5.0)
-        finally:
-            loop._loop = real
+        with _hooked(loop, hook), pytest.raises(_GaveUp):
+            loop.recover(timeout_s=5.0)
         driver.set_estop_input(False)
         wait_ticks(loop, 300)
         assert loop.lifecycle == "stopped" and loop.event_count("recovered") == 0
@@ -755,10 +762,7 @@ def test_an_exception_after_the_recovery_completed_stops_the_robot_again():
     """Review of audit 9: the loop completed the recovery just before the caller's exception; the cancel comes too
     late, so recover() latches the e-stop again: a recover() that raised leaves no running robot behind."""
     with RealTimeLoop(ROBOT, policy=lambda obs: np.asarray(obs["measured_position"])) as loop:
-        driver = loop.driver
-        wait_ticks(loop, 50)
-        driver.set_estop_input(True)
-        wait_until(lambda: loop.lifecycle == "stopped", what="the e-stop input's stop")
+        driver = _stopped_by_the_estop_input(loop)
         driver.set_estop_input(False)
         fired = []
 
@@ -768,13 +772,8 @@ def test_an_exception_after_the_recovery_completed_stops_the_robot_again():
                 raise _GaveUp  # the caller gives up just as the loop has recovered
             return value
 
-        real = loop._loop
-        loop._loop = _LoopProxy(real, hook)
-        try:
-            with pytest.raises(_GaveUp):
-                loop.recover(timeout_s=5.0)
-        finally:
-            loop._loop = real
+        with _hooked(loop, hook), pytest.raises(_GaveUp):
+            loop.recover(timeout_s=5.0)
         assert fired and loop.event_count("recovered") == 1  # it had recovered ...
         wait_until(lambda: loop.estop_latched, what="the e-stop latched again (at the next tick)")
         wait_until(lambda: loop.lifecycle == "stopped", what="the e-stop's stop")
@@ -883,10 +882,7 @@ def test_recover_calls_from_two_threads_take_turns():
     """The loop holds one recovery request: a second caller giving up must not cancel the first caller's request (or
     answer it with its own seen reasons)."""
     with RealTimeLoop(ROBOT, policy=lambda obs: np.asarray(obs["measured_position"])) as loop:
-        driver = loop.driver
-        wait_ticks(loop, 50)
-        driver.set_estop_input(True)
-        wait_until(lambda: loop.lifecycle == "stopped", what="the e-stop input's stop")
+        driver = _stopped_by_the_estop_input(loop)
         first = {}
         waiting = threading.Thread(target=lambda: first.setdefault("res", loop.recover(timeout_s=3.0)))
         waiting.start()

@@ -82,13 +82,17 @@ struct F3x3 {
   }
 };
 
-// f(F2x3{}) or f(F3x3{}) for the output tile side m (checked by the callers).
+// f(tile, begin, end) over the tile rows [0, rows) on `threads` threads, tile F2x3{} or F3x3{} for the output tile
+// side m (checked by the callers).
 template <typename F>
-void with_tile(int m, F&& f) {
+void run_tile_rows(int m, int64_t rows, int threads, F&& f) {
+  const auto rows_of = [&](auto tile) {
+    run_rows(rows, threads, [&](int64_t begin, int64_t end) { f(tile, begin, end); });
+  };
   if (m == 2)
-    f(F2x3{});
+    rows_of(F2x3{});
   else
-    f(F3x3{});
+    rows_of(F3x3{});
 }
 
 void check_common(int64_t N, int64_t tiles_h, int64_t tiles_w, int64_t row_begin, int64_t row_end) {
@@ -147,11 +151,8 @@ void input_transform(uintptr_t x_ptr, int64_t N, int64_t H, int64_t W, int64_t C
   const float* x = reinterpret_cast<const float*>(x_ptr);
   float* v = reinterpret_cast<float*>(v_ptr);
   pybind11::gil_scoped_release nogil;
-  with_tile(m, [&](auto tile) {
-    using T = decltype(tile);
-    run_rows(row_end - row_begin, threads, [&](int64_t begin, int64_t end) {
-      input_rows<T>(x, H, W, C, pad_h, pad_w, tiles_h, tiles_w, row_begin, begin, end, v);
-    });
+  run_tile_rows(m, row_end - row_begin, threads, [&](auto tile, int64_t begin, int64_t end) {
+    input_rows<decltype(tile)>(x, H, W, C, pad_h, pad_w, tiles_h, tiles_w, row_begin, begin, end, v);
   });
 }
 
@@ -227,11 +228,8 @@ void output_transform(uintptr_t m_ptr, int64_t N, int64_t tiles_h, int64_t tiles
   }
   float* y = reinterpret_cast<float*>(y_ptr);
   pybind11::gil_scoped_release nogil;
-  with_tile(m, [&](auto tile) {
-    using T = decltype(tile);
-    run_rows(row_end - row_begin, threads, [&](int64_t begin, int64_t end) {
-      output_rows<T>(mp, tiles_h, tiles_w, K, bias, relu, H_out, W_out, row_begin, begin, end, y);
-    });
+  run_tile_rows(m, row_end - row_begin, threads, [&](auto tile, int64_t begin, int64_t end) {
+    output_rows<decltype(tile)>(mp, tiles_h, tiles_w, K, bias, relu, H_out, W_out, row_begin, begin, end, y);
   });
 }
 

@@ -35,10 +35,6 @@ class BackgroundThread:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def is_current_thread(self) -> bool:
-        """True when called from this background thread itself (it cannot join itself)."""
-        return self._thread is not None and self._thread is threading.current_thread()
-
     def start(self) -> BackgroundThread:
         if self._thread is not None:
             raise RuntimeError(f"{self.name}: already started")

@@ -574,20 +574,26 @@ class RealTimeLoop:
             # a forked child's copy: the loop runs in the parent, which stops it (the C++ copy touches nothing)
             logger.warning("stop() in a forked child: the loop belongs to process %d; nothing done", self._owner_pid)
             return
-        if self._runner.is_current_thread() or threading.get_ident() == self._policy_thread_ident:
+        if threading.get_ident() == self._policy_thread_ident:
             # the policy itself asked to end the run: as PolicyFinished, the end-of-run stop starts now and the runner
             # returns after this call; whoever calls stop() next (or the exit handler) ends the run (it cannot join
             # its own thread: the loop ran on without a policy into a watchdog stop)
-            self.policy_finished.set()
-            self._loop.request_shutdown()
+            self._end_run_for_the_policy()
             self._runner.stop_event.set()
             return
         # no signal interrupts the controlled stop (Ctrl-C or SIGTERM again): they are raised once it has ended
         with signals.shielded(), self._stop_lock:  # (a second stop(), e.g. the exit handler's, waits for the first)
             self._stop(policy_join_timeout_s, settle_timeout_s)
 
+    def _end_run_for_the_policy(self) -> None:
+        """The policy ended the run (PolicyFinished, StopIteration, or its own stop()): the end-of-run stop starts now.
+        Left waiting for whoever calls stop(), the command watchdog would latch first, and the run would end in a
+        safety stop the robot keeps (a recovery at the next run)."""
+        self.policy_finished.set()
+        self._loop.request_shutdown()
+
     def _release_signals(self) -> None:
-        if getattr(self, "_signals_acquired", False):
+        if self._signals_acquired:
             self._signals_acquired = False
             signals.release()
 
@@ -668,8 +674,7 @@ class RealTimeLoop:
                         try:
                             out = self.policy(obs)
                         except (PolicyFinished, StopIteration):
-                            self.policy_finished.set()
-                            self._loop.request_shutdown()  # the end-of-run stop now, before the watchdog's
+                            self._end_run_for_the_policy()
                             out = None
                         self.policy_calls += 1
                         if out is not None:
@@ -1020,10 +1025,7 @@ class RealTimeLoop:
                     out = joint_vector(out, self.dof, "policy output")
             except (PolicyFinished, StopIteration):
                 logger.info("policy finished")
-                self.policy_finished.set()
-                # the end-of-run stop starts now: left waiting for whoever calls stop(), the command watchdog would
-                # latch first, and the run would end in a safety stop the robot keeps (a recovery at the next run)
-                self._loop.request_shutdown()
+                self._end_run_for_the_policy()
                 return
             except Exception as err:  # the loop keeps running; the robot stops if this persists
                 self.policy_exceptions += 1

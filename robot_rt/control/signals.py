@@ -103,10 +103,19 @@ def release() -> None:
         _users = max(0, _users - 1)
         if _users or not _in_main_thread():
             return
-        for signum, previous in list(_previous.items()):
+        _give_handlers_back()
+
+
+def _give_handlers_back() -> None:
+    """The handlers ours replaced go back where ours is still installed (a program's own later ones stay). Caller
+    holds _lock."""
+    for signum, previous in list(_previous.items()):
+        try:
             if signal.getsignal(signum) is _on_termination:
                 signal.signal(signum, previous)
-            del _previous[signum]
+        except ValueError:  # (not the main thread: nothing can be set from here)
+            pass
+    _previous.clear()
 
 
 def _exception_for(signum: int) -> BaseException:
@@ -153,13 +162,7 @@ def reset_in_forked_child() -> None:
     global _users, _shield_depth, _lock
     _lock = threading.RLock()  # (the parent's may be held by a thread that does not exist here: never taken again)
     with _lock:
-        for signum, previous in list(_previous.items()):
-            try:
-                if signal.getsignal(signum) is _on_termination:
-                    signal.signal(signum, previous)
-            except ValueError:  # (not the main thread: nothing can be set from here)
-                pass
-        _previous.clear()
+        _give_handlers_back()
         _users = 0
         _shield_depth = 0
         _held.clear()

@@ -384,10 +384,9 @@ def serve(args) -> int:
         print(f"sim-server: cannot start: {err}", file=sys.stderr)
         listened = server.robot_server.running
         server.stop()  # (the robot port may be listening already: the camera's is bound after it)
-        if (
-            listened and server.robot_server.stats()["handshakes"] > 0
-        ):  # a controller got in: not a start that never ran
-            _write_bridge_state(state_path, "stopped" if server.robot_server.stats()["resync_required"] else "clean")
+        robot_stats = server.robot_server.stats()
+        if listened and robot_stats["handshakes"] > 0:  # a controller got in: not a start that never ran
+            _write_bridge_state(state_path, "stopped" if robot_stats["resync_required"] else "clean")
             return 2
         return _never_ran()
     if start_stopped:
