@@ -211,6 +211,27 @@ def test_cpu_worker_pool_concurrent_callers_and_fork():
     assert torch.equal(torch.frombuffer(bytearray(data), dtype=torch.float32), expected)
 
 
+@needs_cpu
+def test_cpu_kernels_follow_torch_thread_count():
+    """Built with OpenMP, the kernels run on torch's OpenMP pool: torch.set_num_threads applies to them (unless
+    PF_NUM_THREADS overrides it), and the results do not depend on the thread count."""
+    from percept_fast import _C
+
+    if not _C.openmp or os.environ.get("PF_NUM_THREADS"):
+        pytest.skip("built without OpenMP or PF_NUM_THREADS set")
+    before = torch.get_num_threads()
+    fx, fy, w = torch.randn(16, 256, 16, 16), torch.randn(16, 256, 16, 16), torch.rand(256)
+    try:
+        torch.set_num_threads(1)
+        assert _C.num_threads() == 1
+        one = lpips_distance(fx, fy, w, backend="cpu")
+        torch.set_num_threads(3)
+        assert _C.num_threads() == 3
+        torch.testing.assert_close(lpips_distance(fx, fy, w, backend="cpu"), one, rtol=1e-6, atol=1e-7)
+    finally:
+        torch.set_num_threads(before)
+
+
 # kernel-side validation: the C++ pass flags NaN/Inf per pixel (sum of squares not finite, then a re-read)
 FINITE_LAYOUTS = ["contiguous", "channels_last", "sliced_c", "transposed_hw"]
 

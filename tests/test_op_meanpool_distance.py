@@ -107,6 +107,32 @@ def test_cpu_small_plane_sums(hw, C, dtype):
 
 
 @needs_cpu
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    B=st.integers(1, 9),
+    C=st.integers(1, 40),
+    P=st.integers(8, 140),
+    dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16]),
+    layouts=st.sampled_from([("contiguous", "contiguous"), ("contiguous", "sliced_c"), ("sliced_c", "sliced_c")]),
+    seed=st.integers(0, 2**16),
+)
+def test_cpu_row_segmented_planes(B, C, P, dtype, layouts, seed):
+    """Planes of 8..127 pixels are summed 8 at a time as rows of 8 (segmented_sums8), adjacent (channel stride P) or
+    not (a channel slice): both equal the float64 reference, and a map against its copy in the other layout gives
+    exactly 0 (the additions run in one order whatever the plane stride)."""
+    shape = (B, C, 1, P)
+    fx = make_features(shape, dtype, layouts[0], seed, offset=0.3)
+    fy = make_features(shape, dtype, layouts[1], seed + 1, offset=0.3)
+    want = meanpool_reference(fx.double(), fy.double())
+    torch.testing.assert_close(meanpool_distance(fx, fy, backend="cpu").double(), want, rtol=1e-4, atol=1e-7)
+    other = make_features(shape, dtype, layouts[1], 0)
+    other.copy_(fx)
+    assert other.stride() != fx.stride() or layouts[0] == layouts[1]
+    zero = torch.zeros(B, dtype=cm.out_dtype(dtype))
+    assert torch.equal(meanpool_distance(fx, other, backend="cpu"), zero)
+
+
+@needs_cpu
 def test_cpu_threaded_small_planes():
     fx, fy = torch.randn(64, 2048, 2, 2) + 0.1, torch.randn(64, 2048, 2, 2) + 0.1
     want = meanpool_reference(fx.double(), fy.double()).float()

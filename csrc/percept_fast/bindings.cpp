@@ -10,5 +10,13 @@ PYBIND11_MODULE(_C, m) {
     names.append(op.name);
   }
   m.attr("registered_ops") = names;
-  m.attr("num_threads") = percept_fast::num_threads();
+  m.def("num_threads", &percept_fast::num_threads,
+        "Threads the CPU kernels use now: PF_NUM_THREADS if set, else torch's (OpenMP) thread count where built with "
+        "OpenMP, else the hardware concurrency.");
+  m.attr("openmp") =
+#if defined(_OPENMP)
+      true;
+#else
+      false;
+#endif
 }

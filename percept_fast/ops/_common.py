@@ -27,7 +27,8 @@ class BackendUnavailableError(RuntimeError):
 
 # ----------------------------------------------------------------------------------------------- native
 # Plain module-level imports (no importlib at call time: resolve_backend runs inside torch.compile traces). The C++
-# module is built with the package; the CUDA module only where nvcc was found, and Triton is optional.
+# module is built with the package; the CUDA module only where nvcc was found, and Triton is optional. torch is
+# imported (above) before _C: _C's OpenMP library is then the one torch loaded (one pool for both, common.h).
 
 try:
     from .. import _C as _CPU_MODULE
