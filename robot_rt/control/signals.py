@@ -163,6 +163,11 @@ def reset_in_forked_child() -> None:
     _lock = threading.RLock()  # (the parent's may be held by a thread that does not exist here: never taken again)
     with _lock:
         _give_handlers_back()
+        try:  # forked inside a shield: its SIGINT hold would swallow the child's Ctrl-C
+            if signal.getsignal(signal.SIGINT) is _hold_interrupt:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+        except ValueError:  # (not the main thread: nothing can be set from here)
+            pass
         _users = 0
         _shield_depth = 0
         _held.clear()

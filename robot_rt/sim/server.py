@@ -332,10 +332,14 @@ def serve(args) -> int:
     start_stopped, why = read_bridge_state(state_path)
     existed = state_path is not None and state_path.exists()
 
-    def _never_ran() -> int:  # a start that failed before listening leaves a clean record as it was
-        if state_path is not None and not start_stopped:
+    def _never_ran() -> int:
+        """A start that no controller got into leaves the record as it was: clean (or none), or stopped when this
+        process came up stopped (not this process's "running", which would say it never recorded its end)."""
+        if state_path is not None:
             try:
-                if existed:
+                if start_stopped:
+                    _write_bridge_state(state_path, "stopped")
+                elif existed:
                     _write_bridge_state(state_path, "clean")
                 else:
                     state_path.unlink(missing_ok=True)
@@ -386,7 +390,10 @@ def serve(args) -> int:
         server.stop()  # (the robot port may be listening already: the camera's is bound after it)
         robot_stats = server.robot_server.stats()
         if listened and robot_stats["handshakes"] > 0:  # a controller got in: not a start that never ran
-            _write_bridge_state(state_path, "stopped" if robot_stats["resync_required"] else "clean")
+            try:
+                _write_bridge_state(state_path, "stopped" if robot_stats["resync_required"] else "clean")
+            except OSError as write_err:  # ("running" stays: the next start comes up stopped)
+                print(f"sim-server: --state-file: cannot write {state_path}: {write_err}", file=sys.stderr)
             return 2
         return _never_ran()
     if start_stopped:

@@ -1,5 +1,7 @@
 #include "camera_receiver.hpp"
 
+#include <unistd.h>
+
 #include <stdexcept>
 
 #include "udp_send.hpp"
@@ -23,6 +25,7 @@ CameraReceiver::CameraReceiver(CameraReceiverConfig config)
 
 void CameraReceiver::open() {
   socket_.open(config_.bind_host, config_.bind_port);
+  opened_in_pid_ = ::getpid();
   sequence_ = 0;
   previous_server_session_ = 0;
   head_ = count_ = 0;
@@ -30,7 +33,7 @@ void CameraReceiver::open() {
 }
 
 void CameraReceiver::close(bool goodbye) noexcept {
-  if (goodbye && socket_.is_open() && session_.established()) {
+  if (goodbye && ::getpid() == opened_in_pid_ && socket_.is_open() && session_.established()) {
     tx_packet_.header.type = MessageType::kGoodbye;
     tx_packet_.goodbye.reason = protocol::kGoodbyeStop;
     send(tx_packet_, session_.tx_key(), monotonic_ns());

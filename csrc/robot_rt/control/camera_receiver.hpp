@@ -28,6 +28,8 @@
 #include "udp_counters.hpp"
 #include "udp_socket.hpp"
 
+#include <sys/types.h>
+
 namespace robot_rt::control {
 
 // Datagrams read per tick at most (the loop thread's time under a flood; the camera sends about one per tick).
@@ -51,7 +53,9 @@ class CameraReceiver {
 
   explicit CameraReceiver(CameraReceiverConfig config);
   void open();  // binds the socket and subscribes (may allocate; not in a tick)
-  void close(bool goodbye = true) noexcept;  // goodbye=false: a forked copy (the session is the parent's)
+  // goodbye=false: a forked copy (the session is the parent's); a copy in any process but the one that opened it
+  // never says goodbye either
+  void close(bool goodbye = true) noexcept;
   bool is_open() const noexcept { return socket_.is_open(); }
   std::uint16_t local_port() const noexcept { return socket_.local_port(); }
 
@@ -83,6 +87,7 @@ class CameraReceiver {
 
   CameraReceiverConfig config_;
   sockaddr_in camera_addr_{};
+  pid_t opened_in_pid_ = 0;  // the process that opened the socket (a forked child's copy must not send)
   session::ClientSession session_;
   UdpSocket socket_;
   std::uint64_t sequence_ = 0;

@@ -1,5 +1,7 @@
 #include "sim_server.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <initializer_list>
@@ -124,11 +126,21 @@ void SimRobotServer::start() {
   holding_ = true;
   stop_requested_.store(false);
   running_.store(true);
+  started_in_pid_ = ::getpid();
   thread_ = std::thread([this] { run(); });
 }
 
 void SimRobotServer::stop(bool goodbye) {
   if (!running_.load()) return;
+  if (::getpid() != started_in_pid_) {
+    // A forked child's copy (its destructor, or stop() there): the robot thread and the controller's session are the
+    // parent's. No join (no such thread here), no goodbye, no own stop; the handle is leaked (destroying a joinable
+    // one would terminate) and only this copy's descriptor is closed.
+    if (thread_.joinable()) new std::thread(std::move(thread_));
+    socket_.close();
+    running_.store(false);
+    return;
+  }
   stop_requested_.store(true);
   if (thread_.joinable()) thread_.join();
   {

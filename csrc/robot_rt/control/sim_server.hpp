@@ -43,6 +43,8 @@
 #include <thread>
 #include <vector>
 
+#include <sys/types.h>
+
 #include "protocol.hpp"
 #include "session.hpp"
 #include "sha256.hpp"
@@ -185,6 +187,7 @@ class SimRobotServer {
   session::ServerSession session_;
   UdpSocket socket_;
   std::thread thread_;
+  pid_t started_in_pid_ = 0;  // the process that started thread_ (a forked child's copy must not join or send)
   std::atomic<bool> running_{false};
   std::atomic<bool> stop_requested_{false};
   std::uint16_t port_ = 0;
