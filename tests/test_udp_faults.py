@@ -738,6 +738,14 @@ def test_the_robots_stop_after_the_loop_went_silent_adds_no_robot_fault():
         reasons = tuple(loop.stop_reasons)
         assert reasons == ("tracking_error",) and recover_transient_stops(reasons)
         assert not loop.recover(timeout_s=5.0, seen_reasons=reasons, seen_robot_stops=0)  # it must have seen it
+        # counts above this loop's own were read from another loop (a new driver's stop would pass as seen): refused
+        # before any request, as are counts that are no counts
+        for bad in (loop.robot_stop_events + 1, -1, 1.5, "1"):
+            with pytest.raises(ValueError, match="seen_robot_stops: expected this loop's count"):
+                loop.recover(timeout_s=5.0, seen_reasons=reasons, seen_robot_stops=bad)
+        with pytest.raises(ValueError, match="seen_estop_presses: expected this loop's count"):
+            loop.recover(timeout_s=5.0, seen_reasons=reasons, seen_estop_presses=loop.estop_presses + 1)
+        assert loop.lifecycle == "stopped" and rs.stats()["resync_required"]
         assert loop.recover(timeout_s=5.0, seen_reasons=reasons, seen_robot_stops=loop.robot_stop_events)
         wait_until(lambda: not rs.stats()["resync_required"], what="the robot resynchronised")
         assert loop.lifecycle == "active"

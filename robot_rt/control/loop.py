@@ -9,6 +9,7 @@ import atexit
 import json
 import logging
 import math
+import numbers
 import os
 import struct
 import threading
@@ -821,11 +822,23 @@ class RealTimeLoop:
         prompt was open. Default: the reasons latched at this call. `seen_estop_presses`: `estop_presses` read before
         those reasons (default: read now); an e-stop pressed after it, even again while latched, refuses the recovery.
         `seen_robot_stops`: `robot_stop_events` read likewise; a robot stop after it refuses the recovery (also while
-        `robot_fault` is latched already)."""
+        `robot_fault` is latched already). Both are this loop's counts: a larger one (read from another loop or
+        driver) or a negative one is a ValueError."""
         if not self.running:
             return RecoveryResult(False, (), "the loop is not running")
         if timeout_s is None:
             timeout_s = self.config.recover_timeout_s + 0.5
+        # counts above this loop's own were not read from it (another loop's, a new driver's: one of its stops
+        # would pass as seen) nor are they counts at all when negative
+        for name, seen, now in (
+            ("seen_estop_presses", seen_estop_presses, self._loop.estop_presses),
+            ("seen_robot_stops", seen_robot_stops, self._loop.robot_stop_events),
+        ):
+            if seen is not None and not (isinstance(seen, numbers.Integral) and 0 <= seen <= now):
+                raise ValueError(
+                    f"{name}: expected this loop's count read before the stop reasons (an int in [0, {now}]), "
+                    f"got {seen!r}: counts read from another loop or driver are not this loop's"
+                )
         if seen_estop_presses is None:
             seen_estop_presses = self._loop.estop_presses  # (read before the reasons: a press between is unseen)
         if seen_robot_stops is None:
