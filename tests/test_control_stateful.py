@@ -634,22 +634,22 @@ class ControlMachine(RuleBasedStateMachine):
             fault=self.faults["fault"], estop=self.faults["estop"], stuck_joint=self.faults["stuck_joint"]
         )
 
+    def _hold_robot_input(self, kind, on, what):
+        """The robot's e-stop input or fault (`kind`) held on or off; switching it on is a stop."""
+        was = self.faults[kind]
+        self.faults[kind] = on
+        self._set_faults()
+        if on and not was:
+            self._stop_action(what)
+
     @rule(pressed=st.booleans())
     def estop_input(self, pressed):
-        was = self.faults["estop"]
-        self.faults["estop"] = pressed
-        self._set_faults()
-        if pressed and not was:
-            self._stop_action("e-stop input")
+        self._hold_robot_input("estop", pressed, "e-stop input")
         self._log(f"estop input {'pressed' if pressed else 'released'}")
 
     @rule(on=st.booleans())
     def robot_fault(self, on):
-        was = self.faults["fault"]
-        self.faults["fault"] = on
-        self._set_faults()
-        if on and not was:
-            self._stop_action("robot fault")
+        self._hold_robot_input("fault", on, "robot fault")
         self._log(f"robot fault {'on' if on else 'off'}")
 
     @rule(kind=st.sampled_from(["fault", "estop"]), ms=st.integers(1, 30))

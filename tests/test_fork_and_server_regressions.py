@@ -100,6 +100,23 @@ def wait_children(pids, timeout_s):
     return codes
 """
 
+# `pump(read, ...)`: calls read() every 2 ms, as a loop's ticks do, until `until()` holds or `seconds` have passed
+PUMP = """
+def pump(read, seconds=None, until=None, timeout_s=60.0, describe=None):
+    import time
+    t0 = time.monotonic()
+    while True:
+        read()
+        elapsed = time.monotonic() - t0
+        if until is not None and until():
+            return
+        if seconds is not None and elapsed >= seconds:
+            return
+        if elapsed > timeout_s:
+            raise SystemExit(f"timed out: {describe() if describe else ''}")
+        time.sleep(0.002)
+"""
+
 # ---------------------------------------------------------------------------------------------------------------------
 # 1. 4ec5624: the at-fork reset takes no lock a vanished thread may hold
 
@@ -263,6 +280,7 @@ def test_state_file_says_running_when_the_robot_port_first_answers(tmp_path):
 
 FORKING_CONTROLLER_SCRIPT = (
     WAIT_CHILDREN
+    + PUMP
     + """
 import json, os, sys, time
 from robot_rt.control.udp import make_udp_driver
@@ -278,24 +296,13 @@ def camera():
     return driver.stats()["camera"]
 
 
-def pump(seconds=None, until=None, timeout_s=60.0):
-    # reads the robot link and the camera every 2 ms, as a loop's ticks do
-    t0 = time.monotonic()
-    while True:
-        driver.read_state()
-        driver.read_ball_observations()
-        elapsed = time.monotonic() - t0
-        if until is not None and until():
-            return
-        if seconds is not None and elapsed >= seconds:
-            return
-        if elapsed > timeout_s:
-            raise SystemExit(f"timed out: {camera()}")
-        time.sleep(0.002)
+def tick():  # the robot link and the camera
+    driver.read_state()
+    driver.read_ball_observations()
 
 
 driver.start()
-pump(until=lambda: driver.connected and camera()["established"] and camera()["frames"] >= 20)
+pump(tick, until=lambda: driver.connected and camera()["established"] and camera()["frames"] >= 20, describe=camera)
 report = {"before": {"sessions": camera()["sessions_established"]}}
 for mode in ("close", "exit"):
     pid = os.fork()
@@ -307,7 +314,7 @@ for mode in ("close", "exit"):
     # (the parent sends nothing on the camera session until the child has ended)
     code = wait_children([pid], 30.0)[pid]
     frames = camera()["frames"]
-    pump(seconds=1.0)  # twice the receiver's session timeout: a session lost meanwhile would be a new one by now
+    pump(tick, seconds=1.0)  # twice the receiver's session timeout: a session lost meanwhile would be a new one by now
     report[mode] = {"child_exit": code, "frames_after": camera()["frames"] - frames,
                     "sessions": camera()["sessions_established"], "established": camera()["established"]}
 print(json.dumps(report), flush=True)
@@ -500,6 +507,7 @@ def test_a_child_forked_inside_a_shield_is_interrupted_by_ctrl_c():
 
 FORKED_SERVER_COPY_SCRIPT = (
     WAIT_CHILDREN
+    + PUMP
     + """
 import json, os, sys, time
 from robot_rt.control.udp import make_udp_driver
@@ -512,22 +520,7 @@ robot = server.robot
 driver = make_udp_driver(f"udp://127.0.0.1:{server.port}?camera=none", robot.dof, key=key,
                          limits_digest=limits_digest(robot))
 driver.start()
-
-
-def pump(seconds=None, until=None, timeout_s=60.0):
-    t0 = time.monotonic()
-    while True:
-        driver.read_state()
-        if until is not None and until():
-            return
-        if seconds is not None and time.monotonic() - t0 >= seconds:
-            return
-        if time.monotonic() - t0 > timeout_s:
-            raise SystemExit("timed out")
-        time.sleep(0.002)
-
-
-pump(until=lambda: driver.connected)
+pump(driver.read_state, until=lambda: driver.connected)
 codes = []
 for mode in ("exit", "stop"):
     pid = os.fork()
@@ -537,7 +530,7 @@ for mode in ("exit", "stop"):
             os._exit(0)
         sys.exit(0)  # the child's copy is freed at its exit
     codes += list(wait_children([pid], 20.0).values())
-    pump(seconds=0.4)
+    pump(driver.read_state, seconds=0.4)
 stats = driver.stats()
 report = {"child_exits": codes, "connected": driver.connected, "rx_duplicate": stats["rx_duplicate"],
           "sessions_established": stats["sessions_established"], "server_running": server.robot_server.running,
@@ -565,6 +558,7 @@ def test_a_forked_copy_of_the_sim_robot_server_touches_nothing_of_the_parents():
 
 FORKED_RECEIVER_CLOSE_SCRIPT = (
     WAIT_CHILDREN
+    + PUMP
     + """
 import json, os, sys, time
 from robot_rt import _control
@@ -572,29 +566,14 @@ from robot_rt import _control
 camera_port, key = int(sys.argv[1]), sys.argv[2].encode()
 receiver = _control.CameraReceiver(camera_port=camera_port, key=_control.camera_link_key(key))
 receiver.open()
-
-
-def pump(seconds=None, until=None, timeout_s=60.0):
-    t0 = time.monotonic()
-    while True:
-        receiver.read()
-        if until is not None and until():
-            return
-        if seconds is not None and time.monotonic() - t0 >= seconds:
-            return
-        if time.monotonic() - t0 > timeout_s:
-            raise SystemExit("timed out")
-        time.sleep(0.002)
-
-
-pump(until=lambda: receiver.stats()["established"] and receiver.stats()["frames"] >= 20)
+pump(receiver.read, until=lambda: receiver.stats()["established"] and receiver.stats()["frames"] >= 20)
 pid = os.fork()
 if pid == 0:
     receiver.close()  # an explicit close() of the child's copy
     os._exit(0)
 code = wait_children([pid], 20.0)[pid]
 frames = receiver.stats()["frames"]
-pump(seconds=1.0)  # twice the receiver's session timeout
+pump(receiver.read, seconds=1.0)  # twice the receiver's session timeout
 st = receiver.stats()
 print(json.dumps({"child_exit": code, "frames_after": st["frames"] - frames,
                   "sessions": st["sessions_established"], "established": st["established"]}), flush=True)

@@ -828,11 +828,13 @@ class RealTimeLoop:
             return RecoveryResult(False, (), "the loop is not running")
         if timeout_s is None:
             timeout_s = self.config.recover_timeout_s + 0.5
+        # (read before the reasons: a press or robot stop between is unseen)
+        presses_now, robot_stops_now = self._loop.estop_presses, self._loop.robot_stop_events
         # counts above this loop's own were not read from it (another loop's, a new driver's: one of its stops
         # would pass as seen) nor are they counts at all when negative
         for name, seen, now in (
-            ("seen_estop_presses", seen_estop_presses, self._loop.estop_presses),
-            ("seen_robot_stops", seen_robot_stops, self._loop.robot_stop_events),
+            ("seen_estop_presses", seen_estop_presses, presses_now),
+            ("seen_robot_stops", seen_robot_stops, robot_stops_now),
         ):
             if seen is not None and not (isinstance(seen, numbers.Integral) and 0 <= seen <= now):
                 raise ValueError(
@@ -840,9 +842,9 @@ class RealTimeLoop:
                     f"got {seen!r}: counts read from another loop or driver are not this loop's"
                 )
         if seen_estop_presses is None:
-            seen_estop_presses = self._loop.estop_presses  # (read before the reasons: a press between is unseen)
+            seen_estop_presses = presses_now
         if seen_robot_stops is None:
-            seen_robot_stops = self._loop.robot_stop_events  # (likewise)
+            seen_robot_stops = robot_stops_now
         if seen_reasons is None:
             seen_bits = self._loop.stop_reasons
         else:

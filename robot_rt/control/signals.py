@@ -118,6 +118,12 @@ def _give_handlers_back() -> None:
     _previous.clear()
 
 
+def _give_interrupt_back() -> None:
+    """Python's SIGINT handler back where the shield's hold is installed. Caller holds _lock (main thread)."""
+    if signal.getsignal(signal.SIGINT) is _hold_interrupt:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _exception_for(signum: int) -> BaseException:
     return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
 
@@ -144,8 +150,8 @@ def shielded():
         raise
     finally:
         with _signals_blocked(), _lock:
-            if swapped_int and signal.getsignal(signal.SIGINT) is _hold_interrupt:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
+            if swapped_int:
+                _give_interrupt_back()
             held = list(_held) if _shield_depth == 1 else []
             if _shield_depth == 1:
                 _held.clear()
@@ -164,8 +170,7 @@ def reset_in_forked_child() -> None:
     with _lock:
         _give_handlers_back()
         try:  # forked inside a shield: its SIGINT hold would swallow the child's Ctrl-C
-            if signal.getsignal(signal.SIGINT) is _hold_interrupt:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
+            _give_interrupt_back()
         except ValueError:  # (not the main thread: nothing can be set from here)
             pass
         _users = 0

@@ -261,6 +261,17 @@ def _write_bridge_state(path: Path | None, state: str) -> None:
     atomic_write_json(path, {"state": state, "pid": os.getpid(), "time": time.time()})
 
 
+def _record_end(path: Path | None, robot_server) -> None:
+    """Records how the run ended from the robot's own state: "stopped" while a stop is unacknowledged (the server's
+    stop() counts one when a live session was commanding the robot), else "clean". A failed write leaves "running":
+    the next start comes up stopped, the safe side."""
+    unclean = robot_server.stats()["resync_required"]
+    try:
+        _write_bridge_state(path, "stopped" if unclean else "clean")
+    except OSError as err:
+        print(f"sim-server: --state-file: cannot record the end in {path}: {err}", file=sys.stderr)
+
+
 def _lock_bridge_state(path: Path | None):
     """An exclusive lock on ``path``.lock held for the process's life (the descriptor is returned and kept open):
     two servers for one robot (the same port on two addresses) would overwrite each other's record. None without a
@@ -388,12 +399,10 @@ def serve(args) -> int:
         print(f"sim-server: cannot start: {err}", file=sys.stderr)
         listened = server.robot_server.running
         server.stop()  # (the robot port may be listening already: the camera's is bound after it)
-        robot_stats = server.robot_server.stats()
-        if listened and robot_stats["handshakes"] > 0:  # a controller got in: not a start that never ran
-            try:
-                _write_bridge_state(state_path, "stopped" if robot_stats["resync_required"] else "clean")
-            except OSError as write_err:  # ("running" stays: the next start comes up stopped)
-                print(f"sim-server: --state-file: cannot write {state_path}: {write_err}", file=sys.stderr)
+        if (
+            listened and server.robot_server.stats()["handshakes"] > 0
+        ):  # a controller got in: not a start that never ran
+            _record_end(state_path, server.robot_server)
             return 2
         return _never_ran()
     if start_stopped:
@@ -434,12 +443,7 @@ def serve(args) -> int:
     finally:
         stats = server.stats()
         server.stop()
-        # clean: no stop left unacknowledged (stop() counts one when a live session was commanding the robot)
-        unclean = server.robot_server.stats()["resync_required"]
-        try:
-            _write_bridge_state(state_path, "stopped" if unclean else "clean")
-        except OSError as err:  # (it says "running": the next start comes up stopped, the safe side)
-            print(f"sim-server: --state-file: cannot record the end in {state_path}: {err}", file=sys.stderr)
+        _record_end(state_path, server.robot_server)
         if rally:
             _write_summary(tracks=True)
         robot_stats = stats["robot"]

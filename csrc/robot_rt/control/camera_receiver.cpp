@@ -32,8 +32,8 @@ void CameraReceiver::open() {
   begin_handshake(monotonic_ns());
 }
 
-void CameraReceiver::close(bool goodbye) noexcept {
-  if (goodbye && ::getpid() == opened_in_pid_ && socket_.is_open() && session_.established()) {
+void CameraReceiver::close() noexcept {
+  if (::getpid() == opened_in_pid_ && socket_.is_open() && session_.established()) {
     tx_packet_.header.type = MessageType::kGoodbye;
     tx_packet_.goodbye.reason = protocol::kGoodbyeStop;
     send(tx_packet_, session_.tx_key(), monotonic_ns());

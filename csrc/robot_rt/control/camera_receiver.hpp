@@ -53,9 +53,8 @@ class CameraReceiver {
 
   explicit CameraReceiver(CameraReceiverConfig config);
   void open();  // binds the socket and subscribes (may allocate; not in a tick)
-  // goodbye=false: a forked copy (the session is the parent's); a copy in any process but the one that opened it
-  // never says goodbye either
-  void close(bool goodbye = true) noexcept;
+  // Says goodbye only in the process that opened it (a forked child's copy: the session is the parent's).
+  void close() noexcept;
   bool is_open() const noexcept { return socket_.is_open(); }
   std::uint16_t local_port() const noexcept { return socket_.local_port(); }
 

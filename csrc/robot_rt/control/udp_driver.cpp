@@ -80,7 +80,7 @@ void UdpDriver::on_stop() {
   session_.end();
   session_state_.store(0);
   socket_.close();
-  if (camera_) camera_->close(!forked_copy);
+  if (camera_) camera_->close();  // (a forked copy's says no goodbye either)
   connected_.store(false);
 }
 
