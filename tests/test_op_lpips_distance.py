@@ -130,13 +130,14 @@ def test_cpu_is_deterministic_across_threads(monkeypatch):
 
 
 @needs_cpu
-@pytest.mark.parametrize("hw", [(1, 1), (1, 2), (1, 3), (2, 2), (3, 3), (3, 5), (1, 15)])
+@pytest.mark.parametrize("hw", [(1, 1), (1, 2), (1, 3), (2, 2), (3, 3), (3, 5), (1, 15), (2, 4), (4, 4)])
 @pytest.mark.parametrize("C", [1, 7, 384])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("weighted", [False, True])
 def test_cpu_small_plane_flat_path(hw, C, dtype, weighted):
-    """Planes of P < 16 pixels with adjacent channels run as one flat run per sample (lanes of lcm(P, 8), a tail
-    when C * P is not a multiple of it): equal to the reference, map included, and exactly 0 on identical inputs."""
+    """Planes of P <= 16 pixels with adjacent channels run as one flat run per sample (lanes of lcm(P, 8), a tail
+    when C * P is not a multiple of it; fp32 with P dividing 16 in 16 register lanes): equal to the reference, map
+    included, and exactly 0 on identical inputs."""
     shape = (3, C, *hw)
     fx, fy = make_features(shape, dtype, "contiguous", 5), make_features(shape, dtype, "contiguous", 6)
     w = torch.rand(C, generator=torch.Generator().manual_seed(C)) * 2 if weighted else None
@@ -167,6 +168,28 @@ def test_cpu_prefetched_row_path(hw, C, dtype):
         want = lpips_layer_reference(fx, fy, weight, 1e-10, "lpips", True)
         got = lpips_distance(fx, fy, weight, spatial=True, backend="cpu")
         torch.testing.assert_close(got, want, **tol(dtype))
+    assert torch.equal(lpips_distance(fx, fx.clone(), w, backend="cpu"), torch.zeros(2, dtype=cm.out_dtype(dtype)))
+
+
+@needs_cpu
+@pytest.mark.parametrize("hw", [(7, 7), (10, 12), (33, 34), (64, 64), (65, 64)])
+@pytest.mark.parametrize("C", [1, 3, 4, 6, 9])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cpu_row_path_channel_groups(hw, C, dtype):
+    """Contiguous planes outside the prefetch window (under 128 or over 1024 pixels, and 4160 pixels: two rows of
+    at most 4096) add four channels per pass, then a pair, then one (C = 1, 3, 4, 6, 9 cover every remainder), and
+    end each row with the vectorised per-pixel maths: equal to the reference for both norms, weighted or not, map
+    included, and exactly 0 on identical inputs."""
+    shape = (2, C, *hw)
+    fx = make_features(shape, dtype, "contiguous", 9, zero_frac=0.1)
+    fy = make_features(shape, dtype, "contiguous", 10)
+    w = torch.rand(C, generator=torch.Generator().manual_seed(C)) * 2
+    for weight in (None, w):
+        for normalize in ("lpips", "stable"):
+            for spatial in (False, True):
+                want = lpips_layer_reference(fx, fy, weight, 1e-10, normalize, spatial)
+                got = lpips_distance(fx, fy, weight, spatial=spatial, normalize=normalize, backend="cpu")
+                torch.testing.assert_close(got, want, **tol(dtype))
     assert torch.equal(lpips_distance(fx, fx.clone(), w, backend="cpu"), torch.zeros(2, dtype=cm.out_dtype(dtype)))
 
 
@@ -237,7 +260,7 @@ FINITE_LAYOUTS = ["contiguous", "channels_last", "sliced_c", "transposed_hw"]
 
 
 @needs_cpu
-@pytest.mark.parametrize("shape", [(2, 5, 3, 3), (2, 5, 6, 7), (3, 20, 1, 1)])
+@pytest.mark.parametrize("shape", [(2, 5, 3, 3), (2, 5, 6, 7), (3, 20, 1, 1), (2, 5, 4, 4), (2, 6, 33, 34)])
 @pytest.mark.parametrize("layout", FINITE_LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])

@@ -35,10 +35,12 @@ PR_HD Acc lpips_pixel(Acc xx, Acc yy, Acc wxx, Acc wyy, Acc wxy, Acc eps, int mo
   const Acc iy = lpips_inv_norm(yy, eps, mode);
   // A norm that overflowed to inf (huge finite inputs) makes that normalised vector exactly 0, as the reference's
   // x / inf does; the products below would give inf * 0 = NaN instead. NaN sums (NaN inputs) still give NaN.
+  // (The products are computed unconditionally and then selected: branch-free, so CPU loops over pixels vectorise.)
   const bool x_zero = ix == Acc(0), y_zero = iy == Acc(0);
-  const Acc tx = x_zero ? Acc(0) : (wxx * ix) * ix;
-  const Acc ty = y_zero ? Acc(0) : (wyy * iy) * iy;
-  const Acc txy = (x_zero || y_zero) ? Acc(0) : (wxy * ix) * iy;
+  const Acc px = (wxx * ix) * ix, py = (wyy * iy) * iy, pxy = (wxy * ix) * iy;
+  const Acc tx = x_zero ? Acc(0) : px;
+  const Acc ty = y_zero ? Acc(0) : py;
+  const Acc txy = (x_zero | y_zero) ? Acc(0) : pxy;
   const Acc d = (tx + ty) - (txy + txy);
   return d < Acc(0) ? Acc(0) : d;  // not `d > 0 ? d : 0`: NaN (unchecked NaN/Inf input) must stay NaN, as in torch
 }
