@@ -92,6 +92,24 @@ double finish_row(const View4<T>& x, const View4<T>& y, int64_t b, int64_t p0, i
   return sum;
 }
 
+// The end of a flat run of small planes (P <= kTile): lane j of the L lane sums belongs to pixel j % P; the lanes
+// are folded into pixels in lane order, then finish_row.
+template <bool kWeighted, typename T, typename Acc>
+double finish_lanes(const View4<T>& x, const View4<T>& y, int64_t b, int64_t L, int64_t P, const Acc* axx,
+                    const Acc* ayy, const Acc* awxx, const Acc* awyy, const Acc* awxy, Acc eps, int mode, Acc* map_row,
+                    std::atomic<int>& flags) {
+  Acc pxx[kTile], pyy[kTile], pwxx[kTile], pwyy[kTile], pwxy[kTile];
+  for (int64_t p = 0; p < P; ++p) {
+    const LaneSums<Acc> t = fold_lanes(axx, ayy, awxx, awyy, awxy, p, L, P);
+    pxx[p] = t.xx;
+    pyy[p] = t.yy;
+    pwxx[p] = t.wxx;
+    pwyy[p] = t.wyy;
+    pwxy[p] = t.wxy;
+  }
+  return finish_row<kWeighted>(x, y, b, 0, P, pxx, pyy, pwxx, pwyy, pwxy, eps, mode, map_row, flags);
+}
+
 // Any strides: a tile of up to kTile pixels, their offsets computed once, channels outer.
 template <typename T, typename Acc, bool kWeighted>
 double lpips_tile_strided(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc eps, int mode, int64_t b, int64_t p0,
@@ -303,18 +321,16 @@ double lpips_tile_channels_last(const View4<T>& x, const View4<T>& y, const Acc*
 // j % L (L = lcm(P, 8), a whole number of pixels), so the inner loop walks contiguous memory and vectorises,
 // instead of a P-long pixel loop per channel; the lanes are folded into pixels at the end.
 // wexp: the weight expanded to one value per element of the run (wexp[c * P + p] = w[c]).
-template <typename T, typename Acc, bool kWeighted, int64_t kL = 0>
+template <typename T, typename Acc, bool kWeighted>
 double lpips_sample_flat(const View4<T>& x, const View4<T>& y, const Acc* wexp, Acc eps, int mode, int64_t b,
                       Acc* map_row, std::atomic<int>& flags) {
   const int64_t P = x.size[2] * x.size[3], n = x.size[1] * P;
-  const int64_t L = kL ? kL : flat_lane_count(P);
-  constexpr int64_t kN = kL ? kL : kFlatLanes;
-  Acc axx[kN], ayy[kN], awxx[kN], awyy[kN], awxy[kN];
+  const int64_t L = flat_lane_count(P);
+  Acc axx[kFlatLanes], ayy[kFlatLanes], awxx[kFlatLanes], awyy[kFlatLanes], awxy[kFlatLanes];
   for (int64_t j = 0; j < L; ++j) axx[j] = ayy[j] = awxx[j] = awyy[j] = awxy[j] = Acc(0);
   const T* xs = x.data + b * x.stride[0];
   const T* ys = y.data + b * y.stride[0];
   const auto step = [&](int64_t j0, int64_t m) {
-#pragma GCC unroll 16
     for (int64_t j = 0; j < m; ++j) {
       const Acc xv = Load<Acc, T>::get(xs + j0 + j), yv = Load<Acc, T>::get(ys + j0 + j);
       axx[j] = std::fma(xv, xv, axx[j]);
@@ -330,39 +346,33 @@ double lpips_sample_flat(const View4<T>& x, const View4<T>& y, const Acc* wexp, 
     }
   };
   int64_t j0 = 0;
-  if constexpr (kL != 0) {
-    for (; j0 + kL <= n; j0 += kL) step(j0, kL);
-  } else {
-    for (; j0 + L <= n; j0 += L) step(j0, L);
-  }
+  for (; j0 + L <= n; j0 += L) step(j0, L);
   step(j0, n - j0);  // the tail starts at a multiple of L, so lane j is still pixel j % P
-  double sum = 0;
-  for (int64_t p = 0; p < P; ++p) {
-    const LaneSums<Acc> t = fold_lanes(axx, ayy, awxx, awyy, awxy, p, L, P);
-    sum += finish_pixel<kWeighted>(x, y, b, p, t.xx, t.yy, t.wxx, t.wyy, t.wxy, eps, mode, map_row, flags);
-  }
-  return sum;
+  return finish_lanes<kWeighted>(x, y, b, L, P, axx, ayy, awxx, awyy, awxy, eps, mode, map_row, flags);
 }
 
 #if defined(__AVX2__) && defined(__FMA__)
 // fp32 flat runs whose plane size P divides 16: 16 lanes, the five sums in ten 8-float registers (the 128 lanes of
 // the general path live in memory and cost five stores per eight elements). Same sums, same lane-to-pixel fold.
 template <bool kWeighted>
-double lpips_sample_flat16_f32(const View4<float>& x, const View4<float>& y, const float* wexp, float eps, int mode,
-                               int64_t b, float* map_row, std::atomic<int>& flags) {
+double lpips_sample_flat16_f32(const View4<float>& x, const View4<float>& y, const float* wt, const float* wexp,
+                               float eps, int mode, int64_t b, float* map_row, std::atomic<int>& flags) {
   const int64_t P = x.size[2] * x.size[3], n = x.size[1] * P;
   const float* xs = x.data + b * x.stride[0];
   const float* ys = y.data + b * y.stride[0];
   __m256 sxx[2], syy[2], swxx[2], swyy[2], swxy[2];
   for (int h = 0; h < 2; ++h) sxx[h] = syy[h] = swxx[h] = swyy[h] = swxy[h] = _mm256_setzero_ps();
+  // P = 8, 16: each 8 elements are one channel's, weight wt[c + h * half_channel] for half h of the step at channel c
+  const int64_t half_channel = P == 8 ? 1 : 0, step_channels = 16 / P;
   int64_t j0 = 0;
-  for (; j0 + 16 <= n; j0 += 16) {
+  for (int64_t c = 0; j0 + 16 <= n; j0 += 16, c += step_channels) {
     for (int h = 0; h < 2; ++h) {
       const __m256 xv = _mm256_loadu_ps(xs + j0 + 8 * h), yv = _mm256_loadu_ps(ys + j0 + 8 * h);
       sxx[h] = _mm256_fmadd_ps(xv, xv, sxx[h]);
       syy[h] = _mm256_fmadd_ps(yv, yv, syy[h]);
       if (kWeighted) {
-        const __m256 wc = _mm256_loadu_ps(wexp + j0 + 8 * h), wx = _mm256_mul_ps(wc, xv), wy = _mm256_mul_ps(wc, yv);
+        const __m256 wc = P >= 8 ? _mm256_set1_ps(wt[c + h * half_channel]) : _mm256_loadu_ps(wexp + j0 + 8 * h);
+        const __m256 wx = _mm256_mul_ps(wc, xv), wy = _mm256_mul_ps(wc, yv);
         swxx[h] = _mm256_fmadd_ps(wx, xv, swxx[h]);
         swyy[h] = _mm256_fmadd_ps(wy, yv, swyy[h]);
         swxy[h] = _mm256_fmadd_ps(wx, yv, swxy[h]);
@@ -384,7 +394,7 @@ double lpips_sample_flat16_f32(const View4<float>& x, const View4<float>& y, con
     axx[j] = std::fma(xv, xv, axx[j]);
     ayy[j] = std::fma(yv, yv, ayy[j]);
     if (kWeighted) {
-      const float wc = wexp[j0 + j], wx = wc * xv, wy = wc * yv;
+      const float wc = P >= 8 ? wt[(j0 + j) / P] : wexp[j0 + j], wx = wc * xv, wy = wc * yv;
       awxx[j] = std::fma(wx, xv, awxx[j]);
       awyy[j] = std::fma(wy, yv, awyy[j]);
       awxy[j] = std::fma(wx, yv, awxy[j]);
@@ -392,12 +402,7 @@ double lpips_sample_flat16_f32(const View4<float>& x, const View4<float>& y, con
       awxy[j] = std::fma(xv, yv, awxy[j]);
     }
   }
-  double sum = 0;
-  for (int64_t p = 0; p < P; ++p) {
-    const LaneSums<float> t = fold_lanes(axx, ayy, awxx, awyy, awxy, p, 16, P);
-    sum += finish_pixel<kWeighted>(x, y, b, p, t.xx, t.yy, t.wxx, t.wyy, t.wxy, eps, mode, map_row, flags);
-  }
-  return sum;
+  return finish_lanes<kWeighted>(x, y, b, 16, P, axx, ayy, awxx, awyy, awxy, eps, mode, map_row, flags);
 }
 #endif
 
@@ -411,13 +416,18 @@ int lpips_run(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc eps, int 
   // per-sample tasks, each a whole number of samples' work, at least kMinWorkPerThread elements per thread
   const int64_t min_samples = std::max<int64_t>(1, kMinWorkPerThread / (C * P));
   if (contig && P <= kTile && x.stride[1] == P && y.stride[1] == P) {
-    const Acc* we = kWeighted ? expanded_channel_weight(wt, C, P) : nullptr;
+    bool lanes16 = false;  // fp32 with P dividing 16: lpips_sample_flat16_f32
+#if defined(__AVX2__) && defined(__FMA__)
+    lanes16 = std::is_same_v<T, float> && std::is_same_v<Acc, float> && 16 % P == 0;
+#endif
+    // the expanded weight (C * P values, built on this thread before the workers start) unless every step's
+    // channel weight is a broadcast
+    const Acc* we = kWeighted && !(lanes16 && P >= 8) ? expanded_channel_weight(wt, C, P) : nullptr;
     const auto flat_sample = [&](int64_t b) -> double {
       Acc* map_row = map ? map + b * P : nullptr;
 #if defined(__AVX2__) && defined(__FMA__)
       if constexpr (std::is_same_v<T, float> && std::is_same_v<Acc, float>)
-        if (16 % P == 0)
-          return lpips_sample_flat16_f32<kWeighted>(x, y, we, eps, mode, b, map_row, flags);
+        if (lanes16) return lpips_sample_flat16_f32<kWeighted>(x, y, wt, we, eps, mode, b, map_row, flags);
 #endif
       return lpips_sample_flat<T, Acc, kWeighted>(x, y, we, eps, mode, b, map_row, flags);
     };
