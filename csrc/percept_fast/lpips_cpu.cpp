@@ -245,10 +245,11 @@ double lpips_row_contig(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc
       add_channel_group<K, T, Acc, kWeighted>(xs, ys, ws, i, np, axx, ayy, awxx, awyy, awxy);
     }
   };
-  // Four channels per pass where the hardware prefetchers follow the runs (planes over kPrefetchMaxPixels, or rows
-  // of planes): half the sums' load/store traffic of two, 1.3x faster on 64x64 and 56x56 planes (one thread). With
-  // the software prefetch window two stay better (four: 0.8-0.9x on 16x16 and 27x27 planes).
-  if (!prefetch) groups(std::integral_constant<int, 4>{});
+  // Four channels per pass on rows over kPrefetchMaxPixels, where the hardware prefetchers follow the runs: half
+  // the sums' load/store traffic of two, 1.3x faster on 64x64 and 56x56 planes (one thread). Two elsewhere: with
+  // the software prefetch window four was 0.8-0.9x on 16x16 and 27x27 planes, and on 7x7 planes streamed from DRAM
+  // (2048 channels) 0.8x; four gained only on 7x7 planes already in cache.
+  if (np > kPrefetchMaxPixels) groups(std::integral_constant<int, 4>{});
   groups(std::integral_constant<int, 2>{});
   for (; c < C; ++c) {
     const T* x0 = xb + c * x.stride[1];
