@@ -63,6 +63,9 @@ class CompositeDriver final : public RobotDriver {
     return pending_flags_ & kStateSelfStop;
   }
   bool mute_joints(std::uint64_t joints) noexcept override;
+  void set_hold_position(const double* position_si) noexcept override {
+    for (std::size_t p = 0; p < parts_.size(); ++p) parts_[p]->set_hold_position(position_si + offset_[p]);
+  }
 
   const std::vector<std::shared_ptr<RobotDriver>>& parts() const noexcept { return parts_; }
   // Whether each part's last read_state() was fresh (bit i = part i).

@@ -234,6 +234,7 @@ void ControlLoop::initialise_claimed(std::int64_t start_ns) {
   last_state_ = s;
   last_fresh_ = true;
   measurement_invalid_ = false;
+  for (int i = 0; i < s.dof; ++i) last_valid_position_si_[i] = s.position_si[i];
   tick_index_ = 0;
   prev_override_ = write_failed_ = muted_ = shutdown_tripped_ = false;
   mute_joints_ = 0;
@@ -630,6 +631,7 @@ void ControlLoop::mute(std::uint64_t joints, std::int64_t wake_ns) noexcept {
   const std::uint64_t next = mute_joints_ | (joints & all);
   if (next == mute_joints_ || muted_) return;
   mute_joints_ = next;
+  driver_->set_hold_position(last_valid_position_si_);
   const bool per_part = driver_->mute_joints(next);
   muted_ = !per_part || next == all;
   emit(kEventCommandsMuted, -1, static_cast<double>(muted_ ? all : next), wake_ns);
@@ -688,6 +690,10 @@ void ControlLoop::run_reflexes(std::int64_t wake_ns, const TickScratch& t) noexc
       // off the commanded trajectory (jammed, blocked, stopped by itself): its part is muted at once, since once
       // freed it would rush to wherever the stop's ramp then is (up to the stopping distance away)
       mute(1ull << joint, wake_ns);
+    } else {
+      // a plausible state on the commanded trajectory: where a muted robot is held (set_hold_position). Not a state
+      // that failed either check: a glitched feedback (0.3 rad for 40 ms) anchored there moved a stopped arm 0.3 rad
+      for (int i = 0; i < filter_.dof(); ++i) last_valid_position_si_[i] = last_state_.position_si[i];
     }
   }
   // link: down (the driver's link timeout) or the robot side restarted (a new session: it was not commanded by this

@@ -416,6 +416,8 @@ class ControlLoop {
   JointState last_state_;       // the latest state as the driver reported it (logged, observed)
   bool last_fresh_ = true;
   bool measurement_invalid_ = false;  // the latest fresh state was implausible
+  // the latest fresh state that passed check_measurement and the tracking check (the start's state before any)
+  double last_valid_position_si_[kMaxDof] = {};
   double workspace_excess_m_ = 0.0;  // commanded paddle's distance outside the box at the previous tick
   Lifecycle state_ = Lifecycle::kInactive;
   bool muted_ = false;               // nothing written to the driver until a recovery (see mute_joints_)

@@ -113,7 +113,7 @@ void EgmDriver::on_start() {
     run_started_ = true;
   }
   ending_in_stop_ = false;
-  holding_ = false;
+  holding_ = hold_offered_ = hold_anchored_ = false;
   have_peer_ = have_seqno_ = have_sample_ = reply_owed_ = new_sample_ = have_command_ = false;
   status_seen_ = 0;
   last_rx_ns_ = 0;
@@ -257,8 +257,8 @@ bool EgmDriver::read_state(JointState& out) noexcept {
   drain(now);
   link_up_.store(have_peer_ && now - last_rx_ns_ <= config_.link_timeout_ns, std::memory_order_relaxed);
   // muted: answer the controller with a hold where the arm is (else it drives on to the last reference)
-  if (holding_ && reply_owed_ && have_peer_ && have_sample_ && peer_restarts() == hold_peer_restarts_ &&
-      send_reply(now, true))
+  if (holding_ && hold_anchored_ && reply_owed_ && have_peer_ && have_sample_ &&
+      peer_restarts() == hold_peer_restarts_ && send_reply(now, true))
     hold_replies_.fetch_add(1, std::memory_order_relaxed);
   if (!have_sample_ || now - sample_rx_ns_ > config_.hold_ns) return false;
   out = latest_;
@@ -280,8 +280,8 @@ bool EgmDriver::send_reply(std::int64_t now_ns, bool hold) noexcept {
   s.has_speed_ref = s.speed_ref.has_joints = true;
   s.planned.joints.count = s.speed_ref.joints.count = config_.dof;
   for (int i = 0; i < config_.dof; ++i) {
-    // a hold: where the arm is (its feedback, in EGM units), at rest
-    s.planned.joints.value[i] = hold ? latest_.position_si[i] / config_.si_per_egm[i] : command_position_egm_[i];
+    // a hold: at the anchor taken when the mute began (the loop's last checked position), at rest
+    s.planned.joints.value[i] = hold ? hold_position_egm_[i] : command_position_egm_[i];
     s.speed_ref.joints.value[i] = hold ? 0.0 : command_velocity_egm_[i];
   }
   std::size_t size = 0;

@@ -33,6 +33,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <string>
 
@@ -99,9 +100,27 @@ class EgmDriver final : public RobotDriver {
   // loop sends this driver nothing while muted (a CompositeDriver passes its part's mask).
   bool mute_joints(std::uint64_t joints) noexcept override {
     // (the restarts before this tick's read: a controller whose restart caused this mute gets no hold either)
-    if (joints != 0 && !holding_) hold_peer_restarts_ = restarts_before_read_;
+    if (joints != 0 && !holding_) {
+      hold_peer_restarts_ = restarts_before_read_;
+      hold_anchored_ = hold_offered_;  // the loop's trusted position, else the feedback at this moment
+      if (!hold_anchored_ && have_sample_)
+        for (int i = 0; i < config_.dof; ++i) hold_position_egm_[i] = latest_.position_si[i] / config_.si_per_egm[i];
+      hold_anchored_ = hold_anchored_ || have_sample_;
+    }
+    if (joints == 0) hold_anchored_ = false;
+    hold_offered_ = false;
     holding_ = joints != 0;
     return false;
+  }
+  // The hold stays at this position until the mute ends: it never follows the feedback, which may be what stopped
+  // the loop (a glitch), and which it would otherwise echo back as the arm's reference.
+  void set_hold_position(const double* position_si) noexcept override {
+    if (holding_) return;  // anchored when the mute began
+    bool finite = true;
+    for (int i = 0; i < config_.dof; ++i) finite = finite && std::isfinite(position_si[i]);
+    if (!finite) return;
+    for (int i = 0; i < config_.dof; ++i) hold_position_egm_[i] = position_si[i] / config_.si_per_egm[i];
+    hold_offered_ = true;
   }
   bool marker_stop_pending() const noexcept { return marker_stop_pending_.load(std::memory_order_relaxed); }
   std::uint64_t hold_replies() const noexcept { return hold_replies_.load(std::memory_order_relaxed); }
@@ -165,6 +184,9 @@ class EgmDriver final : public RobotDriver {
   std::atomic<int> motor_state_{-1}, mci_state_{-1}, rapid_state_{-1};
   std::atomic<std::int64_t> reply_last_{0}, reply_max_{0}, reply_sum_{0};
   bool holding_ = false;        // muted: replies hold the arm where it is (loop thread)
+  double hold_position_egm_[kMaxDof] = {};  // the hold's reference while muted (EGM units), fixed for the mute
+  bool hold_offered_ = false;   // set_hold_position gave one for the coming mute
+  bool hold_anchored_ = false;  // hold_position_egm_ holds this mute's anchor
   std::uint64_t hold_peer_restarts_ = 0;  // a controller restarted since the mute gets nothing at all
   std::uint64_t restarts_before_read_ = 0;  // peer_restarts() when the last read_state began
   bool ending_in_stop_ = false;  // the run ends in a stop nobody recovered (set before on_stop)
