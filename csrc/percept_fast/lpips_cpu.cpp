@@ -25,6 +25,23 @@ constexpr int64_t kTile = 16;
 // on a loaded machine), about what summing 256K elements takes
 constexpr int64_t kMinWorkPerThread = int64_t{1} << 18;
 
+// One element pair (x, y) of a channel with weight w added into the five running sums of its pixel (lane); w is
+// not read when unweighted (the plain sums of squares stand in for the weighted ones, lpips_kernel.h). Every CPU path
+// adds in this order, so x == y gives the same sums for x and y and d == 0 exactly.
+template <bool kWeighted, typename Acc>
+inline void add_to_sums(Acc xv, Acc yv, Acc w, Acc& xx, Acc& yy, Acc& wxx, Acc& wyy, Acc& wxy) {
+  xx = std::fma(xv, xv, xx);
+  yy = std::fma(yv, yv, yy);
+  if (kWeighted) {
+    const Acc wx = w * xv, wy = w * yv;
+    wxx = std::fma(wx, xv, wxx);
+    wyy = std::fma(wy, yv, wyy);
+    wxy = std::fma(wx, yv, wxy);
+  } else {
+    wxy = std::fma(xv, yv, wxy);
+  }
+}
+
 // Cold path: pixel p of sample b (its sum of squares was not finite) holds a NaN/Inf element.
 template <typename T>
 bool pixel_has_nonfinite(const View4<T>& v, int64_t b, int64_t p) {
@@ -180,17 +197,8 @@ inline void add_channel_group(const T* const* xs, const T* const* ys, const Acc*
     Acc sxx = axx[i], syy = ayy[i], swxx = awxx[i], swyy = awyy[i], swxy = awxy[i];
 #pragma GCC unroll 8
     for (int k = 0; k < K; ++k) {
-      const Acc xa = Load<Acc, T>::get(xs[k] + i), ya = Load<Acc, T>::get(ys[k] + i);
-      sxx = std::fma(xa, xa, sxx);
-      syy = std::fma(ya, ya, syy);
-      if (kWeighted) {
-        const Acc wxa = ws[k] * xa, wya = ws[k] * ya;
-        swxx = std::fma(wxa, xa, swxx);
-        swyy = std::fma(wya, ya, swyy);
-        swxy = std::fma(wxa, ya, swxy);
-      } else {
-        swxy = std::fma(xa, ya, swxy);
-      }
+      add_to_sums<kWeighted>(Load<Acc, T>::get(xs[k] + i), Load<Acc, T>::get(ys[k] + i), ws[k], sxx, syy, swxx, swyy,
+                             swxy);
     }
     axx[i] = sxx;
     ayy[i] = syy;
@@ -270,17 +278,8 @@ double lpips_row_contig(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc
     const T* y0 = yb + c * y.stride[1];
     const Acc w0 = kWeighted ? wt[c] : Acc(1);
     for (int64_t i = 0; i < np; ++i) {
-      const Acc xa = Load<Acc, T>::get(x0 + i), ya = Load<Acc, T>::get(y0 + i);
-      axx[i] = std::fma(xa, xa, axx[i]);
-      ayy[i] = std::fma(ya, ya, ayy[i]);
-      if (kWeighted) {
-        const Acc wxa = w0 * xa, wya = w0 * ya;
-        awxx[i] = std::fma(wxa, xa, awxx[i]);
-        awyy[i] = std::fma(wya, ya, awyy[i]);
-        awxy[i] = std::fma(wxa, ya, awxy[i]);
-      } else {
-        awxy[i] = std::fma(xa, ya, awxy[i]);
-      }
+      add_to_sums<kWeighted>(Load<Acc, T>::get(x0 + i), Load<Acc, T>::get(y0 + i), w0, axx[i], ayy[i], awxx[i],
+                             awyy[i], awxy[i]);
     }
   }
   return finish_row<kWeighted>(x, y, b, p0, np, axx, ayy, awxx, awyy, awxy, eps, mode, map_row, flags);
@@ -301,17 +300,8 @@ double lpips_tile_channels_last(const View4<T>& x, const View4<T>& y, const Acc*
     int64_t c = 0;
     for (; c + L <= C; c += L) {
       for (int l = 0; l < L; ++l) {
-        const Acc xv = Load<Acc, T>::get(xp + c + l), yv = Load<Acc, T>::get(yp + c + l);
-        axx[l] = std::fma(xv, xv, axx[l]);
-        ayy[l] = std::fma(yv, yv, ayy[l]);
-        if (kWeighted) {
-          const Acc wx = wt[c + l] * xv, wy = wt[c + l] * yv;
-          awxx[l] = std::fma(wx, xv, awxx[l]);
-          awyy[l] = std::fma(wy, yv, awyy[l]);
-          awxy[l] = std::fma(wx, yv, awxy[l]);
-        } else {
-          awxy[l] = std::fma(xv, yv, awxy[l]);
-        }
+        add_to_sums<kWeighted>(Load<Acc, T>::get(xp + c + l), Load<Acc, T>::get(yp + c + l),
+                               kWeighted ? wt[c + l] : Acc(1), axx[l], ayy[l], awxx[l], awyy[l], awxy[l]);
       }
     }
     for (int l = 0; c < C; ++c, ++l) {
@@ -347,17 +337,8 @@ double lpips_sample_flat(const View4<T>& x, const View4<T>& y, const Acc* wexp, 
   const T* ys = y.data + b * y.stride[0];
   const auto step = [&](int64_t j0, int64_t m) {
     for (int64_t j = 0; j < m; ++j) {
-      const Acc xv = Load<Acc, T>::get(xs + j0 + j), yv = Load<Acc, T>::get(ys + j0 + j);
-      axx[j] = std::fma(xv, xv, axx[j]);
-      ayy[j] = std::fma(yv, yv, ayy[j]);
-      if (kWeighted) {
-        const Acc wc = wexp[j0 + j], wx = wc * xv, wy = wc * yv;
-        awxx[j] = std::fma(wx, xv, awxx[j]);
-        awyy[j] = std::fma(wy, yv, awyy[j]);
-        awxy[j] = std::fma(wx, yv, awxy[j]);
-      } else {
-        awxy[j] = std::fma(xv, yv, awxy[j]);
-      }
+      add_to_sums<kWeighted>(Load<Acc, T>::get(xs + j0 + j), Load<Acc, T>::get(ys + j0 + j),
+                             kWeighted ? wexp[j0 + j] : Acc(1), axx[j], ayy[j], awxx[j], awyy[j], awxy[j]);
     }
   };
   int64_t j0 = 0;
@@ -405,17 +386,8 @@ double lpips_sample_flat16_f32(const View4<float>& x, const View4<float>& y, con
     _mm256_store_ps(awxy + 8 * h, swxy[h]);
   }
   for (int64_t j = 0; j0 + j < n; ++j) {  // the tail starts at a multiple of 16, so lane j is still pixel j % P
-    const float xv = xs[j0 + j], yv = ys[j0 + j];
-    axx[j] = std::fma(xv, xv, axx[j]);
-    ayy[j] = std::fma(yv, yv, ayy[j]);
-    if (kWeighted) {
-      const float wc = P >= 8 ? wt[(j0 + j) / P] : wexp[j0 + j], wx = wc * xv, wy = wc * yv;
-      awxx[j] = std::fma(wx, xv, awxx[j]);
-      awyy[j] = std::fma(wy, yv, awyy[j]);
-      awxy[j] = std::fma(wx, yv, awxy[j]);
-    } else {
-      awxy[j] = std::fma(xv, yv, awxy[j]);
-    }
+    const float wc = !kWeighted ? 1.0f : (P >= 8 ? wt[(j0 + j) / P] : wexp[j0 + j]);
+    add_to_sums<kWeighted>(xs[j0 + j], ys[j0 + j], wc, axx[j], ayy[j], awxx[j], awyy[j], awxy[j]);
   }
   return finish_lanes<kWeighted>(x, y, b, 16, P, axx, ayy, awxx, awyy, awxy, eps, mode, map_row, flags);
 }
@@ -448,9 +420,7 @@ int lpips_run(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc eps, int 
     };
     parallel_for_pooled(B, min_samples, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b)
-        out[b] = static_cast<Acc>(
-            (flat_sample(b)) /
-            static_cast<double>(P));
+        out[b] = static_cast<Acc>(flat_sample(b) / static_cast<double>(P));
     });
     return flags.load();
   }
