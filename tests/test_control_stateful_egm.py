@@ -32,6 +32,7 @@ records violations there instead of failing (a long hunt).
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import random
@@ -75,12 +76,13 @@ SETTLE_TIMEOUT_S = 3.0
 STEP_SLACK_S = 0.003
 MONITOR_LEAD_NS = 5_000_000  # a stop the monitor saw began up to this long before
 # Finding 1 of the twelfth audit: a glitched or corrupted EGM feedback moved a muted arm (the driver's hold replies
-# followed the latest feedback). Fixed for stops during a run: the hold is anchored at the loop's last state that
-# passed its measurement and tracking checks (test_a_feedback_glitch_does_not_move_a_muted_arm). Still open: a glitch
-# at the moment of a start (the start takes its first state as the truth, and a run that starts stopped holds there;
-# 2 of 60 examples with the rules on, 0.3 rad). The rules that produce one (feedback_glitch, corrupted datagrams)
-# therefore only run with FUZZ_EGM_KNOWN=1.
-KNOWN_BUGS = os.environ.get("FUZZ_EGM_KNOWN", "") == "1"
+# followed the latest feedback): the hold is now anchored at the loop's last state that passed its measurement and
+# tracking checks (test_a_feedback_glitch_does_not_move_a_muted_arm). Finding 1b: a start (or a recovery) during a
+# glitch took the glitched state as where the arm is (0.3 rad, 2 of 60 examples): both now wait until the measured
+# position held still for the loop's steady_window_s (the tests after the state machine). The glitch and corruption
+# rules run by default since; FUZZ_EGM_GLITCHES=0 turns them off (to look past a new finding of that kind).
+GLITCH_RULES = os.environ.get("FUZZ_EGM_GLITCHES", "1") != "0"
+RECORD_STEPS = int(os.environ.get("FUZZ_RECORD_STEPS", "40"))  # the last steps of an example kept with a violation
 
 
 def _free_udp_port() -> int:
@@ -326,7 +328,7 @@ class EgmMachine(RuleBasedStateMachine):
         self.steps.append(f"{time.monotonic():.3f} {text}")
 
     def violation(self, kind, **details):
-        record = {"kind": kind, **details, "steps": list(self.steps[-40:])}
+        record = {"kind": kind, **details, "steps": list(self.steps[-RECORD_STEPS:])}
         self.violations.append(record)
         if self.record_path:
             with open(self.record_path, "a") as f:
@@ -361,7 +363,9 @@ class EgmMachine(RuleBasedStateMachine):
             return
         with self.latch_lock:
             open_latches = any(lt["cleared"] is None for lt in self.latches)
-        clean = self.loop.lifecycle == "active" and not open_latches
+        # (a loop that never got a target is "inactive": it ends as cleanly as an active one, and the next run may
+        # move; counted unclean, it made a harness false positive, 2 in 200 examples)
+        clean = self.loop.lifecycle in ("active", "inactive") and not open_latches
         t = time.monotonic_ns()
         self.latch(t, "stop()")
         self.loop.stop()
@@ -449,7 +453,7 @@ class EgmMachine(RuleBasedStateMachine):
     @rule(joint=st.integers(0, 5), offset=st.sampled_from([-0.3, -0.05, 0.05, 0.3, 2.0]), ms=st.integers(1, 30))
     def feedback_glitch(self, joint, offset, ms):
         """The controller's feedback reports one axis off by `offset` rad for `ms` (the arm does not move)."""
-        if not KNOWN_BUGS:
+        if not GLITCH_RULES:
             return
         off = np.zeros(6)
         off[joint] = offset
@@ -519,7 +523,7 @@ class EgmMachine(RuleBasedStateMachine):
     )
     def egm_stream_faults(self, drop, duplicate, reorder, corrupt, truncate, stale, seed):
         c = self.controller
-        if not KNOWN_BUGS:
+        if not GLITCH_RULES:
             corrupt = 0.0
         with c._lock:
             c.rng.seed(seed)
@@ -755,13 +759,9 @@ def teardown_module(module):
             f.write(json.dumps(dict(_TOTALS)) + "\n")
 
 
-@pytest.mark.parametrize("offset_rad, glitch_ms", [(0.3, 40), (0.3, 100), (0.05, 10)])
-def test_a_feedback_glitch_does_not_move_a_muted_arm(offset_rad, glitch_ms):
-    """The controller reports axis 3 `offset_rad` off for `glitch_ms` (the arm itself does not move): the loop stops
-    (measurement_invalid) and mutes the arm, and then nothing may move it until a recovery. The EGM driver answers
-    each robot message with a hold; at the latest feedback, the glitched feedback was sent back as the reference and
-    the arm followed it (0.157 rad for 0.3 rad / 40 ms, 0.42 rad for 100 ms, the twelfth audit). The hold is now
-    anchored at the loop's last state that passed its measurement and tracking checks."""
+@contextlib.contextmanager
+def _egm_rig(**loop_kwargs):
+    """A composite robot (UDP gantry server + recording EGM controller) and a loop holding it at home (not started)."""
     port = _free_udp_port()
     gantry_server = SimServer(gantry_description(ROBOT), camera=False, geometry_digest=geometry_digest(ROBOT)).start()
     controller = RecordingController(
@@ -774,24 +774,118 @@ def test_a_feedback_glitch_does_not_move_a_muted_arm(offset_rad, glitch_ms):
     gantry = make_udp_driver(f"udp://127.0.0.1:{gantry_server.port}?camera=none", 2)
     driver = make_egm_robot_driver(f"egm://127.0.0.1:{port}", ROBOT, gantry=gantry)
     loop = RealTimeLoop(ROBOT, driver, policy=lambda obs: ROBOT.home, rate_hz=RATE_HZ, policy_rate_hz=POLICY_HZ,
-                        command_timeout_s=COMMAND_TIMEOUT_S, sensor_timeout_s=SENSOR_TIMEOUT_S)  # fmt: skip
+                        command_timeout_s=COMMAND_TIMEOUT_S, sensor_timeout_s=SENSOR_TIMEOUT_S, **loop_kwargs)  # fmt: skip
     driver.start()
-    loop.start()
     try:
         deadline = time.monotonic() + 30.0
-        while controller.stats()["sensor_messages"] < 100 and time.monotonic() < deadline:
+        while controller.stats()["robot_messages"] < 20 and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert loop.lifecycle == "active", loop.stop_reasons
-        before = controller.position
-        offset = np.zeros(6)
-        offset[2] = offset_rad
-        controller.glitch = (time.monotonic_ns() + int(glitch_ms * 1e6), offset)
-        time.sleep(0.8)
-        assert loop.lifecycle == "stopped", loop.stop_reasons
-        moved = float(np.max(np.abs(controller.position - before)))
-        assert moved <= MOVED_LIMIT, f"the muted arm moved {moved:.4f} rad after the stop, nobody recovered"
+        yield controller, loop
     finally:
         loop.stop()
         driver.stop()
         controller.stop()
         gantry_server.stop()
+
+
+def _glitch(controller, offset_rad, glitch_ms, joint=2):
+    offset = np.zeros(6)
+    offset[joint] = offset_rad
+    controller.glitch = (time.monotonic_ns() + int(glitch_ms * 1e6), offset)
+
+
+@pytest.mark.parametrize("offset_rad, glitch_ms", [(0.3, 40), (0.3, 100), (0.05, 10)])
+def test_a_feedback_glitch_does_not_move_a_muted_arm(offset_rad, glitch_ms):
+    """The controller reports axis 3 `offset_rad` off for `glitch_ms` (the arm itself does not move): the loop stops
+    (measurement_invalid) and mutes the arm, and then nothing may move it until a recovery. The EGM driver answers
+    each robot message with a hold; at the latest feedback, the glitched feedback was sent back as the reference and
+    the arm followed it (0.157 rad for 0.3 rad / 40 ms, 0.42 rad for 100 ms, the twelfth audit). The hold is now
+    anchored at the loop's last state that passed its measurement and tracking checks."""
+    with _egm_rig() as (controller, loop):
+        loop.start()
+        deadline = time.monotonic() + 30.0
+        while controller.stats()["sensor_messages"] < 100 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert loop.lifecycle == "active", loop.stop_reasons
+        before = controller.position
+        _glitch(controller, offset_rad, glitch_ms)
+        time.sleep(0.8)
+        assert loop.lifecycle == "stopped", loop.stop_reasons
+        moved = float(np.max(np.abs(controller.position - before)))
+        assert moved <= MOVED_LIMIT, f"the muted arm moved {moved:.4f} rad after the stop, nobody recovered"
+
+
+@pytest.mark.parametrize("offset_rad, glitch_ms", [(0.3, 30), (0.05, 20), (-0.3, 8)])
+def test_a_start_during_a_feedback_glitch_does_not_move_the_arm(offset_rad, glitch_ms):
+    """Finding 1b of the twelfth audit: a start took its first state as where the robot is, so a start during a
+    glitch commanded the arm to the glitched position (0.3 rad). The start now waits until the measured position
+    held still for steady_window_s: it starts where the arm is, and the arm (commanded to stay at home) stays."""
+    with _egm_rig() as (controller, loop):
+        before = controller.position
+        _glitch(controller, offset_rad, glitch_ms)
+        time.sleep(0.004)  # (at least one glitched feedback received before the start reads its first state)
+        loop.start()
+        start = loop.wait_observation(timeout_s=1.0)
+        assert start is not None
+        # the commanded trajectory starts where the arm is, not at the glitch
+        assert np.max(np.abs(start["command_position"][ARM] - before)) < 1e-6, start["command_position"][ARM] - before
+        time.sleep(0.5)
+        moved = float(np.max(np.abs(controller.position - before)))
+        assert moved <= MOVED_LIMIT, f"the arm moved {moved:.4f} rad after a start during a feedback glitch"
+        assert loop.lifecycle == "active", loop.stop_reasons
+
+
+def test_a_start_refuses_a_feedback_that_never_holds_still():
+    """A feedback that keeps jumping (here a glitch of 0.3 rad for 10 ms every 25 ms) gives no position to start
+    from: start() refuses, naming the joint, and nothing is sent that moves the arm."""
+    with _egm_rig() as (controller, loop):
+        before = controller.position
+        stop = threading.Event()
+
+        def flicker():
+            while not stop.is_set():
+                _glitch(controller, 0.3, 10)
+                time.sleep(0.025)
+
+        thread = threading.Thread(target=flicker, daemon=True)
+        thread.start()
+        try:
+            with pytest.raises(RuntimeError, match=r"did not hold still .*joint 4"):
+                loop.start()
+        finally:
+            stop.set()
+            thread.join()
+        assert not loop.running
+        assert float(np.max(np.abs(controller.position - before))) <= MOVED_LIMIT
+
+
+def test_a_recovery_during_a_feedback_glitch_does_not_move_the_arm():
+    """A recovery restarts the commanded trajectory at the measured position: one asked for during a glitch (which
+    the measurement check cannot see: a plausible position, at rest) took the glitched position and moved the arm
+    there. It now waits until the position held still for steady_window_s, and restarts where the arm is."""
+    with _egm_rig() as (controller, loop):
+        loop.start()
+        time.sleep(0.2)
+        assert loop.lifecycle == "active", loop.stop_reasons
+        loop.estop()
+        time.sleep(0.3)
+        assert loop.lifecycle == "stopped"
+        before = controller.position
+        _glitch(controller, 0.3, 45)
+        # the loop sees the glitch (its first state latches measurement_invalid: a 0.3 rad step is an implausible
+        # velocity); then the position is plausible and at rest, as the recovery requires, but 0.3 rad off
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            obs = loop.observation()
+            if obs is not None and abs(obs["measured_position"][4] - before[2]) > 0.2:
+                break
+            time.sleep(0.001)
+        else:
+            pytest.fail("the loop never saw the glitch")
+        time.sleep(0.01)
+        result = loop.recover()
+        assert result.ok, result
+        time.sleep(0.5)
+        moved = float(np.max(np.abs(controller.position - before)))
+        assert moved <= MOVED_LIMIT, f"the arm moved {moved:.4f} rad after a recovery during a feedback glitch"
+        assert loop.lifecycle == "active", loop.stop_reasons

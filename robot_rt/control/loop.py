@@ -309,6 +309,10 @@ class RealTimeLoop:
         tracking_error_threshold: per joint (or one value), how far the measured position may leave the tube of
             the last `tracking_window_s` of commanded positions; None: 3 x the servo error bound.
         recover_timeout_s: a `recover()` whose causes persist longer than this is refused.
+        steady_window_s: `start()` and `recover()` wait until the measured position has held still this long (every
+            fresh state within rest_velocity_fraction x V x steady_window_s of one point per joint), so that a
+            glitched feedback is not taken as where the robot is; a start refuses after 1 s more, a recovery is
+            blocked (`feedback_unsteady`). (0, 0.5] s.
         realtime_priority: SCHED_FIFO priority for the loop thread (0 = off); cpu: pin it to a CPU;
         lock_memory: mlockall. Each is applied when permitted; otherwise a RuntimeWarning is issued.
         log_path: run log file (docs/runlog.md), None for no log. log_flush_interval_s: a chunk is appended at
@@ -350,6 +354,7 @@ class RealTimeLoop:
         tracking_error_threshold=None,
         tracking_window_s: float = 0.03,
         recover_timeout_s: float = 1.0,
+        steady_window_s: float = 0.05,
         realtime_priority: int = 0,
         cpu: int | None = None,
         lock_memory: bool = False,
@@ -382,6 +387,8 @@ class RealTimeLoop:
             raise ValueError(
                 f"tracking_window_s >= 0, recover_timeout_s in (0, 10] s: got {tracking_window_s}, {recover_timeout_s}"
             )
+        if not 0 < steady_window_s <= 0.5:
+            raise ValueError(f"steady_window_s: expected (0, 0.5] s, got {steady_window_s}")
         self.soft_margin = _soft_margin(self.robot, soft_margin, servo_frequency_hz, servo_damping)
         self.model = robot_model(self.robot, workspace=workspace, soft_margin=self.soft_margin)
         self.dof = self.robot.dof
@@ -394,6 +401,7 @@ class RealTimeLoop:
         cfg.servo_damping = float(servo_damping)
         cfg.tracking_window_s = float(tracking_window_s)
         cfg.recover_timeout_s = float(recover_timeout_s)
+        cfg.steady_window_s = float(steady_window_s)
         if tracking_error_threshold is None:  # the C++ default, made explicit for the run log
             threshold = cfg.tracking_error_factor * servo_error_bound(self.robot, servo_frequency_hz, servo_damping)
         else:

@@ -372,6 +372,7 @@ void bind_constants(py::module_& m) {
   blockers["command_moving"] = kBlockCommandMoving;
   blockers["shutdown"] = kBlockShutdown;
   blockers["cancelled"] = kBlockCancelled;
+  blockers["feedback_unsteady"] = kBlockFeedbackUnsteady;
   m.attr("RECOVERY_BLOCKERS") = blockers;
   py::dict lifecycle;
   lifecycle["inactive"] = static_cast<int>(Lifecycle::kInactive);
@@ -709,6 +710,7 @@ void bind_loop(py::module_& m) {
       .def_readwrite("servo_damping", &LoopConfig::servo_damping)
       .def_readwrite("measurement_velocity_factor", &LoopConfig::measurement_velocity_factor)
       .def_readwrite("rest_velocity_fraction", &LoopConfig::rest_velocity_fraction)
+      .def_readwrite("steady_window_s", &LoopConfig::steady_window_s)
       .def_readwrite("recover_timeout_s", &LoopConfig::recover_timeout_s)
       .def_readwrite("realtime_priority", &LoopConfig::realtime_priority)
       .def_readwrite("cpu", &LoopConfig::cpu)

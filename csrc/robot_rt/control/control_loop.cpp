@@ -188,6 +188,12 @@ ControlLoop::ControlLoop(std::shared_ptr<RobotDriver> driver, const RobotModel& 
     rest_velocity_si_[i] = config_.rest_velocity_fraction * l.velocity;
     stop_time_bound_s_ = std::max(stop_time_bound_s_, dt * stop_horizon_steps(filter_.limits(i), dt));
   }
+  if (!(config_.steady_window_s > 0.0 && config_.steady_window_s <= kMaxSteadyWindowS))
+    throw std::invalid_argument("steady_window_s: expected (0, " + std::to_string(kMaxSteadyWindowS) + "] s, got " +
+                                std::to_string(config_.steady_window_s));
+  double steady_tolerance[kMaxDof];
+  for (int i = 0; i < model.dof; ++i) steady_tolerance[i] = rest_velocity_si_[i] * config_.steady_window_s;
+  steady_.configure(model.dof, steady_tolerance, static_cast<std::int64_t>(config_.steady_window_s * 1e9));
   const double window_ticks = std::ceil(config_.tracking_window_s / dt) + 1.0;  // (>= 0: checked above; inf fails below)
   if (!(window_ticks <= TrackingMonitor::kMaxWindow))
     throw std::invalid_argument("tracking_window_s: at most " + std::to_string((TrackingMonitor::kMaxWindow - 1) * dt) +
@@ -217,20 +223,38 @@ void ControlLoop::initialise(std::int64_t start_ns) {
 }
 
 void ControlLoop::initialise_claimed(std::int64_t start_ns) {
-  // initial state: the commanded trajectory starts at rest where the robot is
+  // initial state: the commanded trajectory starts at rest where the robot is, once its measured position has held
+  // still for steady_window_s (a glitched first state taken as the truth moved a stopped EGM arm 0.3 rad: the
+  // twelfth audit). A robot that moves only with the loop's ticks (the in-process SimDriver) has no such feedback.
   JointState s;
   bool got = false;
-  for (int attempt = 0; attempt < 1000 && !got; ++attempt) {
-    got = driver_->read_state(s);
-    if (!got) {
-      timespec ts{0, 1'000'000};
-      nanosleep(&ts, nullptr);
+  const bool needs_steady = !driver_->steps_with_loop_ticks();
+  steady_.reset();
+  const std::int64_t deadline_ns = now_ns() + static_cast<std::int64_t>((1.0 + config_.steady_window_s) * 1e9);
+  for (;;) {
+    JointState next;
+    if (driver_->read_state(next)) {
+      if (next.dof != filter_.dof()) throw std::runtime_error("driver: state has the wrong number of joints");
+      got = true;
+      s = next;
+      if (!filter_.reset(s.position_si))
+        throw std::runtime_error(
+            "driver: initial joint position outside the joint limits (or not finite); refusing to start");
+      steady_.update(s.position_si, now_ns());
+      if (!needs_steady || steady_.steady()) break;
     }
+    if (now_ns() > deadline_ns) {
+      if (!got) throw std::runtime_error("driver: no joint state received within 1 s; cannot start");
+      const int j = steady_.last_joint();
+      throw std::runtime_error(
+          "driver: the measured joint position did not hold still for steady_window_s = " +
+          std::to_string(config_.steady_window_s) + " s within 1 s (joint " + std::to_string(j) + " jumped " +
+          std::to_string(steady_.last_jump()) + " > " + std::to_string(j >= 0 ? steady_.tolerance(j) : 0.0) +
+          "): a moving robot or a glitching feedback; refusing to start");
+    }
+    timespec ts{0, 1'000'000};
+    nanosleep(&ts, nullptr);
   }
-  if (!got) throw std::runtime_error("driver: no joint state received within 1 s; cannot start");
-  if (s.dof != filter_.dof()) throw std::runtime_error("driver: state has the wrong number of joints");
-  if (!filter_.reset(s.position_si))
-    throw std::runtime_error("driver: initial joint position outside the joint limits (or not finite); refusing to start");
   last_state_ = s;
   last_fresh_ = true;
   measurement_invalid_ = false;
@@ -452,6 +476,10 @@ std::uint32_t ControlLoop::read_sensors(std::int64_t wake_ns, TickScratch& t) no
     const MeasurementFault fault =
         check_measurement(state, m.limits, m.dof, config_.measurement_velocity_factor, t.bad_joint, t.bad_value);
     measurement_invalid_ = fault != MeasurementFault::kNone;
+    if (measurement_invalid_)
+      steady_.reset();
+    else
+      steady_.update(state.position_si, wake_ns);
   } else {
     bump(dropout_ticks_);
     if (last_fresh_) emit(kEventSensorDropout, -1, 0.0, wake_ns);
@@ -754,6 +782,8 @@ std::uint32_t ControlLoop::recovery_blockers(std::int64_t wake_ns) const noexcep
   if (sensor_watchdog_.tripped() || sensor_watchdog_.age_s(wake_ns) > config_.sensor_timeout_s) b |= kReasonSensorTimeout;
   if (!driver_->link_health().up) b |= kReasonLinkLoss;
   if (measurement_invalid_) b |= kReasonMeasurementInvalid;
+  // the recovery restarts the commanded trajectory at the measured position: not at a glitch
+  if (!steady_.steady() && !driver_->steps_with_loop_ticks()) b |= kBlockFeedbackUnsteady;
   for (int i = 0; i < filter_.dof(); ++i) {
     if (!(std::fabs(last_state_.velocity_si[i]) <= rest_velocity_si_[i])) b |= kBlockRobotMoving;
   }

@@ -113,6 +113,11 @@ struct LoopConfig {
   // recovery whose causes persist longer than recover_timeout_s is refused.
   double rest_velocity_fraction = 0.02;
   double recover_timeout_s = 1.0;  // (0, kMaxRecoverTimeoutS]
+  // A start and a recovery wait until the measured position held still this long: every fresh state within
+  // rest_velocity_fraction x V x steady_window_s of one point per joint (SteadyMonitor; a start refuses after 1 s,
+  // a recovery is blocked by kBlockFeedbackUnsteady). Longer than a feedback glitch the loop must not take as where
+  // the robot is. (0, kMaxSteadyWindowS]
+  double steady_window_s = 0.05;
   int realtime_priority = 0;  // SCHED_FIFO priority (1..99); 0 keeps normal scheduling
   int cpu = -1;               // pin the loop thread to this CPU; -1 = no affinity
   bool lock_memory = false;   // mlockall(MCL_CURRENT | MCL_FUTURE)
@@ -150,6 +155,8 @@ constexpr double kMaxWatchdogTimeoutS = 1.0;
 // The longest a recovery may wait for its causes to go (LoopConfig::recover_timeout_s): a recovery must not
 // complete long after the operator asked, when the robot's surroundings may have changed.
 constexpr double kMaxRecoverTimeoutS = 10.0;
+// A start waits at most 1 s more than LoopConfig::steady_window_s for the robot's position to hold still.
+constexpr double kMaxSteadyWindowS = 0.5;
 // The tracking-error reflex stays meaningful: a threshold (given or derived) of at most this share of its joint's
 // range, from a factor in [1, kMaxTrackingErrorFactor] (a jam that far off would otherwise go unnoticed).
 constexpr double kMaxTrackingErrorRangeFraction = 0.1;
@@ -418,6 +425,7 @@ class ControlLoop {
   bool measurement_invalid_ = false;  // the latest fresh state was implausible
   // the latest fresh state that passed check_measurement and the tracking check (the start's state before any)
   double last_valid_position_si_[kMaxDof] = {};
+  SteadyMonitor steady_;  // whether the measured position held still (start, recovery)
   double workspace_excess_m_ = 0.0;  // commanded paddle's distance outside the box at the previous tick
   Lifecycle state_ = Lifecycle::kInactive;
   bool muted_ = false;               // nothing written to the driver until a recovery (see mute_joints_)

@@ -36,6 +36,7 @@ constexpr std::uint32_t kBlockRobotMoving = 1u << 16;    // measured velocity ab
 constexpr std::uint32_t kBlockCommandMoving = 1u << 17;  // the commanded stop has not reached rest yet
 constexpr std::uint32_t kBlockShutdown = 1u << 18;       // the loop is shutting down
 constexpr std::uint32_t kBlockCancelled = 1u << 19;      // the requester gave up waiting (recover()'s own timeout)
+constexpr std::uint32_t kBlockFeedbackUnsteady = 1u << 20;  // the measured position has not held still for the window
 
 enum class Lifecycle : std::int32_t { kInactive = 0, kActive = 1, kStopping = 2, kStopped = 3, kRecovering = 4 };
 
@@ -61,6 +62,56 @@ class StopLatch {
 // period), the robot has carried on with that command's velocity feed-forward meanwhile, as a real drive
 // extrapolates: the tube then also reaches from the newest command to newest + velocity x lead_s (lead_s capped
 // at kMaxLeadS, about when a robot's own communication watchdog brakes). Fixed storage, no allocation.
+// Whether the measured position has held still: every fresh state of the last `window_ns` lies within `tolerance_si`
+// of one point per joint. A start and a recovery restart the commanded trajectory at the measured position; one
+// glitched feedback taken as that position is commanded to the robot (the twelfth audit: a start on a 0.3 rad feedback
+// glitch moved a stopped EGM arm 0.3 rad). A glitch shorter than the window makes the states disagree and restarts it;
+// one longer than the window cannot be told from a real position by the feedback alone. Fixed storage, no allocation.
+class SteadyMonitor {
+ public:
+  void configure(int dof, const double* tolerance_si, std::int64_t window_ns) noexcept {
+    dof_ = dof;
+    for (int i = 0; i < dof; ++i) tolerance_[i] = tolerance_si[i];
+    window_ns_ = window_ns;
+    reset();
+  }
+  void reset() noexcept { have_ = false; }
+  // A fresh, plausible state measured (received) at `now_ns`.
+  void update(const double* position_si, std::int64_t now_ns) noexcept {
+    bool moved = !have_;
+    for (int i = 0; i < dof_ && !moved; ++i) {
+      const double d = std::fabs(position_si[i] - anchor_[i]);
+      if (!(d <= tolerance_[i])) {
+        moved = true;
+        last_joint_ = i;
+        last_jump_ = d;
+      }
+    }
+    if (moved) {
+      for (int i = 0; i < dof_; ++i) anchor_[i] = position_si[i];
+      since_ns_ = now_ns;
+      have_ = true;
+    }
+    last_ns_ = now_ns;
+  }
+  bool steady() const noexcept { return have_ && last_ns_ - since_ns_ >= window_ns_; }
+  // The joint and distance of the latest disagreement (for messages; -1 before any).
+  int last_joint() const noexcept { return last_joint_; }
+  double last_jump() const noexcept { return last_jump_; }
+  double tolerance(int i) const noexcept { return tolerance_[i]; }
+
+ private:
+  int dof_ = 0;
+  double tolerance_[kMaxDof] = {};
+  double anchor_[kMaxDof] = {};
+  std::int64_t window_ns_ = 0;
+  std::int64_t since_ns_ = 0;
+  std::int64_t last_ns_ = 0;
+  bool have_ = false;
+  int last_joint_ = -1;
+  double last_jump_ = 0.0;
+};
+
 class TrackingMonitor {
  public:
   static constexpr int kMaxWindow = 512;

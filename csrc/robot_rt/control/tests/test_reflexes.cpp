@@ -192,3 +192,42 @@ TEST_CASE("servo model: the error bound holds for jerk-limited trajectories, and
   CHECK(hits == 2);
   CHECK(t.q == -0.1);
 }
+
+TEST_CASE("steady monitor: the position must hold still for the whole window; a glitch restarts it") {
+  SteadyMonitor m;
+  const double tol[2] = {1e-3, 2e-3};
+  const std::int64_t ms = 1'000'000;
+  m.configure(2, tol, 50 * ms);
+  CHECK_FALSE(m.steady());  // nothing seen
+  double q[2] = {0.1, -0.2};
+  m.update(q, 0);
+  CHECK_FALSE(m.steady());  // one state spans no time
+  for (std::int64_t t = 4; t < 50; t += 4) {
+    q[0] = 0.1 + (t % 8 ? 0.9e-3 : -0.9e-3);  // within the tolerance of the first state, both sides
+    m.update(q, t * ms);
+    CHECK_FALSE(m.steady());
+  }
+  m.update(q, 50 * ms);
+  CHECK(m.steady());
+  // a 0.3 rad glitch on joint 1 for 30 ms: not steady during it, nor for 50 ms after it
+  double g[2] = {0.1, 0.1};
+  m.update(g, 54 * ms);
+  CHECK_FALSE(m.steady());
+  CHECK(m.last_joint() == 1);
+  CHECK(m.last_jump() == doctest::Approx(0.3));
+  m.update(g, 84 * ms);
+  CHECK_FALSE(m.steady());  // (30 ms of the glitch: shorter than the window)
+  q[0] = 0.1;
+  for (std::int64_t t = 88; t < 138; t += 4) {
+    m.update(q, t * ms);
+    CHECK_FALSE(m.steady());
+  }
+  m.update(q, 138 * ms);
+  CHECK(m.steady());
+  // a NaN is no position: it disagrees with every anchor
+  double bad[2] = {std::nan(""), -0.2};
+  m.update(bad, 140 * ms);
+  CHECK_FALSE(m.steady());
+  m.reset();
+  CHECK_FALSE(m.steady());
+}
