@@ -10,23 +10,39 @@ The rules are what a user or the world can do: policy targets (in range, at the 
 limits, NaN, inf, huge, far jumps; silence), the software e-stop, `reset_estop`, `recover()` with the counts read now
 or earlier (maybe stale), controller stops (motors off, RAPID stopped, a controller restart, a silent stream, a status
 left out) and their clearing (motors on, RAPID restarted), EGM stream faults, gantry link faults, a second EGM sender,
-stop / start, a new loop on the same driver, a new run (new drivers on the same EGM port), sleeping.
+stop / start, a new loop on the same driver, a new run (new drivers on the same EGM port), sleeping, and (since
+the thirteenth audit) `move`: a reachable target with time to move towards it, so that the checks on what the robot
+received see a robot in motion.
 
 Everything asserted is read on the robot side, not from the loop's beliefs:
 
 * every EGM reference the controller received (decoded from its socket) is well-formed, finite, inside the arm's
   joint range, with |speedRef| <= V and a planned step between consecutive replies of one driver session of at most
-  V (dt + 3 ms) (a hold where the arm is excepted); the controller counts no reference outside its axis ranges;
+  V (dt + 3 ms) (a hold where the arm is excepted; and a step that a send up to LATE_SEND_S late explains, within
+  V (dt + 3 ms + LATE_SEND_S) and consistent with both speedRefs under |a| <= A); the controller counts no
+  reference outside its axis ranges;
 * every gantry command the gantry server was sent (decoded from the proxy's capture) is inside the gantry's range,
-  |v| <= V, and steps at most V (dt + 3 ms) within one session; the server counts no command outside its limits;
+  |v| <= V, and steps at most V (dt + 3 ms) within one session (a late send excepted as above); the server counts
+  no command outside its limits;
 * from any stop (a harness action that stops the robot or the loop, or a stop the loop latched by itself), until a
   successful recover() / reset_estop() whose caller read the counts after that stop (or a start after a run that
   ended cleanly), the whole robot (arm and gantry, sampled from the simulators) comes to rest within 3 s and then
   moves no more than 1e-3;
-* a second EGM sender is never answered (nothing is sent to it).
+* a second EGM sender is never answered (nothing is sent to it);
+* (the thirteenth audit) the acceleration limit on what the robot received: consecutive EGM references of one driver
+  session (planned + speedRef, header.tm) and gantry commands of one session (position + velocity, stamp) are
+  samples of one trajectory with |a| <= A (`acceleration_excess`: |dv| <= A tau, |dp - v tau| <= A tau^2 / 2 and
+  the second difference <= A, for some whole number of loop periods tau that the stamps allow, x1.05); an excess
+  into a hold (or a restart at rest where the arm is) is exempt;
+* the paddle's blade, at each EGM reference with the gantry command of the same tick (else the gantry's latest),
+  is inside the workspace box (+ 1 mm);
+* from a stop, the robot is at rest within the loop's stop_time_bound_s and has travelled at most the stopping
+  envelope's distance (each widened by what runs before the stop begins and by the servo's lag: STOP_LEAD_S,
+  SERVO_SETTLE_S).
 
 Sized for CI (derandomize, a few examples); `FUZZ_EXAMPLES` / `FUZZ_STEPS` scale it, and `FUZZ_RECORD=path.jsonl`
-records violations there instead of failing (a long hunt).
+records violations there instead of failing (a long hunt). FUZZ_ACCEL_CHECK=0, FUZZ_WORKSPACE_CHECK=0 and
+FUZZ_STOP_CHECK=0 turn the thirteenth audit's checks off (to look past a finding of theirs).
 """
 
 from __future__ import annotations
@@ -50,9 +66,9 @@ from test_control_stateful import TARGET_KINDS, make_target
 
 from robot_rt.control.egm import make_egm_robot_driver
 from robot_rt.control.egm_messages import egm_classes
-from robot_rt.control.loop import RealTimeLoop
+from robot_rt.control.loop import RealTimeLoop, stopping_envelope
 from robot_rt.control.udp import make_udp_driver
-from robot_rt.robot import geometry_digest, load_robot
+from robot_rt.robot import geometry_digest, load_robot, paddle_blade_bounds
 from robot_rt.sim.egm_controller import SimulatedEgmController, gantry_description
 from robot_rt.sim.server import SimServer
 from robot_rt.sim.udp_proxy import FaultProxy
@@ -83,6 +99,34 @@ MONITOR_LEAD_NS = 5_000_000  # a stop the monitor saw began up to this long befo
 # rules run by default since; FUZZ_EGM_GLITCHES=0 turns them off (to look past a new finding of that kind).
 GLITCH_RULES = os.environ.get("FUZZ_EGM_GLITCHES", "1") != "0"
 RECORD_STEPS = int(os.environ.get("FUZZ_RECORD_STEPS", "40"))  # the last steps of an example kept with a violation
+# The thirteenth audit's checks on what the robot received: the acceleration bound (every reference is a sample of the
+# loop's commanded trajectory, whose steps are exact integrations of a bounded jerk with |a| <= A, stop.hpp) and the
+# workspace box (the loop keeps the commanded blade inside it; the workspace stop is its last line)
+PERIOD_S = 1.0 / RATE_HZ
+ACCEL_SLACK = 1.05  # rounding (positions in degrees on the EGM wire) and the clamp of fill_command (nm)
+ACCEL_TIMING_S = 0.003  # a stamp is the send time: the tick's trajectory time +-period/2, + compute, + 1 ms truncation
+# ... and a tick can be preempted between its wake (the trajectory time it commands) and the send that stamps it: 3-5
+# ms seen on this 2-vCPU machine under a CI run (two EGM references 0 ms apart 14 mrad apart; a gantry command
+# stamped 5.1 ms after the one before, one period of trajectory apart). The robot gets a sample of the trajectory
+# late, not a different one: the check allows each stamp this much lateness (and counts the intervals that only it
+# explains: *_acceleration_late_send_only)
+LATE_SEND_S = float(os.environ.get("FUZZ_LATE_SEND_S", "0.006"))
+CATCH_UP_S = 0.02  # ControlLoop::kMaxCatchUpS: a stall beyond it is not replayed (the trajectory falls behind)
+WORKSPACE_TOL_M = 1e-3
+WORKSPACE_PAIR_S = 0.003  # an EGM reference's gantry partner: a gantry command sent within this of it (same tick)
+ACCEL_CHECK = os.environ.get("FUZZ_ACCEL_CHECK", "1") != "0"
+WORKSPACE_CHECK = os.environ.get("FUZZ_WORKSPACE_CHECK", "1") != "0"
+# the stop itself (docs/safety.md, "The controlled stop"): from a stop the robot is at rest within the loop's
+# stop_time_bound_s and has travelled at most stopping_envelope's distance, each widened by what may run before the
+# stop begins (STOP_LEAD_S: a part muted at once runs on its last command until its own command timeout, 0.1 s for
+# the gantry server, the sensor timeout is 60 ms, the monitor dates a stop up to 5 ms early) and by the servo's lag
+# behind its command (SERVO_SETTLE_S, the EGM arm's 20 ms first-order lag to within STILL_RANGE: ~6 time constants)
+STOP_CHECK = os.environ.get("FUZZ_STOP_CHECK", "1") != "0"
+# the `move` rule (FUZZ_MOVE=0: off, the examples of before it, ~10 s less at the CI size)
+MOVE_RULE = os.environ.get("FUZZ_MOVE", "1") != "0"
+STOP_LEAD_S = 0.2
+SERVO_SETTLE_S = 0.3
+STOP_DISTANCE = stopping_envelope(ROBOT, dt_s=1.0 / RATE_HZ)[0] + ROBOT.velocity_limit * STOP_LEAD_S
 
 
 def _free_udp_port() -> int:
@@ -117,12 +161,14 @@ class _RecordingSocket:
         o = self._owner
         now = time.monotonic_ns()
         o.sent_feedback.append((now, data))
+        o.feedback_log.append((now, data))
         f, r = o.faults, o.rng
         if not f:
             return self._sock.sendto(data, addr)
         if r.random() < f.get("stale", 0.0) and len(o.sent_feedback) > 40:
             old = o.sent_feedback[r.randrange(0, len(o.sent_feedback) - 30)][1]
             o.injected["stale"] += 1
+            o.feedback_log.append((now, old))  # (a hold may be anchored at it: logged when it was sent again)
             self._sock.sendto(old, addr)
         if r.random() < f.get("drop", 0.0):
             o.injected["drop"] += 1
@@ -132,6 +178,7 @@ class _RecordingSocket:
             b[r.randrange(len(b))] ^= 1 << r.randrange(8)
             data = bytes(b)
             o.injected["corrupt"] += 1
+            o.feedback_log.append((now, data))  # (a bit flip that still parses can be plausible: an anchor too)
         if r.random() < f.get("truncate", 0.0) and len(data) > 1:
             data = data[: r.randrange(1, len(data))]
             o.injected["truncate"] += 1
@@ -157,6 +204,10 @@ class RecordingController(SimulatedEgmController):
     def __init__(self, *a, **kw):
         self.rx: list[tuple[int, bytes]] = []
         self.sent_feedback: collections.deque = collections.deque(maxlen=400)
+        # every feedback sent, as sent (corrupted, or a stale one sent again): the hold check looks for the one a hold
+        # is at (sent_feedback keeps only the last 1.6 s and took the holds of a longer example for steps, a harness
+        # false positive of the thirteenth audit)
+        self.feedback_log: list[tuple[int, bytes]] = []
         self.faults: dict = {}
         self.rng = random.Random(0)
         self.held = None
@@ -191,6 +242,82 @@ def decode_gantry_command(data: bytes):
         return None
     values = struct.unpack_from(f"<{2 * dof}d", data, 40)
     return session, stamp, np.array(values[:dof]), np.array(values[dof:])
+
+
+def _step_counts(dt_s: float, timing_s: float) -> np.ndarray:
+    """The numbers of trajectory steps (periods) two references whose stamps are dt_s apart can be apart: the loop's
+    trajectory clock advances by whole periods, the stamps are within timing_s of it (a gap beyond the catch-up
+    bound may have advanced it by as little as one period)."""
+    hi = max(1, int(np.floor((dt_s + timing_s) / PERIOD_S + 1e-9)))
+    lo = 1 if dt_s > CATCH_UP_S else max(1, int(np.ceil((dt_s - timing_s) / PERIOD_S - 1e-9)))
+    return np.arange(lo, max(lo, hi) + 1)
+
+
+def _pair_ratio(p1, v1, p2, v2, dt_s, a, timing_s):
+    """For each step count n two references can be apart (`_step_counts`), the largest over joints (and over the
+    three conditions) of (what |a| <= A allows) / A: a trajectory with |a| <= A over tau = n periods has
+    |v2 - v1| <= A tau, |p2 - p1 - v1 tau| <= A tau^2 / 2 and |p2 - p1 - v2 tau| <= A tau^2 / 2. [len(n)]"""
+    n = _step_counts(dt_s, timing_s)
+    tau = n[:, None] * PERIOD_S
+    dp, half = (p2 - p1)[None, :], a[None, :] * tau * tau / 2.0
+    r = np.maximum.reduce(
+        [
+            np.abs(v2 - v1)[None, :] / (a[None, :] * tau),
+            np.abs(dp - v1[None, :] * tau) / half,
+            np.abs(dp - v2[None, :] * tau) / half,
+        ]
+    )
+    return n, r.max(axis=1), r.argmax(axis=1)
+
+
+def _late_send_explains(p1, v1, p2, v2, dt_s, v, a) -> bool:
+    """A step above V (dt + STEP_SLACK_S) that a late send explains (LATE_SEND_S: the earlier reference was stamped
+    late, its trajectory time is earlier): within V (dt + STEP_SLACK_S + LATE_SEND_S), and consistent with both
+    commanded velocities under |a| <= A for some whole number of periods the stamps then allow. Counted."""
+    if np.any(np.abs(p2 - p1) > v * (dt_s + STEP_SLACK_S + LATE_SEND_S) * 1.05 + 1e-9):
+        return False
+    _n, r, _j = _pair_ratio(p1, v1, p2, v2, dt_s, a, ACCEL_TIMING_S + LATE_SEND_S)
+    if float(r.min()) > ACCEL_SLACK:
+        return False
+    _TOTALS["step_explained_by_late_send"] += 1
+    return True
+
+
+def acceleration_excess(refs, a, timing_s=ACCEL_TIMING_S + LATE_SEND_S):
+    """The references one driver session sent, in order, as (stamp_s, position, velocity) (no restart between
+    them; the caller exempts an excess into a hold): each is a sample of the loop's commanded trajectory at a whole number of periods, whose
+    steps integrate a piecewise constant jerk exactly (stop.hpp `integrate`), so |a| <= A holds between samples too.
+    For each interval (and each three in a row: the second difference) the smallest ratio to A over the step counts
+    the stamps allow (`_step_counts`); a ratio above 1 (ACCEL_SLACK) is an acceleration that no timing of the
+    references explains. Yields (index of the last reference, ratio, joint, what)."""
+    prev = None  # (n, ratio per n) of the interval before
+    for k in range(1, len(refs)):
+        (t1, p1, v1), (t2, p2, v2) = refs[k - 1], refs[k]
+        n2, r2, j2 = _pair_ratio(p1, v1, p2, v2, t2 - t1, a, timing_s)
+        best_pair = float(r2.min())
+        if best_pair > ACCEL_SLACK:
+            yield k, best_pair, int(j2[int(r2.argmin())]), "pair"
+        if prev is not None and best_pair <= ACCEL_SLACK:
+            n1, r1, p0 = prev
+            tau1, tau2 = n1[:, None, None] * PERIOD_S, n2[None, :, None] * PERIOD_S
+            dd = np.abs((p2 - p1)[None, None, :] / tau2 - (p1 - p0)[None, None, :] / tau1)
+            dd = dd / (a[None, None, :] * (tau1 + tau2) / 2.0)
+            total = np.maximum(dd.max(axis=2), np.maximum(r1[:, None], r2[None, :]))
+            best = float(total.min())
+            if best > ACCEL_SLACK:
+                i1, i2 = np.unravel_index(int(total.argmin()), total.shape)
+                yield k, best, int(dd[i1, i2].argmax()), "second_difference"
+        prev = (n2, r2, p1) if best_pair <= ACCEL_SLACK else None  # (no second difference across an excess)
+
+
+def decode_gantry_state(data: bytes):
+    """The positions of a 2-joint joint_state datagram (what the gantry reported), else None."""
+    if len(data) < 96 or data[:4] != b"RRTP" or data[5] != 3:
+        return None
+    (dof,) = struct.unpack_from("<H", data, 32)
+    if dof != 2:
+        return None
+    return np.array(struct.unpack_from("<2d", data, 64))
 
 
 class Policy:
@@ -274,6 +401,7 @@ class EgmMachine(RuleBasedStateMachine):
         self.drivers: list = []
         self.driver = self._new_driver()
         self.loop = self._new_loop()
+        self.stop_time_bound_s = self.loop.stop_time_bound_s
         self.driver.start()  # (after the loop set the gantry's limits digest, as tests/test_egm.py does)
         self.sampler = Sampler(self)
         self._start()
@@ -411,6 +539,26 @@ class EgmMachine(RuleBasedStateMachine):
         self.policy.target = make_target(kind, u, joint, measured, (self.loop.soft_min, self.loop.soft_max))
         self.policy.mode = "target"
         self._log(f"policy target {kind} joint {joint}")
+
+    @rule(
+        kind=st.sampled_from(["home_offset", "measured_offset", "uniform_soft", "soft_edge", "far_jump"]),
+        u=st.lists(st.floats(-1.0, 1.0), min_size=DOF, max_size=DOF),
+        joint=st.integers(0, DOF - 1),
+        ms=st.integers(20, 100),
+    )
+    def move(self, kind, u, joint, ms):
+        """A reachable target, and time to move towards it (a start first where the loop is not running). Without
+        it the robot hardly moved: the other rules take microseconds, and a stop() is undone only by a start rule
+        (17 of 35576 EGM references and 34 of 54150 gantry commands had a velocity in a 208-example hunt, which left
+        the step, acceleration and workspace checks all but idle; the thirteenth audit)."""
+        if not MOVE_RULE:
+            return
+        if not self.loop.running:
+            self._start()
+        # (at least 30% of each offset: the simplest examples, u = 0, asked for no motion at all)
+        u = [(0.3 + 0.7 * abs(x)) * (1.0 if x >= 0 else -1.0) for x in u]
+        self.policy_target(kind, u, joint)
+        time.sleep(ms / 1000.0)
 
     @rule()
     def policy_silent(self):
@@ -591,6 +739,8 @@ class EgmMachine(RuleBasedStateMachine):
         self._check_stranger()
         self._check_egm_references()
         self._check_gantry_commands()
+        if WORKSPACE_CHECK:
+            self._check_workspace()
         self._check_motion()
         s = self.controller.stats()
         if s["references_out_of_limits"]:
@@ -618,15 +768,20 @@ class EgmMachine(RuleBasedStateMachine):
 
     def _check_egm_references(self):
         lo, hi, v = ROBOT.position_min[ARM], ROBOT.position_max[ARM], ROBOT.velocity_limit[ARM]
-        feedback = []  # (t_ns, degrees) of the genuine feedback the controller sent
-        for t, data in list(self.controller.sent_feedback):
+        fb_t, fb_q = [], []  # (t_ns, degrees) of the genuine feedback the controller sent
+        for t, data in list(self.controller.feedback_log):
             m = EgmRobot()
             try:
                 m.ParseFromString(data)
-                feedback.append((t, np.array(m.feedBack.joints.joints)))
+                q = np.array(m.feedBack.joints.joints)
             except Exception:  # noqa: BLE001
-                pass
+                continue
+            if q.shape == (6,):
+                fb_t.append(t)
+                fb_q.append(q)
+        fb_t, fb_q = np.array(fb_t, dtype=np.int64), np.array(fb_q).reshape(-1, 6)
         prev = None
+        self.egm_sessions = []  # per driver session, its references: (t_rx_ns, tm ms, q, qd, hold)
         for t, data in self.controller.rx:
             m = EgmSensor()
             try:
@@ -649,15 +804,23 @@ class EgmMachine(RuleBasedStateMachine):
             if np.any(np.abs(qd) > v * (1 + 1e-9) + 1e-12):
                 self.violation("egm_speed_ref_above_velocity_limit", t=t, qd=qd.tolist())
             seq, tm = m.header.seqno, m.header.tm
-            hold = not np.any(speed) and any(
-                abs(t - tf) < 200_000_000 and np.allclose(fb, deg, atol=1e-9, rtol=0) for tf, fb in feedback[-400:]
-            )
+            _TOTALS["egm_references_moving"] += bool(np.any(speed))
+            hold = False
+            if not np.any(speed):
+                a, b = np.searchsorted(fb_t, t - 200_000_000), np.searchsorted(fb_t, t + 200_000_000)
+                hold = bool(np.any(np.all(np.abs(fb_q[a:b] - deg) <= 1e-9, axis=1)))
+            same_session = prev is not None and seq > prev[0] and tm >= prev[1]
+            if not same_session:
+                self.egm_sessions.append([])
+            self.egm_sessions[-1].append((t, tm, q, qd, hold))
             if prev is not None and not hold:
-                pseq, ptm, pq = prev
-                if seq > pseq and tm >= ptm:
+                pseq, ptm, pq, pqd = prev
+                if same_session:
                     dt = (tm - ptm) * 1e-3 + STEP_SLACK_S
                     step = np.abs(q - pq)
-                    if np.any(step > v * dt * 1.05 + 1e-9):
+                    if np.any(step > v * dt * 1.05 + 1e-9) and not _late_send_explains(
+                        pq, pqd, q, qd, (tm - ptm) * 1e-3, v, ROBOT.acceleration_limit[ARM]
+                    ):
                         j = int(np.argmax(step / v))
                         self.violation(
                             "egm_reference_step_above_velocity_limit",
@@ -667,19 +830,66 @@ class EgmMachine(RuleBasedStateMachine):
                             allowed=float(v[j] * dt * 1.05),
                             dtm_ms=tm - ptm,
                         )
-            prev = (seq, tm, q)
+            prev = (seq, tm, q, qd)
+        if ACCEL_CHECK:
+            # a hold looks like a reference of the trajectory at rest where the arm is (no speed, at a feedback): both
+            # stay in the chain, and only an excess into such a reference is taken for the hold (exempt: the muted
+            # arm is told to stay where it was measured, whatever it did before; or a restart at rest there)
+            for session in self.egm_sessions:
+                chain = [(tm * 1e-3, q, qd) for _t, tm, q, qd, _h in session]
+                holds = [h for _t, _tm, _q, _qd, h in session]
+                self._check_acceleration("egm", chain, ROBOT.acceleration_limit[ARM], 2, holds)
+
+    def _check_acceleration(self, part, chain, a, first_joint, holds=None):
+        """A chain of one session's references (no restart between them) against the acceleration limit
+        (`acceleration_excess`); one violation per chain (the first), the rest counted. An excess into a reference
+        that `holds` marks (at rest where the robot reported it was) is the hold's or the restart's (exempt,
+        counted)."""
+        if len(chain) < 2:
+            return
+        _TOTALS[f"{part}_acceleration_intervals"] += len(chain) - 1
+        found = 0
+        for k, ratio, joint, what in acceleration_excess(chain, a):
+            if holds is not None and holds[k]:
+                _TOTALS[f"{part}_acceleration_into_hold_exempt"] += 1
+                continue
+            found += 1
+            if found > 1:
+                continue
+            ctx = chain[max(0, k - 3) : k + 3]
+            self.violation(
+                f"{part}_acceleration_above_limit",
+                what=what,
+                ratio=ratio,
+                joint=first_joint + joint,
+                into=k - max(0, k - 3),  # (the index in the lists below of the reference the excess is into)
+                stamps_s=[c[0] for c in ctx],
+                positions=[float(c[1][joint]) for c in ctx],
+                velocities=[float(c[2][joint]) for c in ctx],
+            )
+        _TOTALS[f"{part}_acceleration_excess_intervals"] += found
+        if os.environ.get("FUZZ_TOTALS"):  # (a hunt's statistics: what only the late-send allowance explains)
+            tight = sum(1 for k, *_ in acceleration_excess(chain, a, ACCEL_TIMING_S) if holds is None or not holds[k])
+            _TOTALS[f"{part}_acceleration_late_send_only"] += max(0, tight - found)
 
     def _check_gantry_commands(self):
         lo, hi, v = ROBOT.position_min[GANTRY], ROBOT.position_max[GANTRY], ROBOT.velocity_limit[GANTRY]
         last: dict = {}
+        chains: dict = {}  # per session, the runs of commands in stamp order: [(stamp_s, q, qd)]
+        self.gantry_commands = []  # (stamp_ns, q)
+        st_t, st_q = [], []  # what the gantry reported: (time s, positions)
         for c in list(self.proxy.captured):
             if c.direction != "up":
+                if (r := decode_gantry_state(c.data)) is not None:
+                    st_t.append(c.t_s)
+                    st_q.append(r)
                 continue
             d = decode_gantry_command(c.data)
             if d is None:
                 continue
             session, stamp, q, qd = d
             _TOTALS["gantry_commands"] += 1
+            _TOTALS["gantry_commands_moving"] += bool(np.any(qd))
             if not (np.all(np.isfinite(q)) and np.all(np.isfinite(qd))):
                 self.violation("gantry_command_not_finite", q=q.tolist())
                 continue
@@ -690,9 +900,82 @@ class EgmMachine(RuleBasedStateMachine):
             p = last.get(session)
             if p is not None and stamp > p[0]:
                 dt = (stamp - p[0]) * 1e-9 + STEP_SLACK_S
-                if np.any(np.abs(q - p[1]) > v * dt * 1.05 + 1e-9):
+                if np.any(np.abs(q - p[1]) > v * dt * 1.05 + 1e-9) and not _late_send_explains(
+                    p[1], p[2], q, qd, (stamp - p[0]) * 1e-9, v, ROBOT.acceleration_limit[GANTRY]
+                ):
                     self.violation("gantry_command_step_above_velocity_limit", dq=(q - p[1]).tolist(), dt=dt)
-            last[session] = (stamp, q)
+            if p is None or stamp > p[0]:  # (a duplicate or a reordered datagram is no new sample)
+                last[session] = (stamp, q, qd)
+                chains.setdefault(session, []).append((stamp * 1e-9, q, qd))
+                self.gantry_commands.append((stamp, q))
+        if ACCEL_CHECK:
+            # a restart at rest where the gantry is (a recovery, a new loop: the commanded trajectory restarts at the
+            # measured position, exactly a position the gantry reported) is no step for it: an excess into such a
+            # command is exempt, as an EGM hold is (seen: 0.85 mm at a recovery while the gantry's servo still rang
+            # about its stop, the thirteenth audit)
+            st_t, st_q = np.array(st_t), np.array(st_q).reshape(-1, 2)
+            for chain in chains.values():
+                holds = []
+                for t, q, qd in chain:
+                    a, b = np.searchsorted(st_t, t - 0.2), np.searchsorted(st_t, t + 0.2)
+                    holds.append(not np.any(qd) and bool(np.any(np.all(np.abs(st_q[a:b] - q) <= 1e-12, axis=1))))
+                self._check_acceleration("gantry", chain, ROBOT.acceleration_limit[GANTRY], 0, holds)
+
+    def _check_workspace(self):
+        """Each EGM reference (a hold too: where the arm was measured), with the gantry command of the same tick (sent within
+        WORKSPACE_PAIR_S of it; the most favourable one), puts the paddle's blade inside the workspace box (+
+        WORKSPACE_TOL_M); with none sent then (a muted gantry), with the latest one before it (the arm-only
+        contribution; a muted gantry is not commanded and stops by itself). The reference's send time is its tm (ms since its driver started) + that start, estimated
+        per session as the least (receive time - tm) (within 1 ms + the least delivery delay)."""
+        if not self.gantry_commands:
+            return
+        g_t = np.array([c[0] for c in self.gantry_commands], dtype=np.int64)
+        order = np.argsort(g_t, kind="stable")
+        g_t = g_t[order]
+        g_q = np.array([self.gantry_commands[i][1] for i in order])
+        box_lo, box_hi = ROBOT.workspace_min_m, ROBOT.workspace_max_m
+        pair_ns = int(WORKSPACE_PAIR_S * 1e9)
+        candidates, owner, refs = [], [], []  # each candidate pair's 8 joints, and which reference it pairs
+        for session in self.egm_sessions:
+            offset = min(t - tm * 1_000_000 for t, tm, _q, _qd, _h in session)
+            for _t, tm, q, _qd, _h in session:
+                sent = tm * 1_000_000 + offset
+                a, b = np.searchsorted(g_t, sent - pair_ns), np.searchsorted(g_t, sent + pair_ns + 1_000_000)
+                if b <= a:  # no gantry command of this tick (the gantry muted, or between sessions): its latest one
+                    if a == 0:
+                        continue
+                    a, b = a - 1, a
+                    _TOTALS["workspace_checked_latest_gantry"] += 1
+                full = np.empty((b - a, DOF))
+                full[:, GANTRY] = g_q[a:b]
+                full[:, ARM] = q
+                candidates.append(full)
+                owner.extend([len(refs)] * (b - a))
+                refs.append(sent)
+        if not refs:
+            return
+        full = np.concatenate(candidates)
+        low, high = paddle_blade_bounds(ROBOT, full)
+        excess = np.maximum(np.max(box_lo - low, axis=1), np.max(high - box_hi, axis=1))
+        starts = np.flatnonzero(np.diff(np.asarray(owner), prepend=-1))
+        best = np.minimum.reduceat(excess, starts)  # the most favourable partner of each reference
+        _TOTALS["workspace_checked"] += len(refs)
+        bad = np.flatnonzero(best > WORKSPACE_TOL_M)
+        _TOTALS["workspace_excess"] += len(bad)
+        if len(bad):
+            k = int(bad[0])
+            stop = starts[k + 1] if k + 1 < len(starts) else len(excess)
+            i = int(starts[k] + np.argmin(excess[starts[k] : stop]))
+            self.violation(
+                "paddle_outside_workspace_box",
+                excess_m=float(excess[i]),
+                q=full[i].tolist(),
+                blade_low=low[i].tolist(),
+                blade_high=high[i].tolist(),
+                sent_s=refs[k] * 1e-9,
+                references_outside=len(bad),
+                loop_stops_seen=[sorted(loop.stop_reasons_seen) for loop in self.loops],
+            )
 
     def _check_motion(self):
         samples = list(self.sampler.samples)
@@ -724,6 +1007,8 @@ class EgmMachine(RuleBasedStateMachine):
                 if (ts[b - 1] - lt["t0"]) > SETTLE_TIMEOUT_S * 1e9:
                     self.violation("robot_still_moving_long_after_a_stop", why=lt["why"])
                 continue
+            if STOP_CHECK:
+                self._check_stop(lt, ts, qs, a, rest)
             dev = np.max(np.abs(qs[rest:b] - qs[rest]), axis=0)
             if np.max(dev) > MOVED_LIMIT:
                 k = rest + int(np.argmax(np.max(np.abs(qs[rest:b] - qs[rest]), axis=1) > MOVED_LIMIT))
@@ -737,6 +1022,25 @@ class EgmMachine(RuleBasedStateMachine):
                     at_t=ts[k] * 1e-9,
                     since_rest_s=(ts[k] - ts[rest]) * 1e-9,
                 )
+
+    def _check_stop(self, lt, ts, qs, a, rest):
+        """From the stop (its first sample a) to rest: within the stop time bound and the stopping distance."""
+        _TOTALS["stops_checked"] += 1
+        took_s = (ts[rest] - lt["t0"]) * 1e-9
+        bound_s = STOP_LEAD_S + self.stop_time_bound_s + SERVO_SETTLE_S
+        if took_s > bound_s:
+            self.violation("robot_at_rest_late_after_a_stop", why=lt["why"], took_s=took_s, bound_s=bound_s)
+        travel = np.max(np.abs(qs[a : rest + 1] - qs[a]), axis=0)
+        if np.any(travel > STOP_DISTANCE):
+            j = int(np.argmax(travel / STOP_DISTANCE))
+            self.violation(
+                "robot_stop_distance_above_bound",
+                why=lt["why"],
+                joint=j,
+                travel=float(travel[j]),
+                bound=float(STOP_DISTANCE[j]),
+                latch_t=lt["t0"] * 1e-9,
+            )
 
 
 _TOTALS: collections.Counter = collections.Counter()
