@@ -473,7 +473,8 @@ class ControlMachine(RuleBasedStateMachine):
         live = snap["has_controller"] and snap["controller"].endswith(f":{self.proxy.upstream_address[1]}")
         if not live or not self.loop.driver.stats()["connected"]:
             return
-        before = self.rs.stats()["sessions"]
+        stats = self.rs.stats()
+        before, expired_before = stats["sessions"], stats["sessions_expired"]
         other = RealTimeLoop(
             ROBOT,
             make_udp_driver(f"udp://127.0.0.1:{self.server.port}?camera=none", DOF, key=KEY),
@@ -489,7 +490,13 @@ class ControlMachine(RuleBasedStateMachine):
         self._log("second controller STARTED")
         other.stop()
         self._transition(t, "latch", "second controller")  # (its own run is no stop of the model's loop)
-        if self.rs.stats()["sessions"] > before:
+        stats = self.rs.stats()
+        if stats["sessions_expired"] > expired_before:
+            # the live session fell silent past the server's session timeout meanwhile (a muted loop sends nothing; a
+            # stall of the loaded machine): a new session may start then, by design (docs/protocol.md). Seen once in
+            # CI under load; the rule is about a live session that is heard.
+            self._log("second controller: the live session expired first")
+        elif stats["sessions"] > before:
             self.violation(
                 "second_controller_opened_a_session_while_the_live_one_was_heard", robot_status=snap["status"]
             )
