@@ -194,6 +194,31 @@ def test_cpu_row_path_channel_groups(hw, C, dtype):
 
 
 @needs_cpu
+@pytest.mark.parametrize("hw", [(1, 1), (3, 5), (4, 4), (7, 9), (15, 15)])
+@pytest.mark.parametrize("C", [8, 16, 64, 72])
+def test_cpu_channels_last_fp32_register_path(hw, C):
+    """fp32 channels-last inputs with C a multiple of 8 up to 64 take the register path (eight pixels' lane sums
+    folded at once, the tile ended by finish_row; 72 channels take the generic one): tiles of 1-16 pixels, not
+    multiples of 8, both norms, weighted or not, map included; exactly 0 on identical inputs; a NaN is reported."""
+    shape = (3, C, *hw)
+    fx = make_features(shape, torch.float32, "channels_last", 11, zero_frac=0.1)
+    fy = make_features(shape, torch.float32, "channels_last", 12)
+    assert fx.stride(1) == 1 and fy.stride(1) == 1
+    w = torch.rand(C, generator=torch.Generator().manual_seed(C)) * 2
+    for weight in (None, w):
+        for normalize in ("lpips", "stable"):
+            for spatial in (False, True):
+                want = lpips_layer_reference(fx, fy, weight, 1e-10, normalize, spatial)
+                got = lpips_distance(fx, fy, weight, spatial=spatial, normalize=normalize, backend="cpu")
+                torch.testing.assert_close(got, want, **tol(torch.float32))
+    assert torch.equal(lpips_distance(fx, fx.clone(), w, backend="cpu"), torch.zeros(3))
+    bad = fx.clone()
+    bad[1, C - 1, hw[0] - 1, hw[1] - 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        lpips_distance(bad, fy, w, backend="cpu")
+
+
+@needs_cpu
 def test_cpu_threaded_paths_match_reference():
     """Inputs large enough for several worker threads (flat small-plane path and tiled path)."""
     for shape in [(64, 384, 3, 3), (8, 64, 32, 32)]:
