@@ -22,7 +22,10 @@ from robot_rt.robot.urdf import (
     robot_from_urdf,
 )
 
-TOL = 1e-9
+# Every comparison here is against yourdfpy's FK, whose cached scene-graph transforms are not bit-stable: a CI run
+# saw 3.2e-9 m on one example that agreed exactly on replay (a hypothesis FlakyFailure). 1e-8 m is far below any
+# error that matters and far above that noise.
+TOL = 1e-8
 
 
 @pytest.fixture(scope="module")
