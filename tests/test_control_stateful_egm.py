@@ -129,6 +129,15 @@ SERVO_SETTLE_S = 0.3
 STOP_DISTANCE = stopping_envelope(ROBOT, dt_s=1.0 / RATE_HZ)[0] + ROBOT.velocity_limit * STOP_LEAD_S
 
 
+def _stop_each(things) -> None:
+    """stop() on each, whatever the others do (teardown: one that fails must not leave the rest running)."""
+    for thing in things:
+        try:
+            thing.stop()
+        except Exception:  # noqa: BLE001
+            pass
+
+
 def _free_udp_port() -> int:
     """A free UDP port below Linux's ephemeral range (32768-60999), so that none of the sockets the harness opens
     later (ephemeral ports) can take it between runs of one example (a new run binds it again)."""
@@ -413,17 +422,9 @@ class EgmMachine(RuleBasedStateMachine):
             time.sleep(0.5)  # late motion
             self.check()
         finally:
-            for loop in self.loops:
-                try:
-                    loop.stop()
-                except Exception:  # noqa: BLE001
-                    pass
+            _stop_each(self.loops)
             self.sampler.stop()
-            for d in self.drivers:
-                try:
-                    d.stop()
-                except Exception:  # noqa: BLE001
-                    pass
+            _stop_each(self.drivers)
             self.controller.stop()
             self.proxy.stop()
             self.gantry_server.stop()

@@ -171,6 +171,16 @@ def test_cpu_prefetched_row_path(hw, C, dtype):
     assert torch.equal(lpips_distance(fx, fx.clone(), w, backend="cpu"), torch.zeros(2, dtype=cm.out_dtype(dtype)))
 
 
+def _assert_cpu_matches_reference(fx, fy, w, dtype):
+    """The CPU backend against the reference: unweighted and weighted `w`, both norms, with and without the map."""
+    for weight in (None, w):
+        for normalize in ("lpips", "stable"):
+            for spatial in (False, True):
+                want = lpips_layer_reference(fx, fy, weight, 1e-10, normalize, spatial)
+                got = lpips_distance(fx, fy, weight, spatial=spatial, normalize=normalize, backend="cpu")
+                torch.testing.assert_close(got, want, **tol(dtype))
+
+
 @needs_cpu
 @pytest.mark.parametrize("hw", [(7, 7), (10, 12), (33, 34), (64, 64), (65, 64)])
 @pytest.mark.parametrize("C", [1, 3, 4, 6, 9])
@@ -184,12 +194,7 @@ def test_cpu_row_path_channel_groups(hw, C, dtype):
     fx = make_features(shape, dtype, "contiguous", 9, zero_frac=0.1)
     fy = make_features(shape, dtype, "contiguous", 10)
     w = torch.rand(C, generator=torch.Generator().manual_seed(C)) * 2
-    for weight in (None, w):
-        for normalize in ("lpips", "stable"):
-            for spatial in (False, True):
-                want = lpips_layer_reference(fx, fy, weight, 1e-10, normalize, spatial)
-                got = lpips_distance(fx, fy, weight, spatial=spatial, normalize=normalize, backend="cpu")
-                torch.testing.assert_close(got, want, **tol(dtype))
+    _assert_cpu_matches_reference(fx, fy, w, dtype)
     assert torch.equal(lpips_distance(fx, fx.clone(), w, backend="cpu"), torch.zeros(2, dtype=cm.out_dtype(dtype)))
 
 
@@ -205,12 +210,7 @@ def test_cpu_channels_last_fp32_register_path(hw, C):
     fy = make_features(shape, torch.float32, "channels_last", 12)
     assert fx.stride(1) == 1 and fy.stride(1) == 1
     w = torch.rand(C, generator=torch.Generator().manual_seed(C)) * 2
-    for weight in (None, w):
-        for normalize in ("lpips", "stable"):
-            for spatial in (False, True):
-                want = lpips_layer_reference(fx, fy, weight, 1e-10, normalize, spatial)
-                got = lpips_distance(fx, fy, weight, spatial=spatial, normalize=normalize, backend="cpu")
-                torch.testing.assert_close(got, want, **tol(torch.float32))
+    _assert_cpu_matches_reference(fx, fy, w, torch.float32)
     assert torch.equal(lpips_distance(fx, fx.clone(), w, backend="cpu"), torch.zeros(3))
     bad = fx.clone()
     bad[1, C - 1, hw[0] - 1, hw[1] - 1] = float("nan")
