@@ -240,6 +240,19 @@ class RecordingController(SimulatedEgmController):
         self._sock = _RecordingSocket(self._sock, self)
 
 
+def _on_segment_from(starts: np.ndarray, end, point, tol=1e-6) -> bool:
+    """`point` lies on the segment from one of `starts` (rows) to `end` (None: is one of `starts`), within `tol`."""
+    if len(starts) == 0:
+        return False
+    if end is None:
+        return bool(np.any(np.all(np.abs(starts - point) <= tol, axis=1)))
+    with np.errstate(all="ignore"):  # (corrupted feedback: absurd values, no segment from them)
+        d = end - starts
+        length2 = np.sum(d * d, axis=1)
+        s = np.clip(np.sum((point - starts) * d, axis=1) / np.where(length2 > 0, length2, 1.0), 0.0, 1.0)
+        return bool(np.any(np.all(np.abs(starts + s[:, None] * d - point) <= tol, axis=1)))
+
+
 def decode_gantry_command(data: bytes):
     """(session id, stamp_ns, position, velocity) of a 2-joint joint_command datagram, else None."""
     if len(data) < 40 or data[:4] != b"RRTP" or data[5] != 4:
@@ -781,7 +794,7 @@ class EgmMachine(RuleBasedStateMachine):
                 fb_t.append(t)
                 fb_q.append(q)
         fb_t, fb_q = np.array(fb_t, dtype=np.int64), np.array(fb_q).reshape(-1, 6)
-        prev = None
+        prev, prev_deg = None, None
         self.egm_sessions = []  # per driver session, its references: (t_rx_ns, tm ms, q, qd, hold)
         for t, data in self.controller.rx:
             m = EgmSensor()
@@ -808,8 +821,10 @@ class EgmMachine(RuleBasedStateMachine):
             _TOTALS["egm_references_moving"] += bool(np.any(speed))
             hold = False
             if not np.any(speed):
+                # a hold is a point of the segment from a feedback (the anchor) to the last reference sent (the EGM
+                # driver's fix_hold), or at a feedback
                 a, b = np.searchsorted(fb_t, t - 200_000_000), np.searchsorted(fb_t, t + 200_000_000)
-                hold = bool(np.any(np.all(np.abs(fb_q[a:b] - deg) <= 1e-9, axis=1)))
+                hold = _on_segment_from(fb_q[a:b], prev_deg, deg)
             same_session = prev is not None and seq > prev[0] and tm >= prev[1]
             if not same_session:
                 self.egm_sessions.append([])
@@ -831,7 +846,7 @@ class EgmMachine(RuleBasedStateMachine):
                             allowed=float(v[j] * dt * 1.05),
                             dtm_ms=tm - ptm,
                         )
-            prev = (seq, tm, q, qd)
+            prev, prev_deg = (seq, tm, q, qd), deg
         if ACCEL_CHECK:
             # a hold looks like a reference of the trajectory at rest where the arm is (no speed, at a feedback): both
             # stay in the chain, and only an excess into such a reference is taken for the hold (exempt: the muted
@@ -937,16 +952,19 @@ class EgmMachine(RuleBasedStateMachine):
         box_lo, box_hi = ROBOT.workspace_min_m, ROBOT.workspace_max_m
         pair_ns = int(WORKSPACE_PAIR_S * 1e9)
         candidates, owner, refs = [], [], []  # each candidate pair's 8 joints, and which reference it pairs
+        kinds = []  # per reference: (a hold, paired with the gantry's latest command rather than this tick's)
         for session in self.egm_sessions:
             offset = min(t - tm * 1_000_000 for t, tm, _q, _qd, _h in session)
-            for _t, tm, q, _qd, _h in session:
+            for _t, tm, q, _qd, hold in session:
                 sent = tm * 1_000_000 + offset
                 a, b = np.searchsorted(g_t, sent - pair_ns), np.searchsorted(g_t, sent + pair_ns + 1_000_000)
-                if b <= a:  # no gantry command of this tick (the gantry muted, or between sessions): its latest one
+                latest = b <= a
+                if latest:  # no gantry command of this tick (the gantry muted, or between sessions): its latest one
                     if a == 0:
                         continue
                     a, b = a - 1, a
                     _TOTALS["workspace_checked_latest_gantry"] += 1
+                kinds.append((bool(hold), latest))
                 full = np.empty((b - a, DOF))
                 full[:, GANTRY] = g_q[a:b]
                 full[:, ARM] = q
@@ -975,6 +993,10 @@ class EgmMachine(RuleBasedStateMachine):
                 blade_high=high[i].tolist(),
                 sent_s=refs[k] * 1e-9,
                 references_outside=len(bad),
+                holds_outside=sum(kinds[j][0] for j in bad),
+                latest_gantry_outside=sum(kinds[j][1] for j in bad),
+                hold=kinds[k][0],
+                latest_gantry=kinds[k][1],
                 loop_stops_seen=[sorted(loop.stop_reasons_seen) for loop in self.loops],
             )
 
@@ -1065,8 +1087,9 @@ def teardown_module(module):
 
 
 @contextlib.contextmanager
-def _egm_rig(**loop_kwargs):
-    """A composite robot (UDP gantry server + recording EGM controller) and a loop holding it at home (not started)."""
+def _egm_rig(policy=None, **loop_kwargs):
+    """A composite robot (UDP gantry server + recording EGM controller) and a loop holding it at home (not started;
+    `policy`, when given, is its policy instead)."""
     port = _free_udp_port()
     gantry_server = SimServer(gantry_description(ROBOT), camera=False, geometry_digest=geometry_digest(ROBOT)).start()
     controller = RecordingController(
@@ -1078,7 +1101,8 @@ def _egm_rig(**loop_kwargs):
     ).start()
     gantry = make_udp_driver(f"udp://127.0.0.1:{gantry_server.port}?camera=none", 2)
     driver = make_egm_robot_driver(f"egm://127.0.0.1:{port}", ROBOT, gantry=gantry)
-    loop = RealTimeLoop(ROBOT, driver, policy=lambda obs: ROBOT.home, rate_hz=RATE_HZ, policy_rate_hz=POLICY_HZ,
+    policy = policy if policy is not None else (lambda obs: ROBOT.home)
+    loop = RealTimeLoop(ROBOT, driver, policy=policy, rate_hz=RATE_HZ, policy_rate_hz=POLICY_HZ,
                         command_timeout_s=COMMAND_TIMEOUT_S, sensor_timeout_s=SENSOR_TIMEOUT_S, **loop_kwargs)  # fmt: skip
     driver.start()
     try:
@@ -1118,6 +1142,93 @@ def test_a_feedback_glitch_does_not_move_a_muted_arm(offset_rad, glitch_ms):
         assert loop.lifecycle == "stopped", loop.stop_reasons
         moved = float(np.max(np.abs(controller.position - before)))
         assert moved <= MOVED_LIMIT, f"the muted arm moved {moved:.4f} rad after the stop, nobody recovered"
+
+
+def _silence_while_moving(controller, loop, silence_ms, glitch_rad=0.0):
+    """Starts the loop with a far target on arm axis 2, and once the arm runs fast the controller goes silent for
+    `silence_ms` (its first messages after that report the arm `glitch_rad` further along its motion, for 20 ms).
+    Returns the arm joint's positions sampled from the simulator (1 ms), the sample index of the silence's start, the
+    last reference sent before it and the loop's last measured position before it (rad)."""
+    samples = []
+    loop.start()
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        samples.append(float(controller.position[1]))
+        if len(samples) > 5 and abs(samples[-1] - samples[-6]) > 5 * 0.001 * 1.2:  # faster than 1.2 rad/s
+            break
+        time.sleep(0.001)
+    else:
+        pytest.fail("the arm never moved fast")
+    sign = np.sign(samples[-1] - samples[-6])
+    measured = loop.observation()["measured_position"][ARM][1]
+    n_rx = len(controller.rx)
+    if glitch_rad:
+        offset = np.zeros(6)
+        offset[1] = sign * glitch_rad
+        controller.glitch = (time.monotonic_ns() + int((silence_ms + 20) * 1e6), offset)
+    controller.silence(silence_ms / 1000.0)
+    start = len(samples)
+    deadline = time.monotonic() + 0.8
+    while time.monotonic() < deadline:
+        samples.append(float(controller.position[1]))
+        time.sleep(0.001)
+    last_sent = None  # the last reference before the first hold (a reply in flight arrives after the silence began)
+    for _t, data in controller.rx[n_rx - 1 :]:
+        m = EgmSensor()
+        m.ParseFromString(data)
+        if not np.any(m.speedRef.joints.joints):
+            break
+        last_sent = float(np.radians(m.planned.joints.joints[1]))
+    return np.array(samples), start, last_sent, float(measured), sign
+
+
+@pytest.mark.parametrize("silence_ms", [60, 100])
+def test_a_silent_controller_does_not_pull_a_moving_arm_back(silence_ms):
+    """The thirteenth audit: the hold of a muted arm was its anchor (the loop's last checked position). An arm running
+    at ~1.46 rad/s whose controller went silent ran on to its last reference meanwhile, and the hold replies sent
+    once it talked again commanded it back: 0.030 rad against its motion, after the stop. The hold is now the first
+    answered feedback within [anchor, last reference]: where the arm went, no motion back."""
+    target = ROBOT.home.copy()
+    target[ARM.start + 1] = ROBOT.position_min[ARM.start + 1] + 0.3
+    with _egm_rig(policy=lambda obs: target) as (controller, loop):
+        q, start, _last_sent, _measured, sign = _silence_while_moving(controller, loop, silence_ms)
+        assert loop.lifecycle == "stopped", loop.stop_reasons
+        along = sign * (q[start:] - q[start])
+        back = float(along.max() - along[-1])
+        assert float(along.max()) > 0.01, "the arm did not run on during the silence (nothing tested)"
+        assert back <= MOVED_LIMIT, f"the stopped arm moved {back:.4f} rad back against its motion"
+        assert float(np.ptp(q[-100:])) <= 1e-4, "the arm did not come to rest"
+
+
+@pytest.mark.parametrize("glitch_rad", [0.3, 1e300, np.inf])
+def test_a_glitch_after_a_silence_holds_the_arm_on_its_commanded_segment(glitch_rad):
+    """The first feedback after the silence reports the arm `glitch_rad` further along its motion: the hold is the
+    point nearest it on the segment [anchor, last reference sent], so the arm rests no further than its last
+    reference (and no further back than the anchor) whatever the glitch says, an absurd one too."""
+    target = ROBOT.home.copy()
+    target[ARM.start + 1] = ROBOT.position_min[ARM.start + 1] + 0.3
+    with _egm_rig(policy=lambda obs: target) as (controller, loop):
+        q, start, last_sent, measured, sign = _silence_while_moving(controller, loop, 60, glitch_rad=glitch_rad)
+        assert loop.lifecycle == "stopped", loop.stop_reasons
+        rest = q[-1]
+        beyond = sign * (rest - last_sent)
+        assert beyond <= MOVED_LIMIT, f"the held arm went {beyond:.4f} rad beyond its last reference (the glitch)"
+        assert sign * (rest - q[start]) >= -MOVED_LIMIT, "the held arm went back behind where the silence began"
+        assert sign * (rest - measured) >= -MOVED_LIMIT
+        holds = []
+        for _t, data in controller.rx:
+            m = EgmSensor()
+            m.ParseFromString(data)
+            if not np.any(m.speedRef.joints.joints):
+                holds.append(np.radians(m.planned.joints.joints))
+        assert holds and np.all(np.isfinite(holds)), "no hold sent, or one not finite"
+        assert controller.stats()["references_out_of_limits"] == 0
+        hold = holds[-1][1]
+        assert sign * (hold - last_sent) <= 1e-9 and sign * (hold - measured) >= -MOVED_LIMIT, (
+            hold,
+            last_sent,
+            measured,
+        )
 
 
 @pytest.mark.parametrize("offset_rad, glitch_ms", [(0.3, 30), (0.05, 20), (-0.3, 8)])

@@ -118,9 +118,10 @@ class RobotDriver {
     return false;
   }
   // Called by the loop just before mute_joints with a nonzero mask: the last joint positions (SI, dof() values) that
-  // passed the loop's measurement check. A driver that answers its robot while muted (EGM) holds there, not at
-  // whatever the robot reports next: a glitched feedback echoed back as the hold moved a stopped arm (the twelfth
-  // audit). Default: nothing (the robot holds by itself).
+  // passed the loop's measurement check. A driver that answers its robot while muted (EGM) anchors its hold there,
+  // not at whatever the robot reports next: a glitched feedback echoed back as the hold moved a stopped arm (the
+  // twelfth audit); the EGM driver holds between this anchor and its last sent reference (EgmDriver::fix_hold).
+  // Default: nothing (the robot holds by itself).
   virtual void set_hold_position(const double* position_si) noexcept { (void)position_si; }
   static constexpr std::uint64_t joint_mask(int n) noexcept { return n >= 64 ? ~0ull : ((1ull << n) - 1u); }
   // Called by ControlLoop::start() / stop() from the controlling (non real-time) thread; may allocate,

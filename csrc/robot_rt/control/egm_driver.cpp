@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -113,8 +114,8 @@ void EgmDriver::on_start() {
     run_started_ = true;
   }
   ending_in_stop_ = false;
-  holding_ = hold_offered_ = hold_anchored_ = false;
-  have_peer_ = have_seqno_ = have_sample_ = reply_owed_ = new_sample_ = have_command_ = false;
+  holding_ = hold_offered_ = hold_anchored_ = hold_fixed_ = false;
+  have_peer_ = have_seqno_ = have_sample_ = reply_owed_ = new_sample_ = have_command_ = have_sent_ = false;
   status_seen_ = 0;
   last_rx_ns_ = 0;
   start_ns_ = monotonic_ns();
@@ -257,15 +258,43 @@ bool EgmDriver::read_state(JointState& out) noexcept {
   drain(now);
   link_up_.store(have_peer_ && now - last_rx_ns_ <= config_.link_timeout_ns, std::memory_order_relaxed);
   // muted: answer the controller with a hold where the arm is (else it drives on to the last reference)
-  if (holding_ && hold_anchored_ && reply_owed_ && have_peer_ && have_sample_ &&
-      peer_restarts() == hold_peer_restarts_ && send_reply(now, true))
-    hold_replies_.fetch_add(1, std::memory_order_relaxed);
+  if (holding_ && hold_anchored_ && reply_owed_ && have_peer_ && have_sample_ && peer_restarts() == hold_peer_restarts_) {
+    if (!hold_fixed_) fix_hold();
+    if (send_reply(now, true)) hold_replies_.fetch_add(1, std::memory_order_relaxed);
+  }
   if (!have_sample_ || now - sample_rx_ns_ > config_.hold_ns) return false;
   out = latest_;
   out.flags |= unread_stop_flags_;
   if (marker_stop_pending_.load(std::memory_order_relaxed)) out.flags |= kStateRobotStopped;
   unread_stop_flags_ = 0;
   return true;
+}
+
+// The first hold reply of a mute: the point of the segment [anchor, last reference sent] (joint space, SI units)
+// nearest the feedback it answers (where the arm is now). The segment is what the loop itself measured and
+// commanded, so neither a feedback glitch nor anything else can place the hold off it, and an arm that moved on along
+// it is not pulled back. One point of the segment, not a clamp per joint: the corners of the box a per-joint clamp
+// allows are configurations nobody measured or commanded (one put the blade 12 mm outside the workspace box in a
+// fuzz hunt, with corrupted and stale feedback).
+void EgmDriver::fix_hold() noexcept {
+  double along = 0.0, length2 = 0.0;
+  bool finite = true;
+  for (int i = 0; i < config_.dof; ++i) {
+    const double unit = config_.si_per_egm[i];
+    const double d = (hold_reference_egm_[i] - hold_position_egm_[i]) * unit;
+    const double f = latest_.position_si[i] - hold_position_egm_[i] * unit;
+    finite = finite && std::isfinite(f);
+    along += d * f;
+    length2 += d * d;
+  }
+  const double ratio = along / length2;  // (an absurd finite feedback can overflow: inf - inf; then the anchor)
+  if (finite && length2 > 0.0 && std::isfinite(ratio)) {
+    const double s = std::clamp(ratio, 0.0, 1.0);
+    for (int i = 0; i < config_.dof; ++i)  // (the end itself at s = 1: exactly the reference sent)
+      hold_position_egm_[i] = s >= 1.0 ? hold_reference_egm_[i]
+                                       : hold_position_egm_[i] + s * (hold_reference_egm_[i] - hold_position_egm_[i]);
+  }
+  hold_fixed_ = true;
 }
 
 bool EgmDriver::send_reply(std::int64_t now_ns, bool hold) noexcept {
@@ -280,7 +309,7 @@ bool EgmDriver::send_reply(std::int64_t now_ns, bool hold) noexcept {
   s.has_speed_ref = s.speed_ref.has_joints = true;
   s.planned.joints.count = s.speed_ref.joints.count = config_.dof;
   for (int i = 0; i < config_.dof; ++i) {
-    // a hold: at the anchor taken when the mute began (the loop's last checked position), at rest
+    // a hold: where fix_hold placed it, at rest
     s.planned.joints.value[i] = hold ? hold_position_egm_[i] : command_position_egm_[i];
     s.speed_ref.joints.value[i] = hold ? 0.0 : command_velocity_egm_[i];
   }
@@ -296,6 +325,10 @@ bool EgmDriver::send_reply(std::int64_t now_ns, bool hold) noexcept {
   }
   bump(counters_.tx_datagrams);
   replies_.fetch_add(1, std::memory_order_relaxed);
+  if (!hold) {
+    for (int i = 0; i < config_.dof; ++i) sent_position_egm_[i] = command_position_egm_[i];
+    have_sent_ = true;
+  }
   const std::int64_t latency = monotonic_ns() - owed_since_ns_;
   reply_last_.store(latency, std::memory_order_relaxed);
   store_max(reply_max_, latency);

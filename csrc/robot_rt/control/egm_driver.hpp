@@ -95,9 +95,14 @@ class EgmDriver final : public RobotDriver {
   std::uint64_t unexplained_robot_stop_events() const noexcept override { return robot_stop_events(); }
   void acknowledge_robot_stops() noexcept override { marker_stop_pending_.store(false, std::memory_order_relaxed); }
   void set_ending_in_stop(bool stopped) noexcept override { ending_in_stop_ = stopped; }
-  // Muted (the loop stopped commanding the arm): every robot message is answered with a hold where the arm is
-  // (planned = its feedback, speed 0), so the controller does not drive on to the last reference. Returns false: the
-  // loop sends this driver nothing while muted (a CompositeDriver passes its part's mask).
+  // Muted (the loop stopped commanding the arm): every robot message is answered with a hold where the arm is, at
+  // rest (speed 0), so the controller does not drive on. The hold is fixed at the first reply of the mute: the point
+  // nearest the arm's feedback then on the joint-space segment from the anchor (the loop's last checked position,
+  // set_hold_position) to the last reference the driver sent (fix_hold). An arm that ran on to its last reference while its feedback was
+  // lost (a silent controller) is held where it went, not pulled back to the anchor (0.03 rad against its motion at
+  // 1.46 rad/s, the thirteenth audit); a jammed or self-stopped arm is held where it stopped; a glitched feedback
+  // can place the hold nowhere but on the segment the loop itself measured and commanded (zero long at rest).
+  // Returns false: the loop sends this driver nothing while muted (a CompositeDriver passes its part's mask).
   bool mute_joints(std::uint64_t joints) noexcept override {
     // (the restarts before this tick's read: a controller whose restart caused this mute gets no hold either)
     if (joints != 0 && !holding_) {
@@ -106,14 +111,19 @@ class EgmDriver final : public RobotDriver {
       if (!hold_anchored_ && have_sample_)
         for (int i = 0; i < config_.dof; ++i) hold_position_egm_[i] = latest_.position_si[i] / config_.si_per_egm[i];
       hold_anchored_ = hold_anchored_ || have_sample_;
+      // (the last reference SENT: the loop goes on writing commands while the controller is silent, and those the
+      // arm never received; one of them as the bound moved a held arm 0.078 rad on beyond its last reference)
+      for (int i = 0; i < config_.dof; ++i)
+        hold_reference_egm_[i] = have_sent_ ? sent_position_egm_[i] : hold_position_egm_[i];
+      hold_fixed_ = false;
     }
     if (joints == 0) hold_anchored_ = false;
     hold_offered_ = false;
     holding_ = joints != 0;
     return false;
   }
-  // The hold stays at this position until the mute ends: it never follows the feedback, which may be what stopped
-  // the loop (a glitch), and which it would otherwise echo back as the arm's reference.
+  // The hold stays where fix_hold put it until the mute ends: it never follows the feedback, which may be what
+  // stopped the loop (a glitch), and which it would otherwise echo back as the arm's reference.
   void set_hold_position(const double* position_si) noexcept override {
     if (holding_) return;  // anchored when the mute began
     bool finite = true;
@@ -148,6 +158,7 @@ class EgmDriver final : public RobotDriver {
   void drain(std::int64_t now_ns) noexcept;
   void accept(const egm::Robot& m, const sockaddr_in& from, std::int64_t now_ns) noexcept;
   bool send_reply(std::int64_t now_ns, bool hold = false) noexcept;
+  void fix_hold() noexcept;
 
   EgmDriverConfig config_;
   bool pin_controller_ = false;
@@ -184,7 +195,11 @@ class EgmDriver final : public RobotDriver {
   std::atomic<int> motor_state_{-1}, mci_state_{-1}, rapid_state_{-1};
   std::atomic<std::int64_t> reply_last_{0}, reply_max_{0}, reply_sum_{0};
   bool holding_ = false;        // muted: replies hold the arm where it is (loop thread)
-  double hold_position_egm_[kMaxDof] = {};  // the hold's reference while muted (EGM units), fixed for the mute
+  double hold_position_egm_[kMaxDof] = {};  // the hold's reference while muted (EGM units): the anchor until fixed
+  double hold_reference_egm_[kMaxDof] = {};  // the last reference sent before the mute (else the anchor)
+  bool have_sent_ = false;                   // a reference (not a hold) was sent in this run
+  double sent_position_egm_[kMaxDof] = {};   // ... and the last one's position
+  bool hold_fixed_ = false;     // the first hold reply of this mute placed hold_position_egm_ (fix_hold)
   bool hold_offered_ = false;   // set_hold_position gave one for the coming mute
   bool hold_anchored_ = false;  // hold_position_egm_ holds this mute's anchor
   std::uint64_t hold_peer_restarts_ = 0;  // a controller restarted since the mute gets nothing at all

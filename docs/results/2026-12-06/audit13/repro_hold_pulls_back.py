@@ -1,4 +1,4 @@
-"""Observation (thirteenth audit, not a limit violation by the brief's terms: holds are exempt): a muted EGM arm's
+"""Fixed 2026-12-07 (see README.md). Observation (thirteenth audit, not a limit violation by the brief's terms: holds are exempt): a muted EGM arm's
 hold is anchored at the loop's last CHECKED position, so when the arm was moving and its feedback stopped for a
 while (controller silent / feedback dropped), the hold sent once the controller talks again lies behind where the arm
 went meanwhile, and the stopped arm is commanded back (speedRef 0, a step against its motion).
