@@ -199,12 +199,14 @@ def test_cpu_row_path_channel_groups(hw, C, dtype):
 
 
 @needs_cpu
-@pytest.mark.parametrize("hw", [(1, 1), (3, 5), (4, 4), (7, 9), (15, 15)])
-@pytest.mark.parametrize("C", [8, 16, 64, 72])
+@pytest.mark.parametrize("hw", [(1, 1), (3, 5), (4, 4), (7, 9), (15, 15), (16, 16), (17, 17)])
+@pytest.mark.parametrize("C", [8, 16, 64, 72, 100, 128, 384, 392])
 def test_cpu_channels_last_fp32_register_path(hw, C):
-    """fp32 channels-last inputs with C a multiple of 8 up to 64 take the register path (eight pixels' lane sums
-    folded at once, the tile ended by finish_row; 72 channels take the generic one): tiles of 1-16 pixels, not
-    multiples of 8, both norms, weighted or not, map included; exactly 0 on identical inputs; a NaN is reported."""
+    """fp32 channels-last inputs with C a multiple of 8 take the register path (eight pixels' lane sums folded at
+    once, the tile ended by finish_row) up to 64 channels, and up to 384 on planes of up to 256 pixels (72, 128 and
+    384 channels on 17x17 planes, 100 and 392 channels take the generic one; 1x1 planes the flat one): tiles of 1-16
+    pixels, not multiples of 8, both norms, weighted or not, map included; exactly 0 on identical inputs; a NaN is
+    reported. (Dropping the last 8 channels of the register path above 64 channels fails 15 of these.)"""
     shape = (3, C, *hw)
     fx = make_features(shape, torch.float32, "channels_last", 11, zero_frac=0.1)
     fy = make_features(shape, torch.float32, "channels_last", 12)

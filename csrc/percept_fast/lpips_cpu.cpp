@@ -405,12 +405,17 @@ inline __m256 sum_lanes_of_8(const float* v) {
   return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
 }
 
-// Channels-last fp32 with C a multiple of 8, up to kChannelsLastF32MaxChannels: per pixel the five sums in five
-// 8-channel registers; each group of 8 pixels folded at once (sum_lanes_of_8) and the tile ended by finish_row. One
-// pixel at a time (the generic path), the scalar lane folds and the end of each pixel (square roots, divisions,
-// checks) cost more than 64 channels' sums: 64-channel taps 1.1-2.1x faster (batch 64, 15x15 to 64x64 planes, two
-// threads, A/B in alternating processes); from 256 channels it was no faster (0.6-1.3x, noisy), hence the bound.
-constexpr int64_t kChannelsLastF32MaxChannels = 64;
+// Channels-last fp32 with C a multiple of 8 (channels_last_register_path): per pixel the five sums in five 8-channel
+// registers; each group of 8 pixels folded at once (sum_lanes_of_8) and the tile ended by finish_row. One pixel at a
+// time (the generic path), the scalar lane folds and the end of each pixel (square roots, divisions, checks) cost
+// more than 64 channels' sums: 64-channel taps 1.1-2.1x faster (batch 64, 15x15 to 64x64 planes, two threads, A/B
+// in alternating processes). Up to 384 channels it pays on planes of up to 256 pixels (batch 64, 2 threads, A/B:
+// 128x15x15 0.30 -> 0.23 ms, 192x7x7 0.11-0.13 -> 0.072-0.078, 384x3x3 0.062-0.067 -> 0.056-0.059, 256x13x13 0.38
+// -> 0.28-0.36); on large planes of 256 channels it was 8 % slower (56x56: 11.7-11.9 -> 12.9-13.0 ms), 512x14x14
+// 15 % slower.
+inline bool channels_last_register_path(int64_t C, int64_t P) {
+  return C % 8 == 0 && (C <= 64 || (C <= 384 && P <= 256));
+}
 template <bool kWeighted>
 double lpips_tile_channels_last_f32(const View4<float>& x, const View4<float>& y, const float* wt, float eps, int mode,
                                     int64_t b, int64_t p0, int64_t np, float* map_row, std::atomic<int>& flags) {
@@ -506,7 +511,7 @@ int lpips_run(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc eps, int 
       else if (chlast) {
 #if defined(__AVX2__) && defined(__FMA__)
         if constexpr (std::is_same_v<T, float> && std::is_same_v<Acc, float>) {
-          if (C % 8 == 0 && C <= kChannelsLastF32MaxChannels) {
+          if (channels_last_register_path(C, P)) {
             partial[static_cast<size_t>(t)] =
                 lpips_tile_channels_last_f32<kWeighted>(x, y, wt, eps, mode, b, p0, np, map_row, flags);
             continue;
