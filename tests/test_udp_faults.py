@@ -10,6 +10,7 @@ end on what the endpoints report, not on wall time.
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -335,7 +336,19 @@ def test_a_session_re_established_while_stopping_is_sent_nothing(seed):
                 and abs(o["command_velocity"][j]) > 0.9 * robot.velocity_limit[j]
             )
 
-        wait_until(fast, timeout_s=8.0, what="the joint at speed")
+        # (a 2-vCPU machine under load can stop the loop before the sweep is at speed, e.g. a tracking stop after a
+        # late wake: seen once in 15 runs beside two busy loops; that is not what this test is about, so such a stop
+        # is recovered and the sweep waited for again)
+        stops = []
+        deadline = time.monotonic() + 20.0
+        while not fast():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the joint never at speed; stops before the outage: {stops}")
+            if loop.lifecycle == "stopped":
+                stops.append(list(loop.stop_reasons))
+                time.sleep(0.5)
+                loop.recover()
+            time.sleep(0.002)
         proxy.outage = True
         wait_until(lambda: driver.stats()["sessions_established"] >= 2, timeout_s=3.0, what="the re-handshake")
         wait_until(lambda: loop.lifecycle == "stopped", timeout_s=3.0, what="the stop")
