@@ -258,7 +258,8 @@ bool EgmDriver::read_state(JointState& out) noexcept {
   drain(now);
   link_up_.store(have_peer_ && now - last_rx_ns_ <= config_.link_timeout_ns, std::memory_order_relaxed);
   // muted: answer the controller with a hold where the arm is (else it drives on to the last reference)
-  if (holding_ && hold_anchored_ && reply_owed_ && have_peer_ && have_sample_ && peer_restarts() == hold_peer_restarts_) {
+  if (holding_ && hold_anchored_ && reply_owed_ && have_peer_ && have_sample_ &&
+      peer_restarts() == hold_peer_restarts_) {
     if (!hold_fixed_) fix_hold();
     if (send_reply(now, true)) hold_replies_.fetch_add(1, std::memory_order_relaxed);
   }

@@ -98,10 +98,11 @@ class EgmDriver final : public RobotDriver {
   // Muted (the loop stopped commanding the arm): every robot message is answered with a hold where the arm is, at
   // rest (speed 0), so the controller does not drive on. The hold is fixed at the first reply of the mute: the point
   // nearest the arm's feedback then on the joint-space segment from the anchor (the loop's last checked position,
-  // set_hold_position) to the last reference the driver sent (fix_hold). An arm that ran on to its last reference while its feedback was
-  // lost (a silent controller) is held where it went, not pulled back to the anchor (0.03 rad against its motion at
-  // 1.46 rad/s, the thirteenth audit); a jammed or self-stopped arm is held where it stopped; a glitched feedback
-  // can place the hold nowhere but on the segment the loop itself measured and commanded (zero long at rest).
+  // set_hold_position) to the last reference the driver sent (fix_hold). An arm that ran on to its last reference
+  // while its feedback was lost (a silent controller) is held where it went, not pulled back to the anchor (0.03 rad
+  // against its motion at 1.46 rad/s, the thirteenth audit); a jammed or self-stopped arm is held where it stopped
+  // (never farther from its feedback than the anchor: the anchor is on the segment); a glitched feedback can place
+  // the hold nowhere but on the segment the loop itself measured and commanded (of zero length at rest).
   // Returns false: the loop sends this driver nothing while muted (a CompositeDriver passes its part's mask).
   bool mute_joints(std::uint64_t joints) noexcept override {
     // (the restarts before this tick's read: a controller whose restart caused this mute gets no hold either)
