@@ -848,9 +848,9 @@ class EgmMachine(RuleBasedStateMachine):
                         )
             prev, prev_deg = (seq, tm, q, qd), deg
         if ACCEL_CHECK:
-            # a hold looks like a reference of the trajectory at rest where the arm is (no speed, at a feedback): both
-            # stay in the chain, and only an excess into such a reference is taken for the hold (exempt: the muted
-            # arm is told to stay where it was measured, whatever it did before; or a restart at rest there)
+            # a hold looks like a reference of the trajectory at rest (no speed, on the segment from a feedback to the
+            # last reference): both stay in the chain, and only an excess into such a reference is taken for the hold
+            # (exempt: the muted arm is told to stay where it is, whatever it did before; or a restart at rest there)
             for session in self.egm_sessions:
                 chain = [(tm * 1e-3, q, qd) for _t, tm, q, qd, _h in session]
                 holds = [h for _t, _tm, _q, _qd, h in session]
@@ -859,8 +859,8 @@ class EgmMachine(RuleBasedStateMachine):
     def _check_acceleration(self, part, chain, a, first_joint, holds=None):
         """A chain of one session's references (no restart between them) against the acceleration limit
         (`acceleration_excess`); one violation per chain (the first), the rest counted. An excess into a reference
-        that `holds` marks (at rest where the robot reported it was) is the hold's or the restart's (exempt,
-        counted)."""
+        that `holds` marks (at rest where the robot reported it was, or an EGM hold on its segment) is the hold's or
+        the restart's (exempt, counted)."""
         if len(chain) < 2:
             return
         _TOTALS[f"{part}_acceleration_intervals"] += len(chain) - 1
@@ -938,7 +938,7 @@ class EgmMachine(RuleBasedStateMachine):
                 self._check_acceleration("gantry", chain, ROBOT.acceleration_limit[GANTRY], 0, holds)
 
     def _check_workspace(self):
-        """Each EGM reference (a hold too: where the arm was measured), with the gantry command of the same tick (sent within
+        """Each EGM reference (a hold too: where the arm is held), with the gantry command of the same tick (sent within
         WORKSPACE_PAIR_S of it; the most favourable one), puts the paddle's blade inside the workspace box (+
         WORKSPACE_TOL_M); with none sent then (a muted gantry), with the latest one before it (the arm-only
         contribution; a muted gantry is not commanded and stops by itself). The reference's send time is its tm (ms since its driver started) + that start, estimated
@@ -1144,6 +1144,16 @@ def test_a_feedback_glitch_does_not_move_a_muted_arm(offset_rad, glitch_ms):
         assert moved <= MOVED_LIMIT, f"the muted arm moved {moved:.4f} rad after the stop, nobody recovered"
 
 
+def _received_references(controller, start=0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(planned, speedRef) in rad and rad/s of each EGM reference the controller received, from index `start`."""
+    out = []
+    for _t, data in controller.rx[start:]:
+        m = EgmSensor()
+        m.ParseFromString(data)
+        out.append((np.radians(m.planned.joints.joints), np.radians(m.speedRef.joints.joints)))
+    return out
+
+
 def _silence_while_moving(controller, loop, silence_ms, glitch_rad=0.0):
     """Starts the loop with a far target on arm axis 2, and once the arm runs fast the controller goes silent for
     `silence_ms` (its first messages after that report the arm `glitch_rad` further along its motion, for 20 ms).
@@ -1173,12 +1183,10 @@ def _silence_while_moving(controller, loop, silence_ms, glitch_rad=0.0):
         samples.append(float(controller.position[1]))
         time.sleep(0.001)
     last_sent = None  # the last reference before the first hold (a reply in flight arrives after the silence began)
-    for _t, data in controller.rx[n_rx - 1 :]:
-        m = EgmSensor()
-        m.ParseFromString(data)
-        if not np.any(m.speedRef.joints.joints):
+    for planned, speed in _received_references(controller, n_rx - 1):
+        if not np.any(speed):
             break
-        last_sent = float(np.radians(m.planned.joints.joints[1]))
+        last_sent = float(planned[1])
     return np.array(samples), start, last_sent, float(measured), sign
 
 
@@ -1186,8 +1194,9 @@ def _silence_while_moving(controller, loop, silence_ms, glitch_rad=0.0):
 def test_a_silent_controller_does_not_pull_a_moving_arm_back(silence_ms):
     """The thirteenth audit: the hold of a muted arm was its anchor (the loop's last checked position). An arm running
     at ~1.46 rad/s whose controller went silent ran on to its last reference meanwhile, and the hold replies sent
-    once it talked again commanded it back: 0.030 rad against its motion, after the stop. The hold is now the first
-    answered feedback within [anchor, last reference]: where the arm went, no motion back."""
+    once it talked again commanded it back: 0.030 rad against its motion, after the stop. The hold is now the point
+    nearest the first answered feedback on the segment [anchor, last reference sent]: where the arm went, no motion
+    back."""
     target = ROBOT.home.copy()
     target[ARM.start + 1] = ROBOT.position_min[ARM.start + 1] + 0.3
     with _egm_rig(policy=lambda obs: target) as (controller, loop):
@@ -1215,12 +1224,7 @@ def test_a_glitch_after_a_silence_holds_the_arm_on_its_commanded_segment(glitch_
         assert beyond <= MOVED_LIMIT, f"the held arm went {beyond:.4f} rad beyond its last reference (the glitch)"
         assert sign * (rest - q[start]) >= -MOVED_LIMIT, "the held arm went back behind where the silence began"
         assert sign * (rest - measured) >= -MOVED_LIMIT
-        holds = []
-        for _t, data in controller.rx:
-            m = EgmSensor()
-            m.ParseFromString(data)
-            if not np.any(m.speedRef.joints.joints):
-                holds.append(np.radians(m.planned.joints.joints))
+        holds = [planned for planned, speed in _received_references(controller) if not np.any(speed)]
         assert holds and np.all(np.isfinite(holds)), "no hold sent, or one not finite"
         assert controller.stats()["references_out_of_limits"] == 0
         hold = holds[-1][1]

@@ -461,6 +461,18 @@ double lpips_tile_channels_last_f32(const View4<float>& x, const View4<float>& y
 }
 #endif
 
+// A channels-last tile: the fp32 register path where it pays (channels_last_register_path), else the generic one.
+template <typename T, typename Acc, bool kWeighted>
+double lpips_tile_channels_last_any(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc eps, int mode, int64_t b,
+                                    int64_t p0, int64_t np, Acc* map_row, std::atomic<int>& flags) {
+#if defined(__AVX2__) && defined(__FMA__)
+  if constexpr (std::is_same_v<T, float> && std::is_same_v<Acc, float>)
+    if (channels_last_register_path(x.size[1], x.size[2] * x.size[3]))
+      return lpips_tile_channels_last_f32<kWeighted>(x, y, wt, eps, mode, b, p0, np, map_row, flags);
+#endif
+  return lpips_tile_channels_last<T, Acc, kWeighted>(x, y, wt, eps, mode, b, p0, np, map_row, flags);
+}
+
 // Returns InputFlags (0 when every value was finite).
 template <typename T, typename Acc, bool kWeighted>
 int lpips_run(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc eps, int mode, Acc* out, Acc* map) {
@@ -508,18 +520,8 @@ int lpips_run(const View4<T>& x, const View4<T>& y, const Acc* wt, Acc eps, int 
       double s;
       if (contig)
         s = lpips_row_contig<T, Acc, kWeighted>(x, y, wt, eps, mode, b, p0, np, map_row, flags);
-      else if (chlast) {
-#if defined(__AVX2__) && defined(__FMA__)
-        if constexpr (std::is_same_v<T, float> && std::is_same_v<Acc, float>) {
-          if (channels_last_register_path(C, P)) {
-            partial[static_cast<size_t>(t)] =
-                lpips_tile_channels_last_f32<kWeighted>(x, y, wt, eps, mode, b, p0, np, map_row, flags);
-            continue;
-          }
-        }
-#endif
-        s = lpips_tile_channels_last<T, Acc, kWeighted>(x, y, wt, eps, mode, b, p0, np, map_row, flags);
-      }
+      else if (chlast)
+        s = lpips_tile_channels_last_any<T, Acc, kWeighted>(x, y, wt, eps, mode, b, p0, np, map_row, flags);
       else
         s = lpips_tile_strided<T, Acc, kWeighted>(x, y, wt, eps, mode, b, p0, np, map_row, flags);
       partial[static_cast<size_t>(t)] = s;

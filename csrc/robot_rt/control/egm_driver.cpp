@@ -115,7 +115,7 @@ void EgmDriver::on_start() {
   }
   ending_in_stop_ = false;
   holding_ = hold_offered_ = hold_anchored_ = hold_fixed_ = false;
-  have_peer_ = have_seqno_ = have_sample_ = reply_owed_ = new_sample_ = have_command_ = have_sent_ = false;
+  have_peer_ = have_seqno_ = have_sample_ = reply_owed_ = new_sample_ = have_sent_ = false;
   status_seen_ = 0;
   last_rx_ns_ = 0;
   start_ns_ = monotonic_ns();
@@ -353,7 +353,6 @@ bool EgmDriver::write_command(const JointCommand& command) noexcept {
     command_position_egm_[i] = command.position_si[i] / config_.si_per_egm[i];
     command_velocity_egm_[i] = command.velocity_si[i] / config_.si_per_egm[i];
   }
-  have_command_ = true;
   if (reply_owed_ && have_peer_) return send_reply(monotonic_ns());
   return true;
 }

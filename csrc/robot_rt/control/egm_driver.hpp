@@ -181,7 +181,6 @@ class EgmDriver final : public RobotDriver {
   bool new_sample_ = false;
   JointState latest_;
   std::uint32_t unread_stop_flags_ = 0;  // stop bits of every message since the last read_state
-  bool have_command_ = false;
   double command_position_egm_[kMaxDof] = {};
   double command_velocity_egm_[kMaxDof] = {};
   std::uint32_t tx_seqno_ = 0;
