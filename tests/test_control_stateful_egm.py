@@ -391,10 +391,13 @@ class Sampler:
 class EgmMachine(RuleBasedStateMachine):
     record_path = os.environ.get("FUZZ_RECORD")
 
-    @initialize(velocity_tracking=st.booleans())
-    def setup(self, velocity_tracking):
+    @initialize(velocity_tracking=st.booleans(), pin_port=st.booleans())
+    def setup(self, velocity_tracking, pin_port):
         self.loop_options = {"velocity_tracking": velocity_tracking}
-        self.steps: list[str] = [f"setup {self.loop_options}"]
+        self.steps: list[str] = [f"setup {self.loop_options} pin_port={pin_port}"]
+        # the controller's source port pinned (egm://...?controller=127.0.0.1:PORT): a second sender is then never
+        # answered, during the controller's silences and restarts too (the twelfth audit's finding 2)
+        self.pinned_source_port = _free_udp_port() if pin_port else 0
         self.violations: list[dict] = []
         self.stats = collections.Counter()
         self.latches: list[dict] = []
@@ -414,6 +417,7 @@ class EgmMachine(RuleBasedStateMachine):
             ROBOT.position_max[ARM],
             ROBOT.velocity_limit[ARM],
             ROBOT.home[ARM],
+            source_port=self.pinned_source_port,
         ).start()
         self.stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.stranger.bind(("127.0.0.1", 0))
@@ -448,7 +452,8 @@ class EgmMachine(RuleBasedStateMachine):
     # ---------------------------------------------------------------- helpers
     def _new_driver(self):
         gantry = make_udp_driver(f"udp://127.0.0.1:{self.proxy.port}?camera=none", 2)
-        driver = make_egm_robot_driver(f"egm://127.0.0.1:{self.egm_port}", ROBOT, gantry=gantry)
+        pin = f"?controller=127.0.0.1:{self.pinned_source_port}" if self.pinned_source_port else ""
+        driver = make_egm_robot_driver(f"egm://127.0.0.1:{self.egm_port}{pin}", ROBOT, gantry=gantry)
         self.drivers.append(driver)
         return driver
 
@@ -719,9 +724,11 @@ class EgmMachine(RuleBasedStateMachine):
         or a copy of the controller's latest message when `mimic`) while the live controller is heard. (While it is
         silent for over the link timeout, or just restarted, a new sender is a controller restart to the driver
         (docs/egm.md: a change of sender is accepted after the link was down, with a link-loss stop) and on loopback
-        nothing tells the two apart: the audit's report, finding 2.)"""
+        nothing tells the two apart: the audit's report, finding 2. With the controller's port pinned it is never
+        answered, so then it sends whenever.)"""
         c = self.controller
-        if c.faults.get("drop") or time.monotonic() < c._silent_until + 0.2 or time.monotonic() < self.restart_at + 0.3:
+        unheard = c.faults.get("drop") or time.monotonic() < c._silent_until + 0.2
+        if not self.pinned_source_port and (unheard or time.monotonic() < self.restart_at + 0.3):
             self._log("second sender: skipped (the controller is not heard)")
             return
         for i in range(n):

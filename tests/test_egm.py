@@ -344,7 +344,9 @@ def test_egm_urls():
     t = parse_egm_url("egm://0.0.0.0:6511?controller=192.168.125.1&joints=6")
     assert t.controller_host == "192.168.125.1" and t.bind_host == "0.0.0.0"
     t = parse_egm_url("egm://192.168.125.10:6510?controller=192.168.125.1")
-    assert t.controller_host == "192.168.125.1"
+    assert t.controller_host == "192.168.125.1" and t.controller_port == 0
+    t = parse_egm_url("egm://127.0.0.1:6510?controller=127.0.0.1:6511")
+    assert (t.controller_host, t.controller_port) == ("127.0.0.1", 6511)
     for bad, match in (
         ("udp://127.0.0.1:6510", "egm://"),
         ("egm://127.0.0.1", "explicit port"),
@@ -358,6 +360,13 @@ def test_egm_urls():
         ("egm://8.8.8.8:6510?controller=192.168.125.1", "private-network"),
         ("egm://0.0.0.0:6510?controller=8.8.8.8", "private-network"),
         ("egm://0.0.0.0:6510?controller=0.0.0.0", "private-network"),
+        # the controller's source port: 1..65535, and only with its address
+        ("egm://127.0.0.1:6510?controller=127.0.0.1:0", "1..65535"),
+        ("egm://127.0.0.1:6510?controller=127.0.0.1:65536", "1..65535"),
+        ("egm://127.0.0.1:6510?controller=127.0.0.1:", "1..65535"),
+        ("egm://127.0.0.1:6510?controller=127.0.0.1:x", "1..65535"),
+        ("egm://127.0.0.1:6510?controller=:6511", "needs the controller's address"),
+        ("egm://0.0.0.0:6510?controller=8.8.8.8:6511", "private-network"),
     ):
         with pytest.raises(ValueError, match=match):
             parse_egm_url(bad)
@@ -516,6 +525,135 @@ def test_driver_ignores_a_second_sender_and_reports_motors_off():
             assert driver.stats()["motor_state"] == 2
     finally:
         driver.stop()
+
+
+def _free_udp_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("pinned", [True, False])
+def test_a_pinned_controller_port_keeps_a_local_sender_out_after_a_link_loss(pinned):
+    """The twelfth audit's finding 2: on loopback every local process sends from the controller's address, and a
+    second sender took the session over once the controller had been quiet for the link timeout (replies went to
+    it). With the controller's source port pinned (controller=127.0.0.1:PORT) it is never answered, and the
+    controller's own restart from that port is still taken; unpinned, the takeover is what docs/egm.md describes."""
+    source_port = _free_udp_port()
+    driver = _control.EgmDriver(
+        "127.0.0.1",
+        0,
+        6,
+        si_per_egm=egm_unit_factors(ROBOT, 6),
+        controller_host="127.0.0.1" if pinned else "",
+        controller_port=source_port if pinned else 0,
+    )
+    driver.start()
+    try:
+        with _arm_controller(driver.local_port, source_port=source_port) as controller:
+            hold = list(ROBOT.home[ARM])
+
+            def answer():  # what the loop does each tick: read, then write (the driver answers the controller)
+                state = driver.read_state()
+                driver.write_command(hold, [0.0] * 6)
+                return state
+
+            wait_until(lambda: answer() is not None and controller.stats()["sensor_messages"] > 5, what="replies")
+            controller.silence(0.15)  # > link_timeout_s (40 ms): the link is down
+            with _arm_controller(driver.local_port) as stranger:
+                deadline = time.monotonic() + 0.3
+                while time.monotonic() < deadline:
+                    answer()
+                    time.sleep(0.001)
+                taken = stranger.stats()["sensor_messages"]
+            if not pinned:
+                assert taken > 0, "unpinned, the second sender was expected to take the session (docs/egm.md)"
+                return
+            assert taken == 0, f"a second local sender was answered {taken} times with the controller's port pinned"
+            assert driver.stats()["rx_unexpected_source"] > 10
+            assert driver.controller == f"127.0.0.1:{source_port}"
+            before = controller.stats()["sensor_messages"]
+            wait_until(
+                lambda: answer() is not None and controller.stats()["sensor_messages"] > before + 5,
+                what="the controller answered again after its silence",
+            )
+            restarts = driver.stats()["peer_restarts"]
+            controller.restart()  # the sequence starts again, from the pinned port
+            wait_until(
+                lambda: answer() is not None and driver.stats()["peer_restarts"] > restarts,
+                what="the controller's restart from its pinned port taken",
+            )
+    finally:
+        driver.stop()
+
+
+def test_the_readme_egm_commands_with_a_pinned_controller_port(tmp_path):
+    """`robot-rt sim-egm --source-port SP` and `robot-rt run --robot egm://...?controller=127.0.0.1:SP` (README, docs/egm.md)
+    as separate processes: the run moves the simulated arm and ends cleanly, and the controller's stats count no
+    reference outside the axis ranges."""
+    import os
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-m", "robot_rt.cli"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", ROBOT_RT_STATE_DIR=str(tmp_path))
+    sensor, source = _free_udp_port(), _free_udp_port()
+    sim = subprocess.Popen(
+        [*cli, "sim-egm", "--sensor", f"127.0.0.1:{sensor}", "--source-port", str(source), "--gantry-port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        line = sim.stdout.readline()
+        assert line, f"sim-egm did not start: {sim.stderr.read() if sim.poll() is not None else ''}"
+        info = json.loads(line)
+        assert info["controller"] == f"127.0.0.1:{source}"
+        log_path = tmp_path / "egm.rrlog"
+        run = subprocess.run(
+            [
+                *cli,
+                "run",
+                "--robot",
+                f"egm://127.0.0.1:{sensor}?controller=127.0.0.1:{source}",
+                "--gantry",
+                f"udp://127.0.0.1:{info['gantry_port']}?camera=none",
+                "--policy",
+                "robot_rt.control.policies:sine",
+                "--duration",
+                "2",
+                "--log",
+                str(log_path),
+                "--no-status",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+    finally:
+        sim.terminate()
+        out, err = sim.communicate(timeout=30)
+    stopped = json.loads(out.strip().splitlines()[-1])
+    assert stopped["event"] == "stopped", err
+    assert stopped["controller"]["sensor_messages"] > 100
+    assert stopped["controller"]["references_out_of_limits"] == 0
+    log = read_runlog(log_path)
+    assert log.clean
+    assert np.ptp(log.ticks["measured_position"][:, 2:], axis=0).max() > 0.01  # the sine policy moved the arm
+
+
+def test_a_controller_port_needs_its_address():
+    with pytest.raises(ValueError, match="controller_port"):
+        _control.EgmDriver("127.0.0.1", 0, 6, controller_port=6511)
+    with pytest.raises(ValueError, match="controller_port"):
+        _control.EgmDriver("127.0.0.1", 0, 6, controller_host="127.0.0.1", controller_port=70000)
+    driver = make_egm_driver("egm://127.0.0.1:0?controller=127.0.0.1:6511", ROBOT)
+    assert (driver.controller_host, driver.controller_port) == ("127.0.0.1", 6511)
 
 
 @pytest.mark.parametrize("field", ["motorState", "mciState", "rapidExecState"])

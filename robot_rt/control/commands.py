@@ -77,7 +77,7 @@ def register(subparsers) -> None:
     run.add_argument(
         "--robot",
         default="sim",
-        help="'sim' (in-process), udp://HOST:PORT[?camera=PORT|none], or egm://HOST:PORT[?controller=IP] (the ABB "
+        help="'sim' (in-process), udp://HOST:PORT[?camera=PORT|none], or egm://HOST:PORT[?controller=IP[:PORT]] (the ABB "
         "arm over EGM, with --gantry; docs/egm.md)",
     )
     run.add_argument(

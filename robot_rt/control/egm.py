@@ -2,10 +2,12 @@
 one 8-joint robot (docs/egm.md). The driver itself is C++ (csrc/robot_rt/control/egm_driver.hpp); this module parses
 the URL and builds it.
 
-    egm://HOST:PORT[?controller=IP&joints=6]
+    egm://HOST:PORT[?controller=IP[:PORT]&joints=6]
         HOST:PORT   where this machine listens: the address and port the controller's UdpUc device sends to
-        controller  accept EGM messages from this IP only; required unless HOST is loopback (EGM has no
-                    authentication: on a network the first sender would otherwise become the controller)
+        controller  accept EGM messages from this IP only (and from this source port only, when given); required
+                    unless HOST is loopback (EGM has no authentication: on a network the first sender would
+                    otherwise become the controller). On loopback give the port: every local process sends from
+                    127.0.0.1, and without the port one could take the session over after a link loss
         joints      how many of the robot's joints the arm has (default 6: the last six of the description)
 
 The arm's joints are the last `joints` joints of the robot description; the others (the gantry) come from a second
@@ -31,10 +33,11 @@ class EgmTarget:
     port: int
     controller_host: str  # "" = the first sender
     joints: int
+    controller_port: int = 0  # the controller's source port (0: any)
 
 
 def parse_egm_url(url: str) -> EgmTarget:
-    """Parses ``egm://HOST:PORT[?controller=IP&joints=N]``; ValueError naming what is wrong."""
+    """Parses ``egm://HOST:PORT[?controller=IP[:PORT]&joints=N]``; ValueError naming what is wrong."""
     parts = urlsplit(url)
     if parts.scheme != "egm" or not parts.netloc:
         raise ValueError(f"robot: expected egm://HOST:PORT, got {url!r}")
@@ -54,8 +57,16 @@ def parse_egm_url(url: str) -> EgmTarget:
     if unknown:
         raise ValueError(f"robot: unknown egm:// URL options {sorted(unknown)} (expected controller=, joints=)")
     controller = query.get("controller", [""])[-1]
+    controller_port = 0
+    if ":" in controller:
+        controller, _, source_port = controller.partition(":")
+        if not (source_port.isdigit() and 1 <= int(source_port) <= 65535):
+            raise ValueError(f"controller: expected IP or IP:PORT with a port in 1..65535, got port {source_port!r}")
+        controller_port = int(source_port)
     if controller:
         _ipv4(controller, "controller")
+    elif controller_port:
+        raise ValueError("controller: a source port needs the controller's address (controller=IP:PORT)")
     _check_egm_addresses(host, controller)
     try:
         joints = int(query.get("joints", ["6"])[-1])
@@ -63,7 +74,9 @@ def parse_egm_url(url: str) -> EgmTarget:
         raise ValueError("joints: expected an integer number of arm joints") from None
     if not 1 <= joints <= 16:
         raise ValueError(f"joints: expected 1..16 arm joints, got {joints}")
-    return EgmTarget(bind_host=host, port=port, controller_host=controller, joints=joints)
+    return EgmTarget(
+        bind_host=host, port=port, controller_host=controller, joints=joints, controller_port=controller_port
+    )
 
 
 def _check_egm_addresses(host: str, controller: str) -> None:
@@ -258,6 +271,7 @@ def make_egm_driver(url: str, robot, **options):
         target.joints,
         si_per_egm=egm_unit_factors(robot, target.joints),
         controller_host=target.controller_host,
+        controller_port=target.controller_port,
         run_marker_path="" if marker is None else str(marker),
         **options,
     )

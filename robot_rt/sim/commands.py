@@ -103,6 +103,13 @@ def register(subparsers) -> None:
         "a JSON line, runs until SIGINT/SIGTERM or --duration.",
     )
     egm.add_argument("--sensor", default="127.0.0.1:6510", help="HOST:PORT the robot-rt run side listens on (EGM)")
+    egm.add_argument(
+        "--source-port",
+        type=port_number,
+        default=0,
+        help="the port the simulated controller sends from, kept across its restarts (0: any; fix it to pin it on the "
+        "run side: egm://HOST:PORT?controller=127.0.0.1:SOURCE_PORT)",
+    )
     egm.add_argument("--host", default="127.0.0.1", help="address the gantry server binds (default loopback)")
     egm.add_argument("--gantry-port", type=port_number, default=DEFAULT_PORT, help="gantry server port (0: any)")
     egm.add_argument("--robot-file", default=None, help="robot description JSON")

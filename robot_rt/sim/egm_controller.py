@@ -42,6 +42,7 @@ class SimulatedEgmController:
         cycle_s: float = EGM_CYCLE_S,
         time_constant_s: float = 0.02,
         bind_host: str = "127.0.0.1",
+        source_port: int = 0,
     ):
         self.position_min = np.asarray(position_min, dtype=np.float64)
         self.position_max = np.asarray(position_max, dtype=np.float64)
@@ -57,6 +58,11 @@ class SimulatedEgmController:
             raise ValueError("position_min < position_max and velocity_limit > 0 expected for every joint")
         if not cycle_s > 0 or not time_constant_s > 0:
             raise ValueError(f"cycle_s, time_constant_s: expected positive numbers, got {cycle_s}, {time_constant_s}")
+        if not 0 <= int(source_port) < 65536:
+            raise ValueError(
+                f"source_port: expected 0..65535 (0: a new ephemeral port at each start), got {source_port}"
+            )
+        self.source_port = int(source_port)
         host, port = sensor
         if not 0 < int(port) < 65536:
             raise ValueError(f"sensor: expected a port 1..65535, got {port}")
@@ -99,7 +105,7 @@ class SimulatedEgmController:
     # ------------------------------------------------------------------------------------------ lifecycle
     def _open(self) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind((self.bind_host, 0))
+        sock.bind((self.bind_host, self.source_port))
         sock.setblocking(False)
         self._sock = sock
 
@@ -169,7 +175,8 @@ class SimulatedEgmController:
             self._silent_until = time.monotonic() + float(seconds)
 
     def restart(self) -> None:
-        """A controller restart: a new source port, the sequence numbers start again."""
+        """A controller restart: the sequence numbers start again, from a new source port (the same one when
+        `source_port` fixes it)."""
         with self._lock:
             if self._sock is not None:
                 self._sock.close()
@@ -334,6 +341,7 @@ def serve_egm(args) -> int:
             robot.position_max[arm],
             robot.velocity_limit[arm],
             robot.home[arm],
+            source_port=args.source_port,
         )
         gantry = None
         if robot.dof > target.joints:
@@ -350,14 +358,19 @@ def serve_egm(args) -> int:
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
+    try:
+        controller.start()
+    except OSError as err:
+        print(f"sim-egm: --source-port {args.source_port}: {err}", file=sys.stderr)
+        return 2
     if gantry is not None:
         gantry.start()
-    controller.start()
     print(
         json.dumps(
             {
                 "event": "running",
                 "egm_sensor": f"{target.bind_host}:{target.port}",
+                "controller": f"{controller.bind_host}:{controller.local_port}",
                 "gantry_port": gantry.port if gantry is not None else None,
                 "arm_joints": target.joints,
             }

@@ -305,13 +305,16 @@ void register_egm(py::module_& m) {
                                                                  "RobotDriver for an ABB arm over EGM (egm_driver.hpp).")
       .def(py::init([](const std::string& bind_host, int port, int dof, const std::vector<double>& si_per_egm,
                        const std::string& controller_host, double hold_s, double link_timeout_s,
-                       const std::string& run_marker_path) {
+                       const std::string& run_marker_path, int controller_port) {
              if (port < 0 || port > 65535) throw py::value_error("port: expected 0..65535");
+             if (controller_port < 0 || controller_port > 65535)
+               throw py::value_error("controller_port: expected 0..65535 (0: any source port)");
              EgmDriverConfig c;
              c.bind_host = bind_host;
              c.port = static_cast<std::uint16_t>(port);
              c.dof = dof;
              c.controller_host = controller_host;
+             c.controller_port = static_cast<std::uint16_t>(controller_port);
              c.run_marker_path = run_marker_path;
              if (!si_per_egm.empty()) {
                if (static_cast<int>(si_per_egm.size()) != dof || dof > kMaxDof)
@@ -328,7 +331,7 @@ void register_egm(py::module_& m) {
            }),
            py::arg("bind_host") = "127.0.0.1", py::arg("port") = 0, py::arg("dof") = 6,
            py::arg("si_per_egm") = std::vector<double>{}, py::arg("controller_host") = "", py::arg("hold_s") = 0.008,
-           py::arg("link_timeout_s") = 0.04, py::arg("run_marker_path") = "")
+           py::arg("link_timeout_s") = 0.04, py::arg("run_marker_path") = "", py::arg("controller_port") = 0)
       .def("start", &start_bare<EgmDriver>, "Opens the socket (the loop calls this itself; not while one drives it).")
       .def("stop", &stop_bare<EgmDriver>, "Closes the socket (not while a loop drives this driver).")
       .def_property_readonly("local_port", &EgmDriver::local_port)
@@ -347,6 +350,9 @@ void register_egm(py::module_& m) {
                              })
       .def_property_readonly("bind_host", [](const EgmDriver& d) { return d.config().bind_host; })
       .def_property_readonly("controller_host", [](const EgmDriver& d) { return d.config().controller_host; })
+      .def_property_readonly("controller_port",
+                             [](const EgmDriver& d) { return static_cast<int>(d.config().controller_port); },
+                             "The controller's pinned source port (0: any).")
       .def(
           "read_state",
           &read_state_dict<EgmDriver>,

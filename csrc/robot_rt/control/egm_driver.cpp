@@ -31,9 +31,11 @@ EgmDriver::EgmDriver(EgmDriverConfig config) : config_(std::move(config)) {
   if (!make_address(config_.bind_host, config_.port, probe))
     throw std::invalid_argument("bind_host: expected an IPv4 address, got '" + config_.bind_host + "'");
   if (!config_.controller_host.empty()) {
-    if (!make_address(config_.controller_host, 0, controller_pin_))
+    if (!make_address(config_.controller_host, config_.controller_port, controller_pin_))
       throw std::invalid_argument("controller_host: expected an IPv4 address, got '" + config_.controller_host + "'");
     pin_controller_ = true;
+  } else if (config_.controller_port != 0) {
+    throw std::invalid_argument("controller_port: a source port needs controller_host (the controller's address)");
   }
   for (int i = 0; i < config_.dof; ++i) {
     if (config_.si_per_egm[i] == 0.0) config_.si_per_egm[i] = kRadPerDegree;
@@ -160,7 +162,10 @@ void EgmDriver::drain(std::int64_t now_ns) noexcept {
     }
     bump(counters_.rx_datagrams);
     const bool link_was_down = !have_peer_ || now_ns - last_rx_ns_ > config_.link_timeout_ns;
-    if (pin_controller_ && from.sin_addr.s_addr != controller_pin_.sin_addr.s_addr) {
+    // a pinned port too: on loopback every local process shares the controller's address, and without the port a
+    // second sender took the session over after a link loss (the twelfth audit's finding 2)
+    if (pin_controller_ && (from.sin_addr.s_addr != controller_pin_.sin_addr.s_addr ||
+                            (controller_pin_.sin_port != 0 && from.sin_port != controller_pin_.sin_port))) {
       bump(counters_.rx_unexpected_source);
       continue;
     }

@@ -22,7 +22,8 @@
 // while robot messages arrive within link_timeout_ns.
 //
 // Security: EGM has no authentication. The driver answers only the controller it locked on to: `controller_host`
-// when given, else the first sender of a valid EgmRobot; other senders are counted and ignored. A sender change is
+// when given (and `controller_port` too when given: on loopback the address alone does not tell local processes
+// apart), else the first sender of a valid EgmRobot; other senders are counted and ignored. A sender change is
 // accepted only after the link has been down (a controller restart), and counted as a peer restart. Which addresses
 // may be used at all is checked where the driver is built (robot_rt.control.egm.parse_egm_url): loopback or
 // private networks only, and off loopback `controller_host` is required (no lock-on to the first sender).
@@ -48,6 +49,7 @@ struct EgmDriverConfig {
   std::string bind_host = "127.0.0.1";  // where the controller sends (its UdpUc device's remote address)
   std::uint16_t port = 0;               // its remote port number (0: ephemeral, for tests)
   std::string controller_host;          // accept only this source address (empty: lock on to the first sender)
+  std::uint16_t controller_port = 0;    // and only this source port (0: any; needs controller_host)
   int dof = 6;
   double si_per_egm[kMaxDof] = {};      // per joint: rad per degree (revolute) or m per mm (linear); 0 = pi/180
   std::int64_t hold_ns = 8'000'000;          // a robot sample counts as fresh this long after it arrived
@@ -163,7 +165,7 @@ class EgmDriver final : public RobotDriver {
 
   EgmDriverConfig config_;
   bool pin_controller_ = false;
-  sockaddr_in controller_pin_{};  // the configured controller address (port ignored)
+  sockaddr_in controller_pin_{};  // the configured controller address (its port: 0 = any)
   UdpSocket socket_;
   // loop-thread state
   bool have_peer_ = false;
