@@ -523,3 +523,23 @@ def test_a_log_device_that_stops_taking_data_does_not_hang_stop(tmp_path):
         assert loop.lifecycle == "stopped"
     finally:
         os.close(reader)
+
+
+def test_a_run_whose_log_is_incomplete_does_not_exit_0(tmp_path):
+    """`robot-rt run` that ended as planned but whose run log lost writes (a pipe nobody reads stands in for a full
+    disk or a hung device) exits 2 and says so in its summary: the record of what the robot was sent has holes
+    (before, the run exited 0 and only printed it)."""
+    from robot_rt.cli import main
+
+    fifo = tmp_path / "log.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # opened, never read
+    summary_path = tmp_path / "summary.json"
+    try:
+        argv = ["run", "--robot", "sim", "--duration", "1.5", "--log", str(fifo), "--no-status"]
+        code = main([*argv, "--summary", str(summary_path), "--recover", "never"])
+    finally:
+        os.close(reader)
+    summary = json.loads(summary_path.read_text())
+    assert summary["log_incomplete"] and summary["exit_code"] == 0  # the run itself ended as planned
+    assert code == 2

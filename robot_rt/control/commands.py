@@ -281,7 +281,12 @@ def _report_run(args, loop, driver, console, log_path, elapsed: float, ended_by:
     summary = _run_summary(args, loop, driver, elapsed, log_path)
     summary["ended_by"] = ended_by
     summary["exit_code"] = exit_code_for(summary["stop_reasons"])
-    _report(console, summary, loop.counters(), elapsed)
+    counters = loop.counters()
+    log_stats = counters["log"]
+    # an incomplete run log is no clean end: the run's record (what the robot was sent) has holes; a stop's exit
+    # code (3-5) stands, a run that ended cleanly exits 2
+    summary["log_incomplete"] = bool(log_stats.get("write_errors", 0) or log_stats.get("records_dropped", 0))
+    _report(console, summary, counters, elapsed)
     # a failed after-run step (an export) is reported in the summary and never hides how the run ended: a stop's
     # exit code (3-5) stands; a run that ended cleanly exits with the step's code
     failed = 0
@@ -299,7 +304,7 @@ def _report_run(args, loop, driver, console, log_path, elapsed: float, ended_by:
 
         atomic_write_json(args.summary, summary)
     sys.stdout.flush()
-    return summary["exit_code"] or failed
+    return summary["exit_code"] or failed or (EXIT_CODES["error"] if summary["log_incomplete"] else 0)
 
 
 def _make_driver(args, robot):
@@ -564,7 +569,8 @@ def _report(console, summary: dict, counters: dict, elapsed: float) -> None:
     if log_stats.get("write_errors", 0) or log_stats.get("records_dropped", 0):
         console.print(
             f"[bold red]run log incomplete[/bold red]: {log_stats.get('write_errors', 0)} failed writes, "
-            f"{log_stats.get('records_dropped', 0)} records dropped (a full disk or a slow device?)"
+            f"{log_stats.get('records_dropped', 0)} records dropped (a full disk or a slow device?); a run that ended "
+            f"cleanly exits {EXIT_CODES['error']}"
         )
     seen = [r for r in summary["stop_reasons_seen"] if r != "shutdown"]
     ending = [r for r in summary["stop_reasons"] if r != "shutdown"]
