@@ -728,9 +728,12 @@ class EgmMachine(RuleBasedStateMachine):
         answered, so then it sends whenever.)"""
         c = self.controller
         unheard = c.faults.get("drop") or time.monotonic() < c._silent_until + 0.2
-        if not self.pinned_source_port and (unheard or time.monotonic() < self.restart_at + 0.3):
+        just_restarted = time.monotonic() < self.restart_at + 0.3
+        if not self.pinned_source_port and (unheard or just_restarted):
             self._log("second sender: skipped (the controller is not heard)")
             return
+        if unheard or just_restarted:
+            self.stats["second_sender_while_controller_unheard"] += 1
         for i in range(n):
             if mimic and self.controller.sent_feedback:
                 data = self.controller.sent_feedback[-1][1]
