@@ -133,6 +133,29 @@ def test_cpu_row_segmented_planes(B, C, P, dtype, layouts, seed):
 
 
 @needs_cpu
+@pytest.mark.parametrize("hw", [(3, 3), (4, 4), (7, 7)])
+@pytest.mark.parametrize("C", [1, 7, 8, 9, 64, 203])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_cpu_fixed_plane_sums(hw, C, dtype):
+    """3x3, 4x4 and 7x7 planes with both maps adjacent are summed 8 planes at a time with the rows unrolled (fixed_plane_sums),
+    the last C % 8 one by one: equal to the float64 reference in both task layouts (per sample, B >= 4 per thread;
+    blocks of planes, B small), 0 against a copy, and 0 against a copy in a channel-sliced layout (the other path,
+    taken by both maps of that call)."""
+    for B, seed in ((2, 1), (17, 2)):
+        shape = (B, C, *hw)
+        fx = make_features(shape, dtype, "contiguous", seed, offset=0.3)
+        fy = make_features(shape, dtype, "contiguous", seed + 10, offset=0.3)
+        want = meanpool_reference(fx.double(), fy.double())
+        got = meanpool_distance(fx, fy, backend="cpu").double()
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
+        zero = torch.zeros(B, dtype=cm.out_dtype(dtype))
+        assert torch.equal(meanpool_distance(fx, fx.clone(), backend="cpu"), zero)
+        other = make_features(shape, dtype, "sliced_c", 0)
+        other.copy_(fx)
+        assert torch.equal(meanpool_distance(fx, other, backend="cpu"), zero)
+
+
+@needs_cpu
 def test_cpu_threaded_small_planes():
     fx, fy = torch.randn(64, 2048, 2, 2) + 0.1, torch.randn(64, 2048, 2, 2) + 0.1
     want = meanpool_reference(fx.double(), fy.double()).float()
