@@ -127,6 +127,33 @@ def test_single_tile_long_contraction(shape, layout, dtype):
 
 
 @needs_cpu
+def test_reused_buffers_do_not_leak_between_calls():
+    """The CPU backend keeps its packed copies, partial tiles and scratch per calling thread across calls
+    (style_distance_cpu.cpp, Workspace): a call after larger and smaller ones of every path (few samples with a long
+    contraction, few samples tile pairs, one sample per thread; both methods, fp32 and fp64) gives the bits it gave
+    first, and each matches the definition."""
+    shapes = [(1, 256, 56, 56), (2, 128, 20, 20), (1, 64, 90, 90), (1, 96, 70, 70), (5, 200, 7, 7), (3, 16, 5, 5)]
+    cases = [
+        (shape, dtype, method)
+        for shape in shapes
+        for dtype in (torch.float32, torch.float64)
+        for method in ("diff", "kernel")
+    ]
+    first = {}
+    for rnd in range(2):
+        for shape, dtype, method in cases if rnd == 0 else cases[::-1]:
+            x = make_features(shape, dtype, "contiguous", 100 + shapes.index(shape))
+            y = make_features(shape, dtype, "contiguous", 200 + shapes.index(shape))
+            got = style_distance(x, y, method=method, backend="cpu")
+            key = (shape, dtype, method)
+            if rnd == 0:
+                close(got, exact(x, y), dtype)
+                first[key] = got
+            else:
+                assert torch.equal(got, first[key]), key
+
+
+@needs_cpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
 @pytest.mark.parametrize("method", ["diff", "kernel"])
 def test_identical_inputs_give_exact_zero(dtype, method):
