@@ -1054,7 +1054,29 @@ class EgmMachine(RuleBasedStateMachine):
                     cleared_t=None if lt["cleared"] is None else lt["cleared"] * 1e-9,
                     at_t=ts[k] * 1e-9,
                     since_rest_s=(ts[k] - ts[rest]) * 1e-9,
+                    # what the arm received from the stop to the motion (an open finding of 2026-12-07 had only the
+                    # steps): (received s, planned rad, speedRef rad/s) of each EGM reference
+                    references=self._references_between(lt["t0"] - 50_000_000, ts[k] + 50_000_000),
                 )
+
+    def _references_between(self, t0_ns, t1_ns):
+        out = []
+        for t, data in list(self.controller.rx):
+            if t0_ns <= t <= t1_ns:
+                m = EgmSensor()
+                try:
+                    m.ParseFromString(data)
+                except Exception:  # noqa: BLE001 (a garbled datagram: recorded as such)
+                    out.append((t * 1e-9, None, None))
+                    continue
+                out.append(
+                    (
+                        t * 1e-9,
+                        np.radians(m.planned.joints.joints).tolist(),
+                        np.radians(m.speedRef.joints.joints).tolist(),
+                    )
+                )
+        return out
 
     def _check_stop(self, lt, ts, qs, a, rest):
         """From the stop (its first sample a) to rest: within the stop time bound and the stopping distance."""
