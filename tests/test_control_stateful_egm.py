@@ -1063,19 +1063,12 @@ class EgmMachine(RuleBasedStateMachine):
         out = []
         for t, data in list(self.controller.rx):
             if t0_ns <= t <= t1_ns:
-                m = EgmSensor()
                 try:
-                    m.ParseFromString(data)
+                    planned, speed = _decoded_reference(data)
                 except Exception:  # noqa: BLE001 (a garbled datagram: recorded as such)
                     out.append((t * 1e-9, None, None))
                     continue
-                out.append(
-                    (
-                        t * 1e-9,
-                        np.radians(m.planned.joints.joints).tolist(),
-                        np.radians(m.speedRef.joints.joints).tolist(),
-                    )
-                )
+                out.append((t * 1e-9, planned.tolist(), speed.tolist()))
         return out
 
     def _check_stop(self, lt, ts, qs, a, rest):
@@ -1176,14 +1169,16 @@ def test_a_feedback_glitch_does_not_move_a_muted_arm(offset_rad, glitch_ms):
         assert moved <= MOVED_LIMIT, f"the muted arm moved {moved:.4f} rad after the stop, nobody recovered"
 
 
+def _decoded_reference(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(planned, speedRef) in rad and rad/s of one EgmSensor datagram (DecodeError when it does not parse)."""
+    m = EgmSensor()
+    m.ParseFromString(data)
+    return np.radians(m.planned.joints.joints), np.radians(m.speedRef.joints.joints)
+
+
 def _received_references(controller, start=0) -> list[tuple[np.ndarray, np.ndarray]]:
     """(planned, speedRef) in rad and rad/s of each EGM reference the controller received, from index `start`."""
-    out = []
-    for _t, data in controller.rx[start:]:
-        m = EgmSensor()
-        m.ParseFromString(data)
-        out.append((np.radians(m.planned.joints.joints), np.radians(m.speedRef.joints.joints)))
-    return out
+    return [_decoded_reference(data) for _t, data in controller.rx[start:]]
 
 
 def _silence_while_moving(controller, loop, silence_ms, glitch_rad=0.0):

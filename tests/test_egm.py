@@ -527,14 +527,6 @@ def test_driver_ignores_a_second_sender_and_reports_motors_off():
         driver.stop()
 
 
-def _free_udp_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("pinned", [True, False])
 def test_a_pinned_controller_port_keeps_a_local_sender_out_after_a_link_loss(pinned):
     """The twelfth audit's finding 2: on loopback every local process sends from the controller's address, and a

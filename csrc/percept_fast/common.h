@@ -391,6 +391,12 @@ class WorkerPool {
   std::atomic<uint64_t> generation_{0};
 };
 
+#if defined(_OPENMP)
+// Whether a parallel loop may run on torch's OpenMP pool: not inside a parallel region (nested) and not in a forked
+// child (whose pool threads did not survive the fork).
+inline bool torch_pool_usable() { return ::getpid() == kLoadedInPid && !omp_in_parallel(); }
+#endif
+
 // parallel_for on OpenMP's pool where the library is built with it, else on the persistent WorkerPool (as many
 // threads; callers' tasks must not depend on the chunking, as those of lpips / meanpool do not); falls back to
 // parallel_for's fresh threads when the pool is held by another call or unusable (forked child).
@@ -415,7 +421,7 @@ void parallel_for_pooled(int64_t n, int64_t min_per_thread, F&& f) {
   // threads spin for a while waiting for work, and a thread of ours would share a core with one of them (measured:
   // meanpool 64x512x28x28 1.2x slower right after a torch op than in a run of its own calls); on the same pool they
   // take our work instead. Not inside a parallel region (nested) and not in a forked child.
-  if (::getpid() == kLoadedInPid && !omp_in_parallel()) {
+  if (torch_pool_usable()) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
     for (int64_t i = 0; i < njobs; ++i) job(static_cast<int>(i));
     return;

@@ -432,7 +432,7 @@ template <typename F>
 void parallel_dynamic(int64_t n, int nthreads, F&& f) {
   std::atomic<int64_t> next{0};
 #if defined(_OPENMP)
-  if (nthreads > 1 && ::getpid() == kLoadedInPid && !omp_in_parallel()) {
+  if (nthreads > 1 && torch_pool_usable()) {
 #pragma omp parallel num_threads(nthreads)
     {
       const int t = omp_get_thread_num();

@@ -566,7 +566,7 @@ def _report(console, summary: dict, counters: dict, elapsed: float) -> None:
     console.print(
         f"run log: {summary['log']} ({log_stats['records_written']} records, {log_stats['bytes_written']} bytes)"
     )
-    if log_stats.get("write_errors", 0) or log_stats.get("records_dropped", 0):
+    if summary["log_incomplete"]:
         console.print(
             f"[bold red]run log incomplete[/bold red]: {log_stats.get('write_errors', 0)} failed writes, "
             f"{log_stats.get('records_dropped', 0)} records dropped (a full disk or a slow device?); a run that ended "
