@@ -24,6 +24,9 @@ import numpy as np
 from robot_rt.control.egm_messages import egm_classes
 
 EGM_CYCLE_S = 0.004  # 250 Hz, EGM's fastest cycle
+# a sensor that sent nothing for this long and then counts from a lower sequence number was restarted (a new run);
+# within a stream a driver answers every cycle, so a lower number sooner than this is an old datagram
+SENSOR_RESTART_GAP_S = 0.02
 
 
 class SimulatedEgmController:
@@ -92,12 +95,14 @@ class SimulatedEgmController:
             sensor_messages=0,
             sensor_malformed=0,
             sensor_stale=0,
+            sensor_restarts=0,
             references_out_of_limits=0,
             references_while_stopped=0,
             max_reference_excess_rad=0.0,
             restarts=0,
         )
         self._last_sensor_seqno: int | None = None
+        self._last_sensor_s = 0.0  # time.monotonic() of the last sensor message taken
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -220,11 +225,19 @@ class SimulatedEgmController:
                 continue
             self._stats["sensor_messages"] += 1
             seqno = message.header.seqno if message.header.HasField("seqno") else None
+            now = time.monotonic()
             if seqno is not None and self._last_sensor_seqno is not None and seqno <= self._last_sensor_seqno:
-                if self._last_sensor_seqno - seqno < 1000:  # an old reply; a large step back is a sensor restart
+                # An old reply arrives within a stream (reordered, duplicated); a step back after the sensor was
+                # quiet, or a large one, is a sensor restart (a new run's driver counts from 1 again). Taken as stale,
+                # a new run's references were ignored for as long as the run before it had lasted (up to 4 s), and
+                # the arm then jumped to the newest one: in a fuzz hunt, 0.008 rad after a stop had come to rest.
+                quiet = now - self._last_sensor_s > SENSOR_RESTART_GAP_S
+                if not quiet and self._last_sensor_seqno - seqno < 1000:
                     self._stats["sensor_stale"] += 1
                     continue
+                self._stats["sensor_restarts"] += 1
             self._last_sensor_seqno = seqno
+            self._last_sensor_s = now
             joints = list(message.planned.joints.joints)
             if len(joints) != self.dof or not all(math.isfinite(j) for j in joints):
                 self._stats["sensor_malformed"] += 1
