@@ -544,6 +544,59 @@ def test_the_simulated_controller_drops_an_old_reply_but_follows_a_new_run_at_on
             assert controller.stats()["sensor_stale"] == 1 and controller.stats()["sensor_restarts"] == 1
 
 
+def _robot_message(seqno: int, clock_s: float, position_rad) -> bytes:
+    """An EgmRobot datagram as the controller sends it: sequence number, feedback joints (degrees) and clock."""
+    m = EgmRobot()
+    m.header.seqno, m.header.tm, m.header.mtype = seqno, int(clock_s * 1000) & 0xFFFFFFFF, 2
+    m.feedBack.joints.joints.extend(np.degrees(position_rad).tolist())
+    m.feedBack.time.sec, m.feedBack.time.usec = int(clock_s), int(round((clock_s - int(clock_s)) * 1e6))
+    m.motorState.state, m.mciState.state, m.rapidExecState.state = 1, 3, 2
+    return m.SerializeToString()
+
+
+@pytest.mark.parametrize("first", ["live", "replayed"])
+def test_an_old_datagram_from_before_a_controller_restart_is_not_taken_as_the_newest(first):
+    """An EGM restart starts the sequence numbers again: a datagram from before it, delivered late or replayed, has a
+    higher number than the restarted stream. The controller's clock (feedback time) tells the two apart: the old one
+    is dropped, and the live stream (a lower number, a later clock) is taken as the restart it is. (By sequence number
+    alone the driver took the old datagrams as the newest, dropped the live stream as stale and reported where the
+    arm had been: a new run started from there and held the arm 0.054 rad from where it stood, in a fuzz hunt.)
+    `first`: a new driver's first datagram is the live stream's or an old one."""
+    driver = _control.EgmDriver("127.0.0.1", 0, 6, si_per_egm=egm_unit_factors(ROBOT, 6))
+    driver.start()
+    then, now = ROBOT.home[ARM], ROBOT.home[ARM] + np.array([0.054, 0.0, 0.02, 0.0, 0.0, 0.0])
+    old = [_robot_message(400 + k, 1000.0 + 0.004 * k, then) for k in range(50)]  # before the restart
+    t_live = 1000.0 + 0.004 * 50 + 0.5  # the restart took half a second
+    live = [_robot_message(1 + k, t_live + 0.004 * k, now) for k in range(60)]
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as controller:
+            controller.bind(("127.0.0.1", 0))
+            to = ("127.0.0.1", driver.local_port)
+            accepted = 0
+
+            def deliver(datagram):
+                nonlocal accepted
+                controller.sendto(datagram, to)
+                wait_until(lambda: driver.read_state() is not None and driver.stats()["rx_datagrams"] > accepted,
+                           what="the datagram read")  # fmt: skip
+                accepted = driver.stats()["rx_datagrams"]
+
+            if first == "replayed":
+                deliver(old[10])  # a new driver cannot tell yet: it takes it
+            for k in range(60):
+                deliver(live[k])
+                if k % 3 == 0:
+                    deliver(old[20 + k // 3])  # higher sequence numbers, older clock
+                state = driver.read_state()
+                np.testing.assert_allclose(state["position"], now, atol=1e-9)
+            stats = driver.stats()
+            assert stats["rx_stale"] == 20
+            # the restart: counted once when the driver had taken an old datagram first, else not at all
+            assert stats["peer_restarts"] == (1 if first == "replayed" else 0)
+    finally:
+        driver.stop()
+
+
 def test_driver_ignores_a_second_sender_and_reports_motors_off():
     driver = _control.EgmDriver("127.0.0.1", 0, 6, si_per_egm=egm_unit_factors(ROBOT, 6))
     driver.start()

@@ -117,7 +117,7 @@ void EgmDriver::on_start() {
   }
   ending_in_stop_ = false;
   holding_ = hold_offered_ = hold_anchored_ = hold_fixed_ = false;
-  have_peer_ = have_seqno_ = have_sample_ = reply_owed_ = new_sample_ = have_sent_ = false;
+  have_peer_ = have_seqno_ = have_clock_ = have_sample_ = reply_owed_ = new_sample_ = have_sent_ = false;
   status_seen_ = 0;
   last_rx_ns_ = 0;
   start_ns_ = monotonic_ns();
@@ -187,14 +187,31 @@ void EgmDriver::drain(std::int64_t now_ns) noexcept {
       continue;
     }
     bool restart = new_peer && have_peer_;
-    if (!new_peer && have_seqno_ && m.header.has_seqno) {
+    // Which datagram is newer: the controller's clock (EgmFeedBack.time) first, where both have it; the sequence
+    // number alone cannot tell. An EGM restart starts the sequence again, so a datagram from before it, delivered
+    // late (or replayed), carries a higher number than the restarted stream: taken as the newest, it made the driver
+    // drop the live stream as stale and report where the arm had been (a fuzz hunt: a new run started from such a
+    // position and held the arm there, 0.054 rad from where it stood).
+    const bool has_clock = m.feedback.has_time;
+    const std::uint64_t clock_us = has_clock ? m.feedback.time.sec * 1'000'000ull + m.feedback.time.usec : 0;
+    const bool clock_known = !new_peer && have_clock_ && has_clock;
+    if (clock_known && clock_us < last_clock_us_) {
+      if (!link_was_down) {  // older on the controller's clock: an old datagram, whatever its sequence number
+        bump(counters_.rx_stale);
+        continue;
+      }
+      restart = true;  // after a silence: a controller that started again, its clock too
+    } else if (!new_peer && have_seqno_ && m.header.has_seqno) {
       const std::uint32_t diff = m.header.seqno - last_seqno_;  // modulo 2^32
       if (diff == 0 || diff >= 0x80000000u) {
-        if (!link_was_down) {
+        if (clock_known && clock_us > last_clock_us_) {
+          restart = true;  // the sequence started again while the clock went on: EGM was restarted
+        } else if (!link_was_down) {
           bump(counters_.rx_stale);
           continue;
+        } else {
+          restart = true;  // the controller's sequence started again after a silence: EGM was restarted
         }
-        restart = true;  // the controller's sequence started again after a silence: EGM was restarted
       } else if (diff > 1) {
         bump(counters_.rx_lost, diff - 1);
       }
@@ -210,6 +227,8 @@ void EgmDriver::drain(std::int64_t now_ns) noexcept {
     peer_port_.store(from.sin_port, std::memory_order_relaxed);
     have_seqno_ = m.header.has_seqno;
     last_seqno_ = m.header.seqno;
+    have_clock_ = has_clock;
+    last_clock_us_ = clock_us;
     last_rx_ns_ = now_ns;
     accept(m, from, now_ns);
   }

@@ -67,7 +67,7 @@ struct EgmCounters {
   std::atomic<std::uint64_t> rx_malformed{0};           // decode failures, datagrams too long
   std::atomic<std::uint64_t> rx_mismatch{0};            // no feedback joints, or another joint count, or not finite
   std::atomic<std::uint64_t> rx_unexpected_source{0};  // not the controller
-  std::atomic<std::uint64_t> rx_stale{0};               // sequence number not newer than the newest accepted
+  std::atomic<std::uint64_t> rx_stale{0};  // older than the newest accepted (controller clock, else sequence number)
   std::atomic<std::uint64_t> rx_lost{0};                // sequence gaps
   std::atomic<std::uint64_t> peer_restarts{0};          // the controller restarted (seqno restart or new source)
   std::atomic<std::uint64_t> tx_datagrams{0};
@@ -172,6 +172,8 @@ class EgmDriver final : public RobotDriver {
   sockaddr_in peer_{};  // the controller's address and source port
   bool have_seqno_ = false;
   std::uint32_t last_seqno_ = 0;
+  bool have_clock_ = false;         // the newest accepted message had the controller's clock (feedback time) ...
+  std::uint64_t last_clock_us_ = 0;  // ... this one (us)
   std::int64_t last_rx_ns_ = 0;
   std::int64_t start_ns_ = 0;
   bool have_sample_ = false;
