@@ -87,6 +87,9 @@ COMMAND_TIMEOUT_S = 0.2
 SENSOR_TIMEOUT_S = 0.06
 STILL_RANGE = 2e-4
 STILL_WINDOW_S = 0.1
+# a window of samples is a rest only when the simulated arm cycled through it: a cycle thread that the machine left
+# unscheduled for longer than this holds the arm still (a stall), and it then runs on towards its reference
+STALL_GAP_NS = 20_000_000
 MOVED_LIMIT = 1e-3
 SETTLE_TIMEOUT_S = 3.0
 STEP_SLACK_S = 0.003
@@ -222,7 +225,14 @@ class RecordingController(SimulatedEgmController):
         self.held = None
         self.injected = collections.Counter()
         self.glitch = None  # (until monotonic_ns, offset rad): the feedback reports the arm off by offset
+        # when each cycle ran (the simulated arm moves only in its cycles: a thread the machine did not run for a while
+        # holds the arm still, which is no rest)
+        self.cycles: list[int] = []
         super().__init__(*a, **kw)
+
+    def _cycle(self, dt, at):
+        self.cycles.append(time.monotonic_ns())
+        super()._cycle(dt, at)
 
     def _message(self, now):
         g = self.glitch
@@ -536,9 +546,7 @@ class EgmMachine(RuleBasedStateMachine):
         self._stop_loop()
         if new_run:
             self.driver.stop()
-            self.driver = self._new_driver()
-            with self.controller._lock:
-                self.controller._last_sensor_seqno = None  # a real controller's EGM session starts anew
+            self.driver = self._new_driver()  # (counting its replies from 1: the controller takes it as a new sensor)
         self.loop = self._new_loop()
         if new_run:
             self.driver.start()
@@ -767,6 +775,8 @@ class EgmMachine(RuleBasedStateMachine):
             self._check_workspace()
         self._check_motion()
         s = self.controller.stats()
+        _TOTALS["controller_sensor_stale"] += s["sensor_stale"]
+        _TOTALS["controller_sensor_restarts"] += s["sensor_restarts"]
         if s["references_out_of_limits"]:
             self.violation("egm_reference_out_of_limits_counted", stats=s)
         g = self.gantry_server.robot_server.stats()
@@ -1019,6 +1029,18 @@ class EgmMachine(RuleBasedStateMachine):
         with self.latch_lock:
             latches = list(self.latches)
         window_ns = int(STILL_WINDOW_S * 1e9 * 0.95)
+        cycles = np.array(self.controller.cycles, dtype=np.int64)
+        gaps = np.diff(cycles)
+        stall_ends = cycles[1:][gaps > STALL_GAP_NS]  # (the stall before each of these cycles)
+        stall_starts = cycles[:-1][gaps > STALL_GAP_NS]
+        _TOTALS["controller_cycle_stalls"] += len(stall_ends)
+        if len(gaps):
+            _MAXIMA["controller_cycle_gap_max_ms"] = max(_MAXIMA["controller_cycle_gap_max_ms"], gaps.max() * 1e-6)
+
+        def stalled(t0, t1):  # did the arm's cycle stall within [t0, t1]?
+            k = int(np.searchsorted(stall_ends, t0))
+            return k < len(stall_ends) and stall_starts[k] < t1
+
         for lt in latches:
             a = int(np.searchsorted(ts, lt["t0"]))
             end = lt["cleared"] if lt["cleared"] is not None else ts[-1] + 1
@@ -1034,6 +1056,9 @@ class EgmMachine(RuleBasedStateMachine):
                 if j >= b:
                     break
                 if np.all(np.ptp(qs[i : j + 1], axis=0) < STILL_RANGE):
+                    if stalled(ts[i], ts[j]):
+                        _TOTALS["rest_windows_skipped_for_a_stall"] += 1
+                        continue
                     rest = i
                     break
             if rest is None:
@@ -1054,6 +1079,8 @@ class EgmMachine(RuleBasedStateMachine):
                     cleared_t=None if lt["cleared"] is None else lt["cleared"] * 1e-9,
                     at_t=ts[k] * 1e-9,
                     since_rest_s=(ts[k] - ts[rest]) * 1e-9,
+                    # the arm's longest cycle gap from its rest to the motion (a stall that the window missed)
+                    cycle_gap_ms=_longest_gap_ms(cycles, ts[rest], ts[k]),
                     # what the arm received from the stop to the motion (an open finding of 2026-12-07 had only the
                     # steps): (received s, planned rad, speedRef rad/s) of each EGM reference
                     references=self._references_between(lt["t0"] - 50_000_000, ts[k] + 50_000_000),
@@ -1091,7 +1118,16 @@ class EgmMachine(RuleBasedStateMachine):
             )
 
 
+def _longest_gap_ms(cycles: np.ndarray, t0_ns: int, t1_ns: int) -> float:
+    """The longest time between consecutive cycles over [t0_ns, t1_ns] (the cycles around it included), in ms."""
+    a = max(0, int(np.searchsorted(cycles, t0_ns)) - 1)
+    b = int(np.searchsorted(cycles, t1_ns)) + 1
+    inside = cycles[a:b]
+    return float(np.diff(inside).max() * 1e-6) if len(inside) > 1 else float("nan")
+
+
 _TOTALS: collections.Counter = collections.Counter()
+_MAXIMA: collections.Counter = collections.Counter()  # (largest values over a hunt, written with the totals)
 
 EgmMachine.TestCase.settings = settings(
     max_examples=int(os.environ.get("FUZZ_EXAMPLES", "20")),
@@ -1108,7 +1144,7 @@ TestControlStatefulEgm = EgmMachine.TestCase
 def teardown_module(module):
     if os.environ.get("FUZZ_TOTALS"):
         with open(os.environ["FUZZ_TOTALS"], "a") as f:
-            f.write(json.dumps(dict(_TOTALS)) + "\n")
+            f.write(json.dumps(dict(_TOTALS, **_MAXIMA)) + "\n")
 
 
 @contextlib.contextmanager
