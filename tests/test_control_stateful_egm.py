@@ -42,7 +42,8 @@ Everything asserted is read on the robot side, not from the loop's beliefs:
 
 Sized for CI (derandomize, a few examples); `FUZZ_EXAMPLES` / `FUZZ_STEPS` scale it, and `FUZZ_RECORD=path.jsonl`
 records violations there instead of failing (a long hunt). FUZZ_ACCEL_CHECK=0, FUZZ_WORKSPACE_CHECK=0 and
-FUZZ_STOP_CHECK=0 turn the thirteenth audit's checks off (to look past a finding of theirs).
+FUZZ_STOP_CHECK=0 turn the thirteenth audit's checks off (to look past a finding of theirs). FUZZ_DERANDOMIZE=0 and
+pytest's `--hypothesis-seed=N` draw other examples than CI's fixed ones (a hunt's seed names its examples).
 """
 
 from __future__ import annotations
@@ -1133,7 +1134,8 @@ EgmMachine.TestCase.settings = settings(
     max_examples=int(os.environ.get("FUZZ_EXAMPLES", "20")),
     stateful_step_count=int(os.environ.get("FUZZ_STEPS", "30")),
     deadline=None,
-    derandomize=True,
+    # (a hunt over other examples than CI's: FUZZ_DERANDOMIZE=0 with pytest's --hypothesis-seed=N)
+    derandomize=os.environ.get("FUZZ_DERANDOMIZE", "1") != "0",
     database=None,
     suppress_health_check=list(HealthCheck),
     print_blob=True,
