@@ -64,6 +64,7 @@ ROBOT = load_robot()
 DOF = ROBOT.dof
 KEY = b"stateful-fuzz-key-0123456789abcdef"
 RATE_HZ = 500.0
+SERVER_RATE_HZ = 1000.0  # the sim server's physics rate (SimServer's default): its ticks are the robot's own time
 DT = 1.0 / RATE_HZ
 POLICY_HZ = 100.0
 COMMAND_TIMEOUT_S = 0.2  # above the stalls of a loaded 2-core machine (a spurious stop is safe, just less coverage)
@@ -241,7 +242,7 @@ class Sampler:
             s = self.rs.snapshot()
             stamp = s["stamp_ns"]
             if stamp != last and stamp > 0:
-                self.samples.append((stamp, s["position"], s["velocity"], s["status"]))
+                self.samples.append((stamp, s["position"], s["velocity"], s["status"], s["ticks"]))
                 last = stamp
             k += 1
             if k % 5 == 0:
@@ -288,7 +289,7 @@ class ControlMachine(RuleBasedStateMachine):
         }
         self.steps: list[str] = [f"setup {self.loop_options}"]
         self.violations: list[dict] = []
-        self.server = SimServer(ROBOT, camera=False, key=KEY).start()
+        self.server = SimServer(ROBOT, camera=False, key=KEY, rate_hz=SERVER_RATE_HZ).start()
         self.rs = self.server.robot_server
         self.proxy = FaultProxy(("127.0.0.1", self.server.port), record=True).start()
         self.link_faults: dict = {}
@@ -1127,19 +1128,19 @@ class ControlMachine(RuleBasedStateMachine):
         ti = 0
         i = self.done_samples
         while i < n:
-            stamp, q, v, status = samples[i]
+            stamp, q, v, status, ticks = samples[i]
             if stamp > upto_ns:
                 break
             while ti < len(self.transitions) and self.transitions[ti][0] <= stamp:
                 _, _, kind, data = self.transitions[ti]
                 self._apply(self.transitions[ti][0], kind, data)
                 ti += 1
-            self._sample(stamp, np.asarray(q), np.asarray(v), status)
+            self._sample(stamp, np.asarray(q), np.asarray(v), status, ticks)
             i += 1
         self.done_samples = i
         del self.transitions[:ti]
 
-    def _sample(self, t, q, v, status):
+    def _sample(self, t, q, v, status, ticks):
         unack = bool(status & STATUS_UNACK)
         if unack and not self.resync:
             self.resync, self.resync_rise_ns = True, t
@@ -1181,14 +1182,20 @@ class ControlMachine(RuleBasedStateMachine):
             )
         if ep["q_rest"] is None:
             w = ep["window"]
-            w.append((t, q))
+            w.append((t, q, ticks))
             while w and t - w[0][0] > STILL_WINDOW_S * 1e9:
                 w.popleft()
-            if t - w[0][0] >= 0.95 * STILL_WINDOW_S * 1e9 and t - ep["t0"] >= 0:
+            # still for the window on the clock and in the robot's own time too: a server thread the machine left
+            # unscheduled steps fewer ticks than the clock (it drops what it cannot catch up), so a window of the
+            # clock could hold a few ticks of a robot still settling (under a CI run plus a hunt, 2 cores: a "rest"
+            # after which the robot settled on by 6 mrad, with no command)
+            robot_s = (ticks - w[0][2]) / SERVER_RATE_HZ
+            if t - w[0][0] >= 0.95 * STILL_WINDOW_S * 1e9 and robot_s >= 0.95 * STILL_WINDOW_S and t - ep["t0"] >= 0:
                 arr = np.array([x[1] for x in w])
                 if np.all(np.ptp(arr, axis=0) < STILL_RANGE):
                     ep["q_rest"] = q
                     ep["t_rest"] = t
+                    ep["ticks_rest"] = ticks
                     return
             if t - ep["t0"] > SETTLE_TIMEOUT_S * 1e9 and not ep["late_reported"]:
                 ep["late_reported"] = True
@@ -1212,6 +1219,7 @@ class ControlMachine(RuleBasedStateMachine):
                         moved=m,
                         since_stop_s=(t - ep["t0"]) * 1e-9,
                         since_rest_s=(t - ep["t_rest"]) * 1e-9,
+                        robot_s_since_rest=(ticks - ep["ticks_rest"]) / SERVER_RATE_HZ,  # (its own ticks)
                         why=ep["why"],
                     )
                 else:
