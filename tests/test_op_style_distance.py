@@ -99,6 +99,50 @@ def test_cpu_matches_reference(B, C, H, W, dtype, layouts, method, normalize, se
     close(got, style_distance(x, y, normalize=normalize, backend="torch"), dtype, atol=2 * atol)
 
 
+def _cpu_has_avx512f() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " avx512f" in line for line in f)
+    except OSError:
+        return False
+
+
+@needs_cpu
+@pytest.mark.skipif(not _cpu_has_avx512f(), reason="the AVX-512 kernels run only on a CPU with AVX-512F")
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    B=st.integers(1, 3),
+    C=st.integers(1, 150),
+    H=st.integers(1, 24),
+    W=st.integers(1, 24),
+    layouts=st.tuples(st.sampled_from(LAYOUTS), st.sampled_from(LAYOUTS)),
+    method=st.sampled_from(["diff", "kernel"]),
+    same=st.booleans(),
+    seed=st.integers(0, 10_000),
+)
+def test_the_avx512_kernels_give_the_avx2_kernels_bits(B, C, H, W, layouts, method, same, seed):
+    """fp32 products on an AVX-512 CPU take the 8 x 32 kernel on pairs of panels; each element is the same chain of
+    multiply-adds as in the 4 x 16 kernel, so the results are bitwise those of PERCEPT_FAST_CPU_ISA=avx2 (and x == y
+    is still exactly 0). Shapes straddle the 16-row panels, odd panel counts and the 64-row tiles."""
+    import os
+
+    shape = (B, C, H, W)
+    x = make_features(shape, torch.float32, layouts[0], seed)
+    y = x if same else make_features(shape, torch.float32, layouts[1], seed + 1)
+    before = os.environ.pop("PERCEPT_FAST_CPU_ISA", None)
+    try:
+        wide = style_distance(x, y, method=method, backend="cpu")
+        os.environ["PERCEPT_FAST_CPU_ISA"] = "avx2"
+        narrow = style_distance(x, y, method=method, backend="cpu")
+    finally:
+        os.environ.pop("PERCEPT_FAST_CPU_ISA", None)
+        if before is not None:
+            os.environ["PERCEPT_FAST_CPU_ISA"] = before
+    assert torch.equal(wide, narrow)
+    if same:
+        assert torch.all(wide == 0)
+
+
 @needs_cpu
 @pytest.mark.parametrize(
     "shape", [(2, 256, 4, 4), (2, 3, 30, 30), (1, 130, 9, 9), (3, 64, 8, 8), (2, 70, 1, 1), (1, 1, 1, 1)]

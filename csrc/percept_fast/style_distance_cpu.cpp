@@ -9,6 +9,7 @@
 // the same way), else tile pairs (partials summed in a fixed order: results do not depend on the thread count).
 // Maths and regimes: style_distance.h.
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -202,12 +203,107 @@ void pack(const T* base, const std::vector<int64_t>& row_off, const std::vector<
   pack_range(base, row_off, k_off, k_inner, out, 0, out.K);
 }
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define PF_STYLE_AVX512 1
+// AVX-512 (chosen at run time where the CPU has it): an 8 x 32 fp32 micro-kernel over two adjacent B panels, 16
+// zmm accumulators (per k: 2 loads and 8 broadcasts for 16 FMAs of 16 lanes). The x86-64-v3 build's 4 x 16 ymm
+// kernel reaches half the FLOP/s of a CPU with 512-bit FMA units, where torch.compile's GEMM (oneDNN / MKL) uses
+// them: 0.72-0.93x of it on 13 of 28 style bench cases on a 2-vCPU Xeon. Each element is the same chain of
+// multiply-adds in k order as in micro_4x16 (the same bits: x == y still gives exactly 0, and a symmetric tile
+// stays symmetric).
+typedef float F32x16 __attribute__((vector_size(64)));
+template <bool Zero>
+__attribute__((target("avx512f"))) inline void micro_8x32_avx512(const float* __restrict a, const float* __restrict b0,
+                                                                  const float* __restrict b1, int64_t kc,
+                                                                  float* __restrict c, int64_t ldc) {
+  F32x16 acc[8][2];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    if (Zero) {
+      acc[i][0] = F32x16{};
+      acc[i][1] = F32x16{};
+    } else {
+      std::memcpy(&acc[i][0], c + i * ldc, sizeof(F32x16));
+      std::memcpy(&acc[i][1], c + i * ldc + 16, sizeof(F32x16));
+    }
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    F32x16 u, v;
+    std::memcpy(&u, b0 + k * kPanel, sizeof(F32x16));
+    std::memcpy(&v, b1 + k * kPanel, sizeof(F32x16));
+    const float* ak = a + k * kPanel;
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) {
+      const float s = ak[i];
+      acc[i][0] += s * u;
+      acc[i][1] += s * v;
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    std::memcpy(c + i * ldc, &acc[i][0], sizeof(F32x16));
+    std::memcpy(c + i * ldc + 16, &acc[i][1], sizeof(F32x16));
+  }
+}
+
+// tile_product (below) with the 8 x 32 kernel on pairs of column panels; a panel without a partner (an odd count, or
+// the diagonal block (jp + 1, jp + 1) of an upper product) by micro_4x16.
+template <bool Zero>
+__attribute__((target("avx512f"))) void tile_product_avx512(const Packed<float>& Ap, int64_t I, const Packed<float>& Bp,
+                                                             int64_t J, int64_t T, int64_t k0, int64_t kc, float* tile,
+                                                             bool upper) {
+  const int64_t np = T / kPanel;
+  int64_t jp = 0;
+  for (; jp + 1 < np; jp += 2) {
+    const float* b0 = Bp.panel(J * np + jp, k0);
+    const float* b1 = Bp.panel(J * np + jp + 1, k0);
+    for (int64_t ip = 0; ip <= (upper ? jp : np - 1); ++ip) {
+      const float* a = Ap.panel(I * np + ip, k0);
+      for (int r = 0; r < kPanel; r += 8)
+        micro_8x32_avx512<Zero>(a + r, b0, b1, kc, tile + (ip * kPanel + r) * T + jp * kPanel, T);
+    }
+    if (upper) {  // the block (jp + 1, jp + 1): the second panel alone
+      const float* a = Ap.panel(I * np + jp + 1, k0);
+      for (int r = 0; r < kPanel; r += kMr)
+        micro_4x16<float, Zero>(a + r, b1, kc, tile + ((jp + 1) * kPanel + r) * T + (jp + 1) * kPanel, T);
+    }
+  }
+  for (; jp < np; ++jp) {
+    const float* b = Bp.panel(J * np + jp, k0);
+    for (int64_t ip = 0; ip < (upper ? jp + 1 : np); ++ip) {
+      const float* a = Ap.panel(I * np + ip, k0);
+      for (int r = 0; r < kPanel; r += kMr)
+        micro_4x16<float, Zero>(a + r, b, kc, tile + (ip * kPanel + r) * T + jp * kPanel, T);
+    }
+  }
+}
+
+// Whether the fp32 products use the AVX-512 kernels: the CPU has AVX-512F and PERCEPT_FAST_CPU_ISA is not "avx2"
+// (read at each call of the op: the tests run both kernels on one machine).
+std::atomic<bool> g_avx512{false};
+void choose_kernels() {
+  const char* isa = std::getenv("PERCEPT_FAST_CPU_ISA");
+  const bool forced_avx2 = isa != nullptr && std::strcmp(isa, "avx2") == 0;
+  g_avx512.store(!forced_avx2 && __builtin_cpu_supports("avx512f"), std::memory_order_relaxed);
+}
+#else
+void choose_kernels() {}
+#endif
+
 // tile[T x T] (+)= Apack[rows I*T..] . Bpack[rows J*T..]^T over k in [k0, k0 + kc). `upper`: only the 16 x 16 blocks
 // on and above the block diagonal (ip <= jp), for a symmetric product (A = B, I = J: a Gram tile on the diagonal);
 // the blocks below are left as they were.
 template <typename A, bool Zero>
 void tile_product(const Packed<A>& Ap, int64_t I, const Packed<A>& Bp, int64_t J, int64_t T, int64_t k0, int64_t kc,
                   A* tile, bool upper = false) {
+#ifdef PF_STYLE_AVX512
+  if constexpr (std::is_same_v<A, float>) {
+    if (g_avx512.load(std::memory_order_relaxed)) {
+      tile_product_avx512<Zero>(Ap, I, Bp, J, T, k0, kc, tile, upper);
+      return;
+    }
+  }
+#endif
   const int64_t np = T / kPanel;
   for (int64_t jp = 0; jp < np; ++jp) {
     const A* b = Bp.panel(J * np + jp, k0);
@@ -538,6 +634,7 @@ void run_split_contraction(const View4<T>& v0, const View4<T>& v1, const std::ve
 template <typename T>
 void run(const RawView4& r0, const RawView4& r1, bool kernel, double* out) {
   using A = typename AccOf<T>::type;
+  choose_kernels();
   const View4<T> v0 = r0.as<T>(), v1 = r1.as<T>();
   const Geometry g = geometry(r0, kernel);
   // offsets of rows and contraction entries for each input (strides may differ between the two)
