@@ -229,8 +229,7 @@ class SimulatedEgmController:
             if seqno is not None and self._last_sensor_seqno is not None and seqno <= self._last_sensor_seqno:
                 # An old reply arrives within a stream (reordered, duplicated); a step back after the sensor was
                 # quiet, or a large one, is a sensor restart (a new run's driver counts from 1 again). Taken as stale,
-                # a new run's references were ignored for as long as the run before it had lasted (up to 4 s), and
-                # the arm then jumped to the newest one: in a fuzz hunt, 0.008 rad after a stop had come to rest.
+                # a new run's references were ignored for as long as the run before it had lasted (up to 4 s).
                 quiet = now - self._last_sensor_s > SENSOR_RESTART_GAP_S
                 if not quiet and self._last_sensor_seqno - seqno < 1000:
                     self._stats["sensor_stale"] += 1

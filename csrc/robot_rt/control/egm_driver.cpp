@@ -204,14 +204,12 @@ void EgmDriver::drain(std::int64_t now_ns) noexcept {
     } else if (!new_peer && have_seqno_ && m.header.has_seqno) {
       const std::uint32_t diff = m.header.seqno - last_seqno_;  // modulo 2^32
       if (diff == 0 || diff >= 0x80000000u) {
-        if (clock_known && clock_us > last_clock_us_) {
-          restart = true;  // the sequence started again while the clock went on: EGM was restarted
-        } else if (!link_was_down) {
+        // the sequence started again, with the clock gone on or after a silence: EGM was restarted; else an old one
+        if (!(clock_known && clock_us > last_clock_us_) && !link_was_down) {
           bump(counters_.rx_stale);
           continue;
-        } else {
-          restart = true;  // the controller's sequence started again after a silence: EGM was restarted
         }
+        restart = true;
       } else if (diff > 1) {
         bump(counters_.rx_lost, diff - 1);
       }
