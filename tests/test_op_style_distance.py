@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
 
@@ -241,19 +242,36 @@ def test_multi_layer_sum_and_per_layer():
     "shape, layouts",
     [
         ((1, 200, 8, 8), ("contiguous", "contiguous")),
-        # contraction of 3 chunks of 4096: fewer samples than threads split it (packing included)
+        # contraction 10000: 4 chunks of 2500; two tiles of rows. One sample on more threads than chunks: the sample
+        # packed first, (pair, chunk) items; on as many or fewer: every pair of a chunk from blocks packed in cache
         ((1, 70, 100, 100), ("channels_last", "contiguous")),
         ((1, 16, 64, 129), ("contiguous", "sliced_c")),
+        # contraction 3136 (4 chunks of 784, blocks of 196) over four tiles of rows (vgg16 relu3_3 at 224 px)
+        ((1, 256, 56, 56), ("contiguous", "contiguous")),
     ],
 )
 def test_threads_do_not_change_the_result(shape, layouts):
-    # few samples -> tile pairs (or contraction chunks) in parallel; many samples -> samples in parallel: same bits
+    # few samples -> tile pairs or contraction chunks in parallel; many samples -> samples in parallel; with 1, 2 and 8
+    # threads (torch's pool, which the kernels follow when built with OpenMP): the same bits
+    from percept_fast import _C
+
     x, y = make_features(shape, torch.float32, layouts[0], seed=1), make_features(shape, torch.float32, layouts[1], 2)
     one = style_distance(x, y, method="diff", backend="cpu")
     close(one, exact(x, y), torch.float32)
     many = style_distance(x.expand(9, -1, -1, -1), y.expand(9, -1, -1, -1), method="diff", backend="cpu")
     assert torch.equal(many, one.expand(9))
     assert torch.equal(style_distance(x, x.contiguous(), method="diff", backend="cpu"), torch.zeros(1))
+    if _C.openmp and not os.environ.get("PF_NUM_THREADS"):
+        before = torch.get_num_threads()
+        try:
+            for n in (1, 2, 8):
+                torch.set_num_threads(n)
+                assert _C.num_threads() == n
+                assert torch.equal(style_distance(x, y, method="diff", backend="cpu"), one), n
+                got = style_distance(x.expand(3, -1, -1, -1), y.expand(3, -1, -1, -1), method="diff", backend="cpu")
+                assert torch.equal(got, one.expand(3)), n
+        finally:
+            torch.set_num_threads(before)
 
 
 @needs_cpu

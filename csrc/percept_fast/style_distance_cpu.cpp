@@ -1,12 +1,13 @@
 // style_distance, CPU backend (percept_fast._C): packed, register-blocked GEMM tiles in C++ threads.
 //
-// Per sample both feature matrices are packed (converted to the accumulation type: fp32, or fp64 for fp64
-// inputs) into panels of 16 rows, contraction-major: pack[(panel * K + k) * 16 + r]. A 4 x 16 micro-kernel
-// (GCC/Clang vector extensions: AVX2/FMA with the default x86-64-v3 flags, NEON on ARM) accumulates tiles of
-// T x T (T = 64, or less for small row counts) over contraction blocks of 256; each finished tile is squared
-// and summed in double. Threads take whole samples when there are at least as many samples as threads; with
-// fewer samples, (tile pair, contraction chunk) items of one sample when the contraction is long (packing split
-// the same way), else tile pairs (partials summed in a fixed order: results do not depend on the thread count).
+// Both feature matrices are packed (converted to the accumulation type: fp32, or fp64 for fp64 inputs) into panels
+// of 16 rows, contraction-major: pack[(panel * K + k) * 16 + r]. A 4 x 16 micro-kernel (GCC/Clang vector extensions:
+// AVX2/FMA with the default x86-64-v3 flags, NEON on ARM; 8 x 32 and 8 x 16 with AVX-512 where the CPU has it)
+// accumulates tiles of T x T (T = 64, or less for small row counts) over contraction blocks of <= 256; each finished
+// tile is squared and summed in double. 'diff' packs each contraction block of a sample right before its products
+// (the packed block stays in cache), chunk by chunk (ChunkPlan). Threads take whole samples when there are at least
+// as many samples as threads; with fewer, the contraction chunks of one sample when the contraction is long, else
+// tile pairs (partials summed in a fixed order: results depend on neither the path nor the thread count).
 // Maths and regimes: style_distance.h.
 #include <atomic>
 #include <cstdlib>
@@ -246,8 +247,33 @@ __attribute__((target("avx512f"))) inline void micro_8x32_avx512(const float* __
   }
 }
 
+// One column panel: 8 x 16, 8 zmm accumulators (per k: 1 load and 8 broadcasts for 8 FMAs; load-bound, but twice
+// micro_4x16's width, which ran the lone diagonal blocks of every Gram tile at half the rate). The same chain per
+// element as micro_4x16 and micro_8x32_avx512.
+template <bool Zero>
+__attribute__((target("avx512f"))) inline void micro_8x16_avx512(const float* __restrict a, const float* __restrict b,
+                                                                  int64_t kc, float* __restrict c, int64_t ldc) {
+  F32x16 acc[8];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    if (Zero)
+      acc[i] = F32x16{};
+    else
+      std::memcpy(&acc[i], c + i * ldc, sizeof(F32x16));
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    F32x16 u;
+    std::memcpy(&u, b + k * kPanel, sizeof(F32x16));
+    const float* ak = a + k * kPanel;
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) acc[i] += ak[i] * u;
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) std::memcpy(c + i * ldc, &acc[i], sizeof(F32x16));
+}
+
 // tile_product (below) with the 8 x 32 kernel on pairs of column panels; a panel without a partner (an odd count, or
-// the diagonal block (jp + 1, jp + 1) of an upper product) by micro_4x16.
+// the diagonal block (jp + 1, jp + 1) of an upper product) by micro_8x16_avx512.
 template <bool Zero>
 __attribute__((target("avx512f"))) void tile_product_avx512(const Packed<float>& Ap, int64_t I, const Packed<float>& Bp,
                                                              int64_t J, int64_t T, int64_t k0, int64_t kc, float* tile,
@@ -264,16 +290,16 @@ __attribute__((target("avx512f"))) void tile_product_avx512(const Packed<float>&
     }
     if (upper) {  // the block (jp + 1, jp + 1): the second panel alone
       const float* a = Ap.panel(I * np + jp + 1, k0);
-      for (int r = 0; r < kPanel; r += kMr)
-        micro_4x16<float, Zero>(a + r, b1, kc, tile + ((jp + 1) * kPanel + r) * T + (jp + 1) * kPanel, T);
+      for (int r = 0; r < kPanel; r += 8)
+        micro_8x16_avx512<Zero>(a + r, b1, kc, tile + ((jp + 1) * kPanel + r) * T + (jp + 1) * kPanel, T);
     }
   }
   for (; jp < np; ++jp) {
     const float* b = Bp.panel(J * np + jp, k0);
     for (int64_t ip = 0; ip < (upper ? jp + 1 : np); ++ip) {
       const float* a = Ap.panel(I * np + ip, k0);
-      for (int r = 0; r < kPanel; r += kMr)
-        micro_4x16<float, Zero>(a + r, b, kc, tile + (ip * kPanel + r) * T + jp * kPanel, T);
+      for (int r = 0; r < kPanel; r += 8)
+        micro_8x16_avx512<Zero>(a + r, b, kc, tile + (ip * kPanel + r) * T + jp * kPanel, T);
     }
   }
 }
@@ -315,9 +341,31 @@ void tile_product(const Packed<A>& Ap, int64_t I, const Packed<A>& Bp, int64_t J
   }
 }
 
-// Contraction chunk of the 'diff' method: partial difference tiles are formed over kSplitK entries in A and summed
-// across chunks in double (run_split_contraction parallelises over chunks; every path uses the same chunks).
-constexpr int64_t kSplitK = 16 * kKc;
+// Contraction chunks of the 'diff' method: partial difference tiles are formed over a chunk in A and summed across
+// chunks in double. The bounds depend on K alone, so every path and thread count gives the same bits: ceil(K / 4096)
+// chunks of equal length (the last shorter), their count rounded up to a multiple of 4 where each still holds >= 512
+// entries (one sample's chunks then spread evenly over 2 or 4 threads: K = 12544 gave 4096, 4096, 4096 and 256, so
+// one of two threads had twice the other's work). A chunk's k-blocks are of equal length too, <= kKc.
+constexpr int64_t kChunkTarget = 16 * kKc;
+constexpr int64_t kChunkMin = 512;
+
+struct ChunkPlan {
+  int64_t K, n, len;
+  explicit ChunkPlan(int64_t k) : K(k) {
+    n = std::max<int64_t>(1, (K + kChunkTarget - 1) / kChunkTarget);
+    const int64_t n4 = (n + 3) / 4 * 4;
+    if (n4 != n && K >= n4 * kChunkMin) n = n4;
+    len = (K + n - 1) / n;  // (n - 1) * len < K: no chunk is empty
+  }
+  int64_t begin(int64_t c) const { return c * len; }
+  int64_t end(int64_t c) const { return std::min(K, (c + 1) * len); }
+};
+
+// The k-block length within the chunk [ka, kb): ceil((kb - ka) / kKc) blocks of equal length (the last shorter).
+inline int64_t block_length(int64_t ka, int64_t kb) {
+  const int64_t m = (kb - ka + kKc - 1) / kKc;
+  return (kb - ka + m - 1) / m;
+}
 
 // A difference tile on the diagonal (I = J) is symmetric (X_I X_I^T - Y_I Y_I^T, and the micro-kernel forms
 // entries (i, j) and (j, i) from the same products in the same order: bitwise equal), so the 'diff' paths form only
@@ -359,8 +407,9 @@ void diff_chunk(const Packed<A>& p0, const Packed<A>& p1, int64_t T, int64_t I, 
   const int64_t TT = T * T;
   const bool diag = I == J;
   std::fill(part, part + TT, A(0));
-  for (int64_t k0 = ka; k0 < kb; k0 += kKc) {
-    const int64_t kc = std::min(kKc, kb - k0);
+  const int64_t bl = block_length(ka, kb);
+  for (int64_t k0 = ka; k0 < kb; k0 += bl) {
+    const int64_t kc = std::min(bl, kb - k0);
     tile_product<A, true>(p0, I, p0, J, T, k0, kc, t0, diag);
     tile_product<A, true>(p1, I, p1, J, T, k0, kc, t1, diag);
     add_difference(part, t0, t1, T, diag);
@@ -370,9 +419,11 @@ void diff_chunk(const Packed<A>& p0, const Packed<A>& p1, int64_t T, int64_t I, 
 template <typename A>
 struct Scratch {
   Packed<A> p0, p1;
-  Packed<A> block0, block1;  // one contraction block of each input (diff_chunk_packing)
+  Packed<A> block0, block1;  // one contraction block of each input (diff_chunk_blocks)
   std::vector<A> t0, t1, t2, t3;
   std::vector<double> d;
+  std::vector<A> parts;       // every pair's partial tile of one chunk (sample_diff_blocks)
+  std::vector<double> sums;   // and their sums over the chunks
   void tiles(int64_t T) {
     const size_t n = static_cast<size_t>(T * T);
     if (t0.size() != n) {
@@ -415,11 +466,33 @@ double squared_chunk_sum(int64_t K, int64_t T, bool diag, Scratch<A>& s, F&& chu
   double* d = s.d.data();
   A* part = s.t2.data();
   std::fill(d, d + TT, 0.0);
-  for (int64_t ka = 0; ka < K; ka += kSplitK) {
-    chunk(ka, std::min(K, ka + kSplitK), part);
+  const ChunkPlan plan(K);
+  for (int64_t c = 0; c < plan.n; ++c) {
+    chunk(plan.begin(c), plan.end(c), part);
     for (int64_t e = 0; e < TT; ++e) d[e] += static_cast<double>(part[e]);
   }
   return tile_square_sum(d, T, diag);
+}
+
+struct Geometry {
+  int64_t B, C, H, W, P, R, K, T, Rp, nt, npairs;
+};
+
+Geometry geometry(const RawView4& v, bool kernel) {
+  Geometry g;
+  g.B = v.size[0];
+  g.C = v.size[1];
+  g.H = v.size[2];
+  g.W = v.size[3];
+  g.P = g.H * g.W;
+  g.R = kernel ? g.P : g.C;
+  g.K = kernel ? g.C : g.P;
+  const int64_t r16 = (g.R + kPanel - 1) / kPanel * kPanel;
+  g.T = std::min<int64_t>(64, r16);
+  g.nt = (g.R + g.T - 1) / g.T;
+  g.Rp = g.nt * g.T;
+  g.npairs = num_pairs(g.nt);
+  return g;
 }
 
 // Inputs of one sample as pack_range reads them.
@@ -431,36 +504,79 @@ struct SampleSource {
   bool k_inner;
 };
 
-// diff_chunk for a single tile (every row in one tile: T = Rp, C <= 64) that packs each contraction block into a
-// small buffer right before its products instead of the whole sample beforehand: the packed copy stays in cache
-// (a whole packed 64 x 50176 sample is 12.8 MB per input, written and read back through memory, which cost more
-// than the products). Same blocks, same order, same values as diff_chunk on the whole packed sample.
+// The 'diff' chunk [ka, kb) of every tile pair of one sample, packing each k-block of all Rp rows into a small
+// buffer right before its products instead of the whole sample beforehand: the packed block (Rp x <= 256 entries
+// per input) stays in cache, where a whole packed sample went out to memory and back (a 64 x 50176 sample is 12.8 MB
+// per input; on one 128 x 12544 sample the separate packing pass took 30 % of the call). parts[pid * T * T ...] =
+// the pair's partial difference tile: the same blocks, order and values as diff_chunk on the whole packed sample.
 template <typename T, typename A>
-void diff_chunk_packing(const SampleSource<T>& x0, const SampleSource<T>& x1, int64_t Rp, int64_t ka, int64_t kb,
-                        Scratch<A>& s, A* part) {
-  const int64_t TT = Rp * Rp;
-  s.tiles(Rp);
-  s.block0.shape(Rp, kKc);
-  s.block1.shape(Rp, kKc);
+void diff_chunk_blocks(const SampleSource<T>& x0, const SampleSource<T>& x1, const Geometry& g, int64_t ka, int64_t kb,
+                       Scratch<A>& s, A* parts) {
+  const int64_t TT = g.T * g.T;
+  s.tiles(g.T);
+  s.block0.shape(g.Rp, kKc);
+  s.block1.shape(g.Rp, kKc);
   A *t0 = s.t0.data(), *t1 = s.t1.data();
-  std::fill(part, part + TT, A(0));
-  for (int64_t k0 = ka; k0 < kb; k0 += kKc) {
-    const int64_t kc = std::min(kKc, kb - k0);
+  std::fill(parts, parts + g.npairs * TT, A(0));
+  const int64_t bl = block_length(ka, kb);
+  for (int64_t k0 = ka; k0 < kb; k0 += bl) {
+    const int64_t kc = std::min(bl, kb - k0);
     pack_range(x0.base, *x0.row_off, *x0.k_off, x0.k_inner, s.block0, k0, k0 + kc, k0);
     pack_range(x1.base, *x1.row_off, *x1.k_off, x1.k_inner, s.block1, k0, k0 + kc, k0);
-    tile_product<A, true>(s.block0, 0, s.block0, 0, Rp, 0, kc, t0, true);  // the single tile is diagonal
-    tile_product<A, true>(s.block1, 0, s.block1, 0, Rp, 0, kc, t1, true);
-    add_difference(part, t0, t1, Rp, true);
+    for (int64_t pid = 0; pid < g.npairs; ++pid) {
+      int64_t I, J;
+      pair_to_tiles(pid, g.nt, &I, &J);
+      const bool diag = I == J;
+      tile_product<A, true>(s.block0, I, s.block0, J, g.T, 0, kc, t0, diag);
+      tile_product<A, true>(s.block1, I, s.block1, J, g.T, 0, kc, t1, diag);
+      add_difference(parts + pid * TT, t0, t1, g.T, diag);
+    }
   }
 }
 
-// The 'diff' value of one single-tile sample: chunks of kSplitK in A, summed in double (as pair_sum).
+// sum over the tile pairs (in pair order) of pair_weight * tile_square_sum(d[pair]), d[pair] = the sum of the pair's
+// partial tiles over the chunks in chunk order, in double: how every 'diff' path finishes a sample.
+template <typename A>
+double finish_pairs(const Geometry& g, int64_t nchunks, const A* parts, int64_t chunk_stride, int64_t pair_stride,
+                    double* d) {
+  const int64_t TT = g.T * g.T;
+  double sum = 0.0;
+  for (int64_t pid = 0; pid < g.npairs; ++pid) {
+    std::fill(d, d + TT, 0.0);
+    for (int64_t c = 0; c < nchunks; ++c) {
+      const A* part = parts + c * chunk_stride + pid * pair_stride;
+      for (int64_t e = 0; e < TT; ++e) d[e] += static_cast<double>(part[e]);
+    }
+    int64_t I, J;
+    pair_to_tiles(pid, g.nt, &I, &J);
+    sum += pair_weight(I, J) * tile_square_sum(d, g.T, I == J);
+  }
+  return sum;
+}
+
+// Bytes of the per-pair partial and double tiles a whole sample on one thread needs (sample_diff_blocks).
+inline int64_t blocks_bytes(const Geometry& g, int64_t acc_size) { return g.npairs * g.T * g.T * (acc_size + 8); }
+constexpr int64_t kBlocksBytes = int64_t{4} << 20;  // beyond that (over ~17 tiles of rows): whole-sample packing
+
+// The 'diff' value of one sample on the calling thread: chunk by chunk (diff_chunk_blocks), the chunks' partial
+// tiles added in double per pair as they come (the same order of additions as finish_pairs).
 template <typename T, typename A>
-double single_tile_diff(const SampleSource<T>& x0, const SampleSource<T>& x1, int64_t Rp, int64_t K, Scratch<A>& s) {
-  s.tiles(Rp);
-  return squared_chunk_sum(K, Rp, true, s, [&](int64_t ka, int64_t kb, A* part) {
-    diff_chunk_packing(x0, x1, Rp, ka, kb, s, part);
-  });  // pair_weight(0, 0) = 1
+double sample_diff_blocks(const SampleSource<T>& x0, const SampleSource<T>& x1, const Geometry& g, Scratch<A>& s) {
+  const int64_t TT = g.T * g.T, n = g.npairs * TT;
+  s.parts.resize(static_cast<size_t>(n));
+  s.sums.assign(static_cast<size_t>(n), 0.0);
+  const ChunkPlan plan(g.K);
+  for (int64_t c = 0; c < plan.n; ++c) {
+    diff_chunk_blocks(x0, x1, g, plan.begin(c), plan.end(c), s, s.parts.data());
+    for (int64_t e = 0; e < n; ++e) s.sums[e] += static_cast<double>(s.parts[e]);
+  }
+  double sum = 0.0;
+  for (int64_t pid = 0; pid < g.npairs; ++pid) {
+    int64_t I, J;
+    pair_to_tiles(pid, g.nt, &I, &J);
+    sum += pair_weight(I, J) * tile_square_sum(s.sums.data() + pid * TT, g.T, I == J);
+  }
+  return sum;
 }
 
 // Raw contribution of one tile pair (already weighted).
@@ -473,7 +589,7 @@ double pair_sum(const Packed<A>& p0, const Packed<A>& p1, bool kernel, int64_t T
   double acc = 0.0;
   if (!kernel) {
     // D tile = sum over k-blocks of (X0_I X0_J^T - X1_I X1_J^T); each block's two products are fresh tiles so
-    // identical inputs cancel exactly. Blocks are summed per contraction chunk of kSplitK in A, the chunks in double:
+    // identical inputs cancel exactly. Blocks are summed per contraction chunk (ChunkPlan) in A, the chunks in double:
     // the same arithmetic as run_split_contraction, so every path gives the same bits.
     acc = squared_chunk_sum(K, T, I == J, s, [&](int64_t ka, int64_t kb, A* part) {
       diff_chunk(p0, p1, T, I, J, ka, kb, t0, t1, part);
@@ -544,90 +660,75 @@ void parallel_dynamic(int64_t n, int nthreads, F&& f) {
   });
 }
 
-struct Geometry {
-  int64_t B, C, H, W, P, R, K, T, Rp, nt, npairs;
-};
-
-Geometry geometry(const RawView4& v, bool kernel) {
-  Geometry g;
-  g.B = v.size[0];
-  g.C = v.size[1];
-  g.H = v.size[2];
-  g.W = v.size[3];
-  g.P = g.H * g.W;
-  g.R = kernel ? g.P : g.C;
-  g.K = kernel ? g.C : g.P;
-  const int64_t r16 = (g.R + kPanel - 1) / kPanel * kPanel;
-  g.T = std::min<int64_t>(64, r16);
-  g.nt = (g.R + g.T - 1) / g.T;
-  g.Rp = g.nt * g.T;
-  g.npairs = num_pairs(g.nt);
-  return g;
-}
-
-// Few samples with a long contraction ('diff' method; e.g. one 64-channel 224 x 224 map: a single tile pair): the
-// contraction chunks of kSplitK entries are the work items, so that packing and products run on every thread. Item
-// (pair, chunk) forms its partial difference tile; the partials are summed per pair in double, in chunk order, then
-// squared: the same arithmetic as pair_sum, so the result does not depend on the path or the thread count.
+// Few samples with a long contraction ('diff' method): the contraction chunks are the work items, so that packing
+// and products run on every thread. With at least as many chunks as threads (or a single tile), item c forms every
+// pair's partial difference tile of chunk c from blocks packed in cache (diff_chunk_blocks); with fewer, the sample is
+// packed first (in parallel) and the items are (pair, chunk). Either way the partials are summed per pair in double,
+// in chunk order (finish_pairs): the same arithmetic as every other path, so the result depends on neither the path
+// nor the thread count.
 constexpr int64_t kSplitPartialBytes = int64_t{64} << 20;  // partial tiles held at once (else the pair path)
 
-bool split_contraction_fits(const Geometry& g) {
-  const int64_t chunks = (g.K + kSplitK - 1) / kSplitK;
-  return g.B < num_threads() && chunks >= 2 && g.npairs * chunks * g.T * g.T * 8 <= kSplitPartialBytes;
+bool split_contraction_fits(const Geometry& g, int nth) {
+  const ChunkPlan plan(g.K);
+  return g.B < nth && plan.n >= 2 && g.npairs * plan.n * g.T * g.T * 8 <= kSplitPartialBytes;
+}
+
+// Packs contraction entries [0, K) of one sample into p (shaped by the caller) on up to nth threads, in ranges of
+// kPackRange entries (data movement only: the same values whatever the split).
+constexpr int64_t kPackRange = 1024;
+template <typename T, typename A>
+void pack_parallel(const T* base0, const std::vector<int64_t>& ro0, const std::vector<int64_t>& ko0, bool ki0,
+                   Packed<A>& p0, const T* base1, const std::vector<int64_t>& ro1, const std::vector<int64_t>& ko1,
+                   bool ki1, Packed<A>& p1, int64_t K, int nth) {
+  const int64_t ranges = (K + kPackRange - 1) / kPackRange;
+  parallel_dynamic(2 * ranges, static_cast<int>(std::min<int64_t>(nth, 2 * ranges)), [&](int64_t item, int) {
+    const int64_t r = item % ranges, ka = r * kPackRange, kb = std::min(K, ka + kPackRange);
+    if (item < ranges)
+      pack_range(base0, ro0, ko0, ki0, p0, ka, kb);
+    else
+      pack_range(base1, ro1, ko1, ki1, p1, ka, kb);
+  });
 }
 
 template <typename T, typename A>
 void run_split_contraction(const View4<T>& v0, const View4<T>& v1, const std::vector<int64_t>& ro0,
                            const std::vector<int64_t>& ko0, bool ki0, const std::vector<int64_t>& ro1,
                            const std::vector<int64_t>& ko1, bool ki1, const Geometry& g, int nth, double* out) {
-  const int64_t chunks = (g.K + kSplitK - 1) / kSplitK, TT = g.T * g.T, items = g.npairs * chunks;
+  const ChunkPlan plan(g.K);
+  const int64_t chunks = plan.n, TT = g.T * g.T, items = g.npairs * chunks;
+  const bool blocks = g.nt == 1 || chunks >= nth;
   Workspace<A>& w = workspace<A>();
   Packed<A>&p0 = w.p0, &p1 = w.p1;
-  if (g.nt != 1) {
+  if (!blocks) {
     p0.shape(g.Rp, g.K);
     p1.shape(g.Rp, g.K);
   }
   std::vector<A>& partial = w.partial;
   std::vector<Scratch<A>>& scratch = w.scratch_for(nth);
   std::vector<double> d(static_cast<size_t>(TT));
-  partial.resize(static_cast<size_t>(items * TT));  // (each item's tile is zeroed by diff_chunk / _packing)
+  partial.resize(static_cast<size_t>(items * TT));  // (every item zeroes the tiles it forms)
   for (int64_t b = 0; b < g.B; ++b) {
-    if (g.nt == 1) {  // a single tile: each chunk packs its own blocks in cache (diff_chunk_packing)
+    if (blocks) {  // item c: chunk c of every pair, layout [chunk][pair]
       const SampleSource<T> x0{v0.data + b * v0.stride[0], &ro0, &ko0, ki0};
       const SampleSource<T> x1{v1.data + b * v1.stride[0], &ro1, &ko1, ki1};
       parallel_dynamic(chunks, static_cast<int>(std::min<int64_t>(nth, chunks)), [&](int64_t c, int t) {
-        const int64_t ka = c * kSplitK, kb = std::min(g.K, ka + kSplitK);
-        diff_chunk_packing(x0, x1, g.Rp, ka, kb, scratch[t], partial.data() + c * TT);
+        diff_chunk_blocks(x0, x1, g, plan.begin(c), plan.end(c), scratch[t], partial.data() + c * g.npairs * TT);
       });
-    } else {
-      parallel_dynamic(2 * chunks, static_cast<int>(std::min<int64_t>(nth, 2 * chunks)), [&](int64_t item, int) {
-        const int64_t c = item % chunks, ka = c * kSplitK, kb = std::min(g.K, ka + kSplitK);
-        if (item < chunks)
-          pack_range(v0.data + b * v0.stride[0], ro0, ko0, ki0, p0, ka, kb);
-        else
-          pack_range(v1.data + b * v1.stride[0], ro1, ko1, ki1, p1, ka, kb);
-      });
+      out[b] = finish_pairs(g, chunks, partial.data(), g.npairs * TT, TT, d.data());
+    } else {  // item (pair, chunk), layout [pair][chunk]
+      pack_parallel(v0.data + b * v0.stride[0], ro0, ko0, ki0, p0, v1.data + b * v1.stride[0], ro1, ko1, ki1, p1,
+                    g.K, nth);
       parallel_dynamic(items, static_cast<int>(std::min<int64_t>(nth, items)), [&](int64_t item, int t) {
-        const int64_t pid = item / chunks, c = item % chunks, ka = c * kSplitK, kb = std::min(g.K, ka + kSplitK);
+        const int64_t pid = item / chunks, c = item % chunks;
         int64_t I, J;
         pair_to_tiles(pid, g.nt, &I, &J);
         Scratch<A>& s = scratch[t];
         s.tiles(g.T);
-        diff_chunk(p0, p1, g.T, I, J, ka, kb, s.t0.data(), s.t1.data(), partial.data() + item * TT);
+        diff_chunk(p0, p1, g.T, I, J, plan.begin(c), plan.end(c), s.t0.data(), s.t1.data(),
+                   partial.data() + item * TT);
       });
+      out[b] = finish_pairs(g, chunks, partial.data(), TT, chunks * TT, d.data());
     }
-    double sum = 0.0;
-    for (int64_t pid = 0; pid < g.npairs; ++pid) {
-      std::fill(d.begin(), d.end(), 0.0);
-      for (int64_t c = 0; c < chunks; ++c) {
-        const A* part = partial.data() + (pid * chunks + c) * TT;
-        for (int64_t e = 0; e < TT; ++e) d[e] += static_cast<double>(part[e]);
-      }
-      int64_t I, J;
-      pair_to_tiles(pid, g.nt, &I, &J);
-      sum += pair_weight(I, J) * tile_square_sum(d.data(), g.T, I == J);
-    }
-    out[b] = sum;
   }
 }
 
@@ -659,7 +760,7 @@ void run(const RawView4& r0, const RawView4& r1, bool kernel, double* out) {
   offsets(v0, ro0, ko0, ki0);
   offsets(v1, ro1, ko1, ki1);
   const int nth = num_threads();
-  if (!kernel && split_contraction_fits(g)) {
+  if (!kernel && split_contraction_fits(g, nth)) {
     run_split_contraction<T, A>(v0, v1, ro0, ko0, ki0, ro1, ko1, ki1, g, nth, out);
     return;
   }
@@ -668,10 +769,10 @@ void run(const RawView4& r0, const RawView4& r1, bool kernel, double* out) {
     std::vector<Scratch<A>>& scratch = workspace<A>().scratch_for(nw);
     parallel_dynamic(g.B, nw, [&](int64_t b, int t) {
       Scratch<A>& s = scratch[t];
-      if (!kernel && g.nt == 1) {  // a single tile: blocks packed in cache as they are used
+      if (!kernel && blocks_bytes(g, sizeof(A)) <= kBlocksBytes) {  // blocks packed in cache as they are used
         const SampleSource<T> x0{v0.data + b * v0.stride[0], &ro0, &ko0, ki0};
         const SampleSource<T> x1{v1.data + b * v1.stride[0], &ro1, &ko1, ki1};
-        out[b] = single_tile_diff(x0, x1, g.Rp, g.K, s);
+        out[b] = sample_diff_blocks(x0, x1, g, s);
         return;
       }
       pack(v0.data + b * v0.stride[0], ro0, ko0, ki0, g.Rp, s.p0);
@@ -692,9 +793,11 @@ void run(const RawView4& r0, const RawView4& r1, bool kernel, double* out) {
   std::vector<Scratch<A>>& scratch = w.scratch_for(nw);
   Packed<A>&p0 = w.p0, &p1 = w.p1;
   std::vector<double> part(static_cast<size_t>(g.npairs));
+  p0.shape(g.Rp, g.K);
+  p1.shape(g.Rp, g.K);
   for (int64_t b = 0; b < g.B; ++b) {
-    pack(v0.data + b * v0.stride[0], ro0, ko0, ki0, g.Rp, p0);
-    pack(v1.data + b * v1.stride[0], ro1, ko1, ki1, g.Rp, p1);
+    pack_parallel(v0.data + b * v0.stride[0], ro0, ko0, ki0, p0, v1.data + b * v1.stride[0], ro1, ko1, ki1, p1, g.K,
+                  nth);
     parallel_dynamic(g.npairs, nw, [&](int64_t pid, int t) {
       int64_t I, J;
       pair_to_tiles(pid, g.nt, &I, &J);
