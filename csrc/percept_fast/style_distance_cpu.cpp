@@ -158,15 +158,22 @@ void pack_range(const T* base, const std::vector<int64_t>& row_off, const std::v
       }
 #endif
       const int64_t r_vec = k_vec > ka ? rn / 8 * 8 : 0;  // rows whose [ka, k_vec) the transposes wrote
-      for (int64_t k0 = ka; k0 < kb; k0 += kPackChunk) {
-        const int64_t k1 = std::min(kb, k0 + kPackChunk);
-        for (int64_t r = 0; r < rn; ++r) {
-          const T* src = base + row_off[p * kPanel + r] + (k_off[ka] - ka);
-          for (int64_t k = (r < r_vec ? std::max(k0, k_vec) : k0); k < k1; ++k)
-            dst[k * kPanel + r] = Load<A, T>::get(src + k);
+      // what is left: the last (kb - ka) % 8 entries of those rows, then every entry of the rest (blocked as above).
+      // (One loop over all rows and kPackChunk blocks, mostly empty, took as long as the transposes of a block.)
+      for (int64_t r = 0; r < r_vec; ++r) {
+        const T* src = base + row_off[p * kPanel + r] + (k_off[ka] - ka);
+        for (int64_t k = k_vec; k < kb; ++k) dst[k * kPanel + r] = Load<A, T>::get(src + k);
+      }
+      if (r_vec < kPanel) {
+        for (int64_t k0 = ka; k0 < kb; k0 += kPackChunk) {
+          const int64_t k1 = std::min(kb, k0 + kPackChunk);
+          for (int64_t r = r_vec; r < rn; ++r) {
+            const T* src = base + row_off[p * kPanel + r] + (k_off[ka] - ka);
+            for (int64_t k = k0; k < k1; ++k) dst[k * kPanel + r] = Load<A, T>::get(src + k);
+          }
+          for (int64_t r = rn; r < kPanel; ++r)
+            for (int64_t k = k0; k < k1; ++k) dst[k * kPanel + r] = A(0);
         }
-        for (int64_t r = rn; r < kPanel; ++r)
-          for (int64_t k = k0; k < k1; ++k) dst[k * kPanel + r] = A(0);
       }
     } else if (k_inner) {
       for (int64_t k0 = ka; k0 < kb; k0 += kPackChunk) {
