@@ -104,75 +104,45 @@ inline typename Lanes<Acc>::type load_lanes(const T* p) {
 // the add latency, 3-4 cycles, not by the loads), reduced once per block of kBlock elements into fp64. Measured on
 // in-cache planes of 169..4096 pixels (2-core AMD EPYC, one thread): 46-65 GB/s, 1.1-1.45x the previous 2 x 8-lane
 // loop, and as fast as torch.sum over the same bytes.
-template <typename T, typename Acc>
-double contiguous_sum(const T* base, int64_t P) {
+// N planes at once (sums[j] of planes[j], each in the same order as alone: the same bits). N = 2 reads a map pair's
+// plane c of x and of y as two concurrent streams; one plane after the other kept one stream in flight per thread,
+// which on large planes (from DRAM) read slower than torch.compile's loop over both maps together.
+template <int N, typename T, typename Acc>
+void contiguous_sums(const T* const (&planes)[N], int64_t P, double (&sums)[N]) {
   using V = typename Lanes<Acc>::type;
   constexpr int L = Lanes<Acc>::kN;
-  double total = 0;
+  double total[N] = {};
   for (int64_t p0 = 0; p0 < P; p0 += kBlock) {
     const int64_t n = std::min(kBlock, P - p0);
-    const T* q = base + p0;
-    V a0 = {}, a1 = {}, a2 = {}, a3 = {};
+    V acc[4][N] = {};
     int64_t i = 0;
     for (; i + 4 * L <= n; i += 4 * L) {
-      a0 += load_lanes<Acc>(q + i);
-      a1 += load_lanes<Acc>(q + i + L);
-      a2 += load_lanes<Acc>(q + i + 2 * L);
-      a3 += load_lanes<Acc>(q + i + 3 * L);
+#pragma GCC unroll 4
+      for (int u = 0; u < 4; ++u)
+#pragma GCC unroll 4
+        for (int j = 0; j < N; ++j) acc[u][j] += load_lanes<Acc>(planes[j] + p0 + i + u * L);
     }
-    for (; i + L <= n; i += L) a0 += load_lanes<Acc>(q + i);
-    Acc s = 0;
-    for (; i < n; ++i) s += Load<Acc, T>::get(q + i);
-    const V v = (a0 + a1) + (a2 + a3);
-    for (int l = 0; l < L; ++l) s += v[l];
-    total += static_cast<double>(s);
+    for (; i + L <= n; i += L)
+#pragma GCC unroll 4
+      for (int j = 0; j < N; ++j) acc[0][j] += load_lanes<Acc>(planes[j] + p0 + i);
+#pragma GCC unroll 4
+    for (int j = 0; j < N; ++j) {
+      Acc s = 0;
+      for (int64_t k = i; k < n; ++k) s += Load<Acc, T>::get(planes[j] + p0 + k);
+      const V v = (acc[0][j] + acc[1][j]) + (acc[2][j] + acc[3][j]);
+      for (int l = 0; l < L; ++l) s += v[l];
+      total[j] += static_cast<double>(s);
+    }
   }
-  return total;
+  for (int j = 0; j < N; ++j) sums[j] = total[j];
 }
 
-// contiguous_sum of two planes at once, in the same order (the same bits): planes a and b read as two concurrent
-// streams. One plane after the other kept one stream in flight per thread, which on large planes (from DRAM) read
-// slower than torch.compile's loop over both maps together.
 template <typename T, typename Acc>
-void contiguous_sum_pair(const T* a, const T* b, int64_t P, double& sum_a, double& sum_b) {
-  using V = typename Lanes<Acc>::type;
-  constexpr int L = Lanes<Acc>::kN;
-  double total_a = 0, total_b = 0;
-  for (int64_t p0 = 0; p0 < P; p0 += kBlock) {
-    const int64_t n = std::min(kBlock, P - p0);
-    const T* qa = a + p0;
-    const T* qb = b + p0;
-    V a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
-    int64_t i = 0;
-    for (; i + 4 * L <= n; i += 4 * L) {
-      a0 += load_lanes<Acc>(qa + i);
-      b0 += load_lanes<Acc>(qb + i);
-      a1 += load_lanes<Acc>(qa + i + L);
-      b1 += load_lanes<Acc>(qb + i + L);
-      a2 += load_lanes<Acc>(qa + i + 2 * L);
-      b2 += load_lanes<Acc>(qb + i + 2 * L);
-      a3 += load_lanes<Acc>(qa + i + 3 * L);
-      b3 += load_lanes<Acc>(qb + i + 3 * L);
-    }
-    for (; i + L <= n; i += L) {
-      a0 += load_lanes<Acc>(qa + i);
-      b0 += load_lanes<Acc>(qb + i);
-    }
-    Acc sa = 0, sb = 0;
-    for (; i < n; ++i) {
-      sa += Load<Acc, T>::get(qa + i);
-      sb += Load<Acc, T>::get(qb + i);
-    }
-    const V va = (a0 + a1) + (a2 + a3), vb = (b0 + b1) + (b2 + b3);
-    for (int l = 0; l < L; ++l) {
-      sa += va[l];
-      sb += vb[l];
-    }
-    total_a += static_cast<double>(sa);
-    total_b += static_cast<double>(sb);
-  }
-  sum_a = total_a;
-  sum_b = total_b;
+double contiguous_sum(const T* base, int64_t P) {
+  const T* const planes[1] = {base};
+  double sum[1];
+  contiguous_sums<1, T, Acc>(planes, P, sum);
+  return sum[0];
 }
 
 // Lane g of the result = the sum of the lanes of a[g] (8 fp32 registers reduced together: 14 shuffles and 7 adds
@@ -440,8 +410,13 @@ void meanpool_contig(const View4<T>& x, const View4<T>& y, std::vector<double>& 
       std::vector<Acc> scratch(static_cast<size_t>(2 * C));
       for (int64_t b = b0; b < b1; ++b) {
         if (small == nullptr && P >= kAlignedPlaneMax) {  // large planes: x's and y's read together
-          for (int64_t c = 0; c < C; ++c)
-            contiguous_sum_pair<T, Acc>(x.ptr(b, c, 0, 0), y.ptr(b, c, 0, 0), P, sums[c], sums[C + c]);
+          for (int64_t c = 0; c < C; ++c) {
+            const T* const planes[2] = {x.ptr(b, c, 0, 0), y.ptr(b, c, 0, 0)};
+            double pair[2];
+            contiguous_sums<2, T, Acc>(planes, P, pair);
+            sums[c] = pair[0];
+            sums[C + c] = pair[1];
+          }
         } else {
           sample_plane_sums<T>(x, b, small, sums.data());
           sample_plane_sums<T>(y, b, small, sums.data() + C);
