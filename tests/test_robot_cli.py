@@ -269,12 +269,31 @@ def _ended_at_rest(log, stopping_distance):
 
 
 def test_a_protective_stop_ends_the_run_at_once_with_exit_3(tmp_path):
-    proc = _run_cli(
-        tmp_path, "--policy", "cli_policies:SilentOnce", "--duration", "30", "--log", "w.rrlog", "--summary", "w.json"
-    )
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 3, out + err
-    assert json.loads((tmp_path / "w.json").read_text())["duration_s"] < 25  # not the full 30 s
+    # The policy falls silent at 0.5 s and the watchdog stops the robot. A machine that starves the loop and the
+    # simulated robot can make the tracking check stop it first (a CI run on a clean clone: 21 deadline misses and a
+    # tracking_error stop within the first 0.54 s; not reproduced beside three busy processes): a protective stop too,
+    # exit 3, but not the one under test. Such a run (a tracking_error stop after deadline misses, nothing else) is
+    # run again, twice at most; any other outcome fails at once, and so does a third run without the watchdog.
+    for attempt in range(3):
+        proc = _run_cli(
+            tmp_path,
+            "--policy",
+            "cli_policies:SilentOnce",
+            "--duration",
+            "30",
+            "--log",
+            "w.rrlog",
+            "--summary",
+            "w.json",
+        )
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 3, out + err
+        summary = json.loads((tmp_path / "w.json").read_text())
+        assert summary["duration_s"] < 25  # not the full 30 s
+        reasons = set(summary["stop_reasons_seen"]) - {"shutdown"}
+        if "watchdog" in reasons or attempt == 2:
+            break
+        assert reasons == {"tracking_error"} and summary["deadline_misses"] > 0, out + err
     assert "watchdog" in out and "exit 3 (protective_stop)" in " ".join(out.split())
     for label in ("wake latency", "tick duration", "policy round trip"):
         assert label in out and "p99.9" in out
