@@ -94,7 +94,27 @@ def evaluate(model, train_env, args, episodes: int, seed: int = 777) -> dict:
         "success_30cm_ci95": wilson(int(s30.sum()), episodes),
         "success_20cm": float(s20.mean()),
         "success_20cm_ci95": wilson(int(s20.sum()), episodes),
+        # per episode, in (serve, goal) order: before and after are paired on the same pairs
+        "landed_per_episode": landed.astype(int).tolist(),
+        "success_30cm_per_episode": s30.astype(int).tolist(),
+        "success_20cm_per_episode": s20.astype(int).tolist(),
     }
+
+
+def bootstrap_mean_ci(x, n_boot: int = 2000, seed: int = 0) -> list[float]:
+    x = np.asarray(x, dtype=np.float64)
+    boots = x[np.random.default_rng(seed).integers(0, len(x), (n_boot, len(x)))].mean(axis=1)
+    return [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]
+
+
+def paired_change(before: dict, after: dict) -> dict:
+    """After minus before on the same (serve, goal) pairs: each rate's change with a 95 % bootstrap interval."""
+    out = {}
+    for key in ("landed", "success_30cm", "success_20cm"):
+        d = np.asarray(after[f"{key}_per_episode"], float) - np.asarray(before[f"{key}_per_episode"], float)
+        out[key] = float(d.mean())
+        out[f"{key}_ci95"] = bootstrap_mean_ci(d)
+    return out
 
 
 def main(argv=None) -> dict:
@@ -107,6 +127,18 @@ def main(argv=None) -> dict:
     p.add_argument("--learning-starts", type=int, default=2000)
     p.add_argument("--buffer-size", type=int, default=300_000)
     p.add_argument("--residual-scale", type=float, default=0.2, help="0: learn from scratch")
+    p.add_argument("--learning-rate", type=float, default=3e-4)
+    p.add_argument("--ent-coef", default="auto", help="SAC's entropy coefficient: 'auto', 'auto_<init>' or a number")
+    p.add_argument(
+        "--target-entropy", default="auto", help="'auto' (-action dims) or a number (for ent_coef 'auto...')"
+    )
+    p.add_argument(
+        "--log-std-init",
+        type=float,
+        default=None,
+        help="exploration: generalized state-dependent noise (use_sde) starting at this log std; default: "
+        "SAC's own Gaussian noise (its log std an output of the actor, ~0 at the start)",
+    )
     p.add_argument("--no-ball-state", action="store_true")
     p.add_argument("--eval-episodes", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
@@ -137,7 +169,13 @@ def main(argv=None) -> dict:
         train_freq=1,
         gradient_steps=args.gradient_steps,
         gamma=0.98,
-        policy_kwargs={"net_arch": [256, 256]},
+        learning_rate=args.learning_rate,
+        ent_coef=args.ent_coef if str(args.ent_coef).startswith("auto") else float(args.ent_coef),
+        target_entropy=args.target_entropy if args.target_entropy == "auto" else float(args.target_entropy),
+        use_sde=args.log_std_init is not None,
+        policy_kwargs={"net_arch": [256, 256]}
+        if args.log_std_init is None
+        else {"net_arch": [256, 256], "log_std_init": args.log_std_init},
         device="cpu",
         seed=args.seed,
         verbose=0,
@@ -165,19 +203,22 @@ def main(argv=None) -> dict:
         )
         print(f"{curve[-1]['wall_s']:6.0f} s {model.num_timesteps:8d} steps {curve[-1]}", flush=True)
     train_s = time.time() - start
-    change = torch.nn.utils.parameters_to_vector(model.policy.parameters()).detach() - params0
+    param_change = torch.nn.utils.parameters_to_vector(model.policy.parameters()).detach() - params0
     after = evaluate(model, env, args, args.eval_episodes)
     print(f"after ({train_s:.0f} s, {model.num_timesteps} steps): {json.dumps(after)}", flush=True)
+    change = paired_change(before, after)
+    print(f"after - before, paired on the same (serve, goal) pairs: {json.dumps(change)}", flush=True)
     model.save(out / "model.zip")
     results = {
         "example": "sb3_sac_her_goal",
         "args": vars(args),
         "train_wall_s": train_s,
         "timesteps": int(model.num_timesteps),
-        "policy_parameter_change_l2": float(change.norm()),
+        "policy_parameter_change_l2": float(param_change.norm()),
         "load_average_1min": os.getloadavg()[0],
         "before": before,
         "after": after,
+        "after_minus_before": change,
         "curve": curve,
     }
     tmp = out / ".results.json.tmp"  # atomic: a reader never sees a half-written file

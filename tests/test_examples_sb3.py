@@ -71,3 +71,8 @@ def test_sac_her_example_smoke(tmp_path):
     )  # fmt: skip
     _check(results, budget)
     assert 0.0 <= results["after"]["landed_rate"] <= 1.0
+    # the paired change is after minus before, pair by pair (the same 4 (serve, goal) pairs)
+    for key in ("landed", "success_30cm", "success_20cm"):
+        b, a = results["before"][f"{key}_per_episode"], results["after"][f"{key}_per_episode"]
+        assert len(a) == len(b) == 4
+        assert results["after_minus_before"][key] == pytest.approx((sum(a) - sum(b)) / 4)
