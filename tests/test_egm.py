@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from google.protobuf import json_format
+from helpers.ports import free_port
 from helpers.robot import wait_ticks, wait_until, with_wide_workspace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -627,7 +628,7 @@ def test_a_pinned_controller_port_keeps_a_local_sender_out_after_a_link_loss(pin
     second sender took the session over once the controller had been quiet for the link timeout (replies went to
     it). With the controller's source port pinned (controller=127.0.0.1:PORT) it is never answered, and the
     controller's own restart from that port is still taken; unpinned, the takeover is what docs/egm.md describes."""
-    source_port = _free_udp_port()
+    source_port = free_port()
     driver = _control.EgmDriver(
         "127.0.0.1",
         0,
@@ -685,7 +686,7 @@ def test_the_readme_egm_commands_with_a_pinned_controller_port(tmp_path):
 
     cli = [sys.executable, "-m", "robot_rt.cli"]
     env = dict(os.environ, PYTHONUNBUFFERED="1", ROBOT_RT_STATE_DIR=str(tmp_path))
-    sensor, source = _free_udp_port(), _free_udp_port()
+    sensor, source = free_port(), free_port()
     sim = subprocess.Popen(
         [*cli, "sim-egm", "--sensor", f"127.0.0.1:{sensor}", "--source-port", str(source), "--gantry-port", "0"],
         stdout=subprocess.PIPE,
@@ -927,12 +928,6 @@ def _arm_run(arm, port, controller=None):
     return loop, driver, controller
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_an_arm_only_run_that_ends_in_a_stop_leaves_the_arm_stopped_for_the_next_run():
     """EGM carries no stop count, so an arm driven alone was moved by the next run after a software e-stop nobody
     recovered (0.37 rad, the sixth audit). The driver's run marker (written when a run starts, removed only when it
@@ -940,7 +935,7 @@ def test_an_arm_only_run_that_ends_in_a_stop_leaves_the_arm_stopped_for_the_next
     until a recovery; a clean end removes it."""
     from robot_rt.control.egm import egm_run_marker_path, existing_run_markers
 
-    arm, port = _arm_only(), _free_udp_port()
+    arm, port = _arm_only(), free_port()
     url = f"egm://127.0.0.1:{port}"
     marker = egm_run_marker_path(url)
     loop, driver, controller = _arm_run(arm, port)
@@ -983,7 +978,7 @@ def test_one_marker_per_controller_and_port_in_one_place_for_every_run(tmp_path,
     start, and says how to set the place."""
     from robot_rt.control import egm
 
-    port = _free_udp_port()
+    port = free_port()
     names = {
         egm.egm_run_marker_path(url)
         for url in (

@@ -21,6 +21,7 @@ import sys
 import textwrap
 
 import pytest
+from helpers.ports import free_port
 from helpers.robot import wait_until
 
 from robot_rt.control import protocol as P
@@ -28,12 +29,6 @@ from robot_rt.control import protocol as P
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or not hasattr(os, "register_at_fork"), reason="POSIX fork")
 
 KEY = b"fork and server regressions key 0123456789abcdef0123456789abcdef"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env() -> dict:
@@ -241,7 +236,7 @@ def test_state_file_says_running_when_the_robot_port_first_answers(tmp_path):
     from robot_rt.control.udp import make_udp_driver
     from robot_rt.robot import limits_digest, load_robot
 
-    port, state = _free_port(), tmp_path / "bridge.json"
+    port, state = free_port(), tmp_path / "bridge.json"
     previous = {"state": "clean", "pid": os.getpid(), "time": 0.0}  # the last process's record (another pid)
     state.write_text(json.dumps(previous))
     proc = subprocess.Popen(

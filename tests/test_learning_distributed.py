@@ -2,12 +2,12 @@
 
 import os
 import pickle
-import socket
 
 import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from helpers.ports import free_port
 
 from robot_rt.learning import distributed as dist
 
@@ -51,16 +51,10 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     dist.shutdown()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_match_one(tmp_path):
     torch.set_num_threads(1)
     single = {"scripted": _episodes("scripted"), "gcbc": _episodes("gcbc")}
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+    mp.start_processes(_worker, args=(2, free_port("tcp"), str(tmp_path)), nprocs=2, join=True, start_method="spawn")
     ranks = [pickle.loads((tmp_path / f"rank{r}.pkl").read_bytes()) for r in range(2)]
     assert [r["shard"] for r in ranks] == [[0, 2, 4], [1, 3, 5]]
     assert all(r["gathered"] == [0, 10] and r["broadcast"] == "from rank 0" for r in ranks)

@@ -2,12 +2,12 @@
 
 import os
 import pickle
-import socket
 
 import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from helpers.ports import free_port
 
 from robot_rt.learning import distributed as dist
 
@@ -67,17 +67,11 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     dist.shutdown()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_train_as_one(tmp_path):
     torch.set_num_threads(1)
     single = _train()
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+    mp.start_processes(_worker, args=(2, free_port("tcp"), str(tmp_path)), nprocs=2, join=True, start_method="spawn")
     ranks = [pickle.loads((tmp_path / f"rank{r}.pkl").read_bytes()) for r in range(2)]
     # every rank holds the same weights (summed gradients, the same Adam steps) ...
     np.testing.assert_array_equal(ranks[0]["ppo_params"], ranks[1]["ppo_params"])

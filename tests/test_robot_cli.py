@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.ports import free_port
 
 from robot_rt.cli import build_parser, main
 from robot_rt.control.runlog import read_runlog
@@ -450,14 +451,6 @@ def test_killing_the_server_ends_the_run_promptly_with_exit_4(tmp_path):
     assert np.all(log.ticks["command_velocity"][-1] == 0)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_sim_server_restarted_after_a_crash_comes_up_stopped(tmp_path):
     """Audit 10: a new sim-server process on the same port forgot a stop nobody recovered (its last process was
     killed while a controller drove the robot), and the next controller moved the robot with no recovery. Its state
@@ -465,7 +458,7 @@ def test_a_sim_server_restarted_after_a_crash_comes_up_stopped(tmp_path):
     latches as robot_fault (nothing moves). A server that ended cleanly comes up clean."""
     import signal
 
-    port, state = _free_port(), tmp_path / "bridge.json"
+    port, state = free_port(), tmp_path / "bridge.json"
     args = ("--no-camera", "--port", str(port), "--state-file", str(state))
     server, info = _start_sim_server(*args)
     assert info["came_up_stopped"] is False and info["state_file"] == str(state)
@@ -509,7 +502,7 @@ def test_a_sim_server_restarted_after_a_crash_comes_up_stopped(tmp_path):
 def test_one_sim_server_per_robot_state_file(tmp_path):
     """Review of audit 10: two servers on one port (two addresses) shared the state file, and the first's clean end
     hid the second's crash. The second is refused now, before it listens."""
-    port, state = _free_port(), tmp_path / "bridge.json"
+    port, state = free_port(), tmp_path / "bridge.json"
     server, info = _start_sim_server("--no-camera", "--port", str(port), "--state-file", str(state))
     try:
         proc = subprocess.run(
