@@ -248,6 +248,9 @@ def test_multi_layer_sum_and_per_layer():
         ((1, 16, 64, 129), ("contiguous", "sliced_c")),
         # contraction 3136 (4 chunks of 784, blocks of 196) over four tiles of rows (vgg16 relu3_3 at 224 px)
         ((1, 256, 56, 56), ("contiguous", "contiguous")),
+        # 13 tiles of rows: too many pair tiles for the per-sample blocks path (kBlocksBytes), so samples in
+        # parallel pack whole samples; one sample: tile pairs in parallel
+        ((1, 800, 3, 3), ("channels_last", "contiguous")),
     ],
 )
 def test_threads_do_not_change_the_result(shape, layouts):
