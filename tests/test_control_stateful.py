@@ -32,8 +32,9 @@ Everything asserted is read on the robot side, not from the loop's beliefs:
   (sent directly, or returned by a policy call that outlived a recovery);
 * one loop per driver, and a second controller never opens a session while the live one is heard.
 
-Sized for CI (derandomize, a few dozen examples); `FUZZ_EXAMPLES` / `FUZZ_STEPS` scale it, and `FUZZ_RECORD=path.jsonl`
-records violations there instead of failing (a long hunt).
+Sized for CI (derandomize, a few dozen examples); `FUZZ_EXAMPLES` / `FUZZ_STEPS` scale it, `FUZZ_RECORD=path.jsonl`
+records violations there instead of failing (a long hunt), and `FUZZ_DERANDOMIZE=0` with `--hypothesis-seed=N`
+draws other examples than CI's.
 """
 
 from __future__ import annotations
@@ -1167,6 +1168,7 @@ class ControlMachine(RuleBasedStateMachine):
             return
         if ep["q0"] is None:
             ep["q0"] = q
+            ep["ticks0"] = ticks
         travel = np.abs(q - ep["q0"])
         ratio = float(np.max(travel / self.bound))
         self.stats["max_stop_travel_ratio"] = max(self.stats["max_stop_travel_ratio"], ratio)
@@ -1197,11 +1199,16 @@ class ControlMachine(RuleBasedStateMachine):
                     ep["t_rest"] = t
                     ep["ticks_rest"] = ticks
                     return
-            if t - ep["t0"] > SETTLE_TIMEOUT_S * 1e9 and not ep["late_reported"]:
+            # not at rest SETTLE_TIMEOUT_S after the stop, on the clock and in the robot's own time: a robot bridge
+            # restarted over and over (a hunt: 11 restarts in 3.5 s, up ~22 ms between them) never runs for a whole
+            # window, so no rest can be seen however still it is; the time it was down is no time to settle in
+            robot_s = (ticks - ep["ticks0"]) / SERVER_RATE_HZ
+            if t - ep["t0"] > SETTLE_TIMEOUT_S * 1e9 and robot_s > SETTLE_TIMEOUT_S and not ep["late_reported"]:
                 ep["late_reported"] = True
                 self.violation(
                     "robot_still_moving_long_after_a_stop",
                     seconds=(t - ep["t0"]) * 1e-9,
+                    robot_seconds=robot_s,
                     why=ep["why"],
                     velocity=v.tolist(),
                 )
@@ -1230,7 +1237,8 @@ ControlMachine.TestCase.settings = settings(
     max_examples=int(os.environ.get("FUZZ_EXAMPLES", "25")),
     stateful_step_count=int(os.environ.get("FUZZ_STEPS", "20")),
     deadline=None,
-    derandomize=True,
+    # (a hunt over other examples than CI's: FUZZ_DERANDOMIZE=0 with pytest's --hypothesis-seed=N)
+    derandomize=os.environ.get("FUZZ_DERANDOMIZE", "1") != "0",
     database=None,
     suppress_health_check=list(HealthCheck),
     print_blob=True,
