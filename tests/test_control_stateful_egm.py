@@ -142,12 +142,15 @@ def _stop_each(things) -> None:
             pass
 
 
-def _free_udp_port() -> int:
+def _free_udp_port(avoid: tuple[int, ...] = ()) -> int:
     """A free UDP port below Linux's ephemeral range (32768-60999), so that none of the sockets the harness opens
-    later (ephemeral ports) can take it between runs of one example (a new run binds it again)."""
+    later (ephemeral ports) can take it between runs of one example (a new run binds it again). `avoid`: ports
+    already picked and not bound yet (the same port twice once failed a hunt's setup: 'Address already in use')."""
     rng = random.Random()
     for _ in range(200):
         port = rng.randrange(20000, 32000)
+        if port in avoid:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             try:
                 probe.bind(("127.0.0.1", port))
@@ -417,7 +420,7 @@ class EgmMachine(RuleBasedStateMachine):
         self.read = None
         self.clean_end = True
         self.restart_at = 0.0
-        self.egm_port = _free_udp_port()
+        self.egm_port = _free_udp_port(avoid=(self.pinned_source_port,))
         self.gantry_server = SimServer(
             gantry_description(ROBOT), camera=False, geometry_digest=geometry_digest(ROBOT)
         ).start()
