@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from robot_rt.learning.stats import bootstrap_ci, wilson_interval
+
 
 def make_env(
     num_envs: int, residual_scale: float, ball_state: bool, max_episode_steps: int = 600, serve_spread: float = 1.0
@@ -70,22 +72,6 @@ def wrap_sb3(env, frame_stack: int):
     return VecFrameStack(venv, frame_stack) if frame_stack > 1 else venv
 
 
-def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def bootstrap_mean_ci(x, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
-    x = np.asarray(x, dtype=np.float64)
-    boots = x[np.random.default_rng(seed).integers(0, len(x), (n_boot, len(x)))].mean(axis=1)
-    return float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
-
-
 def evaluate(model, train_env, args, episodes: int, seed: int = 12345, serve_spread: float | None = None) -> dict:
     """The deterministic policy on `episodes` fixed serves (one episode per env; the training serves' spread unless
     `serve_spread` is given): return rate, rally, contacts."""
@@ -111,14 +97,14 @@ def evaluate(model, train_env, args, episodes: int, seed: int = 12345, serve_spr
             outcomes[i] = infos[i]["outcome"]
             active[i] = False
     returned = int((rally > 0).sum())
-    lo, hi = wilson(returned, episodes)
+    lo, hi = wilson_interval(returned, episodes)
     return {
         "episodes": episodes,
         "serve_spread": spread,
         "first_ball_return_rate": returned / episodes,
         "first_ball_return_rate_ci95": [lo, hi],
         "rally_mean": float(rally.mean()),
-        "rally_mean_ci95": list(bootstrap_mean_ci(rally)),
+        "rally_mean_ci95": bootstrap_ci(rally),
         "contact_rate": float((contacts > 0).mean()),
         "outcomes": {k: outcomes.count(k) for k in sorted(set(outcomes))},
         "rally_per_episode": rally.tolist(),  # in serve order: before and after are paired on the same serves
@@ -133,9 +119,9 @@ def paired_change(before: dict, after: dict) -> dict:
     returned = (a > 0).astype(np.float64) - (b > 0).astype(np.float64)
     return {
         "first_ball_return_rate": float(returned.mean()),
-        "first_ball_return_rate_ci95": list(bootstrap_mean_ci(returned)),
+        "first_ball_return_rate_ci95": bootstrap_ci(returned),
         "rally_mean": float((a - b).mean()),
-        "rally_mean_ci95": list(bootstrap_mean_ci(a - b)),
+        "rally_mean_ci95": bootstrap_ci(a - b),
     }
 
 

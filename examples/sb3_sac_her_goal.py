@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from robot_rt.learning.stats import bootstrap_ci, wilson_interval
 
 
 def make_env(num_envs: int, residual_scale: float, ball_state: bool, max_episode_steps: int = 300):
@@ -49,16 +50,6 @@ def wrap_sb3(env):
     from robot_rt.envs.sb3 import SB3VecEnv
 
     return VecMonitor(SB3VecEnv(env))
-
-
-def wilson(successes: int, n: int, z: float = 1.959964) -> list[float]:
-    if n == 0:
-        return [0.0, 1.0]
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
 def evaluate(model, train_env, args, episodes: int, seed: int = 777) -> dict:
@@ -89,22 +80,16 @@ def evaluate(model, train_env, args, episodes: int, seed: int = 777) -> dict:
     return {
         "episodes": episodes,
         "landed_rate": float(landed.mean()),
-        "landed_rate_ci95": wilson(int(landed.sum()), episodes),
+        "landed_rate_ci95": list(wilson_interval(int(landed.sum()), episodes)),
         "success_30cm": float(s30.mean()),
-        "success_30cm_ci95": wilson(int(s30.sum()), episodes),
+        "success_30cm_ci95": list(wilson_interval(int(s30.sum()), episodes)),
         "success_20cm": float(s20.mean()),
-        "success_20cm_ci95": wilson(int(s20.sum()), episodes),
+        "success_20cm_ci95": list(wilson_interval(int(s20.sum()), episodes)),
         # per episode, in (serve, goal) order: before and after are paired on the same pairs
         "landed_per_episode": landed.astype(int).tolist(),
         "success_30cm_per_episode": s30.astype(int).tolist(),
         "success_20cm_per_episode": s20.astype(int).tolist(),
     }
-
-
-def bootstrap_mean_ci(x, n_boot: int = 2000, seed: int = 0) -> list[float]:
-    x = np.asarray(x, dtype=np.float64)
-    boots = x[np.random.default_rng(seed).integers(0, len(x), (n_boot, len(x)))].mean(axis=1)
-    return [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]
 
 
 def paired_change(before: dict, after: dict) -> dict:
@@ -113,7 +98,7 @@ def paired_change(before: dict, after: dict) -> dict:
     for key in ("landed", "success_30cm", "success_20cm"):
         d = np.asarray(after[f"{key}_per_episode"], float) - np.asarray(before[f"{key}_per_episode"], float)
         out[key] = float(d.mean())
-        out[f"{key}_ci95"] = bootstrap_mean_ci(d)
+        out[f"{key}_ci95"] = bootstrap_ci(d)
     return out
 
 
@@ -158,6 +143,9 @@ def main(argv=None) -> dict:
         norm_reward=False,  # sparse 0/1 goal rewards, recomputed by HER: keep them as they are
     )
     env.seed(args.seed)
+    policy_kwargs = {"net_arch": [256, 256]}
+    if args.log_std_init is not None:  # gSDE's initial log std (use_sde below)
+        policy_kwargs["log_std_init"] = args.log_std_init
     model = SAC(
         "MultiInputPolicy",
         env,
@@ -173,9 +161,7 @@ def main(argv=None) -> dict:
         ent_coef=args.ent_coef if str(args.ent_coef).startswith("auto") else float(args.ent_coef),
         target_entropy=args.target_entropy if args.target_entropy == "auto" else float(args.target_entropy),
         use_sde=args.log_std_init is not None,
-        policy_kwargs={"net_arch": [256, 256]}
-        if args.log_std_init is None
-        else {"net_arch": [256, 256], "log_std_init": args.log_std_init},
+        policy_kwargs=policy_kwargs,
         device="cpu",
         seed=args.seed,
         verbose=0,

@@ -19,6 +19,7 @@ from robot_rt.envs.human_model import HumanBehaviorModel
 from robot_rt.learning import distributed as dist
 from robot_rt.learning.es import BGS, ESConfig
 from robot_rt.learning.rundir import RunDir, config_differences
+from robot_rt.learning.stats import bootstrap_ci
 
 CHECKPOINT_VERSION = 1
 _BRANCH_ID = {"shared": 0, "is2r": 1, "ft": 2}  # distinct seeds per branch
@@ -924,13 +925,6 @@ def real_fitness(deploy_result: dict, n_balls: int, hit_bonus: float) -> float:
     fine-tuning ES still has a signal while no return lands (the deploy reports contacts over all balls)."""
     rallies = len(deploy_result["rally_lengths"]) or n_balls
     return (float(np.sum(deploy_result["rally_lengths"])) + hit_bonus * deploy_result.get("hits", 0)) / rallies
-
-
-def bootstrap_ci(values, n_boot: int = 2000, seed: int = 0) -> list[float]:
-    """95 % percentile-bootstrap interval of the mean (rally lengths are small integers, skewed: no normal CI)."""
-    x = np.asarray(values, dtype=np.float64)
-    boots = x[np.random.default_rng(seed).integers(0, len(x), (n_boot, len(x)))].mean(axis=1)
-    return [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]
 
 
 def bootstrap_difference_ci(a, b, n_boot: int = 2000, seed: int = 0) -> list[float]:

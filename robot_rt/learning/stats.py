@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     """Wilson score interval of a binomial proportion (95% by default); (0, 1) when n = 0."""
@@ -16,3 +18,10 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     centre = (p + z * z / (2 * n)) / denom
     half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def bootstrap_ci(values, n_boot: int = 2000, seed: int = 0) -> list[float]:
+    """95 % percentile-bootstrap interval of the mean (rally lengths are small integers, skewed: no normal CI)."""
+    x = np.asarray(values, dtype=np.float64)
+    boots = x[np.random.default_rng(seed).integers(0, len(x), (n_boot, len(x)))].mean(axis=1)
+    return [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]
