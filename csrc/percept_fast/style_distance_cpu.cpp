@@ -541,8 +541,15 @@ void diff_chunk_blocks(const SampleSource<T>& x0, const SampleSource<T>& x1, con
   }
 }
 
-// sum over the tile pairs (in pair order) of pair_weight * tile_square_sum(d[pair]), d[pair] = the sum of the pair's
-// partial tiles over the chunks in chunk order, in double: how every 'diff' path finishes a sample.
+// Pair pid's weighted share of a sample's value, from its finished difference tile d (double).
+inline double pair_square_sum(const Geometry& g, int64_t pid, const double* d) {
+  int64_t I, J;
+  pair_to_tiles(pid, g.nt, &I, &J);
+  return pair_weight(I, J) * tile_square_sum(d, g.T, I == J);
+}
+
+// sum over the tile pairs (in pair order) of pair_square_sum(d[pair]), d[pair] = the sum of the pair's partial tiles
+// over the chunks in chunk order, in double: how every 'diff' path finishes a sample.
 template <typename A>
 double finish_pairs(const Geometry& g, int64_t nchunks, const A* parts, int64_t chunk_stride, int64_t pair_stride,
                     double* d) {
@@ -554,9 +561,7 @@ double finish_pairs(const Geometry& g, int64_t nchunks, const A* parts, int64_t 
       const A* part = parts + c * chunk_stride + pid * pair_stride;
       for (int64_t e = 0; e < TT; ++e) d[e] += static_cast<double>(part[e]);
     }
-    int64_t I, J;
-    pair_to_tiles(pid, g.nt, &I, &J);
-    sum += pair_weight(I, J) * tile_square_sum(d, g.T, I == J);
+    sum += pair_square_sum(g, pid, d);
   }
   return sum;
 }
@@ -578,11 +583,7 @@ double sample_diff_blocks(const SampleSource<T>& x0, const SampleSource<T>& x1, 
     for (int64_t e = 0; e < n; ++e) s.sums[e] += static_cast<double>(s.parts[e]);
   }
   double sum = 0.0;
-  for (int64_t pid = 0; pid < g.npairs; ++pid) {
-    int64_t I, J;
-    pair_to_tiles(pid, g.nt, &I, &J);
-    sum += pair_weight(I, J) * tile_square_sum(s.sums.data() + pid * TT, g.T, I == J);
-  }
+  for (int64_t pid = 0; pid < g.npairs; ++pid) sum += pair_square_sum(g, pid, s.sums.data() + pid * TT);
   return sum;
 }
 
