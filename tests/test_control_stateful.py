@@ -33,8 +33,9 @@ Everything asserted is read on the robot side, not from the loop's beliefs:
 * one loop per driver, and a second controller never opens a session while the live one is heard.
 
 Sized for CI (derandomize, a few dozen examples); `FUZZ_EXAMPLES` / `FUZZ_STEPS` scale it, `FUZZ_RECORD=path.jsonl`
-records violations there instead of failing (a long hunt), and `FUZZ_DERANDOMIZE=0` with `--hypothesis-seed=N`
-draws other examples than CI's.
+records violations there instead of failing (a long hunt), `FUZZ_TOTALS=path.jsonl` appends the run's statistics
+(commands checked, largest acceleration ratios, what only the late-send allowance explained), and
+`FUZZ_DERANDOMIZE=0` with `--hypothesis-seed=N` draws other examples than CI's.
 """
 
 from __future__ import annotations
@@ -80,6 +81,12 @@ MOVED_LIMIT = 1e-3
 SETTLE_TIMEOUT_S = 3.0
 WORKSPACE_TOL_M = 1e-3
 DWELL_S = 0.02
+# A stamp is the send time, and a tick can be preempted between its wake (the trajectory time it commands) and the
+# send that stamps it: the robot then gets a sample of the trajectory late, not a different one. A CI run (2-vCPU,
+# loaded) found a 20 ms window of stamps whose velocity change was 1.0033 x what A allows over it (0.09 ms short):
+# the first command of the window sent late. An excess that a send up to LATE_SEND_S late explains is counted
+# (`*_explained_by_a_late_send`), not a violation; the EGM harness allows the same (test_control_stateful_egm.py).
+LATE_SEND_S = float(os.environ.get("FUZZ_LATE_SEND_S", "0.006"))
 
 SAFETY_STOP_EVENTS = {
     EVENT_CODES[n]
@@ -337,6 +344,8 @@ class ControlMachine(RuleBasedStateMachine):
             time.sleep(0.6)  # motion that comes late (a robot that moves again some time after a stop)
             self.check()
         finally:
+            for k, v in self.stats.items():  # (a hunt's statistics, FUZZ_TOTALS: largest ratios, summed counts)
+                _TOTALS[k] = max(_TOTALS[k], v) if k.startswith("max_") else _TOTALS[k] + v
             for loop in self.loops:
                 try:
                     loop.stop()
@@ -999,7 +1008,10 @@ class ControlMachine(RuleBasedStateMachine):
                 ratio_v = np.max(np.abs(v - ses["v"]) / (A * allowance))
                 ratio_q = np.max(np.abs(q - ses["q"]) / (V * allowance))
                 self.stats["max_pair_accel_ratio"] = max(self.stats["max_pair_accel_ratio"], float(ratio_v))
-                if ratio_v > 1.0 + 1e-6 or ratio_q > 1.0 + 1e-6:
+                late = (allowance + LATE_SEND_S) / allowance  # (both ratios, were the earlier command sent that late)
+                if (ratio_v > 1.0 + 1e-6 or ratio_q > 1.0 + 1e-6) and max(ratio_v, ratio_q) / late <= 1.0 + 1e-6:
+                    self.stats["command_step_explained_by_a_late_send"] += 1
+                elif ratio_v > 1.0 + 1e-6 or ratio_q > 1.0 + 1e-6:
                     self.violation(
                         "command_step",
                         accel_ratio=float(ratio_v),
@@ -1016,7 +1028,9 @@ class ControlMachine(RuleBasedStateMachine):
                     T = (stamp - win[0][0]) * 1e-9
                     r = float(np.max(np.abs(v - win[0][1]) / (A * (T + 2 * DT))))
                     self.stats["max_window_accel_ratio"] = max(self.stats["max_window_accel_ratio"], r)
-                    if r > 1.0 + 1e-6:
+                    if r > 1.0 + 1e-6 and r * (T + 2 * DT) / (T + 2 * DT + LATE_SEND_S) <= 1.0 + 1e-6:
+                        self.stats["window_acceleration_explained_by_a_late_send"] += 1
+                    elif r > 1.0 + 1e-6:
                         self.violation("command_acceleration_over_the_limit", ratio=r, window_s=T)
                 win.append((stamp, v))
             else:
@@ -1231,6 +1245,15 @@ class ControlMachine(RuleBasedStateMachine):
                     )
                 else:
                     ep["reported"]["moved"] = m
+
+
+_TOTALS: collections.Counter = collections.Counter()
+
+
+def teardown_module(module):
+    if os.environ.get("FUZZ_TOTALS"):
+        with open(os.environ["FUZZ_TOTALS"], "a") as f:
+            f.write(json.dumps(dict(_TOTALS)) + "\n")
 
 
 ControlMachine.TestCase.settings = settings(

@@ -415,7 +415,11 @@ def test_robot_side_stop_then_release_nothing_moves_until_recover(fault):
     snap = server.robot_server.snapshot
     loop.start()
     try:
-        wait_until(lambda: abs(snap()["velocity"][j]) > 0.8 * robot.velocity_limit[j], what="a fast swing")
+        wait_until(
+            lambda: abs(snap()["velocity"][j]) > 0.8 * robot.velocity_limit[j],
+            what="a fast swing",
+            context=lambda: (loop.lifecycle, loop.stop_reasons),
+        )
         server.robot_server.set_faults(**({"stuck_joint": j} if fault == "stuck" else {fault: True}))
         wait_until(lambda: loop.lifecycle == "stopped", what="the stop")
         wait_until(lambda: abs(snap()["velocity"][j]) < 1e-6, what="the robot at rest")
@@ -453,7 +457,11 @@ def test_a_short_robot_side_stop_never_lets_earlier_commands_move_the_robot(faul
     loop = RealTimeLoop(robot, driver, policy=_SwingJ6(robot), rate_hz=1000, policy_rate_hz=100)
     loop.start()
     try:
-        wait_until(lambda: abs(rs.snapshot()["velocity"][j]) > 0.8 * robot.velocity_limit[j], what="a fast swing")
+        wait_until(
+            lambda: abs(rs.snapshot()["velocity"][j]) > 0.8 * robot.velocity_limit[j],
+            what="a fast swing",
+            context=lambda: (loop.lifecycle, loop.stop_reasons),
+        )
         rs.set_faults(**({"stuck_joint": j} if fault == "stuck" else {fault: True}))
         at_stop = rs.snapshot()["position"][j]
         time.sleep(cause_s)
@@ -639,6 +647,27 @@ class _SwingGantryY(_Swing):
         return 0, 0.3 * np.sin(2 * np.pi * 0.8 * t)
 
 
+@pytest.mark.parametrize("robot_rate_hz", [250.0, 1000.0])
+def test_a_start_against_a_robot_reporting_at_250_hz_does_not_time_out_at_once(robot_rate_hz):
+    """The sensor watchdog counts from the state a run begins from, not from the call to start(): counted from the
+    call, the steady-position wait (steady_window_s, 50 ms) had used up a 20 ms sensor timeout before the first tick,
+    and a first tick that read no new state stopped the run at once (every one of 20 starts against a robot reporting
+    every 4 ms, as an EGM arm does; at 1 kHz only a stalled first tick did, seen in CI)."""
+    robot, key = with_wide_workspace(load_robot()), b"k" * 32
+    server = SimServer(robot, camera=False, key=key, rate_hz=robot_rate_hz).start()
+    driver = make_udp_driver(f"udp://127.0.0.1:{server.port}?camera=none", robot.dof, key=key)
+    loop = RealTimeLoop(robot, driver, policy=lambda obs: robot.home, rate_hz=1000, sensor_timeout_s=0.02)
+    try:
+        for _ in range(8):
+            loop.start()
+            wait_ticks(loop, 40)
+            assert loop.stop_reasons == [] and loop.lifecycle == "active", (loop.stop_reasons, loop.lifecycle)
+            loop.stop()
+    finally:
+        loop.stop()
+        server.stop()
+
+
 def test_commands_the_network_delays_past_the_loops_stop_never_move_the_robot():
     """Rule 3 (found by the fifth audit): every command is delayed by 0.3 s on the way to the robot (a queue in the
     network, or someone holding the authentic datagrams). The robot gets none for its command timeout and holds; the
@@ -658,7 +687,11 @@ def test_commands_the_network_delays_past_the_loops_stop_never_move_the_robot():
     )  # fmt: skip
     loop.start()
     try:
-        wait_until(lambda: abs(rs.snapshot()["velocity"][0]) > 0.5, what="a fast swing")
+        wait_until(
+            lambda: abs(rs.snapshot()["velocity"][0]) > 0.5,
+            what="a fast swing",
+            context=lambda: (loop.lifecycle, loop.stop_reasons),
+        )
         proxy.set_faults("up", delay_prob=1.0, delay_s=delay_s)
         t0 = time.monotonic()
         wait_until(lambda: loop.observation()["flags"] & TICK_FLAGS["muted"], what="the loop muted")

@@ -28,15 +28,18 @@ def wait_until(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     what: str = "the condition",
     interval_s: float = 0.002,
+    context: Callable[[], object] | None = None,
 ):
-    """Polls `predicate` until it returns a true value (returned); AssertionError naming `what` after `timeout_s`."""
+    """Polls `predicate` until it returns a true value (returned); AssertionError naming `what` after `timeout_s`
+    (and what `context()` then says, e.g. the loop's lifecycle and stop reasons)."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+            said = f" ({context()})" if context is not None else ""
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}{said}")
         time.sleep(interval_s)
 
 

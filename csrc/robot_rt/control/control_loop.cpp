@@ -231,12 +231,14 @@ void ControlLoop::initialise_claimed(std::int64_t start_ns) {
   const bool needs_steady = !driver_->steps_with_loop_ticks();
   steady_.reset();
   const std::int64_t deadline_ns = now_ns() + static_cast<std::int64_t>((1.0 + config_.steady_window_s) * 1e9);
+  std::int64_t state_read_ns = start_ns;  // when the state the run begins from was read (the sensor watchdog's start)
   for (;;) {
     JointState next;
     if (driver_->read_state(next)) {
       if (next.dof != filter_.dof()) throw std::runtime_error("driver: state has the wrong number of joints");
       got = true;
       s = next;
+      if (needs_steady) state_read_ns = now_ns();
       if (!filter_.reset(s.position_si))
         throw std::runtime_error(
             "driver: initial joint position outside the joint limits (or not finite); refusing to start");
@@ -293,10 +295,15 @@ void ControlLoop::initialise_claimed(std::int64_t start_ns) {
   workspace_excess_m_ = filter_.paddle_in_workspace(paddle) ? 0.0 : workspace_excess_m(paddle);
   tracking_.reset(s.position_si);
   prev_write_ns_ = 0;
-  trajectory_ns_ = start_ns;
-  interpolator_.hold(s.position_si, start_ns);
-  command_watchdog_.arm(start_ns);
-  sensor_watchdog_.arm(start_ns);
+  // The run begins now, after the wait for a steady position (>= steady_window_s; a robot moving with the loop's
+  // ticks waits for none, and its clock may be simulated: start_ns). Counted from start_ns, the first tick that read
+  // no new state found the sensor watchdog steady_window_s old already: every start against a robot reporting at
+  // 250 Hz (4 ms apart) stopped at once on a 20 ms sensor timeout.
+  const std::int64_t begin_ns = needs_steady ? now_ns() : start_ns;
+  trajectory_ns_ = begin_ns;
+  interpolator_.hold(s.position_si, begin_ns);
+  command_watchdog_.arm(begin_ns);
+  sensor_watchdog_.arm(state_read_ns);
   if (!config_.log_path.empty()) {
     log_.open(config_.log_path, config_.log_meta_json, config_.log_flush_interval_s, config_.log_fsync_interval_s);
   }
