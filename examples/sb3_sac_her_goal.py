@@ -32,11 +32,14 @@ import torch
 from robot_rt.learning.stats import bootstrap_ci, wilson_interval
 
 
-def make_env(num_envs: int, residual_scale: float, ball_state: bool, max_episode_steps: int = 300):
+def make_env(num_envs: int, residual_scale: float, ball_state: bool, policy_hz: float = 100.0):
+    from robot_rt.envs.core import WorldConfig
     from robot_rt.envs.vector import TableTennisGoalVectorEnv
     from robot_rt.envs.wrappers import BallStateObservationVector, ResidualScriptedVector
 
-    env = TableTennisGoalVectorEnv(num_envs, max_episode_steps=max_episode_steps)
+    # 3 s of play per episode whatever the policy rate (300 steps at the default 100 Hz)
+    steps = int(round(3.0 * policy_hz))
+    env = TableTennisGoalVectorEnv(num_envs, config=WorldConfig(policy_hz=policy_hz), max_episode_steps=steps)
     if residual_scale > 0:
         env = ResidualScriptedVector(env, residual_scale=residual_scale)
     if ball_state:
@@ -57,7 +60,7 @@ def evaluate(model, train_env, args, episodes: int, seed: int = 777) -> dict:
     from stable_baselines3.common.vec_env import VecNormalize
 
     venv = VecNormalize(
-        wrap_sb3(make_env(episodes, args.residual_scale, not args.no_ball_state)),
+        wrap_sb3(make_env(episodes, args.residual_scale, not args.no_ball_state, args.policy_hz)),
         training=False,
         norm_reward=False,
         norm_obs_keys=["observation"],
@@ -124,6 +127,17 @@ def main(argv=None) -> dict:
         help="exploration: generalized state-dependent noise (use_sde) starting at this log std; default: "
         "SAC's own Gaussian noise (its log std an output of the actor, ~0 at the start)",
     )
+    p.add_argument(
+        "--policy-hz",
+        type=float,
+        default=100.0,
+        help="the env's policy rate (WorldConfig.policy_hz; 1000 / it a whole number): fewer decisions per serve "
+        "shorten what the critic must bootstrap over to the one sparse reward at the landing",
+    )
+    p.add_argument("--gamma", type=float, default=0.98)
+    p.add_argument(
+        "--her-strategy", default="future", choices=["future", "final", "episode"], help="HER's goal selection"
+    )
     p.add_argument("--no-ball-state", action="store_true")
     p.add_argument("--eval-episodes", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
@@ -138,7 +152,7 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     env = VecNormalize(
-        wrap_sb3(make_env(args.n_envs, args.residual_scale, not args.no_ball_state)),
+        wrap_sb3(make_env(args.n_envs, args.residual_scale, not args.no_ball_state, args.policy_hz)),
         norm_obs_keys=["observation"],
         norm_reward=False,  # sparse 0/1 goal rewards, recomputed by HER: keep them as they are
     )
@@ -150,13 +164,13 @@ def main(argv=None) -> dict:
         "MultiInputPolicy",
         env,
         replay_buffer_class=HerReplayBuffer,
-        replay_buffer_kwargs={"n_sampled_goal": 4, "goal_selection_strategy": "future"},
+        replay_buffer_kwargs={"n_sampled_goal": 4, "goal_selection_strategy": args.her_strategy},
         buffer_size=args.buffer_size,
         batch_size=args.batch_size,
         learning_starts=args.learning_starts,
         train_freq=1,
         gradient_steps=args.gradient_steps,
-        gamma=0.98,
+        gamma=args.gamma,
         learning_rate=args.learning_rate,
         ent_coef=args.ent_coef if str(args.ent_coef).startswith("auto") else float(args.ent_coef),
         target_entropy=args.target_entropy if args.target_entropy == "auto" else float(args.target_entropy),

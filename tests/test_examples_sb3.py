@@ -62,14 +62,17 @@ def test_ppo_example_from_scratch_on_a_narrow_serve_spread_is_also_evaluated_at_
         module.main(["--serve-spread", "-1", "--out", str(tmp_path)])
 
 
-def test_sac_her_example_smoke(tmp_path):
+@pytest.mark.parametrize("policy_hz", ["100", "25"])
+def test_sac_her_example_smoke(tmp_path, policy_hz):
     module = _load("sb3_sac_her_goal")
     budget = 4 * 150  # episodes end (HER samples finished episodes only) before the learning starts at 4 x 100
     results = module.main(
         ["--timesteps", str(budget), "--n-envs", "4", "--batch-size", "32", "--learning-starts", "400",
-         "--gradient-steps", "1", "--buffer-size", "2000", "--eval-episodes", "4", "--out", str(tmp_path)]
+         "--gradient-steps", "1", "--buffer-size", "2000", "--eval-episodes", "4", "--policy-hz", policy_hz,
+         "--out", str(tmp_path)]
     )  # fmt: skip
     _check(results, budget)
+    assert results["args"]["policy_hz"] == float(policy_hz)
     assert 0.0 <= results["after"]["landed_rate"] <= 1.0
     # the paired change is after minus before, pair by pair (the same 4 (serve, goal) pairs)
     for key in ("landed", "success_30cm", "success_20cm"):
