@@ -136,8 +136,9 @@ def test_cpu_is_deterministic_across_threads(monkeypatch):
 @pytest.mark.parametrize("weighted", [False, True])
 def test_cpu_small_plane_flat_path(hw, C, dtype, weighted):
     """Planes of P <= 16 pixels with adjacent channels run as one flat run per sample (lanes of lcm(P, 8), a tail
-    when C * P is not a multiple of it; fp32 with P dividing 16 in 16 register lanes): equal to the reference, map
-    included, and exactly 0 on identical inputs."""
+    when C * P is not a multiple of it; fp32 with P dividing 16 in 16 register lanes, other fp32 planes two 8-lane
+    chunks at a time in registers, with no full run at all for C = 1 and 7): equal to the reference, map included, and
+    exactly 0 on identical inputs."""
     shape = (3, C, *hw)
     fx, fy = make_features(shape, dtype, "contiguous", 5), make_features(shape, dtype, "contiguous", 6)
     w = torch.rand(C, generator=torch.Generator().manual_seed(C)) * 2 if weighted else None
