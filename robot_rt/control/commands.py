@@ -264,6 +264,7 @@ def _run_loop(args, loop, driver, console, log_path) -> int:
     finally:
         try:
             with signals.shielded():  # (a second signal from here on is held until the run is reported)
+                loop.request_stop()  # the end-of-run stop begins before the print and the monitor's stop below
                 if ended_by in ("interrupted", "terminated"):
                     console.print(f"{ended_by}: stopping the loop (controlled stop)")
                 if monitor is not None:
