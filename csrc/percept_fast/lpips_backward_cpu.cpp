@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <limits>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include "lpips_cpu_lanes.h"
@@ -173,9 +174,22 @@ void bwd_sample_flat(const BwdArgs<T, Acc>& a, int64_t b, const Acc* wexp) {
       }
     }
   };
-  int64_t j0 = 0;
-  for (; j0 + L <= n; j0 += L) sums(j0, L);
-  sums(j0, n - j0);  // the tail starts at a multiple of L: lane j is still pixel j % P
+  bool summed = false;
+#if defined(__AVX2__) && defined(__FMA__)
+  // fp32 planes not dividing 16 (3x3 taps): the forward's register chunks (the same bits); on 4x4 planes (128 lanes,
+  // eight passes over a sample beyond L1) they gained nothing
+  if constexpr (std::is_same_v<T, float> && std::is_same_v<Acc, float>) {
+    if (16 % P != 0) {
+      flat_lane_sums_f32<kWeighted>(xs, ys, wexp, n, L, lxx, lyy, lwxx, lwyy, lwxy);
+      summed = true;
+    }
+  }
+#endif
+  if (!summed) {
+    int64_t j0 = 0;
+    for (; j0 + L <= n; j0 += L) sums(j0, L);
+    sums(j0, n - j0);  // the tail starts at a multiple of L: lane j is still pixel j % P
+  }
   // per pixel: the five sums, then the coefficients, spread back over the lanes
   alignas(64) Acc cxx[kFlatLanes], cxy[kFlatLanes], cyy[kFlatLanes], ckx[kFlatLanes], cky[kFlatLanes];
   for (int64_t p = 0; p < P; ++p) {

@@ -407,47 +407,10 @@ double lpips_sample_flat16_f32(const View4<float>& x, const View4<float>& y, con
 template <bool kWeighted>
 double lpips_sample_flat_chunks_f32(const View4<float>& x, const View4<float>& y, const float* wexp, float eps,
                                     int mode, int64_t b, float* map_row, std::atomic<int>& flags) {
-  const int64_t P = x.size[2] * x.size[3], n = x.size[1] * P;
-  const int64_t L = flat_lane_count(P), runs = n / L;
-  const float* xs = x.data + b * x.stride[0];
-  const float* ys = y.data + b * y.stride[0];
+  const int64_t P = x.size[2] * x.size[3], n = x.size[1] * P, L = flat_lane_count(P);
   alignas(32) float axx[kFlatLanes], ayy[kFlatLanes], awxx[kFlatLanes], awyy[kFlatLanes], awxy[kFlatLanes];
-  const auto chunks = [&](auto count_tag, int64_t k) {
-    constexpr int H = decltype(count_tag)::value;
-    __m256 sxx[H], syy[H], swxx[H], swyy[H], swxy[H];
-    for (int h = 0; h < H; ++h) sxx[h] = syy[h] = swxx[h] = swyy[h] = swxy[h] = _mm256_setzero_ps();
-    for (int64_t j = k; j < runs * L; j += L) {
-      for (int h = 0; h < H; ++h) {
-        const __m256 xv = _mm256_loadu_ps(xs + j + 8 * h), yv = _mm256_loadu_ps(ys + j + 8 * h);
-        sxx[h] = _mm256_fmadd_ps(xv, xv, sxx[h]);
-        syy[h] = _mm256_fmadd_ps(yv, yv, syy[h]);
-        if constexpr (kWeighted) {
-          const __m256 wc = _mm256_loadu_ps(wexp + j + 8 * h);
-          const __m256 wx = _mm256_mul_ps(wc, xv), wy = _mm256_mul_ps(wc, yv);
-          swxx[h] = _mm256_fmadd_ps(wx, xv, swxx[h]);
-          swyy[h] = _mm256_fmadd_ps(wy, yv, swyy[h]);
-          swxy[h] = _mm256_fmadd_ps(wx, yv, swxy[h]);
-        } else {
-          swxy[h] = _mm256_fmadd_ps(xv, yv, swxy[h]);
-        }
-      }
-    }
-    for (int h = 0; h < H; ++h) {
-      _mm256_store_ps(axx + k + 8 * h, sxx[h]);
-      _mm256_store_ps(ayy + k + 8 * h, syy[h]);
-      _mm256_store_ps(awxx + k + 8 * h, swxx[h]);
-      _mm256_store_ps(awyy + k + 8 * h, swyy[h]);
-      _mm256_store_ps(awxy + k + 8 * h, swxy[h]);
-    }
-  };
-  int64_t k = 0;
-  for (; k + 16 <= L; k += 16) chunks(std::integral_constant<int, 2>{}, k);
-  if (k < L) chunks(std::integral_constant<int, 1>{}, k);  // (L is a multiple of 8)
-  for (int64_t j = runs * L; j < n; ++j) {  // the tail starts at a multiple of L, so lane j - runs L is pixel j % P
-    const int64_t lane = j - runs * L;
-    add_to_sums<kWeighted>(xs[j], ys[j], kWeighted ? wexp[j] : 1.0f, axx[lane], ayy[lane], awxx[lane], awyy[lane],
-                           awxy[lane]);
-  }
+  flat_lane_sums_f32<kWeighted>(x.data + b * x.stride[0], y.data + b * y.stride[0], wexp, n, L, axx, ayy, awxx, awyy,
+                                awxy);
   return finish_lanes<kWeighted>(x, y, b, L, P, axx, ayy, awxx, awyy, awxy, eps, mode, map_row, flags);
 }
 

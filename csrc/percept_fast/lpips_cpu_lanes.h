@@ -3,8 +3,14 @@
 // weight, and software prefetch of short runs.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
 
 namespace percept_fast {
 
@@ -50,6 +56,64 @@ const Acc* expanded_channel_weight(const Acc* w, int64_t C, int64_t P) {
     for (int64_t p = 0; p < P; ++p) buffer[static_cast<size_t>(c * P + p)] = w[c];
   return buffer.data();
 }
+
+#if defined(__AVX2__) && defined(__FMA__)
+// The five lane sums of a flat fp32 run of n elements in L lanes (L a multiple of 8; lane j holds elements j, j + L,
+// ...; wexp the expanded weight, read only when kWeighted). The general loop keeps all L lanes' sums in memory (five
+// loads and five stores per eight elements); here two 8-lane chunks at a time walk every full run with their sums in
+// ten registers, then the tail (n % L elements) goes into the first lanes in order. Per lane the same fused
+// multiply-adds in the same order as that loop: the same bits. Unweighted, wxx and wyy stay 0 (as there).
+template <bool kWeighted>
+inline void flat_lane_sums_f32(const float* xs, const float* ys, const float* wexp, int64_t n, int64_t L, float* axx,
+                               float* ayy, float* awxx, float* awyy, float* awxy) {
+  const int64_t full = n / L * L;
+  const auto chunks = [&](auto count_tag, int64_t k) {
+    constexpr int H = decltype(count_tag)::value;
+    __m256 sxx[H], syy[H], swxx[H], swyy[H], swxy[H];
+    for (int h = 0; h < H; ++h) sxx[h] = syy[h] = swxx[h] = swyy[h] = swxy[h] = _mm256_setzero_ps();
+    for (int64_t j = k; j < full; j += L) {
+      for (int h = 0; h < H; ++h) {
+        const __m256 xv = _mm256_loadu_ps(xs + j + 8 * h), yv = _mm256_loadu_ps(ys + j + 8 * h);
+        sxx[h] = _mm256_fmadd_ps(xv, xv, sxx[h]);
+        syy[h] = _mm256_fmadd_ps(yv, yv, syy[h]);
+        if constexpr (kWeighted) {
+          const __m256 wc = _mm256_loadu_ps(wexp + j + 8 * h);
+          const __m256 wx = _mm256_mul_ps(wc, xv), wy = _mm256_mul_ps(wc, yv);
+          swxx[h] = _mm256_fmadd_ps(wx, xv, swxx[h]);
+          swyy[h] = _mm256_fmadd_ps(wy, yv, swyy[h]);
+          swxy[h] = _mm256_fmadd_ps(wx, yv, swxy[h]);
+        } else {
+          swxy[h] = _mm256_fmadd_ps(xv, yv, swxy[h]);
+        }
+      }
+    }
+    for (int h = 0; h < H; ++h) {
+      _mm256_storeu_ps(axx + k + 8 * h, sxx[h]);
+      _mm256_storeu_ps(ayy + k + 8 * h, syy[h]);
+      _mm256_storeu_ps(awxx + k + 8 * h, swxx[h]);
+      _mm256_storeu_ps(awyy + k + 8 * h, swyy[h]);
+      _mm256_storeu_ps(awxy + k + 8 * h, swxy[h]);
+    }
+  };
+  int64_t k = 0;
+  for (; k + 16 <= L; k += 16) chunks(std::integral_constant<int, 2>{}, k);
+  if (k < L) chunks(std::integral_constant<int, 1>{}, k);
+  for (int64_t j = full; j < n; ++j) {  // the tail starts at a multiple of L: lane j - full is still pixel j % P
+    const int64_t lane = j - full;
+    const float xv = xs[j], yv = ys[j];
+    axx[lane] = std::fma(xv, xv, axx[lane]);
+    ayy[lane] = std::fma(yv, yv, ayy[lane]);
+    if constexpr (kWeighted) {
+      const float wx = wexp[j] * xv, wy = wexp[j] * yv;
+      awxx[lane] = std::fma(wx, xv, awxx[lane]);
+      awyy[lane] = std::fma(wy, yv, awyy[lane]);
+      awxy[lane] = std::fma(wx, yv, awxy[lane]);
+    } else {
+      awxy[lane] = std::fma(xv, yv, awxy[lane]);
+    }
+  }
+}
+#endif
 
 // One prefetch (for reading) per cache line of the n elements from p, the last line included.
 template <typename T>
