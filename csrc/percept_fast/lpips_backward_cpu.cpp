@@ -161,17 +161,8 @@ void bwd_sample_flat(const BwdArgs<T, Acc>& a, int64_t b, const Acc* wexp) {
                   lwxy[kFlatLanes] = {};
   const auto sums = [&](int64_t j0, int64_t m) {
     for (int64_t j = 0; j < m; ++j) {
-      const Acc xv = Load<Acc, T>::get(xs + j0 + j), yv = Load<Acc, T>::get(ys + j0 + j);
-      lxx[j] = std::fma(xv, xv, lxx[j]);
-      lyy[j] = std::fma(yv, yv, lyy[j]);
-      if (kWeighted) {
-        const Acc wx = wexp[j0 + j] * xv;
-        lwxx[j] = std::fma(wx, xv, lwxx[j]);
-        lwyy[j] = std::fma(wexp[j0 + j] * yv, yv, lwyy[j]);
-        lwxy[j] = std::fma(wx, yv, lwxy[j]);
-      } else {
-        lwxy[j] = std::fma(xv, yv, lwxy[j]);
-      }
+      add_to_sums<kWeighted>(Load<Acc, T>::get(xs + j0 + j), Load<Acc, T>::get(ys + j0 + j),
+                             kWeighted ? wexp[j0 + j] : Acc(1), lxx[j], lyy[j], lwxx[j], lwyy[j], lwxy[j]);
     }
   };
   bool summed = false;

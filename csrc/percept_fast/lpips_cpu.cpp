@@ -30,23 +30,6 @@ constexpr int64_t kMinWorkPerThread = int64_t{1} << 18;
 // 2^15 gained nothing more.
 constexpr int64_t kMinFlatWorkPerThread = int64_t{1} << 16;
 
-// One element pair (x, y) of a channel with weight w added into the five running sums of its pixel (lane); w is
-// not read when unweighted (the plain sums of squares stand in for the weighted ones, lpips_kernel.h). Every CPU path
-// adds in this order, so x == y gives the same sums for x and y and d == 0 exactly.
-template <bool kWeighted, typename Acc>
-inline void add_to_sums(Acc xv, Acc yv, Acc w, Acc& xx, Acc& yy, Acc& wxx, Acc& wyy, Acc& wxy) {
-  xx = std::fma(xv, xv, xx);
-  yy = std::fma(yv, yv, yy);
-  if (kWeighted) {
-    const Acc wx = w * xv, wy = w * yv;
-    wxx = std::fma(wx, xv, wxx);
-    wyy = std::fma(wy, yv, wyy);
-    wxy = std::fma(wx, yv, wxy);
-  } else {
-    wxy = std::fma(xv, yv, wxy);
-  }
-}
-
 // Cold path: pixel p of sample b (its sum of squares was not finite) holds a NaN/Inf element.
 template <typename T>
 bool pixel_has_nonfinite(const View4<T>& v, int64_t b, int64_t p) {
@@ -368,18 +351,11 @@ double lpips_sample_flat16_f32(const View4<float>& x, const View4<float>& y, con
   int64_t j0 = 0;
   for (int64_t c = 0; j0 + 16 <= n; j0 += 16, c += step_channels) {
     for (int h = 0; h < 2; ++h) {
-      const __m256 xv = _mm256_loadu_ps(xs + j0 + 8 * h), yv = _mm256_loadu_ps(ys + j0 + 8 * h);
-      sxx[h] = _mm256_fmadd_ps(xv, xv, sxx[h]);
-      syy[h] = _mm256_fmadd_ps(yv, yv, syy[h]);
-      if (kWeighted) {
-        const __m256 wc = P >= 8 ? _mm256_set1_ps(wt[c + h * half_channel]) : _mm256_loadu_ps(wexp + j0 + 8 * h);
-        const __m256 wx = _mm256_mul_ps(wc, xv), wy = _mm256_mul_ps(wc, yv);
-        swxx[h] = _mm256_fmadd_ps(wx, xv, swxx[h]);
-        swyy[h] = _mm256_fmadd_ps(wy, yv, swyy[h]);
-        swxy[h] = _mm256_fmadd_ps(wx, yv, swxy[h]);
-      } else {
-        swxy[h] = _mm256_fmadd_ps(xv, yv, swxy[h]);
-      }
+      const __m256 wc = !kWeighted ? _mm256_setzero_ps()
+                        : P >= 8   ? _mm256_set1_ps(wt[c + h * half_channel])
+                                   : _mm256_loadu_ps(wexp + j0 + 8 * h);
+      add_to_sums_8<kWeighted>(_mm256_loadu_ps(xs + j0 + 8 * h), _mm256_loadu_ps(ys + j0 + 8 * h), wc, sxx[h], syy[h],
+                               swxx[h], swyy[h], swxy[h]);
     }
   }
   alignas(32) float axx[16], ayy[16], awxx[16], awyy[16], awxy[16];

@@ -14,6 +14,42 @@
 
 namespace percept_fast {
 
+// One element pair (x, y) of a channel with weight w added into the five running sums of its pixel (lane); w is
+// not read when unweighted (the plain sums of squares stand in for the weighted ones, lpips_kernel.h). Every CPU path
+// adds in this order, so x == y gives the same sums for x and y and d == 0 exactly.
+template <bool kWeighted, typename Acc>
+inline void add_to_sums(Acc xv, Acc yv, Acc w, Acc& xx, Acc& yy, Acc& wxx, Acc& wyy, Acc& wxy) {
+  xx = std::fma(xv, xv, xx);
+  yy = std::fma(yv, yv, yy);
+  if (kWeighted) {
+    const Acc wx = w * xv, wy = w * yv;
+    wxx = std::fma(wx, xv, wxx);
+    wyy = std::fma(wy, yv, wyy);
+    wxy = std::fma(wx, yv, wxy);
+  } else {
+    wxy = std::fma(xv, yv, wxy);
+  }
+}
+
+#if defined(__AVX2__) && defined(__FMA__)
+// add_to_sums on 8 lanes at once (fp32): the same fused multiply-adds per lane, so the same bits. wc is not read
+// when unweighted.
+template <bool kWeighted>
+inline void add_to_sums_8(__m256 xv, __m256 yv, __m256 wc, __m256& xx, __m256& yy, __m256& wxx, __m256& wyy,
+                          __m256& wxy) {
+  xx = _mm256_fmadd_ps(xv, xv, xx);
+  yy = _mm256_fmadd_ps(yv, yv, yy);
+  if constexpr (kWeighted) {
+    const __m256 wx = _mm256_mul_ps(wc, xv), wy = _mm256_mul_ps(wc, yv);
+    wxx = _mm256_fmadd_ps(wx, xv, wxx);
+    wyy = _mm256_fmadd_ps(wy, yv, wyy);
+    wxy = _mm256_fmadd_ps(wx, yv, wxy);
+  } else {
+    wxy = _mm256_fmadd_ps(xv, yv, wxy);
+  }
+}
+#endif
+
 // The five channel sums of one pixel (lpips_kernel.h: S_xx, S_yy, S_wxx, S_wyy, S_wxy).
 template <typename Acc>
 struct LaneSums {
@@ -73,18 +109,9 @@ inline void flat_lane_sums_f32(const float* xs, const float* ys, const float* we
     for (int h = 0; h < H; ++h) sxx[h] = syy[h] = swxx[h] = swyy[h] = swxy[h] = _mm256_setzero_ps();
     for (int64_t j = k; j < full; j += L) {
       for (int h = 0; h < H; ++h) {
-        const __m256 xv = _mm256_loadu_ps(xs + j + 8 * h), yv = _mm256_loadu_ps(ys + j + 8 * h);
-        sxx[h] = _mm256_fmadd_ps(xv, xv, sxx[h]);
-        syy[h] = _mm256_fmadd_ps(yv, yv, syy[h]);
-        if constexpr (kWeighted) {
-          const __m256 wc = _mm256_loadu_ps(wexp + j + 8 * h);
-          const __m256 wx = _mm256_mul_ps(wc, xv), wy = _mm256_mul_ps(wc, yv);
-          swxx[h] = _mm256_fmadd_ps(wx, xv, swxx[h]);
-          swyy[h] = _mm256_fmadd_ps(wy, yv, swyy[h]);
-          swxy[h] = _mm256_fmadd_ps(wx, yv, swxy[h]);
-        } else {
-          swxy[h] = _mm256_fmadd_ps(xv, yv, swxy[h]);
-        }
+        const __m256 wc = kWeighted ? _mm256_loadu_ps(wexp + j + 8 * h) : _mm256_setzero_ps();
+        add_to_sums_8<kWeighted>(_mm256_loadu_ps(xs + j + 8 * h), _mm256_loadu_ps(ys + j + 8 * h), wc, sxx[h], syy[h],
+                                 swxx[h], swyy[h], swxy[h]);
       }
     }
     for (int h = 0; h < H; ++h) {
@@ -100,17 +127,8 @@ inline void flat_lane_sums_f32(const float* xs, const float* ys, const float* we
   if (k < L) chunks(std::integral_constant<int, 1>{}, k);
   for (int64_t j = full; j < n; ++j) {  // the tail starts at a multiple of L: lane j - full is still pixel j % P
     const int64_t lane = j - full;
-    const float xv = xs[j], yv = ys[j];
-    axx[lane] = std::fma(xv, xv, axx[lane]);
-    ayy[lane] = std::fma(yv, yv, ayy[lane]);
-    if constexpr (kWeighted) {
-      const float wx = wexp[j] * xv, wy = wexp[j] * yv;
-      awxx[lane] = std::fma(wx, xv, awxx[lane]);
-      awyy[lane] = std::fma(wy, yv, awyy[lane]);
-      awxy[lane] = std::fma(wx, yv, awxy[lane]);
-    } else {
-      awxy[lane] = std::fma(xv, yv, awxy[lane]);
-    }
+    add_to_sums<kWeighted>(xs[j], ys[j], kWeighted ? wexp[j] : 1.0f, axx[lane], ayy[lane], awxx[lane], awyy[lane],
+                           awxy[lane]);
   }
 }
 #endif

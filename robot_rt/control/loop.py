@@ -618,11 +618,9 @@ class RealTimeLoop:
             signals.release()
 
     def _stop(self, policy_join_timeout_s: float, settle_timeout_s: float) -> None:
-        if self.running:
-            # the end-of-run stop starts now, not once a slow policy call has returned (waiting for it, no target came
-            # for longer than the command watchdog: the run ended in a watchdog stop); no policy target after this
-            self._runner.stop_event.set()
-            self._loop.request_shutdown()
+        # the end-of-run stop starts now, not once a slow policy call has returned (waiting for it, no target came for
+        # longer than the command watchdog: the run ended in a watchdog stop); no policy target after this
+        self.request_stop()
         if not self._runner.stop(policy_join_timeout_s):
             logger.warning(
                 "policy thread still inside the policy call after %.1f s (stalled); left behind",
