@@ -69,7 +69,7 @@ def test_sac_her_example_smoke(tmp_path, policy_hz):
     results = module.main(
         ["--timesteps", str(budget), "--n-envs", "4", "--batch-size", "32", "--learning-starts", "400",
          "--gradient-steps", "1", "--buffer-size", "2000", "--eval-episodes", "4", "--policy-hz", policy_hz,
-         "--out", str(tmp_path)]
+         "--level", "joint", "--out", str(tmp_path)]
     )  # fmt: skip
     _check(results, budget)
     assert results["args"]["policy_hz"] == float(policy_hz)
@@ -79,3 +79,20 @@ def test_sac_her_example_smoke(tmp_path, policy_hz):
         b, a = results["before"][f"{key}_per_episode"], results["after"][f"{key}_per_episode"]
         assert len(a) == len(b) == 4
         assert results["after_minus_before"][key] == pytest.approx((sum(a) - sum(b)) / 4)
+
+
+def test_sac_her_example_at_the_aim_level_smoke(tmp_path):
+    module = _load("sb3_sac_her_goal")
+    budget = 4 * 6  # one ball per step and env: 6 vector steps, learning from the 3rd
+    results = module.main(
+        ["--timesteps", str(budget), "--n-envs", "4", "--batch-size", "8", "--learning-starts", "8",
+         "--gradient-steps", "2", "--buffer-size", "200", "--eval-episodes", "4", "--out", str(tmp_path)]
+    )  # fmt: skip
+    _check(results, budget)
+    assert results["args"]["level"] == "aim" and results["args"]["learning_rate"] == 1e-3  # the level's defaults
+    for stage in ("zero_action", "before", "after"):
+        assert results[stage]["episodes"] == 4
+    for key in ("landed", "success_30cm", "success_20cm"):
+        z, a = results["zero_action"][f"{key}_per_episode"], results["after"][f"{key}_per_episode"]
+        assert results["after_minus_zero_action"][key] == pytest.approx((sum(a) - sum(z)) / 4)
+    assert (tmp_path / "results.json").exists() and (tmp_path / "model.zip").exists()

@@ -1,6 +1,7 @@
 """Gymnasium table-tennis environments and the human behaviour model.
 
-Importing this module registers `robot_rt/TableTennis-v0` and `robot_rt/TableTennisGoal-v0`.
+Importing this module registers `robot_rt/TableTennis-v0`, `robot_rt/TableTennisGoal-v0` and
+`robot_rt/TableTennisAimGoal-v0` (one decision per ball: the scripted hitter's aim, `robot_rt.envs.aim`).
 """
 
 import gymnasium as gym
@@ -35,3 +36,11 @@ for _env_id, _entry, _vector_entry, _steps in (
             vector_entry_point=f"robot_rt.envs.vector:{_vector_entry}",  # one native call steps all worlds
             max_episode_steps=_steps,
         )
+
+if "robot_rt/TableTennisAimGoal-v0" not in gym.registry:
+    gym.register(
+        id="robot_rt/TableTennisAimGoal-v0",
+        entry_point="robot_rt.envs.aim:TableTennisAimGoalEnv",
+        vector_entry_point="robot_rt.envs.aim:TableTennisAimGoalVectorEnv",
+        max_episode_steps=1,  # one ball, one decision
+    )
