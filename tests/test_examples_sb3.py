@@ -2,6 +2,7 @@
 the policy's parameters move. The 10-minute quality figures are in docs/learning.md, not asserted here."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -96,3 +97,15 @@ def test_sac_her_example_at_the_aim_level_smoke(tmp_path):
         z, a = results["zero_action"][f"{key}_per_episode"], results["after"][f"{key}_per_episode"]
         assert results["after_minus_zero_action"][key] == pytest.approx((sum(a) - sum(z)) / 4)
     assert (tmp_path / "results.json").exists() and (tmp_path / "model.zip").exists()
+    # the seeds' summary (tools/sb3_sac_her_report.py) reads the same per-pair figures back
+    spec = importlib.util.spec_from_file_location("report", EXAMPLES.parent / "tools" / "sb3_sac_her_report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    assert report.main([str(tmp_path), "--out", str(tmp_path / "summary")]) == 0
+    summary = json.loads((tmp_path / "summary" / "summary.json").read_text())
+    row = summary["runs"][tmp_path.name]
+    assert row["after"]["success_30cm"]["rate"] == results["after"]["success_30cm"]
+    assert row["after_minus_zero_action"]["landed"]["mean"] == pytest.approx(
+        results["after_minus_zero_action"]["landed"]
+    )
+    assert (tmp_path / "summary" / "success_30cm.png").stat().st_size > 1000
