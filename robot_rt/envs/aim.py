@@ -36,7 +36,7 @@ from gymnasium.vector.utils import batch_space
 from .core import OUTCOME_NAMES
 from .goals import NOT_LANDED, achieved_goal_space, achieved_goals, check_success_radius, goal_reward, goal_space
 from .scripted import BatchedScriptedPolicy, ScriptedParams
-from .vector import TableTennisGoalVectorEnv
+from .vector import TableTennisGoalVectorEnv, reset_mask
 
 AIM_FEATURES = (
     "plan_x_m",
@@ -142,14 +142,9 @@ class TableTennisAimGoalVectorEnv(VectorEnv):
     # ------------------------------------------------------------------------------------------- gym API
     def reset(self, *, seed: int | list | None = None, options: dict[str, Any] | None = None):
         n = self.num_envs
-        mask = np.ones(n, dtype=bool)
-        if options is not None and "reset_mask" in options:
-            mask = np.asarray(options["reset_mask"])
-            if mask.shape != (n,) or mask.dtype != np.bool_:
-                raise ValueError(f"options['reset_mask']: expected a bool array of shape ({n},), got {mask.shape}")
-            if not mask.all():
-                # every episode is one step: all environments end together, so they restart together
-                raise ValueError("options['reset_mask']: the aim env restarts every environment together")
+        if not reset_mask(options, n).all():
+            # every episode is one step: all environments end together, so they restart together
+            raise ValueError("options['reset_mask']: the aim env restarts every environment together")
         super().reset(seed=int(seed) if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) else None)
         self._inner_obs, _ = self.env.reset(seed=seed)
         self.scripted.reset()

@@ -25,6 +25,18 @@ _OUTCOME_STR = np.array([OUTCOME_NAMES[k] for k in sorted(OUTCOME_NAMES)], dtype
 _EVENTS = ("hit", "landed", "limit", "new_ball")
 
 
+def reset_mask(options: dict[str, Any] | None, num_envs: int) -> np.ndarray:
+    """`options['reset_mask']` checked (a bool array [num_envs] with a True entry), or all True without one."""
+    if options is None or "reset_mask" not in options:
+        return np.ones(num_envs, dtype=bool)
+    mask = np.asarray(options["reset_mask"])
+    if mask.shape != (num_envs,) or mask.dtype != np.bool_:
+        raise ValueError(f"options['reset_mask']: expected a bool array of shape ({num_envs},), got {mask.shape}")
+    if not mask.any():
+        raise ValueError("options['reset_mask']: expected at least one True entry")
+    return mask
+
+
 class TableTennisVectorEnv(VectorEnv):
     """`num_envs` cooperative-rally environments stepped together (see docs/envs.md, `robot_rt.envs.vector`)."""
 
@@ -102,15 +114,9 @@ class TableTennisVectorEnv(VectorEnv):
             seeds = list(seed)
             if len(seeds) != n:
                 raise ValueError(f"seed: expected an int, None or a list of {n} seeds, got {len(seeds)} seeds")
-        mask = np.ones(n, dtype=bool)
-        if options is not None and "reset_mask" in options:
-            mask = np.asarray(options["reset_mask"])
-            if mask.shape != (n,) or mask.dtype != np.bool_:
-                raise ValueError(f"options['reset_mask']: expected a bool array of shape ({n},), got {mask.shape}")
-            if not mask.any():
-                raise ValueError("options['reset_mask']: expected at least one True entry")
-            if self._needs_reset and not mask.all():
-                raise ValueError("options['reset_mask']: the first reset must reset every environment")
+        mask = reset_mask(options, n)
+        if self._needs_reset and not mask.all():
+            raise ValueError("options['reset_mask']: the first reset must reset every environment")
         idx = np.nonzero(mask)[0]
         for i in idx:
             if seeds[i] is not None:
