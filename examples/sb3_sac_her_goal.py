@@ -44,7 +44,14 @@ from robot_rt.learning.stats import bootstrap_ci, wilson_interval
 
 # per-level defaults of the options left unset (the aim level's from a 4-minute screen, docs/learning.md)
 LEVEL_DEFAULTS = {
-    "joint": {"n_envs": 16, "gradient_steps": 2, "learning_starts": 2000, "learning_rate": 3e-4},
+    "joint": {
+        "n_envs": 16,
+        "gradient_steps": 2,
+        "learning_starts": 2000,
+        "learning_rate": 3e-4,
+        "residual_scale": 0.2,
+        "policy_hz": 100.0,
+    },
     "aim": {"n_envs": 128, "gradient_steps": 32, "learning_starts": 1024, "learning_rate": 1e-3},
 }
 
@@ -155,7 +162,7 @@ def main(argv=None) -> dict:
     )
     p.add_argument("--learning-starts", type=int, default=None, help="default: 2000 (joint), 1024 (aim)")
     p.add_argument("--buffer-size", type=int, default=300_000)
-    p.add_argument("--residual-scale", type=float, default=0.2, help="0: learn from scratch")
+    p.add_argument("--residual-scale", type=float, default=None, help="joint level: 0.2 (default); 0: from scratch")
     p.add_argument("--learning-rate", type=float, default=None, help="default: 3e-4 (joint), 1e-3 (aim)")
     p.add_argument("--ent-coef", default="auto", help="SAC's entropy coefficient: 'auto', 'auto_<init>' or a number")
     p.add_argument(
@@ -171,9 +178,9 @@ def main(argv=None) -> dict:
     p.add_argument(
         "--policy-hz",
         type=float,
-        default=100.0,
-        help="the env's policy rate (WorldConfig.policy_hz; 1000 / it a whole number): fewer decisions per serve "
-        "shorten what the critic must bootstrap over to the one sparse reward at the landing",
+        default=None,
+        help="joint level: the env's policy rate (WorldConfig.policy_hz, default 100; 1000 / it a whole number): "
+        "fewer decisions per serve shorten what the critic must bootstrap over to the one sparse reward at the landing",
     )
     p.add_argument(
         "--level",
@@ -186,12 +193,16 @@ def main(argv=None) -> dict:
     p.add_argument(
         "--her-strategy", default="future", choices=["future", "final", "episode"], help="HER's goal selection"
     )
-    p.add_argument("--no-ball-state", action="store_true")
+    p.add_argument("--no-ball-state", action="store_true", help="joint level: the raw observation only")
     p.add_argument("--eval-episodes", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--torch-threads", type=int, default=1)
     p.add_argument("--out", default="runs/sb3_sac_her")
     args = p.parse_args(argv)
+    if args.level == "aim":
+        for name in ("residual_scale", "policy_hz", "no_ball_state"):
+            if getattr(args, name) is not None and getattr(args, name) is not False:  # 0.0 == False: not `in`
+                p.error(f"--{name.replace('_', '-')}: an option of --level joint, not of --level aim")
     for name, value in LEVEL_DEFAULTS[args.level].items():
         if getattr(args, name) is None:
             setattr(args, name, value)

@@ -97,6 +97,9 @@ def test_sac_her_example_at_the_aim_level_smoke(tmp_path):
         z, a = results["zero_action"][f"{key}_per_episode"], results["after"][f"{key}_per_episode"]
         assert results["after_minus_zero_action"][key] == pytest.approx((sum(a) - sum(z)) / 4)
     assert (tmp_path / "results.json").exists() and (tmp_path / "model.zip").exists()
+    for joint_only in (["--residual-scale", "0"], ["--policy-hz", "50"], ["--no-ball-state"]):
+        with pytest.raises(SystemExit):  # options of the joint level are refused at the aim level, not ignored
+            module.main([*joint_only, "--out", str(tmp_path)])
     # the seeds' summary (tools/sb3_sac_her_report.py) reads the same per-pair figures back
     spec = importlib.util.spec_from_file_location("report", EXAMPLES.parent / "tools" / "sb3_sac_her_report.py")
     report = importlib.util.module_from_spec(spec)
