@@ -18,8 +18,11 @@ __all__ = [
     "Captured",
     "Excursion",
     "Replayer",
+    "REFUSAL_COUNTERS",
     "can_spoof",
+    "classified_stats",
     "flood",
+    "refused_total",
     "info",
     "live_hold_run",
     "record_session",
@@ -230,6 +233,31 @@ class Excursion:
         self._thread.join()
 
 
+# the robot server's counters of datagrams it read and refused (plus the per-reason dict `rx_rejected`)
+REFUSAL_COUNTERS = ("rx_unexpected_session", "rx_unexpected_source", "hellos_refused", "rx_duplicate", "rx_stale")
+
+
+def refused_total(stats: dict) -> int:
+    """Datagrams a robot server refused since it started: other sessions, strangers, bad tags, refused hellos,
+    duplicates, stale ones."""
+    return sum(stats[k] for k in REFUSAL_COUNTERS) + sum(stats["rx_rejected"].values())
+
+
+def classified_stats(robot_server, tries: int = 500) -> dict:
+    """The robot server's stats read at a moment when every datagram it has read is accepted or refused under a
+    reason (rx_datagrams == rx_accepted + refused_total). The counters are separate atomics read one after another,
+    so a read while the server thread handles a datagram can hold it in rx_datagrams and not yet under its outcome:
+    with a live controller streaming, a check of the accounting must not depend on that. Retries up to `tries`
+    times (~0.2 ms apart) and returns the last read if none was: a datagram that is never classified is then visible
+    to the caller's check, as it should be."""
+    for _ in range(tries):
+        stats = robot_server.stats()
+        if stats["rx_datagrams"] == stats["rx_accepted"] + refused_total(stats):
+            return stats
+        time.sleep(0.0002)
+    return stats
+
+
 def wait_at_rest(server, timeout_s: float = 5.0, still_s: float = 0.2) -> None:
     """Returns once the SimServer's joints have not changed at all (bit-exact) for `still_s`: any later change
     is motion. RuntimeError after `timeout_s`."""
@@ -306,7 +334,7 @@ def live_hold_run(server, key: bytes, attack, log_path, seconds: float = 1.5, ra
         applied0 = server.robot_server.stats()["commands_applied"]
         time.sleep(seconds)  # the same window length without an attack: the live controller's own rate
         out["link_before"] = driver.stats()
-        out["before"] = server.robot_server.stats()
+        out["before"] = classified_stats(server.robot_server)
         out["applied_before"] = out["before"]["commands_applied"] - applied0
         t0 = time.monotonic()
         with Excursion(server) as excursion:
@@ -314,7 +342,7 @@ def live_hold_run(server, key: bytes, attack, log_path, seconds: float = 1.5, ra
             time.sleep(max(0.2, seconds - (time.monotonic() - t0)))
         out["attack_s"] = time.monotonic() - t0
         out["excursion_m"] = excursion.max_m
-        out["after"] = server.robot_server.stats()
+        out["after"] = classified_stats(server.robot_server)
         out["link"] = driver.stats()
     finally:
         monitor.stop()
