@@ -427,18 +427,8 @@ double lpips_tile_channels_last_f32(const View4<float>& x, const View4<float>& y
         const float* xp = x.data + b * x.stride[0] + h * x.stride[2] + w * x.stride[3];
         const float* yp = y.data + b * y.stride[0] + h * y.stride[2] + w * y.stride[3];
         for (int64_t c = 0; c < C; c += 8) {
-          const __m256 xv = _mm256_loadu_ps(xp + c), yv = _mm256_loadu_ps(yp + c);
-          sxx = _mm256_fmadd_ps(xv, xv, sxx);
-          syy = _mm256_fmadd_ps(yv, yv, syy);
-          if (kWeighted) {
-            const __m256 wv = _mm256_loadu_ps(wt + c);
-            const __m256 wx = _mm256_mul_ps(wv, xv), wy = _mm256_mul_ps(wv, yv);
-            swxx = _mm256_fmadd_ps(wx, xv, swxx);
-            swyy = _mm256_fmadd_ps(wy, yv, swyy);
-            swxy = _mm256_fmadd_ps(wx, yv, swxy);
-          } else {
-            swxy = _mm256_fmadd_ps(xv, yv, swxy);
-          }
+          const __m256 wv = kWeighted ? _mm256_loadu_ps(wt + c) : _mm256_setzero_ps();  // (wt is null unweighted)
+          add_to_sums_8<kWeighted>(_mm256_loadu_ps(xp + c), _mm256_loadu_ps(yp + c), wv, sxx, syy, swxx, swyy, swxy);
         }
       }
       _mm256_store_ps(lanes[0] + 8 * k, sxx);
