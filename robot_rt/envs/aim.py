@@ -36,7 +36,7 @@ from gymnasium.vector.utils import batch_space
 from .core import OUTCOME_NAMES
 from .goals import NOT_LANDED, achieved_goal_space, achieved_goals, check_success_radius, goal_reward, goal_space
 from .scripted import BatchedScriptedPolicy, ScriptedParams
-from .vector import TableTennisGoalVectorEnv, reset_mask
+from .vector import TableTennisGoalVectorEnv, checked_actions, reset_mask
 
 AIM_FEATURES = (
     "plan_x_m",
@@ -158,11 +158,7 @@ class TableTennisAimGoalVectorEnv(VectorEnv):
     def step(self, actions):
         if self._needs_reset:
             raise gym.error.ResetNeeded("Cannot call step() before reset()")
-        a = np.asarray(actions, dtype=np.float64)
-        if a.shape != self.action_space.shape:
-            raise ValueError(f"actions: expected shape {self.action_space.shape}, got {a.shape}")
-        if not np.isfinite(a).all():
-            raise ValueError("actions: contains NaN or Inf")
+        a = checked_actions(actions, self.action_space.shape)
         n = self.num_envs
         if self._autoreset.all():  # gymnasium's next-step autoreset: this step starts the next episodes
             obs, info = self.reset()

@@ -33,6 +33,8 @@ from gymnasium.vector import VectorWrapper
 
 from robot_rt.robot import RobotDescription, load_robot
 
+from .vector import checked_actions
+
 
 def jerk_limited_velocity(v, a, command, acceleration_limit, jerk_limit, dt: float) -> tuple[np.ndarray, np.ndarray]:
     """One step of the law above: (v1, a1) from the velocity v, the acceleration a and the requested velocity
@@ -216,11 +218,7 @@ class JerkLimitedActionsVector(VectorWrapper):
         return obs, info
 
     def step(self, actions):
-        a = np.asarray(actions, dtype=np.float64)
-        if a.shape != self.action_space.shape:
-            raise ValueError(f"actions: expected shape {self.action_space.shape}, got {a.shape}")
-        if not np.isfinite(a).all():
-            raise ValueError("actions: contains NaN or Inf")
+        a = checked_actions(actions, self.action_space.shape)
         v_max = self.robot.velocity_limit
         if self._autoreset.any():
             self.limiter.reset(self._autoreset)

@@ -37,6 +37,16 @@ def reset_mask(options: dict[str, Any] | None, num_envs: int) -> np.ndarray:
     return mask
 
 
+def checked_actions(actions, shape: tuple) -> np.ndarray:
+    """`actions` as float64, checked before anything steps: the batch's shape, and no NaN or Inf."""
+    a = np.asarray(actions, dtype=np.float64)
+    if a.shape != shape:
+        raise ValueError(f"actions: expected shape {shape}, got {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError("actions: contains NaN or Inf")
+    return a
+
+
 class TableTennisVectorEnv(VectorEnv):
     """`num_envs` cooperative-rally environments stepped together (see docs/envs.md, `robot_rt.envs.vector`)."""
 
@@ -141,11 +151,7 @@ class TableTennisVectorEnv(VectorEnv):
     def step(self, actions):
         if self._needs_reset:
             raise gym.error.ResetNeeded("Cannot call step() before reset()")
-        a = np.asarray(actions, dtype=np.float64)
-        if a.shape != self.action_space.shape:
-            raise ValueError(f"actions: expected shape {self.action_space.shape}, got {a.shape}")
-        if not np.isfinite(a).all():
-            raise ValueError("actions: contains NaN or Inf")
+        a = checked_actions(actions, self.action_space.shape)
         # clip to [-1, 1] and scale to joint velocities exactly as the single env's joint_velocities (np.clip's
         # values, into a buffer that world.step only reads)
         np.maximum(a, -1.0, out=self._actions)

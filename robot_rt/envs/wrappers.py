@@ -14,6 +14,8 @@ from gymnasium import spaces
 from gymnasium.vector import VectorWrapper
 from gymnasium.vector.utils import batch_space
 
+from .vector import checked_actions
+
 # the ball values of robot_rt.envs.features.FEATURE_NAMES: ball_x .. ball_valid, cross_dt .. cross_found
 BALL_FEATURE_NAMES = (
     "ball_x",
@@ -232,11 +234,7 @@ class ResidualScriptedVector(_EpisodeTracking, VectorWrapper):
         return obs, info
 
     def step(self, actions):
-        a = np.asarray(actions, dtype=np.float64)
-        if a.shape != self.action_space.shape:
-            raise ValueError(f"actions: expected shape {self.action_space.shape}, got {a.shape}")
-        if not np.isfinite(a).all():
-            raise ValueError("actions: contains NaN or Inf")
+        a = checked_actions(actions, self.action_space.shape)
         env_action = self._combine(self.scripted_actions(), a)
         obs, reward, terminated, truncated, info = self.env.step(env_action)
         started = self._track_step(terminated, truncated)
