@@ -831,3 +831,33 @@ def test_a_policy_that_finishes_ends_the_run_cleanly():
     wait_until(lambda: rs.stats()["goodbyes"] >= 1, what="the run's goodbye")
     assert rs.stats()["goodbye_stops"] == 0 and not rs.stats()["resync_required"]
     server.stop()
+
+
+def test_the_recording_proxy_stamps_a_datagram_with_its_arrival_not_with_when_its_thread_read_it():
+    """The stateful control hunt checks 'nothing is sent while no loop runs' against these stamps: a proxy thread the
+    loaded machine kept waiting (CI, 2 cores) stamped a datagram sent before a loop's stop() returned 44 ms after it,
+    a violation that was not one. The proxy's thread is held here (its fault lock) while a datagram arrives."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    proxy = FaultProxy(server.getsockname(), record=True).start()
+    try:
+        if not proxy.kernel_stamps:
+            pytest.skip("no kernel receive stamps (SO_TIMESTAMPNS) on this platform")
+        with proxy._lock:  # the proxy's thread stops in its fault step of the first datagram, before reading the next
+            client.sendto(b"first", ("127.0.0.1", proxy.port))
+            wait_until(lambda: len(proxy.captured) == 1, timeout_s=5.0)
+            sent_s = time.monotonic()
+            client.sendto(b"second", ("127.0.0.1", proxy.port))
+            time.sleep(0.2)
+        wait_until(lambda: len(proxy.captured) == 2, timeout_s=5.0)
+        second = proxy.captured[1]
+        assert second.data == b"second" and second.direction == "up"
+        assert sent_s <= second.t_s + 1e-4  # (the two clocks agree to well under 0.1 ms)
+        assert second.t_s < sent_s + 0.05, f"stamped {second.t_s - sent_s:.3f} s after it was sent"
+        server.settimeout(5.0)
+        assert server.recvfrom(64)[0] == b"first" and server.recvfrom(64)[0] == b"second"  # (still forwarded)
+    finally:
+        proxy.stop()
+        client.close()
+        server.close()

@@ -6,15 +6,26 @@ Design notes: docs/sim.md, section `robot_rt.sim.udp_proxy`.
 from __future__ import annotations
 
 import heapq
+import platform
 import random
 import selectors
 import socket
+import struct
+import sys
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 from robot_rt.control.background import BackgroundThread
+
+_GENERIC_SOCKET_ABI = ("x86_64", "i686", "aarch64", "armv7l", "riscv64")
+_STAMP_SPACE = socket.CMSG_SPACE(16)  # one struct timespec
+# Python names no SO_TIMESTAMPNS; it is 35 in Linux's asm-generic socket.h (x86, arm, riscv); elsewhere the proxy
+# stamps a datagram when its thread reads it
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", None)
+if _SO_TIMESTAMPNS is None and sys.platform.startswith("linux") and platform.machine() in _GENERIC_SOCKET_ABI:
+    _SO_TIMESTAMPNS = 35
 
 
 @dataclass
@@ -40,7 +51,9 @@ class Faults:
 
 @dataclass(frozen=True)
 class Captured:
-    """One datagram as the proxy received it: time.monotonic() seconds, 'up' (client -> server) or 'down'."""
+    """One datagram as the proxy received it: when it arrived at the proxy's socket (the kernel's receive stamp, on
+    time.monotonic()'s clock, in seconds; not when the proxy's thread got round to reading it, which a loaded machine
+    can delay by tens of milliseconds), 'up' (client -> server) or 'down', and its bytes."""
 
     t_s: float
     direction: str
@@ -68,6 +81,14 @@ class FaultProxy:
         self._back.bind((host, 0))
         for s in (self._front, self._back):
             s.setblocking(False)
+        # the kernel stamps each datagram as it arrives (CLOCK_REALTIME): a captured datagram's time is its arrival
+        self.kernel_stamps = _SO_TIMESTAMPNS is not None
+        try:
+            for s in (self._front, self._back):
+                if self.kernel_stamps:
+                    s.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        except OSError:
+            self.kernel_stamps = False
         self.port = self._front.getsockname()[1]
         self.upstream_address = self._back.getsockname()  # the source address the server sees
         self.client: tuple[str, int] | None = None
@@ -119,6 +140,21 @@ class FaultProxy:
         self.stop()
 
     # -------------------------------------------------------------- internals
+    def _receive(self, sock: socket.socket) -> tuple[bytes, tuple, float]:
+        """(data, source address, arrival time on time.monotonic()'s clock) of one datagram."""
+        if not self.kernel_stamps:
+            data, addr = sock.recvfrom(2048)
+            return data, addr, time.monotonic()
+        data, ancillary, _flags, addr = sock.recvmsg(2048, _STAMP_SPACE)
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(payload) >= 16:
+                seconds, nanoseconds = struct.unpack_from("qq", payload)
+                now_ns = time.monotonic_ns()
+                realtime_minus_monotonic_ns = time.time_ns() - now_ns
+                arrived_ns = seconds * 1_000_000_000 + nanoseconds - realtime_minus_monotonic_ns
+                return data, addr, min(arrived_ns, now_ns) * 1e-9  # (never later than now: a slewed wall clock)
+        return data, addr, time.monotonic()
+
     def _schedule(self, due: float, direction: str, data: bytes) -> None:
         self._counter += 1
         heapq.heappush(self._queue, (due, self._counter, direction, data))
@@ -191,7 +227,7 @@ class FaultProxy:
                     sock, direction = key.fileobj, key.data
                     for _ in range(64):
                         try:
-                            data, addr = sock.recvfrom(2048)
+                            data, addr, arrived = self._receive(sock)
                         except (BlockingIOError, InterruptedError):
                             break
                         except OSError:  # ICMP port unreachable reported on the socket
@@ -200,9 +236,8 @@ class FaultProxy:
                             self.client = addr
                         elif addr != self.server:
                             continue
-                        now = time.monotonic()
                         if self.record:
-                            self.captured.append(Captured(now, direction, data))
-                        self._inject(direction, data, now)
+                            self.captured.append(Captured(arrived, direction, data))
+                        self._inject(direction, data, time.monotonic())
         finally:
             sel.close()
