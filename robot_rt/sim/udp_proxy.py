@@ -81,14 +81,15 @@ class FaultProxy:
         self._back.bind((host, 0))
         for s in (self._front, self._back):
             s.setblocking(False)
-        # the kernel stamps each datagram as it arrives (CLOCK_REALTIME): a captured datagram's time is its arrival
-        self.kernel_stamps = _SO_TIMESTAMPNS is not None
-        try:
-            for s in (self._front, self._back):
-                if self.kernel_stamps:
+        # recording: the kernel stamps each datagram as it arrives (CLOCK_REALTIME), a captured datagram's time is its
+        # arrival (a proxy that records nothing reads plainly: no ancillary data per datagram)
+        self.kernel_stamps = self.record and _SO_TIMESTAMPNS is not None
+        if self.kernel_stamps:
+            try:
+                for s in (self._front, self._back):
                     s.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-        except OSError:
-            self.kernel_stamps = False
+            except OSError:
+                self.kernel_stamps = False
         self.port = self._front.getsockname()[1]
         self.upstream_address = self._back.getsockname()  # the source address the server sees
         self.client: tuple[str, int] | None = None
@@ -141,7 +142,8 @@ class FaultProxy:
 
     # -------------------------------------------------------------- internals
     def _receive(self, sock: socket.socket) -> tuple[bytes, tuple, float]:
-        """(data, source address, arrival time on time.monotonic()'s clock) of one datagram."""
+        """(data, source address, arrival time on time.monotonic()'s clock) of one datagram (the time it was read
+        where the kernel gives no stamp)."""
         if not self.kernel_stamps:
             data, addr = sock.recvfrom(2048)
             return data, addr, time.monotonic()
