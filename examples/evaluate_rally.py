@@ -33,9 +33,10 @@ def make_policy(spec: str, num_envs: int):
     the default human model), 'scripted-rally-landing' (that preset steered by the learned landing model,
     robot_rt.envs.landing_model.rally_policy), 'scripted-rally-shot' (that preset aiming where the shot model expects
     the human to answer most often, robot_rt.envs.shot_model.rally_shot_policy), 'scripted-rally-shot-ukf' (the same
-    with its contacts planned from the UKF ball tracker and the shot model fitted with it), or the path of an
-    exported RUN/policy.pt (PPO, BGS) or of a distilled policy (robot_rt.learning.distill,
-    tools/distill_rally_policy.py)."""
+    with its contacts planned from the UKF ball tracker and the shot model fitted with it), the path of a shot model
+    file (FILE.json from tools/fit_shot_model.py: the scripted policy with the parameters the model was fitted with,
+    aiming by it), or the path of an exported RUN/policy.pt (PPO, BGS) or of a distilled policy
+    (robot_rt.learning.distill, tools/distill_rally_policy.py)."""
     if spec == "scripted-rally-landing":
         from robot_rt.envs.landing_model import rally_policy
 
@@ -44,6 +45,10 @@ def make_policy(spec: str, num_envs: int):
         from robot_rt.envs.shot_model import rally_shot_policy
 
         return rally_shot_policy(num_envs, tracker="ukf" if spec.endswith("-ukf") else "fit")
+    if spec.endswith(".json"):
+        from robot_rt.envs.shot_model import shot_model_policy
+
+        return shot_model_policy(num_envs, spec)
     if spec in ("scripted", "scripted-rally"):
         from robot_rt.envs.scripted import BatchedScriptedPolicy, ScriptedParams
 

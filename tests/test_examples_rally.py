@@ -150,3 +150,36 @@ def test_evaluation_plays_the_shot_policy_and_a_distilled_file_and_reports_no_la
     argv = ["--policy", str(ensemble), "--episodes", "2", "--seeds", "0", "--max-episode-steps", "100"]
     (played,) = module.main(argv + ["--out", str(tmp_path / "e.json")])["policies"]
     assert played["policy"] == str(ensemble) and played["pooled"]["episodes"] == 2
+
+
+def test_a_shot_model_file_is_played_with_the_parameters_it_was_fitted_with(tmp_path):
+    """--policy FILE.json (a tools/fit_shot_model.py file): the scripted policy with the model's fitted parameters
+    and tracker, aiming by it. The shipped UKF model's file plays exactly what 'scripted-rally-shot-ukf' plays; a
+    model fitted with other parameters gets those parameters."""
+    import dataclasses
+
+    from robot_rt.envs.scripted import ScriptedParams
+    from robot_rt.envs.shot_model import SHIPPED_RALLY_SHOT_MODEL_UKF, ShotModel, shot_model_policy
+
+    module = _load()
+    argv = ["--episodes", "3", "--seeds", "0", "--max-episode-steps", "500"]
+    by_name = module.main(["--policy", "scripted-rally-shot-ukf"] + argv + ["--out", str(tmp_path / "a.json")])
+    by_file = module.main(["--policy", str(SHIPPED_RALLY_SHOT_MODEL_UKF)] + argv + ["--out", str(tmp_path / "b.json")])
+    (a,), (b,) = by_name["policies"], by_file["policies"]
+    assert b["policy"] == str(SHIPPED_RALLY_SHOT_MODEL_UKF)
+
+    def figures(result):  # all but the wall times
+        return [{k: v for k, v in d.items() if k != "wall_s"} for d in [result["pooled"], *result["per_seed"]]]
+
+    assert figures(a) == figures(b)
+    assert a["pooled"]["rally_mean"] > 1.0
+
+    model = ShotModel.load(SHIPPED_RALLY_SHOT_MODEL_UKF)
+    other = dataclasses.replace(ScriptedParams.preset("rally"), floor_margin_m=0.05)
+    model.fitted_params = other.to_vector()
+    path = tmp_path / "other.json"
+    model.save(path)
+    policy = shot_model_policy(2, path)
+    assert ScriptedParams.from_vector(policy.params[0]) == other
+    assert policy.shot_model is not None and policy.shot_model.tracker == "ukf"
+    assert type(policy.tracker).__name__ == "BatchedUKFTracker"

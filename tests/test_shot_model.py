@@ -404,3 +404,29 @@ def test_policy_aims_with_its_in_exponent(monkeypatch):
     plan = (policy.plan_p[planned], policy.plan_v[planned], policy.incoming_spin.estimate[planned])
     at_4, at_1 = search(policy.shot_model, *plan, in_exponent=4.0)[0], search(policy.shot_model, *plan)[0]
     assert np.abs(at_4 - at_1).max() > 0.05
+
+
+def test_fit_tool_sets_parameters_other_than_the_presets(tmp_path):
+    """tools/fit_shot_model.py --set NAME=VALUE: the model records the parameters it was fitted with, the preset's
+    with those values replaced; an unknown name or a value that is not a number is named before anything runs."""
+    import importlib.util
+    from pathlib import Path
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "fit_shot_model.py"
+    spec = importlib.util.spec_from_file_location("fit_shot_model_under_test", tool)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    shots, _ = synthetic_shots(np.random.default_rng(4), 4_000)
+    np.savez(tmp_path / "shots.npz", **shots)
+    out = tmp_path / "model.json"
+    argv = ["--from-shots", str(tmp_path / "shots.npz"), "--out", str(out)]
+    module.main(argv + ["--set", "floor_margin_m=0.05", "--set", "swing_s=0.15"])
+    fitted = ScriptedParams.from_vector(ShotModel.load(out).fitted_params)
+    assert fitted == dataclasses.replace(ScriptedParams.preset("rally"), floor_margin_m=0.05, swing_s=0.15)
+    for bad, message in (
+        ("floor_margin=0.05", "NAME=VALUE with NAME one of"),
+        ("swing_s=fast", "a number for swing_s"),
+        ("x", "NAME"),
+    ):
+        with pytest.raises(ValueError, match=f"--set: expected {message}"):
+            module.main(argv + ["--set", bad])

@@ -12,6 +12,7 @@ evaluations play. The model file is written atomically.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -22,7 +23,21 @@ from robot_rt.envs.shot_model import ShotModel, collect_shot_data
 from robot_rt.sim.rally import HUMAN_CHOICES, resolve_human
 
 
-def main() -> None:
+def with_settings(params: ScriptedParams, settings: list[str]) -> ScriptedParams:
+    """`params` with each 'NAME=VALUE' of `settings` set; ValueError names a bad one."""
+    values = {}
+    for item in settings:
+        name, sep, value = item.partition("=")
+        if not sep or name not in ScriptedParams.names():
+            raise ValueError(f"--set: expected NAME=VALUE with NAME one of {ScriptedParams.names()}, got {item!r}")
+        try:
+            values[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--set: expected a number for {name}, got {value!r}") from None
+    return dataclasses.replace(params, **values)
+
+
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="rally", choices=("default", "rally"))
     ap.add_argument("--episodes", type=int, default=1024, help="environments per batch")
@@ -43,13 +58,20 @@ def main() -> None:
         action="store_true",
         help="the env's robot moves along the real-time loop's trajectory (robot_rt.bridge.loop_model)",
     )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a ScriptedParams value other than the preset's (repeatable), e.g. swing_reach_frac=1.1",
+    )
     ap.add_argument("--save-shots", default=None, help="also write the shots (npz) here")
     ap.add_argument(
         "--from-shots", nargs="+", default=None, help="fit the shots of these --save-shots files instead of playing"
     )
     ap.add_argument("--out", required=True)
-    args = ap.parse_args()
-    params = ScriptedParams.preset(args.preset)
+    args = ap.parse_args(argv)
+    params = with_settings(ScriptedParams.preset(args.preset), args.set)
     human = resolve_human(args.human if args.human in HUMAN_CHOICES else Path(args.human))
     t0 = time.time()
     loop_model = {}

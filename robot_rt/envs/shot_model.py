@@ -67,7 +67,14 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-np.clip(x, -40.0, 40.0)))
 
 
-__all__ = ["ShotModel", "check_in_exponent", "collect_shot_data", "rally_shot_policy", "shipped_shot_model"]
+__all__ = [
+    "ShotModel",
+    "check_in_exponent",
+    "collect_shot_data",
+    "rally_shot_policy",
+    "shipped_shot_model",
+    "shot_model_policy",
+]
 
 
 def _expected_gaussian_factor(mean, centre: float, width: float, spread) -> np.ndarray:
@@ -558,4 +565,19 @@ def rally_shot_policy(num_envs: int, tracker: str = "fit", variant: str = "env",
     model = shipped_shot_model(tracker, variant)
     return BatchedScriptedPolicy(
         num_envs, params=ScriptedParams.preset("rally"), shot_model=model, tracker=model.tracker, **kwargs
+    )
+
+
+def shot_model_policy(num_envs: int, path, **kwargs):
+    """The scripted policy with the parameters the shot model in `path` (a `tools/fit_shot_model.py` file) was
+    fitted with, its tracker, aiming by that model. Keyword arguments go to BatchedScriptedPolicy."""
+    from .scripted import BatchedScriptedPolicy, ScriptedParams
+
+    model = ShotModel.load(path)
+    return BatchedScriptedPolicy(
+        num_envs,
+        params=ScriptedParams.from_vector(model.fitted_params),
+        shot_model=model,
+        tracker=model.tracker,
+        **kwargs,
     )
