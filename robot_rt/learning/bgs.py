@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +17,10 @@ import torch
 from torch.func import functional_call, vmap
 
 from robot_rt.learning import distributed as dist
+from robot_rt.learning.config_flags import add_config_flags, config_from_flags
 from robot_rt.learning.es import BGS, ESConfig
 from robot_rt.learning.neural_policy import GaussianActor, PolicyConfig, RunningMeanStd, policy_input, save_policy
-from robot_rt.learning.ppo import _parse_bool, check_scripted_preset, make_env, plot_curve, scripted_base_params
+from robot_rt.learning.ppo import check_scripted_preset, make_env, plot_curve, scripted_base_params
 from robot_rt.learning.rollout import HistoryRollout, summarize_episodes
 from robot_rt.learning.rundir import RunDir
 
@@ -355,33 +356,15 @@ SMOKE = dict(generations=2, directions=2, top_k=1, slots=2, horizon=40, max_epis
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = parser.add_argument
-    defaults = BGSConfig()
     d("--out", required=True, help="run directory")
     d("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     d("--smoke", action="store_true", help="tiny sizes: every stage in seconds (CI)")
     d("--no-progress", action="store_true", help="no progress bar")
-    for f in fields(BGSConfig):
-        value = getattr(defaults, f.name)
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(value, bool):
-            d(flag, type=_parse_bool, default=value, help=f"(default {value})")
-        elif isinstance(value, tuple):
-            d(
-                flag,
-                type=lambda s: tuple(int(x) for x in s.split(",") if x),
-                default=value,
-                help=f"comma list (default {','.join(map(str, value))})",
-            )
-        else:
-            d(flag, type=type(value), default=value, help=f"(default {value})")
+    add_config_flags(parser, BGSConfig)
 
 
 def config_from_args(args) -> BGSConfig:
-    values = {f.name: getattr(args, f.name) for f in fields(BGSConfig)}
-    if args.smoke:
-        defaults = BGSConfig()
-        values.update({k: v for k, v in SMOKE.items() if values[k] == getattr(defaults, k)})
-    return BGSConfig(**values)
+    return config_from_flags(args, BGSConfig, SMOKE)
 
 
 def run(args) -> int:

@@ -9,7 +9,7 @@ import argparse
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from robot_rt.learning import distributed as dist
+from robot_rt.learning.config_flags import add_config_flags, config_from_flags
 from robot_rt.learning.neural_policy import (
     Critic,
     GaussianActor,
@@ -719,42 +720,16 @@ SMOKE = dict(total_steps=4 * 64 * 16, num_envs=64, rollout_steps=16, minibatch_s
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = parser.add_argument
-    defaults = PPOConfig()
     d("--out", required=True, help="run directory")
     d("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     d("--smoke", action="store_true", help="tiny sizes: every stage in seconds (CI)")
     d("--no-progress", action="store_true", help="no progress bar")
     d("--eval-episodes", type=int, default=256, help="deterministic evaluation before and after (0: none)")
-    for f in fields(PPOConfig):
-        value = getattr(defaults, f.name)
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(value, bool):
-            d(flag, type=_parse_bool, default=value, help=f"(default {value})")
-        elif isinstance(value, tuple):
-            d(
-                flag,
-                type=lambda s: tuple(int(x) for x in s.split(",") if x),
-                default=value,
-                help=f"comma list (default {','.join(map(str, value))})",
-            )
-        else:
-            d(flag, type=type(value), default=value, help=f"(default {value})")
-
-
-def _parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+    add_config_flags(parser, PPOConfig)
 
 
 def config_from_args(args) -> PPOConfig:
-    values = {f.name: getattr(args, f.name) for f in fields(PPOConfig)}
-    if args.smoke:
-        defaults = PPOConfig()
-        values.update({k: v for k, v in SMOKE.items() if values[k] == getattr(defaults, k)})
-    return PPOConfig(**values)
+    return config_from_flags(args, PPOConfig, SMOKE)
 
 
 def evaluate_policy(policy_factory, cfg, episodes: int, seed: int = 10**6) -> dict:
