@@ -50,7 +50,7 @@ import time
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings
+from helpers.fuzz import fuzz_settings, write_fuzz_totals
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
@@ -1251,19 +1251,8 @@ _TOTALS: collections.Counter = collections.Counter()
 
 
 def teardown_module(module):
-    if os.environ.get("FUZZ_TOTALS"):
-        with open(os.environ["FUZZ_TOTALS"], "a") as f:
-            f.write(json.dumps(dict(_TOTALS)) + "\n")
+    write_fuzz_totals(dict(_TOTALS))
 
 
-ControlMachine.TestCase.settings = settings(
-    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "25")),
-    stateful_step_count=int(os.environ.get("FUZZ_STEPS", "20")),
-    deadline=None,
-    # (a hunt over other examples than CI's: FUZZ_DERANDOMIZE=0 with pytest's --hypothesis-seed=N)
-    derandomize=os.environ.get("FUZZ_DERANDOMIZE", "1") != "0",
-    database=None,
-    suppress_health_check=list(HealthCheck),
-    print_blob=True,
-)
+ControlMachine.TestCase.settings = fuzz_settings(examples=25, steps=20)
 TestControlStateful = ControlMachine.TestCase

@@ -60,7 +60,7 @@ import time
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings
+from helpers.fuzz import fuzz_settings, write_fuzz_totals
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 from test_control_stateful import TARGET_KINDS, make_target
@@ -1166,23 +1166,12 @@ def _longest_gap_ms(cycles: np.ndarray, t0_ns: int, t1_ns: int) -> float:
 _TOTALS: collections.Counter = collections.Counter()
 _MAXIMA: collections.Counter = collections.Counter()  # (largest values over a hunt, written with the totals)
 
-EgmMachine.TestCase.settings = settings(
-    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "20")),
-    stateful_step_count=int(os.environ.get("FUZZ_STEPS", "30")),
-    deadline=None,
-    # (a hunt over other examples than CI's: FUZZ_DERANDOMIZE=0 with pytest's --hypothesis-seed=N)
-    derandomize=os.environ.get("FUZZ_DERANDOMIZE", "1") != "0",
-    database=None,
-    suppress_health_check=list(HealthCheck),
-    print_blob=True,
-)
+EgmMachine.TestCase.settings = fuzz_settings(examples=20, steps=30)
 TestControlStatefulEgm = EgmMachine.TestCase
 
 
 def teardown_module(module):
-    if os.environ.get("FUZZ_TOTALS"):
-        with open(os.environ["FUZZ_TOTALS"], "a") as f:
-            f.write(json.dumps(dict(_TOTALS, **_MAXIMA)) + "\n")
+    write_fuzz_totals(dict(_TOTALS, **_MAXIMA))
 
 
 @contextlib.contextmanager
@@ -1385,8 +1374,10 @@ def test_a_recovery_during_a_feedback_glitch_does_not_move_the_arm(stall_first):
     velocity), unless the controller's thread stalled just then: its next feedback is stamped after the stall and the
     step reads as a plausible velocity. Then the glitch's end latches it, after the request, and the recovery is
     refused for a stop its requester did not see (seen twice in CI on 2 loaded cores). Such a try is repeated: the
-    arm must not move in any. `stall_first` makes the first try's start unseen: the controller's thread is held 0.1 s
-    as its glitch begins."""
+    arm must not move in any. `stall_first` makes a try's start unseen: the controller's thread is held 0.1 s as its
+    glitch begins; the test's own thread must then notice the glitch within its last 45 ms. Where the harness missed
+    (its thread ran too late to see the glitch, or saw its end latch already), the try is repeated too: those are
+    the harness's timing on a loaded machine, not the loop's."""
     with _egm_rig() as (controller, loop):
         loop.start()
         time.sleep(0.2)
@@ -1395,10 +1386,16 @@ def test_a_recovery_during_a_feedback_glitch_does_not_move_the_arm(stall_first):
         time.sleep(0.3)
         assert loop.lifecycle == "stopped"
         before = controller.position
-        tries = []
-        for k in range(5):
-            if stall_first and k == 0:
-                with controller._lock:  # (its cycle waits: the glitch's first feedback is stamped 0.1 s later)
+
+        def assert_not_moved():
+            moved = float(np.max(np.abs(controller.position - before)))
+            assert moved <= MOVED_LIMIT, f"the arm moved {moved:.4f} rad after a recovery during a feedback glitch"
+
+        tries = []  # (the stop reasons seen at the request, its result), or ("unobserved", None)
+        unseen_start = False  # a try refused for the glitch's end: its start was unseen
+        for _ in range(8):
+            if stall_first and not unseen_start:
+                with controller._lock:  # (its cycle waits: the glitch's first feedback comes 0.1 s later)
                     _glitch(controller, 0.3, 145)
                     time.sleep(0.1)
             else:
@@ -1411,22 +1408,33 @@ def test_a_recovery_during_a_feedback_glitch_does_not_move_the_arm(stall_first):
                 if obs is not None and abs(obs["measured_position"][4] - before[2]) > 0.2:
                     break
                 time.sleep(0.001)
-            else:
-                pytest.fail("the loop never saw the glitch")
+            else:  # this thread ran too late to see it (the loop did: it stays stopped)
+                assert_not_moved()
+                assert loop.lifecycle == "stopped", loop.stop_reasons
+                tries.append(("unobserved", None))
+                continue
             seen = loop.stop_reasons
             time.sleep(0.01)
             result = loop.recover()
             time.sleep(0.5)
-            moved = float(np.max(np.abs(controller.position - before)))
-            assert moved <= MOVED_LIMIT, f"the arm moved {moved:.4f} rad after a recovery during a feedback glitch"
+            assert_not_moved()
             tries.append((seen, result))
-            if result.ok:
-                break
-            # refused: only for a stop that latched after the request (the glitch's end, its start unseen)
-            assert any(b in SAFETY_REASONS and b not in seen for b in result.blockers), tries
-            assert loop.lifecycle == "stopped", loop.stop_reasons
-        assert result.ok, tries
+            if not result.ok:
+                # refused: only for a stop that latched after the request (the glitch's end, its start unseen)
+                assert any(b in SAFETY_REASONS and b not in seen for b in result.blockers), tries
+                assert loop.lifecycle == "stopped", loop.stop_reasons
+                unseen_start = True
+                continue
+            if stall_first and not unseen_start:
+                # the stalled try's start was seen after all (this thread read the reasons after the glitch's end
+                # had latched): stop the arm again and repeat it
+                loop.estop()
+                time.sleep(0.3)
+                assert loop.lifecycle == "stopped"
+                continue
+            break
+        assert tries and tries[-1][1] is not None and tries[-1][1].ok, tries
         assert "measurement_invalid" in tries[-1][0], tries
         if stall_first:
-            assert len(tries) >= 2 and "measurement_invalid" not in tries[0][0], tries
+            assert unseen_start, tries
         assert loop.lifecycle == "active", loop.stop_reasons
