@@ -56,8 +56,9 @@ def test_the_trainers_command_lines_round_trip_their_config(module_name):
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser()
     module.add_arguments(parser)
-    cfg_cls = type(module.config_from_args(parser.parse_args(["--out", "x"])))
-    assert module.config_from_args(parser.parse_args(["--out", "x"])) == cfg_cls()
+    default = module.config_from_args(parser.parse_args(["--out", "x"]))
+    cfg_cls = type(default)
+    assert default == cfg_cls()
     smoke = module.config_from_args(parser.parse_args(["--out", "x", "--smoke"]))
     assert {k: getattr(smoke, k) for k in module.SMOKE} == module.SMOKE
     first = fields(cfg_cls)[0]

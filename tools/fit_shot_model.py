@@ -63,7 +63,7 @@ def main(argv=None) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a ScriptedParams value other than the preset's (repeatable), e.g. swing_reach_frac=1.1",
+        help="a ScriptedParams value other than the preset's (repeatable), e.g. floor_margin_m=0.05",
     )
     ap.add_argument("--save-shots", default=None, help="also write the shots (npz) here")
     ap.add_argument(
